@@ -1,0 +1,181 @@
+"""The pure core: one chat in, signed and encrypted archive objects out.
+
+Nothing here touches MongoDB or the store, so it runs the same in a worker
+process, in the offline `render` command and in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from archiver.config import Config
+from archiver.envelope import Envelope, load_recipients
+from archiver.names import safe_name
+from archiver.render.pdf import PdfRenderer
+from archiver.render.record import build_record
+from archiver.signing import Signer, load_identity, sha256_hex
+from archiver.transcript import Transcript, has_ended, normalise
+
+# name in the index -> (file name stem, extension of the plaintext)
+OBJECTS = {"pdf": ("transcript", "pdf"), "record": ("record", "json"), "record_signature": ("record", "json.p7s")}
+
+
+@dataclass(frozen=True)
+class Plaintext:
+    transcript: Transcript
+    pdf: bytes  # signed
+    record: bytes
+    record_signature: bytes  # detached CMS over `record`
+    placeholders: int
+    source_sha256: str
+
+    def files(self) -> dict[str, bytes]:
+        return {"pdf": self.pdf, "record": self.record, "record_signature": self.record_signature}
+
+
+@dataclass(frozen=True)
+class Blob:
+    name: str  # pdf / record / record_signature
+    key: str
+    data: bytes  # CMS EnvelopedData
+    sha256: str
+    plaintext_sha256: str
+    plaintext_size: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "sha256": self.sha256, "size": len(self.data),
+                "plaintext_sha256": self.plaintext_sha256, "plaintext_size": self.plaintext_size, "version_id": ""}
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    entry: dict[str, Any]  # the index entry, objects included
+    blobs: list[Blob] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    plain: Plaintext | None = None  # kept only in-process (on-demand export); workers drop it
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+class ArtifactBuilder:
+    """Holds the loaded template, fonts, signing key and recipients; build once per process."""
+
+    def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
+                 max_message_chars: int, retain_days: int) -> None:
+        self.renderer = renderer
+        self.signer = signer
+        self.envelope = envelope
+        self.max_message_chars = max_message_chars
+        self.retain_days = retain_days
+
+    @classmethod
+    def from_config(cls, config: Config, *, encrypt: bool = True) -> "ArtifactBuilder":
+        identity = load_identity(
+            config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
+            config["signing.key_password"], config["signing.chain"],
+        )
+        return cls(
+            PdfRenderer(config["render.template"], config["render.timezone"]),
+            Signer(identity, config["signing.timestamp_url"]),
+            Envelope(load_recipients(config["encryption.recipients"])) if encrypt else None,
+            config["archive.max_message_chars"],
+            config["storage.retain_days"],
+        )
+
+    def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
+                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None) -> Plaintext:
+        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived."""
+        timings = {} if timings is None else timings
+        with timed(timings, "render"):
+            status = "ended" if has_ended(chat) else kind
+            transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
+            rendered = self.renderer.render(transcript)
+            record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at)
+        with timed(timings, "sign"):
+            pdf = self.signer.sign_pdf(rendered.data)
+            record_signature = self.signer.sign_detached(record)
+        return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest)
+
+    def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
+              version: int, generated_at: dt.datetime) -> Artifacts:
+        assert self.envelope is not None, "built without recipients"
+        timings: dict[str, float] = {}
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings)
+        folder = f"{safe_name(plain.transcript.room)}/v{version}"
+        blobs = []
+        with timed(timings, "encrypt"):
+            for name, data in plain.files().items():
+                sealed = self.envelope.encrypt(data)
+                digest = sha256_hex(sealed)
+                stem, ext = OBJECTS[name]
+                blobs.append(Blob(name, f"{folder}/{stem}-{digest[:16]}.{ext}.p7m", sealed, digest,
+                                  sha256_hex(data), len(data)))
+        entry = index_entry(plain, version, generated_at, self.retain_days)
+        entry.update(
+            signing_certificate_sha256=self.signer.identity.fingerprint,
+            recipients=self.envelope.recipient_ids,
+            encryption="CMS EnvelopedData, AES-256-CBC, RSA key transport",
+            objects={b.name: b.describe() for b in blobs},
+        )
+        return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
+
+
+def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retain_days: int) -> dict[str, Any]:
+    t = plain.transcript
+    return {
+        "room": t.room,
+        "version": version,
+        "kind": t.status,
+        "ctlive_type": t.ctlive_type,
+        "channel": t.channel,
+        "service": t.service,
+        "title": t.title,
+        "language": t.language,
+        "agents": t.agents,
+        "customers": t.customers,
+        "participants": [{"user_id": p.user_id, "role": p.role, "nickname": p.nickname} for p in t.participants],
+        "started_at": t.started_at,
+        "ended_at": t.ended_at,
+        "closed_by": t.closed_by,
+        "message_count": len(t.messages),
+        "failed_deliveries": t.failed_deliveries,
+        "placeholders": plain.placeholders,
+        "warnings": list(t.warnings),
+        "source_sha256": plain.source_sha256,
+        "generated_at": generated_at,
+        "retain_until": generated_at + dt.timedelta(days=retain_days),
+    }
+
+
+# One builder per worker process, made by `init_worker` (keys and fonts load once).
+_WORKER_BUILDER: ArtifactBuilder | None = None
+
+
+def init_worker(config: Config) -> None:
+    global _WORKER_BUILDER
+    _WORKER_BUILDER = ArtifactBuilder.from_config(config)
+
+
+def build_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
+                    version: int, generated_at: dt.datetime) -> Artifacts:
+    built = build_here(chat, contact, kind, version, generated_at)
+    return dataclasses.replace(built, plain=None)  # the plaintext never needs to cross processes
+
+
+def build_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
+               version: int, generated_at: dt.datetime) -> Artifacts:
+    """Like build_in_worker, in this process, keeping the plaintext."""
+    assert _WORKER_BUILDER is not None, "init_worker was not called in this process"
+    return _WORKER_BUILDER.build(chat, contact, kind, version, generated_at)

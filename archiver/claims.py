@@ -1,0 +1,124 @@
+"""The work queue: one job per room, claimed with a lease so several workers never collide.
+
+A job is `pending` (discovered), `claimed` (a worker holds a lease until
+`available_at`), `done`, `failed` (retried at `available_at`) or `quarantined`
+(needs a person; `reason` says why). A claim whose lease ran out is free again:
+that is how a killed worker's chats are taken over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+CLAIMABLE = ["pending", "failed", "claimed"]
+
+
+def now() -> dt.datetime:
+    # Millisecond precision: what MongoDB stores, so comparisons round-trip.
+    t = dt.datetime.now(dt.timezone.utc)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Job:
+    room: str
+    kind: str  # ended / abandoned / interim
+    attempts: int
+    last_error: str
+
+
+class WorkQueue:
+    def __init__(self, jobs: Collection, owner: str | None = None) -> None:
+        self.jobs = jobs
+        self.owner = owner or worker_id()
+
+    def ensure_indexes(self) -> None:
+        self.jobs.create_index([("state", ASCENDING), ("available_at", ASCENDING)], name="claim_order")
+
+    def enqueue(self, rooms: Iterable[tuple[str, str]]) -> int:
+        """Add (room, kind) pairs not yet known; an archived non-ended chat that has now ended is reopened."""
+        wanted = dict(rooms)
+        if not wanted:
+            return 0
+        known = {j["_id"]: j for j in self.jobs.find({"_id": {"$in": list(wanted)}}, {"state": 1, "kind": 1})}
+        fresh = [
+            {"_id": room, "state": "pending", "kind": kind, "attempts": 0, "last_error": "",
+             "available_at": now(), "discovered_at": now()}
+            for room, kind in wanted.items() if room not in known
+        ]
+        added = 0
+        if fresh:
+            try:
+                added = len(self.jobs.insert_many(fresh, ordered=False).inserted_ids)
+            except BulkWriteError as exc:  # another worker discovered some of them first
+                added = exc.details.get("nInserted", 0)
+        reopen = [room for room, kind in wanted.items()
+                  if kind == "ended" and room in known and known[room].get("kind") != "ended"]
+        if reopen:
+            self.jobs.update_many(
+                {"_id": {"$in": reopen}, "state": "done"},
+                {"$set": {"state": "pending", "kind": "ended", "available_at": now(), "attempts": 0}},
+            )
+        return added + len(reopen)
+
+    def claim_room(self, room: str, kind: str, lease_seconds: int) -> Job | None:
+        """Claim ROOM now whatever its state (on-demand export); None if another worker holds it."""
+        t = now()
+        try:
+            self.jobs.update_one(
+                {"_id": room, "$or": [{"state": {"$ne": "claimed"}}, {"available_at": {"$lte": t}}]},
+                {"$set": {"state": "pending", "kind": kind, "available_at": t},
+                 "$setOnInsert": {"attempts": 0, "last_error": "", "discovered_at": t}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # the room exists and is claimed by someone else
+            return None
+        return self.claim(lease_seconds, {"_id": room})
+
+    def claim(self, lease_seconds: int, only: dict[str, Any] | None = None) -> Job | None:
+        t = now()
+        doc = self.jobs.find_one_and_update(
+            {**(only or {}), "state": {"$in": CLAIMABLE}, "available_at": {"$lte": t}},
+            {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + dt.timedelta(seconds=lease_seconds)},
+             "$inc": {"attempts": 1}},
+            sort=[("available_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return None
+        return Job(room=doc["_id"], kind=doc.get("kind", "ended"), attempts=doc["attempts"],
+                   last_error=doc.get("last_error", ""))
+
+    def _finish(self, room: str, fields: dict[str, Any]) -> bool:
+        """Close our claim; False if the lease was lost to another worker meanwhile."""
+        result = self.jobs.update_one(
+            {"_id": room, "state": "claimed", "owner": self.owner},
+            {"$set": {**fields, "updated_at": now()}, "$unset": {"owner": ""}},
+        )
+        return result.modified_count == 1
+
+    def done(self, room: str) -> bool:
+        return self._finish(room, {"state": "done", "last_error": ""})
+
+    def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
+        retry_at = now() + dt.timedelta(seconds=retry_in_seconds)
+        return self._finish(room, {"state": "failed", "last_error": error, "available_at": retry_at})
+
+    def quarantine(self, room: str, reason: str) -> bool:
+        return self._finish(room, {"state": "quarantined", "last_error": reason, "reason": reason})
+
+    def counts(self) -> dict[str, int]:
+        return {row["_id"]: row["n"] for row in self.jobs.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}

@@ -1,0 +1,244 @@
+"""Configuration: a TOML file, overridden key by key from the environment.
+
+Every key has a type and a default in SCHEMA; unknown keys and wrong types are
+errors that name the key, raised before any work is done.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from apscheduler.triggers.cron import CronTrigger
+
+ENV_PREFIX = "ARCHIVER_"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "transcript.toml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type
+    default: Any
+    check: Callable[[Any], str | None] | None = None  # returns a complaint or None
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _not_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _storage_url(v: str) -> str | None:
+    if v == "" or v.startswith(("s3://", "file://")):
+        if v.startswith("s3://") and not v[5:].split("/", 1)[0]:
+            return "s3:// URL needs a bucket name, e.g. s3://bucket/prefix"
+        return None
+    return "must be s3://bucket/prefix or file:///path/to/dir"
+
+
+def _mongo_uri(v: str) -> str | None:
+    if v == "" or v.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
+        return None
+    return "must start with mongodb://, mongodb+srv:// or mongomock://"
+
+
+def _crontab(v: str) -> str | None:
+    if v == "":
+        return None
+    try:
+        CronTrigger.from_crontab(v)
+    except ValueError as exc:
+        return f"is not a crontab expression ({exc})"
+    return None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "mongodb": {"uri": Key(str, "", _mongo_uri)},
+    "source": {
+        "database": Key(str, "ctlive"),
+        "chats": Key(str, "chats"),
+        "contacts": Key(str, "contacts"),
+        "messages": Key(str, ""),
+        "abandoned_after_hours": Key(float, 0.0, _not_negative),
+        "discovery_overlap_minutes": Key(float, 60.0, _not_negative),
+    },
+    "index": {
+        "uri": Key(str, "", _mongo_uri),
+        "database": Key(str, "ctlive_archive"),
+        "entries": Key(str, "archive_index"),
+        "jobs": Key(str, "archive_jobs"),
+        "state": Key(str, "archive_state"),
+    },
+    "signing": {
+        "certificate": Key(str, ""),
+        "key": Key(str, ""),
+        "pkcs12": Key(str, ""),
+        "key_password": Key(str, ""),
+        "chain": Key(list, []),
+        "timestamp_url": Key(str, ""),
+    },
+    "encryption": {"recipients": Key(list, [])},
+    "storage": {
+        "url": Key(str, "", _storage_url),
+        "endpoint_url": Key(str, ""),
+        "region": Key(str, "us-east-1"),
+        "object_lock_mode": Key(str, "COMPLIANCE", _one_of("COMPLIANCE", "GOVERNANCE", "")),
+        "retain_days": Key(int, 3650, _not_negative),
+        "max_attempts": Key(int, 8, _positive),
+    },
+    "archive": {
+        "workers": Key(int, 0, _not_negative),
+        "lease_seconds": Key(int, 300, _positive),
+        "max_attempts": Key(int, 5, _positive),
+        "retry_backoff_seconds": Key(int, 60, _not_negative),
+        "max_message_chars": Key(int, 1_000_000, _positive),
+    },
+    "render": {
+        "template": Key(str, str(DEFAULT_TEMPLATE)),
+        "timezone": Key(str, "UTC"),
+    },
+    "schedule": {
+        "archive": Key(str, "*/5 * * * *", _crontab),
+        "discovery_rescan": Key(str, "30 3 * * *", _crontab),
+    },
+    "logging": {
+        "level": Key(str, "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+        "format": Key(str, "json", _one_of("json", "text")),
+    },
+}
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+class Config:
+    """Validated settings, read as ``config["section.key"]``."""
+
+    def __init__(self, values: Mapping[str, Any], source: str) -> None:
+        self._values = dict(values)
+        self.source = source
+
+    def __getitem__(self, dotted: str) -> Any:
+        return self._values[dotted]
+
+    def require(self, *dotted: str) -> None:
+        """Fail unless every named key has a non-empty value."""
+        for name in dotted:
+            if self._values[name] in ("", []):
+                env = ENV_PREFIX + name.upper().replace(".", "__")
+                raise ConfigError(f"{name}: required but not set (in {self.source} or {env})")
+
+    def with_overrides(self, **dotted: Any) -> "Config":
+        """A copy with some keys replaced, e.g. ``{"storage.url": ...}``."""
+        merged = {**self._values, **{k.replace("__", "."): v for k, v in dotted.items()}}
+        return Config(merged, self.source)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read PATH (or $ARCHIVER_CONFIG, or nothing) and apply environment overrides."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("ARCHIVER_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    values = _from_file(raw)
+    values.update(_from_environment(environ))
+    for dotted, value in values.items():
+        section, key = dotted.split(".")
+        spec = SCHEMA[section][key]
+        problem = spec.check(value) if spec.check else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem} (got {value!r})")
+    if path is not None:
+        values = _resolve_paths(values, Path(path).resolve().parent)
+    return Config(values, str(path) if path else "the environment")
+
+
+def _from_file(raw: dict[str, Any]) -> dict[str, Any]:
+    values = {f"{s}.{k}": spec.default for s, keys in SCHEMA.items() for k, spec in keys.items()}
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"[{section}]: unknown section (known: {', '.join(SCHEMA)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: must be a table [{section}]")
+        for key, value in table.items():
+            spec = SCHEMA[section].get(key)
+            if spec is None:
+                raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(SCHEMA[section])})")
+            values[f"{section}.{key}"] = _typed(f"{section}.{key}", spec, value)
+    return values
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "ARCHIVER_CONFIG":
+            continue
+        if name.startswith("ARCHIVER_TEST_"):
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        spec = SCHEMA.get(section, {}).get(key)
+        if spec is None:
+            raise ConfigError(f"{name}: no such setting {section}.{key}")
+        values[f"{section}.{key}"] = _parse_env(name, spec, text)
+    return values
+
+
+def _parse_env(name: str, spec: Key, text: str) -> Any:
+    if spec.type is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if spec.type is bool:
+        if text.lower() not in _BOOL_WORDS:
+            raise ConfigError(f"{name}: must be true or false (got {text!r})")
+        return _BOOL_WORDS[text.lower()]
+    try:
+        return spec.type(text)
+    except ValueError:
+        raise ConfigError(f"{name}: must be {spec.type.__name__} (got {text!r})") from None
+
+
+def _typed(dotted: str, spec: Key, value: Any) -> Any:
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if spec.type is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool)):
+        return value
+    want = "list of strings" if spec.type is list else spec.type.__name__
+    raise ConfigError(f"{dotted}: must be {want} (got {value!r})")
+
+
+_PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template")
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative file paths in a config file are relative to that file."""
+    out = dict(values)
+    for key in _PATH_KEYS:
+        if out[key]:
+            out[key] = str(base / out[key])
+    for key in ("signing.chain", "encryption.recipients"):
+        out[key] = [str(base / p) for p in out[key]]
+    if out["storage.url"].startswith("file://") and not out["storage.url"].startswith("file:///"):
+        out["storage.url"] = "file://" + str(base / out["storage.url"][len("file://"):])
+    return out

@@ -1,0 +1,74 @@
+"""`archiver demo`: the whole path on the embedded default, with nothing to install or configure."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from archiver import config as config_module
+from archiver import logs
+from archiver.keys import create_development_keys
+from archiver.mongo import connect
+from archiver.offline import export_room
+from archiver.pipeline import Archiver
+from archiver.samples import SEED_CHAT, make_chat
+
+DEMO_URI = "mongomock://demo"
+
+
+def _seed_source(config: config_module.Config) -> list[str]:
+    db = connect(DEMO_URI)[config["source.database"]]
+    rng = random.Random(7)
+    chats = [(SEED_CHAT, None)]
+    chats += [make_chat(rng, messages=rng.randint(5, 40), language=lang) for lang in ("it", "en", "ru", "el", "ar", "zh", "ja")]
+    chats.append(make_chat(rng, messages=6, ended=False))  # still running: not archived
+    chats.append(({"_id": "CHAT_BROKEN", "room": "CHAT_BROKEN", "messages": "not-an-array"}, None))
+    for chat, contact in chats:
+        db[config["source.chats"]].insert_one(chat)
+        if contact:
+            db[config["source.contacts"]].insert_one(contact)
+    return [chat["room"] for chat, _ in chats]
+
+
+def run_demo(directory: Path) -> int:
+    directory = directory.resolve()
+    keys = directory / "keys"
+    if not (keys / "signing.key.pem").exists():
+        create_development_keys(keys)
+    config = config_module.load(None, environ={}).with_overrides(**{
+        "mongodb.uri": DEMO_URI,
+        "storage.url": f"file://{directory / 'store'}",
+        "signing.certificate": str(keys / "signing.crt.pem"),
+        "signing.key": str(keys / "signing.key.pem"),
+        "encryption.recipients": [str(keys / "legal.crt.pem")],
+        "archive.workers": 1,
+        "logging.level": "WARNING",
+        "logging.format": "text",
+    })
+    logs.configure("WARNING", "text")
+    rooms = _seed_source(config)
+    print(f"Seeded {len(rooms)} sample chats into the in-process stand-in {DEMO_URI} "
+          "(one still running, one deliberately broken).")
+    archiver = Archiver(config)
+    report = archiver.run_pass()
+    print(f"\nArchive pass: {len(report.archived)} archived, {len(report.quarantined)} quarantined "
+          f"in {report.seconds:.1f} s")
+    for room, reason in report.quarantined.items():
+        print(f"  quarantined {room}: {reason}")
+    print(f"\nEncrypted objects in {archiver.store.url}:")
+    for key in archiver.store.keys():
+        print(f"  {key}")
+    export_dir = directory / "export"
+    outcome = export_room(config, rooms[0], export_dir, force=False) if not (export_dir / f"{rooms[0]}.pdf").exists() else None
+    if outcome:
+        print(f"\nOn-demand export of {rooms[0]}:")
+        print("\n".join(outcome.lines))
+    print(f"\nKeys (development only) in {keys}. Check the artefacts with tools we did not write:")
+    pdf = export_dir / f"{rooms[0]}.pdf"
+    print(f"  pdfsig {pdf}")
+    print(f"  openssl cms -verify -binary -inform DER -in {pdf.with_suffix('.json.p7s')} "
+          f"-content {pdf.with_suffix('.json')} -CAfile {keys / 'ca.crt.pem'} -out /dev/null")
+    first = next(k for k in archiver.store.keys() if k.endswith(".pdf.p7m"))
+    print(f"  openssl cms -decrypt -binary -inform DER -in {directory / 'store' / first} "
+          f"-inkey {keys / 'legal.key.pem'} -out transcript.pdf")
+    return 0

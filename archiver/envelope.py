@@ -1,0 +1,71 @@
+"""Encryption as CMS EnvelopedData (RFC 5652), AES-256, to the legal team's certificates.
+
+The archiver only ever holds recipients' certificates. Anyone with a recipient
+key decrypts with `openssl cms -decrypt -inform DER -binary`, no code of ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+
+class EnvelopeError(ValueError):
+    """A recipient certificate or decryption key is unusable; the message says which and why."""
+
+
+def load_recipients(paths: list[str]) -> list[x509.Certificate]:
+    certs: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            loaded = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except OSError as exc:
+            raise EnvelopeError(f"encryption.recipients: {path}: cannot read ({exc.strerror})") from None
+        except ValueError as exc:
+            raise EnvelopeError(f"encryption.recipients: {path}: not a PEM certificate ({exc})") from None
+        for cert in loaded:
+            if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+                raise EnvelopeError(f"encryption.recipients: {path}: CMS key transport needs an RSA certificate")
+        certs.extend(loaded)
+    if not certs:
+        raise EnvelopeError("encryption.recipients: no recipient certificate given")
+    return certs
+
+
+class Envelope:
+    """Encrypts to a fixed set of recipients."""
+
+    def __init__(self, recipients: list[x509.Certificate]) -> None:
+        self.recipients = recipients
+
+    @property
+    def recipient_ids(self) -> list[str]:
+        """SHA-256 fingerprints of the recipient certificates, as recorded in the index."""
+        return [c.fingerprint(hashes.SHA256()).hex() for c in self.recipients]
+
+    def encrypt(self, data: bytes) -> bytes:
+        builder = pkcs7.PKCS7EnvelopeBuilder().set_data(data).set_content_encryption_algorithm(algorithms.AES256)
+        for cert in self.recipients:
+            builder = builder.add_recipient(cert)
+        return builder.encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+
+
+def decrypt(data: bytes, certificate_pem: bytes, key_pem: bytes, password: bytes | None = None) -> bytes:
+    """Retrieval side only: open an envelope with a recipient's certificate and key."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password)
+        certs = x509.load_pem_x509_certificates(certificate_pem)
+    except (ValueError, TypeError) as exc:
+        raise EnvelopeError(f"cannot load the decryption key or certificate ({exc})") from None
+    last_error: Exception | None = None
+    for cert in certs:
+        try:
+            return pkcs7.pkcs7_decrypt_der(data, cert, key, [pkcs7.PKCS7Options.Binary])
+        except ValueError as exc:
+            last_error = exc
+    raise EnvelopeError(f"this key cannot open the envelope ({last_error})")

@@ -1,0 +1,31 @@
+"""MongoDB clients: real ones through pymongo, or in-process stand-ins (mongomock://NAME)."""
+
+from __future__ import annotations
+
+import threading
+
+import mongomock
+import pymongo
+from pymongo.mongo_client import MongoClient
+
+_STAND_INS: dict[str, mongomock.MongoClient] = {}
+_CLIENTS: dict[str, MongoClient] = {}
+_LOCK = threading.Lock()
+MOCK_SCHEME = "mongomock://"
+
+
+def connect(uri: str) -> MongoClient:
+    """The client for URI, shared by everything in this process that asks for the same URI."""
+    with _LOCK:
+        if uri.startswith(MOCK_SCHEME):
+            name = uri[len(MOCK_SCHEME):] or "default"
+            if name not in _STAND_INS:
+                _STAND_INS[name] = mongomock.MongoClient(tz_aware=True)
+            return _STAND_INS[name]
+        if uri not in _CLIENTS:
+            _CLIENTS[uri] = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+        return _CLIENTS[uri]
+
+
+def is_stand_in(uri: str) -> bool:
+    return uri.startswith(MOCK_SCHEME)

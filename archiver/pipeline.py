@@ -1,0 +1,264 @@
+"""The archive pass: discover, claim, build (in worker processes), store, index.
+
+The main process does the I/O (MongoDB, the store); worker processes do the
+pure, CPU-bound part (render, sign, encrypt). A bounded number of chats is in
+flight, so memory stays flat however many chats a pass handles.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from archiver import artifacts
+from archiver.artifacts import Artifacts, Plaintext, timed
+from archiver.claims import Job, WorkQueue, now
+from archiver.config import Config
+from archiver.index import ArchiveIndex, VersionConflict
+from archiver.logs import event
+from archiver.mongo import connect
+from archiver.render.record import source_digest
+from archiver.source import ChatSource
+from archiver.store import ObjectStore, StoreError, open_store
+from archiver.transcript import InvalidChat
+
+MAX_BACKOFF_SECONDS = 6 * 3600
+DISCOVERY_STATE = "discovery"
+ENQUEUE_BATCH = 1000
+
+
+@dataclass
+class PassReport:
+    discovered: int = 0
+    archived: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def handled(self) -> int:
+        return len(self.archived) + self.unchanged + len(self.failed) + len(self.quarantined)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.quarantined
+
+
+@dataclass
+class _Prepared:
+    job: Job
+    chat: dict[str, Any]
+    contact: dict[str, Any] | None
+    version: int
+    existing: dict[str, Any] | None  # an `uploading` entry left by a crashed attempt
+
+
+class _InlineExecutor(cf.Executor):
+    """Runs builds in this process (one worker); same interface as a process pool."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+class Archiver:
+    def __init__(self, config: Config, stop: threading.Event | None = None) -> None:
+        config.require("mongodb.uri", "storage.url", "encryption.recipients")
+        if not config["signing.pkcs12"]:
+            config.require("signing.certificate", "signing.key")
+        self.config = config
+        self.stop = stop or threading.Event()
+        source_db = connect(config["mongodb.uri"])[config["source.database"]]
+        self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"])
+        index_db = connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]
+        self.queue = WorkQueue(index_db[config["index.jobs"]])
+        self.index = ArchiveIndex(index_db[config["index.entries"]])
+        self.state = index_db[config["index.state"]]
+        self.store: ObjectStore = open_store(config)
+        self.queue.ensure_indexes()
+        self.index.ensure_indexes()
+        artifacts.init_worker(config)  # fails fast on bad keys, before any claim
+        self.workers = config["archive.workers"] or os.cpu_count() or 1
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def discover(self, full: bool = False) -> int:
+        """Queue rooms that ended (or went idle) since the last discovery; all of them when FULL."""
+        state = self.state.find_one({"_id": DISCOVERY_STATE}) or {}
+        started_ms = time.time() * 1000
+        overlap_ms = self.config["source.discovery_overlap_minutes"] * 60_000
+        since = None if full or "ended_ms" not in state else state["ended_ms"] - overlap_ms
+        found = self._enqueue(self.source.ended_since(since), "ended")
+        sets: dict[str, float] = {"ended_ms": started_ms}
+        idle_hours = self.config["source.abandoned_after_hours"]
+        if idle_hours > 0:
+            before = started_ms - idle_hours * 3_600_000
+            idle_since = None if full or "idle_ms" not in state else state["idle_ms"] - overlap_ms
+            found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned")
+            sets["idle_ms"] = before
+        self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
+        event("discovery", queued=found, full=full or since is None)
+        return found
+
+    def _enqueue(self, rooms: Any, kind: str) -> int:
+        queued, batch = 0, []
+        for room in rooms:
+            batch.append((room, kind))
+            if len(batch) >= ENQUEUE_BATCH:
+                queued += self.queue.enqueue(batch)
+                batch = []
+        return queued + self.queue.enqueue(batch)
+
+    # -- the pass ------------------------------------------------------------------------------
+
+    def run_pass(self, limit: int | None = None, *, discover: bool = True, full: bool = False,
+                 progress: Callable[[PassReport], None] | None = None) -> PassReport:
+        report = PassReport()
+        started = time.perf_counter()
+        if discover:
+            with timed(report.stages, "discover"):
+                report.discovered = self.discover(full)
+        with self._executor() as pool:
+            self._drain(pool, report, limit, progress)
+        report.seconds = time.perf_counter() - started
+        event("pass_finished", archived=len(report.archived), unchanged=report.unchanged,
+              failed=len(report.failed), quarantined=len(report.quarantined), seconds=round(report.seconds, 3))
+        return report
+
+    def archive_room(self, room: str, kind: str) -> tuple[PassReport, Plaintext | None]:
+        """Archive ROOM now (on-demand export); also the plaintext when a new version was built."""
+        report = PassReport()
+        job = self.queue.claim_room(room, kind, self.config["archive.lease_seconds"])
+        if job is None:
+            report.failed[room] = "another worker is archiving this room right now; try again shortly"
+            return report, None
+        prepared = self._prepare(job, report)
+        if prepared is None:
+            return report, None
+        future = _InlineExecutor().submit(
+            artifacts.build_here, prepared.chat, prepared.contact, kind, prepared.version, now())
+        built = self._finish(prepared, future, report)
+        return report, built.plain if built else None
+
+    def _executor(self) -> cf.Executor:
+        if self.workers <= 1:
+            return _InlineExecutor()
+        return cf.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=artifacts.init_worker, initargs=(self.config,),
+        )
+
+    def _drain(self, pool: cf.Executor, report: PassReport, limit: int | None,
+               progress: Callable[[PassReport], None] | None) -> None:
+        in_flight: deque[tuple[_Prepared, cf.Future]] = deque()
+        claimed = 0
+        depth = 2 * self.workers  # enough to keep every worker busy while we do I/O
+        while True:
+            while len(in_flight) < depth and not self.stop.is_set() and (limit is None or claimed < limit):
+                with timed(report.stages, "claim"):
+                    job = self.queue.claim(self.config["archive.lease_seconds"])
+                if job is None:
+                    break
+                claimed += 1
+                prepared = self._prepare(job, report)
+                if prepared is not None:
+                    in_flight.append((prepared, self._submit(pool, prepared)))
+            if not in_flight:
+                return
+            prepared, future = in_flight.popleft()
+            self._finish(prepared, future, report)
+            if progress:
+                progress(report)
+
+    def _submit(self, pool: cf.Executor, p: _Prepared) -> cf.Future:
+        return pool.submit(artifacts.build_in_worker, p.chat, p.contact, p.job.kind, p.version, now())
+
+    def _prepare(self, job: Job, report: PassReport) -> _Prepared | None:
+        """Load the chat and decide its version; None when nothing needs building."""
+        with timed(report.stages, "read"):
+            chat, contact = self.source.load(job.room)
+        if chat is None:
+            self._quarantine(job, "chat is no longer in the source collection", report)
+            return None
+        with timed(report.stages, "index"):
+            try:
+                digest = source_digest(chat, contact)
+            except Exception as exc:  # BSON the JSON writer cannot express, e.g. bad UTF-8
+                self._quarantine(job, f"source document cannot be serialised: {exc}", report)
+                return None
+            versions = self.index.versions(job.room)
+        same = next((v for v in versions if v.get("source_sha256") == digest), None)
+        if same is not None and same["status"] == "archived":
+            self.queue.done(job.room)
+            report.unchanged += 1
+            return None
+        version = same["version"] if same else 1 + max((v["version"] for v in versions), default=0)
+        return _Prepared(job, chat, contact, version, same)
+
+    def _finish(self, p: _Prepared, future: cf.Future, report: PassReport) -> Artifacts | None:
+        """Store and index what was built; the artifacts when that succeeded."""
+        room = p.job.room
+        try:
+            built: Artifacts = future.result()
+        except InvalidChat as exc:
+            self._quarantine(p.job, str(exc), report)
+            return None
+        except Exception as exc:  # a renderer or signer bug must not stop the pass
+            self._fail(p.job, f"{type(exc).__name__}: {exc}", report, permanent=True)
+            return None
+        for stage, seconds in built.timings.items():
+            report.stages[stage] = report.stages.get(stage, 0.0) + seconds
+        try:
+            self._store(p, built, report)
+        except (VersionConflict, StoreError) as exc:
+            self._fail(p.job, str(exc), report, permanent=False)
+            return None
+        self.queue.done(room)
+        report.archived.append(room)
+        event("archived", room=room, version=p.version, messages=built.entry["message_count"])
+        return built
+
+    def _store(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
+        with timed(report.stages, "index"):
+            entry = {**built.entry, "last_error": p.job.last_error}
+            if p.existing is None:
+                entry_id = self.index.begin(entry)
+            else:
+                entry_id = p.existing["_id"]
+                self.index.replan(p.existing, entry)
+        version_ids = {}
+        with timed(report.stages, "put"):
+            for blob in built.blobs:
+                stored = self.store.put(blob.key, blob.data, blob.sha256, built.entry["retain_until"]
+                                        if self.config["storage.object_lock_mode"] else None)
+                version_ids[blob.name] = stored.version_id
+        with timed(report.stages, "index"):
+            self.index.complete(entry_id, version_ids, p.job.attempts)
+
+    def _quarantine(self, job: Job, reason: str, report: PassReport) -> None:
+        self.queue.quarantine(job.room, reason)
+        report.quarantined[job.room] = reason
+        event("quarantined", logging.WARNING, room=job.room, reason=reason)
+
+    def _fail(self, job: Job, error: str, report: PassReport, permanent: bool) -> None:
+        """Record a failure for retry; a deterministic error is quarantined after archive.max_attempts."""
+        if permanent and job.attempts >= self.config["archive.max_attempts"]:
+            self._quarantine(job, f"gave up after {job.attempts} attempts: {error}", report)
+            return
+        backoff = min(self.config["archive.retry_backoff_seconds"] * 2 ** (job.attempts - 1), MAX_BACKOFF_SECONDS)
+        self.queue.failed(job.room, error, backoff)
+        report.failed[job.room] = error
+        event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)

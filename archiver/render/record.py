@@ -1,0 +1,102 @@
+"""The lossless JSON record: the normalised view beside the untouched source documents.
+
+The source documents are written as canonical MongoDB Extended JSON (v2), so every
+BSON type survives (ObjectId, Int64 vs double, dates, decimals, binaries) and the
+original field order is kept. The bytes are deterministic for the same inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any, Mapping
+
+from bson import json_util
+
+from archiver.transcript import Message, Transcript
+
+FORMAT = "ctlive-archive-record/1"
+EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
+
+
+def extended_json(document: Mapping[str, Any] | None) -> Any:
+    """DOCUMENT as plain JSON values in canonical Extended JSON, field order kept."""
+    if document is None:
+        return None
+    return json.loads(json_util.dumps(document, json_options=EXTJSON_OPTIONS))
+
+
+def source_digest(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> str:
+    """SHA-256 of the source documents; equal digests mean nothing changed in the source."""
+    return hashlib.sha256(_dump({"chat": extended_json(chat), "contact": extended_json(contact)})).hexdigest()
+
+
+def build_record(
+    transcript: Transcript,
+    chat: Mapping[str, Any],
+    contact: Mapping[str, Any] | None,
+    *,
+    version: int,
+    generated_at: dt.datetime,
+) -> tuple[bytes, str]:
+    """The record as UTF-8 bytes (compact, fixed key order), and the source digest."""
+    source = {"chat": extended_json(chat), "contact": extended_json(contact)}
+    digest = hashlib.sha256(_dump(source)).hexdigest()
+    record = {
+        "format": FORMAT,
+        "room": transcript.room,
+        "version": version,
+        "status": transcript.status,
+        "generated_at": _iso(generated_at),
+        "source_sha256": digest,
+        "transcript": _transcript_view(transcript),
+        "source": source,
+    }
+    return _dump(record), digest
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else None
+
+
+def _transcript_view(t: Transcript) -> dict[str, Any]:
+    return {
+        "chat_id": t.chat_id,
+        "ctlive_type": t.ctlive_type,
+        "channel": t.channel,
+        "service": t.service,
+        "title": t.title,
+        "language": t.language,
+        "started_at": _iso(t.started_at),
+        "ended_at": _iso(t.ended_at),
+        "closed_by": t.closed_by,
+        "participants": [
+            {"user_id": p.user_id, "role": p.role, "nickname": p.nickname, "channel": p.channel}
+            for p in t.participants
+        ],
+        "message_count": len(t.messages),
+        "messages": [_message_view(m) for m in t.messages],
+        "warnings": list(t.warnings),
+    }
+
+
+def _message_view(m: Message) -> dict[str, Any]:
+    return {
+        "position": m.position,
+        "id": m.message_id,
+        "type": m.type,
+        "sent_at": _iso(m.sent_at),
+        "sender_id": m.sender_id,
+        "role": m.role,
+        "text": m.text,
+        "url": m.url,
+        "delivered": m.delivered,
+        "delivery_error": m.delivery_error,
+        "reply_to": m.reply_to,
+        "duplicate_of": m.duplicate_of,
+    }

@@ -1,0 +1,131 @@
+"""Signatures: PAdES on the PDF (pyHanko), detached CMS on the JSON record (cryptography).
+
+Both use the same certificate. Keys are loaded once per process; `SigningIdentity`
+is the seam where a PKCS#11 token would plug in (pyHanko has a PKCS#11 signer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import fields, signers, timestamps
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+SIGNATURE_FIELD = "ArchiveSignature"
+
+
+class SigningError(ValueError):
+    """The signing key or certificate cannot be used; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SigningError(f"{what} {path}: cannot read ({exc.strerror})") from None
+
+
+def load_identity(
+    certificate: str = "", key: str = "", pkcs12_path: str = "", password: str = "", chain: list[str] | None = None
+) -> SigningIdentity:
+    """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
+    secret = password.encode() if password else None
+    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_read(path, "certificate chain"))]
+    if pkcs12_path:
+        try:
+            loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "PKCS#12"), secret)
+        except ValueError as exc:
+            raise SigningError(f"PKCS#12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
+        if cert is None or loaded_key is None:
+            raise SigningError(f"PKCS#12 {pkcs12_path}: holds no key and certificate pair")
+        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path)
+    try:
+        certs = x509.load_pem_x509_certificates(_read(certificate, "certificate"))
+    except ValueError as exc:
+        raise SigningError(f"certificate {certificate}: not a PEM certificate ({exc})") from None
+    try:
+        loaded_key = serialization.load_pem_private_key(_read(key, "signing key"), secret)
+    except (ValueError, TypeError) as exc:
+        raise SigningError(f"signing key {key}: cannot load ({exc}); check signing.key_password") from None
+    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key)
+
+
+def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where: str) -> SigningIdentity:
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise SigningError(f"{where}: key type {type(key).__name__} is not supported (use RSA or ECDSA)")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+        raise SigningError(f"{where}: the key does not belong to certificate {cert.subject.rfc4514_string()}")
+    return SigningIdentity(key, cert, tuple(chain))
+
+
+class Signer:
+    """Signs PDFs and JSON records with one identity; build once, use for many chats."""
+
+    def __init__(self, identity: SigningIdentity, timestamp_url: str = "") -> None:
+        self.identity = identity
+        der = serialization.Encoding.DER
+        self._pyhanko = signers.SimpleSigner(
+            signing_cert=asn1_x509.Certificate.load(identity.certificate.public_bytes(der)),
+            signing_key=asn1_keys.PrivateKeyInfo.load(
+                identity.key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            ),
+            cert_registry=SimpleCertificateStore.from_certs(
+                [asn1_x509.Certificate.load(c.public_bytes(der)) for c in identity.chain]
+            ),
+        )
+        self._timestamper = timestamps.HTTPTimeStamper(timestamp_url) if timestamp_url else None
+        self._pdf_signer = signers.PdfSigner(
+            signers.PdfSignatureMetadata(
+                field_name=SIGNATURE_FIELD,
+                subfilter=fields.SigSeedSubFilter.PADES,
+                md_algorithm="sha256",
+                reason="Archived transcript",
+            ),
+            signer=self._pyhanko,
+            timestamper=self._timestamper,
+        )
+        # Reserving room up front spares pyHanko a dry-run CMS build per document.
+        cert_bytes = sum(len(c.public_bytes(der)) for c in (identity.certificate, *identity.chain))
+        self._reserved = 2 * cert_bytes + (16384 if self._timestamper else 4096)
+
+    def sign_pdf(self, pdf: bytes) -> bytes:
+        """A PAdES B-B (B-T with a timestamp authority) signature covering the whole file."""
+        writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
+        out = self._pdf_signer.sign_pdf(writer, bytes_reserved=self._reserved)
+        return out.getvalue()
+
+    def sign_detached(self, data: bytes) -> bytes:
+        """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`."""
+        builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(
+            self.identity.certificate, self.identity.key, hashes.SHA256()
+        )
+        for cert in self.identity.chain:
+            builder = builder.add_certificate(cert)
+        return builder.sign(
+            serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
+        )
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,106 @@
+"""Reading the platform's chats: discovering ended ones and loading one room.
+
+Discovery is driven by message timestamps, so a pass reads only chats whose end
+(or last message, for abandoned ones) falls in a window since the previous pass,
+through the indexes in `required_indexes`. The source is only ever read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from archiver.transcript import END_TYPE, to_datetime
+
+
+@dataclass(frozen=True)
+class RequiredIndex:
+    collection: str
+    keys: list[tuple[str, int]]
+    name: str
+    why: str
+
+
+class ChatSource:
+    def __init__(self, db: Database, chats: str, contacts: str, messages: str = "") -> None:
+        self.db = db
+        self.chats = db[chats]
+        self.contacts = db[contacts]
+        self.messages = db[messages] if messages else None
+        # Embedded messages live under "messages."; a separate collection holds them at the top.
+        self._path = "" if self.messages is not None else "messages."
+
+    def required_indexes(self) -> list[RequiredIndex]:
+        p = self._path
+        msg_collection = self.messages.name if self.messages is not None else self.chats.name
+        return [
+            RequiredIndex(msg_collection, [(f"{p}data.messageType", ASCENDING), (f"{p}data.ts", ASCENDING)],
+                          "archiver_end_ts", "find chats that ended since the last pass"),
+            RequiredIndex(msg_collection, [(f"{p}data.ts", ASCENDING)],
+                          "archiver_ts", "find chats idle since the last pass (abandoned)"),
+            RequiredIndex(self.chats.name, [("room", ASCENDING)], "archiver_room", "load a chat by room"),
+            RequiredIndex(self.contacts.name, [("id", ASCENDING)], "archiver_contact", "join the contact"),
+        ] + ([RequiredIndex(msg_collection, [("room", ASCENDING)], "archiver_msg_room", "load a room's messages")]
+             if self.messages is not None else [])
+
+    def create_indexes(self) -> list[str]:
+        done = []
+        for ix in self.required_indexes():
+            self.db[ix.collection].create_index(ix.keys, name=ix.name)
+            done.append(f"{ix.collection}.{ix.name}")
+        return done
+
+    def ended_since(self, since_ms: float | None) -> Iterator[str]:
+        """Rooms with an endChat message at or after SINCE_MS (all ended rooms when None)."""
+        match: dict[str, Any] = {"data.messageType": END_TYPE}
+        if since_ms is not None:
+            match["data.ts"] = {"$gte": since_ms}
+        if self.messages is not None:
+            for doc in self.messages.find(match, {"room": 1, "_id": 0}):
+                if isinstance(doc.get("room"), str):
+                    yield doc["room"]
+            return
+        for doc in self.chats.find({"messages": {"$elemMatch": match}}, {"room": 1, "_id": 1}):
+            yield _room_of(doc)
+
+    def idle_between(self, since_ms: float | None, before_ms: float) -> Iterator[str]:
+        """Rooms with no endChat whose last message is in [SINCE_MS, BEFORE_MS)."""
+        window: dict[str, Any] = {"$lt": before_ms} if since_ms is None else {"$gte": since_ms, "$lt": before_ms}
+        if self.messages is not None:
+            rooms = {d["room"] for d in self.messages.find({"data.ts": window}, {"room": 1, "_id": 0})
+                     if isinstance(d.get("room"), str)}
+            for room in sorted(rooms):
+                stamps = [d.get("data", {}) for d in self.messages.find({"room": room}, {"data.ts": 1, "data.messageType": 1})]
+                if _idle(stamps, since_ms, before_ms):
+                    yield room
+            return
+        query = {"messages": {"$elemMatch": {"data.ts": window}}}
+        for doc in self.chats.find(query, {"room": 1, "messages.data.ts": 1, "messages.data.messageType": 1}):
+            stamps = [m.get("data", {}) for m in doc.get("messages", []) if isinstance(m, dict)]
+            if _idle(stamps, since_ms, before_ms):
+                yield _room_of(doc)
+
+    def load(self, room: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The chat document (messages embedded either way) and its contact, or None."""
+        chat = self.chats.find_one({"room": room}) or self.chats.find_one({"_id": room})
+        if chat is not None and self.messages is not None:
+            chat["messages"] = list(self.messages.find({"room": room}).sort("_id", ASCENDING))
+        contact = self.contacts.find_one({"id": room})
+        return chat, contact
+
+
+def _room_of(doc: dict[str, Any]) -> str:
+    room = doc.get("room")
+    # A chat without a usable room still has to be reported, so it is addressed by _id.
+    return room if isinstance(room, str) and room else str(doc.get("_id"))
+
+
+def _idle(datas: list[Any], since_ms: float | None, before_ms: float) -> bool:
+    if any(isinstance(d, dict) and d.get("messageType") == END_TYPE for d in datas):
+        return False
+    stamps = [to_datetime(d.get("ts")) for d in datas if isinstance(d, dict)]
+    latest = max((s.timestamp() * 1000 for s in stamps if s is not None), default=None)
+    return latest is not None and latest < before_ms and (since_ms is None or latest >= since_ms)

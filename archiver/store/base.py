@@ -1,0 +1,39 @@
+"""The interface every object store offers: create-only puts, exact gets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreError(RuntimeError):
+    """The store failed; the message names the object and the cause."""
+
+
+class ObjectExists(StoreError):
+    """A put would have replaced an existing object; stores never overwrite."""
+
+
+class ObjectMissing(StoreError):
+    """The object (or that version of it) is not in the store."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    version_id: str  # "" where the store has no versions
+    size: int
+
+
+class ObjectStore(Protocol):
+    url: str
+
+    def put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
+        """Store DATA under KEY, refusing to replace anything; the store checks SHA256 on arrival."""
+
+    def get(self, key: str, version_id: str = "") -> bytes:
+        """The exact bytes of KEY (at VERSION_ID when given)."""
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key under PREFIX (for integrity checks)."""

@@ -1,0 +1,74 @@
+"""A directory that behaves like a write-once bucket, for the demo and offline use."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
+
+_META = ".meta.json"
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.url = f"file://{self.root}"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StoreError(f"object key {key!r} would leave the store directory")
+        return path
+
+    def put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise StoreError(f"{key}: SHA-256 of the data does not match the expected {sha256}")
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"sha256": sha256, "size": len(data), "retain_until": retain_until.isoformat() if retain_until else None}
+        self._write_new(path.with_name(path.name + _META), json.dumps(meta).encode())
+        self._write_new(path, data)
+        return StoredObject(key=key, version_id="", size=len(data))
+
+    @staticmethod
+    def _write_new(path: Path, data: bytes) -> None:
+        """Write via a temporary file and a hard link: complete or absent, never replaced."""
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ObjectExists(f"{path.name}: already in the store; refusing to overwrite") from None
+        finally:
+            os.unlink(tmp)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def get(self, key: str, version_id: str = "") -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissing(f"{key}: not in {self.url}") from None
+
+    def keys(self, prefix: str = "") -> list[str]:
+        found = []
+        for path in self.root.rglob("*"):
+            name = path.relative_to(self.root).as_posix()
+            if path.is_file() and not name.endswith(_META) and not path.name.startswith(".tmp-"):
+                if name.startswith(prefix):
+                    found.append(name)
+        return sorted(found)

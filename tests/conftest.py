@@ -1,0 +1,155 @@
+"""Shared fixtures: development keys, moto's S3 server over HTTP, MongoDB stand-ins.
+
+MongoDB: mongomock in-process by default; the wire-protocol server nx-27017 for
+tests that need several processes; a real server for both when
+ARCHIVER_TEST_MONGODB_URI is set (each test gets its own databases).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import boto3
+import pymongo
+import pytest
+
+from archiver import config as config_module
+from archiver.config import Config
+from archiver.keys import create_development_keys
+
+REAL_MONGO = os.environ.get("ARCHIVER_TEST_MONGODB_URI", "")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return create_development_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    """A fresh bucket with versioning and Object Lock, as production would have."""
+    name = f"archive-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=name, ObjectLockEnabledForBucket=True
+    )
+    return name
+
+
+@pytest.fixture(scope="session")
+def nx_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A MongoDB wire-protocol endpoint shared between processes: nx-27017, or the real server."""
+    if REAL_MONGO:
+        yield REAL_MONGO
+        return
+    port = free_port()
+    folder = tmp_path_factory.mktemp("nx")
+    server = subprocess.Popen(
+        [str(BIN / "nx-27017"), "--data-dir", str(folder), "-p", str(port),
+         "--log-file", str(folder / "nx.log"), "--pid-file", str(folder / "nx.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
+            break
+        except pymongo.errors.PyMongoError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"nx-27017 did not start; see {folder / 'nx.log'}")
+            time.sleep(0.2)
+    yield uri
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def mongo_uri() -> str:
+    """Per-test MongoDB: the real server if configured, else a fresh in-process stand-in."""
+    return REAL_MONGO or f"mongomock://{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def db_names(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    tag = uuid.uuid4().hex[:10]
+    names = {"source.database": f"src_{tag}", "index.database": f"idx_{tag}"}
+    yield names
+    if REAL_MONGO:
+        client = pymongo.MongoClient(REAL_MONGO)
+        for name in names.values():
+            client.drop_database(name)
+
+
+@pytest.fixture
+def make_config(keys: dict[str, Path], mongo_uri: str, db_names: dict[str, str], tmp_path: Path
+                ) -> Callable[..., Config]:
+    """A complete configuration for one test; keyword overrides use section__key names."""
+    def build(**overrides: Any) -> Config:
+        values = {
+            "mongodb.uri": mongo_uri,
+            "storage.url": f"file://{tmp_path / 'store'}",
+            "signing.certificate": str(keys["signing.crt.pem"]),
+            "signing.key": str(keys["signing.key.pem"]),
+            "encryption.recipients": [str(keys["legal.crt.pem"])],
+            "archive.workers": 1,
+            "logging.format": "text",
+            **db_names,
+        }
+        values.update({k.replace("__", "."): v for k, v in overrides.items()})
+        return config_module.load(None, environ={}).with_overrides(**values)
+    return build
+
+
+def write_toml(path: Path, values: dict[str, Any]) -> Path:
+    """Write dotted settings as a TOML file (for tests that drive the CLI)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for dotted, value in values.items():
+        section, key = dotted.split(".")
+        sections.setdefault(section, {})[key] = value
+    lines = []
+    for section, table in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            if isinstance(value, str):
+                lines.append(f'{key} = "{value}"')
+            elif isinstance(value, list):
+                lines.append(f"{key} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in value)}]")
+            else:
+                lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; `make test` installs it (see config/debian-packages.txt)")
+    return path

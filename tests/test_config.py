@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from archiver import config as config_module
+from archiver.cli import main
+from archiver.config import SCHEMA, ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "archiver.example.toml"
+
+
+def test_example_documents_every_key_and_loads() -> None:
+    example = tomllib.loads(EXAMPLE.read_text())
+    for section, keys in SCHEMA.items():
+        assert section in example, f"[{section}] missing from the example"
+        assert set(keys) == set(example[section]), f"[{section}] keys differ from the schema"
+    config = config_module.load(EXAMPLE, environ={})
+    assert config["source.database"] == "ctlive"
+    assert config["signing.key"] == str(EXAMPLE.parent / "keys/signing.key.pem")
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('[mongodb]\nuri = "mongodb://file"\n[archive]\nworkers = 3\n')
+    config = config_module.load(path, environ={
+        "ARCHIVER_MONGODB__URI": "mongodb://env", "ARCHIVER_ARCHIVE__WORKERS": "5",
+        "ARCHIVER_ENCRYPTION__RECIPIENTS": "a.pem, b.pem",
+    })
+    assert config["mongodb.uri"] == "mongodb://env"
+    assert config["archive.workers"] == 5
+    assert config["encryption.recipients"] == [str(tmp_path / "a.pem"), str(tmp_path / "b.pem")]
+
+
+def test_config_named_by_environment(tmp_path: Path) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text('[source]\ndatabase = "other"\n')
+    assert config_module.load(None, environ={"ARCHIVER_CONFIG": str(path)})["source.database"] == "other"
+
+
+@pytest.mark.parametrize("text, environ, complaint", [
+    ('[storage]\nurll = "x"\n', {}, "storage.urll: unknown key"),
+    ('[storge]\nurl = "x"\n', {}, "[storge]: unknown section"),
+    ('[archive]\nworkers = "two"\n', {}, "archive.workers: must be int"),
+    ('[archive]\nworkers = -1\n', {}, "archive.workers: must be 0 or more"),
+    ('[storage]\nurl = "ftp://x"\n', {}, "storage.url: must be s3://bucket/prefix"),
+    ('[storage]\nobject_lock_mode = "SOMETIMES"\n', {}, "storage.object_lock_mode: must be one of"),
+    ('[schedule]\narchive = "every hour"\n', {}, "schedule.archive: is not a crontab"),
+    ('[mongodb]\nuri = "postgres://x"\n', {}, "mongodb.uri: must start with"),
+    ("[mongodb\n", {}, "not valid TOML"),
+    ("", {"ARCHIVER_ARCHIVE__WORKERS": "many"}, "ARCHIVER_ARCHIVE__WORKERS: must be int"),
+    ("", {"ARCHIVER_NOPE__X": "1"}, "ARCHIVER_NOPE__X: no such setting nope.x"),
+])
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, environ: dict, complaint: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=complaint.replace("[", r"\[").replace(".", r"\.")):
+        config_module.load(path, environ=environ)
+
+
+def test_missing_required_setting_stops_the_command_with_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "d.toml"
+    path.write_text('[mongodb]\nuri = "mongomock://x"\n')
+    monkeypatch.delenv("ARCHIVER_STORAGE__URL", raising=False)
+    assert main(["--config", str(path), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "storage.url: required but not set" in err and "ARCHIVER_STORAGE__URL" in err
+
+
+def test_missing_config_file_is_exit_2(capsys) -> None:
+    assert main(["--config", "/nonexistent/archiver.toml", "run"]) == 2
+    assert "/nonexistent/archiver.toml: not found" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from archiver.store import ObjectExists, ObjectMissing, StoreError, open_store
+from archiver.store.local import LocalStore
+from archiver.store.s3 import S3Store
+
+from faulty_proxy import FaultyProxy
+
+RETAIN = dt.datetime(2036, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_s3_put_is_checksummed_locked_and_exact(moto_endpoint: str, bucket: str) -> None:
+    store = S3Store(bucket, "transcripts", endpoint_url=moto_endpoint)
+    data = b"\x00ciphertext\xff" * 100
+    stored = store.put("room/v1/a.p7m", data, _sha(data), RETAIN)
+    assert stored.version_id and stored.size == len(data)
+    assert store.get("room/v1/a.p7m", stored.version_id) == data
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    head = s3.head_object(Bucket=bucket, Key="transcripts/room/v1/a.p7m", ChecksumMode="ENABLED")
+    assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"].year == 2036
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == _sha(data)
+    assert store.keys() == ["room/v1/a.p7m"]
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3.delete_object(Bucket=bucket, Key="transcripts/room/v1/a.p7m", VersionId=stored.version_id)
+    assert store.get("room/v1/a.p7m", stored.version_id) == data
+
+
+def test_s3_never_overwrites(moto_endpoint: str, bucket: str) -> None:
+    store = S3Store(bucket, "", endpoint_url=moto_endpoint)
+    store.put("k", b"one", _sha(b"one"), RETAIN)
+    with pytest.raises(ObjectExists):
+        store.put("k", b"two", _sha(b"two"), RETAIN)
+    assert store.get("k") == b"one"
+
+
+def test_s3_throttling_and_5xx_are_retried(moto_endpoint: str, bucket: str) -> None:
+    with FaultyProxy(moto_endpoint) as proxy:
+        store = S3Store(bucket, "", endpoint_url=proxy.url, max_attempts=5)
+        proxy.failures = [503, 500, 503]
+        store.put("k", b"data", _sha(b"data"), RETAIN)
+        assert proxy.seen_puts == 4
+        assert store.get("k") == b"data"
+
+
+def test_s3_persistent_failure_is_reported(moto_endpoint: str, bucket: str) -> None:
+    with FaultyProxy(moto_endpoint) as proxy:
+        store = S3Store(bucket, "", endpoint_url=proxy.url, max_attempts=3)
+        proxy.always = 500
+        with pytest.raises(StoreError, match="InternalError"):
+            store.put("k", b"data", _sha(b"data"), RETAIN)
+        assert proxy.seen_puts == 3
+
+
+def test_local_store_is_write_once(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.put("room/v1/a.p7m", b"abc", _sha(b"abc"), RETAIN)
+    with pytest.raises(ObjectExists):
+        store.put("room/v1/a.p7m", b"xyz", _sha(b"xyz"), RETAIN)
+    with pytest.raises(StoreError, match="does not match"):
+        store.put("room/v1/b.p7m", b"abc", _sha(b"other"), RETAIN)
+    assert store.get("room/v1/a.p7m") == b"abc"
+    assert store.keys() == ["room/v1/a.p7m"]
+    assert (tmp_path / "s/room/v1/a.p7m").stat().st_mode & 0o222 == 0, "stored files are read-only"
+    with pytest.raises(StoreError, match="would leave the store"):
+        store.put("../escape", b"abc", _sha(b"abc"), None)
+    with pytest.raises(ObjectMissing):
+        store.get("room/v9/none")

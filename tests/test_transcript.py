@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import pytest
+from bson.int64 import Int64
+
+from archiver.samples import SEED_CHAT
+from archiver.transcript import InvalidChat, has_ended, normalise, to_datetime
+
+UTC = dt.timezone.utc
+EXPECTED = dt.datetime(2022, 1, 19, 14, 59, 3, 631000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("ts", [1642604343631.0, 1642604343631, Int64(1642604343631), "1642604343631",
+                                "1642604343631.0", "2022-01-19T14:59:03.631Z", EXPECTED,
+                                dt.datetime(2022, 1, 19, 14, 59, 3, 631000)])
+def test_every_timestamp_shape_means_the_same_instant(ts) -> None:
+    assert to_datetime(ts) == EXPECTED
+
+
+@pytest.mark.parametrize("ts", [None, True, "yesterday", {"x": 1}, float("nan"), 1e30])
+def test_unreadable_timestamps_are_none(ts) -> None:
+    assert to_datetime(ts) is None
+
+
+def test_seed_chat_normalises() -> None:
+    t = normalise(SEED_CHAT)
+    assert t.room == SEED_CHAT["room"] and t.status == "ended"
+    assert [m.type for m in t.messages] == ["TEXT", "TEXT", "endChat"]
+    assert t.closed_by == "USER_gverde1@acd.enghouse.com"
+    assert t.agents == ["USER_gverde1@acd.enghouse.com"] and t.customers == ["4747235938674011"]
+    assert t.messages[0].object_id == "61e8277aef3d6b076066d287"
+    assert t.ended_at == dt.datetime(2022, 1, 19, 15, 0, 9, 492000, tzinfo=UTC)
+    assert has_ended(SEED_CHAT)
+
+
+def test_messy_messages_are_tolerated_and_flagged() -> None:
+    chat = {"room": "R", "messages": [
+        {"data": {"id": "a", "messageType": "TEXT", "ts": "garbage", "content": None}},
+        {"data": {"id": "a", "messageType": "STICKER", "content": {"url": "https://x/y.webp"}}},
+        {"data": None},
+        {"data": {"messageType": "TEXT", "content": {"text": "hi", "user": {"id": 42, "isAgent": "yes"}},
+                  "deliverySuccess": False, "deliveryErrorReason": "blocked"}},
+    ]}
+    t = normalise(chat)
+    assert len(t.messages) == 4
+    assert t.messages[0].sent_at is None and t.messages[0].text == ""
+    assert t.messages[1].duplicate_of == 1 and t.messages[1].type == "STICKER"
+    assert t.messages[3].sender_id == "42" and t.messages[3].role == "unknown"
+    assert t.failed_deliveries == 1
+    assert any("unreadable timestamp" in w for w in t.warnings)
+    assert any("same id as message 1" in w for w in t.warnings)
+    assert not has_ended(chat)
+
+
+@pytest.mark.parametrize("chat, complaint", [
+    ({"messages": []}, "field 'room' is missing"),
+    ({"room": 12, "messages": []}, "field 'room' is missing or not a non-empty string"),
+    ({"room": "R", "messages": "nope"}, "field 'messages' is str, not an array"),
+    ({"room": "R", "messages": [5]}, "message 1: is int, not an object"),
+    ({"room": "R", "messages": [{"data": "x"}]}, "message 1: field 'data' is str"),
+    ({"room": "R", "messages": [{"data": {"content": {"text": ["a"]}}}]}, "message 1 data.content.text: is list"),
+    ({"room": "R", "messages": [{}, {"data": {"content": {"text": "ok \udc80 bad"}}}]},
+     "message 2 data.content.text: invalid UTF-8 .unpaired surrogate U\\+DC80 at character 3"),
+    ({"room": "R\ud800", "messages": []}, "room: invalid UTF-8"),
+])
+def test_unarchivable_chats_say_where_and_why(chat, complaint) -> None:
+    with pytest.raises(InvalidChat, match=complaint):
+        normalise(chat)
+
+
+def test_oversized_message_is_refused_with_its_size() -> None:
+    chat = copy.deepcopy(SEED_CHAT)
+    chat["messages"][0]["data"]["content"]["text"] = "x" * (10 * 1024 * 1024)
+    with pytest.raises(InvalidChat, match=r"message 1: data.content.text has 10,485,760 characters"):
+        normalise(chat, max_message_chars=1_000_000)
+
+
+def test_contact_fills_in_the_header() -> None:
+    contact = {"id": SEED_CHAT["room"], "serv_name": "Assistenza", "lang": "it", "title": "Ordine",
+               "beginTime": 1642604300000, "users": {"4747235938674011": {"nickname": "Mario", "channel": "instagram"}}}
+    t = normalise(SEED_CHAT, contact)
+    assert (t.service, t.language, t.title, t.channel) == ("Assistenza", "it", "Ordine", "instagram")
+    assert t.started_at == dt.datetime(2022, 1, 19, 14, 58, 20, tzinfo=UTC)
+    assert t.participants[0].nickname == "Mario"
