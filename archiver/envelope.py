@@ -65,7 +65,7 @@ def decrypt(data: bytes, certificate_pem: bytes, key_pem: bytes, password: bytes
     last_error: Exception | None = None
     for cert in certs:
         try:
-            return pkcs7.pkcs7_decrypt_der(data, cert, key, [pkcs7.PKCS7Options.Binary])
+            return pkcs7.pkcs7_decrypt_der(data, cert, key, [])
         except ValueError as exc:
             last_error = exc
     raise EnvelopeError(f"this key cannot open the envelope ({last_error})")

@@ -6,6 +6,8 @@ import threading
 
 import mongomock
 import pymongo
+from bson.codec_options import CodecOptions
+from pymongo.database import Database
 from pymongo.mongo_client import MongoClient
 
 _STAND_INS: dict[str, mongomock.MongoClient] = {}
@@ -29,3 +31,13 @@ def connect(uri: str) -> MongoClient:
 
 def is_stand_in(uri: str) -> bool:
     return uri.startswith(MOCK_SCHEME)
+
+
+def tolerant(db: Database) -> Database:
+    """DB decoding invalid UTF-8 as lone surrogates instead of failing the read.
+
+    The stand-in cannot hold such bytes (and rejects the option), so it is left as is.
+    """
+    if isinstance(db, mongomock.database.Database):
+        return db
+    return db.with_options(codec_options=CodecOptions(tz_aware=True, unicode_decode_error_handler="surrogateescape"))

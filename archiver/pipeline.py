@@ -196,8 +196,8 @@ class Archiver:
         with timed(report.stages, "index"):
             try:
                 digest = source_digest(chat, contact)
-            except Exception as exc:  # BSON the JSON writer cannot express, e.g. bad UTF-8
-                self._quarantine(job, f"source document cannot be serialised: {exc}", report)
+            except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
+                self._quarantine(job, str(exc), report)
                 return None
             versions = self.index.versions(job.room)
         same = next((v for v in versions if v.get("source_sha256") == digest), None)

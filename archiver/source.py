@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from archiver.mongo import tolerant
 from archiver.transcript import END_TYPE, to_datetime
 
 
@@ -26,10 +27,12 @@ class RequiredIndex:
 
 class ChatSource:
     def __init__(self, db: Database, chats: str, contacts: str, messages: str = "") -> None:
-        self.db = db
-        self.chats = db[chats]
-        self.contacts = db[contacts]
-        self.messages = db[messages] if messages else None
+        # Invalid UTF-8 from the platform must not break the read: it decodes to lone
+        # surrogates, which normalisation reports with their place (and quarantines).
+        self.db = tolerant(db)
+        self.chats = self.db[chats]
+        self.contacts = self.db[contacts]
+        self.messages = self.db[messages] if messages else None
         # Embedded messages live under "messages."; a separate collection holds them at the top.
         self._path = "" if self.messages is not None else "messages."
 

@@ -213,11 +213,11 @@ def _channel(contact: Mapping[str, Any]) -> str:
     return ""
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _check_text(value: str, where: str) -> None:
-    bad = _SURROGATE.search(value)
+    bad = SURROGATE.search(value)
     if bad:
         raise InvalidChat(
             f"{where}: invalid UTF-8 (unpaired surrogate U+{ord(bad.group()):04X} at character {bad.start()})"
@@ -240,7 +240,7 @@ def _text(value: Any) -> str:
     if value is None or isinstance(value, (dict, list)):
         return ""
     text = str(value)
-    return "" if _SURROGATE.search(text) else text
+    return "" if SURROGATE.search(text) else text
 
 
 _NUMERIC = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")

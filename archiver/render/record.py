@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from bson import json_util
 
-from archiver.transcript import Message, Transcript
+from archiver.transcript import SURROGATE, InvalidChat, Message, Transcript
 
 FORMAT = "ctlive-archive-record/1"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
@@ -27,9 +27,28 @@ def extended_json(document: Mapping[str, Any] | None) -> Any:
     return json.loads(json_util.dumps(document, json_options=EXTJSON_OPTIONS))
 
 
+def _first_invalid_text(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) holding a lone surrogate, if any."""
+    if isinstance(value, str):
+        return path if SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and SURROGATE.search(key):
+            return where
+        found = _first_invalid_text(item, where)
+        if found:
+            return found
+    return None
+
+
 def source_digest(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> str:
     """SHA-256 of the source documents; equal digests mean nothing changed in the source."""
-    return hashlib.sha256(_dump({"chat": extended_json(chat), "contact": extended_json(contact)})).hexdigest()
+    return hashlib.sha256(_dump(_source(chat, contact))).hexdigest()
+
+
+def _source(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"chat": extended_json(chat), "contact": extended_json(contact)}
 
 
 def build_record(
@@ -41,7 +60,7 @@ def build_record(
     generated_at: dt.datetime,
 ) -> tuple[bytes, str]:
     """The record as UTF-8 bytes (compact, fixed key order), and the source digest."""
-    source = {"chat": extended_json(chat), "contact": extended_json(contact)}
+    source = _source(chat, contact)
     digest = hashlib.sha256(_dump(source)).hexdigest()
     record = {
         "format": FORMAT,
@@ -57,7 +76,12 @@ def build_record(
 
 
 def _dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # invalid UTF-8 in the source, decoded as lone surrogates
+        where = _first_invalid_text(value, "")
+        raise InvalidChat(f"{where}: invalid UTF-8 (unpaired surrogate); cannot be archived as text") from None
 
 
 def _iso(value: dt.datetime | None) -> str | None:
