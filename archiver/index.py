@@ -49,9 +49,9 @@ class ArchiveIndex:
 
     def replan(self, entry: dict[str, Any], fields: dict[str, Any]) -> None:
         """A retry after a crash: new objects replace the planned ones, which are kept as superseded."""
+        superseded = entry.get("superseded_objects", []) + list(entry["objects"].values())
         self.entries.update_one(
-            {"_id": entry["_id"], "status": "uploading"},
-            {"$set": fields, "$push": {"superseded_objects": {"$each": list(entry["objects"].values())}}},
+            {"_id": entry["_id"], "status": "uploading"}, {"$set": {**fields, "superseded_objects": superseded}}
         )
 
     def complete(self, entry_id: Any, version_ids: dict[str, str], attempts: int) -> None:

@@ -1,0 +1,21 @@
+# The archiver as a service: `archiver serve`, non-root, fonts included.
+FROM python:3.11-slim-bookworm
+
+COPY config/debian-packages.txt /tmp/debian-packages.txt
+RUN apt-get update \
+ && grep -v '^#' /tmp/debian-packages.txt | xargs apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/debian-packages.txt \
+ && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin archiver
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY archiver ./archiver
+COPY templates ./templates
+COPY config ./config
+RUN pip install --no-cache-dir . && chown -R root:root /app
+
+USER archiver
+ENV ARCHIVER_CONFIG=/etc/archiver/archiver.toml \
+    ARCHIVER_RENDER__TEMPLATE=/app/templates/transcript.toml
+ENTRYPOINT ["archiver"]
+CMD ["serve"]

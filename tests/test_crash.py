@@ -1,0 +1,106 @@
+"""Real processes against a shared MongoDB endpoint (nx-27017, or ARCHIVER_TEST_MONGODB_URI).
+
+A pass is SIGKILLed half-way (with its worker processes, as an OOM kill or a
+lost container would), then run again: every ended chat must end up archived
+exactly once, and every object in the store must be accounted for by the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+
+from archiver.samples import make_chat
+from conftest import write_toml
+
+ARCHIVER = str(Path(sys.executable).parent / "archiver")
+
+
+def _seed(uri: str, database: str, count: int) -> list[str]:
+    rng = random.Random(42)
+    now_ms = time.time() * 1000
+    chats = [make_chat(rng, messages=20, start_ms=now_ms - 600_000) for _ in range(count)]
+    db = pymongo.MongoClient(uri)[database]
+    db.chats.insert_many([c for c, _ in chats])
+    db.contacts.insert_many([k for _, k in chats])
+    return [c["room"] for c, _ in chats]
+
+
+def _config(tmp_path: Path, uri: str, db_names: dict[str, str], keys: dict[str, Path], **extra) -> Path:
+    return write_toml(tmp_path / "archiver.toml", {
+        "mongodb.uri": uri,
+        "storage.url": f"file://{tmp_path / 'store'}",
+        "signing.certificate": str(keys["signing.crt.pem"]),
+        "signing.key": str(keys["signing.key.pem"]),
+        "encryption.recipients": [str(keys["legal.crt.pem"])],
+        "logging.level": "WARNING",
+        **db_names,
+        **extra,
+    })
+
+
+def _archived(uri: str, db_names: dict[str, str]) -> pymongo.collection.Collection:
+    return pymongo.MongoClient(uri)[db_names["index.database"]]["archive_index"]
+
+
+def _assert_each_archived_once(uri: str, db_names: dict[str, str], rooms: list[str], store: Path) -> None:
+    entries = list(_archived(uri, db_names).find())
+    archived = [e for e in entries if e["status"] == "archived"]
+    assert sorted(e["room"] for e in archived) == sorted(rooms), "each room archived exactly once"
+    assert [e for e in entries if e["status"] != "archived"] == []
+    jobs = pymongo.MongoClient(uri)[db_names["index.database"]]["archive_jobs"]
+    assert {j["state"] for j in jobs.find()} == {"done"}
+    referenced = set()
+    for entry in archived:
+        for obj in entry["objects"].values():
+            assert hashlib.sha256((store / obj["key"]).read_bytes()).hexdigest() == obj["sha256"]
+            referenced.add(obj["key"])
+        referenced.update(o["key"] for o in entry.get("superseded_objects", []))
+    on_disk = {p.relative_to(store).as_posix() for p in store.rglob("*.p7m")}
+    assert on_disk <= referenced, f"objects nobody accounts for: {sorted(on_disk - referenced)[:5]}"
+
+
+def test_sigkill_half_way_then_rerun_archives_each_chat_once(nx_uri, keys, tmp_path, db_names) -> None:
+    rooms = _seed(nx_uri, db_names["source.database"], 120)
+    config = _config(tmp_path, nx_uri, db_names, keys, **{"archive.workers": 2, "archive.lease_seconds": 3})
+    first = subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"],
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    entries = _archived(nx_uri, db_names)
+    deadline = time.monotonic() + 180
+    while entries.count_documents({"status": "archived"}) < 30:
+        assert first.poll() is None, f"the pass ended before it could be killed: {first.stderr.read()!r}"
+        assert time.monotonic() < deadline, "no progress within 3 minutes"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = entries.count_documents({"status": "archived"})
+    assert done_before < len(rooms), "the kill came too late to test anything"
+
+    time.sleep(3)  # the killed worker's leases run out
+    second = subprocess.run([ARCHIVER, "--config", str(config), "run", "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    _assert_each_archived_once(nx_uri, db_names, rooms, tmp_path / "store")
+    again = subprocess.run([ARCHIVER, "--config", str(config), "run", "--no-progress", "--full"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "archived 0," in again.stdout
+
+
+def test_three_concurrent_workers_archive_each_chat_once(nx_uri, keys, tmp_path, db_names) -> None:
+    rooms = _seed(nx_uri, db_names["source.database"], 90)
+    config = _config(tmp_path, nx_uri, db_names, keys, **{"archive.workers": 1})
+    procs = [subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    counts = [int(out.split("archived ")[1].split(",")[0]) for out, _ in outputs]
+    assert sum(counts) == len(rooms)
+    _assert_each_archived_once(nx_uri, db_names, rooms, tmp_path / "store")
