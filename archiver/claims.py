@@ -47,6 +47,7 @@ class WorkQueue:
 
     def ensure_indexes(self) -> None:
         self.jobs.create_index([("state", ASCENDING), ("available_at", ASCENDING)], name="claim_order")
+        self.jobs.create_index([("state", ASCENDING), ("discovered_at", ASCENDING)], name="oldest_open")
 
     def enqueue(self, rooms: Iterable[tuple[str, str]]) -> int:
         """Add (room, kind) pairs not yet known; an archived non-ended chat that has now ended is reopened."""
@@ -119,6 +120,12 @@ class WorkQueue:
 
     def quarantine(self, room: str, reason: str) -> bool:
         return self._finish(room, {"state": "quarantined", "last_error": reason, "reason": reason})
+
+    def oldest_open(self) -> dt.datetime | None:
+        """When the oldest job not archived yet (quarantined included) was discovered."""
+        doc = self.jobs.find_one({"state": {"$in": [*CLAIMABLE, "quarantined"]}}, {"discovered_at": 1},
+                                 sort=[("discovered_at", ASCENDING)])
+        return doc.get("discovered_at") if doc else None
 
     def counts(self) -> dict[str, int]:
         return {row["_id"]: row["n"] for row in self.jobs.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}

@@ -114,6 +114,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "archive": Key(str, "*/5 * * * *", _crontab),
         "discovery_rescan": Key(str, "30 3 * * *", _crontab),
     },
+    "metrics": {
+        "port": Key(int, 9108, _not_negative),
+        "host": Key(str, "0.0.0.0"),
+        "stale_after_minutes": Key(float, 30.0, _positive),
+    },
     "logging": {
         "level": Key(str, "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
         "format": Key(str, "json", _one_of("json", "text")),

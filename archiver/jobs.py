@@ -1,7 +1,7 @@
 """`archiver serve`: the periodic jobs on APScheduler, until SIGTERM or SIGINT.
 
 On a signal the running pass stops claiming, finishes the chats in hand and the
-process exits 0; a second instance elsewhere picks up whatever is left.
+process exits 0; another instance picks up whatever is left.
 """
 
 from __future__ import annotations
@@ -9,30 +9,74 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import threading
+import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from archiver.config import Config
 from archiver.logs import event
+from archiver.metrics import Metrics, serve_http
 from archiver.pipeline import Archiver
+
+
+class Service:
+    """The archive pass and rediscovery on their schedules, with metrics and health."""
+
+    def __init__(self, config: Config, stop: threading.Event) -> None:
+        self.config = config
+        self.stop = stop
+        self.archiver = Archiver(config, stop)
+        self.metrics = Metrics()
+        self.last_activity = time.time()  # a finished chat or pass; start-up until then
+        self.last_error = ""
+
+    def archive_pass(self) -> None:
+        try:
+            report = self.archiver.run_pass(progress=lambda _: self._touch())
+        except Exception as exc:  # MongoDB down, say: report it, keep serving, try at the next tick
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            event("pass_failed", error=self.last_error)
+            return
+        self.last_error = ""
+        self._touch()
+        self.metrics.record_pass(report)
+        self.refresh_gauges()
+
+    def refresh_gauges(self) -> None:
+        for state, count in self.archiver.queue.counts().items():
+            self.metrics.queue.labels(state).set(count)
+        oldest = self.archiver.queue.oldest_open()
+        age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds() if oldest else 0.0
+        self.metrics.oldest_pending.set(max(age, 0.0))
+
+    def _touch(self) -> None:
+        self.last_activity = time.time()
+
+    def healthy(self) -> bool:
+        """No failed pass, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
+        stale = self.config["metrics.stale_after_minutes"] * 60
+        return not self.last_error and time.time() - self.last_activity < stale
 
 
 def serve(config: Config, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
-    archiver = Archiver(config, stop)
+    service = Service(config, stop)
+    if config["metrics.port"]:
+        serve_http(service.metrics, config["metrics.port"], service.healthy, config["metrics.host"])
     scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
     once = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(archiver.run_pass, CronTrigger.from_crontab(config["schedule.archive"], timezone="UTC"),
+    scheduler.add_job(service.archive_pass, CronTrigger.from_crontab(config["schedule.archive"], timezone="UTC"),
                       id="archive", next_run_time=dt.datetime.now(dt.timezone.utc), **once)
     if config["schedule.discovery_rescan"]:
-        scheduler.add_job(archiver.discover, CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
+        scheduler.add_job(service.archiver.discover,
+                          CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
                           kwargs={"full": True}, id="discovery_rescan", **once)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
     scheduler.start()
-    event("serve_started", jobs=[job.id for job in scheduler.get_jobs()])
+    event("serve_started", jobs=[job.id for job in scheduler.get_jobs()], metrics_port=config["metrics.port"])
     while not stop.wait(1.0):
         pass
     event("serve_stopping")

@@ -1,0 +1,74 @@
+"""Prometheus metrics and a health endpoint for `archiver serve`.
+
+`/metrics` is the Prometheus text format; `/healthz` answers 200 while the
+service is healthy (see `Service.healthy`), 503 otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.archived = Counter("archiver_chats_archived", "Chats archived (new versions)", registry=self.registry)
+        self.failed = Counter("archiver_chats_failed", "Chat attempts that failed and will be retried",
+                              registry=self.registry)
+        self.quarantined = Counter("archiver_chats_quarantined", "Chats put in quarantine", registry=self.registry)
+        self.stage_seconds = Counter("archiver_stage_seconds", "Time spent per pipeline stage", ["stage"],
+                                     registry=self.registry)
+        self.pass_seconds = Histogram("archiver_pass_seconds", "Duration of archive passes", registry=self.registry,
+                                      buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf")))
+        self.oldest_pending = Gauge(
+            "archiver_oldest_unarchived_age_seconds",
+            "Age of the oldest discovered chat not archived yet (pending, failed, claimed or quarantined)",
+            registry=self.registry)
+        self.queue = Gauge("archiver_jobs", "Jobs by state", ["state"], registry=self.registry)
+        self.last_pass_end = Gauge("archiver_last_pass_end_timestamp_seconds", "When the last pass ended",
+                                   registry=self.registry)
+
+    def record_pass(self, report) -> None:
+        self.archived.inc(len(report.archived))
+        self.failed.inc(len(report.failed))
+        self.quarantined.inc(len(report.quarantined))
+        for stage, seconds in report.stages.items():
+            self.stage_seconds.labels(stage).inc(seconds)
+        self.pass_seconds.observe(report.seconds)
+        self.last_pass_end.set(time.time())
+
+
+def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Start /metrics and /healthz on PORT in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # access logs would drown the structured ones
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._answer(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = healthy()
+                self._answer(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+            else:
+                self._answer(404, b"not found\n", "text/plain")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
+    return server

@@ -1,0 +1,176 @@
+"""Benchmark: a full archive pass into the local store and into moto's S3 server.
+
+Prints chats/s, messages/s, time per stage, peak memory, and the ratio of the
+end-to-end rate to the "bare" rate of render+sign+encrypt run back to back on
+the same chats with the same number of worker processes, all from one run.
+
+    python bench/pipeline.py                       # 2,000 chats, 5-300 messages
+    python bench/pipeline.py --chats 2000 --messages 30 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from archiver import artifacts
+from archiver import config as config_module
+from archiver.claims import now
+from archiver.keys import create_development_keys
+from archiver.logs import configure
+from archiver.mongo import connect
+from archiver.pipeline import Archiver
+from archiver.samples import PHRASES, make_chat
+
+STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
+
+
+def generate(count: int, messages: int | None, seed: int = 1) -> list[tuple[dict, dict]]:
+    rng = random.Random(seed)
+    start = (time.time() - 3600) * 1000
+    languages = list(PHRASES)
+    return [make_chat(rng, messages=messages or rng.randint(5, 300), language=rng.choice(languages), start_ms=start)
+            for _ in range(count)]
+
+
+def _seed(config: config_module.Config, chats: list[tuple[dict, dict]]) -> None:
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    db.chats.insert_many([dict(c) for c, _ in chats])
+    db.contacts.insert_many([dict(k) for _, k in chats])
+
+
+def _config(keys: dict[str, Path], storage_url: str, workers: int, **extra) -> config_module.Config:
+    return config_module.load(None, environ={}).with_overrides(**{
+        "mongodb.uri": f"mongomock://bench-{uuid.uuid4().hex}",
+        "storage.url": storage_url,
+        "signing.certificate": str(keys["signing.crt.pem"]),
+        "signing.key": str(keys["signing.key.pem"]),
+        "encryption.recipients": [str(keys["legal.crt.pem"])],
+        "archive.workers": workers,
+        "logging.level": "WARNING",
+        **extra,
+    })
+
+
+def bare_rate(config: config_module.Config, chats: list[tuple[dict, dict]], workers: int) -> float:
+    """Chats/s for render+sign+encrypt only, on the same worker processes setup."""
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=artifacts.init_worker,
+                                initargs=(config,)) as pool:
+        list(pool.map(_warm, range(workers)))
+        started = time.perf_counter()
+        for _ in pool.map(_build, chats, chunksize=8):
+            pass
+        return len(chats) / (time.perf_counter() - started)
+
+
+def _warm(_: int) -> None:
+    time.sleep(0.2)  # let every worker finish its initializer before timing
+
+
+def _build(chat_contact: tuple[dict, dict]) -> int:
+    chat, contact = chat_contact
+    return len(artifacts.build_in_worker(chat, contact, "ended", 1, now()).blobs)
+
+
+def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]]) -> dict:
+    _seed(config, chats)
+    archiver = Archiver(config)
+    report = archiver.run_pass()
+    assert len(report.archived) == len(chats), f"only {len(report.archived)} of {len(chats)} archived: {report.failed}"
+    messages = sum(len(c["messages"]) for c, _ in chats)
+    return {"chats_per_s": len(chats) / report.seconds, "messages_per_s": messages / report.seconds,
+            "seconds": report.seconds, "stages": report.stages}
+
+
+def peak_memory_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of the largest worker process, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def _moto() -> tuple[str, object]:
+    from moto.server import ThreadedMotoServer
+    import boto3
+    import socket
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+        Bucket="bench", ObjectLockEnabledForBucket=True)
+    return endpoint, server
+
+
+def _print_run(label: str, result: dict, bare: float) -> None:
+    stages = result["stages"]
+    total = sum(stages.get(s, 0.0) for s in STAGES)
+    split = ", ".join(f"{s} {stages.get(s, 0.0):.2f}s ({100 * stages.get(s, 0.0) / total:.0f}%)" for s in STAGES)
+    print(f"  {label:5s}: {result['chats_per_s']:7.1f} chats/s, {result['messages_per_s']:9.0f} messages/s, "
+          f"pass {result['seconds']:.1f} s, ratio to bare {result['chats_per_s'] / bare:.2f}")
+    print(f"         stage time (summed over processes): {split}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chats", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=0, help="messages per chat (default: random 5-300)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs; median and spread are printed")
+    parser.add_argument("--no-s3", action="store_true", help="local store only")
+    args = parser.parse_args(argv)
+    configure("WARNING", "text")
+
+    work = Path(tempfile.mkdtemp(prefix="archiver-bench-"))
+    keys = create_development_keys(work / "keys")
+    chats = generate(args.chats, args.messages or None)
+    shape = f"{args.messages} messages" if args.messages else "5-300 messages"
+    print(f"{args.chats} chats ({shape}, {sum(len(c['messages']) for c, _ in chats):,} messages), "
+          f"{args.workers} worker processes, {os.cpu_count()} cores")
+    endpoint, server = (None, None) if args.no_s3 else _moto()
+    rates: dict[str, list[float]] = {"bare": [], "local": [], "s3": []}
+    for run in range(1, args.repeat + 1):
+        base = _config(keys, f"file://{work / f'store-{run}'}", args.workers)
+        bare = bare_rate(base, chats, args.workers)
+        rates["bare"].append(bare)
+        print(f"run {run}: bare render+sign+encrypt {bare:.1f} chats/s")
+        local = end_to_end(base, chats)
+        rates["local"].append(local["chats_per_s"])
+        _print_run("local", local, bare)
+        if endpoint:
+            s3 = end_to_end(_config(keys, f"s3://bench/run-{run}", args.workers, **{"storage.endpoint_url": endpoint}),
+                            chats)
+            rates["s3"].append(s3["chats_per_s"])
+            _print_run("s3", s3, bare)
+    own, worker = peak_memory_mb()
+    print(f"peak memory: main process {own:.0f} MB, largest worker {worker:.0f} MB")
+    if args.repeat > 1:
+        for name, values in rates.items():
+            if values:
+                print(f"{name:5s}: median {statistics.median(values):.1f} chats/s, "
+                      f"spread {min(values):.1f}-{max(values):.1f}")
+        ratios = [l / b for l, b in zip(rates["local"], rates["bare"])]
+        print(f"ratio local/bare: median {statistics.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f}")
+    if server:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

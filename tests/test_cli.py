@@ -1,0 +1,156 @@
+"""The command line as users and outside checks drive it (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from bson import json_util
+
+from archiver.cli import _COMMANDS, main
+from archiver.mongo import connect
+from archiver.samples import SEED_CHAT, make_chat
+from conftest import write_toml
+
+DATA = Path(__file__).parent / "data"
+
+
+def _toml(tmp_path: Path, make_config, **overrides) -> Path:
+    config = make_config(**overrides).as_dict()
+    wanted = ["mongodb.uri", "storage.url", "signing.certificate", "signing.key", "encryption.recipients",
+              "source.database", "index.database", "archive.workers", "logging.format", "logging.level"]
+    return write_toml(tmp_path / "archiver.toml", {k: config[k] for k in wanted})
+
+
+@pytest.mark.parametrize("command", ["", *_COMMANDS])
+def test_help_shows_options_and_an_example(command: str, capsys) -> None:
+    assert main([*([command] if command else []), "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and "usage: archiver" in out
+
+
+def test_bad_usage_is_exit_2(capsys) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["run", "--limit", "0"]) == 2
+    assert "--limit must be 1 or more" in capsys.readouterr().err
+
+
+def test_keys_init_prints_config_and_never_overwrites(tmp_path: Path, capsys) -> None:
+    assert main(["keys", "init", str(tmp_path / "k")]) == 0
+    out = capsys.readouterr().out
+    assert 'recipients = ["' in out and (tmp_path / "k" / "signing.key.pem").stat().st_mode & 0o077 == 0
+    assert main(["keys", "init", str(tmp_path / "k")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def _verify_outputs(out_dir: Path, room: str, keys) -> None:
+    pdf, record, signature = (out_dir / f"{room}{s}" for s in (".pdf", ".json", ".json.p7s"))
+    report = subprocess.run(["pdfsig", str(pdf)], capture_output=True, text=True).stdout
+    assert "Signature is Valid." in report and "Total document signed" in report
+    verified = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature),
+                               "-content", str(record), "-CAfile", str(keys["ca.crt.pem"]), "-out", "/dev/null"],
+                              capture_output=True)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(record.read_bytes())["room"] == room
+
+
+def test_render_the_seed_as_printed_names_the_broken_place(tmp_path, make_config, keys, capsys) -> None:
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "render", str(DATA / "seed-as-printed.txt"), "--out", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out
+    assert "0 rendered, 1 failed" in out
+    assert re.search(r"document 1 \(line \d+, column \d+\): .*','", out), out
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_render_the_fixed_seed(tmp_path, make_config, keys, capsys) -> None:
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "render", str(DATA / "seed-fixed.txt"), "--out", str(tmp_path / "o")]) == 0
+    assert "1 rendered, 0 failed" in capsys.readouterr().out
+    _verify_outputs(tmp_path / "o", SEED_CHAT["room"], keys)
+
+
+def test_render_skips_an_unreadable_document_and_renders_the_rest(tmp_path, make_config, keys, capsys) -> None:
+    rng = random.Random(4)
+    first, second = make_chat(rng, messages=4)[0], make_chat(rng, messages=4)[0]
+    lines = [json_util.dumps(first), '{"room": "broken", "messages": [', json_util.dumps(second)]
+    source = tmp_path / "chats.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "render", str(source), "--out", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out
+    assert "2 rendered, 1 failed" in out and "document 2 (line 2" in out
+    for chat in (first, second):
+        _verify_outputs(tmp_path / "o", chat["room"], keys)
+
+
+def test_render_refuses_to_overwrite(tmp_path, make_config, capsys) -> None:
+    config = _toml(tmp_path, make_config)
+    args = ["--config", str(config), "render", str(DATA / "seed-fixed.txt"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert main(args) == 1
+    assert "already exist" in capsys.readouterr().out
+
+
+def _seed(make_config, chats) -> None:
+    config = make_config()
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    for chat, contact in chats:
+        db.chats.insert_one(chat)
+        if contact:
+            db.contacts.insert_one(contact)
+
+
+def test_run_reports_and_exit_codes(tmp_path, make_config, capsys) -> None:
+    rng = random.Random(5)
+    start = (time.time() - 600) * 1000
+    good = make_chat(rng, messages=5, start_ms=start)
+    broken = {"_id": "BROKEN", "room": "BROKEN",
+              "messages": [{"data": {"messageType": "endChat", "ts": start, "content": {"text": []}}}]}
+    _seed(make_config, [good, (broken, None)])
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "run", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "archived 1," in out and "quarantined 1" in out
+    assert "QUARANTINED BROKEN: message 1 data.content.text: is list" in out
+    assert main(["--config", str(config), "run"]) == 0
+    assert "archived 0," in capsys.readouterr().out
+
+
+def test_export_interim_and_plaintext(tmp_path, make_config, keys, capsys) -> None:
+    chat, contact = make_chat(random.Random(6), messages=4, ended=False, start_ms=(time.time() - 60) * 1000)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "export", chat["room"]]) == 1
+    assert "has not ended; --force" in capsys.readouterr().out
+    assert main(["--config", str(config), "export", chat["room"], "--force", "--out", str(tmp_path / "case")]) == 0
+    out = capsys.readouterr().out
+    assert "archived as version 1 (interim)" in out
+    _verify_outputs(tmp_path / "case", chat["room"], keys)
+    assert main(["--config", str(config), "export", "NO_SUCH_ROOM"]) == 1
+    assert "not found" in capsys.readouterr().out
+
+
+def test_indexes_are_listed_and_created_only_when_asked(tmp_path, make_config, capsys) -> None:
+    config = _toml(tmp_path, make_config)
+    chats = connect(make_config()["mongodb.uri"])[make_config()["source.database"]].chats
+    assert main(["--config", str(config), "indexes"]) == 0
+    assert "messages.data.messageType: 1, messages.data.ts: 1" in capsys.readouterr().out
+    assert "archiver_end_ts" not in chats.index_information()
+    assert main(["--config", str(config), "indexes", "--create"]) == 0
+    assert "archiver_end_ts" in chats.index_information()
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
+    assert main(["demo", "--dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "quarantined CHAT_BROKEN" in out
+    assert list((tmp_path / "demo" / "store").rglob("*.pdf.p7m"))
+    assert (tmp_path / "demo" / "export" / f"{SEED_CHAT['room']}.pdf").exists()
+
