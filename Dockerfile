@@ -15,7 +15,7 @@ COPY config ./config
 RUN pip install --no-cache-dir . && chown -R root:root /app
 
 USER archiver
-ENV ARCHIVER_CONFIG=/etc/archiver/archiver.toml \
-    ARCHIVER_RENDER__TEMPLATE=/app/templates/transcript.toml
+# Settings come from ARCHIVER_* variables, or a mounted file named by ARCHIVER_CONFIG.
+ENV ARCHIVER_RENDER__TEMPLATE=/app/templates/transcript.toml
 ENTRYPOINT ["archiver"]
 CMD ["serve"]
