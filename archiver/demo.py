@@ -22,7 +22,8 @@ def _seed_source(config: config_module.Config) -> list[str]:
     chats = [(SEED_CHAT, None)]
     chats += [make_chat(rng, messages=rng.randint(5, 40), language=lang) for lang in ("it", "en", "ru", "el", "ar", "zh", "ja")]
     chats.append(make_chat(rng, messages=6, ended=False))  # still running: not archived
-    chats.append(({"_id": "CHAT_BROKEN", "room": "CHAT_BROKEN", "messages": "not-an-array"}, None))
+    end = {"data": {"messageType": "endChat", "ts": 1642604409492.0, "content": {"user": {"id": "USER_x"}}}}
+    chats.append(({"_id": "CHAT_BROKEN", "room": "CHAT_BROKEN", "messages": [{"data": "not-an-object"}, end]}, None))
     for chat, contact in chats:
         db[config["source.chats"]].insert_one(chat)
         if contact:
