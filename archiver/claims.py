@@ -3,7 +3,8 @@
 A job is `pending` (discovered), `claimed` (a worker holds a lease until
 `available_at`), `done`, `failed` (retried at `available_at`) or `quarantined`
 (needs a person; `reason` says why). A claim whose lease ran out is free again:
-that is how a killed worker's chats are taken over.
+that is how a killed worker's chats are taken over. `available_at` is epoch
+milliseconds: lease arithmetic stays plain numbers on every server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def now() -> dt.datetime:
     # Millisecond precision: what MongoDB stores, so comparisons round-trip.
     t = dt.datetime.now(dt.timezone.utc)
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def now_ms() -> int:
+    return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
 
 
 def worker_id() -> str:
@@ -57,7 +62,7 @@ class WorkQueue:
         known = {j["_id"]: j for j in self.jobs.find({"_id": {"$in": list(wanted)}}, {"state": 1, "kind": 1})}
         fresh = [
             {"_id": room, "state": "pending", "kind": kind, "attempts": 0, "last_error": "",
-             "available_at": now(), "discovered_at": now()}
+             "available_at": now_ms(), "discovered_at": now()}
             for room, kind in wanted.items() if room not in known
         ]
         added = 0
@@ -71,18 +76,18 @@ class WorkQueue:
         if reopen:
             self.jobs.update_many(
                 {"_id": {"$in": reopen}, "state": "done"},
-                {"$set": {"state": "pending", "kind": "ended", "available_at": now(), "attempts": 0}},
+                {"$set": {"state": "pending", "kind": "ended", "available_at": now_ms(), "attempts": 0}},
             )
         return added + len(reopen)
 
     def claim_room(self, room: str, kind: str, lease_seconds: int) -> Job | None:
         """Claim ROOM now whatever its state (on-demand export); None if another worker holds it."""
-        t = now()
+        t = now_ms()
         try:
             self.jobs.update_one(
                 {"_id": room, "$or": [{"state": {"$ne": "claimed"}}, {"available_at": {"$lte": t}}]},
                 {"$set": {"state": "pending", "kind": kind, "available_at": t},
-                 "$setOnInsert": {"attempts": 0, "last_error": "", "discovered_at": t}},
+                 "$setOnInsert": {"attempts": 0, "last_error": "", "discovered_at": now()}},
                 upsert=True,
             )
         except DuplicateKeyError:  # the room exists and is claimed by someone else
@@ -90,10 +95,10 @@ class WorkQueue:
         return self.claim(lease_seconds, {"_id": room})
 
     def claim(self, lease_seconds: int, only: dict[str, Any] | None = None) -> Job | None:
-        t = now()
+        t = now_ms()
         doc = self.jobs.find_one_and_update(
             {**(only or {}), "state": {"$in": CLAIMABLE}, "available_at": {"$lte": t}},
-            {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + dt.timedelta(seconds=lease_seconds)},
+            {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + lease_seconds * 1000},
              "$inc": {"attempts": 1}},
             sort=[("available_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
@@ -107,7 +112,7 @@ class WorkQueue:
         """Close our claim; False if the lease was lost to another worker meanwhile."""
         result = self.jobs.update_one(
             {"_id": room, "state": "claimed", "owner": self.owner},
-            {"$set": {**fields, "updated_at": now()}, "$unset": {"owner": ""}},
+            {"$set": {**fields, "finished_at": now_ms()}, "$unset": {"owner": ""}},
         )
         return result.modified_count == 1
 
@@ -115,7 +120,7 @@ class WorkQueue:
         return self._finish(room, {"state": "done", "last_error": ""})
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
-        retry_at = now() + dt.timedelta(seconds=retry_in_seconds)
+        retry_at = now_ms() + int(retry_in_seconds * 1000)
         return self._finish(room, {"state": "failed", "last_error": error, "available_at": retry_at})
 
     def quarantine(self, room: str, reason: str) -> bool:

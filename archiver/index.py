@@ -40,25 +40,33 @@ class ArchiveIndex:
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])
 
-    def begin(self, entry: dict[str, Any]) -> Any:
-        """Record an entry as `uploading` and return its id; VersionConflict if the version or content exists."""
+    # Entries are always written whole (never $set piecemeal): every field keeps its
+    # exact BSON type on any server, and an entry never mixes two attempts.
+
+    def begin(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Record ENTRY as `uploading`; VersionConflict if that version or content is recorded."""
+        doc = {**entry, "status": "uploading", "created_at": now()}
         try:
-            return self.entries.insert_one({**entry, "status": "uploading", "created_at": now()}).inserted_id
+            self.entries.insert_one(doc)
         except DuplicateKeyError:
             raise VersionConflict(f"room {entry['room']!r}: version {entry['version']} already recorded") from None
+        return doc
 
-    def replan(self, entry: dict[str, Any], fields: dict[str, Any]) -> None:
+    def replan(self, previous: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
         """A retry after a crash: new objects replace the planned ones, which are kept as superseded."""
-        superseded = entry.get("superseded_objects", []) + list(entry["objects"].values())
-        self.entries.update_one(
-            {"_id": entry["_id"], "status": "uploading"}, {"$set": {**fields, "superseded_objects": superseded}}
-        )
+        doc = {**entry, "_id": previous["_id"], "status": "uploading", "created_at": previous["created_at"],
+               "superseded_objects": previous.get("superseded_objects", []) + list(previous["objects"].values())}
+        self._rewrite(doc)
+        return doc
 
-    def complete(self, entry_id: Any, version_ids: dict[str, str], attempts: int) -> None:
-        sets: dict[str, Any] = {"status": "archived", "archived_at": now(), "attempts": attempts}
-        for name, version_id in version_ids.items():
-            sets[f"objects.{name}.version_id"] = version_id
-        self.entries.update_one({"_id": entry_id}, {"$set": sets})
+    def complete(self, doc: dict[str, Any], version_ids: dict[str, str], attempts: int) -> None:
+        objects = {name: {**obj, "version_id": version_ids.get(name, "")} for name, obj in doc["objects"].items()}
+        self._rewrite({**doc, "objects": objects, "status": "archived", "archived_at": now(), "attempts": attempts})
+
+    def _rewrite(self, doc: dict[str, Any]) -> None:
+        result = self.entries.replace_one({"_id": doc["_id"], "status": "uploading"}, doc)
+        if result.matched_count != 1:
+            raise VersionConflict(f"room {doc['room']!r}: version {doc['version']} was completed by another worker")
 
     def search(self, query: dict[str, Any], limit: int = 0) -> Iterator[dict[str, Any]]:
         return self.entries.find(query).sort([("ended_at", ASCENDING), ("room", ASCENDING)]).limit(limit)

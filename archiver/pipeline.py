@@ -234,11 +234,7 @@ class Archiver:
     def _store(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
         with timed(report.stages, "index"):
             entry = {**built.entry, "last_error": p.job.last_error}
-            if p.existing is None:
-                entry_id = self.index.begin(entry)
-            else:
-                entry_id = p.existing["_id"]
-                self.index.replan(p.existing, entry)
+            doc = self.index.begin(entry) if p.existing is None else self.index.replan(p.existing, entry)
         version_ids = {}
         with timed(report.stages, "put"):
             for blob in built.blobs:
@@ -246,7 +242,7 @@ class Archiver:
                                         if self.config["storage.object_lock_mode"] else None)
                 version_ids[blob.name] = stored.version_id
         with timed(report.stages, "index"):
-            self.index.complete(entry_id, version_ids, p.job.attempts)
+            self.index.complete(doc, version_ids, p.job.attempts)
 
     def _quarantine(self, job: Job, reason: str, report: PassReport) -> None:
         self.queue.quarantine(job.room, reason)
