@@ -94,10 +94,12 @@ class WorkQueue:
             return None
         return self.claim(lease_seconds, {"_id": room})
 
-    def claim(self, lease_seconds: int, only: dict[str, Any] | None = None) -> Job | None:
+    def claim(self, lease_seconds: int, only: dict[str, Any] | None = None, due_by_ms: int | None = None
+              ) -> Job | None:
+        """The next job due (by DUE_BY_MS, default now), leased to us for LEASE_SECONDS."""
         t = now_ms()
         doc = self.jobs.find_one_and_update(
-            {**(only or {}), "state": {"$in": CLAIMABLE}, "available_at": {"$lte": t}},
+            {**(only or {}), "state": {"$in": CLAIMABLE}, "available_at": {"$lte": min(t, due_by_ms or t)}},
             {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + lease_seconds * 1000},
              "$inc": {"attempts": 1}},
             sort=[("available_at", ASCENDING)],

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from archiver import artifacts
 from archiver.artifacts import Artifacts, Plaintext, timed
-from archiver.claims import Job, WorkQueue, now
+from archiver.claims import Job, WorkQueue, now, now_ms
 from archiver.config import Config
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
@@ -165,11 +165,14 @@ class Archiver:
                progress: Callable[[PassReport], None] | None) -> None:
         in_flight: deque[tuple[_Prepared, cf.Future]] = deque()
         claimed = 0
+        # Only work due when the pass began: a chat that fails now is retried by a later
+        # pass, so an outage cannot make this one spin on the same chats.
+        due_by = now_ms()
         depth = 2 * self.workers  # enough to keep every worker busy while we do I/O
         while True:
             while len(in_flight) < depth and not self.stop.is_set() and (limit is None or claimed < limit):
                 with timed(report.stages, "claim"):
-                    job = self.queue.claim(self.config["archive.lease_seconds"])
+                    job = self.queue.claim(self.config["archive.lease_seconds"], due_by_ms=due_by)
                 if job is None:
                     break
                 claimed += 1

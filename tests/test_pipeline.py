@@ -247,3 +247,27 @@ def test_retention_date_is_recorded_from_configuration(make_config) -> None:
     (entry,) = entries(config)
     held = entry["retain_until"] - entry["generated_at"]
     assert held == dt.timedelta(days=30)
+
+
+def test_storage_failure_is_recorded_and_the_next_pass_archives(make_config, keys, moto_endpoint, bucket) -> None:
+    from faulty_s3 import FaultyS3
+
+    with FaultyS3() as proxy:
+        config = make_config(storage__url=f"s3://{bucket}/archive", storage__endpoint_url=proxy.url,
+                             storage__max_attempts=2, archive__retry_backoff_seconds=0)
+        chat, contact = make_chat(random.Random(12), messages=5, start_ms=recent_ms())
+        seed(config, [(chat, contact)])
+        archiver = Archiver(config)
+        proxy.always = 503
+        report = archiver.run_pass()
+        assert report.archived == [] and "SlowDown" in report.failed[chat["room"]]
+        state = job(config, chat["room"])
+        assert state["state"] == "failed" and "SlowDown" in state["last_error"]
+        assert [e["status"] for e in entries(config)] == ["uploading"]
+
+        proxy.always = None
+        assert archiver.run_pass().archived == [chat["room"]]
+        (entry,) = entries(config)
+        assert entry["status"] == "archived" and entry["attempts"] == 2 and "SlowDown" in entry["last_error"]
+        assert len(entry["superseded_objects"]) == 3, "the first attempt's planned objects stay accounted for"
+        assert open_object(config, keys, entry["objects"]["pdf"]).startswith(b"%PDF-")

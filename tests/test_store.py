@@ -13,7 +13,7 @@ from archiver.store import ObjectExists, ObjectMissing, StoreError, open_store
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-from faulty_proxy import FaultyProxy
+from faulty_s3 import FaultyS3
 
 RETAIN = dt.datetime(2036, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -47,7 +47,7 @@ def test_s3_never_overwrites(moto_endpoint: str, bucket: str) -> None:
 
 
 def test_s3_throttling_and_5xx_are_retried(moto_endpoint: str, bucket: str) -> None:
-    with FaultyProxy(moto_endpoint) as proxy:
+    with FaultyS3() as proxy:
         store = S3Store(bucket, "", endpoint_url=proxy.url, max_attempts=5)
         proxy.failures = [503, 500, 503]
         store.put("k", b"data", _sha(b"data"), RETAIN)
@@ -56,7 +56,7 @@ def test_s3_throttling_and_5xx_are_retried(moto_endpoint: str, bucket: str) -> N
 
 
 def test_s3_persistent_failure_is_reported(moto_endpoint: str, bucket: str) -> None:
-    with FaultyProxy(moto_endpoint) as proxy:
+    with FaultyS3() as proxy:
         store = S3Store(bucket, "", endpoint_url=proxy.url, max_attempts=3)
         proxy.always = 500
         with pytest.raises(StoreError, match="InternalError"):

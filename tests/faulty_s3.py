@@ -1,0 +1,52 @@
+"""A second HTTP endpoint onto moto's S3 that answers chosen PUTs with S3 errors.
+
+It serves moto's own WSGI application (sharing its state with the main moto
+server) behind a small middleware, so boto3's real network and retry path meets
+throttling and 5xx answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable
+
+from moto.moto_server.threaded_moto_server import MotoRequestHandler
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+ERRORS = {
+    503: ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
+    500: ("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
+}
+
+
+class FaultyS3:
+    def __init__(self) -> None:
+        self.failures: list[int] = []  # statuses for the next PUTs, in order; then pass through
+        self.always: int | None = None  # answer every PUT with this status
+        self.seen_puts = 0
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", 0, self._middleware, True, request_handler=MotoRequestHandler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _middleware(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] == "PUT" and environ.get("PATH_INFO", "/").count("/") > 1:
+            self.seen_puts += 1
+            status = self.always or (self.failures.pop(0) if self.failures else None)
+            if status:
+                environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                line, code, message = ERRORS[status]
+                body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}" \
+                       f"</Message></Error>".encode()
+                start_response(line, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+                return [body]
+        return self._app(environ, start_response)
+
+    def __enter__(self) -> "FaultyS3":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
