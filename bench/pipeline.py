@@ -11,6 +11,7 @@ the same chats with the same number of worker processes, all from one run.
 from __future__ import annotations
 
 import argparse
+import logging
 import concurrent.futures as cf
 import multiprocessing
 import os
@@ -49,9 +50,13 @@ def _seed(config: config_module.Config, chats: list[tuple[dict, dict]]) -> None:
     db.contacts.insert_many([dict(k) for _, k in chats])
 
 
-def _config(keys: dict[str, Path], storage_url: str, workers: int, **extra) -> config_module.Config:
+def _config(keys: dict[str, Path], storage_url: str, workers: int, mongodb_uri: str = "",
+            **extra) -> config_module.Config:
+    tag = uuid.uuid4().hex[:8]
     return config_module.load(None, environ={}).with_overrides(**{
-        "mongodb.uri": f"mongomock://bench-{uuid.uuid4().hex}",
+        "mongodb.uri": mongodb_uri or f"mongomock://bench-{tag}",
+        "source.database": f"bench_src_{tag}",
+        "index.database": f"bench_idx_{tag}",
         "storage.url": storage_url,
         "signing.certificate": str(keys["signing.crt.pem"]),
         "signing.key": str(keys["signing.key.pem"]),
@@ -134,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=1, help="runs; median and spread are printed")
     parser.add_argument("--no-s3", action="store_true", help="local store only")
+    parser.add_argument("--mongodb-uri", default="", help="a MongoDB to use instead of the in-process stand-in "
+                        "(mongomock scans a whole collection per query, which dominates large runs)")
     args = parser.parse_args(argv)
     configure("WARNING", "text")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
 
     work = Path(tempfile.mkdtemp(prefix="archiver-bench-"))
     keys = create_development_keys(work / "keys")
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint, server = (None, None) if args.no_s3 else _moto()
     rates: dict[str, list[float]] = {"bare": [], "local": [], "s3": []}
     for run in range(1, args.repeat + 1):
-        base = _config(keys, f"file://{work / f'store-{run}'}", args.workers)
+        base = _config(keys, f"file://{work / f'store-{run}'}", args.workers, args.mongodb_uri)
         bare = bare_rate(base, chats, args.workers)
         rates["bare"].append(bare)
         print(f"run {run}: bare render+sign+encrypt {bare:.1f} chats/s")
@@ -154,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         rates["local"].append(local["chats_per_s"])
         _print_run("local", local, bare)
         if endpoint:
-            s3 = end_to_end(_config(keys, f"s3://bench/run-{run}", args.workers, **{"storage.endpoint_url": endpoint}),
-                            chats)
+            s3_config = _config(keys, f"s3://bench/run-{run}", args.workers, args.mongodb_uri,
+                                **{"storage.endpoint_url": endpoint})
+            s3 = end_to_end(s3_config, chats)
             rates["s3"].append(s3["chats_per_s"])
             _print_run("s3", s3, bare)
     own, worker = peak_memory_mb()
