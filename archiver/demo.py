@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 from archiver import config as config_module
@@ -59,13 +60,13 @@ def run_demo(directory: Path) -> int:
     print(f"\nEncrypted objects in {archiver.store.url}:")
     for key in archiver.store.keys():
         print(f"  {key}")
-    export_dir = directory / "export"
-    outcome = export_room(config, rooms[0], export_dir, force=False) if not (export_dir / f"{rooms[0]}.pdf").exists() else None
-    if outcome:
-        print(f"\nOn-demand export of {rooms[0]}:")
-        print("\n".join(outcome.lines))
+    running = rooms[-2]
+    export_dir = directory / "export" / time.strftime("%Y%m%dT%H%M%S")
+    outcome = export_room(config, running, export_dir, force=True)
+    print(f"\nOn-demand export of the chat still running, {running} (--force, marked interim):")
+    print("\n".join(outcome.lines))
     print(f"\nKeys (development only) in {keys}. Check the artefacts with tools we did not write:")
-    pdf = export_dir / f"{rooms[0]}.pdf"
+    pdf = export_dir / f"{running}.pdf"
     print(f"  pdfsig {pdf}")
     print(f"  openssl cms -verify -binary -inform DER -in {pdf.with_suffix('.json.p7s')} "
           f"-content {pdf.with_suffix('.json')} -CAfile {keys / 'ca.crt.pem'} -out /dev/null")

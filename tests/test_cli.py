@@ -151,6 +151,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert main(["demo", "--dir", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "quarantined CHAT_BROKEN" in out
-    assert list((tmp_path / "demo" / "store").rglob("*.pdf.p7m"))
-    assert (tmp_path / "demo" / "export" / f"{SEED_CHAT['room']}.pdf").exists()
+    assert len(list((tmp_path / "demo" / "store").rglob("*.pdf.p7m"))) == 9, "8 ended chats and one interim export"
+    (pdf,) = (tmp_path / "demo" / "export").rglob("*.pdf")
+    assert "archived as version 1 (interim)" in out and str(pdf) in out
 
