@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from pymongo.errors import PyMongoError
+
 from archiver import config as config_module
 from archiver import logs
 from archiver.config import Config, ConfigError
 from archiver.envelope import EnvelopeError
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
+from archiver.store import StoreError
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3
 
@@ -217,6 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, SigningError, EnvelopeError, TemplateError) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return USAGE
+    except PyMongoError as exc:  # the database is down or refuses us: say so, no traceback
+        print(f"archiver: error: MongoDB: {exc}", file=sys.stderr)
+        return ITEMS_FAILED
+    except (StoreError, OSError) as exc:
+        print(f"archiver: error: {exc}", file=sys.stderr)
+        return ITEMS_FAILED
 
 
 def run_console() -> None:

@@ -125,6 +125,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+SECRETS = frozenset({"signing.key_password"})  # never echoed in error messages
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -173,7 +174,7 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         spec = SCHEMA[section][key]
         problem = spec.check(value) if spec.check else None
         if problem:
-            raise ConfigError(f"{dotted}: {problem} (got {value!r})")
+            raise ConfigError(f"{dotted}: {problem} (got {_shown(dotted, value)})")
     if path is not None:
         values = _resolve_paths(values, Path(path).resolve().parent)
     return Config(values, str(path) if path else "the environment")
@@ -230,7 +231,11 @@ def _typed(dotted: str, spec: Key, value: Any) -> Any:
     if isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool)):
         return value
     want = "list of strings" if spec.type is list else spec.type.__name__
-    raise ConfigError(f"{dotted}: must be {want} (got {value!r})")
+    raise ConfigError(f"{dotted}: must be {want} (got {_shown(dotted, value)})")
+
+
+def _shown(dotted: str, value: Any) -> str:
+    return f"a {type(value).__name__}, value withheld" if dotted in SECRETS else repr(value)
 
 
 _PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template")

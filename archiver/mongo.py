@@ -25,7 +25,9 @@ def connect(uri: str) -> MongoClient:
                 _STAND_INS[name] = mongomock.MongoClient(tz_aware=True)
             return _STAND_INS[name]
         if uri not in _CLIENTS:
-            _CLIENTS[uri] = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+            # 10 s to find a server unless the URI says otherwise (pymongo's keywords would override it).
+            timeout = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
+            _CLIENTS[uri] = pymongo.MongoClient(uri, tz_aware=True, **timeout)
         return _CLIENTS[uri]
 
 

@@ -155,3 +155,22 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     (pdf,) = (tmp_path / "demo" / "export").rglob("*.pdf")
     assert "archived as version 1 (interim)" in out and str(pdf) in out
 
+
+
+def test_render_keeps_hostile_room_ids_inside_out(tmp_path, make_config) -> None:
+    rng = random.Random(8)
+    rooms = ["../../escape", "a/b", "/etc/passwd"]
+    source = tmp_path / "hostile.jsonl"
+    source.write_text("\n".join(json_util.dumps(make_chat(rng, messages=3, room=r)[0]) for r in rooms) + "\n")
+    config = _toml(tmp_path, make_config)
+    out = tmp_path / "deep" / "out"
+    assert main(["--config", str(config), "render", str(source), "--out", str(out)]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert len(written) == 9 and all("/" not in name for name in written)
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents and p.suffix in (".pdf", ".json")] == []
+
+
+def test_unreachable_mongodb_is_a_clear_error(tmp_path, make_config, capsys) -> None:
+    config = _toml(tmp_path, make_config, mongodb__uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300")
+    assert main(["--config", str(config), "run", "--no-progress"]) == 1
+    assert "archiver: error: MongoDB:" in capsys.readouterr().err

@@ -72,3 +72,11 @@ def test_missing_required_setting_stops_the_command_with_exit_2(tmp_path: Path, 
 def test_missing_config_file_is_exit_2(capsys) -> None:
     assert main(["--config", "/nonexistent/archiver.toml", "run"]) == 2
     assert "/nonexistent/archiver.toml: not found" in capsys.readouterr().err
+
+
+def test_secrets_are_never_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[signing]\nkey_password = 918273645\n")
+    with pytest.raises(ConfigError) as caught:
+        config_module.load(path, environ={})
+    assert "signing.key_password: must be str" in str(caught.value) and "918273645" not in str(caught.value)
