@@ -19,6 +19,7 @@ from archiver.names import safe_name
 from archiver.render.pdf import PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, load_identity, sha256_hex
+from archiver.store import ObjectStore, open_store
 from archiver.transcript import Transcript, has_ended, normalise
 
 # name in the index -> (file name stem, extension of the plaintext)
@@ -113,7 +114,7 @@ class ArtifactBuilder:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
         plain = self.plaintext(chat, contact, kind, version, generated_at, timings)
-        folder = f"{safe_name(plain.transcript.room)}/v{version}"
+        folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
             for name, data in plain.files().items():
@@ -130,6 +131,11 @@ class ArtifactBuilder:
             objects={b.name: b.describe() for b in blobs},
         )
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
+
+
+def version_folder(room: str, version: int) -> str:
+    """Where a version's objects live in the store: all of them, whatever attempt stored them."""
+    return f"{safe_name(room)}/v{version}"
 
 
 def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retain_days: int) -> dict[str, Any]:
@@ -159,23 +165,38 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
     }
 
 
-# One builder per worker process, made by `init_worker` (keys and fonts load once).
+# One builder and store per worker process, made by `init_worker` (keys, fonts, clients load once).
 _WORKER_BUILDER: ArtifactBuilder | None = None
+_WORKER_STORE: ObjectStore | None = None
+_WORKER_LOCKS = True
 
 
 def init_worker(config: Config) -> None:
-    global _WORKER_BUILDER
+    global _WORKER_BUILDER, _WORKER_STORE, _WORKER_LOCKS
     _WORKER_BUILDER = ArtifactBuilder.from_config(config)
+    _WORKER_STORE = open_store(config)
+    _WORKER_LOCKS = bool(config["storage.object_lock_mode"])
 
 
-def build_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                    version: int, generated_at: dt.datetime) -> Artifacts:
-    built = build_here(chat, contact, kind, version, generated_at)
-    return dataclasses.replace(built, plain=None)  # the plaintext never needs to cross processes
-
-
-def build_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-               version: int, generated_at: dt.datetime) -> Artifacts:
-    """Like build_in_worker, in this process, keeping the plaintext."""
+def worker_builder() -> ArtifactBuilder:
     assert _WORKER_BUILDER is not None, "init_worker was not called in this process"
-    return _WORKER_BUILDER.build(chat, contact, kind, version, generated_at)
+    return _WORKER_BUILDER
+
+
+def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
+                      version: int, generated_at: dt.datetime) -> Artifacts:
+    """Build and store one chat; only the index entry goes back (no ciphertext, no plaintext)."""
+    return dataclasses.replace(archive_here(chat, contact, kind, version, generated_at), blobs=[], plain=None)
+
+
+def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
+                 version: int, generated_at: dt.datetime) -> Artifacts:
+    """Build and store one chat in this process, keeping the plaintext (on-demand export)."""
+    assert _WORKER_STORE is not None, "init_worker was not called in this process"
+    built = worker_builder().build(chat, contact, kind, version, generated_at)
+    retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
+    with timed(built.timings, "put"):
+        for blob in built.blobs:
+            stored = _WORKER_STORE.put(blob.key, blob.data, blob.sha256, retain_until)
+            built.entry["objects"][blob.name]["version_id"] = stored.version_id
+    return built

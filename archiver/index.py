@@ -1,10 +1,11 @@
 """The archive index: one MongoDB document per archived version of a room.
 
-An entry is written as `uploading` with the hashes and keys of the objects
-*before* they are stored, and turned `archived` after. A crash in between leaves
-an entry that names exactly what may be in the store, so nothing is orphaned:
-the next attempt either finds those objects and completes the entry, or records
-them under `superseded_objects` and stores new ones.
+An entry is written as `uploading` for (room, version) *before* any object is
+stored, and rewritten as `archived`, with every object's key, hash and version
+id, after. Every object of a version lives under that version's folder, so a
+crash in between leaves an entry that says where to look: the next attempt
+records whatever reached the store under `superseded_objects` and stores new
+objects. Nothing in the store is unaccounted for.
 """
 
 from __future__ import annotations
@@ -43,25 +44,32 @@ class ArchiveIndex:
     # Entries are always written whole (never $set piecemeal): every field keeps its
     # exact BSON type on any server, and an entry never mixes two attempts.
 
-    def begin(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """Record ENTRY as `uploading`; VersionConflict if that version or content is recorded."""
-        doc = {**entry, "status": "uploading", "created_at": now()}
+    def begin(self, room: str, version: int, source_sha256: str) -> dict[str, Any]:
+        """Record that (ROOM, VERSION) is being stored, before any object is; VersionConflict if taken."""
+        doc = {"room": room, "version": version, "source_sha256": source_sha256, "status": "uploading",
+               "objects": {}, "superseded_objects": [], "created_at": now()}
         try:
             self.entries.insert_one(doc)
         except DuplicateKeyError:
-            raise VersionConflict(f"room {entry['room']!r}: version {entry['version']} already recorded") from None
+            raise VersionConflict(f"room {room!r}: version {version} already recorded") from None
         return doc
 
-    def replan(self, previous: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-        """A retry after a crash: new objects replace the planned ones, which are kept as superseded."""
-        doc = {**entry, "_id": previous["_id"], "status": "uploading", "created_at": previous["created_at"],
-               "superseded_objects": previous.get("superseded_objects", []) + list(previous["objects"].values())}
+    def replan(self, previous: dict[str, Any], leftovers: list[str]) -> dict[str, Any]:
+        """A retry after a crash or a failed upload: whatever reached the store is kept as superseded."""
+        known = set(previous.get("superseded_objects", []))
+        doc = {**previous, "superseded_objects": sorted(known | set(leftovers))}
         self._rewrite(doc)
         return doc
 
-    def complete(self, doc: dict[str, Any], version_ids: dict[str, str], attempts: int) -> None:
-        objects = {name: {**obj, "version_id": version_ids.get(name, "")} for name, obj in doc["objects"].items()}
-        self._rewrite({**doc, "objects": objects, "status": "archived", "archived_at": now(), "attempts": attempts})
+    def complete(self, doc: dict[str, Any], entry: dict[str, Any], attempts: int, last_error: str) -> None:
+        self._rewrite({**entry, "_id": doc["_id"], "status": "archived", "created_at": doc["created_at"],
+                       "superseded_objects": doc["superseded_objects"], "archived_at": now(),
+                       "attempts": attempts, "last_error": last_error})
+
+    def abandon(self, doc: dict[str, Any]) -> None:
+        """Drop an entry whose attempts stored nothing (its chat failed to build, e.g. quarantined)."""
+        if not doc["superseded_objects"]:
+            self.entries.delete_one({"_id": doc["_id"], "status": "uploading"})
 
     def _rewrite(self, doc: dict[str, Any]) -> None:
         result = self.entries.replace_one({"_id": doc["_id"], "status": "uploading"}, doc)

@@ -1,8 +1,9 @@
-"""The archive pass: discover, claim, build (in worker processes), store, index.
+"""The archive pass: discover, claim, build and store (in worker processes), index.
 
-The main process does the I/O (MongoDB, the store); worker processes do the
-pure, CPU-bound part (render, sign, encrypt). A bounded number of chats is in
-flight, so memory stays flat however many chats a pass handles.
+The main process talks to MongoDB (claims, reads, the index); worker processes
+render, sign, encrypt and put the objects, so CPU and storage I/O run on every
+core. A bounded number of chats is in flight, so memory stays flat however many
+chats a pass handles.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class _Prepared:
     chat: dict[str, Any]
     contact: dict[str, Any] | None
     version: int
-    existing: dict[str, Any] | None  # an `uploading` entry left by a crashed attempt
+    entry: dict[str, Any]  # the `uploading` index entry written before anything is stored
 
 
 class _InlineExecutor(cf.Executor):
@@ -149,7 +150,7 @@ class Archiver:
         if prepared is None:
             return report, None
         future = _InlineExecutor().submit(
-            artifacts.build_here, prepared.chat, prepared.contact, kind, prepared.version, now())
+            artifacts.archive_here, prepared.chat, prepared.contact, kind, prepared.version, now())
         built = self._finish(prepared, future, report)
         return report, built.plain if built else None
 
@@ -187,7 +188,7 @@ class Archiver:
                 progress(report)
 
     def _submit(self, pool: cf.Executor, p: _Prepared) -> cf.Future:
-        return pool.submit(artifacts.build_in_worker, p.chat, p.contact, p.job.kind, p.version, now())
+        return pool.submit(artifacts.archive_in_worker, p.chat, p.contact, p.job.kind, p.version, now())
 
     def _prepare(self, job: Job, report: PassReport) -> _Prepared | None:
         """Load the chat and decide its version; None when nothing needs building."""
@@ -208,44 +209,51 @@ class Archiver:
             self.queue.done(job.room)
             report.unchanged += 1
             return None
-        version = same["version"] if same else 1 + max((v["version"] for v in versions), default=0)
-        return _Prepared(job, chat, contact, version, same)
+        with timed(report.stages, "index"):
+            try:
+                entry = self._entry_for(job.room, digest, same, versions)
+            except (VersionConflict, StoreError) as exc:
+                self._fail(job, str(exc), report, permanent=False)
+                return None
+        return _Prepared(job, chat, contact, entry["version"], entry)
+
+    def _entry_for(self, room: str, digest: str, same: dict[str, Any] | None,
+                   versions: list[dict[str, Any]]) -> dict[str, Any]:
+        """A new `uploading` entry, or the one an earlier attempt left, with what it stored set aside."""
+        if same is None:
+            version = 1 + max((v["version"] for v in versions), default=0)
+            return self.index.begin(room, version, digest)
+        leftovers = self.store.keys(artifacts.version_folder(room, same["version"]) + "/")
+        return self.index.replan(same, leftovers)
 
     def _finish(self, p: _Prepared, future: cf.Future, report: PassReport) -> Artifacts | None:
-        """Store and index what was built; the artifacts when that succeeded."""
+        """Index what the worker built and stored; the artifacts when that succeeded."""
         room = p.job.room
         try:
             built: Artifacts = future.result()
+        except StoreError as exc:  # what did reach the store is set aside by the next attempt
+            self._fail(p.job, str(exc), report, permanent=False)
+            return None
         except InvalidChat as exc:
+            self.index.abandon(p.entry)
             self._quarantine(p.job, str(exc), report)
             return None
         except Exception as exc:  # a renderer or signer bug must not stop the pass
+            self.index.abandon(p.entry)
             self._fail(p.job, f"{type(exc).__name__}: {exc}", report, permanent=True)
             return None
         for stage, seconds in built.timings.items():
             report.stages[stage] = report.stages.get(stage, 0.0) + seconds
         try:
-            self._store(p, built, report)
-        except (VersionConflict, StoreError) as exc:
+            with timed(report.stages, "index"):
+                self.index.complete(p.entry, built.entry, p.job.attempts, p.job.last_error)
+        except VersionConflict as exc:
             self._fail(p.job, str(exc), report, permanent=False)
             return None
         self.queue.done(room)
         report.archived.append(room)
         event("archived", room=room, version=p.version, messages=built.entry["message_count"])
         return built
-
-    def _store(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
-        with timed(report.stages, "index"):
-            entry = {**built.entry, "last_error": p.job.last_error}
-            doc = self.index.begin(entry) if p.existing is None else self.index.replan(p.existing, entry)
-        version_ids = {}
-        with timed(report.stages, "put"):
-            for blob in built.blobs:
-                stored = self.store.put(blob.key, blob.data, blob.sha256, built.entry["retain_until"]
-                                        if self.config["storage.object_lock_mode"] else None)
-                version_ids[blob.name] = stored.version_id
-        with timed(report.stages, "index"):
-            self.index.complete(doc, version_ids, p.job.attempts)
 
     def _quarantine(self, job: Job, reason: str, report: PassReport) -> None:
         self.queue.quarantine(job.room, reason)

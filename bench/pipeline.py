@@ -85,7 +85,7 @@ def _warm(_: int) -> None:
 
 def _build(chat_contact: tuple[dict, dict]) -> int:
     chat, contact = chat_contact
-    return len(artifacts.build_in_worker(chat, contact, "ended", 1, now()).blobs)
+    return len(artifacts.worker_builder().build(chat, contact, "ended", 1, now()).blobs)
 
 
 def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]]) -> dict:

@@ -63,7 +63,7 @@ def _assert_each_archived_once(uri: str, db_names: dict[str, str], rooms: list[s
         for obj in entry["objects"].values():
             assert hashlib.sha256((store / obj["key"]).read_bytes()).hexdigest() == obj["sha256"]
             referenced.add(obj["key"])
-        referenced.update(o["key"] for o in entry.get("superseded_objects", []))
+        referenced.update(entry.get("superseded_objects", []))
     on_disk = {p.relative_to(store).as_posix() for p in store.rglob("*.p7m")}
     assert on_disk <= referenced, f"objects nobody accounts for: {sorted(on_disk - referenced)[:5]}"
 

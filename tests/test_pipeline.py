@@ -18,7 +18,7 @@ from archiver.envelope import decrypt
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from archiver.samples import SEED_CHAT, make_chat
-from archiver.store import open_store
+from archiver.store import StoreError, open_store
 
 
 def seed(config: Config, chats: list[tuple[dict, dict | None]]) -> None:
@@ -177,6 +177,7 @@ def test_bad_chats_are_quarantined_and_the_rest_go_on(make_config) -> None:
     assert "message 1: is str, not an object" in report.quarantined["BADDATA"]
     assert "10,485,760 characters" in report.quarantined["HUGE"]
     assert job(config, "HUGE")["state"] == "quarantined"
+    assert {e["room"] for e in entries(config)} == {c["room"] for c, _ in good}, "no entries for quarantined chats"
     assert Archiver(config).run_pass(full=True).handled == 0, "quarantined chats wait for a person"
 
 
@@ -269,5 +270,31 @@ def test_storage_failure_is_recorded_and_the_next_pass_archives(make_config, key
         assert archiver.run_pass().archived == [chat["room"]]
         (entry,) = entries(config)
         assert entry["status"] == "archived" and entry["attempts"] == 2 and "SlowDown" in entry["last_error"]
-        assert len(entry["superseded_objects"]) == 3, "the first attempt's planned objects stay accounted for"
+        stored = set(open_store(config).keys())
+        assert stored == {o["key"] for o in entry["objects"].values()} | set(entry["superseded_objects"])
         assert open_object(config, keys, entry["objects"]["pdf"]).startswith(b"%PDF-")
+
+
+def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(make_config, keys, monkeypatch) -> None:
+    from archiver import artifacts
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(13), messages=4, start_ms=recent_ms())
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    real_put = artifacts._WORKER_STORE.put
+    calls = []
+
+    def put_then_die(key, data, sha256, retain_until):
+        calls.append(key)
+        if len(calls) == 2:
+            raise StoreError(f"{key}: connection reset")
+        return real_put(key, data, sha256, retain_until)
+    monkeypatch.setattr(artifacts._WORKER_STORE, "put", put_then_die)
+    assert "connection reset" in archiver.run_pass().failed[chat["room"]]
+    monkeypatch.setattr(artifacts._WORKER_STORE, "put", real_put)
+    index_db(config)[config["index.jobs"]].update_one({"_id": chat["room"]}, {"$set": {"available_at": 0}})
+    assert archiver.run_pass().archived == [chat["room"]]
+    (entry,) = entries(config)
+    assert entry["superseded_objects"] == [calls[0]], "the object stored before the failure is accounted for"
+    assert set(open_store(config).keys()) == {o["key"] for o in entry["objects"].values()} | {calls[0]}

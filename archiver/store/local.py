@@ -65,8 +65,11 @@ class LocalStore:
             raise ObjectMissing(f"{key}: not in {self.url}") from None
 
     def keys(self, prefix: str = "") -> list[str]:
+        # Walk only the folder the prefix names (a version's folder, say), not the whole store.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._path(folder) if folder else self.root
         found = []
-        for path in self.root.rglob("*"):
+        for path in base.rglob("*"):
             name = path.relative_to(self.root).as_posix()
             if path.is_file() and not name.endswith(_META) and not path.name.startswith(".tmp-"):
                 if name.startswith(prefix):
