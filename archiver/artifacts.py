@@ -1,7 +1,8 @@
-"""The pure core: one chat in, signed and encrypted archive objects out.
+"""The core: one chat in, signed and encrypted archive objects out.
 
-Nothing here touches MongoDB or the store, so it runs the same in a worker
-process, in the offline `render` command and in tests.
+`ArtifactBuilder` is pure (no MongoDB, no store), so it runs the same in a
+worker process, in the offline `render` command and in tests. The worker entry
+points below also put the objects in the store, next to the CPU work.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ objects. Nothing in the store is unaccounted for.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
@@ -75,7 +75,3 @@ class ArchiveIndex:
         result = self.entries.replace_one({"_id": doc["_id"], "status": "uploading"}, doc)
         if result.matched_count != 1:
             raise VersionConflict(f"room {doc['room']!r}: version {doc['version']} was completed by another worker")
-
-    def search(self, query: dict[str, Any], limit: int = 0) -> Iterator[dict[str, Any]]:
-        return self.entries.find(query).sort([("ended_at", ASCENDING), ("room", ASCENDING)]).limit(limit)
-
