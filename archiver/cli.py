@@ -18,7 +18,7 @@ from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
 from archiver.store import StoreError
 
-OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3
+OK, ITEMS_FAILED, USAGE = 0, 1, 2  # 3 is for verification problems (CONTRACT.md)
 
 
 class UsageError(Exception):

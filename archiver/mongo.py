@@ -31,10 +31,6 @@ def connect(uri: str) -> MongoClient:
         return _CLIENTS[uri]
 
 
-def is_stand_in(uri: str) -> bool:
-    return uri.startswith(MOCK_SCHEME)
-
-
 def tolerant(db: Database) -> Database:
     """DB decoding invalid UTF-8 as lone surrogates instead of failing the read.
 

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 from bson.int64 import Int64
 
 END_TYPE = "endChat"
-URL_TYPES = frozenset({"IMAGE", "DOCUMENT", "LINK"})
 
 
 class InvalidChat(ValueError):

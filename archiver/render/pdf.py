@@ -30,7 +30,7 @@ from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from archiver.transcript import URL_TYPES, Message, Transcript
+from archiver.transcript import Message, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 rl_config.useA85 = 0  # streams stay binary (compressed): smaller and faster than ASCII85
