@@ -298,3 +298,18 @@ def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(make_config, ke
     (entry,) = entries(config)
     assert entry["superseded_objects"] == [calls[0]], "the object stored before the failure is accounted for"
     assert set(open_store(config).keys()) == {o["key"] for o in entry["objects"].values()} | {calls[0]}
+
+
+def test_a_fixed_quarantined_chat_is_archived_by_export(make_config) -> None:
+    config = make_config()
+    chat, contact = make_chat(random.Random(14), messages=4, start_ms=recent_ms())
+    broken = copy.deepcopy(chat)
+    broken["messages"][0]["data"] = "garbage"
+    seed(config, [(broken, contact)])
+    archiver = Archiver(config)
+    assert chat["room"] in archiver.run_pass().quarantined
+    chats = connect(config["mongodb.uri"])[config["source.database"]][config["source.chats"]]
+    chats.replace_one({"room": chat["room"]}, chat)
+    report, _ = archiver.archive_room(chat["room"], "ended")
+    assert report.archived == [chat["room"]] and job(config, chat["room"])["state"] == "done"
+    assert [e["status"] for e in entries(config)] == ["archived"]
