@@ -53,6 +53,7 @@ class WorkQueue:
     def ensure_indexes(self) -> None:
         self.jobs.create_index([("state", ASCENDING), ("available_at", ASCENDING)], name="claim_order")
         self.jobs.create_index([("state", ASCENDING), ("discovered_at", ASCENDING)], name="oldest_open")
+        self.jobs.create_index([("claim", ASCENDING)], name="claim_token")
 
     def enqueue(self, rooms: Iterable[tuple[str, str]]) -> int:
         """Add (room, kind) pairs not yet known; an archived non-ended chat that has now ended is reopened."""
@@ -99,34 +100,57 @@ class WorkQueue:
         """The next job due (by DUE_BY_MS, default now), leased to us for LEASE_SECONDS."""
         t = now_ms()
         doc = self.jobs.find_one_and_update(
-            {**(only or {}), "state": {"$in": CLAIMABLE}, "available_at": {"$lte": min(t, due_by_ms or t)}},
+            {**(only or {}), **_due(t, due_by_ms)},
             {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + lease_seconds * 1000},
              "$inc": {"attempts": 1}},
             sort=[("available_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
-        if doc is None:
-            return None
-        return Job(room=doc["_id"], kind=doc.get("kind", "ended"), attempts=doc["attempts"],
-                   last_error=doc.get("last_error", ""))
+        return None if doc is None else _job(doc)
 
-    def _finish(self, room: str, fields: dict[str, Any]) -> bool:
-        """Close our claim; False if the lease was lost to another worker meanwhile."""
-        result = self.jobs.update_one(
-            {"_id": room, "state": "claimed", "owner": self.owner},
-            {"$set": {**fields, "finished_at": now_ms()}, "$unset": {"owner": ""}},
+    def claim_batch(self, lease_seconds: int, limit: int, due_by_ms: int | None = None) -> list[Job]:
+        """Up to LIMIT jobs due (by DUE_BY_MS, default now), leased to us for LEASE_SECONDS.
+
+        Three round trips whatever LIMIT is: pick candidates, claim the ones still free in
+        one update (each document's filter is checked atomically, so a job another worker
+        took meanwhile is skipped), then read back what this claim's token got. Empty only
+        when nothing is due.
+        """
+        while True:
+            t = now_ms()
+            due = _due(t, due_by_ms)
+            ids = [d["_id"] for d in self.jobs.find(due, {"_id": 1}).sort("available_at", ASCENDING).limit(limit)]
+            if not ids:
+                return []
+            token = uuid.uuid4().hex
+            self.jobs.update_many(
+                {**due, "_id": {"$in": ids}},
+                {"$set": {"state": "claimed", "owner": self.owner, "claim": token,
+                          "available_at": t + lease_seconds * 1000}, "$inc": {"attempts": 1}},
+            )
+            jobs = [_job(doc) for doc in self.jobs.find({"claim": token}).sort("available_at", ASCENDING)]
+            if jobs:  # else other workers took every candidate first: look again
+                return jobs
+
+    def _finish(self, rooms: list[str], fields: dict[str, Any]) -> int:
+        """Close our claims on ROOMS in one write; how many we still held (a lost lease is skipped)."""
+        if not rooms:
+            return 0
+        result = self.jobs.update_many(
+            {"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
+            {"$set": {**fields, "finished_at": now_ms()}, "$unset": {"owner": "", "claim": ""}},
         )
-        return result.modified_count == 1
+        return result.modified_count
 
-    def done(self, room: str) -> bool:
-        return self._finish(room, {"state": "done", "last_error": ""})
+    def done(self, rooms: list[str]) -> int:
+        return self._finish(rooms, {"state": "done", "last_error": ""})
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
         retry_at = now_ms() + int(retry_in_seconds * 1000)
-        return self._finish(room, {"state": "failed", "last_error": error, "available_at": retry_at})
+        return self._finish([room], {"state": "failed", "last_error": error, "available_at": retry_at}) == 1
 
     def quarantine(self, room: str, reason: str) -> bool:
-        return self._finish(room, {"state": "quarantined", "last_error": reason, "reason": reason})
+        return self._finish([room], {"state": "quarantined", "last_error": reason, "reason": reason}) == 1
 
     def oldest_open(self) -> dt.datetime | None:
         """When the oldest job not archived yet (quarantined included) was discovered."""
@@ -136,3 +160,13 @@ class WorkQueue:
 
     def counts(self) -> dict[str, int]:
         return {row["_id"]: row["n"] for row in self.jobs.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}
+
+
+def _due(t: int, due_by_ms: int | None) -> dict[str, Any]:
+    """Jobs claimable at T: pending, failed and due for retry, or claimed with the lease run out."""
+    return {"state": {"$in": CLAIMABLE}, "available_at": {"$lte": min(t, due_by_ms or t)}}
+
+
+def _job(doc: dict[str, Any]) -> Job:
+    return Job(room=doc["_id"], kind=doc.get("kind", "ended"), attempts=doc["attempts"],
+               last_error=doc.get("last_error", ""))

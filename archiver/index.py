@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from archiver.claims import now
 
@@ -35,8 +35,12 @@ class ArchiveIndex:
         for field in ("ended_at", "agents", "customers", "ctlive_type", "channel", "status"):
             self.entries.create_index([(field, ASCENDING)], name=field)
 
-    def versions(self, room: str) -> list[dict[str, Any]]:
-        return list(self.entries.find({"room": room}).sort("version", ASCENDING))
+    def versions(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every entry of each of ROOMS, oldest version first, in one query."""
+        found: dict[str, list[dict[str, Any]]] = {room: [] for room in rooms}
+        for doc in self.entries.find({"room": {"$in": rooms}}).sort("version", ASCENDING):
+            found[doc["room"]].append(doc)
+        return found
 
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])
@@ -44,15 +48,24 @@ class ArchiveIndex:
     # Entries are always written whole (never $set piecemeal): every field keeps its
     # exact BSON type on any server, and an entry never mixes two attempts.
 
-    def begin(self, room: str, version: int, source_sha256: str) -> dict[str, Any]:
-        """Record that (ROOM, VERSION) is being stored, before any object is; VersionConflict if taken."""
-        doc = {"room": room, "version": version, "source_sha256": source_sha256, "status": "uploading",
-               "objects": {}, "superseded_objects": [], "created_at": now()}
+    def begin(self, planned: list[tuple[str, int, str]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Record that each (room, version, source_sha256) is being stored, before any object is.
+
+        One write for all; returns the entries made and the rooms whose version another
+        worker recorded first.
+        """
+        docs = [{"room": room, "version": version, "source_sha256": digest, "status": "uploading",
+                 "objects": {}, "superseded_objects": [], "created_at": now()} for room, version, digest in planned]
+        if not docs:
+            return [], []
         try:
-            self.entries.insert_one(doc)
-        except DuplicateKeyError:
-            raise VersionConflict(f"room {room!r}: version {version} already recorded") from None
-        return doc
+            self.entries.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            taken = {e["index"] for e in exc.details["writeErrors"]}
+            return [d for i, d in enumerate(docs) if i not in taken], [docs[i]["room"] for i in sorted(taken)]
+        return docs, []
 
     def replan(self, previous: dict[str, Any], leftovers: list[str]) -> dict[str, Any]:
         """A retry after a crash or a failed upload: whatever reached the store is kept as superseded."""
@@ -61,10 +74,23 @@ class ArchiveIndex:
         self._rewrite(doc)
         return doc
 
-    def complete(self, doc: dict[str, Any], entry: dict[str, Any], attempts: int, last_error: str) -> None:
-        self._rewrite({**entry, "_id": doc["_id"], "status": "archived", "created_at": doc["created_at"],
-                       "superseded_objects": doc["superseded_objects"], "archived_at": now(),
-                       "attempts": attempts, "last_error": last_error})
+    def complete(self, done: list[tuple[dict[str, Any], dict[str, Any], int, str]], writer: str) -> list[str]:
+        """Rewrite each (stub, built entry, attempts, last error) as archived, in one write.
+
+        Returns the rooms whose stub another worker completed first (their write is kept).
+        """
+        docs = [{**entry, "_id": stub["_id"], "status": "archived", "created_at": stub["created_at"],
+                 "superseded_objects": stub["superseded_objects"], "archived_at": now(), "archived_by": writer,
+                 "attempts": attempts, "last_error": last_error} for stub, entry, attempts, last_error in done]
+        if not docs:
+            return []
+        result = self.entries.bulk_write([ReplaceOne({"_id": d["_id"], "status": "uploading"}, d) for d in docs],
+                                         ordered=False)
+        if result.matched_count == len(docs):
+            return []
+        ours = {d["_id"] for d in self.entries.find({"_id": {"$in": [d["_id"] for d in docs]}, "archived_by": writer},
+                                                    {"_id": 1})}
+        return [d["room"] for d in docs if d["_id"] not in ours]
 
     def abandon(self, doc: dict[str, Any]) -> None:
         """Drop an entry whose attempts stored nothing (its chat failed to build, e.g. quarantined)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+from typing import Any
 
 import mongomock
 import pymongo
@@ -14,6 +16,20 @@ _STAND_INS: dict[str, mongomock.MongoClient] = {}
 _CLIENTS: dict[str, MongoClient] = {}
 _LOCK = threading.Lock()
 MOCK_SCHEME = "mongomock://"
+
+
+def _accept_sort(add: Any) -> Any:
+    """mongomock 4.3 predates pymongo 4.11, whose bulk operations also pass `sort` (unused here)."""
+    @functools.wraps(add)
+    def without_sort(self: Any, *args: Any, sort: Any = None, **kwargs: Any) -> Any:
+        return add(self, *args, **kwargs)
+
+    return without_sort
+
+
+_BULK = mongomock.collection.BulkOperationBuilder
+_BULK.add_replace = _accept_sort(_BULK.add_replace)
+_BULK.add_update = _accept_sort(_BULK.add_update)
 
 
 def connect(uri: str) -> MongoClient:

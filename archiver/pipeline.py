@@ -9,12 +9,12 @@ chats a pass handles.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import multiprocessing
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +33,7 @@ from archiver.transcript import InvalidChat
 MAX_BACKOFF_SECONDS = 6 * 3600
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
+IN_FLIGHT_PER_WORKER = 8
 
 
 @dataclass
@@ -57,10 +58,8 @@ class PassReport:
 @dataclass
 class _Prepared:
     job: Job
-    chat: dict[str, Any]
-    contact: dict[str, Any] | None
-    version: int
-    entry: dict[str, Any]  # the `uploading` index entry written before anything is stored
+    entry: dict[str, Any]  # the `uploading` index entry, written before anything is stored
+    future: cf.Future  # the build and put, in a worker
 
 
 class _InlineExecutor(cf.Executor):
@@ -146,12 +145,9 @@ class Archiver:
         if job is None:
             report.failed[room] = "another worker is archiving this room right now; try again shortly"
             return report, None
-        prepared = self._prepare(job, report)
-        if prepared is None:
-            return report, None
-        future = _InlineExecutor().submit(
-            artifacts.archive_here, prepared.chat, prepared.contact, kind, prepared.version, now())
-        built = self._finish(prepared, future, report)
+        built = None
+        for prepared in self._prepare(self._submit_here, [job], report):
+            built = self._finish([prepared], report).get(room)
         return report, built.plain if built else None
 
     def _executor(self) -> cf.Executor:
@@ -164,96 +160,127 @@ class Archiver:
 
     def _drain(self, pool: cf.Executor, report: PassReport, limit: int | None,
                progress: Callable[[PassReport], None] | None) -> None:
-        in_flight: deque[tuple[_Prepared, cf.Future]] = deque()
-        claimed = 0
+        in_flight: list[_Prepared] = []
+        claimed, exhausted = 0, False
         # Only work due when the pass began: a chat that fails now is retried by a later
         # pass, so an outage cannot make this one spin on the same chats.
         due_by = now_ms()
-        depth = 2 * self.workers  # enough to keep every worker busy while we do I/O
+        depth = IN_FLIGHT_PER_WORKER * self.workers  # keeps every worker busy while we do I/O
+        submit = functools.partial(self._submit_to, pool)
         while True:
-            while len(in_flight) < depth and not self.stop.is_set() and (limit is None or claimed < limit):
+            free = depth - len(in_flight) if limit is None else min(depth - len(in_flight), limit - claimed)
+            # Claim in batches (half the depth at least): a few queries per batch, not per chat.
+            if not exhausted and free >= max(1, depth // 2) and not self.stop.is_set():
                 with timed(report.stages, "claim"):
-                    job = self.queue.claim(self.config["archive.lease_seconds"], due_by_ms=due_by)
-                if job is None:
-                    break
-                claimed += 1
-                prepared = self._prepare(job, report)
-                if prepared is not None:
-                    in_flight.append((prepared, self._submit(pool, prepared)))
+                    jobs = self.queue.claim_batch(self.config["archive.lease_seconds"], free, due_by_ms=due_by)
+                claimed += len(jobs)
+                exhausted = not jobs or claimed == limit
+                in_flight.extend(self._prepare(submit, jobs, report))
             if not in_flight:
                 return
-            prepared, future = in_flight.popleft()
-            self._finish(prepared, future, report)
+            cf.wait([p.future for p in in_flight], return_when=cf.FIRST_COMPLETED)
+            finished = [p for p in in_flight if p.future.done()]
+            in_flight = [p for p in in_flight if not p.future.done()]
+            self._finish(finished, report)
             if progress:
                 progress(report)
 
-    def _submit(self, pool: cf.Executor, p: _Prepared) -> cf.Future:
-        return pool.submit(artifacts.archive_in_worker, p.chat, p.contact, p.job.kind, p.version, now())
+    def _submit_to(self, pool: cf.Executor, job: Job, chat: dict[str, Any], contact: dict[str, Any] | None,
+                   version: int) -> cf.Future:
+        return pool.submit(artifacts.archive_in_worker, chat, contact, job.kind, version, now())
 
-    def _prepare(self, job: Job, report: PassReport) -> _Prepared | None:
-        """Load the chat and decide its version; None when nothing needs building."""
+    def _submit_here(self, job: Job, chat: dict[str, Any], contact: dict[str, Any] | None,
+                     version: int) -> cf.Future:
+        return _InlineExecutor().submit(artifacts.archive_here, chat, contact, job.kind, version, now())
+
+    def _prepare(self, submit: Callable[..., cf.Future], jobs: list[Job], report: PassReport) -> list[_Prepared]:
+        """Load the chats, decide their versions, write the `uploading` entries, and submit the builds."""
+        if not jobs:
+            return []
+        rooms = [job.room for job in jobs]
         with timed(report.stages, "read"):
-            chat, contact = self.source.load(job.room)
-        if chat is None:
-            self._quarantine(job, "chat is no longer in the source collection", report)
-            return None
+            loaded = self.source.load_many(rooms)
         with timed(report.stages, "index"):
+            versions = self.index.versions(rooms)
+        planned: dict[str, tuple[Job, str, list[dict[str, Any]]]] = {}
+        stubs: list[dict[str, Any]] = []
+        unchanged: list[str] = []
+        for job in jobs:
+            chat, contact = loaded[job.room]
+            if chat is None:
+                self._quarantine(job, "chat is no longer in the source collection", report)
+                continue
             try:
                 digest = source_digest(chat, contact)
             except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
                 self._quarantine(job, str(exc), report)
-                return None
-            versions = self.index.versions(job.room)
-        same = next((v for v in versions if v.get("source_sha256") == digest), None)
-        if same is not None and same["status"] == "archived":
-            self.queue.done(job.room)
-            report.unchanged += 1
-            return None
+                continue
+            same = next((v for v in versions[job.room] if v.get("source_sha256") == digest), None)
+            if same is None:
+                planned[job.room] = (job, digest, versions[job.room])
+            elif same["status"] == "archived":
+                unchanged.append(job.room)
+            else:  # an earlier attempt stopped half-way: rare, so one room at a time
+                stub = self._replan(job, same, report)
+                stubs.extend([stub] if stub else [])
+        self.queue.done(unchanged)
+        report.unchanged += len(unchanged)
         with timed(report.stages, "index"):
-            try:
-                entry = self._entry_for(job.room, digest, same, versions)
-            except (VersionConflict, StoreError) as exc:
-                self._fail(job, str(exc), report, permanent=False)
-                return None
-        return _Prepared(job, chat, contact, entry["version"], entry)
+            made, taken = self.index.begin([(room, 1 + max((v["version"] for v in known), default=0), digest)
+                                            for room, (_, digest, known) in planned.items()])
+        for room in taken:
+            self._fail(planned[room][0], f"room {room!r}: this version was recorded by another worker", report,
+                       permanent=False)
+        by_room = {job.room: job for job in jobs}
+        return [_Prepared(by_room[stub["room"]], stub, submit(by_room[stub["room"]], *loaded[stub["room"]],
+                                                               stub["version"])) for stub in [*stubs, *made]]
 
-    def _entry_for(self, room: str, digest: str, same: dict[str, Any] | None,
-                   versions: list[dict[str, Any]]) -> dict[str, Any]:
-        """A new `uploading` entry, or the one an earlier attempt left, with what it stored set aside."""
-        if same is None:
-            version = 1 + max((v["version"] for v in versions), default=0)
-            return self.index.begin(room, version, digest)
-        leftovers = self.store.keys(artifacts.version_folder(room, same["version"]) + "/")
-        return self.index.replan(same, leftovers)
-
-    def _finish(self, p: _Prepared, future: cf.Future, report: PassReport) -> Artifacts | None:
-        """Index what the worker built and stored; the artifacts when that succeeded."""
-        room = p.job.room
+    def _replan(self, job: Job, same: dict[str, Any], report: PassReport) -> dict[str, Any] | None:
+        """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""
         try:
-            built: Artifacts = future.result()
+            with timed(report.stages, "index"):
+                leftovers = self.store.keys(artifacts.version_folder(job.room, same["version"]) + "/")
+                return self.index.replan(same, leftovers)
+        except (VersionConflict, StoreError) as exc:
+            self._fail(job, str(exc), report, permanent=False)
+            return None
+
+    def _finish(self, finished: list[_Prepared], report: PassReport) -> dict[str, Artifacts]:
+        """Index what the workers built and stored, in one write; the artifacts of each success."""
+        built: dict[str, tuple[_Prepared, Artifacts]] = {}
+        for p in finished:
+            artifacts_ = self._result(p, report)
+            if artifacts_ is not None:
+                built[p.job.room] = (p, artifacts_)
+                for stage, seconds in artifacts_.timings.items():
+                    report.stages[stage] = report.stages.get(stage, 0.0) + seconds
+        with timed(report.stages, "index"):
+            lost = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
+                                        for p, a in built.values()], self.queue.owner)
+        for room in lost:
+            p, _ = built.pop(room)
+            self._fail(p.job, f"room {room!r}: version {p.entry['version']} was completed by another worker",
+                       report, permanent=False)
+        with timed(report.stages, "index"):
+            self.queue.done(list(built))
+        for room, (p, a) in built.items():
+            report.archived.append(room)
+            event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])
+        return {room: a for room, (_, a) in built.items()}
+
+    def _result(self, p: _Prepared, report: PassReport) -> Artifacts | None:
+        """What the worker built for P; None (with the job failed or quarantined) if it raised."""
+        try:
+            return p.future.result()
         except StoreError as exc:  # what did reach the store is set aside by the next attempt
             self._fail(p.job, str(exc), report, permanent=False)
-            return None
         except InvalidChat as exc:
             self.index.abandon(p.entry)
             self._quarantine(p.job, str(exc), report)
-            return None
         except Exception as exc:  # a renderer or signer bug must not stop the pass
             self.index.abandon(p.entry)
             self._fail(p.job, f"{type(exc).__name__}: {exc}", report, permanent=True)
-            return None
-        for stage, seconds in built.timings.items():
-            report.stages[stage] = report.stages.get(stage, 0.0) + seconds
-        try:
-            with timed(report.stages, "index"):
-                self.index.complete(p.entry, built.entry, p.job.attempts, p.job.last_error)
-        except VersionConflict as exc:
-            self._fail(p.job, str(exc), report, permanent=False)
-            return None
-        self.queue.done(room)
-        report.archived.append(room)
-        event("archived", room=room, version=p.version, messages=built.entry["message_count"])
-        return built
+        return None
 
     def _quarantine(self, job: Job, reason: str, report: PassReport) -> None:
         self.queue.quarantine(job.room, reason)

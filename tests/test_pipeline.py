@@ -189,14 +189,14 @@ def test_invalid_utf8_in_the_source_is_quarantined_with_its_place(make_config, m
     good, _ = make_chat(random.Random(9), messages=3, start_ms=recent_ms())
     seed(config, [(chat, contact), (good, None)])
     archiver = Archiver(config)
-    real_load = archiver.source.load
+    real_load = archiver.source.load_many
 
-    def load(room: str):
-        doc, contact_doc = real_load(room)
-        if room == chat["room"]:
-            doc["messages"][1]["data"]["content"]["text"] = "ciao \udcff"
-        return doc, contact_doc
-    monkeypatch.setattr(archiver.source, "load", load)
+    def load_many(rooms: list[str]):
+        loaded = real_load(rooms)
+        if chat["room"] in loaded:
+            loaded[chat["room"]][0]["messages"][1]["data"]["content"]["text"] = "ciao \udcff"
+        return loaded
+    monkeypatch.setattr(archiver.source, "load_many", load_many)
     report = archiver.run_pass()
     assert report.archived == [good["room"]]
     assert report.quarantined[chat["room"]] == (
