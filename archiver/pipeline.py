@@ -178,10 +178,9 @@ class Archiver:
                 in_flight.extend(self._prepare(submit, jobs, report))
             if not in_flight:
                 return
-            cf.wait([p.future for p in in_flight], return_when=cf.FIRST_COMPLETED)
-            finished = [p for p in in_flight if p.future.done()]
-            in_flight = [p for p in in_flight if not p.future.done()]
-            self._finish(finished, report)
+            done, _ = cf.wait([p.future for p in in_flight], return_when=cf.FIRST_COMPLETED)
+            self._finish([p for p in in_flight if p.future in done], report)
+            in_flight = [p for p in in_flight if p.future not in done]
             if progress:
                 progress(report)
 
