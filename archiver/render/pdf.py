@@ -123,15 +123,15 @@ TOKENS = re.compile(r"\n|[^\S\n]+|\S+")
 class FontChain:
     """Splits untrusted text into runs of the first font that has each character."""
 
-    def __init__(self, covers: dict[str, frozenset[int]], fallbacks: list[str], placeholder: Style) -> None:
-        self.covers = covers  # registered font name -> code points it has
+    def __init__(self, covers: dict[str, frozenset[str]], fallbacks: list[str], placeholder: Style) -> None:
+        self.covers = covers  # registered font name -> the characters it has
         self.fallbacks = fallbacks  # tried in order after a style's own font
         self.placeholder = placeholder
 
     def runs(self, text: str, style: Style, link: str = "") -> tuple[list[Run], int]:
         """Runs for TEXT in STYLE (its font first) and how many characters became placeholders."""
         own = self.covers[style.font]
-        if all(ord(ch) in own and ch.isprintable() for ch in text):
+        if text.isprintable() and own.issuperset(text):
             return [Run(text, style, link)], 0  # the common case: one font, nothing to switch
         chain = [(name, self.covers[name]) for name in (style.font, *self.fallbacks)]
         runs: list[Run] = []
@@ -147,11 +147,10 @@ class FontChain:
         return _merge(runs), placeholders
 
 
-def _font_for(ch: str, chain: list[tuple[str, frozenset[int]]]) -> str | None:
+def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
     if not ch.isprintable() and unicodedata.category(ch) != "Zs":
         return None  # control and format characters are shown, never emitted raw
-    code = ord(ch)
-    return next((name for name, cover in chain if code in cover), None)
+    return next((name for name, cover in chain if ch in cover), None)
 
 
 def _merge(runs: list[Run]) -> list[Run]:
@@ -171,6 +170,12 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> list[Line]:
     x = 0.0
     for run in runs:
         st = run.style
+        if "\n" not in run.text:  # most runs fit whole: one measurement, no tokens
+            w = pdfmetrics.stringWidth(run.text, st.font, st.size)
+            if x + w <= width:
+                _append(lines[-1], x, run)
+                x += w
+                continue
         for token in TOKENS.findall(run.text):
             if token == "\n":
                 lines.append(Line(leading))
@@ -178,7 +183,7 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> list[Line]:
                 continue
             w = pdfmetrics.stringWidth(token, st.font, st.size)
             if x + w <= width:
-                lines[-1].runs.append((x, Run(token, st, run.link)))
+                _append(lines[-1], x, Run(token, st, run.link))
                 x += w
             elif token.isspace():
                 lines.append(Line(leading))  # a break eats the space that caused it
@@ -195,6 +200,16 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> list[Line]:
     return lines
 
 
+def _append(line: Line, x: float, run: Run) -> None:
+    """Add RUN at X, joined to the run before it when the style is the same (widths simply add up)."""
+    if line.runs:
+        last_x, last = line.runs[-1]
+        if last.style == run.style and last.link == run.link:
+            line.runs[-1] = (last_x, Run(last.text + run.text, run.style, run.link))
+            return
+    line.runs.append((x, run))
+
+
 def _cut(word: str, style: Style, width: float) -> list[str]:
     """WORD in pieces no wider than WIDTH (at least one character each)."""
     pieces, start, used = [], 0, 0.0
@@ -208,7 +223,7 @@ def _cut(word: str, style: Style, width: float) -> list[str]:
     return pieces
 
 
-def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[int]]:
+def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]:
     name = "Archiver-" + Path(path).stem
     if name not in pdfmetrics.getRegisteredFontNames():
         try:
@@ -221,7 +236,7 @@ def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[int]]
     font = pdfmetrics.getFont(name)
     # Only the Basic Multilingual Plane: reportlab mis-encodes characters beyond it
     # (U+1F600 comes out as U+1F60), so those honestly become placeholders.
-    return name, frozenset(code for code in font.face.charToGlyph if code <= 0xFFFF)
+    return name, frozenset(chr(code) for code in font.face.charToGlyph if code <= 0xFFFF)
 
 
 class PdfRenderer:
@@ -375,6 +390,7 @@ class PdfRenderer:
     def _draw_lines(self, canvas: Canvas, lines: list[Line], top: float | None = None) -> None:
         y = self.page_size[1] - self.margin if top is None else top
         text = canvas.beginText()
+        current: Style | None = None
         for line in lines:
             if line.rule:
                 canvas.setStrokeColor(self.palette["rule"])
@@ -384,8 +400,10 @@ class PdfRenderer:
                 st = run.style
                 baseline = y - (line.height + 0.6 * st.size) / 2
                 text.setTextOrigin(self.margin + x, baseline)
-                text.setFont(st.font, st.size)
-                text.setFillColor(st.color)
+                if st != current:
+                    text.setFont(st.font, st.size)
+                    text.setFillColor(st.color)
+                    current = st
                 text.textOut(run.text)
                 if run.link:
                     end = self.margin + x + pdfmetrics.stringWidth(run.text, st.font, st.size)
