@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pymongo
+import pytest
 
 from archiver.samples import make_chat
 from conftest import write_toml
@@ -24,10 +25,10 @@ from conftest import write_toml
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
 
-def _seed(uri: str, database: str, count: int) -> list[str]:
+def _seed(uri: str, database: str, count: int, messages: int = 20) -> list[str]:
     rng = random.Random(42)
     now_ms = time.time() * 1000
-    chats = [make_chat(rng, messages=20, start_ms=now_ms - 600_000) for _ in range(count)]
+    chats = [make_chat(rng, messages=messages, start_ms=now_ms - 600_000) for _ in range(count)]
     db = pymongo.MongoClient(uri)[database]
     db.chats.insert_many([c for c, _ in chats])
     db.contacts.insert_many([k for _, k in chats])
@@ -94,13 +95,15 @@ def test_sigkill_half_way_then_rerun_archives_each_chat_once(nx_uri, keys, tmp_p
     assert again.returncode == 0 and "archived 0," in again.stdout
 
 
-def test_three_concurrent_workers_archive_each_chat_once(nx_uri, keys, tmp_path, db_names) -> None:
-    rooms = _seed(nx_uri, db_names["source.database"], 90)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_concurrent_workers_archive_each_of_5000_chats_once(workers, nx_uri, keys, tmp_path, db_names) -> None:
+    rooms = _seed(nx_uri, db_names["source.database"], 5000, messages=4)
     config = _config(tmp_path, nx_uri, db_names, keys, **{"archive.workers": 1})
     procs = [subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0] * workers, outputs
     counts = [int(out.split("archived ")[1].split(",")[0]) for out, _ in outputs]
-    assert sum(counts) == len(rooms)
+    assert sum(counts) == len(rooms) and min(counts) > 0, f"each worker's share: {counts}"
     _assert_each_archived_once(nx_uri, db_names, rooms, tmp_path / "store")
+    assert len(list((tmp_path / "store").rglob("*.p7m"))) == 3 * len(rooms), "nothing built twice"
