@@ -145,6 +145,16 @@ class WorkQueue:
     def done(self, rooms: list[str]) -> int:
         return self._finish(rooms, {"state": "done", "last_error": ""})
 
+    def release(self, rooms: list[str]) -> int:
+        """Hand back claims not worked on (shutdown): claimable at once, the attempt not counted."""
+        if not rooms:
+            return 0
+        return self.jobs.update_many(
+            {"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
+            {"$set": {"state": "pending", "available_at": now_ms()}, "$inc": {"attempts": -1},
+             "$unset": {"owner": "", "claim": ""}},
+        ).modified_count
+
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
         retry_at = now_ms() + int(retry_in_seconds * 1000)
         return self._finish([room], {"state": "failed", "last_error": error, "available_at": retry_at}) == 1

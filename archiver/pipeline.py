@@ -33,7 +33,6 @@ from archiver.transcript import InvalidChat
 MAX_BACKOFF_SECONDS = 6 * 3600
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
-IN_FLIGHT_PER_WORKER = 8
 
 
 @dataclass
@@ -65,8 +64,14 @@ class _Prepared:
 class _InlineExecutor(cf.Executor):
     """Runs builds in this process (one worker); same interface as a process pool."""
 
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
+        if self.stop.is_set():  # shutting down: not started, as a pool cancels what it has queued
+            future.cancel()
+            return future
         try:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # handed to the caller through the future, as a pool would
@@ -152,7 +157,7 @@ class Archiver:
 
     def _executor(self) -> cf.Executor:
         if self.workers <= 1:
-            return _InlineExecutor()
+            return _InlineExecutor(self.stop)
         return cf.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=artifacts.init_worker, initargs=(self.config,),
@@ -165,24 +170,40 @@ class Archiver:
         # Only work due when the pass began: a chat that fails now is retried by a later
         # pass, so an outage cannot make this one spin on the same chats.
         due_by = now_ms()
-        depth = IN_FLIGHT_PER_WORKER * self.workers  # keeps every worker busy while we do I/O
+        batch = self.config["archive.batch_size"]
+        depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         submit = functools.partial(self._submit_to, pool)
         while True:
-            free = depth - len(in_flight) if limit is None else min(depth - len(in_flight), limit - claimed)
-            # Claim in batches (half the depth at least): a few queries per batch, not per chat.
-            if not exhausted and free >= max(1, depth // 2) and not self.stop.is_set():
+            room = depth - len(in_flight)
+            want = room if limit is None else min(room, limit - claimed)
+            # Claim in batches, a few queries per batch rather than per chat; the last chats
+            # of a LIMIT are claimed whatever their number.
+            claimable = not exhausted and want > 0 and not self.stop.is_set()
+            if claimable and (room >= min(batch, depth // 2) or want < room):
                 with timed(report.stages, "claim"):
-                    jobs = self.queue.claim_batch(self.config["archive.lease_seconds"], free, due_by_ms=due_by)
+                    jobs = self.queue.claim_batch(self.config["archive.lease_seconds"], want, due_by_ms=due_by)
                 claimed += len(jobs)
                 exhausted = not jobs or claimed == limit
                 in_flight.extend(self._prepare(submit, jobs, report))
+                continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
             if not in_flight:
                 return
-            done, _ = cf.wait([p.future for p in in_flight], return_when=cf.FIRST_COMPLETED)
-            self._finish([p for p in in_flight if p.future in done], report)
-            in_flight = [p for p in in_flight if p.future not in done]
+            in_flight = self._settle(in_flight, report)
             if progress:
                 progress(report)
+
+    def _settle(self, in_flight: list[_Prepared], report: PassReport) -> list[_Prepared]:
+        """Wait for a build to end and index what has ended; what is still running.
+
+        Once stopping, builds not started yet are cancelled and their claims handed back.
+        """
+        if self.stop.is_set():
+            for p in in_flight:
+                p.future.cancel()
+        running = [p for p in in_flight if not p.future.cancelled()]
+        done = cf.wait([p.future for p in running], return_when=cf.FIRST_COMPLETED).done if running else set()
+        self._finish([p for p in in_flight if p.future.cancelled() or p.future in done], report)
+        return [p for p in running if p.future not in done]
 
     def _submit_to(self, pool: cf.Executor, job: Job, chat: dict[str, Any], contact: dict[str, Any] | None,
                    version: int) -> cf.Future:
@@ -268,7 +289,12 @@ class Archiver:
         return {room: a for room, (_, a) in built.items()}
 
     def _result(self, p: _Prepared, report: PassReport) -> Artifacts | None:
-        """What the worker built for P; None (with the job failed or quarantined) if it raised."""
+        """What the worker built for P; None (with the job failed, quarantined or released) if not built."""
+        if p.future.cancelled():  # never started (shutdown): nothing stored, the claim goes back
+            self.index.abandon(p.entry)
+            self.queue.release([p.job.room])
+            event("released", room=p.job.room)
+            return None
         try:
             return p.future.result()
         except StoreError as exc:  # what did reach the store is set aside by the next attempt

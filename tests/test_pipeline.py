@@ -313,3 +313,27 @@ def test_a_fixed_quarantined_chat_is_archived_by_export(make_config) -> None:
     report, _ = archiver.archive_room(chat["room"], "ended")
     assert report.archived == [chat["room"]] and job(config, chat["room"])["state"] == "done"
     assert [e["status"] for e in entries(config)] == ["archived"]
+
+
+def test_stopping_finishes_the_chat_in_hand_and_hands_back_the_rest(make_config, monkeypatch) -> None:
+    from archiver import artifacts
+
+    config = make_config(archive__batch_size=4)
+    rng = random.Random(21)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(12)]
+    seed(config, chats)
+    archiver = Archiver(config)
+    real_archive = artifacts.archive_here
+
+    def archive_then_stop(*args: Any):
+        built = real_archive(*args)
+        archiver.stop.set()  # SIGTERM arrives while the first chat is being built
+        return built
+    monkeypatch.setattr(artifacts, "archive_here", archive_then_stop)
+    report = archiver.run_pass()
+    assert len(report.archived) == 1 and report.ok
+    assert [e["status"] for e in entries(config)] == ["archived"], "no stubs left for chats never built"
+    handed_back = [job(config, c["room"]) for c, _ in chats if c["room"] not in report.archived]
+    assert {(j["state"], j["attempts"]) for j in handed_back} == {("pending", 0)}
+    monkeypatch.setattr(artifacts, "archive_here", real_archive)
+    assert len(Archiver(config).run_pass().archived) == 11
