@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,14 +22,10 @@ from archiver import config as config_module
 from archiver.config import Config
 from archiver.keys import create_development_keys
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from nxserver import free_port, start_nx  # noqa: E402 (the benchmark starts the same server)
+
 REAL_MONGO = os.environ.get("ARCHIVER_TEST_MONGODB_URI", "")
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -68,24 +61,7 @@ def nx_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if REAL_MONGO:
         yield REAL_MONGO
         return
-    port = free_port()
-    folder = tmp_path_factory.mktemp("nx")
-    server = subprocess.Popen(
-        [str(BIN / "nx-27017"), "--data-dir", str(folder), "-p", str(port),
-         "--log-file", str(folder / "nx.log"), "--pid-file", str(folder / "nx.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
-            break
-        except pymongo.errors.PyMongoError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError(f"nx-27017 did not start; see {folder / 'nx.log'}")
-            time.sleep(0.2)
+    uri, server = start_nx(tmp_path_factory.mktemp("nx"))
     yield uri
     server.terminate()
     server.wait(10)
