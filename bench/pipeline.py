@@ -4,6 +4,10 @@ Prints chats/s, messages/s, time per stage, peak memory, and the ratio of the
 end-to-end rate to the "bare" rate of render+sign+encrypt run back to back on
 the same chats with the same number of worker processes, all from one run.
 
+MongoDB is nx-27017 started in its own process, as a real server would be (or
+--mongodb-uri, or --db mongomock for the in-process stand-in, whose every query
+scans the whole collection: it measures mongomock more than the archiver).
+
     python bench/pipeline.py                       # 2,000 chats, 5-300 messages
     python bench/pipeline.py --chats 2000 --messages 30 --repeat 3
 """
@@ -32,6 +36,10 @@ from archiver.logs import configure
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from archiver.samples import PHRASES, make_chat
+from archiver.source import ChatSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nxserver import start_nx  # noqa: E402
 
 STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
 
@@ -46,8 +54,10 @@ def generate(count: int, messages: int | None, seed: int = 1) -> list[tuple[dict
 
 def _seed(config: config_module.Config, chats: list[tuple[dict, dict]]) -> None:
     db = connect(config["mongodb.uri"])[config["source.database"]]
-    db.chats.insert_many([dict(c) for c, _ in chats])
-    db.contacts.insert_many([dict(k) for _, k in chats])
+    for start in range(0, len(chats), 1000):
+        db.chats.insert_many([dict(c) for c, _ in chats[start:start + 1000]])
+        db.contacts.insert_many([dict(k) for _, k in chats[start:start + 1000]])
+    ChatSource(db, "chats", "contacts").create_indexes()  # as `archiver indexes --create` would
 
 
 def _config(keys: dict[str, Path], storage_url: str, workers: int, mongodb_uri: str = "",
@@ -139,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=1, help="runs; median and spread are printed")
     parser.add_argument("--no-s3", action="store_true", help="local store only")
-    parser.add_argument("--mongodb-uri", default="", help="a MongoDB to use instead of the in-process stand-in "
-                        "(mongomock scans a whole collection per query, which dominates large runs)")
+    parser.add_argument("--mongodb-uri", default="", help="a MongoDB server to use")
+    parser.add_argument("--db", choices=["nx", "mongomock"], default="nx",
+                        help="without --mongodb-uri: nx-27017 in its own process, or mongomock in this one")
     args = parser.parse_args(argv)
     configure("WARNING", "text")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
@@ -152,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.chats} chats ({shape}, {sum(len(c['messages']) for c, _ in chats):,} messages), "
           f"{args.workers} worker processes, {os.cpu_count()} cores")
     endpoint, server = (None, None) if args.no_s3 else _moto()
+    nx = None
+    if not args.mongodb_uri and args.db == "nx":
+        (work / "nx").mkdir()
+        args.mongodb_uri, nx = start_nx(work / "nx")
+    print(f"MongoDB: {args.mongodb_uri or 'mongomock, in this process'}")
     rates: dict[str, list[float]] = {"bare": [], "local": [], "s3": []}
     for run in range(1, args.repeat + 1):
         base = _config(keys, f"file://{work / f'store-{run}'}", args.workers, args.mongodb_uri)
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio local/bare: median {statistics.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f}")
     if server:
         server.stop()
+    if nx:
+        nx.terminate()
     return 0
 
 
