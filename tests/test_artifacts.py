@@ -82,6 +82,25 @@ def test_pdf_signature_is_valid_pades_over_the_whole_file(built, tmp_path) -> No
     assert _run("qpdf", "--check", str(pdf)).returncode == 0
 
 
+def test_pdf_signature_has_the_pades_baseline_signed_attributes(built, keys, tmp_path) -> None:
+    # signing-certificate-v2 is built once per signer (see signing.PadesSignedAttributes):
+    # it must still name this certificate, and nothing PAdES forbids may appear.
+    require_tool("openssl")
+    contents = re.findall(rb"/Contents <([0-9a-fA-F]+)>", built["artefacts"].plain.pdf)[-1]
+    cms = tmp_path / "sig.der"
+    cms.write_bytes(bytes.fromhex(contents.decode()).rstrip(b"\0"))
+    printed = _run("openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(cms)).stdout.decode()
+    attributes = re.findall(r"object: (\S+) \(", printed.split("signedAttrs:")[1].split("signatureAlgorithm:")[0])
+    assert sorted(attributes) == ["contentType", "id-smime-aa-signingCertificateV2", "messageDigest"]
+    ess = printed.split("signingCertificateV2")[1]
+    certificate = _run("openssl", "x509", "-in", str(keys["signing.crt.pem"]), "-noout", "-fingerprint", "-sha256",
+                       "-serial").stdout.decode()
+    fingerprint = re.search(r"Fingerprint=(\S+)", certificate).group(1).replace(":", "")
+    serial = re.search(r"serial=(\S+)", certificate).group(1)
+    assert re.search(r"\[HEX DUMP\]:(\w+)", ess).group(1) == fingerprint, "ESS hash of the signing certificate"
+    assert re.search(r"INTEGER\s+:(\w+)", ess).group(1) == serial
+
+
 def test_pdf_text_holds_every_message(built, tmp_path) -> None:
     require_tool("pdftotext")
     pdf = tmp_path / "t.pdf"
