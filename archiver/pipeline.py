@@ -214,7 +214,7 @@ class Archiver:
         return _InlineExecutor().submit(artifacts.archive_here, chat, contact, job.kind, version, now())
 
     def _prepare(self, submit: Callable[..., cf.Future], jobs: list[Job], report: PassReport) -> list[_Prepared]:
-        """Load the chats, decide their versions, write the `uploading` entries, and submit the builds."""
+        """Load the chats, write their `uploading` entries, and submit their builds."""
         if not jobs:
             return []
         rooms = [job.room for job in jobs]
@@ -222,8 +222,22 @@ class Archiver:
             loaded = self.source.load_many(rooms)
         with timed(report.stages, "index"):
             versions = self.index.versions(rooms)
-        planned: dict[str, tuple[Job, str, list[dict[str, Any]]]] = {}
-        stubs: list[dict[str, Any]] = []
+        new, retries = self._plan(jobs, loaded, versions, report)
+        with timed(report.stages, "index"):
+            made, taken = self.index.begin(new)
+        by_room = {job.room: job for job in jobs}
+        for room in taken:
+            self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,
+                       permanent=False)
+        return [_Prepared(by_room[e["room"]], e, submit(by_room[e["room"]], *loaded[e["room"]], e["version"]))
+                for e in [*retries, *made]]
+
+    def _plan(self, jobs: list[Job], loaded: dict[str, tuple[Any, Any]], versions: dict[str, list[dict[str, Any]]],
+              report: PassReport) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
+        """New versions to record, as (room, version, source digest), and entries of earlier attempts to
+        retry. Chats gone from the source or unreadable are quarantined; unchanged ones are closed."""
+        new: list[tuple[str, int, str]] = []
+        retries: list[dict[str, Any]] = []
         unchanged: list[str] = []
         for job in jobs:
             chat, contact = loaded[job.room]
@@ -235,25 +249,17 @@ class Archiver:
             except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
                 self._quarantine(job, str(exc), report)
                 continue
-            same = next((v for v in versions[job.room] if v.get("source_sha256") == digest), None)
+            known = versions[job.room]
+            same = next((v for v in known if v.get("source_sha256") == digest), None)
             if same is None:
-                planned[job.room] = (job, digest, versions[job.room])
+                new.append((job.room, 1 + max((v["version"] for v in known), default=0), digest))
             elif same["status"] == "archived":
                 unchanged.append(job.room)
             else:  # an earlier attempt stopped half-way: rare, so one room at a time
-                stub = self._replan(job, same, report)
-                stubs.extend([stub] if stub else [])
+                retries.extend(entry for entry in [self._replan(job, same, report)] if entry)
         self.queue.done(unchanged)
         report.unchanged += len(unchanged)
-        with timed(report.stages, "index"):
-            made, taken = self.index.begin([(room, 1 + max((v["version"] for v in known), default=0), digest)
-                                            for room, (_, digest, known) in planned.items()])
-        for room in taken:
-            self._fail(planned[room][0], f"room {room!r}: this version was recorded by another worker", report,
-                       permanent=False)
-        by_room = {job.room: job for job in jobs}
-        return [_Prepared(by_room[stub["room"]], stub, submit(by_room[stub["room"]], *loaded[stub["room"]],
-                                                               stub["version"])) for stub in [*stubs, *made]]
+        return new, retries
 
     def _replan(self, job: Job, same: dict[str, Any], report: PassReport) -> dict[str, Any] | None:
         """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""
