@@ -166,48 +166,60 @@ def _merge(runs: list[Run]) -> list[Run]:
 
 def wrap(runs: Iterable[Run], width: float, leading: float) -> list[Line]:
     """Greedy line filling; a newline breaks the line, a word wider than WIDTH is cut anywhere."""
-    lines = [Line(leading)]
-    x = 0.0
+    filler = _LineFiller(width, leading)
     for run in runs:
-        st = run.style
-        if "\n" not in run.text:  # most runs fit whole: one measurement, no tokens
-            w = pdfmetrics.stringWidth(run.text, st.font, st.size)
-            if x + w <= width:
-                _append(lines[-1], x, run)
-                x += w
-                continue
+        filler.add(run)
+    return filler.lines
+
+
+class _LineFiller:
+    def __init__(self, width: float, leading: float) -> None:
+        self.width, self.leading = width, leading
+        self.lines = [Line(leading)]
+        self.x = 0.0
+
+    def add(self, run: Run) -> None:
+        if "\n" not in run.text and self._fits(run):  # most runs fit whole: one measurement
+            return
         for token in TOKENS.findall(run.text):
             if token == "\n":
-                lines.append(Line(leading))
-                x = 0.0
-                continue
-            w = pdfmetrics.stringWidth(token, st.font, st.size)
-            if x + w <= width:
-                _append(lines[-1], x, Run(token, st, run.link))
-                x += w
-            elif token.isspace():
-                lines.append(Line(leading))  # a break eats the space that caused it
-                x = 0.0
-            else:
-                if x > 0:
-                    lines.append(Line(leading))
-                    x = 0.0
-                for piece in _cut(token, st, width):
-                    if lines[-1].runs:
-                        lines.append(Line(leading))
-                    lines[-1].runs.append((0.0, Run(piece, st, run.link)))
-                x = pdfmetrics.stringWidth(lines[-1].runs[-1][1].text, st.font, st.size)
-    return lines
+                self._newline()
+            elif not self._fits(Run(token, run.style, run.link)):
+                if token.isspace():
+                    self._newline()  # a break eats the space that caused it
+                else:
+                    self._cut(Run(token, run.style, run.link))
 
+    def _fits(self, run: Run) -> bool:
+        """Place RUN on the current line if there is room for it."""
+        w = pdfmetrics.stringWidth(run.text, run.style.font, run.style.size)
+        if self.x + w > self.width:
+            return False
+        self._place(run, w)
+        return True
 
-def _append(line: Line, x: float, run: Run) -> None:
-    """Add RUN at X, joined to the run before it when the style is the same (widths simply add up)."""
-    if line.runs:
-        last_x, last = line.runs[-1]
-        if last.style == run.style and last.link == run.link:
-            line.runs[-1] = (last_x, Run(last.text + run.text, run.style, run.link))
-            return
-    line.runs.append((x, run))
+    def _place(self, run: Run, w: float) -> None:
+        line = self.lines[-1]
+        if line.runs:  # joined to the run before it when the style is the same: widths simply add up
+            last_x, last = line.runs[-1]
+            if last.style == run.style and last.link == run.link:
+                line.runs[-1] = (last_x, Run(last.text + run.text, run.style, run.link))
+                self.x += w
+                return
+        line.runs.append((self.x, run))
+        self.x += w
+
+    def _newline(self) -> None:
+        self.lines.append(Line(self.leading))
+        self.x = 0.0
+
+    def _cut(self, run: Run) -> None:
+        """A word too wide for what is left of the line: on new lines, cut where wider than a line."""
+        st = run.style
+        for piece in _cut(run.text, st, self.width):
+            if self.x > 0:
+                self._newline()
+            self._place(Run(piece, st, run.link), pdfmetrics.stringWidth(piece, st.font, st.size))
 
 
 def _cut(word: str, style: Style, width: float) -> list[str]:
