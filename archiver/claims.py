@@ -145,6 +145,15 @@ class WorkQueue:
     def done(self, rooms: list[str]) -> int:
         return self._finish(rooms, {"state": "done", "last_error": ""})
 
+    def renew(self, rooms: list[str], lease_seconds: int) -> int:
+        """Extend our leases on ROOMS (chats still queued or being built); how many we still held."""
+        if not rooms:
+            return 0
+        return self.jobs.update_many(
+            {"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
+            {"$set": {"available_at": now_ms() + lease_seconds * 1000}},
+        ).modified_count
+
     def release(self, rooms: list[str]) -> int:
         """Hand back claims not worked on (shutdown): claimable at once, the attempt not counted."""
         if not rooms:

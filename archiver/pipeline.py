@@ -173,7 +173,12 @@ class Archiver:
         batch = self.config["archive.batch_size"]
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         submit = functools.partial(self._submit_to, pool)
+        lease = self.config["archive.lease_seconds"]
+        renewed = time.monotonic()
         while True:
+            if time.monotonic() - renewed > lease / 3:  # chats queued behind slow ones keep their claims
+                self.queue.renew([p.job.room for p in in_flight], lease)
+                renewed = time.monotonic()
             room = depth - len(in_flight)
             want = room if limit is None else min(room, limit - claimed)
             # Claim in batches, a few queries per batch rather than per chat; the last chats
@@ -181,7 +186,7 @@ class Archiver:
             claimable = not exhausted and want > 0 and not self.stop.is_set()
             if claimable and (room >= min(batch, depth // 2) or want < room):
                 with timed(report.stages, "claim"):
-                    jobs = self.queue.claim_batch(self.config["archive.lease_seconds"], want, due_by_ms=due_by)
+                    jobs = self.queue.claim_batch(lease, want, due_by_ms=due_by)
                 claimed += len(jobs)
                 exhausted = not jobs or claimed == limit
                 in_flight.extend(self._prepare(submit, jobs, report))
