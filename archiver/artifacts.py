@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -177,6 +179,20 @@ def init_worker(config: Config) -> None:
     _WORKER_BUILDER = ArtifactBuilder.from_config(config)
     _WORKER_STORE = open_store(config)
     _WORKER_LOCKS = bool(config["storage.object_lock_mode"])
+
+
+def init_pool_worker(config: Config) -> None:
+    """`init_worker` for a worker process of a pass, which must not outlive its pass."""
+    init_worker(config)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A pool worker whose archiver was killed (SIGKILL, OOM) would otherwise wait for work
+    # forever, holding its memory: it shares both ends of the task pipe, so it never reads EOF.
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def worker_builder() -> ArtifactBuilder:

@@ -160,7 +160,7 @@ class Archiver:
             return _InlineExecutor(self.stop)
         return cf.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=artifacts.init_worker, initargs=(self.config,),
+            initializer=artifacts.init_pool_worker, initargs=(self.config,),
         )
 
     def _drain(self, pool: cf.Executor, report: PassReport, limit: int | None,

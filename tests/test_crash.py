@@ -95,6 +95,45 @@ def test_sigkill_half_way_then_rerun_archives_each_chat_once(nx_uri, keys, tmp_p
     assert again.returncode == 0 and "archived 0," in again.stdout
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_worker_processes_do_not_outlive_a_killed_archiver(nx_uri, keys, tmp_path, db_names) -> None:
+    rooms = _seed(nx_uri, db_names["source.database"], 60)
+    config = _config(tmp_path, nx_uri, db_names, keys, **{"archive.workers": 2, "archive.lease_seconds": 2})
+    main = subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    entries = _archived(nx_uri, db_names)
+    deadline = time.monotonic() + 120
+    while entries.count_documents({"status": "archived"}) < 5:
+        assert main.poll() is None and time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    workers = [pid for pid in _children(main.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2
+    main.kill()  # the main process only, as an OOM kill would pick it
+    main.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        if time.monotonic() > deadline:
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail("worker processes outlived their archiver")
+        time.sleep(0.1)
+    time.sleep(2)  # the leases run out
+    rerun = subprocess.run([ARCHIVER, "--config", str(config), "run", "--no-progress"], capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_each_archived_once(nx_uri, db_names, rooms, tmp_path / "store")
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_concurrent_workers_archive_each_of_5000_chats_once(workers, nx_uri, keys, tmp_path, db_names) -> None:
     rooms = _seed(nx_uri, db_names["source.database"], 5000, messages=4)
