@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             rates["s3"].append(s3["chats_per_s"])
             _print_run("s3", s3, bare)
     own, worker = peak_memory_mb()
-    print(f"peak memory: main process {own:.0f} MB, largest worker {worker:.0f} MB")
+    print(f"peak memory: this process {own:.0f} MB (the archiver's main loop, but also the generated chats and "
+          f"moto's objects), largest child {worker:.0f} MB (a worker, or nx-27017); "
+          "bench/scaleout.py measures the archiver's processes alone")
     if args.repeat > 1:
         for name, values in rates.items():
             if values:
