@@ -8,7 +8,7 @@ through the indexes in `required_indexes`. The source is only ever read here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING
 from pymongo.database import Database
@@ -92,22 +92,29 @@ class ChatSource:
 
     def load_many(self, rooms: list[str]) -> dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]]:
         """`load` for several rooms in a few queries (one per collection), whatever their number."""
-        chats: dict[str, dict[str, Any]] = {}
-        for doc in self.chats.find({"room": {"$in": rooms}}):
-            chats.setdefault(doc["room"], doc)  # the first, as find_one would pick
-        unnamed = [room for room in rooms if room not in chats]  # addressed by _id (see _room_of)
+        # `$in` also matches an array holding a room: such documents are not that room's (a
+        # chat without a usable room is addressed by its _id, see _room_of).
+        chats = _first_by(self.chats.find({"room": {"$in": rooms}}), "room")
+        unnamed = [room for room in rooms if room not in chats]
         if unnamed:
-            for doc in self.chats.find({"_id": {"$in": unnamed}}):
-                chats.setdefault(doc["_id"], doc)
+            chats.update(_first_by(self.chats.find({"_id": {"$in": unnamed}}), "_id"))
         if self.messages is not None and chats:
             for chat in chats.values():
                 chat["messages"] = []
             for msg in self.messages.find({"room": {"$in": list(chats)}}).sort("_id", ASCENDING):
-                chats[msg["room"]]["messages"].append(msg)
-        contacts: dict[str, dict[str, Any]] = {}
-        for doc in self.contacts.find({"id": {"$in": rooms}}):
-            contacts.setdefault(doc["id"], doc)
+                if isinstance(msg.get("room"), str):
+                    chats[msg["room"]]["messages"].append(msg)
+        contacts = _first_by(self.contacts.find({"id": {"$in": rooms}}), "id")
         return {room: (chats.get(room), contacts.get(room)) for room in rooms}
+
+
+def _first_by(docs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str, Any]]:
+    """The first document (as find_one would pick) for each string value of FIELD."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        if isinstance(doc.get(field), str):
+            found.setdefault(doc[field], doc)
+    return found
 
 
 def _room_of(doc: dict[str, Any]) -> str:

@@ -166,12 +166,13 @@ def test_bad_chats_are_quarantined_and_the_rest_go_on(make_config) -> None:
         {"_id": "TYPES", "room": "TYPES", "messages": [{"data": {"content": {"text": {"$gt": ""}}}}, end]},
         {"_id": "NO_ROOM", "messages": [end]},
         {"_id": "BADDATA", "room": "BADDATA", "messages": ["nonsense", end]},
+        {"_id": "ARRAY", "room": [good[1][0]["room"]], "messages": [end]},  # `$in` matches it for that room
         huge,
     ]
     seed(config, good + [(b, None) for b in bad])
     report = Archiver(config).run_pass()
     assert sorted(report.archived) == sorted(c["room"] for c, _ in good)
-    assert set(report.quarantined) == {"TYPES", "NO_ROOM", "BADDATA", "HUGE"}
+    assert set(report.quarantined) == {"TYPES", "NO_ROOM", "BADDATA", "ARRAY", "HUGE"}
     assert "data.content.text: is dict" in report.quarantined["TYPES"]
     assert "field 'room' is missing" in report.quarantined["NO_ROOM"]
     assert "message 1: is str, not an object" in report.quarantined["BADDATA"]
