@@ -34,11 +34,17 @@ class LocalStore:
         meta = {"sha256": sha256, "size": len(data), "retain_until": retain_until.isoformat() if retain_until else None}
         self._write_new(path.with_name(path.name + _META), json.dumps(meta).encode())
         self._write_new(path, data)
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # both links are durable from here on
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         return StoredObject(key=key, version_id="", size=len(data))
 
     @staticmethod
     def _write_new(path: Path, data: bytes) -> None:
-        """Write via a temporary file and a hard link: complete or absent, never replaced."""
+        """Write via a temporary file and a hard link: complete or absent, never replaced (the caller
+        makes the link durable by syncing the directory)."""
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -52,11 +58,6 @@ class LocalStore:
                 raise ObjectExists(f"{path.name}: already in the store; refusing to overwrite") from None
         finally:
             os.unlink(tmp)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def get(self, key: str, version_id: str = "") -> bytes:
         try:
