@@ -206,7 +206,9 @@ class Archiver:
             for p in in_flight:
                 p.future.cancel()
         running = [p for p in in_flight if not p.future.cancelled()]
-        done = cf.wait([p.future for p in running], return_when=cf.FIRST_COMPLETED).done if running else set()
+        # Bounded wait, so leases of queued chats are renewed even while every build is slow.
+        timeout = self.config["archive.lease_seconds"] / 3
+        done = cf.wait([p.future for p in running], timeout, cf.FIRST_COMPLETED).done if running else set()
         self._finish([p for p in in_flight if p.future.cancelled() or p.future in done], report)
         return [p for p in running if p.future not in done]
 
