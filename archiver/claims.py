@@ -134,35 +134,27 @@ class WorkQueue:
 
     def _finish(self, rooms: list[str], fields: dict[str, Any]) -> int:
         """Close our claims on ROOMS in one write; how many we still held (a lost lease is skipped)."""
+        return self._update_ours(rooms, {"$set": {**fields, "finished_at": now_ms()},
+                                         "$unset": {"owner": "", "claim": ""}})
+
+    def _update_ours(self, rooms: list[str], update: dict[str, Any]) -> int:
+        """Apply UPDATE to the claims on ROOMS we still hold, in one write; how many those were."""
         if not rooms:
             return 0
-        result = self.jobs.update_many(
-            {"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
-            {"$set": {**fields, "finished_at": now_ms()}, "$unset": {"owner": "", "claim": ""}},
-        )
-        return result.modified_count
+        return self.jobs.update_many({"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
+                                     update).modified_count
 
     def done(self, rooms: list[str]) -> int:
         return self._finish(rooms, {"state": "done", "last_error": ""})
 
     def renew(self, rooms: list[str], lease_seconds: int) -> int:
         """Extend our leases on ROOMS (chats still queued or being built); how many we still held."""
-        if not rooms:
-            return 0
-        return self.jobs.update_many(
-            {"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
-            {"$set": {"available_at": now_ms() + lease_seconds * 1000}},
-        ).modified_count
+        return self._update_ours(rooms, {"$set": {"available_at": now_ms() + lease_seconds * 1000}})
 
     def release(self, rooms: list[str]) -> int:
         """Hand back claims not worked on (shutdown): claimable at once, the attempt not counted."""
-        if not rooms:
-            return 0
-        return self.jobs.update_many(
-            {"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
-            {"$set": {"state": "pending", "available_at": now_ms()}, "$inc": {"attempts": -1},
-             "$unset": {"owner": "", "claim": ""}},
-        ).modified_count
+        return self._update_ours(rooms, {"$set": {"state": "pending", "available_at": now_ms()},
+                                         "$inc": {"attempts": -1}, "$unset": {"owner": "", "claim": ""}})
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
         retry_at = now_ms() + int(retry_in_seconds * 1000)
