@@ -216,13 +216,13 @@ class _LineFiller:
     def _cut(self, run: Run) -> None:
         """A word too wide for what is left of the line: on new lines, cut where wider than a line."""
         st = run.style
-        for piece in _cut(run.text, st, self.width):
+        for piece in _pieces(run.text, st, self.width):
             if self.x > 0:
                 self._newline()
             self._place(Run(piece, st, run.link), pdfmetrics.stringWidth(piece, st.font, st.size))
 
 
-def _cut(word: str, style: Style, width: float) -> list[str]:
+def _pieces(word: str, style: Style, width: float) -> list[str]:
     """WORD in pieces no wider than WIDTH (at least one character each)."""
     pieces, start, used = [], 0, 0.0
     for i, ch in enumerate(word):
