@@ -147,9 +147,14 @@ class WorkQueue:
     def done(self, rooms: list[str]) -> int:
         return self._finish(rooms, {"state": "done", "last_error": ""})
 
-    def renew(self, rooms: list[str], lease_seconds: int) -> int:
-        """Extend our leases on ROOMS (chats still queued or being built); how many we still held."""
-        return self._update_ours(rooms, {"$set": {"available_at": now_ms() + lease_seconds * 1000}})
+    def renew(self, rooms: list[str], lease_seconds: int) -> list[str]:
+        """Extend our leases on ROOMS (chats still queued or being built); the ones we no longer held."""
+        held = self._update_ours(rooms, {"$set": {"available_at": now_ms() + lease_seconds * 1000}})
+        if held == len(rooms):
+            return []
+        ours = {d["_id"] for d in self.jobs.find({"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
+                                                 {"_id": 1})}
+        return [room for room in rooms if room not in ours]
 
     def release(self, rooms: list[str]) -> int:
         """Hand back claims not worked on (shutdown): claimable at once, the attempt not counted."""

@@ -5,14 +5,18 @@ stored, and rewritten as `archived`, with every object's key, hash and version
 id, after. Every object of a version lives under that version's folder, so a
 crash in between leaves an entry that says where to look: the next attempt
 records whatever reached the store under `superseded_objects` and stores new
-objects. Nothing in the store is unaccounted for.
+objects. Each attempt carries its own token (`attempt`): only the attempt that
+holds the entry can complete it, and one that lost it (its lease ran out and
+another worker took over) records its objects as superseded. Nothing in the
+store is unaccounted for.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
@@ -45,9 +49,6 @@ class ArchiveIndex:
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])
 
-    # Entries are always written whole (never $set piecemeal): every field keeps its
-    # exact BSON type on any server, and an entry never mixes two attempts.
-
     def begin(self, planned: list[tuple[str, int, str]]) -> tuple[list[dict[str, Any]], list[str]]:
         """Record that each (room, version, source_sha256) is being stored, before any object is.
 
@@ -55,7 +56,8 @@ class ArchiveIndex:
         worker recorded first.
         """
         docs = [{"room": room, "version": version, "source_sha256": digest, "status": "uploading",
-                 "objects": {}, "superseded_objects": [], "created_at": now()} for room, version, digest in planned]
+                 "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now()}
+                for room, version, digest in planned]
         if not docs:
             return [], []
         try:
@@ -68,36 +70,50 @@ class ArchiveIndex:
         return docs, []
 
     def replan(self, previous: dict[str, Any], leftovers: list[str]) -> dict[str, Any]:
-        """A retry after a crash or a failed upload: whatever reached the store is kept as superseded."""
-        known = set(previous.get("superseded_objects", []))
-        doc = {**previous, "superseded_objects": sorted(known | set(leftovers))}
-        self._rewrite(doc)
+        """Take over an entry an earlier attempt left (crash, failed upload, lost lease): whatever
+        reached the store is kept as superseded, and the earlier attempt can no longer complete it."""
+        doc = self.entries.find_one_and_update(
+            {"_id": previous["_id"], "status": "uploading"},
+            {"$set": {"attempt": _token()}, "$addToSet": {"superseded_objects": {"$each": leftovers}}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise VersionConflict(f"room {previous['room']!r}: version {previous['version']} "
+                                  "was completed by another worker")
         return doc
 
     def complete(self, done: list[tuple[dict[str, Any], dict[str, Any], int, str]], writer: str) -> list[str]:
-        """Rewrite each (stub, built entry, attempts, last error) as archived, in one write.
+        """Record each (stub, built entry, attempts, last error) as archived, in one write.
 
-        Returns the rooms whose stub another worker completed first (their write is kept).
+        Returns the rooms whose entry this attempt no longer held (another worker took it
+        over or completed it): their objects are recorded there as superseded instead.
         """
-        docs = [{**entry, "_id": stub["_id"], "status": "archived", "created_at": stub["created_at"],
-                 "superseded_objects": stub["superseded_objects"], "archived_at": now(), "archived_by": writer,
-                 "attempts": attempts, "last_error": last_error} for stub, entry, attempts, last_error in done]
-        if not docs:
+        if not done:
             return []
-        result = self.entries.bulk_write([ReplaceOne({"_id": d["_id"], "status": "uploading"}, d) for d in docs],
-                                         ordered=False)
-        if result.matched_count == len(docs):
+        writes = [UpdateOne({"_id": stub["_id"], "status": "uploading", "attempt": stub["attempt"]},
+                            {"$set": {**_without(entry, "superseded_objects", "created_at"), "status": "archived",
+                                      "archived_at": now(), "archived_by": writer, "attempts": attempts,
+                                      "last_error": last_error}})
+                  for stub, entry, attempts, last_error in done]
+        if self.entries.bulk_write(writes, ordered=False).matched_count == len(done):
             return []
-        ours = {d["_id"] for d in self.entries.find({"_id": {"$in": [d["_id"] for d in docs]}, "archived_by": writer},
-                                                    {"_id": 1})}
-        return [d["room"] for d in docs if d["_id"] not in ours]
+        held = {d["_id"]: d.get("attempt") for d in self.entries.find(
+            {"_id": {"$in": [stub["_id"] for stub, *_ in done]}, "status": "archived"}, {"attempt": 1})}
+        lost = [(stub, entry) for stub, entry, *_ in done if held.get(stub["_id"]) != stub["attempt"]]
+        if lost:
+            self.entries.bulk_write([UpdateOne({"_id": stub["_id"]}, {"$addToSet": {"superseded_objects": {
+                "$each": [o["key"] for o in entry["objects"].values()]}}}) for stub, entry in lost], ordered=False)
+        return [stub["room"] for stub, _ in lost]
 
     def abandon(self, doc: dict[str, Any]) -> None:
-        """Drop an entry whose attempts stored nothing (its chat failed to build, e.g. quarantined)."""
-        if not doc["superseded_objects"]:
-            self.entries.delete_one({"_id": doc["_id"], "status": "uploading"})
+        """Drop our entry if no attempt stored anything for it (its chat failed to build, e.g. quarantined)."""
+        self.entries.delete_one({"_id": doc["_id"], "status": "uploading", "attempt": doc["attempt"],
+                                 "superseded_objects": []})
 
-    def _rewrite(self, doc: dict[str, Any]) -> None:
-        result = self.entries.replace_one({"_id": doc["_id"], "status": "uploading"}, doc)
-        if result.matched_count != 1:
-            raise VersionConflict(f"room {doc['room']!r}: version {doc['version']} was completed by another worker")
+
+def _token() -> str:
+    return uuid.uuid4().hex
+
+
+def _without(doc: dict[str, Any], *fields: str) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in fields}

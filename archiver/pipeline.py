@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +33,7 @@ from archiver.store import ObjectStore, StoreError, open_store
 from archiver.transcript import InvalidChat
 
 MAX_BACKOFF_SECONDS = 6 * 3600
+WORKER_DIED = "the worker process building this chat died (killed by the operating system: out of memory?)"
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
 
@@ -54,29 +57,36 @@ class PassReport:
         return not self.failed and not self.quarantined
 
 
-@dataclass
+@dataclass(eq=False)
 class _Prepared:
     job: Job
     entry: dict[str, Any]  # the `uploading` index entry, written before anything is stored
-    future: cf.Future  # the build and put, in a worker
+    build: Callable[[], Artifacts]  # builds and stores the chat; run by a worker
+    pool: cf.Executor
+    future: cf.Future
 
 
 class _InlineExecutor(cf.Executor):
-    """Runs builds in this process (one worker); same interface as a process pool."""
+    """Runs builds in this process (one worker), one per `run_next`, so that the pass renews
+    leases and notices a stop between builds; same futures as a process pool."""
 
-    def __init__(self, stop: threading.Event | None = None) -> None:
-        self.stop = stop or threading.Event()
+    def __init__(self) -> None:
+        self._queue: deque[tuple[cf.Future, Callable[[], Any]]] = deque()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
-        if self.stop.is_set():  # shutting down: not started, as a pool cancels what it has queued
-            future.cancel()
-            return future
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller through the future, as a pool would
-            future.set_exception(exc)
+        self._queue.append((future, functools.partial(fn, *args, **kwargs)))
         return future
+
+    def run_next(self) -> None:
+        while self._queue:
+            future, call = self._queue.popleft()
+            if future.set_running_or_notify_cancel():  # else cancelled (shutdown, lease lost)
+                try:
+                    future.set_result(call())
+                except Exception as exc:  # handed to the caller through the future, as a pool would
+                    future.set_exception(exc)
+                return
 
 
 class Archiver:
@@ -136,8 +146,7 @@ class Archiver:
         if discover:
             with timed(report.stages, "discover"):
                 report.discovered = self.discover(full)
-        with self._executor() as pool:
-            self._drain(pool, report, limit, progress)
+        self._drain(report, limit, progress)
         report.seconds = time.perf_counter() - started
         event("pass_finished", archived=len(report.archived), unchanged=report.unchanged,
               failed=len(report.failed), quarantined=len(report.quarantined), seconds=round(report.seconds, 3))
@@ -150,21 +159,22 @@ class Archiver:
         if job is None:
             report.failed[room] = "another worker is archiving this room right now; try again shortly"
             return report, None
-        built = None
-        for prepared in self._prepare(self._submit_here, [job], report):
-            built = self._finish([prepared], report).get(room)
+        here = _InlineExecutor()
+        prepared = self._prepare(here, [job], report, keep_plaintext=True)
+        here.run_next()
+        built = self._finish(prepared, report).get(room)
         return report, built.plain if built else None
 
     def _executor(self) -> cf.Executor:
-        if self.workers <= 1:
-            return _InlineExecutor(self.stop)
+        return _InlineExecutor() if self.workers <= 1 else self._process_pool(self.workers)
+
+    def _process_pool(self, workers: int) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=artifacts.init_pool_worker, initargs=(self.config,),
         )
 
-    def _drain(self, pool: cf.Executor, report: PassReport, limit: int | None,
-               progress: Callable[[PassReport], None] | None) -> None:
+    def _drain(self, report: PassReport, limit: int | None, progress: Callable[[PassReport], None] | None) -> None:
         in_flight: list[_Prepared] = []
         claimed, exhausted = 0, False
         # Only work due when the pass began: a chat that fails now is retried by a later
@@ -172,56 +182,91 @@ class Archiver:
         due_by = now_ms()
         batch = self.config["archive.batch_size"]
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
-        submit = functools.partial(self._submit_to, pool)
         lease = self.config["archive.lease_seconds"]
         renewed = time.monotonic()
-        while True:
-            if time.monotonic() - renewed > lease / 3:  # chats queued behind slow ones keep their claims
-                self.queue.renew([p.job.room for p in in_flight], lease)
-                renewed = time.monotonic()
-            room = depth - len(in_flight)
-            want = room if limit is None else min(room, limit - claimed)
-            # Claim in batches, a few queries per batch rather than per chat; the last chats
-            # of a LIMIT are claimed whatever their number.
-            claimable = not exhausted and want > 0 and not self.stop.is_set()
-            if claimable and (room >= min(batch, depth // 2) or want < room):
-                with timed(report.stages, "claim"):
-                    jobs = self.queue.claim_batch(lease, want, due_by_ms=due_by)
-                claimed += len(jobs)
-                exhausted = not jobs or claimed == limit
-                in_flight.extend(self._prepare(submit, jobs, report))
-                continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
-            if not in_flight:
-                return
-            in_flight = self._settle(in_flight, report)
-            if progress:
-                progress(report)
+        pool = self._executor()
+        try:
+            while True:
+                if time.monotonic() - renewed > lease / 3:  # chats queued behind slow ones keep their claims
+                    in_flight = self._renew(in_flight, lease)
+                    renewed = time.monotonic()
+                room = depth - len(in_flight)
+                want = room if limit is None else min(room, limit - claimed)
+                # Claim in batches, a few queries per batch rather than per chat; the last chats
+                # of a LIMIT are claimed whatever their number.
+                claimable = not exhausted and want > 0 and not self.stop.is_set()
+                if claimable and (room >= min(batch, depth // 2) or want < room):
+                    with timed(report.stages, "claim"):
+                        jobs = self.queue.claim_batch(lease, want, due_by_ms=due_by)
+                    claimed += len(jobs)
+                    exhausted = not jobs or claimed == limit
+                    in_flight.extend(self._prepare(pool, jobs, report))
+                    continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
+                if not in_flight:
+                    return
+                in_flight, broken = self._settle(pool, in_flight, report)
+                if broken:
+                    pool = self._rebuild_alone(pool, broken, report)
+                if progress:
+                    progress(report)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
-    def _settle(self, in_flight: list[_Prepared], report: PassReport) -> list[_Prepared]:
-        """Wait for a build to end and index what has ended; what is still running.
+    def _renew(self, in_flight: list[_Prepared], lease: int) -> list[_Prepared]:
+        """Extend our leases; a chat whose lease ran out is left to the worker that took it over
+        (if its build already started, the index records whichever attempt completes first)."""
+        lost = set(self.queue.renew([p.job.room for p in in_flight], lease))
+        for p in in_flight:
+            if p.job.room in lost:
+                p.future.cancel()
+                event("lease_lost", logging.WARNING, room=p.job.room, started=not p.future.cancelled())
+        return [p for p in in_flight if not (p.job.room in lost and p.future.cancelled())]
 
-        Once stopping, builds not started yet are cancelled and their claims handed back.
-        """
+    def _settle(self, pool: cf.Executor, in_flight: list[_Prepared], report: PassReport
+                ) -> tuple[list[_Prepared], list[_Prepared]]:
+        """Wait for a build to end and index what has ended; what is still running, and what
+        a dead worker process took down with it. Once stopping, builds not started yet are
+        cancelled and their claims handed back."""
         if self.stop.is_set():
             for p in in_flight:
                 p.future.cancel()
+        if isinstance(pool, _InlineExecutor):
+            pool.run_next()
         running = [p for p in in_flight if not p.future.cancelled()]
         # Bounded wait, so leases of queued chats are renewed even while every build is slow.
         timeout = self.config["archive.lease_seconds"] / 3
         done = cf.wait([p.future for p in running], timeout, cf.FIRST_COMPLETED).done if running else set()
-        self._finish([p for p in in_flight if p.future.cancelled() or p.future in done], report)
-        return [p for p in running if p.future not in done]
+        ended = [p for p in in_flight if p.future.cancelled() or p.future in done]
+        broken = [p for p in ended if not p.future.cancelled() and isinstance(p.future.exception(), BrokenProcessPool)]
+        self._finish([p for p in ended if p not in broken], report)
+        return [p for p in running if p.future not in done], broken
 
-    def _submit_to(self, pool: cf.Executor, job: Job, chat: dict[str, Any], contact: dict[str, Any] | None,
-                   version: int) -> cf.Future:
-        return pool.submit(artifacts.archive_in_worker, chat, contact, job.kind, version, now())
+    def _rebuild_alone(self, pool: cf.Executor, broken: list[_Prepared], report: PassReport) -> cf.Executor:
+        """A worker process died (killed by the operating system, say) and its pool failed every
+        build it held. Each of them is built again alone, so that only a chat that kills its
+        worker fails; returns the pool to go on with (a new one if POOL is the broken one)."""
+        event("worker_died", logging.WARNING, builds=len(broken))
+        if any(p.pool is pool for p in broken):
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = self._executor()
+        alone = self._process_pool(1)
+        try:
+            for p in broken:
+                p.pool, p.future = alone, _submit(alone, p.build)
+                cf.wait([p.future])
+                if isinstance(p.future.exception(), BrokenProcessPool):
+                    self._fail(p.job, WORKER_DIED, report, permanent=True)
+                    alone.shutdown(wait=False)
+                    alone = self._process_pool(1)
+                else:
+                    self._finish([p], report)
+        finally:
+            alone.shutdown(wait=True)
+        return pool
 
-    def _submit_here(self, job: Job, chat: dict[str, Any], contact: dict[str, Any] | None,
-                     version: int) -> cf.Future:
-        return _InlineExecutor().submit(artifacts.archive_here, chat, contact, job.kind, version, now())
-
-    def _prepare(self, submit: Callable[..., cf.Future], jobs: list[Job], report: PassReport) -> list[_Prepared]:
-        """Load the chats, write their `uploading` entries, and submit their builds."""
+    def _prepare(self, pool: cf.Executor, jobs: list[Job], report: PassReport,
+                 keep_plaintext: bool = False) -> list[_Prepared]:
+        """Load the chats, write their `uploading` entries, and submit their builds to POOL."""
         if not jobs:
             return []
         rooms = [job.room for job in jobs]
@@ -236,8 +281,14 @@ class Archiver:
         for room in taken:
             self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,
                        permanent=False)
-        return [_Prepared(by_room[e["room"]], e, submit(by_room[e["room"]], *loaded[e["room"]], e["version"]))
-                for e in [*retries, *made]]
+        prepared = []
+        for entry in [*retries, *made]:
+            job = by_room[entry["room"]]
+            # archive_here keeps the plaintext (export); archive_in_worker sends back only the entry.
+            build = functools.partial(artifacts.archive_here if keep_plaintext else artifacts.archive_in_worker,
+                                      *loaded[job.room], job.kind, entry["version"], now())
+            prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
+        return prepared
 
     def _plan(self, jobs: list[Job], loaded: dict[str, tuple[Any, Any]], versions: dict[str, list[dict[str, Any]]],
               report: PassReport) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
@@ -290,10 +341,9 @@ class Archiver:
         with timed(report.stages, "index"):
             lost = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
                                         for p, a in built.values()], self.queue.owner)
-        for room in lost:
+        for room in lost:  # our lease ran out and another worker took the chat over: it is theirs now
             p, _ = built.pop(room)
-            self._fail(p.job, f"room {room!r}: version {p.entry['version']} was completed by another worker",
-                       report, permanent=False)
+            event("lease_lost", logging.WARNING, room=room, version=p.entry["version"], superseded=True)
         with timed(report.stages, "index"):
             self.queue.done(list(built))
         for room, (p, a) in built.items():
@@ -334,3 +384,13 @@ class Archiver:
         self.queue.failed(job.room, error, backoff)
         report.failed[job.room] = error
         event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)
+
+
+def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:
+    """BUILD submitted to POOL; a pool broken by a dead worker gives a future that says so."""
+    try:
+        return pool.submit(build)
+    except BrokenProcessPool as exc:
+        future: cf.Future = cf.Future()
+        future.set_exception(exc)
+        return future

@@ -35,10 +35,11 @@ def test_an_expired_lease_is_taken_over_unless_renewed(jobs) -> None:
     alive.enqueue([("b", "ended")])
     assert [j.room for j in dead.claim_batch(1, 1)] == ["a"]
     assert [j.room for j in alive.claim_batch(1, 1)] == ["b"]
-    assert alive.renew(["b"], 60) == 1
+    assert alive.renew(["b"], 60) == []
     time.sleep(1.2)
     taken = other.claim_batch(60, 10)
     assert [(j.room, j.attempts) for j in taken] == [("a", 2)], "only the lapsed claim moves"
+    assert dead.renew(["a"], 60) == ["a"], "a lost lease is reported, not renewed"
     assert dead.done(["a"]) == 0, "a worker that lost its lease cannot close the job"
     assert alive.done(["b"]) == 1
 

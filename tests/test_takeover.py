@@ -1,0 +1,124 @@
+"""Lost leases, completion races and dead worker processes: each chat archived once,
+every stored object explained by the index (mongomock, or a real MongoDB)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+from archiver import artifacts
+from archiver.claims import WorkQueue, now_ms
+from archiver.index import ArchiveIndex
+from archiver.mongo import connect
+from archiver.pipeline import WORKER_DIED, Archiver
+from archiver.samples import make_chat
+from archiver.store import open_store
+from test_pipeline import entries, index_db, job, recent_ms, seed
+
+
+def queue_as(config, owner: str) -> WorkQueue:
+    return WorkQueue(index_db(config)[config["index.jobs"]], owner)
+
+
+def expire_all_claims(config) -> None:
+    index_db(config)[config["index.jobs"]].update_many({"state": "claimed"}, {"$set": {"available_at": 0}})
+
+
+def assert_each_archived_once_and_the_store_explained(config, rooms: list[str], unfinished: list[str] = ()
+                                                       ) -> None:
+    archived = entries(config, status="archived")
+    assert sorted(e["room"] for e in archived) == sorted(rooms)
+    assert [e["room"] for e in entries(config, status="uploading")] == list(unfinished)
+    explained = set()
+    for entry in archived:
+        explained |= {o["key"] for o in entry["objects"].values()} | set(entry["superseded_objects"])
+    assert set(open_store(config).keys()) == explained
+
+
+def test_one_worker_keeps_its_claims_while_it_builds_a_long_queue(make_config, monkeypatch) -> None:
+    config = make_config(archive__lease_seconds=2, archive__batch_size=4)
+    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms()) for i in range(10)]
+    seed(config, chats)
+    archiver = Archiver(config)
+    jobs, lapsed = index_db(config)[config["index.jobs"]], []
+    real_archive = artifacts.archive_here
+
+    def slow_archive(*args: Any):
+        time.sleep(0.4)  # ten of these outlast the lease many times over
+        lapsed.extend(jobs.find({"state": "claimed", "available_at": {"$lt": now_ms()}}))
+        return real_archive(*args)
+    monkeypatch.setattr(artifacts, "archive_here", slow_archive)
+    assert len(archiver.run_pass().archived) == 10
+    assert lapsed == [], "no claim lapsed while the chats waited their turn"
+
+
+def test_a_lost_lease_leaves_the_chat_to_the_worker_that_took_it(make_config, monkeypatch) -> None:
+    config = make_config(archive__lease_seconds=1, archive__batch_size=4)
+    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms()) for i in range(8)]
+    seed(config, chats)
+    archiver = Archiver(config)
+    real_archive, taken = artifacts.archive_here, []
+
+    def archive_while_paused(*args: Any):
+        if not taken:  # this worker stalls past its lease, and another takes every chat over
+            expire_all_claims(config)
+            taken.extend(queue_as(config, "other").claim_batch(60, 100))
+            time.sleep(0.5)
+        return real_archive(*args)
+    monkeypatch.setattr(artifacts, "archive_here", archive_while_paused)
+    report = archiver.run_pass()
+    assert len(taken) == 8 and len(report.archived) == 1, "the build in hand finished; the rest were left"
+    assert report.ok
+    assert job(config, report.archived[0])["owner"] == "other", "the taken-over job is not closed by us"
+    monkeypatch.setattr(artifacts, "archive_here", real_archive)
+    expire_all_claims(config)  # "other" dies too; a third worker finishes
+    report = Archiver(config).run_pass()
+    assert len(report.archived) == 7 and report.unchanged == 1
+    assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats])
+
+
+def test_the_attempt_that_lost_the_entry_records_its_objects_as_superseded(mongo_uri, db_names) -> None:
+    index = ArchiveIndex(connect(mongo_uri)[db_names["index.database"]]["entries"])
+    index.ensure_indexes()
+    (first,), _ = index.begin([("room-1", 1, "abc")])
+    second = index.replan(first, ["room-1/v1/transcript-1.pdf.p7m"])  # first's lease ran out
+
+    def built(tag: str) -> dict[str, Any]:
+        return {"room": "room-1", "version": 1, "source_sha256": "abc", "message_count": 3,
+                "objects": {"pdf": {"key": f"room-1/v1/transcript-{tag}.pdf.p7m"}}}
+    assert index.complete([(first, built("late"), 1, "")], "first") == ["room-1"]
+    assert index.complete([(second, built("2"), 2, "")], "second") == []
+    (entry,) = index.entries.find({"room": "room-1"})
+    assert entry["status"] == "archived" and entry["archived_by"] == "second"
+    assert entry["objects"]["pdf"]["key"] == "room-1/v1/transcript-2.pdf.p7m"
+    assert sorted(entry["superseded_objects"]) == ["room-1/v1/transcript-1.pdf.p7m", "room-1/v1/transcript-late.pdf.p7m"]
+
+
+def build_or_die(chat: dict[str, Any], *args: Any) -> artifacts.Artifacts:
+    """In a worker process: a chat that kills the process building it (as the OOM killer would)."""
+    if chat["room"].endswith("-poison"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return artifacts.archive_in_worker(chat, *args)
+
+
+def test_a_chat_that_kills_its_worker_fails_alone(make_config, monkeypatch) -> None:
+    config = make_config(archive__workers=2, archive__max_attempts=2)
+    rng = random.Random(5)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(7)]
+    chats.insert(3, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-poison"))
+    seed(config, chats)
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)  # looked up by reference in the workers
+    archiver = Archiver(config)
+    report = archiver.run_pass()
+    assert sorted(report.archived) == sorted(c["room"] for c, _ in chats if c["room"] != "room-poison")
+    assert report.failed == {"room-poison": WORKER_DIED} and not report.quarantined
+    assert job(config, "room-poison")["state"] == "failed"
+    index_db(config)[config["index.jobs"]].update_one({"_id": "room-poison"}, {"$set": {"available_at": 0}})
+    report = archiver.run_pass()
+    assert report.quarantined == {"room-poison": f"gave up after 2 attempts: {WORKER_DIED}"}
+    # The poison's entry stays `uploading`: a worker that died mid-put may have stored part of it.
+    assert_each_archived_once_and_the_store_explained(
+        config, [c["room"] for c, _ in chats if c["room"] != "room-poison"], unfinished=["room-poison"])
