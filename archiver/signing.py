@@ -100,6 +100,8 @@ class Signer:
                 [asn1_x509.Certificate.load(c.public_bytes(der)) for c in identity.chain]
             ),
         )
+        # Every signed attribute comes from here: pyHanko then ignores CAdES options given to
+        # PdfSignatureMetadata (commitment type, signature policy); add such attributes here.
         self._pyhanko.signed_attr_prov_spec = PadesSignedAttributes(certificate)
         self._timestamper = timestamps.HTTPTimeStamper(timestamp_url) if timestamp_url else None
         self._pdf_signer = signers.PdfSigner(

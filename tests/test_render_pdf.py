@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from archiver.config import DEFAULT_TEMPLATE
-from archiver.render.pdf import PdfRenderer, TemplateError
+from reportlab.pdfbase import pdfmetrics
+
+from archiver.render.pdf import PdfRenderer, Run, TemplateError, wrap
 from archiver.samples import PHRASES, SEED_CHAT, make_chat
 from archiver.transcript import normalise
 from conftest import require_tool
@@ -145,3 +147,22 @@ def test_bad_template_and_missing_font_say_what_and_where(tmp_path) -> None:
     no_font.write_text(DEFAULT_TEMPLATE.read_text().replace("DejaVuSans-Bold.ttf", "Nope-Bold.ttf"))
     with pytest.raises(TemplateError, match=r"fonts.bold .*Nope-Bold.ttf: cannot load.*fonts-dejavu-core"):
         PdfRenderer(no_font)
+
+
+def test_no_break_spaces_hold_words_together(renderer) -> None:
+    style = renderer.styles["body"]
+    for text in ["x 100\u00a0km", "x 5\u202f000"]:
+        width = pdfmetrics.stringWidth(text, style.font, style.size) - 1  # just too narrow for the whole
+        lines = wrap([Run(text, style)], width, style.leading)
+        assert ["".join(run.text for _, run in line.runs) for line in lines] == ["x ", text[2:]]
+
+
+def test_the_footer_draws_any_room_id_and_never_runs_into_the_page_number(renderer, tmp_path) -> None:
+    room = "客服-" + "房间" * 200 + "\x07"
+    pdf = renderer.render(normalise(_chat(["Lorem ipsum dolor sit amet. " * 400], room=room, _id=room))).data
+    (tmp_path / "f.pdf").write_bytes(pdf)
+    second = subprocess.run(["pdftotext", "-f", "2", "-l", "2", "-layout", "-enc", "UTF-8", str(tmp_path / "f.pdf"),
+                             "-"], capture_output=True, text=True, check=True).stdout
+    footer = [line for line in second.splitlines() if "Page 2 of" in line]
+    assert footer and "客服-房间房间" in footer[0], "CJK room id drawn in a font that has it"
+    assert re.search(r"房间\s+Page 2 of \d+$", footer[0].strip()), "cut before the page number"

@@ -117,7 +117,10 @@ class Line:
     rule: bool = False  # a horizontal rule instead of text
 
 
-TOKENS = re.compile(r"\n|[^\S\n]+|\S+")
+# Where lines may break: spaces, but not the no-break ones (U+00A0, U+2007, U+202F).
+BREAKS = " \t\u1680\u2000-\u2006\u2008-\u200a\u205f\u3000"
+TOKENS = re.compile(f"\n|[{BREAKS}]+|[^{BREAKS}\n]+")
+SPACE = re.compile(f"[{BREAKS}]")
 
 
 class FontChain:
@@ -185,7 +188,7 @@ class _LineFiller:
             if token == "\n":
                 self._newline()
             elif not self._fits(Run(token, run.style, run.link)):
-                if token.isspace():
+                if SPACE.match(token):
                     self._newline()  # a break eats the space that caused it
                 else:
                     self._cut(Run(token, run.style, run.link))
@@ -233,6 +236,18 @@ def _pieces(word: str, style: Style, width: float) -> list[str]:
         used += w
     pieces.append(word[start:])
     return pieces
+
+
+def _clipped(runs: list[Run], width: float) -> Line:
+    """RUNS on one line, cut off where they pass WIDTH."""
+    line, x = Line(0), 0.0
+    for run in runs:
+        text = _pieces(run.text, run.style, width - x)[0]
+        line.runs.append((x, Run(text, run.style, run.link)))
+        x += pdfmetrics.stringWidth(text, run.style.font, run.style.size)
+        if text != run.text:
+            break
+    return line
 
 
 def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]:
@@ -388,13 +403,17 @@ class PdfRenderer:
         canvas.setAuthor(doc["organisation"])
         canvas.setSubject(doc["title"])
         canvas.setCreator("ctlive-archiver")
-        footer = labels["footer"].format(room=t.room)[:150]
+        footer_style = self.styles["footer"]
+        widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
+                                         footer_style.size)
+        # The room id is source data: drawn through the font chain, cut to fit beside the page number.
+        runs, _ = self.chain.runs(labels["footer"].format(room=t.room), footer_style)
+        footer = _clipped(runs, self.width - widest - 12)
         for number, lines in enumerate(pages, 1):
             self._draw_lines(canvas, lines)
             page = labels["page"].format(page=number, pages=len(pages))
-            self._draw_lines(canvas, [Line(0, [(0, Run(footer, self.styles["footer"]))])], top=self.margin)
-            right = self.width - pdfmetrics.stringWidth(page, self.styles["footer"].font, 7.5)
-            self._draw_lines(canvas, [Line(0, [(right, Run(page, self.styles["footer"]))])], top=self.margin)
+            right = self.width - pdfmetrics.stringWidth(page, footer_style.font, footer_style.size)
+            self._draw_lines(canvas, [footer, Line(0, [(right, Run(page, footer_style))])], top=self.margin)
             canvas.showPage()
         canvas.save()
         return buffer.getvalue()
