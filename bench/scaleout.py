@@ -28,6 +28,7 @@ from nxserver import start_nx  # noqa: E402
 from pipeline import generate  # noqa: E402
 
 from archiver.keys import create_development_keys  # noqa: E402
+from archiver.store.local import LocalStore  # noqa: E402
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
@@ -42,7 +43,7 @@ def seed(uri: str, database: str, chats: list[tuple[dict, dict]]) -> None:
 
 def config_file(folder: Path, uri: str, keys: dict[str, Path], workers: int, batch: int) -> tuple[Path, dict]:
     tag = uuid.uuid4().hex[:8]
-    names = {"source": f"scale_src_{tag}", "index": f"scale_idx_{tag}"}
+    names = {"source": f"scale_src_{tag}", "index": f"scale_idx_{tag}", "store": str(folder / f"store-{tag}")}
     path = folder / f"archiver-{tag}.toml"
     path.write_text(f"""
 [mongodb]
@@ -52,7 +53,7 @@ database = "{names['source']}"
 [index]
 database = "{names['index']}"
 [storage]
-url = "file://{folder / f'store-{tag}'}"
+url = "file://{names['store']}"
 [signing]
 certificate = "{keys['signing.crt.pem']}"
 key = "{keys['signing.key.pem']}"
@@ -129,10 +130,17 @@ def run(count: int, config: Path) -> tuple[float, list[str], PeakMemory]:
 
 
 def check(uri: str, names: dict, chats: list[tuple[dict, dict]]) -> str:
-    entries = pymongo.MongoClient(uri)[names["index"]]["archive_index"]
-    rooms = [e["room"] for e in entries.find({"status": "archived"}, {"room": 1})]
-    exactly_once = len(rooms) == len(set(rooms)) == len(chats)
-    return "each chat archived exactly once" if exactly_once else f"WRONG: {len(rooms)} entries, {len(set(rooms))} rooms"
+    """Each chat archived once, no entry left half-way, and every stored object in the index."""
+    entries = list(pymongo.MongoClient(uri)[names["index"]]["archive_index"].find())
+    rooms = [e["room"] for e in entries if e["status"] == "archived"]
+    recorded = {key for e in entries for key in [*(o["key"] for o in e["objects"].values()), *e["superseded_objects"]]}
+    stored = set(LocalStore(Path(names["store"])).keys())
+    problems = [f"{len(rooms)} archived entries for {len(set(rooms))} of {len(chats)} rooms"] * (
+        not len(rooms) == len(set(rooms)) == len(chats))
+    problems += [f"{len(entries) - len(rooms)} entries not archived"] * (len(entries) != len(rooms))
+    problems += [f"{len(stored - recorded)} stored objects not in the index"] * bool(stored - recorded)
+    problems += [f"{len(recorded - stored)} indexed objects missing"] * bool(recorded - stored)
+    return "WRONG: " + "; ".join(problems) if problems else "each chat archived exactly once, every object indexed"
 
 
 def main(argv: list[str] | None = None) -> int:
