@@ -175,7 +175,8 @@ class Archiver:
         )
 
     def _drain(self, report: PassReport, limit: int | None, progress: Callable[[PassReport], None] | None) -> None:
-        in_flight: list[_Prepared] = []
+        in_flight: list[_Prepared] = []  # claimed, submitted, not ended
+        ended: list[_Prepared] = []  # ended (built, failed or cancelled), not indexed yet
         claimed, exhausted = 0, False
         # Only work due when the pass began: a chat that fails now is retried by a later
         # pass, so an outage cannot make this one spin on the same chats.
@@ -183,7 +184,7 @@ class Archiver:
         batch = self.config["archive.batch_size"]
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         lease = self.config["archive.lease_seconds"]
-        renewed = time.monotonic()
+        renewed = indexed = time.monotonic()
         pool = self._executor()
         try:
             while True:
@@ -203,12 +204,18 @@ class Archiver:
                     in_flight.extend(self._prepare(pool, jobs, report))
                     continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
                 if not in_flight:
-                    return
-                in_flight, broken = self._settle(pool, in_flight, report)
+                    break
+                in_flight, just_ended, broken = self._settle(pool, in_flight)
+                ended += just_ended
                 if broken:
                     pool = self._rebuild_alone(pool, broken, report)
-                if progress:
-                    progress(report)
+                # Indexed a batch at a time (two writes), and at least every second.
+                if len(ended) >= batch // 2 or not in_flight or time.monotonic() - indexed > 1:
+                    self._finish(ended, report)
+                    ended, indexed = [], time.monotonic()
+                    if progress:
+                        progress(report)
+            self._finish(ended, report)  # builds that ended before their chats' leases were lost
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -222,11 +229,10 @@ class Archiver:
                 event("lease_lost", logging.WARNING, room=p.job.room, started=not p.future.cancelled())
         return [p for p in in_flight if not (p.job.room in lost and p.future.cancelled())]
 
-    def _settle(self, pool: cf.Executor, in_flight: list[_Prepared], report: PassReport
-                ) -> tuple[list[_Prepared], list[_Prepared]]:
-        """Wait for a build to end and index what has ended; what is still running, and what
-        a dead worker process took down with it. Once stopping, builds not started yet are
-        cancelled and their claims handed back."""
+    def _settle(self, pool: cf.Executor, in_flight: list[_Prepared]
+                ) -> tuple[list[_Prepared], list[_Prepared], list[_Prepared]]:
+        """Wait for a build to end; what is still running, what ended, and what a dead worker
+        process took down with it. Once stopping, builds not started yet are cancelled."""
         if self.stop.is_set():
             for p in in_flight:
                 p.future.cancel()
@@ -238,8 +244,7 @@ class Archiver:
         done = cf.wait([p.future for p in running], timeout, cf.FIRST_COMPLETED).done if running else set()
         ended = [p for p in in_flight if p.future.cancelled() or p.future in done]
         broken = [p for p in ended if not p.future.cancelled() and isinstance(p.future.exception(), BrokenProcessPool)]
-        self._finish([p for p in ended if p not in broken], report)
-        return [p for p in running if p.future not in done], broken
+        return [p for p in running if p.future not in done], [p for p in ended if p not in broken], broken
 
     def _rebuild_alone(self, pool: cf.Executor, broken: list[_Prepared], report: PassReport) -> cf.Executor:
         """A worker process died (killed by the operating system, say) and its pool failed every
@@ -252,7 +257,10 @@ class Archiver:
         alone = self._process_pool(1)
         try:
             for p in broken:
-                p.pool, p.future = alone, _submit(alone, p.build)
+                entry = self._replan(p.job, p.entry, report)  # the dead attempt may have stored a part
+                if entry is None:
+                    continue
+                p.entry, p.pool, p.future = entry, alone, _submit(alone, p.build)
                 cf.wait([p.future])
                 if isinstance(p.future.exception(), BrokenProcessPool):
                     self._fail(p.job, WORKER_DIED, report, permanent=True)
