@@ -7,6 +7,7 @@ points below also put the objects in the store, next to the CPU work.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import datetime as dt
 import os
@@ -172,6 +173,8 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
 _WORKER_BUILDER: ArtifactBuilder | None = None
 _WORKER_STORE: ObjectStore | None = None
 _WORKER_LOCKS = True
+# A chat's objects are put side by side: a worker waits for the slowest put, not for their sum.
+_PUTS = cf.ThreadPoolExecutor(len(OBJECTS), thread_name_prefix="put")
 
 
 def init_worker(config: Config) -> None:
@@ -212,8 +215,10 @@ def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kin
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
     built = worker_builder().build(chat, contact, kind, version, generated_at)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
+    store = _WORKER_STORE
     with timed(built.timings, "put"):
-        for blob in built.blobs:
-            stored = _WORKER_STORE.put(blob.key, blob.data, blob.sha256, retain_until)
-            built.entry["objects"][blob.name]["version_id"] = stored.version_id
+        puts = [_PUTS.submit(store.put, blob.key, blob.data, blob.sha256, retain_until) for blob in built.blobs]
+        cf.wait(puts)  # all of them ended, stored or not, before a failure is reported
+        for blob, put in zip(built.blobs, puts):
+            built.entry["objects"][blob.name]["version_id"] = put.result().version_id
     return built
