@@ -24,6 +24,11 @@ class Metrics:
         self.failed = Counter("archiver_chats_failed", "Chat attempts that failed and will be retried",
                               registry=self.registry)
         self.quarantined = Counter("archiver_chats_quarantined", "Chats put in quarantine", registry=self.registry)
+        self.leases_lost = Counter("archiver_leases_lost", "Chats given up because their lease ran out and another "
+                                   "worker took them over (raise archive.lease_seconds if this grows)",
+                                   registry=self.registry)
+        self.worker_deaths = Counter("archiver_worker_deaths", "Worker processes that died during a pass (killed "
+                                     "by the operating system: out of memory?)", registry=self.registry)
         self.stage_seconds = Counter("archiver_stage_seconds", "Time spent per pipeline stage", ["stage"],
                                      registry=self.registry)
         self.pass_seconds = Histogram("archiver_pass_seconds", "Duration of archive passes", registry=self.registry,
@@ -40,6 +45,8 @@ class Metrics:
         self.archived.inc(len(report.archived))
         self.failed.inc(len(report.failed))
         self.quarantined.inc(len(report.quarantined))
+        self.leases_lost.inc(len(report.leases_lost))
+        self.worker_deaths.inc(report.worker_deaths)
         for stage, seconds in report.stages.items():
             self.stage_seconds.labels(stage).inc(seconds)
         self.pass_seconds.observe(report.seconds)

@@ -45,6 +45,8 @@ class PassReport:
     unchanged: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     quarantined: dict[str, str] = field(default_factory=dict)
+    leases_lost: list[str] = field(default_factory=list)  # chats left to the worker that took them over
+    worker_deaths: int = 0  # worker processes killed (by the OS, say) during the pass
     stages: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -149,7 +151,8 @@ class Archiver:
         self._drain(report, limit, progress)
         report.seconds = time.perf_counter() - started
         event("pass_finished", archived=len(report.archived), unchanged=report.unchanged,
-              failed=len(report.failed), quarantined=len(report.quarantined), seconds=round(report.seconds, 3))
+              failed=len(report.failed), quarantined=len(report.quarantined), leases_lost=len(report.leases_lost),
+              worker_deaths=report.worker_deaths, seconds=round(report.seconds, 3))
         return report
 
     def archive_room(self, room: str, kind: str) -> tuple[PassReport, Plaintext | None]:
@@ -189,7 +192,7 @@ class Archiver:
         try:
             while True:
                 if time.monotonic() - renewed > lease / 3:  # chats queued behind slow ones keep their claims
-                    in_flight = self._renew(in_flight, lease)
+                    in_flight = self._renew(in_flight, lease, report)
                     renewed = time.monotonic()
                 room = depth - len(in_flight)
                 want = room if limit is None else min(room, limit - claimed)
@@ -219,14 +222,14 @@ class Archiver:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _renew(self, in_flight: list[_Prepared], lease: int) -> list[_Prepared]:
+    def _renew(self, in_flight: list[_Prepared], lease: int, report: PassReport) -> list[_Prepared]:
         """Extend our leases; a chat whose lease ran out is left to the worker that took it over
         (if its build already started, the index records whichever attempt completes first)."""
         lost = set(self.queue.renew([p.job.room for p in in_flight], lease))
         for p in in_flight:
-            if p.job.room in lost:
-                p.future.cancel()
-                event("lease_lost", logging.WARNING, room=p.job.room, started=not p.future.cancelled())
+            if p.job.room in lost and p.future.cancel():
+                report.leases_lost.append(p.job.room)
+                event("lease_lost", logging.WARNING, room=p.job.room)
         return [p for p in in_flight if not (p.job.room in lost and p.future.cancelled())]
 
     def _settle(self, pool: cf.Executor, in_flight: list[_Prepared]
@@ -250,6 +253,7 @@ class Archiver:
         """A worker process died (killed by the operating system, say) and its pool failed every
         build it held. Each of them is built again alone, so that only a chat that kills its
         worker fails; returns the pool to go on with (a new one if POOL is the broken one)."""
+        report.worker_deaths += 1
         event("worker_died", logging.WARNING, builds=len(broken))
         if any(p.pool is pool for p in broken):
             pool.shutdown(wait=False, cancel_futures=True)
@@ -263,6 +267,7 @@ class Archiver:
                 p.entry, p.pool, p.future = entry, alone, _submit(alone, p.build)
                 cf.wait([p.future])
                 if isinstance(p.future.exception(), BrokenProcessPool):
+                    report.worker_deaths += 1
                     self._fail(p.job, WORKER_DIED, report, permanent=True)
                     alone.shutdown(wait=False)
                     alone = self._process_pool(1)
@@ -351,6 +356,7 @@ class Archiver:
                                         for p, a in built.values()], self.queue.owner)
         for room in lost:  # our lease ran out and another worker took the chat over: it is theirs now
             p, _ = built.pop(room)
+            report.leases_lost.append(room)
             event("lease_lost", logging.WARNING, room=room, version=p.entry["version"], superseded=True)
         with timed(report.stages, "index"):
             self.queue.done(list(built))

@@ -45,6 +45,7 @@ def test_serve_archives_exposes_metrics_and_stops_on_sigterm(nx_uri, keys, tmp_p
         assert status == 200
         assert f"archiver_chats_archived_total {float(len(rooms))}" in metrics
         assert 'archiver_stage_seconds_total{stage="render"}' in metrics
+        assert "archiver_leases_lost_total 0.0" in metrics and "archiver_worker_deaths_total 0.0" in metrics
         assert "archiver_oldest_unarchived_age_seconds 0.0" in metrics
         assert 'archiver_jobs{state="done"} 12.0' in metrics
         serve.send_signal(signal.SIGTERM)

@@ -71,7 +71,7 @@ def test_a_lost_lease_leaves_the_chat_to_the_worker_that_took_it(make_config, mo
     monkeypatch.setattr(artifacts, "archive_here", archive_while_paused)
     report = archiver.run_pass()
     assert len(taken) == 8 and len(report.archived) == 1, "the build in hand finished; the rest were left"
-    assert report.ok
+    assert report.ok and len(report.leases_lost) == 7
     assert job(config, report.archived[0])["owner"] == "other", "the taken-over job is not closed by us"
     monkeypatch.setattr(artifacts, "archive_here", real_archive)
     expire_all_claims(config)  # "other" dies too; a third worker finishes
@@ -115,6 +115,7 @@ def test_a_chat_that_kills_its_worker_fails_alone(make_config, monkeypatch) -> N
     report = archiver.run_pass()
     assert sorted(report.archived) == sorted(c["room"] for c, _ in chats if c["room"] != "room-poison")
     assert report.failed == {"room-poison": WORKER_DIED} and not report.quarantined
+    assert report.worker_deaths == 2, "once in the pool, once alone"
     assert job(config, "room-poison")["state"] == "failed"
     index_db(config)[config["index.jobs"]].update_one({"_id": "room-poison"}, {"$set": {"available_at": 0}})
     report = archiver.run_pass()
