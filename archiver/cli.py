@@ -149,6 +149,11 @@ def _print_report(report) -> None:
         print(f"  FAILED {room}: {error}")
     for room, reason in report.quarantined.items():
         print(f"  QUARANTINED {room}: {reason}")
+    if report.leases_lost:
+        print(f"  {len(report.leases_lost)} chat(s) left to other workers after this one's lease ran out "
+              "(a stall longer than archive.lease_seconds)")
+    if report.worker_deaths:
+        print(f"  {report.worker_deaths} worker process(es) died during the pass (killed by the system: memory?)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
