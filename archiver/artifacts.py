@@ -23,7 +23,7 @@ from archiver.names import safe_name
 from archiver.render.pdf import PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, load_identity, sha256_hex
-from archiver.store import ObjectStore, open_store
+from archiver.store import ObjectStore, PutFailed, StoreError, open_store
 from archiver.transcript import Transcript, has_ended, normalise
 
 # name in the index -> (file name stem, extension of the plaintext)
@@ -219,6 +219,11 @@ def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kin
     with timed(built.timings, "put"):
         puts = [_PUTS.submit(store.put, blob.key, blob.data, blob.sha256, retain_until) for blob in built.blobs]
         cf.wait(puts)  # all of them ended, stored or not, before a failure is reported
-        for blob, put in zip(built.blobs, puts):
-            built.entry["objects"][blob.name]["version_id"] = put.result().version_id
+    errors = [(blob, put.exception()) for blob, put in zip(built.blobs, puts) if put.exception()]
+    if errors:
+        blob, exc = errors[0]
+        message = str(exc) if isinstance(exc, StoreError) else f"put {blob.key}: {type(exc).__name__}: {exc}"
+        raise PutFailed(message, [b.key for b, put in zip(built.blobs, puts) if not put.exception()])
+    for blob, put in zip(built.blobs, puts):
+        built.entry["objects"][blob.name]["version_id"] = put.result().version_id
     return built

@@ -74,7 +74,9 @@ class ArchiveIndex:
         reached the store is kept as superseded, and the earlier attempt can no longer complete it."""
         doc = self.entries.find_one_and_update(
             {"_id": previous["_id"], "status": "uploading"},
-            {"$set": {"attempt": _token()}, "$addToSet": {"superseded_objects": {"$each": leftovers}}},
+            # `taken_over`: an earlier attempt may still add what it stored, so never abandoned.
+            {"$set": {"attempt": _token(), "taken_over": True},
+             "$addToSet": {"superseded_objects": {"$each": leftovers}}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
@@ -100,15 +102,19 @@ class ArchiveIndex:
         held = {d["_id"]: d.get("attempt") for d in self.entries.find(
             {"_id": {"$in": [stub["_id"] for stub, *_ in done]}, "status": "archived"}, {"attempt": 1})}
         lost = [(stub, entry) for stub, entry, *_ in done if held.get(stub["_id"]) != stub["attempt"]]
-        if lost:
-            self.entries.bulk_write([UpdateOne({"_id": stub["_id"]}, {"$addToSet": {"superseded_objects": {
-                "$each": [o["key"] for o in entry["objects"].values()]}}}) for stub, entry in lost], ordered=False)
+        for stub, entry in lost:  # rare: a worker that stalled past its lease
+            self.set_aside(stub, [o["key"] for o in entry["objects"].values()])
         return [stub["room"] for stub, _ in lost]
 
+    def set_aside(self, stub: dict[str, Any], keys: list[str]) -> None:
+        """Record objects an attempt stored but will not complete with as superseded on its entry."""
+        if keys:
+            self.entries.update_one({"_id": stub["_id"]}, {"$addToSet": {"superseded_objects": {"$each": keys}}})
+
     def abandon(self, doc: dict[str, Any]) -> None:
-        """Drop our entry if no attempt stored anything for it (its chat failed to build, e.g. quarantined)."""
+        """Drop our entry if it is ours alone and nothing was stored for it (its chat failed to build)."""
         self.entries.delete_one({"_id": doc["_id"], "status": "uploading", "attempt": doc["attempt"],
-                                 "superseded_objects": []})
+                                 "superseded_objects": [], "taken_over": {"$exists": False}})
 
 
 def _token() -> str:

@@ -256,26 +256,40 @@ class Archiver:
         report.worker_deaths += 1
         event("worker_died", logging.WARNING, builds=len(broken))
         if any(p.pool is pool for p in broken):
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Waits until its other processes are gone: nothing is still being stored when we look.
+            pool.shutdown(wait=True, cancel_futures=True)
             pool = self._executor()
         alone = self._process_pool(1)
         try:
             for p in broken:
-                entry = self._replan(p.job, p.entry, report)  # the dead attempt may have stored a part
-                if entry is None:
-                    continue
-                p.entry, p.pool, p.future = entry, alone, _submit(alone, p.build)
-                cf.wait([p.future])
-                if isinstance(p.future.exception(), BrokenProcessPool):
+                if not self._rebuild(p, alone, report):
                     report.worker_deaths += 1
-                    self._fail(p.job, WORKER_DIED, report, permanent=True)
-                    alone.shutdown(wait=False)
+                    alone.shutdown(wait=True)
                     alone = self._process_pool(1)
-                else:
-                    self._finish([p], report)
         finally:
             alone.shutdown(wait=True)
         return pool
+
+    def _rebuild(self, p: _Prepared, alone: cf.Executor, report: PassReport) -> bool:
+        """Build P again in ALONE (indexed, or handed back when stopping); False if it killed its worker."""
+        lease = self.config["archive.lease_seconds"]
+        if self.queue.renew([p.job.room], lease):  # taken over meanwhile: the other worker sets this aside
+            report.leases_lost.append(p.job.room)
+            return True
+        entry = self._replan(p.job, p.entry, report)  # the dead attempt may have stored a part
+        if entry is None:
+            return True
+        if self.stop.is_set():
+            self.queue.release([p.job.room])
+            event("released", room=p.job.room)
+            return True
+        p.entry, p.pool, p.future = entry, alone, _submit(alone, p.build)
+        cf.wait([p.future])
+        if isinstance(p.future.exception(), BrokenProcessPool):
+            self._fail(p.job, WORKER_DIED, report, permanent=True)
+            return False
+        self._finish([p], report)
+        return True
 
     def _prepare(self, pool: cf.Executor, jobs: list[Job], report: PassReport,
                  keep_plaintext: bool = False) -> list[_Prepared]:
@@ -374,7 +388,8 @@ class Archiver:
             return None
         try:
             return p.future.result()
-        except StoreError as exc:  # what did reach the store is set aside by the next attempt
+        except StoreError as exc:  # what did reach the store is set aside, now and by the next attempt
+            self.index.set_aside(p.entry, getattr(exc, "stored", []))
             self._fail(p.job, str(exc), report, permanent=False)
         except InvalidChat as exc:
             self.index.abandon(p.entry)

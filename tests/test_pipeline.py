@@ -276,7 +276,8 @@ def test_storage_failure_is_recorded_and_the_next_pass_archives(make_config, key
         assert open_object(config, keys, entry["objects"]["pdf"]).startswith(b"%PDF-")
 
 
-def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(make_config, keys, monkeypatch) -> None:
+@pytest.mark.parametrize("error", [StoreError("connection reset"), OSError(28, "No space left on device")])
+def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(error, make_config, keys, monkeypatch) -> None:
     from archiver import artifacts
 
     config = make_config()
@@ -288,12 +289,15 @@ def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(make_config, ke
 
     def put_unless_record(key, data, sha256, retain_until):
         if key.endswith(".json.p7m"):
-            raise StoreError(f"{key}: connection reset")
+            raise error
         stored.append(key)
         return real_put(key, data, sha256, retain_until)
     monkeypatch.setattr(artifacts._WORKER_STORE, "put", put_unless_record)
-    assert "connection reset" in archiver.run_pass().failed[chat["room"]]
+    assert str(error) in archiver.run_pass().failed[chat["room"]]
     assert len(stored) == 2, "the other objects of the chat were stored"
+    (entry,) = entries(config)
+    assert sorted(entry["superseded_objects"]) == sorted(stored), "set aside at once, not left to a retry"
+    assert job(config, chat["room"])["attempts"] == 1 and job(config, chat["room"])["state"] == "failed"
     monkeypatch.setattr(artifacts._WORKER_STORE, "put", real_put)
     index_db(config)[config["index.jobs"]].update_one({"_id": chat["room"]}, {"$set": {"available_at": 0}})
     assert archiver.run_pass().archived == [chat["room"]]

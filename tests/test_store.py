@@ -78,3 +78,5 @@ def test_local_store_is_write_once(tmp_path: Path) -> None:
         store.put("../escape", b"abc", _sha(b"abc"), None)
     with pytest.raises(ObjectMissing):
         store.get("room/v9/none")
+    with pytest.raises(StoreError, match="put file://.*/room/v1/a.p7m/c.p7m: "):  # a file system error
+        store.put("room/v1/a.p7m/c.p7m", b"abc", _sha(b"abc"), None)

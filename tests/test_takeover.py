@@ -97,6 +97,19 @@ def test_the_attempt_that_lost_the_entry_records_its_objects_as_superseded(mongo
     assert sorted(entry["superseded_objects"]) == ["room-1/v1/transcript-1.pdf.p7m", "room-1/v1/transcript-late.pdf.p7m"]
 
 
+def test_an_entry_taken_over_is_never_dropped(mongo_uri, db_names) -> None:
+    index = ArchiveIndex(connect(mongo_uri)[db_names["index.database"]]["entries"])
+    (first,), _ = index.begin([("room-1", 1, "abc")])
+    second = index.replan(first, [])  # nothing stored yet; then the new owner stops before building
+    index.abandon(second)
+    index.set_aside(first, ["room-1/v1/transcript-late.pdf.p7m"])  # the stalled first attempt stored something
+    (entry,) = index.entries.find({"room": "room-1"})
+    assert entry["superseded_objects"] == ["room-1/v1/transcript-late.pdf.p7m"]
+    (fresh,), _ = index.begin([("room-2", 1, "def")])
+    index.abandon(fresh)
+    assert index.entries.count_documents({"room": "room-2"}) == 0, "an entry only we ever held is dropped"
+
+
 def build_or_die(chat: dict[str, Any], *args: Any) -> artifacts.Artifacts:
     """In a worker process: a chat that kills the process building it (as the OOM killer would)."""
     if chat["room"].endswith("-poison"):

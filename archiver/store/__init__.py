@@ -6,11 +6,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from archiver.config import Config
-from archiver.store.base import ObjectExists, ObjectMissing, ObjectStore, StoredObject, StoreError
+from archiver.store.base import ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "StoredObject", "StoreError", "open_store"]
+__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError", "open_store"]
 
 
 def open_store(config: Config) -> ObjectStore:

@@ -11,6 +11,17 @@ class StoreError(RuntimeError):
     """The store failed; the message names the object and the cause."""
 
 
+class PutFailed(StoreError):
+    """Some of a chat's objects were not stored; STORED names those that were (to be set aside)."""
+
+    def __init__(self, message: str, stored: list[str]) -> None:
+        super().__init__(message, stored)  # both in args: the error crosses process boundaries pickled
+        self.stored = stored
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ObjectExists(StoreError):
     """A put would have replaced an existing object; stores never overwrite."""
 

@@ -29,6 +29,12 @@ class LocalStore:
     def put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise StoreError(f"{key}: SHA-256 of the data does not match the expected {sha256}")
+        try:
+            return self._put(key, data, sha256, retain_until)
+        except OSError as exc:  # disk full, I/O error, permissions: the store failed, not the chat
+            raise StoreError(f"put {self.url}/{key}: {exc.strerror or exc}") from None
+
+    def _put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"sha256": sha256, "size": len(data), "retain_until": retain_until.isoformat() if retain_until else None}
