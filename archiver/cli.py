@@ -134,15 +134,15 @@ def _progress_line() -> Callable:
 
     def show(report) -> None:
         rate = report.handled / max(time.monotonic() - started, 1e-6)
-        sys.stderr.write(f"\r{report.handled} chats ({len(report.archived)} archived, {len(report.failed)} failed, "
+        sys.stderr.write(f"\r{report.handled} chats ({report.archived} archived, {len(report.failed)} failed, "
                          f"{len(report.quarantined)} quarantined)  {rate:.1f}/s ")
         sys.stderr.flush()
     return show
 
 
 def _print_report(report) -> None:
-    rate = len(report.archived) / report.seconds if report.seconds else 0.0
-    print(f"discovered {report.discovered}, archived {len(report.archived)}, unchanged {report.unchanged}, "
+    rate = report.archived / report.seconds if report.seconds else 0.0
+    print(f"discovered {report.discovered}, archived {report.archived}, unchanged {report.unchanged}, "
           f"failed {len(report.failed)}, quarantined {len(report.quarantined)} "
           f"in {report.seconds:.1f} s ({rate:.1f} chats/s)")
     for room, error in report.failed.items():

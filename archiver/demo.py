@@ -53,7 +53,7 @@ def run_demo(directory: Path) -> int:
           "(one still running, one deliberately broken).")
     archiver = Archiver(config)
     report = archiver.run_pass()
-    print(f"\nArchive pass: {len(report.archived)} archived, {len(report.quarantined)} quarantined "
+    print(f"\nArchive pass: {report.archived} archived, {len(report.quarantined)} quarantined "
           f"in {report.seconds:.1f} s")
     for room, reason in report.quarantined.items():
         print(f"  quarantined {room}: {reason}")

@@ -42,7 +42,7 @@ class Metrics:
                                    registry=self.registry)
 
     def record_pass(self, report) -> None:
-        self.archived.inc(len(report.archived))
+        self.archived.inc(report.archived)
         self.failed.inc(len(report.failed))
         self.quarantined.inc(len(report.quarantined))
         self.leases_lost.inc(len(report.leases_lost))

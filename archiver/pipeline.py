@@ -41,7 +41,7 @@ ENQUEUE_BATCH = 1000
 @dataclass
 class PassReport:
     discovered: int = 0
-    archived: list[str] = field(default_factory=list)
+    archived: int = 0  # a count: a pass over millions of chats keeps no per-chat state
     unchanged: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     quarantined: dict[str, str] = field(default_factory=dict)
@@ -52,7 +52,7 @@ class PassReport:
 
     @property
     def handled(self) -> int:
-        return len(self.archived) + self.unchanged + len(self.failed) + len(self.quarantined)
+        return self.archived + self.unchanged + len(self.failed) + len(self.quarantined)
 
     @property
     def ok(self) -> bool:
@@ -150,7 +150,7 @@ class Archiver:
                 report.discovered = self.discover(full)
         self._drain(report, limit, progress)
         report.seconds = time.perf_counter() - started
-        event("pass_finished", archived=len(report.archived), unchanged=report.unchanged,
+        event("pass_finished", archived=report.archived, unchanged=report.unchanged,
               failed=len(report.failed), quarantined=len(report.quarantined), leases_lost=len(report.leases_lost),
               worker_deaths=report.worker_deaths, seconds=round(report.seconds, 3))
         return report
@@ -375,7 +375,7 @@ class Archiver:
         with timed(report.stages, "index"):
             self.queue.done(list(built))
         for room, (p, a) in built.items():
-            report.archived.append(room)
+            report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])
         return {room: a for room, (_, a) in built.items()}
 

@@ -102,7 +102,7 @@ def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]]) -> 
     _seed(config, chats)
     archiver = Archiver(config)
     report = archiver.run_pass()
-    assert len(report.archived) == len(chats), f"only {len(report.archived)} of {len(chats)} archived: {report.failed}"
+    assert report.archived == len(chats), f"only {report.archived} of {len(chats)} archived: {report.failed}"
     messages = sum(len(c["messages"]) for c, _ in chats)
     return {"chats_per_s": len(chats) / report.seconds, "messages_per_s": messages / report.seconds,
             "seconds": report.seconds, "stages": report.stages}
