@@ -253,9 +253,9 @@ class Archiver:
         """A worker process died (killed by the operating system, say) and its pool failed every
         build it held. Each of them is built again alone, so that only a chat that kills its
         worker fails; returns the pool to go on with (a new one if POOL is the broken one)."""
-        report.worker_deaths += 1
-        event("worker_died", logging.WARNING, builds=len(broken))
-        if any(p.pool is pool for p in broken):
+        if any(p.pool is pool for p in broken):  # else the rest of a pool replaced already
+            report.worker_deaths += 1
+            event("worker_died", logging.WARNING, builds=len(broken))
             # Waits until its other processes are gone: nothing is still being stored when we look.
             pool.shutdown(wait=True, cancel_futures=True)
             pool = self._executor()

@@ -137,3 +137,26 @@ def test_a_chat_that_kills_its_worker_fails_alone(make_config, monkeypatch) -> N
     # The poison's entry stays `uploading`: a worker that died mid-put may have stored part of it.
     assert_each_archived_once_and_the_store_explained(
         config, [c["room"] for c, _ in chats if c["room"] != "room-poison"], unfinished=["room-poison"])
+
+
+def test_stopping_after_a_worker_died_hands_its_chats_back(make_config, monkeypatch) -> None:
+    config = make_config(archive__workers=2)
+    rng = random.Random(6)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(5)]
+    chats.insert(2, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-poison"))
+    seed(config, chats)
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)
+    archiver = Archiver(config)
+    rebuild_alone = archiver._rebuild_alone
+
+    def stop_then_rebuild(*args: Any):
+        archiver.stop.set()  # SIGTERM arrives just as the worker dies
+        return rebuild_alone(*args)
+    monkeypatch.setattr(archiver, "_rebuild_alone", stop_then_rebuild)
+    report = archiver.run_pass()
+    assert report.ok and report.worker_deaths == 1
+    handed_back = [job(config, c["room"]) for c, _ in chats if c["room"] not in archived_rooms(config)]
+    assert handed_back and {(j["state"], j["attempts"]) for j in handed_back} == {("pending", 0)}
+    monkeypatch.undo()  # the next worker builds every chat, the poisoned one included
+    assert Archiver(config).run_pass().archived == len(handed_back)
+    assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats])
