@@ -17,7 +17,7 @@ from archiver.config import Config
 from archiver.envelope import decrypt
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
-from archiver.samples import SEED_CHAT, make_chat
+from archiver.samples import make_chat
 from archiver.store import StoreError, open_store
 
 

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver.store import ObjectExists, ObjectMissing, StoreError, open_store
+from archiver.store import ObjectExists, ObjectMissing, StoreError
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
