@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from archiver.cli import _COMMANDS, main
+from archiver.cli import main
+from archiver.commands import COMMANDS
 from archiver.mongo import connect
 from archiver.samples import SEED_CHAT, make_chat
 from conftest import write_toml
@@ -27,7 +28,7 @@ def _toml(tmp_path: Path, make_config, **overrides) -> Path:
     return write_toml(tmp_path / "archiver.toml", {k: config[k] for k in wanted})
 
 
-@pytest.mark.parametrize("command", ["", *_COMMANDS])
+@pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_help_shows_options_and_an_example(command: str, capsys) -> None:
     assert main([*([command] if command else []), "--help"]) == 0
     out = capsys.readouterr().out

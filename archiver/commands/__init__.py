@@ -1,0 +1,15 @@
+"""One module per command: each parses its arguments and prints, the logic lives in the domain modules.
+
+Each module has HELP, EXAMPLE, `add_arguments(parser)` and `run(args) -> exit code`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from archiver.commands import demo, export, indexes, keys, render, run, serve
+
+COMMANDS: dict[str, ModuleType] = {
+    "demo": demo, "keys": keys, "render": render, "run": run, "serve": serve, "export": export,
+    "indexes": indexes,
+}

@@ -1,0 +1,21 @@
+"""What every command shares: exit codes, usage errors and loading the configuration."""
+
+from __future__ import annotations
+
+import argparse
+
+from archiver import config as config_module
+from archiver import logs
+from archiver.config import Config
+
+OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
+
+
+class UsageError(Exception):
+    """Bad arguments or settings: exit 2, nothing done."""
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    config = config_module.load(args.config)
+    logs.configure(config["logging.level"], config["logging.format"])
+    return config

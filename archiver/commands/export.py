@@ -1,0 +1,26 @@
+"""`archiver export ROOM`: archive one room now, optionally writing its plaintext files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from archiver.commands.common import ITEMS_FAILED, OK, load_config
+
+HELP = "archive one room now; optionally also write its plaintext files"
+EXAMPLE = "archiver --config archiver.toml export CHAT_DEFAULT_8857106a --out ./case-42"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("room", metavar="ROOM", help="the chat's room id")
+    p.add_argument("--out", metavar="DIR", help="also write the plaintext signed PDF and JSON here")
+    p.add_argument("--force", action="store_true", help="archive a chat that has not ended, marked interim")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.offline import export_room
+
+    outcome = export_room(load_config(args), args.room, Path(args.out) if args.out else None, args.force)
+    for line in outcome.lines:
+        print(line)
+    return OK if outcome.ok else ITEMS_FAILED

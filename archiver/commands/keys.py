@@ -1,0 +1,31 @@
+"""`archiver keys init DIR`: development signing and recipient keys."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from archiver.commands.common import OK, UsageError
+
+HELP = "create development signing and recipient keys"
+EXAMPLE = "archiver keys init ./keys"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["init"], help="init: create development keys")
+    p.add_argument("dir", metavar="DIR", help="directory for the key and certificate files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.keys import config_lines, create_development_keys
+
+    try:
+        paths = create_development_keys(Path(args.dir).resolve())
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"Development keys written to {Path(args.dir).resolve()}:")
+    for path in paths.values():
+        print(f"  {path}")
+    print("\nKeep legal.key.pem away from the archiver: it decrypts archives. Configuration lines:\n")
+    print(config_lines(paths))
+    return OK

@@ -1,0 +1,60 @@
+"""`archiver run`: one archive pass over ended chats."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
+
+HELP = "one archive pass over ended chats"
+EXAMPLE = "archiver --config archiver.toml run --limit 5000"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, metavar="N", help="archive at most N chats in this pass")
+    p.add_argument("--full", action="store_true", help="rediscover every ended chat, not only recent ones")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.pipeline import Archiver
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be 1 or more")
+    archiver = Archiver(load_config(args))
+    progress = None if args.no_progress or not sys.stderr.isatty() else _progress_line()
+    report = archiver.run_pass(args.limit, full=args.full, progress=progress)
+    if progress:
+        sys.stderr.write("\n")
+    print_report(report)
+    return OK if report.ok else ITEMS_FAILED
+
+
+def _progress_line() -> Callable:
+    started = time.monotonic()
+
+    def show(report) -> None:
+        rate = report.handled / max(time.monotonic() - started, 1e-6)
+        sys.stderr.write(f"\r{report.handled} chats ({report.archived} archived, {len(report.failed)} failed, "
+                         f"{len(report.quarantined)} quarantined)  {rate:.1f}/s ")
+        sys.stderr.flush()
+    return show
+
+
+def print_report(report) -> None:
+    rate = report.archived / report.seconds if report.seconds else 0.0
+    print(f"discovered {report.discovered}, archived {report.archived}, unchanged {report.unchanged}, "
+          f"failed {len(report.failed)}, quarantined {len(report.quarantined)} "
+          f"in {report.seconds:.1f} s ({rate:.1f} chats/s)")
+    for room, error in report.failed.items():
+        print(f"  FAILED {room}: {error}")
+    for room, reason in report.quarantined.items():
+        print(f"  QUARANTINED {room}: {reason}")
+    if report.leases_lost:
+        print(f"  {len(report.leases_lost)} chat(s) left to other workers after this one's lease ran out "
+              "(a stall longer than archive.lease_seconds)")
+    if report.worker_deaths:
+        print(f"  {report.worker_deaths} worker process(es) died during the pass (killed by the system: memory?)")
