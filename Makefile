@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 RUNTIME_DEBS := $(shell grep -v '^\#' config/debian-packages.txt)
-TEST_DEBS := poppler-utils qpdf openssl
+TEST_DEBS := poppler-utils qpdf openssl libnss3-tools
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: demo test bench debian-runtime debian-test clean

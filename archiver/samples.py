@@ -1,4 +1,4 @@
-"""Sample chats shaped like the platform's (see DOMAIN.md), for the demo, tests and benchmark."""
+"""Sample chats shaped like the platform's (docs/source-schema.md), for the demo, tests and benchmark."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line as users and outside checks drive it (CONTRACT.md)."""
+"""The command line as users and outside checks drive it (docs/cli.md)."""
 
 from __future__ import annotations
 
