@@ -16,6 +16,6 @@ RUN pip install --no-cache-dir . && chown -R root:root /app
 
 USER archiver
 # Settings come from ARCHIVER_* variables, or a mounted file named by ARCHIVER_CONFIG.
-ENV ARCHIVER_RENDER__TEMPLATE=/app/templates/transcript.toml
+# The templates are installed inside the package: render.template needs no setting.
 ENTRYPOINT ["archiver"]
 CMD ["serve"]

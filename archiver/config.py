@@ -15,7 +15,17 @@ from typing import Any, Callable, Mapping
 from apscheduler.triggers.cron import CronTrigger
 
 ENV_PREFIX = "ARCHIVER_"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "transcript.toml"
+
+
+def _templates() -> Path:
+    """The bundled templates: inside the package once installed (a wheel maps templates/ to
+    archiver/templates), at the top of the source tree when run from a checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+DEFAULT_TEMPLATE = _templates() / "transcript.toml"
 
 
 class ConfigError(ValueError):
@@ -178,6 +188,7 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
             raise ConfigError(f"{dotted}: {problem} (got {_shown(dotted, value)})")
     if path is not None:
         values = _resolve_paths(values, Path(path).resolve().parent)
+    values["render.template"] = values["render.template"] or str(DEFAULT_TEMPLATE)  # empty: the bundled one
     return Config(values, str(path) if path else "the environment")
 
 
