@@ -74,6 +74,8 @@ class _BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most MAX_CONNECTIONS of them; errors become log events, not
     tracebacks on stderr (a client that drops the connection, say)."""
 
+    request_queue_size = 64  # listen backlog: a burst of scrapes waits to be accepted, not for SYN retries
+
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
