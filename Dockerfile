@@ -16,6 +16,8 @@ RUN pip install --no-cache-dir . && chown -R root:root /app
 
 USER archiver
 # Settings come from ARCHIVER_* variables, or a mounted file named by ARCHIVER_CONFIG.
-ENV ARCHIVER_RENDER__TEMPLATE=/app/templates/transcript.toml
+# The templates are installed inside the package: render.template needs no setting.
+# Inside a container, loopback is unreachable from the published port: listen on every interface.
+ENV ARCHIVER_METRICS__HOST=0.0.0.0
 ENTRYPOINT ["archiver"]
 CMD ["serve"]

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -170,9 +170,17 @@ class WorkQueue:
 
     def oldest_open(self) -> dt.datetime | None:
         """When the oldest job not archived yet (quarantined included) was discovered."""
-        doc = self.jobs.find_one({"state": {"$in": [*CLAIMABLE, "quarantined"]}}, {"discovered_at": 1},
-                                 sort=[("discovered_at", ASCENDING)])
+        doc = self.oldest_open_job()
         return doc.get("discovered_at") if doc else None
+
+    def oldest_open_job(self) -> dict[str, Any] | None:
+        """The job not archived yet (quarantined included) discovered first."""
+        return self.jobs.find_one({"state": {"$in": [*CLAIMABLE, "quarantined"]}},
+                                  {"state": 1, "discovered_at": 1}, sort=[("discovered_at", ASCENDING)])
+
+    def recent(self, state: str, limit: int) -> list[dict[str, Any]]:
+        """Up to LIMIT jobs in STATE, the most recently finished first (read-only, for status)."""
+        return list(self.jobs.find({"state": state}).sort("finished_at", DESCENDING).limit(limit))
 
     def counts(self) -> dict[str, int]:
         return {row["_id"]: row["n"] for row in self.jobs.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}

@@ -10,12 +10,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
 
 from archiver.commands import COMMANDS
-from archiver.commands.common import ITEMS_FAILED, USAGE, UsageError
+from archiver.commands.common import ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
 from archiver.config import ConfigError
 from archiver.envelope import EnvelopeError
+from archiver.mongo import Unreachable, unreachable_reason
+from archiver.redact import redact
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
 from archiver.store import StoreError
@@ -26,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="archiver",
         description="Archive ended contact-centre chats as signed, encrypted, indexed evidence.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  archiver --config config/archiver.toml run --limit 1000",
+        epilog="example:\n  cp config/archiver.example.toml archiver.toml   # then edit it\n"
+               "  archiver --config archiver.toml run --limit 1000",
     )
     parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $ARCHIVER_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,21 +44,34 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # no command: what there is to do, as a usage error
+        print(parser.format_help(), end="", file=sys.stderr)
+        return USAGE
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return int(exc.code or 0)
     try:
         return COMMANDS[args.command].run(args)
     except (UsageError, ConfigError, SigningError, EnvelopeError, TemplateError) as exc:
-        print(f"archiver: error: {exc}", file=sys.stderr)
-        return USAGE
-    except PyMongoError as exc:  # the database is down or refuses us: say so, no traceback
-        print(f"archiver: error: MongoDB: {exc}", file=sys.stderr)
-        return ITEMS_FAILED
+        return _error(exc, USAGE)
+    except ConfigurationError as exc:  # the driver refuses a URI or option (mongodb+srv, say)
+        return _error(f"MongoDB configuration: {exc}", USAGE)
+    except Unreachable as exc:
+        return _error(exc, UNREACHABLE)
+    except ConnectionFailure as exc:  # lost during the command: one line, not the topology dump
+        return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
+    except PyMongoError as exc:  # the database refuses us: say so, no traceback
+        return _error(f"MongoDB: {exc}", ITEMS_FAILED)
     except (StoreError, OSError) as exc:
-        print(f"archiver: error: {exc}", file=sys.stderr)
-        return ITEMS_FAILED
+        return _error(exc, ITEMS_FAILED)
+
+
+def _error(message: object, code: int) -> int:
+    """Print MESSAGE (credentials in URIs redacted) as the command's error; CODE is the exit code."""
+    print(f"archiver: error: {redact(str(message))}", file=sys.stderr)
+    return code
 
 
 def run_console() -> None:

@@ -13,9 +13,23 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from apscheduler.triggers.cron import CronTrigger
+from pymongo import uri_parser
+from pymongo.errors import PyMongoError
+
+from archiver.redact import redact
 
 ENV_PREFIX = "ARCHIVER_"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "transcript.toml"
+
+
+def _templates() -> Path:
+    """The bundled templates: inside the package once installed (a wheel maps templates/ to
+    archiver/templates), at the top of the source tree when run from a checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+DEFAULT_TEMPLATE = _templates() / "transcript.toml"
 
 
 class ConfigError(ValueError):
@@ -50,9 +64,15 @@ def _storage_url(v: str) -> str | None:
 
 
 def _mongo_uri(v: str) -> str | None:
-    if v == "" or v.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
+    if v == "" or v.startswith(("mongodb+srv://", "mongomock://")):  # +srv: checked on connecting (DNS)
         return None
-    return "must start with mongodb://, mongodb+srv:// or mongomock://"
+    if not v.startswith("mongodb://"):
+        return "must start with mongodb://, mongodb+srv:// or mongomock://"
+    try:  # the driver's own parser: host, port, options; no connection is made
+        uri_parser.parse_uri(v, warn=False)
+    except (PyMongoError, ValueError) as exc:
+        return f"is not a valid MongoDB URI ({exc})"
+    return None
 
 
 def _crontab(v: str) -> str | None:
@@ -117,7 +137,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "metrics": {
         "port": Key(int, 9108, _not_negative),
-        "host": Key(str, "0.0.0.0"),
+        "host": Key(str, "127.0.0.1"),
         "stale_after_minutes": Key(float, 30.0, _positive),
     },
     "logging": {
@@ -126,6 +146,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+FROM_ENVIRONMENT = "the environment"  # Config.source when no file was given
 SECRETS = frozenset({"signing.key_password"})  # never echoed in error messages
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -145,7 +166,13 @@ class Config:
         for name in dotted:
             if self._values[name] in ("", []):
                 env = ENV_PREFIX + name.upper().replace(".", "__")
-                raise ConfigError(f"{name}: required but not set (in {self.source} or {env})")
+                raise ConfigError(f"{name}: required but not set (in {self.source} or {env}){self._how()}")
+
+    def _how(self) -> str:
+        """How to give a configuration file, when none was given."""
+        if self.source != FROM_ENVIRONMENT:
+            return ""
+        return "; no configuration file was given: name one with --config PATH (before the command) or ARCHIVER_CONFIG"
 
     def with_overrides(self, **dotted: Any) -> "Config":
         """A copy with some keys replaced, e.g. ``{"storage.url": ...}``."""
@@ -175,10 +202,11 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         spec = SCHEMA[section][key]
         problem = spec.check(value) if spec.check else None
         if problem:
-            raise ConfigError(f"{dotted}: {problem} (got {_shown(dotted, value)})")
+            raise ConfigError(redact(f"{dotted}: {problem} (got {_shown(dotted, value)})"))
     if path is not None:
         values = _resolve_paths(values, Path(path).resolve().parent)
-    return Config(values, str(path) if path else "the environment")
+    values["render.template"] = values["render.template"] or str(DEFAULT_TEMPLATE)  # empty: the bundled one
+    return Config(values, str(path) if path else FROM_ENVIRONMENT)
 
 
 def _from_file(raw: dict[str, Any]) -> dict[str, Any]:
@@ -216,12 +244,12 @@ def _parse_env(name: str, spec: Key, text: str) -> Any:
         return [item.strip() for item in text.split(",") if item.strip()]
     if spec.type is bool:
         if text.lower() not in _BOOL_WORDS:
-            raise ConfigError(f"{name}: must be true or false (got {text!r})")
+            raise ConfigError(f"{name}: must be true or false (got {redact(repr(text))})")
         return _BOOL_WORDS[text.lower()]
     try:
         return spec.type(text)
     except ValueError:
-        raise ConfigError(f"{name}: must be {spec.type.__name__} (got {text!r})") from None
+        raise ConfigError(f"{name}: must be {spec.type.__name__} (got {redact(repr(text))})") from None
 
 
 def _typed(dotted: str, spec: Key, value: Any) -> Any:
@@ -236,7 +264,7 @@ def _typed(dotted: str, spec: Key, value: Any) -> Any:
 
 
 def _shown(dotted: str, value: Any) -> str:
-    return f"a {type(value).__name__}, value withheld" if dotted in SECRETS else repr(value)
+    return f"a {type(value).__name__}, value withheld" if dotted in SECRETS else redact(repr(value))
 
 
 _PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template")

@@ -7,6 +7,7 @@ process exits 0; another instance picks up whatever is left.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from archiver.config import Config
+from archiver import logs
 from archiver.logs import event
 from archiver.metrics import Metrics, serve_http
 from archiver.pipeline import Archiver
@@ -30,6 +32,7 @@ class Service:
         self.metrics = Metrics()
         self.last_activity = time.time()  # a finished chat or pass; start-up until then
         self.last_error = ""
+        self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
 
     def archive_pass(self) -> None:
         try:
@@ -43,6 +46,18 @@ class Service:
         self.metrics.record_pass(report)
         self.refresh_gauges()
 
+    def rescan(self) -> None:
+        """The scheduled full rediscovery; a failure shows in /healthz, metrics and status, and is
+        never raised into APScheduler (whose log nobody watches)."""
+        try:
+            self.archiver.rescan()
+        except Exception as exc:
+            self.rescan_error = f"{type(exc).__name__}: {exc}"
+            event("rescan_failed", logging.ERROR, error=self.rescan_error)
+        else:
+            self.rescan_error = ""
+        self.metrics.record_rescan(ok=not self.rescan_error)
+
     def refresh_gauges(self) -> None:
         for state, count in self.archiver.queue.counts().items():
             self.metrics.queue.labels(state).set(count)
@@ -54,13 +69,14 @@ class Service:
         self.last_activity = time.time()
 
     def healthy(self) -> bool:
-        """No failed pass, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
+        """No failed pass or rescan, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
         stale = self.config["metrics.stale_after_minutes"] * 60
-        return not self.last_error and time.time() - self.last_activity < stale
+        return not self.last_error and not self.rescan_error and time.time() - self.last_activity < stale
 
 
 def serve(config: Config, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
+    logs.adopt("apscheduler", "py.warnings")  # every line on stderr in the same (JSON) format
     service = Service(config, stop)
     if config["metrics.port"]:
         serve_http(service.metrics, config["metrics.port"], service.healthy, config["metrics.host"])
@@ -69,9 +85,8 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     scheduler.add_job(service.archive_pass, CronTrigger.from_crontab(config["schedule.archive"], timezone="UTC"),
                       id="archive", next_run_time=dt.datetime.now(dt.timezone.utc), **once)
     if config["schedule.discovery_rescan"]:
-        scheduler.add_job(service.archiver.discover,
-                          CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
-                          kwargs={"full": True}, id="discovery_rescan", **once)
+        scheduler.add_job(service.rescan, CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
+                          id="discovery_rescan", **once)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import Any
 
+from archiver.redact import redact
+
 LOGGER = logging.getLogger("archiver")
 
 
@@ -17,15 +19,23 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "event": record.getMessage(),
-            **getattr(record, "fields", {}),
+            **_fields(record),
         }
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return redact(json.dumps(line, ensure_ascii=False, default=str))  # URIs in errors keep no password
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
-        return f"{record.levelname.lower()}: {record.getMessage()} {fields}".rstrip()
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        return redact(f"{record.levelname.lower()}: {record.getMessage()} {fields}".rstrip())
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """An event's fields; a library's record of an exception gives its type and message, not a traceback."""
+    fields = dict(getattr(record, "fields", {}))
+    if record.exc_info and record.exc_info[1] is not None:
+        fields.setdefault("error", f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+    return fields
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:
@@ -34,6 +44,17 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level)
     LOGGER.propagate = False
+
+
+def adopt(*names: str, level: int = logging.WARNING) -> None:
+    """Send the records of other libraries' loggers NAMES (APScheduler, warnings) through our handler,
+    so that every line on stderr has the same format."""
+    logging.captureWarnings(True)
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = LOGGER.handlers
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -6,15 +6,21 @@ service is healthy (see `Service.healthy`), 503 otherwise.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from archiver.logs import event
+
 STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
+MAX_CONNECTIONS = 16  # handler threads at most; a connection beyond them is closed at once
+REQUEST_TIMEOUT = 5.0  # seconds a connection may stay silent before it is closed
 
 
 class Metrics:
@@ -40,6 +46,11 @@ class Metrics:
         self.queue = Gauge("archiver_jobs", "Jobs by state", ["state"], registry=self.registry)
         self.last_pass_end = Gauge("archiver_last_pass_end_timestamp_seconds", "When the last pass ended",
                                    registry=self.registry)
+        self.rescan_failures = Counter("archiver_rescan_failures", "Full rediscoveries (discovery_rescan) that "
+                                       "failed", registry=self.registry)
+        self.last_rescan_ok = Gauge("archiver_last_rescan_ok", "0 after a full rediscovery failed, until one "
+                                    "succeeds; 1 otherwise", registry=self.registry)
+        self.last_rescan_ok.set(1)
 
     def record_pass(self, report) -> None:
         self.archived.inc(report.archived)
@@ -53,10 +64,48 @@ class Metrics:
         self.last_pass_end.set(time.time())
 
 
-def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Start /metrics and /healthz on PORT in a daemon thread."""
+    def record_rescan(self, ok: bool) -> None:
+        if not ok:
+            self.rescan_failures.inc()
+        self.last_rescan_ok.set(1 if ok else 0)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them; errors become log events, not
+    tracebacks on stderr (a client that drops the connection, say)."""
+
+    request_queue_size = 64  # listen backlog: a burst of scrapes waits to be accepted, not for SYN retries
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # busy (or flooded): drop it rather than grow
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        event("metrics_client_dropped", logging.DEBUG, error=f"{type(error).__name__}: {error}")
+
+
+def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "127.0.0.1",
+               timeout: float = REQUEST_TIMEOUT) -> ThreadingHTTPServer:
+    """Start /metrics and /healthz on HOST:PORT in a daemon thread; silent connections close after TIMEOUT s."""
 
     class Handler(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            self.timeout = timeout  # socket timeout of every read and write of this connection
+            super().setup()
+
         def log_message(self, *args) -> None:  # access logs would drown the structured ones
             pass
 
@@ -76,6 +125,6 @@ def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: s
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _BoundedServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
     return server

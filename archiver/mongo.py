@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from typing import Any
 
@@ -10,7 +11,10 @@ import mongomock
 import pymongo
 from bson.codec_options import CodecOptions
 from pymongo.database import Database
+from pymongo.errors import ConnectionFailure
 from pymongo.mongo_client import MongoClient
+
+from archiver.redact import redact
 
 _STAND_INS: dict[str, mongomock.MongoClient] = {}
 _CLIENTS: dict[str, MongoClient] = {}
@@ -45,6 +49,32 @@ def connect(uri: str) -> MongoClient:
             timeout = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
             _CLIENTS[uri] = pymongo.MongoClient(uri, tz_aware=True, **timeout)
         return _CLIENTS[uri]
+
+
+class Unreachable(RuntimeError):
+    """A MongoDB server that a setting points at did not answer (the CLI's exit 4)."""
+
+
+def reachable(uri: str, setting: str) -> MongoClient:
+    """The client for URI once a server has answered; Unreachable, naming SETTING, if none does
+    within the server selection timeout (10 s unless the URI says otherwise)."""
+    client = connect(uri)
+    try:
+        client.admin.command("ping")
+    except ConnectionFailure as exc:
+        raise Unreachable(f"{setting} ({redact(uri)}): could not be reached ({unreachable_reason(exc)})") from None
+    return client
+
+
+def index_uri(config: Any) -> tuple[str, str]:
+    """Where the archive index lives, and the setting that says so (index.uri, else mongodb.uri)."""
+    return (config["index.uri"], "index.uri") if config["index.uri"] else (config["mongodb.uri"], "mongodb.uri")
+
+
+def unreachable_reason(exc: ConnectionFailure) -> str:
+    """The driver's message in one line: what each server answered, without the topology dump."""
+    text = str(exc).split(", Topology Description:")[0]
+    return redact(re.sub(r" \(configured timeouts:[^)]*\)", "", text))
 
 
 def tolerant(db: Database) -> Database:

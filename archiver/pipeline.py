@@ -26,10 +26,11 @@ from archiver.claims import Job, WorkQueue, now, now_ms
 from archiver.config import Config
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
-from archiver.mongo import connect
+from archiver.mongo import index_uri, reachable
 from archiver.render.record import source_digest
 from archiver.source import ChatSource
-from archiver.store import ObjectStore, StoreError, open_store
+from archiver.status import LAST_PASS, LAST_RESCAN, recorded
+from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
 from archiver.transcript import InvalidChat
 
 MAX_BACKOFF_SECONDS = 6 * 3600
@@ -57,6 +58,13 @@ class PassReport:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.quarantined
+
+    def summary(self) -> dict[str, Any]:
+        """Counts as recorded for `archiver status`."""
+        return {"outcome": "ok" if self.ok else "items_failed", "discovered": self.discovered,
+                "archived": self.archived, "unchanged": self.unchanged, "failed": len(self.failed),
+                "quarantined": len(self.quarantined), "leases_lost": len(self.leases_lost),
+                "worker_deaths": self.worker_deaths, "seconds": round(self.seconds, 3)}
 
 
 @dataclass(eq=False)
@@ -98,13 +106,17 @@ class Archiver:
             config.require("signing.certificate", "signing.key")
         self.config = config
         self.stop = stop or threading.Event()
-        source_db = connect(config["mongodb.uri"])[config["source.database"]]
+        source_db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
         self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"])
-        index_db = connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]
+        index_db = reachable(*index_uri(config))[config["index.database"]]
         self.queue = WorkQueue(index_db[config["index.jobs"]])
         self.index = ArchiveIndex(index_db[config["index.entries"]])
         self.state = index_db[config["index.state"]]
-        self.store: ObjectStore = open_store(config)
+        self.store: ObjectStore = open_store(config)  # a local one is checked for writing (storage.url)
+        self.lock_warning = local_lock_warning(config)
+        if self.lock_warning:
+            event("local_store_not_locked", logging.WARNING, url=self.store.url,
+                  object_lock_mode=config["storage.object_lock_mode"])
         self.queue.ensure_indexes()
         self.index.ensure_indexes()
         artifacts.init_worker(config)  # fails fast on bad keys, before any claim
@@ -141,13 +153,27 @@ class Archiver:
 
     # -- the pass ------------------------------------------------------------------------------
 
+    def rescan(self) -> int:
+        """Rediscover every ended chat (the nightly job, `run --full`); the outcome is recorded for status."""
+        with recorded(self.state, LAST_RESCAN, self.queue.owner) as outcome:
+            outcome["queued"] = self.discover(full=True)
+        return outcome["queued"]
+
     def run_pass(self, limit: int | None = None, *, discover: bool = True, full: bool = False,
                  progress: Callable[[PassReport], None] | None = None) -> PassReport:
+        """One pass; how it ended (counts, or the error that stopped it) is recorded for status."""
+        with recorded(self.state, LAST_PASS, self.queue.owner) as outcome:
+            report = self._pass(limit, discover, full, progress)
+            outcome.update(report.summary())
+        return report
+
+    def _pass(self, limit: int | None, discover: bool, full: bool,
+              progress: Callable[[PassReport], None] | None) -> PassReport:
         report = PassReport()
         started = time.perf_counter()
         if discover:
             with timed(report.stages, "discover"):
-                report.discovered = self.discover(full)
+                report.discovered = self.rescan() if full else self.discover()
         self._drain(report, limit, progress)
         report.seconds = time.perf_counter() - started
         event("pass_finished", archived=report.archived, unchanged=report.unchanged,

@@ -9,6 +9,7 @@ from archiver import logs
 from archiver.config import Config
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
+UNREACHABLE = 4  # a service the archiver needs (MongoDB) could not be reached
 
 
 class UsageError(Exception):

@@ -5,19 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from archiver.config import Config
+from archiver.config import Config, ConfigError
 from archiver.store.base import ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError", "open_store"]
+__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError", "open_store",
+           "local_lock_warning"]
 
 
 def open_store(config: Config) -> ObjectStore:
     url = config["storage.url"]
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return LocalStore(Path(parsed.path))
+        return _writable_local_store(url, Path(parsed.path))
     return S3Store(
         parsed.netloc,
         parsed.path,
@@ -26,3 +27,23 @@ def open_store(config: Config) -> ObjectStore:
         lock_mode=config["storage.object_lock_mode"],
         max_attempts=config["storage.max_attempts"],
     )
+
+
+def _writable_local_store(url: str, root: Path) -> LocalStore:
+    """The local store at ROOT, once a file could be created there: a configuration error otherwise,
+    raised before any chat is claimed or rendered."""
+    try:
+        store = LocalStore(root)
+        store.check_writable()
+    except OSError as exc:
+        raise ConfigError(f"storage.url: {url}: cannot write there ({exc.strerror or exc})") from None
+    return store
+
+
+def local_lock_warning(config: Config) -> str | None:
+    """What an Object Lock mode set for a local directory really gives, or None."""
+    mode = config["storage.object_lock_mode"]
+    if not mode or not config["storage.url"].startswith("file://"):
+        return None
+    return (f"storage.object_lock_mode {mode} has no effect on a local directory ({config['storage.url']}): "
+            "it offers no lock beyond read-only file modes, which its owner or root can undo")

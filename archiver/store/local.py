@@ -20,6 +20,12 @@ class LocalStore:
         self.url = f"file://{self.root}"
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def check_writable(self) -> None:
+        """Create and remove a file in the store directory (OSError if that fails)."""
+        fd, probe = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        os.close(fd)
+        os.unlink(probe)
+
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if self.root not in path.parents:

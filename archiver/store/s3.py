@@ -13,6 +13,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from archiver.redact import redact
 from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
 
 
@@ -60,7 +61,7 @@ class S3Store:
                 raise ObjectExists(f"{self.url}{key}: already exists; refusing to overwrite") from None
             raise StoreError(f"put {self.url}{key}: {code or 'error'}: {_message(exc)}") from None
         except BotoCoreError as exc:
-            raise StoreError(f"put {self.url}{key}: {exc}") from None
+            raise StoreError(redact(f"put {self.url}{key}: {exc}")) from None  # the endpoint URL may hold a key
         return StoredObject(key=key, version_id=answer.get("VersionId", "") or "", size=len(data))
 
     def get(self, key: str, version_id: str = "") -> bytes:
@@ -75,7 +76,7 @@ class S3Store:
                 raise ObjectMissing(f"{self.url}{key}: not found") from None
             raise StoreError(f"get {self.url}{key}: {code}: {_message(exc)}") from None
         except BotoCoreError as exc:
-            raise StoreError(f"get {self.url}{key}: {exc}") from None
+            raise StoreError(redact(f"get {self.url}{key}: {exc}")) from None
 
     def keys(self, prefix: str = "") -> list[str]:
         found: list[str] = []

@@ -1,0 +1,53 @@
+"""`archiver status [--json]`: jobs by state, what waits longest, how the last pass and rescan ended."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from archiver.commands.common import OK, load_config
+
+HELP = "jobs by state, quarantined chats and why, the oldest chat not archived, the last pass and rescan"
+EXAMPLE = "archiver --config archiver.toml status --json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object (field names documented in the README)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.status import collect
+
+    status = collect(load_config(args))
+    if args.json:
+        print(json.dumps(status.as_json(), indent=2, ensure_ascii=False))
+        return OK
+    print("jobs: " + ", ".join(f"{state} {n}" for state, n in status.jobs.items()))
+    print(f"oldest not archived: {_oldest(status.oldest_unarchived)}")
+    print(f"quarantined {status.quarantined_total}" + (" (most recent first):" if status.quarantined else ""))
+    for job in status.quarantined:
+        print(f"  {job['room']}: {job['reason']} ({job['quarantined_at']})")
+    print(f"failed {status.failed_total}" + (" (most recent first):" if status.failed else ""))
+    for job in status.failed:
+        print(f"  {job['room']}: {job['error']} (attempt {job['attempts']}, retry at {job['retry_at']})")
+    print(f"last pass: {_outcome(status.last_pass)}")
+    print(f"last rescan: {_outcome(status.last_rescan)}")
+    return OK
+
+
+def _oldest(job: dict[str, Any] | None) -> str:
+    if job is None:
+        return "none"
+    age = job["age_seconds"]
+    waited = f"{age / 3600:.1f} h" if age is not None else "age unknown"
+    return f"{job['room']} ({job['state']}), discovered {job['discovered_at']}, {waited} ago"
+
+
+def _outcome(doc: dict[str, Any] | None) -> str:
+    if doc is None:
+        return "never recorded"
+    counts = {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)}
+    line = f"{doc['outcome']}, ended {doc['ended_at']} by {doc['worker']}"
+    line += f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
+    return line + (f": {doc['error']}" if doc.get("error") else "")

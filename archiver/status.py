@@ -1,0 +1,127 @@
+"""What `archiver status` reports, and the records of passes and rescans it reads.
+
+Every archive pass and every full rediscovery (rescan) records how it ended in the
+index database's state collection (`index.state`, documents `last_pass` and
+`last_rescan`), from `archiver run` and `archiver serve` alike. Status reads those,
+job counts by state (one aggregation) and the most recent failed and quarantined
+jobs (bounded lists): a few cheap queries whatever the size of the archive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from pymongo.collection import Collection
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from archiver.claims import WorkQueue, now
+from archiver.config import Config
+from archiver.logs import event
+from archiver.mongo import index_uri, reachable
+from archiver.redact import redact
+
+LAST_PASS, LAST_RESCAN = "last_pass", "last_rescan"
+STATES = ("pending", "claimed", "failed", "quarantined", "done")
+QUARANTINE_SHOWN = FAILED_SHOWN = 20
+
+
+@contextmanager
+def recorded(state: Collection, kind: str, worker: str) -> Iterator[dict[str, Any]]:
+    """Record in STATE how the pass or rescan run in the block ended (document KIND).
+
+    The block adds its counts (and `outcome` when not "ok") to the dict it is given; an
+    exception is recorded as outcome "error" with its message, and raised on.
+    """
+    fields: dict[str, Any] = {"outcome": "ok", "error": ""}
+    started = now()
+    try:
+        yield fields
+    except Exception as exc:
+        fields.update(outcome="error", error=redact(f"{type(exc).__name__}: {exc}"))
+        if not isinstance(exc, ConnectionFailure):  # else the record would fail the same way, slowly
+            _save(state, kind, {**fields, "started_at": started, "worker": worker})
+        raise
+    _save(state, kind, {**fields, "started_at": started, "worker": worker})
+
+
+def _save(state: Collection, kind: str, doc: dict[str, Any]) -> None:
+    try:
+        state.replace_one({"_id": kind}, {**doc, "ended_at": now()}, upsert=True)
+    except PyMongoError as exc:  # the outcome itself still reaches the caller (exit code, logs)
+        event("outcome_not_recorded", logging.WARNING, kind=kind, error=redact(str(exc)))
+
+
+@dataclass
+class Status:
+    """The JSON of `archiver status --json`; its field names are documented in the README."""
+    jobs: dict[str, int]
+    failed: list[dict[str, Any]]
+    failed_total: int
+    quarantined: list[dict[str, Any]]
+    quarantined_total: int
+    oldest_unarchived: dict[str, Any] | None
+    last_pass: dict[str, Any] | None
+    last_rescan: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect(config: Config) -> Status:
+    """The state of the archive for an operator; needs only the index database."""
+    if not config["index.uri"]:
+        config.require("mongodb.uri")
+    db = reachable(*index_uri(config))[config["index.database"]]
+    queue = WorkQueue(db[config["index.jobs"]])
+    counts = {name: 0 for name in STATES} | queue.counts()
+    state = db[config["index.state"]]
+    return Status(
+        jobs=counts,
+        failed=[_failed(job) for job in queue.recent("failed", FAILED_SHOWN)],
+        failed_total=counts["failed"],
+        quarantined=[_quarantined(job) for job in queue.recent("quarantined", QUARANTINE_SHOWN)],
+        quarantined_total=counts["quarantined"],
+        oldest_unarchived=_oldest(queue.oldest_open_job()),
+        last_pass=_outcome(state.find_one({"_id": LAST_PASS})),
+        last_rescan=_outcome(state.find_one({"_id": LAST_RESCAN})),
+    )
+
+
+def _iso(value: Any) -> str | None:
+    """A time as ISO 8601 UTC: datetimes as stored, or epoch milliseconds (the queue's times)."""
+    if isinstance(value, (int, float)):
+        value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
+    if not isinstance(value, dt.datetime):
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat(timespec="milliseconds")
+
+
+def _failed(job: dict[str, Any]) -> dict[str, Any]:
+    return {"room": job["_id"], "error": redact(job.get("last_error", "")), "attempts": job.get("attempts", 0),
+            "failed_at": _iso(job.get("finished_at")), "retry_at": _iso(job.get("available_at"))}
+
+
+def _quarantined(job: dict[str, Any]) -> dict[str, Any]:
+    return {"room": job["_id"], "reason": redact(job.get("reason") or job.get("last_error", "")),
+            "attempts": job.get("attempts", 0), "quarantined_at": _iso(job.get("finished_at"))}
+
+
+def _oldest(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    discovered = job.get("discovered_at")
+    if isinstance(discovered, dt.datetime) and discovered.tzinfo is None:
+        discovered = discovered.replace(tzinfo=dt.timezone.utc)
+    age = (now() - discovered).total_seconds() if isinstance(discovered, dt.datetime) else None
+    return {"room": job["_id"], "state": job["state"], "discovered_at": _iso(discovered),
+            "age_seconds": None if age is None else round(max(age, 0.0), 3)}
+
+
+def _outcome(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    return {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in doc.items() if k != "_id"}

@@ -1,0 +1,129 @@
+"""`archiver status`, and the outcomes of passes and rescans it reports (also in metrics and /healthz)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from pymongo.errors import OperationFailure
+
+from archiver.cli import main
+from archiver.jobs import Service
+from archiver.mongo import connect
+from archiver.samples import make_chat
+from archiver.status import QUARANTINE_SHOWN, collect
+from conftest import write_toml
+
+
+def _toml(tmp_path: Path, make_config) -> Path:
+    config = make_config().as_dict()
+    wanted = ["mongodb.uri", "storage.url", "storage.object_lock_mode", "signing.certificate", "signing.key",
+              "encryption.recipients", "source.database", "index.database", "archive.workers", "logging.format"]
+    return write_toml(tmp_path / "archiver.toml", {k: config[k] for k in wanted})
+
+
+def _db(make_config, which: str):
+    config = make_config()
+    return connect(config["mongodb.uri"])[config[f"{which}.database"]]
+
+
+def _seed_good_and_broken(make_config) -> str:
+    start = (time.time() - 600) * 1000
+    chat, contact = make_chat(random.Random(18), messages=4, start_ms=start)
+    broken = {"_id": "BROKEN", "room": "BROKEN",
+              "messages": [{"data": {"messageType": "endChat", "ts": start, "content": {"text": []}}}]}
+    source = _db(make_config, "source")
+    source.chats.insert_many([chat, broken])
+    source.contacts.insert_one(contact)
+    return chat["room"]
+
+
+def _status(config: Path, capsys) -> dict:
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_status_after_run_shows_jobs_quarantine_and_the_last_pass(tmp_path, make_config, capsys) -> None:
+    config = _toml(tmp_path, make_config)
+    before = _status(config, capsys)
+    assert before["last_pass"] is None and before["last_rescan"] is None and before["oldest_unarchived"] is None
+    _seed_good_and_broken(make_config)
+    assert main(["--config", str(config), "run", "--full", "--no-progress"]) == 1
+    capsys.readouterr()
+    status = _status(config, capsys)
+    assert status["jobs"] == {"pending": 0, "claimed": 0, "failed": 0, "quarantined": 1, "done": 1}
+    assert status["quarantined_total"] == 1
+    (shown,) = status["quarantined"]
+    assert shown["room"] == "BROKEN" and "data.content.text: is list" in shown["reason"]
+    assert status["oldest_unarchived"]["room"] == "BROKEN" and status["oldest_unarchived"]["state"] == "quarantined"
+    last = status["last_pass"]
+    assert last["outcome"] == "items_failed" and last["archived"] == 1 and last["quarantined"] == 1
+    assert last["worker"].startswith(socket.gethostname() + ":") and last["error"] == ""
+    assert dt.datetime.fromisoformat(last["ended_at"]) >= dt.datetime.fromisoformat(last["started_at"])
+    assert status["last_rescan"]["outcome"] == "ok" and status["last_rescan"]["queued"] == 2
+
+    assert main(["--config", str(config), "status"]) == 0
+    text = capsys.readouterr().out
+    assert "quarantined 1" in text and "BROKEN:" in text and "last pass" in text and "items_failed" in text
+
+
+def test_quarantine_is_bounded_most_recent_first_and_oldest_has_an_age(tmp_path, make_config, capsys) -> None:
+    jobs = _db(make_config, "index")["archive_jobs"]
+    now = dt.datetime.now(dt.timezone.utc)
+    now_ms = int(now.timestamp() * 1000)
+    jobs.insert_many([{"_id": f"Q{i:02}", "state": "quarantined", "reason": f"reason {i}", "last_error": f"reason {i}",
+                       "attempts": 1, "kind": "ended", "available_at": now_ms, "finished_at": now_ms - (30 - i) * 1000,
+                       "discovered_at": now - dt.timedelta(minutes=30 - i)} for i in range(25)])
+    jobs.insert_one({"_id": "OLD", "state": "pending", "attempts": 0, "kind": "ended", "last_error": "",
+                     "available_at": now_ms, "discovered_at": now - dt.timedelta(hours=2)})
+    jobs.insert_one({"_id": "F", "state": "failed", "attempts": 2, "kind": "ended", "last_error": "put: SlowDown",
+                     "available_at": now_ms + 60_000, "finished_at": now_ms, "discovered_at": now})
+    status = _status(_toml(tmp_path, make_config), capsys)
+    assert status["jobs"]["quarantined"] == 25 and status["quarantined_total"] == 25
+    assert [q["room"] for q in status["quarantined"]] == [f"Q{i:02}" for i in range(24, 24 - QUARANTINE_SHOWN, -1)]
+    assert status["failed"] == [{"room": "F", "error": "put: SlowDown", "attempts": 2,
+                                 "failed_at": status["failed"][0]["failed_at"],
+                                 "retry_at": status["failed"][0]["retry_at"]}]
+    oldest = status["oldest_unarchived"]
+    assert oldest["room"] == "OLD" and oldest["state"] == "pending" and 7100 < oldest["age_seconds"] < 7300
+
+
+def _service(make_config) -> Service:
+    return Service(make_config(), threading.Event())
+
+
+def test_a_failed_rescan_shows_in_status_metrics_and_healthz(make_config, monkeypatch) -> None:
+    service = _service(make_config)
+    service.archive_pass()
+    assert service.healthy()
+
+    def broken(since):
+        raise OperationFailure("not authorized on ctlive to execute command { find: \"chats\" }")
+    monkeypatch.setattr(service.archiver.source, "ended_since", broken)
+    service.rescan()  # never raises into APScheduler, where it used to vanish
+    assert not service.healthy()
+    status = collect(make_config())
+    assert status.last_rescan["outcome"] == "error" and "not authorized" in status.last_rescan["error"]
+    metrics = generate_latest(service.metrics.registry).decode()
+    assert "archiver_rescan_failures_total 1.0" in metrics and "archiver_last_rescan_ok 0.0" in metrics
+
+    monkeypatch.undo()
+    service.rescan()
+    assert service.healthy() and collect(make_config()).last_rescan["outcome"] == "ok"
+    assert "archiver_last_rescan_ok 1.0" in generate_latest(service.metrics.registry).decode()
+
+
+def test_serve_records_a_failed_pass(make_config, monkeypatch) -> None:
+    service = _service(make_config)
+    monkeypatch.setattr(service.archiver.queue, "claim_batch",
+                        lambda *a, **k: (_ for _ in ()).throw(OperationFailure("claim refused")))
+    service.archive_pass()
+    last = collect(make_config()).last_pass
+    assert last["outcome"] == "error" and "claim refused" in last["error"]
+    assert not service.healthy()
