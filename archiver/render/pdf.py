@@ -275,8 +275,11 @@ class _LineFiller:
 def _pieces(word: str, style: Style, width: float) -> list[str]:
     """WORD in pieces no wider than WIDTH (at least one character each)."""
     pieces, start, used = [], 0, 0.0
+    widths: dict[str, float] = {}  # a megabyte-long word has few distinct characters: measure each once
     for i, ch in enumerate(word):
-        w = pdfmetrics.stringWidth(ch, style.font, style.size)
+        w = widths.get(ch)
+        if w is None:
+            w = widths[ch] = pdfmetrics.stringWidth(ch, style.font, style.size)
         if used + w > width and i > start:
             pieces.append(word[start:i])
             start, used = i, 0.0
