@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
 from archiver.names import safe_name
-from archiver.render.pdf import PdfRenderer
+from archiver.render.pdf import Limits, PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, load_identity, sha256_hex
 from archiver.store import ObjectStore, PutFailed, StoreError, open_store
@@ -38,6 +38,7 @@ class Plaintext:
     record_signature: bytes  # detached CMS over `record`
     placeholders: int
     source_sha256: str
+    shortened: int = 0  # fields the PDF shows cut (the record holds them whole)
 
     def files(self) -> dict[str, bytes]:
         return {"pdf": self.pdf, "record": self.record, "record_signature": self.record_signature}
@@ -92,7 +93,7 @@ class ArtifactBuilder:
             config["signing.key_password"], config["signing.chain"],
         )
         return cls(
-            PdfRenderer(config["render.template"], config["render.timezone"]),
+            PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
             Signer(identity, config["signing.timestamp_url"]),
             Envelope(load_recipients(config["encryption.recipients"])) if encrypt else None,
             config["archive.max_message_chars"],
@@ -111,7 +112,7 @@ class ArtifactBuilder:
         with timed(timings, "sign"):
             pdf = self.signer.sign_pdf(rendered.data)
             record_signature = self.signer.sign_detached(record)
-        return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest)
+        return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, rendered.shortened)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime) -> Artifacts:
@@ -135,6 +136,11 @@ class ArtifactBuilder:
             objects={b.name: b.describe() for b in blobs},
         )
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
+
+
+def render_limits(config: Config) -> Limits:
+    return Limits(url_chars=config["archive.max_url_chars"], field_chars=config["archive.max_field_chars"],
+                  pages=config["archive.max_pages"], pdf_bytes=config["archive.max_pdf_bytes"])
 
 
 def version_folder(room: str, version: int) -> str:
@@ -162,6 +168,7 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
         "message_count": len(t.messages),
         "failed_deliveries": t.failed_deliveries,
         "placeholders": plain.placeholders,
+        "shortened_fields": plain.shortened,
         "warnings": list(t.warnings),
         "source_sha256": plain.source_sha256,
         "generated_at": generated_at,

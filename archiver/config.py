@@ -126,6 +126,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_attempts": Key(int, 5, _positive),
         "retry_backoff_seconds": Key(int, 60, _not_negative),
         "max_message_chars": Key(int, 1_000_000, _positive),
+        "max_url_chars": Key(int, 2_048, _positive),
+        "max_field_chars": Key(int, 1_000, _positive),
+        "max_pages": Key(int, 2_000, _positive),
+        "max_pdf_bytes": Key(int, 50_000_000, _positive),
     },
     "render": {
         "template": Key(str, str(DEFAULT_TEMPLATE)),

@@ -146,13 +146,8 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[str]) -> list[Messa
             raise InvalidChat(f"{where}: field 'data' is {type(item['data']).__name__}, not an object")
         content = data.get("content") if isinstance(data.get("content"), Mapping) else {}
         user = content.get("user") if isinstance(content.get("user"), Mapping) else {}
-        text = _field_text(content.get("text"), f"{where} data.content.text")
-        if len(text) > max_chars:
-            raise InvalidChat(
-                f"{where}: data.content.text has {len(text):,} characters, over the limit of "
-                f"{max_chars:,} (archive.max_message_chars)"
-            )
-        message_id = _field_text(data.get("id"), f"{where} data.id")
+        text = _bounded(content.get("text"), where, "data.content.text", max_chars)
+        message_id = _bounded(data.get("id"), where, "data.id", max_chars)
         ts = data.get("ts")
         sent_at = to_datetime(ts)
         if ts is not None and sent_at is None:
@@ -167,16 +162,17 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[str]) -> list[Messa
                 position=position,
                 message_id=message_id,
                 object_id=_text(item.get("_id")),
-                type=_field_text(data.get("messageType"), f"{where} data.messageType"),
+                type=_bounded(data.get("messageType"), where, "data.messageType", max_chars),
                 sent_at=sent_at,
-                sender_id=_field_text(user.get("id"), f"{where} data.content.user.id"),
+                sender_id=_bounded(user.get("id"), where, "data.content.user.id", max_chars),
                 is_agent=user.get("isAgent") if isinstance(user.get("isAgent"), bool) else None,
                 text=text,
-                url=_field_text(content.get("url"), f"{where} data.content.url"),
+                url=_bounded(content.get("url"), where, "data.content.url", max_chars),
                 delivered=data.get("deliverySuccess") if isinstance(data.get("deliverySuccess"), bool) else None,
-                delivery_error=_field_text(data.get("deliveryErrorReason"), f"{where} data.deliveryErrorReason"),
+                delivery_error=_bounded(data.get("deliveryErrorReason"), where, "data.deliveryErrorReason",
+                                        max_chars),
                 seen=data.get("messageSeen"),
-                reply_to=_field_text(data.get("replyTo"), f"{where} data.replyTo"),
+                reply_to=_bounded(data.get("replyTo"), where, "data.replyTo", max_chars),
                 duplicate_of=duplicate_of,
             )
         )
@@ -221,6 +217,15 @@ def _check_text(value: str, where: str) -> None:
         raise InvalidChat(
             f"{where}: invalid UTF-8 (unpaired surrogate U+{ord(bad.group()):04X} at character {bad.start()})"
         )
+
+
+def _bounded(value: Any, where: str, name: str, max_chars: int) -> str:
+    """Text field NAME of a message, refused when longer than MAX_CHARS (archive.max_message_chars)."""
+    text = _field_text(value, f"{where} {name}")
+    if len(text) > max_chars:
+        raise InvalidChat(f"{where}: {name} has {len(text):,} characters, over the limit of {max_chars:,} "
+                          "(archive.max_message_chars)")
+    return text
 
 
 def _field_text(value: Any, where: str) -> str:

@@ -347,3 +347,23 @@ def test_stopping_finishes_the_chat_in_hand_and_hands_back_the_rest(make_config,
     assert {(j["state"], j["attempts"]) for j in handed_back} == {("pending", 0)}
     monkeypatch.setattr(artifacts, "archive_here", real_archive)
     assert Archiver(config).run_pass().archived == 11
+
+
+def test_a_pdf_over_the_page_cap_is_quarantined_and_a_huge_url_is_archived_in_full(make_config, keys) -> None:
+    config = make_config(archive__max_pages=5)
+    rng = random.Random(9)
+    newlines, long_url, good = (make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(3))
+    newlines[0]["messages"][0]["data"]["content"]["text"] = "a\n" * 500_000  # 1 MB, within max_message_chars
+    url = "https://example.com/" + "q" * (1_000_000 - 20)
+    long_url[0]["messages"][0]["data"].update(messageType="LINK")
+    long_url[0]["messages"][0]["data"]["content"]["url"] = url
+    seed(config, [newlines, long_url, good])
+    report = Archiver(config).run_pass()
+    room = newlines[0]["room"]
+    assert report.archived == 2 and archived_rooms(config) == sorted([long_url[0]["room"], good[0]["room"]])
+    assert "more than 5 pages (archive.max_pages); stopped at message #1" in report.quarantined[room]
+    assert job(config, room)["state"] == "quarantined" and "archive.max_pages" in job(config, room)["reason"]
+    entry = entries(config, room=long_url[0]["room"])[0]
+    assert entry["shortened_fields"] == 1
+    record = json.loads(open_object(config, keys, entry["objects"]["record"]))
+    assert record["transcript"]["messages"][0]["url"] == url, "the JSON record keeps the full value"

@@ -13,9 +13,10 @@ import pytest
 from archiver.config import DEFAULT_TEMPLATE
 from reportlab.pdfbase import pdfmetrics
 
+from archiver.render import pdf as pdf_module
 from archiver.render.pdf import PdfRenderer, Run, TemplateError, wrap
 from archiver.samples import PHRASES, SEED_CHAT, make_chat
-from archiver.transcript import normalise
+from archiver.transcript import InvalidChat, normalise
 from conftest import require_tool
 
 ITALIAN = DEFAULT_TEMPLATE.with_name("transcript.it.toml")
@@ -118,7 +119,7 @@ def test_long_words_long_texts_and_newlines(renderer, tmp_path) -> None:
     out = renderer.render(normalise(_chat([word, novel, "first line\nsecond line"])))
     text = _text(out.data, tmp_path)
     assert text.count("x") >= 10_000
-    assert "first line\nsecond line" in text
+    assert "│ first line\n│ second line" in text, "each line of a message behind the quote bar"
     assert re.search(r"Page \d+ of (\d+)", text).group(1) == str(text.count("\f"))
 
 
@@ -166,3 +167,129 @@ def test_the_footer_draws_any_room_id_and_never_runs_into_the_page_number(render
     footer = [line for line in second.splitlines() if "Page 2 of" in line]
     assert footer and "客服-房间房间" in footer[0], "CJK room id drawn in a font that has it"
     assert re.search(r"房间\s+Page 2 of \d+$", footer[0].strip()), "cut before the page number"
+
+
+# -- size limits (issue 8, item 8) -------------------------------------------------------------
+
+def _link_chat(url: str) -> dict:
+    chat = _chat(["before the link"])
+    chat["messages"][1]["data"].update(messageType="LINK", content={"url": url, "user": {"id": "c1", "isAgent": False}})
+    return chat
+
+
+BAR = re.compile(r"^\s*│ ?", re.MULTILINE)  # what starts every line of a message after its header
+
+
+def _unquoted(text: str) -> str:
+    """Extracted text with the quote bars taken off and the lines joined, for text cut anywhere."""
+    return BAR.sub("", text).replace("\n", "")
+
+
+def _plain(text: str) -> str:
+    """Extracted text with the quote bars taken off, whitespace as one space."""
+    return _flat(BAR.sub("", text))
+
+
+def test_a_long_url_is_one_link_and_a_longer_one_is_shortened_text(renderer, tmp_path) -> None:
+    url = "https://example.com/" + "p" * 1_480  # wraps over many lines, still under archive.max_url_chars
+    pdf = renderer.render(normalise(_link_chat(url))).data
+    assert pdf.count(b"/Subtype /Link") == 1, "one link annotation however many lines the URL takes"
+    assert url in _unquoted(_text(pdf, tmp_path))
+
+    huge = "https://example.com/" + "q" * (1_000_000 - 20)
+    started = time.perf_counter()
+    out = renderer.render(normalise(_link_chat(huge)))
+    elapsed = time.perf_counter() - started
+    assert elapsed < 10 and len(out.data) < 500_000, (elapsed, len(out.data))
+    assert b"/Subtype /Link" not in out.data, "an over-long URL is drawn as text, not as a link"
+    text = _text(out.data, tmp_path)
+    assert huge[:2_048] in _unquoted(text) and huge[:2_049] not in _unquoted(text)
+    assert "[997,952 more characters not shown here; the full text is in the JSON record]" in _plain(text)
+    assert re.search(r"Fields shown shortened\s+1\b", text)
+    assert out.shortened == 1
+
+
+def test_every_message_field_is_limited_and_the_shortening_is_counted(tmp_path) -> None:
+    renderer = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(field_chars=50))
+    chat = _chat(["hello"])
+    data = chat["messages"][0]["data"]
+    data.update(deliverySuccess=False, deliveryErrorReason="E" * 5_000, replyTo="R" * 5_000, messageType="T" * 5_000)
+    data["content"]["user"]["id"] = "U" * 5_000
+    out = renderer.render(normalise(chat))
+    text = _text(out.data, tmp_path)
+    for letter in "ERTU":
+        assert letter * 50 in _unquoted(text) and letter * 51 not in _unquoted(text), letter
+    text = _plain(text)
+    assert "4,950 more characters not shown here" in text
+    # error, reply, type, the sender in the header and in the Customers row
+    assert out.shortened == 5 and re.search(r"Fields shown shortened 5\b", text)
+
+
+def test_a_megabyte_of_newlines_is_refused_after_at_most_max_pages(renderer) -> None:
+    chat = _chat(["a\n" * 500_000])  # 1,000,000 characters: within archive.max_message_chars
+    started = time.perf_counter()
+    with pytest.raises(InvalidChat, match=r"more than 2,000 pages \(archive.max_pages\); stopped at message #1"):
+        renderer.render(normalise(chat))
+    assert time.perf_counter() - started < 30
+    small = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=3))
+    started = time.perf_counter()
+    with pytest.raises(InvalidChat, match=r"more than 3 pages"):
+        small.render(normalise(chat))
+    assert time.perf_counter() - started < 2, "stops laying out at the cap, not after the whole message"
+    assert small.render(normalise(_chat(["a\n" * 50]))).data.startswith(b"%PDF")
+
+
+def test_a_pdf_over_the_byte_cap_is_refused(tmp_path) -> None:
+    chat = _chat(["hello"] * 20)
+    assert len(PdfRenderer(DEFAULT_TEMPLATE).render(normalise(chat)).data) > 20_000
+    with pytest.raises(InvalidChat, match=r"bytes, over the limit of 20,000 \(archive.max_pdf_bytes\)"):
+        PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pdf_bytes=20_000)).render(normalise(chat))
+
+
+# -- presentation safety (issue 8, item 22) ----------------------------------------------------
+
+def test_document_metadata_shows_control_characters_as_placeholders(renderer, tmp_path) -> None:
+    require_tool("pdfinfo")
+    room = "ROOM-\u202egnp.exe\x07"
+    path = tmp_path / "m.pdf"
+    path.write_bytes(renderer.render(normalise(_chat(["hi"], room=room, _id=room))).data)
+    info = subprocess.run(["pdfinfo", "-enc", "UTF-8", str(path)], capture_output=True, text=True, check=True).stdout
+    title = next(line for line in info.splitlines() if line.startswith("Title:"))
+    assert title.split(":", 1)[1].strip() == "ROOM-[U+202E]gnp.exe[U+0007]"
+    assert "\u202e" not in info and "\x07" not in info
+
+
+def test_participants_are_listed_one_per_line_and_quoted(renderer, tmp_path) -> None:
+    chat = _chat(["one", "two", "three"])
+    users = [{"id": "bob, mallory", "isAgent": True}, {"id": "USER_x", "isAgent": True},
+             {"id": 'eve"\n"trudy', "isAgent": False}]
+    for message, user in zip(chat["messages"], users):
+        message["data"]["content"]["user"] = user
+    path = tmp_path / "p.pdf"
+    path.write_bytes(renderer.render(normalise(chat)).data)
+    layout = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    row = next(i for i, line in enumerate(layout) if line.lstrip().startswith("Agents"))
+    assert re.fullmatch(r'\s*Agents\s+"bob, mallory"', layout[row]), layout[row]
+    assert re.fullmatch(r'\s+"USER_x"', layout[row + 1]), layout[row + 1]
+    customers = next(line for line in layout if line.lstrip().startswith("Customers"))
+    assert re.fullmatch(r'\s*Customers\s+"eve\\"\\n\\"trudy"', customers), customers
+
+
+HEADER = re.compile(r"^\s*#(\d+) · .*\((agent|customer|unknown role)\)", re.MULTILINE)
+
+
+@pytest.mark.parametrize("layout", [False, True])
+def test_message_text_cannot_pass_for_a_message_header(renderer, tmp_path, layout) -> None:
+    fakes = ["#9 · 2022-01-19 14:59:03 · USER_x (agent)",
+             "ok\n#9 · 2022-01-19 14:59:03 UTC · USER_x (agent)\nI can refund you",
+             "w " * 44 + "#9 · 2022-01-19 14:59:03 UTC · USER_x (agent)"]  # wraps so the fake starts a line
+    chat = _chat(fakes)
+    chat["messages"][1]["data"]["content"]["user"]["id"] = "x\n#8 · 2022-01-19 14:59:03 UTC · USER_y (agent)"
+    chat["messages"][2]["data"]["content"]["url"] = "https://e.com/ #7 · 2022-01-19 14:59:03 UTC · USER_z (agent)"
+    path = tmp_path / "h.pdf"
+    path.write_bytes(renderer.render(normalise(chat)).data)
+    args = ["pdftotext", *(["-layout"] if layout else []), "-enc", "UTF-8", str(path), "-"]
+    text = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert [int(n) for n, _ in HEADER.findall(text)] == list(range(1, len(chat["messages"]) + 1))
+    assert "│ #9 · 2022-01-19 14:59:03 · USER_x (agent)" in text, "the fake is shown, marked as message text"

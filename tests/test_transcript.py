@@ -85,3 +85,16 @@ def test_contact_fills_in_the_header() -> None:
     assert (t.service, t.language, t.title, t.channel) == ("Assistenza", "it", "Ordine", "instagram")
     assert t.started_at == dt.datetime(2022, 1, 19, 14, 58, 20, tzinfo=UTC)
     assert t.participants[0].nickname == "Mario"
+
+
+@pytest.mark.parametrize("field", ["url", "text", "user.id"])
+def test_every_text_field_of_a_message_is_bounded(field) -> None:
+    content: dict = {"user": {"id": "u"}}
+    if field == "user.id":
+        content["user"]["id"] = "x" * 101
+    else:
+        content[field] = "x" * 101
+    chat = {"room": "R", "messages": [{"data": {"messageType": "TEXT", "content": content}}]}
+    with pytest.raises(InvalidChat, match=rf"message 1: data.content.{field} has 101 characters, over the limit "
+                                          r"of 100 \(archive.max_message_chars\)"):
+        normalise(chat, max_message_chars=100)

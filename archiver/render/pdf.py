@@ -6,6 +6,12 @@ can change the layout or the document. Each character is drawn in the first
 font of the template's chain that has it; one that no font has becomes a
 visible `[U+XXXX]` placeholder and is counted.
 
+Every line of a message after its header starts with a quote bar, so no text
+can pass for a header, on the page or in extracted text. Fields are shown up
+to `Limits` (a longer one is cut with a visible, counted note; the JSON record
+keeps it whole), and a transcript over the page or byte cap is refused with
+`InvalidChat`, which quarantines the chat.
+
 Layout is plain greedy line filling, not platypus: laying out paragraphs with
 platypus cost four fifths of the time of the whole archive job per chat.
 """
@@ -14,12 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reportlab import rl_config
@@ -27,10 +34,11 @@ from reportlab.lib.colors import Color, HexColor
 from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfdoc import PDFArray
 from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 
-from archiver.transcript import Message, Transcript
+from archiver.transcript import InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 rl_config.useA85 = 0  # streams stay binary (compressed): smaller and faster than ASCII85
@@ -42,6 +50,12 @@ REQUIRED = {
     "colors": ("text", "muted", "agent", "customer", "warning", "placeholder", "rule"),
 }
 FONT_PACKAGES = "fonts-dejavu-core, fonts-noto-core and fonts-droid-fallback"
+BAR = "\u2502 "  # starts every line of a message after its header line
+# Labels added after templates were first deployed: a template without them still loads.
+LABEL_DEFAULTS = {
+    "shortened": "[{hidden} more characters not shown here; the full text is in the JSON record]",
+    "shortened_count": "Fields shown shortened",
+}
 
 
 class TemplateError(ValueError):
@@ -49,9 +63,19 @@ class TemplateError(ValueError):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How much of a chat the PDF shows (archive.max_*); the JSON record always holds all of it."""
+    url_chars: int = 2_048  # a longer URL is shown cut, as text, not as a link
+    field_chars: int = 1_000  # any other field but message text (sender, type, error, room, title ...)
+    pages: int = 2_000
+    pdf_bytes: int = 50_000_000
+
+
+@dataclass(frozen=True)
 class RenderedPdf:
     data: bytes
     placeholders: int
+    shortened: int = 0  # fields cut to Limits, each with a visible note
 
 
 @dataclass(frozen=True)
@@ -80,7 +104,7 @@ def load_template(path: str | Path) -> Template:
             raise TemplateError(f"template {path}: [{section}] lacks {', '.join(missing)}")
     if raw["document"]["page_size"] not in PAGE_SIZES:
         raise TemplateError(f"template {path}: document.page_size must be one of {', '.join(PAGE_SIZES)}")
-    return Template(path, raw["document"], raw["fonts"], raw["colors"], raw["labels"])
+    return Template(path, raw["document"], raw["fonts"], raw["colors"], {**LABEL_DEFAULTS, **raw["labels"]})
 
 
 _DEFAULT_LABEL_KEYS = (
@@ -131,19 +155,22 @@ class FontChain:
         self.fallbacks = fallbacks  # tried in order after a style's own font
         self.placeholder = placeholder
 
-    def runs(self, text: str, style: Style, link: str = "") -> tuple[list[Run], int]:
-        """Runs for TEXT in STYLE (its font first) and how many characters became placeholders."""
+    def runs(self, text: str, style: Style, link: str = "", newlines: bool = True) -> tuple[list[Run], int]:
+        """Runs for TEXT in STYLE (its font first) and how many characters became placeholders.
+        Without NEWLINES a newline is a placeholder too: a field stays one logical line."""
         own = self.covers[style.font]
-        if text.isprintable() and own.issuperset(text):
+        lines = text.replace("\n", "") if newlines and "\n" in text else text
+        if lines.isprintable() and own.issuperset(lines):
             return [Run(text, style, link)], 0  # the common case: one font, nothing to switch
         chain = [(name, self.covers[name]) for name in (style.font, *self.fallbacks)]
+        kept = "\n\t" if newlines else "\t"
         runs: list[Run] = []
         placeholders = 0
         for ch in text:
-            font = style.font if ch in "\n\t" else _font_for(ch, chain)
+            font = style.font if ch in kept else _font_for(ch, chain)
             if font is None:
-                runs.append(Run(f"[U+{ord(ch):04X}]", Style(self.placeholder.font, style.size,
-                                                              self.placeholder.color), link))
+                runs.append(Run(_placeholder(ch), Style(self.placeholder.font, style.size,
+                                                        self.placeholder.color), link))
                 placeholders += 1
             else:
                 runs.append(Run(" " if ch == "\t" else ch, Style(font, style.size, style.color), link))
@@ -151,9 +178,23 @@ class FontChain:
 
 
 def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
-    if not ch.isprintable() and unicodedata.category(ch) != "Zs":
+    if _hidden(ch):
         return None  # control and format characters are shown, never emitted raw
     return next((name for name, cover in chain if ch in cover), None)
+
+
+def _hidden(ch: str) -> bool:
+    """A control or format character (a bell, a bidi override): shown as a placeholder, never raw."""
+    return not ch.isprintable() and unicodedata.category(ch) != "Zs"
+
+
+def _placeholder(ch: str) -> str:
+    return f"[U+{ord(ch):04X}]"
+
+
+def visible(text: str) -> str:
+    """TEXT with its control and format characters as placeholders, as in the body (for metadata)."""
+    return "".join(_placeholder(ch) if _hidden(ch) else ch for ch in text)
 
 
 def _merge(runs: list[Run]) -> list[Run]:
@@ -167,12 +208,13 @@ def _merge(runs: list[Run]) -> list[Run]:
     return merged
 
 
-def wrap(runs: Iterable[Run], width: float, leading: float) -> list[Line]:
-    """Greedy line filling; a newline breaks the line, a word wider than WIDTH is cut anywhere."""
+def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
+    """Greedy line filling; a newline breaks the line, a word wider than WIDTH is cut anywhere.
+    Lines come as they are filled, so a caller can stop early (see Limits.pages)."""
     filler = _LineFiller(width, leading)
     for run in runs:
-        filler.add(run)
-    return filler.lines
+        yield from filler.add(run)
+    yield from filler.lines
 
 
 class _LineFiller:
@@ -181,10 +223,12 @@ class _LineFiller:
         self.lines = [Line(leading)]
         self.x = 0.0
 
-    def add(self, run: Run) -> None:
+    def add(self, run: Run) -> Iterator[Line]:
+        """Place RUN; yields the lines it completes."""
         if "\n" not in run.text and self._fits(run):  # most runs fit whole: one measurement
             return
-        for token in TOKENS.findall(run.text):
+        for match in TOKENS.finditer(run.text):
+            token = match.group()
             if token == "\n":
                 self._newline()
             elif not self._fits(Run(token, run.style, run.link)):
@@ -192,6 +236,9 @@ class _LineFiller:
                     self._newline()  # a break eats the space that caused it
                 else:
                     self._cut(Run(token, run.style, run.link))
+            if len(self.lines) > 1:
+                yield from self.lines[:-1]
+                del self.lines[:-1]
 
     def _fits(self, run: Run) -> bool:
         """Place RUN on the current line if there is room for it."""
@@ -228,8 +275,11 @@ class _LineFiller:
 def _pieces(word: str, style: Style, width: float) -> list[str]:
     """WORD in pieces no wider than WIDTH (at least one character each)."""
     pieces, start, used = [], 0, 0.0
+    widths: dict[str, float] = {}  # a megabyte-long word has few distinct characters: measure each once
     for i, ch in enumerate(word):
-        w = pdfmetrics.stringWidth(ch, style.font, style.size)
+        w = widths.get(ch)
+        if w is None:
+            w = widths[ch] = pdfmetrics.stringWidth(ch, style.font, style.size)
         if used + w > width and i > start:
             pieces.append(word[start:i])
             start, used = i, 0.0
@@ -269,8 +319,9 @@ def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]
 class PdfRenderer:
     """Renders transcripts; fonts and template load once, at construction."""
 
-    def __init__(self, template_path: str | Path, timezone: str = "UTC") -> None:
+    def __init__(self, template_path: str | Path, timezone: str = "UTC", limits: Limits = Limits()) -> None:
         self.template = t = load_template(template_path)
+        self.limits = limits
         try:
             self.zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -290,28 +341,96 @@ class PdfRenderer:
             "label": Style(bold[0], size * 0.9, palette["text"]),
             "value": Style(regular[0], size * 0.9, palette["text"]),
             "warning": Style(bold[0], size, palette["warning"]),
+            "note": Style(regular[0], size, palette["warning"]),
             "footer": Style(regular[0], 7.5, palette["muted"]),
         }
         self.chain = FontChain(dict([regular, bold, *fallbacks]), [regular[0], *(f[0] for f in fallbacks)],
                                Style(regular[0], size, palette["placeholder"]))
+        body = self.styles["body"]
+        self.bar = Run(BAR, body)
+        self.indent = pdfmetrics.stringWidth(BAR, body.font, body.size)
 
     # -- public ----------------------------------------------------------------------------
 
     def render(self, transcript: Transcript) -> RenderedPdf:
+        """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes."""
         counter = _Counter()
-        body = [line for m in transcript.messages for line in self._message(m, counter)]
+        body = self._body(transcript, counter)
         lines = [*self._header(transcript, counter), *body]
-        return RenderedPdf(self._draw(transcript, _paginate(lines, self._usable_height())), counter.placeholders)
+        pages = _paginate(lines, self._usable_height())
+        if len(pages) > self.limits.pages:
+            raise self._too_many_pages(None)
+        data = self._draw(transcript, pages)
+        if len(data) > self.limits.pdf_bytes:
+            raise InvalidChat(f"the PDF transcript is {len(data):,} bytes, over the limit of "
+                              f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
+        return RenderedPdf(data, counter.placeholders, counter.shortened)
+
+    def _body(self, t: Transcript, counter: "_Counter") -> list[Line]:
+        """The messages' lines; stops as soon as their height alone needs more pages than allowed."""
+        budget = self.limits.pages * self._usable_height()
+        lines: list[Line] = []
+        used = 0.0
+        for m in t.messages:
+            for line in self._message(m, counter):
+                used += line.height if line.runs else 0.0  # empty lines may fall at a page top, dropped
+                if used > budget:
+                    raise self._too_many_pages(m.position)
+                lines.append(line)
+        return lines
+
+    def _too_many_pages(self, position: int | None) -> InvalidChat:
+        where = f"; stopped at message #{position}" if position else ""
+        return InvalidChat(f"the PDF transcript needs more than {self.limits.pages:,} pages (archive.max_pages){where}")
 
     # -- layout ----------------------------------------------------------------------------
 
-    def _runs(self, text: str, style: str | Style, counter: "_Counter", link: str = "") -> list[Run]:
-        runs, missing = self.chain.runs(text, self.styles[style] if isinstance(style, str) else style, link)
+    def _runs(self, text: str, style: str | Style, counter: "_Counter", link: str = "",
+              newlines: bool = True) -> list[Run]:
+        runs, missing = self.chain.runs(text, self.styles[style] if isinstance(style, str) else style, link, newlines)
         counter.placeholders += missing
         return runs
 
+    def _field(self, value: str, style: str | Style, counter: "_Counter", limit: int = 0,
+               quoted: bool = False) -> list[Run]:
+        """A data field as one logical line (a newline is a placeholder), cut at LIMIT (else Limits.field_chars)
+        with a visible, counted note; QUOTED shows it as a JSON string, so separators inside stay inside."""
+        limit = limit or self.limits.field_chars
+        shown = json.dumps(value[:limit], ensure_ascii=False) if quoted else value[:limit]
+        runs = self._runs(shown, style, counter, newlines=False)
+        if len(value) > limit:
+            counter.shortened += 1
+            note = self.template.labels["shortened"].format(hidden=f"{len(value) - limit:,}")
+            runs += self._runs(f" {note}", "note", counter)
+        return runs
+
+    def _participants(self, t: Transcript, role: str, counter: "_Counter") -> list[Run]:
+        """Participants of ROLE, one per line, each id quoted: "bob, mallory" stays one person."""
+        listed = [p for p in t.participants if p.role == role]
+        if not listed:
+            return self._runs(self.template.labels["none"], "value", counter)
+        runs: list[Run] = []
+        for p in listed:
+            runs += [*([Run("\n", self.styles["value"])] if runs else []), *self._participant(p, counter)]
+        return runs
+
+    def _participant(self, p: Participant, counter: "_Counter") -> list[Run]:
+        return self._field(p.user_id, "value", counter, quoted=True)
+
     def _lines(self, runs: list[Run], width: float | None = None, style: str = "body") -> list[Line]:
-        return wrap(runs, width or self.width, self.styles[style].leading)
+        return list(wrap(runs, width or self.width, self.styles[style].leading))
+
+    def _quoted(self, blocks: Iterable[list[Run]]) -> Iterator[Line]:
+        """BLOCKS as lines that each start with the quote bar, lazily (a block may be a megabyte)."""
+        bar, indent, leading = self.bar, self.indent, self.styles["body"].leading
+        for block in blocks:
+            for line in wrap(block, self.width - indent, leading):
+                runs = [(x + indent, run) for x, run in line.runs]
+                if runs and runs[0][0] == indent and runs[0][1].style == bar.style and not runs[0][1].link:
+                    runs[0] = (0.0, Run(bar.text + runs[0][1].text, bar.style))  # one text run, not two
+                else:
+                    runs.insert(0, (0.0, bar))
+                yield Line(line.height, runs)
 
     def _time(self, when: dt.datetime | None) -> str:
         if when is None:
@@ -324,15 +443,20 @@ class PdfRenderer:
         rows = [
             (labels["room"], t.room), (labels["type"], t.ctlive_type), (labels["channel"], t.channel),
             (labels["service"], t.service), (labels["chat_title"], t.title), (labels["language"], t.language),
-            (labels["agents"], ", ".join(t.agents)), (labels["customers"], ", ".join(t.customers)),
+        ]
+        table = [(k, self._field(v or none, "value", counter)) for k, v in rows]
+        table += [(labels["agents"], self._participants(t, "agent", counter)),
+                  (labels["customers"], self._participants(t, "customer", counter))]
+        rows = [
             (labels["started"], self._time(t.started_at) if t.started_at else ""),
             (labels["ended"], self._time(t.ended_at) if t.ended_at else ""), (labels["closed_by"], t.closed_by),
             (labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries)),
         ]
-        table = [(k, self._runs(v or none, "value", counter)) for k, v in rows]
-        # Counted last, so that it includes the header's own placeholders (and the warnings').
-        warnings = [self._lines(self._runs(w, "meta", counter), style="meta") for w in t.warnings]
+        table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
+        # Counted last, so that they include the header's own placeholders (and the warnings').
+        warnings = [self._lines(self._field(w, "meta", counter), style="meta") for w in t.warnings]
         table.append((labels["placeholders"], [Run(str(counter.placeholders), self.styles["value"])]))
+        table.append((labels["shortened_count"], [Run(str(counter.shortened), self.styles["value"])]))
         status = labels.get(f"status_{t.status}", t.status)
         lines = [
             *self._lines(self._runs(doc["organisation"], "meta", counter), style="meta"),
@@ -359,35 +483,49 @@ class PdfRenderer:
             row.runs.extend((x + split, run) for x, run in line.runs)
         return [*rows, Line(2)]  # the gap keeps each row one line for text extraction (pdftotext)
 
-    def _message(self, m: Message, counter: "_Counter") -> list[Line]:
-        labels, palette, st = self.template.labels, self.palette, self.styles
+    def _message(self, m: Message, counter: "_Counter") -> Iterator[Line]:
+        """The header line, then every other line behind the quote bar: text cannot pass for a header."""
+        labels, st = self.template.labels, self.styles
         role = {"agent": labels["agent"], "customer": labels["customer"]}.get(m.role, labels["unknown"])
-        sender = Style(st["label"].font, st["body"].size, palette.get(m.role, palette["muted"]))
-        meta = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
-                *self._runs(m.sender_id or labels["none"], sender, counter),
-                *self._runs(f" ({role})" + (f" · {m.type}" if m.type and m.type != "TEXT" else ""), "body", counter)]
-        blocks = [meta]
+        sender = Style(st["label"].font, st["body"].size, self.palette.get(m.role, self.palette["muted"]))
+        shown_type = m.type not in ("", "TEXT")
+        kind = [*self._runs(" · ", "body", counter), *self._field(m.type, "body", counter)] if shown_type else []
+        header = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
+                  *self._field(m.sender_id or labels["none"], sender, counter),
+                  *self._runs(f" ({role})", "body", counter), *kind]
+        yield Line(st["body"].size * 0.5)
+        lines = wrap(header, self.width, st["body"].leading)
+        yield next(lines)
+        yield from self._quoted([[run for _, run in line.runs] for line in lines])
+        yield from self._quoted(self._blocks(m, counter))
+
+    def _blocks(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
+        """What a message says, block by block, made lazily as the layout asks for it."""
+        labels = self.template.labels
         if m.is_end:
-            blocks.append(self._runs(f"{labels['closed_event']} {m.sender_id or labels['none']}", "body", counter))
+            yield [*self._runs(f"{labels['closed_event']} ", "body", counter),
+                   *self._field(m.sender_id or labels["none"], "body", counter)]
         if m.url:
-            link = m.url if m.url.lower().startswith(LINK_SCHEMES) and m.url.isprintable() else ""
-            url_style = Style(st["body"].font, st["body"].size, palette["agent"]) if link else "body"
-            blocks.append([*self._runs(f"{labels['attachment']}: ", "body", counter),
-                           *self._runs(m.url, url_style, counter, link)])
+            yield [*self._runs(f"{labels['attachment']}: ", "body", counter), *self._url(m.url, counter)]
         if m.text:
-            blocks.append(self._runs(m.text, "body", counter))
+            yield self._runs(m.text, "body", counter)
         elif not m.url and not m.is_end:
-            blocks.append(self._runs(labels["empty"], "meta", counter))
-        warn = Style(st["body"].font, st["body"].size, palette["warning"])
+            yield self._runs(labels["empty"], "meta", counter)
         if m.delivered is False:
-            reason = f": {m.delivery_error}" if m.delivery_error else ""
-            blocks.append([*self._runs(labels["not_delivered"], "warning", counter),
-                           *self._runs(reason, warn, counter)])
+            reason = [*self._runs(": ", "note", counter), *self._field(m.delivery_error, "note", counter)]
+            yield [*self._runs(labels["not_delivered"], "warning", counter), *(reason if m.delivery_error else [])]
         if m.duplicate_of:
-            blocks.append(self._runs(f"{labels['duplicate_of']} #{m.duplicate_of}", warn, counter))
+            yield self._runs(f"{labels['duplicate_of']} #{m.duplicate_of}", "note", counter)
         if m.reply_to:
-            blocks.append(self._runs(f"{labels['reply_to']} {m.reply_to}", "body", counter))
-        return [Line(st["body"].size * 0.5), *(line for block in blocks for line in self._lines(block))]
+            yield [*self._runs(f"{labels['reply_to']} ", "body", counter), *self._field(m.reply_to, "body", counter)]
+
+    def _url(self, url: str, counter: "_Counter") -> list[Run]:
+        """A URL up to Limits.url_chars with a scheme we trust is one link; any other is text, cut at that limit."""
+        limit = self.limits.url_chars
+        if len(url) <= limit and url.lower().startswith(LINK_SCHEMES) and url.isprintable():
+            body = self.styles["body"]
+            return self._runs(url, Style(body.font, body.size, self.palette["agent"]), counter, url)
+        return self._field(url, "body", counter, limit=limit)
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -399,9 +537,11 @@ class PdfRenderer:
         doc, labels = self.template.document, self.template.labels
         canvas = Canvas(buffer, pagesize=self.page_size, initialFontName=self.styles["body"].font,
                         pageCompression=1)  # initialFontName: else every page names an unembedded Helvetica
-        canvas.setTitle(t.room)
-        canvas.setAuthor(doc["organisation"])
-        canvas.setSubject(doc["title"])
+        # Metadata is shown by viewers outside the page: no raw control or bidi characters there either.
+        limit = self.limits.field_chars
+        canvas.setTitle(visible(t.room[:limit] + ("…" if len(t.room) > limit else "")))
+        canvas.setAuthor(visible(doc["organisation"]))
+        canvas.setSubject(visible(doc["title"]))
         canvas.setCreator("ctlive-archiver")
         footer_style = self.styles["footer"]
         widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
@@ -422,6 +562,7 @@ class PdfRenderer:
         y = self.page_size[1] - self.margin if top is None else top
         text = canvas.beginText()
         current: Style | None = None
+        links: dict[str, list[tuple[float, float, float, float]]] = {}  # URL -> the boxes of its pieces
         for line in lines:
             if line.rule:
                 canvas.setStrokeColor(self.palette["rule"])
@@ -438,10 +579,19 @@ class PdfRenderer:
                 text.textOut(run.text)
                 if run.link:
                     end = self.margin + x + pdfmetrics.stringWidth(run.text, st.font, st.size)
-                    canvas.linkURL(run.link, (self.margin + x, baseline - 0.25 * st.size, end, baseline + st.size),
-                                   relative=0, thickness=0)
+                    links.setdefault(run.link, []).append((self.margin + x, baseline - 0.25 * st.size, end,
+                                                           baseline + st.size))
             y -= line.height
         canvas.drawText(text)
+        for url, boxes in links.items():
+            _link(canvas, url, boxes)
+
+
+def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float]]) -> None:
+    """One link annotation for all the pieces of URL on a page: their union, with a quad for each piece."""
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    quads = [v for x0, y0, x1, y1 in boxes for v in (x0, y1, x1, y1, x0, y0, x1, y0)]
+    canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads))
 
 
 def _paginate(lines: list[Line], height: float) -> list[list[Line]]:
@@ -461,3 +611,4 @@ def _paginate(lines: list[Line], height: float) -> list[list[Line]]:
 
 class _Counter:
     placeholders = 0
+    shortened = 0
