@@ -23,7 +23,7 @@ from archiver.names import safe_name
 from archiver.render.pdf import PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, load_identity, sha256_hex
-from archiver.store import ObjectStore, PutFailed, StoreError, open_store
+from archiver.store import ObjectStore, PutFailed, StoreError, UnconfirmedPut, open_store
 from archiver.transcript import Transcript, has_ended, normalise
 
 # name in the index -> (file name stem, extension of the plaintext)
@@ -223,7 +223,10 @@ def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kin
     if errors:
         blob, exc = errors[0]
         message = str(exc) if isinstance(exc, StoreError) else f"put {blob.key}: {type(exc).__name__}: {exc}"
-        raise PutFailed(message, [b.key for b, put in zip(built.blobs, puts) if not put.exception()])
+        # An unconfirmed put may have stored its object: set it aside with the others.
+        reached = [b.key for b, put in zip(built.blobs, puts) if not put.exception()
+                   or isinstance(put.exception(), UnconfirmedPut)]
+        raise PutFailed(message, reached)
     for blob, put in zip(built.blobs, puts):
         built.entry["objects"][blob.name]["version_id"] = put.result().version_id
     return built

@@ -347,3 +347,32 @@ def test_stopping_finishes_the_chat_in_hand_and_hands_back_the_rest(make_config,
     assert {(j["state"], j["attempts"]) for j in handed_back} == {("pending", 0)}
     monkeypatch.setattr(artifacts, "archive_here", real_archive)
     assert Archiver(config).run_pass().archived == 11
+
+
+def test_an_unconfirmed_s3_put_fails_the_chat_and_the_index_pins_each_locked_version(
+        make_config, keys, moto_endpoint, bucket) -> None:
+    import boto3
+
+    from faulty_s3 import FaultyS3
+
+    with FaultyS3() as proxy:
+        config = make_config(storage__url=f"s3://{bucket}/archive", storage__endpoint_url=proxy.url,
+                             archive__retry_backoff_seconds=0)
+        chat, contact = make_chat(random.Random(15), messages=5, start_ms=recent_ms())
+        seed(config, [(chat, contact)])
+        archiver = Archiver(config)
+        proxy.rewrite_headers = {"x-amz-checksum-sha256": None}  # S3 acknowledges without proving what it got
+        report = archiver.run_pass()
+        assert "acknowledged with checksum 'none'" in report.failed[chat["room"]]
+        (entry,) = entries(config)
+        assert entry["status"] == "uploading"
+        assert sorted(entry["superseded_objects"]) == sorted(open_store(config).keys()), "unverified, set aside"
+
+        proxy.rewrite_headers = {}
+        assert archiver.run_pass().archived == 1
+    (entry,) = entries(config)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    for obj in entry["objects"].values():
+        head = s3.head_object(Bucket=bucket, Key=f"archive/{obj['key']}")
+        assert obj["version_id"] and obj["version_id"] == head["VersionId"]
+        assert head["ObjectLockMode"] == "COMPLIANCE"
