@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from archiver import artifacts
 from archiver.artifacts import Artifacts, Plaintext, timed
-from archiver.claims import Job, WorkQueue, now, now_ms
+from archiver.claims import Job, WorkQueue, now
 from archiver.config import Config
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
@@ -183,7 +183,7 @@ class Archiver:
         claimed, exhausted = 0, False
         # Only work due when the pass began: a chat that fails now is retried by a later
         # pass, so an outage cannot make this one spin on the same chats.
-        due_by = now_ms()
+        due_by = self.queue.server_ms()
         batch = self.config["archive.batch_size"]
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         lease = self.config["archive.lease_seconds"]
