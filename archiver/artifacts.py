@@ -62,7 +62,7 @@ class Artifacts:
     entry: dict[str, Any]  # the index entry, objects included
     blobs: list[Blob] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    plain: Plaintext | None = None  # kept only in-process (on-demand export); workers drop it
+    plain: Plaintext | None = None  # sent back by a worker only for an on-demand export
 
 
 @contextmanager
@@ -204,14 +204,16 @@ def worker_builder() -> ArtifactBuilder:
 
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                      version: int, generated_at: dt.datetime) -> Artifacts:
-    """Build and store one chat; only the index entry goes back (no ciphertext, no plaintext)."""
-    return dataclasses.replace(archive_here(chat, contact, kind, version, generated_at), blobs=[], plain=None)
+                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False) -> Artifacts:
+    """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
+    plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived)."""
+    built = archive_here(chat, contact, kind, version, generated_at)
+    return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                  version: int, generated_at: dt.datetime) -> Artifacts:
-    """Build and store one chat in this process, keeping the plaintext (on-demand export)."""
+    """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
     built = worker_builder().build(chat, contact, kind, version, generated_at)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
