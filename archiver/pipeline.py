@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from archiver import artifacts
 from archiver.artifacts import Artifacts, Plaintext, timed
@@ -272,7 +272,7 @@ class Archiver:
         self._finish([p], report)
         return True
 
-    def _await_alone(self, p: _Prepared, report: PassReport, waiting: list[str] = ()) -> bool:
+    def _await_alone(self, p: _Prepared, report: PassReport, waiting: Sequence[str] = ()) -> bool:
         """Wait for P, the only build in its pool, renewing its lease and those of WAITING meanwhile.
         False, with the chat failed, if its worker process died or the build outlasted
         archive.build_timeout_seconds (then the process is killed: a build cannot be cancelled)."""
