@@ -23,7 +23,7 @@ from archiver.names import safe_name
 from archiver.render.pdf import Limits, PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, load_identity, sha256_hex
-from archiver.store import ObjectStore, PutFailed, StoreError, open_store
+from archiver.store import ObjectStore, PutFailed, StoreError, UnconfirmedPut, open_store
 from archiver.transcript import Transcript, has_ended, normalise
 
 # name in the index -> (file name stem, extension of the plaintext)
@@ -63,7 +63,7 @@ class Artifacts:
     entry: dict[str, Any]  # the index entry, objects included
     blobs: list[Blob] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    plain: Plaintext | None = None  # kept only in-process (on-demand export); workers drop it
+    plain: Plaintext | None = None  # sent back by a worker only for an on-demand export
 
 
 @contextmanager
@@ -211,14 +211,16 @@ def worker_builder() -> ArtifactBuilder:
 
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                      version: int, generated_at: dt.datetime) -> Artifacts:
-    """Build and store one chat; only the index entry goes back (no ciphertext, no plaintext)."""
-    return dataclasses.replace(archive_here(chat, contact, kind, version, generated_at), blobs=[], plain=None)
+                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False) -> Artifacts:
+    """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
+    plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived)."""
+    built = archive_here(chat, contact, kind, version, generated_at)
+    return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                  version: int, generated_at: dt.datetime) -> Artifacts:
-    """Build and store one chat in this process, keeping the plaintext (on-demand export)."""
+    """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
     built = worker_builder().build(chat, contact, kind, version, generated_at)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
@@ -230,7 +232,10 @@ def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kin
     if errors:
         blob, exc = errors[0]
         message = str(exc) if isinstance(exc, StoreError) else f"put {blob.key}: {type(exc).__name__}: {exc}"
-        raise PutFailed(message, [b.key for b, put in zip(built.blobs, puts) if not put.exception()])
+        # An unconfirmed put may have stored its object: set it aside with the others.
+        reached = [b.key for b, put in zip(built.blobs, puts) if not put.exception()
+                   or isinstance(put.exception(), UnconfirmedPut)]
+        raise PutFailed(message, reached)
     for blob, put in zip(built.blobs, puts):
         built.entry["objects"][blob.name]["version_id"] = put.result().version_id
     return built

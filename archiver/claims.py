@@ -4,7 +4,10 @@ A job is `pending` (discovered), `claimed` (a worker holds a lease until
 `available_at`), `done`, `failed` (retried at `available_at`) or `quarantined`
 (needs a person; `reason` says why). A claim whose lease ran out is free again:
 that is how a killed worker's chats are taken over. `available_at` is epoch
-milliseconds: lease arithmetic stays plain numbers on every server.
+milliseconds: lease arithmetic stays plain numbers on every server. Those times
+are read from the database server's clock, never the worker's: one worker's
+lease is judged by another, and a worker whose clock runs ahead must not find
+every live lease expired.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any, Iterable
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from archiver.mongo import server_ms
 
 CLAIMABLE = ["pending", "failed", "claimed"]
 
@@ -50,6 +55,10 @@ class WorkQueue:
         self.jobs = jobs
         self.owner = owner or worker_id()
 
+    def server_ms(self) -> int:
+        """Now, on the database server's clock (epoch ms): the one clock every worker shares."""
+        return server_ms(self.jobs.database)
+
     def ensure_indexes(self) -> None:
         self.jobs.create_index([("state", ASCENDING), ("available_at", ASCENDING)], name="claim_order")
         self.jobs.create_index([("state", ASCENDING), ("discovered_at", ASCENDING)], name="oldest_open")
@@ -61,9 +70,10 @@ class WorkQueue:
         if not wanted:
             return 0
         known = {j["_id"]: j for j in self.jobs.find({"_id": {"$in": list(wanted)}}, {"state": 1, "kind": 1})}
+        t = self.server_ms()
         fresh = [
             {"_id": room, "state": "pending", "kind": kind, "attempts": 0, "last_error": "",
-             "available_at": now_ms(), "discovered_at": now()}
+             "available_at": t, "discovered_at": now()}
             for room, kind in wanted.items() if room not in known
         ]
         added = 0
@@ -77,13 +87,13 @@ class WorkQueue:
         if reopen:
             self.jobs.update_many(
                 {"_id": {"$in": reopen}, "state": "done"},
-                {"$set": {"state": "pending", "kind": "ended", "available_at": now_ms(), "attempts": 0}},
+                {"$set": {"state": "pending", "kind": "ended", "available_at": t, "attempts": 0}},
             )
         return added + len(reopen)
 
     def claim_room(self, room: str, kind: str, lease_seconds: int) -> Job | None:
         """Claim ROOM now whatever its state (on-demand export); None if another worker holds it."""
-        t = now_ms()
+        t = self.server_ms()
         try:
             self.jobs.update_one(
                 {"_id": room, "$or": [{"state": {"$ne": "claimed"}}, {"available_at": {"$lte": t}}]},
@@ -98,7 +108,7 @@ class WorkQueue:
     def claim(self, lease_seconds: int, only: dict[str, Any] | None = None, due_by_ms: int | None = None
               ) -> Job | None:
         """The next job due (by DUE_BY_MS, default now), leased to us for LEASE_SECONDS."""
-        t = now_ms()
+        t = self.server_ms()
         doc = self.jobs.find_one_and_update(
             {**(only or {}), **_due(t, due_by_ms)},
             {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + lease_seconds * 1000},
@@ -117,7 +127,7 @@ class WorkQueue:
         when nothing is due.
         """
         while True:
-            t = now_ms()
+            t = self.server_ms()
             due = _due(t, due_by_ms)
             ids = [d["_id"] for d in self.jobs.find(due, {"_id": 1}).sort("available_at", ASCENDING).limit(limit)]
             if not ids:
@@ -149,7 +159,9 @@ class WorkQueue:
 
     def renew(self, rooms: list[str], lease_seconds: int) -> list[str]:
         """Extend our leases on ROOMS (chats still queued or being built); the ones we no longer held."""
-        held = self._update_ours(rooms, {"$set": {"available_at": now_ms() + lease_seconds * 1000}})
+        if not rooms:
+            return []
+        held = self._update_ours(rooms, {"$set": {"available_at": self.server_ms() + lease_seconds * 1000}})
         if held == len(rooms):
             return []
         ours = {d["_id"] for d in self.jobs.find({"_id": {"$in": rooms}, "state": "claimed", "owner": self.owner},
@@ -158,11 +170,13 @@ class WorkQueue:
 
     def release(self, rooms: list[str]) -> int:
         """Hand back claims not worked on (shutdown): claimable at once, the attempt not counted."""
-        return self._update_ours(rooms, {"$set": {"state": "pending", "available_at": now_ms()},
+        if not rooms:
+            return 0
+        return self._update_ours(rooms, {"$set": {"state": "pending", "available_at": self.server_ms()},
                                          "$inc": {"attempts": -1}, "$unset": {"owner": "", "claim": ""}})
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
-        retry_at = now_ms() + int(retry_in_seconds * 1000)
+        retry_at = self.server_ms() + int(retry_in_seconds * 1000)
         return self._finish([room], {"state": "failed", "last_error": error, "available_at": retry_at}) == 1
 
     def quarantine(self, room: str, reason: str) -> bool:

@@ -122,6 +122,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "archive": {
         "workers": Key(int, 0, _not_negative),
         "lease_seconds": Key(int, 300, _positive),
+        "build_timeout_seconds": Key(int, 600, _positive),
         "batch_size": Key(int, 32, _positive),
         "max_attempts": Key(int, 5, _positive),
         "retry_backoff_seconds": Key(int, 60, _not_negative),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import time
 from typing import Any
 
 import mongomock
 import pymongo
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 from pymongo.mongo_client import MongoClient
@@ -85,3 +86,15 @@ def tolerant(db: Database) -> Database:
     if isinstance(db, mongomock.database.Database):
         return db
     return db.with_options(codec_options=CodecOptions(tz_aware=True, unicode_decode_error_handler="surrogateescape"))
+
+
+def server_ms(db: Database) -> int:
+    """The database server's clock in epoch milliseconds, for times that other workers compare.
+
+    One cheap round trip (`hello` reports the server's `localTime`). The in-process
+    stand-in has no such command, and its server is this process: its clock is ours.
+    """
+    if isinstance(db, mongomock.database.Database):
+        return time.time_ns() // 1_000_000
+    answer = db.command("hello", codec_options=CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS))
+    return int(answer["localTime"])

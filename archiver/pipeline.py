@@ -3,7 +3,9 @@
 The main process talks to MongoDB (claims, reads, the index); worker processes
 render, sign, encrypt and put the objects, so CPU and storage I/O run on every
 core. A bounded number of chats is in flight, so memory stays flat however many
-chats a pass handles.
+chats a pass handles. Builds always run in worker processes, one worker or many,
+on-demand exports included: the main process keeps renewing leases while a
+build runs, and a chat that gets its process killed costs only that process.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import multiprocessing
 import os
 import threading
 import time
-from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from archiver import artifacts
 from archiver.artifacts import Artifacts, Plaintext, timed
-from archiver.claims import Job, WorkQueue, now, now_ms
+from archiver.claims import Job, WorkQueue, now
 from archiver.config import Config
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
@@ -35,8 +36,10 @@ from archiver.transcript import InvalidChat
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 WORKER_DIED = "the worker process building this chat died (killed by the operating system: out of memory?)"
+BUILD_TIMED_OUT = "the build did not finish within {seconds} seconds; its worker process was stopped"
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
+STOP_POLL_SECONDS = 0.5  # a stop (SIGTERM) cancels the queued builds this soon, however long builds take
 
 
 @dataclass
@@ -74,29 +77,6 @@ class _Prepared:
     build: Callable[[], Artifacts]  # builds and stores the chat; run by a worker
     pool: cf.Executor
     future: cf.Future
-
-
-class _InlineExecutor(cf.Executor):
-    """Runs builds in this process (one worker), one per `run_next`, so that the pass renews
-    leases and notices a stop between builds; same futures as a process pool."""
-
-    def __init__(self) -> None:
-        self._queue: deque[tuple[cf.Future, Callable[[], Any]]] = deque()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
-        future: cf.Future = cf.Future()
-        self._queue.append((future, functools.partial(fn, *args, **kwargs)))
-        return future
-
-    def run_next(self) -> None:
-        while self._queue:
-            future, call = self._queue.popleft()
-            if future.set_running_or_notify_cancel():  # else cancelled (shutdown, lease lost)
-                try:
-                    future.set_result(call())
-                except Exception as exc:  # handed to the caller through the future, as a pool would
-                    future.set_exception(exc)
-                return
 
 
 class Archiver:
@@ -182,20 +162,25 @@ class Archiver:
         return report
 
     def archive_room(self, room: str, kind: str) -> tuple[PassReport, Plaintext | None]:
-        """Archive ROOM now (on-demand export); also the plaintext when a new version was built."""
+        """Archive ROOM now (on-demand export), built in a worker process like any chat; also the
+        plaintext, as that process built and stored it, when a new version was built."""
         report = PassReport()
         job = self.queue.claim_room(room, kind, self.config["archive.lease_seconds"])
         if job is None:
             report.failed[room] = "another worker is archiving this room right now; try again shortly"
             return report, None
-        here = _InlineExecutor()
-        prepared = self._prepare(here, [job], report, keep_plaintext=True)
-        here.run_next()
-        built = self._finish(prepared, report).get(room)
-        return report, built.plain if built else None
+        alone = self._process_pool(1)  # its process starts only if there is something to build
+        built: dict[str, Artifacts] = {}
+        try:
+            for p in self._prepare(alone, [job], report, keep_plaintext=True):
+                if self._await_alone(p, report):
+                    built = self._finish([p], report)
+        finally:
+            alone.shutdown(wait=True, cancel_futures=True)
+        return report, built[room].plain if room in built else None
 
     def _executor(self) -> cf.Executor:
-        return _InlineExecutor() if self.workers <= 1 else self._process_pool(self.workers)
+        return self._process_pool(self.workers)
 
     def _process_pool(self, workers: int) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
@@ -209,7 +194,7 @@ class Archiver:
         claimed, exhausted = 0, False
         # Only work due when the pass began: a chat that fails now is retried by a later
         # pass, so an outage cannot make this one spin on the same chats.
-        due_by = now_ms()
+        due_by = self.queue.server_ms()
         batch = self.config["archive.batch_size"]
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         lease = self.config["archive.lease_seconds"]
@@ -265,11 +250,9 @@ class Archiver:
         if self.stop.is_set():
             for p in in_flight:
                 p.future.cancel()
-        if isinstance(pool, _InlineExecutor):
-            pool.run_next()
         running = [p for p in in_flight if not p.future.cancelled()]
-        # Bounded wait, so leases of queued chats are renewed even while every build is slow.
-        timeout = self.config["archive.lease_seconds"] / 3
+        # Bounded wait, so leases of queued chats are renewed, and a stop noticed, while every build is slow.
+        timeout = min(self.config["archive.lease_seconds"] / 3, STOP_POLL_SECONDS)
         done = cf.wait([p.future for p in running], timeout, cf.FIRST_COMPLETED).done if running else set()
         ended = [p for p in in_flight if p.future.cancelled() or p.future in done]
         broken = [p for p in ended if not p.future.cancelled() and isinstance(p.future.exception(), BrokenProcessPool)]
@@ -287,17 +270,17 @@ class Archiver:
             pool = self._executor()
         alone = self._process_pool(1)
         try:
-            for p in broken:
-                if not self._rebuild(p, alone, report):
-                    report.worker_deaths += 1
+            for i, p in enumerate(broken):
+                if not self._rebuild(p, alone, report, [q.job.room for q in broken[i + 1:]]):
                     alone.shutdown(wait=True)
                     alone = self._process_pool(1)
         finally:
             alone.shutdown(wait=True)
         return pool
 
-    def _rebuild(self, p: _Prepared, alone: cf.Executor, report: PassReport) -> bool:
-        """Build P again in ALONE (indexed, or handed back when stopping); False if it killed its worker."""
+    def _rebuild(self, p: _Prepared, alone: cf.Executor, report: PassReport, waiting: list[str]) -> bool:
+        """Build P again in ALONE (indexed, or handed back when stopping), keeping the leases of the
+        chats WAITING their turn; False if its worker process died or was stopped."""
         lease = self.config["archive.lease_seconds"]
         if self.queue.renew([p.job.room], lease):  # taken over meanwhile: the other worker sets this aside
             report.leases_lost.append(p.job.room)
@@ -310,11 +293,27 @@ class Archiver:
             event("released", room=p.job.room)
             return True
         p.entry, p.pool, p.future = entry, alone, _submit(alone, p.build)
-        cf.wait([p.future])
-        if isinstance(p.future.exception(), BrokenProcessPool):
-            self._fail(p.job, WORKER_DIED, report, permanent=True)
+        if not self._await_alone(p, report, waiting):
             return False
         self._finish([p], report)
+        return True
+
+    def _await_alone(self, p: _Prepared, report: PassReport, waiting: Sequence[str] = ()) -> bool:
+        """Wait for P, the only build in its pool, renewing its lease and those of WAITING meanwhile.
+        False, with the chat failed, if its worker process died or the build outlasted
+        archive.build_timeout_seconds (then the process is killed: a build cannot be cancelled)."""
+        lease, bound = self.config["archive.lease_seconds"], self.config["archive.build_timeout_seconds"]
+        deadline = time.monotonic() + bound
+        while not cf.wait([p.future], min(lease / 3, max(0.0, deadline - time.monotonic()))).done:
+            if time.monotonic() >= deadline:
+                _kill_workers(p.pool)
+                self._fail(p.job, BUILD_TIMED_OUT.format(seconds=bound), report, permanent=True)
+                return False
+            self.queue.renew([p.job.room, *waiting], lease)  # a lost one is settled when indexed
+        if isinstance(p.future.exception(), BrokenProcessPool):
+            report.worker_deaths += 1
+            self._fail(p.job, WORKER_DIED, report, permanent=True)
+            return False
         return True
 
     def _prepare(self, pool: cf.Executor, jobs: list[Job], report: PassReport,
@@ -337,9 +336,9 @@ class Archiver:
         prepared = []
         for entry in [*retries, *made]:
             job = by_room[entry["room"]]
-            # archive_here keeps the plaintext (export); archive_in_worker sends back only the entry.
-            build = functools.partial(artifacts.archive_here if keep_plaintext else artifacts.archive_in_worker,
-                                      *loaded[job.room], job.kind, entry["version"], now())
+            # Only the entry comes back from the worker, and the plaintext for an on-demand export.
+            build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
+                                      now(), keep_plaintext=keep_plaintext)
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
@@ -449,3 +448,9 @@ def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:
         future: cf.Future = cf.Future()
         future.set_exception(exc)
         return future
+
+
+def _kill_workers(pool: cf.Executor) -> None:
+    """Kill POOL's worker processes, to end a build that runs on: Python before 3.14 has no public way."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()

@@ -2,7 +2,8 @@
 
 It serves moto's own WSGI application (sharing its state with the main moto
 server) behind a small middleware, so boto3's real network and retry path meets
-throttling and 5xx answers.
+throttling and 5xx answers, and acknowledgements whose echoed checksum or
+version id was altered on the way back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class FaultyS3:
         self.failures: list[int] = []  # statuses for the next PUTs, in order; then pass through
         self.always: int | None = None  # answer every PUT with this status
         self.seen_puts = 0
+        # Rewrites of successful PUT answers: header name -> new value, or None to drop it.
+        self.rewrite_headers: dict[str, str | None] = {}
         self._app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server("127.0.0.1", 0, self._middleware, True, request_handler=MotoRequestHandler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -41,7 +44,16 @@ class FaultyS3:
                        f"</Message></Error>".encode()
                 start_response(line, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
                 return [body]
+            if self.rewrite_headers:
+                return self._app(environ, self._rewriting(start_response))
         return self._app(environ, start_response)
+
+    def _rewriting(self, start_response: Callable) -> Callable:
+        def rewrite(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            changes = {name.lower(): value for name, value in self.rewrite_headers.items()}
+            kept = [(name, changes.get(name.lower(), value)) for name, value in headers]
+            return start_response(status, [(name, value) for name, value in kept if value is not None], *args)
+        return rewrite
 
     def __enter__(self) -> "FaultyS3":
         self._thread.start()

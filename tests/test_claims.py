@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+import types
 import uuid
 
 import pytest
 
+from archiver import claims
 from archiver.claims import WorkQueue
 from archiver.mongo import connect
 
@@ -51,3 +54,48 @@ def test_released_claims_are_claimable_at_once_and_the_attempt_is_not_counted(jo
     assert queue.release([job.room for job in claimed]) == 2
     again = WorkQueue(jobs, "someone-else").claim_batch(600, 10)
     assert sorted((j.room, j.attempts) for j in again) == [("a", 1), ("b", 1)]
+
+
+FIVE_MINUTES_MS = 5 * 60_000
+
+
+def skew_clock(monkeypatch, offset_ms: int) -> None:
+    """This process's clock, as the claims module reads it, is OFFSET_MS off (a drifting VM, no NTP)."""
+    class Skewed(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime.now(tz) + dt.timedelta(milliseconds=offset_ms)
+    monkeypatch.setattr(claims, "dt", types.SimpleNamespace(datetime=Skewed, timezone=dt.timezone,
+                                                            timedelta=dt.timedelta))
+    monkeypatch.setattr(claims, "now_ms", lambda: int(time.time() * 1000) + offset_ms)
+
+
+@pytest.fixture(params=["mongo_uri", "nx_uri"])
+def any_jobs(request, db_names):
+    """Jobs on the in-process stand-in (or a real MongoDB) and on the wire-protocol server."""
+    uri = request.getfixturevalue(request.param)
+    collection = connect(uri)[db_names["index.database"]][f"jobs_{uuid.uuid4().hex[:6]}"]
+    WorkQueue(collection).ensure_indexes()
+    return collection
+
+
+def test_a_worker_whose_clock_is_ahead_cannot_take_a_live_lease(any_jobs, monkeypatch) -> None:
+    holder, skewed = WorkQueue(any_jobs, "holder"), WorkQueue(any_jobs, "skewed")
+    holder.enqueue([("a", "ended"), ("b", "ended")])
+    assert len(holder.claim_batch(60, 10)) == 2
+    skew_clock(monkeypatch, +FIVE_MINUTES_MS)
+    assert skewed.claim_batch(60, 10) == [] and skewed.claim(60) is None
+    assert skewed.claim_room("a", "ended", 60) is None, "not even on demand"
+    assert holder.renew(["a", "b"], 60) == [] and holder.done(["a", "b"]) == 2
+
+
+def test_a_worker_whose_clock_is_behind_holds_its_lease_for_the_full_term(any_jobs, monkeypatch) -> None:
+    slow, other = WorkQueue(any_jobs, "slow"), WorkQueue(any_jobs, "other")
+    slow.enqueue([("a", "ended")])
+    skew_clock(monkeypatch, -FIVE_MINUTES_MS)
+    assert [j.room for j in slow.claim_batch(60, 1)] == ["a"]
+    assert slow.renew(["a"], 60) == []
+    monkeypatch.undo()
+    assert other.claim_batch(60, 10) == [], "its lease is not five minutes shorter"
+    (doc,) = any_jobs.find({"_id": "a"})
+    assert abs(doc["available_at"] - (time.time() * 1000 + 60_000)) < 10_000, "a 60 s lease, on the server's clock"

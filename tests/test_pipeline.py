@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import json
+import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from archiver import artifacts
 from archiver.config import Config
 from archiver.envelope import decrypt
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
 from archiver.store import StoreError, open_store
+
+REAL_ARCHIVE = artifacts.archive_in_worker  # what the hooks below call, in whichever process they run
 
 
 def seed(config: Config, chats: list[tuple[dict, dict | None]]) -> None:
@@ -280,29 +286,36 @@ def test_storage_failure_is_recorded_and_the_next_pass_archives(make_config, key
         assert open_object(config, keys, entry["objects"]["pdf"]).startswith(b"%PDF-")
 
 
-@pytest.mark.parametrize("error", [StoreError("connection reset"), OSError(28, "No space left on device")])
-def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(error, make_config, keys, monkeypatch) -> None:
-    from archiver import artifacts
-
-    config = make_config()
-    chat, contact = make_chat(random.Random(13), messages=4, start_ms=recent_ms())
-    seed(config, [(chat, contact)])
-    archiver = Archiver(config)
-    real_put = artifacts._WORKER_STORE.put
-    stored = []
+def build_failing_record_puts(error: Exception, *args: Any, **kwargs: Any) -> artifacts.Artifacts:
+    """In a worker process: a build whose record put fails with ERROR while the others are stored."""
+    store = artifacts._WORKER_STORE
+    put = store.put
 
     def put_unless_record(key, data, sha256, retain_until):
         if key.endswith(".json.p7m"):
             raise error
-        stored.append(key)
-        return real_put(key, data, sha256, retain_until)
-    monkeypatch.setattr(artifacts._WORKER_STORE, "put", put_unless_record)
+        return put(key, data, sha256, retain_until)
+    store.put = put_unless_record
+    try:
+        return REAL_ARCHIVE(*args, **kwargs)
+    finally:
+        del store.put
+
+
+@pytest.mark.parametrize("error", [StoreError("connection reset"), OSError(28, "No space left on device")])
+def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(error, make_config, keys, monkeypatch) -> None:
+    config = make_config()
+    chat, contact = make_chat(random.Random(13), messages=4, start_ms=recent_ms())
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    monkeypatch.setattr(artifacts, "archive_in_worker", functools.partial(build_failing_record_puts, error))
     assert str(error) in archiver.run_pass().failed[chat["room"]]
-    assert len(stored) == 2, "the other objects of the chat were stored"
+    stored = open_store(config).keys()
+    assert len(stored) == 2 and not any(key.endswith(".json.p7m") for key in stored), "the others were stored"
     (entry,) = entries(config)
     assert sorted(entry["superseded_objects"]) == sorted(stored), "set aside at once, not left to a retry"
     assert job(config, chat["room"])["attempts"] == 1 and job(config, chat["room"])["state"] == "failed"
-    monkeypatch.setattr(artifacts._WORKER_STORE, "put", real_put)
+    monkeypatch.undo()
     index_db(config)[config["index.jobs"]].update_one({"_id": chat["room"]}, {"$set": {"available_at": 0}})
     assert archiver.run_pass().archived == 1
     (entry,) = entries(config)
@@ -325,28 +338,39 @@ def test_a_fixed_quarantined_chat_is_archived_by_export(make_config) -> None:
     assert [e["status"] for e in entries(config)] == ["archived"]
 
 
-def test_stopping_finishes_the_chat_in_hand_and_hands_back_the_rest(make_config, monkeypatch) -> None:
-    from archiver import artifacts
+def build_then_signal(*args: Any, **kwargs: Any) -> artifacts.Artifacts:
+    """In a worker process: its first build sends SIGUSR1 to the archiver (standing in for a SIGTERM)
+    and takes a while, so the stop arrives while that chat is being built."""
+    global _SIGNALLED
+    if not _SIGNALLED:
+        _SIGNALLED = True
+        os.kill(os.getppid(), signal.SIGUSR1)
+        time.sleep(2)
+    return REAL_ARCHIVE(*args, **kwargs)
 
+
+_SIGNALLED = False
+
+
+def test_stopping_finishes_the_chats_in_hand_and_hands_back_the_rest(make_config, monkeypatch) -> None:
     config = make_config(archive__batch_size=4)
     rng = random.Random(21)
     chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(12)]
     seed(config, chats)
     archiver = Archiver(config)
-    real_archive = artifacts.archive_here
-
-    def archive_then_stop(*args: Any):
-        built = real_archive(*args)
-        archiver.stop.set()  # SIGTERM arrives while the first chat is being built
-        return built
-    monkeypatch.setattr(artifacts, "archive_here", archive_then_stop)
-    report = archiver.run_pass()
-    assert report.archived == 1 and report.ok
-    assert [e["status"] for e in entries(config)] == ["archived"], "no stubs left for chats never built"
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_then_signal)
+    previous = signal.signal(signal.SIGUSR1, lambda *_: archiver.stop.set())  # as serve's SIGTERM handler does
+    try:
+        report = archiver.run_pass()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    # The chat being built, and the one a process pool hands its worker ahead of time, are finished.
+    assert report.archived == 2 and report.ok
+    assert [e["status"] for e in entries(config)] == ["archived"] * 2, "no stubs left for chats never built"
     handed_back = [job(config, c["room"]) for c, _ in chats if c["room"] not in archived_rooms(config)]
     assert {(j["state"], j["attempts"]) for j in handed_back} == {("pending", 0)}
-    monkeypatch.setattr(artifacts, "archive_here", real_archive)
-    assert Archiver(config).run_pass().archived == 11
+    monkeypatch.undo()
+    assert Archiver(config).run_pass().archived == 10
 
 
 def test_a_pdf_over_the_page_cap_is_quarantined_and_a_huge_url_is_archived_in_full(make_config, keys) -> None:
@@ -367,3 +391,32 @@ def test_a_pdf_over_the_page_cap_is_quarantined_and_a_huge_url_is_archived_in_fu
     assert entry["shortened_fields"] == 1
     record = json.loads(open_object(config, keys, entry["objects"]["record"]))
     assert record["transcript"]["messages"][0]["url"] == url, "the JSON record keeps the full value"
+
+
+def test_an_unconfirmed_s3_put_fails_the_chat_and_the_index_pins_each_locked_version(
+        make_config, keys, moto_endpoint, bucket) -> None:
+    import boto3
+
+    from faulty_s3 import FaultyS3
+
+    with FaultyS3() as proxy:
+        config = make_config(storage__url=f"s3://{bucket}/archive", storage__endpoint_url=proxy.url,
+                             archive__retry_backoff_seconds=0)
+        chat, contact = make_chat(random.Random(15), messages=5, start_ms=recent_ms())
+        seed(config, [(chat, contact)])
+        archiver = Archiver(config)
+        proxy.rewrite_headers = {"x-amz-checksum-sha256": None}  # S3 acknowledges without proving what it got
+        report = archiver.run_pass()
+        assert "acknowledged with checksum 'none'" in report.failed[chat["room"]]
+        (entry,) = entries(config)
+        assert entry["status"] == "uploading"
+        assert sorted(entry["superseded_objects"]) == sorted(open_store(config).keys()), "unverified, set aside"
+
+        proxy.rewrite_headers = {}
+        assert archiver.run_pass().archived == 1
+    (entry,) = entries(config)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    for obj in entry["objects"].values():
+        head = s3.head_object(Bucket=bucket, Key=f"archive/{obj['key']}")
+        assert obj["version_id"] and obj["version_id"] == head["VersionId"]
+        assert head["ObjectLockMode"] == "COMPLIANCE"

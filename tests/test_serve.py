@@ -38,7 +38,10 @@ def test_serve_archives_exposes_metrics_and_stops_on_sigterm(nx_uri, keys, tmp_p
             assert serve.poll() is None, serve.stderr.read()
             assert time.monotonic() < deadline, "serve did not archive the chats in time"
             time.sleep(0.2)
-        time.sleep(1.5)  # the pass records its metrics right after its last chat
+        # The pass records its metrics once its worker process has exited, after its last chat.
+        while "archiver_last_pass_end_timestamp_seconds 0.0" in _get(f"http://127.0.0.1:{port}/metrics")[1]:
+            assert time.monotonic() < deadline, "the pass did not end in time"
+            time.sleep(0.2)
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and body == "ok\n"
         status, metrics = _get(f"http://127.0.0.1:{port}/metrics")

@@ -80,3 +80,24 @@ def test_local_store_is_write_once(tmp_path: Path) -> None:
         store.get("room/v9/none")
     with pytest.raises(StoreError, match="put file://.*/room/v1/a.p7m/c.p7m: "):  # a file system error
         store.put("room/v1/a.p7m/c.p7m", b"abc", _sha(b"abc"), None)
+
+
+@pytest.mark.parametrize("echoed", [base64.b64encode(hashlib.sha256(b"other").digest()).decode(), None])
+def test_s3_put_acknowledged_without_our_checksum_is_a_failure(echoed, moto_endpoint: str, bucket: str) -> None:
+    with FaultyS3() as proxy:
+        store = S3Store(bucket, "p", endpoint_url=proxy.url)
+        proxy.rewrite_headers = {"x-amz-checksum-sha256": echoed}  # a wrong echo, or none at all
+        with pytest.raises(StoreError, match=r"put s3://.*/p/room/v1/a\.p7m: .*checksum") as raised:
+            store.put("room/v1/a.p7m", b"data", _sha(b"data"), RETAIN)
+        assert _sha(b"data") in str(raised.value)
+        proxy.rewrite_headers = {}
+        assert store.put("room/v1/b.p7m", b"data", _sha(b"data"), RETAIN).version_id
+
+
+def test_s3_locked_put_acknowledged_without_a_version_id_is_a_failure(moto_endpoint: str, bucket: str) -> None:
+    with FaultyS3() as proxy:
+        store = S3Store(bucket, "", endpoint_url=proxy.url)
+        proxy.rewrite_headers = {"x-amz-version-id": None}
+        with pytest.raises(StoreError, match=r"put s3://.*/k: .*no version id"):
+            store.put("k", b"data", _sha(b"data"), RETAIN)
+        assert store.put("unlocked", b"data", _sha(b"data"), None).version_id == "", "nothing to pin without a lock"

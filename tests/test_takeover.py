@@ -3,6 +3,8 @@ every stored object explained by the index (mongomock, or a real MongoDB)."""
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import os
 import random
 import signal
@@ -17,6 +19,8 @@ from archiver.pipeline import WORKER_DIED, Archiver
 from archiver.samples import make_chat
 from archiver.store import open_store
 from test_pipeline import archived_rooms, entries, index_db, job, recent_ms, seed
+
+REAL_ARCHIVE = artifacts.archive_in_worker  # what the hooks below call, in whichever process they run
 
 
 def queue_as(config, owner: str) -> WorkQueue:
@@ -37,21 +41,58 @@ def assert_each_archived_once_and_the_store_explained(config, rooms: list[str], 
     assert set(open_store(config).keys()) == explained
 
 
+def build_slowly(chat: dict[str, Any], *args: Any, **kwargs: Any) -> artifacts.Artifacts:
+    """A build of a room named *-slow that takes TEST_BUILD_SECONDS (worker processes inherit the environment)."""
+    if chat["room"].endswith("-slow"):
+        time.sleep(float(os.environ.get("TEST_BUILD_SECONDS", "0")))
+    return REAL_ARCHIVE(chat, *args, **kwargs)
+
+
+def watch_between_waits(monkeypatch, archiver: Archiver, look: Any) -> None:
+    """Call LOOK each time the pass comes back from waiting for builds (in this process)."""
+    settle = archiver._settle
+
+    def settle_then_look(*args: Any):
+        result = settle(*args)
+        look()
+        return result
+    monkeypatch.setattr(archiver, "_settle", settle_then_look)
+
+
 def test_one_worker_keeps_its_claims_while_it_builds_a_long_queue(make_config, monkeypatch) -> None:
     config = make_config(archive__lease_seconds=2, archive__batch_size=4)
-    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms()) for i in range(10)]
+    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms(), room=f"room-{i}-slow")
+             for i in range(10)]
     seed(config, chats)
     archiver = Archiver(config)
     jobs, lapsed = index_db(config)[config["index.jobs"]], []
-    real_archive = artifacts.archive_here
-
-    def slow_archive(*args: Any):
-        time.sleep(0.4)  # ten of these outlast the lease many times over
-        lapsed.extend(jobs.find({"state": "claimed", "available_at": {"$lt": now_ms()}}))
-        return real_archive(*args)
-    monkeypatch.setattr(artifacts, "archive_here", slow_archive)
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "0.4")  # ten of these outlast the lease twice over
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly)
+    watch_between_waits(monkeypatch, archiver,
+                        lambda: lapsed.extend(jobs.find({"state": "claimed", "available_at": {"$lt": now_ms()}})))
     assert archiver.run_pass().archived == 10
     assert lapsed == [], "no claim lapsed while the chats waited their turn"
+
+
+def test_one_worker_renews_its_leases_while_a_build_outlasts_them(make_config, monkeypatch) -> None:
+    config = make_config(archive__workers=1, archive__lease_seconds=2)
+    rng = random.Random(3)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms(), room="room-slow"),
+             make_chat(rng, messages=3, start_ms=recent_ms())]
+    seed(config, chats)
+    archiver = Archiver(config)
+    rival, tries, taken = queue_as(config, "rival"), [], []
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "5")  # two and a half leases
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly)
+
+    def rival_tries() -> None:  # a second worker polling for lapsed claims
+        tries.append(1)
+        taken.extend(rival.claim_batch(60, 100))
+    watch_between_waits(monkeypatch, archiver, rival_tries)
+    report = archiver.run_pass()
+    assert taken == [] and len(tries) >= 6, "the rival looked all through the build and found nothing to take"
+    assert report.ok and report.archived == 2 and report.leases_lost == []
+    assert {job(config, c["room"])["state"] for c, _ in chats} == {"done"}
 
 
 def test_a_lost_lease_leaves_the_chat_to_the_worker_that_took_it(make_config, monkeypatch) -> None:
@@ -59,24 +100,23 @@ def test_a_lost_lease_leaves_the_chat_to_the_worker_that_took_it(make_config, mo
     chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms()) for i in range(8)]
     seed(config, chats)
     archiver = Archiver(config)
-    real_archive, taken = artifacts.archive_here, []
+    taken: list = []
 
-    def archive_while_paused(*args: Any):
+    def pause_and_lose_everything() -> None:
         if not taken:  # this worker stalls past its lease, and another takes every chat over
             expire_all_claims(config)
             taken.extend(queue_as(config, "other").claim_batch(60, 100))
-            time.sleep(0.5)
-        return real_archive(*args)
-    monkeypatch.setattr(artifacts, "archive_here", archive_while_paused)
+    watch_between_waits(monkeypatch, archiver, pause_and_lose_everything)
     report = archiver.run_pass()
-    assert len(taken) == 8 and report.archived == 1, "the build in hand finished; the rest were left"
-    assert report.ok and len(report.leases_lost) == 7
-    (first,) = archived_rooms(config)
-    assert job(config, first)["owner"] == "other", "the taken-over job is not closed by us"
-    monkeypatch.setattr(artifacts, "archive_here", real_archive)
+    # The builds already handed to the worker process (a pool queues one ahead) finish; the rest are left.
+    assert len(taken) == 8 and 1 <= report.archived <= 2
+    assert report.ok and len(report.leases_lost) == 8 - report.archived
+    first = archived_rooms(config)
+    assert {job(config, room)["owner"] for room in first} == {"other"}, "the taken-over jobs are not closed by us"
+    monkeypatch.undo()
     expire_all_claims(config)  # "other" dies too; a third worker finishes
-    report = Archiver(config).run_pass()
-    assert report.archived == 7 and report.unchanged == 1
+    again = Archiver(config).run_pass()
+    assert again.archived == 8 - len(first) and again.unchanged == len(first)
     assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats])
 
 
@@ -110,11 +150,16 @@ def test_an_entry_taken_over_is_never_dropped(mongo_uri, db_names) -> None:
     assert index.entries.count_documents({"room": "room-2"}) == 0, "an entry only we ever held is dropped"
 
 
-def build_or_die(chat: dict[str, Any], *args: Any) -> artifacts.Artifacts:
-    """In a worker process: a chat that kills the process building it (as the OOM killer would)."""
-    if chat["room"].endswith("-poison"):
+def build_or_die(chat: dict[str, Any], *args: Any, **kwargs: Any) -> artifacts.Artifacts:
+    """In a worker process: a chat that kills the process building it (as the OOM killer would); and one
+    that does so too, then never ends in processes started once TEST_HANG_BUILDS is set."""
+    if multiprocessing.parent_process() is None:  # never kill the test run itself
+        raise RuntimeError("built in the archiver's own process, not in a worker process")
+    if chat["room"].endswith("-hang") and os.environ.get("TEST_HANG_BUILDS"):
+        time.sleep(3600)
+    if chat["room"].endswith(("-poison", "-hang")):
         os.kill(os.getpid(), signal.SIGKILL)
-    return artifacts.archive_in_worker(chat, *args)
+    return REAL_ARCHIVE(chat, *args, **kwargs)
 
 
 def test_a_chat_that_kills_its_worker_fails_alone(make_config, monkeypatch) -> None:
@@ -160,3 +205,61 @@ def test_stopping_after_a_worker_died_hands_its_chats_back(make_config, monkeypa
     monkeypatch.undo()  # the next worker builds every chat, the poisoned one included
     assert Archiver(config).run_pass().archived == len(handed_back)
     assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats])
+
+
+def test_a_chat_that_kills_the_only_worker_is_quarantined(make_config, monkeypatch) -> None:
+    config = make_config(archive__workers=1, archive__max_attempts=2)
+    rng = random.Random(7)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(3)]
+    chats.insert(1, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-poison"))
+    seed(config, chats)
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)
+    archiver = Archiver(config)
+    report = archiver.run_pass()
+    assert report.failed == {"room-poison": WORKER_DIED} and report.archived == 3
+    assert report.worker_deaths == 2, "once in the pass's worker process, once alone"
+    index_db(config)[config["index.jobs"]].update_one({"_id": "room-poison"}, {"$set": {"available_at": 0}})
+    report = archiver.run_pass()
+    assert report.quarantined == {"room-poison": f"gave up after 2 attempts: {WORKER_DIED}"}
+    assert job(config, "room-poison")["state"] == "quarantined"
+
+
+def test_an_export_whose_chat_kills_its_worker_is_quarantined(make_config, monkeypatch) -> None:
+    config = make_config(archive__max_attempts=2)
+    rng = random.Random(8)
+    good = make_chat(rng, messages=3, start_ms=recent_ms())
+    seed(config, [good, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-poison")])
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)
+    archiver = Archiver(config)
+    report, plain = archiver.archive_room("room-poison", "ended")
+    assert report.failed == {"room-poison": WORKER_DIED} and report.worker_deaths == 1 and plain is None
+    report, plain = archiver.archive_room("room-poison", "ended")
+    assert report.quarantined == {"room-poison": f"gave up after 2 attempts: {WORKER_DIED}"} and plain is None
+    report, plain = archiver.archive_room(good[0]["room"], "ended")
+    (entry,) = entries(config, room=good[0]["room"])
+    assert report.archived == 1 and plain is not None
+    assert hashlib.sha256(plain.pdf).hexdigest() == entry["objects"]["pdf"]["plaintext_sha256"], \
+        "the plaintext handed back is the one archived"
+
+
+def test_a_rebuild_that_never_ends_is_stopped_and_the_pass_goes_on(make_config, monkeypatch) -> None:
+    config = make_config(archive__workers=1, archive__build_timeout_seconds=10, archive__lease_seconds=1)
+    rng = random.Random(9)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(3)]
+    chats.insert(1, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-hang"))
+    seed(config, chats)
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)
+    archiver = Archiver(config)
+    rebuild_alone = archiver._rebuild_alone
+
+    def hang_from_now_on(*args: Any):  # the chat killed its worker; built again alone, it hangs
+        monkeypatch.setenv("TEST_HANG_BUILDS", "1")
+        return rebuild_alone(*args)
+    monkeypatch.setattr(archiver, "_rebuild_alone", hang_from_now_on)
+    started = time.monotonic()
+    report = archiver.run_pass()
+    assert time.monotonic() - started < 60, report
+    assert report.failed == {"room-hang": "the build did not finish within 10 seconds; its worker process was stopped"}
+    assert report.archived == 3 and report.worker_deaths == 1
+    assert report.leases_lost == [], "leases were renewed while the rebuild hung"
+    assert job(config, "room-hang")["state"] == "failed"

@@ -6,12 +6,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from archiver.config import Config, ConfigError
-from archiver.store.base import ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError
+from archiver.store.base import (ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError,
+                                 UnconfirmedPut)
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError", "open_store",
-           "local_lock_warning"]
+__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError",
+           "UnconfirmedPut", "open_store", "local_lock_warning"]
 
 
 def open_store(config: Config) -> ObjectStore:

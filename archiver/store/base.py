@@ -22,6 +22,10 @@ class PutFailed(StoreError):
         return str(self.args[0])
 
 
+class UnconfirmedPut(StoreError):
+    """The store acknowledged a put without proving what it stored: the object may exist, unverified."""
+
+
 class ObjectExists(StoreError):
     """A put would have replaced an existing object; stores never overwrite."""
 

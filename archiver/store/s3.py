@@ -1,5 +1,8 @@
 """S3-compatible storage through boto3: SHA-256 checked puts, Object Lock, no overwrites.
 
+A put counts as stored only when S3 echoes our SHA-256 (the checksum it verified
+on arrival) and, under Object Lock, names the version it locked.
+
 Throttling and 5xx answers are retried by botocore's "standard" retry mode
 (exponential backoff with jitter), up to storage.max_attempts.
 """
@@ -14,7 +17,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.redact import redact
-from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
+from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError, UnconfirmedPut
 
 
 class S3Store:
@@ -42,15 +45,17 @@ class S3Store:
 
     def put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
         extra = {}
-        if self.lock_mode and retain_until is not None:
+        locked = bool(self.lock_mode and retain_until is not None)
+        if locked:
             extra = {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         try:
             answer = self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.prefix + key,
                 Body=data,
                 ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
+                ChecksumSHA256=checksum,
                 IfNoneMatch="*",
                 ContentType="application/pkcs7-mime",
                 **extra,
@@ -62,7 +67,19 @@ class S3Store:
             raise StoreError(f"put {self.url}{key}: {code or 'error'}: {_message(exc)}") from None
         except BotoCoreError as exc:
             raise StoreError(redact(f"put {self.url}{key}: {exc}")) from None  # the endpoint URL may hold a key
-        return StoredObject(key=key, version_id=answer.get("VersionId", "") or "", size=len(data))
+        return self._confirmed(key, answer, checksum, sha256, locked, len(data))
+
+    def _confirmed(self, key: str, answer: dict, checksum: str, sha256: str, locked: bool, size: int
+                   ) -> StoredObject:
+        """The stored object, if S3's answer proves it holds our bytes (and, when LOCKED, which version)."""
+        echoed = answer.get("ChecksumSHA256", "")
+        if echoed != checksum:  # S3 verified something else, or nothing we can see
+            raise UnconfirmedPut(f"put {self.url}{key}: acknowledged with checksum {echoed or 'none'!r}, "
+                                 f"not our SHA-256 {sha256} ({checksum})")
+        version_id = answer.get("VersionId", "") or ""
+        if locked and not version_id:  # the index must name the locked version
+            raise UnconfirmedPut(f"put {self.url}{key}: acknowledged with no version id under Object Lock")
+        return StoredObject(key=key, version_id=version_id, size=size)
 
     def get(self, key: str, version_id: str = "") -> bytes:
         args = {"Bucket": self.bucket, "Key": self.prefix + key}
