@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping
 
 from apscheduler.triggers.cron import CronTrigger
 
+from archiver.certificates import is_fingerprint
+
 ENV_PREFIX = "ARCHIVER_"
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "transcript.toml"
 
@@ -65,6 +67,12 @@ def _crontab(v: str) -> str | None:
     return None
 
 
+def _fingerprints(v: list[str]) -> str | None:
+    if all(is_fingerprint(item) for item in v):
+        return None
+    return "must be SHA-256 fingerprints, 64 hex digits (colons allowed) as `openssl x509 -fingerprint -sha256` prints"
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "mongodb": {"uri": Key(str, "", _mongo_uri)},
     "source": {
@@ -90,7 +98,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chain": Key(list, []),
         "timestamp_url": Key(str, ""),
     },
-    "encryption": {"recipients": Key(list, [])},
+    "encryption": {"recipients": Key(list, []), "recipient_fingerprints": Key(list, [], _fingerprints)},
     "storage": {
         "url": Key(str, "", _storage_url),
         "endpoint_url": Key(str, ""),

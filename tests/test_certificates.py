@@ -166,7 +166,9 @@ def test_an_expired_signing_certificate_made_pdfs_that_pdfsig_calls_expired(tmp_
     from reportlab.pdfgen import canvas
 
     blank = tmp_path / "blank.pdf"
-    canvas.Canvas(str(blank)).save()
+    page = canvas.Canvas(str(blank))
+    page.drawString(72, 720, "a transcript")
+    page.save()
     signed = tmp_path / "signed.pdf"
     # What the archiver did with it until now (load_identity accepted it):
     signed.write_bytes(Signer(SigningIdentity(made.key, made.cert, ())).sign_pdf(blank.read_bytes()))
