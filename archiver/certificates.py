@@ -27,7 +27,9 @@ def now() -> dt.datetime:
 
 
 def subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or "(empty subject)"
+    """The subject as RFC 4514 text, control characters escaped (it reaches logs and /healthz)."""
+    text = cert.subject.rfc4514_string() or "(empty subject)"
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def fingerprint(cert: x509.Certificate) -> str:

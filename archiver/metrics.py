@@ -1,7 +1,8 @@
 """Prometheus metrics and a health endpoint for `archiver serve`.
 
 `/metrics` is the Prometheus text format; `/healthz` answers 200 while the
-service is healthy (see `Service.healthy`), 503 otherwise.
+service is healthy (see `Service.healthy`), 503 otherwise, and says why below
+the first line (see `Service.health_notes`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from archiver.certificates import Expiry
 
 STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
 
@@ -40,6 +43,20 @@ class Metrics:
         self.queue = Gauge("archiver_jobs", "Jobs by state", ["state"], registry=self.registry)
         self.last_pass_end = Gauge("archiver_last_pass_end_timestamp_seconds", "When the last pass ended",
                                    registry=self.registry)
+        self.signing_expiry = Gauge("archiver_signing_certificate_expiry_days",
+                                    "Days until the signing certificate expires (negative: expired)",
+                                    registry=self.registry)
+        self.recipient_expiry = Gauge("archiver_recipient_certificate_expiry_days",
+                                      "Days until a recipient certificate expires (negative: expired)",
+                                      ["fingerprint", "subject"], registry=self.registry)
+
+    def record_certificates(self, expiries: list[Expiry]) -> None:
+        """Gauges of days left, computed when scraped, for the certificates in use."""
+        self.recipient_expiry.clear()  # a recipient no longer configured stops being reported
+        for expiry in expiries:
+            gauge = (self.signing_expiry if expiry.role == "signing"
+                     else self.recipient_expiry.labels(expiry.fingerprint, expiry.subject))
+            gauge.set_function(expiry.days_left)
 
     def record_pass(self, report) -> None:
         self.archived.inc(report.archived)
@@ -53,8 +70,9 @@ class Metrics:
         self.last_pass_end.set(time.time())
 
 
-def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Start /metrics and /healthz on PORT in a daemon thread."""
+def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0",
+               notes: Callable[[], list[str]] | None = None) -> ThreadingHTTPServer:
+    """Start /metrics and /healthz on PORT in a daemon thread; NOTES are more lines for /healthz."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # access logs would drown the structured ones
@@ -65,7 +83,9 @@ def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: s
                 self._answer(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 ok = healthy()
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+                lines = ["ok" if ok else "unhealthy", *(notes() if notes else [])]
+                self._answer(200 if ok else 503, "".join(f"{line}\n" for line in lines).encode(),
+                             "text/plain; charset=utf-8")
             else:
                 self._answer(404, b"not found\n", "text/plain")
 

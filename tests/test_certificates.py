@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from archiver.cli import main
 from archiver.config import ConfigError
 from archiver.envelope import Envelope, EnvelopeError, load_recipients
 from archiver.jobs import Service
+from archiver.logs import LOGGER
 from archiver.metrics import serve_http
 from archiver.mongo import connect
 from archiver.samples import make_chat
@@ -213,7 +215,16 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_serve_refuses_a_pass_once_the_signing_certificate_expires(tmp_path, make_config, caplog) -> None:
+class _Events(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_serve_refuses_a_pass_once_the_signing_certificate_expires(tmp_path, make_config) -> None:
     signer = make(tmp_path / "s", "Signer", usages=SIGNING_USAGES, ec_key=True, not_after=ahead(seconds=4))
     config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path))
     service = Service(config, threading.Event())  # starts: the certificate is still valid
@@ -221,16 +232,27 @@ def test_serve_refuses_a_pass_once_the_signing_certificate_expires(tmp_path, mak
     connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(chat)
     port = free_port()
     server = serve_http(service.metrics, port, service.healthy, "127.0.0.1", service.health_notes)
+    events = _Events()
+    LOGGER.addHandler(events)
     try:
         time.sleep(max(0.0, (signer.cert.not_valid_after_utc - ahead()).total_seconds()) + 0.5)
         service.archive_pass()
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
     finally:
         server.shutdown()
+        LOGGER.removeHandler(events)
     assert not service.healthy() and status == 503
     assert f"signing.certificate: {signer.cert_path}: CN=Signer: expired on" in body
     assert "expired on" in service.last_error
     assert service.archiver.index.entries.count_documents({}) == 0, "nothing signed with the expired key"
+    assert [r.fields["error"] for r in events.records if r.getMessage() == "pass_refused"] == [service.last_error]
+    # Renewed in place: the next pass signs with the new certificate (one worker: in this process).
+    renewed = make(tmp_path / "renewed", "Signer", usages=SIGNING_USAGES, ec_key=True)
+    signer.cert_path.write_bytes(renewed.cert_path.read_bytes())
+    signer.key_path.write_bytes(renewed.key_path.read_bytes())
+    service.archive_pass()
+    assert service.healthy(), service.last_error
+    assert [e["signing_certificate_sha256"] for e in service.archiver.index.entries.find()] == [renewed.fingerprint]
 
 
 def test_expiry_days_are_metrics_and_healthz_warns_30_days_ahead(tmp_path, make_config, keys) -> None:
