@@ -26,6 +26,7 @@ from archiver.samples import make_chat
 from archiver.signing import Signer, SigningError, SigningIdentity, load_identity
 from certfactory import Made, ago, ahead, make
 from conftest import free_port, require_tool, write_toml
+from test_crash import ARCHIVER
 
 SIGNING_USAGES = ("digital_signature", "content_commitment")
 
@@ -205,6 +206,18 @@ def test_run_with_an_expired_recipient_exits_2_and_does_nothing(tmp_path, make_c
     err = capsys.readouterr().err
     assert f"encryption.recipients: {legal.cert_path}: CN=Legal: expired on " in err
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.p7m"))
+
+
+def test_serve_with_an_unfit_signing_certificate_exits_2_at_start(tmp_path, make_config) -> None:
+    signer = make(tmp_path / "s", "Signer", usages=("digital_signature",), ec_key=True)
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path))
+    values = {k: config[k] for k in ("mongodb.uri", "storage.url", "signing.certificate", "signing.key",
+                                     "encryption.recipients")}
+    path = write_toml(tmp_path / "archiver.toml", {**values, "metrics.port": 0})
+    serve = subprocess.run([ARCHIVER, "--config", str(path), "serve"], capture_output=True, text=True, timeout=60)
+    assert serve.returncode == 2, serve.stderr
+    assert serve.stderr.strip() == (f"archiver: error: signing.certificate: {signer.cert_path}: CN=Signer: "
+                                    "key usage lacks nonRepudiation")
 
 
 def _get(url: str) -> tuple[int, str]:
