@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from cryptography import x509
+
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
 from archiver.names import safe_name
 from archiver.render.pdf import Limits, PdfRenderer
 from archiver.render.record import build_record
-from archiver.signing import Signer, load_identity, sha256_hex
+from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
 from archiver.store import ObjectStore, PutFailed, StoreError, UnconfirmedPut, open_store
 from archiver.transcript import Transcript, has_ended, normalise
 
@@ -88,14 +90,10 @@ class ArtifactBuilder:
 
     @classmethod
     def from_config(cls, config: Config, *, encrypt: bool = True) -> "ArtifactBuilder":
-        identity = load_identity(
-            config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
-            config["signing.key_password"], config["signing.chain"],
-        )
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
-            Signer(identity, config["signing.timestamp_url"]),
-            Envelope(load_recipients(config["encryption.recipients"])) if encrypt else None,
+            Signer(configured_identity(config), config["signing.timestamp_url"]),
+            Envelope(configured_recipients(config)) if encrypt else None,
             config["archive.max_message_chars"],
             config["storage.retain_days"],
         )
@@ -141,6 +139,17 @@ class ArtifactBuilder:
 def render_limits(config: Config) -> Limits:
     return Limits(url_chars=config["archive.max_url_chars"], field_chars=config["archive.max_field_chars"],
                   pages=config["archive.max_pages"], pdf_bytes=config["archive.max_pdf_bytes"])
+
+
+def configured_identity(config: Config) -> SigningIdentity:
+    """The signing key and certificate the configuration names, checked (SigningError if unfit)."""
+    return load_identity(config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
+                         config["signing.key_password"], config["signing.chain"])
+
+
+def configured_recipients(config: Config) -> list[x509.Certificate]:
+    """The recipient certificates the configuration names, checked and pinned (EnvelopeError if unfit)."""
+    return load_recipients(config["encryption.recipients"], config["encryption.recipient_fingerprints"])
 
 
 def version_folder(room: str, version: int) -> str:

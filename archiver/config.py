@@ -18,6 +18,8 @@ from pymongo.errors import PyMongoError
 
 from archiver.redact import redact
 
+from archiver.certificates import is_fingerprint
+
 ENV_PREFIX = "ARCHIVER_"
 
 
@@ -85,6 +87,12 @@ def _crontab(v: str) -> str | None:
     return None
 
 
+def _fingerprints(v: list[str]) -> str | None:
+    if all(is_fingerprint(item) for item in v):
+        return None
+    return "must be SHA-256 fingerprints, 64 hex digits (colons allowed) as `openssl x509 -fingerprint -sha256` prints"
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "mongodb": {"uri": Key(str, "", _mongo_uri)},
     "source": {
@@ -110,7 +118,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chain": Key(list, []),
         "timestamp_url": Key(str, ""),
     },
-    "encryption": {"recipients": Key(list, [])},
+    "encryption": {"recipients": Key(list, []), "recipient_fingerprints": Key(list, [], _fingerprints)},
     "storage": {
         "url": Key(str, "", _storage_url),
         "endpoint_url": Key(str, ""),

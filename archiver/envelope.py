@@ -10,31 +10,51 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
+
+from archiver import certificates
 
 
 class EnvelopeError(ValueError):
     """A recipient certificate or decryption key is unusable; the message says which and why."""
 
 
-def load_recipients(paths: list[str]) -> list[x509.Certificate]:
-    certs: list[x509.Certificate] = []
-    for path in paths:
-        try:
-            loaded = x509.load_pem_x509_certificates(Path(path).read_bytes())
-        except OSError as exc:
-            raise EnvelopeError(f"encryption.recipients: {path}: cannot read ({exc.strerror})") from None
-        except ValueError as exc:
-            raise EnvelopeError(f"encryption.recipients: {path}: not a PEM certificate ({exc})") from None
-        for cert in loaded:
-            if not isinstance(cert.public_key(), rsa.RSAPublicKey):
-                raise EnvelopeError(f"encryption.recipients: {path}: CMS key transport needs an RSA certificate")
-        certs.extend(loaded)
-    if not certs:
+def load_recipients(paths: list[str], pinned: list[str] | None = None) -> list[x509.Certificate]:
+    """The certificates in PATHS, each fit to be a recipient and, if PINNED is given, pinned there."""
+    loaded = [(path, cert) for path in paths for cert in _read_certificates(path)]
+    for path, cert in loaded:
+        problems = certificates.recipient_problems(cert)
+        if problems:
+            raise EnvelopeError(certificates.refusal("encryption.recipients", path, cert, problems))
+    if pinned:
+        _check_pins(loaded, pinned)
+    if not loaded:
         raise EnvelopeError("encryption.recipients: no recipient certificate given")
-    return certs
+    return [cert for _, cert in loaded]
+
+
+def _read_certificates(path: str) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except OSError as exc:
+        raise EnvelopeError(f"encryption.recipients: {path}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise EnvelopeError(f"encryption.recipients: {path}: not a PEM certificate ({exc})") from None
+
+
+def _check_pins(loaded: list[tuple[str, x509.Certificate]], pinned: list[str]) -> None:
+    """Exactly the pinned certificates: no swapped-in recipient, no pinned one left out."""
+    pins = {certificates.normalise_fingerprint(p) for p in pinned}
+    for path, cert in loaded:
+        if certificates.fingerprint(cert) not in pins:
+            raise EnvelopeError(certificates.refusal(
+                "encryption.recipients", path, cert,
+                [f"fingerprint {certificates.fingerprint(cert)} is not in encryption.recipient_fingerprints"]))
+    missing = sorted(pins - {certificates.fingerprint(cert) for _, cert in loaded})
+    if missing:
+        raise EnvelopeError(f"encryption.recipient_fingerprints: {missing[0]}: no certificate in "
+                            "encryption.recipients has this fingerprint")
 
 
 class Envelope:

@@ -15,11 +15,15 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from archiver.artifacts import configured_identity, configured_recipients, init_worker
+from archiver.certificates import Expiry
 from archiver.config import Config
 from archiver import logs
+from archiver.envelope import EnvelopeError
 from archiver.logs import event
 from archiver.metrics import Metrics, serve_http
 from archiver.pipeline import Archiver
+from archiver.signing import SigningError
 
 
 class Service:
@@ -33,8 +37,26 @@ class Service:
         self.last_activity = time.time()  # a finished chat or pass; start-up until then
         self.last_error = ""
         self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
+        self.certificates: list[Expiry] = []
+        self.check_certificates()
+
+    def check_certificates(self) -> None:
+        """Load the signing and recipient certificates afresh and check them (SigningError, EnvelopeError)."""
+        identity = configured_identity(self.config)
+        recipients = configured_recipients(self.config)
+        previous, self.certificates = self.certificates, [
+            Expiry.of("signing", identity.certificate), *(Expiry.of("recipient", cert) for cert in recipients)]
+        if previous and previous != self.certificates:  # renewed: the in-process builder must use them too
+            init_worker(self.config)
+        self.metrics.record_certificates(self.certificates)
 
     def archive_pass(self) -> None:
+        try:  # a certificate that expired (or a file replaced) since start-up stops new passes
+            self.check_certificates()
+        except (SigningError, EnvelopeError) as exc:
+            self.last_error = str(exc)
+            event("pass_refused", logging.ERROR, error=self.last_error)
+            return
         try:
             report = self.archiver.run_pass(progress=lambda _: self._touch())
         except Exception as exc:  # MongoDB down, say: report it, keep serving, try at the next tick
@@ -68,6 +90,13 @@ class Service:
     def _touch(self) -> None:
         self.last_activity = time.time()
 
+    def health_notes(self) -> list[str]:
+        """The lines /healthz shows below ok/unhealthy: the last error, certificates expiring soon."""
+        warnings = [w for w in (c.warning() for c in self.certificates) if w]
+        errors = [f"error: {self.last_error}"] if self.last_error else []
+        errors += [f"rescan error: {self.rescan_error}"] if self.rescan_error else []
+        return [*errors, *warnings]
+
     def healthy(self) -> bool:
         """No failed pass or rescan, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
         stale = self.config["metrics.stale_after_minutes"] * 60
@@ -79,7 +108,8 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     logs.adopt("apscheduler", "py.warnings")  # every line on stderr in the same (JSON) format
     service = Service(config, stop)
     if config["metrics.port"]:
-        serve_http(service.metrics, config["metrics.port"], service.healthy, config["metrics.host"])
+        serve_http(service.metrics, config["metrics.port"], service.healthy, config["metrics.host"],
+                   service.health_notes)
     scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
     once = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(service.archive_pass, CronTrigger.from_crontab(config["schedule.archive"], timezone="UTC"),

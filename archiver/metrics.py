@@ -1,7 +1,8 @@
 """Prometheus metrics and a health endpoint for `archiver serve`.
 
 `/metrics` is the Prometheus text format; `/healthz` answers 200 while the
-service is healthy (see `Service.healthy`), 503 otherwise.
+service is healthy (see `Service.healthy`), 503 otherwise, and says why below
+the first line (see `Service.health_notes`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from archiver.logs import event
+from archiver.certificates import Expiry
 
 STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
 MAX_CONNECTIONS = 16  # handler threads at most; a connection beyond them is closed at once
@@ -51,6 +53,20 @@ class Metrics:
         self.last_rescan_ok = Gauge("archiver_last_rescan_ok", "0 after a full rediscovery failed, until one "
                                     "succeeds; 1 otherwise", registry=self.registry)
         self.last_rescan_ok.set(1)
+        self.signing_expiry = Gauge("archiver_signing_certificate_expiry_days",
+                                    "Days until the signing certificate expires (negative: expired)",
+                                    registry=self.registry)
+        self.recipient_expiry = Gauge("archiver_recipient_certificate_expiry_days",
+                                      "Days until a recipient certificate expires (negative: expired)",
+                                      ["fingerprint", "subject"], registry=self.registry)
+
+    def record_certificates(self, expiries: list[Expiry]) -> None:
+        """Gauges of days left, computed when scraped, for the certificates in use."""
+        self.recipient_expiry.clear()  # a recipient no longer configured stops being reported
+        for expiry in expiries:
+            gauge = (self.signing_expiry if expiry.role == "signing"
+                     else self.recipient_expiry.labels(expiry.fingerprint, expiry.subject))
+            gauge.set_function(expiry.days_left)
 
     def record_pass(self, report) -> None:
         self.archived.inc(report.archived)
@@ -62,7 +78,6 @@ class Metrics:
             self.stage_seconds.labels(stage).inc(seconds)
         self.pass_seconds.observe(report.seconds)
         self.last_pass_end.set(time.time())
-
 
     def record_rescan(self, ok: bool) -> None:
         if not ok:
@@ -98,8 +113,9 @@ class _BoundedServer(ThreadingHTTPServer):
 
 
 def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "127.0.0.1",
-               timeout: float = REQUEST_TIMEOUT) -> ThreadingHTTPServer:
-    """Start /metrics and /healthz on HOST:PORT in a daemon thread; silent connections close after TIMEOUT s."""
+               notes: Callable[[], list[str]] | None = None, timeout: float = REQUEST_TIMEOUT) -> ThreadingHTTPServer:
+    """Start /metrics and /healthz on HOST:PORT in a daemon thread; NOTES are more lines for /healthz;
+    silent connections close after TIMEOUT s."""
 
     class Handler(BaseHTTPRequestHandler):
         def setup(self) -> None:
@@ -114,7 +130,9 @@ def serve_http(metrics: Metrics, port: int, healthy: Callable[[], bool], host: s
                 self._answer(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 ok = healthy()
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+                lines = ["ok" if ok else "unhealthy", *(notes() if notes else [])]
+                self._answer(200 if ok else 503, "".join(f"{line}\n" for line in lines).encode(),
+                             "text/plain; charset=utf-8")
             else:
                 self._answer(404, b"not found\n", "text/plain")
 

@@ -26,6 +26,8 @@ from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.signers.pdf_cms import SignedAttributeProviderSpec
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
+from archiver import certificates
+
 SIGNATURE_FIELD = "ArchiveSignature"
 
 
@@ -64,16 +66,24 @@ def load_identity(
             raise SigningError(f"PKCS#12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
         if cert is None or loaded_key is None:
             raise SigningError(f"PKCS#12 {pkcs12_path}: holds no key and certificate pair")
+        _check(cert, "signing.pkcs12", pkcs12_path)
         return _identity(loaded_key, cert, [*more, *extra], pkcs12_path)
     try:
         certs = x509.load_pem_x509_certificates(_read(certificate, "certificate"))
     except ValueError as exc:
         raise SigningError(f"certificate {certificate}: not a PEM certificate ({exc})") from None
+    _check(certs[0], "signing.certificate", certificate)
     try:
         loaded_key = serialization.load_pem_private_key(_read(key, "signing key"), secret)
     except (ValueError, TypeError) as exc:
         raise SigningError(f"signing key {key}: cannot load ({exc}); check signing.key_password") from None
     return _identity(loaded_key, certs[0], [*certs[1:], *extra], key)
+
+
+def _check(cert: x509.Certificate, setting: str, path: str) -> None:
+    problems = certificates.signing_problems(cert)
+    if problems:
+        raise SigningError(certificates.refusal(setting, path, cert, problems))
 
 
 def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where: str) -> SigningIdentity:

@@ -1,0 +1,138 @@
+"""What makes a signing or recipient certificate fit for evidence, and how long it stays so.
+
+Checked when the keys are loaded (every command, at start-up) and before every
+pass of `serve`. Times are compared with this machine's clock with no tolerance:
+a signature made before its certificate's notBefore claims a signing time at
+which the certificate was not valid, which verifiers reject; a CA whose clock is
+a minute ahead costs a minute of waiting, not a bad archive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+WARN_DAYS = 30  # /healthz warns this long before a certificate expires
+MIN_RSA_BITS = 2048
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def subject(cert: x509.Certificate) -> str:
+    """The subject as RFC 4514 text, control characters escaped (it reaches logs and /healthz)."""
+    text = cert.subject.rfc4514_string() or "(empty subject)"
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def normalise_fingerprint(text: str) -> str:
+    """`AB:CD:…` as `openssl x509 -fingerprint -sha256` prints it, or plain hex, as lower-case hex."""
+    return text.replace(":", "").strip().lower()
+
+
+def is_fingerprint(text: str) -> bool:
+    return bool(_SHA256_HEX.fullmatch(normalise_fingerprint(text)))
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _validity(cert: x509.Certificate, at: dt.datetime) -> list[str]:
+    if at < cert.not_valid_before_utc:
+        return [f"not valid before {_when(cert.not_valid_before_utc)}"]
+    if at > cert.not_valid_after_utc:
+        return [f"expired on {_when(cert.not_valid_after_utc)}"]
+    return []
+
+
+def _key_strength(cert: x509.Certificate) -> list[str]:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return [f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS} needed)"]
+    return []
+
+
+def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _needs_usage(cert: x509.Certificate, attribute: str, name: str) -> list[str]:
+    # No keyUsage extension means "any use" in RFC 5280; evidence wants the purpose stated.
+    usage = _key_usage(cert)
+    if usage is None:
+        return [f"no key usage extension ({name} needed)"]
+    return [] if getattr(usage, attribute) else [f"key usage lacks {name}"]
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return True
+    except x509.ExtensionNotFound:
+        pass
+    usage = _key_usage(cert)
+    return usage is not None and usage.key_cert_sign
+
+
+def signing_problems(cert: x509.Certificate, at: dt.datetime | None = None) -> list[str]:
+    """Why CERT must not sign archives; empty when it may.
+
+    nonRepudiation (contentCommitment) is required: pdfsig, openssl and Acrobat accept it
+    or digitalSignature, pyHanko's validator by default accepts only nonRepudiation, and
+    qualified seal certificates carry only nonRepudiation.
+    """
+    return [*_validity(cert, at or now()), *_key_strength(cert),
+            *_needs_usage(cert, "content_commitment", "nonRepudiation")]
+
+
+def recipient_problems(cert: x509.Certificate, at: dt.datetime | None = None) -> list[str]:
+    """Why CERT must not be an encryption recipient; empty when it may."""
+    if is_ca(cert):  # a chain pasted into a recipients file would let its CA decrypt
+        return ["is a CA certificate, not a recipient's own"]
+    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+        return ["CMS key transport needs an RSA certificate"]  # the only kind cryptography encrypts to
+    return [*_validity(cert, at or now()), *_key_strength(cert),
+            *_needs_usage(cert, "key_encipherment", "keyEncipherment")]
+
+
+def refusal(setting: str, path: str, cert: x509.Certificate, problems: list[str]) -> str:
+    return f"{setting}: {path}: {subject(cert)}: {'; '.join(problems)}"
+
+
+@dataclass(frozen=True)
+class Expiry:
+    role: str  # "signing" or "recipient"
+    subject: str
+    fingerprint: str
+    not_after: dt.datetime
+
+    @classmethod
+    def of(cls, role: str, cert: x509.Certificate) -> "Expiry":
+        return cls(role, subject(cert), fingerprint(cert), cert.not_valid_after_utc)
+
+    def days_left(self, at: dt.datetime | None = None) -> float:
+        return (self.not_after - (at or now())).total_seconds() / 86400
+
+    def warning(self, at: dt.datetime | None = None, within_days: float = WARN_DAYS) -> str | None:
+        days = self.days_left(at)
+        if days < 0:
+            return f"warning: {self.role} certificate {self.subject} expired on {_when(self.not_after)}"
+        if days < within_days:
+            return (f"warning: {self.role} certificate {self.subject} expires in {int(days)} days, "
+                    f"on {_when(self.not_after)}")
+        return None
