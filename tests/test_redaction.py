@@ -205,8 +205,8 @@ def test_card_detection_is_linear_on_a_megabyte_of_digits_and_separators(shape: 
 
 
 def test_named_rules_are_linear_too() -> None:
-    # "(a|aa)*c" takes exponential time in a backtracking engine; every text here has many candidates
-    r = redactor(rules=["card", "iban", "email"], patterns={"ticket": "(a|aa)*c"})
+    # "(a|aa)*b" takes exponential time in a backtracking engine; every text here has many candidates
+    r = redactor(rules=["card", "iban", "email"], patterns={"ticket": "(a|aa)*b"})
     for text in ["a" * 1_000_000, "IT60 " * 200_000, "a@" * 500_000, "a.b@c" * 200_000]:
         started = time.process_time()
         text_of(r, text)
