@@ -27,6 +27,7 @@ from itertools import accumulate
 from typing import Any, Mapping, Protocol
 
 import re2
+from bson.int64 import Int64
 
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
@@ -38,14 +39,15 @@ CARD_LENGTHS = range(13, 20)
 CARD_SHOW = {"first6last4": (6, 4), "last4": (0, 4), "none": (0, 0)}
 
 # Platform-assigned identifiers, kept as they are: they join the chat to its contact and make the index
-# searchable, and a customer never types them (a social channel's numeric id can pass Luhn).
-KEPT = frozenset({
-    ("chat", "_id"), ("chat", "room"), ("chat", "messages", "*", "room"), ("chat", "messages", "*", "data", "id"),
-    ("chat", "messages", "*", "data", "replyTo"), ("chat", "messages", "*", "data", "content", "user", "id"),
-    ("contact", "_id"), ("contact", "id"), ("contact", "userID"), ("contact", "agentID"),
-})
-KEPT_NAMES = frozenset(path[-1] for path in KEPT)
-KEPT_KEYS = frozenset({("contact", "users")})  # a map keyed by user id
+# searchable, and a customer never types them (a social channel's numeric id can pass Luhn). A tree of
+# field names ("*": any array index) whose leaves are KEEP (the text) or KEEP_KEYS (a map keyed by user id).
+KEEP, KEEP_KEYS = "keep", "keep field names"
+KEPT: dict[str, Any] = {
+    "chat": {"_id": KEEP, "room": KEEP, "messages": {"*": {
+        "room": KEEP, "data": {"id": KEEP, "replyTo": KEEP, "content": {"user": {"id": KEEP}}}}}},
+    "contact": {"_id": KEEP, "id": KEEP, "userID": KEEP, "agentID": KEEP, "users": KEEP_KEYS},
+}
+CLEAN_KEYS_CACHED = 4096  # field names known to hold nothing to redact (they repeat in every message)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class CardRule:
     """
 
     name = "card"
+    shortest = CARD_LENGTHS.start
 
     def __init__(self, show: str, prefixes: list[str]) -> None:
         self.first, self.last = CARD_SHOW[show]
@@ -250,6 +253,7 @@ class IbanRule:
     """IBANs (compact or in groups of four), by country length and the mod-97 check."""
 
     name = "iban"
+    shortest = min(IBAN_LENGTHS.values())
 
     def __init__(self, mask: str) -> None:
         self.mask = mask
@@ -315,6 +319,9 @@ class Redactor:
         self.rules = rules
         self.version = version
         self.card = next((r for r in rules if isinstance(r, CardRule)), None)
+        # Shorter texts cannot hold a match: most field values and names skip every rule.
+        self.shortest = min((getattr(r, "shortest", 1) for r in rules), default=1)
+        self.clean_keys: set[str] = set()
 
     @property
     def note_rules(self) -> tuple[str, ...]:
@@ -337,29 +344,50 @@ class Redactor:
         matches = {r.name: 0 for r in self.rules}
         if not self.enabled:
             return Redacted(chat, contact, RedactionNote(False, self.version, (), matches))
-        chat = self._walk(chat, ("chat",), matches)
-        contact = None if contact is None else self._walk(contact, ("contact",), matches)
+        chat = self._walk(chat, ("chat",), KEPT["chat"], matches)
+        contact = None if contact is None else self._walk(contact, ("contact",), KEPT["contact"], matches)
         return Redacted(chat, contact, RedactionNote(True, self.version, self.note_rules, matches))
 
-    def _walk(self, value: Any, path: tuple[Any, ...], matches: dict[str, int]) -> Any:
+    def _walk(self, value: Any, path: tuple[Any, ...], kept: Any, matches: dict[str, int]) -> Any:
+        """VALUE redacted; KEPT: where VALUE is in the tree of identifiers (None: outside it)."""
         if isinstance(value, str):
-            return value if path[-1] in KEPT_NAMES and _shape(path) in KEPT else self._text(value, path, matches)
-        if isinstance(value, Mapping):
-            out: dict[Any, Any] = {}
-            keep_keys = path in KEPT_KEYS
-            for key, item in value.items():
-                name = key if keep_keys or not isinstance(key, str) else self._text(key, (*path, "(a field name)"), matches)
-                if name in out:
-                    raise InvalidChat(f"{_where((*path, name))}: two field names are the same once redacted")
-                out[name] = self._walk(item, (*path, name), matches)
-            return out
+            return value if kept == KEEP or len(value) < self.shortest else self._text(value, path, matches)
+        if isinstance(value, dict):
+            return self._map(value, path, kept, matches)
         if isinstance(value, list):
-            return [self._walk(item, (*path, i), matches) for i, item in enumerate(value)]
-        if self.card and isinstance(value, int) and not isinstance(value, bool) and 10**12 <= value < 10**19:
+            inner = kept.get("*") if type(kept) is dict else None
+            return [self._walk(item, (*path, i), inner, matches) for i, item in enumerate(value)]
+        if self.card and type(value) in (int, Int64) and 10**12 <= value < 10**19:
             masked, found = self.card.redact_number(value)
             matches["card"] += found
             return masked
         return value  # other numbers, dates, ObjectIds, binaries: no text to redact
+
+    def _map(self, value: dict[Any, Any], path: tuple[Any, ...], kept: Any, matches: dict[str, int]) -> dict:
+        # The hot loop (every field of every message): short names and texts skip the rules inline.
+        out: dict[Any, Any] = {}
+        tree = kept if type(kept) is dict else None
+        shortest, clean = self.shortest, self.clean_keys
+        for key, item in value.items():
+            name = key
+            if kept != KEEP_KEYS and (type(key) is not str or len(key) >= shortest) and key not in clean:
+                name = self._key(key, path, matches)
+            if name in out:
+                raise InvalidChat(f"{_where((*path, name))}: two field names are the same once redacted")
+            inner = tree.get(key) if tree else None
+            if type(item) is str and (inner == KEEP or len(item) < shortest):
+                out[name] = item
+            else:
+                out[name] = self._walk(item, (*path, name), inner, matches)
+        return out
+
+    def _key(self, key: Any, path: tuple[Any, ...], matches: dict[str, int]) -> Any:
+        if not isinstance(key, str) or len(key) < self.shortest or key in self.clean_keys:
+            return key
+        name = self._text(key, (*path, "(a field name)"), matches)
+        if name == key and len(self.clean_keys) < CLEAN_KEYS_CACHED:
+            self.clean_keys.add(key)
+        return name
 
     def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
         for rule in self.rules:
@@ -399,10 +427,6 @@ def _rules(settings: dict[str, Any]) -> list[Rule]:
             rules.append(PatternRule("email", EMAIL_PATTERN, mask("email")))
     rules.extend(PatternRule(name, pattern, mask(name)) for name, pattern in patterns.items())
     return rules
-
-
-def _shape(path: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple("*" if isinstance(p, int) else p for p in path)
 
 
 def _where(path: tuple[Any, ...]) -> str:
