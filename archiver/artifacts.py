@@ -22,6 +22,7 @@ from cryptography import x509
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
 from archiver.names import safe_name
+from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import Limits, PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
@@ -39,7 +40,8 @@ class Plaintext:
     record: bytes
     record_signature: bytes  # detached CMS over `record`
     placeholders: int
-    source_sha256: str
+    source_sha256: str  # over the redacted source documents
+    redaction: RedactionNote
     shortened: int = 0  # fields the PDF shows cut (the record holds them whole)
 
     def files(self) -> dict[str, bytes]:
@@ -81,12 +83,13 @@ class ArtifactBuilder:
     """Holds the loaded template, fonts, signing key and recipients; build once per process."""
 
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
-                 max_message_chars: int, retain_days: int) -> None:
+                 max_message_chars: int, retain_days: int, redactor: Redactor) -> None:
         self.renderer = renderer
         self.signer = signer
         self.envelope = envelope
         self.max_message_chars = max_message_chars
         self.retain_days = retain_days
+        self.redactor = redactor
 
     @classmethod
     def from_config(cls, config: Config, *, encrypt: bool = True) -> "ArtifactBuilder":
@@ -96,21 +99,27 @@ class ArtifactBuilder:
             Envelope(configured_recipients(config)) if encrypt else None,
             config["archive.max_message_chars"],
             config["storage.retain_days"],
+            Redactor.from_config(config),
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                   version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None) -> Plaintext:
         """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived."""
         timings = {} if timings is None else timings
+        with timed(timings, "redact"):  # first: everything below reads only the redacted copies
+            redacted = self.redactor.apply(chat, contact)
+        chat, contact, note = redacted.chat, redacted.contact, redacted.note
         with timed(timings, "render"):
             status = "ended" if has_ended(chat) else kind
             transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
-            rendered = self.renderer.render(transcript)
-            record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at)
+            rendered = self.renderer.render(transcript, redaction=note)
+            record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
+                                          redaction=note.describe())
         with timed(timings, "sign"):
             pdf = self.signer.sign_pdf(rendered.data)
             record_signature = self.signer.sign_detached(record)
-        return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, rendered.shortened)
+        return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
+                         rendered.shortened)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime) -> Artifacts:
@@ -180,6 +189,7 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
         "shortened_fields": plain.shortened,
         "warnings": list(t.warnings),
         "source_sha256": plain.source_sha256,
+        "redaction": plain.redaction.describe(),
         "generated_at": generated_at,
         "retain_until": generated_at + dt.timedelta(days=retain_days),
     }

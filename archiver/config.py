@@ -6,6 +6,7 @@ errors that name the key, raised before any work is done.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ def _mongo_uri(v: str) -> str | None:
     return None
 
 
+def _digit_strings(v: list[str]) -> str | None:
+    return None if v and all(p.isascii() and p.isdigit() for p in v) else "must be digits, e.g. [\"4\", \"9792\"]"
+
+
 def _crontab(v: str) -> str | None:
     if v == "":
         return None
@@ -143,6 +148,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "render": {
         "template": Key(str, str(DEFAULT_TEMPLATE)),
         "timezone": Key(str, "UTC"),
+    },
+    "redaction": {  # checked further by archiver.redaction.Redactor.from_config (rule names, RE2 patterns)
+        "enabled": Key(bool, True),
+        "rules": Key(list, ["card"]),
+        "card_show": Key(str, "first6last4", _one_of("first6last4", "last4", "none")),
+        "card_prefixes": Key(list, ["2", "3", "4", "5", "6"], _digit_strings),
+        "patterns": Key(dict, {}),
+        "masks": Key(dict, {}),
     },
     "schedule": {
         "archive": Key(str, "*/5 * * * *", _crontab),
@@ -253,6 +266,14 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env(name: str, spec: Key, text: str) -> Any:
+    if spec.type is dict:  # a table of names to texts, written as a JSON object
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not _is_text_table(value):
+            raise ConfigError(f'{name}: must be a JSON object of texts, e.g. {{"name": "value"}} (got {text!r:.80})')
+        return value
     if spec.type is list:
         return [item.strip() for item in text.split(",") if item.strip()]
     if spec.type is bool:
@@ -270,10 +291,16 @@ def _typed(dotted: str, spec: Key, value: Any) -> Any:
         return float(value)
     if spec.type is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
+    if spec.type is dict and _is_text_table(value):
+        return value
     if isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool)):
         return value
-    want = "list of strings" if spec.type is list else spec.type.__name__
+    want = {list: "list of strings", dict: "table of strings"}.get(spec.type, spec.type.__name__)
     raise ConfigError(f"{dotted}: must be {want} (got {_shown(dotted, value)})")
+
+
+def _is_text_table(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def _shown(dotted: str, value: Any) -> str:

@@ -355,7 +355,7 @@ class Archiver:
                 self._quarantine(job, "chat is no longer in the source collection", report)
                 continue
             try:
-                digest = source_digest(chat, contact)
+                digest = self._digest(chat, contact)
             except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
                 self._quarantine(job, str(exc), report)
                 continue
@@ -370,6 +370,12 @@ class Archiver:
         self.queue.done(unchanged)
         report.unchanged += len(unchanged)
         return new, retries
+
+    def _digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
+        """The source digest over the redacted documents, as the worker will store them: the index
+        keeps nothing derived from a redacted value (and a change to masked digits alone is no new version)."""
+        redacted = artifacts.worker_builder().redactor.apply(chat, contact)
+        return source_digest(redacted.chat, redacted.contact)
 
     def _replan(self, job: Job, same: dict[str, Any], report: PassReport) -> dict[str, Any] | None:
         """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""

@@ -35,13 +35,15 @@ from archiver.keys import create_development_keys
 from archiver.logs import configure
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
+from archiver.redaction import Redactor
+from archiver.render.record import source_digest
 from archiver.samples import PHRASES, make_chat
 from archiver.source import ChatSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nxserver import start_nx  # noqa: E402
 
-STAGES = ("discover", "claim", "read", "render", "sign", "encrypt", "put", "index")
+STAGES = ("discover", "claim", "read", "redact", "render", "sign", "encrypt", "put", "index")
 
 
 def generate(count: int, messages: int | None, seed: int = 1) -> list[tuple[dict, dict]]:
@@ -108,6 +110,40 @@ def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]]) -> 
             "seconds": report.seconds, "stages": report.stages}
 
 
+def redaction_cost(chats: list[tuple[dict, dict]]) -> None:
+    """CPU per chat of redaction with the default rules, on and off, in one process: alone, and as the
+    main process pays it (redact, then the source digest) against the digest alone (before redaction)."""
+    base = config_module.load(None, environ={})
+    on, off = Redactor.from_config(base), Redactor.from_config(base.with_overrides(**{"redaction.enabled": False}))
+    with_cards = [_with_cards(chat, contact) for chat, contact in chats]
+
+    def per_chat_ms(step, sample: list[tuple[dict, dict]]) -> float:
+        started = time.process_time()
+        for chat, contact in sample:
+            step(chat, contact)
+        return 1000 * (time.process_time() - started) / len(sample)
+
+    for label, sample in (("as generated", chats), ("a card in every 10th message", with_cards)):
+        redact_on, redact_off = per_chat_ms(on.apply, sample), per_chat_ms(off.apply, sample)
+        digest = per_chat_ms(source_digest, sample)
+        main = per_chat_ms(lambda c, k: source_digest(*_documents(on.apply(c, k))), sample)
+        print(f"redaction, default rules, {label}: {redact_on:.3f} ms/chat on, {redact_off:.3f} off; "
+              f"main process digest {main:.3f} ms/chat with redaction, {digest:.3f} without")
+
+
+def _documents(redacted) -> tuple[dict, dict]:
+    return redacted.chat, redacted.contact
+
+
+def _with_cards(chat: dict, contact: dict) -> tuple[dict, dict]:
+    chat = {**chat, "messages": [dict(m) for m in chat["messages"]]}
+    for message in chat["messages"][::10]:
+        data = message["data"] = dict(message["data"])
+        content = data["content"] = dict(data["content"])
+        content["text"] = f"{content.get('text', '')} my card is 4111 1111 1111 1111"
+    return chat, contact
+
+
 def peak_memory_mb() -> tuple[float, float]:
     """Peak resident memory of this process and of the largest worker process, in MB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -168,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "nx").mkdir()
         args.mongodb_uri, nx = start_nx(work / "nx")
     print(f"MongoDB: {args.mongodb_uri or 'mongomock, in this process'}")
+    redaction_cost(chats)
     rates: dict[str, list[float]] = {"bare": [], "local": [], "s3": []}
     for run in range(1, args.repeat + 1):
         base = _config(keys, f"file://{work / f'store-{run}'}", args.workers, args.mongodb_uri)

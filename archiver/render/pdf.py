@@ -38,6 +38,7 @@ from reportlab.pdfbase.pdfdoc import PDFArray
 from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 
+from archiver.redaction import RedactionNote
 from archiver.transcript import InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -112,6 +113,7 @@ _DEFAULT_LABEL_KEYS = (
     "closed_by", "messages", "failed_deliveries", "placeholders", "status_ended", "status_interim",
     "status_abandoned", "warnings", "agent", "customer", "unknown", "time_unknown", "closed_event",
     "not_delivered", "duplicate_of", "reply_to", "attachment", "empty", "page", "footer", "none",
+    "redaction", "redaction_on", "redaction_off",
 )
 
 
@@ -352,11 +354,11 @@ class PdfRenderer:
 
     # -- public ----------------------------------------------------------------------------
 
-    def render(self, transcript: Transcript) -> RenderedPdf:
+    def render(self, transcript: Transcript, redaction: RedactionNote | None = None) -> RenderedPdf:
         """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes."""
         counter = _Counter()
         body = self._body(transcript, counter)
-        lines = [*self._header(transcript, counter), *body]
+        lines = [*self._header(transcript, counter, redaction), *body]
         pages = _paginate(lines, self._usable_height())
         if len(pages) > self.limits.pages:
             raise self._too_many_pages(None)
@@ -438,7 +440,7 @@ class PdfRenderer:
         local = when.astimezone(self.zone)
         return f"{local.strftime(self.template.document['time_format'])} {local.tzname()}"
 
-    def _header(self, t: Transcript, counter: "_Counter") -> list[Line]:
+    def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None) -> list[Line]:
         labels, none, doc = self.template.labels, self.template.labels["none"], self.template.document
         rows = [
             (labels["room"], t.room), (labels["type"], t.ctlive_type), (labels["channel"], t.channel),
@@ -452,6 +454,8 @@ class PdfRenderer:
             (labels["ended"], self._time(t.ended_at) if t.ended_at else ""), (labels["closed_by"], t.closed_by),
             (labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries)),
         ]
+        if redaction is not None:
+            rows.append((labels["redaction"], self._redaction(redaction)))
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
         # Counted last, so that they include the header's own placeholders (and the warnings').
         warnings = [self._lines(self._field(w, "meta", counter), style="meta") for w in t.warnings]
@@ -470,6 +474,14 @@ class PdfRenderer:
             lines.extend(self._lines(self._runs(labels["warnings"], "warning", counter)))
             lines.extend(line for block in warnings for line in block)
         return [*lines, Line(4), Line(2, rule=True), Line(2)]
+
+    def _redaction(self, note: RedactionNote) -> str:
+        """The header line that says whether and how this transcript was redacted."""
+        labels = self.template.labels
+        if not note.enabled:
+            return labels["redaction_off"].format(version=note.version)
+        matches = ", ".join(f"{rule}: {count}" for rule, count in note.matches.items())
+        return labels["redaction_on"].format(matches=matches, rules=", ".join(note.rules), version=note.version)
 
     def _row(self, label: list[Run], value: list[Run]) -> list[Line]:
         """A two-column table row: the label in the first 30% of the width, the value beside it."""

@@ -58,8 +58,12 @@ def build_record(
     *,
     version: int,
     generated_at: dt.datetime,
+    redaction: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, str]:
-    """The record as UTF-8 bytes (compact, fixed key order), and the source digest."""
+    """The record as UTF-8 bytes (compact, fixed key order), and the source digest.
+
+    REDACTION (archiver.redaction.RedactionNote.describe) says what was masked in CHAT and CONTACT.
+    """
     source = _source(chat, contact)
     digest = hashlib.sha256(_dump(source)).hexdigest()
     record = {
@@ -69,6 +73,7 @@ def build_record(
         "status": transcript.status,
         "generated_at": _iso(generated_at),
         "source_sha256": digest,
+        **({"redaction": dict(redaction)} if redaction is not None else {}),
         "transcript": _transcript_view(transcript),
         "source": source,
     }

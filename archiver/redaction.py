@@ -1,0 +1,433 @@
+"""Redaction: sensitive data masked in the source documents before anything else reads them.
+
+`Redactor.apply` returns copies of a chat and its contact document in which every
+string (values, field names, URLs, contact fields) has been through the configured
+rules, and a `RedactionNote` saying which rules ran, how often each matched and the
+settings' version. The transcript, PDF, record, index entry, logs and error messages
+are all made from the copies, so nothing downstream ever sees a redacted value.
+
+Every rule runs in time linear in its input, whatever a customer types: card
+numbers by a scan of digit runs with Luhn checked for all windows at once (big-integer
+arithmetic, no per-window loop), IBANs by a fixed-width start search plus a bounded
+check, e-mail addresses and configured patterns with RE2 (no backtracking). A rule
+that fails raises InvalidChat: the chat is quarantined, never archived unredacted.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import operator
+import re
+import unicodedata
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, Mapping, Protocol
+
+import re2
+from bson.int64 import Int64
+
+from archiver.config import SCHEMA, Config, ConfigError
+from archiver.transcript import InvalidChat
+
+ALGORITHM = 1  # bump when a detector changes what it finds: it is part of every settings version
+MASK = "•"
+BUILTIN_RULES = ("card", "iban", "email")
+CARD_LENGTHS = range(13, 20)
+CARD_SHOW = {"first6last4": (6, 4), "last4": (0, 4), "none": (0, 0)}
+
+# Platform-assigned identifiers, kept as they are: they join the chat to its contact and make the index
+# searchable, and a customer never types them (a social channel's numeric id can pass Luhn). A tree of
+# field names ("*": any array index) whose leaves are KEEP (the text) or KEEP_KEYS (a map keyed by user id).
+KEEP, KEEP_KEYS = "keep", "keep field names"
+KEPT: dict[str, Any] = {
+    "chat": {"_id": KEEP, "room": KEEP, "messages": {"*": {
+        "room": KEEP, "data": {"id": KEEP, "replyTo": KEEP, "content": {"user": {"id": KEEP}}}}}},
+    "contact": {"_id": KEEP, "id": KEEP, "userID": KEEP, "agentID": KEEP, "users": KEEP_KEYS},
+}
+CLEAN_KEYS_CACHED = 4096  # field names known to hold nothing to redact (they repeat in every message)
+
+
+@dataclass(frozen=True)
+class RedactionNote:
+    """What the record, the index entry and the PDF header say about redaction."""
+    enabled: bool
+    version: str  # short hash of the effective settings
+    rules: tuple[str, ...]
+    matches: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "version": self.version, "rules": list(self.rules),
+                "matches": dict(self.matches)}
+
+
+@dataclass(frozen=True)
+class Redacted:
+    chat: Any
+    contact: Any
+    note: RedactionNote
+
+
+class Rule(Protocol):
+    name: str
+
+    def redact(self, text: str) -> tuple[str, int]:
+        """TEXT with every match masked, and the number of matches."""
+
+
+# -- card numbers ---------------------------------------------------------------------------------
+
+# Between the digit groups of a card number: spaces (also no-break), dots, hyphens and dashes.
+_SEPARATOR_CHARS = " .-\u00a0\u2007\u202f\u2010\u2011\u2012\u2013\u2212"
+_SEPARATOR = "[ .\\-\u00a0\u2007\u202f\u2010-\u2013\u2212]"
+_RUN = re.compile(rf"\+?\d[\d{_SEPARATOR[1:-1]}]*")  # one character class: a tight loop in the engine
+_SPLIT = re.compile(f"({_SEPARATOR}+)")
+_DIGIT = re.compile(r"\d")
+_MASK_ASCII = str.maketrans("0123456789", MASK * 10)
+_VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+_NOT_TENS = bytes(0 if i % 10 == 0 else 1 for i in range(256))
+_NONZERO = bytes([0] + [1] * 255)
+_VALID = bytes([255] + [0] * 255)
+_ANY = re.compile(b"[^\\0]")
+
+
+class CardRule:
+    """Payment card numbers: 13-19 digits, Luhn-valid, starting with a configured prefix.
+
+    A run of digits and separators may hold a card among other numbers (an expiry, a
+    CVV, a quantity): every window of 13-19 digits that starts and ends at a group
+    boundary is a candidate. A run with no separator is a card only as a whole.
+    """
+
+    name = "card"
+    shortest = CARD_LENGTHS.start
+
+    def __init__(self, show: str, prefixes: list[str]) -> None:
+        self.first, self.last = CARD_SHOW[show]
+        self.prefixes = tuple(p.encode() for p in prefixes)
+
+    def redact(self, text: str) -> tuple[str, int]:
+        if len(text) < CARD_LENGTHS.start:
+            return text, 0
+        pieces, last, count = [], 0, 0
+        for match in _RUN.finditer(text):
+            run = match.group().rstrip(_SEPARATOR_CHARS)
+            if len(run) < CARD_LENGTHS.start or run[0] == "+":  # after a '+' it is a phone number
+                continue
+            masked, found = self._mask_run(run)
+            if found:
+                pieces += [text[last:match.start()], masked]
+                last, count = match.start() + len(run), count + found
+        return ("".join(pieces) + text[last:], count) if count else (text, 0)
+
+    def redact_number(self, value: int) -> tuple[str | int, int]:
+        """A card number stored as a number becomes its masked text."""
+        masked, found = self.redact(str(value))
+        return (masked, found) if found else (value, 0)
+
+    def _mask_run(self, run: str) -> tuple[str, int]:
+        parts = _SPLIT.split(run)  # digit groups and the separators between them, alternating
+        digits = _ascii("".join(parts[0::2])).encode()
+        if len(digits) < CARD_LENGTHS.start:
+            return run, 0
+        sizes = list(map(len, parts))
+        bounds = b"".join(map(_group_bounds, sizes[0::2])) + b"\0"  # 0 where a group starts, and at the end
+        cards = _choose(_luhn_windows(digits, bounds, self._prefix_misses(digits)))
+        if not cards:
+            return run, 0
+        hidden = [(i + min(self.first, j - i - 10), j - self.last) for i, j in cards]
+        starts = list(accumulate(sizes[0::2], initial=0))  # digit index of each group
+        return _hide(run, starts, list(accumulate(sizes, initial=0))[0::2], hidden), len(cards)
+
+    def _prefix_misses(self, digits: bytes) -> int:
+        """Byte i (little-endian) is 0 where a configured prefix starts at digit i, else 1."""
+        number, n = int.from_bytes(digits, "little"), len(digits)
+        misses = (1 << 8 * n) - 1 if n else 0  # all ones: 0xFF per byte
+        for prefix in self.prefixes:
+            differs = 0
+            for k, ch in enumerate(prefix):  # byte i of `differs` is non-zero where digit i+k is not ch
+                differs |= (number >> 8 * k) ^ int.from_bytes(bytes([ch]) * n, "little")
+            miss = differs.to_bytes(n + len(prefix), "little")[:n].translate(_NONZERO)
+            misses &= int.from_bytes(miss, "little")
+        return misses
+
+
+def _ascii(digits: str) -> str:
+    return digits if digits.isascii() else "".join(str(unicodedata.decimal(ch)) for ch in digits)
+
+
+@functools.lru_cache(maxsize=64)
+def _group_bounds(size: int) -> bytes:
+    return b"\0" + b"\1" * (size - 1)
+
+
+def _luhn_windows(digits: bytes, bounds: bytes, prefix_misses: int) -> dict[int, bytes]:
+    """For each length L, a byte per start i that is 0 where digits[i:i+L] is a card candidate.
+
+    Byte i of a little-endian integer holds digit i's Luhn weight; adding the integer
+    shifted by 1..L-1 bytes sums every window of L weights at once (at most 19 x 9 = 171,
+    so no byte carries into the next). Linear in the run, however hostile it is.
+    """
+    n = len(digits)
+    boundary = int.from_bytes(bounds, "little")
+    start_ok = boundary | prefix_misses
+    value, doubled = digits.translate(_VALUE), digits.translate(_DOUBLED)
+    weights = []
+    for parity in (0, 1):  # Luhn doubles every second digit counted from the right end of the window
+        w = bytearray(value)
+        w[parity::2] = doubled[parity::2]
+        weights.append(int.from_bytes(w, "little"))
+    sums, found = list(weights), {}
+    for length in range(2, min(n, CARD_LENGTHS.stop - 1) + 1):
+        sums = [s + (w >> 8 * (length - 1)) for s, w in zip(sums, weights)]
+        if length < CARD_LENGTHS.start:
+            continue
+        count = n - length + 1
+        # The window [i, i+L) doubles the positions of parity (i+L) % 2.
+        even, odd = (s.to_bytes(n, "little")[:count] for s in (sums[length % 2], sums[1 - length % 2]))
+        total = bytearray(even)
+        total[1::2] = odd[1::2]
+        bad = int.from_bytes(total.translate(_NOT_TENS), "little") | start_ok | (boundary >> 8 * length)
+        found[length] = bad.to_bytes(n + 1, "little")[:count]
+    return found
+
+
+def _choose(windows: dict[int, bytes]) -> list[tuple[int, int]]:
+    """Cards left to right, the longest at each start (it hides the most), none overlapping."""
+    if not windows:
+        return []
+    size = len(windows[min(windows)])
+    longest = 0  # byte i: the longest valid length starting at i, 0 for none (all at once, no loop per start)
+    for length, ok in sorted(windows.items()):
+        valid = int.from_bytes(ok.translate(_VALID), "little")  # 0xFF where valid
+        longest = (longest & ~valid) | (valid & int.from_bytes(bytes([length]) * len(ok), "little"))
+    best = longest.to_bytes(size, "little")
+    chosen: list[tuple[int, int]] = []
+    hit = _ANY.search(best)
+    while hit:
+        start = hit.start()
+        chosen.append((start, start + best[start]))
+        hit = _ANY.search(best, start + best[start])
+    return chosen
+
+
+def _hide(run: str, starts: list[int], offsets: list[int], hidden: list[tuple[int, int]]) -> str:
+    """RUN with the digits in each HIDDEN range (digit indices) masked; separators stay.
+
+    STARTS and OFFSETS: the digit index and the character index where each group starts.
+    """
+    def char_at(k: int) -> int:
+        g = bisect_right(starts, k) - 1
+        return offsets[g] + k - starts[g]
+
+    pieces, last = [], 0
+    for a, b in hidden:
+        if a < b:
+            lo, hi = char_at(a), char_at(b - 1) + 1
+            part = run[lo:hi]
+            pieces += [run[last:lo], part.translate(_MASK_ASCII) if part.isascii() else _DIGIT.sub(MASK, part)]
+            last = hi
+    return "".join(pieces) + run[last:]
+
+
+# -- IBANs, e-mail addresses, configured patterns -------------------------------------------------
+
+# Lengths from the SWIFT IBAN registry; a country not listed is not checked.
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "BY": 28,
+    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19,
+    "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")  # fixed width: no backtracking
+_IBAN_BODY = re.compile(r"[A-Za-z0-9]{4}(?: ?[A-Za-z0-9]){11,30}")  # bounded: at most 64 characters
+
+
+class IbanRule:
+    """IBANs (compact or in groups of four), by country length and the mod-97 check."""
+
+    name = "iban"
+    shortest = min(IBAN_LENGTHS.values())
+
+    def __init__(self, mask: str) -> None:
+        self.mask = mask
+
+    def redact(self, text: str) -> tuple[str, int]:
+        pieces, last = [], 0
+        for start in _IBAN_START.finditer(text):
+            if start.start() < last:
+                continue
+            end = self._iban_end(text, start.start())
+            if end:
+                pieces += [text[last:start.start()], self.mask]
+                last = end
+        return ("".join(pieces) + text[last:], len(pieces) // 2) if pieces else (text, 0)
+
+    @staticmethod
+    def _iban_end(text: str, start: int) -> int:
+        """Where the IBAN starting at START ends, or 0 if there is none."""
+        length = IBAN_LENGTHS.get(text[start:start + 2].upper())
+        body = _IBAN_BODY.match(text, start) if length else None
+        if body is None:
+            return 0
+        taken, end = 0, start
+        for end, ch in enumerate(body.group(), start + 1):
+            taken += ch != " "
+            if taken == length:
+                break
+        if taken < length or (end < len(text) and text[end].isalnum()):
+            return 0
+        compact = text[start:end].replace(" ", "").upper()
+        number = "".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])
+        return end if int(number) % 97 == 1 else 0
+
+
+EMAIL_PATTERN = r"[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,}"
+
+
+class PatternRule:
+    """A regular expression run by RE2: linear time, so no pattern or text can make it hang."""
+
+    def __init__(self, name: str, pattern: str, mask: str) -> None:
+        self.name, self.mask = name, mask
+        try:
+            self.regex = re2.compile(pattern)
+        except re2.error as exc:
+            raise ConfigError(f"redaction.patterns.{name}: not a valid RE2 pattern ({exc}); RE2 has no "
+                              "look-around or back-references") from None
+        if self.regex.search("") is not None:
+            raise ConfigError(f"redaction.patterns.{name}: matches the empty string")
+
+    def redact(self, text: str) -> tuple[str, int]:
+        return self.regex.subn(lambda _: self.mask, text)
+
+
+# -- the redactor -----------------------------------------------------------------------------------
+
+
+class Redactor:
+    """Built once per process from `[redaction]`; `apply` is pure."""
+
+    def __init__(self, enabled: bool, rules: list[Rule], version: str) -> None:
+        self.enabled = enabled
+        self.rules = rules
+        self.version = version
+        self.card = next((r for r in rules if isinstance(r, CardRule)), None)
+        # Shorter texts cannot hold a match: most field values and names skip every rule.
+        self.shortest = min((getattr(r, "shortest", 1) for r in rules), default=1)
+        self.clean_keys: set[str] = set()
+
+    @property
+    def note_rules(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.rules)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Redactor":
+        settings = {key: config[f"redaction.{key}"] for key in SCHEMA["redaction"]}
+        for key, value in settings.items():  # again: overrides (tests, demo) skip the loader's checks
+            problem = SCHEMA["redaction"][key].check(value) if SCHEMA["redaction"][key].check else None
+            if problem:
+                raise ConfigError(f"redaction.{key}: {problem} (got {value!r})")
+        version = hashlib.sha256(json.dumps({"algorithm": ALGORITHM, **settings}, sort_keys=True).encode())
+        if not settings["enabled"]:
+            return cls(False, [], version.hexdigest()[:12])
+        return cls(True, _rules(settings), version.hexdigest()[:12])
+
+    def apply(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> Redacted:
+        """Redacted copies of CHAT and CONTACT; raises InvalidChat if a rule cannot be applied."""
+        matches = {r.name: 0 for r in self.rules}
+        if not self.enabled:
+            return Redacted(chat, contact, RedactionNote(False, self.version, (), matches))
+        chat = self._walk(chat, ("chat",), KEPT["chat"], matches)
+        contact = None if contact is None else self._walk(contact, ("contact",), KEPT["contact"], matches)
+        return Redacted(chat, contact, RedactionNote(True, self.version, self.note_rules, matches))
+
+    def _walk(self, value: Any, path: tuple[Any, ...], kept: Any, matches: dict[str, int]) -> Any:
+        """VALUE redacted; KEPT: where VALUE is in the tree of identifiers (None: outside it)."""
+        if isinstance(value, str):
+            return value if kept == KEEP or len(value) < self.shortest else self._text(value, path, matches)
+        if isinstance(value, dict):
+            return self._map(value, path, kept, matches)
+        if isinstance(value, list):
+            inner = kept.get("*") if type(kept) is dict else None
+            return [self._walk(item, (*path, i), inner, matches) for i, item in enumerate(value)]
+        if self.card and type(value) in (int, Int64) and 10**12 <= value < 10**19:
+            masked, found = self.card.redact_number(value)
+            matches["card"] += found
+            return masked
+        return value  # other numbers, dates, ObjectIds, binaries: no text to redact
+
+    def _map(self, value: dict[Any, Any], path: tuple[Any, ...], kept: Any, matches: dict[str, int]) -> dict:
+        # The hot loop (every field of every message): short names and texts skip the rules inline.
+        out: dict[Any, Any] = {}
+        tree = kept if type(kept) is dict else None
+        shortest, clean = self.shortest, self.clean_keys
+        for key, item in value.items():
+            name = key
+            if kept != KEEP_KEYS and (type(key) is not str or len(key) >= shortest) and key not in clean:
+                name = self._key(key, path, matches)
+            if name in out:
+                raise InvalidChat(f"{_where((*path, name))}: two field names are the same once redacted")
+            inner = tree.get(key) if tree else None
+            if type(item) is str and (inner == KEEP or len(item) < shortest):
+                out[name] = item
+            else:
+                out[name] = self._walk(item, (*path, name), inner, matches)
+        return out
+
+    def _key(self, key: Any, path: tuple[Any, ...], matches: dict[str, int]) -> Any:
+        if not isinstance(key, str) or len(key) < self.shortest or key in self.clean_keys:
+            return key
+        name = self._text(key, (*path, "(a field name)"), matches)
+        if name == key and len(self.clean_keys) < CLEAN_KEYS_CACHED:
+            self.clean_keys.add(key)
+        return name
+
+    def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
+        for rule in self.rules:
+            try:
+                text, found = rule.redact(text)
+            except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
+                reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
+                raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
+                                  f"({reason}); not archived unredacted") from None
+            matches[rule.name] += found
+        return text
+
+
+def _rules(settings: dict[str, Any]) -> list[Rule]:
+    names, patterns, masks = settings["rules"], settings["patterns"], settings["masks"]
+    for name in names:
+        if name not in BUILTIN_RULES:
+            raise ConfigError(f"redaction.rules: unknown rule {name!r} (built-in: {', '.join(BUILTIN_RULES)}; "
+                              "add others under [redaction.patterns])")
+    for name in patterns:
+        if name in BUILTIN_RULES:
+            raise ConfigError(f"redaction.patterns.{name}: the name of a built-in rule; choose another")
+    for name in masks:
+        if name not in patterns and name not in ("iban", "email"):
+            raise ConfigError(f"redaction.masks.{name}: no such rule (masks are for iban, email and patterns)")
+
+    def mask(name: str) -> str:
+        return masks.get(name, f"[{name} redacted]")
+
+    rules: list[Rule] = []
+    for name in dict.fromkeys(names):
+        if name == "card":
+            rules.append(CardRule(settings["card_show"], settings["card_prefixes"]))
+        elif name == "iban":
+            rules.append(IbanRule(mask("iban")))
+        else:
+            rules.append(PatternRule("email", EMAIL_PATTERN, mask("email")))
+    rules.extend(PatternRule(name, pattern, mask(name)) for name, pattern in patterns.items())
+    return rules
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path)

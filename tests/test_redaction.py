@@ -1,0 +1,213 @@
+"""Redaction of sensitive data in the source documents, before anything reads them."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+
+import pytest
+from bson import ObjectId
+from bson.int64 import Int64
+
+from archiver import config as config_module
+from archiver.config import ConfigError
+from archiver.redaction import Redactor
+from archiver.samples import SEED_CHAT
+from archiver.transcript import InvalidChat
+
+# Published test numbers of every major brand (all Luhn-valid), with the masked form they must take.
+CARDS = {
+    "visa 16": ("4111111111111111", "411111••••••1111"),
+    "visa 13": ("4222222222222", "422••••••2222"),  # 13 digits: first 3 shown, so six stay hidden
+    "mastercard 51": ("5105105105105100", "510510••••••5100"),
+    "mastercard 55": ("5555555555554444", "555555••••••4444"),
+    "mastercard 2221": ("2221000000000009", "222100••••••0009"),
+    "mastercard 2720": ("2720999999999996", "272099••••••9996"),
+    "amex 34": ("340000000000009", "34000••••••0009"),
+    "amex 37": ("378282246310005", "37828••••••0005"),
+    "discover 6011": ("6011111111111117", "601111••••••1117"),
+    "discover 65": ("6500000000000002", "650000••••••0002"),
+    "jcb": ("3530111333300000", "353011••••••0000"),
+    "diners 14": ("30569309025904", "3056••••••5904"),
+    "diners 36": ("36148900647913", "3614••••••7913"),
+    "unionpay 16": ("6200000000000005", "620000••••••0005"),
+    "unionpay 19": ("6212345678901234569", "621234•••••••••4569"),
+    "maestro 16": ("6759649826438453", "675964••••••8453"),
+    "maestro 19": ("6799990100000000019", "679999•••••••••0019"),
+}
+
+
+def redactor(**settings) -> Redactor:
+    values = {f"redaction.{k}": v for k, v in settings.items()}
+    return Redactor.from_config(config_module.load(None, environ={}).with_overrides(**values))
+
+
+def text_of(r: Redactor, text: str) -> tuple[str, dict[str, int]]:
+    chat = {"room": "r", "messages": [{"data": {"content": {"text": text}}}]}
+    done = r.apply(chat, None)
+    return done.chat["messages"][0]["data"]["content"]["text"], done.note.matches
+
+
+def grouped(digits: str, sep: str) -> str:
+    return sep.join(digits[i:i + 4] for i in range(0, len(digits), 4))
+
+
+@pytest.mark.parametrize("brand", CARDS)
+@pytest.mark.parametrize("sep", ["", " ", "-"])
+def test_card_numbers_of_every_brand_are_masked(brand: str, sep: str) -> None:
+    digits, masked = CARDS[brand]
+    typed = grouped(digits, sep)
+    out, matches = text_of(redactor(), f"my card is {typed}, thanks")
+    assert out == f"my card is {grouped(masked, sep) if sep else masked}, thanks"
+    assert matches == {"card": 1}
+
+
+def test_masks_show_at_most_first_six_and_last_four_or_nothing() -> None:
+    card = "4111 1111 1111 1111"
+    assert text_of(redactor(card_show="last4"), card)[0] == "•••• •••• •••• 1111"
+    assert text_of(redactor(card_show="none"), card)[0] == "•••• •••• •••• ••••"
+
+
+@pytest.mark.parametrize("text", [
+    "4111111111111112",  # fails Luhn
+    "4111 1111 1111 1112",
+    "sent at 1642604343648",  # an epoch-ms timestamp (Luhn-valid, but no card starts with 1)
+    "order 0004111111111111 shipped",  # leading zero: no card network starts with 0
+    "call +49 151 23456704 or +4915123456704",  # Luhn-valid, but a '+' makes it a phone number
+    "+39 347 123 4567",
+    "INV-2022-0042, order 4711, 12.05.2023 10:30",
+    "411111111111111111111111",  # 24 digits in one run without separators: not a card (see decisions.md)
+])
+def test_numbers_that_are_not_card_numbers_are_left_alone(text: str) -> None:
+    assert text_of(redactor(), text) == (text, {"card": 0})
+
+
+def test_a_card_inside_a_longer_run_of_digit_groups_is_found() -> None:
+    # card, expiry and CVV typed in one go; a quantity typed just before it
+    out, matches = text_of(redactor(), "4111 1111 1111 1111 12 25 123 and 2 4111111111111111")
+    assert out == "4111 11•• •••• 1111 12 25 123 and 2 411111••••••1111"
+    assert matches == {"card": 2}
+
+
+def test_non_ascii_digits_and_other_separators_are_masked() -> None:
+    out, _ = text_of(redactor(), "４１１１ １１１１ １１１１ １１１１ / 4111.1111.1111.1111 / 4111\u00a01111\u20131111 1111")
+    assert out == "４１１１ １１•• •••• １１１１ / 4111.11••.••••.1111 / 4111\u00a011••\u2013•••• 1111"
+
+
+def test_every_string_of_both_documents_is_redacted_but_identifiers_are_kept() -> None:
+    card, customer = "4111111111111111", "4747235938674019"  # the customer id is Luhn-valid too
+    chat = {"_id": "room-1", "room": "room-1", "messages": [
+        {"_id": ObjectId(), "room": "room-1", "data": {
+            "id": "m1", "messageType": "LINK", "replyTo": "", "ts": 1642604343648.0,
+            "content": {"url": f"https://pay.example.com/?pan={card}&x=1", "user": {"id": customer, "isAgent": False}}}},
+    ]}
+    contact = {"id": "room-1", "title": f"card {card}", "userID": customer, "count": Int64(int(card)),
+               "users": {customer: {"nickname": f"{card[:8]} {card[8:]}", "uriHistory": [f"/checkout/{card}"]}},
+               "dataCollections": {f"field {card}": "x"}}
+    before = copy.deepcopy((chat, contact))
+    done = redactor().apply(chat, contact)
+    assert (chat, contact) == before, "the input documents are not changed in place"
+    message = done.chat["messages"][0]
+    assert message["data"]["content"]["url"] == "https://pay.example.com/?pan=411111••••••1111&x=1"
+    assert message["data"]["content"]["user"]["id"] == customer and message["_id"] == chat["messages"][0]["_id"]
+    assert message["data"]["ts"] == 1642604343648.0
+    assert done.contact["title"] == "card 411111••••••1111"
+    assert done.contact["users"][customer] == {"nickname": "411111•• ••••1111",
+                                               "uriHistory": ["/checkout/411111••••••1111"]}
+    assert done.contact["count"] == "411111••••••1111", "a card number stored as a number is masked too"
+    assert list(done.contact["dataCollections"]) == ["field 411111••••••1111"]
+    assert done.contact["userID"] == customer
+    assert done.note.matches == {"card": 6}
+
+
+def test_named_rules_iban_email_and_patterns_with_their_masks() -> None:
+    r = redactor(rules=["card", "iban", "email"], patterns={"phone": r"\+\d[\d ]{7,16}\d"},
+                 masks={"email": "[e-mail]", "phone": "[phone]"})
+    text = ("IBAN IT60 X054 2811 1010 0000 0123 456, or GB82WEST12345698765432; not IT60X0542811101000000123457. "
+            "Mail mario.rossi@example.it, call +39 347 123 4567.")
+    out, matches = text_of(r, text)
+    assert out == ("IBAN [iban redacted], or [iban redacted]; not IT60X0542811101000000123457. "
+                   "Mail [e-mail], call [phone].")
+    assert matches == {"card": 0, "iban": 2, "email": 1, "phone": 1}
+    assert r.note_rules == ("card", "iban", "email", "phone")
+
+
+def test_settings_have_a_version_that_changes_with_them() -> None:
+    assert redactor().version == redactor().version
+    versions = {redactor().version, redactor(card_show="last4").version, redactor(rules=["card", "email"]).version,
+                redactor(patterns={"x": "secret"}).version, redactor(enabled=False).version}
+    assert len(versions) == 5
+
+
+@pytest.mark.parametrize("settings, complaint", [
+    ({"rules": ["card", "passport"]}, "redaction.rules: unknown rule 'passport'"),
+    ({"patterns": {"x": "a(b"}}, "redaction.patterns.x: not a valid RE2"),
+    ({"patterns": {"x": "a(?=b)"}}, "redaction.patterns.x: not a valid RE2"),  # look-ahead: RE2 has none
+    ({"patterns": {"x": "a*"}}, "redaction.patterns.x: matches the empty string"),
+    ({"patterns": {"card": "x"}}, "redaction.patterns.card: the name of a built-in rule"),
+    ({"masks": {"nope": "x"}}, "redaction.masks.nope: no such rule"),
+    ({"card_show": "all"}, "redaction.card_show: must be one of"),
+    ({"card_prefixes": ["4x"]}, "redaction.card_prefixes: must be digits"),
+])
+def test_bad_redaction_settings_name_the_key(settings: dict, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint.replace("(", r"\(").replace(".", r"\.").replace("*", r"\*")):
+        redactor(**settings)
+
+
+def test_settings_from_the_file_and_the_environment(tmp_path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('[redaction]\nrules = ["card", "email"]\n[redaction.patterns]\nticket = "T-[0-9]{6}"\n'
+                    '[redaction.masks]\nticket = "[ticket]"\n')
+    config = config_module.load(path, environ={"ARCHIVER_REDACTION__MASKS": '{"ticket": "[t]"}'})
+    assert config["redaction.patterns"] == {"ticket": "T-[0-9]{6}"} and config["redaction.masks"] == {"ticket": "[t]"}
+    assert text_of(Redactor.from_config(config), "see T-123456")[0] == "see [t]"
+    with pytest.raises(ConfigError, match="ARCHIVER_REDACTION__PATTERNS: must be a JSON object"):
+        config_module.load(None, environ={"ARCHIVER_REDACTION__PATTERNS": "ticket=T"})
+
+
+def test_a_rule_that_fails_quarantines_the_chat_without_quoting_it(monkeypatch) -> None:
+    r = redactor(patterns={"ticket": "T-[0-9]+"})
+    rule = r.rules[-1]
+
+    def broken(text: str) -> tuple[str, int]:
+        if "card" in text:
+            raise RuntimeError(f"engine failed on {text}")
+        return text, 0
+    monkeypatch.setattr(rule, "redact", broken)
+    chat = copy.deepcopy(SEED_CHAT)
+    chat["messages"][0]["data"]["content"]["text"] = "card 4111111111111111"
+    with pytest.raises(InvalidChat) as caught:
+        r.apply(chat, None)
+    assert "chat.messages.0.data.content.text" in str(caught.value) and "'ticket'" in str(caught.value)
+    assert "4111" not in str(caught.value)
+
+
+def test_off_only_when_configured_off() -> None:
+    out, matches = text_of(redactor(enabled=False), "4111111111111111")
+    assert out == "4111111111111111" and matches == {}
+    assert redactor(enabled=False).note_rules == ()
+
+
+@pytest.mark.parametrize("shape", ["4 ", "44-", "4111 1111 1111 1111 ", "0123456789", "random"])
+def test_card_detection_is_linear_on_a_megabyte_of_digits_and_separators(shape: str) -> None:
+    if shape == "random":
+        rng = random.Random(7)
+        text = "".join(rng.choice("0123456789 -.") for _ in range(1_000_000))
+    else:
+        text = (shape * (1_000_000 // len(shape) + 1))[:1_000_000]
+    r = redactor()
+    started = time.process_time()  # CPU time: the machine's other work does not count against us
+    out, _ = text_of(r, text)
+    elapsed = time.process_time() - started
+    assert len(out) == len(text)
+    assert elapsed < 1.0, f"{elapsed:.2f} s for 1 MB of {shape!r}"
+
+
+def test_named_rules_are_linear_too() -> None:
+    # "(a|aa)*b" takes exponential time in a backtracking engine; every text here has many candidates
+    r = redactor(rules=["card", "iban", "email"], patterns={"ticket": "(a|aa)*b"})
+    for text in ["a" * 1_000_000, "IT60 " * 200_000, "a@" * 500_000, "a.b@c" * 200_000]:
+        started = time.process_time()
+        text_of(r, text)
+        assert time.process_time() - started < 5.0, text[:10]
