@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 from archiver.config import Config
 from archiver.store.base import ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError", "open_store"]
+__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError", "open_store",
+           "open_store_for", "store_location"]
 
 
 def open_store(config: Config) -> ObjectStore:
@@ -26,3 +28,24 @@ def open_store(config: Config) -> ObjectStore:
         lock_mode=config["storage.object_lock_mode"],
         max_attempts=config["storage.max_attempts"],
     )
+
+
+def store_location(store: ObjectStore) -> dict[str, str]:
+    """Where STORE is, as recorded in each index entry: its URL and S3 endpoint, never credentials."""
+    return {"url": _without_userinfo(store.url), "endpoint_url": _without_userinfo(getattr(store, "endpoint_url", ""))}
+
+
+def open_store_for(entry: dict[str, Any], config: Config) -> ObjectStore:
+    """The store holding ENTRY's objects (with today's credentials); the configured one for old entries."""
+    where = entry.get("store") or {}
+    if not where.get("url"):
+        return open_store(config)
+    return open_store(config.with_overrides(**{"storage.url": where["url"],
+                                               "storage.endpoint_url": where.get("endpoint_url", "")}))
+
+
+def _without_userinfo(url: str) -> str:
+    parsed = urlparse(url)
+    if "@" not in parsed.netloc:
+        return url
+    return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[1]))
