@@ -130,3 +130,10 @@ def _token() -> str:
 
 def _without(doc: dict[str, Any], *fields: str) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in fields}
+
+
+def index_database(config: Any) -> Any:
+    """The database holding the index, jobs and audit log (index.uri, or the source cluster)."""
+    from archiver.mongo import connect
+
+    return connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from typing import Any, Callable, Iterable, Iterator
@@ -31,8 +32,10 @@ from pyhanko_certvalidator import ValidationContext
 
 from archiver.artifacts import OBJECTS
 from archiver.envelope import EnvelopeError, RecipientKey
-from archiver.index import OBJECT_KEY_FIELDS
-from archiver.store import ObjectMissing, ObjectStore, StoreError
+from archiver.config import Config
+from archiver.index import OBJECT_KEY_FIELDS, index_database
+from archiver.names import safe_name
+from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store_for, store_location
 
 
 @dataclass(frozen=True)
@@ -190,3 +193,142 @@ def _certificates(signer: x509.Certificate, signed_data: cms.SignedData) -> list
     others = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed_data["certificates"] or []]
     return [signer, *[c for c in others if c != signer]]
 
+
+
+MAX_PROBLEMS_KEPT = 10_000  # beyond this only counted: memory stays bounded however broken the archive is
+LISTING_BATCH = 500
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    objects: int = 0  # stored objects checked against the index
+    listed: int = 0  # keys listed in the store (each explained by the index, or a problem)
+    in_progress: int = 0  # entries still uploading within their lease
+    problem_count: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    with_key: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def add(self, problem: Problem) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(problem)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["problems"] = [asdict(p) for p in self.problems]
+        return out
+
+
+class Verifier:
+    """Checks index entries against their stores, and the stores against the index."""
+
+    def __init__(self, entries: Any, open_store: Callable[[dict[str, Any]], ObjectStore], lease_seconds: int,
+                 key: RecipientKey | None = None, trust: list[x509.Certificate] | None = None) -> None:
+        self.entries = entries  # the index collection
+        self.open_store = open_store  # entry -> its store (cached by the caller)
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.key = key
+        self.trust = trust
+
+    def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
+        """ROOMS (None: every entry and every stored object)."""
+        report = VerifyReport(with_key=self.key is not None)
+        query: dict[str, Any] = {} if rooms is None else {"room": {"$in": [str(r) for r in rooms]}}
+        seen_rooms: set[str] = set()
+        for entry in self.entries.find(query).sort([("room", 1), ("version", 1)]).batch_size(200):
+            self.check_entry(entry, report)
+            if rooms is not None:
+                seen_rooms.add(entry["room"])
+            if progress:
+                progress(report)
+        for room in sorted(set(rooms or []) - seen_rooms):
+            report.add(Problem(room, None, "not in the archive index"))
+        return report
+
+    def check_entry(self, entry: dict[str, Any], report: VerifyReport) -> None:
+        report.entries += 1
+        room, version = entry["room"], entry.get("version")
+        if entry.get("status") == "uploading":
+            created = entry.get("created_at")
+            if created is not None and _aware(created) > dt.datetime.now(dt.timezone.utc) - self.lease:
+                report.in_progress += 1
+            else:
+                report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
+                                                  "an interrupted archive that no pass has completed"))
+            return
+        opened = check_stored(entry, self.open_store(entry))
+        report.objects += len(opened.sealed)
+        if self.key is not None and opened.ok:
+            try:
+                check_content(opened, self.key, self.trust)
+            except EnvelopeError as exc:
+                opened.checks.append(Check("decrypts with the given key", False, str(exc)))
+        for failure in opened.failures():
+            report.add(Problem(room, version, failure))
+
+    def check_listing(self, store: ObjectStore, prefix: str, report: VerifyReport,
+                      progress: Callable[[VerifyReport], None] | None = None) -> None:
+        """Every key under PREFIX in STORE is some entry's object or superseded object."""
+        batch: list[str] = []
+        for key in store.iter_keys(prefix):
+            batch.append(key)
+            if len(batch) >= LISTING_BATCH:
+                self._explain(store, batch, report)
+                batch = []
+                if progress:
+                    progress(report)
+        if batch:
+            self._explain(store, batch, report)
+
+    def _explain(self, store: ObjectStore, keys: list[str], report: VerifyReport) -> None:
+        report.listed += len(keys)
+        here = {"$or": [{"store.url": store_location(store)["url"]}, {"store": {"$exists": False}}]}
+        named = {"$or": [{name: {"$in": keys}} for name in OBJECT_KEY_FIELDS]}
+        explained: set[str] = set()
+        for entry in self.entries.find({"$and": [named, here]}, {"objects": 1, "superseded_objects": 1}):
+            explained.update(o.get("key") for o in (entry.get("objects") or {}).values())
+            explained.update(entry.get("superseded_objects") or [])
+        for key in keys:
+            if key not in explained:
+                report.add(Problem(key.split("/", 1)[0], None,
+                                   f"object {key} in {store.url} is not explained by the index"))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | None = None,
+                   trust: list[x509.Certificate] | None = None,
+                   progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
+    """Check ROOMS (None: the whole archive, including every object in every store the index names)."""
+    config.require("mongodb.uri")
+    started = time.monotonic()
+    entries = index_database(config)[config["index.entries"]]
+    stores: dict[str, ObjectStore] = {}
+
+    def store_of(entry: dict[str, Any]) -> ObjectStore:
+        where = (entry.get("store") or {}).get("url", "")
+        if where not in stores:
+            stores[where] = open_store_for(entry, config)
+        return stores[where]
+
+    verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust)
+    report = verifier.run(rooms, progress)
+    for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
+        found = entries.distinct("store", {} if room is None else {"room": {"$eq": str(room)}})
+        targets = {}
+        for location in [None, *found]:
+            store = store_of({"store": location} if location else {})
+            targets[store_location(store)["url"]] = store
+        for store in targets.values():
+            verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
+    report.seconds = time.monotonic() - started
+    return report

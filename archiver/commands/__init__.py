@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from archiver.commands import audit, demo, export, indexes, keys, render, retrieve, run, search, serve
+from archiver.commands import audit, demo, export, indexes, keys, render, retrieve, run, search, serve, verify
 
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo, "keys": keys, "render": render, "run": run, "serve": serve, "export": export,
     "indexes": indexes,
-    "search": search, "retrieve": retrieve, "audit": audit,
+    "search": search, "retrieve": retrieve, "verify": verify, "audit": audit,
 }

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return audited("refused", "--reason is required: say why this chat is retrieved (case, request)", USAGE)
     try:
         request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
-                          Path(args.out), reason, actor, args.version, _trust(args.ca))
+                          Path(args.out), reason, actor, args.version, load_trust(args.ca))
         folder = retrieve(config, request)
     except NotFound as exc:
         return audited("failed", str(exc), ITEMS_FAILED)
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     return OK
 
 
-def _trust(paths: list[str]) -> tuple:
+def load_trust(paths: list[str]) -> tuple:
     from cryptography import x509
 
     certs = []
