@@ -18,7 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -142,7 +142,10 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
         return [Check("pdf: readable PDF", False, f"{type(exc).__name__}: {exc}")]
     if len(signatures) != 1:
         return [Check("pdf: carries exactly one signature", False, f"found {len(signatures)}")]
-    status = validate_pdf_signature(signatures[0], _context(trust))
+    try:
+        status = validate_pdf_signature(signatures[0], _context(trust))
+    except Exception as exc:  # a malformed signature dictionary or CMS: named, not a crash
+        return [Check("pdf: PAdES signature readable", False, f"{type(exc).__name__}: {exc}")]
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
     opened.certificates = _certificates(signer, signatures[0].signed_data)
     checks = [

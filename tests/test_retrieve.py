@@ -132,3 +132,25 @@ def test_an_entry_without_a_store_uses_the_configured_one(archived, keys, tmp_pa
                 "--out", str(out), "--reason", "old entry") == 0
     assert (out / f"{safe_name(entries[1]['room'])}-v1" / "transcript.pdf").read_bytes().startswith(b"%PDF-")
     assert open_store(config).url in (out / f"{safe_name(entries[1]['room'])}-v1" / "verification.json").read_text()
+
+
+def test_an_existing_target_is_not_overwritten(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    room, out = entries[0]["room"], tmp_path / "out"
+    argv = ["retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out), "--reason", "case 5"]
+    assert _cli(config, tmp_path, *argv) == 0
+    before = (out / f"{safe_name(room)}-v1" / "verification.json").read_bytes()
+    assert _cli(config, tmp_path, *argv) == 2
+    assert (out / f"{safe_name(room)}-v1" / "verification.json").read_bytes() == before
+    assert [p.name for p in out.iterdir()] == [f"{safe_name(room)}-v1"]  # no temporary folder left
+
+
+def test_signatures_that_do_not_chain_to_the_given_ca_fail(archived, keys, tmp_path, capsys) -> None:
+    from archiver.keys import create_development_keys
+
+    config, entries = archived
+    other = create_development_keys(tmp_path / "other-keys")
+    code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", entries[0]["room"], "--key",
+                                    str(keys["legal.key.pem"]), "--reason", "case 6", "--ca", str(other["ca.crt.pem"]))
+    assert code == 3 and outcome == "failed"
+    assert "chains to the given CA" in capsys.readouterr().err

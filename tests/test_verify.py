@@ -159,3 +159,16 @@ def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path,
         Bucket=bucket, Key=f"chats/{entries[0]['room']}/v1/extra.pdf.p7m", Body=b"planted")
     assert _cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"])) == 3
     assert [(p.room, "not explained" in p.problem) for p in _verify(config).problems] == [(entries[0]["room"], True)]
+
+
+def test_the_report_keeps_a_bounded_number_of_problems_and_counts_all(archived, tmp_path, monkeypatch, capsys) -> None:
+    import archiver.integrity as integrity
+
+    config, entries = archived
+    monkeypatch.setattr(integrity, "MAX_PROBLEMS_KEPT", 1)
+    for entry in entries[:2]:
+        _path(config, entry["objects"]["pdf"]["key"]).unlink()
+    report = _verify(config)
+    assert report.problem_count == 2 and len(report.problems) == 1
+    assert _cli(config, tmp_path, "verify", "--all") == 3
+    assert "... and 1 more" in capsys.readouterr().out
