@@ -134,12 +134,12 @@ class Search:
         self.key = key
 
     def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
-        """Matching entries, streamed, in (room, version) order."""
+        """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""
         query = build_query(filters, self.key)
         if "terms" in query and not query["terms"]["$all"]:
-            return  # words asked for, none given (only punctuation): nothing matches, not everything
+            return iter(())  # words asked for, none given (only punctuation): nothing matches, not everything
         projection = {name: 1 for name in OUTPUT_FIELDS} | {"_id": 0}
-        yield from self.entries.find(query, projection).sort([("room", ASCENDING), ("version", ASCENDING)])
+        return iter(self.entries.find(query, projection).sort([("room", ASCENDING), ("version", ASCENDING)]))
 
 
 def open_search(config: Config) -> Search:

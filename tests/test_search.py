@@ -105,3 +105,10 @@ def test_search_command_prints_a_table_or_json_and_is_audited(archived, tmp_path
     assert log[0]["actor"]["user"] == "bob" and log[0]["filters"] == {"service": "Billing"}
     assert log[1]["rooms"] == sorted(e["room"] for e in found)
     assert _cli(config, tmp_path, "search", "--from", "not-a-date") == 2
+
+
+def test_a_failed_search_prints_nothing_and_is_audited(archived, tmp_path, capsys) -> None:
+    config, _ = archived
+    assert _cli(config.with_overrides(**{"search.key_file": ""}), tmp_path, "search", "--text", "x", "--json") == 2
+    assert capsys.readouterr().out == ""
+    assert audit(config)[-1]["outcome"] == "failed" and audit(config)[-1]["filters"] == {"text": "x"}
