@@ -24,7 +24,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from archiver.config import Config
-from archiver.mongo import connect
+from archiver.index import index_database
 
 GENESIS = "0" * 64
 MAX_RETRIES = 100
@@ -131,7 +131,6 @@ def _plain(filters: dict[str, Any]) -> dict[str, Any]:
 
 def open_audit_log(config: Config) -> AuditLog:
     config.require("mongodb.uri")
-    db = connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]
-    log = AuditLog(db[config["index.audit"]])
+    log = AuditLog(index_database(config)[config["index.audit"]])
     log.ensure_indexes()
     return log

@@ -326,7 +326,9 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
     verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust)
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
-        found = entries.distinct("store", {} if room is None else {"room": {"$eq": str(room)}})
+        # distinct on a plain field (not on the `store` subdocument): every stand-in supports it
+        urls = entries.distinct("store.url", {} if room is None else {"room": {"$eq": str(room)}})
+        found = [entries.find_one({"store.url": url}, {"store": 1})["store"] for url in urls]
         targets = {}
         for location in [None, *found]:
             store = store_of({"store": location} if location else {})

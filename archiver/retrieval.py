@@ -25,7 +25,7 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver.integrity import Opened, check_content, check_stored
-from archiver.mongo import connect
+from archiver.index import index_database
 from archiver.names import safe_name
 from archiver.store import open_store_for, store_location
 
@@ -54,7 +54,7 @@ class Request:
 
 
 def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]:
-    db = connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]
+    db = index_database(config)
     query: dict[str, Any] = {"room": {"$eq": room}, "status": "archived"}
     if version is not None:
         query["version"] = {"$eq": version}

@@ -24,7 +24,7 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 
 from archiver.config import Config, ConfigError
-from archiver.mongo import connect
+from archiver.index import index_database
 
 TERM_HEX = 32  # 128 bits of each HMAC: collisions are negligible, entries stay small
 _WORD = re.compile(r"\w+")
@@ -144,7 +144,7 @@ class Search:
 
 def open_search(config: Config) -> Search:
     config.require("mongodb.uri")
-    db = connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]
+    db = index_database(config)
     key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
     return Search(db[config["index.entries"]], key)
 

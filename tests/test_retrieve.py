@@ -154,3 +154,12 @@ def test_signatures_that_do_not_chain_to_the_given_ca_fail(archived, keys, tmp_p
                                     str(keys["legal.key.pem"]), "--reason", "case 6", "--ca", str(other["ca.crt.pem"]))
     assert code == 3 and outcome == "failed"
     assert "chains to the given CA" in capsys.readouterr().err
+
+
+def test_the_recorded_store_location_never_holds_credentials(moto_endpoint, bucket) -> None:
+    from archiver.store import store_location
+    from archiver.store.s3 import S3Store
+
+    with_secret = moto_endpoint.replace("http://", "http://user:s3cret@")
+    where = store_location(S3Store(bucket, "p", endpoint_url=with_secret))
+    assert where == {"url": f"s3://{bucket}/p/", "endpoint_url": moto_endpoint}
