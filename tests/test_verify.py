@@ -172,3 +172,11 @@ def test_the_report_keeps_a_bounded_number_of_problems_and_counts_all(archived, 
     assert report.problem_count == 2 and len(report.problems) == 1
     assert _cli(config, tmp_path, "verify", "--all") == 3
     assert "... and 1 more" in capsys.readouterr().out
+
+
+def test_verify_on_the_wire_protocol_stand_in(make_config, keys, nx_uri) -> None:
+    config = make_config(mongodb__uri=nx_uri)
+    entries = archive_samples(config, count=2)
+    assert _verify(config, keys).ok and _verify(config).listed == 6
+    _path(config, entries[1]["objects"]["record"]["key"]).unlink()
+    assert [(p.room, "missing" in p.problem) for p in _verify(config).problems] == [(entries[1]["room"], True)]
