@@ -12,13 +12,16 @@ entries with a cursor, and the store's listing as a stream (bounded memory).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -127,6 +130,28 @@ def _decrypt(opened: Opened, name: str, sealed: bytes, obj: dict[str, Any], key:
     return Check(what, True, f"SHA-256 {digest}")
 
 
+# Without trust anchors (no --ca) pyHanko cannot build a chain and logs a traceback per signature;
+# we did not ask for trust then, and report what we did ask for, so those records are dropped.
+_NO_TRUST_ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("no_trust_asked", default=False)
+
+
+class _UnaskedChainWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_NO_TRUST_ASKED.get() and record.getMessage().startswith("Failed to build path"))
+
+
+logging.getLogger("pyhanko.sign.validation.generic_cms").addFilter(_UnaskedChainWarnings())
+
+
+@contextmanager
+def _validating(trust: list[x509.Certificate] | None) -> Iterator[None]:
+    token = _NO_TRUST_ASKED.set(not trust)
+    try:
+        yield
+    finally:
+        _NO_TRUST_ASKED.reset(token)
+
+
 def _context(trust: list[x509.Certificate] | None) -> ValidationContext:
     roots = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in trust or []]
     return ValidationContext(trust_roots=roots, allow_fetching=False)
@@ -143,7 +168,8 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
     if len(signatures) != 1:
         return [Check("pdf: carries exactly one signature", False, f"found {len(signatures)}")]
     try:
-        status = validate_pdf_signature(signatures[0], _context(trust))
+        with _validating(trust):
+            status = validate_pdf_signature(signatures[0], _context(trust))
     except Exception as exc:  # a malformed signature dictionary or CMS: named, not a crash
         return [Check("pdf: PAdES signature readable", False, f"{type(exc).__name__}: {exc}")]
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
@@ -163,7 +189,8 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
 def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Check]:
     try:
         signed = cms.ContentInfo.load(opened.plain["record_signature"])["content"]
-        status = asyncio.run(async_validate_detached_cms(opened.plain["record"], signed, _context(trust)))
+        with _validating(trust):
+            status = asyncio.run(async_validate_detached_cms(opened.plain["record"], signed, _context(trust)))
     except Exception as exc:
         return [Check("record: detached CMS signature readable", False, f"{type(exc).__name__}: {exc}")]
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())

@@ -180,3 +180,10 @@ def test_verify_on_the_wire_protocol_stand_in(make_config, keys, nx_uri) -> None
     assert _verify(config, keys).ok and _verify(config).listed == 6
     _path(config, entries[1]["objects"]["record"]["key"]).unlink()
     assert [(p.room, "missing" in p.problem) for p in _verify(config).problems] == [(entries[1]["room"], True)]
+
+
+def test_checking_with_a_key_but_no_ca_logs_no_chain_warnings(archived, keys, caplog) -> None:
+    config, _ = archived
+    with caplog.at_level("WARNING"):
+        assert _verify(config, keys).ok
+    assert not [r for r in caplog.records if "Failed to build path" in r.getMessage()]
