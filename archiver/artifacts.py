@@ -25,8 +25,9 @@ from archiver.names import safe_name
 from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import Limits, PdfRenderer
 from archiver.render.record import build_record
+from archiver.search import entry_terms, load_search_key
 from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
-from archiver.store import ObjectStore, PutFailed, StoreError, UnconfirmedPut, open_store
+from archiver.store import ObjectStore, PutFailed, StoreError, UnconfirmedPut, open_store, store_location
 from archiver.transcript import Transcript, has_ended, normalise
 
 # name in the index -> (file name stem, extension of the plaintext)
@@ -83,7 +84,9 @@ class ArtifactBuilder:
     """Holds the loaded template, fonts, signing key and recipients; build once per process."""
 
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
-                 max_message_chars: int, retain_days: int, redactor: Redactor) -> None:
+                 max_message_chars: int, retain_days: int, redactor: Redactor,
+                 search_key: bytes | None = None) -> None:
+        self.search_key = search_key  # keyed word hashes for `archiver search --text`
         self.renderer = renderer
         self.signer = signer
         self.envelope = envelope
@@ -100,6 +103,7 @@ class ArtifactBuilder:
             config["archive.max_message_chars"],
             config["storage.retain_days"],
             Redactor.from_config(config),
+            load_search_key(config["search.key_file"]) if config["search.key_file"] else None,
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
@@ -142,6 +146,8 @@ class ArtifactBuilder:
             encryption="CMS EnvelopedData, AES-256-CBC, RSA key transport",
             objects={b.name: b.describe() for b in blobs},
         )
+        if self.search_key:
+            entry["terms"] = entry_terms((m.text for m in plain.transcript.messages if m.text), self.search_key)
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
 
 
@@ -257,4 +263,5 @@ def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kin
         raise PutFailed(message, reached)
     for blob, put in zip(built.blobs, puts):
         built.entry["objects"][blob.name]["version_id"] = put.result().version_id
+    built.entry["store"] = store_location(store)  # retrieval finds the objects after a configuration change
     return built

@@ -114,6 +114,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "entries": Key(str, "archive_index"),
         "jobs": Key(str, "archive_jobs"),
         "state": Key(str, "archive_state"),
+        "audit": Key(str, "archive_audit"),
     },
     "signing": {
         "certificate": Key(str, ""),
@@ -166,6 +167,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "host": Key(str, "127.0.0.1"),
         "stale_after_minutes": Key(float, 30.0, _positive),
     },
+    "search": {"key_file": Key(str, "")},
     "logging": {
         "level": Key(str, "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
         "format": Key(str, "json", _one_of("json", "text")),
@@ -307,7 +309,7 @@ def _shown(dotted: str, value: Any) -> str:
     return f"a {type(value).__name__}, value withheld" if dotted in SECRETS else redact(repr(value))
 
 
-_PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template")
+_PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template", "search.key_file")
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -89,3 +89,46 @@ def decrypt(data: bytes, certificate_pem: bytes, key_pem: bytes, password: bytes
         except ValueError as exc:
             last_error = exc
     raise EnvelopeError(f"this key cannot open the envelope ({last_error})")
+
+
+class RecipientKey:
+    """Retrieval side: a legal-team private key and its certificate, loaded once, opening many envelopes."""
+
+    def __init__(self, key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> None:
+        self.key = key
+        self.certificate = certificate
+
+    @classmethod
+    def load(cls, key_path: str, certificates: list[str], password: bytes | None = None) -> "RecipientKey":
+        """The key in KEY_PATH and, among the certificates in that file and CERTIFICATES, the one it belongs to."""
+        try:
+            pem = Path(key_path).read_bytes()
+        except OSError as exc:
+            raise EnvelopeError(f"--key {key_path}: cannot read ({exc.strerror})") from None
+        try:
+            key = serialization.load_pem_private_key(pem, password)
+        except (ValueError, TypeError) as exc:
+            raise EnvelopeError(f"--key {key_path}: not a usable PEM private key ({exc})") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise EnvelopeError(f"--key {key_path}: archives are encrypted to RSA keys; this is not one")
+        for cert in _certificates_in([key_path, *certificates]):
+            if cert.public_key().public_numbers() == key.public_key().public_numbers():
+                return cls(key, cert)
+        raise EnvelopeError(f"--key {key_path}: none of the recipient certificates ({', '.join(certificates) or 'none'}) "
+                            "belongs to this key: it is not a key the archive was encrypted to")
+
+    def decrypt(self, data: bytes) -> bytes:
+        try:
+            return pkcs7.pkcs7_decrypt_der(data, self.certificate, self.key, [])
+        except ValueError as exc:
+            raise EnvelopeError(f"this key cannot open the envelope ({exc})") from None
+
+
+def _certificates_in(paths: list[str]) -> list[x509.Certificate]:
+    found: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            found.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+        except (OSError, ValueError):
+            continue  # a key file without a certificate, or a missing optional file
+    return found

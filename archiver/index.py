@@ -23,6 +23,10 @@ from pymongo.errors import BulkWriteError
 from archiver.claims import now
 
 
+# Where an entry names its stored objects; each is indexed, so a key in the store finds its entry.
+OBJECT_KEY_FIELDS = ("objects.pdf.key", "objects.record.key", "objects.record_signature.key", "superseded_objects")
+
+
 class VersionConflict(RuntimeError):
     """Another worker recorded this room's version first."""
 
@@ -37,6 +41,9 @@ class ArchiveIndex:
             [("room", ASCENDING), ("source_sha256", ASCENDING)], unique=True, name="room_content"
         )
         for field in ("ended_at", "agents", "customers", "ctlive_type", "channel", "status"):
+            self.entries.create_index([(field, ASCENDING)], name=field)
+        # search (--service, --text) and verify (which entry explains a stored object)
+        for field in ("service", "terms", *OBJECT_KEY_FIELDS):
             self.entries.create_index([(field, ASCENDING)], name=field)
 
     def versions(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -123,3 +130,10 @@ def _token() -> str:
 
 def _without(doc: dict[str, Any], *fields: str) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in fields}
+
+
+def index_database(config: Any) -> Any:
+    """The database holding the index, jobs and audit log (index.uri, or the source cluster)."""
+    from archiver.mongo import connect
+
+    return connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]

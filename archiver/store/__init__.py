@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 from archiver.config import Config, ConfigError
 from archiver.store.base import (ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError,
@@ -12,14 +13,14 @@ from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
 __all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError",
-           "UnconfirmedPut", "open_store", "local_lock_warning"]
+           "UnconfirmedPut", "open_store", "open_store_for", "store_location", "local_lock_warning"]
 
 
-def open_store(config: Config) -> ObjectStore:
+def open_store(config: Config, writable: bool = True) -> ObjectStore:
     url = config["storage.url"]
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return _writable_local_store(url, Path(parsed.path))
+        return _writable_local_store(url, Path(parsed.path)) if writable else LocalStore(Path(parsed.path))
     return S3Store(
         parsed.netloc,
         parsed.path,
@@ -48,3 +49,24 @@ def local_lock_warning(config: Config) -> str | None:
         return None
     return (f"storage.object_lock_mode {mode} has no effect on a local directory ({config['storage.url']}): "
             "it offers no lock beyond read-only file modes, which its owner or root can undo")
+
+
+def store_location(store: ObjectStore) -> dict[str, str]:
+    """Where STORE is, as recorded in each index entry: its URL and S3 endpoint, never credentials."""
+    return {"url": _without_userinfo(store.url), "endpoint_url": _without_userinfo(getattr(store, "endpoint_url", ""))}
+
+
+def open_store_for(entry: dict[str, Any], config: Config) -> ObjectStore:
+    """The store holding ENTRY's objects (with today's credentials); the configured one for old entries."""
+    where = entry.get("store") or {}
+    if not where.get("url"):
+        return open_store(config, writable=False)
+    return open_store(config.with_overrides(**{"storage.url": where["url"],
+                                               "storage.endpoint_url": where.get("endpoint_url", "")}), writable=False)
+
+
+def _without_userinfo(url: str) -> str:
+    parsed = urlparse(url)
+    if "@" not in parsed.netloc:
+        return url
+    return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[1]))

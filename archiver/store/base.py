@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 
 class StoreError(RuntimeError):
@@ -52,3 +52,6 @@ class ObjectStore(Protocol):
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every object key under PREFIX (for integrity checks)."""
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every object key under PREFIX, streamed (any order): memory stays flat over any store."""

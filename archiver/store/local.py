@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
 
@@ -88,3 +89,21 @@ class LocalStore:
                 if name.startswith(prefix):
                     found.append(name)
         return sorted(found)
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._path(folder) if folder else self.root
+        if base.is_dir():
+            for name in _walk(base, self.root):
+                if name.startswith(prefix):
+                    yield name
+
+
+def _walk(folder: Path, root: Path) -> Iterator[str]:
+    """Object keys below FOLDER, one directory listing open at a time."""
+    with os.scandir(folder) as found:
+        for item in found:
+            if item.is_dir(follow_symlinks=False):
+                yield from _walk(Path(item.path), root)
+            elif not item.name.endswith(_META) and not item.name.startswith(".tmp-"):
+                yield Path(item.path).relative_to(root).as_posix()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from typing import Iterator
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -28,6 +29,7 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
+        self.endpoint_url = endpoint_url
         self.lock_mode = lock_mode
         self.client = boto3.client(
             "s3",
@@ -101,6 +103,12 @@ class S3Store:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             found.extend(item["Key"][len(self.prefix):] for item in page.get("Contents", []))
         return found
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix):]
 
 
 def _message(exc: ClientError) -> str:

@@ -1,0 +1,96 @@
+"""`archiver search`: list index entries by room, date, agent, customer, type, channel, service, status, words."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+from archiver.commands.common import OK, UsageError, load_config
+
+HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
+EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--room", help="exactly this room id")
+    p.add_argument("--from", dest="ended_from", metavar="DATE", help="ended on or after DATE (ISO, UTC)")
+    p.add_argument("--to", dest="ended_to", metavar="DATE", help="ended on or before DATE (a bare date: that whole day)")
+    p.add_argument("--agent", metavar="ID", help="an agent's user id took part")
+    p.add_argument("--customer", metavar="ID", help="a customer's user id took part")
+    p.add_argument("--type", dest="ctlive_type", metavar="T", help="ctlive_type (chat, cbn, call...)")
+    p.add_argument("--channel", metavar="C", help="the customer's channel (web, whatsapp...)")
+    p.add_argument("--service", metavar="S", help="the service name")
+    p.add_argument("--status", metavar="S", help="index status: archived or uploading")
+    p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the chat (needs search.key_file)")
+    p.add_argument("--json", action="store_true", help="a JSON array of entries (fields in docs/search.md)")
+    add_actor(p)
+
+
+def add_actor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", default="", help="who, for the audit log (default: the OS user; the host is added)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.audit import Actor, open_audit_log
+    from archiver.search import SearchFilters, open_search
+
+    config = load_config(args)
+    filters = SearchFilters(room=args.room, ended_from=_date(args.ended_from, "--from", end=False),
+                            ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent,
+                            customer=args.customer, ctlive_type=args.ctlive_type, channel=args.channel,
+                            service=args.service, status=args.status, text=args.text)
+    searcher, log = open_search(config), open_audit_log(config)
+    actor = Actor.current(args.actor)
+    try:
+        rooms = _print(searcher.find(filters), args.json)
+    except Exception as exc:
+        log.record("search", actor, outcome="failed", filters=filters.given(), detail=str(exc))
+        raise
+    log.record("search", actor, outcome="ok", filters=filters.given(), rooms=rooms)
+    return OK
+
+
+def _date(text: str | None, option: str, *, end: bool) -> dt.datetime | None:
+    from archiver.search import parse_date
+
+    if text is None:
+        return None
+    try:
+        return parse_date(text, end=end)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _print(found, as_json: bool) -> list[str]:
+    """Print entries as they stream in; the rooms found (for the audit log)."""
+    rooms: list[str] = []
+    if as_json:
+        print("[", end="")
+    else:
+        print(f"{'ROOM':<48} {'VER':>3}  {'ENDED (UTC)':<19}  {'TYPE':<6} {'CHANNEL':<10} {'SERVICE':<20} AGENTS")
+    for entry in found:
+        rooms.append(entry["room"])
+        if as_json:
+            print(("," if len(rooms) > 1 else "") + json.dumps(_jsonable(entry), ensure_ascii=False, sort_keys=True))
+        else:
+            print(_row(entry))
+    print("]" if as_json else f"{len(rooms)} entr{'y' if len(rooms) == 1 else 'ies'}")
+    return rooms
+
+
+def _row(e: dict[str, Any]) -> str:
+    ended = e["ended_at"].strftime("%Y-%m-%d %H:%M:%S") if e.get("ended_at") else "-"
+    return (f"{e['room']:<48} {e['version']:>3}  {ended:<19}  {e.get('ctlive_type', '-'):<6} "
+            f"{e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} {','.join(e.get('agents', []))}")
+
+
+def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(entry, default=_iso))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(value)

@@ -1,0 +1,84 @@
+"""`archiver verify [ROOM ... | --all] [--key PEM]`: prove archived chats present and unaltered."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Callable
+
+from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config
+from archiver.commands.retrieve import load_trust
+from archiver.commands.search import add_actor
+
+HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained); "
+        "with --key also decrypt and check both signatures and the record; exit 3 naming each problem")
+EXAMPLE = "archiver --config archiver.toml verify --all --key legal.key.pem --json"
+PROBLEMS_IN_AUDIT = 100
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rooms", nargs="*", metavar="ROOM", help="rooms to check (or --all)")
+    p.add_argument("--all", action="store_true", help="every entry, and every object in the stores")
+    p.add_argument("--key", metavar="PEM", help="the legal team's private key: also decrypt and check content")
+    p.add_argument("--cert", action="append", default=[], metavar="PEM",
+                   help="the key's recipient certificate (default: found in --key or encryption.recipients)")
+    p.add_argument("--ca", action="append", default=[], metavar="PEM",
+                   help="with --key: the signatures must chain to this CA (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    add_actor(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.audit import Actor, open_audit_log
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import verify_archive
+
+    if bool(args.rooms) == args.all:
+        raise UsageError("name the rooms to verify, or --all (not both)")
+    config = load_config(args)
+    log, actor = open_audit_log(config), Actor.current(args.actor)
+    scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(args.ca)}
+    key = RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]) if args.key else None
+    progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
+    try:
+        report = verify_archive(config, None if args.all else args.rooms, key, list(load_trust(args.ca)), progress)
+    except Exception as exc:
+        log.record("verify", actor, outcome="failed", filters=scope, rooms=args.rooms, detail=str(exc))
+        raise
+    if progress:
+        sys.stderr.write("\n")
+    rooms = sorted({p.room for p in report.problems})[:PROBLEMS_IN_AUDIT]
+    log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
+               detail=_summary(report))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
+    return OK if report.ok else VERIFY_FAILED
+
+
+def _summary(report) -> str:
+    return (f"{report.entries} entries, {report.objects} objects checked, {report.listed} stored objects listed, "
+            f"{report.problem_count} problem(s){' (content checked with a key)' if report.with_key else ''} "
+            f"in {report.seconds:.1f} s")
+
+
+def _text(report) -> str:
+    lines = [f"PROBLEM {p}" for p in report.problems]
+    if report.problem_count > len(report.problems):
+        lines.append(f"... and {report.problem_count - len(report.problems)} more")
+    lines.append(("OK: " if report.ok else "FAILED: ") + _summary(report))
+    if report.in_progress:
+        lines.append(f"{report.in_progress} entr(ies) still being archived (within their lease): not checked")
+    return "\n".join(lines)
+
+
+def _progress_line() -> Callable:
+    started = time.monotonic()
+
+    def show(report) -> None:
+        rate = report.entries / max(time.monotonic() - started, 1e-6)
+        sys.stderr.write(f"\r{report.entries} entries, {report.listed} objects listed, "
+                         f"{report.problem_count} problem(s)  {rate:.0f}/s ")
+        sys.stderr.flush()
+    return show

@@ -1,0 +1,141 @@
+"""Legal retrieval: one archived version fetched, decrypted, verified and written for a person.
+
+Nothing is written unless every check passed, and then all at once: the files go
+to a hidden temporary folder beside the target, which is renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pymongo import DESCENDING
+
+from archiver.audit import Actor
+from archiver.config import Config
+from archiver.envelope import RecipientKey
+from archiver.integrity import Opened, check_content, check_stored
+from archiver.index import index_database
+from archiver.names import safe_name
+from archiver.store import open_store_for, store_location
+
+FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
+
+
+class NotFound(LookupError):
+    """No archived entry for that room (or version)."""
+
+
+class VerificationFailed(RuntimeError):
+    def __init__(self, room: str, version: int, failures: list[str]) -> None:
+        super().__init__(f"{room} v{version}: verification failed: " + "; ".join(failures))
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class Request:
+    room: str
+    key: RecipientKey
+    out: Path
+    reason: str
+    actor: Actor
+    version: int | None = None
+    trust: tuple[x509.Certificate, ...] = ()
+
+
+def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]:
+    db = index_database(config)
+    query: dict[str, Any] = {"room": {"$eq": room}, "status": "archived"}
+    if version is not None:
+        query["version"] = {"$eq": version}
+    entry = db[config["index.entries"]].find_one(query, sort=[("version", DESCENDING)])
+    if entry is None:
+        which = f"version {version} of room" if version is not None else "room"
+        raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
+    return entry
+
+
+def retrieve(config: Config, request: Request) -> Path:
+    """The folder written (OUT/<room>-v<N>); raises NotFound, EnvelopeError or VerificationFailed."""
+    entry = find_entry(config, request.room, request.version)
+    target = request.out / f"{safe_name(entry['room'])}-v{entry['version']}"
+    if target.exists():
+        raise FileExistsError(f"{target}: already there; not overwritten (choose another --out)")
+    store = open_store_for(entry, config)
+    opened = check_stored(entry, store)
+    if opened.ok:
+        check_content(opened, request.key, list(request.trust))
+    if not opened.ok:
+        raise VerificationFailed(entry["room"], entry["version"], opened.failures())
+    files = _files(opened, _report(opened, request, store_location(store)))
+    _write_all(target, files)
+    return target
+
+
+def _files(opened: Opened, report: dict[str, Any]) -> dict[str, bytes]:
+    files = {FILES[name]: data for name, data in opened.plain.items()}
+    pem = [c.public_bytes(Encoding.PEM) for c in opened.certificates]
+    files["signer.crt.pem"] = pem[0]
+    files["certificates.pem"] = b"".join(pem)
+    report["files"] = {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(files.items())}
+    files["verification.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+    return files
+
+
+def _report(opened: Opened, request: Request, store: dict[str, str]) -> dict[str, Any]:
+    entry = opened.entry
+    return {
+        "ok": opened.ok,
+        "room": entry["room"],
+        "version": entry["version"],
+        "retrieved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "retrieved_by": request.actor.as_dict(),
+        "reason": request.reason,
+        "store": store,
+        "entry": {k: _text(entry.get(k)) for k in ("kind", "ended_at", "archived_at", "source_sha256",
+                                                   "signing_certificate_sha256")},
+        "objects": {name: entry["objects"][name] for name in FILES},
+        "checks": [asdict(c) for c in opened.checks],
+        "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
+        "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
+        "check_it_yourself": [
+            "pdfsig transcript.pdf",
+            "openssl cms -verify -binary -inform DER -in record.json.p7s -content record.json "
+            "-CAfile YOUR-CA.pem -out /dev/null",
+            "sha256sum *  (compare with 'files' below)",
+        ],
+    }
+
+
+def _write_all(target: Path, files: dict[str, bytes]) -> None:
+    """All FILES in TARGET, or nothing: written in a temporary folder, then renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        for name, data in files.items():
+            fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                os.fsync(out.fileno())
+        os.rename(staging, target)  # fails if TARGET appeared meanwhile: nothing replaced
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value

@@ -1,0 +1,162 @@
+"""Searching the archive index: metadata filters and keyed hashes of words, never plaintext.
+
+Each index entry may carry `terms`: HMAC-SHA256 (truncated to 128 bits) of every
+distinct normalised word of its messages, under a key the legal team holds
+(`search.key_file`). Searching for words hashes them with the same key; the index
+holds no readable text, and without the key its hashes cannot be tested against
+guesses. See docs/search.md for the trade-off.
+
+Filters are data: every value is compared with `$eq` (or used as a date bound),
+so a value such as '{"$ne": null}' or "$gt" is just a string that matches nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+
+from archiver.config import Config, ConfigError
+from archiver.index import index_database
+
+TERM_HEX = 32  # 128 bits of each HMAC: collisions are negligible, entries stay small
+_WORD = re.compile(r"\w+")
+# (field, why) for every index a search relies on; ArchiveIndex.ensure_indexes creates them.
+_INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at", "--from/--to"),
+            ("agents", "--agent"), ("customers", "--customer"), ("ctlive_type", "--type"),
+            ("channel", "--channel"), ("service", "--service"), ("status", "--status"),
+            ("terms", "--text")]
+# What --json prints for each entry: stable names, documented in docs/search.md.
+OUTPUT_FIELDS = ("room", "version", "status", "kind", "started_at", "ended_at", "ctlive_type", "channel",
+                 "service", "agents", "customers", "message_count", "archived_at", "store", "objects")
+
+
+def search_indexes() -> list[tuple[str, str]]:
+    return list(_INDEXED)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    room: str | None = None
+    ended_from: dt.datetime | None = None
+    ended_to: dt.datetime | None = None
+    agent: str | None = None
+    customer: str | None = None
+    ctlive_type: str | None = None
+    channel: str | None = None
+    service: str | None = None
+    status: str | None = None
+    text: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The filters set, for the audit log."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def load_search_key(path: str) -> bytes:
+    """The key in PATH: hex text of at least 32 bytes."""
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except OSError as exc:
+        raise ConfigError(f"search.key_file: {path}: cannot read ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"search.key_file: {path}: must hold the key as hex (openssl rand -hex 32)") from None
+    if len(key) < 32:
+        raise ConfigError(f"search.key_file: {path}: the key must be at least 32 bytes (64 hex digits)")
+    return key
+
+
+def words(text: str) -> set[str]:
+    """Distinct words of TEXT: NFKC, case-folded, runs of letters and digits."""
+    return set(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def term_hashes(found: Iterable[str], key: bytes) -> list[str]:
+    return sorted({hmac.new(key, w.encode("utf-8"), "sha256").hexdigest()[:TERM_HEX] for w in found})
+
+
+def entry_terms(texts: Iterable[str], key: bytes) -> list[str]:
+    """The `terms` of an index entry: hashes of every word of TEXTS."""
+    found: set[str] = set()
+    for text in texts:
+        found |= words(text)
+    return term_hashes(found, key)
+
+
+_EQUALITY = {"room": "room", "agent": "agents", "customer": "customers", "ctlive_type": "ctlive_type",
+             "channel": "channel", "service": "service", "status": "status"}
+
+
+def build_query(filters: SearchFilters, key: bytes | None) -> dict[str, Any]:
+    """The MongoDB query for FILTERS; every value is data ($eq), never an operator."""
+    query: dict[str, Any] = {}
+    for name, field in _EQUALITY.items():
+        value = getattr(filters, name)
+        if value is not None:
+            query[field] = {"$eq": _text(name, value)}
+    ended: dict[str, dt.datetime] = {}
+    if filters.ended_from is not None:
+        ended["$gte"] = _date("ended_from", filters.ended_from)
+    if filters.ended_to is not None:
+        ended["$lte"] = _date("ended_to", filters.ended_to)
+    if ended:
+        query["ended_at"] = ended
+    if filters.text is not None:
+        if key is None:
+            raise ConfigError("search.key_file: text search needs the search key (not set)")
+        query["terms"] = {"$all": term_hashes(words(_text("text", filters.text)), key)}
+    return query
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"search filter {name}: must be text, got {type(value).__name__}")
+    return value
+
+
+def _date(name: str, value: Any) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"search filter {name}: must be a datetime, got {type(value).__name__}")
+    return value
+
+
+class Search:
+    def __init__(self, entries: Collection, key: bytes | None) -> None:
+        self.entries = entries
+        self.key = key
+
+    def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
+        """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""
+        query = build_query(filters, self.key)
+        if "terms" in query and not query["terms"]["$all"]:
+            return iter(())  # words asked for, none given (only punctuation): nothing matches, not everything
+        projection = {name: 1 for name in OUTPUT_FIELDS} | {"_id": 0}
+        return iter(self.entries.find(query, projection).sort([("room", ASCENDING), ("version", ASCENDING)]))
+
+
+def open_search(config: Config) -> Search:
+    config.require("mongodb.uri")
+    db = index_database(config)
+    key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
+    return Search(db[config["index.entries"]], key)
+
+
+def parse_date(text: str, *, end: bool) -> dt.datetime:
+    """ISO date or date-time (UTC unless it says otherwise); a bare date as --to covers the whole day."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    if end and len(text) == 10:
+        value += dt.timedelta(days=1) - dt.timedelta(milliseconds=1)
+    return value

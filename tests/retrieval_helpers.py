@@ -1,0 +1,46 @@
+"""Archive a few sample chats for the retrieval, search and verification tests."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from pathlib import Path
+from typing import Any
+
+from archiver.config import Config
+from archiver.mongo import connect
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from test_pipeline import recent_ms, seed
+
+LANGUAGES = ("it", "en", "ru", "en")
+SERVICES = ("Assistenza clienti", "Billing", "Assistenza clienti", "Sales")
+
+
+def search_key(tmp_path: Path) -> Path:
+    path = tmp_path / "search.key"
+    path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
+def archive_samples(config: Config, count: int = 4, rng_seed: int = 5) -> list[dict[str, Any]]:
+    """COUNT chats (languages and services varying), archived; their index entries by room."""
+    rng = random.Random(rng_seed)
+    chats = []
+    for i in range(count):
+        chat, contact = make_chat(rng, messages=8, language=LANGUAGES[i % 4], start_ms=recent_ms(60 - i))
+        contact["serv_name"] = SERVICES[i % 4]
+        chats.append((chat, contact))
+    seed(config, chats)
+    report = Archiver(config).run_pass()
+    assert report.archived == count, report
+    return list(index(config).find({}).sort("room", 1))
+
+
+def index(config: Config):
+    return connect(config["mongodb.uri"])[config["index.database"]][config["index.entries"]]
+
+
+def audit(config: Config) -> list[dict[str, Any]]:
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    return list(db[config["index.audit"]].find({}, {"_id": 0}).sort("seq", 1))

@@ -1,0 +1,165 @@
+"""archiver retrieve: fetch, decrypt, verify, write; failures write nothing and are audited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from archiver.cli import main
+from archiver.names import safe_name
+from archiver.store import open_store
+from conftest import require_tool, write_toml
+from retrieval_helpers import archive_samples, audit, index
+
+CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients")
+
+
+def _cli(config, tmp_path: Path, *argv: str) -> int:
+    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in CLI_KEYS})
+    return main(["--config", str(toml), *argv])
+
+
+@pytest.fixture
+def archived(make_config):
+    config = make_config()
+    return config, archive_samples(config, count=2)
+
+
+def _flip_byte(config, key: str) -> None:
+    path = Path(config["storage.url"][len("file://"):]) / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp_path, capsys) -> None:
+    config, entries = archived
+    room = entries[0]["room"]
+    out = tmp_path / "case-42"
+    assert _cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out),
+                "--reason", "case 42: complaint", "--ca", str(keys["ca.crt.pem"]), "--actor", "carol") == 0
+    folder = out / f"{safe_name(room)}-v1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "certificates.pem", "record.json", "record.json.p7s", "signer.crt.pem", "transcript.pdf", "verification.json"]
+    report = json.loads((folder / "verification.json").read_text())
+    assert report["ok"] is True and report["room"] == room and report["version"] == 1
+    assert report["reason"] == "case 42: complaint" and report["retrieved_by"]["user"] == "carol"
+    assert all(c["ok"] for c in report["checks"]) and len(report["checks"]) >= 8
+    assert report["files"]["transcript.pdf"]["sha256"] == entries[0]["objects"]["pdf"]["plaintext_sha256"]
+    assert json.loads((folder / "record.json").read_bytes())["room"] == room
+    pdfsig = subprocess.run([require_tool("pdfsig"), str(folder / "transcript.pdf")], capture_output=True, text=True)
+    assert "Signature is Valid" in pdfsig.stdout, pdfsig.stdout
+    cms = subprocess.run([require_tool("openssl"), "cms", "-verify", "-binary", "-inform", "DER",
+                          "-in", str(folder / "record.json.p7s"), "-content", str(folder / "record.json"),
+                          "-CAfile", str(keys["ca.crt.pem"]), "-out", "/dev/null"], capture_output=True, text=True)
+    assert cms.returncode == 0 and "Verification successful" in cms.stderr
+    chain = subprocess.run([require_tool("openssl"), "verify", "-CAfile", str(keys["ca.crt.pem"]),
+                            str(folder / "signer.crt.pem")], capture_output=True, text=True)
+    assert chain.returncode == 0, chain.stderr
+    (entry,) = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert entry["outcome"] == "ok" and entry["rooms"] == [room] and entry["reason"] == "case 42: complaint"
+    assert str(folder) in capsys.readouterr().out
+
+
+def _failed_attempt(config, tmp_path, out: Path, *argv: str) -> tuple[int, str]:
+    code = _cli(config, tmp_path, "retrieve", *argv, "--out", str(out))
+    assert not out.exists()  # nothing written, not even the folder
+    return code, audit(config)[-1]["outcome"]
+
+
+def test_wrong_key_fails_clearly_writes_nothing_and_is_audited(archived, keys, tmp_path, capsys) -> None:
+    config, entries = archived
+    other = tmp_path / "other.key.pem"
+    other.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", entries[0]["room"], "--key", str(other),
+                                    "--reason", "case 1")
+    assert code == 2 and outcome == "failed"
+    assert "key" in capsys.readouterr().err
+
+
+def test_unknown_room_fails_clearly_and_is_audited(archived, keys, tmp_path, capsys) -> None:
+    config, _ = archived
+    code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", "NO_SUCH_ROOM",
+                                    "--key", str(keys["legal.key.pem"]), "--reason", "case 1")
+    assert code == 1 and outcome == "failed"
+    assert "NO_SUCH_ROOM" in capsys.readouterr().err
+    assert audit(config)[-1]["rooms"] == ["NO_SUCH_ROOM"]
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_retrieval_without_a_reason_is_refused_and_audited(archived, keys, tmp_path, capsys, reason) -> None:
+    config, entries = archived
+    argv = [entries[0]["room"], "--key", str(keys["legal.key.pem"])] + ([] if reason is None else ["--reason", reason])
+    code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", *argv)
+    assert code == 2 and outcome == "refused"
+    assert "--reason" in capsys.readouterr().err
+
+
+def test_a_tampered_object_fails_verification_and_writes_nothing(archived, keys, tmp_path, capsys) -> None:
+    config, entries = archived
+    _flip_byte(config, entries[0]["objects"]["record"]["key"])
+    code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", entries[0]["room"],
+                                    "--key", str(keys["legal.key.pem"]), "--reason", "case 7")
+    assert code == 3 and outcome == "failed"
+    assert "record" in capsys.readouterr().err
+
+
+def test_retrieve_from_s3_after_the_configuration_moved_on(make_config, keys, tmp_path, moto_endpoint, bucket) -> None:
+    config = make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
+                         storage__object_lock_mode="")
+    (entry, _) = archive_samples(config, count=2)
+    assert entry["store"] == {"url": f"s3://{bucket}/chats/", "endpoint_url": moto_endpoint}
+    moved = config.with_overrides(**{"storage.url": f"file://{tmp_path / 'elsewhere'}", "storage.endpoint_url": ""})
+    out = tmp_path / "out"
+    assert _cli(moved, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                "--out", str(out), "--reason", "case 9", "--version", "1") == 0
+    report = json.loads((out / f"{safe_name(entry['room'])}-v1" / "verification.json").read_text())
+    assert report["ok"] and report["store"]["url"] == f"s3://{bucket}/chats/"
+
+
+def test_an_entry_without_a_store_uses_the_configured_one(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    index(config).update_one({"_id": entries[1]["_id"]}, {"$unset": {"store": ""}})
+    out = tmp_path / "out"
+    assert _cli(config, tmp_path, "retrieve", entries[1]["room"], "--key", str(keys["legal.key.pem"]),
+                "--out", str(out), "--reason", "old entry") == 0
+    assert (out / f"{safe_name(entries[1]['room'])}-v1" / "transcript.pdf").read_bytes().startswith(b"%PDF-")
+    assert open_store(config).url in (out / f"{safe_name(entries[1]['room'])}-v1" / "verification.json").read_text()
+
+
+def test_an_existing_target_is_not_overwritten(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    room, out = entries[0]["room"], tmp_path / "out"
+    argv = ["retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out), "--reason", "case 5"]
+    assert _cli(config, tmp_path, *argv) == 0
+    before = (out / f"{safe_name(room)}-v1" / "verification.json").read_bytes()
+    assert _cli(config, tmp_path, *argv) == 2
+    assert (out / f"{safe_name(room)}-v1" / "verification.json").read_bytes() == before
+    assert [p.name for p in out.iterdir()] == [f"{safe_name(room)}-v1"]  # no temporary folder left
+
+
+def test_signatures_that_do_not_chain_to_the_given_ca_fail(archived, keys, tmp_path, capsys) -> None:
+    from archiver.keys import create_development_keys
+
+    config, entries = archived
+    other = create_development_keys(tmp_path / "other-keys")
+    code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", entries[0]["room"], "--key",
+                                    str(keys["legal.key.pem"]), "--reason", "case 6", "--ca", str(other["ca.crt.pem"]))
+    assert code == 3 and outcome == "failed"
+    assert "chains to the given CA" in capsys.readouterr().err
+
+
+def test_the_recorded_store_location_never_holds_credentials(moto_endpoint, bucket) -> None:
+    from archiver.store import store_location
+    from archiver.store.s3 import S3Store
+
+    with_secret = moto_endpoint.replace("http://", "http://user:s3cret@")
+    where = store_location(S3Store(bucket, "p", endpoint_url=with_secret))
+    assert where == {"url": f"s3://{bucket}/p/", "endpoint_url": moto_endpoint}

@@ -1,0 +1,114 @@
+"""archiver search: filters on indexed fields, keyed word hashes, operator-looking values are data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from archiver.cli import main
+from archiver.search import SearchFilters, build_query, open_search, search_indexes
+from conftest import REAL_MONGO, write_toml
+from retrieval_helpers import archive_samples, audit, index, search_key
+
+
+@pytest.fixture
+def archived(make_config, tmp_path):
+    config = make_config(search__key_file=str(search_key(tmp_path)))
+    return config, archive_samples(config)
+
+
+def _rooms(config, **filters) -> list[str]:
+    return sorted(e["room"] for e in open_search(config).find(SearchFilters(**filters)))
+
+
+def _cli(config, tmp_path, *argv: str) -> int:
+    toml = write_toml(tmp_path / "s.toml", {k: config[k] for k in (
+        "mongodb.uri", "index.database", "search.key_file", "storage.url")})
+    return main(["--config", str(toml), *argv])
+
+
+def test_each_filter_finds_exactly_the_matching_entries(archived) -> None:
+    config, entries = archived
+    one = entries[1]
+    assert _rooms(config, room=one["room"]) == [one["room"]]
+    assert _rooms(config, agent=one["agents"][0]) == sorted(e["room"] for e in entries if one["agents"][0] in e["agents"])
+    assert _rooms(config, customer=one["customers"][0]) == [one["room"]]
+    assert _rooms(config, ctlive_type=one["ctlive_type"]) == sorted(
+        e["room"] for e in entries if e["ctlive_type"] == one["ctlive_type"])
+    assert _rooms(config, channel=one["channel"]) == sorted(e["room"] for e in entries if e["channel"] == one["channel"])
+    assert _rooms(config, service="Billing") == sorted(e["room"] for e in entries if e["service"] == "Billing")
+    assert len(_rooms(config, service="Billing")) == 1
+    assert _rooms(config, status="archived") == sorted(e["room"] for e in entries)
+    ended = sorted(e["ended_at"] for e in entries)
+    assert _rooms(config, ended_from=ended[1], ended_to=ended[2]) == sorted(
+        e["room"] for e in entries if ended[1] <= e["ended_at"] <= ended[2])
+    assert len(_rooms(config, ended_from=ended[1], ended_to=ended[2])) == 2
+
+
+def test_text_search_matches_words_without_storing_them(archived) -> None:
+    config, entries = archived
+    english = sorted(e["room"] for e in entries if e["language"] == "en")
+    assert len(english) == 2
+    assert _rooms(config, text="INVOICE") == english  # case folded, any message of the chat
+    assert _rooms(config, text="invoice hello zebra") == []  # every word must occur
+    raw = json.dumps(index(config).find_one({"room": english[0]}), default=str).lower()
+    assert "invoice" not in raw and len(index(config).find_one({"room": english[0]})["terms"]) > 5
+
+
+def test_text_search_without_a_key_is_a_usage_error(archived, tmp_path, capsys) -> None:
+    config, _ = archived
+    assert _cli(config.with_overrides(**{"search.key_file": ""}), tmp_path, "search", "--text", "invoice") == 2
+    assert "search.key_file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", ["room", "agent", "customer", "ctlive_type", "channel", "service", "status", "text"])
+@pytest.mark.parametrize("value", ['{"$ne": null}', "$gt", '{"$regex": ".*"}', "$where", ".*"])
+def test_filters_that_look_like_operators_return_nothing(archived, field, value) -> None:
+    config, _ = archived
+    assert _rooms(config, **{field: value}) == []
+
+
+def test_a_filter_must_be_text(archived) -> None:
+    config, _ = archived
+    with pytest.raises(TypeError, match="room"):
+        build_query(SearchFilters(room={"$ne": None}), None)
+
+
+def test_every_query_uses_an_index(archived) -> None:
+    config, entries = archived
+    collection = index(config)
+    indexed = {ix["key"][0][0] for ix in collection.index_information().values()}  # leading fields
+    assert {f for f, _ in search_indexes()} <= indexed
+    searcher = open_search(config)
+    for filters in (SearchFilters(), SearchFilters(room="r"), SearchFilters(agent="a", channel="web"),
+                    SearchFilters(text="invoice"), SearchFilters(ended_from=entries[0]["ended_at"])):
+        query = build_query(filters, searcher.key)
+        assert not query or set(query) & indexed, query  # at least one predicate an index serves
+        if REAL_MONGO:  # mongomock has no explain; a real server must not scan the collection
+            plan = json.dumps(collection.find(query).sort([("room", 1), ("version", 1)]).explain(), default=str)
+            assert "COLLSCAN" not in plan
+
+
+def test_search_command_prints_a_table_or_json_and_is_audited(archived, tmp_path, capsys) -> None:
+    config, entries = archived
+    assert _cli(config, tmp_path, "search", "--service", "Billing", "--actor", "bob") == 0
+    table = capsys.readouterr().out
+    billing = next(e for e in entries if e["service"] == "Billing")
+    assert billing["room"] in table and "ROOM" in table and "1 entr" in table
+    assert _cli(config, tmp_path, "search", "--text", "invoice", "--json") == 0
+    found = json.loads(capsys.readouterr().out)
+    assert sorted(e["room"] for e in found) == sorted(e["room"] for e in entries if e["language"] == "en")
+    assert {"room", "version", "ended_at", "agents", "customers", "objects"} <= set(found[0])
+    log = audit(config)
+    assert [e["action"] for e in log] == ["search", "search"]
+    assert log[0]["actor"]["user"] == "bob" and log[0]["filters"] == {"service": "Billing"}
+    assert log[1]["rooms"] == sorted(e["room"] for e in found)
+    assert _cli(config, tmp_path, "search", "--from", "not-a-date") == 2
+
+
+def test_a_failed_search_prints_nothing_and_is_audited(archived, tmp_path, capsys) -> None:
+    config, _ = archived
+    assert _cli(config.with_overrides(**{"search.key_file": ""}), tmp_path, "search", "--text", "x", "--json") == 2
+    assert capsys.readouterr().out == ""
+    assert audit(config)[-1]["outcome"] == "failed" and audit(config)[-1]["filters"] == {"text": "x"}
