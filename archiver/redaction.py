@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import operator
 import re
 import unicodedata
 from bisect import bisect_right
