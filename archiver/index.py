@@ -14,7 +14,7 @@ store is unaccounted for.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
@@ -46,17 +46,33 @@ class ArchiveIndex:
             found[doc["room"]].append(doc)
         return found
 
+    def archived_contents(self, rooms: list[str]) -> dict[str, tuple[set[str], float | None]]:
+        """For each of ROOMS with archived versions: their source digests, and the newest message
+        time any of them holds (None if one predates that record), in one query."""
+        found: dict[str, tuple[set[str], float | None]] = {}
+        for doc in self.entries.find({"room": {"$in": rooms}, "status": "archived"},
+                                     {"room": 1, "source_sha256": 1, "newest_message_ms": 1}):
+            digests, newest = found.get(doc["room"], (set(), 0.0))
+            mine = doc.get("newest_message_ms")
+            digests.add(doc["source_sha256"])
+            found[doc["room"]] = digests, None if newest is None or mine is None else max(newest, mine)
+        return found
+
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])
 
-    def begin(self, planned: list[tuple[str, int, str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    def begin(self, planned: list[tuple[str, int, str]], newest_ms: Mapping[str, float | None] | None = None
+              ) -> tuple[list[dict[str, Any]], list[str]]:
         """Record that each (room, version, source_sha256) is being stored, before any object is.
 
-        One write for all; returns the entries made and the rooms whose version another
-        worker recorded first.
+        NEWEST_MS: each room's newest message time in that content, which discovery compares
+        with the source to notice later messages. One write for all; returns the entries made
+        and the rooms whose version another worker recorded first.
         """
+        newest_ms = newest_ms or {}
         docs = [{"room": room, "version": version, "source_sha256": digest, "status": "uploading",
-                 "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now()}
+                 "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now(),
+                 "newest_message_ms": newest_ms.get(room)}
                 for room, version, digest in planned]
         if not docs:
             return [], []

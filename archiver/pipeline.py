@@ -18,7 +18,7 @@ import time
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from archiver import artifacts
 from archiver.artifacts import Artifacts, Plaintext, timed
@@ -28,7 +28,7 @@ from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import connect
 from archiver.render.record import source_digest
-from archiver.source import ChatSource
+from archiver.source import ChatSource, newest_ms
 from archiver.store import ObjectStore, StoreError, open_store
 from archiver.transcript import InvalidChat
 
@@ -113,31 +113,67 @@ class Archiver:
     # -- discovery -------------------------------------------------------------------------
 
     def discover(self, full: bool = False) -> int:
-        """Queue rooms that ended (or went idle) since the last discovery; all of them when FULL."""
+        """Queue rooms that ended (or went idle) since the last discovery, and archived rooms whose
+        source changed since; when FULL, every ended (or idle) room, comparing source digests."""
         state = self.state.find_one({"_id": DISCOVERY_STATE}) or {}
         started_ms = time.time() * 1000
         overlap_ms = self.config["source.discovery_overlap_minutes"] * 60_000
         since = None if full or "ended_ms" not in state else state["ended_ms"] - overlap_ms
-        found = self._enqueue(self.source.ended_since(since), "ended")
+        found = self._enqueue(self.source.ended_since(since), "ended", full)
+        if since is not None:  # a message after the end (the chat re-opened, or a late one)
+            found += self._enqueue(self.source.active_since(since), "ended", full, only_archived=True)
         sets: dict[str, float] = {"ended_ms": started_ms}
         idle_hours = self.config["source.abandoned_after_hours"]
         if idle_hours > 0:
             before = started_ms - idle_hours * 3_600_000
             idle_since = None if full or "idle_ms" not in state else state["idle_ms"] - overlap_ms
-            found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned")
+            found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned", full)
             sets["idle_ms"] = before
         self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
         event("discovery", queued=found, full=full or since is None)
         return found
 
-    def _enqueue(self, rooms: Any, kind: str) -> int:
+    def _enqueue(self, rooms: Iterable[str], kind: str, full: bool, only_archived: bool = False) -> int:
         queued, batch = 0, []
         for room in rooms:
-            batch.append((room, kind))
+            batch.append(room)
             if len(batch) >= ENQUEUE_BATCH:
-                queued += self.queue.enqueue(batch)
+                queued += self._enqueue_batch(batch, kind, full, only_archived)
                 batch = []
-        return queued + self.queue.enqueue(batch)
+        return queued + self._enqueue_batch(batch, kind, full, only_archived)
+
+    def _enqueue_batch(self, rooms: list[str], kind: str, full: bool, only_archived: bool) -> int:
+        """Queue ROOMS not known yet (unless ONLY_ARCHIVED, then only archived ones of KIND), and
+        reopen the archived ones whose source changed since their last version."""
+        archived = self.queue.archived(list(dict.fromkeys(rooms))) if rooms else {}
+        if only_archived:
+            rooms = [room for room in rooms if archived.get(room) == kind]
+        changed = self._changed([room for room in rooms if room in archived], by_digest=full)
+        return self.queue.enqueue(((room, kind) for room in rooms), changed)
+
+    def _changed(self, rooms: list[str], by_digest: bool) -> set[str]:
+        """Those of the archived ROOMS whose source no longer matches a version: a message newer than
+        any archived (one query), or, BY_DIGEST (the rescan: edits and contact changes carry no new
+        time), a source digest no version has. Digests are computed without rendering anything."""
+        if not rooms:
+            return set()
+        contents = self.index.archived_contents(rooms)
+        with_time = {} if by_digest else {room: newest for room, (_, newest) in contents.items() if newest is not None}
+        rest = [room for room in rooms if room not in with_time]
+        return self.source.newer_than(with_time) | (self._digest_changed(rest, contents) if rest else set())
+
+    def _digest_changed(self, rooms: list[str], contents: dict[str, tuple[set[str], float | None]]) -> set[str]:
+        changed = set()
+        for room, (chat, contact) in self.source.load_many(rooms).items():
+            if chat is None:  # gone from the source: nothing more to archive
+                continue
+            try:
+                digest = source_digest(chat, contact)
+            except InvalidChat:  # the pass reports it
+                digest = ""
+            if digest not in contents.get(room, (set(), None))[0]:
+                changed.add(room)
+        return changed
 
     # -- the pass ------------------------------------------------------------------------------
 
@@ -303,7 +339,7 @@ class Archiver:
             versions = self.index.versions(rooms)
         new, retries = self._plan(jobs, loaded, versions, report)
         with timed(report.stages, "index"):
-            made, taken = self.index.begin(new)
+            made, taken = self.index.begin(new, {room: newest_ms(loaded[room][0]) for room, *_ in new})
         by_room = {job.room: job for job in jobs}
         for room in taken:
             self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,

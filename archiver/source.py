@@ -86,6 +86,24 @@ class ChatSource:
             if _idle(stamps, since_ms, before_ms):
                 yield _room_of(doc)
 
+    def active_since(self, since_ms: float) -> Iterator[str]:
+        """Rooms with any message at or after SINCE_MS (through the `archiver_ts` index)."""
+        window = {"$gte": since_ms}
+        if self.messages is not None:
+            yield from {d["room"] for d in self.messages.find({"data.ts": window}, {"room": 1, "_id": 0})
+                        if isinstance(d.get("room"), str)}
+            return
+        for doc in self.chats.find({"messages.data.ts": window}, {"room": 1, "_id": 1}):
+            yield _room_of(doc)
+
+    def newer_than(self, seen_ms: dict[str, float]) -> set[str]:
+        """Those of SEEN_MS's rooms with a message later than the time given for the room (one query)."""
+        if not seen_ms:
+            return set()
+        collection = self.messages if self.messages is not None else self.chats
+        query = {"$or": [{"room": room, f"{self._path}data.ts": {"$gt": ms}} for room, ms in seen_ms.items()]}
+        return {d["room"] for d in collection.find(query, {"room": 1, "_id": 0}) if isinstance(d.get("room"), str)}
+
     def load(self, room: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The chat document (messages embedded either way) and its contact, or None."""
         return self.load_many([room])[room]
@@ -123,9 +141,19 @@ def _room_of(doc: dict[str, Any]) -> str:
     return room if isinstance(room, str) and room else str(doc.get("_id"))
 
 
+def newest_ms(chat: dict[str, Any]) -> float | None:
+    """The time of the chat's newest message (ms since epoch), None when no message has a usable one."""
+    messages = chat.get("messages")
+    return _newest([m.get("data") for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [])
+
+
+def _newest(datas: list[Any]) -> float | None:
+    stamps = [to_datetime(d.get("ts")) for d in datas if isinstance(d, dict)]
+    return max((s.timestamp() * 1000 for s in stamps if s is not None), default=None)
+
+
 def _idle(datas: list[Any], since_ms: float | None, before_ms: float) -> bool:
     if any(isinstance(d, dict) and d.get("messageType") == END_TYPE for d in datas):
         return False
-    stamps = [to_datetime(d.get("ts")) for d in datas if isinstance(d, dict)]
-    latest = max((s.timestamp() * 1000 for s in stamps if s is not None), default=None)
+    latest = _newest(datas)
     return latest is not None and latest < before_ms and (since_ms is None or latest >= since_ms)
