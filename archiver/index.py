@@ -100,27 +100,48 @@ class ArchiveIndex:
                                   "was completed by another worker")
         return doc
 
-    def complete(self, done: list[tuple[dict[str, Any], dict[str, Any], int, str]], writer: str) -> list[str]:
+    def complete(self, done: list[tuple[dict[str, Any], dict[str, Any], int, str]], writer: str
+                 ) -> tuple[list[str], dict[str, str]]:
         """Record each (stub, built entry, attempts, last error) as archived, in one write.
 
         Returns the rooms whose entry this attempt no longer held (another worker took it
-        over or completed it): their objects are recorded there as superseded instead.
+        over or completed it), and the rooms whose entry the index refused as a duplicate
+        of another one, with the error: the objects of both are recorded as superseded.
         """
         if not done:
-            return []
+            return [], {}
         writes = [UpdateOne({"_id": stub["_id"], "status": "uploading", "attempt": stub["attempt"]},
                             {"$set": {**_without(entry, "superseded_objects", "created_at"), "status": "archived",
                                       "archived_at": now(), "archived_by": writer, "attempts": attempts,
                                       "last_error": last_error}})
                   for stub, entry, attempts, last_error in done]
-        if self.entries.bulk_write(writes, ordered=False).matched_count == len(done):
-            return []
+        matched, refused = self._write_completions(writes, done)
+        if matched + len(refused) == len(done):
+            return [], refused
         held = {d["_id"]: d.get("attempt") for d in self.entries.find(
             {"_id": {"$in": [stub["_id"] for stub, *_ in done]}, "status": "archived"}, {"attempt": 1})}
-        lost = [(stub, entry) for stub, entry, *_ in done if held.get(stub["_id"]) != stub["attempt"]]
+        lost = [(stub, entry) for stub, entry, *_ in done
+                if held.get(stub["_id"]) != stub["attempt"] and stub["room"] not in refused]
         for stub, entry in lost:  # rare: a worker that stalled past its lease
             self.set_aside(stub, [o["key"] for o in entry["objects"].values()])
-        return [stub["room"] for stub, _ in lost]
+        return [stub["room"] for stub, _ in lost], refused
+
+    def _write_completions(self, writes: list[UpdateOne], done: list[tuple[dict[str, Any], dict[str, Any], int, str]]
+                           ) -> tuple[int, dict[str, str]]:
+        """Apply WRITES; how many matched, and the rooms refused for a duplicate key (objects set aside)."""
+        try:
+            return self.entries.bulk_write(writes, ordered=False).matched_count, {}
+        except BulkWriteError as exc:
+            details = exc.details
+            if any(e.get("code") != 11000 for e in details.get("writeErrors", [])):
+                raise
+        refused = {}
+        for error in details["writeErrors"]:
+            stub, entry, *_ = done[error["index"]]
+            self.set_aside(stub, [o["key"] for o in entry["objects"].values()])
+            refused[stub["room"]] = (f"room {stub['room']!r}: the index refused version {stub['version']} "
+                                     f"as a duplicate key ({error.get('errmsg', '')})")
+        return details.get("nMatched", 0), refused
 
     def set_aside(self, stub: dict[str, Any], keys: list[str]) -> None:
         """Record objects an attempt stored but will not complete with as superseded on its entry."""

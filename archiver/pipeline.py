@@ -365,6 +365,9 @@ class Archiver:
             if chat is None:
                 self._quarantine(job, "chat is no longer in the source collection", report)
                 continue
+            if chat.get("room") not in (None, job.room):
+                self._quarantine(job, f"chat {chat.get('_id')!r} has room {chat.get('room')!r}, not this job's", report)
+                continue
             try:
                 digest = source_digest(chat, contact)
             except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
@@ -397,13 +400,17 @@ class Archiver:
         built: dict[str, tuple[_Prepared, Artifacts]] = {}
         for p in finished:
             artifacts_ = self._result(p, report)
-            if artifacts_ is not None:
+            if artifacts_ is not None and artifacts_.entry["room"] != p.job.room:
+                self._misfiled(p, artifacts_, report)
+            elif artifacts_ is not None:
                 built[p.job.room] = (p, artifacts_)
                 for stage, seconds in artifacts_.timings.items():
                     report.stages[stage] = report.stages.get(stage, 0.0) + seconds
         with timed(report.stages, "index"):
-            lost = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
-                                        for p, a in built.values()], self.queue.owner)
+            lost, refused = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
+                                                 for p, a in built.values()], self.queue.owner)
+        for room, error in refused.items():  # never fails the pass: that chat alone fails
+            self._fail(built.pop(room)[0].job, error, report, permanent=True)
         for room in lost:  # our lease ran out and another worker took the chat over: it is theirs now
             p, _ = built.pop(room)
             report.leases_lost.append(room)
@@ -414,6 +421,11 @@ class Archiver:
             report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])
         return {room: a for room, (_, a) in built.items()}
+
+    def _misfiled(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
+        """A build for another room than P's job: its objects are set aside, the chat quarantined."""
+        self.index.set_aside(p.entry, [o["key"] for o in built.entry["objects"].values()])
+        self._quarantine(p.job, f"room {p.job.room!r}: built a transcript of room {built.entry['room']!r}", report)
 
     def _result(self, p: _Prepared, report: PassReport) -> Artifacts | None:
         """What the worker built for P; None (with the job failed, quarantined or released) if not built."""

@@ -114,8 +114,9 @@ class ChatSource:
         # chat without a usable room is addressed by its _id, see _room_of).
         chats = _first_by(self.chats.find({"room": {"$in": rooms}}), "room")
         unnamed = [room for room in rooms if room not in chats]
-        if unnamed:
-            chats.update(_first_by(self.chats.find({"_id": {"$in": unnamed}}), "_id"))
+        if unnamed:  # a chat with a room of its own is that room's, whatever its _id says
+            by_id = _first_by(self.chats.find({"_id": {"$in": unnamed}}), "_id")
+            chats.update({room: doc for room, doc in by_id.items() if not _has_room(doc)})
         if self.messages is not None and chats:
             for chat in chats.values():
                 chat["messages"] = []
@@ -135,10 +136,13 @@ def _first_by(docs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str,
     return found
 
 
+def _has_room(doc: dict[str, Any]) -> bool:
+    return isinstance(doc.get("room"), str) and bool(doc["room"])
+
+
 def _room_of(doc: dict[str, Any]) -> str:
-    room = doc.get("room")
     # A chat without a usable room still has to be reported, so it is addressed by _id.
-    return room if isinstance(room, str) and room else str(doc.get("_id"))
+    return doc["room"] if _has_room(doc) else str(doc.get("_id"))
 
 
 def newest_ms(chat: dict[str, Any]) -> float | None:

@@ -97,3 +97,67 @@ def test_unchanged_chats_are_neither_requeued_nor_rebuilt(make_config, monkeypat
     assert (again.discovered, again.handled, full.discovered, full.handled, built) == (0, 0, 0, 0, [])
     assert {job(config, c["room"])["attempts"] for c, _ in chats} == {1}, "no chat was claimed again"
     print(f"rescan of 200 unchanged chats: {rescan:.2f} s")
+
+
+def test_export_by_an_id_whose_chat_has_another_room_stores_nothing_and_passes_go_on(make_config) -> None:
+    from archiver.offline import export_room
+    from archiver.store import open_store
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(35), messages=4, start_ms=recent_ms(30), room="CHAT_B")
+    chat["_id"] = "CHAT_A"  # the chat document's _id names another room
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    outcome = export_room(config, "CHAT_A", None, force=False)
+    assert not outcome.ok and "'CHAT_A': not found" in outcome.problems[0]
+    assert len(open_store(config).keys()) == 3 and [e["room"] for e in entries(config)] == ["CHAT_B"]
+    later = Archiver(config).run_pass(full=True)
+    assert later.ok and later.handled == 0
+
+
+def test_a_chat_whose_room_is_not_the_jobs_is_quarantined(make_config, monkeypatch) -> None:
+    config = make_config()
+    chat, contact = make_chat(random.Random(36), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    real = archiver.source.load_many
+
+    def misfiled(rooms):  # as if the source answered for the wrong room
+        loaded = real(rooms)
+        return {room: ({**chat_, "room": "SOMEONE_ELSE"}, contact_) for room, (chat_, contact_) in loaded.items()}
+    monkeypatch.setattr(archiver.source, "load_many", misfiled)
+    report = archiver.run_pass()
+    assert "room 'SOMEONE_ELSE'" in report.quarantined[chat["room"]] and entries(config) == []
+
+
+def test_a_build_for_another_room_is_quarantined_and_its_objects_set_aside(make_config, monkeypatch) -> None:
+    from archiver.store import open_store
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(37), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    real = artifacts.archive_here
+    monkeypatch.setattr(artifacts, "archive_here", lambda chat_, *args: real({**chat_, "room": "OTHER"}, *args))
+    report = Archiver(config).run_pass()
+    assert "built a transcript of room 'OTHER'" in report.quarantined[chat["room"]]
+    (entry,) = entries(config)
+    assert entry["room"] == chat["room"] and entry["status"] != "archived"
+    assert sorted(entry["superseded_objects"]) == sorted(open_store(config).keys())
+
+
+def test_a_duplicate_key_while_completing_one_entry_fails_only_that_entry(mongo_uri, db_names) -> None:
+    from archiver.index import ArchiveIndex
+
+    index = ArchiveIndex(connect(mongo_uri)[db_names["index.database"]]["entries"])
+    index.ensure_indexes()
+    (clash, fine), _ = index.begin([("room-1", 2, "new"), ("room-2", 1, "abc")])
+    index.entries.insert_one({"room": "room-1", "version": 1, "source_sha256": "old", "status": "archived"})
+
+    def built(room: str, version: int, digest: str) -> dict:
+        return {"room": room, "version": version, "source_sha256": digest,
+                "objects": {"pdf": {"key": f"{room}/v{version}/transcript-1.pdf.p7m"}}}
+    lost, refused = index.complete([(clash, built("room-1", 2, "old"), 1, ""), (fine, built("room-2", 1, "abc"), 1, "")], "w")
+    assert lost == [] and list(refused) == ["room-1"] and "duplicate key" in refused["room-1"]
+    assert index.entries.find_one({"_id": fine["_id"]})["status"] == "archived"
+    stuck = index.entries.find_one({"_id": clash["_id"]})
+    assert stuck["superseded_objects"] == ["room-1/v2/transcript-1.pdf.p7m"] and stuck["status"] == "uploading"
