@@ -58,6 +58,11 @@ class ArchiveIndex:
             found[doc["room"]] = digests, None if newest is None or mine is None else max(newest, mine)
         return found
 
+    def with_content(self, room: str, source_sha256: str) -> dict[str, Any] | None:
+        """ROOM's archived version of exactly that source content, if any (versions need not be in
+        content order: a chat reverted to earlier content matches an earlier version)."""
+        return self.entries.find_one({"room": room, "source_sha256": source_sha256, "status": "archived"})
+
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])
 

@@ -161,3 +161,25 @@ def test_a_duplicate_key_while_completing_one_entry_fails_only_that_entry(mongo_
     assert index.entries.find_one({"_id": fine["_id"]})["status"] == "archived"
     stuck = index.entries.find_one({"_id": clash["_id"]})
     assert stuck["superseded_objects"] == ["room-1/v2/transcript-1.pdf.p7m"] and stuck["status"] == "uploading"
+
+
+def test_export_after_a_revert_reports_and_writes_the_version_with_that_content(make_config, tmp_path) -> None:
+    import json
+
+    from archiver.offline import export_room
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(38), messages=4, start_ms=recent_ms(30))
+    original = chat["ctlive_type"]
+    seed(config, [(chat, contact)])
+    Archiver(config).run_pass()
+    chats = source_db(config)[config["source.chats"]]
+    chats.update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "changed"}})
+    assert export_room(config, chat["room"], None, force=False).ok
+    chats.update_one({"room": chat["room"]}, {"$set": {"ctlive_type": original}})  # back to version 1's content
+    outcome = export_room(config, chat["room"], tmp_path / "out", force=False)
+    v1, v2 = entries(config, room=chat["room"])
+    assert outcome.ok and any("unchanged as version 1 " in line for line in outcome.lines), outcome.lines
+    record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert (record["version"], record["source_sha256"]) == (1, v1["source_sha256"]) != (2, v2["source_sha256"])
+    assert any(v1["objects"]["pdf"]["key"] in line for line in outcome.lines)
