@@ -12,6 +12,7 @@ from archiver.config import Config
 from archiver.inputs import ParsedDocument, describe, read_file
 from archiver.names import safe_name
 from archiver.render.record import source_digest
+from archiver.source import SourceProblem
 from archiver.transcript import InvalidChat, has_ended
 
 SUFFIXES = {"pdf": ".pdf", "record": ".json", "record_signature": ".json.p7s"}
@@ -72,6 +73,10 @@ def export_room(config: Config, room: str, out: Path | None, force: bool) -> Out
     chat, contact = archiver.source.load(room)
     if chat is None:
         outcome.problems.append(f"room {room!r}: not found in {config['source.database']}.{config['source.chats']}")
+        outcome.lines.extend(outcome.problems)
+        return outcome
+    if isinstance(chat, SourceProblem):
+        outcome.problems.append(f"room {room!r}: {chat.reason}")
         outcome.lines.extend(outcome.problems)
         return outcome
     if not has_ended(chat) and not force:

@@ -28,7 +28,7 @@ from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import connect
 from archiver.render.record import source_digest
-from archiver.source import ChatSource, newest_ms
+from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.store import ObjectStore, StoreError, open_store
 from archiver.transcript import InvalidChat
 
@@ -168,7 +168,7 @@ class Archiver:
             if chat is None:  # gone from the source: nothing more to archive
                 continue
             try:
-                digest = source_digest(chat, contact)
+                digest = "" if isinstance(chat, SourceProblem) else source_digest(chat, contact)
             except InvalidChat:  # the pass reports it
                 digest = ""
             if digest not in contents.get(room, (set(), None))[0]:
@@ -364,6 +364,9 @@ class Archiver:
             chat, contact = loaded[job.room]
             if chat is None:
                 self._quarantine(job, "chat is no longer in the source collection", report)
+                continue
+            if isinstance(chat, SourceProblem):
+                self._quarantine(job, chat.reason, report)
                 continue
             if chat.get("room") not in (None, job.room):
                 self._quarantine(job, f"chat {chat.get('_id')!r} has room {chat.get('room')!r}, not this job's", report)

@@ -104,27 +104,56 @@ class ChatSource:
         query = {"$or": [{"room": room, f"{self._path}data.ts": {"$gt": ms}} for room, ms in seen_ms.items()]}
         return {d["room"] for d in collection.find(query, {"room": 1, "_id": 0}) if isinstance(d.get("room"), str)}
 
-    def load(self, room: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def load(self, room: str) -> tuple[Chat, dict[str, Any] | None]:
         """The chat document (messages embedded either way) and its contact, or None."""
         return self.load_many([room])[room]
 
-    def load_many(self, rooms: list[str]) -> dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]]:
-        """`load` for several rooms in a few queries (one per collection), whatever their number."""
-        # `$in` also matches an array holding a room: such documents are not that room's (a
-        # chat without a usable room is addressed by its _id, see _room_of).
-        chats = _first_by(self.chats.find({"room": {"$in": rooms}}), "room")
-        unnamed = [room for room in rooms if room not in chats]
-        if unnamed:  # a chat with a room of its own is that room's, whatever its _id says
-            by_id = _first_by(self.chats.find({"_id": {"$in": unnamed}}), "_id")
-            chats.update({room: doc for room, doc in by_id.items() if not _has_room(doc)})
-        if self.messages is not None and chats:
-            for chat in chats.values():
+    def load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
+        """`load` for several rooms in a few queries (one per collection), whatever their number.
+
+        A room the source holds no single chat document for (two share it) comes as a
+        SourceProblem, to be quarantined with its reason."""
+        chats: dict[str, Chat] = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
+        if self.messages is not None:
+            found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}
+            for chat in found.values():
                 chat["messages"] = []
-            for msg in self.messages.find({"room": {"$in": list(chats)}}).sort("_id", ASCENDING):
+            for msg in self.messages.find({"room": {"$in": list(found)}}).sort("_id", ASCENDING) if found else ():
                 if isinstance(msg.get("room"), str):
-                    chats[msg["room"]]["messages"].append(msg)
+                    found[msg["room"]]["messages"].append(msg)
         contacts = _first_by(self.contacts.find({"id": {"$in": rooms}}), "id")
         return {room: (chats.get(room), contacts.get(room)) for room in rooms}
+
+    def _chat_documents(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every chat document of each room: by `room`, or by `_id` for a chat without a room of its own."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        # `$in` also matches an array holding a room: such documents are not that room's.
+        for doc in self.chats.find({"room": {"$in": rooms}}):
+            if isinstance(doc.get("room"), str):
+                found.setdefault(doc["room"], []).append(doc)
+        unnamed = [room for room in rooms if room not in found]
+        if unnamed:  # a chat with a room of its own is that room's, whatever its _id says
+            for doc in self.chats.find({"_id": {"$in": unnamed}}):
+                if not _has_room(doc):
+                    found.setdefault(doc["_id"], []).append(doc)
+        return found
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Why the source gives no single readable chat document for a room (the job is quarantined)."""
+    reason: str
+
+
+Chat = dict[str, Any] | SourceProblem | None
+
+
+def _one_chat(room: str, docs: list[dict[str, Any]]) -> dict[str, Any] | SourceProblem:
+    if len(docs) == 1:
+        return docs[0]
+    ids = ", ".join(repr(doc.get("_id")) for doc in docs)
+    return SourceProblem(f"{len(docs)} chat documents have room {room!r} (_id {ids}); none is archived "
+                         "until a person decides which one is the chat")
 
 
 def _first_by(docs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str, Any]]:

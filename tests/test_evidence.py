@@ -183,3 +183,19 @@ def test_export_after_a_revert_reports_and_writes_the_version_with_that_content(
     record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert (record["version"], record["source_sha256"]) == (1, v1["source_sha256"]) != (2, v2["source_sha256"])
     assert any(v1["objects"]["pdf"]["key"] in line for line in outcome.lines)
+
+
+def test_a_second_chat_document_with_the_same_room_is_reported_not_dropped(make_config) -> None:
+    config = make_config()
+    rng = random.Random(39)
+    chat, contact = make_chat(rng, messages=4, start_ms=recent_ms(30))
+    twin = copy.deepcopy(chat)
+    twin["_id"] = "TWIN_OF_" + chat["room"]
+    twin["messages"][0]["data"]["content"] = {"text": "another conversation", "user": {"id": "x", "isAgent": False}}
+    other = make_chat(rng, messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact), (twin, None), other])
+    report = Archiver(config).run_pass()
+    reason = report.quarantined[chat["room"]]
+    assert repr(chat["_id"]) in reason and repr(twin["_id"]) in reason and "2 chat documents" in reason
+    assert report.archived == 1 and [e["room"] for e in entries(config)] == [other[0]["room"]]
+    assert job(config, chat["room"])["state"] == "quarantined"
