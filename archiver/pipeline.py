@@ -362,14 +362,9 @@ class Archiver:
         unchanged: list[str] = []
         for job in jobs:
             chat, contact = loaded[job.room]
-            if chat is None:
-                self._quarantine(job, "chat is no longer in the source collection", report)
-                continue
-            if isinstance(chat, SourceProblem):
-                self._quarantine(job, chat.reason, report)
-                continue
-            if chat.get("room") not in (None, job.room):
-                self._quarantine(job, f"chat {chat.get('_id')!r} has room {chat.get('room')!r}, not this job's", report)
+            problem = _unusable(job, chat)
+            if problem:
+                self._quarantine(job, problem, report)
                 continue
             try:
                 digest = source_digest(chat, contact)
@@ -464,6 +459,18 @@ class Archiver:
         self.queue.failed(job.room, error, backoff)
         report.failed[job.room] = error
         event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)
+
+
+def _unusable(job: Job, chat: Any) -> str:
+    """Why JOB's loaded CHAT cannot be archived as that room ("" if it can be tried)."""
+    if chat is None:
+        return "chat is no longer in the source collection"
+    if isinstance(chat, SourceProblem):
+        return chat.reason
+    room = chat.get("room")
+    if isinstance(room, str) and room and room != job.room:  # never stored under another room
+        return f"chat {chat.get('_id')!r} has room {room!r}, not this job's"
+    return ""
 
 
 def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:
