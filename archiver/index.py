@@ -91,12 +91,14 @@ class ArchiveIndex:
         return docs, []
 
     def replan(self, previous: dict[str, Any], leftovers: list[str]) -> dict[str, Any]:
-        """Take over an entry an earlier attempt left (crash, failed upload, lost lease): whatever
-        reached the store is kept as superseded, and the earlier attempt can no longer complete it."""
+        """Take over an entry an earlier attempt left (crash, failed upload, lost lease) or that was
+        closed (its content is back): whatever reached the store is kept as superseded, and the
+        earlier attempt can no longer complete it."""
         doc = self.entries.find_one_and_update(
-            {"_id": previous["_id"], "status": "uploading"},
+            {"_id": previous["_id"], "status": {"$in": ["uploading", "superseded"]}},
             # `taken_over`: an earlier attempt may still add what it stored, so never abandoned.
-            {"$set": {"attempt": _token(), "taken_over": True},
+            {"$set": {"attempt": _token(), "taken_over": True, "status": "uploading"},
+             "$unset": {"superseded_because": ""},
              "$addToSet": {"superseded_objects": {"$each": leftovers}}},
             return_document=ReturnDocument.AFTER,
         )
@@ -147,6 +149,14 @@ class ArchiveIndex:
             refused[stub["room"]] = (f"room {stub['room']!r}: the index refused version {stub['version']} "
                                      f"as a duplicate key ({error.get('errmsg', '')})")
         return details.get("nMatched", 0), refused
+
+    def close(self, entry: dict[str, Any], leftovers: list[str], why: str) -> None:
+        """End an upload that will not complete as it is: `superseded`, with what reached the store
+        set aside; the attempt that began it can no longer complete it."""
+        self.entries.update_one({"_id": entry["_id"], "status": "uploading"},
+                                {"$set": {"status": "superseded", "attempt": _token(), "taken_over": True,
+                                          "superseded_because": why},
+                                 "$addToSet": {"superseded_objects": {"$each": leftovers}}})
 
     def set_aside(self, stub: dict[str, Any], keys: list[str]) -> None:
         """Record objects an attempt stored but will not complete with as superseded on its entry."""

@@ -361,17 +361,15 @@ class Archiver:
         retries: list[dict[str, Any]] = []
         unchanged: list[str] = []
         for job in jobs:
-            chat, contact = loaded[job.room]
-            problem = _unusable(job, chat)
+            digest, problem = _digest(job, *loaded[job.room])
+            known = versions[job.room]
+            # No entry stays half-way: uploads of another content than this one are closed.
+            stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
+            if not self._close_stale(job, stale, report):
+                continue
             if problem:
                 self._quarantine(job, problem, report)
                 continue
-            try:
-                digest = source_digest(chat, contact)
-            except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
-                self._quarantine(job, str(exc), report)
-                continue
-            known = versions[job.room]
             same = next((v for v in known if v.get("source_sha256") == digest), None)
             if same is None:
                 new.append((job.room, 1 + max((v["version"] for v in known), default=0), digest))
@@ -382,6 +380,19 @@ class Archiver:
         self.queue.done(unchanged)
         report.unchanged += len(unchanged)
         return new, retries
+
+    def _close_stale(self, job: Job, stale: list[dict[str, Any]], report: PassReport) -> bool:
+        """Close uploads an earlier attempt left for content the source no longer has, what they stored
+        set aside (a later return of that content completes them after all); False on failure."""
+        try:
+            with timed(report.stages, "index"):
+                for entry in stale:
+                    leftovers = self.store.keys(artifacts.version_folder(job.room, entry["version"]) + "/")
+                    self.index.close(entry, leftovers, "the source changed before this version was stored")
+        except StoreError as exc:
+            self._fail(job, str(exc), report, permanent=False)
+            return False
+        return True
 
     def _replan(self, job: Job, same: dict[str, Any], report: PassReport) -> dict[str, Any] | None:
         """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""
@@ -421,8 +432,9 @@ class Archiver:
         return {room: a for room, (_, a) in built.items()}
 
     def _misfiled(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
-        """A build for another room than P's job: its objects are set aside, the chat quarantined."""
-        self.index.set_aside(p.entry, [o["key"] for o in built.entry["objects"].values()])
+        """A build for another room than P's job: its entry is closed with the objects set aside, the
+        chat quarantined."""
+        self.index.close(p.entry, [o["key"] for o in built.entry["objects"].values()], "built for another room")
         self._quarantine(p.job, f"room {p.job.room!r}: built a transcript of room {built.entry['room']!r}", report)
 
     def _result(self, p: _Prepared, report: PassReport) -> Artifacts | None:
@@ -459,6 +471,17 @@ class Archiver:
         self.queue.failed(job.room, error, backoff)
         report.failed[job.room] = error
         event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)
+
+
+def _digest(job: Job, chat: Any, contact: Any) -> tuple[str, str]:
+    """The source digest of JOB's loaded chat, or why it cannot be archived."""
+    problem = _unusable(job, chat)
+    if problem:
+        return "", problem
+    try:
+        return source_digest(chat, contact), ""
+    except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
+        return "", str(exc)
 
 
 def _unusable(job: Job, chat: Any) -> str:

@@ -199,3 +199,34 @@ def test_a_second_chat_document_with_the_same_room_is_reported_not_dropped(make_
     assert repr(chat["_id"]) in reason and repr(twin["_id"]) in reason and "2 chat documents" in reason
     assert report.archived == 1 and [e["room"] for e in entries(config)] == [other[0]["room"]]
     assert job(config, chat["room"])["state"] == "quarantined"
+
+
+def test_an_upload_left_half_way_is_closed_when_the_source_changes(make_config, monkeypatch) -> None:
+    from archiver.store import StoreError, open_store
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(40), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    real_put = artifacts._WORKER_STORE.put
+
+    def put_unless_record(key, *args):
+        if key.endswith(".json.p7m"):
+            raise StoreError("connection reset")
+        return real_put(key, *args)
+    monkeypatch.setattr(artifacts._WORKER_STORE, "put", put_unless_record)
+    assert chat["room"] in archiver.run_pass().failed
+    monkeypatch.setattr(artifacts._WORKER_STORE, "put", real_put)
+    source_db(config)[config["source.chats"]].update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "call"}})
+    index_db(config)[config["index.jobs"]].update_one({"_id": chat["room"]}, {"$set": {"available_at": 0}})
+    assert archiver.run_pass().archived == 1
+    assert versions(config, chat["room"]) == [(1, "superseded"), (2, "archived")]
+    explained = {key for e in entries(config) for key in e["superseded_objects"]}
+    explained |= {o["key"] for e in entries(config, status="archived") for o in e["objects"].values()}
+    assert set(open_store(config).keys()) == explained and len(explained) == 5
+
+    # the first content comes back: its version is completed after all, not left or duplicated
+    source_db(config)[config["source.chats"]].update_one({"room": chat["room"]},
+                                                        {"$set": {"ctlive_type": chat["ctlive_type"]}})
+    assert archiver.run_pass(full=True).archived == 1
+    assert versions(config, chat["room"]) == [(1, "archived"), (2, "archived")]
