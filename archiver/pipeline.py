@@ -34,6 +34,7 @@ from archiver.transcript import InvalidChat
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 WORKER_DIED = "the worker process building this chat died (killed by the operating system: out of memory?)"
+MISSING_CHAT = "no chat document with this room yet (its messages are in the source)"
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
 
@@ -366,6 +367,11 @@ class Archiver:
             # No entry stays half-way: uploads of another content than this one are closed.
             stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
             if not self._close_stale(job, stale, report):
+                continue
+            if problem and loaded[job.room][0] is None and self.source.messages is not None:
+                # Its messages were found: the chat document may not be written yet. Retried with
+                # backoff, quarantined after archive.max_attempts with this reason.
+                self._fail(job, MISSING_CHAT, report, permanent=True)
                 continue
             if problem:
                 self._quarantine(job, problem, report)

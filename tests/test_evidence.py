@@ -230,3 +230,20 @@ def test_an_upload_left_half_way_is_closed_when_the_source_changes(make_config, 
                                                         {"$set": {"ctlive_type": chat["ctlive_type"]}})
     assert archiver.run_pass(full=True).archived == 1
     assert versions(config, chat["room"]) == [(1, "archived"), (2, "archived")]
+
+
+def test_messages_waiting_for_their_chat_document_are_retried_then_quarantined(make_config) -> None:
+    config = make_config(source__messages="messages", archive__retry_backoff_seconds=0, archive__max_attempts=3)
+    rng = random.Random(41)
+    (late, _), (never, _) = make_chat(rng, messages=4, start_ms=recent_ms(30)), make_chat(rng, messages=3, start_ms=recent_ms(30))
+    db = source_db(config)
+    db.messages.insert_many(copy.deepcopy(late["messages"] + never["messages"]))
+    archiver = Archiver(config)
+    first = archiver.run_pass()
+    assert set(first.failed) == {late["room"], never["room"]} and not first.quarantined
+    assert "no chat document with this room yet" in first.failed[late["room"]]
+    db.chats.insert_one({k: v for k, v in late.items() if k != "messages"})
+    second = archiver.run_pass()
+    assert second.archived == 1 and versions(config, late["room"]) == [(1, "archived")]
+    third = archiver.run_pass()
+    assert "gave up after 3 attempts: no chat document with this room yet" in third.quarantined[never["room"]]
