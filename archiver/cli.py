@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from bson.errors import BSONError
 from pymongo.errors import PyMongoError
 
 from archiver.commands import COMMANDS
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, SigningError, EnvelopeError, TemplateError) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return USAGE
-    except PyMongoError as exc:  # the database is down or refuses us: say so, no traceback
+    except (PyMongoError, BSONError) as exc:  # the database is down, refuses us or sends what cannot be read
         print(f"archiver: error: MongoDB: {exc}", file=sys.stderr)
         return ITEMS_FAILED
     except (StoreError, OSError) as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import mongomock
 import pymongo
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo.database import Database
 from pymongo.mongo_client import MongoClient
 
@@ -48,10 +48,13 @@ def connect(uri: str) -> MongoClient:
 
 
 def tolerant(db: Database) -> Database:
-    """DB decoding invalid UTF-8 as lone surrogates instead of failing the read.
+    """DB decoding invalid UTF-8 as lone surrogates, and dates outside Python's range (year 0,
+    year 10000) as DatetimeMS, instead of failing the read of a whole batch.
 
-    The stand-in cannot hold such bytes (and rejects the option), so it is left as is.
+    The stand-in cannot hold such bytes (and rejects the options), so it is left as is.
     """
     if isinstance(db, mongomock.database.Database):
         return db
-    return db.with_options(codec_options=CodecOptions(tz_aware=True, unicode_decode_error_handler="surrogateescape"))
+    return db.with_options(codec_options=CodecOptions(
+        tz_aware=True, unicode_decode_error_handler="surrogateescape",
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO))

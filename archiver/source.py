@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from bson.errors import BSONError
 from pymongo import ASCENDING
 from pymongo.database import Database
 
@@ -111,8 +112,16 @@ class ChatSource:
     def load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
         """`load` for several rooms in a few queries (one per collection), whatever their number.
 
-        A room the source holds no single chat document for (two share it) comes as a
-        SourceProblem, to be quarantined with its reason."""
+        A room the source holds no single readable chat document for (two share it, or the
+        driver cannot decode it) comes as a SourceProblem, to be quarantined with its reason."""
+        try:
+            return self._load_many(rooms)
+        except BSONError as exc:  # one undecodable document fails its whole batch: find it
+            if len(rooms) == 1:
+                return {rooms[0]: (SourceProblem(f"room {rooms[0]!r}: MongoDB cannot decode it: {exc}"), None)}
+            return {room: loaded for one in rooms for room, loaded in self.load_many([one]).items()}
+
+    def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
         chats: dict[str, Chat] = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
         if self.messages is not None:
             found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}

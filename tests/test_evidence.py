@@ -247,3 +247,87 @@ def test_messages_waiting_for_their_chat_document_are_retried_then_quarantined(m
     assert second.archived == 1 and versions(config, late["room"]) == [(1, "archived")]
     third = archiver.run_pass()
     assert "gave up after 3 attempts: no chat document with this room yet" in third.quarantined[never["room"]]
+
+
+YEAR_10000_MS = 253402300800000 + 86_400_000  # 10000-01-02, past datetime.max
+YEAR_0_MS = -62167219200000 + 86_400_000  # 0000-01-02, before datetime.min
+
+
+def test_the_source_decodes_dates_out_of_pythons_range() -> None:
+    # nx-27017 cannot hold such a date (its own decoder raises InvalidBSON on the insert), so the
+    # bytes a MongoDB server would send are decoded with the source's codec options directly.
+    import pymongo
+    from bson import decode, encode
+    from bson.datetime_ms import DatetimeMS
+
+    from archiver.source import ChatSource
+
+    source = ChatSource(pymongo.MongoClient(connect=False).db, "chats", "contacts", "messages")
+    raw = encode({"ts": DatetimeMS(YEAR_10000_MS), "begin": DatetimeMS(YEAR_0_MS), "ok": DatetimeMS(0)})
+    for collection in (source.chats, source.contacts, source.messages):
+        decoded = decode(raw, collection.codec_options)
+        assert decoded["ts"] == DatetimeMS(YEAR_10000_MS) and decoded["begin"] == DatetimeMS(YEAR_0_MS)
+        assert decoded["ok"].year == 1970
+
+
+def test_dates_out_of_pythons_range_are_archived_as_given(make_config, keys) -> None:
+    import json
+
+    from bson.datetime_ms import DatetimeMS
+
+    from test_pipeline import open_object
+
+    config = make_config()
+    odd, contact = make_chat(random.Random(42), messages=4, start_ms=recent_ms(30))
+    odd["messages"][1]["data"]["messageSeen"] = DatetimeMS(YEAR_10000_MS)  # as the driver now returns them
+    contact["beginTime"] = DatetimeMS(YEAR_0_MS)
+    seed(config, [(odd, contact)])
+    report = Archiver(config).run_pass()
+    assert report.ok and report.archived == 1
+    (entry,) = entries(config)
+    assert entry["started_at"] is not None, "an unreadable beginTime falls back to the first message"
+    record = json.loads(open_object(config, keys, entry["objects"]["record"]))
+    assert record["source"]["chat"]["messages"][1]["data"]["messageSeen"] == {"$date": {"$numberLong": str(YEAR_10000_MS)}}
+    assert record["source"]["contact"]["beginTime"] == {"$date": {"$numberLong": str(YEAR_0_MS)}}
+
+
+def test_a_room_the_driver_cannot_decode_is_quarantined_and_the_batch_goes_on(make_config) -> None:
+    from bson.errors import InvalidBSON
+
+    config = make_config()
+    rng = random.Random(43)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms(30)) for _ in range(4)]
+    seed(config, chats)
+    archiver = Archiver(config)
+    bad = chats[2][0]["room"]
+    real = archiver.source.chats
+
+    class Undecodable:  # as the driver fails a whole batch holding one undecodable document
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def find(self, query, *args, **kwargs):
+            if bad in str(query.get("room", "")) and "$in" in query.get("room", {}):
+                raise InvalidBSON("year 10000 is out of range")
+            return real.find(query, *args, **kwargs)
+    archiver.source.chats = Undecodable()
+    report = archiver.run_pass()
+    assert report.archived == 3 and set(report.quarantined) == {bad}
+    assert report.quarantined[bad] == f"room {bad!r}: MongoDB cannot decode it: year 10000 is out of range"
+    assert job(config, bad)["state"] == "quarantined"
+
+
+def test_the_cli_reports_a_bson_error_without_a_traceback(make_config, tmp_path, monkeypatch, capsys) -> None:
+    from bson.errors import InvalidBSON
+
+    from archiver.cli import main
+    from test_cli import _toml
+
+    toml = _toml(tmp_path, make_config)
+
+    def undecodable(*args, **kwargs):
+        raise InvalidBSON("year 0 is out of range")
+    monkeypatch.setattr(Archiver, "run_pass", undecodable)
+    assert main(["--config", str(toml), "run"]) == 1
+    err = capsys.readouterr().err
+    assert "MongoDB: year 0 is out of range" in err and "Traceback" not in err

@@ -85,3 +85,15 @@ def test_contact_fills_in_the_header() -> None:
     assert (t.service, t.language, t.title, t.channel) == ("Assistenza", "it", "Ordine", "instagram")
     assert t.started_at == dt.datetime(2022, 1, 19, 14, 58, 20, tzinfo=UTC)
     assert t.participants[0].nickname == "Mario"
+
+
+def test_to_datetime_reads_dates_the_driver_returns_as_datetime_ms() -> None:
+    import datetime as dt
+
+    from bson.datetime_ms import DatetimeMS
+
+    from archiver.transcript import to_datetime
+
+    assert to_datetime(DatetimeMS(1642604343631)) == dt.datetime(2022, 1, 19, 14, 59, 3, 631000, tzinfo=dt.timezone.utc)
+    assert to_datetime(DatetimeMS(253402387200000)) is None, "year 10000: unreadable, never an exception"
+    assert to_datetime(DatetimeMS(-62167132800000)) is None, "year 0"
