@@ -51,3 +51,14 @@ def test_released_claims_are_claimable_at_once_and_the_attempt_is_not_counted(jo
     assert queue.release([job.room for job in claimed]) == 2
     again = WorkQueue(jobs, "someone-else").claim_batch(600, 10)
     assert sorted((j.room, j.attempts) for j in again) == [("a", 1), ("b", 1)]
+
+
+def test_only_archived_rooms_whose_source_changed_are_reopened(jobs) -> None:
+    queue = WorkQueue(jobs, "me")
+    queue.enqueue([("same", "ended"), ("changed", "ended"), ("busy", "ended")])
+    claimed = queue.claim_batch(600, 10)
+    queue.done(["same", "changed"])
+    assert queue.archived([j.room for j in claimed]) == {"same": "ended", "changed": "ended"}
+    assert queue.enqueue([("same", "ended"), ("changed", "ended"), ("busy", "ended")], {"changed", "busy"}) == 1
+    assert {d["_id"]: d["state"] for d in jobs.find()} == {"same": "done", "changed": "pending", "busy": "claimed"}
+    assert [(j.room, j.attempts) for j in WorkQueue(jobs, "other").claim_batch(600, 10)] == [("changed", 1)]
