@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from bson.errors import BSONError
+from bson.int64 import Int64
 from pymongo import ASCENDING
 from pymongo.database import Database
 
@@ -190,8 +191,17 @@ def newest_ms(chat: dict[str, Any]) -> float | None:
 
 
 def _newest(datas: list[Any]) -> float | None:
-    stamps = [to_datetime(d.get("ts")) for d in datas if isinstance(d, dict)]
-    return max((s.timestamp() * 1000 for s in stamps if s is not None), default=None)
+    stamps = [_ms(d.get("ts")) for d in datas if isinstance(d, dict)]
+    return max((s for s in stamps if s is not None), default=None)
+
+
+def _ms(ts: Any) -> float | None:
+    """TS in ms since epoch; a number as given (a datetime would round it, and the source compares
+    the stored number), None when it is no readable time."""
+    when = to_datetime(ts)
+    if when is None:
+        return None
+    return float(ts) if isinstance(ts, (int, float, Int64)) and not isinstance(ts, bool) else when.timestamp() * 1000
 
 
 def _idle(datas: list[Any], since_ms: float | None, before_ms: float) -> bool:

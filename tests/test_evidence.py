@@ -331,3 +331,17 @@ def test_the_cli_reports_a_bson_error_without_a_traceback(make_config, tmp_path,
     assert main(["--config", str(toml), "run"]) == 1
     err = capsys.readouterr().err
     assert "MongoDB: year 0 is out of range" in err and "Traceback" not in err
+
+
+def test_fractional_message_times_do_not_look_newer_than_themselves(make_config) -> None:
+    config = make_config()
+    rng = random.Random(44)
+    chats = [make_chat(rng, messages=5, start_ms=recent_ms(30)) for _ in range(20)]
+    for chat, _ in chats:
+        for m in chat["messages"]:
+            m["data"]["ts"] += rng.choice([0.1, 0.123, 0.7])  # floats a datetime cannot hold exactly
+    seed(config, chats)
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 20
+    again = archiver.run_pass()
+    assert (again.discovered, again.handled) == (0, 0)
