@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import AbstractSet, Any, Iterable
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
@@ -64,8 +64,9 @@ class WorkQueue:
         self.jobs.create_index([("state", ASCENDING), ("discovered_at", ASCENDING)], name="oldest_open")
         self.jobs.create_index([("claim", ASCENDING)], name="claim_token")
 
-    def enqueue(self, rooms: Iterable[tuple[str, str]]) -> int:
-        """Add (room, kind) pairs not yet known; an archived non-ended chat that has now ended is reopened."""
+    def enqueue(self, rooms: Iterable[tuple[str, str]], changed: AbstractSet[str] = frozenset()) -> int:
+        """Add (room, kind) pairs not yet known. An archived (`done`) room is reopened as KIND when it
+        is in CHANGED (its source changed since), or when it had not ended and now has."""
         wanted = dict(rooms)
         if not wanted:
             return 0
@@ -82,14 +83,23 @@ class WorkQueue:
                 added = len(self.jobs.insert_many(fresh, ordered=False).inserted_ids)
             except BulkWriteError as exc:  # another worker discovered some of them first
                 added = exc.details.get("nInserted", 0)
-        reopen = [room for room, kind in wanted.items()
-                  if kind == "ended" and room in known and known[room].get("kind") != "ended"]
-        if reopen:
-            self.jobs.update_many(
-                {"_id": {"$in": reopen}, "state": "done"},
-                {"$set": {"state": "pending", "kind": "ended", "available_at": t, "attempts": 0}},
-            )
-        return added + len(reopen)
+        reopen = [room for room, kind in wanted.items() if room in known and (
+            room in changed or kind == "ended" and known[room].get("kind") != "ended")]
+        return added + sum(self._reopen([r for r in reopen if wanted[r] == kind], kind)
+                           for kind in {wanted[r] for r in reopen})
+
+    def _reopen(self, rooms: list[str], kind: str) -> int:
+        """Archived ROOMS queued again as KIND (their next version)."""
+        return self.jobs.update_many(
+            {"_id": {"$in": rooms}, "state": "done"},
+            {"$set": {"state": "pending", "kind": kind, "available_at": self.server_ms(), "attempts": 0,
+                      "discovered_at": now()}},
+        ).modified_count
+
+    def archived(self, rooms: list[str]) -> dict[str, str]:
+        """The kind of each of ROOMS whose job is `done`, in one query."""
+        return {j["_id"]: j.get("kind", "ended")
+                for j in self.jobs.find({"_id": {"$in": rooms}, "state": "done"}, {"kind": 1})}
 
     def claim_room(self, room: str, kind: str, lease_seconds: int) -> Job | None:
         """Claim ROOM now whatever its state (on-demand export); None if another worker holds it."""

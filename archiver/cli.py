@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from bson.errors import BSONError
 from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
 
 from archiver.commands import COMMANDS
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(exc, UNREACHABLE)
     except ConnectionFailure as exc:  # lost during the command: one line, not the topology dump
         return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
-    except PyMongoError as exc:  # the database refuses us: say so, no traceback
+    except (PyMongoError, BSONError) as exc:  # the database refuses us or sends what cannot be read
         return _error(f"MongoDB: {exc}", ITEMS_FAILED)
     except (StoreError, OSError) as exc:
         return _error(exc, ITEMS_FAILED)

@@ -14,7 +14,7 @@ store is unaccounted for.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
@@ -53,17 +53,38 @@ class ArchiveIndex:
             found[doc["room"]].append(doc)
         return found
 
+    def archived_contents(self, rooms: list[str]) -> dict[str, tuple[set[str], float | None]]:
+        """For each of ROOMS with archived versions: their source digests, and the newest message
+        time any of them holds (None if one predates that record), in one query."""
+        found: dict[str, tuple[set[str], float | None]] = {}
+        for doc in self.entries.find({"room": {"$in": rooms}, "status": "archived"},
+                                     {"room": 1, "source_sha256": 1, "newest_message_ms": 1}):
+            digests, newest = found.get(doc["room"], (set(), 0.0))
+            mine = doc.get("newest_message_ms")
+            digests.add(doc["source_sha256"])
+            found[doc["room"]] = digests, None if newest is None or mine is None else max(newest, mine)
+        return found
+
+    def with_content(self, room: str, source_sha256: str) -> dict[str, Any] | None:
+        """ROOM's archived version of exactly that source content, if any (versions need not be in
+        content order: a chat reverted to earlier content matches an earlier version)."""
+        return self.entries.find_one({"room": room, "source_sha256": source_sha256, "status": "archived"})
+
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])
 
-    def begin(self, planned: list[tuple[str, int, str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    def begin(self, planned: list[tuple[str, int, str]], newest_ms: Mapping[str, float | None] | None = None
+              ) -> tuple[list[dict[str, Any]], list[str]]:
         """Record that each (room, version, source_sha256) is being stored, before any object is.
 
-        One write for all; returns the entries made and the rooms whose version another
-        worker recorded first.
+        NEWEST_MS: each room's newest message time in that content, which discovery compares
+        with the source to notice later messages. One write for all; returns the entries made
+        and the rooms whose version another worker recorded first.
         """
+        newest_ms = newest_ms or {}
         docs = [{"room": room, "version": version, "source_sha256": digest, "status": "uploading",
-                 "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now()}
+                 "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now(),
+                 "newest_message_ms": newest_ms.get(room)}
                 for room, version, digest in planned]
         if not docs:
             return [], []
@@ -77,12 +98,14 @@ class ArchiveIndex:
         return docs, []
 
     def replan(self, previous: dict[str, Any], leftovers: list[str]) -> dict[str, Any]:
-        """Take over an entry an earlier attempt left (crash, failed upload, lost lease): whatever
-        reached the store is kept as superseded, and the earlier attempt can no longer complete it."""
+        """Take over an entry an earlier attempt left (crash, failed upload, lost lease) or that was
+        closed (its content is back): whatever reached the store is kept as superseded, and the
+        earlier attempt can no longer complete it."""
         doc = self.entries.find_one_and_update(
-            {"_id": previous["_id"], "status": "uploading"},
+            {"_id": previous["_id"], "status": {"$in": ["uploading", "superseded"]}},
             # `taken_over`: an earlier attempt may still add what it stored, so never abandoned.
-            {"$set": {"attempt": _token(), "taken_over": True},
+            {"$set": {"attempt": _token(), "taken_over": True, "status": "uploading"},
+             "$unset": {"superseded_because": ""},
              "$addToSet": {"superseded_objects": {"$each": leftovers}}},
             return_document=ReturnDocument.AFTER,
         )
@@ -91,27 +114,56 @@ class ArchiveIndex:
                                   "was completed by another worker")
         return doc
 
-    def complete(self, done: list[tuple[dict[str, Any], dict[str, Any], int, str]], writer: str) -> list[str]:
+    def complete(self, done: list[tuple[dict[str, Any], dict[str, Any], int, str]], writer: str
+                 ) -> tuple[list[str], dict[str, str]]:
         """Record each (stub, built entry, attempts, last error) as archived, in one write.
 
         Returns the rooms whose entry this attempt no longer held (another worker took it
-        over or completed it): their objects are recorded there as superseded instead.
+        over or completed it), and the rooms whose entry the index refused as a duplicate
+        of another one, with the error: the objects of both are recorded as superseded.
         """
         if not done:
-            return []
+            return [], {}
         writes = [UpdateOne({"_id": stub["_id"], "status": "uploading", "attempt": stub["attempt"]},
                             {"$set": {**_without(entry, "superseded_objects", "created_at"), "status": "archived",
                                       "archived_at": now(), "archived_by": writer, "attempts": attempts,
                                       "last_error": last_error}})
                   for stub, entry, attempts, last_error in done]
-        if self.entries.bulk_write(writes, ordered=False).matched_count == len(done):
-            return []
+        matched, refused = self._write_completions(writes, done)
+        if matched + len(refused) == len(done):
+            return [], refused
         held = {d["_id"]: d.get("attempt") for d in self.entries.find(
             {"_id": {"$in": [stub["_id"] for stub, *_ in done]}, "status": "archived"}, {"attempt": 1})}
-        lost = [(stub, entry) for stub, entry, *_ in done if held.get(stub["_id"]) != stub["attempt"]]
+        lost = [(stub, entry) for stub, entry, *_ in done
+                if held.get(stub["_id"]) != stub["attempt"] and stub["room"] not in refused]
         for stub, entry in lost:  # rare: a worker that stalled past its lease
             self.set_aside(stub, [o["key"] for o in entry["objects"].values()])
-        return [stub["room"] for stub, _ in lost]
+        return [stub["room"] for stub, _ in lost], refused
+
+    def _write_completions(self, writes: list[UpdateOne], done: list[tuple[dict[str, Any], dict[str, Any], int, str]]
+                           ) -> tuple[int, dict[str, str]]:
+        """Apply WRITES; how many matched, and the rooms refused for a duplicate key (objects set aside)."""
+        try:
+            return self.entries.bulk_write(writes, ordered=False).matched_count, {}
+        except BulkWriteError as exc:
+            details = exc.details
+            if any(e.get("code") != 11000 for e in details.get("writeErrors", [])):
+                raise
+        refused = {}
+        for error in details["writeErrors"]:
+            stub, entry, *_ = done[error["index"]]
+            self.set_aside(stub, [o["key"] for o in entry["objects"].values()])
+            refused[stub["room"]] = (f"room {stub['room']!r}: the index refused version {stub['version']} "
+                                     f"as a duplicate key ({error.get('errmsg', '')})")
+        return details.get("nMatched", 0), refused
+
+    def close(self, entry: dict[str, Any], leftovers: list[str], why: str) -> None:
+        """End an upload that will not complete as it is: `superseded`, with what reached the store
+        set aside; the attempt that began it can no longer complete it."""
+        self.entries.update_one({"_id": entry["_id"], "status": "uploading"},
+                                {"$set": {"status": "superseded", "attempt": _token(), "taken_over": True,
+                                          "superseded_because": why},
+                                 "$addToSet": {"superseded_objects": {"$each": leftovers}}})
 
     def set_aside(self, stub: dict[str, Any], keys: list[str]) -> None:
         """Record objects an attempt stored but will not complete with as superseded on its entry."""

@@ -79,13 +79,16 @@ def unreachable_reason(exc: ConnectionFailure) -> str:
 
 
 def tolerant(db: Database) -> Database:
-    """DB decoding invalid UTF-8 as lone surrogates instead of failing the read.
+    """DB decoding invalid UTF-8 as lone surrogates, and dates outside Python's range (year 0,
+    year 10000) as DatetimeMS, instead of failing the read of a whole batch.
 
-    The stand-in cannot hold such bytes (and rejects the option), so it is left as is.
+    The stand-in cannot hold such bytes (and rejects the options), so it is left as is.
     """
     if isinstance(db, mongomock.database.Database):
         return db
-    return db.with_options(codec_options=CodecOptions(tz_aware=True, unicode_decode_error_handler="surrogateescape"))
+    return db.with_options(codec_options=CodecOptions(
+        tz_aware=True, unicode_decode_error_handler="surrogateescape",
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO))
 
 
 def server_ms(db: Database) -> int:

@@ -11,6 +11,7 @@ from archiver.claims import now
 from archiver.config import Config
 from archiver.inputs import ParsedDocument, describe, read_file
 from archiver.names import safe_name
+from archiver.source import SourceProblem
 from archiver.transcript import InvalidChat, has_ended
 
 SUFFIXES = {"pdf": ".pdf", "record": ".json", "record_signature": ".json.p7s"}
@@ -73,6 +74,10 @@ def export_room(config: Config, room: str, out: Path | None, force: bool) -> Out
         outcome.problems.append(f"room {room!r}: not found in {config['source.database']}.{config['source.chats']}")
         outcome.lines.extend(outcome.problems)
         return outcome
+    if isinstance(chat, SourceProblem):
+        outcome.problems.append(f"room {room!r}: {chat.reason}")
+        outcome.lines.extend(outcome.problems)
+        return outcome
     if not has_ended(chat) and not force:
         outcome.problems.append(f"room {room!r} has not ended; --force archives an interim copy now")
         outcome.lines.extend(outcome.problems)
@@ -81,21 +86,34 @@ def export_room(config: Config, room: str, out: Path | None, force: bool) -> Out
     for failed_room, error in {**report.failed, **report.quarantined}.items():
         outcome.problems.append(f"room {failed_room!r}: {error}")
     outcome.lines.extend(outcome.problems)
-    latest = archiver.index.latest(room)
-    if latest and not outcome.problems:
-        state = "archived" if report.archived else "already archived, unchanged"
-        outcome.lines.append(f"room {room}: {state} as version {latest['version']} ({latest['kind']}) in {archiver.store.url}")
-        outcome.lines.extend(f"  {name}: {obj['key']}" for name, obj in latest["objects"].items())
-    if out is not None and not outcome.problems:
-        if plain is None:  # unchanged: nothing was built, so sign a fresh copy of the same content
-            plain = ArtifactBuilder.from_config(config, encrypt=False).plaintext(chat, contact, latest["kind"], latest["version"], now())
-            outcome.lines.append("  plaintext below is a fresh signature over the same content (same source_sha256)")
-        try:
-            paths = write_plaintext(plain, out)
-        except FileExistsError as exc:
-            outcome.problems.append(str(exc))
-            outcome.lines.append(str(exc))
-            return outcome
-        outcome.lines.extend(f"  wrote {p}" for p in paths)
+    if outcome.problems:
+        return outcome
+    # The version of the content exported, not the highest: a reverted chat matches an earlier one.
+    digest = plain.source_sha256 if plain else archiver.source_digest(chat, contact)
+    entry = archiver.index.with_content(room, digest)
+    if entry is None:
+        outcome.problems.append(f"room {room!r}: its source changed while it was exported; run export again")
+        outcome.lines.extend(outcome.problems)
+        return outcome
+    state = "archived" if report.archived else "already archived, unchanged"
+    outcome.lines.append(f"room {room}: {state} as version {entry['version']} ({entry['kind']}) in {archiver.store.url}")
+    outcome.lines.extend(f"  {name}: {obj['key']}" for name, obj in entry["objects"].items())
+    if out is not None:
+        _write_export(config, chat, contact, entry, plain, out, outcome)
     return outcome
 
+
+def _write_export(config: Config, chat: dict, contact: dict | None, entry: dict, plain: Plaintext | None,
+                  out: Path, outcome: Outcome) -> None:
+    """Write the plaintext of ENTRY's version into OUT (signing a fresh copy when nothing was built)."""
+    if plain is None:  # unchanged: nothing was built, so sign a fresh copy of the same content
+        plain = ArtifactBuilder.from_config(config, encrypt=False).plaintext(chat, contact, entry["kind"],
+                                                                             entry["version"], now())
+        outcome.lines.append("  plaintext below is a fresh signature over the same content (same source_sha256)")
+    try:
+        paths = write_plaintext(plain, out)
+    except FileExistsError as exc:
+        outcome.problems.append(str(exc))
+        outcome.lines.append(str(exc))
+        return
+    outcome.lines.extend(f"  wrote {p}" for p in paths)

@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from archiver import artifacts
 from archiver.artifacts import Artifacts, Plaintext, timed
@@ -29,7 +29,7 @@ from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
 from archiver.render.record import source_digest
-from archiver.source import ChatSource
+from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
 from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
 from archiver.transcript import InvalidChat
@@ -37,6 +37,7 @@ from archiver.transcript import InvalidChat
 MAX_BACKOFF_SECONDS = 6 * 3600
 WORKER_DIED = "the worker process building this chat died (killed by the operating system: out of memory?)"
 BUILD_TIMED_OUT = "the build did not finish within {seconds} seconds; its worker process was stopped"
+MISSING_CHAT = "no chat document with this room yet (its messages are in the source)"
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
 STOP_POLL_SECONDS = 0.5  # a stop (SIGTERM) cancels the queued builds this soon, however long builds take
@@ -105,31 +106,67 @@ class Archiver:
     # -- discovery -------------------------------------------------------------------------
 
     def discover(self, full: bool = False) -> int:
-        """Queue rooms that ended (or went idle) since the last discovery; all of them when FULL."""
+        """Queue rooms that ended (or went idle) since the last discovery, and archived rooms whose
+        source changed since; when FULL, every ended (or idle) room, comparing source digests."""
         state = self.state.find_one({"_id": DISCOVERY_STATE}) or {}
         started_ms = time.time() * 1000
         overlap_ms = self.config["source.discovery_overlap_minutes"] * 60_000
         since = None if full or "ended_ms" not in state else state["ended_ms"] - overlap_ms
-        found = self._enqueue(self.source.ended_since(since), "ended")
+        found = self._enqueue(self.source.ended_since(since), "ended", full)
+        if since is not None:  # a message after the end (the chat re-opened, or a late one)
+            found += self._enqueue(self.source.active_since(since), "ended", full, only_archived=True)
         sets: dict[str, float] = {"ended_ms": started_ms}
         idle_hours = self.config["source.abandoned_after_hours"]
         if idle_hours > 0:
             before = started_ms - idle_hours * 3_600_000
             idle_since = None if full or "idle_ms" not in state else state["idle_ms"] - overlap_ms
-            found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned")
+            found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned", full)
             sets["idle_ms"] = before
         self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
         event("discovery", queued=found, full=full or since is None)
         return found
 
-    def _enqueue(self, rooms: Any, kind: str) -> int:
+    def _enqueue(self, rooms: Iterable[str], kind: str, full: bool, only_archived: bool = False) -> int:
         queued, batch = 0, []
         for room in rooms:
-            batch.append((room, kind))
+            batch.append(room)
             if len(batch) >= ENQUEUE_BATCH:
-                queued += self.queue.enqueue(batch)
+                queued += self._enqueue_batch(batch, kind, full, only_archived)
                 batch = []
-        return queued + self.queue.enqueue(batch)
+        return queued + self._enqueue_batch(batch, kind, full, only_archived)
+
+    def _enqueue_batch(self, rooms: list[str], kind: str, full: bool, only_archived: bool) -> int:
+        """Queue ROOMS not known yet (unless ONLY_ARCHIVED, then only archived ones of KIND), and
+        reopen the archived ones whose source changed since their last version."""
+        archived = self.queue.archived(list(dict.fromkeys(rooms))) if rooms else {}
+        if only_archived:
+            rooms = [room for room in rooms if archived.get(room) == kind]
+        changed = self._changed([room for room in rooms if room in archived], by_digest=full)
+        return self.queue.enqueue(((room, kind) for room in rooms), changed)
+
+    def _changed(self, rooms: list[str], by_digest: bool) -> set[str]:
+        """Those of the archived ROOMS whose source no longer matches a version: a message newer than
+        any archived (one query), or, BY_DIGEST (the rescan: edits and contact changes carry no new
+        time), a source digest no version has. Digests are computed without rendering anything."""
+        if not rooms:
+            return set()
+        contents = self.index.archived_contents(rooms)
+        with_time = {} if by_digest else {room: newest for room, (_, newest) in contents.items() if newest is not None}
+        rest = [room for room in rooms if room not in with_time]
+        return self.source.newer_than(with_time) | (self._digest_changed(rest, contents) if rest else set())
+
+    def _digest_changed(self, rooms: list[str], contents: dict[str, tuple[set[str], float | None]]) -> set[str]:
+        changed = set()
+        for room, (chat, contact) in self.source.load_many(rooms).items():
+            if chat is None:  # gone from the source: nothing more to archive
+                continue
+            try:
+                digest = "" if isinstance(chat, SourceProblem) else self.source_digest(chat, contact)
+            except InvalidChat:  # the pass reports it
+                digest = ""
+            if digest not in contents.get(room, (set(), None))[0]:
+                changed.add(room)
+        return changed
 
     # -- the pass ------------------------------------------------------------------------------
 
@@ -328,7 +365,7 @@ class Archiver:
             versions = self.index.versions(rooms)
         new, retries = self._plan(jobs, loaded, versions, report)
         with timed(report.stages, "index"):
-            made, taken = self.index.begin(new)
+            made, taken = self.index.begin(new, {room: newest_ms(loaded[room][0]) for room, *_ in new})
         by_room = {job.room: job for job in jobs}
         for room in taken:
             self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,
@@ -350,16 +387,20 @@ class Archiver:
         retries: list[dict[str, Any]] = []
         unchanged: list[str] = []
         for job in jobs:
-            chat, contact = loaded[job.room]
-            if chat is None:
-                self._quarantine(job, "chat is no longer in the source collection", report)
-                continue
-            try:
-                digest = self._digest(chat, contact)
-            except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
-                self._quarantine(job, str(exc), report)
-                continue
+            digest, problem = self._digest(job, *loaded[job.room])
             known = versions[job.room]
+            # No entry stays half-way: uploads of another content than this one are closed.
+            stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
+            if not self._close_stale(job, stale, report):
+                continue
+            if problem and loaded[job.room][0] is None and self.source.messages is not None:
+                # Its messages were found: the chat document may not be written yet. Retried with
+                # backoff, quarantined after archive.max_attempts with this reason.
+                self._fail(job, MISSING_CHAT, report, permanent=True)
+                continue
+            if problem:
+                self._quarantine(job, problem, report)
+                continue
             same = next((v for v in known if v.get("source_sha256") == digest), None)
             if same is None:
                 new.append((job.room, 1 + max((v["version"] for v in known), default=0), digest))
@@ -371,11 +412,34 @@ class Archiver:
         report.unchanged += len(unchanged)
         return new, retries
 
-    def _digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
+    def _digest(self, job: Job, chat: Any, contact: Any) -> tuple[str, str]:
+        """The source digest of JOB's loaded chat, or why it cannot be archived."""
+        problem = _unusable(job, chat)
+        if problem:
+            return "", problem
+        try:
+            return self.source_digest(chat, contact), ""
+        except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
+            return "", str(exc)
+
+    def source_digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
         """The source digest over the redacted documents, as the worker will store them: the index
         keeps nothing derived from a redacted value (and a change to masked digits alone is no new version)."""
         redacted = artifacts.worker_builder().redactor.apply(chat, contact)
         return source_digest(redacted.chat, redacted.contact)
+
+    def _close_stale(self, job: Job, stale: list[dict[str, Any]], report: PassReport) -> bool:
+        """Close uploads an earlier attempt left for content the source no longer has, what they stored
+        set aside (a later return of that content completes them after all); False on failure."""
+        try:
+            with timed(report.stages, "index"):
+                for entry in stale:
+                    leftovers = self.store.keys(artifacts.version_folder(job.room, entry["version"]) + "/")
+                    self.index.close(entry, leftovers, "the source changed before this version was stored")
+        except StoreError as exc:
+            self._fail(job, str(exc), report, permanent=False)
+            return False
+        return True
 
     def _replan(self, job: Job, same: dict[str, Any], report: PassReport) -> dict[str, Any] | None:
         """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""
@@ -392,13 +456,17 @@ class Archiver:
         built: dict[str, tuple[_Prepared, Artifacts]] = {}
         for p in finished:
             artifacts_ = self._result(p, report)
-            if artifacts_ is not None:
+            if artifacts_ is not None and artifacts_.entry["room"] != p.job.room:
+                self._misfiled(p, artifacts_, report)
+            elif artifacts_ is not None:
                 built[p.job.room] = (p, artifacts_)
                 for stage, seconds in artifacts_.timings.items():
                     report.stages[stage] = report.stages.get(stage, 0.0) + seconds
         with timed(report.stages, "index"):
-            lost = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
-                                        for p, a in built.values()], self.queue.owner)
+            lost, refused = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
+                                                 for p, a in built.values()], self.queue.owner)
+        for room, error in refused.items():  # never fails the pass: that chat alone fails
+            self._fail(built.pop(room)[0].job, error, report, permanent=True)
         for room in lost:  # our lease ran out and another worker took the chat over: it is theirs now
             p, _ = built.pop(room)
             report.leases_lost.append(room)
@@ -409,6 +477,12 @@ class Archiver:
             report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])
         return {room: a for room, (_, a) in built.items()}
+
+    def _misfiled(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
+        """A build for another room than P's job: its entry is closed with the objects set aside, the
+        chat quarantined."""
+        self.index.close(p.entry, [o["key"] for o in built.entry["objects"].values()], "built for another room")
+        self._quarantine(p.job, f"room {p.job.room!r}: built a transcript of room {built.entry['room']!r}", report)
 
     def _result(self, p: _Prepared, report: PassReport) -> Artifacts | None:
         """What the worker built for P; None (with the job failed, quarantined or released) if not built."""
@@ -444,6 +518,18 @@ class Archiver:
         self.queue.failed(job.room, error, backoff)
         report.failed[job.room] = error
         event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)
+
+
+def _unusable(job: Job, chat: Any) -> str:
+    """Why JOB's loaded CHAT cannot be archived as that room ("" if it can be tried)."""
+    if chat is None:
+        return "chat is no longer in the source collection"
+    if isinstance(chat, SourceProblem):
+        return chat.reason
+    room = chat.get("room")
+    if isinstance(room, str) and room and room != job.room:  # never stored under another room
+        return f"chat {chat.get('_id')!r} has room {room!r}, not this job's"
+    return ""
 
 
 def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from bson.errors import BSONError
+from bson.int64 import Int64
 from pymongo import ASCENDING
 from pymongo.database import Database
 
@@ -86,26 +88,82 @@ class ChatSource:
             if _idle(stamps, since_ms, before_ms):
                 yield _room_of(doc)
 
-    def load(self, room: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def active_since(self, since_ms: float) -> Iterator[str]:
+        """Rooms with any message at or after SINCE_MS (through the `archiver_ts` index)."""
+        window = {"$gte": since_ms}
+        if self.messages is not None:
+            yield from {d["room"] for d in self.messages.find({"data.ts": window}, {"room": 1, "_id": 0})
+                        if isinstance(d.get("room"), str)}
+            return
+        for doc in self.chats.find({"messages.data.ts": window}, {"room": 1, "_id": 1}):
+            yield _room_of(doc)
+
+    def newer_than(self, seen_ms: dict[str, float]) -> set[str]:
+        """Those of SEEN_MS's rooms with a message later than the time given for the room (one query)."""
+        if not seen_ms:
+            return set()
+        collection = self.messages if self.messages is not None else self.chats
+        query = {"$or": [{"room": room, f"{self._path}data.ts": {"$gt": ms}} for room, ms in seen_ms.items()]}
+        return {d["room"] for d in collection.find(query, {"room": 1, "_id": 0}) if isinstance(d.get("room"), str)}
+
+    def load(self, room: str) -> tuple[Chat, dict[str, Any] | None]:
         """The chat document (messages embedded either way) and its contact, or None."""
         return self.load_many([room])[room]
 
-    def load_many(self, rooms: list[str]) -> dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]]:
-        """`load` for several rooms in a few queries (one per collection), whatever their number."""
-        # `$in` also matches an array holding a room: such documents are not that room's (a
-        # chat without a usable room is addressed by its _id, see _room_of).
-        chats = _first_by(self.chats.find({"room": {"$in": rooms}}), "room")
-        unnamed = [room for room in rooms if room not in chats]
-        if unnamed:
-            chats.update(_first_by(self.chats.find({"_id": {"$in": unnamed}}), "_id"))
-        if self.messages is not None and chats:
-            for chat in chats.values():
+    def load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
+        """`load` for several rooms in a few queries (one per collection), whatever their number.
+
+        A room the source holds no single readable chat document for (two share it, or the
+        driver cannot decode it) comes as a SourceProblem, to be quarantined with its reason."""
+        try:
+            return self._load_many(rooms)
+        except BSONError as exc:  # one undecodable document fails its whole batch: find it
+            if len(rooms) == 1:
+                return {rooms[0]: (SourceProblem(f"room {rooms[0]!r}: MongoDB cannot decode it: {exc}"), None)}
+            return {room: loaded for one in rooms for room, loaded in self.load_many([one]).items()}
+
+    def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
+        chats: dict[str, Chat] = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
+        if self.messages is not None:
+            found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}
+            for chat in found.values():
                 chat["messages"] = []
-            for msg in self.messages.find({"room": {"$in": list(chats)}}).sort("_id", ASCENDING):
+            for msg in self.messages.find({"room": {"$in": list(found)}}).sort("_id", ASCENDING) if found else ():
                 if isinstance(msg.get("room"), str):
-                    chats[msg["room"]]["messages"].append(msg)
+                    found[msg["room"]]["messages"].append(msg)
         contacts = _first_by(self.contacts.find({"id": {"$in": rooms}}), "id")
         return {room: (chats.get(room), contacts.get(room)) for room in rooms}
+
+    def _chat_documents(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every chat document of each room: by `room`, or by `_id` for a chat without a room of its own."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        # `$in` also matches an array holding a room: such documents are not that room's.
+        for doc in self.chats.find({"room": {"$in": rooms}}):
+            if isinstance(doc.get("room"), str):
+                found.setdefault(doc["room"], []).append(doc)
+        unnamed = [room for room in rooms if room not in found]
+        if unnamed:  # a chat with a room of its own is that room's, whatever its _id says
+            for doc in self.chats.find({"_id": {"$in": unnamed}}):
+                if not _has_room(doc):
+                    found.setdefault(doc["_id"], []).append(doc)
+        return found
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Why the source gives no single readable chat document for a room (the job is quarantined)."""
+    reason: str
+
+
+Chat = dict[str, Any] | SourceProblem | None
+
+
+def _one_chat(room: str, docs: list[dict[str, Any]]) -> dict[str, Any] | SourceProblem:
+    if len(docs) == 1:
+        return docs[0]
+    ids = ", ".join(repr(doc.get("_id")) for doc in docs)
+    return SourceProblem(f"{len(docs)} chat documents have room {room!r} (_id {ids}); none is archived "
+                         "until a person decides which one is the chat")
 
 
 def _first_by(docs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str, Any]]:
@@ -117,15 +175,37 @@ def _first_by(docs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str,
     return found
 
 
+def _has_room(doc: dict[str, Any]) -> bool:
+    return isinstance(doc.get("room"), str) and bool(doc["room"])
+
+
 def _room_of(doc: dict[str, Any]) -> str:
-    room = doc.get("room")
     # A chat without a usable room still has to be reported, so it is addressed by _id.
-    return room if isinstance(room, str) and room else str(doc.get("_id"))
+    return doc["room"] if _has_room(doc) else str(doc.get("_id"))
+
+
+def newest_ms(chat: dict[str, Any]) -> float | None:
+    """The time of the chat's newest message (ms since epoch), None when no message has a usable one."""
+    messages = chat.get("messages")
+    return _newest([m.get("data") for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [])
+
+
+def _newest(datas: list[Any]) -> float | None:
+    stamps = [_ms(d.get("ts")) for d in datas if isinstance(d, dict)]
+    return max((s for s in stamps if s is not None), default=None)
+
+
+def _ms(ts: Any) -> float | None:
+    """TS in ms since epoch; a number as given (a datetime would round it, and the source compares
+    the stored number), None when it is no readable time."""
+    when = to_datetime(ts)
+    if when is None:
+        return None
+    return float(ts) if isinstance(ts, (int, float, Int64)) and not isinstance(ts, bool) else when.timestamp() * 1000
 
 
 def _idle(datas: list[Any], since_ms: float | None, before_ms: float) -> bool:
     if any(isinstance(d, dict) and d.get("messageType") == END_TYPE for d in datas):
         return False
-    stamps = [to_datetime(d.get("ts")) for d in datas if isinstance(d, dict)]
-    latest = max((s.timestamp() * 1000 for s in stamps if s is not None), default=None)
+    latest = _newest(datas)
     return latest is not None and latest < before_ms and (since_ms is None or latest >= since_ms)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
 
 END_TYPE = "endChat"
@@ -251,11 +252,14 @@ _NUMERIC = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 
 
 def to_datetime(value: Any) -> dt.datetime | None:
-    """A UTC datetime from ms-since-epoch (float, int, Int64, numeric text), ISO text or a Date."""
+    """A UTC datetime from ms-since-epoch (float, int, Int64, numeric text), ISO text or a Date
+    (datetime or DatetimeMS); None when unreadable or outside Python's range."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, DatetimeMS):  # a BSON date the driver could not make a datetime (year 0, 10000)
+        return _from_millis(float(int(value)))
     if isinstance(value, (int, float, Int64)):
         return _from_millis(float(value))
     if isinstance(value, str):

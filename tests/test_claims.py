@@ -99,3 +99,14 @@ def test_a_worker_whose_clock_is_behind_holds_its_lease_for_the_full_term(any_jo
     assert other.claim_batch(60, 10) == [], "its lease is not five minutes shorter"
     (doc,) = any_jobs.find({"_id": "a"})
     assert abs(doc["available_at"] - (time.time() * 1000 + 60_000)) < 10_000, "a 60 s lease, on the server's clock"
+
+
+def test_only_archived_rooms_whose_source_changed_are_reopened(jobs) -> None:
+    queue = WorkQueue(jobs, "me")
+    queue.enqueue([("same", "ended"), ("changed", "ended"), ("busy", "ended")])
+    claimed = queue.claim_batch(600, 10)
+    queue.done(["same", "changed"])
+    assert queue.archived([j.room for j in claimed]) == {"same": "ended", "changed": "ended"}
+    assert queue.enqueue([("same", "ended"), ("changed", "ended"), ("busy", "ended")], {"changed", "busy"}) == 1
+    assert {d["_id"]: d["state"] for d in jobs.find()} == {"same": "done", "changed": "pending", "busy": "claimed"}
+    assert [(j.room, j.attempts) for j in WorkQueue(jobs, "other").claim_batch(600, 10)] == [("changed", 1)]

@@ -129,8 +129,8 @@ def test_the_attempt_that_lost_the_entry_records_its_objects_as_superseded(mongo
     def built(tag: str) -> dict[str, Any]:
         return {"room": "room-1", "version": 1, "source_sha256": "abc", "message_count": 3,
                 "objects": {"pdf": {"key": f"room-1/v1/transcript-{tag}.pdf.p7m"}}}
-    assert index.complete([(first, built("late"), 1, "")], "first") == ["room-1"]
-    assert index.complete([(second, built("2"), 2, "")], "second") == []
+    assert index.complete([(first, built("late"), 1, "")], "first") == (["room-1"], {})
+    assert index.complete([(second, built("2"), 2, "")], "second") == ([], {})
     (entry,) = index.entries.find({"room": "room-1"})
     assert entry["status"] == "archived" and entry["archived_by"] == "second"
     assert entry["objects"]["pdf"]["key"] == "room-1/v1/transcript-2.pdf.p7m"

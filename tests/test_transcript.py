@@ -98,3 +98,15 @@ def test_every_text_field_of_a_message_is_bounded(field) -> None:
     with pytest.raises(InvalidChat, match=rf"message 1: data.content.{field} has 101 characters, over the limit "
                                           r"of 100 \(archive.max_message_chars\)"):
         normalise(chat, max_message_chars=100)
+
+
+def test_to_datetime_reads_dates_the_driver_returns_as_datetime_ms() -> None:
+    import datetime as dt
+
+    from bson.datetime_ms import DatetimeMS
+
+    from archiver.transcript import to_datetime
+
+    assert to_datetime(DatetimeMS(1642604343631)) == dt.datetime(2022, 1, 19, 14, 59, 3, 631000, tzinfo=dt.timezone.utc)
+    assert to_datetime(DatetimeMS(253402387200000)) is None, "year 10000: unreadable, never an exception"
+    assert to_datetime(DatetimeMS(-62167132800000)) is None, "year 0"
