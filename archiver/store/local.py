@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from archiver.files import TEMP_PREFIX, publish
 from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
 
 _META = ".meta.json"
@@ -35,35 +34,16 @@ class LocalStore:
             raise StoreError(f"put {self.url}/{key}: {exc.strerror or exc}") from None
 
     def _put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
+        """The object, then its metadata, each linked into place complete: a failure removes both, so
+        metadata never exists without its object (and the store never replaces anything)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"sha256": sha256, "size": len(data), "retain_until": retain_until.isoformat() if retain_until else None}
-        self._write_new(path.with_name(path.name + _META), json.dumps(meta).encode())
-        self._write_new(path, data)
-        dir_fd = os.open(path.parent, os.O_RDONLY)  # both links are durable from here on
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            publish([(path, data), (path.with_name(path.name + _META), json.dumps(meta).encode())], 0o444)
+        except FileExistsError:
+            raise ObjectExists(f"{key}: already in the store; refusing to overwrite") from None
         return StoredObject(key=key, version_id="", size=len(data))
-
-    @staticmethod
-    def _write_new(path: Path, data: bytes) -> None:
-        """Write via a temporary file and a hard link: complete or absent, never replaced (the caller
-        makes the link durable by syncing the directory)."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o444)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ObjectExists(f"{path.name}: already in the store; refusing to overwrite") from None
-        finally:
-            os.unlink(tmp)
 
     def get(self, key: str, version_id: str = "") -> bytes:
         try:
@@ -78,7 +58,7 @@ class LocalStore:
         found = []
         for path in base.rglob("*"):
             name = path.relative_to(self.root).as_posix()
-            if path.is_file() and not name.endswith(_META) and not path.name.startswith(".tmp-"):
+            if path.is_file() and not name.endswith(_META) and not path.name.startswith(TEMP_PREFIX):
                 if name.startswith(prefix):
                     found.append(name)
         return sorted(found)
