@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
-from archiver.names import safe_name
+from archiver.names import version_folder
 from archiver.render.pdf import PdfRenderer
 from archiver.render.record import build_record
 from archiver.signing import Signer, load_identity, sha256_hex
@@ -135,11 +135,6 @@ class ArtifactBuilder:
             objects={b.name: b.describe() for b in blobs},
         )
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
-
-
-def version_folder(room: str, version: int) -> str:
-    """Where a version's objects live in the store: all of them, whatever attempt stored them."""
-    return f"{safe_name(room)}/v{version}"
 
 
 def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retain_days: int) -> dict[str, Any]:

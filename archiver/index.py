@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from archiver.claims import now
+from archiver.names import version_folder
 
 
 class VersionConflict(RuntimeError):
@@ -55,7 +56,8 @@ class ArchiveIndex:
         One write for all; returns the entries made and the rooms whose version another
         worker recorded first.
         """
-        docs = [{"room": room, "version": version, "source_sha256": digest, "status": "uploading",
+        docs = [{"room": room, "version": version, "folder": version_folder(room, version),
+                 "source_sha256": digest, "status": "uploading",
                  "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now()}
                 for room, version, digest in planned]
         if not docs:

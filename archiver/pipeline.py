@@ -27,6 +27,7 @@ from archiver.config import Config
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import connect
+from archiver.names import recorded_folders
 from archiver.render.record import source_digest
 from archiver.source import ChatSource
 from archiver.store import ObjectStore, StoreError, open_store
@@ -350,7 +351,8 @@ class Archiver:
         """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""
         try:
             with timed(report.stages, "index"):
-                leftovers = self.store.keys(artifacts.version_folder(job.room, same["version"]) + "/")
+                # the folder recorded when the entry was begun: an older naming may have chosen it
+                leftovers = [key for folder in recorded_folders(same) for key in self.store.keys(folder + "/")]
                 return self.index.replan(same, leftovers)
         except (VersionConflict, StoreError) as exc:
             self._fail(job, str(exc), report, permanent=False)
