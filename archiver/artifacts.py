@@ -21,7 +21,7 @@ from cryptography import x509
 
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
-from archiver.names import safe_name
+from archiver.names import version_folder
 from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import Limits, PdfRenderer
 from archiver.render.record import build_record
@@ -165,11 +165,6 @@ def configured_identity(config: Config) -> SigningIdentity:
 def configured_recipients(config: Config) -> list[x509.Certificate]:
     """The recipient certificates the configuration names, checked and pinned (EnvelopeError if unfit)."""
     return load_recipients(config["encryption.recipients"], config["encryption.recipient_fingerprints"])
-
-
-def version_folder(room: str, version: int) -> str:
-    """Where a version's objects live in the store: all of them, whatever attempt stored them."""
-    return f"{safe_name(room)}/v{version}"
 
 
 def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retain_days: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from archiver.claims import now
+from archiver.names import version_folder
 
 
 # Where an entry names its stored objects; each is indexed, so a key in the store finds its entry.
@@ -82,7 +83,8 @@ class ArchiveIndex:
         and the rooms whose version another worker recorded first.
         """
         newest_ms = newest_ms or {}
-        docs = [{"room": room, "version": version, "source_sha256": digest, "status": "uploading",
+        docs = [{"room": room, "version": version, "folder": version_folder(room, version),
+                 "source_sha256": digest, "status": "uploading",
                  "attempt": _token(), "objects": {}, "superseded_objects": [], "created_at": now(),
                  "newest_message_ms": newest_ms.get(room)}
                 for room, version, digest in planned]

@@ -6,11 +6,15 @@ notation (`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, unquoted keys,
 single quotes, as the legacy shell and mongosh print). A broken document is
 reported with its position and never stops the others.
 
-How documents are told apart: values are split at bracket depth 0 (or depth 1
-inside a top-level array), knowing string boundaries. So that one unclosed
-brace or quote cannot swallow the rest of the file, a line that starts with `{`
-in the column where the current document started begins a new document, and a
-string never runs past the end of its line (JSON strings cannot hold newlines).
+How documents are told apart, in one pass over the file: brackets outside strings
+are matched once for the whole file (a string never runs past the end of its line,
+as JSON strings cannot hold newlines, so where strings are does not depend on where
+a document starts), and a document is a bracket and its match. A closer matches the
+nearest open bracket of its own kind, and the brackets it skips stay unmatched, so
+one mismatched bracket cannot swallow the documents after it. A document whose
+bracket never closes ends where the next line starting with `{` at the same
+indentation begins. A closer with nothing to close is reported and skipped.
+Documents nest at most 100 levels deep (MongoDB's limit).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import base64
 import datetime as dt
 import json
 import re
+from array import array
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bson import json_util
+from bson.errors import BSONError
+from bson.int64 import Int64
 
 _EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc)
 
@@ -57,79 +65,126 @@ def read_file(path: str | Path) -> list[Item]:
 
 
 def read_documents(data: bytes) -> list[Item]:
-    text = data.decode("utf-8", errors="surrogateescape")
-    items: list[Item] = []
-    for position, chunk in enumerate(_chunks(text), start=1):
-        items.append(_parse_chunk(text, chunk, position))
-    return items
+    source = _Source(data)
+    return [_parse(source, start, end, position)
+            for position, (start, end) in enumerate(source.documents(), start=1)]
 
 
 # -- splitting -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Chunk:
-    start: int
-    end: int
+MAX_DEPTH = 100
+_STRING = r"""(?:"(?:[^"\\\n]++|\\.)*+"?|'(?:[^'\\\n]++|\\.)*+'?)"""  # ends at its quote or its line's end
+# The next bracket outside strings (group 1), or the end of the text: one match per bracket.
+_BRACKET = re.compile(rf"""(?:[^{{}}\[\]"']++|{_STRING})*+(?:([{{}}\[\]])|\Z)""")
+_BARE = re.compile(rf"""(?:[^\n,{{}}\[\]"']++|{_STRING})*+""")  # no document: up to a line end, comma or bracket
+_BETWEEN = re.compile(r"[\s,]*")
+_DOC_LINE = re.compile(r"^[ \t]*\{", re.MULTILINE)
+_INDENT = re.compile(r"[ \t]*")
+_OPENER = {"}": "{", "]": "["}
 
 
-def _chunks(text: str) -> list[_Chunk]:
-    first = _skip_space(text, 0)
-    if first < len(text) and text[first] == "[":
-        return _split(text, first + 1, base_depth=1)
-    return _split(text, 0, base_depth=0)
+class _Source:
+    """The file's text with its brackets matched and its lines indexed, in one pass each."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.text = data.decode("utf-8", errors="surrogateescape")
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        self.opens = array("q")  # every opening bracket outside strings, in order,
+        self.closes = array("q")  # ... where its match is (-1: none),
+        self.levels = array("i")  # ... and how many brackets are open there, itself included
+        self._match_brackets()
+        self.doc_lines: dict[int, list[int]] = {}  # indentation -> every `{` that begins a line there
+        for m in _DOC_LINE.finditer(self.text):
+            self.doc_lines.setdefault(m.end() - 1 - m.start(), []).append(m.end() - 1)
+
+    def _match_brackets(self) -> None:
+        stack: list[int] = []  # indexes into self.opens of the brackets open here
+        depths: dict[str, list[int]] = {"{": [], "[": []}  # where in the stack each kind is open
+        for token in _BRACKET.finditer(self.text):
+            ch = token.group(1)
+            if not ch:
+                continue
+            at = token.start(1)
+            if ch in "{[":
+                depths[ch].append(len(stack))
+                stack.append(len(self.opens))
+                self.opens.append(at)
+                self.closes.append(-1)
+                self.levels.append(len(stack))
+            elif depths[_OPENER[ch]]:  # else it closes nothing: reported where it stands
+                depth = depths[_OPENER[ch]].pop()
+                self.closes[stack[depth]] = at
+                del stack[depth:]  # brackets of the other kind opened inside stay unmatched
+                other = depths["[" if ch == "}" else "{"]
+                while other and other[-1] > depth:
+                    other.pop()
+
+    def documents(self) -> Iterator[tuple[int, int]]:
+        """(start, end) of each value at the top level, or in the top-level array."""
+        first = _BETWEEN.match(self.text).end()
+        if first < len(self.text) and self.text[first] == "[":
+            close = self._match(first)
+            end = close if close >= 0 else len(self.text)
+            yield from self._values(first + 1, end)
+            yield from self._values(end + 1, len(self.text))
+        else:
+            yield from self._values(0, len(self.text))
+
+    def _values(self, i: int, end: int) -> Iterator[tuple[int, int]]:
+        """Values between I and END; each step moves on by at least one character."""
+        while True:
+            i = _BETWEEN.match(self.text, i, end).end()
+            if i >= end:
+                return
+            ch = self.text[i]
+            if ch in "{[":
+                close = self._match(i)
+                stop = close + 1 if close >= 0 else self._next_document_line(i, end)
+            elif ch in "}]":  # closes nothing: reported with what follows it on its line
+                stop = _BARE.match(self.text, i + 1, end).end()
+            else:
+                stop = _BARE.match(self.text, i, end).end()
+            yield i, stop
+            i = stop
+
+    def _match(self, at: int) -> int:
+        return self.closes[bisect_left(self.opens, at)]
+
+    def _next_document_line(self, at: int, end: int) -> int:
+        """Where a bracket that never closes stops: the next line that starts with `{` at the
+        indentation of AT's line, so that one broken document cannot swallow those after it."""
+        line_start = self.line_starts[bisect_right(self.line_starts, at) - 1]
+        indent = _INDENT.match(self.text, line_start).end() - line_start
+        candidates = self.doc_lines.get(indent, [])
+        k = bisect_right(candidates, at)
+        return min(candidates[k], end) if k < len(candidates) else end
+
+    def too_deep(self, start: int, end: int) -> int | None:
+        """The first bracket in START..END nested deeper than MAX_DEPTH, if any."""
+        a, b = bisect_left(self.opens, start), bisect_left(self.opens, end)
+        if b == a or max(self.levels[a:b]) - self.levels[a] < MAX_DEPTH:
+            return None
+        limit = self.levels[a] + MAX_DEPTH
+        return next(self.opens[k] for k in range(a, b) if self.levels[k] >= limit)
+
+    def line_col(self, at: int) -> tuple[int, int]:
+        """1-based line and 0-based column of AT."""
+        line = bisect_right(self.line_starts, at)
+        return line, at - self.line_starts[line - 1]
+
+    def byte_offset(self, at: int) -> int:
+        line, column = self.line_col(at)
+        line_start = self.line_starts[line - 1]
+        byte_line_start = 0 if line == 1 else _nth_newline(self.data, line - 1) + 1
+        return byte_line_start + len(self.text[line_start:at].encode("utf-8", "surrogateescape"))
 
 
-def _skip_space(text: str, i: int) -> int:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    return i
-
-
-def _split(text: str, i: int, base_depth: int) -> list[_Chunk]:
-    """Top-level values from I on; in an array (base_depth 1) commas and the closing ] separate them."""
-    chunks: list[_Chunk] = []
-    n = len(text)
-    while True:
-        i = _skip_space(text, i)
-        if base_depth and i < n and text[i] == ",":
-            i += 1
-            continue
-        if i >= n or (base_depth and text[i] == "]" and _skip_space(text, i + 1) >= n):
-            return chunks
-        end = _value_end(text, i, base_depth)
-        chunks.append(_Chunk(i, end))
-        i = end
-
-
-def _value_end(text: str, start: int, base_depth: int) -> int:
-    """Where the value starting at START ends (see the module doc for the recovery rule)."""
-    column = start - (text.rfind("\n", 0, start) + 1)
-    depth, i, n = 0, start, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in "\"'":
-            i = _string_end(text, i)
-            continue
-        if ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            if depth == 0:
-                return i  # the array's own closing bracket, after a bare value
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        elif depth == 0 and (ch == "\n" or (base_depth and ch == ",")):
-            return i
-        elif ch == "\n" and depth > 0:
-            nxt = i + 1 + column
-            if nxt < n and text[i + 1:nxt].strip() == "" and text[nxt:nxt + 1] == "{" and _fresh_line(text, i + 1, nxt):
-                return i + 1  # a new document starts here; the current one never closed
-        i += 1
-    return n
-
-
-def _fresh_line(text: str, line_start: int, brace: int) -> bool:
-    return all(c in " \t" for c in text[line_start:brace])
+def _nth_newline(data: bytes, n: int) -> int:
+    at = -1
+    for _ in range(n):
+        at = data.index(b"\n", at + 1)
+    return at
 
 
 def _string_end(text: str, i: int) -> int:
@@ -149,41 +204,56 @@ def _string_end(text: str, i: int) -> int:
 
 # -- parsing one document ------------------------------------------------------------------------
 
-def _parse_chunk(text: str, chunk: _Chunk, position: int) -> Item:
-    line, column = _line_col(text, chunk.start)
-    body = text[chunk.start:chunk.end]
-    bad = re.search("[\udc80-\udcff]", body)
+def _parse(source: _Source, start: int, end: int, position: int) -> Item:
+    text = source.text
+    bad = _UNDECODABLE.search(text, start, end)
     if bad:
-        offset = len(text[:chunk.start + bad.start()].encode("utf-8", "surrogateescape"))
-        return _unreadable(text, position, chunk.start + bad.start(), f"invalid UTF-8 at byte offset {offset}")
+        return _unreadable(source, position, bad.start(), f"invalid UTF-8 at byte offset {source.byte_offset(bad.start())}")
+    if text[start] in "}]":
+        return _unreadable(source, position, start, f"{text[start]!r} closes no open bracket")
+    deep = source.too_deep(start, end)
+    if deep is not None:
+        return _unreadable(source, position, deep, f"nested deeper than {MAX_DEPTH} levels (MongoDB's limit)")
     try:
-        value = json.loads(body, object_pairs_hook=_strict_object)
-    except (ValueError, TypeError):  # not plain JSON: the shell parser reads it or says exactly where not
+        value = json.loads(text[start:end], object_pairs_hook=_strict_object)
+    except (ValueError, TypeError, ArithmeticError, BSONError):  # the shell parser reads it or says where not
         try:
-            value = _ShellParser(text, chunk.start, chunk.end).document()
+            value = _ShellParser(text, start, end).document()
         except _SyntaxError as exc:
-            return _unreadable(text, position, exc.at, exc.reason)
+            return _unreadable(source, position, exc.at, exc.reason)
     if not isinstance(value, dict):
-        return UnreadableDocument(position, line, column + 1, f"is {_json_type(value)}, not a document (object)")
-    return ParsedDocument(position, line, value)
+        return _unreadable(source, position, start, f"is {_json_type(value)}, not a document (object)")
+    return ParsedDocument(position, source.line_col(start)[0], value)
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class _BadValue(ValueError):
+    """An Extended JSON value ($oid, $date, ...) that denotes no BSON value."""
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> Any:
     result = dict(pairs)
     if len(result) != len(pairs):
         raise ValueError("duplicate field")  # json.loads would keep only the last one
-    return json_util.object_hook(result, _EXTJSON)
+    return _extended(result)
 
 
-def _unreadable(text: str, position: int, at: int, reason: str) -> UnreadableDocument:
-    line, column = _line_col(text, at)
-    start_line = line
-    return UnreadableDocument(position, start_line, column + 1, reason)
+def _extended(obj: dict[str, Any]) -> Any:
+    """OBJ, or the BSON value its Extended JSON keys denote."""
+    try:
+        value = json_util.object_hook(obj, _EXTJSON)
+    except (ValueError, TypeError, ArithmeticError, BSONError) as exc:
+        raise _BadValue(f"{{{', '.join(obj)}}}: {str(exc).split(' (')[0]}") from None
+    if isinstance(value, Int64) and not -2**63 <= value < 2**63:
+        raise _BadValue(f"{{{', '.join(obj)}}}: {value} is out of the 64-bit range")
+    return value
 
 
-def _line_col(text: str, at: int) -> tuple[int, int]:
-    line = text.count("\n", 0, at) + 1
-    return line, at - (text.rfind("\n", 0, at) + 1)
+def _unreadable(source: _Source, position: int, at: int, reason: str) -> UnreadableDocument:
+    line, column = source.line_col(at)
+    return UnreadableDocument(position, line, column + 1, reason)
 
 
 def _json_type(value: Any) -> str:
@@ -206,7 +276,7 @@ class _ShellParser:
     """JSON plus the mongo shell's extensions; errors carry the exact place."""
 
     def __init__(self, text: str, start: int, end: int) -> None:
-        self.text, self.i, self.end = text, start, end
+        self.text, self.start, self.i, self.end = text, start, start, end
 
     def document(self) -> Any:
         value = self.value()
@@ -232,7 +302,7 @@ class _ShellParser:
         """What was expected and what was found, placed where it was found."""
         if self.i < self.end:
             return _SyntaxError(self.i, f"{expected}, found {self.text[self.i]!r}")
-        last = len(self.text[:self.end].rstrip())  # just after the document's last character
+        last = self.start + len(self.text[self.start:self.end].rstrip())  # just after the document's last character
         return _SyntaxError(last, f"{expected}, found the end of the document")
 
     def value(self) -> Any:
@@ -253,11 +323,12 @@ class _ShellParser:
         raise self.error("expected a value")
 
     def object(self) -> dict[str, Any]:
+        at = self.i
         self.i += 1
         result: dict[str, Any] = {}
         if self.peek() == "}":
             self.i += 1
-            return json_util.object_hook(result, _EXTJSON)
+            return result
         while True:
             key_at = self.i
             if self.peek() and self.peek() in "\"'":
@@ -277,7 +348,10 @@ class _ShellParser:
                     raise _SyntaxError(self.i, "trailing ',' before '}'")
                 continue
             self.expect("}", f"',' or '}}' after the value of {key!r}")
-            return json_util.object_hook(result, _EXTJSON)
+            try:
+                return _extended(result)
+            except _BadValue as exc:
+                raise _SyntaxError(at, str(exc)) from None
 
     def array(self) -> list[Any]:
         self.i += 1
@@ -331,7 +405,7 @@ class _ShellParser:
         self.i += 1
         try:
             return _construct(name, args)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, BSONError) as exc:
             raise _SyntaxError(at, f"{name}(...): {exc}") from None
 
 
@@ -344,24 +418,26 @@ def _skip(text: str, i: int) -> int:
 def _construct(name: str, args: list[Any]) -> Any:
     """A shell constructor call as the BSON value it denotes."""
     if name == "ObjectId":
-        return json_util.object_hook({"$oid": args[0] if args else "0" * 24}, _EXTJSON)
+        return _extended({"$oid": args[0] if args else "0" * 24})
     if name in ("ISODate", "Date"):
         if not args:
             raise ValueError("needs a date")
         stamp = args[0]
-        return json_util.object_hook({"$date": stamp if isinstance(stamp, str) else int(stamp)}, _EXTJSON)
+        return _extended({"$date": stamp if isinstance(stamp, str) else int(stamp)})
     if name == "NumberLong":
-        return json_util.object_hook({"$numberLong": str(int(args[0]))}, _EXTJSON)
+        return _extended({"$numberLong": str(int(args[0]))})
     if name == "NumberInt":
+        if not -2**31 <= int(args[0]) < 2**31:
+            raise ValueError(f"{args[0]} is out of the 32-bit range")
         return int(args[0])
     if name == "NumberDecimal":
-        return json_util.object_hook({"$numberDecimal": str(args[0])}, _EXTJSON)
+        return _extended({"$numberDecimal": str(args[0])})
     if name == "Timestamp":
         t, i = (args[0]["t"], args[0]["i"]) if isinstance(args[0], dict) else (args[0], args[1])
-        return json_util.object_hook({"$timestamp": {"t": int(t), "i": int(i)}}, _EXTJSON)
+        return _extended({"$timestamp": {"t": int(t), "i": int(i)}})
     if name == "BinData":
         base64.b64decode(args[1], validate=True)
-        return json_util.object_hook({"$binary": {"base64": args[1], "subType": f"{int(args[0]):02x}"}}, _EXTJSON)
+        return _extended({"$binary": {"base64": args[1], "subType": f"{int(args[0]):02x}"}})
     if name == "UUID":
-        return json_util.object_hook({"$uuid": args[0].replace("-", "")}, _EXTJSON)
+        return _extended({"$uuid": args[0].replace("-", "")})
     raise ValueError(f"unknown constructor {name}")

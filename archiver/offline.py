@@ -9,6 +9,7 @@ from pathlib import Path
 from archiver.artifacts import ArtifactBuilder, Plaintext
 from archiver.claims import now
 from archiver.config import Config
+from archiver.files import publish
 from archiver.inputs import ParsedDocument, describe, read_file
 from archiver.names import safe_name
 from archiver.source import SourceProblem
@@ -29,39 +30,73 @@ class Outcome:
 
 
 def write_plaintext(plain: Plaintext, out: Path) -> list[Path]:
-    """Write <room>.pdf, <room>.json and <room>.json.p7s into OUT; never replaces a file."""
+    """Write <room>.pdf, <room>.json and <room>.json.p7s into OUT: all three or none, never
+    replacing or following anything already there (a symlink included)."""
     out.mkdir(parents=True, exist_ok=True)
     stem = safe_name(plain.transcript.room)
     targets = {name: out / (stem + suffix) for name, suffix in SUFFIXES.items()}
-    clashes = [str(p) for p in targets.values() if p.exists()]
+    clashes = [str(p) for p in targets.values() if os.path.lexists(p)]
     if clashes:
         raise FileExistsError(f"{', '.join(clashes)} already exist; not overwritten")
-    for name, data in plain.files().items():
-        fd = os.open(targets[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+    publish([(targets[name], data) for name, data in plain.files().items()], 0o640)
     return list(targets.values())
 
 
-def render_file(config: Config, source: Path, out: Path) -> Outcome:
+def render_file(config: Config, source: Path, out: Path, contacts: Path | None = None) -> Outcome:
     builder = ArtifactBuilder.from_config(config, encrypt=False)
     outcome = Outcome()
-    for item in read_file(source):
+    chats = read_file(source)
+    if not chats:
+        outcome.problems.append(f"no document found in {source}")
+    joined = read_contacts(contacts, outcome) if contacts else Contacts()
+    for item in chats:
         if not isinstance(item, ParsedDocument):
             outcome.problems.append(describe(item))
             continue
         where = f"document {item.position} (line {item.line})"
         chat = item.document
         try:
+            contact = joined.contact(chat.get("room"))
             kind = "ended" if has_ended(chat) else "interim"
-            plain = builder.plaintext(chat, None, kind, version=1, generated_at=now())
+            plain = builder.plaintext(chat, contact, kind, version=1, generated_at=now())
             paths = write_plaintext(plain, out)
         except (InvalidChat, FileExistsError) as exc:
             outcome.problems.append(f"{where}: {exc}")
             continue
+        except OSError as exc:  # a full disk, say: nothing of this chat was left behind
+            outcome.problems.append(f"{where}: cannot write into {out}: {exc.strerror or exc}")
+            continue
         outcome.rendered += 1
         outcome.lines.append(f"{where}: room {plain.transcript.room} -> {', '.join(map(str, paths))}")
     return outcome
+
+
+@dataclass
+class Contacts:
+    """Contact documents by `id` (= the chat's room), with where each came from in the file."""
+
+    found: dict[str, list[ParsedDocument]] = field(default_factory=dict)
+
+    def contact(self, room: object) -> dict | None:
+        matches = self.found.get(room, []) if isinstance(room, str) else []
+        if len(matches) > 1:
+            raise InvalidChat(f"room {room!r}: contact documents {matches[0].position} and "
+                              f"{matches[1].position} both have this id")
+        return matches[0].document if matches else None
+
+
+def read_contacts(path: Path, outcome: Outcome) -> Contacts:
+    """The contact documents in PATH; the unreadable ones (and those without an id) go to OUTCOME."""
+    contacts = Contacts()
+    for item in read_file(path):
+        if not isinstance(item, ParsedDocument):
+            outcome.problems.append(f"contacts {describe(item)}")
+        elif not isinstance(item.document.get("id"), str):
+            outcome.problems.append(f"contacts document {item.position} (line {item.line}): field 'id' "
+                                    "is missing or not a string")
+        else:
+            contacts.found.setdefault(item.document["id"], []).append(item)
+    return contacts
 
 
 def export_room(config: Config, room: str, out: Path | None, force: bool) -> Outcome:

@@ -28,6 +28,7 @@ from archiver.config import Config
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
+from archiver.names import recorded_folders
 from archiver.render.record import source_digest
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
@@ -434,19 +435,23 @@ class Archiver:
         try:
             with timed(report.stages, "index"):
                 for entry in stale:
-                    leftovers = self.store.keys(artifacts.version_folder(job.room, entry["version"]) + "/")
+                    leftovers = self._stored_for(entry)
                     self.index.close(entry, leftovers, "the source changed before this version was stored")
         except StoreError as exc:
             self._fail(job, str(exc), report, permanent=False)
             return False
         return True
 
+    def _stored_for(self, entry: dict[str, Any]) -> list[str]:
+        """What ENTRY's attempts stored: under the folder recorded when it was begun (an older naming
+        may have chosen it) and today's."""
+        return [key for folder in recorded_folders(entry) for key in self.store.keys(folder + "/")]
+
     def _replan(self, job: Job, same: dict[str, Any], report: PassReport) -> dict[str, Any] | None:
         """The entry an earlier attempt left, with whatever it stored set aside; None on failure."""
         try:
             with timed(report.stages, "index"):
-                leftovers = self.store.keys(artifacts.version_folder(job.room, same["version"]) + "/")
-                return self.index.replan(same, leftovers)
+                return self.index.replan(same, self._stored_for(same))
         except (VersionConflict, StoreError) as exc:
             self._fail(job, str(exc), report, permanent=False)
             return None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,3 +177,95 @@ def test_unreachable_mongodb_is_a_clear_error(tmp_path, make_config, capsys) -> 
     config = _toml(tmp_path, make_config, mongodb__uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300")
     assert main(["--config", str(config), "run", "--no-progress"]) == 4  # see test_operations.py
     assert "archiver: error: mongodb.uri (mongodb://127.0.0.1:1/" in capsys.readouterr().err
+
+
+# -- issue 8 items 13, 14, 23: render takes contacts, blames the right thing, never half-writes --------
+
+def _render(tmp_path: Path, make_config, *args: str) -> int:
+    return main(["--config", str(_toml(tmp_path, make_config)), "render", *args])
+
+
+def test_render_joins_contacts_by_id(tmp_path, make_config, keys, capsys) -> None:
+    rng = random.Random(13)
+    (chat, contact), (lonely, _) = make_chat(rng, messages=3, language="ja"), make_chat(rng, messages=3)
+    chats, contacts = tmp_path / "chats.jsonl", tmp_path / "contacts.json"
+    chats.write_text(json_util.dumps(chat) + "\n" + json_util.dumps(lonely) + "\n")
+    contacts.write_text("[" + json_util.dumps(dict(contact, title="Reclamo 42", serv_name="Billing")) + "]")
+    out = tmp_path / "o"
+    assert _render(tmp_path, make_config, str(chats), "--out", str(out), "--contacts", str(contacts)) == 0
+    assert "2 rendered, 0 failed" in capsys.readouterr().out
+    record = json.loads((out / f"{chat['room']}.json").read_bytes())["transcript"]
+    channel = contact["users"][contact["userID"]]["channel"]
+    assert (record["title"], record["service"], record["language"], record["channel"]) == ("Reclamo 42", "Billing", "ja", channel)
+    text = subprocess.run(["pdftotext", str(out / f"{chat['room']}.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "Reclamo 42" in text and "Billing" in text and channel in text
+    assert json.loads((out / f"{lonely['room']}.json").read_bytes())["transcript"]["title"] == ""
+    _verify_outputs(out, chat["room"], keys)
+
+
+def test_render_reports_unreadable_and_duplicate_contacts(tmp_path, make_config, capsys) -> None:
+    chat, contact = make_chat(random.Random(14), messages=3)
+    chats, contacts = tmp_path / "chats.jsonl", tmp_path / "contacts.jsonl"
+    chats.write_text(json_util.dumps(chat) + "\n")
+    contacts.write_text(json_util.dumps(contact) + "\n{broken\n" + json_util.dumps(contact) + "\n")
+    assert _render(tmp_path, make_config, str(chats), "--out", str(tmp_path / "o"), "--contacts", str(contacts)) == 1
+    out = capsys.readouterr().out
+    assert "contacts document 2 (line 2" in out
+    assert f"room {chat['room']!r}: contact documents 1 and 3 both have this id" in out
+    assert not (tmp_path / "o" / f"{chat['room']}.pdf").exists(), "never rendered with a contact picked at random"
+
+
+def test_render_blames_the_out_path_and_the_input_not_a_document(tmp_path, make_config, capsys) -> None:
+    (tmp_path / "file").write_text("x")
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(tmp_path / "file")) == 2
+    assert f"--out {tmp_path / 'file'}: not a directory" in capsys.readouterr().err
+    assert _render(tmp_path, make_config, str(tmp_path), "--out", str(tmp_path / "o")) == 2
+    assert f"INPUT {tmp_path}: is a directory" in capsys.readouterr().err
+    assert _render(tmp_path, make_config, str(tmp_path / "none"), "--out", str(tmp_path / "o")) == 2
+    assert f"INPUT {tmp_path / 'none'}: no such file" in capsys.readouterr().err
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(tmp_path / "o"),
+                   "--contacts", str(tmp_path)) == 2
+    assert f"--contacts {tmp_path}: is a directory" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists(), "nothing done on a usage error"
+
+
+@pytest.mark.parametrize("content", ["", " \n\n"])
+def test_render_an_empty_input_says_so_and_fails(tmp_path, make_config, capsys, content: str) -> None:
+    (tmp_path / "empty.json").write_text(content)
+    assert _render(tmp_path, make_config, str(tmp_path / "empty.json"), "--out", str(tmp_path / "o")) == 1
+    assert f"no document found in {tmp_path / 'empty.json'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, dangling", [(".json.p7s", True), (".json", False), (".pdf", True)])
+def test_render_leaves_nothing_beside_a_preplaced_symlink(tmp_path, make_config, capsys, name, dangling) -> None:
+    out, elsewhere = tmp_path / "o", tmp_path / "elsewhere"
+    out.mkdir()
+    if not dangling:
+        elsewhere.write_bytes(b"keep me")
+    link = out / f"{SEED_CHAT['room']}{name}"
+    link.symlink_to(elsewhere)
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(out)) == 1
+    assert str(link) in capsys.readouterr().out
+    assert sorted(out.iterdir()) == [link] and link.is_symlink(), "nothing written, no temporary file left"
+    assert elsewhere.read_bytes() == b"keep me" if not dangling else not elsewhere.exists()
+
+
+_FULL_DISK = r"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from archiver.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("limit", [500, 20_000])
+def test_render_on_a_full_disk_leaves_no_partial_file(tmp_path, make_config, limit: int) -> None:
+    out = tmp_path / "o"
+    args = ["--config", str(_toml(tmp_path, make_config)), "render", str(DATA / "seed-fixed.txt"), "--out", str(out)]
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, str(limit), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "0 rendered, 1 failed" in done.stdout and "File too large" in done.stdout
+    assert list(out.iterdir()) == []

@@ -1,16 +1,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from bson import Decimal128, ObjectId, Timestamp, json_util
 from bson.int64 import Int64
 from bson.min_key import MinKey
 
 from archiver.inputs import ParsedDocument, UnreadableDocument, describe, read_documents, read_file
-from archiver.samples import SEED_CHAT
+from archiver.samples import SEED_CHAT, make_chat
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _docs(items):
@@ -96,3 +105,117 @@ def test_trailing_commas_and_duplicate_fields_are_refused() -> None:
     for source in (b"{a: 1, a: 2}", b'{"a": 1, "a": 2}'):
         (twice,) = read_documents(source)
         assert "field 'a' appears twice" in twice.reason
+
+
+# -- issue 8 item 12: the reader always ends, in linear time, and names every bad document --------
+
+_READER = r"""
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # an endless loop dies of MemoryError, not the host
+from archiver.inputs import ParsedDocument, read_documents
+cases = json.loads(sys.stdin.read())
+out = []
+for data in cases:
+    items = read_documents(data.encode("utf-8", "surrogateescape"))
+    out.append([[i.position, i.document.get("room")] if isinstance(i, ParsedDocument) else [i.position, i.line, i.reason]
+                for i in items])
+print(json.dumps(out))
+"""
+
+
+def _read_isolated(cases: list[str], timeout: float = 60) -> list[list[list]]:
+    """read_documents on each case in a child process with a time and memory limit."""
+    done = subprocess.run([sys.executable, "-c", _READER], input=json.dumps(cases), capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def _rooms(result: list[list]) -> list[str]:
+    return [entry[1] for entry in result if len(entry) == 2]
+
+
+def _failures(result: list[list]) -> list[list]:
+    return [entry for entry in result if len(entry) == 3]
+
+
+def test_stray_closers_and_column_one_braces_end_and_spare_the_rest() -> None:
+    stray, leading, nested = _read_isolated([
+        '{"room":"R","messages":[]}}\n{"room":"S"}\n',
+        ']\n{"room":"R"}\n',
+        '{"room":"R",\n"m":\n{"a":1}}\n{"room":"S"}\n',  # valid: a nested { in column 1
+    ], timeout=30)
+    assert _rooms(stray) == ["R", "S"] and [f[:2] for f in _failures(stray)] == [[2, 1]]
+    assert "'}' closes no open bracket" in _failures(stray)[0][2]
+    assert _rooms(leading) == ["R"] and _failures(leading)[0][:2] == [1, 1]
+    assert _rooms(nested) == ["R", "S"] and _failures(nested) == []
+
+
+def test_mismatched_brackets_do_not_swallow_the_next_documents() -> None:
+    (array, lines) = _read_isolated([
+        '[{"room":"a"},\n{"room":"b", "m": [{}},\n{"room":"c"},\n{"room":"d"}]\n',
+        '{"room":"a", "m": [1}\n{"room":"b"}\n{"room":"c", "m": {[}\n{"room":"d"}\n',
+    ], timeout=30)
+    assert _rooms(array) == ["a", "c", "d"] and [f[:2] for f in _failures(array)] == [[2, 2]]
+    assert _rooms(lines) == ["b", "d"] and [f[:2] for f in _failures(lines)] == [[1, 1], [3, 3]]
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("{a: " * 5000 + "1" + "}" * 5000, "nested deeper than 100 levels"),
+    ('{"room": "deep", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 100 levels"),
+    ("{room: 'x', d: Date(1e999)}", "Date(...)"),
+    ("{room: 'x', n: NumberLong(1e999)}", "NumberLong(...)"),
+    ("{room: 'x', n: NumberLong('99999999999999999999')}", "NumberLong(...)"),
+    ('{"room": "x", "a": {"$oid": "zz"}}', "$oid"),
+    ('{"room": "x", "d": {"$date": {"$numberLong": "9999999999999999"}}}', "$date"),
+    ('{"room": "x", "n": {"$numberLong": "99999999999999999999"}}', "out of the 64-bit range"),
+    ('{"room": "x", "d": {"$date": "10000-01-01T00:00:00Z"}}', "$date"),
+    ("{room: 'x', u: UUID(5)}", "UUID(...)"),
+])
+def test_each_unreadable_value_is_named_and_the_others_are_read(bad: str, reason: str) -> None:
+    (result,) = _read_isolated(['{"room": "before"}\n' + bad + '\n{"room": "after"}\n'], timeout=30)
+    assert _rooms(result) == ["before", "after"]
+    ((position, line, why),) = _failures(result)
+    assert (position, line) == (2, 2) and reason in why, why
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    """TEXT with a random truncation of its line, or a random bracket or quote inserted."""
+    at = rng.randrange(len(text))
+    if rng.random() < 0.3:
+        return text[:at]
+    return text[:at] + rng.choice('{}[]"\'') + text[at:]
+
+
+@pytest.mark.parametrize("layout", ["lines", "array", "pretty"])
+def test_random_damage_to_one_document_always_ends_and_spares_the_others(layout: str) -> None:
+    rng = random.Random(f"fuzz-{layout}")
+    chats = [json_util.dumps(make_chat(rng, messages=2)[0]) for _ in range(5)]
+    if layout == "pretty":
+        chats = [json.dumps(json.loads(c), indent=2) for c in chats]
+    cases, damaged = [], []
+    for _ in range(300):
+        k = rng.randrange(len(chats))
+        docs = chats[:k] + [_mutate(rng, chats[k])] + chats[k + 1:]
+        cases.append("[" + ",\n".join(docs) + "]\n" if layout == "array" else "\n".join(docs) + "\n")
+        damaged.append(k)
+    started = time.monotonic()
+    results = _read_isolated(cases, timeout=120)
+    assert time.monotonic() - started < 60
+    rooms = [json.loads(c)["room"] for c in chats]
+    for case, k, result in zip(cases, damaged, results):
+        untouched = rooms[:k] + rooms[k + 1:]
+        assert [r for r in _rooms(result) if r in untouched] == untouched, case
+
+
+def test_reading_is_linear() -> None:
+    """20,000 documents on one line (a JSON array) and as JSON lines: each well under 10 s (minutes before)."""
+    doc = json_util.dumps(make_chat(random.Random(1), messages=1)[0])
+    script = ("import sys, time\nfrom archiver.inputs import read_documents\n"
+              "data = sys.stdin.buffer.read()\nt = time.perf_counter()\nn = len(read_documents(data))\n"
+              "print(n, time.perf_counter() - t)\n")
+    for data in ("[" + ",".join([doc] * 20_000) + "]", "\n".join([doc] * 20_000)):
+        done = subprocess.run([sys.executable, "-c", script], input=data.encode(), capture_output=True,
+                              timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        count, seconds = done.stdout.split()
+        assert int(count) == 20_000 and float(seconds) < 10, seconds

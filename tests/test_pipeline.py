@@ -420,3 +420,27 @@ def test_an_unconfirmed_s3_put_fails_the_chat_and_the_index_pins_each_locked_ver
         head = s3.head_object(Bucket=bucket, Key=f"archive/{obj['key']}")
         assert obj["version_id"] and obj["version_id"] == head["VersionId"]
         assert head["ObjectLockMode"] == "COMPLIANCE"
+
+
+def test_a_retry_finds_what_an_attempt_under_the_old_naming_stored(make_config, keys, monkeypatch) -> None:
+    """Entries begun before issue 8 record no folder, and their room's folder was named with a 64-bit hash:
+    the retry must still find (and account for) what such an attempt stored."""
+    from archiver import artifacts
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(24), messages=4, start_ms=recent_ms(), room="team/a")
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    real_put = artifacts._WORKER_STORE.put
+    monkeypatch.setattr(artifacts._WORKER_STORE, "put", lambda *a: (_ for _ in ()).throw(StoreError("down")))
+    assert "down" in archiver.run_pass().failed["team/a"]
+    monkeypatch.setattr(artifacts._WORKER_STORE, "put", real_put)
+    old_folder = "team_a~" + hashlib.sha256(b"team/a").hexdigest()[:16] + "/v1"  # the naming before issue 8
+    left = f"{old_folder}/transcript-0123456789abcdef.pdf.p7m"
+    open_store(config).put(left, b"sealed", hashlib.sha256(b"sealed").hexdigest(), None)
+    index_db(config)[config["index.entries"]].update_one({"room": "team/a"}, {"$unset": {"folder": ""}})
+    index_db(config)[config["index.jobs"]].update_one({"_id": "team/a"}, {"$set": {"available_at": 0}})
+    assert archiver.run_pass().archived == 1
+    (entry,) = entries(config)
+    assert left in entry["superseded_objects"]
+    assert set(open_store(config).keys()) == {o["key"] for o in entry["objects"].values()} | {left}

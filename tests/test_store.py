@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -101,3 +105,58 @@ def test_s3_locked_put_acknowledged_without_a_version_id_is_a_failure(moto_endpo
         with pytest.raises(StoreError, match=r"put s3://.*/k: .*no version id"):
             store.put("k", b"data", _sha(b"data"), RETAIN)
         assert store.put("unlocked", b"data", _sha(b"data"), None).version_id == "", "nothing to pin without a lock"
+
+
+# -- issue 8 item 23: a full disk or a failed write never leaves half a pair -------------------------
+
+_PUT_ON_A_FULL_DISK = r"""
+import hashlib, resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+from archiver.store import StoreError
+from archiver.store.local import LocalStore
+data = b"x" * 5000
+try:
+    LocalStore(Path(sys.argv[1])).put("room/v1/a.p7m", data, hashlib.sha256(data).hexdigest(), None)
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
+
+
+def test_local_store_on_a_full_disk_leaves_no_half_pair(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _PUT_ON_A_FULL_DISK, str(tmp_path / "s")], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0 and "File too large" in done.stdout, done.stdout + done.stderr
+    assert _files(tmp_path / "s") == []
+
+
+@pytest.mark.parametrize("fail_after", [0, 40, 2010])  # in the object, in its metadata
+def test_local_store_no_space_after_n_bytes(tmp_path: Path, monkeypatch, fail_after: int) -> None:
+    real_write, written = os.write, [0]
+
+    def write(fd: int, data) -> int:
+        if written[0] + len(data) > fail_after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written[0] += len(data)
+        return real_write(fd, data)
+
+    store, data = LocalStore(tmp_path / "s"), b"y" * 2000
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.put("room/v1/a.p7m", data, _sha(data), RETAIN)
+    monkeypatch.undo()
+    assert _files(tmp_path / "s") == [] and store.keys() == []
+    store.put("room/v1/a.p7m", data, _sha(data), RETAIN)  # space again: nothing left over blocks the retry
+    assert _files(tmp_path / "s") == ["room/v1/a.p7m", "room/v1/a.p7m.meta.json"]
+
+
+def test_local_store_keys_skip_orphan_temporary_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.put("room/v1/a.p7m", b"abc", _sha(b"abc"), RETAIN)
+    (tmp_path / "s/room/v1/.tmp-crashed").write_bytes(b"half")
+    assert store.keys() == ["room/v1/a.p7m"] and store.keys("room/v1/") == ["room/v1/a.p7m"]

@@ -1,19 +1,22 @@
-"""`archiver render INPUT --out DIR`: offline signed PDF and JSON from chat documents in a file."""
+"""`archiver render INPUT --out DIR [--contacts FILE]`: offline signed PDF and JSON from chat documents in a file."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 
 HELP = "render chat documents from a file to signed PDF and JSON, offline"
-EXAMPLE = "archiver --config archiver.toml render chats.jsonl --out ./out"
+EXAMPLE = "archiver --config archiver.toml render chats.jsonl --out ./out --contacts contacts.jsonl"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="INPUT", help="chat documents: JSON, JSON lines, Extended JSON or mongo shell")
     p.add_argument("--out", required=True, metavar="DIR", help="where <room>.pdf, <room>.json(.p7s) go")
+    p.add_argument("--contacts", metavar="FILE",
+                   help="contact documents (same formats), joined to the chats by id = room")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,12 +25,34 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     if not config["signing.pkcs12"]:
         config.require("signing.certificate", "signing.key")
-    if not Path(args.input).is_file():
-        raise UsageError(f"INPUT {args.input}: no such file")
-    results = render_file(config, Path(args.input), Path(args.out))
+    source = _readable_file("INPUT", Path(args.input))
+    contacts = _readable_file("--contacts", Path(args.contacts)) if args.contacts else None
+    out = _out_folder(Path(args.out))
+    results = render_file(config, source, out, contacts)
     for line in results.lines:
         print(line)
     print(f"{results.rendered} rendered, {len(results.problems)} failed")
     for problem in results.problems:
         print(f"  FAILED {problem}")
     return ITEMS_FAILED if results.problems else OK
+
+
+def _readable_file(option: str, path: Path) -> Path:
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, not a file")
+    if not path.exists():
+        raise UsageError(f"{option} {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{option} {path}: not readable (permission denied)")
+    return path
+
+
+def _out_folder(path: Path) -> Path:
+    """--out as an existing or new folder; anything else there is a usage error, not a chat's failure."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
+    return path

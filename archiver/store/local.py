@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from archiver.files import TEMP_PREFIX, publish
 from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
 
 _META = ".meta.json"
@@ -23,7 +24,7 @@ class LocalStore:
 
     def check_writable(self) -> None:
         """Create and remove a file in the store directory (OSError if that fails)."""
-        fd, probe = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        fd, probe = tempfile.mkstemp(dir=self.root, prefix=TEMP_PREFIX)
         os.close(fd)
         os.unlink(probe)
 
@@ -42,35 +43,16 @@ class LocalStore:
             raise StoreError(f"put {self.url}/{key}: {exc.strerror or exc}") from None
 
     def _put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
+        """The object, then its metadata, each linked into place complete: a failure removes both, so
+        metadata never exists without its object (and the store never replaces anything)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"sha256": sha256, "size": len(data), "retain_until": retain_until.isoformat() if retain_until else None}
-        self._write_new(path.with_name(path.name + _META), json.dumps(meta).encode())
-        self._write_new(path, data)
-        dir_fd = os.open(path.parent, os.O_RDONLY)  # both links are durable from here on
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            publish([(path, data), (path.with_name(path.name + _META), json.dumps(meta).encode())], 0o444)
+        except FileExistsError:
+            raise ObjectExists(f"{key}: already in the store; refusing to overwrite") from None
         return StoredObject(key=key, version_id="", size=len(data))
-
-    @staticmethod
-    def _write_new(path: Path, data: bytes) -> None:
-        """Write via a temporary file and a hard link: complete or absent, never replaced (the caller
-        makes the link durable by syncing the directory)."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o444)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ObjectExists(f"{path.name}: already in the store; refusing to overwrite") from None
-        finally:
-            os.unlink(tmp)
 
     def get(self, key: str, version_id: str = "") -> bytes:
         try:
@@ -79,18 +61,10 @@ class LocalStore:
             raise ObjectMissing(f"{key}: not in {self.url}") from None
 
     def keys(self, prefix: str = "") -> list[str]:
-        # Walk only the folder the prefix names (a version's folder, say), not the whole store.
-        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        base = self._path(folder) if folder else self.root
-        found = []
-        for path in base.rglob("*"):
-            name = path.relative_to(self.root).as_posix()
-            if path.is_file() and not name.endswith(_META) and not path.name.startswith(".tmp-"):
-                if name.startswith(prefix):
-                    found.append(name)
-        return sorted(found)
+        return sorted(self.iter_keys(prefix))
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        # Walk only the folder the prefix names (a version's folder, say), not the whole store.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self._path(folder) if folder else self.root
         if base.is_dir():
@@ -105,5 +79,5 @@ def _walk(folder: Path, root: Path) -> Iterator[str]:
         for item in found:
             if item.is_dir(follow_symlinks=False):
                 yield from _walk(Path(item.path), root)
-            elif not item.name.endswith(_META) and not item.name.startswith(".tmp-"):
+            elif not item.name.endswith(_META) and not item.name.startswith(TEMP_PREFIX):
                 yield Path(item.path).relative_to(root).as_posix()
