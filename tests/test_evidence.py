@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import time
 
@@ -10,7 +11,7 @@ from archiver import artifacts
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
-from test_pipeline import entries, index_db, job, recent_ms, seed
+from test_pipeline import build_failing_record_puts, entries, index_db, job, recent_ms, seed
 
 
 def source_db(config):
@@ -130,14 +131,21 @@ def test_a_chat_whose_room_is_not_the_jobs_is_quarantined(make_config, monkeypat
     assert "room 'SOMEONE_ELSE'" in report.quarantined[chat["room"]] and entries(config) == []
 
 
+REAL_ARCHIVE = artifacts.archive_in_worker
+
+
+def build_as_other_room(chat, *args, **kwargs):
+    """In the worker process: a build whose transcript is another room's (a renderer bug, say)."""
+    return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **kwargs)
+
+
 def test_a_build_for_another_room_is_quarantined_and_its_objects_set_aside(make_config, monkeypatch) -> None:
     from archiver.store import open_store
 
     config = make_config()
     chat, contact = make_chat(random.Random(37), messages=4, start_ms=recent_ms(30))
     seed(config, [(chat, contact)])
-    real = artifacts.archive_here
-    monkeypatch.setattr(artifacts, "archive_here", lambda chat_, *args: real({**chat_, "room": "OTHER"}, *args))
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_as_other_room)
     report = Archiver(config).run_pass()
     assert "built a transcript of room 'OTHER'" in report.quarantined[chat["room"]]
     (entry,) = entries(config)
@@ -208,15 +216,10 @@ def test_an_upload_left_half_way_is_closed_when_the_source_changes(make_config, 
     chat, contact = make_chat(random.Random(40), messages=4, start_ms=recent_ms(30))
     seed(config, [(chat, contact)])
     archiver = Archiver(config)
-    real_put = artifacts._WORKER_STORE.put
-
-    def put_unless_record(key, *args):
-        if key.endswith(".json.p7m"):
-            raise StoreError("connection reset")
-        return real_put(key, *args)
-    monkeypatch.setattr(artifacts._WORKER_STORE, "put", put_unless_record)
+    monkeypatch.setattr(artifacts, "archive_in_worker",
+                        functools.partial(build_failing_record_puts, StoreError("connection reset")))
     assert chat["room"] in archiver.run_pass().failed
-    monkeypatch.setattr(artifacts._WORKER_STORE, "put", real_put)
+    monkeypatch.undo()
     source_db(config)[config["source.chats"]].update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "call"}})
     index_db(config)[config["index.jobs"]].update_one({"_id": chat["room"]}, {"$set": {"available_at": 0}})
     assert archiver.run_pass().archived == 1

@@ -34,3 +34,14 @@ def test_readme_opens_and_verifies_an_archive_with_outside_tools(tmp_path: Path)
     assert "Signature is Valid" in run.stdout and "Total document signed" in run.stdout
     assert "Certificate is Trusted" in run.stdout
     assert "Verification successful" in run.stderr  # openssl cms -verify
+
+
+def test_the_cli_contract_lists_every_command_and_exit_code() -> None:
+    from archiver.commands import COMMANDS
+    from archiver.commands import common
+
+    contract = (README.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `archiver (\w+)", contract, re.M))
+    assert listed == set(COMMANDS), "docs/cli.md lists exactly the commands there are"
+    codes = {int(c) for c in re.findall(r"^\| (\d) \|", contract, re.M)}
+    assert codes == {common.OK, common.ITEMS_FAILED, common.USAGE, common.VERIFY_FAILED, common.UNREACHABLE}

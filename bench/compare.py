@@ -1,0 +1,72 @@
+"""Old and new code side by side: bench/pipeline.py of two revisions in alternating rounds.
+
+    python bench/compare.py --old 6eee9dc -- --chats 500 --messages 30 --no-s3
+
+Each round runs the old revision's benchmark, then this tree's, on the same
+machine at nearly the same moment, so load and disk caches hit both alike. It
+prints, per revision and round, the bare render+sign+encrypt rate, the end to
+end rate into the local store, and the CPU time of the whole benchmark process
+tree (archiver, workers, MongoDB stand-in) per chat; then the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+BARE = re.compile(r"bare render\+sign\+encrypt ([\d.]+) chats/s")
+LOCAL = re.compile(r"local: +([\d.]+) chats/s")
+CHATS = re.compile(r"^(\d+) chats ", re.M)
+
+
+def run_once(tree: Path, bench_args: list[str]) -> dict[str, float]:
+    """One benchmark run of TREE's code; its rates and the CPU seconds of its process tree per chat."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, str(tree / "bench" / "pipeline.py"), *bench_args], cwd=tree,
+                          env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: benchmark failed\n{done.stdout}\n{done.stderr}")
+    chats = int(CHATS.search(done.stdout).group(1))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"bare": float(BARE.search(done.stdout).group(1)), "local": float(LOCAL.search(done.stdout).group(1)),
+            "cpu_ms_per_chat": 1000 * cpu / (2 * chats)}  # each run builds every chat twice: bare, then local
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--old", required=True, help="the git revision to compare with this tree")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("bench_args", nargs="*", help="arguments for bench/pipeline.py (after --)")
+    args = parser.parse_args(argv)
+    bench_args = args.bench_args or ["--chats", "500", "--messages", "30", "--no-s3"]
+    with tempfile.TemporaryDirectory(prefix="archiver-old-") as scratch:
+        old = Path(scratch) / "old"
+        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(old), args.old], check=True)
+        try:
+            results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+            for round_ in range(1, args.rounds + 1):
+                for label, tree in (("old", old), ("new", HERE)):
+                    result = run_once(tree, bench_args)
+                    results[label].append(result)
+                    print(f"round {round_} {label}: bare {result['bare']:.1f} chats/s, local {result['local']:.1f} "
+                          f"chats/s, CPU {result['cpu_ms_per_chat']:.1f} ms per chat built", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(old)], check=False)
+    for label, runs in results.items():
+        medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(f"median {label} ({args.old if label == 'old' else 'this tree'}): bare {medians['bare']:.1f} chats/s, "
+              f"local {medians['local']:.1f} chats/s, CPU {medians['cpu_ms_per_chat']:.1f} ms per chat built")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
