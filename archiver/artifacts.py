@@ -15,6 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from cryptography import x509
@@ -211,18 +212,33 @@ def init_worker(config: Config) -> None:
     _WORKER_LOCKS = bool(config["storage.object_lock_mode"])
 
 
-def init_pool_worker(config: Config) -> None:
-    """`init_worker` for a worker process of a pass, which must not outlive its pass."""
+def init_pool_worker(config: Config, environ: Mapping[str, str], archiver_pid: int) -> None:
+    """`init_worker` for a worker process of a pass, which must not outlive its pass. ENVIRON is the
+    archiver's environment when it made the pool: a process forked from the fork server would
+    otherwise have the environment of the moment that server started (credentials, say)."""
+    os.environ.clear()
+    os.environ.update(environ)
     init_worker(config)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with, args=(archiver_pid, process_start(archiver_pid)), daemon=True).start()
 
 
-def _exit_with_parent(parent: int) -> None:
-    # A pool worker whose archiver was killed (SIGKILL, OOM) would otherwise wait for work
-    # forever, holding its memory: it shares both ends of the task pipe, so it never reads EOF.
-    while os.getppid() == parent:
+def _exit_with(pid: int, started: str) -> None:
+    # A pool worker whose archiver was killed (SIGKILL, OOM) would otherwise wait for work forever,
+    # holding its memory: it shares both ends of the task pipe, so it never reads EOF. Its parent
+    # is the fork server, which itself waits for every worker to go: so watch the archiver itself.
+    while process_start(pid) == started:
         time.sleep(1)
     os._exit(1)
+
+
+def process_start(pid: int) -> str:
+    """When PID started (clock ticks since boot, from /proc), so that a reused pid is not taken for
+    it; "" once it has ended or is a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]  # state is field 3 of stat(5), starttime field 22
 
 
 def worker_builder() -> ArtifactBuilder:

@@ -222,8 +222,8 @@ class Archiver:
 
     def _process_pool(self, workers: int) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=artifacts.init_pool_worker, initargs=(self.config,),
+            workers, mp_context=_worker_context(),
+            initializer=artifacts.init_pool_worker, initargs=(self.config, dict(os.environ), os.getpid()),
         )
 
     def _drain(self, report: PassReport, limit: int | None, progress: Callable[[PassReport], None] | None) -> None:
@@ -535,6 +535,16 @@ def _unusable(job: Job, chat: Any) -> str:
     if isinstance(room, str) and room and room != job.room:  # never stored under another room
         return f"chat {chat.get('_id')!r} has room {room!r}, not this job's"
     return ""
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes forked from a server process that imported the build's libraries once: a
+    pool starts in about 0.3 s instead of the 1.5 s a spawned process spends importing reportlab,
+    pyHanko and boto3 (one per pass, export and rebuild). The server is single-threaded, so its
+    children are as clean as spawned ones."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["archiver.artifacts"])
+    return context
 
 
 def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:

@@ -7,8 +7,6 @@ import re
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from archiver.signing import Signer, SigningError, SigningIdentity, load_identit
 from certfactory import Made, ago, ahead, make
 from conftest import free_port, require_tool, write_toml
 from test_crash import ARCHIVER
+from test_serve import _get
 
 SIGNING_USAGES = ("digital_signature", "content_commitment")
 
@@ -222,14 +221,6 @@ def test_serve_with_an_unfit_signing_certificate_exits_2_at_start(tmp_path, make
     assert "Traceback" not in serve.stderr
     assert serve.stderr.strip().splitlines()[-1] == (f"archiver: error: signing.certificate: {signer.cert_path}: "
                                                      "CN=Signer: key usage lacks nonRepudiation")
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class _Events(logging.Handler):

@@ -344,7 +344,7 @@ def build_then_signal(*args: Any, **kwargs: Any) -> artifacts.Artifacts:
     global _SIGNALLED
     if not _SIGNALLED:
         _SIGNALLED = True
-        os.kill(os.getppid(), signal.SIGUSR1)
+        os.kill(int(os.environ["TEST_ARCHIVER_PID"]), signal.SIGUSR1)  # its parent is the fork server
         time.sleep(2)
     return REAL_ARCHIVE(*args, **kwargs)
 
@@ -359,6 +359,7 @@ def test_stopping_finishes_the_chats_in_hand_and_hands_back_the_rest(make_config
     seed(config, chats)
     archiver = Archiver(config)
     monkeypatch.setattr(artifacts, "archive_in_worker", build_then_signal)
+    monkeypatch.setenv("TEST_ARCHIVER_PID", str(os.getpid()))
     previous = signal.signal(signal.SIGUSR1, lambda *_: archiver.stop.set())  # as serve's SIGTERM handler does
     try:
         report = archiver.run_pass()

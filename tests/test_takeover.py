@@ -97,10 +97,13 @@ def test_one_worker_renews_its_leases_while_a_build_outlasts_them(make_config, m
 
 def test_a_lost_lease_leaves_the_chat_to_the_worker_that_took_it(make_config, monkeypatch) -> None:
     config = make_config(archive__lease_seconds=1, archive__batch_size=4)
-    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms()) for i in range(8)]
+    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms(), room=f"room-{i}-slow") for i in range(8)]
     seed(config, chats)
     archiver = Archiver(config)
     taken: list = []
+    # Builds slower than a renewal period (lease / 3), so the loss is noticed between two of them.
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "0.4")
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly)
 
     def pause_and_lose_everything() -> None:
         if not taken:  # this worker stalls past its lease, and another takes every chat over
