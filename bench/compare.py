@@ -12,6 +12,7 @@ tree (archiver, workers, MongoDB stand-in) per chat; then the medians.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import resource
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
@@ -27,11 +29,32 @@ LOCAL = re.compile(r"local: +([\d.]+) chats/s")
 CHATS = re.compile(r"^(\d+) chats ", re.M)
 
 
+def become_subreaper() -> None:
+    """Orphaned descendants (worker processes whose fork server exits after the benchmark) become our
+    children, so that their CPU time is counted when we reap them (Linux's PR_SET_CHILD_SUBREAPER)."""
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def reap_orphans(timeout: float = 30.0) -> None:
+    """Wait for every descendant left behind by a run, so their CPU time lands in RUSAGE_CHILDREN."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left
+            return
+        if pid == 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("a benchmark left processes running")
+            time.sleep(0.05)
+
+
 def run_once(tree: Path, bench_args: list[str]) -> dict[str, float]:
     """One benchmark run of TREE's code; its rates and the CPU seconds of its process tree per chat."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, str(tree / "bench" / "pipeline.py"), *bench_args], cwd=tree,
                           env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+    reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: benchmark failed\n{done.stdout}\n{done.stderr}")
@@ -48,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bench_args", nargs="*", help="arguments for bench/pipeline.py (after --)")
     args = parser.parse_args(argv)
     bench_args = args.bench_args or ["--chats", "500", "--messages", "30", "--no-s3"]
+    become_subreaper()
     with tempfile.TemporaryDirectory(prefix="archiver-old-") as scratch:
         old = Path(scratch) / "old"
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(old), args.old], check=True)
