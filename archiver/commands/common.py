@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from typing import Any, Callable
 
 from archiver import config as config_module
 from archiver import logs
@@ -20,3 +23,15 @@ def load_config(args: argparse.Namespace) -> Config:
     config = config_module.load(args.config)
     logs.configure(config["logging.level"], config["logging.format"])
     return config
+
+
+
+def progress_line(count: Callable[[Any], int], describe: Callable[[Any], str], unit: str) -> Callable[[Any], None]:
+    """A progress line on stderr, rewritten in place: DESCRIBE(report), then COUNT(report) per second."""
+    started = time.monotonic()
+
+    def show(report: Any) -> None:
+        rate = count(report) / max(time.monotonic() - started, 1e-6)
+        sys.stderr.write(f"\r{describe(report)}  {rate:.1f} {unit}/s ")
+        sys.stderr.flush()
+    return show

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Callable
+from typing import Any, Callable
 
-from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config, progress_line
 
 HELP = "one archive pass over ended chats"
 EXAMPLE = "archiver --config archiver.toml run --limit 5000"
@@ -35,15 +34,9 @@ def run(args: argparse.Namespace) -> int:
     return OK if report.ok else ITEMS_FAILED
 
 
-def _progress_line() -> Callable:
-    started = time.monotonic()
-
-    def show(report) -> None:
-        rate = report.handled / max(time.monotonic() - started, 1e-6)
-        sys.stderr.write(f"\r{report.handled} chats ({report.archived} archived, {len(report.failed)} failed, "
-                         f"{len(report.quarantined)} quarantined)  {rate:.1f}/s ")
-        sys.stderr.flush()
-    return show
+def _progress_line() -> Callable[[Any], None]:
+    return progress_line(lambda r: r.handled, lambda r: f"{r.handled} chats ({r.archived} archived, "
+                         f"{len(r.failed)} failed, {len(r.quarantined)} quarantined)", "chats")
 
 
 def print_report(report) -> None:

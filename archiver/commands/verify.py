@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from typing import Callable
+from typing import Any, Callable
 
-from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config
+from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
 from archiver.commands.retrieve import load_trust
 from archiver.commands.search import add_actor
 
@@ -73,12 +72,6 @@ def _text(report) -> str:
     return "\n".join(lines)
 
 
-def _progress_line() -> Callable:
-    started = time.monotonic()
-
-    def show(report) -> None:
-        rate = report.entries / max(time.monotonic() - started, 1e-6)
-        sys.stderr.write(f"\r{report.entries} entries, {report.listed} objects listed, "
-                         f"{report.problem_count} problem(s)  {rate:.0f}/s ")
-        sys.stderr.flush()
-    return show
+def _progress_line() -> Callable[[Any], None]:
+    return progress_line(lambda r: r.entries, lambda r: f"{r.entries} entries, {r.listed} objects listed, "
+                         f"{r.problem_count} problem(s)", "entries")
