@@ -7,14 +7,37 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from archiver.cli import main
 from archiver.config import Config
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
+from conftest import write_toml
 from test_pipeline import recent_ms, seed
 
 LANGUAGES = ("it", "en", "ru", "en")
 SERVICES = ("Assistenza clienti", "Billing", "Assistenza clienti", "Sales")
+
+
+CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients")
+
+
+def run_cli(config: Config, tmp_path: Path, *argv: str) -> int:
+    """`archiver ARGV` with CONFIG's settings written to a TOML file, as a legal team would run it."""
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in CLI_KEYS})
+    return main(["--config", str(toml), *argv])
+
+
+def stored_path(config: Config, key: str) -> Path:
+    """The file of KEY in CONFIG's local store."""
+    return Path(config["storage.url"][len("file://"):]) / key
+
+
+def overwrite_stored(config: Config, key: str, data: bytes) -> None:
+    """Replace a (read-only) stored object's bytes, as an attacker with disk access would."""
+    path = stored_path(config, key)
+    path.chmod(0o644)
+    path.write_bytes(data)
 
 
 def search_key(tmp_path: Path) -> Path:

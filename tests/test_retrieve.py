@@ -10,19 +10,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from archiver.cli import main
 from archiver.names import safe_name
 from archiver.store import open_store
-from conftest import require_tool, write_toml
-from retrieval_helpers import archive_samples, audit, index
-
-CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients")
-
-
-def _cli(config, tmp_path: Path, *argv: str) -> int:
-    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in CLI_KEYS})
-    return main(["--config", str(toml), *argv])
-
+from conftest import require_tool
+from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
 
 @pytest.fixture
 def archived(make_config):
@@ -31,18 +22,16 @@ def archived(make_config):
 
 
 def _flip_byte(config, key: str) -> None:
-    path = Path(config["storage.url"][len("file://"):]) / key
-    data = bytearray(path.read_bytes())
+    data = bytearray(stored_path(config, key).read_bytes())
     data[len(data) // 2] ^= 0x01
-    path.chmod(0o644)
-    path.write_bytes(bytes(data))
+    overwrite_stored(config, key, bytes(data))
 
 
 def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp_path, capsys) -> None:
     config, entries = archived
     room = entries[0]["room"]
     out = tmp_path / "case-42"
-    assert _cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out),
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out),
                 "--reason", "case 42: complaint", "--ca", str(keys["ca.crt.pem"]), "--actor", "carol") == 0
     folder = out / f"{safe_name(room)}-v1"
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -68,7 +57,7 @@ def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp
 
 
 def _failed_attempt(config, tmp_path, out: Path, *argv: str) -> tuple[int, str]:
-    code = _cli(config, tmp_path, "retrieve", *argv, "--out", str(out))
+    code = run_cli(config, tmp_path, "retrieve", *argv, "--out", str(out))
     assert not out.exists()  # nothing written, not even the folder
     return code, audit(config)[-1]["outcome"]
 
@@ -118,7 +107,7 @@ def test_retrieve_from_s3_after_the_configuration_moved_on(make_config, keys, tm
     assert entry["store"] == {"url": f"s3://{bucket}/chats/", "endpoint_url": moto_endpoint}
     moved = config.with_overrides(**{"storage.url": f"file://{tmp_path / 'elsewhere'}", "storage.endpoint_url": ""})
     out = tmp_path / "out"
-    assert _cli(moved, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+    assert run_cli(moved, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
                 "--out", str(out), "--reason", "case 9", "--version", "1") == 0
     report = json.loads((out / f"{safe_name(entry['room'])}-v1" / "verification.json").read_text())
     assert report["ok"] and report["store"]["url"] == f"s3://{bucket}/chats/"
@@ -128,7 +117,7 @@ def test_an_entry_without_a_store_uses_the_configured_one(archived, keys, tmp_pa
     config, entries = archived
     index(config).update_one({"_id": entries[1]["_id"]}, {"$unset": {"store": ""}})
     out = tmp_path / "out"
-    assert _cli(config, tmp_path, "retrieve", entries[1]["room"], "--key", str(keys["legal.key.pem"]),
+    assert run_cli(config, tmp_path, "retrieve", entries[1]["room"], "--key", str(keys["legal.key.pem"]),
                 "--out", str(out), "--reason", "old entry") == 0
     assert (out / f"{safe_name(entries[1]['room'])}-v1" / "transcript.pdf").read_bytes().startswith(b"%PDF-")
     assert open_store(config).url in (out / f"{safe_name(entries[1]['room'])}-v1" / "verification.json").read_text()
@@ -138,9 +127,9 @@ def test_an_existing_target_is_not_overwritten(archived, keys, tmp_path) -> None
     config, entries = archived
     room, out = entries[0]["room"], tmp_path / "out"
     argv = ["retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out), "--reason", "case 5"]
-    assert _cli(config, tmp_path, *argv) == 0
+    assert run_cli(config, tmp_path, *argv) == 0
     before = (out / f"{safe_name(room)}-v1" / "verification.json").read_bytes()
-    assert _cli(config, tmp_path, *argv) == 2
+    assert run_cli(config, tmp_path, *argv) == 2
     assert (out / f"{safe_name(room)}-v1" / "verification.json").read_bytes() == before
     assert [p.name for p in out.iterdir()] == [f"{safe_name(room)}-v1"]  # no temporary folder left
 

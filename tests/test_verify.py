@@ -5,40 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from pathlib import Path
 
 import boto3
 import pytest
 
-from archiver.cli import main
 from archiver.integrity import verify_archive
 from archiver.envelope import RecipientKey
 from archiver.store import open_store
-from conftest import write_toml
-from retrieval_helpers import archive_samples, audit, index
-
-CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients")
-
-
-def _cli(config, tmp_path: Path, *argv: str) -> int:
-    toml = write_toml(tmp_path / "v.toml", {k: config[k] for k in CLI_KEYS})
-    return main(["--config", str(toml), *argv])
-
+from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
 
 @pytest.fixture
 def archived(make_config):
     config = make_config()
     return config, archive_samples(config, count=3)
-
-
-def _path(config, key: str) -> Path:
-    return Path(config["storage.url"][len("file://"):]) / key
-
-
-def _overwrite(config, key: str, data: bytes) -> None:
-    path = _path(config, key)
-    path.chmod(0o644)
-    path.write_bytes(data)
 
 
 def _verify(config, keys=None, rooms=None):
@@ -54,10 +33,10 @@ def test_an_intact_archive_verifies_with_and_without_a_key(archived, keys, tmp_p
     config, entries = archived
     plain, full = _verify(config), _verify(config, keys)
     assert plain.ok and full.ok and plain.entries == 3 and plain.objects == 9 and plain.listed == 9
-    assert _cli(config, tmp_path, "verify", "--all", "--json") == 0
+    assert run_cli(config, tmp_path, "verify", "--all", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["entries"] == 3 and report["problems"] == []
-    assert _cli(config, tmp_path, "verify", entries[0]["room"], "--key", str(keys["legal.key.pem"])) == 0
+    assert run_cli(config, tmp_path, "verify", entries[0]["room"], "--key", str(keys["legal.key.pem"])) == 0
     log = audit(config)
     assert [e["action"] for e in log] == ["verify", "verify"] and log[1]["filters"]["with_key"] is True
 
@@ -65,12 +44,12 @@ def test_an_intact_archive_verifies_with_and_without_a_key(archived, keys, tmp_p
 def test_a_flipped_byte_is_named(archived, keys, tmp_path, capsys) -> None:
     config, entries = archived
     key = entries[1]["objects"]["pdf"]["key"]
-    data = bytearray(_path(config, key).read_bytes())
+    data = bytearray(stored_path(config, key).read_bytes())
     data[-40] ^= 0x80
-    _overwrite(config, key, bytes(data))
+    overwrite_stored(config, key, bytes(data))
     (problem,) = _verify(config).problems
     assert problem.room == entries[1]["room"] and "pdf" in problem.problem and "altered" in problem.problem
-    assert _cli(config, tmp_path, "verify", "--all") == 3
+    assert run_cli(config, tmp_path, "verify", "--all") == 3
     out = capsys.readouterr().out
     assert f"PROBLEM {entries[1]['room']} v1: pdf" in out
     assert audit(config)[-1]["outcome"] == "problems" and audit(config)[-1]["rooms"] == [entries[1]["room"]]
@@ -78,7 +57,7 @@ def test_a_flipped_byte_is_named(archived, keys, tmp_path, capsys) -> None:
 
 def test_a_deleted_object_is_named(archived) -> None:
     config, entries = archived
-    _path(config, entries[2]["objects"]["record_signature"]["key"]).unlink()
+    stored_path(config, entries[2]["objects"]["record_signature"]["key"]).unlink()
     (problem,) = _verify(config).problems
     assert problem.room == entries[2]["room"] and "record_signature" in problem.problem and "missing" in problem.problem
 
@@ -86,7 +65,7 @@ def test_a_deleted_object_is_named(archived) -> None:
 def test_an_object_swapped_with_another_rooms_is_named(archived, keys) -> None:
     config, entries = archived
     a, b = entries[0], entries[1]
-    _overwrite(config, a["objects"]["pdf"]["key"], _path(config, b["objects"]["pdf"]["key"]).read_bytes())
+    overwrite_stored(config, a["objects"]["pdf"]["key"], stored_path(config, b["objects"]["pdf"]["key"]).read_bytes())
     assert [room for room, _ in _named(_verify(config))] == [a["room"]]
     # The attacker also edits the index to match: the hashes agree, the content does not.
     index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf": {**b["objects"]["pdf"], "key": a["objects"]["pdf"]["key"]}}})
@@ -100,7 +79,7 @@ def test_a_swapped_record_is_named_by_its_room(archived, keys) -> None:
     config, entries = archived
     a, b = entries[0], entries[1]
     for name in ("record", "record_signature"):
-        _overwrite(config, a["objects"][name]["key"], _path(config, b["objects"][name]["key"]).read_bytes())
+        overwrite_stored(config, a["objects"][name]["key"], stored_path(config, b["objects"][name]["key"]).read_bytes())
         index(config).update_one({"_id": a["_id"]}, {"$set": {f"objects.{name}": {
             **b["objects"][name], "key": a["objects"][name]["key"]}}})
     problems = _named(_verify(config, keys))
@@ -145,9 +124,9 @@ def test_an_entry_left_uploading_past_its_lease_is_named(archived) -> None:
 
 def test_an_unknown_room_is_a_problem_and_rooms_or_all_is_required(archived, tmp_path, capsys) -> None:
     config, _ = archived
-    assert _cli(config, tmp_path, "verify", "NO_SUCH_ROOM") == 3
+    assert run_cli(config, tmp_path, "verify", "NO_SUCH_ROOM") == 3
     assert "NO_SUCH_ROOM: not in the archive index" in capsys.readouterr().out
-    assert _cli(config, tmp_path, "verify") == 2
+    assert run_cli(config, tmp_path, "verify") == 2
 
 
 def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path, moto_endpoint, bucket) -> None:
@@ -157,7 +136,7 @@ def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path,
     assert _verify(config, keys).ok
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").put_object(
         Bucket=bucket, Key=f"chats/{entries[0]['room']}/v1/extra.pdf.p7m", Body=b"planted")
-    assert _cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"])) == 3
+    assert run_cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"])) == 3
     assert [(p.room, "not explained" in p.problem) for p in _verify(config).problems] == [(entries[0]["room"], True)]
 
 
@@ -167,10 +146,10 @@ def test_the_report_keeps_a_bounded_number_of_problems_and_counts_all(archived, 
     config, entries = archived
     monkeypatch.setattr(integrity, "MAX_PROBLEMS_KEPT", 1)
     for entry in entries[:2]:
-        _path(config, entry["objects"]["pdf"]["key"]).unlink()
+        stored_path(config, entry["objects"]["pdf"]["key"]).unlink()
     report = _verify(config)
     assert report.problem_count == 2 and len(report.problems) == 1
-    assert _cli(config, tmp_path, "verify", "--all") == 3
+    assert run_cli(config, tmp_path, "verify", "--all") == 3
     assert "... and 1 more" in capsys.readouterr().out
 
 
@@ -178,7 +157,7 @@ def test_verify_on_the_wire_protocol_stand_in(make_config, keys, nx_uri) -> None
     config = make_config(mongodb__uri=nx_uri)
     entries = archive_samples(config, count=2)
     assert _verify(config, keys).ok and _verify(config).listed == 6
-    _path(config, entries[1]["objects"]["record"]["key"]).unlink()
+    stored_path(config, entries[1]["objects"]["record"]["key"]).unlink()
     assert [(p.room, "missing" in p.problem) for p in _verify(config).problems] == [(entries[1]["room"], True)]
 
 
