@@ -98,11 +98,7 @@ class S3Store:
             raise StoreError(redact(f"get {self.url}{key}: {exc}")) from None
 
     def keys(self, prefix: str = "") -> list[str]:
-        found: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            found.extend(item["Key"][len(self.prefix):] for item in page.get("Contents", []))
-        return found
+        return list(self.iter_keys(prefix))
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
