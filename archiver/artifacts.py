@@ -99,7 +99,8 @@ class ArtifactBuilder:
     def from_config(cls, config: Config, *, encrypt: bool = True) -> "ArtifactBuilder":
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
-            Signer(configured_identity(config), config["signing.timestamp_url"]),
+            Signer(configured_identity(config), config["signing.timestamp_url"],
+                   config["signing.timestamp_max_skew_seconds"]),
             Envelope(configured_recipients(config)) if encrypt else None,
             config["archive.max_message_chars"],
             config["storage.retain_days"],

@@ -115,6 +115,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "jobs": Key(str, "archive_jobs"),
         "state": Key(str, "archive_state"),
         "audit": Key(str, "archive_audit"),
+        "seals": Key(str, "archive_seals"),
     },
     "signing": {
         "certificate": Key(str, ""),
@@ -123,6 +124,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "key_password": Key(str, ""),
         "chain": Key(list, []),
         "timestamp_url": Key(str, ""),
+        "timestamp_max_skew_seconds": Key(float, 300.0, _positive),
     },
     "encryption": {"recipients": Key(list, []), "recipient_fingerprints": Key(list, [], _fingerprints)},
     "storage": {
@@ -161,6 +163,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "schedule": {
         "archive": Key(str, "*/5 * * * *", _crontab),
         "discovery_rescan": Key(str, "30 3 * * *", _crontab),
+        "seal": Key(str, "30 0 * * *", _crontab),
+        "seal_lookback_days": Key(int, 7, _positive),
     },
     "metrics": {
         "port": Key(int, 9108, _not_negative),

@@ -33,6 +33,7 @@ from archiver.render.record import source_digest
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
 from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
+from archiver.timestamps import TimestampError
 from archiver.transcript import InvalidChat
 
 MAX_BACKOFF_SECONDS = 6 * 3600
@@ -504,6 +505,9 @@ class Archiver:
         except InvalidChat as exc:
             self.index.abandon(p.entry)
             self._quarantine(p.job, str(exc), report)
+        except TimestampError as exc:  # an outage of the authority: retried, never quarantined, never B-B
+            self.index.abandon(p.entry)
+            self._fail(p.job, str(exc), report, permanent=False)
         except Exception as exc:  # a renderer or signer bug must not stop the pass
             self.index.abandon(p.entry)
             self._fail(p.job, f"{type(exc).__name__}: {exc}", report, permanent=True)

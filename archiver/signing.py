@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.sign import fields, signers, timestamps
+from pyhanko.sign import fields, signers
 from pyhanko.sign.attributes import CMSAttributeProvider
 from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.signers.pdf_cms import SignedAttributeProviderSpec
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from archiver import certificates
+from archiver import timestamps as archive_timestamps
 
 SIGNATURE_FIELD = "ArchiveSignature"
 
@@ -97,7 +98,7 @@ def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where:
 class Signer:
     """Signs PDFs and JSON records with one identity; build once, use for many chats."""
 
-    def __init__(self, identity: SigningIdentity, timestamp_url: str = "") -> None:
+    def __init__(self, identity: SigningIdentity, timestamp_url: str = "", max_skew_seconds: float = 300.0) -> None:
         self.identity = identity
         der = serialization.Encoding.DER
         certificate = asn1_x509.Certificate.load(identity.certificate.public_bytes(der))
@@ -113,7 +114,7 @@ class Signer:
         # Every signed attribute comes from here: pyHanko then ignores CAdES options given to
         # PdfSignatureMetadata (commitment type, signature policy); add such attributes here.
         self._pyhanko.signed_attr_prov_spec = PadesSignedAttributes(certificate)
-        self._timestamper = timestamps.HTTPTimeStamper(timestamp_url) if timestamp_url else None
+        self._timestamper = archive_timestamps.timestamper(timestamp_url, max_skew_seconds)
         self._pdf_signer = signers.PdfSigner(
             signers.PdfSignatureMetadata(
                 field_name=SIGNATURE_FIELD,

@@ -129,3 +129,14 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed; `make test` installs it (see config/debian-packages.txt)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real RFC 3161 timestamp authority over HTTP on 127.0.0.1 (tests/tsa.py); port chosen free."""
+    import tsa as tsa_module
+
+    authority, server = tsa_module.start(tmp_path_factory.mktemp("tsa"))
+    yield authority
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,138 @@
+"""PAdES B-T: signatures carry an RFC 3161 timestamp from a real authority over HTTP (tests/tsa.py).
+
+pdfsig 22.12 (Debian 12) prints no timestamp line, so the timestamp is shown with
+tools we did not write: `pdfsig -dump` extracts the signature's CMS, `openssl cms
+-cmsout -print` shows its timeStampToken attribute, and `openssl ts -verify`
+checks that token against the signature value it stamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from asn1crypto import cms
+
+from archiver import timestamps
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from conftest import require_tool
+from test_pipeline import entries, job, open_object, recent_ms, seed
+
+
+def _archive_one(config, rng_seed: int = 3):
+    chat, contact = make_chat(random.Random(rng_seed), messages=6, start_ms=recent_ms())
+    seed(config, [(chat, contact)])
+    return chat["room"], Archiver(config).run_pass()
+
+
+def test_a_pdf_archived_with_a_timestamp_authority_is_b_t(make_config, keys, tsa, tmp_path: Path) -> None:
+    require_tool("pdfsig")
+    config = make_config(signing__timestamp_url=tsa.url)
+    asked = len(tsa.requests)
+    room, report = _archive_one(config)
+    assert report.archived == 1, report
+    assert len(tsa.requests) > asked  # the authority was really asked
+    (entry,) = entries(config)
+    pdf = tmp_path / "transcript.pdf"
+    pdf.write_bytes(open_object(config, keys, entry["objects"]["pdf"]))
+
+    listed = subprocess.run(["pdfsig", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert "Signature Type: ETSI.CAdES.detached" in listed and "Signature is Valid" in listed
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    subprocess.run(["pdfsig", "-dump", str(pdf)], cwd=dump, check=True, capture_output=True)
+    (signature,) = dump.glob("*.sig*")
+    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
+                             capture_output=True, text=True, check=True).stdout
+    assert "id-smime-aa-timeStampToken" in printed
+
+    # The token stamps the signature value (CAdES-T): openssl checks it against the TSA's root.
+    signer = cms.ContentInfo.load(signature.read_bytes())["content"]["signer_infos"][0]
+    token = signer["unsigned_attrs"][0]["values"][0]
+    (tmp_path / "value").write_bytes(signer["signature"].native)
+    (tmp_path / "token.der").write_bytes(token.dump())
+    verified = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "value"), "-in",
+                               str(tmp_path / "token.der"), "-token_in", "-CAfile", str(tsa.ca_pem)],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0 and "Verification: OK" in verified.stdout, verified.stderr
+
+    # pyHanko's validator sees the timestamp too
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+
+    status = validate_pdf_signature(PdfFileReader(BytesIO(pdf.read_bytes())).embedded_signatures[0])
+    assert status.intact and status.valid and status.timestamp_validity is not None
+    assert status.timestamp_validity.intact and status.timestamp_validity.valid
+
+
+def test_without_a_timestamp_authority_the_signature_is_b_b(make_config, keys, tmp_path: Path) -> None:
+    """The control for the test above: the same checks find no timestamp when none is configured."""
+    config = make_config()
+    _archive_one(config)
+    (entry,) = entries(config)
+    pdf = tmp_path / "transcript.pdf"
+    pdf.write_bytes(open_object(config, keys, entry["objects"]["pdf"]))
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    subprocess.run(["pdfsig", "-dump", str(pdf)], cwd=dump, check=True, capture_output=True)
+    (signature,) = dump.glob("*.sig*")
+    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
+                             capture_output=True, text=True, check=True).stdout
+    assert "id-smime-aa-timeStampToken" not in printed
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("/garbage", "unusable answer"),
+    ("/wrong-imprint", "does not cover the digest we sent"),
+    ("/skewed", "behind our clock"),
+    ("/refuse", "unusable answer"),
+])
+def test_a_bad_timestamp_answer_fails_the_chat_for_a_retry(make_config, tsa, path: str, reason: str) -> None:
+    config = make_config(signing__timestamp_url=tsa.at(path), archive__retry_backoff_seconds=0)
+    room, report = _archive_one(config)
+    assert report.archived == 0 and not report.quarantined
+    assert reason in report.failed[room] and tsa.at(path) in report.failed[room]
+    assert entries(config, status="archived") == []  # never archived as B-B instead
+    assert job(config, room)["state"] == "failed"
+
+    # the authority behaves again: the next pass archives the chat, with its timestamp
+    fixed = config.with_overrides(**{"signing.timestamp_url": tsa.url})
+    again = Archiver(fixed).run_pass()
+    assert again.archived == 1 and [e["room"] for e in entries(fixed, status="archived")] == [room]
+
+
+def test_an_unreachable_authority_fails_every_attempt_and_never_quarantines(make_config) -> None:
+    from conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    config = make_config(signing__timestamp_url=url, archive__retry_backoff_seconds=0, archive__max_attempts=2)
+    room, report = _archive_one(config)
+    assert "unreachable" in report.failed[room]
+    for _ in range(3):  # past archive.max_attempts: an outage is not the chat's fault
+        report = Archiver(config).run_pass()
+        assert room in report.failed and not report.quarantined
+    assert entries(config, status="archived") == []
+
+
+def test_a_token_is_checked_against_the_digest_and_the_clock(tsa) -> None:
+    good = timestamps.timestamp(timestamps.timestamper(tsa.url, 300), b"evidence")
+    token = cms.ContentInfo.load(good)
+    digest = hashlib.sha256(b"evidence").digest()
+    timestamps.check_token(token, digest, "sha256", None)
+    with pytest.raises(timestamps.TimestampError, match="wrong message imprint"):
+        timestamps.check_token(token, hashlib.sha256(b"other").digest(), "sha256", None)
+    with pytest.raises(timestamps.TimestampError, match="wrong message imprint"):
+        timestamps.check_token(token, digest, "sha512", None)
+    # skewed tokens are refused, with both clocks named
+    skewed = timestamps.timestamper(tsa.at("/skewed"), 3 * 86400)  # tolerant enough: accepted
+    stamped = timestamps.token_time(timestamps.timestamp(skewed, b"x"))
+    assert 1.9 * 86400 < (timestamps.token_time(good) - stamped).total_seconds() < 2.1 * 86400
+
+
+def test_no_url_means_no_timestamper() -> None:
+    assert timestamps.timestamper("", 300) is None
