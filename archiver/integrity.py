@@ -33,6 +33,7 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.generic_cms import async_validate_detached_cms
 from pyhanko_certvalidator import ValidationContext
 
+from archiver import seals
 from archiver.artifacts import OBJECTS
 from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
@@ -239,6 +240,7 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     with_key: bool = False
     seconds: float = 0.0
+    seals: int = 0  # seals recomputed (docs/seals.md)
 
     @property
     def ok(self) -> bool:
@@ -266,6 +268,7 @@ class Verifier:
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.key = key
         self.trust = trust
+        self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
 
     def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
         """ROOMS (None: every entry and every stored object)."""
@@ -325,6 +328,7 @@ class Verifier:
         for entry in self.entries.find({"$and": [named, here]}, {"objects": 1, "superseded_objects": 1}):
             explained.update(o.get("key") for o in (entry.get("objects") or {}).values())
             explained.update(entry.get("superseded_objects") or [])
+        explained |= self.explain_more(keys)
         for key in keys:
             if key not in explained:
                 report.add(Problem(key.split("/", 1)[0], None,
@@ -351,6 +355,8 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
         return stores[where]
 
     verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust)
+    book = seals.open_book(config)
+    verifier.explain_more = book.explained
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it
@@ -362,5 +368,17 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             targets[store_location(store)["url"]] = store
         for store in targets.values():
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
+    _check_seals(config, entries, rooms, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: VerifyReport) -> None:
+    """Every seal of the days ROOMS' entries belong to (None: every seal) recomputes from the index now."""
+    days = None
+    if rooms is not None:
+        days = [day for entry in entries.find({"room": {"$in": [str(r) for r in rooms]}})
+                for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day]
+    report.seals, problems = seals.check_days(config, days)
+    for problem in problems:
+        report.add(Problem(problem.room, problem.version, problem.problem))

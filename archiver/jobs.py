@@ -37,6 +37,7 @@ class Service:
         self.last_activity = time.time()  # a finished chat or pass; start-up until then
         self.last_error = ""
         self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
+        self.seal_error = ""  # the last seal run failed or found a sealed day changed
         self.certificates: list[Expiry] = []
         self.check_certificates()
 
@@ -80,6 +81,20 @@ class Service:
             self.rescan_error = ""
         self.metrics.record_rescan(ok=not self.rescan_error)
 
+    def seal(self) -> None:
+        """The scheduled seal of the last days (idempotent); a failure shows like a failed rescan."""
+        from archiver.audit import Actor
+        from archiver.seals import default_days, seal_days
+
+        try:
+            outcomes = seal_days(self.config, default_days(self.config), Actor.current("archiver serve"))
+            failed = [str(o) for o in outcomes if o.problems]
+        except Exception as exc:
+            failed = [f"{type(exc).__name__}: {exc}"]
+        self.seal_error = "; ".join(failed)
+        if failed:
+            event("seal_failed", logging.ERROR, error=self.seal_error)
+
     def refresh_gauges(self) -> None:
         for state, count in self.archiver.queue.counts().items():
             self.metrics.queue.labels(state).set(count)
@@ -95,12 +110,14 @@ class Service:
         warnings = [w for w in (c.warning() for c in self.certificates) if w]
         errors = [f"error: {self.last_error}"] if self.last_error else []
         errors += [f"rescan error: {self.rescan_error}"] if self.rescan_error else []
+        errors += [f"seal error: {self.seal_error}"] if self.seal_error else []
         return [*errors, *warnings]
 
     def healthy(self) -> bool:
         """No failed pass or rescan, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
         stale = self.config["metrics.stale_after_minutes"] * 60
-        return not self.last_error and not self.rescan_error and time.time() - self.last_activity < stale
+        return (not self.last_error and not self.rescan_error and not self.seal_error
+                and time.time() - self.last_activity < stale)
 
 
 def serve(config: Config, stop: threading.Event | None = None) -> int:
@@ -117,6 +134,9 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     if config["schedule.discovery_rescan"]:
         scheduler.add_job(service.rescan, CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
                           id="discovery_rescan", **once)
+    if config["schedule.seal"]:
+        scheduler.add_job(service.seal, CronTrigger.from_crontab(config["schedule.seal"], timezone="UTC"),
+                          id="seal", **once)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -24,10 +24,11 @@ from pymongo import DESCENDING
 from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
-from archiver.integrity import Opened, check_content, check_stored
+from archiver import seals
+from archiver.integrity import Check, Opened, check_content, check_stored
 from archiver.index import index_database
 from archiver.names import safe_name
-from archiver.store import open_store_for, store_location
+from archiver.store import StoreError, open_store_for, store_location
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
 
@@ -75,9 +76,10 @@ def retrieve(config: Config, request: Request) -> Path:
     opened = check_stored(entry, store)
     if opened.ok:
         check_content(opened, request.key, list(request.trust))
+    proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures())
-    files = _files(opened, _report(opened, request, store_location(store)))
+    files = _files(opened, _report(opened, request, store_location(store), proof))
     _write_all(target, files)
     return target
 
@@ -92,7 +94,24 @@ def _files(opened: Opened, report: dict[str, Any]) -> dict[str, bytes]:
     return files
 
 
-def _report(opened: Opened, request: Request, store: dict[str, str]) -> dict[str, Any]:
+def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
+    """The entry's inclusion proof in its day's seal (None: not sealed yet), checked: an entry that is
+    not in the seal, or no longer hashes to its sealed leaf, fails the retrieval."""
+    try:
+        proof = seals.inclusion_proof(config, opened.entry)
+    except StoreError as exc:  # the seal's document is missing or altered in the store
+        opened.checks.append(Check("sealed: the seal of the entry's day can be read", False, str(exc)))
+        return None
+    if proof is not None:
+        ok = proof["in_seal"] and proof["matches_index"]
+        opened.checks.append(Check(f"sealed: the entry is leaf {proof.get('index')} of seal {proof['seal']['seq']} "
+                                   f"of {proof['day']}, unchanged since", bool(ok),
+                                   f"root {proof['seal']['root']}" if ok else "not in the seal, or changed since"))
+    return proof
+
+
+def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
     entry = opened.entry
     return {
         "ok": opened.ok,
@@ -113,7 +132,9 @@ def _report(opened: Opened, request: Request, store: dict[str, str]) -> dict[str
             "openssl cms -verify -binary -inform DER -in record.json.p7s -content record.json "
             "-CAfile YOUR-CA.pem -out /dev/null",
             "sha256sum *  (compare with 'files' below)",
+            "inclusion_proof: recompute the root from 'leaf' and 'audit_path' as docs/seals.md shows",
         ],
+        "inclusion_proof": proof,
     }
 
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary(report) -> str:
     return (f"{report.entries} entries, {report.objects} objects checked, {report.listed} stored objects listed, "
-            f"{report.problem_count} problem(s){' (content checked with a key)' if report.with_key else ''} "
+            f"{report.seals} seal(s) recomputed, {report.problem_count} problem(s){' (content checked with a key)' if report.with_key else ''} "
             f"in {report.seconds:.1f} s")
 
 

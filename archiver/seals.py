@@ -1,0 +1,544 @@
+"""Seals: each UTC day's index entries under a signed, timestamped Merkle root, locked in the store.
+
+A seal proves, to anyone holding it and the signer's (and timestamp authority's)
+certificates, which entries the archive held for a day and what they said, at a
+time the authority vouches for. The day an entry belongs to is the day of its
+event: `archived_at` for an archive, `deleted_at` for a tombstone (status
+`deleted`, issue 10). Each entry's event is one leaf: the canonical JSON of a
+fixed list of its fields (see `leaf`, documented in docs/seals.md so an auditor
+recomputes it without our code). Leaves are ordered by (event time, room,
+version, status), hashed as RFC 6962 leaves, and folded into a root (merkle.py).
+
+The seal document (canonical JSON) holds the day, the root, every leaf's
+(room, version, status, leaf hash), the head of the audit log and who sealed it
+when; it is signed (detached CMS, `openssl cms -verify`) and its signature
+timestamped (RFC 3161, `openssl ts -verify`), all three stored under Object Lock
+(`~seals/DAY/...`: no room folder can start with `~`) and recorded in the index
+(`index.seals`, the document without its leaf list).
+
+Sealing a day again changes nothing while its entries are as sealed (idempotent).
+Entries that arrived later (a clock-skewed or stalled writer) get a new seal,
+numbered on, that holds every earlier leaf and names the seal it extends: an
+earlier seal is never rewritten. An entry removed or changed since its seal makes
+sealing that day refuse (SealConflict) and `verify` name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from asn1crypto import cms
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, validate_tst_signed_data
+from pyhanko_certvalidator import ValidationContext
+
+from archiver import merkle, timestamps
+from archiver.audit import Actor, AuditLog, open_audit_log
+from archiver.config import Config
+from archiver.index import index_database
+from archiver.signing import Signer, load_identity
+from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, store_location
+
+FORMAT = "archiver-seal/1"
+LEAF_FORMAT = "archiver-seal-leaf/1"
+PREFIX = "~seals/"  # safe_name never starts a room folder with "~": seals share no folder with a room
+DAY = dt.timedelta(days=1)
+
+# What an archive leaf holds besides room, version, status and its objects, in the entry's own names.
+ARCHIVE_FIELDS = ("archived_at", "kind", "started_at", "ended_at", "ctlive_type", "channel", "service", "agents",
+                  "customers", "message_count", "source_sha256", "signing_certificate_sha256")
+# A tombstone (issue 10) keeps room, version and `objects` (key, size, sha256) and adds these.
+TOMBSTONE_FIELDS = ("deleted_at", "deletion_rule", "archived_leaf_sha256")
+EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
+
+
+class SealConflict(RuntimeError):
+    """A sealed day's entries were removed or changed since: sealing it again would hide that."""
+
+
+class SealingRefused(ValueError):
+    """The day asked for has not ended yet (plus the grace every writer gets)."""
+
+
+# ---- leaves ---------------------------------------------------------------------------------------
+
+def canonical(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 (the audit log's encoding too)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _time(value: Any) -> Any:
+    """Datetimes as ISO 8601 UTC with milliseconds and Z (what MongoDB stores); others unchanged."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds") + "Z"
+    if isinstance(value, (str, int, float, bool, type(None), list, dict)):
+        return value
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return _time(value)
+
+
+def leaf(entry: dict[str, Any], status: str = "archived") -> bytes:
+    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md."""
+    objects = {name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
+               for name, o in sorted((entry.get("objects") or {}).items())}
+    body: dict[str, Any] = {"format": LEAF_FORMAT, "room": entry["room"], "version": entry["version"],
+                            "status": status, "objects": objects}
+    if status == "archived":
+        body.update({name: _plain(entry.get(name)) for name in ARCHIVE_FIELDS})
+        body["superseded_objects"] = sorted(entry.get("superseded_objects") or [])
+    else:
+        body.update({name: _plain(entry.get(name)) for name in TOMBSTONE_FIELDS})
+    return canonical(body)
+
+
+def leaf_hash(entry: dict[str, Any], status: str = "archived") -> bytes:
+    """The RFC 6962 leaf hash of ENTRY's STATUS event. A tombstone that no longer holds what its
+    archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is."""
+    if status == "archived" and entry.get("status") == "deleted" and entry.get("archived_leaf_sha256"):
+        return bytes.fromhex(entry["archived_leaf_sha256"])
+    return merkle.leaf_hash(leaf(entry, status))
+
+
+@dataclass(frozen=True)
+class Leaf:
+    room: str
+    version: int
+    status: str
+    digest: bytes
+
+    @property
+    def ident(self) -> tuple[str, int, str]:
+        return self.room, self.version, self.status
+
+    def as_list(self) -> list[Any]:
+        return [self.room, self.version, self.status, self.digest.hex()]
+
+
+def day_of(entry: dict[str, Any], status: str = "archived") -> str | None:
+    """The day (YYYY-MM-DD, UTC) whose seal covers ENTRY's STATUS event; None if it has none."""
+    when = entry.get(EVENT_TIME[status])
+    if not isinstance(when, dt.datetime):
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return when.date().isoformat()
+
+
+def _bounds(day: str) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.timezone.utc)
+    return start, start + DAY
+
+
+def current_leaves(entries: Any, day: str) -> list[Leaf]:
+    """Every event of DAY in the index now, in seal order (event time, room, version, status)."""
+    start, end = _bounds(day)
+    keyed = []
+    for status, when in EVENT_TIME.items():
+        query: dict[str, Any] = {when: {"$gte": start, "$lt": end}}
+        if status != "archived":
+            query["status"] = status
+        for entry in entries.find(query):
+            keyed.append(((_time(entry[when]), entry["room"], entry["version"], status),
+                          Leaf(entry["room"], entry["version"], status, leaf_hash(entry, status))))
+    keyed.sort(key=lambda pair: pair[0])
+    return [item for _, item in keyed]
+
+
+# ---- the seal book: the index's `seals` collection and the stored documents -------------------------
+
+@dataclass
+class SealOutcome:
+    day: str
+    action: str  # "sealed", "unchanged", "refused", "failed"
+    seal: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if self.seal is None:
+            return f"{self.day}: {self.action}: " + "; ".join(self.problems)
+        s = self.seal
+        stamped = f", timestamped {s['timestamped_at']}" if s.get("timestamped_at") else ", NOT timestamped"
+        return (f"{self.day}: {self.action} (seal {s['seq']}: {s['count']} entries, root {s['root']}"
+                f"{stamped}; {s['objects']['document']['key']})")
+
+
+class SealBook:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        db = index_database(config)
+        self.entries = db[config["index.entries"]]
+        self.seals = db[config["index.seals"]]
+        self.audit = AuditLog(db[config["index.audit"]])
+
+    def ensure_indexes(self) -> None:
+        self.seals.create_index([("day", ASCENDING), ("seq", ASCENDING)], unique=True, name="day_seq")
+        self.seals.create_index([("objects.document.key", ASCENDING)], name="document_key")
+        for when in EVENT_TIME.values():  # the day's events, found without a scan
+            self.entries.create_index([(when, ASCENDING)], name=when)
+
+    def of_day(self, day: str) -> list[dict[str, Any]]:
+        return list(self.seals.find({"day": day}, {"_id": 0}).sort("seq", ASCENDING))
+
+    def days(self) -> list[str]:
+        return sorted(self.seals.distinct("day"))
+
+    def explained(self, keys: list[str]) -> set[str]:
+        """Which of the store KEYS are objects of a recorded seal."""
+        found: set[str] = set()
+        wanted = [k for k in keys if k.startswith(PREFIX)]
+        if not wanted:
+            return found
+        for name in ("document", "signature", "timestamp"):
+            for seal in self.seals.find({f"objects.{name}.key": {"$in": wanted}}, {"objects": 1}):
+                found.update(o["key"] for o in seal["objects"].values())
+        return found & set(wanted)
+
+    def store_of(self, seal: dict[str, Any]) -> ObjectStore:
+        return open_store_for(seal, self.config)
+
+
+def open_book(config: Config) -> SealBook:
+    config.require("mongodb.uri")
+    book = SealBook(config)
+    book.ensure_indexes()
+    return book
+
+
+_DOCUMENTS: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
+_DOCUMENTS_KEPT = 8  # a bundle of many rooms asks for the same few days' seals again and again
+
+
+def stored_document(book: SealBook, seal: dict[str, Any]) -> dict[str, Any]:
+    """SEAL's document from the store, checked against the index's SHA-256 (a few are cached)."""
+    obj = seal["objects"]["document"]
+    store = book.store_of(seal)
+    cache_key = (store.url, obj["key"], obj.get("version_id", ""), obj["sha256"])
+    if cache_key in _DOCUMENTS:
+        _DOCUMENTS.move_to_end(cache_key)
+        return _DOCUMENTS[cache_key]
+    data = store.get(obj["key"], obj.get("version_id", ""))
+    if hashlib.sha256(data).hexdigest() != obj["sha256"]:
+        raise StoreError(f"seal document {obj['key']}: its SHA-256 differs from the index (altered?)")
+    _DOCUMENTS[cache_key] = document = json.loads(data)
+    while len(_DOCUMENTS) > _DOCUMENTS_KEPT:
+        _DOCUMENTS.popitem(last=False)
+    return document
+
+
+# ---- sealing -------------------------------------------------------------------------------------
+
+def sealable_days(config: Config, first: dt.date, last: dt.date, now: dt.datetime | None = None) -> list[str]:
+    """The days FIRST..LAST; SealingRefused if LAST has not ended yet (plus archive.lease_seconds,
+    within which a writer may still record an entry of that day)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if first > last:
+        raise SealingRefused(f"--from {first} is after --to {last}")
+    closes = _bounds(last.isoformat())[1] + dt.timedelta(seconds=config["archive.lease_seconds"])
+    if closes > now:
+        raise SealingRefused(f"{last}: the day has not ended yet; it can be sealed from {closes:%Y-%m-%d %H:%M} UTC")
+    return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def default_days(config: Config, now: dt.datetime | None = None) -> list[str]:
+    """What the scheduled job seals: the last schedule.seal_lookback_days days that can be sealed."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    last = (now - dt.timedelta(seconds=config["archive.lease_seconds"])).date() - dt.timedelta(days=1)
+    return sealable_days(config, last - dt.timedelta(days=config["schedule.seal_lookback_days"] - 1), last, now)
+
+
+def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome]:
+    """Seal each of DAYS (idempotent); one day's failure never stops the others."""
+    book = open_book(config)
+    signer = Signer(load_identity(config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
+                                  config["signing.key_password"], config["signing.chain"]))
+    stamper = timestamps.from_config(config)
+    store = open_store(config)
+    outcomes = []
+    for day in days:
+        try:
+            outcomes.append(seal_day(book, day, signer, stamper, store, actor))
+        except SealConflict as exc:
+            outcomes.append(SealOutcome(day, "refused", problems=list(exc.args[1])))
+        except (timestamps.TimestampError, StoreError) as exc:
+            outcomes.append(SealOutcome(day, "failed", problems=[str(exc)]))
+    log = open_audit_log(config)
+    for outcome in outcomes:
+        log.record("seal", actor, outcome={"sealed": "ok", "unchanged": "ok"}.get(outcome.action, outcome.action),
+                   filters={"day": outcome.day}, detail=str(outcome))
+    return outcomes
+
+
+def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: ObjectStore, actor: Actor
+             ) -> SealOutcome:
+    leaves = current_leaves(book.entries, day)
+    earlier = book.of_day(day)
+    previous = None
+    if earlier:
+        latest = earlier[-1]
+        sealed = [_leaf_from_list(item) for item in stored_document(book, latest)["leaves"]]
+        problems = compare(sealed, leaves, day, latest["seq"])
+        dropped = [str(p) for p in problems if p.kind != "uncovered"]
+        if dropped:
+            raise SealConflict(f"{day}: sealed entries removed or changed", dropped)
+        if not problems:
+            return SealOutcome(day, "unchanged", latest)
+        # entries arrived after the last seal: a new seal holds every sealed leaf first, then them
+        known = {leaf.ident for leaf in sealed}
+        leaves = sealed + [leaf for leaf in leaves if leaf.ident not in known]
+        previous = {"seq": latest["seq"], "document_sha256": latest["objects"]["document"]["sha256"],
+                    "count": latest["count"], "root": latest["root"]}
+    seal = _make_seal(book, day, leaves, len(earlier) + 1, previous, signer, stamper, store, actor)
+    return SealOutcome(day, "sealed", seal)
+
+
+def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous: dict[str, Any] | None,
+               signer: Signer, stamper: Any, store: ObjectStore, actor: Actor) -> dict[str, Any]:
+    root, count = merkle.root(leaf.digest for leaf in leaves)
+    head = book.audit.head()
+    created = dt.datetime.now(dt.timezone.utc)
+    start, end = _bounds(day)
+    document = {
+        "format": FORMAT, "day": day, "from": _time(start), "to": _time(end), "seq": seq, "count": count,
+        "root": root.hex(), "leaves": [leaf.as_list() for leaf in leaves], "previous": previous,
+        "audit_head": {"seq": head["seq"], "hash": head["hash"]} if head else None,
+        "created_at": _time(created), "sealer": actor.as_dict(), "signer_sha256": signer.identity.fingerprint,
+        "leaf_format": LEAF_FORMAT,
+    }
+    body = canonical(document)
+    signature = signer.sign_detached(body)
+    token = timestamps.timestamp(stamper, signature) if stamper is not None else None
+    folder = f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"
+    blobs = {"document": (folder + ".json", body), "signature": (folder + ".json.p7s", signature)}
+    if token is not None:
+        blobs["timestamp"] = (folder + ".json.p7s.tsr", token)
+    retain = (created + dt.timedelta(days=book.config["storage.retain_days"])
+              if book.config["storage.object_lock_mode"] else None)
+    objects = {}
+    for name, (key, data) in blobs.items():
+        digest = hashlib.sha256(data).hexdigest()
+        stored = store.put(key, data, digest, retain)
+        objects[name] = {"key": key, "sha256": digest, "size": len(data), "version_id": stored.version_id}
+    record = {k: v for k, v in document.items() if k != "leaves"}
+    record.update(objects=objects, store=store_location(store),
+                  timestamped_at=_time(timestamps.token_time(token)) if token else None)
+    try:
+        book.seals.insert_one(dict(record))
+    except DuplicateKeyError:  # another sealer numbered this seal first: its objects and ours both stay
+        raise SealConflict(f"{day}: seal {seq} was made by another sealer at the same time",
+                           [f"seal {seq} of {day} made concurrently; run archiver seal again"]) from None
+    return record
+
+
+def _leaf_from_list(item: list[Any]) -> Leaf:
+    room, version, status, digest = item
+    return Leaf(room, version, status, bytes.fromhex(digest))
+
+
+@dataclass(frozen=True)
+class Difference:
+    room: str
+    version: int
+    kind: str  # "removed", "changed", "uncovered"
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.room} v{self.version}: {self.text}"
+
+
+def compare(sealed: list[Leaf], current: list[Leaf], day: str, seq: int) -> list[Difference]:
+    """What differs between a seal's leaves and the index now, each named by its room and version."""
+    now = {leaf.ident: leaf.digest for leaf in current}
+    then = {leaf.ident: leaf.digest for leaf in sealed}
+    found = []
+    for (room, version, status), digest in then.items():
+        if (room, version, status) not in now:
+            found.append(Difference(room, version, "removed", f"its {status} entry was removed from the index "
+                                                              f"after {day} was sealed (seal {seq})"))
+        elif now[(room, version, status)] != digest:
+            found.append(Difference(room, version, "changed", f"its {status} index entry was changed after {day} "
+                                                              f"was sealed (seal {seq}): it no longer hashes to "
+                                                              "the sealed leaf"))
+    for room, version, status in sorted(now.keys() - then.keys()):
+        found.append(Difference(room, version, "uncovered", f"its {status} entry is dated {day} but not covered "
+                                f"by seal {seq} (recorded after sealing: `archiver seal` seals it; or planted)"))
+    return found
+
+
+# ---- verification --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SealProblem:
+    room: str  # the room, or "seal DAY#SEQ" for a problem of the seal itself
+    version: int | None
+    problem: str
+
+
+def check_days(config: Config, days: list[str] | None) -> tuple[int, list[SealProblem]]:
+    """Every seal of DAYS (None: every sealed day): how many seals were checked, and what is wrong."""
+    book = open_book(config)
+    problems: list[SealProblem] = []
+    checked = 0
+    audit_ok = not book.audit.verify()
+    for day in book.days() if days is None else sorted(set(days)):
+        seals = book.of_day(day)
+        later: list[Leaf] | None = None  # the leaves of the seal after this one
+        for n in reversed(range(len(seals))):
+            checked += 1
+            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later, audit_ok)
+            problems.extend(found)
+            later = leaves if leaves is not None else later
+    return checked, problems
+
+
+def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None,
+                audit_ok: bool) -> tuple[list[Leaf] | None, list[SealProblem]]:
+    """SEAL's objects, document, signature, timestamp and audit head; then its leaves against the index
+    (the latest seal of a day) or against the seal that extends it (LATER). Returns its leaves too."""
+    name = f"seal {seal['day']}#{seal['seq']}"
+    problems: list[SealProblem] = []
+    blobs = _fetch_objects(book, seal, name, problems)
+    if "document" not in blobs:
+        return None, problems
+    document = json.loads(blobs["document"])
+    problems.extend(_check_document(name, seal, document, before))
+    if "signature" in blobs:
+        problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp")))
+    problems.extend(_check_audit_head(book, name, document.get("audit_head"), audit_ok))
+    sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
+    if later is None:
+        current = current_leaves(book.entries, seal["day"])
+        problems.extend(SealProblem(d.room, d.version, d.text) for d in compare(sealed, current, seal["day"], seal["seq"]))
+    else:
+        kept = {leaf.ident: leaf.digest for leaf in later}
+        problems.extend(SealProblem(leaf.room, leaf.version, f"sealed by {name} but dropped or changed by the "
+                                                             "seal that extends it")
+                        for leaf in sealed if kept.get(leaf.ident) != leaf.digest)
+    return sealed, problems
+
+
+def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: list[SealProblem]) -> dict[str, bytes]:
+    store = book.store_of(seal)
+    blobs: dict[str, bytes] = {}
+    for part, obj in seal["objects"].items():
+        try:
+            data = store.get(obj["key"], obj.get("version_id", ""))
+        except ObjectMissing:
+            problems.append(SealProblem(name, None, f"{part} {obj['key']} is missing from the store"))
+            continue
+        except StoreError as exc:
+            problems.append(SealProblem(name, None, f"{part} {obj['key']}: cannot read it ({exc})"))
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != obj["sha256"] or len(data) != obj["size"]:
+            problems.append(SealProblem(name, None, f"{part} {obj['key']} was altered in the store "
+                                                    f"(SHA-256 {digest}, index {obj['sha256']})"))
+            continue
+        blobs[part] = data
+    return blobs
+
+
+def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], before: dict[str, Any] | None
+                    ) -> Iterator[SealProblem]:
+    recorded = {k: v for k, v in seal.items() if k not in ("objects", "store", "timestamped_at")}
+    stored = {k: v for k, v in document.items() if k != "leaves"}
+    if canonical(recorded) != canonical(stored):
+        differ = sorted(k for k in recorded.keys() | stored.keys() if recorded.get(k) != stored.get(k))
+        yield SealProblem(name, None, f"the index copy differs from the stored seal in {', '.join(differ)}")
+    root, count = merkle.root(bytes.fromhex(item[3]) for item in document.get("leaves", []))
+    if root.hex() != document.get("root") or count != document.get("count"):
+        yield SealProblem(name, None, f"its leaves do not recompute its root ({count} leaves, root {root.hex()})")
+    if before is not None and (document.get("previous") or {}).get("document_sha256") != \
+            before["objects"]["document"]["sha256"]:
+        yield SealProblem(name, None, f"it does not name seal {before['seq']} of its day as the one it extends")
+
+
+def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None) -> Iterator[SealProblem]:
+    context = ValidationContext(trust_roots=[], allow_fetching=False)
+    try:
+        signed = cms.ContentInfo.load(signature)["content"]
+        status = asyncio.run(async_validate_detached_cms(body, signed, context))
+        intact = status.intact and status.valid
+    except Exception as exc:
+        intact, status = False, exc
+    if not intact:
+        yield SealProblem(name, None, f"its signature does not verify over the stored document ({status})")
+    if token is None:
+        return
+    try:
+        token_data = cms.ContentInfo.load(token)["content"]
+        expected = hashlib.sha256(signature).digest()
+        result = asyncio.run(validate_tst_signed_data(token_data, context, lambda _algorithm: expected))
+        ok = result.get("intact") and result.get("valid")
+    except Exception as exc:
+        ok, result = False, {"error": str(exc)}
+    if not ok:
+        yield SealProblem(name, None, "its timestamp token does not verify over its signature")
+
+
+def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None, audit_ok: bool
+                      ) -> Iterator[SealProblem]:
+    if not audit_ok:
+        yield SealProblem(name, None, "the audit log's chain is broken (see `archiver audit verify`)")
+    if head is None:
+        return
+    found = book.audit.collection.find_one({"seq": head["seq"]}, {"hash": 1})
+    if found is None:
+        yield SealProblem(name, None, f"audit log entry {head['seq']}, the head when sealed, was removed")
+    elif found.get("hash") != head["hash"]:
+        yield SealProblem(name, None, f"audit log entry {head['seq']}, the head when sealed, was changed")
+
+
+# ---- inclusion proofs ----------------------------------------------------------------------------
+
+def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archived") -> dict[str, Any] | None:
+    """ENTRY's audit path to the root of the latest seal of its day, with everything an auditor needs
+    to recompute it (docs/seals.md); None when its day is not sealed yet."""
+    day = day_of(entry, status)
+    if day is None:
+        return None
+    book = SealBook(config)
+    seals = book.of_day(day)
+    if not seals:
+        return None
+    seal = seals[-1]
+    leaves = stored_document(book, seal)["leaves"]
+    ident = [entry["room"], entry["version"], status]  # how the document lists a leaf
+    position = next((i for i, item in enumerate(leaves) if item[:3] == ident), None)
+    digest = leaf_hash(entry, status)
+    proof: dict[str, Any] = {
+        "day": day, "seal": {k: seal[k] for k in ("seq", "count", "root", "created_at", "timestamped_at")},
+        "seal_objects": seal["objects"], "seal_store": seal.get("store"),
+        "leaf_format": LEAF_FORMAT, "leaf": leaf(entry, status).decode("utf-8"), "leaf_sha256": digest.hex(),
+        "in_seal": position is not None,
+    }
+    if position is None:
+        return proof
+    hashes = [bytes.fromhex(item[3]) for item in leaves]
+    proof.update(index=position, tree_size=len(hashes), audit_path=[h.hex() for h in merkle.audit_path(hashes, position)],
+                 matches_index=hashes[position] == digest)
+    return proof
+
+
+def proof_check(proof: dict[str, Any]) -> bool:
+    """Whether PROOF leads from its leaf to its seal's root (what docs/seals.md shows in a few lines)."""
+    if not proof.get("in_seal"):
+        return False
+    digest = merkle.leaf_hash(proof["leaf"].encode("utf-8"))
+    path = [bytes.fromhex(h) for h in proof["audit_path"]]
+    return merkle.root_from_path(digest, proof["index"], proof["tree_size"], path).hex() == proof["seal"]["root"]

@@ -1,0 +1,263 @@
+"""Seals: each day's entries under a signed, timestamped Merkle root; tampering after sealing is named.
+
+The samples are archived now and then dated two days back in the index (as if
+archived then), because only a day that has ended can be sealed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver import seals
+from archiver.cli import main
+from archiver.integrity import verify_archive
+from archiver.mongo import connect
+from archiver.names import safe_name
+from conftest import require_tool, write_toml
+from retrieval_helpers import archive_samples, index, overwrite_stored, stored_path
+
+DAY = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).date()
+SEAL_KEYS = ("mongodb.uri", "index.database", "storage.url", "encryption.recipients", "signing.certificate",
+             "signing.key", "signing.timestamp_url", "storage.object_lock_mode")
+
+
+def seal_cli(config, tmp_path: Path, *argv: str) -> int:
+    toml = write_toml(tmp_path / "seal.toml", {k: config[k] for k in SEAL_KEYS})
+    return main(["--config", str(toml), *argv])
+
+
+def backdate(config, rooms: list[str] | None = None, day: dt.date = DAY) -> None:
+    """Date the entries (of ROOMS) as archived on DAY, keeping their order within the day."""
+    entries = index(config)
+    for n, entry in enumerate(entries.find({} if rooms is None else {"room": {"$in": rooms}}).sort("room", 1)):
+        when = dt.datetime.combine(day, dt.time(10, n), dt.timezone.utc)
+        entries.update_one({"_id": entry["_id"]}, {"$set": {"archived_at": when}})
+
+
+def seal_records(config) -> list[dict[str, Any]]:
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    return list(db[config["index.seals"]].find({}, {"_id": 0}).sort([("day", 1), ("seq", 1)]))
+
+
+def audit_collection(config):
+    return connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
+
+
+@pytest.fixture
+def sealed(make_config, tsa, tmp_path):
+    """Four chats archived on DAY, a few audited actions, and DAY sealed with a timestamp."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    archive_samples(config, count=4)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "verify", "--all") == 0  # leaves something in the audit log
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    return config
+
+
+def _problems(config) -> list[str]:
+    report = verify_archive(config, None)
+    return [str(p) for p in report.problems]
+
+
+def test_a_sealed_day_verifies_and_its_seal_is_stored_signed_and_timestamped(sealed, keys, tsa, tmp_path) -> None:
+    (record,) = seal_records(sealed)
+    assert record["day"] == DAY.isoformat() and record["seq"] == 1 and record["count"] == 4
+    assert record["audit_head"]["seq"] >= 1 and record["timestamped_at"]
+    report = verify_archive(sealed, None)
+    assert report.ok, report.problems
+    assert report.seals == 1 and report.listed == 12 + 3  # the seal's three objects are explained too
+
+    document, signature, token = (stored_path(sealed, record["objects"][n]["key"])
+                                  for n in ("document", "signature", "timestamp"))
+    assert json.loads(document.read_bytes())["root"] == record["root"]
+    cms = subprocess.run([require_tool("openssl"), "cms", "-verify", "-binary", "-inform", "DER", "-in",
+                          str(signature), "-content", str(document), "-CAfile", str(keys["ca.crt.pem"]),
+                          "-out", "/dev/null"], capture_output=True, text=True)
+    assert cms.returncode == 0 and "Verification successful" in cms.stderr, cms.stderr
+    ts = subprocess.run([require_tool("openssl"), "ts", "-verify", "-data", str(signature), "-in", str(token),
+                         "-token_in", "-CAfile", str(tsa.ca_pem)], capture_output=True, text=True)
+    assert ts.returncode == 0 and "Verification: OK" in ts.stdout, ts.stderr
+    # and the token is not for just anything: the document itself is not what it stamps
+    other = subprocess.run(["openssl", "ts", "-verify", "-data", str(document), "-in", str(token), "-token_in",
+                            "-CAfile", str(tsa.ca_pem)], capture_output=True, text=True)
+    assert other.returncode != 0
+
+
+def test_sealing_again_is_idempotent_and_an_empty_day_is_sealed_too(sealed, tmp_path, capsys) -> None:
+    day = DAY.isoformat()
+    assert seal_cli(sealed, tmp_path, "seal", "--from", day, "--to", day) == 0
+    assert "unchanged (seal 1" in capsys.readouterr().out and len(seal_records(sealed)) == 1
+    empty = (DAY - dt.timedelta(days=1)).isoformat()
+    assert seal_cli(sealed, tmp_path, "seal", "--from", empty, "--to", empty, "--json") == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["action"] == "sealed" and line["seal"]["count"] == 0
+    assert line["seal"]["root"] == hashlib.sha256(b"").hexdigest()  # RFC 6962: the empty tree
+    assert verify_archive(sealed, None).ok
+
+
+def test_today_cannot_be_sealed_yet(make_config, tmp_path, capsys) -> None:
+    config = make_config()
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert seal_cli(config, tmp_path, "seal", "--from", today, "--to", today) == 2
+    assert "has not ended yet" in capsys.readouterr().err and seal_records(config) == []
+
+
+def test_an_entry_removed_with_its_objects_from_a_sealed_day_is_named(sealed) -> None:
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    for obj in victim["objects"].values():  # the attacker removes the objects too: the listing cannot see it
+        path = stored_path(sealed, obj["key"])
+        path.unlink()
+        path.with_name(path.name + ".meta.json").unlink(missing_ok=True)
+    index(sealed).delete_one({"_id": victim["_id"]})
+    problems = _problems(sealed)
+    assert f"{victim['room']} v1: its archived entry was removed from the index after {DAY} was sealed (seal 1)" \
+        in problems
+
+
+def test_an_edited_index_entry_is_named(sealed, tmp_path, capsys) -> None:
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    index(sealed).update_one({"_id": victim["_id"]}, {"$set": {"agents": ["someone-else"]}})
+    problems = _problems(sealed)
+    assert any(p.startswith(f"{victim['room']} v1: its archived index entry was changed after") for p in problems)
+    assert seal_cli(sealed, tmp_path, "verify", "--all") == 3
+    assert victim["room"] in capsys.readouterr().out
+    # sealing the day again refuses to paper over it
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 3
+    assert "refused" in capsys.readouterr().out and len(seal_records(sealed)) == 1
+
+
+def test_an_altered_seal_object_and_an_edited_seal_record_are_named(sealed) -> None:
+    (record,) = seal_records(sealed)
+    key = record["objects"]["document"]["key"]
+    overwrite_stored(sealed, key, stored_path(sealed, key).read_bytes().replace(b'"count":4', b'"count":3'))
+    assert any(p.startswith(f"seal {DAY}#1: document {key} was altered in the store") for p in _problems(sealed))
+
+
+def test_an_edited_seal_record_is_named(sealed) -> None:
+    db = connect(sealed["mongodb.uri"])[sealed["index.database"]]
+    db[sealed["index.seals"]].update_one({}, {"$set": {"root": "00" * 32}})
+    assert f"seal {DAY}#1: the index copy differs from the stored seal in root" in _problems(sealed)
+
+
+def test_audit_entries_removed_after_sealing_are_named(sealed, tmp_path) -> None:
+    (record,) = seal_records(sealed)
+    head = record["audit_head"]["seq"]
+    assert seal_cli(sealed, tmp_path, "verify", "--all") == 0  # one more entry after the head
+    # Removing the newest entries leaves a consistent chain: `audit verify` alone cannot tell.
+    audit_collection(sealed).delete_many({"seq": {"$gte": head}})
+    assert seal_cli(sealed, tmp_path, "audit", "verify") == 0
+    assert f"seal {DAY}#1: audit log entry {head}, the head when sealed, was removed" in _problems(sealed)
+
+
+def test_an_edited_audit_entry_is_named(sealed) -> None:
+    audit_collection(sealed).update_one({"seq": 1}, {"$set": {"reason": "nothing to see"}})
+    assert f"seal {DAY}#1: the audit log's chain is broken (see `archiver audit verify`)" in _problems(sealed)
+
+
+def test_a_late_entry_gets_a_new_seal_that_extends_the_first(sealed, make_config, tmp_path, capsys) -> None:
+    later = archive_samples(sealed, count=1, rng_seed=99)  # one more chat, archived now
+    (newcomer,) = [e for e in later if e.get("archived_at").date() != DAY]
+    backdate(sealed, [newcomer["room"]])  # a stalled writer dates it within the sealed day
+    assert f"{newcomer['room']} v1: its archived entry is dated {DAY} but not covered by seal 1 " \
+           "(recorded after sealing: `archiver seal` seals it; or planted)" in _problems(sealed)
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    first, second = seal_records(sealed)
+    assert second["seq"] == 2 and second["count"] == 5 and second["previous"]["root"] == first["root"]
+    assert second["previous"]["document_sha256"] == first["objects"]["document"]["sha256"]
+    assert verify_archive(sealed, None).ok  # both seals recompute, the first one unchanged
+
+
+def test_an_inclusion_proof_in_verification_json_recomputes_without_our_code(sealed, keys, tmp_path) -> None:
+    entry = index(sealed).find_one({}, sort=[("room", 1)])
+    out = tmp_path / "case"
+    assert seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                    str(out), "--reason", "case 7") == 0
+    report = json.loads((out / f"{safe_name(entry['room'])}-v1" / "verification.json").read_text())
+    proof = report["inclusion_proof"]
+    assert proof["in_seal"] and proof["matches_index"]
+    assert any(c["check"].startswith("sealed: the entry is leaf") and c["ok"] for c in report["checks"])
+
+    # The leaf, from the index entry, as docs/seals.md spells it
+    def iso(value: dt.datetime | None) -> str | None:
+        return None if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
+            f"{value.microsecond // 1000:03d}Z"
+    fields = {"format": "archiver-seal-leaf/1", "room": entry["room"], "version": entry["version"],
+              "status": "archived", "superseded_objects": sorted(entry["superseded_objects"]),
+              "objects": {n: {"key": o["key"], "size": o["size"], "sha256": o["sha256"]}
+                          for n, o in entry["objects"].items()}}
+    for name in ("archived_at", "started_at", "ended_at"):
+        fields[name] = iso(entry[name])
+    for name in ("kind", "ctlive_type", "channel", "service", "agents", "customers", "message_count",
+                 "source_sha256", "signing_certificate_sha256"):
+        fields[name] = entry.get(name)
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert text == proof["leaf"]
+
+    # RFC 9162 section 2.1.3.2, from the leaf to the root
+    digest = hashlib.sha256(b"\x00" + text.encode("utf-8")).digest()
+    fn, sn = proof["index"], proof["tree_size"] - 1
+    for sibling in map(bytes.fromhex, proof["audit_path"]):
+        if fn % 2 == 1 or fn == sn:
+            digest = hashlib.sha256(b"\x01" + sibling + digest).digest()
+            while fn % 2 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            digest = hashlib.sha256(b"\x01" + digest + sibling).digest()
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0
+    # ...equals the root in the signed seal document in the store
+    document = json.loads(stored_path(sealed, proof["seal_objects"]["document"]["key"]).read_bytes())
+    assert digest.hex() == document["root"] == proof["seal"]["root"]
+    assert not seals.proof_check({**proof, "leaf": text.replace(entry["room"], "other")})
+
+
+def test_retrieval_of_an_entry_changed_since_sealing_fails(sealed, keys, tmp_path, capsys) -> None:
+    entry = index(sealed).find_one({}, sort=[("room", 1)])
+    index(sealed).update_one({"_id": entry["_id"]}, {"$set": {"customers": ["someone-else"]}})
+    assert seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                    str(tmp_path / "case"), "--reason", "case 7") == 3
+    assert "not in the seal, or changed since" in capsys.readouterr().err
+    assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
+
+
+def test_a_seal_without_a_timestamp_authority_is_signed_but_not_timestamped(make_config, tmp_path) -> None:
+    config = make_config()
+    archive_samples(config, count=1)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    (record,) = seal_records(config)
+    assert record["timestamped_at"] is None and "timestamp" not in record["objects"]
+    assert verify_archive(config, None).ok
+
+
+def test_sealing_fails_cleanly_when_the_authority_is_down(make_config, tsa, tmp_path, capsys) -> None:
+    config = make_config()
+    archive_samples(config, count=1)
+    backdate(config)
+    config = config.with_overrides(signing__timestamp_url=tsa.at("/garbage"))
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 1
+    assert "unusable answer" in capsys.readouterr().out
+    assert seal_records(config) == [] and not (stored_path(config, seals.PREFIX)).exists()
+
+
+def test_a_tombstone_is_sealed_on_its_day_and_keeps_its_archive_leaf() -> None:
+    archived = {"room": "R", "version": 1, "status": "archived", "objects": {"pdf": {"key": "R/v1/p", "size": 3,
+                "sha256": "ab"}}, "archived_at": dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc),
+                "superseded_objects": []}
+    original = seals.leaf_hash(archived)
+    tombstone = {"room": "R", "version": 1, "status": "deleted", "objects": archived["objects"],
+                 "archived_at": archived["archived_at"], "archived_leaf_sha256": original.hex(),
+                 "deleted_at": dt.datetime(2036, 1, 2, 3, tzinfo=dt.timezone.utc), "deletion_rule": "10 years"}
+    assert seals.leaf_hash(tombstone, "archived") == original  # the 2026 seal still recomputes
+    assert seals.day_of(tombstone, "archived") == "2026-01-01" and seals.day_of(tombstone, "deleted") == "2036-01-02"
+    body = json.loads(seals.leaf(tombstone, "deleted"))
+    assert body["status"] == "deleted" and body["deletion_rule"] == "10 years"
+    assert body["deleted_at"] == "2036-01-02T03:00:00.000Z" and body["archived_leaf_sha256"] == original.hex()
+    assert seals.day_of(archived, "deleted") is None
