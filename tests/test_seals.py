@@ -261,3 +261,45 @@ def test_a_tombstone_is_sealed_on_its_day_and_keeps_its_archive_leaf() -> None:
     assert body["status"] == "deleted" and body["deletion_rule"] == "10 years"
     assert body["deleted_at"] == "2036-01-02T03:00:00.000Z" and body["archived_leaf_sha256"] == original.hex()
     assert seals.day_of(archived, "deleted") is None
+
+
+def test_the_root_recomputes_from_the_document_as_docs_seals_md_shows(sealed, tsa) -> None:
+    (record,) = seal_records(sealed)
+    doc = json.loads(stored_path(sealed, record["objects"]["document"]["key"]).read_bytes())
+
+    def mth(h):  # copied from docs/seals.md
+        if not h:
+            return hashlib.sha256(b"").digest()
+        if len(h) == 1:
+            return h[0]
+        k = 1 << ((len(h) - 1).bit_length() - 1)
+        return hashlib.sha256(b"\x01" + mth(h[:k]) + mth(h[k:])).digest()
+    assert mth([bytes.fromhex(leaf[3]) for leaf in doc["leaves"]]).hex() == doc["root"]
+    assert [leaf[0] for leaf in doc["leaves"]] == sorted(e["room"] for e in index(sealed).find({}))
+    shown = subprocess.run(["openssl", "ts", "-reply", "-in", str(stored_path(sealed, record["objects"]["timestamp"]
+                                                                             ["key"])), "-token_in", "-text"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Time stamp:" in shown and "Test Timestamp Authority" in shown
+
+
+def test_the_serve_job_seals_the_last_days_and_reports_a_refusal(make_config, tsa) -> None:
+    import threading
+
+    from archiver.jobs import Service
+
+    config = make_config(signing__timestamp_url=tsa.url, schedule__seal_lookback_days=3)
+    archive_samples(config, count=2)
+    backdate(config)
+    service = Service(config, threading.Event())
+    service.seal()
+    assert service.seal_error == "" and service.healthy()
+    days = [r["day"] for r in seal_records(config)]
+    assert len(days) == 3 and DAY.isoformat() in days  # the three days ended before today
+    assert [r["count"] for r in seal_records(config) if r["day"] == DAY.isoformat()] == [2]
+    service.seal()  # idempotent
+    assert len(seal_records(config)) == 3
+
+    index(config).update_one({}, {"$set": {"channel": "edited"}})
+    service.seal()
+    assert "refused" in service.seal_error and not service.healthy()
+    assert any(line.startswith("seal error:") for line in service.health_notes())
