@@ -104,9 +104,11 @@ def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
         return None
     if proof is not None:
         ok = proof["in_seal"] and proof["matches_index"]
+        why = ("changed since it was sealed: it no longer hashes to its sealed leaf" if proof["in_seal"] else
+               "not in the seal of its day (recorded after sealing: `archiver seal` seals it; or planted)")
         opened.checks.append(Check(f"sealed: the entry is leaf {proof.get('index')} of seal {proof['seal']['seq']} "
                                    f"of {proof['day']}, unchanged since", bool(ok),
-                                   f"root {proof['seal']['root']}" if ok else "not in the seal, or changed since"))
+                                   f"root {proof['seal']['root']}" if ok else why))
     return proof
 
 

@@ -63,6 +63,10 @@ class SealConflict(RuntimeError):
     """A sealed day's entries were removed or changed since: sealing it again would hide that."""
 
 
+class SealRace(RuntimeError):
+    """Another sealer numbered the same seal at the same moment; sealing again settles it."""
+
+
 class SealingRefused(ValueError):
     """The day asked for has not ended yet (plus the grace every writer gets)."""
 
@@ -275,7 +279,7 @@ def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome
             outcomes.append(seal_day(book, day, signer, stamper, store, actor))
         except SealConflict as exc:
             outcomes.append(SealOutcome(day, "refused", problems=list(exc.args[1])))
-        except (timestamps.TimestampError, StoreError) as exc:
+        except (timestamps.TimestampError, StoreError, SealRace) as exc:
             outcomes.append(SealOutcome(day, "failed", problems=[str(exc)]))
     log = open_audit_log(config)
     for outcome in outcomes:
@@ -340,8 +344,9 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
     try:
         book.seals.insert_one(dict(record))
     except DuplicateKeyError:  # another sealer numbered this seal first: its objects and ours both stay
-        raise SealConflict(f"{day}: seal {seq} was made by another sealer at the same time",
-                           [f"seal {seq} of {day} made concurrently; run archiver seal again"]) from None
+        raise SealRace(f"{day}: seal {seq} was made by another sealer at the same moment; run archiver seal "
+                       f"again (the objects stored under {folder} stay, explained by nothing: delete them once "
+                       "their lock expires)") from None
     return record
 
 
@@ -394,8 +399,9 @@ def check_days(config: Config, days: list[str] | None) -> tuple[int, list[SealPr
     book = open_book(config)
     problems: list[SealProblem] = []
     checked = 0
-    audit_ok = not book.audit.verify()
-    for day in book.days() if days is None else sorted(set(days)):
+    wanted = book.days() if days is None else sorted(set(days))
+    audit_ok = not book.audit.verify() if wanted else True  # walks the whole log: only when seals are checked
+    for day in wanted:
         seals = book.of_day(day)
         later: list[Leaf] | None = None  # the leaves of the seal after this one
         for n in reversed(range(len(seals))):

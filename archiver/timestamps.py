@@ -19,6 +19,8 @@ from asn1crypto import cms, tsp
 from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
+from archiver.config import Config
+
 TIMEOUT_SECONDS = 10  # one request; a slower authority counts as unreachable this time
 
 
@@ -52,7 +54,7 @@ def timestamper(url: str, max_skew_seconds: float) -> TimeStamper | None:
     return CheckedTimeStamper(url, max_skew_seconds) if url else None
 
 
-def from_config(config) -> TimeStamper | None:
+def from_config(config: Config) -> TimeStamper | None:
     return timestamper(config["signing.timestamp_url"], config["signing.timestamp_max_skew_seconds"])
 
 

@@ -223,7 +223,7 @@ def test_retrieval_of_an_entry_changed_since_sealing_fails(sealed, keys, tmp_pat
     index(sealed).update_one({"_id": entry["_id"]}, {"$set": {"customers": ["someone-else"]}})
     assert seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
                     str(tmp_path / "case"), "--reason", "case 7") == 3
-    assert "not in the seal, or changed since" in capsys.readouterr().err
+    assert "changed since it was sealed" in capsys.readouterr().err
     assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
 
 
@@ -303,3 +303,55 @@ def test_the_serve_job_seals_the_last_days_and_reports_a_refusal(make_config, ts
     service.seal()
     assert "refused" in service.seal_error and not service.healthy()
     assert any(line.startswith("seal error:") for line in service.health_notes())
+
+
+def _replace_seal_object(config, part: str, data: bytes, **recorded: Any) -> None:
+    """An attacker with write access to the store and the index: new bytes, and the index made to match."""
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    (record,) = seal_records(config)
+    overwrite_stored(config, record["objects"][part]["key"], data)
+    db[config["index.seals"]].update_one({}, {"$set": {
+        f"objects.{part}.sha256": hashlib.sha256(data).hexdigest(), f"objects.{part}.size": len(data), **recorded}})
+
+
+def test_a_forged_seal_document_fails_its_signature(sealed) -> None:
+    (record,) = seal_records(sealed)
+    document = json.loads(stored_path(sealed, record["objects"]["document"]["key"]).read_bytes())
+    dropped = document["leaves"][0][0]
+    document["leaves"], document["count"] = document["leaves"][1:], 3  # drop a leaf, recompute the root
+    document["root"] = seals.merkle.root(bytes.fromhex(leaf[3]) for leaf in document["leaves"])[0].hex()
+    _replace_seal_object(sealed, "document", seals.canonical(document), count=3, root=document["root"])
+    problems = _problems(sealed)
+    assert any(p.startswith(f"seal {DAY}#1: its signature does not verify over the stored document")
+               for p in problems)
+    assert any(p.startswith(f"{dropped} v1: its archived entry is dated") for p in problems)
+
+
+def test_a_timestamp_token_for_something_else_is_named(sealed, tsa) -> None:
+    from archiver import timestamps
+
+    other = timestamps.timestamp(timestamps.timestamper(tsa.url, 300), b"not the seal's signature")
+    _replace_seal_object(sealed, "timestamp", other)
+    assert f"seal {DAY}#1: its timestamp token does not verify over its signature" in _problems(sealed)
+
+
+def test_seals_in_s3_are_under_object_lock_and_explained(make_config, moto_endpoint, bucket, tsa) -> None:
+    import boto3
+
+    config = make_config(storage__url=f"s3://{bucket}/archive", storage__endpoint_url=moto_endpoint,
+                         signing__timestamp_url=tsa.url)
+    archive_samples(config, count=2)
+    backdate(config)
+    (outcome,) = seals.seal_days(config, [DAY.isoformat()], seals.Actor("test", "host"))
+    assert outcome.action == "sealed"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    for obj in outcome.seal["objects"].values():
+        head = s3.head_object(Bucket=bucket, Key="archive/" + obj["key"], VersionId=obj["version_id"])
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        assert head["ObjectLockRetainUntilDate"] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3600)
+    report = verify_archive(config, None)
+    assert report.ok and report.seals == 1 and report.listed == 6 + 3, report.problems
+    # a seal object nobody recorded (a seal record deleted from the index) is named by the listing
+    connect(config["mongodb.uri"])[config["index.database"]][config["index.seals"]].delete_many({})
+    unexplained = [p.problem for p in verify_archive(config, None).problems]
+    assert sum("is not explained by the index" in p and seals.PREFIX in p for p in unexplained) == 3
