@@ -38,22 +38,29 @@ def root(leaf_hashes: Iterable[bytes]) -> tuple[bytes, int]:
     return result, count
 
 
-def audit_path(leaf_hashes: list[bytes], index: int) -> list[bytes]:
-    """RFC 6962 PATH(index, D[n]): the sibling hashes from the leaf up to the root."""
-    if not 0 <= index < len(leaf_hashes):
-        raise IndexError(f"leaf {index} is not in a tree of {len(leaf_hashes)}")
-    path: list[bytes] = []
-    lo, hi = 0, len(leaf_hashes)
-    siblings: list[bytes] = []
-    while hi - lo > 1:
-        k = _split(hi - lo)
-        if index < lo + k:
-            siblings.append(root(leaf_hashes[lo + k:hi])[0])
-            hi = lo + k
-        else:
-            siblings.append(root(leaf_hashes[lo:lo + k])[0])
-            lo = lo + k
-    path.extend(reversed(siblings))  # collected top-down; the path runs bottom-up
+def levels(leaf_hashes: list[bytes]) -> list[list[bytes]]:
+    """Every level of the tree, leaves first: pairs joined, a lone last node carried up unchanged
+    (which builds exactly RFC 6962's tree). Built once, it answers many audit paths in O(log n)."""
+    tree = [list(leaf_hashes)]
+    while len(tree[-1]) > 1:
+        below = tree[-1]
+        above = [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+        if len(below) % 2:
+            above.append(below[-1])
+        tree.append(above)
+    return tree
+
+
+def path_from_levels(tree: list[list[bytes]], index: int) -> list[bytes]:
+    """The audit path of leaf INDEX from the LEVELS of its tree (the same as `audit_path`)."""
+    if not 0 <= index < len(tree[0]):
+        raise IndexError(f"leaf {index} is not in a tree of {len(tree[0])}")
+    path = []
+    for level in tree[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        index //= 2
     return path
 
 
@@ -76,7 +83,3 @@ def root_from_path(leaf_digest: bytes, index: int, size: int, path: list[bytes])
         raise ValueError("the audit path is shorter than the tree is deep")
     return result
 
-
-def _split(n: int) -> int:
-    """The largest power of two smaller than N (N > 1)."""
-    return 1 << ((n - 1).bit_length() - 1)

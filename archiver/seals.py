@@ -57,6 +57,9 @@ ARCHIVE_FIELDS = ("archived_at", "kind", "started_at", "ended_at", "ctlive_type"
 # A tombstone (issue 10) keeps room, version and `objects` (key, size, sha256) and adds these.
 TOMBSTONE_FIELDS = ("deleted_at", "deletion_rule", "archived_leaf_sha256")
 EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
+# Only what a leaf reads crosses the wire (not the word hashes, participants, warnings...).
+LEAF_PROJECTION = {name: 1 for name in ("room", "version", "status", "objects", "superseded_objects",
+                                        *ARCHIVE_FIELDS, *TOMBSTONE_FIELDS)}
 
 
 class SealConflict(RuntimeError):
@@ -157,7 +160,7 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
         query: dict[str, Any] = {when: {"$gte": start, "$lt": end}}
         if status != "archived":
             query["status"] = status
-        for entry in entries.find(query):
+        for entry in entries.find(query, LEAF_PROJECTION).batch_size(1000):
             keyed.append(((_time(entry[when]), entry["room"], entry["version"], status),
                           Leaf(entry["room"], entry["version"], status, leaf_hash(entry, status))))
     keyed.sort(key=lambda pair: pair[0])
@@ -224,11 +227,29 @@ def open_book(config: Config) -> SealBook:
     return book
 
 
-_DOCUMENTS: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
+@dataclass
+class StoredSeal:
+    """A seal's document as stored, with its tree built once for the inclusion proofs asked of it."""
+    document: dict[str, Any]
+    _positions: dict[tuple[str, int, str], int] | None = None
+    _levels: list[list[bytes]] | None = None
+
+    def position(self, room: str, version: int, status: str) -> int | None:
+        if self._positions is None:
+            self._positions = {(r, v, s): i for i, (r, v, s, _) in enumerate(self.document["leaves"])}
+        return self._positions.get((room, version, status))
+
+    def levels(self) -> list[list[bytes]]:
+        if self._levels is None:
+            self._levels = merkle.levels([bytes.fromhex(item[3]) for item in self.document["leaves"]])
+        return self._levels
+
+
+_DOCUMENTS: OrderedDict[tuple[str, str, str, str], StoredSeal] = OrderedDict()
 _DOCUMENTS_KEPT = 8  # a bundle of many rooms asks for the same few days' seals again and again
 
 
-def stored_document(book: SealBook, seal: dict[str, Any]) -> dict[str, Any]:
+def stored_seal(book: SealBook, seal: dict[str, Any]) -> StoredSeal:
     """SEAL's document from the store, checked against the index's SHA-256 (a few are cached)."""
     obj = seal["objects"]["document"]
     store = book.store_of(seal)
@@ -239,10 +260,10 @@ def stored_document(book: SealBook, seal: dict[str, Any]) -> dict[str, Any]:
     data = store.get(obj["key"], obj.get("version_id", ""))
     if hashlib.sha256(data).hexdigest() != obj["sha256"]:
         raise StoreError(f"seal document {obj['key']}: its SHA-256 differs from the index (altered?)")
-    _DOCUMENTS[cache_key] = document = json.loads(data)
+    _DOCUMENTS[cache_key] = stored = StoredSeal(json.loads(data))
     while len(_DOCUMENTS) > _DOCUMENTS_KEPT:
         _DOCUMENTS.popitem(last=False)
-    return document
+    return stored
 
 
 # ---- sealing -------------------------------------------------------------------------------------
@@ -295,7 +316,7 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
     previous = None
     if earlier:
         latest = earlier[-1]
-        sealed = [_leaf_from_list(item) for item in stored_document(book, latest)["leaves"]]
+        sealed = [_leaf_from_list(item) for item in stored_seal(book, latest).document["leaves"]]
         problems = compare(sealed, leaves, day, latest["seq"])
         dropped = [str(p) for p in problems if p.kind != "uncovered"]
         if dropped:
@@ -401,19 +422,22 @@ def check_days(config: Config, days: list[str] | None) -> tuple[int, list[SealPr
     checked = 0
     wanted = book.days() if days is None else sorted(set(days))
     audit_ok = not book.audit.verify() if wanted else True  # walks the whole log: only when seals are checked
+    if not audit_ok:
+        problems.append(SealProblem("(audit log)", None, "its chain is broken (see `archiver audit verify`): "
+                                                         "the sealed heads cannot vouch for it"))
     for day in wanted:
         seals = book.of_day(day)
         later: list[Leaf] | None = None  # the leaves of the seal after this one
         for n in reversed(range(len(seals))):
             checked += 1
-            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later, audit_ok)
+            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later)
             problems.extend(found)
             later = leaves if leaves is not None else later
     return checked, problems
 
 
-def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None,
-                audit_ok: bool) -> tuple[list[Leaf] | None, list[SealProblem]]:
+def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None
+                ) -> tuple[list[Leaf] | None, list[SealProblem]]:
     """SEAL's objects, document, signature, timestamp and audit head; then its leaves against the index
     (the latest seal of a day) or against the seal that extends it (LATER). Returns its leaves too."""
     name = f"seal {seal['day']}#{seal['seq']}"
@@ -425,7 +449,7 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
     problems.extend(_check_document(name, seal, document, before))
     if "signature" in blobs:
         problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp")))
-    problems.extend(_check_audit_head(book, name, document.get("audit_head"), audit_ok))
+    problems.extend(_check_audit_head(book, name, document.get("audit_head")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
     if later is None:
         current = current_leaves(book.entries, seal["day"])
@@ -475,10 +499,13 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
 
 
 def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None) -> Iterator[SealProblem]:
+    from archiver.integrity import _validating  # quiets pyHanko's chain-building traceback (no trust asked)
+
     context = ValidationContext(trust_roots=[], allow_fetching=False)
     try:
         signed = cms.ContentInfo.load(signature)["content"]
-        status = asyncio.run(async_validate_detached_cms(body, signed, context))
+        with _validating(None):
+            status = asyncio.run(async_validate_detached_cms(body, signed, context))
         intact = status.intact and status.valid
     except Exception as exc:
         intact, status = False, exc
@@ -497,10 +524,7 @@ def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | No
         yield SealProblem(name, None, "its timestamp token does not verify over its signature")
 
 
-def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None, audit_ok: bool
-                      ) -> Iterator[SealProblem]:
-    if not audit_ok:
-        yield SealProblem(name, None, "the audit log's chain is broken (see `archiver audit verify`)")
+def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None) -> Iterator[SealProblem]:
     if head is None:
         return
     found = book.audit.collection.find_one({"seq": head["seq"]}, {"hash": 1})
@@ -523,9 +547,8 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
     if not seals:
         return None
     seal = seals[-1]
-    leaves = stored_document(book, seal)["leaves"]
-    ident = [entry["room"], entry["version"], status]  # how the document lists a leaf
-    position = next((i for i, item in enumerate(leaves) if item[:3] == ident), None)
+    stored = stored_seal(book, seal)
+    position = stored.position(entry["room"], entry["version"], status)
     digest = leaf_hash(entry, status)
     proof: dict[str, Any] = {
         "day": day, "seal": {k: seal[k] for k in ("seq", "count", "root", "created_at", "timestamped_at")},
@@ -535,9 +558,10 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
     }
     if position is None:
         return proof
-    hashes = [bytes.fromhex(item[3]) for item in leaves]
-    proof.update(index=position, tree_size=len(hashes), audit_path=[h.hex() for h in merkle.audit_path(hashes, position)],
-                 matches_index=hashes[position] == digest)
+    tree = stored.levels()
+    proof.update(index=position, tree_size=len(tree[0]),
+                 audit_path=[h.hex() for h in merkle.path_from_levels(tree, position)],
+                 matches_index=tree[0][position] == digest)
     return proof
 
 

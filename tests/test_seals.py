@@ -158,7 +158,8 @@ def test_audit_entries_removed_after_sealing_are_named(sealed, tmp_path) -> None
 
 def test_an_edited_audit_entry_is_named(sealed) -> None:
     audit_collection(sealed).update_one({"seq": 1}, {"$set": {"reason": "nothing to see"}})
-    assert f"seal {DAY}#1: the audit log's chain is broken (see `archiver audit verify`)" in _problems(sealed)
+    assert "(audit log): its chain is broken (see `archiver audit verify`): the sealed heads cannot vouch for it" \
+        in _problems(sealed)
 
 
 def test_a_late_entry_gets_a_new_seal_that_extends_the_first(sealed, make_config, tmp_path, capsys) -> None:
