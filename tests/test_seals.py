@@ -356,3 +356,18 @@ def test_seals_in_s3_are_under_object_lock_and_explained(make_config, moto_endpo
     connect(config["mongodb.uri"])[config["index.database"]][config["index.seals"]].delete_many({})
     unexplained = [p.problem for p in verify_archive(config, None).problems]
     assert sum("is not explained by the index" in p and seals.PREFIX in p for p in unexplained) == 3
+
+
+def test_seal_without_dates_seals_the_lookback_days_and_dates_come_in_pairs(make_config, tmp_path, capsys) -> None:
+    config = make_config()
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat()) == 2
+    assert "give both --from and --to" in capsys.readouterr().err
+    assert seal_cli(config, tmp_path, "seal", "--from", "2026-02-30", "--to", "2026-03-01") == 2
+    assert "--from '2026-02-30': not a date" in capsys.readouterr().err
+    assert seal_cli(config, tmp_path, "seal") == 0
+    days = [r["day"] for r in seal_records(config)]
+    assert len(days) == config["schedule.seal_lookback_days"] == 7 and all(r["count"] == 0
+                                                                              for r in seal_records(config))
+    newest = dt.date.fromisoformat(max(days))
+    assert newest < dt.datetime.now(dt.timezone.utc).date()
+    assert [e["action"] for e in audit_collection(config).find({}, {"action": 1})] == ["seal"] * 7

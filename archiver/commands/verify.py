@@ -11,7 +11,8 @@ from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config,
 from archiver.commands.retrieve import load_trust
 from archiver.commands.search import add_actor
 
-HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained); "
+HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained) and recompute "
+        "the seals; "
         "with --key also decrypt and check both signatures and the record; exit 3 naming each problem")
 EXAMPLE = "archiver --config archiver.toml verify --all --key legal.key.pem --json"
 PROBLEMS_IN_AUDIT = 100
