@@ -355,8 +355,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
         return stores[where]
 
     verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust)
-    book = seals.open_book(config)
-    verifier.explain_more = book.explained
+    verifier.explain_more = seals.SealBook(config).explained
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it
