@@ -182,6 +182,11 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
         _signer_check("pdf", signer, entry),
         Check("pdf: its title names the entry's room", title == entry["room"], f"title {title!r}"),
     ]
+    stamp = status.timestamp_validity  # B-T: when the signature existed, by the authority's word
+    if stamp is not None:
+        checks.append(Check("pdf: its signature timestamp (RFC 3161, PAdES B-T) is intact and valid",
+                            stamp.intact and stamp.valid, f"{stamp.timestamp.isoformat()} by "
+                            f"{stamp.signing_cert.subject.human_friendly}"))
     if trust:
         checks.append(Check("pdf: signer chains to the given CA", bool(status.trusted), status.summary()))
     return checks

@@ -65,9 +65,27 @@ def test_a_pdf_archived_with_a_timestamp_authority_is_b_t(make_config, keys, tsa
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature
 
-    status = validate_pdf_signature(PdfFileReader(BytesIO(pdf.read_bytes())).embedded_signatures[0])
+    from pyhanko_certvalidator import ValidationContext
+
+    context = ValidationContext(trust_roots=[], allow_fetching=False)
+    status = validate_pdf_signature(PdfFileReader(BytesIO(pdf.read_bytes())).embedded_signatures[0], context,
+                                    context)
     assert status.intact and status.valid and status.timestamp_validity is not None
     assert status.timestamp_validity.intact and status.timestamp_validity.valid
+
+
+def test_retrieval_reports_when_the_pdf_signature_was_timestamped(make_config, keys, tsa) -> None:
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import check_content, check_stored
+    from archiver.store import open_store
+
+    config = make_config(signing__timestamp_url=tsa.url)
+    _archive_one(config)
+    (entry,) = entries(config)
+    opened = check_content(check_stored(entry, open_store(config)),
+                           RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"]))
+    (stamp,) = [c for c in opened.checks if "timestamp" in c.check]
+    assert opened.ok and stamp.ok and "Test Timestamp Authority" in stamp.detail
 
 
 def test_without_a_timestamp_authority_the_signature_is_b_b(make_config, keys, tmp_path: Path) -> None:
