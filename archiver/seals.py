@@ -450,7 +450,8 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
     document = json.loads(blobs["document"])
     problems.extend(_check_document(name, seal, document, before))
     if "signature" in blobs:
-        problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp")))
+        problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp"),
+                                         document.get("signer_sha256")))
     problems.extend(_check_audit_head(book, name, document.get("audit_head")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
     if later is None:
@@ -500,7 +501,8 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
         yield SealProblem(name, None, f"it does not name seal {before['seq']} of its day as the one it extends")
 
 
-def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None) -> Iterator[SealProblem]:
+def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any
+                     ) -> Iterator[SealProblem]:
     from archiver.integrity import _validating  # quiets pyHanko's chain-building traceback (no trust asked)
 
     context = ValidationContext(trust_roots=[], allow_fetching=False)
@@ -513,6 +515,8 @@ def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | No
         intact, status = False, exc
     if not intact:
         yield SealProblem(name, None, f"its signature does not verify over the stored document ({status})")
+    elif hashlib.sha256(status.signing_cert.dump()).hexdigest() != signer_sha256:
+        yield SealProblem(name, None, "it is signed by another certificate than the one it names (signer_sha256)")
     if token is None:
         return
     try:
@@ -565,6 +569,21 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
                  audit_path=[h.hex() for h in merkle.path_from_levels(tree, position)],
                  matches_index=tree[0][position] == digest)
     return proof
+
+
+def seal_files(config: Config, proof: dict[str, Any]) -> dict[str, bytes]:
+    """The stored seal a PROOF leads to, by file name (seal.json, seal.json.p7s, seal.json.p7s.tsr when
+    timestamped), each checked against the SHA-256 the index records: what a case bundle ships beside
+    the proof so that openssl alone can check the root it ends at (docs/seals.md)."""
+    store = open_store_for({"store": proof.get("seal_store")}, config)
+    names = {"document": "seal.json", "signature": "seal.json.p7s", "timestamp": "seal.json.p7s.tsr"}
+    files = {}
+    for part, obj in proof["seal_objects"].items():
+        data = store.get(obj["key"], obj.get("version_id", ""))
+        if hashlib.sha256(data).hexdigest() != obj["sha256"]:
+            raise StoreError(f"seal {part} {obj['key']}: its SHA-256 differs from the index (altered?)")
+        files[names[part]] = data
+    return files
 
 
 def proof_check(proof: dict[str, Any]) -> bool:

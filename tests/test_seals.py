@@ -371,3 +371,38 @@ def test_seal_without_dates_seals_the_lookback_days_and_dates_come_in_pairs(make
     newest = dt.date.fromisoformat(max(days))
     assert newest < dt.datetime.now(dt.timezone.utc).date()
     assert [e["action"] for e in audit_collection(config).find({}, {"action": 1})] == ["seal"] * 7
+
+
+def test_a_bundle_gets_the_seal_files_a_proof_leads_to_and_openssl_checks_them(sealed, keys, tsa, tmp_path) -> None:
+    entry = index(sealed).find_one({}, sort=[("room", 1)])
+    proof = seals.inclusion_proof(sealed, entry)
+    assert seals.proof_check(proof)
+    files = seals.seal_files(sealed, proof)
+    assert sorted(files) == ["seal.json", "seal.json.p7s", "seal.json.p7s.tsr"]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert json.loads(files["seal.json"])["root"] == proof["seal"]["root"]
+    cms = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "seal.json.p7s"),
+                          "-content", str(tmp_path / "seal.json"), "-CAfile", str(keys["ca.crt.pem"]), "-out",
+                          "/dev/null"], capture_output=True, text=True)
+    ts = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "seal.json.p7s"), "-in",
+                         str(tmp_path / "seal.json.p7s.tsr"), "-token_in", "-CAfile", str(tsa.ca_pem)],
+                        capture_output=True, text=True)
+    assert cms.returncode == 0 and ts.returncode == 0, (cms.stderr, ts.stderr)
+    # an entry of a day without a seal has no proof
+    unsealed = {**entry, "archived_at": dt.datetime.now(dt.timezone.utc)}
+    assert seals.inclusion_proof(sealed, unsealed) is None
+
+
+def test_a_seal_re_signed_by_another_certificate_is_named(sealed, tmp_path) -> None:
+    """An attacker with their own key re-signs the seal: the signature verifies, the signer is not the named one."""
+    from archiver.signing import Signer, SigningIdentity
+    from certfactory import make
+
+    other = make(tmp_path, "Mallory", usages=("digital_signature", "content_commitment"), ec_key=True)
+    (record,) = seal_records(sealed)
+    body = stored_path(sealed, record["objects"]["document"]["key"]).read_bytes()
+    _replace_seal_object(sealed, "signature", Signer(SigningIdentity(other.key, other.cert, ())).sign_detached(body))
+    problems = _problems(sealed)
+    assert f"seal {DAY}#1: it is signed by another certificate than the one it names (signer_sha256)" in problems
+    assert f"seal {DAY}#1: its timestamp token does not verify over its signature" in problems
