@@ -348,6 +348,9 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
     body = canonical(document)
     signature = signer.sign_detached(body)
     token = timestamps.timestamp(stamper, signature) if stamper is not None else None
+    if token is not None and timestamps.token_time(token) < end:  # our clock ran ahead: the day is not over
+        raise timestamps.TimestampError(f"{day}: the authority dates the seal {timestamps.token_time(token)}, "
+                                        "before the day ended; check this machine's clock")
     folder = f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"
     blobs = {"document": (folder + ".json", body), "signature": (folder + ".json.p7s", signature)}
     if token is not None:
@@ -449,6 +452,8 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
         return None, problems
     document = json.loads(blobs["document"])
     problems.extend(_check_document(name, seal, document, before))
+    if "timestamp" in blobs and _stamped_before_end(blobs["timestamp"], seal["day"]):
+        problems.append(SealProblem(name, None, "its timestamp is earlier than the end of the day it seals"))
     if "signature" in blobs:
         problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp"),
                                          document.get("signer_sha256")))
@@ -463,6 +468,13 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
                                                              "seal that extends it")
                         for leaf in sealed if kept.get(leaf.ident) != leaf.digest)
     return sealed, problems
+
+
+def _stamped_before_end(token: bytes, day: str) -> bool:
+    try:
+        return timestamps.token_time(token) < _bounds(day)[1]
+    except Exception:  # an unreadable token is named by the signature checks
+        return False
 
 
 def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: list[SealProblem]) -> dict[str, bytes]:

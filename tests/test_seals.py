@@ -25,6 +25,7 @@ from retrieval_helpers import archive_samples, index, overwrite_stored, stored_p
 
 DAY = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).date()
 SEAL_KEYS = ("mongodb.uri", "index.database", "storage.url", "encryption.recipients", "signing.certificate",
+             "signing.timestamp_max_skew_seconds",
              "signing.key", "signing.timestamp_url", "storage.object_lock_mode")
 
 
@@ -406,3 +407,15 @@ def test_a_seal_re_signed_by_another_certificate_is_named(sealed, tmp_path) -> N
     problems = _problems(sealed)
     assert f"seal {DAY}#1: it is signed by another certificate than the one it names (signer_sha256)" in problems
     assert f"seal {DAY}#1: its timestamp token does not verify over its signature" in problems
+
+
+def test_a_seal_the_authority_dates_before_its_day_ended_is_refused(make_config, tsa, tmp_path, capsys) -> None:
+    """Our clock ran ahead (the authority, tolerated up to 3 days off, stamps 2 days back): not sealed."""
+    config = make_config()
+    archive_samples(config, count=1)
+    backdate(config)
+    config = config.with_overrides(signing__timestamp_url=tsa.at("/skewed"),
+                                   signing__timestamp_max_skew_seconds=3 * 86400.0)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 1
+    assert "before the day ended; check this machine's clock" in capsys.readouterr().out
+    assert seal_records(config) == []
