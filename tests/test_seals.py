@@ -129,6 +129,8 @@ def test_an_edited_index_entry_is_named(sealed, tmp_path, capsys) -> None:
     assert any(p.startswith(f"{victim['room']} v1: its archived index entry was changed after") for p in problems)
     assert seal_cli(sealed, tmp_path, "verify", "--all") == 3
     assert victim["room"] in capsys.readouterr().out
+    assert seal_cli(sealed, tmp_path, "verify", victim["room"]) == 3  # a room's check covers its day's seal
+    assert "1 seal(s) recomputed" in capsys.readouterr().out
     # sealing the day again refuses to paper over it
     assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 3
     assert "refused" in capsys.readouterr().out and len(seal_records(sealed)) == 1
