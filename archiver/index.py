@@ -25,7 +25,8 @@ from archiver.names import version_folder
 
 
 # Where an entry names its stored objects; each is indexed, so a key in the store finds its entry.
-OBJECT_KEY_FIELDS = ("objects.pdf.key", "objects.record.key", "objects.record_signature.key", "superseded_objects")
+OBJECT_KEY_FIELDS = ("objects.pdf.key", "objects.record.key", "objects.record_signature.key", "superseded_objects",
+                     "attachment_keys")
 
 
 class VersionConflict(RuntimeError):
