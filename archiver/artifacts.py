@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
+from archiver.attachment_retries import NothingNew, Retry, improved
 from archiver.attachments import Attachment, Fetcher, Policy
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
@@ -117,8 +118,10 @@ class ArtifactBuilder:
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None) -> Plaintext:
-        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived."""
+                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
+                  retry: Retry | None = None) -> Plaintext:
+        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
+        NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything)."""
         timings = {} if timings is None else timings
         with timed(timings, "redact"):  # first: everything below reads only the redacted copies
             redacted = self.redactor.apply(chat, contact)
@@ -130,6 +133,8 @@ class ArtifactBuilder:
         if self.fetcher is not None:
             with timed(timings, "fetch"):
                 fetched = tuple(self.fetcher.fetch_all(transcript.messages))
+        if retry is not None and not improved(fetched, retry):
+            raise NothingNew(transcript.room, retry.of_version, retry.retries)
         with timed(timings, "render"):
             rendered = self.renderer.render(transcript, redaction=note, attachments=fetched)
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
@@ -142,10 +147,10 @@ class ArtifactBuilder:
                          rendered.shortened, fetched)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-              version: int, generated_at: dt.datetime) -> Artifacts:
+              version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
-        plain = self.plaintext(chat, contact, kind, version, generated_at, timings)
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -164,7 +169,7 @@ class ArtifactBuilder:
             objects={b.name: b.describe() for b in blobs},
         )
         if plain.attachments:
-            entry.update(attachment_fields(plain.attachments, blobs, generated_at, self.fetcher))
+            entry.update(attachment_fields(plain.attachments, blobs, generated_at, self.fetcher, retry))
         if self.search_key:
             entry["terms"] = entry_terms((m.text for m in plain.transcript.messages if m.text), self.search_key)
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
@@ -179,7 +184,7 @@ class ArtifactBuilder:
 
 
 def attachment_fields(fetched: tuple[Attachment, ...], blobs: list[Blob], generated_at: dt.datetime,
-                      fetcher: Fetcher | None) -> dict[str, Any]:
+                      fetcher: Fetcher | None, retry: Retry | None = None) -> dict[str, Any]:
     """What the index entry says of a version's attachments: each outcome, the keys of the stored ones
     (verify finds the entry of any stored object by key), and until when failed fetches are retried."""
     fields: dict[str, Any] = {
@@ -187,9 +192,13 @@ def attachment_fields(fetched: tuple[Attachment, ...], blobs: list[Blob], genera
                         | {"fetched_at": a.fetched_at} for a in fetched],
         "attachment_keys": [b.key for b in blobs if b.name.startswith("attachment-")],
     }
+    if retry is not None:  # see archiver.attachment_retries
+        fields.update(source_sha256=retry.content_key, documents_sha256=retry.documents_sha256,
+                      attachments_retry_of=retry.of_version)
     retry_hours = fetcher.policy.retry_hours if fetcher else 0
     if retry_hours and any(a.outcome == attachments_.FAILED for a in fetched):
-        fields["attachments_retry_until"] = generated_at + dt.timedelta(hours=retry_hours)
+        # the window runs from the first version: a retry version keeps it
+        fields["attachments_retry_until"] = retry.until if retry else generated_at + dt.timedelta(hours=retry_hours)
     return fields
 
 
@@ -288,18 +297,20 @@ def worker_builder() -> ArtifactBuilder:
 
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False) -> Artifacts:
+                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
+                      retry: Retry | None = None) -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
-    plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived)."""
-    built = archive_here(chat, contact, kind, version, generated_at)
+    plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived).
+    RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better)."""
+    built = archive_here(chat, contact, kind, version, generated_at, *([retry] if retry else []))
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                 version: int, generated_at: dt.datetime) -> Artifacts:
+                 version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
-    built = worker_builder().build(chat, contact, kind, version, generated_at)
+    built = worker_builder().build(chat, contact, kind, version, generated_at, retry)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):

@@ -4,6 +4,7 @@ verification treat the files like the other objects."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import random
@@ -21,7 +22,7 @@ from archiver.store import open_store
 from attachment_server import PDF, Files, jpeg, png, serve
 from conftest import require_tool
 from retrieval_helpers import overwrite_stored, run_cli
-from test_pipeline import entries, open_object, recent_ms, seed
+from test_pipeline import entries, index_db, open_object, recent_ms, seed
 
 
 @pytest.fixture
@@ -198,7 +199,6 @@ def test_an_attachment_swapped_in_store_and_index_is_caught_by_the_signed_record
     from archiver.envelope import Envelope
     sealed = Envelope(configured_recipients(config)).encrypt(png(color="black"))
     overwrite_stored(config, obj["key"], sealed)
-    from test_pipeline import index_db
     index_db(config)[config["index.entries"]].update_one({"_id": entry["_id"]}, {"$set": {
         "objects.attachment-4.sha256": hashlib.sha256(sealed).hexdigest(), "objects.attachment-4.size": len(sealed),
         "objects.attachment-4.plaintext_sha256": hashlib.sha256(png(color="black")).hexdigest(),
@@ -211,3 +211,63 @@ def test_an_attachment_swapped_in_store_and_index_is_caught_by_the_signed_record
 def _recipient(keys):
     from archiver.envelope import RecipientKey
     return RecipientKey.load(str(keys["legal.key.pem"]), [str(keys["legal.crt.pem"])])
+
+
+def test_a_failed_file_is_retried_within_the_window_and_a_success_makes_a_new_version(
+        make_config, keys, server, files) -> None:
+    config = attaching(make_config, archive__retry_backoff_seconds=3600)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png"), ("DOCUMENT", f"{server}/c.pdf")])
+    files.add("/c.pdf", PDF)
+    seed(config, [(chat, contact)])
+    table = index_db(config)[config["index.entries"]]
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert [a["outcome"] for a in first["attachments"]] == ["failed", "fetched"] and first["attachments_retry_until"]
+
+    # Still missing: tried again, nothing stored, the next try after the backoff.
+    stored = len(open_store(config).keys())
+    again = Archiver(config).run_pass()
+    assert (again.archived, again.unchanged) == (0, 1) and files.requests.count("/later.png") == 2
+    assert len(entries(config)) == 1 and len(open_store(config).keys()) == stored
+    assert table.find_one({"_id": first["_id"]})["attachments_retries"] == 1
+    quiet = Archiver(config).run_pass()  # within the backoff: not even queued
+    assert (quiet.discovered, quiet.archived, quiet.unchanged) == (0, 0, 0) and files.requests.count("/later.png") == 2
+
+    # The file appears and the backoff has passed: a new version with both files.
+    files.add("/later.png", png())
+    table.update_one({"_id": first["_id"]}, {"$set": {"attachments_retry_after": first["generated_at"]}})
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok
+    first_now, second = entries(config)
+    assert second["version"] == 2 and [a["outcome"] for a in second["attachments"]] == ["fetched", "fetched"]
+    assert second["documents_sha256"] == first["source_sha256"] != second["source_sha256"]
+    assert second["attachments_retry_of"] == 1 and "attachments_retry_until" not in second
+    assert open_object(config, keys, second["objects"]["attachment-4"]) == png()
+    assert first_now["objects"] == first["objects"]  # the earlier version is kept as it was
+    assert verify_archive(config, None).ok and verify_archive(config, [chat["room"]], _recipient(keys)).ok
+
+    # Nothing left to retry, and an unchanged source is still unchanged (also under the rescan).
+    after = Archiver(config).run_pass(full=True)
+    assert (after.archived, len(entries(config))) == (0, 2) and files.requests.count("/later.png") == 3
+
+
+def test_no_retry_after_the_window(make_config, server, files) -> None:
+    config = attaching(make_config, attachments__retry_hours=1.0)
+    seed(config, [chat_with([("IMAGE", f"{server}/later.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert first["attachments_retry_until"] - first["generated_at"] == dt.timedelta(hours=1)
+    index_db(config)[config["index.entries"]].update_one(
+        {"_id": first["_id"]}, {"$set": {"attachments_retry_until": first["generated_at"]}})  # the window has passed
+    files.add("/later.png", png())
+    report = Archiver(config).run_pass()
+    assert (report.discovered, report.archived) == (0, 0) and files.requests.count("/later.png") == 1
+
+
+def test_refused_files_are_not_retried(make_config, server, files) -> None:
+    files.add("/big.png", png((500, 500), "green") + b"\0" * 2000)
+    config = attaching(make_config, attachments__max_bytes=1000)
+    seed(config, [chat_with([("IMAGE", f"{server}/big.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert first["attachments"][0]["outcome"] == "refused" and "attachments_retry_until" not in first
