@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 THUMBNAIL_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 THUMBNAIL_BOX = 50 * mm  # widest and tallest a thumbnail is drawn
-THUMBNAIL_PIXELS = 600  # pixels kept on the longer side: a sharp thumbnail, a small PDF
+THUMBNAIL_PIXELS = 400  # pixels kept on the longer side: about 200 dpi at the largest size drawn
 MAX_SOURCE_PIXELS = 50_000_000  # a larger image is not decoded (a decompression bomb costs nothing)
 
 
@@ -63,12 +63,17 @@ def thumbnail(data: bytes, kind: str) -> tuple[ImageReader, float, float]:
         with Image.open(io.BytesIO(data), formats=[kind]) as image:
             if image.width * image.height > MAX_SOURCE_PIXELS:
                 raise UnshownImage(f"{image.width}x{image.height} pixels, over {MAX_SOURCE_PIXELS:,}")
+            longer = max(image.width, image.height, 1)  # a JPEG decodes at a fraction of its size:
+            image.draft("RGB", (THUMBNAIL_PIXELS * image.width // longer, THUMBNAIL_PIXELS * image.height // longer))
             image.load()  # every pixel decoded now: a truncated or corrupt file fails here, not on the page
             image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-            shown = image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
+            shown = image.convert("RGB") if image.mode not in ("RGB", "L") else image
+            encoded = io.BytesIO()
+            shown.save(encoded, "JPEG", quality=85)  # embedded as it is (DCTDecode): small, and fast to write
+            width, height = shown.size
     except UnshownImage:
         raise
     except Exception as exc:  # Pillow raises many kinds for hostile files; none may stop the render
         raise UnshownImage(f"{type(exc).__name__}: {exc}") from None
-    scale = min(THUMBNAIL_BOX / shown.width, THUMBNAIL_BOX / shown.height, 1.0)  # a pixel at most a point
-    return ImageReader(shown), shown.width * scale, shown.height * scale
+    scale = min(THUMBNAIL_BOX / width, THUMBNAIL_BOX / height, 1.0)  # a pixel at most a point
+    return ImageReader(io.BytesIO(encoded.getvalue())), width * scale, height * scale
