@@ -28,7 +28,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from archiver.config import Config, ConfigError
 from archiver.transcript import Message
@@ -37,6 +37,7 @@ KINDS = ("IMAGE", "DOCUMENT")  # message types whose URL is the file itself (a L
 FETCHED, REFUSED, FAILED = "fetched", "refused", "failed"
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 64 * 1024
+PATH_SAFE = "/%:@!$&'()*+,;=-._~?"  # RFC 3986 characters kept as they are in a path and query
 # Cloud instance metadata services: refused even inside an allowed network.
 METADATA = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254"))
@@ -216,6 +217,8 @@ class Fetcher:
             return _unfetched(m, REFUSED, str(exc))
         except Failed as exc:
             return _unfetched(m, FAILED, str(exc))
+        except Exception as exc:  # a case not foreseen must cost this file, never the chat
+            return _unfetched(m, FAILED, f"{type(exc).__name__}: {exc}")
         return Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "", data, sniff(data),
                           dt.datetime.now(dt.timezone.utc))
 
@@ -265,7 +268,8 @@ class Fetcher:
             why = forbidden(address, self.policy.allowed_networks)
             if why:
                 raise Refused(f"host {host!r} resolves to a forbidden address: {why} (attachments.allowed_networks)")
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Percent-encoded as sent on the wire: a space, a non-ASCII letter or a stray CR LF stays inside the path.
+        path = quote(parts.path or "/", safe=PATH_SAFE) + (f"?{quote(parts.query, safe=PATH_SAFE)}" if parts.query else "")
         return scheme, host, port, path, str(addresses[0])
 
     def _connection(self, scheme: str, host: str, port: int, address: str, deadline: float

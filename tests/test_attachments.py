@@ -191,3 +191,20 @@ def test_sniffing_reads_the_bytes() -> None:
     assert sniff(png()) == "image/png" and sniff(jpeg()) == "image/jpeg" and sniff(PDF) == "application/pdf"
     assert sniff(b"GIF89a...") == "image/gif" and sniff(b"RIFF\0\0\0\0WEBPVP8 ") == "image/webp"
     assert sniff("ciao è".encode()) == "text/plain" and sniff(b"\x00\x01\x02\xff") == "application/octet-stream"
+
+
+def test_spaces_non_ascii_and_line_breaks_stay_inside_the_path(server, files) -> None:
+    files.add("/m/foto%20%C3%A8.png", png())
+    fetcher = Fetcher(policy())
+    assert fetcher.attachment(message(f"{server}/m/foto è.png")).data == png()
+    injected = fetcher.attachment(message(f"{server}/m/x.png\r\nX-Injected: 1"))
+    # urlsplit drops CR, LF and tab (as WHATWG URL parsing does): one request line, no header added
+    assert injected.outcome == FAILED and files.requests[-1] == "/m/x.pngX-Injected:%201"
+
+
+def test_an_unforeseen_error_costs_the_file_not_the_chat() -> None:
+    def broken(host: str, port: int) -> list[str]:
+        raise RuntimeError("resolver bug")
+
+    got = Fetcher(policy(hosts=("*",)), broken).attachment(message("http://media.example.com/x.png"))
+    assert got.outcome == FAILED and got.reason == "RuntimeError: resolver bug"
