@@ -208,3 +208,17 @@ def test_an_unforeseen_error_costs_the_file_not_the_chat() -> None:
 
     got = Fetcher(policy(hosts=("*",)), broken).attachment(message("http://media.example.com/x.png"))
     assert got.outcome == FAILED and got.reason == "RuntimeError: resolver bug"
+
+
+def test_configuration_is_checked_before_any_work(make_config) -> None:
+    from archiver import config as config_module
+    from archiver.config import ConfigError
+
+    with pytest.raises(ConfigError, match="attachments.hosts: required when attachments.enabled"):
+        Policy.from_config(make_config(attachments__enabled=True))
+    with pytest.raises(ConfigError, match="attachments.allowed_networks"):
+        config_module.load(None, environ={"ARCHIVER_ATTACHMENTS__ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"})
+    loaded = Policy.from_config(make_config(attachments__enabled=True, attachments__hosts=["Media.Example.com"],
+                                            attachments__allowed_networks=["10.20.0.0/16"]))
+    assert loaded.hosts == ("media.example.com",) and loaded.allowed_networks == (ipaddress.ip_network("10.20.0.0/16"),)
+    assert Policy.from_config(make_config()).enabled is False  # off by default
