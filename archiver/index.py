@@ -78,11 +78,9 @@ class ArchiveIndex:
         """Room -> kind of the rooms whose latest archived version missed files that a retry may fetch
         now (inside its window, past its backoff: see archiver.attachment_retries)."""
         due = {}
-        for doc in self.entries.find({"status": "archived", "attachments_retry_until": {"$gt": at}},
-                                     {"room": 1, "version": 1, "kind": 1, "attachments_retry_after": 1}):
-            after = doc.get("attachments_retry_after")
-            if after is not None and (after if after.tzinfo else after.replace(tzinfo=dt.timezone.utc)) > at:
-                continue
+        waited = {"$or": [{"attachments_retry_after": {"$exists": False}}, {"attachments_retry_after": {"$lte": at}}]}
+        for doc in self.entries.find({"status": "archived", "attachments_retry_until": {"$gt": at}, **waited},
+                                     {"room": 1, "version": 1, "kind": 1}):
             latest = self.latest(doc["room"])
             if latest is not None and latest["version"] == doc["version"]:
                 due[doc["room"]] = doc.get("kind", "ended")
