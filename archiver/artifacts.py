@@ -20,6 +20,9 @@ from typing import Any, Iterator, Mapping
 
 from cryptography import x509
 
+from archiver import attachments as attachments_
+from archiver.attachment_retries import NothingNew, Retry, improved
+from archiver.attachments import Attachment, Fetcher, Policy
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
 from archiver.names import version_folder
@@ -45,6 +48,7 @@ class Plaintext:
     source_sha256: str  # over the redacted source documents
     redaction: RedactionNote
     shortened: int = 0  # fields the PDF shows cut (the record holds them whole)
+    attachments: tuple[Attachment, ...] = ()  # fetched or not, each with its outcome
 
     def files(self) -> dict[str, bytes]:
         return {"pdf": self.pdf, "record": self.record, "record_signature": self.record_signature}
@@ -58,10 +62,12 @@ class Blob:
     sha256: str
     plaintext_sha256: str
     plaintext_size: int
+    extra: dict[str, Any] = field(default_factory=dict)  # an attachment's type, fetch time, position
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "key": self.key, "sha256": self.sha256, "size": len(self.data),
-                "plaintext_sha256": self.plaintext_sha256, "plaintext_size": self.plaintext_size, "version_id": ""}
+                "plaintext_sha256": self.plaintext_sha256, "plaintext_size": self.plaintext_size, "version_id": "",
+                **self.extra}
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,9 @@ class ArtifactBuilder:
 
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
                  max_message_chars: int, retain_days: int, redactor: Redactor,
-                 search_key: bytes | None = None) -> None:
+                 search_key: bytes | None = None, fetcher: Fetcher | None = None) -> None:
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
+        self.fetcher = fetcher  # attachments; None: not fetched (disabled, or an offline render)
         self.renderer = renderer
         self.signer = signer
         self.envelope = envelope
@@ -97,6 +104,8 @@ class ArtifactBuilder:
 
     @classmethod
     def from_config(cls, config: Config, *, encrypt: bool = True) -> "ArtifactBuilder":
+        """ENCRYPT: a builder for the archive (attachments fetched when enabled); else for an offline render."""
+        policy = Policy.from_config(config)
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
             Signer(configured_identity(config), config["signing.timestamp_url"],
@@ -106,11 +115,14 @@ class ArtifactBuilder:
             config["storage.retain_days"],
             Redactor.from_config(config),
             load_search_key(config["search.key_file"]) if config["search.key_file"] else None,
+            Fetcher(policy) if encrypt and policy.enabled else None,
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None) -> Plaintext:
-        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived."""
+                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
+                  retry: Retry | None = None) -> Plaintext:
+        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
+        NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything)."""
         timings = {} if timings is None else timings
         with timed(timings, "redact"):  # first: everything below reads only the redacted copies
             redacted = self.redactor.apply(chat, contact)
@@ -118,20 +130,28 @@ class ArtifactBuilder:
         with timed(timings, "render"):
             status = "ended" if has_ended(chat) else kind
             transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
-            rendered = self.renderer.render(transcript, redaction=note)
+        fetched: tuple[Attachment, ...] = ()
+        if self.fetcher is not None:
+            with timed(timings, "fetch"):
+                fetched = tuple(self.fetcher.fetch_all(transcript.messages))
+        if retry is not None and not improved(fetched, retry):
+            raise NothingNew(transcript.room, retry.of_version, retry.retries)
+        with timed(timings, "render"):
+            rendered = self.renderer.render(transcript, redaction=note, attachments=fetched)
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
-                                          redaction=note.describe())
+                                          redaction=note.describe(),
+                                          attachments=[a.describe() for a in fetched] if fetched else None)
         with timed(timings, "sign"):
             pdf = self.signer.sign_pdf(rendered.data)
             record_signature = self.signer.sign_detached(record)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
-                         rendered.shortened)
+                         rendered.shortened, fetched)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-              version: int, generated_at: dt.datetime) -> Artifacts:
+              version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
-        plain = self.plaintext(chat, contact, kind, version, generated_at, timings)
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -141,6 +161,7 @@ class ArtifactBuilder:
                 stem, ext = OBJECTS[name]
                 blobs.append(Blob(name, f"{folder}/{stem}-{digest[:16]}.{ext}.p7m", sealed, digest,
                                   sha256_hex(data), len(data)))
+            blobs += [self._attachment_blob(a, folder) for a in plain.attachments if a.outcome == attachments_.FETCHED]
         entry = index_entry(plain, version, generated_at, self.retain_days)
         entry.update(
             signing_certificate_sha256=self.signer.identity.fingerprint,
@@ -148,9 +169,38 @@ class ArtifactBuilder:
             encryption="CMS EnvelopedData, AES-256-CBC, RSA key transport",
             objects={b.name: b.describe() for b in blobs},
         )
+        if plain.attachments:
+            entry.update(attachment_fields(plain.attachments, blobs, generated_at, self.fetcher, retry))
         if self.search_key:
             entry["terms"] = entry_terms((m.text for m in plain.transcript.messages if m.text), self.search_key)
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
+
+    def _attachment_blob(self, a: Attachment, folder: str) -> Blob:
+        assert self.envelope is not None
+        sealed = self.envelope.encrypt(a.data)
+        digest = sha256_hex(sealed)
+        return Blob(a.name, f"{folder}/{a.name}-{digest[:16]}.{attachments_.extension(a.content_type)}.p7m", sealed,
+                    digest, a.sha256, len(a.data),
+                    {"position": a.position, "content_type": a.content_type, "fetched_at": a.fetched_at})
+
+
+def attachment_fields(fetched: tuple[Attachment, ...], blobs: list[Blob], generated_at: dt.datetime,
+                      fetcher: Fetcher | None, retry: Retry | None = None) -> dict[str, Any]:
+    """What the index entry says of a version's attachments: each outcome, the keys of the stored ones
+    (verify finds the entry of any stored object by key), and until when failed fetches are retried."""
+    fields: dict[str, Any] = {
+        "attachments": [{k: v for k, v in a.describe().items() if k not in ("url", "file_name", "message_id")}
+                        | {"fetched_at": a.fetched_at} for a in fetched],
+        "attachment_keys": [b.key for b in blobs if b.name.startswith("attachment-")],
+    }
+    if retry is not None:  # see archiver.attachment_retries
+        fields.update(source_sha256=retry.content_key, documents_sha256=retry.documents_sha256,
+                      attachments_retry_of=retry.of_version)
+    retry_hours = fetcher.policy.retry_hours if fetcher else 0
+    if retry_hours and any(a.outcome == attachments_.FAILED for a in fetched):
+        # the window runs from the first version: a retry version keeps it
+        fields["attachments_retry_until"] = retry.until if retry else generated_at + dt.timedelta(hours=retry_hours)
+    return fields
 
 
 def render_limits(config: Config) -> Limits:
@@ -248,18 +298,20 @@ def worker_builder() -> ArtifactBuilder:
 
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False) -> Artifacts:
+                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
+                      retry: Retry | None = None) -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
-    plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived)."""
-    built = archive_here(chat, contact, kind, version, generated_at)
+    plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived).
+    RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better)."""
+    built = archive_here(chat, contact, kind, version, generated_at, *([retry] if retry else []))
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                 version: int, generated_at: dt.datetime) -> Artifacts:
+                 version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
-    built = worker_builder().build(chat, contact, kind, version, generated_at)
+    built = worker_builder().build(chat, contact, kind, version, generated_at, retry)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):

@@ -98,6 +98,12 @@ def _fingerprints(v: list[str]) -> str | None:
     return "must be SHA-256 fingerprints, 64 hex digits (colons allowed) as `openssl x509 -fingerprint -sha256` prints"
 
 
+def _networks(v: list[str]) -> str | None:
+    from archiver.attachments import networks_problem  # it imports this module
+
+    return networks_problem(v)
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "mongodb": {"uri": Key(str, "", _mongo_uri)},
     "source": {
@@ -172,6 +178,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "stale_after_minutes": Key(float, 30.0, _positive),
     },
     "search": {"key_file": Key(str, "")},
+    "attachments": {  # checked further by archiver.attachments.Policy.from_config (hosts when enabled)
+        "enabled": Key(bool, False),
+        "hosts": Key(list, []),
+        "allowed_networks": Key(list, [], lambda v: _networks(v)),
+        "max_bytes": Key(int, 20_000_000, _positive),
+        "max_bytes_per_chat": Key(int, 100_000_000, _positive),
+        "max_per_chat": Key(int, 20, _positive),
+        "timeout_seconds": Key(float, 30.0, _positive),
+        "max_redirects": Key(int, 5, _not_negative),
+        "retry_hours": Key(float, 72.0, _not_negative),
+    },
     "logging": {
         "level": Key(str, "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
         "format": Key(str, "json", _one_of("json", "text")),

@@ -13,6 +13,7 @@ store is unaccounted for.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any, Mapping
 
@@ -25,7 +26,8 @@ from archiver.names import version_folder
 
 
 # Where an entry names its stored objects; each is indexed, so a key in the store finds its entry.
-OBJECT_KEY_FIELDS = ("objects.pdf.key", "objects.record.key", "objects.record_signature.key", "superseded_objects")
+OBJECT_KEY_FIELDS = ("objects.pdf.key", "objects.record.key", "objects.record_signature.key", "superseded_objects",
+                     "attachment_keys")
 
 
 class VersionConflict(RuntimeError):
@@ -46,6 +48,7 @@ class ArchiveIndex:
         # search (--service, --text) and verify (which entry explains a stored object)
         for field in ("service", "terms", *OBJECT_KEY_FIELDS):
             self.entries.create_index([(field, ASCENDING)], name=field)
+        self.entries.create_index([("attachments_retry_until", ASCENDING)], name="attachments_retry_until")
 
     def versions(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every entry of each of ROOMS, oldest version first, in one query."""
@@ -70,6 +73,23 @@ class ArchiveIndex:
         """ROOM's archived version of exactly that source content, if any (versions need not be in
         content order: a chat reverted to earlier content matches an earlier version)."""
         return self.entries.find_one({"room": room, "source_sha256": source_sha256, "status": "archived"})
+
+    def attachment_retries_due(self, at: dt.datetime) -> dict[str, str]:
+        """Room -> kind of the rooms whose latest archived version missed files that a retry may fetch
+        now (inside its window, past its backoff: see archiver.attachment_retries)."""
+        due = {}
+        waited = {"$or": [{"attachments_retry_after": {"$exists": False}}, {"attachments_retry_after": {"$lte": at}}]}
+        for doc in self.entries.find({"status": "archived", "attachments_retry_until": {"$gt": at}, **waited},
+                                     {"room": 1, "version": 1, "kind": 1}):
+            latest = self.latest(doc["room"])
+            if latest is not None and latest["version"] == doc["version"]:
+                due[doc["room"]] = doc.get("kind", "ended")
+        return due
+
+    def postpone_attachment_retry(self, room: str, version: int, after: dt.datetime, retries: int) -> None:
+        """The retry of ROOM's VERSION fetched nothing more: the next one not before AFTER."""
+        self.entries.update_one({"room": room, "version": version, "status": "archived"},
+                                {"$set": {"attachments_retry_after": after, "attachments_retries": retries}})
 
     def latest(self, room: str) -> dict[str, Any] | None:
         return self.entries.find_one({"room": room, "status": "archived"}, sort=[("version", DESCENDING)])

@@ -83,13 +83,20 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
     if entry.get("status") != "archived":
         opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}"))
     objects = entry.get("objects") or {}
-    for name in OBJECTS:
+    for name in [*OBJECTS, *attachment_objects(entry)]:
         obj = objects.get(name)
         if not obj:
             opened.checks.append(Check(f"{name}: listed in the index", False, "missing from the entry"))
             continue
         opened.checks.append(_fetch(opened, name, obj, store))
     return opened
+
+
+def attachment_objects(entry: dict[str, Any]) -> list[str]:
+    """The names of ENTRY's attachment objects: those it lists as fetched, and any in its objects."""
+    listed = [f"attachment-{a.get('position')}" for a in entry.get("attachments") or [] if a.get("outcome") == "fetched"]
+    stored = [name for name in entry.get("objects") or {} if name.startswith("attachment-")]
+    return list(dict.fromkeys([*listed, *stored]))
 
 
 def _fetch(opened: Opened, name: str, obj: dict[str, Any], store: ObjectStore) -> Check:
@@ -219,10 +226,27 @@ def _record_checks(record: bytes, entry: dict[str, Any]) -> list[Check]:
         doc = json.loads(record)
     except ValueError as exc:
         return [Check("record: valid JSON", False, str(exc))]
-    same = {k: (doc.get(k), entry.get(k)) for k in ("room", "version", "source_sha256")}
+    # A version made by an attachment retry keeps the source digest in documents_sha256 (archiver.attachment_retries).
+    same = {k: (doc.get(k), entry.get("documents_sha256") if k == "source_sha256" and entry.get("documents_sha256")
+                else entry.get(k)) for k in ("room", "version", "source_sha256")}
     wrong = {k: v for k, v in same.items() if v[0] != v[1]}
-    return [Check("record: its room, version and source SHA-256 are the entry's", not wrong,
-                  "; ".join(f"{k} {a!r} (index {b!r})" for k, (a, b) in wrong.items()))]
+    checks = [Check("record: its room, version and source SHA-256 are the entry's", not wrong,
+                    "; ".join(f"{k} {a!r} (index {b!r})" for k, (a, b) in wrong.items()))]
+    return checks + _attachment_checks(doc, entry)
+
+
+def _attachment_checks(doc: dict[str, Any], entry: dict[str, Any]) -> list[Check]:
+    """The signed record names each stored attachment's plaintext SHA-256: an attachment swapped in
+    the store and the index alike is caught here."""
+    listed = {f"attachment-{a.get('position')}": a.get("sha256") for a in doc.get("attachments") or []
+              if isinstance(a, dict) and a.get("outcome") == "fetched"}
+    indexed = {name: o.get("plaintext_sha256") for name, o in (entry.get("objects") or {}).items()
+               if name.startswith("attachment-")}
+    if not listed and not indexed:
+        return []
+    differ = sorted(name for name in listed.keys() | indexed.keys() if listed.get(name) != indexed.get(name))
+    return [Check("record: lists the entry's attachments with their SHA-256", not differ,
+                  "; ".join(f"{n}: record {listed.get(n)}, index {indexed.get(n)}" for n in differ))]
 
 
 def _certificates(signer: x509.Certificate, signed_data: cms.SignedData) -> list[x509.Certificate]:

@@ -145,6 +145,8 @@ def _write_export(config: Config, chat: dict, contact: dict | None, entry: dict,
         plain = ArtifactBuilder.from_config(config, encrypt=False).plaintext(chat, contact, entry["kind"],
                                                                              entry["version"], now())
         outcome.lines.append("  plaintext below is a fresh signature over the same content (same source_sha256)")
+        if entry.get("attachments"):  # a fresh copy fetches nothing (docs/attachments.md)
+            outcome.lines.append("  it does not describe the attachments: `archiver retrieve` gives the archived version")
     try:
         paths = write_plaintext(plain, out)
     except FileExistsError as exc:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from archiver import artifacts
+from archiver import attachment_retries
+from archiver.attachment_retries import NothingNew
 from archiver.artifacts import Artifacts, Plaintext, timed
 from archiver.claims import Job, WorkQueue, now
 from archiver.config import Config
@@ -104,6 +106,7 @@ class Archiver:
         self.index.ensure_indexes()
         artifacts.init_worker(config)  # fails fast on bad keys, before any claim
         self.workers = config["archive.workers"] or os.cpu_count() or 1
+        self._attachment_retries: dict[str, attachment_retries.Retry] = {}  # planned, not yet submitted
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -124,6 +127,9 @@ class Archiver:
             idle_since = None if full or "idle_ms" not in state else state["idle_ms"] - overlap_ms
             found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned", full)
             sets["idle_ms"] = before
+        if self.config["attachments.enabled"]:  # files an archived version missed, due for a retry
+            due = self.index.attachment_retries_due(now())
+            found += self.queue.enqueue(due.items(), changed=set(due)) if due else 0
         self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
         event("discovery", queued=found, full=full or since is None)
         return found
@@ -375,9 +381,10 @@ class Archiver:
         prepared = []
         for entry in [*retries, *made]:
             job = by_room[entry["room"]]
+            retry = self._attachment_retries.pop(job.room, None)
             # Only the entry comes back from the worker, and the plaintext for an on-demand export.
             build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
-                                      now(), keep_plaintext=keep_plaintext)
+                                      now(), keep_plaintext=keep_plaintext, **({"retry": retry} if retry else {}))
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
@@ -407,12 +414,27 @@ class Archiver:
             if same is None:
                 new.append((job.room, 1 + max((v["version"] for v in known), default=0), digest))
             elif same["status"] == "archived":
-                unchanged.append(job.room)
+                retry = self._attachment_retry(job.room, known, digest)
+                if retry:
+                    new.append((job.room, 1 + max(v["version"] for v in known), retry.content_key))
+                else:
+                    unchanged.append(job.room)
             else:  # an earlier attempt stopped half-way: rare, so one room at a time
                 retries.extend(entry for entry in [self._replan(job, same, report)] if entry)
         self.queue.done(unchanged)
         report.unchanged += len(unchanged)
         return new, retries
+
+    def _attachment_retry(self, room: str, known: list[dict[str, Any]], digest: str
+                          ) -> attachment_retries.Retry | None:
+        """A retry of the files ROOM's latest archived version missed, if one is due (remembered for _prepare)."""
+        if not self.config["attachments.enabled"]:
+            return None
+        latest = next((v for v in reversed(known) if v["status"] == "archived"), None)
+        retry = attachment_retries.planned(latest, digest, 1 + max(v["version"] for v in known), now())
+        if retry:
+            self._attachment_retries[room] = retry
+        return retry
 
     def _digest(self, job: Job, chat: Any, contact: Any) -> tuple[str, str]:
         """The source digest of JOB's loaded chat, or why it cannot be archived."""
@@ -508,6 +530,14 @@ class Archiver:
         except TimestampError as exc:  # an outage of the authority: retried, never quarantined, never B-B
             self.index.abandon(p.entry)
             self._fail(p.job, str(exc), report, permanent=False)
+        except NothingNew as exc:  # nothing was stored: the version stays as it is, retried later
+            self.index.abandon(p.entry)
+            wait = attachment_retries.backoff(exc.retries, self.config["archive.retry_backoff_seconds"])
+            self.index.postpone_attachment_retry(p.job.room, exc.of_version, now() + wait, exc.retries + 1)
+            self.queue.done([p.job.room])
+            report.unchanged += 1
+            event("attachments_retried", room=p.job.room, version=exc.of_version, fetched_more=False,
+                  next_in_seconds=int(wait.total_seconds()))
         except Exception as exc:  # a renderer or signer bug must not stop the pass
             self.index.abandon(p.entry)
             self._fail(p.job, f"{type(exc).__name__}: {exc}", report, permanent=True)

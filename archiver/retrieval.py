@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pymongo import DESCENDING
 
+from archiver.attachments import extension
 from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
@@ -85,7 +87,8 @@ def retrieve(config: Config, request: Request) -> Path:
 
 
 def _files(opened: Opened, report: dict[str, Any]) -> dict[str, bytes]:
-    files = {FILES[name]: data for name, data in opened.plain.items()}
+    names = attachment_file_names(opened)
+    files = {FILES.get(name) or names[name]: data for name, data in opened.plain.items()}
     pem = [c.public_bytes(Encoding.PEM) for c in opened.certificates]
     files["signer.crt.pem"] = pem[0]
     files["certificates.pem"] = b"".join(pem)
@@ -125,7 +128,8 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
         "store": store,
         "entry": {k: _text(entry.get(k)) for k in ("kind", "ended_at", "archived_at", "source_sha256",
                                                    "signing_certificate_sha256")},
-        "objects": {name: entry["objects"][name] for name in FILES},
+        "objects": {name: {k: _text(v) for k, v in entry["objects"][name].items()}  # an attachment's fetch time
+                    for name in [*FILES, *sorted(opened.sealed.keys() - FILES.keys())]},
         "checks": [asdict(c) for c in opened.checks],
         "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
         "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
@@ -146,6 +150,7 @@ def _write_all(target: Path, files: dict[str, bytes]) -> None:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
         for name, data in files.items():
+            (staging / name).parent.mkdir(exist_ok=True)  # attachments/
             fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
@@ -154,6 +159,27 @@ def _write_all(target: Path, files: dict[str, bytes]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def attachment_file_names(opened: Opened) -> dict[str, str]:
+    """Object name -> file under attachments/: the position, the name the URL gave (cleaned), and the
+    extension of the type sniffed from its bytes."""
+    try:
+        listed = json.loads(opened.plain.get("record", b"{}")).get("attachments") or []
+    except ValueError:
+        listed = []
+    named = {f"attachment-{a.get('position')}": a.get("file_name") or "" for a in listed if isinstance(a, dict)}
+    files = {}
+    for name in opened.plain.keys() - FILES.keys():
+        obj = opened.entry["objects"][name]
+        cleaned = _UNSAFE.sub("_", str(named.get(name, ""))).lstrip("._")[:100]
+        ext = extension(obj.get("content_type", ""))
+        stem = cleaned if cleaned.lower().endswith(f".{ext}") else f"{cleaned or 'file'}.{ext}"
+        files[name] = f"attachments/{int(obj.get('position', 0)):04d}-{stem}"
+    return files
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _sha256(data: bytes) -> str:

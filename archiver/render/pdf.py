@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import re
 import tomllib
@@ -38,7 +39,9 @@ from reportlab.pdfbase.pdfdoc import PDFArray
 from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 
+from archiver.attachments import Attachment
 from archiver.redaction import RedactionNote
+from archiver.render.attachments import attachment_lines
 from archiver.transcript import InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -56,6 +59,10 @@ BAR = "\u2502 "  # starts every line of a message after its header line
 LABEL_DEFAULTS = {
     "shortened": "[{hidden} more characters not shown here; the full text is in the JSON record]",
     "shortened_count": "Fields shown shortened",
+    "attachment_file": "Archived file",
+    "attachment_fetched": "{size} bytes · {type} · SHA-256 {sha256} · fetched {time}",
+    "attachment_missing": "File not archived ({outcome})",
+    "attachment_no_preview": "[image not shown: {reason}]",
 }
 
 
@@ -141,6 +148,7 @@ class Line:
     height: float
     runs: list[tuple[float, Run]] = field(default_factory=list)  # (x from the left margin, run)
     rule: bool = False  # a horizontal rule instead of text
+    image: tuple[Any, float, float, float] | None = None  # (ImageReader, x, width, height): an attachment's thumbnail
 
 
 # Where lines may break: spaces, but not the no-break ones (U+00A0, U+2007, U+202F).
@@ -354,10 +362,12 @@ class PdfRenderer:
 
     # -- public ----------------------------------------------------------------------------
 
-    def render(self, transcript: Transcript, redaction: RedactionNote | None = None) -> RenderedPdf:
-        """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes."""
+    def render(self, transcript: Transcript, redaction: RedactionNote | None = None,
+               attachments: Iterable[Attachment] = ()) -> RenderedPdf:
+        """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes.
+        ATTACHMENTS are shown under their messages (see archiver.render.attachments)."""
         counter = _Counter()
-        body = self._body(transcript, counter)
+        body = self._body(transcript, counter, {a.position: a for a in attachments})
         lines = [*self._header(transcript, counter, redaction), *body]
         pages = _paginate(lines, self._usable_height())
         if len(pages) > self.limits.pages:
@@ -368,14 +378,15 @@ class PdfRenderer:
                               f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
         return RenderedPdf(data, counter.placeholders, counter.shortened)
 
-    def _body(self, t: Transcript, counter: "_Counter") -> list[Line]:
+    def _body(self, t: Transcript, counter: "_Counter", attached: dict[int, Attachment] | None = None) -> list[Line]:
         """The messages' lines; stops as soon as their height alone needs more pages than allowed."""
         budget = self.limits.pages * self._usable_height()
         lines: list[Line] = []
         used = 0.0
         for m in t.messages:
-            for line in self._message(m, counter):
-                used += line.height if line.runs else 0.0  # empty lines may fall at a page top, dropped
+            extra = attachment_lines(self, attached[m.position], counter) if attached and m.position in attached else ()
+            for line in itertools.chain(self._message(m, counter), extra):
+                used += line.height if line.runs or line.image else 0.0  # empty lines may fall at a page top, dropped
                 if used > budget:
                     raise self._too_many_pages(m.position)
                 lines.append(line)
@@ -576,6 +587,9 @@ class PdfRenderer:
         current: Style | None = None
         links: dict[str, list[tuple[float, float, float, float]]] = {}  # URL -> the boxes of its pieces
         for line in lines:
+            if line.image:
+                reader, x, w, h = line.image
+                canvas.drawImage(reader, self.margin + x, y - line.height + 2, w, h)
             if line.rule:
                 canvas.setStrokeColor(self.palette["rule"])
                 canvas.setLineWidth(0.5)
@@ -614,7 +628,7 @@ def _paginate(lines: list[Line], height: float) -> list[list[Line]]:
         if used + line.height > height and pages[-1]:
             pages.append([])
             used = 0.0
-        if not pages[-1] and not line.runs and not line.rule:
+        if not pages[-1] and not line.runs and not line.rule and not line.image:
             continue
         pages[-1].append(line)
         used += line.height

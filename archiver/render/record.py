@@ -59,10 +59,12 @@ def build_record(
     version: int,
     generated_at: dt.datetime,
     redaction: Mapping[str, Any] | None = None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> tuple[bytes, str]:
     """The record as UTF-8 bytes (compact, fixed key order), and the source digest.
 
-    REDACTION (archiver.redaction.RedactionNote.describe) says what was masked in CHAT and CONTACT.
+    REDACTION (archiver.redaction.RedactionNote.describe) says what was masked in CHAT and CONTACT;
+    ATTACHMENTS (archiver.attachments.Attachment.describe) what became of each message's file.
     """
     source = _source(chat, contact)
     digest = hashlib.sha256(_dump(source)).hexdigest()
@@ -75,6 +77,7 @@ def build_record(
         "source_sha256": digest,
         **({"redaction": dict(redaction)} if redaction is not None else {}),
         "transcript": _transcript_view(transcript),
+        **({"attachments": attachments} if attachments else {}),
         "source": source,
     }
     return _dump(record), digest

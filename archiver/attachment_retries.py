@@ -1,0 +1,79 @@
+"""Retrying attachments that failed (HTTP error, timeout, network) within `attachments.retry_hours`.
+
+The source of such a chat has not changed, so its source digest matches the version that missed
+the files and the pass would call it unchanged. A retry is therefore planned from the index: the
+room's latest archived version with a failed fetch, inside its window, whose backoff has passed.
+It builds the chat again and keeps the result only if it is better: at least one file that failed
+is now fetched and none fetched before is lost. Otherwise nothing is stored (`NothingNew`) and the
+next try waits twice as long. The window runs from the first version, so retries end.
+
+The index allows one version per (room, source_sha256): a retry version's `source_sha256` is a key
+derived from the source digest and its own version number; `documents_sha256` holds the source
+digest itself (the one its signed record names).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from archiver.attachments import FAILED, FETCHED, Attachment
+
+MAX_BACKOFF_SECONDS = 6 * 3600
+
+
+class NothingNew(Exception):
+    """A retry fetched no file that was missing (or lost one): nothing stored, tried again later."""
+
+    def __init__(self, room: str, of_version: int, retries: int) -> None:
+        super().__init__(room, of_version, retries)
+        self.room, self.of_version, self.retries = room, of_version, retries
+
+    def __str__(self) -> str:
+        return f"{self.room}: retried the files version {self.of_version} missed; none more fetched"
+
+
+@dataclass(frozen=True)
+class Retry:
+    of_version: int  # the version whose failed files are tried again
+    content_key: str  # the new version's source_sha256 (see the module's doc)
+    documents_sha256: str  # the source digest
+    fetched: frozenset[int]  # positions fetched before: must be fetched again
+    failed: frozenset[int]  # positions that failed before
+    until: dt.datetime  # end of the window, from the first version
+    retries: int  # tries so far
+
+
+def documents_sha256(entry: dict[str, Any]) -> str:
+    """The source digest of ENTRY's content, whether or not it was made by a retry."""
+    return entry.get("documents_sha256") or entry.get("source_sha256", "")
+
+
+def planned(latest: dict[str, Any] | None, digest: str, version: int, at: dt.datetime) -> Retry | None:
+    """The retry to build as VERSION, if LATEST (the room's latest archived version) is due one for DIGEST."""
+    if latest is None or latest.get("status") != "archived" or documents_sha256(latest) != digest:
+        return None
+    until, after = latest.get("attachments_retry_until"), latest.get("attachments_retry_after")
+    if until is None or _aware(until) <= at or (after is not None and _aware(after) > at):
+        return None
+    described = latest.get("attachments") or []
+    key = hashlib.sha256(f"attachments retry\n{digest}\n{version}".encode()).hexdigest()
+    return Retry(latest["version"], key, digest, frozenset(a["position"] for a in described if a["outcome"] == FETCHED),
+                 frozenset(a["position"] for a in described if a["outcome"] == FAILED), _aware(until),
+                 latest.get("attachments_retries", 0))
+
+
+def improved(fetched: Iterable[Attachment], retry: Retry) -> bool:
+    """Whether FETCHED is worth a new version: a missing file now there, none lost."""
+    now_there = {a.position for a in fetched if a.outcome == FETCHED}
+    return bool(retry.failed & now_there) and retry.fetched <= now_there
+
+
+def backoff(retries: int, base_seconds: int) -> dt.timedelta:
+    return dt.timedelta(seconds=min(max(base_seconds, 1) * 2 ** retries, MAX_BACKOFF_SECONDS))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

@@ -1,0 +1,359 @@
+"""Attachments: the files IMAGE and DOCUMENT messages link to, fetched once, safely, to be archived.
+
+A URL in a message is hostile input that points our process at the network. So a
+fetch goes only to hosts the configuration names (`attachments.hosts`), resolves
+the name itself and refuses any address that is not public (loopback, private,
+link-local, multicast, reserved, cloud metadata) unless its network is named in
+`attachments.allowed_networks`, then connects to exactly the address it checked:
+a DNS answer that changes between check and connection cannot move it. Redirects
+are followed by hand, each hop checked the same way, at most `max_redirects`.
+Size is capped while the body streams, time over the whole fetch, and the content
+type is read from the bytes (magic numbers), never from the server's headers.
+
+A file that cannot be fetched never stops the archive: it is an `Attachment`
+with outcome `refused` (the policy said no: never retried) or `failed` (the
+server or the network: retried by later passes within `attachments.retry_hours`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import http.client
+import ipaddress
+import posixpath
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+from archiver.config import Config, ConfigError
+from archiver.transcript import Message
+
+KINDS = ("IMAGE", "DOCUMENT")  # message types whose URL is the file itself (a LINK is a web page)
+FETCHED, REFUSED, FAILED = "fetched", "refused", "failed"
+REDIRECTS = (301, 302, 303, 307, 308)
+CHUNK = 64 * 1024
+PATH_SAFE = "/%:@!$&'()*+,;=-._~?"  # RFC 3986 characters kept as they are in a path and query
+# Cloud instance metadata services: refused even inside an allowed network.
+METADATA = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254"))
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], list[str]]  # host, port -> IP addresses as text
+Connector = Callable[[tuple[str, int], float], socket.socket]  # socket.create_connection's shape
+
+
+class Refused(Exception):
+    """The policy does not allow this fetch (host, address, size, count): not retried."""
+
+
+class Failed(Exception):
+    """The server or the network did not deliver (HTTP error, timeout, reset): retried later."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The [attachments] section."""
+    enabled: bool = False
+    hosts: tuple[str, ...] = ()
+    allowed_networks: tuple[Network, ...] = ()
+    max_bytes: int = 20_000_000
+    timeout_seconds: float = 30.0
+    max_per_chat: int = 20
+    max_bytes_per_chat: int = 100_000_000
+    max_redirects: int = 5
+    retry_hours: float = 72.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Policy":
+        enabled = config["attachments.enabled"]
+        if enabled and not config["attachments.hosts"]:
+            raise ConfigError("attachments.hosts: required when attachments.enabled is true "
+                              '(the hosts files may be fetched from, e.g. ["media.example.com", "*.cdn.example.net"])')
+        return cls(enabled, tuple(h.lower() for h in config["attachments.hosts"]),
+                   tuple(parse_networks(config["attachments.allowed_networks"])),
+                   config["attachments.max_bytes"], config["attachments.timeout_seconds"],
+                   config["attachments.max_per_chat"], config["attachments.max_bytes_per_chat"],
+                   config["attachments.max_redirects"], config["attachments.retry_hours"])
+
+
+def parse_networks(values: Iterable[str]) -> list[Network]:
+    try:
+        return [ipaddress.ip_network(v, strict=False) for v in values]
+    except ValueError as exc:
+        raise ConfigError(f"attachments.allowed_networks: {exc} (give networks as CIDR, e.g. \"10.20.0.0/16\")") from None
+
+
+def networks_problem(values: list[str]) -> str | None:
+    """The configuration check of attachments.allowed_networks."""
+    try:
+        parse_networks(values)
+    except ConfigError as exc:
+        return str(exc).split(": ", 1)[1]
+    return None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What became of one message's file."""
+    position: int  # the message's position in the chat
+    message_id: str
+    url: str
+    file_name: str  # the last segment of the URL's path, for people; never used as a path as it is
+    outcome: str  # fetched, refused or failed
+    reason: str = ""  # why not fetched
+    data: bytes = field(default=b"", repr=False)
+    content_type: str = ""  # sniffed from DATA
+    fetched_at: dt.datetime | None = None
+
+    @property
+    def name(self) -> str:
+        """Its object's name in the index entry."""
+        return f"attachment-{self.position}"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest() if self.outcome == FETCHED else ""
+
+    def describe(self) -> dict[str, Any]:
+        """For the JSON record (signed): everything but the bytes."""
+        return {"position": self.position, "message_id": self.message_id, "url": self.url,
+                "file_name": self.file_name, "outcome": self.outcome, "reason": self.reason,
+                "size": len(self.data) if self.outcome == FETCHED else None, "sha256": self.sha256 or None,
+                "content_type": self.content_type or None, "fetched_at": _iso(self.fetched_at),
+                "object": self.name if self.outcome == FETCHED else None}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else None
+
+
+def system_resolve(host: str, port: int) -> list[str]:
+    """Every address HOST has, as the system resolver gives them."""
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
+    """Why ADDRESS may not be connected to ("" if it may): only public addresses, and those in ALLOWED."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:  # ::ffff:a.b.c.d reaches a.b.c.d: judged as itself
+            return forbidden(address.ipv4_mapped, allowed)
+        inner = address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if inner is not None and forbidden(inner, allowed):
+            return f"{address} embeds {forbidden(inner, allowed)}"
+    if address in METADATA:
+        return f"{address} is a cloud metadata address"
+    if any(address in network for network in allowed):
+        return ""
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            return f"{address} is a {kind.replace('_', '-')} address"
+    return "" if address.is_global else f"{address} is not a public address"
+
+
+def sniff(data: bytes) -> str:
+    """The content type the bytes themselves say (magic numbers), never what a server claimed."""
+    for magic, offset, kind in SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            return "image/webp" if kind == "riff" and data[8:12] == b"WEBP" else kind
+    if b"\x00" not in data[:4096]:
+        try:
+            data[:4096].decode("utf-8")
+            return "text/plain"
+        except UnicodeDecodeError as exc:
+            if exc.start >= 4092:  # a character cut at the end of the sample
+                return "text/plain"
+    return "application/octet-stream"
+
+
+SIGNATURES = (  # (magic, offset, type)
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"), (b"\xff\xd8\xff", 0, "image/jpeg"), (b"GIF87a", 0, "image/gif"),
+    (b"GIF89a", 0, "image/gif"), (b"%PDF-", 0, "application/pdf"), (b"RIFF", 0, "riff"),
+    (b"II*\x00", 0, "image/tiff"), (b"MM\x00*", 0, "image/tiff"), (b"PK\x03\x04", 0, "application/zip"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 0, "application/x-ole-storage"), (b"\x1f\x8b", 0, "application/gzip"),
+    (b"ftyp", 4, "video/mp4"), (b"OggS", 0, "audio/ogg"), (b"ID3", 0, "audio/mpeg"),
+)
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "application/pdf": "pdf",
+              "image/webp": "webp", "image/tiff": "tif", "application/zip": "zip", "text/plain": "txt"}
+
+
+class Fetcher:
+    """Fetches under a Policy. RESOLVE and CONNECT are the only ways out to the network (tests stub them)."""
+
+    def __init__(self, policy: Policy, resolve: Resolver = system_resolve,
+                 connect: Connector = socket.create_connection, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.resolve = resolve
+        self.connect = connect
+        self.clock = clock
+        self.tls = ssl.create_default_context()
+
+    def fetch_all(self, messages: Iterable[Message]) -> list[Attachment]:
+        """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order."""
+        found: list[Attachment] = []
+        budget = self.policy.max_bytes_per_chat
+        for m in messages:
+            if m.type not in KINDS or not m.url:
+                continue
+            if len(found) >= self.policy.max_per_chat:
+                found.append(_unfetched(m, REFUSED, f"over attachments.max_per_chat ({self.policy.max_per_chat})"))
+                continue
+            attachment = self.attachment(m, budget)
+            budget -= len(attachment.data)
+            found.append(attachment)
+        return found
+
+    def attachment(self, m: Message, budget: int | None = None) -> Attachment:
+        """M's file, or why not; at most BUDGET bytes (what is left of the per-chat cap)."""
+        budget = self.policy.max_bytes_per_chat if budget is None else budget
+        try:
+            data = self.fetch(m.url, budget)
+        except Refused as exc:
+            return _unfetched(m, REFUSED, str(exc))
+        except Failed as exc:
+            return _unfetched(m, FAILED, str(exc))
+        except Exception as exc:  # a case not foreseen must cost this file, never the chat
+            return _unfetched(m, FAILED, f"{type(exc).__name__}: {exc}")
+        return Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "", data, sniff(data),
+                          dt.datetime.now(dt.timezone.utc))
+
+    def fetch(self, url: str, budget: int | None = None) -> bytes:
+        """The body at URL (redirects followed, each checked); raises Refused or Failed."""
+        limit = min(self.policy.max_bytes, self.policy.max_bytes_per_chat if budget is None else budget)
+        deadline = self.clock() + self.policy.timeout_seconds
+        for _ in range(self.policy.max_redirects + 1):
+            scheme, host, port, path, address = self.check(url)
+            conn = self._connection(scheme, host, port, address, deadline)
+            try:
+                response = self._get(conn, path, deadline)
+                if response.status in REDIRECTS:
+                    location = response.getheader("Location")
+                    if not location:
+                        raise Failed(f"HTTP {response.status} without a Location")
+                    url = urljoin(url, location)
+                    continue
+                if response.status != 200:
+                    raise Failed(f"HTTP {response.status} {response.reason}".strip())
+                return self._body(conn, response, limit, deadline)
+            except (OSError, http.client.HTTPException) as exc:
+                raise Failed(_network_error(exc, self.policy.timeout_seconds)) from None
+            finally:
+                conn.close()
+        raise Refused(f"more than {self.policy.max_redirects} redirects (attachments.max_redirects)")
+
+    def check(self, url: str) -> tuple[str, str, int, str, str]:
+        """(scheme, host, port, path, the address to connect to) of URL, or Refused: nothing is contacted."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        except ValueError as exc:
+            raise Refused(f"not a usable URL ({exc})") from None
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+        if scheme not in ("http", "https"):
+            raise Refused(f"scheme {scheme or '(none)'!r} is not fetched (only http and https)")
+        if not host or not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.policy.hosts):
+            raise Refused(f"host {host!r} is not in attachments.hosts")
+        try:
+            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolve(host, port)]
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise Failed(f"cannot resolve {host!r} ({exc})") from None
+        if not addresses:
+            raise Failed(f"{host!r} has no address")
+        for address in addresses:  # every one: the connection must not be able to pick a bad one
+            why = forbidden(address, self.policy.allowed_networks)
+            if why:
+                raise Refused(f"host {host!r} resolves to a forbidden address: {why} (attachments.allowed_networks)")
+        # Percent-encoded as sent on the wire: a space, a non-ASCII letter or a stray CR LF stays inside the path.
+        path = quote(parts.path or "/", safe=PATH_SAFE) + (f"?{quote(parts.query, safe=PATH_SAFE)}" if parts.query else "")
+        return scheme, host, port, path, str(addresses[0])
+
+    def _connection(self, scheme: str, host: str, port: int, address: str, deadline: float
+                    ) -> http.client.HTTPConnection:
+        timeout = max(0.001, deadline - self.clock())
+        if scheme == "https":
+            return _PinnedHTTPS(host, port, address, self.connect, timeout, self.tls)
+        return _PinnedHTTP(host, port, address, self.connect, timeout)
+
+    def _get(self, conn: http.client.HTTPConnection, path: str, deadline: float) -> http.client.HTTPResponse:
+        conn.request("GET", path, headers={"User-Agent": "ctlive-archiver", "Accept": "*/*",
+                                           "Accept-Encoding": "identity", "Connection": "close"})
+        self._remaining(conn, deadline)
+        return conn.getresponse()
+
+    def _body(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, limit: int,
+              deadline: float) -> bytes:
+        declared = response.getheader("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise Refused(f"too big: {int(declared):,} bytes, over {_cap(limit, self.policy)}")
+        chunks, size = [], 0
+        while True:
+            self._remaining(conn, deadline)
+            chunk = response.read1(CHUNK)  # what has arrived: read() would wait to fill CHUNK
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise Refused(f"too big: more than {_cap(limit, self.policy)}")
+            chunks.append(chunk)
+
+    def _remaining(self, conn: http.client.HTTPConnection, deadline: float) -> None:
+        """Every socket wait is bounded by what is left of the whole fetch's time."""
+        left = deadline - self.clock()
+        if left <= 0:
+            raise TimeoutError()
+        if conn.sock is not None:
+            conn.sock.settimeout(left)
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to the address that was checked, whatever the name resolves to now; Host stays the name."""
+
+    def __init__(self, host: str, port: int, address: str, connect: Connector, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address, self.opener = address, connect
+
+    def connect(self) -> None:
+        self.sock = self.opener((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, connect: Connector, timeout: float,
+                 context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address, self.opener, self.tls = address, connect, context
+
+    def connect(self) -> None:
+        sock = self.opener((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
+
+
+def _unfetched(m: Message, outcome: str, reason: str) -> Attachment:
+    return Attachment(m.position, m.message_id, m.url, file_name(m.url), outcome, reason)
+
+
+def _cap(limit: int, policy: Policy) -> str:
+    which = "attachments.max_bytes" if limit == policy.max_bytes else "what is left of attachments.max_bytes_per_chat"
+    return f"{limit:,} bytes ({which})"
+
+
+def _network_error(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"timed out (attachments.timeout_seconds = {timeout:g})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def file_name(url: str) -> str:
+    """The last segment of URL's path, decoded, for people to read ("" if none)."""
+    try:
+        return posixpath.basename(unquote(urlsplit(url).path))[:200]
+    except ValueError:
+        return ""
+
+
+def extension(content_type: str) -> str:
+    return EXTENSIONS.get(content_type, "bin")

@@ -1,0 +1,224 @@
+"""Fetching attachments: what is fetched, what is refused and why, and that a refused address is never contacted."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from typing import Iterator
+
+import pytest
+
+from archiver.attachments import FAILED, FETCHED, REFUSED, Fetcher, Policy, forbidden, sniff
+from archiver.transcript import Message
+from attachment_server import PDF, Files, jpeg, png, serve
+
+LOCAL = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+@pytest.fixture
+def files() -> Files:
+    return Files()
+
+
+@pytest.fixture
+def server(files: Files) -> Iterator[str]:
+    yield from serve(files)
+
+
+def policy(**overrides) -> Policy:
+    values = {"enabled": True, "hosts": ("127.0.0.1",), "allowed_networks": LOCAL, "timeout_seconds": 5.0}
+    return Policy(**{**values, **overrides})
+
+
+def message(url: str, position: int = 3, kind: str = "IMAGE") -> Message:
+    return Message(position, f"m{position}", "", kind, None, "4747", False, "", url, True, "", None, "")
+
+
+class Network:
+    """A stub resolver and connector: names resolve as told, connections are recorded and refused."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.resolved: list[str] = []
+        self.connected: list[tuple[str, int]] = []
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        self.resolved.append(host)
+        return self.answers[host]
+
+    def connect(self, address: tuple[str, int], timeout: float) -> socket.socket:
+        self.connected.append(address)
+        raise ConnectionRefusedError("stub: no packet leaves this test")
+
+
+def test_images_and_documents_are_fetched_with_their_sniffed_type(server, files) -> None:
+    image, photo = png(), jpeg()
+    files.add("/a/photo.png", image, Content_Type="application/x-evil")  # the header is not believed
+    files.add("/a/scan.jpg", photo)
+    files.add("/a/contract.pdf", PDF, Content_Type="image/png")
+    fetcher = Fetcher(policy())
+    got = fetcher.fetch_all([message(f"{server}/a/photo.png", 1), message(f"{server}/a/scan.jpg", 2),
+                             message(f"{server}/a/contract.pdf", 3, "DOCUMENT"),
+                             message(f"{server}/a/page", 4, "LINK")])  # a link is a page, not a file
+    assert [(a.position, a.outcome, a.content_type, a.file_name) for a in got] == [
+        (1, FETCHED, "image/png", "photo.png"), (2, FETCHED, "image/jpeg", "scan.jpg"),
+        (3, FETCHED, "application/pdf", "contract.pdf")]
+    assert [a.data for a in got] == [image, photo, PDF]
+    assert got[0].fetched_at is not None and got[0].sha256 and got[0].reason == ""
+
+
+def test_404_is_a_failure_with_its_reason(server) -> None:
+    got = Fetcher(policy()).attachment(message(f"{server}/gone.png"))
+    assert (got.outcome, got.reason, got.data) == (FAILED, "HTTP 404 Not Found", b"")
+
+
+def test_a_server_that_stalls_times_out(server, files) -> None:
+    files.add("/slow.png", png())
+    got = Fetcher(policy(timeout_seconds=0.5)).attachment(message(f"{server}/slow.png"))
+    assert got.outcome == FAILED and "timed out" in got.reason
+
+
+def test_a_body_that_drips_forever_is_cut_by_the_time_cap_of_the_whole_fetch(server, files) -> None:
+    files.add("/drip", b"")
+    fetcher = Fetcher(policy(timeout_seconds=0.6))
+    started = time.monotonic()
+    got = fetcher.attachment(message(f"{server}/drip"))
+    assert got.outcome == FAILED and "timed out" in got.reason
+    assert time.monotonic() - started < 2.0  # each read alone is quick: only a cap over the whole fetch stops it
+
+
+def test_oversize_is_refused_whether_declared_or_streamed(server, files) -> None:
+    files.add("/big.png", b"\x89PNG\r\n\x1a\n" + b"0" * 5000)
+    files.add("/drip", b"")  # no Content-Length: counted while streaming
+    fetcher = Fetcher(policy(max_bytes=1000))
+    declared = fetcher.attachment(message(f"{server}/big.png"))
+    assert declared.outcome == REFUSED and declared.reason.startswith("too big: 5,008 bytes, over 1,000 bytes")
+    streamed = Fetcher(policy(max_bytes=5, timeout_seconds=5)).attachment(message(f"{server}/drip"))
+    assert streamed.outcome == REFUSED and streamed.reason.startswith("too big: more than 5 bytes")
+
+
+def test_per_chat_caps(server, files) -> None:
+    for i in range(4):
+        files.add(f"/{i}.png", png())
+    size = len(png())
+    got = Fetcher(policy(max_per_chat=3, max_bytes_per_chat=2 * size + 10)).fetch_all(
+        [message(f"{server}/{i}.png", i + 1) for i in range(4)])
+    assert [a.outcome for a in got] == [FETCHED, FETCHED, REFUSED, REFUSED]
+    assert "max_bytes_per_chat" in got[2].reason and "max_per_chat" in got[3].reason
+
+
+def test_a_host_not_allowed_is_refused_without_resolving_it() -> None:
+    net = Network({})
+    got = Fetcher(policy(hosts=("media.example.com",)), net.resolve, net.connect).attachment(
+        message("https://evil.example.org/x.png"))
+    assert got.outcome == REFUSED and "'evil.example.org' is not in attachments.hosts" in got.reason
+    assert net.resolved == [] and net.connected == []
+
+
+@pytest.mark.parametrize("address, why", [
+    ("10.1.2.3", "private"), ("192.168.0.10", "private"), ("127.0.0.1", "loopback"),
+    ("169.254.169.254", "metadata"), ("169.254.10.1", "link-local"), ("::1", "loopback"),
+    ("::ffff:169.254.169.254", "metadata"), ("::ffff:10.0.0.1", "private"), ("fe80::1", "link-local"),
+    ("fd00:ec2::254", "metadata"), ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
+    ("100.64.0.1", "not a public"), ("2002:a00:1::", "embeds"),
+])
+def test_forbidden_addresses_are_refused_before_any_connection(address, why) -> None:
+    net = Network({"media.example.com": [address]})
+    fetcher = Fetcher(policy(hosts=("media.example.com",), allowed_networks=()), net.resolve, net.connect)
+    got = fetcher.attachment(message("https://media.example.com/x.png"))
+    assert got.outcome == REFUSED and "forbidden address" in got.reason and why in got.reason
+    assert net.resolved == ["media.example.com"] and net.connected == []
+
+
+def test_one_bad_address_among_several_refuses_the_host() -> None:
+    net = Network({"media.example.com": ["93.184.216.34", "10.0.0.7"]})
+    got = Fetcher(policy(hosts=("media.example.com",), allowed_networks=()), net.resolve, net.connect).attachment(
+        message("http://media.example.com/x.png"))
+    assert got.outcome == REFUSED and "10.0.0.7" in got.reason and net.connected == []
+
+
+def test_the_checked_address_is_the_one_connected_to() -> None:
+    net = Network({"media.example.com": ["93.184.216.34"]})
+    got = Fetcher(policy(hosts=("media.example.com",), allowed_networks=()), net.resolve, net.connect).attachment(
+        message("http://media.example.com/x.png"))
+    assert got.outcome == FAILED and net.connected == [("93.184.216.34", 80)]  # the stub refused it
+
+
+def test_metadata_stays_refused_inside_an_allowed_network() -> None:
+    assert "metadata" in forbidden(ipaddress.ip_address("169.254.169.254"), [ipaddress.ip_network("169.254.0.0/16")])
+    assert forbidden(ipaddress.ip_address("10.20.1.1"), [ipaddress.ip_network("10.20.0.0/16")]) == ""
+    assert forbidden(ipaddress.ip_address("93.184.216.34")) == ""
+
+
+def test_a_redirect_to_a_forbidden_address_is_refused_before_connecting_there(server, files) -> None:
+    files.add("/r.png", b"", status=302, Location="http://metadata.example.com/latest/meta-data/")
+    real = socket.create_connection
+    net = Network({"127.0.0.1": ["127.0.0.1"], "metadata.example.com": ["169.254.169.254"]})
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        net.connected.append(address)
+        assert address[0] == "127.0.0.1", f"tried to connect to {address}"
+        return real(address, timeout)
+
+    fetcher = Fetcher(policy(hosts=("127.0.0.1", "metadata.example.com")), net.resolve, connect)
+    got = fetcher.attachment(message(f"{server}/r.png"))
+    assert got.outcome == REFUSED and "169.254.169.254 is a cloud metadata address" in got.reason
+    assert net.resolved == ["127.0.0.1", "metadata.example.com"]
+    assert [a for a, _ in net.connected] == ["127.0.0.1"]
+
+
+def test_redirects_are_followed_and_bounded(server, files) -> None:
+    files.add("/final.png", png())
+    files.add("/hop.png", b"", status=301, Location="/final.png")
+    files.add("/loop", b"", status=302, Location="/loop")
+    fetcher = Fetcher(policy(max_redirects=2))
+    assert fetcher.attachment(message(f"{server}/hop.png")).data == png()
+    looped = fetcher.attachment(message(f"{server}/loop"))
+    assert looped.outcome == REFUSED and "more than 2 redirects" in looped.reason
+
+
+def test_schemes_other_than_http_are_refused() -> None:
+    net = Network({})
+    fetcher = Fetcher(policy(hosts=("*",)), net.resolve, net.connect)
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1:6379/_INFO"):
+        got = fetcher.attachment(message(url))
+        assert got.outcome == REFUSED and "scheme" in got.reason
+    assert net.resolved == [] and net.connected == []
+
+
+def test_sniffing_reads_the_bytes() -> None:
+    assert sniff(png()) == "image/png" and sniff(jpeg()) == "image/jpeg" and sniff(PDF) == "application/pdf"
+    assert sniff(b"GIF89a...") == "image/gif" and sniff(b"RIFF\0\0\0\0WEBPVP8 ") == "image/webp"
+    assert sniff("ciao è".encode()) == "text/plain" and sniff(b"\x00\x01\x02\xff") == "application/octet-stream"
+
+
+def test_spaces_non_ascii_and_line_breaks_stay_inside_the_path(server, files) -> None:
+    files.add("/m/foto%20%C3%A8.png", png())
+    fetcher = Fetcher(policy())
+    assert fetcher.attachment(message(f"{server}/m/foto è.png")).data == png()
+    injected = fetcher.attachment(message(f"{server}/m/x.png\r\nX-Injected: 1"))
+    # urlsplit drops CR, LF and tab (as WHATWG URL parsing does): one request line, no header added
+    assert injected.outcome == FAILED and files.requests[-1] == "/m/x.pngX-Injected:%201"
+
+
+def test_an_unforeseen_error_costs_the_file_not_the_chat() -> None:
+    def broken(host: str, port: int) -> list[str]:
+        raise RuntimeError("resolver bug")
+
+    got = Fetcher(policy(hosts=("*",)), broken).attachment(message("http://media.example.com/x.png"))
+    assert got.outcome == FAILED and got.reason == "RuntimeError: resolver bug"
+
+
+def test_configuration_is_checked_before_any_work(make_config) -> None:
+    from archiver import config as config_module
+    from archiver.config import ConfigError
+
+    with pytest.raises(ConfigError, match="attachments.hosts: required when attachments.enabled"):
+        Policy.from_config(make_config(attachments__enabled=True))
+    with pytest.raises(ConfigError, match="attachments.allowed_networks"):
+        config_module.load(None, environ={"ARCHIVER_ATTACHMENTS__ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"})
+    loaded = Policy.from_config(make_config(attachments__enabled=True, attachments__hosts=["Media.Example.com"],
+                                            attachments__allowed_networks=["10.20.0.0/16"]))
+    assert loaded.hosts == ("media.example.com",) and loaded.allowed_networks == (ipaddress.ip_network("10.20.0.0/16"),)
+    assert Policy.from_config(make_config()).enabled is False  # off by default

@@ -1,0 +1,272 @@
+"""Attachments through the archive pass: stored encrypted beside the transcript, described in the
+record, the index and the PDF; a file that cannot be fetched never stops the chat; retrieval and
+verification treat the files like the other objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import random
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from bson import ObjectId
+
+from archiver.integrity import verify_archive
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from archiver.store import open_store
+from attachment_server import PDF, Files, jpeg, png, serve
+from conftest import require_tool
+from retrieval_helpers import overwrite_stored, run_cli
+from test_pipeline import entries, index_db, open_object, recent_ms, seed
+
+
+@pytest.fixture
+def files() -> Files:
+    return Files()
+
+
+@pytest.fixture
+def server(files: Files) -> Iterator[str]:
+    yield from serve(files)
+
+
+def attaching(make_config, **overrides):
+    """A configuration that fetches from the test server on 127.0.0.1, and only there."""
+    return make_config(**{"attachments__enabled": True, "attachments__hosts": ["127.0.0.1"],
+                          "attachments__allowed_networks": ["127.0.0.1/32"], "attachments__timeout_seconds": 2.0,
+                          **overrides})
+
+
+def chat_with(urls: list[tuple[str, str]], seed_: int = 1) -> tuple[dict, dict]:
+    """A short ended chat whose customer sends a file of each (message type, URL) before the end."""
+    chat, contact = make_chat(random.Random(seed_), messages=4, start_ms=recent_ms())
+    for m in chat["messages"]:  # no sample links to files.example.com: only the files we name
+        if m["data"]["messageType"] in ("IMAGE", "DOCUMENT", "LINK"):
+            m["data"]["messageType"], m["data"]["content"] = "TEXT", {"text": "ok", "user": m["data"]["content"]["user"]}
+    end = chat["messages"].pop()
+    customer = chat["messages"][0]["data"]["content"]["user"]
+    for i, (kind, url) in enumerate(urls):
+        chat["messages"].append({"data": {"replyTo": "", "id": f"file-{i}", "messageType": kind,
+                                          "content": {"url": url, "user": customer}, "ts": end["data"]["ts"] - 1000 + i,
+                                          "deliverySuccess": True, "deliveryErrorReason": "", "messageSeen": None},
+                                 "_id": ObjectId(), "room": chat["room"]})
+    chat["messages"].append(end)
+    return chat, contact
+
+
+def record_of(config, keys, entry) -> dict:
+    return json.loads(open_object(config, keys, entry["objects"]["record"]))
+
+
+def pdf_text(config, keys, entry, tmp_path: Path) -> str:
+    path = tmp_path / "t.pdf"
+    path.write_bytes(open_object(config, keys, entry["objects"]["pdf"]))
+    return subprocess.run([require_tool("pdftotext"), "-layout", str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_images_and_documents_are_archived_and_decrypt_to_the_same_bytes(make_config, keys, server, files,
+                                                                           tmp_path) -> None:
+    image, photo = png((300, 200)), jpeg()
+    files.add("/m/photo.png", image)
+    files.add("/m/scan.jpg", photo)
+    files.add("/m/contract.pdf", PDF)
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/m/photo.png"), ("IMAGE", f"{server}/m/scan.jpg"),
+                               ("DOCUMENT", f"{server}/m/contract.pdf")])
+    seed(config, [(chat, contact)])
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok
+    (entry,) = entries(config)
+    names = [f"attachment-{p}" for p in (4, 5, 6)]
+    assert set(entry["objects"]) == {"pdf", "record", "record_signature", *names}
+    for name, data, kind in zip(names, (image, photo, PDF), ("image/png", "image/jpeg", "application/pdf")):
+        obj = entry["objects"][name]
+        assert open_object(config, keys, obj) == data  # also checks both recorded SHA-256
+        assert obj["plaintext_size"] == len(data) and obj["content_type"] == kind and obj["fetched_at"]
+        assert obj["key"].startswith(entry["folder"] + "/") and obj["key"] in entry["attachment_keys"]
+    assert [(a["position"], a["outcome"], a["sha256"]) for a in entry["attachments"]] == [
+        (4, "fetched", hashlib.sha256(image).hexdigest()), (5, "fetched", hashlib.sha256(photo).hexdigest()),
+        (6, "fetched", hashlib.sha256(PDF).hexdigest())]
+    assert "attachments_retry_until" not in entry
+    listed = record_of(config, keys, entry)["attachments"]
+    assert [(a["file_name"], a["size"], a["content_type"], a["object"]) for a in listed] == [
+        ("photo.png", len(image), "image/png", names[0]), ("scan.jpg", len(photo), "image/jpeg", names[1]),
+        ("contract.pdf", len(PDF), "application/pdf", names[2])]
+    text = pdf_text(config, keys, entry, tmp_path)
+    for a in listed:
+        assert a["file_name"] in text and a["sha256"] in text.replace("\n", "").replace(" ", "").replace("│", "")
+    # openssl, not our code, opens an attachment
+    sealed = tmp_path / "photo.p7m"
+    sealed.write_bytes(open_store(config).get(entry["objects"][names[0]]["key"]))
+    opened = subprocess.run(["openssl", "cms", "-decrypt", "-inform", "DER", "-binary", "-in", str(sealed),
+                             "-inkey", str(keys["legal.key.pem"])], capture_output=True, check=True).stdout
+    assert opened == image
+
+
+@pytest.mark.parametrize("path, outcome, reason", [
+    ("/missing.png", "failed", "HTTP 404"),
+    ("/slow.png", "failed", "timed out"),
+    ("/big.png", "refused", "too big"),
+])
+def test_a_file_that_cannot_be_fetched_leaves_the_chat_archived_with_the_reason(
+        make_config, keys, server, files, tmp_path, path, outcome, reason) -> None:
+    files.add("/big.png", png((800, 800), "green") + b"\0" * 2000)
+    files.add("/slow.png", png())
+    files.stall = 4.0
+    files.add("/ok.png", png())
+    config = attaching(make_config, attachments__max_bytes=2000, attachments__timeout_seconds=1.0)
+    chat, contact = chat_with([("IMAGE", f"{server}{path}"), ("IMAGE", f"{server}/ok.png")])
+    seed(config, [(chat, contact)])
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok
+    (entry,) = entries(config)
+    bad, good = entry["attachments"]
+    assert (bad["outcome"], good["outcome"]) == (outcome, "fetched") and reason in bad["reason"]
+    assert "attachment-4" not in entry["objects"] and "attachment-5" in entry["objects"]
+    assert (bad["reason"] in record_of(config, keys, entry)["attachments"][0]["reason"])
+    text = pdf_text(config, keys, entry, tmp_path)
+    assert f"File not archived ({outcome})" in text and reason in text
+    assert ("attachments_retry_until" in entry) == (outcome == "failed")
+
+
+def test_a_host_not_allowed_is_refused_and_the_chat_archived(make_config, keys, server, files, tmp_path) -> None:
+    files.add("/x.png", png())
+    config = attaching(make_config, attachments__hosts=["media.example.com"])
+    chat, contact = chat_with([("IMAGE", f"{server}/x.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    (refused,) = entry["attachments"]
+    assert refused["outcome"] == "refused" and "'127.0.0.1' is not in attachments.hosts" in refused["reason"]
+    assert files.requests == []  # nothing was asked of the server
+    assert "not in attachments.hosts" in pdf_text(config, keys, entry, tmp_path)
+
+
+def test_disabled_by_default_nothing_is_fetched(make_config, server, files) -> None:
+    files.add("/x.png", png())
+    config = make_config()
+    seed(config, [chat_with([("IMAGE", f"{server}/x.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    assert set(entry["objects"]) == {"pdf", "record", "record_signature"} and "attachments" not in entry
+    assert files.requests == []
+
+
+def test_retrieve_writes_the_files_and_verify_checks_them(make_config, keys, server, files, tmp_path) -> None:
+    image = png()
+    files.add("/m/photo%201.png", image)
+    files.add("/m/c.pdf", PDF)
+    config = attaching(make_config)
+    seed(config, [chat_with([("IMAGE", f"{server}/m/photo%201.png"), ("DOCUMENT", f"{server}/m/c.pdf")])])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(out), "--reason", "case 7") == 0
+    (folder,) = out.iterdir()
+    assert (folder / "attachments" / "0004-photo_1.png").read_bytes() == image
+    assert (folder / "attachments" / "0005-c.pdf").read_bytes() == PDF
+    report = json.loads((folder / "verification.json").read_text())
+    assert report["files"]["attachments/0004-photo_1.png"]["sha256"] == hashlib.sha256(image).hexdigest()
+    assert "attachment-4" in report["objects"]
+
+    key = _recipient(keys)
+    assert verify_archive(config, None).ok  # the store's listing: the attachments are explained
+    assert verify_archive(config, [entry["room"]], key).ok
+
+    overwrite_stored(config, entry["objects"]["attachment-4"]["key"], b"tampered")
+    problems = [str(p) for p in verify_archive(config, None).problems]
+    assert any("attachment-4" in p and "altered" in p for p in problems), problems
+
+
+def test_an_attachment_swapped_in_store_and_index_is_caught_by_the_signed_record(make_config, keys, server, files
+                                                                                 ) -> None:
+    files.add("/x.png", png())
+    config = attaching(make_config)
+    seed(config, [chat_with([("IMAGE", f"{server}/x.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    obj = entry["objects"]["attachment-4"]
+    from archiver.artifacts import configured_recipients
+    from archiver.envelope import Envelope
+    # a forged file, encrypted to the same recipient, its hashes written into the index too
+    sealed = Envelope(configured_recipients(config)).encrypt(png(color="black"))
+    overwrite_stored(config, obj["key"], sealed)
+    index_db(config)[config["index.entries"]].update_one({"_id": entry["_id"]}, {"$set": {
+        "objects.attachment-4.sha256": hashlib.sha256(sealed).hexdigest(), "objects.attachment-4.size": len(sealed),
+        "objects.attachment-4.plaintext_sha256": hashlib.sha256(png(color="black")).hexdigest(),
+        "objects.attachment-4.plaintext_size": len(png(color="black"))}})
+    assert verify_archive(config, [entry["room"]]).ok  # without a key nothing shows
+    problems = [str(p) for p in verify_archive(config, [entry["room"]], _recipient(keys)).problems]
+    assert any("record: lists the entry's attachments" in p for p in problems), problems
+
+
+def _recipient(keys):
+    from archiver.envelope import RecipientKey
+    return RecipientKey.load(str(keys["legal.key.pem"]), [str(keys["legal.crt.pem"])])
+
+
+def test_a_failed_file_is_retried_within_the_window_and_a_success_makes_a_new_version(
+        make_config, keys, server, files) -> None:
+    config = attaching(make_config, archive__retry_backoff_seconds=3600)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png"), ("DOCUMENT", f"{server}/c.pdf")])
+    files.add("/c.pdf", PDF)
+    seed(config, [(chat, contact)])
+    table = index_db(config)[config["index.entries"]]
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert [a["outcome"] for a in first["attachments"]] == ["failed", "fetched"] and first["attachments_retry_until"]
+
+    # Still missing: tried again, nothing stored, the next try after the backoff.
+    stored = len(open_store(config).keys())
+    again = Archiver(config).run_pass()
+    assert (again.archived, again.unchanged) == (0, 1) and files.requests.count("/later.png") == 2
+    assert len(entries(config)) == 1 and len(open_store(config).keys()) == stored
+    assert table.find_one({"_id": first["_id"]})["attachments_retries"] == 1
+    quiet = Archiver(config).run_pass()  # within the backoff: not even queued
+    assert (quiet.discovered, quiet.archived, quiet.unchanged) == (0, 0, 0) and files.requests.count("/later.png") == 2
+
+    # The file appears and the backoff has passed: a new version with both files.
+    files.add("/later.png", png())
+    table.update_one({"_id": first["_id"]}, {"$set": {"attachments_retry_after": first["generated_at"]}})
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok
+    first_now, second = entries(config)
+    assert second["version"] == 2 and [a["outcome"] for a in second["attachments"]] == ["fetched", "fetched"]
+    assert second["documents_sha256"] == first["source_sha256"] != second["source_sha256"]
+    assert second["attachments_retry_of"] == 1 and "attachments_retry_until" not in second
+    assert open_object(config, keys, second["objects"]["attachment-4"]) == png()
+    assert first_now["objects"] == first["objects"]  # the earlier version is kept as it was
+    assert verify_archive(config, None).ok and verify_archive(config, [chat["room"]], _recipient(keys)).ok
+
+    # Nothing left to retry, and an unchanged source is still unchanged (also under the rescan).
+    after = Archiver(config).run_pass(full=True)
+    assert (after.archived, len(entries(config))) == (0, 2) and files.requests.count("/later.png") == 3
+
+
+def test_no_retry_after_the_window(make_config, server, files) -> None:
+    config = attaching(make_config, attachments__retry_hours=1.0)
+    seed(config, [chat_with([("IMAGE", f"{server}/later.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert first["attachments_retry_until"] - first["generated_at"] == dt.timedelta(hours=1)
+    index_db(config)[config["index.entries"]].update_one(
+        {"_id": first["_id"]}, {"$set": {"attachments_retry_until": first["generated_at"]}})  # the window has passed
+    files.add("/later.png", png())
+    report = Archiver(config).run_pass()
+    assert (report.discovered, report.archived) == (0, 0) and files.requests.count("/later.png") == 1
+
+
+def test_refused_files_are_not_retried(make_config, server, files) -> None:
+    files.add("/big.png", png((500, 500), "green") + b"\0" * 2000)
+    config = attaching(make_config, attachments__max_bytes=1000)
+    seed(config, [chat_with([("IMAGE", f"{server}/big.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert first["attachments"][0]["outcome"] == "refused" and "attachments_retry_until" not in first
