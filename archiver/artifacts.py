@@ -22,6 +22,7 @@ from cryptography import x509
 
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
+from archiver.policy import Policy, configured_policy
 from archiver.names import version_folder
 from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import Limits, PdfRenderer
@@ -86,8 +87,9 @@ class ArtifactBuilder:
 
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
                  max_message_chars: int, retain_days: int, redactor: Redactor,
-                 search_key: bytes | None = None) -> None:
+                 search_key: bytes | None = None, policy: Policy | None = None) -> None:
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
+        self.policy = policy  # retention rules: each archive's Object Lock retain-until follows its rule
         self.renderer = renderer
         self.signer = signer
         self.envelope = envelope
@@ -105,6 +107,7 @@ class ArtifactBuilder:
             config["storage.retain_days"],
             Redactor.from_config(config),
             load_search_key(config["search.key_file"]) if config["search.key_file"] else None,
+            configured_policy(config),
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
@@ -141,6 +144,11 @@ class ArtifactBuilder:
                 blobs.append(Blob(name, f"{folder}/{stem}-{digest[:16]}.{ext}.p7m", sealed, digest,
                                   sha256_hex(data), len(data)))
         entry = index_entry(plain, version, generated_at, self.retain_days)
+        rule = self.policy.rule_for(entry) if self.policy else None
+        if rule is not None:  # the chat's retention rule sets its lock
+            entry["retention_rule"] = rule.name
+            if rule.lock_days is not None:
+                entry["retain_until"] = generated_at + dt.timedelta(days=rule.lock_days)
         entry.update(
             signing_certificate_sha256=self.signer.identity.fingerprint,
             recipients=self.envelope.recipient_ids,

@@ -37,6 +37,7 @@ class Service:
         self.last_activity = time.time()  # a finished chat or pass; start-up until then
         self.last_error = ""
         self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
+        self.retention_error = ""  # the last retention run failed (kept until one succeeds)
         self.certificates: list[Expiry] = []
         self.check_certificates()
 
@@ -80,6 +81,24 @@ class Service:
             self.rescan_error = ""
         self.metrics.record_rescan(ok=not self.rescan_error)
 
+    def retention(self) -> None:
+        """The scheduled retention run (nothing while no rules are configured); a failure is logged and
+        shown in /healthz, never raised into APScheduler. An interrupted run is finished by the next one."""
+        if not self.config["retention.rules"]:
+            return
+        from archiver.audit import Actor
+        from archiver.retention import Deletions
+
+        try:
+            deletions = Deletions(self.config)
+            result = deletions.run("retention", deletions.plan_retention, {}, False, Actor.current("archiver serve"))
+        except Exception as exc:
+            self.retention_error = f"{type(exc).__name__}: {exc}"
+            event("retention_failed", logging.ERROR, error=self.retention_error)
+            return
+        self.retention_error = ""
+        event("retention_done", run=result.report["run"], counts=result.report["counts"])
+
     def refresh_gauges(self) -> None:
         for state, count in self.archiver.queue.counts().items():
             self.metrics.queue.labels(state).set(count)
@@ -95,6 +114,7 @@ class Service:
         warnings = [w for w in (c.warning() for c in self.certificates) if w]
         errors = [f"error: {self.last_error}"] if self.last_error else []
         errors += [f"rescan error: {self.rescan_error}"] if self.rescan_error else []
+        errors += [f"retention error: {self.retention_error}"] if self.retention_error else []
         return [*errors, *warnings]
 
     def healthy(self) -> bool:
@@ -117,6 +137,9 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     if config["schedule.discovery_rescan"]:
         scheduler.add_job(service.rescan, CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
                           id="discovery_rescan", **once)
+    if config["schedule.retention"] and config["retention.rules"]:
+        scheduler.add_job(service.retention, CronTrigger.from_crontab(config["schedule.retention"], timezone="UTC"),
+                          id="retention", **once)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
