@@ -69,8 +69,9 @@ def erase(config: Config, customer: str, reason: str = "GDPR request 1", dry_run
 
 
 def outcomes(result: RunResult) -> dict[tuple[str, str, Any], tuple[str, str]]:
-    """(action, room, version) -> (outcome, reason) of every item."""
-    return {(i["action"], i["room"], i["version"]): (i["outcome"], i["reason"]) for i in result.report["items"]}
+    """(action, room, version) -> (outcome, reason) of every item but skips (a room may have two)."""
+    return {(i["action"], i["room"], i["version"]): (i["outcome"], i["reason"]) for i in result.report["items"]
+            if i["action"] != "skip"}
 
 
 def customer_of(chat: dict[str, Any]) -> str:
