@@ -18,9 +18,12 @@ See runs.py for how a run is planned, persisted, resumed and reported.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+
+import bson
 
 from archiver.audit import Actor, open_audit_log
 from archiver.claims import WorkQueue, now
@@ -138,38 +141,44 @@ class Deletions:
     # -- executing one batch of steps ----------------------------------------------------------
 
     def _execute(self, run_id: str, batch: list[dict[str, Any]]) -> None:
+        """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
+        the next run redo them, and every action is idempotent)."""
         rooms = sorted({step["room"] for step in batch})
-        held = self.holds.held_rooms(rooms)  # again now: a hold placed since the plan still counts
-        source_rooms = [s["room"] for s in batch if s["action"] == "delete_source"]
-        loaded = self.source.load_many(source_rooms) if source_rooms else {}
+        ctx = _Batch(
+            held=self.holds.held_rooms(rooms),  # again now: a hold placed since the plan still counts
+            loaded=self.source.load_many([s["room"] for s in batch if s["action"] == "delete_source"]),
+            entries={e["_id"]: e for e in self.entries.find(
+                {"_id": {"$in": [s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock")]}})},
+            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
+        done = []
         for step in batch:
             try:
-                outcome, detail = self._do(run_id, step, held.get(step["room"]), loaded)
+                outcome, detail = self._do(run_id, step, ctx)
             except StoreError as exc:
                 outcome, detail = "failed", str(exc)
             if outcome == "failed":
                 event("deletion_failed", logging.WARNING, room=step["room"], action=step["action"], error=detail)
-            self.ledger.done(step, outcome, detail)
+            done.append((step, outcome, detail))
+        self.ledger.done_all(done)
 
-    def _do(self, run_id: str, step: dict[str, Any], cases: list[str] | None, loaded: dict[str, Any]
-            ) -> tuple[str, str]:
-        action = step["action"]
+    def _do(self, run_id: str, step: dict[str, Any], ctx: "_Batch") -> tuple[str, str]:
+        action, cases = step["action"], ctx.held.get(step["room"])
         if action == "requeue":
             return self._requeue(step["room"])
         if action == "extend_lock":
-            return self._extend(step)
-        if cases and action in ("delete_source", "delete_archive") and not self._begun(run_id, step):
+            return self._extend(step, ctx.entries.get(step["entry_id"]))
+        entry = ctx.entries.get(step["entry_id"])
+        begun = entry is not None and entry["status"] == "deleted" and (entry.get("deletion") or {}).get("run") == run_id
+        if action == "delete_source" and ctx.loaded.get(step["room"], (None, None))[0] is None:
+            return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
+        if cases and not begun:  # an archive deletion this run had begun before a crash is finished
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
         if action == "delete_source":
-            return self._delete_source(step, loaded.get(step["room"], (None, None)))
-        return self._delete_archive(run_id, step)
-
-    def _begun(self, run_id: str, step: dict[str, Any]) -> bool:
-        """An archive deletion this run had begun before it was interrupted (finished, whatever came since)."""
-        if step["action"] != "delete_archive":
-            return False
-        entry = self.entries.find_one({"_id": step["entry_id"]}, {"status": 1, "deletion": 1}) or {}
-        return entry.get("status") == "deleted" and (entry.get("deletion") or {}).get("run") == run_id
+            outcome = self._delete_source(step, ctx.loaded.get(step["room"], (None, None)))
+            if outcome[0] == "deleted":
+                ctx.sources.discard(step["room"])
+            return outcome
+        return self._delete_archive(run_id, step, entry, step["room"] in ctx.sources)
 
     def _requeue(self, room: str) -> tuple[str, str]:
         job = self.queue.jobs.find_one({"_id": room}, {"kind": 1}) or {}
@@ -181,7 +190,7 @@ class Deletions:
         if isinstance(chat, SourceProblem):
             return "skipped", f"the source chat cannot be read: {chat.reason}"
         if chat is not None and step["source_sha256"]:  # erasure plans carry no digest: any content goes
-            if self._digest(chat, contact) != step["source_sha256"]:
+            if _raw(chat, contact) != step["raw_sha256"] and self._digest(chat, contact) != step["source_sha256"]:
                 self._requeue(step["room"])
                 return "skipped", "the source chat changed after the plan was made: queued for archiving"
         # Idempotent: a chat deleted before a crash is gone; what is left of the room (contact) goes now.
@@ -189,8 +198,8 @@ class Deletions:
                                 or step["rule"] == "erasure")
         return "deleted", ""
 
-    def _delete_archive(self, run_id: str, step: dict[str, Any]) -> tuple[str, str]:
-        entry = self.entries.find_one({"_id": step["entry_id"]})
+    def _delete_archive(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
+                        source_present: bool) -> tuple[str, str]:
         if entry is None:
             return "failed", "the index entry is gone"
         deletion = entry.get("deletion") or {}
@@ -198,24 +207,20 @@ class Deletions:
             return "skipped", f"already deleted by run {deletion.get('run')}"
         if entry["status"] not in ("archived", "deleted"):
             return "skipped", f"the entry is {entry['status']} now"
-        if entry["status"] == "archived":
-            if step["rule"] != "erasure" and self.source.chats.count_documents({"room": entry["room"]}, limit=1):
+        resumed = entry["status"] == "deleted"
+        if not resumed:
+            if step["rule"] != "erasure" and source_present:
                 return "skipped", "archive kept: the source chat is still in MongoDB (its archive goes only after it)"
             until = _aware(entry.get("retain_until"))
             if self.lock_mode and until is not None and until > now():
                 return "skipped", f"locked until {iso(until)}"
-            self._mark_deleting(entry, run_id, step)
+            self._mark_deleting(entry, run_id, step)  # the intent, before any object goes
         store = self.store_of(entry)
-        deleted = set(deletion.get("deleted") or [])
-        for obj in (entry.get("objects") or {}).values():
-            if obj["key"] in deleted:
-                continue
+        for n, obj in enumerate((entry.get("objects") or {}).values()):
             try:
-                store.delete(obj["key"], obj.get("version_id", ""))
+                store.delete(obj["key"], obj.get("version_id", ""))  # gone already (a resumed run): no error
             except ObjectLocked as exc:
-                return self._refused(entry, exc, bool(deleted))
-            self.entries.update_one({"_id": entry["_id"]}, {"$addToSet": {"deletion.deleted": obj["key"]}})
-            deleted.add(obj["key"])
+                return self._refused(entry, exc, partly=resumed or n > 0)
         self.entries.update_one({"_id": entry["_id"]}, {"$set": {"deletion.state": "done",
                                                                  "deletion.completed_at": now()}})
         return "deleted", ""
@@ -226,7 +231,7 @@ class Deletions:
         erasure = step["rule"] == "erasure"
         update: dict[str, Any] = {"$set": {"status": "deleted", "deletion": {
             "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": now(), "state": "deleting",
-            "deleted": [], **({"personal_data_removed": list(PERSONAL_FIELDS)} if erasure else {})}}}
+            **({"personal_data_removed": list(PERSONAL_FIELDS)} if erasure else {})}}}
         if erasure:
             update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
         self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update)
@@ -237,9 +242,8 @@ class Deletions:
             return "refused", f"the store refused: {exc}"
         return "failed", f"partly deleted, then the store refused: {exc}"
 
-    def _extend(self, step: dict[str, Any]) -> tuple[str, str]:
-        entry = self.entries.find_one({"_id": step["entry_id"], "status": "archived"})
-        if entry is None:
+    def _extend(self, step: dict[str, Any], entry: dict[str, Any] | None) -> tuple[str, str]:
+        if entry is None or entry["status"] != "archived":
             return "skipped", "no longer archived"
         until = dt.datetime.fromisoformat(step["until"])
         store = self.store_of(entry)
@@ -336,7 +340,7 @@ class Deletions:
                                + "; ".join(opened.failures()))
         return Step("delete_source", room, match["version"], rule.name,
                     f"source_days {rule.source_days} passed since v{match['version']} was archived and verified",
-                    entry_id=chat.get("_id"), source_sha256=digest)
+                    entry_id=chat.get("_id"), source_sha256=digest, raw_sha256=_raw(chat, contact))
 
     def _archive_step(self, version: dict[str, Any], rule: Rule, held: str, source_stays: bool,
                       as_of: dt.datetime) -> Step:
@@ -418,6 +422,19 @@ class Deletions:
                              and ("agent" not in scope or scope["agent"] in people["agent"])):
                 found.append(hold["case"])
         return sorted(set(found))
+
+
+@dataclass
+class _Batch:
+    """What a batch of steps is carried out against, read in a few queries."""
+    held: dict[str, list[str]]  # room -> cases holding it now
+    loaded: dict[str, Any]  # room -> (chat, contact) for source deletions
+    entries: dict[Any, dict[str, Any]]  # the index entries the steps name
+    sources: set[str]  # rooms whose source chat is still there
+
+
+def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
+    return hashlib.sha256(bson.encode(chat) + bson.encode(contact or {})).hexdigest()
 
 
 def _with(step: Step, reason: str) -> Step:

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -52,6 +52,7 @@ class Step:
     reason: str = ""
     entry_id: Any = None
     source_sha256: str = ""
+    raw_sha256: str = ""  # of the source documents as read (BSON): a cheap "unchanged since the plan"
     until: str = ""  # extend_lock: the new retain-until (ISO)
 
     def item(self) -> dict[str, Any]:
@@ -148,8 +149,11 @@ class RunLedger:
                 return
             yield batch
 
-    def done(self, step: dict[str, Any], outcome: str, detail: str = "") -> None:
-        self.steps.update_one({"_id": step["_id"]}, {"$set": {"state": "done", "outcome": outcome, "detail": detail}})
+    def done_all(self, done: list[tuple[dict[str, Any], str, str]]) -> None:
+        """Mark each (step, outcome, detail) done, in one write."""
+        if done:
+            self.steps.bulk_write([UpdateOne({"_id": step["_id"]}, {"$set": {
+                "state": "done", "outcome": outcome, "detail": detail}}) for step, outcome, detail in done])
 
     def items(self, run_id: str) -> Iterator[dict[str, Any]]:
         for doc in self.steps.find({"run": run_id}).sort("seq", ASCENDING):

@@ -134,14 +134,12 @@ class ChatSource:
         return rooms
 
     def delete_room(self, room: str, chat_id: Any, contacts: bool) -> int:
-        """Delete ROOM's chat document (by CHAT_ID), its messages (when kept apart), and its contact
-        when CONTACTS; how many documents went (0: gone already)."""
-        gone = self.chats.delete_one({"_id": chat_id}).deleted_count
+        """Delete ROOM's contact when CONTACTS, its messages (when kept apart), then its chat document (by
+        CHAT_ID), last: a chat that is gone has nothing left behind. How many documents went."""
+        gone = self.contacts.delete_many({"id": {"$eq": room}}).deleted_count if contacts else 0
         if self.messages is not None:
             gone += self.messages.delete_many({"room": {"$eq": room}}).deleted_count
-        if contacts:
-            gone += self.contacts.delete_many({"id": {"$eq": room}}).deleted_count
-        return gone
+        return gone + self.chats.delete_one({"_id": chat_id}).deleted_count
 
     def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
         chats: dict[str, Chat] = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
