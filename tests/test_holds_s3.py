@@ -179,3 +179,15 @@ def test_erasure_removes_what_it_may_and_names_holds_and_locks(s3) -> None:
     assert {c["room"] for c in source(config).find()} == {held_room}
     assert index(config).count_documents({"status": "archived"}) == 3  # held or locked: kept, and named
     assert result.ok and {i["outcome"] for i in result.report["items"]} == {"deleted", "skipped"}
+
+
+def test_a_retention_run_repairs_missing_legal_holds_and_locks_its_report(s3, bucket, moto_endpoint) -> None:
+    config = s3(retention__rules={"default": {"source_days": 300, "archive_days": 400, "lock_days": 1}})
+    chats = archive(config, 1)
+    open_holds(config).place(SearchFilters(room=chats[0]["room"]), "Case X", "r", ACTOR)  # S3 not told
+    assert _legal_hold(config, index(config).find_one()) == {"OFF"}
+    result = retention(config)
+    assert _legal_hold(config, index(config).find_one()) == {"ON"}
+    head = _client(moto_endpoint).head_object(Bucket=bucket, Key="chats/" + result.location["key"])
+    assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] > dt.datetime.now(
+        dt.timezone.utc) + dt.timedelta(days=3000)

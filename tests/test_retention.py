@@ -338,3 +338,38 @@ def test_serve_runs_retention_on_its_schedule(make_config) -> None:
     idle.retention()  # no rules: nothing planned, no report
     runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
     assert runs.count_documents({"kind": "retention", "state": "done"}) == 1
+
+
+def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config) -> None:
+    from archiver.retention import Deletions
+    from archiver.runs import RunBusy, RunLedger, Step
+
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 40)
+    deletions = Deletions(config)
+    other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
+    other.acquire("retention")
+    with pytest.raises(RunBusy):
+        retention(config)
+    other.release("retention")
+    half = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
+    deletions.ledger.steps.insert_one({"_id": "x", "run": half["_id"], "seq": 1, "state": "pending",
+                                       **Step("delete_source", "nowhere").__dict__})
+    result = retention(config)
+    assert not result.resumed and [i["action"] for i in result.report["items"]] == ["delete_source"]
+    assert deletions.ledger.runs.find_one({"_id": half["_id"]})["state"] == "abandoned while planning"
+    assert deletions.ledger.steps.count_documents({"run": half["_id"]}) == 0
+
+
+def test_a_chat_reverted_to_an_earlier_archived_content_is_deleted_on_that_version(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    room = chats[0]["room"]
+    original = source(config).find_one({"room": room})
+    source(config).update_one({"room": room}, {"$set": {"messages.0.data.content.text": "edited"}})
+    assert Archiver(config).run_pass(full=True).archived == 1
+    source(config).replace_one({"_id": original["_id"]}, original)
+    age(config, 40)
+    result = retention(config)
+    assert outcomes(result)[("delete_source", room, 1)][0] == "deleted"
