@@ -397,6 +397,9 @@ class Deletions:
                        Step("delete_source", room, None, "erasure", why,
                             entry_id=chat.get("_id") if isinstance(chat, dict) else None))
             for v in versions[room]:
+                if v["status"] == "uploading":  # its objects are being stored: erased by the next request
+                    yield Step("skip", room, v["version"], "erasure", "archive kept: this version is being "
+                               "archived right now; erase again once the archive pass has finished", entry_id=v["_id"])
                 if v["status"] != "archived":
                     continue
                 until = _aware(v.get("retain_until"))

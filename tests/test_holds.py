@@ -140,3 +140,16 @@ def test_local_store_records_locks_and_holds_and_honours_them_in_its_own_deletio
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=9)
     assert store.extend_retention(obj["key"], "", later) == later
     assert store.extend_retention(obj["key"], "", later - dt.timedelta(days=8)) == later, "never shortened"
+
+
+def test_erasure_names_a_version_still_being_archived(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    customer = customer_of(chats[0])
+    entry = index(config).find_one()
+    index(config).insert_one({**{k: v for k, v in entry.items() if k != "_id"}, "version": 2,
+                              "status": "uploading", "source_sha256": "in-flight"})
+    result = erase(config, customer)
+    kept = [i for i in result.report["items"] if i["version"] == 2]
+    assert [i["action"] for i in kept] == ["skip"] and "being archived right now" in kept[0]["reason"]
+    assert index(config).find_one({"version": 1})["status"] == "deleted"
