@@ -106,23 +106,31 @@ class Deletions:
         signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"])  # fails before work
         self.ledger.acquire(kind)
         try:
-            run = self.ledger.unfinished(kind)
-            resumed = run is not None
-            if run is None:
-                self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
-                run = self.ledger.begin(kind, now(), params)
-                self.ledger.record_plan(run, planner(_aware(run["as_of"])))
-                run["state"] = "executing"
-            if run["state"] == "executing":
-                timed_steps(lambda batch: self._execute(run["_id"], batch), self.ledger, run["_id"], kind)
-                self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "reporting"}})
-            result = self._finish(run, signer, resumed)
+            result = self._run_or_resume(kind, planner, params, signer, actor)
+            if result.resumed and result.report["params"] != params:  # that was another request's: now this one
+                result = self._run_or_resume(kind, planner, params, signer, actor)
         finally:
             self.ledger.release(kind)
+        return result
+
+    def _run_or_resume(self, kind: str, planner: Callable[[dt.datetime], Iterator[Step]], params: dict[str, Any],
+                       signer: Any, actor: Actor) -> RunResult:
+        run = self.ledger.unfinished(kind)
+        resumed = run is not None
+        if run is None:
+            self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
+            run = self.ledger.begin(kind, now(), params)
+            self.ledger.record_plan(run, planner(_aware(run["as_of"])))
+            run["state"] = "executing"
+        if run["state"] == "executing":
+            timed_steps(lambda batch: self._execute(run["_id"], batch), self.ledger, run["_id"], kind)
+            self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "reporting"}})
+        result = self._finish(run, signer, resumed)
+        ran = run.get("params", {})
         open_audit_log(self.config).record(
             "erase" if kind == "erasure" else "retention_run", actor,
-            outcome="ok" if result.ok else "items_failed", reason=params.get("reason", ""),
-            filters={"run": run["_id"], **{k: v for k, v in params.items() if k != "reason"}},
+            outcome="ok" if result.ok else "items_failed", reason=ran.get("reason", ""),
+            filters={"run": run["_id"], "resumed": resumed, **{k: v for k, v in ran.items() if k != "reason"}},
             rooms=sorted({i["room"] for i in result.report["items"] if i["outcome"] != "skipped"})[:AUDIT_ROOMS],
             detail=f"report {result.location['key']} SHA-256 {result.location['sha256']}; "
                    f"counts {result.report['counts']}")

@@ -153,3 +153,21 @@ def test_erasure_names_a_version_still_being_archived(make_config) -> None:
     kept = [i for i in result.report["items"] if i["version"] == 2]
     assert [i["action"] for i in kept] == ["skip"] and "being archived right now" in kept[0]["reason"]
     assert index(config).find_one({"version": 1})["status"] == "deleted"
+
+
+def test_an_erasure_interrupted_earlier_is_finished_before_the_new_request(make_config) -> None:
+    from archiver.retention import Deletions
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    first, second = customer_of(chats[0]), customer_of(chats[1])
+    deletions = Deletions(config)
+    run = deletions.ledger.begin("erasure", dt.datetime.now(dt.timezone.utc), {"customer": first, "reason": "old"})
+    deletions.ledger.record_plan(run, deletions.plan_erasure(first, "old")(run["as_of"]))  # then the process died
+    result = erase(config, second, reason="new")
+    assert result.report["params"] == {"customer": second, "reason": "new"}
+    assert {c["room"] for c in source(config).find()} == set()
+    runs = deletions.ledger.runs.find({"kind": "erasure"})
+    assert sorted(r["params"]["reason"] for r in runs) == ["new", "old"]
+    audit = [a for a in _audit(config) if a["action"] == "erase"]
+    assert [(a["reason"], a["filters"]["resumed"]) for a in audit] == [("old", True), ("new", False)]
