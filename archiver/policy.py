@@ -13,7 +13,6 @@ every command before anything is done (exit 2), with the rule and key named.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -54,11 +53,6 @@ class Policy:
     def rule_for(self, fields: Mapping[str, Any]) -> Rule | None:
         """The rule for a chat with these index FIELDS (ctlive_type, channel, service); None: none applies."""
         return next((rule for rule in self.rules if rule.matches(fields)), None)
-
-    def retain_until(self, fields: Mapping[str, Any], archived_at: dt.datetime, default_days: int) -> dt.datetime:
-        rule = self.rule_for(fields)
-        days = rule.lock_days if rule is not None and rule.lock_days is not None else default_days
-        return archived_at + dt.timedelta(days=days)
 
     def describe(self) -> list[dict[str, Any]]:
         return [rule.describe() for rule in self.rules]

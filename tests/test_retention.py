@@ -373,3 +373,11 @@ def test_a_chat_reverted_to_an_earlier_archived_content_is_deleted_on_that_versi
     age(config, 40)
     result = retention(config)
     assert outcomes(result)[("delete_source", room, 1)][0] == "deleted"
+
+
+def test_rules_from_the_environment_are_checked_too() -> None:
+    environ = {"ARCHIVER_RETENTION__RULES": '{"web": {"channel": "web", "source_days": -3, "archive_days": 3650}}'}
+    with pytest.raises(ConfigError, match=r"retention.rules.web.source_days: must be 0 or more days \(got -3\)"):
+        load(None, environ=environ)
+    environ["ARCHIVER_RETENTION__RULES"] = '{"web": {"channel": "web", "source_days": 3, "archive_days": 3650}}'
+    assert load(None, environ=environ)["retention.rules"]["web"]["source_days"] == 3
