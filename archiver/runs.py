@@ -104,8 +104,10 @@ class RunLedger:
             raise RunBusy(f"another {kind} run took over just now")
 
     def renew(self, kind: str) -> None:
-        self.runs.update_one({"_id": f"lease:{kind}", "owner": self.owner},
-                             {"$set": {"until_ms": server_ms(self.runs.database) + LEASE_MS}})
+        """Keep the lease; RunBusy if another process took it over (this one stalled past it): stop."""
+        if self.runs.update_one({"_id": f"lease:{kind}", "owner": self.owner},
+                                {"$set": {"until_ms": server_ms(self.runs.database) + LEASE_MS}}).matched_count != 1:
+            raise RunBusy(f"the {kind} run's lease was taken over by another process; stopping")
 
     def release(self, kind: str) -> None:
         self.runs.delete_one({"_id": f"lease:{kind}", "owner": self.owner})
@@ -126,7 +128,7 @@ class RunLedger:
         return run
 
     def record_plan(self, run: dict[str, Any], steps: Iterable[Step]) -> int:
-        """Write every step (skips done at once), in batches; then the run may execute."""
+        """Write every step (skips done at once), in batches, keeping the lease; then the run may execute."""
         count, batch = 0, []
         for step in steps:
             count += 1
@@ -136,6 +138,7 @@ class RunLedger:
             batch.append(doc)
             if len(batch) >= STEP_BATCH:
                 self.steps.insert_many(batch)
+                self.renew(run["kind"])
                 batch = []
         if batch:
             self.steps.insert_many(batch)
