@@ -99,7 +99,11 @@ class Deletions:
             run = {"_id": "dry-run", "kind": kind, "as_of": now(), "params": params}
             items = ({**step.item(), "outcome": "skipped" if step.action == "skip" else "planned"}
                      for step in planner(run["as_of"]))
-            return RunResult(report_body(run, items, self.policy.describe(), dry_run=True))
+            body = report_body(run, items, self.policy.describe(), dry_run=True)
+            waiting = self.ledger.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
+            if waiting:  # the real command finishes that one first: say so rather than show another plan
+                body["interrupted_run_first"] = waiting["_id"]
+            return RunResult(body)
         from archiver.artifacts import configured_identity
         from archiver.signing import Signer
 

@@ -47,6 +47,9 @@ def print_report(result, as_json: bool) -> None:
         return
     if result.resumed:
         print(f"resumed run {report['run']}, interrupted earlier")
+    if report.get("interrupted_run_first"):
+        print(f"NOTE: run {report['interrupted_run_first']} was interrupted; a real run finishes it first "
+              "(its plan was made then), and this plan applies to the run after it")
     for item in report["items"]:
         version = f" v{item['version']}" if item["version"] is not None else ""
         detail = f" ({item['detail']})" if item.get("detail") else ""
