@@ -360,6 +360,10 @@ def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config
     assert not result.resumed and [i["action"] for i in result.report["items"]] == ["delete_source"]
     assert deletions.ledger.runs.find_one({"_id": half["_id"]})["state"] == "abandoned while planning"
     assert deletions.ledger.steps.count_documents({"run": half["_id"]}) == 0
+    interrupted = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
+    deletions.ledger.record_plan(interrupted, iter([]))  # planned, then killed before it executed
+    assert retention(config, dry_run=True).report["interrupted_run_first"] == interrupted["_id"]
+    assert retention(config).report["run"] == interrupted["_id"]
 
 
 def test_a_chat_reverted_to_an_earlier_archived_content_is_deleted_on_that_version(make_config) -> None:
