@@ -27,7 +27,7 @@ from archiver.signing import SigningError
 
 
 class Service:
-    """The archive pass and rediscovery on their schedules, with metrics and health."""
+    """The archive pass, rediscovery and retention run on their schedules, with metrics and health."""
 
     def __init__(self, config: Config, stop: threading.Event) -> None:
         self.config = config
