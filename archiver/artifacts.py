@@ -25,6 +25,7 @@ from archiver.attachment_retries import NothingNew, Retry, improved
 from archiver.attachments import Attachment, Fetcher, Policy
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
+from archiver.policy import Policy as RetentionPolicy, configured_policy
 from archiver.names import version_folder
 from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import Limits, PdfRenderer
@@ -92,9 +93,11 @@ class ArtifactBuilder:
 
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
                  max_message_chars: int, retain_days: int, redactor: Redactor,
-                 search_key: bytes | None = None, fetcher: Fetcher | None = None) -> None:
+                 search_key: bytes | None = None, fetcher: Fetcher | None = None,
+                 policy: RetentionPolicy | None = None) -> None:
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
         self.fetcher = fetcher  # attachments; None: not fetched (disabled, or an offline render)
+        self.policy = policy  # retention rules: each archive's Object Lock retain-until follows its rule
         self.renderer = renderer
         self.signer = signer
         self.envelope = envelope
@@ -116,6 +119,7 @@ class ArtifactBuilder:
             Redactor.from_config(config),
             load_search_key(config["search.key_file"]) if config["search.key_file"] else None,
             Fetcher(policy) if encrypt and policy.enabled else None,
+            configured_policy(config),
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
@@ -163,6 +167,11 @@ class ArtifactBuilder:
                                   sha256_hex(data), len(data)))
             blobs += [self._attachment_blob(a, folder) for a in plain.attachments if a.outcome == attachments_.FETCHED]
         entry = index_entry(plain, version, generated_at, self.retain_days)
+        rule = self.policy.rule_for(entry) if self.policy else None
+        if rule is not None:  # the chat's retention rule sets its lock
+            entry["retention_rule"] = rule.name
+            if rule.lock_days is not None:
+                entry["retain_until"] = generated_at + dt.timedelta(days=rule.lock_days)
         entry.update(
             signing_certificate_sha256=self.signer.identity.fingerprint,
             recipients=self.envelope.recipient_ids,

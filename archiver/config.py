@@ -44,6 +44,7 @@ class Key:
     type: type
     default: Any
     check: Callable[[Any], str | None] | None = None  # returns a complaint or None
+    nested: bool = False  # a table of tables (retention.rules), checked by its own module
 
 
 def _one_of(*allowed: str) -> Callable[[Any], str | None]:
@@ -122,6 +123,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "state": Key(str, "archive_state"),
         "audit": Key(str, "archive_audit"),
         "seals": Key(str, "archive_seals"),
+        "holds": Key(str, "archive_holds"),
+        "retention_runs": Key(str, "retention_runs"),
+        "retention_steps": Key(str, "retention_steps"),
     },
     "signing": {
         "certificate": Key(str, ""),
@@ -171,6 +175,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "discovery_rescan": Key(str, "30 3 * * *", _crontab),
         "seal": Key(str, "30 0 * * *", _crontab),
         "seal_lookback_days": Key(int, 7, _positive),
+        "retention": Key(str, "45 4 * * *", _crontab),
+    },
+    "retention": {
+        "rules": Key(dict, {}, nested=True),
+        "delete_contacts": Key(bool, False),
     },
     "metrics": {
         "port": Key(int, 9108, _not_negative),
@@ -252,10 +261,21 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         problem = spec.check(value) if spec.check else None
         if problem:
             raise ConfigError(redact(f"{dotted}: {problem} (got {_shown(dotted, value)})"))
+    _check_retention(values)
     if path is not None:
         values = _resolve_paths(values, Path(path).resolve().parent)
     values["render.template"] = values["render.template"] or str(DEFAULT_TEMPLATE)  # empty: the bundled one
     return Config(values, str(path) if path else FROM_ENVIRONMENT)
+
+
+def _check_retention(values: dict[str, Any]) -> None:
+    """The retention policy, checked against the lock settings: a contradiction stops every command."""
+    from archiver.policy import PolicyError, parse_policy
+
+    try:
+        parse_policy(values["retention.rules"], values["storage.retain_days"], values["storage.object_lock_mode"])
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _from_file(raw: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +314,8 @@ def _parse_env(name: str, spec: Key, text: str) -> Any:
             value = json.loads(text)
         except ValueError:
             value = None
+        if spec.nested and isinstance(value, dict):
+            return value
         if not _is_text_table(value):
             raise ConfigError(f'{name}: must be a JSON object of texts, e.g. {{"name": "value"}} (got {text!r:.80})')
         return value
@@ -314,7 +336,7 @@ def _typed(dotted: str, spec: Key, value: Any) -> Any:
         return float(value)
     if spec.type is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    if spec.type is dict and _is_text_table(value):
+    if spec.type is dict and (_is_text_table(value) or (spec.nested and isinstance(value, dict))):
         return value
     if isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool)):
         return value

@@ -80,6 +80,10 @@ class Opened:
 def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
     """Every object of ENTRY fetched and checked against its recorded size and SHA-256."""
     opened = Opened(entry)
+    if entry.get("status") == "deleted":  # a tombstone: its objects are gone on purpose (retention, erasure)
+        opened.checks.append(Check("deleted by policy: a tombstone, its objects are not expected in the store",
+                                   bool(entry.get("deletion")), "" if entry.get("deletion") else "no deletion record"))
+        return opened
     if entry.get("status") != "archived":
         opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}"))
     objects = entry.get("objects") or {}
@@ -264,6 +268,7 @@ class VerifyReport:
     entries: int = 0
     objects: int = 0  # stored objects checked against the index
     listed: int = 0  # keys listed in the store (each explained by the index, or a problem)
+    tombstones: int = 0  # entries of deleted archives (retention, erasure): no objects expected
     in_progress: int = 0  # entries still uploading within their lease
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -298,6 +303,7 @@ class Verifier:
         self.key = key
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
+        self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
 
     def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
         """ROOMS (None: every entry and every stored object)."""
@@ -326,6 +332,8 @@ class Verifier:
                                                   "an interrupted archive that no pass has completed"))
             return
         opened = check_stored(entry, self.open_store(entry))
+        if entry.get("status") == "deleted":
+            report.tombstones += 1
         report.objects += len(opened.sealed)
         if self.key is not None and opened.ok:
             try:
@@ -358,10 +366,25 @@ class Verifier:
             explained.update(o.get("key") for o in (entry.get("objects") or {}).values())
             explained.update(entry.get("superseded_objects") or [])
         explained |= self.explain_more(keys)
+        if self.runs is not None:
+            explained.update(reports_explained(self.runs, keys))
         for key in keys:
             if key not in explained:
                 report.add(Problem(key.split("/", 1)[0], None,
                                    f"object {key} in {store.url} is not explained by the index"))
+
+
+def reports_explained(runs: Any, keys: list[str]) -> set[str]:
+    """Of KEYS, the signed reports of retention and erasure runs (runs.py) that a run names."""
+    from archiver.runs import REPORTS_PREFIX
+
+    wanted = [key for key in keys if key.startswith(REPORTS_PREFIX)]
+    named: set[str] = set()
+    if wanted:
+        for run in runs.find({"$or": [{"report.key": {"$in": wanted}}, {"report.signature_key": {"$in": wanted}}]},
+                             {"report": 1}):
+            named.update((run["report"]["key"], run["report"]["signature_key"]))
+    return named
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -385,6 +408,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
 
     verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust)
     verifier.explain_more = seals.SealBook(config).explained
+    verifier.runs = index_database(config)[config["index.retention_runs"]]
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it

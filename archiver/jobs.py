@@ -27,7 +27,7 @@ from archiver.signing import SigningError
 
 
 class Service:
-    """The archive pass and rediscovery on their schedules, with metrics and health."""
+    """The archive pass, rediscovery and retention run on their schedules, with metrics and health."""
 
     def __init__(self, config: Config, stop: threading.Event) -> None:
         self.config = config
@@ -38,6 +38,7 @@ class Service:
         self.last_error = ""
         self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
         self.seal_error = ""  # the last seal run failed or found a sealed day changed
+        self.retention_error = ""  # the last retention run failed (kept until one succeeds)
         self.certificates: list[Expiry] = []
         self.check_certificates()
 
@@ -95,6 +96,24 @@ class Service:
         if failed:
             event("seal_failed", logging.ERROR, error=self.seal_error)
 
+    def retention(self) -> None:
+        """The scheduled retention run (nothing while no rules are configured); a failure is logged and
+        shown in /healthz, never raised into APScheduler. An interrupted run is finished by the next one."""
+        if not self.config["retention.rules"]:
+            return
+        from archiver.audit import Actor
+        from archiver.retention import Deletions
+
+        try:
+            deletions = Deletions(self.config)
+            result = deletions.run("retention", deletions.plan_retention, {}, False, Actor.current("archiver serve"))
+        except Exception as exc:
+            self.retention_error = f"{type(exc).__name__}: {exc}"
+            event("retention_failed", logging.ERROR, error=self.retention_error)
+            return
+        self.retention_error = ""
+        event("retention_done", run=result.report["run"], counts=result.report["counts"])
+
     def refresh_gauges(self) -> None:
         for state, count in self.archiver.queue.counts().items():
             self.metrics.queue.labels(state).set(count)
@@ -111,6 +130,7 @@ class Service:
         errors = [f"error: {self.last_error}"] if self.last_error else []
         errors += [f"rescan error: {self.rescan_error}"] if self.rescan_error else []
         errors += [f"seal error: {self.seal_error}"] if self.seal_error else []
+        errors += [f"retention error: {self.retention_error}"] if self.retention_error else []
         return [*errors, *warnings]
 
     def healthy(self) -> bool:
@@ -137,6 +157,9 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     if config["schedule.seal"]:
         scheduler.add_job(service.seal, CronTrigger.from_crontab(config["schedule.seal"], timezone="UTC"),
                           id="seal", **once)
+    if config["schedule.retention"] and config["retention.rules"]:
+        scheduler.add_job(service.retention, CronTrigger.from_crontab(config["schedule.retention"], timezone="UTC"),
+                          id="retention", **once)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -27,11 +27,13 @@ from archiver.attachment_retries import NothingNew
 from archiver.artifacts import Artifacts, Plaintext, timed
 from archiver.claims import Job, WorkQueue, now
 from archiver.config import Config
+from archiver.holds import Holds
 from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
 from archiver.names import recorded_folders
 from archiver.render.record import source_digest
+from archiver.search import load_search_key
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
 from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
@@ -104,6 +106,8 @@ class Archiver:
                   object_lock_mode=config["storage.object_lock_mode"])
         self.queue.ensure_indexes()
         self.index.ensure_indexes()
+        self.holds = Holds(index_db[config["index.holds"]], self.index.entries,  # legal holds (holds.py)
+                           load_search_key(config["search.key_file"]) if config["search.key_file"] else None)
         artifacts.init_worker(config)  # fails fast on bad keys, before any claim
         self.workers = config["archive.workers"] or os.cpu_count() or 1
         self._attachment_retries: dict[str, attachment_retries.Retry] = {}  # planned, not yet submitted
@@ -501,6 +505,7 @@ class Archiver:
             event("lease_lost", logging.WARNING, room=room, version=p.entry["version"], superseded=True)
         with timed(report.stages, "index"):
             self.queue.done(list(built))
+            self.holds.protect_new(built, lambda _: self.store)  # new versions of held rooms: S3 legal hold
         for room, (p, a) in built.items():
             report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])

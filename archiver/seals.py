@@ -114,6 +114,11 @@ def leaf(entry: dict[str, Any], status: str = "archived") -> bytes:
     return canonical(body)
 
 
+def tombstone_fields(entry: dict[str, Any], rule: str, at: dt.datetime) -> dict[str, Any]:
+    """What a tombstone adds to ENTRY (still as archived) when it is deleted under RULE at AT."""
+    return {"deleted_at": at, "deletion_rule": rule, "archived_leaf_sha256": leaf_hash(entry).hex()}
+
+
 def leaf_hash(entry: dict[str, Any], status: str = "archived") -> bytes:
     """The RFC 6962 leaf hash of ENTRY's STATUS event. A tombstone that no longer holds what its
     archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is."""

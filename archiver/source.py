@@ -122,6 +122,25 @@ class ChatSource:
                 return {rooms[0]: (SourceProblem(f"room {rooms[0]!r}: MongoDB cannot decode it: {exc}"), None)}
             return {room: loaded for one in rooms for room, loaded in self.load_many([one]).items()}
 
+    # -- deletion, only where a retention policy or an erasure request says so (archiver/retention.py) --
+
+    def rooms_of_user(self, user_id: str) -> set[str]:
+        """Rooms in which USER_ID wrote a message, or which they started (contact `userID`)."""
+        collection = self.messages if self.messages is not None else self.chats
+        rooms = {d["room"] for d in collection.find({f"{self._path}data.content.user.id": {"$eq": user_id}},
+                                                    {"room": 1, "_id": 0}) if isinstance(d.get("room"), str)}
+        rooms |= {d["id"] for d in self.contacts.find({"userID": {"$eq": user_id}}, {"id": 1, "_id": 0})
+                  if isinstance(d.get("id"), str)}
+        return rooms
+
+    def delete_room(self, room: str, chat_id: Any, contacts: bool) -> int:
+        """Delete ROOM's contact when CONTACTS, its messages (when kept apart), then its chat document (by
+        CHAT_ID), last: a chat that is gone has nothing left behind. How many documents went."""
+        gone = self.contacts.delete_many({"id": {"$eq": room}}).deleted_count if contacts else 0
+        if self.messages is not None:
+            gone += self.messages.delete_many({"room": {"$eq": room}}).deleted_count
+        return gone + self.chats.delete_one({"_id": chat_id}).deleted_count
+
     def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
         chats: dict[str, Chat] = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
         if self.messages is not None:

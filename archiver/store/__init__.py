@@ -7,12 +7,12 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from archiver.config import Config, ConfigError
-from archiver.store.base import (ObjectExists, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError,
+from archiver.store.base import (ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError,
                                  UnconfirmedPut)
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-__all__ = ["ObjectExists", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError",
+__all__ = ["ObjectExists", "ObjectLocked", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError",
            "UnconfirmedPut", "open_store", "open_store_for", "store_location", "local_lock_warning"]
 
 

@@ -34,6 +34,10 @@ class ObjectMissing(StoreError):
     """The object (or that version of it) is not in the store."""
 
 
+class ObjectLocked(StoreError):
+    """The store refused to delete an object: Object Lock retain-until not reached, or a legal hold."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str
@@ -55,3 +59,12 @@ class ObjectStore(Protocol):
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Every object key under PREFIX, streamed (any order): memory stays flat over any store."""
+
+    def delete(self, key: str, version_id: str = "") -> None:
+        """Remove KEY (that version); ObjectLocked if a lock or legal hold forbids it; gone already is fine."""
+
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        """Set or clear the legal hold on KEY (that version)."""
+
+    def extend_retention(self, key: str, version_id: str, until: dt.datetime) -> dt.datetime | None:
+        """Move KEY's retain-until to UNTIL if that is later (never earlier); the date now in force."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from archiver.files import TEMP_PREFIX, publish
-from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError
+from archiver.store.base import ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError
 
 _META = ".meta.json"
 
@@ -71,6 +71,49 @@ class LocalStore:
             for name in _walk(base, self.root):
                 if name.startswith(prefix):
                     yield name
+
+
+    # -- retention and legal holds: a directory has no Object Lock. Retain-until and holds are kept in
+    # the object's metadata file and honoured by the archiver's own deletions (retention, erasure);
+    # anyone with write access to the directory can still remove files (see docs/retention.md).
+
+    def _meta(self, key: str) -> tuple[Path, dict]:
+        path = self._path(key)
+        meta_path = path.with_name(path.name + _META)
+        try:
+            return meta_path, json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return meta_path, {}
+
+    def _write_meta(self, meta_path: Path, meta: dict) -> None:
+        fd, temp = tempfile.mkstemp(dir=meta_path.parent, prefix=TEMP_PREFIX)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(meta, out)
+        os.chmod(temp, 0o444)
+        os.replace(temp, meta_path)
+
+    def delete(self, key: str, version_id: str = "") -> None:
+        meta_path, meta = self._meta(key)
+        until = meta.get("retain_until")
+        if until and dt.datetime.fromisoformat(until) > dt.datetime.now(dt.timezone.utc):
+            raise ObjectLocked(f"{self.url}/{key}: locked until {until} (recorded retain-until)")
+        if meta.get("legal_hold"):
+            raise ObjectLocked(f"{self.url}/{key}: under a legal hold")
+        for path in (self._path(key), meta_path):
+            path.unlink(missing_ok=True)
+
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        meta_path, meta = self._meta(key)
+        if meta and bool(meta.get("legal_hold")) != on:
+            self._write_meta(meta_path, {**meta, "legal_hold": on})
+
+    def extend_retention(self, key: str, version_id: str, until: dt.datetime) -> dt.datetime | None:
+        meta_path, meta = self._meta(key)
+        current = dt.datetime.fromisoformat(meta["retain_until"]) if meta.get("retain_until") else None
+        if not meta or current is None or current >= until:  # stored without a lock: none to extend
+            return current
+        self._write_meta(meta_path, {**meta, "retain_until": until.isoformat()})
+        return until
 
 
 def _walk(folder: Path, root: Path) -> Iterator[str]:

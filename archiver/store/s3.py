@@ -18,7 +18,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.redact import redact
-from archiver.store.base import ObjectExists, ObjectMissing, StoredObject, StoreError, UnconfirmedPut
+from archiver.store.base import ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError, UnconfirmedPut
 
 
 class S3Store:
@@ -105,6 +105,51 @@ class S3Store:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", []):
                 yield item["Key"][len(self.prefix):]
+
+
+    # -- retention and legal holds ----------------------------------------------------------
+
+    def delete(self, key: str, version_id: str = "") -> None:
+        """Delete that version for good (S3 refuses while it is locked or held: ObjectLocked)."""
+        args = {"Bucket": self.bucket, "Key": self.prefix + key, **({"VersionId": version_id} if version_id else {})}
+        try:
+            self.client.delete_object(**args)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "NoSuchVersion", "404"):
+                return
+            if code == "AccessDenied":
+                raise ObjectLocked(f"{self.url}{key}: the store refused to delete it ({_message(exc)}): "
+                                   "Object Lock or a legal hold") from None
+            raise StoreError(f"delete {self.url}{key}: {code}: {_message(exc)}") from None
+        except BotoCoreError as exc:
+            raise StoreError(redact(f"delete {self.url}{key}: {exc}")) from None
+
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        try:
+            self.client.put_object_legal_hold(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id,
+                                              LegalHold={"Status": "ON" if on else "OFF"})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(f"legal hold {self.url}{key}: {code}: {_message(exc)}") from None
+        except BotoCoreError as exc:
+            raise StoreError(redact(f"legal hold {self.url}{key}: {exc}")) from None
+
+    def extend_retention(self, key: str, version_id: str, until: dt.datetime) -> dt.datetime | None:
+        """Extend only: the current retain-until is read first, and a later one is never replaced."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id)
+            current, mode = head.get("ObjectLockRetainUntilDate"), head.get("ObjectLockMode") or self.lock_mode
+            if not mode or (current is not None and current >= until):
+                return current
+            self.client.put_object_retention(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id,
+                                             Retention={"Mode": mode, "RetainUntilDate": until})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(f"retention {self.url}{key}: {code}: {_message(exc)}") from None
+        except BotoCoreError as exc:
+            raise StoreError(redact(f"retention {self.url}{key}: {exc}")) from None
+        return until
 
 
 def _message(exc: ClientError) -> str:

@@ -1,0 +1,45 @@
+"""`archiver erase --customer ID --reason TEXT [--dry-run]`: a data-protection erasure request."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
+from archiver.commands.retention import print_report
+from archiver.commands.search import add_actor
+
+HELP = ("erase a customer's chats from the source and the archive where no legal hold or lock prevents it; "
+        "reports what could not be erased and why; audited")
+EXAMPLE = 'archiver --config archiver.toml erase --customer 4747235938674011 --reason "GDPR art. 17 request #1234" --dry-run'
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customer", required=True, metavar="ID", help="the customer's user id")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (the request), for the report and audit log")
+    p.add_argument("--dry-run", action="store_true", help="print what would be erased and what not, change nothing")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_actor(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.audit import Actor
+    from archiver.retention import Deletions
+    from archiver.runs import RunBusy
+
+    if not args.customer.strip() or not args.reason.strip():
+        raise UsageError("--customer and --reason must not be empty")
+    config = load_config(args)
+    deletions = Deletions(config)
+    try:
+        result = deletions.run("erasure", deletions.plan_erasure(args.customer, args.reason),
+                               {"customer": args.customer, "reason": args.reason}, args.dry_run,
+                               Actor.current(args.actor))
+    except RunBusy as exc:
+        print(f"archiver: error: {exc}", file=sys.stderr)
+        return ITEMS_FAILED
+    print_report(result, args.json)
+    kept = [i for i in result.report["items"] if i["outcome"] in ("skipped", "refused", "failed")]
+    if kept:
+        print(f"NOT ERASED: {len(kept)} item(s), each listed above with the reason")
+    return OK if result.ok else ITEMS_FAILED

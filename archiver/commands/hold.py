@@ -1,0 +1,91 @@
+"""`archiver hold place|release|list`: legal holds by room, customer, agent or search filters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
+from archiver.commands.search import _date, add_actor
+
+HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
+        "release a case's holds, or list them; held chats are never deleted")
+EXAMPLE = 'archiver --config archiver.toml hold place --customer 4747235938674011 --case "ACME v. Shop" --reason "litigation"'
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["place", "release", "list"])
+    p.add_argument("--case", metavar="NAME", help="place/release: the case name")
+    p.add_argument("--reason", metavar="TEXT", help="place/release: why")
+    p.add_argument("--room", help="place: this room")
+    p.add_argument("--customer", metavar="ID", help="place: every chat this customer took part in")
+    p.add_argument("--agent", metavar="ID", help="place: every chat this agent took part in")
+    p.add_argument("--from", dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
+    p.add_argument("--to", dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
+    p.add_argument("--type", dest="ctlive_type", metavar="T", help="place: ctlive_type")
+    p.add_argument("--channel", metavar="C", help="place: channel")
+    p.add_argument("--service", metavar="S", help="place: service name")
+    p.add_argument("--text", metavar="WORDS", help="place: chats with these words (needs search.key_file)")
+    p.add_argument("--all", action="store_true", help="list: released holds too")
+    p.add_argument("--json", action="store_true", help="list: as JSON")
+    add_actor(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.audit import Actor, open_audit_log
+    from archiver.holds import describe, open_holds
+    from archiver.search import SearchFilters
+
+    config = load_config(args)
+    holds, actor = open_holds(config), Actor.current(args.actor)
+    if args.action == "list":
+        return _list(holds.listing(args.all), args.json)
+    if not args.case or not args.reason:
+        raise UsageError(f"hold {args.action}: --case NAME and --reason TEXT are required")
+    from archiver.retention import Deletions
+
+    store_of = Deletions(config).store_of
+    log = open_audit_log(config)
+    if args.action == "release":
+        released = holds.release(args.case, args.reason, actor.as_dict())
+        if not released:
+            raise UsageError(f"no active hold for case {args.case!r}")
+        cleared = sum(holds.unprotect(batch, store_of) for hold in released for batch in holds.rooms_of(hold))
+        log.record("hold_release", actor, outcome="ok", reason=args.reason, filters={"case": args.case},
+                   detail=f"released {len(released)} hold(s); S3 legal hold cleared on {cleared} entr(ies)")
+        print(f"released {len(released)} hold(s) of case {args.case!r}; legal hold cleared on {cleared} "
+              "archived version(s) no other hold covers")
+        return OK
+    filters = SearchFilters(room=args.room, ended_from=_date(args.ended_from, "--from", end=False),
+                            ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent, customer=args.customer,
+                            ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
+    try:
+        hold = holds.place(filters, args.case, args.reason, actor.as_dict())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    rooms, failed = 0, 0
+    for batch in holds.rooms_of(hold):
+        rooms += len(batch)
+        holds.protect(batch, store_of)
+    failed = holds.entries.count_documents({"$and": [holds.query(hold), {"status": "archived"},
+                                                     {"legal_hold": {"$ne": True}}]})
+    log.record("hold_place", actor, outcome="ok" if not failed else "items_failed", reason=args.reason,
+               filters={"case": args.case, "hold": hold["_id"], **hold["filters"]},
+               detail=f"{rooms} room(s) held now; S3 legal hold not set on {failed} entr(ies)")
+    print(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, and any archived later")
+    if failed:
+        print(f"the S3 legal hold could not be set on {failed} archived version(s): the next retention run retries")
+    return OK if not failed else ITEMS_FAILED
+
+
+def _list(found: list[dict], as_json: bool) -> int:
+    from archiver.holds import describe
+
+    if as_json:
+        print(json.dumps(found, indent=1, default=str, ensure_ascii=False))
+        return OK
+    for hold in found:
+        state = "active" if hold["active"] else f"released {hold['released_at']:%Y-%m-%d}"
+        print(f"{hold['_id']}  {hold['placed_at']:%Y-%m-%d %H:%M}  {state:<20} {describe(hold)}  reason={hold['reason']!r}")
+    print(f"{len(found)} hold(s)")
+    return OK

@@ -1,0 +1,61 @@
+"""`archiver retention run [--dry-run]`: apply the retention policy and report what it deleted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import json
+
+from archiver.commands.common import ITEMS_FAILED, OK, load_config
+from archiver.commands.search import add_actor
+
+HELP = ("apply the retention policy: delete verified source chats and expired archives (never held or locked "
+        "ones), and write a signed report; --dry-run prints exactly what a run would do")
+EXAMPLE = "archiver --config archiver.toml retention run --dry-run --json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["run"], help="run: one retention run (or finish one a crash interrupted)")
+    p.add_argument("--dry-run", action="store_true", help="plan only: print every item the run would do, change nothing")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_actor(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archiver.audit import Actor
+    from archiver.retention import Deletions
+    from archiver.runs import RunBusy
+
+    config = load_config(args)
+    deletions = Deletions(config)
+    try:
+        result = deletions.run("retention", deletions.plan_retention, {}, args.dry_run, Actor.current(args.actor))
+    except RunBusy as exc:
+        print(f"archiver: error: {exc}", file=sys.stderr)
+        return ITEMS_FAILED
+    print_report(result, args.json)
+    return OK if result.ok else ITEMS_FAILED
+
+
+def print_report(result, as_json: bool) -> None:
+    from archiver.retention import retention_summary
+
+    report = result.report
+    if as_json:
+        print(json.dumps({**report, **({"stored": result.location} if result.location else {})},
+                         indent=1, ensure_ascii=False, default=str))
+        return
+    if result.resumed:
+        print(f"resumed run {report['run']}, interrupted earlier")
+    if report.get("interrupted_run_first"):
+        print(f"NOTE: run {report['interrupted_run_first']} was interrupted; a real run finishes it first "
+              "(its plan was made then), and this plan applies to the run after it")
+    for item in report["items"]:
+        version = f" v{item['version']}" if item["version"] is not None else ""
+        detail = f" ({item['detail']})" if item.get("detail") else ""
+        print(f"{item['outcome'].upper():<8} {item['action']:<14} {item['room']}{version} [{item['rule']}] "
+              f"{item['reason']}{detail}")
+    print(retention_summary(report))
+    if result.location:
+        print(f"report {result.location['key']} (SHA-256 {result.location['sha256']}), "
+              f"signature {result.location['signature_key']}")

@@ -1,0 +1,169 @@
+"""Legal holds: nothing of a held room is deleted, in the source or the archive.
+
+A hold is a search filter (archiver/search.py) with a case name and a reason: by room,
+customer id, agent id, or any combination of the search filters. It is evaluated against
+the archive index whenever it matters (at deletion time, and when a chat is archived), so
+it also covers chats archived after it was placed. A room is held when any of its
+versions matches an active hold; every version of a held room is then protected.
+
+In S3 each object of a held room carries an S3 legal hold: set when the hold is placed,
+by the archive pass for new versions of held rooms, and repaired by each retention run;
+cleared on release only where no other active hold applies. The entry records it
+(`legal_hold: true`). A local directory has no Object Lock: the hold is written in the
+object's metadata file and honoured by the archiver's own deletions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any, Callable, Iterable, Iterator
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+
+from archiver.claims import now
+from archiver.logs import event
+from archiver.search import SearchFilters, build_query
+from archiver.store import ObjectStore, StoreError
+
+ROOM_BATCH = 500
+_DATES = ("ended_from", "ended_to")
+
+
+def filters_doc(filters: SearchFilters) -> dict[str, Any]:
+    """FILTERS as stored in a hold (dates as ISO text)."""
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in filters.given().items()}
+
+
+def filters_of(hold: dict[str, Any]) -> SearchFilters:
+    given = dict(hold["filters"])
+    for name in _DATES:
+        if name in given:
+            given[name] = dt.datetime.fromisoformat(given[name])
+    return SearchFilters(**given)
+
+
+def describe(hold: dict[str, Any]) -> str:
+    scope = ", ".join(f"{k}={v}" for k, v in sorted(hold["filters"].items()))
+    return f"case {hold['case']!r} ({scope})"
+
+
+class Holds:
+    def __init__(self, holds: Collection, entries: Collection, key: bytes | None) -> None:
+        self.holds = holds
+        self.entries = entries
+        self.key = key  # the search key, for holds by --text
+
+    def ensure_indexes(self) -> None:
+        self.holds.create_index([("case", ASCENDING)], name="case")
+        self.holds.create_index([("active", ASCENDING)], name="active")
+
+    def active(self) -> list[dict[str, Any]]:
+        return list(self.holds.find({"active": True}).sort("placed_at", ASCENDING))
+
+    def listing(self, everything: bool = False) -> list[dict[str, Any]]:
+        return list(self.holds.find({} if everything else {"active": True}).sort("placed_at", ASCENDING))
+
+    def place(self, filters: SearchFilters, case: str, reason: str, actor: dict[str, str]) -> dict[str, Any]:
+        if not filters.given():
+            raise ValueError("a hold needs a scope: --room, --customer, --agent or search filters")
+        build_query(filters, self.key)  # a filter that cannot be evaluated is refused now, not at deletion
+        hold = {"_id": uuid.uuid4().hex, "case": case, "reason": reason, "filters": filters_doc(filters),
+                "active": True, "placed_at": now(), "placed_by": actor}
+        self.holds.insert_one(hold)
+        return hold
+
+    def release(self, case: str, reason: str, actor: dict[str, str]) -> list[dict[str, Any]]:
+        """Release every active hold of CASE; the holds released (kept, marked inactive)."""
+        released = list(self.holds.find({"case": {"$eq": case}, "active": True}))
+        for hold in released:
+            self.holds.update_one({"_id": hold["_id"], "active": True}, {"$set": {
+                "active": False, "released_at": now(), "released_by": actor, "release_reason": reason}})
+        return released
+
+    def query(self, hold: dict[str, Any]) -> dict[str, Any]:
+        return build_query(filters_of(hold), self.key)
+
+    def held_rooms(self, rooms: list[str], holds: list[dict[str, Any]] | None = None) -> dict[str, list[str]]:
+        """Of ROOMS, those any version of which matches an active hold, with the cases holding them."""
+        found: dict[str, list[str]] = {}
+        if not rooms:
+            return found
+        for hold in self.active() if holds is None else holds:
+            match = {"$and": [{"room": {"$in": rooms}}, self.query(hold)]}
+            for room in {doc["room"] for doc in self.entries.find(match, {"room": 1})}:
+                found.setdefault(room, []).append(hold["case"])
+        return {room: sorted(set(cases)) for room, cases in found.items()}
+
+    def rooms_of(self, hold: dict[str, Any]) -> Iterator[list[str]]:
+        """The rooms HOLD covers, in batches (streamed: a hold may cover millions of chats)."""
+        batch: list[str] = []
+        seen_last = None
+        for doc in self.entries.find(self.query(hold), {"room": 1}).sort("room", ASCENDING):
+            if doc["room"] != seen_last:
+                batch.append(doc["room"])
+                seen_last = doc["room"]
+            if len(batch) >= ROOM_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # -- S3 legal holds on the objects ---------------------------------------------------------
+
+    def protect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
+        """Set the S3 legal hold on every object of ROOMS' entries that lacks it; the entries changed."""
+        changed = 0
+        for entry in self.entries.find({"room": {"$in": rooms}, "status": "archived", "legal_hold": {"$ne": True}}):
+            try:
+                _set_all(entry, store_of(entry), True)
+            except StoreError as exc:  # repaired by the next retention run; deletions check holds anyway
+                event("legal_hold_failed", logging.WARNING, room=entry["room"], error=str(exc))
+                continue
+            self.entries.update_one({"_id": entry["_id"]}, {"$set": {"legal_hold": True}})
+            changed += 1
+        return changed
+
+    def unprotect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
+        """Clear the S3 legal hold on ROOMS' objects where no active hold still applies."""
+        still = self.held_rooms(rooms)
+        free = [room for room in rooms if room not in still]
+        changed = 0
+        for entry in self.entries.find({"room": {"$in": free}, "legal_hold": True}):
+            _set_all(entry, store_of(entry), False)
+            self.entries.update_one({"_id": entry["_id"]}, {"$unset": {"legal_hold": ""}})
+            changed += 1
+        return changed
+
+    def protect_new(self, rooms: Iterable[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
+        """The archive pass's seam: new versions of held rooms get the S3 legal hold at once."""
+        rooms = list(rooms)
+        try:
+            holds = self.active()
+            return self.protect(list(self.held_rooms(rooms, holds)), store_of) if rooms and holds else 0
+        except Exception as exc:  # never fails the pass: deletions check holds themselves, the next run repairs
+            event("legal_hold_failed", logging.WARNING, rooms=len(rooms), error=f"{type(exc).__name__}: {exc}")
+            return 0
+
+    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
+        """Set the legal hold wherever an active hold applies and it is missing (a crash, a failed put)."""
+        return sum(self.protect(batch, store_of) for hold in self.active() for batch in self.rooms_of(hold))
+
+
+def _set_all(entry: dict[str, Any], store: ObjectStore, on: bool) -> None:
+    for obj in (entry.get("objects") or {}).values():
+        store.set_legal_hold(obj["key"], obj.get("version_id", ""), on)
+
+
+def open_holds(config: Any) -> Holds:
+    from archiver.index import index_database
+    from archiver.search import load_search_key
+
+    config.require("mongodb.uri")
+    db = index_database(config)
+    key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
+    holds = Holds(db[config["index.holds"]], db[config["index.entries"]], key)
+    holds.ensure_indexes()
+    return holds

@@ -1,0 +1,489 @@
+"""Retention runs and erasure: what may be deleted, and deleting it with proof.
+
+A source chat is deleted only when its rule's `source_days` have passed since the
+archived version holding exactly its current content was archived, that version's
+objects are in the store with their recorded sizes and hashes (`check_stored`), no
+archive job for the room is failed, quarantined, pending or claimed, no version is
+uploading, and no legal hold covers the room. A chat that changed since it was
+archived is queued for the archive pass instead, never deleted with an outdated
+archive. An archived version is deleted when `archive_days` have passed, its
+retain-until has passed, no hold covers the room and its source chat is gone; it
+leaves a tombstone: the index entry itself, status `deleted`, object hashes kept,
+with a `deletion` sub-document (run, rule, reason, when).
+
+Holds are checked when the plan is made and again right before each deletion.
+See runs.py for how a run is planned, persisted, resumed and reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import bson
+
+from archiver.audit import Actor, open_audit_log
+from archiver.claims import WorkQueue, now
+from archiver.config import Config
+from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
+from archiver.holds import Holds, open_holds
+from archiver.integrity import check_stored
+from archiver.logs import event
+from archiver.mongo import index_uri, reachable
+from archiver.policy import Policy, Rule, configured_policy
+from archiver.redaction import Redactor
+from archiver.render.record import source_digest
+from archiver.runs import RunLedger, Step, canonical, iso, publish_report, report_body, timed_steps
+from archiver.source import ChatSource, SourceProblem
+from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
+from archiver.transcript import InvalidChat
+
+ROOM_BATCH = 500
+AUDIT_ROOMS = 1000  # rooms named in a run's audit entry; the report names them all
+ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
+PERSONAL_FIELDS = ("customers", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
+OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
+            "quarantined": "quarantined"}
+
+
+@dataclass
+class RunResult:
+    report: dict[str, Any]
+    resumed: bool = False
+    location: dict[str, str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(item["outcome"] == "failed" for item in self.report["items"])
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+class Deletions:
+    """Plans and carries out retention runs and erasures against the source, the index and the stores."""
+
+    def __init__(self, config: Config) -> None:
+        config.require("mongodb.uri", "storage.url")
+        self.config = config
+        self.policy: Policy = configured_policy(config)
+        index_db = reachable(*index_uri(config))[config["index.database"]]
+        source_db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
+        self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"])
+        self.entries = index_db[config["index.entries"]]
+        self.queue = WorkQueue(index_db[config["index.jobs"]])
+        self.ledger = RunLedger(index_db[config["index.retention_runs"]], index_db[config["index.retention_steps"]])
+        self.ledger.ensure_indexes()
+        self.holds: Holds = open_holds(config)
+        self.redactor = Redactor.from_config(config)
+        self.lock_mode = config["storage.object_lock_mode"]
+        self._stores: dict[str, ObjectStore] = {}
+
+    def store_of(self, entry: dict[str, Any]) -> ObjectStore:
+        where = (entry.get("store") or {}).get("url", "")
+        if where not in self._stores:
+            self._stores[where] = open_store_for(entry, self.config)
+        return self._stores[where]
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, kind: str, planner: Callable[[dt.datetime], Iterator[Step]], params: dict[str, Any],
+            dry_run: bool, actor: Actor) -> RunResult:
+        """Plan (and unless DRY_RUN, persist and execute) a run of KIND; resumes one a crash left."""
+        if dry_run:
+            run = {"_id": "dry-run", "kind": kind, "as_of": now(), "params": params}
+            items = ({**step.item(), "outcome": "skipped" if step.action == "skip" else "planned"}
+                     for step in planner(run["as_of"]))
+            body = report_body(run, items, self.policy.describe(), dry_run=True)
+            waiting = self.ledger.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
+            if waiting:  # the real command finishes that one first: say so rather than show another plan
+                body["interrupted_run_first"] = waiting["_id"]
+            return RunResult(body)
+        from archiver.artifacts import configured_identity
+        from archiver.signing import Signer
+
+        signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"])  # fails before work
+        self.ledger.acquire(kind)
+        try:
+            result = self._run_or_resume(kind, planner, params, signer, actor)
+            if result.resumed and result.report["params"] != params:  # that was another request's: now this one
+                result = self._run_or_resume(kind, planner, params, signer, actor)
+        finally:
+            self.ledger.release(kind)
+        return result
+
+    def _run_or_resume(self, kind: str, planner: Callable[[dt.datetime], Iterator[Step]], params: dict[str, Any],
+                       signer: Any, actor: Actor) -> RunResult:
+        run = self.ledger.unfinished(kind)
+        resumed = run is not None
+        if run is None:
+            self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
+            run = self.ledger.begin(kind, now(), params)
+            self.ledger.record_plan(run, planner(_aware(run["as_of"])))
+            run["state"] = "executing"
+        if run["state"] == "executing":
+            timed_steps(lambda batch: self._execute(run["_id"], batch), self.ledger, run["_id"], kind)
+            self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "reporting"}})
+        result = self._finish(run, signer, resumed)
+        ran = run.get("params", {})
+        open_audit_log(self.config).record(
+            "erase" if kind == "erasure" else "retention_run", actor,
+            outcome="ok" if result.ok else "items_failed", reason=ran.get("reason", ""),
+            filters={"run": run["_id"], "resumed": resumed, **{k: v for k, v in ran.items() if k != "reason"}},
+            rooms=sorted({i["room"] for i in result.report["items"] if i["outcome"] != "skipped"})[:AUDIT_ROOMS],
+            detail=f"report {result.location['key']} SHA-256 {result.location['sha256']}; "
+                   f"counts {result.report['counts']}")
+        return result
+
+    def _finish(self, run: dict[str, Any], signer: Any, resumed: bool) -> RunResult:
+        body = report_body(run, self.ledger.items(run["_id"]), self.policy.describe(), dry_run=False)
+        retain = now() + dt.timedelta(days=self.config["storage.retain_days"]) if self.lock_mode else None
+        location = publish_report(open_store(self.config), signer, run["kind"], run["_id"], canonical(body), retain)
+        self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {
+            "state": "done", "finished_at": now(), "counts": body["counts"], "rooms_affected": body["rooms_affected"],
+            "report": location}})
+        event(f"{run['kind']}_run_finished", run=run["_id"], resumed=resumed, counts=body["counts"])
+        return RunResult(body, resumed, location)
+
+    # -- executing one batch of steps ----------------------------------------------------------
+
+    def _execute(self, run_id: str, batch: list[dict[str, Any]]) -> None:
+        """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
+        the next run redo them, and every action is idempotent)."""
+        rooms = sorted({step["room"] for step in batch})
+        ctx = _Batch(
+            held=self.holds.held_rooms(rooms),  # again now: a hold placed since the plan still counts
+            loaded=self.source.load_many([s["room"] for s in batch if s["action"] == "delete_source"]),
+            entries={e["_id"]: e for e in self.entries.find(
+                {"_id": {"$in": [s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock")]}})},
+            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
+        done = []
+        for step in batch:
+            try:
+                outcome, detail = self._do(run_id, step, ctx)
+            except StoreError as exc:
+                outcome, detail = "failed", str(exc)
+            if outcome == "failed":
+                event("deletion_failed", logging.WARNING, room=step["room"], action=step["action"], error=detail)
+            done.append((step, outcome, detail))
+        self.ledger.done_all(done)
+
+    def _do(self, run_id: str, step: dict[str, Any], ctx: "_Batch") -> tuple[str, str]:
+        action, cases = step["action"], ctx.held.get(step["room"])
+        if action == "requeue":
+            return self._requeue(step["room"])
+        if action == "extend_lock":
+            return self._extend(step, ctx.entries.get(step["entry_id"]))
+        entry = ctx.entries.get(step["entry_id"])
+        begun = entry is not None and entry["status"] == "deleted" and (entry.get("deletion") or {}).get("run") == run_id
+        if action == "delete_source" and ctx.loaded.get(step["room"], (None, None))[0] is None:
+            return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
+        if cases and not begun:  # an archive deletion this run had begun before a crash is finished
+            return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
+        if action == "delete_source":
+            outcome = self._delete_source(step, ctx.loaded.get(step["room"], (None, None)))
+            if outcome[0] == "deleted":
+                ctx.sources.discard(step["room"])
+            return outcome
+        return self._delete_archive(run_id, step, entry, step["room"] in ctx.sources)
+
+    def _requeue(self, room: str) -> tuple[str, str]:
+        job = self.queue.jobs.find_one({"_id": room}, {"kind": 1}) or {}
+        self.queue.enqueue([(room, job.get("kind") or "ended")], changed={room})
+        return "queued", ""
+
+    def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any]) -> tuple[str, str]:
+        chat, contact = loaded
+        if isinstance(chat, SourceProblem):
+            return "skipped", f"the source chat cannot be read: {chat.reason}"
+        if chat is not None and step["source_sha256"]:  # erasure plans carry no digest: any content goes
+            if _raw(chat, contact) != step["raw_sha256"] and self._digest(chat, contact) != step["source_sha256"]:
+                self._requeue(step["room"])
+                return "skipped", "the source chat changed after the plan was made: queued for archiving"
+        # Idempotent: a chat deleted before a crash is gone; what is left of the room (contact) goes now.
+        self.source.delete_room(step["room"], step["entry_id"], self.config["retention.delete_contacts"]
+                                or step["rule"] == "erasure")
+        return "deleted", ""
+
+    def _delete_archive(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
+                        source_present: bool) -> tuple[str, str]:
+        if entry is None:
+            return "failed", "the index entry is gone"
+        deletion = entry.get("deletion") or {}
+        if entry["status"] == "deleted" and deletion.get("run") != run_id:
+            return "skipped", f"already deleted by run {deletion.get('run')}"
+        if entry["status"] not in ("archived", "deleted"):
+            return "skipped", f"the entry is {entry['status']} now"
+        resumed = entry["status"] == "deleted"
+        if not resumed:
+            if step["rule"] != "erasure" and source_present:
+                return "skipped", "archive kept: the source chat is still in MongoDB (its archive goes only after it)"
+            until = _aware(entry.get("retain_until"))
+            if self.lock_mode and until is not None and until > now():
+                return "skipped", f"locked until {iso(until)}"
+            self._mark_deleting(entry, run_id, step)  # the intent, before any object goes
+        store = self.store_of(entry)
+        for n, obj in enumerate((entry.get("objects") or {}).values()):
+            try:
+                store.delete(obj["key"], obj.get("version_id", ""))  # gone already (a resumed run): no error
+            except ObjectLocked as exc:
+                return self._refused(entry, exc, partly=resumed or n > 0)
+        self.entries.update_one({"_id": entry["_id"]}, {"$set": {"deletion.state": "done",
+                                                                 "deletion.completed_at": now()}})
+        return "deleted", ""
+
+    def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> None:
+        """The tombstone, written before any object goes: the entry itself, hashes kept; an erasure also
+        removes the personal metadata (who took part, title, word hashes)."""
+        erasure = step["rule"] == "erasure"
+        at = now()
+        update: dict[str, Any] = {"$set": {"status": "deleted", "deletion": {
+            "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": at, "state": "deleting",
+            **({"personal_data_removed": list(PERSONAL_FIELDS)} if erasure else {})},
+            # what the seals read (docs/seals.md): the tombstone's own leaf, and the archive leaf's hash
+            # so a sealed day still recomputes once the personal fields are gone
+            **tombstone_fields(entry, step["rule"], at)}}
+        if erasure:
+            update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
+        self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update)
+
+    def _refused(self, entry: dict[str, Any], exc: ObjectLocked, partly: bool) -> tuple[str, str]:
+        if not partly:  # nothing went: the entry is archived as before
+            self.entries.update_one({"_id": entry["_id"]}, {"$set": {"status": "archived"},
+                                                             "$unset": {"deletion": "", **{f: "" for f in TOMBSTONE_FIELDS}}})
+            return "refused", f"the store refused: {exc}"
+        return "failed", f"partly deleted, then the store refused: {exc}"
+
+    def _extend(self, step: dict[str, Any], entry: dict[str, Any] | None) -> tuple[str, str]:
+        if entry is None or entry["status"] != "archived":
+            return "skipped", "no longer archived"
+        until = dt.datetime.fromisoformat(step["until"])
+        store = self.store_of(entry)
+        for obj in (entry.get("objects") or {}).values():
+            store.extend_retention(obj["key"], obj.get("version_id", ""), until)
+        self.entries.update_one({"_id": entry["_id"], "retain_until": entry.get("retain_until")},
+                                {"$set": {"retain_until": until, "retention_rule": step["rule"]}})
+        return "extended", ""
+
+    def _digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
+        redacted = self.redactor.apply(chat, contact)
+        return source_digest(redacted.chat, redacted.contact)
+
+    # -- planning a retention run ----------------------------------------------------------------
+
+    def plan_retention(self, as_of: dt.datetime) -> Iterator[Step]:
+        """Every step of a retention run as of AS_OF, room by room (rooms in order, streamed)."""
+        for batch in self._room_batches({}):
+            rooms = list(batch)
+            held = self.holds.held_rooms(rooms)
+            jobs = {j["_id"]: j for j in self.queue.jobs.find({"_id": {"$in": rooms}})}
+            rules = {room: self._rule(versions) for room, versions in batch.items()}
+            wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
+            loaded = self.source.load_many(wanted) if wanted else {}
+            for room in rooms:
+                if room in loaded:
+                    yield from self._room_plan(room, batch[room], rules[room], held.get(room), jobs.get(room),
+                                               loaded[room], as_of)
+                elif rules[room]:
+                    yield from self._lock_steps(batch[room], rules[room], set())
+
+    def _rule(self, versions: list[dict[str, Any]]) -> Rule | None:
+        archived = [v for v in versions if v["status"] == "archived"]
+        return self.policy.rule_for(archived[-1]) if archived else None
+
+    def _room_batches(self, query: dict[str, Any]) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        """Index entries (matching QUERY) grouped by room, ROOM_BATCH rooms at a time, versions in order."""
+        batch: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.entries.find(query, ENTRY_FIELDS).sort([("room", 1), ("version", 1)]).batch_size(1000):
+            if entry["room"] not in batch and len(batch) >= ROOM_BATCH:
+                yield batch
+                batch = {}
+            batch.setdefault(entry["room"], []).append(entry)
+        if batch:
+            yield batch
+
+    def _room_plan(self, room: str, versions: list[dict[str, Any]], rule: Rule, cases: list[str] | None,
+                   job: dict[str, Any] | None, loaded: tuple[Any, Any], as_of: dt.datetime) -> Iterator[Step]:
+        chat, contact = loaded
+        source_goes = False
+        held = f"held by case {', '.join(map(repr, cases))}" if cases else ""
+        if chat is not None and rule.source_days is not None:
+            step = self._source_step(room, versions, rule, held, job, chat, contact, as_of)
+            if step is not None:
+                source_goes = step.action == "delete_source"
+                yield step
+        deleting = set()
+        for version in versions:
+            if version["status"] != "archived" or rule.archive_days is None:
+                continue
+            if _aware(version["archived_at"]) + dt.timedelta(days=rule.archive_days) > as_of:
+                continue
+            deleting.add(version["_id"])
+            yield self._archive_step(version, rule, held, chat is not None and not source_goes, as_of)
+        yield from self._lock_steps(versions, rule, deleting)
+
+    def _source_step(self, room: str, versions: list[dict[str, Any]], rule: Rule, held: str,
+                     job: dict[str, Any] | None, chat: Any, contact: Any, as_of: dt.datetime) -> Step | None:
+        """The source chat's step: deleted, queued for archiving, skipped (why), or None (not due yet)."""
+        archived = [v for v in versions if v["status"] == "archived"]
+        first_due = min(_aware(v["archived_at"]) for v in archived) + dt.timedelta(days=rule.source_days or 0)
+        if first_due > as_of:
+            return None
+        skip = Step("skip", room, archived[-1]["version"], rule.name)
+        if isinstance(chat, SourceProblem):
+            return _with(skip, f"source chat kept: it cannot be read ({chat.reason})")
+        why = held or _open_work(versions, job)
+        if why:
+            return _with(skip, f"source chat kept: {why}")
+        try:
+            digest = self._digest(chat, contact)
+        except InvalidChat as exc:
+            return _with(skip, f"source chat kept: {exc}")
+        match = next((v for v in reversed(archived) if v.get("source_sha256") == digest), None)
+        if match is None:
+            return Step("requeue", room, archived[-1]["version"], rule.name,
+                        f"the source changed since v{archived[-1]['version']} was archived (source digest differs "
+                        "from every archived version): archived again before its source can be deleted")
+        if _aware(match["archived_at"]) + dt.timedelta(days=rule.source_days or 0) > as_of:
+            return None
+        opened = check_stored(match, self.store_of(match))
+        if not opened.ok:
+            return _with(skip, f"source chat kept: its archive v{match['version']} fails verification: "
+                               + "; ".join(opened.failures()))
+        return Step("delete_source", room, match["version"], rule.name,
+                    f"source_days {rule.source_days} passed since v{match['version']} was archived and verified",
+                    entry_id=chat.get("_id"), source_sha256=digest, raw_sha256=_raw(chat, contact))
+
+    def _archive_step(self, version: dict[str, Any], rule: Rule, held: str, source_stays: bool,
+                      as_of: dt.datetime) -> Step:
+        room, number = version["room"], version["version"]
+        until = _aware(version.get("retain_until"))
+        if held:
+            why = f"archive kept: {held}"
+        elif source_stays:
+            why = "archive kept: the source chat is still in MongoDB (its archive goes only after it)"
+        elif self.lock_mode and until is not None and until > as_of:
+            why = f"archive kept: locked until {iso(until)}"
+        else:
+            return Step("delete_archive", room, number, rule.name,
+                        f"archive_days {rule.archive_days} passed since it was archived", entry_id=version["_id"])
+        return Step("skip", room, number, rule.name, why, entry_id=version["_id"])
+
+    def _lock_steps(self, versions: list[dict[str, Any]], rule: Rule, deleting: set[Any]) -> Iterator[Step]:
+        """Object Lock follows a policy change for existing archives: extended, never shortened."""
+        if not self.lock_mode or rule.lock_days is None:
+            return
+        for v in versions:
+            if v["status"] != "archived" or v["_id"] in deleting or not v.get("generated_at"):
+                continue
+            want = _aware(v["generated_at"]) + dt.timedelta(days=rule.lock_days)
+            current = _aware(v.get("retain_until"))
+            if current is None or want > current + dt.timedelta(seconds=1):
+                yield Step("extend_lock", v["room"], v["version"], rule.name,
+                           f"rule {rule.name} locks for {rule.lock_days} days", entry_id=v["_id"], until=iso(want))
+
+    # -- planning an erasure -------------------------------------------------------------------------
+
+    def plan_erasure(self, customer: str, reason: str) -> Callable[[dt.datetime], Iterator[Step]]:
+        def plan(as_of: dt.datetime) -> Iterator[Step]:
+            rooms = set(self.entries.distinct("room", {"customers": {"$eq": customer}}))
+            rooms |= self.source.rooms_of_user(customer)
+            ordered = sorted(rooms)
+            for i in range(0, len(ordered), ROOM_BATCH):
+                yield from self._erasure_batch(ordered[i:i + ROOM_BATCH], customer, reason, as_of)
+        return plan
+
+    def _erasure_batch(self, rooms: list[str], customer: str, reason: str, as_of: dt.datetime) -> Iterator[Step]:
+        held = self.holds.held_rooms(rooms)
+        versions: dict[str, list[dict[str, Any]]] = {room: [] for room in rooms}
+        for entry in self.entries.find({"room": {"$in": rooms}}, ENTRY_FIELDS).sort([("room", 1), ("version", 1)]):
+            versions[entry["room"]].append(entry)
+        loaded = self.source.load_many(rooms)
+        why = f"erasure request: {reason}"
+        for room in rooms:
+            chat = loaded[room][0]
+            cases = held.get(room) or ([] if versions[room] else self._unarchived_holds(room, customer, chat))
+            kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
+            if chat is not None:
+                yield (Step("skip", room, None, "erasure", f"source chat kept: {kept}") if kept else
+                       Step("delete_source", room, None, "erasure", why,
+                            entry_id=chat.get("_id") if isinstance(chat, dict) else None))
+            for v in versions[room]:
+                if v["status"] == "uploading":  # its objects are being stored: erased by the next request
+                    yield Step("skip", room, v["version"], "erasure", "archive kept: this version is being "
+                               "archived right now; erase again once the archive pass has finished", entry_id=v["_id"])
+                if v["status"] != "archived":
+                    continue
+                until = _aware(v.get("retain_until"))
+                if kept or (self.lock_mode and until is not None and until > as_of):
+                    yield Step("skip", room, v["version"], "erasure",
+                               f"archive kept: {kept or 'locked until ' + iso(until)}", entry_id=v["_id"])
+                else:
+                    yield Step("delete_archive", room, v["version"], "erasure", why, entry_id=v["_id"])
+
+    def _unarchived_holds(self, room: str, customer: str, chat: Any) -> list[str]:
+        """Holds that may cover a chat never archived (no index entry to match): by room, customer or agent
+        from its messages; a hold on any other filter cannot be ruled out, so it holds the chat too."""
+        people: dict[str, set[str]] = {"customer": {customer}, "agent": set()}
+        for message in (chat.get("messages") or []) if isinstance(chat, dict) else []:
+            user = ((message.get("data") or {}).get("content") or {}).get("user") or {}
+            if isinstance(user.get("id"), str):
+                people["agent" if user.get("isAgent") else "customer"].add(user["id"])
+        found = []
+        for hold in self.holds.active():
+            scope = hold["filters"]
+            plain = set(scope) <= {"room", "customer", "agent"}
+            if not plain or (scope.get("room", room) == room and scope.get("customer", customer) in people["customer"]
+                             and ("agent" not in scope or scope["agent"] in people["agent"])):
+                found.append(hold["case"])
+        return sorted(set(found))
+
+
+@dataclass
+class _Batch:
+    """What a batch of steps is carried out against, read in a few queries."""
+    held: dict[str, list[str]]  # room -> cases holding it now
+    loaded: dict[str, Any]  # room -> (chat, contact) for source deletions
+    entries: dict[Any, dict[str, Any]]  # the index entries the steps name
+    sources: set[str]  # rooms whose source chat is still there
+
+
+def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
+    return hashlib.sha256(bson.encode(chat) + bson.encode(contact or {})).hexdigest()
+
+
+def _with(step: Step, reason: str) -> Step:
+    return Step(step.action, step.room, step.version, step.rule, reason, step.entry_id)
+
+
+def _open_work(versions: list[dict[str, Any]], job: dict[str, Any] | None) -> str:
+    """Why the room's archive is not settled ("" if it is)."""
+    state = (job or {}).get("state", "done")
+    if state in OPEN_JOB:
+        detail = (job or {}).get("reason") or (job or {}).get("last_error") or ""
+        return f"its archive job is {state} ({OPEN_JOB[state]}{': ' + detail if detail else ''})"
+    uploading = [v["version"] for v in versions if v["status"] == "uploading"]
+    if uploading:
+        return f"version {uploading[0]} is still uploading"
+    return ""
+
+
+def _due_anything(rule: Rule, versions: list[dict[str, Any]], as_of: dt.datetime) -> bool:
+    """Whether ROOM may have something due (source or archive): only those rooms' chats are read."""
+    periods = [d for d in (rule.source_days, rule.archive_days) if d is not None]
+    if not periods:
+        return False
+    oldest = min(_aware(v["archived_at"]) for v in versions if v["status"] == "archived")
+    return oldest + dt.timedelta(days=min(periods)) <= as_of
+
+
+def retention_summary(report: dict[str, Any]) -> str:
+    counts = "; ".join(f"{rule}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
+                       for rule, c in sorted(report["counts"].items())) or "nothing to do"
+    return f"{report['report']}{' (dry run)' if report['dry_run'] else ''} as of {report['as_of']}: {counts}"

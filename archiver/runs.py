@@ -1,0 +1,238 @@
+"""Deletion runs (retention and erasure): plan, persist the plan, execute each step once, report.
+
+A run is planned in full before anything is deleted; the plan is written to MongoDB
+(`index.retention_steps`, one document per step), then each step is executed and
+marked done. A run killed at any point is resumed by the next one: its pending
+steps are executed (every action is idempotent: deleting what is gone is a no-op,
+and a tombstone records its intent before any object goes), the done ones never
+again, so the final state and the report are those of an uninterrupted run. A run
+killed while planning deleted nothing; its partial plan is dropped and planned anew.
+
+Only one run of a kind executes at a time: it holds a lease in `index.retention_runs`,
+taken over when it expires or when its holder's process is gone.
+
+The report (counts per rule, every item with its outcome) is written into the run's
+document and, signed (detached CMS, the archiver's signing identity), into the store
+under `.reports/<kind>/` (a name no room folder can have).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from archiver.claims import now, worker_id
+from archiver.logs import event
+from archiver.mongo import server_ms
+from archiver.signing import Signer
+from archiver.store import ObjectExists, ObjectStore
+
+REPORTS_PREFIX = ".reports/"
+STEP_BATCH = 200
+LEASE_MS = 10 * 60_000
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing a run does, or decided not to do (`skip`, with the reason)."""
+    action: str  # delete_source / delete_archive / extend_lock / requeue / skip
+    room: str
+    version: int | None = None
+    rule: str = ""
+    reason: str = ""
+    entry_id: Any = None
+    source_sha256: str = ""
+    raw_sha256: str = ""  # of the source documents as read (BSON): a cheap "unchanged since the plan"
+    until: str = ""  # extend_lock: the new retain-until (ISO)
+
+    def item(self) -> dict[str, Any]:
+        """What the report and the dry run show of it."""
+        return {"action": self.action, "room": self.room, "version": self.version, "rule": self.rule,
+                "reason": self.reason, **({"until": self.until} if self.until else {})}
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds this kind of run."""
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def iso(value: dt.datetime) -> str:
+    return _aware(value).isoformat().replace("+00:00", "Z")
+
+
+class RunLedger:
+    """The runs and their steps in MongoDB."""
+
+    def __init__(self, runs: Collection, steps: Collection) -> None:
+        self.runs = runs
+        self.steps = steps
+        self.owner = worker_id()
+
+    def ensure_indexes(self) -> None:
+        self.steps.create_index([("run", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)], name="run_state_seq")
+        self.runs.create_index([("kind", ASCENDING), ("state", ASCENDING)], name="kind_state")
+
+    # -- the lease: one run of a kind at a time ------------------------------------------------
+
+    def acquire(self, kind: str) -> None:
+        lock = f"lease:{kind}"
+        t = server_ms(self.runs.database)
+        mine = {"owner": self.owner, "until_ms": t + LEASE_MS}
+        try:
+            self.runs.insert_one({"_id": lock, **mine})
+            return
+        except DuplicateKeyError:
+            pass
+        held = self.runs.find_one({"_id": lock}) or {}
+        if held.get("until_ms", 0) > t and _alive(held.get("owner", "")):
+            raise RunBusy(f"another {kind} run is in progress (held by {held.get('owner')})")
+        if self.runs.update_one({"_id": lock, "owner": held.get("owner"), "until_ms": held.get("until_ms")},
+                                {"$set": mine}).matched_count != 1:
+            raise RunBusy(f"another {kind} run took over just now")
+
+    def renew(self, kind: str) -> None:
+        """Keep the lease; RunBusy if another process took it over (this one stalled past it): stop."""
+        if self.runs.update_one({"_id": f"lease:{kind}", "owner": self.owner},
+                                {"$set": {"until_ms": server_ms(self.runs.database) + LEASE_MS}}).matched_count != 1:
+            raise RunBusy(f"the {kind} run's lease was taken over by another process; stopping")
+
+    def release(self, kind: str) -> None:
+        self.runs.delete_one({"_id": f"lease:{kind}", "owner": self.owner})
+
+    # -- runs and steps ------------------------------------------------------------------------
+
+    def unfinished(self, kind: str) -> dict[str, Any] | None:
+        """The run of KIND a crash left (a half-made plan is dropped: nothing of it was done)."""
+        for run in self.runs.find({"kind": kind, "state": "planning"}):
+            self.steps.delete_many({"run": run["_id"]})
+            self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "abandoned while planning"}})
+        return self.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
+
+    def begin(self, kind: str, as_of: dt.datetime, params: dict[str, Any]) -> dict[str, Any]:
+        run = {"_id": f"{kind}-{as_of.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}", "kind": kind,
+               "state": "planning", "as_of": as_of, "started_at": now(), "params": params, "owner": self.owner}
+        self.runs.insert_one(run)
+        return run
+
+    def record_plan(self, run: dict[str, Any], steps: Iterable[Step]) -> int:
+        """Write every step (skips done at once), in batches, keeping the lease; then the run may execute."""
+        count, batch = 0, []
+        for step in steps:
+            count += 1
+            doc = {"_id": f"{run['_id']}:{count:09d}", "run": run["_id"], "seq": count, **asdict(step),
+                   "state": "done" if step.action == "skip" else "pending",
+                   "outcome": "skipped" if step.action == "skip" else ""}
+            batch.append(doc)
+            if len(batch) >= STEP_BATCH:
+                self.steps.insert_many(batch)
+                self.renew(run["kind"])
+                batch = []
+        if batch:
+            self.steps.insert_many(batch)
+        self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "executing", "steps": count}})
+        return count
+
+    def pending(self, run_id: str) -> Iterator[list[dict[str, Any]]]:
+        while True:
+            batch = list(self.steps.find({"run": run_id, "state": "pending"}).sort("seq", ASCENDING).limit(STEP_BATCH))
+            if not batch:
+                return
+            yield batch
+
+    def done_all(self, done: list[tuple[dict[str, Any], str, str]]) -> None:
+        """Mark each (step, outcome, detail) done, in one write."""
+        if done:
+            self.steps.bulk_write([UpdateOne({"_id": step["_id"]}, {"$set": {
+                "state": "done", "outcome": outcome, "detail": detail}}) for step, outcome, detail in done])
+
+    def items(self, run_id: str) -> Iterator[dict[str, Any]]:
+        for doc in self.steps.find({"run": run_id}).sort("seq", ASCENDING):
+            yield {**Step(**{k: doc[k] for k in Step.__dataclass_fields__}).item(), "outcome": doc["outcome"],
+                   **({"detail": doc["detail"]} if doc.get("detail") else {})}
+
+
+def report_body(run: dict[str, Any], items: Iterable[dict[str, Any]], policy: list[dict[str, Any]] | None,
+                dry_run: bool) -> dict[str, Any]:
+    """The report: counts per rule and action/outcome, and every item."""
+    counts: dict[str, dict[str, int]] = {}
+    listed = []
+    for item in items:
+        per_rule = counts.setdefault(item["rule"] or "(none)", {})
+        label = f"{item['action']}:{item['outcome']}"
+        per_rule[label] = per_rule.get(label, 0) + 1
+        listed.append(item)
+    return {"report": f"{run['kind']} run", "run": run["_id"], "dry_run": dry_run, "as_of": iso(run["as_of"]),
+            "params": run.get("params", {}), "policy": policy, "counts": counts,
+            "rooms_affected": len({i["room"] for i in listed if i["outcome"] not in ("skipped", "")}),
+            "items": listed}
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def publish_report(store: ObjectStore, signer: Signer, kind: str, run_id: str, data: bytes,
+                   retain_until: dt.datetime | None) -> dict[str, str]:
+    """Put the report and its detached CMS signature in the store (again after a crash: the same bytes)."""
+    signature = signer.sign_detached(data)
+    base = f"{REPORTS_PREFIX}{kind}/{run_id}.json"
+    placed = {}
+    for key, blob in ((base, data), (base + ".p7s", signature)):
+        digest = hashlib.sha256(blob).hexdigest()
+        try:
+            stored = store.put(key, blob, digest, retain_until)
+            placed[key] = stored.version_id
+        except ObjectExists:  # a resumed run: the report is the same, its signature an earlier one's
+            if key == base and hashlib.sha256(store.get(key)).hexdigest() != digest:
+                raise
+            placed[key] = ""
+    return {"key": base, "signature_key": base + ".p7s", "sha256": hashlib.sha256(data).hexdigest(),
+            "signed_by": signer.identity.fingerprint}
+
+
+def _alive(owner: str) -> bool:
+    """Whether OWNER (host:pid:token) may still be running: on another host we cannot tell."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_zombie(int(pid))
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def timed_steps(execute: Callable[[list[dict[str, Any]]], None], ledger: RunLedger, run_id: str, kind: str) -> int:
+    """Execute every pending step of RUN_ID in batches, renewing the lease; how many were done."""
+    count = 0
+    started = time.monotonic()
+    for batch in ledger.pending(run_id):
+        execute(batch)
+        count += len(batch)
+        ledger.renew(kind)
+    event(f"{kind}_steps_done", run=run_id, steps=count, seconds=round(time.monotonic() - started, 3))
+    return count

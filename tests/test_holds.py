@@ -1,0 +1,173 @@
+"""`archiver hold` and `archiver erase` from the command line; what holds and locks mean in a local store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from archiver.cli import main
+from archiver.mongo import connect
+from archiver.store import ObjectLocked, open_store
+from conftest import write_toml
+from retention_helpers import age, archive, customer_of, erase, index, retention, retention_config, source
+from retrieval_helpers import stored_path
+
+KEYS = ("mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
+        "signing.certificate", "signing.key", "encryption.recipients")
+
+
+def _toml(config, tmp_path):
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in KEYS})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    return str(toml)
+
+
+def _audit(config):
+    return list(connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]].find().sort("seq", 1))
+
+
+def test_hold_place_list_release_from_the_cli_are_audited_and_protect(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    toml = _toml(config, tmp_path)
+    customer = customer_of(chats[0])
+    assert main(["--config", toml, "hold", "place", "--customer", customer, "--case", "ACME v. Shop",
+                 "--reason", "litigation"]) == 0
+    assert "1 archived room(s) covered now" in capsys.readouterr().out
+    assert main(["--config", toml, "hold", "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["case"] == "ACME v. Shop" and listed["filters"] == {"customer": customer}
+    assert listed["reason"] == "litigation" and listed["active"] is True
+    assert main(["--config", toml, "retention", "run"]) == 0
+    assert {c["room"] for c in source(config).find()} == {chats[0]["room"]}
+    assert main(["--config", toml, "hold", "release", "--case", "ACME v. Shop", "--reason", "settled"]) == 0
+    assert main(["--config", toml, "hold", "release", "--case", "ACME v. Shop", "--reason", "again"]) == 2
+    assert main(["--config", toml, "hold", "list"]) == 0
+    assert "0 hold(s)" in capsys.readouterr().out
+    assert main(["--config", toml, "retention", "run"]) == 0
+    assert source(config).count_documents({}) == 0
+    actions = [(a["action"], a["outcome"], a["reason"]) for a in _audit(config)]
+    assert actions[:3] == [("hold_place", "ok", "litigation"), ("retention_run", "ok", ""),
+                           ("hold_release", "ok", "settled")]
+    assert _audit(config)[0]["filters"]["customer"] == customer
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["hold", "place", "--case", "C", "--reason", "r"], "a hold needs a scope"),
+    (["hold", "place", "--room", "R", "--reason", "r"], "--case NAME and --reason TEXT are required"),
+    (["hold", "place", "--text", "refund", "--case", "C", "--reason", "r"], "search.key_file"),
+    (["erase", "--customer", " ", "--reason", "r"], "must not be empty"),
+])
+def test_bad_hold_and_erase_requests_are_usage_errors_that_change_nothing(make_config, tmp_path, capsys,
+                                                                        argv, message) -> None:
+    config = retention_config(make_config)
+    assert main(["--config", _toml(config, tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]].count_documents({}) == 0
+
+
+def test_erase_from_the_cli_dry_run_then_real_with_tombstones_without_personal_data(make_config, tmp_path,
+                                                                                    capsys) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 3)
+    customer = customer_of(chats[1])
+    toml = _toml(config, tmp_path)
+    argv = ["--config", toml, "erase", "--customer", customer, "--reason", "GDPR art. 17, request 77"]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"PLANNED  delete_source  {chats[1]['room']}" in out and source(config).count_documents({}) == 3
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "NOT ERASED" not in out
+    assert {c["room"] for c in source(config).find()} == {chats[0]["room"], chats[2]["room"]}
+    tomb = index(config).find_one({"room": chats[1]["room"]})
+    assert tomb["status"] == "deleted" and tomb["deletion"]["rule"] == "erasure"
+    assert tomb["deletion"]["reason"] == "erasure request: GDPR art. 17, request 77"
+    assert "customers" not in tomb and "participants" not in tomb and tomb["objects"]["pdf"]["sha256"]
+    assert not stored_path(config, tomb["objects"]["pdf"]["key"]).exists()
+    contacts = connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+    assert contacts.count_documents({"id": chats[1]["room"]}) == 0
+    audit = [a for a in _audit(config) if a["action"] == "erase"]
+    assert [a["reason"] for a in audit] == ["GDPR art. 17, request 77"] and audit[0]["filters"]["customer"] == customer
+    assert audit[0]["rooms"] == [chats[1]["room"]]
+
+
+def test_erasure_of_a_chat_never_archived_respects_holds_on_its_customer(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    customer = customer_of(chats[0])
+    index(config).delete_many({})  # as if never archived: only the source knows the chat
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    open_holds(config).place(SearchFilters(customer=customer), "Case N", "r", {"user": "t", "host": "h"})
+    result = erase(config, customer)
+    (item,) = result.report["items"]
+    assert item["action"] == "skip" and item["reason"] == "source chat kept: held by case 'Case N'"
+    assert source(config).count_documents({}) == 1
+
+
+def test_local_store_records_locks_and_holds_and_honours_them_in_its_own_deletions(make_config) -> None:
+    """A directory has no Object Lock: retain-until and legal holds live in each object's metadata file
+    and the archiver's deletions obey them (a person with write access to the directory is not stopped)."""
+    config = retention_config(make_config, storage__object_lock_mode="COMPLIANCE", storage__retain_days=3,
+                              retention__rules={"default": {"source_days": 0, "archive_days": 5}})
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    store = open_store(config)
+    obj = entry["objects"]["pdf"]
+    with pytest.raises(ObjectLocked, match="locked until"):
+        store.delete(obj["key"])
+    age(config, 30)  # the index says expired; the object's own record still says 3 days from now
+    result = retention(config)
+    refused = [i for i in result.report["items"] if i["action"] == "delete_archive"]
+    assert [i["outcome"] for i in refused] == ["refused"] and "locked until" in refused[0]["detail"]
+    assert stored_path(config, obj["key"]).exists() and index(config).find_one()["status"] == "archived"
+    unlocked = retention_config(make_config, storage__object_lock_mode="")
+    other = open_store(unlocked)
+    key = f"{chats[0]['room']}/extra.p7m"
+    other.put(key, b"x", "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881", None)
+    other.set_legal_hold(key, "", True)
+    with pytest.raises(ObjectLocked, match="legal hold"):
+        other.delete(key)
+    other.set_legal_hold(key, "", False)
+    other.delete(key)
+    other.delete(key)  # gone already: no error
+    assert not stored_path(config, key).exists()
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=9)
+    assert store.extend_retention(obj["key"], "", later) == later
+    assert store.extend_retention(obj["key"], "", later - dt.timedelta(days=8)) == later, "never shortened"
+
+
+def test_erasure_names_a_version_still_being_archived(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    customer = customer_of(chats[0])
+    entry = index(config).find_one()
+    index(config).insert_one({**{k: v for k, v in entry.items() if k != "_id"}, "version": 2,
+                              "status": "uploading", "source_sha256": "in-flight"})
+    result = erase(config, customer)
+    kept = [i for i in result.report["items"] if i["version"] == 2]
+    assert [i["action"] for i in kept] == ["skip"] and "being archived right now" in kept[0]["reason"]
+    assert index(config).find_one({"version": 1})["status"] == "deleted"
+
+
+def test_an_erasure_interrupted_earlier_is_finished_before_the_new_request(make_config) -> None:
+    from archiver.retention import Deletions
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    first, second = customer_of(chats[0]), customer_of(chats[1])
+    deletions = Deletions(config)
+    run = deletions.ledger.begin("erasure", dt.datetime.now(dt.timezone.utc), {"customer": first, "reason": "old"})
+    deletions.ledger.record_plan(run, deletions.plan_erasure(first, "old")(run["as_of"]))  # then the process died
+    result = erase(config, second, reason="new")
+    assert result.report["params"] == {"customer": second, "reason": "new"}
+    assert {c["room"] for c in source(config).find()} == set()
+    runs = deletions.ledger.runs.find({"kind": "erasure"})
+    assert sorted(r["params"]["reason"] for r in runs) == ["new", "old"]
+    audit = [a for a in _audit(config) if a["action"] == "erase"]
+    assert [(a["reason"], a["filters"]["resumed"]) for a in audit] == [("old", True), ("new", False)]

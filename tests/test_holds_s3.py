@@ -1,0 +1,193 @@
+"""Object Lock and S3 legal holds against moto's server over HTTP: the endpoint itself refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import boto3
+import pytest
+
+from archiver.holds import open_holds
+from archiver.retention import Deletions
+from archiver.search import SearchFilters
+from archiver.store import ObjectLocked, open_store
+from retention_helpers import age, archive, customer_of, erase, index, outcomes, retention, source
+
+ACTOR = {"user": "tester", "host": "test"}
+
+
+@pytest.fixture
+def s3(make_config, bucket, moto_endpoint):
+    """COMPLIANCE lock of 1 day per the rule; retention deletes the source after 0 days."""
+    def build(**overrides):
+        return make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
+                           storage__object_lock_mode="COMPLIANCE", **{
+                               "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
+                               **overrides})
+    return build
+
+
+def _client(moto_endpoint):
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+def _legal_hold(config, entry) -> set[str]:
+    client = _client(config["storage.endpoint_url"])
+    bucket = config["storage.url"][5:].split("/")[0]
+    found = set()
+    for obj in entry["objects"].values():
+        answer = client.get_object_legal_hold(Bucket=bucket, Key="chats/" + obj["key"], VersionId=obj["version_id"])
+        found.add(answer.get("LegalHold", {}).get("Status", "OFF"))  # never set: moto answers without one
+    return found
+
+
+def _present(config, entry) -> bool:
+    store = open_store(config, writable=False)
+    return all(store.get(o["key"], o["version_id"]) for o in entry["objects"].values())
+
+
+def test_locked_objects_are_refused_by_the_endpoint_and_reported_not_failed(s3) -> None:
+    config = s3()
+    chats = archive(config, 2)
+    retention(config)  # sources go (0 days), archives stay
+    assert source(config).count_documents({}) == 0
+    # The index claims the archives are long expired; the store's locks (1 day, real time) say otherwise.
+    age(config, 30)
+    result = retention(config)
+    for chat in chats:
+        outcome, _ = outcomes(result)[("delete_archive", chat["room"], 1)]
+        assert outcome == "refused"
+    refused = [i for i in result.report["items"] if i["outcome"] == "refused"]
+    assert all("AccessDenied" in i["detail"] or "Access Denied" in i["detail"] for i in refused), refused
+    assert result.ok, "a refusal is reported, the run does not fail"
+    for entry in index(config).find():
+        assert entry["status"] == "archived" and "deletion" not in entry and _present(config, entry)
+
+
+def test_locked_until_a_future_date_is_skipped_with_that_date(s3) -> None:
+    config = s3()
+    chats = archive(config, 1)
+    retention(config)
+    entry = index(config).find_one()
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"archived_at": entry["archived_at"] - dt.timedelta(days=5)}})
+    result = retention(config)
+    (item,) = result.report["items"]
+    assert item["action"] == "skip" and item["room"] == chats[0]["room"]
+    assert item["reason"] == f"archive kept: locked until {entry['retain_until'].isoformat()}Z".replace("+00:00", "")
+    assert _present(config, entry)
+
+
+def test_placing_a_hold_sets_the_s3_legal_hold_and_new_archives_of_held_chats_get_it(s3) -> None:
+    config = s3(retention__rules={})
+    first = archive(config, 2)
+    customer = customer_of(first[0])
+    holds = open_holds(config)
+    hold = holds.place(SearchFilters(customer=customer), "Case S3", "litigation", ACTOR)
+    for batch in holds.rooms_of(hold):
+        holds.protect(batch, Deletions(config).store_of)
+    held_entry = index(config).find_one({"room": first[0]["room"]})
+    assert _legal_hold(config, held_entry) == {"ON"} and held_entry["legal_hold"] is True
+    assert _legal_hold(config, index(config).find_one({"room": first[1]["room"]})) == {"OFF"}
+    # A chat of the same customer archived after the hold was placed: the pass sets the legal hold.
+    from archiver.pipeline import Archiver
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+    import random
+
+    later, contact = make_chat(random.Random(99), messages=4, start_ms=recent_ms(5))
+    for message in later["messages"]:
+        if not message["data"]["content"]["user"]["isAgent"]:
+            message["data"]["content"]["user"]["id"] = customer
+    contact["users"] = {customer: {"nickname": "Cliente", "channel": "web"}}
+    seed(config, [(later, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    new_entry = index(config).find_one({"room": later["room"]})
+    assert customer in new_entry["customers"] and _legal_hold(config, new_entry) == {"ON"}
+    # moto refuses to delete a held version even once its lock has expired
+    store = open_store(config, writable=False)
+    obj = new_entry["objects"]["pdf"]
+    with pytest.raises(ObjectLocked):
+        store.delete(obj["key"], obj["version_id"])
+
+
+def test_releasing_a_hold_clears_the_legal_hold_only_where_no_other_hold_applies(s3) -> None:
+    config = s3(retention__rules={})
+    chats = archive(config, 2)
+    a, b = (index(config).find_one({"room": c["room"]}) for c in chats)
+    holds = open_holds(config)
+    store_of = Deletions(config).store_of
+    for case, filters in (("Case 1", SearchFilters(room=a["room"])), ("Case 1", SearchFilters(room=b["room"])),
+                          ("Case 2", SearchFilters(room=b["room"]))):
+        hold = holds.place(filters, case, "r", ACTOR)
+        for batch in holds.rooms_of(hold):
+            holds.protect(batch, store_of)
+    released = holds.release("Case 1", "settled", ACTOR)
+    assert len(released) == 2
+    for hold in released:
+        for batch in holds.rooms_of(hold):
+            holds.unprotect(batch, store_of)
+    assert _legal_hold(config, index(config).find_one({"_id": a["_id"]})) == {"OFF"}
+    assert _legal_hold(config, index(config).find_one({"_id": b["_id"]})) == {"ON"}, "Case 2 still holds it"
+    assert [h["case"] for h in holds.listing()] == ["Case 2"]
+    assert {h["case"] for h in holds.listing(everything=True) if not h["active"]} == {"Case 1"}
+
+
+def test_a_policy_change_extends_existing_locks_and_never_shortens_them(s3, bucket, moto_endpoint) -> None:
+    config = s3(retention__rules={"default": {"source_days": 0, "archive_days": 30, "lock_days": 10}})
+    archive(config, 1)
+    entry = index(config).find_one()
+    longer = s3(retention__rules={"default": {"source_days": 0, "archive_days": 30, "lock_days": 20}})
+    result = retention(longer)
+    assert outcomes(result)[("extend_lock", entry["room"], 1)][0] == "extended"
+    want = entry["generated_at"].replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=20)
+    client = _client(moto_endpoint)
+    for obj in entry["objects"].values():
+        head = client.head_object(Bucket=bucket, Key="chats/" + obj["key"], VersionId=obj["version_id"])
+        assert abs(head["ObjectLockRetainUntilDate"] - want) < dt.timedelta(seconds=1)
+    assert abs(index(config).find_one()["retain_until"].replace(tzinfo=dt.timezone.utc) - want) < dt.timedelta(seconds=1)
+    shorter = s3(retention__rules={"default": {"source_days": 0, "archive_days": 30, "lock_days": 5}})
+    assert not [i for i in retention(shorter).report["items"] if i["action"] == "extend_lock"]
+    store = open_store(shorter, writable=False)
+    obj = entry["objects"]["pdf"]
+    in_force = store.extend_retention(obj["key"], obj["version_id"], want - dt.timedelta(days=15))
+    assert abs(in_force - want) < dt.timedelta(seconds=1)
+    head = client.head_object(Bucket=bucket, Key="chats/" + obj["key"], VersionId=obj["version_id"])
+    assert abs(head["ObjectLockRetainUntilDate"] - want) < dt.timedelta(seconds=1), "never shortened"
+
+
+def test_erasure_removes_what_it_may_and_names_holds_and_locks(s3) -> None:
+    config = s3(retention__rules={})
+    chats = archive(config, 3)
+    customer = customer_of(chats[0])
+    for chat in source(config).find():  # the same customer in all three
+        for message in chat["messages"]:
+            if not message["data"]["content"]["user"]["isAgent"]:
+                message["data"]["content"]["user"]["id"] = customer
+        source(config).replace_one({"_id": chat["_id"]}, chat)
+    index(config).update_many({}, {"$set": {"customers": [customer]}})
+    held_room, locked_room, _ = (c["room"] for c in chats)
+    open_holds(config).place(SearchFilters(room=held_room), "Case E", "litigation", ACTOR)
+    dry = erase(config, customer, dry_run=True)
+    assert source(config).count_documents({}) == 3
+    result = erase(config, customer)
+    assert [{k: v for k, v in i.items() if k not in ("outcome", "detail")} for i in dry.report["items"]] == \
+        [{k: v for k, v in i.items() if k not in ("outcome", "detail")} for i in result.report["items"]]
+    got = {(i["action"], i["room"]): i for i in result.report["items"]}
+    assert got[("skip", held_room)]["reason"].endswith("held by case 'Case E'")
+    assert got[("skip", locked_room)]["reason"].startswith("archive kept: locked until ")
+    assert got[("delete_source", locked_room)]["outcome"] == "deleted"
+    assert {c["room"] for c in source(config).find()} == {held_room}
+    assert index(config).count_documents({"status": "archived"}) == 3  # held or locked: kept, and named
+    assert result.ok and {i["outcome"] for i in result.report["items"]} == {"deleted", "skipped"}
+
+
+def test_a_retention_run_repairs_missing_legal_holds_and_locks_its_report(s3, bucket, moto_endpoint) -> None:
+    config = s3(retention__rules={"default": {"source_days": 300, "archive_days": 400, "lock_days": 1}})
+    chats = archive(config, 1)
+    open_holds(config).place(SearchFilters(room=chats[0]["room"]), "Case X", "r", ACTOR)  # S3 not told
+    assert _legal_hold(config, index(config).find_one()) == {"OFF"}
+    result = retention(config)
+    assert _legal_hold(config, index(config).find_one()) == {"ON"}
+    head = _client(moto_endpoint).head_object(Bucket=bucket, Key="chats/" + result.location["key"])
+    assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] > dt.datetime.now(
+        dt.timezone.utc) + dt.timedelta(days=3000)

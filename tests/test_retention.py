@@ -1,0 +1,387 @@
+"""Retention runs: nothing deleted early, unverified, held or changed; tombstones; dry run; reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from archiver.cli import main
+from archiver.config import ConfigError, load
+from archiver.holds import open_holds
+from archiver.integrity import verify_archive
+from archiver.mongo import connect
+from archiver.pipeline import Archiver
+from archiver.policy import PolicyError, parse_policy
+from archiver.search import SearchFilters
+from archiver.store import open_store
+from conftest import require_tool, write_toml
+from retention_helpers import (age, agent_of, archive, customer_of, index, jobs, outcomes, retention,
+                               retention_config, source)
+from retrieval_helpers import stored_path
+
+ACTOR = {"user": "tester", "host": "test"}
+
+
+# -- the policy --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rules, named", [
+    ({"a": {"channel": "web", "source_days": 10, "archive_days": 3650},
+      "b": {"service": "Billing", "source_days": 20, "archive_days": 3650}}, "retention.rules.a and retention.rules.b"),
+    ({"a": {"source_days": -1, "archive_days": 100}}, "retention.rules.a.source_days"),
+    ({"a": {"source_days": 1, "archive_days": 100_000}}, "retention.rules.a.archive_days"),
+    ({"a": {"source_days": 1, "archive_days": 30}}, "retention.rules.a.archive_days"),  # lock 3650 days
+    ({"a": {"source_days": 400, "archive_days": 3650}}, None),
+    ({"a": {"source_days": 4000, "archive_days": 3650}}, "retention.rules.a.source_days"),
+    ({"a": {"archive_days": 3650}}, "retention.rules.a.source_days"),
+    ({"a": {"chanel": "web", "source_days": 1}}, "retention.rules.a.chanel"),
+    ({"a": {"source_days": 1}, "b": {"source_days": 2}}, "'a', 'b' are all defaults"),
+    ({"a": {"source_days": "30"}}, "retention.rules.a.source_days"),
+    ({"a": {"channel": [], "source_days": 3}}, "retention.rules.a.channel"),
+])
+def test_contradictory_or_absurd_policies_are_rejected_naming_rule_and_key(rules, named) -> None:
+    if named is None:
+        assert parse_policy(rules, 3650, "COMPLIANCE").rules[0].name == "a"
+        return
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(rules, 3650, "COMPLIANCE")
+    assert named in str(caught.value)
+
+
+def test_overlapping_rules_with_precedence_or_equal_periods_are_accepted_and_ordered() -> None:
+    policy = parse_policy({
+        "default": {"source_days": 90, "archive_days": 3650},
+        "web": {"channel": "web", "source_days": 10, "archive_days": 3650, "precedence": 5},
+        "billing": {"service": ["Billing", "Sales"], "source_days": 20, "archive_days": 3650},
+        "billing_too": {"service": "Billing", "ctlive_type": "chat", "source_days": 20, "archive_days": 3650},
+    }, 3650, "COMPLIANCE")
+    assert policy.rule_for({"channel": "web", "service": "Billing"}).name == "web"
+    assert policy.rule_for({"channel": "whatsapp", "service": "Billing", "ctlive_type": "call"}).name == "billing"
+    assert policy.rule_for({"channel": "whatsapp", "service": "Other"}).name == "default"
+    # disjoint match values never overlap: no precedence needed
+    parse_policy({"a": {"channel": "web", "source_days": 1, "archive_days": 3650},
+                  "b": {"channel": "whatsapp", "source_days": 2, "archive_days": 3650}}, 3650, "COMPLIANCE")
+
+
+def test_a_contradictory_policy_stops_every_command_before_any_deletion(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 400)
+    toml = write_toml(tmp_path / "bad.toml", {k: config[k] for k in (
+        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
+        "signing.certificate", "signing.key", "encryption.recipients")})
+    toml.write_text(toml.read_text() + "[retention.rules.web]\nchannel = \"web\"\nsource_days = 1\narchive_days = 10\n"
+                    "[retention.rules.sales]\nservice = \"Sales\"\nsource_days = 5\narchive_days = 10\n")
+    with pytest.raises(ConfigError):
+        load(toml, environ={})
+    for argv in (["retention", "run"], ["retention", "run", "--dry-run"], ["erase", "--customer", "x", "--reason", "r"],
+                 ["run"]):
+        assert main(["--config", str(toml), *argv]) == 2
+        err = capsys.readouterr().err
+        assert "retention.rules.sales and retention.rules.web" in err or "retention.rules.web and" in err
+    assert source(config).count_documents({}) == 2
+    assert index(config).count_documents({"status": "archived"}) == 2
+
+
+# -- what is never deleted -----------------------------------------------------------------------------
+
+def _break(config, state: str, room: str) -> None:
+    """Leave ROOM's archive in STATE."""
+    if state == "missing":
+        index(config).delete_many({"room": room})
+        jobs(config).delete_many({"_id": room})
+    elif state in ("failed", "quarantined", "pending"):
+        jobs(config).update_one({"_id": room}, {"$set": {"state": state, "last_error": "S3 503", "reason": "bad"}})
+    elif state == "uploading":
+        entry = index(config).find_one({"room": room})
+        index(config).insert_one({**{k: v for k, v in entry.items() if k != "_id"}, "version": 2,
+                                  "status": "uploading", "source_sha256": "other"})
+    elif state == "fails verification":
+        key = index(config).find_one({"room": room})["objects"]["record"]["key"]
+        path = stored_path(config, key)
+        path.chmod(0o644)
+        path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    elif state == "object missing":
+        stored_path(config, index(config).find_one({"room": room})["objects"]["pdf"]["key"]).unlink()
+
+
+@pytest.mark.parametrize("state", ["missing", "failed", "quarantined", "pending", "uploading", "fails verification",
+                                   "object missing"])
+def test_a_source_chat_whose_archive_is_not_verified_is_never_deleted(make_config, state) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 3)
+    age(config, 10_000)
+    broken = chats[1]["room"]
+    _break(config, state, broken)
+    result = retention(config)
+    assert {c["room"] for c in source(config).find()} == {broken}, "only the broken one is kept"
+    if state != "missing":  # a room the index does not know is never even considered
+        mine = [i for i in result.report["items"] if i["room"] == broken]
+        about_source = [i["outcome"] for i in mine if i["action"] == "delete_source"
+                        or i["reason"].startswith("source chat kept")]
+        assert about_source == ["skipped"], mine
+        archive_kept = [i for i in mine if i["reason"].startswith("archive kept")]
+        assert archive_kept and index(config).count_documents({"room": broken, "status": "deleted"}) == 0
+    assert result.ok
+
+
+def test_a_chat_changed_since_archived_is_archived_again_before_its_source_is_deleted(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    changed = chats[0]["room"]
+    source(config).update_one({"room": changed}, {"$set": {"messages.1.data.content.text": "edited afterwards"}})
+    first = retention(config)
+    assert outcomes(first)[("requeue", changed, 1)][0] == "queued"
+    assert source(config).find_one({"room": changed}) is not None, "never deleted with an outdated archive"
+    assert jobs(config).find_one({"_id": changed})["state"] == "pending"
+    assert Archiver(config).run_pass(discover=False).archived == 1
+    v2 = index(config).find_one({"room": changed, "version": 2})
+    assert v2["status"] == "archived"
+    age(config, 40, room=changed, version=2)
+    second = retention(config)
+    assert outcomes(second)[("delete_source", changed, 2)][0] == "deleted"
+    assert source(config).count_documents({}) == 0
+
+
+def test_a_chat_under_any_hold_is_never_deleted_in_source_or_archive(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 5)
+    age(config, 10_000)
+    holds = open_holds(config)
+    by_room, by_customer, by_agent, by_filter = (c["room"] for c in chats[:4])
+    holds.place(SearchFilters(room=by_room), "Case R", "litigation", ACTOR)
+    holds.place(SearchFilters(customer=customer_of(chats[1])), "Case C", "subpoena", ACTOR)
+    holds.place(SearchFilters(agent=agent_of(chats[2])), "Case A", "HR", ACTOR)
+    entry = index(config).find_one({"room": by_filter})
+    holds.place(SearchFilters(ctlive_type=entry["ctlive_type"], channel=entry["channel"], service=entry["service"],
+                              ended_from=entry["ended_at"] - dt.timedelta(seconds=1),
+                              ended_to=entry["ended_at"] + dt.timedelta(seconds=1)), "Case F", "audit", ACTOR)
+    held = {by_room, by_customer, by_agent, by_filter}
+    for _ in range(2):  # sources, then (sources gone) archives
+        result = retention(config)
+        for item in result.report["items"]:
+            if item["room"] in held:
+                assert item["outcome"] == "skipped" and "held by case" in item["reason"], item
+    # agents are shared between sample chats: whatever the agent hold covers is kept too
+    kept = {c["room"] for c in source(config).find()}
+    assert held <= kept
+    assert {e["room"] for e in index(config).find({"status": "archived"})} == kept
+    for room in held:
+        assert all(stored_path(config, o["key"]).exists() for o in index(config).find_one({"room": room})["objects"].values())
+
+
+def test_a_hold_covers_chats_archived_after_it_was_placed(make_config) -> None:
+    config = retention_config(make_config)
+    open_holds(config).place(SearchFilters(service="Held service"), "Case Later", "placed before archiving", ACTOR)
+    chats = archive(config, 2, rng_seed=3, serv_name="Held service")
+    others = archive(config, 1, rng_seed=4)
+    age(config, 10_000)
+    retention(config)
+    retention(config)
+    assert {c["room"] for c in source(config).find()} == {c["room"] for c in chats}
+    assert index(config).count_documents({"room": others[0]["room"], "status": "deleted"}) == 1
+    assert index(config).count_documents({"room": {"$in": [c["room"] for c in chats]}, "status": "archived"}) == 2
+
+
+def test_a_hold_placed_after_the_plan_is_honoured_at_deletion_time(make_config, monkeypatch) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    from archiver import retention as retention_module
+
+    real = retention_module.Deletions._execute
+
+    def hold_first(self, run_id, batch):
+        self.holds.place(SearchFilters(room=chats[0]["room"]), "Case Late", "during the run", ACTOR)
+        return real(self, run_id, batch)
+    monkeypatch.setattr(retention_module.Deletions, "_execute", hold_first)
+    result = retention(config)
+    assert outcomes(result)[("delete_source", chats[0]["room"], 1)][0] == "skipped"
+    assert {c["room"] for c in source(config).find()} == {chats[0]["room"]}
+
+
+# -- tombstones, verification, reports ---------------------------------------------------------------
+
+def test_deleted_archives_leave_tombstones_that_verify_keylessly(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    archive(config, 3)
+    before = {e["room"]: e for e in index(config).find()}
+    age(config, 400)
+    result = retention(config)  # both due: the source goes first, then its archive, in one run
+    assert result.report["counts"]["default"] == {"delete_source:deleted": 3, "delete_archive:deleted": 3}
+    assert [i["action"] for i in result.report["items"]] == ["delete_source", "delete_archive"] * 3
+    assert retention(config).report["items"] == []
+    for entry in index(config).find():
+        assert entry["status"] == "deleted"
+        assert entry["objects"] == before[entry["room"]]["objects"], "object hashes kept"
+        assert entry["deletion"]["rule"] == "default" and entry["deletion"]["run"] == result.report["run"]
+        assert entry["deletion"]["state"] == "done" and entry["deletion"]["completed_at"]
+        assert not any(stored_path(config, o["key"]).exists() for o in entry["objects"].values())
+    report = verify_archive(config, None)
+    assert report.ok and report.tombstones == 3 and report.listed == 4, report.problems  # two signed reports
+    # a stray object in the reports folder is still named
+    stray = stored_path(config, ".reports/retention/forged.json")
+    stray.write_text("{}")
+    assert [p.problem for p in verify_archive(config, None).problems] == [
+        f"object .reports/retention/forged.json in {open_store(config).url} is not explained by the index"]
+
+
+def test_the_report_is_in_mongodb_and_signed_in_the_store(make_config, keys, tmp_path) -> None:
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 40)
+    result = retention(config)
+    runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
+    run = runs.find_one({"_id": result.report["run"]})
+    assert run["state"] == "done" and run["counts"] == {"default": {"delete_source:deleted": 2}}
+    assert run["report"] == result.location
+    data = stored_path(config, result.location["key"]).read_bytes()
+    assert json.loads(data) == result.report and hashlib.sha256(data).hexdigest() == result.location["sha256"]
+    openssl = require_tool("openssl")
+    signature = stored_path(config, result.location["signature_key"])
+    ok = subprocess.run([openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content",
+                         str(stored_path(config, result.location["key"])), "-CAfile", str(keys["ca.crt.pem"]),
+                         "-out", "/dev/null"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
+    entry = audit.find_one({"action": "retention_run"})
+    assert entry["filters"]["run"] == result.report["run"] and result.location["sha256"] in entry["detail"]
+    assert sorted(entry["rooms"]) == sorted(i["room"] for i in result.report["items"])
+
+
+def test_dry_run_and_real_run_agree_item_for_item(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 8)
+    age(config, 400)
+    for chat in chats[:4]:  # sources of half of them are gone already: their archives are due
+        source(config).delete_one({"room": chat["room"]})
+    open_holds(config).place(SearchFilters(room=chats[5]["room"]), "Case D", "dry", ACTOR)
+    _break(config, "failed", chats[6]["room"])
+    source(config).update_one({"room": chats[7]["room"]}, {"$set": {"messages.0.data.content.text": "changed"}})
+    before = list(source(config).find())
+    dry = retention(config, dry_run=True)
+    assert list(source(config).find()) == before and index(config).count_documents({"status": "deleted"}) == 0
+    real = retention(config)
+
+    def items(result):
+        return [{k: v for k, v in item.items() if k not in ("outcome", "detail")} for item in result.report["items"]]
+    # 4 archives whose source is gone, 1 source and archive, 2 each for the held, failed and changed chats
+    assert items(dry) == items(real) and len(items(real)) == 12
+    assert {i["action"] for i in items(real)} == {"delete_source", "delete_archive", "skip", "requeue"}
+    assert all(i["outcome"] != "failed" for i in real.report["items"])
+
+
+def test_dry_run_prints_each_item_and_changes_nothing_from_the_cli(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
+        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
+        "signing.certificate", "signing.key", "encryption.recipients")})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    assert main(["--config", str(toml), "retention", "run", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for chat in chats:
+        assert f"PLANNED  delete_source  {chat['room']} v1 [default]" in out
+    assert source(config).count_documents({}) == 2
+    assert main(["--config", str(toml), "retention", "run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("DELETED  delete_source") == 2 and "signature .reports/retention/" in out
+    assert source(config).count_documents({}) == 0
+
+
+def test_contacts_go_with_their_chat_only_when_configured(make_config) -> None:
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 40)
+    contacts = connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+    retention(config)
+    assert source(config).count_documents({}) == 0 and contacts.count_documents({}) == 1
+    config2 = retention_config(make_config, retention__delete_contacts=True, source__database="second")
+    archive(config2, 1, rng_seed=9)
+    age(config2, 40)
+    retention(config2)
+    other = connect(config2["mongodb.uri"])["second"][config2["source.contacts"]]
+    assert other.count_documents({}) == 0
+
+
+def test_the_rule_sets_each_archives_lock_and_is_recorded(make_config) -> None:
+    rules = {"default": {"source_days": 30, "archive_days": 3650},
+             "sales": {"service": "Sales", "source_days": 10, "archive_days": 400, "lock_days": 400}}
+    config = make_config(retention__rules=rules)
+    archive(config, 1, serv_name="Sales")
+    archive(config, 1, rng_seed=8)
+    found = {e["retention_rule"]: e for e in index(config).find()}
+    assert set(found) == {"sales", "default"}
+    assert found["sales"]["retain_until"] - found["sales"]["generated_at"] == dt.timedelta(days=400)
+    assert found["default"]["retain_until"] - found["default"]["generated_at"] == dt.timedelta(days=3650)
+    meta = json.loads(stored_path(config, found["sales"]["objects"]["pdf"]["key"] + ".meta.json").read_text())
+    assert dt.datetime.fromisoformat(meta["retain_until"]) == found["sales"]["retain_until"].replace(
+        tzinfo=dt.timezone.utc)
+
+
+def test_serve_runs_retention_on_its_schedule(make_config) -> None:
+    from archiver.jobs import Service
+    import threading
+
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 40)
+    service = Service(config, threading.Event())
+    service.retention()
+    assert service.retention_error == "" and source(config).count_documents({}) == 0
+    idle = Service(config.with_overrides(retention__rules={}), threading.Event())
+    idle.retention()  # no rules: nothing planned, no report
+    runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
+    assert runs.count_documents({"kind": "retention", "state": "done"}) == 1
+
+
+def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config) -> None:
+    from archiver.retention import Deletions
+    from archiver.runs import RunBusy, RunLedger, Step
+
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 40)
+    deletions = Deletions(config)
+    other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
+    other.acquire("retention")
+    with pytest.raises(RunBusy):
+        retention(config)
+    other.release("retention")
+    half = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
+    deletions.ledger.steps.insert_one({"_id": "x", "run": half["_id"], "seq": 1, "state": "pending",
+                                       **Step("delete_source", "nowhere").__dict__})
+    result = retention(config)
+    assert not result.resumed and [i["action"] for i in result.report["items"]] == ["delete_source"]
+    assert deletions.ledger.runs.find_one({"_id": half["_id"]})["state"] == "abandoned while planning"
+    assert deletions.ledger.steps.count_documents({"run": half["_id"]}) == 0
+    interrupted = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
+    deletions.ledger.record_plan(interrupted, iter([]))  # planned, then killed before it executed
+    assert retention(config, dry_run=True).report["interrupted_run_first"] == interrupted["_id"]
+    assert retention(config).report["run"] == interrupted["_id"]
+
+
+def test_a_chat_reverted_to_an_earlier_archived_content_is_deleted_on_that_version(make_config) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    room = chats[0]["room"]
+    original = source(config).find_one({"room": room})
+    source(config).update_one({"room": room}, {"$set": {"messages.0.data.content.text": "edited"}})
+    assert Archiver(config).run_pass(full=True).archived == 1
+    source(config).replace_one({"_id": original["_id"]}, original)
+    age(config, 40)
+    result = retention(config)
+    assert outcomes(result)[("delete_source", room, 1)][0] == "deleted"
+
+
+def test_rules_from_the_environment_are_checked_too() -> None:
+    environ = {"ARCHIVER_RETENTION__RULES": '{"web": {"channel": "web", "source_days": -3, "archive_days": 3650}}'}
+    with pytest.raises(ConfigError, match=r"retention.rules.web.source_days: must be 0 or more days \(got -3\)"):
+        load(None, environ=environ)
+    environ["ARCHIVER_RETENTION__RULES"] = '{"web": {"channel": "web", "source_days": 3, "archive_days": 3650}}'
+    assert load(None, environ=environ)["retention.rules"]["web"]["source_days"] == 3
