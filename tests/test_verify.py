@@ -166,3 +166,44 @@ def test_checking_with_a_key_but_no_ca_logs_no_chain_warnings(archived, keys, ca
     with caplog.at_level("WARNING"):
         assert _verify(config, keys).ok
     assert not [r for r in caplog.records if "Failed to build path" in r.getMessage()]
+
+
+def test_keyed_checks_in_worker_processes_report_what_one_process_does(make_config, keys, tmp_path,
+                                                                        monkeypatch, capsys) -> None:
+    from archiver import content_pool
+
+    config = make_config()
+    entries = archive_samples(config, count=6)
+    a, b, c = entries[1], entries[2], entries[4]
+    overwrite_stored(config, a["objects"]["pdf"]["key"], stored_path(config, b["objects"]["pdf"]["key"]).read_bytes())
+    index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf": {**b["objects"]["pdf"], "key": a["objects"]["pdf"]["key"]}}})
+    index(config).update_one({"_id": c["_id"]}, {"$set": {"source_sha256": "0" * 64}})
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    alone = verify_archive(config, None, key, workers=1)
+    submitted: list[int] = []
+    real_submit = content_pool.ContentPool.submit
+
+    def counting(self, entry, sealed):
+        submitted.append(entry["version"])
+        return real_submit(self, entry, sealed)
+    monkeypatch.setattr(content_pool.ContentPool, "submit", counting)
+    spread = verify_archive(config, None, key, workers=2)
+    assert len(submitted) == 6  # every entry's content went to a worker
+    assert _named(spread) == _named(alone) and [r for r, _ in _named(alone)][0] == a["room"]
+    assert {r for r, _ in _named(spread)} == {a["room"], c["room"]}
+    assert spread.entries == alone.entries == 6 and spread.problem_count == alone.problem_count
+    assert run_cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"]), "--workers", "2") == 3
+    assert f"PROBLEM {c['room']} v1: record" in capsys.readouterr().out
+
+
+def test_a_key_that_opens_nothing_is_named_for_every_entry_in_worker_processes(archived) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    config, entries = archived
+    with open(config["encryption.recipients"][0], "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    wrong = RecipientKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), certificate)
+    report = verify_archive(config, None, wrong, workers=2)
+    assert sorted({r for r, _ in _named(report)}) == sorted(e["room"] for e in entries)
+    assert all("cannot open the envelope" in text for _, text in _named(report)), _named(report)

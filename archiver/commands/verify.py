@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -25,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
                    help="with --key: the signatures must chain to this CA (repeatable)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="with --key: check content in N processes (default 0: one per CPU; 1: in this one)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     add_actor(p)
@@ -37,13 +40,16 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.rooms) == args.all:
         raise UsageError("name the rooms to verify, or --all (not both)")
+    if args.workers < 0:
+        raise UsageError("--workers: must be 0 (one per CPU) or more")
     config = load_config(args)
     log, actor = open_audit_log(config), Actor.current(args.actor)
     scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(args.ca)}
     key = RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
     try:
-        report = verify_archive(config, None if args.all else args.rooms, key, list(load_trust(args.ca)), progress)
+        report = verify_archive(config, None if args.all else args.rooms, key, list(load_trust(args.ca)), progress,
+                                workers=args.workers or os.cpu_count() or 1)
     except Exception as exc:
         log.record("verify", actor, outcome="failed", filters=scope, rooms=args.rooms, detail=str(exc))
         raise
