@@ -53,7 +53,8 @@ def main() -> None:
             server.terminate()
 
 
-def run(work: Path, uri: str, count: int, workers: int, single: bool) -> None:
+def archive_chats(work: Path, uri: str, count: int):
+    """COUNT chats of 30 messages archived into a local store under WORK; (config, development keys)."""
     configure("WARNING", "text")
     keys = create_development_keys(work / "keys")
     tag = uuid.uuid4().hex[:8]
@@ -71,6 +72,11 @@ def run(work: Path, uri: str, count: int, workers: int, single: bool) -> None:
     started = time.monotonic()
     report = Archiver(config).run_pass()
     print(f"archived {report.archived} chats in {time.monotonic() - started:.1f} s")
+    return config, keys
+
+
+def run(work: Path, uri: str, count: int, workers: int, single: bool) -> None:
+    config, keys = archive_chats(work, uri, count)
     plain = verify_archive(config, None)
     print(f"verify --all without a key: {plain.seconds:.1f} s ({plain.entries} entries, {plain.listed} objects, "
           f"{plain.problem_count} problems, {1000 * plain.seconds / count:.1f} ms per chat)")
