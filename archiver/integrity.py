@@ -320,7 +320,11 @@ class Verifier:
         """OPENED's content checks (CONTENT: a worker's future, else done here) and its problems reported."""
         if opened is not None:
             if content is not None:
-                opened.checks.extend(content.result())
+                try:
+                    opened.checks.extend(content.result())
+                except Exception as exc:  # a worker died (a crash in a library on this input): named, not fatal
+                    opened.checks.append(Check("content checked in a worker process", False,
+                                               f"{type(exc).__name__}: {exc}"))
             elif self.key is not None and opened.ok:
                 try:
                     check_content(opened, self.key, self.trust)

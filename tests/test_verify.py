@@ -207,3 +207,26 @@ def test_a_key_that_opens_nothing_is_named_for_every_entry_in_worker_processes(a
     report = verify_archive(config, None, wrong, workers=2)
     assert sorted({r for r, _ in _named(report)}) == sorted(e["room"] for e in entries)
     assert all("cannot open the envelope" in text for _, text in _named(report)), _named(report)
+
+
+def test_a_worker_that_dies_on_one_entry_is_named_and_the_others_are_checked(archived, keys, monkeypatch) -> None:
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    from archiver import content_pool
+
+    config, entries = archived
+    real_submit = content_pool.ContentPool.submit
+
+    def dying_on_the_second(self, entry, sealed):
+        if entry["room"] != entries[1]["room"]:
+            return real_submit(self, entry, sealed)
+        future: cf.Future = cf.Future()
+        future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        return future
+    monkeypatch.setattr(content_pool.ContentPool, "submit", dying_on_the_second)
+    report = verify_archive(config, None, RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"]),
+                            workers=2)
+    assert _named(report) == [(entries[1]["room"], "content checked in a worker process: "
+                                                   "BrokenProcessPool: a child process terminated abruptly")]
+    assert report.entries == 3
