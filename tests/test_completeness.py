@@ -124,4 +124,10 @@ def test_a_messages_collection_source_and_usage_errors(make_config, tmp_path, ca
     assert run_cli(config, tmp_path, "verify", "--completeness", "--from", "2021-03-01") == 2
     assert run_cli(config, tmp_path, "verify", "--completeness", "--from", "2021-03-02", "--to", "2021-03-01") == 2
     assert run_cli(config, tmp_path, "verify", "--completeness", "--all", "--from", "2021-03-01",
-                   "--to", "2021-03-02") == 2
+                   "--to", "2021-03-02", "--json") == 2
+    capsys.readouterr()
+    # With --all as well: both run, and the worse exit code wins (the archive is intact, a chat is missing).
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--all", "--from", "2021-03-01",
+                   "--to", "2021-03-02") == 3
+    out = capsys.readouterr().out
+    assert f"MISSING {chat['room']}" in out and "OK: 0 entries" in out

@@ -40,12 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.completeness or args.ended_from or args.ended_to:
+        if not (args.rooms or args.all):
+            return run_completeness(args)
+        if args.json:
+            raise UsageError("--json: run --completeness and the verification of ROOMs or --all separately")
+        return max(run_completeness(args), run_verify(args))
+    return run_verify(args)
+
+
+def run_verify(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
 
-    if args.completeness or args.ended_from or args.ended_to:
-        return run_completeness(args)
     if bool(args.rooms) == args.all:
         raise UsageError("name the rooms to verify, or --all (not both)")
     if args.workers < 0:
@@ -97,8 +105,8 @@ def run_completeness(args: argparse.Namespace) -> int:
     from archiver.commands.search import _date
     from archiver.completeness import check_completeness
 
-    if not (args.completeness and args.ended_from and args.ended_to) or args.rooms or args.all or args.key:
-        raise UsageError("--completeness needs --from DATE and --to DATE, and goes alone (no ROOMs, --all or --key)")
+    if not (args.completeness and args.ended_from and args.ended_to):
+        raise UsageError("--completeness needs --from DATE and --to DATE (and --from/--to need --completeness)")
     start, end = _date(args.ended_from, "--from", end=False), _date(args.ended_to, "--to", end=True)
     if end < start:
         raise UsageError("--to is before --from")
