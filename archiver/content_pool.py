@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
+import threading
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from archiver.artifacts import _exit_with, process_start
 from archiver.envelope import EnvelopeError, RecipientKey
 
 _worker: dict[str, Any] = {}  # in each worker: the key and trust anchors, loaded once
 
 
-def _init(key_pem: bytes, cert_pem: bytes, trust_pem: list[bytes]) -> None:
+def _init(key_pem: bytes, cert_pem: bytes, trust_pem: list[bytes], verifier_pid: int) -> None:
+    # Like an archive pass's workers: exit when the verifier is gone (killed), rather than wait forever.
+    threading.Thread(target=_exit_with, args=(verifier_pid, process_start(verifier_pid)), daemon=True).start()
     key = serialization.load_pem_private_key(key_pem, None)
     _worker["key"] = RecipientKey(key, x509.load_pem_x509_certificate(cert_pem))  # type: ignore[arg-type]
     _worker["trust"] = [x509.load_pem_x509_certificate(pem) for pem in trust_pem]
@@ -57,7 +62,7 @@ class ContentPool:
         self.pool = cf.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init,
             initargs=(key_pem, key.certificate.public_bytes(Encoding.PEM),
-                      [c.public_bytes(Encoding.PEM) for c in trust or []]))
+                      [c.public_bytes(Encoding.PEM) for c in trust or []], os.getpid()))
 
     def submit(self, entry: dict[str, Any], sealed: dict[str, bytes]) -> cf.Future:
         return self.pool.submit(_content_checks, entry, sealed)

@@ -230,3 +230,38 @@ def test_a_worker_that_dies_on_one_entry_is_named_and_the_others_are_checked(arc
     assert _named(report) == [(entries[1]["room"], "content checked in a worker process: "
                                                    "BrokenProcessPool: a child process terminated abruptly")]
     assert report.entries == 3
+
+
+def test_keyed_check_workers_exit_when_the_verifier_is_killed(keys, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from archiver.artifacts import process_start
+
+    script = (
+        "import sys, time\n"
+        "from archiver.content_pool import ContentPool\n"
+        "from archiver.envelope import RecipientKey\n"
+        "pool = ContentPool(2, RecipientKey.load(sys.argv[1], [sys.argv[2]]), [])\n"
+        "started = [pool.submit({}, {}), pool.submit({}, {})]\n"  # two at once: two workers
+        "assert [f.result() for f in started] == [[], []]\n"
+        "print(*pool.pool._processes, flush=True)\n"
+        "time.sleep(600)\n")
+    verifier = subprocess.Popen([sys.executable, "-c", script, str(keys["legal.key.pem"]), str(keys["legal.crt.pem"])],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in verifier.stdout.readline().split()]
+    finally:
+        verifier.kill()  # SIGKILL: no chance to shut its pool down
+        verifier.wait()
+    assert len(workers) == 2
+    deadline = time.monotonic() + 15
+    while any(process_start(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if process_start(pid)]
+    for pid in left:  # do not leave them behind if the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "workers outlived their verifier"
