@@ -180,15 +180,26 @@ def test_keyed_checks_in_worker_processes_report_what_one_process_does(make_conf
     index(config).update_one({"_id": c["_id"]}, {"$set": {"source_sha256": "0" * 64}})
     key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
     alone = verify_archive(config, None, key, workers=1)
+    from archiver.integrity import Verifier
+
     submitted: list[int] = []
-    real_submit = content_pool.ContentPool.submit
+    waiting = {"now": 0, "most": 0}
+    real_submit, real_settle = content_pool.ContentPool.submit, Verifier._settle
 
     def counting(self, entry, sealed):
         submitted.append(entry["version"])
+        waiting["now"] += 1
+        waiting["most"] = max(waiting["most"], waiting["now"])
         return real_submit(self, entry, sealed)
+
+    def settling(self, opened, content, report, progress):
+        waiting["now"] -= content is not None
+        return real_settle(self, opened, content, report, progress)
     monkeypatch.setattr(content_pool.ContentPool, "submit", counting)
+    monkeypatch.setattr(Verifier, "_settle", settling)
     spread = verify_archive(config, None, key, workers=2)
     assert len(submitted) == 6  # every entry's content went to a worker
+    assert waiting["most"] == 5  # bounded: 2 x 2 waiting, and the one just submitted
     assert _named(spread) == _named(alone) and [r for r, _ in _named(alone)][0] == a["room"]
     assert {r for r, _ in _named(spread)} == {a["room"], c["room"]}
     assert spread.entries == alone.entries == 6 and spread.problem_count == alone.problem_count
