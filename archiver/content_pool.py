@@ -50,6 +50,15 @@ def _content_checks(entry: dict[str, Any], sealed: dict[str, bytes]) -> list[Any
     return opened.checks
 
 
+def _opened_content(entry: dict[str, Any], sealed: dict[str, bytes]) -> tuple[list[Any], dict[str, bytes], list[bytes]]:
+    """In a worker, for a bundle: the checks, the plaintexts and the signer's certificates (DER).
+    EnvelopeError (the key opens nothing) reaches the caller, which stops."""
+    from archiver.integrity import Opened, check_content
+
+    opened = check_content(Opened(entry, sealed=sealed), _worker["key"], _worker["trust"])
+    return opened.checks, opened.plain, [c.public_bytes(Encoding.DER) for c in opened.certificates]
+
+
 class ContentPool:
     """WORKERS processes running `check_content`; at most IN_FLIGHT chats submitted at once."""
 
@@ -66,6 +75,9 @@ class ContentPool:
 
     def submit(self, entry: dict[str, Any], sealed: dict[str, bytes]) -> cf.Future:
         return self.pool.submit(_content_checks, entry, sealed)
+
+    def submit_opened(self, entry: dict[str, Any], sealed: dict[str, bytes]) -> cf.Future:
+        return self.pool.submit(_opened_content, entry, sealed)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

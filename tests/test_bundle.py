@@ -199,3 +199,24 @@ def test_an_existing_file_is_not_replaced_and_rooms_and_filters_do_not_mix(archi
     assert _bundle(config, tmp_path, entries[0]["room"], "--bundle", str(tmp_path / "y.zip"), "--agent", "a",
                    "--key", str(keys["legal.key.pem"]), "--reason", "r") == 2
     assert not (tmp_path / "y.zip").exists()
+
+
+def test_a_bundle_checked_in_worker_processes_holds_the_same_files(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    rooms = [e["room"] for e in entries]
+    hashes = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.zip"
+        assert _bundle(config, tmp_path, *rooms, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                       "--reason", "r", "--workers", workers, "--no-progress") == 0
+        with zipfile.ZipFile(out) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+            reports = [json.loads(zf.read(f["path"])) for f in manifest["files"]
+                       if f["path"].endswith("verification.json")]
+        hashes[workers] = {f["path"]: f["sha256"] for f in manifest["files"]
+                           if f["path"].startswith("rooms/") and not f["path"].endswith("verification.json")}
+        assert [r["room"] for r in reports] == rooms and all(r["ok"] for r in reports)
+        assert all(len(r["checks"]) >= 12 for r in reports)  # stored, decrypted, both signatures, the record
+        folder = _unzip(out, tmp_path / f"u{workers}")
+        assert _passes(_run_readme(folder, keys["ca.crt.pem"]))
+    assert hashes["1"] == hashes["2"] and len(hashes["1"]) == 5 * len(rooms)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
                    help="trust anchor: the signatures must chain to it (repeatable)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="with --bundle: check content in N processes (default 0: one per CPU; 1: in this one)")
     p.add_argument("--no-progress", action="store_true", help="with --bundle: no progress line on stderr")
     add_actor(p)
     filters = p.add_argument_group("search filters, with --bundle instead of ROOMs (as `archiver search`)")
@@ -111,6 +114,8 @@ def run_bundle(args: argparse.Namespace) -> int:
 
     if bool(args.rooms) == _filters_given(args) or args.out or args.version is not None:
         raise UsageError("--bundle takes ROOMs or search filters (not both, not neither), and no --out or --version")
+    if args.workers < 0:
+        raise UsageError("--workers: must be 0 (one per CPU) or more")
     config = load_config(args)
     log, actor = open_audit_log(config), Actor.current(args.actor)
     reason = (args.reason or "").strip()
@@ -132,7 +137,8 @@ def run_bundle(args: argparse.Namespace) -> int:
         request = Request("", RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
                           Path(args.bundle).parent, reason, actor, None, load_trust(args.ca))
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
-        bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters)
+        bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
+                               args.workers or os.cpu_count() or 1)
         targets = select(config, open_search(config), bundle)
         rooms = [room for room, _ in targets]
         made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
