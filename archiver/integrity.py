@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
@@ -37,6 +38,7 @@ from archiver import seals
 from archiver.artifacts import OBJECTS
 from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
+from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
 from archiver.names import safe_name
 from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store_for, store_location
@@ -296,7 +298,8 @@ class Verifier:
     """Checks index entries against their stores, and the stores against the index."""
 
     def __init__(self, entries: Any, open_store: Callable[[dict[str, Any]], ObjectStore], lease_seconds: int,
-                 key: RecipientKey | None = None, trust: list[x509.Certificate] | None = None) -> None:
+                 key: RecipientKey | None = None, trust: list[x509.Certificate] | None = None,
+                 workers: int = 1) -> None:
         self.entries = entries  # the index collection
         self.open_store = open_store  # entry -> its store (cached by the caller)
         self.lease = dt.timedelta(seconds=lease_seconds)
@@ -304,23 +307,38 @@ class Verifier:
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
+        self.workers = workers  # with a key and more than 1: content checks in worker processes
 
     def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
         """ROOMS (None: every entry and every stored object)."""
         report = VerifyReport(with_key=self.key is not None)
         query: dict[str, Any] = {} if rooms is None else {"room": {"$in": [str(r) for r in rooms]}}
         seen_rooms: set[str] = set()
-        for entry in self.entries.find(query).sort([("room", 1), ("version", 1)]).batch_size(200):
-            self.check_entry(entry, report)
-            if rooms is not None:
-                seen_rooms.add(entry["room"])
-            if progress:
-                progress(report)
+        pool = ContentPool(self.workers, self.key, self.trust) if self.key is not None and self.workers > 1 else None
+        waiting: deque[tuple[Opened, Any]] = deque()  # checked in order, content maybe still in a worker
+        try:
+            for entry in self.entries.find(query).sort([("room", 1), ("version", 1)]).batch_size(200):
+                opened = self._check_stored(entry, report)
+                waiting.append((opened, pool.submit(entry, opened.sealed) if pool and opened and opened.ok else None))
+                while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][1] is None):
+                    self._settle(*waiting.popleft(), report, progress)
+                if rooms is not None:
+                    seen_rooms.add(entry["room"])
+            while waiting:
+                self._settle(*waiting.popleft(), report, progress)
+        finally:
+            if pool:
+                pool.close()
         for room in sorted(set(rooms or []) - seen_rooms):
             report.add(Problem(room, None, "not in the archive index"))
         return report
 
     def check_entry(self, entry: dict[str, Any], report: VerifyReport) -> None:
+        """ENTRY checked in this process (with the key, its content too)."""
+        self._settle(self._check_stored(entry, report), None, report, None)
+
+    def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
+        """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
         room, version = entry["room"], entry.get("version")
         if entry.get("status") == "uploading":
@@ -330,18 +348,32 @@ class Verifier:
             else:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
                                                   "an interrupted archive that no pass has completed"))
-            return
+            return None
         opened = check_stored(entry, self.open_store(entry))
         if entry.get("status") == "deleted":
             report.tombstones += 1
         report.objects += len(opened.sealed)
-        if self.key is not None and opened.ok:
-            try:
-                check_content(opened, self.key, self.trust)
-            except EnvelopeError as exc:
-                opened.checks.append(Check("decrypts with the given key", False, str(exc)))
-        for failure in opened.failures():
-            report.add(Problem(room, version, failure))
+        return opened
+
+    def _settle(self, opened: Opened | None, content: Any, report: VerifyReport,
+                progress: Callable[[VerifyReport], None] | None) -> None:
+        """OPENED's content checks (CONTENT: a worker's future, else done here) and its problems reported."""
+        if opened is not None:
+            if content is not None:
+                try:
+                    opened.checks.extend(content.result())
+                except Exception as exc:  # a worker died (a crash in a library on this input): named, not fatal
+                    opened.checks.append(Check("content checked in a worker process", False,
+                                               f"{type(exc).__name__}: {exc}"))
+            elif self.key is not None and opened.ok:
+                try:
+                    check_content(opened, self.key, self.trust)
+                except EnvelopeError as exc:
+                    opened.checks.append(Check("decrypts with the given key", False, str(exc)))
+            for failure in opened.failures():
+                report.add(Problem(opened.entry["room"], opened.entry.get("version"), failure))
+        if progress:
+            progress(report)
 
     def check_listing(self, store: ObjectStore, prefix: str, report: VerifyReport,
                       progress: Callable[[VerifyReport], None] | None = None) -> None:
@@ -393,8 +425,9 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | None = None,
                    trust: list[x509.Certificate] | None = None,
-                   progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
-    """Check ROOMS (None: the whole archive, including every object in every store the index names)."""
+                   progress: Callable[[VerifyReport], None] | None = None, workers: int = 1) -> VerifyReport:
+    """Check ROOMS (None: the whole archive, including every object in every store the index names);
+    with KEY, content checks in WORKERS processes (1: in this one)."""
     config.require("mongodb.uri")
     started = time.monotonic()
     entries = index_database(config)[config["index.entries"]]
@@ -406,7 +439,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             stores[where] = open_store_for(entry, config)
         return stores[where]
 
-    verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust)
+    verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust, workers)
     verifier.explain_more = seals.SealBook(config).explained
     verifier.runs = index_database(config)[config["index.retention_runs"]]
     report = verifier.run(rooms, progress)

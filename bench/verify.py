@@ -2,7 +2,8 @@
 
 Archives N chats (30 messages) into a local store, with the index on nx-27017 in
 its own process (or --mongodb-uri), then times `verify_archive` both ways and
-reports peak memory (RSS) of this process.
+reports peak memory (RSS) of this process (the workers' own is not counted).
+The keyed run goes in one process and in --workers processes.
 
     python bench/verify.py --chats 1000
 """
@@ -10,6 +11,7 @@ reports peak memory (RSS) of this process.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import sys
@@ -35,6 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chats", type=int, default=1000)
     parser.add_argument("--mongodb-uri", default="")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="for the keyed run in processes")
+    parser.add_argument("--no-single", action="store_true", help="skip the keyed run in one process")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
     server = None
@@ -43,13 +47,14 @@ def main() -> None:
         (work / "nx").mkdir()
         uri, server = start_nx(work / "nx")
     try:
-        run(work, uri, args.chats)
+        run(work, uri, args.chats, args.workers, not args.no_single)
     finally:
         if server:
             server.terminate()
 
 
-def run(work: Path, uri: str, count: int) -> None:
+def archive_chats(work: Path, uri: str, count: int):
+    """COUNT chats of 30 messages archived into a local store under WORK; (config, development keys)."""
     configure("WARNING", "text")
     keys = create_development_keys(work / "keys")
     tag = uuid.uuid4().hex[:8]
@@ -67,13 +72,19 @@ def run(work: Path, uri: str, count: int) -> None:
     started = time.monotonic()
     report = Archiver(config).run_pass()
     print(f"archived {report.archived} chats in {time.monotonic() - started:.1f} s")
+    return config, keys
+
+
+def run(work: Path, uri: str, count: int, workers: int, single: bool) -> None:
+    config, keys = archive_chats(work, uri, count)
     plain = verify_archive(config, None)
     print(f"verify --all without a key: {plain.seconds:.1f} s ({plain.entries} entries, {plain.listed} objects, "
           f"{plain.problem_count} problems, {1000 * plain.seconds / count:.1f} ms per chat)")
     key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
-    full = verify_archive(config, None, key)
-    print(f"verify --all --key: {full.seconds:.1f} s ({full.problem_count} problems, "
-          f"{1000 * full.seconds / count:.1f} ms per chat)")
+    for n in ([1] if single else []) + [workers]:
+        full = verify_archive(config, None, key, workers=n)
+        print(f"verify --all --key --workers {n}: {full.seconds:.1f} s ({full.problem_count} problems, "
+              f"{1000 * full.seconds / count:.1f} ms per chat)")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

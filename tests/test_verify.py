@@ -166,3 +166,113 @@ def test_checking_with_a_key_but_no_ca_logs_no_chain_warnings(archived, keys, ca
     with caplog.at_level("WARNING"):
         assert _verify(config, keys).ok
     assert not [r for r in caplog.records if "Failed to build path" in r.getMessage()]
+
+
+def test_keyed_checks_in_worker_processes_report_what_one_process_does(make_config, keys, tmp_path,
+                                                                        monkeypatch, capsys) -> None:
+    from archiver import content_pool
+
+    config = make_config()
+    entries = archive_samples(config, count=6)
+    a, b, c = entries[1], entries[2], entries[4]
+    overwrite_stored(config, a["objects"]["pdf"]["key"], stored_path(config, b["objects"]["pdf"]["key"]).read_bytes())
+    index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf": {**b["objects"]["pdf"], "key": a["objects"]["pdf"]["key"]}}})
+    index(config).update_one({"_id": c["_id"]}, {"$set": {"source_sha256": "0" * 64}})
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    alone = verify_archive(config, None, key, workers=1)
+    from archiver.integrity import Verifier
+
+    submitted: list[int] = []
+    waiting = {"now": 0, "most": 0}
+    real_submit, real_settle = content_pool.ContentPool.submit, Verifier._settle
+
+    def counting(self, entry, sealed):
+        submitted.append(entry["version"])
+        waiting["now"] += 1
+        waiting["most"] = max(waiting["most"], waiting["now"])
+        return real_submit(self, entry, sealed)
+
+    def settling(self, opened, content, report, progress):
+        waiting["now"] -= content is not None
+        return real_settle(self, opened, content, report, progress)
+    monkeypatch.setattr(content_pool.ContentPool, "submit", counting)
+    monkeypatch.setattr(Verifier, "_settle", settling)
+    spread = verify_archive(config, None, key, workers=2)
+    assert len(submitted) == 6  # every entry's content went to a worker
+    assert waiting["most"] == 5  # bounded: 2 x 2 waiting, and the one just submitted
+    assert _named(spread) == _named(alone) and [r for r, _ in _named(alone)][0] == a["room"]
+    assert {r for r, _ in _named(spread)} == {a["room"], c["room"]}
+    assert spread.entries == alone.entries == 6 and spread.problem_count == alone.problem_count
+    assert run_cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"]), "--workers", "2") == 3
+    assert f"PROBLEM {c['room']} v1: record" in capsys.readouterr().out
+
+
+def test_a_key_that_opens_nothing_is_named_for_every_entry_in_worker_processes(archived) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    config, entries = archived
+    with open(config["encryption.recipients"][0], "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    wrong = RecipientKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), certificate)
+    report = verify_archive(config, None, wrong, workers=2)
+    assert sorted({r for r, _ in _named(report)}) == sorted(e["room"] for e in entries)
+    assert all("cannot open the envelope" in text for _, text in _named(report)), _named(report)
+
+
+def test_a_worker_that_dies_on_one_entry_is_named_and_the_others_are_checked(archived, keys, monkeypatch) -> None:
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    from archiver import content_pool
+
+    config, entries = archived
+    real_submit = content_pool.ContentPool.submit
+
+    def dying_on_the_second(self, entry, sealed):
+        if entry["room"] != entries[1]["room"]:
+            return real_submit(self, entry, sealed)
+        future: cf.Future = cf.Future()
+        future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        return future
+    monkeypatch.setattr(content_pool.ContentPool, "submit", dying_on_the_second)
+    report = verify_archive(config, None, RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"]),
+                            workers=2)
+    assert _named(report) == [(entries[1]["room"], "content checked in a worker process: "
+                                                   "BrokenProcessPool: a child process terminated abruptly")]
+    assert report.entries == 3
+
+
+def test_keyed_check_workers_exit_when_the_verifier_is_killed(keys, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from archiver.artifacts import process_start
+
+    script = (
+        "import sys, time\n"
+        "from archiver.content_pool import ContentPool\n"
+        "from archiver.envelope import RecipientKey\n"
+        "pool = ContentPool(2, RecipientKey.load(sys.argv[1], [sys.argv[2]]), [])\n"
+        "started = [pool.submit({}, {}), pool.submit({}, {})]\n"  # two at once: two workers
+        "assert [f.result() for f in started] == [[], []]\n"
+        "print(*pool.pool._processes, flush=True)\n"
+        "time.sleep(600)\n")
+    verifier = subprocess.Popen([sys.executable, "-c", script, str(keys["legal.key.pem"]), str(keys["legal.crt.pem"])],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in verifier.stdout.readline().split()]
+    finally:
+        verifier.kill()  # SIGKILL: no chance to shut its pool down
+        verifier.wait()
+    assert len(workers) == 2
+    deadline = time.monotonic() + 15
+    while any(process_start(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if process_start(pid)]
+    for pid in left:  # do not leave them behind if the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "workers outlived their verifier"

@@ -1,30 +1,43 @@
-"""`archiver retrieve ROOM`: fetch, decrypt, verify and write one archived chat, for a stated reason."""
+"""`archiver retrieve ROOM`: fetch, decrypt, verify and write one archived chat, for a stated reason;
+`--bundle FILE.zip`: many (rooms or search filters) in a case bundle."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from archiver.commands.common import ITEMS_FAILED, OK, USAGE, VERIFY_FAILED, UsageError, load_config
-from archiver.commands.search import add_actor
+from archiver.commands.common import (ITEMS_FAILED, OK, USAGE, VERIFY_FAILED, UsageError, load_config,
+                                      progress_line)
+from archiver.commands.search import add_actor, add_filter_arguments, filters_from
 
-HELP = "fetch, decrypt and verify one archived chat; write its files and verification.json (audited)"
+HELP = ("fetch, decrypt and verify one archived chat; write its files and verification.json; "
+        "or, with --bundle, many chats in a case bundle (audited)")
 EXAMPLE = ("archiver --config archiver.toml retrieve CHAT_DEFAULT_8857106a --key legal.key.pem "
-           "--out ./case-42 --reason 'case 42: customer complaint'")
+           "--out ./case-42 --reason 'case 42: customer complaint'\n"
+           "  archiver --config archiver.toml retrieve --bundle case-42.zip --key legal.key.pem "
+           "--reason 'case 42' --customer 4747235938674011 --from 2024-01-01")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("room", metavar="ROOM", help="the chat's room id")
+    p.add_argument("rooms", nargs="*", metavar="ROOM", help="the chat's room id (with --bundle: one or more)")
     p.add_argument("--key", required=True, metavar="PEM", help="the legal team's private key (PEM)")
-    p.add_argument("--out", required=True, metavar="DIR", help="files go to DIR/<room>-v<N>/ (nothing on failure)")
+    p.add_argument("--out", metavar="DIR", help="files go to DIR/<room>-v<N>/ (nothing on failure)")
+    p.add_argument("--bundle", metavar="FILE.zip",
+                   help="a case bundle of the ROOMs (or of the search filters' entries) instead of --out")
     p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit log)")
     p.add_argument("--version", type=int, metavar="N", help="this version (default: the latest archived)")
     p.add_argument("--cert", action="append", default=[], metavar="PEM",
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
                    help="trust anchor: the signatures must chain to it (repeatable)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="with --bundle: check content in N processes (default 0: one per CPU; 1: in this one)")
+    p.add_argument("--no-progress", action="store_true", help="with --bundle: no progress line on stderr")
     add_actor(p)
+    filters = p.add_argument_group("search filters, with --bundle instead of ROOMs (as `archiver search`)")
+    add_filter_arguments(filters)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from archiver.envelope import EnvelopeError, RecipientKey
     from archiver.retrieval import NotFound, Request, VerificationFailed, retrieve
 
+    if args.bundle:
+        return run_bundle(args)
+    if len(args.rooms) != 1 or not args.out or _filters_given(args):
+        raise UsageError("give one ROOM and --out DIR (or --bundle FILE.zip with ROOMs or search filters)")
+    args.room = args.rooms[0]
     config = load_config(args)
     log, actor = open_audit_log(config), Actor.current(args.actor)
     reason = (args.reason or "").strip()
@@ -75,3 +93,71 @@ def load_trust(paths: list[str]) -> tuple:
         except (OSError, ValueError) as exc:
             raise UsageError(f"--ca {path}: not a readable PEM certificate ({exc})") from None
     return tuple(certs)
+
+
+_FILTERS = ("ended_from", "ended_to", "agent", "customer", "ctlive_type", "channel", "service", "status", "text")
+
+
+def _filters_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name) is not None for name in _FILTERS)
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
+    from archiver.artifacts import configured_identity
+    from archiver.audit import Actor, open_audit_log
+    from archiver.bundle import BundleRequest, NothingSelected, build, select
+    from archiver.envelope import EnvelopeError, RecipientKey
+    from archiver.retrieval import NotFound, Request, VerificationFailed
+    from archiver.search import open_search
+    from archiver.signing import SigningError
+
+    if bool(args.rooms) == _filters_given(args) or args.out or args.version is not None:
+        raise UsageError("--bundle takes ROOMs or search filters (not both, not neither), and no --out or --version")
+    if args.workers < 0:
+        raise UsageError("--workers: must be 0 (one per CPU) or more")
+    config = load_config(args)
+    log, actor = open_audit_log(config), Actor.current(args.actor)
+    reason = (args.reason or "").strip()
+    filters = None if args.rooms else filters_from(args)
+    scope = {"bundle": args.bundle, **({"rooms": len(args.rooms)} if args.rooms else filters.given())}
+    rooms: list[str] = list(args.rooms)
+
+    def audited(outcome: str, detail: str, code: int) -> int:
+        log.record("retrieve", actor, outcome=outcome, reason=reason, rooms=rooms, filters=scope, detail=detail)
+        if code:
+            print(f"archiver: error: {detail}", file=sys.stderr)
+        return code
+
+    if not reason:
+        return audited("refused", "--reason is required: say why these chats are retrieved (case, request)", USAGE)
+    show = None if args.no_progress or not sys.stderr.isatty() else progress_line(
+        lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
+    try:
+        request = Request("", RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
+                          Path(args.bundle).parent, reason, actor, None, load_trust(args.ca))
+        signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
+        bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
+                               args.workers or os.cpu_count() or 1)
+        targets = select(config, open_search(config), bundle)
+        rooms = [room for room, _ in targets]
+        made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
+    except (NotFound, NothingSelected) as exc:
+        return audited("failed", str(exc), ITEMS_FAILED)
+    except (EnvelopeError, FileExistsError, UsageError, SigningError) as exc:
+        return audited("failed", str(exc), USAGE)
+    except VerificationFailed as exc:
+        return audited("failed", str(exc), VERIFY_FAILED)
+    except Exception as exc:
+        audited("failed", f"{type(exc).__name__}: {exc}", 0)
+        raise
+    finally:
+        if show:
+            sys.stderr.write("\n")
+    signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
+    audited("ok", f"bundle {made.path}: {len(made.rooms)} room(s), {made.files} files, {made.bytes} bytes; "
+            f"SHA256SUMS sha256 {made.sums_sha256}, {signed}", OK)
+    print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
+    print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
+    print("  verify it with openssl, pdfsig and sha256sum alone: see README.txt inside")
+    return OK

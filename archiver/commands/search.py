@@ -15,6 +15,13 @@ EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room", help="exactly this room id")
+    add_filter_arguments(p)
+    p.add_argument("--json", action="store_true", help="a JSON array of entries (fields in docs/search.md)")
+    add_actor(p)
+
+
+def add_filter_arguments(p: argparse.ArgumentParser) -> None:
+    """Every filter but --room (also used by `retrieve --bundle`)."""
     p.add_argument("--from", dest="ended_from", metavar="DATE", help="ended on or after DATE (ISO, UTC)")
     p.add_argument("--to", dest="ended_to", metavar="DATE", help="ended on or before DATE (a bare date: that whole day)")
     p.add_argument("--agent", metavar="ID", help="an agent's user id took part")
@@ -24,8 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", metavar="S", help="the service name")
     p.add_argument("--status", metavar="S", help="index status: archived or uploading")
     p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the chat (needs search.key_file)")
-    p.add_argument("--json", action="store_true", help="a JSON array of entries (fields in docs/search.md)")
-    add_actor(p)
 
 
 def add_actor(p: argparse.ArgumentParser) -> None:
@@ -34,13 +39,10 @@ def add_actor(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
-    from archiver.search import SearchFilters, open_search
+    from archiver.search import open_search
 
     config = load_config(args)
-    filters = SearchFilters(room=args.room, ended_from=_date(args.ended_from, "--from", end=False),
-                            ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent,
-                            customer=args.customer, ctlive_type=args.ctlive_type, channel=args.channel,
-                            service=args.service, status=args.status, text=args.text)
+    filters = filters_from(args, args.room)
     searcher, log = open_search(config), open_audit_log(config)
     actor = Actor.current(args.actor)
     try:
@@ -50,6 +52,16 @@ def run(args: argparse.Namespace) -> int:
         raise
     log.record("search", actor, outcome="ok", filters=filters.given(), rooms=rooms)
     return OK
+
+
+def filters_from(args: argparse.Namespace, room: str | None = None):
+    """The SearchFilters of ARGS (options of `add_filter_arguments`)."""
+    from archiver.search import SearchFilters
+
+    return SearchFilters(room=room, ended_from=_date(args.ended_from, "--from", end=False),
+                         ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent,
+                         customer=args.customer, ctlive_type=args.ctlive_type, channel=args.channel,
+                         service=args.service, status=args.status, text=args.text)
 
 
 def _date(text: str | None, option: str, *, end: bool) -> dt.datetime | None:

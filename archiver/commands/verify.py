@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -26,25 +27,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
                    help="with --key: the signatures must chain to this CA (repeatable)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="with --key: check content in N processes (default 0: one per CPU; 1: in this one)")
+    p.add_argument("--completeness", action="store_true",
+                   help="every chat that ended in the source between --from and --to is archived, failed or "
+                        "quarantined (the others are named)")
+    p.add_argument("--from", dest="ended_from", metavar="DATE", help="with --completeness: ended on or after DATE")
+    p.add_argument("--to", dest="ended_to", metavar="DATE",
+                   help="with --completeness: ended on or before DATE (a bare date: that whole day)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     add_actor(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.completeness or args.ended_from or args.ended_to:
+        if not (args.rooms or args.all):
+            return run_completeness(args)
+        if args.json:
+            raise UsageError("--json: run --completeness and the verification of ROOMs or --all separately")
+        return max(run_completeness(args), run_verify(args))
+    return run_verify(args)
+
+
+def run_verify(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
 
     if bool(args.rooms) == args.all:
         raise UsageError("name the rooms to verify, or --all (not both)")
+    if args.workers < 0:
+        raise UsageError("--workers: must be 0 (one per CPU) or more")
     config = load_config(args)
     log, actor = open_audit_log(config), Actor.current(args.actor)
     scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(args.ca)}
     key = RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
     try:
-        report = verify_archive(config, None if args.all else args.rooms, key, list(load_trust(args.ca)), progress)
+        report = verify_archive(config, None if args.all else args.rooms, key, list(load_trust(args.ca)), progress,
+                                workers=args.workers or os.cpu_count() or 1)
     except Exception as exc:
         log.record("verify", actor, outcome="failed", filters=scope, rooms=args.rooms, detail=str(exc))
         raise
@@ -76,3 +98,44 @@ def _text(report) -> str:
 def _progress_line() -> Callable[[Any], None]:
     return progress_line(lambda r: r.entries, lambda r: f"{r.entries} entries, {r.listed} objects listed, "
                          f"{r.problem_count} problem(s)", "entries")
+
+
+def run_completeness(args: argparse.Namespace) -> int:
+    """`--completeness --from --to`: ended chats in the source that are neither archived nor accounted for."""
+    from archiver.audit import Actor, open_audit_log
+    from archiver.commands.search import _date
+    from archiver.completeness import check_completeness
+
+    if not (args.completeness and args.ended_from and args.ended_to):
+        raise UsageError("--completeness needs --from DATE and --to DATE (and --from/--to need --completeness)")
+    start, end = _date(args.ended_from, "--from", end=False), _date(args.ended_to, "--to", end=True)
+    if end < start:
+        raise UsageError("--to is before --from")
+    config = load_config(args)
+    log, actor = open_audit_log(config), Actor.current(args.actor)
+    scope = {"completeness": True, "from": start.isoformat(), "to": end.isoformat()}
+    progress = None if args.no_progress or args.json or not sys.stderr.isatty() else progress_line(
+        lambda r: r.ended, lambda r: f"{r.ended} ended chats, {r.missing_count} missing", "chats")
+    try:
+        report = check_completeness(config, start, end, progress)
+    except Exception as exc:
+        log.record("verify", actor, outcome="failed", filters=scope, detail=str(exc))
+        raise
+    if progress:
+        sys.stderr.write("\n")
+    summary = (f"{report.ended} chats ended in the source from {start.isoformat()} to {end.isoformat()}: "
+               f"{report.archived} archived, {report.failed_count} failed, {report.quarantined_count} quarantined, "
+               f"{report.missing_count} missing")
+    log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope,
+               rooms=[m.room for m in report.missing[:PROBLEMS_IN_AUDIT]], detail=summary)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+        return OK if report.ok else VERIFY_FAILED
+    lines = [f"MISSING {m}" for m in report.missing]
+    if report.missing_count > len(report.missing):
+        lines.append(f"... and {report.missing_count - len(report.missing)} more")
+    lines += [f"failed (recorded, retried) {f['room']}: {f['why']}" for f in report.failed]
+    lines += [f"quarantined (recorded, needs a person) {q['room']}: {q['why']}" for q in report.quarantined]
+    lines.append(("OK: " if report.ok else "FAILED: ") + summary)
+    print("\n".join(lines))
+    return OK if report.ok else VERIFY_FAILED

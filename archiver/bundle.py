@@ -1,0 +1,344 @@
+"""Case bundles: many archived chats, verified, in one zip a court can check without our code.
+
+Each chat is checked exactly as `archiver retrieve` checks it (`check_stored`,
+`check_content`) and its files and verification.json come from the same
+functions (`retrieval._files`, `retrieval._report`). Rooms are streamed into the
+zip one at a time, so memory holds one chat's files plus one manifest line per
+file, whatever the number of rooms.
+
+Policy for a room that fails verification: no bundle at all (exit 3, every
+failing room named), because a bundle is evidence that its selection is complete
+and intact; the legal team decides what to do about the named rooms and asks
+again. Nothing is ever left at FILE.zip unless it is complete: the zip is
+written to a hidden temporary file beside it and linked into place at the end
+(a FILE.zip that appeared meanwhile is never replaced).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import uuid
+import zipfile
+from collections import deque
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from archiver import seals
+from archiver.audit import AuditLog
+from archiver.config import Config
+from archiver.content_pool import ContentPool
+from archiver.integrity import Check, Opened, check_content, check_stored
+from archiver.names import safe_name
+from archiver.retrieval import Request, VerificationFailed, _files, _report, find_entry, seal_check
+from archiver.search import Search, SearchFilters
+from archiver.signing import SigningIdentity
+from archiver.store import ObjectStore, StoreError, open_store_for, store_location
+
+MANIFEST, SUMS, SUMS_SIGNATURE, CUSTODY, README = (
+    "manifest.json", "SHA256SUMS", "SHA256SUMS.p7s", "chain-of-custody.json", "README.txt")
+SIGNER_CERTS = "bundle-signer.pem"
+SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root over one day's archive index) is
+   authentic and dated by the timestamp authority (TSA-CA.pem: its CA, obtained independently):
+
+    $ for d in seals/*/; do openssl cms -verify -binary -inform DER -in "${d}seal.json.p7s" -content "${d}seal.json" -CAfile CA.pem -out /dev/null 2>/dev/null && echo "OK ${d}seal.json" || echo "FAILED ${d}seal.json"; done
+    $ for d in seals/*/; do [ -f "${d}seal.json.p7s.tsr" ] || continue; openssl ts -verify -data "${d}seal.json.p7s" -in "${d}seal.json.p7s.tsr" -token_in -CAfile TSA-CA.pem >/dev/null 2>&1 && echo "OK ${d}seal.json.p7s.tsr" || echo "FAILED ${d}seal.json.p7s.tsr"; done
+
+   Each room's verification.json holds its inclusion_proof: the leaf, its index and the
+   sibling hashes that lead to the seal's root (seal.json "root"); RFC 9162 section 2.1.3.2
+   says how to recompute it, in a few lines of any language.
+
+"""
+FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
+
+
+class NothingSelected(LookupError):
+    """The filters match no archived entry."""
+
+
+@dataclass(frozen=True)
+class BundleRequest:
+    out: Path  # FILE.zip
+    request: Request  # key, reason, actor, trust (its room/out are unused)
+    rooms: tuple[str, ...] = ()  # explicit rooms (latest archived version each), or
+    filters: SearchFilters | None = None  # every archived entry matching these
+    workers: int = 1  # content checks in this many processes (1: in this one)
+
+
+@dataclass
+class Bundle:
+    path: Path
+    rooms: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    sums_sha256: str = ""
+    signed: bool = False
+
+
+def select(config: Config, search: Search, bundle: BundleRequest) -> list[tuple[str, int]]:
+    """(room, version) of every entry the bundle will hold, checked to exist before anything is written."""
+    if bundle.filters is not None:
+        filters = bundle.filters if bundle.filters.status else replace(bundle.filters, status="archived")
+        found = [(e["room"], e["version"]) for e in search.find(filters) if e.get("status") == "archived"]
+        if not found:
+            raise NothingSelected(f"no archived entry matches {filters.given()}")
+        return found
+    chosen = []
+    for room in dict.fromkeys(bundle.rooms):  # each room once, in the order given
+        entry = find_entry(config, room, None)
+        chosen.append((entry["room"], entry["version"]))
+    return chosen
+
+
+def build(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]], log: AuditLog,
+          signer: SigningIdentity | None, progress: Callable[[int, int], None] | None = None) -> Bundle:
+    """Verify TARGETS and write them, with manifest, custody report and README, to bundle.out."""
+    out = bundle.out
+    if out.exists():
+        raise FileExistsError(f"{out}: already there; not overwritten (choose another name)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.partial-")
+    result = Bundle(out)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
+                _write(config, bundle, targets, zf, log, signer, result, progress)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.link(partial, out)  # fails if OUT appeared meanwhile: nothing replaced
+    finally:
+        os.unlink(partial)
+    return result
+
+
+def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]], zf: zipfile.ZipFile,
+           log: AuditLog, signer: SigningIdentity | None, result: Bundle,
+           progress: Callable[[int, int], None] | None) -> None:
+    started = dt.datetime.now(dt.timezone.utc)
+    head = log.head()
+    sums: list[str] = []  # "<sha256>  <path>": one short line per file
+    manifest: list[dict[str, Any]] = []
+    rooms: list[dict[str, Any]] = []
+    failures: list[str] = []
+    failed = 0
+
+    def add(path: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        zf.writestr(path, data)
+        sums.append(f"{digest}  {path}")
+        manifest.append({"path": path, "sha256": digest, "size": len(data)})
+        result.files += 1
+        result.bytes += len(data)
+
+    sealed: set[str] = set()  # seal folders already in the bundle
+    for done, (room, version, opened, location) in enumerate(_verified(config, bundle, targets), 1):
+        proof = seal_check(config, opened)
+        seal_folder = _seal_folder(proof)
+        if proof is not None and opened.ok and seal_folder not in sealed:
+            try:  # the seal itself, so that openssl alone checks the root each proof ends at
+                for name, data in seals.seal_files(config, proof).items():
+                    add(f"{seal_folder}/{name}", data)
+                sealed.add(seal_folder)
+            except StoreError as exc:
+                opened.checks.append(Check("sealed: the seal's stored files match the index", False, str(exc)))
+        if not opened.ok:
+            failed += 1
+            if len(failures) < FAILURES_NAMED:
+                failures.append(f"{room} v{version}: " + "; ".join(opened.failures()))
+        elif not failed:  # after a failure nothing more is written: the bundle will not be kept
+            folder = f"rooms/{safe_name(room)}-v{version}"
+            for name, data in _files(opened, _report(opened, bundle.request, location, proof)).items():
+                add(f"{folder}/{name}", data)
+            rooms.append({"room": room, "version": version, "folder": folder + "/", "store": location,
+                          "checks": len(opened.checks), "all_passed": True, "seal": seal_folder})
+            result.rooms.append(room)
+        if progress:
+            progress(done, len(targets))
+    if failed:
+        raise BundleVerificationFailed(failed, failures)
+    custody = _custody(config, bundle, started, head, rooms, signer)
+    add(CUSTODY, _json(custody))
+    add(README, _readme(rooms, signer is not None, bool(sealed)).encode("utf-8"))
+    add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
+    body = ("\n".join(sums) + "\n").encode("utf-8")
+    zf.writestr(SUMS, body)
+    result.sums_sha256 = hashlib.sha256(body).hexdigest()
+    if signer is not None:
+        zf.writestr(SUMS_SIGNATURE, _sign(body, signer))
+        zf.writestr(SIGNER_CERTS, b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                           for c in (signer.certificate, *signer.chain)))
+        result.signed = True
+
+
+def _seal_folder(proof: dict[str, Any] | None) -> str | None:
+    return f"seals/{proof['day']}-{proof['seal']['seq']}" if proof is not None else None
+
+
+class BundleVerificationFailed(VerificationFailed):
+    def __init__(self, count: int, named: list[str]) -> None:
+        more = f" (and {count - len(named)} more)" if count > len(named) else ""
+        RuntimeError.__init__(self, f"{count} room(s) failed verification, so no bundle was written{more}:\n  "
+                              + "\n  ".join(named))
+        self.failures = named
+
+
+def _verified(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]) -> Iterator[tuple]:
+    """Each target fetched and checked, in order; with workers, the content checks of at most
+    2 x workers + 1 chats at once (only those chats' objects in memory)."""
+    request = bundle.request
+    pool = ContentPool(bundle.workers, request.key, list(request.trust)) if bundle.workers > 1 else None
+    stores: dict[str, ObjectStore] = {}
+    waiting: deque[tuple[str, int, Opened, dict[str, str], Any]] = deque()
+    try:
+        for room, version in targets:
+            entry = find_entry(config, room, version)
+            where = (entry.get("store") or {}).get("url", "")
+            if where not in stores:
+                stores[where] = open_store_for(entry, config)
+            opened = check_stored(entry, stores[where])
+            future = pool.submit_opened(entry, opened.sealed) if pool and opened.ok else None
+            waiting.append((room, version, opened, store_location(stores[where]), future))
+            while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][4] is None):
+                yield _settled(request, *waiting.popleft())
+        while waiting:
+            yield _settled(request, *waiting.popleft())
+    finally:
+        if pool:
+            pool.close()
+
+
+def _settled(request: Request, room: str, version: int, opened: Opened, location: dict[str, str],
+             future: Any) -> tuple[str, int, Opened, dict[str, str]]:
+    """OPENED with its content checked: by a worker (FUTURE), or here. EnvelopeError: wrong key."""
+    if future is not None:
+        checks, plain, certificates = future.result()
+        opened.checks.extend(checks)
+        opened.plain.update(plain)
+        opened.certificates = [x509.load_der_x509_certificate(der) for der in certificates]
+    elif opened.ok:
+        check_content(opened, request.key, list(request.trust))
+    return room, version, opened, location
+
+
+def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: dict[str, Any] | None,
+             rooms: list[dict[str, Any]], signer: SigningIdentity | None) -> dict[str, Any]:
+    request = bundle.request
+    return {
+        "bundle_id": str(uuid.uuid4()),
+        "created_at": started.isoformat(timespec="seconds"),
+        "completed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "retrieved_by": request.actor.as_dict(),
+        "reason": request.reason,
+        "selection": {"rooms": list(bundle.rooms)} if bundle.filters is None else {"filters": _filters(bundle.filters)},
+        "rooms": rooms,
+        "room_count": len(rooms),
+        "failed_rooms": "none: a bundle is only written when every selected room passed every check",
+        "verified": [
+            "each stored object: present, with the size and SHA-256 the index records",
+            "each object decrypts with the legal team's key to the plaintext size and SHA-256 the index records",
+            "the PDF's PAdES signature: intact, valid, covering the whole file, by the certificate the index "
+            "records, its title naming the room",
+            "the record's detached CMS signature: intact, valid, by the certificate the index records",
+            "the record's room, version and source SHA-256 are the index entry's",
+            *(["both signers chain to the trust anchors given (--ca)"] if request.trust else []),
+        ],
+        "details": "each room's verification.json lists every check with its result",
+        "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
+        "audit_log_head_before": {"seq": head["seq"], "hash": head["hash"]} if head else None,
+        "index": {"database": config["index.database"], "collection": config["index.entries"]},
+        "manifest_signed_by": None if signer is None else {
+            "subject": signer.certificate.subject.rfc4514_string(),
+            "sha256": signer.certificate.fingerprint(hashes.SHA256()).hex()},
+        "tools": tool_versions(),
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("archiver", "pyHanko", "cryptography", "pymongo"):
+        try:
+            versions[name] = package_version(name)
+        except Exception:  # not installed as a distribution (a source checkout)
+            versions[name] = "unknown"
+    return versions
+
+
+def _filters(filters: SearchFilters) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in filters.given().items()}
+
+
+def _sign(body: bytes, signer: SigningIdentity) -> bytes:
+    """A detached CMS signature (DER) over BODY that `openssl cms -verify` checks."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(body).add_signer(signer.certificate, signer.key, hashes.SHA256())
+    for cert in signer.chain:
+        builder = builder.add_certificate(cert)
+    return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False) -> str:
+    sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
+    manifest_step = (
+        f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
+
+    $ openssl cms -verify -binary -inform DER -in {SUMS_SIGNATURE} -content {SUMS} -CAfile CA.pem -out /dev/null
+
+   It must print "Verification successful"; any other output means {SUMS} is not the one signed.
+""" if signed else f"""1. The manifest is not signed (no signing identity was configured where this bundle was made).
+   Compare the SHA-256 of {SUMS} with the one the audit log recorded for this bundle
+   (`archiver audit list`, action "retrieve", its detail) and that was printed when it was made:
+
+    $ sha256sum {SUMS}
+""")
+    return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig and sha256sum alone
+
+This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e.g. {sample}
+  transcript.pdf     the transcript, signed (PAdES)
+  record.json        the machine-readable record
+  record.json.p7s    its detached CMS signature (DER)
+  signer.crt.pem     the certificate that signed both
+  certificates.pem   every certificate the signature carries
+  verification.json  every check made when the bundle was built, with its result
+At the top: {CUSTODY} (who made this bundle, when, why, what was selected and verified,
+with which tools), {MANIFEST} (every file's SHA-256 and size) and {SUMS} (the same hashes,
+in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""}.
+
+Before you start: unzip the bundle, go into its folder, and put the certificate of the CA you
+trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem.
+Run each command below from that folder; every one must succeed.
+
+{manifest_step}
+2. Every file is the one the manifest lists (each line must say OK; the command fails otherwise):
+
+    $ sha256sum -c --strict {SUMS}
+
+3. Every transcript's PDF signature is valid and covers the whole file (each line must say OK):
+
+    $ for d in rooms/*/; do [ "$(pdfsig "${{d}}transcript.pdf" | grep -c -e "Signature is Valid" -e "Total document signed")" = 2 ] && echo "OK ${{d}}transcript.pdf" || echo "FAILED ${{d}}transcript.pdf"; done
+
+4. Every record's signature is valid and its signer chains to your CA (each line must say OK):
+
+    $ for d in rooms/*/; do openssl cms -verify -binary -inform DER -in "${{d}}record.json.p7s" -content "${{d}}record.json" -CAfile CA.pem -out /dev/null 2>/dev/null && echo "OK ${{d}}record.json" || echo "FAILED ${{d}}record.json"; done
+
+5. Every transcript's signer chains to your CA (each line must say OK):
+
+    $ for d in rooms/*/; do openssl verify -CAfile CA.pem "${{d}}signer.crt.pem" >/dev/null 2>&1 && echo "OK ${{d}}signer.crt.pem" || echo "FAILED ${{d}}signer.crt.pem"; done
+
+{SEAL_STEP if sealed else ""}pdfsig's own line "Certificate issuer isn't Trusted" only means your CA is not in its
+certificate store; step 5 checks the chain against CA.pem instead. Each verification.json
+also records the archive index entry (hashes of the encrypted objects as stored) for a
+comparison with the index itself.
+"""

@@ -1,0 +1,137 @@
+"""Completeness: every chat that ended in the source in a window is archived, or accounted for.
+
+The source is read through the discovery index (`archiver_end_ts`: endChat
+messages by time) as a stream; its rooms are looked up in batches, in the index
+(an archived, non-interim version: `room_version`) and in the job queue (a
+`failed` or `quarantined` job: by `_id`). Memory holds one batch and the bounded
+lists of rooms reported, whatever the size of the window.
+
+A chat "ended in the window" when it has an endChat message whose time is in
+[FROM, TO]: a number of milliseconds (as the platform writes it) or a BSON date
+(as old data has it). Times kept as numeric strings are not found by the window
+(they are not ordered as times); abandoned chats (no endChat) are not in scope.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+from archiver.config import Config
+from archiver.index import index_database
+from archiver.mongo import connect
+from archiver.source import _room_of
+from archiver.transcript import END_TYPE
+
+BATCH = 500
+MAX_LISTED = 10_000  # rooms listed per kind; beyond this only counted
+
+
+@dataclass(frozen=True)
+class Missing:
+    room: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.room}: ended in the source but not archived ({self.why})"
+
+
+@dataclass
+class CompletenessReport:
+    window: dict[str, str]
+    ended: int = 0  # ended chats found in the source in the window
+    archived: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    failed_count: int = 0
+    quarantined_count: int = 0
+    missing: list[Missing] = field(default_factory=list)
+    missing_count: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.missing_count == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+def check_completeness(config: Config, start: dt.datetime, end: dt.datetime,
+                       progress: Callable[[CompletenessReport], None] | None = None) -> CompletenessReport:
+    """Ended chats of [START, END] in the source, each archived, failed, quarantined or reported missing."""
+    config.require("mongodb.uri")
+    began = time.monotonic()
+    report = CompletenessReport({"from": start.isoformat(), "to": end.isoformat()})
+    db = index_database(config)
+    entries, jobs = db[config["index.entries"]], db[config["index.jobs"]]
+    batch: list[str] = []
+    for room in ended_rooms(config, start, end):
+        batch.append(room)
+        if len(batch) >= BATCH:
+            _classify(dict.fromkeys(batch), entries, jobs, report)
+            batch = []
+            if progress:
+                progress(report)
+    if batch:
+        _classify(dict.fromkeys(batch), entries, jobs, report)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def ended_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Iterator[str]:
+    """Rooms with an endChat message timed in [START, END], streamed (duplicates possible with a
+    messages collection: a room with two endChat messages)."""
+    source = connect(config["mongodb.uri"])[config["source.database"]]
+    ms = {"$gte": start.timestamp() * 1000, "$lte": end.timestamp() * 1000}
+    dates = {"$gte": start, "$lte": end}
+    if config["source.messages"]:
+        query = {"data.messageType": END_TYPE, "$or": [{"data.ts": ms}, {"data.ts": dates}]}
+        for doc in source[config["source.messages"]].find(query, {"room": 1, "_id": 0}).batch_size(BATCH):
+            if isinstance(doc.get("room"), str):
+                yield doc["room"]
+        return
+    query = {"$or": [{"messages": {"$elemMatch": {"data.messageType": END_TYPE, "data.ts": window}}}
+                     for window in (ms, dates)]}
+    for doc in source[config["source.chats"]].find(query, {"room": 1, "_id": 1}).batch_size(BATCH):
+        yield _room_of(doc)
+
+
+def _classify(rooms: dict[str, None], entries: Any, jobs: Any, report: CompletenessReport) -> None:
+    names = list(rooms)
+    archived = {d["room"] for d in entries.find(
+        {"room": {"$in": names}, "status": "archived", "kind": {"$ne": "interim"}}, {"room": 1, "_id": 0})}
+    job = {d["_id"]: d for d in jobs.find({"_id": {"$in": names}}, {"state": 1, "last_error": 1, "reason": 1})}
+    for room in names:
+        report.ended += 1
+        state = job.get(room, {}).get("state")
+        if room in archived:
+            report.archived += 1
+        elif state in ("failed", "quarantined"):
+            _account(report, state, {"room": room, "why": job[room].get("reason") or job[room].get("last_error", "")})
+        else:
+            report.missing_count += 1
+            if len(report.missing) < MAX_LISTED:
+                report.missing.append(Missing(room, _why(state)))
+
+
+def _account(report: CompletenessReport, state: str, item: dict[str, str]) -> None:
+    listed = report.failed if state == "failed" else report.quarantined
+    if state == "failed":
+        report.failed_count += 1
+    else:
+        report.quarantined_count += 1
+    if len(listed) < MAX_LISTED:
+        listed.append(item)
+
+
+def _why(state: str | None) -> str:
+    if state is None:
+        return "never picked up: no job for it"
+    if state == "done":
+        return "its job is done but the index has no archived version: removed from the index?"
+    return f"its job is {state}: not archived yet"

@@ -1,0 +1,256 @@
+"""archiver retrieve --bundle: a case bundle a court checks with openssl, pdfsig and sha256sum alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from archiver.cli import main
+from archiver.names import safe_name
+from conftest import require_tool, write_toml
+from retrieval_helpers import CLI_KEYS, archive_samples, audit, stored_path, overwrite_stored
+
+SIGNING_KEYS = ("signing.certificate", "signing.key")
+
+
+@pytest.fixture
+def archived(make_config):
+    config = make_config()
+    return config, archive_samples(config, count=4)
+
+
+def _bundle(config, tmp_path: Path, *argv: str, signed: bool = True) -> int:
+    keys = CLI_KEYS + (SIGNING_KEYS if signed else ())
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in keys})
+    return main(["--config", str(toml), "retrieve", *argv])
+
+
+def _readme_commands(folder: Path) -> list[str]:
+    return [line.strip()[2:] for line in (folder / "README.txt").read_text().splitlines()
+            if line.strip().startswith("$ ")]
+
+
+def _run_readme(folder: Path, ca: Path) -> list[tuple[str, int, str]]:
+    """Every command the README prints, run exactly as printed in the unzipped folder (CA.pem put there)."""
+    for tool in ("openssl", "pdfsig", "sha256sum"):
+        require_tool(tool)
+    shutil.copy(ca, folder / "CA.pem")
+    results = []
+    for command in _readme_commands(folder):
+        done = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
+        results.append((command, done.returncode, done.stdout + done.stderr))
+    return results
+
+
+def _unzip(bundle: Path, to: Path) -> Path:
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(to)
+    return to
+
+
+def _passes(results: list[tuple[str, int, str]]) -> bool:
+    return all(code == 0 and "FAILED" not in out for _, code, out in results)
+
+
+def test_a_bundle_of_rooms_verifies_by_its_readme_alone_and_tampering_fails_it(archived, keys, tmp_path, capsys) -> None:
+    config, entries = archived
+    rooms = [entries[0]["room"], entries[2]["room"]]
+    out = tmp_path / "case-42.zip"
+    assert _bundle(config, tmp_path, *rooms, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 42", "--actor", "carol", "--ca", str(keys["ca.crt.pem"])) == 0
+    folder = _unzip(out, tmp_path / "unzipped")
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    for room in rooms:
+        base = f"rooms/{safe_name(room)}-v1/"
+        assert {base + n for n in ("transcript.pdf", "record.json", "record.json.p7s", "signer.crt.pem",
+                                   "certificates.pem", "verification.json")} <= set(names)
+    assert {"README.txt", "SHA256SUMS", "SHA256SUMS.p7s", "manifest.json", "chain-of-custody.json",
+            "bundle-signer.pem"} <= set(names)
+    assert not any(entries[1]["room"] in n for n in names)
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    assert custody["reason"] == "case 42" and custody["retrieved_by"]["user"] == "carol"
+    assert [r["room"] for r in custody["rooms"]] == rooms and custody["selection"] == {"rooms": rooms}
+    assert {"python", "pyHanko", "cryptography", "archiver"} <= set(custody["tools"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {f["path"] for f in manifest["files"]} == set(names) - {"manifest.json", "SHA256SUMS", "SHA256SUMS.p7s",
+                                                                    "bundle-signer.pem"}
+    report = json.loads((folder / f"rooms/{safe_name(rooms[0])}-v1/verification.json").read_text())
+    assert report["ok"] and report["reason"] == "case 42" and all(c["ok"] for c in report["checks"])
+
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert len(results) == 5 and _passes(results), results
+    assert sum(out.count("OK rooms/") for _, _, out in results) == 3 * len(rooms)
+    (entry,) = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert entry["outcome"] == "ok" and entry["rooms"] == rooms and entry["reason"] == "case 42"
+    sums = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", entry["detail"]).group(1)
+    assert sums in capsys.readouterr().out
+
+    # A byte changed in a transcript: sha256sum -c and pdfsig both fail, and name it.
+    pdf = folder / f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"
+    data = bytearray(pdf.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    pdf.write_bytes(bytes(data))
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    failed = [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
+    assert failed == [1, 2] and "sha256sum" in results[1][0] and "pdfsig" in results[2][0], results
+    assert any(f"FAILED rooms/{safe_name(rooms[1])}-v1/transcript.pdf" in out for _, _, out in results)
+
+    # The manifest edited to match: its signature fails.
+    sums_file = folder / "SHA256SUMS"
+    sums_file.write_text(sums_file.read_text().replace(
+        next(line for line in sums_file.read_text().splitlines() if line.endswith(str(pdf.relative_to(folder)))),
+        f"{hashlib.sha256(pdf.read_bytes()).hexdigest()}  {pdf.relative_to(folder)}"))
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert results[0][1] != 0 and "openssl cms -verify" in results[0][0]
+
+
+def test_a_record_tampered_in_the_bundle_fails_openssl(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    out = tmp_path / "b.zip"
+    assert _bundle(config, tmp_path, entries[3]["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "audit", "--no-progress") == 0
+    folder = _unzip(out, tmp_path / "u")
+    record = folder / f"rooms/{safe_name(entries[3]['room'])}-v1/record.json"
+    record.write_bytes(record.read_bytes().replace(b'"version": 1', b'"version": 2', 1).replace(b'"version":1', b'"version":2', 1))
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    failed = [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
+    assert failed == [1, 3] and "sha256sum" in results[1][0] and "openssl cms -verify" in results[3][0], results
+
+
+def test_a_bundle_from_search_filters_holds_exactly_the_matching_rooms(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    service = entries[0]["service"]
+    matching = sorted(e["room"] for e in entries if e["service"] == service)
+    assert 0 < len(matching) < len(entries)
+    out = tmp_path / "by-service.zip"
+    assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "regulator request", "--service", service, "--from", "2000-01-01",
+                   signed=False) == 0
+    folder = _unzip(out, tmp_path / "u")
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    assert sorted(r["room"] for r in custody["rooms"]) == matching
+    assert custody["selection"]["filters"]["service"] == service and custody["manifest_signed_by"] is None
+    assert not (folder / "SHA256SUMS.p7s").exists()
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert _passes(results) and results[0][0] == "sha256sum SHA256SUMS", results
+    entry = audit(config)[-1]
+    assert entry["outcome"] == "ok" and sorted(entry["rooms"]) == matching and entry["filters"]["service"] == service
+    assert "NOT signed" in entry["detail"] and results[0][2].split()[0] in entry["detail"]
+
+
+def _refused(config, tmp_path, out: Path, *argv: str) -> tuple[int, dict]:
+    code = _bundle(config, tmp_path, *argv, "--bundle", str(out), "--no-progress")
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))  # nothing, not even a partial file
+    return code, audit(config)[-1]
+
+
+def test_wrong_key_unknown_room_no_reason_and_no_match_write_nothing_and_are_audited(archived, keys, tmp_path,
+                                                                                     capsys) -> None:
+    config, entries = archived
+    room = entries[0]["room"]
+    out = tmp_path / "x.zip"
+    other = tmp_path / "other.key.pem"
+    other.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    code, entry = _refused(config, tmp_path, out, room, "--key", str(other), "--reason", "r")
+    assert code == 2 and entry["outcome"] == "failed" and "key" in entry["detail"]
+    code, entry = _refused(config, tmp_path, out, room, "NO_SUCH_ROOM", "--key", str(keys["legal.key.pem"]),
+                           "--reason", "r")
+    assert code == 1 and entry["outcome"] == "failed" and "NO_SUCH_ROOM" in entry["detail"]
+    code, entry = _refused(config, tmp_path, out, room, "--key", str(keys["legal.key.pem"]))
+    assert code == 2 and entry["outcome"] == "refused" and "--reason" in entry["detail"]
+    code, entry = _refused(config, tmp_path, out, "--agent", '{"$ne": null}', "--key", str(keys["legal.key.pem"]),
+                           "--reason", "r")
+    assert code == 1 and entry["outcome"] == "failed" and "no archived entry" in entry["detail"]
+    assert [e["action"] for e in audit(config)] == ["retrieve"] * 4
+    assert "NO_SUCH_ROOM" in capsys.readouterr().err
+
+
+def test_a_room_that_fails_verification_means_no_bundle_and_names_the_room(archived, keys, tmp_path, capsys) -> None:
+    config, entries = archived
+    bad = entries[2]
+    key = bad["objects"]["record"]["key"]
+    data = bytearray(stored_path(config, key).read_bytes())
+    data[-10] ^= 0x01
+    overwrite_stored(config, key, bytes(data))
+    out = tmp_path / "case.zip"
+    code, entry = _refused(config, tmp_path, out, *[e["room"] for e in entries], "--key",
+                           str(keys["legal.key.pem"]), "--reason", "case 7")
+    assert code == 3 and entry["outcome"] == "failed" and bad["room"] in entry["detail"]
+    assert f"{bad['room']} v1: record" in capsys.readouterr().err
+
+
+def test_an_existing_file_is_not_replaced_and_rooms_and_filters_do_not_mix(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    out = tmp_path / "there.zip"
+    out.write_bytes(b"keep me")
+    assert _bundle(config, tmp_path, entries[0]["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "r") == 2
+    assert out.read_bytes() == b"keep me" and audit(config)[-1]["outcome"] == "failed"
+    assert _bundle(config, tmp_path, entries[0]["room"], "--bundle", str(tmp_path / "y.zip"), "--agent", "a",
+                   "--key", str(keys["legal.key.pem"]), "--reason", "r") == 2
+    assert not (tmp_path / "y.zip").exists()
+
+
+def test_a_bundle_checked_in_worker_processes_holds_the_same_files(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    rooms = [e["room"] for e in entries]
+    hashes = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.zip"
+        assert _bundle(config, tmp_path, *rooms, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                       "--reason", "r", "--workers", workers, "--no-progress") == 0
+        with zipfile.ZipFile(out) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+            reports = [json.loads(zf.read(f["path"])) for f in manifest["files"]
+                       if f["path"].endswith("verification.json")]
+        hashes[workers] = {f["path"]: f["sha256"] for f in manifest["files"]
+                           if f["path"].startswith("rooms/") and not f["path"].endswith("verification.json")}
+        assert [r["room"] for r in reports] == rooms and all(r["ok"] for r in reports)
+        assert all(len(r["checks"]) >= 12 for r in reports)  # stored, decrypted, both signatures, the record
+        folder = _unzip(out, tmp_path / f"u{workers}")
+        assert _passes(_run_readme(folder, keys["ca.crt.pem"]))
+    assert hashes["1"] == hashes["2"] and len(hashes["1"]) == 5 * len(rooms)
+
+
+def test_a_bundle_of_sealed_rooms_carries_the_seal_and_its_readme_checks_it(make_config, keys, tsa, tmp_path) -> None:
+    """Rooms of a sealed day: each verification.json holds its inclusion proof, the seal's files are in the
+    bundle once, and the README's openssl commands check the seal's signature and timestamp."""
+    from test_seals import DAY, backdate, seal_cli
+
+    from archiver import merkle
+
+    config = make_config(signing__timestamp_url=tsa.url)
+    entries = archive_samples(config, count=3)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    rooms = [e["room"] for e in entries[:2]]
+    out = tmp_path / "sealed.zip"
+    assert _bundle(config, tmp_path, *rooms, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 7") == 0
+    folder = _unzip(out, tmp_path / "unzipped")
+    (seal_dir,) = [p for p in (folder / "seals").iterdir()]
+    assert seal_dir.name == f"{DAY.isoformat()}-1"
+    seal = json.loads((seal_dir / "seal.json").read_text())
+    for room in rooms:
+        proof = json.loads((folder / f"rooms/{safe_name(room)}-v1/verification.json").read_text())["inclusion_proof"]
+        digest = merkle.leaf_hash(proof["leaf"].encode("utf-8"))
+        path = [bytes.fromhex(h) for h in proof["audit_path"]]
+        assert merkle.root_from_path(digest, proof["index"], proof["tree_size"], path).hex() == seal["root"]
+    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert len(results) == 7 and _passes(results), results
+    assert sum(out.count("OK seals/") for _, _, out in results) == 2
+
+    (seal_dir / "seal.json").write_text(json.dumps({**seal, "count": 99}))  # the seal edited: openssl says so
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert any(f"FAILED seals/{seal_dir.name}/seal.json" in out for _, _, out in results), results

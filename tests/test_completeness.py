@@ -1,0 +1,133 @@
+"""archiver verify --completeness: ended chats in the source that are neither archived nor accounted for."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+
+import pytest
+
+from archiver.claims import WorkQueue
+from archiver.completeness import check_completeness
+from archiver.mongo import connect
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from archiver.cli import main
+from conftest import write_toml
+from retrieval_helpers import CLI_KEYS, archive_samples, audit, index
+from test_pipeline import recent_ms, seed
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _chat(rng: random.Random, end_ts=None, minutes_ago: float = 30):
+    chat, contact = make_chat(rng, messages=4, start_ms=recent_ms(minutes_ago))
+    if end_ts is not None:
+        assert chat["messages"][-1]["data"]["messageType"] == "endChat"
+        chat["messages"][-1]["data"]["ts"] = end_ts
+    return chat, contact
+
+
+def run_cli(config, tmp_path, *argv: str) -> int:
+    """`archiver ARGV` with CONFIG's settings, the source's included."""
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in (*CLI_KEYS, "source.database", "source.messages")})
+    return main(["--config", str(toml), *argv])
+
+
+def _window(config, start: dt.datetime, end: dt.datetime):
+    return check_completeness(config, start, end)
+
+
+@pytest.fixture
+def archived(make_config):
+    config = make_config()
+    return config, archive_samples(config, count=4)
+
+
+def test_deleted_never_picked_up_failed_and_quarantined_are_told_apart(archived, tmp_path, capsys) -> None:
+    config, entries = archived
+    rng = random.Random(11)
+    broken_end = {"data": {"messageType": "endChat", "ts": recent_ms(20), "content": {"user": {"id": "USER_x"}}}}
+    seed(config, [({"_id": "CHAT_BROKEN", "room": "CHAT_BROKEN", "messages": [{"data": "not-an-object"}, broken_end]},
+                   None)])
+    report = Archiver(config).run_pass()
+    assert list(report.quarantined) == ["CHAT_BROKEN"] and report.archived == 0
+    failing = _chat(rng)  # a chat whose archiving failed (and will be retried): claimed, then failed
+    seed(config, [failing])
+    queue = WorkQueue(connect(config["mongodb.uri"])[config["index.database"]][config["index.jobs"]])
+    assert queue.claim_room(failing[0]["room"], "ended", 60) is not None
+    assert queue.failed(failing[0]["room"], "store unreachable", 600)
+    deleted = entries[1]["room"]
+    index(config).delete_one({"room": deleted})
+    never = _chat(rng)
+    seed(config, [never])
+
+    result = _window(config, NOW - dt.timedelta(hours=3), NOW + dt.timedelta(hours=1))
+    assert result.ended == 7 and result.archived == 3
+    assert {m.room: m.why for m in result.missing} == {
+        deleted: "its job is done but the index has no archived version: removed from the index?",
+        never[0]["room"]: "never picked up: no job for it"}
+    assert [f["room"] for f in result.failed] == [failing[0]["room"]] and "unreachable" in result.failed[0]["why"]
+    assert [q["room"] for q in result.quarantined] == ["CHAT_BROKEN"]
+
+    start, end = (NOW - dt.timedelta(hours=3)).isoformat(), (NOW + dt.timedelta(hours=1)).isoformat()
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--from", start, "--to", end) == 3
+    out = capsys.readouterr().out
+    assert f"MISSING {deleted}: ended in the source but not archived" in out
+    assert f"MISSING {never[0]['room']}" in out and "MISSING CHAT_BROKEN" not in out
+    assert "quarantined (recorded, needs a person) CHAT_BROKEN" in out
+    assert f"failed (recorded, retried) {failing[0]['room']}" in out
+    entry = audit(config)[-1]
+    assert entry["action"] == "verify" and entry["outcome"] == "problems"
+    assert sorted(entry["rooms"]) == sorted([deleted, never[0]["room"]])
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--from", start, "--to", end, "--json") == 3
+    assert json.loads(capsys.readouterr().out)["missing_count"] == 2
+
+
+def test_a_complete_window_passes(archived, tmp_path, capsys) -> None:
+    config, _ = archived
+    start, end = (NOW - dt.timedelta(hours=3)).isoformat(), (NOW + dt.timedelta(hours=1)).isoformat()
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--from", start, "--to", end) == 0
+    assert "OK: 4 chats ended in the source" in capsys.readouterr().out
+    assert audit(config)[-1]["outcome"] == "ok"
+
+
+def test_window_edges_are_inclusive_and_exact_to_the_millisecond(make_config, tmp_path, capsys) -> None:
+    config = make_config()
+    rng = random.Random(3)
+    day = dt.datetime(2021, 3, 1, tzinfo=dt.timezone.utc)
+    ms = day.timestamp() * 1000
+    last = (day + dt.timedelta(days=2)).timestamp() * 1000 - 1  # 2021-03-02T23:59:59.999
+    chats = {"first": _chat(rng, ms), "last": _chat(rng, last), "before": _chat(rng, ms - 1),
+             "after": _chat(rng, last + 1), "as_date": _chat(rng, day + dt.timedelta(hours=5)),
+             "date_after": _chat(rng, day + dt.timedelta(days=3))}
+    seed(config, list(chats.values()))
+    code = run_cli(config, tmp_path, "verify", "--completeness", "--from", "2021-03-01", "--to", "2021-03-02")
+    assert code == 3
+    out = capsys.readouterr().out
+    named = {name for name, (chat, _) in chats.items() if f"MISSING {chat['room']}" in out}
+    assert named == {"first", "last", "as_date"}
+    assert "OK" not in out and "3 chats ended in the source" in out
+
+
+def test_a_messages_collection_source_and_usage_errors(make_config, tmp_path, capsys) -> None:
+    config = make_config(source__messages="messages")
+    rng = random.Random(4)
+    chat, _ = _chat(rng, 1_614_600_000_000.0)  # 2021-03-01T12:00Z
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    db.chats.insert_one({"_id": chat["_id"], "room": chat["room"]})
+    db.messages.insert_many([{**m, "room": chat["room"]} for m in chat["messages"]])
+    result = _window(config, dt.datetime(2021, 3, 1, tzinfo=dt.timezone.utc),
+                     dt.datetime(2021, 3, 2, tzinfo=dt.timezone.utc))
+    assert [m.room for m in result.missing] == [chat["room"]]
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--from", "2021-03-01") == 2
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--from", "2021-03-02", "--to", "2021-03-01") == 2
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--all", "--from", "2021-03-01",
+                   "--to", "2021-03-02", "--json") == 2
+    capsys.readouterr()
+    # With --all as well: both run, and the worse exit code wins (the archive is intact, a chat is missing).
+    assert run_cli(config, tmp_path, "verify", "--completeness", "--all", "--from", "2021-03-01",
+                   "--to", "2021-03-02") == 3
+    out = capsys.readouterr().out
+    assert f"MISSING {chat['room']}" in out and "OK: 0 entries" in out
