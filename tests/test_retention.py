@@ -19,7 +19,7 @@ from archiver.policy import PolicyError, parse_policy
 from archiver.search import SearchFilters
 from archiver.store import open_store
 from conftest import require_tool, write_toml
-from retention_helpers import (age, agent_of, archive, customer_of, index, jobs, outcomes, retention,
+from retention_helpers import (age, agent_of, archive, customer_of, erase, index, jobs, outcomes, retention,
                                retention_config, source)
 from retrieval_helpers import stored_path
 
@@ -385,3 +385,33 @@ def test_rules_from_the_environment_are_checked_too() -> None:
         load(None, environ=environ)
     environ["ARCHIVER_RETENTION__RULES"] = '{"web": {"channel": "web", "source_days": 3, "archive_days": 3650}}'
     assert load(None, environ=environ)["retention.rules"]["web"]["source_days"] == 3
+
+
+def test_an_erasure_after_sealing_keeps_the_sealed_day_verifiable_and_its_tombstones_are_sealed(
+        make_config, tsa, tmp_path) -> None:
+    """Seals and retention together: an erased entry of a sealed day drops its personal fields, yet the day's
+    seal still recomputes (the tombstone keeps its archive leaf's hash); the erasure's own day seals the
+    tombstones; removing a tombstone afterwards is named."""
+    from test_seals import DAY, backdate, seal_cli
+
+    config = retention_config(make_config, signing__timestamp_url=tsa.url)
+    chats = archive(config, 2)
+    backdate(config)
+    age(config, 0)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    customer = customer_of(chats[0])
+    result = erase(config, customer)
+    assert result.ok and ("delete_archive", chats[0]["room"], 1) in outcomes(result)
+    tombstone = index(config).find_one({"room": chats[0]["room"]})
+    assert tombstone["status"] == "deleted" and "customers" not in tombstone and tombstone["archived_leaf_sha256"]
+    report = verify_archive(config, None)
+    assert report.ok and report.tombstones == 1, report.problems
+
+    backdate_to = DAY + dt.timedelta(days=1)
+    index(config).update_one({"_id": tombstone["_id"]}, {"$set": {"deleted_at": dt.datetime.combine(
+        backdate_to, dt.time(9), dt.timezone.utc)}})  # as if erased the day after: that day can be sealed now
+    assert seal_cli(config, tmp_path, "seal", "--from", backdate_to.isoformat(), "--to", backdate_to.isoformat()) == 0
+    assert verify_archive(config, None).ok
+    index(config).delete_one({"_id": tombstone["_id"]})  # the proof of the deletion removed: named
+    problems = [str(p) for p in verify_archive(config, None).problems]
+    assert any(chats[0]["room"] in p for p in problems), problems
