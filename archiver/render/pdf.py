@@ -39,6 +39,7 @@ from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 
 from archiver.redaction import RedactionNote
+from archiver.render.scripts import base_level, has_rtl, shape, visual
 from archiver.transcript import InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -50,7 +51,7 @@ REQUIRED = {
     "fonts": ("regular", "bold", "fallbacks", "size", "title_size"),
     "colors": ("text", "muted", "agent", "customer", "warning", "placeholder", "rule"),
 }
-FONT_PACKAGES = "fonts-dejavu-core, fonts-noto-core and fonts-droid-fallback"
+FONT_PACKAGES = "fonts-dejavu-core, fonts-noto-core, fonts-droid-fallback, fonts-nanum and fonts-symbola"
 BAR = "\u2502 "  # starts every line of a message after its header line
 # Labels added after templates were first deployed: a template without them still loads.
 LABEL_DEFAULTS = {
@@ -141,6 +142,7 @@ class Line:
     height: float
     runs: list[tuple[float, Run]] = field(default_factory=list)  # (x from the left margin, run)
     rule: bool = False  # a horizontal rule instead of text
+    level: int | None = None  # bidi base level of its paragraph: 1 right-to-left, else left-to-right
 
 
 # Where lines may break: spaces, but not the no-break ones (U+00A0, U+2007, U+202F).
@@ -160,6 +162,7 @@ class FontChain:
     def runs(self, text: str, style: Style, link: str = "", newlines: bool = True) -> tuple[list[Run], int]:
         """Runs for TEXT in STYLE (its font first) and how many characters became placeholders.
         Without NEWLINES a newline is a placeholder too: a field stays one logical line."""
+        text = shape(text)  # Arabic letters in their joining forms
         own = self.covers[style.font]
         lines = text.replace("\n", "") if newlines and "\n" in text else text
         if lines.isprintable() and own.issuperset(lines):
@@ -215,8 +218,8 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
     Lines come as they are filled, so a caller can stop early (see Limits.pages)."""
     filler = _LineFiller(width, leading)
     for run in runs:
-        yield from filler.add(run)
-    yield from filler.lines
+        yield from map(filler.ordered, filler.add(run))
+    yield from map(filler.ordered, filler.lines)
 
 
 class _LineFiller:
@@ -224,16 +227,22 @@ class _LineFiller:
         self.width, self.leading = width, leading
         self.lines = [Line(leading)]
         self.x = 0.0
+        self.level: int | None = None  # of the paragraph being filled, once a strong character says
 
     def add(self, run: Run) -> Iterator[Line]:
         """Place RUN; yields the lines it completes."""
+        if self.level is None:
+            self.level = base_level(run.text.partition("\n")[0])
         if "\n" not in run.text and self._fits(run):  # most runs fit whole: one measurement
             return
         for match in TOKENS.finditer(run.text):
             token = match.group()
             if token == "\n":
                 self._newline()
-            elif not self._fits(Run(token, run.style, run.link)):
+                self.level = None  # a new paragraph finds its own direction
+            elif self.level is None and (level := base_level(token)) is not None:
+                self.level = level
+            if token != "\n" and not self._fits(Run(token, run.style, run.link)):
                 if SPACE.match(token):
                     self._newline()  # a break eats the space that caused it
                 else:
@@ -252,6 +261,8 @@ class _LineFiller:
 
     def _place(self, run: Run, w: float) -> None:
         line = self.lines[-1]
+        if line.level is None:
+            line.level = self.level
         if line.runs:  # joined to the run before it when the style is the same: widths simply add up
             last_x, last = line.runs[-1]
             if last.style == run.style and last.link == run.link:
@@ -272,6 +283,26 @@ class _LineFiller:
             if self.x > 0:
                 self._newline()
             self._place(Run(piece, st, run.link), pdfmetrics.stringWidth(piece, st.font, st.size))
+
+
+    def ordered(self, line: Line) -> Line:
+        """LINE as drawn: right-to-left text in visual order, a right-to-left paragraph aligned right."""
+        if line.level != 1 and not any(has_rtl(run.text) for _, run in line.runs):
+            return line
+        chars = [(ch, run) for _, run in line.runs for ch in run.text]
+        runs: list[Run] = []
+        for ch, run in visual(chars, line.level or 0):
+            if runs and runs[-1].style is run.style and runs[-1].link == run.link:
+                runs[-1] = Run(runs[-1].text + ch, run.style, run.link)
+            else:
+                runs.append(Run(ch, run.style, run.link))
+        widths = [pdfmetrics.stringWidth(r.text, r.style.font, r.style.size) for r in runs]
+        x = self.width - sum(widths) if line.level == 1 else 0.0
+        line.runs = []
+        for run, w in zip(runs, widths):
+            line.runs.append((x, run))
+            x += w
+        return line
 
 
 def _pieces(word: str, style: Style, width: float) -> list[str]:
@@ -313,9 +344,7 @@ def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]
                 f"the Debian packages {FONT_PACKAGES} provide the default fonts"
             ) from None
     font = pdfmetrics.getFont(name)
-    # Only the Basic Multilingual Plane: reportlab mis-encodes characters beyond it
-    # (U+1F600 comes out as U+1F60), so those honestly become placeholders.
-    return name, frozenset(chr(code) for code in font.face.charToGlyph if code <= 0xFFFF)
+    return name, frozenset(chr(code) for code in font.face.charToGlyph)  # beyond the BMP too: see scripts.py
 
 
 class PdfRenderer:
