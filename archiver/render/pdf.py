@@ -39,8 +39,9 @@ from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 
 from archiver.redaction import RedactionNote
+from archiver.render.evidence import make_self_contained
 from archiver.render.scripts import base_level, has_rtl, shape, visual
-from archiver.transcript import InvalidChat, Message, Participant, Transcript
+from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 rl_config.useA85 = 0  # streams stay binary (compressed): smaller and faster than ASCII85
@@ -57,6 +58,21 @@ BAR = "\u2502 "  # starts every line of a message after its header line
 LABEL_DEFAULTS = {
     "shortened": "[{hidden} more characters not shown here; the full text is in the JSON record]",
     "shortened_count": "Fields shown shortened",
+    "not_ended": "not ended; last message {time}",
+    "participant": "{name} (id {id})",
+    "continued": "#{position} continued",
+    "event": "» {time} · {what}",
+    "event_accepted": "Contact accepted", "event_transferred": "Transferred", "event_joined": "Joined",
+    "event_left": "Left", "event_closed": "Contact closed", "event_other": "Event",
+    "event_origin": "origin",
+    "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
+    "archive": "Archive",
+    "archived_at": "Archived at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
+    "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
+    "signer_fingerprint": "Signer certificate SHA-256",
+    "verify": "To verify: `pdfsig` checks this PDF's signature; the attached record.json is the signed JSON record "
+              "(openssl cms -verify against record.json.p7s).",
+    **{f"warning_{code}": text for code, text in WARNINGS.items()},
 }
 
 
@@ -71,6 +87,18 @@ class Limits:
     field_chars: int = 1_000  # any other field but message text (sender, type, error, room, title ...)
     pages: int = 2_000
     pdf_bytes: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What the archive block states about this PDF; the record is attached to the PDF when given."""
+    archived_at: dt.datetime
+    version: int
+    source_sha256: str
+    archiver_version: str
+    signer_subject: str
+    signer_fingerprint: str  # SHA-256 of the signing certificate, hex
+    record: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +171,8 @@ class Line:
     runs: list[tuple[float, Run]] = field(default_factory=list)  # (x from the left margin, run)
     rule: bool = False  # a horizontal rule instead of text
     level: int | None = None  # bidi base level of its paragraph: 1 right-to-left, else left-to-right
+    message: int = 0  # the position of the message it belongs to (0: none)
+    keep: bool = False  # kept on a page with the line after it (a message header)
 
 
 # Where lines may break: spaces, but not the no-break ones (U+00A0, U+2007, U+202F).
@@ -383,15 +413,18 @@ class PdfRenderer:
 
     # -- public ----------------------------------------------------------------------------
 
-    def render(self, transcript: Transcript, redaction: RedactionNote | None = None) -> RenderedPdf:
-        """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes."""
+    def render(self, transcript: Transcript, redaction: RedactionNote | None = None,
+               archive: ArchiveInfo | None = None) -> RenderedPdf:
+        """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes.
+        ARCHIVE adds the archive block and attaches its record (see evidence.py)."""
         counter = _Counter()
+        counter.names = {p.user_id: p.display_name for p in transcript.participants if p.display_name}
         body = self._body(transcript, counter)
-        lines = [*self._header(transcript, counter, redaction), *body]
-        pages = _paginate(lines, self._usable_height())
+        lines = [*self._header(transcript, counter, redaction, archive), *body]
+        pages = _paginate(lines, self._usable_height(), self._continued)
         if len(pages) > self.limits.pages:
             raise self._too_many_pages(None)
-        data = self._draw(transcript, pages)
+        data = self._draw(transcript, pages, archive)
         if len(data) > self.limits.pdf_bytes:
             raise InvalidChat(f"the PDF transcript is {len(data):,} bytes, over the limit of "
                               f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
@@ -402,13 +435,38 @@ class PdfRenderer:
         budget = self.limits.pages * self._usable_height()
         lines: list[Line] = []
         used = 0.0
+        events = sorted(t.events, key=_event_order)  # those without a time come last
         for m in t.messages:
-            for line in self._message(m, counter):
+            while events and events[0].at and m.sent_at and events[0].at <= m.sent_at:
+                lines.extend(self._event(events.pop(0), counter))
+            for number, line in enumerate(self._message(m, counter)):
                 used += line.height if line.runs else 0.0  # empty lines may fall at a page top, dropped
                 if used > budget:
                     raise self._too_many_pages(m.position)
+                line.message, line.keep = m.position, number == 1  # the header line stays with what follows
                 lines.append(line)
+        for event in events:
+            lines.extend(self._event(event, counter))
         return lines
+
+    def _event(self, e: Event, counter: "_Counter") -> list[Line]:
+        """A contact event as a system line: its kind in the template's words, its raw name, origin and details."""
+        labels = self.template.labels
+        what = labels.get(f"event_{e.kind}", labels["event_other"]) if e.kind else labels["event_other"]
+        runs = self._runs(labels["event"].format(time=self._time(e.at), what=what) + " ", "meta", counter)
+        runs += self._field(e.name, "meta", counter, quoted=True)
+        if e.origin:
+            runs += [*self._runs(f" · {labels['event_origin']} ", "meta", counter),
+                     *self._field(e.origin, "meta", counter, quoted=True)]
+        for key, value in e.details:
+            runs += [*self._runs(" · ", "meta", counter), *self._field(key, "meta", counter),
+                     *self._runs(" ", "meta", counter), *self._field(value, "meta", counter, quoted=True)]
+        return [Line(self.styles["body"].size * 0.5), *self._lines(runs, style="meta")]
+
+    def _continued(self, position: int) -> Line:
+        """The first line of a page that continues message POSITION."""
+        runs, _ = self.chain.runs(self.template.labels["continued"].format(position=position), self.styles["meta"])
+        return self._lines(runs, style="meta")[0]
 
     def _too_many_pages(self, position: int | None) -> InvalidChat:
         where = f"; stopped at message #{position}" if position else ""
@@ -446,7 +504,18 @@ class PdfRenderer:
         return runs
 
     def _participant(self, p: Participant, counter: "_Counter") -> list[Run]:
-        return self._field(p.user_id, "value", counter, quoted=True)
+        """A participant by name and id, both quoted, so separators inside either stay inside."""
+        if not p.display_name:
+            return self._field(p.user_id, "value", counter, quoted=True)
+        return self._named(self._field(p.display_name, "value", counter, quoted=True),
+                           self._field(p.user_id, "value", counter, quoted=True), "value", counter)
+
+    def _named(self, name: list[Run], ident: list[Run], style: str | Style, counter: "_Counter") -> list[Run]:
+        """NAME and IDENT placed by the template's `participant` wording ("{name} (id {id})")."""
+        before, _, rest = self.template.labels["participant"].partition("{name}")
+        middle, _, after = rest.partition("{id}")
+        words = [self._runs(part, style, counter) if part else [] for part in (before, middle, after)]
+        return [*words[0], *name, *words[1], *ident, *words[2]]
 
     def _lines(self, runs: list[Run], width: float | None = None, style: str = "body") -> list[Line]:
         return list(wrap(runs, width or self.width, self.styles[style].leading))
@@ -467,9 +536,11 @@ class PdfRenderer:
         if when is None:
             return self.template.labels["time_unknown"]
         local = when.astimezone(self.zone)
-        return f"{local.strftime(self.template.document['time_format'])} {local.tzname()}"
+        offset = local.strftime("%z")  # the UTC offset, whatever the zone: +0100 -> UTC+01:00
+        return f"{local.strftime(self.template.document['time_format'])} UTC{offset[:3]}:{offset[3:]}"
 
-    def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None) -> list[Line]:
+    def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
+                archive: ArchiveInfo | None = None) -> list[Line]:
         labels, none, doc = self.template.labels, self.template.labels["none"], self.template.document
         rows = [
             (labels["room"], t.room), (labels["type"], t.ctlive_type), (labels["channel"], t.channel),
@@ -480,16 +551,21 @@ class PdfRenderer:
                   (labels["customers"], self._participants(t, "customer", counter))]
         rows = [
             (labels["started"], self._time(t.started_at) if t.started_at else ""),
-            (labels["ended"], self._time(t.ended_at) if t.ended_at else ""), (labels["closed_by"], t.closed_by),
+            (labels["ended"], self._ended(t)), (labels["closed_by"], t.closed_by),
             (labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries)),
         ]
         if redaction is not None:
             rows.append((labels["redaction"], self._redaction(redaction)))
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
         # Counted last, so that they include the header's own placeholders (and the warnings').
-        warnings = [self._lines(self._field(w, "meta", counter), style="meta") for w in t.warnings]
+        if archive is not None:
+            table += self._archive_rows(archive, counter)
+        warnings = [self._lines(self._field(self._warning(w), "meta", counter), style="meta") for w in t.notes]
         table.append((labels["placeholders"], [Run(str(counter.placeholders), self.styles["value"])]))
         table.append((labels["shortened_count"], [Run(str(counter.shortened), self.styles["value"])]))
+        if counter.placeholders:
+            text = labels["warning_placeholders"].format(count=counter.placeholders)
+            warnings.append(self._lines(self._runs(text, "meta", _Counter()), style="meta"))
         status = labels.get(f"status_{t.status}", t.status)
         lines = [
             *self._lines(self._runs(doc["organisation"], "meta", counter), style="meta"),
@@ -503,6 +579,26 @@ class PdfRenderer:
             lines.extend(self._lines(self._runs(labels["warnings"], "warning", counter)))
             lines.extend(line for block in warnings for line in block)
         return [*lines, Line(4), Line(2, rule=True), Line(2)]
+
+    def _ended(self, t: Transcript) -> str:
+        """The end time, or for a chat that has not ended (interim, abandoned) that it has not, and its last message."""
+        if t.status != "ended":
+            return self.template.labels["not_ended"].format(time=self._time(t.last_message_at))
+        return self._time(t.ended_at) if t.ended_at else ""
+
+    def _warning(self, w: DataWarning) -> str:
+        return self.template.labels.get(f"warning_{w.code}", WARNINGS[w.code]).format(**dict(w.values))
+
+    def _archive_rows(self, a: ArchiveInfo, counter: "_Counter") -> list[tuple[str, list[Run]]]:
+        """The archive block: what this PDF is, who signed it, and how to check that."""
+        labels = self.template.labels
+        version = (labels["supersedes"].format(version=a.version, previous=a.version - 1) if a.version > 1
+                   else str(a.version))
+        rows = [(labels["archived_at"], self._time(a.archived_at)), (labels["version"], version),
+                (labels["source_sha256"], a.source_sha256), (labels["archiver_version"], a.archiver_version),
+                (labels["signer"], a.signer_subject), (labels["signer_fingerprint"], a.signer_fingerprint)]
+        table = [(k, self._field(v, "value", counter)) for k, v in rows]
+        return [*table, (labels["archive"], self._runs(labels["verify"], "value", counter))]
 
     def _redaction(self, note: RedactionNote) -> str:
         """The header line that says whether and how this transcript was redacted."""
@@ -532,13 +628,21 @@ class PdfRenderer:
         shown_type = m.type not in ("", "TEXT")
         kind = [*self._runs(" · ", "body", counter), *self._field(m.type, "body", counter)] if shown_type else []
         header = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
-                  *self._field(m.sender_id or labels["none"], sender, counter),
-                  *self._runs(f" ({role})", "body", counter), *kind]
+                  *self._sender(m, sender, counter), *self._runs(f" ({role})", "body", counter), *kind]
         yield Line(st["body"].size * 0.5)
         lines = wrap(header, self.width, st["body"].leading)
         yield next(lines)
         yield from self._quoted([[run for _, run in line.runs] for line in lines])
         yield from self._quoted(self._blocks(m, counter))
+
+    def _sender(self, m: Message, style: Style, counter: "_Counter") -> list[Run]:
+        """The sender by name (the message's own, else the contact's) and quoted id; the bare id without a name."""
+        known = counter.names.get(m.sender_id, "")
+        name = m.sender_name or known
+        if not name:
+            return self._field(m.sender_id or self.template.labels["none"], style, counter)
+        return self._named(self._field(name, style, counter, quoted=True),
+                           self._field(m.sender_id, style, counter, quoted=True), style, counter)
 
     def _blocks(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
         """What a message says, block by block, made lazily as the layout asks for it."""
@@ -573,7 +677,7 @@ class PdfRenderer:
     def _usable_height(self) -> float:
         return self.page_size[1] - 2 * self.margin - FOOTER_SPACE
 
-    def _draw(self, t: Transcript, pages: list[list[Line]]) -> bytes:
+    def _draw(self, t: Transcript, pages: list[list[Line]], archive: ArchiveInfo | None = None) -> bytes:
         buffer = io.BytesIO()
         doc, labels = self.template.document, self.template.labels
         canvas = Canvas(buffer, pagesize=self.page_size, initialFontName=self.styles["body"].font,
@@ -596,6 +700,7 @@ class PdfRenderer:
             right = self.width - pdfmetrics.stringWidth(page, footer_style.font, footer_style.size)
             self._draw_lines(canvas, [footer, Line(0, [(right, Run(page, footer_style))])], top=self.margin)
             canvas.showPage()
+        make_self_contained(canvas, archive.record if archive else None, self.template.labels["archive"])
         canvas.save()
         return buffer.getvalue()
 
@@ -635,21 +740,36 @@ def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float
     canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads))
 
 
-def _paginate(lines: list[Line], height: float) -> list[list[Line]]:
-    """Lines in pages of at most HEIGHT; spacing at the top of a page is dropped."""
+def _paginate(lines: list[Line], height: float, continued: Any = None) -> list[list[Line]]:
+    """Lines in pages of at most HEIGHT; spacing at the top of a page is dropped. A message header
+    never ends a page; a message that goes on over a page break starts the page with CONTINUED(position)."""
     pages: list[list[Line]] = [[]]
     used = 0.0
-    for line in lines:
-        if used + line.height > height and pages[-1]:
+    previous = 0  # the message of the last line placed
+    for i, line in enumerate(lines):
+        need = line.height + (lines[i + 1].height if line.keep and i + 1 < len(lines) else 0.0)
+        if used + need > height and pages[-1]:
             pages.append([])
             used = 0.0
+            if continued and line.message and line.message == previous and not line.keep and line.runs:
+                note = continued(line.message)
+                pages[-1].append(note)
+                used += note.height
         if not pages[-1] and not line.runs and not line.rule:
             continue
         pages[-1].append(line)
         used += line.height
+        previous = line.message
     return pages
 
 
+def _event_order(e: Event) -> tuple[int, dt.datetime, int]:
+    return (0, e.at, e.position) if e.at else (1, dt.datetime.min.replace(tzinfo=dt.timezone.utc), e.position)
+
+
+
 class _Counter:
+    """What one rendering counts (placeholders, shortened fields) and knows (participants' names)."""
     placeholders = 0
     shortened = 0
+    names: dict[str, str] = {}  # user id -> display name
