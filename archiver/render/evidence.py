@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from typing import Any
 from xml.sax.saxutils import escape
 
-from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFName, PDFStream, PDFString
+from pyhanko.pdf_utils.metadata.model import VENDOR
+from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFName, PDFObject, PDFStream, PDFString, PDFZCompress
 from reportlab.pdfgen.canvas import Canvas
 
 RECORD_NAME = "record.json"
@@ -40,6 +42,10 @@ def make_self_contained(canvas: Canvas, record: bytes | None, description: str) 
     """Add the PDF/A-3b parts and, when RECORD is given, the record as an associated file, to CANVAS's
     document; call after the pages are drawn, before `canvas.save()`."""
     doc = canvas._doc
+    # pyHanko, signing by an incremental update, names itself the producer in the XMP and adds itself to
+    # /Producer unless named there already: so it is named alone in both, and they agree (PDF/A wants that).
+    # reportlab and the archiver are named in /Creator.
+    doc.info.producer = VENDOR
     catalog = doc.Catalog
     catalog.__NoDefault__ = [*catalog.__NoDefault__, *(k for k in _CATALOG_KEYS if k not in catalog.__NoDefault__)]
     catalog.__Refs__ = catalog.__NoDefault__
@@ -53,9 +59,9 @@ def make_self_contained(canvas: Canvas, record: bytes | None, description: str) 
 
 
 def _file_spec(record: bytes, description: str) -> PDFDictionary:
-    params = PDFDictionary({"Size": len(record), "CheckSum": _hex_string(hashlib.md5(record).digest())})
-    stream = PDFStream(PDFDictionary({"Type": PDFName("EmbeddedFile"), "Subtype": PDFName("application#2Fjson"),
-                                      "Params": params}), record)
+    params = PDFDictionary({"Size": len(record), "CheckSum": _Raw(b"<" + hashlib.md5(record).hexdigest().encode() + b">")})
+    stream = PDFStream(PDFDictionary({"Type": PDFName("EmbeddedFile"), "Subtype": _Raw(b"/application#2Fjson"),
+                                      "Params": params}), record, filters=[PDFZCompress])
     return PDFDictionary({
         "Type": PDFName("Filespec"),
         "F": PDFString(RECORD_NAME),
@@ -66,14 +72,14 @@ def _file_spec(record: bytes, description: str) -> PDFDictionary:
     })
 
 
-class _hex_string(PDFString):
-    """A byte string written as <hex> (the MD5 of an embedded file is binary)."""
+class _Raw(PDFObject):
+    """PDF syntax written as given (reportlab would escape the `#` of a name and has no hex strings)."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def format(self, document) -> bytes:  # type: ignore[override]
-        return b"<" + self.data.hex().encode() + b">"
+    def format(self, document: Any) -> bytes:
+        return self.data
 
 
 def _output_intent() -> PDFDictionary:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import reportlab
 from reportlab import rl_config
 from reportlab.lib.colors import Color, HexColor
 from reportlab.lib.pagesizes import A4, LETTER
@@ -687,7 +688,7 @@ class PdfRenderer:
         canvas.setTitle(visible(t.room[:limit] + ("…" if len(t.room) > limit else "")))
         canvas.setAuthor(visible(doc["organisation"]))
         canvas.setSubject(visible(doc["title"]))
-        canvas.setCreator("ctlive-archiver")
+        canvas.setCreator(f"ctlive-archiver (reportlab {reportlab.Version})")
         footer_style = self.styles["footer"]
         widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
                                          footer_style.size)
