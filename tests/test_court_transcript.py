@@ -3,8 +3,6 @@ localisation, keep-together, and the signed record attached to a PDF/A-3b file."
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 import random
 import re
