@@ -175,6 +175,8 @@ def signed(keys, tmp_path_factory):
     })
     builder = ArtifactBuilder.from_config(config, encrypt=False)
     chat, contact = _named_chat()
+    chat["messages"][0]["data"].update(messageType="LINK", content={**chat["messages"][0]["data"]["content"],
+                                                                     "url": "https://example.com/receipt"})
     plain = builder.plaintext(chat, contact, "ended", 3, now())
     folder = tmp_path_factory.mktemp("signed")
     (folder / "t.pdf").write_bytes(plain.pdf)
@@ -229,15 +231,16 @@ def test_pdfa_3b_rules_hold(signed) -> None:
         [intent] = pdf.Root.OutputIntents
         assert intent.S == pikepdf.Name.GTS_PDFA1 and intent.DestOutputProfile.N == 3
         assert intent.DestOutputProfile.read_bytes()[36:40] == b"acsp", "an ICC profile"
-        fonts = 0
+        fonts, links = 0, 0
         for page in pdf.pages:
             for _, font in page.Resources.get("/Font", {}).items():
                 fonts += 1
                 assert "/FontFile2" in font.FontDescriptor, f"{font.BaseFont} is not embedded"
             for annot in page.get("/Annots", []):
+                links += annot.get("/Subtype") == pikepdf.Name.Link
                 assert int(annot.get("/F", 0)) & 4, "annotations print"
             assert "/Group" not in page
-        assert fonts
+        assert fonts and links == 1
         for obj in pdf.objects:
             if isinstance(obj, pikepdf.Dictionary):
                 assert "/SMask" not in obj and float(obj.get("/CA", 1)) == 1 and float(obj.get("/ca", 1)) == 1

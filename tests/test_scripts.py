@@ -101,3 +101,18 @@ def test_every_font_of_the_template_comes_from_a_listed_debian_package() -> None
         for path in [fonts["regular"], fonts["bold"], *fonts["fallbacks"]]:
             assert owners[Path(path).parent.name] in packages, path
             assert Path(path).is_file(), f"{path}: run `make test` to install the fonts"
+
+
+def test_emoji_sequences_are_drawn_as_their_pieces(renderer) -> None:
+    """docs/fonts.md, known limits: joiners are placeholders, skin tones and variation selectors are drawn."""
+    body = renderer.styles["body"]
+    runs, missing = renderer.chain.runs("\U0001F468\u200d\U0001F469", body)
+    assert missing == 1 and [r.text for r in runs] == ["\U0001F468", "[U+200D]", "\U0001F469"]
+    for sequence in ["\U0001F44D\U0001F3FD", "\u2764\ufe0f"]:
+        assert renderer.chain.runs(sequence, body)[1] == 0, sequence
+
+
+def test_lam_alef_is_two_joined_letters_so_extracted_text_keeps_its_order(renderer, tmp_path) -> None:
+    word = "السلام"
+    out = renderer.render(normalise(_chat([word])))
+    assert word in _pdftotext(out.data, tmp_path)

@@ -26,7 +26,7 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import reportlab
@@ -314,7 +314,6 @@ class _LineFiller:
             if self.x > 0:
                 self._newline()
             self._place(Run(piece, st, run.link), pdfmetrics.stringWidth(piece, st.font, st.size))
-
 
     def ordered(self, line: Line) -> Line:
         """LINE as drawn: right-to-left text in visual order, a right-to-left paragraph aligned right."""
@@ -738,10 +737,10 @@ def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float
     """One link annotation for all the pieces of URL on a page: their union, with a quad for each piece."""
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     quads = [v for x0, y0, x1, y1 in boxes for v in (x0, y1, x1, y1, x0, y0, x1, y0)]
-    canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads))
+    canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads), F=4)  # F=4: printed (PDF/A)
 
 
-def _paginate(lines: list[Line], height: float, continued: Any = None) -> list[list[Line]]:
+def _paginate(lines: list[Line], height: float, continued: Callable[[int], Line] | None = None) -> list[list[Line]]:
     """Lines in pages of at most HEIGHT; spacing at the top of a page is dropped. A message header
     never ends a page; a message that goes on over a page break starts the page with CONTINUED(position)."""
     pages: list[list[Line]] = [[]]
