@@ -67,6 +67,7 @@ def test_people_are_shown_by_name_and_id_in_the_header_and_each_message(renderer
     customer, agent = t.customers[0], t.agents[0]
     assert f'Customers "Maria Rossi" (id "{customer}")' in text
     assert f'Agents "Gabriele Verde" (id "{agent}")' in text
+    assert f'Closed by "Gabriele Verde" (id "{agent}")' in text
     assert f'· "Maria Rossi" (id "{customer}") (customer)' in text
     assert f'· "Gabriele Verde" (id "{agent}") (agent)' in text
     view = json.loads(build_record(t, chat, contact, version=1, generated_at=now())[0])["transcript"]

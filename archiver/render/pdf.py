@@ -549,11 +549,12 @@ class PdfRenderer:
         table = [(k, self._field(v or none, "value", counter)) for k, v in rows]
         table += [(labels["agents"], self._participants(t, "agent", counter)),
                   (labels["customers"], self._participants(t, "customer", counter))]
-        rows = [
-            (labels["started"], self._time(t.started_at) if t.started_at else ""),
-            (labels["ended"], self._ended(t)), (labels["closed_by"], t.closed_by),
-            (labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries)),
-        ]
+        rows = [(labels["started"], self._time(t.started_at) if t.started_at else ""), (labels["ended"], self._ended(t))]
+        table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
+        closer = t.participant(t.closed_by)
+        table.append((labels["closed_by"], self._participant(closer, counter) if closer and t.closed_by
+                      else self._field(t.closed_by or none, "value", counter)))
+        rows = [(labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries))]
         if redaction is not None:
             rows.append((labels["redaction"], self._redaction(redaction)))
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
