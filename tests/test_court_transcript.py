@@ -41,7 +41,7 @@ def _pdftotext(pdf: bytes, tmp_path: Path, *args: str) -> str:
 
 def _flat(text: str) -> str:
     """TEXT on one line; a message header that wrapped (onto a quoted line) joined again."""
-    return re.sub(r"\s+", " ", re.sub(r"\n│ (?=\)|\()", "", text))
+    return re.sub(r"\s+", " ", re.sub(r"\n│ ", " ", text))
 
 
 def _named_chat() -> tuple[dict, dict]:

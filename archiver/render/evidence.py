@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import zlib
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -36,6 +37,11 @@ def srgb_profile() -> bytes:
     """An sRGB ICC profile (littlecms's built-in one), made once per process."""
     from PIL import ImageCms
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@functools.cache
+def _compressed_profile() -> bytes:
+    return zlib.compress(srgb_profile())
 
 
 def make_self_contained(canvas: Canvas, record: bytes | None, description: str) -> None:
@@ -83,7 +89,8 @@ class _Raw(PDFObject):
 
 
 def _output_intent() -> PDFDictionary:
-    profile = PDFStream(PDFDictionary({"N": 3}), srgb_profile())
+    # Compressed once per process: reportlab leaves a stream that names its filter as it is.
+    profile = PDFStream(PDFDictionary({"N": 3, "Filter": PDFName("FlateDecode")}), _compressed_profile())
     return PDFDictionary({
         "Type": PDFName("OutputIntent"),
         "S": PDFName("GTS_PDFA1"),

@@ -248,9 +248,11 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
     """Greedy line filling; a newline breaks the line, a word wider than WIDTH is cut anywhere.
     Lines come as they are filled, so a caller can stop early (see Limits.pages)."""
     filler = _LineFiller(width, leading)
+    rtl = False  # lines are reordered only once right-to-left text has come (most text never has any)
     for run in runs:
-        yield from map(filler.ordered, filler.add(run))
-    yield from map(filler.ordered, filler.lines)
+        rtl = rtl or has_rtl(run.text)
+        yield from (map(filler.ordered, filler.add(run)) if rtl else filler.add(run))
+    yield from (map(filler.ordered, filler.lines) if rtl else filler.lines)
 
 
 class _LineFiller:
@@ -263,7 +265,8 @@ class _LineFiller:
     def add(self, run: Run) -> Iterator[Line]:
         """Place RUN; yields the lines it completes."""
         if self.level is None:
-            self.level = base_level(run.text.partition("\n")[0])
+            first = run.text[:1]
+            self.level = 0 if first.isascii() and first.isalpha() else base_level(run.text.partition("\n")[0])
         if "\n" not in run.text and self._fits(run):  # most runs fit whole: one measurement
             return
         for match in TOKENS.finditer(run.text):
@@ -310,6 +313,11 @@ class _LineFiller:
     def _cut(self, run: Run) -> None:
         """A word too wide for what is left of the line: on new lines, cut where wider than a line."""
         st = run.style
+        w = pdfmetrics.stringWidth(run.text, st.font, st.size)
+        if w <= self.width:  # fits on a line of its own: no need to measure it character by character
+            self._newline()
+            self._place(run, w)
+            return
         for piece in _pieces(run.text, st, self.width):
             if self.x > 0:
                 self._newline()
@@ -317,7 +325,7 @@ class _LineFiller:
 
     def ordered(self, line: Line) -> Line:
         """LINE as drawn: right-to-left text in visual order, a right-to-left paragraph aligned right."""
-        if line.level != 1 and not any(has_rtl(run.text) for _, run in line.runs):
+        if line.level != 1 and not has_rtl("".join(run.text for _, run in line.runs)):
             return line
         chars = [(ch, run) for _, run in line.runs for ch in run.text]
         runs: list[Run] = []
@@ -417,8 +425,7 @@ class PdfRenderer:
                archive: ArchiveInfo | None = None) -> RenderedPdf:
         """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes.
         ARCHIVE adds the archive block and attaches its record (see evidence.py)."""
-        counter = _Counter()
-        counter.names = {p.user_id: p.display_name for p in transcript.participants if p.display_name}
+        counter = _Counter({p.user_id: p.display_name for p in transcript.participants if p.display_name})
         body = self._body(transcript, counter)
         lines = [*self._header(transcript, counter, redaction, archive), *body]
         pages = _paginate(lines, self._usable_height(), self._continued)
@@ -515,7 +522,7 @@ class PdfRenderer:
         before, _, rest = self.template.labels["participant"].partition("{name}")
         middle, _, after = rest.partition("{id}")
         words = [self._runs(part, style, counter) if part else [] for part in (before, middle, after)]
-        return [*words[0], *name, *words[1], *ident, *words[2]]
+        return _merge([*words[0], *name, *words[1], *ident, *words[2]])  # one run to lay out, not five
 
     def _lines(self, runs: list[Run], width: float | None = None, style: str = "body") -> list[Line]:
         return list(wrap(runs, width or self.width, self.styles[style].leading))
@@ -536,8 +543,9 @@ class PdfRenderer:
         if when is None:
             return self.template.labels["time_unknown"]
         local = when.astimezone(self.zone)
-        offset = local.strftime("%z")  # the UTC offset, whatever the zone: +0100 -> UTC+01:00
-        return f"{local.strftime(self.template.document['time_format'])} UTC{offset[:3]}:{offset[3:]}"
+        minutes = int(local.utcoffset().total_seconds()) // 60  # the UTC offset, whatever the zone
+        sign, minutes = "+-"[minutes < 0], abs(minutes)
+        return f"{local.strftime(self.template.document['time_format'])} UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
     def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
                 archive: ArchiveInfo | None = None) -> list[Line]:
@@ -637,13 +645,22 @@ class PdfRenderer:
         yield from self._quoted(self._blocks(m, counter))
 
     def _sender(self, m: Message, style: Style, counter: "_Counter") -> list[Run]:
-        """The sender by name (the message's own, else the contact's) and quoted id; the bare id without a name."""
-        known = counter.names.get(m.sender_id, "")
-        name = m.sender_name or known
-        if not name:
-            return self._field(m.sender_id or self.template.labels["none"], style, counter)
-        return self._named(self._field(name, style, counter, quoted=True),
-                           self._field(m.sender_id, style, counter, quoted=True), style, counter)
+        """The sender by name (the message's own, else the contact's) and quoted id; the bare id without a name.
+        Made once per sender and rendering (most messages repeat one of two), counted at every use."""
+        name = m.sender_name or counter.names.get(m.sender_id, "")
+        key = (m.sender_id, name, style)
+        if key not in counter.senders:
+            made = _Counter()
+            if not name:
+                runs = self._field(m.sender_id or self.template.labels["none"], style, made)
+            else:
+                runs = self._named(self._field(name, style, made, quoted=True),
+                                   self._field(m.sender_id, style, made, quoted=True), style, made)
+            counter.senders[key] = (runs, made.placeholders, made.shortened)
+        runs, placeholders, shortened = counter.senders[key]
+        counter.placeholders += placeholders
+        counter.shortened += shortened
+        return runs
 
     def _blocks(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
         """What a message says, block by block, made lazily as the layout asks for it."""
@@ -771,6 +788,9 @@ def _event_order(e: Event) -> tuple[int, dt.datetime, int]:
 
 class _Counter:
     """What one rendering counts (placeholders, shortened fields) and knows (participants' names)."""
-    placeholders = 0
-    shortened = 0
-    names: dict[str, str] = {}  # user id -> display name
+
+    def __init__(self, names: dict[str, str] | None = None) -> None:
+        self.placeholders = 0
+        self.shortened = 0
+        self.names = names or {}  # user id -> display name
+        self.senders: dict[tuple[str, str, Style], tuple[list[Run], int, int]] = {}  # see PdfRenderer._sender

@@ -18,6 +18,7 @@ Arabic presentation form mapped to its plain letter (NFKC).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Sequence, TypeVar
@@ -46,6 +47,8 @@ def has_rtl(text: str) -> bool:
 
 def base_level(text: str) -> int | None:
     """1 when the first strong character of TEXT is right-to-left, 0 when left-to-right, None if it has none."""
+    if text[:1].isascii() and text[:1].isalpha():
+        return 0  # the common case, decided by the first character
     for ch in text:
         kind = unicodedata.bidirectional(ch)
         if kind in ("R", "AL"):
@@ -73,9 +76,12 @@ def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
     return [(slot["ch"], chars[slot["at"]][1]) for slot in storage["chars"]]
 
 
+@functools.lru_cache(maxsize=65536)
 def _unicode_of(code: int) -> str:
+    if code < 0xFB50:
+        return f"{code:04X}"  # reportlab's own map, right below the presentation forms
     ch = chr(code)
-    if 0xFB50 <= code <= 0xFDFF or 0xFE70 <= code <= 0xFEFC:
+    if code <= 0xFDFF or 0xFE70 <= code <= 0xFEFC:
         ch = unicodedata.normalize("NFKC", ch)  # a joining form stands for its letter
     return ch.encode("utf-16-be").hex().upper()
 
