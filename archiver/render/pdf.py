@@ -60,7 +60,7 @@ LABEL_DEFAULTS = {
     "shortened": "[{hidden} more characters not shown here; the full text is in the JSON record]",
     "shortened_count": "Fields shown shortened",
     "not_ended": "not ended; last message {time}",
-    "participant": "{name} (id {id})",
+    "participant": "{name} ({id})",
     "continued": "#{position} continued",
     "event": "» {time} · {what}",
     "event_accepted": "Contact accepted", "event_transferred": "Transferred", "event_joined": "Joined",
@@ -518,7 +518,7 @@ class PdfRenderer:
                            self._field(p.user_id, "value", counter, quoted=True), "value", counter)
 
     def _named(self, name: list[Run], ident: list[Run], style: str | Style, counter: "_Counter") -> list[Run]:
-        """NAME and IDENT placed by the template's `participant` wording ("{name} (id {id})")."""
+        """NAME and IDENT placed by the template's `participant` wording ("{name} ({id})")."""
         before, _, rest = self.template.labels["participant"].partition("{name}")
         middle, _, after = rest.partition("{id}")
         words = [self._runs(part, style, counter) if part else [] for part in (before, middle, after)]
@@ -545,7 +545,7 @@ class PdfRenderer:
         local = when.astimezone(self.zone)
         minutes = int(local.utcoffset().total_seconds()) // 60  # the UTC offset, whatever the zone
         sign, minutes = "+-"[minutes < 0], abs(minutes)
-        return f"{local.strftime(self.template.document['time_format'])} UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        return f"{local.strftime(self.template.document['time_format'])} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
     def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
                 archive: ArchiveInfo | None = None) -> list[Line]:
