@@ -246,3 +246,13 @@ def test_pdfa_3b_rules_hold(signed) -> None:
             if isinstance(obj, pikepdf.Dictionary):
                 assert "/SMask" not in obj and float(obj.get("/CA", 1)) == 1 and float(obj.get("/ca", 1)) == 1
                 assert obj.get("/S") != pikepdf.Name.JavaScript
+
+
+def test_an_unfinished_chat_stays_findable_by_time_in_the_index(signed) -> None:
+    """docs/record.md: the record's ended_at is null, the index entry keeps the last message's time."""
+    from archiver.artifacts import index_entry
+    chat, contact = make_chat(random.Random(10), messages=4, ended=False)
+    plain = signed["builder"].plaintext(chat, contact, "interim", 1, now())
+    assert json.loads(plain.record)["transcript"]["ended_at"] is None
+    entry = index_entry(plain, 1, now(), 30)
+    assert entry["ended_at"] == plain.transcript.last_message_at is not None
