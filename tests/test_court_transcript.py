@@ -256,3 +256,13 @@ def test_an_unfinished_chat_stays_findable_by_time_in_the_index(signed) -> None:
     assert json.loads(plain.record)["transcript"]["ended_at"] is None
     entry = index_entry(plain, 1, now(), 30)
     assert entry["ended_at"] == plain.transcript.last_message_at is not None
+
+
+def test_a_flood_of_contact_events_counts_against_the_page_limit(tmp_path) -> None:
+    from archiver.render import pdf as pdf_module
+    from archiver.transcript import InvalidChat
+    renderer = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=2))
+    chat, contact = make_chat(random.Random(11), messages=2)
+    contact["contact_events"] = [{"event": "ping", "ts": MS + i, "origin": "x"} for i in range(500)]
+    with pytest.raises(InvalidChat, match="more than 2 pages"):
+        renderer.render(normalise(chat, contact))

@@ -445,7 +445,7 @@ class PdfRenderer:
         events = sorted(t.events, key=_event_order)  # those without a time come last
         for m in t.messages:
             while events and events[0].at and m.sent_at and events[0].at <= m.sent_at:
-                lines.extend(self._event(events.pop(0), counter))
+                used += self._add_event(lines, events.pop(0), counter)
             for number, line in enumerate(self._message(m, counter)):
                 used += line.height if line.runs else 0.0  # empty lines may fall at a page top, dropped
                 if used > budget:
@@ -453,8 +453,16 @@ class PdfRenderer:
                 line.message, line.keep = m.position, number == 1  # the header line stays with what follows
                 lines.append(line)
         for event in events:
-            lines.extend(self._event(event, counter))
+            used += self._add_event(lines, event, counter)
+        if used > budget:
+            raise self._too_many_pages(None)
         return lines
+
+    def _add_event(self, lines: list[Line], e: Event, counter: "_Counter") -> float:
+        """Append event E's lines to LINES; their height, counted against Limits.pages like a message's."""
+        made = self._event(e, counter)
+        lines.extend(made)
+        return sum(line.height for line in made if line.runs)
 
     def _event(self, e: Event, counter: "_Counter") -> list[Line]:
         """A contact event as a system line: its kind in the template's words, its raw name, origin and details."""
