@@ -10,11 +10,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
+import functools
 import os
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -28,7 +31,7 @@ from archiver.envelope import Envelope, load_recipients
 from archiver.policy import Policy as RetentionPolicy, configured_policy
 from archiver.names import version_folder
 from archiver.redaction import RedactionNote, Redactor
-from archiver.render.pdf import Limits, PdfRenderer
+from archiver.render.pdf import ArchiveInfo, Limits, PdfRenderer
 from archiver.render.record import build_record
 from archiver.search import entry_terms, load_search_key
 from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
@@ -141,15 +144,23 @@ class ArtifactBuilder:
         if retry is not None and not improved(fetched, retry):
             raise NothingNew(transcript.room, retry.of_version, retry.retries)
         with timed(timings, "render"):
-            rendered = self.renderer.render(transcript, redaction=note, attachments=fetched)
+            # The record first: the PDF carries it (attached, under the same signature) and states its digest.
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
                                           redaction=note.describe(),
                                           attachments=[a.describe() for a in fetched] if fetched else None)
+            rendered = self.renderer.render(transcript, redaction=note, attachments=fetched,
+                                            archive=self.archive_info(version, generated_at, digest, record))
         with timed(timings, "sign"):
             pdf = self.signer.sign_pdf(rendered.data)
             record_signature = self.signer.sign_detached(record)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
+
+    def archive_info(self, version: int, generated_at: dt.datetime, digest: str, record: bytes) -> ArchiveInfo:
+        """What the PDF's archive block states (and the record it attaches)."""
+        certificate = self.signer.identity.certificate
+        return ArchiveInfo(generated_at, version, digest, archiver_version(), certificate.subject.rfc4514_string(),
+                           self.signer.identity.fingerprint, record)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
@@ -212,6 +223,14 @@ def attachment_fields(fetched: tuple[Attachment, ...], blobs: list[Blob], genera
     return fields
 
 
+@functools.cache
+def archiver_version() -> str:
+    try:
+        return f"ctlive-archiver {package_version('ctlive-archiver')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "ctlive-archiver (version unknown: not installed)"
+
+
 def render_limits(config: Config) -> Limits:
     return Limits(url_chars=config["archive.max_url_chars"], field_chars=config["archive.max_field_chars"],
                   pages=config["archive.max_pages"], pdf_bytes=config["archive.max_pdf_bytes"])
@@ -243,7 +262,7 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
         "customers": t.customers,
         "participants": [{"user_id": p.user_id, "role": p.role, "nickname": p.nickname} for p in t.participants],
         "started_at": t.started_at,
-        "ended_at": t.ended_at,
+        "ended_at": t.ended_at or t.last_message_at,  # searchable by time: an interim chat by its last message
         "closed_by": t.closed_by,
         "message_count": len(t.messages),
         "failed_deliveries": t.failed_deliveries,

@@ -8,6 +8,7 @@ cannot be archived faithfully, raising `InvalidChat` with the place and reason.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,6 +17,21 @@ from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
 
 END_TYPE = "endChat"
+KNOWN_TYPES = frozenset({"", "TEXT", "IMAGE", "DOCUMENT", "LINK", END_TYPE})
+END_TIME_TOLERANCE = dt.timedelta(seconds=60)  # the contact's endTime and the endChat message may differ this much
+# Contact events by kind: a raw name containing the key (case ignored) is of that kind; any other is shown raw.
+EVENT_KINDS = (("accept", "accepted"), ("transfer", "transferred"), ("join", "joined"), ("left", "left"),
+               ("leave", "left"), ("close", "closed"), ("end", "closed"))
+# Data warnings in English, for the record and the index; the PDF words them from its template (warning_<code>).
+WARNINGS = {
+    "no_data": "message {position}: has no data",
+    "unreadable_time": "message {position}: unreadable timestamp {value}",
+    "duplicate_id": "message {position}: same id as message {other}",
+    "out_of_order": "message {position}: sent before message {other}",
+    "unknown_type": "message {position}: unknown message type {value}",
+    "end_time_mismatch": "the contact's endTime {value} differs from the endChat message's time {other}",
+    "event_time": "contact event {position}: unreadable timestamp {value}",
+}
 
 
 class InvalidChat(ValueError):
@@ -38,6 +54,7 @@ class Message:
     seen: Any  # null, bool or a timestamp, kept as given
     reply_to: str
     duplicate_of: int | None = None  # position of an earlier message with the same id
+    sender_name: str = ""  # the name the message carries for its sender (content.user.name / nickname)
 
     @property
     def role(self) -> str:
@@ -52,8 +69,33 @@ class Message:
 class Participant:
     user_id: str
     role: str  # agent / customer / unknown
-    nickname: str = ""
+    nickname: str = ""  # from the contact's users
     channel: str = ""
+    name: str = ""  # carried in the participant's messages
+
+    @property
+    def display_name(self) -> str:
+        return self.nickname or self.name
+
+
+@dataclass(frozen=True)
+class Event:
+    """A contact event (contact_events[]): accepted, transferred, joined, left, closed, or any other by name."""
+    position: int  # 1-based position in contact_events
+    name: str  # as given
+    kind: str  # accepted / transferred / joined / left / closed / "" (unknown: shown by its name)
+    at: dt.datetime | None
+    origin: str
+    details: tuple[tuple[str, str], ...] = ()  # any other scalar fields, as text
+
+
+@dataclass(frozen=True)
+class DataWarning:
+    code: str  # a key of WARNINGS
+    values: tuple[tuple[str, str], ...]  # the fields its wording needs
+
+    def __str__(self) -> str:
+        return WARNINGS[self.code].format(**dict(self.values))
 
 
 @dataclass(frozen=True)
@@ -71,7 +113,13 @@ class Transcript:
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
     closed_by: str  # user id from the endChat message, "" if none
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())  # the data warnings in English (str of each of `notes`)
+    events: tuple[Event, ...] = field(default=())
+    notes: tuple[DataWarning, ...] = field(default=())  # the data warnings, to be worded by a template
+    last_message_at: dt.datetime | None = None  # the latest message time
+
+    def participant(self, user_id: str) -> Participant | None:
+        return next((p for p in self.participants if p.user_id == user_id), None)
 
     @property
     def agents(self) -> list[str]:
@@ -113,10 +161,13 @@ def normalise(
         raise InvalidChat(f"field 'messages' is {type(raw_messages).__name__}, not an array")
     _check_text(room, "room")
     contact = contact if isinstance(contact, Mapping) else {}
-    warnings: list[str] = []
+    warnings: list[DataWarning] = []
     messages = _messages(raw_messages, max_message_chars, warnings)
     end = next((m for m in reversed(messages) if m.is_end), None)
     times = [m.sent_at for m in messages if m.sent_at is not None]
+    events = _events(contact.get("contact_events"), warnings)
+    _check_end_time(end, to_datetime(contact.get("endTime")), warnings)
+    ended = status == "ended"  # an interim or abandoned chat has not ended: no end time is claimed for it
     return Transcript(
         room=room,
         chat_id=_text(chat.get("_id")) or room,
@@ -129,15 +180,51 @@ def normalise(
         title=_text(contact.get("title")),
         language=_text(contact.get("lang")),
         started_at=to_datetime(contact.get("beginTime")) or (min(times) if times else None),
-        ended_at=(end.sent_at if end else None) or to_datetime(contact.get("endTime")) or (max(times) if times else None),
+        ended_at=((end.sent_at if end else None) or to_datetime(contact.get("endTime")) or (max(times) if times else None)
+                  if ended else None),
         closed_by=end.sender_id if end else "",
-        warnings=tuple(warnings),
+        warnings=tuple(str(w) for w in warnings),
+        events=tuple(events),
+        notes=tuple(warnings),
+        last_message_at=max(times) if times else None,
     )
 
 
-def _messages(raw: list[Any], max_chars: int, warnings: list[str]) -> list[Message]:
+def _warning(code: str, **values: Any) -> DataWarning:
+    return DataWarning(code, tuple((k, str(v)) for k, v in values.items()))
+
+
+def _events(raw: Any, warnings: list[DataWarning]) -> list[Event]:
+    """The contact's events, as given; one that is not an object is skipped (it is in the record's source)."""
+    out: list[Event] = []
+    for position, item in enumerate(raw if isinstance(raw, list) else [], start=1):
+        if not isinstance(item, Mapping):
+            continue
+        name = _text(item.get("event"))
+        at = to_datetime(item.get("ts"))
+        if item.get("ts") is not None and at is None:
+            warnings.append(_warning("event_time", position=position, value=f"{item.get('ts')!r:.60}"))
+        lowered = name.lower()
+        kind = next((k for key, k in EVENT_KINDS if key in lowered), "")
+        details = tuple((str(k), _text(v)) for k, v in item.items()
+                        if k not in ("event", "ts", "origin") and _text(v) and isinstance(k, str))
+        out.append(Event(position, name, kind, at, _text(item.get("origin")), details))
+    return out
+
+
+def _check_end_time(end: Message | None, contact_end: dt.datetime | None, warnings: list[DataWarning]) -> None:
+    if end and end.sent_at and contact_end and abs(end.sent_at - contact_end) > END_TIME_TOLERANCE:
+        warnings.append(_warning("end_time_mismatch", value=_iso_text(contact_end), other=_iso_text(end.sent_at)))
+
+
+def _iso_text(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _messages(raw: list[Any], max_chars: int, warnings: list[DataWarning]) -> list[Message]:
     out: list[Message] = []
     first_seen: dict[str, int] = {}
+    latest: tuple[dt.datetime, int] | None = None  # the latest time so far, and its message
     for position, item in enumerate(raw, start=1):
         where = f"message {position}"
         if not isinstance(item, Mapping):
@@ -145,6 +232,8 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[str]) -> list[Messa
         data = _data(item)
         if item.get("data") is not None and not isinstance(item.get("data"), Mapping):
             raise InvalidChat(f"{where}: field 'data' is {type(item['data']).__name__}, not an object")
+        if not data:
+            warnings.append(_warning("no_data", position=position))
         content = data.get("content") if isinstance(data.get("content"), Mapping) else {}
         user = content.get("user") if isinstance(content.get("user"), Mapping) else {}
         text = _bounded(content.get("text"), where, "data.content.text", max_chars)
@@ -152,18 +241,26 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[str]) -> list[Messa
         ts = data.get("ts")
         sent_at = to_datetime(ts)
         if ts is not None and sent_at is None:
-            warnings.append(f"{where}: unreadable timestamp {ts!r:.60}")
+            warnings.append(_warning("unreadable_time", position=position, value=f"{ts!r:.60}"))
+        if sent_at is not None:
+            if latest and sent_at < latest[0]:
+                warnings.append(_warning("out_of_order", position=position, other=latest[1]))
+            else:
+                latest = (sent_at, position)
         duplicate_of = first_seen.get(message_id) if message_id else None
         if duplicate_of:
-            warnings.append(f"{where}: same id as message {duplicate_of}")
+            warnings.append(_warning("duplicate_id", position=position, other=duplicate_of))
         elif message_id:
             first_seen[message_id] = position
+        kind = _bounded(data.get("messageType"), where, "data.messageType", max_chars)
+        if kind not in KNOWN_TYPES:
+            warnings.append(_warning("unknown_type", position=position, value=json.dumps(kind[:80], ensure_ascii=False)))
         out.append(
             Message(
                 position=position,
                 message_id=message_id,
                 object_id=_text(item.get("_id")),
-                type=_bounded(data.get("messageType"), where, "data.messageType", max_chars),
+                type=kind,
                 sent_at=sent_at,
                 sender_id=_bounded(user.get("id"), where, "data.content.user.id", max_chars),
                 is_agent=user.get("isAgent") if isinstance(user.get("isAgent"), bool) else None,
@@ -175,9 +272,16 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[str]) -> list[Messa
                 seen=data.get("messageSeen"),
                 reply_to=_bounded(data.get("replyTo"), where, "data.replyTo", max_chars),
                 duplicate_of=duplicate_of,
+                sender_name=_sender_name(user, where, max_chars),
             )
         )
     return out
+
+
+def _sender_name(user: Mapping[str, Any], where: str, max_chars: int) -> str:
+    """The sender's name as the message carries it, if it does (first of name, nickname, displayName)."""
+    key = next((k for k in ("name", "nickname", "displayName") if isinstance(user.get(k), str) and user[k]), None)
+    return _bounded(user[key], where, f"data.content.user.{key}", max_chars) if key else ""
 
 
 def _data(message: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -196,6 +300,7 @@ def _participants(messages: list[Message], contact: Mapping[str, Any]) -> list[P
                 role=m.role,
                 nickname=_text(info.get("nickname")),
                 channel=_text(info.get("channel")),
+                name=next((n.sender_name for n in messages if n.sender_id == m.sender_id and n.sender_name), ""),
             )
     return list(seen.values())
 

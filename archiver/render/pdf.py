@@ -27,9 +27,10 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import reportlab
 from reportlab import rl_config
 from reportlab.lib.colors import Color, HexColor
 from reportlab.lib.pagesizes import A4, LETTER
@@ -42,7 +43,9 @@ from reportlab.pdfgen.canvas import Canvas
 from archiver.attachments import Attachment
 from archiver.redaction import RedactionNote
 from archiver.render.attachments import attachment_lines
-from archiver.transcript import InvalidChat, Message, Participant, Transcript
+from archiver.render.evidence import make_self_contained
+from archiver.render.scripts import base_level, has_rtl, shape, visual
+from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 rl_config.useA85 = 0  # streams stay binary (compressed): smaller and faster than ASCII85
@@ -53,7 +56,7 @@ REQUIRED = {
     "fonts": ("regular", "bold", "fallbacks", "size", "title_size"),
     "colors": ("text", "muted", "agent", "customer", "warning", "placeholder", "rule"),
 }
-FONT_PACKAGES = "fonts-dejavu-core, fonts-noto-core and fonts-droid-fallback"
+FONT_PACKAGES = "fonts-dejavu-core, fonts-noto-core, fonts-droid-fallback, fonts-nanum and fonts-symbola"
 BAR = "\u2502 "  # starts every line of a message after its header line
 # Labels added after templates were first deployed: a template without them still loads.
 LABEL_DEFAULTS = {
@@ -63,6 +66,21 @@ LABEL_DEFAULTS = {
     "attachment_fetched": "{size} bytes · {type} · SHA-256 {sha256} · fetched {time}",
     "attachment_missing": "File not archived ({outcome})",
     "attachment_no_preview": "[image not shown: {reason}]",
+    "not_ended": "not ended; last message {time}",
+    "participant": "{name} ({id})",
+    "continued": "#{position} continued",
+    "event": "» {time} · {what}",
+    "event_accepted": "Contact accepted", "event_transferred": "Transferred", "event_joined": "Joined",
+    "event_left": "Left", "event_closed": "Contact closed", "event_other": "Event",
+    "event_origin": "origin",
+    "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
+    "archive": "Archive",
+    "archived_at": "Archived at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
+    "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
+    "signer_fingerprint": "Signer certificate SHA-256",
+    "verify": "To verify: `pdfsig` checks this PDF's signature; the attached record.json is the signed JSON record "
+              "(openssl cms -verify against record.json.p7s).",
+    **{f"warning_{code}": text for code, text in WARNINGS.items()},
 }
 
 
@@ -77,6 +95,18 @@ class Limits:
     field_chars: int = 1_000  # any other field but message text (sender, type, error, room, title ...)
     pages: int = 2_000
     pdf_bytes: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What the archive block states about this PDF; the record is attached to the PDF when given."""
+    archived_at: dt.datetime
+    version: int
+    source_sha256: str
+    archiver_version: str
+    signer_subject: str
+    signer_fingerprint: str  # SHA-256 of the signing certificate, hex
+    record: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +179,9 @@ class Line:
     runs: list[tuple[float, Run]] = field(default_factory=list)  # (x from the left margin, run)
     rule: bool = False  # a horizontal rule instead of text
     image: tuple[Any, float, float, float] | None = None  # (ImageReader, x, width, height): an attachment's thumbnail
+    level: int | None = None  # bidi base level of its paragraph: 1 right-to-left, else left-to-right
+    message: int = 0  # the position of the message it belongs to (0: none)
+    keep: bool = False  # kept on a page with the line after it (a message header)
 
 
 # Where lines may break: spaces, but not the no-break ones (U+00A0, U+2007, U+202F).
@@ -168,6 +201,7 @@ class FontChain:
     def runs(self, text: str, style: Style, link: str = "", newlines: bool = True) -> tuple[list[Run], int]:
         """Runs for TEXT in STYLE (its font first) and how many characters became placeholders.
         Without NEWLINES a newline is a placeholder too: a field stays one logical line."""
+        text = shape(text)  # Arabic letters in their joining forms
         own = self.covers[style.font]
         lines = text.replace("\n", "") if newlines and "\n" in text else text
         if lines.isprintable() and own.issuperset(lines):
@@ -222,9 +256,11 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
     """Greedy line filling; a newline breaks the line, a word wider than WIDTH is cut anywhere.
     Lines come as they are filled, so a caller can stop early (see Limits.pages)."""
     filler = _LineFiller(width, leading)
+    rtl = False  # lines are reordered only once right-to-left text has come (most text never has any)
     for run in runs:
-        yield from filler.add(run)
-    yield from filler.lines
+        rtl = rtl or has_rtl(run.text)
+        yield from (map(filler.ordered, filler.add(run)) if rtl else filler.add(run))
+    yield from (map(filler.ordered, filler.lines) if rtl else filler.lines)
 
 
 class _LineFiller:
@@ -232,16 +268,23 @@ class _LineFiller:
         self.width, self.leading = width, leading
         self.lines = [Line(leading)]
         self.x = 0.0
+        self.level: int | None = None  # of the paragraph being filled, once a strong character says
 
     def add(self, run: Run) -> Iterator[Line]:
         """Place RUN; yields the lines it completes."""
+        if self.level is None:
+            first = run.text[:1]
+            self.level = 0 if first.isascii() and first.isalpha() else base_level(run.text.partition("\n")[0])
         if "\n" not in run.text and self._fits(run):  # most runs fit whole: one measurement
             return
         for match in TOKENS.finditer(run.text):
             token = match.group()
             if token == "\n":
                 self._newline()
-            elif not self._fits(Run(token, run.style, run.link)):
+                self.level = None  # a new paragraph finds its own direction
+            elif self.level is None and (level := base_level(token)) is not None:
+                self.level = level
+            if token != "\n" and not self._fits(Run(token, run.style, run.link)):
                 if SPACE.match(token):
                     self._newline()  # a break eats the space that caused it
                 else:
@@ -260,6 +303,8 @@ class _LineFiller:
 
     def _place(self, run: Run, w: float) -> None:
         line = self.lines[-1]
+        if line.level is None:
+            line.level = self.level
         if line.runs:  # joined to the run before it when the style is the same: widths simply add up
             last_x, last = line.runs[-1]
             if last.style == run.style and last.link == run.link:
@@ -276,10 +321,34 @@ class _LineFiller:
     def _cut(self, run: Run) -> None:
         """A word too wide for what is left of the line: on new lines, cut where wider than a line."""
         st = run.style
+        w = pdfmetrics.stringWidth(run.text, st.font, st.size)
+        if w <= self.width:  # fits on a line of its own: no need to measure it character by character
+            self._newline()
+            self._place(run, w)
+            return
         for piece in _pieces(run.text, st, self.width):
             if self.x > 0:
                 self._newline()
             self._place(Run(piece, st, run.link), pdfmetrics.stringWidth(piece, st.font, st.size))
+
+    def ordered(self, line: Line) -> Line:
+        """LINE as drawn: right-to-left text in visual order, a right-to-left paragraph aligned right."""
+        if line.level != 1 and not has_rtl("".join(run.text for _, run in line.runs)):
+            return line
+        chars = [(ch, run) for _, run in line.runs for ch in run.text]
+        runs: list[Run] = []
+        for ch, run in visual(chars, line.level or 0):
+            if runs and runs[-1].style is run.style and runs[-1].link == run.link:
+                runs[-1] = Run(runs[-1].text + ch, run.style, run.link)
+            else:
+                runs.append(Run(ch, run.style, run.link))
+        widths = [pdfmetrics.stringWidth(r.text, r.style.font, r.style.size) for r in runs]
+        x = self.width - sum(widths) if line.level == 1 else 0.0
+        line.runs = []
+        for run, w in zip(runs, widths):
+            line.runs.append((x, run))
+            x += w
+        return line
 
 
 def _pieces(word: str, style: Style, width: float) -> list[str]:
@@ -321,9 +390,7 @@ def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]
                 f"the Debian packages {FONT_PACKAGES} provide the default fonts"
             ) from None
     font = pdfmetrics.getFont(name)
-    # Only the Basic Multilingual Plane: reportlab mis-encodes characters beyond it
-    # (U+1F600 comes out as U+1F60), so those honestly become placeholders.
-    return name, frozenset(chr(code) for code in font.face.charToGlyph if code <= 0xFFFF)
+    return name, frozenset(chr(code) for code in font.face.charToGlyph)  # beyond the BMP too: see scripts.py
 
 
 class PdfRenderer:
@@ -363,16 +430,17 @@ class PdfRenderer:
     # -- public ----------------------------------------------------------------------------
 
     def render(self, transcript: Transcript, redaction: RedactionNote | None = None,
-               attachments: Iterable[Attachment] = ()) -> RenderedPdf:
+               attachments: Iterable[Attachment] = (), archive: ArchiveInfo | None = None) -> RenderedPdf:
         """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes.
-        ATTACHMENTS are shown under their messages (see archiver.render.attachments)."""
-        counter = _Counter()
+        ATTACHMENTS are shown under their messages (see archiver.render.attachments); ARCHIVE adds the
+        archive block and attaches its record (see evidence.py)."""
+        counter = _Counter({p.user_id: p.display_name for p in transcript.participants if p.display_name})
         body = self._body(transcript, counter, {a.position: a for a in attachments})
-        lines = [*self._header(transcript, counter, redaction), *body]
-        pages = _paginate(lines, self._usable_height())
+        lines = [*self._header(transcript, counter, redaction, archive), *body]
+        pages = _paginate(lines, self._usable_height(), self._continued)
         if len(pages) > self.limits.pages:
             raise self._too_many_pages(None)
-        data = self._draw(transcript, pages)
+        data = self._draw(transcript, pages, archive)
         if len(data) > self.limits.pdf_bytes:
             raise InvalidChat(f"the PDF transcript is {len(data):,} bytes, over the limit of "
                               f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
@@ -383,14 +451,47 @@ class PdfRenderer:
         budget = self.limits.pages * self._usable_height()
         lines: list[Line] = []
         used = 0.0
+        events = sorted(t.events, key=_event_order)  # those without a time come last
         for m in t.messages:
+            while events and events[0].at and m.sent_at and events[0].at <= m.sent_at:
+                used += self._add_event(lines, events.pop(0), counter)
             extra = attachment_lines(self, attached[m.position], counter) if attached and m.position in attached else ()
-            for line in itertools.chain(self._message(m, counter), extra):
+            for number, line in enumerate(itertools.chain(self._message(m, counter), extra)):
                 used += line.height if line.runs or line.image else 0.0  # empty lines may fall at a page top, dropped
                 if used > budget:
                     raise self._too_many_pages(m.position)
+                line.message, line.keep = m.position, number == 1  # the header line stays with what follows
                 lines.append(line)
+        for event in events:
+            used += self._add_event(lines, event, counter)
+        if used > budget:
+            raise self._too_many_pages(None)
         return lines
+
+    def _add_event(self, lines: list[Line], e: Event, counter: "_Counter") -> float:
+        """Append event E's lines to LINES; their height, counted against Limits.pages like a message's."""
+        made = self._event(e, counter)
+        lines.extend(made)
+        return sum(line.height for line in made if line.runs)
+
+    def _event(self, e: Event, counter: "_Counter") -> list[Line]:
+        """A contact event as a system line: its kind in the template's words, its raw name, origin and details."""
+        labels = self.template.labels
+        what = labels.get(f"event_{e.kind}", labels["event_other"]) if e.kind else labels["event_other"]
+        runs = self._runs(labels["event"].format(time=self._time(e.at), what=what) + " ", "meta", counter)
+        runs += self._field(e.name, "meta", counter, quoted=True)
+        if e.origin:
+            runs += [*self._runs(f" · {labels['event_origin']} ", "meta", counter),
+                     *self._field(e.origin, "meta", counter, quoted=True)]
+        for key, value in e.details:
+            runs += [*self._runs(" · ", "meta", counter), *self._field(key, "meta", counter),
+                     *self._runs(" ", "meta", counter), *self._field(value, "meta", counter, quoted=True)]
+        return [Line(self.styles["body"].size * 0.5), *self._lines(runs, style="meta")]
+
+    def _continued(self, position: int) -> Line:
+        """The first line of a page that continues message POSITION."""
+        runs, _ = self.chain.runs(self.template.labels["continued"].format(position=position), self.styles["meta"])
+        return self._lines(runs, style="meta")[0]
 
     def _too_many_pages(self, position: int | None) -> InvalidChat:
         where = f"; stopped at message #{position}" if position else ""
@@ -428,7 +529,18 @@ class PdfRenderer:
         return runs
 
     def _participant(self, p: Participant, counter: "_Counter") -> list[Run]:
-        return self._field(p.user_id, "value", counter, quoted=True)
+        """A participant by name and id, both quoted, so separators inside either stay inside."""
+        if not p.display_name:
+            return self._field(p.user_id, "value", counter, quoted=True)
+        return self._named(self._field(p.display_name, "value", counter, quoted=True),
+                           self._field(p.user_id, "value", counter, quoted=True), "value", counter)
+
+    def _named(self, name: list[Run], ident: list[Run], style: str | Style, counter: "_Counter") -> list[Run]:
+        """NAME and IDENT placed by the template's `participant` wording ("{name} ({id})")."""
+        before, _, rest = self.template.labels["participant"].partition("{name}")
+        middle, _, after = rest.partition("{id}")
+        words = [self._runs(part, style, counter) if part else [] for part in (before, middle, after)]
+        return _merge([*words[0], *name, *words[1], *ident, *words[2]])  # one run to lay out, not five
 
     def _lines(self, runs: list[Run], width: float | None = None, style: str = "body") -> list[Line]:
         return list(wrap(runs, width or self.width, self.styles[style].leading))
@@ -449,9 +561,12 @@ class PdfRenderer:
         if when is None:
             return self.template.labels["time_unknown"]
         local = when.astimezone(self.zone)
-        return f"{local.strftime(self.template.document['time_format'])} {local.tzname()}"
+        minutes = int(local.utcoffset().total_seconds()) // 60  # the UTC offset, whatever the zone
+        sign, minutes = "+-"[minutes < 0], abs(minutes)
+        return f"{local.strftime(self.template.document['time_format'])} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
-    def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None) -> list[Line]:
+    def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
+                archive: ArchiveInfo | None = None) -> list[Line]:
         labels, none, doc = self.template.labels, self.template.labels["none"], self.template.document
         rows = [
             (labels["room"], t.room), (labels["type"], t.ctlive_type), (labels["channel"], t.channel),
@@ -460,18 +575,24 @@ class PdfRenderer:
         table = [(k, self._field(v or none, "value", counter)) for k, v in rows]
         table += [(labels["agents"], self._participants(t, "agent", counter)),
                   (labels["customers"], self._participants(t, "customer", counter))]
-        rows = [
-            (labels["started"], self._time(t.started_at) if t.started_at else ""),
-            (labels["ended"], self._time(t.ended_at) if t.ended_at else ""), (labels["closed_by"], t.closed_by),
-            (labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries)),
-        ]
+        rows = [(labels["started"], self._time(t.started_at) if t.started_at else ""), (labels["ended"], self._ended(t))]
+        table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
+        closer = t.participant(t.closed_by)
+        table.append((labels["closed_by"], self._participant(closer, counter) if closer and t.closed_by
+                      else self._field(t.closed_by or none, "value", counter)))
+        rows = [(labels["messages"], str(len(t.messages))), (labels["failed_deliveries"], str(t.failed_deliveries))]
         if redaction is not None:
             rows.append((labels["redaction"], self._redaction(redaction)))
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
         # Counted last, so that they include the header's own placeholders (and the warnings').
-        warnings = [self._lines(self._field(w, "meta", counter), style="meta") for w in t.warnings]
+        if archive is not None:
+            table += self._archive_rows(archive, counter)
+        warnings = [self._lines(self._field(self._warning(w), "meta", counter), style="meta") for w in t.notes]
         table.append((labels["placeholders"], [Run(str(counter.placeholders), self.styles["value"])]))
         table.append((labels["shortened_count"], [Run(str(counter.shortened), self.styles["value"])]))
+        if counter.placeholders:
+            text = labels["warning_placeholders"].format(count=counter.placeholders)
+            warnings.append(self._lines(self._runs(text, "meta", _Counter()), style="meta"))
         status = labels.get(f"status_{t.status}", t.status)
         lines = [
             *self._lines(self._runs(doc["organisation"], "meta", counter), style="meta"),
@@ -485,6 +606,26 @@ class PdfRenderer:
             lines.extend(self._lines(self._runs(labels["warnings"], "warning", counter)))
             lines.extend(line for block in warnings for line in block)
         return [*lines, Line(4), Line(2, rule=True), Line(2)]
+
+    def _ended(self, t: Transcript) -> str:
+        """The end time, or for a chat that has not ended (interim, abandoned) that it has not, and its last message."""
+        if t.status != "ended":
+            return self.template.labels["not_ended"].format(time=self._time(t.last_message_at))
+        return self._time(t.ended_at) if t.ended_at else ""
+
+    def _warning(self, w: DataWarning) -> str:
+        return self.template.labels.get(f"warning_{w.code}", WARNINGS[w.code]).format(**dict(w.values))
+
+    def _archive_rows(self, a: ArchiveInfo, counter: "_Counter") -> list[tuple[str, list[Run]]]:
+        """The archive block: what this PDF is, who signed it, and how to check that."""
+        labels = self.template.labels
+        version = (labels["supersedes"].format(version=a.version, previous=a.version - 1) if a.version > 1
+                   else str(a.version))
+        rows = [(labels["archived_at"], self._time(a.archived_at)), (labels["version"], version),
+                (labels["source_sha256"], a.source_sha256), (labels["archiver_version"], a.archiver_version),
+                (labels["signer"], a.signer_subject), (labels["signer_fingerprint"], a.signer_fingerprint)]
+        table = [(k, self._field(v, "value", counter)) for k, v in rows]
+        return [*table, (labels["archive"], self._runs(labels["verify"], "value", counter))]
 
     def _redaction(self, note: RedactionNote) -> str:
         """The header line that says whether and how this transcript was redacted."""
@@ -514,13 +655,30 @@ class PdfRenderer:
         shown_type = m.type not in ("", "TEXT")
         kind = [*self._runs(" · ", "body", counter), *self._field(m.type, "body", counter)] if shown_type else []
         header = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
-                  *self._field(m.sender_id or labels["none"], sender, counter),
-                  *self._runs(f" ({role})", "body", counter), *kind]
+                  *self._sender(m, sender, counter), *self._runs(f" ({role})", "body", counter), *kind]
         yield Line(st["body"].size * 0.5)
         lines = wrap(header, self.width, st["body"].leading)
         yield next(lines)
         yield from self._quoted([[run for _, run in line.runs] for line in lines])
         yield from self._quoted(self._blocks(m, counter))
+
+    def _sender(self, m: Message, style: Style, counter: "_Counter") -> list[Run]:
+        """The sender by name (the message's own, else the contact's) and quoted id; the bare id without a name.
+        Made once per sender and rendering (most messages repeat one of two), counted at every use."""
+        name = m.sender_name or counter.names.get(m.sender_id, "")
+        key = (m.sender_id, name, style)
+        if key not in counter.senders:
+            made = _Counter()
+            if not name:
+                runs = self._field(m.sender_id or self.template.labels["none"], style, made)
+            else:
+                runs = self._named(self._field(name, style, made, quoted=True),
+                                   self._field(m.sender_id, style, made, quoted=True), style, made)
+            counter.senders[key] = (runs, made.placeholders, made.shortened)
+        runs, placeholders, shortened = counter.senders[key]
+        counter.placeholders += placeholders
+        counter.shortened += shortened
+        return runs
 
     def _blocks(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
         """What a message says, block by block, made lazily as the layout asks for it."""
@@ -555,7 +713,7 @@ class PdfRenderer:
     def _usable_height(self) -> float:
         return self.page_size[1] - 2 * self.margin - FOOTER_SPACE
 
-    def _draw(self, t: Transcript, pages: list[list[Line]]) -> bytes:
+    def _draw(self, t: Transcript, pages: list[list[Line]], archive: ArchiveInfo | None = None) -> bytes:
         buffer = io.BytesIO()
         doc, labels = self.template.document, self.template.labels
         canvas = Canvas(buffer, pagesize=self.page_size, initialFontName=self.styles["body"].font,
@@ -565,7 +723,7 @@ class PdfRenderer:
         canvas.setTitle(visible(t.room[:limit] + ("…" if len(t.room) > limit else "")))
         canvas.setAuthor(visible(doc["organisation"]))
         canvas.setSubject(visible(doc["title"]))
-        canvas.setCreator("ctlive-archiver")
+        canvas.setCreator(f"ctlive-archiver (reportlab {reportlab.Version})")
         footer_style = self.styles["footer"]
         widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
                                          footer_style.size)
@@ -578,6 +736,7 @@ class PdfRenderer:
             right = self.width - pdfmetrics.stringWidth(page, footer_style.font, footer_style.size)
             self._draw_lines(canvas, [footer, Line(0, [(right, Run(page, footer_style))])], top=self.margin)
             canvas.showPage()
+        make_self_contained(canvas, archive.record if archive else None, self.template.labels["archive"])
         canvas.save()
         return buffer.getvalue()
 
@@ -617,24 +776,42 @@ def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float
     """One link annotation for all the pieces of URL on a page: their union, with a quad for each piece."""
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     quads = [v for x0, y0, x1, y1 in boxes for v in (x0, y1, x1, y1, x0, y0, x1, y0)]
-    canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads))
+    canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads), F=4)  # F=4: printed (PDF/A)
 
 
-def _paginate(lines: list[Line], height: float) -> list[list[Line]]:
-    """Lines in pages of at most HEIGHT; spacing at the top of a page is dropped."""
+def _paginate(lines: list[Line], height: float, continued: Callable[[int], Line] | None = None) -> list[list[Line]]:
+    """Lines in pages of at most HEIGHT; spacing at the top of a page is dropped. A message header
+    never ends a page; a message that goes on over a page break starts the page with CONTINUED(position)."""
     pages: list[list[Line]] = [[]]
     used = 0.0
-    for line in lines:
-        if used + line.height > height and pages[-1]:
+    previous = 0  # the message of the last line placed
+    for i, line in enumerate(lines):
+        need = line.height + (lines[i + 1].height if line.keep and i + 1 < len(lines) else 0.0)
+        if used + need > height and pages[-1]:
             pages.append([])
             used = 0.0
+            if continued and line.message and line.message == previous and not line.keep and line.runs:
+                note = continued(line.message)
+                pages[-1].append(note)
+                used += note.height
         if not pages[-1] and not line.runs and not line.rule and not line.image:
             continue
         pages[-1].append(line)
         used += line.height
+        previous = line.message
     return pages
 
 
+def _event_order(e: Event) -> tuple[int, dt.datetime, int]:
+    return (0, e.at, e.position) if e.at else (1, dt.datetime.min.replace(tzinfo=dt.timezone.utc), e.position)
+
+
+
 class _Counter:
-    placeholders = 0
-    shortened = 0
+    """What one rendering counts (placeholders, shortened fields) and knows (participants' names)."""
+
+    def __init__(self, names: dict[str, str] | None = None) -> None:
+        self.placeholders = 0
+        self.shortened = 0
+        self.names = names or {}  # user id -> display name
+        self.senders: dict[tuple[str, str, Style], tuple[list[Run], int, int]] = {}  # see PdfRenderer._sender

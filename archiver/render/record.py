@@ -14,9 +14,11 @@ from typing import Any, Mapping
 
 from bson import json_util
 
-from archiver.transcript import SURROGATE, InvalidChat, Message, Transcript
+from archiver.transcript import SURROGATE, Event, InvalidChat, Message, Transcript
 
-FORMAT = "ctlive-archive-record/1"
+# /2 (issue 11) adds, keeping every field of /1: participants[].name and display_name, messages[].sender_name,
+# events, last_message_at, warning_codes; and ended_at is null for a chat that has not ended (interim, abandoned).
+FORMAT = "ctlive-archive-record/2"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
 
 
@@ -106,15 +108,24 @@ def _transcript_view(t: Transcript) -> dict[str, Any]:
         "language": t.language,
         "started_at": _iso(t.started_at),
         "ended_at": _iso(t.ended_at),
+        "last_message_at": _iso(t.last_message_at),
         "closed_by": t.closed_by,
         "participants": [
-            {"user_id": p.user_id, "role": p.role, "nickname": p.nickname, "channel": p.channel}
+            {"user_id": p.user_id, "role": p.role, "nickname": p.nickname, "channel": p.channel, "name": p.name,
+             "display_name": p.display_name}
             for p in t.participants
         ],
         "message_count": len(t.messages),
         "messages": [_message_view(m) for m in t.messages],
+        "events": [_event_view(e) for e in t.events],
         "warnings": list(t.warnings),
+        "warning_codes": [{"code": w.code, **dict(w.values)} for w in t.notes],
     }
+
+
+def _event_view(e: Event) -> dict[str, Any]:
+    return {"position": e.position, "event": e.name, "kind": e.kind, "at": _iso(e.at), "origin": e.origin,
+            "details": dict(e.details)}
 
 
 def _message_view(m: Message) -> dict[str, Any]:
@@ -124,6 +135,7 @@ def _message_view(m: Message) -> dict[str, Any]:
         "type": m.type,
         "sent_at": _iso(m.sent_at),
         "sender_id": m.sender_id,
+        "sender_name": m.sender_name,
         "role": m.role,
         "text": m.text,
         "url": m.url,
