@@ -117,11 +117,11 @@ class ArtifactBuilder:
         with timed(timings, "render"):
             status = "ended" if has_ended(chat) else kind
             transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
-            rendered = self.renderer.render(transcript, redaction=note)
+            rendered = self.renderer.render(transcript, redaction=note, signature=self.signer.slot())
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
                                           redaction=note.describe())
         with timed(timings, "sign"):
-            pdf = self.signer.sign_pdf(rendered.data)
+            pdf = self.signer.sign_rendered(rendered.data, rendered.signature)
             record_signature = self.signer.sign_detached(record)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened)

@@ -6,7 +6,10 @@ is the seam where a PKCS#11 token would plug in (pyHanko has a PKCS#11 signer).
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -29,8 +32,10 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pyhanko_certvalidator.util import get_pyca_cryptography_hash, process_pss_params
 
 from archiver import certificates
+from archiver.render.signature_field import Placeholder, SignatureSlot
 
 SIGNATURE_FIELD = "ArchiveSignature"
+REASON = "Archived transcript"
 
 
 class SigningError(ValueError):
@@ -126,7 +131,7 @@ class Signer:
                 field_name=SIGNATURE_FIELD,
                 subfilter=fields.SigSeedSubFilter.PADES,
                 md_algorithm="sha256",
-                reason="Archived transcript",
+                reason=REASON,
             ),
             signer=self._pyhanko,
             timestamper=self._timestamper,
@@ -135,8 +140,34 @@ class Signer:
         cert_bytes = sum(len(c.public_bytes(der)) for c in (identity.certificate, *identity.chain))
         self._reserved = 2 * cert_bytes + (16384 if self._timestamper else 4096)
 
+    def slot(self) -> SignatureSlot:
+        """The signature field a PDF is rendered with, for sign_rendered to fill in."""
+        return SignatureSlot(SIGNATURE_FIELD, REASON, self._reserved, dt.datetime.now(dt.timezone.utc))
+
+    def sign_rendered(self, pdf: bytes, placeholder: Placeholder) -> bytes:
+        """PDF, rendered with a slot(), signed in its original revision: PAdES B-B (B-T with a timestamper)
+        over the whole file, its two byte ranges hashed and the CMS patched into the placeholder."""
+        data = bytearray(pdf)
+        data[placeholder.byte_range:placeholder.byte_range + len(placeholder.ranges(len(data)))] = \
+            placeholder.ranges(len(data))
+        with memoryview(data) as view:
+            digest = hashlib.sha256(view[:placeholder.contents])
+            digest.update(view[placeholder.contents_end:])
+        signed = self._cms(digest.digest()).hex().encode()
+        room = placeholder.contents_end - placeholder.contents - 2
+        if len(signed) > room:  # reserved from the certificates' size: a timestamp token larger than allowed for
+            raise SigningError(f"the signature needs {len(signed) // 2:,} bytes, {room // 2:,} were reserved")
+        data[placeholder.contents + 1:placeholder.contents + 1 + len(signed)] = signed
+        return bytes(data)
+
+    def _cms(self, digest: bytes) -> bytes:
+        """The CMS SignedData (DER) pyHanko's signer makes for a PDF whose byte ranges hash to DIGEST."""
+        build = self._pyhanko.async_sign(digest, "sha256", use_pades=True, timestamper=self._timestamper)
+        return _event_loop().run_until_complete(build).dump()
+
     def sign_pdf(self, pdf: bytes) -> bytes:
-        """A PAdES B-B (B-T with a timestamp authority) signature covering the whole file."""
+        """A PAdES B-B (B-T with a timestamp authority) signature covering the whole file of any PDF,
+        as an incremental update (a PDF we render is signed with slot() and sign_rendered instead)."""
         writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
         out = self._pdf_signer.sign_pdf(writer, bytes_reserved=self._reserved)
         return out.getvalue()
@@ -197,6 +228,17 @@ class _Constant(CMSAttributeProvider):
 
     async def build_attr_value(self, dry_run: bool = False) -> tsp.SigningCertificateV2:
         return self.value
+
+
+_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process for pyHanko's coroutines, rather than a new one per signature (asyncio.run)."""
+    global _LOOP
+    if _LOOP is None or _LOOP[0] != os.getpid():  # a forked child gets its own
+        _LOOP = (os.getpid(), asyncio.new_event_loop())
+    return _LOOP[1]
 
 
 def sha256_hex(data: bytes) -> str:

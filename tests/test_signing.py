@@ -126,3 +126,29 @@ def test_a_flipped_byte_in_either_signed_range_breaks_the_signature(made, tmp_pa
         pdf = tmp_path / "t.pdf"
         pdf.write_bytes(bytes(tampered))
         assert "Signature is Valid." not in _run("pdfsig", str(pdf)).stdout
+
+
+def test_the_pdf_is_signed_in_its_original_revision(made) -> None:
+    # One revision: the signature dictionary is in reportlab's output, no incremental update after it.
+    data = _signed_pdf(_builder(made))
+    assert data.count(b"%%EOF") == 1 and data.count(b"startxref") == 1
+    signature = PdfFileReader(BytesIO(data)).embedded_signatures[0]
+    assert signature.signed_revision == 0
+    start, length, end, rest = signature.byte_range
+    assert start == 0 and end + rest == len(data)
+
+
+def test_a_room_id_that_imitates_the_placeholder_cannot_move_the_signature(made, tmp_path) -> None:
+    require_tool("pdfsig")
+    chat, contact = make_chat(random.Random(5), messages=3)
+    room = "/ByteRange [0 0000000000 0000000000 0000000000] /Contents <00000000> >>"
+    chat["room"] = room
+    contact["id"] = room
+    for message in chat["messages"]:
+        message["data"]["content"]["text"] = room
+    data = _builder(made).plaintext(chat, contact, "ended", 1, now()).pdf
+    pdf = tmp_path / "t.pdf"
+    pdf.write_bytes(data)
+    report = _run("pdfsig", str(pdf)).stdout
+    assert "Signature is Valid." in report and "Total document signed" in report, report
+    assert PdfFileReader(BytesIO(data)).trailer["/Info"]["/Title"] == room

@@ -39,6 +39,7 @@ from reportlab.pdfbase.ttfonts import TTFont, TTFError
 from reportlab.pdfgen.canvas import Canvas
 
 from archiver.redaction import RedactionNote
+from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
 from archiver.transcript import InvalidChat, Message, Participant, Transcript
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -77,6 +78,7 @@ class RenderedPdf:
     data: bytes
     placeholders: int
     shortened: int = 0  # fields cut to Limits, each with a visible note
+    signature: Placeholder | None = None  # where the signer patches in the signature (render's SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -354,19 +356,21 @@ class PdfRenderer:
 
     # -- public ----------------------------------------------------------------------------
 
-    def render(self, transcript: Transcript, redaction: RedactionNote | None = None) -> RenderedPdf:
-        """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes."""
+    def render(self, transcript: Transcript, redaction: RedactionNote | None = None,
+               signature: SignatureSlot | None = None) -> RenderedPdf:
+        """The PDF, with SIGNATURE's field and placeholder for the signer to fill in (signing.Signer.sign_rendered);
+        raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes."""
         counter = _Counter()
         body = self._body(transcript, counter)
         lines = [*self._header(transcript, counter, redaction), *body]
         pages = _paginate(lines, self._usable_height())
         if len(pages) > self.limits.pages:
             raise self._too_many_pages(None)
-        data = self._draw(transcript, pages)
+        data, placeholder = self._draw(transcript, pages, signature)
         if len(data) > self.limits.pdf_bytes:
             raise InvalidChat(f"the PDF transcript is {len(data):,} bytes, over the limit of "
                               f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
-        return RenderedPdf(data, counter.placeholders, counter.shortened)
+        return RenderedPdf(data, counter.placeholders, counter.shortened, placeholder)
 
     def _body(self, t: Transcript, counter: "_Counter") -> list[Line]:
         """The messages' lines; stops as soon as their height alone needs more pages than allowed."""
@@ -544,7 +548,8 @@ class PdfRenderer:
     def _usable_height(self) -> float:
         return self.page_size[1] - 2 * self.margin - FOOTER_SPACE
 
-    def _draw(self, t: Transcript, pages: list[list[Line]]) -> bytes:
+    def _draw(self, t: Transcript, pages: list[list[Line]],
+              signature: SignatureSlot | None = None) -> tuple[bytes, Placeholder | None]:
         buffer = io.BytesIO()
         doc, labels = self.template.document, self.template.labels
         canvas = Canvas(buffer, pagesize=self.page_size, initialFontName=self.styles["body"].font,
@@ -555,6 +560,7 @@ class PdfRenderer:
         canvas.setAuthor(visible(doc["organisation"]))
         canvas.setSubject(visible(doc["title"]))
         canvas.setCreator("ctlive-archiver")
+        field = SignatureField(canvas, signature) if signature else None  # on the first page
         footer_style = self.styles["footer"]
         widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
                                          footer_style.size)
@@ -568,7 +574,8 @@ class PdfRenderer:
             self._draw_lines(canvas, [footer, Line(0, [(right, Run(page, footer_style))])], top=self.margin)
             canvas.showPage()
         canvas.save()
-        return buffer.getvalue()
+        data = buffer.getvalue()
+        return data, field.placeholder(data) if field else None
 
     def _draw_lines(self, canvas: Canvas, lines: list[Line], top: float | None = None) -> None:
         y = self.page_size[1] - self.margin if top is None else top
