@@ -108,8 +108,10 @@ class ArtifactBuilder:
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None) -> Plaintext:
-        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived."""
+                  version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
+                  source_sha256: str = "") -> Plaintext:
+        """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived.
+        SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again."""
         timings = {} if timings is None else timings
         with timed(timings, "redact"):  # first: everything below reads only the redacted copies
             redacted = self.redactor.apply(chat, contact)
@@ -119,7 +121,7 @@ class ArtifactBuilder:
             transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
             rendered = self.renderer.render(transcript, redaction=note, signature=self.signer.slot())
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
-                                          redaction=note.describe())
+                                          redaction=note.describe(), expected_digest=source_sha256)
         with timed(timings, "sign"):
             pdf = self.signer.sign_rendered(rendered.data, rendered.signature)
             record_signature = self.signer.sign_detached(record)
@@ -127,10 +129,10 @@ class ArtifactBuilder:
                          rendered.shortened)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-              version: int, generated_at: dt.datetime) -> Artifacts:
+              version: int, generated_at: dt.datetime, source_sha256: str = "") -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
-        plain = self.plaintext(chat, contact, kind, version, generated_at, timings)
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, source_sha256)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -247,18 +249,19 @@ def worker_builder() -> ArtifactBuilder:
 
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False) -> Artifacts:
+                      version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
+                      source_sha256: str = "") -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
     plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived)."""
-    built = archive_here(chat, contact, kind, version, generated_at)
+    built = archive_here(chat, contact, kind, version, generated_at, source_sha256)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                 version: int, generated_at: dt.datetime) -> Artifacts:
+                 version: int, generated_at: dt.datetime, source_sha256: str = "") -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
-    built = worker_builder().build(chat, contact, kind, version, generated_at)
+    built = worker_builder().build(chat, contact, kind, version, generated_at, source_sha256)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):

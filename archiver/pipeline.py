@@ -376,7 +376,7 @@ class Archiver:
             job = by_room[entry["room"]]
             # Only the entry comes back from the worker, and the plaintext for an on-demand export.
             build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
-                                      now(), keep_plaintext=keep_plaintext)
+                                      now(), keep_plaintext=keep_plaintext, source_sha256=entry["source_sha256"])
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
