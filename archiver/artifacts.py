@@ -35,7 +35,9 @@ from archiver.render.pdf import ArchiveInfo, Limits, PdfRenderer
 from archiver.render.record import build_record
 from archiver.search import entry_terms, load_search_key
 from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
-from archiver.store import ObjectStore, PutFailed, StoreError, UnconfirmedPut, open_store, store_location
+from archiver.store import (ObjectStore, PutFailed, StoredObject, StoreError, UnconfirmedPut, open_store,
+                            store_location)
+from archiver.store.local import LocalStore
 from archiver.transcript import Transcript, has_ended, normalise
 
 # name in the index -> (file name stem, extension of the plaintext)
@@ -127,9 +129,10 @@ class ArtifactBuilder:
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                   version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
-                  retry: Retry | None = None) -> Plaintext:
+                  retry: Retry | None = None, source_sha256: str = "") -> Plaintext:
         """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
-        NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything)."""
+        NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything).
+        SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again."""
         timings = {} if timings is None else timings
         with timed(timings, "redact"):  # first: everything below reads only the redacted copies
             redacted = self.redactor.apply(chat, contact)
@@ -147,11 +150,13 @@ class ArtifactBuilder:
             # The record first: the PDF carries it (attached, under the same signature) and states its digest.
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
                                           redaction=note.describe(),
-                                          attachments=[a.describe() for a in fetched] if fetched else None)
+                                          attachments=[a.describe() for a in fetched] if fetched else None,
+                                          expected_digest=source_sha256)
             rendered = self.renderer.render(transcript, redaction=note, attachments=fetched,
-                                            archive=self.archive_info(version, generated_at, digest, record))
+                                            archive=self.archive_info(version, generated_at, digest, record),
+                                            signature=self.signer.slot())
         with timed(timings, "sign"):
-            pdf = self.signer.sign_pdf(rendered.data)
+            pdf = self.signer.sign_rendered(rendered.data, rendered.signature)
             record_signature = self.signer.sign_detached(record)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
@@ -163,10 +168,11 @@ class ArtifactBuilder:
                            self.signer.identity.fingerprint, record)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-              version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
+              version: int, generated_at: dt.datetime, retry: Retry | None = None,
+              source_sha256: str = "") -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
-        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry)
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry, source_sha256)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -327,33 +333,46 @@ def worker_builder() -> ArtifactBuilder:
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                       version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
-                      retry: Retry | None = None) -> Artifacts:
+                      retry: Retry | None = None, source_sha256: str = "") -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
     plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived).
-    RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better)."""
-    built = archive_here(chat, contact, kind, version, generated_at, *([retry] if retry else []))
+    RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better).
+    SOURCE_SHA256: the source digest the pass computed (checked against the record's)."""
+    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
-                 version: int, generated_at: dt.datetime, retry: Retry | None = None) -> Artifacts:
+                 version: int, generated_at: dt.datetime, retry: Retry | None = None,
+                 source_sha256: str = "") -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
-    built = worker_builder().build(chat, contact, kind, version, generated_at, retry)
+    built = worker_builder().build(chat, contact, kind, version, generated_at, retry, source_sha256)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):
-        puts = [_PUTS.submit(store.put, blob.key, blob.data, blob.sha256, retain_until) for blob in built.blobs]
-        cf.wait(puts)  # all of them ended, stored or not, before a failure is reported
-    errors = [(blob, put.exception()) for blob, put in zip(built.blobs, puts) if put.exception()]
+        stored = _put_all(store, built.blobs, retain_until)
+    for blob, result in zip(built.blobs, stored):
+        built.entry["objects"][blob.name]["version_id"] = result.version_id
+    built.entry["store"] = store_location(store)  # retrieval finds the objects after a configuration change
+    return built
+
+
+def _put_all(store: ObjectStore, blobs: list[Blob], retain_until: dt.datetime | None) -> list[StoredObject]:
+    """BLOBS stored, or PutFailed naming what did reach the store (to be set aside)."""
+    if isinstance(store, LocalStore):  # one sync for all of a chat's objects rather than three each
+        try:
+            return store.put_many([(blob.key, blob.data, blob.sha256) for blob in blobs], retain_until)
+        except StoreError as exc:  # all or none: nothing of this attempt is left in the store
+            raise PutFailed(str(exc), []) from None
+    puts = [_PUTS.submit(store.put, blob.key, blob.data, blob.sha256, retain_until) for blob in blobs]
+    cf.wait(puts)  # all of them ended, stored or not, before a failure is reported
+    errors = [(blob, put.exception()) for blob, put in zip(blobs, puts) if put.exception()]
     if errors:
         blob, exc = errors[0]
         message = str(exc) if isinstance(exc, StoreError) else f"put {blob.key}: {type(exc).__name__}: {exc}"
         # An unconfirmed put may have stored its object: set it aside with the others.
-        reached = [b.key for b, put in zip(built.blobs, puts) if not put.exception()
+        reached = [b.key for b, put in zip(blobs, puts) if not put.exception()
                    or isinstance(put.exception(), UnconfirmedPut)]
         raise PutFailed(message, reached)
-    for blob, put in zip(built.blobs, puts):
-        built.entry["objects"][blob.name]["version_id"] = put.result().version_id
-    built.entry["store"] = store_location(store)  # retrieval finds the objects after a configuration change
-    return built
+    return [put.result() for put in puts]

@@ -33,6 +33,7 @@ class Service:
         self.config = config
         self.stop = stop
         self.archiver = Archiver(config, stop)
+        self.archiver.keep_workers = True  # one pool of worker processes for every pass
         self.metrics = Metrics()
         self.last_activity = time.time()  # a finished chat or pass; start-up until then
         self.last_error = ""
@@ -50,6 +51,7 @@ class Service:
             Expiry.of("signing", identity.certificate), *(Expiry.of("recipient", cert) for cert in recipients)]
         if previous and previous != self.certificates:  # renewed: the in-process builder must use them too
             init_worker(self.config)
+            self.archiver.close()  # and new worker processes, which load them
         self.metrics.record_certificates(self.certificates)
 
     def archive_pass(self) -> None:
@@ -169,5 +171,6 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
         pass
     event("serve_stopping")
     scheduler.shutdown(wait=True)  # the running pass sees `stop` and finishes the chats in hand
+    service.archiver.close()
     event("serve_stopped")
     return 0

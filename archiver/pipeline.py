@@ -111,6 +111,9 @@ class Archiver:
         artifacts.init_worker(config)  # fails fast on bad keys, before any claim
         self.workers = config["archive.workers"] or os.cpu_count() or 1
         self._attachment_retries: dict[str, attachment_retries.Retry] = {}  # planned, not yet submitted
+        # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).
+        self.keep_workers = False
+        self._kept: cf.ProcessPoolExecutor | None = None
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -248,7 +251,8 @@ class Archiver:
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         lease = self.config["archive.lease_seconds"]
         renewed = indexed = time.monotonic()
-        pool = self._executor()
+        pool = self._pass_pool()
+        idle = False  # every build of the pass ended: the pool may serve the next pass
         try:
             while True:
                 if time.monotonic() - renewed > lease / 3:  # chats queued behind slow ones keep their claims
@@ -279,7 +283,29 @@ class Archiver:
                     if progress:
                         progress(report)
             self._finish(ended, report)  # builds that ended before their chats' leases were lost
+            idle = True
         finally:
+            self._end_pass_pool(pool, idle)
+
+    def _pass_pool(self) -> cf.ProcessPoolExecutor:
+        """The worker processes for a pass: those kept from the last one, unless broken, or new ones."""
+        pool, self._kept = self._kept, None
+        if pool is not None and not _broken(pool):
+            return pool
+        if pool is not None:  # a worker died between passes
+            pool.shutdown(wait=True, cancel_futures=True)
+        return self._executor()
+
+    def _end_pass_pool(self, pool: cf.ProcessPoolExecutor, idle: bool) -> None:
+        if self.keep_workers and idle and not self.stop.is_set() and not _broken(pool):
+            self._kept = pool
+        else:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the worker processes kept for the next pass (serve: on stop, or when the keys change)."""
+        pool, self._kept = self._kept, None
+        if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _renew(self, in_flight: list[_Prepared], lease: int, report: PassReport) -> list[_Prepared]:
@@ -388,7 +414,8 @@ class Archiver:
             retry = self._attachment_retries.pop(job.room, None)
             # Only the entry comes back from the worker, and the plaintext for an on-demand export.
             build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
-                                      now(), keep_plaintext=keep_plaintext, **({"retry": retry} if retry else {}))
+                                      now(), keep_plaintext=keep_plaintext, retry=retry,
+                                      source_sha256=retry.documents_sha256 if retry else entry["source_sha256"])
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
@@ -594,6 +621,11 @@ def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:
         future: cf.Future = cf.Future()
         future.set_exception(exc)
         return future
+
+
+def _broken(pool: cf.Executor) -> bool:
+    """Whether a worker process of POOL died (the pool then fails every build it is given)."""
+    return bool(getattr(pool, "_broken", False))
 
 
 def _kill_workers(pool: cf.Executor) -> None:

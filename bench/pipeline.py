@@ -10,6 +10,11 @@ scans the whole collection: it measures mongomock more than the archiver).
 
     python bench/pipeline.py                       # 2,000 chats, 5-300 messages
     python bench/pipeline.py --chats 2000 --messages 30 --repeat 3
+    python bench/pipeline.py --signing-key rsa3072   # an RSA-3072 signing identity instead of ECDSA P-256
+
+Each run also prints the CPU time per chat of each process: the main process, the
+worker processes, and the MongoDB stand-in (nx-27017) apart, whose cost a real
+MongoDB on another machine would not add to ours.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from archiver.source import ChatSource
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nxserver import start_nx  # noqa: E402
 
+TICKS = os.sysconf("SC_CLK_TCK")
 STAGES = ("discover", "claim", "read", "redact", "render", "sign", "encrypt", "put", "index")
 
 
@@ -79,16 +85,81 @@ def _config(keys: dict[str, Path], storage_url: str, workers: int, mongodb_uri: 
     })
 
 
-def bare_rate(config: config_module.Config, chats: list[tuple[dict, dict]], workers: int) -> float:
-    """Chats/s for render+sign+encrypt only, on the same worker processes setup."""
+def rsa_signing_identity(folder: Path) -> dict[str, Path]:
+    """An RSA-3072 signing key and self-signed certificate (what many corporate CAs issue), as PEM files."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(65537, 3072)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Transcript signing (bench, RSA-3072)")])
+    moment = dt.datetime.now(dt.timezone.utc)
+    usage = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                           "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"), False)
+    usage.update(digital_signature=True, content_commitment=True)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(moment - dt.timedelta(minutes=5))
+            .not_valid_after(moment + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(**usage), critical=True).sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"signing.crt.pem": folder / "signing.crt.pem", "signing.key.pem": folder / "signing.key.pem"}
+    paths["signing.crt.pem"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["signing.key.pem"].write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+def process_cpu(pid: int | None, own: bool = True) -> float:
+    """CPU seconds of process PID (unless not OWN) and of the children it has reaped (from /proc); 0 if
+    there is none."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5)
+    return sum(int(v) for v in fields[11 if own else 13:15]) / TICKS
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def forkserver_pid() -> int | None:
+    """The fork server the archiver's worker processes come from (it reaps them: their CPU is its children's)."""
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)
+
+
+def bare_rate(config: config_module.Config, chats: list[tuple[dict, dict]], workers: int) -> tuple[float, float]:
+    """Chats/s for render+sign+encrypt only, on the same worker processes setup, and the workers' CPU ms per chat."""
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=artifacts.init_worker,
                                 initargs=(config,)) as pool:
         list(pool.map(_warm, range(workers)))
+        cpu = _workers_cpu(pool)
         started = time.perf_counter()
         for _ in pool.map(_build, chats, chunksize=8):
             pass
-        return len(chats) / (time.perf_counter() - started)
+        rate = len(chats) / (time.perf_counter() - started)
+        cpu = _workers_cpu(pool) - cpu
+    return rate, 1000 * cpu / len(chats)
+
+
+def _workers_cpu(pool: cf.ProcessPoolExecutor) -> float:
+    return sum(process_cpu(pid) for pid in list(pool._processes))
 
 
 def _warm(_: int) -> None:
@@ -100,14 +171,20 @@ def _build(chat_contact: tuple[dict, dict]) -> int:
     return len(artifacts.worker_builder().build(chat, contact, "ended", 1, now()).blobs)
 
 
-def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]]) -> dict:
+def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]], database_pid: int | None = None) -> dict:
     _seed(config, chats)
     archiver = Archiver(config)
+    # The workers' CPU (their start included) is what the fork server reaped: its own is its start-up, once
+    # per archiver process.
+    before = own_cpu(), process_cpu(forkserver_pid(), own=False), process_cpu(database_pid), children_cpu()
     report = archiver.run_pass()
+    after = own_cpu(), process_cpu(forkserver_pid(), own=False), process_cpu(database_pid), children_cpu()
     assert report.archived == len(chats), f"only {report.archived} of {len(chats)} archived: {report.failed}"
     messages = sum(len(c["messages"]) for c, _ in chats)
+    main, workers, database, _ = (1000 * (a - b) / len(chats) for a, b in zip(after, before))
     return {"chats_per_s": len(chats) / report.seconds, "messages_per_s": messages / report.seconds,
-            "seconds": report.seconds, "stages": report.stages}
+            "seconds": report.seconds, "stages": report.stages,
+            "cpu_ms": {"main": main, "workers": workers, "database": database}}
 
 
 def redaction_cost(chats: list[tuple[dict, dict]]) -> None:
@@ -170,12 +247,15 @@ def _moto() -> tuple[str, object]:
 
 
 def _print_run(label: str, result: dict, bare: float) -> None:
+    cpu = result["cpu_ms"]
     stages = result["stages"]
     total = sum(stages.get(s, 0.0) for s in STAGES)
     split = ", ".join(f"{s} {stages.get(s, 0.0):.2f}s ({100 * stages.get(s, 0.0) / total:.0f}%)" for s in STAGES)
     print(f"  {label:5s}: {result['chats_per_s']:7.1f} chats/s, {result['messages_per_s']:9.0f} messages/s, "
           f"pass {result['seconds']:.1f} s, ratio to bare {result['chats_per_s'] / bare:.2f}")
     print(f"         stage time (summed over processes): {split}")
+    print(f"         {label} CPU per chat: main {cpu['main']:.2f} ms, workers {cpu['workers']:.2f} ms, "
+          f"archiver {cpu['main'] + cpu['workers']:.2f} ms, database {cpu['database']:.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,16 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mongodb-uri", default="", help="a MongoDB server to use")
     parser.add_argument("--db", choices=["nx", "mongomock"], default="nx",
                         help="without --mongodb-uri: nx-27017 in its own process, or mongomock in this one")
+    parser.add_argument("--signing-key", choices=["ecdsa", "rsa3072"], default="ecdsa",
+                        help="the signing identity: the development ECDSA P-256 one, or an RSA-3072 one")
     args = parser.parse_args(argv)
     configure("WARNING", "text")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
 
     work = Path(tempfile.mkdtemp(prefix="archiver-bench-"))
     keys = create_development_keys(work / "keys")
+    if args.signing_key == "rsa3072":
+        keys.update(rsa_signing_identity(work / "rsa"))
     chats = generate(args.chats, args.messages or None)
     shape = f"{args.messages} messages" if args.messages else "5-300 messages"
     print(f"{args.chats} chats ({shape}, {sum(len(c['messages']) for c, _ in chats):,} messages), "
-          f"{args.workers} worker processes, {os.cpu_count()} cores")
+          f"{args.workers} worker processes, {os.cpu_count()} cores, signing key {args.signing_key}")
     endpoint, server = (None, None) if args.no_s3 else _moto()
     nx = None
     if not args.mongodb_uri and args.db == "nx":
@@ -206,18 +290,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MongoDB: {args.mongodb_uri or 'mongomock, in this process'}")
     redaction_cost(chats)
     rates: dict[str, list[float]] = {"bare": [], "local": [], "s3": []}
+    cpus: dict[str, list[float]] = {"bare workers": [], "main": [], "workers": [], "archiver": [], "database": []}
     for run in range(1, args.repeat + 1):
         base = _config(keys, f"file://{work / f'store-{run}'}", args.workers, args.mongodb_uri)
-        bare = bare_rate(base, chats, args.workers)
+        bare, bare_cpu = bare_rate(base, chats, args.workers)
         rates["bare"].append(bare)
-        print(f"run {run}: bare render+sign+encrypt {bare:.1f} chats/s")
-        local = end_to_end(base, chats)
+        cpus["bare workers"].append(bare_cpu)
+        print(f"run {run}: bare render+sign+encrypt {bare:.1f} chats/s, workers' CPU {bare_cpu:.2f} ms per chat")
+        local = end_to_end(base, chats, nx.pid if nx else None)
         rates["local"].append(local["chats_per_s"])
+        for name, ms in local["cpu_ms"].items():
+            cpus[name].append(ms)
+        cpus["archiver"].append(local["cpu_ms"]["main"] + local["cpu_ms"]["workers"])
         _print_run("local", local, bare)
         if endpoint:
             s3_config = _config(keys, f"s3://bench/run-{run}", args.workers, args.mongodb_uri,
                                 **{"storage.endpoint_url": endpoint})
-            s3 = end_to_end(s3_config, chats)
+            s3 = end_to_end(s3_config, chats, nx.pid if nx else None)
             rates["s3"].append(s3["chats_per_s"])
             _print_run("s3", s3, bare)
     own, worker = peak_memory_mb()
@@ -229,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
             if values:
                 print(f"{name:5s}: median {statistics.median(values):.1f} chats/s, "
                       f"spread {min(values):.1f}-{max(values):.1f}")
+        for name, values in cpus.items():
+            print(f"CPU per chat, {name}: median {statistics.median(values):.2f} ms, "
+                  f"spread {min(values):.2f}-{max(values):.2f} ({'bare' if name == 'bare workers' else 'local'})")
         ratios = [l / b for l, b in zip(rates["local"], rates["bare"])]
         print(f"ratio local/bare: median {statistics.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f}")
     if server:

@@ -135,8 +135,24 @@ REAL_ARCHIVE = artifacts.archive_in_worker
 
 
 def build_as_other_room(chat, *args, **kwargs):
-    """In the worker process: a build whose transcript is another room's (a renderer bug, say)."""
+    """In the worker process: a build whose transcript is another room's (a renderer bug, say, which
+    leaves the source as it is: so the source digest the pass handed over is not checked here)."""
+    return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **{**kwargs, "source_sha256": ""})
+
+
+def build_from_another_source(chat, *args, **kwargs):
+    """In the worker process: a build of other source documents than the pass hashed for the index."""
     return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **kwargs)
+
+
+def test_a_build_whose_source_differs_from_what_the_pass_hashed_is_not_archived(make_config, monkeypatch) -> None:
+    config = make_config()
+    chat, contact = make_chat(random.Random(38), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_from_another_source)
+    report = Archiver(config).run_pass()
+    assert report.archived == 0 and "the archive pass computed" in report.failed[chat["room"]]
+    assert [e["status"] for e in entries(config)] != ["archived"]
 
 
 def test_a_build_for_another_room_is_quarantined_and_its_objects_set_aside(make_config, monkeypatch) -> None:

@@ -286,20 +286,30 @@ def test_storage_failure_is_recorded_and_the_next_pass_archives(make_config, key
         assert open_object(config, keys, entry["objects"]["pdf"]).startswith(b"%PDF-")
 
 
+class _PutByPut:
+    """A store used object by object, as a remote one is (not the local store's all-or-none put_many),
+    whose put of the record fails with ERROR."""
+
+    def __init__(self, store: Any, error: Exception) -> None:
+        self._store, self._error = store, error
+
+    def put(self, key, data, sha256, retain_until):
+        if key.endswith(".json.p7m"):
+            raise self._error
+        return self._store.put(key, data, sha256, retain_until)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 def build_failing_record_puts(error: Exception, *args: Any, **kwargs: Any) -> artifacts.Artifacts:
     """In a worker process: a build whose record put fails with ERROR while the others are stored."""
     store = artifacts._WORKER_STORE
-    put = store.put
-
-    def put_unless_record(key, data, sha256, retain_until):
-        if key.endswith(".json.p7m"):
-            raise error
-        return put(key, data, sha256, retain_until)
-    store.put = put_unless_record
+    artifacts._WORKER_STORE = _PutByPut(store, error)
     try:
         return REAL_ARCHIVE(*args, **kwargs)
     finally:
-        del store.put
+        artifacts._WORKER_STORE = store
 
 
 @pytest.mark.parametrize("error", [StoreError("connection reset"), OSError(28, "No space left on device")])

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import random
 from decimal import Decimal
 
-from bson import Binary, Decimal128, ObjectId, json_util
+import pytest
+from bson import Binary, Code, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 
 from archiver.render.record import EXTJSON_OPTIONS, build_record, source_digest
-from archiver.samples import SEED_CHAT
+from archiver.samples import SEED_CHAT, make_chat
 from archiver.transcript import normalise
 
 WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -55,3 +58,51 @@ def test_digest_changes_with_content() -> None:
     other = json_util.loads(json_util.dumps(SEED_CHAT))
     other["messages"][0]["data"]["content"]["text"] = "prova2"
     assert source_digest(SEED_CHAT, None) != source_digest(other, None)
+
+
+def _record_as_before(transcript, chat, contact, **options) -> bytes:
+    """The record as it was written until issue 12: Extended JSON dumped, loaded and dumped again."""
+    def plain(document):
+        return None if document is None else json.loads(json_util.dumps(document, json_options=EXTJSON_OPTIONS))
+
+    source = {"chat": plain(chat), "contact": plain(contact)}
+    compact = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
+    digest = hashlib.sha256(json.dumps(source, **compact).encode()).hexdigest()
+    record = json.loads(build_record(transcript, chat, contact, **options)[0])
+    record["source_sha256"] = digest
+    record["source"] = source
+    return json.dumps(record, **compact).encode()
+
+
+def _odd_chat(seed: int) -> tuple[dict, dict]:
+    chat, contact = make_chat(random.Random(seed), messages=12)
+    chat["odd"] = {
+        "int64": Int64(-2**63), "int32": -5, "big": 2**62, "double": -0.0, "nan": float("nan"),
+        "inf": float("-inf"), "tiny": 5e-324, "decimal": Decimal128("-1.10E+6144"), "oid": ObjectId(),
+        "bytes": b"\x00\xff", "uuid": Binary(b"\x01" * 16, 4), "user": Binary(b"x", 0x80),
+        "date": dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.timezone.utc),
+        "far": DatetimeMS(253402300800000), "regex": Regex("^a.*b$", "imx"), "ts": Timestamp(1, 2),
+        "min": MinKey(), "max": MaxKey(), "code": Code("f()", {"x": 1}), "none": None, "bools": [True, False],
+        "text": "\u202e\u0000\"\\\n\u2028\U0001f600 é 中", "$key.with.dots": {"": [[], {}]},
+    }
+    contact["nested"] = [[[{"a": Int64(1)}]], 1.5, "\t"]
+    return chat, contact
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_record_is_byte_for_byte_what_the_round_trip_wrote(seed: int) -> None:
+    chat, contact = _odd_chat(seed) if seed % 2 else make_chat(random.Random(seed), messages=30)
+    options = {"version": 3, "generated_at": WHEN, "redaction": {"enabled": True, "version": "x"}}
+    transcript = normalise(chat, contact)
+    data, digest = build_record(transcript, chat, contact, **options)
+    assert data == _record_as_before(transcript, chat, contact, **options)
+    assert digest == source_digest(chat, contact) == json.loads(data)["source_sha256"]
+    assert _record_as_before(transcript, chat, None, **options) == build_record(transcript, chat, None, **options)[0]
+
+
+def test_a_record_whose_source_hashes_otherwise_than_the_pass_computed_is_refused() -> None:
+    chat, contact = make_chat(random.Random(1), messages=3)
+    digest = source_digest(chat, contact)
+    build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN, expected_digest=digest)
+    with pytest.raises(ValueError, match="the archive pass computed"):
+        build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN, expected_digest="0" * 64)

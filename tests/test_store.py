@@ -160,3 +160,66 @@ def test_local_store_keys_skip_orphan_temporary_files(tmp_path: Path) -> None:
     store.put("room/v1/a.p7m", b"abc", _sha(b"abc"), RETAIN)
     (tmp_path / "s/room/v1/.tmp-crashed").write_bytes(b"half")
     assert store.keys() == ["room/v1/a.p7m"] and store.keys("room/v1/") == ["room/v1/a.p7m"]
+
+
+# -- issue 12: a chat's objects are synced together ------------------------------------------------
+
+def _chat_objects(*names: str) -> list[tuple[str, bytes, str]]:
+    return [(f"room/v1/{name}.p7m", name.encode() * 100, _sha(name.encode() * 100)) for name in names]
+
+
+def test_local_put_many_syncs_the_data_once_before_linking_and_the_folder_once(tmp_path: Path, monkeypatch) -> None:
+    from archiver import files
+
+    store, calls = LocalStore(tmp_path / "s"), []
+    real_fsync = os.fsync
+
+    def syncfs(fd: int) -> int:
+        calls.append(("syncfs", store.keys()))  # nothing is linked before the data is durable
+        return 0
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(files, "_SYNCFS", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    stored = store.put_many(_chat_objects("pdf", "record", "sig"), RETAIN)
+    assert [s.key for s in stored] == store.keys() == ["room/v1/pdf.p7m", "room/v1/record.p7m", "room/v1/sig.p7m"]
+    assert calls == [("syncfs", []), ("fsync", str(tmp_path / "s/room/v1"))]
+    for key, data, _ in _chat_objects("pdf", "record", "sig"):
+        assert store.get(key) == data and (tmp_path / "s" / (key + ".meta.json")).exists()
+
+
+def test_local_put_many_without_syncfs_syncs_each_file(tmp_path: Path, monkeypatch) -> None:
+    from archiver import files
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(files, "_SYNCFS", None)
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    LocalStore(tmp_path / "s").put_many(_chat_objects("pdf", "record"), RETAIN)
+    assert len(synced) == 4 + 1, "two objects and their metadata, then the folder"
+
+
+def test_local_put_many_is_all_or_none(tmp_path: Path, monkeypatch) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.put("room/v1/record.p7m", b"there", _sha(b"there"), RETAIN)
+    with pytest.raises(ObjectExists, match="^room/v1/record.p7m: already in the store"):
+        store.put_many(_chat_objects("pdf", "record", "sig"), RETAIN)
+    assert store.keys() == ["room/v1/record.p7m"] and store.get("room/v1/record.p7m") == b"there"
+    real_write, written = os.write, [0]
+
+    def write(fd: int, data) -> int:  # the disk fills up in the third file (the second object)
+        if written[0] > 400:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written[0] += len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.put_many(_chat_objects("a", "b", "c"), RETAIN)
+    monkeypatch.undo()
+    assert _files(tmp_path / "s") == ["room/v1/record.p7m", "room/v1/record.p7m.meta.json"]
+    with pytest.raises(StoreError, match="does not match"):
+        store.put_many([("room/v1/x.p7m", b"x", _sha(b"y"))], RETAIN)

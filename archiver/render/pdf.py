@@ -46,6 +46,7 @@ from archiver.render.attachments import attachment_lines
 from archiver.render.evidence import make_self_contained
 from archiver.render.scripts import base_level, has_rtl, shape, visual
 from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
+from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 rl_config.useA85 = 0  # streams stay binary (compressed): smaller and faster than ASCII85
@@ -114,6 +115,7 @@ class RenderedPdf:
     data: bytes
     placeholders: int
     shortened: int = 0  # fields cut to Limits, each with a visible note
+    signature: Placeholder | None = None  # where the signer patches in the signature (render's SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -430,21 +432,23 @@ class PdfRenderer:
     # -- public ----------------------------------------------------------------------------
 
     def render(self, transcript: Transcript, redaction: RedactionNote | None = None,
-               attachments: Iterable[Attachment] = (), archive: ArchiveInfo | None = None) -> RenderedPdf:
+               attachments: Iterable[Attachment] = (), archive: ArchiveInfo | None = None,
+               signature: SignatureSlot | None = None) -> RenderedPdf:
         """The PDF; raises InvalidChat when it would pass Limits.pages or Limits.pdf_bytes.
         ATTACHMENTS are shown under their messages (see archiver.render.attachments); ARCHIVE adds the
-        archive block and attaches its record (see evidence.py)."""
+        archive block and attaches its record (see evidence.py); SIGNATURE's field and placeholder are
+        left for the signer to fill in (signing.Signer.sign_rendered)."""
         counter = _Counter({p.user_id: p.display_name for p in transcript.participants if p.display_name})
         body = self._body(transcript, counter, {a.position: a for a in attachments})
         lines = [*self._header(transcript, counter, redaction, archive), *body]
         pages = _paginate(lines, self._usable_height(), self._continued)
         if len(pages) > self.limits.pages:
             raise self._too_many_pages(None)
-        data = self._draw(transcript, pages, archive)
+        data, placeholder = self._draw(transcript, pages, archive, signature)
         if len(data) > self.limits.pdf_bytes:
             raise InvalidChat(f"the PDF transcript is {len(data):,} bytes, over the limit of "
                               f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
-        return RenderedPdf(data, counter.placeholders, counter.shortened)
+        return RenderedPdf(data, counter.placeholders, counter.shortened, placeholder)
 
     def _body(self, t: Transcript, counter: "_Counter", attached: dict[int, Attachment] | None = None) -> list[Line]:
         """The messages' lines; stops as soon as their height alone needs more pages than allowed."""
@@ -713,7 +717,8 @@ class PdfRenderer:
     def _usable_height(self) -> float:
         return self.page_size[1] - 2 * self.margin - FOOTER_SPACE
 
-    def _draw(self, t: Transcript, pages: list[list[Line]], archive: ArchiveInfo | None = None) -> bytes:
+    def _draw(self, t: Transcript, pages: list[list[Line]], archive: ArchiveInfo | None = None,
+              signature: SignatureSlot | None = None) -> tuple[bytes, Placeholder | None]:
         buffer = io.BytesIO()
         doc, labels = self.template.document, self.template.labels
         canvas = Canvas(buffer, pagesize=self.page_size, initialFontName=self.styles["body"].font,
@@ -724,6 +729,7 @@ class PdfRenderer:
         canvas.setAuthor(visible(doc["organisation"]))
         canvas.setSubject(visible(doc["title"]))
         canvas.setCreator(f"ctlive-archiver (reportlab {reportlab.Version})")
+        field = SignatureField(canvas, signature) if signature else None  # on the first page
         footer_style = self.styles["footer"]
         widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
                                          footer_style.size)
@@ -738,7 +744,8 @@ class PdfRenderer:
             canvas.showPage()
         make_self_contained(canvas, archive.record if archive else None, self.template.labels["archive"])
         canvas.save()
-        return buffer.getvalue()
+        data = buffer.getvalue()
+        return data, field.placeholder(data) if field else None
 
     def _draw_lines(self, canvas: Canvas, lines: list[Line], top: float | None = None) -> None:
         y = self.page_size[1] - self.margin if top is None else top

@@ -22,13 +22,6 @@ FORMAT = "ctlive-archive-record/2"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
 
 
-def extended_json(document: Mapping[str, Any] | None) -> Any:
-    """DOCUMENT as plain JSON values in canonical Extended JSON, field order kept."""
-    if document is None:
-        return None
-    return json.loads(json_util.dumps(document, json_options=EXTJSON_OPTIONS))
-
-
 def _first_invalid_text(value: Any, path: str) -> str | None:
     """The path of the first string (or key) holding a lone surrogate, if any."""
     if isinstance(value, str):
@@ -46,11 +39,18 @@ def _first_invalid_text(value: Any, path: str) -> str | None:
 
 def source_digest(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> str:
     """SHA-256 of the source documents; equal digests mean nothing changed in the source."""
-    return hashlib.sha256(_dump(_source(chat, contact))).hexdigest()
+    return hashlib.sha256(_source(chat, contact)).hexdigest()
 
 
-def _source(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {"chat": extended_json(chat), "contact": extended_json(contact)}
+def _source(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> bytes:
+    """The record's `source` as bytes: written once, straight from the documents (the same bytes as
+    _dump of their extended_json, without the dumps, loads, dumps round trip)."""
+    documents = {"chat": chat, "contact": contact}
+    try:
+        text = json_util.dumps(documents, json_options=EXTJSON_OPTIONS, **_COMPACT)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # invalid UTF-8 in the source, decoded as lone surrogates
+        raise _invalid_text(documents) from None
 
 
 def build_record(
@@ -62,14 +62,19 @@ def build_record(
     generated_at: dt.datetime,
     redaction: Mapping[str, Any] | None = None,
     attachments: list[dict[str, Any]] | None = None,
+    expected_digest: str = "",
 ) -> tuple[bytes, str]:
     """The record as UTF-8 bytes (compact, fixed key order), and the source digest.
 
     REDACTION (archiver.redaction.RedactionNote.describe) says what was masked in CHAT and CONTACT;
     ATTACHMENTS (archiver.attachments.Attachment.describe) what became of each message's file.
+    EXPECTED_DIGEST is the source digest the caller computed already (the archive pass, for the index):
+    a record whose source hashes otherwise is refused rather than stored under a digest it does not have.
     """
     source = _source(chat, contact)
-    digest = hashlib.sha256(_dump(source)).hexdigest()
+    digest = hashlib.sha256(source).hexdigest()
+    if expected_digest and digest != expected_digest:
+        raise ValueError(f"the source digest is {digest}, the archive pass computed {expected_digest}")
     record = {
         "format": FORMAT,
         "room": transcript.room,
@@ -80,18 +85,25 @@ def build_record(
         **({"redaction": dict(redaction)} if redaction is not None else {}),
         "transcript": _transcript_view(transcript),
         **({"attachments": attachments} if attachments else {}),
-        "source": source,
     }
-    return _dump(record), digest
+    # "source" is the last key: its bytes, written once above, close the record.
+    return _dump(record)[:-1] + b',"source":' + source + b"}", digest
+
+
+_COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
 
 
 def _dump(value: Any) -> bytes:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(value, **_COMPACT)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # invalid UTF-8 in the source, decoded as lone surrogates
-        where = _first_invalid_text(value, "")
-        raise InvalidChat(f"{where}: invalid UTF-8 (unpaired surrogate); cannot be archived as text") from None
+        raise _invalid_text(value) from None
+
+
+def _invalid_text(value: Any) -> InvalidChat:
+    where = _first_invalid_text(value, "")
+    return InvalidChat(f"{where}: invalid UTF-8 (unpaired surrogate); cannot be archived as text")
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -45,14 +45,35 @@ class LocalStore:
     def _put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
         """The object, then its metadata, each linked into place complete: a failure removes both, so
         metadata never exists without its object (and the store never replaces anything)."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"sha256": sha256, "size": len(data), "retain_until": retain_until.isoformat() if retain_until else None}
+        return self._publish([(key, data, sha256)], retain_until)[0]
+
+    def put_many(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None) -> list[StoredObject]:
+        """Each (KEY, DATA, SHA256) as put() stores it, all in one go: their data synced together and each
+        folder once (a chat's objects share one), rather than three syncs per object. All or none: a
+        failure removes whatever was linked (a crash half-way leaves complete objects, as put() does)."""
+        for key, data, sha256 in objects:
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise StoreError(f"{key}: SHA-256 of the data does not match the expected {sha256}")
         try:
-            publish([(path, data), (path.with_name(path.name + _META), json.dumps(meta).encode())], 0o444)
+            return self._publish(objects, retain_until)
+        except OSError as exc:
+            raise StoreError(f"put {self.url}/{objects[0][0]}: {exc.strerror or exc}") from None
+
+    def _publish(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None) -> list[StoredObject]:
+        files, paths = [], {}
+        for key, data, sha256 in objects:
+            path = self._path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            meta = {"sha256": sha256, "size": len(data),
+                    "retain_until": retain_until.isoformat() if retain_until else None}
+            files += [(path, data), (path.with_name(path.name + _META), json.dumps(meta).encode())]
+            paths[key] = path
+        try:
+            publish(files, 0o444)
         except FileExistsError:
+            key = next((k for k, path in paths.items() if path.exists()), objects[0][0])
             raise ObjectExists(f"{key}: already in the store; refusing to overwrite") from None
-        return StoredObject(key=key, version_id="", size=len(data))
+        return [StoredObject(key=key, version_id="", size=len(data)) for key, data, _ in objects]
 
     def get(self, key: str, version_id: str = "") -> bytes:
         try:
