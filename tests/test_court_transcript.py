@@ -227,6 +227,7 @@ def test_pdfa_3b_rules_hold(signed) -> None:
         assert meta["pdfaid:part"] == "3" and meta["pdfaid:conformance"] == "B"
         info = pdf.docinfo
         assert meta["dc:title"] == str(info.Title) and meta["pdf:Producer"] == str(info.Producer)
+        assert str(info.Producer).startswith("ReportLab ") and signed["pdf"].read_bytes().count(b"%%EOF") == 1, "one revision, by reportlab"
         assert meta["xmp:CreatorTool"] == str(info.Creator)
         assert not pdf.Root.Metadata.get("/Filter"), "XMP uncompressed"
         [intent] = pdf.Root.OutputIntents

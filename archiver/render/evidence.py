@@ -24,7 +24,7 @@ import zlib
 from typing import Any
 from xml.sax.saxutils import escape
 
-from pyhanko.pdf_utils.metadata.model import VENDOR
+import reportlab
 from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFName, PDFObject, PDFStream, PDFString
 from reportlab.pdfgen.canvas import Canvas
 
@@ -48,10 +48,9 @@ def make_self_contained(canvas: Canvas, record: bytes | None, description: str) 
     """Add the PDF/A-3b parts and, when RECORD is given, the record as an associated file, to CANVAS's
     document; call after the pages are drawn, before `canvas.save()`."""
     doc = canvas._doc
-    # pyHanko, signing by an incremental update, names itself the producer in the XMP and adds itself to
-    # /Producer unless named there already: so it is named alone in both, and they agree (PDF/A wants that).
-    # reportlab and the archiver are named in /Creator.
-    doc.info.producer = VENDOR
+    # The file is signed in its original revision (render/signature_field.py): nothing rewrites it after
+    # reportlab, so reportlab is named the producer, the same in /Producer and the XMP (PDF/A wants that).
+    doc.info.producer = f"ReportLab {reportlab.Version}"
     catalog = doc.Catalog
     catalog.__NoDefault__ = [*catalog.__NoDefault__, *(k for k in _CATALOG_KEYS if k not in catalog.__NoDefault__)]
     catalog.__Refs__ = catalog.__NoDefault__
