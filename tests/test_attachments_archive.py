@@ -270,3 +270,28 @@ def test_refused_files_are_not_retried(make_config, server, files) -> None:
     assert Archiver(config).run_pass().archived == 1
     (first,) = entries(config)
     assert first["attachments"][0]["outcome"] == "refused" and "attachments_retry_until" not in first
+
+
+def test_export_that_retries_names_and_writes_the_retry_version(make_config, keys, server, files, tmp_path) -> None:
+    from archiver.offline import export_room
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    files.add("/later.png", png())
+
+    outcome = export_room(config, chat["room"], tmp_path / "out", force=False)  # the retry is due: builds v2
+    assert outcome.ok, outcome.problems
+    first_now, second = entries(config)
+    assert second["version"] == 2 and second["attachments_retry_of"] == 1
+    text = "\n".join(outcome.lines)
+    assert "archived as version 2" in text and second["objects"]["attachment-4"]["key"] in text
+    assert first["objects"]["pdf"]["key"] not in text
+    record = json.loads((tmp_path / "out" / f"{chat['room']}.json").read_text())
+    assert record["attachments"][0]["outcome"] == "fetched"
+
+    # Nothing changed since: the export points at the better version 2, not version 1.
+    again = export_room(config, chat["room"], None, force=False)
+    assert again.ok and "already archived, unchanged as version 2" in "\n".join(again.lines)
+    assert len(entries(config)) == 2
