@@ -136,6 +136,9 @@ class Archiver:
             sets["idle_ms"] = before
         if self.config["attachments.enabled"]:  # files an archived version missed, due for a retry
             due = self.index.attachment_retries_due(now())
+            if due:  # a room whose source is gone (retention, by hand) has nothing to build from
+                kept = self.source.present(list(due))
+                due = {room: kind for room, kind in due.items() if room in kept}
             found += self.queue.enqueue(due.items(), changed=set(due)) if due else 0
         self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
         event("discovery", queued=found, full=full or since is None)

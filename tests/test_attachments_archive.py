@@ -295,3 +295,37 @@ def test_export_that_retries_names_and_writes_the_retry_version(make_config, key
     again = export_room(config, chat["room"], None, force=False)
     assert again.ok and "already archived, unchanged as version 2" in "\n".join(again.lines)
     assert len(entries(config)) == 2
+
+
+def test_retention_keeps_the_source_while_failed_files_may_be_retried(make_config, server, files) -> None:
+    from retention_helpers import RULES, age, outcomes, retention, source
+    config = attaching(make_config, storage__object_lock_mode="", retention__rules=RULES)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    age(config, 40)  # source_days (30) passed; the retry window (72 h from now) has not
+    (first,) = entries(config)
+    result = retention(config)
+    skips = [i["reason"] for i in result.report["items"] if i["action"] == "skip" and i["room"] == chat["room"]]
+    assert any("attachments retried until" in r for r in skips), skips
+    assert ("delete_source", chat["room"], 1) not in outcomes(result)
+    assert source(config).count_documents({"room": chat["room"]}) == 1
+
+    # Once the window has closed, the source goes as usual.
+    index_db(config)[config["index.entries"]].update_one(
+        {"_id": first["_id"]}, {"$set": {"attachments_retry_until": first["generated_at"]}})
+    assert outcomes(retention(config))[("delete_source", chat["room"], 1)][0] == "deleted"
+    assert source(config).count_documents({"room": chat["room"]}) == 0
+
+
+def test_a_retry_is_not_queued_for_a_room_whose_source_is_gone(make_config, server, files) -> None:
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    from retention_helpers import source
+    source(config).delete_many({"room": chat["room"]})  # deleted by hand, or by an older retention
+    files.add("/later.png", png())
+    report = Archiver(config).run_pass()
+    assert (report.discovered, report.archived, report.quarantined) == (0, 0, {})
+    assert files.requests.count("/later.png") == 1 and len(entries(config)) == 1
