@@ -329,3 +329,24 @@ def test_a_retry_is_not_queued_for_a_room_whose_source_is_gone(make_config, serv
     report = Archiver(config).run_pass()
     assert (report.discovered, report.archived, report.quarantined) == (0, 0, {})
     assert files.requests.count("/later.png") == 1 and len(entries(config)) == 1
+
+
+def test_many_slow_files_stop_at_the_per_chat_time_cap_and_the_chat_is_archived(make_config, keys, server, files,
+                                                                                 tmp_path) -> None:
+    files.stall = 5.0
+    for i in range(4):
+        files.add(f"/slow{i}.png", png())
+    config = attaching(make_config, attachments__timeout_seconds=2.0, archive__build_timeout_seconds=5,
+                       attachments__max_seconds_per_chat=2.5)
+    chat, contact = chat_with([("IMAGE", f"{server}/slow{i}.png") for i in range(4)])
+    seed(config, [(chat, contact)])
+    report, _ = Archiver(config).archive_room(chat["room"], "ended")  # as `archiver export` does, under the bound
+    assert report.archived == 1 and report.ok, report  # not killed by archive.build_timeout_seconds
+    (entry,) = entries(config)
+    outcomes_ = [(a["outcome"], a["reason"]) for a in entry["attachments"]]
+    assert outcomes_[0] == ("failed", "timed out (attachments.timeout_seconds = 2)")
+    assert all(o == "failed" and "over the per-chat time cap" in r for o, r in outcomes_[1:]), outcomes_
+    assert files.requests.count("/slow0.png") == files.requests.count("/slow1.png") == 1
+    assert "/slow2.png" not in files.requests and "/slow3.png" not in files.requests
+    assert entry["attachments_retry_until"]  # failed, not refused: a later pass may fetch them
+    assert "over the per-chat time cap" in pdf_text(config, keys, entry, tmp_path)
