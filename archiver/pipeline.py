@@ -411,10 +411,15 @@ class Archiver:
         for room in taken:
             self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,
                        permanent=False)
+        # Retries planned for these rooms, taken out whether built or not (a room taken by another worker
+        # must not carry its plan to a later build).
+        planned_retries = {room: self._attachment_retries.pop(room, None) for room in rooms}
         prepared = []
         for entry in [*retries, *made]:
             job = by_room[entry["room"]]
-            retry = self._attachment_retries.pop(job.room, None)
+            retry = planned_retries.get(job.room)
+            if retry is not None and retry.content_key != entry["source_sha256"]:
+                retry = None  # planned for another entry than this one: an ordinary build
             # Only the entry comes back from the worker, and the plaintext for an on-demand export.
             build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
                                       now(), keep_plaintext=keep_plaintext, retry=retry,

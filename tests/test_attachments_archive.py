@@ -350,3 +350,37 @@ def test_many_slow_files_stop_at_the_per_chat_time_cap_and_the_chat_is_archived(
     assert "/slow2.png" not in files.requests and "/slow3.png" not in files.requests
     assert entry["attachments_retry_until"]  # failed, not refused: a later pass may fetch them
     assert "over the per-chat time cap" in pdf_text(config, keys, entry, tmp_path)
+
+
+def test_a_retry_planned_for_a_room_another_worker_took_is_not_applied_to_its_next_build(make_config, keys, server,
+                                                                                        files) -> None:
+    from archiver.names import version_folder
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    table = index_db(config)[config["index.entries"]]
+    archiver = Archiver(config)
+    begin = archiver.index.begin
+
+    def raced(planned, newest_ms=None):  # another worker records version 2 between our read and our write
+        archiver.index.begin = begin
+        table.insert_one({"room": chat["room"], "version": 2, "folder": version_folder(chat["room"], 2),
+                          "source_sha256": "another worker's", "status": "uploading", "attempt": "theirs",
+                          "objects": {}, "superseded_objects": []})
+        return begin(planned, newest_ms)
+
+    archiver.index.begin = raced
+    report, _ = archiver.archive_room(chat["room"], "ended")  # the retry was due: planned, then taken
+    assert report.archived == 0 and "recorded by another worker" in report.failed[chat["room"]]
+
+    # The chat changes (a message edited): the next build is an ordinary new version of the new source.
+    text_at = next(i for i, m in enumerate(chat["messages"]) if m["data"]["messageType"] == "TEXT")
+    from retention_helpers import source
+    source(config).update_one({"room": chat["room"]}, {"$set": {f"messages.{text_at}.data.content.text": "edited"}})
+    report, _ = archiver.archive_room(chat["room"], "ended")
+    assert report.archived == 1 and report.ok, report
+    new = entries(config, status="archived")[-1]
+    digest = archiver.source_digest(*archiver.source.load(chat["room"]))
+    assert new["version"] == 3 and new["source_sha256"] == digest and "documents_sha256" not in new
+    assert "attachments_retry_of" not in new and record_of(config, keys, new)["source_sha256"] == digest
