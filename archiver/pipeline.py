@@ -439,7 +439,7 @@ class Archiver:
             known = versions[job.room]
             # No entry stays half-way: uploads of another content than this one are closed.
             stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
-            if not self._close_stale(job, stale, report):
+            if not self._close_stale(job, stale, digest, report):
                 continue
             if problem and loaded[job.room][0] is None and self.source.messages is not None:
                 # Its messages were found: the chat document may not be written yet. Retried with
@@ -491,14 +491,17 @@ class Archiver:
         redacted = artifacts.worker_builder().redactor.apply(chat, contact)
         return source_digest(redacted.chat, redacted.contact)
 
-    def _close_stale(self, job: Job, stale: list[dict[str, Any]], report: PassReport) -> bool:
-        """Close uploads an earlier attempt left for content the source no longer has, what they stored
-        set aside (a later return of that content completes them after all); False on failure."""
+    def _close_stale(self, job: Job, stale: list[dict[str, Any]], digest: str, report: PassReport) -> bool:
+        """Close uploads an earlier attempt left for content the source no longer has, or for an attachment
+        retry of DIGEST (the current source; a retry due again makes a new version), what they stored set
+        aside (a later return of that content completes them after all); False on failure."""
         try:
             with timed(report.stages, "index"):
                 for entry in stale:
                     leftovers = self._stored_for(entry)
-                    self.index.close(entry, leftovers, "the source changed before this version was stored")
+                    retried = entry.get("source_sha256") == attachment_retries.content_key(digest, entry["version"])
+                    self.index.close(entry, leftovers, "an attachment retry stopped before this version was stored"
+                                     if retried else "the source changed before this version was stored")
         except StoreError as exc:
             self._fail(job, str(exc), report, permanent=False)
             return False

@@ -384,3 +384,22 @@ def test_a_retry_planned_for_a_room_another_worker_took_is_not_applied_to_its_ne
     digest = archiver.source_digest(*archiver.source.load(chat["room"]))
     assert new["version"] == 3 and new["source_sha256"] == digest and "documents_sha256" not in new
     assert "attachments_retry_of" not in new and record_of(config, keys, new)["source_sha256"] == digest
+
+
+def test_a_retry_upload_left_half_way_is_closed_as_a_retry_not_as_a_changed_source(make_config, server, files) -> None:
+    from archiver.attachment_retries import content_key
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    archiver = Archiver(config)
+    # A retry's worker died after its entry was begun (as _prepare begins it): version 2 left `uploading`.
+    archiver.index.begin([(chat["room"], 2, content_key(first["source_sha256"], 2))])
+    files.add("/later.png", png())
+    report = archiver.run_pass()
+    assert report.archived == 1 and report.ok
+    _, left, third = entries(config)
+    assert left["status"] == "superseded" and "source changed" not in left["superseded_because"]
+    assert "attachment retry" in left["superseded_because"]
+    assert third["version"] == 3 and third["attachments_retry_of"] == 1
