@@ -403,3 +403,37 @@ def test_a_retry_upload_left_half_way_is_closed_as_a_retry_not_as_a_changed_sour
     assert left["status"] == "superseded" and "source changed" not in left["superseded_because"]
     assert "attachment retry" in left["superseded_because"]
     assert third["version"] == 3 and third["attachments_retry_of"] == 1
+
+
+def test_holds_retention_and_erasure_treat_attachments_like_the_other_objects(make_config, server, files) -> None:
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+    from retention_helpers import RULES, age, customer_of, erase, retention
+    from retrieval_helpers import stored_path
+    files.add("/a.png", png())
+    files.add("/b.pdf", PDF)
+    config = attaching(make_config, storage__object_lock_mode="", retention__rules=RULES)
+    kept, erased, expired = (chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/b.pdf")], seed_=n)
+                             for n in (1, 2, 3))
+    seed(config, [kept, erased, expired])
+    assert Archiver(config).run_pass().archived == 3
+    by_room = {e["room"]: e for e in entries(config)}
+    assert all({"attachment-4", "attachment-5"} <= set(e["objects"]) for e in by_room.values())
+
+    def stored(chat) -> list[bool]:
+        entry = by_room[chat[0]["room"]]
+        return [stored_path(config, o["key"]).exists() for o in entry["objects"].values()]
+
+    open_holds(config).place(SearchFilters(room=kept[0]["room"]), "Case 14", "litigation",
+                             {"user": "tester", "host": "test"})
+    for chat in (kept, expired):
+        age(config, 400, room=chat[0]["room"])
+    for _ in range(2):  # sources, then archives
+        retention(config)
+    assert all(stored(kept)) and not any(stored(expired))  # held: every object; expired: the files too
+    assert all(stored(erased))
+    erase(config, customer_of(erased[0]))
+    assert not any(stored(erased))
+    tombstone = index_db(config)[config["index.entries"]].find_one({"room": erased[0]["room"]})
+    assert tombstone["status"] == "deleted" and tombstone["objects"] == by_room[erased[0]["room"]]["objects"]
+    assert verify_archive(config, None).ok
