@@ -405,15 +405,15 @@ class Archiver:
         with timed(report.stages, "index"):
             versions = self.index.versions(rooms)
         new, retries = self._plan(jobs, loaded, versions, report)
+        # Retries planned for these rooms, taken out whether built or not (a room taken by another worker
+        # must not carry its plan to a later build).
+        planned_retries = {room: self._attachment_retries.pop(room, None) for room in rooms}
         with timed(report.stages, "index"):
             made, taken = self.index.begin(new, {room: newest_ms(loaded[room][0]) for room, *_ in new})
         by_room = {job.room: job for job in jobs}
         for room in taken:
             self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,
                        permanent=False)
-        # Retries planned for these rooms, taken out whether built or not (a room taken by another worker
-        # must not carry its plan to a later build).
-        planned_retries = {room: self._attachment_retries.pop(room, None) for room in rooms}
         prepared = []
         for entry in [*retries, *made]:
             job = by_room[entry["room"]]
