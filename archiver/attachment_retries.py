@@ -59,10 +59,14 @@ def planned(latest: dict[str, Any] | None, digest: str, version: int, at: dt.dat
     if until is None or _aware(until) <= at or (after is not None and _aware(after) > at):
         return None
     described = latest.get("attachments") or []
-    key = hashlib.sha256(f"attachments retry\n{digest}\n{version}".encode()).hexdigest()
-    return Retry(latest["version"], key, digest, frozenset(a["position"] for a in described if a["outcome"] == FETCHED),
+    return Retry(latest["version"], content_key(digest, version), digest, frozenset(a["position"] for a in described if a["outcome"] == FETCHED),
                  frozenset(a["position"] for a in described if a["outcome"] == FAILED), _aware(until),
                  latest.get("attachments_retries", 0))
+
+
+def content_key(digest: str, version: int) -> str:
+    """The source_sha256 of VERSION when it is a retry version of the source DIGEST."""
+    return hashlib.sha256(f"attachments retry\n{digest}\n{version}".encode()).hexdigest()
 
 
 def improved(fetched: Iterable[Attachment], retry: Retry) -> bool:

@@ -68,6 +68,7 @@ class Policy:
     max_bytes_per_chat: int = 100_000_000
     max_redirects: int = 5
     retry_hours: float = 72.0
+    max_seconds_per_chat: float = 300.0
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -75,11 +76,16 @@ class Policy:
         if enabled and not config["attachments.hosts"]:
             raise ConfigError("attachments.hosts: required when attachments.enabled is true "
                               '(the hosts files may be fetched from, e.g. ["media.example.com", "*.cdn.example.net"])')
+        seconds, bound = config["attachments.max_seconds_per_chat"], config["archive.build_timeout_seconds"]
+        if enabled and seconds > bound / 2:  # fetches run inside the build, which is killed at its bound
+            raise ConfigError(f"attachments.max_seconds_per_chat: {seconds:g} is more than half of "
+                              f"archive.build_timeout_seconds ({bound}); a chat's fetches must leave the rest of "
+                              "its build (rendering, signing, storing) time to finish")
         return cls(enabled, tuple(h.lower() for h in config["attachments.hosts"]),
                    tuple(parse_networks(config["attachments.allowed_networks"])),
                    config["attachments.max_bytes"], config["attachments.timeout_seconds"],
                    config["attachments.max_per_chat"], config["attachments.max_bytes_per_chat"],
-                   config["attachments.max_redirects"], config["attachments.retry_hours"])
+                   config["attachments.max_redirects"], config["attachments.retry_hours"], seconds)
 
 
 def parse_networks(values: Iterable[str]) -> list[Network]:
@@ -197,22 +203,27 @@ class Fetcher:
         """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order."""
         found: list[Attachment] = []
         budget = self.policy.max_bytes_per_chat
+        until = self.clock() + self.policy.max_seconds_per_chat  # the build must finish: see Policy.from_config
         for m in messages:
             if m.type not in KINDS or not m.url:
                 continue
             if len(found) >= self.policy.max_per_chat:
                 found.append(_unfetched(m, REFUSED, f"over attachments.max_per_chat ({self.policy.max_per_chat})"))
                 continue
-            attachment = self.attachment(m, budget)
+            if self.clock() >= until:  # a server problem, not the file's: FAILED, so a later pass retries it
+                found.append(_unfetched(m, FAILED, _over_chat_time(self.policy)))
+                continue
+            attachment = self.attachment(m, budget, until)
             budget -= len(attachment.data)
             found.append(attachment)
         return found
 
-    def attachment(self, m: Message, budget: int | None = None) -> Attachment:
-        """M's file, or why not; at most BUDGET bytes (what is left of the per-chat cap)."""
+    def attachment(self, m: Message, budget: int | None = None, until: float | None = None) -> Attachment:
+        """M's file, or why not; at most BUDGET bytes (what is left of the per-chat cap), done by UNTIL
+        (the per-chat time cap, on self.clock)."""
         budget = self.policy.max_bytes_per_chat if budget is None else budget
         try:
-            data = self.fetch(m.url, budget)
+            data = self.fetch(m.url, budget, until)
         except Refused as exc:
             return _unfetched(m, REFUSED, str(exc))
         except Failed as exc:
@@ -222,10 +233,12 @@ class Fetcher:
         return Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "", data, sniff(data),
                           dt.datetime.now(dt.timezone.utc))
 
-    def fetch(self, url: str, budget: int | None = None) -> bytes:
-        """The body at URL (redirects followed, each checked); raises Refused or Failed."""
+    def fetch(self, url: str, budget: int | None = None, until: float | None = None) -> bytes:
+        """The body at URL (redirects followed, each checked), by UNTIL if given; raises Refused or Failed."""
         limit = min(self.policy.max_bytes, self.policy.max_bytes_per_chat if budget is None else budget)
         deadline = self.clock() + self.policy.timeout_seconds
+        capped = until is not None and until < deadline
+        deadline = until if capped else deadline
         for _ in range(self.policy.max_redirects + 1):
             scheme, host, port, path, address = self.check(url)
             conn = self._connection(scheme, host, port, address, deadline)
@@ -241,6 +254,8 @@ class Fetcher:
                     raise Failed(f"HTTP {response.status} {response.reason}".strip())
                 return self._body(conn, response, limit, deadline)
             except (OSError, http.client.HTTPException) as exc:
+                if capped and isinstance(exc, TimeoutError):
+                    raise Failed(_over_chat_time(self.policy)) from None
                 raise Failed(_network_error(exc, self.policy.timeout_seconds)) from None
             finally:
                 conn.close()
@@ -339,6 +354,10 @@ def _unfetched(m: Message, outcome: str, reason: str) -> Attachment:
 def _cap(limit: int, policy: Policy) -> str:
     which = "attachments.max_bytes" if limit == policy.max_bytes else "what is left of attachments.max_bytes_per_chat"
     return f"{limit:,} bytes ({which})"
+
+
+def _over_chat_time(policy: Policy) -> str:
+    return f"over the per-chat time cap (attachments.max_seconds_per_chat = {policy.max_seconds_per_chat:g})"
 
 
 def _network_error(exc: BaseException, timeout: float) -> str:

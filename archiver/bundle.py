@@ -59,6 +59,13 @@ SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root ove
    says how to recompute it, in a few lines of any language.
 
 """
+ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's signed record.json names at its position:
+   its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 4; each
+   line must say OK):
+
+    $ for f in rooms/*/attachments/*; do [ -f "$f" ] || continue; n=$(expr "$(basename "$f" | cut -d- -f1)" + 0); h=$(sha256sum < "$f" | cut -d" " -f1); grep -qE "\"sha256\":\"$h\",\"content_type\":\"[^\"]*\",\"fetched_at\":\"[^\"]*\",\"object\":\"attachment-$n\"}" "${f%/attachments/*}/record.json" && echo "OK $f" || echo "FAILED $f"; done
+
+"""
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 
 
@@ -141,6 +148,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         result.bytes += len(data)
 
     sealed: set[str] = set()  # seal folders already in the bundle
+    attached = False  # any attachment file in the bundle (its README step is then printed)
     for done, (room, version, opened, location) in enumerate(_verified(config, bundle, targets), 1):
         proof = seal_check(config, opened)
         seal_folder = _seal_folder(proof)
@@ -159,6 +167,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
             folder = f"rooms/{safe_name(room)}-v{version}"
             for name, data in _files(opened, _report(opened, bundle.request, location, proof)).items():
                 add(f"{folder}/{name}", data)
+                attached = attached or name.startswith("attachments/")
             rooms.append({"room": room, "version": version, "folder": folder + "/", "store": location,
                           "checks": len(opened.checks), "all_passed": True, "seal": seal_folder})
             result.rooms.append(room)
@@ -168,7 +177,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         raise BundleVerificationFailed(failed, failures)
     custody = _custody(config, bundle, started, head, rooms, signer)
     add(CUSTODY, _json(custody))
-    add(README, _readme(rooms, signer is not None, bool(sealed)).encode("utf-8"))
+    add(README, _readme(rooms, signer is not None, bool(sealed), attached).encode("utf-8"))
     add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
     body = ("\n".join(sums) + "\n").encode("utf-8")
     zf.writestr(SUMS, body)
@@ -289,7 +298,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False) -> str:
+def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, attached: bool = False) -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
@@ -312,6 +321,8 @@ This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e
   signer.crt.pem     the certificate that signed both
   certificates.pem   every certificate the signature carries
   verification.json  every check made when the bundle was built, with its result
+  attachments/       the files the chat's messages linked to, as archived (when there were any),
+                     named <position>-<name>; record.json lists each with its SHA-256
 At the top: {CUSTODY} (who made this bundle, when, why, what was selected and verified,
 with which tools), {MANIFEST} (every file's SHA-256 and size) and {SUMS} (the same hashes,
 in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""}.
@@ -337,7 +348,7 @@ Run each command below from that folder; every one must succeed.
 
     $ for d in rooms/*/; do openssl verify -CAfile CA.pem "${{d}}signer.crt.pem" >/dev/null 2>&1 && echo "OK ${{d}}signer.crt.pem" || echo "FAILED ${{d}}signer.crt.pem"; done
 
-{SEAL_STEP if sealed else ""}pdfsig's own line "Certificate issuer isn't Trusted" only means your CA is not in its
+{SEAL_STEP if sealed else ""}{ATTACHMENT_STEP.replace("{number}", str(6 + sealed)) if attached else ""}pdfsig's own line "Certificate issuer isn't Trusted" only means your CA is not in its
 certificate store; step 5 checks the chain against CA.pem instead. Each verification.json
 also records the archive index entry (hashes of the encrypted objects as stored) for a
 comparison with the index itself.

@@ -195,6 +195,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_bytes_per_chat": Key(int, 100_000_000, _positive),
         "max_per_chat": Key(int, 20, _positive),
         "timeout_seconds": Key(float, 30.0, _positive),
+        "max_seconds_per_chat": Key(float, 300.0, _positive),
         "max_redirects": Key(int, 5, _not_negative),
         "retry_hours": Key(float, 72.0, _not_negative),
     },

@@ -70,9 +70,12 @@ class ArchiveIndex:
         return found
 
     def with_content(self, room: str, source_sha256: str) -> dict[str, Any] | None:
-        """ROOM's archived version of exactly that source content, if any (versions need not be in
-        content order: a chat reverted to earlier content matches an earlier version)."""
-        return self.entries.find_one({"room": room, "source_sha256": source_sha256, "status": "archived"})
+        """ROOM's newest archived version of exactly that source content, if any (versions need not be in
+        content order: a chat reverted to earlier content matches an earlier version). A version made by
+        an attachment retry holds the source digest in `documents_sha256` and has more files than the
+        one it completes, so it is preferred."""
+        return self.entries.find_one({"room": room, "status": "archived", "$or": [
+            {"source_sha256": source_sha256}, {"documents_sha256": source_sha256}]}, sort=[("version", DESCENDING)])
 
     def attachment_retries_due(self, at: dt.datetime) -> dict[str, str]:
         """Room -> kind of the rooms whose latest archived version missed files that a retry may fetch

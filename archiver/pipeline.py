@@ -136,6 +136,9 @@ class Archiver:
             sets["idle_ms"] = before
         if self.config["attachments.enabled"]:  # files an archived version missed, due for a retry
             due = self.index.attachment_retries_due(now())
+            if due:  # a room whose source is gone (retention, by hand) has nothing to build from
+                kept = self.source.present(list(due))
+                due = {room: kind for room, kind in due.items() if room in kept}
             found += self.queue.enqueue(due.items(), changed=set(due)) if due else 0
         self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
         event("discovery", queued=found, full=full or since is None)
@@ -402,6 +405,9 @@ class Archiver:
         with timed(report.stages, "index"):
             versions = self.index.versions(rooms)
         new, retries = self._plan(jobs, loaded, versions, report)
+        # Retries planned for these rooms, taken out whether built or not (a room taken by another worker
+        # must not carry its plan to a later build).
+        planned_retries = {room: self._attachment_retries.pop(room, None) for room in rooms}
         with timed(report.stages, "index"):
             made, taken = self.index.begin(new, {room: newest_ms(loaded[room][0]) for room, *_ in new})
         by_room = {job.room: job for job in jobs}
@@ -411,7 +417,9 @@ class Archiver:
         prepared = []
         for entry in [*retries, *made]:
             job = by_room[entry["room"]]
-            retry = self._attachment_retries.pop(job.room, None)
+            retry = planned_retries.get(job.room)
+            if retry is not None and retry.content_key != entry["source_sha256"]:
+                retry = None  # planned for another entry than this one: an ordinary build
             # Only the entry comes back from the worker, and the plaintext for an on-demand export.
             build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
                                       now(), keep_plaintext=keep_plaintext, retry=retry,
@@ -431,7 +439,7 @@ class Archiver:
             known = versions[job.room]
             # No entry stays half-way: uploads of another content than this one are closed.
             stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
-            if not self._close_stale(job, stale, report):
+            if not self._close_stale(job, stale, digest, report):
                 continue
             if problem and loaded[job.room][0] is None and self.source.messages is not None:
                 # Its messages were found: the chat document may not be written yet. Retried with
@@ -483,14 +491,17 @@ class Archiver:
         redacted = artifacts.worker_builder().redactor.apply(chat, contact)
         return source_digest(redacted.chat, redacted.contact)
 
-    def _close_stale(self, job: Job, stale: list[dict[str, Any]], report: PassReport) -> bool:
-        """Close uploads an earlier attempt left for content the source no longer has, what they stored
-        set aside (a later return of that content completes them after all); False on failure."""
+    def _close_stale(self, job: Job, stale: list[dict[str, Any]], digest: str, report: PassReport) -> bool:
+        """Close uploads an earlier attempt left for content the source no longer has, or for an attachment
+        retry of DIGEST (the current source; a retry due again makes a new version), what they stored set
+        aside (a later return of that content completes them after all); False on failure."""
         try:
             with timed(report.stages, "index"):
                 for entry in stale:
                     leftovers = self._stored_for(entry)
-                    self.index.close(entry, leftovers, "the source changed before this version was stored")
+                    retried = entry.get("source_sha256") == attachment_retries.content_key(digest, entry["version"])
+                    self.index.close(entry, leftovers, "an attachment retry stopped before this version was stored"
+                                     if retried else "the source changed before this version was stored")
         except StoreError as exc:
             self._fail(job, str(exc), report, permanent=False)
             return False

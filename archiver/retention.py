@@ -341,6 +341,9 @@ class Deletions:
         why = held or _open_work(versions, job)
         if why:
             return _with(skip, f"source chat kept: {why}")
+        retry_until = _aware(archived[-1].get("attachments_retry_until"))
+        if retry_until is not None and retry_until > as_of:  # a retry builds from the source
+            return _with(skip, f"source chat kept: attachments retried until {iso(retry_until)}")
         try:
             digest = self._digest(chat, contact)
         except InvalidChat as exc:

@@ -124,6 +124,10 @@ class ChatSource:
 
     # -- deletion, only where a retention policy or an erasure request says so (archiver/retention.py) --
 
+    def present(self, rooms: list[str]) -> set[str]:
+        """Those of ROOMS that have a chat document, in one query."""
+        return {doc["room"] for doc in self.chats.find({"room": {"$in": rooms}}, {"room": 1})}
+
     def rooms_of_user(self, user_id: str) -> set[str]:
         """Rooms in which USER_ID wrote a message, or which they started (contact `userID`)."""
         collection = self.messages if self.messages is not None else self.chats

@@ -222,3 +222,24 @@ def test_configuration_is_checked_before_any_work(make_config) -> None:
                                             attachments__allowed_networks=["10.20.0.0/16"]))
     assert loaded.hosts == ("media.example.com",) and loaded.allowed_networks == (ipaddress.ip_network("10.20.0.0/16"),)
     assert Policy.from_config(make_config()).enabled is False  # off by default
+
+
+def test_the_per_chat_fetch_time_must_leave_the_build_time_to_finish(make_config, tmp_path, capsys) -> None:
+    from archiver.cli import main
+    from archiver.config import ConfigError
+    from conftest import write_toml
+
+    over = {"attachments__enabled": True, "attachments__hosts": ["media.example.com"],
+            "archive__build_timeout_seconds": 600, "attachments__max_seconds_per_chat": 301.0}
+    with pytest.raises(ConfigError, match=r"attachments.max_seconds_per_chat: 301 is more than half of "
+                                          r"archive.build_timeout_seconds \(600\)"):
+        Policy.from_config(make_config(**over))
+    assert Policy.from_config(make_config(**{**over, "attachments__max_seconds_per_chat": 300.0})).enabled
+    assert not Policy.from_config(make_config(**{**over, "attachments__enabled": False})).enabled  # off: no matter
+    config = make_config(**over)
+    toml = write_toml(tmp_path / "c.toml", {k: config[k] for k in (
+        "mongodb.uri", "index.database", "source.database", "storage.url", "encryption.recipients",
+        "signing.certificate", "signing.key", "attachments.enabled", "attachments.hosts",
+        "attachments.max_seconds_per_chat")})
+    assert main(["--config", str(toml), "run"]) == 2  # at start-up, before any work
+    assert "attachments.max_seconds_per_chat" in capsys.readouterr().err

@@ -270,3 +270,170 @@ def test_refused_files_are_not_retried(make_config, server, files) -> None:
     assert Archiver(config).run_pass().archived == 1
     (first,) = entries(config)
     assert first["attachments"][0]["outcome"] == "refused" and "attachments_retry_until" not in first
+
+
+def test_export_that_retries_names_and_writes_the_retry_version(make_config, keys, server, files, tmp_path) -> None:
+    from archiver.offline import export_room
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    files.add("/later.png", png())
+
+    outcome = export_room(config, chat["room"], tmp_path / "out", force=False)  # the retry is due: builds v2
+    assert outcome.ok, outcome.problems
+    first_now, second = entries(config)
+    assert second["version"] == 2 and second["attachments_retry_of"] == 1
+    text = "\n".join(outcome.lines)
+    assert "archived as version 2" in text and second["objects"]["attachment-4"]["key"] in text
+    assert first["objects"]["pdf"]["key"] not in text
+    record = json.loads((tmp_path / "out" / f"{chat['room']}.json").read_text())
+    assert record["attachments"][0]["outcome"] == "fetched"
+
+    # Nothing changed since: the export points at the better version 2, not version 1.
+    again = export_room(config, chat["room"], None, force=False)
+    assert again.ok and "already archived, unchanged as version 2" in "\n".join(again.lines)
+    assert len(entries(config)) == 2
+
+
+def test_retention_keeps_the_source_while_failed_files_may_be_retried(make_config, server, files) -> None:
+    from retention_helpers import RULES, age, outcomes, retention, source
+    config = attaching(make_config, storage__object_lock_mode="", retention__rules=RULES)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    age(config, 40)  # source_days (30) passed; the retry window (72 h from now) has not
+    (first,) = entries(config)
+    result = retention(config)
+    skips = [i["reason"] for i in result.report["items"] if i["action"] == "skip" and i["room"] == chat["room"]]
+    assert any("attachments retried until" in r for r in skips), skips
+    assert ("delete_source", chat["room"], 1) not in outcomes(result)
+    assert source(config).count_documents({"room": chat["room"]}) == 1
+
+    # Once the window has closed, the source goes as usual.
+    index_db(config)[config["index.entries"]].update_one(
+        {"_id": first["_id"]}, {"$set": {"attachments_retry_until": first["generated_at"]}})
+    assert outcomes(retention(config))[("delete_source", chat["room"], 1)][0] == "deleted"
+    assert source(config).count_documents({"room": chat["room"]}) == 0
+
+
+def test_a_retry_is_not_queued_for_a_room_whose_source_is_gone(make_config, server, files) -> None:
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    from retention_helpers import source
+    source(config).delete_many({"room": chat["room"]})  # deleted by hand, or by an older retention
+    files.add("/later.png", png())
+    report = Archiver(config).run_pass()
+    assert (report.discovered, report.archived, report.quarantined) == (0, 0, {})
+    assert files.requests.count("/later.png") == 1 and len(entries(config)) == 1
+
+
+def test_many_slow_files_stop_at_the_per_chat_time_cap_and_the_chat_is_archived(make_config, keys, server, files,
+                                                                                 tmp_path) -> None:
+    files.stall = 5.0
+    for i in range(4):
+        files.add(f"/slow{i}.png", png())
+    config = attaching(make_config, attachments__timeout_seconds=2.0, archive__build_timeout_seconds=5,
+                       attachments__max_seconds_per_chat=2.5)
+    chat, contact = chat_with([("IMAGE", f"{server}/slow{i}.png") for i in range(4)])
+    seed(config, [(chat, contact)])
+    report, _ = Archiver(config).archive_room(chat["room"], "ended")  # as `archiver export` does, under the bound
+    assert report.archived == 1 and report.ok, report  # not killed by archive.build_timeout_seconds
+    (entry,) = entries(config)
+    outcomes_ = [(a["outcome"], a["reason"]) for a in entry["attachments"]]
+    assert outcomes_[0] == ("failed", "timed out (attachments.timeout_seconds = 2)")
+    assert all(o == "failed" and "over the per-chat time cap" in r for o, r in outcomes_[1:]), outcomes_
+    assert files.requests.count("/slow0.png") == files.requests.count("/slow1.png") == 1
+    assert "/slow2.png" not in files.requests and "/slow3.png" not in files.requests
+    assert entry["attachments_retry_until"]  # failed, not refused: a later pass may fetch them
+    assert "over the per-chat time cap" in pdf_text(config, keys, entry, tmp_path)
+
+
+def test_a_retry_planned_for_a_room_another_worker_took_is_not_applied_to_its_next_build(make_config, keys, server,
+                                                                                        files) -> None:
+    from archiver.names import version_folder
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    table = index_db(config)[config["index.entries"]]
+    archiver = Archiver(config)
+    begin = archiver.index.begin
+
+    def raced(planned, newest_ms=None):  # another worker records version 2 between our read and our write
+        archiver.index.begin = begin
+        table.insert_one({"room": chat["room"], "version": 2, "folder": version_folder(chat["room"], 2),
+                          "source_sha256": "another worker's", "status": "uploading", "attempt": "theirs",
+                          "objects": {}, "superseded_objects": []})
+        return begin(planned, newest_ms)
+
+    archiver.index.begin = raced
+    report, _ = archiver.archive_room(chat["room"], "ended")  # the retry was due: planned, then taken
+    assert report.archived == 0 and "recorded by another worker" in report.failed[chat["room"]]
+
+    # The chat changes (a message edited): the next build is an ordinary new version of the new source.
+    text_at = next(i for i, m in enumerate(chat["messages"]) if m["data"]["messageType"] == "TEXT")
+    from retention_helpers import source
+    source(config).update_one({"room": chat["room"]}, {"$set": {f"messages.{text_at}.data.content.text": "edited"}})
+    report, _ = archiver.archive_room(chat["room"], "ended")
+    assert report.archived == 1 and report.ok, report
+    new = entries(config, status="archived")[-1]
+    digest = archiver.source_digest(*archiver.source.load(chat["room"]))
+    assert new["version"] == 3 and new["source_sha256"] == digest and "documents_sha256" not in new
+    assert "attachments_retry_of" not in new and record_of(config, keys, new)["source_sha256"] == digest
+
+
+def test_a_retry_upload_left_half_way_is_closed_as_a_retry_not_as_a_changed_source(make_config, server, files) -> None:
+    from archiver.attachment_retries import content_key
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    archiver = Archiver(config)
+    # A retry's worker died after its entry was begun (as _prepare begins it): version 2 left `uploading`.
+    archiver.index.begin([(chat["room"], 2, content_key(first["source_sha256"], 2))])
+    files.add("/later.png", png())
+    report = archiver.run_pass()
+    assert report.archived == 1 and report.ok
+    _, left, third = entries(config)
+    assert left["status"] == "superseded" and "source changed" not in left["superseded_because"]
+    assert "attachment retry" in left["superseded_because"]
+    assert third["version"] == 3 and third["attachments_retry_of"] == 1
+
+
+def test_holds_retention_and_erasure_treat_attachments_like_the_other_objects(make_config, server, files) -> None:
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+    from retention_helpers import RULES, age, customer_of, erase, retention
+    from retrieval_helpers import stored_path
+    files.add("/a.png", png())
+    files.add("/b.pdf", PDF)
+    config = attaching(make_config, storage__object_lock_mode="", retention__rules=RULES)
+    kept, erased, expired = (chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/b.pdf")], seed_=n)
+                             for n in (1, 2, 3))
+    seed(config, [kept, erased, expired])
+    assert Archiver(config).run_pass().archived == 3
+    by_room = {e["room"]: e for e in entries(config)}
+    assert all({"attachment-4", "attachment-5"} <= set(e["objects"]) for e in by_room.values())
+
+    def stored(chat) -> list[bool]:
+        entry = by_room[chat[0]["room"]]
+        return [stored_path(config, o["key"]).exists() for o in entry["objects"].values()]
+
+    open_holds(config).place(SearchFilters(room=kept[0]["room"]), "Case 14", "litigation",
+                             {"user": "tester", "host": "test"})
+    for chat in (kept, expired):
+        age(config, 400, room=chat[0]["room"])
+    for _ in range(2):  # sources, then archives
+        retention(config)
+    assert all(stored(kept)) and not any(stored(expired))  # held: every object; expired: the files too
+    assert all(stored(erased))
+    erase(config, customer_of(erased[0]))
+    assert not any(stored(erased))
+    tombstone = index_db(config)[config["index.entries"]].find_one({"room": erased[0]["room"]})
+    assert tombstone["status"] == "deleted" and tombstone["objects"] == by_room[erased[0]["room"]]["objects"]
+    assert verify_archive(config, None).ok

@@ -254,3 +254,51 @@ def test_a_bundle_of_sealed_rooms_carries_the_seal_and_its_readme_checks_it(make
     (seal_dir / "seal.json").write_text(json.dumps({**seal, "count": 99}))  # the seal edited: openssl says so
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert any(f"FAILED seals/{seal_dir.name}/seal.json" in out for _, _, out in results), results
+
+
+def test_a_bundle_carries_the_attachments_and_its_readme_checks_them_against_the_signed_record(
+        make_config, keys, tmp_path) -> None:
+    from attachment_server import PDF, Files, png, serve
+    from test_attachments_archive import attaching, chat_with
+    from test_pipeline import entries, seed
+    from archiver.pipeline import Archiver
+
+    files = Files()
+    files.add("/m/photo.png", png())
+    files.add("/m/c.pdf", PDF)
+    served = serve(files)
+    server = next(served)
+    try:
+        config = attaching(make_config)
+        seed(config, [chat_with([("IMAGE", f"{server}/m/photo.png"), ("DOCUMENT", f"{server}/m/c.pdf"),
+                                 ("IMAGE", f"{server}/m/gone.png")])])
+        assert Archiver(config).run_pass().archived == 1
+    finally:
+        served.close()
+    (entry,) = entries(config)
+    out = tmp_path / "b.zip"
+    assert _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 14", "--no-progress") == 0
+    folder = _unzip(out, tmp_path / "u")
+    base = f"rooms/{safe_name(entry['room'])}-v1/attachments/"
+    photo, pdf = folder / (base + "0004-photo.png"), folder / (base + "0005-c.pdf")
+    assert photo.read_bytes() == png() and pdf.read_bytes() == PDF
+    assert sorted(p.name for p in (folder / base).iterdir()) == ["0004-photo.png", "0005-c.pdf"]  # 404: no file
+    assert "attachments/" in (folder / "README.txt").read_text()
+
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert _passes(results), results
+    (step,) = [out for command, _, out in results if "attachments/" in command]
+    assert step.split() == ["OK", base + "0004-photo.png", "OK", base + "0005-c.pdf"]
+
+    # The two files swapped (each a file the record names, under the other's position), and the
+    # bundle's own manifest rewritten to match: only the record's check names them.
+    a, b = photo.read_bytes(), pdf.read_bytes()
+    photo.write_bytes(b)
+    pdf.write_bytes(a)
+    sums = folder / "SHA256SUMS"
+    sums.write_text("".join(f"{hashlib.sha256((folder / line.split('  ', 1)[1]).read_bytes()).hexdigest()}  "
+                            f"{line.split('  ', 1)[1]}\n" for line in sums.read_text().splitlines()))
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out] == [0, len(results) - 1]
+    assert results[-1][2].split() == ["FAILED", base + "0004-photo.png", "FAILED", base + "0005-c.pdf"]
