@@ -234,23 +234,26 @@ class Deletions:
                 store.delete(obj["key"], obj.get("version_id", ""))  # gone already (a resumed run): no error
             except ObjectLocked as exc:
                 return self._refused(entry, exc, partly=resumed or n > 0)
-        self.entries.update_one({"_id": entry["_id"]}, {"$set": {"deletion.state": "done",
-                                                                 "deletion.completed_at": now()}})
+        self._complete(entry, step)
         return "deleted", ""
 
+    def _complete(self, entry: dict[str, Any], step: dict[str, Any]) -> None:
+        """Every object is gone: the tombstone is done; an erasure's also loses the personal metadata (who
+        took part, title, word hashes) now, not before: a refused deletion leaves the entry whole."""
+        update: dict[str, Any] = {"$set": {"deletion.state": "done", "deletion.completed_at": now()}}
+        if step["rule"] == "erasure" or (entry.get("deletion") or {}).get("rule") == "erasure":
+            update["$set"]["deletion.personal_data_removed"] = list(PERSONAL_FIELDS)
+            update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
+        self.entries.update_one({"_id": entry["_id"]}, update)
+
     def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> None:
-        """The tombstone, written before any object goes: the entry itself, hashes kept; an erasure also
-        removes the personal metadata (who took part, title, word hashes)."""
-        erasure = step["rule"] == "erasure"
+        """The tombstone, written before any object goes: the entry itself, hashes kept."""
         at = now()
         update: dict[str, Any] = {"$set": {"status": "deleted", "deletion": {
-            "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": at, "state": "deleting",
-            **({"personal_data_removed": list(PERSONAL_FIELDS)} if erasure else {})},
+            "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": at, "state": "deleting"},
             # what the seals read (docs/seals.md): the tombstone's own leaf, and the archive leaf's hash
             # so a sealed day still recomputes once the personal fields are gone
             **tombstone_fields(entry, step["rule"], at)}}
-        if erasure:
-            update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
         self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update)
 
     def _refused(self, entry: dict[str, Any], exc: ObjectLocked, partly: bool) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from archiver.store import ObjectLocked, open_store
 from retention_helpers import age, archive, customer_of, erase, index, outcomes, retention, source
 
 ACTOR = {"user": "tester", "host": "test"}
+PERSONAL = ("customers", "agents", "participants", "title", "terms", "closed_by")
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def s3(make_config, bucket, moto_endpoint):
     """COMPLIANCE lock of 1 day per the rule; retention deletes the source after 0 days."""
     def build(**overrides):
         return make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
-                           storage__object_lock_mode="COMPLIANCE", **{
+                           **{"storage__object_lock_mode": "COMPLIANCE",
                                "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
                                **overrides})
     return build
@@ -191,3 +192,22 @@ def test_a_retention_run_repairs_missing_legal_holds_and_locks_its_report(s3, bu
     head = _client(moto_endpoint).head_object(Bucket=bucket, Key="chats/" + result.location["key"])
     assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] > dt.datetime.now(
         dt.timezone.utc) + dt.timedelta(days=3000)
+
+
+def test_an_erasure_the_endpoint_refuses_keeps_the_entry_whole_and_its_seal_leaf(s3) -> None:
+    """A stray S3 legal hold on the first object: nothing goes, so the entry stays archived with every
+    personal field and the leaf a seal covers, not a stripped entry that no longer matches its seal."""
+    from archiver.seals import leaf_hash
+
+    config = s3(retention__rules={}, storage__object_lock_mode="")
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    first = next(iter(entry["objects"].values()))
+    open_store(config).set_legal_hold(first["key"], first["version_id"], True)  # no hold in the index
+    result = erase(config, customer_of(chats[0]))
+    outcome, _ = outcomes(result)[("delete_archive", chats[0]["room"], 1)]
+    assert outcome == "refused" and result.ok
+    after = index(config).find_one()
+    assert after["status"] == "archived" and "deletion" not in after
+    assert {k: after.get(k) for k in PERSONAL} == {k: entry.get(k) for k in PERSONAL}
+    assert leaf_hash(after) == leaf_hash(entry) and _present(config, after)
