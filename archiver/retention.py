@@ -216,7 +216,7 @@ class Deletions:
         if entry is None:
             return "failed", "the index entry is gone"
         deletion = entry.get("deletion") or {}
-        if entry["status"] == "deleted" and deletion.get("run") != run_id:
+        if entry["status"] == "deleted" and deletion.get("state") == "done":
             return "skipped", f"already deleted by run {deletion.get('run')}"
         if entry["status"] not in ("archived", "deleted"):
             return "skipped", f"the entry is {entry['status']} now"
@@ -234,13 +234,15 @@ class Deletions:
                 store.delete(obj["key"], obj.get("version_id", ""))  # gone already (a resumed run): no error
             except ObjectLocked as exc:
                 return self._refused(entry, exc, partly=resumed or n > 0)
-        self._complete(entry, step)
+        self._complete(entry, step, run_id)
         return "deleted", ""
 
-    def _complete(self, entry: dict[str, Any], step: dict[str, Any]) -> None:
+    def _complete(self, entry: dict[str, Any], step: dict[str, Any], run_id: str) -> None:
         """Every object is gone: the tombstone is done; an erasure's also loses the personal metadata (who
         took part, title, word hashes) now, not before: a refused deletion leaves the entry whole."""
         update: dict[str, Any] = {"$set": {"deletion.state": "done", "deletion.completed_at": now()}}
+        if (entry.get("deletion") or {}).get("run", run_id) != run_id:  # an earlier run's, finished by this one
+            update["$set"]["deletion.completed_by"] = run_id
         if step["rule"] == "erasure" or (entry.get("deletion") or {}).get("rule") == "erasure":
             update["$set"]["deletion.personal_data_removed"] = list(PERSONAL_FIELDS)
             update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
@@ -290,11 +292,34 @@ class Deletions:
             wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
             loaded = self.source.load_many(wanted) if wanted else {}
             for room in rooms:
+                yield from self._unfinished_steps(batch[room], held.get(room), as_of)
                 if room in loaded:
                     yield from self._room_plan(room, batch[room], rules[room], held.get(room), jobs.get(room),
                                                loaded[room], as_of)
                 elif rules[room]:
                     yield from self._lock_steps(batch[room], rules[room], set())
+
+    def _unfinished_steps(self, versions: list[dict[str, Any]], cases: list[str] | None,
+                          as_of: dt.datetime) -> Iterator[Step]:
+        """Archive deletions an earlier run left half-way (the store refused part): finished now, unless a
+        hold or a lock keeps them (then named again, so every run's report shows them)."""
+        for v in versions:
+            deletion = v.get("deletion") or {}
+            if v["status"] != "deleted" or deletion.get("state") != "deleting":
+                continue
+            yield self._finish_step(v, deletion.get("rule", ""), f"finishing the deletion run {deletion.get('run')} "
+                                    "began", cases, as_of)
+
+    def _finish_step(self, v: dict[str, Any], rule: str, why: str, cases: list[str] | None,
+                     as_of: dt.datetime) -> Step:
+        until = _aware(v.get("retain_until"))
+        if cases:
+            kept = f"held by case {', '.join(map(repr, cases))}"
+        elif self.lock_mode and until is not None and until > as_of:
+            kept = f"locked until {iso(until)}"
+        else:
+            return Step("delete_archive", v["room"], v["version"], rule, why, entry_id=v["_id"])
+        return Step("skip", v["room"], v["version"], rule, f"archive kept: {kept}", entry_id=v["_id"])
 
     def _rule(self, versions: list[dict[str, Any]]) -> Rule | None:
         archived = [v for v in versions if v["status"] == "archived"]

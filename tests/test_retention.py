@@ -415,3 +415,36 @@ def test_an_erasure_after_sealing_keeps_the_sealed_day_verifiable_and_its_tombst
     index(config).delete_one({"_id": tombstone["_id"]})  # the proof of the deletion removed: named
     problems = [str(p) for p in verify_archive(config, None).problems]
     assert any(chats[0]["room"] in p for p in problems), problems
+
+
+def test_a_partly_deleted_archive_is_named_by_verify_and_finished_by_a_later_run(make_config) -> None:
+    """The store refuses the second object (a stray legal hold): the tombstone stays `deleting`; verify
+    names the run and the object left; once the store allows it a later run finishes, and verify is clean."""
+    config = retention_config(make_config, retention__rules={"default": {"source_days": 1, "archive_days": 2}})
+    chats = archive(config, 1)
+    room = chats[0]["room"]
+    age(config, 1.5)
+    retention(config)  # the source goes
+    age(config, 10)
+    store = open_store(config)
+    second = list(index(config).find_one()["objects"].values())[1]
+    store.set_legal_hold(second["key"], "", True)
+    first = retention(config)
+    assert outcomes(first)[("delete_archive", room, 1)][0] == "failed"
+    assert index(config).find_one()["deletion"]["state"] == "deleting"
+    problems = [str(p) for p in verify_archive(config, None).problems]
+    assert len(problems) == 1 and first.report["run"] in problems[0] and second["key"] in problems[0], problems
+    assert retention(config, dry_run=True).report["items"][0]["action"] == "delete_archive"  # planned again
+    open_holds(config).place(SearchFilters(room=room), "Case P", "litigation", ACTOR)
+    store.set_legal_hold(second["key"], "", False)
+    held = retention(config)  # a hold placed meanwhile still counts: nothing more goes
+    assert [i["reason"] for i in held.report["items"]] == ["archive kept: held by case 'Case P'"]
+    assert stored_path(config, second["key"]).exists()
+    open_holds(config).release("Case P", "settled", ACTOR)
+    finished = retention(config)
+    assert outcomes(finished)[("delete_archive", room, 1)][0] == "deleted"
+    tombstone = index(config).find_one()
+    assert tombstone["deletion"]["state"] == "done" and tombstone["deletion"]["run"] == first.report["run"]
+    assert not stored_path(config, second["key"]).exists()
+    assert verify_archive(config, None).ok
+    assert retention(config).report["items"] == []
