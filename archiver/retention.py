@@ -160,8 +160,8 @@ class Deletions:
         ctx = _Batch(
             held=self.holds.held_rooms(rooms),  # again now: a hold placed since the plan still counts
             loaded=self.source.load_many([s["room"] for s in batch if s["action"] == "delete_source"]),
-            entries={e["_id"]: e for e in self.entries.find(
-                {"_id": {"$in": [s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock")]}})},
+            entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
+                s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock", "erase_personal")]}})},
             sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
         done = []
         for step in batch:
@@ -186,6 +186,8 @@ class Deletions:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
         if cases and not begun:  # an archive deletion this run had begun before a crash is finished
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
+        if action == "erase_personal":
+            return self._erase_personal(run_id, entry)
         if action == "delete_source":
             outcome = self._delete_source(step, ctx.loaded.get(step["room"], (None, None)))
             if outcome[0] == "deleted":
@@ -227,11 +229,15 @@ class Deletions:
             until = _aware(entry.get("retain_until"))
             if self.lock_mode and until is not None and until > now():
                 return "skipped", f"locked until {iso(until)}"
-            self._mark_deleting(entry, run_id, step)  # the intent, before any object goes
+            if not self._mark_deleting(entry, run_id, step):  # the intent, before any object goes
+                now_is = (self.entries.find_one({"_id": entry["_id"]}, {"status": 1}) or {}).get("status", "gone")
+                return "skipped", f"the entry changed meanwhile (now {now_is}): nothing deleted"
         store = self.store_of(entry)
-        for n, obj in enumerate((entry.get("objects") or {}).values()):
-            try:
-                store.delete(obj["key"], obj.get("version_id", ""))  # gone already (a resumed run): no error
+        objects = [(o["key"], o.get("version_id", "")) for o in (entry.get("objects") or {}).values()]
+        set_aside = entry.get("superseded_objects") or []  # interrupted attempts' ciphertext, by key alone
+        for n, (key, version_id) in enumerate([*objects, *((k, None) for k in set_aside)]):
+            try:  # gone already (a resumed run): no error
+                store.delete(key, version_id) if version_id is not None else store.delete_versions(key)
             except ObjectLocked as exc:
                 return self._refused(entry, exc, partly=resumed or n > 0)
         self._complete(entry, step, run_id)
@@ -248,7 +254,7 @@ class Deletions:
             update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
         self.entries.update_one({"_id": entry["_id"]}, update)
 
-    def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> None:
+    def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> bool:
         """The tombstone, written before any object goes: the entry itself, hashes kept."""
         at = now()
         update: dict[str, Any] = {"$set": {"status": "deleted", "deletion": {
@@ -256,7 +262,21 @@ class Deletions:
             # what the seals read (docs/seals.md): the tombstone's own leaf, and the archive leaf's hash
             # so a sealed day still recomputes once the personal fields are gone
             **tombstone_fields(entry, step["rule"], at)}}
-        self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update)
+        return self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update).matched_count == 1
+
+    def _erase_personal(self, run_id: str, entry: dict[str, Any] | None) -> tuple[str, str]:
+        """An erasure of a tombstone an earlier deletion left: its personal metadata goes; its leaves stay
+        (the archive leaf is kept as `archived_leaf_sha256`, the tombstone leaf reads none of it)."""
+        if entry is None:
+            return "failed", "the index entry is gone"
+        if not entry.get("archived_leaf_sha256"):  # removing the fields would break the sealed archive leaf
+            return "skipped", "personal data kept: the tombstone predates archived_leaf_sha256 (its seal leaf)"
+        update = {"$set": {"deletion.personal_data_removed": list(PERSONAL_FIELDS), "deletion.erased_by": run_id,
+                           "deletion.erased_at": now()}, "$unset": {name: "" for name in PERSONAL_FIELDS}}
+        if self.entries.update_one({"_id": entry["_id"], "status": "deleted", "deletion.state": "done",
+                                    "archived_leaf_sha256": {"$exists": True}}, update).matched_count != 1:
+            return "skipped", f"the tombstone changed meanwhile (now {entry.get('status')}): nothing erased"
+        return "erased", ""
 
     def _refused(self, entry: dict[str, Any], exc: ObjectLocked, partly: bool) -> tuple[str, str]:
         if not partly:  # nothing went: the entry is archived as before
@@ -443,6 +463,12 @@ class Deletions:
                        Step("delete_source", room, None, "erasure", why,
                             entry_id=chat.get("_id") if isinstance(chat, dict) else None))
             for v in versions[room]:
+                deletion = v.get("deletion") or {}
+                if v["status"] == "deleted" and deletion.get("state") == "deleting":  # left half-way: finished
+                    yield self._finish_step(v, "erasure", why, cases, as_of)
+                elif v["status"] == "deleted" and "personal_data_removed" not in deletion:
+                    yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
+                           if kept else Step("erase_personal", room, v["version"], "erasure", why, entry_id=v["_id"]))
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request
                     yield Step("skip", room, v["version"], "erasure", "archive kept: this version is being "
                                "archived right now; erase again once the archive pass has finished", entry_id=v["_id"])

@@ -448,3 +448,77 @@ def test_a_partly_deleted_archive_is_named_by_verify_and_finished_by_a_later_run
     assert not stored_path(config, second["key"]).exists()
     assert verify_archive(config, None).ok
     assert retention(config).report["items"] == []
+
+
+def test_an_erasure_removes_the_personal_fields_of_tombstones_retention_left(make_config) -> None:
+    """Retention deleted the archive and kept who took part; the customer's erasure removes that too, and
+    both leaves (archive and tombstone) still recompute, so sealed days stay verifiable."""
+    from archiver.retention import PERSONAL_FIELDS
+    from archiver.seals import leaf_hash
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 400)
+    retention(config)
+    before = index(config).find_one({"room": chats[0]["room"]})
+    assert before["deletion"]["state"] == "done" and before["customers"]
+    result = erase(config, customer_of(chats[0]))
+    assert outcomes(result) == {("erase_personal", chats[0]["room"], 1): ("erased", "erasure request: GDPR request 1")}
+    after = index(config).find_one({"room": chats[0]["room"]})
+    assert not any(name in after for name in PERSONAL_FIELDS)
+    assert after["deletion"]["personal_data_removed"] == list(PERSONAL_FIELDS)
+    assert after["deletion"]["erased_by"] == result.report["run"]
+    assert leaf_hash(after) == leaf_hash(before) and leaf_hash(after, "deleted") == leaf_hash(before, "deleted")
+    assert index(config).find_one({"room": chats[1]["room"]})["customers"], "another customer's is kept"
+    assert verify_archive(config, None).ok
+    assert erase(config, customer_of(chats[0])).report["items"] == []
+
+
+def test_set_aside_objects_of_interrupted_attempts_are_deleted_with_the_archive(make_config) -> None:
+    config = retention_config(make_config)
+    archive(config, 1)
+    entry = index(config).find_one()
+    leftover = entry["objects"]["pdf"]["key"] + ".attempt-1"  # ciphertext an interrupted attempt stored
+    open_store(config).put(leftover, b"ciphertext", hashlib.sha256(b"ciphertext").hexdigest(), None)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"superseded_objects": [leftover]}})
+    age(config, 400)
+    result = retention(config)
+    assert outcomes(result)[("delete_archive", entry["room"], 1)][0] == "deleted"
+    assert not stored_path(config, leftover).exists()
+    assert verify_archive(config, None).ok
+
+
+def test_retention_and_erasure_share_one_lease(make_config) -> None:
+    from archiver.retention import Deletions
+    from archiver.runs import RunBusy, RunLedger
+
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    deletions = Deletions(config)
+    other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
+    other.acquire("retention")
+    with pytest.raises(RunBusy, match="retention run is in progress"):
+        erase(config, customer_of(chats[0]))
+    other.release("retention")
+    assert erase(config, customer_of(chats[0])).ok
+
+
+def test_an_archive_deleted_by_another_run_meanwhile_is_not_touched_again(make_config, monkeypatch) -> None:
+    """The entry changed between the batch's read and the tombstone write: nothing is deleted on a stale entry."""
+    from archiver import retention as retention_module
+
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 400)
+    real = retention_module.Deletions._mark_deleting
+
+    def raced(self, entry, run_id, step):
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "superseded"}})
+        return real(self, entry, run_id, step)
+    monkeypatch.setattr(retention_module.Deletions, "_mark_deleting", raced)
+    result = retention(config)
+    entry = index(config).find_one()
+    outcome, _ = outcomes(result)[("delete_archive", entry["room"], 1)]
+    detail = next(i["detail"] for i in result.report["items"] if i["action"] == "delete_archive")
+    assert outcome == "skipped" and "changed meanwhile" in detail and "superseded" in detail
+    assert all(stored_path(config, o["key"]).exists() for o in entry["objects"].values())
