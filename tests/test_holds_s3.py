@@ -211,3 +211,37 @@ def test_an_erasure_the_endpoint_refuses_keeps_the_entry_whole_and_its_seal_leaf
     assert after["status"] == "archived" and "deletion" not in after
     assert {k: after.get(k) for k in PERSONAL} == {k: entry.get(k) for k in PERSONAL}
     assert leaf_hash(after) == leaf_hash(entry) and _present(config, after)
+
+
+def test_a_release_the_store_refuses_in_part_is_audited_and_the_next_run_clears_what_is_left(
+        s3, tmp_path, capsys) -> None:
+    """S3 refuses to clear one version's legal hold (it names a version the bucket does not have): the other
+    room is cleared, the release is audited with the failure and exits 1, and the next retention run's sync
+    clears the hold that no active hold applies to any more."""
+    from archiver.cli import main
+    from archiver.mongo import connect
+    from conftest import write_toml
+
+    config = s3(retention__rules={})
+    chats = archive(config, 2)
+    a, b = (index(config).find_one({"room": c["room"]}) for c in chats)
+    keys = ("mongodb.uri", "source.database", "index.database", "storage.url", "storage.endpoint_url",
+            "storage.object_lock_mode", "signing.certificate", "signing.key", "encryption.recipients")
+    toml = str(write_toml(tmp_path / "cli.toml", {k: config[k] for k in keys}))
+    for room in (a["room"], b["room"]):
+        assert main(["--config", toml, "hold", "place", "--room", room, "--case", "Case R", "--reason", "r"]) == 0
+    real_version = a["objects"]["pdf"]["version_id"]
+    index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf.version_id": "no-such-version"}})
+    assert main(["--config", toml, "hold", "release", "--case", "Case R", "--reason", "settled"]) == 1
+    out = capsys.readouterr().out
+    assert "could not be cleared on 1" in out and a["room"] in out
+    assert _legal_hold(config, index(config).find_one({"_id": b["_id"]})) == {"OFF"}
+    audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
+    (record,) = audit.find({"action": "hold_release"})
+    assert record["outcome"] == "items_failed" and a["room"] in record["detail"]
+    assert index(config).find_one({"_id": a["_id"]})["legal_hold"] is True, "still recorded as set"
+    index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf.version_id": real_version}})
+    assert _legal_hold(config, index(config).find_one({"_id": a["_id"]})) == {"ON"}
+    retention(config)  # its sync clears legal holds no active hold applies to
+    assert _legal_hold(config, index(config).find_one({"_id": a["_id"]})) == {"OFF"}
+    assert "legal_hold" not in index(config).find_one({"_id": a["_id"]})
