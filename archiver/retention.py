@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import bson
 
+from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, open_audit_log
 from archiver.claims import WorkQueue, now
 from archiver.config import Config
@@ -108,7 +109,8 @@ class Deletions:
         from archiver.artifacts import configured_identity
         from archiver.signing import Signer
 
-        signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"])  # fails before work
+        signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"],  # fails before work
+                        self.config["signing.timestamp_max_skew_seconds"])
         self.ledger.acquire(kind)
         try:
             result = self._run_or_resume(kind, planner, params, signer, actor)
@@ -393,7 +395,7 @@ class Deletions:
             digest = self._digest(chat, contact)
         except InvalidChat as exc:
             return _with(skip, f"source chat kept: {exc}")
-        match = next((v for v in reversed(archived) if v.get("source_sha256") == digest), None)
+        match = next((v for v in reversed(archived) if documents_sha256(v) == digest), None)
         if match is None:
             return Step("requeue", room, archived[-1]["version"], rule.name,
                         f"the source changed since v{archived[-1]['version']} was archived (source digest differs "

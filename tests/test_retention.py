@@ -522,3 +522,34 @@ def test_an_archive_deleted_by_another_run_meanwhile_is_not_touched_again(make_c
     detail = next(i["detail"] for i in result.report["items"] if i["action"] == "delete_archive")
     assert outcome == "skipped" and "changed meanwhile" in detail and "superseded" in detail
     assert all(stored_path(config, o["key"]).exists() for o in entry["objects"].values())
+
+
+def test_a_source_archived_by_an_attachment_retry_version_is_deleted_not_queued_again(make_config) -> None:
+    """A retry version carries a derived source_sha256 and the real digest as documents_sha256."""
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {
+        "documents_sha256": entry["source_sha256"], "source_sha256": hashlib.sha256(b"retry 2").hexdigest()}})
+    age(config, 40)
+    result = retention(config)
+    assert outcomes(result) == {("delete_source", chats[0]["room"], 1): (
+        "deleted", "source_days 30 passed since v1 was archived and verified")}
+    assert source(config).count_documents({}) == 0 and jobs(config).find_one()["state"] == "done"
+
+
+
+def test_the_run_signer_gets_the_configured_timestamp_skew(make_config, monkeypatch) -> None:
+    """Report signatures carry no timestamp today; the signer is still built as the archive pass's is, so a
+    timestamped report would obey signing.timestamp_max_skew_seconds rather than a built-in 300 s."""
+    from archiver import signing
+
+    built = []
+
+    class Recording(signing.Signer):
+        def __init__(self, identity, timestamp_url="", max_skew_seconds=300.0, **kw):
+            built.append(max_skew_seconds)
+            super().__init__(identity, timestamp_url, max_skew_seconds, **kw)
+    monkeypatch.setattr(signing, "Signer", Recording)
+    config = retention_config(make_config, signing__timestamp_max_skew_seconds=3 * 86400.0)
+    assert retention(config).location and built == [3 * 86400.0]
