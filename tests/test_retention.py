@@ -553,3 +553,21 @@ def test_the_run_signer_gets_the_configured_timestamp_skew(make_config, monkeypa
     monkeypatch.setattr(signing, "Signer", Recording)
     config = retention_config(make_config, signing__timestamp_max_skew_seconds=3 * 86400.0)
     assert retention(config).location and built == [3 * 86400.0]
+
+
+def test_retrieving_a_deleted_chat_names_the_run_rule_and_date(make_config) -> None:
+    from archiver.retrieval import NotFound, find_entry
+
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    age(config, 400)
+    run = retention(config).report["run"]
+    tombstone = index(config).find_one()
+    day = tombstone["deleted_at"].strftime("%Y-%m-%d")
+    for version, which in ((None, "room"), (1, "version 1 of room")):
+        with pytest.raises(NotFound) as raised:  # the same error (and exit code) as a room never archived
+            find_entry(config, chats[0]["room"], version)
+        assert str(raised.value) == (f"{which} {chats[0]['room']!r}: deleted by run {run} under rule default on "
+                                     f"{day}; its tombstone keeps the object hashes (`archiver verify`)")
+    with pytest.raises(NotFound, match="not in the archive index"):
+        find_entry(config, "CHAT_NEVER_SEEN", None)
