@@ -571,3 +571,21 @@ def test_retrieving_a_deleted_chat_names_the_run_rule_and_date(make_config) -> N
                                      f"{day}; its tombstone keeps the object hashes (`archiver verify`)")
     with pytest.raises(NotFound, match="not in the archive index"):
         find_entry(config, "CHAT_NEVER_SEEN", None)
+
+
+def test_completeness_accounts_for_a_chat_whose_archive_was_deleted_by_policy(make_config) -> None:
+    """The source chat is back (a restored backup) after retention deleted it and its archive: the window
+    names it as deleted by that run, not as never archived."""
+    from archiver.completeness import check_completeness
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    kept = source(config).find_one({"room": chats[0]["room"]})
+    age(config, 400, room=chats[0]["room"])
+    run = retention(config).report["run"]
+    source(config).insert_one(kept)
+    now = dt.datetime.now(dt.timezone.utc)
+    report = check_completeness(config, now - dt.timedelta(days=5), now + dt.timedelta(hours=1))
+    assert report.ok and report.missing == [] and (report.ended, report.archived) == (2, 1)
+    assert report.deleted_count == 1 and report.deleted == [
+        {"room": chats[0]["room"], "why": f"deleted by run {run} under rule default"}]
