@@ -69,7 +69,7 @@ def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]
             deletion = tombstone.get("deletion") or {}
             when = deletion.get("at") or tombstone.get("deleted_at")
             raise NotFound(f"{which} {room!r}: deleted by run {deletion.get('run')} under rule {deletion.get('rule')} "
-                           f"on {when:%Y-%m-%d}; its tombstone keeps the object hashes (`archiver verify`)")
+                           f"on {f'{when:%Y-%m-%d}' if when else 'an unrecorded date'}; its tombstone keeps the object hashes (`archiver verify`)")
         raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
     return entry
 

@@ -589,3 +589,23 @@ def test_completeness_accounts_for_a_chat_whose_archive_was_deleted_by_policy(ma
     assert report.ok and report.missing == [] and (report.ended, report.archived) == (2, 1)
     assert report.deleted_count == 1 and report.deleted == [
         {"room": chats[0]["room"], "why": f"deleted by run {run} under rule default"}]
+
+
+def test_serve_waits_while_an_erasure_holds_the_deletion_lease(make_config) -> None:
+    from archiver.jobs import Service
+    from archiver.retention import Deletions
+    from archiver.runs import RunLedger
+    import threading
+
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 40)
+    deletions = Deletions(config)
+    erasing = RunLedger(deletions.ledger.runs, deletions.ledger.steps)
+    erasing.acquire("erasure")
+    service = Service(config, threading.Event())
+    service.retention()  # waits: not an error, nothing deleted
+    assert service.retention_error == "" and source(config).count_documents({}) == 1
+    erasing.release("erasure")
+    service.retention()
+    assert service.retention_error == "" and source(config).count_documents({}) == 0
