@@ -245,3 +245,19 @@ def test_a_release_the_store_refuses_in_part_is_audited_and_the_next_run_clears_
     retention(config)  # its sync clears legal holds no active hold applies to
     assert _legal_hold(config, index(config).find_one({"_id": a["_id"]})) == {"OFF"}
     assert "legal_hold" not in index(config).find_one({"_id": a["_id"]})
+
+
+def test_set_aside_objects_are_deleted_for_good_in_a_versioned_bucket(s3, bucket, moto_endpoint) -> None:
+    """An interrupted attempt's object is recorded by key alone: every version of it goes, not hidden behind
+    a delete marker."""
+    import hashlib
+
+    config = s3(retention__rules={}, storage__object_lock_mode="")
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    leftover = entry["objects"]["pdf"]["key"] + ".attempt-1"
+    open_store(config).put(leftover, b"ciphertext", hashlib.sha256(b"ciphertext").hexdigest(), None)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"superseded_objects": [leftover]}})
+    assert outcomes(erase(config, customer_of(chats[0])))[("delete_archive", chats[0]["room"], 1)][0] == "deleted"
+    listed = _client(moto_endpoint).list_object_versions(Bucket=bucket, Prefix="chats/" + entry["room"])
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
