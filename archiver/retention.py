@@ -220,8 +220,9 @@ class Deletions:
         if entry is None:
             return "failed", "the index entry is gone"
         deletion = entry.get("deletion") or {}
-        if entry["status"] == "deleted" and deletion.get("state") == "done":
-            return "skipped", f"already deleted by run {deletion.get('run')}"
+        if entry["status"] == "deleted" and deletion.get("state") == "done":  # by this run before a crash: done
+            return ("deleted", "") if deletion.get("run") == run_id else (
+                "skipped", f"already deleted by run {deletion.get('run')}")
         if entry["status"] not in ("archived", "deleted"):
             return "skipped", f"the entry is {entry['status']} now"
         resumed = entry["status"] == "deleted"
