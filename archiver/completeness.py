@@ -3,7 +3,8 @@
 The source is read through the discovery index (`archiver_end_ts`: endChat
 messages by time) as a stream; its rooms are looked up in batches, in the index
 (an archived, non-interim version: `room_version`) and in the job queue (a
-`failed` or `quarantined` job: by `_id`). Memory holds one batch and the bounded
+`failed` or `quarantined` job: by `_id`); a room whose archive is a tombstone (deleted by
+retention or an erasure) is accounted for as deleted. Memory holds one batch and the bounded
 lists of rooms reported, whatever the size of the window.
 
 A chat "ended in the window" when it has an endChat message whose time is in
@@ -50,6 +51,8 @@ class CompletenessReport:
     missing: list[Missing] = field(default_factory=list)
     missing_count: int = 0
     seconds: float = 0.0
+    deleted: list[dict[str, str]] = field(default_factory=list)  # archived, then deleted by policy (a tombstone)
+    deleted_count: int = 0
 
     @property
     def ok(self) -> bool:
@@ -105,12 +108,20 @@ def _classify(rooms: dict[str, None], entries: Any, jobs: Any, report: Completen
     names = list(rooms)
     archived = {d["room"] for d in entries.find(
         {"room": {"$in": names}, "status": "archived", "kind": {"$ne": "interim"}}, {"room": 1, "_id": 0})}
+    tombstones = {d["room"]: d.get("deletion") or {} for d in entries.find(
+        {"room": {"$in": names}, "status": "deleted"}, {"room": 1, "deletion": 1, "_id": 0})}
     job = {d["_id"]: d for d in jobs.find({"_id": {"$in": names}}, {"state": 1, "last_error": 1, "reason": 1})}
     for room in names:
         report.ended += 1
         state = job.get(room, {}).get("state")
         if room in archived:
             report.archived += 1
+        elif room in tombstones:  # accounted for: archived, then deleted by retention or an erasure
+            report.deleted_count += 1
+            if len(report.deleted) < MAX_LISTED:
+                deletion = tombstones[room]
+                report.deleted.append({"room": room, "why": f"deleted by run {deletion.get('run')} "
+                                                            f"under rule {deletion.get('rule')}"})
         elif state in ("failed", "quarantined"):
             _account(report, state, {"room": room, "why": job[room].get("reason") or job[room].get("last_error", "")})
         else:

@@ -126,13 +126,22 @@ class Holds:
             changed += 1
         return changed
 
-    def unprotect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
-        """Clear the S3 legal hold on ROOMS' objects where no active hold still applies."""
+    def unprotect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore],
+                  failures: list[str] | None = None) -> int:
+        """Clear the S3 legal hold on ROOMS' objects where no active hold still applies; the entries changed.
+        One the store refuses keeps `legal_hold: true` (the next retention run's sync retries it) and is
+        added to FAILURES ("room vN: error")."""
         still = self.held_rooms(rooms)
         free = [room for room in rooms if room not in still]
         changed = 0
         for entry in self.entries.find({"room": {"$in": free}, "legal_hold": True}):
-            _set_all(entry, store_of(entry), False)
+            try:
+                _set_all(entry, store_of(entry), False)
+            except StoreError as exc:
+                event("legal_hold_release_failed", logging.WARNING, room=entry["room"], error=str(exc))
+                if failures is not None:
+                    failures.append(f"{entry['room']} v{entry.get('version')}: {exc}")
+                continue
             self.entries.update_one({"_id": entry["_id"]}, {"$unset": {"legal_hold": ""}})
             changed += 1
         return changed
@@ -148,8 +157,13 @@ class Holds:
             return 0
 
     def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
-        """Set the legal hold wherever an active hold applies and it is missing (a crash, a failed put)."""
-        return sum(self.protect(batch, store_of) for hold in self.active() for batch in self.rooms_of(hold))
+        """Set the legal hold wherever an active hold applies and it is missing (a crash, a failed put), and
+        clear it where none applies any more (a release the store refused in part); the entries changed."""
+        changed = sum(self.protect(batch, store_of) for hold in self.active() for batch in self.rooms_of(hold))
+        rooms = sorted(set(self.entries.distinct("room", {"legal_hold": True})))
+        for i in range(0, len(rooms), ROOM_BATCH):
+            changed += self.unprotect(rooms[i:i + ROOM_BATCH], store_of)
+        return changed
 
 
 def _set_all(entry: dict[str, Any], store: ObjectStore, on: bool) -> None:

@@ -83,8 +83,7 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
     """Every object of ENTRY fetched and checked against its recorded size and SHA-256."""
     opened = Opened(entry)
     if entry.get("status") == "deleted":  # a tombstone: its objects are gone on purpose (retention, erasure)
-        opened.checks.append(Check("deleted by policy: a tombstone, its objects are not expected in the store",
-                                   bool(entry.get("deletion")), "" if entry.get("deletion") else "no deletion record"))
+        opened.checks.append(_tombstone_check(entry, store))
         return opened
     if entry.get("status") != "archived":
         opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}"))
@@ -96,6 +95,27 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
             continue
         opened.checks.append(_fetch(opened, name, obj, store))
     return opened
+
+
+def _tombstone_check(entry: dict[str, Any], store: ObjectStore) -> Check:
+    """A tombstone is settled only once its deletion is done; one left half-way names what is still stored."""
+    what = "deleted by policy: a tombstone, its objects are not expected in the store"
+    deletion = entry.get("deletion")
+    if not deletion:
+        return Check(what, False, "no deletion record")
+    if deletion.get("state") == "done":
+        return Check(what, True)
+    left = []
+    for obj in (entry.get("objects") or {}).values():
+        try:
+            store.get(obj["key"], obj.get("version_id", ""))
+            left.append(obj["key"])
+        except ObjectMissing:
+            pass
+        except StoreError as exc:
+            left.append(f"{obj['key']} (cannot tell: {exc})")
+    return Check(what, False, f"deletion by run {deletion.get('run')} (rule {deletion.get('rule')}) is not finished "
+                              f"(state {deletion.get('state')!r}); still in the store: {', '.join(left) or 'none'}")
 
 
 def attachment_objects(entry: dict[str, Any]) -> list[str]:

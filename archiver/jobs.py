@@ -105,10 +105,14 @@ class Service:
             return
         from archiver.audit import Actor
         from archiver.retention import Deletions
+        from archiver.runs import RunBusy
 
         try:
             deletions = Deletions(self.config)
             result = deletions.run("retention", deletions.plan_retention, {}, False, Actor.current("archiver serve"))
+        except RunBusy as exc:  # an erasure (or another process's run) holds the one deletion lease: next time
+            event("retention_waiting", reason=str(exc))
+            return
         except Exception as exc:
             self.retention_error = f"{type(exc).__name__}: {exc}"
             event("retention_failed", logging.ERROR, error=self.retention_error)

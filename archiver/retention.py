@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import bson
 
+from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, open_audit_log
 from archiver.claims import WorkQueue, now
 from archiver.config import Config
@@ -108,7 +109,8 @@ class Deletions:
         from archiver.artifacts import configured_identity
         from archiver.signing import Signer
 
-        signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"])  # fails before work
+        signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"],  # fails before work
+                        self.config["signing.timestamp_max_skew_seconds"])
         self.ledger.acquire(kind)
         try:
             result = self._run_or_resume(kind, planner, params, signer, actor)
@@ -160,8 +162,8 @@ class Deletions:
         ctx = _Batch(
             held=self.holds.held_rooms(rooms),  # again now: a hold placed since the plan still counts
             loaded=self.source.load_many([s["room"] for s in batch if s["action"] == "delete_source"]),
-            entries={e["_id"]: e for e in self.entries.find(
-                {"_id": {"$in": [s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock")]}})},
+            entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
+                s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock", "erase_personal")]}})},
             sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
         done = []
         for step in batch:
@@ -186,6 +188,8 @@ class Deletions:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
         if cases and not begun:  # an archive deletion this run had begun before a crash is finished
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
+        if action == "erase_personal":
+            return self._erase_personal(run_id, entry)
         if action == "delete_source":
             outcome = self._delete_source(step, ctx.loaded.get(step["room"], (None, None)))
             if outcome[0] == "deleted":
@@ -216,8 +220,9 @@ class Deletions:
         if entry is None:
             return "failed", "the index entry is gone"
         deletion = entry.get("deletion") or {}
-        if entry["status"] == "deleted" and deletion.get("run") != run_id:
-            return "skipped", f"already deleted by run {deletion.get('run')}"
+        if entry["status"] == "deleted" and deletion.get("state") == "done":  # by this run before a crash: done
+            return ("deleted", "") if deletion.get("run") == run_id else (
+                "skipped", f"already deleted by run {deletion.get('run')}")
         if entry["status"] not in ("archived", "deleted"):
             return "skipped", f"the entry is {entry['status']} now"
         resumed = entry["status"] == "deleted"
@@ -227,31 +232,54 @@ class Deletions:
             until = _aware(entry.get("retain_until"))
             if self.lock_mode and until is not None and until > now():
                 return "skipped", f"locked until {iso(until)}"
-            self._mark_deleting(entry, run_id, step)  # the intent, before any object goes
+            if not self._mark_deleting(entry, run_id, step):  # the intent, before any object goes
+                now_is = (self.entries.find_one({"_id": entry["_id"]}, {"status": 1}) or {}).get("status", "gone")
+                return "skipped", f"the entry changed meanwhile (now {now_is}): nothing deleted"
         store = self.store_of(entry)
-        for n, obj in enumerate((entry.get("objects") or {}).values()):
-            try:
-                store.delete(obj["key"], obj.get("version_id", ""))  # gone already (a resumed run): no error
+        objects = [(o["key"], o.get("version_id", "")) for o in (entry.get("objects") or {}).values()]
+        set_aside = entry.get("superseded_objects") or []  # interrupted attempts' ciphertext, by key alone
+        for n, (key, version_id) in enumerate([*objects, *((k, None) for k in set_aside)]):
+            try:  # gone already (a resumed run): no error
+                store.delete(key, version_id) if version_id is not None else store.delete_versions(key)
             except ObjectLocked as exc:
                 return self._refused(entry, exc, partly=resumed or n > 0)
-        self.entries.update_one({"_id": entry["_id"]}, {"$set": {"deletion.state": "done",
-                                                                 "deletion.completed_at": now()}})
+        self._complete(entry, step, run_id)
         return "deleted", ""
 
-    def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> None:
-        """The tombstone, written before any object goes: the entry itself, hashes kept; an erasure also
-        removes the personal metadata (who took part, title, word hashes)."""
-        erasure = step["rule"] == "erasure"
+    def _complete(self, entry: dict[str, Any], step: dict[str, Any], run_id: str) -> None:
+        """Every object is gone: the tombstone is done; an erasure's also loses the personal metadata (who
+        took part, title, word hashes) now, not before: a refused deletion leaves the entry whole."""
+        update: dict[str, Any] = {"$set": {"deletion.state": "done", "deletion.completed_at": now()}}
+        if (entry.get("deletion") or {}).get("run", run_id) != run_id:  # an earlier run's, finished by this one
+            update["$set"]["deletion.completed_by"] = run_id
+        if step["rule"] == "erasure" or (entry.get("deletion") or {}).get("rule") == "erasure":
+            update["$set"]["deletion.personal_data_removed"] = list(PERSONAL_FIELDS)
+            update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
+        self.entries.update_one({"_id": entry["_id"]}, update)
+
+    def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> bool:
+        """The tombstone, written before any object goes: the entry itself, hashes kept."""
         at = now()
         update: dict[str, Any] = {"$set": {"status": "deleted", "deletion": {
-            "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": at, "state": "deleting",
-            **({"personal_data_removed": list(PERSONAL_FIELDS)} if erasure else {})},
+            "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": at, "state": "deleting"},
             # what the seals read (docs/seals.md): the tombstone's own leaf, and the archive leaf's hash
             # so a sealed day still recomputes once the personal fields are gone
             **tombstone_fields(entry, step["rule"], at)}}
-        if erasure:
-            update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
-        self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update)
+        return self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update).matched_count == 1
+
+    def _erase_personal(self, run_id: str, entry: dict[str, Any] | None) -> tuple[str, str]:
+        """An erasure of a tombstone an earlier deletion left: its personal metadata goes; its leaves stay
+        (the archive leaf is kept as `archived_leaf_sha256`, the tombstone leaf reads none of it)."""
+        if entry is None:
+            return "failed", "the index entry is gone"
+        if not entry.get("archived_leaf_sha256"):  # removing the fields would break the sealed archive leaf
+            return "skipped", "personal data kept: the tombstone predates archived_leaf_sha256 (its seal leaf)"
+        update = {"$set": {"deletion.personal_data_removed": list(PERSONAL_FIELDS), "deletion.erased_by": run_id,
+                           "deletion.erased_at": now()}, "$unset": {name: "" for name in PERSONAL_FIELDS}}
+        if self.entries.update_one({"_id": entry["_id"], "status": "deleted", "deletion.state": "done",
+                                    "archived_leaf_sha256": {"$exists": True}}, update).matched_count != 1:
+            return "skipped", f"the tombstone changed meanwhile (now {entry.get('status')}): nothing erased"
+        return "erased", ""
 
     def _refused(self, entry: dict[str, Any], exc: ObjectLocked, partly: bool) -> tuple[str, str]:
         if not partly:  # nothing went: the entry is archived as before
@@ -287,11 +315,34 @@ class Deletions:
             wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
             loaded = self.source.load_many(wanted) if wanted else {}
             for room in rooms:
+                yield from self._unfinished_steps(batch[room], held.get(room), as_of)
                 if room in loaded:
                     yield from self._room_plan(room, batch[room], rules[room], held.get(room), jobs.get(room),
                                                loaded[room], as_of)
                 elif rules[room]:
                     yield from self._lock_steps(batch[room], rules[room], set())
+
+    def _unfinished_steps(self, versions: list[dict[str, Any]], cases: list[str] | None,
+                          as_of: dt.datetime) -> Iterator[Step]:
+        """Archive deletions an earlier run left half-way (the store refused part): finished now, unless a
+        hold or a lock keeps them (then named again, so every run's report shows them)."""
+        for v in versions:
+            deletion = v.get("deletion") or {}
+            if v["status"] != "deleted" or deletion.get("state") != "deleting":
+                continue
+            yield self._finish_step(v, deletion.get("rule", ""), f"finishing the deletion run {deletion.get('run')} "
+                                    "began", cases, as_of)
+
+    def _finish_step(self, v: dict[str, Any], rule: str, why: str, cases: list[str] | None,
+                     as_of: dt.datetime) -> Step:
+        until = _aware(v.get("retain_until"))
+        if cases:
+            kept = f"held by case {', '.join(map(repr, cases))}"
+        elif self.lock_mode and until is not None and until > as_of:
+            kept = f"locked until {iso(until)}"
+        else:
+            return Step("delete_archive", v["room"], v["version"], rule, why, entry_id=v["_id"])
+        return Step("skip", v["room"], v["version"], rule, f"archive kept: {kept}", entry_id=v["_id"])
 
     def _rule(self, versions: list[dict[str, Any]]) -> Rule | None:
         archived = [v for v in versions if v["status"] == "archived"]
@@ -348,7 +399,7 @@ class Deletions:
             digest = self._digest(chat, contact)
         except InvalidChat as exc:
             return _with(skip, f"source chat kept: {exc}")
-        match = next((v for v in reversed(archived) if v.get("source_sha256") == digest), None)
+        match = next((v for v in reversed(archived) if documents_sha256(v) == digest), None)
         if match is None:
             return Step("requeue", room, archived[-1]["version"], rule.name,
                         f"the source changed since v{archived[-1]['version']} was archived (source digest differs "
@@ -418,6 +469,12 @@ class Deletions:
                        Step("delete_source", room, None, "erasure", why,
                             entry_id=chat.get("_id") if isinstance(chat, dict) else None))
             for v in versions[room]:
+                deletion = v.get("deletion") or {}
+                if v["status"] == "deleted" and deletion.get("state") == "deleting":  # left half-way: finished
+                    yield self._finish_step(v, "erasure", why, cases, as_of)
+                elif v["status"] == "deleted" and "personal_data_removed" not in deletion:
+                    yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
+                           if kept else Step("erase_personal", room, v["version"], "erasure", why, entry_id=v["_id"]))
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request
                     yield Step("skip", room, v["version"], "erasure", "archive kept: this version is being "
                                "archived right now; erase again once the archive pass has finished", entry_id=v["_id"])

@@ -64,6 +64,12 @@ def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]
     entry = db[config["index.entries"]].find_one(query, sort=[("version", DESCENDING)])
     if entry is None:
         which = f"version {version} of room" if version is not None else "room"
+        tombstone = db[config["index.entries"]].find_one({**query, "status": "deleted"}, sort=[("version", DESCENDING)])
+        if tombstone is not None:  # deleted on purpose: say by what, not "unknown"
+            deletion = tombstone.get("deletion") or {}
+            when = deletion.get("at") or tombstone.get("deleted_at")
+            raise NotFound(f"{which} {room!r}: deleted by run {deletion.get('run')} under rule {deletion.get('rule')} "
+                           f"on {f'{when:%Y-%m-%d}' if when else 'an unrecorded date'}; its tombstone keeps the object hashes (`archiver verify`)")
         raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
     return entry
 

@@ -8,8 +8,10 @@ and a tombstone records its intent before any object goes), the done ones never
 again, so the final state and the report are those of an uninterrupted run. A run
 killed while planning deleted nothing; its partial plan is dropped and planned anew.
 
-Only one run of a kind executes at a time: it holds a lease in `index.retention_runs`,
-taken over when it expires or when its holder's process is gone.
+Only one deletion run executes at a time, retention or erasure (an erasure and a retention
+run deleting the same archive at once would each act on an entry the other is changing): it
+holds the one lease in `index.retention_runs`, taken over when it expires or when its
+holder's process is gone.
 
 The report (counts per rule, every item with its outcome) is written into the run's
 document and, signed (detached CMS, the archiver's signing identity), into the store
@@ -40,12 +42,13 @@ from archiver.store import ObjectExists, ObjectStore
 REPORTS_PREFIX = ".reports/"
 STEP_BATCH = 200
 LEASE_MS = 10 * 60_000
+LEASE = "lease:deletion"  # one for every kind of run
 
 
 @dataclass(frozen=True)
 class Step:
     """One thing a run does, or decided not to do (`skip`, with the reason)."""
-    action: str  # delete_source / delete_archive / extend_lock / requeue / skip
+    action: str  # delete_source / delete_archive / erase_personal / extend_lock / requeue / skip
     room: str
     version: int | None = None
     rule: str = ""
@@ -88,9 +91,9 @@ class RunLedger:
     # -- the lease: one run of a kind at a time ------------------------------------------------
 
     def acquire(self, kind: str) -> None:
-        lock = f"lease:{kind}"
+        lock = LEASE
         t = server_ms(self.runs.database)
-        mine = {"owner": self.owner, "until_ms": t + LEASE_MS}
+        mine = {"owner": self.owner, "until_ms": t + LEASE_MS, "kind": kind}
         try:
             self.runs.insert_one({"_id": lock, **mine})
             return
@@ -98,19 +101,20 @@ class RunLedger:
             pass
         held = self.runs.find_one({"_id": lock}) or {}
         if held.get("until_ms", 0) > t and _alive(held.get("owner", "")):
-            raise RunBusy(f"another {kind} run is in progress (held by {held.get('owner')})")
+            raise RunBusy(f"a {held.get('kind', 'deletion')} run is in progress (held by {held.get('owner')}); "
+                          f"this {kind} run waits for it: try again when it has finished")
         if self.runs.update_one({"_id": lock, "owner": held.get("owner"), "until_ms": held.get("until_ms")},
                                 {"$set": mine}).matched_count != 1:
             raise RunBusy(f"another {kind} run took over just now")
 
     def renew(self, kind: str) -> None:
         """Keep the lease; RunBusy if another process took it over (this one stalled past it): stop."""
-        if self.runs.update_one({"_id": f"lease:{kind}", "owner": self.owner},
+        if self.runs.update_one({"_id": LEASE, "owner": self.owner},
                                 {"$set": {"until_ms": server_ms(self.runs.database) + LEASE_MS}}).matched_count != 1:
             raise RunBusy(f"the {kind} run's lease was taken over by another process; stopping")
 
     def release(self, kind: str) -> None:
-        self.runs.delete_one({"_id": f"lease:{kind}", "owner": self.owner})
+        self.runs.delete_one({"_id": LEASE, "owner": self.owner})
 
     # -- runs and steps ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from archiver.store import ObjectLocked, open_store
 from retention_helpers import age, archive, customer_of, erase, index, outcomes, retention, source
 
 ACTOR = {"user": "tester", "host": "test"}
+PERSONAL = ("customers", "agents", "participants", "title", "terms", "closed_by")
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def s3(make_config, bucket, moto_endpoint):
     """COMPLIANCE lock of 1 day per the rule; retention deletes the source after 0 days."""
     def build(**overrides):
         return make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
-                           storage__object_lock_mode="COMPLIANCE", **{
+                           **{"storage__object_lock_mode": "COMPLIANCE",
                                "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
                                **overrides})
     return build
@@ -219,3 +220,72 @@ def test_a_hold_sets_the_s3_legal_hold_on_attachment_objects_too(s3) -> None:
     for batch in holds.rooms_of(hold):
         holds.protect(batch, Deletions(config).store_of)
     assert _legal_hold(config, index(config).find_one({"room": chat["room"]})) == {"ON"}
+
+
+def test_an_erasure_the_endpoint_refuses_keeps_the_entry_whole_and_its_seal_leaf(s3) -> None:
+    """A stray S3 legal hold on the first object: nothing goes, so the entry stays archived with every
+    personal field and the leaf a seal covers, not a stripped entry that no longer matches its seal."""
+    from archiver.seals import leaf_hash
+
+    config = s3(retention__rules={}, storage__object_lock_mode="")
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    first = next(iter(entry["objects"].values()))
+    open_store(config).set_legal_hold(first["key"], first["version_id"], True)  # no hold in the index
+    result = erase(config, customer_of(chats[0]))
+    outcome, _ = outcomes(result)[("delete_archive", chats[0]["room"], 1)]
+    assert outcome == "refused" and result.ok
+    after = index(config).find_one()
+    assert after["status"] == "archived" and "deletion" not in after
+    assert {k: after.get(k) for k in PERSONAL} == {k: entry.get(k) for k in PERSONAL}
+    assert leaf_hash(after) == leaf_hash(entry) and _present(config, after)
+
+
+def test_a_release_the_store_refuses_in_part_is_audited_and_the_next_run_clears_what_is_left(
+        s3, tmp_path, capsys) -> None:
+    """S3 refuses to clear one version's legal hold (it names a version the bucket does not have): the other
+    room is cleared, the release is audited with the failure and exits 1, and the next retention run's sync
+    clears the hold that no active hold applies to any more."""
+    from archiver.cli import main
+    from archiver.mongo import connect
+    from conftest import write_toml
+
+    config = s3(retention__rules={})
+    chats = archive(config, 2)
+    a, b = (index(config).find_one({"room": c["room"]}) for c in chats)
+    keys = ("mongodb.uri", "source.database", "index.database", "storage.url", "storage.endpoint_url",
+            "storage.object_lock_mode", "signing.certificate", "signing.key", "encryption.recipients")
+    toml = str(write_toml(tmp_path / "cli.toml", {k: config[k] for k in keys}))
+    for room in (a["room"], b["room"]):
+        assert main(["--config", toml, "hold", "place", "--room", room, "--case", "Case R", "--reason", "r"]) == 0
+    real_version = a["objects"]["pdf"]["version_id"]
+    index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf.version_id": "no-such-version"}})
+    assert main(["--config", toml, "hold", "release", "--case", "Case R", "--reason", "settled"]) == 1
+    out = capsys.readouterr().out
+    assert "could not be cleared on 1" in out and a["room"] in out
+    assert _legal_hold(config, index(config).find_one({"_id": b["_id"]})) == {"OFF"}
+    audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
+    (record,) = audit.find({"action": "hold_release"})
+    assert record["outcome"] == "items_failed" and a["room"] in record["detail"]
+    assert index(config).find_one({"_id": a["_id"]})["legal_hold"] is True, "still recorded as set"
+    index(config).update_one({"_id": a["_id"]}, {"$set": {"objects.pdf.version_id": real_version}})
+    assert _legal_hold(config, index(config).find_one({"_id": a["_id"]})) == {"ON"}
+    retention(config)  # its sync clears legal holds no active hold applies to
+    assert _legal_hold(config, index(config).find_one({"_id": a["_id"]})) == {"OFF"}
+    assert "legal_hold" not in index(config).find_one({"_id": a["_id"]})
+
+
+def test_set_aside_objects_are_deleted_for_good_in_a_versioned_bucket(s3, bucket, moto_endpoint) -> None:
+    """An interrupted attempt's object is recorded by key alone: every version of it goes, not hidden behind
+    a delete marker."""
+    import hashlib
+
+    config = s3(retention__rules={}, storage__object_lock_mode="")
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    leftover = entry["objects"]["pdf"]["key"] + ".attempt-1"
+    open_store(config).put(leftover, b"ciphertext", hashlib.sha256(b"ciphertext").hexdigest(), None)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"superseded_objects": [leftover]}})
+    assert outcomes(erase(config, customer_of(chats[0])))[("delete_archive", chats[0]["room"], 1)][0] == "deleted"
+    listed = _client(moto_endpoint).list_object_versions(Bucket=bucket, Prefix="chats/" + entry["room"])
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []

@@ -415,3 +415,197 @@ def test_an_erasure_after_sealing_keeps_the_sealed_day_verifiable_and_its_tombst
     index(config).delete_one({"_id": tombstone["_id"]})  # the proof of the deletion removed: named
     problems = [str(p) for p in verify_archive(config, None).problems]
     assert any(chats[0]["room"] in p for p in problems), problems
+
+
+def test_a_partly_deleted_archive_is_named_by_verify_and_finished_by_a_later_run(make_config) -> None:
+    """The store refuses the second object (a stray legal hold): the tombstone stays `deleting`; verify
+    names the run and the object left; once the store allows it a later run finishes, and verify is clean."""
+    config = retention_config(make_config, retention__rules={"default": {"source_days": 1, "archive_days": 2}})
+    chats = archive(config, 1)
+    room = chats[0]["room"]
+    age(config, 1.5)
+    retention(config)  # the source goes
+    age(config, 10)
+    store = open_store(config)
+    second = list(index(config).find_one()["objects"].values())[1]
+    store.set_legal_hold(second["key"], "", True)
+    first = retention(config)
+    assert outcomes(first)[("delete_archive", room, 1)][0] == "failed"
+    assert index(config).find_one()["deletion"]["state"] == "deleting"
+    problems = [str(p) for p in verify_archive(config, None).problems]
+    assert len(problems) == 1 and first.report["run"] in problems[0] and second["key"] in problems[0], problems
+    assert retention(config, dry_run=True).report["items"][0]["action"] == "delete_archive"  # planned again
+    open_holds(config).place(SearchFilters(room=room), "Case P", "litigation", ACTOR)
+    store.set_legal_hold(second["key"], "", False)
+    held = retention(config)  # a hold placed meanwhile still counts: nothing more goes
+    assert [i["reason"] for i in held.report["items"]] == ["archive kept: held by case 'Case P'"]
+    assert stored_path(config, second["key"]).exists()
+    open_holds(config).release("Case P", "settled", ACTOR)
+    finished = retention(config)
+    assert outcomes(finished)[("delete_archive", room, 1)][0] == "deleted"
+    tombstone = index(config).find_one()
+    assert tombstone["deletion"]["state"] == "done" and tombstone["deletion"]["run"] == first.report["run"]
+    assert not stored_path(config, second["key"]).exists()
+    assert verify_archive(config, None).ok
+    assert retention(config).report["items"] == []
+
+
+def test_an_erasure_removes_the_personal_fields_of_tombstones_retention_left(make_config) -> None:
+    """Retention deleted the archive and kept who took part; the customer's erasure removes that too, and
+    both leaves (archive and tombstone) still recompute, so sealed days stay verifiable."""
+    from archiver.retention import PERSONAL_FIELDS
+    from archiver.seals import leaf_hash
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 400)
+    retention(config)
+    before = index(config).find_one({"room": chats[0]["room"]})
+    assert before["deletion"]["state"] == "done" and before["customers"]
+    result = erase(config, customer_of(chats[0]))
+    assert outcomes(result) == {("erase_personal", chats[0]["room"], 1): ("erased", "erasure request: GDPR request 1")}
+    after = index(config).find_one({"room": chats[0]["room"]})
+    assert not any(name in after for name in PERSONAL_FIELDS)
+    assert after["deletion"]["personal_data_removed"] == list(PERSONAL_FIELDS)
+    assert after["deletion"]["erased_by"] == result.report["run"]
+    assert leaf_hash(after) == leaf_hash(before) and leaf_hash(after, "deleted") == leaf_hash(before, "deleted")
+    assert index(config).find_one({"room": chats[1]["room"]})["customers"], "another customer's is kept"
+    assert verify_archive(config, None).ok
+    assert erase(config, customer_of(chats[0])).report["items"] == []
+
+
+def test_set_aside_objects_of_interrupted_attempts_are_deleted_with_the_archive(make_config) -> None:
+    config = retention_config(make_config)
+    archive(config, 1)
+    entry = index(config).find_one()
+    leftover = entry["objects"]["pdf"]["key"] + ".attempt-1"  # ciphertext an interrupted attempt stored
+    open_store(config).put(leftover, b"ciphertext", hashlib.sha256(b"ciphertext").hexdigest(), None)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"superseded_objects": [leftover]}})
+    age(config, 400)
+    result = retention(config)
+    assert outcomes(result)[("delete_archive", entry["room"], 1)][0] == "deleted"
+    assert not stored_path(config, leftover).exists()
+    assert verify_archive(config, None).ok
+
+
+def test_retention_and_erasure_share_one_lease(make_config) -> None:
+    from archiver.retention import Deletions
+    from archiver.runs import RunBusy, RunLedger
+
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    deletions = Deletions(config)
+    other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
+    other.acquire("retention")
+    with pytest.raises(RunBusy, match="retention run is in progress"):
+        erase(config, customer_of(chats[0]))
+    other.release("retention")
+    assert erase(config, customer_of(chats[0])).ok
+
+
+def test_an_archive_deleted_by_another_run_meanwhile_is_not_touched_again(make_config, monkeypatch) -> None:
+    """The entry changed between the batch's read and the tombstone write: nothing is deleted on a stale entry."""
+    from archiver import retention as retention_module
+
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 400)
+    real = retention_module.Deletions._mark_deleting
+
+    def raced(self, entry, run_id, step):
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "superseded"}})
+        return real(self, entry, run_id, step)
+    monkeypatch.setattr(retention_module.Deletions, "_mark_deleting", raced)
+    result = retention(config)
+    entry = index(config).find_one()
+    outcome, _ = outcomes(result)[("delete_archive", entry["room"], 1)]
+    detail = next(i["detail"] for i in result.report["items"] if i["action"] == "delete_archive")
+    assert outcome == "skipped" and "changed meanwhile" in detail and "superseded" in detail
+    assert all(stored_path(config, o["key"]).exists() for o in entry["objects"].values())
+
+
+def test_a_source_archived_by_an_attachment_retry_version_is_deleted_not_queued_again(make_config) -> None:
+    """A retry version carries a derived source_sha256 and the real digest as documents_sha256."""
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    entry = index(config).find_one()
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {
+        "documents_sha256": entry["source_sha256"], "source_sha256": hashlib.sha256(b"retry 2").hexdigest()}})
+    age(config, 40)
+    result = retention(config)
+    assert outcomes(result) == {("delete_source", chats[0]["room"], 1): (
+        "deleted", "source_days 30 passed since v1 was archived and verified")}
+    assert source(config).count_documents({}) == 0 and jobs(config).find_one()["state"] == "done"
+
+
+
+def test_the_run_signer_gets_the_configured_timestamp_skew(make_config, monkeypatch) -> None:
+    """Report signatures carry no timestamp today; the signer is still built as the archive pass's is, so a
+    timestamped report would obey signing.timestamp_max_skew_seconds rather than a built-in 300 s."""
+    from archiver import signing
+
+    built = []
+
+    class Recording(signing.Signer):
+        def __init__(self, identity, timestamp_url="", max_skew_seconds=300.0, **kw):
+            built.append(max_skew_seconds)
+            super().__init__(identity, timestamp_url, max_skew_seconds, **kw)
+    monkeypatch.setattr(signing, "Signer", Recording)
+    config = retention_config(make_config, signing__timestamp_max_skew_seconds=3 * 86400.0)
+    assert retention(config).location and built == [3 * 86400.0]
+
+
+def test_retrieving_a_deleted_chat_names_the_run_rule_and_date(make_config) -> None:
+    from archiver.retrieval import NotFound, find_entry
+
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    age(config, 400)
+    run = retention(config).report["run"]
+    tombstone = index(config).find_one()
+    day = tombstone["deleted_at"].strftime("%Y-%m-%d")
+    for version, which in ((None, "room"), (1, "version 1 of room")):
+        with pytest.raises(NotFound) as raised:  # the same error (and exit code) as a room never archived
+            find_entry(config, chats[0]["room"], version)
+        assert str(raised.value) == (f"{which} {chats[0]['room']!r}: deleted by run {run} under rule default on "
+                                     f"{day}; its tombstone keeps the object hashes (`archiver verify`)")
+    with pytest.raises(NotFound, match="not in the archive index"):
+        find_entry(config, "CHAT_NEVER_SEEN", None)
+
+
+def test_completeness_accounts_for_a_chat_whose_archive_was_deleted_by_policy(make_config) -> None:
+    """The source chat is back (a restored backup) after retention deleted it and its archive: the window
+    names it as deleted by that run, not as never archived."""
+    from archiver.completeness import check_completeness
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    kept = source(config).find_one({"room": chats[0]["room"]})
+    age(config, 400, room=chats[0]["room"])
+    run = retention(config).report["run"]
+    source(config).insert_one(kept)
+    now = dt.datetime.now(dt.timezone.utc)
+    report = check_completeness(config, now - dt.timedelta(days=5), now + dt.timedelta(hours=1))
+    assert report.ok and report.missing == [] and (report.ended, report.archived) == (2, 1)
+    assert report.deleted_count == 1 and report.deleted == [
+        {"room": chats[0]["room"], "why": f"deleted by run {run} under rule default"}]
+
+
+def test_serve_waits_while_an_erasure_holds_the_deletion_lease(make_config) -> None:
+    from archiver.jobs import Service
+    from archiver.retention import Deletions
+    from archiver.runs import RunLedger
+    import threading
+
+    config = retention_config(make_config)
+    archive(config, 1)
+    age(config, 40)
+    deletions = Deletions(config)
+    erasing = RunLedger(deletions.ledger.runs, deletions.ledger.steps)
+    erasing.acquire("erasure")
+    service = Service(config, threading.Event())
+    service.retention()  # waits: not an error, nothing deleted
+    assert service.retention_error == "" and source(config).count_documents({}) == 1
+    erasing.release("erasure")
+    service.retention()
+    assert service.retention_error == "" and source(config).count_documents({}) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 from archiver.commands.search import _date, add_actor
@@ -50,12 +51,7 @@ def run(args: argparse.Namespace) -> int:
         released = holds.release(args.case, args.reason, actor.as_dict())
         if not released:
             raise UsageError(f"no active hold for case {args.case!r}")
-        cleared = sum(holds.unprotect(batch, store_of) for hold in released for batch in holds.rooms_of(hold))
-        log.record("hold_release", actor, outcome="ok", reason=args.reason, filters={"case": args.case},
-                   detail=f"released {len(released)} hold(s); S3 legal hold cleared on {cleared} entr(ies)")
-        print(f"released {len(released)} hold(s) of case {args.case!r}; legal hold cleared on {cleared} "
-              "archived version(s) no other hold covers")
-        return OK
+        return _release(holds, released, store_of, log, actor, args)
     filters = SearchFilters(room=args.room, ended_from=_date(args.ended_from, "--from", end=False),
                             ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent, customer=args.customer,
                             ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
@@ -76,6 +72,32 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"the S3 legal hold could not be set on {failed} archived version(s): the next retention run retries")
     return OK if not failed else ITEMS_FAILED
+
+
+def _release(holds: Any, released: list[dict], store_of: Any, log: Any, actor: Any,
+             args: argparse.Namespace) -> int:
+    """Clear the S3 legal holds the released holds set; the release is audited whatever happens (each
+    version the store refused named; the next retention run's sync clears those)."""
+    cleared, failures, outcome = 0, [], "items_failed"
+    try:
+        for hold in released:
+            for batch in holds.rooms_of(hold):
+                cleared += holds.unprotect(batch, store_of, failures)
+        outcome = "ok" if not failures else "items_failed"
+    except Exception as exc:  # the holds are released already: the record says what was left undone
+        failures.append(f"stopped: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        log.record("hold_release", actor, outcome=outcome, reason=args.reason, filters={"case": args.case},
+                   detail=f"released {len(released)} hold(s); S3 legal hold cleared on {cleared} entr(ies)"
+                          + (f"; not cleared: {'; '.join(failures)}" if failures else ""))
+    print(f"released {len(released)} hold(s) of case {args.case!r}; legal hold cleared on {cleared} "
+          "archived version(s) no other hold covers")
+    if failures:
+        print(f"the S3 legal hold could not be cleared on {len(failures)} archived version(s) (the next "
+              "retention run retries): " + "; ".join(failures))
+        return ITEMS_FAILED
+    return OK
 
 
 def _list(found: list[dict], as_json: bool) -> int:

@@ -125,7 +125,8 @@ def run_completeness(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     summary = (f"{report.ended} chats ended in the source from {start.isoformat()} to {end.isoformat()}: "
                f"{report.archived} archived, {report.failed_count} failed, {report.quarantined_count} quarantined, "
-               f"{report.missing_count} missing")
+               f"{report.missing_count} missing" + (f", {report.deleted_count} deleted by policy"
+                                                     if report.deleted_count else ""))
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope,
                rooms=[m.room for m in report.missing[:PROBLEMS_IN_AUDIT]], detail=summary)
     if args.json:
@@ -136,6 +137,7 @@ def run_completeness(args: argparse.Namespace) -> int:
         lines.append(f"... and {report.missing_count - len(report.missing)} more")
     lines += [f"failed (recorded, retried) {f['room']}: {f['why']}" for f in report.failed]
     lines += [f"quarantined (recorded, needs a person) {q['room']}: {q['why']}" for q in report.quarantined]
+    lines += [f"archive deleted (a tombstone) {d['room']}: {d['why']}" for d in report.deleted]
     lines.append(("OK: " if report.ok else "FAILED: ") + summary)
     print("\n".join(lines))
     return OK if report.ok else VERIFY_FAILED

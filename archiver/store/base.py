@@ -63,6 +63,9 @@ class ObjectStore(Protocol):
     def delete(self, key: str, version_id: str = "") -> None:
         """Remove KEY (that version); ObjectLocked if a lock or legal hold forbids it; gone already is fine."""
 
+    def delete_versions(self, key: str) -> None:
+        """Remove every version of KEY (objects recorded by key alone: an interrupted attempt's); as delete."""
+
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         """Set or clear the legal hold on KEY (that version)."""
 

@@ -123,6 +123,9 @@ class LocalStore:
         for path in (self._path(key), meta_path):
             path.unlink(missing_ok=True)
 
+    def delete_versions(self, key: str) -> None:
+        self.delete(key)  # one version per key here
+
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         meta_path, meta = self._meta(key)
         if meta and bool(meta.get("legal_hold")) != on:

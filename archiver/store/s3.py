@@ -125,6 +125,22 @@ class S3Store:
         except BotoCoreError as exc:
             raise StoreError(redact(f"delete {self.url}{key}: {exc}")) from None
 
+    def delete_versions(self, key: str) -> None:
+        """Every version and delete marker of KEY, each deleted for good (a plain delete would only hide it)."""
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
+                                                                              Prefix=self.prefix + key)
+            found = [v["VersionId"] for page in pages for v in [*page.get("Versions", []),
+                                                                *page.get("DeleteMarkers", [])]
+                     if v["Key"] == self.prefix + key]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(f"list versions {self.url}{key}: {code}: {_message(exc)}") from None
+        except BotoCoreError as exc:
+            raise StoreError(redact(f"list versions {self.url}{key}: {exc}")) from None
+        for version_id in found:
+            self.delete(key, version_id)
+
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         try:
             self.client.put_object_legal_hold(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id,
