@@ -6,6 +6,7 @@ import random
 import re
 import subprocess
 import tomllib
+import zlib
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,12 @@ def test_streams_made_per_pdf_are_compressed_at_zlib_level_1_and_cached_fonts_at
     starts = re.findall(rb"stream\r?\n(..)", pdf, re.S)
     assert b"x\x01" in starts  # page content: level 1
     assert b"x\xda" in starts  # font program and ToUnicode map, made once: level 9
+
+
+def test_embedded_dejavu_subsets_keep_the_licence_text(renderer) -> None:
+    """docs/fonts.md: the Vera licence wants its permission notice in every copy of the typefaces."""
+    pdf = renderer.render(_chat(6)).data
+    programs = [zlib.decompress(m.group(1)) for m in re.finditer(rb"/Length1 \d+.*?stream\r?\n(.*?)endstream", pdf, re.S)]
+    assert len(programs) >= 2  # regular and bold
+    for program in programs:
+        assert "this permission notice".encode("utf-16-be") in program
