@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import subprocess
+import sys
 import tomllib
 import zlib
 from pathlib import Path
@@ -59,17 +60,25 @@ def test_reportlab_is_pinned_to_the_version_whose_internals_are_replaced() -> No
         "then update REPORTLAB_VERSION and the pin in pyproject.toml")
 
 
-def test_another_reportlab_version_is_refused_with_what_to_do() -> None:
+def test_another_reportlab_version_is_refused_with_what_to_do(monkeypatch) -> None:
+    monkeypatch.setattr(reportlab, "Version", "5.9.9")
     with pytest.raises(fonts.ReportlabMismatch, match=r"reportlab 5\.9\.9 is installed.*"
                        rf"install reportlab=={re.escape(fonts.REPORTLAB_VERSION)}"):
-        fonts.check_reportlab("5.9.9")
+        fonts.check_reportlab()
+
+
+def test_the_renderer_does_not_load_with_another_reportlab_version() -> None:
+    code = "import reportlab; reportlab.Version = '5.9.9'; import archiver.render.pdf"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode != 0
+    assert "ReportlabMismatch: reportlab 5.9.9 is installed" in done.stderr
 
 
 @pytest.mark.parametrize("owner, name", [(ttfonts, "SUBSETN"), (ttfonts.TTFontFile, "makeSubset"),
                                          (pdfdoc, "PDFStreamFilterZCompress")])
 def test_a_missing_reportlab_internal_is_refused_by_name(monkeypatch, owner, name) -> None:
     monkeypatch.delattr(owner, name)
-    with pytest.raises(fonts.ReportlabMismatch, match=rf"lacks \S*{name}, which archiver/render/fonts.py"):
+    with pytest.raises(fonts.ReportlabMismatch, match=rf"lacks [\w.]*{name}, which archiver/render/fonts.py"):
         fonts.check_reportlab()
 
 

@@ -31,12 +31,12 @@ from reportlab.pdfbase import pdfdoc, ttfonts
 from archiver.render.scripts import to_unicode_cmap
 
 REPORTLAB_VERSION = "5.1.0"  # the version whose internals this module was written against
-# What this module uses or replaces: (module, attribute) pairs.
+# What this module uses or replaces, in reportlab.pdfbase (instance attributes are covered by tests/test_fonts.py).
 INTERNALS = (
-    (ttfonts, "TTFont"), (ttfonts.TTFont, "addObjects"), (ttfonts.TTFont, "getSubsetInternalName"),
-    (ttfonts.TTFont, "State"), (ttfonts, "SUBSETN"), (ttfonts.TTFontFace, "makeSubset"),
-    (ttfonts.TTFontFace, "addSubsetObjects"), (pdfdoc, "PDFTrueTypeFont"), (pdfdoc, "PDFStream"),
-    (pdfdoc, "PDFZCompress"), (pdfdoc, "PDFStreamFilterZCompress"),
+    "ttfonts.TTFont.addObjects", "ttfonts.TTFont.getSubsetInternalName", "ttfonts.TTFont.State",
+    "ttfonts.TTFontFace.makeSubset", "ttfonts.TTFontFace.getCharWidth", "ttfonts.SUBSETN",
+    "ttfonts.FF_SYMBOLIC", "ttfonts.FF_NONSYMBOLIC", "pdfdoc.PDFTrueTypeFont", "pdfdoc.PDFStream",
+    "pdfdoc.PDFZCompress", "pdfdoc.PDFStreamFilterZCompress",
 )
 CACHED_SUBSETS = 64  # at about 25 KB each
 
@@ -45,13 +45,24 @@ class ReportlabMismatch(RuntimeError):
     """The installed reportlab is not the one whose internals this module replaces."""
 
 
-def check_reportlab(version: str = reportlab.Version) -> None:
+def _present(path: str) -> bool:
+    owner: object = {"ttfonts": ttfonts, "pdfdoc": pdfdoc}
+    for name in path.split("."):
+        owner = owner.get(name) if isinstance(owner, dict) else getattr(owner, name, None)
+        if owner is None:
+            return False
+    return True
+
+
+def check_reportlab(version: str | None = None) -> None:
+    """Raises ReportlabMismatch unless the installed reportlab (or VERSION) is the one checked here."""
+    version = version or reportlab.Version
     if version != REPORTLAB_VERSION:
         raise ReportlabMismatch(
             f"reportlab {version} is installed, but archiver/render/fonts.py replaces internals of reportlab "
             f"{REPORTLAB_VERSION} (pinned in pyproject.toml): install reportlab=={REPORTLAB_VERSION}, or check "
             f"those internals against the new version, then update the pin and REPORTLAB_VERSION")
-    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in INTERNALS if not hasattr(owner, name)]
+    missing = [path for path in INTERNALS if not _present(path)]
     if missing:
         raise ReportlabMismatch(f"reportlab {version} lacks {', '.join(missing)}, which archiver/render/fonts.py "
                                 "replaces or uses")
