@@ -43,6 +43,9 @@ def test_demo_searches_retrieves_verifies_and_bundles_a_chat(tmp_path) -> None:
     assert "audit log intact: 4 entries" in out
     config = demo / "archiver.toml"
     assert f"$ archiver --config {config} retrieve {ROOM}" in out and config.is_file()
+    # typed into a shell, the same commands see an empty stand-in: the file and the output say so
+    assert "live\n# only inside the demo's own process" in config.read_text()
+    assert "in-process stand-in, gone when it ends" in out
 
 
 def test_demo_runs_again_in_the_same_directory_and_says_why_verify_objects(tmp_path) -> None:
