@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from archiver.commands.common import (ITEMS_FAILED, OK, USAGE, VERIFY_FAILED, UsageError, load_config,
                                       progress_line)
@@ -42,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
-    from archiver.envelope import EnvelopeError, RecipientKey
-    from archiver.retrieval import NotFound, Request, VerificationFailed, retrieve
+    from archiver.envelope import RecipientKey
+    from archiver.retrieval import Request, retrieve
 
     if args.bundle:
         return run_bundle(args)
@@ -67,15 +68,8 @@ def run(args: argparse.Namespace) -> int:
         request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
                           Path(args.out), reason, actor, args.version, load_trust(args.ca))
         folder = retrieve(config, request)
-    except NotFound as exc:
-        return audited("failed", str(exc), ITEMS_FAILED)
-    except (EnvelopeError, FileExistsError, UsageError) as exc:
-        return audited("failed", str(exc), USAGE)
-    except VerificationFailed as exc:
-        return audited("failed", str(exc), VERIFY_FAILED)
     except Exception as exc:
-        audited("failed", f"{type(exc).__name__}: {exc}", 0)
-        raise
+        return _failed(exc, audited)
     audited("ok", f"written to {folder}", OK)
     print(f"{args.room}: verified and written to {folder}")
     for name in sorted(p.name for p in folder.iterdir()):
@@ -98,6 +92,22 @@ def load_trust(paths: list[str]) -> tuple:
 _FILTERS = ("ended_from", "ended_to", "agent", "customer", "ctlive_type", "channel", "service", "status", "text")
 
 
+def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
+    """The exit code of a failed retrieval or bundle, audited; an unforeseen error is audited and raised."""
+    from archiver.bundle import NothingSelected
+    from archiver.envelope import EnvelopeError
+    from archiver.retrieval import NotFound, VerificationFailed
+    from archiver.signing import SigningError
+
+    for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
+                        ((EnvelopeError, FileExistsError, UsageError, SigningError), USAGE),
+                        ((VerificationFailed,), VERIFY_FAILED)):
+        if isinstance(exc, kinds):
+            return audited("failed", str(exc), code)
+    audited("failed", f"{type(exc).__name__}: {exc}", 0)
+    raise exc
+
+
 def _filters_given(args: argparse.Namespace) -> bool:
     return any(getattr(args, name) is not None for name in _FILTERS)
 
@@ -106,11 +116,10 @@ def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.artifacts import configured_identity
     from archiver.audit import Actor, open_audit_log
-    from archiver.bundle import BundleRequest, NothingSelected, build, select
-    from archiver.envelope import EnvelopeError, RecipientKey
-    from archiver.retrieval import NotFound, Request, VerificationFailed
+    from archiver.bundle import BundleRequest, build, select
+    from archiver.envelope import RecipientKey
+    from archiver.retrieval import Request
     from archiver.search import open_search
-    from archiver.signing import SigningError
 
     if bool(args.rooms) == _filters_given(args) or args.out or args.version is not None:
         raise UsageError("--bundle takes ROOMs or search filters (not both, not neither), and no --out or --version")
@@ -142,15 +151,8 @@ def run_bundle(args: argparse.Namespace) -> int:
         targets = select(config, open_search(config), bundle)
         rooms = [room for room, _ in targets]
         made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
-    except (NotFound, NothingSelected) as exc:
-        return audited("failed", str(exc), ITEMS_FAILED)
-    except (EnvelopeError, FileExistsError, UsageError, SigningError) as exc:
-        return audited("failed", str(exc), USAGE)
-    except VerificationFailed as exc:
-        return audited("failed", str(exc), VERIFY_FAILED)
     except Exception as exc:
-        audited("failed", f"{type(exc).__name__}: {exc}", 0)
-        raise
+        return _failed(exc, audited)
     finally:
         if show:
             sys.stderr.write("\n")
