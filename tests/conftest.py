@@ -24,6 +24,7 @@ from archiver.keys import create_development_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from nxserver import free_port, start_nx  # noqa: E402 (the benchmark starts the same server)
+from attachment_server import Files, serve  # noqa: E402
 
 REAL_MONGO = os.environ.get("ARCHIVER_TEST_MONGODB_URI", "")
 
@@ -140,3 +141,15 @@ def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     yield authority
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def files() -> Files:
+    """What the local attachment server (`server`) serves, by path."""
+    return Files()
+
+
+@pytest.fixture
+def server(files: Files) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving FILES; its base URL."""
+    yield from serve(files)

@@ -5,25 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from typing import Iterator
 
 import pytest
 
 from archiver.attachments import FAILED, FETCHED, REFUSED, Fetcher, Policy, forbidden, sniff
 from archiver.transcript import Message
-from attachment_server import PDF, Files, jpeg, png, serve
+from attachment_server import PDF, jpeg, png
 
 LOCAL = (ipaddress.ip_network("127.0.0.1/32"),)
-
-
-@pytest.fixture
-def files() -> Files:
-    return Files()
-
-
-@pytest.fixture
-def server(files: Files) -> Iterator[str]:
-    yield from serve(files)
 
 
 def policy(**overrides) -> Policy:

@@ -10,7 +10,6 @@ import json
 import random
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from bson import ObjectId
@@ -19,20 +18,10 @@ from archiver.integrity import verify_archive
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
 from archiver.store import open_store
-from attachment_server import PDF, Files, jpeg, png, serve
+from attachment_server import PDF, jpeg, png
 from conftest import require_tool
 from retrieval_helpers import overwrite_stored, run_cli
 from test_pipeline import entries, index_db, open_object, recent_ms, seed
-
-
-@pytest.fixture
-def files() -> Files:
-    return Files()
-
-
-@pytest.fixture
-def server(files: Files) -> Iterator[str]:
-    yield from serve(files)
 
 
 def attaching(make_config, **overrides):

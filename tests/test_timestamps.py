@@ -43,12 +43,7 @@ def test_a_pdf_archived_with_a_timestamp_authority_is_b_t(make_config, keys, tsa
 
     listed = subprocess.run(["pdfsig", str(pdf)], capture_output=True, text=True, check=True).stdout
     assert "Signature Type: ETSI.CAdES.detached" in listed and "Signature is Valid" in listed
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    subprocess.run(["pdfsig", "-dump", str(pdf)], cwd=dump, check=True, capture_output=True)
-    (signature,) = dump.glob("*.sig*")
-    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
-                             capture_output=True, text=True, check=True).stdout
+    signature, printed = _dumped_signature(pdf, tmp_path)
     assert "id-smime-aa-timeStampToken" in printed
 
     # The token stamps the signature value (CAdES-T): openssl checks it against the TSA's root.
@@ -95,12 +90,7 @@ def test_without_a_timestamp_authority_the_signature_is_b_b(make_config, keys, t
     (entry,) = entries(config)
     pdf = tmp_path / "transcript.pdf"
     pdf.write_bytes(open_object(config, keys, entry["objects"]["pdf"]))
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    subprocess.run(["pdfsig", "-dump", str(pdf)], cwd=dump, check=True, capture_output=True)
-    (signature,) = dump.glob("*.sig*")
-    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
-                             capture_output=True, text=True, check=True).stdout
+    signature, printed = _dumped_signature(pdf, tmp_path)
     assert "id-smime-aa-timeStampToken" not in printed
 
 
@@ -154,3 +144,14 @@ def test_a_token_is_checked_against_the_digest_and_the_clock(tsa) -> None:
 
 def test_no_url_means_no_timestamper() -> None:
     assert timestamps.timestamper("", 300) is None
+
+
+def _dumped_signature(pdf: Path, tmp_path: Path) -> tuple[Path, str]:
+    """PDF's signature as `pdfsig -dump` writes it, and what `openssl cms -print` says of it."""
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    subprocess.run(["pdfsig", "-dump", str(pdf)], cwd=dump, check=True, capture_output=True)
+    (signature,) = dump.glob("*.sig*")
+    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
+                             capture_output=True, text=True, check=True).stdout
+    return signature, printed
