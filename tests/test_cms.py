@@ -13,11 +13,13 @@ import pytest
 from asn1crypto import cms, core
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from pyhanko.sign.attributes import SigningTimeProvider, UnsignedAttributeProviderSpec
 from pyhanko.sign.signers.pdf_cms import Signer as PyhankoSigner
 from pyhanko.sign.timestamps import TimeStamper
 
 from archiver import cms as archive_cms
 from archiver import timestamps
+from archiver.claims import now
 from archiver.signing import Signer, SigningIdentity
 from certfactory import make
 
@@ -147,3 +149,25 @@ def _message_digest(der: bytes) -> bytes:
     attributes = cms.ContentInfo.load(der)["content"]["signer_infos"][0]["signed_attrs"]
     (value,) = [a["values"][0].native for a in attributes if a["type"].native == "message_digest"]
     return value
+
+
+def test_a_cms_of_a_shape_it_cannot_reuse_is_refused_when_the_signer_is_made(ecdsa, monkeypatch) -> None:
+    signer = Signer(SigningIdentity(ecdsa.key, ecdsa.cert, ()))
+    sign = signer._pyhanko.raw_signer("sha256")
+    original = PyhankoSigner.async_sign
+
+    async def elsewhere(self, digest, *args, **kwargs):  # the digest is not where the template expects it
+        return await original(self, bytes(reversed(range(32))), *args, **kwargs)
+
+    monkeypatch.setattr(PyhankoSigner, "async_sign", elsewhere)
+    with pytest.raises(ValueError, match="does not know how to reuse"):
+        archive_cms.PdfCms(signer._pyhanko, sign)
+    monkeypatch.setattr(PyhankoSigner, "async_sign", original)
+
+    class Unsigned(UnsignedAttributeProviderSpec):  # an unsigned attribute made without a timestamper
+        def unsigned_attr_providers(self, signature, signed_attrs, digest_algorithm):
+            yield SigningTimeProvider(now())
+
+    signer._pyhanko.unsigned_attr_prov_spec = Unsigned()
+    with pytest.raises(ValueError, match="unsigned attributes"):
+        archive_cms.PdfCms(signer._pyhanko, sign)
