@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from pathlib import Path
-from functools import partial
 from typing import Callable, Iterator
 
 from asn1crypto import keys as asn1_keys
@@ -31,8 +31,8 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pyhanko_certvalidator.util import get_pyca_cryptography_hash, process_pss_params
 
 from archiver import certificates
-from archiver.cms import DIGEST_ALGORITHM, PdfCms
 from archiver import timestamps as archive_timestamps
+from archiver.cms import DIGEST_ALGORITHM, PdfCms
 from archiver.render.signature_field import Placeholder, SignatureSlot
 
 SIGNATURE_FIELD = "ArchiveSignature"
