@@ -6,14 +6,13 @@ is the seam where a PKCS#11 token would plug in (pyHanko has a PKCS#11 signer).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
-import os
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import tsp
@@ -33,6 +32,7 @@ from pyhanko_certvalidator.util import get_pyca_cryptography_hash, process_pss_p
 
 from archiver import certificates
 from archiver import timestamps as archive_timestamps
+from archiver.cms import DIGEST_ALGORITHM, PdfCms
 from archiver.render.signature_field import Placeholder, SignatureSlot
 
 SIGNATURE_FIELD = "ArchiveSignature"
@@ -137,6 +137,8 @@ class Signer:
             signer=self._pyhanko,
             timestamper=self._timestamper,
         )
+        # The CMS pyHanko's signer would make, from the constant parts of one it made (archiver.cms).
+        self._cms = PdfCms(self._pyhanko, self._pyhanko.raw_signer(DIGEST_ALGORITHM), self._timestamper)
         # Reserving room up front spares pyHanko a dry-run CMS build per document.
         cert_bytes = sum(len(c.public_bytes(der)) for c in (identity.certificate, *identity.chain))
         self._reserved = 2 * cert_bytes + (16384 if self._timestamper else 4096)
@@ -160,11 +162,6 @@ class Signer:
             raise SigningError(f"the signature needs {len(signed) // 2:,} bytes, {room // 2:,} were reserved")
         data[placeholder.contents + 1:placeholder.contents + 1 + len(signed)] = signed
         return bytes(data)
-
-    def _cms(self, digest: bytes) -> bytes:
-        """The CMS SignedData (DER) pyHanko's signer makes for a PDF whose byte ranges hash to DIGEST."""
-        build = self._pyhanko.async_sign(digest, "sha256", use_pades=True, timestamper=self._timestamper)
-        return _event_loop().run_until_complete(build).dump()
 
     def sign_pdf(self, pdf: bytes) -> bytes:
         """A PAdES B-B (B-T with a timestamp authority) signature covering the whole file of any PDF,
@@ -194,15 +191,20 @@ class LoadedKeySigner(signers.SimpleSigner):
         self._key = key
 
     def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+        return self.raw_signer(digest_algorithm)(data)
+
+    def raw_signer(self, digest_algorithm: str) -> Callable[[bytes], bytes]:
+        """sign_raw for one digest algorithm, its signature mechanism resolved once."""
         mechanism = self.get_signature_mechanism_for_digest(digest_algorithm)
-        name = mechanism.signature_algo
-        if isinstance(self._key, ec.EllipticCurvePrivateKey) and name == "ecdsa":
-            return self._key.sign(data, ec.ECDSA(get_pyca_cryptography_hash(digest_algorithm)))
-        if isinstance(self._key, rsa.RSAPrivateKey) and name == "rsassa_pkcs1v15":
-            return self._key.sign(data, PKCS1v15(), get_pyca_cryptography_hash(digest_algorithm))
-        if isinstance(self._key, rsa.RSAPrivateKey) and name == "rsassa_pss":
-            return self._key.sign(data, *process_pss_params(mechanism["parameters"]))
-        raise SigningError(f"signature mechanism {name} does not fit a {type(self._key).__name__}")
+        name, key = mechanism.signature_algo, self._key
+        if isinstance(key, ec.EllipticCurvePrivateKey) and name == "ecdsa":
+            return partial(key.sign, signature_algorithm=ec.ECDSA(get_pyca_cryptography_hash(digest_algorithm)))
+        if isinstance(key, rsa.RSAPrivateKey) and name == "rsassa_pkcs1v15":
+            return partial(key.sign, padding=PKCS1v15(), algorithm=get_pyca_cryptography_hash(digest_algorithm))
+        if isinstance(key, rsa.RSAPrivateKey) and name == "rsassa_pss":
+            padding, algorithm = process_pss_params(mechanism["parameters"])
+            return partial(key.sign, padding=padding, algorithm=algorithm)
+        raise SigningError(f"signature mechanism {name} does not fit a {type(key).__name__}")
 
 
 class PadesSignedAttributes(SignedAttributeProviderSpec):
@@ -229,17 +231,6 @@ class _Constant(CMSAttributeProvider):
 
     async def build_attr_value(self, dry_run: bool = False) -> tsp.SigningCertificateV2:
         return self.value
-
-
-_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
-
-
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per process for pyHanko's coroutines, rather than a new one per signature (asyncio.run)."""
-    global _LOOP
-    if _LOOP is None or _LOOP[0] != os.getpid():  # a forked child gets its own
-        _LOOP = (os.getpid(), asyncio.new_event_loop())
-    return _LOOP[1]
 
 
 def sha256_hex(data: bytes) -> str:

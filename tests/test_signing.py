@@ -1,27 +1,25 @@
 """PAdES signatures of every shape the archiver makes (ECDSA P-256 and RSA-3072 keys, with and without
-an RFC 3161 timestamp), each checked by pdfsig, qpdf and pyHanko's validator."""
+an RFC 3161 timestamp from a real authority over HTTP, tests/tsa.py), each checked by pdfsig, qpdf,
+pyHanko's validator and openssl."""
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import subprocess
 from io import BytesIO
 
 import pytest
-from asn1crypto import keys as asn1_keys
+from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.signers import pdf_cms
-from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
-from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation import EmbeddedPdfSignature, validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
 from archiver import config as config_module
+from archiver import timestamps
 from archiver.artifacts import ArtifactBuilder
 from archiver.claims import now
 from archiver.samples import make_chat
@@ -36,30 +34,6 @@ KEY_TYPES = {"ECDSA P-256": {"ec_key": True}, "RSA-3072": {"rsa_bits": 3072}}
 @pytest.fixture(scope="module", params=list(KEY_TYPES))
 def made(request, tmp_path_factory):
     return make(tmp_path_factory.mktemp("signer"), "Signer", usages=SIGNING_USAGES, **KEY_TYPES[request.param])
-
-
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    """A throw-away timestamp authority for pyHanko's in-process DummyTimeStamper."""
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test TSA")])
-    moment = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(moment - dt.timedelta(days=1))
-            .not_valid_after(moment + dt.timedelta(days=30))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert, key
-
-
-def _dummy_timestamper(tsa) -> DummyTimeStamper:
-    cert, key = tsa
-    der = serialization.Encoding.DER
-    return DummyTimeStamper(
-        tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(der)),
-        tsa_key=asn1_keys.PrivateKeyInfo.load(
-            key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
-    )
 
 
 def _builder(made, timestamper=None) -> ArtifactBuilder:
@@ -80,10 +54,12 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("timestamped", [False, True], ids=["B-B", "B-T"])
-def test_every_signature_shape_is_valid_for_pdfsig_qpdf_and_pyhanko(made, tsa, timestamped, tmp_path) -> None:
+def test_every_signature_shape_is_valid_for_pdfsig_qpdf_pyhanko_and_openssl(made, tsa, timestamped,
+                                                                             tmp_path) -> None:
     require_tool("pdfsig")
     require_tool("qpdf")
-    builder = _builder(made, _dummy_timestamper(tsa) if timestamped else None)
+    require_tool("openssl")
+    builder = _builder(made, timestamps.timestamper(tsa.url, 300) if timestamped else None)
     pdf = tmp_path / "t.pdf"
     pdf.write_bytes(_signed_pdf(builder))
     report = _run("pdfsig", str(pdf)).stdout
@@ -95,7 +71,8 @@ def test_every_signature_shape_is_valid_for_pdfsig_qpdf_and_pyhanko(made, tsa, t
     signatures = PdfFileReader(BytesIO(pdf.read_bytes())).embedded_signatures
     assert len(signatures) == 1
     assert signatures[0].sig_object["/SubFilter"] == "/ETSI.CAdES.detached"
-    roots = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in (made.cert, tsa[0])]
+    tsa_root = x509.load_pem_x509_certificate(tsa.ca_pem.read_bytes())
+    roots = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in (made.cert, tsa_root)]
     status = validate_pdf_signature(signatures[0], ValidationContext(trust_roots=roots, allow_fetching=False))
     assert status.intact and status.valid and status.trusted, status.pretty_print_details()
     assert status.coverage.name == "ENTIRE_FILE"
@@ -104,6 +81,31 @@ def test_every_signature_shape_is_valid_for_pdfsig_qpdf_and_pyhanko(made, tsa, t
         assert status.timestamp_validity.intact and status.timestamp_validity.valid
     else:
         assert status.timestamp_validity is None
+    _check_with_openssl(signatures[0], pdf.read_bytes(), tsa if timestamped else None, tmp_path)
+
+
+def _check_with_openssl(signature: EmbeddedPdfSignature, data: bytes, tsa, tmp_path) -> None:
+    """openssl checks the CMS in /Contents over the bytes /ByteRange names (and, B-T, its timestamp token)."""
+    start, length, end, rest = signature.byte_range
+    hex_string = data[start + length:end]
+    assert hex_string[:1] == b"<" and hex_string[-1:] == b">"
+    signed_data = cms.ContentInfo.load(bytes.fromhex(hex_string[1:-1].decode()))  # the zero padding is left over
+    (tmp_path / "cms.der").write_bytes(signed_data.dump())
+    for name, content in [("signed", data[start:start + length] + data[end:end + rest]),
+                          ("tampered", data[start:start + length - 1] + b"?" + data[end:end + rest])]:
+        (tmp_path / name).write_bytes(content)
+        verified = _run("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "cms.der"),
+                        "-noverify", "-content", str(tmp_path / name), "-out", "/dev/null")
+        assert (verified.returncode == 0) == (name == "signed"), f"{name}: {verified.stderr}"
+    signer_info = signed_data["content"]["signer_infos"][0]
+    tokens = [a["values"][0] for a in signer_info["unsigned_attrs"] if a["type"].native == "signature_time_stamp_token"]
+    assert len(tokens) == (1 if tsa else 0)
+    if tsa:  # the token stamps the signature value (CAdES-T)
+        (tmp_path / "value").write_bytes(signer_info["signature"].native)
+        (tmp_path / "token.der").write_bytes(tokens[0].dump())
+        verified = _run("openssl", "ts", "-verify", "-data", str(tmp_path / "value"), "-in",
+                        str(tmp_path / "token.der"), "-token_in", "-CAfile", str(tsa.ca_pem))
+        assert verified.returncode == 0 and "Verification: OK" in verified.stdout, verified.stderr
 
 
 def test_the_signing_key_is_not_parsed_again_for_each_signature(made, monkeypatch) -> None:
