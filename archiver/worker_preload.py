@@ -10,15 +10,15 @@ that needs it, which reports it.
 from archiver import artifacts  # noqa: F401  (imported for the server's children)
 from archiver.config import DEFAULT_TEMPLATE
 from archiver.render.loaded_fonts import preload
-from archiver.render.pdf import TemplateError, load_template
+from archiver.render.pdf import load_template
 
 
 def _bundled_fonts() -> list[str]:
     try:
         fonts = load_template(DEFAULT_TEMPLATE).fonts
-    except TemplateError:
+        return [fonts["regular"], fonts["bold"], *fonts.get("fallbacks", [])]
+    except Exception:  # never fatal here: the fork server must start
         return []
-    return [fonts["regular"], fonts["bold"], *fonts["fallbacks"]]
 
 
 preload(_bundled_fonts())

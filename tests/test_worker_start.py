@@ -97,3 +97,14 @@ def test_a_template_font_that_is_no_font_is_still_refused_by_name(tmp_path: Path
     template = _template_with_regular(tmp_path, tmp_path / "Junk.ttf")
     with pytest.raises(TemplateError, match=r"fonts.regular .*Junk.ttf: cannot load"):
         PdfRenderer(template)
+
+
+@pytest.mark.parametrize("text", [None, "not [ toml", "[fonts]\nregular = 3\n"])
+def test_the_fork_servers_preload_never_fails_on_an_unusable_bundled_template(tmp_path: Path, monkeypatch, text) -> None:
+    from archiver import worker_preload
+
+    template = tmp_path / "transcript.toml"
+    if text is not None:
+        template.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(worker_preload, "DEFAULT_TEMPLATE", template)
+    assert worker_preload._bundled_fonts() == []  # the workers load and report the template themselves
