@@ -218,9 +218,15 @@ def _newest(datas: list[Any]) -> float | None:
     return max((s for s in stamps if s is not None), default=None)
 
 
+# Milliseconds within which every number is a readable time (years 1 to 9999): taken as they are.
+_READABLE_MS = (-62_135_596_800_000, 253_402_300_799_000)
+
+
 def _ms(ts: Any) -> float | None:
     """TS in ms since epoch; a number as given (a datetime would round it, and the source compares
     the stored number), None when it is no readable time."""
+    if type(ts) in (int, float) and _READABLE_MS[0] <= ts <= _READABLE_MS[1]:  # the usual case, without a datetime
+        return float(ts)
     when = to_datetime(ts)
     if when is None:
         return None

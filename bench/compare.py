@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parents[1]
 BARE = re.compile(r"bare render\+sign\+encrypt ([\d.]+) chats/s")
 LOCAL = re.compile(r"local: +([\d.]+) chats/s")
 CHATS = re.compile(r"^(\d+) chats ", re.M)
+FORK_SERVER = re.compile(r"fork server's own CPU so far: ([\d.]+) s")
 PROCESSES = re.compile(r"local CPU per chat: main ([\d.]+) ms, workers ([\d.]+) ms, archiver ([\d.]+) ms, "
                        r"database ([\d.]+) ms")
 
@@ -70,7 +71,8 @@ def run_once(tree: Path, bench_args: list[str]) -> dict[str, float]:
     main, workers, archiver, database = (float(v) for v in PROCESSES.search(done.stdout).groups())
     return {"bare": float(BARE.search(done.stdout).group(1)), "local": float(LOCAL.search(done.stdout).group(1)),
             "cpu_ms_per_chat": 1000 * cpu / (2 * chats),  # each run builds every chat twice: bare, then local
-            "main": main, "workers": workers, "archiver": archiver, "database": database}
+            "main": main, "workers": workers, "archiver": archiver, "database": database,
+            "fork_server_s": float(FORK_SERVER.search(done.stdout).group(1))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {round_} {label}: bare {result['bare']:.1f} chats/s, local {result['local']:.1f} "
                           f"chats/s, CPU {result['cpu_ms_per_chat']:.1f} ms per chat built; end to end per chat: "
                           f"main {result['main']:.2f} ms, workers {result['workers']:.2f}, archiver "
-                          f"{result['archiver']:.2f}, database {result['database']:.2f}", flush=True)
+                          f"{result['archiver']:.2f}, database {result['database']:.2f}; fork server's own "
+                          f"{result['fork_server_s']:.2f} s", flush=True)
         finally:
             subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(old)], check=False)
     for label, runs in results.items():

@@ -182,9 +182,11 @@ def end_to_end(config: config_module.Config, chats: list[tuple[dict, dict]], dat
     assert report.archived == len(chats), f"only {report.archived} of {len(chats)} archived: {report.failed}"
     messages = sum(len(c["messages"]) for c, _ in chats)
     main, workers, database, _ = (1000 * (a - b) / len(chats) for a, b in zip(after, before))
+    server = forkserver_pid()
     return {"chats_per_s": len(chats) / report.seconds, "messages_per_s": messages / report.seconds,
             "seconds": report.seconds, "stages": report.stages,
-            "cpu_ms": {"main": main, "workers": workers, "database": database}}
+            "cpu_ms": {"main": main, "workers": workers, "database": database},
+            "fork_server_s": process_cpu(server) - process_cpu(server, own=False)}
 
 
 def redaction_cost(chats: list[tuple[dict, dict]]) -> None:
@@ -256,6 +258,8 @@ def _print_run(label: str, result: dict, bare: float) -> None:
     print(f"         stage time (summed over processes): {split}")
     print(f"         {label} CPU per chat: main {cpu['main']:.2f} ms, workers {cpu['workers']:.2f} ms, "
           f"archiver {cpu['main'] + cpu['workers']:.2f} ms, database {cpu['database']:.2f} ms")
+    print(f"         fork server's own CPU so far: {result['fork_server_s']:.2f} s (its start, once per archiver "
+          "process: not in the workers' figure)")
 
 
 def main(argv: list[str] | None = None) -> int:

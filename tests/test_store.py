@@ -223,3 +223,25 @@ def test_local_put_many_is_all_or_none(tmp_path: Path, monkeypatch) -> None:
     assert _files(tmp_path / "s") == ["room/v1/record.p7m", "room/v1/record.p7m.meta.json"]
     with pytest.raises(StoreError, match="does not match"):
         store.put_many([("room/v1/x.p7m", b"x", _sha(b"y"))], RETAIN)
+
+
+def test_local_put_many_checks_and_makes_each_folder_once(tmp_path: Path, monkeypatch) -> None:
+    store, resolved = LocalStore(tmp_path / "s"), []
+    real_resolve = Path.resolve
+    monkeypatch.setattr(Path, "resolve", lambda self, *a, **k: (resolved.append(self), real_resolve(self, *a, **k))[1])
+    objects = [*_chat_objects("pdf", "record", "sig"), ("other/v2/a.p7m", b"a", _sha(b"a")), ("top", b"t", _sha(b"t"))]
+    store.put_many(objects, RETAIN)
+    monkeypatch.undo()
+    assert resolved == [tmp_path / "s/room/v1", tmp_path / "s/other/v2"]
+    assert store.keys() == ["other/v2/a.p7m", "room/v1/pdf.p7m", "room/v1/record.p7m", "room/v1/sig.p7m", "top"]
+    assert [store.get(key) for key, _, _ in objects] == [data for _, data, _ in objects]
+
+
+@pytest.mark.parametrize("key", ["../escape/a.p7m", "room/../../escape/a.p7m", "link/v1/a.p7m", "room/v1/.."])
+def test_local_put_many_keeps_every_object_inside_the_store(tmp_path: Path, key: str) -> None:
+    store = LocalStore(tmp_path / "s")
+    (tmp_path / "escape").mkdir()
+    (tmp_path / "s/link").symlink_to(tmp_path / "escape")  # a folder that leads out of the store
+    with pytest.raises(StoreError):
+        store.put_many([("room/v1/ok.p7m", b"ok", _sha(b"ok")), (key, b"x", _sha(b"x"))], RETAIN)
+    assert _files(tmp_path / "escape") == [] and not (tmp_path / "s/room/v1/ok.p7m").exists()

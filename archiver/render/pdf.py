@@ -37,7 +37,7 @@ from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.pdfdoc import PDFArray
-from reportlab.pdfbase.ttfonts import TTFont, TTFError
+from reportlab.pdfbase.ttfonts import TTFError
 from reportlab.pdfgen.canvas import Canvas
 
 from archiver.attachments import Attachment
@@ -384,17 +384,15 @@ def _clipped(runs: list[Run], width: float) -> Line:
 
 
 def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]:
-    name = "Archiver-" + Path(path).stem
-    if name not in pdfmetrics.getRegisteredFontNames():
-        try:
-            pdfmetrics.registerFont(TTFont(name, path))
-        except (TTFError, OSError) as exc:
-            raise TemplateError(
-                f"template {template}: fonts.{key} {path}: cannot load ({exc}); "
-                f"the Debian packages {FONT_PACKAGES} provide the default fonts"
-            ) from None
-    font = pdfmetrics.getFont(name)
-    return name, frozenset(chr(code) for code in font.face.charToGlyph)  # beyond the BMP too: see scripts.py
+    from archiver.render import loaded_fonts  # here, not above: other branches edit this file's imports
+
+    try:
+        return loaded_fonts.load(path)  # parsed once per process (the bundled ones in the fork server)
+    except (TTFError, OSError) as exc:
+        raise TemplateError(
+            f"template {template}: fonts.{key} {path}: cannot load ({exc}); "
+            f"the Debian packages {FONT_PACKAGES} provide the default fonts"
+        ) from None
 
 
 class PdfRenderer:

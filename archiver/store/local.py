@@ -60,20 +60,39 @@ class LocalStore:
             raise StoreError(f"put {self.url}/{objects[0][0]}: {exc.strerror or exc}") from None
 
     def _publish(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None) -> list[StoredObject]:
-        files, paths = [], {}
+        files, paths = [], self._new_paths([key for key, _, _ in objects])
+        until = retain_until.isoformat() if retain_until else None
         for key, data, sha256 in objects:
-            path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            meta = {"sha256": sha256, "size": len(data),
-                    "retain_until": retain_until.isoformat() if retain_until else None}
+            path = paths[key]
+            meta = {"sha256": sha256, "size": len(data), "retain_until": until}
             files += [(path, data), (path.with_name(path.name + _META), json.dumps(meta).encode())]
-            paths[key] = path
         try:
             publish(files, 0o444)
         except FileExistsError:
             key = next((k for k, path in paths.items() if path.exists()), objects[0][0])
             raise ObjectExists(f"{key}: already in the store; refusing to overwrite") from None
         return [StoredObject(key=key, version_id="", size=len(data)) for key, data, _ in objects]
+
+    def _new_paths(self, keys: list[str]) -> dict[str, Path]:
+        """The path of each of KEYS, its folder made. A folder is checked (resolved: no key leaves the
+        store, through `..` or a symbolic link) and made once for all the keys in it (a chat's objects
+        share one); a name already there, a symbolic link included, is refused when linked."""
+        folders: dict[str, Path] = {}
+        paths = {}
+        for key in keys:
+            folder, _, name = key.rpartition("/")
+            if name in ("", ".", ".."):  # no file name: checked whole
+                path = paths[key] = self._path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            if folder not in folders:
+                where = (self.root / folder).resolve() if folder else self.root
+                if where != self.root and self.root not in where.parents:
+                    raise StoreError(f"object key {key!r} would leave the store directory")
+                where.mkdir(parents=True, exist_ok=True)
+                folders[folder] = where
+            paths[key] = folders[folder] / name
+        return paths
 
     def get(self, key: str, version_id: str = "") -> bytes:
         try:
