@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         old_tree = args.old_tree
         if old_tree is None:
-            old_tree = work / "old"
+            old_tree = work / "old-tree"
             subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(old_tree), args.old],
                            check=True)
         try:

@@ -16,7 +16,8 @@ zlib level 1: cheaper to make, a little larger, the same content once inflated.
 This replaces reportlab internals, so reportlab is pinned (pyproject.toml) to
 REPORTLAB_VERSION, the version checked here; `check_reportlab` refuses to
 render with any other version or when a replaced internal is missing, rather
-than risk a wrong PDF (tests/test_fonts.py).
+than risk a wrong PDF (tests/test_fonts.py). It checks those render/content.py
+relies on as well.
 """
 
 from __future__ import annotations
@@ -26,17 +27,24 @@ import zlib
 from dataclasses import dataclass
 
 import reportlab
+from reportlab.lib import rl_accel
 from reportlab.pdfbase import pdfdoc, ttfonts
+from reportlab.pdfgen import canvas, textobject
 
 from archiver.render.scripts import to_unicode_cmap
 
 REPORTLAB_VERSION = "5.1.0"  # the version whose internals this module was written against
-# What this module uses or replaces, in reportlab.pdfbase (instance attributes are covered by tests/test_fonts.py).
+# What this module and render/content.py use or replace (instance attributes: tests/test_fonts.py, test_content.py).
 INTERNALS = (
     "ttfonts.TTFont.addObjects", "ttfonts.TTFont.getSubsetInternalName", "ttfonts.TTFont.State",
     "ttfonts.TTFontFace.makeSubset", "ttfonts.TTFontFace.getCharWidth", "ttfonts.SUBSETN",
     "ttfonts.FF_SYMBOLIC", "ttfonts.FF_NONSYMBOLIC", "pdfdoc.PDFTrueTypeFont", "pdfdoc.PDFStream",
     "pdfdoc.PDFZCompress", "pdfdoc.PDFStreamFilterZCompress",
+    # render/content.py writes page text as these write it, with these:
+    "textobject.PDFTextObject._formatText", "textobject.PDFTextObject.setTextOrigin",
+    "textobject.PDFTextObject.setFillColor", "ttfonts.TTFont.splitString", "canvas.Canvas.addLiteral",
+    "pdfdoc.PDFDocument.ensureMinPdfVersion",
+    "rl_accel.escapePDF", "rl_accel.fp_str",
 )
 CACHED_SUBSETS = 64  # at about 25 KB each
 
@@ -46,7 +54,8 @@ class ReportlabMismatch(RuntimeError):
 
 
 def _present(path: str) -> bool:
-    owner: object = {"ttfonts": ttfonts, "pdfdoc": pdfdoc}
+    owner: object = {"ttfonts": ttfonts, "pdfdoc": pdfdoc, "textobject": textobject, "canvas": canvas,
+                     "rl_accel": rl_accel}
     for name in path.split("."):
         owner = owner.get(name) if isinstance(owner, dict) else getattr(owner, name, None)
         if owner is None:
