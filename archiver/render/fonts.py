@@ -10,6 +10,9 @@ PDF objects, their contents taken from a per-process cache keyed by the font,
 the subset's number and its exact characters (a subset with any other
 character is made afresh). The ToUnicode map is scripts.to_unicode_cmap's.
 
+The subset's widths are formatted once with the rest (what formatting them cost
+for each PDF was the largest part of writing its font dictionaries).
+
 Streams made per PDF (page content, subsets not in the cache) are compressed at
 zlib level 1: cheaper to make, a little larger, the same content once inflated.
 
@@ -39,6 +42,7 @@ INTERNALS = (
     "ttfonts.TTFont.addObjects", "ttfonts.TTFont.getSubsetInternalName", "ttfonts.TTFont.State",
     "ttfonts.TTFontFace.makeSubset", "ttfonts.TTFontFace.getCharWidth", "ttfonts.SUBSETN",
     "ttfonts.FF_SYMBOLIC", "ttfonts.FF_NONSYMBOLIC", "pdfdoc.PDFTrueTypeFont", "pdfdoc.PDFStream",
+    "pdfdoc.PDFArray", "pdfdoc.DummyDoc", "pdfdoc.pdfdocEnc", "pdfdoc.PDFName",  # and render/pdfsyntax.py
     "pdfdoc.PDFZCompress", "pdfdoc.PDFStreamFilterZCompress",
     # render/content.py writes page text as these write it, with these:
     "textobject.PDFTextObject._formatText", "textobject.PDFTextObject.setTextOrigin",
@@ -77,11 +81,21 @@ def check_reportlab(version: str | None = None) -> None:
                                 "replaces or uses")
 
 
+class Formatted(pdfdoc.PDFObject):
+    """PDF syntax formatted once by reportlab's own formatter, then written as it is into every PDF."""
+
+    def __init__(self, obj: pdfdoc.PDFObject) -> None:
+        self.data = obj.format(pdfdoc.DummyDoc())  # no references in OBJ: it needs no document
+
+    def format(self, document: object) -> bytes:
+        return self.data
+
+
 @dataclass(frozen=True)
 class Subset:
     """The contents of one font subset's PDF objects."""
 
-    widths: tuple[int, ...]
+    widths: Formatted  # up to 256 numbers: the longest part of the subset's font dictionary to format
     to_unicode: bytes  # Flate-compressed, as the font file
     font_file: bytes
     length1: int  # the font program's length before compression
@@ -92,8 +106,8 @@ def subset_contents(face: ttfonts.TTFontFace, base_font_name: str, codes: tuple[
     """FACE's subset of CODES (in this order), named BASE_FONT_NAME, its streams compressed; made once."""
     program = face.makeSubset(codes)
     cmap = to_unicode_cmap(base_font_name, codes).encode("utf8")
-    return Subset(tuple(map(face.getCharWidth, codes)), zlib.compress(cmap, 9), zlib.compress(program, 9),
-                  len(program))
+    widths = Formatted(pdfdoc.PDFArray(list(map(face.getCharWidth, codes))))
+    return Subset(widths, zlib.compress(cmap, 9), zlib.compress(program, 9), len(program))
 
 
 def _flate_stream(content: bytes, **entries: object) -> pdfdoc.PDFStream:
@@ -117,7 +131,7 @@ def add_font_objects(font: ttfonts.TTFont, doc: pdfdoc.PDFDocument) -> None:
         pdf_font.__Comment__ = f"Font {font.fontName} subset {n}"
         pdf_font.Name, pdf_font.BaseFont = internal_name, base_font_name
         pdf_font.FirstChar, pdf_font.LastChar = 0, len(codes) - 1
-        pdf_font.Widths = pdfdoc.PDFArray(list(made.widths))
+        pdf_font.Widths = made.widths
         pdf_font.ToUnicode = doc.Reference(_flate_stream(made.to_unicode), "toUnicodeCMap:" + base_font_name)
         font_file = doc.Reference(_flate_stream(made.font_file, Length1=made.length1),
                                   f"fontFile:{face.filename}({base_font_name})")

@@ -46,6 +46,7 @@ from archiver.render.attachments import attachment_lines
 from archiver.render.content import TextWriter
 from archiver.render.evidence import make_self_contained
 from archiver.render.fonts import check_reportlab
+from archiver.render import pdfsyntax
 from archiver.render.scripts import base_level, has_rtl, shape, visual
 from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
 from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
@@ -53,6 +54,7 @@ from archiver.render.signature_field import Placeholder, SignatureField, Signatu
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 rl_config.useA85 = 0  # streams stay binary (compressed): smaller and faster than ASCII85
 check_reportlab()  # importing archiver.render.fonts put its font subset cache in place (and checked reportlab)
+pdfsyntax.install()  # the same bytes, formatted faster
 LINK_SCHEMES = ("http://", "https://", "mailto:")
 FOOTER_SPACE = 6 * mm  # between the text and the bottom margin, where the footer goes
 REQUIRED = {
