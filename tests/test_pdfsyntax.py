@@ -49,6 +49,32 @@ def test_names_are_reportlabs(name) -> None:
     assert pdfsyntax.pdf_name(list(name)) == pdfsyntax._REPORTLAB_NAME(list(name))
 
 
+NUMBERS = [0, 1, -1, 1.0, True, 0.0, -0.0, 1e-8, -1e-8, 0.5, 0.25, 12.5, 595.2756, 841.8898, -240.2344, 10**20,
+           1e20, 2**53 + 1, 123456789.123, -3.14159265, 1 / 3, 2 / 3, 99999.99999, 0.1 + 0.2]
+
+
+def test_numbers_are_written_as_fp_str_writes_them_remembered_or_not(monkeypatch) -> None:
+    from reportlab.lib.rl_accel import fp_str
+    values = [*NUMBERS, *(random.Random(1).uniform(-1e4, 1e4) for _ in range(2000))]
+    for round_ in range(2):  # made, then from memory; equal keys (1, 1.0, True; 0.0, -0.0) in either order
+        for x in values if round_ == 0 else reversed(values):
+            assert pdfsyntax.number(x) == fp_str(x), repr(x)
+            assert pdfsyntax.pdf_format(x, pdfdoc.DummyDoc()) == pdfsyntax._REPORTLAB_FORMAT(x, pdfdoc.DummyDoc())
+    with pytest.raises(Exception, match="number too large"):  # what fp_str refuses is still refused
+        pdfsyntax.number(1e300)
+    monkeypatch.setattr(pdfsyntax, "NUMBERS_KEPT", 100)
+    for i in range(1000):
+        pdfsyntax.number(i + 0.5)
+    assert len(pdfsyntax._NUMBERS) <= 100  # bounded
+
+
+@pytest.mark.parametrize("element", ["/Name", "ab\nc", "é", b"\x00raw", 7, 7.25, True, None, [1, 2],
+                                     pdfdoc.PDFArray([1, 2.5, "x"]), pdfdoc.PDFString("a (b)")])
+def test_any_element_is_formatted_as_reportlab_formats_it(element) -> None:
+    doc = pdfdoc.PDFDocument()
+    assert _outcome(pdfsyntax.pdf_format, element, doc) == _outcome(pdfsyntax._REPORTLAB_FORMAT, element, doc)
+
+
 def _chat(seed: int, language: str) -> dict:
     chat, contact = make_chat(random.Random(seed), messages=20, language=language)
     return normalise(chat, contact)
@@ -57,10 +83,12 @@ def _chat(seed: int, language: str) -> dict:
 def test_a_transcript_is_the_same_bytes_as_with_reportlabs_own_formatting(renderer, monkeypatch) -> None:
     monkeypatch.setattr(rl_config, "invariant", 1)
     assert pdfdoc.pdfdocEnc is pdfsyntax.pdfdoc_enc and pdfdoc.PDFName is pdfsyntax.pdf_name  # installed
+    assert pdfdoc.format is pdfsyntax.pdf_format
     transcripts = [_chat(1, "en"), _chat(2, "ar"), _chat(3, "zh")]
     faster = [renderer.render(t).data for t in transcripts]
     monkeypatch.setattr(pdfdoc, "pdfdocEnc", pdfsyntax._REPORTLAB_ENC)
     monkeypatch.setattr(pdfdoc, "PDFName", pdfsyntax._REPORTLAB_NAME)
+    monkeypatch.setattr(pdfdoc, "format", pdfsyntax._REPORTLAB_FORMAT)
     assert [renderer.render(t).data for t in transcripts] == faster
 
 

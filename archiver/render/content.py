@@ -24,6 +24,8 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
+from archiver.render.pdfsyntax import number
+
 
 class _Look:
     """What a style writes before its text, worked out once: its colour, and the size and leading of its font."""
@@ -93,7 +95,7 @@ class TextWriter:
     def run(self, x: float, y: float, text: str, font_name: str, size: float, color: Color) -> None:
         """TEXT at (X, Y): setTextOrigin, then setFont and setFillColor if the style changed, then textOut."""
         parts = self.parts
-        parts.append(f"1 0 0 1 {fp_str(x, y)} Tm")
+        parts.append(f"1 0 0 1 {number(x)} {number(y)} Tm")  # fp_str(x, y)
         look = _look(font_name, size, color)
         if look is not self.look:
             self.look, self.subset = look, -1

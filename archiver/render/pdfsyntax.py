@@ -1,19 +1,24 @@
 """Faster formatting of reportlab's PDF objects, the same bytes (reportlab internals, pinned).
 
 Writing a PDF, reportlab's pdfdoc encodes every name, number and keyword it
-formats through its `extpdfdoc` codec (`pdfdocEnc`), and spells every
-dictionary key out again character by character (`PDFName`). Per transcript
-that is about a thousand calls, most of them for the same few dozen names.
-`install` replaces both in pdfdoc, where its formatter looks them up:
+formats through its `extpdfdoc` codec (`pdfdocEnc`), spells every dictionary
+key out again character by character (`PDFName`), and writes every number with
+rl_accel's `fp_str`, which costs microseconds a call. Per transcript that is
+about a thousand calls, most of them for the same few dozen names and numbers.
+`install` replaces these in pdfdoc, where its formatter looks them up:
 
 - `pdfdoc_enc`: a string whose every character the codec writes as its own
   ASCII byte (all of ASCII but 0x18-0x1F, which it cannot write) is encoded as
   ASCII; anything else goes to reportlab's codec as before (and fails as before);
-- `pdf_name`: PDFName's result remembered per name (bounded).
+- `pdf_name`: PDFName's result remembered per name (bounded);
+- `pdf_format`: pdfdoc's `format`, with a string, bytes or a number (exactly
+  those types) written at once, the number by `number`: fp_str's result
+  remembered per value (bounded); anything else goes to reportlab's `format`.
 
-Both give the same bytes as reportlab's own (tests/test_pdfsyntax.py checks
-every character the codec knows); render/fonts.py's check_reportlab checks that
-what they replace is there.
+All give the same bytes as reportlab's own (tests/test_pdfsyntax.py checks
+every character the codec knows, and whole PDFs); render/fonts.py's
+check_reportlab checks that what they replace is there. render/content.py
+writes its positions with `number` too.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from __future__ import annotations
 import functools
 import re
 
+from reportlab.lib.rl_accel import fp_str
 from reportlab.pdfbase import pdfdoc
 
 _REPORTLAB_ENC = pdfdoc.pdfdocEnc
 _REPORTLAB_NAME = pdfdoc.PDFName
+_REPORTLAB_FORMAT = pdfdoc.format
+_NUMBERS: dict[float, str] = {}
+NUMBERS_KEPT = 50_000  # then forgotten all at once (a few megabytes at most)
 _NOT_AS_IS = re.compile("[^\x00-\x17\x20-\x7f]")  # what the extpdfdoc codec does not write as the same byte
 _NAME_DEFAULTS = (chr(0x21), chr(0x7E))  # PDFName's lo and hi
 
@@ -48,7 +57,30 @@ def pdf_name(data, lo: str = _NAME_DEFAULTS[0], hi: str = _NAME_DEFAULTS[1]) -> 
     return _REPORTLAB_NAME(data, lo, hi)
 
 
+def number(x: float) -> str:
+    """fp_str(X): at most six decimals, no trailing zeros ("12.5", ".25", "0")."""
+    text = _NUMBERS.get(x)
+    if text is None:
+        if len(_NUMBERS) >= NUMBERS_KEPT:
+            _NUMBERS.clear()
+        text = _NUMBERS[x] = fp_str(x)  # equal keys (1 and 1.0, 0.0 and -0.0) have the same fp_str
+    return text
+
+
+def pdf_format(element: object, document: object, toplevel: int = 0) -> bytes:
+    """reportlab's pdfdoc.format: ELEMENT as PDF syntax."""
+    kind = type(element)
+    if kind is float or kind is int:
+        return number(element).encode("ascii")  # type: ignore[arg-type]
+    if kind is str:
+        return pdfdoc_enc(element)  # type: ignore[arg-type]
+    if kind is bytes:
+        return element  # type: ignore[return-value]
+    return _REPORTLAB_FORMAT(element, document, toplevel)
+
+
 def install() -> None:
-    """Put both into reportlab's pdfdoc (its formatter looks them up there at each call)."""
+    """Put them into reportlab's pdfdoc (its formatter looks them up there at each call)."""
     pdfdoc.pdfdocEnc = pdfdoc_enc
     pdfdoc.PDFName = pdf_name
+    pdfdoc.format = pdf_format
