@@ -1,4 +1,4 @@
-"""Page text written straight into the content stream, as reportlab's PDFTextObject writes it (reportlab internals, pinned).
+"""Page text written straight into the content stream, as PDFTextObject writes it (reportlab internals, pinned).
 
 Drawing through PDFTextObject costs, for every run, a font lookup, number
 formatting, a colour dispatch and a Python loop over every character
@@ -45,7 +45,7 @@ class _Look:
         self.size = f"{fp_str(size)} Tf {fp_str(size * 1.2)} TL"
 
 
-_LOOKS: dict[tuple[str, float, Color], _Look] = {}
+_LOOKS: dict[tuple[str, float, Color], _Look] = {}  # one per style of the templates in use: a few dozen
 
 
 def _look(font_name: str, size: float, color: Color) -> _Look:
