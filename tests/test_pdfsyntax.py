@@ -75,6 +75,20 @@ def test_any_element_is_formatted_as_reportlab_formats_it(element) -> None:
     assert _outcome(pdfsyntax.pdf_format, element, doc) == _outcome(pdfsyntax._REPORTLAB_FORMAT, element, doc)
 
 
+@pytest.mark.parametrize("multiline", [True, False, "forced"])
+@pytest.mark.parametrize("size", [0, 1, 6, 7, 12, 13])
+def test_dictionaries_are_formatted_as_reportlab_formats_them(monkeypatch, multiline, size) -> None:
+    from collections import OrderedDict
+    doc = pdfdoc.PDFDocument()
+    entries = {f"K{(i * 7) % 13} x#": [i, 1.5 * i, f"v({i})", pdfdoc.PDFString("é")][i % 4] for i in range(size)}
+    for made in (pdfdoc.PDFDictionary(entries), pdfdoc.PDFDictionary(OrderedDict(reversed(entries.items())))):
+        made.multiline = multiline
+        for wide in (0, 1):
+            monkeypatch.setattr(rl_config, "pdfMultiLine", wide)
+            assert pdfsyntax.dictionary_format(made, doc) == pdfsyntax._REPORTLAB_DICTIONARY_FORMAT(made, doc)
+            assert pdfsyntax.dictionary_format(made, doc) == pdfsyntax._REPORTLAB_DICTIONARY_FORMAT(made, doc)
+
+
 def _chat(seed: int, language: str) -> dict:
     chat, contact = make_chat(random.Random(seed), messages=20, language=language)
     return normalise(chat, contact)
@@ -83,12 +97,13 @@ def _chat(seed: int, language: str) -> dict:
 def test_a_transcript_is_the_same_bytes_as_with_reportlabs_own_formatting(renderer, monkeypatch) -> None:
     monkeypatch.setattr(rl_config, "invariant", 1)
     assert pdfdoc.pdfdocEnc is pdfsyntax.pdfdoc_enc and pdfdoc.PDFName is pdfsyntax.pdf_name  # installed
-    assert pdfdoc.format is pdfsyntax.pdf_format
+    assert pdfdoc.format is pdfsyntax.pdf_format and pdfdoc.PDFDictionary.format is pdfsyntax.dictionary_format
     transcripts = [_chat(1, "en"), _chat(2, "ar"), _chat(3, "zh")]
     faster = [renderer.render(t).data for t in transcripts]
     monkeypatch.setattr(pdfdoc, "pdfdocEnc", pdfsyntax._REPORTLAB_ENC)
     monkeypatch.setattr(pdfdoc, "PDFName", pdfsyntax._REPORTLAB_NAME)
     monkeypatch.setattr(pdfdoc, "format", pdfsyntax._REPORTLAB_FORMAT)
+    monkeypatch.setattr(pdfdoc.PDFDictionary, "format", pdfsyntax._REPORTLAB_DICTIONARY_FORMAT)
     assert [renderer.render(t).data for t in transcripts] == faster
 
 

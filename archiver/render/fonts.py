@@ -43,7 +43,7 @@ INTERNALS = (
     "ttfonts.TTFontFace.makeSubset", "ttfonts.TTFontFace.getCharWidth", "ttfonts.SUBSETN",
     "ttfonts.FF_SYMBOLIC", "ttfonts.FF_NONSYMBOLIC", "pdfdoc.PDFTrueTypeFont", "pdfdoc.PDFStream",
     "pdfdoc.PDFArray", "pdfdoc.DummyDoc", "pdfdoc.pdfdocEnc", "pdfdoc.PDFName",  # and render/pdfsyntax.py
-    "pdfdoc.format",
+    "pdfdoc.format", "pdfdoc.PDFDictionary.format", "pdfdoc.PDFDictionary.multiline",
     "pdfdoc.PDFZCompress", "pdfdoc.PDFStreamFilterZCompress",
     # render/content.py writes page text as these write it, with these:
     "textobject.PDFTextObject._formatText", "textobject.PDFTextObject.setTextOrigin",

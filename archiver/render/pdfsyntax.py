@@ -13,7 +13,9 @@ about a thousand calls, most of them for the same few dozen names and numbers.
 - `pdf_name`: PDFName's result remembered per name (bounded);
 - `pdf_format`: pdfdoc's `format`, with a string, bytes or a number (exactly
   those types) written at once, the number by `number`: fp_str's result
-  remembered per value (bounded); anything else goes to reportlab's `format`.
+  remembered per value (bounded); anything else goes to reportlab's `format`;
+- `dictionary_format`: PDFDictionary.format as reportlab 5.1.0 writes it, each
+  key's `/Name ` remembered (bounded).
 
 All give the same bytes as reportlab's own (tests/test_pdfsyntax.py checks
 every character the codec knows, and whole PDFs); render/fonts.py's
@@ -25,13 +27,18 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import OrderedDict
 
+from reportlab import rl_config
 from reportlab.lib.rl_accel import fp_str
 from reportlab.pdfbase import pdfdoc
 
 _REPORTLAB_ENC = pdfdoc.pdfdocEnc
 _REPORTLAB_NAME = pdfdoc.PDFName
 _REPORTLAB_FORMAT = pdfdoc.format
+_REPORTLAB_DICTIONARY_FORMAT = pdfdoc.PDFDictionary.format
+_KEYS: dict[str, bytes] = {}  # dictionary key -> b"/Key "
+KEYS_KEPT = 10_000  # our dictionaries have a few dozen keys; any more are forgotten all at once
 _NUMBERS: dict[float, str] = {}
 NUMBERS_KEPT = 50_000  # then forgotten all at once (a few megabytes at most)
 _NOT_AS_IS = re.compile("[^\x00-\x17\x20-\x7f]")  # what the extpdfdoc codec does not write as the same byte
@@ -79,8 +86,33 @@ def pdf_format(element: object, document: object, toplevel: int = 0) -> bytes:
     return _REPORTLAB_FORMAT(element, document, toplevel)
 
 
+def dictionary_format(self: pdfdoc.PDFDictionary, document: object, IND: bytes = b"\n ") -> bytes:
+    """PDFDictionary.format of reportlab 5.1.0 (keys sorted unless ordered, a break every six entries unless
+    multiline), with each key's formatted name remembered."""
+    entries = self.dict
+    keys = list(entries)
+    if not isinstance(entries, OrderedDict):
+        keys.sort()
+    parts = []
+    for key in keys:
+        name = _KEYS.get(key)
+        if name is None:
+            if len(_KEYS) >= KEYS_KEPT:
+                _KEYS.clear()
+            name = _KEYS[key] = pdfdoc.format(pdfdoc.PDFName(key), document) + b" "
+        parts.append(name + pdfdoc.format(entries[key], document))
+    if (self.multiline and rl_config.pdfMultiLine) or self.multiline == "forced":
+        joined = IND.join(parts)
+    else:
+        for i in reversed(range(6, len(parts), 6)):
+            parts.insert(i, b"\n ")
+        joined = b" ".join(parts)
+    return b"<<\n" + joined + b"\n>>"
+
+
 def install() -> None:
     """Put them into reportlab's pdfdoc (its formatter looks them up there at each call)."""
     pdfdoc.pdfdocEnc = pdfdoc_enc
     pdfdoc.PDFName = pdf_name
     pdfdoc.format = pdf_format
+    pdfdoc.PDFDictionary.format = dictionary_format
