@@ -30,13 +30,14 @@ from archiver.render.pdfsyntax import number
 class _Look:
     """What a style writes before its text, worked out once: its colour, and the size and leading of its font."""
 
-    __slots__ = ("font", "color", "opaque", "size")
+    __slots__ = ("font", "color", "opaque", "size", "key")
 
     def __init__(self, font_name: str, size: float, color: Color) -> None:
         font = pdfmetrics.getFont(font_name)
         if not isinstance(font, TTFont) or type(color) is not Color or color.alpha not in (None, 1):
             raise TypeError(f"direct page text needs a TrueType font and an opaque RGB colour, not {font!r}, "
                             f"{color!r}")
+        self.key = (font_name, size, color)  # as in _LOOKS
         self.font = font
         self.color = f"{fp_str((color.red, color.green, color.blue))} rg"  # PDFTextObject.setFillColor
         # setFillColor then sets the colour's alpha: for an opaque one only the file's version changes (to 1.4).
@@ -86,6 +87,7 @@ class TextWriter:
         self.parts: list[str] = []
         self.look: _Look | None = None
         self.subset = -1  # of the current font, in the text block; -1: none chosen yet
+        self.opaque = False  # an opaque colour was set: the file is PDF 1.4 already
 
     def begin(self) -> None:
         """A new text block: what canvas.beginText() starts with (its origin at 0, 0)."""
@@ -96,12 +98,15 @@ class TextWriter:
         """TEXT at (X, Y): setTextOrigin, then setFont and setFillColor if the style changed, then textOut."""
         parts = self.parts
         parts.append(f"1 0 0 1 {number(x)} {number(y)} Tm")  # fp_str(x, y)
-        look = _look(font_name, size, color)
+        look = self.look
+        if look is None or look.key[0] != font_name or look.key[1] != size or look.key[2] is not color:
+            look = _look(font_name, size, color)  # most runs keep the style of the run before: no lookup
         if look is not self.look:
             self.look, self.subset = look, -1
             parts.append(look.color)
-            if look.opaque:
+            if look.opaque and not self.opaque:
                 self.doc.ensureMinPdfVersion("transparency")
+                self.opaque = True
         if not text:
             parts.append("")  # textOut("") writes an empty operator list: kept, so the bytes stay reportlab's
             return
