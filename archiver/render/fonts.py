@@ -10,13 +10,17 @@ PDF objects, their contents taken from a per-process cache keyed by the font,
 the subset's number and its exact characters (a subset with any other
 character is made afresh). The ToUnicode map is scripts.to_unicode_cmap's.
 
+The subset's widths are formatted once with the rest (what formatting them cost
+for each PDF was the largest part of writing its font dictionaries).
+
 Streams made per PDF (page content, subsets not in the cache) are compressed at
 zlib level 1: cheaper to make, a little larger, the same content once inflated.
 
 This replaces reportlab internals, so reportlab is pinned (pyproject.toml) to
 REPORTLAB_VERSION, the version checked here; `check_reportlab` refuses to
 render with any other version or when a replaced internal is missing, rather
-than risk a wrong PDF (tests/test_fonts.py).
+than risk a wrong PDF (tests/test_fonts.py). It checks those render/content.py
+relies on as well.
 """
 
 from __future__ import annotations
@@ -26,17 +30,26 @@ import zlib
 from dataclasses import dataclass
 
 import reportlab
+from reportlab.lib import rl_accel
 from reportlab.pdfbase import pdfdoc, ttfonts
+from reportlab.pdfgen import canvas, textobject
 
 from archiver.render.scripts import to_unicode_cmap
 
 REPORTLAB_VERSION = "5.1.0"  # the version whose internals this module was written against
-# What this module uses or replaces, in reportlab.pdfbase (instance attributes are covered by tests/test_fonts.py).
+# What this module and render/content.py use or replace (instance attributes: tests/test_fonts.py, test_content.py).
 INTERNALS = (
     "ttfonts.TTFont.addObjects", "ttfonts.TTFont.getSubsetInternalName", "ttfonts.TTFont.State",
     "ttfonts.TTFontFace.makeSubset", "ttfonts.TTFontFace.getCharWidth", "ttfonts.SUBSETN",
     "ttfonts.FF_SYMBOLIC", "ttfonts.FF_NONSYMBOLIC", "pdfdoc.PDFTrueTypeFont", "pdfdoc.PDFStream",
+    "pdfdoc.PDFArray", "pdfdoc.DummyDoc", "pdfdoc.pdfdocEnc", "pdfdoc.PDFName",  # and render/pdfsyntax.py
+    "pdfdoc.format", "pdfdoc.PDFDictionary.format", "pdfdoc.PDFDictionary.multiline",
     "pdfdoc.PDFZCompress", "pdfdoc.PDFStreamFilterZCompress",
+    # render/content.py writes page text as these write it, with these:
+    "textobject.PDFTextObject._formatText", "textobject.PDFTextObject.setTextOrigin",
+    "textobject.PDFTextObject.setFillColor", "ttfonts.TTFont.splitString", "canvas.Canvas.addLiteral",
+    "pdfdoc.PDFDocument.ensureMinPdfVersion",
+    "rl_accel.escapePDF", "rl_accel.fp_str",
 )
 CACHED_SUBSETS = 64  # at about 25 KB each
 
@@ -46,7 +59,8 @@ class ReportlabMismatch(RuntimeError):
 
 
 def _present(path: str) -> bool:
-    owner: object = {"ttfonts": ttfonts, "pdfdoc": pdfdoc}
+    owner: object = {"ttfonts": ttfonts, "pdfdoc": pdfdoc, "textobject": textobject, "canvas": canvas,
+                     "rl_accel": rl_accel}
     for name in path.split("."):
         owner = owner.get(name) if isinstance(owner, dict) else getattr(owner, name, None)
         if owner is None:
@@ -68,11 +82,21 @@ def check_reportlab(version: str | None = None) -> None:
                                 "replaces or uses")
 
 
+class Formatted(pdfdoc.PDFObject):
+    """PDF syntax formatted once by reportlab's own formatter, then written as it is into every PDF."""
+
+    def __init__(self, obj: pdfdoc.PDFObject) -> None:
+        self.data = obj.format(pdfdoc.DummyDoc())  # no references in OBJ: it needs no document
+
+    def format(self, document: object) -> bytes:
+        return self.data
+
+
 @dataclass(frozen=True)
 class Subset:
     """The contents of one font subset's PDF objects."""
 
-    widths: tuple[int, ...]
+    widths: Formatted  # up to 256 numbers: the longest part of the subset's font dictionary to format
     to_unicode: bytes  # Flate-compressed, as the font file
     font_file: bytes
     length1: int  # the font program's length before compression
@@ -83,8 +107,8 @@ def subset_contents(face: ttfonts.TTFontFace, base_font_name: str, codes: tuple[
     """FACE's subset of CODES (in this order), named BASE_FONT_NAME, its streams compressed; made once."""
     program = face.makeSubset(codes)
     cmap = to_unicode_cmap(base_font_name, codes).encode("utf8")
-    return Subset(tuple(map(face.getCharWidth, codes)), zlib.compress(cmap, 9), zlib.compress(program, 9),
-                  len(program))
+    widths = Formatted(pdfdoc.PDFArray(list(map(face.getCharWidth, codes))))
+    return Subset(widths, zlib.compress(cmap, 9), zlib.compress(program, 9), len(program))
 
 
 def _flate_stream(content: bytes, **entries: object) -> pdfdoc.PDFStream:
@@ -108,7 +132,7 @@ def add_font_objects(font: ttfonts.TTFont, doc: pdfdoc.PDFDocument) -> None:
         pdf_font.__Comment__ = f"Font {font.fontName} subset {n}"
         pdf_font.Name, pdf_font.BaseFont = internal_name, base_font_name
         pdf_font.FirstChar, pdf_font.LastChar = 0, len(codes) - 1
-        pdf_font.Widths = pdfdoc.PDFArray(list(made.widths))
+        pdf_font.Widths = made.widths
         pdf_font.ToUnicode = doc.Reference(_flate_stream(made.to_unicode), "toUnicodeCMap:" + base_font_name)
         font_file = doc.Reference(_flate_stream(made.font_file, Length1=made.length1),
                                   f"fontFile:{face.filename}({base_font_name})")
