@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import arabic_reshaper
 from bidi import algorithm
@@ -30,32 +30,62 @@ from reportlab.pdfbase import ttfonts
 # Characters of the right-to-left scripts (Hebrew, Arabic, Syriac, Thaana, NKo ... and their presentation forms).
 RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]|[\U00010800-\U00010fff\U0001e800-\U0001efff]")
 ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff]")
+ASCII_LETTER = re.compile("[A-Za-z]")  # in ASCII, the letters are the only strong (bidi class L) characters
+NOT_ASCII = re.compile("[^\x00-\x7f]")
 # Ligatures off: a lam-alef glyph standing for two letters comes back reversed from pdftotext.
 # Harakat kept: the record and the page must say the same.
 _RESHAPER = arabic_reshaper.ArabicReshaper({"delete_harakat": False, "support_ligatures": False})
+
+
+class _Settings:
+    """The reshaper's settings, read once: arabic_reshaper reads each through configparser on every call
+    (six look-ups a call, most of its time for a short message). Same values, so the same shapes; a reshaper
+    version that asks for anything else fails loudly (AttributeError) rather than shaping otherwise."""
+
+    def __init__(self, section: Any) -> None:
+        self.text = dict(section)
+        self.flags: dict[str, bool] = {}
+        for key in self.text:
+            try:
+                self.flags[key] = section.getboolean(key)
+            except ValueError:  # not a flag ("language")
+                pass
+
+    def get(self, key: str, fallback: Any = None) -> Any:
+        return self.text.get(key, fallback)
+
+    def getboolean(self, key: str) -> bool | None:
+        return self.flags.get(key)
+
+
+_RESHAPER.configuration = _Settings(_RESHAPER.configuration)
 T = TypeVar("T")
 
 
 def shape(text: str) -> str:
     """TEXT with its Arabic letters in their joining forms (logical order kept)."""
+    if text.isascii():  # constant time in CPython: most text is never searched
+        return text
     return _RESHAPER.reshape(text) if ARABIC.search(text) else text
 
 
 def has_rtl(text: str) -> bool:
-    return RTL.search(text) is not None
+    return not text.isascii() and RTL.search(text) is not None
 
 
 def base_level(text: str) -> int | None:
     """1 when the first strong character of TEXT is right-to-left, 0 when left-to-right, None if it has none."""
     if text[:1].isascii() and text[:1].isalpha():
         return 0  # the common case, decided by the first character
-    for ch in text:
-        kind = unicodedata.bidirectional(ch)
+    letter = ASCII_LETTER.search(text)  # the first ASCII character that is strong
+    # Only the characters beyond ASCII before it need a look-up.
+    for match in NOT_ASCII.finditer(text, 0, letter.start() if letter else len(text)):
+        kind = unicodedata.bidirectional(match.group())
         if kind in ("R", "AL"):
             return 1
         if kind == "L":
             return 0
-    return None
+    return 0 if letter else None
 
 
 def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
