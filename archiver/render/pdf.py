@@ -302,6 +302,7 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
         rtl = rtl or has_rtl(run.text)
         if not filler.place_whole(run):
             yield from (map(filler.ordered, filler.add(run)) if rtl else filler.add(run))
+    filler.join()
     yield from (map(filler.ordered, filler.lines) if rtl else filler.lines)
 
 
@@ -311,6 +312,7 @@ class _LineFiller:
         self.lines = [Line(leading)]
         self.x = 0.0
         self.level: int | None = None  # of the paragraph being filled, once a strong character says
+        self.joined: list[str] = []  # texts that go on the last run of the current line (see join)
 
     def place_whole(self, run: Run) -> bool:
         """Place RUN on the current line if it has no newline and fits there (most runs: one measurement);
@@ -323,7 +325,7 @@ class _LineFiller:
         w = _width(run.text, run.style)
         if self.x + w > self.width:
             return False
-        self._place(run, w)
+        self._place(run.text, run.style, run.link, w, run)
         return True
 
     def add(self, run: Run) -> Iterator[Line]:
@@ -339,43 +341,53 @@ class _LineFiller:
                     self.level = level
                 w = _width(token, style)  # measured once, whichever way it is placed
                 if self.x + w <= self.width:
-                    self._place(Run(token, style, link), w)
+                    self._place(token, style, link, w)
                 elif SPACE.match(token):
                     self._newline()  # a break eats the space that caused it
                 else:
-                    self._cut(Run(token, style, link), w)
+                    self._cut(token, style, link, w)
             if len(self.lines) > 1:
                 yield from self.lines[:-1]
                 del self.lines[:-1]
 
-    def _place(self, run: Run, w: float) -> None:
+    def _place(self, text: str, style: Style, link: str, w: float, run: Run | None = None) -> None:
+        """TEXT (W wide; RUN, if it is one already) at the end of the current line."""
         line = self.lines[-1]
         if line.level is None:
             line.level = self.level
         if line.runs:  # joined to the run before it when the style is the same: widths simply add up
-            last_x, last = line.runs[-1]
-            if (last.style is run.style or last.style == run.style) and last.link == run.link:
-                line.runs[-1] = (last_x, Run(last.text + run.text, run.style, run.link))
+            last = line.runs[-1][1]
+            if (last.style is style or last.style == style) and last.link == link:
+                self.joined.append(text)
                 self.x += w
                 return
-        line.runs.append((self.x, run))
+            self.join()
+        line.runs.append((self.x, run or Run(text, style, link)))
         self.x += w
 
+    def join(self) -> None:
+        """The texts placed after the last run of the current line, in its style, made part of it."""
+        if self.joined:
+            runs = self.lines[-1].runs
+            x, last = runs[-1]
+            runs[-1] = (x, Run(last.text + "".join(self.joined), last.style, last.link))
+            self.joined = []
+
     def _newline(self) -> None:
+        self.join()
         self.lines.append(Line(self.leading))
         self.x = 0.0
 
-    def _cut(self, run: Run, w: float) -> None:
-        """A word (W wide) too wide for what is left of the line: on new lines, cut where wider than a line."""
-        st = run.style
+    def _cut(self, word: str, style: Style, link: str, w: float) -> None:
+        """A WORD (W wide) too wide for what is left of the line: on new lines, cut where wider than a line."""
         if w <= self.width:  # fits on a line of its own: no need to measure it character by character
             self._newline()
-            self._place(run, w)
+            self._place(word, style, link, w)
             return
-        for piece in _pieces(run.text, st, self.width):
+        for piece in _pieces(word, style, self.width):
             if self.x > 0:
                 self._newline()
-            self._place(Run(piece, st, run.link), _width(piece, st))
+            self._place(piece, style, link, _width(piece, style))
 
     def ordered(self, line: Line) -> Line:
         """LINE as drawn: right-to-left text in visual order, a right-to-left paragraph aligned right."""
