@@ -91,6 +91,8 @@ def base_level(text: str) -> int | None:
 def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
     """CHARS (each with what it belongs to) in the order they are drawn, mirrored where right-to-left,
     for a line of a paragraph whose base level is LEVEL (0 left-to-right, 1 right-to-left)."""
+    if level == 1 and all(_reversed_plainly(ch) for ch, _ in chars):
+        return list(reversed(chars))  # the usual right-to-left line: what the algorithm below does to it
     storage = algorithm.get_empty_storage()
     storage["base_level"], storage["base_dir"] = level, ("L", "R")[level]
     text = "".join(ch for ch, _ in chars)
@@ -104,6 +106,17 @@ def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
     algorithm.reorder_resolved_levels(storage, False)
     algorithm.apply_mirroring(storage, False)
     return [(slot["ch"], chars[slot["at"]][1]) for slot in storage["chars"]]
+
+
+# In a right-to-left paragraph, a line of only these resolves to level 1 throughout (strong R, and weak or
+# neutral types that rules W1-W7 and N1-N2 make R between R and the R of the line's start and end): the
+# algorithm reverses it whole. A mirrored character (a bracket) is mirrored there, so it takes the long way.
+PLAIN_RIGHT_TO_LEFT = frozenset({"R", "AL", "WS", "CS", "ES", "ET", "ON", "NSM"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _reversed_plainly(ch: str) -> bool:
+    return unicodedata.bidirectional(ch) in PLAIN_RIGHT_TO_LEFT and not unicodedata.mirrored(ch)
 
 
 @functools.lru_cache(maxsize=65536)
