@@ -57,6 +57,10 @@ HARD_TEXTS = [
     "\u200f" + "right-to-left mark first, then English",
     "   leading spaces and trailing spaces   ",
     "a\u2028line separator\u2029paragraph separator",
+    # every script of tests/test_scripts.py, and markup that must stay text
+    "سفارش من هنوز نرسیده است", "میرا آرڈر ابھی تک نہیں پہنچا", "주문한 상품이 아직 도착하지 않았습니다",
+    "คำสั่งซื้อของฉันยังไม่มาถึง", "मेरा ऑर्डर अभी तक नहीं आया", "👍 😀 🎉 ❤", "لا إله (قوس) [1] 12:30",
+    "<b>bold</b> &amp; <script>alert(1)</script> %PDF-1.4 1 0 obj << >> endobj",
 ]
 
 
