@@ -193,7 +193,7 @@ BREAKS = " \t\u1680\u2000-\u2006\u2008-\u200a\u205f\u3000"
 TOKENS = re.compile(f"\n|[{BREAKS}]+|[^{BREAKS}\n]+")
 SPACE = re.compile(f"[{BREAKS}]")
 PRINTABLE_ASCII = frozenset(map(chr, range(0x20, 0x7F)))
-UNSEEN = "unseen"  # not a font name (FontChain.seen)
+UNSEEN = object()  # a character FontChain has not looked up yet
 SEEN_CHARACTERS = 20_000  # characters whose font FontChain remembers, per font: bounded, whatever the text
 
 
@@ -228,9 +228,8 @@ class FontChain:
             if ch in kept:
                 font = style.font
             else:
-                font = fonts.get(ch, UNSEEN)
-                if font is UNSEEN:
-                    font = self._font_for(ch, style.font)
+                found = fonts.get(ch, UNSEEN)
+                font = self._look_up(ch, style.font) if found is UNSEEN else found  # type: ignore[assignment]
             if font is None:
                 st, piece = mark, _placeholder(ch)
                 placeholders += 1
@@ -252,7 +251,7 @@ class FontChain:
             fonts = self.seen[font] = {}
         return fonts
 
-    def _font_for(self, ch: str, font: str) -> str | None:
+    def _look_up(self, ch: str, font: str) -> str | None:
         """The font CH is drawn in for text in FONT: the first of the chain that has it (remembered)."""
         chain = [(name, self.covers[name]) for name in (font, *self.fallbacks)]
         found = _font_for(ch, chain)
@@ -623,9 +622,7 @@ class PdfRenderer:
         for block in blocks:
             for line in wrap(block, self.width - indent, leading):
                 runs = [(x + indent, run) for x, run in line.runs]
-                first = runs[0][1] if runs else None
-                if first and runs[0][0] == indent and (first.style is bar.style or first.style == bar.style) \
-                        and not first.link:
+                if runs and runs[0][0] == indent and runs[0][1].style == bar.style and not runs[0][1].link:
                     runs[0] = (0.0, Run(bar.text + runs[0][1].text, bar.style))  # one text run, not two
                 else:
                     runs.insert(0, (0.0, bar))
