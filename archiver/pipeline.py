@@ -442,7 +442,8 @@ class Archiver:
         retries: list[dict[str, Any]] = []
         unchanged: list[str] = []
         for job in jobs:
-            digest, problem = self._digest(job, *loaded[job.room], redacted)
+            with timed(report.stages, "redact"):  # the worker's copies are made here (with the source digest)
+                digest, problem = self._digest(job, *loaded[job.room], redacted)
             known = versions[job.room]
             # No entry stays half-way: uploads of another content than this one are closed.
             stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
