@@ -129,14 +129,22 @@ class ArtifactBuilder:
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                   version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
-                  retry: Retry | None = None, source_sha256: str = "") -> Plaintext:
+                  retry: Retry | None = None, source_sha256: str = "",
+                  redaction: RedactionNote | None = None) -> Plaintext:
         """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
         NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything).
-        SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again."""
+        SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again.
+        REDACTION: CHAT and CONTACT are the copies the archive pass redacted (by these settings) for its
+        digest, not redacted again; the record they make must still have that digest."""
         timings = {} if timings is None else timings
-        with timed(timings, "redact"):  # first: everything below reads only the redacted copies
-            redacted = self.redactor.apply(chat, contact)
-        chat, contact, note = redacted.chat, redacted.contact, redacted.note
+        if redaction is None:
+            with timed(timings, "redact"):  # first: everything below reads only the redacted copies
+                redacted = self.redactor.apply(chat, contact)
+            chat, contact, note = redacted.chat, redacted.contact, redacted.note
+        elif (redaction.enabled, redaction.version) != (self.redactor.enabled, self.redactor.version):
+            raise ValueError(f"redacted with settings {redaction.version}, this builder's are {self.redactor.version}")
+        else:
+            note = redaction
         with timed(timings, "render"):
             status = "ended" if has_ended(chat) else kind
             transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
@@ -169,10 +177,10 @@ class ArtifactBuilder:
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime, retry: Retry | None = None,
-              source_sha256: str = "") -> Artifacts:
+              source_sha256: str = "", redaction: RedactionNote | None = None) -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
-        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry, source_sha256)
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry, source_sha256, redaction)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -333,21 +341,23 @@ def worker_builder() -> ArtifactBuilder:
 
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                       version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
-                      retry: Retry | None = None, source_sha256: str = "") -> Artifacts:
+                      retry: Retry | None = None, source_sha256: str = "",
+                      redaction: RedactionNote | None = None) -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
     plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived).
     RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better).
-    SOURCE_SHA256: the source digest the pass computed (checked against the record's)."""
-    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256)
+    SOURCE_SHA256: the source digest the pass computed (checked against the record's); REDACTION: CHAT and
+    CONTACT are the copies the pass redacted for it (see ArtifactBuilder.plaintext)."""
+    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                  version: int, generated_at: dt.datetime, retry: Retry | None = None,
-                 source_sha256: str = "") -> Artifacts:
+                 source_sha256: str = "", redaction: RedactionNote | None = None) -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
-    built = worker_builder().build(chat, contact, kind, version, generated_at, retry, source_sha256)
+    built = worker_builder().build(chat, contact, kind, version, generated_at, retry, source_sha256, redaction)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):

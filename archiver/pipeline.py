@@ -33,6 +33,7 @@ from archiver.logs import event
 from archiver.mongo import index_uri, reachable
 from archiver.names import recorded_folders
 from archiver.render.record import source_digest
+from archiver.redaction import Redacted
 from archiver.search import load_search_key
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
@@ -404,7 +405,8 @@ class Archiver:
             loaded = self.source.load_many(rooms)
         with timed(report.stages, "index"):
             versions = self.index.versions(rooms)
-        new, retries = self._plan(jobs, loaded, versions, report)
+        redacted: dict[str, Redacted] = {}  # the copies each digest was computed over, handed to the build
+        new, retries = self._plan(jobs, loaded, versions, report, redacted)
         # Retries planned for these rooms, taken out whether built or not (a room taken by another worker
         # must not carry its plan to a later build).
         planned_retries = {room: self._attachment_retries.pop(room, None) for room in rooms}
@@ -420,22 +422,28 @@ class Archiver:
             retry = planned_retries.get(job.room)
             if retry is not None and retry.content_key != entry["source_sha256"]:
                 retry = None  # planned for another entry than this one: an ordinary build
-            # Only the entry comes back from the worker, and the plaintext for an on-demand export.
-            build = functools.partial(artifacts.archive_in_worker, *loaded[job.room], job.kind, entry["version"],
-                                      now(), keep_plaintext=keep_plaintext, retry=retry,
-                                      source_sha256=retry.documents_sha256 if retry else entry["source_sha256"])
+            # Only the entry comes back from the worker, and the plaintext for an on-demand export. The worker
+            # gets the copies redacted here (it does not redact again) and checks their digest once more.
+            copies = redacted[job.room]
+            build = functools.partial(artifacts.archive_in_worker, copies.chat, copies.contact, job.kind,
+                                      entry["version"], now(), keep_plaintext=keep_plaintext, retry=retry,
+                                      source_sha256=retry.documents_sha256 if retry else entry["source_sha256"],
+                                      redaction=copies.note)
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
     def _plan(self, jobs: list[Job], loaded: dict[str, tuple[Any, Any]], versions: dict[str, list[dict[str, Any]]],
-              report: PassReport) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
+              report: PassReport, redacted: dict[str, Redacted]
+              ) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
         """New versions to record, as (room, version, source digest), and entries of earlier attempts to
-        retry. Chats gone from the source or unreadable are quarantined; unchanged ones are closed."""
+        retry. Chats gone from the source or unreadable are quarantined; unchanged ones are closed.
+        REDACTED gets the redacted copies of each room whose digest was computed."""
         new: list[tuple[str, int, str]] = []
         retries: list[dict[str, Any]] = []
         unchanged: list[str] = []
         for job in jobs:
-            digest, problem = self._digest(job, *loaded[job.room])
+            with timed(report.stages, "redact"):  # the worker's copies are made here (with the source digest)
+                digest, problem = self._digest(job, *loaded[job.room], redacted)
             known = versions[job.room]
             # No entry stays half-way: uploads of another content than this one are closed.
             stale = [v for v in known if v["status"] == "uploading" and v.get("source_sha256") != digest]
@@ -475,21 +483,27 @@ class Archiver:
             self._attachment_retries[room] = retry
         return retry
 
-    def _digest(self, job: Job, chat: Any, contact: Any) -> tuple[str, str]:
-        """The source digest of JOB's loaded chat, or why it cannot be archived."""
+    def _digest(self, job: Job, chat: Any, contact: Any, redacted: dict[str, Redacted]) -> tuple[str, str]:
+        """The source digest of JOB's loaded chat (its redacted copies put in REDACTED), or why it cannot be
+        archived."""
         problem = _unusable(job, chat)
         if problem:
             return "", problem
         try:
-            return self.source_digest(chat, contact), ""
+            copies, digest = self._redacted_digest(chat, contact)
         except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
             return "", str(exc)
+        redacted[job.room] = copies
+        return digest, ""
 
     def source_digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
-        """The source digest over the redacted documents, as the worker will store them: the index
+        return self._redacted_digest(chat, contact)[1]
+
+    def _redacted_digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> tuple[Redacted, str]:
+        """The redacted copies and the source digest over them, as the worker will store them: the index
         keeps nothing derived from a redacted value (and a change to masked digits alone is no new version)."""
         redacted = artifacts.worker_builder().redactor.apply(chat, contact)
-        return source_digest(redacted.chat, redacted.contact)
+        return redacted, source_digest(redacted.chat, redacted.contact)
 
     def _close_stale(self, job: Job, stale: list[dict[str, Any]], digest: str, report: PassReport) -> bool:
         """Close uploads an earlier attempt left for content the source no longer has, or for an attachment

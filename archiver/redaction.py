@@ -15,6 +15,7 @@ that fails raises InvalidChat: the chat is quarantined, never archived unredacte
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -26,6 +27,7 @@ from itertools import accumulate
 from typing import Any, Mapping, Protocol
 
 import re2
+from bson import ObjectId
 from bson.int64 import Int64
 
 from archiver.config import SCHEMA, Config, ConfigError
@@ -46,6 +48,8 @@ KEPT: dict[str, Any] = {
         "room": KEEP, "data": {"id": KEEP, "replyTo": KEEP, "content": {"user": {"id": KEEP}}}}}},
     "contact": {"_id": KEEP, "id": KEEP, "userID": KEEP, "agentID": KEEP, "users": KEEP_KEYS},
 }
+# Values of these exact types hold no text (_walk returns them as they are): the walk passes them inline.
+UNREDACTED = frozenset({float, bool, type(None), ObjectId, dt.datetime})
 CLEAN_KEYS_CACHED = 4096  # field names known to hold nothing to redact (they repeat in every message)
 
 
@@ -367,17 +371,20 @@ class Redactor:
         out: dict[Any, Any] = {}
         tree = kept if type(kept) is dict else None
         shortest, clean = self.shortest, self.clean_keys
+        names = kept != KEEP_KEYS
         for key, item in value.items():
             name = key
-            if kept != KEEP_KEYS and (type(key) is not str or len(key) >= shortest) and key not in clean:
+            if names and (type(key) is not str or len(key) >= shortest) and key not in clean:
                 name = self._key(key, path, matches)
             if name in out:
                 raise InvalidChat(f"{_where((*path, name))}: two field names are the same once redacted")
-            inner = tree.get(key) if tree else None
-            if type(item) is str and (inner == KEEP or len(item) < shortest):
+            kind = type(item)
+            if kind in UNREDACTED:
+                out[name] = item
+            elif kind is str and (len(item) < shortest or (tree and tree.get(key) == KEEP)):
                 out[name] = item
             else:
-                out[name] = self._walk(item, (*path, name), inner, matches)
+                out[name] = self._walk(item, (*path, name), tree.get(key) if tree else None, matches)
         return out
 
     def _key(self, key: Any, path: tuple[Any, ...], matches: dict[str, int]) -> Any:

@@ -11,7 +11,8 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping  # isinstance checks against typing's alias cost ten times more
+from typing import Any
 
 from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
@@ -327,6 +328,10 @@ def _check_text(value: str, where: str) -> None:
 
 def _bounded(value: Any, where: str, name: str, max_chars: int) -> str:
     """Text field NAME of a message, refused when longer than MAX_CHARS (archive.max_message_chars)."""
+    if value is None:
+        return ""
+    if type(value) is str and (value.isascii() or not SURROGATE.search(value)) and len(value) <= max_chars:
+        return value  # the common case, without making the place's name
     text = _field_text(value, f"{where} {name}")
     if len(text) > max_chars:
         raise InvalidChat(f"{where}: {name} has {len(text):,} characters, over the limit of {max_chars:,} "

@@ -7,7 +7,7 @@ import random
 from decimal import Decimal
 
 import pytest
-from bson import Binary, Code, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
+from bson import SON, Binary, Code, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 
 from archiver.render.record import EXTJSON_OPTIONS, build_record, source_digest
@@ -84,6 +84,9 @@ def _odd_chat(seed: int) -> tuple[dict, dict]:
         "far": DatetimeMS(253402300800000), "regex": Regex("^a.*b$", "imx"), "ts": Timestamp(1, 2),
         "min": MinKey(), "max": MaxKey(), "code": Code("f()", {"x": 1}), "none": None, "bools": [True, False],
         "text": "\u202e\u0000\"\\\n\u2028\U0001f600 é 中", "$key.with.dots": {"": [[], {}]},
+        # Where the record's own converter hands over to json_util's, or chooses between two forms:
+        "int32_edges": [2**31 - 1, 2**31, -2**31, -2**31 - 1, 0], "floats": [1e300, 1.0, 0.1, -1e-300, 2.5e-8],
+        "son": SON([("b", 1), ("a", Int64(2))]), 7: "an int key", "str_subclass": Code("g()"),
     }
     contact["nested"] = [[[{"a": Int64(1)}]], 1.5, "\t"]
     return chat, contact

@@ -221,3 +221,47 @@ def test_a_chat_whose_redaction_fails_is_quarantined_and_nothing_is_stored(make_
     assert report.archived == 0 and "redaction rule 'card' could not be applied" in report.quarantined["room-cards"]
     assert not (tmp_path / "store").exists() or not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
     assert entries(config) == []
+
+
+def test_the_pass_hands_the_worker_its_redacted_copies(make_config, monkeypatch, log_lines) -> None:
+    """Redacted once per chat, by the pass (for its digest): no card number crosses to a worker process."""
+    from archiver import pipeline
+
+    submitted = []
+    submit = pipeline._submit
+
+    def capture(pool, build):
+        submitted.append(build)
+        return submit(pool, build)
+    monkeypatch.setattr(pipeline, "_submit", capture)
+    archive(make_config(), log_lines)
+    assert len(submitted) == 2 and not leaks(json_util.dumps([b.args[:2] for b in submitted]))  # room-bad fails later
+    (build,) = [b for b in submitted if b.args[0]["room"] == "room-cards"]
+    assert build.keywords["redaction"].matches == {"card": 9}
+
+
+def test_a_builder_given_the_pass_copies_checks_their_digest_and_settings_and_does_not_redact_again(
+        make_config, monkeypatch) -> None:
+    import dataclasses
+
+    from archiver.artifacts import ArtifactBuilder
+    from archiver.claims import now
+    from archiver.render.record import source_digest
+
+    builder = ArtifactBuilder.from_config(make_config(), encrypt=False)
+    copies = builder.redactor.apply(*chat_with_cards())
+    digest = source_digest(copies.chat, copies.contact)
+
+    def redact_again(*args):
+        raise AssertionError("redacted twice")
+    monkeypatch.setattr(builder.redactor, "apply", redact_again)
+    plain = builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256=digest,
+                              redaction=copies.note)
+    assert plain.source_sha256 == digest and plain.redaction == copies.note
+    assert not leaks(plain.record.decode()) and json.loads(plain.record)["redaction"] == copies.note.describe()
+    with pytest.raises(ValueError, match="the archive pass computed"):
+        builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256="0" * 64,
+                          redaction=copies.note)
+    with pytest.raises(ValueError, match="redacted with settings 000000000000"):
+        builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256=digest,
+                          redaction=dataclasses.replace(copies.note, version="0" * 12))

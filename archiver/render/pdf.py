@@ -195,6 +195,9 @@ class Line:
 BREAKS = " \t\u1680\u2000-\u2006\u2008-\u200a\u205f\u3000"
 TOKENS = re.compile(f"\n|[{BREAKS}]+|[^{BREAKS}\n]+")
 SPACE = re.compile(f"[{BREAKS}]")
+PRINTABLE_ASCII = frozenset(map(chr, range(0x20, 0x7F)))
+UNSEEN = object()  # a character FontChain has not looked up yet
+SEEN_CHARACTERS = 20_000  # characters whose font FontChain remembers, per font: bounded, whatever the text
 
 
 class FontChain:
@@ -204,6 +207,9 @@ class FontChain:
         self.covers = covers  # registered font name -> the characters it has
         self.fallbacks = fallbacks  # tried in order after a style's own font
         self.placeholder = placeholder
+        # Fonts that have every printable ASCII character: ASCII text in them needs no look-up per character.
+        self.whole_ascii = {name for name, cover in covers.items() if cover.issuperset(PRINTABLE_ASCII)}
+        self.seen: dict[str, dict[str, str | None]] = {}  # see _fonts_of
 
     def runs(self, text: str, style: Style, link: str = "", newlines: bool = True) -> tuple[list[Run], int]:
         """Runs for TEXT in STYLE (its font first) and how many characters became placeholders.
@@ -211,21 +217,51 @@ class FontChain:
         text = shape(text)  # Arabic letters in their joining forms
         own = self.covers[style.font]
         lines = text.replace("\n", "") if newlines and "\n" in text else text
-        if lines.isprintable() and own.issuperset(lines):
+        if lines.isprintable() and (style.font in self.whole_ascii if lines.isascii() else own.issuperset(lines)):
             return [Run(text, style, link)], 0  # the common case: one font, nothing to switch
-        chain = [(name, self.covers[name]) for name in (style.font, *self.fallbacks)]
         kept = "\n\t" if newlines else "\t"
+        fonts = self._fonts_of(style.font)
+        mark = Style(self.placeholder.font, style.size, self.placeholder.color)
+        styles: dict[str, Style] = {}  # font -> STYLE in that font
         runs: list[Run] = []
+        pieces: list[str] = []  # of the run being made, in CURRENT
+        current: Style | None = None
         placeholders = 0
         for ch in text:
-            font = style.font if ch in kept else _font_for(ch, chain)
+            if ch in kept:
+                font = style.font
+            else:
+                found = fonts.get(ch, UNSEEN)
+                font = self._look_up(ch, style.font) if found is UNSEEN else found  # type: ignore[assignment]
             if font is None:
-                runs.append(Run(_placeholder(ch), Style(self.placeholder.font, style.size,
-                                                        self.placeholder.color), link))
+                st, piece = mark, _placeholder(ch)
                 placeholders += 1
             else:
-                runs.append(Run(" " if ch == "\t" else ch, Style(font, style.size, style.color), link))
-        return _merge(runs), placeholders
+                st = styles.get(font) or styles.setdefault(font, Style(font, style.size, style.color))
+                piece = " " if ch == "\t" else ch
+            if st is not current and st != current:  # adjacent characters in the same style make one run
+                if pieces:
+                    runs.append(Run("".join(pieces), current, link))  # type: ignore[arg-type]
+                current, pieces = st, []
+            pieces.append(piece)
+        runs.append(Run("".join(pieces), current, link))  # type: ignore[arg-type]
+        return runs, placeholders
+
+    def _fonts_of(self, font: str) -> dict[str, str | None]:
+        """Characters already looked up for text in FONT, with the font each is drawn in (None: a placeholder)."""
+        fonts = self.seen.get(font)
+        if fonts is None:
+            fonts = self.seen[font] = {}
+        return fonts
+
+    def _look_up(self, ch: str, font: str) -> str | None:
+        """The font CH is drawn in for text in FONT: the first of the chain that has it (remembered)."""
+        chain = [(name, self.covers[name]) for name in (font, *self.fallbacks)]
+        found = _font_for(ch, chain)
+        fonts = self._fonts_of(font)
+        if len(fonts) < SEEN_CHARACTERS:
+            fonts[ch] = found
+        return found
 
 
 def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
@@ -266,7 +302,9 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
     rtl = False  # lines are reordered only once right-to-left text has come (most text never has any)
     for run in runs:
         rtl = rtl or has_rtl(run.text)
-        yield from (map(filler.ordered, filler.add(run)) if rtl else filler.add(run))
+        if not filler.place_whole(run):
+            yield from (map(filler.ordered, filler.add(run)) if rtl else filler.add(run))
+    filler.join()
     yield from (map(filler.ordered, filler.lines) if rtl else filler.lines)
 
 
@@ -276,67 +314,82 @@ class _LineFiller:
         self.lines = [Line(leading)]
         self.x = 0.0
         self.level: int | None = None  # of the paragraph being filled, once a strong character says
+        self.joined: list[str] = []  # texts that go on the last run of the current line (see join)
 
-    def add(self, run: Run) -> Iterator[Line]:
-        """Place RUN; yields the lines it completes."""
+    def place_whole(self, run: Run) -> bool:
+        """Place RUN on the current line if it has no newline and fits there (most runs: one measurement);
+        else False, and `add` places it piece by piece."""
         if self.level is None:
             first = run.text[:1]
             self.level = 0 if first.isascii() and first.isalpha() else base_level(run.text.partition("\n")[0])
-        if "\n" not in run.text and self._fits(run):  # most runs fit whole: one measurement
-            return
+        if "\n" in run.text:
+            return False
+        w = _width(run.text, run.style)
+        if self.x + w > self.width:
+            return False
+        self._place(run.text, run.style, run.link, w, run)
+        return True
+
+    def add(self, run: Run) -> Iterator[Line]:
+        """Place RUN, which `place_whole` did not, word by word; yields the lines it completes."""
+        style, link = run.style, run.link
         for match in TOKENS.finditer(run.text):
             token = match.group()
             if token == "\n":
                 self._newline()
                 self.level = None  # a new paragraph finds its own direction
-            elif self.level is None and (level := base_level(token)) is not None:
-                self.level = level
-            if token != "\n" and not self._fits(Run(token, run.style, run.link)):
-                if SPACE.match(token):
+            else:
+                if self.level is None and (level := base_level(token)) is not None:
+                    self.level = level
+                w = _width(token, style)  # measured once, whichever way it is placed
+                if self.x + w <= self.width:
+                    self._place(token, style, link, w)
+                elif SPACE.match(token):
                     self._newline()  # a break eats the space that caused it
                 else:
-                    self._cut(Run(token, run.style, run.link))
+                    self._cut(token, style, link, w)
             if len(self.lines) > 1:
                 yield from self.lines[:-1]
                 del self.lines[:-1]
 
-    def _fits(self, run: Run) -> bool:
-        """Place RUN on the current line if there is room for it."""
-        w = pdfmetrics.stringWidth(run.text, run.style.font, run.style.size)
-        if self.x + w > self.width:
-            return False
-        self._place(run, w)
-        return True
-
-    def _place(self, run: Run, w: float) -> None:
+    def _place(self, text: str, style: Style, link: str, w: float, run: Run | None = None) -> None:
+        """TEXT (W wide; RUN, if it is one already) at the end of the current line."""
         line = self.lines[-1]
         if line.level is None:
             line.level = self.level
         if line.runs:  # joined to the run before it when the style is the same: widths simply add up
-            last_x, last = line.runs[-1]
-            if last.style == run.style and last.link == run.link:
-                line.runs[-1] = (last_x, Run(last.text + run.text, run.style, run.link))
+            last = line.runs[-1][1]
+            if (last.style is style or last.style == style) and last.link == link:
+                self.joined.append(text)
                 self.x += w
                 return
-        line.runs.append((self.x, run))
+            self.join()
+        line.runs.append((self.x, run or Run(text, style, link)))
         self.x += w
 
+    def join(self) -> None:
+        """The texts placed after the last run of the current line, in its style, made part of it."""
+        if self.joined:
+            runs = self.lines[-1].runs
+            x, last = runs[-1]
+            runs[-1] = (x, Run(last.text + "".join(self.joined), last.style, last.link))
+            self.joined = []
+
     def _newline(self) -> None:
+        self.join()
         self.lines.append(Line(self.leading))
         self.x = 0.0
 
-    def _cut(self, run: Run) -> None:
-        """A word too wide for what is left of the line: on new lines, cut where wider than a line."""
-        st = run.style
-        w = pdfmetrics.stringWidth(run.text, st.font, st.size)
+    def _cut(self, word: str, style: Style, link: str, w: float) -> None:
+        """A WORD (W wide) too wide for what is left of the line: on new lines, cut where wider than a line."""
         if w <= self.width:  # fits on a line of its own: no need to measure it character by character
             self._newline()
-            self._place(run, w)
+            self._place(word, style, link, w)
             return
-        for piece in _pieces(run.text, st, self.width):
+        for piece in _pieces(word, style, self.width):
             if self.x > 0:
                 self._newline()
-            self._place(Run(piece, st, run.link), pdfmetrics.stringWidth(piece, st.font, st.size))
+            self._place(piece, style, link, _width(piece, style))
 
     def ordered(self, line: Line) -> Line:
         """LINE as drawn: right-to-left text in visual order, a right-to-left paragraph aligned right."""
@@ -356,6 +409,17 @@ class _LineFiller:
             line.runs.append((x, run))
             x += w
         return line
+
+
+_FONTS: dict[str, Any] = {}  # registered font name -> its font (pdfmetrics.getFont, looked up once)
+
+
+def _width(text: str, style: Style) -> float:
+    """pdfmetrics.stringWidth of TEXT in STYLE, without looking its font up by name every time."""
+    font = _FONTS.get(style.font)
+    if font is None:
+        font = _FONTS[style.font] = pdfmetrics.getFont(style.font)
+    return font.stringWidth(text, style.size)
 
 
 def _pieces(word: str, style: Style, width: float) -> list[str]:
@@ -431,6 +495,7 @@ class PdfRenderer:
         body = self.styles["body"]
         self.bar = Run(BAR, body)
         self.indent = pdfmetrics.stringWidth(BAR, body.font, body.size)
+        self._sender_styles: dict[str, Style] = {}  # see _sender_style
 
     # -- public ----------------------------------------------------------------------------
 
@@ -658,7 +723,7 @@ class PdfRenderer:
         """The header line, then every other line behind the quote bar: text cannot pass for a header."""
         labels, st = self.template.labels, self.styles
         role = {"agent": labels["agent"], "customer": labels["customer"]}.get(m.role, labels["unknown"])
-        sender = Style(st["label"].font, st["body"].size, self.palette.get(m.role, self.palette["muted"]))
+        sender = self._sender_style(m.role)
         shown_type = m.type not in ("", "TEXT")
         kind = [*self._runs(" · ", "body", counter), *self._field(m.type, "body", counter)] if shown_type else []
         header = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
@@ -668,6 +733,15 @@ class PdfRenderer:
         yield next(lines)
         yield from self._quoted([[run for _, run in line.runs] for line in lines])
         yield from self._quoted(self._blocks(m, counter))
+
+    def _sender_style(self, role: str) -> Style:
+        """The style of a sender's name, by role: made once per role."""
+        style = self._sender_styles.get(role)
+        if style is None:
+            palette = self.palette
+            style = Style(self.styles["label"].font, self.styles["body"].size, palette.get(role, palette["muted"]))
+            self._sender_styles[role] = style
+        return style
 
     def _sender(self, m: Message, style: Style, counter: "_Counter") -> list[Run]:
         """The sender by name (the message's own, else the contact's) and quoted id; the bare id without a name.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from typing import Any, Mapping
 
-from bson import json_util
+from bson import ObjectId, json_util
 
 from archiver.transcript import SURROGATE, Event, InvalidChat, Message, Transcript
 
@@ -47,7 +48,7 @@ def _source(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> bytes
     _dump of their extended_json, without the dumps, loads, dumps round trip)."""
     documents = {"chat": chat, "contact": contact}
     try:
-        text = json_util.dumps(documents, json_options=EXTJSON_OPTIONS, **_COMPACT)
+        text = json.dumps(_extended(documents), **_COMPACT)
         return text.encode("utf-8")
     except UnicodeEncodeError:  # invalid UTF-8 in the source, decoded as lone surrogates
         raise _invalid_text(documents) from None
@@ -88,6 +89,29 @@ def build_record(
     }
     # "source" is the last key: its bytes, written once above, close the record.
     return _dump(record)[:-1] + b',"source":' + source + b"}", digest
+
+
+INT32 = 2**31  # a canonical int below it (and at least -INT32) is $numberInt, else $numberLong (as json_util)
+
+
+def _extended(value: Any) -> Any:
+    """VALUE as canonical Extended JSON values, as json_util.dumps converts it, with the types of almost every
+    field (exact str, bool, None, dict, list, int, float, ObjectId) converted here without json_util's
+    look-ups; anything else (Int64, dates, binaries, subclasses ...) by json_util's own converter."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {key: _extended(item) for key, item in value.items()}
+    if kind is list:
+        return [_extended(item) for item in value]
+    if kind is int:
+        return {"$numberInt" if -INT32 <= value < INT32 else "$numberLong": str(value)}
+    if kind is float and math.isfinite(value):
+        return {"$numberDouble": repr(value)}
+    if kind is ObjectId:
+        return {"$oid": str(value)}
+    return json_util._json_convert(value, EXTJSON_OPTIONS)
 
 
 _COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import arabic_reshaper
 from bidi import algorithm
@@ -30,37 +30,69 @@ from reportlab.pdfbase import ttfonts
 # Characters of the right-to-left scripts (Hebrew, Arabic, Syriac, Thaana, NKo ... and their presentation forms).
 RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]|[\U00010800-\U00010fff\U0001e800-\U0001efff]")
 ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff]")
+ASCII_LETTER = re.compile("[A-Za-z]")  # in ASCII, the letters are the only strong (bidi class L) characters
+NOT_ASCII = re.compile("[^\x00-\x7f]")
 # Ligatures off: a lam-alef glyph standing for two letters comes back reversed from pdftotext.
 # Harakat kept: the record and the page must say the same.
 _RESHAPER = arabic_reshaper.ArabicReshaper({"delete_harakat": False, "support_ligatures": False})
+
+
+class _Settings:
+    """The reshaper's settings, read once: arabic_reshaper reads each through configparser on every call
+    (six look-ups a call, most of its time for a short message). Same values, so the same shapes; a reshaper
+    version that asks for anything else fails loudly (AttributeError) rather than shaping otherwise."""
+
+    def __init__(self, section: Any) -> None:
+        self.text = dict(section)
+        self.flags: dict[str, bool] = {}
+        for key in self.text:
+            try:
+                self.flags[key] = section.getboolean(key)
+            except ValueError:  # not a flag ("language")
+                pass
+
+    def get(self, key: str, fallback: Any = None) -> Any:
+        return self.text.get(key, fallback)
+
+    def getboolean(self, key: str) -> bool | None:
+        return self.flags.get(key)
+
+
+_RESHAPER.configuration = _Settings(_RESHAPER.configuration)
 T = TypeVar("T")
 
 
 def shape(text: str) -> str:
     """TEXT with its Arabic letters in their joining forms (logical order kept)."""
+    if text.isascii():  # constant time in CPython: most text is never searched
+        return text
     return _RESHAPER.reshape(text) if ARABIC.search(text) else text
 
 
 def has_rtl(text: str) -> bool:
-    return RTL.search(text) is not None
+    return not text.isascii() and RTL.search(text) is not None
 
 
 def base_level(text: str) -> int | None:
     """1 when the first strong character of TEXT is right-to-left, 0 when left-to-right, None if it has none."""
     if text[:1].isascii() and text[:1].isalpha():
         return 0  # the common case, decided by the first character
-    for ch in text:
-        kind = unicodedata.bidirectional(ch)
+    letter = ASCII_LETTER.search(text)  # the first ASCII character that is strong
+    # Only the characters beyond ASCII before it need a look-up.
+    for match in NOT_ASCII.finditer(text, 0, letter.start() if letter else len(text)):
+        kind = unicodedata.bidirectional(match.group())
         if kind in ("R", "AL"):
             return 1
         if kind == "L":
             return 0
-    return None
+    return 0 if letter else None
 
 
 def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
     """CHARS (each with what it belongs to) in the order they are drawn, mirrored where right-to-left,
     for a line of a paragraph whose base level is LEVEL (0 left-to-right, 1 right-to-left)."""
+    if level == 1 and all(_reversed_plainly(ch) for ch, _ in chars):
+        return list(reversed(chars))  # the usual right-to-left line: what the algorithm below does to it
     storage = algorithm.get_empty_storage()
     storage["base_level"], storage["base_dir"] = level, ("L", "R")[level]
     text = "".join(ch for ch, _ in chars)
@@ -74,6 +106,17 @@ def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
     algorithm.reorder_resolved_levels(storage, False)
     algorithm.apply_mirroring(storage, False)
     return [(slot["ch"], chars[slot["at"]][1]) for slot in storage["chars"]]
+
+
+# In a right-to-left paragraph, a line of only these resolves to level 1 throughout (strong R, and weak or
+# neutral types that rules W1-W7 and N1-N2 make R between R and the R of the line's start and end): the
+# algorithm reverses it whole. A mirrored character (a bracket) is mirrored there, so it takes the long way.
+PLAIN_RIGHT_TO_LEFT = frozenset({"R", "AL", "WS", "CS", "ES", "ET", "ON", "NSM"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _reversed_plainly(ch: str) -> bool:
+    return unicodedata.bidirectional(ch) in PLAIN_RIGHT_TO_LEFT and not unicodedata.mirrored(ch)
 
 
 @functools.lru_cache(maxsize=65536)
