@@ -197,6 +197,7 @@ TOKENS = re.compile(f"\n|[{BREAKS}]+|[^{BREAKS}\n]+")
 SPACE = re.compile(f"[{BREAKS}]")
 PRINTABLE_ASCII = frozenset(map(chr, range(0x20, 0x7F)))
 UNSEEN = object()  # a character FontChain has not looked up yet
+COLUMNS_KEPT = 1_000  # header values whose lines PdfRenderer._column remembers; then forgotten all at once
 SEEN_CHARACTERS = 20_000  # characters whose font FontChain remembers, per font: bounded, whatever the text
 
 
@@ -496,6 +497,8 @@ class PdfRenderer:
         self.bar = Run(BAR, body)
         self.indent = pdfmetrics.stringWidth(BAR, body.font, body.size)
         self._sender_styles: dict[str, Style] = {}  # see _sender_style
+        self._label_columns: dict[str, tuple[list[Line], int]] = {}  # see _label_column
+        self._columns: dict[tuple[Any, ...], list[Line]] = {}  # see _column
 
     # -- public ----------------------------------------------------------------------------
 
@@ -673,7 +676,7 @@ class PdfRenderer:
             Line(3 * mm),
         ]
         for label, value in table:
-            lines.extend(self._row(self._runs(label, "label", counter), value))
+            lines.extend(self._row(label, value, counter))
         if warnings:
             lines.extend(self._lines(self._runs(labels["warnings"], "warning", counter)))
             lines.extend(line for block in warnings for line in block)
@@ -707,17 +710,37 @@ class PdfRenderer:
         matches = ", ".join(f"{rule}: {count}" for rule, count in note.matches.items())
         return labels["redaction_on"].format(matches=matches, rules=", ".join(note.rules), version=note.version)
 
-    def _row(self, label: list[Run], value: list[Run]) -> list[Line]:
+    def _row(self, label: str, value: list[Run], counter: "_Counter") -> list[Line]:
         """A two-column table row: the label in the first 30% of the width, the value beside it."""
         split = self.width * 0.3
-        left = self._lines(label, split - 6, "label")
-        right = self._lines(value, self.width - split, "value")
+        left = self._label_column(label, split - 6, counter)
+        right = self._column(value, self.width - split)
         rows = [Line(self.styles["value"].leading) for _ in range(max(len(left), len(right)))]
         for row, line in zip(rows, left):
             row.runs.extend(line.runs)
         for row, line in zip(rows, right):
             row.runs.extend((x + split, run) for x, run in line.runs)
         return [*rows, Line(2)]  # the gap keeps each row one line for text extraction (pdftotext)
+
+    def _label_column(self, label: str, width: float, counter: "_Counter") -> list[Line]:
+        """A header label's lines, made once per renderer (the labels are the template's), counted at every use."""
+        made = self._label_columns.get(label)
+        if made is None:
+            own = _Counter()
+            made = self._label_columns[label] = (self._lines(self._runs(label, "label", own), width, "label"),
+                                                 own.placeholders)
+        counter.placeholders += made[1]
+        return made[0]
+
+    def _column(self, runs: list[Run], width: float) -> list[Line]:
+        """A header value's lines; remembered (bounded), as many values repeat from chat to chat."""
+        key = (*runs, width)
+        lines = self._columns.get(key)
+        if lines is None:
+            if len(self._columns) >= COLUMNS_KEPT:
+                self._columns.clear()
+            lines = self._columns[key] = self._lines(runs, width, "value")
+        return lines
 
     def _message(self, m: Message, counter: "_Counter") -> Iterator[Line]:
         """The header line, then every other line behind the quote bar: text cannot pass for a header."""
