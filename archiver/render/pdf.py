@@ -22,6 +22,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import operator
 import re
 import tomllib
 import unicodedata
@@ -451,6 +452,28 @@ def _clipped(runs: list[Run], width: float) -> Line:
     return line
 
 
+# strftime directives written here without strftime (a few microseconds a call): the numeric ones, as glibc
+# writes them (%Y unpadded below year 1000, checked at import, else every format goes to strftime).
+_DIRECTIVES = {"%m": ("%02d", "month"), "%d": ("%02d", "day"), "%H": ("%02d", "hour"), "%M": ("%02d", "minute"),
+               "%S": ("%02d", "second"), "%%": ("%%", None)}
+if dt.datetime(5, 1, 1).strftime("%Y") == "5" and dt.datetime(2026, 1, 1).strftime("%Y") == "2026":
+    _DIRECTIVES["%Y"] = ("%d", "year")
+_FORMAT_PARTS = re.compile("%.|[^%]+|%$", re.DOTALL)
+
+
+def time_formatter(fmt: str) -> Callable[[dt.datetime], str]:
+    """A function that gives strftime(FMT)'s result; for a format of only the directives above, without strftime."""
+    parts = _FORMAT_PARTS.findall(fmt)
+    if not all(not p.startswith("%") or p in _DIRECTIVES for p in parts):
+        return lambda when: when.strftime(fmt)
+    template = "".join(_DIRECTIVES[p][0] if p.startswith("%") else p.replace("%", "%%") for p in parts)
+    fields = [_DIRECTIVES[p][1] for p in parts if p.startswith("%") and _DIRECTIVES[p][1]]
+    if not fields:
+        return lambda when: template % ()
+    values = operator.attrgetter(*fields) if len(fields) > 1 else (lambda when: (getattr(when, fields[0]),))
+    return lambda when: template % values(when)
+
+
 def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]:
     from archiver.render import loaded_fonts  # here, not above: other branches edit this file's imports
 
@@ -498,6 +521,8 @@ class PdfRenderer:
         self.indent = pdfmetrics.stringWidth(BAR, body.font, body.size)
         self._sender_styles: dict[str, Style] = {}  # see _sender_style
         self._label_columns: dict[str, tuple[list[Line], int]] = {}  # see _label_column
+        self._strftime = time_formatter(t.document["time_format"])
+        self._offsets: dict[dt.timedelta, str] = {}  # UTC offset -> " +01:00" (a zone has a few)
         self._columns: dict[tuple[Any, ...], list[Line]] = {}  # see _column
 
     # -- public ----------------------------------------------------------------------------
@@ -636,9 +661,13 @@ class PdfRenderer:
         if when is None:
             return self.template.labels["time_unknown"]
         local = when.astimezone(self.zone)
-        minutes = int(local.utcoffset().total_seconds()) // 60  # the UTC offset, whatever the zone
-        sign, minutes = "+-"[minutes < 0], abs(minutes)
-        return f"{local.strftime(self.template.document['time_format'])} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        offset = local.utcoffset()
+        suffix = self._offsets.get(offset)
+        if suffix is None:
+            minutes = int(offset.total_seconds()) // 60  # the UTC offset, whatever the zone
+            sign, minutes = "+-"[minutes < 0], abs(minutes)
+            suffix = self._offsets[offset] = f" {sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        return self._strftime(local) + suffix
 
     def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
                 archive: ArchiveInfo | None = None) -> list[Line]:
