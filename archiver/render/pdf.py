@@ -520,7 +520,7 @@ class PdfRenderer:
         self.bar = Run(BAR, body)
         self.indent = pdfmetrics.stringWidth(BAR, body.font, body.size)
         self._sender_styles: dict[str, Style] = {}  # see _sender_style
-        self._label_columns: dict[str, tuple[list[Line], int]] = {}  # see _label_column
+        self._label_columns: dict[tuple[str, float], tuple[list[Line], int]] = {}  # see _label_column
         self._strftime = time_formatter(t.document["time_format"])
         self._offsets: dict[dt.timedelta, str] = {}  # UTC offset -> " +01:00" (a zone has a few)
         self._columns: dict[tuple[Any, ...], list[Line]] = {}  # see _column
@@ -753,11 +753,11 @@ class PdfRenderer:
 
     def _label_column(self, label: str, width: float, counter: "_Counter") -> list[Line]:
         """A header label's lines, made once per renderer (the labels are the template's), counted at every use."""
-        made = self._label_columns.get(label)
+        made = self._label_columns.get((label, width))
         if made is None:
             own = _Counter()
-            made = self._label_columns[label] = (self._lines(self._runs(label, "label", own), width, "label"),
-                                                 own.placeholders)
+            lines = self._lines(self._runs(label, "label", own), width, "label")
+            made = self._label_columns[label, width] = (lines, own.placeholders)
         counter.placeholders += made[1]
         return made[0]
 
