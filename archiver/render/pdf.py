@@ -22,6 +22,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import operator
 import re
 import tomllib
 import unicodedata
@@ -197,6 +198,7 @@ TOKENS = re.compile(f"\n|[{BREAKS}]+|[^{BREAKS}\n]+")
 SPACE = re.compile(f"[{BREAKS}]")
 PRINTABLE_ASCII = frozenset(map(chr, range(0x20, 0x7F)))
 UNSEEN = object()  # a character FontChain has not looked up yet
+COLUMNS_KEPT = 1_000  # header values whose lines PdfRenderer._column remembers; then forgotten all at once
 SEEN_CHARACTERS = 20_000  # characters whose font FontChain remembers, per font: bounded, whatever the text
 
 
@@ -450,6 +452,28 @@ def _clipped(runs: list[Run], width: float) -> Line:
     return line
 
 
+# strftime directives written here without strftime (a few microseconds a call): the numeric ones, as glibc
+# writes them (%Y unpadded below year 1000, checked at import, else every format goes to strftime).
+_DIRECTIVES = {"%m": ("%02d", "month"), "%d": ("%02d", "day"), "%H": ("%02d", "hour"), "%M": ("%02d", "minute"),
+               "%S": ("%02d", "second"), "%%": ("%%", None)}
+if dt.datetime(5, 1, 1).strftime("%Y") == "5" and dt.datetime(2026, 1, 1).strftime("%Y") == "2026":
+    _DIRECTIVES["%Y"] = ("%d", "year")
+_FORMAT_PARTS = re.compile("%.|[^%]+|%$", re.DOTALL)
+
+
+def time_formatter(fmt: str) -> Callable[[dt.datetime], str]:
+    """A function that gives strftime(FMT)'s result; for a format of only the directives above, without strftime."""
+    parts = _FORMAT_PARTS.findall(fmt)
+    if not all(not p.startswith("%") or p in _DIRECTIVES for p in parts):
+        return lambda when: when.strftime(fmt)
+    template = "".join(_DIRECTIVES[p][0] if p.startswith("%") else p.replace("%", "%%") for p in parts)
+    fields = [_DIRECTIVES[p][1] for p in parts if p.startswith("%") and _DIRECTIVES[p][1]]
+    if not fields:
+        return lambda when: template % ()
+    values = operator.attrgetter(*fields) if len(fields) > 1 else (lambda when: (getattr(when, fields[0]),))
+    return lambda when: template % values(when)
+
+
 def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]:
     from archiver.render import loaded_fonts  # here, not above: other branches edit this file's imports
 
@@ -496,6 +520,10 @@ class PdfRenderer:
         self.bar = Run(BAR, body)
         self.indent = pdfmetrics.stringWidth(BAR, body.font, body.size)
         self._sender_styles: dict[str, Style] = {}  # see _sender_style
+        self._label_columns: dict[tuple[str, float], tuple[list[Line], int]] = {}  # see _label_column
+        self._strftime = time_formatter(t.document["time_format"])
+        self._offsets: dict[dt.timedelta, str] = {}  # UTC offset -> " +01:00" (a zone has a few)
+        self._columns: dict[tuple[Any, ...], list[Line]] = {}  # see _column
 
     # -- public ----------------------------------------------------------------------------
 
@@ -633,9 +661,13 @@ class PdfRenderer:
         if when is None:
             return self.template.labels["time_unknown"]
         local = when.astimezone(self.zone)
-        minutes = int(local.utcoffset().total_seconds()) // 60  # the UTC offset, whatever the zone
-        sign, minutes = "+-"[minutes < 0], abs(minutes)
-        return f"{local.strftime(self.template.document['time_format'])} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        offset = local.utcoffset()
+        suffix = self._offsets.get(offset)
+        if suffix is None:
+            minutes = int(offset.total_seconds()) // 60  # the UTC offset, whatever the zone
+            sign, minutes = "+-"[minutes < 0], abs(minutes)
+            suffix = self._offsets[offset] = f" {sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        return self._strftime(local) + suffix
 
     def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
                 archive: ArchiveInfo | None = None) -> list[Line]:
@@ -673,7 +705,7 @@ class PdfRenderer:
             Line(3 * mm),
         ]
         for label, value in table:
-            lines.extend(self._row(self._runs(label, "label", counter), value))
+            lines.extend(self._row(label, value, counter))
         if warnings:
             lines.extend(self._lines(self._runs(labels["warnings"], "warning", counter)))
             lines.extend(line for block in warnings for line in block)
@@ -707,17 +739,37 @@ class PdfRenderer:
         matches = ", ".join(f"{rule}: {count}" for rule, count in note.matches.items())
         return labels["redaction_on"].format(matches=matches, rules=", ".join(note.rules), version=note.version)
 
-    def _row(self, label: list[Run], value: list[Run]) -> list[Line]:
+    def _row(self, label: str, value: list[Run], counter: "_Counter") -> list[Line]:
         """A two-column table row: the label in the first 30% of the width, the value beside it."""
         split = self.width * 0.3
-        left = self._lines(label, split - 6, "label")
-        right = self._lines(value, self.width - split, "value")
+        left = self._label_column(label, split - 6, counter)
+        right = self._column(value, self.width - split)
         rows = [Line(self.styles["value"].leading) for _ in range(max(len(left), len(right)))]
         for row, line in zip(rows, left):
             row.runs.extend(line.runs)
         for row, line in zip(rows, right):
             row.runs.extend((x + split, run) for x, run in line.runs)
         return [*rows, Line(2)]  # the gap keeps each row one line for text extraction (pdftotext)
+
+    def _label_column(self, label: str, width: float, counter: "_Counter") -> list[Line]:
+        """A header label's lines, made once per renderer (the labels are the template's), counted at every use."""
+        made = self._label_columns.get((label, width))
+        if made is None:
+            own = _Counter()
+            lines = self._lines(self._runs(label, "label", own), width, "label")
+            made = self._label_columns[label, width] = (lines, own.placeholders)
+        counter.placeholders += made[1]
+        return made[0]
+
+    def _column(self, runs: list[Run], width: float) -> list[Line]:
+        """A header value's lines; remembered (bounded), as many values repeat from chat to chat."""
+        key = (*runs, width)
+        lines = self._columns.get(key)
+        if lines is None:
+            if len(self._columns) >= COLUMNS_KEPT:
+                self._columns.clear()
+            lines = self._columns[key] = self._lines(runs, width, "value")
+        return lines
 
     def _message(self, m: Message, counter: "_Counter") -> Iterator[Line]:
         """The header line, then every other line behind the quote bar: text cannot pass for a header."""
