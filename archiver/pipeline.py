@@ -280,8 +280,8 @@ class Archiver:
                 ended += just_ended
                 if broken:
                     pool = self._rebuild_alone(pool, broken, report)
-                # Indexed a batch at a time (two writes), and at least every second.
-                if len(ended) >= batch // 2 or not in_flight or time.monotonic() - indexed > 1:
+                # Indexed a batch at a time (three writes: entries, jobs, holds), and at least every second.
+                if len(ended) >= batch or not in_flight or time.monotonic() - indexed > 1:
                     self._finish(ended, report)
                     ended, indexed = [], time.monotonic()
                     if progress:
