@@ -188,3 +188,41 @@ def test_a_pass_of_many_chats_sends_a_few_commands_per_batch(make_config, nx_uri
                  ("update", config["index.entries"])]:
         assert 1 <= per_kind.get(kind, 0) <= 4, (kind, per_kind)
     assert per_kind.get(("find", config["index.jobs"]), 0) <= 10, per_kind  # discovery's 2, then 2 per claim
+
+
+def test_chats_built_and_waiting_to_be_indexed_keep_their_leases(make_config, monkeypatch) -> None:
+    """Indexed a batch at a time, a built chat may wait for the rest of its batch: its lease is
+    renewed with those of the chats in flight, so that no other worker takes it over meanwhile."""
+    config = make_config(archive__lease_seconds=2, archive__batch_size=8)
+    chats = [make_chat(random.Random(i), messages=3, start_ms=recent_ms()) for i in range(8)]
+    seed(config, chats)
+    clock = [0.0]  # the pass's clock moves 0.4 s each time it comes back from waiting for builds
+    real = pipeline.time
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(
+        monotonic=lambda: clock[0], perf_counter=real.perf_counter, time=real.time))
+    archiver = Archiver(config)
+    waiting: set[str] = set()  # built, not indexed yet
+    seen: list[tuple[set[str], set[str]]] = []  # (waiting, renewed) at each renewal
+    settle, finish, renew = archiver._settle, archiver._finish, archiver.queue.renew
+
+    def settle_and_tick(*args: Any) -> Any:
+        running, ended, broken = settle(*args)
+        waiting.update(p.job.room for p in ended)
+        clock[0] += 0.4
+        return running, ended, broken
+
+    def finish_and_forget(finished: list[Any], *args: Any) -> Any:
+        waiting.difference_update(p.job.room for p in finished)
+        return finish(finished, *args)
+
+    def renew_and_note(rooms: list[str], *args: Any) -> list[str]:
+        seen.append((set(waiting), set(rooms)))
+        return renew(rooms, *args)
+
+    monkeypatch.setattr(archiver, "_settle", settle_and_tick)
+    monkeypatch.setattr(archiver, "_finish", finish_and_forget)
+    monkeypatch.setattr(archiver.queue, "renew", renew_and_note)
+    assert archiver.run_pass().archived == 8
+    assert any(w for w, _ in seen), "some renewal happened while a built chat waited (else this shows nothing)"
+    for built, renewed in seen:
+        assert built <= renewed
