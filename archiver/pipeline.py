@@ -260,7 +260,7 @@ class Archiver:
         try:
             while True:
                 if time.monotonic() - renewed > lease / 3:  # chats queued behind slow ones keep their claims
-                    in_flight = self._renew(in_flight, lease, report)
+                    in_flight = self._renew(in_flight, lease, report, waiting=ended)
                     renewed = time.monotonic()
                 room = depth - len(in_flight)
                 want = room if limit is None else min(room, limit - claimed)
@@ -280,8 +280,8 @@ class Archiver:
                 ended += just_ended
                 if broken:
                     pool = self._rebuild_alone(pool, broken, report)
-                # Indexed a batch at a time (two writes), and at least every second.
-                if len(ended) >= batch // 2 or not in_flight or time.monotonic() - indexed > 1:
+                # Indexed a batch at a time (three writes: entries, jobs, holds), and at least every second.
+                if len(ended) >= batch or not in_flight or time.monotonic() - indexed > 1:
                     self._finish(ended, report)
                     ended, indexed = [], time.monotonic()
                     if progress:
@@ -312,10 +312,12 @@ class Archiver:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _renew(self, in_flight: list[_Prepared], lease: int, report: PassReport) -> list[_Prepared]:
-        """Extend our leases; a chat whose lease ran out is left to the worker that took it over
-        (if its build already started, the index records whichever attempt completes first)."""
-        lost = set(self.queue.renew([p.job.room for p in in_flight], lease))
+    def _renew(self, in_flight: list[_Prepared], lease: int, report: PassReport,
+               waiting: Sequence[_Prepared] = ()) -> list[_Prepared]:
+        """Extend our leases, those of the chats built and WAITING to be indexed too; a chat whose lease
+        ran out is left to the worker that took it over (if its build already started, the index records
+        whichever attempt completes first; for a WAITING one, `_finish` finds out)."""
+        lost = set(self.queue.renew([p.job.room for p in [*in_flight, *waiting]], lease))
         for p in in_flight:
             if p.job.room in lost and p.future.cancel():
                 report.leases_lost.append(p.job.room)
