@@ -92,26 +92,8 @@ def test_right_to_left_text_after_ascii_is_still_reordered(renderer) -> None:
     assert line.runs[0][0] > renderer.width / 2  # a right-to-left paragraph is aligned right
 
 
-def _visual_by_the_algorithm(chars, level):
-    """scripts.visual without its shortcut: every step of python-bidi's algorithm."""
-    from bidi import algorithm
-
-    storage = algorithm.get_empty_storage()
-    storage["base_level"], storage["base_dir"] = level, ("L", "R")[level]
-    algorithm.get_embedding_levels("".join(ch for ch, _ in chars), storage)
-    for i, slot in enumerate(storage["chars"]):
-        slot["at"] = i
-    algorithm.explicit_embed_and_overrides(storage)
-    algorithm.resolve_weak_types(storage)
-    algorithm.resolve_neutral_types(storage, False)
-    algorithm.resolve_implicit_levels(storage, False)
-    algorithm.reorder_resolved_levels(storage, False)
-    algorithm.apply_mirroring(storage, False)
-    return [(slot["ch"], chars[slot["at"]][1]) for slot in storage["chars"]]
-
-
 def test_a_right_to_left_line_reversed_whole_is_what_the_algorithm_makes_of_it() -> None:
-    from archiver.render.scripts import PLAIN_RIGHT_TO_LEFT, visual
+    from archiver.render.scripts import PLAIN_RIGHT_TO_LEFT, visual, visual_by_algorithm
 
     kinds: dict[str, list[str]] = {}
     for code in range(0x20000):
@@ -124,4 +106,4 @@ def test_a_right_to_left_line_reversed_whole_is_what_the_algorithm_makes_of_it()
         chars = [(rng.choice(kinds[rng.choice(chosen)]), rng.randint(0, 2)) for _ in range(rng.randint(1, 16))]
         chars += [("(", 3)] * (n % 7 == 0)  # a mirrored character: the long way
         for level in (0, 1):
-            assert visual(chars, level) == _visual_by_the_algorithm(chars, level), chars
+            assert visual(chars, level) == visual_by_algorithm(chars, level), chars

@@ -92,7 +92,12 @@ def visual(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
     """CHARS (each with what it belongs to) in the order they are drawn, mirrored where right-to-left,
     for a line of a paragraph whose base level is LEVEL (0 left-to-right, 1 right-to-left)."""
     if level == 1 and all(_reversed_plainly(ch) for ch, _ in chars):
-        return list(reversed(chars))  # the usual right-to-left line: what the algorithm below does to it
+        return list(reversed(chars))  # the usual right-to-left line: what the algorithm does to it
+    return visual_by_algorithm(chars, level)
+
+
+def visual_by_algorithm(chars: Sequence[tuple[str, T]], level: int) -> list[tuple[str, T]]:
+    """`visual` without its shortcut: every step of python-bidi's algorithm."""
     storage = algorithm.get_empty_storage()
     storage["base_level"], storage["base_dir"] = level, ("L", "R")[level]
     text = "".join(ch for ch, _ in chars)
