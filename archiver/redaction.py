@@ -28,6 +28,7 @@ from typing import Any, Mapping, Protocol
 
 import re2
 from bson import ObjectId
+from bson.code import Code
 from bson.int64 import Int64
 
 from archiver.config import SCHEMA, Config, ConfigError
@@ -353,6 +354,9 @@ class Redactor:
 
     def _walk(self, value: Any, path: tuple[Any, ...], kept: Any, matches: dict[str, int]) -> Any:
         """VALUE redacted; KEPT: where VALUE is in the tree of identifiers (None: outside it)."""
+        if isinstance(value, Code):  # JavaScript (a str subclass re2 refuses) and its scope: text, kept Code
+            scope = None if value.scope is None else self._walk(value.scope, (*path, "$scope"), None, matches)
+            return Code(self._walk(str(value), path, kept, matches), scope)
         if isinstance(value, str):
             return value if kept == KEEP or len(value) < self.shortest else self._text(value, path, matches)
         if isinstance(value, dict):

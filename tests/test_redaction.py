@@ -211,3 +211,20 @@ def test_named_rules_are_linear_too() -> None:
         started = time.process_time()
         text_of(r, text)
         assert time.process_time() - started < 5.0, text[:10]
+
+
+def test_javascript_code_values_are_redacted_as_text_and_stay_code() -> None:
+    """A BSON Code value (a str subclass) with its scope: pattern rules once raised TypeError on it (re2),
+    which quarantined the chat; it is text like any other, and stays Code in the record."""
+    from bson.code import Code
+
+    r = redactor(rules=["card", "email"])
+    chat = {"room": "r", "messages": [], "hook": Code("send('mario.rossi@example.it')"),
+            "scoped": Code("f(to)", {"to": "anna@example.org", "n": 1})}
+    done = r.apply(chat, None)
+    hook, scoped = done.chat["hook"], done.chat["scoped"]
+    assert type(hook) is Code and str(hook) == "send('[email redacted]')" and hook.scope is None
+    assert type(scoped) is Code and str(scoped) == "f(to)" and scoped.scope == {"to": "[email redacted]", "n": 1}
+    assert done.note.matches["email"] == 2
+    untouched = redactor().apply(chat, None).chat  # card only, nothing to mask: the same values
+    assert untouched["hook"] == chat["hook"] and untouched["scoped"].scope == chat["scoped"].scope
