@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -130,6 +131,17 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed; `make test` installs it (see config/debian-packages.txt)")
     return path
+
+
+def pdf_pages_and_text(pdf: bytes, folder: Path, name: str, resolution: int = 72) -> tuple[list[bytes], str]:
+    """PDF's pages as PNG images (pdftoppm at RESOLUTION dpi) and its text (pdftotext), via FOLDER/NAME.pdf."""
+    require_tool("pdftoppm")
+    path = folder / f"{name}.pdf"
+    path.write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", str(resolution), "-png", str(path), str(folder / name)], check=True)
+    pages = [p.read_bytes() for p in sorted(folder.glob(f"{name}-*.png"))]
+    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True).stdout
+    return pages, text
 
 
 @pytest.fixture(scope="session")

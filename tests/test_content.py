@@ -22,7 +22,7 @@ from archiver.render import pdf as pdf_module
 from archiver.render.pdf import Line, PdfRenderer
 from archiver.samples import make_chat
 from archiver.transcript import normalise
-from conftest import require_tool
+from conftest import pdf_pages_and_text
 
 TRICKY = [
     "Parentheses (a), unbalanced ) and (, a backslash \\ and \\\\, 100% \\(escaped\\)",
@@ -156,14 +156,9 @@ def _tricky_transcript():
 
 
 def _pdf_pages_text(pdf: bytes, folder: Path, name: str) -> tuple[list[bytes], str]:
-    require_tool("pdftoppm")
-    path = folder / f"{name}.pdf"
-    path.write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "72", "-png", str(path), str(folder / name)], check=True)
-    pages = [p.read_bytes() for p in sorted(folder.glob(f"{name}-*.png"))]
-    check = subprocess.run(["qpdf", "--check", str(path)], capture_output=True, text=True)
+    pages, text = pdf_pages_and_text(pdf, folder, name)
+    check = subprocess.run(["qpdf", "--check", str(folder / f"{name}.pdf")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
-    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True).stdout
     return pages, text
 
 

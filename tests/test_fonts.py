@@ -19,7 +19,7 @@ from archiver.render import fonts
 from archiver.render.pdf import PdfRenderer
 from archiver.samples import make_chat
 from archiver.transcript import normalise
-from conftest import require_tool
+from conftest import pdf_pages_and_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ARABIC = "لم يصل طلبي بعد"
@@ -36,16 +36,6 @@ def _chat(seed: int, text: str | None = None) -> dict:
         chat["messages"][0]["data"].update(messageType="TEXT", deliverySuccess=True)
         chat["messages"][0]["data"]["content"]["text"] = text
     return normalise(chat)
-
-
-def _pages_and_text(pdf: bytes, tmp_path: Path, name: str) -> tuple[list[bytes], str]:
-    require_tool("pdftoppm")
-    path = tmp_path / f"{name}.pdf"
-    path.write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "50", "-png", str(path), str(tmp_path / name)], check=True)
-    pages = [p.read_bytes() for p in sorted(tmp_path.glob(f"{name}-*.png"))]
-    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True).stdout
-    return pages, text
 
 
 def test_reportlab_is_pinned_to_the_version_whose_internals_are_replaced() -> None:
@@ -112,11 +102,11 @@ def test_a_pdf_from_cached_subsets_looks_and_reads_as_reportlabs_own(renderer, m
     own = [renderer.render(chat).data for chat in chats]
     for i, (new, old) in enumerate(zip(cached, own)):
         assert new != old  # the two ways really differ in the file
-        new_pages, new_text = _pages_and_text(new, tmp_path, f"new{i}")
-        old_pages, old_text = _pages_and_text(old, tmp_path, f"old{i}")
+        new_pages, new_text = pdf_pages_and_text(new, tmp_path, f"new{i}", 50)
+        old_pages, old_text = pdf_pages_and_text(old, tmp_path, f"old{i}", 50)
         assert new_pages and new_pages == old_pages
         assert new_text == old_text
-    assert "طلبي" in re.sub("[\u202a-\u202e]", "", _pages_and_text(cached[1], tmp_path, "arabic")[1])
+    assert "طلبي" in re.sub("[\u202a-\u202e]", "", pdf_pages_and_text(cached[1], tmp_path, "arabic", 50)[1])
 
 
 def test_streams_made_per_pdf_are_compressed_at_zlib_level_1_and_cached_fonts_at_9(renderer) -> None:
