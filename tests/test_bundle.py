@@ -257,24 +257,18 @@ def test_a_bundle_of_sealed_rooms_carries_the_seal_and_its_readme_checks_it(make
 
 
 def test_a_bundle_carries_the_attachments_and_its_readme_checks_them_against_the_signed_record(
-        make_config, keys, tmp_path) -> None:
-    from attachment_server import PDF, Files, png, serve
+        make_config, keys, tmp_path, server, files) -> None:
+    from attachment_server import PDF, png
     from test_attachments_archive import attaching, chat_with
     from test_pipeline import entries, seed
     from archiver.pipeline import Archiver
 
-    files = Files()
     files.add("/m/photo.png", png())
     files.add("/m/c.pdf", PDF)
-    served = serve(files)
-    server = next(served)
-    try:
-        config = attaching(make_config)
-        seed(config, [chat_with([("IMAGE", f"{server}/m/photo.png"), ("DOCUMENT", f"{server}/m/c.pdf"),
-                                 ("IMAGE", f"{server}/m/gone.png")])])
-        assert Archiver(config).run_pass().archived == 1
-    finally:
-        served.close()
+    config = attaching(make_config)
+    seed(config, [chat_with([("IMAGE", f"{server}/m/photo.png"), ("DOCUMENT", f"{server}/m/c.pdf"),
+                             ("IMAGE", f"{server}/m/gone.png")])])
+    assert Archiver(config).run_pass().archived == 1
     (entry,) = entries(config)
     out = tmp_path / "b.zip"
     assert _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),

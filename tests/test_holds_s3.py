@@ -194,25 +194,19 @@ def test_a_retention_run_repairs_missing_legal_holds_and_locks_its_report(s3, bu
         dt.timezone.utc) + dt.timedelta(days=3000)
 
 
-def test_a_hold_sets_the_s3_legal_hold_on_attachment_objects_too(s3) -> None:
-    from attachment_server import PDF, Files, png, serve
+def test_a_hold_sets_the_s3_legal_hold_on_attachment_objects_too(s3, server, files) -> None:
+    from attachment_server import PDF, png
     from test_attachments_archive import chat_with
     from test_pipeline import seed
     from archiver.pipeline import Archiver
 
-    files = Files()
     files.add("/a.png", png())
     files.add("/b.pdf", PDF)
-    served = serve(files)
-    server = next(served)
-    try:
-        config = s3(retention__rules={}, attachments__enabled=True, attachments__hosts=["127.0.0.1"],
-                    attachments__allowed_networks=["127.0.0.1/32"], attachments__timeout_seconds=2.0)
-        chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/b.pdf")])
-        seed(config, [(chat, contact)])
-        assert Archiver(config).run_pass().archived == 1
-    finally:
-        served.close()
+    config = s3(retention__rules={}, attachments__enabled=True, attachments__hosts=["127.0.0.1"],
+                attachments__allowed_networks=["127.0.0.1/32"], attachments__timeout_seconds=2.0)
+    chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/b.pdf")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
     entry = index(config).find_one({"room": chat["room"]})
     assert {"attachment-4", "attachment-5"} <= set(entry["objects"]) and _legal_hold(config, entry) == {"OFF"}
     holds = open_holds(config)
