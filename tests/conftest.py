@@ -156,6 +156,17 @@ def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
+def jobs(mongo_uri: str, db_names: dict[str, str]) -> Any:
+    """An empty job queue collection (with its indexes) in the index database."""
+    from archiver.claims import WorkQueue
+    from archiver.mongo import connect
+
+    collection = connect(mongo_uri)[db_names["index.database"]][f"jobs_{uuid.uuid4().hex[:6]}"]
+    WorkQueue(collection).ensure_indexes()
+    return collection
+
+
+@pytest.fixture
 def files() -> Files:
     """What the local attachment server (`server`) serves, by path."""
     return Files()

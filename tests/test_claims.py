@@ -14,13 +14,6 @@ from archiver.claims import WorkQueue
 from archiver.mongo import connect
 
 
-@pytest.fixture
-def jobs(mongo_uri, db_names):
-    collection = connect(mongo_uri)[db_names["index.database"]][f"jobs_{uuid.uuid4().hex[:6]}"]
-    WorkQueue(collection).ensure_indexes()
-    return collection
-
-
 def test_batches_of_two_workers_never_overlap_and_cover_everything(jobs) -> None:
     first, second = WorkQueue(jobs, "first"), WorkQueue(jobs, "second")
     first.enqueue((f"room-{i}", "ended") for i in range(25))

@@ -47,13 +47,6 @@ class Counting:
         return counted
 
 
-@pytest.fixture
-def jobs(mongo_uri, db_names):
-    collection = connect(mongo_uri)[db_names["index.database"]][f"jobs_{uuid.uuid4().hex[:6]}"]
-    WorkQueue(collection).ensure_indexes()
-    return collection
-
-
 # -- claims ---------------------------------------------------------------------------------------
 
 def test_claiming_a_batch_is_a_few_commands_whatever_its_size(jobs) -> None:
