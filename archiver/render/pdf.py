@@ -47,7 +47,7 @@ from archiver.render.attachments import attachment_lines
 from archiver.render.content import TextWriter
 from archiver.render.evidence import make_self_contained
 from archiver.render.fonts import check_reportlab
-from archiver.render import pdfsyntax
+from archiver.render import loaded_fonts, pdfsyntax
 from archiver.render.scripts import base_level, has_rtl, shape, visual
 from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
 from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
@@ -475,8 +475,6 @@ def time_formatter(fmt: str) -> Callable[[dt.datetime], str]:
 
 
 def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]:
-    from archiver.render import loaded_fonts  # here, not above: other branches edit this file's imports
-
     try:
         return loaded_fonts.load(path)  # parsed once per process (the bundled ones in the fork server)
     except (TTFError, OSError) as exc:
