@@ -130,12 +130,13 @@ class ArtifactBuilder:
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                   version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
                   retry: Retry | None = None, source_sha256: str = "",
-                  redaction: RedactionNote | None = None) -> Plaintext:
+                  redaction: RedactionNote | None = None, source_json: bytes | None = None) -> Plaintext:
         """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
         NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything).
         SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again.
         REDACTION: CHAT and CONTACT are the copies the archive pass redacted (by these settings) for its
-        digest, not redacted again; the record they make must still have that digest."""
+        digest, not redacted again; the record they make must still have that digest. SOURCE_JSON: the
+        record's `source` the pass wrote for that digest (record.source_json of the copies), not written again."""
         timings = {} if timings is None else timings
         if redaction is None:
             with timed(timings, "redact"):  # first: everything below reads only the redacted copies
@@ -159,7 +160,7 @@ class ArtifactBuilder:
             record, digest = build_record(transcript, chat, contact, version=version, generated_at=generated_at,
                                           redaction=note.describe(),
                                           attachments=[a.describe() for a in fetched] if fetched else None,
-                                          expected_digest=source_sha256)
+                                          expected_digest=source_sha256, source=source_json)
             rendered = self.renderer.render(transcript, redaction=note, attachments=fetched,
                                             archive=self.archive_info(version, generated_at, digest, record),
                                             signature=self.signer.slot())
@@ -177,10 +178,12 @@ class ArtifactBuilder:
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime, retry: Retry | None = None,
-              source_sha256: str = "", redaction: RedactionNote | None = None) -> Artifacts:
+              source_sha256: str = "", redaction: RedactionNote | None = None,
+              source_json: bytes | None = None) -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
-        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry, source_sha256, redaction)
+        plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry, source_sha256, redaction,
+                               source_json)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -342,22 +345,24 @@ def worker_builder() -> ArtifactBuilder:
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                       version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
                       retry: Retry | None = None, source_sha256: str = "",
-                      redaction: RedactionNote | None = None) -> Artifacts:
+                      redaction: RedactionNote | None = None, source_json: bytes | None = None) -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
     plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived).
     RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better).
     SOURCE_SHA256: the source digest the pass computed (checked against the record's); REDACTION: CHAT and
-    CONTACT are the copies the pass redacted for it (see ArtifactBuilder.plaintext)."""
-    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction)
+    CONTACT are the copies the pass redacted for it, SOURCE_JSON its serialisation (see ArtifactBuilder.plaintext)."""
+    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction, source_json)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                  version: int, generated_at: dt.datetime, retry: Retry | None = None,
-                 source_sha256: str = "", redaction: RedactionNote | None = None) -> Artifacts:
+                 source_sha256: str = "", redaction: RedactionNote | None = None,
+                 source_json: bytes | None = None) -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
-    built = worker_builder().build(chat, contact, kind, version, generated_at, retry, source_sha256, redaction)
+    built = worker_builder().build(chat, contact, kind, version, generated_at, retry, source_sha256, redaction,
+                                   source_json)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):

@@ -32,9 +32,10 @@ from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
 from archiver.names import recorded_folders
-from archiver.render.record import source_digest
+from archiver.render.record import source_json
 from archiver.redaction import Redacted
 from archiver.search import load_search_key
+from archiver.signing import sha256_hex
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
 from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
@@ -48,6 +49,8 @@ MISSING_CHAT = "no chat document with this room yet (its messages are in the sou
 DISCOVERY_STATE = "discovery"
 ENQUEUE_BATCH = 1000
 STOP_POLL_SECONDS = 0.5  # a stop (SIGTERM) cancels the queued builds this soon, however long builds take
+
+_Copies = tuple[Redacted, bytes]  # a chat's redacted copies, and the record's `source` written from them
 
 
 @dataclass
@@ -407,7 +410,7 @@ class Archiver:
             loaded = self.source.load_many(rooms)
         with timed(report.stages, "index"):
             versions = self.index.versions(rooms)
-        redacted: dict[str, Redacted] = {}  # the copies each digest was computed over, handed to the build
+        redacted: dict[str, _Copies] = {}  # the copies each digest was computed over, handed to the build
         new, retries = self._plan(jobs, loaded, versions, report, redacted)
         # Retries planned for these rooms, taken out whether built or not (a room taken by another worker
         # must not carry its plan to a later build).
@@ -425,17 +428,18 @@ class Archiver:
             if retry is not None and retry.content_key != entry["source_sha256"]:
                 retry = None  # planned for another entry than this one: an ordinary build
             # Only the entry comes back from the worker, and the plaintext for an on-demand export. The worker
-            # gets the copies redacted here (it does not redact again) and checks their digest once more.
-            copies = redacted[job.room]
+            # gets the copies redacted here and their serialisation for the digest (it neither redacts nor
+            # serialises again), and checks the digest of what it stores.
+            copies, source = redacted[job.room]
             build = functools.partial(artifacts.archive_in_worker, copies.chat, copies.contact, job.kind,
                                       entry["version"], now(), keep_plaintext=keep_plaintext, retry=retry,
                                       source_sha256=retry.documents_sha256 if retry else entry["source_sha256"],
-                                      redaction=copies.note)
+                                      redaction=copies.note, source_json=source)
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
     def _plan(self, jobs: list[Job], loaded: dict[str, tuple[Any, Any]], versions: dict[str, list[dict[str, Any]]],
-              report: PassReport, redacted: dict[str, Redacted]
+              report: PassReport, redacted: dict[str, _Copies]
               ) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
         """New versions to record, as (room, version, source digest), and entries of earlier attempts to
         retry. Chats gone from the source or unreadable are quarantined; unchanged ones are closed.
@@ -485,27 +489,28 @@ class Archiver:
             self._attachment_retries[room] = retry
         return retry
 
-    def _digest(self, job: Job, chat: Any, contact: Any, redacted: dict[str, Redacted]) -> tuple[str, str]:
-        """The source digest of JOB's loaded chat (its redacted copies put in REDACTED), or why it cannot be
-        archived."""
+    def _digest(self, job: Job, chat: Any, contact: Any, redacted: dict[str, _Copies]) -> tuple[str, str]:
+        """The source digest of JOB's loaded chat (its redacted copies and their serialisation put in
+        REDACTED), or why it cannot be archived."""
         problem = _unusable(job, chat)
         if problem:
             return "", problem
         try:
-            copies, digest = self._redacted_digest(chat, contact)
+            copies, source = self._redacted_source(chat, contact)
         except InvalidChat as exc:  # e.g. invalid UTF-8 somewhere in the source documents
             return "", str(exc)
-        redacted[job.room] = copies
-        return digest, ""
+        redacted[job.room] = copies, source
+        return sha256_hex(source), ""
 
     def source_digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> str:
-        return self._redacted_digest(chat, contact)[1]
+        return sha256_hex(self._redacted_source(chat, contact)[1])
 
-    def _redacted_digest(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> tuple[Redacted, str]:
-        """The redacted copies and the source digest over them, as the worker will store them: the index
-        keeps nothing derived from a redacted value (and a change to masked digits alone is no new version)."""
+    def _redacted_source(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> _Copies:
+        """The redacted copies and the record's `source` written from them, whose digest the index keeps, as
+        the worker will store them: the index keeps nothing derived from a redacted value (and a change to
+        masked digits alone is no new version)."""
         redacted = artifacts.worker_builder().redactor.apply(chat, contact)
-        return redacted, source_digest(redacted.chat, redacted.contact)
+        return redacted, source_json(redacted.chat, redacted.contact)
 
     def _close_stale(self, job: Job, stale: list[dict[str, Any]], digest: str, report: PassReport) -> bool:
         """Close uploads an earlier attempt left for content the source no longer has, or for an attachment

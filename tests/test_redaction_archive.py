@@ -226,6 +226,8 @@ def test_a_chat_whose_redaction_fails_is_quarantined_and_nothing_is_stored(make_
 def test_the_pass_hands_the_worker_its_redacted_copies(make_config, monkeypatch, log_lines) -> None:
     """Redacted once per chat, by the pass (for its digest): no card number crosses to a worker process."""
     from archiver import pipeline
+    from archiver.render.record import source_json
+    from archiver.signing import sha256_hex
 
     submitted = []
     submit = pipeline._submit
@@ -238,6 +240,10 @@ def test_the_pass_hands_the_worker_its_redacted_copies(make_config, monkeypatch,
     assert len(submitted) == 2 and not leaks(json_util.dumps([b.args[:2] for b in submitted]))  # room-bad fails later
     (build,) = [b for b in submitted if b.args[0]["room"] == "room-cards"]
     assert build.keywords["redaction"].matches == {"card": 9}
+    # The worker gets the serialisation the digest was computed over (and stores it as the record's source).
+    assert build.keywords["source_json"] == source_json(*build.args[:2])
+    assert sha256_hex(build.keywords["source_json"]) == build.keywords["source_sha256"]
+    assert not leaks(build.keywords["source_json"].decode())
 
 
 def test_a_builder_given_the_pass_copies_checks_their_digest_and_settings_and_does_not_redact_again(
@@ -265,3 +271,27 @@ def test_a_builder_given_the_pass_copies_checks_their_digest_and_settings_and_do
     with pytest.raises(ValueError, match="redacted with settings 000000000000"):
         builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256=digest,
                           redaction=dataclasses.replace(copies.note, version="0" * 12))
+
+
+def test_a_builder_given_the_pass_serialisation_stores_it_without_writing_it_again(make_config, monkeypatch) -> None:
+    from archiver.artifacts import ArtifactBuilder
+    from archiver.claims import now
+    from archiver.render import record
+    from archiver.signing import sha256_hex
+
+    builder = ArtifactBuilder.from_config(make_config(), encrypt=False)
+    copies = builder.redactor.apply(*chat_with_cards())
+    source = record.source_json(copies.chat, copies.contact)
+
+    def written_again(*args):
+        raise AssertionError("the source was serialised again")
+    monkeypatch.setattr(record, "source_json", written_again)
+    plain = builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256=sha256_hex(source),
+                              redaction=copies.note, source_json=source)
+    assert plain.record.endswith(b',"source":' + source + b"}") and plain.source_sha256 == sha256_hex(source)
+    # Bytes that are not what the pass hashed for the index are refused, not stored under its digest.
+    other = source.replace(b'"room-cards"', b'"room-other"')
+    assert other != source
+    with pytest.raises(ValueError, match="the archive pass computed"):
+        builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256=sha256_hex(source),
+                          redaction=copies.note, source_json=other)

@@ -40,10 +40,10 @@ def _first_invalid_text(value: Any, path: str) -> str | None:
 
 def source_digest(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> str:
     """SHA-256 of the source documents; equal digests mean nothing changed in the source."""
-    return hashlib.sha256(_source(chat, contact)).hexdigest()
+    return hashlib.sha256(source_json(chat, contact)).hexdigest()
 
 
-def _source(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> bytes:
+def source_json(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> bytes:
     """The record's `source` as bytes: written once, straight from the documents (the same bytes as
     _dump of their extended_json, without the dumps, loads, dumps round trip)."""
     documents = {"chat": chat, "contact": contact}
@@ -64,6 +64,7 @@ def build_record(
     redaction: Mapping[str, Any] | None = None,
     attachments: list[dict[str, Any]] | None = None,
     expected_digest: str = "",
+    source: bytes | None = None,
 ) -> tuple[bytes, str]:
     """The record as UTF-8 bytes (compact, fixed key order), and the source digest.
 
@@ -71,8 +72,11 @@ def build_record(
     ATTACHMENTS (archiver.attachments.Attachment.describe) what became of each message's file.
     EXPECTED_DIGEST is the source digest the caller computed already (the archive pass, for the index):
     a record whose source hashes otherwise is refused rather than stored under a digest it does not have.
+    SOURCE is source_json(CHAT, CONTACT) when the caller has it already (the archive pass wrote it for the
+    digest): written once per chat, not again here.
     """
-    source = _source(chat, contact)
+    if source is None:
+        source = source_json(chat, contact)
     digest = hashlib.sha256(source).hexdigest()
     if expected_digest and digest != expected_digest:
         raise ValueError(f"the source digest is {digest}, the archive pass computed {expected_digest}")
