@@ -375,9 +375,9 @@ def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kin
 
 def _put_all(store: ObjectStore, blobs: list[Blob], retain_until: dt.datetime | None) -> list[StoredObject]:
     """BLOBS stored, or PutFailed naming what did reach the store (to be set aside)."""
-    if isinstance(store, LocalStore):  # one sync for all of a chat's objects rather than three each
+    if isinstance(store, LocalStore):  # the archive pass syncs a batch of chats at once, before it indexes them
         try:
-            return store.put_many([(blob.key, blob.data, blob.sha256) for blob in blobs], retain_until)
+            return store.put_many([(blob.key, blob.data, blob.sha256) for blob in blobs], retain_until, sync=False)
         except StoreError as exc:  # all or none: nothing of this attempt is left in the store
             raise PutFailed(str(exc), []) from None
     puts = [_PUTS.submit(store.put, blob.key, blob.data, blob.sha256, retain_until) for blob in blobs]

@@ -10,7 +10,7 @@ from pathlib import Path
 TEMP_PREFIX = ".tmp-"  # readers skip names that start with this
 
 
-def publish(files: list[tuple[Path, bytes]], mode: int) -> None:
+def publish(files: list[tuple[Path, bytes]], mode: int, sync_later_on: int | None = None) -> None:
     """Create every PATH with its DATA, in order, or none of them.
 
     Each is written to a temporary file in its own folder and synced first, then
@@ -22,20 +22,28 @@ def publish(files: list[tuple[Path, bytes]], mode: int) -> None:
     The temporary files are synced together (one syncfs where Linux has it, instead of
     an fsync each) before any is linked: a name still never points to data that is not
     on disk, and the folders are synced once each after the links.
+
+    SYNC_LATER_ON: the device (st_dev) whose file system the caller syncs itself later, with
+    sync_file_system, before anything relies on these files (the archive pass: once for a batch of
+    chats, before it indexes them). Files on it are linked without syncs here; others, or all where
+    there is no syncfs, are synced as above.
     """
     temps: list[str] = []
     linked: list[Path] = []
     try:
         for path, data in files:
             temps.append(_write_temp(path.parent, data, mode))
-        _sync_files(temps)
+        devices = {os.stat(name).st_dev for name in temps}
+        synced_here = _SYNCFS is None or devices != {sync_later_on}
+        if synced_here:
+            _sync_files(temps, devices)
         for (path, _), temp in zip(files, temps):
             try:
                 os.link(temp, path)
             except FileExistsError:
                 raise FileExistsError(f"{path} already exists; not overwritten") from None
             linked.append(path)
-        for folder in dict.fromkeys(path.parent for path, _ in files):
+        for folder in dict.fromkeys(path.parent for path, _ in files) if synced_here else ():
             _sync_folder(folder)  # the links are durable from here on
     except BaseException:
         for path in linked:
@@ -61,17 +69,25 @@ def _write_temp(folder: Path, data: bytes, mode: int) -> str:
     return name
 
 
-def _sync_files(names: list[str]) -> None:
-    """Make the data of NAMES durable: one syncfs for the file system they share, else an fsync each."""
-    devices = {os.stat(name).st_dev for name in names}
+def sync_file_system(path: str | Path) -> None:
+    """Make everything written to PATH's file system durable (data, names and folders): syncfs, where
+    Linux has it; elsewhere publish has synced each file already, so there is nothing left to do."""
+    if _SYNCFS is None:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs: {os.strerror(error)}")
+    finally:
+        os.close(fd)
+
+
+def _sync_files(names: list[str], devices: set[int]) -> None:
+    """Make the data of NAMES (on DEVICES) durable: one syncfs for the file system they share, else an
+    fsync each."""
     if len(devices) == 1 and _SYNCFS is not None:
-        fd = os.open(names[0], os.O_RDONLY)
-        try:
-            if _SYNCFS(fd) != 0:
-                error = ctypes.get_errno()
-                raise OSError(error, f"syncfs: {os.strerror(error)}")
-        finally:
-            os.close(fd)
+        sync_file_system(names[0])
         return
     for name in names:
         fd = os.open(name, os.O_RDONLY)

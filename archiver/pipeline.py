@@ -553,6 +553,8 @@ class Archiver:
                 built[p.job.room] = (p, artifacts_)
                 for stage, seconds in artifacts_.timings.items():
                     report.stages[stage] = report.stages.get(stage, 0.0) + seconds
+        if built and not self._synced(built, report):
+            return {}
         with timed(report.stages, "index"):
             lost, refused = self.index.complete([(p.entry, a.entry, p.job.attempts, p.job.last_error)
                                                  for p, a in built.values()], self.queue.owner)
@@ -569,6 +571,19 @@ class Archiver:
             report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])
         return {room: a for room, (_, a) in built.items()}
+
+    def _synced(self, built: dict[str, tuple[_Prepared, Artifacts]], report: PassReport) -> bool:
+        """Whether what the workers stored for BUILT is durable (the local store syncs once for them all,
+        not per chat), as it must be before the index says so; if not, each of them fails, to be retried
+        (the next attempt sets aside what this one stored, as after a crash)."""
+        try:
+            with timed(report.stages, "put"):
+                self.store.sync()
+        except StoreError as exc:
+            for p, _ in built.values():
+                self._fail(p.job, str(exc), report, permanent=False)
+            return False
+        return True
 
     def _misfiled(self, p: _Prepared, built: Artifacts, report: PassReport) -> None:
         """A build for another room than P's job: its entry is closed with the objects set aside, the

@@ -333,6 +333,75 @@ def test_objects_of_an_interrupted_upload_are_set_aside_not_lost(error, make_con
     assert set(open_store(config).keys()) == {o["key"] for o in entry["objects"].values()} | set(stored)
 
 
+def build_without_syncs(*args: Any, **kwargs: Any) -> artifacts.Artifacts:
+    """In a worker process: a build and put during which any sync of the local store fails."""
+    from archiver import files
+
+    def synced(*_: Any) -> None:
+        raise AssertionError("a worker synced the store")
+    saved = files._SYNCFS, files._sync_folder, os.fsync
+    files._SYNCFS = files._sync_folder = os.fsync = synced
+    try:
+        return REAL_ARCHIVE(*args, **kwargs)
+    finally:
+        files._SYNCFS, files._sync_folder, os.fsync = saved
+
+
+def test_the_pass_syncs_the_local_store_once_for_each_batch_it_indexes(make_config, monkeypatch) -> None:
+    from archiver.index import ArchiveIndex
+    from archiver.store.local import LocalStore
+
+    config = make_config()
+    chats = [make_chat(random.Random(n), messages=3, start_ms=recent_ms()) for n in range(6)]
+    seed(config, chats)
+    real_sync, real_complete, calls = LocalStore.sync, ArchiveIndex.complete, []
+
+    def sync(store: LocalStore) -> None:
+        calls.append(("sync", [e["status"] for e in entries(config)].count("uploading")))
+        real_sync(store)
+
+    def complete(index: ArchiveIndex, done: list, owner: str) -> Any:
+        calls.append(("complete", len(done)))
+        return real_complete(index, done, owner)
+    monkeypatch.setattr(LocalStore, "sync", sync)
+    monkeypatch.setattr(ArchiveIndex, "complete", complete)
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_without_syncs)
+    report = Archiver(config).run_pass()
+    assert report.archived == 6 and not report.failed
+    assert [e["status"] for e in entries(config)] == ["archived"] * 6
+    # Each batch the index completes was synced just before, with its chats still `uploading`; no sync per chat.
+    calls = [call for call in calls if call != ("complete", 0)]  # a last call with nothing left to index
+    steps = [step for step, _ in calls]
+    assert steps == ["sync", "complete"] * (len(calls) // 2), calls
+    assert all(uploading >= indexed > 0 for (_, uploading), (_, indexed) in zip(calls[::2], calls[1::2]))
+    assert sum(indexed for _, indexed in calls[1::2]) == 6
+
+
+def test_a_failed_sync_fails_the_batch_and_the_next_pass_archives_it(make_config, monkeypatch) -> None:
+    from archiver.store.local import LocalStore
+
+    config = make_config()
+    chats = [make_chat(random.Random(n), messages=3, start_ms=recent_ms()) for n in range(2)]
+    seed(config, chats)
+
+    def sync(store: LocalStore) -> None:
+        raise StoreError(f"sync {store.url}: syncfs: Input/output error")
+    monkeypatch.setattr(LocalStore, "sync", sync)
+    archiver = Archiver(config)
+    report = archiver.run_pass()
+    assert report.archived == 0 and sorted(report.failed) == sorted(c["room"] for c, _ in chats)
+    assert all("syncfs: Input/output error" in error for error in report.failed.values())
+    assert [e["status"] for e in entries(config)] == ["uploading"] * 2, "never indexed as archived"
+    first = set(open_store(config).keys())
+    assert len(first) == 6
+    monkeypatch.undo()
+    index_db(config)[config["index.jobs"]].update_many({}, {"$set": {"available_at": 0}})
+    assert archiver.run_pass().archived == 2
+    for entry in entries(config):
+        assert entry["status"] == "archived" and len(entry["superseded_objects"]) == 3, "the first attempt's"
+        assert not set(o["key"] for o in entry["objects"].values()) & first
+
+
 def test_a_fixed_quarantined_chat_is_archived_by_export(make_config) -> None:
     config = make_config()
     chat, contact = make_chat(random.Random(14), messages=4, start_ms=recent_ms())

@@ -164,8 +164,8 @@ def test_local_store_keys_skip_orphan_temporary_files(tmp_path: Path) -> None:
 
 # -- issue 12: a chat's objects are synced together ------------------------------------------------
 
-def _chat_objects(*names: str) -> list[tuple[str, bytes, str]]:
-    return [(f"room/v1/{name}.p7m", name.encode() * 100, _sha(name.encode() * 100)) for name in names]
+def _chat_objects(*names: str, folder: str = "room/v1") -> list[tuple[str, bytes, str]]:
+    return [(f"{folder}/{name}.p7m", name.encode() * 100, _sha(name.encode() * 100)) for name in names]
 
 
 def test_local_put_many_syncs_the_data_once_before_linking_and_the_folder_once(tmp_path: Path, monkeypatch) -> None:
@@ -200,6 +200,66 @@ def test_local_put_many_without_syncfs_syncs_each_file(tmp_path: Path, monkeypat
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     LocalStore(tmp_path / "s").put_many(_chat_objects("pdf", "record"), RETAIN)
     assert len(synced) == 4 + 1, "two objects and their metadata, then the folder"
+
+
+def _count_syncs(monkeypatch) -> list[tuple[str, str]]:
+    from archiver import files
+
+    calls: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def syncfs(fd: int) -> int:
+        calls.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}")))
+        return 0
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(files, "_SYNCFS", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_local_put_many_left_to_a_later_sync_syncs_nothing_until_the_store_is_synced(
+        tmp_path: Path, monkeypatch) -> None:
+    """The archive pass: a chat's objects are linked unsynced, one syncfs of the store makes a batch durable."""
+    calls = _count_syncs(monkeypatch)
+    store = LocalStore(tmp_path / "s")
+    for room in ("a", "b"):
+        store.put_many(_chat_objects("pdf", "record", folder=f"{room}/v1"), RETAIN, sync=False)
+    assert calls == [] and len(store.keys()) == 4 and store.get("b/v1/record.p7m") == b"record" * 100
+    store.sync()
+    assert calls == [("syncfs", str(tmp_path / "s"))]
+
+
+def test_local_put_many_left_to_a_later_sync_still_syncs_what_that_sync_would_miss(
+        tmp_path: Path, monkeypatch) -> None:
+    from archiver import files
+
+    calls = _count_syncs(monkeypatch)
+    store = LocalStore(tmp_path / "s")
+    store._device += 1  # as if the chat's folder were another file system mounted inside the store
+    store.put_many(_chat_objects("pdf"), RETAIN, sync=False)
+    assert [c for c, _ in calls] == ["syncfs", "fsync"], "synced here: the store's syncfs would not cover it"
+    calls.clear()
+    monkeypatch.setattr(files, "_SYNCFS", None)  # no syncfs: nothing can be left to a later one
+    store = LocalStore(tmp_path / "t")
+    store.put_many(_chat_objects("pdf"), RETAIN, sync=False)
+    assert [c for c, _ in calls] == ["fsync"] * 3, "the object, its metadata, the folder"
+    store.sync()
+    assert len(calls) == 3
+
+
+def test_a_failed_store_sync_is_a_store_error(tmp_path: Path, monkeypatch) -> None:
+    import ctypes
+
+    from archiver import files
+
+    monkeypatch.setattr(files, "_SYNCFS", lambda fd: -1)
+    monkeypatch.setattr(ctypes, "get_errno", lambda: errno.EIO)
+    with pytest.raises(StoreError, match=f"^sync file://{tmp_path}/s: syncfs: Input/output error$"):
+        LocalStore(tmp_path / "s").sync()
 
 
 def test_local_put_many_is_all_or_none(tmp_path: Path, monkeypatch) -> None:

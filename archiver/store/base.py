@@ -51,6 +51,9 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
         """Store DATA under KEY, refusing to replace anything; the store checks SHA256 on arrival."""
 
+    def sync(self) -> None:
+        """Make every object stored so far durable, if put returned before it was (StoreError if not)."""
+
     def get(self, key: str, version_id: str = "") -> bytes:
         """The exact bytes of KEY (at VERSION_ID when given)."""
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from archiver.files import TEMP_PREFIX, publish
+from archiver.files import TEMP_PREFIX, publish, sync_file_system
 from archiver.store.base import ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError
 
 _META = ".meta.json"
@@ -21,6 +21,7 @@ class LocalStore:
         self.root = root.resolve()
         self.url = f"file://{self.root}"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._device = self.root.stat().st_dev
 
     def check_writable(self) -> None:
         """Create and remove a file in the store directory (OSError if that fails)."""
@@ -47,19 +48,23 @@ class LocalStore:
         metadata never exists without its object (and the store never replaces anything)."""
         return self._publish([(key, data, sha256)], retain_until)[0]
 
-    def put_many(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None) -> list[StoredObject]:
+    def put_many(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None,
+                 sync: bool = True) -> list[StoredObject]:
         """Each (KEY, DATA, SHA256) as put() stores it, all in one go: their data synced together and each
         folder once (a chat's objects share one), rather than three syncs per object. All or none: a
-        failure removes whatever was linked (a crash half-way leaves complete objects, as put() does)."""
+        failure removes whatever was linked (a crash half-way leaves complete objects, as put() does).
+        SYNC False: durable only once sync() returns (the archive pass syncs a batch of chats at once,
+        before it indexes them); until then a power cut may leave these names with incomplete data."""
         for key, data, sha256 in objects:
             if hashlib.sha256(data).hexdigest() != sha256:
                 raise StoreError(f"{key}: SHA-256 of the data does not match the expected {sha256}")
         try:
-            return self._publish(objects, retain_until)
+            return self._publish(objects, retain_until, sync)
         except OSError as exc:
             raise StoreError(f"put {self.url}/{objects[0][0]}: {exc.strerror or exc}") from None
 
-    def _publish(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None) -> list[StoredObject]:
+    def _publish(self, objects: list[tuple[str, bytes, str]], retain_until: dt.datetime | None,
+                 sync: bool = True) -> list[StoredObject]:
         files, paths = [], self._new_paths([key for key, _, _ in objects])
         until = retain_until.isoformat() if retain_until else None
         for key, data, sha256 in objects:
@@ -67,7 +72,7 @@ class LocalStore:
             meta = {"sha256": sha256, "size": len(data), "retain_until": until}
             files += [(path, data), (path.with_name(path.name + _META), json.dumps(meta).encode())]
         try:
-            publish(files, 0o444)
+            publish(files, 0o444, sync_later_on=None if sync else self._device)
         except FileExistsError:
             key = next((k for k, path in paths.items() if path.exists()), objects[0][0])
             raise ObjectExists(f"{key}: already in the store; refusing to overwrite") from None
@@ -93,6 +98,13 @@ class LocalStore:
                 folders[folder] = where
             paths[key] = folders[folder] / name
         return paths
+
+    def sync(self) -> None:
+        """Make what put_many(..., sync=False) stored durable."""
+        try:
+            sync_file_system(self.root)
+        except OSError as exc:
+            raise StoreError(f"sync {self.url}: {exc.strerror or exc}") from None
 
     def get(self, key: str, version_id: str = "") -> bytes:
         try:
