@@ -140,9 +140,13 @@ def build_as_other_room(chat, *args, **kwargs):
     return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **{**kwargs, "source_sha256": ""})
 
 
-def build_from_another_source(chat, *args, **kwargs):
-    """In the worker process: a build of other source documents than the pass hashed for the index."""
-    return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **kwargs)
+def build_from_another_source(chat, contact, *args, **kwargs):
+    """In the worker process: a build of other source documents than the pass hashed for the index (handed
+    over with their own serialisation, which the worker stores as the record's source)."""
+    from archiver.render.record import source_json
+
+    other = {**chat, "room": "OTHER"}
+    return REAL_ARCHIVE(other, contact, *args, **{**kwargs, "source_json": source_json(other, contact)})
 
 
 def test_a_build_whose_source_differs_from_what_the_pass_hashed_is_not_archived(make_config, monkeypatch) -> None:
