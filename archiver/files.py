@@ -69,25 +69,25 @@ def _write_temp(folder: Path, data: bytes, mode: int) -> str:
     return name
 
 
-def sync_file_system(path: str | Path) -> None:
-    """Make everything written to PATH's file system durable (data, names and folders): syncfs, where
-    Linux has it; elsewhere publish has synced each file already, so there is nothing left to do."""
-    if _SYNCFS is None:
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _SYNCFS(fd) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"syncfs: {os.strerror(error)}")
-    finally:
-        os.close(fd)
+def sync_file_system(fd: int) -> None:
+    """Make everything written to the file system of FD durable (data, names and folders): syncfs, where
+    Linux has it; elsewhere publish has synced each file already, so there is nothing left to do.
+    Linux reports each write-back error of the file system once per open file: an FD kept open from
+    before the writes hears of every error since its last sync, even one another process's sync saw."""
+    if _SYNCFS is not None and _SYNCFS(fd) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"syncfs: {os.strerror(error)}")
 
 
 def _sync_files(names: list[str], devices: set[int]) -> None:
     """Make the data of NAMES (on DEVICES) durable: one syncfs for the file system they share, else an
     fsync each."""
     if len(devices) == 1 and _SYNCFS is not None:
-        sync_file_system(names[0])
+        fd = os.open(names[0], os.O_RDONLY)
+        try:
+            sync_file_system(fd)
+        finally:
+            os.close(fd)
         return
     for name in names:
         fd = os.open(name, os.O_RDONLY)
@@ -98,11 +98,23 @@ def _sync_files(names: list[str], devices: set[int]) -> None:
 
 
 def _syncfs():
-    """libc's syncfs(2) (Linux), which reports write-back errors since Linux 5.8; None elsewhere."""
+    """libc's syncfs(2) on Linux 5.8 or later (earlier, it returns 0 even when write-back failed: an
+    fsync each is used instead); None elsewhere."""
+    if _kernel_version(os.uname().release) < (5, 8):
+        return None
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
+
+
+def _kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a Linux release string ("6.1.0-13-amd64"); (0, 0) for anything else."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1][:3] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
 
 
 _SYNCFS = _syncfs()

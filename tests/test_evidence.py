@@ -136,8 +136,8 @@ REAL_ARCHIVE = artifacts.archive_in_worker
 
 def build_as_other_room(chat, *args, **kwargs):
     """In the worker process: a build whose transcript is another room's (a renderer bug, say, which
-    leaves the source as it is: so the source digest the pass handed over is not checked here)."""
-    return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **{**kwargs, "source_sha256": ""})
+    leaves the source as it is: so neither the source the pass handed over nor its digest is used here)."""
+    return REAL_ARCHIVE({**chat, "room": "OTHER"}, *args, **{**kwargs, "source_sha256": "", "source_json": None})
 
 
 def build_from_another_source(chat, contact, *args, **kwargs):

@@ -10,7 +10,7 @@ import pytest
 from bson import SON, Binary, Code, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 
-from archiver.render.record import EXTJSON_OPTIONS, build_record, source_digest
+from archiver.render.record import EXTJSON_OPTIONS, build_record, source_digest, source_json
 from archiver.samples import SEED_CHAT, make_chat
 from archiver.transcript import normalise
 
@@ -109,3 +109,9 @@ def test_a_record_whose_source_hashes_otherwise_than_the_pass_computed_is_refuse
     build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN, expected_digest=digest)
     with pytest.raises(ValueError, match="the archive pass computed"):
         build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN, expected_digest="0" * 64)
+    source = source_json(chat, contact)
+    record, _ = build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN,
+                             expected_digest=digest, source=source)
+    assert record.endswith(b',"source":' + source + b"}")
+    with pytest.raises(ValueError, match="without the digest"):
+        build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN, source=source)

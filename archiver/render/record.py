@@ -77,6 +77,8 @@ def build_record(
     """
     if source is None:
         source = source_json(chat, contact)
+    elif not expected_digest:
+        raise ValueError("the source bytes came without the digest to check them against")
     digest = hashlib.sha256(source).hexdigest()
     if expected_digest and digest != expected_digest:
         raise ValueError(f"the source digest is {digest}, the archive pass computed {expected_digest}")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +23,12 @@ class LocalStore:
         self.url = f"file://{self.root}"
         self.root.mkdir(parents=True, exist_ok=True)
         self._device = self.root.stat().st_dev
+        # Open from the start, so that sync() hears of every write-back error since (see sync_file_system).
+        self._sync_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        weakref.finalize(self, os.close, self._sync_fd)
+
+    def __reduce__(self) -> tuple:
+        return LocalStore, (self.root,)  # another process opens its own
 
     def check_writable(self) -> None:
         """Create and remove a file in the store directory (OSError if that fails)."""
@@ -102,7 +109,7 @@ class LocalStore:
     def sync(self) -> None:
         """Make what put_many(..., sync=False) stored durable."""
         try:
-            sync_file_system(self.root)
+            sync_file_system(self._sync_fd)
         except OSError as exc:
             raise StoreError(f"sync {self.url}: {exc.strerror or exc}") from None
 
@@ -133,9 +140,16 @@ class LocalStore:
         path = self._path(key)
         meta_path = path.with_name(path.name + _META)
         try:
-            return meta_path, json.loads(meta_path.read_text(encoding="utf-8"))
+            text = meta_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return meta_path, {}
+        if not text:  # linked unsynced by an attempt a power cut stopped (never indexed): it recorded no lock
+            return meta_path, {}
+        try:
+            return meta_path, json.loads(text)
+        except ValueError as exc:
+            raise StoreError(f"{self.url}/{key}: its metadata ({meta_path.name}) is not JSON ({exc}); "
+                             "restore it or remove the object by hand") from None
 
     def _write_meta(self, meta_path: Path, meta: dict) -> None:
         fd, temp = tempfile.mkstemp(dir=meta_path.parent, prefix=TEMP_PREFIX)
