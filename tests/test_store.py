@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -168,14 +169,15 @@ def _chat_objects(*names: str, folder: str = "room/v1") -> list[tuple[str, bytes
     return [(f"{folder}/{name}.p7m", name.encode() * 100, _sha(name.encode() * 100)) for name in names]
 
 
-def test_local_put_many_syncs_the_data_once_before_linking_and_the_folder_once(tmp_path: Path, monkeypatch) -> None:
+def _count_syncs(monkeypatch, seen_at_syncfs: Any = None) -> list[tuple[str, Any]]:
+    """Each syncfs and fsync from here on, with the file synced (or what SEEN_AT_SYNCFS(fd) returns)."""
     from archiver import files
 
-    store, calls = LocalStore(tmp_path / "s"), []
+    calls: list[tuple[str, Any]] = []
     real_fsync = os.fsync
 
     def syncfs(fd: int) -> int:
-        calls.append(("syncfs", store.keys()))  # nothing is linked before the data is durable
+        calls.append(("syncfs", seen_at_syncfs(fd) if seen_at_syncfs else os.readlink(f"/proc/self/fd/{fd}")))
         return 0
 
     def fsync(fd: int) -> None:
@@ -184,6 +186,12 @@ def test_local_put_many_syncs_the_data_once_before_linking_and_the_folder_once(t
 
     monkeypatch.setattr(files, "_SYNCFS", syncfs)
     monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_local_put_many_syncs_the_data_once_before_linking_and_the_folder_once(tmp_path: Path, monkeypatch) -> None:
+    store = LocalStore(tmp_path / "s")
+    calls = _count_syncs(monkeypatch, lambda fd: store.keys())  # nothing is linked before the data is durable
     stored = store.put_many(_chat_objects("pdf", "record", "sig"), RETAIN)
     assert [s.key for s in stored] == store.keys() == ["room/v1/pdf.p7m", "room/v1/record.p7m", "room/v1/sig.p7m"]
     assert calls == [("syncfs", []), ("fsync", str(tmp_path / "s/room/v1"))]
@@ -200,25 +208,6 @@ def test_local_put_many_without_syncfs_syncs_each_file(tmp_path: Path, monkeypat
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     LocalStore(tmp_path / "s").put_many(_chat_objects("pdf", "record"), RETAIN)
     assert len(synced) == 4 + 1, "two objects and their metadata, then the folder"
-
-
-def _count_syncs(monkeypatch) -> list[tuple[str, str]]:
-    from archiver import files
-
-    calls: list[tuple[str, str]] = []
-    real_fsync = os.fsync
-
-    def syncfs(fd: int) -> int:
-        calls.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}")))
-        return 0
-
-    def fsync(fd: int) -> None:
-        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    monkeypatch.setattr(files, "_SYNCFS", syncfs)
-    monkeypatch.setattr(os, "fsync", fsync)
-    return calls
 
 
 def test_local_put_many_left_to_a_later_sync_syncs_nothing_until_the_store_is_synced(
