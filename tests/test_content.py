@@ -19,7 +19,7 @@ from archiver.config import DEFAULT_TEMPLATE
 from archiver.render import fonts
 from archiver.render.content import TextWriter
 from archiver.render import pdf as pdf_module
-from archiver.render.pdf import Line, PdfRenderer
+from archiver.render.pdf import PdfRenderer
 from archiver.samples import make_chat
 from archiver.transcript import normalise
 from conftest import pdf_pages_and_text
@@ -40,38 +40,26 @@ def renderer() -> PdfRenderer:
     return PdfRenderer(DEFAULT_TEMPLATE)
 
 
-def _reference_draw_lines(self: PdfRenderer, writer: TextWriter, lines: list[Line], top: float | None = None) -> None:
-    """PdfRenderer._draw_lines as it was before render/content.py: text through reportlab's PDFTextObject."""
-    canvas = writer.canvas
-    y = self.page_size[1] - self.margin if top is None else top
-    text = canvas.beginText()
-    current = None
-    links: dict[str, list[tuple[float, float, float, float]]] = {}
-    for line in lines:
-        if line.image:
-            reader, x, w, h = line.image
-            canvas.drawImage(reader, self.margin + x, y - line.height + 2, w, h)
-        if line.rule:
-            canvas.setStrokeColor(self.palette["rule"])
-            canvas.setLineWidth(0.5)
-            canvas.line(self.margin, y - line.height / 2, self.margin + self.width, y - line.height / 2)
-        for x, run in line.runs:
-            st = run.style
-            baseline = y - (line.height + 0.6 * st.size) / 2
-            text.setTextOrigin(self.margin + x, baseline)
-            if st != current:
-                text.setFont(st.font, st.size)
-                text.setFillColor(st.color)
-                current = st
-            text.textOut(run.text)
-            if run.link:
-                end = self.margin + x + pdfmetrics.stringWidth(run.text, st.font, st.size)
-                links.setdefault(run.link, []).append((self.margin + x, baseline - 0.25 * st.size, end,
-                                                       baseline + st.size))
-        y -= line.height
-    canvas.drawText(text)
-    for url, boxes in links.items():
-        pdf_module._link(canvas, url, boxes)
+class _ReferenceWriter:
+    """TextWriter's calls carried out through reportlab's PDFTextObject, as page text was drawn before
+    render/content.py: setTextOrigin, setFont and setFillColor when the style changes, textOut."""
+
+    def __init__(self, canvas: Canvas) -> None:
+        self.canvas = canvas
+
+    def begin(self) -> None:
+        self.text, self.current = self.canvas.beginText(), None
+
+    def run(self, x: float, y: float, text: str, font: str, size: float, color: HexColor) -> None:
+        self.text.setTextOrigin(x, y)
+        if (font, size, color) != self.current:
+            self.text.setFont(font, size)
+            self.text.setFillColor(color)
+            self.current = (font, size, color)
+        self.text.textOut(text)
+
+    def end(self) -> None:
+        self.canvas.drawText(self.text)
 
 
 def _runs(regular: str, bold: str, cjk: str) -> list[tuple[float, float, str, str, float, HexColor]]:
@@ -99,25 +87,14 @@ def test_text_is_written_byte_for_byte_as_pdftextobject_writes_it(renderer, monk
     cjk = next(name for name, cover in renderer.chain.covers.items() if cover.issuperset(MANY))
     runs = _runs(renderer.styles["body"].font, renderer.styles["title"].font, cjk)
 
-    def reference(canvas: Canvas) -> None:
-        text, current = canvas.beginText(), None
-        for x, y, s, font, size, color in runs:
-            text.setTextOrigin(x, y)
-            if (font, size, color) != current:
-                text.setFont(font, size)
-                text.setFillColor(color)
-                current = (font, size, color)
-            text.textOut(s)
-        canvas.drawText(text)
-
-    def direct(canvas: Canvas) -> None:
-        writer = TextWriter(canvas)
+    def draw(writer: TextWriter | _ReferenceWriter) -> None:
         writer.begin()
         for run in runs:
             writer.run(*run)
         writer.end()
 
-    expected, written = _canvas_bytes(reference), _canvas_bytes(direct)
+    expected = _canvas_bytes(lambda canvas: draw(_ReferenceWriter(canvas)))
+    written = _canvas_bytes(lambda canvas: draw(TextWriter(canvas)))
     assert re.search(rb"/F\d\+1 ", written) and b"\\\\" in written and b"\\(" in written  # the cases meant
     assert written == expected
 
@@ -166,7 +143,7 @@ def test_a_transcript_looks_and_reads_as_through_pdftextobject(renderer, monkeyp
     monkeypatch.setattr(rl_config, "invariant", 1)
     transcript = _tricky_transcript()
     direct = renderer.render(transcript).data
-    monkeypatch.setattr(PdfRenderer, "_draw_lines", _reference_draw_lines)
+    monkeypatch.setattr(pdf_module, "TextWriter", _ReferenceWriter)
     reference = renderer.render(transcript).data
     pages, text = _pdf_pages_text(direct, tmp_path, "direct")
     assert len(pages) >= 2
