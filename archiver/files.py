@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -110,11 +111,8 @@ def _syncfs():
 
 def _kernel_version(release: str) -> tuple[int, int]:
     """(major, minor) of a Linux release string ("6.1.0-13-amd64"); (0, 0) for anything else."""
-    parts = release.split(".")
-    try:
-        return int(parts[0]), int("".join(c for c in parts[1][:3] if c.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return 0, 0
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 _SYNCFS = _syncfs()
