@@ -88,6 +88,7 @@ class _Prepared:
     build: Callable[[], Artifacts]  # builds and stores the chat; run by a worker
     pool: cf.Executor
     future: cf.Future
+    running_since: float | None = None  # when the pass first saw the build running (time.monotonic())
 
 
 class Archiver:
@@ -118,6 +119,7 @@ class Archiver:
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).
         self.keep_workers = False
         self._kept: cf.ProcessPoolExecutor | None = None
+        self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -340,15 +342,39 @@ class Archiver:
         done = cf.wait([p.future for p in running], timeout, cf.FIRST_COMPLETED).done if running else set()
         ended = [p for p in in_flight if p.future.cancelled() or p.future in done]
         broken = [p for p in ended if not p.future.cancelled() and isinstance(p.future.exception(), BrokenProcessPool)]
-        return [p for p in running if p.future not in done], [p for p in ended if p not in broken], broken
+        still = [p for p in running if p.future not in done]
+        self._stop_overdue(pool, still)
+        return still, [p for p in ended if p not in broken], broken
+
+    def _stop_overdue(self, pool: cf.Executor, running: list[_Prepared]) -> None:
+        """Kill POOL's processes if a build in it has run longer than archive.build_timeout_seconds (a chat
+        whose build never ends would hold the pass, and every later one, forever). The pool then fails every
+        build it held, and _rebuild_alone builds each again alone, where the bound is exact: only a chat whose
+        build outlasts it again fails. RUNNING is in the order of submission, which is the order the workers
+        take builds in: the first of them, one per worker, are the ones being built (the pool calls a build
+        `running` already when it queues it for a worker). Each is timed from when it is first seen among
+        them, so the bound is late by up to a wait of _settle's, never early."""
+        clock, bound = time.monotonic(), self.config["archive.build_timeout_seconds"]
+        for p in [p for p in running if p.pool is pool][:self.workers]:
+            if p.running_since is None and p.future.running():
+                p.running_since = clock
+        if pool is not self._stopped and any(p.pool is pool and p.running_since is not None
+                                             and clock - p.running_since > bound for p in running):
+            self._stopped = pool
+            _kill_workers(pool)
 
     def _rebuild_alone(self, pool: cf.Executor, broken: list[_Prepared], report: PassReport) -> cf.Executor:
-        """A worker process died (killed by the operating system, say) and its pool failed every
-        build it held. Each of them is built again alone, so that only a chat that kills its
+        """A worker process died (killed by the operating system, say, or by _stop_overdue) and its pool
+        failed every build it held. Each of them is built again alone, so that only a chat that kills its
         worker fails; returns the pool to go on with (a new one if POOL is the broken one)."""
         if any(p.pool is pool for p in broken):  # else the rest of a pool replaced already
-            report.worker_deaths += 1
-            event("worker_died", logging.WARNING, builds=len(broken))
+            if pool is self._stopped:  # by _stop_overdue, not the operating system
+                event("build_overdue", logging.WARNING, builds=len(broken),
+                      seconds=self.config["archive.build_timeout_seconds"])
+                self._stopped = None
+            else:
+                report.worker_deaths += 1
+                event("worker_died", logging.WARNING, builds=len(broken))
             # Waits until its other processes are gone: nothing is still being stored when we look.
             pool.shutdown(wait=True, cancel_futures=True)
             pool = self._executor()

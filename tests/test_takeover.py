@@ -3,11 +3,14 @@ every stored object explained by the index (mongomock, or a real MongoDB)."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import gc
 import hashlib
 import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 from typing import Any
 
@@ -266,3 +269,50 @@ def test_a_rebuild_that_never_ends_is_stopped_and_the_pass_goes_on(make_config, 
     assert report.archived == 3 and report.worker_deaths == 1
     assert report.leases_lost == [], "leases were renewed while the rebuild hung"
     assert job(config, "room-hang")["state"] == "failed"
+
+
+def test_a_build_that_never_ends_in_the_pool_is_stopped_and_the_pass_goes_on(make_config, monkeypatch) -> None:
+    """The first build of a chat hangs (not only a rebuild): the pass stops it after
+    archive.build_timeout_seconds, archives the others and fails that chat, instead of waiting forever."""
+    config = make_config(archive__workers=2, archive__build_timeout_seconds=4, archive__lease_seconds=2,
+                         archive__max_attempts=2)
+    rng = random.Random(10)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(5)]
+    chats.insert(2, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-hang"))
+    seed(config, chats)
+    monkeypatch.setenv("TEST_HANG_BUILDS", "1")  # from the first build on
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)
+    archiver = Archiver(config)
+    outcome: list[Any] = []
+    passing = threading.Thread(target=lambda: outcome.append(archiver.run_pass()), daemon=True)
+    started = time.monotonic()
+    passing.start()
+    passing.join(90)
+    if passing.is_alive():  # unstick it, so the suite goes on, and fail
+        for pool in (archiver._kept, *[p for p in gc.get_objects() if isinstance(p, cf.ProcessPoolExecutor)]):
+            if pool is not None:
+                for process in list((pool._processes or {}).values()):
+                    process.kill()
+        passing.join(30)
+        raise AssertionError("the pass was still waiting for the build after 90 seconds")
+    (report,) = outcome
+    timed_out = "the build did not finish within 4 seconds; its worker process was stopped"
+    assert report.failed == {"room-hang": timed_out}, report
+    assert report.archived == 5 and report.worker_deaths == 0, report
+    assert time.monotonic() - started < 60
+    assert job(config, "room-hang")["state"] == "failed"
+    assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats if c["room"] != "room-hang"],
+                                                      unfinished=["room-hang"])
+
+
+def test_a_slow_build_within_the_bound_is_not_stopped(make_config, monkeypatch, caplog) -> None:
+    """The bound is counted per build: chats queued behind a slow one are not stopped for its time."""
+    config = make_config(archive__workers=1, archive__build_timeout_seconds=3)
+    rng = random.Random(11)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms(), room=f"room-{i}-slow") for i in range(3)]
+    seed(config, chats)
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "2")
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly)
+    report = Archiver(config).run_pass()
+    assert report.archived == 3 and report.ok and report.worker_deaths == 0, report
+    assert "build_overdue" not in caplog.text
