@@ -427,15 +427,15 @@ class Verifier:
 
 
 def reports_explained(runs: Any, keys: list[str]) -> set[str]:
-    """Of KEYS, the signed reports of retention and erasure runs (runs.py) that a run names."""
+    """Of KEYS, the signed reports of retention and erasure runs (runs.py) that a run names, and their parts."""
     from archiver.runs import REPORTS_PREFIX
 
     wanted = [key for key in keys if key.startswith(REPORTS_PREFIX)]
     named: set[str] = set()
     if wanted:
-        for run in runs.find({"$or": [{"report.key": {"$in": wanted}}, {"report.signature_key": {"$in": wanted}}]},
-                             {"report": 1}):
-            named.update((run["report"]["key"], run["report"]["signature_key"]))
+        for run in runs.find({"$or": [{"report.key": {"$in": wanted}}, {"report.signature_key": {"$in": wanted}},
+                                      {"report.parts": {"$in": wanted}}]}, {"report": 1}):
+            named.update((run["report"]["key"], run["report"]["signature_key"], *run["report"].get("parts", ())))
     return named
 
 

@@ -18,9 +18,10 @@ See runs.py for how a run is planned, persisted, resumed and reported.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import bson
@@ -37,13 +38,12 @@ from archiver.mongo import index_uri, reachable
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
-from archiver.runs import RunLedger, Step, canonical, iso, publish_report, report_body, timed_steps
+from archiver.runs import RunLedger, Step, Tally, dry_run_report, iso, store_report, timed_steps
 from archiver.source import ChatSource, SourceProblem
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
 from archiver.transcript import InvalidChat
 
 ROOM_BATCH = 500
-AUDIT_ROOMS = 1000  # rooms named in a run's audit entry; the report names them all
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
 PERSONAL_FIELDS = ("customers", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
@@ -52,13 +52,25 @@ OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "f
 
 @dataclass
 class RunResult:
-    report: dict[str, Any]
+    report: dict[str, Any]  # a report in parts has no `items` (runs.store_report): items() reads them
     resumed: bool = False
-    location: dict[str, str] | None = None
+    location: dict[str, Any] | None = None
+    stored_items: Callable[[], Iterator[dict[str, Any]]] | None = None  # the run's items, from its ledger
+    rooms: list[str] = field(default_factory=list)  # the first rooms affected (runs.AUDIT_ROOMS)
 
     @property
     def ok(self) -> bool:
-        return not any(item["outcome"] == "failed" for item in self.report["items"])
+        return not tally_of(self.report).failed
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        """Every item, streamed when the report was written in parts."""
+        if "items" in self.report or self.stored_items is None:
+            return iter(self.report["items"])
+        return self.stored_items()
+
+
+def tally_of(report: dict[str, Any]) -> Tally:
+    return Tally(report["counts"], report["rooms_affected"])
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -101,11 +113,11 @@ class Deletions:
             run = {"_id": "dry-run", "kind": kind, "as_of": now(), "params": params}
             items = ({**step.item(), "outcome": "skipped" if step.action == "skip" else "planned"}
                      for step in planner(run["as_of"]))
-            body = report_body(run, items, self.policy.describe(), dry_run=True)
+            body, spooled = dry_run_report(run, items, self.policy.describe())
             waiting = self.ledger.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
             if waiting:  # the real command finishes that one first: say so rather than show another plan
                 body["interrupted_run_first"] = waiting["_id"]
-            return RunResult(body)
+            return RunResult(body, stored_items=spooled)
         from archiver.artifacts import configured_identity
         from archiver.signing import Signer
 
@@ -138,20 +150,21 @@ class Deletions:
             "erase" if kind == "erasure" else "retention_run", actor,
             outcome="ok" if result.ok else "items_failed", reason=ran.get("reason", ""),
             filters={"run": run["_id"], "resumed": resumed, **{k: v for k, v in ran.items() if k != "reason"}},
-            rooms=sorted({i["room"] for i in result.report["items"] if i["outcome"] != "skipped"})[:AUDIT_ROOMS],
+            rooms=sorted(result.rooms),
             detail=f"report {result.location['key']} SHA-256 {result.location['sha256']}; "
                    f"counts {result.report['counts']}")
         return result
 
     def _finish(self, run: dict[str, Any], signer: Any, resumed: bool) -> RunResult:
-        body = report_body(run, self.ledger.items(run["_id"]), self.policy.describe(), dry_run=False)
         retain = now() + dt.timedelta(days=self.config["storage.retain_days"]) if self.lock_mode else None
-        location = publish_report(open_store(self.config), signer, run["kind"], run["_id"], canonical(body), retain)
+        items = functools.partial(self.ledger.items, run["_id"])
+        body, location, summary = store_report(open_store(self.config), signer, run, items(), self.policy.describe(),
+                                               retain)
         self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {
             "state": "done", "finished_at": now(), "counts": body["counts"], "rooms_affected": body["rooms_affected"],
             "report": location}})
         event(f"{run['kind']}_run_finished", run=run["_id"], resumed=resumed, counts=body["counts"])
-        return RunResult(body, resumed, location)
+        return RunResult(body, resumed, location, items, summary.rooms)
 
     # -- executing one batch of steps ----------------------------------------------------------
 

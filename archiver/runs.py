@@ -15,18 +15,21 @@ holder's process is gone.
 
 The report (counts per rule, every item with its outcome) is written into the run's
 document and, signed (detached CMS, the archiver's signing identity), into the store
-under `.reports/<kind>/` (a name no room folder can have).
+under `.reports/<kind>/` (a name no room folder can have); past PART_ITEMS items, in
+signed parts that the report lists, so that no report is ever held whole in memory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import socket
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from pymongo import ASCENDING, UpdateOne
@@ -40,6 +43,8 @@ from archiver.signing import Signer
 from archiver.store import ObjectExists, ObjectStore
 
 REPORTS_PREFIX = ".reports/"
+PART_ITEMS = 20_000  # items per stored part of a larger report (about 4 MB of JSON): see store_report
+AUDIT_ROOMS = 1000  # rooms named in a run's audit entry; the report names them all
 STEP_BATCH = 200
 LEASE_MS = 10 * 60_000
 LEASE = "lease:deletion"  # one for every kind of run
@@ -168,20 +173,89 @@ class RunLedger:
                    **({"detail": doc["detail"]} if doc.get("detail") else {})}
 
 
-def report_body(run: dict[str, Any], items: Iterable[dict[str, Any]], policy: list[dict[str, Any]] | None,
-                dry_run: bool) -> dict[str, Any]:
-    """The report: counts per rule and action/outcome, and every item."""
-    counts: dict[str, dict[str, int]] = {}
-    listed = []
-    for item in items:
-        per_rule = counts.setdefault(item["rule"] or "(none)", {})
+@dataclass
+class Tally:
+    """What a report says of all its items, counted one item at a time (add). A plan goes room by room
+    (every run's planner), so a room's items are next to each other and the rooms affected are counted
+    without holding them all."""
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> "action:outcome" -> items
+    rooms_affected: int = 0
+    items: int = 0
+    rooms: list[str] = field(default_factory=list)  # the first AUDIT_ROOMS rooms affected, for the audit entry
+    _last: str | None = None
+
+    def add(self, item: dict[str, Any]) -> dict[str, Any]:
+        self.items += 1
+        per_rule = self.counts.setdefault(item["rule"] or "(none)", {})
         label = f"{item['action']}:{item['outcome']}"
         per_rule[label] = per_rule.get(label, 0) + 1
-        listed.append(item)
+        if item["outcome"] not in ("skipped", "") and item["room"] != self._last:
+            self.rooms_affected, self._last = self.rooms_affected + 1, item["room"]
+            if len(self.rooms) < AUDIT_ROOMS:
+                self.rooms.append(item["room"])
+        return item
+
+    @property
+    def failed(self) -> bool:
+        return any(label.endswith(":failed") for per_rule in self.counts.values() for label in per_rule)
+
+
+def report_head(run: dict[str, Any], summary: Tally, policy: list[dict[str, Any]] | None,
+                dry_run: bool) -> dict[str, Any]:
     return {"report": f"{run['kind']} run", "run": run["_id"], "dry_run": dry_run, "as_of": iso(run["as_of"]),
-            "params": run.get("params", {}), "policy": policy, "counts": counts,
-            "rooms_affected": len({i["room"] for i in listed if i["outcome"] not in ("skipped", "")}),
-            "items": listed}
+            "params": run.get("params", {}), "policy": policy, "counts": summary.counts,
+            "rooms_affected": summary.rooms_affected}
+
+
+def dry_run_report(run: dict[str, Any], items: Iterable[dict[str, Any]], policy: list[dict[str, Any]] | None
+                   ) -> tuple[dict[str, Any], Callable[[], Iterator[dict[str, Any]]]]:
+    """A dry run's report, and its items again: ITEMS (planned once) are spooled to a temporary file as
+    they are counted, so a plan over millions of chats is shown without being held. Up to PART_ITEMS
+    they are in the report too; past that it has `items_total` instead, as a stored report in parts."""
+    spool = tempfile.TemporaryFile()
+    summary = Tally()
+    for item in items:
+        spool.write(json.dumps(summary.add(item), ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def spooled() -> Iterator[dict[str, Any]]:
+        spool.seek(0)
+        return (json.loads(line) for line in spool)
+
+    head = report_head(run, summary, policy, True)
+    if summary.items <= PART_ITEMS:
+        return {**head, "items": list(spooled())}, spooled
+    return {**head, "items_total": summary.items}, spooled
+
+
+def store_report(store: ObjectStore, signer: Signer, run: dict[str, Any], items: Iterable[dict[str, Any]],
+                 policy: list[dict[str, Any]] | None, retain_until: dt.datetime | None
+                 ) -> tuple[dict[str, Any], dict[str, Any], Tally]:
+    """Publish the report of RUN, whose ITEMS are final; (the report, where it is, its tally). Up to
+    PART_ITEMS items it is one document with every item. Past that, a run over millions of chats would
+    hold gigabytes: the items go into parts of PART_ITEMS, each signed and stored as it is made
+    (`<run>.part-00001.json`...), and the report, signed too, lists each part's key, SHA-256 and number
+    of items instead of the items (`items_total`, `parts`). One pass over ITEMS."""
+    summary, remaining = Tally(), iter(items)
+    first = [summary.add(item) for item in itertools.islice(remaining, PART_ITEMS + 1)]
+    if summary.items <= PART_ITEMS:
+        body = {**report_head(run, summary, policy, False), "items": first}
+        return body, publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until), summary
+    parts = []
+    for number, chunk in enumerate(_chunks(itertools.chain(first, map(summary.add, remaining)), PART_ITEMS), 1):
+        part = {"report": f"{run['kind']} run, part {number}", "run": run["_id"], "part": number, "items": chunk}
+        placed = publish_report(store, signer, run["kind"], f"{run['_id']}.part-{number:05d}", canonical(part),
+                                retain_until)
+        parts.append({"key": placed["key"], "signature_key": placed["signature_key"], "sha256": placed["sha256"],
+                      "items": len(chunk)})
+    body = {**report_head(run, summary, policy, False), "items_total": summary.items, "parts": parts}
+    location = publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until)
+    location["parts"] = [key for p in parts for key in (p["key"], p["signature_key"])]
+    return body, location, summary
+
+
+def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def canonical(body: dict[str, Any]) -> bytes:
@@ -189,7 +263,7 @@ def canonical(body: dict[str, Any]) -> bytes:
 
 
 def publish_report(store: ObjectStore, signer: Signer, kind: str, run_id: str, data: bytes,
-                   retain_until: dt.datetime | None) -> dict[str, str]:
+                   retain_until: dt.datetime | None) -> dict[str, Any]:
     """Put the report and its detached CMS signature in the store (again after a crash: the same bytes)."""
     signature = signer.sign_detached(data)
     base = f"{REPORTS_PREFIX}{kind}/{run_id}.json"

@@ -8,6 +8,11 @@ process (or --mongodb-uri). Prints the run's time, its counts, this process's pe
 RSS, and the first items of the report.
 
     python bench/retention.py --chats 10000
+
+--report-only ITEMS measures the report alone: a finished run of ITEMS steps
+(deleted chats, two steps each) is written straight into the ledger, then the
+run's report is made, signed and stored; prints the time and this process's
+peak RSS before and after (run it from another tree's copy to compare).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import itertools
 import json
 import random
 import resource
@@ -22,13 +28,14 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
 
 from archiver import config as config_module
-from archiver.artifacts import OBJECTS
+from archiver.artifacts import OBJECTS, configured_identity
 from archiver.audit import Actor
 from archiver.config import Config
 from archiver.keys import create_development_keys
@@ -38,6 +45,8 @@ from archiver.names import version_folder
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
 from archiver.retention import Deletions
+from archiver.runs import Step
+from archiver.signing import Signer
 from archiver.samples import make_chat
 from archiver.store import open_store, store_location
 
@@ -112,9 +121,31 @@ def _entry(chat: dict[str, Any], contact: dict[str, Any], digest: str, archived_
             "retain_until": archived_at + dt.timedelta(days=30), "store": store}
 
 
+def report_only(config: Config, items: int) -> None:
+    """A finished run of ITEMS steps in the ledger, then its report made, signed and stored (timed)."""
+    deletions = Deletions(config)
+    run = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
+    for start in range(0, items, 1000):
+        deletions.ledger.steps.insert_many([
+            {"_id": f"{run['_id']}:{seq:09d}", "run": run["_id"], "seq": seq, "state": "done", "outcome": "deleted",
+             **asdict(Step("delete_source" if seq % 2 else "delete_archive", f"CHAT_DEFAULT_{seq // 2:012d}",
+                           1, "default", "source_days 30 passed since v1 was archived and verified"))}
+            for seq in range(start + 1, min(items, start + 1000) + 1)])
+    deletions.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "reporting", "steps": items}})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    signer = Signer(configured_identity(config), None)
+    started = time.perf_counter()
+    result = deletions._finish(deletions.ledger.runs.find_one({"_id": run["_id"]}), signer, False)
+    seconds = time.perf_counter() - started
+    print(f"report of {items:,} items: {seconds:.1f} s; peak RSS {before:.0f} MiB before it, "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB after; "
+          f"{len(result.location.get('parts', [])) // 2} parts; counts {json.dumps(result.report['counts'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chats", type=int, default=10_000)
+    parser.add_argument("--report-only", type=int, default=0, metavar="ITEMS")
     parser.add_argument("--mongodb-uri", default="")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -126,6 +157,9 @@ def main() -> None:
     try:
         configure("WARNING", "text")
         config = bench_config(work, uri)
+        if args.report_only:
+            report_only(config, args.report_only)
+            return
         started = time.perf_counter()
         fabricate(config, args.chats, days_old=400)
         print(f"seeded {args.chats} archived chats in {time.perf_counter() - started:.1f} s")
@@ -147,7 +181,7 @@ def main() -> None:
         print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
         print(f"counts: {json.dumps(result.report['counts'])}; report {result.location['key']} "
               f"({len(json.dumps(result.report)) / 1e6:.1f} MB), SHA-256 {result.location['sha256']}")
-        example = {**result.report, "items": result.report["items"][:3]}
+        example = {**result.report, "items": list(itertools.islice(result.items(), 3))}
         print(json.dumps(example, indent=1, default=str))
     finally:
         if server:

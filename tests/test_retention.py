@@ -609,3 +609,55 @@ def test_serve_waits_while_an_erasure_holds_the_deletion_lease(make_config) -> N
     erasing.release("erasure")
     service.retention()
     assert service.retention_error == "" and source(config).count_documents({}) == 0
+
+
+def test_a_large_report_is_stored_in_signed_parts_that_the_main_report_lists(make_config, keys, monkeypatch,
+                                                                              capsys) -> None:
+    """A run over millions of chats must not hold its report in memory: past runs.PART_ITEMS items it is
+    written part by part, each part signed, the main report (signed) listing each part's digest."""
+    from archiver import runs as runs_module
+    monkeypatch.setattr(runs_module, "PART_ITEMS", 4)
+    config = retention_config(make_config)
+    archive(config, 5)
+    age(config, 400)
+    dry = retention(config, dry_run=True)  # in parts too: a plan over millions of chats is spooled, not held
+    assert "items" not in dry.report and dry.report["items_total"] == 10 and dry.report["rooms_affected"] == 5
+    whole = [{k: v for k, v in i.items() if k != "outcome"} for i in dry.items()]
+    assert len(whole) == 10 and list(dry.items())[0]["outcome"] == "planned"
+    result = retention(config)
+    report = result.report
+    assert "items" not in report and report["items_total"] == 10 and report["rooms_affected"] == 5
+    assert report["counts"] == {"default": {"delete_source:deleted": 5, "delete_archive:deleted": 5}}
+    assert [p["items"] for p in report["parts"]] == [4, 4, 2] and result.ok
+    openssl = require_tool("openssl")
+
+    def verified(key: str, signature_key: str) -> bytes:
+        ok = subprocess.run([openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in",
+                             str(stored_path(config, signature_key)), "-content", str(stored_path(config, key)),
+                             "-CAfile", str(keys["ca.crt.pem"]), "-out", "/dev/null"], capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stderr
+        return stored_path(config, key).read_bytes()
+    main_data = verified(result.location["key"], result.location["signature_key"])
+    assert json.loads(main_data) == report and hashlib.sha256(main_data).hexdigest() == result.location["sha256"]
+    items = []
+    for number, part in enumerate(report["parts"], 1):
+        data = verified(part["key"], part["signature_key"])
+        assert hashlib.sha256(data).hexdigest() == part["sha256"]
+        body = json.loads(data)
+        assert (body["run"], body["part"]) == (report["run"], number)
+        items += body["items"]
+    assert [{k: v for k, v in i.items() if k != "outcome"} for i in items] == whole
+    assert {i["outcome"] for i in items} == {"deleted"} and list(result.items()) == items
+    # every part is explained by the run that names it; the audit entry names the rooms
+    verify = verify_archive(config, None)
+    assert verify.ok, verify.problems
+    audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
+    assert sorted(audit.find_one({"action": "retention_run"})["rooms"]) == sorted({i["room"] for i in items})
+    # the command lists every item, in text and as JSON
+    from archiver.commands.retention import print_report
+    print_report(result, as_json=False)
+    text = capsys.readouterr().out
+    assert all(f"{i['action']:<14} {i['room']}" in text for i in items), text
+    print_report(result, as_json=True)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["items"] == items and printed["parts"] == report["parts"]

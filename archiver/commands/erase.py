@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return ITEMS_FAILED
     print_report(result, args.json)
-    kept = [i for i in result.report["items"] if i["outcome"] in ("skipped", "refused", "failed")]
+    kept = sum(1 for i in result.items() if i["outcome"] in ("skipped", "refused", "failed"))
     if kept:
-        print(f"NOT ERASED: {len(kept)} item(s), each listed above with the reason")
+        print(f"NOT ERASED: {kept} item(s), each listed above with the reason")
     return OK if result.ok else ITEMS_FAILED

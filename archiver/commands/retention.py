@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import os
+import sys
+from typing import Any, Iterator
 
 from archiver.commands.common import ITEMS_FAILED, OK, load_config
 from archiver.commands.search import add_actor
@@ -42,15 +44,14 @@ def print_report(result, as_json: bool) -> None:
 
     report = result.report
     if as_json:
-        print(json.dumps({**report, **({"stored": result.location} if result.location else {})},
-                         indent=1, ensure_ascii=False, default=str))
+        print_json({**report, **({"stored": result.location} if result.location else {})}, result.items())
         return
     if result.resumed:
         print(f"resumed run {report['run']}, interrupted earlier")
     if report.get("interrupted_run_first"):
         print(f"NOTE: run {report['interrupted_run_first']} was interrupted; a real run finishes it first "
               "(its plan was made then), and this plan applies to the run after it")
-    for item in report["items"]:
+    for item in result.items():
         version = f" v{item['version']}" if item["version"] is not None else ""
         detail = f" ({item['detail']})" if item.get("detail") else ""
         print(f"{item['outcome'].upper():<8} {item['action']:<14} {item['room']}{version} [{item['rule']}] "
@@ -59,3 +60,18 @@ def print_report(result, as_json: bool) -> None:
     if result.location:
         print(f"report {result.location['key']} (SHA-256 {result.location['sha256']}), "
               f"signature {result.location['signature_key']}")
+
+
+def print_json(report: dict[str, Any], items: Iterator[dict[str, Any]]) -> None:
+    """REPORT as JSON with every item, written one item at a time (a report in parts is read from its
+    ledger as it is printed, never held whole)."""
+    marker = f"items {os.urandom(16).hex()}"  # stands for the items in the JSON of the rest
+    head, _, tail = json.dumps({**report, "items": marker}, indent=1, ensure_ascii=False,
+                               default=str).partition(json.dumps(marker))
+    sys.stdout.write(head + "[")
+    written = 0
+    for item in items:
+        text = json.dumps(item, indent=1, ensure_ascii=False, default=str).replace("\n", "\n  ")
+        sys.stdout.write(("," if written else "") + "\n  " + text)
+        written += 1
+    sys.stdout.write(("\n " if written else "") + "]" + tail + "\n")
