@@ -283,8 +283,10 @@ class Archiver:
                     break
                 in_flight, just_ended, broken = self._settle(pool, in_flight)
                 ended += just_ended
-                if broken:
-                    pool = self._rebuild_alone(pool, broken, report)
+                if broken:  # the built chats indexed first: a rebuild may last archive.build_timeout_seconds
+                    self._finish(ended, report)
+                    ended, indexed = [], time.monotonic()
+                    pool = self._rebuild_alone(pool, broken, report, waiting=[p.job.room for p in in_flight])
                 # Indexed a batch at a time (three writes: entries, jobs, holds), and at least every second.
                 if len(ended) >= batch or not in_flight or time.monotonic() - indexed > 1:
                     self._finish(ended, report)
@@ -353,20 +355,25 @@ class Archiver:
         build outlasts it again fails. RUNNING is in the order of submission, which is the order the workers
         take builds in: the first of them, one per worker, are the ones being built (the pool calls a build
         `running` already when it queues it for a worker). Each is timed from when it is first seen among
-        them, so the bound is late by up to a wait of _settle's, never early."""
+        them: never before the build ahead of it on that worker ended (a worker's start, a fraction of a
+        second, may count), and late by whatever the pass did since it last looked."""
         clock, bound = time.monotonic(), self.config["archive.build_timeout_seconds"]
         for p in [p for p in running if p.pool is pool][:self.workers]:
             if p.running_since is None and p.future.running():
                 p.running_since = clock
-        if pool is not self._stopped and any(p.pool is pool and p.running_since is not None
-                                             and clock - p.running_since > bound for p in running):
+        if pool is self._stopped or _broken(pool):  # killed already (by us, or the operating system)
+            return
+        if any(p.pool is pool and p.running_since is not None and clock - p.running_since > bound
+               and not p.future.done() for p in running):
             self._stopped = pool
             _kill_workers(pool)
 
-    def _rebuild_alone(self, pool: cf.Executor, broken: list[_Prepared], report: PassReport) -> cf.Executor:
+    def _rebuild_alone(self, pool: cf.Executor, broken: list[_Prepared], report: PassReport,
+                       waiting: Sequence[str] = ()) -> cf.Executor:
         """A worker process died (killed by the operating system, say, or by _stop_overdue) and its pool
         failed every build it held. Each of them is built again alone, so that only a chat that kills its
-        worker fails; returns the pool to go on with (a new one if POOL is the broken one)."""
+        worker fails; returns the pool to go on with (a new one if POOL is the broken one). The leases of
+        the chats WAITING (still in flight) are kept meanwhile."""
         if any(p.pool is pool for p in broken):  # else the rest of a pool replaced already
             if pool is self._stopped:  # by _stop_overdue, not the operating system
                 event("build_overdue", logging.WARNING, builds=len(broken),
@@ -381,7 +388,7 @@ class Archiver:
         alone = self._process_pool(1)
         try:
             for i, p in enumerate(broken):
-                if not self._rebuild(p, alone, report, [q.job.room for q in broken[i + 1:]]):
+                if not self._rebuild(p, alone, report, [*(q.job.room for q in broken[i + 1:]), *waiting]):
                     alone.shutdown(wait=True)
                     alone = self._process_pool(1)
         finally:

@@ -200,9 +200,9 @@ def test_stopping_after_a_worker_died_hands_its_chats_back(make_config, monkeypa
     archiver = Archiver(config)
     rebuild_alone = archiver._rebuild_alone
 
-    def stop_then_rebuild(*args: Any):
+    def stop_then_rebuild(*args: Any, **kwargs: Any):
         archiver.stop.set()  # SIGTERM arrives just as the worker dies
-        return rebuild_alone(*args)
+        return rebuild_alone(*args, **kwargs)
     monkeypatch.setattr(archiver, "_rebuild_alone", stop_then_rebuild)
     report = archiver.run_pass()
     assert report.ok and report.worker_deaths == 1
@@ -258,9 +258,9 @@ def test_a_rebuild_that_never_ends_is_stopped_and_the_pass_goes_on(make_config, 
     archiver = Archiver(config)
     rebuild_alone = archiver._rebuild_alone
 
-    def hang_from_now_on(*args: Any):  # the chat killed its worker; built again alone, it hangs
+    def hang_from_now_on(*args: Any, **kwargs: Any):  # the chat killed its worker; built again alone, it hangs
         monkeypatch.setenv("TEST_HANG_BUILDS", "1")
-        return rebuild_alone(*args)
+        return rebuild_alone(*args, **kwargs)
     monkeypatch.setattr(archiver, "_rebuild_alone", hang_from_now_on)
     started = time.monotonic()
     report = archiver.run_pass()
@@ -271,7 +271,8 @@ def test_a_rebuild_that_never_ends_is_stopped_and_the_pass_goes_on(make_config, 
     assert job(config, "room-hang")["state"] == "failed"
 
 
-def test_a_build_that_never_ends_in_the_pool_is_stopped_and_the_pass_goes_on(make_config, monkeypatch) -> None:
+def test_a_build_that_never_ends_in_the_pool_is_stopped_and_the_pass_goes_on(make_config, monkeypatch,
+                                                                              caplog) -> None:
     """The first build of a chat hangs (not only a rebuild): the pass stops it after
     archive.build_timeout_seconds, archives the others and fails that chat, instead of waiting forever."""
     config = make_config(archive__workers=2, archive__build_timeout_seconds=4, archive__lease_seconds=2,
@@ -298,7 +299,8 @@ def test_a_build_that_never_ends_in_the_pool_is_stopped_and_the_pass_goes_on(mak
     (report,) = outcome
     timed_out = "the build did not finish within 4 seconds; its worker process was stopped"
     assert report.failed == {"room-hang": timed_out}, report
-    assert report.archived == 5 and report.worker_deaths == 0, report
+    assert report.archived == 5 and report.worker_deaths == 0 and report.leases_lost == [], report
+    assert "build_overdue" in caplog.text and "worker_died" not in caplog.text
     assert time.monotonic() - started < 60
     assert job(config, "room-hang")["state"] == "failed"
     assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats if c["room"] != "room-hang"],
@@ -316,3 +318,38 @@ def test_a_slow_build_within_the_bound_is_not_stopped(make_config, monkeypatch, 
     report = Archiver(config).run_pass()
     assert report.archived == 3 and report.ok and report.worker_deaths == 0, report
     assert "build_overdue" not in caplog.text
+
+
+def build_slowly_or_hang(chat: dict[str, Any], *args: Any, **kwargs: Any) -> artifacts.Artifacts:
+    """build_slowly, and a room named *-hang never ends."""
+    if chat["room"].endswith("-hang"):
+        time.sleep(3600)
+    return build_slowly(chat, *args, **kwargs)
+
+
+def test_chats_built_or_waiting_keep_their_leases_while_a_hanging_chat_is_rebuilt(make_config, monkeypatch) -> None:
+    """The rebuild alone of a hanging chat lasts the whole bound, longer than a lease: the chats already
+    built are indexed before it, and those still in flight keep their leases, so no other archiver takes
+    them over meanwhile."""
+    config = make_config(archive__workers=2, archive__build_timeout_seconds=3, archive__lease_seconds=1,
+                         archive__batch_size=200, archive__max_attempts=2)
+    rng = random.Random(12)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms(), room=f"room-{i:03d}-slow") for i in range(40)]
+    chats.insert(0, make_chat(rng, messages=3, start_ms=recent_ms(), room="room-hang"))
+    seed(config, chats)
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "0.15")
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly_or_hang)
+    archiver, rival, taken = Archiver(config), queue_as(config, "rival"), []
+    await_alone = archiver._await_alone
+
+    def await_then_look(p: Any, report: Any, waiting: Any = ()) -> bool:
+        done = await_alone(p, report, waiting)
+        if p.job.room == "room-hang":  # its rebuild timed out: more than a lease since the pool was killed
+            taken.extend(j.room for j in rival.claim_batch(60, 1000))
+        return done
+    monkeypatch.setattr(archiver, "_await_alone", await_then_look)
+    report = archiver.run_pass()
+    assert taken == [], "another archiver took over chats this pass had claimed"
+    assert report.archived == 40 and report.leases_lost == [] and set(report.failed) == {"room-hang"}, report
+    assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats[1:]],
+                                                      unfinished=["room-hang"])
