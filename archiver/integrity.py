@@ -434,8 +434,10 @@ def reports_explained(runs: Any, keys: list[str]) -> set[str]:
     named: set[str] = set()
     if wanted:
         for run in runs.find({"$or": [{"report.key": {"$in": wanted}}, {"report.signature_key": {"$in": wanted}},
-                                      {"report.parts": {"$in": wanted}}]}, {"report": 1}):
-            named.update((run["report"]["key"], run["report"]["signature_key"], *run["report"].get("parts", ())))
+                                      {"report_parts": {"$in": wanted}}]}, {"report": 1, "report_parts": 1}):
+            named.update(run.get("report_parts", ()))  # named before they were stored: a crash leaves none unnamed
+            if run.get("report"):
+                named.update((run["report"]["key"], run["report"]["signature_key"]))
     return named
 
 

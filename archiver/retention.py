@@ -159,7 +159,7 @@ class Deletions:
         retain = now() + dt.timedelta(days=self.config["storage.retain_days"]) if self.lock_mode else None
         items = functools.partial(self.ledger.items, run["_id"])
         body, location, summary = store_report(open_store(self.config), signer, run, items(), self.policy.describe(),
-                                               retain)
+                                               retain, functools.partial(self.ledger.name_report_parts, run))
         self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {
             "state": "done", "finished_at": now(), "counts": body["counts"], "rooms_affected": body["rooms_affected"],
             "report": location}})

@@ -14,9 +14,10 @@ holds the one lease in `index.retention_runs`, taken over when it expires or whe
 holder's process is gone.
 
 The report (counts per rule, every item with its outcome) is written into the run's
-document and, signed (detached CMS, the archiver's signing identity), into the store
-under `.reports/<kind>/` (a name no room folder can have); past PART_ITEMS items, in
-signed parts that the report lists, so that no report is ever held whole in memory.
+document (counts, and where the report is) and, signed (detached CMS, the archiver's
+signing identity), into the store under `.reports/<kind>/` (a name no room folder can
+have); past PART_ITEMS items, in signed parts that the report lists, so that no report
+is ever held whole in memory.
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ class RunLedger:
                 return
             yield batch
 
+    def name_report_parts(self, run: dict[str, Any], keys: list[str]) -> None:
+        """Record KEYS (a part of RUN's report about to be stored) in the run, and keep its lease."""
+        self.runs.update_one({"_id": run["_id"]}, {"$addToSet": {"report_parts": {"$each": keys}}})
+        self.renew(run["kind"])
+
     def done_all(self, done: list[tuple[dict[str, Any], str, str]]) -> None:
         """Mark each (step, outcome, detail) done, in one write."""
         if done:
@@ -168,7 +174,9 @@ class RunLedger:
                 "state": "done", "outcome": outcome, "detail": detail}}) for step, outcome, detail in done])
 
     def items(self, run_id: str) -> Iterator[dict[str, Any]]:
-        for doc in self.steps.find({"run": run_id}).sort("seq", ASCENDING):
+        """The run's items in order, read through the `_id` index (`<run>:<seq, 9 digits>`): no sort in
+        memory, which a real MongoDB refuses (or spills to disk) for millions of steps."""
+        for doc in self.steps.find({"_id": {"$gt": f"{run_id}:", "$lt": f"{run_id};"}}).sort("_id", ASCENDING):
             yield {**Step(**{k: doc[k] for k in Step.__dataclass_fields__}).item(), "outcome": doc["outcome"],
                    **({"detail": doc["detail"]} if doc.get("detail") else {})}
 
@@ -211,7 +219,8 @@ def dry_run_report(run: dict[str, Any], items: Iterable[dict[str, Any]], policy:
                    ) -> tuple[dict[str, Any], Callable[[], Iterator[dict[str, Any]]]]:
     """A dry run's report, and its items again: ITEMS (planned once) are spooled to a temporary file as
     they are counted, so a plan over millions of chats is shown without being held. Up to PART_ITEMS
-    they are in the report too; past that it has `items_total` instead, as a stored report in parts."""
+    they are in the report too; past that it has `items_total` instead (as a stored report in parts
+    has), and only the second value gives them."""
     spool = tempfile.TemporaryFile()
     summary = Tally()
     for item in items:
@@ -228,29 +237,30 @@ def dry_run_report(run: dict[str, Any], items: Iterable[dict[str, Any]], policy:
 
 
 def store_report(store: ObjectStore, signer: Signer, run: dict[str, Any], items: Iterable[dict[str, Any]],
-                 policy: list[dict[str, Any]] | None, retain_until: dt.datetime | None
-                 ) -> tuple[dict[str, Any], dict[str, Any], Tally]:
+                 policy: list[dict[str, Any]] | None, retain_until: dt.datetime | None,
+                 before_part: Callable[[list[str]], None]) -> tuple[dict[str, Any], dict[str, Any], Tally]:
     """Publish the report of RUN, whose ITEMS are final; (the report, where it is, its tally). Up to
     PART_ITEMS items it is one document with every item. Past that, a run over millions of chats would
     hold gigabytes: the items go into parts of PART_ITEMS, each signed and stored as it is made
     (`<run>.part-00001.json`...), and the report, signed too, lists each part's key, SHA-256 and number
-    of items instead of the items (`items_total`, `parts`). One pass over ITEMS."""
+    of items instead of the items (`items_total`, `parts`). One pass over ITEMS. BEFORE_PART is given
+    the keys of each part before it is stored (the run names them, so they are explained from then on,
+    and keeps its lease). The same ITEMS make the same bytes: a resumed report stores the same parts."""
     summary, remaining = Tally(), iter(items)
-    first = [summary.add(item) for item in itertools.islice(remaining, PART_ITEMS + 1)]
+    first = iter([summary.add(item) for item in itertools.islice(remaining, PART_ITEMS + 1)])  # freed once read
     if summary.items <= PART_ITEMS:
-        body = {**report_head(run, summary, policy, False), "items": first}
+        body = {**report_head(run, summary, policy, False), "items": list(first)}
         return body, publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until), summary
     parts = []
     for number, chunk in enumerate(_chunks(itertools.chain(first, map(summary.add, remaining)), PART_ITEMS), 1):
+        name = f"{run['_id']}.part-{number:05d}"
+        before_part(list(report_keys(run["kind"], name)))
         part = {"report": f"{run['kind']} run, part {number}", "run": run["_id"], "part": number, "items": chunk}
-        placed = publish_report(store, signer, run["kind"], f"{run['_id']}.part-{number:05d}", canonical(part),
-                                retain_until)
+        placed = publish_report(store, signer, run["kind"], name, canonical(part), retain_until)
         parts.append({"key": placed["key"], "signature_key": placed["signature_key"], "sha256": placed["sha256"],
                       "items": len(chunk)})
     body = {**report_head(run, summary, policy, False), "items_total": summary.items, "parts": parts}
-    location = publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until)
-    location["parts"] = [key for p in parts for key in (p["key"], p["signature_key"])]
-    return body, location, summary
+    return body, publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until), summary
 
 
 def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -266,19 +276,22 @@ def publish_report(store: ObjectStore, signer: Signer, kind: str, run_id: str, d
                    retain_until: dt.datetime | None) -> dict[str, Any]:
     """Put the report and its detached CMS signature in the store (again after a crash: the same bytes)."""
     signature = signer.sign_detached(data)
-    base = f"{REPORTS_PREFIX}{kind}/{run_id}.json"
-    placed = {}
-    for key, blob in ((base, data), (base + ".p7s", signature)):
+    base, signature_key = report_keys(kind, run_id)
+    for key, blob in ((base, data), (signature_key, signature)):
         digest = hashlib.sha256(blob).hexdigest()
         try:
-            stored = store.put(key, blob, digest, retain_until)
-            placed[key] = stored.version_id
+            store.put(key, blob, digest, retain_until)
         except ObjectExists:  # a resumed run: the report is the same, its signature an earlier one's
             if key == base and hashlib.sha256(store.get(key)).hexdigest() != digest:
                 raise
-            placed[key] = ""
-    return {"key": base, "signature_key": base + ".p7s", "sha256": hashlib.sha256(data).hexdigest(),
+    return {"key": base, "signature_key": signature_key, "sha256": hashlib.sha256(data).hexdigest(),
             "signed_by": signer.identity.fingerprint}
+
+
+def report_keys(kind: str, name: str) -> tuple[str, str]:
+    """Where a report (or a part of one) and its signature are stored."""
+    base = f"{REPORTS_PREFIX}{kind}/{name}.json"
+    return base, base + ".p7s"
 
 
 def _alive(owner: str) -> bool:

@@ -124,6 +124,7 @@ def _entry(chat: dict[str, Any], contact: dict[str, Any], digest: str, archived_
 def report_only(config: Config, items: int) -> None:
     """A finished run of ITEMS steps in the ledger, then its report made, signed and stored (timed)."""
     deletions = Deletions(config)
+    deletions.ledger.acquire("retention")  # held while a run reports (its parts renew it)
     run = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
     for start in range(0, items, 1000):
         deletions.ledger.steps.insert_many([
@@ -139,7 +140,7 @@ def report_only(config: Config, items: int) -> None:
     seconds = time.perf_counter() - started
     print(f"report of {items:,} items: {seconds:.1f} s; peak RSS {before:.0f} MiB before it, "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB after; "
-          f"{len(result.location.get('parts', [])) // 2} parts; counts {json.dumps(result.report['counts'])}")
+          f"{len(result.report.get('parts', []))} parts; counts {json.dumps(result.report['counts'])}")
 
 
 def main() -> None:

@@ -661,3 +661,46 @@ def test_a_large_report_is_stored_in_signed_parts_that_the_main_report_lists(mak
     print_report(result, as_json=True)
     printed = json.loads(capsys.readouterr().out)
     assert printed["items"] == items and printed["parts"] == report["parts"]
+
+
+def test_a_report_in_parts_stopped_half_way_is_explained_meanwhile_and_resumed_with_the_same_parts(
+        make_config, monkeypatch) -> None:
+    """Parts are named by their run before they are stored (verify --all explains them while the report is
+    being written, or after a crash), and a resumed run stores the very same parts again."""
+    from archiver import runs as runs_module
+    monkeypatch.setattr(runs_module, "PART_ITEMS", 4)
+    config = retention_config(make_config)
+    archive(config, 5)
+    age(config, 400)
+    real_publish, stored = runs_module.publish_report, []
+
+    def crash_at_the_third(store, signer, kind, run_id, data, retain_until):
+        if len(stored) == 2:
+            raise KeyboardInterrupt("killed")
+        stored.append(data)
+        return real_publish(store, signer, kind, run_id, data, retain_until)
+    monkeypatch.setattr(runs_module, "publish_report", crash_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        retention(config)
+    problems = verify_archive(config, None).problems
+    assert not problems, [p.problem for p in problems]
+    monkeypatch.setattr(runs_module, "publish_report", real_publish)
+    result = retention(config)
+    assert result.resumed and [p["items"] for p in result.report["parts"]] == [4, 4, 2]
+    for data, part in zip(stored, result.report["parts"]):
+        assert stored_path(config, part["key"]).read_bytes() == data
+    assert verify_archive(config, None).ok
+
+
+def test_the_tally_counts_rooms_once_whatever_their_skipped_items_and_names_the_first_rooms(monkeypatch) -> None:
+    from archiver import runs as runs_module
+    monkeypatch.setattr(runs_module, "AUDIT_ROOMS", 2)
+    items = [("a", "skip", "skipped"), ("a", "delete_source", "deleted"), ("a", "delete_archive", "refused"),
+             ("b", "delete_source", "deleted"), ("b", "skip", "skipped"), ("b", "delete_archive", "deleted"),
+             ("c", "skip", "skipped"), ("d", "delete_archive", "failed"), ("e", "extend_lock", "extended")]
+    tally = runs_module.Tally()
+    for room, action, outcome in items:
+        tally.add({"room": room, "action": action, "outcome": outcome, "rule": "r"})
+    assert (tally.items, tally.rooms_affected, tally.rooms, tally.failed) == (9, 4, ["a", "b"], True)
+    assert tally.counts == {"r": {"skip:skipped": 3, "delete_source:deleted": 2, "delete_archive:refused": 1,
+                                  "delete_archive:deleted": 1, "delete_archive:failed": 1, "extend_lock:extended": 1}}

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return ITEMS_FAILED
     print_report(result, args.json)
-    kept = sum(1 for i in result.items() if i["outcome"] in ("skipped", "refused", "failed"))
+    kept = sum(n for per_rule in result.report["counts"].values() for label, n in per_rule.items()
+               if label.rpartition(":")[2] in ("skipped", "refused", "failed"))
     if kept:
         print(f"NOT ERASED: {kept} item(s), each listed above with the reason")
     return OK if result.ok else ITEMS_FAILED
