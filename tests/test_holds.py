@@ -171,3 +171,23 @@ def test_an_erasure_interrupted_earlier_is_finished_before_the_new_request(make_
     assert sorted(r["params"]["reason"] for r in runs) == ["new", "old"]
     audit = [a for a in _audit(config) if a["action"] == "erase"]
     assert [(a["reason"], a["filters"]["resumed"]) for a in audit] == [("old", True), ("new", False)]
+
+
+def test_erase_from_the_cli_names_what_it_kept_and_its_json_stays_json(make_config, tmp_path, capsys) -> None:
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    customer = customer_of(chats[0])
+    open_holds(config).place(SearchFilters(customer=customer), "Case K", "r", {"user": "t", "host": "h"})
+    argv = ["--config", _toml(config, tmp_path), "erase", "--customer", customer, "--reason", "request 9"]
+    assert main([*argv, "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    kept = sum(1 for line in captured.out.splitlines() if line.startswith("SKIPPED"))
+    assert kept >= 1 and f"NOT ERASED: {kept} item(s)" in captured.out
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)  # nothing but the report on standard output
+    assert sum(i["outcome"] == "skipped" for i in printed["items"]) == kept
+    assert f"NOT ERASED: {kept} item(s)" in captured.err

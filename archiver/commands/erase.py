@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print_report(result, args.json)
     kept = sum(n for per_rule in result.report["counts"].values() for label, n in per_rule.items()
                if label.rpartition(":")[2] in ("skipped", "refused", "failed"))
-    if kept:
-        print(f"NOT ERASED: {kept} item(s), each listed above with the reason")
+    if kept:  # beside --json's report, not in it: standard output stays one JSON document
+        print(f"NOT ERASED: {kept} item(s), each listed above with the reason",
+              file=sys.stderr if args.json else sys.stdout)
     return OK if result.ok else ITEMS_FAILED
