@@ -297,6 +297,7 @@ class VerifyReport:
     with_key: bool = False
     seconds: float = 0.0
     seals: int = 0  # seals recomputed (docs/seals.md)
+    reports: int = 0  # signed reports of retention and erasure runs (and their parts) read back and checked
 
     @property
     def ok(self) -> bool:
@@ -441,6 +442,40 @@ def reports_explained(runs: Any, keys: list[str]) -> set[str]:
     return named
 
 
+def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], report: VerifyReport) -> None:
+    """Every finished retention or erasure run's signed report (and each part it lists) is in its store, with
+    the SHA-256 the run recorded (the parts': the report's), its signature beside it."""
+    for run in runs.find({"report.key": {"$exists": True}}, {"report": 1}):
+        where = run["report"]
+        store = store_of({"store": where["store"]} if where.get("store") else {})
+        data = _report_object(store, where["key"], where["sha256"], run["_id"], report)
+        parts = json.loads(data).get("parts", []) if data is not None else []
+        for part in parts:
+            _report_object(store, part["key"], part["sha256"], run["_id"], report)
+        for signature_key in [where["signature_key"], *(p["signature_key"] for p in parts)]:
+            try:
+                store.get(signature_key)
+            except StoreError as exc:
+                report.add(Problem(".reports", None, f"run {run['_id']}: signature {signature_key} is missing "
+                                                     f"or unreadable in {store.url} ({exc})"))
+
+
+def _report_object(store: ObjectStore, key: str, sha256: str, run_id: str, report: VerifyReport) -> bytes | None:
+    report.reports += 1
+    try:
+        data = store.get(key)
+    except StoreError as exc:
+        report.add(Problem(".reports", None, f"run {run_id}: report {key} is missing or unreadable in "
+                                             f"{store.url} ({exc})"))
+        return None
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256:
+        report.add(Problem(".reports", None, f"run {run_id}: report {key} has SHA-256 {found}, the run recorded "
+                                             f"{sha256}"))
+        return None
+    return data
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
@@ -475,6 +510,8 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             targets[store_location(store)["url"]] = store
         for store in targets.values():
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
+    if rooms is None:
+        check_reports(verifier.runs, store_of, report)
     _check_seals(config, entries, rooms, report)
     report.seconds = time.monotonic() - started
     return report

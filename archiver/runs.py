@@ -41,7 +41,7 @@ from archiver.claims import now, worker_id
 from archiver.logs import event
 from archiver.mongo import server_ms
 from archiver.signing import Signer
-from archiver.store import ObjectExists, ObjectStore
+from archiver.store import ObjectExists, ObjectStore, store_location
 
 REPORTS_PREFIX = ".reports/"
 PART_ITEMS = 20_000  # items per stored part of a larger report (about 4 MB of JSON): see store_report
@@ -285,7 +285,7 @@ def publish_report(store: ObjectStore, signer: Signer, kind: str, run_id: str, d
             if key == base and hashlib.sha256(store.get(key)).hexdigest() != digest:
                 raise
     return {"key": base, "signature_key": signature_key, "sha256": hashlib.sha256(data).hexdigest(),
-            "signed_by": signer.identity.fingerprint}
+            "signed_by": signer.identity.fingerprint, "store": store_location(store)}
 
 
 def report_keys(kind: str, name: str) -> tuple[str, str]:

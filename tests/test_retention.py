@@ -704,3 +704,27 @@ def test_the_tally_counts_rooms_once_whatever_their_skipped_items_and_names_the_
     assert (tally.items, tally.rooms_affected, tally.rooms, tally.failed) == (9, 4, ["a", "b"], True)
     assert tally.counts == {"r": {"skip:skipped": 3, "delete_source:deleted": 2, "delete_archive:refused": 1,
                                   "delete_archive:deleted": 1, "delete_archive:failed": 1, "extend_lock:extended": 1}}
+
+
+@pytest.mark.parametrize("part_items", [4, 20_000], ids=["in parts", "whole"])
+def test_verify_all_finds_a_report_or_part_removed_or_changed(make_config, monkeypatch, part_items) -> None:
+    """A run's signed report is evidence of what was deleted and why: verify --all reads it (and each part
+    it lists) back and checks it against what the run recorded."""
+    from archiver import runs as runs_module
+    monkeypatch.setattr(runs_module, "PART_ITEMS", part_items)
+    config = retention_config(make_config)
+    archive(config, 5)
+    age(config, 400)
+    result = retention(config)
+    checked = verify_archive(config, None)
+    assert checked.ok and checked.reports == 1 + len(result.report.get("parts", [])), checked.problems
+    listed = result.report.get("parts") or [result.location]
+    changed, removed = stored_path(config, listed[-1]["key"]), stored_path(config, listed[0]["signature_key"])
+    changed.chmod(0o644)
+    changed.write_bytes(changed.read_bytes().replace(b'"deleted"', b'"skipped"', 1))
+    removed.unlink()
+    problems = [p.problem for p in verify_archive(config, None).problems]
+    run = result.report["run"]
+    assert any(listed[-1]["key"] in p and run in p and "SHA-256" in p for p in problems), problems
+    assert any(listed[0]["signature_key"] in p and run in p and "missing" in p for p in problems), problems
+    assert len(problems) == 2, problems
