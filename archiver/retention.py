@@ -38,7 +38,7 @@ from archiver.mongo import index_uri, reachable
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
-from archiver.runs import RunLedger, Step, Tally, dry_run_report, iso, store_report, timed_steps
+from archiver.runs import RunLedger, Step, Tally, described_counts, dry_run_report, iso, store_report, timed_steps
 from archiver.source import ChatSource, SourceProblem
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
 from archiver.transcript import InvalidChat
@@ -557,6 +557,5 @@ def _due_anything(rule: Rule, versions: list[dict[str, Any]], as_of: dt.datetime
 
 
 def retention_summary(report: dict[str, Any]) -> str:
-    counts = "; ".join(f"{rule}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
-                       for rule, c in sorted(report["counts"].items())) or "nothing to do"
+    counts = described_counts(report["counts"])
     return f"{report['report']}{' (dry run)' if report['dry_run'] else ''} as of {report['as_of']}: {counts}"

@@ -208,6 +208,12 @@ class Tally:
         return any(label.endswith(":failed") for per_rule in self.counts.values() for label in per_rule)
 
 
+def described_counts(counts: dict[str, dict[str, int]]) -> str:
+    """A report's counts in one line: "rule: action:outcome N, ...; rule: ..." (or "nothing to do")."""
+    return "; ".join(f"{rule}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
+                     for rule, c in sorted(counts.items())) or "nothing to do"
+
+
 def report_head(run: dict[str, Any], summary: Tally, policy: list[dict[str, Any]] | None,
                 dry_run: bool) -> dict[str, Any]:
     return {"report": f"{run['kind']} run", "run": run["_id"], "dry_run": dry_run, "as_of": iso(run["as_of"]),

@@ -66,6 +66,8 @@ class Status:
     oldest_unarchived: dict[str, Any] | None
     last_pass: dict[str, Any] | None
     last_rescan: dict[str, Any] | None
+    last_retention: dict[str, Any] | None
+    last_erasure: dict[str, Any] | None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +90,21 @@ def collect(config: Config) -> Status:
         oldest_unarchived=_oldest(queue.oldest_open_job()),
         last_pass=_outcome(state.find_one({"_id": LAST_PASS})),
         last_rescan=_outcome(state.find_one({"_id": LAST_RESCAN})),
+        last_retention=_last_run(db[config["index.retention_runs"]], "retention"),
+        last_erasure=_last_run(db[config["index.retention_runs"]], "erasure"),
     )
+
+
+def _last_run(runs: Collection, kind: str) -> dict[str, Any] | None:
+    """The latest deletion run of KIND (runs.py), finished or not: one left `executing` or `reporting` is
+    finished by the next run of its kind."""
+    run = next(iter(runs.find({"kind": kind, "started_at": {"$exists": True}}).sort("started_at", -1).limit(1)), None)
+    if run is None:
+        return None
+    return {"run": run["_id"], "state": run["state"], "as_of": _iso(run.get("as_of")),
+            "started_at": _iso(run.get("started_at")), "finished_at": _iso(run.get("finished_at")),
+            "counts": run.get("counts"), "rooms_affected": run.get("rooms_affected"),
+            "report": (run.get("report") or {}).get("key")}
 
 
 def _iso(value: Any) -> str | None:

@@ -728,3 +728,35 @@ def test_verify_all_finds_a_report_or_part_removed_or_changed(make_config, monke
     assert any(listed[-1]["key"] in p and run in p and "SHA-256" in p for p in problems), problems
     assert any(listed[0]["signature_key"] in p and run in p and "missing" in p for p in problems), problems
     assert len(problems) == 2, problems
+
+
+def test_status_shows_the_last_retention_and_erasure_runs_and_one_left_unfinished(make_config, monkeypatch,
+                                                                                  tmp_path, capsys) -> None:
+    from archiver import retention as retention_module
+    from archiver.status import collect
+
+    config = retention_config(make_config)
+    chats = archive(config, 3)
+    assert collect(config).as_json()["last_retention"] is None and collect(config).last_erasure is None
+    age(config, 40)
+    done = retention(config)
+    erased = erase(config, customer_of(chats[0]))
+    status = collect(config).as_json()
+    last = status["last_retention"]
+    assert (last["run"], last["state"], last["counts"]) == (done.report["run"], "done", done.report["counts"])
+    assert last["report"] == done.location["key"] and last["rooms_affected"] == 3 and last["finished_at"]
+    assert status["last_erasure"]["run"] == erased.report["run"]
+
+    def stop(self, run_id, batch):  # killed while executing: the next run resumes it
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(retention_module.Deletions, "_execute", stop)
+    age(config, 400)
+    with pytest.raises(KeyboardInterrupt):
+        retention(config)
+    last = collect(config).as_json()["last_retention"]
+    assert last["state"] == "executing" and last["run"] != done.report["run"] and last["finished_at"] is None
+    toml = write_toml(tmp_path / "s.toml", {k: config[k] for k in ("mongodb.uri", "index.database")})
+    assert main(["--config", str(toml), "status"]) == 0
+    text = capsys.readouterr().out
+    assert f"last retention run: {last['run']} executing" in text, text
+    assert f"last erasure run: {erased.report['run']} done" in text, text

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {job['room']}: {job['error']} (attempt {job['attempts']}, retry at {job['retry_at']})")
     print(f"last pass: {_outcome(status.last_pass)}")
     print(f"last rescan: {_outcome(status.last_rescan)}")
+    for kind, run in (("retention", status.last_retention), ("erasure", status.last_erasure)):
+        print(f"last {kind} run: {_run(run)}")
     return OK
 
 
@@ -51,3 +53,13 @@ def _outcome(doc: dict[str, Any] | None) -> str:
     line = f"{doc['outcome']}, ended {doc['ended_at']} by {doc['worker']}"
     line += f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
     return line + (f": {doc['error']}" if doc.get("error") else "")
+
+
+def _run(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "never"
+    if run["state"] != "done":
+        return f"{run['run']} {run['state']} since {run['started_at']} (the next run of its kind finishes it)"
+    from archiver.runs import described_counts
+
+    return f"{run['run']} done {run['finished_at']}: {described_counts(run['counts'] or {})}; report {run['report']}"
