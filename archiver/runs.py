@@ -230,7 +230,7 @@ def dry_run_report(run: dict[str, Any], items: Iterable[dict[str, Any]], policy:
     spool = tempfile.TemporaryFile()
     summary = Tally()
     for item in items:
-        spool.write(json.dumps(summary.add(item), ensure_ascii=False).encode("utf-8") + b"\n")
+        spool.write(json.dumps(summary.add(item)).encode("ascii") + b"\n")  # \u escapes: any text round-trips
 
     def spooled() -> Iterator[dict[str, Any]]:
         spool.seek(0)
