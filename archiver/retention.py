@@ -419,6 +419,9 @@ class Deletions:
                         "from every archived version): archived again before its source can be deleted")
         if _aware(match["archived_at"]) + dt.timedelta(days=rule.source_days or 0) > as_of:
             return None
+        if match.get("kind") == "interim":  # the platform may still be writing to it
+            return _with(skip, f"source chat kept: the chat has not ended (v{match['version']} is an interim "
+                               "copy, archived by export --force)")
         opened = check_stored(match, self.store_of(match))
         if not opened.ok:
             return _with(skip, f"source chat kept: its archive v{match['version']} fails verification: "

@@ -760,3 +760,23 @@ def test_status_shows_the_last_retention_and_erasure_runs_and_one_left_unfinishe
     text = capsys.readouterr().out
     assert f"last retention run: {last['run']} executing" in text, text
     assert f"last erasure run: {erased.report['run']} done" in text, text
+
+
+def test_the_source_of_a_chat_that_has_not_ended_is_kept_though_an_interim_copy_is_archived(make_config) -> None:
+    """`export --force` archives a running chat as interim: the platform may still be writing to it, so
+    retention never deletes its source on the strength of that copy (the archive of it goes by its own rule)."""
+    import random as random_module
+
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+
+    config = retention_config(make_config)
+    chat, contact = make_chat(random_module.Random(4), messages=5, ended=False, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    report, _ = Archiver(config).archive_room(chat["room"], "interim")
+    assert report.archived == 1
+    age(config, 40)
+    result = retention(config)
+    (item,) = result.report["items"]
+    assert (item["action"], item["outcome"]) == ("skip", "skipped") and "has not ended" in item["reason"], item
+    assert source(config).count_documents({}) == 1
