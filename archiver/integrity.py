@@ -76,7 +76,9 @@ class Opened:
         return all(c.ok for c in self.checks)
 
     def failures(self) -> list[str]:
-        return [f"{c.check}: {c.detail}" if c.detail else c.check for c in self.checks if not c.ok]
+        """Each failed check as "failed: CLAIM (WHAT WAS FOUND)": a check is worded as what should hold."""
+        return [f"failed: {c.check} ({c.detail})" if c.detail else f"failed: {c.check}"
+                for c in self.checks if not c.ok]
 
 
 def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:

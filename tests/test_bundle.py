@@ -186,7 +186,7 @@ def test_a_room_that_fails_verification_means_no_bundle_and_names_the_room(archi
     code, entry = _refused(config, tmp_path, out, *[e["room"] for e in entries], "--key",
                            str(keys["legal.key.pem"]), "--reason", "case 7")
     assert code == 3 and entry["outcome"] == "failed" and bad["room"] in entry["detail"]
-    assert f"{bad['room']} v1: record" in capsys.readouterr().err
+    assert f"{bad['room']} v1: failed: record" in capsys.readouterr().err
 
 
 def test_an_existing_file_is_not_replaced_and_rooms_and_filters_do_not_mix(archived, keys, tmp_path) -> None:

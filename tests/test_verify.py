@@ -49,9 +49,10 @@ def test_a_flipped_byte_is_named(archived, keys, tmp_path, capsys) -> None:
     overwrite_stored(config, key, bytes(data))
     (problem,) = _verify(config).problems
     assert problem.room == entries[1]["room"] and "pdf" in problem.problem and "altered" in problem.problem
+    assert problem.problem.startswith("failed: pdf: stored object "), "worded as the claim that failed"
     assert run_cli(config, tmp_path, "verify", "--all") == 3
     out = capsys.readouterr().out
-    assert f"PROBLEM {entries[1]['room']} v1: pdf" in out
+    assert f"PROBLEM {entries[1]['room']} v1: failed: pdf: stored object" in out
     assert audit(config)[-1]["outcome"] == "problems" and audit(config)[-1]["rooms"] == [entries[1]["room"]]
 
 
@@ -204,7 +205,7 @@ def test_keyed_checks_in_worker_processes_report_what_one_process_does(make_conf
     assert {r for r, _ in _named(spread)} == {a["room"], c["room"]}
     assert spread.entries == alone.entries == 6 and spread.problem_count == alone.problem_count
     assert run_cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"]), "--workers", "2") == 3
-    assert f"PROBLEM {c['room']} v1: record" in capsys.readouterr().out
+    assert f"PROBLEM {c['room']} v1: failed: record" in capsys.readouterr().out
 
 
 def test_a_key_that_opens_nothing_is_named_for_every_entry_in_worker_processes(archived) -> None:
@@ -238,8 +239,8 @@ def test_a_worker_that_dies_on_one_entry_is_named_and_the_others_are_checked(arc
     monkeypatch.setattr(content_pool.ContentPool, "submit", dying_on_the_second)
     report = verify_archive(config, None, RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"]),
                             workers=2)
-    assert _named(report) == [(entries[1]["room"], "content checked in a worker process: "
-                                                   "BrokenProcessPool: a child process terminated abruptly")]
+    assert _named(report) == [(entries[1]["room"], "failed: content checked in a worker process "
+                                                   "(BrokenProcessPool: a child process terminated abruptly)")]
     assert report.entries == 3
 
 
