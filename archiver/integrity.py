@@ -166,26 +166,36 @@ def _decrypt(opened: Opened, name: str, sealed: bytes, obj: dict[str, Any], key:
     return Check(what, True, f"SHA-256 {digest}")
 
 
-# Without trust anchors (no --ca) pyHanko cannot build a chain and logs a traceback per signature;
-# we did not ask for trust then, and report what we did ask for, so those records are dropped.
-_NO_TRUST_ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("no_trust_asked", default=False)
+# While we validate, pyHanko logs why a chain did not validate as warnings with a stack trace each (and,
+# without --ca, that it found no chain, which we did not ask for). They go into our checks' details instead,
+# said once, in words; never to stderr.
+_VALIDATION_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("validation_notes",
+                                                                                     default=None)
 
 
-class _UnaskedChainWarnings(logging.Filter):
+class _ValidationNotes(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (_NO_TRUST_ASKED.get() and record.getMessage().startswith("Failed to build path"))
+        notes = _VALIDATION_NOTES.get()
+        if notes is None:  # not ours: left as it is
+            return True
+        if record.getMessage() not in notes:
+            notes.append(record.getMessage())
+        return False
 
 
-logging.getLogger("pyhanko.sign.validation.generic_cms").addFilter(_UnaskedChainWarnings())
+for _name in ("pyhanko.sign.validation.generic_cms", "pyhanko.sign.validation.pdf_embedded"):
+    logging.getLogger(_name).addFilter(_ValidationNotes())
 
 
 @contextmanager
-def _validating(trust: list[x509.Certificate] | None) -> Iterator[None]:
-    token = _NO_TRUST_ASKED.set(not trust)
+def validation_notes() -> Iterator[list[str]]:
+    """What pyHanko logs while the block validates, as a list of messages."""
+    notes: list[str] = []
+    token = _VALIDATION_NOTES.set(notes)
     try:
-        yield
+        yield notes
     finally:
-        _NO_TRUST_ASKED.reset(token)
+        _VALIDATION_NOTES.reset(token)
 
 
 def _context(trust: list[x509.Certificate] | None) -> ValidationContext:
@@ -204,7 +214,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
     if len(signatures) != 1:
         return [Check("pdf: carries exactly one signature", False, f"found {len(signatures)}")]
     try:
-        with _validating(trust):
+        with validation_notes() as notes:
             status = validate_pdf_signature(signatures[0], _context(trust))
     except Exception as exc:  # a malformed signature dictionary or CMS: named, not a crash
         return [Check("pdf: PAdES signature readable", False, f"{type(exc).__name__}: {exc}")]
@@ -223,14 +233,15 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
                             stamp.intact and stamp.valid, f"{stamp.timestamp.isoformat()} by "
                             f"{stamp.signing_cert.subject.human_friendly}"))
     if trust:
-        checks.append(Check("pdf: signer chains to the given CA", bool(status.trusted), status.summary()))
+        checks.append(Check("pdf: signer chains to the given CA", bool(status.trusted),
+                            "; ".join([status.summary(), *notes])))
     return checks
 
 
 def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Check]:
     try:
         signed = cms.ContentInfo.load(opened.plain["record_signature"])["content"]
-        with _validating(trust):
+        with validation_notes() as notes:
             status = asyncio.run(async_validate_detached_cms(opened.plain["record"], signed, _context(trust)))
     except Exception as exc:
         return [Check("record: detached CMS signature readable", False, f"{type(exc).__name__}: {exc}")]
@@ -239,7 +250,8 @@ def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | Non
                     f"signed by {signer.subject.rfc4514_string()}"),
               _signer_check("record", signer, opened.entry)]
     if trust:
-        checks.append(Check("record: signer chains to the given CA", bool(status.trusted), status.summary()))
+        checks.append(Check("record: signer chains to the given CA", bool(status.trusted),
+                            "; ".join([status.summary(), *notes])))
     return checks
 
 

@@ -520,12 +520,12 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
 
 def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any
                      ) -> Iterator[SealProblem]:
-    from archiver.integrity import _validating  # quiets pyHanko's chain-building traceback (no trust asked)
+    from archiver.integrity import validation_notes  # pyHanko's chain-building traceback kept off stderr
 
     context = ValidationContext(trust_roots=[], allow_fetching=False)
     try:
         signed = cms.ContentInfo.load(signature)["content"]
-        with _validating(None):
+        with validation_notes():
             status = asyncio.run(async_validate_detached_cms(body, signed, context))
         intact = status.intact and status.valid
     except Exception as exc:
