@@ -198,7 +198,8 @@ class ArchiveIndex:
     def abandon(self, doc: dict[str, Any]) -> None:
         """Drop our entry if it is ours alone and nothing was stored for it (its chat failed to build)."""
         self.entries.delete_one({"_id": doc["_id"], "status": "uploading", "attempt": doc["attempt"],
-                                 "superseded_objects": [], "taken_over": {"$exists": False}})
+                                 "superseded_objects": {"$size": 0},  # not `[]`: nx-27017 cannot compare lists
+                                 "taken_over": {"$exists": False}})
 
 
 def _token() -> str:

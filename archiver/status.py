@@ -50,7 +50,8 @@ def recorded(state: Collection, kind: str, worker: str) -> Iterator[dict[str, An
 
 def _save(state: Collection, kind: str, doc: dict[str, Any]) -> None:
     try:
-        state.replace_one({"_id": kind}, {**doc, "ended_at": now()}, upsert=True)
+        # _id in the document too: nx-27017 does not take it from the filter when it inserts
+        state.replace_one({"_id": kind}, {"_id": kind, **doc, "ended_at": now()}, upsert=True)
     except PyMongoError as exc:  # the outcome itself still reaches the caller (exit code, logs)
         event("outcome_not_recorded", logging.WARNING, kind=kind, error=redact(str(exc)))
 

@@ -127,3 +127,25 @@ def test_serve_records_a_failed_pass(make_config, monkeypatch) -> None:
     last = collect(make_config()).last_pass
     assert last["outcome"] == "error" and "claim refused" in last["error"]
     assert not service.healthy()
+
+
+def test_a_pass_with_a_broken_chat_on_the_wire_protocol_stand_in_is_recorded(make_config, nx_uri) -> None:
+    """Over the wire (nx-27017, or a real MongoDB): a chat that fails to build drops its `uploading` entry
+    without failing the pass, and the pass's outcome is found by status."""
+    from archiver.pipeline import Archiver
+
+    config = make_config(mongodb__uri=nx_uri)
+    start = (time.time() - 600) * 1000
+    chat, contact = make_chat(random.Random(19), messages=4, start_ms=start)
+    broken = {"_id": "BROKEN-NX", "room": "BROKEN-NX",
+              "messages": [{"data": {"messageType": "endChat", "ts": start, "content": {"text": []}}}]}
+    source = connect(nx_uri)[config["source.database"]]
+    source[config["source.chats"]].insert_many([chat, broken])
+    source[config["source.contacts"]].insert_one(contact)
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and set(report.quarantined) == {"BROKEN-NX"}, report
+    from archiver.status import LAST_PASS, recorded
+    with recorded(connect(nx_uri)[config["index.database"]][config["index.state"]], LAST_PASS, "tester") as fields:
+        fields.update(archived=report.archived)
+    last = collect(config).last_pass
+    assert last is not None and last["archived"] == 1 and last["worker"] == "tester"
