@@ -119,7 +119,7 @@ def _legal_team(config: config_module.Config, directory: Path, keys: Path, stamp
         print("\n".join(f"  {name}" for name in zf.namelist()))
     print(f"\nThe commands above ran inside this process: the demo's MongoDB ({config['mongodb.uri']}) is an "
           f"in-process stand-in, gone when it ends. To run them yourself, set mongodb.uri in {toml} to a "
-          "MongoDB server and run `archiver run` first.")
+          "MongoDB server that holds chats and run `archiver run` first (README.md, first section).")
     return 0
 
 
@@ -128,7 +128,7 @@ def _toml(config: config_module.Config) -> str:
     only inside the demo's process, so that the same commands typed into a shell find nothing."""
     lines = ["# The settings of `archiver demo`. mongodb.uri is an in-process stand-in: its chats and index live",
              "# only inside the demo's own process, so these commands, typed into a shell, find nothing. To try",
-             "# them yourself, set mongodb.uri to a MongoDB server and run `archiver run` first."]
+             "# them yourself, set mongodb.uri to a MongoDB server that holds chats and run `archiver run` first."]
     for section, keys in (("mongodb", ["uri"]), ("storage", ["url"]), ("signing", ["certificate", "key"]),
                           ("encryption", ["recipients"])):
         lines.append(f"[{section}]")

@@ -29,8 +29,10 @@ def test_readme_opens_and_verifies_an_archive_with_outside_tools(tmp_path: Path)
     blocks = _shell_blocks_after("Anyone holding a recipient key")
     assert len(blocks) == 2, "the README shows how to open an archive, then how to trust the CA"
     script = "set -euo pipefail\n" + "\n".join(blocks)
+    stored = sorted((tmp_path / "demo" / "store").rglob("*"))
     run = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted((tmp_path / "demo" / "store").rglob("*")) == stored, "nothing written into the store"
     assert "Signature is Valid" in run.stdout and "Total document signed" in run.stdout
     assert "Certificate is Trusted" in run.stdout
     assert "Verification successful" in run.stderr  # openssl cms -verify
