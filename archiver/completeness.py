@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from archiver.config import Config
 from archiver.index import index_database
-from archiver.mongo import connect
+from archiver.mongo import reachable
 from archiver.source import _room_of
 from archiver.transcript import END_TYPE
 
@@ -89,7 +89,7 @@ def check_completeness(config: Config, start: dt.datetime, end: dt.datetime,
 def ended_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Iterator[str]:
     """Rooms with an endChat message timed in [START, END], streamed (duplicates possible with a
     messages collection: a room with two endChat messages)."""
-    source = connect(config["mongodb.uri"])[config["source.database"]]
+    source = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
     ms = {"$gte": start.timestamp() * 1000, "$lte": end.timestamp() * 1000}
     dates = {"$gte": start, "$lte": end}
     if config["source.messages"]:

@@ -211,7 +211,8 @@ def _without(doc: dict[str, Any], *fields: str) -> dict[str, Any]:
 
 
 def index_database(config: Any) -> Any:
-    """The database holding the index, jobs and audit log (index.uri, or the source cluster)."""
-    from archiver.mongo import connect
+    """The database holding the index, jobs and audit log (index.uri, or the source cluster); Unreachable,
+    naming the setting, if no server answers."""
+    from archiver.mongo import index_uri, reachable
 
-    return connect(config["index.uri"] or config["mongodb.uri"])[config["index.database"]]
+    return reachable(*index_uri(config))[config["index.database"]]

@@ -191,6 +191,19 @@ def test_unreachable_mongodb_is_one_line_and_exit_4(tmp_path, make_config, capsy
     assert SECRET not in err and "Topology" not in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["search", "--from", "2022-01-01", "--to", "2022-01-31"], ["verify", "--all"], ["audit", "list"], ["hold", "list"],
+    ["seal"], ["retrieve", "CHAT_X", "--key", "k.pem", "--reason", "r", "--out", "out"]])
+def test_every_command_names_the_index_setting_it_could_not_reach(tmp_path, make_config, capsys, argv) -> None:
+    uri = f"mongodb://bob:{SECRET}@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300"
+    config = _toml(tmp_path, make_config, index__uri=uri)
+    (tmp_path / "k.pem").write_text("not read before the index is reached")
+    assert main(["--config", str(config), *argv]) == UNREACHABLE
+    err = capsys.readouterr().err
+    assert "archiver: error: index.uri (mongodb://***@127.0.0.1:" in err and "could not be reached" in err, err
+    assert SECRET not in err
+
+
 def test_readme_documents_exit_4() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "`4` a service the archiver needs could not be reached" in readme
