@@ -98,6 +98,7 @@ class Archiver:
             config.require("signing.certificate", "signing.key")
         self.config = config
         self.stop = stop or threading.Event()
+        artifacts.init_worker(config)  # fails fast on bad keys: before any claim, and before waiting on MongoDB
         source_db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
         self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"])
         index_db = reachable(*index_uri(config))[config["index.database"]]
@@ -113,7 +114,6 @@ class Archiver:
         self.index.ensure_indexes()
         self.holds = Holds(index_db[config["index.holds"]], self.index.entries,  # legal holds (holds.py)
                            load_search_key(config["search.key_file"]) if config["search.key_file"] else None)
-        artifacts.init_worker(config)  # fails fast on bad keys, before any claim
         self.workers = config["archive.workers"] or os.cpu_count() or 1
         self._attachment_retries: dict[str, attachment_retries.Retry] = {}  # planned, not yet submitted
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).

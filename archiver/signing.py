@@ -76,13 +76,15 @@ def load_identity(
             raise SigningError(f"PKCS#12 {pkcs12_path}: holds no key and certificate pair")
         _check(cert, "signing.pkcs12", pkcs12_path)
         return _identity(loaded_key, cert, [*more, *extra], pkcs12_path)
+    data = _read(certificate, "certificate")  # a missing file is said as such, not as "not a PEM certificate"
     try:
-        certs = x509.load_pem_x509_certificates(_read(certificate, "certificate"))
+        certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise SigningError(f"certificate {certificate}: not a PEM certificate ({exc})") from None
     _check(certs[0], "signing.certificate", certificate)
+    data = _read(key, "signing key")
     try:
-        loaded_key = serialization.load_pem_private_key(_read(key, "signing key"), secret)
+        loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:
         raise SigningError(f"signing key {key}: cannot load ({exc}); check signing.key_password") from None
     return _identity(loaded_key, certs[0], [*certs[1:], *extra], key)

@@ -204,6 +204,17 @@ def test_every_command_names_the_index_setting_it_could_not_reach(tmp_path, make
     assert SECRET not in err
 
 
+def test_a_missing_key_file_is_named_before_waiting_on_mongodb(tmp_path, make_config, capsys) -> None:
+    uri = f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=5000"
+    config = _toml(tmp_path, make_config, mongodb__uri=uri, signing__certificate=str(tmp_path / "none.crt.pem"))
+    started = time.monotonic()
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    assert time.monotonic() - started < 4, "not after the server selection timeout"
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'none.crt.pem'}: cannot read (No such file or directory)" in err, err
+    assert "not a PEM certificate" not in err
+
+
 def test_readme_documents_exit_4() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "`4` a service the archiver needs could not be reached" in readme

@@ -8,7 +8,7 @@ from pathlib import Path
 from archiver.commands.common import ITEMS_FAILED, OK, load_config
 
 HELP = "archive one room now; optionally also write its plaintext files"
-EXAMPLE = "archiver --config archiver.toml export CHAT_DEFAULT_8857106a --out ./case-42"
+EXAMPLE = "archiver --config archiver.toml export CHAT_DEFAULT_8857106a-55b8-4c47-a5af-a3aae7530e5a --out ./case-42"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from archiver.commands.search import add_actor, add_filter_arguments, filters_fr
 
 HELP = ("fetch, decrypt and verify one archived chat; write its files and verification.json; "
         "or, with --bundle, many chats in a case bundle (audited)")
-EXAMPLE = ("archiver --config archiver.toml retrieve CHAT_DEFAULT_8857106a --key legal.key.pem "
+EXAMPLE = ("archiver --config archiver.toml retrieve CHAT_DEFAULT_8857106a-55b8-4c47-a5af-a3aae7530e5a --key legal.key.pem "
            "--out ./case-42 --reason 'case 42: customer complaint'\n"
            "  archiver --config archiver.toml retrieve --bundle case-42.zip --key legal.key.pem "
            "--reason 'case 42' --customer 4747235938674011 --from 2024-01-01")
