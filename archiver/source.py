@@ -51,11 +51,18 @@ class ChatSource:
         ] + ([RequiredIndex(msg_collection, [("room", ASCENDING)], "archiver_msg_room", "load a room's messages")]
              if self.messages is not None else [])
 
+    def has_index(self, ix: RequiredIndex) -> bool:
+        """Whether IX's collection has an index on IX's keys, whatever its name (the platform's own, say)."""
+        wanted = [tuple(k) for k in ix.keys]
+        return any([tuple(k) for k in info["key"]] == wanted for info in self.db[ix.collection].index_information().values())
+
     def create_indexes(self) -> list[str]:
+        """The missing ones created (MongoDB refuses a second index on the same keys under another name)."""
         done = []
         for ix in self.required_indexes():
-            self.db[ix.collection].create_index(ix.keys, name=ix.name)
-            done.append(f"{ix.collection}.{ix.name}")
+            if not self.has_index(ix):
+                self.db[ix.collection].create_index(ix.keys, name=ix.name)
+                done.append(f"{ix.collection}.{ix.name}")
         return done
 
     def ended_since(self, since_ms: float | None) -> Iterator[str]:

@@ -143,11 +143,18 @@ def test_export_interim_and_plaintext(tmp_path, make_config, keys, capsys) -> No
 def test_indexes_are_listed_and_created_only_when_asked(tmp_path, make_config, capsys) -> None:
     config = _toml(tmp_path, make_config)
     chats = connect(make_config()["mongodb.uri"])[make_config()["source.database"]].chats
+    chats.create_index([("room", 1)], name="the_platforms_own")  # found by its keys, whatever its name
     assert main(["--config", str(config), "indexes"]) == 0
-    assert "messages.data.messageType: 1, messages.data.ts: 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "messages.data.messageType: 1, messages.data.ts: 1" in out
+    assert out.count("MISSING") == 3 and "{room: 1}  name=archiver_room  (load a chat by room): present" in out, out
     assert "archiver_end_ts" not in chats.index_information()
     assert main(["--config", str(config), "indexes", "--create"]) == 0
-    assert "archiver_end_ts" in chats.index_information()
+    created = capsys.readouterr().out
+    assert "archiver_end_ts" in chats.index_information() and "created chats.archiver_end_ts" in created
+    assert "created chats.archiver_room" not in created, "its keys are indexed already, under another name"
+    assert main(["--config", str(config), "indexes"]) == 0
+    assert "MISSING" not in capsys.readouterr().out
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys) -> None:

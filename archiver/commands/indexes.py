@@ -15,16 +15,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archiver.mongo import connect
+    from archiver.mongo import reachable
     from archiver.source import ChatSource
 
     config = load_config(args)
     config.require("mongodb.uri")
-    db = connect(config["mongodb.uri"])[config["source.database"]]
+    db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
     source = ChatSource(db, config["source.chats"], config["source.contacts"], config["source.messages"])
     for ix in source.required_indexes():
         keys = ", ".join(f"{k}: {d}" for k, d in ix.keys)
-        print(f"{config['source.database']}.{ix.collection}  {{{keys}}}  name={ix.name}  ({ix.why})")
+        print(f"{config['source.database']}.{ix.collection}  {{{keys}}}  name={ix.name}  ({ix.why}): "
+              f"{'present' if source.has_index(ix) else 'MISSING'}")
     if args.create:
         for name in source.create_indexes():
             print(f"created {name}")
