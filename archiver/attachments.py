@@ -25,6 +25,7 @@ import ipaddress
 import posixpath
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -242,6 +243,12 @@ class Fetcher:
         for _ in range(self.policy.max_redirects + 1):
             scheme, host, port, path, address = self.check(url)
             conn = self._connection(scheme, host, port, address, deadline)
+            # A socket timeout bounds each wait, not a call that waits many times (a header dripped a byte
+            # at a time, interim answers or trailers without end, a slow TLS handshake): at the deadline
+            # the connection is shut, whatever http.client is waiting for.
+            watchdog = threading.Timer(max(0.0, deadline - self.clock()), _shut, (conn,))
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 response = self._get(conn, path, deadline)
                 if response.status in REDIRECTS:
@@ -254,10 +261,12 @@ class Fetcher:
                     raise Failed(f"HTTP {response.status} {response.reason}".strip())
                 return self._body(conn, response, limit, deadline)
             except (OSError, http.client.HTTPException) as exc:
-                if capped and isinstance(exc, TimeoutError):
-                    raise Failed(_over_chat_time(self.policy)) from None
+                if isinstance(exc, TimeoutError) or self.clock() >= deadline:  # timed out, or shut at the deadline
+                    raise Failed(_over_chat_time(self.policy) if capped else
+                                 f"timed out (attachments.timeout_seconds = {self.policy.timeout_seconds:g})") from None
                 raise Failed(_network_error(exc, self.policy.timeout_seconds)) from None
             finally:
+                watchdog.cancel()
                 conn.close()
         raise Refused(f"more than {self.policy.max_redirects} redirects (attachments.max_redirects)")
 
@@ -310,6 +319,10 @@ class Fetcher:
             self._remaining(conn, deadline)
             chunk = response.read1(CHUNK)  # what has arrived: read() would wait to fill CHUNK
             if not chunk:
+                if self.clock() >= deadline:  # shut by the watchdog: not the end of the file
+                    raise TimeoutError()
+                if response.length:  # read1 ends quietly when the server closes early
+                    raise Failed(f"the server closed the connection after {size:,} of {size + response.length:,} bytes")
                 return b"".join(chunks)
             size += len(chunk)
             if size > limit:
@@ -343,8 +356,18 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.address, self.opener, self.tls = address, connect, context
 
     def connect(self) -> None:
-        sock = self.opener((self.address, self.port), self.timeout)
+        sock = self.sock = self.opener((self.address, self.port), self.timeout)  # the watchdog can shut it
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
+
+
+def _shut(conn: http.client.HTTPConnection) -> None:
+    """End every wait on CONN's socket (the fetch's deadline came): its reads see the end of the stream."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed meanwhile
+            pass
 
 
 def _unfetched(m: Message, outcome: str, reason: str) -> Attachment:

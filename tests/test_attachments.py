@@ -232,3 +232,55 @@ def test_the_per_chat_fetch_time_must_leave_the_build_time_to_finish(make_config
         "attachments.max_seconds_per_chat")})
     assert main(["--config", str(toml), "run"]) == 2  # at start-up, before any work
     assert "attachments.max_seconds_per_chat" in capsys.readouterr().err
+
+
+class RawServer:
+    """A server on 127.0.0.1 that answers one request with SCRIPT: (bytes, seconds to wait after) pairs,
+    repeated until the client goes away or STOP_AFTER seconds pass, then closes."""
+
+    def __init__(self, head: bytes, repeated: bytes = b"", every: float = 0.0, stop_after: float = 15.0) -> None:
+        import threading
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.head, self.repeated, self.every, self.stop_after = head, repeated, every, stop_after
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)  # the request
+            try:
+                conn.sendall(self.head)
+                ends = time.monotonic() + self.stop_after
+                while self.repeated and time.monotonic() < ends:
+                    conn.sendall(self.repeated)
+                    time.sleep(self.every)
+            except OSError:  # the client gave up: what the test wants
+                pass
+        self.listener.close()
+
+
+@pytest.mark.parametrize("head, repeated, every", [
+    (b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", 0.2),  # a header dripped a byte at a time
+    (b"", b"HTTP/1.1 100 Continue\r\n\r\n", 0.02),  # interim answers without end (http.client skips them)
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n", b"X-Trailer: y\r\n", 0.02),  # trailers
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0", 0.2),  # a chunk-size line dripped
+], ids=["dripped header", "100 Continue flood", "endless trailers", "dripped chunk size"])
+def test_the_fetch_time_bounds_every_wait_of_a_fetch_not_each_read(head, repeated, every) -> None:
+    """attachments.timeout_seconds is the time of the whole fetch: a server that keeps each read short but
+    never finishes (headers, interim answers, trailers, chunk sizes) is cut when it is up."""
+    server = RawServer(head, repeated, every)
+    fetcher = Fetcher(policy(timeout_seconds=1.0))
+    started = time.monotonic()
+    got = fetcher.attachment(message(f"http://127.0.0.1:{server.port}/slow.png"))
+    assert time.monotonic() - started < 2.5, "not bounded by attachments.timeout_seconds"
+    assert (got.outcome, got.reason) == (FAILED, "timed out (attachments.timeout_seconds = 1)"), got
+    assert got.data == b""
+
+
+def test_a_body_cut_short_of_its_content_length_is_a_failure_not_a_file() -> None:
+    server = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + b"x" * 10)
+    got = Fetcher(policy()).attachment(message(f"http://127.0.0.1:{server.port}/cut.png"))
+    assert (got.outcome, got.data) == (FAILED, b""), got
+    assert got.reason == "the server closed the connection after 10 of 1,000 bytes", got
