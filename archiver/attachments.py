@@ -38,6 +38,7 @@ KINDS = ("IMAGE", "DOCUMENT")  # message types whose URL is the file itself (a L
 FETCHED, REFUSED, FAILED = "fetched", "refused", "failed"
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 64 * 1024
+REASON_CHARS = 300  # a failed file's reason, at most (see _plain)
 PATH_SAFE = "/%:@!$&'()*+,;=-._~?"  # RFC 3986 characters kept as they are in a path and query
 # Cloud instance metadata services: refused even inside an allowed network.
 METADATA = frozenset(ipaddress.ip_address(a) for a in (
@@ -258,7 +259,7 @@ class Fetcher:
                     url = urljoin(url, location)
                     continue
                 if response.status != 200:
-                    raise Failed(f"HTTP {response.status} {response.reason}".strip())
+                    raise Failed(f"HTTP {response.status}")  # not the server's reason phrase: its words are not ours
                 return self._body(conn, response, limit, deadline)
             except (OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, TimeoutError) or self.clock() >= deadline:  # timed out, or shut at the deadline
@@ -371,7 +372,14 @@ def _shut(conn: http.client.HTTPConnection) -> None:
 
 
 def _unfetched(m: Message, outcome: str, reason: str) -> Attachment:
-    return Attachment(m.position, m.message_id, m.url, file_name(m.url), outcome, reason)
+    return Attachment(m.position, m.message_id, m.url, file_name(m.url), outcome, _plain(reason))
+
+
+def _plain(reason: str, limit: int = REASON_CHARS) -> str:
+    """REASON as the index, record and PDF keep it: control and format characters (a bidi override, an
+    escape sequence) written as escapes, and cut at LIMIT characters (a host name from a Location header)."""
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in reason)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _cap(limit: int, policy: Policy) -> str:
@@ -386,6 +394,8 @@ def _over_chat_time(policy: Policy) -> str:
 def _network_error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"timed out (attachments.timeout_seconds = {timeout:g})"
+    if isinstance(exc, http.client.HTTPException):  # its text quotes what the server sent
+        return f"{type(exc).__name__}: not a usable HTTP answer"
     return f"{type(exc).__name__}: {exc}"
 
 

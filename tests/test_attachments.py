@@ -59,7 +59,7 @@ def test_images_and_documents_are_fetched_with_their_sniffed_type(server, files)
 
 def test_404_is_a_failure_with_its_reason(server) -> None:
     got = Fetcher(policy()).attachment(message(f"{server}/gone.png"))
-    assert (got.outcome, got.reason, got.data) == (FAILED, "HTTP 404 Not Found", b"")
+    assert (got.outcome, got.reason, got.data) == (FAILED, "HTTP 404", b"")
 
 
 def test_a_server_that_stalls_times_out(server, files) -> None:
@@ -284,3 +284,17 @@ def test_a_body_cut_short_of_its_content_length_is_a_failure_not_a_file() -> Non
     got = Fetcher(policy()).attachment(message(f"http://127.0.0.1:{server.port}/cut.png"))
     assert (got.outcome, got.data) == (FAILED, b""), got
     assert got.reason == "the server closed the connection after 10 of 1,000 bytes", got
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 404 4111 1111 1111 1111 \xe2\x80\xae" + b"z" * 5000 + b"\r\nContent-Length: 0\r\n\r\n",  # a reason phrase
+    b"HTTP/1.1 4111111111111111 \x1b[31m" + b"z" * 5000 + b"\r\n\r\n",  # a status line http.client quotes back
+], ids=["reason phrase", "bad status line"])
+def test_what_a_server_says_reaches_the_reason_only_short_and_as_plain_text(answer) -> None:
+    """The reason of a failed file is kept in the index, the record and the PDF: the server's own words are
+    left out or cut short and written with escapes, never raw control or bidi characters."""
+    server = RawServer(answer)
+    got = Fetcher(policy()).attachment(message(f"http://127.0.0.1:{server.port}/x.png"))
+    assert got.outcome == FAILED and len(got.reason) <= 300, got.reason
+    assert not any(ch in got.reason for ch in "\x1b\u202e\r\n"), got.reason
+    assert "4111 1111 1111 1111" not in got.reason, "the server's words are not needed to say what failed"
