@@ -152,7 +152,7 @@ class ArtifactBuilder:
         fetched: tuple[Attachment, ...] = ()
         if self.fetcher is not None:
             with timed(timings, "fetch"):
-                fetched = tuple(self.fetcher.fetch_all(transcript.messages))
+                fetched = tuple(self.fetcher.fetch_all(transcript.messages, self.redactor.masked))
         if retry is not None and not improved(fetched, retry):
             raise NothingNew(transcript.room, retry.of_version, retry.retries)
         with timed(timings, "render"):

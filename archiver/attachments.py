@@ -201,8 +201,11 @@ class Fetcher:
         self.clock = clock
         self.tls = ssl.create_default_context()
 
-    def fetch_all(self, messages: Iterable[Message]) -> list[Attachment]:
-        """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order."""
+    def fetch_all(self, messages: Iterable[Message], masked: Callable[[str], bool] = lambda url: False
+                  ) -> list[Attachment]:
+        """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order. A URL that
+        redaction changed (MASKED: a media id that looks like a card number, say) names no file the server
+        has: refused, not asked for."""
         found: list[Attachment] = []
         budget = self.policy.max_bytes_per_chat
         until = self.clock() + self.policy.max_seconds_per_chat  # the build must finish: see Policy.from_config
@@ -211,6 +214,10 @@ class Fetcher:
                 continue
             if len(found) >= self.policy.max_per_chat:
                 found.append(_unfetched(m, REFUSED, f"over attachments.max_per_chat ({self.policy.max_per_chat})"))
+                continue
+            if masked(m.url):
+                found.append(_unfetched(m, REFUSED, "its URL was changed by redaction (a part of it looks like "
+                                                    "sensitive data): the file is not asked for by another name"))
                 continue
             if self.clock() >= until:  # a server problem, not the file's: FAILED, so a later pass retries it
                 found.append(_unfetched(m, FAILED, _over_chat_time(self.policy)))

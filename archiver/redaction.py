@@ -327,6 +327,10 @@ class Redactor:
         self.shortest = min((getattr(r, "shortest", 1) for r in rules), default=1)
         self.clean_keys: set[str] = set()
 
+    def masked(self, text: str) -> bool:
+        """Whether TEXT holds what a rule writes in place of a match (a card's masked digits, a mask)."""
+        return any((MASK if isinstance(r, CardRule) else r.mask) in text for r in self.rules)
+
     @property
     def note_rules(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)

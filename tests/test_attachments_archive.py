@@ -426,3 +426,22 @@ def test_holds_retention_and_erasure_treat_attachments_like_the_other_objects(ma
     tombstone = index_db(config)[config["index.entries"]].find_one({"room": erased[0]["room"]})
     assert tombstone["status"] == "deleted" and tombstone["objects"] == by_room[erased[0]["room"]]["objects"]
     assert verify_archive(config, None).ok
+
+
+def test_a_file_whose_url_redaction_changed_is_refused_not_asked_for_under_another_name(
+        make_config, keys, server, files, tmp_path) -> None:
+    """A media id that looks like a card number is masked in the URL like anywhere else: the file it named is
+    not fetched under the masked URL (a 404 that would read as the server's fault, retried for days) but
+    refused, saying why."""
+    files.add("/m/4111111111111111/scan.png", png())
+    files.add("/plain.png", png())
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/m/4111111111111111/scan.png"), ("IMAGE", f"{server}/plain.png")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    refused, fetched = entry["attachments"]
+    assert refused["outcome"] == "refused" and "changed by redaction" in refused["reason"], refused
+    assert fetched["outcome"] == "fetched" and "attachments_retry_until" not in entry
+    assert files.requests == ["/plain.png"], "the masked URL was not asked for"
+    assert "changed by redaction" in pdf_text(config, keys, entry, tmp_path)
