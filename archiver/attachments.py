@@ -23,6 +23,7 @@ import hashlib
 import http.client
 import ipaddress
 import posixpath
+import re
 import socket
 import ssl
 import threading
@@ -40,9 +41,12 @@ REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 64 * 1024
 REASON_CHARS = 300  # a failed file's reason, at most (see _plain)
 PATH_SAFE = "/%:@!$&'()*+,;=-._~?"  # RFC 3986 characters kept as they are in a path and query
-# Cloud instance metadata services: refused even inside an allowed network.
+# Cloud instance metadata and host services (AWS, ECS and EKS credentials, Alibaba, Oracle, Azure's
+# WireServer): refused even inside an allowed network, and whatever Python's is_global thinks of them.
 METADATA = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254"))
+    "169.254.169.254", "169.254.170.2", "169.254.170.23", "100.100.100.200", "192.0.0.192", "168.63.129.16",
+    "fd00:ec2::254", "fd00:ec2::23"))
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")  # LDH labels
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -158,8 +162,8 @@ def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
         return f"{address} is a cloud metadata address"
     if any(address in network for network in allowed):
         return ""
-    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
-        if getattr(address, f"is_{kind}"):
+    for kind in ("unspecified", "loopback", "link_local", "site_local", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}", False):  # site_local: IPv6 only
             return f"{address} is a {kind.replace('_', '-')} address"
     return "" if address.is_global else f"{address} is not a public address"
 
@@ -263,7 +267,7 @@ class Fetcher:
                     location = response.getheader("Location")
                     if not location:
                         raise Failed(f"HTTP {response.status} without a Location")
-                    url = urljoin(url, location)
+                    url = self.follow(url, location)
                     continue
                 if response.status != 200:
                     raise Failed(f"HTTP {response.status}")  # not the server's reason phrase: its words are not ours
@@ -278,6 +282,15 @@ class Fetcher:
                 conn.close()
         raise Refused(f"more than {self.policy.max_redirects} redirects (attachments.max_redirects)")
 
+    @staticmethod
+    def follow(url: str, location: str) -> str:
+        """Where a redirect from URL to LOCATION leads; Refused from https to http (the rest of the fetch,
+        the file included, would cross the network in clear)."""
+        target = urljoin(url, location)
+        if urlsplit(url).scheme.lower() == "https" and urlsplit(target).scheme.lower() != "https":
+            raise Refused(f"a redirect from https to {urlsplit(target).scheme or '(none)'}")
+        return target
+
     def check(self, url: str) -> tuple[str, str, int, str, str]:
         """(scheme, host, port, path, the address to connect to) of URL, or Refused: nothing is contacted."""
         try:
@@ -288,6 +301,9 @@ class Fetcher:
         scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
         if scheme not in ("http", "https"):
             raise Refused(f"scheme {scheme or '(none)'!r} is not fetched (only http and https)")
+        if "@" in parts.netloc or "\\" in parts.netloc or not _plain_host(host):  # read alike by every parser
+            raise Refused(f"{parts.netloc[:100]!r} is not a plain host name (letters, digits, hyphens and dots, "
+                          "or an IP address; no user information)")
         if not host or not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.policy.hosts):
             raise Refused(f"host {host!r} is not in attachments.hosts")
         try:
@@ -320,7 +336,7 @@ class Fetcher:
     def _body(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, limit: int,
               deadline: float) -> bytes:
         declared = response.getheader("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise Refused(f"too big: {int(declared):,} bytes, over {_cap(limit, self.policy)}")
         chunks, size = [], 0
         while True:
@@ -366,6 +382,21 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
     def connect(self) -> None:
         sock = self.sock = self.opener((self.address, self.port), self.timeout)  # the watchdog can shut it
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
+
+
+def _plain_host(host: str) -> bool:
+    """HOST (lower case, as urlsplit gives it) is an IP address or a DNS name of letters, digits and hyphens,
+    a non-ASCII name as its IDNA (punycode) form."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return bool(HOST_NAME.fullmatch(ascii_host))
 
 
 def _shut(conn: http.client.HTTPConnection) -> None:

@@ -111,6 +111,9 @@ def test_a_host_not_allowed_is_refused_without_resolving_it() -> None:
     ("::ffff:169.254.169.254", "metadata"), ("::ffff:10.0.0.1", "private"), ("fe80::1", "link-local"),
     ("fd00:ec2::254", "metadata"), ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
     ("100.64.0.1", "not a public"), ("2002:a00:1::", "embeds"),
+    # metadata and host services that Python 3.11's is_global calls public, or that sit in networks allowed
+    ("192.0.0.192", "metadata"), ("168.63.129.16", "metadata"), ("169.254.170.23", "metadata"),
+    ("fd00:ec2::23", "metadata"), ("fec0::1", "site-local"),
 ])
 def test_forbidden_addresses_are_refused_before_any_connection(address, why) -> None:
     net = Network({"media.example.com": [address]})
@@ -298,3 +301,31 @@ def test_what_a_server_says_reaches_the_reason_only_short_and_as_plain_text(answ
     assert got.outcome == FAILED and len(got.reason) <= 300, got.reason
     assert not any(ch in got.reason for ch in "\x1b\u202e\r\n"), got.reason
     assert "4111 1111 1111 1111" not in got.reason, "the server's words are not needed to say what failed"
+
+
+def test_metadata_of_every_cloud_stays_refused_inside_an_allowed_network() -> None:
+    everything = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+    for address in ("169.254.169.254", "169.254.170.2", "169.254.170.23", "100.100.100.200", "192.0.0.192",
+                    "168.63.129.16", "fd00:ec2::254", "fd00:ec2::23"):
+        assert "metadata" in forbidden(ipaddress.ip_address(address), everything), address
+
+
+@pytest.mark.parametrize("url", [
+    "http://evil.example.org\\@media.example.com/x.png",  # a browser reads the host as evil.example.org
+    "http://media.example.com\\.evil.example.org/x.png",
+    "http://media_example.com/x.png",
+])
+def test_a_host_that_is_not_a_plain_dns_name_is_refused_without_resolving_it(url) -> None:
+    net = Network({})
+    got = Fetcher(policy(hosts=("*",)), net.resolve, net.connect).attachment(message(url))
+    assert got.outcome == REFUSED and "not a plain host name" in got.reason, got
+    assert net.resolved == [] and net.connected == []
+
+
+def test_a_redirect_from_https_to_http_is_refused() -> None:
+    fetcher = Fetcher(policy())
+    with pytest.raises(Exception) as caught:
+        fetcher.follow("https://127.0.0.1/a.png", "http://127.0.0.1/b.png")
+    assert "from https to http" in str(caught.value)
+    assert fetcher.follow("http://127.0.0.1/a.png", "https://127.0.0.1/b.png") == "https://127.0.0.1/b.png"
+    assert fetcher.follow("https://127.0.0.1/a/x.png", "../b.png") == "https://127.0.0.1/b.png"
