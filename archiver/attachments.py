@@ -172,7 +172,11 @@ def sniff(data: bytes) -> str:
     """The content type the bytes themselves say (magic numbers), never what a server claimed."""
     for magic, offset, kind in SIGNATURES:
         if data[offset:offset + len(magic)] == magic:
-            return "image/webp" if kind == "riff" and data[8:12] == b"WEBP" else kind
+            if kind == "riff":  # a container: its form type says what is inside
+                return RIFF_FORMS.get(data[8:12], "application/octet-stream")
+            if kind == "iso-media":  # MP4 and its kin: the major brand says which
+                return ISO_BRANDS.get(data[8:12], "video/mp4")
+            return kind
     if b"\x00" not in data[:4096]:
         try:
             data[:4096].decode("utf-8")
@@ -188,8 +192,11 @@ SIGNATURES = (  # (magic, offset, type)
     (b"GIF89a", 0, "image/gif"), (b"%PDF-", 0, "application/pdf"), (b"RIFF", 0, "riff"),
     (b"II*\x00", 0, "image/tiff"), (b"MM\x00*", 0, "image/tiff"), (b"PK\x03\x04", 0, "application/zip"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 0, "application/x-ole-storage"), (b"\x1f\x8b", 0, "application/gzip"),
-    (b"ftyp", 4, "video/mp4"), (b"OggS", 0, "audio/ogg"), (b"ID3", 0, "audio/mpeg"),
+    (b"ftyp", 4, "iso-media"), (b"OggS", 0, "audio/ogg"), (b"ID3", 0, "audio/mpeg"),
 )
+RIFF_FORMS = {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}
+ISO_BRANDS = {b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif",
+              b"avif": "image/avif", b"qt  ": "video/quicktime", b"M4A ": "audio/mp4"}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "application/pdf": "pdf",
               "image/webp": "webp", "image/tiff": "tif", "application/zip": "zip", "text/plain": "txt"}
 

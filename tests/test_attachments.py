@@ -183,6 +183,11 @@ def test_sniffing_reads_the_bytes() -> None:
     assert sniff(png()) == "image/png" and sniff(jpeg()) == "image/jpeg" and sniff(PDF) == "application/pdf"
     assert sniff(b"GIF89a...") == "image/gif" and sniff(b"RIFF\0\0\0\0WEBPVP8 ") == "image/webp"
     assert sniff("ciao è".encode()) == "text/plain" and sniff(b"\x00\x01\x02\xff") == "application/octet-stream"
+    # containers say what is inside: a RIFF's form type, an ISO media file's brand (an iPhone photo is HEIC)
+    assert sniff(b"RIFF\0\0\0\0WAVEfmt ") == "audio/wav" and sniff(b"RIFF\0\0\0\0AVI LIST") == "video/x-msvideo"
+    assert sniff(b"RIFF\0\0\0\0XXXX") == "application/octet-stream"
+    assert sniff(b"\0\0\0\x18ftypheic\0\0\0\0") == "image/heic" and sniff(b"\0\0\0\x18ftypavif") == "image/avif"
+    assert sniff(b"\0\0\0\x18ftypisom\0\0\0\0") == "video/mp4" and sniff(b"\0\0\0\x18ftypqt  ") == "video/quicktime"
 
 
 def test_spaces_non_ascii_and_line_breaks_stay_inside_the_path(server, files) -> None:
