@@ -349,8 +349,8 @@ class Fetcher:
         while True:
             self._remaining(conn, deadline)
             chunk = response.read1(CHUNK)  # what has arrived: read() would wait to fill CHUNK
-            if not chunk:
-                if self.clock() >= deadline:  # shut by the watchdog: not the end of the file
+            if not chunk:  # the end, or what looks like it once the watchdog shut the connection
+                if response.length != 0 and self.clock() >= deadline:  # 0: all its Content-Length came
                     raise TimeoutError()
                 if response.length:  # read1 ends quietly when the server closes early
                     raise Failed(f"the server closed the connection after {size:,} of {size + response.length:,} bytes")
