@@ -211,6 +211,7 @@ class Fetcher:
         self.connect = connect
         self.clock = clock
         self.tls = ssl.create_default_context()
+        self.connections = 0  # made so far (max_per_chat counts the files that made one)
 
     def fetch_all(self, messages: Iterable[Message], masked: Callable[[str], bool] = lambda url: False
                   ) -> list[Attachment]:
@@ -218,12 +219,13 @@ class Fetcher:
         redaction changed (MASKED: a media id that looks like a card number, say) names no file the server
         has: refused, not asked for."""
         found: list[Attachment] = []
+        asked = 0  # files a server was asked for (whatever came of it): what max_per_chat bounds
         budget = self.policy.max_bytes_per_chat
         until = self.clock() + self.policy.max_seconds_per_chat  # the build must finish: see Policy.from_config
         for m in messages:
             if m.type not in KINDS or not m.url:
                 continue
-            if len(found) >= self.policy.max_per_chat:
+            if asked >= self.policy.max_per_chat:
                 found.append(_unfetched(m, REFUSED, f"over attachments.max_per_chat ({self.policy.max_per_chat})"))
                 continue
             if masked(m.url):
@@ -233,7 +235,9 @@ class Fetcher:
             if self.clock() >= until:  # a server problem, not the file's: FAILED, so a later pass retries it
                 found.append(_unfetched(m, FAILED, _over_chat_time(self.policy)))
                 continue
+            connections = self.connections
             attachment = self.attachment(m, budget, until)
+            asked += self.connections > connections
             budget -= len(attachment.data)
             found.append(attachment)
         return found
@@ -330,6 +334,7 @@ class Fetcher:
     def _connection(self, scheme: str, host: str, port: int, address: str, deadline: float
                     ) -> http.client.HTTPConnection:
         timeout = max(0.001, deadline - self.clock())
+        self.connections += 1
         if scheme == "https":
             return _PinnedHTTPS(host, port, address, self.connect, timeout, self.tls)
         return _PinnedHTTP(host, port, address, self.connect, timeout)

@@ -334,3 +334,14 @@ def test_a_redirect_from_https_to_http_is_refused() -> None:
     assert "from https to http" in str(caught.value)
     assert fetcher.follow("http://127.0.0.1/a.png", "https://127.0.0.1/b.png") == "https://127.0.0.1/b.png"
     assert fetcher.follow("https://127.0.0.1/a/x.png", "../b.png") == "https://127.0.0.1/b.png"
+
+
+def test_files_refused_without_asking_a_server_do_not_use_up_the_per_chat_count(server, files) -> None:
+    """max_per_chat bounds what is asked of servers: junk links refused on their own (a host not allowed)
+    cost nothing, so they cannot crowd out the real files after them."""
+    for i in range(2):
+        files.add(f"/{i}.png", png())
+    junk = [message(f"https://elsewhere.example.org/{i}.png", i + 1) for i in range(3)]
+    real = [message(f"{server}/{i}.png", 4 + i) for i in range(2)]
+    got = Fetcher(policy(max_per_chat=2)).fetch_all([*junk, *real])
+    assert [a.outcome for a in got] == [REFUSED] * 3 + [FETCHED] * 2
