@@ -17,6 +17,7 @@ server or the network: retried by later passes within `attachments.retry_hours`)
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import fnmatch
 import hashlib
@@ -264,7 +265,7 @@ class Fetcher:
         capped = until is not None and until < deadline
         deadline = until if capped else deadline
         for _ in range(self.policy.max_redirects + 1):
-            scheme, host, port, path, address = self.check(url)
+            scheme, host, port, path, address = self.check(url, deadline)
             conn = self._connection(scheme, host, port, address, deadline)
             # A socket timeout bounds each wait, not a call that waits many times (a header dripped a byte
             # at a time, interim answers or trailers without end, a slow TLS handshake): at the deadline
@@ -302,13 +303,15 @@ class Fetcher:
             raise Refused(f"a redirect from https to {urlsplit(target).scheme or '(none)'}")
         return target
 
-    def check(self, url: str) -> tuple[str, str, int, str, str]:
+    def check(self, url: str, deadline: float | None = None) -> tuple[str, str, int, str, str]:
         """(scheme, host, port, path, the address to connect to) of URL, or Refused: nothing is contacted."""
         try:
             parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            port = parts.port if parts.port is not None else 443 if parts.scheme.lower() == "https" else 80
         except ValueError as exc:
             raise Refused(f"not a usable URL ({exc})") from None
+        if port == 0:
+            raise Refused("port 0 is not a port a server listens on")
         scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
         if scheme not in ("http", "https"):
             raise Refused(f"scheme {scheme or '(none)'!r} is not fetched (only http and https)")
@@ -318,7 +321,9 @@ class Fetcher:
         if not host or not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.policy.hosts):
             raise Refused(f"host {host!r} is not in attachments.hosts")
         try:
-            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolve(host, port)]
+            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self._resolved(host, port, deadline)]
+        except TimeoutError:
+            raise Failed(f"cannot resolve {host!r} (timed out)") from None
         except (OSError, UnicodeError, ValueError) as exc:
             raise Failed(f"cannot resolve {host!r} ({exc})") from None
         if not addresses:
@@ -330,6 +335,25 @@ class Fetcher:
         # Percent-encoded as sent on the wire: a space, a non-ASCII letter or a stray CR LF stays inside the path.
         path = quote(parts.path or "/", safe=PATH_SAFE) + (f"?{quote(parts.query, safe=PATH_SAFE)}" if parts.query else "")
         return scheme, host, port, path, str(addresses[0])
+
+    def _resolved(self, host: str, port: int, deadline: float | None) -> list[str]:
+        """self.resolve(HOST, PORT), waited for until DEADLINE at most: the system resolver has its own
+        timeouts, per server and attempt, that no socket timeout bounds (it goes on in its thread, and its
+        answer is dropped)."""
+        if deadline is None:
+            return self.resolve(host, port)
+        answer: concurrent.futures.Future = concurrent.futures.Future()
+
+        def resolve() -> None:
+            try:
+                answer.set_result(self.resolve(host, port))
+            except BaseException as exc:  # handed to the waiting fetch
+                answer.set_exception(exc)
+        threading.Thread(target=resolve, daemon=True).start()
+        try:
+            return answer.result(timeout=max(0.0, deadline - self.clock()))
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError() from None
 
     def _connection(self, scheme: str, host: str, port: int, address: str, deadline: float
                     ) -> http.client.HTTPConnection:

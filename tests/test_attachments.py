@@ -345,3 +345,18 @@ def test_files_refused_without_asking_a_server_do_not_use_up_the_per_chat_count(
     real = [message(f"{server}/{i}.png", 4 + i) for i in range(2)]
     got = Fetcher(policy(max_per_chat=2)).fetch_all([*junk, *real])
     assert [a.outcome for a in got] == [REFUSED] * 3 + [FETCHED] * 2
+
+
+def test_a_resolver_that_hangs_is_bounded_by_the_fetch_time_and_port_0_is_refused() -> None:
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["93.184.216.34"]
+    net = Network({})
+    fetcher = Fetcher(policy(hosts=("media.example.com",), timeout_seconds=0.5), slow, net.connect)
+    started = time.monotonic()
+    got = fetcher.attachment(message("https://media.example.com/x.png"))
+    assert time.monotonic() - started < 1.5 and net.connected == []
+    assert (got.outcome, got.reason) == (FAILED, "cannot resolve 'media.example.com' (timed out)"), got
+    refused = Fetcher(policy(hosts=("127.0.0.1",)), net.resolve, net.connect).attachment(
+        message("http://127.0.0.1:0/x.png"))
+    assert refused.outcome == REFUSED and "port 0" in refused.reason and net.connected == []
