@@ -108,6 +108,7 @@ class CardRule:
 
     name = "card"
     shortest = CARD_LENGTHS.start
+    mask = MASK  # written for each hidden digit (see Redactor.masked)
 
     def __init__(self, show: str, prefixes: list[str]) -> None:
         self.first, self.last = CARD_SHOW[show]
@@ -329,7 +330,7 @@ class Redactor:
 
     def masked(self, text: str) -> bool:
         """Whether TEXT holds what a rule writes in place of a match (a card's masked digits, a mask)."""
-        return any((MASK if isinstance(r, CardRule) else r.mask) in text for r in self.rules)
+        return any(r.mask in text for r in self.rules)
 
     @property
     def note_rules(self) -> tuple[str, ...]:

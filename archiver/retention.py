@@ -60,17 +60,13 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not tally_of(self.report).failed
+        return not Tally(self.report["counts"]).failed
 
     def items(self) -> Iterator[dict[str, Any]]:
         """Every item, streamed when the report was written in parts."""
         if "items" in self.report or self.stored_items is None:
             return iter(self.report["items"])
         return self.stored_items()
-
-
-def tally_of(report: dict[str, Any]) -> Tally:
-    return Tally(report["counts"], report["rooms_affected"])
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

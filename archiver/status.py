@@ -99,7 +99,7 @@ def collect(config: Config) -> Status:
 def _last_run(runs: Collection, kind: str) -> dict[str, Any] | None:
     """The latest deletion run of KIND (runs.py), finished or not: one left `executing` or `reporting` is
     finished by the next run of its kind."""
-    run = next(iter(runs.find({"kind": kind, "started_at": {"$exists": True}}).sort("started_at", -1).limit(1)), None)
+    run = runs.find_one({"kind": kind, "started_at": {"$exists": True}}, sort=[("started_at", -1)])
     if run is None:
         return None
     return {"run": run["_id"], "state": run["state"], "as_of": _iso(run.get("as_of")),
