@@ -11,6 +11,7 @@ import concurrent.futures as cf
 import dataclasses
 import datetime as dt
 import functools
+import logging
 import os
 import threading
 import time
@@ -25,9 +26,10 @@ from cryptography import x509
 
 from archiver import attachments as attachments_
 from archiver.attachment_retries import NothingNew, Retry, improved
-from archiver.attachments import Attachment, Fetcher, Policy
+from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients
+from archiver.logs import event
 from archiver.policy import Policy as RetentionPolicy, configured_policy
 from archiver.names import version_folder
 from archiver.redaction import RedactionNote, Redactor
@@ -99,9 +101,10 @@ class ArtifactBuilder:
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
                  max_message_chars: int, retain_days: int, redactor: Redactor,
                  search_key: bytes | None = None, fetcher: Fetcher | None = None,
-                 policy: RetentionPolicy | None = None) -> None:
+                 policy: RetentionPolicy | None = None, store: ObjectStore | None = None) -> None:
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
         self.fetcher = fetcher  # attachments; None: not fetched (disabled, or an offline render)
+        self.store = store  # where an attachment retry reads the files an earlier version stored
         self.policy = policy  # retention rules: each archive's Object Lock retain-until follows its rule
         self.renderer = renderer
         self.signer = signer
@@ -111,8 +114,10 @@ class ArtifactBuilder:
         self.redactor = redactor
 
     @classmethod
-    def from_config(cls, config: Config, *, encrypt: bool = True) -> "ArtifactBuilder":
-        """ENCRYPT: a builder for the archive (attachments fetched when enabled); else for an offline render."""
+    def from_config(cls, config: Config, *, encrypt: bool = True, store: ObjectStore | None = None
+                    ) -> "ArtifactBuilder":
+        """ENCRYPT: a builder for the archive (attachments fetched when enabled); else for an offline render.
+        STORE: the archive's, where an attachment retry finds the files an earlier version stored."""
         policy = Policy.from_config(config)
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
@@ -125,6 +130,7 @@ class ArtifactBuilder:
             load_search_key(config["search.key_file"]) if config["search.key_file"] else None,
             Fetcher(policy) if encrypt and policy.enabled else None,
             configured_policy(config),
+            store,
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
@@ -152,7 +158,8 @@ class ArtifactBuilder:
         fetched: tuple[Attachment, ...] = ()
         if self.fetcher is not None:
             with timed(timings, "fetch"):
-                fetched = tuple(self.fetcher.fetch_all(transcript.messages, self.redactor.masked))
+                fetched = tuple(self.fetcher.fetch_all(transcript.messages, self.redactor.masked,
+                                                       self._kept(transcript.room, retry)))
         if retry is not None and not improved(fetched, retry):
             raise NothingNew(transcript.room, retry.of_version, retry.retries)
         with timed(timings, "render"):
@@ -169,6 +176,29 @@ class ArtifactBuilder:
             record_signature = self.signer.sign_detached(record)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
+
+    def _kept(self, room: str, retry: Retry | None) -> dict[int, Kept]:
+        """The files RETRY's earlier version stored, read back from the store (still encrypted) to be copied
+        into the new version; one that is gone or no longer what its entry says is fetched again instead."""
+        if retry is None or self.store is None or self.envelope is None:
+            return {}
+        if retry.recipients != tuple(self.envelope.recipient_ids):  # opened by other keys than this version's
+            event("attachment_not_kept", logging.INFO, room=room, error="the recipients have changed since version "
+                  f"{retry.of_version}: its files are fetched again, for this version's recipients")
+            return {}
+        found = {}
+        for position, file in retry.kept.items():
+            try:
+                sealed = self.store.get(file.key, file.version_id)
+            except (StoreError, OSError) as exc:
+                event("attachment_not_kept", logging.WARNING, room=room, key=file.key, error=str(exc))
+                continue
+            if sha256_hex(sealed) != file.sha256:  # verify reports the object; this version fetches the file
+                event("attachment_not_kept", logging.WARNING, room=room, key=file.key,
+                      error="the stored object is not the one its index entry names (SHA-256 differs)")
+                continue
+            found[position] = dataclasses.replace(file, sealed=sealed)
+        return found
 
     def archive_info(self, version: int, generated_at: dt.datetime, digest: str, record: bytes) -> ArchiveInfo:
         """What the PDF's archive block states (and the record it attaches)."""
@@ -214,10 +244,10 @@ class ArtifactBuilder:
 
     def _attachment_blob(self, a: Attachment, folder: str) -> Blob:
         assert self.envelope is not None
-        sealed = self.envelope.encrypt(a.data)
+        sealed = a.kept.sealed if a.kept else self.envelope.encrypt(a.data)
         digest = sha256_hex(sealed)
         return Blob(a.name, f"{folder}/{a.name}-{digest[:16]}.{attachments_.extension(a.content_type)}.p7m", sealed,
-                    digest, a.sha256, len(a.data),
+                    digest, a.sha256, a.size,
                     {"position": a.position, "content_type": a.content_type, "fetched_at": a.fetched_at})
 
 
@@ -303,8 +333,8 @@ _PUTS = cf.ThreadPoolExecutor(len(OBJECTS), thread_name_prefix="put")
 
 def init_worker(config: Config) -> None:
     global _WORKER_BUILDER, _WORKER_STORE, _WORKER_LOCKS
-    _WORKER_BUILDER = ArtifactBuilder.from_config(config)
     _WORKER_STORE = open_store(config)
+    _WORKER_BUILDER = ArtifactBuilder.from_config(config, store=_WORKER_STORE)
     _WORKER_LOCKS = bool(config["storage.object_lock_mode"])
 
 

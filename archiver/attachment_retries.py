@@ -7,6 +7,10 @@ It builds the chat again and keeps the result only if it is better: at least one
 is now fetched and none fetched before is lost. Otherwise nothing is stored (`NothingNew`) and the
 next try waits twice as long. The window runs from the first version, so retries end.
 
+A file the earlier version stored is not fetched again (its link may well have expired since): the
+retry copies its stored object, still encrypted, into the new version (`Kept`); the archiver holds no
+key to open it, and needs none, since its hashes are in the earlier version's entry.
+
 The index allows one version per (room, source_sha256): a retry version's `source_sha256` is a key
 derived from the source digest and its own version number; `documents_sha256` holds the source
 digest itself (the one its signed record names).
@@ -16,10 +20,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from archiver.attachments import FAILED, FETCHED, Attachment
+from archiver.attachments import FAILED, FETCHED, Attachment, Kept
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 
@@ -44,6 +48,8 @@ class Retry:
     failed: frozenset[int]  # positions that failed before
     until: dt.datetime  # end of the window, from the first version
     retries: int  # tries so far
+    kept: dict[int, Kept] = field(default_factory=dict)  # by position: the files fetched before
+    recipients: tuple[str, ...] = ()  # whom the earlier version's objects are encrypted to
 
 
 def documents_sha256(entry: dict[str, Any]) -> str:
@@ -61,7 +67,18 @@ def planned(latest: dict[str, Any] | None, digest: str, version: int, at: dt.dat
     described = latest.get("attachments") or []
     return Retry(latest["version"], content_key(digest, version), digest, frozenset(a["position"] for a in described if a["outcome"] == FETCHED),
                  frozenset(a["position"] for a in described if a["outcome"] == FAILED), _aware(until),
-                 latest.get("attachments_retries", 0))
+                 latest.get("attachments_retries", 0), kept(latest), tuple(latest.get("recipients") or ()))
+
+
+def kept(entry: dict[str, Any]) -> dict[int, Kept]:
+    """The files ENTRY's version stored, by position."""
+    found = {}
+    for name, obj in entry.get("objects", {}).items():
+        if name.startswith("attachment-"):
+            found[obj["position"]] = Kept(entry["version"], obj["key"], obj.get("version_id") or "", obj["sha256"],
+                                          obj["plaintext_sha256"], obj["plaintext_size"], obj["content_type"],
+                                          _aware(obj["fetched_at"]) if obj.get("fetched_at") else None)
+    return found
 
 
 def content_key(digest: str, version: int) -> str:

@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from archiver.config import Config, ConfigError
@@ -112,6 +112,20 @@ def networks_problem(values: list[str]) -> str | None:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """A file an earlier version stored, as its index entry describes it: copied, not fetched again."""
+    version: int  # the version whose object is copied
+    key: str
+    version_id: str
+    sha256: str  # of the stored (encrypted) object
+    plaintext_sha256: str
+    plaintext_size: int
+    content_type: str
+    fetched_at: dt.datetime | None
+    sealed: bytes = field(default=b"", repr=False)  # the stored object, once read back (by the worker)
+
+
+@dataclass(frozen=True)
 class Attachment:
     """What became of one message's file."""
     position: int  # the message's position in the chat
@@ -123,6 +137,7 @@ class Attachment:
     data: bytes = field(default=b"", repr=False)
     content_type: str = ""  # sniffed from DATA
     fetched_at: dt.datetime | None = None
+    kept: Kept | None = None  # stored by an earlier version, copied from there (DATA is empty)
 
     @property
     def name(self) -> str:
@@ -131,15 +146,24 @@ class Attachment:
 
     @property
     def sha256(self) -> str:
+        if self.kept:
+            return self.kept.plaintext_sha256
         return hashlib.sha256(self.data).hexdigest() if self.outcome == FETCHED else ""
+
+    @property
+    def size(self) -> int:
+        return self.kept.plaintext_size if self.kept else len(self.data)
 
     def describe(self) -> dict[str, Any]:
         """For the JSON record (signed): everything but the bytes."""
-        return {"position": self.position, "message_id": self.message_id, "url": self.url,
-                "file_name": self.file_name, "outcome": self.outcome, "reason": self.reason,
-                "size": len(self.data) if self.outcome == FETCHED else None, "sha256": self.sha256 or None,
-                "content_type": self.content_type or None, "fetched_at": _iso(self.fetched_at),
-                "object": self.name if self.outcome == FETCHED else None}
+        described = {"position": self.position, "message_id": self.message_id, "url": self.url,
+                     "file_name": self.file_name, "outcome": self.outcome, "reason": self.reason,
+                     "size": self.size if self.outcome == FETCHED else None, "sha256": self.sha256 or None,
+                     "content_type": self.content_type or None, "fetched_at": _iso(self.fetched_at),
+                     "object": self.name if self.outcome == FETCHED else None}
+        if self.kept:
+            described["kept_from_version"] = self.kept.version
+        return described
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -214,11 +238,13 @@ class Fetcher:
         self.tls = ssl.create_default_context()
         self.connections = 0  # made so far (max_per_chat counts the files that made one)
 
-    def fetch_all(self, messages: Iterable[Message], masked: Callable[[str], bool] = lambda url: False
-                  ) -> list[Attachment]:
+    def fetch_all(self, messages: Iterable[Message], masked: Callable[[str], bool] = lambda url: False,
+                  kept: Mapping[int, Kept] | None = None) -> list[Attachment]:
         """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order. A URL that
         redaction changed (MASKED: a media id that looks like a card number, say) names no file the server
-        has: refused, not asked for."""
+        has: refused, not asked for. KEPT: files an earlier version stored, by position: not fetched again,
+        but counted in the caps as when they were fetched."""
+        kept = kept or {}
         found: list[Attachment] = []
         asked = 0  # files a server was asked for (whatever came of it): what max_per_chat bounds
         budget = self.policy.max_bytes_per_chat
@@ -228,6 +254,13 @@ class Fetcher:
                 continue
             if asked >= self.policy.max_per_chat:
                 found.append(_unfetched(m, REFUSED, f"over attachments.max_per_chat ({self.policy.max_per_chat})"))
+                continue
+            if m.position in kept:
+                file = kept[m.position]
+                found.append(Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "",
+                                        content_type=file.content_type, fetched_at=file.fetched_at, kept=file))
+                asked += 1
+                budget -= file.plaintext_size
                 continue
             if masked(m.url):
                 found.append(_unfetched(m, REFUSED, "its URL was changed by redaction (a part of it looks like "

@@ -97,6 +97,21 @@ def test_per_chat_caps(server, files) -> None:
     assert "max_bytes_per_chat" in got[2].reason and "max_per_chat" in got[3].reason
 
 
+def test_files_kept_from_an_earlier_version_are_not_fetched_but_count_in_the_per_chat_caps(server, files) -> None:
+    from archiver.attachments import Kept
+    size = len(png())
+    for i in range(4):
+        files.add(f"/{i}.png", png())
+    kept = {1: Kept(1, "room/v1/attachment-1-x.png.p7m", "", "c" * 64, "p" * 64, size, "image/png", None)}
+    messages = [message(f"{server}/{i}.png", i + 1) for i in range(4)]
+    got = Fetcher(policy(max_per_chat=3)).fetch_all(messages, kept=kept)
+    assert [a.outcome for a in got] == [FETCHED] * 3 + [REFUSED] and "max_per_chat" in got[3].reason
+    assert got[0].kept is kept[1] and (got[0].sha256, got[0].size, got[0].data) == ("p" * 64, size, b"")
+    assert files.requests == ["/1.png", "/2.png"]  # the kept file was not asked for
+    by_bytes = Fetcher(policy(max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept=kept)
+    assert [a.outcome for a in by_bytes] == [FETCHED, FETCHED, REFUSED, REFUSED]
+
+
 def test_a_host_not_allowed_is_refused_without_resolving_it() -> None:
     net = Network({})
     got = Fetcher(policy(hosts=("media.example.com",)), net.resolve, net.connect).attachment(

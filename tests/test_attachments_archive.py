@@ -445,3 +445,71 @@ def test_a_file_whose_url_redaction_changed_is_refused_not_asked_for_under_anoth
     assert fetched["outcome"] == "fetched" and "attachments_retry_until" not in entry
     assert files.requests == ["/plain.png"], "the masked URL was not asked for"
     assert "changed by redaction" in pdf_text(config, keys, entry, tmp_path)
+
+
+def test_a_retry_keeps_the_files_an_earlier_version_stored_even_when_their_links_have_expired(
+        make_config, keys, server, files, tmp_path) -> None:
+    config = attaching(make_config)
+    photo = png((120, 80), "green")
+    files.add("/a.png", photo)
+    chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert [a["outcome"] for a in first["attachments"]] == ["fetched", "failed"]
+
+    del files.routes["/a.png"]  # the first link has expired (a 404 now); the second file is there at last
+    files.add("/later.pdf", PDF)
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok, report
+    _, second = entries(config)
+    assert second["attachments_retry_of"] == 1 and [a["outcome"] for a in second["attachments"]] == ["fetched"] * 2
+    assert files.requests.count("/a.png") == 1  # fetched once, as the docs say: kept, not asked for again
+    kept, before = second["objects"]["attachment-4"], first["objects"]["attachment-4"]
+    assert kept["key"].startswith(second["folder"] + "/")  # a copy in the new version's folder: each stands alone
+    assert (kept["sha256"], kept["plaintext_sha256"], kept["fetched_at"]) == (
+        before["sha256"], before["plaintext_sha256"], before["fetched_at"])
+    assert open_object(config, keys, kept) == photo and open_object(config, keys, second["objects"]["attachment-5"]) == PDF
+    listed = record_of(config, keys, second)["attachments"]
+    assert listed[0]["sha256"] == hashlib.sha256(photo).hexdigest() and listed[0]["size"] == len(photo)
+    assert listed[0]["kept_from_version"] == 1 and "kept_from_version" not in listed[1]
+    text = pdf_text(config, keys, second, tmp_path)
+    assert "kept from version 1" in text
+    assert verify_archive(config, [chat["room"]], _recipient(keys)).ok
+
+
+def test_a_kept_file_altered_in_the_store_is_fetched_again_not_copied(make_config, keys, server, files) -> None:
+    config = attaching(make_config)
+    files.add("/a.png", png())
+    chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    overwrite_stored(config, first["objects"]["attachment-4"]["key"], b"not what was stored")
+    files.add("/later.pdf", PDF)
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok, report
+    _, second = entries(config)
+    assert files.requests.count("/a.png") == 2  # not copied: fetched again
+    assert open_object(config, keys, second["objects"]["attachment-4"]) == png()
+    assert "kept_from_version" not in record_of(config, keys, second)["attachments"][0]
+
+
+def test_a_retry_after_the_recipients_changed_fetches_the_files_again_for_the_new_recipients(
+        make_config, keys, server, files, tmp_path) -> None:
+    from certfactory import make
+    config = attaching(make_config)
+    files.add("/a.png", png())
+    chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    second_reader = make(tmp_path / "auditor", "Auditor")
+    widened = attaching(make_config, encryption__recipients=[str(keys["legal.crt.pem"]), str(second_reader.cert_path)])
+    files.add("/later.pdf", PDF)
+    assert Archiver(widened).run_pass().archived == 1
+    _, second = entries(config)
+    # Copying version 1's object would leave it closed to the new recipient while the entry names them.
+    assert files.requests.count("/a.png") == 2 and len(second["recipients"]) == 2
+    assert second["objects"]["attachment-4"]["sha256"] != first["objects"]["attachment-4"]["sha256"]
+    assert "kept_from_version" not in record_of(config, keys, second)["attachments"][0]

@@ -38,15 +38,18 @@ def attachment_lines(renderer: "PdfRenderer", a: Attachment, counter: "_Counter"
     runs = [*renderer._runs(f"{labels['attachment_file']}: ", "label", counter),
             *renderer._field(name, "body", counter, quoted=True)]
     if a.outcome == FETCHED:
-        details = labels["attachment_fetched"].format(size=f"{len(a.data):,}", type=a.content_type,
+        details = labels["attachment_fetched"].format(size=f"{a.size:,}", type=a.content_type,
                                                       sha256=a.sha256, time=renderer._time(a.fetched_at))
         blocks = [runs, renderer._runs(details, "meta", counter)]
+        if a.kept:  # copied from an earlier version, whose transcript showed its image: no bytes to show here
+            kept = "attachment_kept_image" if a.content_type in THUMBNAIL_TYPES else "attachment_kept"
+            blocks.append(renderer._runs(labels[kept].format(version=a.kept.version), "note", counter))
     else:
         missing = labels["attachment_missing"].format(outcome=a.outcome)
         blocks = [runs, [*renderer._runs(missing, "warning", counter),
                          *renderer._runs(": ", "note", counter), *renderer._field(a.reason, "note", counter)]]
     yield from renderer._quoted(blocks)
-    if a.outcome != FETCHED or a.content_type not in THUMBNAIL_TYPES:
+    if a.outcome != FETCHED or a.content_type not in THUMBNAIL_TYPES or a.kept:
         return
     try:
         reader, width, height = thumbnail(a.data, THUMBNAIL_TYPES[a.content_type])

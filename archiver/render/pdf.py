@@ -73,6 +73,9 @@ LABEL_DEFAULTS = {
     "attachment_fetched": "{size} bytes · {type} · SHA-256 {sha256} · fetched {time}",
     "attachment_missing": "File not archived ({outcome})",
     "attachment_no_preview": "[image not shown: {reason}]",
+    "attachment_kept": "[kept from version {version}, not fetched again: the same stored file]",
+    "attachment_kept_image": "[kept from version {version}, not fetched again: the image is shown in that "
+                             "version's transcript]",
     "not_ended": "not ended; last message {time}",
     "participant": "{name} ({id})",
     "continued": "#{position} continued",
