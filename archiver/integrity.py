@@ -4,8 +4,8 @@
 SHA-256. `check_content` needs a recipient key: it decrypts and checks the
 plaintext hashes, the PDF's PAdES signature (pyHanko's validator), the record's
 detached CMS signature, and that the record and the PDF belong to the entry's
-room and version, so an object swapped with another room's is named even when
-its hashes were copied into the index too. `verify_archive` walks any number of
+room and version (the PDF attaches its record), so an object swapped with another
+room's or version's is named even when its hashes were copied into the index too. `verify_archive` walks any number of
 entries with a cursor, and the store's listing as a stream (bounded memory).
 """
 
@@ -41,7 +41,11 @@ from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
 from archiver.names import safe_name
+from archiver.render.evidence import RECORD_NAME
 from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store_for, store_location
+
+
+LEGACY_RECORD_FORMAT = "ctlive-archive-record/1"  # its PDF attaches no record
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Opened:
     sealed: dict[str, bytes] = field(default_factory=dict)
     plain: dict[str, bytes] = field(default_factory=dict)
     certificates: list[x509.Certificate] = field(default_factory=list)  # signer first
+    attached_record: bytes | None = None  # the record.json the signed PDF carries (PDF/A-3), if any
 
     @property
     def ok(self) -> bool:
@@ -153,7 +158,46 @@ def check_content(opened: Opened, key: RecipientKey, trust: list[x509.Certificat
         opened.checks.extend(_record_signature_checks(opened, trust))
     if "record" in opened.plain:
         opened.checks.extend(_record_checks(opened.plain["record"], entry))
+    if "pdf" in opened.plain and "record" in opened.plain:
+        opened.checks.append(_binding_check(opened))
     return opened
+
+
+def _binding_check(opened: Opened) -> Check:
+    """The signed PDF carries the record it was made with: a PDF of another version of the room (signed by
+    us, of the right room) put in this entry's place, or a record put in another's, is named here."""
+    what = "pdf: attaches this version's record, byte for byte"
+    if opened.attached_record is None:
+        if _record_format(opened.plain["record"]) == LEGACY_RECORD_FORMAT:  # made before PDFs carried records
+            return Check(what, True, f"not applicable: a {LEGACY_RECORD_FORMAT} record, whose PDF attaches none")
+        return Check(what, False, f"the PDF attaches no {RECORD_NAME}")
+    if opened.attached_record != opened.plain["record"]:
+        return Check(what, False, f"it attaches another record (SHA-256 {hashlib.sha256(opened.attached_record).hexdigest()}"
+                                  f", version {_record_field(opened.attached_record, 'version')!r})")
+    return Check(what, True)
+
+
+def _attached_record(reader: PdfFileReader) -> bytes | None:
+    """The record.json the PDF's catalog names among its embedded files (archiver.render.evidence), if any."""
+    root = reader.root  # pyHanko resolves indirect objects on [], not on .get()
+    files = root["/Names"]["/EmbeddedFiles"] if "/Names" in root and "/EmbeddedFiles" in root["/Names"] else None
+    listed = list(files["/Names"]) if files is not None and "/Names" in files else []
+    for at in range(0, len(listed) - 1, 2):
+        if str(listed[at]) == RECORD_NAME:
+            return listed[at + 1].get_object()["/EF"]["/F"].data
+    return None
+
+
+def _record_format(record: bytes) -> Any:
+    return _record_field(record, "format")
+
+
+def _record_field(record: bytes, name: str) -> Any:
+    try:
+        doc = json.loads(record)
+    except ValueError:
+        return None
+    return doc.get(name) if isinstance(doc, dict) else None
 
 
 def _decrypt(opened: Opened, name: str, sealed: bytes, obj: dict[str, Any], key: RecipientKey) -> Check:
@@ -209,6 +253,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
         reader = PdfFileReader(BytesIO(opened.plain["pdf"]))
         signatures = reader.embedded_signatures
         title = str(reader.trailer["/Info"].get("/Title", ""))
+        opened.attached_record = _attached_record(reader)
     except Exception as exc:  # a damaged PDF: named, not a crash
         return [Check("pdf: readable PDF", False, f"{type(exc).__name__}: {exc}")]
     if len(signatures) != 1:

@@ -157,3 +157,36 @@ def test_the_recorded_store_location_never_holds_credentials(moto_endpoint, buck
     with_secret = moto_endpoint.replace("http://", "http://user:s3cret@")
     where = store_location(S3Store(bucket, "p", endpoint_url=with_secret))
     assert where == {"url": f"s3://{bucket}/p/", "endpoint_url": moto_endpoint}
+
+
+def _two_versions(make_config):
+    import random
+    from archiver.mongo import connect
+    from archiver.pipeline import Archiver
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+    config = make_config()
+    chat, contact = make_chat(random.Random(3), messages=6, start_ms=recent_ms())
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    archiver.run_pass()
+    chats = connect(config["mongodb.uri"])[config["source.database"]][config["source.chats"]]
+    chats.update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "call"}})
+    archiver.archive_room(chat["room"], "ended")
+    v1, v2 = index(config).find({"room": chat["room"]}).sort("version", 1)
+    return config, chat["room"], v1, v2
+
+
+def test_an_older_versions_pdf_replayed_as_a_newer_one_is_caught(make_config, keys, tmp_path, capsys) -> None:
+    """The PDF is signed by us and of the right room, but of version 1: its attached record gives it away.
+    With version 2's own PDF listed as superseded, nothing in the store is left unexplained either."""
+    config, room, v1, v2 = _two_versions(make_config)
+    index(config).update_one({"_id": v2["_id"]}, {"$set": {"objects.pdf": v1["objects"]["pdf"]},
+                                                  "$push": {"superseded_objects": v2["objects"]["pdf"]["key"]}})
+    key = str(keys["legal.key.pem"])
+    assert run_cli(config, tmp_path, "verify", "--key", key, "--workers", "1", "--all") == 3
+    assert "failed: pdf: attaches this version's record" in capsys.readouterr().out
+    out = tmp_path / "case"
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", key, "--out", str(out), "--reason", "case",
+                   "--ca", str(keys["ca.crt.pem"])) == 3
+    assert "attaches this version's record" in capsys.readouterr().err and not out.exists()
