@@ -29,28 +29,40 @@ from typing import Any, Mapping, Protocol
 import re2
 from bson import ObjectId
 from bson.code import Code
+from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 1  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 2  # bump when a detector changes what it finds: it is part of every settings version
+# 2: more separators between a card's groups (format characters, tabs and line breaks, / _ , + and %20),
+#    cards stored as doubles or Decimal128, identifiers and times kept whatever their type.
 MASK = "•"
 BUILTIN_RULES = ("card", "iban", "email")
 CARD_LENGTHS = range(13, 20)
+SHORT_RUN = 48  # digits in a run up to which its windows are checked one by one (see CardRule._short_run_cards)
 CARD_SHOW = {"first6last4": (6, 4), "last4": (0, 4), "none": (0, 0)}
 
-# Platform-assigned identifiers, kept as they are: they join the chat to its contact and make the index
-# searchable, and a customer never types them (a social channel's numeric id can pass Luhn). A tree of
-# field names ("*": any array index) whose leaves are KEEP (the text) or KEEP_KEYS (a map keyed by user id).
-KEEP, KEEP_KEYS = "keep", "keep field names"
+# Platform-assigned identifiers and times, kept as they are, text or number: they join the chat to its
+# contact and make the index searchable, and a customer never types them (a social channel's numeric id
+# can pass Luhn, and so can an epoch-ms time once they start with a 2, in 2033). A tree of field names
+# ("*": any array index; ANY_KEY: any field name of a map keyed by user id, the names kept too) whose
+# leaves are KEEP (a text or a number) or TIME (a number: a time written as text is redacted like text).
+KEEP, TIME, ANY_KEY = "keep", "keep a number", "(any field name)"
+_TIMES = {"beginTime": TIME, "endTime": TIME}
 KEPT: dict[str, Any] = {
     "chat": {"_id": KEEP, "room": KEEP, "messages": {"*": {
-        "room": KEEP, "data": {"id": KEEP, "replyTo": KEEP, "content": {"user": {"id": KEEP}}}}}},
-    "contact": {"_id": KEEP, "id": KEEP, "userID": KEEP, "agentID": KEEP, "users": KEEP_KEYS},
+        "room": KEEP, "data": {"id": KEEP, "replyTo": KEEP, "ts": TIME, "messageSeen": TIME,
+                               "content": {"user": {"id": KEEP}}}}}},
+    "contact": {"_id": KEEP, "id": KEEP, "userID": KEEP, "agentID": KEEP, **_TIMES, "users": {ANY_KEY: _TIMES},
+                "contact_events": {"*": {"ts": TIME}}},
 }
 # Values of these exact types hold no text (_walk returns them as they are): the walk passes them inline.
-UNREDACTED = frozenset({float, bool, type(None), ObjectId, dt.datetime})
+UNREDACTED = frozenset({bool, type(None), ObjectId, dt.datetime})
+NUMBERS = frozenset({int, Int64, float, Decimal128})  # checked for a card stored as a number (not bool)
+SCALARS = NUMBERS | {str}
+CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits may be a card stored as a number
 CLEAN_KEYS_CACHED = 4096  # field names known to hold nothing to redact (they repeat in every message)
 
 
@@ -83,13 +95,16 @@ class Rule(Protocol):
 
 # -- card numbers ---------------------------------------------------------------------------------
 
-# Between the digit groups of a card number: spaces (also no-break), dots, hyphens and dashes.
-_SEPARATOR_CHARS = " .-\u00a0\u2007\u202f\u2010\u2011\u2012\u2013\u2212"
-_SEPARATOR = "[ .\\-\u00a0\u2007\u202f\u2010-\u2013\u2212]"
-_RUN = re.compile(rf"\+?\d[\d{_SEPARATOR[1:-1]}]*")  # one character class: a tight loop in the engine
-_SPLIT = re.compile(f"({_SEPARATOR}+)")
-_DIGIT = re.compile(r"\d")
-_MASK_ASCII = str.maketrans("0123456789", MASK * 10)
+# Between the digit groups of a card number: what people type (spaces of every width, dots, slashes,
+# underscores, hyphens and dashes, tabs and line breaks: a group per line), what pasting leaves
+# (zero-width and other format characters, a soft hyphen) and what forms send ('+' for a space; in a URL,
+# "%20", below). Not commas: "order 4711, 12.05.2023" is a list of numbers, and would pass as a card.
+_SEPARATOR_CHARS = (" \t\n\r\v\f./_+-\u00a0\u00ad\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+                    "\u200b\u200c\u200d\u2010\u2011\u2012\u2013\u2060\u202f\u205f\u2212\u3000\ufeff")
+_CLASS = "".join(re.escape(ch) for ch in _SEPARATOR_CHARS)
+_RUN = re.compile(rf"\+?\d[\d{_CLASS}]*")  # one character class: a tight loop in the engine
+_RUN_ENCODED = re.compile(rf"\+?\d(?:[\d{_CLASS}]|%20)*")  # only for texts with "%20" (slower: alternation)
+_SPLIT = re.compile(rf"((?:[{_CLASS}]|%20)+)")
 _VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 _NOT_TENS = bytes(0 if i % 10 == 0 else 1 for i in range(256))
@@ -118,8 +133,8 @@ class CardRule:
         if len(text) < CARD_LENGTHS.start:
             return text, 0
         pieces, last, count = [], 0, 0
-        for match in _RUN.finditer(text):
-            run = match.group().rstrip(_SEPARATOR_CHARS)
+        for match in (_RUN_ENCODED if "%20" in text else _RUN).finditer(text):
+            run = _without_trailing(match.group())
             if len(run) < CARD_LENGTHS.start or run[0] == "+":  # after a '+' it is a phone number
                 continue
             masked, found = self._mask_run(run)
@@ -128,9 +143,10 @@ class CardRule:
                 last, count = match.start() + len(run), count + found
         return ("".join(pieces) + text[last:], count) if count else (text, 0)
 
-    def redact_number(self, value: int) -> tuple[str | int, int]:
-        """A card number stored as a number becomes its masked text."""
-        masked, found = self.redact(str(value))
+    def redact_number(self, value: Any) -> tuple[Any, int]:
+        """A card number stored as a number (int, Int64, a whole double or Decimal128) becomes its masked text."""
+        digits = _whole_number(value)
+        masked, found = self.redact(digits) if digits else ("", 0)
         return (masked, found) if found else (value, 0)
 
     def _mask_run(self, run: str) -> tuple[str, int]:
@@ -139,13 +155,32 @@ class CardRule:
         if len(digits) < CARD_LENGTHS.start:
             return run, 0
         sizes = list(map(len, parts))
-        bounds = b"".join(map(_group_bounds, sizes[0::2])) + b"\0"  # 0 where a group starts, and at the end
-        cards = _choose(_luhn_windows(digits, bounds, self._prefix_misses(digits)))
+        starts = list(accumulate(sizes[0::2], initial=0))  # digit index of each group, and the end
+        if len(digits) <= SHORT_RUN:  # most runs: a few windows, checked one by one
+            cards = self._short_run_cards(digits, starts)
+        else:
+            bounds = b"".join(map(_group_bounds, sizes[0::2])) + b"\0"  # 0 where a group starts, and at the end
+            cards = _choose(_luhn_windows(digits, bounds, self._prefix_misses(digits)))
         if not cards:
             return run, 0
         hidden = [(i + min(self.first, j - i - 10), j - self.last) for i, j in cards]
-        starts = list(accumulate(sizes[0::2], initial=0))  # digit index of each group
         return _hide(run, starts, list(accumulate(sizes, initial=0))[0::2], hidden), len(cards)
+
+    def _short_run_cards(self, digits: bytes, bounds: list[int]) -> list[tuple[int, int]]:
+        """What _choose(_luhn_windows(...)) finds, for a short run: each window from a group's start to a
+        group's end, 13-19 digits, starting with a prefix and passing Luhn; the longest at each start, left
+        to right, none overlapping. A loop per window costs less than the big integers for a few of them."""
+        cards: list[tuple[int, int]] = []
+        free = 0  # where the next card may start
+        for start in bounds[:-1]:
+            if start < free or not digits.startswith(self.prefixes, start):
+                continue
+            for end in reversed(bounds):  # the longest first
+                if end - start <= CARD_LENGTHS.stop - 1 and end - start >= CARD_LENGTHS.start and _luhn(digits[start:end]):
+                    cards.append((start, end))
+                    free = end
+                    break
+        return cards
 
     def _prefix_misses(self, digits: bytes) -> int:
         """Byte i (little-endian) is 0 where a configured prefix starts at digit i, else 1."""
@@ -158,6 +193,33 @@ class CardRule:
             miss = differs.to_bytes(n + len(prefix), "little")[:n].translate(_NONZERO)
             misses &= int.from_bytes(miss, "little")
         return misses
+
+
+def _luhn(digits: bytes) -> bool:
+    odd = digits[-1::-2].translate(_VALUE)  # from the right: the check digit and every second one
+    even = digits[-2::-2].translate(_DOUBLED)
+    return (sum(odd) + sum(even)) % 10 == 0
+
+
+def _without_trailing(run: str) -> str:
+    """RUN without the separators it ends with (those between its groups are kept)."""
+    run = run.rstrip(_SEPARATOR_CHARS)
+    while run.endswith("%20"):
+        run = run[:-3].rstrip(_SEPARATOR_CHARS)
+    return run
+
+
+def _whole_number(value: Any) -> str:
+    """VALUE's digits if it is a whole number of card length, else ""."""
+    kind = type(value)
+    if kind is float:
+        whole = value.is_integer() and CARD_RANGE[0] <= value < CARD_RANGE[1]
+        return str(int(value)) if whole else ""
+    if kind is Decimal128:
+        number = value.to_decimal()
+        whole = number.is_finite() and number == number.to_integral_value()
+        return str(int(number)) if whole and CARD_RANGE[0] <= number < CARD_RANGE[1] else ""
+    return str(int(value)) if kind in (int, Int64) and CARD_RANGE[0] <= value < CARD_RANGE[1] else ""
 
 
 def _ascii(digits: str) -> str:
@@ -220,22 +282,17 @@ def _choose(windows: dict[int, bytes]) -> list[tuple[int, int]]:
 
 
 def _hide(run: str, starts: list[int], offsets: list[int], hidden: list[tuple[int, int]]) -> str:
-    """RUN with the digits in each HIDDEN range (digit indices) masked; separators stay.
+    """RUN with the digits in each HIDDEN range (digit indices) masked; separators stay as they are
+    (digits in one, as in "%20", too).
 
     STARTS and OFFSETS: the digit index and the character index where each group starts.
     """
-    def char_at(k: int) -> int:
-        g = bisect_right(starts, k) - 1
-        return offsets[g] + k - starts[g]
-
-    pieces, last = [], 0
+    chars = list(run)
     for a, b in hidden:
-        if a < b:
-            lo, hi = char_at(a), char_at(b - 1) + 1
-            part = run[lo:hi]
-            pieces += [run[last:lo], part.translate(_MASK_ASCII) if part.isascii() else _DIGIT.sub(MASK, part)]
-            last = hi
-    return "".join(pieces) + run[last:]
+        for k in range(a, b):  # a few digits per card found
+            g = bisect_right(starts, k) - 1
+            chars[offsets[g] + k - starts[g]] = MASK
+    return "".join(chars)
 
 
 # -- IBANs, e-mail addresses, configured patterns -------------------------------------------------
@@ -369,7 +426,7 @@ class Redactor:
         if isinstance(value, list):
             inner = kept.get("*") if type(kept) is dict else None
             return [self._walk(item, (*path, i), inner, matches) for i, item in enumerate(value)]
-        if self.card and type(value) in (int, Int64) and 10**12 <= value < 10**19:
+        if self.card and kept != KEEP and kept != TIME and type(value) in NUMBERS:
             masked, found = self.card.redact_number(value)
             matches["card"] += found
             return masked
@@ -379,21 +436,22 @@ class Redactor:
         # The hot loop (every field of every message): short names and texts skip the rules inline.
         out: dict[Any, Any] = {}
         tree = kept if type(kept) is dict else None
+        each = tree.get(ANY_KEY) if tree else None  # a map keyed by user id: its names kept, its values alike
         shortest, clean = self.shortest, self.clean_keys
-        names = kept != KEEP_KEYS
         for key, item in value.items():
             name = key
-            if names and (type(key) is not str or len(key) >= shortest) and key not in clean:
+            if each is None and (type(key) is not str or len(key) >= shortest) and key not in clean:
                 name = self._key(key, path, matches)
             if name in out:
                 raise InvalidChat(f"{_where((*path, name))}: two field names are the same once redacted")
             kind = type(item)
-            if kind in UNREDACTED:
-                out[name] = item
-            elif kind is str and (len(item) < shortest or (tree and tree.get(key) == KEEP)):
+            inner = each if each is not None else tree.get(key) if tree else None
+            if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
+                out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
+            elif (kind is str and len(item) < shortest) or (kind is float and not CARD_RANGE[0] <= item < CARD_RANGE[1]):
                 out[name] = item
             else:
-                out[name] = self._walk(item, (*path, name), tree.get(key) if tree else None, matches)
+                out[name] = self._walk(item, (*path, name), inner, matches)
         return out
 
     def _key(self, key: Any, path: tuple[Any, ...], matches: dict[str, int]) -> Any:

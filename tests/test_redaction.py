@@ -77,6 +77,7 @@ def test_masks_show_at_most_first_six_and_last_four_or_nothing() -> None:
     "call +49 151 23456704 or +4915123456704",  # Luhn-valid, but a '+' makes it a phone number
     "+39 347 123 4567",
     "INV-2022-0042, order 4711, 12.05.2023 10:30",
+    "orders 4711,1205,2023,1030 and 5105,1051,0510,5100",  # commas list numbers: not a card's separator
     "411111111111111111111111",  # 24 digits in one run without separators: not a card (see decisions.md)
 ])
 def test_numbers_that_are_not_card_numbers_are_left_alone(text: str) -> None:
@@ -189,7 +190,8 @@ def test_off_only_when_configured_off() -> None:
     assert redactor(enabled=False).note_rules == ()
 
 
-@pytest.mark.parametrize("shape", ["4 ", "44-", "4111 1111 1111 1111 ", "0123456789", "random"])
+@pytest.mark.parametrize("shape", ["4 ", "44-", "4111 1111 1111 1111 ", "0123456789", "random",
+                                   "1234567890123x", "a 2234 5678 9012 3 ", "4111%201111%20"])  # many short runs
 def test_card_detection_is_linear_on_a_megabyte_of_digits_and_separators(shape: str) -> None:
     if shape == "random":
         rng = random.Random(7)
@@ -228,3 +230,62 @@ def test_javascript_code_values_are_redacted_as_text_and_stay_code() -> None:
     assert done.note.matches["email"] == 2
     untouched = redactor().apply(chat, None).chat  # card only, nothing to mask: the same values
     assert untouched["hook"] == chat["hook"] and untouched["scoped"].scope == chat["scoped"].scope
+
+
+@pytest.mark.parametrize("typed", [
+    "4111\u200b1111\u200b1111\u200b1111",  # zero-width space
+    "4111\u20601111\u20601111\u20601111",  # word joiner
+    "4111\u00ad1111\u00ad1111\u00ad1111",  # soft hyphen
+    "4111\u30001111\u30001111\u30001111",  # ideographic space
+    "4111\u20091111\u20091111\u20091111",  # thin space
+    "4111\t1111\t1111\t1111",
+    "4111\n1111\n1111\n1111",  # one group per line
+    "4111\r\n1111\r\n1111\r\n1111",
+    "4111/1111/1111/1111",
+    "4111_1111_1111_1111",
+    "4111+1111+1111+1111",  # a form's GET encoding
+    "4111%201111%201111%201111",  # percent-encoded spaces, in a URL
+])
+def test_separators_people_and_forms_put_between_groups_do_not_hide_a_card(typed: str) -> None:
+    out, matches = text_of(redactor(), f"pan={typed}&cvv=123")
+    assert matches == {"card": 1}, out
+    assert "1111" in out and out.count("•") == 6 and out.startswith("pan=4111")
+    assert out.replace("•", "1") == f"pan={typed}&cvv=123", "only digits are masked; separators stay as typed"
+
+
+@pytest.mark.parametrize("value", [4111111111111111.0, "decimal"])
+def test_a_card_stored_as_a_double_or_decimal128_is_masked(value) -> None:
+    from bson.decimal128 import Decimal128
+    value = Decimal128("4111111111111111") if value == "decimal" else value
+    done = redactor().apply({"room": "r", "messages": []}, {"id": "r", "dataCollections": {"cardNumber": value}})
+    assert done.contact["dataCollections"]["cardNumber"] == "411111••••••1111" and done.note.matches == {"card": 1}
+
+
+def test_identifiers_and_times_stored_as_numbers_are_kept_even_when_they_pass_luhn() -> None:
+    customer = Int64(4532015112830366)  # Luhn-valid, starts like a Visa
+    later = 2720999999999.0  # epoch ms in 2056, Luhn-valid, starts like a Mastercard 2-series... as a time
+    chat = {"room": "r", "messages": [{"data": {"id": "m1", "ts": later, "messageSeen": Int64(2720999999999),
+                                                "content": {"text": "hi", "user": {"id": customer}}}}]}
+    contact = {"id": "r", "userID": customer, "beginTime": later, "endTime": later,
+               "users": {"u": {"beginTime": later, "endTime": later}},
+               "contact_events": [{"event": "newContactAccepted", "ts": later}]}
+    done = redactor(card_prefixes=["2", "4"]).apply(chat, contact)
+    assert (done.chat, done.contact) == (chat, contact) and done.note.matches == {"card": 0}
+
+
+def test_short_runs_checked_window_by_window_find_what_the_linear_scan_finds(monkeypatch) -> None:
+    """Runs up to SHORT_RUN digits take a loop per window; longer ones the big-integer scan. Both on the
+    same random texts (cards, near-cards, groups and separators of every kind) must mask the same."""
+    from archiver import redaction
+    rng = random.Random(12)
+    pieces = [c for c, _ in CARDS.values()] + ["4111111111111112", "12", "2025", "123", "4", "0000", "5"]
+    texts = []
+    for _ in range(3000):
+        parts = [rng.choice(pieces) if rng.random() < 0.7 else str(rng.randrange(10**rng.randrange(1, 8)))
+                 for _ in range(rng.randrange(1, 9))]
+        texts.append("".join(p + rng.choice([" ", "-", "", ".", "\n", "\u200b", "%20", " x "]) for p in parts))
+    r = redactor(card_show="first6last4")
+    short = [text_of(r, t) for t in texts]
+    monkeypatch.setattr(redaction, "SHORT_RUN", 0)
+    assert [text_of(r, t) for t in texts] == short
+    assert sum(m["card"] for _, m in short) > 1000  # the texts hold many cards: the comparison says something
