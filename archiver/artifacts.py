@@ -153,7 +153,9 @@ class ArtifactBuilder:
         else:
             note = redaction
         with timed(timings, "render"):
-            status = "ended" if has_ended(chat) else kind
+            # The chat itself says whether it ended: one queued as ended may have been re-opened since
+            # (its endChat removed), and a transcript never claims an end its source no longer has.
+            status = "ended" if has_ended(chat) else "interim" if kind == "ended" else kind
             transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
         fetched: tuple[Attachment, ...] = ()
         if self.fetcher is not None:

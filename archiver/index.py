@@ -57,6 +57,14 @@ class ArchiveIndex:
             found[doc["room"]].append(doc)
         return found
 
+    def archived_rooms(self) -> Iterator[str]:
+        """Every room with an archived version, once each, in order (through the (room, version) index)."""
+        last = None
+        for doc in self.entries.find({"status": "archived"}, {"room": 1, "_id": 0}).sort("room", ASCENDING):
+            if doc["room"] != last:
+                last = doc["room"]
+                yield last
+
     def archived_contents(self, rooms: list[str]) -> dict[str, tuple[set[str], float | None]]:
         """For each of ROOMS with archived versions: their source digests, and the newest message
         time any of them holds (None if one predates that record), in one query."""

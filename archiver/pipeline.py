@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import itertools
 import logging
 import multiprocessing
 import os
@@ -133,6 +134,8 @@ class Archiver:
         found = self._enqueue(self.source.ended_since(since), "ended", full)
         if since is not None:  # a message after the end (the chat re-opened, or a late one)
             found += self._enqueue(self.source.active_since(since), "ended", full, only_archived=True)
+        else:  # archived chats that no longer look ended (their endChat deleted) are compared too
+            found += self._enqueue_no_longer_ended()
         sets: dict[str, float] = {"ended_ms": started_ms}
         idle_hours = self.config["source.abandoned_after_hours"]
         if idle_hours > 0:
@@ -149,6 +152,18 @@ class Archiver:
         self.state.update_one({"_id": DISCOVERY_STATE}, {"$set": sets}, upsert=True)
         event("discovery", queued=found, full=full or since is None)
         return found
+
+    def _enqueue_no_longer_ended(self) -> int:
+        """The rescan's part for archived rooms without an end message now: queued if their source changed."""
+        queued, batch = 0, []
+        for room in itertools.chain(self.index.archived_rooms(), [None]):
+            if room is not None:
+                batch.append(room)
+            if batch and (room is None or len(batch) >= ENQUEUE_BATCH):
+                ended = self.source.ended_among(batch)
+                queued += self._enqueue_batch([r for r in batch if r not in ended], "ended", True, only_archived=True)
+                batch = []
+        return queued
 
     def _enqueue(self, rooms: Iterable[str], kind: str, full: bool, only_archived: bool = False) -> int:
         queued, batch = 0, []

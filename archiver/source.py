@@ -78,6 +78,14 @@ class ChatSource:
         for doc in self.chats.find({"messages": {"$elemMatch": match}}, {"room": 1, "_id": 1}):
             yield _room_of(doc)
 
+    def ended_among(self, rooms: list[str]) -> set[str]:
+        """Those of ROOMS that have an endChat message (one query)."""
+        match = {"data.messageType": END_TYPE}
+        if self.messages is not None:
+            return {d["room"] for d in self.messages.find({"room": {"$in": rooms}, **match}, {"room": 1, "_id": 0})}
+        return {_room_of(d) for d in self.chats.find({"room": {"$in": rooms}, "messages": {"$elemMatch": match}},
+                                                     {"room": 1, "_id": 1})}
+
     def idle_between(self, since_ms: float | None, before_ms: float) -> Iterator[str]:
         """Rooms with no endChat whose last message is in [SINCE_MS, BEFORE_MS)."""
         window: dict[str, Any] = {"$lt": before_ms} if since_ms is None else {"$gte": since_ms, "$lt": before_ms}

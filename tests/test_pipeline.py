@@ -524,3 +524,53 @@ def test_a_retry_finds_what_an_attempt_under_the_old_naming_stored(make_config, 
     assert left in entry["superseded_objects"]
     explained = {o["key"] for o in entry["objects"].values()} | set(entry["superseded_objects"])
     assert set(open_store(config).keys()) == explained, "every stored object, old folder included, is accounted for"
+
+
+def _source(config: Config):
+    return connect(config["mongodb.uri"])[config["source.database"]][config["source.chats"]]
+
+
+def test_a_reopened_chat_is_archived_as_not_ended_never_as_ended(make_config) -> None:
+    """The endChat removed and a new message written (the chat re-opened): its next version must not claim
+    an end; the end it once had is in the version before."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(11), messages=6, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 1
+    late = copy.deepcopy(chat["messages"][0])
+    late["data"].update(id="late-1", ts=recent_ms(1))
+    _source(config).update_one({"room": chat["room"]}, {"$pop": {"messages": 1}})
+    _source(config).update_one({"room": chat["room"]}, {"$push": {"messages": late}})
+    assert archiver.run_pass().archived == 1
+    first, second = entries(config)
+    assert first["kind"] == "ended" and second["kind"] == "interim" and second["closed_by"] == ""
+    # (the index's ended_at of an interim version is its last message, for searches by time: the late one)
+    assert second["ended_at"] > first["ended_at"]
+
+
+@pytest.mark.parametrize("own_collection", [False, True], ids=["embedded", "messages collection"])
+def test_the_rescan_notices_a_chat_whose_end_message_was_deleted(make_config, own_collection) -> None:
+    """An archived chat that no longer looks ended (its endChat deleted, a message edited) is still compared:
+    the archive must not silently differ from the source."""
+    config = make_config(source__messages="messages" if own_collection else "")
+    chat, contact = make_chat(random.Random(11), messages=6, start_ms=recent_ms(30))
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    if own_collection:
+        db.messages.insert_many(copy.deepcopy(chat["messages"]))
+        db.chats.insert_one({k: v for k, v in chat.items() if k != "messages"})
+        db.contacts.insert_one(copy.deepcopy(contact))
+    else:
+        seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 1
+    if own_collection:
+        db.messages.delete_one({"room": chat["room"], "data.messageType": "endChat"})
+        db.messages.update_one({"room": chat["room"], "data.id": chat["messages"][0]["data"]["id"]},
+                               {"$set": {"data.content.text": "EDITED"}})
+    else:
+        _source(config).update_one({"room": chat["room"]}, {"$pop": {"messages": 1}})
+        _source(config).update_one({"room": chat["room"]}, {"$set": {"messages.0.data.content.text": "EDITED"}})
+    assert archiver.run_pass(full=True).archived == 1
+    assert [(e["version"], e["kind"]) for e in entries(config)] == [(1, "ended"), (2, "interim")]
+    assert archiver.run_pass(full=True).archived == 0  # compared again: unchanged now
