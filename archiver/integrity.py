@@ -94,6 +94,10 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
         return opened
     if entry.get("status") != "archived":
         opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}"))
+    indexed = _parse_time(entry.get("archived_at"))
+    if indexed is None or indexed > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates the entry's seal
+        opened.checks.append(Check("the entry's archived_at is a time in the past", False,
+                                   f"archived_at {entry.get('archived_at')!r}"))
     objects = entry.get("objects") or {}
     for name in [*OBJECTS, *attachment_objects(entry)]:
         obj = objects.get(name)
@@ -316,8 +320,34 @@ def _record_checks(record: bytes, entry: dict[str, Any]) -> list[Check]:
                 else entry.get(k)) for k in ("room", "version", "source_sha256")}
     wrong = {k: v for k, v in same.items() if v[0] != v[1]}
     checks = [Check("record: its room, version and source SHA-256 are the entry's", not wrong,
-                    "; ".join(f"{k} {a!r} (index {b!r})" for k, (a, b) in wrong.items()))]
+                    "; ".join(f"{k} {a!r} (index {b!r})" for k, (a, b) in wrong.items())), _archived_at_check(doc, entry)]
     return checks + _attachment_checks(doc, entry)
+
+
+INDEXED_WITHIN = dt.timedelta(days=1)  # from building a version to indexing it: minutes (a retry rebuilds it)
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def _archived_at_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
+    """The entry's archived_at (which dates the seal that covers it) follows the signed record's generated_at:
+    an entry edited and moved to another day, one not sealed yet, would otherwise escape its seal."""
+    what = "record: the entry was indexed within a day after the record was made (archived_at dates its seal)"
+    made, indexed = _parse_time(doc.get("generated_at")), _parse_time(entry.get("archived_at"))
+    if made is None or indexed is None:
+        return Check(what, False, f"generated_at {doc.get('generated_at')!r}, archived_at {entry.get('archived_at')!r}")
+    ok = made - CLOCK_SKEW <= indexed <= made + INDEXED_WITHIN
+    return Check(what, ok, f"generated_at {made.isoformat()}, archived_at {indexed.isoformat()}")
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    """VALUE as an aware time: a datetime (MongoDB's are UTC), or ISO 8601 text (the record's; and what the
+    wire-protocol stand-in returns for dates)."""
+    if not isinstance(value, dt.datetime):
+        try:
+            value = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _attachment_checks(doc: dict[str, Any], entry: dict[str, Any]) -> list[Check]:
@@ -579,9 +609,10 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
 def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: VerifyReport) -> None:
     """Every seal of the days ROOMS' entries belong to (None: every seal) recomputes from the index now."""
     days = None
-    if rooms is not None:
-        days = [day for entry in entries.find({"room": {"$in": [str(r) for r in rooms]}})
-                for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day]
+    if rooms is not None:  # each entry's days, and the day before: an entry moved a day on is missed there
+        days = [seen for entry in entries.find({"room": {"$in": [str(r) for r in rooms]}})
+                for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day
+                for seen in (day, seals.day_before(day)) if seen]
     report.seals, problems = seals.check_days(config, days)
     for problem in problems:
         report.add(Problem(problem.room, problem.version, problem.problem))

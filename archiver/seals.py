@@ -152,6 +152,14 @@ def day_of(entry: dict[str, Any], status: str = "archived") -> str | None:
     return when.date().isoformat()
 
 
+def day_before(day: str) -> str | None:
+    """The day before DAY (YYYY-MM-DD); None before year 1."""
+    try:
+        return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    except OverflowError:
+        return None
+
+
 def _bounds(day: str) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.timezone.utc)
     return start, start + DAY
@@ -566,12 +574,18 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
     if day is None:
         return None
     book = SealBook(config)
-    seals = book.of_day(day)
-    if not seals:
+    # The day before too: an entry sealed there whose time was then moved a day on (to a day not sealed
+    # yet, say) is found where it was sealed, and fails as changed, instead of passing as "not sealed yet".
+    earlier = day_before(day)
+    found = _sealed_in(book, earlier, entry, status) if earlier else None
+    if found is None or found[2] is None:
+        found = _sealed_in(book, day, entry, status)
+    else:
+        day = earlier
+    if found is None:
         return None
+    seals, stored, position = found
     seal = seals[-1]
-    stored = stored_seal(book, seal)
-    position = stored.position(entry["room"], entry["version"], status)
     digest = leaf_hash(entry, status)
     proof: dict[str, Any] = {
         "day": day, "seal": {k: seal[k] for k in ("seq", "count", "root", "created_at", "timestamped_at")},
@@ -586,6 +600,16 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
                  audit_path=[h.hex() for h in merkle.path_from_levels(tree, position)],
                  matches_index=tree[0][position] == digest)
     return proof
+
+
+def _sealed_in(book: SealBook, day: str, entry: dict[str, Any], status: str
+               ) -> tuple[list[dict[str, Any]], StoredSeal, int | None] | None:
+    """DAY's seals, its latest one's stored document, and ENTRY's position there; None if DAY has no seal."""
+    seals = book.of_day(day)
+    if not seals:
+        return None
+    stored = stored_seal(book, seals[-1])
+    return seals, stored, stored.position(entry["room"], entry["version"], status)
 
 
 def seal_files(config: Config, proof: dict[str, Any]) -> dict[str, bytes]:

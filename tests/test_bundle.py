@@ -225,12 +225,13 @@ def test_a_bundle_checked_in_worker_processes_holds_the_same_files(archived, key
 def test_a_bundle_of_sealed_rooms_carries_the_seal_and_its_readme_checks_it(make_config, keys, tsa, tmp_path) -> None:
     """Rooms of a sealed day: each verification.json holds its inclusion proof, the seal's files are in the
     bundle once, and the README's openssl commands check the seal's signature and timestamp."""
-    from test_seals import DAY, backdate, seal_cli
+    from test_seals import DAY, backdate, built_on, seal_cli
 
     from archiver import merkle
 
     config = make_config(signing__timestamp_url=tsa.url)
-    entries = archive_samples(config, count=3)
+    with built_on():
+        entries = archive_samples(config, count=3)
     backdate(config)
     assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
     rooms = [e["room"] for e in entries[:2]]

@@ -7,11 +7,12 @@ archived then), because only a day that has ended can be sealed.
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
 import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -32,6 +33,19 @@ SEAL_KEYS = ("mongodb.uri", "index.database", "storage.url", "encryption.recipie
 def seal_cli(config, tmp_path: Path, *argv: str) -> int:
     toml = write_toml(tmp_path / "seal.toml", {k: config[k] for k in SEAL_KEYS})
     return main(["--config", str(toml), *argv])
+
+
+@contextmanager
+def built_on(day: dt.date = DAY) -> Iterator[None]:
+    """Passes in this block date what they build DAY 09:00, so that `backdate` (10:00) keeps each entry's
+    archived_at after its record's generated_at, as verification with a key requires."""
+    from archiver import pipeline
+    real = pipeline.now
+    pipeline.now = lambda: dt.datetime.combine(day, dt.time(9), dt.timezone.utc)
+    try:
+        yield
+    finally:
+        pipeline.now = real
 
 
 def backdate(config, rooms: list[str] | None = None, day: dt.date = DAY) -> None:
@@ -55,7 +69,8 @@ def audit_collection(config):
 def sealed(make_config, tsa, tmp_path):
     """Four chats archived on DAY, a few audited actions, and DAY sealed with a timestamp."""
     config = make_config(signing__timestamp_url=tsa.url)
-    archive_samples(config, count=4)
+    with built_on():
+        archive_samples(config, count=4)
     backdate(config)
     assert seal_cli(config, tmp_path, "verify", "--all") == 0  # leaves something in the audit log
     assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
@@ -421,3 +436,20 @@ def test_a_seal_the_authority_dates_before_its_day_ended_is_refused(make_config,
     assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 1
     assert "before the day ended; check this machine's clock" in capsys.readouterr().out
     assert seal_records(config) == []
+
+
+@pytest.mark.parametrize("moved_to", [dt.datetime(9999, 12, 31, 12, tzinfo=dt.timezone.utc),
+                                      dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(8), dt.timezone.utc)],
+                         ids=["to year 9999", "to the next day, not sealed"])
+def test_an_entry_edited_and_moved_out_of_its_sealed_day_is_still_caught(sealed, keys, tmp_path, capsys,
+                                                                          moved_to) -> None:
+    """archived_at dates the seal that covers an entry; an entry edited and moved to a day never (or not yet)
+    sealed passed retrieval and `verify ROOM` as "not sealed yet"."""
+    entry = index(sealed).find_one({}, sort=[("room", 1)])
+    index(sealed).update_one({"_id": entry["_id"]}, {"$set": {"customers": ["someone-else"], "archived_at": moved_to}})
+    key = str(keys["legal.key.pem"])
+    assert seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", key, "--out", str(tmp_path / "case"),
+                    "--reason", "case 7") == 3
+    assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
+    assert seal_cli(sealed, tmp_path, "verify", entry["room"], "--key", key, "--workers", "1") == 3
+    assert seal_cli(sealed, tmp_path, "verify", entry["room"]) == 3  # without a key too: its day's seal is read
