@@ -135,6 +135,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chain": Key(list, []),
         "timestamp_url": Key(str, ""),
         "timestamp_max_skew_seconds": Key(float, 300.0, _positive),
+        "trust_anchors": Key(list, []),
     },
     "encryption": {"recipients": Key(list, []), "recipient_fingerprints": Key(list, [], _fingerprints)},
     "storage": {

@@ -46,6 +46,7 @@ def run_demo(directory: Path) -> int:
         "storage.url": f"file://{directory / 'store'}",
         "signing.certificate": str(keys / "signing.crt.pem"),
         "signing.key": str(keys / "signing.key.pem"),
+        "signing.trust_anchors": [str(keys / "ca.crt.pem")],
         "encryption.recipients": [str(keys / "legal.crt.pem")],
         "archive.workers": 1,
         "logging.level": "WARNING",
@@ -129,7 +130,7 @@ def _toml(config: config_module.Config) -> str:
     lines = ["# The settings of `archiver demo`. mongodb.uri is an in-process stand-in: its chats and index live",
              "# only inside the demo's own process, so these commands, typed into a shell, find nothing. To try",
              "# them yourself, set mongodb.uri to a MongoDB server that holds chats and run `archiver run` first."]
-    for section, keys in (("mongodb", ["uri"]), ("storage", ["url"]), ("signing", ["certificate", "key"]),
+    for section, keys in (("mongodb", ["uri"]), ("storage", ["url"]), ("signing", ["certificate", "key", "trust_anchors"]),
                           ("encryption", ["recipients"])):
         lines.append(f"[{section}]")
         lines += [f"{key} = {json.dumps(config[f'{section}.{key}'])}" for key in keys]

@@ -246,7 +246,7 @@ def validation_notes() -> Iterator[list[str]]:
         _VALIDATION_NOTES.reset(token)
 
 
-def _context(trust: list[x509.Certificate] | None) -> ValidationContext:
+def validation_context(trust: list[x509.Certificate] | None) -> ValidationContext:
     roots = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in trust or []]
     return ValidationContext(trust_roots=roots, allow_fetching=False)
 
@@ -264,7 +264,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
         return [Check("pdf: carries exactly one signature", False, f"found {len(signatures)}")]
     try:
         with validation_notes() as notes:
-            status = validate_pdf_signature(signatures[0], _context(trust))
+            status = validate_pdf_signature(signatures[0], validation_context(trust))
     except Exception as exc:  # a malformed signature dictionary or CMS: named, not a crash
         return [Check("pdf: PAdES signature readable", False, f"{type(exc).__name__}: {exc}")]
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
@@ -291,7 +291,8 @@ def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | Non
     try:
         signed = cms.ContentInfo.load(opened.plain["record_signature"])["content"]
         with validation_notes() as notes:
-            status = asyncio.run(async_validate_detached_cms(opened.plain["record"], signed, _context(trust)))
+            status = asyncio.run(async_validate_detached_cms(opened.plain["record"], signed,
+                                                             validation_context(trust)))
     except Exception as exc:
         return [Check("record: detached CMS signature readable", False, f"{type(exc).__name__}: {exc}")]
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
@@ -387,6 +388,7 @@ class VerifyReport:
     seconds: float = 0.0
     seals: int = 0  # seals recomputed (docs/seals.md)
     reports: int = 0  # signed reports of retention and erasure runs (and their parts) read back and checked
+    trust_anchors: list[str] = field(default_factory=list)  # what signers were checked against ([]: nothing)
 
     @property
     def ok(self) -> bool:
@@ -601,18 +603,20 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
     if rooms is None:
         check_reports(verifier.runs, store_of, report)
-    _check_seals(config, entries, rooms, report)
+    _check_seals(config, entries, rooms, report, trust)
+    report.trust_anchors = [c.subject.rfc4514_string() for c in trust or []]
     report.seconds = time.monotonic() - started
     return report
 
 
-def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: VerifyReport) -> None:
+def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: VerifyReport,
+                 trust: list[x509.Certificate] | None = None) -> None:
     """Every seal of the days ROOMS' entries belong to (None: every seal) recomputes from the index now."""
     days = None
     if rooms is not None:  # each entry's days, and the day before: an entry moved a day on is missed there
         days = [seen for entry in entries.find({"room": {"$in": [str(r) for r in rooms]}})
                 for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day
                 for seen in (day, seals.day_before(day)) if seen]
-    report.seals, problems = seals.check_days(config, days)
+    report.seals, problems = seals.check_days(config, days, trust or ())
     for problem in problems:
         report.add(Problem(problem.room, problem.version, problem.problem))

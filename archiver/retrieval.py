@@ -138,6 +138,9 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
                     for name in [*FILES, *sorted(opened.sealed.keys() - FILES.keys())]},
         "checks": [asdict(c) for c in opened.checks],
         "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
+        "signer_trust": ("both signers chain to the trust anchors in trusted_roots" if request.trust else
+                         "NOT CHECKED: no trust anchor (--ca or signing.trust_anchors); the signatures are intact "
+                         "and made by the certificate the index names, which anyone can arrange"),
         "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
         "check_it_yourself": [
             "pdfsig transcript.pdf",

@@ -31,9 +31,10 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from asn1crypto import cms
+from cryptography import x509
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, validate_tst_signed_data
@@ -431,9 +432,11 @@ class SealProblem:
     problem: str
 
 
-def check_days(config: Config, days: list[str] | None) -> tuple[int, list[SealProblem]]:
-    """Every seal of DAYS (None: every sealed day): how many seals were checked, and what is wrong.
-    Reads only (an auditor's read access suffices); sealing made the indexes these queries use."""
+def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Certificate] = ()
+               ) -> tuple[int, list[SealProblem]]:
+    """Every seal of DAYS (None: every sealed day): how many seals were checked, and what is wrong; with
+    TRUST (anchors), each seal's signer must chain to one. Reads only (an auditor's read access suffices);
+    sealing made the indexes these queries use."""
     config.require("mongodb.uri")
     book = SealBook(config)
     problems: list[SealProblem] = []
@@ -448,14 +451,14 @@ def check_days(config: Config, days: list[str] | None) -> tuple[int, list[SealPr
         later: list[Leaf] | None = None  # the leaves of the seal after this one
         for n in reversed(range(len(seals))):
             checked += 1
-            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later)
+            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later, trust)
             problems.extend(found)
             later = leaves if leaves is not None else later
     return checked, problems
 
 
-def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None
-                ) -> tuple[list[Leaf] | None, list[SealProblem]]:
+def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None,
+                trust: Sequence[x509.Certificate] = ()) -> tuple[list[Leaf] | None, list[SealProblem]]:
     """SEAL's objects, document, signature, timestamp and audit head; then its leaves against the index
     (the latest seal of a day) or against the seal that extends it (LATER). Returns its leaves too."""
     name = f"seal {seal['day']}#{seal['seq']}"
@@ -469,7 +472,7 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
         problems.append(SealProblem(name, None, "its timestamp is earlier than the end of the day it seals"))
     if "signature" in blobs:
         problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp"),
-                                         document.get("signer_sha256")))
+                                         document.get("signer_sha256"), trust))
     problems.extend(_check_audit_head(book, name, document.get("audit_head")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
     if later is None:
@@ -526,15 +529,16 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
         yield SealProblem(name, None, f"it does not name seal {before['seq']} of its day as the one it extends")
 
 
-def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any
-                     ) -> Iterator[SealProblem]:
-    from archiver.integrity import validation_notes  # pyHanko's chain-building traceback kept off stderr
+def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any,
+                     trust: Sequence[x509.Certificate] = ()) -> Iterator[SealProblem]:
+    from archiver.integrity import validation_context, validation_notes  # (integrity imports this module)
 
     context = ValidationContext(trust_roots=[], allow_fetching=False)
+    notes: list[str] = []
     try:
         signed = cms.ContentInfo.load(signature)["content"]
-        with validation_notes():
-            status = asyncio.run(async_validate_detached_cms(body, signed, context))
+        with validation_notes() as notes:  # pyHanko's chain-building traceback kept off stderr
+            status = asyncio.run(async_validate_detached_cms(body, signed, validation_context(list(trust))))
         intact = status.intact and status.valid
     except Exception as exc:
         intact, status = False, exc
@@ -542,6 +546,9 @@ def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | No
         yield SealProblem(name, None, f"its signature does not verify over the stored document ({status})")
     elif hashlib.sha256(status.signing_cert.dump()).hexdigest() != signer_sha256:
         yield SealProblem(name, None, "it is signed by another certificate than the one it names (signer_sha256)")
+    elif trust and not status.trusted:
+        yield SealProblem(name, None, "its signer does not chain to the trust anchors (--ca, signing.trust_anchors): "
+                                      + "; ".join([status.summary(), *notes]))
     if token is None:
         return
     try:

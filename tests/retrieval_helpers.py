@@ -19,7 +19,8 @@ LANGUAGES = ("it", "en", "ru", "en")
 SERVICES = ("Assistenza clienti", "Billing", "Assistenza clienti", "Sales")
 
 
-CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients")
+CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients",
+            "signing.trust_anchors")
 
 
 def run_cli(config: Config, tmp_path: Path, *argv: str) -> int:

@@ -190,3 +190,52 @@ def test_an_older_versions_pdf_replayed_as_a_newer_one_is_caught(make_config, ke
     assert run_cli(config, tmp_path, "retrieve", room, "--key", key, "--out", str(out), "--reason", "case",
                    "--ca", str(keys["ca.crt.pem"])) == 3
     assert "attaches this version's record" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_chat_forged_under_another_ca_fails_against_the_configured_trust_anchor(make_config, keys, tmp_path,
+                                                                                   capsys) -> None:
+    """Anyone can encrypt to the legal team's public certificate and sign with a key of their own: someone
+    with write access to the index and the store (no key) swaps a chat for a forged one. Only a trust
+    anchor tells the two apart; without one the output says the signers were not checked."""
+    import copy
+    import random
+    import shutil
+    from archiver.keys import create_development_keys
+    from archiver.pipeline import Archiver
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+    real = make_config()
+    chat, contact = make_chat(random.Random(3), messages=6, start_ms=recent_ms())
+    seed(real, [(chat, contact)])
+    Archiver(real).run_pass()
+    (genuine,) = index(real).find({"room": chat["room"]})
+    theirs = create_development_keys(tmp_path / "forger-keys")
+    forged = copy.deepcopy(chat)
+    forged["messages"][0]["data"]["content"]["text"] = "I agree to waive all my claims."
+    forger = make_config(signing__certificate=str(theirs["signing.crt.pem"]), signing__key=str(theirs["signing.key.pem"]),
+                         index__database="forger_index", source__database="forger_source",
+                         storage__url=f"file://{tmp_path / 'forger-store'}")
+    seed(forger, [(forged, contact)])
+    Archiver(forger).run_pass()
+    (fake,) = index(forger).find({"room": chat["room"]})
+    for obj in fake["objects"].values():
+        stored_path(real, obj["key"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(stored_path(forger, obj["key"]), stored_path(real, obj["key"]))
+    index(real).update_one({"_id": genuine["_id"]}, {"$set": {
+        "objects": fake["objects"], "signing_certificate_sha256": fake["signing_certificate_sha256"],
+        "source_sha256": fake["source_sha256"]},
+        "$push": {"superseded_objects": {"$each": [o["key"] for o in genuine["objects"].values()]}}})
+    key = str(keys["legal.key.pem"])
+
+    capsys.readouterr()
+    assert run_cli(real, tmp_path, "retrieve", chat["room"], "--key", key, "--out", str(tmp_path / "open"),
+                   "--reason", "case 7") == 0  # no anchor: intact signatures, and a loud warning
+    assert "WARNING: signers NOT checked against a trust anchor" in capsys.readouterr().out
+    report = json.loads(next((tmp_path / "open").iterdir()).joinpath("verification.json").read_text())
+    assert report["signer_trust"].startswith("NOT CHECKED") and report["trusted_roots"] == []
+
+    anchored = real.with_overrides(**{"signing.trust_anchors": [str(keys["ca.crt.pem"])]})
+    assert run_cli(anchored, tmp_path, "retrieve", chat["room"], "--key", key, "--out", str(tmp_path / "case"),
+                   "--reason", "case 7") == 3
+    assert "signer chains to the given CA" in capsys.readouterr().err and not (tmp_path / "case").exists()
+    assert run_cli(anchored, tmp_path, "verify", "--all", "--key", key, "--workers", "1") == 3

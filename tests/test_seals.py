@@ -453,3 +453,15 @@ def test_an_entry_edited_and_moved_out_of_its_sealed_day_is_still_caught(sealed,
     assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
     assert seal_cli(sealed, tmp_path, "verify", entry["room"], "--key", key, "--workers", "1") == 3
     assert seal_cli(sealed, tmp_path, "verify", entry["room"]) == 3  # without a key too: its day's seal is read
+
+
+def test_with_trust_anchors_a_seals_signer_must_chain_to_one(sealed, keys, tmp_path) -> None:
+    """Without an anchor a seal signed by anyone's key, naming that key, would pass (as a forger who rewrites
+    the whole seal arranges); with one its signer must chain to it."""
+    from cryptography import x509
+    from certfactory import make
+    ours = x509.load_pem_x509_certificates(keys["ca.crt.pem"].read_bytes())
+    assert verify_archive(sealed, None, trust=ours).ok
+    stranger = x509.load_pem_x509_certificates(make(tmp_path, "Another CA").cert_path.read_bytes())
+    problems = [str(p) for p in verify_archive(sealed, None, trust=stranger).problems]
+    assert any(p.startswith(f"seal {DAY}#1: its signer does not chain to the trust anchors") for p in problems), problems

@@ -7,11 +7,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from archiver.commands.common import (ITEMS_FAILED, OK, USAGE, VERIFY_FAILED, UsageError, load_config,
                                       progress_line)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
+
+if TYPE_CHECKING:
+    from archiver.config import Config
 
 HELP = ("fetch, decrypt and verify one archived chat; write its files and verification.json; "
         "or, with --bundle, many chats in a case bundle (audited)")
@@ -66,27 +69,36 @@ def run(args: argparse.Namespace) -> int:
         return audited("refused", "--reason is required: say why this chat is retrieved (case, request)", USAGE)
     try:
         request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
-                          Path(args.out), reason, actor, args.version, load_trust(args.ca))
+                          Path(args.out), reason, actor, args.version, load_trust(args.ca, config))
         folder = retrieve(config, request)
     except Exception as exc:
         return _failed(exc, audited)
     audited("ok", f"written to {folder}", OK)
     print(f"{args.room}: verified and written to {folder}")
+    if not request.trust:
+        print(f"WARNING: {UNTRUSTED}")
     for name in sorted(p.name for p in folder.iterdir()):
         print(f"  {folder / name}")
     return OK
 
 
-def load_trust(paths: list[str]) -> tuple:
+def load_trust(paths: list[str], config: Config) -> tuple:
+    """The trust anchors: the --ca PATHS and the configured signing.trust_anchors."""
     from cryptography import x509
 
     certs = []
-    for path in paths:
+    for setting, path in [*(("--ca", p) for p in paths), *(("signing.trust_anchors", p) for p in
+                                                           config["signing.trust_anchors"])]:
         try:
             certs.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
         except (OSError, ValueError) as exc:
-            raise UsageError(f"--ca {path}: not a readable PEM certificate ({exc})") from None
+            raise UsageError(f"{setting} {path}: not a readable PEM certificate ({exc})") from None
     return tuple(certs)
+
+
+UNTRUSTED = ("signers NOT checked against a trust anchor (give --ca PEM or set signing.trust_anchors): the "
+             "signatures are intact and made by the certificates the index names, but anyone can make such a "
+             "signature")
 
 
 _FILTERS = ("ended_from", "ended_to", "agent", "customer", "ctlive_type", "channel", "service", "status", "text")
@@ -144,7 +156,7 @@ def run_bundle(args: argparse.Namespace) -> int:
         lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
     try:
         request = Request("", RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
-                          Path(args.bundle).parent, reason, actor, None, load_trust(args.ca))
+                          Path(args.bundle).parent, reason, actor, None, load_trust(args.ca, config))
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
@@ -162,4 +174,6 @@ def run_bundle(args: argparse.Namespace) -> int:
     print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
     print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
     print("  verify it with openssl, pdfsig and sha256sum alone: see README.txt inside")
+    if not request.trust:
+        print(f"WARNING: {UNTRUSTED}")
     return OK

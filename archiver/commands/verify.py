@@ -9,7 +9,7 @@ import sys
 from typing import Any, Callable
 
 from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
-from archiver.commands.retrieve import load_trust
+from archiver.commands.retrieve import UNTRUSTED, load_trust
 from archiver.commands.search import add_actor
 
 HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained) and recompute "
@@ -61,11 +61,12 @@ def run_verify(args: argparse.Namespace) -> int:
         raise UsageError("--workers: must be 0 (one per CPU) or more")
     config = load_config(args)
     log, actor = open_audit_log(config), Actor.current(args.actor)
-    scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(args.ca)}
+    trust = list(load_trust(args.ca, config))
+    scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(trust)}
     key = RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
     try:
-        report = verify_archive(config, None if args.all else args.rooms, key, list(load_trust(args.ca)), progress,
+        report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
                                 workers=args.workers or os.cpu_count() or 1)
     except Exception as exc:
         log.record("verify", actor, outcome="failed", filters=scope, rooms=args.rooms, detail=str(exc))
@@ -76,6 +77,9 @@ def run_verify(args: argparse.Namespace) -> int:
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
                detail=_summary(report))
     print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
+    if not trust and not args.json:
+        print(f"WARNING: {UNTRUSTED}" if key else "WARNING: seals' signers NOT checked against a trust anchor "
+              "(give --ca PEM or set signing.trust_anchors)", file=sys.stderr)
     return OK if report.ok else VERIFY_FAILED
 
 
