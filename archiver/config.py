@@ -17,7 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pymongo import uri_parser
 from pymongo.errors import PyMongoError
 
-from archiver.redact import redact
+from archiver.redact import redact, remember_secret, remember_secrets
 
 from archiver.certificates import is_fingerprint
 
@@ -211,12 +211,18 @@ SECRETS = frozenset({"signing.key_password"})  # never echoed in error messages
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+SECRET_URIS = ("mongodb.uri", "index.uri", "storage.endpoint_url", "signing.timestamp_url")
+
+
 class Config:
     """Validated settings, read as ``config["section.key"]``."""
 
     def __init__(self, values: Mapping[str, Any], source: str) -> None:
         self._values = dict(values)
         self.source = source
+        for name in SECRET_URIS:  # hidden from every message from now on, whatever characters they hold
+            remember_secrets(str(self._values.get(name) or ""))
+        remember_secret(str(self._values.get("signing.key_password") or ""))
 
     def __getitem__(self, dotted: str) -> Any:
         return self._values[dotted]

@@ -21,6 +21,7 @@ from archiver.config import Config
 from archiver import logs
 from archiver.envelope import EnvelopeError
 from archiver.logs import event
+from archiver.redact import redact
 from archiver.metrics import Metrics, serve_http
 from archiver.pipeline import Archiver
 from archiver.signing import SigningError
@@ -65,7 +66,7 @@ class Service:
             report = self.archiver.run_pass(progress=lambda _: self._touch())
         except Exception as exc:  # MongoDB down, say: report it, keep serving, try at the next tick
             self.last_error = f"{type(exc).__name__}: {exc}"
-            event("pass_failed", error=self.last_error)
+            event("pass_failed", logging.ERROR, error=self.last_error)
             return
         self.last_error = ""
         self._touch()
@@ -137,7 +138,7 @@ class Service:
         errors += [f"rescan error: {self.rescan_error}"] if self.rescan_error else []
         errors += [f"seal error: {self.seal_error}"] if self.seal_error else []
         errors += [f"retention error: {self.retention_error}"] if self.retention_error else []
-        return [*errors, *warnings]
+        return [redact(line) for line in [*errors, *warnings]]  # served to anyone who can reach the port
 
     def healthy(self) -> bool:
         """No failed pass or rescan, and a pass ended or a chat was finished within metrics.stale_after_minutes."""

@@ -1,12 +1,16 @@
-"""Credentials never leave in a message: the userinfo of every URI in a text becomes `***`.
+"""Credentials never leave in a message: the userinfo of every URI in a text becomes `***`, so do
+secrets in URI options (`...Password=`, `AWS_SESSION_TOKEN:`), and so does every password the
+configuration holds, wherever it appears (the driver takes quotes and spaces unescaped in a
+password, and no pattern can tell where such a one ends).
 
 Used for every message that can hold a URI: configuration errors, the CLI's error line,
-every log line, errors recorded in MongoDB and storage errors (endpoint URLs).
+every log line, errors recorded in MongoDB, storage errors (endpoint URLs) and /healthz.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qsl, unquote
 
 # MongoDB URIs: everything up to the last "@" of the URI, so that a password mistyped with
 # an unescaped "/" is hidden too (the driver also splits there). Other schemes: userinfo as
@@ -15,6 +19,40 @@ _MONGODB = re.compile(r"(mongodb(?:\+srv)?://)[^\s'\"<>]*@")
 _OTHER = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>/@]*@")
 
 
+_OPTION = re.compile(r"(?i)((?:password|secret|token)[a-z0-9_]*[=:])[^&\s'\",;]+")
+_KNOWN: set[str] = set()  # the configuration's passwords (see remember_secrets)
+SHORTEST_KNOWN = 4  # a shorter "password" would blank out ordinary text everywhere
+
+
 def redact(text: str) -> str:
-    """TEXT with the user name and password of every URI in it replaced by ***."""
-    return _OTHER.sub(r"\1***@", _MONGODB.sub(r"\1***@", text))
+    """TEXT with the user name and password of every URI in it, secrets in URI options, and every
+    password the configuration holds, replaced by ***."""
+    for secret in sorted(_KNOWN, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _OPTION.sub(r"\1***", _OTHER.sub(r"\1***@", _MONGODB.sub(r"\1***@", text)))
+
+
+def remember_secrets(uri: str) -> None:
+    """Hide URI's password, and secrets among its options, in every message from now on."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return
+    if "@" in rest:  # the driver splits userinfo from hosts at the last "@"
+        user, _, password = rest[:rest.rindex("@")].partition(":")
+        _remember(password)
+    for name, value in parse_qsl(rest.partition("?")[2], keep_blank_values=False):
+        if re.search("(?i)password|secret|token", name):
+            _remember(value)
+            _remember(value.partition(":")[2])  # authMechanismProperties=AWS_SESSION_TOKEN:...
+
+
+def remember_secret(secret: str) -> None:
+    """Hide SECRET (a password the configuration holds) in every message from now on."""
+    _remember(secret)
+
+
+def _remember(secret: str) -> None:
+    for form in (secret, unquote(secret)):
+        if len(form) >= SHORTEST_KNOWN:
+            _KNOWN.add(form)

@@ -127,6 +127,23 @@ def test_redact_hides_the_userinfo_of_every_uri(text: str, shown: str) -> None:
     assert redact(text) == shown
 
 
+@pytest.mark.parametrize("password", ["Tr0ub'4dor", 'pa"ss', "correct horse", "pa<ss>"])
+def test_a_configured_password_with_quotes_or_spaces_never_reaches_a_message(password, capsys) -> None:
+    """The driver takes these unescaped; a pattern cannot tell where such a password ends, so the ones
+    configured are hidden wherever they appear."""
+    config = config_module.load(None, environ={"ARCHIVER_MONGODB__URI": f"mongodb://admin:{password}@127.0.0.1:1/",
+                                               "ARCHIVER_STORAGE__URL": "file:///tmp/x"})
+    text = f"archiver: error: mongodb.uri ({config['mongodb.uri']}): could not be reached"
+    assert password not in redact(text) and "127.0.0.1:1" in redact(text)
+
+
+def test_secrets_in_uri_options_are_hidden() -> None:
+    text = ("mongodb://db1/?tls=true&tlsCertificateKeyFilePassword=hunter2&authMechanism=MONGODB-AWS"
+            "&authMechanismProperties=AWS_SESSION_TOKEN:FQoGZXIvYXdzEJr")
+    shown = redact(text)
+    assert "hunter2" not in shown and "FQoGZXIvYXdzEJr" not in shown and "tls=true" in shown
+
+
 def test_a_mistyped_uri_is_named_without_its_password() -> None:
     with pytest.raises(ConfigError) as caught:
         config_module.load(None, environ={"ARCHIVER_MONGODB__URI": f"mongdb://bob:{SECRET}@db1/"})
@@ -287,3 +304,19 @@ def test_the_help_example_names_a_file_that_exists(capsys) -> None:
     assert "config/archiver.example.toml" in named
     assert (ROOT / "config" / "archiver.example.toml").is_file()
     assert "cp config/archiver.example.toml archiver.toml" in out, "says how to make the archiver.toml it uses"
+
+
+def test_an_unreachable_s3_fails_listings_as_store_errors_that_hide_its_credentials(make_config) -> None:
+    """Listing the store (setting aside what a stopped attempt left) raised botocore's own error: the whole
+    pass died, its chats stranded, and the error, with the endpoint's password, reached /healthz."""
+    from archiver.jobs import Service
+    from archiver.store import StoreError, open_store
+    from conftest import free_port
+    config = make_config(storage__url="s3://archive/p", storage__max_attempts=1,
+                         storage__endpoint_url=f"http://key:{SECRET}@127.0.0.1:{free_port()}")
+    with pytest.raises(StoreError) as caught:
+        open_store(config).keys("room/")
+    assert "list s3://archive/p" in str(caught.value) and SECRET not in str(caught.value)
+    service = Service(make_config(), threading.Event())
+    service.last_error = f"EndpointConnectionError: Could not connect to http://key:{SECRET}@127.0.0.1:1/archive"
+    assert service.health_notes() and all(SECRET not in line for line in service.health_notes())

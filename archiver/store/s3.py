@@ -105,9 +105,15 @@ class S3Store:
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            for item in page.get("Contents", []):
-                yield item["Key"][len(self.prefix):]
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(self.prefix):]
+        except ClientError as exc:  # a StoreError, as from every other call: callers handle that one
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(redact(f"list {self.url}{prefix}: {code}: {_message(exc)}")) from None
+        except BotoCoreError as exc:  # the endpoint down, say: its URL may carry credentials
+            raise StoreError(redact(f"list {self.url}{prefix}: {exc}")) from None
 
 
     # -- retention and legal holds ----------------------------------------------------------
