@@ -128,7 +128,7 @@ class Archiver:
         """Queue rooms that ended (or went idle) since the last discovery, and archived rooms whose
         source changed since; when FULL, every ended (or idle) room, comparing source digests."""
         state = self.state.find_one({"_id": DISCOVERY_STATE}) or {}
-        started_ms = time.time() * 1000
+        started_ms = self.queue.server_ms()  # shared by every archiver: never one process's own clock
         overlap_ms = self.config["source.discovery_overlap_minutes"] * 60_000
         since = None if full or "ended_ms" not in state else state["ended_ms"] - overlap_ms
         found = self._enqueue(self.source.ended_since(since), "ended", full)

@@ -574,3 +574,15 @@ def test_the_rescan_notices_a_chat_whose_end_message_was_deleted(make_config, ow
     assert archiver.run_pass(full=True).archived == 1
     assert [(e["version"], e["kind"]) for e in entries(config)] == [(1, "ended"), (2, "interim")]
     assert archiver.run_pass(full=True).archived == 0  # compared again: unchanged now
+
+
+def test_a_worker_whose_clock_runs_ahead_does_not_hide_chats_from_the_others(make_config, monkeypatch) -> None:
+    """Discovery's watermark is shared by every archiver: taken from one whose clock ran 3 hours ahead, the
+    chats that ended meanwhile were hidden from all of them until the nightly rescan."""
+    config = make_config()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3 * 3600)  # this process's clock; the server's is right
+    Archiver(config).run_pass()
+    monkeypatch.setattr(time, "time", real)
+    seed(config, [make_chat(random.Random(31), messages=4, start_ms=recent_ms(10))])
+    assert Archiver(config).run_pass().archived == 1
