@@ -321,8 +321,35 @@ def _record_checks(record: bytes, entry: dict[str, Any]) -> list[Check]:
                 else entry.get(k)) for k in ("room", "version", "source_sha256")}
     wrong = {k: v for k, v in same.items() if v[0] != v[1]}
     checks = [Check("record: its room, version and source SHA-256 are the entry's", not wrong,
-                    "; ".join(f"{k} {a!r} (index {b!r})" for k, (a, b) in wrong.items())), _archived_at_check(doc, entry)]
+                    "; ".join(f"{k} {a!r} (index {b!r})" for k, (a, b) in wrong.items())), _archived_at_check(doc, entry),
+              _searchable_check(doc, entry)]
     return checks + _attachment_checks(doc, entry)
+
+
+def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
+    """What search, holds and retention select by (and verification.json repeats) is the signed record's: an
+    entry whose agents, customers, times or kind were edited would hide a chat from a search or a hold."""
+    what = "record: the entry's searchable fields (kind, times, people, type, channel, service) are the record's"
+    view = doc.get("transcript") if isinstance(doc.get("transcript"), dict) else {}
+    people = view.get("participants") if isinstance(view.get("participants"), list) else None
+    expected: dict[str, Any] = {"kind": doc.get("status"), "started_at": view.get("started_at"),
+                                "ended_at": view.get("ended_at") or view.get("last_message_at")}
+    expected.update({k: view[k] for k in ("ctlive_type", "channel", "service", "closed_by", "message_count")
+                     if k in view})
+    if people is not None:
+        for field, role in (("agents", "agent"), ("customers", "customer")):
+            expected[field] = [p.get("user_id") for p in people if isinstance(p, dict) and p.get("role") == role]
+    differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r})" for k, v in expected.items()
+              if k in entry and _shown(k, entry.get(k)) != v]
+    return Check(what, not differ, "; ".join(differ))
+
+
+def _shown(name: str, value: Any) -> Any:
+    """An index value as the record writes it: times in UTC to the millisecond, as MongoDB keeps them."""
+    if name not in ("started_at", "ended_at") or value is None:
+        return value
+    when = _parse_time(value)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z") if when else value
 
 
 INDEXED_WITHIN = dt.timedelta(days=1)  # from building a version to indexing it: minutes (a retry rebuilds it)
