@@ -114,8 +114,15 @@ def _tombstone_check(entry: dict[str, Any], store: ObjectStore) -> Check:
     deletion = entry.get("deletion")
     if not deletion:
         return Check(what, False, "no deletion record")
-    if deletion.get("state") == "done":
-        return Check(what, True)
+    left = _still_stored(entry, store)
+    if deletion.get("state") == "done":  # a tombstone written by hand over an archive would hide it: its objects tell
+        return Check(what, not left, f"marked done by run {deletion.get('run')}, but its objects are still in the "
+                                     f"store: {', '.join(left)}" if left else "")
+    return Check(what, False, f"deletion by run {deletion.get('run')} (rule {deletion.get('rule')}) is not finished "
+                              f"(state {deletion.get('state')!r}); still in the store: {', '.join(left) or 'none'}")
+
+
+def _still_stored(entry: dict[str, Any], store: ObjectStore) -> list[str]:
     left = []
     for obj in (entry.get("objects") or {}).values():
         try:
@@ -125,8 +132,7 @@ def _tombstone_check(entry: dict[str, Any], store: ObjectStore) -> Check:
             pass
         except StoreError as exc:
             left.append(f"{obj['key']} (cannot tell: {exc})")
-    return Check(what, False, f"deletion by run {deletion.get('run')} (rule {deletion.get('rule')}) is not finished "
-                              f"(state {deletion.get('state')!r}); still in the store: {', '.join(left) or 'none'}")
+    return left
 
 
 def attachment_objects(entry: dict[str, Any]) -> list[str]:
@@ -398,6 +404,7 @@ def _certificates(signer: x509.Certificate, signed_data: cms.SignedData) -> list
 
 
 
+RUNS_KEPT = 10_000  # run ids remembered by a verification; then forgotten all at once
 MAX_PROBLEMS_KEPT = 10_000  # beyond this only counted: memory stays bounded however broken the archive is
 LISTING_BATCH = 500
 
@@ -446,6 +453,7 @@ class Verifier:
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
+        self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
         self.workers = workers  # with a key and more than 1: content checks in worker processes
 
     def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
@@ -476,6 +484,18 @@ class Verifier:
         """ENTRY checked in this process (with the key, its content too)."""
         self._settle(self._check_stored(entry, report), None, report, None)
 
+    def _deletion_run_check(self, entry: dict[str, Any]) -> Check:
+        """A tombstone names the retention or erasure run that deleted it: that run must be on record."""
+        run = (entry.get("deletion") or {}).get("run")
+        if self.runs is None:
+            return Check("deleted by a run on record", True, "runs not checked")
+        if run not in self._known_runs:
+            if len(self._known_runs) >= RUNS_KEPT:
+                self._known_runs.clear()
+            self._known_runs[run] = self.runs.find_one({"_id": run}, {"_id": 1}) is not None
+        return Check("deleted by a run on record (retention or erasure)", self._known_runs[run],
+                     "" if self._known_runs[run] else f"no run {run!r} in {self.runs.name}")
+
     def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
@@ -491,6 +511,7 @@ class Verifier:
         opened = check_stored(entry, self.open_store(entry))
         if entry.get("status") == "deleted":
             report.tombstones += 1
+            opened.checks.append(self._deletion_run_check(entry))
         report.objects += len(opened.sealed)
         return opened
 

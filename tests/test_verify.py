@@ -296,3 +296,23 @@ def test_searchable_fields_edited_in_the_index_are_named_with_a_key(archived, ke
     assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
                    str(tmp_path / "case"), "--reason", "case 7") == 3
     assert not (tmp_path / "case").exists()
+
+
+@pytest.mark.parametrize("objects_left", [True, False], ids=["objects still stored", "objects removed too"])
+def test_a_tombstone_written_by_hand_over_an_archive_is_named(archived, objects_left) -> None:
+    """A tombstone hides a chat from retrieval ("deleted by run ..."): one written over an archive by hand,
+    naming a run that never was, passed verification whether or not its objects were removed as well."""
+    import datetime as dt
+    config, entries = archived
+    victim = entries[0]
+    index(config).update_one({"_id": victim["_id"]}, {"$set": {
+        "status": "deleted", "deleted_at": dt.datetime.now(dt.timezone.utc),
+        "deletion": {"run": "ret-2026-11-01-made-up", "rule": "default", "state": "done",
+                     "at": dt.datetime.now(dt.timezone.utc)}}})
+    if not objects_left:
+        for obj in victim["objects"].values():
+            stored_path(config, obj["key"]).chmod(0o644)
+            stored_path(config, obj["key"]).unlink()
+    problems = [p for room, p in _named(_verify(config)) if room == victim["room"]]
+    assert any("no run 'ret-2026-11-01-made-up'" in p for p in problems), problems
+    assert any("still in the store" in p for p in problems) == objects_left
