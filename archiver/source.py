@@ -8,7 +8,7 @@ through the indexes in `required_indexes`. The source is only ever read here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from bson.errors import BSONError
 from bson.int64 import Int64
@@ -169,8 +169,19 @@ class ChatSource:
             for msg in self.messages.find({"room": {"$in": list(found)}}).sort("_id", ASCENDING) if found else ():
                 if isinstance(msg.get("room"), str):
                     found[msg["room"]]["messages"].append(msg)
-        contacts = _first_by(self.contacts.find({"id": {"$in": rooms}}), "id")
-        return {room: (chats.get(room), contacts.get(room)) for room in rooms}
+        contacts: dict[str, list[dict[str, Any]]] = {}
+        for doc in self.contacts.find({"id": {"$in": rooms}}):
+            if isinstance(doc.get("id"), str):
+                contacts.setdefault(doc["id"], []).append(doc)
+        loaded: dict[str, tuple[Chat, dict[str, Any] | None]] = {}
+        for room in rooms:
+            chat, found = chats.get(room), contacts.get(room, [])
+            if len(found) > 1 and isinstance(chat, dict):  # never one of them silently, the other left out
+                ids = ", ".join(repr(doc.get("_id")) for doc in found)
+                chat = SourceProblem(f"{len(found)} contact documents have id {room!r} (_id {ids}); the chat is "
+                                     "not archived until a person decides which one is its contact")
+            loaded[room] = (chat, found[0] if found else None)
+        return loaded
 
     def _chat_documents(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every chat document of each room: by `room`, or by `_id` for a chat without a room of its own."""
@@ -204,13 +215,6 @@ def _one_chat(room: str, docs: list[dict[str, Any]]) -> dict[str, Any] | SourceP
                          "until a person decides which one is the chat")
 
 
-def _first_by(docs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str, Any]]:
-    """The first document (as find_one would pick) for each string value of FIELD."""
-    found: dict[str, dict[str, Any]] = {}
-    for doc in docs:
-        if isinstance(doc.get(field), str):
-            found.setdefault(doc[field], doc)
-    return found
 
 
 def _has_room(doc: dict[str, Any]) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bson import ObjectId
+
 from archiver import artifacts
 from archiver.config import Config
 from archiver.envelope import decrypt
@@ -586,3 +588,21 @@ def test_a_worker_whose_clock_runs_ahead_does_not_hide_chats_from_the_others(mak
     monkeypatch.setattr(time, "time", real)
     seed(config, [make_chat(random.Random(31), messages=4, start_ms=recent_ms(10))])
     assert Archiver(config).run_pass().archived == 1
+
+
+def test_a_second_contact_document_for_a_room_is_reported_not_silently_left_out(make_config) -> None:
+    """Two contact documents with one room's id: archiving one of them would leave the other's data out of
+    the archive without a word (and its later edits unseen); the chat waits for a person, as with two chats."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(11), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 1
+    contacts = connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+    first = contacts.find_one({"id": chat["room"]})
+    second = {"_id": ObjectId(), "id": chat["room"], "title": "SECOND", "dataCollections": {"note": "only here"}}
+    contacts.insert_one(second)
+    report = archiver.run_pass(full=True)
+    assert report.archived == 0 and list(report.quarantined) == [chat["room"]]
+    reason = report.quarantined[chat["room"]]
+    assert "2 contact documents" in reason and repr(second["_id"]) in reason and repr(first["_id"]) in reason
