@@ -112,3 +112,13 @@ def test_a_failed_search_prints_nothing_and_is_audited(archived, tmp_path, capsy
     assert _cli(config.with_overrides(**{"search.key_file": ""}), tmp_path, "search", "--text", "x", "--json") == 2
     assert capsys.readouterr().out == ""
     assert audit(config)[-1]["outcome"] == "failed" and audit(config)[-1]["filters"] == {"text": "x"}
+
+
+def test_the_table_says_which_entries_are_tombstones(archived, tmp_path, capsys) -> None:
+    """A deleted entry (a tombstone: its objects gone) looked like an archived one in the table."""
+    config, entries = archived
+    gone = entries[0]
+    index(config).update_one({"_id": gone["_id"]}, {"$set": {"status": "deleted"}})
+    assert _cli(config, tmp_path, "search") == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert lines[gone["room"]][2] == "deleted" and lines[entries[1]["room"]][2] == "archived"

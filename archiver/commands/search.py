@@ -29,7 +29,7 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", dest="ctlive_type", metavar="T", help="ctlive_type (chat, cbn, call...)")
     p.add_argument("--channel", metavar="C", help="the customer's channel (web, whatsapp...)")
     p.add_argument("--service", metavar="S", help="the service name")
-    p.add_argument("--status", metavar="S", help="index status: archived or uploading")
+    p.add_argument("--status", metavar="S", help="index status: archived, uploading or deleted (a tombstone)")
     p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the chat (needs search.key_file)")
 
 
@@ -81,7 +81,8 @@ def _print(found, as_json: bool) -> list[str]:
     if as_json:
         print("[", end="")
     else:
-        print(f"{'ROOM':<48} {'VER':>3}  {'ENDED (UTC)':<19}  {'TYPE':<6} {'CHANNEL':<10} {'SERVICE':<20} AGENTS")
+        print(f"{'ROOM':<48} {'VER':>3}  {'STATUS':<9} {'ENDED (UTC)':<19}  {'TYPE':<6} {'CHANNEL':<10} "
+              f"{'SERVICE':<20} AGENTS")
     for entry in found:
         rooms.append(entry["room"])
         if as_json:
@@ -94,7 +95,7 @@ def _print(found, as_json: bool) -> list[str]:
 
 def _row(e: dict[str, Any]) -> str:
     ended = e["ended_at"].strftime("%Y-%m-%d %H:%M:%S") if e.get("ended_at") else "-"
-    return (f"{e['room']:<48} {e['version']:>3}  {ended:<19}  {e.get('ctlive_type', '-'):<6} "
+    return (f"{e['room']:<48} {e['version']:>3}  {e.get('status', '-'):<9} {ended:<19}  {e.get('ctlive_type', '-'):<6} "
             f"{e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} {','.join(e.get('agents', []))}")
 
 
