@@ -183,7 +183,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "delete_contacts": Key(bool, False),
     },
     "metrics": {
-        "port": Key(int, 9108, _not_negative),
+        "port": Key(int, 9108, lambda v: None if 0 <= v <= 65535 else "must be a TCP port, 0 to 65535 (0: none)"),
         "host": Key(str, "127.0.0.1"),
         "stale_after_minutes": Key(float, 30.0, _positive),
     },
@@ -259,6 +259,8 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path}: not found") from None
+        except OSError as exc:  # a directory, no permission
+            raise ConfigError(f"config file {path}: cannot read it ({exc.strerror or exc})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
     values = _from_file(raw)

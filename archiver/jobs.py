@@ -17,7 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from archiver.artifacts import configured_identity, configured_recipients, init_worker
 from archiver.certificates import Expiry
-from archiver.config import Config
+from archiver.config import Config, ConfigError
 from archiver import logs
 from archiver.envelope import EnvelopeError
 from archiver.logs import event
@@ -36,7 +36,8 @@ class Service:
         self.archiver = Archiver(config, stop)
         self.archiver.keep_workers = True  # one pool of worker processes for every pass
         self.metrics = Metrics()
-        self.last_activity = time.time()  # a finished chat or pass; start-up until then
+        self.last_activity = time.monotonic()  # a finished chat or pass; start-up until then (a clock step
+        # of the wall clock must not read as staleness, or hide it)
         self.last_error = ""
         self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
         self.seal_error = ""  # the last seal run failed or found a sealed day changed
@@ -129,7 +130,7 @@ class Service:
         self.metrics.oldest_pending.set(max(age, 0.0))
 
     def _touch(self) -> None:
-        self.last_activity = time.time()
+        self.last_activity = time.monotonic()
 
     def health_notes(self) -> list[str]:
         """The lines /healthz shows below ok/unhealthy: the last error, certificates expiring soon."""
@@ -144,7 +145,7 @@ class Service:
         """No failed pass or rescan, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
         stale = self.config["metrics.stale_after_minutes"] * 60
         return (not self.last_error and not self.rescan_error and not self.seal_error
-                and time.time() - self.last_activity < stale)
+                and time.monotonic() - self.last_activity < stale)
 
 
 def serve(config: Config, stop: threading.Event | None = None) -> int:
@@ -152,8 +153,13 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     logs.adopt("apscheduler", "py.warnings")  # every line on stderr in the same (JSON) format
     service = Service(config, stop)
     if config["metrics.port"]:
-        serve_http(service.metrics, config["metrics.port"], service.healthy, config["metrics.host"],
-                   service.health_notes)
+        try:
+            serve_http(service.metrics, config["metrics.port"], service.healthy, config["metrics.host"],
+                       service.health_notes)
+        except OSError as exc:  # taken by another `serve` on this host, say, or a host name that does not resolve
+            raise ConfigError(f"metrics.host, metrics.port ({config['metrics.host']}:{config['metrics.port']}): "
+                              f"cannot listen there ({exc.strerror or exc}); choose another port for each `serve` "
+                              "on one host, or metrics.port = 0 for none") from None
     scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
     once = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(service.archive_pass, CronTrigger.from_crontab(config["schedule.archive"], timezone="UTC"),

@@ -50,6 +50,7 @@ def test_config_named_by_environment(tmp_path: Path) -> None:
     ('[schedule]\narchive = "every hour"\n', {}, "schedule.archive: is not a crontab"),
     ('[mongodb]\nuri = "postgres://x"\n', {}, "mongodb.uri: must start with"),
     ("[mongodb\n", {}, "not valid TOML"),
+    ("[metrics]\nport = 70000\n", {}, "metrics.port: must be a TCP port"),
     ("", {"ARCHIVER_ARCHIVE__WORKERS": "many"}, "ARCHIVER_ARCHIVE__WORKERS: must be int"),
     ("", {"ARCHIVER_NOPE__X": "1"}, "ARCHIVER_NOPE__X: no such setting nope.x"),
 ])
@@ -72,6 +73,28 @@ def test_missing_required_setting_stops_the_command_with_exit_2(tmp_path: Path, 
 def test_missing_config_file_is_exit_2(capsys) -> None:
     assert main(["--config", "/nonexistent/archiver.toml", "run"]) == 2
     assert "/nonexistent/archiver.toml: not found" in capsys.readouterr().err
+
+
+def test_a_config_path_that_is_a_folder_is_exit_2_naming_it(tmp_path: Path, capsys) -> None:
+    assert main(["--config", str(tmp_path), "run"]) == 2
+    assert f"config file {tmp_path}: cannot read it" in capsys.readouterr().err
+
+
+def test_a_metrics_port_already_taken_stops_serve_with_exit_2_naming_the_keys(tmp_path: Path, make_config,
+                                                                              capsys) -> None:
+    import socket
+    from conftest import write_toml
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    config = make_config(metrics__port=taken.getsockname()[1])
+    keys = ("mongodb.uri", "storage.url", "signing.certificate", "signing.key", "encryption.recipients",
+            "metrics.port")
+    try:
+        assert main(["--config", str(write_toml(tmp_path / "c.toml", {k: config[k] for k in keys})), "serve"]) == 2
+    finally:
+        taken.close()
+    assert "metrics.host, metrics.port (127.0.0.1:" in capsys.readouterr().err
 
 
 def test_secrets_are_never_echoed(tmp_path: Path) -> None:
