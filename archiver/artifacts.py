@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -346,6 +347,11 @@ def init_pool_worker(config: Config, environ: Mapping[str, str], archiver_pid: i
     otherwise have the environment of the moment that server started (credentials, say)."""
     os.environ.clear()
     os.environ.update(environ)
+    # Ctrl-C reaches the whole foreground process group: it is for the archiver, which finishes the chats
+    # in hand and then ends its workers; interrupted, a worker would leave its chat half-way. SIGTERM
+    # keeps its default: the pool ends a broken pool's workers with it (run under systemd with
+    # KillMode=mixed, so that a stop sends it to the archiver alone: README).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_worker(config)
     threading.Thread(target=_exit_with, args=(archiver_pid, process_start(archiver_pid)), daemon=True).start()
 

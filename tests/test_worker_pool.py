@@ -82,3 +82,27 @@ def test_the_service_keeps_workers_and_a_stopped_pass_does_not(make_config) -> N
         assert service.archiver._kept is None and _gone(kept)
     finally:
         service.archiver.close()
+
+
+def test_worker_processes_leave_interrupts_to_the_archiver(make_config) -> None:
+    """Ctrl-C reaches the workers too (the terminal's whole process group): they must keep building the
+    chats in hand while the archiver finishes them and stops (one that died of it left its chat uploading)."""
+    config = make_config(archive__workers=2)
+    rng = random.Random(32)
+    archiver = Archiver(config)
+    archiver.keep_workers = True
+    try:
+        seed(config, [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(2)])
+        assert archiver.run_pass().archived == 2
+        workers = _workers(archiver)
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1)
+        assert all(_alive(pid) for pid in workers), "a worker process died of a signal meant for the archiver"
+        seed(config, [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(2)])
+        report = archiver.run_pass()
+        assert report.archived == 2 and report.worker_deaths == 0 and _workers(archiver) == workers
+    finally:
+        kept = set(archiver._kept._processes) if archiver._kept else set()
+        archiver.close()
+    assert _gone(kept)
