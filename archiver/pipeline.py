@@ -40,6 +40,7 @@ from archiver.signing import sha256_hex
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
 from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
+from archiver.store.s3 import S3Store
 from archiver.timestamps import TimestampError
 from archiver.transcript import InvalidChat
 
@@ -107,6 +108,8 @@ class Archiver:
         self.index = ArchiveIndex(index_db[config["index.entries"]])
         self.state = index_db[config["index.state"]]
         self.store: ObjectStore = open_store(config)  # a local one is checked for writing (storage.url)
+        if isinstance(self.store, S3Store):
+            self.store.check_bucket()
         self.lock_warning = local_lock_warning(config)
         if self.lock_warning:
             event("local_store_not_locked", logging.WARNING, url=self.store.url,

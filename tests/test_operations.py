@@ -24,6 +24,7 @@ from archiver.mongo import connect
 from archiver.redact import redact
 from archiver.samples import make_chat
 from conftest import free_port, write_toml
+from test_pipeline import seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cretPassw0rd"
@@ -320,3 +321,26 @@ def test_an_unreachable_s3_fails_listings_as_store_errors_that_hide_its_credenti
     service = Service(make_config(), threading.Event())
     service.last_error = f"EndpointConnectionError: Could not connect to http://key:{SECRET}@127.0.0.1:1/archive"
     assert service.health_notes() and all(SECRET not in line for line in service.health_notes())
+
+
+@pytest.mark.parametrize("problem", ["no such bucket", "no object lock"])
+def test_a_bucket_that_cannot_take_the_archive_stops_the_run_before_any_chat_is_claimed(
+        make_config, moto_endpoint, problem, capsys, tmp_path) -> None:
+    """Each chat was claimed, rendered, signed and encrypted, then failed at its put, and retried for ever."""
+    import boto3
+    import uuid
+    name = f"plain-{uuid.uuid4().hex[:12]}"
+    if problem == "no object lock":
+        boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    config = make_config(storage__url=f"s3://{name}/archive", storage__endpoint_url=moto_endpoint,
+                         storage__object_lock_mode="COMPLIANCE")
+    seed(config, [make_chat(random.Random(5), messages=3, start_ms=time.time() * 1000 - 60_000)])
+    path = write_toml(tmp_path / "c.toml", {k: config[k] for k in (
+        "mongodb.uri", "storage.url", "storage.endpoint_url", "storage.object_lock_mode", "signing.certificate",
+        "signing.key", "encryption.recipients")})
+    assert main(["--config", str(path), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert ("storage.url: s3://" in err and "no such bucket" in err) if problem == "no such bucket" else \
+        ("storage.object_lock_mode: COMPLIANCE, but bucket" in err)
+    jobs = connect(config["mongodb.uri"])[config["index.database"]][config["index.jobs"]]
+    assert jobs.count_documents({}) == 0

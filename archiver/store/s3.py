@@ -17,6 +17,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from archiver.config import ConfigError
 from archiver.redact import redact
 from archiver.store.base import ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError, UnconfirmedPut
 
@@ -44,6 +45,30 @@ class S3Store:
                 response_checksum_validation="when_required",
             ),
         )
+
+    def check_bucket(self) -> None:
+        """ConfigError naming the setting when the bucket does not exist, or has no Object Lock while
+        storage.object_lock_mode asks for it: found before any chat is claimed or rendered, not by every
+        chat failing at its put. What cannot be told now (the network, a permission) is left to the puts."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            if self.lock_mode:
+                answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+                    raise ConfigError(self._no_lock())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigError(f"storage.url: {self.url}: no such bucket") from None
+            if code == "ObjectLockConfigurationNotFoundError":
+                raise ConfigError(self._no_lock()) from None
+        except BotoCoreError:
+            pass
+
+    def _no_lock(self) -> str:
+        return (f"storage.object_lock_mode: {self.lock_mode}, but bucket {self.bucket} has no Object Lock "
+                "(it can only be enabled when a bucket is created); use a bucket made with Object Lock, or set "
+                'object_lock_mode = "" to archive without it')
 
     def put(self, key: str, data: bytes, sha256: str, retain_until: dt.datetime | None) -> StoredObject:
         extra = {}
