@@ -80,6 +80,7 @@ class BundleRequest:
     rooms: tuple[str, ...] = ()  # explicit rooms (latest archived version each), or
     filters: SearchFilters | None = None  # every archived entry matching these
     workers: int = 1  # content checks in this many processes (1: in this one)
+    left_out: tuple[dict[str, Any], ...] = ()  # entries the filters match that are not archived (see left_out)
 
 
 @dataclass
@@ -105,6 +106,25 @@ def select(config: Config, search: Search, bundle: BundleRequest) -> list[tuple[
         entry = find_entry(config, room, None)
         chosen.append((entry["room"], entry["version"]))
     return chosen
+
+
+def left_out(search: Search, bundle: BundleRequest) -> tuple[dict[str, Any], ...]:
+    """The entries BUNDLE's filters match that it does not hold (tombstones, uploads not finished), each with
+    why: a bundle said to hold "every matching entry" must name the ones it cannot."""
+    if bundle.filters is None or bundle.filters.status:
+        return ()
+    found = []
+    for e in search.find(bundle.filters):
+        if e.get("status") != "archived":
+            deletion = e.get("deletion") or {}
+            found.append({"room": e["room"], "version": e["version"], "status": e.get("status"),
+                          **({"deleted_by_run": deletion.get("run"), "rule": deletion.get("rule"),
+                              "deleted_at": _text(deletion.get("at"))} if deletion else {})})
+    return tuple(found)
+
+
+def _text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 def build(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]], log: AuditLog,
@@ -252,14 +272,21 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "rooms": rooms,
         "room_count": len(rooms),
         "failed_rooms": "none: a bundle is only written when every selected room passed every check",
+        "left_out": {"why": "matched by the filters but not archived: a tombstone (deleted by retention or "
+                            "erasure, its objects gone) or an upload not finished",
+                     "entries": list(bundle.left_out)} if bundle.filters is not None else None,
         "verified": [
             "each stored object: present, with the size and SHA-256 the index records",
             "each object decrypts with the legal team's key to the plaintext size and SHA-256 the index records",
             "the PDF's PAdES signature: intact, valid, covering the whole file, by the certificate the index "
             "records, its title naming the room",
             "the record's detached CMS signature: intact, valid, by the certificate the index records",
-            "the record's room, version and source SHA-256 are the index entry's",
-            *(["both signers chain to the trust anchors given (--ca)"] if request.trust else []),
+            "the record's room, version and source SHA-256 are the index entry's, and so are its searchable "
+            "fields (kind, times, people, type, channel, service)",
+            "the PDF attaches that record, byte for byte",
+            *(["both signers chain to the trust anchors given (--ca, signing.trust_anchors)"] if request.trust else
+              ["NOT CHECKED: whether the signers chain to a trust anchor (none given: --ca or "
+               "signing.trust_anchors)"]),
         ],
         "details": "each room's verification.json lists every check with its result",
         "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],

@@ -297,3 +297,24 @@ def test_a_bundle_carries_the_attachments_and_its_readme_checks_them_against_the
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out] == [0, len(results) - 1]
     assert results[-1][2].split() == ["FAILED", base + "0004-photo.png", "FAILED", base + "0005-c.pdf"]
+
+
+def test_a_bundle_from_filters_names_the_matching_entries_it_cannot_hold(archived, keys, tmp_path, capsys) -> None:
+    """A tombstone matches the filters but has nothing to put in a bundle: the bundle said it held every
+    room the filters select, and the deleted one was named nowhere."""
+    import datetime as dt
+    from retrieval_helpers import index
+    config, entries = archived
+    gone = entries[0]
+    index(config).update_one({"_id": gone["_id"]}, {"$set": {"status": "deleted", "deletion": {
+        "run": "ret-1", "rule": "default", "state": "done", "at": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)}}})
+    out = tmp_path / "b.zip"
+    capsys.readouterr()
+    assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "regulator request", "--from", "2000-01-01", signed=False) == 0
+    printed = capsys.readouterr().out
+    assert f"{gone['room']} v1: deleted by run ret-1 under rule default" in printed
+    custody = json.loads((_unzip(out, tmp_path / "u") / "chain-of-custody.json").read_text())
+    assert [(e["room"], e["status"], e["deleted_by_run"]) for e in custody["left_out"]["entries"]] == [
+        (gone["room"], "deleted", "ret-1")]
+    assert gone["room"] not in [r["room"] for r in custody["rooms"]]

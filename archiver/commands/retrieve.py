@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -128,7 +129,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.artifacts import configured_identity
     from archiver.audit import Actor, open_audit_log
-    from archiver.bundle import BundleRequest, build, select
+    from archiver.bundle import BundleRequest, build, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request
     from archiver.search import open_search
@@ -160,7 +161,9 @@ def run_bundle(args: argparse.Namespace) -> int:
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
-        targets = select(config, open_search(config), bundle)
+        search = open_search(config)
+        targets = select(config, search, bundle)
+        bundle = dataclasses.replace(bundle, left_out=left_out(search, bundle))
         rooms = [room for room, _ in targets]
         made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
     except Exception as exc:
@@ -174,6 +177,12 @@ def run_bundle(args: argparse.Namespace) -> int:
     print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
     print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
     print("  verify it with openssl, pdfsig and sha256sum alone: see README.txt inside")
+    if bundle.left_out:
+        print(f"  {len(bundle.left_out)} matching entr{'y' if len(bundle.left_out) == 1 else 'ies'} not archived, so "
+              "not in the bundle (named in chain-of-custody.json):")
+        for e in bundle.left_out:
+            why = f"deleted by run {e['deleted_by_run']} under rule {e['rule']}" if e.get("deleted_by_run") else e["status"]
+            print(f"    {e['room']} v{e['version']}: {why}")
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     return OK
