@@ -35,7 +35,7 @@ from archiver.mongo import index_uri, reachable
 from archiver.names import recorded_folders
 from archiver.render.record import source_json
 from archiver.redaction import Redacted
-from archiver.search import load_search_key
+from archiver.search import load_search_key, record_search_key
 from archiver.signing import sha256_hex
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
@@ -107,6 +107,8 @@ class Archiver:
         self.queue = WorkQueue(index_db[config["index.jobs"]])
         self.index = ArchiveIndex(index_db[config["index.entries"]])
         self.state = index_db[config["index.state"]]
+        if config["search.key_file"]:  # the word hashes of every entry must be made with one key
+            record_search_key(self.state, load_search_key(config["search.key_file"]), now())
         self.store: ObjectStore = open_store(config)  # a local one is checked for writing (storage.url)
         if isinstance(self.store, S3Store):
             self.store.check_bucket()

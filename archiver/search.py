@@ -129,13 +129,48 @@ def _date(name: str, value: Any) -> dt.datetime:
     return value
 
 
+SEARCH_KEY_STATE = "search_key"  # the index state document naming the key its word hashes were made with
+
+
+def key_fingerprint(key: bytes) -> str:
+    """What the index records of a search key: enough to tell two keys apart, nothing to find words with."""
+    return hmac.new(key, b"archiver search key fingerprint", "sha256").hexdigest()[:16]
+
+
+def record_search_key(state: Collection, key: bytes, at: dt.datetime) -> None:
+    """Before the archive pass writes word hashes: the index remembers the key's fingerprint and since when
+    entries carry them. ConfigError if its hashes were made with another key (a search with either would
+    silently miss the chats of the other)."""
+    state.update_one({"_id": SEARCH_KEY_STATE}, {"$setOnInsert": {"fingerprint": key_fingerprint(key), "since": at}},
+                     upsert=True)
+    _same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
+
+
+def _same_key(recorded: dict[str, Any] | None, key: bytes) -> None:
+    if recorded is not None and recorded.get("fingerprint") != key_fingerprint(key):
+        raise ConfigError(f"search.key_file: not the key the index's word hashes were made with (fingerprint "
+                          f"{recorded.get('fingerprint')}, this one {key_fingerprint(key)}): words would not be found")
+
+
 class Search:
-    def __init__(self, entries: Collection, key: bytes | None) -> None:
+    def __init__(self, entries: Collection, key: bytes | None, state: Collection | None = None) -> None:
         self.entries = entries
         self.key = key
+        self.state = state
+
+    def text_note(self) -> str:
+        """What a --text search cannot see: entries archived before word hashes were written ("" if none)."""
+        recorded = self.state.find_one({"_id": SEARCH_KEY_STATE}) if self.state is not None else None
+        if recorded is None:
+            return "no archived entry has word hashes yet (search.key_file was not set when they were archived)"
+        since = recorded.get("since")
+        return (f"entries archived before {since:%Y-%m-%d %H:%M} UTC have no word hashes (search.key_file was not "
+                "set yet): --text cannot find them" if isinstance(since, dt.datetime) else "")
 
     def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
         """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""
+        if filters.text is not None and self.key is not None and self.state is not None:
+            _same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
         query = build_query(filters, self.key)
         if "terms" in query and not query["terms"]["$all"]:
             return iter(())  # words asked for, none given (only punctuation): nothing matches, not everything
@@ -147,7 +182,7 @@ def open_search(config: Config) -> Search:
     config.require("mongodb.uri")
     db = index_database(config)
     key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
-    return Search(db[config["index.entries"]], key)
+    return Search(db[config["index.entries"]], key, db[config["index.state"]])
 
 
 def parse_date(text: str, *, end: bool) -> dt.datetime:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from archiver.cli import main
+from archiver.config import ConfigError
 from archiver.search import SearchFilters, build_query, open_search, search_indexes
 from conftest import REAL_MONGO, write_toml
 from retrieval_helpers import archive_samples, audit, index, search_key
@@ -122,3 +123,25 @@ def test_the_table_says_which_entries_are_tombstones(archived, tmp_path, capsys)
     assert _cli(config, tmp_path, "search") == 0
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
     assert lines[gone["room"]][2] == "deleted" and lines[entries[1]["room"]][2] == "archived"
+
+
+def test_text_search_with_another_key_is_refused_not_answered_empty(archived, tmp_path, capsys) -> None:
+    """Words hashed under one key are not found under another: that search answered "0 entries", exit 0."""
+    from archiver.pipeline import Archiver
+    config, _ = archived
+    other = config.with_overrides(**{"search.key_file": str(search_key(tmp_path))})
+    assert _cli(other, tmp_path, "search", "--text", "invoice") == 2
+    assert "search.key_file: not the key the index's word hashes were made with" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="search.key_file: not the key"):
+        Archiver(other)  # nor may the archive pass mix hashes of two keys
+
+
+def test_text_search_says_which_entries_it_cannot_see(make_config, tmp_path, capsys) -> None:
+    """Chats archived before search.key_file was set have no word hashes: a text search never finds them."""
+    from archiver.pipeline import Archiver
+    config = make_config()
+    archive_samples(config, count=1)
+    keyed = config.with_overrides(**{"search.key_file": str(search_key(tmp_path))})
+    Archiver(keyed)
+    assert _cli(keyed, tmp_path, "search", "--text", "hello") == 0
+    assert "have no word hashes (search.key_file was not set yet): --text cannot find them" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import datetime as dt
 import json
 from typing import Any
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     actor = Actor.current(args.actor)
     try:
         rooms = _print(searcher.find(filters), args.json)
+        if filters.text is not None and searcher.text_note():
+            print(f"note: {searcher.text_note()}", file=sys.stderr)
     except Exception as exc:
         log.record("search", actor, outcome="failed", filters=filters.given(), detail=str(exc))
         raise
