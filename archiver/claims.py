@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Iterable
+from typing import AbstractSet, Any, Iterable, Mapping
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
@@ -62,19 +62,23 @@ class WorkQueue:
     def ensure_indexes(self) -> None:
         self.jobs.create_index([("state", ASCENDING), ("available_at", ASCENDING)], name="claim_order")
         self.jobs.create_index([("state", ASCENDING), ("discovered_at", ASCENDING)], name="oldest_open")
+        self.jobs.create_index([("state", ASCENDING), ("ended_at", ASCENDING)], name="oldest_ended")
         self.jobs.create_index([("claim", ASCENDING)], name="claim_token")
 
-    def enqueue(self, rooms: Iterable[tuple[str, str]], changed: AbstractSet[str] = frozenset()) -> int:
+    def enqueue(self, rooms: Iterable[tuple[str, str]], changed: AbstractSet[str] = frozenset(),
+                ended_ms: Mapping[str, float] | None = None) -> int:
         """Add (room, kind) pairs not yet known. An archived (`done`) room is reopened as KIND when it
-        is in CHANGED (its source changed since), or when it had not ended and now has."""
+        is in CHANGED (its source changed since), or when it had not ended and now has. ENDED_MS: when
+        each room's chat ended, where known (status reports how long the oldest has waited)."""
         wanted = dict(rooms)
         if not wanted:
             return 0
+        ended = {room: _from_ms(ms) for room, ms in (ended_ms or {}).items() if _from_ms(ms) is not None}
         known = {j["_id"]: j for j in self.jobs.find({"_id": {"$in": list(wanted)}}, {"state": 1, "kind": 1})}
         t = self.server_ms()
         fresh = [
             {"_id": room, "state": "pending", "kind": kind, "attempts": 0, "last_error": "",
-             "available_at": t, "discovered_at": now()}
+             "available_at": t, "discovered_at": now(), **({"ended_at": ended[room]} if room in ended else {})}
             for room, kind in wanted.items() if room not in known
         ]
         added = 0
@@ -85,8 +89,11 @@ class WorkQueue:
                 added = exc.details.get("nInserted", 0)
         reopen = [room for room, kind in wanted.items() if room in known and (
             room in changed or kind == "ended" and known[room].get("kind") != "ended")]
-        return added + sum(self._reopen([r for r in reopen if wanted[r] == kind], kind)
-                           for kind in {wanted[r] for r in reopen})
+        reopened = sum(self._reopen([r for r in reopen if wanted[r] == kind], kind) for kind in {wanted[r] for r in reopen})
+        for room in reopen:  # the end of the content now waiting (rare: a changed chat), else none claimed
+            self.jobs.update_one({"_id": room, "state": "pending"}, {"$set": {"ended_at": ended[room]}} if room in ended
+                                 else {"$unset": {"ended_at": ""}})
+        return added + reopened
 
     def _reopen(self, rooms: list[str], kind: str) -> int:
         """Archived ROOMS queued again as KIND (their next version)."""
@@ -193,14 +200,22 @@ class WorkQueue:
         return self._finish([room], {"state": "quarantined", "last_error": reason, "reason": reason}) == 1
 
     def oldest_open(self) -> dt.datetime | None:
-        """When the oldest job not archived yet (quarantined included) was discovered."""
+        """Since when the oldest job not archived yet (quarantined included) has waited: its chat's end, or
+        its discovery when the end is not known (an abandoned chat, a job from before ended_at was kept)."""
         doc = self.oldest_open_job()
-        return doc.get("discovered_at") if doc else None
+        return waiting_since(doc) if doc else None
 
     def oldest_open_job(self) -> dict[str, Any] | None:
-        """The job not archived yet (quarantined included) discovered first."""
-        return self.jobs.find_one({"state": {"$in": [*CLAIMABLE, "quarantined"]}},
-                                  {"state": 1, "discovered_at": 1}, sort=[("discovered_at", ASCENDING)])
+        """The job not archived yet (quarantined included) that has waited longest (see oldest_open)."""
+        open_ = {"$in": [*CLAIMABLE, "quarantined"]}
+        fields = {"state": 1, "discovered_at": 1, "ended_at": 1}
+        candidates = [
+            self.jobs.find_one({"state": open_, "ended_at": {"$gte": EPOCH}}, fields, sort=[("ended_at", ASCENDING)]),
+            self.jobs.find_one({"state": open_, "ended_at": {"$exists": False}}, fields,
+                               sort=[("discovered_at", ASCENDING)]),
+        ]
+        found = [doc for doc in candidates if doc is not None and waiting_since(doc) is not None]
+        return min(found, key=waiting_since) if found else None
 
     def recent(self, state: str, limit: int) -> list[dict[str, Any]]:
         """Up to LIMIT jobs in STATE, the most recently finished first (read-only, for status)."""
@@ -208,6 +223,24 @@ class WorkQueue:
 
     def counts(self) -> dict[str, int]:
         return {row["_id"]: row["n"] for row in self.jobs.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def waiting_since(job: dict[str, Any]) -> dt.datetime | None:
+    """When JOB's chat ended, else when it was discovered (aware, UTC)."""
+    when = job.get("ended_at") or job.get("discovered_at")
+    if not isinstance(when, dt.datetime):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _from_ms(ms: float) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    except (ValueError, OverflowError, OSError):  # a time no datetime holds (year 10000 ...)
+        return None
 
 
 def _due(t: int, due_by_ms: int | None) -> dict[str, Any]:

@@ -186,7 +186,8 @@ class Archiver:
         if only_archived:
             rooms = [room for room in rooms if archived.get(room) == kind]
         changed = self._changed([room for room in rooms if room in archived], by_digest=full)
-        return self.queue.enqueue(((room, kind) for room in rooms), changed)
+        ended = self.source.end_times(rooms) if kind == "ended" and rooms else {}  # for status: how long unarchived
+        return self.queue.enqueue(((room, kind) for room in rooms), changed, ended)
 
     def _changed(self, rooms: list[str], by_digest: bool) -> set[str]:
         """Those of the archived ROOMS whose source no longer matches a version: a message newer than

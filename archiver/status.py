@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from archiver.claims import WorkQueue, now
+from archiver.claims import WorkQueue, now, waiting_since
 from archiver.config import Config
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
@@ -128,14 +128,13 @@ def _quarantined(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _oldest(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The chat waiting longest: its age since it ended (since it was found, when its end is not known)."""
     if job is None:
         return None
-    discovered = job.get("discovered_at")
-    if isinstance(discovered, dt.datetime) and discovered.tzinfo is None:
-        discovered = discovered.replace(tzinfo=dt.timezone.utc)
-    age = (now() - discovered).total_seconds() if isinstance(discovered, dt.datetime) else None
-    return {"room": job["_id"], "state": job["state"], "discovered_at": _iso(discovered),
-            "age_seconds": None if age is None else round(max(age, 0.0), 3)}
+    since = waiting_since(job)
+    age = (now() - since).total_seconds() if since else None
+    return {"room": job["_id"], "state": job["state"], "ended_at": _iso(job.get("ended_at")),
+            "discovered_at": _iso(job.get("discovered_at")), "age_seconds": None if age is None else round(max(age, 0.0), 3)}
 
 
 def _outcome(doc: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -149,3 +149,31 @@ def test_a_pass_with_a_broken_chat_on_the_wire_protocol_stand_in_is_recorded(mak
         fields.update(archived=report.archived)
     last = collect(config).last_pass
     assert last is not None and last["archived"] == 1 and last["worker"] == "tester"
+
+
+def test_the_oldest_unarchived_chat_is_aged_from_its_end_not_from_its_discovery(make_config, tmp_path,
+                                                                                 capsys) -> None:
+    """After an outage a chat that ended days ago is found now: status said "0.0 h ago", the metric 0."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(4), messages=4, start_ms=(time.time() - 5 * 86400) * 1000)
+    source = _db(make_config, "source")
+    source.chats.insert_one(chat)
+    source.contacts.insert_one(contact)
+    service = Service(config, threading.Event())
+    assert service.archiver.discover(full=True) == 1  # found, not archived yet
+    oldest = _status(_toml(tmp_path, make_config), capsys)["oldest_unarchived"]
+    assert oldest["room"] == chat["room"] and oldest["ended_at"] and 4.9 * 86400 < oldest["age_seconds"] < 5.1 * 86400
+    service.refresh_gauges()
+    assert 4.9 * 86400 < service.metrics.oldest_pending._value.get() < 5.1 * 86400
+
+
+def test_end_times_are_read_from_embedded_messages_and_from_a_messages_collection(make_config) -> None:
+    import copy
+    from archiver.source import ChatSource
+    chat, _ = make_chat(random.Random(6), messages=3, start_ms=1_700_000_000_000)
+    end = next(m["data"]["ts"] for m in chat["messages"] if m["data"]["messageType"] == "endChat")
+    db = _db(make_config, "source")
+    db.chats.insert_one(copy.deepcopy(chat))
+    db.messages.insert_many(copy.deepcopy(chat["messages"]))
+    embedded, apart = ChatSource(db, "chats", "contacts"), ChatSource(db, "chats", "contacts", "messages")
+    assert embedded.end_times([chat["room"], "other"]) == {chat["room"]: end} == apart.end_times([chat["room"]])
