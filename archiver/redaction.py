@@ -36,7 +36,7 @@ from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
 ALGORITHM = 2  # bump when a detector changes what it finds: it is part of every settings version
-# 2: more separators between a card's groups (format characters, tabs and line breaks, / + and %20),
+# 2: more separators between a card's groups (spaces of other widths, format characters, and %20),
 #    cards stored as doubles or Decimal128, identifiers and times kept whatever their type.
 MASK = "•"
 BUILTIN_RULES = ("card", "iban", "email")
@@ -95,12 +95,12 @@ class Rule(Protocol):
 
 # -- card numbers ---------------------------------------------------------------------------------
 
-# Between the digit groups of a card number: what people type (spaces of every width, dots, slashes,
-# hyphens and dashes, tabs and line breaks: a group per line), what pasting leaves (zero-width and other
-# format characters, a soft hyphen) and what forms send ('+' for a space; in a URL, "%20", below). Not
-# commas: "order 4711, 12.05.2023" is a list of numbers, and would pass as a card; nor underscores, which
-# join the numeric ids of social media file names ("1234567_53961612345678_n.jpg"), never a card's groups.
-_SEPARATOR_CHARS = (" \t\n\r\v\f./+-\u00a0\u00ad\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+# Between the digit groups of a card number: spaces (of every width), dots, hyphens and dashes, as people
+# type them; and what pasting leaves there unseen (zero-width and other format characters, a soft hyphen)
+# or a form's URL encoding of a space ("%20", below). Not slashes, plus signs, commas, underscores or line
+# breaks: they join unrelated numbers ("2023/100000000007", "orders:\n4021337\n100000002", a media URL's
+# path or ids), which would pass as cards and be masked for good.
+_SEPARATOR_CHARS = (" .-\u00a0\u00ad\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
                     "\u200b\u200c\u200d\u2010\u2011\u2012\u2013\u2060\u202f\u205f\u2212\u3000\ufeff")
 _CLASS = "".join(re.escape(ch) for ch in _SEPARATOR_CHARS)
 _RUN = re.compile(rf"\+?\d[\d{_CLASS}]*")  # one character class: a tight loop in the engine

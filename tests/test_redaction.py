@@ -79,6 +79,10 @@ def test_masks_show_at_most_first_six_and_last_four_or_nothing() -> None:
     "INV-2022-0042, order 4711, 12.05.2023 10:30",
     "orders 4711,1205,2023,1030 and 5105,1051,0510,5100",  # commas list numbers: not a card's separator
     "https://scontent.example.net/v/t1.15752-9/411111_1111111111_n.jpg",  # ids joined by _, not a card's groups
+    "Your orders:\n4021337\n100000002",  # numbers on lines of their own
+    "Pratica n. 2023/100000000007",  # a year and a file number
+    "https://cdn.example.com/media/51234567/10000006.jpg",  # a URL's path
+    "2 x 4111+1111111111112",  # a sum
     "411111111111111111111111",  # 24 digits in one run without separators: not a card (see decisions.md)
 ])
 def test_numbers_that_are_not_card_numbers_are_left_alone(text: str) -> None:
@@ -239,11 +243,6 @@ def test_javascript_code_values_are_redacted_as_text_and_stay_code() -> None:
     "4111\u00ad1111\u00ad1111\u00ad1111",  # soft hyphen
     "4111\u30001111\u30001111\u30001111",  # ideographic space
     "4111\u20091111\u20091111\u20091111",  # thin space
-    "4111\t1111\t1111\t1111",
-    "4111\n1111\n1111\n1111",  # one group per line
-    "4111\r\n1111\r\n1111\r\n1111",
-    "4111/1111/1111/1111",
-    "4111+1111+1111+1111",  # a form's GET encoding
     "4111%201111%201111%201111",  # percent-encoded spaces, in a URL
 ])
 def test_separators_people_and_forms_put_between_groups_do_not_hide_a_card(typed: str) -> None:
