@@ -21,13 +21,25 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **_fields(record),
         }
-        return redact(json.dumps(line, ensure_ascii=False, default=str))  # URIs in errors keep no password
+        # URIs in errors keep no password: hidden in each text before JSON escapes it (a password with a quote
+        # is no longer itself once written as JSON), and in the line again
+        return redact(json.dumps(_redacted(line), ensure_ascii=False, default=lambda value: redact(str(value))))
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         return redact(f"{record.levelname.lower()}: {record.getMessage()} {fields}".rstrip())
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

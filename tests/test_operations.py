@@ -138,6 +138,17 @@ def test_a_configured_password_with_quotes_or_spaces_never_reaches_a_message(pas
     assert password not in redact(text) and "127.0.0.1:1" in redact(text)
 
 
+@pytest.mark.parametrize("password", ['s3cr"et pw', "back\\slash pw"])
+def test_a_configured_password_json_would_escape_never_reaches_a_json_log_line(password) -> None:
+    """JSON writes a quote or a backslash escaped: hidden only after writing, the password was not itself."""
+    import logging as logging_
+    config_module.load(None, environ={"ARCHIVER_MONGODB__URI": f"mongodb://admin:{password}@127.0.0.1:1/"})
+    record = logging_.LogRecord("archiver", logging_.ERROR, __file__, 1, "pass_failed", None, None)
+    record.fields = {"error": f"ServerSelectionTimeoutError: mongodb://admin:{password}@127.0.0.1:1/ unreachable"}
+    line = logs.JsonFormatter().format(record)
+    assert json.dumps(password)[1:-1] not in line and password not in line and "127.0.0.1:1" in json.loads(line)["error"]
+
+
 def test_secrets_in_uri_options_are_hidden() -> None:
     text = ("mongodb://db1/?tls=true&tlsCertificateKeyFilePassword=hunter2&authMechanism=MONGODB-AWS"
             "&authMechanismProperties=AWS_SESSION_TOKEN:FQoGZXIvYXdzEJr")
