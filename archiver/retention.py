@@ -213,15 +213,15 @@ class Deletions:
 
     def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any]) -> tuple[str, str]:
         chat, contact = loaded
-        if isinstance(chat, SourceProblem):
+        erasure = step["rule"] == "erasure"
+        if isinstance(chat, SourceProblem) and not (erasure and chat.readable):  # an erasure takes every contact
             return "skipped", f"the source chat cannot be read: {chat.reason}"
-        if chat is not None and step["source_sha256"]:  # erasure plans carry no digest: any content goes
+        if isinstance(chat, dict) and step["source_sha256"]:  # erasure plans carry no digest: any content goes
             if _raw(chat, contact) != step["raw_sha256"] and self._digest(chat, contact) != step["source_sha256"]:
                 self._requeue(step["room"])
                 return "skipped", "the source chat changed after the plan was made: queued for archiving"
         # Idempotent: a chat deleted before a crash is gone; what is left of the room (contact) goes now.
-        self.source.delete_room(step["room"], step["entry_id"], self.config["retention.delete_contacts"]
-                                or step["rule"] == "erasure")
+        self.source.delete_room(step["room"], step["entry_id"], self.config["retention.delete_contacts"] or erasure)
         return "deleted", ""
 
     def _delete_archive(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
@@ -477,9 +477,10 @@ class Deletions:
             cases = held.get(room) or ([] if versions[room] else self._unarchived_holds(room, customer, chat))
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
             if chat is not None:
+                readable = chat.readable if isinstance(chat, SourceProblem) else chat  # (two contacts: both go)
                 yield (Step("skip", room, None, "erasure", f"source chat kept: {kept}") if kept else
                        Step("delete_source", room, None, "erasure", why,
-                            entry_id=chat.get("_id") if isinstance(chat, dict) else None))
+                            entry_id=readable.get("_id") if isinstance(readable, dict) else None))
             for v in versions[room]:
                 deletion = v.get("deletion") or {}
                 if v["status"] == "deleted" and deletion.get("state") == "deleting":  # left half-way: finished

@@ -192,7 +192,7 @@ class ChatSource:
             if len(found) > 1 and isinstance(chat, dict):  # never one of them silently, the other left out
                 ids = ", ".join(repr(doc.get("_id")) for doc in found)
                 chat = SourceProblem(f"{len(found)} contact documents have id {room!r} (_id {ids}); the chat is "
-                                     "not archived until a person decides which one is its contact")
+                                     "not archived until a person decides which one is its contact", chat)
             loaded[room] = (chat, found[0] if found else None)
         return loaded
 
@@ -215,6 +215,7 @@ class ChatSource:
 class SourceProblem:
     """Why the source gives no single readable chat document for a room (the job is quarantined)."""
     reason: str
+    readable: dict[str, Any] | None = None  # the chat document, when only its contact is the problem
 
 
 Chat = dict[str, Any] | SourceProblem | None

@@ -780,3 +780,17 @@ def test_the_source_of_a_chat_that_has_not_ended_is_kept_though_an_interim_copy_
     (item,) = result.report["items"]
     assert (item["action"], item["outcome"]) == ("skip", "skipped") and "has not ended" in item["reason"], item
     assert source(config).count_documents({}) == 1
+
+
+def test_an_erasure_deletes_the_source_of_a_room_with_two_contact_documents(make_config) -> None:
+    """Two contact documents quarantine a room for archiving (which one is its contact?); for an erasure
+    both hold the customer's data, and both go with the chat, not one of them kept and the source left."""
+    from bson import ObjectId
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    db[config["source.contacts"]].insert_one({"_id": ObjectId(), "id": chat["room"], "title": "a second one"})
+    result = erase(config, customer_of(chat))
+    assert outcomes(result)[("delete_source", chat["room"], None)][0] == "deleted"
+    assert db[config["source.chats"]].count_documents({"room": chat["room"]}) == 0
+    assert db[config["source.contacts"]].count_documents({"id": chat["room"]}) == 0
