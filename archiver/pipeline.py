@@ -108,7 +108,8 @@ class Archiver:
         self.index = ArchiveIndex(index_db[config["index.entries"]])
         self.state = index_db[config["index.state"]]
         if config["search.key_file"]:  # the word hashes of every entry must be made with one key
-            record_search_key(self.state, load_search_key(config["search.key_file"]), now())
+            record_search_key(self.state, index_db[config["index.entries"]], load_search_key(config["search.key_file"]),
+                              now())
         self.store: ObjectStore = open_store(config)  # a local one is checked for writing (storage.url)
         if isinstance(self.store, S3Store):
             self.store.check_bucket()

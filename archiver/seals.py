@@ -584,7 +584,10 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
     # The day before too: an entry sealed there whose time was then moved a day on (to a day not sealed
     # yet, say) is found where it was sealed, and fails as changed, instead of passing as "not sealed yet".
     earlier = day_before(day)
-    found = _sealed_in(book, earlier, entry, status) if earlier else None
+    try:
+        found = _sealed_in(book, earlier, entry, status) if earlier else None
+    except StoreError:  # that day's seal is damaged: `verify` names it; this entry's own day decides here
+        found = None
     if found is None or found[2] is None:
         found = _sealed_in(book, day, entry, status)
     else:

@@ -137,12 +137,16 @@ def key_fingerprint(key: bytes) -> str:
     return hmac.new(key, b"archiver search key fingerprint", "sha256").hexdigest()[:16]
 
 
-def record_search_key(state: Collection, key: bytes, at: dt.datetime) -> None:
+def record_search_key(state: Collection, entries: Collection, key: bytes, at: dt.datetime) -> None:
     """Before the archive pass writes word hashes: the index remembers the key's fingerprint and since when
-    entries carry them. ConfigError if its hashes were made with another key (a search with either would
-    silently miss the chats of the other)."""
-    state.update_one({"_id": SEARCH_KEY_STATE}, {"$setOnInsert": {"fingerprint": key_fingerprint(key), "since": at}},
-                     upsert=True)
+    entries carry them (the oldest entry that already has some, else AT). ConfigError if its hashes were
+    made with another key (a search with either would silently miss the chats of the other)."""
+    if state.find_one({"_id": SEARCH_KEY_STATE}) is None:
+        first = entries.find_one({"terms.0": {"$exists": True}}, {"archived_at": 1},
+                                 sort=[("archived_at", ASCENDING)])
+        since = first.get("archived_at") if first and isinstance(first.get("archived_at"), dt.datetime) else at
+        state.update_one({"_id": SEARCH_KEY_STATE},
+                         {"$setOnInsert": {"fingerprint": key_fingerprint(key), "since": since}}, upsert=True)
     _same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
 
 

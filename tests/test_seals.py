@@ -465,3 +465,26 @@ def test_with_trust_anchors_a_seals_signer_must_chain_to_one(sealed, keys, tmp_p
     stranger = x509.load_pem_x509_certificates(make(tmp_path, "Another CA").cert_path.read_bytes())
     problems = [str(p) for p in verify_archive(sealed, None, trust=stranger).problems]
     assert any(p.startswith(f"seal {DAY}#1: its signer does not chain to the trust anchors") for p in problems), problems
+
+
+def test_a_damaged_seal_of_the_day_before_does_not_fail_the_retrieval_of_a_later_days_chat(sealed, keys, tmp_path) -> None:
+    """The day before is searched too (an entry moved a day on); its seal, damaged, is for `verify` to name:
+    it failed the retrieval of every chat of the next day, blaming their own day."""
+    import random
+    from archiver.pipeline import Archiver
+    from archiver.samples import make_chat
+    from retrieval_helpers import overwrite_stored
+    from test_pipeline import recent_ms, seed
+    before = {e["room"] for e in index(sealed).find({})}
+    seed(sealed, [make_chat(random.Random(99), messages=5, start_ms=recent_ms(30))])
+    next_day = DAY + dt.timedelta(days=1)
+    with built_on(next_day):
+        assert Archiver(sealed).run_pass().archived == 1
+    (room,) = [e["room"] for e in index(sealed).find({}) if e["room"] not in before]
+    backdate(sealed, [room], next_day)
+    (record,) = seal_records(sealed)
+    overwrite_stored(sealed, record["objects"]["document"]["key"], b'{"damaged": true}')
+    seals._DOCUMENTS.clear()  # as a new process would read it
+    assert seal_cli(sealed, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
+                    str(tmp_path / "case"), "--reason", "case 7") == 0
+    assert seal_cli(sealed, tmp_path, "verify", "--all") == 3  # the damaged seal is named there

@@ -145,3 +145,19 @@ def test_text_search_says_which_entries_it_cannot_see(make_config, tmp_path, cap
     Archiver(keyed)
     assert _cli(keyed, tmp_path, "search", "--text", "hello") == 0
     assert "have no word hashes (search.key_file was not set yet): --text cannot find them" in capsys.readouterr().err
+
+
+def test_the_text_note_dates_word_hashes_from_the_oldest_entry_that_has_them(archived, tmp_path, capsys) -> None:
+    """An index whose entries had word hashes before the key was recorded (an upgrade): the note must not
+    say that they have none."""
+    from archiver.mongo import connect
+    from archiver.pipeline import Archiver
+    import datetime as dt
+    config, entries = archived
+    connect(config["mongodb.uri"])[config["index.database"]][config["index.state"]].delete_many({"_id": "search_key"})
+    for n, e in enumerate(entries):  # archived days ago
+        index(config).update_one({"_id": e["_id"]}, {"$set": {"archived_at": e["archived_at"] - dt.timedelta(days=2 + n)}})
+    Archiver(config)  # the first start after the upgrade records the key
+    assert _cli(config, tmp_path, "search", "--text", "invoice") == 0
+    oldest = min(e["archived_at"] for e in index(config).find())
+    assert f"entries archived before {oldest:%Y-%m-%d %H:%M} UTC" in capsys.readouterr().err

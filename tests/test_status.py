@@ -165,15 +165,3 @@ def test_the_oldest_unarchived_chat_is_aged_from_its_end_not_from_its_discovery(
     assert oldest["room"] == chat["room"] and oldest["ended_at"] and 4.9 * 86400 < oldest["age_seconds"] < 5.1 * 86400
     service.refresh_gauges()
     assert 4.9 * 86400 < service.metrics.oldest_pending._value.get() < 5.1 * 86400
-
-
-def test_end_times_are_read_from_embedded_messages_and_from_a_messages_collection(make_config) -> None:
-    import copy
-    from archiver.source import ChatSource
-    chat, _ = make_chat(random.Random(6), messages=3, start_ms=1_700_000_000_000)
-    end = next(m["data"]["ts"] for m in chat["messages"] if m["data"]["messageType"] == "endChat")
-    db = _db(make_config, "source")
-    db.chats.insert_one(copy.deepcopy(chat))
-    db.messages.insert_many(copy.deepcopy(chat["messages"]))
-    embedded, apart = ChatSource(db, "chats", "contacts"), ChatSource(db, "chats", "contacts", "messages")
-    assert embedded.end_times([chat["room"], "other"]) == {chat["room"]: end} == apart.end_times([chat["room"]])

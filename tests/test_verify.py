@@ -296,6 +296,9 @@ def test_searchable_fields_edited_in_the_index_are_named_with_a_key(archived, ke
     assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
                    str(tmp_path / "case"), "--reason", "case 7") == 3
     assert not (tmp_path / "case").exists()
+    other = entries[1]  # removed rather than edited: hidden from a search by customer just the same
+    index(config).update_one({"_id": other["_id"]}, {"$unset": {"customers": "", "agents": "", "ended_at": ""}})
+    assert any(room == other["room"] and "customers None" in p for room, p in _named(_verify(config, keys)))
 
 
 @pytest.mark.parametrize("objects_left", [True, False], ids=["objects still stored", "objects removed too"])
