@@ -10,7 +10,9 @@ lists of rooms reported, whatever the size of the window.
 A chat "ended in the window" when it has an endChat message whose time is in
 [FROM, TO]: a number of milliseconds (as the platform writes it) or a BSON date
 (as old data has it). Times kept as numeric strings are not found by the window
-(they are not ordered as times); abandoned chats (no endChat) are not in scope.
+(they are not ordered as times). With `source.abandoned_after_hours` set, chats without an endChat whose
+last message is in the window and which have been idle that long since are in scope too, as the archive
+pass archives them (as abandoned); without it they are not.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Callable, Iterator
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.mongo import reachable
-from archiver.source import _room_of
+from archiver.source import ChatSource, _room_of
 from archiver.transcript import END_TYPE
 
 BATCH = 500
@@ -34,15 +36,18 @@ MAX_LISTED = 10_000  # rooms listed per kind; beyond this only counted
 class Missing:
     room: str
     why: str
+    abandoned: bool = False  # idle without an end, rather than ended
 
     def __str__(self) -> str:
-        return f"{self.room}: ended in the source but not archived ({self.why})"
+        how = "went idle without an end (abandoned)" if self.abandoned else "ended"
+        return f"{self.room}: {how} in the source but not archived ({self.why})"
 
 
 @dataclass
 class CompletenessReport:
     window: dict[str, str]
     ended: int = 0  # ended chats found in the source in the window
+    abandoned: int = 0  # chats idle without an end (source.abandoned_after_hours), last message in the window
     archived: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     quarantined: list[dict[str, str]] = field(default_factory=list)
@@ -82,8 +87,33 @@ def check_completeness(config: Config, start: dt.datetime, end: dt.datetime,
                 progress(report)
     if batch:
         _classify(dict.fromkeys(batch), entries, jobs, report)
+    for idle in _batches(abandoned_rooms(config, start, end)):
+        _classify(dict.fromkeys(idle), entries, jobs, report, abandoned=True)
     report.seconds = time.monotonic() - began
     return report
+
+
+def abandoned_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Iterator[str]:
+    """With source.abandoned_after_hours set: rooms without an endChat whose last message is in [START, END]
+    and that have been idle that long by now (those the archive pass archives as abandoned)."""
+    hours = config["source.abandoned_after_hours"]
+    if hours <= 0:
+        return iter(())
+    source = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
+    chats = ChatSource(source, config["source.chats"], config["source.contacts"], config["source.messages"])
+    before = min(end.timestamp() * 1000 + 1, time.time() * 1000 - hours * 3_600_000)
+    return chats.idle_between(start.timestamp() * 1000, before) if before > start.timestamp() * 1000 else iter(())
+
+
+def _batches(rooms: Iterator[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for room in rooms:
+        batch.append(room)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def ended_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Iterator[str]:
@@ -104,7 +134,8 @@ def ended_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Iterato
         yield _room_of(doc)
 
 
-def _classify(rooms: dict[str, None], entries: Any, jobs: Any, report: CompletenessReport) -> None:
+def _classify(rooms: dict[str, None], entries: Any, jobs: Any, report: CompletenessReport,
+              abandoned: bool = False) -> None:
     names = list(rooms)
     archived = {d["room"] for d in entries.find(
         {"room": {"$in": names}, "status": "archived", "kind": {"$ne": "interim"}}, {"room": 1, "_id": 0})}
@@ -112,7 +143,10 @@ def _classify(rooms: dict[str, None], entries: Any, jobs: Any, report: Completen
         {"room": {"$in": names}, "status": "deleted"}, {"room": 1, "deletion": 1, "_id": 0})}
     job = {d["_id"]: d for d in jobs.find({"_id": {"$in": names}}, {"state": 1, "last_error": 1, "reason": 1})}
     for room in names:
-        report.ended += 1
+        if abandoned:
+            report.abandoned += 1
+        else:
+            report.ended += 1
         state = job.get(room, {}).get("state")
         if room in archived:
             report.archived += 1
@@ -127,7 +161,7 @@ def _classify(rooms: dict[str, None], entries: Any, jobs: Any, report: Completen
         else:
             report.missing_count += 1
             if len(report.missing) < MAX_LISTED:
-                report.missing.append(Missing(room, _why(state)))
+                report.missing.append(Missing(room, _why(state), abandoned))
 
 
 def _account(report: CompletenessReport, state: str, item: dict[str, str]) -> None:

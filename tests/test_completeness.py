@@ -131,3 +131,21 @@ def test_a_messages_collection_source_and_usage_errors(make_config, tmp_path, ca
                    "--to", "2021-03-02") == 3
     out = capsys.readouterr().out
     assert f"MISSING {chat['room']}" in out and "OK: 0 entries" in out
+
+
+def test_with_abandoned_chats_archived_an_idle_chat_not_archived_is_missing(make_config) -> None:
+    """With source.abandoned_after_hours set, a chat idle that long without an end is to be archived (as
+    abandoned): completeness left it out of scope, so one never archived went unreported."""
+    config = make_config(source__abandoned_after_hours=1.0)
+    chat, contact = _chat(random.Random(8), minutes_ago=300)
+    chat["messages"].pop()  # no endChat
+    seed(config, [(chat, contact)])
+    window = (NOW - dt.timedelta(days=1), NOW)
+    report = _window(config, *window)
+    assert not report.ok and [m.room for m in report.missing] == [chat["room"]] and report.abandoned == 1
+    assert "idle without an end (abandoned)" in str(report.missing[0])
+    assert Archiver(config).run_pass().archived == 1
+    after = _window(config, *window)
+    assert after.ok and (after.abandoned, after.archived) == (1, 1)
+    recent = make_config(source__abandoned_after_hours=24.0)  # idle for less than that: not due yet
+    assert _window(recent.with_overrides(**{"mongodb.uri": config["mongodb.uri"]}), *window).abandoned == 0

@@ -130,7 +130,9 @@ def run_completeness(args: argparse.Namespace) -> int:
     summary = (f"{report.ended} chats ended in the source from {start.isoformat()} to {end.isoformat()}: "
                f"{report.archived} archived, {report.failed_count} failed, {report.quarantined_count} quarantined, "
                f"{report.missing_count} missing" + (f", {report.deleted_count} deleted by policy"
-                                                     if report.deleted_count else ""))
+                                                     if report.deleted_count else "")
+               + (f"; {report.abandoned} went idle without an end (source.abandoned_after_hours), counted alike"
+                  if report.abandoned else ""))
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope,
                rooms=[m.room for m in report.missing[:PROBLEMS_IN_AUDIT]], detail=summary)
     if args.json:
