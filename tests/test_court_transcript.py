@@ -259,11 +259,14 @@ def test_an_unfinished_chat_stays_findable_by_time_in_the_index(signed) -> None:
     assert entry["ended_at"] == plain.transcript.last_message_at is not None
 
 
-def test_a_flood_of_contact_events_counts_against_the_page_limit(tmp_path) -> None:
+def test_a_flood_of_contact_events_counts_against_the_page_limit_and_is_named(tmp_path) -> None:
     from archiver.render import pdf as pdf_module
-    from archiver.transcript import InvalidChat
-    renderer = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=2))
+    renderer = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=7))
     chat, contact = make_chat(random.Random(11), messages=2)
     contact["contact_events"] = [{"event": "ping", "ts": MS + i, "origin": "x"} for i in range(500)]
-    with pytest.raises(InvalidChat, match="more than 2 pages"):
-        renderer.render(normalise(chat, contact))
+    out = renderer.render(normalise(chat, contact))  # never a refused chat: the record holds them all
+    path = tmp_path / "e.pdf"
+    path.write_bytes(out.data)
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    shown = text.count('"ping"')
+    assert 0 < shown < 500 and f"{500 - shown} contact events are not shown (archive.max_pages = 7)" in " ".join(text.split())

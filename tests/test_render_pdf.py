@@ -227,17 +227,31 @@ def test_every_message_field_is_limited_and_the_shortening_is_counted(tmp_path) 
     assert out.shortened == 6 and re.search(r"Fields shown shortened 6\b", text)
 
 
-def test_a_megabyte_of_newlines_is_refused_after_at_most_max_pages(renderer) -> None:
-    chat = _chat(["a\n" * 500_000])  # 1,000,000 characters: within archive.max_message_chars
+def test_a_megabyte_of_newlines_is_shown_shortened_and_never_stops_the_chat(renderer, tmp_path) -> None:
+    """One message of newlines (within archive.max_message_chars) passed archive.max_pages, and the chat was
+    refused: a customer could keep their whole chat, PDF and record, out of the archive."""
+    chat = _chat(["before", "a\n" * 500_000, "after"])
     started = time.perf_counter()
-    with pytest.raises(InvalidChat, match=r"more than 2,000 pages \(archive.max_pages\); stopped at message #1"):
-        renderer.render(normalise(chat))
+    out = renderer.render(normalise(chat))
     assert time.perf_counter() - started < 30
-    small = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=3))
+    text = " ".join(_text(out.data, tmp_path).split())
+    assert "before" in text and "after" in text and out.shortened == 1
+    shown = 2 * pdf_module.Limits().message_lines - 1  # "a\n" up to the last newline shown
+    assert f"{1_000_000 - shown:,} more characters not shown here" in text
+
+
+def test_a_chat_past_max_pages_is_shown_up_to_the_cap_and_says_where_it_stops(tmp_path) -> None:
+    """Many long messages: the PDF stops at archive.max_pages and says which messages only the record holds."""
+    small = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=12, message_lines=100))
+    chat = _chat(["x\n" * 99] * 12)
     started = time.perf_counter()
-    with pytest.raises(InvalidChat, match=r"more than 3 pages"):
-        small.render(normalise(chat))
-    assert time.perf_counter() - started < 2, "stops laying out at the cap, not after the whole message"
+    out = small.render(normalise(chat))
+    assert time.perf_counter() - started < 5, "stops laying out at the cap, not after the whole chat"
+    pages = _text(out.data, tmp_path)
+    text = " ".join(pages.split())
+    stop = re.search(r"stops before message #(\d+) \(archive.max_pages = 12\): messages #\d+ to #13", text)
+    assert stop and 1 < int(stop.group(1)) < 13, text[:2000]
+    assert pages.count("\f") <= 12 and f"#{int(stop.group(1)) - 1} ·" in text  # the one before is shown
     assert small.render(normalise(_chat(["a\n" * 50]))).data.startswith(b"%PDF")
 
 

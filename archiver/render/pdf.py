@@ -69,6 +69,10 @@ BAR = "\u2502 "  # starts every line of a message after its header line
 LABEL_DEFAULTS = {
     "shortened": "[{hidden} more characters not shown here; the full text is in the JSON record]",
     "shortened_count": "Fields shown shortened",
+    "warning_events": "{count} contact events are not shown (archive.max_pages = {pages}): they are in the "
+                      "attached JSON record",
+    "warning_pages": "This PDF stops before message #{first} (archive.max_pages = {pages}): messages #{first} to "
+                     "#{last} are only in the attached JSON record",
     "attachment_file": "Archived file",
     "attachment_fetched": "{size} bytes · {type} · SHA-256 {sha256} · fetched {time}",
     "attachment_missing": "File not archived ({outcome})",
@@ -103,8 +107,9 @@ class Limits:
     """How much of a chat the PDF shows (archive.max_*); the JSON record always holds all of it."""
     url_chars: int = 2_048  # a longer URL is shown cut, as text, not as a link
     field_chars: int = 1_000  # any other field but message text (sender, type, error, room, title ...)
-    pages: int = 2_000
+    pages: int = 2_000  # the messages past it are named in a warning, not drawn (a chat is never refused for it)
     pdf_bytes: int = 50_000_000
+    message_lines: int = 1_000  # a message's text lines (newlines) shown; the rest cut with a counted note
 
 
 @dataclass(frozen=True)
@@ -548,32 +553,38 @@ class PdfRenderer:
         return RenderedPdf(data, counter.placeholders, counter.shortened, placeholder)
 
     def _body(self, t: Transcript, counter: "_Counter", attached: dict[int, Attachment] | None = None) -> list[Line]:
-        """The messages' lines; stops as soon as their height alone needs more pages than allowed."""
-        budget = self.limits.pages * self._usable_height()
+        """The messages' lines, as many as Limits.pages holds (less room for the header): the message that
+        would pass it and those after are named in a warning (counter.stopped_at), never a refused chat."""
+        budget = max(1, self.limits.pages - HEADER_PAGES) * self._usable_height()
         lines: list[Line] = []
         used = 0.0
         events = sorted(t.events, key=_event_order)  # those without a time come last
         for m in t.messages:
             while events and events[0].at and m.sent_at and events[0].at <= m.sent_at:
-                used += self._add_event(lines, events.pop(0), counter)
+                used += self._add_event(lines, events.pop(0), counter, budget - used)
             extra = attachment_lines(self, attached[m.position], counter) if attached and m.position in attached else ()
+            kept = len(lines)
             for number, line in enumerate(itertools.chain(self._message(m, counter), extra)):
                 used += line.height if line.runs or line.image else 0.0  # empty lines may fall at a page top, dropped
                 if used > budget:
-                    raise self._too_many_pages(m.position)
+                    del lines[kept:]  # this message is not shown in part: it is named in the warning
+                    counter.stopped_at = (m.position, t.messages[-1].position)
+                    return lines
                 line.message, line.keep = m.position, number == 1  # the header line stays with what follows
                 lines.append(line)
         for event in events:
-            used += self._add_event(lines, event, counter)
-        if used > budget:
-            raise self._too_many_pages(None)
+            used += self._add_event(lines, event, counter, budget - used)
         return lines
 
-    def _add_event(self, lines: list[Line], e: Event, counter: "_Counter") -> float:
-        """Append event E's lines to LINES; their height, counted against Limits.pages like a message's."""
+    def _add_event(self, lines: list[Line], e: Event, counter: "_Counter", room: float) -> float:
+        """Append event E's lines to LINES if they fit in ROOM (else count it as not shown); their height."""
         made = self._event(e, counter)
+        height = sum(line.height for line in made if line.runs)
+        if height > room:
+            counter.events_not_shown += 1
+            return 0.0
         lines.extend(made)
-        return sum(line.height for line in made if line.runs)
+        return height
 
     def _event(self, e: Event, counter: "_Counter") -> list[Line]:
         """A contact event as a system line: its kind in the template's words, its raw name, origin and details."""
@@ -698,6 +709,13 @@ class PdfRenderer:
         if counter.placeholders:
             text = labels["warning_placeholders"].format(count=counter.placeholders)
             warnings.append(self._lines(self._runs(text, "meta", _Counter()), style="meta"))
+        if counter.events_not_shown:
+            text = labels["warning_events"].format(count=f"{counter.events_not_shown:,}", pages=f"{self.limits.pages:,}")
+            warnings.append(self._lines(self._runs(text, "warning", _Counter()), style="meta"))
+        if counter.stopped_at:
+            first, last = counter.stopped_at
+            text = labels["warning_pages"].format(first=first, last=last, pages=f"{self.limits.pages:,}")
+            warnings.append(self._lines(self._runs(text, "warning", _Counter()), style="meta"))
         status = labels.get(f"status_{t.status}", t.status)
         lines = [
             *self._lines(self._runs(doc["organisation"], "meta", counter), style="meta"),
@@ -823,7 +841,13 @@ class PdfRenderer:
         if m.url:
             yield [*self._runs(f"{labels['attachment']}: ", "body", counter), *self._url(m.url, counter)]
         if m.text:
-            yield self._runs(m.text, "body", counter)
+            shown = _first_lines(m.text, self.limits.message_lines)
+            runs = self._runs(shown, "body", counter)
+            if len(shown) < len(m.text):  # newlines would lay out one line each: a megabyte, hundreds of pages
+                counter.shortened += 1
+                runs += self._runs(" " + labels["shortened"].format(hidden=f"{len(m.text) - len(shown):,}"), "note",
+                                   counter)
+            yield runs
         elif not m.url and not m.is_end:
             yield self._runs(labels["empty"], "meta", counter)
         if m.delivered is False:
@@ -913,6 +937,19 @@ def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float
     canvas.linkURL(url, union, relative=0, thickness=0, QuadPoints=PDFArray(quads), F=4)  # F=4: printed (PDF/A)
 
 
+HEADER_PAGES = 5  # what the body leaves of Limits.pages to the header (participants, warnings)
+
+
+def _first_lines(text: str, count: int) -> str:
+    """TEXT up to its COUNT-th newline (all of it when it has fewer)."""
+    if text.count("\n", 0, None) < count:
+        return text
+    at = -1
+    for _ in range(count):
+        at = text.index("\n", at + 1)
+    return text[:at]
+
+
 def _paginate(lines: list[Line], height: float, continued: Callable[[int], Line] | None = None) -> list[list[Line]]:
     """Lines in pages of at most HEIGHT; spacing at the top of a page is dropped. A message header
     never ends a page; a message that goes on over a page break starts the page with CONTINUED(position)."""
@@ -947,5 +984,7 @@ class _Counter:
     def __init__(self, names: dict[str, str] | None = None) -> None:
         self.placeholders = 0
         self.shortened = 0
+        self.stopped_at: tuple[int, int] | None = None  # (first message not shown, last message): Limits.pages
+        self.events_not_shown = 0  # contact events past Limits.pages
         self.names = names or {}  # user id -> display name
         self.senders: dict[tuple[str, str, Style], tuple[list[Run], int, int]] = {}  # see PdfRenderer._sender
