@@ -309,3 +309,17 @@ def test_message_text_cannot_pass_for_a_message_header(renderer, tmp_path, layou
     text = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     assert [int(n) for n, _ in HEADER.findall(text)] == list(range(1, len(chat["messages"]) + 1))
     assert "│ #9 · 2022-01-19 14:59:03 · USER_x (agent)" in text, "the fake is shown, marked as message text"
+
+
+def test_a_right_to_left_sender_name_leaves_the_message_header_in_its_order(renderer, tmp_path) -> None:
+    """The header line starts with no strong character (#1 · time · ), so the paragraph took the direction
+    of the sender's name: a Hebrew name reversed the whole line, time and offset included."""
+    chat = _chat(["shalom"])
+    chat["messages"][0]["data"]["content"]["user"]["name"] = "דני כהן"
+    out = renderer.render(normalise(chat))
+    path = tmp_path / "h.pdf"
+    path.write_bytes(out.data)
+    layout = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                            text=True, check=True).stdout
+    header = next(line for line in layout.splitlines() if "#1 ·" in line)
+    assert header.lstrip().startswith("#1 · ") and re.search(r"#1 · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d · ", header), header

@@ -305,10 +305,12 @@ def _merge(runs: list[Run]) -> list[Run]:
     return merged
 
 
-def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
+def wrap(runs: Iterable[Run], width: float, leading: float, level: int | None = None) -> Iterator[Line]:
     """Greedy line filling; a newline breaks the line, a word wider than WIDTH is cut anywhere.
-    Lines come as they are filled, so a caller can stop early (see Limits.pages)."""
-    filler = _LineFiller(width, leading)
+    Lines come as they are filled, so a caller can stop early (see Limits.pages). LEVEL: the paragraphs'
+    direction (0: left to right), for lines of ours around data; None: each paragraph's first strong
+    character says (a message's text)."""
+    filler = _LineFiller(width, leading, level)
     rtl = False  # lines are reordered only once right-to-left text has come (most text never has any)
     for run in runs:
         rtl = rtl or has_rtl(run.text)
@@ -319,11 +321,12 @@ def wrap(runs: Iterable[Run], width: float, leading: float) -> Iterator[Line]:
 
 
 class _LineFiller:
-    def __init__(self, width: float, leading: float) -> None:
+    def __init__(self, width: float, leading: float, level: int | None = None) -> None:
         self.width, self.leading = width, leading
         self.lines = [Line(leading)]
         self.x = 0.0
-        self.level: int | None = None  # of the paragraph being filled, once a strong character says
+        self.fixed = level  # every paragraph's level, when the caller sets it
+        self.level: int | None = level  # of the paragraph being filled, once a strong character says
         self.joined: list[str] = []  # texts that go on the last run of the current line (see join)
 
     def place_whole(self, run: Run) -> bool:
@@ -347,7 +350,7 @@ class _LineFiller:
             token = match.group()
             if token == "\n":
                 self._newline()
-                self.level = None  # a new paragraph finds its own direction
+                self.level = self.fixed  # a new paragraph finds its own direction (unless fixed)
             else:
                 if self.level is None and (level := base_level(token)) is not None:
                     self.level = level
@@ -655,7 +658,7 @@ class PdfRenderer:
         return _merge([*words[0], *name, *words[1], *ident, *words[2]])  # one run to lay out, not five
 
     def _lines(self, runs: list[Run], width: float | None = None, style: str = "body") -> list[Line]:
-        return list(wrap(runs, width or self.width, self.styles[style].leading))
+        return list(wrap(runs, width or self.width, self.styles[style].leading, level=0))  # ours: left to right
 
     def _quoted(self, blocks: Iterable[list[Run]]) -> Iterator[Line]:
         """BLOCKS as lines that each start with the quote bar, lazily (a block may be a megabyte)."""
@@ -800,7 +803,7 @@ class PdfRenderer:
         header = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
                   *self._sender(m, sender, counter), *self._runs(f" ({role})", "body", counter), *kind]
         yield Line(st["body"].size * 0.5)
-        lines = wrap(header, self.width, st["body"].leading)
+        lines = wrap(header, self.width, st["body"].leading, level=0)  # "#N · time · " leads, whatever the name
         yield next(lines)
         yield from self._quoted([[run for _, run in line.runs] for line in lines])
         yield from self._quoted(self._blocks(m, counter))
