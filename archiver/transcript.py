@@ -371,7 +371,10 @@ def to_datetime(value: Any) -> dt.datetime | None:
     if isinstance(value, DatetimeMS):  # a BSON date the driver could not make a datetime (year 0, 10000)
         return _from_millis(float(int(value)))
     if isinstance(value, (int, float, Int64)):
-        return _from_millis(float(value))
+        try:
+            return _from_millis(float(value))
+        except OverflowError:  # an integer no float holds: no time either
+            return None
     if isinstance(value, str):
         if _NUMERIC.match(value):
             return _from_millis(float(value))

@@ -323,3 +323,21 @@ def test_a_right_to_left_sender_name_leaves_the_message_header_in_its_order(rend
                             text=True, check=True).stdout
     header = next(line for line in layout.splitlines() if "#1 ·" in line)
     assert header.lstrip().startswith("#1 · ") and re.search(r"#1 · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d · ", header), header
+
+
+@pytest.mark.parametrize("ts", [253402300799000, -62135596800000, "9999-12-31T23:30:00+00:00", 10**400, "1" * 400])
+def test_times_at_the_ends_of_the_calendar_render_in_any_zone(ts, tmp_path) -> None:
+    """9999-12-31 and 0001-01-01 are common sentinel dates: shown in a zone other than UTC they overflowed,
+    and the chat was quarantined (a huge integer crashed before that, in reading it)."""
+    chat = _chat(["hello"])
+    chat["messages"][0]["data"]["ts"] = ts
+    out = PdfRenderer(DEFAULT_TEMPLATE, "Europe/Rome").render(normalise(chat))
+    assert out.data.startswith(b"%PDF")
+
+
+def test_an_offset_with_seconds_is_shown_with_them() -> None:
+    """Before 1883 New York kept local mean time, -4:56:02: shown as -04:57, the UTC time read 58 s off."""
+    import datetime as dt
+    when = dt.datetime(1799, 12, 31, 23, 0, tzinfo=dt.timezone.utc)
+    assert PdfRenderer(DEFAULT_TEMPLATE, "America/New_York")._time(when).endswith("18:03:58 -04:56:02")
+    assert PdfRenderer(DEFAULT_TEMPLATE, "Europe/Rome")._time(when.replace(year=2024, month=7)).endswith(" +02:00")

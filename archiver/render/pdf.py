@@ -675,13 +675,17 @@ class PdfRenderer:
     def _time(self, when: dt.datetime | None) -> str:
         if when is None:
             return self.template.labels["time_unknown"]
-        local = when.astimezone(self.zone)
+        try:
+            local = when.astimezone(self.zone)
+        except OverflowError:  # within a day of year 1 or 9999 (sentinel dates): shown in UTC, which holds it
+            local = when.astimezone(dt.timezone.utc)
         offset = local.utcoffset()
         suffix = self._offsets.get(offset)
-        if suffix is None:
-            minutes = int(offset.total_seconds()) // 60  # the UTC offset, whatever the zone
-            sign, minutes = "+-"[minutes < 0], abs(minutes)
-            suffix = self._offsets[offset] = f" {sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        if suffix is None:  # the UTC offset, whatever the zone; its seconds too when it has some (local mean time)
+            seconds = int(offset.total_seconds())
+            sign, seconds = "+-"[seconds < 0], abs(seconds)
+            shown = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}" + (f":{seconds % 60:02d}" if seconds % 60 else "")
+            suffix = self._offsets[offset] = f" {sign}{shown}"
         return self._strftime(local) + suffix
 
     def _header(self, t: Transcript, counter: "_Counter", redaction: RedactionNote | None = None,
