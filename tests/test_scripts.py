@@ -116,3 +116,12 @@ def test_lam_alef_is_two_joined_letters_so_extracted_text_keeps_its_order(render
     word = "السلام"
     out = renderer.render(normalise(_chat([word])))
     assert word in _pdftotext(out.data, tmp_path)
+
+
+def test_zero_width_joiners_in_arabic_text_are_kept_not_dropped_by_the_reshaper() -> None:
+    """arabic-reshaper drops every U+200D: in a message with an Arabic letter, an emoji family lost its
+    joiners, and two letters joined by one, with nothing shown for them."""
+    from archiver.render.scripts import shape
+    text = "family \U0001F468\u200d\U0001F469\u200d\U0001F467 ok مرحبا ب\u200dب"
+    shaped = shape(text)
+    assert shaped.count("\u200d") == 3 and "\U0001F468\u200d\U0001F469\u200d\U0001F467" in shaped

@@ -62,11 +62,18 @@ _RESHAPER.configuration = _Settings(_RESHAPER.configuration)
 T = TypeVar("T")
 
 
+ZWJ = "\u200d"
+
+
 def shape(text: str) -> str:
     """TEXT with its Arabic letters in their joining forms (logical order kept)."""
     if text.isascii():  # constant time in CPython: most text is never searched
         return text
-    return _RESHAPER.reshape(text) if ARABIC.search(text) else text
+    if not ARABIC.search(text):
+        return text
+    if ZWJ in text:  # the reshaper drops every zero-width joiner: shaped around them, they stay (shown as such)
+        return ZWJ.join(_RESHAPER.reshape(piece) for piece in text.split(ZWJ))
+    return _RESHAPER.reshape(text)
 
 
 def has_rtl(text: str) -> bool:
