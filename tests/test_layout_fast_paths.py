@@ -55,7 +55,8 @@ def test_ascii_text_is_not_shaped_and_arabic_still_is() -> None:
                                   "سفارش من هنوز نرسیده است", "میرا آرڈر ابھی تک نہیں پہنچا", "a ب 1 ج"])
 def test_arabic_is_shaped_as_arabic_reshaper_shapes_it_with_its_settings_read_every_time(text) -> None:
     reference = arabic_reshaper.ArabicReshaper({"delete_harakat": False, "support_ligatures": False})
-    assert shape(text) == reference.reshape(text)
+    # (around a zero-width joiner, which the reshaper would drop, each side is shaped on its own)
+    assert shape(text) == "\u200d".join(reference.reshape(piece) for piece in text.split("\u200d"))
 
 
 def test_ascii_text_with_control_characters_still_gets_placeholders(renderer) -> None:
