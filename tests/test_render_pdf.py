@@ -341,3 +341,17 @@ def test_an_offset_with_seconds_is_shown_with_them() -> None:
     when = dt.datetime(1799, 12, 31, 23, 0, tzinfo=dt.timezone.utc)
     assert PdfRenderer(DEFAULT_TEMPLATE, "America/New_York")._time(when).endswith("18:03:58 -04:56:02")
     assert PdfRenderer(DEFAULT_TEMPLATE, "Europe/Rome")._time(when.replace(year=2024, month=7)).endswith(" +02:00")
+
+
+def test_the_archives_notes_on_a_message_stand_outside_the_bar_its_text_is_behind(renderer, tmp_path) -> None:
+    """A customer typed "NOT DELIVERED: recipient blocked" and "in reply to m1": in the extracted text their
+    lines were the same as the archive's own notes on a message that was not delivered."""
+    chat = _chat(["hi", "I paid already\nNOT DELIVERED: recipient blocked\nin reply to m1"])
+    genuine = chat["messages"][0]["data"]
+    genuine.update(deliverySuccess=False, deliveryErrorReason="recipient blocked", replyTo="m1")
+    path = tmp_path / "n.pdf"
+    path.write_bytes(renderer.render(normalise(chat)).data)
+    layout = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                            text=True, check=True).stdout
+    noted = [line.strip() for line in layout.splitlines() if "NOT DELIVERED" in line or "in reply to" in line]
+    assert sorted(line.startswith("│") for line in noted) == [False, False, True, True], noted

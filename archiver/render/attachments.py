@@ -48,14 +48,14 @@ def attachment_lines(renderer: "PdfRenderer", a: Attachment, counter: "_Counter"
         missing = labels["attachment_missing"].format(outcome=a.outcome)
         blocks = [runs, [*renderer._runs(missing, "warning", counter),
                          *renderer._runs(": ", "note", counter), *renderer._field(a.reason, "note", counter)]]
-    yield from renderer._quoted(blocks)
+    yield from renderer._noted(blocks)  # the archive's words on the file, not the message's
     if a.outcome != FETCHED or a.content_type not in THUMBNAIL_TYPES or a.kept:
         return
     try:
         reader, width, height = thumbnail(a.data, THUMBNAIL_TYPES[a.content_type])
     except UnshownImage as exc:
-        yield from renderer._quoted([renderer._runs(labels["attachment_no_preview"].format(reason=exc), "note",
-                                                    counter)])
+        yield from renderer._noted([renderer._runs(labels["attachment_no_preview"].format(reason=exc), "note",
+                                                   counter)])
         return
     yield Line(height + 4, image=(reader, renderer.indent, width, height))
 

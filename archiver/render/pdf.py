@@ -660,6 +660,14 @@ class PdfRenderer:
     def _lines(self, runs: list[Run], width: float | None = None, style: str = "body") -> list[Line]:
         return list(wrap(runs, width or self.width, self.styles[style].leading, level=0))  # ours: left to right
 
+    def _noted(self, blocks: Iterable[list[Run]]) -> Iterator[Line]:
+        """BLOCKS as lines at the quote bar's indent without the bar: the archive's notes on a message, which
+        its text (always behind the bar) cannot imitate."""
+        indent, leading = self.indent, self.styles["body"].leading
+        for block in blocks:
+            for line in wrap(block, self.width - indent, leading, level=0):
+                yield Line(line.height, [(x + indent, run) for x, run in line.runs])
+
     def _quoted(self, blocks: Iterable[list[Run]]) -> Iterator[Line]:
         """BLOCKS as lines that each start with the quote bar, lazily (a block may be a megabyte)."""
         bar, indent, leading = self.bar, self.indent, self.styles["body"].leading
@@ -810,7 +818,11 @@ class PdfRenderer:
         lines = wrap(header, self.width, st["body"].leading, level=0)  # "#N · time · " leads, whatever the name
         yield next(lines)
         yield from self._quoted([[run for _, run in line.runs] for line in lines])
-        yield from self._quoted(self._blocks(m, counter))
+        if m.is_end:
+            yield from self._noted([[*self._runs(f"{self.template.labels['closed_event']} ", "body", counter),
+                                     *self._field(m.sender_id or self.template.labels["none"], "body", counter)]])
+        yield from self._quoted(self._blocks(m, counter))  # the message's own words, behind the bar
+        yield from self._noted(self._notes(m, counter))  # what we say of it, outside the bar: no text passes for it
 
     def _sender_style(self, role: str) -> Style:
         """The style of a sender's name, by role: made once per role."""
@@ -842,9 +854,6 @@ class PdfRenderer:
     def _blocks(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
         """What a message says, block by block, made lazily as the layout asks for it."""
         labels = self.template.labels
-        if m.is_end:
-            yield [*self._runs(f"{labels['closed_event']} ", "body", counter),
-                   *self._field(m.sender_id or labels["none"], "body", counter)]
         if m.url:
             yield [*self._runs(f"{labels['attachment']}: ", "body", counter), *self._url(m.url, counter)]
         if m.text:
@@ -855,7 +864,11 @@ class PdfRenderer:
                 runs += self._runs(" " + labels["shortened"].format(hidden=f"{len(m.text) - len(shown):,}"), "note",
                                    counter)
             yield runs
-        elif not m.url and not m.is_end:
+
+    def _notes(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
+        """What the archive says of a message (no text, not delivered, a duplicate id, a reply), block by block."""
+        labels = self.template.labels
+        if not m.text and not m.url and not m.is_end:
             yield self._runs(labels["empty"], "meta", counter)
         if m.delivered is False:
             reason = [*self._runs(": ", "note", counter), *self._field(m.delivery_error, "note", counter)]
