@@ -355,3 +355,13 @@ def test_the_archives_notes_on_a_message_stand_outside_the_bar_its_text_is_behin
                             text=True, check=True).stdout
     noted = [line.strip() for line in layout.splitlines() if "NOT DELIVERED" in line or "in reply to" in line]
     assert sorted(line.startswith("│") for line in noted) == [False, False, True, True], noted
+
+
+@pytest.mark.parametrize("text", ["\u3164", "\u2800\u2800", "a\u115f\u1160b", "x\u034f\u034fy", "\u17b4k"])
+def test_invisible_letters_and_marks_are_shown_as_placeholders(renderer, text) -> None:
+    """Hangul fillers, a combining grapheme joiner, a blank braille cell: printable by category, drawn as
+    nothing; a message of them read as an empty line."""
+    chat = _chat([text])
+    out = renderer.render(normalise(chat))
+    invisible = [ch for ch in text if ch not in "abkxy"]
+    assert out.placeholders >= len(invisible)

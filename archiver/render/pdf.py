@@ -214,7 +214,7 @@ class FontChain:
     """Splits untrusted text into runs of the first font that has each character."""
 
     def __init__(self, covers: dict[str, frozenset[str]], fallbacks: list[str], placeholder: Style) -> None:
-        self.covers = covers  # registered font name -> the characters it has
+        self.covers = {name: cover - INVISIBLE for name, cover in covers.items()}  # font name -> what it draws
         self.fallbacks = fallbacks  # tried in order after a style's own font
         self.placeholder = placeholder
         # Fonts that have every printable ASCII character: ASCII text in them needs no look-up per character.
@@ -280,9 +280,16 @@ def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
     return next((name for name, cover in chain if ch in cover), None)
 
 
+# Letters and marks Unicode counts as printable that fonts draw as nothing (default-ignorable ones: Hangul
+# fillers, the combining grapheme joiner, Khmer inherent vowels, Mongolian variation selectors) and the
+# blank braille cell: a message of them would read as an empty line. Shown as placeholders, like controls.
+INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
+
+
 def _hidden(ch: str) -> bool:
-    """A control or format character (a bell, a bidi override): shown as a placeholder, never raw."""
-    return not ch.isprintable() and unicodedata.category(ch) != "Zs"
+    """A control or format character (a bell, a bidi override), or an invisible letter: shown as a
+    placeholder, never raw."""
+    return (not ch.isprintable() and unicodedata.category(ch) != "Zs") or ch in INVISIBLE
 
 
 def _placeholder(ch: str) -> str:
