@@ -32,6 +32,9 @@ WARNINGS = {
     "unknown_type": "message {position}: unknown message type {value}",
     "end_time_mismatch": "the contact's endTime {value} differs from the endChat message's time {other}",
     "event_time": "contact event {position}: unreadable timestamp {value}",
+    "end_not_last": "message {position}: an end message, and the chat went on after it",
+    "after_end": "message {position}: after the end message {other}",
+    "reply_missing": "message {position}: in reply to {value}, which no message of this chat has",
 }
 
 
@@ -164,6 +167,7 @@ def normalise(
     contact = contact if isinstance(contact, Mapping) else {}
     warnings: list[DataWarning] = []
     messages = _messages(raw_messages, max_message_chars, warnings)
+    warnings += _sequence_warnings(messages)
     end = next((m for m in reversed(messages) if m.is_end), None)
     times = [m.sent_at for m in messages if m.sent_at is not None]
     events = _events(contact.get("contact_events"), warnings)
@@ -220,6 +224,19 @@ def _check_end_time(end: Message | None, contact_end: dt.datetime | None, warnin
 
 def _iso_text(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _sequence_warnings(messages: list[Message]) -> list[DataWarning]:
+    """What the order of the messages says that their header would not: an end that is not the last,
+    messages after the end, a reply to a message the chat does not have."""
+    ends = [m.position for m in messages if m.is_end]
+    found = [_warning("end_not_last", position=p) for p in ends[:-1]]
+    found += [_warning("after_end", position=m.position, other=ends[-1]) for m in messages
+              if ends and m.position > ends[-1]]
+    ids = {m.message_id for m in messages if m.message_id}
+    found += [_warning("reply_missing", position=m.position, value=json.dumps(m.reply_to[:80], ensure_ascii=False))
+              for m in messages if m.reply_to and m.reply_to not in ids]
+    return found
 
 
 def _messages(raw: list[Any], max_chars: int, warnings: list[DataWarning]) -> list[Message]:

@@ -110,3 +110,23 @@ def test_to_datetime_reads_dates_the_driver_returns_as_datetime_ms() -> None:
     assert to_datetime(DatetimeMS(1642604343631)) == dt.datetime(2022, 1, 19, 14, 59, 3, 631000, tzinfo=dt.timezone.utc)
     assert to_datetime(DatetimeMS(253402387200000)) is None, "year 10000: unreadable, never an exception"
     assert to_datetime(DatetimeMS(-62167132800000)) is None, "year 0"
+
+
+def test_messages_after_the_end_a_second_end_and_replies_to_nothing_are_data_warnings() -> None:
+    """The header said "Ended 22:15" with messages at 22:16 and 22:20 below it, and nothing said so."""
+    from archiver.samples import make_chat
+    import random as random_
+    chat, contact = make_chat(random_.Random(3), messages=5)
+    end = chat["messages"].pop()
+    chat["messages"].insert(1, copy.deepcopy(end))  # an end, then more
+    chat["messages"].append(end)
+    chat["messages"][2]["data"]["replyTo"] = "does-not-exist"
+    t = normalise(chat, contact)
+    codes = [(w.code, dict(w.values)) for w in t.notes]
+    assert ("end_not_last", {"position": "2"}) in codes
+    assert ("reply_missing", {"position": "3", "value": '"does-not-exist"'}) in codes
+    last = len(chat["messages"])
+    chat["messages"].append(copy.deepcopy(chat["messages"][0]))
+    chat["messages"][-1]["data"]["id"] = "late"
+    after = [dict(w.values) for w in normalise(chat, contact).notes if w.code == "after_end"]
+    assert after == [{"position": str(last + 1), "other": str(last)}]
