@@ -367,3 +367,20 @@ def test_invisible_letters_and_marks_are_shown_as_placeholders(renderer, text) -
     out = renderer.render(normalise(chat))
     invisible = [ch for ch in text if ch not in "abkxy"]
     assert out.placeholders >= len(invisible)
+
+
+@pytest.mark.parametrize("room", ["חדר-שלום", "AB\nCD"])
+def test_the_footer_shows_the_room_as_the_header_rows_do(renderer, tmp_path, room) -> None:
+    """The footer drew a right-to-left room in logical order (its letters reversed on the page) and a raw
+    newline, where the Room row showed it right and as [U+000A]."""
+    chat = _chat(["hi"], room=room, _id=room)
+    path = tmp_path / "f.pdf"
+    path.write_bytes(renderer.render(normalise(chat)).data)
+    text = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    strip = lambda s: "".join(ch for ch in s if ch not in "\u202a\u202b\u202c\u202d\u202e")  # poppler's marks
+    row = next(strip(line) for line in text.splitlines() if line.startswith("Room"))
+    footer = next(strip(line) for line in text.splitlines() if "archived transcript" in line)
+    shown = row.split(None, 1)[1].strip()
+    # (poppler orders the pieces of a mixed-direction line its own way: each word must read right)
+    assert all(word in footer for word in shown.split("-")), (row, footer)

@@ -458,6 +458,9 @@ def _pieces(word: str, style: Style, width: float) -> list[str]:
     return pieces
 
 
+WHOLE_LINE = 1e9  # a width no line of text reaches
+
+
 def _clipped(runs: list[Run], width: float) -> Line:
     """RUNS on one line, cut off where they pass WIDTH."""
     line, x = Line(0), 0.0
@@ -915,8 +918,9 @@ class PdfRenderer:
         widest = pdfmetrics.stringWidth(labels["page"].format(page=len(pages), pages=len(pages)), footer_style.font,
                                          footer_style.size)
         # The room id is source data: drawn through the font chain, cut to fit beside the page number.
-        runs, _ = self.chain.runs(labels["footer"].format(room=t.room), footer_style)
-        footer = _clipped(runs, self.width - widest - 12)
+        runs, _ = self.chain.runs(labels["footer"].format(room=t.room), footer_style, newlines=False)
+        ordered = next(wrap(runs, WHOLE_LINE, footer_style.leading, level=0))  # right-to-left parts drawn in order
+        footer = _clipped([run for _, run in ordered.runs], self.width - widest - 12)
         writer = TextWriter(canvas)
         for number, lines in enumerate(pages, 1):
             self._draw_lines(writer, lines)
