@@ -87,9 +87,20 @@ def retrieve(config: Config, request: Request) -> Path:
     proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures())
-    files = _files(opened, _report(opened, request, store_location(store), proof))
+    report = _report(opened, request, store_location(store), proof)
+    report["versions"] = room_versions(config, entry["room"])
+    files = _files(opened, report)
     _write_all(target, files)
     return target
+
+
+def room_versions(config: Config, room: str) -> list[dict[str, Any]]:
+    """Every version of ROOM in the index, oldest first: a version is a distinct content, and the one
+    retrieved (the latest archived, unless --version) is not necessarily the one the source holds now."""
+    found = index_database(config)[config["index.entries"]].find(
+        {"room": {"$eq": room}}, {"version": 1, "status": 1, "kind": 1, "archived_at": 1, "deletion.run": 1,
+                                  "attachments_retry_of": 1, "_id": 0}).sort("version", 1)
+    return [{k: _text(v) for k, v in doc.items()} for doc in found]
 
 
 def _files(opened: Opened, report: dict[str, Any]) -> dict[str, bytes]:

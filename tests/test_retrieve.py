@@ -239,3 +239,15 @@ def test_a_chat_forged_under_another_ca_fails_against_the_configured_trust_ancho
                    "--reason", "case 7") == 3
     assert "signer chains to the given CA" in capsys.readouterr().err and not (tmp_path / "case").exists()
     assert run_cli(anchored, tmp_path, "verify", "--all", "--key", key, "--workers", "1") == 3
+
+
+def test_a_retrieval_names_the_rooms_other_versions(make_config, keys, tmp_path, capsys) -> None:
+    """A version is a content: the latest is retrieved by default, and the reader is told what else there is
+    (an earlier version may be what the source holds again, after an edit was undone)."""
+    config, room, v1, v2 = _two_versions(make_config)
+    capsys.readouterr()
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
+                   str(tmp_path / "case"), "--reason", "case 7") == 0
+    assert "the room has 2 versions: v1 archived (ended), v2 archived (ended)" in capsys.readouterr().out
+    report = json.loads(next((tmp_path / "case").iterdir()).joinpath("verification.json").read_text())
+    assert report["version"] == 2 and [v["version"] for v in report["versions"]] == [1, 2]

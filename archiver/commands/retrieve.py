@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import os
 import sys
@@ -76,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         return _failed(exc, audited)
     audited("ok", f"written to {folder}", OK)
     print(f"{args.room}: verified and written to {folder}")
+    versions = json.loads((folder / "verification.json").read_text(encoding="utf-8"))["versions"]
+    if len(versions) > 1:  # a version is a content, not "the" chat: say which others there are
+        listed = ", ".join(f"v{v['version']} {v.get('status')}" + (f" ({v['kind']})" if v.get("kind") else "")
+                           for v in versions)
+        print(f"  the room has {len(versions)} versions: {listed}; another with --version N")
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     for name in sorted(p.name for p in folder.iterdir()):
