@@ -40,7 +40,7 @@ from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.integrity import Check, Opened, check_content, check_stored
 from archiver.names import safe_name
-from archiver.retrieval import Request, VerificationFailed, _files, _report, find_entry, seal_check
+from archiver.retrieval import Request, VerificationFailed, _files, _report, _text, find_entry, seal_check
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity
 from archiver.store import ObjectStore, StoreError, open_store_for, store_location
@@ -121,10 +121,6 @@ def left_out(search: Search, bundle: BundleRequest) -> tuple[dict[str, Any], ...
                           **({"deleted_by_run": deletion.get("run"), "rule": deletion.get("rule"),
                               "deleted_at": _text(deletion.get("at"))} if deletion else {})})
     return tuple(found)
-
-
-def _text(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 def build(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]], log: AuditLog,

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
+from archiver.batches import batched
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.mongo import reachable
@@ -77,17 +78,11 @@ def check_completeness(config: Config, start: dt.datetime, end: dt.datetime,
     report = CompletenessReport({"from": start.isoformat(), "to": end.isoformat()})
     db = index_database(config)
     entries, jobs = db[config["index.entries"]], db[config["index.jobs"]]
-    batch: list[str] = []
-    for room in ended_rooms(config, start, end):
-        batch.append(room)
-        if len(batch) >= BATCH:
-            _classify(dict.fromkeys(batch), entries, jobs, report)
-            batch = []
-            if progress:
-                progress(report)
-    if batch:
+    for batch in batched(ended_rooms(config, start, end), BATCH):
         _classify(dict.fromkeys(batch), entries, jobs, report)
-    for idle in _batches(abandoned_rooms(config, start, end)):
+        if progress:
+            progress(report)
+    for idle in batched(abandoned_rooms(config, start, end), BATCH):
         _classify(dict.fromkeys(idle), entries, jobs, report, abandoned=True)
     report.seconds = time.monotonic() - began
     return report
@@ -103,17 +98,6 @@ def abandoned_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Ite
     chats = ChatSource(source, config["source.chats"], config["source.contacts"], config["source.messages"])
     before = min(end.timestamp() * 1000 + 1, time.time() * 1000 - hours * 3_600_000)
     return chats.idle_between(start.timestamp() * 1000, before) if before > start.timestamp() * 1000 else iter(())
-
-
-def _batches(rooms: Iterator[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for room in rooms:
-        batch.append(room)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def ended_rooms(config: Config, start: dt.datetime, end: dt.datetime) -> Iterator[str]:

@@ -178,7 +178,7 @@ def _binding_check(opened: Opened) -> Check:
     us, of the right room) put in this entry's place, or a record put in another's, is named here."""
     what = "pdf: attaches this version's record, byte for byte"
     if opened.attached_record is None:
-        if _record_format(opened.plain["record"]) == LEGACY_RECORD_FORMAT:  # made before PDFs carried records
+        if _record_field(opened.plain["record"], "format") == LEGACY_RECORD_FORMAT:  # before PDFs carried records
             return Check(what, True, f"not applicable: a {LEGACY_RECORD_FORMAT} record, whose PDF attaches none")
         return Check(what, False, f"the PDF attaches no {RECORD_NAME}")
     if opened.attached_record != opened.plain["record"]:
@@ -196,10 +196,6 @@ def _attached_record(reader: PdfFileReader) -> bytes | None:
         if str(listed[at]) == RECORD_NAME:
             return listed[at + 1].get_object()["/EF"]["/F"].data
     return None
-
-
-def _record_format(record: bytes) -> Any:
-    return _record_field(record, "format")
 
 
 def _record_field(record: bytes, name: str) -> Any:

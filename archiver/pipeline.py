@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import itertools
 import logging
 import multiprocessing
 import os
@@ -25,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 from archiver import artifacts
 from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
+from archiver.batches import batched
 from archiver.artifacts import Artifacts, Plaintext, timed
 from archiver.claims import Job, WorkQueue, now
 from archiver.config import Config
@@ -161,24 +161,14 @@ class Archiver:
 
     def _enqueue_no_longer_ended(self) -> int:
         """The rescan's part for archived rooms without an end message now: queued if their source changed."""
-        queued, batch = 0, []
-        for room in itertools.chain(self.index.archived_rooms(), [None]):
-            if room is not None:
-                batch.append(room)
-            if batch and (room is None or len(batch) >= ENQUEUE_BATCH):
-                ended = self.source.ended_among(batch)
-                queued += self._enqueue_batch([r for r in batch if r not in ended], "ended", True, only_archived=True)
-                batch = []
+        queued = 0
+        for batch in batched(self.index.archived_rooms(), ENQUEUE_BATCH):
+            ended = self.source.ended_among(batch)
+            queued += self._enqueue_batch([r for r in batch if r not in ended], "ended", True, only_archived=True)
         return queued
 
     def _enqueue(self, rooms: Iterable[str], kind: str, full: bool, only_archived: bool = False) -> int:
-        queued, batch = 0, []
-        for room in rooms:
-            batch.append(room)
-            if len(batch) >= ENQUEUE_BATCH:
-                queued += self._enqueue_batch(batch, kind, full, only_archived)
-                batch = []
-        return queued + self._enqueue_batch(batch, kind, full, only_archived)
+        return sum(self._enqueue_batch(batch, kind, full, only_archived) for batch in batched(rooms, ENQUEUE_BATCH))
 
     def _enqueue_batch(self, rooms: list[str], kind: str, full: bool, only_archived: bool) -> int:
         """Queue ROOMS not known yet (unless ONLY_ARCHIVED, then only archived ones of KIND), and
