@@ -582,6 +582,7 @@ class PdfRenderer:
                 if used > budget:
                     del lines[kept:]  # this message is not shown in part: it is named in the warning
                     counter.stopped_at = (m.position, t.messages[-1].position)
+                    counter.events_not_shown += len(events)  # the contact events after it, likewise
                     return lines
                 line.message, line.keep = m.position, number == 1  # the header line stays with what follows
                 lines.append(line)
