@@ -384,3 +384,18 @@ def test_the_footer_shows_the_room_as_the_header_rows_do(renderer, tmp_path, roo
     shown = row.split(None, 1)[1].strip()
     # (poppler orders the pieces of a mixed-direction line its own way: each word must read right)
     assert all(word in footer for word in shown.split("-")), (row, footer)
+
+
+def test_a_chat_whose_pages_overshoot_the_cap_after_pagination_is_cut_there_not_refused(tmp_path) -> None:
+    """The body was counted against the cap by height alone; paginated (headers kept with their text,
+    "continued" lines), a long chat still passed it and was refused. The counts are those of what is drawn."""
+    small = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=60))
+    chat = _chat(["short message\nand its second line"] * 3000 + ["\x07 a bell, never drawn"])
+    out = small.render(normalise(chat))
+    pages = _text(out.data, tmp_path)
+    assert pages.count("\f") <= 60
+    stop = re.search(r"stops before message #(\d+) \(archive.max_pages = 60\): messages #\d+ to #3002",
+                     " ".join(pages.split()))
+    assert stop, pages[:1500]
+    assert f"#{int(stop.group(1)) - 1} ·" in pages and f"#{int(stop.group(1))} ·" not in pages
+    assert out.placeholders == 0, "the bell of a message not drawn is not counted as drawn"

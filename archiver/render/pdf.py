@@ -198,6 +198,7 @@ class Line:
     level: int | None = None  # bidi base level of its paragraph: 1 right-to-left, else left-to-right
     message: int = 0  # the position of the message it belongs to (0: none)
     keep: bool = False  # kept on a page with the line after it (a message header)
+    event: bool = False  # the first line of a contact event
 
 
 # Where lines may break: spaces, but not the no-break ones (U+00A0, U+2007, U+202F).
@@ -555,15 +556,30 @@ class PdfRenderer:
         left for the signer to fill in (signing.Signer.sign_rendered)."""
         counter = _Counter({p.user_id: p.display_name for p in transcript.participants if p.display_name})
         body = self._body(transcript, counter, {a.position: a for a in attachments})
-        lines = [*self._header(transcript, counter, redaction, archive), *body]
-        pages = _paginate(lines, self._usable_height(), self._continued)
-        if len(pages) > self.limits.pages:
-            raise self._too_many_pages(None)
+        pages = self._pages(transcript, counter, body, redaction, archive)
         data, placeholder = self._draw(transcript, pages, archive, signature)
         if len(data) > self.limits.pdf_bytes:
             raise InvalidChat(f"the PDF transcript is {len(data):,} bytes, over the limit of "
                               f"{self.limits.pdf_bytes:,} (archive.max_pdf_bytes)")
         return RenderedPdf(data, counter.placeholders, counter.shortened, placeholder)
+
+    def _pages(self, t: Transcript, counter: "_Counter", body: list[Line], redaction: RedactionNote | None,
+               archive: ArchiveInfo | None) -> list[list[Line]]:
+        """Header and BODY in pages, at most Limits.pages: paginated (headers kept with their text, "continued"
+        lines) a body the height count let through may still pass it; then it stops before the first message
+        of the first page too many, and the header, which names it, is made again."""
+        counts = counter.placeholders, counter.shortened  # the body's, before the header adds its own
+        while True:
+            lines = [*self._header(t, counter, redaction, archive), *body]
+            pages = _paginate(lines, self._usable_height(), self._continued)
+            if len(pages) <= self.limits.pages:
+                return pages
+            first = next((line.message for page in pages[self.limits.pages:] for line in page if line.message), 0)
+            cut = next((i for i, line in enumerate(body) if line.message >= first), None) if first else None
+            if cut is None:  # the header alone, or contact events after the last message, fill the pages
+                raise self._too_many_pages(None)
+            counts = counter.cut(t, first, body[cut:], counts)
+            body = body[:cut]
 
     def _body(self, t: Transcript, counter: "_Counter", attached: dict[int, Attachment] | None = None) -> list[Line]:
         """The messages' lines, as many as Limits.pages holds (less room for the header): the message that
@@ -576,13 +592,14 @@ class PdfRenderer:
             while events and events[0].at and m.sent_at and events[0].at <= m.sent_at:
                 used += self._add_event(lines, events.pop(0), counter, budget - used)
             extra = attachment_lines(self, attached[m.position], counter) if attached and m.position in attached else ()
+            counter.before[m.position] = counter.placeholders, counter.shortened
             kept = len(lines)
             for number, line in enumerate(itertools.chain(self._message(m, counter), extra)):
                 used += line.height if line.runs or line.image else 0.0  # empty lines may fall at a page top, dropped
-                if used > budget:
-                    del lines[kept:]  # this message is not shown in part: it is named in the warning
-                    counter.stopped_at = (m.position, t.messages[-1].position)
+                if used > budget:  # this message is not shown in part: it is named in the warning
+                    counter.cut(t, m.position, lines[kept:], counter.before[m.position])
                     counter.events_not_shown += len(events)  # the contact events after it, likewise
+                    del lines[kept:]
                     return lines
                 line.message, line.keep = m.position, number == 1  # the header line stays with what follows
                 lines.append(line)
@@ -597,6 +614,7 @@ class PdfRenderer:
         if height > room:
             counter.events_not_shown += 1
             return 0.0
+        made[0].event = True  # (counted if the PDF stops before it: see _Counter.cut)
         lines.extend(made)
         return height
 
@@ -1018,5 +1036,14 @@ class _Counter:
         self.shortened = 0
         self.stopped_at: tuple[int, int] | None = None  # (first message not shown, last message): Limits.pages
         self.events_not_shown = 0  # contact events past Limits.pages
+        self.before: dict[int, tuple[int, int]] = {}  # message position -> (placeholders, shortened) before it
         self.names = names or {}  # user id -> display name
         self.senders: dict[tuple[str, str, Style], tuple[list[Run], int, int]] = {}  # see PdfRenderer._sender
+
+    def cut(self, t: Transcript, first: int, dropped: list[Line], counts: tuple[int, int]) -> tuple[int, int]:
+        """The PDF stops before message FIRST, its DROPPED lines not drawn: the counts go back to what they
+        were before it (COUNTS, or what was counted before FIRST); returns them."""
+        self.stopped_at = (first, t.messages[-1].position)
+        self.events_not_shown += sum(1 for line in dropped if line.event)
+        self.placeholders, self.shortened = self.before.get(first, counts)
+        return self.placeholders, self.shortened
