@@ -456,7 +456,7 @@ def test_stopping_finishes_the_chats_in_hand_and_hands_back_the_rest(make_config
 
 
 def test_a_message_of_newlines_is_shown_shortened_and_a_huge_url_is_archived_in_full(make_config, keys) -> None:
-    config = make_config(archive__max_pages=5)
+    config = make_config()
     rng = random.Random(9)
     newlines, long_url, good = (make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(3))
     newlines[0]["messages"][0]["data"]["content"]["text"] = "a\n" * 500_000  # 1 MB, within max_message_chars
