@@ -118,7 +118,7 @@ def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
     """The entry's inclusion proof in its day's seal (None: not sealed yet), checked: an entry that is
     not in the seal, or no longer hashes to its sealed leaf, fails the retrieval."""
     try:
-        proof = seals.inclusion_proof(config, opened.entry)
+        proof = seals.inclusion_proof(config, opened.entry, made=made_at(opened))
     except StoreError as exc:  # the seal's document is missing or altered in the store
         opened.checks.append(Check("sealed: the seal of the entry's day can be read", False, str(exc)))
         return None
@@ -130,6 +130,15 @@ def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
                                    f"of {proof['day']}, unchanged since", bool(ok),
                                    f"root {proof['seal']['root']}" if ok else why))
     return proof
+
+
+def made_at(opened: Opened) -> dt.datetime | None:
+    """When the signed record says this version was made (None without its plaintext)."""
+    try:
+        made = json.loads(opened.plain["record"]).get("generated_at")
+        return dt.datetime.fromisoformat(str(made).replace("Z", "+00:00"))
+    except (KeyError, ValueError, AttributeError):
+        return None
 
 
 def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict[str, Any] | None = None

@@ -574,20 +574,19 @@ def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None) ->
 
 # ---- inclusion proofs ----------------------------------------------------------------------------
 
-def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archived") -> dict[str, Any] | None:
+def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archived",
+                    made: dt.datetime | None = None) -> dict[str, Any] | None:
     """ENTRY's audit path to the root of the latest seal of its day, with everything an auditor needs
-    to recompute it (docs/seals.md); None when its day is not sealed yet."""
+    to recompute it (docs/seals.md); None when its day is not sealed yet. MADE: when the signed record
+    says the version was made; if on an earlier day, that day's seal is read too."""
     day = day_of(entry, status)
     if day is None:
         return None
     book = SealBook(config)
-    # The day before too: an entry sealed there whose time was then moved a day on (to a day not sealed
-    # yet, say) is found where it was sealed, and fails as changed, instead of passing as "not sealed yet".
-    earlier = day_before(day)
-    try:
-        found = _sealed_in(book, earlier, entry, status) if earlier else None
-    except StoreError:  # that day's seal is damaged: `verify` names it; this entry's own day decides here
-        found = None
+    # Made the day before: the entry may be sealed there with its time moved a day on since (to a day not
+    # sealed yet, say); found where it was sealed, it fails as changed instead of passing as "not sealed yet".
+    earlier = day_before(day) if made is not None and made.astimezone(dt.timezone.utc).date().isoformat() < day else None
+    found = _sealed_in(book, earlier, entry, status) if earlier else None
     if found is None or found[2] is None:
         found = _sealed_in(book, day, entry, status)
     else:

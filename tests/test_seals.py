@@ -488,3 +488,19 @@ def test_a_damaged_seal_of_the_day_before_does_not_fail_the_retrieval_of_a_later
     assert seal_cli(sealed, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
                     str(tmp_path / "case"), "--reason", "case 7") == 0
     assert seal_cli(sealed, tmp_path, "verify", "--all") == 3  # the damaged seal is named there
+
+
+def test_an_entry_moved_a_day_on_with_its_seal_spoiled_too_still_fails_retrieval(sealed, keys, tmp_path) -> None:
+    """An index writer moves an entry to the next day (within a day of its record) and spoils the seal
+    record of the day it was sealed on: reading that seal must fail the retrieval, not be skipped."""
+    entry = index(sealed).find_one({}, sort=[("room", 1)])
+    moved = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(8), dt.timezone.utc)
+    # (superseded_objects: sealed, and checked by nothing else: the keys of objects planted in the store)
+    index(sealed).update_one({"_id": entry["_id"]}, {"$set": {"archived_at": moved},
+                                                     "$push": {"superseded_objects": "planted/v1/x.p7m"}})
+    db = connect(sealed["mongodb.uri"])[sealed["index.database"]]
+    db[sealed["index.seals"]].update_many({"day": DAY.isoformat()}, {"$set": {"objects.document.sha256": "0" * 64}})
+    seals._DOCUMENTS.clear()
+    assert seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                    str(tmp_path / "case"), "--reason", "case 7") == 3
+    assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
