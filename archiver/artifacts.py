@@ -297,6 +297,9 @@ def configured_recipients(config: Config) -> list[x509.Certificate]:
     return load_recipients(config["encryption.recipients"], config["encryption.recipient_fingerprints"])
 
 
+WARNINGS_INDEXED = 100  # a flood of data warnings must not swell an index entry toward MongoDB's 16 MB
+
+
 def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retain_days: int) -> dict[str, Any]:
     t = plain.transcript
     return {
@@ -318,7 +321,8 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
         "failed_deliveries": t.failed_deliveries,
         "placeholders": plain.placeholders,
         "shortened_fields": plain.shortened,
-        "warnings": list(t.warnings),
+        "warnings": list(t.warnings[:WARNINGS_INDEXED]),  # the record has them all
+        "warnings_total": len(t.warnings),
         "source_sha256": plain.source_sha256,
         "redaction": plain.redaction.describe(),
         "generated_at": generated_at,

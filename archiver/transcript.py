@@ -34,6 +34,7 @@ WARNINGS = {
     "event_time": "contact event {position}: unreadable timestamp {value}",
     "end_not_last": "message {position}: an end message, and the chat went on after it",
     "after_end": "message {position}: after the end message {other}",
+    "after_end_many": "messages {position} to {last}: after the end message {other}",
     "reply_missing": "message {position}: in reply to {value}, which no message of this chat has",
 }
 
@@ -231,8 +232,11 @@ def _sequence_warnings(messages: list[Message]) -> list[DataWarning]:
     messages after the end, a reply to a message the chat does not have."""
     ends = [m.position for m in messages if m.is_end]
     found = [_warning("end_not_last", position=p) for p in ends[:-1]]
-    found += [_warning("after_end", position=m.position, other=ends[-1]) for m in messages
-              if ends and m.position > ends[-1]]
+    after = [m.position for m in messages if ends and m.position > ends[-1]]  # one warning for them all
+    if len(after) == 1:
+        found.append(_warning("after_end", position=after[0], other=ends[-1]))
+    elif after:
+        found.append(_warning("after_end_many", position=after[0], last=after[-1], other=ends[-1]))
     ids = {m.message_id for m in messages if m.message_id}
     found += [_warning("reply_missing", position=m.position, value=json.dumps(m.reply_to[:80], ensure_ascii=False))
               for m in messages if m.reply_to and m.reply_to not in ids]

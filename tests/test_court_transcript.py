@@ -259,6 +259,18 @@ def test_an_unfinished_chat_stays_findable_by_time_in_the_index(signed) -> None:
     assert entry["ended_at"] == plain.transcript.last_message_at is not None
 
 
+def test_an_index_entry_keeps_a_bounded_number_of_data_warnings_and_their_count(signed) -> None:
+    """A flood of data warnings (a reply each to nothing) went whole into the index entry, toward 16 MB."""
+    from archiver.artifacts import WARNINGS_INDEXED, index_entry
+    chat, contact = make_chat(random.Random(10), messages=WARNINGS_INDEXED + 50)
+    for n, m in enumerate(chat["messages"]):
+        m["data"]["replyTo"] = f"missing-{n}"
+    plain = signed["builder"].plaintext(chat, contact, "ended", 1, now())
+    entry = index_entry(plain, 1, now(), 30)
+    assert len(entry["warnings"]) == WARNINGS_INDEXED and entry["warnings_total"] == len(plain.transcript.warnings)
+    assert len(json.loads(plain.record)["transcript"]["warnings"]) == entry["warnings_total"]  # all in the record
+
+
 def test_a_flood_of_contact_events_counts_against_the_page_limit_and_is_named(tmp_path) -> None:
     from archiver.render import pdf as pdf_module
     renderer = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=7))

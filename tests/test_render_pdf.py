@@ -399,3 +399,18 @@ def test_a_chat_whose_pages_overshoot_the_cap_after_pagination_is_cut_there_not_
     assert stop, pages[:1500]
     assert f"#{int(stop.group(1)) - 1} ·" in pages and f"#{int(stop.group(1))} ·" not in pages
     assert out.placeholders == 0, "the bell of a message not drawn is not counted as drawn"
+
+
+def test_a_flood_of_data_warnings_is_listed_up_to_a_bound_and_counted(renderer, tmp_path) -> None:
+    """A reply each to nothing: one warning per message filled the header (and the index entry)."""
+    from archiver.artifacts import WARNINGS_INDEXED
+    chat = _chat(["x"] * 400)
+    for n, m in enumerate(chat["messages"][:400]):
+        m["data"]["replyTo"] = f"missing-{n}"
+    t = normalise(chat)
+    assert len(t.warnings) == 400
+    text = " ".join(_text(renderer.render(t).data, tmp_path).split())
+    shown = pdf_module.WARNINGS_SHOWN
+    assert f"… and {400 - shown} more data warnings: the attached JSON record lists them all" in text
+    assert f"in reply to \"missing-{shown - 1}\"" in text and f"in reply to \"missing-{shown}\"" not in text
+    assert WARNINGS_INDEXED < 400  # the index entry: see test_court_transcript

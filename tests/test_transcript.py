@@ -130,3 +130,8 @@ def test_messages_after_the_end_a_second_end_and_replies_to_nothing_are_data_war
     chat["messages"][-1]["data"]["id"] = "late"
     after = [dict(w.values) for w in normalise(chat, contact).notes if w.code == "after_end"]
     assert after == [{"position": str(last + 1), "other": str(last)}]
+    for n in range(3):  # many after the end: one warning for them all, not one each
+        chat["messages"].append(copy.deepcopy(chat["messages"][0]))
+        chat["messages"][-1]["data"]["id"] = f"later-{n}"
+    codes = [(w.code, dict(w.values)) for w in normalise(chat, contact).notes if w.code.startswith("after_end")]
+    assert codes == [("after_end_many", {"position": str(last + 1), "last": str(last + 4), "other": str(last)})]

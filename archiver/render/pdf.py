@@ -69,6 +69,7 @@ BAR = "\u2502 "  # starts every line of a message after its header line
 LABEL_DEFAULTS = {
     "shortened": "[{hidden} more characters not shown here; the full text is in the JSON record]",
     "shortened_count": "Fields shown shortened",
+    "warnings_more": "… and {count} more data warnings: the attached JSON record lists them all",
     "warning_events": "{count} contact events are not shown (archive.max_pages = {pages}): they are in the "
                       "attached JSON record",
     "warning_pages": "This PDF stops before message #{first} (archive.max_pages = {pages}): messages #{first} to "
@@ -747,7 +748,11 @@ class PdfRenderer:
         # Counted last, so that they include the header's own placeholders (and the warnings').
         if archive is not None:
             table += self._archive_rows(archive, counter)
-        warnings = [self._lines(self._field(self._warning(w), "meta", counter), style="meta") for w in t.notes]
+        warnings = [self._lines(self._field(self._warning(w), "meta", counter), style="meta")
+                    for w in t.notes[:WARNINGS_SHOWN]]
+        if len(t.notes) > WARNINGS_SHOWN:  # a flood of them (a reply each to nothing) would fill the pages
+            more = labels["warnings_more"].format(count=f"{len(t.notes) - WARNINGS_SHOWN:,}")
+            warnings.append(self._lines(self._runs(more, "meta", counter), style="meta"))
         table.append((labels["placeholders"], [Run(str(counter.placeholders), self.styles["value"])]))
         table.append((labels["shortened_count"], [Run(str(counter.shortened), self.styles["value"])]))
         if counter.placeholders:
@@ -988,6 +993,7 @@ def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float
 
 
 HEADER_PAGES = 5  # what the body leaves of Limits.pages to the header (participants, warnings)
+WARNINGS_SHOWN = 100  # data warnings listed in the header; the record lists them all
 
 
 def _first_lines(text: str, count: int) -> str:
