@@ -79,11 +79,12 @@ class ChatSource:
             yield _room_of(doc)
 
     def end_times(self, rooms: list[str]) -> dict[str, float]:
-        """When each of ROOMS ended, by its contact's endTime (epoch ms, when a number), in one query: a flat
-        field, where the endChat's time would mean reading every message's (status ages a chat by it)."""
+        """When each of ROOMS ended (epoch ms), by its contact's endTime (a number of any kind, a date, text),
+        in one query: a flat field, where the endChat's time would mean reading every message's (status ages
+        a chat by it)."""
         found = self.contacts.find({"id": {"$in": rooms}}, {"id": 1, "endTime": 1, "_id": 0})
-        return {d["id"]: float(d["endTime"]) for d in found
-                if isinstance(d.get("id"), str) and type(d.get("endTime")) in (int, float)}
+        ends = {d["id"]: to_datetime(d.get("endTime")) for d in found if isinstance(d.get("id"), str)}
+        return {room: end.timestamp() * 1000 for room, end in ends.items() if end is not None}
 
     def ended_among(self, rooms: list[str]) -> set[str]:
         """Those of ROOMS that have an endChat message (one query)."""

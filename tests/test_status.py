@@ -165,3 +165,14 @@ def test_the_oldest_unarchived_chat_is_aged_from_its_end_not_from_its_discovery(
     assert oldest["room"] == chat["room"] and oldest["ended_at"] and 4.9 * 86400 < oldest["age_seconds"] < 5.1 * 86400
     service.refresh_gauges()
     assert 4.9 * 86400 < service.metrics.oldest_pending._value.get() < 5.1 * 86400
+
+
+def test_end_times_are_read_from_the_contact_whatever_type_its_end_time_has(make_config) -> None:
+    """A NumberLong endTime comes back as Int64: it was skipped, and the chat aged from its discovery."""
+    from bson.int64 import Int64
+    from archiver.source import ChatSource
+    db = _db(make_config, "source")
+    db.contacts.insert_many([{"id": "a", "endTime": Int64(1_700_000_000_000)}, {"id": "b", "endTime": 1.7e12},
+                             {"id": "c", "endTime": "1700000000000"}, {"id": "d", "endTime": "soon"}])
+    assert ChatSource(db, "chats", "contacts").end_times(["a", "b", "c", "d", "e"]) == {
+        "a": 1.7e12, "b": 1.7e12, "c": 1.7e12}
