@@ -575,10 +575,10 @@ class PdfRenderer:
             pages = _paginate(lines, self._usable_height(), self._continued)
             if len(pages) <= self.limits.pages:
                 return pages
-            first = next((line.message for page in pages[self.limits.pages:] for line in page if line.message), 0)
-            cut = next((i for i, line in enumerate(body) if line.message >= first), None) if first else None
-            if cut is None:  # the header alone, or contact events after the last message, fill the pages
+            cut = _first_cut(body, pages[self.limits.pages:])
+            if cut is None:  # the header alone fills the pages
                 raise self._too_many_pages(None)
+            first = next((line.message for line in body[cut:] if line.message), 0)  # 0: only contact events go
             counts = counter.cut(t, first, body[cut:], counts)
             body = body[:cut]
 
@@ -996,6 +996,19 @@ HEADER_PAGES = 5  # what the body leaves of Limits.pages to the header (particip
 WARNINGS_SHOWN = 100  # data warnings listed in the header; the record lists them all
 
 
+def _first_cut(body: list[Line], past: list[list[Line]]) -> int | None:
+    """Where BODY must stop for none of it to fall on the pages PAST the cap: before the message, or the
+    contact event, whose line comes first there (None: no line of the body is there, the header fills them)."""
+    at = {id(line): i for i, line in enumerate(body)}
+    i = next((at[id(line)] for page in past for line in page if id(line) in at), None)
+    if i is None:
+        return None
+    message = body[i].message
+    while i > 0 and (body[i - 1].message == message if message else not body[i].event):
+        i -= 1  # back to the first line of that message, or of that event
+    return i
+
+
 def _first_lines(text: str, count: int) -> str:
     """TEXT up to its COUNT-th newline (all of it when it has fewer)."""
     if text.count("\n", 0, None) < count:
@@ -1047,9 +1060,11 @@ class _Counter:
         self.senders: dict[tuple[str, str, Style], tuple[list[Run], int, int]] = {}  # see PdfRenderer._sender
 
     def cut(self, t: Transcript, first: int, dropped: list[Line], counts: tuple[int, int]) -> tuple[int, int]:
-        """The PDF stops before message FIRST, its DROPPED lines not drawn: the counts go back to what they
-        were before it (COUNTS, or what was counted before FIRST); returns them."""
-        self.stopped_at = (first, t.messages[-1].position)
+        """The PDF stops before message FIRST (0: after the last, only contact events left out), its DROPPED
+        lines not drawn: the counts go back to what they were before it (COUNTS, or what was counted before
+        FIRST); returns them."""
+        if first:
+            self.stopped_at = (first, t.messages[-1].position)
         self.events_not_shown += sum(1 for line in dropped if line.event)
         self.placeholders, self.shortened = self.before.get(first, counts)
         return self.placeholders, self.shortened
