@@ -478,13 +478,18 @@ def test_a_retry_keeps_the_files_an_earlier_version_stored_even_when_their_links
     assert verify_archive(config, [chat["room"]], _recipient(keys)).ok
 
 
-def test_a_kept_file_altered_in_the_store_is_fetched_again_not_copied(make_config, keys, server, files) -> None:
+def _one_stored_one_failed(make_config, server, files):
+    """A chat archived with /a.png stored and /later.pdf failed (not there yet): its config and first entry."""
     config = attaching(make_config)
     files.add("/a.png", png())
-    chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
-    seed(config, [(chat, contact)])
+    seed(config, [chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])])
     assert Archiver(config).run_pass().archived == 1
     (first,) = entries(config)
+    return config, first
+
+
+def test_a_kept_file_altered_in_the_store_is_fetched_again_not_copied(make_config, keys, server, files) -> None:
+    config, first = _one_stored_one_failed(make_config, server, files)
     overwrite_stored(config, first["objects"]["attachment-4"]["key"], b"not what was stored")
     files.add("/later.pdf", PDF)
     report = Archiver(config).run_pass()
@@ -498,12 +503,7 @@ def test_a_kept_file_altered_in_the_store_is_fetched_again_not_copied(make_confi
 def test_a_retry_after_the_recipients_changed_fetches_the_files_again_for_the_new_recipients(
         make_config, keys, server, files, tmp_path) -> None:
     from certfactory import make
-    config = attaching(make_config)
-    files.add("/a.png", png())
-    chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
-    seed(config, [(chat, contact)])
-    assert Archiver(config).run_pass().archived == 1
-    (first,) = entries(config)
+    config, first = _one_stored_one_failed(make_config, server, files)
     second_reader = make(tmp_path / "auditor", "Auditor")
     widened = attaching(make_config, encryption__recipients=[str(keys["legal.crt.pem"]), str(second_reader.cert_path)])
     files.add("/later.pdf", PDF)
