@@ -415,3 +415,9 @@ def test_a_flood_of_data_warnings_is_listed_up_to_a_bound_and_counted(renderer, 
     assert f"… and {400 - shown} more data warnings: the attached JSON record lists them all" in text
     assert f"in reply to \"missing-{shown - 1}\"" in text and f"in reply to \"missing-{shown}\"" not in text
     assert WARNINGS_INDEXED < 400  # the index entry: see test_court_transcript
+
+def test_variation_selectors_with_nothing_to_vary_are_shown_but_an_emojis_is_not(renderer) -> None:
+    """A message of U+FE0F alone drew an empty line; after a heart it picks the emoji form, as it should."""
+    assert renderer.render(normalise(_chat(["\ufe0f\ufe0f\ufe0f"]))).placeholders == 3
+    assert renderer.render(normalise(_chat(["I \u2764\ufe0f it \ufe0e"]))).placeholders == 1  # the one after a space
+    assert renderer.render(normalise(_chat(["\u2764\ufe0f"]))).placeholders == 0

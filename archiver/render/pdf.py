@@ -229,7 +229,9 @@ class FontChain:
         text = shape(text)  # Arabic letters in their joining forms
         own = self.covers[style.font]
         lines = text.replace("\n", "") if newlines and "\n" in text else text
-        if lines.isprintable() and (style.font in self.whole_ascii if lines.isascii() else own.issuperset(lines)):
+        orphans = set() if lines.isascii() else {m.start() for m in ORPHAN_SELECTOR.finditer(text)}
+        if not orphans and lines.isprintable() and (style.font in self.whole_ascii if lines.isascii()
+                                                    else own.issuperset(lines)):
             return [Run(text, style, link)], 0  # the common case: one font, nothing to switch
         kept = "\n\t" if newlines else "\t"
         fonts = self._fonts_of(style.font)
@@ -239,8 +241,10 @@ class FontChain:
         pieces: list[str] = []  # of the run being made, in CURRENT
         current: Style | None = None
         placeholders = 0
-        for ch in text:
-            if ch in kept:
+        for at, ch in enumerate(text):
+            if at in orphans:
+                font = None  # a variation selector with nothing to vary: drawn as nothing, so shown
+            elif ch in kept:
                 font = style.font
             else:
                 found = fonts.get(ch, UNSEEN)
@@ -285,6 +289,9 @@ def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
 # Letters and marks Unicode counts as printable that fonts draw as nothing (default-ignorable ones: Hangul
 # fillers, the combining grapheme joiner, Khmer inherent vowels, Mongolian variation selectors) and the
 # blank braille cell: a message of them would read as an empty line. Shown as placeholders, like controls.
+# A variation selector (U+FE00-FE0F) chooses how the character before it looks (an emoji's colour form); one
+# at the start of a text, or after a space or another selector, varies nothing and would draw as nothing.
+ORPHAN_SELECTOR = re.compile("(?:^|(?<=[\\s\ufe00-\ufe0f]))[\ufe00-\ufe0f]")
 INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
 
 
