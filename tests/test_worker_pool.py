@@ -7,6 +7,8 @@ import random
 import signal
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from archiver.jobs import Service
 from archiver.pipeline import Archiver
@@ -36,12 +38,23 @@ def _gone(pids: set[int], seconds: float = 30) -> bool:
     return True
 
 
-def test_passes_share_their_worker_processes_and_a_broken_pool_is_replaced(make_config) -> None:
-    config = make_config(archive__workers=2)
-    rng = random.Random(31)
+@contextmanager
+def _keeping_workers(config) -> Iterator[Archiver]:
+    """An archiver that keeps its worker processes between passes (as serve does); once closed, none is left."""
     archiver = Archiver(config)
     archiver.keep_workers = True
     try:
+        yield archiver
+    finally:
+        kept = set(archiver._kept._processes) if archiver._kept else set()
+        archiver.close()
+    assert archiver._kept is None and _gone(kept), "close() left worker processes running"
+
+
+def test_passes_share_their_worker_processes_and_a_broken_pool_is_replaced(make_config) -> None:
+    config = make_config(archive__workers=2)
+    rng = random.Random(31)
+    with _keeping_workers(config) as archiver:
         seed(config, [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(3)])
         assert archiver.run_pass().archived == 3
         first = _workers(archiver)
@@ -55,10 +68,6 @@ def test_passes_share_their_worker_processes_and_a_broken_pool_is_replaced(make_
         assert report.archived == 3 and not report.failed and report.worker_deaths == 0
         assert not _workers(archiver) & first, "the broken pool was used again"
         assert len(archived_rooms(config)) == 9
-    finally:
-        kept = set(archiver._kept._processes) if archiver._kept else set()
-        archiver.close()
-    assert archiver._kept is None and _gone(kept), "close() left worker processes running"
 
 
 def test_a_pass_without_keep_workers_leaves_no_worker_processes(make_config) -> None:
@@ -89,9 +98,7 @@ def test_worker_processes_leave_interrupts_to_the_archiver(make_config) -> None:
     chats in hand while the archiver finishes them and stops (one that died of it left its chat uploading)."""
     config = make_config(archive__workers=2)
     rng = random.Random(32)
-    archiver = Archiver(config)
-    archiver.keep_workers = True
-    try:
+    with _keeping_workers(config) as archiver:
         seed(config, [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(2)])
         assert archiver.run_pass().archived == 2
         workers = _workers(archiver)
@@ -102,7 +109,3 @@ def test_worker_processes_leave_interrupts_to_the_archiver(make_config) -> None:
         seed(config, [make_chat(rng, messages=3, start_ms=recent_ms()) for _ in range(2)])
         report = archiver.run_pass()
         assert report.archived == 2 and report.worker_deaths == 0 and _workers(archiver) == workers
-    finally:
-        kept = set(archiver._kept._processes) if archiver._kept else set()
-        archiver.close()
-    assert _gone(kept)
