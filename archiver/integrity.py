@@ -499,7 +499,8 @@ class Verifier:
         room, version = entry["room"], entry.get("version")
         if entry.get("status") == "uploading":
             created = entry.get("created_at")
-            if created is not None and _aware(created) > dt.datetime.now(dt.timezone.utc) - self.lease:
+            begun = _parse_time(created) if created is not None else None
+            if begun is not None and begun > dt.datetime.now(dt.timezone.utc) - self.lease:
                 report.in_progress += 1
             else:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
@@ -610,10 +611,6 @@ def _report_object(store: ObjectStore, key: str, sha256: str, run_id: str, repor
                                              f"{sha256}"))
         return None
     return data
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | None = None,
