@@ -198,6 +198,11 @@ def _attached_record(reader: PdfFileReader) -> bytes | None:
     return None
 
 
+def made_at(opened: Opened) -> dt.datetime | None:
+    """When the signed record says this version was made (None without its plaintext)."""
+    return _parse_time(_record_field(opened.plain["record"], "generated_at")) if "record" in opened.plain else None
+
+
 def _record_field(record: bytes, name: str) -> Any:
     try:
         doc = json.loads(record)

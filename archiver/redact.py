@@ -35,24 +35,20 @@ def redact(text: str) -> str:
 
 def remember_secrets(uri: str) -> None:
     """Hide URI's password, and secrets among its options, in every message from now on."""
-    scheme, sep, rest = uri.partition("://")
+    _, sep, rest = uri.partition("://")
     if not sep:
         return
     if "@" in rest:  # the driver splits userinfo from hosts at the last "@"
-        user, _, password = rest[:rest.rindex("@")].partition(":")
-        _remember(password)
+        password = rest[:rest.rindex("@")].partition(":")[2]
+        remember_secret(password)
     for name, value in parse_qsl(rest.partition("?")[2], keep_blank_values=False):
         if re.search("(?i)password|secret|token", name):
-            _remember(value)
-            _remember(value.partition(":")[2])  # authMechanismProperties=AWS_SESSION_TOKEN:...
+            remember_secret(value)
+            remember_secret(value.partition(":")[2])  # authMechanismProperties=AWS_SESSION_TOKEN:...
 
 
 def remember_secret(secret: str) -> None:
-    """Hide SECRET (a password the configuration holds) in every message from now on."""
-    _remember(secret)
-
-
-def _remember(secret: str) -> None:
+    """Hide SECRET (a password the configuration holds), and its URL-decoded form, in every message from now on."""
     for form in (secret, unquote(secret)):
         if len(form) >= SHORTEST_KNOWN:
             _KNOWN.add(form)

@@ -27,7 +27,7 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver import seals
-from archiver.integrity import Check, Opened, check_content, check_stored
+from archiver.integrity import Check, Opened, check_content, check_stored, made_at
 from archiver.index import index_database
 from archiver.names import safe_name
 from archiver.store import StoreError, open_store_for, store_location
@@ -130,15 +130,6 @@ def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
                                    f"of {proof['day']}, unchanged since", bool(ok),
                                    f"root {proof['seal']['root']}" if ok else why))
     return proof
-
-
-def made_at(opened: Opened) -> dt.datetime | None:
-    """When the signed record says this version was made (None without its plaintext)."""
-    try:
-        made = json.loads(opened.plain["record"]).get("generated_at")
-        return dt.datetime.fromisoformat(str(made).replace("Z", "+00:00"))
-    except (KeyError, ValueError, AttributeError):
-        return None
 
 
 def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict[str, Any] | None = None
