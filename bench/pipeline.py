@@ -11,6 +11,11 @@ scans the whole collection: it measures mongomock more than the archiver).
     python bench/pipeline.py                       # 2,000 chats, 5-300 messages
     python bench/pipeline.py --chats 2000 --messages 30 --repeat 3
     python bench/pipeline.py --signing-key rsa3072   # an RSA-3072 signing identity instead of ECDSA P-256
+    python bench/pipeline.py --signing-cost          # signatures per chat: ECDSA against RSA-3072
+
+--signing-cost also prints what a chat's two signatures (the PDF's and the record's
+.p7s) cost with an ECDSA P-256 and an RSA-3072 key, beside one private-key operation
+of each: with RSA-3072 those two operations alone are the floor of its extra cost.
 
 Each run also prints the CPU time per chat of each process: the main process, the
 worker processes, and the MongoDB stand-in (nx-27017) apart, whose cost a real
@@ -210,6 +215,39 @@ def redaction_cost(chats: list[tuple[dict, dict]]) -> None:
               f"main process digest {main:.3f} ms/chat with redaction, {digest:.3f} without")
 
 
+def signing_cost(keys: dict[str, Path], chats: list[tuple[dict, dict]], work: Path) -> None:
+    """Time per chat of what a chat's two signatures cost (the PDF's CMS and the record's .p7s, as
+    ArtifactBuilder pays them), with the ECDSA P-256 and an RSA-3072 signing identity, beside the cost
+    of one private-key operation with each key: what no code of ours can go below."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    sample = chats[:50]
+    results = {}
+    for label, identity in (("ECDSA P-256", keys), ("RSA-3072", {**keys, **rsa_signing_identity(work / "rsa-cost")})):
+        builder = artifacts.ArtifactBuilder.from_config(_config(identity, f"file://{work / 'unused'}", 1))
+        at = now()
+        builder.plaintext(*sample[0], "ended", 1, at)  # first use: fonts, caches
+        per_chat = 0.0
+        for chat, contact in sample:
+            timings: dict[str, float] = {}
+            builder.plaintext(chat, contact, "ended", 1, at, timings)
+            per_chat += timings["sign"]
+        key = serialization.load_pem_private_key(identity["signing.key.pem"].read_bytes(), None)
+        sign = (lambda d: key.sign(d, ec.ECDSA(hashes.SHA256()))) if isinstance(key, ec.EllipticCurvePrivateKey) \
+            else (lambda d: key.sign(d, padding.PKCS1v15(), hashes.SHA256()))
+        start = time.process_time()
+        for i in range(100):
+            sign(i.to_bytes(4, "big"))
+        one = 1000 * (time.process_time() - start) / 100
+        results[label] = (1000 * per_chat / len(sample), one)
+    (ec_chat, ec_op), (rsa_chat, rsa_op) = results.values()
+    print(f"signing per chat (PDF CMS + record .p7s, wall time in one process): ECDSA P-256 {ec_chat:.2f} ms, "
+          f"RSA-3072 {rsa_chat:.2f} ms (+{rsa_chat - ec_chat:.2f}); one private-key operation: ECDSA "
+          f"{ec_op:.3f} ms, RSA-3072 {rsa_op:.2f} ms, two per chat: RSA's floor over ECDSA "
+          f"{2 * (rsa_op - ec_op):.2f} ms")
+
+
 def _documents(redacted) -> tuple[dict, dict]:
     return redacted.chat, redacted.contact
 
@@ -274,12 +312,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="without --mongodb-uri: nx-27017 in its own process, or mongomock in this one")
     parser.add_argument("--signing-key", choices=["ecdsa", "rsa3072"], default="ecdsa",
                         help="the signing identity: the development ECDSA P-256 one, or an RSA-3072 one")
+    parser.add_argument("--signing-cost", action="store_true",
+                        help="also time a chat's signatures with ECDSA P-256 and RSA-3072 keys, in this process")
     args = parser.parse_args(argv)
     configure("WARNING", "text")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
 
     work = Path(tempfile.mkdtemp(prefix="archiver-bench-"))
     keys = create_development_keys(work / "keys")
+    development = dict(keys)  # ECDSA P-256
     if args.signing_key == "rsa3072":
         keys.update(rsa_signing_identity(work / "rsa"))
     chats = generate(args.chats, args.messages or None)
@@ -293,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         args.mongodb_uri, nx = start_nx(work / "nx")
     print(f"MongoDB: {args.mongodb_uri or 'mongomock, in this process'}")
     redaction_cost(chats)
+    if args.signing_cost:
+        signing_cost(development, chats, work)
     rates: dict[str, list[float]] = {"bare": [], "local": [], "s3": []}
     cpus: dict[str, list[float]] = {"bare workers": [], "main": [], "workers": [], "archiver": [], "database": []}
     for run in range(1, args.repeat + 1):
