@@ -7,10 +7,10 @@ import random
 from decimal import Decimal
 
 import pytest
-from bson import SON, Binary, Code, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
+from bson import SON, Binary, Code, DatetimeConversion, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 
-from archiver.render.record import EXTJSON_OPTIONS, build_record, source_digest, source_json
+from archiver.render.record import EXTJSON_OPTIONS, build_record, read_source, source_digest, source_json
 from archiver.samples import SEED_CHAT, make_chat
 from archiver.transcript import normalise
 
@@ -24,7 +24,7 @@ def test_source_documents_survive_exactly() -> None:
     contact = {"_id": ObjectId("61e8277aef3d6b076066d200"), "id": chat["room"], "beginTime": 1642604300000.0}
     data, digest = build_record(normalise(chat, contact), chat, contact, version=2, generated_at=WHEN)
     record = json.loads(data)
-    assert record["format"] == "ctlive-archive-record/2" and record["version"] == 2
+    assert record["format"] == "ctlive-archive-record/3" and record["version"] == 2
     assert record["source_sha256"] == digest == source_digest(chat, contact)
     back = json_util.loads(json.dumps(record["source"]["chat"]), json_options=EXTJSON_OPTIONS)
     assert back == chat
@@ -83,7 +83,7 @@ def _odd_chat(seed: int) -> tuple[dict, dict]:
         "date": dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.timezone.utc),
         "far": DatetimeMS(253402300800000), "regex": Regex("^a.*b$", "imx"), "ts": Timestamp(1, 2),
         "min": MinKey(), "max": MaxKey(), "code": Code("f()", {"x": 1}), "none": None, "bools": [True, False],
-        "text": "\u202e\u0000\"\\\n\u2028\U0001f600 é 中", "$key.with.dots": {"": [[], {}]},
+        "text": "\u202e\u0000\"\\\n\u2028\U0001f600 é 中", "key.with.dots": {"": [[], {}]},
         # Where the record's own converter hands over to json_util's, or chooses between two forms:
         "int32_edges": [2**31 - 1, 2**31, -2**31, -2**31 - 1, 0], "floats": [1e300, 1.0, 0.1, -1e-300, 2.5e-8],
         "son": SON([("b", 1), ("a", Int64(2))]), 7: "an int key", "str_subclass": Code("g()"),
@@ -115,3 +115,32 @@ def test_a_record_whose_source_hashes_otherwise_than_the_pass_computed_is_refuse
     assert record.endswith(b',"source":' + source + b"}")
     with pytest.raises(ValueError, match="without the digest"):
         build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN, source=source)
+
+
+def test_a_document_with_dollar_keys_is_not_read_as_the_type_it_imitates() -> None:
+    """MongoDB 5+ stores field names that start with $: {"$numberLong": "5"} is a subdocument there, not an
+    Int64, and {"$oid": "x"} no ObjectId. Written as they are, the record could not tell them apart (the
+    same bytes, the same source digest) or could not be read back at all."""
+    imitations = {"$numberLong": "5"}, {"$oid": "not an id"}, {"$date": {"$numberLong": "0"}}, {"$regex": 1}
+    originals = Int64(5), ObjectId("61e8277aef3d6b076066d200"), dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    for imitation, original in zip(imitations, originals):
+        assert source_digest({"room": "R", "x": imitation}, None) != source_digest({"room": "R", "x": original}, None)
+    chat = {"room": "R", "messages": [{"data": {"form": {"$oid": "not an id", "name": "Ann"}}}],
+            "nested": [{"$ctlive.document": [["a", 1]]}, {"$": {"$numberInt": "7"}, "plain": {"a": Int64(1)}}],
+            "outer": {"$where": [imitations[0], imitations[2]], "after": 1.5}}
+    data, _ = build_record(normalise(chat), chat, None, version=1, generated_at=WHEN)
+    back = read_source(data)["chat"]
+    assert back == chat and list(back["outer"]) == ["$where", "after"]
+    assert isinstance(back["nested"][1]["plain"]["a"], Int64) and isinstance(back["outer"]["after"], float)
+    assert read_source(data)["contact"] is None
+
+
+def test_records_without_dollar_keys_read_back_as_plain_extended_json() -> None:
+    chat, contact = _odd_chat(1)
+    data, _ = build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN)
+    assert b"$ctlive.document" not in data
+    options = EXTJSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+    plain = json_util.loads(json.dumps(json.loads(data)["source"]), json_options=options)
+    def canonical(value):  # (NaN is not equal to itself)
+        return json_util.dumps(value, json_options=EXTJSON_OPTIONS)
+    assert canonical(read_source(data)) == canonical(plain) and plain["chat"]["odd"]["far"] == DatetimeMS(253402300800000)

@@ -13,14 +13,17 @@ import json
 import math
 from typing import Any, Mapping
 
-from bson import ObjectId, json_util
+from bson import DatetimeConversion, ObjectId, json_util
 
 from archiver.transcript import SURROGATE, Event, InvalidChat, Message, Transcript
 
 # /2 (issue 11) adds, keeping every field of /1: participants[].name and display_name, messages[].sender_name,
 # events, last_message_at, warning_codes; and ended_at is null for a chat that has not ended (interim, abandoned).
-FORMAT = "ctlive-archive-record/2"
+# /3: a source document with a field name that starts with $ is written as DOLLAR_DOCUMENT (see _document).
+FORMAT = "ctlive-archive-record/3"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
+# Reading: a date out of Python's range (before year 1, after 9999) comes back as a DatetimeMS, not an error.
+_READ_OPTIONS = EXTJSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 
 def _first_invalid_text(value: Any, path: str) -> str | None:
@@ -103,12 +106,13 @@ INT32 = 2**31  # a canonical int below it (and at least -INT32) is $numberInt, e
 def _extended(value: Any) -> Any:
     """VALUE as canonical Extended JSON values, as json_util.dumps converts it, with the types of almost every
     field (exact str, bool, None, dict, list, int, float, ObjectId) converted here without json_util's
-    look-ups; anything else (Int64, dates, binaries, subclasses ...) by json_util's own converter."""
+    look-ups; any other value (Int64, dates, binaries ...) by json_util's own converter. A document with a
+    field name that starts with $ is written as DOLLAR_DOCUMENT (see _document)."""
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return value
     if kind is dict:
-        return {key: _extended(item) for key, item in value.items()}
+        return _document(value)
     if kind is list:
         return [_extended(item) for item in value]
     if kind is int:
@@ -117,7 +121,42 @@ def _extended(value: Any) -> Any:
         return {"$numberDouble": repr(value)}
     if kind is ObjectId:
         return {"$oid": str(value)}
+    if hasattr(value, "items"):  # SON, other mappings: documents, as json_util takes them
+        return _document(value)
+    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+        return [_extended(item) for item in value]
     return json_util._json_convert(value, EXTJSON_OPTIONS)
+
+
+# MongoDB 5+ stores field names that start with $: written as they are, {"$numberLong": "5"} would read
+# as Int64(5) (the same bytes, the same digest) and {"$oid": "x"} not at all. Such a document is written
+# as {DOLLAR_DOCUMENT: [[name, value], ...]}, its fields in order; read_source undoes it.
+DOLLAR_DOCUMENT = "$ctlive.document"
+
+
+def _document(value: Mapping[Any, Any]) -> dict[Any, Any] | dict[str, list[list[Any]]]:
+    converted = {key: _extended(item) for key, item in value.items()}
+    for key in value:
+        if type(key) is str and key[:1] == "$":
+            return {DOLLAR_DOCUMENT: [[name, item] for name, item in converted.items()]}
+    return converted
+
+
+def read_source(record: bytes) -> dict[str, Any]:
+    """The source documents of a record (UTF-8 bytes) as BSON values again: its Extended JSON read by bson's
+    json_util, documents with $-prefixed field names (DOLLAR_DOCUMENT) restored."""
+    source = json_util.loads(record, json_options=_READ_OPTIONS)["source"]
+    return _restored(source)
+
+
+def _restored(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_restored(item) for item in value]
+    if type(value) is not dict:
+        return value
+    if list(value) == [DOLLAR_DOCUMENT] and isinstance(value[DOLLAR_DOCUMENT], list):
+        return {name: _restored(item) for name, item in value[DOLLAR_DOCUMENT]}
+    return {key: _restored(item) for key, item in value.items()}
 
 
 _COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
