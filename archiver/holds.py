@@ -26,7 +26,7 @@ from pymongo.collection import Collection
 from archiver.claims import now
 from archiver.logs import event
 from archiver.search import SearchFilters, build_query
-from archiver.store import ObjectStore, StoreError
+from archiver.store import ObjectMissing, ObjectStore, StoreError
 
 ROOM_BATCH = 500
 _DATES = ("ended_from", "ended_to")
@@ -114,9 +114,11 @@ class Holds:
     # -- S3 legal holds on the objects ---------------------------------------------------------
 
     def protect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
-        """Set the S3 legal hold on every object of ROOMS' entries that lacks it; the entries changed."""
+        """Set the S3 legal hold on every object of ROOMS' entries that lacks it, and on what is left of an
+        archive whose deletion was cut short (its tombstone still `deleting`); the entries changed."""
         changed = 0
-        for entry in self.entries.find({"room": {"$in": rooms}, "status": "archived", "legal_hold": {"$ne": True}}):
+        unsettled = [{"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]
+        for entry in self.entries.find({"room": {"$in": rooms}, "$or": unsettled, "legal_hold": {"$ne": True}}):
             try:
                 _set_all(entry, store_of(entry), True)
             except StoreError as exc:  # repaired by the next retention run; deletions check holds anyway
@@ -170,7 +172,19 @@ class Holds:
 
 def _set_all(entry: dict[str, Any], store: ObjectStore, on: bool) -> None:
     for obj in (entry.get("objects") or {}).values():
-        store.set_legal_hold(obj["key"], obj.get("version_id", ""), on)
+        try:
+            store.set_legal_hold(obj["key"], obj.get("version_id", ""), on)
+        except StoreError:
+            if entry["status"] != "deleted" or not _gone(store, obj):
+                raise  # (an object a deletion cut short had removed already: nothing left to hold)
+
+
+def _gone(store: ObjectStore, obj: dict[str, Any]) -> bool:
+    try:
+        store.get(obj["key"], obj.get("version_id", ""))
+    except ObjectMissing:
+        return True
+    return False
 
 
 def open_holds(config: Any) -> Holds:

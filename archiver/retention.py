@@ -167,13 +167,8 @@ class Deletions:
     def _execute(self, run_id: str, batch: list[dict[str, Any]]) -> None:
         """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
         the next run redo them, and every action is idempotent)."""
-        rooms = sorted({step["room"] for step in batch})
-        ctx = _Batch(
-            held=self.holds.held_rooms(rooms),  # again now: a hold placed since the plan still counts
-            loaded=self.source.load_many([s["room"] for s in batch if s["action"] == "delete_source"]),
-            entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
-                s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock", "erase_personal")]}})},
-            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
+        ctx = _Batch(entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
+            s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock", "erase_personal")]}})})
         done = []
         for step in batch:
             try:
@@ -186,25 +181,25 @@ class Deletions:
         self.ledger.done_all(done)
 
     def _do(self, run_id: str, step: dict[str, Any], ctx: "_Batch") -> tuple[str, str]:
-        action, cases = step["action"], ctx.held.get(step["room"])
+        action = step["action"]
         if action == "requeue":
             return self._requeue(step["room"])
         if action == "extend_lock":
             return self._extend(step, ctx.entries.get(step["entry_id"]))
-        entry = ctx.entries.get(step["entry_id"])
-        begun = entry is not None and entry["status"] == "deleted" and (entry.get("deletion") or {}).get("run") == run_id
-        if action == "delete_source" and ctx.loaded.get(step["room"], (None, None))[0] is None:
+        entry, room = ctx.entries.get(step["entry_id"]), step["room"]
+        # Read again right before the deletion, not once per batch: a hold placed, or a chat changed, while
+        # the batch runs still counts (a deletion cut short by a crash and held since is not finished either).
+        loaded = self.source.load_many([room])[room] if action == "delete_source" else (None, None)
+        if action == "delete_source" and loaded[0] is None:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
-        if cases and not begun:  # an archive deletion this run had begun before a crash is finished
+        cases = self.holds.held_rooms([room]).get(room)
+        if cases:
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
         if action == "erase_personal":
             return self._erase_personal(run_id, entry)
         if action == "delete_source":
-            outcome = self._delete_source(step, ctx.loaded.get(step["room"], (None, None)))
-            if outcome[0] == "deleted":
-                ctx.sources.discard(step["room"])
-            return outcome
-        return self._delete_archive(run_id, step, entry, step["room"] in ctx.sources)
+            return self._delete_source(step, loaded)
+        return self._delete_archive(run_id, step, entry, self.source.chats.find_one({"room": room}, {"_id": 1}) is not None)
 
     def _requeue(self, room: str) -> tuple[str, str]:
         job = self.queue.jobs.find_one({"_id": room}, {"kind": 1}) or {}
@@ -520,11 +515,9 @@ class Deletions:
 
 @dataclass
 class _Batch:
-    """What a batch of steps is carried out against, read in a few queries."""
-    held: dict[str, list[str]]  # room -> cases holding it now
-    loaded: dict[str, Any]  # room -> (chat, contact) for source deletions
+    """What a batch of steps is carried out against, read in one query (what a deletion depends on, holds
+    and the source chat, is read again right before it)."""
     entries: dict[Any, dict[str, Any]]  # the index entries the steps name
-    sources: set[str]  # rooms whose source chat is still there
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

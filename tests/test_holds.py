@@ -11,7 +11,7 @@ from archiver.cli import main
 from archiver.mongo import connect
 from archiver.store import ObjectLocked, open_store
 from conftest import write_toml
-from retention_helpers import age, archive, customer_of, erase, index, retention, retention_config, source
+from retention_helpers import age, archive, customer_of, erase, index, jobs, retention, retention_config, source
 from retrieval_helpers import stored_path
 
 KEYS = ("mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
@@ -191,3 +191,52 @@ def test_erase_from_the_cli_names_what_it_kept_and_its_json_stays_json(make_conf
     printed = json.loads(captured.out)  # nothing but the report on standard output
     assert sum(i["outcome"] == "skipped" for i in printed["items"]) == kept
     assert f"NOT ERASED: {kept} item(s)" in captured.err
+
+
+# -- what happens while a run is under way ------------------------------------------------------------------
+
+def _during_first_deletion(monkeypatch, action) -> None:
+    """Run ACTION once, while the run deletes its first source chat (the others are in the same batch)."""
+    from archiver.source import ChatSource
+
+    real, done = ChatSource.delete_room, []
+
+    def delete_room(self, room, chat_id, contacts):
+        if not done:
+            done.append(action())
+        return real(self, room, chat_id, contacts)
+    monkeypatch.setattr(ChatSource, "delete_room", delete_room)
+
+
+def test_a_hold_placed_while_a_batch_runs_keeps_the_rest_of_that_batch(make_config, monkeypatch) -> None:
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config)
+    rooms = sorted(c["room"] for c in archive(config, 3))
+    age(config, 40)  # the sources are due (30 days), the archives not
+    _during_first_deletion(monkeypatch, lambda: open_holds(config).place(
+        SearchFilters(room=rooms[-1]), "Case X", "court order", {"user": "legal", "host": "test"}))
+    result = retention(config)
+    assert source(config).count_documents({"room": rooms[-1]}) == 1
+    held = [i for i in result.report["items"] if i["room"] == rooms[-1]]
+    assert [(i["action"], i["outcome"]) for i in held] == [("delete_source", "skipped")]
+    assert "Case X" in held[0]["detail"]
+
+
+def test_a_chat_changed_while_a_batch_runs_is_queued_not_deleted(make_config, monkeypatch) -> None:
+    config = retention_config(make_config)
+    rooms = sorted(c["room"] for c in archive(config, 3))
+    age(config, 40)
+
+    def late_message() -> None:
+        doc = source(config).find_one({"room": rooms[-1]})
+        late = {**doc["messages"][-1], "_id": "late-correction"}
+        source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": late}})
+    _during_first_deletion(monkeypatch, late_message)
+    result = retention(config)
+    assert source(config).count_documents({"room": rooms[-1]}) == 1, "the change was never archived"
+    changed = [i for i in result.report["items"] if i["room"] == rooms[-1]]
+    assert [(i["action"], i["outcome"]) for i in changed] == [("delete_source", "skipped")]
+    assert "changed after the plan" in changed[0]["detail"]
+    assert jobs(config).find_one({"_id": rooms[-1]})["state"] == "pending"

@@ -283,3 +283,46 @@ def test_set_aside_objects_are_deleted_for_good_in_a_versioned_bucket(s3, bucket
     assert outcomes(erase(config, customer_of(chats[0])))[("delete_archive", chats[0]["room"], 1)][0] == "deleted"
     listed = _client(moto_endpoint).list_object_versions(Bucket=bucket, Prefix="chats/" + entry["room"])
     assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+
+
+class _PowerCut(BaseException):
+    pass
+
+
+def test_a_deletion_cut_short_and_then_held_is_not_finished_and_its_objects_are_held(
+        make_config, bucket, moto_endpoint, monkeypatch) -> None:
+    """A run stops after the first object of an archive went; a hold is then placed on the room: what is left
+    gets the S3 legal hold, and neither the resumed run nor a later one deletes it."""
+    from archiver.store.s3 import S3Store
+
+    config = make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
+                         storage__object_lock_mode="", retention__rules={"default": {"source_days": 1, "archive_days": 2}})
+    room = archive(config, 1)[0]["room"]
+    age(config, 10)
+    real, deleted = S3Store.delete, []
+
+    def delete_then_power_cut(self, key, version_id=""):
+        real(self, key, version_id)
+        deleted.append(key)
+        raise _PowerCut()
+    monkeypatch.setattr(S3Store, "delete", delete_then_power_cut)
+    with pytest.raises(_PowerCut):
+        retention(config)
+    monkeypatch.setattr(S3Store, "delete", real)
+    entry = index(config).find_one()
+    assert (entry["status"], entry["deletion"]["state"]) == ("deleted", "deleting") and len(deleted) == 1
+    holds = open_holds(config)
+    holds.place(SearchFilters(room=room), "Case Q", "subpoena received", ACTOR)
+    assert holds.protect([room], Deletions(config).store_of) == 1  # what `hold place` does next
+    left = {name: obj for name, obj in entry["objects"].items() if obj["key"] != deleted[0]}
+    assert len(left) == 2 and _legal_hold(config, {"objects": left}) == {"ON"}
+    for run in range(2):  # the interrupted run, resumed; then a new one
+        result = retention(config)
+        assert result.resumed == (run == 0)
+        assert outcomes(result).get(("delete_archive", room, 1), ("", ""))[0] != "deleted"
+        items = [i for i in result.report["items"] if i["room"] == room and i["action"] != "delete_source"]
+        assert items and all(i["outcome"] == "skipped" and "Case Q" in i.get("detail", i["reason"]) for i in items), items
+    store = open_store(config)
+    for obj in left.values():
+        assert store.get(obj["key"], obj["version_id"])  # still there
+    assert index(config).find_one()["deletion"]["state"] == "deleting"
