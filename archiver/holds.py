@@ -25,7 +25,7 @@ from pymongo.collection import Collection
 
 from archiver.claims import now
 from archiver.logs import event
-from archiver.search import SearchFilters, build_query
+from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, words
 from archiver.store import ObjectMissing, ObjectStore, StoreError
 
 ROOM_BATCH = 500
@@ -51,10 +51,12 @@ def describe(hold: dict[str, Any]) -> str:
 
 
 class Holds:
-    def __init__(self, holds: Collection, entries: Collection, key: bytes | None) -> None:
+    def __init__(self, holds: Collection, entries: Collection, key: bytes | None,
+                 state: Collection | None = None) -> None:
         self.holds = holds
         self.entries = entries
         self.key = key  # the search key, for holds by --text
+        self.state = state  # the index state, which names the key the word hashes were made with
 
     def ensure_indexes(self) -> None:
         self.holds.create_index([("case", ASCENDING)], name="case")
@@ -69,9 +71,11 @@ class Holds:
     def place(self, filters: SearchFilters, case: str, reason: str, actor: dict[str, str]) -> dict[str, Any]:
         if not filters.given():
             raise ValueError("a hold needs a scope: --room, --customer, --agent or search filters")
-        build_query(filters, self.key)  # a filter that cannot be evaluated is refused now, not at deletion
         hold = {"_id": uuid.uuid4().hex, "case": case, "reason": reason, "filters": filters_doc(filters),
                 "active": True, "placed_at": now(), "placed_by": actor}
+        self.query(hold)  # refused now, not at deletion: a filter that cannot be evaluated, another search key
+        if filters.text is not None and not words(filters.text):
+            raise ValueError(f"--text {filters.text!r}: no word to hold by (only punctuation)")
         self.holds.insert_one(hold)
         return hold
 
@@ -84,7 +88,16 @@ class Holds:
         return released
 
     def query(self, hold: dict[str, Any]) -> dict[str, Any]:
-        return build_query(filters_of(hold), self.key)
+        """The index entries HOLD covers. A hold by words fails closed: entries archived before word hashes
+        were written cannot be told apart, so they are covered; under another key than the index's, words
+        would match nothing, so that is a ConfigError (the run stops) rather than a hold that holds nothing."""
+        query = build_query(filters_of(hold), self.key)
+        if "terms" not in query:
+            return query
+        if self.state is not None:
+            same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
+        hashes = query.pop("terms")
+        return {**query, "$or": [{"terms": hashes}, {"terms": {"$exists": False}}]}
 
     def held_rooms(self, rooms: list[str], holds: list[dict[str, Any]] | None = None) -> dict[str, list[str]]:
         """Of ROOMS, those any version of which matches an active hold, with the cases holding them."""
@@ -194,6 +207,6 @@ def open_holds(config: Any) -> Holds:
     config.require("mongodb.uri")
     db = index_database(config)
     key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
-    holds = Holds(db[config["index.holds"]], db[config["index.entries"]], key)
+    holds = Holds(db[config["index.holds"]], db[config["index.entries"]], key, db[config["index.state"]])
     holds.ensure_indexes()
     return holds

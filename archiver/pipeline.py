@@ -120,7 +120,8 @@ class Archiver:
         self.queue.ensure_indexes()
         self.index.ensure_indexes()
         self.holds = Holds(index_db[config["index.holds"]], self.index.entries,  # legal holds (holds.py)
-                           load_search_key(config["search.key_file"]) if config["search.key_file"] else None)
+                           load_search_key(config["search.key_file"]) if config["search.key_file"] else None,
+                           index_db[config["index.state"]])
         self.workers = config["archive.workers"] or os.cpu_count() or 1
         self._attachment_retries: dict[str, attachment_retries.Retry] = {}  # planned, not yet submitted
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).

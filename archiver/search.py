@@ -147,10 +147,10 @@ def record_search_key(state: Collection, entries: Collection, key: bytes, at: dt
         since = first.get("archived_at") if first and isinstance(first.get("archived_at"), dt.datetime) else at
         state.update_one({"_id": SEARCH_KEY_STATE},
                          {"$setOnInsert": {"fingerprint": key_fingerprint(key), "since": since}}, upsert=True)
-    _same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
+    same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
 
 
-def _same_key(recorded: dict[str, Any] | None, key: bytes) -> None:
+def same_key(recorded: dict[str, Any] | None, key: bytes) -> None:
     if recorded is not None and recorded.get("fingerprint") != key_fingerprint(key):
         raise ConfigError(f"search.key_file: not the key the index's word hashes were made with (fingerprint "
                           f"{recorded.get('fingerprint')}, this one {key_fingerprint(key)}): words would not be found")
@@ -174,7 +174,7 @@ class Search:
     def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
         """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""
         if filters.text is not None and self.key is not None and self.state is not None:
-            _same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
+            same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
         query = build_query(filters, self.key)
         if "terms" in query and not query["terms"]["$all"]:
             return iter(())  # words asked for, none given (only punctuation): nothing matches, not everything

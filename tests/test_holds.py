@@ -240,3 +240,67 @@ def test_a_chat_changed_while_a_batch_runs_is_queued_not_deleted(make_config, mo
     assert [(i["action"], i["outcome"]) for i in changed] == [("delete_source", "skipped")]
     assert "changed after the plan" in changed[0]["detail"]
     assert jobs(config).find_one({"_id": rooms[-1]})["state"] == "pending"
+
+
+# -- holds by words ------------------------------------------------------------------------------------------
+
+def _shared_word(chats) -> str:
+    texts = [" ".join(m["data"]["content"].get("text", "") for m in c["messages"]) for c in chats]
+    return next(w for w in texts[0].split() if w.isalpha() and len(w) > 4 and all(w in t for t in texts))
+
+
+def test_a_hold_by_words_keeps_the_chats_archived_before_word_hashes_were_written(make_config, tmp_path,
+                                                                                   capsys) -> None:
+    """A chat archived before search.key_file was set has no word hashes: a hold by words cannot tell whether it
+    mentions them, so it is held (fail closed), and hold place says so."""
+    from retrieval_helpers import search_key
+
+    plain = retention_config(make_config)
+    before = archive(plain, 2, rng_seed=7)
+    config = plain.with_overrides(**{"search.key_file": str(search_key(tmp_path))})
+    after = archive(config, 2, rng_seed=8)
+    word = _shared_word(before + after)
+    path = write_toml(tmp_path / "cli.toml", {k: config[k] for k in (*KEYS, "search.key_file")})
+    assert main(["--config", str(path), "hold", "place", "--text", word, "--case", "Case T", "--reason", "r"]) == 0
+    assert "have no word hashes" in capsys.readouterr().out
+    age(config, 40)
+    retention(config)
+    assert {c["room"] for c in source(config).find()} == {c["room"] for c in before + after}
+
+
+def test_a_run_with_another_search_key_stops_rather_than_match_a_hold_by_words_to_nothing(make_config,
+                                                                                        tmp_path) -> None:
+    from archiver.config import ConfigError
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
+    chats = archive(config, 2)
+    open_holds(config).place(SearchFilters(text=_shared_word(chats)), "Case K", "litigation", {"user": "legal"})
+    other = config.with_overrides(**{"search.key_file": str(search_key_at(tmp_path / "two"))})
+    age(other, 40)
+    with pytest.raises(ConfigError, match="not the key the index's word hashes were made with"):
+        retention(other)
+    assert source(config).count_documents({}) == 2
+
+
+def search_key_at(folder):
+    from retrieval_helpers import search_key
+
+    folder.mkdir()
+    return search_key(folder)
+
+
+def test_a_hold_by_words_is_refused_before_it_is_stored_when_it_could_hold_nothing(make_config, tmp_path) -> None:
+    from archiver.config import ConfigError
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
+    archive(config, 1)
+    with pytest.raises(ValueError, match="no word to hold by"):
+        open_holds(config).place(SearchFilters(text="?!"), "Case P", "r", {"user": "legal"})
+    other = config.with_overrides(**{"search.key_file": str(search_key_at(tmp_path / "two"))})
+    with pytest.raises(ConfigError, match="not the key"):
+        open_holds(other).place(SearchFilters(text="refund"), "Case K", "r", {"user": "legal"})
+    assert open_holds(config).listing(everything=True) == []

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
     from archiver.holds import describe, open_holds
-    from archiver.search import SearchFilters
+    from archiver.search import SearchFilters, open_search
 
     config = load_config(args)
     holds, actor = open_holds(config), Actor.current(args.actor)
@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
                filters={"case": args.case, "hold": hold["_id"], **hold["filters"]},
                detail=f"{rooms} room(s) held now; S3 legal hold not set on {failed} entr(ies)")
     print(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, and any archived later")
+    if args.text is not None:
+        note = open_search(config).text_note()
+        if note:  # those entries are held whatever they say (Holds.query)
+            print(f"note: {note}; this hold covers them all (within its other filters), whatever they say")
     if failed:
         print(f"the S3 legal hold could not be set on {failed} archived version(s): the next retention run retries")
     return OK if not failed else ITEMS_FAILED
