@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import boto3
 import pytest
@@ -21,11 +22,14 @@ PERSONAL = ("customers", "agents", "participants", "title", "terms", "closed_by"
 def s3(make_config, bucket, moto_endpoint):
     """COMPLIANCE lock of 1 day per the rule; retention deletes the source after 0 days."""
     def build(**overrides):
-        return make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
-                           **{"storage__object_lock_mode": "COMPLIANCE",
-                               "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
-                               **overrides})
+        return make_config(**{"storage__url": f"s3://{bucket}/chats", "storage__endpoint_url": moto_endpoint,
+                              "storage__object_lock_mode": "COMPLIANCE",
+                              "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
+                              **overrides})
     return build
+
+
+UNLOCKED = {"storage__object_lock_mode": "", "retention__rules": {"default": {"source_days": 0, "archive_days": 2}}}
 
 
 def _client(moto_endpoint):
@@ -283,3 +287,26 @@ def test_set_aside_objects_are_deleted_for_good_in_a_versioned_bucket(s3, bucket
     assert outcomes(erase(config, customer_of(chats[0])))[("delete_archive", chats[0]["room"], 1)][0] == "deleted"
     listed = _client(moto_endpoint).list_object_versions(Bucket=bucket, Prefix="chats/" + entry["room"])
     assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+
+
+def test_an_archive_stored_before_versioning_is_deleted_for_good_once_versioning_is_on(s3, moto_endpoint) -> None:
+    """Stored while the bucket had no versioning (version id ""), then versioning turned on (Object Lock on an
+    existing bucket needs it): a delete without VersionId would only hide the ciphertext behind a delete
+    marker while the report said deleted and verify was clean."""
+    from archiver.integrity import verify_archive
+
+    plain = f"plain-{uuid.uuid4().hex[:10]}"
+    client = _client(moto_endpoint)
+    client.create_bucket(Bucket=plain)
+    config = s3(storage__url=f"s3://{plain}/chats", **UNLOCKED)
+    archive(config, 1)
+    entry = index(config).find_one()
+    assert {o["version_id"] for o in entry["objects"].values()} == {""}
+    client.put_bucket_versioning(Bucket=plain, VersioningConfiguration={"Status": "Enabled"})
+    age(config, 30)
+    result = retention(config)
+    assert [(i["action"], i["outcome"]) for i in result.report["items"]] == [("delete_source", "deleted"),
+                                                                             ("delete_archive", "deleted")]
+    listed = client.list_object_versions(Bucket=plain, Prefix="chats/" + entry["room"])
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+    assert verify_archive(config, None).ok
