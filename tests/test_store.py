@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver.store import ObjectExists, ObjectMissing, StoreError
+from archiver.store import ObjectExists, ObjectLocked, ObjectMissing, StoreError
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
@@ -399,3 +399,29 @@ def test_local_versions_is_the_object_itself_while_it_is_there(tmp_path: Path) -
     assert store.versions("room/v1/a.p7m") == [""] and store.versions("room/v1/a") == []
     store.delete("room/v1/a.p7m")
     assert store.versions("room/v1/a.p7m") == []
+
+
+def test_s3_delete_the_endpoint_denies_is_object_locked_only_where_a_lock_or_legal_hold_applies(
+        moto_endpoint: str, bucket: str) -> None:
+    """IAM answers a missing s3:DeleteObjectVersion with the same 403 AccessDenied as Object Lock: the object's
+    own retention and legal hold tell them apart."""
+    with FaultyS3() as proxy:
+        store = S3Store(bucket, "chats", endpoint_url=proxy.url, max_attempts=1)
+        free = store.put("room/v1/free.p7m", b"free", _sha(b"free"), None)
+        held = store.put("room/v1/held.p7m", b"held", _sha(b"held"), None)
+        store.set_legal_hold("room/v1/held.p7m", held.version_id, True)
+        locked = store.put("room/v1/locked.p7m", b"locked", _sha(b"locked"), RETAIN)
+        proxy.deny_deletes = True
+        with pytest.raises(StoreError, match=r"room/v1/free.p7m.*AccessDenied.*no Object Lock.*no legal hold.*"
+                                             r"s3:DeleteObjectVersion") as denied:
+            store.delete("room/v1/free.p7m", free.version_id)
+        assert not isinstance(denied.value, ObjectLocked)
+        with pytest.raises(ObjectLocked, match="legal hold"):
+            store.delete("room/v1/held.p7m", held.version_id)
+        with pytest.raises(ObjectLocked, match="COMPLIANCE until 2036-01-01"):
+            store.delete("room/v1/locked.p7m", locked.version_id)
+        assert proxy.seen_deletes == 3
+        proxy.deny_deletes = False
+        store.delete("room/v1/free.p7m", free.version_id)  # once allowed, it goes
+        with pytest.raises(ObjectMissing):
+            store.get("room/v1/free.p7m", free.version_id)

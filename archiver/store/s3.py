@@ -156,11 +156,28 @@ class S3Store:
             if code in ("NoSuchKey", "NoSuchVersion", "404"):
                 return
             if code == "AccessDenied":
-                raise ObjectLocked(f"{self.url}{key}: the store refused to delete it ({_message(exc)}): "
-                                   "Object Lock or a legal hold") from None
+                raise self._denied(key, version_id, exc) from None
             raise StoreError(f"delete {self.url}{key}: {code}: {_message(exc)}") from None
         except BotoCoreError as exc:
             raise StoreError(redact(f"delete {self.url}{key}: {exc}")) from None
+
+    def _denied(self, key: str, version_id: str, exc: ClientError) -> StoreError:
+        """S3 answers Object Lock and a missing IAM permission alike (403 AccessDenied): the version's own
+        retention and legal hold tell which. A lock only where one applies; else a StoreError (the run fails)."""
+        refused = f"{self.url}{key}: the store refused to delete version {version_id} (AccessDenied: {_message(exc)})"
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id)
+        except (ClientError, BotoCoreError) as lookup:
+            return StoreError(redact(f"{refused}, and its Object Lock and legal hold cannot be read ({lookup}): check "
+                                     "the credentials' s3:DeleteObjectVersion and s3:GetObjectRetention permissions"))
+        mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return ObjectLocked(f"{refused}: under a legal hold")
+        if mode and until is not None and until > dt.datetime.now(dt.timezone.utc):
+            return ObjectLocked(f"{refused}: Object Lock {mode} until {until.astimezone(dt.timezone.utc).isoformat()}")
+        return StoreError(f"{refused}, yet it shows no Object Lock in force and no legal hold: the credentials lack "
+                          "a permission (s3:DeleteObject and s3:DeleteObjectVersion; s3:GetObjectRetention and "
+                          "s3:GetObjectLegalHold to read a lock)")
 
     def versions(self, key: str) -> list[str]:
         """The ids of the stored versions of exactly KEY ("null" for one stored without versioning); delete
