@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import boto3
 import pytest
@@ -11,6 +12,7 @@ from archiver.holds import open_holds
 from archiver.retention import Deletions
 from archiver.search import SearchFilters
 from archiver.store import ObjectLocked, open_store
+from faulty_s3 import FaultyS3
 from retention_helpers import age, archive, customer_of, erase, index, outcomes, retention, source
 
 ACTOR = {"user": "tester", "host": "test"}
@@ -21,11 +23,14 @@ PERSONAL = ("customers", "agents", "participants", "title", "terms", "closed_by"
 def s3(make_config, bucket, moto_endpoint):
     """COMPLIANCE lock of 1 day per the rule; retention deletes the source after 0 days."""
     def build(**overrides):
-        return make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
-                           **{"storage__object_lock_mode": "COMPLIANCE",
-                               "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
-                               **overrides})
+        return make_config(**{"storage__url": f"s3://{bucket}/chats", "storage__endpoint_url": moto_endpoint,
+                              "storage__object_lock_mode": "COMPLIANCE",
+                              "retention__rules": {"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}},
+                              **overrides})
     return build
+
+
+UNLOCKED = {"storage__object_lock_mode": "", "retention__rules": {"default": {"source_days": 0, "archive_days": 2}}}
 
 
 def _client(moto_endpoint):
@@ -326,3 +331,63 @@ def test_a_deletion_cut_short_and_then_held_is_not_finished_and_its_objects_are_
     for obj in left.values():
         assert store.get(obj["key"], obj["version_id"])  # still there
     assert index(config).find_one()["deletion"]["state"] == "deleting"
+
+
+def test_an_archive_stored_before_versioning_is_deleted_for_good_once_versioning_is_on(s3, moto_endpoint) -> None:
+    """Stored while the bucket had no versioning (version id ""), then versioning turned on (Object Lock on an
+    existing bucket needs it): a delete without VersionId would only hide the ciphertext behind a delete
+    marker while the report said deleted and verify was clean."""
+    from archiver.integrity import verify_archive
+
+    plain = f"plain-{uuid.uuid4().hex[:10]}"
+    client = _client(moto_endpoint)
+    client.create_bucket(Bucket=plain)
+    config = s3(storage__url=f"s3://{plain}/chats", **UNLOCKED)
+    archive(config, 1)
+    entry = index(config).find_one()
+    assert {o["version_id"] for o in entry["objects"].values()} == {""}
+    client.put_bucket_versioning(Bucket=plain, VersioningConfiguration={"Status": "Enabled"})
+    age(config, 30)
+    result = retention(config)
+    assert [(i["action"], i["outcome"]) for i in result.report["items"]] == [("delete_source", "deleted"),
+                                                                             ("delete_archive", "deleted")]
+    listed = client.list_object_versions(Bucket=plain, Prefix="chats/" + entry["room"])
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+    assert verify_archive(config, None).ok
+
+
+def test_a_delete_denied_for_want_of_permission_fails_the_run_naming_it_not_a_lock(s3, bucket) -> None:
+    """A 403 AccessDenied from IAM (no s3:DeleteObjectVersion) was reported `refused` as "Object Lock or a legal
+    hold" on every run, exit 0: retention silently never deleted. Nothing here is locked or held."""
+    with FaultyS3() as proxy:
+        config = s3(storage__endpoint_url=proxy.url, storage__max_attempts=1, **UNLOCKED)
+        archive(config, 1)
+        entry = index(config).find_one()
+        age(config, 30)
+        proxy.deny_deletes = True
+        for _ in range(2):  # the next run says the same: never quietly settled
+            result = retention(config)
+            item = next(i for i in result.report["items"] if i["action"] == "delete_archive")
+            assert item["outcome"] == "failed" and "s3:DeleteObjectVersion" in item["detail"], item
+            assert "no Object Lock" in item["detail"] and not result.ok
+        assert proxy.seen_deletes >= 2 and _present(config, entry)
+        proxy.deny_deletes = False
+        result = retention(config)  # permission granted: the interrupted deletion is finished
+        assert [(i["action"], i["outcome"]) for i in result.report["items"]] == [("delete_archive", "deleted")]
+        assert index(config).find_one()["deletion"]["state"] == "done"
+
+
+def test_a_delete_denied_where_a_legal_hold_applies_is_still_refused(s3, bucket, moto_endpoint) -> None:
+    with FaultyS3() as proxy:
+        config = s3(storage__endpoint_url=proxy.url, storage__max_attempts=1, **UNLOCKED)
+        archive(config, 1)
+        entry = index(config).find_one()
+        for obj in entry["objects"].values():  # set outside the archiver: S3 has the last word
+            _client(moto_endpoint).put_object_legal_hold(Bucket=bucket, Key="chats/" + obj["key"],
+                                                         VersionId=obj["version_id"], LegalHold={"Status": "ON"})
+        age(config, 30)
+        proxy.deny_deletes = True
+        result = retention(config)
+        item = next(i for i in result.report["items"] if i["action"] == "delete_archive")
+        assert item["outcome"] == "refused" and "legal hold" in item["detail"] and result.ok, item
+        assert index(config).find_one()["status"] == "archived" and _present(config, entry)

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver.store import ObjectExists, ObjectMissing, StoreError
+from archiver.store import ObjectExists, ObjectLocked, ObjectMissing, StoreError
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
@@ -342,3 +342,86 @@ def test_local_put_many_keeps_every_object_inside_the_store(tmp_path: Path, key:
     with pytest.raises(StoreError):
         store.put_many([("room/v1/ok.p7m", b"ok", _sha(b"ok")), (key, b"x", _sha(b"x"))], RETAIN)
     assert _files(tmp_path / "escape") == [] and not (tmp_path / "s/room/v1/ok.p7m").exists()
+
+
+# -- deletions: every version of an object recorded without one; a denied delete is a lock only where one is ---
+
+def _plain_bucket(moto_endpoint: str) -> str:
+    """A bucket made without versioning or Object Lock (one that had versioning turned on later, say)."""
+    name = f"plain-{os.urandom(6).hex()}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def _listed(moto_endpoint: str, bucket: str, prefix: str) -> list[tuple[str, str]]:
+    """(key, version id) of every version and delete marker under PREFIX."""
+    answer = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").list_object_versions(
+        Bucket=bucket, Prefix=prefix)
+    return sorted((v["Key"], v["VersionId"]) for v in [*answer.get("Versions", []), *answer.get("DeleteMarkers", [])])
+
+
+@pytest.mark.parametrize("versioning", [True, False], ids=["versioning turned on since", "never versioned"])
+def test_s3_delete_of_an_object_stored_without_versioning_removes_every_version_of_that_key_alone(
+        moto_endpoint: str, versioning: bool) -> None:
+    """Recorded with version id "": once versioning is on, a delete without VersionId only adds a delete
+    marker and the bytes stay readable as the "null" version. A key sharing its prefix is not touched."""
+    bucket = _plain_bucket(moto_endpoint)
+    store = S3Store(bucket, "chats", endpoint_url=moto_endpoint, lock_mode="")
+    stored = store.put("room/v1/a.p7m", b"ciphertext", _sha(b"ciphertext"), None)
+    store.put("room/v1/a.p7m.p7s", b"signature", _sha(b"signature"), None)
+    assert stored.version_id == ""
+    if versioning:
+        boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    store.delete("room/v1/a.p7m", stored.version_id)
+    assert _listed(moto_endpoint, bucket, "chats/room/v1/a.p7m") == [("chats/room/v1/a.p7m.p7s", "null")]
+    store.delete("room/v1/a.p7m", "")  # gone already: no error
+    store.delete_versions("room/v1/a.p7m")
+    assert store.get("room/v1/a.p7m.p7s") == b"signature"
+
+
+def test_s3_versions_lists_the_versions_of_exactly_that_key(moto_endpoint: str) -> None:
+    bucket = _plain_bucket(moto_endpoint)
+    store = S3Store(bucket, "chats", endpoint_url=moto_endpoint, lock_mode="")
+    store.put("room/v1/a.p7m", b"old", _sha(b"old"), None)
+    store.put("room/v1/a.p7m.p7s", b"signature", _sha(b"signature"), None)
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    client.delete_object(Bucket=bucket, Key="chats/room/v1/a.p7m")  # a delete marker over the "null" version
+    assert store.versions("room/v1/a.p7m") == ["null"]
+    store.delete_versions("room/v1/a.p7m")
+    assert store.versions("room/v1/a.p7m") == [] and store.versions("room/v1/a.p7m.p7s") == ["null"]
+
+
+def test_local_versions_is_the_object_itself_while_it_is_there(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("room/v1/a.p7m", b"data", _sha(b"data"), None)
+    assert store.versions("room/v1/a.p7m") == [""] and store.versions("room/v1/a") == []
+    store.delete("room/v1/a.p7m")
+    assert store.versions("room/v1/a.p7m") == []
+
+
+def test_s3_delete_the_endpoint_denies_is_object_locked_only_where_a_lock_or_legal_hold_applies(
+        moto_endpoint: str, bucket: str) -> None:
+    """IAM answers a missing s3:DeleteObjectVersion with the same 403 AccessDenied as Object Lock: the object's
+    own retention and legal hold tell them apart."""
+    with FaultyS3() as proxy:
+        store = S3Store(bucket, "chats", endpoint_url=proxy.url, max_attempts=1)
+        free = store.put("room/v1/free.p7m", b"free", _sha(b"free"), None)
+        held = store.put("room/v1/held.p7m", b"held", _sha(b"held"), None)
+        store.set_legal_hold("room/v1/held.p7m", held.version_id, True)
+        locked = store.put("room/v1/locked.p7m", b"locked", _sha(b"locked"), RETAIN)
+        proxy.deny_deletes = True
+        with pytest.raises(StoreError, match=r"room/v1/free.p7m.*AccessDenied.*no Object Lock.*no legal hold.*"
+                                             r"s3:DeleteObjectVersion") as denied:
+            store.delete("room/v1/free.p7m", free.version_id)
+        assert not isinstance(denied.value, ObjectLocked)
+        with pytest.raises(ObjectLocked, match="legal hold"):
+            store.delete("room/v1/held.p7m", held.version_id)
+        with pytest.raises(ObjectLocked, match="COMPLIANCE until 2036-01-01"):
+            store.delete("room/v1/locked.p7m", locked.version_id)
+        assert proxy.seen_deletes == 3
+        proxy.deny_deletes = False
+        store.delete("room/v1/free.p7m", free.version_id)  # once allowed, it goes
+        with pytest.raises(ObjectMissing):
+            store.get("room/v1/free.p7m", free.version_id)

@@ -142,6 +142,35 @@ def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path,
     assert [(p.room, "not explained" in p.problem) for p in _verify(config).problems] == [(entries[0]["room"], True)]
 
 
+@pytest.mark.parametrize("marker_only", [True, False], ids=["hidden behind a delete marker", "every version gone"])
+def test_a_tombstone_on_s3_whose_objects_keep_a_version_behind_a_delete_marker_is_named(
+        make_config, moto_endpoint, marker_only) -> None:
+    """Stored before versioning was turned on (version id ""), then deleted without a VersionId: only a delete
+    marker was added, the "null" version still holds the ciphertext. A GET without version found nothing."""
+    import uuid
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    plain = f"plain-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=plain)
+    config = make_config(storage__url=f"s3://{plain}/chats", storage__endpoint_url=moto_endpoint,
+                         storage__object_lock_mode="")
+    victim = archive_samples(config, count=1)[0]
+    client.put_bucket_versioning(Bucket=plain, VersioningConfiguration={"Status": "Enabled"})
+    for obj in victim["objects"].values():
+        client.delete_object(Bucket=plain, Key="chats/" + obj["key"])  # a delete marker on top
+        if not marker_only:
+            for version in ("null", client.list_object_versions(Bucket=plain, Prefix="chats/" + obj["key"])
+                            ["DeleteMarkers"][0]["VersionId"]):
+                client.delete_object(Bucket=plain, Key="chats/" + obj["key"], VersionId=version)
+    index(config).update_one({"_id": victim["_id"]}, {"$set": {
+        "status": "deleted", "deleted_at": dt.datetime.now(dt.timezone.utc),
+        "deletion": {"run": "ret-made-up", "rule": "default", "state": "done", "at": dt.datetime.now(dt.timezone.utc)}}})
+    left = [p for room, p in _named(_verify(config)) if "still in the store" in p]
+    assert bool(left) == marker_only, left
+    if marker_only:
+        assert all(obj["key"] in left[0] for obj in victim["objects"].values()), left
+
+
 def test_the_report_keeps_a_bounded_number_of_problems_and_counts_all(archived, tmp_path, monkeypatch, capsys) -> None:
     import archiver.integrity as integrity
 

@@ -64,10 +64,14 @@ class ObjectStore(Protocol):
         """Every object key under PREFIX, streamed (any order): memory stays flat over any store."""
 
     def delete(self, key: str, version_id: str = "") -> None:
-        """Remove KEY (that version); ObjectLocked if a lock or legal hold forbids it; gone already is fine."""
+        """Remove KEY (that version; with none, every version); ObjectLocked if a lock or legal hold forbids it,
+        StoreError if the store refuses for another reason (a permission); gone already is fine."""
 
     def delete_versions(self, key: str) -> None:
         """Remove every version of KEY (objects recorded by key alone: an interrupted attempt's); as delete."""
+
+    def versions(self, key: str) -> list[str]:
+        """The ids of the stored versions of exactly KEY (empty once it is gone; a delete marker hides, not removes)."""
 
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         """Set or clear the legal hold on KEY (that version)."""

@@ -171,6 +171,9 @@ class LocalStore:
     def delete_versions(self, key: str) -> None:
         self.delete(key)  # one version per key here
 
+    def versions(self, key: str) -> list[str]:
+        return [""] if self._path(key).is_file() else []  # one version per key, without an id
+
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         meta_path, meta = self._meta(key)
         if meta and bool(meta.get("legal_hold")) != on:

@@ -144,36 +144,66 @@ class S3Store:
     # -- retention and legal holds ----------------------------------------------------------
 
     def delete(self, key: str, version_id: str = "") -> None:
-        """Delete that version for good (S3 refuses while it is locked or held: ObjectLocked)."""
-        args = {"Bucket": self.bucket, "Key": self.prefix + key, **({"VersionId": version_id} if version_id else {})}
+        """Delete that version for good (S3 refuses while it is locked or held: ObjectLocked). With no version id
+        (stored while the bucket had no versioning) every version of KEY goes: once versioning is on, a delete
+        without one only adds a delete marker, and the "null" version under it still holds the bytes."""
+        if not version_id:
+            return self.delete_versions(key)
         try:
-            self.client.delete_object(**args)
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "NoSuchVersion", "404"):
                 return
             if code == "AccessDenied":
-                raise ObjectLocked(f"{self.url}{key}: the store refused to delete it ({_message(exc)}): "
-                                   "Object Lock or a legal hold") from None
+                raise self._denied(key, version_id, exc) from None
             raise StoreError(f"delete {self.url}{key}: {code}: {_message(exc)}") from None
         except BotoCoreError as exc:
             raise StoreError(redact(f"delete {self.url}{key}: {exc}")) from None
 
-    def delete_versions(self, key: str) -> None:
-        """Every version and delete marker of KEY, each deleted for good (a plain delete would only hide it)."""
+    def _denied(self, key: str, version_id: str, exc: ClientError) -> StoreError:
+        """S3 answers Object Lock and a missing IAM permission alike (403 AccessDenied): the version's own
+        retention and legal hold tell which. A lock only where one applies; else a StoreError (the run fails)."""
+        refused = f"{self.url}{key}: the store refused to delete version {version_id} (AccessDenied: {_message(exc)})"
         try:
-            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
-                                                                              Prefix=self.prefix + key)
-            found = [v["VersionId"] for page in pages for v in [*page.get("Versions", []),
-                                                                *page.get("DeleteMarkers", [])]
-                     if v["Key"] == self.prefix + key]
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id)
+        except (ClientError, BotoCoreError) as lookup:
+            return StoreError(redact(f"{refused}, and its Object Lock and legal hold cannot be read ({lookup}): check "
+                                     "the credentials' s3:DeleteObjectVersion and s3:GetObjectRetention permissions"))
+        mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return ObjectLocked(f"{refused}: under a legal hold")
+        if mode and until is not None and until > dt.datetime.now(dt.timezone.utc):
+            return ObjectLocked(f"{refused}: Object Lock {mode} until {until.astimezone(dt.timezone.utc).isoformat()}")
+        return StoreError(f"{refused}, yet it shows no Object Lock in force and no legal hold: the credentials lack "
+                          "a permission (s3:DeleteObject and s3:DeleteObjectVersion; s3:GetObjectRetention and "
+                          "s3:GetObjectLegalHold to read a lock)")
+
+    def versions(self, key: str) -> list[str]:
+        """The ids of the stored versions of exactly KEY ("null" for one stored without versioning); delete
+        markers, which only hide a version, are not counted."""
+        return self._listed(key)[0]
+
+    def delete_versions(self, key: str) -> None:
+        """Every version (the "null" one too) and delete marker of exactly KEY, each deleted for good."""
+        versions, markers = self._listed(key)
+        for version_id in [*versions, *markers]:
+            self.delete(key, version_id)
+
+    def _listed(self, key: str) -> tuple[list[str], list[str]]:
+        """The version ids and delete marker ids of exactly KEY (the prefix listing also holds longer keys)."""
+        found: tuple[list[str], list[str]] = ([], [])
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
+                                                                                   Prefix=self.prefix + key):
+                for ids, field in zip(found, ("Versions", "DeleteMarkers")):
+                    ids.extend(v["VersionId"] for v in page.get(field, []) if v["Key"] == self.prefix + key)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             raise StoreError(f"list versions {self.url}{key}: {code}: {_message(exc)}") from None
         except BotoCoreError as exc:
             raise StoreError(redact(f"list versions {self.url}{key}: {exc}")) from None
-        for version_id in found:
-            self.delete(key, version_id)
+        return found
 
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         try:
