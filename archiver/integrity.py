@@ -511,6 +511,8 @@ class Verifier:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
                                                   "an interrupted archive that no pass has completed"))
             return None
+        if entry.get("status") == "superseded":  # an attempt that never completed: no archive to check; the
+            return None  # objects it left are listed on it (check_listing explains them) until deleted
         opened = check_stored(entry, self.open_store(entry))
         if entry.get("status") == "deleted":
             report.tombstones += 1

@@ -45,6 +45,7 @@ from archiver.transcript import InvalidChat
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
+ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
 PERSONAL_FIELDS = ("customers", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
             "quarantined": "quarantined"}
@@ -168,7 +169,7 @@ class Deletions:
         """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
         the next run redo them, and every action is idempotent)."""
         ctx = _Batch(entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
-            s["entry_id"] for s in batch if s["action"] in ("delete_archive", "extend_lock", "erase_personal")]}})})
+            s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})})
         done = []
         for step in batch:
             try:
@@ -197,6 +198,8 @@ class Deletions:
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
         if action == "erase_personal":
             return self._erase_personal(run_id, entry)
+        if action == "delete_leftovers":
+            return self._delete_leftovers(run_id, entry)
         if action == "delete_source":
             return self._delete_source(step, loaded)
         return self._delete_archive(run_id, step, entry, self.source.chats.find_one({"room": room}, {"_id": 1}) is not None)
@@ -245,9 +248,25 @@ class Deletions:
         for n, (key, version_id) in enumerate([*objects, *((k, None) for k in set_aside)]):
             try:  # gone already (a resumed run): no error
                 store.delete(key, version_id) if version_id is not None else store.delete_versions(key)
-            except ObjectLocked as exc:
+            except StoreError as exc:  # locked: refused; anything else (a permission, an outage): failed
                 return self._refused(entry, exc, partly=resumed or n > 0)
         self._complete(entry, step, run_id)
+        return "deleted", ""
+
+    def _delete_leftovers(self, run_id: str, entry: dict[str, Any] | None) -> tuple[str, str]:
+        """The objects an interrupted attempt left (a superseded entry's), each key with every version; the
+        entry keeps which went, when and by which run."""
+        if entry is None:
+            return "failed", "the index entry is gone"
+        keys = entry.get("superseded_objects") or []
+        store = self.store_of(entry)
+        for n, key in enumerate(keys):
+            try:  # gone already (a resumed run): no error
+                store.delete_versions(key)
+            except ObjectLocked as exc:
+                return ("failed" if n else "refused"), f"the store refused: {exc}"
+        self.entries.update_one({"_id": entry["_id"]}, {"$set": {
+            "superseded_objects": [], "leftovers_deleted": {"run": run_id, "at": now(), "keys": keys}}})
         return "deleted", ""
 
     def _complete(self, entry: dict[str, Any], step: dict[str, Any], run_id: str) -> None:
@@ -285,12 +304,13 @@ class Deletions:
             return "skipped", f"the tombstone changed meanwhile (now {entry.get('status')}): nothing erased"
         return "erased", ""
 
-    def _refused(self, entry: dict[str, Any], exc: ObjectLocked, partly: bool) -> tuple[str, str]:
+    def _refused(self, entry: dict[str, Any], exc: StoreError, partly: bool) -> tuple[str, str]:
+        what = "refused" if isinstance(exc, ObjectLocked) else "failed"
         if not partly:  # nothing went: the entry is archived as before
             self.entries.update_one({"_id": entry["_id"]}, {"$set": {"status": "archived"},
                                                              "$unset": {"deletion": "", **{f: "" for f in TOMBSTONE_FIELDS}}})
-            return "refused", f"the store refused: {exc}"
-        return "failed", f"partly deleted, then the store refused: {exc}"
+            return what, f"the store {what}: {exc}"
+        return "failed", f"partly deleted, then the store {what}: {exc}"
 
     def _extend(self, step: dict[str, Any], entry: dict[str, Any] | None) -> tuple[str, str]:
         if entry is None or entry["status"] != "archived":
@@ -381,7 +401,22 @@ class Deletions:
                 continue
             deleting.add(version["_id"])
             yield self._archive_step(version, rule, held, chat is not None and not source_goes, as_of)
+        yield from self._leftover_steps(versions, rule.name, held, rule.archive_days, as_of)
         yield from self._lock_steps(versions, rule, deleting)
+
+    def _leftover_steps(self, versions: list[dict[str, Any]], rule: str, held: str, days: int | None,
+                        as_of: dt.datetime) -> Iterator[Step]:
+        """What interrupted attempts left (superseded entries' objects) goes as an archive would: after DAYS
+        (None: at once, an erasure) unless the room is held."""
+        for v in versions:
+            if v["status"] != "superseded" or not v.get("superseded_objects"):
+                continue
+            made = _aware(v.get("created_at"))
+            if days is not None and (made is None or made + dt.timedelta(days=days) > as_of):
+                continue
+            yield (Step("skip", v["room"], v["version"], rule, f"leftovers kept: {held}", entry_id=v["_id"]) if held
+                   else Step("delete_leftovers", v["room"], v["version"], rule, "objects an interrupted attempt "
+                             "left (never part of an archive)", entry_id=v["_id"]))
 
     def _source_step(self, room: str, versions: list[dict[str, Any]], rule: Rule, held: str,
                      job: dict[str, Any] | None, chat: Any, contact: Any, as_of: dt.datetime) -> Step | None:
@@ -483,6 +518,8 @@ class Deletions:
                 elif v["status"] == "deleted" and "personal_data_removed" not in deletion:
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else Step("erase_personal", room, v["version"], "erasure", why, entry_id=v["_id"]))
+                if v["status"] == "superseded":
+                    yield from self._leftover_steps([v], "erasure", kept, None, as_of)
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request
                     yield Step("skip", room, v["version"], "erasure", "archive kept: this version is being "
                                "archived right now; erase again once the archive pass has finished", entry_id=v["_id"])

@@ -370,9 +370,10 @@ def test_a_delete_denied_for_want_of_permission_fails_the_run_naming_it_not_a_lo
             item = next(i for i in result.report["items"] if i["action"] == "delete_archive")
             assert item["outcome"] == "failed" and "s3:DeleteObjectVersion" in item["detail"], item
             assert "no Object Lock" in item["detail"] and not result.ok
+            assert index(config).find_one()["status"] == "archived", "nothing went: no tombstone is left"
         assert proxy.seen_deletes >= 2 and _present(config, entry)
         proxy.deny_deletes = False
-        result = retention(config)  # permission granted: the interrupted deletion is finished
+        result = retention(config)  # permission granted: the deletion is done
         assert [(i["action"], i["outcome"]) for i in result.report["items"]] == [("delete_archive", "deleted")]
         assert index(config).find_one()["deletion"]["state"] == "done"
 

@@ -794,3 +794,80 @@ def test_an_erasure_deletes_the_source_of_a_room_with_two_contact_documents(make
     assert outcomes(result)[("delete_source", chat["room"], None)][0] == "deleted"
     assert db[config["source.chats"]].count_documents({"room": chat["room"]}) == 0
     assert db[config["source.contacts"]].count_documents({"id": chat["room"]}) == 0
+
+
+# -- what an interrupted attempt left (a `superseded` entry's objects) -----------------------------------------
+
+def _archived_after_an_interrupted_attempt(make_config, monkeypatch):
+    """A chat whose first attempt stored two objects and failed at the third; its source then changed, so v1 is
+    superseded (its two objects listed as leftovers) and v2 archived."""
+    import functools
+    import random
+
+    from archiver import artifacts
+    from archiver.samples import make_chat
+    from archiver.store import StoreError
+    from test_pipeline import build_failing_record_puts, recent_ms, seed
+
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(40), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    with monkeypatch.context() as patch:
+        patch.setattr(artifacts, "archive_in_worker",
+                      functools.partial(build_failing_record_puts, StoreError("connection reset")))
+        archiver.run_pass()
+    source(config).update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "call"}})
+    jobs(config).update_one({"_id": chat["room"]}, {"$set": {"available_at": 0}})
+    assert archiver.run_pass().archived == 1
+    v1 = index(config).find_one({"version": 1})
+    assert v1["status"] == "superseded" and len(v1["superseded_objects"]) == 2
+    return config, chat, v1["superseded_objects"]
+
+
+def _room_keys(config, chat) -> set[str]:
+    return {k for k in open_store(config).keys() if not k.startswith(".reports")}
+
+
+def test_verify_accepts_an_interrupted_attempt_whose_objects_its_entry_lists(make_config, monkeypatch) -> None:
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    report = verify_archive(config, None)
+    assert report.ok, [str(p) for p in report.problems]
+    assert set(leftovers) <= _room_keys(config, chat)
+
+
+def test_an_erasure_deletes_what_an_interrupted_attempt_left(make_config, monkeypatch) -> None:
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    result = erase(config, customer_of(chat))
+    assert outcomes(result)[("delete_leftovers", chat["room"], 1)][0] == "deleted"
+    assert _room_keys(config, chat) == set()
+    entry = index(config).find_one({"version": 1})
+    assert entry["superseded_objects"] == [] and entry["leftovers_deleted"]["keys"] == leftovers
+    assert verify_archive(config, None).ok
+
+
+def test_retention_deletes_what_an_interrupted_attempt_left_with_the_rooms_archive(make_config,
+                                                                                   monkeypatch) -> None:
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    def older(days: int) -> None:  # the archive, and the attempt before it
+        age(config, days, status="archived")
+        for entry in index(config).find({"status": "superseded"}):
+            index(config).update_one({"_id": entry["_id"]}, {"$set": {
+                "created_at": entry["created_at"] - dt.timedelta(days=days)}})
+    older(100)  # the source is due (30 days), the archive and the leftovers not (365)
+    retention(config)
+    assert set(leftovers) <= _room_keys(config, chat)
+    older(300)
+    result = retention(config)
+    assert outcomes(result)[("delete_leftovers", chat["room"], 1)][0] == "deleted"
+    assert _room_keys(config, chat) == set()
+    assert verify_archive(config, None).ok
+
+
+def test_a_held_room_keeps_what_an_interrupted_attempt_left(make_config, monkeypatch) -> None:
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    open_holds(config).place(SearchFilters(room=chat["room"]), "Case L", "litigation", ACTOR)
+    result = erase(config, customer_of(chat))
+    kept = [i for i in result.report["items"] if i["version"] == 1]
+    assert [(i["action"], i["outcome"]) for i in kept] == [("skip", "skipped")] and "Case L" in kept[0]["reason"]
+    assert set(leftovers) <= _room_keys(config, chat)
