@@ -553,6 +553,10 @@ class Verifier:
                     progress(report)
         if batch:
             self._explain(store, batch, report)
+        for name in store.stale_temporaries(prefix, self.lease):
+            report.add(Problem(name.split("/", 1)[0], None, f"temporary file {name} in {store.url}, left by a write "
+                               "cut short (a process killed mid-put) longer than the lease ago: never an archived "
+                               "object, but it may hold a whole ciphertext; remove it"))
 
     def _explain(self, store: ObjectStore, keys: list[str], report: VerifyReport) -> None:
         report.listed += len(keys)

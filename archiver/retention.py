@@ -40,6 +40,7 @@ from archiver.redaction import Redactor
 from archiver.render.record import source_digest
 from archiver.runs import RunLedger, Step, Tally, described_counts, dry_run_report, iso, store_report, timed_steps
 from archiver.source import ChatSource, SourceProblem
+from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
 from archiver.transcript import InvalidChat
 
@@ -250,8 +251,15 @@ class Deletions:
                 store.delete(key, version_id) if version_id is not None else store.delete_versions(key)
             except StoreError as exc:  # locked: refused; anything else (a permission, an outage): failed
                 return self._refused(entry, exc, partly=resumed or n > 0)
+        self._remove_temporaries(store, entry)
         self._complete(entry, step, run_id)
         return "deleted", ""
+
+    def _remove_temporaries(self, store: ObjectStore, entry: dict[str, Any]) -> None:
+        """What writes cut short left in the version's folders (stale_temporaries): it may hold a ciphertext."""
+        lease = dt.timedelta(seconds=self.config["archive.lease_seconds"])
+        for folder in recorded_folders(entry):
+            store.remove_temporaries(store.stale_temporaries(folder + "/", lease))
 
     def _delete_leftovers(self, run_id: str, entry: dict[str, Any] | None) -> tuple[str, str]:
         """The objects an interrupted attempt left (a superseded entry's), each key with every version; the
@@ -265,6 +273,7 @@ class Deletions:
                 store.delete_versions(key)
             except ObjectLocked as exc:
                 return ("failed" if n else "refused"), f"the store refused: {exc}"
+        self._remove_temporaries(store, entry)
         self.entries.update_one({"_id": entry["_id"]}, {"$set": {
             "superseded_objects": [], "leftovers_deleted": {"run": run_id, "at": now(), "keys": keys}}})
         return "deleted", ""

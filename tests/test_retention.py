@@ -871,3 +871,21 @@ def test_a_held_room_keeps_what_an_interrupted_attempt_left(make_config, monkeyp
     kept = [i for i in result.report["items"] if i["version"] == 1]
     assert [(i["action"], i["outcome"]) for i in kept] == [("skip", "skipped")] and "Case L" in kept[0]["reason"]
     assert set(leftovers) <= _room_keys(config, chat)
+
+
+def test_an_erasure_removes_the_temporary_files_killed_writes_left_in_the_rooms_folders(make_config) -> None:
+    """A worker killed mid-put leaves its temporary file (a whole encrypted transcript) in the version's folder:
+    the erasure that deletes the version deletes it too, or the customer's chat would outlive it."""
+    import os
+    import time
+
+    config = retention_config(make_config)
+    chat = archive(config, 1)[0]
+    entry = index(config).find_one()
+    pdf = stored_path(config, entry["objects"]["pdf"]["key"])
+    temp = pdf.with_name(".tmp-abc123")
+    temp.write_bytes(pdf.read_bytes())
+    os.utime(temp, (time.time() - config["archive.lease_seconds"] - 60,) * 2)
+    erase(config, customer_of(chat))
+    assert not temp.exists() and not any(pdf.parent.iterdir())
+    assert verify_archive(config, None).ok

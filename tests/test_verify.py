@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import time
 
 import boto3
 import pytest
@@ -348,3 +350,25 @@ def test_a_tombstone_written_by_hand_over_an_archive_is_named(archived, objects_
     problems = [p for room, p in _named(_verify(config)) if room == victim["room"]]
     assert any("no run 'ret-2026-11-01-made-up'" in p for p in problems), problems
     assert any("still in the store" in p for p in problems) == objects_left
+
+
+def _leave_a_temporary(config, entry, age_seconds: float):
+    """What a worker killed inside files.publish leaves: its temporary file (ciphertext), never linked."""
+    folder = stored_path(config, entry["objects"]["pdf"]["key"]).parent
+    temp = folder / ".tmp-abc123"
+    temp.write_bytes(stored_path(config, entry["objects"]["pdf"]["key"]).read_bytes())
+    then = time.time() - age_seconds
+    os.utime(temp, (then, then))
+    return temp
+
+
+def test_a_temporary_file_a_killed_write_left_is_named_once_older_than_the_lease(archived) -> None:
+    config, entries = archived
+    room = entries[0]["room"]
+    young = _leave_a_temporary(config, entries[0], 1)
+    assert _verify(config).ok, "a write may be under way: not a problem yet"
+    old = young.rename(young.with_name(".tmp-old"))
+    os.utime(old, (time.time() - config["archive.lease_seconds"] - 60,) * 2)
+    for rooms in (None, [room]):
+        named = _named(_verify(config, rooms=rooms))
+        assert len(named) == 1 and named[0][0] == room and ".tmp-old" in named[0][1], named

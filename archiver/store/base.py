@@ -73,6 +73,13 @@ class ObjectStore(Protocol):
     def versions(self, key: str) -> list[str]:
         """The ids of the stored versions of exactly KEY (empty once it is gone; a delete marker hides, not removes)."""
 
+    def stale_temporaries(self, prefix: str, older_than: dt.timedelta) -> list[str]:
+        """Temporary files under PREFIX that a write cut short left (a process killed mid-put), untouched for
+        OLDER_THAN: never objects (readers skip them), but they may hold a whole ciphertext. None on S3."""
+
+    def remove_temporaries(self, names: list[str]) -> None:
+        """Remove the temporary files NAMES (from stale_temporaries)."""
+
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         """Set or clear the legal hold on KEY (that version)."""
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Iterator
@@ -173,6 +174,23 @@ class LocalStore:
 
     def versions(self, key: str) -> list[str]:
         return [""] if self._path(key).is_file() else []  # one version per key, without an id
+
+    def stale_temporaries(self, prefix: str, older_than: dt.timedelta) -> list[str]:
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._path(folder) if folder else self.root
+        cutoff = time.time() - older_than.total_seconds()
+        found = []
+        for path in base.rglob(TEMP_PREFIX + "*") if base.is_dir() else ():
+            name = path.relative_to(self.root).as_posix()
+            if name.startswith(prefix) and path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                found.append(name)
+        return sorted(found)
+
+    def remove_temporaries(self, names: list[str]) -> None:
+        for name in names:
+            path = self._path(name)
+            if path.name.startswith(TEMP_PREFIX):
+                path.unlink(missing_ok=True)
 
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         meta_path, meta = self._meta(key)

@@ -184,6 +184,12 @@ class S3Store:
         markers, which only hide a version, are not counted."""
         return self._listed(key)[0]
 
+    def stale_temporaries(self, prefix: str, older_than: dt.timedelta) -> list[str]:
+        return []  # a put is whole or absent: S3 keeps no temporary files
+
+    def remove_temporaries(self, names: list[str]) -> None:
+        pass
+
     def delete_versions(self, key: str) -> None:
         """Every version (the "null" one too) and delete marker of exactly KEY, each deleted for good."""
         versions, markers = self._listed(key)
