@@ -213,6 +213,11 @@ class Deletions:
     def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any]) -> tuple[str, str]:
         chat, contact = loaded
         erasure = step["rule"] == "erasure"
+        job = self.queue.jobs.find_one({"_id": step["room"], "state": "claimed"}, {"available_at": 1})
+        if job and job.get("available_at", 0) > self.queue.server_ms():  # the pass may have read it: it would
+            # archive what it read after the deletion (an erasure undone); once done, the next request goes
+            return "skipped", ("source chat kept: it is being archived right now (its job is claimed); "
+                               f"{'erase' if erasure else 'run'} again once the archive pass has finished")
         if isinstance(chat, SourceProblem) and not (erasure and chat.readable):  # an erasure takes every contact
             return "skipped", f"the source chat cannot be read: {chat.reason}"
         if isinstance(chat, dict) and step["source_sha256"]:  # erasure plans carry no digest: any content goes

@@ -889,3 +889,33 @@ def test_an_erasure_removes_the_temporary_files_killed_writes_left_in_the_rooms_
     erase(config, customer_of(chat))
     assert not temp.exists() and not any(pdf.parent.iterdir())
     assert verify_archive(config, None).ok
+
+
+def test_an_erasure_while_the_pass_is_archiving_the_chat_leaves_it_to_a_later_request(make_config,
+                                                                                      monkeypatch) -> None:
+    """The pass has claimed and read the chat; an erasure deleting its source now would be undone by the pass,
+    which archives what it read. The source is kept, named as being archived; erased once the pass is done."""
+    import random
+
+    from archiver.index import ArchiveIndex
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(5), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    real, during = ArchiveIndex.begin, []
+
+    def begin(self, *args, **kwargs):
+        if not during:  # another process's erasure, between the pass's read and its index entry
+            during.append(erase(config, customer_of(chat)))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(ArchiveIndex, "begin", begin)
+    assert Archiver(config).run_pass().archived == 1
+    monkeypatch.undo()
+    [item] = [i for i in during[0].report["items"] if i["action"] == "delete_source"]
+    assert item["outcome"] == "skipped" and "being archived" in item["detail"], item
+    assert source(config).count_documents({}) == 1
+    erase(config, customer_of(chat))  # again, once the pass is done
+    assert source(config).count_documents({}) == 0
+    assert index(config).find_one()["status"] == "deleted"
