@@ -136,7 +136,7 @@ class Deletions:
         resumed = run is not None
         if run is None:
             self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
-            run = self.ledger.begin(kind, now(), params)
+            run = self.ledger.begin(kind, now(), params, actor.as_dict())
             self.ledger.record_plan(run, planner(_aware(run["as_of"])))
             run["state"] = "executing"
         if run["state"] == "executing":
@@ -147,7 +147,8 @@ class Deletions:
         open_audit_log(self.config).record(
             "erase" if kind == "erasure" else "retention_run", actor,
             outcome="ok" if result.ok else "items_failed", reason=ran.get("reason", ""),
-            filters={"run": run["_id"], "resumed": resumed, **{k: v for k, v in ran.items() if k != "reason"}},
+            filters={"run": run["_id"], "resumed": resumed, **{k: v for k, v in ran.items() if k != "reason"},
+                     **({"started_by": run["started_by"]} if run.get("started_by") else {})},
             rooms=sorted(result.rooms),
             detail=f"report {result.location['key']} SHA-256 {result.location['sha256']}; "
                    f"counts {result.report['counts']}")

@@ -131,9 +131,12 @@ class RunLedger:
             self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "abandoned while planning"}})
         return self.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
 
-    def begin(self, kind: str, as_of: dt.datetime, params: dict[str, Any]) -> dict[str, Any]:
+    def begin(self, kind: str, as_of: dt.datetime, params: dict[str, Any],
+              started_by: dict[str, str] | None = None) -> dict[str, Any]:
+        """A new run; STARTED_BY (who asked for it) stays on it whoever finishes it after a crash."""
         run = {"_id": f"{kind}-{as_of.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}", "kind": kind,
-               "state": "planning", "as_of": as_of, "started_at": now(), "params": params, "owner": self.owner}
+               "state": "planning", "as_of": as_of, "started_at": now(), "params": params, "owner": self.owner,
+               **({"started_by": started_by} if started_by else {})}
         self.runs.insert_one(run)
         return run
 
@@ -217,6 +220,7 @@ def described_counts(counts: dict[str, dict[str, int]]) -> str:
 def report_head(run: dict[str, Any], summary: Tally, policy: list[dict[str, Any]] | None,
                 dry_run: bool) -> dict[str, Any]:
     return {"report": f"{run['kind']} run", "run": run["_id"], "dry_run": dry_run, "as_of": iso(run["as_of"]),
+            **({"started_by": run["started_by"]} if run.get("started_by") else {}),
             "params": run.get("params", {}), "policy": policy, "counts": summary.counts,
             "rooms_affected": summary.rooms_affected}
 

@@ -919,3 +919,39 @@ def test_an_erasure_while_the_pass_is_archiving_the_chat_leaves_it_to_a_later_re
     erase(config, customer_of(chat))  # again, once the pass is done
     assert source(config).count_documents({}) == 0
     assert index(config).find_one()["status"] == "deleted"
+
+
+def test_a_run_finished_by_someone_else_names_who_started_it(make_config, monkeypatch) -> None:
+    """Alice's erasure stops after its first deletion; Bob's request finishes it first: the audit log, the run and
+    its signed report name Alice as who started it (the audit log names Bob as who finished it)."""
+    from archiver.audit import Actor
+    from archiver.retention import Deletions
+    from archiver.source import ChatSource
+
+    class PowerCut(BaseException):
+        pass
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    x, y = customer_of(chats[0]), customer_of(chats[1])
+    real = ChatSource.delete_room
+
+    def delete_then_power_cut(self, *args):
+        real(self, *args)
+        raise PowerCut()
+    deletions = Deletions(config)
+    with monkeypatch.context() as patch, pytest.raises(PowerCut):
+        patch.setattr(ChatSource, "delete_room", delete_then_power_cut)
+        deletions.run("erasure", deletions.plan_erasure(x, "request of X"), {"customer": x, "reason": "request of X"},
+                      False, Actor("alice", "dpo-laptop"))
+    deletions = Deletions(config)
+    deletions.run("erasure", deletions.plan_erasure(y, "request of Y"), {"customer": y, "reason": "request of Y"},
+                  False, Actor("bob", "ops"))
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    [finished] = [r for r in db[config["index.audit"]].find({"action": "erase"}) if r["reason"] == "request of X"]
+    assert finished["actor"] == {"user": "bob", "host": "ops"}
+    assert finished["filters"]["started_by"] == {"user": "alice", "host": "dpo-laptop"}
+    run = db[config["index.retention_runs"]].find_one({"params.customer": x})
+    assert run["started_by"] == {"user": "alice", "host": "dpo-laptop"}
+    report = json.loads(open_store(config).get(run["report"]["key"]))
+    assert report["started_by"] == {"user": "alice", "host": "dpo-laptop"}
