@@ -29,12 +29,12 @@ import bson
 from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, open_audit_log
 from archiver.claims import WorkQueue, now
-from archiver.config import Config
+from archiver.config import Config, ConfigError
 from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
 from archiver.holds import Holds, open_holds
 from archiver.integrity import check_stored
 from archiver.logs import event
-from archiver.mongo import index_uri, reachable
+from archiver.mongo import index_uri, reachable, server_ms
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
@@ -107,6 +107,7 @@ class Deletions:
     def run(self, kind: str, planner: Callable[[dt.datetime], Iterator[Step]], params: dict[str, Any],
             dry_run: bool, actor: Actor) -> RunResult:
         """Plan (and unless DRY_RUN, persist and execute) a run of KIND; resumes one a crash left."""
+        self._check_clock()
         if dry_run:
             run = {"_id": "dry-run", "kind": kind, "as_of": now(), "params": params}
             items = ({**step.item(), "outcome": "skipped" if step.action == "skip" else "planned"}
@@ -129,6 +130,17 @@ class Deletions:
         finally:
             self.ledger.release(kind)
         return result
+
+    def _check_clock(self) -> None:
+        """What is due is decided by this machine's date: it must agree with the database server's (within
+        signing.timestamp_max_skew_seconds), or a fast clock would delete early. ConfigError if not."""
+        ahead = (now() - dt.datetime.fromtimestamp(server_ms(self.ledger.runs.database) / 1000, dt.timezone.utc))
+        allowed = self.config["signing.timestamp_max_skew_seconds"]
+        if abs(ahead.total_seconds()) > allowed:
+            raise ConfigError(f"this machine's clock is {abs(ahead.total_seconds()):,.0f} s "
+                              f"{'ahead of' if ahead.total_seconds() > 0 else 'behind'} the MongoDB server's (more "
+                              f"than signing.timestamp_max_skew_seconds, {allowed:g} s): a deletion run decides "
+                              "what is due by the date; nothing done (fix the clock, NTP)")
 
     def _run_or_resume(self, kind: str, planner: Callable[[dt.datetime], Iterator[Step]], params: dict[str, Any],
                        signer: Any, actor: Actor) -> RunResult:

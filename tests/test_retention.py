@@ -955,3 +955,19 @@ def test_a_run_finished_by_someone_else_names_who_started_it(make_config, monkey
     assert run["started_by"] == {"user": "alice", "host": "dpo-laptop"}
     report = json.loads(open_store(config).get(run["report"]["key"]))
     assert report["started_by"] == {"user": "alice", "host": "dpo-laptop"}
+
+
+def test_a_run_on_a_machine_whose_clock_disagrees_with_the_database_stops_before_deleting(make_config,
+                                                                                         monkeypatch) -> None:
+    """What is due is decided by the date: a clock 40 days fast would delete sources archived today under
+    source_days 30. The run compares its clock with MongoDB's first and stops (exit 2) when they disagree."""
+    import archiver.retention as retention_module
+
+    config = retention_config(make_config)
+    archive(config, 2)
+    fast = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=40)
+    monkeypatch.setattr(retention_module, "now", lambda: fast)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match="clock"):
+            retention(config, dry_run=dry_run)
+    assert source(config).count_documents({}) == 2
