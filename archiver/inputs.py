@@ -13,7 +13,11 @@ a document starts), and a document is a bracket and its match. A closer matches 
 nearest open bracket of its own kind, and the brackets it skips stay unmatched, so
 one mismatched bracket cannot swallow the documents after it. A document whose
 bracket never closes ends where the next line starting with `{` at the same
-indentation begins. A closer with nothing to close is reported and skipped.
+indentation begins or, in the top-level array (mongoexport --jsonArray writes it
+on one line), at the next `,{` directly inside an object: only a new element of
+the array can be there. When nothing marks a next document, the reason says how
+many bytes were not read as documents. A closer with nothing to close is
+reported and skipped.
 Documents nest at most 100 levels deep (MongoDB's limit).
 """
 
@@ -66,8 +70,8 @@ def read_file(path: str | Path) -> list[Item]:
 
 def read_documents(data: bytes) -> list[Item]:
     source = _Source(data)
-    return [_parse(source, start, end, position)
-            for position, (start, end) in enumerate(source.documents(), start=1)]
+    return [_parse(source, start, end, position, unended)
+            for position, (start, end, unended) in enumerate(source.documents(), start=1)]
 
 
 # -- splitting -----------------------------------------------------------------------------------
@@ -93,6 +97,7 @@ class _Source:
         self.opens = array("q")  # every opening bracket outside strings, in order,
         self.closes = array("q")  # ... where its match is (-1: none),
         self.levels = array("i")  # ... and how many brackets are open there, itself included
+        self.parents = array("q")  # ... and where the bracket it is directly inside is (-1: none)
         self._match_brackets()
         self.doc_lines: dict[int, list[int]] = {}  # indentation -> every `{` that begins a line there
         for m in _DOC_LINE.finditer(self.text):
@@ -108,6 +113,7 @@ class _Source:
             at = token.start(1)
             if ch in "{[":
                 depths[ch].append(len(stack))
+                self.parents.append(self.opens[stack[-1]] if stack else -1)
                 stack.append(len(self.opens))
                 self.opens.append(at)
                 self.closes.append(-1)
@@ -120,18 +126,19 @@ class _Source:
                 while other and other[-1] > depth:
                     other.pop()
 
-    def documents(self) -> Iterator[tuple[int, int]]:
-        """(start, end) of each value at the top level, or in the top-level array."""
+    def documents(self) -> Iterator[tuple[int, int, bool]]:
+        """(start, end, unended) of each value at the top level, or in the top-level array; UNENDED:
+        its bracket never closes and nothing after it marked where a next document starts."""
         first = _BETWEEN.match(self.text).end()
         if first < len(self.text) and self.text[first] == "[":
             close = self._match(first)
             end = close if close >= 0 else len(self.text)
-            yield from self._values(first + 1, end)
+            yield from self._values(first + 1, end, in_array=True)
             yield from self._values(end + 1, len(self.text))
         else:
             yield from self._values(0, len(self.text))
 
-    def _values(self, i: int, end: int) -> Iterator[tuple[int, int]]:
+    def _values(self, i: int, end: int, in_array: bool = False) -> Iterator[tuple[int, int, bool]]:
         """Values between I and END; each step moves on by at least one character."""
         while True:
             i = _BETWEEN.match(self.text, i, end).end()
@@ -140,12 +147,19 @@ class _Source:
             ch = self.text[i]
             if ch in "{[":
                 close = self._match(i)
-                stop = close + 1 if close >= 0 else self._next_document_line(i, end)
+                if close < 0:
+                    stop = self._next_document_line(i, end)
+                    if in_array:
+                        stop = self._next_element(i, stop)
+                    yield i, stop, in_array and stop == end
+                    i = stop
+                    continue
+                stop = close + 1
             elif ch in "}]":  # closes nothing: reported with what follows it on its line
                 stop = _BARE.match(self.text, i + 1, end).end()
             else:
                 stop = _BARE.match(self.text, i, end).end()
-            yield i, stop
+            yield i, stop, False
             i = stop
 
     def _match(self, at: int) -> int:
@@ -159,6 +173,20 @@ class _Source:
         candidates = self.doc_lines.get(indent, [])
         k = bisect_right(candidates, at)
         return min(candidates[k], end) if k < len(candidates) else end
+
+    def _next_element(self, at: int, end: int) -> int:
+        """Where an array element whose bracket never closes stops, if before END: at the comma
+        before the next `{` directly inside an object (which no valid document has: there a
+        field name comes first), so that element is the array's next one."""
+        for k in range(bisect_right(self.opens, at), bisect_left(self.opens, end)):
+            start, parent = self.opens[k], self.parents[k]
+            if self.text[start] == "{" and parent >= 0 and self.text[parent] == "{":
+                comma = start - 1
+                while self.text[comma].isspace():
+                    comma -= 1
+                if self.text[comma] == ",":
+                    return comma
+        return end
 
     def too_deep(self, start: int, end: int) -> int | None:
         """The first bracket in START..END nested deeper than MAX_DEPTH, if any."""
@@ -204,7 +232,17 @@ def _string_end(text: str, i: int) -> int:
 
 # -- parsing one document ------------------------------------------------------------------------
 
-def _parse(source: _Source, start: int, end: int, position: int) -> Item:
+def _parse(source: _Source, start: int, end: int, position: int, unended: bool = False) -> Item:
+    item = _parse_one(source, start, end, position)
+    if unended and isinstance(item, UnreadableDocument):
+        unread = len(source.text[start:end].rstrip().encode("utf-8", "surrogateescape"))
+        return UnreadableDocument(item.position, item.line, item.column, (
+            f"{item.reason}; its {source.text[start]!r} never closes and nothing after it marks where a next "
+            f"document starts: the {unread} bytes from it on were not read as documents"))
+    return item
+
+
+def _parse_one(source: _Source, start: int, end: int, position: int) -> Item:
     text = source.text
     bad = _UNDECODABLE.search(text, start, end)
     if bad:

@@ -219,3 +219,46 @@ def test_reading_is_linear() -> None:
                               timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         count, seconds = done.stdout.split()
         assert int(count) == 20_000 and float(seconds) < 10, seconds
+
+
+# -- a one-line JSON array (mongoexport --jsonArray): one unclosed document spares the ones after it --
+
+def test_an_unclosed_document_in_a_one_line_array_does_not_swallow_the_rest() -> None:
+    items = read_documents(b'[{"room":"a"},{"room":"b","x":{"y":1},"n":1,{"room":"c"},{"room":"d","m":[{"z":2}]}]\n')
+    assert [d["room"] for d in _docs(items)] == ["a", "c", "d"]
+    (broken,) = [i for i in items if isinstance(i, UnreadableDocument)]
+    assert (broken.position, broken.line) == (2, 1)
+    assert "expected ',' or '}' after the value of 'n', found the end of the document" in broken.reason
+    assert [i.position for i in items] == [1, 2, 3, 4]
+
+
+def test_an_unclosed_document_with_nothing_to_resume_at_says_how_much_was_not_read() -> None:
+    # b lacks its '}' and its array's ']': c and d are inside that array, nothing marks where they begin
+    data = b'[{"room":"a"},{"room":"b","m":[{"x":1},{"room":"c"},{"room":"d"}]\n'
+    items = read_documents(data)
+    assert _docs(items) == [{"room": "a"}]
+    (broken,) = [i for i in items if isinstance(i, UnreadableDocument)]
+    assert broken.position == 2
+    unread = len(data.rstrip()) - data.index(b'{"room":"b"')
+    assert f"its '{{' never closes and nothing after it marks where a next document starts: the {unread} bytes " \
+           "from it on were not read as documents" in broken.reason
+
+
+def test_a_missing_closer_anywhere_in_a_one_line_array_spares_the_other_documents() -> None:
+    rng = random.Random("one-line-array")
+    chats = [json_util.dumps(make_chat(rng, messages=2)[0]) for _ in range(5)]
+    rooms = [json.loads(c)["room"] for c in chats]
+    for _ in range(200):
+        k = rng.randrange(len(chats))
+        closers = [i for i, ch in enumerate(chats[k]) if ch in "}]"]
+        cut = rng.choice(closers)
+        damaged = chats[k][:cut] + chats[k][cut + 1:]
+        try:
+            json.loads(damaged)
+            continue  # not damaged: a closer inside a string
+        except ValueError:
+            pass
+        items = read_documents(("[" + ",".join(chats[:k] + [damaged] + chats[k + 1:]) + "]").encode())
+        untouched = rooms[:k] + rooms[k + 1:]
+        assert [d["room"] for d in _docs(items) if d["room"] in untouched] == untouched, (k, cut)
+        assert any(isinstance(i, UnreadableDocument) for i in items)
