@@ -276,3 +276,66 @@ def test_render_on_a_full_disk_leaves_no_partial_file(tmp_path, make_config, lim
     assert done.returncode == 1, done.stdout + done.stderr
     assert "0 rendered, 1 failed" in done.stdout and "File too large" in done.stdout
     assert list(out.iterdir()) == []
+
+
+# -- one chat never stops the others: odd values, any error, and each line printed as it happens ---------
+
+def test_render_refuses_javascript_code_values_and_renders_the_rest(tmp_path, make_config, keys, capsys) -> None:
+    rng = random.Random(21)
+    first, second = make_chat(rng, messages=2)[0], make_chat(rng, messages=2)[0]
+    lines = [json_util.dumps(first), '{"room": {"$code": "x"}, "messages": []}',
+             '{"room": "CODE_ID", "messages": [{"data": {"id": {"$code": "x"}}}]}', json_util.dumps(second)]
+    chats, contacts = tmp_path / "chats.jsonl", tmp_path / "contacts.jsonl"
+    chats.write_text("\n".join(lines) + "\n")
+    contacts.write_text('{"id": {"$code": "x"}}\n')
+    out = tmp_path / "o"
+    assert _render(tmp_path, make_config, str(chats), "--out", str(out), "--contacts", str(contacts)) == 1
+    printed = capsys.readouterr().out
+    assert "2 rendered, 3 failed" in printed, printed
+    assert "contacts document 1 (line 1): field 'id' is missing or not a string" in printed
+    assert "document 2 (line 2): field 'room' is missing or not a non-empty string (got Code" in printed
+    assert "document 3 (line 3): message 1 data.id: is Code, expected text" in printed
+    for chat in (first, second):
+        _verify_outputs(out, chat["room"], keys)
+
+
+def test_render_names_any_error_of_one_chat_and_renders_the_rest(tmp_path, make_config, keys, capsys,
+                                                                 monkeypatch) -> None:
+    from archiver.artifacts import ArtifactBuilder
+
+    plaintext = ArtifactBuilder.plaintext
+
+    def failing(self, chat, *args, **kwargs):
+        if chat["room"] == "BUGGY":
+            raise RuntimeError("a renderer bug")
+        return plaintext(self, chat, *args, **kwargs)
+
+    monkeypatch.setattr(ArtifactBuilder, "plaintext", failing)
+    rng = random.Random(22)
+    first, second = make_chat(rng, messages=2)[0], make_chat(rng, messages=2)[0]
+    source = tmp_path / "chats.jsonl"
+    source.write_text("\n".join([json_util.dumps(first), '{"room": "BUGGY", "messages": []}',
+                                 json_util.dumps(second)]) + "\n")
+    assert _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o")) == 1
+    printed = capsys.readouterr().out
+    assert "2 rendered, 1 failed" in printed and "FAILED document 2 (line 2): RuntimeError: a renderer bug" in printed
+    for chat in (first, second):
+        _verify_outputs(tmp_path / "o", chat["room"], keys)
+
+
+def test_render_prints_each_chat_as_it_is_done(tmp_path, make_config, capsys, monkeypatch) -> None:
+    from archiver.artifacts import ArtifactBuilder
+
+    plaintext = ArtifactBuilder.plaintext
+
+    def interrupted(self, chat, *args, **kwargs):
+        if chat["room"] == "SECOND":
+            raise KeyboardInterrupt  # Ctrl-C during the second chat: the first one's line is out already
+        return plaintext(self, chat, *args, **kwargs)
+
+    monkeypatch.setattr(ArtifactBuilder, "plaintext", interrupted)
+    source = tmp_path / "chats.jsonl"
+    source.write_text(json_util.dumps(SEED_CHAT) + '\n{"room": "SECOND", "messages": []}\n')
+    with pytest.raises(KeyboardInterrupt):
+        _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o"))
+    assert f"document 1 (line 1): room {SEED_CHAT['room']!r} -> " in capsys.readouterr().out

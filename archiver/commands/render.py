@@ -28,9 +28,7 @@ def run(args: argparse.Namespace) -> int:
     source = _readable_file("INPUT", Path(args.input))
     contacts = _readable_file("--contacts", Path(args.contacts)) if args.contacts else None
     out = _out_folder(Path(args.out))
-    results = render_file(config, source, out, contacts)
-    for line in results.lines:
-        print(line)
+    results = render_file(config, source, out, contacts, on_line=lambda line: print(line, flush=True))
     print(f"{results.rendered} rendered, {len(results.problems)} failed")
     for problem in results.problems:
         print(f"  FAILED {problem}")
