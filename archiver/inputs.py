@@ -94,6 +94,8 @@ class _Source:
         self.data = data
         self.text = data.decode("utf-8", errors="surrogateescape")
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        self._byte_line_starts: list[int] | None = None  # the same, in the bytes; only when asked out of order
+        self._known = (0, 0)  # a character index and its byte offset: the last asked
         self.opens = array("q")  # every opening bracket outside strings, in order,
         self.closes = array("q")  # ... where its match is (-1: none),
         self.levels = array("i")  # ... and how many brackets are open there, itself included
@@ -202,17 +204,18 @@ class _Source:
         return line, at - self.line_starts[line - 1]
 
     def byte_offset(self, at: int) -> int:
-        line, column = self.line_col(at)
-        line_start = self.line_starts[line - 1]
-        byte_line_start = 0 if line == 1 else _nth_newline(self.data, line - 1) + 1
-        return byte_line_start + len(self.text[line_start:at].encode("utf-8", "surrogateescape"))
-
-
-def _nth_newline(data: bytes, n: int) -> int:
-    at = -1
-    for _ in range(n):
-        at = data.index(b"\n", at + 1)
-    return at
+        """The offset in the file's bytes of character AT. Asked in file order, each call encodes only the text
+        since the last one (a one-line file included); else from the start of AT's line (its byte offset from
+        the newlines in the bytes, found once: decoding keeps every newline)."""
+        known_char, known_byte = self._known
+        if at < known_char:
+            if self._byte_line_starts is None:
+                self._byte_line_starts = [0] + [m.end() for m in re.finditer(b"\n", self.data)]
+            line = bisect_right(self.line_starts, at)
+            known_char, known_byte = self.line_starts[line - 1], self._byte_line_starts[line - 1]
+        offset = known_byte + len(self.text[known_char:at].encode("utf-8", "surrogateescape"))
+        self._known = (at, offset)
+        return offset
 
 
 def _string_end(text: str, i: int) -> int:
