@@ -256,7 +256,7 @@ def _parse_one(source: _Source, start: int, end: int, position: int) -> Item:
     if deep is not None:
         return _unreadable(source, position, deep, f"nested deeper than {MAX_DEPTH} levels (MongoDB's limit)")
     try:
-        value = json.loads(text[start:end], object_pairs_hook=_strict_object)
+        value = json.loads(text[start:end], object_pairs_hook=_strict_object, parse_int=_int64)
     except (ValueError, TypeError, ArithmeticError, BSONError):  # the shell parser reads it or says where not
         try:
             value = _ShellParser(text, start, end).document()
@@ -272,6 +272,14 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 class _BadValue(ValueError):
     """An Extended JSON value ($oid, $date, ...) that denotes no BSON value."""
+
+
+def _int64(digits: str) -> int:
+    """A JSON integer, refused beyond BSON's int64 (the shell parser then says where)."""
+    value = int(digits)
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{digits} is out of the 64-bit range")
+    return value
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> Any:
@@ -357,7 +365,10 @@ class _ShellParser:
         number = _NUMBER.match(self.text, self.i, self.end)
         if number:
             self.i = number.end()
-            return json.loads(number.group())
+            try:
+                return json.loads(number.group(), parse_int=_int64)
+            except ValueError as exc:
+                raise _SyntaxError(number.start(), f"{exc} (BSON has no larger integer)") from None
         ident = _IDENT.match(self.text, self.i, self.end)
         if ident:
             return self.constructor(ident)

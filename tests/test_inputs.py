@@ -171,6 +171,9 @@ def test_mismatched_brackets_do_not_swallow_the_next_documents() -> None:
     ('{"room": "x", "n": {"$numberLong": "99999999999999999999"}}', "out of the 64-bit range"),
     ('{"room": "x", "d": {"$date": "10000-01-01T00:00:00Z"}}', "$date"),
     ("{room: 'x', u: UUID(5)}", "UUID(...)"),
+    ('{"room": "x", "n": 9223372036854775808}', "9223372036854775808 is out of the 64-bit range"),
+    ('{"room": "x", "n": [-9223372036854775809]}', "-9223372036854775809 is out of the 64-bit range"),
+    ("{room: 'x', n: 123456789012345678901234567890}", "123456789012345678901234567890 is out of the 64-bit range"),
 ])
 def test_each_unreadable_value_is_named_and_the_others_are_read(bad: str, reason: str) -> None:
     (result,) = _read_isolated(['{"room": "before"}\n' + bad + '\n{"room": "after"}\n'], timeout=30)
@@ -288,3 +291,10 @@ def test_byte_offsets_are_exact_in_any_order() -> None:
     random.Random(3).shuffle(positions)
     for at in positions + sorted(positions):
         assert source.byte_offset(at) == len(source.text[:at].encode("utf-8", "surrogateescape")), at
+
+
+def test_a_plain_integer_beyond_64_bits_is_placed_and_the_ends_of_the_range_are_read() -> None:
+    (item,) = read_documents(b'{"room": "x",\n "n": 123456789012345678901234567890}')
+    assert isinstance(item, UnreadableDocument) and (item.line, item.column) == (2, 7), item
+    (doc,) = _docs(read_documents(b'{"room": "x", "a": 9223372036854775807, "b": -9223372036854775808}'))
+    assert (doc["a"], doc["b"]) == (2**63 - 1, -2**63)
