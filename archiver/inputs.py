@@ -33,11 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from bson import json_util
+from bson import DatetimeConversion, json_util
+from bson.datetime_ms import DatetimeMS
 from bson.errors import BSONError
 from bson.int64 import Int64
 
-_EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc)
+# A date outside years 1-9999 is a DatetimeMS, as the archive pass reads it from MongoDB (mongo.py).
+_EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc,
+                                 datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 
 @dataclass(frozen=True)
@@ -294,10 +297,36 @@ def _extended(obj: dict[str, Any]) -> Any:
     try:
         value = json_util.object_hook(obj, _EXTJSON)
     except (ValueError, TypeError, ArithmeticError, BSONError) as exc:
-        raise _BadValue(f"{{{', '.join(obj)}}}: {str(exc).split(' (')[0]}") from None
+        millis = _far_date(obj)
+        if millis is None:
+            raise _BadValue(f"{{{', '.join(obj)}}}: {str(exc).split(' (')[0]}") from None
+        value = DatetimeMS(millis)
     if isinstance(value, Int64) and not -2**63 <= value < 2**63:
         raise _BadValue(f"{{{', '.join(obj)}}}: {value} is out of the 64-bit range")
     return value
+
+
+_FAR_DATE = re.compile(r"([+-]\d{6}|\d{4,5})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,3})\d*)?"
+                       r"(Z|[+-]\d\d:\d\d)")
+_DAYS_IN_400_YEARS = 146097  # the Gregorian calendar repeats every 400 years
+
+
+def _far_date(obj: dict[str, Any]) -> int | None:
+    """Milliseconds of {"$date": "<ISO 8601 text>"} with a year Python's datetime cannot hold (0, 10000, as
+    JavaScript writes them: +010000-01-01T00:00:00.000Z), None for anything else."""
+    stamp = obj.get("$date") if len(obj) == 1 else None
+    match = _FAR_DATE.fullmatch(stamp) if isinstance(stamp, str) else None
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    cycles = (year - 2000) // 400  # moved by whole 400-year cycles into datetime's range, then back
+    try:
+        when = dt.datetime(year - 400 * cycles, month, day, hour, minute, second,
+                           tzinfo=dt.timezone.utc if match[8] == "Z" else dt.datetime.strptime(match[8], "%z").tzinfo)
+    except ValueError:
+        return None
+    millis = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(milliseconds=1)
+    return millis + int((match[7] or "0").ljust(3, "0")) + cycles * _DAYS_IN_400_YEARS * 86_400_000
 
 
 def _unreadable(source: _Source, position: int, at: int, reason: str) -> UnreadableDocument:

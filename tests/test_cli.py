@@ -339,3 +339,18 @@ def test_render_prints_each_chat_as_it_is_done(tmp_path, make_config, capsys, mo
     with pytest.raises(KeyboardInterrupt):
         _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o"))
     assert f"document 1 (line 1): room {SEED_CHAT['room']!r} -> " in capsys.readouterr().out
+
+
+def test_render_a_chat_with_dates_outside_years_1_to_9999_keeps_them_exactly(tmp_path, make_config, keys,
+                                                                              capsys) -> None:
+    chat = json.loads(json_util.dumps(SEED_CHAT, json_options=json_util.CANONICAL_JSON_OPTIONS))
+    chat["messages"][0]["data"]["messageSeen"] = {"$date": {"$numberLong": "1642604343631000"}}  # µs as ms
+    chat["messages"][1]["data"]["ts"] = {"$date": {"$numberLong": "-62198755200000"}}  # year -1
+    source = tmp_path / "chat.json"
+    source.write_text(json.dumps(chat))
+    assert _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o")) == 0, capsys.readouterr().out
+    _verify_outputs(tmp_path / "o", SEED_CHAT["room"], keys)
+    record = json.loads((tmp_path / "o" / f"{SEED_CHAT['room']}.json").read_bytes())
+    assert record["source"]["chat"]["messages"][0]["data"]["messageSeen"] == {"$date": {"$numberLong": "1642604343631000"}}
+    assert record["source"]["chat"]["messages"][1]["data"]["ts"] == {"$date": {"$numberLong": "-62198755200000"}}
+    assert "message 2: unreadable timestamp" in " ".join(record["transcript"]["warnings"])

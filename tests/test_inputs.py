@@ -167,9 +167,10 @@ def test_mismatched_brackets_do_not_swallow_the_next_documents() -> None:
     ("{room: 'x', n: NumberLong(1e999)}", "NumberLong(...)"),
     ("{room: 'x', n: NumberLong('99999999999999999999')}", "NumberLong(...)"),
     ('{"room": "x", "a": {"$oid": "zz"}}', "$oid"),
-    ('{"room": "x", "d": {"$date": {"$numberLong": "9999999999999999"}}}', "$date"),
+    ('{"room": "x", "d": {"$date": {"$numberLong": "99999999999999999999"}}}', "out of the 64-bit range"),
     ('{"room": "x", "n": {"$numberLong": "99999999999999999999"}}', "out of the 64-bit range"),
-    ('{"room": "x", "d": {"$date": "10000-01-01T00:00:00Z"}}', "$date"),
+    ('{"room": "x", "d": {"$date": "10000-13-01T00:00:00Z"}}', "$date"),
+    ("{room: 'x', d: ISODate('+1000000-01-01T00:00:00Z')}", "ISODate(...)"),
     ("{room: 'x', u: UUID(5)}", "UUID(...)"),
     ('{"room": "x", "n": 9223372036854775808}', "9223372036854775808 is out of the 64-bit range"),
     ('{"room": "x", "n": [-9223372036854775809]}', "-9223372036854775809 is out of the 64-bit range"),
@@ -298,3 +299,31 @@ def test_a_plain_integer_beyond_64_bits_is_placed_and_the_ends_of_the_range_are_
     assert isinstance(item, UnreadableDocument) and (item.line, item.column) == (2, 7), item
     (doc,) = _docs(read_documents(b'{"room": "x", "a": 9223372036854775807, "b": -9223372036854775808}'))
     assert (doc["a"], doc["b"]) == (2**63 - 1, -2**63)
+
+
+# -- dates outside years 1-9999 are read as the archive pass reads them from MongoDB: bson DatetimeMS --
+
+YEAR_10000 = 253402300800000  # 10000-01-01T00:00:00Z in ms since the epoch
+YEAR_0 = -62167219200000  # 0000-01-01T00:00:00Z (proleptic Gregorian, as MongoDB and JavaScript count)
+
+
+@pytest.mark.parametrize("notation, millis", [
+    ('{"$date": {"$numberLong": "1642604343631000"}}', 1642604343631000),  # microseconds written as ms
+    ('{"$date": {"$numberLong": "-62167219200000"}}', YEAR_0),
+    ('{"$date": "10000-01-01T00:00:00Z"}', YEAR_10000),
+    ('{"$date": "+010000-01-01T00:00:00.000Z"}', YEAR_10000),
+    ('{"$date": "-000001-12-31T23:59:59.999Z"}', YEAR_0 - 1),
+    ("ISODate('+010000-01-01T00:00:00.000Z')", YEAR_10000),
+    ("ISODate('0000-01-01T00:00:00Z')", YEAR_0),
+    ("new Date(253402300800000)", YEAR_10000),
+    ("ISODate('2022-01-19T14:59:03.631Z')", 1642604343631),
+])
+def test_a_date_outside_years_1_to_9999_is_read_as_datetime_ms(notation: str, millis: int) -> None:
+    from bson.datetime_ms import DatetimeMS
+
+    (doc,) = _docs(read_documents(f"{{room: 'x', d: {notation}}}".encode()))
+    value = doc["d"]
+    if isinstance(value, dt.datetime):
+        assert int(value.timestamp() * 1000) == millis
+    else:
+        assert isinstance(value, DatetimeMS) and int(value) == millis
