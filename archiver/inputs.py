@@ -71,8 +71,18 @@ def read_file(path: str | Path) -> list[Item]:
     return read_documents(Path(path).read_bytes())
 
 
+# Byte-order marks: UTF-8's is skipped (Notepad and PowerShell write one); the others mean the file is not UTF-8.
+_UTF8_BOM = b"\xef\xbb\xbf"
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),  # before UTF-16's: a prefix
+               (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
 def read_documents(data: bytes) -> list[Item]:
-    source = _Source(data)
+    encoding = next((name for bom, name in _OTHER_BOMS if data.startswith(bom)), None)
+    if encoding:
+        return [UnreadableDocument(1, 1, 1, f"the file is {encoding} (by its byte-order mark), not UTF-8: "
+                                            f"convert it first (iconv -f {encoding} -t UTF-8)")]
+    source = _Source(data[len(_UTF8_BOM):], skipped=len(_UTF8_BOM)) if data.startswith(_UTF8_BOM) else _Source(data)
     return [_parse(source, start, end, position, unended)
             for position, (start, end, unended) in enumerate(source.documents(), start=1)]
 
@@ -93,8 +103,9 @@ _OPENER = {"}": "{", "]": "["}
 class _Source:
     """The file's text with its brackets matched and its lines indexed, in one pass each."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, skipped: int = 0) -> None:
         self.data = data
+        self.skipped = skipped  # bytes before DATA in the file (a byte-order mark): byte offsets count them
         self.text = data.decode("utf-8", errors="surrogateescape")
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
         self._byte_line_starts: list[int] | None = None  # the same, in the bytes; only when asked out of order
@@ -218,7 +229,7 @@ class _Source:
             known_char, known_byte = self.line_starts[line - 1], self._byte_line_starts[line - 1]
         offset = known_byte + len(self.text[known_char:at].encode("utf-8", "surrogateescape"))
         self._known = (at, offset)
-        return offset
+        return self.skipped + offset
 
 
 def _string_end(text: str, i: int) -> int:

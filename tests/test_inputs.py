@@ -327,3 +327,25 @@ def test_a_date_outside_years_1_to_9999_is_read_as_datetime_ms(notation: str, mi
         assert int(value.timestamp() * 1000) == millis
     else:
         assert isinstance(value, DatetimeMS) and int(value) == millis
+
+
+# -- byte-order marks: UTF-8's is skipped (Notepad, PowerShell write one), UTF-16/32 are named once ----------
+
+def test_a_utf8_byte_order_mark_is_skipped_and_places_stay_the_files() -> None:
+    bom = b"\xef\xbb\xbf"
+    assert _docs(read_documents(bom + (DATA / "seed-fixed.txt").read_bytes())) == [SEED_CHAT]
+    (bad, good) = read_documents(bom + b'{"room":"a\xff"}\n{"room":"b"}')
+    assert "invalid UTF-8 at byte offset 13" in bad.reason and good.document == {"room": "b"}
+    (broken,) = read_documents(bom + b'{"room" "a"}')
+    assert (broken.line, broken.column) == (1, 9), broken  # as an editor counts: the mark is not shown
+    assert _docs(read_documents(bom + b'[{"room":"a"}]')) == [{"room": "a"}]
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                            ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")])
+def test_a_utf16_or_utf32_file_is_named_once(encoding: str, name: str) -> None:
+    text = '{"room":"a"}\n{"room":"b"}\n'
+    data = text.encode(encoding) if encoding in ("utf-16", "utf-32") else "\ufeff".encode(encoding) + text.encode(encoding)
+    (item,) = read_documents(data)
+    assert isinstance(item, UnreadableDocument) and (item.line, item.column) == (1, 1)
+    assert f"the file is {name}" in item.reason and "not UTF-8" in item.reason
