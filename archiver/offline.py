@@ -160,4 +160,9 @@ def _write_export(config: Config, chat: dict, contact: dict | None, entry: dict,
         outcome.problems.append(str(exc))
         outcome.lines.append(str(exc))
         return
+    except OSError as exc:  # a full disk, say: the archive lines above stand, nothing of the files is left
+        outcome.problems.append(f"room {plain.transcript.room!r}: archived, but cannot write the plaintext files "
+                                f"into {out}: {exc.strerror or exc}")
+        outcome.lines.append(outcome.problems[-1])
+        return
     outcome.lines.extend(f"  wrote {p}" for p in paths)

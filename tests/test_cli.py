@@ -354,3 +354,37 @@ def test_render_a_chat_with_dates_outside_years_1_to_9999_keeps_them_exactly(tmp
     assert record["source"]["chat"]["messages"][0]["data"]["messageSeen"] == {"$date": {"$numberLong": "1642604343631000"}}
     assert record["source"]["chat"]["messages"][1]["data"]["ts"] == {"$date": {"$numberLong": "-62198755200000"}}
     assert "message 2: unreadable timestamp" in " ".join(record["transcript"]["warnings"])
+
+
+# -- export --out: checked before anything is archived; a later write failure is named after the archive lines --
+
+def test_export_with_an_unusable_out_is_a_usage_error_before_archiving(tmp_path, make_config, capsys) -> None:
+    chat, contact = make_chat(random.Random(23), messages=3)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    (tmp_path / "afile").write_text("x")
+    for out, why in ((tmp_path / "afile", "not a directory"), (tmp_path / "afile" / "sub", "cannot create it")):
+        assert main(["--config", str(config), "export", chat["room"], "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert f"--out {out}: {why}" in captured.err and "archived" not in captured.out
+    assert main(["--config", str(config), "export", chat["room"]]) == 0
+    assert "archived as version 1 (ended)" in capsys.readouterr().out, "nothing was archived before"
+
+
+def test_export_names_a_write_failure_after_the_archive_lines(tmp_path, make_config, capsys, monkeypatch) -> None:
+    import errno
+
+    import archiver.offline
+
+    def full_disk(files, mode):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(archiver.offline, "publish", full_disk)
+    chat, contact = make_chat(random.Random(24), messages=3)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "export", chat["room"], "--out", str(tmp_path / "case")]) == 1
+    out = capsys.readouterr().out
+    assert "archived as version 1 (ended)" in out and "  pdf: " in out
+    assert f"cannot write the plaintext files into {tmp_path / 'case'}: No space left on device" in out
+    assert out.index("archived as version 1") < out.index("cannot write")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from archiver import config as config_module
@@ -23,6 +24,17 @@ def load_config(args: argparse.Namespace) -> Config:
     config = config_module.load(args.config)
     logs.configure(config["logging.level"], config["logging.format"])
     return config
+
+
+def out_folder(path: Path) -> Path:
+    """--out as an existing or new folder; anything else there is a usage error, not a chat's failure."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
+    return path
 
 
 
