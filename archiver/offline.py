@@ -138,7 +138,7 @@ def export_room(config: Config, room: str, out: Path | None, force: bool) -> Out
         outcome.lines.extend(outcome.problems)
         return outcome
     state = "archived" if report.archived else "already archived, unchanged"
-    outcome.lines.append(f"room {room}: {state} as version {entry['version']} ({entry['kind']}) in {archiver.store.url}")
+    outcome.lines.append(f"room {room!r}: {state} as version {entry['version']} ({entry['kind']}) in {archiver.store.url}")
     outcome.lines.extend(f"  {name}: {obj['key']}" for name, obj in entry["objects"].items())
     if out is not None:
         _write_export(config, chat, contact, entry, plain, out, outcome)

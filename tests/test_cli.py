@@ -388,3 +388,16 @@ def test_export_names_a_write_failure_after_the_archive_lines(tmp_path, make_con
     assert "archived as version 1 (ended)" in out and "  pdf: " in out
     assert f"cannot write the plaintext files into {tmp_path / 'case'}: No space left on device" in out
     assert out.index("archived as version 1") < out.index("cannot write")
+
+
+def test_room_ids_reach_the_terminal_escaped(tmp_path, make_config, capsys) -> None:
+    room = "CHAT_A\x1b[2K\r0 rendered, 0 failed\u202e\x07"
+    chat = dict(SEED_CHAT, room=room, _id=room)
+    source = tmp_path / "chat.json"
+    source.write_text(json_util.dumps(chat))
+    assert _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o")) == 0
+    _seed(make_config, [(chat, None)])
+    assert main(["--config", str(_toml(tmp_path, make_config)), "export", room]) == 0
+    out = capsys.readouterr().out
+    assert out.count(repr(room)) == 2, out
+    assert not any(ch in out for ch in "\x1b\r\u202e\x07")
