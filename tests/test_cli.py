@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -401,3 +402,57 @@ def test_room_ids_reach_the_terminal_escaped(tmp_path, make_config, capsys) -> N
     out = capsys.readouterr().out
     assert out.count(repr(room)) == 2, out
     assert not any(ch in out for ch in "\x1b\r\u202e\x07")
+
+
+# -- --out on a file system without hard links (exFAT, FAT, some FUSE/SMB mounts): os.link fails there ------
+
+def _no_hard_links(monkeypatch, error: int) -> None:
+    def link(src, dst, *args, **kwargs):
+        raise OSError(error, os.strerror(error), src, None, dst)
+
+    monkeypatch.setattr(os, "link", link)
+
+
+@pytest.mark.parametrize("error", [errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP])  # vfat/exfat, FUSE, SMB
+def test_render_and_export_name_an_out_without_hard_links_before_any_work(tmp_path, make_config, capsys,
+                                                                         monkeypatch, error: int) -> None:
+    _no_hard_links(monkeypatch, error)
+    out = tmp_path / "stick"
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: its file system does not allow hard links" in err, err
+    assert "nothing already there is ever replaced" in err
+    assert list(out.iterdir()) == [], "no probe file left behind"
+    chat, contact = make_chat(random.Random(25), messages=2)
+    _seed(make_config, [(chat, contact)])
+    assert main(["--config", str(_toml(tmp_path, make_config)), "export", chat["room"], "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"--out {out}: its file system does not allow hard links" in captured.err and "archived" not in captured.out
+
+
+def test_publish_names_the_folder_without_hard_links_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    from archiver.files import NoHardLinks, publish
+
+    _no_hard_links(monkeypatch, errno.EPERM)
+    with pytest.raises(NoHardLinks, match=f"{tmp_path}: its file system does not allow hard links"):
+        publish([(tmp_path / "a.pdf", b"a"), (tmp_path / "a.json", b"b")], 0o640)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_and_export_name_a_read_only_out_before_any_work(tmp_path, make_config, capsys, monkeypatch) -> None:
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # as root, a chmod would not stop the writes
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(out)) == 2
+    assert f"--out {out}: cannot write into it (Read-only file system)" in capsys.readouterr().err
+    chat, contact = make_chat(random.Random(26), messages=2)
+    _seed(make_config, [(chat, contact)])
+    assert main(["--config", str(_toml(tmp_path, make_config)), "export", chat["room"], "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"--out {out}: cannot write into it (Read-only file system)" in captured.err
+    assert "archived" not in captured.out
