@@ -3,7 +3,8 @@
 Accepted: one document, a JSON array, JSON lines (as mongoexport writes them, in
 relaxed or canonical Extended JSON), documents one after another, and mongo shell
 notation (`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, unquoted keys,
-single quotes, as the legacy shell and mongosh print). A broken document is
+single quotes, as the legacy shell and mongosh print; mongosh's `Long`, `Int32`,
+`Double`, `Decimal128`, `MinKey()`, `BSONRegExp`, `Binary.createFromBase64` too). A broken document is
 reported with its position and never stops the others.
 
 How documents are told apart, in one pass over the file: brackets outside strings
@@ -358,7 +359,8 @@ class _SyntaxError(Exception):
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _LITERALS = {"true": True, "false": False, "null": None, "undefined": None,
-             "MinKey": {"$minKey": 1}, "MaxKey": {"$maxKey": 1}}
+             "MinKey": {"$minKey": 1}, "MaxKey": {"$maxKey": 1},
+             "NaN": float("nan"), "Infinity": float("inf")}
 
 
 class _ShellParser:
@@ -402,6 +404,9 @@ class _ShellParser:
             return self.array()
         if ch and ch in "\"'":
             return self.string()
+        if self.text.startswith("-Infinity", self.i, self.end):
+            self.i += len("-Infinity")
+            return float("-inf")
         number = _NUMBER.match(self.text, self.i, self.end)
         if number:
             self.i = number.end()
@@ -476,6 +481,11 @@ class _ShellParser:
     def constructor(self, ident: re.Match) -> Any:
         name = ident.group()
         self.i = ident.end()
+        while self.text.startswith(".", self.i, self.end):  # a static method: Binary.createFromBase64(...)
+            member = _IDENT.match(self.text, self.i + 1, self.end)
+            if not member:
+                break
+            name, self.i = f"{name}.{member.group()}", member.end()
         if name in _LITERALS and self.peek() != "(":
             value = _LITERALS[name]
             return json_util.object_hook(value, _EXTJSON) if isinstance(value, dict) else value
@@ -508,7 +518,8 @@ def _skip(text: str, i: int) -> int:
 
 
 def _construct(name: str, args: list[Any]) -> Any:
-    """A shell constructor call as the BSON value it denotes."""
+    """A shell constructor call as the BSON value it denotes (the legacy shell's names, then mongosh's)."""
+    name = _MONGOSH.get(name, name)
     if name == "ObjectId":
         return _extended({"$oid": args[0] if args else "0" * 24})
     if name in ("ISODate", "Date"):
@@ -532,4 +543,20 @@ def _construct(name: str, args: list[Any]) -> Any:
         return _extended({"$binary": {"base64": args[1], "subType": f"{int(args[0]):02x}"}})
     if name == "UUID":
         return _extended({"$uuid": args[0].replace("-", "")})
+    if name == "Double":
+        return float(args[0])
+    if name in ("MinKey", "MaxKey") and not args:
+        return _extended({f"${name[0].lower()}{name[1:]}": 1})
+    if name == "BSONRegExp":
+        return _extended({"$regularExpression": {"pattern": args[0], "options": args[1] if len(args) > 1 else ""}})
+    if name in ("Binary.createFromBase64", "Binary.createFromHexString"):
+        data = args[0] if name.endswith("Base64") else base64.b64encode(bytes.fromhex(args[0])).decode()
+        base64.b64decode(data, validate=True)
+        return _extended({"$binary": {"base64": data, "subType": f"{int(args[1]) if len(args) > 1 else 0:02x}"}})
+    if name == "Code":
+        return _extended({"$code": args[0]})
     raise ValueError(f"unknown constructor {name}")
+
+
+# mongosh's names for what the legacy shell called otherwise.
+_MONGOSH = {"Long": "NumberLong", "Int32": "NumberInt", "Decimal128": "NumberDecimal"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bson import Decimal128, ObjectId, Timestamp, json_util
+from bson import Binary, Code, Decimal128, MaxKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 from bson.min_key import MinKey
 
@@ -349,3 +349,38 @@ def test_a_utf16_or_utf32_file_is_named_once(encoding: str, name: str) -> None:
     (item,) = read_documents(data)
     assert isinstance(item, UnreadableDocument) and (item.line, item.column) == (1, 1)
     assert f"the file is {name}" in item.reason and "not UTF-8" in item.reason
+
+
+# -- mongosh prints values with its own constructors (Long, Int32, Double, Decimal128 ...) -------------------
+
+@pytest.mark.parametrize("notation, expected", [
+    ('Long("9223372036854775807")', Int64(2**63 - 1)),
+    ("Long(5)", Int64(5)),
+    ("Int32(5)", 5),
+    ("Double(1.5)", 1.5),
+    ("Double(2)", 2.0),
+    ('Decimal128("1.10")', Decimal128("1.10")),
+    ("MinKey()", MinKey()),
+    ("MaxKey()", MaxKey()),
+    ("BSONRegExp('^a', 'i')", Regex("^a", "i")),
+    ('Binary.createFromBase64("AAE=", 0)', b"\x00\x01"),
+    ('Binary.createFromBase64("AAE=")', b"\x00\x01"),
+    ('Binary.createFromBase64("AAE=", 5)', Binary(b"\x00\x01", 5)),
+    ("Binary.createFromHexString('0001', 0)", b"\x00\x01"),
+    ("Code('function(){}')", Code("function(){}")),
+    ("Infinity", float("inf")),
+    ("-Infinity", float("-inf")),
+])
+def test_mongosh_constructors_are_read_as_their_bson_values(notation: str, expected) -> None:
+    (doc,) = _docs(read_documents(f"{{ room: 'a', v: {notation} }}".encode()))
+    assert doc["v"] == expected and type(doc["v"]) is type(expected), repr(doc["v"])
+
+
+def test_mongosh_nan_and_bad_constructor_arguments() -> None:
+    (doc,) = _docs(read_documents(b"{ room: 'a', v: NaN }"))
+    assert doc["v"] != doc["v"]
+    for bad, reason in (("Long('99999999999999999999')", "Long(...)"), ("Int32(2147483648)", "Int32(...)"),
+                        ("Binary.createFromBase64('**')", "Binary.createFromBase64(...)"),
+                        ("Binary.nothing('AAE=')", "Binary.nothing(...): unknown constructor")):
+        (item,) = read_documents(f"{{ room: 'a', v: {bad} }}".encode())
+        assert isinstance(item, UnreadableDocument) and reason in item.reason, (bad, item.reason)
