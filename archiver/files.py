@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import tempfile
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"  # readers skip names that start with this
+# What os.link raises where the file system has no hard links: vfat and exFAT (EPERM), FUSE file systems
+# without a link operation (ENOSYS), some network shares (EOPNOTSUPP).
+_NO_LINKS = {errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+class NoHardLinks(OSError):
+    """FOLDER's file system has no hard links, which publish needs: said plainly, not as os.link's errno."""
+
+    def __init__(self, folder: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{folder}: its file system does not allow hard links "
+                                      f"({os.strerror(cause.errno)}); files are added by linking them into place "
+                                      "so that nothing already there is ever replaced: use a folder on a file "
+                                      "system that has them (ext4, XFS, Btrfs, APFS, NTFS), not FAT or exFAT")
 
 
 def publish(files: list[tuple[Path, bytes]], mode: int, sync_later_on: int | None = None) -> None:
@@ -43,6 +57,10 @@ def publish(files: list[tuple[Path, bytes]], mode: int, sync_later_on: int | Non
                 os.link(temp, path)
             except FileExistsError:
                 raise FileExistsError(f"{path} already exists; not overwritten") from None
+            except OSError as exc:
+                if exc.errno in _NO_LINKS:
+                    raise NoHardLinks(path.parent, exc) from None
+                raise
             linked.append(path)
         for folder in dict.fromkeys(path.parent for path, _ in files) if synced_here else ():
             _sync_folder(folder)  # the links are durable from here on
@@ -53,6 +71,21 @@ def publish(files: list[tuple[Path, bytes]], mode: int, sync_later_on: int | Non
     finally:
         for temp in temps:
             _remove(temp)
+
+
+def check_hard_links(folder: Path) -> None:
+    """Raise NoHardLinks if FOLDER's file system has none (found by linking a temporary file, then removed)."""
+    name = _write_temp(folder, b"", 0o600)
+    link = f"{name}-link"
+    try:
+        os.link(name, link)
+    except OSError as exc:
+        if exc.errno in _NO_LINKS:
+            raise NoHardLinks(folder, exc) from None
+        raise
+    finally:
+        _remove(link)
+        _remove(name)
 
 
 def _write_temp(folder: Path, data: bytes, mode: int) -> str:

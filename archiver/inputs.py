@@ -3,7 +3,8 @@
 Accepted: one document, a JSON array, JSON lines (as mongoexport writes them, in
 relaxed or canonical Extended JSON), documents one after another, and mongo shell
 notation (`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, unquoted keys,
-single quotes, as the legacy shell and mongosh print). A broken document is
+single quotes, as the legacy shell and mongosh print; mongosh's `Long`, `Int32`,
+`Double`, `Decimal128`, `MinKey()`, `BSONRegExp`, `Binary.createFromBase64` too). A broken document is
 reported with its position and never stops the others.
 
 How documents are told apart, in one pass over the file: brackets outside strings
@@ -13,7 +14,11 @@ a document starts), and a document is a bracket and its match. A closer matches 
 nearest open bracket of its own kind, and the brackets it skips stay unmatched, so
 one mismatched bracket cannot swallow the documents after it. A document whose
 bracket never closes ends where the next line starting with `{` at the same
-indentation begins. A closer with nothing to close is reported and skipped.
+indentation begins or, in the top-level array (mongoexport --jsonArray writes it
+on one line), at the next `,{` directly inside an object: only a new element of
+the array can be there. When nothing marks a next document, the reason says how
+many bytes were not read as documents. A closer with nothing to close is
+reported and skipped.
 Documents nest at most 100 levels deep (MongoDB's limit).
 """
 
@@ -29,11 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from bson import json_util
+from bson import DatetimeConversion, json_util
+from bson.datetime_ms import DatetimeMS
 from bson.errors import BSONError
 from bson.int64 import Int64
 
-_EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc)
+# A date outside years 1-9999 is a DatetimeMS, as the archive pass reads it from MongoDB (mongo.py).
+_EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc,
+                                 datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,20 @@ def read_file(path: str | Path) -> list[Item]:
     return read_documents(Path(path).read_bytes())
 
 
+# Byte-order marks: UTF-8's is skipped (Notepad and PowerShell write one); the others mean the file is not UTF-8.
+_UTF8_BOM = b"\xef\xbb\xbf"
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),  # before UTF-16's: a prefix
+               (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
 def read_documents(data: bytes) -> list[Item]:
-    source = _Source(data)
-    return [_parse(source, start, end, position)
-            for position, (start, end) in enumerate(source.documents(), start=1)]
+    encoding = next((name for bom, name in _OTHER_BOMS if data.startswith(bom)), None)
+    if encoding:
+        return [UnreadableDocument(1, 1, 1, f"the file is {encoding} (by its byte-order mark), not UTF-8: "
+                                            f"convert it first (iconv -f {encoding} -t UTF-8)")]
+    source = _Source(data[len(_UTF8_BOM):], skipped=len(_UTF8_BOM)) if data.startswith(_UTF8_BOM) else _Source(data)
+    return [_parse(source, start, end, position, unended)
+            for position, (start, end, unended) in enumerate(source.documents(), start=1)]
 
 
 # -- splitting -----------------------------------------------------------------------------------
@@ -86,13 +104,17 @@ _OPENER = {"}": "{", "]": "["}
 class _Source:
     """The file's text with its brackets matched and its lines indexed, in one pass each."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, skipped: int = 0) -> None:
         self.data = data
+        self.skipped = skipped  # bytes before DATA in the file (a byte-order mark): byte offsets count them
         self.text = data.decode("utf-8", errors="surrogateescape")
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        self._byte_line_starts: list[int] | None = None  # the same, in the bytes; only when asked out of order
+        self._known = (0, 0)  # a character index and its byte offset: the last asked
         self.opens = array("q")  # every opening bracket outside strings, in order,
         self.closes = array("q")  # ... where its match is (-1: none),
         self.levels = array("i")  # ... and how many brackets are open there, itself included
+        self.parents = array("q")  # ... and where the bracket it is directly inside is (-1: none)
         self._match_brackets()
         self.doc_lines: dict[int, list[int]] = {}  # indentation -> every `{` that begins a line there
         for m in _DOC_LINE.finditer(self.text):
@@ -108,6 +130,7 @@ class _Source:
             at = token.start(1)
             if ch in "{[":
                 depths[ch].append(len(stack))
+                self.parents.append(self.opens[stack[-1]] if stack else -1)
                 stack.append(len(self.opens))
                 self.opens.append(at)
                 self.closes.append(-1)
@@ -120,18 +143,19 @@ class _Source:
                 while other and other[-1] > depth:
                     other.pop()
 
-    def documents(self) -> Iterator[tuple[int, int]]:
-        """(start, end) of each value at the top level, or in the top-level array."""
+    def documents(self) -> Iterator[tuple[int, int, bool]]:
+        """(start, end, unended) of each value at the top level, or in the top-level array; UNENDED:
+        its bracket never closes and nothing after it marked where a next document starts."""
         first = _BETWEEN.match(self.text).end()
         if first < len(self.text) and self.text[first] == "[":
             close = self._match(first)
             end = close if close >= 0 else len(self.text)
-            yield from self._values(first + 1, end)
+            yield from self._values(first + 1, end, in_array=True)
             yield from self._values(end + 1, len(self.text))
         else:
             yield from self._values(0, len(self.text))
 
-    def _values(self, i: int, end: int) -> Iterator[tuple[int, int]]:
+    def _values(self, i: int, end: int, in_array: bool = False) -> Iterator[tuple[int, int, bool]]:
         """Values between I and END; each step moves on by at least one character."""
         while True:
             i = _BETWEEN.match(self.text, i, end).end()
@@ -140,12 +164,19 @@ class _Source:
             ch = self.text[i]
             if ch in "{[":
                 close = self._match(i)
-                stop = close + 1 if close >= 0 else self._next_document_line(i, end)
+                if close < 0:
+                    stop = self._next_document_line(i, end)
+                    if in_array:
+                        stop = self._next_element(i, stop)
+                    yield i, stop, in_array and stop == end
+                    i = stop
+                    continue
+                stop = close + 1
             elif ch in "}]":  # closes nothing: reported with what follows it on its line
                 stop = _BARE.match(self.text, i + 1, end).end()
             else:
                 stop = _BARE.match(self.text, i, end).end()
-            yield i, stop
+            yield i, stop, False
             i = stop
 
     def _match(self, at: int) -> int:
@@ -159,6 +190,20 @@ class _Source:
         candidates = self.doc_lines.get(indent, [])
         k = bisect_right(candidates, at)
         return min(candidates[k], end) if k < len(candidates) else end
+
+    def _next_element(self, at: int, end: int) -> int:
+        """Where an array element whose bracket never closes stops, if before END: at the comma
+        before the next `{` directly inside an object (which no valid document has: there a
+        field name comes first), so that element is the array's next one."""
+        for k in range(bisect_right(self.opens, at), bisect_left(self.opens, end)):
+            start, parent = self.opens[k], self.parents[k]
+            if self.text[start] == "{" and parent >= 0 and self.text[parent] == "{":
+                comma = start - 1
+                while self.text[comma].isspace():
+                    comma -= 1
+                if self.text[comma] == ",":
+                    return comma
+        return end
 
     def too_deep(self, start: int, end: int) -> int | None:
         """The first bracket in START..END nested deeper than MAX_DEPTH, if any."""
@@ -174,17 +219,18 @@ class _Source:
         return line, at - self.line_starts[line - 1]
 
     def byte_offset(self, at: int) -> int:
-        line, column = self.line_col(at)
-        line_start = self.line_starts[line - 1]
-        byte_line_start = 0 if line == 1 else _nth_newline(self.data, line - 1) + 1
-        return byte_line_start + len(self.text[line_start:at].encode("utf-8", "surrogateescape"))
-
-
-def _nth_newline(data: bytes, n: int) -> int:
-    at = -1
-    for _ in range(n):
-        at = data.index(b"\n", at + 1)
-    return at
+        """The offset in the file's bytes of character AT. Asked in file order, each call encodes only the text
+        since the last one (a one-line file included); else from the start of AT's line (its byte offset from
+        the newlines in the bytes, found once: decoding keeps every newline)."""
+        known_char, known_byte = self._known
+        if at < known_char:
+            if self._byte_line_starts is None:
+                self._byte_line_starts = [0] + [m.end() for m in re.finditer(b"\n", self.data)]
+            line = bisect_right(self.line_starts, at)
+            known_char, known_byte = self.line_starts[line - 1], self._byte_line_starts[line - 1]
+        offset = known_byte + len(self.text[known_char:at].encode("utf-8", "surrogateescape"))
+        self._known = (at, offset)
+        return self.skipped + offset
 
 
 def _string_end(text: str, i: int) -> int:
@@ -204,7 +250,17 @@ def _string_end(text: str, i: int) -> int:
 
 # -- parsing one document ------------------------------------------------------------------------
 
-def _parse(source: _Source, start: int, end: int, position: int) -> Item:
+def _parse(source: _Source, start: int, end: int, position: int, unended: bool = False) -> Item:
+    item = _parse_one(source, start, end, position)
+    if unended and isinstance(item, UnreadableDocument):
+        unread = len(source.text[start:end].rstrip().encode("utf-8", "surrogateescape"))
+        return UnreadableDocument(item.position, item.line, item.column, (
+            f"{item.reason}; its {source.text[start]!r} never closes and nothing after it marks where a next "
+            f"document starts: the {unread} bytes from it on were not read as documents"))
+    return item
+
+
+def _parse_one(source: _Source, start: int, end: int, position: int) -> Item:
     text = source.text
     bad = _UNDECODABLE.search(text, start, end)
     if bad:
@@ -215,7 +271,7 @@ def _parse(source: _Source, start: int, end: int, position: int) -> Item:
     if deep is not None:
         return _unreadable(source, position, deep, f"nested deeper than {MAX_DEPTH} levels (MongoDB's limit)")
     try:
-        value = json.loads(text[start:end], object_pairs_hook=_strict_object)
+        value = json.loads(text[start:end], object_pairs_hook=_strict_object, parse_int=_int64)
     except (ValueError, TypeError, ArithmeticError, BSONError):  # the shell parser reads it or says where not
         try:
             value = _ShellParser(text, start, end).document()
@@ -233,6 +289,14 @@ class _BadValue(ValueError):
     """An Extended JSON value ($oid, $date, ...) that denotes no BSON value."""
 
 
+def _int64(digits: str) -> int:
+    """A JSON integer, refused beyond BSON's int64 (the shell parser then says where)."""
+    value = int(digits)
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{digits} is out of the 64-bit range")
+    return value
+
+
 def _strict_object(pairs: list[tuple[str, Any]]) -> Any:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -245,10 +309,36 @@ def _extended(obj: dict[str, Any]) -> Any:
     try:
         value = json_util.object_hook(obj, _EXTJSON)
     except (ValueError, TypeError, ArithmeticError, BSONError) as exc:
-        raise _BadValue(f"{{{', '.join(obj)}}}: {str(exc).split(' (')[0]}") from None
+        millis = _far_date(obj)
+        if millis is None:
+            raise _BadValue(f"{{{', '.join(obj)}}}: {str(exc).split(' (')[0]}") from None
+        value = DatetimeMS(millis)
     if isinstance(value, Int64) and not -2**63 <= value < 2**63:
         raise _BadValue(f"{{{', '.join(obj)}}}: {value} is out of the 64-bit range")
     return value
+
+
+_FAR_DATE = re.compile(r"([+-]\d{6}|\d{4,5})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,3})\d*)?"
+                       r"(Z|[+-]\d\d:\d\d)")
+_DAYS_IN_400_YEARS = 146097  # the Gregorian calendar repeats every 400 years
+
+
+def _far_date(obj: dict[str, Any]) -> int | None:
+    """Milliseconds of {"$date": "<ISO 8601 text>"} with a year Python's datetime cannot hold (0, 10000, as
+    JavaScript writes them: +010000-01-01T00:00:00.000Z), None for anything else."""
+    stamp = obj.get("$date") if len(obj) == 1 else None
+    match = _FAR_DATE.fullmatch(stamp) if isinstance(stamp, str) else None
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    cycles = (year - 2000) // 400  # moved by whole 400-year cycles into datetime's range, then back
+    try:
+        when = dt.datetime(year - 400 * cycles, month, day, hour, minute, second,
+                           tzinfo=dt.timezone.utc if match[8] == "Z" else dt.datetime.strptime(match[8], "%z").tzinfo)
+    except ValueError:
+        return None
+    millis = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(milliseconds=1)
+    return millis + int((match[7] or "0").ljust(3, "0")) + cycles * _DAYS_IN_400_YEARS * 86_400_000
 
 
 def _unreadable(source: _Source, position: int, at: int, reason: str) -> UnreadableDocument:
@@ -269,7 +359,8 @@ class _SyntaxError(Exception):
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _LITERALS = {"true": True, "false": False, "null": None, "undefined": None,
-             "MinKey": {"$minKey": 1}, "MaxKey": {"$maxKey": 1}}
+             "MinKey": {"$minKey": 1}, "MaxKey": {"$maxKey": 1},
+             "NaN": float("nan"), "Infinity": float("inf")}
 
 
 class _ShellParser:
@@ -313,10 +404,16 @@ class _ShellParser:
             return self.array()
         if ch and ch in "\"'":
             return self.string()
+        if self.text.startswith("-Infinity", self.i, self.end):
+            self.i += len("-Infinity")
+            return float("-inf")
         number = _NUMBER.match(self.text, self.i, self.end)
         if number:
             self.i = number.end()
-            return json.loads(number.group())
+            try:
+                return json.loads(number.group(), parse_int=_int64)
+            except ValueError as exc:
+                raise _SyntaxError(number.start(), f"{exc} (BSON has no larger integer)") from None
         ident = _IDENT.match(self.text, self.i, self.end)
         if ident:
             return self.constructor(ident)
@@ -384,6 +481,11 @@ class _ShellParser:
     def constructor(self, ident: re.Match) -> Any:
         name = ident.group()
         self.i = ident.end()
+        while self.text.startswith(".", self.i, self.end):  # a static method: Binary.createFromBase64(...)
+            member = _IDENT.match(self.text, self.i + 1, self.end)
+            if not member:
+                break
+            name, self.i = f"{name}.{member.group()}", member.end()
         if name in _LITERALS and self.peek() != "(":
             value = _LITERALS[name]
             return json_util.object_hook(value, _EXTJSON) if isinstance(value, dict) else value
@@ -416,7 +518,8 @@ def _skip(text: str, i: int) -> int:
 
 
 def _construct(name: str, args: list[Any]) -> Any:
-    """A shell constructor call as the BSON value it denotes."""
+    """A shell constructor call as the BSON value it denotes (the legacy shell's names, then mongosh's)."""
+    name = _MONGOSH.get(name, name)
     if name == "ObjectId":
         return _extended({"$oid": args[0] if args else "0" * 24})
     if name in ("ISODate", "Date"):
@@ -440,4 +543,20 @@ def _construct(name: str, args: list[Any]) -> Any:
         return _extended({"$binary": {"base64": args[1], "subType": f"{int(args[0]):02x}"}})
     if name == "UUID":
         return _extended({"$uuid": args[0].replace("-", "")})
+    if name == "Double":
+        return float(args[0])
+    if name in ("MinKey", "MaxKey") and not args:
+        return _extended({f"${name[0].lower()}{name[1:]}": 1})
+    if name == "BSONRegExp":
+        return _extended({"$regularExpression": {"pattern": args[0], "options": args[1] if len(args) > 1 else ""}})
+    if name in ("Binary.createFromBase64", "Binary.createFromHexString"):
+        data = args[0] if name.endswith("Base64") else base64.b64encode(bytes.fromhex(args[0])).decode()
+        base64.b64decode(data, validate=True)
+        return _extended({"$binary": {"base64": data, "subType": f"{int(args[1]) if len(args) > 1 else 0:02x}"}})
+    if name == "Code":
+        return _extended({"$code": args[0]})
     raise ValueError(f"unknown constructor {name}")
+
+
+# mongosh's names for what the legacy shell called otherwise.
+_MONGOSH = {"Long": "NumberLong", "Int32": "NumberInt", "Decimal128": "NumberDecimal"}

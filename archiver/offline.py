@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from archiver.artifacts import ArtifactBuilder, Plaintext
 from archiver.claims import now
@@ -42,7 +43,9 @@ def write_plaintext(plain: Plaintext, out: Path) -> list[Path]:
     return list(targets.values())
 
 
-def render_file(config: Config, source: Path, out: Path, contacts: Path | None = None) -> Outcome:
+def render_file(config: Config, source: Path, out: Path, contacts: Path | None = None,
+                on_line: Callable[[str], None] = lambda line: None) -> Outcome:
+    """Render every chat in SOURCE into OUT; ON_LINE gets each chat's result line as soon as it is written."""
     builder = ArtifactBuilder.from_config(config, encrypt=False)
     outcome = Outcome()
     chats = read_file(source)
@@ -66,8 +69,12 @@ def render_file(config: Config, source: Path, out: Path, contacts: Path | None =
         except OSError as exc:  # a full disk, say: nothing of this chat was left behind
             outcome.problems.append(f"{where}: cannot write into {out}: {exc.strerror or exc}")
             continue
+        except Exception as exc:  # a renderer or signer bug must not stop the other chats (as the archive pass)
+            outcome.problems.append(f"{where}: {type(exc).__name__}: {exc}")
+            continue
         outcome.rendered += 1
-        outcome.lines.append(f"{where}: room {plain.transcript.room} -> {', '.join(map(str, paths))}")
+        outcome.lines.append(f"{where}: room {plain.transcript.room!r} -> {', '.join(map(str, paths))}")
+        on_line(outcome.lines[-1])
     return outcome
 
 
@@ -78,7 +85,7 @@ class Contacts:
     found: dict[str, list[ParsedDocument]] = field(default_factory=dict)
 
     def contact(self, room: object) -> dict | None:
-        matches = self.found.get(room, []) if isinstance(room, str) else []
+        matches = self.found.get(room, []) if type(room) is str else []  # a str subclass (bson.Code): no hash
         if len(matches) > 1:
             raise InvalidChat(f"room {room!r}: contact documents {matches[0].position} and "
                               f"{matches[1].position} both have this id")
@@ -91,7 +98,7 @@ def read_contacts(path: Path, outcome: Outcome) -> Contacts:
     for item in read_file(path):
         if not isinstance(item, ParsedDocument):
             outcome.problems.append(f"contacts {describe(item)}")
-        elif not isinstance(item.document.get("id"), str):
+        elif type(item.document.get("id")) is not str:  # exact str: bson.Code is a str that cannot be hashed
             outcome.problems.append(f"contacts document {item.position} (line {item.line}): field 'id' "
                                     "is missing or not a string")
         else:
@@ -131,7 +138,7 @@ def export_room(config: Config, room: str, out: Path | None, force: bool) -> Out
         outcome.lines.extend(outcome.problems)
         return outcome
     state = "archived" if report.archived else "already archived, unchanged"
-    outcome.lines.append(f"room {room}: {state} as version {entry['version']} ({entry['kind']}) in {archiver.store.url}")
+    outcome.lines.append(f"room {room!r}: {state} as version {entry['version']} ({entry['kind']}) in {archiver.store.url}")
     outcome.lines.extend(f"  {name}: {obj['key']}" for name, obj in entry["objects"].items())
     if out is not None:
         _write_export(config, chat, contact, entry, plain, out, outcome)
@@ -152,5 +159,10 @@ def _write_export(config: Config, chat: dict, contact: dict | None, entry: dict,
     except FileExistsError as exc:
         outcome.problems.append(str(exc))
         outcome.lines.append(str(exc))
+        return
+    except OSError as exc:  # a full disk, say: the archive lines above stand, nothing of the files is left
+        outcome.problems.append(f"room {plain.transcript.room!r}: archived, but cannot write the plaintext files "
+                                f"into {out}: {exc.strerror or exc}")
+        outcome.lines.append(outcome.problems[-1])
         return
     outcome.lines.extend(f"  wrote {p}" for p in paths)

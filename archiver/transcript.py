@@ -157,8 +157,8 @@ def normalise(
     if not isinstance(chat, Mapping):
         raise InvalidChat(f"chat document is {type(chat).__name__}, not an object")
     room = chat.get("room")
-    if not isinstance(room, str) or not room.strip():
-        raise InvalidChat(f"field 'room' is missing or not a non-empty string (got {room!r:.80})")
+    if type(room) is not str or not room.strip():  # exact str: bson.Code is a str that cannot be hashed
+        raise InvalidChat(f"field 'room' is missing or not a non-empty string (got {type(room).__name__} {room!r:.80})")
     raw_messages = chat.get("messages", [])
     if raw_messages is None:
         raw_messages = []
@@ -361,10 +361,11 @@ def _bounded(value: Any, where: str, name: str, max_chars: int) -> str:
 
 
 def _field_text(value: Any, where: str) -> str:
-    """A text field: strings pass (checked for bad UTF-8), None is "", other scalars as text."""
+    """A text field: strings pass (checked for bad UTF-8), None is "", other scalars as text. Only an exact
+    str is text: a str subclass (bson.Code, JavaScript) would be read as text and cannot be hashed."""
     if value is None:
         return ""
-    if isinstance(value, str):
+    if type(value) is str:
         _check_text(value, where)
         return value
     if isinstance(value, (bool, int, float)):

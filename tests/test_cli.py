@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -276,3 +277,182 @@ def test_render_on_a_full_disk_leaves_no_partial_file(tmp_path, make_config, lim
     assert done.returncode == 1, done.stdout + done.stderr
     assert "0 rendered, 1 failed" in done.stdout and "File too large" in done.stdout
     assert list(out.iterdir()) == []
+
+
+# -- one chat never stops the others: odd values, any error, and each line printed as it happens ---------
+
+def test_render_refuses_javascript_code_values_and_renders_the_rest(tmp_path, make_config, keys, capsys) -> None:
+    rng = random.Random(21)
+    first, second = make_chat(rng, messages=2)[0], make_chat(rng, messages=2)[0]
+    lines = [json_util.dumps(first), '{"room": {"$code": "x"}, "messages": []}',
+             '{"room": "CODE_ID", "messages": [{"data": {"id": {"$code": "x"}}}]}', json_util.dumps(second)]
+    chats, contacts = tmp_path / "chats.jsonl", tmp_path / "contacts.jsonl"
+    chats.write_text("\n".join(lines) + "\n")
+    contacts.write_text('{"id": {"$code": "x"}}\n')
+    out = tmp_path / "o"
+    assert _render(tmp_path, make_config, str(chats), "--out", str(out), "--contacts", str(contacts)) == 1
+    printed = capsys.readouterr().out
+    assert "2 rendered, 3 failed" in printed, printed
+    assert "contacts document 1 (line 1): field 'id' is missing or not a string" in printed
+    assert "document 2 (line 2): field 'room' is missing or not a non-empty string (got Code" in printed
+    assert "document 3 (line 3): message 1 data.id: is Code, expected text" in printed
+    for chat in (first, second):
+        _verify_outputs(out, chat["room"], keys)
+
+
+def test_render_names_any_error_of_one_chat_and_renders_the_rest(tmp_path, make_config, keys, capsys,
+                                                                 monkeypatch) -> None:
+    from archiver.artifacts import ArtifactBuilder
+
+    plaintext = ArtifactBuilder.plaintext
+
+    def failing(self, chat, *args, **kwargs):
+        if chat["room"] == "BUGGY":
+            raise RuntimeError("a renderer bug")
+        return plaintext(self, chat, *args, **kwargs)
+
+    monkeypatch.setattr(ArtifactBuilder, "plaintext", failing)
+    rng = random.Random(22)
+    first, second = make_chat(rng, messages=2)[0], make_chat(rng, messages=2)[0]
+    source = tmp_path / "chats.jsonl"
+    source.write_text("\n".join([json_util.dumps(first), '{"room": "BUGGY", "messages": []}',
+                                 json_util.dumps(second)]) + "\n")
+    assert _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o")) == 1
+    printed = capsys.readouterr().out
+    assert "2 rendered, 1 failed" in printed and "FAILED document 2 (line 2): RuntimeError: a renderer bug" in printed
+    for chat in (first, second):
+        _verify_outputs(tmp_path / "o", chat["room"], keys)
+
+
+def test_render_prints_each_chat_as_it_is_done(tmp_path, make_config, capsys, monkeypatch) -> None:
+    from archiver.artifacts import ArtifactBuilder
+
+    plaintext = ArtifactBuilder.plaintext
+
+    def interrupted(self, chat, *args, **kwargs):
+        if chat["room"] == "SECOND":
+            raise KeyboardInterrupt  # Ctrl-C during the second chat: the first one's line is out already
+        return plaintext(self, chat, *args, **kwargs)
+
+    monkeypatch.setattr(ArtifactBuilder, "plaintext", interrupted)
+    source = tmp_path / "chats.jsonl"
+    source.write_text(json_util.dumps(SEED_CHAT) + '\n{"room": "SECOND", "messages": []}\n')
+    with pytest.raises(KeyboardInterrupt):
+        _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o"))
+    assert f"document 1 (line 1): room {SEED_CHAT['room']!r} -> " in capsys.readouterr().out
+
+
+def test_render_a_chat_with_dates_outside_years_1_to_9999_keeps_them_exactly(tmp_path, make_config, keys,
+                                                                              capsys) -> None:
+    chat = json.loads(json_util.dumps(SEED_CHAT, json_options=json_util.CANONICAL_JSON_OPTIONS))
+    chat["messages"][0]["data"]["messageSeen"] = {"$date": {"$numberLong": "1642604343631000"}}  # µs as ms
+    chat["messages"][1]["data"]["ts"] = {"$date": {"$numberLong": "-62198755200000"}}  # year -1
+    source = tmp_path / "chat.json"
+    source.write_text(json.dumps(chat))
+    assert _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o")) == 0, capsys.readouterr().out
+    _verify_outputs(tmp_path / "o", SEED_CHAT["room"], keys)
+    record = json.loads((tmp_path / "o" / f"{SEED_CHAT['room']}.json").read_bytes())
+    assert record["source"]["chat"]["messages"][0]["data"]["messageSeen"] == {"$date": {"$numberLong": "1642604343631000"}}
+    assert record["source"]["chat"]["messages"][1]["data"]["ts"] == {"$date": {"$numberLong": "-62198755200000"}}
+    assert "message 2: unreadable timestamp" in " ".join(record["transcript"]["warnings"])
+
+
+# -- export --out: checked before anything is archived; a later write failure is named after the archive lines --
+
+def test_export_with_an_unusable_out_is_a_usage_error_before_archiving(tmp_path, make_config, capsys) -> None:
+    chat, contact = make_chat(random.Random(23), messages=3)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    (tmp_path / "afile").write_text("x")
+    for out, why in ((tmp_path / "afile", "not a directory"), (tmp_path / "afile" / "sub", "cannot create it")):
+        assert main(["--config", str(config), "export", chat["room"], "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert f"--out {out}: {why}" in captured.err and "archived" not in captured.out
+    assert main(["--config", str(config), "export", chat["room"]]) == 0
+    assert "archived as version 1 (ended)" in capsys.readouterr().out, "nothing was archived before"
+
+
+def test_export_names_a_write_failure_after_the_archive_lines(tmp_path, make_config, capsys, monkeypatch) -> None:
+    import errno
+
+    import archiver.offline
+
+    def full_disk(files, mode):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(archiver.offline, "publish", full_disk)
+    chat, contact = make_chat(random.Random(24), messages=3)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "export", chat["room"], "--out", str(tmp_path / "case")]) == 1
+    out = capsys.readouterr().out
+    assert "archived as version 1 (ended)" in out and "  pdf: " in out
+    assert f"cannot write the plaintext files into {tmp_path / 'case'}: No space left on device" in out
+    assert out.index("archived as version 1") < out.index("cannot write")
+
+
+def test_room_ids_reach_the_terminal_escaped(tmp_path, make_config, capsys) -> None:
+    room = "CHAT_A\x1b[2K\r0 rendered, 0 failed\u202e\x07"
+    chat = dict(SEED_CHAT, room=room, _id=room)
+    source = tmp_path / "chat.json"
+    source.write_text(json_util.dumps(chat))
+    assert _render(tmp_path, make_config, str(source), "--out", str(tmp_path / "o")) == 0
+    _seed(make_config, [(chat, None)])
+    assert main(["--config", str(_toml(tmp_path, make_config)), "export", room]) == 0
+    out = capsys.readouterr().out
+    assert out.count(repr(room)) == 2, out
+    assert not any(ch in out for ch in "\x1b\r\u202e\x07")
+
+
+# -- --out on a file system without hard links (exFAT, FAT, some FUSE/SMB mounts): os.link fails there ------
+
+def _no_hard_links(monkeypatch, error: int) -> None:
+    def link(src, dst, *args, **kwargs):
+        raise OSError(error, os.strerror(error), src, None, dst)
+
+    monkeypatch.setattr(os, "link", link)
+
+
+@pytest.mark.parametrize("error", [errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP])  # vfat/exfat, FUSE, SMB
+def test_render_and_export_name_an_out_without_hard_links_before_any_work(tmp_path, make_config, capsys,
+                                                                         monkeypatch, error: int) -> None:
+    _no_hard_links(monkeypatch, error)
+    out = tmp_path / "stick"
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: its file system does not allow hard links" in err, err
+    assert "nothing already there is ever replaced" in err
+    assert list(out.iterdir()) == [], "no probe file left behind"
+    chat, contact = make_chat(random.Random(25), messages=2)
+    _seed(make_config, [(chat, contact)])
+    assert main(["--config", str(_toml(tmp_path, make_config)), "export", chat["room"], "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"--out {out}: its file system does not allow hard links" in captured.err and "archived" not in captured.out
+
+
+def test_publish_names_the_folder_without_hard_links_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    from archiver.files import NoHardLinks, publish
+
+    _no_hard_links(monkeypatch, errno.EPERM)
+    with pytest.raises(NoHardLinks, match=f"{tmp_path}: its file system does not allow hard links"):
+        publish([(tmp_path / "a.pdf", b"a"), (tmp_path / "a.json", b"b")], 0o640)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_and_export_name_a_read_only_out_before_any_work(tmp_path, make_config, capsys, monkeypatch) -> None:
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # as root, a chmod would not stop the writes
+    assert _render(tmp_path, make_config, str(DATA / "seed-fixed.txt"), "--out", str(out)) == 2
+    assert f"--out {out}: cannot write into it (Read-only file system)" in capsys.readouterr().err
+    chat, contact = make_chat(random.Random(26), messages=2)
+    _seed(make_config, [(chat, contact)])
+    assert main(["--config", str(_toml(tmp_path, make_config)), "export", chat["room"], "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"--out {out}: cannot write into it (Read-only file system)" in captured.err
+    assert "archived" not in captured.out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bson import Decimal128, ObjectId, Timestamp, json_util
+from bson import Binary, Code, Decimal128, MaxKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 from bson.min_key import MinKey
 
@@ -167,10 +167,14 @@ def test_mismatched_brackets_do_not_swallow_the_next_documents() -> None:
     ("{room: 'x', n: NumberLong(1e999)}", "NumberLong(...)"),
     ("{room: 'x', n: NumberLong('99999999999999999999')}", "NumberLong(...)"),
     ('{"room": "x", "a": {"$oid": "zz"}}', "$oid"),
-    ('{"room": "x", "d": {"$date": {"$numberLong": "9999999999999999"}}}', "$date"),
+    ('{"room": "x", "d": {"$date": {"$numberLong": "99999999999999999999"}}}', "out of the 64-bit range"),
     ('{"room": "x", "n": {"$numberLong": "99999999999999999999"}}', "out of the 64-bit range"),
-    ('{"room": "x", "d": {"$date": "10000-01-01T00:00:00Z"}}', "$date"),
+    ('{"room": "x", "d": {"$date": "10000-13-01T00:00:00Z"}}', "$date"),
+    ("{room: 'x', d: ISODate('+1000000-01-01T00:00:00Z')}", "ISODate(...)"),
     ("{room: 'x', u: UUID(5)}", "UUID(...)"),
+    ('{"room": "x", "n": 9223372036854775808}', "9223372036854775808 is out of the 64-bit range"),
+    ('{"room": "x", "n": [-9223372036854775809]}', "-9223372036854775809 is out of the 64-bit range"),
+    ("{room: 'x', n: 123456789012345678901234567890}", "123456789012345678901234567890 is out of the 64-bit range"),
 ])
 def test_each_unreadable_value_is_named_and_the_others_are_read(bad: str, reason: str) -> None:
     (result,) = _read_isolated(['{"room": "before"}\n' + bad + '\n{"room": "after"}\n'], timeout=30)
@@ -219,3 +223,164 @@ def test_reading_is_linear() -> None:
                               timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         count, seconds = done.stdout.split()
         assert int(count) == 20_000 and float(seconds) < 10, seconds
+
+
+# -- a one-line JSON array (mongoexport --jsonArray): one unclosed document spares the ones after it --
+
+def test_an_unclosed_document_in_a_one_line_array_does_not_swallow_the_rest() -> None:
+    items = read_documents(b'[{"room":"a"},{"room":"b","x":{"y":1},"n":1,{"room":"c"},{"room":"d","m":[{"z":2}]}]\n')
+    assert [d["room"] for d in _docs(items)] == ["a", "c", "d"]
+    (broken,) = [i for i in items if isinstance(i, UnreadableDocument)]
+    assert (broken.position, broken.line) == (2, 1)
+    assert "expected ',' or '}' after the value of 'n', found the end of the document" in broken.reason
+    assert [i.position for i in items] == [1, 2, 3, 4]
+
+
+def test_an_unclosed_document_with_nothing_to_resume_at_says_how_much_was_not_read() -> None:
+    # b lacks its '}' and its array's ']': c and d are inside that array, nothing marks where they begin
+    data = b'[{"room":"a"},{"room":"b","m":[{"x":1},{"room":"c"},{"room":"d"}]\n'
+    items = read_documents(data)
+    assert _docs(items) == [{"room": "a"}]
+    (broken,) = [i for i in items if isinstance(i, UnreadableDocument)]
+    assert broken.position == 2
+    unread = len(data.rstrip()) - data.index(b'{"room":"b"')
+    assert f"its '{{' never closes and nothing after it marks where a next document starts: the {unread} bytes " \
+           "from it on were not read as documents" in broken.reason
+
+
+def test_a_missing_closer_anywhere_in_a_one_line_array_spares_the_other_documents() -> None:
+    rng = random.Random("one-line-array")
+    chats = [json_util.dumps(make_chat(rng, messages=2)[0]) for _ in range(5)]
+    rooms = [json.loads(c)["room"] for c in chats]
+    for _ in range(200):
+        k = rng.randrange(len(chats))
+        closers = [i for i, ch in enumerate(chats[k]) if ch in "}]"]
+        cut = rng.choice(closers)
+        damaged = chats[k][:cut] + chats[k][cut + 1:]
+        try:
+            json.loads(damaged)
+            continue  # not damaged: a closer inside a string
+        except ValueError:
+            pass
+        items = read_documents(("[" + ",".join(chats[:k] + [damaged] + chats[k + 1:]) + "]").encode())
+        untouched = rooms[:k] + rooms[k + 1:]
+        assert [d["room"] for d in _docs(items) if d["room"] in untouched] == untouched, (k, cut)
+        assert any(isinstance(i, UnreadableDocument) for i in items)
+
+
+def test_reading_many_documents_with_invalid_utf8_is_linear() -> None:
+    """A Latin-1 export: every document has invalid UTF-8, each reported with its byte offset. 20,000 of them as
+    JSON lines and as a one-line array: each well under 10 s (over a minute before)."""
+    doc = '{"room":"r","t":"perch\xe9"}'.encode("latin-1")
+    script = ("import sys, time\nfrom archiver.inputs import read_documents\n"
+              "data = sys.stdin.buffer.read()\nt = time.perf_counter()\nitems = read_documents(data)\n"
+              "print(len(items), items[-1].reason.split()[-1], time.perf_counter() - t)\n")
+    for data in (b"\n".join([doc] * 20_000), b"[" + b",".join([doc] * 20_000) + b"]"):
+        done = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        count, offset, seconds = done.stdout.split()
+        assert int(count) == 20_000 and int(offset) == data.rindex(b"\xe9"), done.stdout
+        assert float(seconds) < 10, seconds
+
+
+def test_byte_offsets_are_exact_in_any_order() -> None:
+    from archiver.inputs import _Source
+
+    data = '{"a":"perch\xe9 \u20ac"}\n\n[\xff\xfe, "\U0001F600"]\n{"b":"\xe8"}'.encode("latin-1", "ignore") + "\u00e9\n\u20ac\xff".encode()
+    source = _Source(data)
+    positions = list(range(len(source.text) + 1))
+    random.Random(3).shuffle(positions)
+    for at in positions + sorted(positions):
+        assert source.byte_offset(at) == len(source.text[:at].encode("utf-8", "surrogateescape")), at
+
+
+def test_a_plain_integer_beyond_64_bits_is_placed_and_the_ends_of_the_range_are_read() -> None:
+    (item,) = read_documents(b'{"room": "x",\n "n": 123456789012345678901234567890}')
+    assert isinstance(item, UnreadableDocument) and (item.line, item.column) == (2, 7), item
+    (doc,) = _docs(read_documents(b'{"room": "x", "a": 9223372036854775807, "b": -9223372036854775808}'))
+    assert (doc["a"], doc["b"]) == (2**63 - 1, -2**63)
+
+
+# -- dates outside years 1-9999 are read as the archive pass reads them from MongoDB: bson DatetimeMS --
+
+YEAR_10000 = 253402300800000  # 10000-01-01T00:00:00Z in ms since the epoch
+YEAR_0 = -62167219200000  # 0000-01-01T00:00:00Z (proleptic Gregorian, as MongoDB and JavaScript count)
+
+
+@pytest.mark.parametrize("notation, millis", [
+    ('{"$date": {"$numberLong": "1642604343631000"}}', 1642604343631000),  # microseconds written as ms
+    ('{"$date": {"$numberLong": "-62167219200000"}}', YEAR_0),
+    ('{"$date": "10000-01-01T00:00:00Z"}', YEAR_10000),
+    ('{"$date": "+010000-01-01T00:00:00.000Z"}', YEAR_10000),
+    ('{"$date": "-000001-12-31T23:59:59.999Z"}', YEAR_0 - 1),
+    ("ISODate('+010000-01-01T00:00:00.000Z')", YEAR_10000),
+    ("ISODate('0000-01-01T00:00:00Z')", YEAR_0),
+    ("new Date(253402300800000)", YEAR_10000),
+    ("ISODate('2022-01-19T14:59:03.631Z')", 1642604343631),
+])
+def test_a_date_outside_years_1_to_9999_is_read_as_datetime_ms(notation: str, millis: int) -> None:
+    from bson.datetime_ms import DatetimeMS
+
+    (doc,) = _docs(read_documents(f"{{room: 'x', d: {notation}}}".encode()))
+    value = doc["d"]
+    if isinstance(value, dt.datetime):
+        assert int(value.timestamp() * 1000) == millis
+    else:
+        assert isinstance(value, DatetimeMS) and int(value) == millis
+
+
+# -- byte-order marks: UTF-8's is skipped (Notepad, PowerShell write one), UTF-16/32 are named once ----------
+
+def test_a_utf8_byte_order_mark_is_skipped_and_places_stay_the_files() -> None:
+    bom = b"\xef\xbb\xbf"
+    assert _docs(read_documents(bom + (DATA / "seed-fixed.txt").read_bytes())) == [SEED_CHAT]
+    (bad, good) = read_documents(bom + b'{"room":"a\xff"}\n{"room":"b"}')
+    assert "invalid UTF-8 at byte offset 13" in bad.reason and good.document == {"room": "b"}
+    (broken,) = read_documents(bom + b'{"room" "a"}')
+    assert (broken.line, broken.column) == (1, 9), broken  # as an editor counts: the mark is not shown
+    assert _docs(read_documents(bom + b'[{"room":"a"}]')) == [{"room": "a"}]
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                            ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")])
+def test_a_utf16_or_utf32_file_is_named_once(encoding: str, name: str) -> None:
+    text = '{"room":"a"}\n{"room":"b"}\n'
+    data = text.encode(encoding) if encoding in ("utf-16", "utf-32") else "\ufeff".encode(encoding) + text.encode(encoding)
+    (item,) = read_documents(data)
+    assert isinstance(item, UnreadableDocument) and (item.line, item.column) == (1, 1)
+    assert f"the file is {name}" in item.reason and "not UTF-8" in item.reason
+
+
+# -- mongosh prints values with its own constructors (Long, Int32, Double, Decimal128 ...) -------------------
+
+@pytest.mark.parametrize("notation, expected", [
+    ('Long("9223372036854775807")', Int64(2**63 - 1)),
+    ("Long(5)", Int64(5)),
+    ("Int32(5)", 5),
+    ("Double(1.5)", 1.5),
+    ("Double(2)", 2.0),
+    ('Decimal128("1.10")', Decimal128("1.10")),
+    ("MinKey()", MinKey()),
+    ("MaxKey()", MaxKey()),
+    ("BSONRegExp('^a', 'i')", Regex("^a", "i")),
+    ('Binary.createFromBase64("AAE=", 0)', b"\x00\x01"),
+    ('Binary.createFromBase64("AAE=")', b"\x00\x01"),
+    ('Binary.createFromBase64("AAE=", 5)', Binary(b"\x00\x01", 5)),
+    ("Binary.createFromHexString('0001', 0)", b"\x00\x01"),
+    ("Code('function(){}')", Code("function(){}")),
+    ("Infinity", float("inf")),
+    ("-Infinity", float("-inf")),
+])
+def test_mongosh_constructors_are_read_as_their_bson_values(notation: str, expected) -> None:
+    (doc,) = _docs(read_documents(f"{{ room: 'a', v: {notation} }}".encode()))
+    assert doc["v"] == expected and type(doc["v"]) is type(expected), repr(doc["v"])
+
+
+def test_mongosh_nan_and_bad_constructor_arguments() -> None:
+    (doc,) = _docs(read_documents(b"{ room: 'a', v: NaN }"))
+    assert doc["v"] != doc["v"]
+    for bad, reason in (("Long('99999999999999999999')", "Long(...)"), ("Int32(2147483648)", "Int32(...)"),
+                        ("Binary.createFromBase64('**')", "Binary.createFromBase64(...)"),
+                        ("Binary.nothing('AAE=')", "Binary.nothing(...): unknown constructor")):
+        (item,) = read_documents(f"{{ room: 'a', v: {bad} }}".encode())
+        assert isinstance(item, UnreadableDocument) and reason in item.reason, (bad, item.reason)

@@ -144,3 +144,21 @@ def test_records_without_dollar_keys_read_back_as_plain_extended_json() -> None:
     def canonical(value):  # (NaN is not equal to itself)
         return json_util.dumps(value, json_options=EXTJSON_OPTIONS)
     assert canonical(read_source(data)) == canonical(plain) and plain["chat"]["odd"]["far"] == DatetimeMS(253402300800000)
+
+
+def test_an_integer_beyond_64_bits_is_refused_not_written_as_a_number_long() -> None:
+    from archiver.transcript import InvalidChat
+
+    for value in (2**63, -2**63 - 1, 10**30):
+        with pytest.raises(InvalidChat, match=rf"chat.__v: the integer {value} is beyond 64 bits"):
+            source_json(dict(SEED_CHAT, __v=value), None)
+        chat = dict(SEED_CHAT, messages=[dict(SEED_CHAT["messages"][0], n=[1, {"deep": value}])])
+        with pytest.raises(InvalidChat, match=r"chat.messages.0.n.1.deep: the integer"):
+            source_json(chat, None)
+        with pytest.raises(InvalidChat, match=r"contact.x.1: the integer .* is beyond 64 bits"):
+            source_json(SEED_CHAT, {"x": [1, value]})
+    for value in (2**63 - 1, -2**63):  # the ends of the range are BSON int64 and read back as such
+        source = json.loads(source_json(dict(SEED_CHAT, __v=value), None))
+        assert source["chat"]["__v"] == {"$numberLong": str(value)}
+        restored = json_util.loads(json.dumps(source), json_options=json_util.CANONICAL_JSON_OPTIONS)
+        assert restored["chat"]["__v"] == value and isinstance(restored["chat"]["__v"], Int64)

@@ -4,6 +4,7 @@ import copy
 import datetime as dt
 
 import pytest
+from bson.code import Code
 from bson.int64 import Int64
 
 from archiver.samples import SEED_CHAT
@@ -135,3 +136,24 @@ def test_messages_after_the_end_a_second_end_and_replies_to_nothing_are_data_war
         chat["messages"][-1]["data"]["id"] = f"later-{n}"
     codes = [(w.code, dict(w.values)) for w in normalise(chat, contact).notes if w.code.startswith("after_end")]
     assert codes == [("after_end_many", {"position": str(last + 1), "last": str(last + 4), "other": str(last)})]
+
+
+# A BSON JavaScript value (bson.Code) is a str subclass that cannot be hashed: text fields take only exact str.
+@pytest.mark.parametrize("path, complaint", [
+    (("room",), "field 'room' is missing or not a non-empty string .got Code"),
+    (("messages", 0, "data", "id"), "message 1 data.id: is Code, expected text"),
+    (("messages", 0, "data", "messageType"), "message 1 data.messageType: is Code, expected text"),
+    (("messages", 0, "data", "replyTo"), "message 1 data.replyTo: is Code, expected text"),
+    (("messages", 0, "data", "content", "user", "id"), "message 1 data.content.user.id: is Code, expected text"),
+    (("messages", 0, "data", "content", "user", "name"), "message 1 data.content.user.name: is Code, expected text"),
+    (("messages", 0, "data", "content", "text"), "message 1 data.content.text: is Code, expected text"),
+])
+def test_javascript_code_where_text_belongs_is_refused_with_its_field(path, complaint) -> None:
+    chat = copy.deepcopy(SEED_CHAT)
+    chat["messages"] = chat["messages"][:1]
+    place = chat
+    for key in path[:-1]:
+        place = place[key]
+    place[path[-1]] = Code("x")
+    with pytest.raises(InvalidChat, match=complaint):
+        normalise(chat)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from archiver import config as config_module
 from archiver import logs
 from archiver.config import Config
+from archiver.files import NoHardLinks, check_hard_links
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
 UNREACHABLE = 4  # a service the archiver needs (MongoDB) could not be reached
@@ -23,6 +25,24 @@ def load_config(args: argparse.Namespace) -> Config:
     config = config_module.load(args.config)
     logs.configure(config["logging.level"], config["logging.format"])
     return config
+
+
+def out_folder(path: Path) -> Path:
+    """--out as an existing or new folder where files can be added; anything else there is a usage error,
+    not a chat's failure."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
+    try:
+        check_hard_links(path)
+    except NoHardLinks as exc:
+        raise UsageError(f"--out {exc.strerror}") from None
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write into it ({exc.strerror or exc})") from None
+    return path
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from archiver.commands.common import ITEMS_FAILED, OK, load_config
+from archiver.commands.common import ITEMS_FAILED, OK, load_config, out_folder
 
 HELP = "archive one room now; optionally also write its plaintext files"
 EXAMPLE = "archiver --config archiver.toml export CHAT_DEFAULT_8857106a-55b8-4c47-a5af-a3aae7530e5a --out ./case-42"
@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from archiver.offline import export_room
 
-    outcome = export_room(load_config(args), args.room, Path(args.out) if args.out else None, args.force)
+    config = load_config(args)
+    out = out_folder(Path(args.out)) if args.out else None  # before archiving: a bad --out is a usage error
+    outcome = export_room(config, args.room, out, args.force)
     for line in outcome.lines:
         print(line)
     return OK if outcome.ok else ITEMS_FAILED

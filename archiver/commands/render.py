@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config, out_folder
 
 HELP = "render chat documents from a file to signed PDF and JSON, offline"
 EXAMPLE = "archiver --config archiver.toml render chats.jsonl --out ./out --contacts contacts.jsonl"
@@ -27,10 +27,8 @@ def run(args: argparse.Namespace) -> int:
         config.require("signing.certificate", "signing.key")
     source = _readable_file("INPUT", Path(args.input))
     contacts = _readable_file("--contacts", Path(args.contacts)) if args.contacts else None
-    out = _out_folder(Path(args.out))
-    results = render_file(config, source, out, contacts)
-    for line in results.lines:
-        print(line)
+    out = out_folder(Path(args.out))
+    results = render_file(config, source, out, contacts, on_line=lambda line: print(line, flush=True))
     print(f"{results.rendered} rendered, {len(results.problems)} failed")
     for problem in results.problems:
         print(f"  FAILED {problem}")
@@ -44,15 +42,4 @@ def _readable_file(option: str, path: Path) -> Path:
         raise UsageError(f"{option} {path}: no such file")
     if not os.access(path, os.R_OK):
         raise UsageError(f"{option} {path}: not readable (permission denied)")
-    return path
-
-
-def _out_folder(path: Path) -> Path:
-    """--out as an existing or new folder; anything else there is a usage error, not a chat's failure."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path}: not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
     return path

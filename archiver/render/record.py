@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from bson import DatetimeConversion, ObjectId, json_util
 
@@ -28,14 +28,19 @@ _READ_OPTIONS = EXTJSON_OPTIONS.with_options(datetime_conversion=DatetimeConvers
 
 def _first_invalid_text(value: Any, path: str) -> str | None:
     """The path of the first string (or key) holding a lone surrogate, if any."""
-    if isinstance(value, str):
-        return path if SURROGATE.search(value) else None
+    return _first(value, path, lambda v: isinstance(v, str) and SURROGATE.search(v) is not None)
+
+
+def _first(value: Any, path: str, bad: Callable[[Any], bool]) -> str | None:
+    """The path of the first value (or key) in VALUE that is BAD, if any."""
+    if bad(value):
+        return path
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         where = f"{path}.{key}" if path else str(key)
-        if isinstance(key, str) and SURROGATE.search(key):
+        if isinstance(key, str) and bad(key):
             return where
-        found = _first_invalid_text(item, where)
+        found = _first(item, where, bad)
         if found:
             return found
     return None
@@ -55,6 +60,10 @@ def source_json(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> b
         return text.encode("utf-8")
     except UnicodeEncodeError:  # invalid UTF-8 in the source, decoded as lone surrogates
         raise _invalid_text(documents) from None
+    except _TooBig as exc:
+        where = _first(documents, "", lambda v: type(v) is int and not -INT64 <= v < INT64)
+        raise InvalidChat(f"{where}: the integer {exc.args[0]} is beyond 64 bits; BSON has no such value, "
+                          "so it cannot be archived as it is") from None
 
 
 def build_record(
@@ -101,6 +110,11 @@ def build_record(
 
 
 INT32 = 2**31  # a canonical int below it (and at least -INT32) is $numberInt, else $numberLong (as json_util)
+INT64 = 2**63  # and beyond this, nothing: BSON has no larger integer
+
+
+class _TooBig(ValueError):
+    """An integer beyond 64 bits: source_json names where it is."""
 
 
 def _extended(value: Any) -> Any:
@@ -116,7 +130,11 @@ def _extended(value: Any) -> Any:
     if kind is list:
         return [_extended(item) for item in value]
     if kind is int:
-        return {"$numberInt" if -INT32 <= value < INT32 else "$numberLong": str(value)}
+        if -INT32 <= value < INT32:
+            return {"$numberInt": str(value)}
+        if not -INT64 <= value < INT64:  # checked only here, off the common path
+            raise _TooBig(value)
+        return {"$numberLong": str(value)}
     if kind is float and math.isfinite(value):
         return {"$numberDouble": repr(value)}
     if kind is ObjectId:
