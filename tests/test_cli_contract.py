@@ -1,0 +1,94 @@
+"""The command line against docs/cli.md and the contract: what it prints, and its exit codes, when things go wrong."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+from bson import json_util
+
+from archiver.cli import main
+from archiver.mongo import connect
+from archiver.samples import make_chat
+from conftest import write_toml
+from nxserver import free_port
+
+CLI_KEYS = ["mongodb.uri", "storage.url", "signing.certificate", "signing.key", "encryption.recipients",
+            "source.database", "index.database", "archive.workers", "logging.format", "logging.level"]
+
+
+def cli_toml(tmp_path: Path, make_config, **overrides) -> Path:
+    """A configuration file with the test's settings (and OVERRIDES, in section__key names)."""
+    config = make_config(**overrides).as_dict()
+    wanted = CLI_KEYS + [k.replace("__", ".") for k in overrides if k.replace("__", ".") not in CLI_KEYS]
+    return write_toml(tmp_path / "archiver.toml", {k: config[k] for k in wanted})
+
+
+def seed_chats(make_config, count: int = 1, seed: int = 11) -> list[str]:
+    """COUNT ended chats in the source database; their rooms."""
+    config = make_config()
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    rng, rooms = random.Random(seed), []
+    for _ in range(count):
+        chat, contact = make_chat(rng, messages=4, start_ms=(time.time() - 3600) * 1000)
+        db.chats.insert_one(chat)
+        if contact:
+            db.contacts.insert_one(contact)
+        rooms.append(chat["room"])
+    return rooms
+
+
+# -- the timestamp authority's credentials never reach the output ------------------------------------
+
+TSA_SECRETS = ("tsauser", "tsapass", "abc123")
+
+
+@pytest.fixture
+def leaky_tsa() -> str:
+    """A timestamp authority URL with a user, a password and a token, where nobody listens."""
+    return f"http://tsauser:tsapass@127.0.0.1:{free_port()}/tsa?token=abc123"
+
+
+def _no_tsa_secret(text: str) -> None:
+    assert "timestamp authority" in text, text  # the failure is reported ...
+    for secret in TSA_SECRETS:  # ... without the credentials
+        assert secret not in text, text
+
+
+@pytest.mark.parametrize("command", ["run", "export", "seal"])
+def test_tsa_credentials_never_printed(command, tmp_path, make_config, leaky_tsa, capsys) -> None:
+    (room,) = seed_chats(make_config)
+    config = cli_toml(tmp_path, make_config, signing__timestamp_url=leaky_tsa, archive__max_attempts=1)
+    argv = {"run": ["run", "--no-progress"], "export": ["export", room],
+            "seal": ["seal", "--from", "2022-01-01", "--to", "2022-01-01"]}[command]
+    assert main(["--config", str(config), *argv]) == 1
+    captured = capsys.readouterr()
+    _no_tsa_secret(captured.out)
+    for secret in TSA_SECRETS:
+        assert secret not in captured.err
+
+
+def test_tsa_credentials_never_printed_by_render(tmp_path, make_config, leaky_tsa, capsys) -> None:
+    chat, _ = make_chat(random.Random(3), messages=3)
+    source = tmp_path / "one.json"
+    source.write_text(json_util.dumps(chat))
+    config = cli_toml(tmp_path, make_config, signing__timestamp_url=leaky_tsa)
+    assert main(["--config", str(config), "render", str(source), "--out", str(tmp_path / "out")]) == 1
+    _no_tsa_secret(capsys.readouterr().out)
+
+
+def test_run_and_seal_print_their_failures_redacted(capsys) -> None:
+    """Whatever error a chat or a day failed with, the printed line hides a URI's credentials."""
+    from archiver.commands import run as run_command, seal as seal_command
+    from archiver.pipeline import PassReport
+    from archiver.seals import SealOutcome
+
+    leaked = "put http://key:s3cret-pw@127.0.0.1:9/b/k: refused"
+    run_command.print_report(PassReport(failed={"R1": leaked}, quarantined={"R2": leaked}))
+    seal_command.print_outcome(SealOutcome("2022-01-01", "failed", problems=[leaked]), as_json=False)
+    seal_command.print_outcome(SealOutcome("2022-01-01", "failed", problems=[leaked]), as_json=True)
+    out = capsys.readouterr().out
+    assert out.count("put http://***@127.0.0.1:9/b/k: refused") == 4, out
+    assert "s3cret-pw" not in out
