@@ -43,7 +43,7 @@ from archiver.names import safe_name
 from archiver.retrieval import Request, VerificationFailed, _files, _report, _text, find_entry, seal_check
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity
-from archiver.store import ObjectStore, StoreError, open_store_for, store_location
+from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 MANIFEST, SUMS, SUMS_SIGNATURE, CUSTODY, README = (
     "manifest.json", "SHA256SUMS", "SHA256SUMS.p7s", "chain-of-custody.json", "README.txt")
@@ -174,6 +174,8 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
                     add(f"{seal_folder}/{name}", data)
                 sealed.add(seal_folder)
             except StoreError as exc:
+                if unreachable(exc):
+                    raise StoreUnreachable(f"the store holding the seal could not be reached (storage.url, storage.endpoint_url): {exc}") from exc
                 opened.checks.append(Check("sealed: the seal's stored files match the index", False, str(exc)))
         if not opened.ok:
             failed += 1

@@ -21,7 +21,7 @@ from archiver.mongo import Unreachable, unreachable_reason
 from archiver.redact import redact
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
-from archiver.store import StoreError
+from archiver.store import StoreError, unreachable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
     except (PyMongoError, BSONError) as exc:  # the database refuses us or sends what cannot be read
         return _error(f"MongoDB: {exc}", ITEMS_FAILED)
-    except (StoreError, OSError) as exc:
+    except StoreError as exc:  # an outage (storage.url or storage.endpoint_url down) is no item's failure
+        return _error(exc, UNREACHABLE if unreachable(exc) else ITEMS_FAILED)
+    except OSError as exc:
         return _error(exc, ITEMS_FAILED)
 
 

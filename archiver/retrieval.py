@@ -30,7 +30,7 @@ from archiver import seals
 from archiver.integrity import Check, Opened, check_content, check_stored, made_at
 from archiver.index import index_database
 from archiver.names import safe_name
-from archiver.store import StoreError, open_store_for, store_location
+from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
 
@@ -120,6 +120,8 @@ def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
     try:
         proof = seals.inclusion_proof(config, opened.entry, made=made_at(opened))
     except StoreError as exc:  # the seal's document is missing or altered in the store
+        if unreachable(exc):
+            raise StoreUnreachable(f"the store holding the seal could not be reached (storage.url, storage.endpoint_url): {exc}") from exc
         opened.checks.append(Check("sealed: the seal of the entry's day can be read", False, str(exc)))
         return None
     if proof is not None:

@@ -45,7 +45,8 @@ from archiver.audit import Actor, AuditLog, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.signing import Signer, load_identity
-from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, store_location
+from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
+                            store_location)
 
 FORMAT = "archiver-seal/1"
 LEAF_FORMAT = "archiver-seal-leaf/1"
@@ -503,6 +504,7 @@ def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: li
             problems.append(SealProblem(name, None, f"{part} {obj['key']} is missing from the store"))
             continue
         except StoreError as exc:
+            raise_if_unreachable(exc, store)
             problems.append(SealProblem(name, None, f"{part} {obj['key']}: cannot read it ({exc})"))
             continue
         digest = hashlib.sha256(data).hexdigest()

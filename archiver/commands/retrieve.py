@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from archiver.commands.common import (ITEMS_FAILED, OK, USAGE, VERIFY_FAILED, UsageError, load_config,
-                                      progress_line)
+from archiver.commands.common import (ITEMS_FAILED, OK, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
+                                      load_config, progress_line)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
 
 if TYPE_CHECKING:
@@ -117,7 +117,10 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     from archiver.envelope import EnvelopeError
     from archiver.retrieval import NotFound, VerificationFailed
     from archiver.signing import SigningError
+    from archiver.store import StoreUnreachable
 
+    if isinstance(exc, StoreUnreachable):  # an outage, not a verdict on the chat: retry when the store is back
+        return audited("unreachable", str(exc), UNREACHABLE)
     for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
                         ((EnvelopeError, FileExistsError, UsageError, SigningError), USAGE),
                         ((VerificationFailed,), VERIFY_FAILED)):

@@ -54,6 +54,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
+    from archiver.store import unreachable
 
     if bool(args.rooms) == args.all:
         raise UsageError("name the rooms to verify, or --all (not both)")
@@ -69,7 +70,8 @@ def run_verify(args: argparse.Namespace) -> int:
         report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
                                 workers=args.workers or os.cpu_count() or 1)
     except Exception as exc:
-        log.record("verify", actor, outcome="failed", filters=scope, rooms=args.rooms, detail=str(exc))
+        log.record("verify", actor, outcome="unreachable" if unreachable(exc) else "failed", filters=scope,
+                   rooms=args.rooms, detail=str(exc))
         raise
     if progress:
         sys.stderr.write("\n")
