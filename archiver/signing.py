@@ -61,12 +61,21 @@ def _read(path: str, what: str) -> bytes:
         raise SigningError(f"{what} {path}: cannot read ({exc.strerror})") from None
 
 
+def _chain_file(path: str) -> bytes:
+    """A signing.chain file: certificates only (a CA's key has no business on this host)."""
+    data = _read(path, "certificate chain")
+    refusal = certificates.private_key_refusal(data, f"signing.chain: {path}")
+    if refusal:
+        raise SigningError(refusal)
+    return data
+
+
 def load_identity(
     certificate: str = "", key: str = "", pkcs12_path: str = "", password: str = "", chain: list[str] | None = None
 ) -> SigningIdentity:
     """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
     secret = password.encode() if password else None
-    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_read(path, "certificate chain"))]
+    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_chain_file(path))]
     if pkcs12_path:
         try:
             loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "PKCS#12"), secret)

@@ -92,3 +92,36 @@ def test_run_and_seal_print_their_failures_redacted(capsys) -> None:
     out = capsys.readouterr().out
     assert out.count("put http://***@127.0.0.1:9/b/k: refused") == 4, out
     assert "s3cret-pw" not in out
+
+
+# -- a file meant for certificates that holds a private key is refused -----------------------------
+
+def _with_key(tmp_path: Path, certificate: Path, key: Path, name: str) -> Path:
+    """CERTIFICATE with KEY pasted after it, as a careless copy would leave it."""
+    path = tmp_path / name
+    path.write_bytes(certificate.read_bytes() + key.read_bytes())
+    return path
+
+
+def test_a_recipients_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys["legal.crt.pem"], keys["legal.key.pem"], "legal-combo.pem")
+    config = cli_toml(tmp_path, make_config, encryption__recipients=[str(combo)])
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"encryption.recipients: {combo}: holds a private key" in err, err
+
+
+def test_a_signing_chain_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys["ca.crt.pem"], keys["signing.key.pem"], "chain-combo.pem")
+    config = cli_toml(tmp_path, make_config, signing__chain=[str(combo)])
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"signing.chain: {combo}: holds a private key" in err, err
+
+
+def test_a_trust_anchor_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys["ca.crt.pem"], keys["signing.key.pem"], "anchor-combo.pem")
+    config = cli_toml(tmp_path, make_config, signing__trust_anchors=[str(combo)])
+    assert main(["--config", str(config), "verify", "--all", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"signing.trust_anchors {combo}: holds a private key" in err, err

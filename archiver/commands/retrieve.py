@@ -93,13 +93,19 @@ def load_trust(paths: list[str], config: Config) -> tuple:
     """The trust anchors: the --ca PATHS and the configured signing.trust_anchors."""
     from cryptography import x509
 
+    from archiver.certificates import private_key_refusal
+
     certs = []
     for setting, path in [*(("--ca", p) for p in paths), *(("signing.trust_anchors", p) for p in
                                                            config["signing.trust_anchors"])]:
         try:
-            certs.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+            data = Path(path).read_bytes()
+            certs.extend(x509.load_pem_x509_certificates(data))
         except (OSError, ValueError) as exc:
             raise UsageError(f"{setting} {path}: not a readable PEM certificate ({exc})") from None
+        refusal = private_key_refusal(data, f"{setting} {path}")
+        if refusal:  # a CA's key has no business beside its certificate here
+            raise UsageError(refusal)
     return tuple(certs)
 
 
