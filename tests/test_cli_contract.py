@@ -125,3 +125,10 @@ def test_a_trust_anchor_file_holding_a_private_key_is_refused(tmp_path, make_con
     assert main(["--config", str(config), "verify", "--all", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"signing.trust_anchors {combo}: holds a private key" in err, err
+
+
+@pytest.mark.parametrize("last", ["9999-12-31", "9999-12-30"])
+def test_seal_to_the_last_days_of_the_calendar_is_refused_as_not_ended(tmp_path, make_config, capsys, last) -> None:
+    config = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(config), "seal", "--from", "2022-01-01", "--to", last]) == 2
+    assert f"{last}: the day has not ended yet" in capsys.readouterr().err
