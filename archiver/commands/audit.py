@@ -13,7 +13,8 @@ EXAMPLE = "archiver --config archiver.toml audit verify"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["verify", "list"], help="verify: check the chain; list: show the entries")
-    p.add_argument("--json", action="store_true", help="list: a JSON array of entries")
+    p.add_argument("--json", action="store_true",
+                   help="list: a JSON array of entries; verify: a JSON object {ok, entries, head, problems}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +25,11 @@ def run(args: argparse.Namespace) -> int:
         return _list(log, args.json)
     problems = log.verify()
     head = log.head()
+    if args.json:
+        print(json.dumps({"ok": not problems, "entries": head["seq"] if head else 0,
+                          "head": {"seq": head["seq"], "hash": head["hash"]} if head else None,
+                          "problems": [{"seq": p.seq, "problem": p.problem} for p in problems]}))
+        return VERIFY_FAILED if problems else OK
     for problem in problems:
         print(f"BROKEN {problem}")
     if problems:
