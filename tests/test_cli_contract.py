@@ -132,3 +132,15 @@ def test_seal_to_the_last_days_of_the_calendar_is_refused_as_not_ended(tmp_path,
     config = cli_toml(tmp_path, make_config)
     assert main(["--config", str(config), "seal", "--from", "2022-01-01", "--to", last]) == 2
     assert f"{last}: the day has not ended yet" in capsys.readouterr().err
+
+
+def test_keys_init_prints_configuration_lines_with_the_trust_anchor(tmp_path, capsys) -> None:
+    import tomllib
+
+    folder = tmp_path / 'keys "dev"'  # a quote in the path: the lines must still be TOML
+    assert main(["keys", "init", str(folder)]) == 0
+    out = capsys.readouterr().out
+    lines = tomllib.loads(out[out.index("[signing]"):])
+    assert lines["signing"]["trust_anchors"] == [str(folder.resolve() / "ca.crt.pem")]
+    assert lines["signing"]["certificate"] == str(folder.resolve() / "signing.crt.pem")
+    assert lines["encryption"]["recipients"] == [str(folder.resolve() / "legal.crt.pem")]
