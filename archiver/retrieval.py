@@ -30,6 +30,7 @@ from archiver import seals
 from archiver.integrity import Check, Opened, check_content, check_stored, made_at
 from archiver.index import index_database
 from archiver.names import safe_name
+from archiver.visible import visible
 from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
@@ -41,7 +42,7 @@ class NotFound(LookupError):
 
 class VerificationFailed(RuntimeError):
     def __init__(self, room: str, version: int, failures: list[str]) -> None:
-        super().__init__(f"{room} v{version}: verification failed: " + "; ".join(failures))
+        super().__init__(visible(f"{room} v{version}: verification failed: " + "; ".join(failures)))
         self.failures = failures
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -144,3 +145,43 @@ def test_keys_init_prints_configuration_lines_with_the_trust_anchor(tmp_path, ca
     assert lines["signing"]["trust_anchors"] == [str(folder.resolve() / "ca.crt.pem")]
     assert lines["signing"]["certificate"] == str(folder.resolve() / "signing.crt.pem")
     assert lines["encryption"]["recipients"] == [str(folder.resolve() / "legal.crt.pem")]
+
+
+# -- room ids are printed with their control and bidi characters as placeholders ----------------------
+
+HOSTILE = "R1\nFORGED\x1b[2K\u202eX"  # a newline forging a line, an ANSI erase, a right-to-left override
+SHOWN = "R1[U+000A]FORGED[U+001B][2K[U+202E]X"
+
+
+def _no_raw_controls(out: str) -> None:
+    assert SHOWN in out, out
+    assert "\x1b" not in out and "\u202e" not in out and "\nFORGED" not in out, out
+
+
+def test_search_prints_hostile_room_ids_visibly(tmp_path, make_config, capsys) -> None:
+    from archiver.pipeline import Archiver
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(4), messages=3, start_ms=(time.time() - 3600) * 1000, room=HOSTILE)
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(chat)
+    assert Archiver(config).run_pass().archived == 1
+    toml = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(toml), "search"]) == 0
+    _no_raw_controls(capsys.readouterr().out)
+    assert main(["--config", str(toml), "search", "--json"]) == 0  # JSON: the exact id, escaped by JSON itself
+    assert [e["room"] for e in json.loads(capsys.readouterr().out)] == [HOSTILE]
+
+
+def test_status_prints_hostile_room_ids_visibly(tmp_path, make_config, capsys) -> None:
+    config = make_config()
+    broken = {"_id": "B", "room": HOSTILE, "messages": [{"data": {"messageType": "endChat",
+                                                                  "ts": (time.time() - 600) * 1000,
+                                                                  "content": {"text": []}}}]}
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(broken)
+    toml = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(toml), "run", "--no-progress"]) == 1  # quarantined
+    _no_raw_controls(capsys.readouterr().out)
+    assert main(["--config", str(toml), "status"]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert f"  {SHOWN}: " in out, out

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from archiver.commands.common import OK, VERIFY_FAILED, load_config
+from archiver.visible import visible
 
 HELP = "the hash-chained audit log of searches, retrievals and verifications: check it or list it"
 EXAMPLE = "archiver --config archiver.toml audit verify"
@@ -47,6 +48,6 @@ def _list(log, as_json: bool) -> int:
         return OK
     for e in log.entries():
         rooms = ",".join(e["rooms"][:5]) + ("…" if len(e["rooms"]) > 5 else "")
-        print(f"{e['seq']:>6}  {e['at']}  {e['actor']['user']}@{e['actor']['host']}  {e['action']:<9} "
-              f"{e['outcome']:<7} reason={e['reason']!r} rooms={rooms} {e['detail']}")
+        print(visible(f"{e['seq']:>6}  {e['at']}  {e['actor']['user']}@{e['actor']['host']}  {e['action']:<9} "
+                      f"{e['outcome']:<7} reason={e['reason']!r} rooms={rooms} {e['detail']}"))  # one line each
     return OK

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from archiver.commands.common import (ITEMS_FAILED, OK, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
                                       load_config, progress_line)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
+from archiver.visible import visible
 
 if TYPE_CHECKING:
     from archiver.config import Config
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         return _failed(exc, audited)
     audited("ok", f"written to {folder}", OK)
-    print(f"{args.room}: verified and written to {folder}")
+    print(visible(f"{args.room}: verified and written to {folder}"))
     versions = json.loads((folder / "verification.json").read_text(encoding="utf-8"))["versions"]
     if len(versions) > 1:  # a version is a content, not "the" chat: say which others there are
         listed = ", ".join(f"v{v['version']} {v.get('status')}" + (f" ({v['kind']})" if v.get("kind") else "")
@@ -197,7 +198,7 @@ def run_bundle(args: argparse.Namespace) -> int:
               "not in the bundle (named in chain-of-custody.json):")
         for e in bundle.left_out:
             why = f"deleted by run {e['deleted_by_run']} under rule {e['rule']}" if e.get("deleted_by_run") else e["status"]
-            print(f"    {e['room']} v{e['version']}: {why}")
+            print(visible(f"    {e['room']} v{e['version']}: {why}"))
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     return OK

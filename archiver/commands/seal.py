@@ -9,6 +9,7 @@ import json
 from archiver.commands.common import ITEMS_FAILED, OK, VERIFY_FAILED, UsageError, load_config
 from archiver.commands.search import add_actor
 from archiver.redact import redact
+from archiver.visible import visible
 
 HELP = ("seal the index entries archived on each day (UTC) as a signed, timestamped Merkle root, stored under "
         "Object Lock and in the index; default: the last schedule.seal_lookback_days days that have ended")
@@ -49,7 +50,7 @@ def print_outcome(outcome, as_json: bool) -> None:
         print(redact(json.dumps({"day": outcome.day, "action": outcome.action, "seal": outcome.seal,
                                  "problems": outcome.problems}, ensure_ascii=False)))
     else:
-        print(redact(("PROBLEM " if outcome.problems else "") + str(outcome)))
+        print(visible(redact(("PROBLEM " if outcome.problems else "") + str(outcome))))
 
 
 def _day(text: str, option: str) -> dt.date:

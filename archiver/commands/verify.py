@@ -11,6 +11,7 @@ from typing import Any, Callable
 from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
 from archiver.commands.retrieve import UNTRUSTED, load_trust
 from archiver.commands.search import add_actor
+from archiver.visible import visible
 
 HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained) and recompute "
         "the seals; "
@@ -92,7 +93,7 @@ def _summary(report) -> str:
 
 
 def _text(report) -> str:
-    lines = [f"PROBLEM {p}" for p in report.problems]
+    lines = [visible(f"PROBLEM {p}") for p in report.problems]  # room ids come from chats
     if report.problem_count > len(report.problems):
         lines.append(f"... and {report.problem_count - len(report.problems)} more")
     lines.append(("OK: " if report.ok else "FAILED: ") + _summary(report))
@@ -140,12 +141,12 @@ def run_completeness(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
         return OK if report.ok else VERIFY_FAILED
-    lines = [f"MISSING {m}" for m in report.missing]
+    lines = [visible(f"MISSING {m}") for m in report.missing]
     if report.missing_count > len(report.missing):
         lines.append(f"... and {report.missing_count - len(report.missing)} more")
-    lines += [f"failed (recorded, retried) {f['room']}: {f['why']}" for f in report.failed]
-    lines += [f"quarantined (recorded, needs a person) {q['room']}: {q['why']}" for q in report.quarantined]
-    lines += [f"archive deleted (a tombstone) {d['room']}: {d['why']}" for d in report.deleted]
+    lines += [visible(f"failed (recorded, retried) {f['room']}: {f['why']}") for f in report.failed]
+    lines += [visible(f"quarantined (recorded, needs a person) {q['room']}: {q['why']}") for q in report.quarantined]
+    lines += [visible(f"archive deleted (a tombstone) {d['room']}: {d['why']}") for d in report.deleted]
     lines.append(("OK: " if report.ok else "FAILED: ") + summary)
     print("\n".join(lines))
     return OK if report.ok else VERIFY_FAILED
