@@ -185,3 +185,13 @@ def test_status_prints_hostile_room_ids_visibly(tmp_path, make_config, capsys) -
     out = capsys.readouterr().out
     _no_raw_controls(out)
     assert f"  {SHOWN}: " in out, out
+
+
+# -- clear messages where a raw errno or a Python repr was printed -----------------------------------
+
+def test_demo_dir_that_is_a_file_is_a_usage_error_naming_dir(tmp_path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["demo", "--dir", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert f"--dir {afile}: not a directory" in err and "Errno" not in err, err
