@@ -195,3 +195,13 @@ def test_demo_dir_that_is_a_file_is_a_usage_error_naming_dir(tmp_path, capsys) -
     assert main(["demo", "--dir", str(afile)]) == 2
     err = capsys.readouterr().err
     assert f"--dir {afile}: not a directory" in err and "Errno" not in err, err
+
+
+def test_a_bundle_whose_filters_match_nothing_names_them_as_given(tmp_path, make_config, keys, capsys) -> None:
+    config = cli_toml(tmp_path, make_config)
+    argv = ["retrieve", "--bundle", str(tmp_path / "b.zip"), "--key", str(keys["legal.key.pem"]), "--reason", "x",
+            "--from", "2030-01-01", "--service", "Billing desk", "--no-progress"]
+    assert main(["--config", str(config), *argv]) == 1
+    err = capsys.readouterr().err
+    assert "no archived entry matches --from 2030-01-01 --service 'Billing desk'" in err, err
+    assert "datetime" not in err and "{" not in err, err

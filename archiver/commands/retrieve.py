@@ -7,6 +7,7 @@ import argparse
 import json
 import dataclasses
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -141,11 +142,18 @@ def _filters_given(args: argparse.Namespace) -> bool:
     return any(getattr(args, name) is not None for name in _FILTERS)
 
 
+def _filters_as_given(args: argparse.Namespace) -> str:
+    """The search filters as the user typed them (`--from 2030-01-01 --service 'Billing desk'`)."""
+    options = {"ended_from": "--from", "ended_to": "--to", "ctlive_type": "--type"}
+    return " ".join(f"{options.get(name, '--' + name)} {shlex.quote(getattr(args, name))}"
+                    for name in _FILTERS if getattr(args, name) is not None)
+
+
 def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.artifacts import configured_identity
     from archiver.audit import Actor, open_audit_log
-    from archiver.bundle import BundleRequest, build, left_out, select
+    from archiver.bundle import BundleRequest, NothingSelected, build, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request
     from archiver.search import open_search
@@ -178,7 +186,10 @@ def run_bundle(args: argparse.Namespace) -> int:
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
         search = open_search(config)
-        targets = select(config, search, bundle)
+        try:
+            targets = select(config, search, bundle)
+        except NothingSelected:
+            raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}") from None
         bundle = dataclasses.replace(bundle, left_out=left_out(search, bundle))
         rooms = [room for room, _ in targets]
         made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
