@@ -40,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _oldest(job: dict[str, Any] | None) -> str:
+    """The age beside the time it counts from: the chat's end, or its discovery when the end is not known."""
     if job is None:
         return "none"
     age = job["age_seconds"]
-    waited = f"{age / 3600:.1f} h" if age is not None else "age unknown"
-    return f"{job['room']} ({job['state']}), discovered {job['discovered_at']}, {waited} ago"
+    waited = f" ({age / 3600:.1f} h ago)" if age is not None else ""
+    if job.get("ended_at"):
+        return f"{job['room']} ({job['state']}), ended {job['ended_at']}{waited}, discovered {job['discovered_at']}"
+    return f"{job['room']} ({job['state']}), end not known, discovered {job['discovered_at']}{waited}"
 
 
 def _outcome(doc: dict[str, Any] | None) -> str:
