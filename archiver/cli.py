@@ -7,6 +7,7 @@ parser and turns the errors every command can meet into exit codes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -14,7 +15,7 @@ from bson.errors import BSONError
 from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
 
 from archiver.commands import COMMANDS
-from archiver.commands.common import ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
+from archiver.commands.common import BROKEN_PIPE, ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
 from archiver.config import ConfigError
 from archiver.envelope import EnvelopeError
 from archiver.mongo import Unreachable, unreachable_reason
@@ -54,7 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return int(exc.code or 0)
     try:
-        return COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].run(args)
+        sys.stdout.flush()  # a reader gone away is found here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:  # `archiver status | head -1`: stop quietly, as a tool stopped by SIGPIPE does
+        _silence_stdout()
+        return BROKEN_PIPE
     except (UsageError, ConfigError, SigningError, EnvelopeError, TemplateError) as exc:
         return _error(exc, USAGE)
     except ConfigurationError as exc:  # the driver refuses a URI or option (mongodb+srv, say)
@@ -69,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(exc, UNREACHABLE if unreachable(exc) else ITEMS_FAILED)
     except OSError as exc:
         return _error(exc, ITEMS_FAILED)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the reader that left is dropped on exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (called in-process, captured)
+        pass
 
 
 def _error(message: object, code: int) -> int:

@@ -205,3 +205,21 @@ def test_a_bundle_whose_filters_match_nothing_names_them_as_given(tmp_path, make
     err = capsys.readouterr().err
     assert "no archived entry matches --from 2030-01-01 --service 'Billing desk'" in err, err
     assert "datetime" not in err and "{" not in err, err
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path, make_config) -> None:
+    """`archiver status | head -1`: no "[Errno 32] Broken pipe", no traceback; 141 as for a tool SIGPIPE stopped."""
+    import os
+    import subprocess
+    import sys
+
+    config = cli_toml(tmp_path, make_config)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "archiver.cli", "--config", str(config), "status"],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 141, (done.returncode, done.stderr)
