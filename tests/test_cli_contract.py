@@ -223,3 +223,12 @@ def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path, make_config)
     finally:
         os.close(write)
     assert done.stderr == "" and done.returncode == 141, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("setting", ["signing.key", "render.template"])
+def test_an_unreadable_file_is_named_by_its_setting(tmp_path, make_config, setting, capsys) -> None:
+    missing = tmp_path / "gone" / "file"
+    config = cli_toml(tmp_path, make_config, **{setting.replace(".", "__"): str(missing)})
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{setting} {missing}: cannot read (No such file or directory)" in err, err

@@ -148,18 +148,18 @@ def load_template(path: str | Path) -> Template:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise TemplateError(f"template {path}: cannot read ({exc.strerror})") from None
+        raise TemplateError(f"render.template {path}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise TemplateError(f"template {path}: not valid TOML ({exc})") from None
+        raise TemplateError(f"render.template {path}: not valid TOML ({exc})") from None
     for section, keys in {**REQUIRED, "labels": tuple(_DEFAULT_LABEL_KEYS)}.items():
         table = raw.get(section)
         if not isinstance(table, dict):
-            raise TemplateError(f"template {path}: section [{section}] is missing")
+            raise TemplateError(f"render.template {path}: section [{section}] is missing")
         missing = [k for k in keys if k not in table]
         if missing:
-            raise TemplateError(f"template {path}: [{section}] lacks {', '.join(missing)}")
+            raise TemplateError(f"render.template {path}: [{section}] lacks {', '.join(missing)}")
     if raw["document"]["page_size"] not in PAGE_SIZES:
-        raise TemplateError(f"template {path}: document.page_size must be one of {', '.join(PAGE_SIZES)}")
+        raise TemplateError(f"render.template {path}: document.page_size must be one of {', '.join(PAGE_SIZES)}")
     return Template(path, raw["document"], raw["fonts"], raw["colors"], {**LABEL_DEFAULTS, **raw["labels"]})
 
 
@@ -491,7 +491,7 @@ def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]
         return loaded_fonts.load(path)  # parsed once per process (the bundled ones in the fork server)
     except (TTFError, OSError) as exc:
         raise TemplateError(
-            f"template {template}: fonts.{key} {path}: cannot load ({exc}); "
+            f"render.template {template}: fonts.{key} {path}: cannot load ({exc}); "
             f"the Debian packages {FONT_PACKAGES} provide the default fonts"
         ) from None
 
