@@ -232,3 +232,13 @@ def test_an_unreadable_file_is_named_by_its_setting(tmp_path, make_config, setti
     assert main(["--config", str(config), "run", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"{setting} {missing}: cannot read (No such file or directory)" in err, err
+
+
+def test_retrieve_out_that_is_a_file_is_a_usage_error_naming_out(tmp_path, make_config, keys, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config = cli_toml(tmp_path, make_config)
+    argv = ["retrieve", "SOME_ROOM", "--key", str(keys["legal.key.pem"]), "--out", str(afile), "--reason", "x"]
+    assert main(["--config", str(config), *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {afile}: not a directory" in err and "Errno" not in err, err

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return audited("refused", "--reason is required: say why this chat is retrieved (case, request)", USAGE)
     try:
         request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
-                          Path(args.out), reason, actor, args.version, load_trust(args.ca, config))
+                          _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config))
         folder = retrieve(config, request)
     except Exception as exc:
         return _failed(exc, audited)
@@ -89,6 +89,15 @@ def run(args: argparse.Namespace) -> int:
     for name in sorted(p.name for p in folder.iterdir()):
         print(f"  {folder / name}")
     return OK
+
+
+def _out_folder(path: Path) -> Path:
+    """--out as a folder that is there or can be made (made when the files are written): a file in the
+    way is a usage error, said before anything is fetched."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"--out {path}: not a directory" + ("" if existing == path else f" ({existing} is a file)"))
+    return path
 
 
 def load_trust(paths: list[str], config: Config) -> tuple:
