@@ -22,7 +22,7 @@ from archiver.mongo import Unreachable, unreachable_reason
 from archiver.redact import redact
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
-from archiver.store import StoreError, unreachable
+from archiver.store import StoreError, StoreUnreachable, unreachable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
     except (PyMongoError, BSONError) as exc:  # the database refuses us or sends what cannot be read
         return _error(f"MongoDB: {exc}", ITEMS_FAILED)
+    except StoreUnreachable as exc:  # its message names the settings and where they point
+        return _error(exc, UNREACHABLE)
     except StoreError as exc:  # an outage (storage.url or storage.endpoint_url down) is no item's failure
-        return _error(exc, UNREACHABLE if unreachable(exc) else ITEMS_FAILED)
+        if unreachable(exc):
+            return _error(f"the store could not be reached (storage.url, storage.endpoint_url): {exc}", UNREACHABLE)
+        return _error(exc, ITEMS_FAILED)
     except OSError as exc:
         return _error(exc, ITEMS_FAILED)
 

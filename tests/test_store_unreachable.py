@@ -34,7 +34,7 @@ def _endpoint_down(config):
 
 
 def _cli(config, tmp_path: Path, *argv: str) -> int:
-    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in KEYS})
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in (*KEYS, "signing.certificate", "signing.key")})
     return main(["--config", str(toml), *argv])
 
 
@@ -91,3 +91,12 @@ def test_an_object_gone_from_a_reachable_store_is_still_a_verification_failure(o
     assert code == 3
     assert "the object is missing from the store" in capsys.readouterr().err
     assert audit(config)[-1]["outcome"] == "failed"
+
+
+def test_any_other_command_that_meets_the_store_down_is_exit_4_naming_the_settings(on_s3, tmp_path, capsys) -> None:
+    config, entries = on_s3
+    down, dead = _endpoint_down(config)
+    code = _cli(down, tmp_path, "retention", "run")
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "could not be reached (storage.url, storage.endpoint_url)" in err and dead in err, err
