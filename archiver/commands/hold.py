@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     log.record("hold_place", actor, outcome="ok" if not failed else "items_failed", reason=args.reason,
                filters={"case": args.case, "hold": hold["_id"], **hold["filters"]},
                detail=f"{rooms} room(s) held now; S3 legal hold not set on {failed} entr(ies)")
-    print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, "
-                  "and any archived later"))
+    print(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, and any archived later")
     if failed:
         print(f"the S3 legal hold could not be set on {failed} archived version(s): the next retention run retries")
     return OK if not failed else ITEMS_FAILED
