@@ -43,7 +43,8 @@ from archiver.names import safe_name
 from archiver.retrieval import Request, VerificationFailed, _files, _report, _text, find_entry, seal_check
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity
-from archiver.store import ObjectStore, StoreError, open_store_for, store_location
+from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
+from archiver.visible import visible
 
 MANIFEST, SUMS, SUMS_SIGNATURE, CUSTODY, README = (
     "manifest.json", "SHA256SUMS", "SHA256SUMS.p7s", "chain-of-custody.json", "README.txt")
@@ -174,11 +175,13 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
                     add(f"{seal_folder}/{name}", data)
                 sealed.add(seal_folder)
             except StoreError as exc:
+                if unreachable(exc):
+                    raise StoreUnreachable(f"the store holding the seal could not be reached (storage.url, storage.endpoint_url): {exc}") from exc
                 opened.checks.append(Check("sealed: the seal's stored files match the index", False, str(exc)))
         if not opened.ok:
             failed += 1
             if len(failures) < FAILURES_NAMED:
-                failures.append(f"{room} v{version}: " + "; ".join(opened.failures()))
+                failures.append(visible(f"{room} v{version}: " + "; ".join(opened.failures())))  # one line each
         elif not failed:  # after a failure nothing more is written: the bundle will not be kept
             folder = f"rooms/{safe_name(room)}-v{version}"
             for name, data in _files(opened, _report(opened, bundle.request, location, proof)).items():

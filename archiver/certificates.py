@@ -22,6 +22,19 @@ MIN_RSA_BITS = 2048
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
+_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+
+
+def private_key_refusal(data: bytes, where: str) -> str | None:
+    """Why DATA, read from a file meant to hold certificates only (WHERE: the setting and the file), is
+    refused if it holds a private key: a recipient's key would let this host decrypt the archive, a CA's
+    key sign anything; neither belongs on the archiving host. None when it holds none."""
+    if not _PRIVATE_KEY.search(data):
+        return None
+    return (f"{where}: holds a private key (a PEM PRIVATE KEY block); this file must hold certificates only: "
+            "remove the key from it (and from this host)")
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 

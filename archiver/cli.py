@@ -7,6 +7,7 @@ parser and turns the errors every command can meet into exit codes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -14,14 +15,14 @@ from bson.errors import BSONError
 from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
 
 from archiver.commands import COMMANDS
-from archiver.commands.common import ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
+from archiver.commands.common import BROKEN_PIPE, ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
 from archiver.config import ConfigError
 from archiver.envelope import EnvelopeError
 from archiver.mongo import Unreachable, unreachable_reason
 from archiver.redact import redact
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
-from archiver.store import StoreError
+from archiver.store import StoreError, StoreUnreachable, unreachable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return int(exc.code or 0)
     try:
-        return COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].run(args)
+        sys.stdout.flush()  # a reader gone away is found here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:  # `archiver status | head -1`: stop quietly, as a tool stopped by SIGPIPE does
+        _silence_stdout()
+        return BROKEN_PIPE
     except (UsageError, ConfigError, SigningError, EnvelopeError, TemplateError) as exc:
         return _error(exc, USAGE)
     except ConfigurationError as exc:  # the driver refuses a URI or option (mongodb+srv, say)
@@ -65,8 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
     except (PyMongoError, BSONError) as exc:  # the database refuses us or sends what cannot be read
         return _error(f"MongoDB: {exc}", ITEMS_FAILED)
-    except (StoreError, OSError) as exc:
+    except StoreUnreachable as exc:  # its message names the settings and where they point
+        return _error(exc, UNREACHABLE)
+    except StoreError as exc:  # an outage (storage.url or storage.endpoint_url down) is no item's failure
+        if unreachable(exc):
+            return _error(f"the store could not be reached (storage.url, storage.endpoint_url): {exc}", UNREACHABLE)
         return _error(exc, ITEMS_FAILED)
+    except OSError as exc:
+        return _error(exc, ITEMS_FAILED)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the reader that left is dropped on exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (called in-process, captured)
+        pass
 
 
 def _error(message: object, code: int) -> int:

@@ -371,7 +371,7 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in _PATH_KEYS:
         if out[key]:
             out[key] = str(base / out[key])
-    for key in ("signing.chain", "encryption.recipients"):
+    for key in ("signing.chain", "signing.trust_anchors", "encryption.recipients"):
         out[key] = [str(base / p) for p in out[key]]
     if out["storage.url"].startswith("file://") and not out["storage.url"].startswith("file:///"):
         out["storage.url"] = "file://" + str(base / out["storage.url"][len("file://"):])

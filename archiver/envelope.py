@@ -37,9 +37,14 @@ def load_recipients(paths: list[str], pinned: list[str] | None = None) -> list[x
 
 def _read_certificates(path: str) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise EnvelopeError(f"encryption.recipients: {path}: cannot read ({exc.strerror})") from None
+    refusal = certificates.private_key_refusal(data, f"encryption.recipients: {path}")
+    if refusal:  # the archiving process never holds a decryption key
+        raise EnvelopeError(refusal)
+    try:
+        return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise EnvelopeError(f"encryption.recipients: {path}: not a PEM certificate ({exc})") from None
 

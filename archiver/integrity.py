@@ -42,7 +42,8 @@ from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
 from archiver.names import safe_name
 from archiver.render.evidence import RECORD_NAME
-from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store_for, store_location
+from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
+                            store_location)
 
 
 LEGACY_RECORD_FORMAT = "ctlive-archive-record/1"  # its PDF attaches no record
@@ -131,6 +132,7 @@ def _still_stored(entry: dict[str, Any], store: ObjectStore) -> list[str]:
             if store.versions(obj["key"]):
                 left.append(obj["key"])
         except StoreError as exc:
+            raise_if_unreachable(exc, store)
             left.append(f"{obj['key']} (cannot tell: {exc})")
     return left
 
@@ -149,6 +151,7 @@ def _fetch(opened: Opened, name: str, obj: dict[str, Any], store: ObjectStore) -
     except ObjectMissing:
         return Check(what, False, "the object is missing from the store")
     except StoreError as exc:
+        raise_if_unreachable(exc, store)  # an outage says nothing about the object: no verdict
         return Check(what, False, f"cannot read it ({exc})")
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != obj["size"] or digest != obj["sha256"]:
@@ -544,13 +547,17 @@ class Verifier:
                       progress: Callable[[VerifyReport], None] | None = None) -> None:
         """Every key under PREFIX in STORE is some entry's object or superseded object."""
         batch: list[str] = []
-        for key in store.iter_keys(prefix):
-            batch.append(key)
-            if len(batch) >= LISTING_BATCH:
-                self._explain(store, batch, report)
-                batch = []
-                if progress:
-                    progress(report)
+        try:
+            for key in store.iter_keys(prefix):
+                batch.append(key)
+                if len(batch) >= LISTING_BATCH:
+                    self._explain(store, batch, report)
+                    batch = []
+                    if progress:
+                        progress(report)
+        except StoreError as exc:
+            raise_if_unreachable(exc, store)
+            raise
         if batch:
             self._explain(store, batch, report)
         for name in store.stale_temporaries(prefix, self.lease):
@@ -604,6 +611,7 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
             try:
                 store.get(signature_key)
             except StoreError as exc:
+                raise_if_unreachable(exc, store)
                 report.add(Problem(".reports", None, f"run {run['_id']}: signature {signature_key} is missing "
                                                      f"or unreadable in {store.url} ({exc})"))
 
@@ -613,6 +621,7 @@ def _report_object(store: ObjectStore, key: str, sha256: str, run_id: str, repor
     try:
         data = store.get(key)
     except StoreError as exc:
+        raise_if_unreachable(exc, store)
         report.add(Problem(".reports", None, f"run {run_id}: report {key} is missing or unreadable in "
                                              f"{store.url} ({exc})"))
         return None

@@ -7,6 +7,7 @@ demo and the tests use the same code path with real X.509 material.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -98,10 +99,14 @@ def create_development_keys(directory: Path) -> dict[str, Path]:
 
 
 def config_lines(paths: dict[str, Path]) -> str:
+    """The settings that use PATHS, as TOML (JSON strings are TOML strings: any path stays one)."""
+    def text(name: str) -> str:
+        return json.dumps(str(paths[name]), ensure_ascii=False)
     return (
         "[signing]\n"
-        f'certificate = "{paths["signing.crt.pem"]}"\n'
-        f'key = "{paths["signing.key.pem"]}"\n\n'
+        f'certificate = {text("signing.crt.pem")}\n'
+        f'key = {text("signing.key.pem")}\n'
+        f'trust_anchors = [{text("ca.crt.pem")}]\n\n'
         "[encryption]\n"
-        f'recipients = ["{paths["legal.crt.pem"]}"]\n'
+        f'recipients = [{text("legal.crt.pem")}]\n'
     )

@@ -30,7 +30,8 @@ from archiver import seals
 from archiver.integrity import Check, Opened, check_content, check_stored, made_at
 from archiver.index import index_database
 from archiver.names import safe_name
-from archiver.store import StoreError, open_store_for, store_location
+from archiver.visible import visible
+from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
 
@@ -41,7 +42,7 @@ class NotFound(LookupError):
 
 class VerificationFailed(RuntimeError):
     def __init__(self, room: str, version: int, failures: list[str]) -> None:
-        super().__init__(f"{room} v{version}: verification failed: " + "; ".join(failures))
+        super().__init__(visible(f"{room} v{version}: verification failed: " + "; ".join(failures)))
         self.failures = failures
 
 
@@ -120,6 +121,8 @@ def seal_check(config: Config, opened: Opened) -> dict[str, Any] | None:
     try:
         proof = seals.inclusion_proof(config, opened.entry, made=made_at(opened))
     except StoreError as exc:  # the seal's document is missing or altered in the store
+        if unreachable(exc):
+            raise StoreUnreachable(f"the store holding the seal could not be reached (storage.url, storage.endpoint_url): {exc}") from exc
         opened.checks.append(Check("sealed: the seal of the entry's day can be read", False, str(exc)))
         return None
     if proof is not None:

@@ -45,7 +45,8 @@ from archiver.audit import Actor, AuditLog, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.signing import Signer, load_identity
-from archiver.store import ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, store_location
+from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
+                            store_location)
 
 FORMAT = "archiver-seal/1"
 LEAF_FORMAT = "archiver-seal-leaf/1"
@@ -288,10 +289,19 @@ def sealable_days(config: Config, first: dt.date, last: dt.date, now: dt.datetim
     now = now or dt.datetime.now(dt.timezone.utc)
     if first > last:
         raise SealingRefused(f"--from {first} is after --to {last}")
-    closes = _bounds(last.isoformat())[1] + dt.timedelta(seconds=config["archive.lease_seconds"])
+    if last >= now.date():  # refused before computing its end: 9999-12-31 has none a datetime can hold
+        raise SealingRefused(f"{last}: the day has not ended yet (today is {now:%Y-%m-%d} UTC)"
+                             + (f"; it can be sealed from {_closes(config, last):%Y-%m-%d %H:%M} UTC"
+                                if last < dt.date.max else ""))
+    closes = _closes(config, last)
     if closes > now:
         raise SealingRefused(f"{last}: the day has not ended yet; it can be sealed from {closes:%Y-%m-%d %H:%M} UTC")
     return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def _closes(config: Config, day: dt.date) -> dt.datetime:
+    """When DAY can be sealed: its end, plus the lease within which a writer may still record an entry of it."""
+    return _bounds(day.isoformat())[1] + dt.timedelta(seconds=config["archive.lease_seconds"])
 
 
 def default_days(config: Config, now: dt.datetime | None = None) -> list[str]:
@@ -503,6 +513,7 @@ def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: li
             problems.append(SealProblem(name, None, f"{part} {obj['key']} is missing from the store"))
             continue
         except StoreError as exc:
+            raise_if_unreachable(exc, store)
             problems.append(SealProblem(name, None, f"{part} {obj['key']}: cannot read it ({exc})"))
             continue
         digest = hashlib.sha256(data).hexdigest()

@@ -61,32 +61,41 @@ def _read(path: str, what: str) -> bytes:
         raise SigningError(f"{what} {path}: cannot read ({exc.strerror})") from None
 
 
+def _chain_file(path: str) -> bytes:
+    """A signing.chain file: certificates only (a CA's key has no business on this host)."""
+    data = _read(path, "signing.chain")
+    refusal = certificates.private_key_refusal(data, f"signing.chain: {path}")
+    if refusal:
+        raise SigningError(refusal)
+    return data
+
+
 def load_identity(
     certificate: str = "", key: str = "", pkcs12_path: str = "", password: str = "", chain: list[str] | None = None
 ) -> SigningIdentity:
     """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
     secret = password.encode() if password else None
-    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_read(path, "certificate chain"))]
+    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_chain_file(path))]
     if pkcs12_path:
         try:
-            loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "PKCS#12"), secret)
+            loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "signing.pkcs12"), secret)
         except ValueError as exc:
-            raise SigningError(f"PKCS#12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
+            raise SigningError(f"signing.pkcs12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
         if cert is None or loaded_key is None:
-            raise SigningError(f"PKCS#12 {pkcs12_path}: holds no key and certificate pair")
+            raise SigningError(f"signing.pkcs12 {pkcs12_path}: holds no key and certificate pair")
         _check(cert, "signing.pkcs12", pkcs12_path)
         return _identity(loaded_key, cert, [*more, *extra], pkcs12_path)
-    data = _read(certificate, "certificate")  # a missing file is said as such, not as "not a PEM certificate"
+    data = _read(certificate, "signing.certificate")  # a missing file is said as such, not as "not a PEM certificate"
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise SigningError(f"certificate {certificate}: not a PEM certificate ({exc})") from None
+        raise SigningError(f"signing.certificate {certificate}: not a PEM certificate ({exc})") from None
     _check(certs[0], "signing.certificate", certificate)
-    data = _read(key, "signing key")
+    data = _read(key, "signing.key")
     try:
         loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:
-        raise SigningError(f"signing key {key}: cannot load ({exc}); check signing.key_password") from None
+        raise SigningError(f"signing.key {key}: cannot load ({exc}); check signing.key_password") from None
     return _identity(loaded_key, certs[0], [*certs[1:], *extra], key)
 
 

@@ -20,12 +20,17 @@ from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
 from archiver.config import Config
+from archiver.redact import redact
 
 TIMEOUT_SECONDS = 10  # one request; a slower authority counts as unreachable this time
 
 
 class TimestampError(OSError):
-    """The timestamp authority could not be reached or sent an unusable answer; retried later."""
+    """The timestamp authority could not be reached or sent an unusable answer; retried later.
+    Its message never holds the URL's credentials (user:password@, ?token=): it is printed and logged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "timestamp authority failed"

@@ -99,3 +99,21 @@ def test_audit_commands(make_config, tmp_path, capsys) -> None:
     _raw(config).update_one({"seq": 1}, {"$set": {"outcome": "failed"}})
     assert main(["--config", str(toml), "audit", "verify"]) == 3
     assert "entry 1" in capsys.readouterr().out
+
+
+def test_audit_verify_json(make_config, tmp_path, capsys) -> None:
+    config = make_config()
+    toml = write_toml(tmp_path / "a.toml", {"mongodb.uri": config["mongodb.uri"],
+                                           "index.database": config["index.database"]})
+    assert main(["--config", str(toml), "audit", "verify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "entries": 0, "head": None, "problems": []}
+    _three(config)
+    assert main(["--config", str(toml), "audit", "verify", "--json"]) == 0
+    intact = json.loads(capsys.readouterr().out)
+    head = _raw(config).find_one({"seq": 3})
+    assert intact == {"ok": True, "entries": 3, "head": {"seq": 3, "hash": head["hash"]}, "problems": []}
+    _raw(config).update_one({"seq": 2}, {"$set": {"reason": "case 99"}})
+    assert main(["--config", str(toml), "audit", "verify", "--json"]) == 3
+    broken = json.loads(capsys.readouterr().out)
+    assert broken["ok"] is False and broken["entries"] == 3
+    assert broken["problems"] == [{"seq": 2, "problem": "edited (its hash does not match its content)"}]

@@ -103,3 +103,19 @@ def test_secrets_are_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         config_module.load(path, environ={})
     assert "signing.key_password: must be str" in str(caught.value) and "918273645" not in str(caught.value)
+
+
+def test_trust_anchors_are_relative_to_the_config_file_like_every_path(tmp_path: Path, make_config, keys, capsys,
+                                                                        monkeypatch) -> None:
+    import shutil
+    from conftest import write_toml
+
+    (tmp_path / "conf").mkdir()
+    shutil.copy(keys["ca.crt.pem"], tmp_path / "conf" / "ca.crt.pem")
+    values = {k: make_config()[k] for k in ("mongodb.uri", "index.database", "storage.url")}
+    toml = write_toml(tmp_path / "conf" / "archiver.toml", {**values, "signing.trust_anchors": ["ca.crt.pem"]})
+    assert config_module.load(toml, environ={})["signing.trust_anchors"] == [str(tmp_path / "conf" / "ca.crt.pem")]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not the config file's folder: the anchor is found all the same
+    assert main(["--config", str(toml), "verify", "--all", "--no-progress"]) == 0, capsys.readouterr().err

@@ -176,3 +176,22 @@ def test_end_times_are_read_from_the_contact_whatever_type_its_end_time_has(make
                              {"id": "c", "endTime": "1700000000000"}, {"id": "d", "endTime": "soon"}])
     assert ChatSource(db, "chats", "contacts").end_times(["a", "b", "c", "d", "e"]) == {
         "a": 1.7e12, "b": 1.7e12, "c": 1.7e12}
+
+
+def test_the_status_line_says_the_age_counts_from_the_chats_end(make_config, tmp_path, capsys) -> None:
+    """It said "discovered <time>, 120.0 h ago": hours that count from the end, printed beside the discovery."""
+    import re
+    from archiver.commands.status import _oldest
+
+    chat, contact = make_chat(random.Random(4), messages=4, start_ms=(time.time() - 5 * 86400) * 1000)
+    source = _db(make_config, "source")
+    source.chats.insert_one(chat)
+    source.contacts.insert_one(contact)
+    assert Service(make_config(), threading.Event()).archiver.discover(full=True) == 1
+    assert main(["--config", str(_toml(tmp_path, make_config)), "status"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("oldest not archived"))
+    assert re.fullmatch(rf"oldest not archived: {re.escape(chat['room'])} \(pending\), ended \S+ \(1(19|20)\.\d h ago\), "
+                        r"discovered \S+", line), line
+    unknown = {"room": "R", "state": "pending", "ended_at": None, "discovered_at": "2026-01-01T00:00:00Z",
+               "age_seconds": 7200.0}
+    assert _oldest(unknown) == "R (pending), end not known, discovered 2026-01-01T00:00:00Z (2.0 h ago)"

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from archiver.commands.common import OK, VERIFY_FAILED, load_config
+from archiver.visible import visible
 
 HELP = "the hash-chained audit log of searches, retrievals and verifications: check it or list it"
 EXAMPLE = "archiver --config archiver.toml audit verify"
@@ -13,7 +14,8 @@ EXAMPLE = "archiver --config archiver.toml audit verify"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["verify", "list"], help="verify: check the chain; list: show the entries")
-    p.add_argument("--json", action="store_true", help="list: a JSON array of entries")
+    p.add_argument("--json", action="store_true",
+                   help="list: a JSON array of entries; verify: a JSON object {ok, entries, head, problems}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
         return _list(log, args.json)
     problems = log.verify()
     head = log.head()
+    if args.json:
+        print(json.dumps({"ok": not problems, "entries": head["seq"] if head else 0,
+                          "head": {"seq": head["seq"], "hash": head["hash"]} if head else None,
+                          "problems": [{"seq": p.seq, "problem": p.problem} for p in problems]}))
+        return VERIFY_FAILED if problems else OK
     for problem in problems:
         print(f"BROKEN {problem}")
     if problems:
@@ -41,6 +48,6 @@ def _list(log, as_json: bool) -> int:
         return OK
     for e in log.entries():
         rooms = ",".join(e["rooms"][:5]) + ("…" if len(e["rooms"]) > 5 else "")
-        print(f"{e['seq']:>6}  {e['at']}  {e['actor']['user']}@{e['actor']['host']}  {e['action']:<9} "
-              f"{e['outcome']:<7} reason={e['reason']!r} rooms={rooms} {e['detail']}")
+        print(visible(f"{e['seq']:>6}  {e['at']}  {e['actor']['user']}@{e['actor']['host']}  {e['action']:<9} "
+                      f"{e['outcome']:<7} reason={e['reason']!r} rooms={rooms} {e['detail']}"))  # one line each
     return OK

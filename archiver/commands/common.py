@@ -14,7 +14,8 @@ from archiver.config import Config
 from archiver.files import NoHardLinks, check_hard_links
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
-UNREACHABLE = 4  # a service the archiver needs (MongoDB) could not be reached
+UNREACHABLE = 4  # a service the archiver needs (MongoDB, the store) could not be reached
+BROKEN_PIPE = 141  # the output's reader went away (`| head`): 128 + SIGPIPE, as a shell reports such a tool
 
 
 class UsageError(Exception):

@@ -8,6 +8,7 @@ from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 from archiver.commands.search import _date, add_actor
+from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
         "release a case's holds, or list them; held chats are never deleted")
@@ -112,6 +113,7 @@ def _list(found: list[dict], as_json: bool) -> int:
         return OK
     for hold in found:
         state = "active" if hold["active"] else f"released {hold['released_at']:%Y-%m-%d}"
-        print(f"{hold['_id']}  {hold['placed_at']:%Y-%m-%d %H:%M}  {state:<20} {describe(hold)}  reason={hold['reason']!r}")
+        print(visible(f"{hold['_id']}  {hold['placed_at']:%Y-%m-%d %H:%M}  {state:<20} {describe(hold)}  "
+                      f"reason={hold['reason']!r}"))
     print(f"{len(found)} hold(s)")
     return OK

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 from archiver.commands.common import ITEMS_FAILED, OK, load_config
 from archiver.commands.search import add_actor
+from archiver.visible import visible
 
 HELP = ("apply the retention policy: delete verified source chats and expired archives (never held or locked "
         "ones), and write a signed report; --dry-run prints exactly what a run would do")
@@ -54,8 +55,8 @@ def print_report(result, as_json: bool) -> None:
     for item in result.items():
         version = f" v{item['version']}" if item["version"] is not None else ""
         detail = f" ({item['detail']})" if item.get("detail") else ""
-        print(f"{item['outcome'].upper():<8} {item['action']:<14} {item['room']}{version} [{item['rule']}] "
-              f"{item['reason']}{detail}")
+        print(visible(f"{item['outcome'].upper():<8} {item['action']:<14} {item['room']}{version} [{item['rule']}] "
+                      f"{item['reason']}{detail}"))  # room ids come from chats
     print(retention_summary(report))
     if result.location:
         print(f"report {result.location['key']} (SHA-256 {result.location['sha256']}), "

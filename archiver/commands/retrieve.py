@@ -7,13 +7,15 @@ import argparse
 import json
 import dataclasses
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from archiver.commands.common import (ITEMS_FAILED, OK, USAGE, VERIFY_FAILED, UsageError, load_config,
-                                      progress_line)
+from archiver.commands.common import (ITEMS_FAILED, OK, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
+                                      load_config, progress_line)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
+from archiver.visible import visible
 
 if TYPE_CHECKING:
     from archiver.config import Config
@@ -71,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
         return audited("refused", "--reason is required: say why this chat is retrieved (case, request)", USAGE)
     try:
         request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
-                          Path(args.out), reason, actor, args.version, load_trust(args.ca, config))
+                          _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config))
         folder = retrieve(config, request)
     except Exception as exc:
         return _failed(exc, audited)
     audited("ok", f"written to {folder}", OK)
-    print(f"{args.room}: verified and written to {folder}")
+    print(visible(f"{args.room}: verified and written to {folder}"))
     versions = json.loads((folder / "verification.json").read_text(encoding="utf-8"))["versions"]
     if len(versions) > 1:  # a version is a content, not "the" chat: say which others there are
         listed = ", ".join(f"v{v['version']} {v.get('status')}" + (f" ({v['kind']})" if v.get("kind") else "")
@@ -89,17 +91,32 @@ def run(args: argparse.Namespace) -> int:
     return OK
 
 
+def _out_folder(path: Path) -> Path:
+    """--out as a folder that is there or can be made (made when the files are written): a file in the
+    way is a usage error, said before anything is fetched."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"--out {path}: not a directory" + ("" if existing == path else f" ({existing} is a file)"))
+    return path
+
+
 def load_trust(paths: list[str], config: Config) -> tuple:
     """The trust anchors: the --ca PATHS and the configured signing.trust_anchors."""
     from cryptography import x509
+
+    from archiver.certificates import private_key_refusal
 
     certs = []
     for setting, path in [*(("--ca", p) for p in paths), *(("signing.trust_anchors", p) for p in
                                                            config["signing.trust_anchors"])]:
         try:
-            certs.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+            data = Path(path).read_bytes()
+            certs.extend(x509.load_pem_x509_certificates(data))
         except (OSError, ValueError) as exc:
             raise UsageError(f"{setting} {path}: not a readable PEM certificate ({exc})") from None
+        refusal = private_key_refusal(data, f"{setting} {path}")
+        if refusal:  # a CA's key has no business beside its certificate here
+            raise UsageError(refusal)
     return tuple(certs)
 
 
@@ -117,7 +134,10 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     from archiver.envelope import EnvelopeError
     from archiver.retrieval import NotFound, VerificationFailed
     from archiver.signing import SigningError
+    from archiver.store import StoreUnreachable
 
+    if isinstance(exc, StoreUnreachable):  # an outage, not a verdict on the chat: retry when the store is back
+        return audited("unreachable", str(exc), UNREACHABLE)
     for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
                         ((EnvelopeError, FileExistsError, UsageError, SigningError), USAGE),
                         ((VerificationFailed,), VERIFY_FAILED)):
@@ -131,11 +151,18 @@ def _filters_given(args: argparse.Namespace) -> bool:
     return any(getattr(args, name) is not None for name in _FILTERS)
 
 
+def _filters_as_given(args: argparse.Namespace) -> str:
+    """The search filters as the user typed them (`--from 2030-01-01 --service 'Billing desk'`)."""
+    options = {"ended_from": "--from", "ended_to": "--to", "ctlive_type": "--type"}
+    return " ".join(f"{options.get(name, '--' + name)} {shlex.quote(getattr(args, name))}"
+                    for name in _FILTERS if getattr(args, name) is not None)
+
+
 def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.artifacts import configured_identity
     from archiver.audit import Actor, open_audit_log
-    from archiver.bundle import BundleRequest, build, left_out, select
+    from archiver.bundle import BundleRequest, NothingSelected, build, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request
     from archiver.search import open_search
@@ -168,7 +195,10 @@ def run_bundle(args: argparse.Namespace) -> int:
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
         search = open_search(config)
-        targets = select(config, search, bundle)
+        try:
+            targets = select(config, search, bundle)
+        except NothingSelected:
+            raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}") from None
         bundle = dataclasses.replace(bundle, left_out=left_out(search, bundle))
         rooms = [room for room, _ in targets]
         made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
@@ -188,7 +218,7 @@ def run_bundle(args: argparse.Namespace) -> int:
               "not in the bundle (named in chain-of-custody.json):")
         for e in bundle.left_out:
             why = f"deleted by run {e['deleted_by_run']} under rule {e['rule']}" if e.get("deleted_by_run") else e["status"]
-            print(f"    {e['room']} v{e['version']}: {why}")
+            print(visible(f"    {e['room']} v{e['version']}: {why}"))
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     return OK

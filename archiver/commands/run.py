@@ -7,6 +7,8 @@ import sys
 from typing import Any, Callable
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config, progress_line
+from archiver.redact import redact
+from archiver.visible import visible
 
 HELP = "one archive pass over ended chats"
 EXAMPLE = "archiver --config archiver.toml run --limit 5000"
@@ -45,9 +47,9 @@ def print_report(report) -> None:
           f"failed {len(report.failed)}, quarantined {len(report.quarantined)} "
           f"in {report.seconds:.1f} s ({rate:.1f} chats/s)")
     for room, error in report.failed.items():
-        print(f"  FAILED {room}: {error}")
+        print(visible(f"  FAILED {room}: {redact(error)}"))  # room ids and errors come from chats
     for room, reason in report.quarantined.items():
-        print(f"  QUARANTINED {room}: {reason}")
+        print(visible(f"  QUARANTINED {room}: {redact(reason)}"))
     if report.leases_lost:
         print(f"  {len(report.leases_lost)} chat(s) left to other workers after this one's lease ran out "
               "(a stall longer than archive.lease_seconds)")

@@ -8,6 +8,8 @@ import json
 
 from archiver.commands.common import ITEMS_FAILED, OK, VERIFY_FAILED, UsageError, load_config
 from archiver.commands.search import add_actor
+from archiver.redact import redact
+from archiver.visible import visible
 
 HELP = ("seal the index entries archived on each day (UTC) as a signed, timestamped Merkle root, stored under "
         "Object Lock and in the index; default: the last schedule.seal_lookback_days days that have ended")
@@ -36,14 +38,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     outcomes = seal_days(config, days, Actor.current(args.actor))
     for outcome in outcomes:
-        if args.json:
-            print(json.dumps({"day": outcome.day, "action": outcome.action, "seal": outcome.seal,
-                              "problems": outcome.problems}, ensure_ascii=False))
-        else:
-            print(("PROBLEM " if outcome.problems else "") + str(outcome))
+        print_outcome(outcome, args.json)
     if any(o.action == "refused" for o in outcomes):
         return VERIFY_FAILED
     return ITEMS_FAILED if any(o.action == "failed" for o in outcomes) else OK
+
+
+def print_outcome(outcome, as_json: bool) -> None:
+    """OUTCOME as a line (or a JSON object); a failure's message with any URI's credentials hidden."""
+    if as_json:
+        print(redact(json.dumps({"day": outcome.day, "action": outcome.action, "seal": outcome.seal,
+                                 "problems": outcome.problems}, ensure_ascii=False)))
+    else:
+        print(visible(redact(("PROBLEM " if outcome.problems else "") + str(outcome))))
 
 
 def _day(text: str, option: str) -> dt.date:

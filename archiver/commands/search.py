@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from archiver.commands.common import OK, UsageError, load_config
+from archiver.visible import visible
 
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
 EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
@@ -91,7 +92,7 @@ def _print(found, as_json: bool) -> list[str]:
         if as_json:
             print(("," if len(rooms) > 1 else "") + json.dumps(_jsonable(entry), ensure_ascii=False, sort_keys=True))
         else:
-            print(_row(entry))
+            print(visible(_row(entry)))  # a room id or service name with a newline would forge a row
     print("]" if as_json else f"{len(rooms)} entr{'y' if len(rooms) == 1 else 'ies'}")
     return rooms
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from archiver.commands.common import OK, load_config
+from archiver.visible import visible
 
 HELP = "jobs by state, quarantined chats and why, the oldest chat not archived, the last pass and rescan"
 EXAMPLE = "archiver --config archiver.toml status --json"
@@ -24,26 +25,29 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status.as_json(), indent=2, ensure_ascii=False))
         return OK
     print("jobs: " + ", ".join(f"{state} {n}" for state, n in status.jobs.items()))
-    print(f"oldest not archived: {_oldest(status.oldest_unarchived)}")
+    print(visible(f"oldest not archived: {_oldest(status.oldest_unarchived)}"))  # room ids come from chats
     print(f"quarantined {status.quarantined_total}" + (" (most recent first):" if status.quarantined else ""))
     for job in status.quarantined:
-        print(f"  {job['room']}: {job['reason']} ({job['quarantined_at']})")
+        print(visible(f"  {job['room']}: {job['reason']} ({job['quarantined_at']})"))
     print(f"failed {status.failed_total}" + (" (most recent first):" if status.failed else ""))
     for job in status.failed:
-        print(f"  {job['room']}: {job['error']} (attempt {job['attempts']}, retry at {job['retry_at']})")
-    print(f"last pass: {_outcome(status.last_pass)}")
-    print(f"last rescan: {_outcome(status.last_rescan)}")
+        print(visible(f"  {job['room']}: {job['error']} (attempt {job['attempts']}, retry at {job['retry_at']})"))
+    print(visible(f"last pass: {_outcome(status.last_pass)}"))
+    print(visible(f"last rescan: {_outcome(status.last_rescan)}"))
     for kind, run in (("retention", status.last_retention), ("erasure", status.last_erasure)):
         print(f"last {kind} run: {_run(run)}")
     return OK
 
 
 def _oldest(job: dict[str, Any] | None) -> str:
+    """The age beside the time it counts from: the chat's end, or its discovery when the end is not known."""
     if job is None:
         return "none"
     age = job["age_seconds"]
-    waited = f"{age / 3600:.1f} h" if age is not None else "age unknown"
-    return f"{job['room']} ({job['state']}), discovered {job['discovered_at']}, {waited} ago"
+    waited = f" ({age / 3600:.1f} h ago)" if age is not None else ""
+    if job.get("ended_at"):
+        return f"{job['room']} ({job['state']}), ended {job['ended_at']}{waited}, discovered {job['discovered_at']}"
+    return f"{job['room']} ({job['state']}), end not known, discovered {job['discovered_at']}{waited}"
 
 
 def _outcome(doc: dict[str, Any] | None) -> str:

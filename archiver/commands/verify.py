@@ -11,6 +11,7 @@ from typing import Any, Callable
 from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
 from archiver.commands.retrieve import UNTRUSTED, load_trust
 from archiver.commands.search import add_actor
+from archiver.visible import visible
 
 HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained) and recompute "
         "the seals; "
@@ -54,6 +55,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
+    from archiver.store import unreachable
 
     if bool(args.rooms) == args.all:
         raise UsageError("name the rooms to verify, or --all (not both)")
@@ -69,7 +71,8 @@ def run_verify(args: argparse.Namespace) -> int:
         report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
                                 workers=args.workers or os.cpu_count() or 1)
     except Exception as exc:
-        log.record("verify", actor, outcome="failed", filters=scope, rooms=args.rooms, detail=str(exc))
+        log.record("verify", actor, outcome="unreachable" if unreachable(exc) else "failed", filters=scope,
+                   rooms=args.rooms, detail=str(exc))
         raise
     if progress:
         sys.stderr.write("\n")
@@ -90,7 +93,7 @@ def _summary(report) -> str:
 
 
 def _text(report) -> str:
-    lines = [f"PROBLEM {p}" for p in report.problems]
+    lines = [visible(f"PROBLEM {p}") for p in report.problems]  # room ids come from chats
     if report.problem_count > len(report.problems):
         lines.append(f"... and {report.problem_count - len(report.problems)} more")
     lines.append(("OK: " if report.ok else "FAILED: ") + _summary(report))
@@ -138,12 +141,12 @@ def run_completeness(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
         return OK if report.ok else VERIFY_FAILED
-    lines = [f"MISSING {m}" for m in report.missing]
+    lines = [visible(f"MISSING {m}") for m in report.missing]
     if report.missing_count > len(report.missing):
         lines.append(f"... and {report.missing_count - len(report.missing)} more")
-    lines += [f"failed (recorded, retried) {f['room']}: {f['why']}" for f in report.failed]
-    lines += [f"quarantined (recorded, needs a person) {q['room']}: {q['why']}" for q in report.quarantined]
-    lines += [f"archive deleted (a tombstone) {d['room']}: {d['why']}" for d in report.deleted]
+    lines += [visible(f"failed (recorded, retried) {f['room']}: {f['why']}") for f in report.failed]
+    lines += [visible(f"quarantined (recorded, needs a person) {q['room']}: {q['why']}") for q in report.quarantined]
+    lines += [visible(f"archive deleted (a tombstone) {d['room']}: {d['why']}") for d in report.deleted]
     lines.append(("OK: " if report.ok else "FAILED: ") + summary)
     print("\n".join(lines))
     return OK if report.ok else VERIFY_FAILED

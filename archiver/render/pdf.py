@@ -25,7 +25,6 @@ import json
 import operator
 import re
 import tomllib
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -49,6 +48,8 @@ from archiver.render.evidence import make_self_contained
 from archiver.render.fonts import check_reportlab
 from archiver.render import loaded_fonts, pdfsyntax
 from archiver.render.scripts import base_level, has_rtl, shape, visual
+from archiver.visible import INVISIBLE, visible
+from archiver.visible import hidden as _hidden, placeholder as _placeholder
 from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
 from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
 
@@ -147,18 +148,18 @@ def load_template(path: str | Path) -> Template:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise TemplateError(f"template {path}: cannot read ({exc.strerror})") from None
+        raise TemplateError(f"render.template {path}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise TemplateError(f"template {path}: not valid TOML ({exc})") from None
+        raise TemplateError(f"render.template {path}: not valid TOML ({exc})") from None
     for section, keys in {**REQUIRED, "labels": tuple(_DEFAULT_LABEL_KEYS)}.items():
         table = raw.get(section)
         if not isinstance(table, dict):
-            raise TemplateError(f"template {path}: section [{section}] is missing")
+            raise TemplateError(f"render.template {path}: section [{section}] is missing")
         missing = [k for k in keys if k not in table]
         if missing:
-            raise TemplateError(f"template {path}: [{section}] lacks {', '.join(missing)}")
+            raise TemplateError(f"render.template {path}: [{section}] lacks {', '.join(missing)}")
     if raw["document"]["page_size"] not in PAGE_SIZES:
-        raise TemplateError(f"template {path}: document.page_size must be one of {', '.join(PAGE_SIZES)}")
+        raise TemplateError(f"render.template {path}: document.page_size must be one of {', '.join(PAGE_SIZES)}")
     return Template(path, raw["document"], raw["fonts"], raw["colors"], {**LABEL_DEFAULTS, **raw["labels"]})
 
 
@@ -286,28 +287,9 @@ def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
     return next((name for name, cover in chain if ch in cover), None)
 
 
-# Letters and marks Unicode counts as printable that fonts draw as nothing (default-ignorable ones: Hangul
-# fillers, the combining grapheme joiner, Khmer inherent vowels, Mongolian variation selectors) and the
-# blank braille cell: a message of them would read as an empty line. Shown as placeholders, like controls.
 # A variation selector (U+FE00-FE0F) chooses how the character before it looks (an emoji's colour form); one
 # at the start of a text, or after a space or another selector, varies nothing and would draw as nothing.
 ORPHAN_SELECTOR = re.compile("(?:^|(?<=[\\s\ufe00-\ufe0f]))[\ufe00-\ufe0f]")
-INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
-
-
-def _hidden(ch: str) -> bool:
-    """A control or format character (a bell, a bidi override), or an invisible letter: shown as a
-    placeholder, never raw."""
-    return (not ch.isprintable() and unicodedata.category(ch) != "Zs") or ch in INVISIBLE
-
-
-def _placeholder(ch: str) -> str:
-    return f"[U+{ord(ch):04X}]"
-
-
-def visible(text: str) -> str:
-    """TEXT with its control and format characters as placeholders, as in the body (for metadata)."""
-    return "".join(_placeholder(ch) if _hidden(ch) else ch for ch in text)
 
 
 def _merge(runs: list[Run]) -> list[Run]:
@@ -509,7 +491,7 @@ def _register(path: str, key: str, template: Path) -> tuple[str, frozenset[str]]
         return loaded_fonts.load(path)  # parsed once per process (the bundled ones in the fork server)
     except (TTFError, OSError) as exc:
         raise TemplateError(
-            f"template {template}: fonts.{key} {path}: cannot load ({exc}); "
+            f"render.template {template}: fonts.{key} {path}: cannot load ({exc}); "
             f"the Debian packages {FONT_PACKAGES} provide the default fonts"
         ) from None
 

@@ -6,14 +6,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
 from archiver.config import Config, ConfigError
+from archiver.redact import redact
 from archiver.store.base import (ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError,
-                                 UnconfirmedPut)
+                                 StoreUnreachable, UnconfirmedPut)
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
 __all__ = ["ObjectExists", "ObjectLocked", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError",
-           "UnconfirmedPut", "open_store", "open_store_for", "store_location", "local_lock_warning"]
+           "StoreUnreachable", "UnconfirmedPut", "open_store", "raise_if_unreachable", "unreachable", "open_store_for", "store_location", "local_lock_warning"]
 
 
 def open_store(config: Config, writable: bool = True) -> ObjectStore:
@@ -70,3 +73,31 @@ def _without_userinfo(url: str) -> str:
     if "@" not in parsed.netloc:
         return url
     return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[1]))
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether EXC (a StoreError) comes of not reaching the store at all (refused, no route, connect
+    timeout), rather than of an answer the store gave."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes: S3Store raises its StoreError from botocore's
+        if seen is None:
+            return False
+        if isinstance(seen, (StoreUnreachable, BotoConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def raise_if_unreachable(exc: StoreError, store: ObjectStore) -> None:
+    """StoreUnreachable, naming storage.url and storage.endpoint_url as STORE has them, when EXC is an outage."""
+    if isinstance(exc, StoreUnreachable):
+        raise exc
+    if unreachable(exc):
+        raise StoreUnreachable(unreachable_message(store, exc)) from exc
+
+
+def unreachable_message(store: ObjectStore, exc: BaseException) -> str:
+    where = store_location(store)
+    endpoint = where["endpoint_url"] or "(none: the AWS default for storage.region)"
+    return redact(f"the store could not be reached (storage.url {where['url']}, storage.endpoint_url {endpoint}): "
+                  f"{exc}")

@@ -30,6 +30,11 @@ class ObjectExists(StoreError):
     """A put would have replaced an existing object; stores never overwrite."""
 
 
+class StoreUnreachable(StoreError):
+    """The store could not be reached (connection refused, no route, timed out): an outage, not a
+    verdict on any object; the message names the storage settings and where they point."""
+
+
 class ObjectMissing(StoreError):
     """The object (or that version of it) is not in the store."""
 

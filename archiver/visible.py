@@ -1,0 +1,27 @@
+"""Text from chats (room ids, names, messages) shown safely: a control or format character (a newline, an
+ANSI escape, a bidi override) or a letter that draws as nothing becomes a visible placeholder [U+XXXX],
+in the PDF as on a terminal, so that hostile text can neither forge an output line nor hide."""
+
+from __future__ import annotations
+
+import unicodedata
+
+# Letters and marks Unicode counts as printable that fonts draw as nothing (default-ignorable ones: Hangul
+# fillers, the combining grapheme joiner, Khmer inherent vowels, Mongolian variation selectors) and the
+# blank braille cell: a message of them would read as an empty line. Shown as placeholders, like controls.
+INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
+
+
+def hidden(ch: str) -> bool:
+    """A control or format character (a bell, a bidi override), or an invisible letter: shown as a
+    placeholder, never raw."""
+    return (not ch.isprintable() and unicodedata.category(ch) != "Zs") or ch in INVISIBLE
+
+
+def placeholder(ch: str) -> str:
+    return f"[U+{ord(ch):04X}]"
+
+
+def visible(text: object) -> str:
+    """TEXT with its control and format characters as placeholders (for PDF metadata and printed lines)."""
+    return "".join(placeholder(ch) if hidden(ch) else ch for ch in str(text))

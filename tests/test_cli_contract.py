@@ -1,0 +1,244 @@
+"""The command line against docs/cli.md and the contract: what it prints, and its exit codes, when things go wrong."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+from bson import json_util
+
+from archiver.cli import main
+from archiver.mongo import connect
+from archiver.samples import make_chat
+from conftest import write_toml
+from nxserver import free_port
+
+CLI_KEYS = ["mongodb.uri", "storage.url", "signing.certificate", "signing.key", "encryption.recipients",
+            "source.database", "index.database", "archive.workers", "logging.format", "logging.level"]
+
+
+def cli_toml(tmp_path: Path, make_config, **overrides) -> Path:
+    """A configuration file with the test's settings (and OVERRIDES, in section__key names)."""
+    config = make_config(**overrides).as_dict()
+    wanted = CLI_KEYS + [k.replace("__", ".") for k in overrides if k.replace("__", ".") not in CLI_KEYS]
+    return write_toml(tmp_path / "archiver.toml", {k: config[k] for k in wanted})
+
+
+def seed_chats(make_config, count: int = 1, seed: int = 11) -> list[str]:
+    """COUNT ended chats in the source database; their rooms."""
+    config = make_config()
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    rng, rooms = random.Random(seed), []
+    for _ in range(count):
+        chat, contact = make_chat(rng, messages=4, start_ms=(time.time() - 3600) * 1000)
+        db.chats.insert_one(chat)
+        if contact:
+            db.contacts.insert_one(contact)
+        rooms.append(chat["room"])
+    return rooms
+
+
+# -- the timestamp authority's credentials never reach the output ------------------------------------
+
+TSA_SECRETS = ("tsauser", "tsapass", "abc123")
+
+
+@pytest.fixture
+def leaky_tsa() -> str:
+    """A timestamp authority URL with a user, a password and a token, where nobody listens."""
+    return f"http://tsauser:tsapass@127.0.0.1:{free_port()}/tsa?token=abc123"
+
+
+def _no_tsa_secret(text: str) -> None:
+    assert "timestamp authority" in text, text  # the failure is reported ...
+    for secret in TSA_SECRETS:  # ... without the credentials
+        assert secret not in text, text
+
+
+@pytest.mark.parametrize("command", ["run", "export", "seal"])
+def test_tsa_credentials_never_printed(command, tmp_path, make_config, leaky_tsa, capsys) -> None:
+    (room,) = seed_chats(make_config)
+    config = cli_toml(tmp_path, make_config, signing__timestamp_url=leaky_tsa, archive__max_attempts=1)
+    argv = {"run": ["run", "--no-progress"], "export": ["export", room],
+            "seal": ["seal", "--from", "2022-01-01", "--to", "2022-01-01"]}[command]
+    assert main(["--config", str(config), *argv]) == 1
+    captured = capsys.readouterr()
+    _no_tsa_secret(captured.out)
+    for secret in TSA_SECRETS:
+        assert secret not in captured.err
+
+
+def test_tsa_credentials_never_printed_by_render(tmp_path, make_config, leaky_tsa, capsys) -> None:
+    chat, _ = make_chat(random.Random(3), messages=3)
+    source = tmp_path / "one.json"
+    source.write_text(json_util.dumps(chat))
+    config = cli_toml(tmp_path, make_config, signing__timestamp_url=leaky_tsa)
+    assert main(["--config", str(config), "render", str(source), "--out", str(tmp_path / "out")]) == 1
+    _no_tsa_secret(capsys.readouterr().out)
+
+
+def test_run_and_seal_print_their_failures_redacted(capsys) -> None:
+    """Whatever error a chat or a day failed with, the printed line hides a URI's credentials."""
+    from archiver.commands import run as run_command, seal as seal_command
+    from archiver.pipeline import PassReport
+    from archiver.seals import SealOutcome
+
+    leaked = "put http://key:s3cret-pw@127.0.0.1:9/b/k: refused"
+    run_command.print_report(PassReport(failed={"R1": leaked}, quarantined={"R2": leaked}))
+    seal_command.print_outcome(SealOutcome("2022-01-01", "failed", problems=[leaked]), as_json=False)
+    seal_command.print_outcome(SealOutcome("2022-01-01", "failed", problems=[leaked]), as_json=True)
+    out = capsys.readouterr().out
+    assert out.count("put http://***@127.0.0.1:9/b/k: refused") == 4, out
+    assert "s3cret-pw" not in out
+
+
+# -- a file meant for certificates that holds a private key is refused -----------------------------
+
+def _with_key(tmp_path: Path, certificate: Path, key: Path, name: str) -> Path:
+    """CERTIFICATE with KEY pasted after it, as a careless copy would leave it."""
+    path = tmp_path / name
+    path.write_bytes(certificate.read_bytes() + key.read_bytes())
+    return path
+
+
+def test_a_recipients_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys["legal.crt.pem"], keys["legal.key.pem"], "legal-combo.pem")
+    config = cli_toml(tmp_path, make_config, encryption__recipients=[str(combo)])
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"encryption.recipients: {combo}: holds a private key" in err, err
+
+
+def test_a_signing_chain_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys["ca.crt.pem"], keys["signing.key.pem"], "chain-combo.pem")
+    config = cli_toml(tmp_path, make_config, signing__chain=[str(combo)])
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"signing.chain: {combo}: holds a private key" in err, err
+
+
+def test_a_trust_anchor_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys["ca.crt.pem"], keys["signing.key.pem"], "anchor-combo.pem")
+    config = cli_toml(tmp_path, make_config, signing__trust_anchors=[str(combo)])
+    assert main(["--config", str(config), "verify", "--all", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"signing.trust_anchors {combo}: holds a private key" in err, err
+
+
+@pytest.mark.parametrize("last", ["9999-12-31", "9999-12-30"])
+def test_seal_to_the_last_days_of_the_calendar_is_refused_as_not_ended(tmp_path, make_config, capsys, last) -> None:
+    config = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(config), "seal", "--from", "2022-01-01", "--to", last]) == 2
+    assert f"{last}: the day has not ended yet" in capsys.readouterr().err
+
+
+def test_keys_init_prints_configuration_lines_with_the_trust_anchor(tmp_path, capsys) -> None:
+    import tomllib
+
+    folder = tmp_path / 'keys "dev"'  # a quote in the path: the lines must still be TOML
+    assert main(["keys", "init", str(folder)]) == 0
+    out = capsys.readouterr().out
+    lines = tomllib.loads(out[out.index("[signing]"):])
+    assert lines["signing"]["trust_anchors"] == [str(folder.resolve() / "ca.crt.pem")]
+    assert lines["signing"]["certificate"] == str(folder.resolve() / "signing.crt.pem")
+    assert lines["encryption"]["recipients"] == [str(folder.resolve() / "legal.crt.pem")]
+
+
+# -- room ids are printed with their control and bidi characters as placeholders ----------------------
+
+HOSTILE = "R1\nFORGED\x1b[2K\u202eX"  # a newline forging a line, an ANSI erase, a right-to-left override
+SHOWN = "R1[U+000A]FORGED[U+001B][2K[U+202E]X"
+
+
+def _no_raw_controls(out: str) -> None:
+    assert SHOWN in out, out
+    assert "\x1b" not in out and "\u202e" not in out and "\nFORGED" not in out, out
+
+
+def test_search_prints_hostile_room_ids_visibly(tmp_path, make_config, capsys) -> None:
+    from archiver.pipeline import Archiver
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(4), messages=3, start_ms=(time.time() - 3600) * 1000, room=HOSTILE)
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(chat)
+    assert Archiver(config).run_pass().archived == 1
+    toml = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(toml), "search"]) == 0
+    _no_raw_controls(capsys.readouterr().out)
+    assert main(["--config", str(toml), "search", "--json"]) == 0  # JSON: the exact id, escaped by JSON itself
+    assert [e["room"] for e in json.loads(capsys.readouterr().out)] == [HOSTILE]
+
+
+def test_status_prints_hostile_room_ids_visibly(tmp_path, make_config, capsys) -> None:
+    config = make_config()
+    broken = {"_id": "B", "room": HOSTILE, "messages": [{"data": {"messageType": "endChat",
+                                                                  "ts": (time.time() - 600) * 1000,
+                                                                  "content": {"text": []}}}]}
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(broken)
+    toml = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(toml), "run", "--no-progress"]) == 1  # quarantined
+    _no_raw_controls(capsys.readouterr().out)
+    assert main(["--config", str(toml), "status"]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert f"  {SHOWN}: " in out, out
+
+
+# -- clear messages where a raw errno or a Python repr was printed -----------------------------------
+
+def test_demo_dir_that_is_a_file_is_a_usage_error_naming_dir(tmp_path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["demo", "--dir", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert f"--dir {afile}: not a directory" in err and "Errno" not in err, err
+
+
+def test_a_bundle_whose_filters_match_nothing_names_them_as_given(tmp_path, make_config, keys, capsys) -> None:
+    config = cli_toml(tmp_path, make_config)
+    argv = ["retrieve", "--bundle", str(tmp_path / "b.zip"), "--key", str(keys["legal.key.pem"]), "--reason", "x",
+            "--from", "2030-01-01", "--service", "Billing desk", "--no-progress"]
+    assert main(["--config", str(config), *argv]) == 1
+    err = capsys.readouterr().err
+    assert "no archived entry matches --from 2030-01-01 --service 'Billing desk'" in err, err
+    assert "datetime" not in err and "{" not in err, err
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path, make_config) -> None:
+    """`archiver status | head -1`: no "[Errno 32] Broken pipe", no traceback; 141 as for a tool SIGPIPE stopped."""
+    import os
+    import subprocess
+    import sys
+
+    config = cli_toml(tmp_path, make_config)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "archiver.cli", "--config", str(config), "status"],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 141, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("setting", ["signing.key", "render.template"])
+def test_an_unreadable_file_is_named_by_its_setting(tmp_path, make_config, setting, capsys) -> None:
+    missing = tmp_path / "gone" / "file"
+    config = cli_toml(tmp_path, make_config, **{setting.replace(".", "__"): str(missing)})
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{setting} {missing}: cannot read (No such file or directory)" in err, err
+
+
+def test_retrieve_out_that_is_a_file_is_a_usage_error_naming_out(tmp_path, make_config, keys, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config = cli_toml(tmp_path, make_config)
+    argv = ["retrieve", "SOME_ROOM", "--key", str(keys["legal.key.pem"]), "--out", str(afile), "--reason", "x"]
+    assert main(["--config", str(config), *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {afile}: not a directory" in err and "Errno" not in err, err
