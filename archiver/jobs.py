@@ -25,6 +25,7 @@ from archiver.redact import redact
 from archiver.metrics import Metrics, serve_http
 from archiver.pipeline import Archiver, PassReport
 from archiver.signing import SigningError
+from archiver.status import STATES
 
 
 class Service:
@@ -136,8 +137,9 @@ class Service:
         event("retention_done", run=result.report["run"], counts=result.report["counts"])
 
     def refresh_gauges(self) -> None:
-        for state, count in self.archiver.queue.counts().items():
-            self.metrics.queue.labels(state).set(count)
+        counts = self.archiver.queue.counts()
+        for state in {*STATES, *counts}:  # a state no job is in any more drops to 0
+            self.metrics.queue.labels(state).set(counts.get(state, 0))
         oldest = self.archiver.queue.oldest_open()
         age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds() if oldest else 0.0
         self.metrics.oldest_pending.set(max(age, 0.0))

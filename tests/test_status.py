@@ -229,3 +229,22 @@ def test_healthz_is_unhealthy_while_the_last_retention_run_failed(make_config, m
     service.retention()
     assert service.retention_error == "" and service.healthy()
 
+
+def test_the_jobs_gauge_drops_a_state_to_zero_once_no_job_is_in_it(make_config) -> None:
+    """archiver_jobs{state="failed"} kept its old count after the last failed job was archived."""
+    from archiver.store import StoreError
+
+    service = Service(make_config(archive__retry_backoff_seconds=0), threading.Event())
+    _seed_chats(make_config, 2)
+    real_sync = service.archiver.store.sync
+    service.archiver.store.sync = lambda: (_ for _ in ()).throw(StoreError("disk full"))
+    service.archive_pass()
+
+    def gauge() -> dict[str, float]:
+        samples = service.metrics.queue.collect()[0].samples
+        return {sample.labels["state"]: sample.value for sample in samples}
+    assert gauge()["failed"] == 2
+    service.archiver.store.sync = real_sync
+    service.archiver.queue.jobs.update_many({}, {"$set": {"available_at": 0}})
+    service.archive_pass()
+    assert gauge() == {"pending": 0, "claimed": 0, "failed": 0, "quarantined": 0, "done": 2}
