@@ -14,6 +14,7 @@ import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from pymongo.errors import ConnectionFailure
 
 from archiver.artifacts import configured_identity, configured_recipients, init_worker
 from archiver.certificates import Expiry
@@ -23,6 +24,7 @@ from archiver.envelope import EnvelopeError
 from archiver.logs import event
 from archiver.redact import redact
 from archiver.metrics import Metrics, serve_http
+from archiver.mongo import unreachable_reason
 from archiver.pipeline import Archiver, PassReport
 from archiver.signing import SigningError
 from archiver.status import STATES
@@ -70,7 +72,7 @@ class Service:
         try:
             report = self.archiver.run_pass(progress=self._progress)
         except Exception as exc:  # MongoDB down, say: report it, keep serving, try at the next tick
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = _described(exc)
             event("pass_failed", logging.ERROR, error=self.last_error)
             return
         self.last_error = ""
@@ -94,7 +96,7 @@ class Service:
         try:
             self.archiver.rescan()
         except Exception as exc:
-            self.rescan_error = f"{type(exc).__name__}: {exc}"
+            self.rescan_error = _described(exc)
             event("rescan_failed", logging.ERROR, error=self.rescan_error)
         else:
             self.rescan_error = ""
@@ -109,7 +111,7 @@ class Service:
             outcomes = seal_days(self.config, default_days(self.config), Actor.current("archiver serve"))
             failed = [str(o) for o in outcomes if o.problems]
         except Exception as exc:
-            failed = [f"{type(exc).__name__}: {exc}"]
+            failed = [_described(exc)]
         self.seal_error = "; ".join(failed)
         if failed:
             event("seal_failed", logging.ERROR, error=self.seal_error)
@@ -130,7 +132,7 @@ class Service:
             event("retention_waiting", reason=str(exc))
             return
         except Exception as exc:
-            self.retention_error = f"{type(exc).__name__}: {exc}"
+            self.retention_error = _described(exc)
             event("retention_failed", logging.ERROR, error=self.retention_error)
             return
         self.retention_error = ""
@@ -171,6 +173,11 @@ class Service:
 
     def _stale(self) -> bool:
         return self._idle_minutes() >= self.config["metrics.stale_after_minutes"]
+
+
+def _described(exc: Exception) -> str:
+    """EXC in one line for logs and /healthz: a MongoDB outage without the driver's topology dump."""
+    return f"{type(exc).__name__}: {unreachable_reason(exc) if isinstance(exc, ConnectionFailure) else exc}"
 
 
 def _no_progress(report: PassReport) -> str:

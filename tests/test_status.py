@@ -248,3 +248,24 @@ def test_the_jobs_gauge_drops_a_state_to_zero_once_no_job_is_in_it(make_config) 
     service.archiver.queue.jobs.update_many({}, {"$set": {"available_at": 0}})
     service.archive_pass()
     assert gauge() == {"pending": 0, "claimed": 0, "failed": 0, "quarantined": 0, "done": 2}
+
+
+def test_healthz_gives_a_mongodb_outage_in_one_line(make_config, tmp_path) -> None:
+    """During an outage /healthz showed pymongo's whole topology dump (every server's state, on one long line)."""
+    from nxserver import start_nx
+
+    (tmp_path / "nx").mkdir()
+    uri, server = start_nx(tmp_path / "nx")
+    try:
+        service = Service(make_config(mongodb__uri=uri + "&serverSelectionTimeoutMS=500"), threading.Event())
+    finally:
+        server.terminate()
+        server.wait(10)
+    seen = []
+    for _ in range(2):  # the pooled connection breaks (AutoReconnect), then no server is found
+        service.archive_pass()
+        assert not service.healthy()
+        (note,) = service.health_notes()
+        assert "Topology Description" not in note and "configured timeouts" not in note, note
+        seen.append(note)
+    assert seen[-1].startswith("error: ServerSelectionTimeoutError: 127.0.0.1:"), seen
