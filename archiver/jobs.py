@@ -185,7 +185,8 @@ def _no_progress(report: PassReport) -> str:
     if report.archived or report.unchanged:
         return ""
     first = next(iter({**report.failed, **report.quarantined}.values()), "")
-    return (f"the last pass archived none of the {report.handled} chats it handled: {len(report.failed)} failed, "
+    chats = "the chat" if report.handled == 1 else f"the {report.handled} chats"
+    return (f"the last pass archived none of {chats} it handled: {len(report.failed)} failed, "
             f"{len(report.quarantined)} quarantined" + (f" (the first: {first})" if first else ""))
 
 
