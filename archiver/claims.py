@@ -8,6 +8,12 @@ milliseconds: lease arithmetic stays plain numbers on every server. Those times
 are read from the database server's clock, never the worker's: one worker's
 lease is judged by another, and a worker whose clock runs ahead must not find
 every live lease expired.
+
+A claim whose lease ran out is a `lapse` (counted in `lapses`): its archiver died
+holding it (an OOM kill of the main process, which holds every chat in flight), or
+stalled. A job that lapsed ALONE_AFTER times is claimed only alone (`claim_alone`),
+so that a chat that kills its archiver no longer takes its batch-mates down with it,
+and is quarantined once it lapsed archive.max_attempts more times.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from archiver.mongo import server_ms
 
 CLAIMABLE = ["pending", "failed", "claimed"]
+ALONE_AFTER = 2  # lapses after which a job is claimed only alone: those it may have shared with batch-mates
+SHARED = {"lapses": {"$in": [None, *range(ALONE_AFTER)]}}  # jobs claimed in batches (no `lapses`: none)
+LAPSED = "the archiver holding this chat stopped (killed: out of memory?) or stalled before finishing it"
+DIED = ("the archiver died (or stalled past its lease) {lapses} times while holding this chat, the last {alone} of "
+        "them with no other chat in hand (killed by the operating system: out of memory?)")
 
 
 def now() -> dt.datetime:
@@ -48,6 +59,7 @@ class Job:
     kind: str  # ended / abandoned / interim
     attempts: int
     last_error: str
+    lapses: int = 0  # claims of this job whose lease ran out (their archiver died or stalled)
 
 
 class WorkQueue:
@@ -100,7 +112,7 @@ class WorkQueue:
         return self.jobs.update_many(
             {"_id": {"$in": rooms}, "state": "done"},
             {"$set": {"state": "pending", "kind": kind, "available_at": self.server_ms(), "attempts": 0,
-                      "discovered_at": now()}},
+                      "lapses": 0, "discovered_at": now()}},
         ).modified_count
 
     def archived(self, rooms: list[str]) -> dict[str, str]:
@@ -111,6 +123,7 @@ class WorkQueue:
     def claim_room(self, room: str, kind: str, lease_seconds: int) -> Job | None:
         """Claim ROOM now whatever its state (on-demand export); None if another worker holds it."""
         t = self.server_ms()
+        self._lapse(t, [room])
         try:
             self.jobs.update_one(
                 {"_id": room, "$or": [{"state": {"$ne": "claimed"}}, {"available_at": {"$lte": t}}]},
@@ -145,10 +158,14 @@ class WorkQueue:
         """
         while True:
             t = self.server_ms()
-            due = _due(t, due_by_ms)
-            ids = [d["_id"] for d in self.jobs.find(due, {"_id": 1}).sort("available_at", ASCENDING).limit(limit)]
-            if not ids:
+            due = {**_due(t, due_by_ms), **SHARED}
+            found = list(self.jobs.find(due, {"state": 1}).sort("available_at", ASCENDING).limit(limit))
+            if not found:
                 return []
+            ids = [d["_id"] for d in found]
+            lapsed = [d["_id"] for d in found if d["state"] == "claimed"]
+            if lapsed:  # those that lapse ALONE_AFTER times now are left to claim_alone
+                self._lapse(t, lapsed)
             token = uuid.uuid4().hex
             self.jobs.update_many(
                 {**due, "_id": {"$in": ids}},
@@ -158,6 +175,44 @@ class WorkQueue:
             jobs = [_job(doc) for doc in self.jobs.find({"claim": token}).sort("available_at", ASCENDING)]
             if jobs:  # else other workers took every candidate first: look again
                 return jobs
+
+    def claim_alone(self, lease_seconds: int, max_alone: int, due_by_ms: int | None = None
+                    ) -> tuple[Job | None, dict[str, str]]:
+        """The next job due (by DUE_BY_MS, default now) that lapsed ALONE_AFTER times or more, leased to us
+        for LEASE_SECONDS, to be worked on with no other chat in hand (None when none is due); and the
+        jobs quarantined on the way, with the reason: those that lapsed MAX_ALONE times more."""
+        gave_up: dict[str, str] = {}
+        while True:
+            # Due by DUE_BY_MS (a pass's start, always past): the server's clock is read only if one is.
+            due = _due(self.server_ms() if due_by_ms is None else due_by_ms, None)
+            doc = self.jobs.find_one({**due, "lapses": {"$gte": ALONE_AFTER}}, {"_id": 1},
+                                     sort=[("available_at", ASCENDING)])
+            if doc is None:
+                return None, gave_up
+            t = self.server_ms()
+            self._lapse(t, [doc["_id"]])
+            lapses = (self.jobs.find_one({"_id": doc["_id"]}, {"lapses": 1}) or {}).get("lapses", 0)
+            if lapses >= ALONE_AFTER + max_alone:
+                reason = DIED.format(lapses=lapses, alone=lapses - ALONE_AFTER)
+                if self.jobs.update_one({"_id": doc["_id"], "state": {"$in": ["pending", "failed"]}, "lapses": lapses},
+                                        {"$set": {"state": "quarantined", "reason": reason, "last_error": reason,
+                                                  "finished_at": now_ms()}}).modified_count:
+                    gave_up[doc["_id"]] = reason
+                continue
+            claimed = self.jobs.find_one_and_update(
+                {**_due(t, due_by_ms), "_id": doc["_id"]},
+                {"$set": {"state": "claimed", "owner": self.owner, "claim": uuid.uuid4().hex,
+                          "available_at": t + lease_seconds * 1000}, "$inc": {"attempts": 1}},
+                return_document=ReturnDocument.AFTER)
+            if claimed is not None:  # else another worker took it first: look again
+                return _job(claimed), gave_up
+
+    def _lapse(self, t: int, rooms: list[str]) -> None:
+        """Close the claims on ROOMS whose lease ran out by T (their archiver died or stalled), counting
+        the lapse; claimable again at once."""
+        self.jobs.update_many({"_id": {"$in": rooms}, "state": "claimed", "available_at": {"$lte": t}},
+                              {"$set": {"state": "failed", "last_error": LAPSED, "finished_at": now_ms()},
+                               "$inc": {"lapses": 1}, "$unset": {"owner": "", "claim": ""}})
 
     def _finish(self, rooms: list[str], fields: dict[str, Any]) -> int:
         """Close our claims on ROOMS in one write; how many we still held (a lost lease is skipped)."""
@@ -172,7 +227,7 @@ class WorkQueue:
                                      update).modified_count
 
     def done(self, rooms: list[str]) -> int:
-        return self._finish(rooms, {"state": "done", "last_error": ""})
+        return self._finish(rooms, {"state": "done", "last_error": "", "lapses": 0})
 
     def renew(self, rooms: list[str], lease_seconds: int) -> list[str]:
         """Extend our leases on ROOMS (chats still queued or being built); the ones we no longer held."""
@@ -250,4 +305,4 @@ def _due(t: int, due_by_ms: int | None) -> dict[str, Any]:
 
 def _job(doc: dict[str, Any]) -> Job:
     return Job(room=doc["_id"], kind=doc.get("kind", "ended"), attempts=doc["attempts"],
-               last_error=doc.get("last_error", ""))
+               last_error=doc.get("last_error", ""), lapses=doc.get("lapses") or 0)

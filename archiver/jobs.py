@@ -14,6 +14,7 @@ import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from pymongo.errors import ConnectionFailure
 
 from archiver.artifacts import configured_identity, configured_recipients, init_worker
 from archiver.certificates import Expiry
@@ -23,8 +24,10 @@ from archiver.envelope import EnvelopeError
 from archiver.logs import event
 from archiver.redact import redact
 from archiver.metrics import Metrics, serve_http
-from archiver.pipeline import Archiver
+from archiver.mongo import unreachable_reason
+from archiver.pipeline import Archiver, PassReport
 from archiver.signing import SigningError
+from archiver.status import STATES
 
 
 class Service:
@@ -36,9 +39,11 @@ class Service:
         self.archiver = Archiver(config, stop)
         self.archiver.keep_workers = True  # one pool of worker processes for every pass
         self.metrics = Metrics()
-        self.last_activity = time.monotonic()  # a finished chat or pass; start-up until then (a clock step
-        # of the wall clock must not read as staleness, or hide it)
+        self.last_activity = time.monotonic()  # a chat archived (or found unchanged), or a pass that had
+        # nothing to do; start-up until then (a clock step of the wall clock must not read as staleness, or hide it)
         self.last_error = ""
+        self.no_progress = ""  # the last pass that handled chats archived none (kept until one archives some)
+        self._progressed = 0  # chats of the running pass archived or found unchanged so far
         self.rescan_error = ""  # the last full rediscovery failed (kept until one succeeds)
         self.seal_error = ""  # the last seal run failed or found a sealed day changed
         self.retention_error = ""  # the last retention run failed (kept until one succeeds)
@@ -63,16 +68,27 @@ class Service:
             self.last_error = str(exc)
             event("pass_refused", logging.ERROR, error=self.last_error)
             return
+        self._progressed = 0
         try:
-            report = self.archiver.run_pass(progress=lambda _: self._touch())
+            report = self.archiver.run_pass(progress=self._progress)
         except Exception as exc:  # MongoDB down, say: report it, keep serving, try at the next tick
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = _described(exc)
             event("pass_failed", logging.ERROR, error=self.last_error)
             return
         self.last_error = ""
-        self._touch()
+        if report.handled:  # a pass with nothing due says nothing of whether chats can be archived
+            self.no_progress = _no_progress(report)
+        if not report.handled or not self.no_progress:
+            self._touch()
         self.metrics.record_pass(report)
         self.refresh_gauges()
+
+    def _progress(self, report: PassReport) -> None:
+        """Called after each indexed batch: activity only if chats were archived or found unchanged
+        (a batch of failures is none)."""
+        if report.archived + report.unchanged > self._progressed:
+            self._progressed = report.archived + report.unchanged
+            self._touch()
 
     def rescan(self) -> None:
         """The scheduled full rediscovery; a failure shows in /healthz, metrics and status, and is
@@ -80,7 +96,7 @@ class Service:
         try:
             self.archiver.rescan()
         except Exception as exc:
-            self.rescan_error = f"{type(exc).__name__}: {exc}"
+            self.rescan_error = _described(exc)
             event("rescan_failed", logging.ERROR, error=self.rescan_error)
         else:
             self.rescan_error = ""
@@ -95,7 +111,7 @@ class Service:
             outcomes = seal_days(self.config, default_days(self.config), Actor.current("archiver serve"))
             failed = [str(o) for o in outcomes if o.problems]
         except Exception as exc:
-            failed = [f"{type(exc).__name__}: {exc}"]
+            failed = [_described(exc)]
         self.seal_error = "; ".join(failed)
         if failed:
             event("seal_failed", logging.ERROR, error=self.seal_error)
@@ -116,15 +132,16 @@ class Service:
             event("retention_waiting", reason=str(exc))
             return
         except Exception as exc:
-            self.retention_error = f"{type(exc).__name__}: {exc}"
+            self.retention_error = _described(exc)
             event("retention_failed", logging.ERROR, error=self.retention_error)
             return
         self.retention_error = ""
         event("retention_done", run=result.report["run"], counts=result.report["counts"])
 
     def refresh_gauges(self) -> None:
-        for state, count in self.archiver.queue.counts().items():
-            self.metrics.queue.labels(state).set(count)
+        counts = self.archiver.queue.counts()
+        for state in {*STATES, *counts}:  # a state no job is in any more drops to 0
+            self.metrics.queue.labels(state).set(counts.get(state, 0))
         oldest = self.archiver.queue.oldest_open()
         age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds() if oldest else 0.0
         self.metrics.oldest_pending.set(max(age, 0.0))
@@ -136,16 +153,41 @@ class Service:
         """The lines /healthz shows below ok/unhealthy: the last error, certificates expiring soon."""
         warnings = [w for w in (c.warning() for c in self.certificates) if w]
         errors = [f"error: {self.last_error}"] if self.last_error else []
+        errors += [f"no progress: {self.no_progress}"] if self.no_progress else []
+        errors += [f"stale: no chat archived or found unchanged, and no idle pass ended, for {self._idle_minutes():.0f} "
+                   "minutes (metrics.stale_after_minutes)"] if self._stale() else []
         errors += [f"rescan error: {self.rescan_error}"] if self.rescan_error else []
         errors += [f"seal error: {self.seal_error}"] if self.seal_error else []
         errors += [f"retention error: {self.retention_error}"] if self.retention_error else []
         return [redact(line) for line in [*errors, *warnings]]  # served to anyone who can reach the port
 
     def healthy(self) -> bool:
-        """No failed pass or rescan, and a pass ended or a chat was finished within metrics.stale_after_minutes."""
-        stale = self.config["metrics.stale_after_minutes"] * 60
-        return (not self.last_error and not self.rescan_error and not self.seal_error
-                and time.monotonic() - self.last_activity < stale)
+        """No failed pass, rescan, seal or retention run; the last pass that handled chats archived (or found
+        unchanged) some; and a chat was archived or found unchanged, or a pass with nothing to do ended, within
+        metrics.stale_after_minutes."""
+        return not (self.last_error or self.no_progress or self.rescan_error or self.seal_error
+                    or self.retention_error or self._stale())
+
+    def _idle_minutes(self) -> float:
+        return (time.monotonic() - self.last_activity) / 60
+
+    def _stale(self) -> bool:
+        return self._idle_minutes() >= self.config["metrics.stale_after_minutes"]
+
+
+def _described(exc: Exception) -> str:
+    """EXC in one line for logs and /healthz: a MongoDB outage without the driver's topology dump."""
+    return f"{type(exc).__name__}: {unreachable_reason(exc) if isinstance(exc, ConnectionFailure) else exc}"
+
+
+def _no_progress(report: PassReport) -> str:
+    """Why REPORT's pass made no progress: it archived no chat and found none unchanged; "" if it did."""
+    if report.archived or report.unchanged:
+        return ""
+    first = next(iter({**report.failed, **report.quarantined}.values()), "")
+    chats = "the chat" if report.handled == 1 else f"the {report.handled} chats"
+    return (f"the last pass archived none of {chats} it handled: {len(report.failed)} failed, "
+            f"{len(report.quarantined)} quarantined" + (f" (the first: {first})" if first else ""))
 
 
 def serve(config: Config, stop: threading.Event | None = None) -> int:

@@ -292,8 +292,13 @@ class Archiver:
                     exhausted = not jobs or claimed == limit
                     in_flight.extend(self._prepare(pool, jobs, report))
                     continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
-                if not in_flight:
-                    break
+                if not in_flight:  # nothing in hand (the rest indexed): chats whose archiver died with them
+                    job = None if self.stop.is_set() or claimed == limit else self._claim_alone(report, due_by)
+                    if job is None:
+                        break
+                    claimed += 1
+                    in_flight.extend(self._prepare(pool, [job], report))
+                    continue
                 in_flight, just_ended, broken = self._settle(pool, in_flight)
                 ended += just_ended
                 if broken:  # the built chats indexed first: a rebuild may last archive.build_timeout_seconds
@@ -310,6 +315,20 @@ class Archiver:
             idle = True
         finally:
             self._end_pass_pool(pool, idle)
+
+    def _claim_alone(self, report: PassReport, due_by: int) -> Job | None:
+        """A chat whose archiver died holding it (claims.ALONE_AFTER times), to be handled with nothing else in
+        hand, so that a chat that kills the main process (out of memory) takes no other down with it; those
+        that killed it archive.max_attempts more times are quarantined."""
+        with timed(report.stages, "claim"):
+            job, gave_up = self.queue.claim_alone(self.config["archive.lease_seconds"],
+                                                  self.config["archive.max_attempts"], due_by)
+        for room, reason in gave_up.items():
+            report.quarantined[room] = reason
+            event("quarantined", logging.WARNING, room=room, reason=reason)
+        if job is not None:
+            event("claimed_alone", logging.WARNING, room=job.room, lapses=job.lapses)
+        return job
 
     def _pass_pool(self) -> cf.ProcessPoolExecutor:
         """The worker processes for a pass: those kept from the last one, unless broken, or new ones."""
@@ -612,7 +631,10 @@ class Archiver:
             event("lease_lost", logging.WARNING, room=room, version=p.entry["version"], superseded=True)
         with timed(report.stages, "index"):
             self.queue.done(list(built))
-            self.holds.protect_new(built, lambda _: self.store)  # new versions of held rooms: S3 legal hold
+            # New versions of held rooms get the S3 legal hold. Whether any hold exists is asked here: the
+            # seam logs and swallows every error as a hold failure, and an outage is the pass's error.
+            if built and self.holds.active():
+                self.holds.protect_new(built, lambda _: self.store)
         for room, (p, a) in built.items():
             report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])

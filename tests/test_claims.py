@@ -103,3 +103,39 @@ def test_only_archived_rooms_whose_source_changed_are_reopened(jobs) -> None:
     assert queue.enqueue([("same", "ended"), ("changed", "ended"), ("busy", "ended")], {"changed", "busy"}) == 1
     assert {d["_id"]: d["state"] for d in jobs.find()} == {"same": "done", "changed": "pending", "busy": "claimed"}
     assert [(j.room, j.attempts) for j in WorkQueue(jobs, "other").claim_batch(600, 10)] == [("changed", 1)]
+
+
+def test_a_chat_whose_archiver_keeps_dying_is_claimed_alone_then_quarantined_and_its_batch_mates_are_not(
+        any_jobs) -> None:
+    """A chat whose handling kills the archiver's main process (out of memory) lapsed and was claimed again
+    after every lease, for ever: attempts grew past archive.max_attempts, nothing quarantined it."""
+    rooms = ["poison", "a", "b", "c"]
+    WorkQueue(any_jobs, "discovery").enqueue((room, "ended") for room in rooms)
+
+    def die() -> None:  # the archiver holding the claims is killed: its leases run out, nobody closes them
+        any_jobs.update_many({"state": "claimed"}, {"$set": {"available_at": 0}})
+    for i in range(claims.ALONE_AFTER):  # killed with its whole batch in hand
+        assert sorted(j.room for j in WorkQueue(any_jobs, f"dead-{i}").claim_batch(60, 10)) == sorted(rooms)
+        die()
+    queue = WorkQueue(any_jobs, "next")
+    assert queue.claim_batch(60, 10) == [], "a chat whose archiver died with it twice is never claimed in a batch"
+    assert {d["_id"]: (d["state"], d["lapses"]) for d in any_jobs.find()} == {
+        room: ("failed", claims.ALONE_AFTER) for room in rooms}
+    gave_up: dict[str, str] = {}
+    for _ in range(20):
+        job, quarantined = queue.claim_alone(60, max_alone=3)
+        gave_up.update(quarantined)
+        if job is None:
+            break
+        assert any_jobs.count_documents({"state": "claimed"}) == 1, "claimed alone"
+        if job.room == "poison":
+            die()
+        else:
+            assert queue.done([job.room]) == 1
+    assert gave_up == {"poison": "the archiver died (or stalled past its lease) 5 times while holding this chat, "
+                                 "the last 3 of them with no other chat in hand (killed by the operating system: "
+                                 "out of memory?)"}
+    assert {d["_id"]: d["state"] for d in any_jobs.find()} == {"poison": "quarantined", "a": "done", "b": "done",
+                                                               "c": "done"}
+    assert any_jobs.find_one({"_id": "poison"})["reason"] == gave_up["poison"]
+    assert {d["lapses"] for d in any_jobs.find({"state": "done"})} == {0}, "archived: the count starts afresh"

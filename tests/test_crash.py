@@ -157,3 +157,49 @@ def test_concurrent_workers_archive_each_of_5000_chats_once(workers, nx_uri, key
     assert sum(counts) == len(rooms) and min(counts) > 0, f"each worker's share: {counts}"
     _assert_each_archived_once(nx_uri, db_names, rooms, tmp_path / "store")
     assert len(list((tmp_path / "store").rglob("*.p7m"))) == 3 * len(rooms), "nothing built twice"
+
+
+@pytest.mark.slow
+def test_a_chat_that_keeps_killing_the_archiver_is_quarantined_alone(nx_uri, keys, tmp_path, db_names) -> None:
+    """A chat whose handling kills the archiver's main process (an OOM kill: it holds every chat in flight)
+    was claimed again after every lease, for ever, its batch-mates with it; nothing quarantined it."""
+    rooms = _seed(nx_uri, db_names["source.database"], 12, messages=6)
+    poison = _seed_poison(nx_uri, db_names["source.database"])
+    config = _config(tmp_path, nx_uri, db_names, keys, **{
+        "archive.workers": 1, "archive.lease_seconds": 2, "archive.batch_size": 4, "archive.max_attempts": 1})
+    jobs = pymongo.MongoClient(nx_uri)[db_names["index.database"]]["archive_jobs"]
+    kills = 0
+    for _ in range(8):
+        run = subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"], start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while run.poll() is None:  # the poison chat kills the archiver as soon as it is taken in hand
+            held = jobs.find_one({"_id": poison, "state": "claimed"})
+            if held and held["owner"].split(":")[1] == str(run.pid):
+                os.killpg(run.pid, signal.SIGKILL)
+                kills += 1
+                break
+            assert time.monotonic() < deadline, "the run neither took the chat nor ended"
+            time.sleep(0.005)
+        run.wait()
+        if run.returncode != -signal.SIGKILL:
+            break
+        time.sleep(2.5)  # its leases run out
+    out, err = run.communicate()
+    assert run.returncode == 1 and "quarantined 1" in out, out + err
+    # Twice with its batch in hand, then max_attempts times alone; then quarantined without being taken again.
+    assert kills == 3
+    job = jobs.find_one({"_id": poison})
+    assert job["state"] == "quarantined" and job["reason"].startswith(
+        "the archiver died (or stalled past its lease) 3 times while holding this chat, the last 1 of them")
+    assert jobs.count_documents({"state": "quarantined"}) == 1, "no batch-mate of the poison chat is quarantined"
+    assert sorted(e["room"] for e in _archived(nx_uri, db_names).find({"status": "archived"})) == sorted(rooms)
+
+
+def _seed_poison(uri: str, database: str) -> str:
+    """A chat long enough that the watcher sees it claimed before its build ends."""
+    chat, contact = make_chat(random.Random(7), messages=400, start_ms=time.time() * 1000 - 900_000, room="POISON")
+    db = pymongo.MongoClient(uri)[database]
+    db.chats.insert_one(chat)
+    db.contacts.insert_one(contact)
+    return chat["room"]

@@ -607,3 +607,19 @@ def test_a_second_contact_document_for_a_room_is_reported_not_silently_left_out(
     assert report.archived == 0 and list(report.quarantined) == [chat["room"]]
     reason = report.quarantined[chat["room"]]
     assert "2 contact documents" in reason and repr(second["_id"]) in reason and repr(first["_id"]) in reason
+
+
+def test_a_mongodb_outage_after_indexing_is_the_pass_s_error_not_a_legal_hold_failure(make_config, monkeypatch,
+                                                                                     caplog) -> None:
+    """No hold exists, yet an outage just after a batch was indexed was logged as `legal_hold_failed` (the
+    holds' seam swallows every error), and the pass went on into the outage."""
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    config = make_config()
+    seed(config, [make_chat(random.Random(31), messages=3, start_ms=recent_ms())])
+    archiver = Archiver(config)
+    monkeypatch.setattr(archiver.holds.holds, "find", lambda *a, **k: (_ for _ in ()).throw(
+        ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused")))
+    with pytest.raises(ServerSelectionTimeoutError):
+        archiver.run_pass()
+    assert "legal_hold_failed" not in caplog.text

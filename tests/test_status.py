@@ -195,3 +195,96 @@ def test_the_status_line_says_the_age_counts_from_the_chats_end(make_config, tmp
     unknown = {"room": "R", "state": "pending", "ended_at": None, "discovered_at": "2026-01-01T00:00:00Z",
                "age_seconds": 7200.0}
     assert _oldest(unknown) == "R (pending), end not known, discovered 2026-01-01T00:00:00Z (2.0 h ago)"
+
+
+def _seed_chats(make_config, count: int, seed: int = 5) -> list[str]:
+    rng = random.Random(seed)
+    chats = [make_chat(rng, messages=4, start_ms=(time.time() - 600) * 1000) for _ in range(count)]
+    source = _db(make_config, "source")
+    source.chats.insert_many([chat for chat, _ in chats])
+    source.contacts.insert_many([contact for _, contact in chats])
+    return [chat["room"] for chat, _ in chats]
+
+
+def test_healthz_is_unhealthy_while_passes_handle_chats_and_archive_none(make_config, monkeypatch) -> None:
+    """A pass whose every chat failed answered 200 "ok": progress was counted per indexed batch, failed
+    ones included, and every pass that ended counted as activity (a TSA outage: 0 archived, 10 failed)."""
+    from archiver.store import StoreError
+
+    service = Service(make_config(archive__retry_backoff_seconds=0), threading.Event())
+    rooms = _seed_chats(make_config, 3)
+    service.last_activity -= service.config["metrics.stale_after_minutes"] * 60  # the last progress is old
+    monkeypatch.setattr(service.archiver.store, "sync", lambda: (_ for _ in ()).throw(StoreError("disk full")))
+    service.archive_pass()
+    assert service.last_error == "" and not service.healthy()
+    notes = service.health_notes()
+    assert any("archived none of the 3 chats it handled" in line and "3 failed" in line and "disk full" in line
+               for line in notes), notes
+    assert collect(make_config()).jobs["failed"] == len(rooms)
+
+    service.archive_pass()  # nothing due (retried by a later pass only): no verdict either way
+    assert not service.healthy()
+
+    monkeypatch.undo()
+    service.archiver.queue.jobs.update_many({}, {"$set": {"available_at": 0}})
+    service.archive_pass()  # the store is back: the chats are archived
+    assert service.healthy(), service.health_notes()
+    assert service.health_notes() == []
+
+
+def test_healthz_is_unhealthy_while_the_last_retention_run_failed(make_config, monkeypatch) -> None:
+    """docs/retention.md: "a failure shows in /healthz"; it showed in the body only, with 200 "ok"."""
+    from archiver.retention import Deletions
+
+    service = Service(make_config(retention__rules={"default": {"source_days": 30, "archive_days": 365}},
+                                  storage__object_lock_mode=""), threading.Event())
+    service.archive_pass()
+    assert service.healthy()
+    monkeypatch.setattr(Deletions, "run", lambda *a, **k: (_ for _ in ()).throw(OperationFailure("not authorized")))
+    service.retention()
+    assert not service.healthy()
+    assert any(line.startswith("retention error:") and "not authorized" in line for line in service.health_notes())
+    monkeypatch.undo()
+    service.retention()
+    assert service.retention_error == "" and service.healthy()
+
+
+def test_the_jobs_gauge_drops_a_state_to_zero_once_no_job_is_in_it(make_config) -> None:
+    """archiver_jobs{state="failed"} kept its old count after the last failed job was archived."""
+    from archiver.store import StoreError
+
+    service = Service(make_config(archive__retry_backoff_seconds=0), threading.Event())
+    _seed_chats(make_config, 2)
+    real_sync = service.archiver.store.sync
+    service.archiver.store.sync = lambda: (_ for _ in ()).throw(StoreError("disk full"))
+    service.archive_pass()
+
+    def gauge() -> dict[str, float]:
+        samples = service.metrics.queue.collect()[0].samples
+        return {sample.labels["state"]: sample.value for sample in samples}
+    assert gauge()["failed"] == 2
+    service.archiver.store.sync = real_sync
+    service.archiver.queue.jobs.update_many({}, {"$set": {"available_at": 0}})
+    service.archive_pass()
+    assert gauge() == {"pending": 0, "claimed": 0, "failed": 0, "quarantined": 0, "done": 2}
+
+
+def test_healthz_gives_a_mongodb_outage_in_one_line(make_config, tmp_path) -> None:
+    """During an outage /healthz showed pymongo's whole topology dump (every server's state, on one long line)."""
+    from nxserver import start_nx
+
+    (tmp_path / "nx").mkdir()
+    uri, server = start_nx(tmp_path / "nx")
+    try:
+        service = Service(make_config(mongodb__uri=uri + "&serverSelectionTimeoutMS=500"), threading.Event())
+    finally:
+        server.terminate()
+        server.wait(10)
+    seen = []
+    for _ in range(2):  # the pooled connection breaks (AutoReconnect), then no server is found
+        service.archive_pass()
+        assert not service.healthy()
+        (note,) = service.health_notes()
+        assert "Topology Description" not in note and "configured timeouts" not in note, note
+        seen.append(note)
+    assert seen[-1].startswith("error: ServerSelectionTimeoutError: 127.0.0.1:"), seen
