@@ -124,15 +124,17 @@ class WorkQueue:
         """Claim ROOM now whatever its state (on-demand export); None if another worker holds it."""
         t = self.server_ms()
         self._lapse(t, [room])
-        try:
-            self.jobs.update_one(
-                {"_id": room, "$or": [{"state": {"$ne": "claimed"}}, {"available_at": {"$lte": t}}]},
-                {"$set": {"state": "pending", "kind": kind, "available_at": t},
-                 "$setOnInsert": {"attempts": 0, "last_error": "", "discovered_at": now()}},
-                upsert=True,
-            )
-        except DuplicateKeyError:  # the room exists and is claimed by someone else
-            return None
+        ready = {"$set": {"state": "pending", "kind": kind, "available_at": t}}
+        # Not claimed, or its lease is over: two plain filters, not {_id, $or} (nx-27017, the wire-protocol
+        # stand-in, applies an update so filtered to another document).
+        free = (self.jobs.update_one({"_id": room, "state": {"$ne": "claimed"}}, ready).matched_count
+                or self.jobs.update_one({"_id": room, "available_at": {"$lte": t}}, ready).matched_count)
+        if not free:
+            try:
+                self.jobs.insert_one({"_id": room, **ready["$set"], "attempts": 0, "last_error": "",
+                                      "discovered_at": now()})
+            except DuplicateKeyError:  # the room exists and is claimed by someone else
+                return None
         return self.claim(lease_seconds, {"_id": room})
 
     def claim(self, lease_seconds: int, only: dict[str, Any] | None = None, due_by_ms: int | None = None

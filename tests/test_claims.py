@@ -139,3 +139,14 @@ def test_a_chat_whose_archiver_keeps_dying_is_claimed_alone_then_quarantined_and
                                                                "c": "done"}
     assert any_jobs.find_one({"_id": "poison"})["reason"] == gave_up["poison"]
     assert {d["lapses"] for d in any_jobs.find({"state": "done"})} == {0}, "archived: the count starts afresh"
+
+
+def test_claiming_one_room_on_demand_changes_that_room_s_job_alone(any_jobs) -> None:
+    """nx-27017 applied an update filtered by {_id, $or: [...]} to another document (the first one): an export
+    then pushed an unrelated chat's job out of the pass's reach."""
+    queue = WorkQueue(any_jobs, "export")
+    queue.enqueue([(room, "ended") for room in ("a", "b", "c", "d")])
+    before = {j["_id"]: j for j in any_jobs.find({"_id": {"$ne": "c"}})}
+    job = queue.claim_room("c", "ended", 60)
+    assert job is not None and job.room == "c"
+    assert {j["_id"]: j for j in any_jobs.find({"_id": {"$ne": "c"}})} == before
