@@ -94,10 +94,17 @@ class Holds:
         query = build_query(filters_of(hold), self.key)
         if "terms" not in query:
             return query
+        recorded = self.state.find_one({"_id": SEARCH_KEY_STATE}) if self.state is not None else None
         if self.state is not None:
-            same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
+            same_key(recorded, self.key)
+        # Archives made before word hashes were: not an attempt that never completed, an upload under way or
+        # an erased tombstone, which have no words of their own and would hold their room under every such hold.
+        unhashed: dict[str, Any] = {"terms": {"$exists": False}, "status": "archived"}
+        since = (recorded or {}).get("since")
+        if isinstance(since, dt.datetime):
+            unhashed["archived_at"] = {"$lt": since}
         hashes = query.pop("terms")
-        return {**query, "$or": [{"terms": hashes}, {"terms": {"$exists": False}}]}
+        return {**query, "$or": [{"terms": hashes}, unhashed]}
 
     def held_rooms(self, rooms: list[str], holds: list[dict[str, Any]] | None = None) -> dict[str, list[str]]:
         """Of ROOMS, those any version of which matches an active hold, with the cases holding them."""

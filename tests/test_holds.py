@@ -304,3 +304,22 @@ def test_a_hold_by_words_is_refused_before_it_is_stored_when_it_could_hold_nothi
     with pytest.raises(ConfigError, match="not the key"):
         open_holds(other).place(SearchFilters(text="refund"), "Case K", "r", {"user": "legal"})
     assert open_holds(config).listing(everything=True) == []
+
+
+def test_a_hold_by_words_covers_only_archives_that_could_have_had_word_hashes(make_config, tmp_path) -> None:
+    """Entries that never have words of their own (an attempt that did not complete, one being uploaded, an
+    erased tombstone) must not put their room under every hold by words."""
+    import datetime as dt
+
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
+    rooms = [c["room"] for c in archive(config, 3)]
+    at = dt.datetime.now(dt.timezone.utc)
+    for status, room in zip(("superseded", "uploading", "deleted"), rooms):
+        index(config).insert_one({"room": room, "version": 9, "status": status, "created_at": at,
+                                  "superseded_objects": [], "archived_at": at - dt.timedelta(days=400)})
+    holds = open_holds(config)
+    holds.place(SearchFilters(text="xylophonequux"), "Case Z", "a word no chat has", {"user": "legal"})
+    assert holds.held_rooms(rooms) == {}
