@@ -292,8 +292,9 @@ class Deletions:
             except ObjectLocked as exc:
                 return ("failed" if n else "refused"), f"the store refused: {exc}"
         self._remove_temporaries(store, entry)
-        self.entries.update_one({"_id": entry["_id"]}, {"$set": {
-            "superseded_objects": [], "leftovers_deleted": {"run": run_id, "at": now(), "keys": keys}}})
+        self.entries.update_one({"_id": entry["_id"]}, {  # only those: an attempt may have added more since
+            "$pullAll": {"superseded_objects": keys},
+            "$set": {"leftovers_deleted": {"run": run_id, "at": now(), "keys": keys}}})
         return "deleted", ""
 
     def _complete(self, entry: dict[str, Any], step: dict[str, Any], run_id: str) -> None:
@@ -367,6 +368,8 @@ class Deletions:
             loaded = self.source.load_many(wanted) if wanted else {}
             for room in rooms:
                 yield from self._unfinished_steps(batch[room], held.get(room), as_of)
+                yield from self._leftover_steps(batch[room], self._rule(batch[room], any_status=True),
+                                                held.get(room), as_of)
                 if room in loaded:
                     yield from self._room_plan(room, batch[room], rules[room], held.get(room), jobs.get(room),
                                                loaded[room], as_of)
@@ -395,9 +398,14 @@ class Deletions:
             return Step("delete_archive", v["room"], v["version"], rule, why, entry_id=v["_id"])
         return Step("skip", v["room"], v["version"], rule, f"archive kept: {kept}", entry_id=v["_id"])
 
-    def _rule(self, versions: list[dict[str, Any]]) -> Rule | None:
+    def _rule(self, versions: list[dict[str, Any]], any_status: bool = False) -> Rule | None:
+        """The rule of the room's latest archived version; ANY_STATUS: else of its latest tombstone (which
+        keeps the fields rules match), else of its latest entry of any kind."""
         archived = [v for v in versions if v["status"] == "archived"]
-        return self.policy.rule_for(archived[-1]) if archived else None
+        if archived or not any_status:
+            return self.policy.rule_for(archived[-1]) if archived else None
+        deleted = [v for v in versions if v["status"] == "deleted"]
+        return self.policy.rule_for((deleted or versions)[-1]) if versions else None
 
     def _room_batches(self, query: dict[str, Any]) -> Iterator[dict[str, list[dict[str, Any]]]]:
         """Index entries (matching QUERY) grouped by room, ROOM_BATCH rooms at a time, versions in order."""
@@ -428,21 +436,24 @@ class Deletions:
                 continue
             deleting.add(version["_id"])
             yield self._archive_step(version, rule, held, chat is not None and not source_goes, as_of)
-        yield from self._leftover_steps(versions, rule.name, held, rule.archive_days, as_of)
         yield from self._lock_steps(versions, rule, deleting)
 
-    def _leftover_steps(self, versions: list[dict[str, Any]], rule: str, held: str, days: int | None,
-                        as_of: dt.datetime) -> Iterator[Step]:
-        """What interrupted attempts left (superseded entries' objects) goes as an archive would: after DAYS
-        (None: at once, an erasure) unless the room is held."""
+    def _leftover_steps(self, versions: list[dict[str, Any]], rule: Rule | None, cases: list[str] | None,
+                        as_of: dt.datetime, erasure: bool = False) -> Iterator[Step]:
+        """What interrupted attempts left (superseded entries' objects) goes as an archive would, whatever is
+        left of the room: archive_days after the attempt by the room's RULE (never, without archive_days or a
+        rule), or at once for an ERASURE; unless the room is held (CASES)."""
+        days = None if erasure or rule is None else rule.archive_days
         for v in versions:
             if v["status"] != "superseded" or not v.get("superseded_objects"):
                 continue
             made = _aware(v.get("created_at"))
-            if days is not None and (made is None or made + dt.timedelta(days=days) > as_of):
+            if not erasure and (days is None or made is None or made + dt.timedelta(days=days) > as_of):
                 continue
-            yield (Step("skip", v["room"], v["version"], rule, f"leftovers kept: {held}", entry_id=v["_id"]) if held
-                   else Step("delete_leftovers", v["room"], v["version"], rule, "objects an interrupted attempt "
+            name = "erasure" if erasure else rule.name if rule else ""
+            yield (Step("skip", v["room"], v["version"], name, "leftovers kept: held by case "
+                        + ", ".join(map(repr, cases)), entry_id=v["_id"]) if cases
+                   else Step("delete_leftovers", v["room"], v["version"], name, "objects an interrupted attempt "
                              "left (never part of an archive)", entry_id=v["_id"]))
 
     def _source_step(self, room: str, versions: list[dict[str, Any]], rule: Rule, held: str,
@@ -546,7 +557,7 @@ class Deletions:
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else Step("erase_personal", room, v["version"], "erasure", why, entry_id=v["_id"]))
                 if v["status"] == "superseded":
-                    yield from self._leftover_steps([v], "erasure", kept, None, as_of)
+                    yield from self._leftover_steps([v], None, cases, as_of, erasure=True)
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request
                     yield Step("skip", room, v["version"], "erasure", "archive kept: this version is being "
                                "archived right now; erase again once the archive pass has finished", entry_id=v["_id"])

@@ -971,3 +971,28 @@ def test_a_run_on_a_machine_whose_clock_disagrees_with_the_database_stops_before
         with pytest.raises(ConfigError, match="clock"):
             retention(config, dry_run=dry_run)
     assert source(config).count_documents({}) == 2
+
+
+def test_what_an_interrupted_attempt_left_goes_even_once_the_rooms_archive_is_gone(make_config, monkeypatch) -> None:
+    """The room's archive is deleted first (the attempt is younger); later runs still find the attempt's
+    objects, though the room has no archived version left to take a rule from."""
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    age(config, 400, status="archived")
+    first = retention(config)
+    assert ("delete_archive", chat["room"], 2) in outcomes(first) and set(leftovers) <= _room_keys(config, chat)
+    for entry in index(config).find({"status": "superseded"}):
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {"created_at": entry["created_at"] - dt.timedelta(days=400)}})
+    assert outcomes(retention(config))[("delete_leftovers", chat["room"], 1)][0] == "deleted"
+    assert _room_keys(config, chat) == set()
+
+
+def test_a_rule_that_keeps_archives_for_ever_keeps_what_an_interrupted_attempt_left(make_config,
+                                                                                    monkeypatch) -> None:
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    config = config.with_overrides(**{"retention.rules": {"default": {"source_days": 30}}})
+    age(config, 40, status="archived")  # the source is due: the room is planned
+    for entry in index(config).find({"status": "superseded"}):
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {"created_at": entry["created_at"] - dt.timedelta(days=4000)}})
+    result = retention(config)
+    assert not [i for i in result.report["items"] if i["action"] == "delete_leftovers"]
+    assert set(leftovers) <= _room_keys(config, chat)
