@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -46,6 +47,7 @@ from archiver.transcript import InvalidChat
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
+CLOCK_MARGIN = dt.timedelta(minutes=10)  # holds placed this long before a batch was read count as new to it
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
 PERSONAL_FIELDS = ("customers", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
@@ -182,8 +184,13 @@ class Deletions:
     def _execute(self, run_id: str, batch: list[dict[str, Any]]) -> None:
         """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
         the next run redo them, and every action is idempotent)."""
-        ctx = _Batch(entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
-            s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})})
+        rooms = sorted({step["room"] for step in batch})
+        ctx = _Batch(
+            entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
+                s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
+            held=self.holds.held_rooms(rooms), read_at=now(),
+            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
+            server_ms=self.queue.server_ms(), read_monotonic=time.monotonic())
         done = []
         for step in batch:
             try:
@@ -202,12 +209,12 @@ class Deletions:
         if action == "extend_lock":
             return self._extend(step, ctx.entries.get(step["entry_id"]))
         entry, room = ctx.entries.get(step["entry_id"]), step["room"]
-        # Read again right before the deletion, not once per batch: a hold placed, or a chat changed, while
-        # the batch runs still counts (a deletion cut short by a crash and held since is not finished either).
+        # Right before the deletion, not only when the batch was read: a hold placed, or a chat changed,
+        # while the batch runs still counts (a deletion cut short by a crash and held since is not finished).
         loaded = self.source.load_many([room])[room] if action == "delete_source" else (None, None)
         if action == "delete_source" and loaded[0] is None:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
-        cases = self.holds.held_rooms([room]).get(room)
+        cases = self._held_now(room, ctx)
         if cases:
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
         if action == "erase_personal":
@@ -215,19 +222,31 @@ class Deletions:
         if action == "delete_leftovers":
             return self._delete_leftovers(run_id, entry)
         if action == "delete_source":
-            return self._delete_source(step, loaded)
-        return self._delete_archive(run_id, step, entry, self.source.chats.find_one({"room": room}, {"_id": 1}) is not None)
+            outcome = self._delete_source(step, loaded, ctx)
+            if outcome[0] == "deleted":
+                ctx.sources.discard(room)
+            return outcome
+        return self._delete_archive(run_id, step, entry, room in ctx.sources)
+
+    def _held_now(self, room: str, ctx: "_Batch") -> list[str]:
+        """The cases holding ROOM now: as read for the batch, and by any hold placed since (one query, however
+        many holds there are; placed a little before the batch was read, too: clocks differ)."""
+        cases = list(ctx.held.get(room, ()))
+        recent = list(self.holds.holds.find({"active": True, "placed_at": {"$gte": ctx.read_at - CLOCK_MARGIN}}))
+        if recent:
+            cases += self.holds.held_rooms([room], recent).get(room, [])
+        return sorted(set(cases))
 
     def _requeue(self, room: str) -> tuple[str, str]:
         job = self.queue.jobs.find_one({"_id": room}, {"kind": 1}) or {}
         self.queue.enqueue([(room, job.get("kind") or "ended")], changed={room})
         return "queued", ""
 
-    def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any]) -> tuple[str, str]:
+    def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any], ctx: "_Batch") -> tuple[str, str]:
         chat, contact = loaded
         erasure = step["rule"] == "erasure"
         job = self.queue.jobs.find_one({"_id": step["room"], "state": "claimed"}, {"available_at": 1})
-        if job and job.get("available_at", 0) > self.queue.server_ms():  # the pass may have read it: it would
+        if job and job.get("available_at", 0) > ctx.server_now_ms():  # the pass may have read it: it would
             # archive what it read after the deletion (an erasure undone); once done, the next request goes
             return "skipped", ("source chat kept: it is being archived right now (its job is claimed); "
                                f"{'erase' if erasure else 'run'} again once the archive pass has finished")
@@ -590,9 +609,18 @@ class Deletions:
 
 @dataclass
 class _Batch:
-    """What a batch of steps is carried out against, read in one query (what a deletion depends on, holds
-    and the source chat, is read again right before it)."""
+    """What a batch of steps is carried out against, read in a few queries (right before each deletion, its
+    source chat is read again and holds placed since are asked for)."""
     entries: dict[Any, dict[str, Any]]  # the index entries the steps name
+    held: dict[str, list[str]]  # room -> cases holding it when the batch was read
+    read_at: dt.datetime  # when that was (this machine's clock, as holds' placed_at)
+    sources: set[str]  # rooms whose source chat is still there
+    server_ms: int  # the database server's clock when the batch was read
+    read_monotonic: float
+
+    def server_now_ms(self) -> float:
+        """The database server's clock now, without asking it again."""
+        return self.server_ms + (time.monotonic() - self.read_monotonic) * 1000
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

@@ -323,3 +323,55 @@ def test_a_hold_by_words_covers_only_archives_that_could_have_had_word_hashes(ma
     holds = open_holds(config)
     holds.place(SearchFilters(text="xylophonequux"), "Case Z", "a word no chat has", {"user": "legal"})
     assert holds.held_rooms(rooms) == {}
+
+
+def test_the_checks_right_before_each_deletion_do_not_grow_with_the_number_of_holds(make_config,
+                                                                                    monkeypatch) -> None:
+    """Holds are read per batch, and right before each deletion only holds placed since are asked for (one
+    query, whatever the number of holds): 20 holds must not multiply a run's queries."""
+    import mongomock
+    from pymongo.collection import Collection
+
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+    from retention_helpers import outcomes
+
+    def queries_per_deletion(holds: int) -> tuple[int, int]:
+        config = retention_config(make_config, source__database=f"source{holds}", index__database=f"index{holds}")
+        archive(config, 6)
+        for n in range(holds):
+            placed = open_holds(config).place(SearchFilters(room=f"elsewhere-{n}"), f"Case {n}", "r", {"user": "legal"})
+            open_holds(config).holds.update_one({"_id": placed["_id"]}, {"$set": {  # long before the run
+                "placed_at": placed["placed_at"] - dt.timedelta(days=1)}})
+        age(config, 40)
+        from archiver.retention import Deletions
+
+        counted = []
+        real_execute = Deletions._execute
+
+        def execute(self, run_id, batch):
+            calls = [0]
+            for kind in (Collection, mongomock.collection.Collection):  # a real MongoDB, or the stand-in
+                for name in ("find", "find_one", "count_documents", "distinct"):
+                    real = getattr(kind, name)
+
+                    def counting(coll, *a, _real=real, **k):
+                        calls[0] += 1
+                        return _real(coll, *a, **k)
+                    monkeypatch.setattr(kind, name, counting)
+            try:
+                return real_execute(self, run_id, batch)
+            finally:
+                monkeypatch.undo()
+                counted.append((calls[0], len(batch)))
+        monkeypatch.setattr(Deletions, "_execute", execute)
+        result = retention(config)
+        monkeypatch.undo()
+        assert outcomes(result) and all(o == "deleted" for o, _ in outcomes(result).values())
+        assert len(counted) == 1  # one batch
+        return counted[0]
+
+    (few, steps), (many, same) = queries_per_deletion(0), queries_per_deletion(20)
+    assert steps == same == 6  # a source deletion each (the archives are not due)
+    assert many - few <= 20 + 1, (few, many)  # a query per hold per batch, not per deletion
+    assert few <= 7 * steps, few  # the source read again, holds placed since, the job: a few per deletion
