@@ -43,13 +43,13 @@ def seed_chats(make_config, count: int = 1, seed: int = 11) -> list[str]:
 
 # -- the timestamp authority's credentials never reach the output ------------------------------------
 
-TSA_SECRETS = ("tsauser", "tsapass", "abc123")
+TSA_SECRETS = ("tsauser", "tsapass", "abc123", "AK-9f8e7d6c", "s1gnatur3value")
 
 
 @pytest.fixture
 def leaky_tsa() -> str:
-    """A timestamp authority URL with a user, a password and a token, where nobody listens."""
-    return f"http://tsauser:tsapass@127.0.0.1:{free_port()}/tsa?token=abc123"
+    """A timestamp authority URL with a user, a password, a token and API-key-style options, where nobody listens."""
+    return f"http://tsauser:tsapass@127.0.0.1:{free_port()}/tsa?token=abc123&apikey=AK-9f8e7d6c&sig=s1gnatur3value"
 
 
 def _no_tsa_secret(text: str) -> None:
