@@ -47,7 +47,6 @@ from archiver.transcript import InvalidChat
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
-CLOCK_MARGIN = dt.timedelta(minutes=10)  # holds placed this long before a batch was read count as new to it
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
 PERSONAL_FIELDS = ("customers", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
@@ -185,10 +184,11 @@ class Deletions:
         """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
         the next run redo them, and every action is idempotent)."""
         rooms = sorted({step["room"] for step in batch})
+        holds = self.holds.active()
         ctx = _Batch(
             entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
                 s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
-            held=self.holds.held_rooms(rooms), read_at=now(),
+            held=self.holds.held_rooms(rooms, holds), hold_ids={h["_id"] for h in holds},
             sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
             server_ms=self.queue.server_ms(), read_monotonic=time.monotonic())
         done = []
@@ -229,12 +229,12 @@ class Deletions:
         return self._delete_archive(run_id, step, entry, room in ctx.sources)
 
     def _held_now(self, room: str, ctx: "_Batch") -> list[str]:
-        """The cases holding ROOM now: as read for the batch, and by any hold placed since (one query, however
-        many holds there are; placed a little before the batch was read, too: clocks differ)."""
+        """The cases holding ROOM now: as read for the batch, and by any hold placed since (one query for the
+        active holds' ids, however many there are; by id, not by time: the placer's clock may be behind)."""
         cases = list(ctx.held.get(room, ()))
-        recent = list(self.holds.holds.find({"active": True, "placed_at": {"$gte": ctx.read_at - CLOCK_MARGIN}}))
-        if recent:
-            cases += self.holds.held_rooms([room], recent).get(room, [])
+        new = [h["_id"] for h in self.holds.holds.find({"active": True}, {"_id": 1}) if h["_id"] not in ctx.hold_ids]
+        if new:
+            cases += self.holds.held_rooms([room], list(self.holds.holds.find({"_id": {"$in": new}}))).get(room, [])
         return sorted(set(cases))
 
     def _requeue(self, room: str) -> tuple[str, str]:
@@ -613,7 +613,7 @@ class _Batch:
     source chat is read again and holds placed since are asked for)."""
     entries: dict[Any, dict[str, Any]]  # the index entries the steps name
     held: dict[str, list[str]]  # room -> cases holding it when the batch was read
-    read_at: dt.datetime  # when that was (this machine's clock, as holds' placed_at)
+    hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
     server_ms: int  # the database server's clock when the batch was read
     read_monotonic: float

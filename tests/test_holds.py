@@ -375,3 +375,23 @@ def test_the_checks_right_before_each_deletion_do_not_grow_with_the_number_of_ho
     assert steps == same == 6  # a source deletion each (the archives are not due)
     assert many - few <= 20 + 1, (few, many)  # a query per hold per batch, not per deletion
     assert few <= 7 * steps, few  # the source read again, holds placed since, the job: a few per deletion
+
+
+def test_a_hold_placed_mid_batch_from_a_machine_whose_clock_is_behind_still_counts(make_config,
+                                                                                  monkeypatch) -> None:
+    import datetime as dt
+
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config)
+    rooms = sorted(c["room"] for c in archive(config, 3))
+    age(config, 40)
+
+    def place_with_a_slow_clock() -> None:
+        holds = open_holds(config)
+        hold = holds.place(SearchFilters(room=rooms[-1]), "Case S", "court order", {"user": "legal"})
+        holds.holds.update_one({"_id": hold["_id"]}, {"$set": {"placed_at": hold["placed_at"] - dt.timedelta(hours=1)}})
+    _during_first_deletion(monkeypatch, place_with_a_slow_clock)
+    retention(config)
+    assert source(config).count_documents({"room": rooms[-1]}) == 1
