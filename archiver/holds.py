@@ -94,15 +94,13 @@ class Holds:
         query = build_query(filters_of(hold), self.key)
         if "terms" not in query:
             return query
-        recorded = self.state.find_one({"_id": SEARCH_KEY_STATE}) if self.state is not None else None
         if self.state is not None:
-            same_key(recorded, self.key)
-        # Archives made before word hashes were: not an attempt that never completed, an upload under way or
-        # an erased tombstone, which have no words of their own and would hold their room under every such hold.
-        unhashed: dict[str, Any] = {"terms": {"$exists": False}, "status": "archived"}
-        since = (recorded or {}).get("since")
-        if isinstance(since, dt.datetime):
-            unhashed["archived_at"] = {"$lt": since}
+            same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
+        # Archives without word hashes (made before the key, or by an archiver without it), and what is left of
+        # one whose deletion was cut short; not an attempt that never completed, an upload under way or a
+        # finished tombstone: they have no words of their own and would hold their room under every such hold.
+        unhashed = {"terms": {"$exists": False}, "$or": [
+            {"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]}
         hashes = query.pop("terms")
         return {**query, "$or": [{"terms": hashes}, unhashed]}
 

@@ -395,3 +395,24 @@ def test_a_hold_placed_mid_batch_from_a_machine_whose_clock_is_behind_still_coun
     _during_first_deletion(monkeypatch, place_with_a_slow_clock)
     retention(config)
     assert source(config).count_documents({"room": rooms[-1]}) == 1
+
+
+def test_a_hold_by_words_covers_archives_without_word_hashes_whenever_made_and_deletions_cut_short(
+        make_config, tmp_path) -> None:
+    """An archiver of the fleet without the key archives chats with no word hashes after the key was first
+    used; an archive without them whose deletion was cut short still has objects: a hold by words covers both."""
+    import datetime as dt
+
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    keyed = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
+    hashed = archive(keyed, 1, rng_seed=7)
+    unkeyed = keyed.with_overrides(**{"search.key_file": ""})
+    later = archive(unkeyed, 2, rng_seed=8)
+    cut_short = later[1]["room"]
+    index(keyed).update_one({"room": cut_short}, {"$set": {"status": "deleted", "deletion": {
+        "run": "r", "state": "deleting", "at": dt.datetime.now(dt.timezone.utc)}}})
+    holds = open_holds(keyed)
+    holds.place(SearchFilters(text=_shared_word(hashed + later)), "Case W", "litigation", {"user": "legal"})
+    assert set(holds.held_rooms([c["room"] for c in hashed + later])) == {c["room"] for c in hashed + later}
