@@ -419,12 +419,10 @@ class Deletions:
 
     def _rule(self, versions: list[dict[str, Any]], any_status: bool = False) -> Rule | None:
         """The rule of the room's latest archived version; ANY_STATUS: else of its latest tombstone (which
-        keeps the fields rules match), else of its latest entry of any kind."""
+        keeps the fields rules match). None without either: an attempt's entry has none of those fields."""
         archived = [v for v in versions if v["status"] == "archived"]
-        if archived or not any_status:
-            return self.policy.rule_for(archived[-1]) if archived else None
-        deleted = [v for v in versions if v["status"] == "deleted"]
-        return self.policy.rule_for((deleted or versions)[-1]) if versions else None
+        deleted = [v for v in versions if v["status"] == "deleted"] if any_status else []
+        return self.policy.rule_for((archived or deleted)[-1]) if archived or deleted else None
 
     def _room_batches(self, query: dict[str, Any]) -> Iterator[dict[str, list[dict[str, Any]]]]:
         """Index entries (matching QUERY) grouped by room, ROOM_BATCH rooms at a time, versions in order."""

@@ -996,3 +996,15 @@ def test_a_rule_that_keeps_archives_for_ever_keeps_what_an_interrupted_attempt_l
     result = retention(config)
     assert not [i for i in result.report["items"] if i["action"] == "delete_leftovers"]
     assert set(leftovers) <= _room_keys(config, chat)
+
+
+def test_what_an_attempt_left_in_a_room_never_archived_is_kept_for_want_of_a_rule(make_config, monkeypatch) -> None:
+    """An attempt's entry carries none of the fields rules match (type, channel, service): with no archive or
+    tombstone to take the room's rule from, its objects are kept rather than deleted under the default rule."""
+    config, chat, leftovers = _archived_after_an_interrupted_attempt(make_config, monkeypatch)
+    index(config).delete_one({"version": 2})  # as if the chat had never been archived
+    for entry in index(config).find({"status": "superseded"}):
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {"created_at": entry["created_at"] - dt.timedelta(days=4000)}})
+    result = retention(config)
+    assert not [i for i in result.report["items"] if i["action"] == "delete_leftovers"]
+    assert set(leftovers) <= _room_keys(config, chat)
