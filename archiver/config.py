@@ -211,7 +211,7 @@ SECRETS = frozenset({"signing.key_password"})  # never echoed in error messages
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-SERVICE_URLS = ("storage.endpoint_url", "signing.timestamp_url")  # any option of theirs may be a credential
+SERVICE_URLS = ("storage.endpoint_url", "signing.timestamp_url")  # API keys, codes, signatures as options
 SECRET_URIS = ("mongodb.uri", "index.uri", "storage.endpoint_url", "signing.timestamp_url")
 
 
@@ -222,7 +222,7 @@ class Config:
         self._values = dict(values)
         self.source = source
         for name in SECRET_URIS:  # hidden from every message from now on, whatever characters they hold
-            remember_secrets(str(self._values.get(name) or ""), every_option=name in SERVICE_URLS)
+            remember_secrets(str(self._values.get(name) or ""), service=name in SERVICE_URLS)
         remember_secret(str(self._values.get("signing.key_password") or ""))
 
     def __getitem__(self, dotted: str) -> Any:

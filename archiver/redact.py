@@ -33,10 +33,9 @@ def redact(text: str) -> str:
     return _OPTION.sub(r"\1***", _OTHER.sub(r"\1***@", _MONGODB.sub(r"\1***@", text)))
 
 
-def remember_secrets(uri: str, every_option: bool = False) -> None:
-    """Hide URI's password, and secrets among its options (EVERY_OPTION: any value of 8 characters or more,
-    for a service's URL that may carry an API key, a code or a signature as an option), in every message
-    from now on."""
+def remember_secrets(uri: str, service: bool = False) -> None:
+    """Hide URI's password, and secrets among its options (SERVICE: a service's URL, which may also carry an
+    API key, a code or a signature as an option), in every message from now on."""
     _, sep, rest = uri.partition("://")
     if not sep:
         return
@@ -44,9 +43,8 @@ def remember_secrets(uri: str, every_option: bool = False) -> None:
         password = rest[:rest.rindex("@")].partition(":")[2]
         remember_secret(password)
     for name, value in parse_qsl(rest.partition("?")[2], keep_blank_values=False):
-        if every_option and len(value) >= 8:
-            remember_secret(value)
-        if re.search("(?i)password|secret|token", name):
+        if re.search("(?i)password|secret|token" + ("|key|sig|code|auth|credential|session" if service else ""),
+                     name):
             remember_secret(value)
             remember_secret(value.partition(":")[2])  # authMechanismProperties=AWS_SESSION_TOKEN:...
 

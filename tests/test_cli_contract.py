@@ -242,3 +242,16 @@ def test_retrieve_out_that_is_a_file_is_a_usage_error_naming_out(tmp_path, make_
     assert main(["--config", str(config), *argv]) == 2
     err = capsys.readouterr().err
     assert f"--out {afile}: not a directory" in err and "Errno" not in err, err
+
+
+def test_options_of_a_service_url_that_are_not_credentials_stay_readable(make_config) -> None:
+    """Hiding every option value blanked ordinary words (an option `service=timestamp` hid "timestamp" in every
+    message): only options named like credentials are hidden."""
+    from archiver.redact import redact
+
+    make_config(signing__timestamp_url="http://127.0.0.1:9/tsr?service=timestamp&profile=archival&apikey=AK-9f8e7d6c",
+                storage__endpoint_url="http://127.0.0.1:9/?tenant=chat-archive&X-Amz-Signature=0a1b2c3d4e5f")
+    line = redact("timestamp authority failed for the chat-archive bucket (archival profile), key AK-9f8e7d6c, "
+                  "signature 0a1b2c3d4e5f")
+    assert "timestamp" in line and "chat-archive" in line and "archival" in line
+    assert "AK-9f8e7d6c" not in line and "0a1b2c3d4e5f" not in line
