@@ -181,8 +181,9 @@ def _described(exc: Exception) -> str:
 
 
 def _no_progress(report: PassReport) -> str:
-    """Why REPORT's pass made no progress: it archived no chat and found none unchanged; "" if it did."""
-    if report.archived or report.unchanged:
+    """Why REPORT's pass made no progress: chats failed and none was archived or found unchanged; "" if it
+    did, or if only quarantined chats (which need a person, not a working archiver) made none."""
+    if report.archived or report.unchanged or not report.failed:
         return ""
     first = next(iter({**report.failed, **report.quarantined}.values()), "")
     chats = "the chat" if report.handled == 1 else f"the {report.handled} chats"

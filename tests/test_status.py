@@ -288,3 +288,18 @@ def test_healthz_gives_a_mongodb_outage_in_one_line(make_config, tmp_path) -> No
         assert "Topology Description" not in note and "configured timeouts" not in note, note
         seen.append(note)
     assert seen[-1].startswith("error: ServerSelectionTimeoutError: 127.0.0.1:"), seen
+
+
+def test_a_pass_whose_only_chat_was_quarantined_leaves_healthz_healthy(make_config) -> None:
+    """A chat that needs a person (quarantined, counted by archiver_jobs{state="quarantined"}) says nothing of
+    whether chats can be archived: /healthz stayed 503 through every quiet pass until another chat came."""
+    config = make_config()
+    db = _db(make_config, "source")
+    from bson import Code
+
+    end = {"data": {"messageType": "endChat", "ts": time.time() * 1000}}
+    db.chats.insert_one({"room": "R-bad", "messages": [{"data": {"id": Code("x()"), "messageType": "text"}}, end]})
+    service = Service(config, threading.Event())
+    service.archive_pass()
+    assert collect(config).jobs.get("quarantined") == 1
+    assert service.healthy(), service.health_notes()
