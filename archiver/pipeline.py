@@ -26,7 +26,7 @@ from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
 from archiver.batches import batched
 from archiver.artifacts import Artifacts, Plaintext, timed
-from archiver.claims import Job, WorkQueue, now
+from archiver.claims import Job, WorkQueue, now, now_ms
 from archiver.config import Config
 from archiver.holds import Holds
 from archiver.index import ArchiveIndex, VersionConflict
@@ -135,7 +135,10 @@ class Archiver:
         """Queue rooms that ended (or went idle) since the last discovery, and archived rooms whose
         source changed since; when FULL, every ended (or idle) room, comparing source digests."""
         state = self.state.find_one({"_id": DISCOVERY_STATE}) or {}
-        started_ms = self.queue.server_ms()  # shared by every archiver: never one process's own clock
+        # The watermark is compared with message times, which the platform stamps with its own clock: the
+        # earlier of the database server's clock and this machine's, so that neither running ahead hides
+        # chats that end meanwhile (one running behind only makes the next window longer).
+        started_ms = min(self.queue.server_ms(), now_ms())
         overlap_ms = self.config["source.discovery_overlap_minutes"] * 60_000
         since = None if full or "ended_ms" not in state else state["ended_ms"] - overlap_ms
         found = self._enqueue(self.source.ended_since(since), "ended", full)

@@ -591,6 +591,19 @@ def test_a_worker_whose_clock_runs_ahead_does_not_hide_chats_from_the_others(mak
     assert Archiver(config).run_pass().archived == 1
 
 
+def test_a_database_clock_that_runs_ahead_does_not_hide_chats_from_discovery(make_config, monkeypatch) -> None:
+    """The platform stamps messages with its own clock: a watermark taken from a database server 3 hours
+    ahead hid the chats that ended meanwhile until the nightly rescan. The earlier of the two clocks is taken."""
+    from archiver.claims import WorkQueue
+
+    config = make_config()
+    real = WorkQueue.server_ms
+    monkeypatch.setattr(WorkQueue, "server_ms", lambda self: real(self) + 3 * 3_600_000)
+    Archiver(config).run_pass()
+    seed(config, [make_chat(random.Random(32), messages=4, start_ms=recent_ms(10))])
+    assert Archiver(config).run_pass().archived == 1
+
+
 def test_a_second_contact_document_for_a_room_is_reported_not_silently_left_out(make_config) -> None:
     """Two contact documents with one room's id: archiving one of them would leave the other's data out of
     the archive without a word (and its later edits unseen); the chat waits for a person, as with two chats."""
