@@ -11,7 +11,9 @@ every live lease expired.
 
 A claim whose lease ran out is a `lapse` (counted in `lapses`): its archiver died
 holding it (an OOM kill of the main process, which holds every chat in flight), or
-stalled. A job that lapsed ALONE_AFTER times is claimed only alone (`claim_alone`),
+stalled. A pass that fails with an error hands its claims back instead (`release_held`,
+not a lapse); only one that could not reach the database to do so leaves them to lapse.
+A job that lapsed ALONE_AFTER times is claimed only alone (`claim_alone`),
 so that a chat that kills its archiver no longer takes its batch-mates down with it,
 and is quarantined once it lapsed archive.max_attempts more times.
 """
@@ -34,9 +36,12 @@ from archiver.mongo import server_ms
 CLAIMABLE = ["pending", "failed", "claimed"]
 ALONE_AFTER = 2  # lapses after which a job is claimed only alone: those it may have shared with batch-mates
 SHARED = {"lapses": {"$in": [None, *range(ALONE_AFTER)]}}  # jobs claimed in batches (no `lapses`: none)
-LAPSED = "the archiver holding this chat stopped (killed: out of memory?) or stalled before finishing it"
+LAPSED = ("the archiver holding this chat stopped (killed: out of memory?) or stalled before finishing it, or failed "
+          "unable to reach the database to hand it back")
+# A failed pass hands its claims back, uncounted, unless the database was unreachable then: both stay possible.
 DIED = ("the archiver died (or stalled past its lease) {lapses} times while holding this chat, the last {alone} of "
-        "them with no other chat in hand (killed by the operating system: out of memory?)")
+        "them with no other chat in hand (killed by the operating system: out of memory? Or it failed with the "
+        "database unreachable, unable to hand the chat back)")
 
 
 def now() -> dt.datetime:
@@ -209,6 +214,10 @@ class WorkQueue:
             if claimed is not None:  # else another worker took it first: look again
                 return _job(claimed), gave_up
 
+    def alone_due(self, due_by_ms: int) -> int:
+        """How many jobs due by DUE_BY_MS are to be claimed alone (`claim_alone`)."""
+        return self.jobs.count_documents({**_due(due_by_ms, None), "lapses": {"$gte": ALONE_AFTER}})
+
     def _lapse(self, t: int, rooms: list[str]) -> None:
         """Close the claims on ROOMS whose lease ran out by T (their archiver died or stalled), counting
         the lapse; claimable again at once."""
@@ -246,8 +255,13 @@ class WorkQueue:
         """Hand back claims not worked on (shutdown): claimable at once, the attempt not counted."""
         if not rooms:
             return 0
-        return self._update_ours(rooms, {"$set": {"state": "pending", "available_at": self.server_ms()},
-                                         "$inc": {"attempts": -1}, "$unset": {"owner": "", "claim": ""}})
+        return self._update_ours(rooms, _released(self.server_ms()))
+
+    def release_held(self) -> int:
+        """Hand back every claim we still hold (a pass that failed, or one before it in this process that
+        could not): claimable at once, neither the attempt nor a lapse counted; how many there were."""
+        return self.jobs.update_many({"state": "claimed", "owner": self.owner}, _released(self.server_ms())
+                                     ).modified_count
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
         retry_at = self.server_ms() + int(retry_in_seconds * 1000)
@@ -303,6 +317,12 @@ def _from_ms(ms: float) -> dt.datetime | None:
 def _due(t: int, due_by_ms: int | None) -> dict[str, Any]:
     """Jobs claimable at T: pending, failed and due for retry, or claimed with the lease run out."""
     return {"state": {"$in": CLAIMABLE}, "available_at": {"$lte": min(t, due_by_ms or t)}}
+
+
+def _released(t: int) -> dict[str, Any]:
+    """The update that hands a claim back at T: claimable at once, the attempt not counted."""
+    return {"$set": {"state": "pending", "available_at": t}, "$inc": {"attempts": -1},
+            "$unset": {"owner": "", "claim": ""}}
 
 
 def _job(doc: dict[str, Any]) -> Job:

@@ -33,6 +33,7 @@ from archiver.index import ArchiveIndex, VersionConflict
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
 from archiver.names import recorded_folders
+from archiver.redact import redact
 from archiver.render.record import source_json
 from archiver.redaction import Redacted
 from archiver.search import load_search_key, record_search_key
@@ -228,15 +229,35 @@ class Archiver:
               progress: Callable[[PassReport], None] | None) -> PassReport:
         report = PassReport()
         started = time.perf_counter()
+        self._hand_back(None)  # `serve` keeps its owner: claims an earlier pass failed to hand back
         if discover:
             with timed(report.stages, "discover"):
                 report.discovered = self.rescan() if full else self.discover()
-        self._drain(report, limit, progress)
+        try:
+            self._drain(report, limit, progress)
+        except BaseException as exc:
+            self._hand_back(exc)
+            raise
         report.seconds = time.perf_counter() - started
         event("pass_finished", archived=report.archived, unchanged=report.unchanged,
               failed=len(report.failed), quarantined=len(report.quarantined), leases_lost=len(report.leases_lost),
               worker_deaths=report.worker_deaths, seconds=round(report.seconds, 3))
         return report
+
+    def _hand_back(self, failure: BaseException | None) -> None:
+        """Hand back the claims this process still holds, so that they do not lapse: a lapse counts as a
+        death of the archiver (claims.py), a pass that FAILURE ended is none. Best effort after a failure (the
+        database may be what failed): that the claims could not be handed back is logged, not raised."""
+        try:
+            released = self.queue.release_held()
+        except Exception as exc:
+            if failure is None:
+                raise
+            event("claims_not_released", logging.ERROR, owner=self.queue.owner, error=redact(str(exc)))
+            return
+        if released:
+            event("claims_released", logging.WARNING, claims=released,
+                  after="this pass failed" if failure else "an earlier pass of this process failed")
 
     def archive_room(self, room: str, kind: str) -> tuple[PassReport, Plaintext | None]:
         """Archive ROOM now (on-demand export), built in a worker process like any chat; also the
@@ -246,6 +267,14 @@ class Archiver:
         if job is None:
             report.failed[room] = "another worker is archiving this room right now; try again shortly"
             return report, None
+        try:
+            built = self._build_alone(job, report)
+        except BaseException as exc:
+            self._hand_back(exc)
+            raise
+        return report, built[room].plain if room in built else None
+
+    def _build_alone(self, job: Job, report: PassReport) -> dict[str, Artifacts]:
         alone = self._process_pool(1)  # its process starts only if there is something to build
         built: dict[str, Artifacts] = {}
         try:
@@ -254,7 +283,7 @@ class Archiver:
                     built = self._finish([p], report)
         finally:
             alone.shutdown(wait=True, cancel_futures=True)
-        return report, built[room].plain if room in built else None
+        return built
 
     def _executor(self) -> cf.Executor:
         return self._process_pool(self.workers)
@@ -272,6 +301,9 @@ class Archiver:
         # Only work due when the pass began: a chat that fails now is retried by a later
         # pass, so an outage cannot make this one spin on the same chats.
         due_by = self.queue.server_ms()
+        # Chats to be claimed alone come after the batches: a LIMIT keeps room for them, or while a backlog
+        # lasts they would never be reached (a poison chat never quarantined, its batch-mates never archived).
+        batches = None if limit is None else limit - min(limit, self.queue.alone_due(due_by))
         batch = self.config["archive.batch_size"]
         depth = max(2 * batch, 2 * self.workers)  # keeps every worker busy while we do I/O
         lease = self.config["archive.lease_seconds"]
@@ -284,7 +316,7 @@ class Archiver:
                     in_flight = self._renew(in_flight, lease, report, waiting=ended)
                     renewed = time.monotonic()
                 room = depth - len(in_flight)
-                want = room if limit is None else min(room, limit - claimed)
+                want = room if batches is None else min(room, batches - claimed)
                 # Claim in batches, a few queries per batch rather than per chat; the last chats
                 # of a LIMIT are claimed whatever their number.
                 claimable = not exhausted and want > 0 and not self.stop.is_set()
@@ -292,11 +324,14 @@ class Archiver:
                     with timed(report.stages, "claim"):
                         jobs = self.queue.claim_batch(lease, want, due_by_ms=due_by)
                     claimed += len(jobs)
-                    exhausted = not jobs or claimed == limit
+                    exhausted = not jobs or claimed == batches
                     in_flight.extend(self._prepare(pool, jobs, report))
                     continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
                 if not in_flight:  # nothing in hand (the rest indexed): chats whose archiver died with them
                     job = None if self.stop.is_set() or claimed == limit else self._claim_alone(report, due_by)
+                    if job is None and batches != limit and claimed != limit and not self.stop.is_set():
+                        batches, exhausted = limit, False  # fewer alone than kept room for: batches fill the rest
+                        continue
                     if job is None:
                         break
                     claimed += 1

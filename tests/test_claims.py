@@ -49,6 +49,32 @@ def test_released_claims_are_claimable_at_once_and_the_attempt_is_not_counted(jo
     assert sorted((j.room, j.attempts) for j in again) == [("a", 1), ("b", 1)]
 
 
+def test_claims_held_by_a_failed_pass_are_handed_back_uncounted_and_only_its_own(jobs) -> None:
+    """A pass that fails hands back every claim of its process, its lease run out or not, as no lapse; the
+    claims of another archiver (one that died) are left to lapse and count."""
+    mine, dead = WorkQueue(jobs, "me"), WorkQueue(jobs, "dead")
+    mine.enqueue((room, "ended") for room in ["a", "b", "c"])
+    assert [j.room for j in mine.claim_batch(600, 2)] == ["a", "b"]
+    assert [j.room for j in dead.claim_batch(600, 2)] == ["c"]
+    jobs.update_many({"_id": {"$in": ["b", "c"]}}, {"$set": {"available_at": 0}})  # their leases ran out
+    assert mine.release_held() == 2
+    assert mine.release_held() == 0
+    assert {d["_id"]: (d["state"], d.get("lapses") or 0, d["attempts"]) for d in jobs.find()} == {
+        "a": ("pending", 0, 0), "b": ("pending", 0, 0), "c": ("claimed", 0, 1)}
+    assert sorted(j.room for j in WorkQueue(jobs, "next").claim_batch(600, 10)) == ["a", "b", "c"]
+    assert jobs.find_one({"_id": "c"})["lapses"] == 1, "the dead archiver's claim lapsed"
+
+
+def test_jobs_to_be_claimed_alone_are_counted_when_due(jobs) -> None:
+    queue = WorkQueue(jobs, "me")
+    queue.enqueue((room, "ended") for room in ["a", "b", "c"])
+    t = queue.server_ms()
+    jobs.update_many({"_id": {"$in": ["a", "b"]}}, {"$set": {"lapses": claims.ALONE_AFTER}})
+    jobs.update_one({"_id": "b"}, {"$set": {"available_at": t + 60_000}})  # not due yet
+    assert queue.alone_due(t) == 1
+    assert queue.alone_due(t + 60_000) == 2
+
+
 FIVE_MINUTES_MS = 5 * 60_000
 
 
@@ -134,7 +160,8 @@ def test_a_chat_whose_archiver_keeps_dying_is_claimed_alone_then_quarantined_and
             assert queue.done([job.room]) == 1
     assert gave_up == {"poison": "the archiver died (or stalled past its lease) 5 times while holding this chat, "
                                  "the last 3 of them with no other chat in hand (killed by the operating system: "
-                                 "out of memory?)"}
+                                 "out of memory? Or it failed with the database unreachable, unable to hand the "
+                                 "chat back)"}
     assert {d["_id"]: d["state"] for d in any_jobs.find()} == {"poison": "quarantined", "a": "done", "b": "done",
                                                                "c": "done"}
     assert any_jobs.find_one({"_id": "poison"})["reason"] == gave_up["poison"]
