@@ -21,6 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from pymongo.errors import PyMongoError
+
 from archiver import artifacts
 from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
@@ -127,6 +129,7 @@ class Archiver:
         self._attachment_retries: dict[str, attachment_retries.Retry] = {}  # planned, not yet submitted
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).
         self.keep_workers = False
+        self._unreturned = False  # claims an outage kept a failed pass from handing back (see _hand_back)
         self._kept: cf.ProcessPoolExecutor | None = None
         self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
 
@@ -229,7 +232,8 @@ class Archiver:
               progress: Callable[[PassReport], None] | None) -> PassReport:
         report = PassReport()
         started = time.perf_counter()
-        self._hand_back(None)  # `serve` keeps its owner: claims an earlier pass failed to hand back
+        if self._unreturned:  # `serve` keeps its owner: claims an earlier pass's outage kept it from handing back
+            self._hand_back(None)
         if discover:
             with timed(report.stages, "discover"):
                 report.discovered = self.rescan() if full else self.discover()
@@ -246,15 +250,21 @@ class Archiver:
 
     def _hand_back(self, failure: BaseException | None) -> None:
         """Hand back the claims this process still holds, so that they do not lapse: a lapse counts as a
-        death of the archiver (claims.py), a pass that FAILURE ended is none. Best effort after a failure (the
-        database may be what failed): that the claims could not be handed back is logged, not raised."""
+        death of the archiver (claims.py), a pass that an outage (or a stop) ended is none. A FAILURE of ours
+        (a bug raised while handling a chat) hands nothing back: its lapses isolate, then quarantine, a chat
+        that makes every pass fail. Best effort after an outage (the database may be what failed): that the
+        claims could not be handed back is logged, not raised, and the next pass of this process retries."""
+        if failure is not None and not _outage(failure):
+            return
         try:
             released = self.queue.release_held()
         except Exception as exc:
             if failure is None:
                 raise
+            self._unreturned = True
             event("claims_not_released", logging.ERROR, owner=self.queue.owner, error=redact(str(exc)))
             return
+        self._unreturned = False
         if released:
             event("claims_released", logging.WARNING, claims=released,
                   after="this pass failed" if failure else "an earlier pass of this process failed")
@@ -786,3 +796,8 @@ def _kill_workers(pool: cf.Executor) -> None:
     """Kill POOL's worker processes, to end a build that runs on: Python before 3.14 has no public way."""
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         process.kill()
+
+
+def _outage(failure: BaseException) -> bool:
+    """Whether FAILURE is the database's or the store's (or a stop), not an error of ours."""
+    return not isinstance(failure, Exception) or isinstance(failure, (PyMongoError, StoreError, OSError))

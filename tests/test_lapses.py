@@ -164,3 +164,27 @@ def test_an_export_that_fails_on_a_mongodb_blip_hands_its_chat_back(make_config,
         Archiver(config).archive_room(chat["room"], "ended")
     job = index_db(config)[config["index.jobs"]].find_one({"_id": chat["room"]})
     assert (job["state"], job.get("lapses") or 0) == ("pending", 0)
+
+
+def test_a_pass_that_fails_on_an_error_of_ours_leaves_its_claims_to_lapse(make_config, monkeypatch) -> None:
+    """Only an outage (the database, the store) hands claims back uncounted: a chat whose handling raises a
+    bug every time must still be isolated and quarantined, so a pass it ends leaves its claim to lapse, and the
+    next pass of the same process (serve) does not hand it back either."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(4), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+
+    def bug(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in handling this chat")
+    monkeypatch.setattr(ArchiveIndex, "complete", bug)
+    archiver = Archiver(config)
+    with pytest.raises(RuntimeError):
+        archiver.run_pass()
+    jobs = index_db(config)[config["index.jobs"]]
+    assert jobs.find_one({"_id": chat["room"]})["state"] == "claimed"
+    monkeypatch.undo()
+    archiver.run_pass(discover=False)  # the same process: its lease has not run out, the chat stays claimed
+    assert jobs.find_one({"_id": chat["room"]})["state"] == "claimed"
+    _leases_run_out(config)
+    assert archiver.run_pass().archived == 1
+    assert (jobs.find_one({"_id": chat["room"]}).get("lapses") or 0) == 0  # archived: the count starts again
