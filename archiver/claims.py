@@ -11,8 +11,9 @@ every live lease expired.
 
 A claim whose lease ran out is a `lapse` (counted in `lapses`): its archiver died
 holding it (an OOM kill of the main process, which holds every chat in flight), or
-stalled. A pass that fails with an error hands its claims back instead (`release_held`,
-not a lapse); only one that could not reach the database to do so leaves them to lapse.
+stalled, or a pass of it failed with an error of ours (a bug it meets with this chat).
+A pass that an outage ends hands its claims back instead (`release_held`, not a lapse),
+unless the outage keeps it from doing so.
 A job that lapsed ALONE_AFTER times is claimed only alone (`claim_alone`),
 so that a chat that kills its archiver no longer takes its batch-mates down with it,
 and is quarantined once it lapsed archive.max_attempts more times.
@@ -36,12 +37,13 @@ from archiver.mongo import server_ms
 CLAIMABLE = ["pending", "failed", "claimed"]
 ALONE_AFTER = 2  # lapses after which a job is claimed only alone: those it may have shared with batch-mates
 SHARED = {"lapses": {"$in": [None, *range(ALONE_AFTER)]}}  # jobs claimed in batches (no `lapses`: none)
-LAPSED = ("the archiver holding this chat stopped (killed: out of memory?) or stalled before finishing it, or failed "
-          "unable to reach the database to hand it back")
-# A failed pass hands its claims back, uncounted, unless the database was unreachable then: both stay possible.
+LAPSED = ("the archiver holding this chat stopped (killed: out of memory?) or stalled before finishing it, or its "
+          "pass failed with an error (see pass_failed in its log)")
+# What a lapse leaves cannot tell these apart: a death, a stall, a pass that a bug ended, an outage that kept a
+# failed pass from handing the chat back.
 DIED = ("the archiver died (or stalled past its lease) {lapses} times while holding this chat, the last {alone} of "
-        "them with no other chat in hand (killed by the operating system: out of memory? Or it failed with the "
-        "database unreachable, unable to hand the chat back)")
+        "them with no other chat in hand (killed by the operating system: out of memory? Or its passes failed "
+        "with an error: see pass_failed in its log)")
 
 
 def now() -> dt.datetime:
@@ -257,11 +259,16 @@ class WorkQueue:
             return 0
         return self._update_ours(rooms, _released(self.server_ms()))
 
-    def release_held(self) -> int:
-        """Hand back every claim we still hold (a pass that failed, or one before it in this process that
-        could not): claimable at once, neither the attempt nor a lapse counted; how many there were."""
-        return self.jobs.update_many({"state": "claimed", "owner": self.owner}, _released(self.server_ms())
-                                     ).modified_count
+    def release_held(self, keep: Iterable[str] = ()) -> int:
+        """Hand back every claim we still hold but those on KEEP (a pass that an outage ended, or one before
+        it in this process that could not): claimable at once, neither the attempt nor a lapse counted; how
+        many there were."""
+        return self.jobs.update_many({"state": "claimed", "owner": self.owner, "_id": {"$nin": list(keep)}},
+                                     _released(self.server_ms())).modified_count
+
+    def held(self) -> list[str]:
+        """The rooms we hold claims on."""
+        return [d["_id"] for d in self.jobs.find({"state": "claimed", "owner": self.owner}, {"_id": 1})]
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
         retry_at = self.server_ms() + int(retry_in_seconds * 1000)

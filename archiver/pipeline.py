@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from archiver import artifacts
 from archiver import attachment_retries
@@ -42,7 +42,7 @@ from archiver.search import load_search_key, record_search_key
 from archiver.signing import sha256_hex
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
-from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store
+from archiver.store import ObjectStore, StoreError, local_lock_warning, open_store, unreachable
 from archiver.store.s3 import S3Store
 from archiver.timestamps import TimestampError
 from archiver.transcript import InvalidChat
@@ -130,6 +130,7 @@ class Archiver:
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).
         self.keep_workers = False
         self._unreturned = False  # claims an outage kept a failed pass from handing back (see _hand_back)
+        self._lapsing: set[str] = set()  # claims a pass that a bug ended leaves to lapse (see _hand_back)
         self._kept: cf.ProcessPoolExecutor | None = None
         self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
 
@@ -141,8 +142,9 @@ class Archiver:
         state = self.state.find_one({"_id": DISCOVERY_STATE}) or {}
         # The watermark is compared with message times, which the platform stamps with its own clock: the
         # earlier of the database server's clock and this machine's, so that neither running ahead hides
-        # chats that end meanwhile (one running behind only makes the next window longer).
-        started_ms = min(self.queue.server_ms(), now_ms())
+        # chats that end meanwhile (one running behind makes the next window longer by its lag).
+        server = self.queue.server_ms()
+        started_ms = min(server, now_ms())
         overlap_ms = self.config["source.discovery_overlap_minutes"] * 60_000
         since = None if full or "ended_ms" not in state else state["ended_ms"] - overlap_ms
         found = self._enqueue(self.source.ended_since(since), "ended", full)
@@ -153,7 +155,7 @@ class Archiver:
         sets: dict[str, float] = {"ended_ms": started_ms}
         idle_hours = self.config["source.abandoned_after_hours"]
         if idle_hours > 0:
-            before = started_ms - idle_hours * 3_600_000
+            before = server - idle_hours * 3_600_000  # idle that long by the server's clock (not a lagging local one)
             idle_since = None if full or "idle_ms" not in state else state["idle_ms"] - overlap_ms
             found += self._enqueue(self.source.idle_between(idle_since, before), "abandoned", full)
             sets["idle_ms"] = before
@@ -255,9 +257,13 @@ class Archiver:
         that makes every pass fail. Best effort after an outage (the database may be what failed): that the
         claims could not be handed back is logged, not raised, and the next pass of this process retries."""
         if failure is not None and not _outage(failure):
+            try:  # left to lapse: not to be handed back by a later outage's hand-back either
+                self._lapsing.update(self.queue.held())
+            except Exception as exc:
+                event("claims_not_listed", logging.ERROR, owner=self.queue.owner, error=redact(str(exc)))
             return
         try:
-            released = self.queue.release_held()
+            released = self.queue.release_held(keep=self._lapsing)
         except Exception as exc:
             if failure is None:
                 raise
@@ -799,5 +805,12 @@ def _kill_workers(pool: cf.Executor) -> None:
 
 
 def _outage(failure: BaseException) -> bool:
-    """Whether FAILURE is the database's or the store's (or a stop), not an error of ours."""
-    return not isinstance(failure, Exception) or isinstance(failure, (PyMongoError, StoreError, OSError))
+    """Whether FAILURE is a passing outage (the database or the store not reachable, a primary stepping down)
+    or a stop, not an error that would come back with the same chats (a write the server refuses, a bug)."""
+    if not isinstance(failure, Exception):  # KeyboardInterrupt, SystemExit: a stop
+        return True
+    if isinstance(failure, ConnectionFailure):  # AutoReconnect, NotPrimaryError, timeouts, no server
+        return True
+    if isinstance(failure, PyMongoError):
+        return failure.has_error_label("RetryableWriteError") or failure.has_error_label("TransientTransactionError")
+    return isinstance(failure, StoreError) and unreachable(failure)

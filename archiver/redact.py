@@ -10,7 +10,7 @@ every log line, errors recorded in MongoDB, storage errors (endpoint URLs) and /
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote, unquote_plus
 
 # MongoDB URIs: everything up to the last "@" of the URI, so that a password mistyped with
 # an unescaped "/" is hidden too (the driver also splits there). Other schemes: userinfo as
@@ -21,6 +21,10 @@ _OTHER = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>/@]*@")
 
 _OPTION = re.compile(r"(?i)((?:password|secret|token)[a-z0-9_]*[=:])[^&\s'\",;]+")
 _KNOWN: set[str] = set()  # the configuration's passwords (see remember_secrets)
+# Option names that hold a credential; a service's URL (TSA, S3 endpoint) may also carry an API key, a
+# signature (Azure SAS `sig`, AWS `X-Amz-Signature`), a code or a session as an option.
+_SECRET = re.compile(r"(?i)pass|pwd|secret|token")
+_SERVICE_SECRET = re.compile(r"(?i)pass|pwd|secret|token|key|sig|code|auth|cred|session|jwt|bearer|private")
 SHORTEST_KNOWN = 4  # a shorter "password" would blank out ordinary text everywhere
 
 
@@ -42,11 +46,13 @@ def remember_secrets(uri: str, service: bool = False) -> None:
     if "@" in rest:  # the driver splits userinfo from hosts at the last "@"
         password = rest[:rest.rindex("@")].partition(":")[2]
         remember_secret(password)
-    for name, value in parse_qsl(rest.partition("?")[2], keep_blank_values=False):
-        if re.search("(?i)password|secret|token" + ("|key|sig|code|auth|credential|session" if service else ""),
-                     name):
-            remember_secret(value)
-            remember_secret(value.partition(":")[2])  # authMechanismProperties=AWS_SESSION_TOKEN:...
+    secret_name = _SERVICE_SECRET if service else _SECRET
+    for option in rest.partition("?")[2].partition("#")[0].split("&"):
+        name, _, raw = option.partition("=")
+        if raw and secret_name.search(unquote_plus(name)):
+            for value in (raw, unquote_plus(raw)):  # as written in the URL (%2B...) and decoded
+                remember_secret(value)
+                remember_secret(value.partition(":")[2])  # authMechanismProperties=AWS_SESSION_TOKEN:...
 
 
 def remember_secret(secret: str) -> None:

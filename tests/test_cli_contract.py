@@ -255,3 +255,19 @@ def test_options_of_a_service_url_that_are_not_credentials_stay_readable(make_co
                   "signature 0a1b2c3d4e5f")
     assert "timestamp" in line and "chat-archive" in line and "archival" in line
     assert "AK-9f8e7d6c" not in line and "0a1b2c3d4e5f" not in line
+
+
+@pytest.mark.parametrize("option", ["sig=AbC%2Bdef%2Fghi%3D", "apiKey=Zk9+qrstu1", "pwd=hunter2222",
+                                    "X-Amz-Credential=AKIAEXAMPLE%2F20261126%2Fus-east-1", "code=abc%3D%3Ddef"])
+def test_a_credential_option_of_the_tsa_url_is_hidden_as_written_and_decoded(option, make_config) -> None:
+    """parse_qsl decodes %XX and '+': the form remembered was not the one messages print."""
+    from urllib.parse import unquote_plus
+
+    from archiver.redact import redact
+
+    make_config(signing__timestamp_url=f"http://127.0.0.1:9/tsr?service=timestamp&{option}")
+    raw = option.partition("=")[2]
+    for shown in (raw, unquote_plus(raw)):
+        line = redact(f"timestamp authority http://127.0.0.1:9/tsr?service=timestamp&{option.partition('=')[0]}={shown}: "
+                      "unreachable")
+        assert shown not in line and "timestamp authority" in line, line

@@ -166,25 +166,52 @@ def test_an_export_that_fails_on_a_mongodb_blip_hands_its_chat_back(make_config,
     assert (job["state"], job.get("lapses") or 0) == ("pending", 0)
 
 
-def test_a_pass_that_fails_on_an_error_of_ours_leaves_its_claims_to_lapse(make_config, monkeypatch) -> None:
-    """Only an outage (the database, the store) hands claims back uncounted: a chat whose handling raises a
-    bug every time must still be isolated and quarantined, so a pass it ends leaves its claim to lapse, and the
-    next pass of the same process (serve) does not hand it back either."""
+def _too_large() -> Exception:
+    from pymongo.errors import OperationFailure
+
+    return OperationFailure("Resulting document after update is larger than 16777216", 17419)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug in handling this chat"), FileNotFoundError(2, "gone"),
+                                   _too_large()], ids=["bug", "oserror", "refused-write"])
+def test_a_pass_that_fails_on_an_error_of_ours_leaves_its_claims_to_lapse(error, make_config, monkeypatch) -> None:
+    """Only a passing outage hands claims back uncounted: a chat whose handling fails the same way every time (a
+    bug, a write the server refuses) must still be isolated and quarantined, so a pass it ends leaves its claim
+    to lapse, and the next pass of the same process (serve) does not hand it back either."""
     config = make_config()
     chat, contact = make_chat(random.Random(4), messages=4, start_ms=recent_ms(30))
     seed(config, [(chat, contact)])
 
     def bug(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug in handling this chat")
+        raise error
     monkeypatch.setattr(ArchiveIndex, "complete", bug)
     archiver = Archiver(config)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(type(error)):
         archiver.run_pass()
     jobs = index_db(config)[config["index.jobs"]]
     assert jobs.find_one({"_id": chat["room"]})["state"] == "claimed"
+    monkeypatch.setattr(ArchiveIndex, "complete", lambda *a, **k: (_ for _ in ()).throw(BLIP))
+    other = make_chat(random.Random(5), messages=4, start_ms=recent_ms(30))
+    seed(config, [other])
+    with pytest.raises(AutoReconnect):  # an outage now hands back its own claims, not the lapsing one
+        archiver.run_pass()
+    assert jobs.find_one({"_id": chat["room"]})["state"] == "claimed"
+    assert jobs.find_one({"_id": other[0]["room"]})["state"] == "pending"
     monkeypatch.undo()
     archiver.run_pass(discover=False)  # the same process: its lease has not run out, the chat stays claimed
     assert jobs.find_one({"_id": chat["room"]})["state"] == "claimed"
     _leases_run_out(config)
     assert archiver.run_pass().archived == 1
+    assert sorted(archived_rooms(config)) == sorted([chat["room"], other[0]["room"]])
     assert (jobs.find_one({"_id": chat["room"]}).get("lapses") or 0) == 0  # archived: the count starts again
+
+
+def test_a_transient_database_error_is_an_outage() -> None:
+    from pymongo.errors import NotPrimaryError, OperationFailure, ServerSelectionTimeoutError
+
+    from archiver.pipeline import _outage
+
+    retryable = OperationFailure("interrupted at shutdown", 11600, {"errorLabels": ["RetryableWriteError"]})
+    assert all(_outage(e) for e in (BLIP, NotPrimaryError("stepped down"), ServerSelectionTimeoutError("none"),
+                                    retryable, KeyboardInterrupt()))
+    assert not any(_outage(e) for e in (_too_large(), RuntimeError("bug"), OSError(28, "No space left on device")))

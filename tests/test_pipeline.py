@@ -154,6 +154,19 @@ def test_abandoned_chats_are_archived_after_the_idle_time(make_config) -> None:
     assert entries(config)[0]["kind"] == "abandoned"
 
 
+def test_abandoned_chats_are_found_when_this_machine_s_clock_is_behind(make_config, monkeypatch) -> None:
+    """The idle bound is the database server's clock less the idle time: taken from a local clock 3 days
+    behind, a chat idle for 3 hours was not abandoned for 3 more days."""
+    from archiver import claims
+
+    config = make_config(source__abandoned_after_hours=1.0)
+    idle = make_chat(random.Random(5), messages=4, ended=False, start_ms=recent_ms(180))
+    seed(config, [idle])
+    behind = claims.now_ms() - 3 * 86_400_000
+    monkeypatch.setattr("archiver.pipeline.now_ms", lambda: behind)
+    assert Archiver(config).run_pass().archived == 1
+
+
 def test_discovery_reads_only_recent_ends_unless_full(make_config) -> None:
     config = make_config()
     rng = random.Random(6)
