@@ -28,15 +28,21 @@ def load_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def out_folder(path: Path) -> Path:
-    """--out as an existing or new folder where files can be added; anything else there is a usage error,
-    not a chat's failure."""
+def folder_option(path: Path, option: str) -> Path:
+    """OPTION's PATH as an existing or new folder; anything else there is a usage error, before any work."""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path}: not a directory")
+        raise UsageError(f"{option} {path}: not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
+        raise UsageError(f"{option} {path}: cannot create it ({exc.strerror or exc})") from None
+    return path
+
+
+def out_folder(path: Path) -> Path:
+    """--out as an existing or new folder where files can be added; anything else there is a usage error,
+    not a chat's failure."""
+    folder_option(path, "--out")
     try:
         check_hard_links(path)
     except NoHardLinks as exc:
