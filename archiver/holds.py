@@ -166,14 +166,15 @@ class Holds:
             changed += 1
         return changed
 
-    def protect_new(self, rooms: Iterable[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
-        """The archive pass's seam: new versions of held rooms get the S3 legal hold at once."""
+    def protect_new(self, rooms: Iterable[str], holds: list[dict[str, Any]],
+                    store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
+        """The archive pass's seam: new versions of held rooms get the S3 legal hold at once (HOLDS: the
+        active ones, which the pass has just read)."""
         rooms = list(rooms)
-        if not rooms:  # nothing new (an index write with no chat ended): no query
+        if not rooms or not holds:  # nothing new (an index write with no chat ended), or nothing held: no query
             return 0
         try:
-            holds = self.active()
-            return self.protect(list(self.held_rooms(rooms, holds)), store_of) if holds else 0
+            return self.protect(list(self.held_rooms(rooms, holds)), store_of)
         except Exception as exc:  # never fails the pass: deletions check holds themselves, the next run repairs
             event("legal_hold_failed", logging.WARNING, rooms=len(rooms), error=f"{type(exc).__name__}: {exc}")
             return 0

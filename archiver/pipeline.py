@@ -687,8 +687,8 @@ class Archiver:
             self.queue.done(list(built))
             # New versions of held rooms get the S3 legal hold. Whether any hold exists is asked here: the
             # seam logs and swallows every error as a hold failure, and an outage is the pass's error.
-            if built and self.holds.active():
-                self.holds.protect_new(built, lambda _: self.store)
+            holds = self.holds.active() if built else []
+            self.holds.protect_new(built, holds, lambda _: self.store)
         for room, (p, a) in built.items():
             report.archived += 1
             event("archived", room=room, version=p.entry["version"], messages=a.entry["message_count"])

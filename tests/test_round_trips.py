@@ -111,7 +111,7 @@ def test_a_job_without_kind_or_error_is_claimed_as_before(jobs) -> None:
 def test_an_index_write_with_no_chat_archived_asks_nothing_of_the_holds(mongo_uri, db_names) -> None:
     db = connect(mongo_uri)[db_names["index.database"]]
     holds, entries = Counting(db["holds"]), Counting(db["entries"])
-    assert Holds(holds, entries, None).protect_new([], lambda _: None) == 0
+    assert Holds(holds, entries, None).protect_new([], [], lambda _: None) == 0
     assert holds.calls == {} and entries.calls == {}
 
 
