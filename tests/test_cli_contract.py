@@ -104,20 +104,15 @@ def _with_key(tmp_path: Path, certificate: Path, key: Path, name: str) -> Path:
     return path
 
 
-def test_a_recipients_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
-    combo = _with_key(tmp_path, keys["legal.crt.pem"], keys["legal.key.pem"], "legal-combo.pem")
-    config = cli_toml(tmp_path, make_config, encryption__recipients=[str(combo)])
+@pytest.mark.parametrize("setting, certificate, key", [
+    ("encryption.recipients", "legal.crt.pem", "legal.key.pem"), ("signing.chain", "ca.crt.pem", "signing.key.pem")])
+def test_a_certificates_file_holding_a_private_key_is_refused_by_run(setting, certificate, key, tmp_path,
+                                                                     make_config, keys, capsys) -> None:
+    combo = _with_key(tmp_path, keys[certificate], keys[key], "combo.pem")
+    config = cli_toml(tmp_path, make_config, **{setting.replace(".", "__"): [str(combo)]})
     assert main(["--config", str(config), "run", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"encryption.recipients: {combo}: holds a private key" in err, err
-
-
-def test_a_signing_chain_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
-    combo = _with_key(tmp_path, keys["ca.crt.pem"], keys["signing.key.pem"], "chain-combo.pem")
-    config = cli_toml(tmp_path, make_config, signing__chain=[str(combo)])
-    assert main(["--config", str(config), "run", "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert f"signing.chain: {combo}: holds a private key" in err, err
+    assert f"{setting}: {combo}: holds a private key" in err, err
 
 
 def test_a_trust_anchor_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
