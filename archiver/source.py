@@ -15,8 +15,12 @@ from bson.int64 import Int64
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from archiver.batches import batched
 from archiver.mongo import tolerant
 from archiver.transcript import END_TYPE, to_datetime
+
+
+BATCH = 500  # rooms asked for in one query
 
 
 @dataclass(frozen=True)
@@ -100,10 +104,13 @@ class ChatSource:
         if self.messages is not None:
             rooms = {d["room"] for d in self.messages.find({"data.ts": window}, {"room": 1, "_id": 0})
                      if isinstance(d.get("room"), str)}
-            for room in sorted(rooms):
-                stamps = [d.get("data", {}) for d in self.messages.find({"room": room}, {"data.ts": 1, "data.messageType": 1})]
-                if _idle(stamps, since_ms, before_ms):
-                    yield room
+            for batch in batched(sorted(rooms), BATCH):  # every message of a batch of rooms in one query
+                stamps: dict[str, list[Any]] = {room: [] for room in batch}
+                for d in self.messages.find({"room": {"$in": batch}}, {"room": 1, "data.ts": 1,
+                                                                         "data.messageType": 1, "_id": 0}):
+                    if isinstance(d.get("room"), str) and d["room"] in stamps:  # not a room that is an array
+                        stamps[d["room"]].append(d.get("data", {}))
+                yield from (room for room in batch if _idle(stamps[room], since_ms, before_ms))
             return
         query = {"messages": {"$elemMatch": {"data.ts": window}}}
         for doc in self.chats.find(query, {"room": 1, "messages.data.ts": 1, "messages.data.messageType": 1}):

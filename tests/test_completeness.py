@@ -149,3 +149,38 @@ def test_with_abandoned_chats_archived_an_idle_chat_not_archived_is_missing(make
     assert after.ok and (after.abandoned, after.archived) == (1, 1)
     recent = make_config(source__abandoned_after_hours=24.0)  # idle for less than that: not due yet
     assert _window(recent.with_overrides(**{"mongodb.uri": config["mongodb.uri"]}), *window).abandoned == 0
+
+
+class _CountingFinds:
+    """A collection whose find() calls are counted (what a long completeness window costs in round trips)."""
+
+    def __init__(self, collection) -> None:
+        self.collection, self.finds = collection, 0
+
+    def find(self, *args, **kwargs):
+        self.finds += 1
+        return self.collection.find(*args, **kwargs)
+
+
+def test_idle_rooms_of_a_messages_collection_are_read_in_batches_not_one_query_per_room(make_config) -> None:
+    """Completeness (and discovery) over a messages collection asked for each room of the window on its own:
+    a month of a million chats was a million round trips. Rooms are read a batch at a time, with the same
+    answer: idle rooms without an end, in order; ended, still active and out-of-window rooms left out."""
+    from archiver.source import BATCH, ChatSource
+
+    config = make_config(source__messages="messages")
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    base, hour = recent_ms(600), 3_600_000
+    idle = [f"IDLE_{i:05d}" for i in range(2 * BATCH + 7)]
+    docs = [{"room": room, "data": {"messageType": "TEXT", "ts": base + i}} for i, room in enumerate(idle)]
+    docs += [{"room": "ENDED", "data": {"messageType": "TEXT", "ts": base}},
+             {"room": "ENDED", "data": {"messageType": "endChat", "ts": base + 5}},
+             {"room": "ACTIVE", "data": {"messageType": "TEXT", "ts": base}},
+             {"room": "ACTIVE", "data": {"messageType": "TEXT", "ts": base + 9 * hour}},  # after the window
+             {"room": "EARLIER", "data": {"messageType": "TEXT", "ts": base - 5 * hour}}]
+    db.messages.insert_many(docs)
+    source = ChatSource(db, "chats", "contacts", "messages")
+    source.messages = counting = _CountingFinds(source.messages)
+    found = list(source.idle_between(base - hour, base + 2 * hour))
+    assert found == sorted(idle)
+    assert counting.finds <= 1 + 3, f"{counting.finds} queries for {len(idle) + 2} rooms"
