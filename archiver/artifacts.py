@@ -36,7 +36,7 @@ from archiver.names import version_folder
 from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import ArchiveInfo, Limits, PdfRenderer
 from archiver.render.record import build_record
-from archiver.search import entry_terms, load_search_key
+from archiver.search import TERMS_FORMAT, entry_terms, load_search_key
 from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
 from archiver.store import (ObjectStore, PutFailed, StoredObject, StoreError, UnconfirmedPut, open_store,
                             store_location)
@@ -243,6 +243,7 @@ class ArtifactBuilder:
             entry.update(attachment_fields(plain.attachments, blobs, generated_at, self.fetcher, retry))
         if self.search_key:
             entry["terms"] = entry_terms((m.text for m in plain.transcript.messages if m.text), self.search_key)
+            entry["terms_format"] = TERMS_FORMAT
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
 
     def _attachment_blob(self, a: Attachment, folder: str) -> Blob:

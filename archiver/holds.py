@@ -92,7 +92,7 @@ class Holds:
         were written cannot be told apart, so they are covered; under another key than the index's, words
         would match nothing, so that is a ConfigError (the run stops) rather than a hold that holds nothing."""
         query = build_query(filters_of(hold), self.key)
-        if "terms" not in query:
+        if "$or" not in query:  # no words
             return query
         if self.state is not None:
             same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
@@ -101,8 +101,7 @@ class Holds:
         # finished tombstone: they have no words of their own and would hold their room under every such hold.
         unhashed = {"terms": {"$exists": False}, "$or": [
             {"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]}
-        hashes = query.pop("terms")
-        return {**query, "$or": [{"terms": hashes}, unhashed]}
+        return {**query, "$or": [*query["$or"], unhashed]}
 
     def held_rooms(self, rooms: list[str], holds: list[dict[str, Any]] | None = None) -> dict[str, list[str]]:
         """Of ROOMS, those any version of which matches an active hold, with the cases holding them."""

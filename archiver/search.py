@@ -13,6 +13,7 @@ so a value such as '{"$ne": null}' or "$gt" is just a string that matches nothin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import re
 import unicodedata
@@ -27,7 +28,28 @@ from archiver.config import Config, ConfigError
 from archiver.index import index_database
 
 TERM_HEX = 32  # 128 bits of each HMAC: collisions are negligible, entries stay small
-_WORD = re.compile(r"\w+")
+# An entry's `terms_format`: 2, words keep their combining marks (see `words`). Entries without one were
+# hashed by `\w+` alone, which cut a word at each mark ("किताब" became क, त, ब): they are searched that way too.
+TERMS_FORMAT = 2
+
+
+@functools.cache
+def _word() -> re.Pattern[str]:
+    """Runs of letters, digits and the combining marks on them (made at first use: 0.1 s)."""
+    # Every mark (Mn, Mc, Me) as ranges of a character class; they are in planes 0, 1 and 14 only.
+    marks = [c for c in (*range(0x20000), *range(0xE0000, 0xE1000)) if unicodedata.category(chr(c)) in _MARK]
+    ranges = [(c, c) for c in marks[:1]]
+    for c in marks[1:]:
+        ranges[-1:] = [(ranges[-1][0], c)] if c == ranges[-1][1] + 1 else [ranges[-1], (c, c)]
+    return re.compile("[\\w" + "".join(f"{chr(a)}-{chr(b)}" for a, b in ranges) + "]+")
+
+
+_MARK = ("Mn", "Mc", "Me")
+_WORD_BEFORE_FORMAT_2 = re.compile(r"\w+")
+# Marks that writing leaves out as often as not, so a word is found with or without them: the dot above
+# that İ case-folds to (i + U+0307), Arabic vowel marks (harakat, superscript alef), Hebrew points and
+# cantillation marks (not the maqaf, paseq, sof pasuq or nun hafukha, which are punctuation).
+_OPTIONAL_MARKS = re.compile("[\u0307\u064b-\u065f\u0670\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7]")
 # (field, why) for every index a search relies on; ArchiveIndex.ensure_indexes creates them.
 _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at", "--from/--to"),
             ("agents", "--agent"), ("customers", "--customer"), ("ctlive_type", "--type"),
@@ -76,8 +98,13 @@ def load_search_key(path: str) -> bytes:
 
 
 def words(text: str) -> set[str]:
-    """Distinct words of TEXT: NFKC, case-folded, runs of letters and digits."""
-    return set(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+    """Distinct words of TEXT: NFKC, case-folded, optional marks dropped, runs of letters, digits and marks."""
+    return set(_word().findall(_OPTIONAL_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold())))
+
+
+def words_before_format_2(text: str) -> set[str]:
+    """What `words` was for entries without terms_format: cut at every mark, none dropped."""
+    return set(_WORD_BEFORE_FORMAT_2.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
 def term_hashes(found: Iterable[str], key: bytes) -> list[str]:
@@ -113,8 +140,24 @@ def build_query(filters: SearchFilters, key: bytes | None) -> dict[str, Any]:
     if filters.text is not None:
         if key is None:
             raise ConfigError("search.key_file: text search needs the search key (not set)")
-        query["terms"] = {"$all": term_hashes(words(_text("text", filters.text)), key)}
+        query["$or"] = text_conditions(_text("text", filters.text), key)
     return query
+
+
+def text_conditions(text: str, key: bytes) -> list[dict[str, Any]]:
+    """The entries that have every word of TEXT, as alternatives of an $or: one, or, where the words of
+    entries without terms_format differ, a second for those (`$all` of nothing: no word given)."""
+    hashes = term_hashes(words(text), key)
+    before = term_hashes(words_before_format_2(text), key)
+    if before == hashes:
+        return [{"terms": {"$all": hashes}}]
+    return [{"terms_format": TERMS_FORMAT, "terms": {"$all": hashes}},
+            {"terms_format": {"$exists": False}, "terms": {"$all": before}}]
+
+
+def no_words(query: dict[str, Any]) -> bool:
+    """Whether QUERY (build_query's) asks for words and names none (only punctuation): it matches nothing."""
+    return "$or" in query and not any(c["terms"]["$all"] for c in query["$or"])
 
 
 def _text(name: str, value: Any) -> str:
@@ -176,7 +219,7 @@ class Search:
         if filters.text is not None and self.key is not None and self.state is not None:
             same_key(self.state.find_one({"_id": SEARCH_KEY_STATE}), self.key)
         query = build_query(filters, self.key)
-        if "terms" in query and not query["terms"]["$all"]:
+        if no_words(query):
             return iter(())  # words asked for, none given (only punctuation): nothing matches, not everything
         projection = {name: 1 for name in OUTPUT_FIELDS} | {"_id": 0}
         return iter(self.entries.find(query, projection).sort([("room", ASCENDING), ("version", ASCENDING)]))
