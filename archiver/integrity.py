@@ -42,7 +42,7 @@ from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
 from archiver.names import safe_name
 from archiver.render.evidence import RECORD_NAME
-from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
+from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
 
 
@@ -545,11 +545,12 @@ class Verifier:
 
     def check_listing(self, store: ObjectStore, prefix: str, report: VerifyReport,
                       progress: Callable[[VerifyReport], None] | None = None) -> None:
-        """Every key under PREFIX in STORE is some entry's object or superseded object."""
-        batch: list[str] = []
+        """Every key under PREFIX in STORE is some entry's object or superseded object, and an archived
+        object's key holds its recorded version alone (one listing of every version: iter_versions)."""
+        batch: list[ListedKey] = []
         try:
-            for key in store.iter_keys(prefix):
-                batch.append(key)
+            for listed in store.iter_versions(prefix):
+                batch.append(listed)
                 if len(batch) >= LISTING_BATCH:
                     self._explain(store, batch, report)
                     batch = []
@@ -565,21 +566,51 @@ class Verifier:
                                "cut short (a process killed mid-put) longer than the lease ago: never an archived "
                                "object, but it may hold a whole ciphertext; remove it"))
 
-    def _explain(self, store: ObjectStore, keys: list[str], report: VerifyReport) -> None:
-        report.listed += len(keys)
+    def _explain(self, store: ObjectStore, listing: list[ListedKey], report: VerifyReport) -> None:
+        stored = [listed for listed in listing if listed.versions]  # a key with delete markers alone holds nothing
+        keys = [listed.key for listed in listing]
+        report.listed += len(stored)
         here = {"$or": [{"store.url": store_location(store)["url"]}, {"store": {"$exists": False}}]}
         named = {"$or": [{name: {"$in": keys}} for name in OBJECT_KEY_FIELDS]}
         explained: set[str] = set()
-        for entry in self.entries.find({"$and": [named, here]}, {"objects": 1, "superseded_objects": 1}):
-            explained.update(o.get("key") for o in (entry.get("objects") or {}).values())
+        archived: dict[str, tuple[dict[str, Any], str]] = {}  # an archived object's key -> its entry, version id
+        for entry in self.entries.find({"$and": [named, here]}, {"room": 1, "version": 1, "status": 1, "objects": 1,
+                                                                  "superseded_objects": 1}):
+            for obj in (entry.get("objects") or {}).values():
+                explained.add(obj.get("key"))
+                if entry.get("status") == "archived":  # not a tombstone's (_tombstone_check) nor an attempt's
+                    archived[obj.get("key")] = (entry, obj.get("version_id") or "")
             explained.update(entry.get("superseded_objects") or [])
         explained |= self.explain_more(keys)
         if self.runs is not None:
             explained.update(reports_explained(self.runs, keys))
-        for key in keys:
-            if key not in explained:
-                report.add(Problem(key.split("/", 1)[0], None,
-                                   f"object {key} in {store.url} is not explained by the index"))
+        for listed in stored:
+            if listed.key not in explained:
+                report.add(Problem(listed.key.split("/", 1)[0], None,
+                                   f"object {listed.key} in {store.url} is not explained by the index"))
+        for listed in listing:
+            if listed.key in archived:
+                entry, version_id = archived[listed.key]
+                for problem in _other_versions(listed, version_id, store.url):
+                    report.add(Problem(entry["room"], entry.get("version"), problem))
+
+
+def _other_versions(listed: ListedKey, version_id: str, where: str) -> list[str]:
+    """What LISTED (an archived object's key) holds besides VERSION_ID, the version its entry records. Object Lock
+    keeps that version, not the key: a version put over it is what a GET without a version id (aws s3 cp) returns,
+    a delete marker makes that GET answer 404. Retrieval reads the recorded version, so these are named, not fatal
+    to it. A version id "" (stored without versioning, or in a local store) is S3's "null" version."""
+    recorded = (version_id, "null") if not version_id else (version_id,)
+    problems = []
+    for other in [v for v in listed.versions if v not in recorded]:
+        current = "; it is the current one, which a GET without a version id returns" if other == listed.current else ""
+        problems.append(f"object {listed.key} in {where} holds a version the index does not record: {other} "
+                        f"(the archived one is {version_id or 'null'}){current}")
+    for marker in listed.delete_markers:
+        current = ": a GET without a version id answers 404" if marker == listed.current else ""
+        problems.append(f"object {listed.key} in {where} has a delete marker {marker} over the archived version "
+                        f"{version_id or 'null'}{current}")
+    return problems
 
 
 def reports_explained(runs: Any, keys: list[str]) -> set[str]:

@@ -447,9 +447,12 @@ def test_a_file_whose_url_redaction_changed_is_refused_not_asked_for_under_anoth
     assert "changed by redaction" in pdf_text(config, keys, entry, tmp_path)
 
 
+@pytest.mark.parametrize("store", ["local", "s3"])
 def test_a_retry_keeps_the_files_an_earlier_version_stored_even_when_their_links_have_expired(
-        make_config, keys, server, files, tmp_path) -> None:
-    config = attaching(make_config)
+        make_config, keys, server, files, tmp_path, request, store) -> None:
+    on_s3 = {"storage__url": f"s3://{request.getfixturevalue('bucket')}/chats",  # with Object Lock: versioned
+             "storage__endpoint_url": request.getfixturevalue("moto_endpoint")} if store == "s3" else {}
+    config = attaching(make_config, **on_s3)
     photo = png((120, 80), "green")
     files.add("/a.png", photo)
     chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
@@ -476,6 +479,7 @@ def test_a_retry_keeps_the_files_an_earlier_version_stored_even_when_their_links
     text = pdf_text(config, keys, second, tmp_path)
     assert "kept from version 1" in text
     assert verify_archive(config, [chat["room"]], _recipient(keys)).ok
+    assert verify_archive(config, None).ok, "the copy and the original: each its own key, one version each"
 
 
 def _one_stored_one_failed(make_config, server, files):

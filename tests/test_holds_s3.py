@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from archiver.holds import open_holds
+from archiver.integrity import verify_archive
 from archiver.retention import Deletions
 from archiver.search import SearchFilters
 from archiver.store import ObjectLocked, open_store
@@ -185,6 +186,8 @@ def test_erasure_removes_what_it_may_and_names_holds_and_locks(s3) -> None:
     assert {c["room"] for c in source(config).find()} == {held_room}
     assert index(config).count_documents({"status": "archived"}) == 3  # held or locked: kept, and named
     assert result.ok and {i["outcome"] for i in result.report["items"]} == {"deleted", "skipped"}
+    report = verify_archive(config, None)  # legal holds set, the run's signed report in the store: all explained
+    assert report.ok and report.reports >= 1, report.problems
 
 
 def test_a_retention_run_repairs_missing_legal_holds_and_locks_its_report(s3, bucket, moto_endpoint) -> None:
@@ -197,6 +200,7 @@ def test_a_retention_run_repairs_missing_legal_holds_and_locks_its_report(s3, bu
     head = _client(moto_endpoint).head_object(Bucket=bucket, Key="chats/" + result.location["key"])
     assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] > dt.datetime.now(
         dt.timezone.utc) + dt.timedelta(days=3000)
+    assert verify_archive(config, None).ok
 
 
 def test_a_hold_sets_the_s3_legal_hold_on_attachment_objects_too(s3, server, files) -> None:
@@ -219,6 +223,7 @@ def test_a_hold_sets_the_s3_legal_hold_on_attachment_objects_too(s3, server, fil
     for batch in holds.rooms_of(hold):
         holds.protect(batch, Deletions(config).store_of)
     assert _legal_hold(config, index(config).find_one({"room": chat["room"]})) == {"ON"}
+    assert verify_archive(config, None).ok
 
 
 def test_an_erasure_the_endpoint_refuses_keeps_the_entry_whole_and_its_seal_leaf(s3) -> None:
@@ -288,6 +293,8 @@ def test_set_aside_objects_are_deleted_for_good_in_a_versioned_bucket(s3, bucket
     assert outcomes(erase(config, customer_of(chats[0])))[("delete_archive", chats[0]["room"], 1)][0] == "deleted"
     listed = _client(moto_endpoint).list_object_versions(Bucket=bucket, Prefix="chats/" + entry["room"])
     assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+    report = verify_archive(config, None)
+    assert report.ok and report.tombstones == 1, report.problems
 
 
 class _PowerCut(BaseException):
@@ -337,8 +344,6 @@ def test_an_archive_stored_before_versioning_is_deleted_for_good_once_versioning
     """Stored while the bucket had no versioning (version id ""), then versioning turned on (Object Lock on an
     existing bucket needs it): a delete without VersionId would only hide the ciphertext behind a delete
     marker while the report said deleted and verify was clean."""
-    from archiver.integrity import verify_archive
-
     plain = f"plain-{uuid.uuid4().hex[:10]}"
     client = _client(moto_endpoint)
     client.create_bucket(Bucket=plain)

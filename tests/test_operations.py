@@ -329,6 +329,9 @@ def test_an_unreachable_s3_fails_listings_as_store_errors_that_hide_its_credenti
     with pytest.raises(StoreError) as caught:
         open_store(config).keys("room/")
     assert "list s3://archive/p" in str(caught.value) and SECRET not in str(caught.value)
+    with pytest.raises(StoreError) as caught:
+        list(open_store(config).iter_versions("room/"))  # verify's listing, every version
+    assert "list versions s3://archive/p" in str(caught.value) and SECRET not in str(caught.value)
     service = Service(make_config(), threading.Event())
     service.last_error = f"EndpointConnectionError: Could not connect to http://key:{SECRET}@127.0.0.1:1/archive"
     assert service.health_notes() and all(SECRET not in line for line in service.health_notes())

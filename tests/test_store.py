@@ -393,10 +393,34 @@ def test_s3_versions_lists_the_versions_of_exactly_that_key(moto_endpoint: str) 
     assert store.versions("room/v1/a.p7m") == [] and store.versions("room/v1/a.p7m.p7s") == ["null"]
 
 
+def test_s3_iter_versions_names_each_key_once_with_every_version_and_delete_marker_a_page_per_1000(
+        moto_endpoint: str, bucket: str, monkeypatch) -> None:
+    """One ListObjectVersions request per page (LIST_PAGE entries: versions and delete markers), a key's
+    versions gathered even where a page ends among them; which one is current (a plain GET's answer) named."""
+    import archiver.store.s3 as s3
+
+    monkeypatch.setattr(s3, "LIST_PAGE", 2)
+    store = S3Store(bucket, "chats", endpoint_url=moto_endpoint, lock_mode="")
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    a = [client.put_object(Bucket=bucket, Key="chats/r/a", Body=body)["VersionId"] for body in (b"1", b"2")]
+    marker = client.delete_object(Bucket=bucket, Key="chats/r/a")["VersionId"]
+    b = client.put_object(Bucket=bucket, Key="chats/r/b", Body=b"b")["VersionId"]
+    c = [client.put_object(Bucket=bucket, Key="chats/r/c", Body=body)["VersionId"] for body in (b"1", b"2")]
+    client.put_object(Bucket=bucket, Key="chats/rest", Body=b"x")  # outside the prefix "r/"
+    requests = []
+    store.client.meta.events.register("before-call.s3.ListObjectVersions", lambda **kw: requests.append(1))
+    listed = list(store.iter_versions("r/"))
+    assert [(item.key, sorted(item.versions), item.delete_markers, item.current) for item in listed] == [
+        ("r/a", sorted(a), (marker,), marker), ("r/b", [b], (), b), ("r/c", sorted(c), (), c[1])]
+    assert len(requests) == 3, "6 entries, 2 a page"
+
+
 def test_local_versions_is_the_object_itself_while_it_is_there(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("room/v1/a.p7m", b"data", _sha(b"data"), None)
     assert store.versions("room/v1/a.p7m") == [""] and store.versions("room/v1/a") == []
+    listed = [(item.key, item.versions, item.delete_markers) for item in store.iter_versions("room/")]
+    assert listed == [("room/v1/a.p7m", ("",), ())]
     store.delete("room/v1/a.p7m")
     assert store.versions("room/v1/a.p7m") == []
 

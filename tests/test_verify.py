@@ -144,6 +144,48 @@ def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path,
     assert [(p.room, "not explained" in p.problem) for p in _verify(config).problems] == [(entries[0]["room"], True)]
 
 
+@pytest.mark.parametrize("change", ["new version", "delete marker"])
+def test_a_version_or_delete_marker_over_an_archived_object_on_s3_is_named_with_and_without_a_key(
+        make_config, keys, tmp_path, moto_endpoint, bucket, capsys, change) -> None:
+    """Object Lock keeps each locked version, not the key: anyone allowed s3:PutObject can put a new current
+    version over an archived object (a plain GET, `aws s3 cp`, then returns it), or a delete marker (a plain GET
+    answers 404). Retrieval pins the recorded version id, so the archive is intact; verify names the key and
+    the version that is not the archived one, keyless and keyed, for the whole store and for the room."""
+    config = make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint)
+    (entry,) = archive_samples(config, count=1)
+    assert config["storage.object_lock_mode"] and entry["objects"]["pdf"]["version_id"]
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    key = entry["objects"]["pdf"]["key"]
+    if change == "new version":  # another object's ciphertext, which a plain GET now returns
+        other = client.get_object(Bucket=bucket, Key="chats/" + entry["objects"]["record"]["key"])["Body"].read()
+        added = client.put_object(Bucket=bucket, Key="chats/" + key, Body=other)["VersionId"]
+    else:
+        added = client.delete_object(Bucket=bucket, Key="chats/" + key)["VersionId"]
+    for argv in (["--all"], ["--all", "--key", str(keys["legal.key.pem"])], [entry["room"]]):
+        assert run_cli(config, tmp_path, "verify", *argv) == 3, argv
+        out = capsys.readouterr().out
+        assert f"PROBLEM {entry['room']} v1: " in out and key in out and added in out, (argv, out)
+    (problem,) = _verify(config).problems
+    assert (problem.room, problem.version) == (entry["room"], 1)
+    said = "a delete marker" if change == "delete marker" else "a version the index does not record"
+    assert said in problem.problem, problem
+    assert entry["objects"]["pdf"]["version_id"] in problem.problem, "names the archived version too"
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                   str(tmp_path / "out"), "--reason", "audit") == 0, "retrieval reads the recorded version"
+
+
+def test_an_unexplained_object_on_s3_hidden_behind_a_delete_marker_is_named(make_config, moto_endpoint, bucket) -> None:
+    """A delete without a version id only hides an object from the current listing: its bytes stay."""
+    config = make_config(storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint)
+    (entry,) = archive_samples(config, count=1)
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    planted = f"chats/{entry['room']}/v1/extra.pdf.p7m"
+    client.put_object(Bucket=bucket, Key=planted, Body=b"planted")
+    client.delete_object(Bucket=bucket, Key=planted)
+    assert [(room, "extra.pdf.p7m" in p and "not explained" in p) for room, p in _named(_verify(config))] == [
+        (entry["room"], True)]
+
+
 @pytest.mark.parametrize("marker_only", [True, False], ids=["hidden behind a delete marker", "every version gone"])
 def test_a_tombstone_on_s3_whose_objects_keep_a_version_behind_a_delete_marker_is_named(
         make_config, moto_endpoint, marker_only) -> None:
@@ -167,8 +209,9 @@ def test_a_tombstone_on_s3_whose_objects_keep_a_version_behind_a_delete_marker_i
     index(config).update_one({"_id": victim["_id"]}, {"$set": {
         "status": "deleted", "deleted_at": dt.datetime.now(dt.timezone.utc),
         "deletion": {"run": "ret-made-up", "rule": "default", "state": "done", "at": dt.datetime.now(dt.timezone.utc)}}})
-    left = [p for room, p in _named(_verify(config)) if "still in the store" in p]
-    assert bool(left) == marker_only, left
+    problems = [p for _, p in _named(_verify(config)) if "by a run on record" not in p]  # a run made up here
+    left = [p for p in problems if "still in the store" in p]
+    assert bool(left) == marker_only and len(problems) == len(left), problems  # a tombstone pins no version
     if marker_only:
         assert all(obj["key"] in left[0] for obj in victim["objects"].values()), left
 

@@ -10,13 +10,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from archiver.config import Config, ConfigError
 from archiver.redact import redact
-from archiver.store.base import (ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, PutFailed, StoredObject, StoreError,
-                                 StoreUnreachable, UnconfirmedPut)
+from archiver.store.base import (ListedKey, ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, PutFailed,
+                                 StoredObject, StoreError, StoreUnreachable, UnconfirmedPut)
 from archiver.store.local import LocalStore
 from archiver.store.s3 import S3Store
 
-__all__ = ["ObjectExists", "ObjectLocked", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject", "StoreError",
-           "StoreUnreachable", "UnconfirmedPut", "open_store", "raise_if_unreachable", "unreachable", "open_store_for", "store_location", "local_lock_warning"]
+__all__ = ["ListedKey", "ObjectExists", "ObjectLocked", "ObjectMissing", "ObjectStore", "PutFailed", "StoredObject",
+           "StoreError", "StoreUnreachable", "UnconfirmedPut", "open_store", "raise_if_unreachable", "unreachable", "open_store_for", "store_location", "local_lock_warning"]
 
 
 def open_store(config: Config, writable: bool = True) -> ObjectStore:

@@ -50,6 +50,16 @@ class StoredObject:
     size: int
 
 
+@dataclass(frozen=True)
+class ListedKey:
+    """A key as the store lists it: the ids of its versions and delete markers (S3), and which one is current
+    (what a GET without a version id answers); a store without versions lists each key as one version ""."""
+    key: str
+    versions: tuple[str, ...] = ("",)
+    delete_markers: tuple[str, ...] = ()
+    current: str = ""
+
+
 class ObjectStore(Protocol):
     url: str
 
@@ -67,6 +77,10 @@ class ObjectStore(Protocol):
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Every object key under PREFIX, streamed (any order): memory stays flat over any store."""
+
+    def iter_versions(self, prefix: str = "") -> Iterator[ListedKey]:
+        """Every key under PREFIX with every version and delete marker, streamed, each key once
+        (verify: a version put over an archived object, or a delete marker, is seen as well as a stray key)."""
 
     def delete(self, key: str, version_id: str = "") -> None:
         """Remove KEY (that version; with none, every version); ObjectLocked if a lock or legal hold forbids it,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from archiver.files import TEMP_PREFIX, publish, sync_file_system
-from archiver.store.base import ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError
+from archiver.store.base import ListedKey, ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError
 
 _META = ".meta.json"
 
@@ -132,6 +132,8 @@ class LocalStore:
                 if name.startswith(prefix):
                     yield name
 
+    def iter_versions(self, prefix: str = "") -> Iterator[ListedKey]:
+        return (ListedKey(key) for key in self.iter_keys(prefix))  # one version per key, without an id
 
     # -- retention and legal holds: a directory has no Object Lock. Retain-until and holds are kept in
     # the object's metadata file and honoured by the archiver's own deletions (retention, erasure);

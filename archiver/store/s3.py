@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 from typing import Iterator
 
 import boto3
@@ -19,7 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.config import ConfigError
 from archiver.redact import redact
-from archiver.store.base import ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError, UnconfirmedPut
+from archiver.store.base import (ListedKey, ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError,
+                                 UnconfirmedPut)
+
+
+LIST_PAGE = 1000  # entries a listing request asks for: S3's most
 
 
 class S3Store:
@@ -140,6 +145,30 @@ class S3Store:
         except BotoCoreError as exc:  # the endpoint down, say: its URL may carry credentials
             raise StoreError(redact(f"list {self.url}{prefix}: {exc}")) from None
 
+    def iter_versions(self, prefix: str = "") -> Iterator[ListedKey]:
+        """One ListObjectVersions listing (LIST_PAGE versions and delete markers a request), in key order: a
+        key's versions may span two pages, so they are gathered by key over the whole stream."""
+        for key, found in itertools.groupby(self._version_entries(prefix), key=lambda item: item[0]):
+            items = list(found)
+            yield ListedKey(key, tuple(v for _, v, marker, _ in items if not marker),
+                            tuple(v for _, v, marker, _ in items if marker),
+                            next((v for _, v, _, latest in items if latest), ""))
+
+    def _version_entries(self, prefix: str) -> Iterator[tuple[str, str, bool, bool]]:
+        """(key, version id, is a delete marker, is current) of everything under PREFIX, in key order."""
+        paginator = self.client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix,
+                                           PaginationConfig={"PageSize": LIST_PAGE}):
+                found = [(v["Key"][len(self.prefix):], v["VersionId"], marker, bool(v.get("IsLatest")))
+                         for field, marker in (("Versions", False), ("DeleteMarkers", True))
+                         for v in page.get(field, [])]
+                yield from sorted(found, key=lambda item: item[0])  # a page holds the two apart; both in key order
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(redact(f"list versions {self.url}{prefix}: {code}: {_message(exc)}")) from None
+        except BotoCoreError as exc:
+            raise StoreError(redact(f"list versions {self.url}{prefix}: {exc}")) from None
 
     # -- retention and legal holds ----------------------------------------------------------
 
