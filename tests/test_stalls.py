@@ -1,0 +1,74 @@
+"""An archiver that stalls past its lease (a VM pause, SIGSTOP, a slow worker) while another archiver or an
+erasure decides the chat's fate: when it comes back it must not archive what was quarantined or erased
+meanwhile, nor report as failed what another archived, and everything it stored stays explained by the
+index (mongomock, or a real MongoDB)."""
+
+from __future__ import annotations
+
+import random
+import types
+from typing import Any, Callable
+
+import pytest
+
+from archiver import claims, pipeline
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from archiver.store import open_store
+from test_pipeline import entries, index_db, job, recent_ms, seed
+from test_takeover import queue_as, watch_between_waits
+
+STALLS = ["before its index entry", "while it builds"]  # between reading the chat and its entry; or after
+
+
+def _stall_once(stalls: str, monkeypatch: pytest.MonkeyPatch, a: Archiver, meanwhile: Callable[[], Any]) -> list:
+    """Archiver A, in this process, stalls once at STALLS past its leases (its clock moves on by a lease, and
+    they run out), while MEANWHILE (another process's work) runs; what that returned, once it has."""
+    real, ahead, done = pipeline.time, [0.0], []
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(
+        monotonic=lambda: real.monotonic() + ahead[0], perf_counter=real.perf_counter))
+
+    def stall() -> None:
+        if not done:
+            ahead[0] += a.config["archive.lease_seconds"]
+            jobs = index_db(a.config)[a.config["index.jobs"]]  # run out just now: A's pass is not due to take them
+            jobs.update_many({"state": "claimed"}, {"$set": {"available_at": queue_as(a.config, "x").server_ms() - 1}})
+            done.append(meanwhile())
+    if stalls == "while it builds":
+        watch_between_waits(monkeypatch, a, stall)
+    else:
+        begin = a.index.begin
+        monkeypatch.setattr(a.index, "begin", lambda *args: (stall(), begin(*args))[1])
+    return done
+
+
+def _explained(config: Any) -> bool:
+    """Whether every archived object in the store is named by an index entry (its archive, or set aside)."""
+    named = set()
+    for entry in entries(config):
+        named |= {o["key"] for o in (entry.get("objects") or {}).values()} | set(entry.get("superseded_objects", []))
+    stored = {k for k in open_store(config).keys() if not k.startswith(".reports/")}  # deletion runs' reports
+    return stored <= named
+
+
+@pytest.mark.parametrize("stalls", STALLS)
+def test_a_stalled_archiver_does_not_archive_a_chat_another_quarantined_meanwhile(stalls, make_config,
+                                                                                   monkeypatch) -> None:
+    """A holds a chat claimed alone (it lapsed before) and stalls past its lease; B gives up on the chat (its
+    lapses reached archive.max_attempts) and quarantines it without loading it. A came back and completed
+    the entry: an archived version of a quarantined chat, A's pass counting it archived."""
+    config = make_config(archive__max_attempts=1)
+    chat, contact = make_chat(random.Random(21), messages=3, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    room = chat["room"]
+    a = Archiver(config)
+    a.discover()
+    jobs = index_db(config)[config["index.jobs"]]
+    jobs.update_one({"_id": room}, {"$set": {"state": "failed", "lapses": claims.ALONE_AFTER, "available_at": 0}})
+    rival = _stall_once(stalls, monkeypatch, a, lambda: Archiver(config).run_pass(discover=False))
+    report = a.run_pass(discover=False)
+    assert list(rival[0].quarantined) == [room] and job(config, room)["state"] == "quarantined"
+    # Built: its entry closed, what A stored set aside on it. Not begun yet: A drops the entry it then began.
+    assert [e["status"] for e in entries(config, room=room)] == (["superseded"] if stalls == "while it builds" else [])
+    assert report.archived == 0 and report.leases_lost == [room] and report.ok
+    assert _explained(config)
