@@ -21,7 +21,6 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -189,8 +188,7 @@ class Deletions:
             entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
                 s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
             held=self.holds.held_rooms(rooms, holds), hold_ids={h["_id"] for h in holds},
-            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
-            server_ms=self.queue.server_ms(), read_monotonic=time.monotonic())
+            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
         done = []
         for step in batch:
             try:
@@ -222,7 +220,7 @@ class Deletions:
         if action == "delete_leftovers":
             return self._delete_leftovers(run_id, entry)
         if action == "delete_source":
-            outcome = self._delete_source(step, loaded, ctx)
+            outcome = self._delete_source(step, loaded)
             if outcome[0] == "deleted":
                 ctx.sources.discard(room)
             return outcome
@@ -242,12 +240,12 @@ class Deletions:
         self.queue.enqueue([(room, job.get("kind") or "ended")], changed={room})
         return "queued", ""
 
-    def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any], ctx: "_Batch") -> tuple[str, str]:
+    def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any]) -> tuple[str, str]:
         chat, contact = loaded
         erasure = step["rule"] == "erasure"
-        job = self.queue.jobs.find_one({"_id": step["room"], "state": "claimed"}, {"available_at": 1})
-        if job and job.get("available_at", 0) > ctx.server_now_ms():  # the pass may have read it: it would
-            # archive what it read after the deletion (an erasure undone); once done, the next request goes
+        # The pass may have read it: it would archive what it read after the deletion (an erasure undone); once
+        # done, the next request goes. A claim whose lease ran out too: its archiver may only have stalled.
+        if self.queue.jobs.find_one({"_id": step["room"], "state": "claimed"}, {"_id": 1}):
             return "skipped", ("source chat kept: it is being archived right now (its job is claimed); "
                                f"{'erase' if erasure else 'run'} again once the archive pass has finished")
         if isinstance(chat, SourceProblem) and not (erasure and chat.readable):  # an erasure takes every contact
@@ -613,12 +611,6 @@ class _Batch:
     held: dict[str, list[str]]  # room -> cases holding it when the batch was read
     hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
-    server_ms: int  # the database server's clock when the batch was read
-    read_monotonic: float
-
-    def server_now_ms(self) -> float:
-        """The database server's clock now, without asking it again."""
-        return self.server_ms + (time.monotonic() - self.read_monotonic) * 1000
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

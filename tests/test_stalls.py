@@ -15,6 +15,7 @@ from archiver import claims, pipeline
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
 from archiver.store import open_store
+from retention_helpers import customer_of, erase, retention_config, source
 from test_pipeline import entries, index_db, job, recent_ms, seed
 from test_takeover import queue_as, watch_between_waits
 
@@ -71,4 +72,29 @@ def test_a_stalled_archiver_does_not_archive_a_chat_another_quarantined_meanwhil
     # Built: its entry closed, what A stored set aside on it. Not begun yet: A drops the entry it then began.
     assert [e["status"] for e in entries(config, room=room)] == (["superseded"] if stalls == "while it builds" else [])
     assert report.archived == 0 and report.leases_lost == [room] and report.ok
+    assert _explained(config)
+
+
+@pytest.mark.parametrize("stalls", STALLS)
+def test_an_erasure_while_an_archiver_stalls_past_its_lease_is_not_undone_by_it(stalls, make_config,
+                                                                                 monkeypatch) -> None:
+    """A has claimed and read the chat, then stalls past its lease; an erasure found the claim run out and
+    deleted the source, reporting it erased. A came back and archived what it had read: an erased chat's
+    archive, after an erasure that said it was done. The source is kept, named as being archived (as for a
+    live claim), and the next request erases what A archived."""
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(22), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    a = Archiver(config)
+    during = _stall_once(stalls, monkeypatch, a, lambda: erase(config, customer_of(chat)))
+    a.run_pass()
+    monkeypatch.undo()
+    [item] = [i for i in during[0].report["items"] if i["action"] == "delete_source"]
+    if item["outcome"] == "deleted":  # then nothing of the chat may be archived after it
+        assert [e["status"] for e in entries(config) if e["status"] == "archived"] == [], "the erasure undone"
+    assert item["outcome"] == "skipped" and "being archived" in item["detail"], item
+    assert source(config).count_documents({}) == 1
+    erase(config, customer_of(chat))  # again, once the pass is done
+    assert source(config).count_documents({}) == 0
+    assert [e["status"] for e in entries(config)] == ["deleted"]
     assert _explained(config)
