@@ -773,7 +773,9 @@ class Archiver:
         return None
 
     def _quarantine(self, job: Job, reason: str, report: PassReport) -> None:
-        self.queue.quarantine(job.room, reason)
+        if not self.queue.quarantine(job.room, reason):
+            self._lost(job, reason, report)
+            return
         report.quarantined[job.room] = reason
         event("quarantined", logging.WARNING, room=job.room, reason=reason)
 
@@ -783,9 +785,17 @@ class Archiver:
             self._quarantine(job, f"gave up after {job.attempts} attempts: {error}", report)
             return
         backoff = min(self.config["archive.retry_backoff_seconds"] * 2 ** (job.attempts - 1), MAX_BACKOFF_SECONDS)
-        self.queue.failed(job.room, error, backoff)
+        if not self.queue.failed(job.room, error, backoff):
+            self._lost(job, error, report)
+            return
         report.failed[job.room] = error
         event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)
+
+    def _lost(self, job: Job, error: str, report: PassReport) -> None:
+        """JOB's claim was no longer ours when we came to close it (our lease ran out, and another worker took
+        the chat over, maybe archived it): its outcome is that worker's, not a failure of this pass."""
+        report.leases_lost.append(job.room)
+        event("lease_lost", logging.WARNING, room=job.room, error=error)
 
 
 def _unusable(job: Job, chat: Any) -> str:

@@ -98,3 +98,23 @@ def test_an_erasure_while_an_archiver_stalls_past_its_lease_is_not_undone_by_it(
     assert source(config).count_documents({}) == 0
     assert [e["status"] for e in entries(config)] == ["deleted"]
     assert _explained(config)
+
+
+@pytest.mark.parametrize("stalls", STALLS)
+def test_a_stalled_archiver_whose_chat_another_archived_meanwhile_adds_nothing_but_set_aside_objects(
+        stalls, make_config, monkeypatch) -> None:
+    """A stalls past its lease; B takes the chat over and archives it; then A comes back: the chat is archived
+    once, and A's pass reported it failed when A had not begun its entry before the stall."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(23), messages=3, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    room = chat["room"]
+    a = Archiver(config)
+    rival = _stall_once(stalls, monkeypatch, a, lambda: Archiver(config).run_pass(discover=False))
+    report = a.run_pass()
+    assert rival[0].archived == 1
+    assert [e["status"] for e in entries(config)] == ["archived"] and job(config, room)["state"] == "done"
+    # Not a failure of A's pass (exit 1, `items_failed` in status): A's begin found B's entry, its failure
+    # found the job B's and closed nothing.
+    assert report.archived == 0 and report.failed == {} and report.leases_lost == [room]
+    assert _explained(config), "what A stored (while it built) is set aside on B's entry"
