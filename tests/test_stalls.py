@@ -118,3 +118,35 @@ def test_a_stalled_archiver_whose_chat_another_archived_meanwhile_adds_nothing_b
     # found the job B's and closed nothing.
     assert report.archived == 0 and report.failed == {} and report.leases_lost == [room]
     assert _explained(config), "what A stored (while it built) is set aside on B's entry"
+
+
+@pytest.mark.parametrize("stalls", ["between its plan and its deletions", "between its job check and the deletion"])
+def test_an_erasure_that_stalls_while_the_pass_archives_the_chat_does_not_say_it_is_erased(stalls, make_config,
+                                                                                           monkeypatch) -> None:
+    """The erasure stalls (or is just slow) after its plan, or after finding the chat's job not claimed; a pass
+    claims, reads and archives the chat meanwhile; the erasure deletes the source and reported the chat
+    erased (exit 0), its archive left whole. Now it says the source went but an archive made meanwhile did
+    not (NOT ERASED, exit 1), and the next request erases it."""
+    from archiver.retention import Deletions
+    from archiver.source import ChatSource
+
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(24), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    where = (Deletions, "_execute") if stalls.startswith("between its plan") else (ChatSource, "delete_room")
+    real, passes = getattr(*where), []
+
+    def archive_meanwhile(self, *args):
+        if not passes:
+            passes.append(Archiver(config).run_pass())
+        return real(self, *args)
+    monkeypatch.setattr(*where, archive_meanwhile)
+    result = erase(config, customer_of(chat))
+    monkeypatch.undo()
+    assert passes[0].archived == 1 and source(config).count_documents({}) == 0
+    [item] = [i for i in result.report["items"] if i["action"] == "delete_source"]
+    assert [e["status"] for e in entries(config)] == ["archived"]
+    assert item["outcome"] == "failed" and "erase again" in item["detail"] and not result.ok, item
+    erase(config, customer_of(chat))
+    assert [e["status"] for e in entries(config)] == ["deleted"]
+    assert _explained(config)
