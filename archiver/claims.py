@@ -26,7 +26,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Iterable, Mapping
+from typing import AbstractSet, Any, Callable, Iterable, Mapping
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
@@ -185,11 +185,14 @@ class WorkQueue:
             if jobs:  # else other workers took every candidate first: look again
                 return jobs
 
-    def claim_alone(self, lease_seconds: int, max_alone: int, due_by_ms: int | None = None
+    def claim_alone(self, lease_seconds: int, max_alone: int, due_by_ms: int | None = None,
+                    before_quarantine: Callable[[str, str], None] = lambda room, reason: None
                     ) -> tuple[Job | None, dict[str, str]]:
         """The next job due (by DUE_BY_MS, default now) that lapsed ALONE_AFTER times or more, leased to us
         for LEASE_SECONDS, to be worked on with no other chat in hand (None when none is due); and the
-        jobs quarantined on the way, with the reason: those that lapsed MAX_ALONE times more."""
+        jobs quarantined on the way, with the reason: those that lapsed MAX_ALONE times more, each after
+        BEFORE_QUARANTINE(room, reason) (which closes its uploads: the archiver whose claim lapsed may only
+        have stalled, and must not complete one once the chat is quarantined)."""
         gave_up: dict[str, str] = {}
         while True:
             # Due by DUE_BY_MS (a pass's start, always past): the server's clock is read only if one is.
@@ -203,6 +206,7 @@ class WorkQueue:
             lapses = (self.jobs.find_one({"_id": doc["_id"]}, {"lapses": 1}) or {}).get("lapses", 0)
             if lapses >= ALONE_AFTER + max_alone:
                 reason = DIED.format(lapses=lapses, alone=lapses - ALONE_AFTER)
+                before_quarantine(doc["_id"], reason)
                 if self.jobs.update_one({"_id": doc["_id"], "state": {"$in": ["pending", "failed"]}, "lapses": lapses},
                                         {"$set": {"state": "quarantined", "reason": reason, "last_error": reason,
                                                   "finished_at": now_ms()}}).modified_count:

@@ -279,22 +279,23 @@ class Archiver:
         """Archive ROOM now (on-demand export), built in a worker process like any chat; also the
         plaintext, as that process built and stored it, when a new version was built."""
         report = PassReport()
+        since = time.monotonic()
         job = self.queue.claim_room(room, kind, self.config["archive.lease_seconds"])
         if job is None:
             report.failed[room] = "another worker is archiving this room right now; try again shortly"
             return report, None
         try:
-            built = self._build_alone(job, report)
+            built = self._build_alone(job, since, report)
         except BaseException as exc:
             self._hand_back(exc)
             raise
         return report, built[room].plain if room in built else None
 
-    def _build_alone(self, job: Job, report: PassReport) -> dict[str, Artifacts]:
+    def _build_alone(self, job: Job, since: float, report: PassReport) -> dict[str, Artifacts]:
         alone = self._process_pool(1)  # its process starts only if there is something to build
         built: dict[str, Artifacts] = {}
         try:
-            for p in self._prepare(alone, [job], report, keep_plaintext=True):
+            for p in self._prepare(alone, [job], since, report, keep_plaintext=True):
                 if self._await_alone(p, report):
                     built = self._finish([p], report)
         finally:
@@ -337,13 +338,15 @@ class Archiver:
                 # of a LIMIT are claimed whatever their number.
                 claimable = not exhausted and want > 0 and not self.stop.is_set()
                 if claimable and (room >= min(batch, depth // 2) or want < room):
+                    since = time.monotonic()
                     with timed(report.stages, "claim"):
                         jobs = self.queue.claim_batch(lease, want, due_by_ms=due_by)
                     claimed += len(jobs)
                     exhausted = not jobs or claimed == batches
-                    in_flight.extend(self._prepare(pool, jobs, report))
+                    in_flight.extend(self._prepare(pool, jobs, since, report))
                     continue  # a batch with nothing to build (all unchanged, say) is no reason to stop
                 if not in_flight:  # nothing in hand (the rest indexed): chats whose archiver died with them
+                    since = time.monotonic()
                     job = None if self.stop.is_set() or claimed == limit else self._claim_alone(report, due_by)
                     if job is None and batches != limit and claimed != limit and not self.stop.is_set():
                         batches, exhausted = limit, False  # fewer alone than kept room for: batches fill the rest
@@ -351,7 +354,7 @@ class Archiver:
                     if job is None:
                         break
                     claimed += 1
-                    in_flight.extend(self._prepare(pool, [job], report))
+                    in_flight.extend(self._prepare(pool, [job], since, report))
                     continue
                 in_flight, just_ended, broken = self._settle(pool, in_flight)
                 ended += just_ended
@@ -376,13 +379,20 @@ class Archiver:
         that killed it archive.max_attempts more times are quarantined."""
         with timed(report.stages, "claim"):
             job, gave_up = self.queue.claim_alone(self.config["archive.lease_seconds"],
-                                                  self.config["archive.max_attempts"], due_by)
+                                                  self.config["archive.max_attempts"], due_by, self._close_uploads)
         for room, reason in gave_up.items():
             report.quarantined[room] = reason
             event("quarantined", logging.WARNING, room=room, reason=reason)
         if job is not None:
             event("claimed_alone", logging.WARNING, room=job.room, lapses=job.lapses)
         return job
+
+    def _close_uploads(self, room: str, reason: str) -> None:
+        """Close ROOM's uploads, what reached the store set aside, before it is quarantined unloaded: the
+        archiver whose claim lapsed may only have stalled, and its attempt can no longer complete one."""
+        for entry in self.index.versions([room])[room]:
+            if entry["status"] == "uploading":
+                self.index.close(entry, self._stored_for(entry), f"the chat was quarantined: {reason}")
 
     def _pass_pool(self) -> cf.ProcessPoolExecutor:
         """The worker processes for a pass: those kept from the last one, unless broken, or new ones."""
@@ -519,9 +529,10 @@ class Archiver:
             return False
         return True
 
-    def _prepare(self, pool: cf.Executor, jobs: list[Job], report: PassReport,
+    def _prepare(self, pool: cf.Executor, jobs: list[Job], since: float, report: PassReport,
                  keep_plaintext: bool = False) -> list[_Prepared]:
-        """Load the chats, write their `uploading` entries, and submit their builds to POOL."""
+        """Load the chats, write their `uploading` entries, and submit their builds to POOL (JOBS were claimed
+        at SINCE, time.monotonic())."""
         if not jobs:
             return []
         rooms = [job.room for job in jobs]
@@ -541,7 +552,7 @@ class Archiver:
             self._fail(by_room[room], f"room {room!r}: this version was recorded by another worker", report,
                        permanent=False)
         prepared = []
-        for entry in [*retries, *made]:
+        for entry in self._still_held([*retries, *made], since, report):
             job = by_room[entry["room"]]
             retry = planned_retries.get(job.room)
             if retry is not None and retry.content_key != entry["source_sha256"]:
@@ -556,6 +567,23 @@ class Archiver:
                                       redaction=copies.note, source_json=source)
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
+
+    def _still_held(self, entries: list[dict[str, Any]], since: float, report: PassReport) -> list[dict[str, Any]]:
+        """The ENTRIES (just written) whose chats we still hold. Asked only if the pass may have stalled past the
+        lease since it claimed them at SINCE (a third of it passed, as for renewals): another worker may have
+        quarantined such a chat meanwhile, before the entry existed to be closed, and it must not be built. The
+        entry of a lost one is dropped (closed, if an earlier attempt stored something under it)."""
+        lease = self.config["archive.lease_seconds"]
+        if not entries or time.monotonic() - since <= lease / 3:
+            return entries
+        lost = set(self.queue.renew([entry["room"] for entry in entries], lease))
+        for entry in entries:
+            if entry["room"] in lost:
+                self.index.abandon(entry)
+                self.index.close(entry, [], "the claim on this chat was lost before anything was stored")
+                report.leases_lost.append(entry["room"])
+                event("lease_lost", logging.WARNING, room=entry["room"], version=entry["version"])
+        return [entry for entry in entries if entry["room"] not in lost]
 
     def _plan(self, jobs: list[Job], loaded: dict[str, tuple[Any, Any]], versions: dict[str, list[dict[str, Any]]],
               report: PassReport, redacted: dict[str, _Copies]
@@ -745,7 +773,9 @@ class Archiver:
         return None
 
     def _quarantine(self, job: Job, reason: str, report: PassReport) -> None:
-        self.queue.quarantine(job.room, reason)
+        if not self.queue.quarantine(job.room, reason):
+            self._lost(job, reason, report)
+            return
         report.quarantined[job.room] = reason
         event("quarantined", logging.WARNING, room=job.room, reason=reason)
 
@@ -755,9 +785,17 @@ class Archiver:
             self._quarantine(job, f"gave up after {job.attempts} attempts: {error}", report)
             return
         backoff = min(self.config["archive.retry_backoff_seconds"] * 2 ** (job.attempts - 1), MAX_BACKOFF_SECONDS)
-        self.queue.failed(job.room, error, backoff)
+        if not self.queue.failed(job.room, error, backoff):
+            self._lost(job, error, report)
+            return
         report.failed[job.room] = error
         event("failed", logging.WARNING, room=job.room, error=error, retry_in_seconds=backoff)
+
+    def _lost(self, job: Job, error: str, report: PassReport) -> None:
+        """JOB's claim was no longer ours when we came to close it (our lease ran out, and another worker took
+        the chat over, maybe archived it): its outcome is that worker's, not a failure of this pass."""
+        report.leases_lost.append(job.room)
+        event("lease_lost", logging.WARNING, room=job.room, error=error)
 
 
 def _unusable(job: Job, chat: Any) -> str:

@@ -21,7 +21,6 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -189,8 +188,7 @@ class Deletions:
             entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
                 s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
             held=self.holds.held_rooms(rooms, holds), hold_ids={h["_id"] for h in holds},
-            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
-            server_ms=self.queue.server_ms(), read_monotonic=time.monotonic())
+            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
         done = []
         for step in batch:
             try:
@@ -222,7 +220,7 @@ class Deletions:
         if action == "delete_leftovers":
             return self._delete_leftovers(run_id, entry)
         if action == "delete_source":
-            outcome = self._delete_source(step, loaded, ctx)
+            outcome = self._delete_source(run_id, step, loaded)
             if outcome[0] == "deleted":
                 ctx.sources.discard(room)
             return outcome
@@ -242,12 +240,12 @@ class Deletions:
         self.queue.enqueue([(room, job.get("kind") or "ended")], changed={room})
         return "queued", ""
 
-    def _delete_source(self, step: dict[str, Any], loaded: tuple[Any, Any], ctx: "_Batch") -> tuple[str, str]:
+    def _delete_source(self, run_id: str, step: dict[str, Any], loaded: tuple[Any, Any]) -> tuple[str, str]:
         chat, contact = loaded
         erasure = step["rule"] == "erasure"
-        job = self.queue.jobs.find_one({"_id": step["room"], "state": "claimed"}, {"available_at": 1})
-        if job and job.get("available_at", 0) > ctx.server_now_ms():  # the pass may have read it: it would
-            # archive what it read after the deletion (an erasure undone); once done, the next request goes
+        # The pass may have read it: it would archive what it read after the deletion (an erasure undone); once
+        # done, the next request goes. A claim whose lease ran out too: its archiver may only have stalled.
+        if self.queue.jobs.find_one({"_id": step["room"], "state": "claimed"}, {"_id": 1}):
             return "skipped", ("source chat kept: it is being archived right now (its job is claimed); "
                                f"{'erase' if erasure else 'run'} again once the archive pass has finished")
         if isinstance(chat, SourceProblem) and not (erasure and chat.readable):  # an erasure takes every contact
@@ -258,7 +256,25 @@ class Deletions:
                 return "skipped", "the source chat changed after the plan was made: queued for archiving"
         # Idempotent: a chat deleted before a crash is gone; what is left of the room (contact) goes now.
         self.source.delete_room(step["room"], step["entry_id"], self.config["retention.delete_contacts"] or erasure)
+        meanwhile = self._archived_meanwhile(run_id, step["room"]) if erasure else ""
+        if meanwhile:
+            return "failed", f"source chat deleted, but {meanwhile}, after this erasure was planned: erase again"
         return "deleted", ""
+
+    def _archived_meanwhile(self, run_id: str, room: str) -> str:
+        """What the archive pass did with ROOM that this run's plan does not cover ("" if nothing): a version
+        archived (or being archived) that the plan does not name, or a claim on its job (the pass may have
+        read the chat before the deletion, and archive it after). Asked once the source is gone, so nothing
+        read before escapes: a pass holds its claim from before its read until its version is indexed."""
+        planned = [s["entry_id"] for s in self.ledger.steps.find({"run": run_id, "room": room}, {"entry_id": 1})
+                   if s.get("entry_id") is not None]
+        versions = sorted(e["version"] for e in self.entries.find(
+            {"room": room, "status": {"$in": ["archived", "uploading"]}, "_id": {"$nin": planned}}, {"version": 1}))
+        if versions:
+            return f"the archive pass archived it meanwhile (version {', '.join(map(str, versions))})"
+        if self.queue.jobs.find_one({"_id": room, "state": "claimed"}, {"_id": 1}):
+            return "the archive pass claimed it meanwhile (it may have read it before the deletion)"
+        return ""
 
     def _delete_archive(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
                         source_present: bool) -> tuple[str, str]:
@@ -613,12 +629,6 @@ class _Batch:
     held: dict[str, list[str]]  # room -> cases holding it when the batch was read
     hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
-    server_ms: int  # the database server's clock when the batch was read
-    read_monotonic: float
-
-    def server_now_ms(self) -> float:
-        """The database server's clock now, without asking it again."""
-        return self.server_ms + (time.monotonic() - self.read_monotonic) * 1000
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

@@ -203,3 +203,45 @@ def _seed_poison(uri: str, database: str) -> str:
     db.chats.insert_one(chat)
     db.contacts.insert_one(contact)
     return chat["room"]
+
+
+@pytest.mark.slow
+def test_a_sigstopped_archiver_cannot_archive_a_chat_another_quarantined_meanwhile(nx_uri, keys, tmp_path,
+                                                                                    db_names) -> None:
+    """A (a real process) holds a chat claimed alone and building when it is SIGSTOPped past its lease; B gives
+    up on the chat and quarantines it; A is continued: it completed the entry, an archived version of a
+    quarantined chat (tests/test_stalls.py has the same in one process)."""
+    from archiver.claims import ALONE_AFTER
+
+    chat, contact = make_chat(random.Random(9), messages=1500, start_ms=time.time() * 1000 - 900_000, room="SLOW")
+    db = pymongo.MongoClient(nx_uri)[db_names["source.database"]]
+    db.chats.insert_one(chat)
+    db.contacts.insert_one(contact)
+    jobs = pymongo.MongoClient(nx_uri)[db_names["index.database"]]["archive_jobs"]
+    jobs.insert_one({"_id": "SLOW", "state": "failed", "kind": "ended", "attempts": ALONE_AFTER, "last_error": "",
+                     "lapses": ALONE_AFTER, "available_at": 0})  # its archiver died with it in hand twice
+    config = _config(tmp_path, nx_uri, db_names, keys, **{
+        "archive.workers": 1, "archive.lease_seconds": 2, "archive.max_attempts": 1})
+    entries = _archived(nx_uri, db_names)
+    a = subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"], start_new_session=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while entries.find_one({"room": "SLOW", "status": "uploading"}) is None:  # begun: its build under way
+        assert a.poll() is None and time.monotonic() < deadline, "A neither began the chat nor ran on"
+        time.sleep(0.005)
+    os.killpg(a.pid, signal.SIGSTOP)  # with its worker process
+    try:
+        assert entries.find_one({"room": "SLOW"})["status"] == "uploading", "A finished before it was stopped"
+        time.sleep(2.5)  # A's lease runs out
+        b = subprocess.run([ARCHIVER, "--config", str(config), "run", "--no-progress"], capture_output=True,
+                           text=True, timeout=300)
+        assert b.returncode == 1 and "quarantined 1" in b.stdout, b.stdout + b.stderr
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    out, err = a.communicate(timeout=300)
+    assert a.returncode == 0 and "archived 0" in out, out + err
+    assert jobs.find_one({"_id": "SLOW"})["state"] == "quarantined"
+    [entry] = entries.find({"room": "SLOW"})
+    assert entry["status"] == "superseded", "no archive of a quarantined chat"
+    on_disk = {p.relative_to(tmp_path / "store").as_posix() for p in (tmp_path / "store").rglob("*.p7m")}
+    assert on_disk and on_disk <= set(entry["superseded_objects"]), "what A stored is set aside on the entry"
