@@ -193,6 +193,24 @@ def _render(tmp_path: Path, make_config, *args: str) -> int:
     return main(["--config", str(_toml(tmp_path, make_config)), "render", *args])
 
 
+@pytest.mark.parametrize("setting, code", [("signing.chain", 2), ("encryption.recipients", 0)])
+def test_render_refuses_a_private_key_in_signing_chain_and_never_reads_the_recipients(tmp_path, make_config, keys,
+                                                                                      capsys, setting, code) -> None:
+    """README: render reads signing.chain (a private key there: exit 2, setting and file named); it encrypts
+    nothing, so encryption.recipients is not read at all."""
+    combo = tmp_path / "combo.pem"
+    combo.write_bytes(keys["ca.crt.pem"].read_bytes() + keys["legal.key.pem"].read_bytes())
+    wanted = ("mongodb.uri", "storage.url", "signing.certificate", "signing.key", "source.database")
+    toml = write_toml(tmp_path / "archiver.toml", {**{k: make_config()[k] for k in wanted}, setting: [str(combo)]})
+    out = tmp_path / "o"
+    assert main(["--config", str(toml), "render", str(DATA / "seed-fixed.txt"), "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    if code:
+        assert f"{setting}: {combo}: holds a private key" in err and not any(out.glob("*")), err
+    else:
+        assert len(list(out.glob("*.pdf"))) == 1, err
+
+
 def test_render_joins_contacts_by_id(tmp_path, make_config, keys, capsys) -> None:
     rng = random.Random(13)
     (chat, contact), (lonely, _) = make_chat(rng, messages=3, language="ja"), make_chat(rng, messages=3)
