@@ -45,6 +45,19 @@ def test_bad_usage_is_exit_2(capsys) -> None:
     assert "--limit must be 1 or more" in capsys.readouterr().err
 
 
+def test_command_line_bytes_that_are_not_utf8_are_refused_naming_the_option(tmp_path, make_config) -> None:
+    """As a shell passes `search --room $'\\xff'` and `hold place --case $'\\xff'`: exit 2, the option named,
+    nothing done (no search printed, no hold placed)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LC_ALL": "C.UTF-8"}
+    config = str(_toml(tmp_path, make_config)).encode()
+    for argv, named in (([b"search", b"--room", b"\xff"], "--room: '\\xff'"),
+                        ([b"hold", b"place", b"--room", b"R", b"--case", b"K\xfe", b"--reason", b"r"], "--case: 'K\\xfe'")):
+        done = subprocess.run([sys.executable.encode(), b"-m", b"archiver.cli", b"--config", config, *argv],
+                              capture_output=True, env=env, timeout=60)
+        assert done.returncode == 2 and done.stdout == b"", done
+        assert f"archiver: error: {named} is not valid UTF-8".encode() in done.stderr, done.stderr
+
+
 def test_keys_init_prints_config_and_never_overwrites(tmp_path: Path, capsys) -> None:
     assert main(["keys", "init", str(tmp_path / "k")]) == 0
     out = capsys.readouterr().out

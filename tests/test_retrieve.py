@@ -96,6 +96,23 @@ def test_retrieval_without_a_reason_is_refused_and_audited(archived, keys, tmp_p
     assert "--reason" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("at, named", [("reason", "--reason: 'case 7 \\xff'"), ("room", "ROOM: 'CHAT_\\xfe'"),
+                                       ("lone", "--reason: 'case 7 \\ud800'")])
+def test_an_argument_that_is_not_valid_utf8_is_refused_before_any_work(archived, keys, tmp_path, capsys, at,
+                                                                       named) -> None:
+    """Bytes that are not UTF-8 reach Python as surrogates (U+DC80-U+DCFF): the retrieval was done and its files
+    written, then the audit log could not store the reason (a crash, nothing recorded). Refused up front now."""
+    config, entries = archived
+    room = "CHAT_\udcfe" if at == "room" else entries[0]["room"]
+    reason = {"reason": "case 7 \udcff", "lone": "case 7 \ud800"}.get(at, "case 7")
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out),
+                   "--reason", reason) == 2
+    err = capsys.readouterr().err
+    assert f"{named} is not valid UTF-8" in err and "nothing done" in err, err
+    assert not out.exists() and audit(config) == []
+
+
 def test_a_tampered_object_fails_verification_and_writes_nothing(archived, keys, tmp_path, capsys) -> None:
     config, entries = archived
     _flip_byte(config, entries[0]["objects"]["record"]["key"])
