@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+from bson import json_util
 
 from archiver.cli import main
 from archiver.mongo import connect
@@ -130,6 +131,11 @@ def test_erase_from_the_cli_dry_run_then_real_with_tombstones_without_personal_d
     audit = [a for a in _audit(config) if a["action"] == "erase"]
     assert [a["reason"] for a in audit] == ["GDPR art. 17, request 77"] and audit[0]["filters"]["customer"] == customer
     assert audit[0]["rooms"] == [chats[1]["room"]]
+    # The id stays only where the erasure itself is proved (docs/decisions.md): the audit entry and the run.
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    holding = {name for name in db.list_collection_names()
+               if any(customer in json_util.dumps(doc) for doc in db[name].find())}
+    assert holding == {config["index.audit"], config["index.retention_runs"]}, holding
 
 
 def test_erasure_of_a_chat_never_archived_respects_holds_on_its_customer(make_config) -> None:
