@@ -23,9 +23,11 @@ from archiver.redact import redact
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
 from archiver.store import StoreError, StoreUnreachable, unreachable
+from archiver.visible import visible
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each command's own."""
     parser = argparse.ArgumentParser(
         prog="archiver",
         description="Archive ended contact-centre chats as signed, encrypted, indexed evidence.",
@@ -35,17 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $ARCHIVER_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subs = {}
     for name, module in COMMANDS.items():
-        sub = commands.add_parser(
+        subs[name] = commands.add_parser(
             name, help=module.HELP, description=module.HELP, epilog=f"example:\n  {module.EXAMPLE}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(sub)
-    return parser
+        module.add_arguments(subs[name])
+    return parser, subs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser, subs = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:  # no command: what there is to do, as a usage error
         print(parser.format_help(), end="", file=sys.stderr)
@@ -55,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return int(exc.code or 0)
     try:
+        _refuse_non_utf8(args, [*parser._actions, *subs[args.command]._actions])
         code = COMMANDS[args.command].run(args)
         sys.stdout.flush()  # a reader gone away is found here, not in the interpreter's last flush
         return code
@@ -79,6 +83,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(exc, ITEMS_FAILED)
     except OSError as exc:
         return _error(exc, ITEMS_FAILED)
+
+
+def _refuse_non_utf8(args: argparse.Namespace, actions: list[argparse.Action]) -> None:
+    """Refuse an argument that is not valid UTF-8 before any work: argv bytes that are not UTF-8 arrive as
+    surrogates (U+DC80-U+DCFF), which the audit log (UTF-8) could not record once the work was done."""
+    names = {a.dest: a.option_strings[0] if a.option_strings else str(a.metavar or a.dest) for a in actions}
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _is_utf8(text):
+                raise UsageError(f"{names.get(dest, dest)}: '{_shown(text)}' is not valid UTF-8; "
+                                 "arguments must be UTF-8 text (nothing done)")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(text: str) -> str:
+    """TEXT with its bytes that are not UTF-8 as \\xNN (other lone surrogates as \\uNNNN)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return visible(raw.decode("utf-8", "backslashreplace"))
 
 
 def _silence_stdout() -> None:

@@ -44,6 +44,7 @@ from archiver.names import safe_name
 from archiver.render.evidence import RECORD_NAME
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
+from archiver.visible import is_pdf_title
 
 
 LEGACY_RECORD_FORMAT = "ctlive-archive-record/1"  # its PDF attaches no record
@@ -284,7 +285,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
               f"coverage {status.coverage.name}, signed by {signer.subject.rfc4514_string()}"),
         Check("pdf: the signature covers the whole file", status.coverage.name == "ENTIRE_FILE", status.coverage.name),
         _signer_check("pdf", signer, entry),
-        Check("pdf: its title names the entry's room", title == entry["room"], f"title {title!r}"),
+        Check("pdf: its title names the entry's room", is_pdf_title(title, entry["room"]), f"title {title!r}"),
     ]
     stamp = status.timestamp_validity  # B-T: when the signature existed, by the authority's word
     if stamp is not None:

@@ -25,3 +25,23 @@ def placeholder(ch: str) -> str:
 def visible(text: object) -> str:
     """TEXT with its control and format characters as placeholders (for PDF metadata and printed lines)."""
     return "".join(placeholder(ch) if hidden(ch) else ch for ch in str(text))
+
+
+def pdf_title(room: str, limit: int) -> str:
+    """The PDF title the renderer writes for ROOM: shown safely, cut at LIMIT characters with an ellipsis."""
+    return visible(room[:limit]) + ("…" if len(room) > limit else "")
+
+
+def is_pdf_title(title: str, room: str) -> bool:
+    """Whether TITLE is pdf_title(ROOM, limit) for some limit: the limit at render time (archive.max_field_chars
+    then) need not be the checker's. visible() maps character by character, so each cut is a prefix."""
+    if title == visible(room):
+        return True
+    if not title.endswith("…"):
+        return False
+    shown, prefix = title[:-1], ""
+    for ch in room[:-1]:  # a cut keeps at least one character and drops at least one
+        prefix += visible(ch)
+        if len(prefix) >= len(shown):
+            return prefix == shown
+    return False

@@ -45,6 +45,19 @@ def test_bad_usage_is_exit_2(capsys) -> None:
     assert "--limit must be 1 or more" in capsys.readouterr().err
 
 
+def test_command_line_bytes_that_are_not_utf8_are_refused_naming_the_option(tmp_path, make_config) -> None:
+    """As a shell passes `search --room $'\\xff'` and `hold place --case $'\\xff'`: exit 2, the option named,
+    nothing done (no search printed, no hold placed)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LC_ALL": "C.UTF-8"}
+    config = str(_toml(tmp_path, make_config)).encode()
+    for argv, named in (([b"search", b"--room", b"\xff"], "--room: '\\xff'"),
+                        ([b"hold", b"place", b"--room", b"R", b"--case", b"K\xfe", b"--reason", b"r"], "--case: 'K\\xfe'")):
+        done = subprocess.run([sys.executable.encode(), b"-m", b"archiver.cli", b"--config", config, *argv],
+                              capture_output=True, env=env, timeout=60)
+        assert done.returncode == 2 and done.stdout == b"", done
+        assert f"archiver: error: {named} is not valid UTF-8".encode() in done.stderr, done.stderr
+
+
 def test_keys_init_prints_config_and_never_overwrites(tmp_path: Path, capsys) -> None:
     assert main(["keys", "init", str(tmp_path / "k")]) == 0
     out = capsys.readouterr().out
@@ -191,6 +204,24 @@ def test_unreachable_mongodb_is_a_clear_error(tmp_path, make_config, capsys) -> 
 
 def _render(tmp_path: Path, make_config, *args: str) -> int:
     return main(["--config", str(_toml(tmp_path, make_config)), "render", *args])
+
+
+@pytest.mark.parametrize("setting, code", [("signing.chain", 2), ("encryption.recipients", 0)])
+def test_render_refuses_a_private_key_in_signing_chain_and_never_reads_the_recipients(tmp_path, make_config, keys,
+                                                                                      capsys, setting, code) -> None:
+    """README: render reads signing.chain (a private key there: exit 2, setting and file named); it encrypts
+    nothing, so encryption.recipients is not read at all."""
+    combo = tmp_path / "combo.pem"
+    combo.write_bytes(keys["ca.crt.pem"].read_bytes() + keys["legal.key.pem"].read_bytes())
+    wanted = ("mongodb.uri", "storage.url", "signing.certificate", "signing.key", "source.database")
+    toml = write_toml(tmp_path / "archiver.toml", {**{k: make_config()[k] for k in wanted}, setting: [str(combo)]})
+    out = tmp_path / "o"
+    assert main(["--config", str(toml), "render", str(DATA / "seed-fixed.txt"), "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    if code:
+        assert f"{setting}: {combo}: holds a private key" in err and not any(out.glob("*")), err
+    else:
+        assert len(list(out.glob("*.pdf"))) == 1, err
 
 
 def test_render_joins_contacts_by_id(tmp_path, make_config, keys, capsys) -> None:

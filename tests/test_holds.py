@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+from bson import json_util
 
 from archiver.cli import main
 from archiver.mongo import connect
@@ -60,6 +61,8 @@ def test_hold_place_list_release_from_the_cli_are_audited_and_protect(make_confi
     (["hold", "place", "--room", "R", "--reason", "r"], "--case NAME and --reason TEXT are required"),
     (["hold", "place", "--text", "refund", "--case", "C", "--reason", "r"], "search.key_file"),
     (["erase", "--customer", " ", "--reason", "r"], "must not be empty"),
+    (["hold", "place", "--room", "R", "--case", " \t", "--reason", "r"], "--case and --reason must not be empty"),
+    (["hold", "place", "--room", "R", "--case", "C", "--reason", "  "], "--case and --reason must not be empty"),
 ])
 def test_bad_hold_and_erase_requests_are_usage_errors_that_change_nothing(make_config, tmp_path, capsys,
                                                                         argv, message) -> None:
@@ -67,6 +70,41 @@ def test_bad_hold_and_erase_requests_are_usage_errors_that_change_nothing(make_c
     assert main(["--config", _toml(config, tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
     assert connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["release", "--case", "K", "--room", "A", "--reason", "room A no longer relevant"], "--room"),
+    (["release", "--case", "K", "--customer", "1", "--from", "2026-01-01", "--reason", "r"], "--customer, --from"),
+    (["release", "--case", "K", "--reason", "r", "--all"], "--all"),
+    (["release", "--case", "K", "--reason", " "], "--reason must not be empty"),
+    (["list", "--room", "A"], "--room"),
+    (["list", "--case", "K", "--text", "refund"], "--case, --text"),
+    (["place", "--room", "A", "--case", "K", "--reason", "r", "--json"], "--json"),
+])
+def test_options_of_another_hold_action_are_refused_and_release_nothing(make_config, tmp_path, capsys, argv,
+                                                                       named) -> None:
+    """`hold release --case K --room A` released every hold of case K, room B's too: an option the action does
+    not take is refused (exit 2, named) rather than ignored."""
+    config = retention_config(make_config)
+    toml = _toml(config, tmp_path)
+    for room in ("A", "B"):
+        assert main(["--config", toml, "hold", "place", "--room", room, "--case", "K", "--reason", "court order"]) == 0
+    capsys.readouterr()
+    assert main(["--config", toml, "hold", *argv]) == 2
+    err = capsys.readouterr().err
+    assert named in err, err
+    holds = connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]]
+    assert sorted((h["filters"]["room"], h["active"]) for h in holds.find()) == [("A", True), ("B", True)]
+    assert [a["action"] for a in _audit(config)] == ["hold_place", "hold_place"]
+
+
+def test_hold_place_prints_a_hostile_room_id_with_placeholders(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    assert main(["--config", _toml(config, tmp_path), "hold", "place", "--room", "R1\nFORGED\x1b[2K\u202eX",
+                 "--agent", "a\u2066b", "--case", "K", "--reason", "r"]) == 0
+    out = capsys.readouterr().out
+    assert "room=R1[U+000A]FORGED[U+001B][2K[U+202E]X" in out and "agent=a[U+2066]b" in out, out
+    assert not [raw for raw in ("\x1b", "\u202e", "\u2066", "\nFORGED") if raw in out], out
 
 
 def test_erase_from_the_cli_dry_run_then_real_with_tombstones_without_personal_data(make_config, tmp_path,
@@ -93,6 +131,11 @@ def test_erase_from_the_cli_dry_run_then_real_with_tombstones_without_personal_d
     audit = [a for a in _audit(config) if a["action"] == "erase"]
     assert [a["reason"] for a in audit] == ["GDPR art. 17, request 77"] and audit[0]["filters"]["customer"] == customer
     assert audit[0]["rooms"] == [chats[1]["room"]]
+    # The id stays only where the erasure itself is proved (docs/decisions.md): the audit entry and the run.
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    holding = {name for name in db.list_collection_names()
+               if any(customer in json_util.dumps(doc) for doc in db[name].find())}
+    assert holding == {config["index.audit"], config["index.retention_runs"]}, holding
 
 
 def test_erasure_of_a_chat_never_archived_respects_holds_on_its_customer(make_config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import json
+import random
 import subprocess
 from pathlib import Path
 
@@ -12,9 +13,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from archiver.names import safe_name
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
 from archiver.store import open_store
 from conftest import require_tool
 from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
+from test_pipeline import recent_ms, seed
 
 @pytest.fixture
 def archived(make_config):
@@ -90,6 +94,23 @@ def test_retrieval_without_a_reason_is_refused_and_audited(archived, keys, tmp_p
     code, outcome = _failed_attempt(config, tmp_path, tmp_path / "out", *argv)
     assert code == 2 and outcome == "refused"
     assert "--reason" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("at, named", [("reason", "--reason: 'case 7 \\xff'"), ("room", "ROOM: 'CHAT_\\xfe'"),
+                                       ("lone", "--reason: 'case 7 \\ud800'")])
+def test_an_argument_that_is_not_valid_utf8_is_refused_before_any_work(archived, keys, tmp_path, capsys, at,
+                                                                       named) -> None:
+    """Bytes that are not UTF-8 reach Python as surrogates (U+DC80-U+DCFF): the retrieval was done and its files
+    written, then the audit log could not store the reason (a crash, nothing recorded). Refused up front now."""
+    config, entries = archived
+    room = "CHAT_\udcfe" if at == "room" else entries[0]["room"]
+    reason = {"reason": "case 7 \udcff", "lone": "case 7 \ud800"}.get(at, "case 7")
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(out),
+                   "--reason", reason) == 2
+    err = capsys.readouterr().err
+    assert f"{named} is not valid UTF-8" in err and "nothing done" in err, err
+    assert not out.exists() and audit(config) == []
 
 
 def test_a_tampered_object_fails_verification_and_writes_nothing(archived, keys, tmp_path, capsys) -> None:
@@ -251,3 +272,27 @@ def test_a_retrieval_names_the_rooms_other_versions(make_config, keys, tmp_path,
     assert "the room has 2 versions: v1 archived (ended), v2 archived (ended)" in capsys.readouterr().out
     report = json.loads(next((tmp_path / "case").iterdir()).joinpath("verification.json").read_text())
     assert report["version"] == 2 and [v["version"] for v in report["versions"]] == [1, 2]
+
+
+HOSTILE_ROOMS = ("CHAT_\u202eRLO", "CHAT_tab\there", "CHAT_" + "x\u200b" * 600)  # the last: 1,205 characters
+
+
+@pytest.mark.parametrize("field_chars", [1_000, 40])
+def test_rooms_the_pdf_title_shows_altered_or_cut_still_retrieve_verify_and_bundle(make_config, keys, tmp_path,
+                                                                                    capsys, field_chars) -> None:
+    """The PDF title is the room as the renderer shows it (placeholders, cut at archive.max_field_chars with
+    an ellipsis); the checks accept that, whatever limit the legal team's own configuration has."""
+    config = make_config(archive__max_field_chars=field_chars)
+    rng = random.Random(3)
+    chats = [make_chat(rng, messages=3, start_ms=recent_ms(30), room=room) for room in (*HOSTILE_ROOMS, None)]
+    seed(config, chats)
+    assert Archiver(config).run_pass().archived == 4
+    rooms = [chat["room"] for chat, _ in chats]  # the last a normal 49-character room id
+    key = str(keys["legal.key.pem"])
+    for i, room in enumerate(rooms):
+        assert run_cli(config, tmp_path, "retrieve", room, "--key", key, "--out", str(tmp_path / f"o{i}"),
+                       "--reason", "case 9") == 0, capsys.readouterr()
+    assert run_cli(config, tmp_path, "verify", "--all", "--no-progress", "--key", key) == 0, capsys.readouterr()
+    assert run_cli(config, tmp_path, "retrieve", *rooms, "--bundle", str(tmp_path / "case.zip"), "--key", key,
+                   "--reason", "case 9", "--no-progress") == 0, capsys.readouterr()
+    assert (tmp_path / "case.zip").is_file()

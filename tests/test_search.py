@@ -117,6 +117,16 @@ def test_a_failed_search_prints_nothing_and_is_audited(archived, tmp_path, capsy
     assert audit(config)[-1]["outcome"] == "failed" and audit(config)[-1]["filters"] == {"text": "x"}
 
 
+def test_a_filter_that_is_not_valid_utf8_is_refused_before_the_search(archived, tmp_path, capsys) -> None:
+    """`search --room $'\\xff'` reaches Python as the surrogate U+DCFF: the search ran and printed, then the
+    audit log could not store it (a crash, nothing recorded). Refused up front now, naming the option."""
+    config, _ = archived
+    assert _cli(config, tmp_path, "search", "--room", "CHAT_\udcff", "--agent", "USER_a") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--room: 'CHAT_\\xff' is not valid UTF-8" in err, err
+    assert audit(config) == []
+
+
 def test_the_table_says_which_entries_are_tombstones(archived, tmp_path, capsys) -> None:
     """A deleted entry (a tombstone: its objects gone) looked like an archived one in the table."""
     config, entries = archived

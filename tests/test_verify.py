@@ -6,15 +6,20 @@ import datetime as dt
 import hashlib
 import json
 import os
+import random
 import time
 
 import boto3
 import pytest
 
 from archiver.integrity import verify_archive
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from archiver.visible import is_pdf_title, pdf_title
 from archiver.envelope import RecipientKey
 from archiver.store import open_store
 from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
+from test_pipeline import recent_ms, seed
 
 @pytest.fixture
 def archived(make_config):
@@ -76,6 +81,38 @@ def test_an_object_swapped_with_another_rooms_is_named(archived, keys) -> None:
     problems = _named(_verify(config, keys))
     assert problems and {room for room, _ in problems} == {a["room"]}
     assert any("title names the entry's room" in text for _, text in problems), problems
+
+
+def test_a_pdf_title_is_accepted_only_as_the_renderer_writes_it_for_that_room() -> None:
+    room = "CHAT_\u202eab\tc"
+    assert all(is_pdf_title(pdf_title(room, limit), room) for limit in range(1, len(room) + 2))
+    assert pdf_title(room, 8) == "CHAT_[U+202E]ab…" and pdf_title(room, 10) == "CHAT_[U+202E]ab[U+0009]c"
+    for title in (room, "CHAT_[U+202E]ab", "CHAT_[U+20…", "CHAT_[U+202E]ab[U+0009]c…", "…", "",
+                  pdf_title("CHAT_OTHER", 1_000), pdf_title(room + "d", 1_000), pdf_title(room + "d", 10)):
+        assert not is_pdf_title(title, room), title
+    assert not is_pdf_title(pdf_title("CHAT_A", 1_000), "CHAT_AB") and is_pdf_title("CHAT_A…", "CHAT_AB")
+
+
+@pytest.mark.parametrize("field_chars", [1_000, 5])
+def test_a_pdf_swapped_with_a_room_whose_id_extends_this_one_is_named(make_config, keys, field_chars) -> None:
+    """CHAT_CASE and CHAT_CASE2: the title names the other room; cut at 5 characters both titles read
+    'CHAT_…', and the record the PDF attaches (signed, naming its room) still tells them apart."""
+    config = make_config(archive__max_field_chars=field_chars)
+    rng = random.Random(2)
+    seed(config, [make_chat(rng, messages=3, start_ms=recent_ms(30), room=room) for room in ("CHAT_CASE", "CHAT_CASE2")])
+    assert Archiver(config).run_pass().archived == 2
+    a, b = index(config).find({}).sort("room", 1)
+    pdfs = {e["room"]: stored_path(config, e["objects"]["pdf"]["key"]).read_bytes() for e in (a, b)}
+    for x, y in ((a, b), (b, a)):  # each holds the other's PDF, the index edited to match
+        overwrite_stored(config, x["objects"]["pdf"]["key"], pdfs[y["room"]])
+        index(config).update_one({"_id": x["_id"]}, {"$set": {"objects.pdf": {**y["objects"]["pdf"],
+                                                                              "key": x["objects"]["pdf"]["key"]}}})
+    problems = _named(_verify(config, keys))
+    assert {room for room, _ in problems} == {"CHAT_CASE", "CHAT_CASE2"}
+    for room in ("CHAT_CASE", "CHAT_CASE2"):
+        named = [p for r, p in problems if r == room]
+        assert any("attaches this version's record" in p for p in named), named
+        assert any("title names the entry's room" in p for p in named) == (field_chars == 1_000), named
 
 
 def test_a_swapped_record_is_named_by_its_room(archived, keys) -> None:

@@ -15,22 +15,49 @@ HELP = ("legal holds: place one (by --room, --customer, --agent or search filter
 EXAMPLE = 'archiver --config archiver.toml hold place --customer 4747235938674011 --case "ACME v. Shop" --reason "litigation"'
 
 
+# Each option's flag and the actions that take it (by dest): another action refuses it rather than ignore it
+# (`release --case K --room A` would release every hold of case K, room B's too).
+_TAKEN_BY: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def _option(p: argparse.ArgumentParser, flag: str, actions: tuple[str, ...], **kwargs: Any) -> None:
+    _TAKEN_BY[p.add_argument(flag, **kwargs).dest] = (flag, actions)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["place", "release", "list"])
-    p.add_argument("--case", metavar="NAME", help="place/release: the case name")
-    p.add_argument("--reason", metavar="TEXT", help="place/release: why")
-    p.add_argument("--room", help="place: this room")
-    p.add_argument("--customer", metavar="ID", help="place: every chat this customer took part in")
-    p.add_argument("--agent", metavar="ID", help="place: every chat this agent took part in")
-    p.add_argument("--from", dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
-    p.add_argument("--to", dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
-    p.add_argument("--type", dest="ctlive_type", metavar="T", help="place: ctlive_type")
-    p.add_argument("--channel", metavar="C", help="place: channel")
-    p.add_argument("--service", metavar="S", help="place: service name")
-    p.add_argument("--text", metavar="WORDS", help="place: chats with these words (needs search.key_file)")
-    p.add_argument("--all", action="store_true", help="list: released holds too")
-    p.add_argument("--json", action="store_true", help="list: as JSON")
+    case, place, listing = ("place", "release"), ("place",), ("list",)
+    _option(p, "--case", case, metavar="NAME", help="place/release: the case name")
+    _option(p, "--reason", case, metavar="TEXT", help="place/release: why")
+    _option(p, "--room", place, help="place: this room")
+    _option(p, "--customer", place, metavar="ID", help="place: every chat this customer took part in")
+    _option(p, "--agent", place, metavar="ID", help="place: every chat this agent took part in")
+    _option(p, "--from", place, dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
+    _option(p, "--to", place, dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
+    _option(p, "--type", place, dest="ctlive_type", metavar="T", help="place: ctlive_type")
+    _option(p, "--channel", place, metavar="C", help="place: channel")
+    _option(p, "--service", place, metavar="S", help="place: service name")
+    _option(p, "--text", place, metavar="WORDS", help="place: chats with these words (needs search.key_file)")
+    _option(p, "--all", listing, action="store_true", help="list: released holds too")
+    _option(p, "--json", listing, action="store_true", help="list: as JSON")
     add_actor(p)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    foreign = [flag for dest, (flag, actions) in _TAKEN_BY.items()
+               if args.action not in actions and getattr(args, dest) not in (None, False)]
+    if foreign:
+        raise UsageError(f"hold {args.action} does not take {', '.join(foreign)} (release takes --case and "
+                         "--reason only, and releases every hold of the case; list takes --all and --json); "
+                         "nothing done")
+    if args.action == "list":
+        return
+    if not args.case or not args.reason:
+        raise UsageError(f"hold {args.action}: --case NAME and --reason TEXT are required")
+    if args.action == "place" and not (args.case.strip() and args.reason.strip()):
+        raise UsageError("hold place: --case and --reason must not be empty")
+    if not args.reason.strip():  # (a blank case placed before this check can still be released)
+        raise UsageError("hold release: --reason must not be empty")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,12 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from archiver.holds import describe, open_holds
     from archiver.search import SearchFilters, open_search
 
+    _check_options(args)
     config = load_config(args)
     holds, actor = open_holds(config), Actor.current(args.actor)
     if args.action == "list":
         return _list(holds.listing(args.all), args.json)
-    if not args.case or not args.reason:
-        raise UsageError(f"hold {args.action}: --case NAME and --reason TEXT are required")
     from archiver.retention import Deletions
 
     store_of = Deletions(config).store_of
@@ -69,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     log.record("hold_place", actor, outcome="ok" if not failed else "items_failed", reason=args.reason,
                filters={"case": args.case, "hold": hold["_id"], **hold["filters"]},
                detail=f"{rooms} room(s) held now; S3 legal hold not set on {failed} entr(ies)")
-    print(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, and any archived later")
+    print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, and any "
+                  "archived later"))
     if args.text is not None:
         note = open_search(config).text_note()
         if note:  # those entries are held whatever they say (Holds.query)

@@ -48,7 +48,7 @@ from archiver.render.evidence import make_self_contained
 from archiver.render.fonts import check_reportlab
 from archiver.render import loaded_fonts, pdfsyntax
 from archiver.render.scripts import base_level, has_rtl, shape, visual
-from archiver.visible import INVISIBLE, visible
+from archiver.visible import INVISIBLE, pdf_title, visible
 from archiver.visible import hidden as _hidden, placeholder as _placeholder
 from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
 from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
@@ -921,8 +921,7 @@ class PdfRenderer:
         canvas = Canvas(buffer, pagesize=self.page_size, initialFontName=self.styles["body"].font,
                         pageCompression=1)  # initialFontName: else every page names an unembedded Helvetica
         # Metadata is shown by viewers outside the page: no raw control or bidi characters there either.
-        limit = self.limits.field_chars
-        canvas.setTitle(visible(t.room[:limit] + ("…" if len(t.room) > limit else "")))
+        canvas.setTitle(pdf_title(t.room, self.limits.field_chars))
         canvas.setAuthor(visible(doc["organisation"]))
         canvas.setSubject(visible(doc["title"]))
         canvas.setCreator(f"ctlive-archiver (reportlab {reportlab.Version})")
