@@ -57,6 +57,31 @@ def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp
     assert str(folder) in capsys.readouterr().out
 
 
+def test_the_check_it_yourself_commands_catch_a_transcript_signed_by_a_self_made_certificate(
+        archived, keys, tmp_path) -> None:
+    """verification.json's commands, run as written (YOUR-CA.pem put in the folder): they pass on the retrieved
+    files, and the PDF one fails on a transcript with a valid signature whose signer the CA never issued."""
+    from test_bundle import _forged_pdf
+
+    config, entries = archived
+    room = entries[0]["room"]
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
+                   str(tmp_path / "o"), "--reason", "case 42") == 0
+    folder = tmp_path / "o" / f"{safe_name(room)}-v1"
+    (folder / "YOUR-CA.pem").write_bytes(keys["ca.crt.pem"].read_bytes())
+    pdf_check, record_check = json.loads((folder / "verification.json").read_text())["check_it_yourself"][:2]
+    for tool in ("pdfsig", "certutil", "openssl"):
+        require_tool(tool)
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
+
+    assert run(pdf_check).stdout.split() == ["OK", "transcript.pdf"]
+    assert "Verification successful" in run(record_check).stderr
+    (folder / "transcript.pdf").write_bytes(_forged_pdf(tmp_path))
+    assert run(pdf_check).stdout.split() == ["FAILED", "transcript.pdf"]
+
+
 def _failed_attempt(config, tmp_path, out: Path, *argv: str) -> tuple[int, str]:
     code = run_cli(config, tmp_path, "retrieve", *argv, "--out", str(out))
     assert not out.exists()  # nothing written, not even the folder
