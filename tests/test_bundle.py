@@ -436,3 +436,11 @@ def test_an_unsigned_bundle_proves_each_signature_but_not_its_contents(archived,
         f"{hashlib.sha256(pdf.read_bytes()).hexdigest()}  {added}/transcript.pdf"))
     results = _run_readme(case, keys["ca.crt.pem"])
     assert _failed(results) == [3] and f"FAILED {added}/transcript.pdf" in results[3][2], results
+
+
+def test_a_bundle_by_a_reversed_date_window_is_a_usage_error(archived, keys, tmp_path, capsys) -> None:
+    config, _ = archived
+    out = tmp_path / "r.zip"
+    assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason", "r",
+                   "--from", "2026-11-27", "--to", "20261126") == 2
+    assert "--from '2026-11-27' is after --to '20261126'" in capsys.readouterr().err and not out.exists()
