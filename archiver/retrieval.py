@@ -71,12 +71,26 @@ def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]
         which = f"version {version} of room" if version is not None else "room"
         tombstone = db[config["index.entries"]].find_one({**query, "status": "deleted"}, sort=[("version", DESCENDING)])
         if tombstone is not None:  # deleted on purpose: say by what, not "unknown"
-            deletion = tombstone.get("deletion") or {}
-            when = deletion.get("at") or tombstone.get("deleted_at")
-            raise NotFound(f"{which} {room!r}: deleted by run {deletion.get('run')} under rule {deletion.get('rule')} "
-                           f"on {f'{when:%Y-%m-%d}' if when else 'an unrecorded date'}; its tombstone keeps the object hashes (`archiver verify`)")
+            raise _deleted(f"{which} {room!r}", tombstone)
         raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
     return entry
+
+
+def _deleted(what: str, tombstone: dict[str, Any], meanwhile: str = "") -> NotFound:
+    deletion = tombstone.get("deletion") or {}
+    when = deletion.get("at") or tombstone.get("deleted_at")
+    how = "being deleted" if deletion.get("state") == "deleting" else "deleted"
+    return NotFound(f"{what}: {how} by run {deletion.get('run')} under rule {deletion.get('rule')} "
+                    f"on {f'{when:%Y-%m-%d}' if when else 'an unrecorded date'}{meanwhile}; its tombstone keeps "
+                    "the object hashes (`archiver verify`)")
+
+
+def deleted_meanwhile(config: Config, entry: dict[str, Any]) -> None:
+    """Raise NotFound if ENTRY, read as archived, is a tombstone now: its objects went missing because a
+    retention run or erasure deleted it while it was being fetched, not because the archive is damaged."""
+    now = index_database(config)[config["index.entries"]].find_one({"_id": entry["_id"]})
+    if now is not None and now.get("status") == "deleted":
+        raise _deleted(f"version {entry['version']} of room {entry['room']!r}", now, " (while it was being fetched)")
 
 
 def pdf_trust_command(pdfs: str, ca: str) -> str:
@@ -99,6 +113,8 @@ def retrieve(config: Config, request: Request) -> Path:
     opened = check_stored(entry, store)
     if opened.ok:
         check_content(opened, request.key, list(request.trust))
+    else:
+        deleted_meanwhile(config, entry)  # missing because a run deleted it since it was read: NotFound
     proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures())

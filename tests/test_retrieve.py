@@ -276,3 +276,63 @@ def test_a_retrieval_names_the_rooms_other_versions(make_config, keys, tmp_path,
     assert "the room has 2 versions: v1 archived (ended), v2 archived (ended)" in capsys.readouterr().out
     report = json.loads(next((tmp_path / "case").iterdir()).joinpath("verification.json").read_text())
     assert report["version"] == 2 and [v["version"] for v in report["versions"]] == [1, 2]
+
+
+def test_a_retrieval_racing_a_retention_run_says_deleted_by_that_run_not_verification_failed(
+        make_config, keys, tmp_path, capsys, monkeypatch) -> None:
+    """Retention deletes the version between `retrieve` reading its entry and fetching its objects: the
+    objects are missing because a run deleted them on purpose, not because the archive is damaged."""
+    import archiver.retrieval as retrieval
+    from retention_helpers import age, retention, retention_config
+
+    config = retention_config(make_config)
+    (entry,) = archive_samples(config, count=1)
+    real = retrieval.check_stored
+
+    def retention_runs_now(found, store):
+        age(config, 400)
+        assert retention(config).ok
+        return real(found, store)
+
+    monkeypatch.setattr(retrieval, "check_stored", retention_runs_now)
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "case 7")
+    err = capsys.readouterr().err
+    tombstone = index(config).find_one({"_id": entry["_id"]})
+    assert tombstone["status"] == "deleted" and code == 1, err
+    run = tombstone["deletion"]["run"]
+    assert f"deleted by run {run} under rule default" in err and "verification failed" not in err
+    assert not (tmp_path / "o").exists()
+    (audited,) = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert audited["outcome"] == "failed" and f"deleted by run {run}" in audited["detail"]
+
+
+def test_a_retrieval_meeting_a_deletion_half_done_says_so(archived, keys, tmp_path, capsys, monkeypatch) -> None:
+    """A run has written the tombstone (state deleting) and removed one object when the retrieval fetches."""
+    import archiver.retrieval as retrieval
+
+    config, entries = archived
+    entry, real = entries[0], retrieval.check_stored
+
+    def deletion_under_way(found, store):
+        index(config).update_one({"_id": found["_id"]}, {"$set": {"status": "deleted", "deletion": {
+            "run": "ret-9", "rule": "default", "state": "deleting"}}})
+        stored_path(config, found["objects"]["pdf"]["key"]).unlink()
+        return real(found, store)
+
+    monkeypatch.setattr(retrieval, "check_stored", deletion_under_way)
+    code = run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "case 8")
+    err = capsys.readouterr().err
+    assert code == 1 and "being deleted by run ret-9 under rule default" in err, err
+
+
+def test_an_object_missing_from_an_archived_entry_is_still_a_failed_check(archived, keys, tmp_path, capsys) -> None:
+    """Only a deletion explains a missing object: with the entry still archived it is damage (exit 3)."""
+    config, entries = archived
+    stored_path(config, entries[0]["objects"]["pdf"]["key"]).unlink()
+    code = run_cli(config, tmp_path, "retrieve", entries[0]["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "case 9")
+    err = capsys.readouterr().err
+    assert code == 3 and "verification failed" in err and "missing" in err, err
