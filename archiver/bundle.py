@@ -40,7 +40,7 @@ from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.integrity import Check, Opened, check_content, check_stored
 from archiver.names import safe_name
-from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, find_entry,
+from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, deleted_meanwhile, find_entry,
                                pdf_trust_command, seal_check)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity
@@ -255,6 +255,8 @@ def _verified(config: Config, bundle: BundleRequest, targets: list[tuple[str, in
             if where not in stores:
                 stores[where] = open_store_for(entry, config)
             opened = check_stored(entry, stores[where])
+            if not opened.ok:
+                deleted_meanwhile(config, entry)  # NotFound: a run deleted it since it was selected
             future = pool.submit_opened(entry, opened.sealed) if pool and opened.ok else None
             waiting.append((room, version, opened, store_location(stores[where]), future))
             while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][4] is None):

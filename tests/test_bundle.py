@@ -444,3 +444,29 @@ def test_a_bundle_by_a_reversed_date_window_is_a_usage_error(archived, keys, tmp
     assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason", "r",
                    "--from", "2026-11-27", "--to", "20261126") == 2
     assert "--from '2026-11-27' is after --to '20261126'" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_room_a_retention_run_deletes_while_the_bundle_fetches_it_is_named_as_deleted(
+        make_config, keys, tmp_path, capsys, monkeypatch) -> None:
+    """As for `retrieve`: objects missing because a run deleted the entry meanwhile are not a failed check."""
+    import archiver.bundle as bundle
+    from retention_helpers import age, retention, retention_config
+    from retrieval_helpers import index
+
+    config = retention_config(make_config)
+    (entry,) = archive_samples(config, count=1)
+    real = bundle.check_stored
+
+    def retention_runs_now(found, store):
+        age(config, 400)
+        assert retention(config).ok
+        return real(found, store)
+
+    monkeypatch.setattr(bundle, "check_stored", retention_runs_now)
+    out = tmp_path / "b.zip"
+    code = _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 7", "--no-progress")
+    run = index(config).find_one({"_id": entry["_id"]})["deletion"]["run"]
+    err = capsys.readouterr().err
+    assert code == 1 and f"deleted by run {run} under rule default" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".b.zip.partial-*"))
