@@ -40,7 +40,8 @@ from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.integrity import Check, Opened, check_content, check_stored
 from archiver.names import safe_name
-from archiver.retrieval import Request, VerificationFailed, _files, _report, _text, find_entry, seal_check
+from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, deleted_meanwhile, find_entry,
+                               pdf_trust_command, seal_check)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
@@ -61,12 +62,32 @@ SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root ove
 
 """
 ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's signed record.json names at its position:
-   its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 4; each
+   its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 5; each
    line must say OK):
 
     $ for f in rooms/*/attachments/*; do [ -f "$f" ] || continue; n=$(expr "$(basename "$f" | cut -d- -f1)" + 0); h=$(sha256sum < "$f" | cut -d" " -f1); grep -qE "\"sha256\":\"$h\",\"content_type\":\"[^\"]*\",\"fetched_at\":\"[^\"]*\",\"object\":\"attachment-$n\"}" "${f%/attachments/*}/record.json" && echo "OK $f" || echo "FAILED $f"; done
 
 """
+UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a room folder or file added after the
+   bundle was made: each is named; the command fails if there is any). Only the files you add
+   (CA.pem, TSA-CA.pem), SHA256SUMS itself, SHA256SUMS.p7s and bundle-signer.pem are left out:
+
+    $ find . ! -type d | cut -c3- | awk 'FILENAME == "SHA256SUMS" { listed[substr($0, 67)]; next } !($0 in listed) && !/^(SHA256SUMS|SHA256SUMS[.]p7s|bundle-signer[.]pem|CA[.]pem|TSA-CA[.]pem)$/ { print "FAILED not in SHA256SUMS: " $0; bad = 1 } END { if (!bad) print "OK every file is listed in SHA256SUMS"; exit bad }' SHA256SUMS -
+
+"""
+PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole file and was made by a certificate
+   that chains to your CA (each line must say OK). pdfsig checks a signer against an NSS certificate
+   database; the command makes a temporary one that trusts CA.pem alone (certutil, Debian package
+   libnss3-tools), and removes it:
+
+    $ COMMAND
+
+   pdfsig must report exactly one signature, "Total document signed", "Signature is Valid" and
+   "Certificate is Trusted"; "Certificate issuer is unknown" means a certificate your CA did not
+   issue made it. When a certificate names an OCSP responder, pdfsig also asks it whether the
+   certificate was revoked (these steps need no network otherwise).
+
+""".replace("COMMAND", pdf_trust_command("rooms/*/transcript.pdf", "CA.pem"))
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 
 
@@ -234,6 +255,8 @@ def _verified(config: Config, bundle: BundleRequest, targets: list[tuple[str, in
             if where not in stores:
                 stores[where] = open_store_for(entry, config)
             opened = check_stored(entry, stores[where])
+            if not opened.ok:
+                deleted_meanwhile(config, entry)  # NotFound: a run deleted it since it was selected
             future = pool.submit_opened(entry, opened.sealed) if pool and opened.ok else None
             waiting.append((room, version, opened, store_location(stores[where]), future))
             while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][4] is None):
@@ -337,8 +360,13 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, att
    (`archiver audit list`, action "retrieve", its detail) and that was printed when it was made:
 
     $ sha256sum {SUMS}
+
+   Until that comparison is made, this bundle cannot prove what it holds: steps 4 and 5 still
+   prove that each transcript and record was signed by a certificate your CA issued, but a room
+   added, removed or swapped, with {SUMS} rewritten to match, passes steps 2 and 3, and
+   {CUSTODY}, {MANIFEST} and every verification.json are signed by no one.
 """)
-    return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig and sha256sum alone
+    return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig, certutil and sha256sum alone
 
 This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e.g. {sample}
   transcript.pdf     the transcript, signed (PAdES)
@@ -362,20 +390,12 @@ Run each command below from that folder; every one must succeed.
 
     $ sha256sum -c --strict {SUMS}
 
-3. Every transcript's PDF signature is valid and covers the whole file (each line must say OK):
-
-    $ for d in rooms/*/; do [ "$(pdfsig "${{d}}transcript.pdf" | grep -c -e "Signature is Valid" -e "Total document signed")" = 2 ] && echo "OK ${{d}}transcript.pdf" || echo "FAILED ${{d}}transcript.pdf"; done
-
-4. Every record's signature is valid and its signer chains to your CA (each line must say OK):
+{UNLISTED_STEP}{PDF_STEP}5. Every record's signature is valid and its signer chains to your CA (each line must say OK):
 
     $ for d in rooms/*/; do openssl cms -verify -binary -inform DER -in "${{d}}record.json.p7s" -content "${{d}}record.json" -CAfile CA.pem -out /dev/null 2>/dev/null && echo "OK ${{d}}record.json" || echo "FAILED ${{d}}record.json"; done
 
-5. Every transcript's signer chains to your CA (each line must say OK):
-
-    $ for d in rooms/*/; do openssl verify -CAfile CA.pem "${{d}}signer.crt.pem" >/dev/null 2>&1 && echo "OK ${{d}}signer.crt.pem" || echo "FAILED ${{d}}signer.crt.pem"; done
-
-{SEAL_STEP if sealed else ""}{ATTACHMENT_STEP.replace("{number}", str(6 + sealed)) if attached else ""}pdfsig's own line "Certificate issuer isn't Trusted" only means your CA is not in its
-certificate store; step 5 checks the chain against CA.pem instead. Each verification.json
-also records the archive index entry (hashes of the encrypted objects as stored) for a
-comparison with the index itself.
+{SEAL_STEP if sealed else ""}{ATTACHMENT_STEP.replace("{number}", str(6 + sealed)) if attached else ""}signer.crt.pem is the certificate the archive index names for the room (step 4 checks the one
+inside the PDF, step 5 the one inside record.json.p7s). Each verification.json also records
+the archive index entry (hashes of the encrypted objects as stored) for a comparison with the
+index itself.
 """

@@ -97,8 +97,8 @@ def _legal_team(config: config_module.Config, directory: Path, keys: Path, stamp
           "--reason", "demo: a customer complaint", "--ca", str(keys / "ca.crt.pem")]),
         ("Verify it against the index and the store, content and signatures included:",
          ["verify", SEED_CHAT["room"], "--key", key, "--workers", "1"]),
-        ("A case bundle of two chats (README.txt inside says how to check every file with openssl, pdfsig "
-         "and sha256sum alone):",
+        ("A case bundle of two chats (README.txt inside says how to check every file with openssl, pdfsig, "
+         "certutil and sha256sum alone):",
          ["retrieve", *bundled, "--bundle", str(directory / "bundles" / f"case-{stamp}.zip"), "--key", key,
           "--reason", "demo: a regulator request", "--no-progress"]),
         ("The audit log recorded each of these (who, when, why, what); its hash chain checks out:",

@@ -34,6 +34,10 @@ from archiver.visible import visible
 from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
+# What pdfsig prints for one signature, valid, over the whole file, by a certificate that chains to a CA
+# its NSS database trusts; compared whole, so that a signer name holding a line break adds no "OK".
+PDFSIG_TRUSTED = ("Signature #1:\\n  - Total document signed\\n  - Signature Validation: Signature is Valid.\\n"
+                  "  - Certificate Validation: Certificate is Trusted.")
 
 
 class NotFound(LookupError):
@@ -67,12 +71,36 @@ def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]
         which = f"version {version} of room" if version is not None else "room"
         tombstone = db[config["index.entries"]].find_one({**query, "status": "deleted"}, sort=[("version", DESCENDING)])
         if tombstone is not None:  # deleted on purpose: say by what, not "unknown"
-            deletion = tombstone.get("deletion") or {}
-            when = deletion.get("at") or tombstone.get("deleted_at")
-            raise NotFound(f"{which} {room!r}: deleted by run {deletion.get('run')} under rule {deletion.get('rule')} "
-                           f"on {f'{when:%Y-%m-%d}' if when else 'an unrecorded date'}; its tombstone keeps the object hashes (`archiver verify`)")
+            raise _deleted(f"{which} {room!r}", tombstone)
         raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
     return entry
+
+
+def _deleted(what: str, tombstone: dict[str, Any], meanwhile: str = "") -> NotFound:
+    deletion = tombstone.get("deletion") or {}
+    when = deletion.get("at") or tombstone.get("deleted_at")
+    how = "being deleted" if deletion.get("state") == "deleting" else "deleted"
+    return NotFound(f"{what}: {how} by run {deletion.get('run')} under rule {deletion.get('rule')} "
+                    f"on {f'{when:%Y-%m-%d}' if when else 'an unrecorded date'}{meanwhile}; its tombstone keeps "
+                    "the object hashes (`archiver verify`)")
+
+
+def deleted_meanwhile(config: Config, entry: dict[str, Any]) -> None:
+    """Raise NotFound if ENTRY, read as archived, is a tombstone now: its objects went missing because a
+    retention run or erasure deleted it while it was being fetched, not because the archive is damaged."""
+    now = index_database(config)[config["index.entries"]].find_one({"_id": entry["_id"]})
+    if now is not None and now.get("status") == "deleted":
+        raise _deleted(f"version {entry['version']} of room {entry['room']!r}", now, " (while it was being fetched)")
+
+
+def pdf_trust_command(pdfs: str, ca: str) -> str:
+    """A shell command printing "OK <pdf>" or "FAILED <pdf>" for each of PDFS (a glob): OK when pdfsig finds
+    its signature valid, over the whole file and made by a certificate that chains to CA. pdfsig checks
+    trust against an NSS database only: a temporary one, trusting CA alone, is made and removed."""
+    return (f'nss=$(mktemp -d); certutil -N -d "sql:$nss" --empty-password; '
+            f'certutil -A -d "sql:$nss" -n CA -t CT,C,C -i {ca}; for f in {pdfs}; do '
+            f'[ "$(pdfsig -nssdir "sql:$nss" "$f" | grep -e "^Signature #" -e "document signed" -e "Validation:")" '
+            f'= "$(printf \'{PDFSIG_TRUSTED}\')" ] && echo "OK $f" || echo "FAILED $f"; done; rm -rf "$nss"')
 
 
 def retrieve(config: Config, request: Request) -> Path:
@@ -85,6 +113,8 @@ def retrieve(config: Config, request: Request) -> Path:
     opened = check_stored(entry, store)
     if opened.ok:
         check_content(opened, request.key, list(request.trust))
+    else:
+        deleted_meanwhile(config, entry)  # missing because a run deleted it since it was read: NotFound
     proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures())
@@ -156,11 +186,12 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
                          "NOT CHECKED: no trust anchor (--ca or signing.trust_anchors); the signatures are intact "
                          "and made by the certificate the index names, which anyone can arrange"),
         "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
-        "check_it_yourself": [
-            "pdfsig transcript.pdf",
+        "check_it_yourself": [  # the first two: shell commands, run in this folder with your CA at YOUR-CA.pem
+            pdf_trust_command("transcript.pdf", "YOUR-CA.pem"),
             "openssl cms -verify -binary -inform DER -in record.json.p7s -content record.json "
             "-CAfile YOUR-CA.pem -out /dev/null",
-            "sha256sum *  (compare with 'files' below)",
+            "sha256sum *  (compare with 'files' below; this file is not signed, so that shows only that the files "
+            "are the ones retrieved with it: the two signatures above are what prove them)",
             "inclusion_proof: recompute the root from 'leaf' and 'audit_path' as docs/seals.md shows",
         ],
         "inclusion_proof": proof,

@@ -233,13 +233,16 @@ def open_search(config: Config) -> Search:
 
 
 def parse_date(text: str, *, end: bool) -> dt.datetime:
-    """ISO date or date-time (UTC unless it says otherwise); a bare date as --to covers the whole day."""
+    """ISO date or date-time (UTC unless it says otherwise); a date without a time part, however spelt
+    (2026-11-26, 20261126, 2026-W48-4), as --to covers that whole day (to the millisecond MongoDB keeps)."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return dt.datetime.combine(day, dt.time(23, 59, 59, 999000) if end else dt.time.min, dt.timezone.utc)
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    if end and len(text) == 10:
-        value += dt.timedelta(days=1) - dt.timedelta(milliseconds=1)
-    return value
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""archiver retrieve --bundle: a case bundle a court checks with openssl, pdfsig and sha256sum alone."""
+"""archiver retrieve --bundle: a case bundle a court checks with openssl, pdfsig, certutil and sha256sum alone."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _readme_commands(folder: Path) -> list[str]:
 
 def _run_readme(folder: Path, ca: Path) -> list[tuple[str, int, str]]:
     """Every command the README prints, run exactly as printed in the unzipped folder (CA.pem put there)."""
-    for tool in ("openssl", "pdfsig", "sha256sum"):
+    for tool in ("openssl", "pdfsig", "certutil", "sha256sum"):
         require_tool(tool)
     shutil.copy(ca, folder / "CA.pem")
     results = []
@@ -88,7 +88,7 @@ def test_a_bundle_of_rooms_verifies_by_its_readme_alone_and_tampering_fails_it(a
 
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert len(results) == 5 and _passes(results), results
-    assert sum(out.count("OK rooms/") for _, _, out in results) == 3 * len(rooms)
+    assert sum(out.count("OK rooms/") for _, _, out in results) == 2 * len(rooms)  # each PDF and record
     (entry,) = [e for e in audit(config) if e["action"] == "retrieve"]
     assert entry["outcome"] == "ok" and entry["rooms"] == rooms and entry["reason"] == "case 42"
     sums = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", entry["detail"]).group(1)
@@ -101,7 +101,7 @@ def test_a_bundle_of_rooms_verifies_by_its_readme_alone_and_tampering_fails_it(a
     pdf.write_bytes(bytes(data))
     results = _run_readme(folder, keys["ca.crt.pem"])
     failed = [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
-    assert failed == [1, 2] and "sha256sum" in results[1][0] and "pdfsig" in results[2][0], results
+    assert failed == [1, 3] and "sha256sum" in results[1][0] and "pdfsig" in results[3][0], results
     assert any(f"FAILED rooms/{safe_name(rooms[1])}-v1/transcript.pdf" in out for _, _, out in results)
 
     # The manifest edited to match: its signature fails.
@@ -123,7 +123,7 @@ def test_a_record_tampered_in_the_bundle_fails_openssl(archived, keys, tmp_path)
     record.write_bytes(record.read_bytes().replace(b'"version": 1', b'"version": 2', 1).replace(b'"version":1', b'"version":2', 1))
     results = _run_readme(folder, keys["ca.crt.pem"])
     failed = [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
-    assert failed == [1, 3] and "sha256sum" in results[1][0] and "openssl cms -verify" in results[3][0], results
+    assert failed == [1, 4] and "sha256sum" in results[1][0] and "openssl cms -verify" in results[4][0], results
 
 
 def test_a_bundle_from_search_filters_holds_exactly_the_matching_rooms(archived, keys, tmp_path) -> None:
@@ -318,3 +318,155 @@ def test_a_bundle_from_filters_names_the_matching_entries_it_cannot_hold(archive
     assert [(e["room"], e["status"], e["deleted_by_run"]) for e in custody["left_out"]["entries"]] == [
         (gone["room"], "deleted", "ret-1")]
     assert gone["room"] not in [r["room"] for r in custody["rooms"]]
+
+
+def _failed(results: list[tuple[str, int, str]]) -> list[int]:
+    """The README steps (by position) that failed: a non-zero exit or a FAILED line."""
+    return [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
+
+
+def _bundled(config, keys, tmp_path: Path, room: str, name: str, signed: bool = True) -> Path:
+    """A bundle of ROOM, unzipped into tmp_path/NAME."""
+    assert _bundle(config, tmp_path, room, "--bundle", str(tmp_path / f"{name}.zip"), "--key",
+                   str(keys["legal.key.pem"]), "--reason", name, "--no-progress", signed=signed) == 0
+    return _unzip(tmp_path / f"{name}.zip", tmp_path / name)
+
+
+def _minimal_pdf(text: str) -> bytes:
+    """A one-page unsigned PDF saying TEXT (hand-written objects and xref), for a forger to sign."""
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.7\n"), []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def _forged_pdf(tmp_path: Path, common_name: str = "Transcript signing (development)") -> bytes:
+    """A transcript signed (PAdES, by the archiver's own signer code) with a self-made certificate."""
+    from certfactory import make
+    from archiver.signing import Signer, load_identity
+
+    forger = make(tmp_path / "forger", common_name, usages=("digital_signature", "content_commitment"))
+    return Signer(load_identity(str(forger.cert_path), str(forger.key_path))).sign_pdf(
+        _minimal_pdf("Agent: the customer admitted everything"))
+
+
+def test_a_genuine_room_folder_added_from_another_bundle_fails_the_readme(archived, keys, tmp_path) -> None:
+    """Every file of the added folder is authentic (signed by the archive, chaining to the CA), but it is
+    not part of this bundle: the step that looks for files SHA256SUMS does not list names each one."""
+    config, entries = archived
+    a, b = entries[0]["room"], entries[1]["room"]
+    case, other = _bundled(config, keys, tmp_path, a, "case"), _bundled(config, keys, tmp_path, b, "other")
+    assert _passes(_run_readme(case, keys["ca.crt.pem"]))
+    added = f"rooms/{safe_name(b)}-v1"
+    shutil.copytree(other / added, case / added)
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _failed(results) == [2] and "SHA256SUMS" in results[2][0], results
+    named = {line.removeprefix("FAILED not in SHA256SUMS: ") for line in results[2][2].splitlines()}
+    assert named == {f"{added}/{p.name}" for p in (other / added).iterdir()}
+    # A file added at the top, or one renamed, alike.
+    shutil.rmtree(case / added)
+    (case / "rooms" / "notes.txt").write_text("x")
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _failed(results) == [2] and results[2][2].strip() == "FAILED not in SHA256SUMS: rooms/notes.txt"
+
+
+def test_a_transcript_signed_by_a_self_made_certificate_fails_the_readme(archived, keys, tmp_path) -> None:
+    """A forged folder: the forger's own PAdES-signed transcript (valid signature, whole file), with a genuine
+    record.json, record.json.p7s and signer.crt.pem copied in. pdfsig itself must find that the PDF's signer
+    does not chain to CA.pem; a separate signer.crt.pem proves nothing about the PDF."""
+    config, entries = archived
+    a, b = entries[0]["room"], entries[1]["room"]
+    case, other = _bundled(config, keys, tmp_path, a, "case"), _bundled(config, keys, tmp_path, b, "other")
+    forged = case / "rooms/CHAT_DEFAULT_forged-v1"
+    shutil.copytree(other / f"rooms/{safe_name(b)}-v1", forged)
+    (forged / "transcript.pdf").write_bytes(_forged_pdf(tmp_path))
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _failed(results) == [2, 3] and "pdfsig" in results[3][0], results
+    assert results[3][2].split() == ["OK", f"rooms/{safe_name(a)}-v1/transcript.pdf",
+                                     "FAILED", "rooms/CHAT_DEFAULT_forged-v1/transcript.pdf"]
+
+
+def test_a_forged_signer_name_cannot_print_the_trusted_line_for_pdfsig(archived, keys, tmp_path) -> None:
+    """pdfsig prints the signer's common name as it is: a name holding a line break and the words
+    "Certificate is Trusted" must not make the step say OK."""
+    config, entries = archived
+    case = _bundled(config, keys, tmp_path, entries[0]["room"], "case")
+    pdf = case / f"rooms/{safe_name(entries[0]['room'])}-v1/transcript.pdf"
+    pdf.write_bytes(_forged_pdf(tmp_path, "x\n  - Certificate Validation: Certificate is Trusted."))
+    (step,) = [r for r in _run_readme(case, keys["ca.crt.pem"]) if "pdfsig" in r[0]]
+    assert step[2].split() == ["FAILED", str(pdf.relative_to(case))], step
+
+
+def test_an_unsigned_bundle_proves_each_signature_but_not_its_contents(archived, keys, tmp_path) -> None:
+    """Without a signed manifest, a room added together with a rewritten SHA256SUMS passes every file
+    check: only the SHA-256 of SHA256SUMS, compared with the audit log's, shows it (as the README says).
+    A forged transcript still fails the PDF signer check, whatever SHA256SUMS says."""
+    config, entries = archived
+    a, b = entries[0]["room"], entries[1]["room"]
+    case = _bundled(config, keys, tmp_path, a, "case", signed=False)
+    other = _bundled(config, keys, tmp_path, b, "other", signed=False)
+    readme = (case / "README.txt").read_text()
+    assert "cannot prove" in readme and "audit log" in readme
+    recorded = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", audit(config)[-2]["detail"]).group(1)
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _passes(results) and results[0][2].split()[0] == recorded
+
+    added = f"rooms/{safe_name(b)}-v1"
+    shutil.copytree(other / added, case / added)
+    sums = case / "SHA256SUMS"
+    sums.write_text(sums.read_text() + "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {added}/{p.name}\n"
+                                               for p in sorted((case / added).iterdir())))
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _passes(results) and results[0][2].split()[0] != recorded, results
+
+    pdf = case / added / "transcript.pdf"
+    pdf.write_bytes(_forged_pdf(tmp_path))
+    sums.write_text(sums.read_text().replace(
+        next(line for line in sums.read_text().splitlines() if line.endswith(f"{added}/transcript.pdf")),
+        f"{hashlib.sha256(pdf.read_bytes()).hexdigest()}  {added}/transcript.pdf"))
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _failed(results) == [3] and f"FAILED {added}/transcript.pdf" in results[3][2], results
+
+
+def test_a_bundle_by_a_reversed_date_window_is_a_usage_error(archived, keys, tmp_path, capsys) -> None:
+    config, _ = archived
+    out = tmp_path / "r.zip"
+    assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason", "r",
+                   "--from", "2026-11-27", "--to", "20261126") == 2
+    assert "--from '2026-11-27' is after --to '20261126'" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_room_a_retention_run_deletes_while_the_bundle_fetches_it_is_named_as_deleted(
+        make_config, keys, tmp_path, capsys, monkeypatch) -> None:
+    """As for `retrieve`: objects missing because a run deleted the entry meanwhile are not a failed check."""
+    import archiver.bundle as bundle
+    from retention_helpers import age, retention, retention_config
+    from retrieval_helpers import index
+
+    config = retention_config(make_config)
+    (entry,) = archive_samples(config, count=1)
+    real = bundle.check_stored
+
+    def retention_runs_now(found, store):
+        age(config, 400)
+        assert retention(config).ok
+        return real(found, store)
+
+    monkeypatch.setattr(bundle, "check_stored", retention_runs_now)
+    out = tmp_path / "b.zip"
+    code = _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 7", "--no-progress")
+    run = index(config).find_one({"_id": entry["_id"]})["deletion"]["run"]
+    err = capsys.readouterr().err
+    assert code == 1 and f"deleted by run {run} under rule default" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".b.zip.partial-*"))

@@ -459,3 +459,27 @@ def test_a_hold_by_words_covers_archives_without_word_hashes_whenever_made_and_d
     holds = open_holds(keyed)
     holds.place(SearchFilters(text=_shared_word(hashed + later)), "Case W", "litigation", {"user": "legal"})
     assert set(holds.held_rooms([c["room"] for c in hashed + later])) == {c["room"] for c in hashed + later}
+
+
+def test_a_hold_by_dates_covers_the_whole_to_day_in_basic_iso_format_and_a_reversed_window_is_refused(
+        make_config, tmp_path, capsys) -> None:
+    """`hold place --to 20261126` covered 0 rooms (read as midnight), so retention could delete what the team
+    believed held; `--from` after `--to` was stored as a hold that covers nothing."""
+    config = retention_config(make_config)
+    archive(config, 2)
+    toml = _toml(config, tmp_path)
+    day = index(config).find_one()["ended_at"].date()
+    that_day = index(config).count_documents({"ended_at": {"$gte": dt.datetime.combine(day, dt.time.min),
+                                                           "$lt": dt.datetime.combine(day, dt.time.min)
+                                                           + dt.timedelta(days=1)}})
+    assert that_day >= 1
+    assert main(["--config", toml, "hold", "place", "--from", day.strftime("%Y%m%d"), "--to", day.strftime("%Y%m%d"),
+                 "--case", "C-1", "--reason", "litigation"]) == 0
+    assert f"{that_day} archived room(s) covered now" in capsys.readouterr().out
+    assert index(config).count_documents({"legal_hold": True}) == that_day
+    after = (day + dt.timedelta(days=1)).isoformat()
+    assert main(["--config", toml, "hold", "place", "--from", after, "--to", day.isoformat(),
+                 "--case", "C-2", "--reason", "litigation"]) == 2
+    assert f"--from {after!r} is after --to {day.isoformat()!r}" in capsys.readouterr().err
+    holds = connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]]
+    assert [h["case"] for h in holds.find()] == ["C-1"]

@@ -61,6 +61,31 @@ def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp
     assert str(folder) in capsys.readouterr().out
 
 
+def test_the_check_it_yourself_commands_catch_a_transcript_signed_by_a_self_made_certificate(
+        archived, keys, tmp_path) -> None:
+    """verification.json's commands, run as written (YOUR-CA.pem put in the folder): they pass on the retrieved
+    files, and the PDF one fails on a transcript with a valid signature whose signer the CA never issued."""
+    from test_bundle import _forged_pdf
+
+    config, entries = archived
+    room = entries[0]["room"]
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
+                   str(tmp_path / "o"), "--reason", "case 42") == 0
+    folder = tmp_path / "o" / f"{safe_name(room)}-v1"
+    (folder / "YOUR-CA.pem").write_bytes(keys["ca.crt.pem"].read_bytes())
+    pdf_check, record_check = json.loads((folder / "verification.json").read_text())["check_it_yourself"][:2]
+    for tool in ("pdfsig", "certutil", "openssl"):
+        require_tool(tool)
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
+
+    assert run(pdf_check).stdout.split() == ["OK", "transcript.pdf"]
+    assert "Verification successful" in run(record_check).stderr
+    (folder / "transcript.pdf").write_bytes(_forged_pdf(tmp_path))
+    assert run(pdf_check).stdout.split() == ["FAILED", "transcript.pdf"]
+
+
 def _failed_attempt(config, tmp_path, out: Path, *argv: str) -> tuple[int, str]:
     code = run_cli(config, tmp_path, "retrieve", *argv, "--out", str(out))
     assert not out.exists()  # nothing written, not even the folder
@@ -296,3 +321,63 @@ def test_rooms_the_pdf_title_shows_altered_or_cut_still_retrieve_verify_and_bund
     assert run_cli(config, tmp_path, "retrieve", *rooms, "--bundle", str(tmp_path / "case.zip"), "--key", key,
                    "--reason", "case 9", "--no-progress") == 0, capsys.readouterr()
     assert (tmp_path / "case.zip").is_file()
+
+
+def test_a_retrieval_racing_a_retention_run_says_deleted_by_that_run_not_verification_failed(
+        make_config, keys, tmp_path, capsys, monkeypatch) -> None:
+    """Retention deletes the version between `retrieve` reading its entry and fetching its objects: the
+    objects are missing because a run deleted them on purpose, not because the archive is damaged."""
+    import archiver.retrieval as retrieval
+    from retention_helpers import age, retention, retention_config
+
+    config = retention_config(make_config)
+    (entry,) = archive_samples(config, count=1)
+    real = retrieval.check_stored
+
+    def retention_runs_now(found, store):
+        age(config, 400)
+        assert retention(config).ok
+        return real(found, store)
+
+    monkeypatch.setattr(retrieval, "check_stored", retention_runs_now)
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "case 7")
+    err = capsys.readouterr().err
+    tombstone = index(config).find_one({"_id": entry["_id"]})
+    assert tombstone["status"] == "deleted" and code == 1, err
+    run = tombstone["deletion"]["run"]
+    assert f"deleted by run {run} under rule default" in err and "verification failed" not in err
+    assert not (tmp_path / "o").exists()
+    (audited,) = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert audited["outcome"] == "failed" and f"deleted by run {run}" in audited["detail"]
+
+
+def test_a_retrieval_meeting_a_deletion_half_done_says_so(archived, keys, tmp_path, capsys, monkeypatch) -> None:
+    """A run has written the tombstone (state deleting) and removed one object when the retrieval fetches."""
+    import archiver.retrieval as retrieval
+
+    config, entries = archived
+    entry, real = entries[0], retrieval.check_stored
+
+    def deletion_under_way(found, store):
+        index(config).update_one({"_id": found["_id"]}, {"$set": {"status": "deleted", "deletion": {
+            "run": "ret-9", "rule": "default", "state": "deleting"}}})
+        stored_path(config, found["objects"]["pdf"]["key"]).unlink()
+        return real(found, store)
+
+    monkeypatch.setattr(retrieval, "check_stored", deletion_under_way)
+    code = run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "case 8")
+    err = capsys.readouterr().err
+    assert code == 1 and "being deleted by run ret-9 under rule default" in err, err
+
+
+def test_an_object_missing_from_an_archived_entry_is_still_a_failed_check(archived, keys, tmp_path, capsys) -> None:
+    """Only a deletion explains a missing object: with the entry still archived it is damage (exit 3)."""
+    config, entries = archived
+    stored_path(config, entries[0]["objects"]["pdf"]["key"]).unlink()
+    code = run_cli(config, tmp_path, "retrieve", entries[0]["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "case 9")
+    err = capsys.readouterr().err
+    assert code == 3 and "verification failed" in err and "missing" in err, err

@@ -235,3 +235,38 @@ def test_entries_hashed_before_marks_were_kept_are_still_found_by_their_pieces(m
     assert rooms[1] not in _rooms(config, text="ade")  # a piece matches an old entry only, not "İADE" hashed whole
     assert hindi in _rooms(config, text="किताब")
     assert index(config).find_one({"room": rooms[1]})["terms_format"] == 2
+
+
+@pytest.mark.parametrize("text, end, expected", [
+    ("2026-11-26", True, "2026-11-26T23:59:59.999000+00:00"),
+    ("20261126", True, "2026-11-26T23:59:59.999000+00:00"),  # ISO 8601 basic format: a date, not midnight
+    ("2026-W48-4", True, "2026-11-26T23:59:59.999000+00:00"),
+    ("20261126", False, "2026-11-26T00:00:00+00:00"),
+    ("9999-12-31", True, "9999-12-31T23:59:59.999000+00:00"),
+    ("2026-11-26T00:00", True, "2026-11-26T00:00:00+00:00"),  # a time given: exactly that moment
+    ("2026-11-26T10:00+02:00", True, "2026-11-26T10:00:00+02:00"),
+])
+def test_a_date_without_a_time_part_covers_its_whole_day_as_to(text, end, expected) -> None:
+    from archiver.search import parse_date
+    assert parse_date(text, end=end).isoformat() == expected
+
+
+def test_to_in_basic_iso_format_finds_the_same_entries_as_the_extended_one(archived, tmp_path, capsys) -> None:
+    """`--to 20261126` read as midnight dropped the whole day from the search."""
+    config, entries = archived
+    day = entries[0]["ended_at"].date()
+    that_day = sorted(e["room"] for e in entries if e["ended_at"].date() == day)
+    for to in (day.isoformat(), day.strftime("%Y%m%d"), "%d-W%02d-%d" % day.isocalendar()):
+        assert _cli(config, tmp_path, "search", "--from", day.strftime("%Y%m%d"), "--to", to, "--json") == 0
+        assert sorted(e["room"] for e in json.loads(capsys.readouterr().out)) == that_day, to
+
+
+@pytest.mark.parametrize("start, end", [("9999-12-31", "0001-01-01"), ("2026-11-27", "20261126"),
+                                        ("2026-11-26T12:00", "2026-11-26T11:59:59")])
+def test_a_reversed_window_is_a_usage_error_naming_both_dates(archived, tmp_path, capsys, start, end) -> None:
+    """--from after --to matches nothing: said to be an error, not answered with an empty list."""
+    config, _ = archived
+    assert _cli(config, tmp_path, "search", "--from", start, "--to", end) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and f"--from {start!r} is after --to {end!r}" in said.err, said.err
+    assert _cli(config, tmp_path, "search", "--from", end, "--to", start) == 0  # the same window, the right way round

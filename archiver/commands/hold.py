@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
-from archiver.commands.search import _date, add_actor
+from archiver.commands.search import add_actor, date_window
 from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         if not released:
             raise UsageError(f"no active hold for case {args.case!r}")
         return _release(holds, released, store_of, log, actor, args)
-    filters = SearchFilters(room=args.room, ended_from=_date(args.ended_from, "--from", end=False),
-                            ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent, customer=args.customer,
+    ended_from, ended_to = date_window(args)
+    filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
+                            customer=args.customer,
                             ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
     try:
         hold = holds.place(filters, args.case, args.reason, actor.as_dict())

@@ -212,7 +212,7 @@ def run_bundle(args: argparse.Namespace) -> int:
             f"SHA256SUMS sha256 {made.sums_sha256}, {signed}", OK)
     print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
     print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
-    print("  verify it with openssl, pdfsig and sha256sum alone: see README.txt inside")
+    print("  verify it with openssl, pdfsig, certutil and sha256sum alone: see README.txt inside")
     if bundle.left_out:
         print(f"  {len(bundle.left_out)} matching entr{'y' if len(bundle.left_out) == 1 else 'ies'} not archived, so "
               "not in the bundle (named in chain-of-custody.json):")

@@ -62,10 +62,20 @@ def filters_from(args: argparse.Namespace, room: str | None = None):
     """The SearchFilters of ARGS (options of `add_filter_arguments`)."""
     from archiver.search import SearchFilters
 
-    return SearchFilters(room=room, ended_from=_date(args.ended_from, "--from", end=False),
-                         ended_to=_date(args.ended_to, "--to", end=True), agent=args.agent,
+    ended_from, ended_to = date_window(args)
+    return SearchFilters(room=room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                          customer=args.customer, ctlive_type=args.ctlive_type, channel=args.channel,
                          service=args.service, status=args.status, text=args.text)
+
+
+def date_window(args: argparse.Namespace) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """--from and --to as datetimes; --from after --to holds no time at all, so it is a usage error
+    rather than an empty answer (or a hold that covers nothing)."""
+    start, end = _date(args.ended_from, "--from", end=False), _date(args.ended_to, "--to", end=True)
+    if start is not None and end is not None and start > end:
+        raise UsageError(f"--from {args.ended_from!r} is after --to {args.ended_to!r}: that window holds no time "
+                         "(a date without a time as --to covers that whole day)")
+    return start, end
 
 
 def _date(text: str | None, option: str, *, end: bool) -> dt.datetime | None:

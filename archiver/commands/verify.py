@@ -110,14 +110,12 @@ def _progress_line() -> Callable[[Any], None]:
 def run_completeness(args: argparse.Namespace) -> int:
     """`--completeness --from --to`: ended chats in the source that are neither archived nor accounted for."""
     from archiver.audit import Actor, open_audit_log
-    from archiver.commands.search import _date
+    from archiver.commands.search import date_window
     from archiver.completeness import check_completeness
 
     if not (args.completeness and args.ended_from and args.ended_to):
         raise UsageError("--completeness needs --from DATE and --to DATE (and --from/--to need --completeness)")
-    start, end = _date(args.ended_from, "--from", end=False), _date(args.ended_to, "--to", end=True)
-    if end < start:
-        raise UsageError("--to is before --from")
+    start, end = date_window(args)
     config = load_config(args)
     log, actor = open_audit_log(config), Actor.current(args.actor)
     scope = {"completeness": True, "from": start.isoformat(), "to": end.isoformat()}
