@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -97,6 +98,9 @@ def _break(config, state: str, room: str) -> None:
         jobs(config).update_one({"_id": room}, {"$set": {"state": state, "last_error": "S3 503", "reason": "bad"}})
     elif state == "claimed, its lease run out":  # its archiver stalled (or died) holding it
         jobs(config).update_one({"_id": room}, {"$set": {"state": "claimed", "owner": "stalled", "available_at": 0}})
+    elif state == "claimed":  # a worker holds a live lease on it: it may be archiving what it read just now
+        jobs(config).update_one({"_id": room}, {"$set": {"state": "claimed", "owner": "another worker", "claim": "c1",
+                                                          "available_at": int(time.time() * 1000) + 3_600_000}})
     elif state == "uploading":
         entry = index(config).find_one({"room": room})
         index(config).insert_one({**{k: v for k, v in entry.items() if k != "_id"}, "version": 2,
@@ -110,8 +114,8 @@ def _break(config, state: str, room: str) -> None:
         stored_path(config, index(config).find_one({"room": room})["objects"]["pdf"]["key"]).unlink()
 
 
-@pytest.mark.parametrize("state", ["missing", "failed", "quarantined", "pending", "claimed, its lease run out",
-                                   "uploading", "fails verification", "object missing"])
+@pytest.mark.parametrize("state", ["missing", "failed", "quarantined", "pending", "claimed",
+                                   "claimed, its lease run out", "uploading", "fails verification", "object missing"])
 def test_a_source_chat_whose_archive_is_not_verified_is_never_deleted(make_config, state) -> None:
     config = retention_config(make_config)
     chats = archive(config, 3)
