@@ -193,6 +193,29 @@ def test_a_hold_covers_chats_archived_after_it_was_placed(make_config) -> None:
     assert index(config).count_documents({"room": {"$in": [c["room"] for c in chats]}, "status": "archived"}) == 2
 
 
+def test_a_hold_matching_one_version_keeps_every_version_and_the_source(make_config) -> None:
+    """A room is held when any of its versions matches: a hold on v1's type keeps v2 (another type) and the
+    source chat as well, run after run."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    room = chat["room"]
+    v1 = index(config).find_one({"room": room})
+    other = "call" if v1["ctlive_type"] != "call" else "chat"
+    source(config).update_one({"room": room}, {"$set": {"ctlive_type": other}})
+    assert Archiver(config).archive_room(room, "ended")[0].archived == 1
+    assert index(config).find_one({"room": room, "version": 2})["ctlive_type"] == other
+    open_holds(config).place(SearchFilters(ctlive_type=v1["ctlive_type"]), "Case V1", "first version only", ACTOR)
+    age(config, 10_000)
+    for _ in range(2):  # sources, then (were the source gone) archives
+        result = retention(config)
+        items = list(result.report["items"])
+        assert items and all(i["outcome"] == "skipped" and "held by case 'Case V1'" in i["reason"] for i in items), items
+    assert source(config).count_documents({"room": room}) == 1
+    versions = list(index(config).find({"room": room}).sort("version", 1))
+    assert [(e["version"], e["status"]) for e in versions] == [(1, "archived"), (2, "archived")]
+    assert all(stored_path(config, o["key"]).exists() for e in versions for o in e["objects"].values())
+
+
 def test_a_hold_placed_after_the_plan_is_honoured_at_deletion_time(make_config, monkeypatch) -> None:
     config = retention_config(make_config)
     chats = archive(config, 2)
