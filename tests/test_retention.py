@@ -209,7 +209,8 @@ def test_a_hold_matching_one_version_keeps_every_version_and_the_source(make_con
     for _ in range(2):  # sources, then (were the source gone) archives
         result = retention(config)
         items = list(result.report["items"])
-        assert items and all(i["outcome"] == "skipped" and "held by case 'Case V1'" in i["reason"] for i in items), items
+        assert items and all(i["outcome"] == "skipped" and "held by case 'Case V1'" in i["reason"]
+                             for i in items), items
     assert source(config).count_documents({"room": room}) == 1
     versions = list(index(config).find({"room": room}).sort("version", 1))
     assert [(e["version"], e["status"]) for e in versions] == [(1, "archived"), (2, "archived")]
