@@ -328,20 +328,32 @@ def test_a_hold_by_words_keeps_the_chats_archived_before_word_hashes_were_writte
     assert {c["room"] for c in source(config).find()} == {c["room"] for c in before + after}
 
 
-def test_a_run_with_another_search_key_stops_rather_than_match_a_hold_by_words_to_nothing(make_config,
-                                                                                        tmp_path) -> None:
-    from archiver.config import ConfigError
+@pytest.mark.parametrize("command", ["retention", "erase"])
+@pytest.mark.parametrize("key, message", [("another", "not the key the index's word hashes were made with"),
+                                          ("none", "text search needs the search key (not set)")],
+                         ids=["another key", "no key"])
+def test_a_run_with_another_search_key_stops_rather_than_match_a_hold_by_words_to_nothing(
+        make_config, tmp_path, capsys, command, key, message) -> None:
+    """A retention run or an erasure under another search key, or none, while a hold by words is active: the
+    words would match nothing, so it stops with exit 2 naming search.key_file, nothing deleted."""
     from archiver.holds import open_holds
     from archiver.search import SearchFilters
 
     config = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
     chats = archive(config, 2)
     open_holds(config).place(SearchFilters(text=_shared_word(chats)), "Case K", "litigation", {"user": "legal"})
-    other = config.with_overrides(**{"search.key_file": str(search_key_at(tmp_path / "two"))})
+    other = config.with_overrides(**{"search.key_file": str(search_key_at(tmp_path / "two")) if key == "another"
+                                     else ""})
     age(other, 40)
-    with pytest.raises(ConfigError, match="not the key the index's word hashes were made with"):
-        retention(other)
+    toml = write_toml(tmp_path / "other.toml", {k: other[k] for k in (*KEYS, "search.key_file")})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    argv = (["retention", "run"] if command == "retention" else
+            ["erase", "--customer", customer_of(chats[0]), "--reason", "GDPR request 9"])
+    assert main(["--config", str(toml), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "search.key_file" in err and message in err, err
     assert source(config).count_documents({}) == 2
+    assert index(config).count_documents({"status": "archived"}) == 2
 
 
 def search_key_at(folder):
