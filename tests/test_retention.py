@@ -533,6 +533,36 @@ def test_retention_and_erasure_share_one_lease(make_config) -> None:
     assert erase(config, customer_of(chats[0])).ok
 
 
+@pytest.mark.parametrize("command", ["retention", "erase"])
+def test_a_second_run_from_the_cli_stops_with_exit_1_and_deletes_nothing(make_config, tmp_path, capsys,
+                                                                         command) -> None:
+    """docs/retention.md: while a deletion run holds the lease, a second one (retention or erasure) stops with
+    "a retention run is in progress ... try again when it has finished", exit 1, and deletes nothing."""
+    from archiver.retention import Deletions
+    from archiver.runs import RunLedger
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    deletions = Deletions(config)
+    other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
+    other.acquire("retention")
+    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
+        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
+        "signing.certificate", "signing.key", "encryption.recipients")})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    argv = (["retention", "run"] if command == "retention" else
+            ["erase", "--customer", customer_of(chats[0]), "--reason", "GDPR request 3"])
+    assert main(["--config", str(toml), *argv]) == 1
+    err = capsys.readouterr().err
+    assert "a retention run is in progress" in err and "try again when it has finished" in err, err
+    assert source(config).count_documents({}) == 2
+    assert index(config).count_documents({"status": "archived"}) == 2
+    other.release("retention")
+    assert main(["--config", str(toml), *argv]) == 0  # the same command, once the lease is free, does delete
+    assert source(config).count_documents({}) == (0 if command == "retention" else 1)
+
+
 def test_an_archive_deleted_by_another_run_meanwhile_is_not_touched_again(make_config, monkeypatch) -> None:
     """The entry changed between the batch's read and the tombstone write: nothing is deleted on a stale entry."""
     from archiver import retention as retention_module
