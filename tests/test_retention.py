@@ -42,6 +42,12 @@ ACTOR = {"user": "tester", "host": "test"}
     ({"a": {"source_days": 1}, "b": {"source_days": 2}}, "'a', 'b' are all defaults"),
     ({"a": {"source_days": "30"}}, "retention.rules.a.source_days"),
     ({"a": {"channel": [], "source_days": 3}}, "retention.rules.a.channel"),
+    ({"a": {"source_days": 0, "archive_days": 0}}, "retention.rules.a.archive_days: must be at least 1"),
+    ({"a": {"source_days": 1, "archive_days": 100, "lock_days": 200}},
+     "retention.rules.a.archive_days: 100 days is shorter than the Object Lock retain-until (200 days, "
+     "from lock_days)"),
+    ({"a": {"source_days": 1.5, "archive_days": 3650}}, "retention.rules.a.source_days: must be a whole number"),
+    ({"a": {"source_days": 1, "archive_days": 3650.0}}, "retention.rules.a.archive_days: must be a whole number"),
 ])
 def test_contradictory_or_absurd_policies_are_rejected_naming_rule_and_key(rules, named) -> None:
     if named is None:
@@ -50,6 +56,14 @@ def test_contradictory_or_absurd_policies_are_rejected_naming_rule_and_key(rules
     with pytest.raises(PolicyError) as caught:
         parse_policy(rules, 3650, "COMPLIANCE")
     assert named in str(caught.value)
+
+
+def test_lock_days_without_object_lock_is_rejected() -> None:
+    """docs/retention.md: `lock_days` with `storage.object_lock_mode = ""` is refused, naming the rule and key."""
+    with pytest.raises(PolicyError, match=r"retention\.rules\.a\.lock_days: set, but storage\.object_lock_mode is "
+                                          r"empty"):
+        parse_policy({"a": {"source_days": 1, "archive_days": 100, "lock_days": 10}}, 3650, "")
+    assert parse_policy({"a": {"source_days": 1, "archive_days": 100}}, 3650, "").rules[0].lock_days is None
 
 
 def test_overlapping_rules_with_precedence_or_equal_periods_are_accepted_and_ordered() -> None:
