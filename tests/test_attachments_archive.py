@@ -98,6 +98,26 @@ def test_images_and_documents_are_archived_and_decrypt_to_the_same_bytes(make_co
     assert opened == image
 
 
+def test_the_index_entry_names_no_attachment_url_or_file_name(make_config, keys, server, files) -> None:
+    """docs/attachments.md: the index is not encrypted, so its `attachments` and `objects` carry each outcome
+    without URL or file name (the signed, encrypted record has them)."""
+    from bson import json_util
+
+    files.add("/private/Secret-Settlement-ACME.png", png((30, 20)))
+    config = attaching(make_config)
+    chat, contact = chat_with([("IMAGE", f"{server}/private/Secret-Settlement-ACME.png"),
+                               ("DOCUMENT", f"{server}/gone/Medical-Report-J-Doe.pdf")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    assert [(a["position"], a["outcome"]) for a in entry["attachments"]] == [(4, "fetched"), (5, "failed")]
+    listed = record_of(config, keys, entry)["attachments"]  # the record does name them: what the index must not
+    assert [a["file_name"] for a in listed] == ["Secret-Settlement-ACME.png", "Medical-Report-J-Doe.pdf"]
+    text = json_util.dumps(entry)
+    for secret in ("Secret-Settlement", "Medical-Report", server.split("//")[1], "/private/", "/gone/"):
+        assert secret not in text, (secret, text)
+
+
 @pytest.mark.parametrize("path, outcome, reason", [
     ("/missing.png", "failed", "HTTP 404"),
     ("/slow.png", "failed", "timed out"),

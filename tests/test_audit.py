@@ -38,6 +38,26 @@ def test_entries_are_chained_and_verify(make_config) -> None:
     assert log.verify() == []
 
 
+def test_each_hash_recomputes_from_the_stored_entry_with_hashlib_and_json_alone(make_config) -> None:
+    """docs/retrieval.md: `hash` is the SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of seq, at,
+    action, actor, reason, filters, rooms, outcome, detail and prev; `prev` is 64 zeros for the first entry."""
+    import hashlib
+
+    config = make_config()
+    _three(config)
+    _log(config).record("retrieve", ACTOR, reason="richiesta n° 7 – Müller «urgente»", outcome="ok", rooms=["Ä"])
+    documented = ("seq", "at", "action", "actor", "reason", "filters", "rooms", "outcome", "detail", "prev")
+    prev = "0" * 64
+    stored = list(_raw(config).find({}, {"_id": 0}).sort("seq", 1))
+    assert len(stored) == 4 and set(stored[0]) == {*documented, "hash"}
+    for entry in stored:
+        canonical = json.dumps({k: entry[k] for k in documented}, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False).encode("utf-8")
+        assert entry["prev"] == prev and entry["hash"] == hashlib.sha256(canonical).hexdigest(), entry
+        assert entry["at"].endswith("Z")  # UTC
+        prev = entry["hash"]
+
+
 def test_an_edited_entry_is_named(make_config) -> None:
     config = make_config()
     log = _three(config)

@@ -189,6 +189,28 @@ def test_a_room_that_fails_verification_means_no_bundle_and_names_the_room(archi
     assert f"{bad['room']} v1: failed: record" in capsys.readouterr().err
 
 
+def test_past_100_failing_rooms_the_first_100_are_named_and_the_rest_counted(archived, keys, tmp_path,
+                                                                              capsys) -> None:
+    """docs/retrieval.md: every failing room is named, the first 100; the rest are counted (memory stays bounded)."""
+    from retrieval_helpers import index
+
+    config, entries = archived
+    template = {k: v for k, v in entries[0].items() if k != "_id"}
+    failing = [f"ROOM_FAILING_{n:03d}" for n in range(104)]  # copies whose PDF is not in the store: fail fast
+    index(config).insert_many([{**template, "room": room, "objects": {
+        **template["objects"], "pdf": {**template["objects"]["pdf"], "key": f"{room}/v1/nowhere.pdf.p7m"}}}
+        for room in failing])
+    out = tmp_path / "case.zip"
+    code, entry = _refused(config, tmp_path, out, entries[0]["room"], *failing, "--key", str(keys["legal.key.pem"]),
+                           "--reason", "case 7")
+    err = capsys.readouterr().err
+    assert code == 3 and entry["outcome"] == "failed"
+    assert "104 room(s) failed verification, so no bundle was written (and 4 more):" in err, err[:400]
+    named = [room for room in failing if f"{room} v1: " in err]
+    assert named == failing[:100], (len(named), named[-3:])
+    assert entries[0]["room"] not in err  # the intact room is not among them
+
+
 def test_an_existing_file_is_not_replaced_and_rooms_and_filters_do_not_mix(archived, keys, tmp_path) -> None:
     config, entries = archived
     out = tmp_path / "there.zip"

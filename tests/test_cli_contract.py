@@ -104,23 +104,46 @@ def _with_key(tmp_path: Path, certificate: Path, key: Path, name: str) -> Path:
     return path
 
 
+def _main_within(argv: list[str], seconds: float = 30) -> int | None:
+    """main(ARGV) in a thread; None if it is still running after SECONDS (`serve` not refused runs on)."""
+    import threading
+
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(main(argv)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0] if result else None
+
+
+@pytest.mark.parametrize("command", ["run", "export", "serve"])  # render: test_cli.py (it reads signing.chain only)
 @pytest.mark.parametrize("setting, certificate, key", [
     ("encryption.recipients", "legal.crt.pem", "legal.key.pem"), ("signing.chain", "ca.crt.pem", "signing.key.pem")])
-def test_a_certificates_file_holding_a_private_key_is_refused_by_run(setting, certificate, key, tmp_path,
+def test_a_certificates_file_holding_a_private_key_is_refused_by_run(command, setting, certificate, key, tmp_path,
                                                                      make_config, keys, capsys) -> None:
+    """README.md: run, export and serve refuse it (exit 2 naming the setting and the file)."""
     combo = _with_key(tmp_path, keys[certificate], keys[key], "combo.pem")
-    config = cli_toml(tmp_path, make_config, **{setting.replace(".", "__"): [str(combo)]})
-    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    config = cli_toml(tmp_path, make_config, metrics__port=0, **{setting.replace(".", "__"): [str(combo)]})
+    (room,) = seed_chats(make_config)
+    argv = {"run": ["run", "--no-progress"], "export": ["export", room], "serve": ["serve"]}[command]
+    assert _main_within(["--config", str(config), *argv]) == 2
     err = capsys.readouterr().err
     assert f"{setting}: {combo}: holds a private key" in err, err
 
 
-def test_a_trust_anchor_file_holding_a_private_key_is_refused(tmp_path, make_config, keys, capsys) -> None:
+@pytest.mark.parametrize("command", ["verify", "retrieve", "bundle"])
+def test_a_trust_anchor_file_holding_a_private_key_is_refused(command, tmp_path, make_config, keys, capsys) -> None:
+    """README.md: retrieve, verify and bundles refuse it (exit 2 naming the setting and the file)."""
     combo = _with_key(tmp_path, keys["ca.crt.pem"], keys["signing.key.pem"], "anchor-combo.pem")
     config = cli_toml(tmp_path, make_config, signing__trust_anchors=[str(combo)])
-    assert main(["--config", str(config), "verify", "--all", "--no-progress"]) == 2
+    key = str(keys["legal.key.pem"])
+    argv = {"verify": ["verify", "--all", "--no-progress"],
+            "retrieve": ["retrieve", "ROOM_1", "--key", key, "--out", str(tmp_path / "o"), "--reason", "case 1"],
+            "bundle": ["retrieve", "--bundle", str(tmp_path / "b.zip"), "--key", key, "--reason", "case 1", "ROOM_1",
+                       "--no-progress"]}[command]
+    assert main(["--config", str(config), *argv]) == 2
     err = capsys.readouterr().err
     assert f"signing.trust_anchors {combo}: holds a private key" in err, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "b.zip").exists()
 
 
 @pytest.mark.parametrize("last", ["9999-12-31", "9999-12-30"])

@@ -12,7 +12,8 @@ from archiver.cli import main
 from archiver.mongo import connect
 from archiver.store import ObjectLocked, open_store
 from conftest import write_toml
-from retention_helpers import age, archive, customer_of, erase, index, jobs, retention, retention_config, source
+from retention_helpers import (age, agent_of, archive, customer_of, erase, index, jobs, retention, retention_config,
+                               source)
 from retrieval_helpers import stored_path
 
 KEYS = ("mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
@@ -138,19 +139,35 @@ def test_erase_from_the_cli_dry_run_then_real_with_tombstones_without_personal_d
     assert holding == {config["index.audit"], config["index.retention_runs"]}, holding
 
 
-def test_erasure_of_a_chat_never_archived_respects_holds_on_its_customer(make_config) -> None:
-    config = retention_config(make_config)
-    chats = archive(config, 1)
-    customer = customer_of(chats[0])
-    index(config).delete_many({})  # as if never archived: only the source knows the chat
+@pytest.mark.parametrize("scope, held", [
+    ("customer", True), ("room", True), ("agent", True),  # matched against the chat's own messages
+    ("service", True), ("channel", True), ("ctlive_type", True), ("ended_from", True),  # cannot be ruled out
+    ("another room", False), ("another agent", False),
+])
+def test_erasure_of_a_chat_never_archived_respects_holds_that_may_cover_it(make_config, scope, held) -> None:
+    """docs/retention.md (Erasure): a chat never archived has no index entry; holds by room, customer or agent
+    are matched against its messages, and a hold on any other filter is assumed to cover it."""
     from archiver.holds import open_holds
     from archiver.search import SearchFilters
 
-    open_holds(config).place(SearchFilters(customer=customer), "Case N", "r", {"user": "t", "host": "h"})
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    customer = customer_of(chats[0])
+    entry = index(config).find_one()
+    index(config).delete_many({})  # as if never archived: only the source knows the chat
+    filters = {"customer": {"customer": customer}, "room": {"room": chats[0]["room"]},
+               "agent": {"agent": agent_of(chats[0])}, "service": {"service": entry["service"]},
+               "channel": {"channel": entry["channel"]}, "ctlive_type": {"ctlive_type": entry["ctlive_type"]},
+               "ended_from": {"ended_from": dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)},
+               "another room": {"room": "CHAT_ANOTHER"}, "another agent": {"agent": "USER_another@acd.example.com"}}
+    open_holds(config).place(SearchFilters(**filters[scope]), "Case N", "r", {"user": "t", "host": "h"})
     result = erase(config, customer)
     (item,) = result.report["items"]
-    assert item["action"] == "skip" and item["reason"] == "source chat kept: held by case 'Case N'"
-    assert source(config).count_documents({}) == 1
+    if held:
+        assert item["action"] == "skip" and item["reason"] == "source chat kept: held by case 'Case N'"
+    else:
+        assert item["action"] == "delete_source" and item["outcome"] == "deleted", item
+    assert source(config).count_documents({}) == (1 if held else 0)
 
 
 def test_local_store_records_locks_and_holds_and_honours_them_in_its_own_deletions(make_config) -> None:
@@ -311,20 +328,32 @@ def test_a_hold_by_words_keeps_the_chats_archived_before_word_hashes_were_writte
     assert {c["room"] for c in source(config).find()} == {c["room"] for c in before + after}
 
 
-def test_a_run_with_another_search_key_stops_rather_than_match_a_hold_by_words_to_nothing(make_config,
-                                                                                        tmp_path) -> None:
-    from archiver.config import ConfigError
+@pytest.mark.parametrize("command", ["retention", "erase"])
+@pytest.mark.parametrize("key, message", [("another", "not the key the index's word hashes were made with"),
+                                          ("none", "text search needs the search key (not set)")],
+                         ids=["another key", "no key"])
+def test_a_run_with_another_search_key_stops_rather_than_match_a_hold_by_words_to_nothing(
+        make_config, tmp_path, capsys, command, key, message) -> None:
+    """A retention run or an erasure under another search key, or none, while a hold by words is active: the
+    words would match nothing, so it stops with exit 2 naming search.key_file, nothing deleted."""
     from archiver.holds import open_holds
     from archiver.search import SearchFilters
 
     config = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
     chats = archive(config, 2)
     open_holds(config).place(SearchFilters(text=_shared_word(chats)), "Case K", "litigation", {"user": "legal"})
-    other = config.with_overrides(**{"search.key_file": str(search_key_at(tmp_path / "two"))})
+    other = config.with_overrides(**{"search.key_file": str(search_key_at(tmp_path / "two")) if key == "another"
+                                     else ""})
     age(other, 40)
-    with pytest.raises(ConfigError, match="not the key the index's word hashes were made with"):
-        retention(other)
+    toml = write_toml(tmp_path / "other.toml", {k: other[k] for k in (*KEYS, "search.key_file")})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    argv = (["retention", "run"] if command == "retention" else
+            ["erase", "--customer", customer_of(chats[0]), "--reason", "GDPR request 9"])
+    assert main(["--config", str(toml), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "search.key_file" in err and message in err, err
     assert source(config).count_documents({}) == 2
+    assert index(config).count_documents({"status": "archived"}) == 2
 
 
 def search_key_at(folder):

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -41,6 +42,12 @@ ACTOR = {"user": "tester", "host": "test"}
     ({"a": {"source_days": 1}, "b": {"source_days": 2}}, "'a', 'b' are all defaults"),
     ({"a": {"source_days": "30"}}, "retention.rules.a.source_days"),
     ({"a": {"channel": [], "source_days": 3}}, "retention.rules.a.channel"),
+    ({"a": {"source_days": 0, "archive_days": 0}}, "retention.rules.a.archive_days: must be at least 1"),
+    ({"a": {"source_days": 1, "archive_days": 100, "lock_days": 200}},
+     "retention.rules.a.archive_days: 100 days is shorter than the Object Lock retain-until (200 days, "
+     "from lock_days)"),
+    ({"a": {"source_days": 1.5, "archive_days": 3650}}, "retention.rules.a.source_days: must be a whole number"),
+    ({"a": {"source_days": 1, "archive_days": 3650.0}}, "retention.rules.a.archive_days: must be a whole number"),
 ])
 def test_contradictory_or_absurd_policies_are_rejected_naming_rule_and_key(rules, named) -> None:
     if named is None:
@@ -49,6 +56,14 @@ def test_contradictory_or_absurd_policies_are_rejected_naming_rule_and_key(rules
     with pytest.raises(PolicyError) as caught:
         parse_policy(rules, 3650, "COMPLIANCE")
     assert named in str(caught.value)
+
+
+def test_lock_days_without_object_lock_is_rejected() -> None:
+    """docs/retention.md: `lock_days` with `storage.object_lock_mode = ""` is refused, naming the rule and key."""
+    with pytest.raises(PolicyError, match=r"retention\.rules\.a\.lock_days: set, but storage\.object_lock_mode is "
+                                          r"empty"):
+        parse_policy({"a": {"source_days": 1, "archive_days": 100, "lock_days": 10}}, 3650, "")
+    assert parse_policy({"a": {"source_days": 1, "archive_days": 100}}, 3650, "").rules[0].lock_days is None
 
 
 def test_overlapping_rules_with_precedence_or_equal_periods_are_accepted_and_ordered() -> None:
@@ -97,6 +112,9 @@ def _break(config, state: str, room: str) -> None:
         jobs(config).update_one({"_id": room}, {"$set": {"state": state, "last_error": "S3 503", "reason": "bad"}})
     elif state == "claimed, its lease run out":  # its archiver stalled (or died) holding it
         jobs(config).update_one({"_id": room}, {"$set": {"state": "claimed", "owner": "stalled", "available_at": 0}})
+    elif state == "claimed":  # a worker holds a live lease on it: it may be archiving what it read just now
+        jobs(config).update_one({"_id": room}, {"$set": {"state": "claimed", "owner": "another worker", "claim": "c1",
+                                                          "available_at": int(time.time() * 1000) + 3_600_000}})
     elif state == "uploading":
         entry = index(config).find_one({"room": room})
         index(config).insert_one({**{k: v for k, v in entry.items() if k != "_id"}, "version": 2,
@@ -110,8 +128,8 @@ def _break(config, state: str, room: str) -> None:
         stored_path(config, index(config).find_one({"room": room})["objects"]["pdf"]["key"]).unlink()
 
 
-@pytest.mark.parametrize("state", ["missing", "failed", "quarantined", "pending", "claimed, its lease run out",
-                                   "uploading", "fails verification", "object missing"])
+@pytest.mark.parametrize("state", ["missing", "failed", "quarantined", "pending", "claimed",
+                                   "claimed, its lease run out", "uploading", "fails verification", "object missing"])
 def test_a_source_chat_whose_archive_is_not_verified_is_never_deleted(make_config, state) -> None:
     config = retention_config(make_config)
     chats = archive(config, 3)
@@ -187,6 +205,30 @@ def test_a_hold_covers_chats_archived_after_it_was_placed(make_config) -> None:
     assert {c["room"] for c in source(config).find()} == {c["room"] for c in chats}
     assert index(config).count_documents({"room": others[0]["room"], "status": "deleted"}) == 1
     assert index(config).count_documents({"room": {"$in": [c["room"] for c in chats]}, "status": "archived"}) == 2
+
+
+def test_a_hold_matching_one_version_keeps_every_version_and_the_source(make_config) -> None:
+    """A room is held when any of its versions matches: a hold on v1's type keeps v2 (another type) and the
+    source chat as well, run after run."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    room = chat["room"]
+    v1 = index(config).find_one({"room": room})
+    other = "call" if v1["ctlive_type"] != "call" else "chat"
+    source(config).update_one({"room": room}, {"$set": {"ctlive_type": other}})
+    assert Archiver(config).archive_room(room, "ended")[0].archived == 1
+    assert index(config).find_one({"room": room, "version": 2})["ctlive_type"] == other
+    open_holds(config).place(SearchFilters(ctlive_type=v1["ctlive_type"]), "Case V1", "first version only", ACTOR)
+    age(config, 10_000)
+    for _ in range(2):  # sources, then (were the source gone) archives
+        result = retention(config)
+        items = list(result.report["items"])
+        assert items and all(i["outcome"] == "skipped" and "held by case 'Case V1'" in i["reason"]
+                             for i in items), items
+    assert source(config).count_documents({"room": room}) == 1
+    versions = list(index(config).find({"room": room}).sort("version", 1))
+    assert [(e["version"], e["status"]) for e in versions] == [(1, "archived"), (2, "archived")]
+    assert all(stored_path(config, o["key"]).exists() for e in versions for o in e["objects"].values())
 
 
 def test_a_hold_placed_after_the_plan_is_honoured_at_deletion_time(make_config, monkeypatch) -> None:
@@ -503,6 +545,36 @@ def test_retention_and_erasure_share_one_lease(make_config) -> None:
         erase(config, customer_of(chats[0]))
     other.release("retention")
     assert erase(config, customer_of(chats[0])).ok
+
+
+@pytest.mark.parametrize("command", ["retention", "erase"])
+def test_a_second_run_from_the_cli_stops_with_exit_1_and_deletes_nothing(make_config, tmp_path, capsys,
+                                                                         command) -> None:
+    """docs/retention.md: while a deletion run holds the lease, a second one (retention or erasure) stops with
+    "a retention run is in progress ... try again when it has finished", exit 1, and deletes nothing."""
+    from archiver.retention import Deletions
+    from archiver.runs import RunLedger
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    deletions = Deletions(config)
+    other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
+    other.acquire("retention")
+    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
+        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
+        "signing.certificate", "signing.key", "encryption.recipients")})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    argv = (["retention", "run"] if command == "retention" else
+            ["erase", "--customer", customer_of(chats[0]), "--reason", "GDPR request 3"])
+    assert main(["--config", str(toml), *argv]) == 1
+    err = capsys.readouterr().err
+    assert "a retention run is in progress" in err and "try again when it has finished" in err, err
+    assert source(config).count_documents({}) == 2
+    assert index(config).count_documents({"status": "archived"}) == 2
+    other.release("retention")
+    assert main(["--config", str(toml), *argv]) == 0  # the same command, once the lease is free, does delete
+    assert source(config).count_documents({}) == (0 if command == "retention" else 1)
 
 
 def test_an_archive_deleted_by_another_run_meanwhile_is_not_touched_again(make_config, monkeypatch) -> None:

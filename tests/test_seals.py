@@ -118,6 +118,23 @@ def test_sealing_again_is_idempotent_and_an_empty_day_is_sealed_too(sealed, tmp_
     assert verify_archive(sealed, None).ok
 
 
+def test_an_entry_slipped_into_a_sealed_empty_day_is_named(make_config, tsa, tmp_path, capsys) -> None:
+    """docs/seals.md: an empty day is sealed too (count 0), so nothing can be slipped into it later unnoticed."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    assert [(r["day"], r["count"]) for r in seal_records(config)] == [(DAY.isoformat(), 0)]
+    with built_on():
+        (entry,) = archive_samples(config, count=1)
+    backdate(config, [entry["room"]])  # dated inside the sealed, empty day
+    named = f"{entry['room']} v1: its archived entry is dated {DAY} but not covered by seal 1"
+    assert any(p.startswith(named) for p in _problems(config)), _problems(config)
+    capsys.readouterr()
+    assert seal_cli(config, tmp_path, "verify", "--all") == 3
+    assert f"PROBLEM {named}" in capsys.readouterr().out
+    assert seal_cli(config, tmp_path, "verify", entry["room"]) == 3
+    assert f"PROBLEM {named}" in capsys.readouterr().out
+
+
 def test_today_cannot_be_sealed_yet(make_config, tmp_path, capsys) -> None:
     config = make_config()
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()

@@ -110,6 +110,33 @@ def test_search_command_prints_a_table_or_json_and_is_audited(archived, tmp_path
     assert _cli(config, tmp_path, "search", "--from", "not-a-date") == 2
 
 
+def test_search_json_has_every_documented_field_in_room_and_version_order(archived, tmp_path, capsys) -> None:
+    """docs/search.md, `--json` output: the fields listed there (stable), times ISO 8601 UTC to the millisecond."""
+    import re
+
+    config, entries = archived
+    assert _cli(config, tmp_path, "search", "--json") == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [(e["room"], e["version"]) for e in found] == sorted((e["room"], e["version"]) for e in entries)
+    top = {"room", "version", "status", "kind", "started_at", "ended_at", "archived_at", "ctlive_type", "channel",
+           "service", "agents", "customers", "message_count", "store", "objects"}
+    per_object = {"key", "sha256", "size", "plaintext_sha256", "plaintext_size", "version_id", "name"}
+    by_room = {e["room"]: e for e in entries}
+    for shown in found:
+        assert top <= set(shown), top - set(shown)
+        assert shown["kind"] in ("ended", "abandoned", "interim") and set(shown["store"]) >= {"url", "endpoint_url"}
+        for name in ("started_at", "ended_at", "archived_at"):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", shown[name]), (name, shown[name])
+        assert {"pdf", "record", "record_signature"} <= set(shown["objects"])
+        indexed = by_room[shown["room"]]
+        for name in ("pdf", "record", "record_signature"):
+            assert per_object <= set(shown["objects"][name]), (name, per_object - set(shown["objects"][name]))
+            assert {k: shown["objects"][name][k] for k in per_object} == {k: indexed["objects"][name].get(k)
+                                                                           for k in per_object}
+        assert {k: shown[k] for k in ("agents", "customers", "message_count", "service", "channel", "ctlive_type")} \
+            == {k: indexed[k] for k in ("agents", "customers", "message_count", "service", "channel", "ctlive_type")}
+
+
 def test_a_failed_search_prints_nothing_and_is_audited(archived, tmp_path, capsys) -> None:
     config, _ = archived
     assert _cli(config.with_overrides(**{"search.key_file": ""}), tmp_path, "search", "--text", "x", "--json") == 2

@@ -8,6 +8,7 @@ checks that token against the signature value it stamps.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import random
 import subprocess
@@ -98,6 +99,7 @@ def test_without_a_timestamp_authority_the_signature_is_b_b(make_config, keys, t
     ("/garbage", "unusable answer"),
     ("/wrong-imprint", "does not cover the digest we sent"),
     ("/skewed", "behind our clock"),
+    ("/ahead", "ahead of our clock"),
     ("/refuse", "unusable answer"),
 ])
 def test_a_bad_timestamp_answer_fails_the_chat_for_a_retry(make_config, tsa, path: str, reason: str) -> None:
@@ -136,10 +138,17 @@ def test_a_token_is_checked_against_the_digest_and_the_clock(tsa) -> None:
         timestamps.check_token(token, hashlib.sha256(b"other").digest(), "sha256", None)
     with pytest.raises(timestamps.TimestampError, match="wrong message imprint"):
         timestamps.check_token(token, digest, "sha512", None)
-    # skewed tokens are refused, with both clocks named
-    skewed = timestamps.timestamper(tsa.at("/skewed"), 3 * 86400)  # tolerant enough: accepted
-    stamped = timestamps.token_time(timestamps.timestamp(skewed, b"x"))
-    assert 1.9 * 86400 < (timestamps.token_time(good) - stamped).total_seconds() < 2.1 * 86400
+    # A stamper tolerant enough accepts the authorities whose clocks are two days off, behind or ahead; checked
+    # against signing.timestamp_max_skew_seconds (300 s), their tokens are refused, naming the token's time and
+    # which way it is off (the archive pass's refusal: test_a_bad_timestamp_answer_fails_the_chat_for_a_retry).
+    tolerant = 3 * 86400
+    for path, off, way in (("/skewed", -2 * 86400, "behind our clock"), ("/ahead", 2 * 86400, "ahead of our clock")):
+        skewed = cms.ContentInfo.load(timestamps.timestamp(timestamps.timestamper(tsa.at(path), tolerant), b"x"))
+        stamped = timestamps.token_time(skewed.dump())
+        assert abs((stamped - timestamps.token_time(good)).total_seconds() - off) < 0.1 * 86400
+        with pytest.raises(timestamps.TimestampError, match=way) as refused:
+            timestamps.check_token(skewed, hashlib.sha256(b"x").digest(), "sha256", dt.timedelta(seconds=300))
+        assert f"its time {stamped.isoformat()} is " in str(refused.value)
 
 
 def test_no_url_means_no_timestamper() -> None:

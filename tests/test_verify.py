@@ -391,19 +391,31 @@ def test_keyed_check_workers_exit_when_the_verifier_is_killed(keys, tmp_path) ->
     assert left == [], "workers outlived their verifier"
 
 
+# Every field docs/retrieval.md (step 5) lists besides ended_at, kind, agents and customers, with an edited value
+# as the problem names it.
+OTHER_SEARCHABLE = {"service": ("Other desk", "'Other desk'"), "channel": ("fax", "'fax'"),
+                    "ctlive_type": ("call2", "'call2'"),
+                    "started_at": (dt.datetime(2018, 12, 31, tzinfo=dt.timezone.utc), "'2018-12-31T00:00:00.000Z'"),
+                    "closed_by": ("someone else", "'someone else'"), "message_count": (999, "999")}
+
+
 def test_searchable_fields_edited_in_the_index_are_named_with_a_key(archived, keys, tmp_path, capsys) -> None:
-    """An entry's agents, customers, times and kind are what search and holds select by, and what
-    verification.json repeats: edited, they hid a chat from a search while every check passed."""
+    """An entry's agents, customers, times, kind, type, channel, service, closer and message count are what search
+    and holds select by, and what verification.json repeats: edited, they hid a chat from a search while every
+    check passed. Each is named on its own (one left unchecked would fail its assertion)."""
     import datetime as dt
     from retrieval_helpers import run_cli
     config, entries = archived
     entry = entries[0]
     index(config).update_one({"_id": entry["_id"]}, {"$set": {
         "ended_at": dt.datetime(2019, 1, 1, tzinfo=dt.timezone.utc), "kind": "abandoned",
-        "agents": entry["customers"], "customers": entry["agents"]}})
+        "agents": entry["customers"], "customers": entry["agents"],
+        **{field: value for field, (value, _) in OTHER_SEARCHABLE.items()}}})
     ((room, problem),) = _named(_verify(config, keys))
     assert room == entry["room"] and "searchable fields" in problem
     assert "ended_at '2019-01-01T00:00:00.000Z'" in problem and "kind 'abandoned'" in problem and "agents" in problem
+    for field, (_, shown) in OTHER_SEARCHABLE.items():
+        assert f"{field} {shown} (record " in problem, (field, problem)
     assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
                    str(tmp_path / "case"), "--reason", "case 7") == 3
     assert not (tmp_path / "case").exists()

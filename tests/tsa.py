@@ -5,7 +5,7 @@ with a TSTInfo signed by a certificate with the critical timeStamping extended k
 usage, as `openssl ts -verify` demands); http.server carries them as RFC 3161
 section 3.4 says (POST application/timestamp-query, answer application/timestamp-reply).
 Paths other than `/` misbehave on purpose: `/garbage` answers bytes that are no
-TimeStampResp, `/skewed` stamps two days in the past, `/wrong-imprint` stamps
+TimeStampResp, `/skewed` stamps two days in the past, `/ahead` two days in the future, `/wrong-imprint` stamps
 another digest, `/refuse` answers status "rejection".
 """
 
@@ -71,8 +71,9 @@ def _stampers(directory: Path) -> tuple[dict[str, DummyTimeStamper], Path, Path]
     ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_pem.write_bytes(tsa.public_bytes(serialization.Encoding.PEM))
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
     stampers = {"/": DummyTimeStamper(cert, key), "/skewed": DummyTimeStamper(cert, key, fixed_dt=past),
-                "/wrong-imprint": DummyTimeStamper(cert, key)}
+                "/ahead": DummyTimeStamper(cert, key, fixed_dt=future), "/wrong-imprint": DummyTimeStamper(cert, key)}
     return stampers, ca_pem, cert_pem
 
 
