@@ -41,7 +41,7 @@ from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, val
 from pyhanko_certvalidator import ValidationContext
 
 from archiver import merkle, timestamps
-from archiver.audit import Actor, AuditLog, open_audit_log
+from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.signing import Signer, load_identity
@@ -571,6 +571,16 @@ def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | No
         ok, result = False, {"error": str(exc)}
     if not ok:
         yield SealProblem(name, None, "its timestamp token does not verify over its signature")
+
+
+def sealed_audit_heads(config: Config) -> list[SealedHead]:
+    """The audit log heads the seals recorded (their index copies; `archiver verify` checks those against
+    the signed stored seals). Reads only."""
+    config.require("mongodb.uri")
+    seals = index_database(config)[config["index.seals"]]
+    found = seals.find({"audit_head": {"$ne": None}}, {"day": 1, "seq": 1, "audit_head": 1})
+    return [SealedHead(f"seal {s.get('day')}#{s.get('seq')}", s["audit_head"].get("seq"), s["audit_head"].get("hash"))
+            for s in found if isinstance(s["audit_head"], dict)]
 
 
 def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None) -> Iterator[SealProblem]:
