@@ -578,9 +578,12 @@ def sealed_audit_heads(config: Config) -> list[SealedHead]:
     the signed stored seals). Reads only."""
     config.require("mongodb.uri")
     seals = index_database(config)[config["index.seals"]]
-    found = seals.find({"audit_head": {"$ne": None}}, {"day": 1, "seq": 1, "audit_head": 1})
-    return [SealedHead(f"seal {s.get('day')}#{s.get('seq')}", s["audit_head"].get("seq"), s["audit_head"].get("hash"))
-            for s in found if isinstance(s["audit_head"], dict)]
+    heads = []
+    for seal in seals.find({"audit_head": {"$ne": None}}, {"day": 1, "seq": 1, "audit_head": 1}):
+        head = seal["audit_head"] if isinstance(seal["audit_head"], dict) else {}
+        if type(head.get("seq")) is int and isinstance(head.get("hash"), str):  # else `archiver verify` names it
+            heads.append(SealedHead(f"seal {seal.get('day')}#{seal.get('seq')}", head["seq"], head["hash"]))
+    return heads
 
 
 def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None) -> Iterator[SealProblem]:

@@ -269,3 +269,14 @@ def test_the_os_user_is_always_recorded_and_actor_is_who_for(make_config, tmp_pa
     assert entry["actor"] == {"user": getpass.getuser(), "host": socket.gethostname(), "on_behalf_of": "the-ceo"}
     assert _cli(config, tmp_path, "audit", "list") == 0
     assert f"{getpass.getuser()}@{socket.gethostname()} for the-ceo" in capsys.readouterr().out
+
+
+def test_a_malformed_sealed_head_does_not_crash_audit_verify(make_config, tmp_path, capsys) -> None:
+    """A seal's index copy with an odd audit_head is `archiver verify`'s finding (it differs from the signed
+    stored seal); `audit verify` checks the well-formed heads and does not fall over."""
+    config = make_config()
+    log = _three(config)
+    _seal_record(config, "2026-11-01", 1, {"seq": "3", "hash": log.head()["hash"]})
+    _seal_record(config, "2026-11-02", 1, {"seq": None, "hash": None})
+    assert _cli(config, tmp_path, "audit", "verify") == 0
+    assert "0 sealed head(s) checked" in capsys.readouterr().out
