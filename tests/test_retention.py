@@ -340,6 +340,23 @@ def test_serve_runs_retention_on_its_schedule(make_config) -> None:
     assert runs.count_documents({"kind": "retention", "state": "done"}) == 1
 
 
+def test_serve_is_unhealthy_while_a_run_it_made_is_unaudited(make_config, monkeypatch) -> None:
+    from archiver.jobs import Service
+    from retrieval_helpers import audit, refuse_audit
+    import threading
+
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 40)
+    service = Service(config, threading.Event())
+    with monkeypatch.context() as patched:
+        refuse_audit(patched, config)
+        service.retention()
+    assert "the audit log could not be written" in service.retention_error and not service.healthy()
+    service.retention()  # the next scheduled run finishes it
+    assert service.retention_error == "" and [e["action"] for e in audit(config)] == ["retention_run"]
+
+
 def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config) -> None:
     from archiver.retention import Deletions
     from archiver.runs import RunBusy, RunLedger, Step
