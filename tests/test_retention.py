@@ -1055,3 +1055,24 @@ def test_a_run_whose_audit_entry_is_refused_stays_unfinished_until_one_is_writte
     assert entry["action"] == "retention_run" and entry["filters"]["run"] == run["_id"]
     assert entry["rooms"] == sorted(c["room"] for c in chats) and entry["rooms_total"] == 3
     assert runs.find_one({"_id": run["_id"]})["state"] == "done"
+
+
+def test_a_run_audit_entry_streams_its_rooms_sorted_and_bounded(make_config) -> None:
+    """A run over more rooms than an entry lists: the first 1,000 sorted, the count, the hash of all
+    (from the ledger's steps; skipped and unexecuted items are not rooms affected)."""
+    import hashlib as hl
+    from archiver.audit import sorted_room_summary
+    from archiver.runs import RunLedger
+    config = retention_config(make_config)
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    ledger = RunLedger(db[config["index.retention_runs"]], db[config["index.retention_steps"]])
+    ledger.ensure_indexes()
+    rooms = [f"R{n:05d}" for n in range(2500)]
+    steps = [{"_id": f"run-1:{n:09d}", "run": "run-1", "seq": n, "room": room, "outcome": outcome}
+             for n, (room, outcome) in enumerate([(r, "deleted") for r in reversed(rooms)] + [(rooms[0], "deleted")]
+                                                 + [("S-skipped", "skipped"), ("S-pending", "")])]
+    steps.append({"_id": "run-2:000000001", "run": "run-2", "seq": 1, "room": "OTHER", "outcome": "deleted"})
+    db[config["index.retention_steps"]].insert_many(steps)
+    summary = sorted_room_summary(ledger.affected_rooms("run-1"))
+    assert summary.total == 2500 and summary.listed == rooms[:1000]
+    assert summary.sha256 == hl.sha256("".join(r + "\n" for r in rooms).encode()).hexdigest()
