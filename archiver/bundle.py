@@ -146,8 +146,10 @@ def left_out(search: Search, bundle: BundleRequest) -> tuple[dict[str, Any], ...
 
 
 def build(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]], log: AuditLog,
-          signer: SigningIdentity | None, progress: Callable[[int, int], None] | None = None) -> Bundle:
-    """Verify TARGETS and write them, with manifest, custody report and README, to bundle.out."""
+          signer: SigningIdentity | None, progress: Callable[[int, int], None] | None = None,
+          release: Callable[[Bundle], None] | None = None) -> Bundle:
+    """Verify TARGETS and write them, with manifest, custody report and README, to bundle.out. RELEASE(the
+    bundle) is called once it is complete, before it appears at bundle.out: if it raises, it never does."""
     out = bundle.out
     if out.exists():
         raise FileExistsError(f"{out}: already there; not overwritten (choose another name)")
@@ -160,6 +162,8 @@ def build(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]],
                 _write(config, bundle, targets, zf, log, signer, result, progress)
             raw.flush()
             os.fsync(raw.fileno())
+        if release is not None:
+            release(result)
         os.link(partial, out)  # fails if OUT appeared meanwhile: nothing replaced
     finally:
         os.unlink(partial)

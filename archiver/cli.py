@@ -14,6 +14,7 @@ from typing import Sequence
 from bson.errors import BSONError
 from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
 
+from archiver.audit import AuditError
 from archiver.commands import COMMANDS
 from archiver.commands.common import BROKEN_PIPE, ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
 from archiver.config import ConfigError
@@ -71,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"MongoDB configuration: {exc}", USAGE)
     except Unreachable as exc:
         return _error(exc, UNREACHABLE)
+    except AuditError as exc:  # an entry the log refused: the command stopped where it could not record
+        return _error(exc, ITEMS_FAILED)
     except ConnectionFailure as exc:  # lost during the command: one line, not the topology dump
         return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
     except (PyMongoError, BSONError) as exc:  # the database refuses us or sends what cannot be read

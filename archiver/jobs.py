@@ -135,7 +135,7 @@ class Service:
             self.retention_error = _described(exc)
             event("retention_failed", logging.ERROR, error=self.retention_error)
             return
-        self.retention_error = ""
+        self.retention_error = result.unaudited  # the next scheduled run writes the entry
         event("retention_done", run=result.report["run"], counts=result.report["counts"])
 
     def refresh_gauges(self) -> None:

@@ -21,13 +21,13 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import bson
 
 from archiver.attachment_retries import documents_sha256
-from archiver.audit import Actor, open_audit_log
+from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summary
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
 from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
@@ -58,11 +58,11 @@ class RunResult:
     resumed: bool = False
     location: dict[str, Any] | None = None
     stored_items: Callable[[], Iterator[dict[str, Any]]] | None = None  # the run's items, from its ledger
-    rooms: list[str] = field(default_factory=list)  # the first rooms affected (runs.AUDIT_ROOMS)
+    unaudited: str = ""  # why its audit entry could not be written (the run stays unfinished until it is)
 
     @property
     def ok(self) -> bool:
-        return not Tally(self.report["counts"]).failed
+        return not Tally(self.report["counts"]).failed and not self.unaudited
 
     def items(self) -> Iterator[dict[str, Any]]:
         """Every item, streamed when the report was written in parts."""
@@ -125,7 +125,7 @@ class Deletions:
         self.ledger.acquire(kind)
         try:
             result = self._run_or_resume(kind, planner, params, signer, actor)
-            if result.resumed and result.report["params"] != params:  # that was another request's: now this one
+            if result.resumed and not result.unaudited and result.report["params"] != params:  # another request's
                 result = self._run_or_resume(kind, planner, params, signer, actor)
         finally:
             self.ledger.release(kind)
@@ -155,27 +155,38 @@ class Deletions:
             timed_steps(lambda batch: self._execute(run["_id"], batch), self.ledger, run["_id"], kind)
             self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "reporting"}})
         result = self._finish(run, signer, resumed)
+        try:  # a step of the run: until its entry is written the run is unfinished, and the next one writes it
+            entry = self._audit(run, result, resumed, actor)
+        except AuditError as exc:
+            result.unaudited = (f"{exc}: run {run['_id']} is not finished until its audit entry is written; the "
+                                f"next `archiver {'erase' if kind == 'erasure' else 'retention run'}` writes it "
+                                "(and no other run of this kind starts before)")
+            event(f"{kind}_run_unaudited", logging.ERROR, run=run["_id"], error=str(exc))
+            return result
+        self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "done", "finished_at": now(),
+                                                                   "audit_seq": entry["seq"]}})
+        return result
+
+    def _audit(self, run: dict[str, Any], result: RunResult, resumed: bool, actor: Actor) -> dict[str, Any]:
         ran = run.get("params", {})
-        open_audit_log(self.config).record(
-            "erase" if kind == "erasure" else "retention_run", actor,
+        return open_audit_log(self.config).record(
+            "erase" if run["kind"] == "erasure" else "retention_run", actor,
             outcome="ok" if result.ok else "items_failed", reason=ran.get("reason", ""),
             filters={"run": run["_id"], "resumed": resumed, **{k: v for k, v in ran.items() if k != "reason"},
                      **({"started_by": run["started_by"]} if run.get("started_by") else {})},
-            rooms=sorted(result.rooms),
+            rooms=sorted_room_summary(self.ledger.affected_rooms(run["_id"])),
             detail=f"report {result.location['key']} SHA-256 {result.location['sha256']}; "
                    f"counts {result.report['counts']}")
-        return result
 
     def _finish(self, run: dict[str, Any], signer: Any, resumed: bool) -> RunResult:
         retain = now() + dt.timedelta(days=self.config["storage.retain_days"]) if self.lock_mode else None
         items = functools.partial(self.ledger.items, run["_id"])
         body, location, summary = store_report(open_store(self.config), signer, run, items(), self.policy.describe(),
                                                retain, functools.partial(self.ledger.name_report_parts, run))
-        self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {
-            "state": "done", "finished_at": now(), "counts": body["counts"], "rooms_affected": body["rooms_affected"],
-            "report": location}})
+        self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {  # done once audited (_run_or_resume)
+            "counts": body["counts"], "rooms_affected": body["rooms_affected"], "report": location}})
         event(f"{run['kind']}_run_finished", run=run["_id"], resumed=resumed, counts=body["counts"])
-        return RunResult(body, resumed, location, items, summary.rooms)
+        return RunResult(body, resumed, location, items)
 
     # -- executing one batch of steps ----------------------------------------------------------
 

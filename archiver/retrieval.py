@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -103,8 +103,10 @@ def pdf_trust_command(pdfs: str, ca: str) -> str:
             f'= "$(printf \'{PDFSIG_TRUSTED}\')" ] && echo "OK $f" || echo "FAILED $f"; done; rm -rf "$nss"')
 
 
-def retrieve(config: Config, request: Request) -> Path:
-    """The folder written (OUT/<room>-v<N>); raises NotFound, EnvelopeError or VerificationFailed."""
+def retrieve(config: Config, request: Request, release: Callable[[Path], None] | None = None) -> Path:
+    """The folder written (OUT/<room>-v<N>); raises NotFound, EnvelopeError or VerificationFailed.
+    RELEASE(folder) is called with every file written, before they become visible: if it raises, they are
+    removed (the audit entry comes first)."""
     entry = find_entry(config, request.room, request.version)
     target = request.out / f"{safe_name(entry['room'])}-v{entry['version']}"
     if target.exists():
@@ -121,7 +123,7 @@ def retrieve(config: Config, request: Request) -> Path:
     report = _report(opened, request, store_location(store), proof)
     report["versions"] = room_versions(config, entry["room"])
     files = _files(opened, report)
-    _write_all(target, files)
+    _write_all(target, files, release)
     return target
 
 
@@ -198,8 +200,8 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
     }
 
 
-def _write_all(target: Path, files: dict[str, bytes]) -> None:
-    """All FILES in TARGET, or nothing: written in a temporary folder, then renamed into place."""
+def _write_all(target: Path, files: dict[str, bytes], release: Callable[[Path], None] | None = None) -> None:
+    """All FILES in TARGET, or nothing: written in a temporary folder, then (after RELEASE) renamed into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
@@ -209,6 +211,8 @@ def _write_all(target: Path, files: dict[str, bytes]) -> None:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 os.fsync(out.fileno())
+        if release is not None:
+            release(target)
         os.rename(staging, target)  # fails if TARGET appeared meanwhile: nothing replaced
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

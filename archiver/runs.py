@@ -7,6 +7,8 @@ steps are executed (every action is idempotent: deleting what is gone is a no-op
 and a tombstone records its intent before any object goes), the done ones never
 again, so the final state and the report are those of an uninterrupted run. A run
 killed while planning deleted nothing; its partial plan is dropped and planned anew.
+A run is done only once its audit entry is written (retention.py): one whose entry the
+audit log refused stays `reporting`, and the next run of its kind writes it.
 
 Only one deletion run executes at a time, retention or erasure (an erasure and a retention
 run deleting the same archive at once would each act on an entry the other is changing): it
@@ -45,7 +47,6 @@ from archiver.store import ObjectExists, ObjectStore, store_location
 
 REPORTS_PREFIX = ".reports/"
 PART_ITEMS = 20_000  # items per stored part of a larger report (about 4 MB of JSON): see store_report
-AUDIT_ROOMS = 1000  # rooms named in a run's audit entry; the report names them all
 STEP_BATCH = 200
 LEASE_MS = 10 * 60_000
 LEASE = "lease:deletion"  # one for every kind of run
@@ -93,6 +94,7 @@ class RunLedger:
     def ensure_indexes(self) -> None:
         self.steps.create_index([("run", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)], name="run_state_seq")
         self.runs.create_index([("kind", ASCENDING), ("state", ASCENDING)], name="kind_state")
+        self.steps.create_index([("run", ASCENDING), ("room", ASCENDING)], name="run_room")  # affected_rooms
 
     # -- the lease: one run of a kind at a time ------------------------------------------------
 
@@ -176,6 +178,12 @@ class RunLedger:
             self.steps.bulk_write([UpdateOne({"_id": step["_id"]}, {"$set": {
                 "state": "done", "outcome": outcome, "detail": detail}}) for step, outcome, detail in done])
 
+    def affected_rooms(self, run_id: str) -> Iterator[str]:
+        """The rooms of the run's items that did something (as Tally counts them), in order, streamed."""
+        for doc in self.steps.find({"run": run_id, "outcome": {"$nin": ["skipped", ""]}},
+                                   {"room": 1, "_id": 0}).sort("room", ASCENDING):
+            yield doc["room"]
+
     def items(self, run_id: str) -> Iterator[dict[str, Any]]:
         """The run's items in order, read through the `_id` index (`<run>:<seq, 9 digits>`): no sort in
         memory, which a real MongoDB refuses (or spills to disk) for millions of steps."""
@@ -192,7 +200,6 @@ class Tally:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> "action:outcome" -> items
     rooms_affected: int = 0
     items: int = 0
-    rooms: list[str] = field(default_factory=list)  # the first AUDIT_ROOMS rooms affected, for the audit entry
     _last: str | None = None
 
     def add(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -202,8 +209,6 @@ class Tally:
         per_rule[label] = per_rule.get(label, 0) + 1
         if item["outcome"] not in ("skipped", "") and item["room"] != self._last:
             self.rooms_affected, self._last = self.rooms_affected + 1, item["room"]
-            if len(self.rooms) < AUDIT_ROOMS:
-                self.rooms.append(item["room"])
         return item
 
     @property

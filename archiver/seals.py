@@ -41,7 +41,7 @@ from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, val
 from pyhanko_certvalidator import ValidationContext
 
 from archiver import merkle, timestamps
-from archiver.audit import Actor, AuditLog, open_audit_log
+from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.signing import Signer, load_identity
@@ -571,6 +571,19 @@ def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | No
         ok, result = False, {"error": str(exc)}
     if not ok:
         yield SealProblem(name, None, "its timestamp token does not verify over its signature")
+
+
+def sealed_audit_heads(config: Config) -> list[SealedHead]:
+    """The audit log heads the seals recorded (their index copies; `archiver verify` checks those against
+    the signed stored seals). Reads only."""
+    config.require("mongodb.uri")
+    seals = index_database(config)[config["index.seals"]]
+    heads = []
+    for seal in seals.find({"audit_head": {"$ne": None}}, {"day": 1, "seq": 1, "audit_head": 1}):
+        head = seal["audit_head"] if isinstance(seal["audit_head"], dict) else {}
+        if type(head.get("seq")) is int and isinstance(head.get("hash"), str):  # else `archiver verify` names it
+            heads.append(SealedHead(f"seal {seal.get('day')}#{seal.get('seq')}", head["seq"], head["hash"]))
+    return heads
 
 
 def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None) -> Iterator[SealProblem]:

@@ -68,3 +68,23 @@ def index(config: Config):
 def audit(config: Config) -> list[dict[str, Any]]:
     db = connect(config["mongodb.uri"])[config["index.database"]]
     return list(db[config["index.audit"]].find({}, {"_id": 0}).sort("seq", 1))
+
+
+def refuse_audit(monkeypatch: Any, config: Config, allowed: int = 0) -> None:
+    """After ALLOWED more entries, every append to CONFIG's audit log fails as a full disk makes it fail
+    (the database's own error, raised by the driver's insert; other collections are untouched)."""
+    import mongomock
+    from pymongo.collection import Collection
+    from pymongo.errors import WriteError
+
+    left = [allowed]
+    for cls in (Collection, mongomock.collection.Collection):
+        real = cls.insert_one
+
+        def insert_one(self, document, *args, _real=real, **kwargs):
+            if self.name == config["index.audit"]:
+                if left[0] <= 0:
+                    raise WriteError("No space left on device", code=14031)
+                left[0] -= 1
+            return _real(self, document, *args, **kwargs)
+        monkeypatch.setattr(cls, "insert_one", insert_one)

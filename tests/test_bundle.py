@@ -77,7 +77,7 @@ def test_a_bundle_of_rooms_verifies_by_its_readme_alone_and_tampering_fails_it(a
             "bundle-signer.pem"} <= set(names)
     assert not any(entries[1]["room"] in n for n in names)
     custody = json.loads((folder / "chain-of-custody.json").read_text())
-    assert custody["reason"] == "case 42" and custody["retrieved_by"]["user"] == "carol"
+    assert custody["reason"] == "case 42" and custody["retrieved_by"]["on_behalf_of"] == "carol"
     assert [r["room"] for r in custody["rooms"]] == rooms and custody["selection"] == {"rooms": rooms}
     assert {"python", "pyHanko", "cryptography", "archiver"} <= set(custody["tools"])
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -89,8 +89,9 @@ def test_a_bundle_of_rooms_verifies_by_its_readme_alone_and_tampering_fails_it(a
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert len(results) == 5 and _passes(results), results
     assert sum(out.count("OK rooms/") for _, _, out in results) == 2 * len(rooms)  # each PDF and record
-    (entry,) = [e for e in audit(config) if e["action"] == "retrieve"]
-    assert entry["outcome"] == "ok" and entry["rooms"] == rooms and entry["reason"] == "case 42"
+    started, entry = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert started["outcome"] == "started" and started["rooms"] == entry["rooms"] == sorted(rooms)
+    assert entry["outcome"] == "ok" and entry["rooms_total"] == len(rooms) and entry["reason"] == "case 42"
     sums = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", entry["detail"]).group(1)
     assert sums in capsys.readouterr().out
 
@@ -439,7 +440,8 @@ def test_an_unsigned_bundle_proves_each_signature_but_not_its_contents(archived,
     other = _bundled(config, keys, tmp_path, b, "other", signed=False)
     readme = (case / "README.txt").read_text()
     assert "cannot prove" in readme and "audit log" in readme
-    recorded = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", audit(config)[-2]["detail"]).group(1)
+    first_bundle = [e for e in audit(config) if e["action"] == "retrieve" and e["outcome"] == "ok"][-2]
+    recorded = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", first_bundle["detail"]).group(1)
     results = _run_readme(case, keys["ca.crt.pem"])
     assert _passes(results) and results[0][2].split()[0] == recorded
 
@@ -492,3 +494,21 @@ def test_a_room_a_retention_run_deletes_while_the_bundle_fetches_it_is_named_as_
     err = capsys.readouterr().err
     assert code == 1 and f"deleted by run {run} under rule default" in err, err
     assert not out.exists() and not list(tmp_path.glob(".b.zip.partial-*"))
+
+
+@pytest.mark.parametrize("allowed, said", [(0, "nothing was fetched or decrypted"),
+                                           (1, "nothing was released: the bundle was removed")])
+def test_no_bundle_appears_unless_the_audit_log_records_it(archived, keys, tmp_path, monkeypatch, capsys,
+                                                           allowed, said) -> None:
+    """The bundle was linked into place before its entry was written: a full disk left a case bundle of
+    decrypted chats and no entry."""
+    from retrieval_helpers import refuse_audit
+    config, entries = archived
+    out = tmp_path / "case.zip"
+    refuse_audit(monkeypatch, config, allowed)
+    assert _bundle(config, tmp_path, entries[0]["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 42", "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "the audit log could not be written" in err and said in err, err
+    assert not out.exists() and not list(tmp_path.glob(".case.zip*"))
+    assert [(e["outcome"], e["rooms"]) for e in audit(config)] == [("started", [entries[0]["room"]])] * allowed

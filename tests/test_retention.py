@@ -384,6 +384,23 @@ def test_serve_runs_retention_on_its_schedule(make_config) -> None:
     assert runs.count_documents({"kind": "retention", "state": "done"}) == 1
 
 
+def test_serve_is_unhealthy_while_a_run_it_made_is_unaudited(make_config, monkeypatch) -> None:
+    from archiver.jobs import Service
+    from retrieval_helpers import audit, refuse_audit
+    import threading
+
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 40)
+    service = Service(config, threading.Event())
+    with monkeypatch.context() as patched:
+        refuse_audit(patched, config)
+        service.retention()
+    assert "the audit log could not be written" in service.retention_error and not service.healthy()
+    service.retention()  # the next scheduled run finishes it
+    assert service.retention_error == "" and [e["action"] for e in audit(config)] == ["retention_run"]
+
+
 def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config) -> None:
     from archiver.retention import Deletions
     from archiver.runs import RunBusy, RunLedger, Step
@@ -766,16 +783,15 @@ def test_a_report_in_parts_stopped_half_way_is_explained_meanwhile_and_resumed_w
     assert verify_archive(config, None).ok
 
 
-def test_the_tally_counts_rooms_once_whatever_their_skipped_items_and_names_the_first_rooms(monkeypatch) -> None:
+def test_the_tally_counts_rooms_once_whatever_their_skipped_items() -> None:
     from archiver import runs as runs_module
-    monkeypatch.setattr(runs_module, "AUDIT_ROOMS", 2)
     items = [("a", "skip", "skipped"), ("a", "delete_source", "deleted"), ("a", "delete_archive", "refused"),
              ("b", "delete_source", "deleted"), ("b", "skip", "skipped"), ("b", "delete_archive", "deleted"),
              ("c", "skip", "skipped"), ("d", "delete_archive", "failed"), ("e", "extend_lock", "extended")]
     tally = runs_module.Tally()
     for room, action, outcome in items:
         tally.add({"room": room, "action": action, "outcome": outcome, "rule": "r"})
-    assert (tally.items, tally.rooms_affected, tally.rooms, tally.failed) == (9, 4, ["a", "b"], True)
+    assert (tally.items, tally.rooms_affected, tally.failed) == (9, 4, True)
     assert tally.counts == {"r": {"skip:skipped": 3, "delete_source:deleted": 2, "delete_archive:refused": 1,
                                   "delete_archive:deleted": 1, "delete_archive:failed": 1, "extend_lock:extended": 1}}
 
@@ -1082,3 +1098,55 @@ def test_what_an_attempt_left_in_a_room_never_archived_is_kept_for_want_of_a_rul
     result = retention(config)
     assert not [i for i in result.report["items"] if i["action"] == "delete_leftovers"]
     assert set(leftovers) <= _room_keys(config, chat)
+
+
+def test_a_run_whose_audit_entry_is_refused_stays_unfinished_until_one_is_written(make_config, tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    """The entry was written after the run was marked done: when it failed (a full disk, a too large entry)
+    the deletions were never audited and the next run had nothing to resume."""
+    from retrieval_helpers import audit, refuse_audit
+    config = retention_config(make_config)
+    chats = archive(config, 3)
+    age(config, 400)
+    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
+        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
+        "signing.certificate", "signing.key", "encryption.recipients")})
+    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    with monkeypatch.context() as patched:
+        refuse_audit(patched, config)
+        assert main(["--config", str(toml), "retention", "run"]) == 1
+    out = capsys.readouterr()
+    assert out.out.count("DELETED  delete_source") == 3
+    assert "the audit log could not be written" in out.err and "No space left on device" in out.err
+    assert "the next `archiver retention run` writes it" in out.err
+    assert source(config).count_documents({}) == 0 and not audit(config)
+    runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
+    (run,) = runs.find({"kind": "retention"})
+    assert run["state"] == "reporting"  # unfinished: resumed by the next run
+    again = retention(config)
+    assert again.resumed and again.report["run"] == run["_id"] and not again.unaudited
+    (entry,) = audit(config)
+    assert entry["action"] == "retention_run" and entry["filters"]["run"] == run["_id"]
+    assert entry["rooms"] == sorted(c["room"] for c in chats) and entry["rooms_total"] == 3
+    assert runs.find_one({"_id": run["_id"]})["state"] == "done"
+
+
+def test_a_run_audit_entry_streams_its_rooms_sorted_and_bounded(make_config) -> None:
+    """A run over more rooms than an entry lists: the first 1,000 sorted, the count, the hash of all
+    (from the ledger's steps; skipped and unexecuted items are not rooms affected)."""
+    import hashlib as hl
+    from archiver.audit import sorted_room_summary
+    from archiver.runs import RunLedger
+    config = retention_config(make_config)
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    ledger = RunLedger(db[config["index.retention_runs"]], db[config["index.retention_steps"]])
+    ledger.ensure_indexes()
+    rooms = [f"R{n:05d}" for n in range(2500)]
+    steps = [{"_id": f"run-1:{n:09d}", "run": "run-1", "seq": n, "room": room, "outcome": outcome}
+             for n, (room, outcome) in enumerate([(r, "deleted") for r in reversed(rooms)] + [(rooms[0], "deleted")]
+                                                 + [("S-skipped", "skipped"), ("S-pending", "")])]
+    steps.append({"_id": "run-2:000000001", "run": "run-2", "seq": 1, "room": "OTHER", "outcome": "deleted"})
+    db[config["index.retention_steps"]].insert_many(steps)
+    summary = sorted_room_summary(ledger.affected_rooms("run-1"))
+    assert summary.total == 2500 and summary.listed == rooms[:1000]
+    assert summary.sha256 == hl.sha256("".join(r + "\n" for r in rooms).encode()).hexdigest()

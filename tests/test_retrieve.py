@@ -43,7 +43,7 @@ def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp
         "certificates.pem", "record.json", "record.json.p7s", "signer.crt.pem", "transcript.pdf", "verification.json"]
     report = json.loads((folder / "verification.json").read_text())
     assert report["ok"] is True and report["room"] == room and report["version"] == 1
-    assert report["reason"] == "case 42: complaint" and report["retrieved_by"]["user"] == "carol"
+    assert report["reason"] == "case 42: complaint" and report["retrieved_by"]["on_behalf_of"] == "carol"
     assert all(c["ok"] for c in report["checks"]) and len(report["checks"]) >= 8
     assert report["files"]["transcript.pdf"]["sha256"] == entries[0]["objects"]["pdf"]["plaintext_sha256"]
     assert json.loads((folder / "record.json").read_bytes())["room"] == room
@@ -56,8 +56,9 @@ def test_retrieve_writes_verified_files_outside_tools_accept(archived, keys, tmp
     chain = subprocess.run([require_tool("openssl"), "verify", "-CAfile", str(keys["ca.crt.pem"]),
                             str(folder / "signer.crt.pem")], capture_output=True, text=True)
     assert chain.returncode == 0, chain.stderr
-    (entry,) = [e for e in audit(config) if e["action"] == "retrieve"]
+    (entry,) = [e for e in audit(config) if e["action"] == "retrieve" and e["outcome"] != "started"]
     assert entry["outcome"] == "ok" and entry["rooms"] == [room] and entry["reason"] == "case 42: complaint"
+    assert entry["actor"]["on_behalf_of"] == "carol" and entry["actor"]["user"] == report["retrieved_by"]["user"]
     assert str(folder) in capsys.readouterr().out
 
 
@@ -349,7 +350,8 @@ def test_a_retrieval_racing_a_retention_run_says_deleted_by_that_run_not_verific
     run = tombstone["deletion"]["run"]
     assert f"deleted by run {run} under rule default" in err and "verification failed" not in err
     assert not (tmp_path / "o").exists()
-    (audited,) = [e for e in audit(config) if e["action"] == "retrieve"]
+    started, audited = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert started["outcome"] == "started"
     assert audited["outcome"] == "failed" and f"deleted by run {run}" in audited["detail"]
 
 
@@ -381,3 +383,36 @@ def test_an_object_missing_from_an_archived_entry_is_still_a_failed_check(archiv
                    "--out", str(tmp_path / "o"), "--reason", "case 9")
     err = capsys.readouterr().err
     assert code == 3 and "verification failed" in err and "missing" in err, err
+
+
+@pytest.mark.parametrize("allowed, said", [(0, "nothing was fetched or decrypted"),
+                                           (1, "nothing was released: the decrypted files were removed")])
+def test_nothing_is_released_unless_the_audit_log_records_it(archived, keys, tmp_path, monkeypatch, capsys,
+                                                             allowed, said) -> None:
+    """The entry was written after the files were renamed into place: a full disk left a decrypted chat
+    on disk and no entry. Now an intent entry comes first and the release's entry before the rename."""
+    from retrieval_helpers import refuse_audit
+    config, entries = archived
+    out = tmp_path / "out"
+    refuse_audit(monkeypatch, config, allowed)
+    assert run_cli(config, tmp_path, "retrieve", entries[0]["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                   str(out), "--reason", "case 42") == 1
+    err = capsys.readouterr().err
+    assert "the audit log could not be written" in err and "No space left on device" in err and said in err, err
+    assert not out.exists() or not any(out.rglob("*"))  # no files, no staging folder
+    assert [(e["outcome"], e["rooms"]) for e in audit(config)] == [("started", [entries[0]["room"]])] * allowed
+
+
+def test_a_retrieval_is_recorded_before_and_after(archived, keys, tmp_path) -> None:
+    config, entries = archived
+    assert run_cli(config, tmp_path, "retrieve", entries[0]["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                   str(tmp_path / "out"), "--reason", "case 42") == 0
+    assert [e["outcome"] for e in audit(config)] == ["started", "ok"]
+
+
+def test_a_version_beyond_64_bits_is_a_usage_error(archived, keys, tmp_path, capsys) -> None:
+    """--version 2**64 crashed with OverflowError (BSON integers are 64-bit), unaudited."""
+    config, entries = archived
+    assert run_cli(config, tmp_path, "retrieve", entries[0]["room"], "--version", str(2**64), "--key",
+                   str(keys["legal.key.pem"]), "--out", str(tmp_path / "o"), "--reason", "case 1") == 2
+    assert "--version: a version number from 1 to" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def test_search_command_prints_a_table_or_json_and_is_audited(archived, tmp_path
     assert {"room", "version", "ended_at", "agents", "customers", "objects"} <= set(found[0])
     log = audit(config)
     assert [e["action"] for e in log] == ["search", "search"]
-    assert log[0]["actor"]["user"] == "bob" and log[0]["filters"] == {"service": "Billing"}
+    assert log[0]["actor"]["on_behalf_of"] == "bob" and log[0]["filters"] == {"service": "Billing"}
     assert log[1]["rooms"] == sorted(e["room"] for e in found)
     assert _cli(config, tmp_path, "search", "--from", "not-a-date") == 2
 
@@ -297,3 +297,55 @@ def test_a_reversed_window_is_a_usage_error_naming_both_dates(archived, tmp_path
     said = capsys.readouterr()
     assert said.out == "" and f"--from {start!r} is after --to {end!r}" in said.err, said.err
     assert _cli(config, tmp_path, "search", "--from", end, "--to", start) == 0  # the same window, the right way round
+
+
+def test_nothing_is_shown_unless_the_audit_log_records_it(archived, tmp_path, monkeypatch, capsys) -> None:
+    """Results were printed, then the entry written: a full disk delivered them with no entry."""
+    from retrieval_helpers import refuse_audit
+    config, _ = archived
+    refuse_audit(monkeypatch, config)
+    assert _cli(config, tmp_path, "search", "--json") == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "the audit log could not be written" in out.err and "nothing was shown" in out.err
+
+
+def test_a_search_cut_short_by_its_reader_is_audited_with_every_room(nx_uri, db_names, tmp_path) -> None:
+    """`archiver search | head -3`: the entry said "failed", rooms [], though rooms had been shown."""
+    import datetime as dt
+    import subprocess
+    import sys
+    from pathlib import Path
+    from archiver.mongo import connect
+    db = connect(nx_uri)[db_names["index.database"]]
+    rooms = [f"CHAT_DEFAULT_{n:08d}" for n in range(3000)]  # far more than a pipe holds
+    db["archive_index"].insert_many([{"room": r, "version": 1, "status": "archived", "customers": ["4747"],
+                                      "agents": [], "ended_at": dt.datetime(2025, 6, 1)} for r in rooms])
+    toml = write_toml(tmp_path / "a.toml", {"mongodb.uri": nx_uri, "index.database": db_names["index.database"]})
+    archiver = Path(sys.executable).parent / "archiver"
+    done = subprocess.run(f"'{archiver}' --config '{toml}' search --from 2025-01-01 | head -3", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 3 and rooms[0] in done.stdout, done
+    (entry,) = db["archive_audit"].find()
+    assert entry["outcome"] == "ok" and entry["rooms_total"] == 3000 and entry["rooms"] == rooms[:1000]
+
+
+def test_the_rooms_hash_of_an_entry_recomputes_from_the_output_as_the_docs_say(archived, tmp_path, capsys) -> None:
+    """docs/retrieval.md: `jq -r '.[].room' | LC_ALL=C sort -u | sha256sum`, and the Python line, over
+    `search --json` give the entry's rooms_sha256 (room ids beyond ASCII sort alike in both)."""
+    import datetime as dt
+    import subprocess
+    config, entries = archived
+    odd = ["CHAT_é", "CHAT_Z", "CHAT_z", "CHAT_\U0001F600", "CHAT_\u00a0"]
+    index(config).insert_many([{"room": r, "version": 1, "status": "archived", "ended_at": dt.datetime(2025, 6, 1)}
+                               for r in odd])
+    assert _cli(config, tmp_path, "search", "--json") == 0
+    out = capsys.readouterr().out
+    entry = audit(config)[-1]
+    assert entry["rooms_total"] == len(entries) + len(odd)
+    shell = subprocess.run("jq -r '.[].room' | LC_ALL=C sort -u | sha256sum", shell=True, input=out,
+                           capture_output=True, text=True, check=True)
+    assert shell.stdout.split()[0] == entry["rooms_sha256"]
+    line = ('import hashlib, json, sys; print(hashlib.sha256("".join(r + "\\n" for r in sorted({e["room"] '
+            'for e in json.load(sys.stdin)})).encode()).hexdigest())')
+    python = subprocess.run(["python3", "-c", line], input=out, capture_output=True, text=True, check=True)
+    assert python.stdout.strip() == entry["rooms_sha256"]

@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_report(result, as_json: bool) -> None:
+    _print_report(result, as_json)
+    if result.unaudited:  # what it did is above and in its signed report; the audit log lacks it for now
+        print(f"archiver: error: {result.unaudited}", file=sys.stderr)
+
+
+def _print_report(result, as_json: bool) -> None:
     from archiver.retention import retention_summary
 
     report = result.report

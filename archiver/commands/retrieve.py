@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", metavar="FILE.zip",
                    help="a case bundle of the ROOMs (or of the search filters' entries) instead of --out")
     p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit log)")
-    p.add_argument("--version", type=int, metavar="N", help="this version (default: the latest archived)")
+    p.add_argument("--version", type=version_number, metavar="N", help="this version (default: the latest archived)")
     p.add_argument("--cert", action="append", default=[], metavar="PEM",
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
@@ -48,8 +48,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_filter_arguments(filters)
 
 
+def version_number(text: str) -> int:
+    """--version N: a positive 64-bit integer (what the index can hold), else a usage error."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"a version number from 1 to {2**63 - 1}, not {text!r}")
+    return number
+
+
+def unaudited(exc: Exception, what: str) -> int:
+    """The audit log refused an entry: WHAT was (not) done instead, and exit 1."""
+    print(f"archiver: error: {exc}; {what}", file=sys.stderr)
+    return ITEMS_FAILED
+
+
 def run(args: argparse.Namespace) -> int:
-    from archiver.audit import Actor, open_audit_log
+    from archiver.audit import Actor, AuditError, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request, retrieve
 
@@ -71,13 +88,18 @@ def run(args: argparse.Namespace) -> int:
 
     if not reason:
         return audited("refused", "--reason is required: say why this chat is retrieved (case, request)", USAGE)
+    try:  # the intent first: a retrieval the log cannot hold is not made
+        audited("started", "to be fetched, decrypted and verified", OK)
+    except AuditError as exc:
+        return unaudited(exc, "nothing was fetched or decrypted")
     try:
         request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
                           _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config))
-        folder = retrieve(config, request)
+        folder = retrieve(config, request, lambda target: audited("ok", f"verified; released to {target}", OK))
+    except AuditError as exc:
+        return unaudited(exc, "nothing was released: the decrypted files were removed")
     except Exception as exc:
         return _failed(exc, audited)
-    audited("ok", f"written to {folder}", OK)
     print(visible(f"{args.room}: verified and written to {folder}"))
     versions = json.loads((folder / "verification.json").read_text(encoding="utf-8"))["versions"]
     if len(versions) > 1:  # a version is a content, not "the" chat: say which others there are
@@ -161,7 +183,7 @@ def _filters_as_given(args: argparse.Namespace) -> str:
 def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.artifacts import configured_identity
-    from archiver.audit import Actor, open_audit_log
+    from archiver.audit import Actor, AuditError, open_audit_log
     from archiver.bundle import BundleRequest, NothingSelected, build, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request
@@ -201,15 +223,20 @@ def run_bundle(args: argparse.Namespace) -> int:
             raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}") from None
         bundle = dataclasses.replace(bundle, left_out=left_out(search, bundle))
         rooms = [room for room, _ in targets]
-        made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None)
+        try:  # the intent first: a bundle the log cannot hold is not made
+            audited("started", f"bundle {args.bundle}: {len(rooms)} room(s) to be fetched, decrypted and verified", OK)
+        except AuditError as exc:
+            return unaudited(exc, "nothing was fetched or decrypted")
+        made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None,
+                     lambda complete: audited("ok", _bundle_detail(complete), OK))
+    except AuditError as exc:
+        return unaudited(exc, f"nothing was released: the bundle was removed, nothing is at {args.bundle}")
     except Exception as exc:
         return _failed(exc, audited)
     finally:
         if show:
             sys.stderr.write("\n")
     signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
-    audited("ok", f"bundle {made.path}: {len(made.rooms)} room(s), {made.files} files, {made.bytes} bytes; "
-            f"SHA256SUMS sha256 {made.sums_sha256}, {signed}", OK)
     print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
     print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
     print("  verify it with openssl, pdfsig, certutil and sha256sum alone: see README.txt inside")
@@ -222,3 +249,10 @@ def run_bundle(args: argparse.Namespace) -> int:
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     return OK
+
+
+def _bundle_detail(made) -> str:
+    """What the audit entry of a complete bundle says of it."""
+    signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
+    return (f"bundle {made.path}: {len(made.rooms)} room(s), {made.files} files, {made.bytes} bytes; "
+            f"SHA256SUMS sha256 {made.sums_sha256}, {signed}")

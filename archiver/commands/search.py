@@ -6,13 +6,18 @@ import argparse
 import sys
 import datetime as dt
 import json
+import tempfile
 from typing import Any
 
-from archiver.commands.common import OK, UsageError, load_config
+import bson
+from bson.codec_options import CodecOptions
+
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 from archiver.visible import visible
 
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
 EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
+SPOOLED = CodecOptions(tz_aware=True)  # times read back as the UTC they were written as
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,26 +41,44 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_actor(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--actor", default="", help="who, for the audit log (default: the OS user; the host is added)")
+    p.add_argument("--actor", default="",
+                   help="on whose behalf, for the audit log (beside the OS user and host, which are always recorded)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from archiver.audit import Actor, open_audit_log
+    from archiver.audit import Actor, AuditError, open_audit_log
     from archiver.search import open_search
 
     config = load_config(args)
     filters = filters_from(args, args.room)
     searcher, log = open_search(config), open_audit_log(config)
     actor = Actor.current(args.actor)
-    try:
-        rooms = _print(searcher.find(filters), args.json)
-        if filters.text is not None and searcher.text_note():
-            print(f"note: {searcher.text_note()}", file=sys.stderr)
-    except Exception as exc:
-        log.record("search", actor, outcome="failed", filters=filters.given(), detail=str(exc))
-        raise
-    log.record("search", actor, outcome="ok", filters=filters.given(), rooms=rooms)
+    with tempfile.TemporaryFile() as spool:
+        try:  # every result is found before any is shown, so that the entry names what is shown
+            rooms = _spool(searcher.find(filters), spool)
+        except Exception as exc:
+            log.record("search", actor, outcome="failed", filters=filters.given(), detail=str(exc))
+            raise
+        try:
+            log.record("search", actor, outcome="ok", filters=filters.given(), rooms=rooms,
+                       detail=f"{len(rooms)} entr{'y' if len(rooms) == 1 else 'ies'}")
+        except AuditError as exc:
+            print(f"archiver: error: {exc}; nothing was shown", file=sys.stderr)
+            return ITEMS_FAILED
+        spool.seek(0)
+        _print(bson.decode_file_iter(spool, SPOOLED), args.json)
+    if filters.text is not None and searcher.text_note():
+        print(f"note: {searcher.text_note()}", file=sys.stderr)
     return OK
+
+
+def _spool(found, spool) -> list[str]:
+    """FOUND's entries into SPOOL (BSON, on disk: a broad search is not held in memory); their rooms."""
+    rooms = []
+    for entry in found:
+        rooms.append(entry["room"])
+        spool.write(bson.encode(entry, codec_options=SPOOLED))
+    return rooms
 
 
 def filters_from(args: argparse.Namespace, room: str | None = None):
@@ -90,7 +113,7 @@ def _date(text: str | None, option: str, *, end: bool) -> dt.datetime | None:
 
 
 def _print(found, as_json: bool) -> list[str]:
-    """Print entries as they stream in; the rooms found (for the audit log)."""
+    """Print entries as they stream in; their rooms."""
     rooms: list[str] = []
     if as_json:
         print("[", end="")
