@@ -107,6 +107,7 @@ def test_search_command_prints_a_table_or_json_and_is_audited(archived, tmp_path
     assert [e["action"] for e in log] == ["search", "search"]
     assert log[0]["actor"]["on_behalf_of"] == "bob" and log[0]["filters"] == {"service": "Billing"}
     assert log[1]["rooms"] == sorted(e["room"] for e in found)
+    assert log[1]["filters"] == {"text": "invoice"}  # as typed: docs/search.md says who may read the audit log
     assert _cli(config, tmp_path, "search", "--from", "not-a-date") == 2
 
 
