@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from archiver.artifacts import ArtifactBuilder, Plaintext
+from archiver.audit import AuditError
 from archiver.claims import now
 from archiver.config import Config
 from archiver.files import publish
@@ -106,7 +107,11 @@ def read_contacts(path: Path, outcome: Outcome) -> Contacts:
     return contacts
 
 
-def export_room(config: Config, room: str, out: Path | None, force: bool) -> Outcome:
+def export_room(config: Config, room: str, out: Path | None, force: bool,
+                record: Callable[[str, str], None] | None = None) -> Outcome:
+    """Archive ROOM now; with OUT, also write its plaintext there, RECORD(outcome, detail) called before the
+    files are written ("started") and after ("ok" or "failed"): nothing is written unless the first succeeds,
+    and the files are removed if the second fails (AuditError)."""
     from archiver.pipeline import Archiver
 
     archiver = Archiver(config)
@@ -141,28 +146,50 @@ def export_room(config: Config, room: str, out: Path | None, force: bool) -> Out
     outcome.lines.append(f"room {room!r}: {state} as version {entry['version']} ({entry['kind']}) in {archiver.store.url}")
     outcome.lines.extend(f"  {name}: {obj['key']}" for name, obj in entry["objects"].items())
     if out is not None:
-        _write_export(config, chat, contact, entry, plain, out, outcome)
+        _write_export(config, chat, contact, entry, plain, out, outcome, record or (lambda outcome, detail: None))
     return outcome
 
 
 def _write_export(config: Config, chat: dict, contact: dict | None, entry: dict, plain: Plaintext | None,
-                  out: Path, outcome: Outcome) -> None:
-    """Write the plaintext of ENTRY's version into OUT (signing a fresh copy when nothing was built)."""
+                  out: Path, outcome: Outcome, record: Callable[[str, str], None]) -> None:
+    """Write the plaintext of ENTRY's version into OUT (signing a fresh copy when nothing was built), recorded
+    before and after (see export_room)."""
     if plain is None:  # unchanged: nothing was built, so sign a fresh copy of the same content
         plain = ArtifactBuilder.from_config(config, encrypt=False).plaintext(chat, contact, entry["kind"],
                                                                              entry["version"], now())
         outcome.lines.append("  plaintext below is a fresh signature over the same content (same source_sha256)")
         if entry.get("attachments"):  # a fresh copy fetches nothing (docs/attachments.md)
             outcome.lines.append("  it does not describe the attachments: `archiver retrieve` gives the archived version")
+    room = plain.transcript.room
+    try:
+        record("started", f"plaintext of version {entry['version']} to be written to {out}")
+    except AuditError as exc:
+        outcome.problems.append(f"room {room!r}: archived, but its plaintext files were not written: {exc}")
+        outcome.lines.append(outcome.problems[-1])
+        return
     try:
         paths = write_plaintext(plain, out)
-    except FileExistsError as exc:
-        outcome.problems.append(str(exc))
-        outcome.lines.append(str(exc))
+    except OSError as exc:  # a name taken, a full disk: the archive lines above stand, nothing of the files is left
+        problem = str(exc) if isinstance(exc, FileExistsError) else (
+            f"room {room!r}: archived, but cannot write the plaintext files into {out}: {exc.strerror or exc}")
+        outcome.problems.append(problem)
+        outcome.lines.append(problem)
+        _record_quietly(record, "failed", problem)
         return
-    except OSError as exc:  # a full disk, say: the archive lines above stand, nothing of the files is left
-        outcome.problems.append(f"room {plain.transcript.room!r}: archived, but cannot write the plaintext files "
-                                f"into {out}: {exc.strerror or exc}")
+    try:
+        record("ok", f"wrote {', '.join(str(p) for p in paths)}")
+    except AuditError as exc:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        outcome.problems.append(f"room {room!r}: archived, but its plaintext files were removed, not written: {exc}")
         outcome.lines.append(outcome.problems[-1])
         return
     outcome.lines.extend(f"  wrote {p}" for p in paths)
+
+
+def _record_quietly(record: Callable[[str, str], None], outcome: str, detail: str) -> None:
+    """RECORD a failure already reported to the user: the log refusing it too changes nothing more."""
+    try:
+        record(outcome, detail)
+    except AuditError:
+        pass

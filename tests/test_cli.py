@@ -492,3 +492,55 @@ def test_render_and_export_name_a_read_only_out_before_any_work(tmp_path, make_c
     captured = capsys.readouterr()
     assert f"--out {out}: cannot write into it (Read-only file system)" in captured.err
     assert "archived" not in captured.out
+
+
+def test_export_out_is_audited_before_its_plaintext_is_written(tmp_path, make_config, capsys, monkeypatch) -> None:
+    """`export --out` writes a chat's plaintext (signed PDF and record) outside the archive, as a retrieval
+    does: it is recorded in the audit log before the files appear, and written only if it could be; an
+    export that only archives (no --out) discloses nothing and records nothing."""
+    import archiver.audit
+    from retrieval_helpers import audit
+
+    chats = [make_chat(random.Random(seed), messages=3) for seed in (61, 62, 63)]
+    _seed(make_config, chats)
+    config = _toml(tmp_path, make_config)
+    room = chats[0][0]["room"]
+    assert main(["--config", str(config), "export", room, "--out", str(tmp_path / "case"), "--actor", "bob"]) == 0
+    capsys.readouterr()
+    started, done = audit(make_config())
+    assert [started["action"], started["outcome"], done["outcome"]] == ["export", "started", "ok"]
+    assert started["rooms"] == done["rooms"] == [room] and done["actor"]["on_behalf_of"] == "bob"
+    assert str(tmp_path / "case") in started["detail"] and "version 1" in started["detail"]
+    assert main(["--config", str(config), "export", chats[1][0]["room"]]) == 0
+    assert len(audit(make_config())) == 2, "no --out: nothing disclosed, nothing recorded"
+
+    def refused(*args, **kwargs):
+        raise archiver.audit.AuditError("the audit log could not be written: disk full")
+
+    monkeypatch.setattr(archiver.audit.AuditLog, "record", refused)
+    refused_room = chats[2][0]["room"]
+    assert main(["--config", str(config), "export", refused_room, "--out", str(tmp_path / "other")]) == 1
+    out = capsys.readouterr().out
+    assert "archived as version 1" in out and "disk full" in out and "not written" in out
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+
+def test_export_out_whose_done_entry_is_refused_leaves_no_plaintext(tmp_path, make_config, capsys, monkeypatch) -> None:
+    """The log takes the first entry (started) but refuses the second: the files written are removed, so no
+    plaintext is out there without its entry saying it was written."""
+    import archiver.audit
+
+    real = archiver.audit.AuditLog.record
+
+    def refuse_ok(self, action, actor, **fields):
+        if fields.get("outcome") == "ok":
+            raise archiver.audit.AuditError("the audit log could not be written: disk full")
+        return real(self, action, actor, **fields)
+
+    monkeypatch.setattr(archiver.audit.AuditLog, "record", refuse_ok)
+    chat, contact = make_chat(random.Random(64), messages=3)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "export", chat["room"], "--out", str(tmp_path / "case")]) == 1
+    assert "plaintext files were removed" in capsys.readouterr().out
+    assert list((tmp_path / "case").iterdir()) == []
