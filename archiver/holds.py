@@ -68,7 +68,9 @@ class Holds:
     def listing(self, everything: bool = False) -> list[dict[str, Any]]:
         return list(self.holds.find({} if everything else {"active": True}).sort("placed_at", ASCENDING))
 
-    def place(self, filters: SearchFilters, case: str, reason: str, actor: dict[str, str]) -> dict[str, Any]:
+    def place(self, filters: SearchFilters, case: str, reason: str, actor: dict[str, str],
+              before_insert: Callable[[dict[str, Any]], None] = lambda hold: None) -> dict[str, Any]:
+        """Store a hold, checked first; BEFORE_INSERT(hold) comes between (the audit entry: no hold unrecorded)."""
         if not filters.given():
             raise ValueError("a hold needs a scope: --room, --customer, --agent or search filters")
         hold = {"_id": uuid.uuid4().hex, "case": case, "reason": reason, "filters": filters_doc(filters),
@@ -76,6 +78,7 @@ class Holds:
         self.query(hold)  # refused now, not at deletion: a filter that cannot be evaluated, another search key
         if filters.text is not None and not words(filters.text):
             raise ValueError(f"--text {filters.text!r}: no word to hold by (only punctuation)")
+        before_insert(hold)
         self.holds.insert_one(hold)
         return hold
 

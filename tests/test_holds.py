@@ -52,9 +52,10 @@ def test_hold_place_list_release_from_the_cli_are_audited_and_protect(make_confi
     assert main(["--config", toml, "retention", "run"]) == 0
     assert source(config).count_documents({}) == 0
     actions = [(a["action"], a["outcome"], a["reason"]) for a in _audit(config)]
-    assert actions[:3] == [("hold_place", "ok", "litigation"), ("retention_run", "ok", ""),
-                           ("hold_release", "ok", "settled")]
-    assert _audit(config)[0]["filters"]["customer"] == customer
+    assert actions[:5] == [("hold_place", "started", "litigation"), ("hold_place", "ok", "litigation"),
+                           ("retention_run", "ok", ""), ("hold_release", "started", "settled"),
+                           ("hold_release", "ok", "settled")], actions  # the release of no hold: not recorded
+    assert _audit(config)[0]["filters"]["customer"] == customer == _audit(config)[1]["filters"]["customer"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -96,7 +97,7 @@ def test_options_of_another_hold_action_are_refused_and_release_nothing(make_con
     assert named in err, err
     holds = connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]]
     assert sorted((h["filters"]["room"], h["active"]) for h in holds.find()) == [("A", True), ("B", True)]
-    assert [a["action"] for a in _audit(config)] == ["hold_place", "hold_place"]
+    assert [(a["action"], a["outcome"]) for a in _audit(config)] == [("hold_place", "started"), ("hold_place", "ok")] * 2
 
 
 def test_hold_place_prints_a_hostile_room_id_with_placeholders(make_config, tmp_path, capsys) -> None:
@@ -512,3 +513,29 @@ def test_a_hold_by_dates_covers_the_whole_to_day_in_basic_iso_format_and_a_rever
     assert f"--from {after!r} is after --to {day.isoformat()!r}" in capsys.readouterr().err
     holds = connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]]
     assert [h["case"] for h in holds.find()] == ["C-1"]
+
+
+@pytest.mark.parametrize("action", ["place", "release"])
+def test_a_hold_is_placed_or_released_only_once_the_audit_log_has_taken_its_entry(make_config, tmp_path, capsys,
+                                                                                  monkeypatch, action) -> None:
+    """A release lets retention delete what the case kept; a placement keeps data past its policy: neither may
+    happen unrecorded. The log refusing the entry (a full disk) leaves the holds as they were, exit 1."""
+    import archiver.audit
+    from archiver.holds import open_holds
+
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    toml = _toml(config, tmp_path)
+    place = ["hold", "place", "--room", chats[0]["room"], "--case", "K", "--reason", "litigation"]
+    if action == "release":
+        assert main(["--config", toml, *place]) == 0
+    before = [(h["_id"], h["active"]) for h in open_holds(config).listing(everything=True)]
+
+    def refused(*args, **kwargs):
+        raise archiver.audit.AuditError("the audit log could not be written: disk full")
+
+    monkeypatch.setattr(archiver.audit.AuditLog, "record", refused)
+    argv = place if action == "place" else ["hold", "release", "--case", "K", "--reason", "settled"]
+    assert main(["--config", toml, *argv]) == 1
+    assert "disk full" in capsys.readouterr().err
+    assert [(h["_id"], h["active"]) for h in open_holds(config).listing(everything=True)] == before

@@ -74,17 +74,21 @@ def run(args: argparse.Namespace) -> int:
 
     store_of = Deletions(config).store_of
     log = open_audit_log(config)
-    if args.action == "release":
-        released = holds.release(args.case, args.reason, actor.as_dict())
-        if not released:
+    if args.action == "release":  # recorded first: a release lets retention delete what the case kept
+        if not any(hold["case"] == args.case for hold in holds.active()):
             raise UsageError(f"no active hold for case {args.case!r}")
+        log.record("hold_release", actor, outcome="started", reason=args.reason, filters={"case": args.case},
+                   detail="every active hold of the case to be released")
+        released = holds.release(args.case, args.reason, actor.as_dict())  # (none: another released them)
         return _release(holds, released, store_of, log, actor, args)
     ended_from, ended_to = date_window(args)
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
                             ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
     try:
-        hold = holds.place(filters, args.case, args.reason, actor.as_dict())
+        hold = holds.place(filters, args.case, args.reason, actor.as_dict(), lambda hold: log.record(
+            "hold_place", actor, outcome="started", reason=args.reason,
+            filters={"case": args.case, "hold": hold["_id"], **hold["filters"]}, detail="to be placed"))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rooms, failed = 0, 0
