@@ -602,6 +602,22 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
         (found,) = _checked_at([(command, done.returncode, done.stdout)]).items()
         assert found[0] == name and found[1][1].startswith(expected[f"rooms/{safe_name(rooms[0])}-v1/{name}"]), done
 
+    # docs/seals.md's openssl commands, as written, check the seal at its token's time too.
+    seal = shutil.copytree(folder / f"seals/{DAY.isoformat()}-1", tmp_path / "seal")
+    shutil.copy(ca.cert_path, seal / "signing-ca.pem")
+    shutil.copy(tsa.ca_pem, seal / "tsa-ca.pem")
+    docs = (Path(__file__).parents[1] / "docs/seals.md").read_text().split("## Checking a seal with openssl")[1]
+    done = subprocess.run(["bash", "-ec", docs.split("```sh\n")[1].split("```")[0]], cwd=seal, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "Verification: OK" in done.stdout, done
+    assert "Verification successful" in done.stderr, done
+
+    # A timestamp counts only if it verifies against TSA-CA.pem: with another CA there, the PDF and seal steps fail.
+    shutil.copy(ca.cert_path, folder / "TSA-CA.pem")
+    results = _run_readme(folder, ca.cert_path)
+    assert _failed(results) == [3, 6] and all(line.startswith("FAILED") for line in results[3][2].splitlines()), results
+    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+
     # A byte changed in a genuine transcript: sha256sum -c and the PDF step fail.
     pdf = folder / f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"
     genuine = pdf.read_bytes()
