@@ -569,6 +569,8 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
                    issuer=ca, not_before=ago(days=10), not_after=ago(minutes=1))
     late = Signer(SigningIdentity(expired.key, expired.cert, (ca.cert,)), timestamp_url=tsa.url)
     late_pdf = late.sign_pdf(_minimal_pdf("Agent: the customer admitted everything"))
+    # And a genuine transcript without a timestamp (B-B), checked at the signing time it states.
+    plain = Signer(SigningIdentity(signer.key, signer.cert, (ca.cert,))).sign_pdf(_minimal_pdf("B-B"))
     made = dt.datetime.now(dt.timezone.utc)
     assert made < until, f"bundle made {(made - until).total_seconds():.1f} s after its signer expired: raise LIFETIME"
     folder = _unzip(out, tmp_path / "u")
@@ -602,6 +604,12 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
         (found,) = _checked_at([(command, done.returncode, done.stdout)]).items()
         assert found[0] == name and found[1][1].startswith(expected[f"rooms/{safe_name(rooms[0])}-v1/{name}"]), done
 
+    (room / "transcript.pdf").write_bytes(plain)
+    done = subprocess.run(["bash", "-c", json.loads((room / "verification.json").read_text())["check_it_yourself"][0]],
+                          cwd=room, capture_output=True, text=True)
+    ((name, (when, how)),) = _checked_at([("", done.returncode, done.stdout)]).items()
+    assert name == "transcript.pdf" and how == "the signing time its signer states" and started <= when <= until, done
+
     # docs/seals.md's openssl commands, as written, check the seal at its token's time too.
     seal = shutil.copytree(folder / f"seals/{DAY.isoformat()}-1", tmp_path / "seal")
     shutil.copy(ca.cert_path, seal / "signing-ca.pem")
@@ -621,7 +629,9 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     # A byte changed in a genuine transcript: sha256sum -c and the PDF step fail.
     pdf = folder / f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"
     genuine = pdf.read_bytes()
-    pdf.write_bytes(genuine[:len(genuine) // 3] + bytes([genuine[len(genuine) // 3] ^ 1]) + genuine[len(genuine) // 3 + 1:])
+    changed = bytearray(genuine)
+    changed[len(changed) // 3] ^= 0x01
+    pdf.write_bytes(bytes(changed))
     results = _run_readme(folder, ca.cert_path)
     assert _failed(results) == [1, 3] and f"FAILED {pdf.relative_to(folder)}" in results[3][2].splitlines(), results
     pdf.write_bytes(genuine)
@@ -647,10 +657,13 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     assert _failed(results) == [0, 3, 4] and "FAILED SHA256SUMS" in results[0][2], results
 
     # A transcript signed by a self-made certificate that had expired when it signed: pdfsig says "Expired"
-    # for it as for the genuine ones; openssl finds it does not chain to CA.pem.
+    # for it as for the genuine ones (not "issuer unknown"); openssl finds it does not chain to CA.pem.
     selfmade = make(tmp_path / "forger", "Short-lived signer", usages=("digital_signature", "content_commitment"),
                     not_before=ago(days=10), not_after=ago(days=1))
     (forged / "transcript.pdf").write_bytes(Signer(SigningIdentity(selfmade.key, selfmade.cert, ())).sign_pdf(
         _minimal_pdf("Agent: the customer admitted everything")))
-    (step,) = [r for r in _run_readme(folder, ca.cert_path) if "pdfsig" in r[0]]
-    assert "FAILED rooms/CHAT_DEFAULT_forged-v1/transcript.pdf" in step[2].splitlines(), step
+    said = subprocess.run(["pdfsig", str(forged / "transcript.pdf")], capture_output=True, text=True).stdout
+    assert "Certificate Validation: Certificate has Expired" in said, said
+    step = subprocess.run(["bash", "-c", next(c for c in _readme_commands(folder) if "pdfsig" in c)], cwd=folder,
+                          capture_output=True, text=True)
+    assert "FAILED rooms/CHAT_DEFAULT_forged-v1/transcript.pdf" in step.stdout.splitlines(), step
