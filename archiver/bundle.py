@@ -40,8 +40,9 @@ from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.integrity import Check, Opened, check_content, check_stored
 from archiver.names import safe_name
+from archiver.offline_checks import cms_command, pdf_command, timestamp_command
 from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, deleted_meanwhile, find_entry,
-                               pdf_trust_command, seal_check)
+                               seal_check)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
@@ -51,16 +52,19 @@ MANIFEST, SUMS, SUMS_SIGNATURE, CUSTODY, README = (
     "manifest.json", "SHA256SUMS", "SHA256SUMS.p7s", "chain-of-custody.json", "README.txt")
 SIGNER_CERTS = "bundle-signer.pem"
 SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root over one day's archive index) is
-   authentic and dated by the timestamp authority (TSA-CA.pem: its CA, obtained independently):
+   authentic and dated by the timestamp authority (TSA-CA.pem: its CA, obtained independently).
+   The first command checks each seal's signature at the time its timestamp (seal.json.p7s.tsr)
+   states, the second that timestamp, at that same time (a seal without one: at its signing time):
 
-    $ for d in seals/*/; do openssl cms -verify -binary -inform DER -in "${d}seal.json.p7s" -content "${d}seal.json" -CAfile CA.pem -out /dev/null 2>/dev/null && echo "OK ${d}seal.json" || echo "FAILED ${d}seal.json"; done
-    $ for d in seals/*/; do [ -f "${d}seal.json.p7s.tsr" ] || continue; openssl ts -verify -data "${d}seal.json.p7s" -in "${d}seal.json.p7s.tsr" -token_in -CAfile TSA-CA.pem >/dev/null 2>&1 && echo "OK ${d}seal.json.p7s.tsr" || echo "FAILED ${d}seal.json.p7s.tsr"; done
+    $ for d in seals/*/; do SEAL_CMS; done
+    $ for d in seals/*/; do [ -f "${d}seal.json.p7s.tsr" ] || continue; SEAL_TSR; done
 
    Each room's verification.json holds its inclusion_proof: the leaf, its index and the
    sibling hashes that lead to the seal's root (seal.json "root"); RFC 9162 section 2.1.3.2
    says how to recompute it, in a few lines of any language.
 
-"""
+""".replace("SEAL_CMS", cms_command("${d}seal.json.p7s", "${d}seal.json", "CA.pem", timestamp="${d}seal.json.p7s.tsr")
+            ).replace("SEAL_TSR", timestamp_command("${d}seal.json.p7s", "${d}seal.json.p7s.tsr", "TSA-CA.pem"))
 ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's signed record.json names at its position:
    its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 5; each
    line must say OK):
@@ -76,18 +80,22 @@ UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a
 
 """
 PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole file and was made by a certificate
-   that chains to your CA (each line must say OK). pdfsig checks a signer against an NSS certificate
-   database; the command makes a temporary one that trusts CA.pem alone (certutil, Debian package
-   libnss3-tools), and removes it:
+   that chained to your CA when it signed (each line must say OK, and at what time it checked).
+   pdfsig checks the signature against a temporary NSS certificate database (certutil, Debian
+   package libnss3-tools) that trusts CA.pem alone, and must report exactly one signature, "Total
+   document signed", "Signature is Valid" and "Certificate is Trusted" or, once the certificate
+   or your CA has expired, "Certificate has Expired". pdfsig can only check at today's date, and
+   says "Expired" for a self-made expired certificate too, so openssl then checks the same
+   signature (pdfsig -dump), over the bytes pdfsig says it covers, at the time it was made: the
+   time its RFC 3161 timestamp states, once that timestamp is verified against TSA-CA.pem (the
+   timestamp authority's CA, obtained independently), or, for a transcript without one, the
+   signing time the PDF states. "Certificate issuer is unknown" means a certificate your CA did
+   not issue made it. When a certificate names an OCSP responder, pdfsig also asks it whether the
+   certificate was revoked (these steps need no network otherwise):
 
     $ COMMAND
 
-   pdfsig must report exactly one signature, "Total document signed", "Signature is Valid" and
-   "Certificate is Trusted"; "Certificate issuer is unknown" means a certificate your CA did not
-   issue made it. When a certificate names an OCSP responder, pdfsig also asks it whether the
-   certificate was revoked (these steps need no network otherwise).
-
-""".replace("COMMAND", pdf_trust_command("rooms/*/transcript.pdf", "CA.pem"))
+""".replace("COMMAND", pdf_command("rooms/*/transcript.pdf", "CA.pem", "TSA-CA.pem").replace("\n", "\n      "))
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 
 
@@ -356,9 +364,9 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, att
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
 
-    $ openssl cms -verify -binary -inform DER -in {SUMS_SIGNATURE} -content {SUMS} -CAfile CA.pem -out /dev/null
+    $ {cms_command(SUMS_SIGNATURE, SUMS, "CA.pem", fail=" false;")}
 
-   It must print "Verification successful"; any other output means {SUMS} is not the one signed.
+   It must print OK; FAILED means {SUMS} is not the one signed (or not by a certificate of your CA).
 """ if signed else f"""1. The manifest is not signed (no signing identity was configured where this bundle was made).
    Compare the SHA-256 of {SUMS} with the one the audit log recorded for this bundle
    (`archiver audit list`, action "retrieve", its detail) and that was printed when it was made:
@@ -387,16 +395,29 @@ in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""
 
 Before you start: unzip the bundle, go into its folder, and put the certificate of the CA you
 trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem.
-Run each command below from that folder; every one must succeed.
+Run each command below from that folder (bash, GNU date); every one must succeed.
+
+Certificates expire, and so does your CA's; a signature made while they were valid stays valid.
+So each step checks a signer's certificate chain at the time it signed (openssl -attime), and
+each OK line says which time that was:
+- "the time its RFC 3161 timestamp states": a timestamp authority vouches, in a token checked
+  against its CA (TSA-CA.pem, which you add too, obtained independently), that the signature
+  existed then (the transcripts when the archive was configured with a timestamp authority,
+  and the seals);
+- "the signing time its signer states": the signed time inside the signature (the manifest's
+  and the records', and transcripts without a timestamp). It is the signer's own word: it shows
+  the certificate was valid when the signer says it signed, and proves nothing against someone
+  who held the signing key later (after it expired, say) and stated an earlier time.
 
 {manifest_step}
 2. Every file is the one the manifest lists (each line must say OK; the command fails otherwise):
 
     $ sha256sum -c --strict {SUMS}
 
-{UNLISTED_STEP}{PDF_STEP}5. Every record's signature is valid and its signer chains to your CA (each line must say OK):
+{UNLISTED_STEP}{PDF_STEP}5. Every record's signature is valid and its signer chained to your CA at its signing time (each
+   line must say OK):
 
-    $ for d in rooms/*/; do openssl cms -verify -binary -inform DER -in "${{d}}record.json.p7s" -content "${{d}}record.json" -CAfile CA.pem -out /dev/null 2>/dev/null && echo "OK ${{d}}record.json" || echo "FAILED ${{d}}record.json"; done
+    $ for d in rooms/*/; do {cms_command("${d}record.json.p7s", "${d}record.json", "CA.pem")}; done
 
 {SEAL_STEP if sealed else ""}{ATTACHMENT_STEP.replace("{number}", str(6 + sealed)) if attached else ""}signer.crt.pem is the certificate the archive index names for the room (step 4 checks the one
 inside the PDF, step 5 the one inside record.json.p7s). Each verification.json also records

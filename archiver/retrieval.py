@@ -30,14 +30,11 @@ from archiver import seals
 from archiver.integrity import Check, Opened, check_content, check_stored, made_at
 from archiver.index import index_database
 from archiver.names import safe_name
+from archiver.offline_checks import cms_command, pdf_command
 from archiver.visible import visible
 from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
-# What pdfsig prints for one signature, valid, over the whole file, by a certificate that chains to a CA
-# its NSS database trusts; compared whole, so that a signer name holding a line break adds no "OK".
-PDFSIG_TRUSTED = ("Signature #1:\\n  - Total document signed\\n  - Signature Validation: Signature is Valid.\\n"
-                  "  - Certificate Validation: Certificate is Trusted.")
 
 
 class NotFound(LookupError):
@@ -91,16 +88,6 @@ def deleted_meanwhile(config: Config, entry: dict[str, Any]) -> None:
     now = index_database(config)[config["index.entries"]].find_one({"_id": entry["_id"]})
     if now is not None and now.get("status") == "deleted":
         raise _deleted(f"version {entry['version']} of room {entry['room']!r}", now, " (while it was being fetched)")
-
-
-def pdf_trust_command(pdfs: str, ca: str) -> str:
-    """A shell command printing "OK <pdf>" or "FAILED <pdf>" for each of PDFS (a glob): OK when pdfsig finds
-    its signature valid, over the whole file and made by a certificate that chains to CA. pdfsig checks
-    trust against an NSS database only: a temporary one, trusting CA alone, is made and removed."""
-    return (f'nss=$(mktemp -d); certutil -N -d "sql:$nss" --empty-password; '
-            f'certutil -A -d "sql:$nss" -n CA -t CT,C,C -i {ca}; for f in {pdfs}; do '
-            f'[ "$(pdfsig -nssdir "sql:$nss" "$f" | grep -e "^Signature #" -e "document signed" -e "Validation:")" '
-            f'= "$(printf \'{PDFSIG_TRUSTED}\')" ] && echo "OK $f" || echo "FAILED $f"; done; rm -rf "$nss"')
 
 
 def retrieve(config: Config, request: Request, release: Callable[[Path], None] | None = None) -> Path:
@@ -188,10 +175,12 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
                          "NOT CHECKED: no trust anchor (--ca or signing.trust_anchors); the signatures are intact "
                          "and made by the certificate the index names, which anyone can arrange"),
         "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
-        "check_it_yourself": [  # the first two: shell commands, run in this folder with your CA at YOUR-CA.pem
-            pdf_trust_command("transcript.pdf", "YOUR-CA.pem"),
-            "openssl cms -verify -binary -inform DER -in record.json.p7s -content record.json "
-            "-CAfile YOUR-CA.pem -out /dev/null",
+        # The first two: shell commands, run in this folder with your CA at YOUR-CA.pem (and, for a timestamped
+        # transcript, the timestamp authority's at YOUR-TSA-CA.pem); each checks the signer's chain at the time
+        # it signed, and its OK line says which time (archiver/offline_checks.py).
+        "check_it_yourself": [
+            pdf_command("transcript.pdf", "YOUR-CA.pem", "YOUR-TSA-CA.pem"),
+            cms_command("record.json.p7s", "record.json", "YOUR-CA.pem"),
             "sha256sum *  (compare with 'files' below; this file is not signed, so that shows only that the files "
             "are the ones retrieved with it: the two signatures above are what prove them)",
             "inclusion_proof: recompute the root from 'leaf' and 'audit_path' as docs/seals.md shows",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
 import shutil
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -35,8 +37,18 @@ def _bundle(config, tmp_path: Path, *argv: str, signed: bool = True) -> int:
 
 
 def _readme_commands(folder: Path) -> list[str]:
-    return [line.strip()[2:] for line in (folder / "README.txt").read_text().splitlines()
-            if line.strip().startswith("$ ")]
+    """Each "$ " command of the README, its continuation lines (after a trailing backslash) joined as a shell would."""
+    commands: list[str] = []
+    continued = False
+    for line in (folder / "README.txt").read_text().splitlines():
+        if continued:
+            commands[-1] += "\n" + line
+        elif line.strip().startswith("$ "):
+            commands.append(line.strip()[2:])
+        else:
+            continue
+        continued = line.endswith("\\")
+    return commands
 
 
 def _run_readme(folder: Path, ca: Path) -> list[tuple[str, int, str]]:
@@ -348,6 +360,11 @@ def _failed(results: list[tuple[str, int, str]]) -> list[int]:
     return [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
 
 
+def _verdicts(out: str) -> list[list[str]]:
+    """Each line of a step's output as [OK or FAILED, the file] (an OK line goes on to say at what time)."""
+    return [line.split()[:2] for line in out.splitlines()]
+
+
 def _bundled(config, keys, tmp_path: Path, room: str, name: str, signed: bool = True) -> Path:
     """A bundle of ROOM, unzipped into tmp_path/NAME."""
     assert _bundle(config, tmp_path, room, "--bundle", str(tmp_path / f"{name}.zip"), "--key",
@@ -415,8 +432,8 @@ def test_a_transcript_signed_by_a_self_made_certificate_fails_the_readme(archive
     (forged / "transcript.pdf").write_bytes(_forged_pdf(tmp_path))
     results = _run_readme(case, keys["ca.crt.pem"])
     assert _failed(results) == [2, 3] and "pdfsig" in results[3][0], results
-    assert results[3][2].split() == ["OK", f"rooms/{safe_name(a)}-v1/transcript.pdf",
-                                     "FAILED", "rooms/CHAT_DEFAULT_forged-v1/transcript.pdf"]
+    assert _verdicts(results[3][2]) == [["OK", f"rooms/{safe_name(a)}-v1/transcript.pdf"],
+                                        ["FAILED", "rooms/CHAT_DEFAULT_forged-v1/transcript.pdf"]], results[3]
 
 
 def test_a_forged_signer_name_cannot_print_the_trusted_line_for_pdfsig(archived, keys, tmp_path) -> None:
@@ -512,3 +529,161 @@ def test_no_bundle_appears_unless_the_audit_log_records_it(archived, keys, tmp_p
     assert "the audit log could not be written" in err and said in err, err
     assert not out.exists() and not list(tmp_path.glob(".case.zip*"))
     assert [(e["outcome"], e["rooms"]) for e in audit(config)] == [("started", [entries[0]["room"]])] * allowed
+
+
+LIFETIME = 12  # seconds the short-lived signer and its CA live: time to archive, seal and bundle two chats here
+CHECKED_AT = re.compile(r"^OK (\S+) \(its signer chains to \S*CA\.pem at (\S+), (.+)\)$")
+
+
+def _short_lived_pki(folder: Path, seconds: int):
+    """A CA and a signing certificate it issued, both expiring SECONDS from now; and a PEM of the two."""
+    from certfactory import ahead, make
+
+    until = ahead(seconds=seconds).replace(microsecond=0)  # X.509 times are whole seconds
+    ca = make(folder, "Short-lived CA", usages=("key_cert_sign", "crl_sign"), ca=True, not_after=until,
+              ec_key=True)
+    signer = make(folder, "Short-lived signer", usages=("digital_signature", "content_commitment"), issuer=ca,
+                  not_after=until, ec_key=True)
+    chain = folder / "signer-and-ca.pem"
+    chain.write_bytes(signer.cert_path.read_bytes() + ca.cert_path.read_bytes())
+    return ca, signer, chain, until
+
+
+def _checked_at(results: list[tuple[str, int, str]]) -> dict[str, tuple[dt.datetime, str]]:
+    """Each file an OK line names: the time its signer's chain was checked at, and which time that was."""
+    found = {}
+    for _, _, out in results:
+        for line in out.splitlines():
+            match = CHECKED_AT.match(line)
+            if match:
+                found[match[1]] = (dt.datetime.fromisoformat(match[2].replace("Z", "+00:00")), match[3])
+    return found
+
+
+def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries_still_fail(
+        make_config, keys, tsa, tmp_path) -> None:
+    """Years later, in court, the signing certificate and its CA have expired. Each README step checks the
+    signer's chain at the time of signing, and says which: the PDFs' and the seal's RFC 3161 timestamp
+    (verified against TSA-CA.pem), the signing time SHA256SUMS.p7s and each record.json.p7s state. Still
+    failing: a transcript and record signed by a certificate the same CA issued that had already expired
+    when it signed (B-T: its timestamp is genuine), a transcript signed by a self-made expired certificate,
+    and SHA256SUMS rewritten to list them."""
+    from certfactory import ago, make
+    from test_seals import DAY, backdate, built_on, seal_cli
+    from archiver.signing import Signer, SigningIdentity
+
+    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ca, signer, chain, until = _short_lived_pki(tmp_path / "pki", LIFETIME)
+    config = make_config(signing__certificate=str(chain), signing__key=str(signer.key_path),
+                         signing__timestamp_url=tsa.url)
+    with built_on():
+        entries = archive_samples(config, count=2)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    rooms = [e["room"] for e in entries]
+    out = tmp_path / "case.zip"
+    assert _bundle(config, tmp_path, *rooms, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 9", "--no-progress") == 0
+    # Forgeries made while the CA is valid: by a certificate it issued that expired a minute ago, and B-T.
+    expired = make(tmp_path / "pki", "Transcript signing (expired)", usages=("digital_signature", "content_commitment"),
+                   issuer=ca, not_before=ago(days=10), not_after=ago(minutes=1))
+    late = Signer(SigningIdentity(expired.key, expired.cert, (ca.cert,)), timestamp_url=tsa.url)
+    late_pdf = late.sign_pdf(_minimal_pdf("Agent: the customer admitted everything"))
+    # And a genuine transcript without a timestamp (B-B), checked at the signing time it states.
+    plain = Signer(SigningIdentity(signer.key, signer.cert, (ca.cert,))).sign_pdf(_minimal_pdf("B-B"))
+    made = dt.datetime.now(dt.timezone.utc)
+    assert made < until, f"bundle made {(made - until).total_seconds():.1f} s after its signer expired: raise LIFETIME"
+    folder = _unzip(out, tmp_path / "u")
+    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+    time.sleep((until - made).total_seconds() + 1.5)
+
+    # Both certificates have expired: checked at today's date, the genuine signatures fail.
+    today = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", "SHA256SUMS.p7s",
+                            "-content", "SHA256SUMS", "-CAfile", str(ca.cert_path), "-out", "/dev/null"],
+                           cwd=folder, capture_output=True, text=True)
+    assert today.returncode != 0 and "certificate has expired" in today.stderr, today.stderr
+
+    results = _run_readme(folder, ca.cert_path)
+    assert len(results) == 7 and _passes(results), results
+    checked = _checked_at(results)
+    timestamped = "the time its RFC 3161 timestamp states"
+    expected = {"SHA256SUMS": "the signing time its signer states",
+                **{f"rooms/{safe_name(r)}-v1/transcript.pdf": timestamped for r in rooms},
+                **{f"rooms/{safe_name(r)}-v1/record.json": "the signing time its signer states" for r in rooms},
+                f"seals/{DAY.isoformat()}-1/seal.json": timestamped}
+    assert {name: how.split(",")[0].split(" (")[0] for name, (_, how) in checked.items()} == expected, results
+    assert all(started <= when <= until for when, _ in checked.values()), checked
+
+    # So do the commands each room's verification.json gives (check_it_yourself), in a copy of its folder.
+    room = shutil.copytree(folder / f"rooms/{safe_name(rooms[0])}-v1", tmp_path / "room")
+    shutil.copy(ca.cert_path, room / "YOUR-CA.pem")
+    shutil.copy(tsa.ca_pem, room / "YOUR-TSA-CA.pem")
+    for command, name in zip(json.loads((room / "verification.json").read_text())["check_it_yourself"][:2],
+                             ("transcript.pdf", "record.json")):
+        done = subprocess.run(["bash", "-c", command], cwd=room, capture_output=True, text=True)
+        (found,) = _checked_at([(command, done.returncode, done.stdout)]).items()
+        assert found[0] == name and found[1][1].startswith(expected[f"rooms/{safe_name(rooms[0])}-v1/{name}"]), done
+
+    (room / "transcript.pdf").write_bytes(plain)
+    done = subprocess.run(["bash", "-c", json.loads((room / "verification.json").read_text())["check_it_yourself"][0]],
+                          cwd=room, capture_output=True, text=True)
+    ((name, (when, how)),) = _checked_at([("", done.returncode, done.stdout)]).items()
+    assert name == "transcript.pdf" and how == "the signing time its signer states" and started <= when <= until, done
+
+    # docs/seals.md's openssl commands, as written, check the seal at its token's time too.
+    seal = shutil.copytree(folder / f"seals/{DAY.isoformat()}-1", tmp_path / "seal")
+    shutil.copy(ca.cert_path, seal / "signing-ca.pem")
+    shutil.copy(tsa.ca_pem, seal / "tsa-ca.pem")
+    docs = (Path(__file__).parents[1] / "docs/seals.md").read_text().split("## Checking a seal with openssl")[1]
+    done = subprocess.run(["bash", "-ec", docs.split("```sh\n")[1].split("```")[0]], cwd=seal, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "Verification: OK" in done.stdout, done
+    assert "Verification successful" in done.stderr, done
+
+    # A timestamp counts only if it verifies against TSA-CA.pem: with another CA there, the PDF and seal steps fail.
+    shutil.copy(ca.cert_path, folder / "TSA-CA.pem")
+    results = _run_readme(folder, ca.cert_path)
+    assert _failed(results) == [3, 6] and all(line.startswith("FAILED") for line in results[3][2].splitlines()), results
+    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+
+    # A byte changed in a genuine transcript: sha256sum -c and the PDF step fail.
+    pdf = folder / f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"
+    genuine = pdf.read_bytes()
+    changed = bytearray(genuine)
+    changed[len(changed) // 3] ^= 0x01
+    pdf.write_bytes(bytes(changed))
+    results = _run_readme(folder, ca.cert_path)
+    assert _failed(results) == [1, 3] and f"FAILED {pdf.relative_to(folder)}" in results[3][2].splitlines(), results
+    pdf.write_bytes(genuine)
+
+    # A room folder added, its transcript and record signed by the certificate that had already expired.
+    forged = folder / "rooms/CHAT_DEFAULT_forged-v1"
+    shutil.copytree(folder / f"rooms/{safe_name(rooms[0])}-v1", forged)
+    (forged / "transcript.pdf").write_bytes(late_pdf)
+    (forged / "record.json.p7s").write_bytes(late.sign_detached((forged / "record.json").read_bytes()))
+    results = _run_readme(folder, ca.cert_path)
+    assert _failed(results) == [2, 3, 4], results
+    assert _verdicts(results[3][2]) == [
+        ["OK", f"rooms/{safe_name(rooms[0])}-v1/transcript.pdf"],
+        ["OK", f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"],
+        ["FAILED", "rooms/CHAT_DEFAULT_forged-v1/transcript.pdf"]], results[3]
+    assert "FAILED rooms/CHAT_DEFAULT_forged-v1/record.json" in results[4][2].splitlines(), results[4]
+
+    # SHA256SUMS rewritten to list the forged folder: its signature fails too.
+    sums = folder / "SHA256SUMS"
+    sums.write_text(sums.read_text() + "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}\n" for p in sorted(forged.iterdir())))
+    results = _run_readme(folder, ca.cert_path)
+    assert _failed(results) == [0, 3, 4] and "FAILED SHA256SUMS" in results[0][2], results
+
+    # A transcript signed by a self-made certificate that had expired when it signed: pdfsig says "Expired"
+    # for it as for the genuine ones (not "issuer unknown"); openssl finds it does not chain to CA.pem.
+    selfmade = make(tmp_path / "forger", "Short-lived signer", usages=("digital_signature", "content_commitment"),
+                    not_before=ago(days=10), not_after=ago(days=1))
+    (forged / "transcript.pdf").write_bytes(Signer(SigningIdentity(selfmade.key, selfmade.cert, ())).sign_pdf(
+        _minimal_pdf("Agent: the customer admitted everything")))
+    said = subprocess.run(["pdfsig", str(forged / "transcript.pdf")], capture_output=True, text=True).stdout
+    assert "Certificate Validation: Certificate has Expired" in said, said
+    step = subprocess.run(["bash", "-c", next(c for c in _readme_commands(folder) if "pdfsig" in c)], cwd=folder,
+                          capture_output=True, text=True)
+    assert "FAILED rooms/CHAT_DEFAULT_forged-v1/transcript.pdf" in step.stdout.splitlines(), step

@@ -66,7 +66,7 @@ def test_the_check_it_yourself_commands_catch_a_transcript_signed_by_a_self_made
         archived, keys, tmp_path) -> None:
     """verification.json's commands, run as written (YOUR-CA.pem put in the folder): they pass on the retrieved
     files, and the PDF one fails on a transcript with a valid signature whose signer the CA never issued."""
-    from test_bundle import _forged_pdf
+    from test_bundle import _forged_pdf, _verdicts
 
     config, entries = archived
     room = entries[0]["room"]
@@ -81,10 +81,12 @@ def test_the_check_it_yourself_commands_catch_a_transcript_signed_by_a_self_made
     def run(command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
 
-    assert run(pdf_check).stdout.split() == ["OK", "transcript.pdf"]
-    assert "Verification successful" in run(record_check).stderr
+    assert _verdicts(run(pdf_check).stdout) == [["OK", "transcript.pdf"]]
+    assert _verdicts(run(record_check).stdout) == [["OK", "record.json"]]
     (folder / "transcript.pdf").write_bytes(_forged_pdf(tmp_path))
-    assert run(pdf_check).stdout.split() == ["FAILED", "transcript.pdf"]
+    assert _verdicts(run(pdf_check).stdout) == [["FAILED", "transcript.pdf"]]
+    (folder / "record.json").write_bytes((folder / "record.json").read_bytes() + b" ")
+    assert _verdicts(run(record_check).stdout) == [["FAILED", "record.json"]]
 
 
 def _failed_attempt(config, tmp_path, out: Path, *argv: str) -> tuple[int, str]:
