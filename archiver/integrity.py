@@ -257,9 +257,39 @@ def validation_notes() -> Iterator[list[str]]:
         _VALIDATION_NOTES.reset(token)
 
 
-def validation_context(trust: list[x509.Certificate] | None) -> ValidationContext:
+def validation_context(trust: list[x509.Certificate] | None, moment: dt.datetime | None = None) -> ValidationContext:
+    """Chains to TRUST, checked at MOMENT (default now)."""
     roots = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in trust or []]
-    return ValidationContext(trust_roots=roots, allow_fetching=False)
+    return ValidationContext(trust_roots=roots, allow_fetching=False, moment=moment)
+
+
+def signing_time(status: Any) -> tuple[dt.datetime, str] | None:
+    """When STATUS's signature was made, and by whose word: its RFC 3161 timestamp's, when that verifies and
+    its authority chains to the trust anchors; else the time the signer states (None: it states none)."""
+    stamp = getattr(status, "timestamp_validity", None)
+    if stamp is not None and stamp.intact and stamp.valid and stamp.trusted:
+        return stamp.timestamp, "the time its RFC 3161 timestamp states"
+    if status.signer_reported_dt is not None:
+        return status.signer_reported_dt, "the time its signer states (its own word: no trusted timestamp)"
+    return None
+
+
+def chain_check(name: str, status: Any, notes: list[str], trust: list[x509.Certificate],
+                validate_at: Callable[[ValidationContext], Any]) -> Check:
+    """Whether the signer of STATUS (validated now) chains to TRUST, at today's date or else at the time of
+    signing (`signing_time`), as long-term validation does: a certificate that has expired since signing
+    leaves a genuine archive valid. VALIDATE_AT(context) validates the same signature again."""
+    what = f"{name}: signer chains to the given CA"
+    if status.trusted:
+        return Check(what, True, "; ".join([status.summary(), *notes]))
+    when = signing_time(status)
+    if when is not None and when[0] < dt.datetime.now(dt.timezone.utc):
+        with validation_notes():
+            then = validate_at(validation_context(trust, when[0]))
+        if then.trusted:
+            return Check(what, True, f"at {when[0].isoformat()}, {when[1]}; not at today's date: "
+                                     + "; ".join([status.summary(), *notes]))
+    return Check(what, False, "; ".join([status.summary(), *notes]))
 
 
 def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Check]:
@@ -293,8 +323,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
                             stamp.intact and stamp.valid, f"{stamp.timestamp.isoformat()} by "
                             f"{stamp.signing_cert.subject.human_friendly}"))
     if trust:
-        checks.append(Check("pdf: signer chains to the given CA", bool(status.trusted),
-                            "; ".join([status.summary(), *notes])))
+        checks.append(chain_check("pdf", status, notes, trust, lambda at: validate_pdf_signature(signatures[0], at)))
     return checks
 
 
@@ -311,8 +340,8 @@ def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | Non
                     f"signed by {signer.subject.rfc4514_string()}"),
               _signer_check("record", signer, opened.entry)]
     if trust:
-        checks.append(Check("record: signer chains to the given CA", bool(status.trusted),
-                            "; ".join([status.summary(), *notes])))
+        checks.append(chain_check("record", status, notes, trust, lambda at: asyncio.run(
+            async_validate_detached_cms(opened.plain["record"], signed, at))))
     return checks
 
 

@@ -542,7 +542,7 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
 
 def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any,
                      trust: Sequence[x509.Certificate] = ()) -> Iterator[SealProblem]:
-    from archiver.integrity import validation_context, validation_notes  # (integrity imports this module)
+    from archiver.integrity import chain_check, validation_context, validation_notes  # (integrity imports this)
 
     context = ValidationContext(trust_roots=[], allow_fetching=False)
     notes: list[str] = []
@@ -557,9 +557,10 @@ def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | No
         yield SealProblem(name, None, f"its signature does not verify over the stored document ({status})")
     elif hashlib.sha256(status.signing_cert.dump()).hexdigest() != signer_sha256:
         yield SealProblem(name, None, "it is signed by another certificate than the one it names (signer_sha256)")
-    elif trust and not status.trusted:
+    elif trust and not (check := chain_check("seal", status, notes, list(trust), lambda at: asyncio.run(
+            async_validate_detached_cms(body, signed, at)))).ok:
         yield SealProblem(name, None, "its signer does not chain to the trust anchors (--ca, signing.trust_anchors): "
-                                      + "; ".join([status.summary(), *notes]))
+                                      + check.detail)
     if token is None:
         return
     try:

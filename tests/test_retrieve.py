@@ -418,3 +418,58 @@ def test_a_version_beyond_64_bits_is_a_usage_error(archived, keys, tmp_path, cap
     assert run_cli(config, tmp_path, "retrieve", entries[0]["room"], "--version", str(2**64), "--key",
                    str(keys["legal.key.pem"]), "--out", str(tmp_path / "o"), "--reason", "case 1") == 2
     assert "--version: a version number from 1 to" in capsys.readouterr().err
+
+
+def test_an_archive_whose_signer_has_expired_since_still_retrieves_and_verifies_with_a_ca(make_config, keys, tsa,
+                                                                                          tmp_path) -> None:
+    """Years later the signing certificate and its CA have expired: checked at today's date, retrieve --ca,
+    verify --key --ca and a bundle refused every genuine archive (end-entity certificate expired). They check
+    the chain at the time of signing, as the offline steps do: the signature's RFC 3161 timestamp when its
+    authority is among the anchors, else the time the signer states, and say which. A signature made by a
+    certificate that had expired already is still refused."""
+    import datetime as dt
+    import time
+
+    from certfactory import ago, make
+    from test_bundle import _minimal_pdf, _short_lived_pki
+
+    from archiver.integrity import chain_check, validation_context
+    from archiver.signing import Signer, SigningIdentity
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from io import BytesIO
+
+    from test_seals import DAY, backdate, built_on, seal_cli
+
+    ca, signer, chain, until = _short_lived_pki(tmp_path / "pki", 10)
+    config = make_config(signing__certificate=str(chain), signing__key=str(signer.key_path),
+                         signing__timestamp_url=tsa.url)
+    with built_on():
+        (entry,) = archive_samples(config, count=1)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    untimed = Signer(SigningIdentity(signer.key, signer.cert, (ca.cert,))).sign_pdf(_minimal_pdf("B-B"))
+    assert dt.datetime.now(dt.timezone.utc) < until, "signed after the certificate expired: raise its lifetime"
+    time.sleep(max(0.0, (until - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 1.5)
+
+    key, anchors = str(keys["legal.key.pem"]), ["--ca", str(ca.cert_path), "--ca", str(tsa.ca_pem)]
+    assert run_cli(config, tmp_path, "verify", "--all", "--key", key, *anchors) == 0
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", key, "--out", str(tmp_path / "o"),
+                   "--reason", "case 5", *anchors) == 0
+    report = json.loads(next((tmp_path / "o").glob("*/verification.json")).read_text())
+    chained = {c["check"]: c for c in report["checks"] if "chains to the given CA" in c["check"]}
+    assert set(chained) == {"pdf: signer chains to the given CA", "record: signer chains to the given CA"}
+    assert all(c["ok"] and "not at today's date" in c["detail"] for c in chained.values()), chained
+    assert "the time its RFC 3161 timestamp states" in chained["pdf: signer chains to the given CA"]["detail"]
+    assert "the time its signer states" in chained["record: signer chains to the given CA"]["detail"]
+
+    def checked(pdf: bytes):
+        sig = PdfFileReader(BytesIO(pdf)).embedded_signatures[0]
+        status = validate_pdf_signature(sig, validation_context([ca.cert]))
+        return chain_check("pdf", status, [], [ca.cert], lambda at: validate_pdf_signature(sig, at))
+
+    assert checked(untimed).ok and "the time its signer states" in checked(untimed).detail
+    expired = make(tmp_path / "pki", "Expired signer", usages=("digital_signature", "content_commitment"),
+                   issuer=ca, not_before=ago(days=10), not_after=ago(days=1))
+    late = Signer(SigningIdentity(expired.key, expired.cert, (ca.cert,))).sign_pdf(_minimal_pdf("late"))
+    assert not checked(late).ok  # it states a time at which its certificate had expired
