@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -285,12 +287,19 @@ def test_the_report_is_in_mongodb_and_signed_in_the_store(make_config, keys, tmp
     assert run["report"] == result.location
     data = stored_path(config, result.location["key"]).read_bytes()
     assert json.loads(data) == result.report and hashlib.sha256(data).hexdigest() == result.location["sha256"]
-    openssl = require_tool("openssl")
-    signature = stored_path(config, result.location["signature_key"])
-    ok = subprocess.run([openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content",
-                         str(stored_path(config, result.location["key"])), "-CAfile", str(keys["ca.crt.pem"]),
-                         "-out", "/dev/null"], capture_output=True, text=True)
+    require_tool("openssl")
+    folder = tmp_path / "check"  # docs/retention.md's commands, as written
+    folder.mkdir()
+    shutil.copy(stored_path(config, result.location["signature_key"]), folder / "RUN.json.p7s")
+    shutil.copy(stored_path(config, result.location["key"]), folder / "RUN.json")
+    shutil.copy(keys["ca.crt.pem"], folder / "ca.crt.pem")
+    docs = (Path(__file__).parents[1] / "docs/retention.md").read_text()
+    command = docs.split("```sh\nt=$(openssl cms")[1].split("```")[0]
+    ok = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=folder, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+    (folder / "RUN.json").write_bytes(data.replace(b'"run"', b'"RUN"', 1))
+    bad = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=folder, capture_output=True, text=True)
+    assert bad.returncode != 0
     audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
     entry = audit.find_one({"action": "retention_run"})
     assert entry["filters"]["run"] == result.report["run"] and result.location["sha256"] in entry["detail"]
