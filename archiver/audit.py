@@ -19,10 +19,10 @@ MongoDB's 16 MiB document limit.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import hashlib
 import json
 import os
+import pwd
 import socket
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -61,10 +61,12 @@ class Actor:
 
 
 def _os_user() -> str:
+    """The process's user by its uid (never USER or LOGNAME, which anyone sets: getpass reads them first)."""
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a container's uid with no passwd entry and no LOGNAME
-        return f"uid {os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a container's uid with no passwd entry
+        return f"uid {uid}"
 
 
 @dataclass(frozen=True)

@@ -281,16 +281,21 @@ def test_entries_of_the_first_format_still_verify(make_config) -> None:
     assert log.verify()[0].seq == 1
 
 
-def test_the_os_user_is_always_recorded_and_actor_is_who_for(make_config, tmp_path, capsys) -> None:
-    """--actor replaced the OS user: anyone could log in as themselves and be recorded as someone else."""
-    import getpass
+def test_the_os_user_is_always_recorded_and_actor_is_who_for(make_config, tmp_path, capsys, monkeypatch) -> None:
+    """--actor replaced the OS user: anyone could log in as themselves and be recorded as someone else. So did
+    USER or LOGNAME (getpass reads them first): the user is the process's own uid, by the password database."""
+    import os
+    import pwd
     import socket
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "someone-else")
+    real = pwd.getpwuid(os.geteuid()).pw_name
     config = make_config(search__key_file="")
     assert _cli(config, tmp_path, "search", "--actor", "the-ceo") == 0
     (entry,) = list(_log(config).entries())
-    assert entry["actor"] == {"user": getpass.getuser(), "host": socket.gethostname(), "on_behalf_of": "the-ceo"}
+    assert entry["actor"] == {"user": real, "host": socket.gethostname(), "on_behalf_of": "the-ceo"}
     assert _cli(config, tmp_path, "audit", "list") == 0
-    assert f"{getpass.getuser()}@{socket.gethostname()} for the-ceo" in capsys.readouterr().out
+    assert f"{real}@{socket.gethostname()} for the-ceo" in capsys.readouterr().out
 
 
 def test_a_malformed_sealed_head_does_not_crash_audit_verify(make_config, tmp_path, capsys) -> None:
