@@ -232,9 +232,16 @@ def open_search(config: Config) -> Search:
     return Search(db[config["index.entries"]], key, db[config["index.state"]])
 
 
+_WEEK_WITHOUT_DAY = re.compile(r"\d{4}-?W\d{2}(?![-\d])")
+
+
 def parse_date(text: str, *, end: bool) -> dt.datetime:
     """ISO date or date-time (UTC unless it says otherwise); a date without a time part, however spelt
-    (2026-11-26, 20261126, 2026-W48-4), as --to covers that whole day (to the millisecond MongoDB keeps)."""
+    (2026-11-26, 20261126, 2026-W48-4), as --to covers that whole day (to the millisecond MongoDB keeps).
+    A week without its day is refused: Python reads it as its Monday, which a hold by dates would keep alone."""
+    if _WEEK_WITHOUT_DAY.match(text):
+        raise ValueError(f"{text!r} is a week without its day (say which: 2026-W48-1 ... 2026-W48-7, or give "
+                         "--from its Monday and --to its Sunday)")
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:

@@ -350,3 +350,16 @@ def test_the_rooms_hash_of_an_entry_recomputes_from_the_output_as_the_docs_say(a
             'for e in json.load(sys.stdin)})).encode()).hexdigest())')
     python = subprocess.run(["python3", "-c", line], input=out, capture_output=True, text=True, check=True)
     assert python.stdout.strip() == entry["rooms_sha256"]
+
+
+@pytest.mark.parametrize("text", ["2026-W48", "2026W48", "2026-W48T10:00"])
+def test_a_week_without_its_day_is_refused_not_read_as_its_monday(text, archived, tmp_path, capsys) -> None:
+    """`hold place --from 2026-W48 --to 2026-W48` held Monday's chats only (Python reads a week as its Monday),
+    and retention could delete the rest of the week the team meant to hold."""
+    from archiver.search import parse_date
+
+    with pytest.raises(ValueError, match="a week without its day"):
+        parse_date(text, end=True)
+    config, _ = archived
+    assert _cli(config, tmp_path, "search", "--to", text) == 2
+    assert "a week without its day" in capsys.readouterr().err
