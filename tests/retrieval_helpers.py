@@ -88,3 +88,17 @@ def refuse_audit(monkeypatch: Any, config: Config, allowed: int = 0) -> None:
                 left[0] -= 1
             return _real(self, document, *args, **kwargs)
         monkeypatch.setattr(cls, "insert_one", insert_one)
+
+
+def retention_runs_during_fetch(monkeypatch, module, config: Config) -> None:
+    """A retention run deletes the archive between MODULE's command reading its entry and fetching its objects."""
+    from retention_helpers import age, retention
+
+    real = module.check_stored
+
+    def retention_runs_now(found, store):
+        age(config, 400)
+        assert retention(config).ok
+        return real(found, store)
+
+    monkeypatch.setattr(module, "check_stored", retention_runs_now)

@@ -491,19 +491,13 @@ def test_a_room_a_retention_run_deletes_while_the_bundle_fetches_it_is_named_as_
         make_config, keys, tmp_path, capsys, monkeypatch) -> None:
     """As for `retrieve`: objects missing because a run deleted the entry meanwhile are not a failed check."""
     import archiver.bundle as bundle
-    from retention_helpers import age, retention, retention_config
+    from retention_helpers import retention_config
+    from retrieval_helpers import retention_runs_during_fetch
     from retrieval_helpers import index
 
     config = retention_config(make_config)
     (entry,) = archive_samples(config, count=1)
-    real = bundle.check_stored
-
-    def retention_runs_now(found, store):
-        age(config, 400)
-        assert retention(config).ok
-        return real(found, store)
-
-    monkeypatch.setattr(bundle, "check_stored", retention_runs_now)
+    retention_runs_during_fetch(monkeypatch, bundle, config)
     out = tmp_path / "b.zip"
     code = _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
                    "--reason", "case 7", "--no-progress")

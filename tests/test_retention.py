@@ -328,14 +328,20 @@ def test_dry_run_and_real_run_agree_item_for_item(make_config) -> None:
     assert all(i["outcome"] != "failed" for i in real.report["items"])
 
 
-def test_dry_run_prints_each_item_and_changes_nothing_from_the_cli(make_config, tmp_path, capsys) -> None:
-    config = retention_config(make_config)
-    chats = archive(config, 2)
-    age(config, 40)
+def _cli_toml(config, tmp_path):
+    """CONFIG's settings for the command line, with the default retention rule (30 days of source)."""
     toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
         "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
         "signing.certificate", "signing.key", "encryption.recipients")})
     toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    return toml
+
+
+def test_dry_run_prints_each_item_and_changes_nothing_from_the_cli(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)
+    toml = _cli_toml(config, tmp_path)
     assert main(["--config", str(toml), "retention", "run", "--dry-run"]) == 0
     out = capsys.readouterr().out
     for chat in chats:
@@ -587,10 +593,7 @@ def test_a_second_run_from_the_cli_stops_with_exit_1_and_deletes_nothing(make_co
     deletions = Deletions(config)
     other = RunLedger(deletions.ledger.runs, deletions.ledger.steps)  # a live process: this one
     other.acquire("retention")
-    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
-        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
-        "signing.certificate", "signing.key", "encryption.recipients")})
-    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    toml = _cli_toml(config, tmp_path)
     argv = (["retention", "run"] if command == "retention" else
             ["erase", "--customer", customer_of(chats[0]), "--reason", "GDPR request 3"])
     assert main(["--config", str(toml), *argv]) == 1
@@ -1117,10 +1120,7 @@ def test_a_run_whose_audit_entry_is_refused_stays_unfinished_until_one_is_writte
     config = retention_config(make_config)
     chats = archive(config, 3)
     age(config, 400)
-    toml = write_toml(tmp_path / "r.toml", {k: config[k] for k in (
-        "mongodb.uri", "source.database", "index.database", "storage.url", "storage.object_lock_mode",
-        "signing.certificate", "signing.key", "encryption.recipients")})
-    toml.write_text(toml.read_text() + "[retention.rules.default]\nsource_days = 30\narchive_days = 365\n")
+    toml = _cli_toml(config, tmp_path)
     with monkeypatch.context() as patched:
         refuse_audit(patched, config)
         assert main(["--config", str(toml), "retention", "run"]) == 1

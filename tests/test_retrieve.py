@@ -331,18 +331,12 @@ def test_a_retrieval_racing_a_retention_run_says_deleted_by_that_run_not_verific
     """Retention deletes the version between `retrieve` reading its entry and fetching its objects: the
     objects are missing because a run deleted them on purpose, not because the archive is damaged."""
     import archiver.retrieval as retrieval
-    from retention_helpers import age, retention, retention_config
+    from retention_helpers import retention_config
+    from retrieval_helpers import retention_runs_during_fetch
 
     config = retention_config(make_config)
     (entry,) = archive_samples(config, count=1)
-    real = retrieval.check_stored
-
-    def retention_runs_now(found, store):
-        age(config, 400)
-        assert retention(config).ok
-        return real(found, store)
-
-    monkeypatch.setattr(retrieval, "check_stored", retention_runs_now)
+    retention_runs_during_fetch(monkeypatch, retrieval, config)
     capsys.readouterr()
     code = run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
                    "--out", str(tmp_path / "o"), "--reason", "case 7")
