@@ -74,9 +74,11 @@ ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's sign
 """
 UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a room folder or file added after the
    bundle was made: each is named; the command fails if there is any). Only the files you add
-   (CA.pem, TSA-CA.pem), SHA256SUMS itself, SHA256SUMS.p7s and bundle-signer.pem are left out:
+   (CA.pem, TSA-CA.pem), SHA256SUMS itself, SHA256SUMS.p7s and bundle-signer.pem are left out.
+   The names are read one a line, so a file or folder whose name holds a line break (it would
+   read as two names) or any other control character fails first, named as bash quotes it:
 
-    $ find . ! -type d | cut -c3- | awk 'FILENAME == "SHA256SUMS" { listed[substr($0, 67)]; next } !($0 in listed) && !/^(SHA256SUMS|SHA256SUMS[.]p7s|bundle-signer[.]pem|CA[.]pem|TSA-CA[.]pem)$/ { print "FAILED not in SHA256SUMS: " $0; bad = 1 } END { if (!bad) print "OK every file is listed in SHA256SUMS"; exit bad }' SHA256SUMS -
+    $ bad=0; while IFS= read -rd '' n; do printf 'FAILED a name with a control character: %q\n' "${n#./}"; bad=1; done < <(LC_ALL=C find . -name '*[[:cntrl:]]*' -prune -print0); LC_ALL=C find . -name '*[[:cntrl:]]*' -prune -o ! -type d -print | cut -c3- | awk -v bad=$bad 'FILENAME == "SHA256SUMS" { listed[substr($0, 67)]; next } !($0 in listed) && !/^(SHA256SUMS|SHA256SUMS[.]p7s|bundle-signer[.]pem|CA[.]pem|TSA-CA[.]pem)$/ { print "FAILED not in SHA256SUMS: " $0; bad = 1 } END { if (!bad) print "OK every file is listed in SHA256SUMS"; exit bad }' SHA256SUMS -
 
 """
 PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole file and was made by a certificate

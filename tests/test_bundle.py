@@ -420,6 +420,38 @@ def test_a_genuine_room_folder_added_from_another_bundle_fails_the_readme(archiv
     assert _failed(results) == [2] and results[2][2].strip() == "FAILED not in SHA256SUMS: rooms/notes.txt"
 
 
+def test_a_name_with_a_line_break_cannot_pass_for_listed_names_in_the_readme(archived, keys, tmp_path) -> None:
+    """The unlisted-files step reads names one a line: a name holding a line break would read as a listed
+    name and an allowed one. Any name with a control character fails it, named once (printf %q)."""
+    config, entries = archived
+    case = _bundled(config, keys, tmp_path, entries[0]["room"], "case")
+    room = f"rooms/{safe_name(entries[0]['room'])}-v1"
+    (case / room / "transcript.pdf\nxxCA.pem").write_bytes(b"%PDF forged: the customer admitted everything")
+    forged = case / "manifest.json\nxxrooms" / room.removeprefix("rooms/")  # a whole room tree beside rooms/
+    shutil.copytree(case / room, forged, ignore=lambda _, names: [n for n in names if "\n" in n])
+    (forged / "transcript.pdf").write_bytes(b"%PDF forged")
+    shutil.copytree(case / room, case / "rooms/tab\there-v1", ignore=lambda _, names: [n for n in names if "\n" in n])
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _failed(results) == [2] and "SHA256SUMS" in results[2][0], results
+    assert sorted(results[2][2].splitlines()) == [f"FAILED a name with a control character: $'{name}'" for name in (
+        "manifest.json\\nxxrooms", f"{room}/transcript.pdf\\nxxCA.pem", "rooms/tab\\there-v1")], results[2]
+
+    # A folder whose name holds spaces: named in full where it is not listed, and every loop over rooms/*/
+    # checks it as one folder (its genuine copies pass their signature steps: nothing split the name).
+    shutil.rmtree(forged.parent)
+    shutil.rmtree(case / "rooms/tab\there-v1")
+    (case / room / "transcript.pdf\nxxCA.pem").unlink()
+    spaced = "rooms/a copy of  it-v1"
+    shutil.copytree(case / room, case / spaced)
+    results = _run_readme(case, keys["ca.crt.pem"])
+    assert _failed(results) == [2], results
+    assert sorted(results[2][2].splitlines()) == sorted(f"FAILED not in SHA256SUMS: {spaced}/{p.name}"
+                                                        for p in (case / room).iterdir()), results[2]
+    for step, name in ((3, "transcript.pdf"), (4, "record.json")):
+        assert [line.split(" (")[0] for line in results[step][2].splitlines()] == [
+            f"OK {folder}/{name}" for folder in sorted((spaced, room))], results[step]
+
+
 def test_a_transcript_signed_by_a_self_made_certificate_fails_the_readme(archived, keys, tmp_path) -> None:
     """A forged folder: the forger's own PAdES-signed transcript (valid signature, whole file), with a genuine
     record.json, record.json.p7s and signer.crt.pem copied in. pdfsig itself must find that the PDF's signer
