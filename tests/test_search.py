@@ -363,3 +363,19 @@ def test_a_week_without_its_day_is_refused_not_read_as_its_monday(text, archived
     config, _ = archived
     assert _cli(config, tmp_path, "search", "--to", text) == 2
     assert "a week without its day" in capsys.readouterr().err
+
+
+def test_no_word_hash_is_made_of_a_card_shaped_number_redaction_did_not_see() -> None:
+    """Digits redaction does not read as digits (superscripts, or a mark between groups that the word
+    splitter drops) left a card number unmasked, and its keyed hash in `terms`: anyone with the search key
+    could confirm the card against the index. A Luhn-valid run of 13 to 19 digits is never hashed; other
+    numbers are, as before."""
+    from archiver.search import entry_terms, term_hashes
+
+    key = b"k" * 32
+    terms = set(entry_terms(["amex ³⁷⁸²⁸²²⁴⁶³¹⁰⁰⁰⁵", "6011\u03071111\u03071111\u03071117", "card 4111111111111111",
+                             "order 4111111111111112 ref 12345"], key))
+    for card in ("378282246310005", "6011111111111117", "4111111111111111"):
+        assert term_hashes([card], key)[0] not in terms, card
+    for word in ("4111111111111112", "12345", "amex", "order"):  # not Luhn-valid, or not card-length: kept
+        assert term_hashes([word], key)[0] in terms, word
