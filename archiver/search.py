@@ -101,8 +101,17 @@ def load_search_key(path: str) -> bytes:
 def words(text: str) -> set[str]:
     """Distinct words of TEXT: NFKC, case-folded, optional marks dropped, runs of letters, digits and marks;
     never a card-shaped number (below)."""
-    found = set(_word().findall(_OPTIONAL_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold())))
-    return {word for word in found if not _card_shaped(word)}
+    return {word for word in _all_words(text) if not _card_shaped(word)}
+
+
+def has_card_number(text: str) -> bool:
+    """Whether TEXT holds a card-shaped number: never a word, so a filter by it is refused (it would find
+    nothing, and the audit log would record it as typed)."""
+    return any(_card_shaped(word) for word in _all_words(text))
+
+
+def _all_words(text: str) -> set[str]:
+    return set(_word().findall(_OPTIONAL_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold())))
 
 
 def _card_shaped(word: str) -> bool:

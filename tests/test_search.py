@@ -379,3 +379,19 @@ def test_no_word_hash_is_made_of_a_card_shaped_number_redaction_did_not_see() ->
         assert term_hashes([card], key)[0] not in terms, card
     for word in ("4111111111111112", "12345", "amex", "order"):  # not Luhn-valid, or not card-length: kept
         assert term_hashes([word], key)[0] in terms, word
+
+
+def test_a_card_number_in_text_filters_is_refused_before_it_reaches_the_audit_log(archived, tmp_path, capsys) -> None:
+    """A card number is never a word (it would find nothing), and the audit log records filters as typed:
+    `search --text 4111111111111111` put a full card number into a hash-chained log under seal."""
+    from archiver.holds import open_holds
+
+    config, entries = archived
+    assert _cli(config, tmp_path, "search", "--text", "refund 4111111111111111") == 2
+    assert "card number" in capsys.readouterr().err
+    toml = write_toml(tmp_path / "h.toml", {k: config[k] for k in (
+        "mongodb.uri", "index.database", "search.key_file", "storage.url", "source.database")})
+    assert main(["--config", str(toml), "hold", "place", "--text", "4111111111111111", "--case", "K",
+                 "--reason", "r"]) == 2
+    assert "card number" in capsys.readouterr().err
+    assert audit(config) == [] and open_holds(config).listing(everything=True) == []
