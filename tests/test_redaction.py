@@ -373,3 +373,14 @@ def test_the_dashes_between_groups_are_every_unicode_dash() -> None:
     from archiver import redaction
     dashes = {chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Pd"}
     assert set(redaction._DASHES) == dashes and dashes <= set(redaction._SEPARATOR_CHARS)
+
+
+def test_networks_starting_1_8_or_9_are_masked_only_once_their_prefixes_are_configured() -> None:
+    cards = []
+    for body in ("811234567890123", "979212345678901", "110012345678901"):  # RuPay 81, Troy 9792, UATP 1
+        cards.append(body + next(d for d in "0123456789" if _luhn_ok(body + d)))
+    for card in cards:
+        assert text_of(redactor(), card) == (card, {"card": 0})
+    extended = redactor(card_prefixes=["1", "2", "3", "4", "5", "6", "81", "82", "9792"])
+    for card in cards:
+        assert text_of(extended, card) == (f"{card[:6]}••••••{card[-4:]}", {"card": 1})
