@@ -384,3 +384,13 @@ def test_networks_starting_1_8_or_9_are_masked_only_once_their_prefixes_are_conf
     extended = redactor(card_prefixes=["1", "2", "3", "4", "5", "6", "81", "82", "9792"])
     for card in cards:
         assert text_of(extended, card) == (f"{card[:6]}••••••{card[-4:]}", {"card": 1})
+
+
+@pytest.mark.parametrize("query", ["4+", "4111+1111+1111+1111+", "4%20", "+4111111111111111 "])
+def test_a_megabyte_long_query_string_or_plus_run_is_linear_too(query: str) -> None:
+    text = "https://pay.example.com/?pan=" + query * (1_000_000 // len(query))
+    started = time.process_time()
+    out, matches = text_of(redactor(), text)
+    elapsed = time.process_time() - started
+    assert len(out) == len(text) and matches["card"] >= 1
+    assert elapsed < 1.5, f"{elapsed:.2f} s for 1 MB of {query!r} in a query string"
