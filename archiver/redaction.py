@@ -28,14 +28,20 @@ from typing import Any, Mapping, Protocol
 
 import re2
 from bson import ObjectId
+from bson.binary import Binary
 from bson.code import Code
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
+from bson.regex import Regex
 
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 2  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 3  # bump when a detector changes what it finds: it is part of every settings version
+# 3: every Luhn-valid window of a run is hidden, overlapping ones too (a number before a card made a window
+#    that hid the wrong digits); every Unicode dash, full-width hyphen and full stop, middle dots, bullet,
+#    hyphenation point and tab between groups; '+' in a URL's query string; a '+' makes a phone number only
+#    of at most 15 digits; Binary (subtypes 0, 4) as UTF-8 text, Regex patterns, negative numbers.
 # 2: more separators between a card's groups (spaces of other widths, format characters, and %20),
 #    cards stored as doubles or Decimal128, identifiers and times kept whatever their type.
 MASK = "•"
@@ -62,7 +68,9 @@ KEPT: dict[str, Any] = {
 UNREDACTED = frozenset({bool, type(None), ObjectId, dt.datetime})
 NUMBERS = frozenset({int, Int64, float, Decimal128})  # checked for a card stored as a number (not bool)
 SCALARS = NUMBERS | {str}
-CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits may be a card stored as a number
+CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits (either sign) may be a card stored as a number
+TEXT_BINARY = (0, 4)  # Binary subtypes read as UTF-8 text (generic, UUID): a form may store typed text there
+PHONE_DIGITS = 15  # E.164's longest number: a longer run after a '+' is not a phone number
 CLEAN_KEYS_CACHED = 4096  # field names known to hold nothing to redact (they repeat in every message)
 
 
@@ -95,23 +103,33 @@ class Rule(Protocol):
 
 # -- card numbers ---------------------------------------------------------------------------------
 
-# Between the digit groups of a card number: spaces (of every width), dots, hyphens and dashes, as people
-# type them; and what pasting leaves there unseen (zero-width and other format characters, a soft hyphen)
-# or a form's URL encoding of a space ("%20", below). Not slashes, plus signs, commas, underscores or line
-# breaks: they join unrelated numbers ("2023/100000000007", "orders:\n4021337\n100000002", a media URL's
-# path or ids), which would pass as cards and be masked for good.
-_SEPARATOR_CHARS = (" .-\u00a0\u00ad\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-                    "\u200b\u200c\u200d\u2010\u2011\u2012\u2013\u2060\u202f\u205f\u2212\u3000\ufeff")
+# Between the digit groups of a card number: spaces (of every width) and tabs, dots (full stops, middle dots,
+# bullets, a hyphenation point), hyphens and every Unicode dash (category Pd), as people and input methods type
+# them; and what pasting leaves there unseen (zero-width and other format characters, a soft hyphen) or a
+# form's URL encoding of a space ("%20", and "+" in a URL's query string, below). Not slashes, plus signs
+# elsewhere, commas, underscores or line breaks: they join unrelated numbers ("2023/100000000007",
+# "orders:\n4021337\n100000002", a media URL's path or ids), which would pass as cards and be masked for good.
+_DASHES = ("-\u058a\u05be\u1400\u1806\u2010\u2011\u2012\u2013\u2014\u2015\u2e17\u2e1a\u2e3a\u2e3b\u2e40\u2e5d"
+           "\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63\uff0d\U00010ead")  # Unicode category Pd (a test checks)
+_SEPARATOR_CHARS = (" \t.\u00a0\u00ad\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+                    "\u200b\u200c\u200d\u2060\u202f\u205f\u2212\u3000\ufeff"
+                    "\u00b7\u30fb\u2022\u2027\uff0e" + _DASHES)
 _CLASS = "".join(re.escape(ch) for ch in _SEPARATOR_CHARS)
 _RUN = re.compile(rf"\+?\d[\d{_CLASS}]*")  # one character class: a tight loop in the engine
 _RUN_ENCODED = re.compile(rf"\+?\d(?:[\d{_CLASS}]|%20)*")  # only for texts with "%20" (slower: alternation)
 _SPLIT = re.compile(rf"((?:[{_CLASS}]|%20)+)")
+# In a URL's query string '+' is a space: there runs start with a digit and '+' joins groups.
+_QUERY = re.compile(r"(?<=\S)\?[^\s#]*")
+_RUN_QUERY = re.compile(rf"\d(?:[\d{_CLASS}+]|%20)*")
+_SPLIT_QUERY = re.compile(rf"((?:[{_CLASS}+]|%20)+)")
 _VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 _NOT_TENS = bytes(0 if i % 10 == 0 else 1 for i in range(256))
 _NONZERO = bytes([0] + [1] * 255)
 _VALID = bytes([255] + [0] * 255)
-_ANY = re.compile(b"[^\\0]")
+_HIDDEN = re.compile(b"[^\\0]+")
+_DIGIT = re.compile(r"\d")
+_DIGIT_OR_ENCODED = re.compile(r"%20|\d")
 
 
 class CardRule:
@@ -134,14 +152,20 @@ class CardRule:
         if len(text) < CARD_LENGTHS.start:
             return text, 0
         pieces, last, count = [], 0, 0
-        for match in (_RUN_ENCODED if "%20" in text else _RUN).finditer(text):
-            run = _without_trailing(match.group())
-            if len(run) < CARD_LENGTHS.start or run[0] == "+":  # after a '+' it is a phone number
-                continue
-            masked, found = self._mask_run(run)
-            if found:
-                pieces += [text[last:match.start()], masked]
-                last, count = match.start() + len(run), count + found
+        for start, end, query in _segments(text):
+            runs = _RUN_QUERY if query else _RUN_ENCODED if "%20" in text else _RUN
+            for match in runs.finditer(text, start, end):
+                run, at = _without_trailing(match.group()), match.start()
+                if run[0] == "+":  # after a '+' a run of at most 15 digits is a phone number
+                    if sum(map(str.isdigit, run)) <= PHONE_DIGITS:
+                        continue
+                    run, at = run[1:], at + 1
+                if len(run) < CARD_LENGTHS.start:
+                    continue
+                masked, found = self._mask_run(run, _SPLIT_QUERY if query else _SPLIT)
+                if found:
+                    pieces += [text[last:at], masked]
+                    last, count = at + len(run), count + found
         return ("".join(pieces) + text[last:], count) if count else (text, 0)
 
     def redact_number(self, value: Any) -> tuple[Any, int]:
@@ -150,38 +174,63 @@ class CardRule:
         masked, found = self.redact(digits) if digits else ("", 0)
         return (masked, found) if found else (value, 0)
 
-    def _mask_run(self, run: str) -> tuple[str, int]:
-        parts = _SPLIT.split(run)  # digit groups and the separators between them, alternating
+    def _mask_run(self, run: str, split: re.Pattern[str]) -> tuple[str, int]:
+        parts = split.split(run)  # digit groups and the separators between them, alternating
         digits = _ascii("".join(parts[0::2])).encode()
         if len(digits) < CARD_LENGTHS.start:
             return run, 0
         sizes = list(map(len, parts))
         starts = list(accumulate(sizes[0::2], initial=0))  # digit index of each group, and the end
         if len(digits) <= SHORT_RUN:  # most runs: a few windows, checked one by one
-            cards = self._short_run_cards(digits, starts)
+            hidden = self._short_run_hidden(digits, starts)
         else:
             bounds = b"".join(map(_group_bounds, sizes[0::2])) + b"\0"  # 0 where a group starts, and at the end
-            cards = _choose(_luhn_windows(digits, bounds, self._prefix_misses(digits)))
-        if not cards:
+            hidden = self._hidden(_luhn_windows(digits, bounds, self._prefix_misses(digits)), len(digits))
+        if not hidden:
             return run, 0
-        hidden = [(i + min(self.first, j - i - 10), j - self.last) for i, j in cards]
-        return _hide(run, starts, list(accumulate(sizes, initial=0))[0::2], hidden), len(cards)
+        return _hide(run, starts, list(accumulate(sizes, initial=0))[0::2], hidden), len(hidden)
 
-    def _short_run_cards(self, digits: bytes, bounds: list[int]) -> list[tuple[int, int]]:
-        """What _choose(_luhn_windows(...)) finds, for a short run: each window from a group's start to a
-        group's end, 13-19 digits, starting with a prefix and passing Luhn; the longest at each start, left
-        to right, none overlapping. A loop per window costs less than the big integers for a few of them."""
-        cards: list[tuple[int, int]] = []
-        free = 0  # where the next card may start
+    def _hidden_part(self, length: int) -> tuple[int, int]:
+        """The digits of a card of LENGTH hidden: from its start+a to its start+b."""
+        return min(self.first, length - 10), length - self.last
+
+    def _short_run_hidden(self, digits: bytes, bounds: list[int]) -> list[tuple[int, int]]:
+        """What _hidden(_luhn_windows(...)) finds, for a short run: the union of what every window from a
+        group's start to a group's end (13-19 digits, starting with a prefix, passing Luhn) hides, overlapping
+        or not: a number typed before a card may make a valid window that overlaps it. Merged ranges, in
+        order. A loop per window costs less than the big integers for a few of them."""
+        ranges = []
         for start in bounds[:-1]:
-            if start < free or not digits.startswith(self.prefixes, start):
+            if not digits.startswith(self.prefixes, start):
                 continue
-            for end in reversed(bounds):  # the longest first
-                if end - start <= CARD_LENGTHS.stop - 1 and end - start >= CARD_LENGTHS.start and _luhn(digits[start:end]):
-                    cards.append((start, end))
-                    free = end
-                    break
-        return cards
+            for end in bounds:
+                if CARD_LENGTHS.start <= end - start < CARD_LENGTHS.stop and _luhn(digits[start:end]):
+                    a, b = self._hidden_part(end - start)
+                    ranges.append((start + a, start + b))
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted(ranges):
+            if merged and a <= merged[-1][1]:  # overlapping or touching: one region, as _hidden sees it
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        return merged
+
+    def _hidden(self, windows: dict[int, bytes], n: int) -> list[tuple[int, int]]:
+        """The digits every valid window hides, as merged ranges: per length, the valid starts shifted over
+        the hidden part by doubling (a few big-integer operations, no loop per window)."""
+        covered = 0
+        for length, ok in windows.items():
+            valid = int.from_bytes(ok.translate(_VALID), "little") & int.from_bytes(b"\1" * len(ok), "little")
+            if not valid:
+                continue
+            a, b = self._hidden_part(length)
+            spread, width = valid << 8 * a, 1
+            while 2 * width <= b - a:
+                spread |= spread << 8 * width
+                width *= 2
+            covered |= spread | (spread << 8 * (b - a - width))
+        marks = covered.to_bytes(n + 2 * CARD_LENGTHS.stop, "little")[:n]
+        return [hit.span() for hit in _HIDDEN.finditer(marks)]
 
     def _prefix_misses(self, digits: bytes) -> int:
         """Byte i (little-endian) is 0 where a configured prefix starts at digit i, else 1."""
@@ -194,6 +243,19 @@ class CardRule:
             miss = differs.to_bytes(n + len(prefix), "little")[:n].translate(_NONZERO)
             misses &= int.from_bytes(miss, "little")
         return misses
+
+
+def _segments(text: str) -> list[tuple[int, int, bool]]:
+    """TEXT cut where a URL's query string (from '?' to a space or '#', holding '=') starts and ends:
+    (start, end, whether it is a query string)."""
+    if "+" not in text or "?" not in text:
+        return [(0, len(text), False)]
+    cuts, last = [], 0
+    for query in _QUERY.finditer(text):
+        if "=" in query.group() and "+" in query.group():
+            cuts += [(last, query.start(), False), (query.start(), query.end(), True)]
+            last = query.end()
+    return cuts + [(last, len(text), False)]
 
 
 def _luhn(digits: bytes) -> bool:
@@ -212,15 +274,15 @@ def _without_trailing(run: str) -> str:
 
 def _whole_number(value: Any) -> str:
     """VALUE's digits if it is a whole number of card length, else ""."""
-    kind = type(value)
+    kind = type(value)  # negative too: "-" and the digits (the card is in the digits)
     if kind is float:
-        whole = value.is_integer() and CARD_RANGE[0] <= value < CARD_RANGE[1]
+        whole = value.is_integer() and CARD_RANGE[0] <= abs(value) < CARD_RANGE[1]
         return str(int(value)) if whole else ""
     if kind is Decimal128:
         number = value.to_decimal()
         whole = number.is_finite() and number == number.to_integral_value()
-        return str(int(number)) if whole and CARD_RANGE[0] <= number < CARD_RANGE[1] else ""
-    return str(int(value)) if kind in (int, Int64) and CARD_RANGE[0] <= value < CARD_RANGE[1] else ""
+        return str(int(number)) if whole and CARD_RANGE[0] <= abs(number) < CARD_RANGE[1] else ""
+    return str(int(value)) if kind in (int, Int64) and CARD_RANGE[0] <= abs(value) < CARD_RANGE[1] else ""
 
 
 def _ascii(digits: str) -> str:
@@ -263,37 +325,25 @@ def _luhn_windows(digits: bytes, bounds: bytes, prefix_misses: int) -> dict[int,
     return found
 
 
-def _choose(windows: dict[int, bytes]) -> list[tuple[int, int]]:
-    """Cards left to right, the longest at each start (it hides the most), none overlapping."""
-    if not windows:
-        return []
-    size = len(windows[min(windows)])
-    longest = 0  # byte i: the longest valid length starting at i, 0 for none (all at once, no loop per start)
-    for length, ok in sorted(windows.items()):
-        valid = int.from_bytes(ok.translate(_VALID), "little")  # 0xFF where valid
-        longest = (longest & ~valid) | (valid & int.from_bytes(bytes([length]) * len(ok), "little"))
-    best = longest.to_bytes(size, "little")
-    chosen: list[tuple[int, int]] = []
-    hit = _ANY.search(best)
-    while hit:
-        start = hit.start()
-        chosen.append((start, start + best[start]))
-        hit = _ANY.search(best, start + best[start])
-    return chosen
-
-
 def _hide(run: str, starts: list[int], offsets: list[int], hidden: list[tuple[int, int]]) -> str:
     """RUN with the digits in each HIDDEN range (digit indices) masked; separators stay as they are
     (digits in one, as in "%20", too).
 
     STARTS and OFFSETS: the digit index and the character index where each group starts.
     """
-    chars = list(run)
+    def char(k: int) -> int:  # where digit K is in RUN
+        g = bisect_right(starts, k) - 1
+        return offsets[g] + k - starts[g]
+
+    pieces, last = [], 0
     for a, b in hidden:
-        for k in range(a, b):  # a few digits per card found
-            g = bisect_right(starts, k) - 1
-            chars[offsets[g] + k - starts[g]] = MASK
-    return "".join(chars)
+        first, end = char(a), char(b - 1) + 1
+        covered = run[first:end]  # digits and, between groups, separators (no digit but those of "%20")
+        masked = (_DIGIT.sub(MASK, covered) if "%20" not in covered
+                  else _DIGIT_OR_ENCODED.sub(lambda m: MASK if len(m.group()) == 1 else m.group(), covered))
+        pieces += [run[last:first], masked]
+        last = end
+    return "".join(pieces) + run[last:]
 
 
 # -- IBANs, e-mail addresses, configured patterns -------------------------------------------------
@@ -431,7 +481,27 @@ class Redactor:
             masked, found = self.card.redact_number(value)
             matches["card"] += found
             return masked
-        return value  # other numbers, dates, ObjectIds, binaries: no text to redact
+        if isinstance(value, bytes) and kept != KEEP:
+            return self._binary(value, path, matches)
+        if isinstance(value, Regex) and isinstance(value.pattern, str) and len(value.pattern) >= self.shortest:
+            pattern = self._text(value.pattern, path, matches)
+            return value if pattern == value.pattern else Regex(pattern, value.flags)
+        return value  # other numbers, dates, ObjectIds, other binaries: no text to redact
+
+    def _binary(self, value: bytes, path: tuple[Any, ...], matches: dict[str, int]) -> bytes:
+        """Bytes (BSON Binary subtype 0 as PyMongo reads it) or a Binary of subtype 0 or 4 that is UTF-8
+        text, redacted as text and stored back as bytes of the same type; other bytes as they are."""
+        subtype = value.subtype if isinstance(value, Binary) else 0
+        if subtype not in TEXT_BINARY or len(value) < self.shortest:
+            return value
+        try:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value  # not text (an image, a hash): nothing a rule can read
+        redacted = self._text(text, path, matches)
+        if redacted == text:
+            return value
+        return Binary(redacted.encode(), subtype) if isinstance(value, Binary) else redacted.encode()
 
     def _map(self, value: dict[Any, Any], path: tuple[Any, ...], kept: Any, matches: dict[str, int]) -> dict:
         # The hot loop (every field of every message): short names and texts skip the rules inline.
@@ -449,7 +519,7 @@ class Redactor:
             inner = each if each is not None else tree.get(key) if tree else None
             if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
-            elif (kind is str and len(item) < shortest) or (kind is float and not CARD_RANGE[0] <= item < CARD_RANGE[1]):
+            elif (kind is str and len(item) < shortest) or (kind is float and not CARD_RANGE[0] <= abs(item) < CARD_RANGE[1]):
                 out[name] = item
             else:
                 out[name] = self._walk(item, (*path, name), inner, matches)

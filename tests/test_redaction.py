@@ -288,3 +288,109 @@ def test_short_runs_checked_window_by_window_find_what_the_linear_scan_finds(mon
     monkeypatch.setattr(redaction, "SHORT_RUN", 0)
     assert [text_of(r, t) for t in texts] == short
     assert sum(m["card"] for _, m in short) > 1000  # the texts hold many cards: the comparison says something
+
+
+@pytest.mark.parametrize("typed, masked, regions", [
+    # a phone number then a card: the 14-digit window "6175551204 4111" passes Luhn by chance; what it
+    # hides is hidden too (a region of its own: two in the count)
+    ("6175551204 4111 1111 1111 1111", "6175•••••• 4111 11•• •••• 1111", 2),
+    ("call 6175551204 4111111111111111", "call 6175551204 411111••••••1111", 1),
+])
+def test_a_card_overlapping_another_luhn_valid_window_is_masked(typed: str, masked: str, regions: int) -> None:
+    out, matches = text_of(redactor(), typed)
+    assert "4111 1111 1111 1111" not in out and "1111111111" not in out.replace(" ", "")
+    assert out == masked and matches == {"card": regions}
+
+
+def test_every_luhn_valid_window_is_hidden_whatever_the_ones_before_it() -> None:
+    """Random cards typed after a 9-11 digit number: each one is masked (8-10% once were not)."""
+    rng = random.Random(5)
+    r = redactor(card_show="none")
+    for _ in range(400):
+        body = "4" + "".join(rng.choice("0123456789") for _ in range(14))
+        card = body + next(d for d in "0123456789" if _luhn_ok(body + d))
+        before = str(rng.randrange(10**8, 10**11))
+        out, matches = text_of(r, f"{before} {grouped(card, ' ')}")
+        assert out.endswith("•••• •••• •••• ••••"), out
+        assert matches["card"] >= 1
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+@pytest.mark.parametrize("sep", ["\u2014", "\u2015", "\u2e3a", "\u301c", "\ufe58", "\uff0d", "\uff0e", "\u00b7",
+                                 "\u30fb", "\u2022", "\u2027", "\t"])
+def test_dashes_dots_bullets_and_tabs_between_groups_do_not_hide_a_card(sep: str) -> None:
+    out, matches = text_of(redactor(), grouped("4111111111111111", sep))
+    assert matches == {"card": 1} and out == grouped("411111••••••1111", sep)
+
+
+@pytest.mark.parametrize("text", ["4111/1111/1111/1111", "4111,1111,1111,1111", "4111_1111_1111_1111",
+                                  "4111\n1111\n1111\n1111", "4111+1111+1111+1111"])
+def test_slashes_commas_underscores_line_breaks_and_plus_signs_still_join_no_card(text: str) -> None:
+    assert text_of(redactor(), text) == (text, {"card": 0})
+
+
+def test_a_plus_sign_in_a_url_query_string_is_a_space() -> None:
+    url = "https://pay.example.com/checkout?pan=5555+5555+5555+4444&step=2"
+    assert text_of(redactor(), url) == ("https://pay.example.com/checkout?pan=5555+55••+••••+4444&step=2", {"card": 1})
+
+
+def test_a_plus_sign_makes_a_phone_number_only_of_at_most_fifteen_digits() -> None:
+    assert text_of(redactor(), "card: +4111111111111111") == ("card: +411111••••••1111", {"card": 1})
+    assert text_of(redactor(), "+49 151 23456704") == ("+49 151 23456704", {"card": 0})  # 13 digits: a phone
+    assert text_of(redactor(), "+441111111111116") == ("+441111111111116", {"card": 0})  # 15 digits (E.164's most)
+
+
+def test_binary_regex_and_negative_numbers_are_redacted_too() -> None:
+    from bson.binary import Binary
+    from bson.decimal128 import Decimal128
+    from bson.regex import Regex
+    collected = {"raw": Binary(b"pan 4111111111111111"), "bytes": b"4111111111111111",
+                 "uuid": Binary(b"5555555555554444", 4), "pattern": Regex("^5555555555554444$", "i"),
+                 "signed": Int64(-6011111111111117), "double": -4111111111111111.0,
+                 "decimal": Decimal128("-4111111111111111"), "image": Binary(b"\xff\xfe4111111111111111"),
+                 "other": Binary(b"4111111111111111", 5)}
+    done = redactor().apply({"room": "r", "messages": []}, {"id": "r", "dataCollections": collected})
+    out = done.contact["dataCollections"]
+    assert out["raw"] == Binary("pan 411111••••••1111".encode(), 0) and type(out["raw"]) is Binary
+    assert out["bytes"] == "411111••••••1111".encode() and type(out["bytes"]) is bytes
+    assert out["uuid"] == Binary("555555••••••4444".encode(), 4)
+    assert out["pattern"].pattern == "^555555••••••4444$" and out["pattern"].flags == collected["pattern"].flags
+    assert out["signed"] == "-601111••••••1117" and out["double"] == out["decimal"] == "-411111••••••1111"
+    assert out["image"] == collected["image"] and out["other"] == collected["other"]  # not UTF-8 / not subtype 0, 4
+    assert done.note.matches == {"card": 7}
+
+
+def test_the_dashes_between_groups_are_every_unicode_dash() -> None:
+    import sys
+    import unicodedata
+    from archiver import redaction
+    dashes = {chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Pd"}
+    assert set(redaction._DASHES) == dashes and dashes <= set(redaction._SEPARATOR_CHARS)
+
+
+def test_networks_starting_1_8_or_9_are_masked_only_once_their_prefixes_are_configured() -> None:
+    cards = []
+    for body in ("811234567890123", "979212345678901", "110012345678901"):  # RuPay 81, Troy 9792, UATP 1
+        cards.append(body + next(d for d in "0123456789" if _luhn_ok(body + d)))
+    for card in cards:
+        assert text_of(redactor(), card) == (card, {"card": 0})
+    extended = redactor(card_prefixes=["1", "2", "3", "4", "5", "6", "81", "82", "9792"])
+    for card in cards:
+        assert text_of(extended, card) == (f"{card[:6]}••••••{card[-4:]}", {"card": 1})
+
+
+@pytest.mark.parametrize("query", ["4+", "4111+1111+1111+1111+", "4%20", "+4111111111111111 "])
+def test_a_megabyte_long_query_string_or_plus_run_is_linear_too(query: str) -> None:
+    text = "https://pay.example.com/?pan=" + query * (1_000_000 // len(query))
+    started = time.process_time()
+    out, matches = text_of(redactor(), text)
+    elapsed = time.process_time() - started
+    assert len(out) == len(text) and matches["card"] >= 1
+    assert elapsed < 1.5, f"{elapsed:.2f} s for 1 MB of {query!r} in a query string"

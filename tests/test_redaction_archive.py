@@ -295,3 +295,31 @@ def test_a_builder_given_the_pass_serialisation_stores_it_without_writing_it_aga
     with pytest.raises(ValueError, match="the archive pass computed"):
         builder.plaintext(copies.chat, copies.contact, "ended", 1, now(), source_sha256=sha256_hex(source),
                           redaction=copies.note, source_json=other)
+
+
+def test_cards_the_review_found_archived_whole_are_masked_in_the_pdf_and_record(make_config, keys, tmp_path) -> None:
+    """A card after a phone number (an overlapping Luhn-valid window), after an em dash, after a '+', and in
+    a URL's query string with '+' for spaces: none reaches the PDF text or the record."""
+    from bson.binary import Binary
+    config = make_config()
+    chat, contact = make_chat(random.Random(11), messages=5, start_ms=recent_ms(), room="room-leaks")
+    texts = ["6175551204 4111 1111 1111 1111", "5555—5555—5555—4444", "card: +6011111111111117"]
+    for message, text in zip(chat["messages"], texts):
+        message["data"]["messageType"] = "TEXT"
+        message["data"]["content"]["text"] = text
+    link = chat["messages"][3]["data"]
+    link["messageType"] = "LINK"
+    link["content"] = {"url": "https://pay.example.com/checkout?pan=3782+822463+10005&step=2",
+                       "user": link["content"]["user"]}
+    contact["dataCollections"] = {"raw": Binary(b"pan 30569309025904"), "signed": Int64(-4111111111111111)}
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config, status="archived")
+    objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
+               for name, obj in entry["objects"].items()}
+    pdf, record = searchable(objects["pdf"], tmp_path), objects["record"].decode()
+    for text in (pdf, record, json_util.dumps(json.loads(record))):
+        assert leaks(re.sub(r"[+\u2014]", " ", text)) == [], "a card number is archived"
+    assert "6175•••••• 4111 11•• •••• 1111" in pdf and "5555—55••—••••—4444" in pdf and "+601111••••••1117" in pdf
+    assert "pan=3782+8•••••+•0005" in record and "-411111••••••1111" in record
+    assert entry["redaction"]["matches"] == {"card": 7}  # the phone number's masked digits are a region too
