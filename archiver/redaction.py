@@ -204,7 +204,7 @@ class CardRule:
             if not digits.startswith(self.prefixes, start):
                 continue
             for end in bounds:
-                if CARD_LENGTHS.start <= end - start < CARD_LENGTHS.stop and _luhn(digits[start:end]):
+                if CARD_LENGTHS.start <= end - start < CARD_LENGTHS.stop and luhn(digits[start:end]):
                     a, b = self._hidden_part(end - start)
                     ranges.append((start + a, start + b))
         merged: list[tuple[int, int]] = []
@@ -258,7 +258,8 @@ def _segments(text: str) -> list[tuple[int, int, bool]]:
     return cuts + [(last, len(text), False)]
 
 
-def _luhn(digits: bytes) -> bool:
+def luhn(digits: bytes) -> bool:
+    """Whether DIGITS (ASCII) pass the Luhn check, as every card number does."""
     odd = digits[-1::-2].translate(_VALUE)  # from the right: the check digit and every second one
     even = digits[-2::-2].translate(_DOUBLED)
     return (sum(odd) + sum(even)) % 10 == 0

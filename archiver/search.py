@@ -26,7 +26,7 @@ from pymongo.collection import Collection
 
 from archiver.config import Config, ConfigError
 from archiver.index import index_database
-from archiver.redaction import _luhn
+from archiver.redaction import CARD_LENGTHS, luhn
 
 TERM_HEX = 32  # 128 bits of each HMAC: collisions are negligible, entries stay small
 # An entry's `terms_format`: 2, words keep their combining marks (see `words`). Entries without one were
@@ -118,7 +118,7 @@ def _card_shaped(word: str) -> bool:
     """A Luhn-valid run of 13 to 19 ASCII digits: a card number redaction did not see (digits it does not
     read as digits, such as superscripts, which NFKC makes ASCII here). Its keyed hash would let anyone with
     the search key confirm the card against the index, so it is never a word."""
-    return 13 <= len(word) <= 19 and word.isascii() and word.isdigit() and _luhn(word.encode("ascii"))
+    return len(word) in CARD_LENGTHS and word.isascii() and word.isdigit() and luhn(word.encode("ascii"))
 
 
 def words_before_format_2(text: str) -> set[str]:
