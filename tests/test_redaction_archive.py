@@ -22,6 +22,7 @@ from archiver.pipeline import Archiver
 from archiver.samples import make_chat
 from conftest import require_tool
 from test_pipeline import entries, recent_ms, seed
+from test_redaction import luhn_ok
 
 CARDS = ["4111111111111111", "378282246310005", "5555555555554444", "6011111111111117", "30569309025904"]
 SEPARATORS = re.compile(r"(?<=\d)[ \-.\u00a0\u2013]+(?=\d)")
@@ -156,7 +157,7 @@ def test_the_digest_is_over_the_redacted_source(make_config, log_lines) -> None:
     archiver, _ = archive(config, log_lines)
     (entry,) = entries(config, status="archived")
     # Another Luhn-valid card with the same first six and last four: only masked digits differ.
-    other = next(c for c in (f"555555{n:06d}4444" for n in range(1, 10**6)) if _luhn(c))
+    other = next(c for c in (f"555555{n:06d}4444" for n in range(1, 10**6)) if luhn_ok(c))
     db = connect(config["mongodb.uri"])[config["source.database"]]
     db[config["source.chats"]].update_one({"room": "room-cards"}, {"$set": {
         "messages.2.data.content.text": f"or {other}"}})
@@ -167,13 +168,6 @@ def test_the_digest_is_over_the_redacted_source(make_config, log_lines) -> None:
     assert archiver.archive_room("room-cards", "ended")[0].archived == 1
     assert entry["source_sha256"] != entries(config, status="archived", version=2)[0]["source_sha256"]
 
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
 
 
 def test_offline_render_redacts_as_the_archive_does(make_config, keys, tmp_path, log_lines) -> None:
