@@ -123,22 +123,21 @@ def _date(text: str | None, option: str, *, end: bool) -> dt.datetime | None:
         raise UsageError(f"{option}: {exc}") from None
 
 
-def _print(found, as_json: bool) -> list[str]:
-    """Print entries as they stream in; their rooms."""
-    rooms: list[str] = []
+def _print(found, as_json: bool) -> None:
+    """Print entries as they stream in."""
+    count = 0
     if as_json:
         print("[", end="")
     else:
         print(f"{'ROOM':<48} {'VER':>3}  {'STATUS':<9} {'ENDED (UTC)':<19}  {'TYPE':<6} {'CHANNEL':<10} "
               f"{'SERVICE':<20} AGENTS")
     for entry in found:
-        rooms.append(entry["room"])
+        count += 1
         if as_json:
-            print(("," if len(rooms) > 1 else "") + json.dumps(_jsonable(entry), ensure_ascii=False, sort_keys=True))
+            print(("," if count > 1 else "") + json.dumps(_jsonable(entry), ensure_ascii=False, sort_keys=True))
         else:
             print(visible(_row(entry)))  # a room id or service name with a newline would forge a row
-    print("]" if as_json else f"{len(rooms)} entr{'y' if len(rooms) == 1 else 'ies'}")
-    return rooms
+    print("]" if as_json else f"{count} entr{'y' if count == 1 else 'ies'}")
 
 
 def _row(e: dict[str, Any]) -> str:
