@@ -25,17 +25,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from archiver.artifacts import _exit_with, process_start
+from archiver.config import Config
 from archiver.envelope import EnvelopeError, RecipientKey
+from archiver.redaction import Redactor
 
 _worker: dict[str, Any] = {}  # in each worker: the key and trust anchors, loaded once
 
 
-def _init(key_pem: bytes, cert_pem: bytes, trust_pem: list[bytes], verifier_pid: int) -> None:
+def _init(key_pem: bytes, cert_pem: bytes, trust_pem: list[bytes], verifier_pid: int,
+          redaction: Config | None = None) -> None:
     # Like an archive pass's workers: exit when the verifier is gone (killed), rather than wait forever.
     threading.Thread(target=_exit_with, args=(verifier_pid, process_start(verifier_pid)), daemon=True).start()
     key = serialization.load_pem_private_key(key_pem, None)
     _worker["key"] = RecipientKey(key, x509.load_pem_x509_certificate(cert_pem))  # type: ignore[arg-type]
     _worker["trust"] = [x509.load_pem_x509_certificate(pem) for pem in trust_pem]
+    _worker["redactor"] = Redactor.from_config(redaction) if redaction is not None else None
 
 
 def _content_checks(entry: dict[str, Any], sealed: dict[str, bytes]) -> list[Any]:
@@ -44,7 +48,7 @@ def _content_checks(entry: dict[str, Any], sealed: dict[str, bytes]) -> list[Any
 
     opened = Opened(entry, sealed=sealed)
     try:
-        check_content(opened, _worker["key"], _worker["trust"])
+        check_content(opened, _worker["key"], _worker["trust"], _worker["redactor"])
     except EnvelopeError as exc:
         opened.checks.append(Check("decrypts with the given key", False, str(exc)))
     return opened.checks
@@ -60,9 +64,11 @@ def _opened_content(entry: dict[str, Any], sealed: dict[str, bytes]) -> tuple[li
 
 
 class ContentPool:
-    """WORKERS processes running `check_content`; at most IN_FLIGHT chats submitted at once."""
+    """WORKERS processes running `check_content` (with REDACTION's rules when given); at most IN_FLIGHT chats
+    submitted at once."""
 
-    def __init__(self, workers: int, key: RecipientKey, trust: list[x509.Certificate] | None) -> None:
+    def __init__(self, workers: int, key: RecipientKey, trust: list[x509.Certificate] | None,
+                 redaction: Config | None = None) -> None:
         key_pem = key.key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
         context = multiprocessing.get_context("forkserver")
@@ -71,7 +77,7 @@ class ContentPool:
         self.pool = cf.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init,
             initargs=(key_pem, key.certificate.public_bytes(Encoding.PEM),
-                      [c.public_bytes(Encoding.PEM) for c in trust or []], os.getpid()))
+                      [c.public_bytes(Encoding.PEM) for c in trust or []], os.getpid(), redaction))
 
     def submit(self, entry: dict[str, Any], sealed: dict[str, bytes]) -> cf.Future:
         return self.pool.submit(_content_checks, entry, sealed)

@@ -41,7 +41,9 @@ from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
 from archiver.names import safe_name
+from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
+from archiver.render.record import read_source, source_json
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
 from archiver.visible import is_pdf_title
@@ -161,8 +163,10 @@ def _fetch(opened: Opened, name: str, obj: dict[str, Any], store: ObjectStore) -
     return Check(what, True, f"{len(data)} bytes, SHA-256 {digest}")
 
 
-def check_content(opened: Opened, key: RecipientKey, trust: list[x509.Certificate] | None = None) -> Opened:
-    """Decrypt what `check_stored` fetched and check hashes, both signatures and the record."""
+def check_content(opened: Opened, key: RecipientKey, trust: list[x509.Certificate] | None = None,
+                  redactor: Redactor | None = None) -> Opened:
+    """Decrypt what `check_stored` fetched and check hashes, both signatures and the record; with REDACTOR,
+    also that the record's source holds nothing its rules mask (`redaction_check`)."""
     entry = opened.entry
     for name, sealed in opened.sealed.items():
         opened.checks.append(_decrypt(opened, name, sealed, entry["objects"][name], key))
@@ -174,7 +178,31 @@ def check_content(opened: Opened, key: RecipientKey, trust: list[x509.Certificat
         opened.checks.extend(_record_checks(opened.plain["record"], entry))
     if "pdf" in opened.plain and "record" in opened.plain:
         opened.checks.append(_binding_check(opened))
+    if redactor is not None and "record" in opened.plain:
+        opened.checks.append(redaction_check(opened.plain["record"], redactor))
     return opened
+
+
+def redaction_check(record: bytes, redactor: Redactor) -> Check:
+    """Whether REDACTOR's rules would change the record's source documents. A version archived with redaction
+    off, or before a rule or detector found what it holds, keeps it as long as its lock lasts: named by rule and
+    count, never by value. Changed bytes decide, not matches: a mask a rule finds again is no finding."""
+    what = f"record: holds nothing today's redaction rules mask (settings {redactor.version})"
+    try:
+        source = read_source(record)
+        chat, contact = source["chat"], source.get("contact")
+        redacted = redactor.apply(chat, contact)
+        changed = source_json(redacted.chat, redacted.contact) != source_json(chat, contact)
+    except Exception as exc:  # a record that cannot be read back fails its other checks too; said here as well
+        return Check(what, False, f"cannot be checked: {type(exc).__name__}: {exc}")
+    if not changed:
+        return Check(what, True)
+    found = ", ".join(f"{rule} {count}" for rule, count in redacted.note.matches.items() if count)
+    then = _record_field(record, "redaction")
+    under = (f"redaction settings {then.get('version')}{'' if then.get('enabled') else ', redaction off'}"
+             if isinstance(then, dict) else "no redaction settings recorded")
+    return Check(what, False, f"they would mask {found or 'text'}; archived under {under}; `archiver run --full` "
+                              "archives a masked new version while the source is in MongoDB, this one stays")
 
 
 def _binding_check(opened: Opened) -> Check:
@@ -480,7 +508,7 @@ class Verifier:
 
     def __init__(self, entries: Any, open_store: Callable[[dict[str, Any]], ObjectStore], lease_seconds: int,
                  key: RecipientKey | None = None, trust: list[x509.Certificate] | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, redaction: Config | None = None) -> None:
         self.entries = entries  # the index collection
         self.open_store = open_store  # entry -> its store (cached by the caller)
         self.lease = dt.timedelta(seconds=lease_seconds)
@@ -490,13 +518,16 @@ class Verifier:
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
         self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
         self.workers = workers  # with a key and more than 1: content checks in worker processes
+        self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
+        self.redactor = Redactor.from_config(redaction) if redaction is not None else None
 
     def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
         """ROOMS (None: every entry and every stored object)."""
         report = VerifyReport(with_key=self.key is not None)
         query: dict[str, Any] = {} if rooms is None else {"room": {"$in": [str(r) for r in rooms]}}
         seen_rooms: set[str] = set()
-        pool = ContentPool(self.workers, self.key, self.trust) if self.key is not None and self.workers > 1 else None
+        pool = (ContentPool(self.workers, self.key, self.trust, self.redaction) if self.key is not None
+                and self.workers > 1 else None)
         waiting: deque[tuple[Opened, Any]] = deque()  # checked in order, content maybe still in a worker
         try:
             for entry in self.entries.find(query).sort([("room", 1), ("version", 1)]).batch_size(200):
@@ -565,7 +596,7 @@ class Verifier:
                                                f"{type(exc).__name__}: {exc}"))
             elif self.key is not None and opened.ok:
                 try:
-                    check_content(opened, self.key, self.trust)
+                    check_content(opened, self.key, self.trust, self.redactor)
                 except EnvelopeError as exc:
                     opened.checks.append(Check("decrypts with the given key", False, str(exc)))
             for failure in opened.failures():
@@ -696,9 +727,11 @@ def _report_object(store: ObjectStore, key: str, sha256: str, run_id: str, repor
 
 def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | None = None,
                    trust: list[x509.Certificate] | None = None,
-                   progress: Callable[[VerifyReport], None] | None = None, workers: int = 1) -> VerifyReport:
+                   progress: Callable[[VerifyReport], None] | None = None, workers: int = 1,
+                   redaction: bool = False) -> VerifyReport:
     """Check ROOMS (None: the whole archive, including every object in every store the index names);
-    with KEY, content checks in WORKERS processes (1: in this one)."""
+    with KEY, content checks in WORKERS processes (1: in this one), and with REDACTION, CONFIG's redaction
+    rules against every record (`redaction_check`)."""
     config.require("mongodb.uri")
     started = time.monotonic()
     entries = index_database(config)[config["index.entries"]]
@@ -710,7 +743,8 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             stores[where] = open_store_for(entry, config)
         return stores[where]
 
-    verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust, workers)
+    verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust, workers,
+                        config if redaction else None)
     verifier.explain_more = seals.SealBook(config).explained
     verifier.runs = index_database(config)[config["index.retention_runs"]]
     report = verifier.run(rooms, progress)

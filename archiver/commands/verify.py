@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
                    help="with --key: the signatures must chain to this CA (repeatable)")
+    p.add_argument("--redaction", action="store_true",
+                   help="with --key: also name every version whose record holds what the [redaction] rules of "
+                        "this configuration mask (archived with redaction off, or before a rule found it)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="with --key: check content in N processes (default 0: one per CPU; 1: in this one)")
     p.add_argument("--completeness", action="store_true",
@@ -61,15 +64,20 @@ def run_verify(args: argparse.Namespace) -> int:
         raise UsageError("name the rooms to verify, or --all (not both)")
     if args.workers < 0:
         raise UsageError("--workers: must be 0 (one per CPU) or more")
+    if args.redaction and not args.key:
+        raise UsageError("--redaction needs --key: the records it reads are encrypted")
     config = load_config(args)
+    if args.redaction and not config["redaction.enabled"]:
+        raise UsageError("--redaction: redaction.enabled is false in this configuration: no rules to check against")
     log, actor = open_audit_log(config), Actor.current(args.actor)
     trust = list(load_trust(args.ca, config))
-    scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(trust)}
+    scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(trust),
+             **({"redaction": True} if args.redaction else {})}
     key = RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
     try:
         report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
-                                workers=args.workers or os.cpu_count() or 1)
+                                workers=args.workers or os.cpu_count() or 1, redaction=args.redaction)
     except Exception as exc:
         log.record("verify", actor, outcome="unreachable" if unreachable(exc) else "failed", filters=scope,
                    rooms=args.rooms, detail=str(exc))
