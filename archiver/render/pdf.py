@@ -230,7 +230,8 @@ class FontChain:
         text = shape(text)  # Arabic letters in their joining forms
         own = self.covers[style.font]
         lines = text.replace("\n", "") if newlines and "\n" in text else text
-        orphans = set() if lines.isascii() else {m.start() for m in ORPHAN_SELECTOR.finditer(text)}
+        orphans = (set() if lines.isascii() or not SELECTOR.search(text)  # one pass, before the slower one
+                   else {m.start() for m in ORPHAN_SELECTOR.finditer(text)})
         if not orphans and lines.isprintable() and (style.font in self.whole_ascii if lines.isascii()
                                                     else own.issuperset(lines)):
             return [Run(text, style, link)], 0  # the common case: one font, nothing to switch
@@ -290,6 +291,7 @@ def _font_for(ch: str, chain: list[tuple[str, frozenset[str]]]) -> str | None:
 # A variation selector (U+FE00-FE0F) chooses how the character before it looks (an emoji's colour form); one
 # at the start of a text, or after a space or another selector, varies nothing and would draw as nothing.
 ORPHAN_SELECTOR = re.compile("(?:^|(?<=[\\s\ufe00-\ufe0f]))[\ufe00-\ufe0f]")
+SELECTOR = re.compile("[\ufe00-\ufe0f]")
 
 
 def _merge(runs: list[Run]) -> list[Run]:
