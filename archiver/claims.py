@@ -33,6 +33,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from archiver.mongo import server_ms
+from archiver.visible import utf8_safe
 
 CLAIMABLE = ["pending", "failed", "claimed"]
 ALONE_AFTER = 2  # lapses after which a job is claimed only alone: those it may have shared with batch-mates
@@ -276,9 +277,10 @@ class WorkQueue:
 
     def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
         retry_at = self.server_ms() + int(retry_in_seconds * 1000)
-        return self._finish([room], {"state": "failed", "last_error": error, "available_at": retry_at}) == 1
+        return self._finish([room], {"state": "failed", "last_error": utf8_safe(error), "available_at": retry_at}) == 1
 
     def quarantine(self, room: str, reason: str) -> bool:
+        reason = utf8_safe(reason)  # a reason may name a place in the chat, bytes that were not UTF-8 and all
         return self._finish([room], {"state": "quarantined", "last_error": reason, "reason": reason}) == 1
 
     def oldest_open(self) -> dt.datetime | None:

@@ -24,7 +24,7 @@ from archiver.redact import redact
 from archiver.render.pdf import TemplateError
 from archiver.signing import SigningError
 from archiver.store import StoreError, StoreUnreachable, unreachable
-from archiver.visible import visible
+from archiver.visible import utf8_safe, visible
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -95,7 +95,7 @@ def _refuse_non_utf8(args: argparse.Namespace, actions: list[argparse.Action]) -
     for dest, value in vars(args).items():
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str) and not _is_utf8(text):
-                raise UsageError(f"{names.get(dest, dest)}: '{_shown(text)}' is not valid UTF-8; "
+                raise UsageError(f"{names.get(dest, dest)}: '{visible(utf8_safe(text))}' is not valid UTF-8; "
                                  "arguments must be UTF-8 text (nothing done)")
 
 
@@ -105,15 +105,6 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _shown(text: str) -> str:
-    """TEXT with its bytes that are not UTF-8 as \\xNN (other lone surrogates as \\uNNNN)."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "backslashreplace")
-    return visible(raw.decode("utf-8", "backslashreplace"))
 
 
 def _silence_stdout() -> None:

@@ -23,6 +23,7 @@ from pymongo.errors import BulkWriteError
 
 from archiver.claims import now
 from archiver.names import version_folder
+from archiver.visible import utf8_safe
 
 
 # Where an entry names its stored objects; each is indexed, so a key in the store finds its entry.
@@ -163,7 +164,7 @@ class ArchiveIndex:
         writes = [UpdateOne({"_id": stub["_id"], "status": "uploading", "attempt": stub["attempt"]},
                             {"$set": {**_without(entry, "superseded_objects", "created_at"), "status": "archived",
                                       "archived_at": now(), "archived_by": writer, "attempts": attempts,
-                                      "last_error": last_error}})
+                                      "last_error": utf8_safe(last_error)}})
                   for stub, entry, attempts, last_error in done]
         matched, refused = self._write_completions(writes, done)
         if matched + len(refused) == len(done):
@@ -198,7 +199,7 @@ class ArchiveIndex:
         set aside; the attempt that began it can no longer complete it."""
         self.entries.update_one({"_id": entry["_id"], "status": "uploading"},
                                 {"$set": {"status": "superseded", "attempt": _token(), "taken_over": True,
-                                          "superseded_because": why},
+                                          "superseded_because": utf8_safe(why)},
                                  "$addToSet": {"superseded_objects": {"$each": leftovers}}})
 
     def set_aside(self, stub: dict[str, Any], keys: list[str]) -> None:

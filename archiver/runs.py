@@ -44,6 +44,7 @@ from archiver.logs import event
 from archiver.mongo import server_ms
 from archiver.signing import Signer
 from archiver.store import ObjectExists, ObjectStore, store_location
+from archiver.visible import utf8_safe
 
 REPORTS_PREFIX = ".reports/"
 PART_ITEMS = 20_000  # items per stored part of a larger report (about 4 MB of JSON): see store_report
@@ -176,7 +177,7 @@ class RunLedger:
         """Mark each (step, outcome, detail) done, in one write."""
         if done:
             self.steps.bulk_write([UpdateOne({"_id": step["_id"]}, {"$set": {
-                "state": "done", "outcome": outcome, "detail": detail}}) for step, outcome, detail in done])
+                "state": "done", "outcome": outcome, "detail": utf8_safe(detail)}}) for step, outcome, detail in done])
 
     def affected_rooms(self, run_id: str) -> Iterator[str]:
         """The rooms of the run's items that did something (as Tally counts them), in order, streamed."""

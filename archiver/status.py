@@ -23,6 +23,7 @@ from archiver.config import Config
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable
 from archiver.redact import redact
+from archiver.visible import utf8_safe
 
 LAST_PASS, LAST_RESCAN = "last_pass", "last_rescan"
 STATES = ("pending", "claimed", "failed", "quarantined", "done")
@@ -41,7 +42,7 @@ def recorded(state: Collection, kind: str, worker: str) -> Iterator[dict[str, An
     try:
         yield fields
     except Exception as exc:
-        fields.update(outcome="error", error=redact(f"{type(exc).__name__}: {exc}"))
+        fields.update(outcome="error", error=utf8_safe(redact(f"{type(exc).__name__}: {exc}")))
         if not isinstance(exc, ConnectionFailure):  # else the record would fail the same way, slowly
             _save(state, kind, {**fields, "started_at": started, "worker": worker})
         raise

@@ -4,6 +4,7 @@ in the PDF as on a terminal, so that hostile text can neither forge an output li
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Letters and marks Unicode counts as printable that fonts draw as nothing (default-ignorable ones: Hangul
@@ -25,6 +26,22 @@ def placeholder(ch: str) -> str:
 def visible(text: object) -> str:
     """TEXT with its control and format characters as placeholders (for PDF metadata and printed lines)."""
     return "".join(placeholder(ch) if hidden(ch) else ch for ch in str(text))
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """TEXT as it can be encoded as UTF-8 (and so stored in MongoDB): each byte that was not UTF-8, decoded
+    with surrogateescape as U+DC80-U+DCFF, as \\xNN; any other lone surrogate as \\uNNNN; the rest as it is."""
+    if text.isascii() or not LONE_SURROGATE.search(text):
+        return text
+    return LONE_SURROGATE.sub(_escaped_surrogate, text)
+
+
+def _escaped_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def pdf_title(room: str, limit: int) -> str:

@@ -176,3 +176,16 @@ def test_claiming_one_room_on_demand_changes_that_room_s_job_alone(any_jobs) -> 
     job = queue.claim_room("c", "ended", 60)
     assert job is not None and job.room == "c"
     assert {j["_id"]: j for j in any_jobs.find({"_id": {"$ne": "c"}})} == before
+
+
+def test_reasons_that_are_not_utf8_are_stored_escaped_not_refused_by_the_driver(any_jobs) -> None:
+    """A reason naming a field whose name was invalid UTF-8 (decoded as a lone surrogate) could not be
+    BSON-encoded: the write raised out of the pass and the job stayed claimed. Stored escaped, as \\xNN."""
+    queue = WorkQueue(any_jobs, "me")
+    queue.enqueue([("a", "ended"), ("b", "ended")])
+    assert len(queue.claim_batch(60, 10)) == 2
+    assert queue.quarantine("a", "chat.form\udcff: invalid UTF-8")
+    assert queue.failed("b", "boom \ud800 \udc80", 60)
+    a, b = any_jobs.find_one({"_id": "a"}), any_jobs.find_one({"_id": "b"})
+    assert a["state"] == "quarantined" and a["reason"] == a["last_error"] == "chat.form\\xff: invalid UTF-8"
+    assert b["state"] == "failed" and b["last_error"] == "boom \\ud800 \\x80"

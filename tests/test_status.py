@@ -303,3 +303,17 @@ def test_a_pass_whose_only_chat_was_quarantined_leaves_healthz_healthy(make_conf
     service.archive_pass()
     assert collect(config).jobs.get("quarantined") == 1
     assert service.healthy(), service.health_notes()
+
+
+def test_an_error_that_is_not_utf8_is_recorded_escaped_and_raised_as_it_was(nx_uri, db_names) -> None:
+    """An exception whose message holds a lone surrogate (bytes that were not UTF-8) could not be stored:
+    the driver's UnicodeEncodeError replaced the pass's own error."""
+    import pytest
+
+    from archiver.status import recorded
+
+    state = connect(nx_uri)[db_names["index.database"]]["state"]
+    with pytest.raises(ValueError, match="bad name"):
+        with recorded(state, "pass", "me"):
+            raise ValueError("bad name form\udcff")
+    assert state.find_one({"_id": "pass"})["error"] == "ValueError: bad name form\\xff"
