@@ -229,6 +229,33 @@ def test_invalid_utf8_in_the_source_is_quarantined_with_its_place(make_config, m
         "chat.messages.1.data.content.text: invalid UTF-8 (unpaired surrogate); cannot be archived as text")
 
 
+def test_a_field_name_that_is_not_utf8_quarantines_its_chat_alone(make_config, nx_uri, monkeypatch) -> None:
+    """A field NAME with invalid UTF-8 (a lone surrogate once decoded) went raw into the quarantine reason,
+    which the driver could not encode: every pass raised, the job stayed claimed, nothing else archived.
+    On nx-27017, which (unlike the stand-in) BSON-encodes what is written, as a real MongoDB does."""
+    config = make_config(index__uri=nx_uri)
+    chat, contact = make_chat(random.Random(8), messages=3, start_ms=recent_ms())
+    good = [make_chat(random.Random(9 + i), messages=3, start_ms=recent_ms()) for i in range(3)]
+    seed(config, [(chat, contact), *good])
+    archiver = Archiver(config)
+    real_load = archiver.source.load_many
+
+    def load_many(rooms: list[str]):
+        loaded = real_load(rooms)
+        if chat["room"] in loaded:
+            loaded[chat["room"]][0]["messages"][1]["data"]["form\udcff"] = "x"  # b"form\xff", surrogateescape
+        return loaded
+    monkeypatch.setattr(archiver.source, "load_many", load_many)
+    report = archiver.run_pass()
+    index = connect(nx_uri)[config["index.database"]]
+    archived = sorted(e["room"] for e in index[config["index.entries"]].find({"status": "archived"}))
+    assert report.archived == 3 and archived == sorted(c["room"] for c, _ in good)
+    reason = "chat.messages.1.data.form\\xff: invalid UTF-8 (unpaired surrogate); cannot be archived as text"
+    assert report.quarantined == {chat["room"]: reason}
+    bad_job = index[config["index.jobs"]].find_one({"_id": chat["room"]})
+    assert bad_job["state"] == "quarantined" and bad_job["reason"] == reason
+
+
 def test_source_reads_invalid_utf8_without_failing() -> None:
     import pymongo
     from bson import decode, encode

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import random
+import re
 from decimal import Decimal
+from typing import Any
 
+import bson
 import pytest
-from bson import SON, Binary, Code, DatetimeConversion, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
+from bson import SON, Binary, Code, DBRef, DatetimeConversion, DatetimeMS, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
 from bson.int64 import Int64
 
 from archiver.render.record import EXTJSON_OPTIONS, build_record, read_source, source_digest, source_json
@@ -146,6 +150,24 @@ def test_records_without_dollar_keys_read_back_as_plain_extended_json() -> None:
     assert canonical(read_source(data)) == canonical(plain) and plain["chat"]["odd"]["far"] == DatetimeMS(253402300800000)
 
 
+def test_the_reading_docs_record_md_gives_reads_a_date_past_9999() -> None:
+    """docs/record.md said plain bson.json_util.loads reads the source: it fails on a date past year 9999,
+    which BSON holds and the record keeps. The snippet the docs give now is run here, as it is written."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "record.md").read_text()
+    snippet = re.search(r"## Reading the source back\n.*?```python\n(.*?)```", docs, re.DOTALL).group(1)
+    chat, contact = _odd_chat(1)
+    data, _ = build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN)
+    with pytest.raises(Exception, match="date value out of range"):
+        json_util.loads(data)  # (what the docs said: so the record does hold a date plain loads cannot read)
+    scope: dict[str, Any] = {"record_bytes": data}
+    exec(snippet, scope)  # noqa: S102 (the docs' own code, as a reader would run it)
+    assert scope["source"]["chat"]["odd"]["far"] == DatetimeMS(253402300800000)
+    canonical = functools.partial(json_util.dumps, json_options=EXTJSON_OPTIONS)  # (NaN is not equal to itself)
+    assert canonical(scope["source"]) == canonical(read_source(data)) == canonical({"chat": chat, "contact": contact})
+
+
 def test_an_integer_beyond_64_bits_is_refused_not_written_as_a_number_long() -> None:
     from archiver.transcript import InvalidChat
 
@@ -162,3 +184,49 @@ def test_an_integer_beyond_64_bits_is_refused_not_written_as_a_number_long() -> 
         assert source["chat"]["__v"] == {"$numberLong": str(value)}
         restored = json_util.loads(json.dumps(source), json_options=json_util.CANONICAL_JSON_OPTIONS)
         assert restored["chat"]["__v"] == value and isinstance(restored["chat"]["__v"], Int64)
+
+
+def _read_back(x: Any) -> tuple[dict, str]:
+    """{room, x} as the driver decodes it, read back from its record; and its source digest."""
+    chat = bson.decode(bson.encode({"room": "R", "x": x}))
+    data, digest = build_record(normalise(chat), chat, None, version=1, generated_at=WHEN)
+    back = read_source(data)["chat"]
+    assert bson.encode(back) == bson.encode(chat), f"{x!r} came back as {back['x']!r}"
+    return back, digest
+
+
+def test_dollar_keys_inside_a_dbref_or_a_code_scope_read_back_exactly() -> None:
+    """The $ctlive.document form did not reach a DBRef's fields or a Code's scope, which json_util converted
+    itself: {"$numberLong": "5"} there read back as Int64 5 (the same digest), {"$oid": "x"} not at all."""
+    oid = ObjectId("61e8277aef3d6b076066d200")
+    imitating = [  # (the value in the source, the value it would read back as)
+        (SON([("$ref", "c"), ("$id", {"$numberLong": "5"})]), DBRef("c", Int64(5))),
+        (SON([("$ref", "c"), ("$id", 1), ("meta", {"$oid": str(oid)})]), DBRef("c", 1, meta=oid)),
+        (Code("f()", {"v": {"$numberLong": "5"}}), Code("f()", {"v": Int64(5)})),
+        (SON([("$ref", "c"), ("$id", {"$oid": str(oid)}), ("$db", "d")]), DBRef("c", oid, "d")),
+    ]
+    for value, imitated in imitating:
+        _, digest = _read_back(value)
+        assert digest != source_digest({"room": "R", "x": imitated}, None), value
+    unreadable = [Code("f()", {"$oid": "not an id"}), Code("f()", {"$numberLong": "5"}),
+                  SON([("$ref", "c"), ("$id", [{"$date": 1}, {"$ctlive.document": []}]), ("$db", "d"),
+                       ("n", Code("g()", {"a": [{"$x": Int64(1)}]})), ("m", {"$regex": 1})])]
+    for value in unreadable:
+        _read_back(value)
+    back, _ = _read_back([DBRef("c", oid, "db", note={"a": Int64(1)}), Code("h()", {}), Code("k()")])
+    assert isinstance(back["x"][0], DBRef) and isinstance(back["x"][0].note["a"], Int64)
+
+
+def test_the_place_of_bad_text_or_a_huge_integer_is_named_inside_regexes_dbrefs_and_code() -> None:
+    from archiver.transcript import InvalidChat
+
+    bad = [(Regex("a\udcff", "i"), "chat.x.pattern"), (DBRef("c", "\udcff"), "chat.x.$id"),
+           (DBRef("c\udcff", 1), "chat.x.$ref"), (DBRef("c", 1, note=["\udcff"]), "chat.x.note.0"),
+           (Code("f()", {"v": "\udcff"}), "chat.x.$scope.v"), (Code("f()", {"k\udcff": 1}), r"chat.x.$scope.k\xff"),
+           ({"form\udcff\n": 1}, r"chat.x.form\xff[U+000A]")]  # the name as text that can be shown and stored
+    for value, where in bad:
+        with pytest.raises(InvalidChat, match=rf"^{re.escape(where)}: invalid UTF-8 \(unpaired surrogate\)"):
+            source_json({"room": "R", "x": value}, None)
+    for value, where in [(DBRef("c", 2**70), "chat.x.$id"), (Code("f()", {"v": [2**64]}), "chat.x.$scope.v.0")]:
+        with pytest.raises(InvalidChat, match=rf"^{re.escape(where)}: the integer \d+ is beyond 64 bits"):
+            source_json({"room": "R", "x": value}, None)

@@ -313,7 +313,6 @@ def test_an_error_that_is_not_utf8_is_recorded_escaped_and_raised_as_it_was(nx_u
     from archiver.status import recorded
 
     state = connect(nx_uri)[db_names["index.database"]]["state"]
-    with pytest.raises(ValueError, match="bad name"):
-        with recorded(state, "pass", "me"):
-            raise ValueError("bad name form\udcff")
+    with pytest.raises(ValueError, match="bad name"), recorded(state, "pass", "me"):
+        raise ValueError("bad name form\udcff")
     assert state.find_one({"_id": "pass"})["error"] == "ValueError: bad name form\\xff"

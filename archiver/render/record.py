@@ -13,9 +13,10 @@ import json
 import math
 from typing import Any, Callable, Mapping
 
-from bson import DatetimeConversion, ObjectId, json_util
+from bson import Code, DatetimeConversion, DBRef, ObjectId, Regex, json_util
 
 from archiver.transcript import SURROGATE, Event, InvalidChat, Message, Transcript
+from archiver.visible import utf8_safe, visible
 
 # /2 (issue 11) adds, keeping every field of /1: participants[].name and display_name, messages[].sender_name,
 # events, last_message_at, warning_codes; and ended_at is null for a chat that has not ended (interim, abandoned).
@@ -32,18 +33,39 @@ def _first_invalid_text(value: Any, path: str) -> str | None:
 
 
 def _first(value: Any, path: str, bad: Callable[[Any], bool]) -> str | None:
-    """The path of the first value (or key) in VALUE that is BAD, if any."""
+    """The place of the first value (or key) in VALUE that is BAD, if any: its path, as text that can be
+    shown and stored (a name's bytes that are not UTF-8 as \\xNN, control characters as [U+XXXX])."""
+    found = _first_path(value, path, bad)
+    return visible(utf8_safe(found)) if found is not None else None
+
+
+def _first_path(value: Any, path: str, bad: Callable[[Any], bool]) -> str | None:
     if bad(value):
         return path
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
+    for key, item in _parts(value):
         where = f"{path}.{key}" if path else str(key)
         if isinstance(key, str) and bad(key):
             return where
-        found = _first(item, where, bad)
-        if found:
+        found = _first_path(item, where, bad)
+        if found is not None:
             return found
     return None
+
+
+def _parts(value: Any) -> Any:
+    """The (name, value) pairs inside VALUE: a document's fields, a list's items, and those of the BSON
+    values that hold others (a regex's pattern, a DBRef's fields, a code's scope)."""
+    if isinstance(value, dict):
+        return value.items()
+    if isinstance(value, list):
+        return enumerate(value)
+    if isinstance(value, Regex):
+        return [("pattern", value.pattern)]
+    if isinstance(value, DBRef):
+        return value.as_doc().items()
+    if isinstance(value, Code) and value.scope is not None:
+        return [("$scope", value.scope)]
+    return ()
 
 
 def source_digest(chat: Mapping[str, Any], contact: Mapping[str, Any] | None) -> str:
@@ -139,6 +161,10 @@ def _extended(value: Any) -> Any:
         return {"$numberDouble": repr(value)}
     if kind is ObjectId:
         return {"$oid": str(value)}
+    if kind is DBRef:  # its fields as json_util writes them, each value converted here (see _document)
+        return {name: _extended(item) for name, item in value.as_doc().items()}
+    if kind is Code and value.scope is not None:
+        return {"$code": str(value), "$scope": _document(value.scope)}
     if hasattr(value, "items"):  # SON, other mappings: documents, as json_util takes them
         return _document(value)
     if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
@@ -148,7 +174,8 @@ def _extended(value: Any) -> Any:
 
 # MongoDB 5+ stores field names that start with $: written as they are, {"$numberLong": "5"} would read
 # as Int64(5) (the same bytes, the same digest) and {"$oid": "x"} not at all. Such a document is written
-# as {DOLLAR_DOCUMENT: [[name, value], ...]}, its fields in order; read_source undoes it.
+# as {DOLLAR_DOCUMENT: [[name, value], ...]}, its fields in order; read_source undoes it. So are the
+# documents inside a DBRef (its $id, its other fields) and a code's scope (the scope itself included).
 DOLLAR_DOCUMENT = "$ctlive.document"
 
 
@@ -170,6 +197,12 @@ def read_source(record: bytes) -> dict[str, Any]:
 def _restored(value: Any) -> Any:
     if isinstance(value, list):
         return [_restored(item) for item in value]
+    if type(value) is DBRef:
+        doc = value.as_doc()
+        extra = {name: _restored(item) for name, item in doc.items() if name not in ("$ref", "$id", "$db")}
+        return DBRef(value.collection, _restored(value.id), value.database, **extra)
+    if type(value) is Code and value.scope is not None:
+        return Code(str(value), _restored(value.scope))
     if type(value) is not dict:
         return value
     if list(value) == [DOLLAR_DOCUMENT] and isinstance(value[DOLLAR_DOCUMENT], list):
