@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import encodings.idna
 import fnmatch
 import hashlib
 import http.client
@@ -77,6 +78,9 @@ class Policy:
     retry_hours: float = 72.0
     max_seconds_per_chat: float = 300.0
 
+    def __post_init__(self) -> None:  # compared in IDNA form with a URL's host, however either is written
+        object.__setattr__(self, "hosts", tuple(host_pattern(h) for h in self.hosts))
+
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
         enabled = config["attachments.enabled"]
@@ -88,11 +92,29 @@ class Policy:
             raise ConfigError(f"attachments.max_seconds_per_chat: {seconds:g} is more than half of "
                               f"archive.build_timeout_seconds ({bound}); a chat's fetches must leave the rest of "
                               "its build (rendering, signing, storing) time to finish")
-        return cls(enabled, tuple(h.lower() for h in config["attachments.hosts"]),
+        return cls(enabled, tuple(config["attachments.hosts"]),
                    tuple(parse_networks(config["attachments.allowed_networks"])),
                    config["attachments.max_bytes"], config["attachments.timeout_seconds"],
                    config["attachments.max_per_chat"], config["attachments.max_bytes_per_chat"],
                    config["attachments.max_redirects"], config["attachments.retry_hours"], seconds)
+
+
+def host_pattern(pattern: str) -> str:
+    """PATTERN (an attachments.hosts entry) in IDNA (ASCII) form, lower case, as a URL's host is compared:
+    "bücher.example" and "xn--bcher-kva.example" are the same host, written either way."""
+    labels = []
+    for label in pattern.lower().split("."):
+        if label.isascii():
+            labels.append(label)
+            continue
+        try:
+            if any(ch in label for ch in "*?["):
+                raise UnicodeError("a wildcard inside a non-ASCII label")
+            labels.append(encodings.idna.ToASCII(label).decode("ascii"))
+        except UnicodeError as exc:
+            raise ConfigError(f"attachments.hosts: {pattern!r} has no IDNA (ASCII) form ({exc}); write the host "
+                              'name as it is registered, e.g. "bücher.example" or "xn--bcher-kva.example"') from None
+    return ".".join(labels)
 
 
 def parse_networks(values: Iterable[str]) -> list[Network]:
@@ -352,14 +374,15 @@ class Fetcher:
             raise Refused("not a usable URL (its host or port cannot be read)") from None
         if port == 0:
             raise Refused("port 0 is not a port a server listens on")
-        scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+        scheme, name = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
         if scheme not in ("http", "https"):
             raise Refused("not an http or https URL (only those are fetched)")
         if "\\" in parts.netloc:  # read alike by every parser: no backslash, no user information
             raise Refused("not a plain host name (letters, digits, hyphens and dots, or an IP address)")
         if "@" in parts.netloc:
             raise Refused("user information in the URL")
-        if not _plain_host(host):
+        host = _plain_host(name)  # from here on the ASCII form: matched, resolved, sent and checked by TLS
+        if host is None:
             raise Refused("not a plain host name (letters, digits, hyphens and dots, or an IP address)")
         if not host or not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.policy.hosts):
             raise Refused("host not in attachments.hosts")
@@ -463,19 +486,19 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
 
 
-def _plain_host(host: str) -> bool:
-    """HOST (lower case, as urlsplit gives it) is an IP address or a DNS name of letters, digits and hyphens,
-    a non-ASCII name as its IDNA (punycode) form."""
+def _plain_host(host: str) -> str | None:
+    """HOST (lower case, as urlsplit gives it) as an IP address or a DNS name of letters, digits and hyphens,
+    a non-ASCII name in its IDNA (punycode) form; None if it is neither."""
     try:
         ipaddress.ip_address(host)
-        return True
+        return host
     except ValueError:
         pass
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
-        return False
-    return bool(HOST_NAME.fullmatch(ascii_host))
+        return None
+    return ascii_host if HOST_NAME.fullmatch(ascii_host) else None
 
 
 def _shut(conn: http.client.HTTPConnection) -> None:
@@ -513,7 +536,8 @@ def _network_error(exc: BaseException, timeout: float) -> str:
         return f"timed out (attachments.timeout_seconds = {timeout:g})"
     if isinstance(exc, http.client.HTTPException):  # its text quotes what the server sent
         return f"{type(exc).__name__}: not a usable HTTP answer"
-    return f"{type(exc).__name__}: {_error_kind(exc)}"
+    kind = _error_kind(exc)
+    return kind if kind == type(exc).__name__ else f"{type(exc).__name__}: {kind}"
 
 
 def _error_kind(exc: BaseException) -> str:

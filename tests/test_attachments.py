@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -431,3 +432,31 @@ def test_a_host_a_server_redirects_to_is_never_quoted_nor_its_addresses(server, 
                                          else REFUSED, reason)
     assert resolved == ["127.0.0.1"] + (["4111-1111-1111-1111.cdn.example"] if answer != {} else [])
     assert files.requests == ["/r.png"]
+
+
+@pytest.mark.parametrize("pattern, url", [
+    ("xn--bcher-kva.example", "https://bücher.example/x.png"),  # configured in IDNA form, linked in Unicode
+    ("bücher.example", "https://xn--bcher-kva.example/x.png"),  # and the other way round
+    ("BÜCHER.example", "https://Bücher.example/x.png"),
+    ("*.bücher.example", "https://media.xn--bcher-kva.example/x.png"),
+])
+def test_a_host_matches_its_pattern_in_either_idn_form(make_config, pattern, url) -> None:
+    """attachments.hosts and the URL's host are compared in IDNA (ASCII) form: the same host written the
+    other way is the same host, fetched, not refused for good. The stub refuses the connection."""
+    host = urlsplit(url).hostname.encode("idna").decode("ascii")
+    net = Network({host: ["93.184.216.34"]})
+    loaded = Policy.from_config(make_config(attachments__enabled=True, attachments__hosts=[pattern]))
+    got = Fetcher(loaded, net.resolve, net.connect).attachment(message(url))
+    assert got.outcome == FAILED and "Connection" in got.reason, got  # past the policy, to the (stub) connection
+    assert net.resolved == [host] and net.connected == [("93.184.216.34", 443)]
+    other = Fetcher(loaded, net.resolve, net.connect).attachment(message("https://bucher.example/x.png"))
+    assert (other.outcome, other.reason) == (REFUSED, "host not in attachments.hosts")  # not the same host
+    assert net.resolved == [host]
+
+
+@pytest.mark.parametrize("pattern", ["*ü.example", "ü" * 70 + ".example", "bü\u200e.example"])
+def test_a_host_pattern_with_no_idna_form_is_a_configuration_error(make_config, pattern) -> None:
+    from archiver.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"attachments\.hosts: .* has no IDNA \(ASCII\) form"):
+        Policy.from_config(make_config(attachments__enabled=True, attachments__hosts=["media.example.com", pattern]))
