@@ -172,8 +172,8 @@ def test_a_redirect_to_a_forbidden_address_is_refused_before_connecting_there(se
 
     fetcher = Fetcher(policy(hosts=("127.0.0.1", "metadata.example.com")), net.resolve, connect)
     got = fetcher.attachment(message(f"{server}/r.png"))
-    assert (got.outcome, got.reason) == (REFUSED, "redirected: the host resolves to a forbidden address: a cloud "
-                                                 "metadata address (attachments.allowed_networks)")
+    assert (got.outcome, got.reason) == (REFUSED, ("redirected: the host resolves to a forbidden address: a cloud "
+                                                  "metadata address (attachments.allowed_networks)"))
     assert net.resolved == ["127.0.0.1", "metadata.example.com"]
     assert [a for a, _ in net.connected] == ["127.0.0.1"]
 
@@ -396,17 +396,18 @@ def test_a_reason_is_fixed_wording_that_quotes_nothing_of_the_url(url, reason) -
     assert net.resolved == [] and net.connected == []
 
 
-@pytest.mark.parametrize("answer, reason", [
-    ({}, "redirected: host not in attachments.hosts"),
-    ({"4111-1111-1111-1111.cdn.example": ["10.41.11.11"]},
+@pytest.mark.parametrize("answer, outcome, reason", [
+    ({}, REFUSED, "redirected: host not in attachments.hosts"),
+    ({"4111-1111-1111-1111.cdn.example": ["10.41.11.11"]}, REFUSED,
      "redirected: the host resolves to a forbidden address: a private address (attachments.allowed_networks)"),
-    ({"4111-1111-1111-1111.cdn.example": ["2002:a29:b0b::1"]},
-     "redirected: the host resolves to a forbidden address: a 6to4 or Teredo address embedding a private address "
-     "(attachments.allowed_networks)"),
-    ({"4111-1111-1111-1111.cdn.example": []}, "redirected: the host has no address"),
-    (None, "redirected: cannot resolve the host (Name or service not known)"),
+    ({"4111-1111-1111-1111.cdn.example": ["2002:a29:b0b::1"]}, REFUSED,
+     ("redirected: the host resolves to a forbidden address: a 6to4 or Teredo address embedding a private address "
+      "(attachments.allowed_networks)")),
+    ({"4111-1111-1111-1111.cdn.example": []}, FAILED, "redirected: the host has no address"),
+    (None, FAILED, "redirected: cannot resolve the host (Name or service not known)"),
 ])
-def test_a_host_a_server_redirects_to_is_never_quoted_nor_its_addresses(server, files, answer, reason) -> None:
+def test_a_host_a_server_redirects_to_is_never_quoted_nor_its_addresses(server, files, answer, outcome,
+                                                                        reason) -> None:
     """A redirect's host is the server's choice (it may spell a card number), and so are the addresses its
     name resolves to: the reason says what was wrong with them in fixed words. Resolver and connector are
     stubbed: only the test server on 127.0.0.1 is contacted."""
@@ -428,8 +429,7 @@ def test_a_host_a_server_redirects_to_is_never_quoted_nor_its_addresses(server, 
         return real(address, timeout)
 
     got = Fetcher(policy(hosts=hosts), resolve, connect).attachment(message(f"{server}/r.png"))
-    assert (got.outcome, got.reason) == (FAILED if answer is None or answer == {"4111-1111-1111-1111.cdn.example": []}
-                                         else REFUSED, reason)
+    assert (got.outcome, got.reason) == (outcome, reason)
     assert resolved == ["127.0.0.1"] + (["4111-1111-1111-1111.cdn.example"] if answer != {} else [])
     assert files.requests == ["/r.png"]
 
@@ -460,3 +460,42 @@ def test_a_host_pattern_with_no_idna_form_is_a_configuration_error(make_config, 
 
     with pytest.raises(ConfigError, match=r"attachments\.hosts: .* has no IDNA \(ASCII\) form"):
         Policy.from_config(make_config(attachments__enabled=True, attachments__hosts=["media.example.com", pattern]))
+
+
+def test_a_tls_error_is_named_by_its_kind_not_by_its_text_that_quotes_the_host(tmp_path) -> None:
+    """A certificate that does not name the host fails the fetch; OpenSSL's message quotes the host name
+    (here one that spells a card number), so the reason gives its reason code only. The name resolves (stub)
+    to a TLS server on 127.0.0.1 whose certificate, issued by a CA the fetcher trusts, names another host."""
+    import ssl
+    import threading
+    from certfactory import make
+
+    ca = make(tmp_path, "Test CA", usages=("key_cert_sign", "crl_sign"), ca=True)
+    leaf = make(tmp_path, "media.example", usages=("digital_signature", "key_encipherment"), issuer=ca)
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(leaf.cert_path, leaf.key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            served.wrap_socket(conn, server_side=True).close()
+        except (OSError, ssl.SSLError):  # the client gives up on the certificate: what the test wants
+            conn.close()
+        listener.close()
+    threading.Thread(target=serve, daemon=True).start()
+
+    host = "4111-1111-1111-1111.cdn.example"
+    net = Network({host: ["127.0.0.1"]})
+    real = socket.create_connection
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        net.connected.append(address)
+        assert address[0] == "127.0.0.1", f"tried to connect to {address}"
+        return real(address, timeout)
+
+    fetcher = Fetcher(policy(hosts=("*.cdn.example",)), net.resolve, connect)
+    fetcher.tls = ssl.create_default_context(cafile=str(ca.cert_path))
+    got = fetcher.attachment(message(f"https://{host}:{listener.getsockname()[1]}/x.png"))
+    assert (got.outcome, got.reason) == (FAILED, "SSLCertVerificationError: CERTIFICATE_VERIFY_FAILED"), got
+    assert net.resolved == [host] and [a for a, _ in net.connected] == ["127.0.0.1"]
