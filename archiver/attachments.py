@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import encodings.idna
 import fnmatch
 import hashlib
 import http.client
@@ -77,6 +78,9 @@ class Policy:
     retry_hours: float = 72.0
     max_seconds_per_chat: float = 300.0
 
+    def __post_init__(self) -> None:  # compared in IDNA form with a URL's host, however either is written
+        object.__setattr__(self, "hosts", tuple(host_pattern(h) for h in self.hosts))
+
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
         enabled = config["attachments.enabled"]
@@ -88,11 +92,29 @@ class Policy:
             raise ConfigError(f"attachments.max_seconds_per_chat: {seconds:g} is more than half of "
                               f"archive.build_timeout_seconds ({bound}); a chat's fetches must leave the rest of "
                               "its build (rendering, signing, storing) time to finish")
-        return cls(enabled, tuple(h.lower() for h in config["attachments.hosts"]),
+        return cls(enabled, tuple(config["attachments.hosts"]),
                    tuple(parse_networks(config["attachments.allowed_networks"])),
                    config["attachments.max_bytes"], config["attachments.timeout_seconds"],
                    config["attachments.max_per_chat"], config["attachments.max_bytes_per_chat"],
                    config["attachments.max_redirects"], config["attachments.retry_hours"], seconds)
+
+
+def host_pattern(pattern: str) -> str:
+    """PATTERN (an attachments.hosts entry) in IDNA (ASCII) form, lower case, as a URL's host is compared:
+    "bücher.example" and "xn--bcher-kva.example" are the same host, written either way."""
+    labels = []
+    for label in pattern.lower().split("."):
+        if label.isascii():
+            labels.append(label)
+            continue
+        try:
+            if any(ch in label for ch in "*?["):
+                raise UnicodeError("a wildcard inside a non-ASCII label")
+            labels.append(encodings.idna.ToASCII(label).decode("ascii"))
+        except UnicodeError as exc:
+            raise ConfigError(f"attachments.hosts: {pattern!r} has no IDNA (ASCII) form ({exc}); write the host "
+                              'name as it is registered, e.g. "bücher.example" or "xn--bcher-kva.example"') from None
+    return ".".join(labels)
 
 
 def parse_networks(values: Iterable[str]) -> list[Network]:
@@ -133,7 +155,7 @@ class Attachment:
     url: str
     file_name: str  # the last segment of the URL's path, for people; never used as a path as it is
     outcome: str  # fetched, refused or failed
-    reason: str = ""  # why not fetched
+    reason: str = ""  # why not fetched: fixed wording, never the URL or what a server sent (the index keeps it)
     data: bytes = field(default=b"", repr=False)
     content_type: str = ""  # sniffed from DATA
     fetched_at: dt.datetime | None = None
@@ -176,21 +198,22 @@ def system_resolve(host: str, port: int) -> list[str]:
 
 
 def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
-    """Why ADDRESS may not be connected to ("" if it may): only public addresses, and those in ALLOWED."""
+    """Why ADDRESS may not be connected to ("" if it may): only public addresses, and those in ALLOWED.
+    The kind of address only, never the address: a DNS answer is what a server chose (see Attachment.reason)."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped:  # ::ffff:a.b.c.d reaches a.b.c.d: judged as itself
             return forbidden(address.ipv4_mapped, allowed)
         inner = address.sixtofour or (address.teredo[1] if address.teredo else None)
         if inner is not None and forbidden(inner, allowed):
-            return f"{address} embeds {forbidden(inner, allowed)}"
+            return f"a 6to4 or Teredo address embedding {forbidden(inner, allowed)}"
     if address in METADATA:
-        return f"{address} is a cloud metadata address"
+        return "a cloud metadata address"
     if any(address in network for network in allowed):
         return ""
     for kind in ("unspecified", "loopback", "link_local", "site_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}", False):  # site_local: IPv6 only
-            return f"{address} is a {kind.replace('_', '-')} address"
-    return "" if address.is_global else f"{address} is not a public address"
+            return f"a {kind.replace('_', '-')} address"
+    return "" if address.is_global else "not a public address"
 
 
 def sniff(data: bytes) -> str:
@@ -287,7 +310,7 @@ class Fetcher:
         except Failed as exc:
             return _unfetched(m, FAILED, str(exc))
         except Exception as exc:  # a case not foreseen must cost this file, never the chat
-            return _unfetched(m, FAILED, f"{type(exc).__name__}: {exc}")
+            return _unfetched(m, FAILED, f"an unforeseen error ({type(exc).__name__})")  # its text may quote the URL
         return Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "", data, sniff(data),
                           dt.datetime.now(dt.timezone.utc))
 
@@ -297,8 +320,13 @@ class Fetcher:
         deadline = self.clock() + self.policy.timeout_seconds
         capped = until is not None and until < deadline
         deadline = until if capped else deadline
-        for _ in range(self.policy.max_redirects + 1):
-            scheme, host, port, path, address = self.check(url, deadline)
+        for hop in range(self.policy.max_redirects + 1):
+            try:
+                scheme, host, port, path, address = self.check(url, deadline)
+            except (Refused, Failed) as exc:
+                if hop:  # the URL is the server's choice, not the message's
+                    raise type(exc)(f"redirected: {exc}") from None
+                raise
             conn = self._connection(scheme, host, port, address, deadline)
             # A socket timeout bounds each wait, not a call that waits many times (a header dripped a byte
             # at a time, interim answers or trailers without end, a slow TLS handshake): at the deadline
@@ -333,38 +361,43 @@ class Fetcher:
         the file included, would cross the network in clear)."""
         target = urljoin(url, location)
         if urlsplit(url).scheme.lower() == "https" and urlsplit(target).scheme.lower() != "https":
-            raise Refused(f"a redirect from https to {urlsplit(target).scheme or '(none)'}")
+            raise Refused("a redirect from https to a scheme other than https")
         return target
 
     def check(self, url: str, deadline: float | None = None) -> tuple[str, str, int, str, str]:
-        """(scheme, host, port, path, the address to connect to) of URL, or Refused: nothing is contacted."""
+        """(scheme, host, port, path, the address to connect to) of URL, or Refused: nothing is contacted.
+        Its reasons quote nothing of the URL (a password, a card number in a host name) nor of a DNS answer."""
         try:
             parts = urlsplit(url)
             port = parts.port if parts.port is not None else 443 if parts.scheme.lower() == "https" else 80
-        except ValueError as exc:
-            raise Refused(f"not a usable URL ({exc})") from None
+        except ValueError:
+            raise Refused("not a usable URL (its host or port cannot be read)") from None
         if port == 0:
             raise Refused("port 0 is not a port a server listens on")
-        scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+        scheme, name = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
         if scheme not in ("http", "https"):
-            raise Refused(f"scheme {scheme or '(none)'!r} is not fetched (only http and https)")
-        if "@" in parts.netloc or "\\" in parts.netloc or not _plain_host(host):  # read alike by every parser
-            raise Refused(f"{parts.netloc[:100]!r} is not a plain host name (letters, digits, hyphens and dots, "
-                          "or an IP address; no user information)")
+            raise Refused("not an http or https URL (only those are fetched)")
+        if "\\" in parts.netloc:  # read alike by every parser: no backslash, no user information
+            raise Refused("not a plain host name (letters, digits, hyphens and dots, or an IP address)")
+        if "@" in parts.netloc:
+            raise Refused("user information in the URL")
+        host = _plain_host(name)  # from here on the ASCII form: matched, resolved, sent and checked by TLS
+        if host is None:
+            raise Refused("not a plain host name (letters, digits, hyphens and dots, or an IP address)")
         if not host or not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.policy.hosts):
-            raise Refused(f"host {host!r} is not in attachments.hosts")
+            raise Refused("host not in attachments.hosts")
         try:
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self._resolved(host, port, deadline)]
         except TimeoutError:
-            raise Failed(f"cannot resolve {host!r} (timed out)") from None
+            raise Failed("cannot resolve the host (timed out)") from None
         except (OSError, UnicodeError, ValueError) as exc:
-            raise Failed(f"cannot resolve {host!r} ({exc})") from None
+            raise Failed(f"cannot resolve the host ({_error_kind(exc)})") from None
         if not addresses:
-            raise Failed(f"{host!r} has no address")
+            raise Failed("the host has no address")
         for address in addresses:  # every one: the connection must not be able to pick a bad one
             why = forbidden(address, self.policy.allowed_networks)
             if why:
-                raise Refused(f"host {host!r} resolves to a forbidden address: {why} (attachments.allowed_networks)")
+                raise Refused(f"the host resolves to a forbidden address: {why} (attachments.allowed_networks)")
         # Percent-encoded as sent on the wire: a space, a non-ASCII letter or a stray CR LF stays inside the path.
         path = quote(parts.path or "/", safe=PATH_SAFE) + (f"?{quote(parts.query, safe=PATH_SAFE)}" if parts.query else "")
         return scheme, host, port, path, str(addresses[0])
@@ -406,7 +439,7 @@ class Fetcher:
               deadline: float) -> bytes:
         declared = response.getheader("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise Refused(f"too big: {int(declared):,} bytes, over {_cap(limit, self.policy)}")
+            raise Refused(f"too big: its declared size is over {_cap(limit, self.policy)}")
         chunks, size = [], 0
         while True:
             self._remaining(conn, deadline)
@@ -415,7 +448,7 @@ class Fetcher:
                 if response.length != 0 and self.clock() >= deadline:  # 0: all its Content-Length came
                     raise TimeoutError()
                 if response.length:  # read1 ends quietly when the server closes early
-                    raise Failed(f"the server closed the connection after {size:,} of {size + response.length:,} bytes")
+                    raise Failed("the server closed the connection before the end of the file (its Content-Length)")
                 return b"".join(chunks)
             size += len(chunk)
             if size > limit:
@@ -453,19 +486,19 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
 
 
-def _plain_host(host: str) -> bool:
-    """HOST (lower case, as urlsplit gives it) is an IP address or a DNS name of letters, digits and hyphens,
-    a non-ASCII name as its IDNA (punycode) form."""
+def _plain_host(host: str) -> str | None:
+    """HOST (lower case, as urlsplit gives it) as an IP address or a DNS name of letters, digits and hyphens,
+    a non-ASCII name in its IDNA (punycode) form; None if it is neither."""
     try:
         ipaddress.ip_address(host)
-        return True
+        return host
     except ValueError:
         pass
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
-        return False
-    return bool(HOST_NAME.fullmatch(ascii_host))
+        return None
+    return ascii_host if HOST_NAME.fullmatch(ascii_host) else None
 
 
 def _shut(conn: http.client.HTTPConnection) -> None:
@@ -484,7 +517,7 @@ def _unfetched(m: Message, outcome: str, reason: str) -> Attachment:
 
 def _plain(reason: str, limit: int = REASON_CHARS) -> str:
     """REASON as the index, record and PDF keep it: control and format characters (a bidi override, an
-    escape sequence) written as escapes, and cut at LIMIT characters (a host name from a Location header)."""
+    escape sequence) written as escapes, and cut at LIMIT characters (a guard: a reason is our own words)."""
     text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in reason)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
@@ -503,7 +536,18 @@ def _network_error(exc: BaseException, timeout: float) -> str:
         return f"timed out (attachments.timeout_seconds = {timeout:g})"
     if isinstance(exc, http.client.HTTPException):  # its text quotes what the server sent
         return f"{type(exc).__name__}: not a usable HTTP answer"
-    return f"{type(exc).__name__}: {exc}"
+    kind = _error_kind(exc)
+    return kind if kind == type(exc).__name__ else f"{type(exc).__name__}: {kind}"
+
+
+def _error_kind(exc: BaseException) -> str:
+    """What went wrong in the library's or the system's fixed words, never EXC's text: that may quote a
+    host name (a TLS name mismatch), an address or a server's words."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or "a TLS error"  # OpenSSL's reason code, e.g. CERTIFICATE_VERIFY_FAILED
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and isinstance(exc.strerror, str):
+        return exc.strerror  # the system's message for its error number (gai_strerror for a DNS error)
+    return type(exc).__name__
 
 
 def file_name(url: str) -> str:

@@ -66,10 +66,10 @@ SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root ove
 """.replace("SEAL_CMS", cms_command("${d}seal.json.p7s", "${d}seal.json", "CA.pem", timestamp="${d}seal.json.p7s.tsr")
             ).replace("SEAL_TSR", timestamp_command("${d}seal.json.p7s", "${d}seal.json.p7s.tsr", "TSA-CA.pem"))
 ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's signed record.json names at its position:
-   its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 5; each
-   line must say OK):
+   its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 5; a file
+   a retry copied from an earlier version has "kept_from_version" after it; each line must say OK):
 
-    $ for f in rooms/*/attachments/*; do [ -f "$f" ] || continue; n=$(expr "$(basename "$f" | cut -d- -f1)" + 0); h=$(sha256sum < "$f" | cut -d" " -f1); grep -qE "\"sha256\":\"$h\",\"content_type\":\"[^\"]*\",\"fetched_at\":\"[^\"]*\",\"object\":\"attachment-$n\"}" "${f%/attachments/*}/record.json" && echo "OK $f" || echo "FAILED $f"; done
+    $ for f in rooms/*/attachments/*; do [ -f "$f" ] || continue; n=$(expr "$(basename "$f" | cut -d- -f1)" + 0); h=$(sha256sum < "$f" | cut -d" " -f1); grep -qE "\"sha256\":\"$h\",\"content_type\":\"[^\"]*\",\"fetched_at\":\"[^\"]*\",\"object\":\"attachment-$n\"[,}]" "${f%/attachments/*}/record.json" && echo "OK $f" || echo "FAILED $f"; done
 
 """
 UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a room folder or file added after the

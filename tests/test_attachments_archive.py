@@ -118,6 +118,34 @@ def test_the_index_entry_names_no_attachment_url_or_file_name(make_config, keys,
         assert secret not in text, (secret, text)
 
 
+def test_the_index_entry_quotes_no_url_credentials_and_no_host_a_server_redirected_to(make_config, keys, server,
+                                                                                      files) -> None:
+    """docs/attachments.md: a reason is fixed wording; it never quotes the URL (a password a customer pasted
+    into it) or a host a server chose (a redirect's, which may spell a card number). The index is not
+    encrypted and outlives erasure; the record names the message's URL itself. The host redirected to is
+    refused before it is resolved: only the test server, on 127.0.0.1, is asked for anything."""
+    from bson import json_util
+
+    host = server.split("//", 1)[1]
+    files.add("/r1.png", b"", status=302, Location="http://4111-1111-1111-1111.attacker.example/x.png")
+    files.add("/r2.png", b"", status=302, Location=f"http://patient-jane-doe:hiv-positive@{host}/x.png")
+    config = attaching(make_config)
+    seed(config, [chat_with([("DOCUMENT", f"http://jane.doe:MyBankPassw0rd@{host}/statement.pdf"),
+                             ("IMAGE", f"{server}/r1.png"), ("IMAGE", f"{server}/r2.png")])])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    assert [(a["outcome"], a["reason"]) for a in entry["attachments"]] == [
+        ("refused", "user information in the URL"), ("refused", "redirected: host not in attachments.hosts"),
+        ("refused", "redirected: user information in the URL")]
+    text = json_util.dumps(entry)
+    for secret in ("MyBankPassw0rd", "jane.doe", "4111", "attacker", "hiv-positive", "patient-jane-doe"):
+        assert secret not in text, (secret, text)
+    record = record_of(config, keys, entry)["attachments"]
+    assert [a["reason"] for a in record] == [a["reason"] for a in entry["attachments"]]  # the same words
+    assert "4111" not in json.dumps(record) and "hiv-positive" not in json.dumps(record)  # a server's words
+    assert files.requests == ["/r1.png", "/r2.png"]
+
+
 @pytest.mark.parametrize("path, outcome, reason", [
     ("/missing.png", "failed", "HTTP 404"),
     ("/slow.png", "failed", "timed out"),
@@ -152,7 +180,7 @@ def test_a_host_not_allowed_is_refused_and_the_chat_archived(make_config, keys, 
     assert Archiver(config).run_pass().archived == 1
     (entry,) = entries(config)
     (refused,) = entry["attachments"]
-    assert refused["outcome"] == "refused" and "'127.0.0.1' is not in attachments.hosts" in refused["reason"]
+    assert (refused["outcome"], refused["reason"]) == ("refused", "host not in attachments.hosts")
     assert files.requests == []  # nothing was asked of the server
     assert "not in attachments.hosts" in pdf_text(config, keys, entry, tmp_path)
 

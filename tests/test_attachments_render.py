@@ -91,3 +91,18 @@ def test_thumbnails_are_bounded() -> None:
     assert width == pytest.approx(THUMBNAIL_BOX) and height == pytest.approx(THUMBNAIL_BOX / 4)
     _, width, height = thumbnail(png((20, 10)), "PNG")
     assert (width, height) == (20, 10)  # a small image is not blown up
+
+
+def test_the_embedded_thumbnail_keeps_the_pixels_the_docs_state(renderer, tmp_path) -> None:
+    """docs/attachments.md names the pixels a thumbnail keeps on its longer side: the image embedded in
+    the PDF (pdfimages) has exactly that many, wide or tall, PNG or JPEG."""
+    import re
+    docs = (Path(__file__).parent.parent / "docs" / "attachments.md").read_text()
+    (stated,) = {int(n) for n in re.findall(r"(\d+) pixels on the longer\s+side", docs)}
+    attachments = [fetched(png((4000, 1000)), 1), fetched(jpeg((900, 1800)), 2, "scan.jpg")]
+    path = tmp_path / "t.pdf"
+    path.write_bytes(renderer.render(normalise(SEED_CHAT), attachments=attachments).data)
+    listed = subprocess.run([require_tool("pdfimages"), "-list", str(path)], capture_output=True, text=True,
+                            check=True).stdout.splitlines()[2:]  # two header lines
+    sizes = [(int(row.split()[3]), int(row.split()[4])) for row in listed]  # width, height columns
+    assert sizes == [(stated, stated // 4), (stated // 2, stated)]

@@ -334,6 +334,43 @@ def test_a_bundle_carries_the_attachments_and_its_readme_checks_them_against_the
     assert results[-1][2].split() == ["FAILED", base + "0004-photo.png", "FAILED", base + "0005-c.pdf"]
 
 
+def test_the_readme_checks_the_files_of_a_retry_version_kept_from_an_earlier_one(
+        make_config, keys, tmp_path, server, files) -> None:
+    """A retry version's record lists a kept file with "kept_from_version" after its "object": the
+    README's check must find it all the same, and still name a file swapped for another."""
+    from attachment_server import PDF, png
+    from test_attachments_archive import attaching, chat_with
+    from test_pipeline import entries, seed
+    from archiver.pipeline import Archiver
+
+    config = attaching(make_config)
+    photo = png((120, 80), "green")
+    files.add("/a.png", photo)
+    seed(config, [chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])])
+    assert Archiver(config).run_pass().archived == 1  # v1: a.png fetched, later.pdf a 404
+    files.add("/later.pdf", PDF)
+    assert Archiver(config).run_pass().archived == 1  # v2, the retry: a.png kept from v1, later.pdf fetched
+    _, second = entries(config)
+    assert second["version"] == 2 and second["attachments"][0]["kept_from_version"] == 1
+    folder = _bundled(config, keys, tmp_path, second["room"], "retry")
+    base = f"rooms/{safe_name(second['room'])}-v2/attachments/"
+    assert '"object":"attachment-4","kept_from_version":1}' in (folder / base).parent.joinpath("record.json").read_text()
+
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    (step,) = [out for command, _, out in results if "attachments/" in command]
+    assert step.split() == ["OK", base + "0004-a.png", "OK", base + "0005-later.pdf"]
+    assert _passes(results), results
+
+    kept, fetched = folder / (base + "0004-a.png"), folder / (base + "0005-later.pdf")  # swapped, sums rewritten
+    kept.write_bytes(PDF)
+    fetched.write_bytes(photo)
+    sums = folder / "SHA256SUMS"
+    sums.write_text("".join(f"{hashlib.sha256((folder / line.split('  ', 1)[1]).read_bytes()).hexdigest()}  "
+                            f"{line.split('  ', 1)[1]}\n" for line in sums.read_text().splitlines()))
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert results[-1][2].split() == ["FAILED", base + "0004-a.png", "FAILED", base + "0005-later.pdf"]
+
+
 def test_a_bundle_from_filters_names_the_matching_entries_it_cannot_hold(archived, keys, tmp_path, capsys) -> None:
     """A tombstone matches the filters but has nothing to put in a bundle: the bundle said it held every
     room the filters select, and the deleted one was named nowhere."""
