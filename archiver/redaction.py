@@ -443,6 +443,13 @@ class Redactor:
         """Whether TEXT holds what a rule writes in place of a match (a card's masked digits, a mask)."""
         return any(r.mask in text for r in self.rules)
 
+    def mask(self, text: str) -> str:
+        """TEXT with what the rules find masked: for a message that quotes the source (a field's name)."""
+        try:
+            return self._text(text, ("(a message)",), {r.name: 0 for r in self.rules}) if self.enabled else text
+        except InvalidChat:  # a rule failed on it: not quoted at all
+            return "(a text not shown: the redaction rules could not be applied to it)"
+
     @property
     def note_rules(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)

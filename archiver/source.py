@@ -8,7 +8,7 @@ through the indexes in `required_indexes`. The source is only ever read here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import mongomock
 from bson.errors import BSONError
@@ -35,13 +35,16 @@ class RequiredIndex:
 
 
 class ChatSource:
-    def __init__(self, db: Database, chats: str, contacts: str, messages: str = "") -> None:
+    def __init__(self, db: Database, chats: str, contacts: str, messages: str = "",
+                 mask: Callable[[str], str] = str) -> None:
+        """MASK (Redactor.mask) redacts a reason that quotes the source (a field's name)."""
         # Invalid UTF-8 from the platform must not break the read: it decodes to lone
         # surrogates, which normalisation reports with their place (and quarantines).
         self.db = tolerant(db)
         # The chats, messages and contacts archived are read as the bytes the server returned, and archived
         # only if decoding keeps them exactly (archiver/lossless.py); the stand-in holds values, not bytes.
         self._bytes = not isinstance(db, mongomock.database.Database)
+        self.mask = mask
         self.chats = self.db[chats]
         self.contacts = self.db[contacts]
         self.messages = self.db[messages] if messages else None
@@ -182,7 +185,7 @@ class ChatSource:
         return gone + self.chats.delete_one({"_id": chat_id}).deleted_count
 
     def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
-        chats = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
+        chats = {room: _one_chat(room, docs, self.mask) for room, docs in self._chat_documents(rooms).items()}
         if self.messages is not None:
             found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}
             for chat in found.values():
@@ -194,7 +197,7 @@ class ChatSource:
                 if isinstance(msg.get("room"), str):
                     held = found[msg["room"]]["messages"]
                     if raw is not None and msg["room"] not in lossy:
-                        lossy[msg["room"]] = lossless.loss(raw, f"chat.messages.{len(held)}")
+                        lossy[msg["room"]] = self.mask(lossless.loss(raw, f"chat.messages.{len(held)}"))
                     held.append(msg)
             chats.update({room: SourceProblem(reason, found[room]) for room, reason in lossy.items()})
         contacts: dict[str, list[tuple[dict[str, Any], bytes | None]]] = {}
@@ -209,7 +212,7 @@ class ChatSource:
                 chat = SourceProblem(f"{len(found)} contact documents have id {room!r} (_id {ids}); the chat is "
                                      "not archived until a person decides which one is its contact", chat)
             elif found and found[0][1] is not None and isinstance(chat, dict):
-                chat = SourceProblem(lossless.loss(found[0][1], "contact"), chat)
+                chat = SourceProblem(self.mask(lossless.loss(found[0][1], "contact")), chat)
             loaded[room] = (chat, found[0][0] if found else None)
         return loaded
 
@@ -243,10 +246,11 @@ class SourceProblem:
 Chat = dict[str, Any] | SourceProblem | None
 
 
-def _one_chat(room: str, docs: list[tuple[dict[str, Any], bytes | None]]) -> dict[str, Any] | SourceProblem:
+def _one_chat(room: str, docs: list[tuple[dict[str, Any], bytes | None]], mask: Callable[[str], str]
+              ) -> dict[str, Any] | SourceProblem:
     if len(docs) == 1:
         chat, raw = docs[0]
-        return chat if raw is None else SourceProblem(lossless.loss(raw, "chat"), chat)
+        return chat if raw is None else SourceProblem(mask(lossless.loss(raw, "chat")), chat)
     ids = ", ".join(repr(doc.get("_id")) for doc, _ in docs)
     return SourceProblem(f"{len(docs)} chat documents have room {room!r} (_id {ids}); none is archived "
                          "until a person decides which one is the chat")

@@ -420,3 +420,15 @@ def test_the_fields_of_a_dbref_are_redacted_and_it_stays_a_dbref() -> None:
     assert done.chat["plain"] == DBRef("customers", "[email redacted]")
     assert done.chat["beside"]["note"] == text_of(r, "card 4111 1111 1111 1111")[0]
     assert done.note.matches == {"card": 3, "email": 2}
+
+
+def test_mask_quotes_a_text_of_the_source_masked_and_not_at_all_when_a_rule_fails(monkeypatch) -> None:
+    """Redactor.mask is for reasons that quote the source (a field's name, archiver/source.py)."""
+    r = redactor(patterns={"ticket": "T-[0-9]+"})
+    assert r.mask("x.card 4111 1111 1111 1111.T-42: why") == f"x.card {text_of(r, '4111 1111 1111 1111')[0]}.[ticket redacted]: why"
+    assert redactor(enabled=False).mask("card 4111 1111 1111 1111") == "card 4111 1111 1111 1111"
+
+    def broken(text: str) -> tuple[str, int]:
+        raise RuntimeError(f"engine failed on {text}")
+    monkeypatch.setattr(r.rules[-1], "redact", broken)
+    assert "4111" not in r.mask("card 4111 1111 1111 1111") and "not shown" in r.mask("card 4111 1111 1111 1111")

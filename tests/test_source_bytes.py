@@ -223,3 +223,20 @@ def test_a_real_driver_reads_the_server_s_bytes(nx_uri) -> None:
         assert loaded == chat and {k: v for k, v in joined.items() if k != "_id"} == contact
     finally:
         db.client.drop_database(db.name)
+
+
+def test_a_reason_that_names_a_field_is_redacted_as_the_record_would_be(make_config, monkeypatch):
+    """The reason goes to the jobs collection and the logs: a field name holding a card is masked there, as
+    every error message is made from redacted copies (a name is the source's text like any other)."""
+    from archiver.redaction import Redactor
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(64), messages=30, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    name = "card 4111 1111 1111 1111"
+    server_bytes(monkeypatch, {chat["_id"]: with_undefined(chat, chat["messages"][3]["data"], name)})
+    report = Archiver(config).run_pass()
+    masked = Redactor.from_config(config).mask(name)
+    assert masked != name and "4111 1111 1111 1111" not in str(report.quarantined)
+    assert report.quarantined == {chat["room"]: f"chat.messages.3.data.{masked}: BSON undefined (type 0x06) has "
+                                                "no lossless form (it reads as null)"}
