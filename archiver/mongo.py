@@ -11,6 +11,7 @@ from typing import Any
 import mongomock
 import pymongo
 from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 from pymongo.mongo_client import MongoClient
@@ -78,6 +79,13 @@ def unreachable_reason(exc: ConnectionFailure) -> str:
     return redact(re.sub(r" \(configured timeouts:[^)]*\)", "", text))
 
 
+# Invalid UTF-8 as lone surrogates, dates outside Python's range as DatetimeMS (see tolerant).
+TOLERANT = CodecOptions(tz_aware=True, unicode_decode_error_handler="surrogateescape",
+                        datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+# Documents as the bytes the server returned (RawBSONDocument), decoded with TOLERANT by archiver.lossless.
+STORED = TOLERANT.with_options(document_class=RawBSONDocument)
+
+
 def tolerant(db: Database) -> Database:
     """DB decoding invalid UTF-8 as lone surrogates, and dates outside Python's range (year 0,
     year 10000) as DatetimeMS, instead of failing the read of a whole batch.
@@ -86,9 +94,7 @@ def tolerant(db: Database) -> Database:
     """
     if isinstance(db, mongomock.database.Database):
         return db
-    return db.with_options(codec_options=CodecOptions(
-        tz_aware=True, unicode_decode_error_handler="surrogateescape",
-        datetime_conversion=DatetimeConversion.DATETIME_AUTO))
+    return db.with_options(codec_options=TOLERANT)
 
 
 def server_ms(db: Database) -> int:

@@ -105,7 +105,8 @@ class Archiver:
         self.stop = stop or threading.Event()
         artifacts.init_worker(config)  # fails fast on bad keys: before any claim, and before waiting on MongoDB
         source_db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
-        self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"])
+        self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"],
+                                 artifacts.worker_builder().redactor.mask)
         index_db = reachable(*index_uri(config))[config["index.database"]]
         self.queue = WorkQueue(index_db[config["index.jobs"]])
         self.index = ArchiveIndex(index_db[config["index.entries"]])

@@ -30,6 +30,7 @@ import re2
 from bson import ObjectId
 from bson.binary import Binary
 from bson.code import Code
+from bson.dbref import DBRef
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.regex import Regex
@@ -37,7 +38,8 @@ from bson.regex import Regex
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 3  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 4  # bump when a detector changes what it finds: it is part of every settings version
+# 4: the fields of a DBRef (a sub-document {$ref, $id, $db, ...}), which were passed over.
 # 3: every Luhn-valid window of a run is hidden, overlapping ones too (a number before a card made a window
 #    that hid the wrong digits); every Unicode dash, full-width hyphen and full stop, middle dots, bullet,
 #    hyphenation point and tab between groups; '+' in a URL's query string; a '+' makes a phone number only
@@ -441,6 +443,13 @@ class Redactor:
         """Whether TEXT holds what a rule writes in place of a match (a card's masked digits, a mask)."""
         return any(r.mask in text for r in self.rules)
 
+    def mask(self, text: str) -> str:
+        """TEXT with what the rules find masked: for a message that quotes the source (a field's name)."""
+        try:
+            return self._text(text, ("(a message)",), {r.name: 0 for r in self.rules}) if self.enabled else text
+        except InvalidChat:  # a rule failed on it: not quoted at all
+            return "(a text not shown: the redaction rules could not be applied to it)"
+
     @property
     def note_rules(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)
@@ -475,6 +484,11 @@ class Redactor:
             return value if kept == KEEP or len(value) < self.shortest else self._text(value, path, matches)
         if isinstance(value, dict):
             return self._map(value, path, kept, matches)
+        if isinstance(value, DBRef):  # a sub-document {$ref, $id, $db, ...}: its values like any other's
+            fields = value.as_doc()
+            ref, ident = (self._walk(fields.pop(name), (*path, name), None, matches) for name in ("$ref", "$id"))
+            db = self._walk(fields.pop("$db"), (*path, "$db"), None, matches) if "$db" in fields else None
+            return DBRef(ref, ident, db, **self._map(fields, path, kept, matches))
         if isinstance(value, list):
             inner = kept.get("*") if type(kept) is dict else None
             return [self._walk(item, (*path, i), inner, matches) for i, item in enumerate(value)]

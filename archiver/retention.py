@@ -86,13 +86,14 @@ class Deletions:
         self.policy: Policy = configured_policy(config)
         index_db = reachable(*index_uri(config))[config["index.database"]]
         source_db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
-        self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"])
+        self.redactor = Redactor.from_config(config)
+        self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"],
+                                 self.redactor.mask)
         self.entries = index_db[config["index.entries"]]
         self.queue = WorkQueue(index_db[config["index.jobs"]])
         self.ledger = RunLedger(index_db[config["index.retention_runs"]], index_db[config["index.retention_steps"]])
         self.ledger.ensure_indexes()
         self.holds: Holds = open_holds(config)
-        self.redactor = Redactor.from_config(config)
         self.lock_mode = config["storage.object_lock_mode"]
         self._stores: dict[str, ObjectStore] = {}
 

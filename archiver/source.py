@@ -8,15 +8,18 @@ through the indexes in `required_indexes`. The source is only ever read here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import mongomock
 from bson.errors import BSONError
 from bson.int64 import Int64
 from pymongo import ASCENDING
+from pymongo.collection import Collection
 from pymongo.database import Database
 
+from archiver import lossless
 from archiver.batches import batched
-from archiver.mongo import tolerant
+from archiver.mongo import STORED, tolerant
 from archiver.transcript import END_TYPE, to_datetime
 
 
@@ -32,10 +35,16 @@ class RequiredIndex:
 
 
 class ChatSource:
-    def __init__(self, db: Database, chats: str, contacts: str, messages: str = "") -> None:
+    def __init__(self, db: Database, chats: str, contacts: str, messages: str = "",
+                 mask: Callable[[str], str] = str) -> None:
+        """MASK (Redactor.mask) redacts a reason that quotes the source (a field's name)."""
         # Invalid UTF-8 from the platform must not break the read: it decodes to lone
         # surrogates, which normalisation reports with their place (and quarantines).
         self.db = tolerant(db)
+        # The chats, messages and contacts archived are read as the bytes the server returned, and archived
+        # only if decoding keeps them exactly (archiver/lossless.py); the stand-in holds values, not bytes.
+        self._bytes = not isinstance(db, mongomock.database.Database)
+        self.mask = mask
         self.chats = self.db[chats]
         self.contacts = self.db[contacts]
         self.messages = self.db[messages] if messages else None
@@ -176,41 +185,55 @@ class ChatSource:
         return gone + self.chats.delete_one({"_id": chat_id}).deleted_count
 
     def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
-        chats: dict[str, Chat] = {room: _one_chat(room, docs) for room, docs in self._chat_documents(rooms).items()}
+        chats = {room: _one_chat(room, docs, self.mask) for room, docs in self._chat_documents(rooms).items()}
         if self.messages is not None:
             found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}
             for chat in found.values():
                 chat["messages"] = []
-            for msg in self.messages.find({"room": {"$in": list(found)}}).sort("_id", ASCENDING) if found else ():
+            lossy: dict[str, str] = {}
+            query = {"room": {"$in": list(found)}}
+            for doc in self._stored(self.messages).find(query).sort("_id", ASCENDING) if found else ():
+                msg, raw = lossless.read(doc)
                 if isinstance(msg.get("room"), str):
-                    found[msg["room"]]["messages"].append(msg)
-        contacts: dict[str, list[dict[str, Any]]] = {}
-        for doc in self.contacts.find({"id": {"$in": rooms}}):
+                    held = found[msg["room"]]["messages"]
+                    if raw is not None and msg["room"] not in lossy:
+                        lossy[msg["room"]] = self.mask(lossless.loss(raw, f"chat.messages.{len(held)}"))
+                    held.append(msg)
+            chats.update({room: SourceProblem(reason, found[room]) for room, reason in lossy.items()})
+        contacts: dict[str, list[tuple[dict[str, Any], bytes | None]]] = {}
+        for doc, raw in map(lossless.read, self._stored(self.contacts).find({"id": {"$in": rooms}})):
             if isinstance(doc.get("id"), str):
-                contacts.setdefault(doc["id"], []).append(doc)
+                contacts.setdefault(doc["id"], []).append((doc, raw))
         loaded: dict[str, tuple[Chat, dict[str, Any] | None]] = {}
         for room in rooms:
             chat, found = chats.get(room), contacts.get(room, [])
             if len(found) > 1 and isinstance(chat, dict):  # never one of them silently, the other left out
-                ids = ", ".join(repr(doc.get("_id")) for doc in found)
+                ids = ", ".join(repr(doc.get("_id")) for doc, _ in found)
                 chat = SourceProblem(f"{len(found)} contact documents have id {room!r} (_id {ids}); the chat is "
                                      "not archived until a person decides which one is its contact", chat)
-            loaded[room] = (chat, found[0] if found else None)
+            elif found and found[0][1] is not None and isinstance(chat, dict):
+                chat = SourceProblem(self.mask(lossless.loss(found[0][1], "contact")), chat)
+            loaded[room] = (chat, found[0][0] if found else None)
         return loaded
 
-    def _chat_documents(self, rooms: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """Every chat document of each room: by `room`, or by `_id` for a chat without a room of its own."""
-        found: dict[str, list[dict[str, Any]]] = {}
+    def _chat_documents(self, rooms: list[str]) -> dict[str, list[tuple[dict[str, Any], bytes | None]]]:
+        """Every chat document of each room: by `room`, or by `_id` for a chat without a room of its own;
+        each with the server's bytes when decoding does not keep them (lossless.read)."""
+        found: dict[str, list[tuple[dict[str, Any], bytes | None]]] = {}
         # `$in` also matches an array holding a room: such documents are not that room's.
-        for doc in self.chats.find({"room": {"$in": rooms}}):
+        for doc, raw in map(lossless.read, self._stored(self.chats).find({"room": {"$in": rooms}})):
             if isinstance(doc.get("room"), str):
-                found.setdefault(doc["room"], []).append(doc)
+                found.setdefault(doc["room"], []).append((doc, raw))
         unnamed = [room for room in rooms if room not in found]
         if unnamed:  # a chat with a room of its own is that room's, whatever its _id says
-            for doc in self.chats.find({"_id": {"$in": unnamed}}):
+            for doc, raw in map(lossless.read, self._stored(self.chats).find({"_id": {"$in": unnamed}})):
                 if not _has_room(doc):
-                    found.setdefault(doc["_id"], []).append(doc)
+                    found.setdefault(doc["_id"], []).append((doc, raw))
         return found
+
+    def _stored(self, collection: Collection) -> Collection:
+        """COLLECTION returning documents as the bytes the server sent (for lossless.read)."""
+        return collection.with_options(codec_options=STORED) if self._bytes else collection
 
 
 @dataclass(frozen=True)
@@ -223,10 +246,12 @@ class SourceProblem:
 Chat = dict[str, Any] | SourceProblem | None
 
 
-def _one_chat(room: str, docs: list[dict[str, Any]]) -> dict[str, Any] | SourceProblem:
+def _one_chat(room: str, docs: list[tuple[dict[str, Any], bytes | None]], mask: Callable[[str], str]
+              ) -> dict[str, Any] | SourceProblem:
     if len(docs) == 1:
-        return docs[0]
-    ids = ", ".join(repr(doc.get("_id")) for doc in docs)
+        chat, raw = docs[0]
+        return chat if raw is None else SourceProblem(mask(lossless.loss(raw, "chat")), chat)
+    ids = ", ".join(repr(doc.get("_id")) for doc, _ in docs)
     return SourceProblem(f"{len(docs)} chat documents have room {room!r} (_id {ids}); none is archived "
                          "until a person decides which one is the chat")
 

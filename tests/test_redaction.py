@@ -395,3 +395,40 @@ def test_a_megabyte_long_query_string_or_plus_run_is_linear_too(query: str) -> N
     elapsed = time.process_time() - started
     assert len(out) == len(text) and matches["card"] >= 1
     assert elapsed < 1.5, f"{elapsed:.2f} s for 1 MB of {query!r} in a query string"
+
+
+def test_the_fields_of_a_dbref_are_redacted_and_it_stays_a_dbref() -> None:
+    """A sub-document {$ref, $id, ...} decodes as a DBRef, which redaction once passed over: a card in its $id
+    or in a field beside them went into the record in clear while the same text elsewhere was masked."""
+    from bson import SON, decode, encode
+    from bson.dbref import DBRef
+
+    raw = encode({"room": "r", "messages": [], "beside": {"note": "card 4111 1111 1111 1111"},
+                  "ref": SON([("$ref", "customers"), ("$id", "4111111111111111"), ("$db", "crm"),
+                              ("note", "card 5555 5555 5555 4444 from anna@example.org")]),
+                  "plain": DBRef("customers", "anna@example.org")})
+    chat = decode(raw)
+    assert type(chat["ref"]) is DBRef
+    r = redactor(rules=["card", "email"])
+    done = r.apply(chat, None)
+    ref = done.chat["ref"]
+    note = "card 5555 5555 5555 4444 from anna@example.org"
+    assert type(ref) is DBRef and (ref.collection, ref.database) == ("customers", "crm")
+    assert ref.id == text_of(r, "4111111111111111")[0] == "411111••••••1111"
+    assert ref.note == text_of(r, note)[0] != note, "masked as the same text elsewhere"
+    assert list(ref.as_doc()) == ["$ref", "$id", "$db", "note"]
+    assert done.chat["plain"] == DBRef("customers", "[email redacted]")
+    assert done.chat["beside"]["note"] == text_of(r, "card 4111 1111 1111 1111")[0]
+    assert done.note.matches == {"card": 3, "email": 2}
+
+
+def test_mask_quotes_a_text_of_the_source_masked_and_not_at_all_when_a_rule_fails(monkeypatch) -> None:
+    """Redactor.mask is for reasons that quote the source (a field's name, archiver/source.py)."""
+    r = redactor(patterns={"ticket": "T-[0-9]+"})
+    assert r.mask("x.card 4111 1111 1111 1111.T-42: why") == f"x.card {text_of(r, '4111 1111 1111 1111')[0]}.[ticket redacted]: why"
+    assert redactor(enabled=False).mask("card 4111 1111 1111 1111") == "card 4111 1111 1111 1111"
+
+    def broken(text: str) -> tuple[str, int]:
+        raise RuntimeError(f"engine failed on {text}")
+    monkeypatch.setattr(r.rules[-1], "redact", broken)
+    assert "4111" not in r.mask("card 4111 1111 1111 1111") and "not shown" in r.mask("card 4111 1111 1111 1111")

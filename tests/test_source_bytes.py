@@ -1,0 +1,242 @@
+"""A chat is archived only when the driver's decoding keeps every byte MongoDB returned for its documents:
+the record (and its digest) is written from the decoded values, so BSON that does not survive decoding
+(a field written twice, undefined, a symbol, a NaN with a payload, ...) would be archived as another
+document with that document's digest. Such a chat is quarantined, naming the first field that differs.
+
+The stand-ins rewrite such documents when they are stored (nx-27017 keeps JSON; mongomock keeps Python
+values), so the bytes a MongoDB server would send are built here and handed to the source where it reads
+what the server returned (ChatSource._stored)."""
+
+from __future__ import annotations
+
+import copy
+import random
+import struct
+
+import bson
+import pytest
+from bson import SON, Binary, Code, DBRef, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.datetime_ms import DatetimeMS
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+
+from archiver.mongo import STORED, TOLERANT, connect
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from archiver.source import ChatSource, SourceProblem
+from test_pipeline import entries, job, recent_ms, seed
+
+
+def elem(kind: int, name: str, payload: bytes) -> bytes:
+    return bytes([kind]) + name.encode() + b"\0" + payload
+
+
+def doc(*elems: bytes) -> bytes:
+    body = b"".join(elems)
+    return struct.pack("<i", len(body) + 5) + body + b"\0"
+
+
+def string(s: bytes) -> bytes:
+    return struct.pack("<i", len(s) + 1) + s + b"\0"
+
+
+def chat_with(*x: bytes) -> bytes:
+    return doc(elem(2, "room", string(b"R")), *x)
+
+
+def read(raw: bytes):
+    from archiver import lossless
+    return lossless.read(RawBSONDocument(raw, STORED))
+
+
+def why(raw: bytes, where: str = "chat") -> str:
+    from archiver import lossless
+    value, lost = read(raw)
+    assert bson.encode(value) == bson.encode(bson.decode(raw, TOLERANT)), "still decoded (an erasure can delete it)"
+    return lossless.loss(lost, where) if lost is not None else ""
+
+
+NAN = "(a NaN with a sign or payload, or a coefficient of more than 34 digits)"
+LOSSY = {
+    "field written twice": (doc(elem(2, "room", string(b"R")), elem(0x10, "x", struct.pack("<i", 1)),
+                                elem(0x10, "x", struct.pack("<i", 2))),
+                            "chat.x: the field appears twice in one document; only its last value is read"),
+    "undefined": (chat_with(elem(6, "x", b"")),
+                  "chat.x: BSON undefined (type 0x06) has no lossless form (it reads as null)"),
+    "symbol": (chat_with(elem(0x0E, "x", string(b"abc"))),
+               "chat.x: BSON symbol (type 0x0e) has no lossless form (it reads as a string)"),
+    "DBPointer": (chat_with(elem(0x0C, "x", string(b"coll") + ObjectId("61e8277aef3d6b076066d200").binary)),
+                  "chat.x: BSON DBPointer (type 0x0c) has no lossless form (it reads as a DBRef)"),
+    "DBRef $id first": (chat_with(elem(3, "x", bson.encode(SON([("$id", 1), ("$ref", "c")])))),
+                        "chat.x: a DBRef whose fields are not in the order $ref, $id, $db, then the others reads "
+                        "reordered (its fields: $id, $ref)"),
+    "DBRef extra field first": (chat_with(elem(3, "x", bson.encode(SON([("note", "n"), ("$ref", "c"), ("$id", 1)])))),
+                                "chat.x: a DBRef whose fields are not in the order $ref, $id, $db, then the others "
+                                "reads reordered (its fields: note, $ref, $id)"),
+    "Regex options mi": (chat_with(elem(0x0B, "x", b"^a\0mi\0")),
+                         "chat.x: regular expression options 'mi' read as 'im'"),
+    "Regex option g": (chat_with(elem(0x0B, "x", b"^a\0g\0")), "chat.x: regular expression options 'g' read as ''"),
+    "double -NaN": (chat_with(elem(1, "x", bytes.fromhex("000000000000f8ff"))),
+                    "chat.x: a double NaN with a sign or payload (bytes 000000000000f8ff) reads as the plain NaN"),
+    "double NaN payload": (chat_with(elem(1, "x", bytes.fromhex("010000000000f87f"))),
+                           "chat.x: a double NaN with a sign or payload (bytes 010000000000f87f) reads as the plain NaN"),
+    "Decimal128 -NaN": (chat_with(elem(0x13, "x", Decimal128("-NaN").bid)),
+                        f"chat.x: the Decimal128 with bytes {Decimal128('-NaN').bid.hex()} {NAN} reads as NaN"),
+    "Decimal128 sNaN": (chat_with(elem(0x13, "x", Decimal128("sNaN").bid)),
+                        f"chat.x: the Decimal128 with bytes {Decimal128('sNaN').bid.hex()} {NAN} reads as NaN"),
+    "Decimal128 NaN payload": (chat_with(elem(0x13, "x", (7).to_bytes(8, "little") + bytes.fromhex("000000000000007c"))),
+                               "chat.x: the Decimal128 with bytes 0700000000000000000000000000007c "
+                               f"{NAN} reads as NaN"),
+    "Decimal128 non-canonical": (chat_with(elem(0x13, "x", b"\xff" * 8 + bytes.fromhex("ffffffffffff4130"))),
+                                 "chat.x: the Decimal128 with bytes ffffffffffffffffffffffffffff4130 "
+                                 f"{NAN} reads as 0"),
+    "array keys 5, a": (chat_with(elem(4, "x", bson.encode(SON([("5", 1), ("a", 2)])))),
+                        "chat.x: an array whose index keys (5, a) are not 0, 1, 2, ...; it reads renumbered"),
+    "deep in a message": (doc(elem(2, "room", string(b"R")), elem(4, "messages", bson.encode(
+        {"0": {}, "1": {}, "2": {}, "3": {"data": {"ts": 1.0, "x": None}}}).replace(b"\x0ax\0", b"\x06x\0"))),
+        "chat.messages.3.data.x: BSON undefined (type 0x06) has no lossless form (it reads as null)"),
+    "in a Code scope": (chat_with(elem(0x0F, "x", struct.pack("<i", 4 + 8 + 8) + string(b"f()") + doc(elem(6, "u", b"")))),
+                        "chat.x.$scope.u: BSON undefined (type 0x06) has no lossless form (it reads as null)"),
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSY))
+def test_bson_the_driver_cannot_decode_losslessly_is_named_with_its_place(name: str) -> None:
+    raw, expected = LOSSY[name]
+    assert why(raw) == expected
+
+
+LOSSLESS = {
+    "-0.0": struct.pack("<d", -0.0), "NaN": struct.pack("<d", float("nan")), "inf": struct.pack("<d", float("inf")),
+    "int64 min": Int64(-2**63), "Decimal128 -0": Decimal128("-0"), "Decimal128 1.10": Decimal128("1.10"),
+    "Decimal128 NaN": Decimal128("NaN"), "date year 10000": DatetimeMS(253402300800000),
+    "date int64 min": DatetimeMS(-2**63), "Timestamp": Timestamp(1642604343, 7), "MinKey": MinKey(),
+    "MaxKey": MaxKey(), "Binary 4": Binary(b"\x01" * 16, 4), "Binary 128": Binary(b"x", 128),
+    "Regex imsx": Regex("^a.b$", "imsx"), "Code with scope": Code("f()", {"a": 1}),
+    "DBRef": DBRef("c", 1), "DBRef $db and extra": DBRef("c", 1, "d", note="n"),
+    "keys . $ empty": SON([("a.b", 1), ("", 2), ("$c", 3)]), "nested arrays": [[{"a": [1, {"b": Int64(2)}]}], {}],
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSLESS))
+def test_bson_that_survives_decoding_is_read_as_it_is(name: str) -> None:
+    value = LOSSLESS[name]
+    raw = (chat_with(elem(1, "x", value)) if type(value) is bytes
+           else bson.encode(SON([("room", "R"), ("x", value)])))
+    assert why(raw) == ""
+
+
+def test_id_after_other_fields_is_no_loss() -> None:
+    """bson.encode puts a top-level _id first; the record keeps the order given, so that is no difference."""
+    assert why(bson.encode({"": SON([("room", "R"), ("_id", 5)])})[6:-1]) == ""
+
+
+def test_invalid_utf8_is_left_to_the_record_which_names_its_place() -> None:
+    """A value with invalid UTF-8 cannot be encoded at all: the record refuses it, as before (not this check)."""
+    value, lost = read(chat_with(elem(2, "x", string(b"a\xffb"))))
+    assert lost is None and value["x"] == "a\udcffb"
+
+
+# -- end to end: the pass over the bytes a MongoDB server would send ----------------------------------------
+
+
+def server_bytes(monkeypatch, replace: dict[object, bytes]) -> None:
+    """ChatSource reads what a server returned, as RawBSONDocument: a document of the stand-in as BSON, or the
+    bytes REPLACE gives for its _id (bytes the stand-ins cannot hold)."""
+    class Server:
+        def __init__(self, collection):
+            self.collection = collection
+
+        def find(self, *args, **kwargs):
+            return Cursor(RawBSONDocument(replace.get(d["_id"]) or bson.encode(d), STORED)
+                          for d in self.collection.find(*args, **kwargs))
+
+    class Cursor(list):
+        def __init__(self, docs):
+            super().__init__(docs)
+
+        def sort(self, key, direction):
+            return Cursor(sorted(self, key=lambda d: bson.decode(d.raw)[key], reverse=direction < 0))
+
+    monkeypatch.setattr(ChatSource, "_stored", lambda self, collection: Server(collection), raising=False)
+
+
+def with_undefined(document: dict, set_in: dict, name: str) -> bytes:
+    """DOCUMENT's BSON with field NAME of SET_IN (a part of it) a BSON undefined (as the legacy shell wrote it)."""
+    set_in[name] = None
+    raw = bson.encode(document)
+    del set_in[name]
+    element = b"\x0a" + name.encode() + b"\0"
+    assert raw.count(element) == 1
+    return raw.replace(element, b"\x06" + name.encode() + b"\0")
+
+
+def test_a_chat_whose_bson_does_not_survive_decoding_is_quarantined_and_the_rest_archived(make_config, monkeypatch):
+    config = make_config()
+    rng = random.Random(61)
+    chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
+    seed(config, chats)
+    bad = chats[1][0]
+    server_bytes(monkeypatch, {bad["_id"]: with_undefined(bad, bad["messages"][3]["data"], "legacyFlag")})
+    archiver = Archiver(config)
+    report = archiver.run_pass()
+    reason = "chat.messages.3.data.legacyFlag: BSON undefined (type 0x06) has no lossless form (it reads as null)"
+    assert report.quarantined == {bad["room"]: reason} and report.archived == 2
+    assert job(config, bad["room"])["state"] == "quarantined"
+    assert bad["room"] not in {e["room"] for e in entries(config)}
+    problem = archiver.source.load(bad["room"])[0]
+    assert isinstance(problem, SourceProblem) and problem.readable["_id"] == bad["_id"], "an erasure can still delete it"
+
+
+def test_a_message_of_a_messages_collection_and_a_contact_are_checked_too(make_config, monkeypatch):
+    config = make_config(source__messages="messages")
+    rng = random.Random(62)
+    chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    for chat, contact in chats:
+        db.messages.insert_many(copy.deepcopy(chat["messages"]))
+        db.chats.insert_one({k: v for k, v in chat.items() if k != "messages"})
+        db.contacts.insert_one(copy.deepcopy(contact))
+    (in_message, _), (_, in_contact), _ = chats
+    message = in_message["messages"][7]
+    contact_doc = db.contacts.find_one({"id": in_contact["id"]})
+    server_bytes(monkeypatch, {message["_id"]: with_undefined(message, message["data"], "legacy"),
+                               contact_doc["_id"]: with_undefined(contact_doc, contact_doc["users"], "flag")})
+    report = Archiver(config).run_pass()
+    assert report.quarantined == {
+        in_message["room"]: "chat.messages.7.data.legacy: BSON undefined (type 0x06) has no lossless form (it reads as null)",
+        in_contact["id"]: "contact.users.flag: BSON undefined (type 0x06) has no lossless form (it reads as null)",
+    }
+    assert report.archived == 1
+
+
+def test_a_real_driver_reads_the_server_s_bytes(nx_uri) -> None:
+    """Over the wire (nx-27017, or MongoDB): the source reads RawBSONDocument, and a chat comes back as stored."""
+    db = connect(nx_uri)[f"src_bytes_{ObjectId()}"]
+    chat, contact = make_chat(random.Random(63), messages=30)
+    db.chats.insert_one(copy.deepcopy(chat))
+    db.contacts.insert_one(copy.deepcopy(contact))
+    try:
+        source = ChatSource(db, "chats", "contacts")
+        assert all(isinstance(d, RawBSONDocument) for d in source._stored(source.chats).find({}))
+        loaded, joined = source.load(chat["room"])
+        assert loaded == chat and {k: v for k, v in joined.items() if k != "_id"} == contact
+    finally:
+        db.client.drop_database(db.name)
+
+
+def test_a_reason_that_names_a_field_is_redacted_as_the_record_would_be(make_config, monkeypatch):
+    """The reason goes to the jobs collection and the logs: a field name holding a card is masked there, as
+    every error message is made from redacted copies (a name is the source's text like any other)."""
+    from archiver.redaction import Redactor
+
+    config = make_config()
+    chat, contact = make_chat(random.Random(64), messages=30, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    name = "card 4111 1111 1111 1111"
+    server_bytes(monkeypatch, {chat["_id"]: with_undefined(chat, chat["messages"][3]["data"], name)})
+    report = Archiver(config).run_pass()
+    masked = Redactor.from_config(config).mask(name)
+    assert masked != name and "4111 1111 1111 1111" not in str(report.quarantined)
+    assert report.quarantined == {chat["room"]: f"chat.messages.3.data.{masked}: BSON undefined (type 0x06) has "
+                                                "no lossless form (it reads as null)"}
