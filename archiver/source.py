@@ -188,8 +188,15 @@ class ChatSource:
         chats = {room: _one_chat(room, docs, self.mask) for room, docs in self._chat_documents(rooms).items()}
         if self.messages is not None:
             found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}
-            for chat in found.values():
-                chat["messages"] = []
+            for room, chat in list(found.items()):
+                if "messages" in chat:  # the record keeps what the platform held: never overwritten
+                    chats[room] = SourceProblem(
+                        f"room {room!r}: the chat document has a field 'messages' of its own, where the archiver "
+                        f"puts the messages of the collection {self.messages.name!r} (source.messages); "
+                        "not archived until a person decides", None)
+                    del found[room]
+                else:
+                    chat["messages"] = []
             lossy: dict[str, str] = {}
             query = {"room": {"$in": list(found)}}
             for doc in self._stored(self.messages).find(query).sort("_id", ASCENDING) if found else ():

@@ -279,6 +279,24 @@ def test_messages_in_their_own_collection(make_config, keys) -> None:
     assert record["transcript"]["message_count"] == 7
 
 
+def test_a_chat_document_with_its_own_messages_field_is_not_overwritten_by_the_messages_collection(
+        make_config, keys) -> None:
+    """The record's source is what the platform held: a `messages` field of the chat document's own (a count, a
+    note) is never replaced by the messages collection's; such a chat is quarantined, naming the field."""
+    config = make_config(source__messages="messages")
+    rng = random.Random(19)
+    (chat, _), (other, _) = make_chat(rng, messages=4, start_ms=recent_ms()), make_chat(rng, messages=4, start_ms=recent_ms())
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    for doc, own in ((chat, {"count": 4, "note": "the platform's own"}), (other, None)):
+        db.messages.insert_many(copy.deepcopy(doc["messages"]))
+        db.chats.insert_one({**{k: v for k, v in doc.items() if k != "messages"}, **({"messages": own} if own else {})})
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and list(report.quarantined) == [chat["room"]]
+    reason = report.quarantined[chat["room"]]
+    assert "field 'messages' of its own" in reason and "source.messages" in reason
+    assert [e["room"] for e in entries(config)] == [other["room"]]
+
+
 def test_hostile_room_ids_stay_inside_the_store(make_config, tmp_path) -> None:
     config = make_config()
     rng = random.Random(10)
