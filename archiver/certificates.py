@@ -107,9 +107,11 @@ def signing_problems(cert: x509.Certificate, at: dt.datetime | None = None) -> l
 
     nonRepudiation (contentCommitment) is required: pdfsig, openssl and Acrobat accept it
     or digitalSignature, pyHanko's validator by default accepts only nonRepudiation, and
-    qualified seal certificates carry only nonRepudiation.
+    qualified seal certificates carry only nonRepudiation. A CA's key signs certificates:
+    an archive signed with it would be signed by whoever holds the CA, not by this archiver.
     """
-    return [*_validity(cert, at or now()), *_key_strength(cert),
+    ca = ["is a CA certificate, not a signer's own"] if is_ca(cert) else []
+    return [*ca, *_validity(cert, at or now()), *_key_strength(cert),
             *_needs_usage(cert, "content_commitment", "nonRepudiation")]
 
 

@@ -138,6 +138,9 @@ SIGNING_FLAWS = {
     "no signing usage": (lambda: dict(usages=("key_encipherment",)), "key usage lacks nonRepudiation"),
     "no key usage at all": (lambda: dict(usages=None), "no key usage extension (nonRepudiation needed)"),
     "RSA-1024": (lambda: dict(usages=SIGNING_USAGES, rsa_bits=1024, ec_key=False), "RSA key of 1024 bits"),
+    # A CA's key signs certificates: an archive signed with it is signed by whoever holds the CA.
+    "CA certificate": (lambda: dict(ca=True, usages=(*SIGNING_USAGES, "key_cert_sign", "crl_sign")),
+                       "is a CA certificate, not a signer's own"),
 }
 
 
