@@ -61,13 +61,16 @@ def _read(path: str, what: str) -> bytes:
         raise SigningError(f"{what} {path}: cannot read ({exc.strerror})") from None
 
 
-def _chain_file(path: str) -> bytes:
-    """A signing.chain file: certificates only (a CA's key has no business on this host)."""
+def _chain_certificates(path: str) -> list[x509.Certificate]:
+    """The certificates of a signing.chain file: certificates only (a CA's key has no business on this host)."""
     data = _read(path, "signing.chain")
     refusal = certificates.private_key_refusal(data, f"signing.chain: {path}")
     if refusal:
         raise SigningError(refusal)
-    return data
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise SigningError(f"signing.chain {path}: not a PEM certificate ({exc})") from None
 
 
 def load_identity(
@@ -75,7 +78,7 @@ def load_identity(
 ) -> SigningIdentity:
     """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
     secret = password.encode() if password else None
-    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_chain_file(path))]
+    extra = [c for path in chain or [] for c in _chain_certificates(path)]
     if pkcs12_path:
         try:
             loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "signing.pkcs12"), secret)
