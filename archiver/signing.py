@@ -32,6 +32,7 @@ from pyhanko_certvalidator.util import get_pyca_cryptography_hash, process_pss_p
 
 from archiver import certificates
 from archiver import timestamps as archive_timestamps
+from archiver.redact import key_material_refusal
 from archiver.cms import DIGEST_ALGORITHM, PdfCms
 from archiver.render.signature_field import Placeholder, SignatureSlot
 
@@ -57,8 +58,8 @@ class SigningIdentity:
 def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
-    except OSError as exc:
-        raise SigningError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    except OSError as exc:  # a certificate file's setting given a PEM of certificate and key: not quoted
+        raise SigningError(key_material_refusal(what, path) or f"{what} {path}: cannot read ({exc.strerror})") from None
 
 
 def _chain_certificates(path: str) -> list[x509.Certificate]:
@@ -78,6 +79,10 @@ def load_identity(
 ) -> SigningIdentity:
     """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
     secret = password.encode() if password else None
+    for setting, path in (("signing.key", key), ("signing.pkcs12", pkcs12_path)):
+        refusal = key_material_refusal(setting, path)  # the key itself, not its path: never quoted
+        if refusal:
+            raise SigningError(refusal)
     extra = [c for path in chain or [] for c in _chain_certificates(path)]
     if pkcs12_path:
         try:
