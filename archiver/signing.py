@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+import multiprocessing
+import os
+import stat
 from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
@@ -34,6 +38,7 @@ from archiver import certificates
 from archiver import timestamps as archive_timestamps
 from archiver.redact import key_material_refusal
 from archiver.cms import DIGEST_ALGORITHM, PdfCms
+from archiver.logs import event
 from archiver.render.signature_field import Placeholder, SignatureSlot
 
 SIGNATURE_FIELD = "ArchiveSignature"
@@ -53,6 +58,22 @@ class SigningIdentity:
     @property
     def fingerprint(self) -> str:
         return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+
+_WARNED: set[tuple[str, int]] = set()  # (path, mode) of key files already warned of by this process
+
+
+def _warn_if_readable_by_others(setting: str, path: str) -> None:
+    """A private key file that the file's group or everyone may read: warned (log event, once per process, from
+    the process the operator started, not its workers), never refused: containers often mount secrets 0644."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    others = mode & (stat.S_IRGRP | stat.S_IROTH)
+    if others and (path, mode) not in _WARNED and multiprocessing.parent_process() is None:
+        _WARNED.add((path, mode))
+        event("key_file_readable_by_others", logging.WARNING, setting=setting, path=path, mode=f"{mode:04o}")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -85,8 +106,10 @@ def load_identity(
             raise SigningError(refusal)
     extra = [c for path in chain or [] for c in _chain_certificates(path)]
     if pkcs12_path:
+        data = _read(pkcs12_path, "signing.pkcs12")
+        _warn_if_readable_by_others("signing.pkcs12", pkcs12_path)
         try:
-            loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "signing.pkcs12"), secret)
+            loaded_key, cert, more = pkcs12.load_key_and_certificates(data, secret)
         except ValueError as exc:
             raise SigningError(f"signing.pkcs12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
         if cert is None or loaded_key is None:
@@ -100,6 +123,7 @@ def load_identity(
         raise SigningError(f"signing.certificate {certificate}: not a PEM certificate ({exc})") from None
     _check(certs[0], "signing.certificate", certificate)
     data = _read(key, "signing.key")
+    _warn_if_readable_by_others("signing.key", key)
     try:
         loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:

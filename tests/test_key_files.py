@@ -158,3 +158,63 @@ def test_ordinary_paths_are_not_taken_for_key_material(path: str) -> None:
     """A path that is not there is said to be missing, and named."""
     with pytest.raises(ConfigError, match=f"^search.key_file: {path}: cannot read"):
         load_search_key(path)
+
+
+# -- a private key file others on the host can read is warned of --------------------------------------------------
+
+def _signing_files(tmp_path: Path, keys: dict[str, Path], setting: str, mode: int) -> dict[str, str]:
+    """load_identity's arguments for SETTING (signing.key or signing.pkcs12), its file copied with MODE."""
+    if setting == "signing.key":
+        key = tmp_path / "signing.key.pem"
+        key.write_bytes(keys["signing.key.pem"].read_bytes())
+        key.chmod(mode)
+        return {"certificate": str(keys["signing.crt.pem"]), "key": str(key)}
+    bundle = tmp_path / "signing.p12"
+    bundle.write_bytes(base64.b64decode(_pkcs12_base64(keys)))
+    bundle.chmod(mode)
+    return {"pkcs12_path": str(bundle), "password": "pw"}
+
+
+@pytest.mark.parametrize("setting", ["signing.key", "signing.pkcs12"])
+@pytest.mark.parametrize("mode, warned", [(0o644, True), (0o640, True), (0o604, True), (0o600, False),
+                                          (0o400, False)], ids=["0644", "0640", "0604", "0600", "0400"])
+def test_a_signing_key_file_others_can_read_is_warned_naming_setting_and_mode(setting, mode, warned, tmp_path, keys,
+                                                                              log_lines) -> None:
+    """Warned, not refused: containers often mount secrets 0644. Never the key's content."""
+    files = _signing_files(tmp_path, keys, setting, mode)
+    load_identity(**files)
+    load_identity(**files)  # serve loads the keys before every pass: said once
+    path = files.get("key") or files["pkcs12_path"]
+    expected = [f"key_file_readable_by_others {{'setting': '{setting}', 'path': '{path}', 'mode': '{mode:04o}'}}"]
+    said = [line for line in log_lines if line.startswith("key_file_readable_by_others")]
+    assert said == (expected if warned else [])
+
+
+def test_render_warns_of_a_world_readable_signing_key_on_stderr(tmp_path, make_config, keys, capsys) -> None:
+    files = _signing_files(tmp_path, keys, "signing.key", 0o644)
+    config = make_config()
+    values = {k: config[k] for k in ("mongodb.uri", "storage.url", "signing.certificate", "source.database")}
+    toml = write_toml(tmp_path / "archiver.toml", {**values, "signing.key": files["key"], "logging.format": "json"})
+    assert main(["--config", str(toml), "render", str(DATA / "seed-fixed.txt"), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if "key_file_readable_by_others" in line]
+    assert [{k: line[k] for k in ("level", "setting", "path", "mode")} for line in lines] == [
+        {"level": "warning", "setting": "signing.key", "path": files["key"], "mode": "0644"}], err
+    _nowhere(_secret_parts(keys["signing.key.pem"].read_text()), err)
+
+
+def test_run_with_worker_processes_warns_once(nx_uri, db_names, tmp_path, keys) -> None:
+    """Said by the process the operator started; its worker processes load the key again, silently (in a
+    process of its own: a worker's stderr is the archiver's file descriptor 2, not a capture of this one)."""
+    import subprocess
+
+    from test_crash import ARCHIVER, _config, _seed
+
+    _seed(nx_uri, db_names["source.database"], 6, messages=3)
+    files = _signing_files(tmp_path, keys, "signing.key", 0o640)
+    config = _config(tmp_path, nx_uri, db_names, keys, **{"archive.workers": 2, "signing.key": files["key"],
+                                                          "logging.format": "json"})
+    done = subprocess.run([ARCHIVER, "--config", str(config), "run", "--no-progress"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "archived 6," in done.stdout, done
+    assert done.stderr.count("key_file_readable_by_others") == 1, done.stderr
