@@ -26,6 +26,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
+from archiver import certificates
 from archiver.attachment_retries import NothingNew, Retry, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
@@ -37,7 +38,7 @@ from archiver.redaction import RedactionNote, Redactor
 from archiver.render.pdf import ArchiveInfo, Limits, PdfRenderer
 from archiver.render.record import build_record
 from archiver.search import TERMS_FORMAT, entry_terms, load_search_key
-from archiver.signing import Signer, SigningIdentity, load_identity, sha256_hex
+from archiver.signing import Signer, SigningError, SigningIdentity, load_identity, sha256_hex
 from archiver.store import (ObjectStore, PutFailed, StoredObject, StoreError, UnconfirmedPut, open_store,
                             store_location)
 from archiver.store.local import LocalStore
@@ -120,11 +121,11 @@ class ArtifactBuilder:
         """ENCRYPT: a builder for the archive (attachments fetched when enabled); else for an offline render.
         STORE: the archive's, where an attachment retry finds the files an earlier version stored."""
         policy = Policy.from_config(config)
+        identity, recipients = configured_keys(config) if encrypt else (configured_identity(config), [])
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
-            Signer(configured_identity(config), config["signing.timestamp_url"],
-                   config["signing.timestamp_max_skew_seconds"]),
-            Envelope(configured_recipients(config)) if encrypt else None,
+            Signer(identity, config["signing.timestamp_url"], config["signing.timestamp_max_skew_seconds"]),
+            Envelope(recipients) if encrypt else None,
             config["archive.max_message_chars"],
             config["storage.retain_days"],
             Redactor.from_config(config),
@@ -291,6 +292,17 @@ def configured_identity(config: Config) -> SigningIdentity:
     """The signing key and certificate the configuration names, checked (SigningError if unfit)."""
     return load_identity(config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
                          config["signing.key_password"], config["signing.chain"])
+
+
+def configured_keys(config: Config) -> tuple[SigningIdentity, list[x509.Certificate]]:
+    """The signing identity and the recipients of an archiving process, each checked, and checked together:
+    the signing key is no recipient's, or this host could decrypt what it archives (SigningError)."""
+    identity, recipients = configured_identity(config), configured_recipients(config)
+    problems = certificates.decryption_key_problems(identity.certificate, recipients)
+    if problems:
+        setting = "signing.pkcs12" if config["signing.pkcs12"] else "signing.key"
+        raise SigningError(certificates.refusal(setting, config[setting], identity.certificate, problems))
+    return identity, recipients
 
 
 def configured_recipients(config: Config) -> list[x509.Certificate]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 WARN_DAYS = 30  # /healthz warns this long before a certificate expires
@@ -107,9 +107,11 @@ def signing_problems(cert: x509.Certificate, at: dt.datetime | None = None) -> l
 
     nonRepudiation (contentCommitment) is required: pdfsig, openssl and Acrobat accept it
     or digitalSignature, pyHanko's validator by default accepts only nonRepudiation, and
-    qualified seal certificates carry only nonRepudiation.
+    qualified seal certificates carry only nonRepudiation. A CA's key signs certificates:
+    an archive signed with it would be signed by whoever holds the CA, not by this archiver.
     """
-    return [*_validity(cert, at or now()), *_key_strength(cert),
+    ca = ["is a CA certificate, not a signer's own"] if is_ca(cert) else []
+    return [*ca, *_validity(cert, at or now()), *_key_strength(cert),
             *_needs_usage(cert, "content_commitment", "nonRepudiation")]
 
 
@@ -121,6 +123,19 @@ def recipient_problems(cert: x509.Certificate, at: dt.datetime | None = None) ->
         return ["CMS key transport needs an RSA certificate"]  # the only kind cryptography encrypts to
     return [*_validity(cert, at or now()), *_key_strength(cert),
             *_needs_usage(cert, "key_encipherment", "keyEncipherment")]
+
+
+def same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return a.public_key().public_bytes(der, spki) == b.public_key().public_bytes(der, spki)
+
+
+def decryption_key_problems(signing: x509.Certificate, recipients: list[x509.Certificate]) -> list[str]:
+    """Why SIGNING's key must not be the archiver's: it is a recipient's, so the host holding it to sign
+    could decrypt every archive (one dual-use certificate named as signer and as recipient)."""
+    shared = [subject(r) for r in recipients if same_key(signing, r)]
+    return [f"its key is that of recipient {shared[0]} in encryption.recipients: the archiving host must never "
+            "hold a decryption key; sign with a key of its own"] if shared else []
 
 
 def refusal(setting: str, path: str, cert: x509.Certificate, problems: list[str]) -> str:

@@ -17,7 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pymongo import uri_parser
 from pymongo.errors import PyMongoError
 
-from archiver.redact import redact, remember_secret, remember_secrets
+from archiver.redact import key_material_refusal, redact, remember_secret, remember_secrets
 
 from archiver.certificates import is_fingerprint
 
@@ -208,6 +208,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 FROM_ENVIRONMENT = "the environment"  # Config.source when no file was given
 SECRETS = frozenset({"signing.key_password"})  # never echoed in error messages
+KEY_FILES = ("signing.key", "signing.pkcs12", "search.key_file")  # paths of secret material: what looks like the
+# key itself instead is refused unseen, and a value of the wrong type is never echoed
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -266,6 +268,7 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
             raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
     values = _from_file(raw)
     values.update(_from_environment(environ))
+    _check_key_files(values)  # before anything can quote them, and before a config file's folder is prefixed
     for dotted, value in values.items():
         section, key = dotted.split(".")
         spec = SCHEMA[section][key]
@@ -277,6 +280,13 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         values = _resolve_paths(values, Path(path).resolve().parent)
     values["render.template"] = values["render.template"] or str(DEFAULT_TEMPLATE)  # empty: the bundled one
     return Config(values, str(path) if path else FROM_ENVIRONMENT)
+
+
+def _check_key_files(values: dict[str, Any]) -> None:
+    for dotted in KEY_FILES:
+        refusal = key_material_refusal(dotted, values[dotted])
+        if refusal:
+            raise ConfigError(f"{refusal}: give the path of the file that holds it")
 
 
 def _check_retention(values: dict[str, Any]) -> None:
@@ -360,7 +370,8 @@ def _is_text_table(value: Any) -> bool:
 
 
 def _shown(dotted: str, value: Any) -> str:
-    return f"a {type(value).__name__}, value withheld" if dotted in SECRETS else redact(repr(value))
+    withheld = dotted in SECRETS or dotted in KEY_FILES
+    return f"a {type(value).__name__}, value withheld" if withheld else redact(repr(value))
 
 
 _PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template", "search.key_file")

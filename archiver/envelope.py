@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from archiver import certificates
+from archiver.redact import key_material_refusal
 
 
 class EnvelopeError(ValueError):
@@ -38,8 +39,9 @@ def load_recipients(paths: list[str], pinned: list[str] | None = None) -> list[x
 def _read_certificates(path: str) -> list[x509.Certificate]:
     try:
         data = Path(path).read_bytes()
-    except OSError as exc:
-        raise EnvelopeError(f"encryption.recipients: {path}: cannot read ({exc.strerror})") from None
+    except OSError as exc:  # given a PEM of certificate and key instead of a path: not quoted
+        raise EnvelopeError(key_material_refusal("encryption.recipients", path)
+                            or f"encryption.recipients: {path}: cannot read ({exc.strerror})") from None
     refusal = certificates.private_key_refusal(data, f"encryption.recipients: {path}")
     if refusal:  # the archiving process never holds a decryption key
         raise EnvelopeError(refusal)
@@ -107,6 +109,9 @@ class RecipientKey:
     @classmethod
     def load(cls, key_path: str, certificates: list[str], password: bytes | None = None) -> "RecipientKey":
         """The key in KEY_PATH and, among the certificates in that file and CERTIFICATES, the one it belongs to."""
+        refusal = key_material_refusal("--key", key_path)  # the key itself, not its path: never quoted
+        if refusal:
+            raise EnvelopeError(refusal)
         try:
             pem = Path(key_path).read_bytes()
         except OSError as exc:

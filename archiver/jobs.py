@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from pymongo.errors import ConnectionFailure
 
-from archiver.artifacts import configured_identity, configured_recipients, init_worker
+from archiver.artifacts import configured_keys, init_worker
 from archiver.certificates import Expiry
 from archiver.config import Config, ConfigError
 from archiver import logs
@@ -51,9 +51,9 @@ class Service:
         self.check_certificates()
 
     def check_certificates(self) -> None:
-        """Load the signing and recipient certificates afresh and check them (SigningError, EnvelopeError)."""
-        identity = configured_identity(self.config)
-        recipients = configured_recipients(self.config)
+        """Load the signing and recipient certificates afresh and check them, each and together
+        (SigningError, EnvelopeError)."""
+        identity, recipients = configured_keys(self.config)
         previous, self.certificates = self.certificates, [
             Expiry.of("signing", identity.certificate), *(Expiry.of("recipient", cert) for cert in recipients)]
         if previous and previous != self.certificates:  # renewed: the in-process builder must use them too

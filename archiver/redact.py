@@ -60,3 +60,23 @@ def remember_secret(secret: str) -> None:
     for form in (secret, unquote(secret)):
         if len(form) >= SHORTEST_KNOWN:
             _KNOWN.add(form)
+
+
+KEY_MATERIAL = "looks like key material, not a path; value withheld"
+MAX_PATH_CHARS = 1024  # longer than any path a deployment names; a PEM or base64 key is not
+# One line of base64 (a DER or PKCS#12 key as secrets stores hand them out) or of hex (a search key): 64 characters
+# or more with no dot, dash or underscore, and not an absolute path.
+_ENCODED_KEY = re.compile(r"[A-Za-z0-9+=][A-Za-z0-9+/=]{63,}")
+
+
+def looks_like_key_material(value: str) -> bool:
+    """Whether VALUE, given where the path of a file of secret material belongs, is rather the secret itself
+    (container secrets are often handed over as the key's text, not as a file)."""
+    return ("-----BEGIN" in value or "PRIVATE KEY" in value or "\n" in value or "\r" in value
+            or len(value) > MAX_PATH_CHARS or bool(_ENCODED_KEY.fullmatch(value)))
+
+
+def key_material_refusal(name: str, value: str) -> str | None:
+    """Why VALUE, given as NAME (a setting or option naming a file of secret material), is refused without being
+    shown; None when it may be a path. Every message that quotes such a path must ask this first."""
+    return f"{name}: {KEY_MATERIAL}" if looks_like_key_material(value) else None

@@ -27,6 +27,7 @@ from pymongo.collection import Collection
 from archiver.config import Config, ConfigError
 from archiver.index import index_database
 from archiver.redaction import CARD_LENGTHS, luhn
+from archiver.redact import key_material_refusal
 
 TERM_HEX = 32  # 128 bits of each HMAC: collisions are negligible, entries stay small
 # An entry's `terms_format`: 2, words keep their combining marks (see `words`). Entries without one were
@@ -86,6 +87,9 @@ class SearchFilters:
 
 def load_search_key(path: str) -> bytes:
     """The key in PATH: hex text of at least 32 bytes."""
+    refusal = key_material_refusal("search.key_file", path)  # the key itself, not its path: never quoted
+    if refusal:
+        raise ConfigError(refusal)
     try:
         text = Path(path).read_text(encoding="ascii").strip()
         key = bytes.fromhex(text)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+import multiprocessing
+import os
+import stat
 from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
@@ -32,7 +36,9 @@ from pyhanko_certvalidator.util import get_pyca_cryptography_hash, process_pss_p
 
 from archiver import certificates
 from archiver import timestamps as archive_timestamps
+from archiver.redact import key_material_refusal
 from archiver.cms import DIGEST_ALGORITHM, PdfCms
+from archiver.logs import event
 from archiver.render.signature_field import Placeholder, SignatureSlot
 
 SIGNATURE_FIELD = "ArchiveSignature"
@@ -54,20 +60,39 @@ class SigningIdentity:
         return self.certificate.fingerprint(hashes.SHA256()).hex()
 
 
+_WARNED: set[tuple[str, int]] = set()  # (path, mode) of key files already warned of by this process
+
+
+def _warn_if_readable_by_others(setting: str, path: str) -> None:
+    """A private key file that the file's group or everyone may read: warned (log event, once per process, from
+    the process the operator started, not its workers), never refused: containers often mount secrets 0644."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    others = mode & (stat.S_IRGRP | stat.S_IROTH)
+    if others and (path, mode) not in _WARNED and multiprocessing.parent_process() is None:
+        _WARNED.add((path, mode))
+        event("key_file_readable_by_others", logging.WARNING, setting=setting, path=path, mode=f"{mode:04o}")
+
+
 def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
-    except OSError as exc:
-        raise SigningError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    except OSError as exc:  # a certificate file's setting given a PEM of certificate and key: not quoted
+        raise SigningError(key_material_refusal(what, path) or f"{what} {path}: cannot read ({exc.strerror})") from None
 
 
-def _chain_file(path: str) -> bytes:
-    """A signing.chain file: certificates only (a CA's key has no business on this host)."""
+def _chain_certificates(path: str) -> list[x509.Certificate]:
+    """The certificates of a signing.chain file: certificates only (a CA's key has no business on this host)."""
     data = _read(path, "signing.chain")
     refusal = certificates.private_key_refusal(data, f"signing.chain: {path}")
     if refusal:
         raise SigningError(refusal)
-    return data
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise SigningError(f"signing.chain {path}: not a PEM certificate ({exc})") from None
 
 
 def load_identity(
@@ -75,10 +100,16 @@ def load_identity(
 ) -> SigningIdentity:
     """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
     secret = password.encode() if password else None
-    extra = [c for path in chain or [] for c in x509.load_pem_x509_certificates(_chain_file(path))]
+    for setting, path in (("signing.key", key), ("signing.pkcs12", pkcs12_path)):
+        refusal = key_material_refusal(setting, path)  # the key itself, not its path: never quoted
+        if refusal:
+            raise SigningError(refusal)
+    extra = [c for path in chain or [] for c in _chain_certificates(path)]
     if pkcs12_path:
+        data = _read(pkcs12_path, "signing.pkcs12")
+        _warn_if_readable_by_others("signing.pkcs12", pkcs12_path)
         try:
-            loaded_key, cert, more = pkcs12.load_key_and_certificates(_read(pkcs12_path, "signing.pkcs12"), secret)
+            loaded_key, cert, more = pkcs12.load_key_and_certificates(data, secret)
         except ValueError as exc:
             raise SigningError(f"signing.pkcs12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
         if cert is None or loaded_key is None:
@@ -92,6 +123,7 @@ def load_identity(
         raise SigningError(f"signing.certificate {certificate}: not a PEM certificate ({exc})") from None
     _check(certs[0], "signing.certificate", certificate)
     data = _read(key, "signing.key")
+    _warn_if_readable_by_others("signing.key", key)
     try:
         loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:

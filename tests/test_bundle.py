@@ -430,10 +430,12 @@ def _minimal_pdf(text: str) -> bytes:
 def _forged_pdf(tmp_path: Path, common_name: str = "Transcript signing (development)") -> bytes:
     """A transcript signed (PAdES, by the archiver's own signer code) with a self-made certificate."""
     from certfactory import make
-    from archiver.signing import Signer, load_identity
+    from archiver.signing import Signer, SigningIdentity
 
     forger = make(tmp_path / "forger", common_name, usages=("digital_signature", "content_commitment"))
-    return Signer(load_identity(str(forger.cert_path), str(forger.key_path))).sign_pdf(
+    # Not through load_identity: the files are named after COMMON_NAME, and a key path holding a line break
+    # is refused as looking like key material.
+    return Signer(SigningIdentity(forger.key, forger.cert, ())).sign_pdf(
         _minimal_pdf("Agent: the customer admitted everything"))
 
 

@@ -138,6 +138,9 @@ SIGNING_FLAWS = {
     "no signing usage": (lambda: dict(usages=("key_encipherment",)), "key usage lacks nonRepudiation"),
     "no key usage at all": (lambda: dict(usages=None), "no key usage extension (nonRepudiation needed)"),
     "RSA-1024": (lambda: dict(usages=SIGNING_USAGES, rsa_bits=1024, ec_key=False), "RSA key of 1024 bits"),
+    # A CA's key signs certificates: an archive signed with it is signed by whoever holds the CA.
+    "CA certificate": (lambda: dict(ca=True, usages=(*SIGNING_USAGES, "key_cert_sign", "crl_sign")),
+                       "is a CA certificate, not a signer's own"),
 }
 
 
@@ -284,3 +287,59 @@ def test_expiry_days_are_metrics_and_healthz_warns_30_days_ahead(tmp_path, make_
                           r'[^}]*} (\S+)$', metrics, re.M)
     assert recipient and 10.4 < float(recipient.group(1)) < 10.6
     assert metrics.count("archiver_recipient_certificate_expiry_days{") == 2
+
+
+# -- the archiving host never holds a decryption key --------------------------------------------------------------
+
+DUAL_USE = ("digital_signature", "content_commitment", "key_encipherment")  # fit to sign and to be a recipient
+
+
+def _dual_use_message(made: Made, key_setting: str, key_path: Path) -> str:
+    return (f"{key_setting}: {key_path}: CN=LegalDual: its key is that of recipient CN=LegalDual in "
+            "encryption.recipients: the archiving host must never hold a decryption key; sign with a key of its own")
+
+
+@pytest.mark.parametrize("command", ["run", "export"])
+def test_a_recipients_key_as_the_signing_key_is_refused_and_nothing_archived(command, tmp_path, make_config,
+                                                                             keys, capsys) -> None:
+    """README: the archiving host never holds a decryption key, not even as its signing key (one dual-use
+    certificate named as signer and as recipient would let the archiver decrypt its own archives)."""
+    dual = make(tmp_path / "k", "LegalDual", usages=DUAL_USE)
+    over = dict(signing__certificate=str(dual.cert_path), signing__key=str(dual.key_path),
+                encryption__recipients=[str(keys["legal.crt.pem"]), str(dual.cert_path)])
+    config = make_config(**over)
+    chat, _ = make_chat(__import__("random").Random(5), messages=3)
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(chat)
+    argv = {"run": ["run", "--no-progress"], "export": ["export", chat["room"]]}[command]
+    assert main(["--config", str(_toml(tmp_path, make_config, **over)), *argv]) == 2
+    assert f"archiver: error: {_dual_use_message(dual, 'signing.key', dual.key_path)}" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.p7m"))
+
+
+def test_a_recipients_key_in_the_signing_pkcs12_is_refused(tmp_path, make_config) -> None:
+    dual = make(tmp_path / "k", "LegalDual", usages=DUAL_USE)
+    bundle = tmp_path / "signing.p12"
+    bundle.write_bytes(pkcs12.serialize_key_and_certificates(b"s", dual.key, dual.cert, None,
+                                                             BestAvailableEncryption(b"pw")))
+    config = make_config(signing__pkcs12=str(bundle), signing__key_password="pw",
+                         encryption__recipients=[str(dual.cert_path)])
+    with pytest.raises(SigningError) as refused:
+        Service(config, threading.Event())
+    assert str(refused.value) == _dual_use_message(dual, "signing.pkcs12", bundle)
+
+
+def test_serve_refuses_a_pass_once_a_recipient_file_holds_the_signing_certificate(tmp_path, make_config,
+                                                                                   keys) -> None:
+    """Checked before every pass, as the certificates' validity is: a file replaced since start-up counts."""
+    dual = make(tmp_path / "k", "LegalDual", usages=DUAL_USE)
+    other = make(tmp_path / "k", "Legal")
+    config = make_config(signing__certificate=str(dual.cert_path), signing__key=str(dual.key_path),
+                         encryption__recipients=[str(other.cert_path)])
+    service = Service(config, threading.Event())  # starts: the recipient is someone else
+    other.cert_path.write_bytes(dual.cert_path.read_bytes())
+    chat, _ = make_chat(__import__("random").Random(6), messages=3)
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_one(chat)
+    service.archive_pass()
+    assert not service.healthy()
+    assert service.last_error == _dual_use_message(dual, "signing.key", dual.key_path)
+    assert service.archiver.index.entries.count_documents({}) == 0, "nothing encrypted to the signer's key"

@@ -229,6 +229,22 @@ def test_render_refuses_a_private_key_in_signing_chain_and_never_reads_the_recip
         assert len(list(out.glob("*.pdf"))) == 1, err
 
 
+@pytest.mark.parametrize("content", [b"not a certificate\n", b""], ids=["garbage", "empty"])
+def test_a_signing_chain_file_that_is_not_pem_is_a_config_error_naming_it(tmp_path, make_config, capsys,
+                                                                           content) -> None:
+    """Config errors exit 2 naming the setting and the file, not a traceback (exit 1)."""
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(content)
+    wanted = ("mongodb.uri", "storage.url", "signing.certificate", "signing.key", "source.database")
+    toml = write_toml(tmp_path / "archiver.toml", {**{k: make_config()[k] for k in wanted},
+                                                   "signing.chain": [str(chain)]})
+    out = tmp_path / "o"
+    assert main(["--config", str(toml), "render", str(DATA / "seed-fixed.txt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"archiver: error: signing.chain {chain}: not a PEM certificate (" in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_render_joins_contacts_by_id(tmp_path, make_config, keys, capsys) -> None:
     rng = random.Random(13)
     (chat, contact), (lonely, _) = make_chat(rng, messages=3, language="ja"), make_chat(rng, messages=3)

@@ -127,15 +127,17 @@ def load_trust(paths: list[str], config: Config) -> tuple:
     from cryptography import x509
 
     from archiver.certificates import private_key_refusal
+    from archiver.redact import key_material_refusal
 
     certs = []
     for setting, path in [*(("--ca", p) for p in paths), *(("signing.trust_anchors", p) for p in
                                                            config["signing.trust_anchors"])]:
+        unreadable = key_material_refusal(setting, path)  # a PEM (of a key, even) instead of a path: not quoted
         try:
             data = Path(path).read_bytes()
             certs.extend(x509.load_pem_x509_certificates(data))
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{setting} {path}: not a readable PEM certificate ({exc})") from None
+            raise UsageError(unreadable or f"{setting} {path}: not a readable PEM certificate ({exc})") from None
         refusal = private_key_refusal(data, f"{setting} {path}")
         if refusal:  # a CA's key has no business beside its certificate here
             raise UsageError(refusal)
