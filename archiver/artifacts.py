@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
-from archiver import certificates
+from archiver import certificates, timestamps
 from archiver.attachment_retries import NothingNew, Retry, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
@@ -104,10 +104,10 @@ class ArtifactBuilder:
                  max_message_chars: int, retain_days: int, redactor: Redactor,
                  search_key: bytes | None = None, fetcher: Fetcher | None = None,
                  policy: RetentionPolicy | None = None, store: ObjectStore | None = None,
-                 signing_setting: str = "signing.certificate", timestamp_skew_seconds: float = 0.0) -> None:
-        """SIGNING_SETTING names the signing certificate in a refusal; TIMESTAMP_SKEW_SECONDS, how far the
-        timestamp authority's clock may be from ours (0: no timestamps), keeps its timestamps within the
-        certificate's validity too."""
+                 signing_setting: str = "signing.certificate",
+                 timestamper: timestamps.CheckedTimeStamper | None = None) -> None:
+        """SIGNING_SETTING names the signing certificate in a refusal; TIMESTAMPER, SIGNER's, dates each
+        signature too: that time is checked against the certificate's validity as well."""
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
         self.fetcher = fetcher  # attachments; None: not fetched (disabled, or an offline render)
         self.store = store  # where an attachment retry reads the files an earlier version stored
@@ -122,7 +122,7 @@ class ArtifactBuilder:
         self.signing_validity = certificates.Validity.of(signing_setting, signer.identity.certificate)
         self.recipient_validity = [certificates.Validity.of("encryption.recipients", cert)
                                    for cert in (envelope.recipients if envelope else [])]
-        self.timestamp_skew = dt.timedelta(seconds=timestamp_skew_seconds)
+        self.timestamper = timestamper
 
     @classmethod
     def from_config(cls, config: Config, *, encrypt: bool = True, store: ObjectStore | None = None
@@ -130,10 +130,11 @@ class ArtifactBuilder:
         """ENCRYPT: a builder for the archive (attachments fetched when enabled); else for an offline render.
         STORE: the archive's, where an attachment retry finds the files an earlier version stored."""
         policy = Policy.from_config(config)
+        url, skew = config["signing.timestamp_url"], config["signing.timestamp_max_skew_seconds"]
+        stamper = timestamps.CheckedTimeStamper(url, skew) if url else None  # B-T, else B-B
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
-            Signer(configured_identity(config), config["signing.timestamp_url"],
-                   config["signing.timestamp_max_skew_seconds"]),
+            Signer(configured_identity(config), timestamper=stamper),
             Envelope(configured_recipients(config)) if encrypt else None,
             config["archive.max_message_chars"],
             config["storage.retain_days"],
@@ -144,7 +145,7 @@ class ArtifactBuilder:
             store,
             f"signing.pkcs12: {config['signing.pkcs12']}" if config["signing.pkcs12"]
             else f"signing.certificate: {config['signing.certificate']}",
-            config["signing.timestamp_max_skew_seconds"] if config["signing.timestamp_url"] else 0.0,
+            stamper,
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
@@ -190,17 +191,21 @@ class ArtifactBuilder:
                                             archive=self.archive_info(version, generated_at, digest, record),
                                             signature=self.signer.slot())
         with timed(timings, "sign"):
+            if self.timestamper:
+                self.timestamper.last_time = None
             pdf = self.signer.sign_rendered(rendered.data, rendered.signature)
             record_signature = self.signer.sign_detached(record)
         self.check_validity(started, certificates.now())  # signatures made as the certificate expired are dropped
+        stamped = self.timestamper.last_time if self.timestamper else None
+        if stamped is not None:  # the PDF's timestamp: within signing.timestamp_max_skew_seconds of our clock
+            self.signing_validity.check(stamped, stamped, f"the time of its timestamp, {stamped:%Y-%m-%d %H:%M:%S} UTC")
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
 
     def check_validity(self, start: dt.datetime, end: dt.datetime) -> None:
-        """NotValidNow unless the certificates are valid from START to END, the time a chat's signatures
-        may state: the PDF's and the record's (this machine's clock) and the PDF's timestamp (the authority's,
-        within signing.timestamp_max_skew_seconds of ours)."""
-        self.signing_validity.check(start, end, self.timestamp_skew, "signing.timestamp_max_skew_seconds")
+        """NotValidNow unless the certificates are valid from START to END (this machine's clock), which
+        holds the times a chat's signatures state (the PDF's /M, the record's signingTime)."""
+        self.signing_validity.check(start, end)
         for validity in self.recipient_validity:
             validity.check(start, end)
 

@@ -6,7 +6,7 @@ a signature made before its certificate's notBefore claims a signing time at
 which the certificate was not valid, which verifiers reject; a CA whose clock is
 a minute ahead costs a minute of waiting, not a bad archive. The validity period,
 kept from loading, is checked again before and after every chat is signed
-(Validity); with a timestamp authority, signing.timestamp_max_skew_seconds either side.
+(Validity), and so is the time of each timestamp token.
 """
 
 from __future__ import annotations
@@ -171,19 +171,16 @@ class Validity:
     def of(cls, where: str, cert: x509.Certificate) -> "Validity":
         return cls(where, subject(cert), cert.not_valid_before_utc, cert.not_valid_after_utc)
 
-    def check(self, start: dt.datetime, end: dt.datetime, margin: dt.timedelta = dt.timedelta(0),
-              margin_setting: str = "") -> None:
-        """NotValidNow unless all of START..END, widened by MARGIN either side (a clock that MARGIN_SETTING
-        allows to differ from ours by that much), lies within the validity period."""
-        near = (f", less than {margin_setting} ({margin.total_seconds():g} s) from now: a timestamp could fall "
-                "outside its validity" if margin else "")
-        if start - margin < self.not_before:
+    def check(self, start: dt.datetime, end: dt.datetime, clock: str = "") -> None:
+        """NotValidNow unless all of START..END lies within the validity period (CLOCK: whose clock those
+        times are, when not this machine's)."""
+        by = f", by {clock}" if clock else ""
+        if start < self.not_before:
             raise NotValidNow(f"{self.where}: {self.subject}: not valid before {_exact(self.not_before)} (its "
-                              f"notBefore){near if start >= self.not_before else ''}: not used before then")
-        if end + margin > self.not_after:
-            state = "expired on" if end > self.not_after else "expires on"
-            raise NotValidNow(f"{self.where}: {self.subject}: {state} {_exact(self.not_after)} (its notAfter)"
-                              f"{near if end <= self.not_after else ''}: renew it")
+                              f"notBefore{by}): not used before then")
+        if end > self.not_after:
+            raise NotValidNow(f"{self.where}: {self.subject}: expired on {_exact(self.not_after)} (its notAfter"
+                              f"{by}): renew it")
 
 
 def _exact(moment: dt.datetime) -> str:
