@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
-from archiver import certificates
+from archiver import certificates, timestamps
 from archiver.attachment_retries import NothingNew, Retry, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
@@ -103,7 +103,11 @@ class ArtifactBuilder:
     def __init__(self, renderer: PdfRenderer, signer: Signer, envelope: Envelope | None,
                  max_message_chars: int, retain_days: int, redactor: Redactor,
                  search_key: bytes | None = None, fetcher: Fetcher | None = None,
-                 policy: RetentionPolicy | None = None, store: ObjectStore | None = None) -> None:
+                 policy: RetentionPolicy | None = None, store: ObjectStore | None = None,
+                 signing_setting: str = "signing.certificate",
+                 timestamper: timestamps.CheckedTimeStamper | None = None) -> None:
+        """SIGNING_SETTING names the signing certificate in a refusal; TIMESTAMPER, SIGNER's, dates each
+        signature too: that time is checked against the certificate's validity as well."""
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
         self.fetcher = fetcher  # attachments; None: not fetched (disabled, or an offline render)
         self.store = store  # where an attachment retry reads the files an earlier version stored
@@ -114,6 +118,11 @@ class ArtifactBuilder:
         self.max_message_chars = max_message_chars
         self.retain_days = retain_days
         self.redactor = redactor
+        # Read once here, compared with the clock for every chat: a certificate may expire while a pass runs.
+        self.signing_validity = certificates.Validity.of(signing_setting, signer.identity.certificate)
+        self.recipient_validity = [certificates.Validity.of("encryption.recipients", cert)
+                                   for cert in (envelope.recipients if envelope else [])]
+        self.timestamper = timestamper
 
     @classmethod
     def from_config(cls, config: Config, *, encrypt: bool = True, store: ObjectStore | None = None
@@ -122,9 +131,11 @@ class ArtifactBuilder:
         STORE: the archive's, where an attachment retry finds the files an earlier version stored."""
         policy = Policy.from_config(config)
         identity, recipients = configured_keys(config) if encrypt else (configured_identity(config), [])
+        url, skew = config["signing.timestamp_url"], config["signing.timestamp_max_skew_seconds"]
+        stamper = timestamps.CheckedTimeStamper(url, skew) if url else None  # B-T, else B-B
         return cls(
             PdfRenderer(config["render.template"], config["render.timezone"], render_limits(config)),
-            Signer(identity, config["signing.timestamp_url"], config["signing.timestamp_max_skew_seconds"]),
+            Signer(identity, timestamper=stamper),
             Envelope(recipients) if encrypt else None,
             config["archive.max_message_chars"],
             config["storage.retain_days"],
@@ -133,6 +144,9 @@ class ArtifactBuilder:
             Fetcher(policy) if encrypt and policy.enabled else None,
             configured_policy(config),
             store,
+            f"signing.pkcs12: {config['signing.pkcs12']}" if config["signing.pkcs12"]
+            else f"signing.certificate: {config['signing.certificate']}",
+            stamper,
         )
 
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
@@ -146,6 +160,8 @@ class ArtifactBuilder:
         digest, not redacted again; the record they make must still have that digest. SOURCE_JSON: the
         record's `source` the pass wrote for that digest (record.source_json of the copies), not written again."""
         timings = {} if timings is None else timings
+        started = certificates.now()
+        self.check_validity(started, started)
         if redaction is None:
             with timed(timings, "redact"):  # first: everything below reads only the redacted copies
                 redacted = self.redactor.apply(chat, contact)
@@ -176,10 +192,23 @@ class ArtifactBuilder:
                                             archive=self.archive_info(version, generated_at, digest, record),
                                             signature=self.signer.slot())
         with timed(timings, "sign"):
+            if self.timestamper:
+                self.timestamper.last_time = None
             pdf = self.signer.sign_rendered(rendered.data, rendered.signature)
             record_signature = self.signer.sign_detached(record)
+        self.check_validity(started, certificates.now())  # signatures made as the certificate expired are dropped
+        stamped = self.timestamper.last_time if self.timestamper else None
+        if stamped is not None:  # the PDF's timestamp: within signing.timestamp_max_skew_seconds of our clock
+            self.signing_validity.check(stamped, stamped, f"the time of its timestamp, {stamped:%Y-%m-%d %H:%M:%S} UTC")
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
+
+    def check_validity(self, start: dt.datetime, end: dt.datetime) -> None:
+        """NotValidNow unless the certificates are valid from START to END (this machine's clock), which
+        holds the times a chat's signatures state (the PDF's /M, the record's signingTime)."""
+        self.signing_validity.check(start, end)
+        for validity in self.recipient_validity:
+            validity.check(start, end)
 
     def _kept(self, room: str, retry: Retry | None) -> dict[int, Kept]:
         """The files RETRY's earlier version stored, read back from the store (still encrypted) to be copied
@@ -347,8 +376,14 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
 _WORKER_BUILDER: ArtifactBuilder | None = None
 _WORKER_STORE: ObjectStore | None = None
 _WORKER_LOCKS = True
+_WORKER_UNFIT = ""  # why init_pool_worker failed: each chat given to this process fails saying so
 # A chat's objects are put side by side: a worker waits for the slowest put, not for their sum.
 _PUTS = cf.ThreadPoolExecutor(len(OBJECTS), thread_name_prefix="put")
+
+
+class WorkerNotReady(RuntimeError):
+    """The worker process could not load what it builds with (the keys, say: a certificate expired or a file
+    replaced since the archiver started). Not the chat's fault: the archive pass retries it."""
 
 
 def init_worker(config: Config) -> None:
@@ -369,7 +404,12 @@ def init_pool_worker(config: Config, environ: Mapping[str, str], archiver_pid: i
     # keeps its default: the pool ends a broken pool's workers with it (run under systemd with
     # KillMode=mixed, so that a stop sends it to the archiver alone: README).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    init_worker(config)
+    global _WORKER_UNFIT
+    try:
+        init_worker(config)
+    except Exception as exc:  # raised here, the pool would report a dead worker, as if out of memory
+        detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"  # ours say what and where
+        _WORKER_UNFIT = f"the worker process could not start: {detail}"
     threading.Thread(target=_exit_with, args=(archiver_pid, process_start(archiver_pid)), daemon=True).start()
 
 
@@ -406,6 +446,8 @@ def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None
     RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better).
     SOURCE_SHA256: the source digest the pass computed (checked against the record's); REDACTION: CHAT and
     CONTACT are the copies the pass redacted for it, SOURCE_JSON its serialisation (see ArtifactBuilder.plaintext)."""
+    if _WORKER_UNFIT:
+        raise WorkerNotReady(_WORKER_UNFIT)
     built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction, source_json)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 

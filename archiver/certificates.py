@@ -4,7 +4,9 @@ Checked when the keys are loaded (every command, at start-up) and before every
 pass of `serve`. Times are compared with this machine's clock with no tolerance:
 a signature made before its certificate's notBefore claims a signing time at
 which the certificate was not valid, which verifiers reject; a CA whose clock is
-a minute ahead costs a minute of waiting, not a bad archive.
+a minute ahead costs a minute of waiting, not a bad archive. The validity period,
+kept from loading, is checked again before and after every chat is signed
+(Validity), and so is the time of each timestamp token.
 """
 
 from __future__ import annotations
@@ -164,3 +166,37 @@ class Expiry:
             return (f"warning: {self.role} certificate {self.subject} expires in {int(days)} days, "
                     f"on {_when(self.not_after)}")
         return None
+
+
+class NotValidNow(ValueError):
+    """A certificate loaded as valid is outside its validity period now: nothing is signed (or encrypted to it)
+    until it is renewed. Not the chat's fault: the archive pass retries the chat, it never quarantines it."""
+
+
+@dataclass(frozen=True)
+class Validity:
+    """A certificate's validity period, read once when it is loaded: checked for every chat (a comparison of
+    times, not a parse of the certificate), since a certificate can expire while a pass or a render runs."""
+    where: str  # the setting (and file) that names the certificate
+    subject: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    @classmethod
+    def of(cls, where: str, cert: x509.Certificate) -> "Validity":
+        return cls(where, subject(cert), cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+    def check(self, start: dt.datetime, end: dt.datetime, clock: str = "") -> None:
+        """NotValidNow unless all of START..END lies within the validity period (CLOCK: whose clock those
+        times are, when not this machine's)."""
+        by = f", by {clock}" if clock else ""
+        if start < self.not_before:
+            raise NotValidNow(f"{self.where}: {self.subject}: not valid before {_exact(self.not_before)} (its "
+                              f"notBefore{by}): not used before then")
+        if end > self.not_after:
+            raise NotValidNow(f"{self.where}: {self.subject}: expired on {_exact(self.not_after)} (its notAfter"
+                              f"{by}): renew it")
+
+
+def _exact(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

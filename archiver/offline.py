@@ -9,6 +9,7 @@ from typing import Callable
 
 from archiver.artifacts import ArtifactBuilder, Plaintext
 from archiver.audit import AuditError
+from archiver.certificates import NotValidNow
 from archiver.claims import now
 from archiver.config import Config
 from archiver.files import publish
@@ -64,7 +65,7 @@ def render_file(config: Config, source: Path, out: Path, contacts: Path | None =
             kind = "ended" if has_ended(chat) else "interim"
             plain = builder.plaintext(chat, contact, kind, version=1, generated_at=now())
             paths = write_plaintext(plain, out)
-        except (InvalidChat, FileExistsError) as exc:
+        except (InvalidChat, FileExistsError, NotValidNow) as exc:
             outcome.problems.append(f"{where}: {exc}")
             continue
         except OSError as exc:  # a full disk, say: nothing of this chat was left behind

@@ -27,7 +27,8 @@ from archiver import artifacts
 from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
 from archiver.batches import batched
-from archiver.artifacts import Artifacts, Plaintext, timed
+from archiver.artifacts import Artifacts, Plaintext, WorkerNotReady, timed
+from archiver.certificates import NotValidNow
 from archiver.claims import Job, WorkQueue, now, now_ms
 from archiver.config import Config
 from archiver.holds import Holds
@@ -134,6 +135,7 @@ class Archiver:
         self._lapsing: set[str] = set()  # claims a pass that a bug ended leaves to lapse (see _hand_back)
         self._kept: cf.ProcessPoolExecutor | None = None
         self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
+        self._unfit: cf.Executor | None = None  # a pool with a worker process that could not start (not kept)
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -405,7 +407,7 @@ class Archiver:
         return self._executor()
 
     def _end_pass_pool(self, pool: cf.ProcessPoolExecutor, idle: bool) -> None:
-        if self.keep_workers and idle and not self.stop.is_set() and not _broken(pool):
+        if self.keep_workers and idle and not self.stop.is_set() and not _broken(pool) and pool is not self._unfit:
             self._kept = pool
         else:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -760,6 +762,11 @@ class Archiver:
         except TimestampError as exc:  # an outage of the authority: retried, never quarantined, never B-B
             self.index.abandon(p.entry)
             self._fail(p.job, str(exc), report, permanent=False)
+        except (NotValidNow, WorkerNotReady) as exc:  # the keys, not the chat: retried (a renewal fixes it)
+            self.index.abandon(p.entry)
+            self._fail(p.job, str(exc), report, permanent=False)
+            if isinstance(exc, WorkerNotReady):  # its processes would fail every later chat too
+                self._unfit = p.pool
         except NothingNew as exc:  # nothing was stored: the version stays as it is, retried later
             self.index.abandon(p.entry)
             wait = attachment_retries.backoff(exc.retries, self.config["archive.retry_backoff_seconds"])

@@ -42,11 +42,13 @@ class CheckedTimeStamper(RequestsHTTPTimeStamper):
     def __init__(self, url: str, max_skew_seconds: float, timeout: float = TIMEOUT_SECONDS) -> None:
         super().__init__(url, timeout=timeout)
         self.max_skew = dt.timedelta(seconds=max_skew_seconds)
+        self.last_time: dt.datetime | None = None  # of the last token accepted: within the signer's validity?
 
     async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
         try:
             token = await super().async_timestamp(message_digest, md_algorithm)
             check_token(token, message_digest, md_algorithm, self.max_skew)
+            self.last_time = _tst_info(token)["gen_time"].native
         except TimestampError as exc:
             raise TimestampError(f"timestamp authority {self.url}: {exc}") from None
         except Exception as exc:  # unreachable, an HTTP error, bytes that are not a TimeStampResp

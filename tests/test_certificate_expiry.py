@@ -1,0 +1,217 @@
+"""A signing certificate that expires while the archiver runs: nothing is signed after its notAfter.
+
+The certificates are checked when the keys load; these tests let one expire after that, during a pass,
+a render and an export, and before a worker process starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import re
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from asn1crypto import cms
+from bson import json_util
+from pyhanko.pdf_utils.reader import PdfFileReader
+
+from archiver import certificates
+from archiver.artifacts import ArtifactBuilder
+from archiver.certificates import NotValidNow
+from archiver.envelope import decrypt
+from archiver.mongo import connect
+from archiver.offline import render_file
+from archiver.pipeline import WORKER_DIED, Archiver
+from archiver.samples import make_chat
+from archiver.store import open_store
+from certfactory import Made, ago, ahead, make
+
+SIGNING_USAGES = ("digital_signature", "content_commitment")
+
+
+def _signer(tmp_path: Path, seconds: float) -> Made:
+    return make(tmp_path / "s", "Signer", usages=SIGNING_USAGES, ec_key=True, not_after=ahead(seconds=seconds))
+
+
+def _sleep_past(made: Made) -> None:
+    time.sleep(max(0.0, (made.cert.not_valid_after_utc - ahead()).total_seconds()) + 1.1)
+
+
+def _expired_reason(made: Made, setting: str = "signing.certificate") -> str:
+    return f"{setting}: {made.cert_path}: CN=Signer: expired on "
+
+
+def _signing_times(pdf: bytes, record_signature: bytes) -> list[dt.datetime]:
+    """When the PDF's signature (its /M) and the record's detached CMS (its signingTime) say they were made."""
+    pdf_time = PdfFileReader(BytesIO(pdf)).embedded_signatures[0].self_reported_timestamp
+    signer_info = cms.ContentInfo.load(record_signature)["content"]["signer_infos"][0]
+    record_time = next(a["values"][0].native for a in signer_info["signed_attrs"] if a["type"].native == "signing_time")
+    assert pdf_time is not None
+    return [pdf_time, record_time]
+
+
+def _chats(config, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    chats = [make_chat(rng, messages=3)[0] for _ in range(count)]
+    connect(config["mongodb.uri"])[config["source.database"]].chats.insert_many(chats)
+    return [c["room"] for c in chats]
+
+
+def test_a_certificate_that_expires_during_a_pass_signs_nothing_after_its_not_after(
+        tmp_path, make_config, keys) -> None:
+    signer = _signer(tmp_path, 12)  # room for the worker process to start and sign the first chats on a busy host
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                         archive__batch_size=2, archive__max_attempts=1)
+    rooms = _chats(config, 10, seed=5)
+    archiver = Archiver(config)
+    paused: list[int] = []
+
+    def pause_once(report) -> None:  # after the first chats are indexed, the certificate expires
+        if not paused:
+            paused.append(report.archived)
+            _sleep_past(signer)
+
+    report = archiver.run_pass(progress=pause_once)
+    assert paused and paused[0] > 0, "the pass began while the certificate was valid"
+    assert 0 < report.archived < len(rooms) and not report.quarantined
+    assert report.archived + len(report.failed) == len(rooms)
+    # The chats built after notAfter failed, to be retried (a renewed certificate archives them), each saying why.
+    reasons = set(report.failed.values())
+    assert len(reasons) == 1 and next(iter(reasons)).startswith(_expired_reason(signer)), reasons
+    assert f"{signer.cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC" in next(iter(reasons))
+    jobs = connect(config["mongodb.uri"])[config["index.database"]][config["index.jobs"]]
+    assert {j["_id"]: j["state"] for j in jobs.find({"_id": {"$in": list(report.failed)}})} == \
+        {room: "failed" for room in report.failed}
+    # What was archived was signed before notAfter: the PDF's and the record's own signing times say so.
+    store = open_store(config)
+    entries = list(archiver.index.entries.find())
+    assert [e["status"] for e in entries] == ["archived"] * report.archived  # no entry left half-way
+    legal = keys["legal.crt.pem"].read_bytes(), keys["legal.key.pem"].read_bytes()
+    for entry in entries:
+        plain = {name: decrypt(store.get(obj["key"], obj["version_id"]), *legal)
+                 for name, obj in entry["objects"].items()}
+        for when in _signing_times(plain["pdf"], plain["record_signature"]):
+            assert when <= signer.cert.not_valid_after_utc, (entry["room"], when)
+        assert json.loads(plain["record"])["room"] == entry["room"]
+    assert len(list(store.keys(""))) == 3 * report.archived  # nothing stored for the refused chats
+
+
+def test_a_worker_started_after_expiry_fails_its_chats_naming_the_certificate(tmp_path, make_config) -> None:
+    signer = _signer(tmp_path, 5)  # room for Archiver() to load it while valid on a busy host
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                         archive__max_attempts=1)
+    rooms = _chats(config, 2, seed=3)
+    archiver = Archiver(config)  # the keys are checked: valid
+    _sleep_past(signer)
+    report = archiver.run_pass()  # its worker process loads the keys now
+    assert report.archived == 0 and not report.quarantined and set(report.failed) == set(rooms)
+    for reason in report.failed.values():
+        assert reason != WORKER_DIED and _expired_reason(signer) in reason, reason
+    assert report.worker_deaths == 0
+    assert archiver.index.entries.count_documents({}) == 0
+
+
+def test_a_worker_whose_keys_cannot_load_says_why_not_out_of_memory(tmp_path, make_config) -> None:
+    signer = _signer(tmp_path, 3600)
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                         archive__max_attempts=1, archive__retry_backoff_seconds=0)
+    rooms = _chats(config, 1, seed=4)
+    archiver = Archiver(config)
+    archiver.keep_workers = True  # as in `serve`
+    key = signer.key_path.read_bytes()
+    signer.key_path.unlink()  # gone after start-up (a botched renewal, say)
+    report = archiver.run_pass()
+    assert report.archived == 0 and not report.quarantined and set(report.failed) == set(rooms)
+    reason = report.failed[rooms[0]]
+    assert reason.startswith(f"the worker process could not start: signing.key {signer.key_path}: cannot read"), reason
+    assert report.worker_deaths == 0
+    # Its file back, the next pass archives the chat: in a new worker process, not one that could not start.
+    signer.key_path.write_bytes(key)
+    report = archiver.run_pass()
+    archiver.close()
+    assert report.archived == 1 and not report.failed, report.failed
+
+
+def test_an_export_whose_worker_finds_an_expired_certificate_names_it(tmp_path, make_config) -> None:
+    signer = _signer(tmp_path, 3600)
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                         archive__max_attempts=1)
+    [room] = _chats(config, 1, seed=6)
+    archiver = Archiver(config)  # what `archiver export` does, then archive_room
+    expired = make(tmp_path / "old", "Signer", usages=SIGNING_USAGES, ec_key=True, not_before=ago(days=9),
+                   not_after=ago(days=1))
+    signer.cert_path.write_bytes(expired.cert_path.read_bytes())  # as its worker process finds it
+    report, plain = archiver.archive_room(room, "ended")
+    assert plain is None and report.archived == 0 and not report.quarantined
+    reason = report.failed[room]
+    assert reason.startswith(f"the worker process could not start: {_expired_reason(signer)}"), reason
+
+
+def test_a_render_signs_nothing_once_the_certificate_expires(tmp_path, make_config) -> None:
+    signer = _signer(tmp_path, 6)  # room to render the first chat while it is valid on a busy host
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path))
+    rng = random.Random(7)
+    source = tmp_path / "chats.jsonl"
+    source.write_text("".join(json_util.dumps(make_chat(rng, messages=3)[0]) + "\n" for _ in range(3)))
+    out = tmp_path / "out"
+    outcome = render_file(config, source, out, on_line=lambda line: _sleep_past(signer))  # expires after the first
+    assert outcome.rendered == 1 and len(outcome.problems) == 2, outcome.problems
+    for n, problem in enumerate(outcome.problems, 2):
+        assert problem.startswith(f"document {n} (line {n}): {_expired_reason(signer)}"), problem
+    [pdf] = out.glob("*.pdf")
+    [p7s] = out.glob("*.json.p7s")
+    assert all(when <= signer.cert.not_valid_after_utc for when in _signing_times(pdf.read_bytes(), p7s.read_bytes()))
+
+
+# -- the check itself, with the clock it reads set (archiver.certificates.now) -------------------------------
+
+def _builder_and_chat(config):
+    chat, contact = make_chat(random.Random(8), messages=3)
+    return ArtifactBuilder.from_config(config), chat, contact
+
+
+def test_signatures_finished_after_not_after_are_dropped(tmp_path, make_config, monkeypatch) -> None:
+    signer = _signer(tmp_path, 3600)
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path))
+    builder, chat, contact = _builder_and_chat(config)
+    real_now, calls = certificates.now, []
+
+    def clock() -> dt.datetime:  # valid when the chat is begun, expired once it is signed
+        calls.append(1)
+        return real_now() if len(calls) == 1 else signer.cert.not_valid_after_utc + dt.timedelta(seconds=1)
+
+    monkeypatch.setattr(certificates, "now", clock)
+    with pytest.raises(NotValidNow, match=f"^{re.escape(_expired_reason(signer))}"):
+        builder.build(chat, contact, "ended", 1, dt.datetime.now(dt.timezone.utc))
+    assert len(calls) == 2
+
+
+def test_a_recipient_that_expired_since_loading_is_refused(tmp_path, make_config, monkeypatch) -> None:
+    legal = make(tmp_path / "l", "Legal", not_after=ahead(hours=1))
+    config = make_config(encryption__recipients=[str(legal.cert_path)])
+    builder, chat, contact = _builder_and_chat(config)
+    monkeypatch.setattr(certificates, "now", lambda: legal.cert.not_valid_after_utc + dt.timedelta(seconds=1))
+    with pytest.raises(NotValidNow, match="^encryption.recipients: CN=Legal: expired on "):
+        builder.build(chat, contact, "ended", 1, dt.datetime.now(dt.timezone.utc))
+
+
+def test_a_timestamp_dated_after_not_after_is_refused(tmp_path, make_config, tsa) -> None:
+    # The authority's clock may be signing.timestamp_max_skew_seconds from ours: its token's own time is checked.
+    signer = _signer(tmp_path, 86400)  # valid for a day; /ahead stamps two days ahead
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                         signing__timestamp_url=tsa.at("/ahead"), signing__timestamp_max_skew_seconds=3 * 86400.0)
+    builder, chat, contact = _builder_and_chat(config)
+    with pytest.raises(NotValidNow) as refused:
+        builder.plaintext(chat, contact, "ended", 1, certificates.now())
+    not_after = f"{signer.cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+    assert str(refused.value).startswith(f"{_expired_reason(signer)}{not_after} (its notAfter, by the time of its "
+                                         "timestamp, ")
+    # Stamped now, the same certificate signs.
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                         signing__timestamp_url=tsa.url)
+    builder, chat, contact = _builder_and_chat(config)
+    assert builder.plaintext(chat, contact, "ended", 1, certificates.now()).pdf.startswith(b"%PDF")
