@@ -6,14 +6,17 @@ a DBRef with its fields in another order, regular expression options out of orde
 keys are not 0, 1, ...; and some decoded values have no exact Extended JSON form: a NaN double with a sign or
 payload, a Decimal128 NaN with a sign or payload, sNaN, or a non-canonical coefficient. Archived, each would
 be another document, with that document's digest. `read` finds them (C-level decode, encode and compare,
-and a call per double); `loss` says where and why, to quarantine the chat.
+and a call per double); `loss` says where and why, to quarantine the chat. A document with invalid UTF-8 is
+the record's to refuse (naming its place), whatever else it holds. Neither raises anything but a BSONError on
+a document's bytes, which the source takes as that one document's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import bson
 from bson.codec_options import TypeDecoder, TypeRegistry
@@ -23,6 +26,7 @@ from bson.raw_bson import RawBSONDocument
 
 from archiver.mongo import TOLERANT
 
+_T = TypeVar("_T")
 _NAN = struct.pack("<d", float("nan"))
 # Bytes after an element's name, by type: fixed sizes, else from the int32 that starts the value.
 _FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16,
@@ -58,6 +62,20 @@ class _DecimalDecoder(TypeDecoder):
 _CHECKED = TOLERANT.with_options(type_registry=TypeRegistry([_NanDecoder(), _DecimalDecoder()]))
 
 
+def _as_bson_error(check: Callable[..., _T]) -> Callable[..., _T]:
+    """CHECK raising whatever else bson (or this module) raises on odd bytes as InvalidBSON: the source takes
+    that as one document's (its room quarantined, load_many), where another error would end the pass."""
+    @functools.wraps(check)
+    def checked(*args: Any) -> _T:
+        try:
+            return check(*args)
+        except (ValueError, TypeError, LookupError, ArithmeticError, RecursionError) as exc:
+            raise InvalidBSON(f"{type(exc).__name__}: {exc}") from exc
+
+    return checked
+
+
+@_as_bson_error
 def read(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
     """DOC (a RawBSONDocument: the server's bytes) decoded as the archiver reads the source, and those bytes if
     the decoded document does not hold them exactly (else None; see `loss`). The stand-in's documents are
@@ -66,17 +84,18 @@ def read(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         return doc, None  # type: ignore[return-value]
     raw = doc.raw
     try:
-        value = bson.decode(raw, _CHECKED)
+        value, inexact = bson.decode(raw, _CHECKED), False
     except (_Inexact, InvalidBSON):  # a NaN with a payload, say (or undecodable: raised again here)
-        return bson.decode(raw, TOLERANT), raw
+        value, inexact = bson.decode(raw, TOLERANT), True
     try:
         # Wrapped: encode puts a top-level _id first, where the record keeps the order given.
         again = bson.encode({"": value}, codec_options=TOLERANT)
-    except UnicodeEncodeError:  # invalid UTF-8 (lone surrogates): the record refuses it, naming its place
-        return value, None
-    return value, (raw if again[6:-1] != raw else None)
+    except UnicodeEncodeError:  # invalid UTF-8 (lone surrogates): the record refuses it, naming its place,
+        return value, None      # whatever else the document holds (`loss` could not encode it either)
+    return value, (raw if inexact or again[6:-1] != raw else None)
 
 
+@_as_bson_error
 def loss(raw: bytes, where: str) -> str:
     """Where (the path from WHERE) and why the BSON document RAW cannot be archived exactly as it is."""
     again = bson.encode({"": bson.decode(raw, TOLERANT)}, codec_options=TOLERANT)[6:-1]

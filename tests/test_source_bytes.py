@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import random
 import struct
+from types import SimpleNamespace
 
 import bson
 import pytest
@@ -137,6 +138,31 @@ def test_invalid_utf8_is_left_to_the_record_which_names_its_place() -> None:
     assert lost is None and value["x"] == "a\udcffb"
 
 
+# Invalid UTF-8 wherever BSON holds text; the decoded value (lone surrogates) cannot be encoded again.
+INVALID_UTF8 = {
+    "a string": elem(2, "s", string(b"a\xffb")),
+    "a field name": b"\x02a\xffb\0" + string(b"v"),
+    "a nested field name": elem(3, "n", doc(b"\x02a\xffb\0" + string(b"v"))),
+    "a regular expression": elem(0x0B, "r", b"a\xffb\0i\0"),
+    "code": elem(0x0D, "c", string(b"a\xffb")),
+    "code with scope": elem(0x0F, "c", struct.pack("<i", 4 + 8 + 5) + string(b"a\xffb") + doc()),
+    "a DBRef's $ref": elem(3, "d", doc(elem(2, "$ref", string(b"a\xffb")), elem(0x10, "$id", struct.pack("<i", 1)))),
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSY))
+def test_invalid_utf8_beside_bson_without_a_lossless_form_is_left_to_the_record(name: str) -> None:
+    """Beside invalid UTF-8 (which no encoding holds), a loss is not looked for: the record refuses the chat,
+    naming the invalid UTF-8's place, whatever the loss (a NaN with a payload too, which the decode itself
+    finds: it once came back as bytes that `loss` could not encode again, and the error left the pass)."""
+    body = LOSSY[name][0][4:-1]
+    for place, text in INVALID_UTF8.items():
+        for raw in (doc(text, body), doc(body, text)):
+            value, lost = read(raw)
+            assert lost is None, place
+            assert value.keys() >= bson.decode(LOSSY[name][0], TOLERANT).keys(), place
+
+
 # -- end to end: the pass over the bytes a MongoDB server would send ----------------------------------------
 
 
@@ -156,7 +182,7 @@ def server_bytes(monkeypatch, replace: dict[object, bytes]) -> None:
             super().__init__(docs)
 
         def sort(self, key, direction):
-            return Cursor(sorted(self, key=lambda d: bson.decode(d.raw)[key], reverse=direction < 0))
+            return Cursor(sorted(self, key=lambda d: bson.decode(d.raw, TOLERANT)[key], reverse=direction < 0))
 
     monkeypatch.setattr(ChatSource, "_stored", lambda self, collection: Server(collection), raising=False)
 
@@ -240,3 +266,92 @@ def test_a_reason_that_names_a_field_is_redacted_as_the_record_would_be(make_con
     assert masked != name and "4111 1111 1111 1111" not in str(report.quarantined)
     assert report.quarantined == {chat["room"]: f"chat.messages.3.data.{masked}: BSON undefined (type 0x06) has "
                                                 "no lossless form (it reads as null)"}
+
+
+NAN_PAYLOAD = bytes.fromhex("010000000000f87f")
+
+
+def with_invalid_utf8_and(document: dict, text_in: dict, number_in: dict, number: bytes) -> bytes:
+    """DOCUMENT's BSON with invalid UTF-8 in a string of TEXT_IN and NUMBER (a double or Decimal128's bytes) in
+    NUMBER_IN (parts of it)."""
+    text_in["note"], number_in["score"] = "XQXQ", (1.5 if len(number) == 8 else Decimal128("1.5"))
+    raw = bson.encode(document)
+    del text_in["note"], number_in["score"]
+    given = struct.pack("<d", 1.5) if len(number) == 8 else Decimal128("1.5").bid
+    assert raw.count(b"XQXQ") == 1 and raw.count(given) == 1
+    return raw.replace(b"XQXQ", b"\xff\xfeab").replace(given, number)
+
+
+def test_a_chat_with_invalid_utf8_and_a_nan_payload_costs_only_that_chat(make_config, monkeypatch):
+    """The NaN's payload is found while decoding; the invalid UTF-8 beside it once made naming the loss fail,
+    an error that left the pass: no chat of it was archived. The record refuses the chat, naming the place."""
+    config = make_config()
+    rng = random.Random(65)
+    chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
+    seed(config, chats)
+    bad = chats[1][0]
+    messages = bad["messages"]
+    server_bytes(monkeypatch, {bad["_id"]: with_invalid_utf8_and(bad, messages[3]["data"], messages[4]["data"],
+                                                                 NAN_PAYLOAD)})
+    report = Archiver(config).run_pass()
+    assert report.archived == 2 and list(report.quarantined) == [bad["room"]]
+    assert report.quarantined[bad["room"]] == ("chat.messages.3.data.note: invalid UTF-8 (unpaired surrogate); "
+                                               "cannot be archived as text")
+    assert job(config, bad["room"])["state"] == "quarantined"
+    assert {e["room"] for e in entries(config)} == {chats[0][0]["room"], chats[2][0]["room"]}
+
+
+def test_a_message_or_contact_with_invalid_utf8_and_an_inexact_number_costs_only_its_chat(make_config, monkeypatch):
+    config = make_config(source__messages="messages")
+    rng = random.Random(66)
+    chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    for chat, contact in chats:
+        db.messages.insert_many(copy.deepcopy(chat["messages"]))
+        db.chats.insert_one({k: v for k, v in chat.items() if k != "messages"})
+        db.contacts.insert_one(copy.deepcopy(contact))
+    (in_message, _), (_, in_contact), (good, _) = chats
+    message = in_message["messages"][7]
+    contact_doc = db.contacts.find_one({"id": in_contact["id"]})
+    server_bytes(monkeypatch, {
+        message["_id"]: with_invalid_utf8_and(message, message["data"], message, Decimal128("-NaN").bid),
+        contact_doc["_id"]: with_invalid_utf8_and(contact_doc, contact_doc, contact_doc["users"], NAN_PAYLOAD)})
+    report = Archiver(config).run_pass()
+    assert report.archived == 1
+    refused = "invalid UTF-8 (unpaired surrogate); cannot be archived as text"
+    assert report.quarantined == {in_message["room"]: f"chat.messages.7.data.note: {refused}",
+                                  in_contact["id"]: f"contact.note: {refused}"}
+    assert [e["room"] for e in entries(config)] == [good["room"]]
+
+
+def _encode_refusing_2_5(document, codec_options):
+    """bson.encode, failing on a document that holds the double 2.5 as bson could on odd values, with an error
+    that is no BSONError."""
+    encoded = bson.encode(document, codec_options=codec_options)
+    if struct.pack("<d", 2.5) in encoded:
+        raise OverflowError("2.5 is out of range")
+    return encoded
+
+
+@pytest.mark.parametrize("fails", ["read", "loss"])
+def test_whatever_the_check_raises_on_one_chat_s_bytes_costs_only_that_chat(make_config, monkeypatch, fails):
+    """Not only BSONError: any error bson raises on a document's bytes (ValueError, OverflowError, ...) is that
+    document's, its room quarantined; the pass goes on with the others."""
+    from archiver import lossless
+
+    config = make_config()
+    rng = random.Random(67)
+    chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
+    bad = chats[1][0]
+    bad["messages"][3]["data"]["score"] = 2.5
+    seed(config, chats)
+    if fails == "read":
+        monkeypatch.setattr(lossless, "bson", SimpleNamespace(decode=bson.decode, encode=_encode_refusing_2_5))
+        server_bytes(monkeypatch, {})
+    else:
+        monkeypatch.setattr(lossless, "_first_loss", lambda *args: [][0])  # an IndexError
+        server_bytes(monkeypatch, {bad["_id"]: with_undefined(bad, bad["messages"][3]["data"], "legacyFlag")})
+    report = Archiver(config).run_pass()
+    assert report.archived == 2 and list(report.quarantined) == [bad["room"]]
+    error = "OverflowError: 2.5 is out of range" if fails == "read" else "IndexError: list index out of range"
+    assert report.quarantined[bad["room"]] == f"room {bad['room']!r}: MongoDB cannot decode it: {error}"
