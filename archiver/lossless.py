@@ -16,7 +16,8 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import bson
 from bson.codec_options import TypeDecoder, TypeRegistry

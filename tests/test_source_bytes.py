@@ -333,6 +333,10 @@ def _encode_refusing_2_5(document, codec_options):
     return encoded
 
 
+def _fails_as_an_index_would(*args) -> str:
+    raise IndexError("list index out of range")
+
+
 @pytest.mark.parametrize("fails", ["read", "loss"])
 def test_whatever_the_check_raises_on_one_chat_s_bytes_costs_only_that_chat(make_config, monkeypatch, fails):
     """Not only BSONError: any error bson raises on a document's bytes (ValueError, OverflowError, ...) is that
@@ -349,7 +353,7 @@ def test_whatever_the_check_raises_on_one_chat_s_bytes_costs_only_that_chat(make
         monkeypatch.setattr(lossless, "bson", SimpleNamespace(decode=bson.decode, encode=_encode_refusing_2_5))
         server_bytes(monkeypatch, {})
     else:
-        monkeypatch.setattr(lossless, "_first_loss", lambda *args: [][0])  # an IndexError
+        monkeypatch.setattr(lossless, "_first_loss", _fails_as_an_index_would)
         server_bytes(monkeypatch, {bad["_id"]: with_undefined(bad, bad["messages"][3]["data"], "legacyFlag")})
     report = Archiver(config).run_pass()
     assert report.archived == 2 and list(report.quarantined) == [bad["room"]]
