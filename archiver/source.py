@@ -189,13 +189,14 @@ class ChatSource:
         if self.messages is not None:
             found = {room: chat for room, chat in chats.items() if isinstance(chat, dict)}
             for room, chat in list(found.items()):
-                if "messages" in chat:  # the record keeps what the platform held: never overwritten
+                own = chat.get("messages")
+                if own is not None and own != []:  # the record keeps what the platform held: never overwritten
                     chats[room] = SourceProblem(
                         f"room {room!r}: the chat document has a field 'messages' of its own, where the archiver "
                         f"puts the messages of the collection {self.messages.name!r} (source.messages); "
-                        "not archived until a person decides", None)
+                        "not archived until a person decides", chat)  # readable: an erasure deletes it
                     del found[room]
-                else:
+                else:  # absent, [] or null: nothing to lose (a platform's schema default, say)
                     chat["messages"] = []
             lossy: dict[str, str] = {}
             query = {"room": {"$in": list(found)}}

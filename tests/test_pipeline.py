@@ -24,6 +24,7 @@ from archiver.envelope import decrypt
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
+from archiver.source import SourceProblem
 from archiver.store import StoreError, open_store
 
 REAL_ARCHIVE = artifacts.archive_in_worker  # what the hooks below call, in whichever process they run
@@ -279,22 +280,50 @@ def test_messages_in_their_own_collection(make_config, keys) -> None:
     assert record["transcript"]["message_count"] == 7
 
 
-def test_a_chat_document_with_its_own_messages_field_is_not_overwritten_by_the_messages_collection(
-        make_config, keys) -> None:
-    """The record's source is what the platform held: a `messages` field of the chat document's own (a count, a
-    note) is never replaced by the messages collection's; such a chat is quarantined, naming the field."""
-    config = make_config(source__messages="messages")
+def _chats_with_own_messages_field(config, own: Any) -> tuple[dict, dict]:
+    """Two chats of a messages collection: the first's document has a `messages` field OWN, the other none."""
     rng = random.Random(19)
     (chat, _), (other, _) = make_chat(rng, messages=4, start_ms=recent_ms()), make_chat(rng, messages=4, start_ms=recent_ms())
     db = connect(config["mongodb.uri"])[config["source.database"]]
-    for doc, own in ((chat, {"count": 4, "note": "the platform's own"}), (other, None)):
+    for doc, fields in ((chat, {"messages": own}), (other, {})):
         db.messages.insert_many(copy.deepcopy(doc["messages"]))
-        db.chats.insert_one({**{k: v for k, v in doc.items() if k != "messages"}, **({"messages": own} if own else {})})
-    report = Archiver(config).run_pass()
+        db.chats.insert_one({**{k: v for k, v in doc.items() if k != "messages"}, **fields})
+    return chat, other
+
+
+@pytest.mark.parametrize("own", [4, [{"note": "the platform's own"}], {"count": 4, "note": "the platform's own"}],
+                         ids=["a count", "a non-empty list", "a document"])
+def test_a_chat_document_with_its_own_messages_field_is_not_overwritten_by_the_messages_collection(
+        make_config, own) -> None:
+    """The record's source is what the platform held: a `messages` field of the chat document's own that holds
+    something (a count, a note) is never replaced by the messages collection's; such a chat is quarantined,
+    naming the field, and readable (an erasure deletes it)."""
+    config = make_config(source__messages="messages")
+    chat, other = _chats_with_own_messages_field(config, own)
+    archiver = Archiver(config)
+    report = archiver.run_pass()
     assert report.archived == 1 and list(report.quarantined) == [chat["room"]]
     reason = report.quarantined[chat["room"]]
     assert "field 'messages' of its own" in reason and "source.messages" in reason
     assert [e["room"] for e in entries(config)] == [other["room"]]
+    problem = archiver.source.load(chat["room"])[0]
+    assert isinstance(problem, SourceProblem) and problem.readable["_id"] == chat["_id"]
+    assert problem.readable["messages"] == own
+
+
+@pytest.mark.parametrize("own", [[], None], ids=["an empty list", "null"])
+def test_an_empty_or_null_messages_field_holds_the_messages_collection_s(make_config, keys, own) -> None:
+    """`messages: []` or `messages: null` (a platform's schema default) holds nothing to lose: the record's chat
+    carries the collection's messages there, as for a chat document without the field."""
+    config = make_config(source__messages="messages")
+    chat, _ = _chats_with_own_messages_field(config, own)
+    report = Archiver(config).run_pass()
+    assert report.archived == 2 and report.quarantined == {}
+    (entry,) = entries(config, room=chat["room"])
+    record = json.loads(open_object(config, keys, entry["objects"]["record"]))
+    assert [m["_id"] for m in record["source"]["chat"]["messages"]] == [
+        {"$oid": str(m["_id"])} for m in chat["messages"]]
+    assert record["transcript"]["message_count"] == 4
 
 
 def test_hostile_room_ids_stay_inside_the_store(make_config, tmp_path) -> None:

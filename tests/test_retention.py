@@ -898,6 +898,31 @@ def test_an_erasure_deletes_the_source_of_a_room_with_two_contact_documents(make
     assert db[config["source.contacts"]].count_documents({"id": chat["room"]}) == 0
 
 
+@pytest.mark.parametrize("own", [6, [{"note": "the platform's own"}]], ids=["a count", "a non-empty list"])
+def test_an_erasure_deletes_the_source_of_a_chat_with_a_messages_field_of_its_own(make_config, own) -> None:
+    """With source.messages, a chat document with a `messages` field of its own is quarantined for archiving,
+    yet readable: an erasure deletes the chat, its messages and its contact, not only plans to."""
+    import copy
+    import random
+
+    from archiver.samples import make_chat
+
+    config = retention_config(make_config, source__messages="messages")
+    (chat, contact), (other, other_contact) = (make_chat(random.Random(seed), messages=6) for seed in (3, 4))
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    for doc, card, fields in ((chat, contact, {"messages": own}), (other, other_contact, {})):
+        db.messages.insert_many(copy.deepcopy(doc["messages"]))
+        db.chats.insert_one({**{k: v for k, v in doc.items() if k != "messages"}, **fields})
+        db.contacts.insert_one(copy.deepcopy(card))
+    result = erase(config, customer_of(chat))
+    assert outcomes(result)[("delete_source", chat["room"], None)][0] == "deleted"
+    assert db.chats.count_documents({"room": chat["room"]}) == 0
+    assert db.messages.count_documents({"room": chat["room"]}) == 0
+    assert db.contacts.count_documents({"id": chat["room"]}) == 0
+    assert db.chats.count_documents({}) == db.contacts.count_documents({}) == 1
+    assert db.messages.count_documents({}) == len(other["messages"])
+
+
 # -- what an interrupted attempt left (a `superseded` entry's objects) -----------------------------------------
 
 def _archived_after_an_interrupted_attempt(make_config, monkeypatch):
