@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except AuditError as exc:
         return unaudited(exc, "nothing was fetched or decrypted")
     try:
-        request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
+        request = Request(args.room, RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
                           _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config))
         folder = retrieve(config, request, lambda target: audited("ok", f"verified; released to {target}", OK))
     except AuditError as exc:
@@ -213,7 +213,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     show = None if args.no_progress or not sys.stderr.isatty() else progress_line(
         lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
     try:
-        request = Request("", RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
+        request = Request("", RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
                           Path(args.bundle).parent, reason, actor, None, load_trust(args.ca, config))
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
