@@ -153,7 +153,12 @@ def test_every_key_file_loader_refuses_key_material_without_showing_it(keys) -> 
 
 @pytest.mark.parametrize("path", ["keys/signing.key.pem", "/run/secrets/archiver-signing-key",
                                   "/etc/archiver/" + "0123456789abcdef" * 4 + ".hex",
-                                  "/srv/" + "a" * 300 + "/key.pem"])
+                                  "/srv/" + "a" * 300 + "/key.pem",
+                                  # relative, 64 characters or more of the base64 alphabet, no dot or dash:
+                                  "keys/" + "3f9a" * 16,  # a content-addressed file name
+                                  "KEYS/" + "3F9A" * 16,
+                                  "secrets/archiver/signing/production/euwest1/current/signingkey/version2026",
+                                  "vault/secret/data/contactcentre/archiver/prod/signing/keyfile/searchkey"])
 def test_ordinary_paths_are_not_taken_for_key_material(path: str) -> None:
     """A path that is not there is said to be missing, and named."""
     with pytest.raises(ConfigError, match=f"^search.key_file: {path}: cannot read"):
@@ -291,3 +296,33 @@ def test_a_certificate_setting_of_the_wrong_type_holding_a_key_is_not_echoed(set
     assert str(refused.value).startswith(f"{setting}: must be "), refused.value
     assert "value withheld" in str(refused.value)
     _nowhere(_secret_parts(pem), str(refused.value))
+
+
+def _base64_keys_with_a_slash() -> dict[str, str]:
+    """One-line base64 keys (DER: PKCS#8 and SEC1 EC, PKCS#8 RSA, a PKCS#12) that hold a '/', as such keys mostly
+    do: a '/' alone must not make them pass for a relative path."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def first_with_slash(make) -> str:
+        return next(text for text in (base64.b64encode(make()).decode() for _ in range(50)) if "/" in text)
+
+    der = serialization.Encoding.DER
+    none = serialization.NoEncryption()
+    return {
+        "EC P-256 PKCS#8": first_with_slash(lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            der, serialization.PrivateFormat.PKCS8, none)),
+        "EC P-256 SEC1": first_with_slash(lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            der, serialization.PrivateFormat.TraditionalOpenSSL, none)),
+        "RSA PKCS#8": first_with_slash(lambda: rsa.generate_private_key(65537, 2048).private_bytes(
+            der, serialization.PrivateFormat.PKCS8, none)),
+        "48 random bytes": first_with_slash(lambda: secrets.token_bytes(48)),  # 64 characters
+    }
+
+
+def test_one_line_base64_keys_holding_a_slash_are_still_refused() -> None:
+    from archiver.redact import looks_like_key_material
+
+    keys = _base64_keys_with_a_slash()
+    assert all("/" in text for text in keys.values())
+    assert {name: looks_like_key_material(text) for name, text in keys.items()} == {name: True for name in keys}
