@@ -54,6 +54,7 @@ class SigningIdentity:
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
+    setting: str = "signing.certificate"  # the setting and file that name the certificate, for refusals
 
     @property
     def fingerprint(self) -> str:
@@ -115,7 +116,7 @@ def load_identity(
         if cert is None or loaded_key is None:
             raise SigningError(f"signing.pkcs12 {pkcs12_path}: holds no key and certificate pair")
         _check(cert, "signing.pkcs12", pkcs12_path)
-        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path)
+        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path, f"signing.pkcs12: {pkcs12_path}")
     data = _read(certificate, "signing.certificate")  # a missing file is said as such, not as "not a PEM certificate"
     try:
         certs = x509.load_pem_x509_certificates(data)
@@ -128,7 +129,7 @@ def load_identity(
         loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:
         raise SigningError(f"signing.key {key}: cannot load ({exc}); check signing.key_password") from None
-    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key)
+    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key, f"signing.certificate: {certificate}")
 
 
 def _check(cert: x509.Certificate, setting: str, path: str) -> None:
@@ -137,12 +138,13 @@ def _check(cert: x509.Certificate, setting: str, path: str) -> None:
         raise SigningError(certificates.refusal(setting, path, cert, problems))
 
 
-def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where: str) -> SigningIdentity:
+def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where: str, setting: str
+              ) -> SigningIdentity:
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise SigningError(f"{where}: key type {type(key).__name__} is not supported (use RSA or ECDSA)")
     if key.public_key().public_numbers() != cert.public_key().public_numbers():
         raise SigningError(f"{where}: the key does not belong to certificate {cert.subject.rfc4514_string()}")
-    return SigningIdentity(key, cert, tuple(chain))
+    return SigningIdentity(key, cert, tuple(chain), setting)
 
 
 class Signer:
@@ -153,6 +155,9 @@ class Signer:
         """TIMESTAMPER (or the checked client of the authority at TIMESTAMP_URL, archiver.timestamps)
         makes the PDF signatures PAdES B-T."""
         self.identity = identity
+        # Read once, compared with the clock for every detached signature: a report or a seal is signed at the end
+        # of a run that began while the certificate was valid.
+        self.validity = certificates.Validity.of(identity.setting, identity.certificate)
         der = serialization.Encoding.DER
         certificate = asn1_x509.Certificate.load(identity.certificate.public_bytes(der))
         self._pyhanko = LoadedKeySigner(
@@ -214,7 +219,16 @@ class Signer:
         return out.getvalue()
 
     def sign_detached(self, data: bytes) -> bytes:
-        """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`."""
+        """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`; NotValidNow
+        (naming the certificate's setting and its notAfter) instead of one whose signingTime is outside the
+        certificate's validity."""
+        started = certificates.now()
+        self.validity.check(started, started)
+        signature = self._detached(data)
+        self.validity.check(started, certificates.now())  # one finished as the certificate expired is dropped
+        return signature
+
+    def _detached(self, data: bytes) -> bytes:
         builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(
             self.identity.certificate, self.identity.key, hashes.SHA256()
         )
