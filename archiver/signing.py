@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import stat
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from io import BytesIO
 from pathlib import Path
 from typing import Callable, Iterator
@@ -59,6 +59,12 @@ class SigningIdentity:
     @property
     def fingerprint(self) -> str:
         return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    @cached_property
+    def validity(self) -> certificates.Validity:
+        """Read once, compared with the clock for every detached signature: a run's report, a seal or a bundle is
+        signed at the end of work that began while the certificate was valid."""
+        return certificates.Validity.of(self.setting, self.certificate)
 
 
 _WARNED: set[tuple[str, int]] = set()  # (path, mode) of key files already warned of by this process
@@ -155,9 +161,6 @@ class Signer:
         """TIMESTAMPER (or the checked client of the authority at TIMESTAMP_URL, archiver.timestamps)
         makes the PDF signatures PAdES B-T."""
         self.identity = identity
-        # Read once, compared with the clock for every detached signature: a report or a seal is signed at the end
-        # of a run that began while the certificate was valid.
-        self.validity = certificates.Validity.of(identity.setting, identity.certificate)
         der = serialization.Encoding.DER
         certificate = asn1_x509.Certificate.load(identity.certificate.public_bytes(der))
         self._pyhanko = LoadedKeySigner(
@@ -219,24 +222,23 @@ class Signer:
         return out.getvalue()
 
     def sign_detached(self, data: bytes) -> bytes:
-        """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`; NotValidNow
-        (naming the certificate's setting and its notAfter) instead of one whose signingTime is outside the
-        certificate's validity."""
-        started = certificates.now()
-        self.validity.check(started, started)
-        signature = self._detached(data)
-        self.validity.check(started, certificates.now())  # one finished as the certificate expired is dropped
-        return signature
+        return sign_detached(self.identity, data)
 
-    def _detached(self, data: bytes) -> bytes:
-        builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(
-            self.identity.certificate, self.identity.key, hashes.SHA256()
-        )
-        for cert in self.identity.chain:
-            builder = builder.add_certificate(cert)
-        return builder.sign(
-            serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-        )
+
+def sign_detached(identity: SigningIdentity, data: bytes) -> bytes:
+    """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`; NotValidNow
+    (naming the certificate's setting and its notAfter) instead of one whose signingTime is outside the
+    certificate's validity."""
+    started = certificates.now()
+    identity.validity.check(started, started)
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(identity.certificate, identity.key,
+                                                                      hashes.SHA256())
+    for cert in identity.chain:
+        builder = builder.add_certificate(cert)
+    signature = builder.sign(serialization.Encoding.DER,
+                             [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
+    identity.validity.check(started, certificates.now())  # one finished as the certificate expired is dropped
+    return signature
 
 
 class LoadedKeySigner(signers.SimpleSigner):

@@ -293,3 +293,30 @@ def test_a_seal_is_not_signed_after_its_certificate_expired(tmp_path, make_confi
     assert outcome.action == "failed", outcome
     assert any(_expired_reason(made) in p and "(its notAfter)" in p for p in outcome.problems), outcome.problems
     assert seal_records(config) == [] and _signed_objects(config, seals.PREFIX) == []
+
+
+def test_a_bundle_is_not_signed_after_its_certificate_expired(tmp_path, make_config, keys, monkeypatch,
+                                                              capsys) -> None:
+    """The bundle's SHA256SUMS is signed once every room is checked and written: a certificate expired by then
+    means no bundle (exit 2, as when it had expired before the command), named and audited."""
+    from archiver import bundle
+    from archiver.cli import main
+    from conftest import write_toml
+    from retrieval_helpers import CLI_KEYS, archive_samples, audit
+
+    config = make_config()
+    (entry, *_) = archive_samples(config, count=2)
+    made = _signer(tmp_path, 4)
+    toml = write_toml(tmp_path / "cli.toml", {**{k: config[k] for k in CLI_KEYS},
+                                              "signing.certificate": str(made.cert_path),
+                                              "signing.key": str(made.key_path)})
+    calls = _expiring_during(monkeypatch, bundle, "_custody", made)
+    out = tmp_path / "b.zip"
+    assert main(["--config", str(toml), "retrieve", entry["room"], "--bundle", str(out), "--key",
+                 str(keys["legal.key.pem"]), "--reason", "case 7", "--no-progress"]) == 2
+    assert calls
+    err = capsys.readouterr().err
+    assert _expired_reason(made) in err and "(its notAfter)" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".b.zip*"))
+    last = audit(config)[-1]
+    assert last["outcome"] == "failed" and _expired_reason(made) in last["detail"]

@@ -155,6 +155,7 @@ _FILTERS = ("ended_from", "ended_to", "agent", "customer", "ctlive_type", "chann
 def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     """The exit code of a failed retrieval or bundle, audited; an unforeseen error is audited and raised."""
     from archiver.bundle import NothingSelected
+    from archiver.certificates import NotValidNow
     from archiver.envelope import EnvelopeError
     from archiver.retrieval import NotFound, VerificationFailed
     from archiver.signing import SigningError
@@ -163,7 +164,7 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     if isinstance(exc, StoreUnreachable):  # an outage, not a verdict on the chat: retry when the store is back
         return audited("unreachable", str(exc), UNREACHABLE)
     for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
-                        ((EnvelopeError, FileExistsError, UsageError, SigningError), USAGE),
+                        ((EnvelopeError, FileExistsError, UsageError, SigningError, NotValidNow), USAGE),
                         ((VerificationFailed,), VERIFY_FAILED)):
         if isinstance(exc, kinds):
             return audited("failed", str(exc), code)
