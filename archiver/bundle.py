@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from archiver import seals
 from archiver.audit import AuditLog
@@ -44,7 +43,7 @@ from archiver.offline_checks import cms_command, pdf_command, timestamp_command
 from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, deleted_meanwhile, find_entry,
                                seal_check)
 from archiver.search import Search, SearchFilters
-from archiver.signing import SigningIdentity
+from archiver.signing import SigningIdentity, sign_detached
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 from archiver.visible import visible
 
@@ -237,7 +236,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
     zf.writestr(SUMS, body)
     result.sums_sha256 = hashlib.sha256(body).hexdigest()
     if signer is not None:
-        zf.writestr(SUMS_SIGNATURE, _sign(body, signer))
+        zf.writestr(SUMS_SIGNATURE, sign_detached(signer, body))
         zf.writestr(SIGNER_CERTS, b"".join(c.public_bytes(serialization.Encoding.PEM)
                                            for c in (signer.certificate, *signer.chain)))
         result.signed = True
@@ -347,14 +346,6 @@ def tool_versions() -> dict[str, str]:
 
 def _filters(filters: SearchFilters) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in filters.given().items()}
-
-
-def _sign(body: bytes, signer: SigningIdentity) -> bytes:
-    """A detached CMS signature (DER) over BODY that `openssl cms -verify` checks."""
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(body).add_signer(signer.certificate, signer.key, hashes.SHA256())
-    for cert in signer.chain:
-        builder = builder.add_certificate(cert)
-    return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
 
 
 def _json(value: Any) -> bytes:

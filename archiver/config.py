@@ -17,7 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pymongo import uri_parser
 from pymongo.errors import PyMongoError
 
-from archiver.redact import key_material_refusal, redact, remember_secret, remember_secrets
+from archiver.redact import key_material_refusal, looks_like_key_material, redact, remember_secret, remember_secrets
 
 from archiver.certificates import is_fingerprint
 
@@ -370,7 +370,9 @@ def _is_text_table(value: Any) -> bool:
 
 
 def _shown(dotted: str, value: Any) -> str:
-    withheld = dotted in SECRETS or dotted in KEY_FILES
+    texts = value if isinstance(value, list) else [value]  # a certificate's setting given a PEM of it and its key
+    withheld = dotted in SECRETS or dotted in KEY_FILES or any(
+        isinstance(text, str) and looks_like_key_material(text) for text in texts)
     return f"a {type(value).__name__}, value withheld" if withheld else redact(repr(value))
 
 

@@ -107,11 +107,15 @@ class RecipientKey:
         self.certificate = certificate
 
     @classmethod
-    def load(cls, key_path: str, certificates: list[str], password: bytes | None = None) -> "RecipientKey":
-        """The key in KEY_PATH and, among the certificates in that file and CERTIFICATES, the one it belongs to."""
-        refusal = key_material_refusal("--key", key_path)  # the key itself, not its path: never quoted
-        if refusal:
-            raise EnvelopeError(refusal)
+    def load(cls, key_path: str, certificates: list[str], password: bytes | None = None,
+             recipients: list[str] | None = None) -> "RecipientKey":
+        """The key in KEY_PATH and, among the certificates in that file, CERTIFICATES (--cert) and RECIPIENTS
+        (encryption.recipients), the one it belongs to."""
+        named = [*(("--cert", p) for p in certificates), *(("encryption.recipients", p) for p in recipients or [])]
+        for setting, path in [("--key", key_path), *named]:  # the key itself, not its path: never quoted
+            refusal = key_material_refusal(setting, path)
+            if refusal:
+                raise EnvelopeError(refusal)
         try:
             pem = Path(key_path).read_bytes()
         except OSError as exc:
@@ -122,10 +126,11 @@ class RecipientKey:
             raise EnvelopeError(f"--key {key_path}: not a usable PEM private key ({exc})") from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise EnvelopeError(f"--key {key_path}: archives are encrypted to RSA keys; this is not one")
-        for cert in _certificates_in([key_path, *certificates]):
+        for cert in _certificates_in(pem, named):
             if cert.public_key().public_numbers() == key.public_key().public_numbers():
                 return cls(key, cert)
-        raise EnvelopeError(f"--key {key_path}: none of the recipient certificates ({', '.join(certificates) or 'none'}) "
+        listed = ", ".join(path for _, path in named) or "none"
+        raise EnvelopeError(f"--key {key_path}: none of the recipient certificates ({listed}) "
                             "belongs to this key: it is not a key the archive was encrypted to")
 
     def decrypt(self, data: bytes) -> bytes:
@@ -135,11 +140,18 @@ class RecipientKey:
             raise EnvelopeError(f"this key cannot open the envelope ({exc})") from None
 
 
-def _certificates_in(paths: list[str]) -> list[x509.Certificate]:
-    found: list[x509.Certificate] = []
-    for path in paths:
+def _certificates_in(key_pem: bytes, named: list[tuple[str, str]]) -> list[x509.Certificate]:
+    """The certificates beside the key in its file, then those of each (setting, path) in NAMED (an unreadable one
+    is an error that names it: it was given to be read)."""
+    try:
+        found = x509.load_pem_x509_certificates(key_pem)
+    except ValueError:
+        found = []  # a key file without a certificate
+    for setting, path in named:
         try:
             found.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
-        except (OSError, ValueError):
-            continue  # a key file without a certificate, or a missing optional file
+        except OSError as exc:
+            raise EnvelopeError(f"{setting} {path}: cannot read ({exc.strerror})") from None
+        except ValueError as exc:
+            raise EnvelopeError(f"{setting} {path}: not a PEM certificate file ({exc})") from None
     return found

@@ -67,13 +67,24 @@ MAX_PATH_CHARS = 1024  # longer than any path a deployment names; a PEM or base6
 # One line of base64 (a DER or PKCS#12 key as secrets stores hand them out) or of hex (a search key): 64 characters
 # or more with no dot, dash or underscore, and not an absolute path.
 _ENCODED_KEY = re.compile(r"[A-Za-z0-9+=][A-Za-z0-9+/=]{63,}")
+# Such a line with a "/" may be a relative path ("keys/3f9a…", a content-addressed name): base64 of 64 characters
+# or more holds upper case, lower case and digits (all but certainly), such a path does not mix all three nor hold
+# "+" or "=", and is shorter.
+_LONGEST_RELATIVE = 200
 
 
 def looks_like_key_material(value: str) -> bool:
     """Whether VALUE, given where the path of a file of secret material belongs, is rather the secret itself
     (container secrets are often handed over as the key's text, not as a file)."""
     return ("-----BEGIN" in value or "PRIVATE KEY" in value or "\n" in value or "\r" in value
-            or len(value) > MAX_PATH_CHARS or bool(_ENCODED_KEY.fullmatch(value)))
+            or len(value) > MAX_PATH_CHARS or _encoded_key(value))
+
+
+def _encoded_key(value: str) -> bool:
+    if not _ENCODED_KEY.fullmatch(value):
+        return False
+    mixed = all(re.search(chars, value) for chars in ("[A-Z]", "[a-z]", "[0-9]"))
+    return "/" not in value or len(value) >= _LONGEST_RELATIVE or mixed or "+" in value or "=" in value
 
 
 def key_material_refusal(name: str, value: str) -> str | None:

@@ -39,6 +39,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from archiver.certificates import NotValidNow
 from archiver.claims import now, worker_id
 from archiver.logs import event
 from archiver.mongo import server_ms
@@ -74,6 +75,11 @@ class Step:
 
 class RunBusy(RuntimeError):
     """Another live process holds this kind of run."""
+
+
+class ReportUnsigned(RuntimeError):
+    """A run's report could not be signed (its certificate expired during the run): the run stays unfinished, and
+    the next run of its kind signs and stores the report."""
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -291,7 +297,13 @@ def canonical(body: dict[str, Any]) -> bytes:
 def publish_report(store: ObjectStore, signer: Signer, kind: str, run_id: str, data: bytes,
                    retain_until: dt.datetime | None) -> dict[str, Any]:
     """Put the report and its detached CMS signature in the store (again after a crash: the same bytes)."""
-    signature = signer.sign_detached(data)
+    try:
+        signature = signer.sign_detached(data)
+    except NotValidNow as exc:
+        command = "archiver erase" if kind == "erasure" else "archiver retention run"
+        raise ReportUnsigned(f"{exc}: the {kind} report {run_id} is not signed and its run is not finished: the "
+                             f"next `{command}` signs it once the certificate is renewed (and no other run of "
+                             "this kind starts before)") from None
     base, signature_key = report_keys(kind, run_id)
     for key, blob in ((base, data), (signature_key, signature)):
         digest = hashlib.sha256(blob).hexdigest()

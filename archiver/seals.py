@@ -41,6 +41,7 @@ from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, val
 from pyhanko_certvalidator import ValidationContext
 
 from archiver import merkle, timestamps
+from archiver.certificates import NotValidNow
 from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
@@ -324,7 +325,8 @@ def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome
             outcomes.append(seal_day(book, day, signer, stamper, store, actor))
         except SealConflict as exc:
             outcomes.append(SealOutcome(day, "refused", problems=list(exc.args[1])))
-        except (timestamps.TimestampError, StoreError, SealRace) as exc:
+        except (timestamps.TimestampError, StoreError, SealRace, NotValidNow) as exc:  # NotValidNow: the
+            # certificate expired while the days were sealed (named, with its notAfter): nothing of the day stored
             outcomes.append(SealOutcome(day, "failed", problems=[str(exc)]))
     log = open_audit_log(config)
     for outcome in outcomes:

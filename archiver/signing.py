@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import stat
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from io import BytesIO
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,10 +54,17 @@ class SigningIdentity:
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
+    setting: str = "signing.certificate"  # the setting and file that name the certificate, for refusals
 
     @property
     def fingerprint(self) -> str:
         return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    @cached_property
+    def validity(self) -> certificates.Validity:
+        """Read once, compared with the clock for every detached signature: a run's report, a seal or a bundle is
+        signed at the end of work that began while the certificate was valid."""
+        return certificates.Validity.of(self.setting, self.certificate)
 
 
 _WARNED: set[tuple[str, int]] = set()  # (path, mode) of key files already warned of by this process
@@ -115,7 +122,7 @@ def load_identity(
         if cert is None or loaded_key is None:
             raise SigningError(f"signing.pkcs12 {pkcs12_path}: holds no key and certificate pair")
         _check(cert, "signing.pkcs12", pkcs12_path)
-        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path)
+        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path, f"signing.pkcs12: {pkcs12_path}")
     data = _read(certificate, "signing.certificate")  # a missing file is said as such, not as "not a PEM certificate"
     try:
         certs = x509.load_pem_x509_certificates(data)
@@ -128,7 +135,7 @@ def load_identity(
         loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:
         raise SigningError(f"signing.key {key}: cannot load ({exc}); check signing.key_password") from None
-    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key)
+    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key, f"signing.certificate: {certificate}")
 
 
 def _check(cert: x509.Certificate, setting: str, path: str) -> None:
@@ -137,12 +144,13 @@ def _check(cert: x509.Certificate, setting: str, path: str) -> None:
         raise SigningError(certificates.refusal(setting, path, cert, problems))
 
 
-def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where: str) -> SigningIdentity:
+def _identity(key, cert: x509.Certificate, chain: list[x509.Certificate], where: str, setting: str
+              ) -> SigningIdentity:
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise SigningError(f"{where}: key type {type(key).__name__} is not supported (use RSA or ECDSA)")
     if key.public_key().public_numbers() != cert.public_key().public_numbers():
         raise SigningError(f"{where}: the key does not belong to certificate {cert.subject.rfc4514_string()}")
-    return SigningIdentity(key, cert, tuple(chain))
+    return SigningIdentity(key, cert, tuple(chain), setting)
 
 
 class Signer:
@@ -214,15 +222,23 @@ class Signer:
         return out.getvalue()
 
     def sign_detached(self, data: bytes) -> bytes:
-        """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`."""
-        builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(
-            self.identity.certificate, self.identity.key, hashes.SHA256()
-        )
-        for cert in self.identity.chain:
-            builder = builder.add_certificate(cert)
-        return builder.sign(
-            serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-        )
+        return sign_detached(self.identity, data)
+
+
+def sign_detached(identity: SigningIdentity, data: bytes) -> bytes:
+    """A detached CMS SignedData (DER) over DATA, verifiable with `openssl cms -verify -binary`; NotValidNow
+    (naming the certificate's setting and its notAfter) instead of one whose signingTime is outside the
+    certificate's validity."""
+    started = certificates.now()
+    identity.validity.check(started, started)
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(identity.certificate, identity.key,
+                                                                      hashes.SHA256())
+    for cert in identity.chain:
+        builder = builder.add_certificate(cert)
+    signature = builder.sign(serialization.Encoding.DER,
+                             [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
+    identity.validity.check(started, certificates.now())  # one finished as the certificate expired is dropped
+    return signature
 
 
 class LoadedKeySigner(signers.SimpleSigner):

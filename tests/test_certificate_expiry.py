@@ -215,3 +215,108 @@ def test_a_timestamp_dated_after_not_after_is_refused(tmp_path, make_config, tsa
                          signing__timestamp_url=tsa.url)
     builder, chat, contact = _builder_and_chat(config)
     assert builder.plaintext(chat, contact, "ended", 1, certificates.now()).pdf.startswith(b"%PDF")
+
+
+# -- deletion run reports and seals: signed, at their end, only within the certificate's validity -------------------
+
+def _expiring_during(monkeypatch, owner, name: str, made: Made) -> list[str]:
+    """OWNER.NAME, wrapped: its first call waits until MADE has expired (as a long run would)."""
+    real, calls = getattr(owner, name), []
+
+    def late(*args, **kwargs):
+        if not calls:
+            calls.append(name)
+            _sleep_past(made)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, late)
+    return calls
+
+
+def _signed_objects(config, prefix: str) -> list[Path]:
+    return sorted((Path(config["storage.url"].removeprefix("file://")) / prefix).rglob("*.p7s"))
+
+
+@pytest.mark.parametrize("kind", ["retention", "erasure"])
+def test_a_deletion_run_whose_certificate_expires_is_left_unfinished_and_finished_by_the_next(
+        kind, tmp_path, make_config, keys, monkeypatch, capsys) -> None:
+    """Its report is not signed after notAfter: the command says so (exit 1: it deleted, its report is missing),
+    naming the certificate and its notAfter; the run stays `reporting`, and the next one, with a renewed
+    certificate, signs and stores its report."""
+    from archiver.cli import main
+    from archiver.retention import Deletions
+    from retention_helpers import age, archive, customer_of, retention_config
+    from test_retention import _cli_toml
+
+    config = retention_config(make_config)
+    chats = archive(config, 2)
+    age(config, 40)  # past the default rule's source_days
+    renewed = _cli_toml(config, tmp_path)
+    made = _signer(tmp_path, 4)
+    expiring = tmp_path / "expiring.toml"
+    expiring.write_text(renewed.read_text().replace(str(keys["signing.crt.pem"]), str(made.cert_path))
+                        .replace(str(keys["signing.key.pem"]), str(made.key_path)))
+    argv = (["retention", "run"] if kind == "retention" else
+            ["erase", "--customer", customer_of(chats[0]), "--reason", "GDPR request 4"])
+    calls = _expiring_during(monkeypatch, Deletions, "_execute", made)
+    assert main(["--config", str(expiring), *argv]) == 1
+    assert calls, "the run began while the certificate was valid"
+    err = capsys.readouterr().err
+    assert _expired_reason(made) in err and "(its notAfter)" in err and "not finished" in err, err
+    runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
+    (run,) = runs.find({"kind": kind})
+    assert run["state"] == "reporting" and "report" not in run
+    assert _signed_objects(config, f".reports/{kind}") == []  # nothing signed after notAfter
+    monkeypatch.undo()
+    assert main(["--config", str(renewed), *argv]) == 0  # renewed: the same run is finished, not another one made
+    assert f"resumed run {run['_id']}" in capsys.readouterr().out
+    assert runs.find_one({"_id": run["_id"]})["state"] == "done" and runs.count_documents({"kind": kind}) == 1
+    assert len(_signed_objects(config, f".reports/{kind}")) == 1
+
+
+def test_a_seal_is_not_signed_after_its_certificate_expired(tmp_path, make_config, monkeypatch) -> None:
+    """seal_days loads the signing key once for every day it seals: a day reached after notAfter fails, naming the
+    certificate, and no seal of it is stored or recorded."""
+    from archiver import seals
+    from test_seals import DAY, backdate, built_on, seal_records
+    from retrieval_helpers import archive_samples
+
+    config = make_config()
+    with built_on():
+        archive_samples(config, count=2)
+    backdate(config)
+    made = _signer(tmp_path, 4)
+    expiring = make_config(signing__certificate=str(made.cert_path), signing__key=str(made.key_path))
+    calls = _expiring_during(monkeypatch, seals, "current_leaves", made)
+    (outcome,) = seals.seal_days(expiring, [DAY.isoformat()], seals.Actor("test", "host"))
+    assert calls
+    assert outcome.action == "failed", outcome
+    assert any(_expired_reason(made) in p and "(its notAfter)" in p for p in outcome.problems), outcome.problems
+    assert seal_records(config) == [] and _signed_objects(config, seals.PREFIX) == []
+
+
+def test_a_bundle_is_not_signed_after_its_certificate_expired(tmp_path, make_config, keys, monkeypatch,
+                                                              capsys) -> None:
+    """The bundle's SHA256SUMS is signed once every room is checked and written: a certificate expired by then
+    means no bundle (exit 2, as when it had expired before the command), named and audited."""
+    from archiver import bundle
+    from archiver.cli import main
+    from conftest import write_toml
+    from retrieval_helpers import CLI_KEYS, archive_samples, audit
+
+    config = make_config()
+    (entry, *_) = archive_samples(config, count=2)
+    made = _signer(tmp_path, 4)
+    toml = write_toml(tmp_path / "cli.toml", {**{k: config[k] for k in CLI_KEYS},
+                                              "signing.certificate": str(made.cert_path),
+                                              "signing.key": str(made.key_path)})
+    calls = _expiring_during(monkeypatch, bundle, "_custody", made)
+    out = tmp_path / "b.zip"
+    assert main(["--config", str(toml), "retrieve", entry["room"], "--bundle", str(out), "--key",
+                 str(keys["legal.key.pem"]), "--reason", "case 7", "--no-progress"]) == 2
+    assert calls
+    err = capsys.readouterr().err
+    assert _expired_reason(made) in err and "(its notAfter)" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".b.zip*"))
+    last = audit(config)[-1]
+    assert last["outcome"] == "failed" and _expired_reason(made) in last["detail"]

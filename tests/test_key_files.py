@@ -153,7 +153,12 @@ def test_every_key_file_loader_refuses_key_material_without_showing_it(keys) -> 
 
 @pytest.mark.parametrize("path", ["keys/signing.key.pem", "/run/secrets/archiver-signing-key",
                                   "/etc/archiver/" + "0123456789abcdef" * 4 + ".hex",
-                                  "/srv/" + "a" * 300 + "/key.pem"])
+                                  "/srv/" + "a" * 300 + "/key.pem",
+                                  # relative, 64 characters or more of the base64 alphabet, no dot or dash:
+                                  "keys/" + "3f9a" * 16,  # a content-addressed file name
+                                  "KEYS/" + "3F9A" * 16,
+                                  "secrets/archiver/signing/production/euwest1/current/signingkey/version2026",
+                                  "vault/secret/data/contactcentre/archiver/prod/signing/keyfile/searchkey"])
 def test_ordinary_paths_are_not_taken_for_key_material(path: str) -> None:
     """A path that is not there is said to be missing, and named."""
     with pytest.raises(ConfigError, match=f"^search.key_file: {path}: cannot read"):
@@ -218,3 +223,106 @@ def test_run_with_worker_processes_warns_once(nx_uri, db_names, tmp_path, keys) 
                           text=True, timeout=120)
     assert done.returncode == 0 and "archived 6," in done.stdout, done
     assert done.stderr.count("key_file_readable_by_others") == 1, done.stderr
+
+
+# -- --cert given the PEM text of a certificate and its key ---------------------------------------------------------
+
+def _other_key(tmp_path: Path) -> Path:
+    """An RSA key no configured certificate belongs to: RecipientKey.load looks through every --cert for one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "other.key.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def _cli_config(tmp_path: Path, make_config) -> tuple[Path, object]:
+    config = make_config()
+    values = {k: config[k] for k in ("mongodb.uri", "storage.url", "signing.certificate", "signing.key",
+                                     "encryption.recipients", "source.database", "index.database",
+                                     "logging.format")}
+    return write_toml(tmp_path / "archiver.toml", values), config
+
+
+def _with_cert(command: str, tmp_path: Path, key: Path, cert: str) -> list[str]:
+    return {"retrieve": ["retrieve", "ROOM_1", "--key", str(key), "--cert", cert, "--out", str(tmp_path / "o"),
+                         "--reason", "case 1"],
+            "bundle": ["retrieve", "--bundle", str(tmp_path / "b.zip"), "--key", str(key), "--cert", cert,
+                       "--reason", "case 1", "ROOM_1", "--no-progress"],
+            "verify": ["verify", "--all", "--key", str(key), "--cert", cert, "--no-progress"]}[command]
+
+
+@pytest.mark.parametrize("command", ["retrieve", "bundle", "verify"])
+def test_cert_option_given_the_pem_text_is_refused_and_never_shown(command, tmp_path, make_config, keys, capsys,
+                                                                    log_lines) -> None:
+    """A PEM of certificate and key pasted where --cert's path belongs: refused before anything is read, and
+    neither the key nor the certificate is quoted (not even in 'none of the recipient certificates (...)')."""
+    pem = keys["legal.crt.pem"].read_text() + keys["legal.key.pem"].read_text()
+    toml, config = _cli_config(tmp_path, make_config)
+    assert main(["--config", str(toml), *_with_cert(command, tmp_path, _other_key(tmp_path), pem)]) == 2
+    out = capsys.readouterr()
+    assert f"archiver: error: --cert: {WITHHELD}" in out.err, out.err
+    audit = [json.dumps(entry, default=str) for entry in read_audit_log(config).entries()]
+    _nowhere(_secret_parts(pem), out.out, out.err, *log_lines, *audit)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "b.zip").exists()
+
+
+@pytest.mark.parametrize("command", ["retrieve", "verify"])
+def test_cert_option_naming_a_missing_file_says_so(command, tmp_path, make_config, keys, capsys) -> None:
+    """Not skipped in silence: the operator learns which --cert could not be read."""
+    toml, _ = _cli_config(tmp_path, make_config)
+    missing = str(tmp_path / "legal-2027.crt.pem")
+    assert main(["--config", str(toml), *_with_cert(command, tmp_path, keys["legal.key.pem"], missing)]) == 2
+    assert f"archiver: error: --cert {missing}: cannot read (No such file or directory)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["encryption.recipients", "signing.chain", "signing.trust_anchors",
+                                     "signing.certificate"])
+def test_a_certificate_setting_of_the_wrong_type_holding_a_key_is_not_echoed(setting, tmp_path, keys) -> None:
+    """A PEM of certificate and key written as one TOML string where a list belongs (or a list where a path
+    belongs): the type error says so without quoting it."""
+    from archiver.config import load
+
+    pem = keys["legal.crt.pem"].read_text() + keys["legal.key.pem"].read_text()
+    section, key = setting.split(".")
+    value = f'["""{pem}"""]' if setting == "signing.certificate" else f'"""{pem}"""'
+    toml = tmp_path / "archiver.toml"
+    toml.write_text(f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(toml)
+    assert str(refused.value).startswith(f"{setting}: must be "), refused.value
+    assert "value withheld" in str(refused.value)
+    _nowhere(_secret_parts(pem), str(refused.value))
+
+
+def _base64_keys_with_a_slash() -> dict[str, str]:
+    """One-line base64 keys (DER: PKCS#8 and SEC1 EC, PKCS#8 RSA, a PKCS#12) that hold a '/', as such keys mostly
+    do: a '/' alone must not make them pass for a relative path."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def first_with_slash(make) -> str:
+        return next(text for text in (base64.b64encode(make()).decode() for _ in range(50)) if "/" in text)
+
+    der = serialization.Encoding.DER
+    none = serialization.NoEncryption()
+    return {
+        "EC P-256 PKCS#8": first_with_slash(lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            der, serialization.PrivateFormat.PKCS8, none)),
+        "EC P-256 SEC1": first_with_slash(lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            der, serialization.PrivateFormat.TraditionalOpenSSL, none)),
+        "RSA PKCS#8": first_with_slash(lambda: rsa.generate_private_key(65537, 2048).private_bytes(
+            der, serialization.PrivateFormat.PKCS8, none)),
+        "48 random bytes": first_with_slash(lambda: secrets.token_bytes(48)),  # 64 characters
+    }
+
+
+def test_one_line_base64_keys_holding_a_slash_are_still_refused() -> None:
+    from archiver.redact import looks_like_key_material
+
+    keys = _base64_keys_with_a_slash()
+    assert all("/" in text for text in keys.values())
+    assert {name: looks_like_key_material(text) for name, text in keys.items()} == {name: True for name in keys}

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except AuditError as exc:
         return unaudited(exc, "nothing was fetched or decrypted")
     try:
-        request = Request(args.room, RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
+        request = Request(args.room, RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
                           _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config))
         folder = retrieve(config, request, lambda target: audited("ok", f"verified; released to {target}", OK))
     except AuditError as exc:
@@ -155,6 +155,7 @@ _FILTERS = ("ended_from", "ended_to", "agent", "customer", "ctlive_type", "chann
 def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     """The exit code of a failed retrieval or bundle, audited; an unforeseen error is audited and raised."""
     from archiver.bundle import NothingSelected
+    from archiver.certificates import NotValidNow
     from archiver.envelope import EnvelopeError
     from archiver.retrieval import NotFound, VerificationFailed
     from archiver.signing import SigningError
@@ -163,7 +164,7 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     if isinstance(exc, StoreUnreachable):  # an outage, not a verdict on the chat: retry when the store is back
         return audited("unreachable", str(exc), UNREACHABLE)
     for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
-                        ((EnvelopeError, FileExistsError, UsageError, SigningError), USAGE),
+                        ((EnvelopeError, FileExistsError, UsageError, SigningError, NotValidNow), USAGE),
                         ((VerificationFailed,), VERIFY_FAILED)):
         if isinstance(exc, kinds):
             return audited("failed", str(exc), code)
@@ -213,7 +214,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     show = None if args.no_progress or not sys.stderr.isatty() else progress_line(
         lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
     try:
-        request = Request("", RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]),
+        request = Request("", RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
                           Path(args.bundle).parent, reason, actor, None, load_trust(args.ca, config))
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,

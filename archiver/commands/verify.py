@@ -73,7 +73,7 @@ def run_verify(args: argparse.Namespace) -> int:
     trust = list(load_trust(args.ca, config))
     scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(trust),
              **({"redaction": True} if args.redaction else {})}
-    key = RecipientKey.load(args.key, [*args.cert, *config["encryption.recipients"]]) if args.key else None
+    key = RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
     try:
         report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
