@@ -9,9 +9,10 @@ are all made from the copies, so nothing downstream ever sees a redacted value.
 Every rule runs in time linear in its input, whatever a customer types: card
 numbers by a scan of digit runs with Luhn checked for all windows at once (big-integer
 arithmetic, no per-window loop), then again only around what that masked, until a pass
-over the output would find nothing more (each pass masks digits for good), IBANs by a fixed-width start search plus a bounded
-check, e-mail addresses and configured patterns with RE2 (no backtracking). A rule
-that fails raises InvalidChat: the chat is quarantined, never archived unredacted.
+over the output would find nothing more (each pass masks digits for good), IBANs by a
+fixed-width start search plus a bounded check, e-mail addresses and configured patterns
+with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
+never archived unredacted.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ class CardRule:
                 k = bisect_left(near, start)
                 if k == len(near):
                     break
-                shortest = near[k] if near[k] > shortest else shortest
+                shortest = max(shortest, near[k])
             for end in bounds[bisect_left(bounds, shortest, i + 1):]:
                 if end - start >= CARD_LENGTHS.stop:
                     break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -70,7 +71,7 @@ def _texts(seed: int, count: int, extra: tuple[str, ...] = ()) -> list[str]:
             if roll < 0.25:
                 card = rng.choice(cards)
                 bounds = [0, *sorted(rng.sample(range(1, len(card)), rng.randrange(0, 4))), len(card)]
-                groups = [card[a:b] for a, b in zip(bounds, bounds[1:])]
+                groups = [card[a:b] for a, b in pairwise(bounds)]
                 pieces.append(str(rng.randrange(100)) * rng.randrange(2) + rng.choice(" -.").join(groups))
             elif roll < 0.85:
                 pieces.append(str(rng.randrange(10 ** rng.randrange(1, 9))))
