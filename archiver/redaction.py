@@ -8,9 +8,11 @@ are all made from the copies, so nothing downstream ever sees a redacted value.
 
 Every rule runs in time linear in its input, whatever a customer types: card
 numbers by a scan of digit runs with Luhn checked for all windows at once (big-integer
-arithmetic, no per-window loop), IBANs by a fixed-width start search plus a bounded
-check, e-mail addresses and configured patterns with RE2 (no backtracking). A rule
-that fails raises InvalidChat: the chat is quarantined, never archived unredacted.
+arithmetic, no per-window loop), then again only around what that masked, until a pass
+over the output would find nothing more (each pass masks digits for good), IBANs by a
+fixed-width start search plus a bounded check, e-mail addresses and configured patterns
+with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
+never archived unredacted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Mapping, Protocol
@@ -38,7 +40,9 @@ from bson.regex import Regex
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 4  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 5  # bump when a detector changes what it finds: it is part of every settings version
+# 5: the card rule masks in one pass every card a pass over its output would find (the mask is a separator:
+#    masked digits leave a group boundary and join the digits either side), so applying it twice changes nothing.
 # 4: the fields of a DBRef (a sub-document {$ref, $id, $db, ...}), which were passed over.
 # 3: every Luhn-valid window of a run is hidden, overlapping ones too (a number before a card made a window
 #    that hid the wrong digits); every Unicode dash, full-width hyphen and full stop, middle dots, bullet,
@@ -118,11 +122,12 @@ _SEPARATOR_CHARS = (" \t.\u00a0\u00ad\u2000\u2001\u2002\u2003\u2004\u2005\u2006\
                     "\u00b7\u30fb\u2022\u2027\uff0e" + _DASHES)
 _CLASS = "".join(re.escape(ch) for ch in _SEPARATOR_CHARS)
 _RUN = re.compile(rf"\+?\d[\d{_CLASS}]*")  # one character class: a tight loop in the engine
-_RUN_ENCODED = re.compile(rf"\+?\d(?:[\d{_CLASS}]|%20)*")  # only for texts with "%20" (slower: alternation)
+_NOT_ENCODED = "(?!(?<=%)20)(?!(?<=%2)0)"  # a run never starts at the "2" or "0" of "%20" (a space, not digits)
+_RUN_ENCODED = re.compile(rf"\+?{_NOT_ENCODED}\d(?:[\d{_CLASS}]|%20)*")  # only for texts with "%20" (slower)
 _SPLIT = re.compile(rf"((?:[{_CLASS}]|%20)+)")
 # In a URL's query string '+' is a space: there runs start with a digit and '+' joins groups.
 _QUERY = re.compile(r"(?<=\S)\?[^\s#]*")
-_RUN_QUERY = re.compile(rf"\d(?:[\d{_CLASS}+]|%20)*")
+_RUN_QUERY = re.compile(rf"{_NOT_ENCODED}\d(?:[\d{_CLASS}+]|%20)*")
 _SPLIT_QUERY = re.compile(rf"((?:[{_CLASS}+]|%20)+)")
 _VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
@@ -183,30 +188,57 @@ class CardRule:
             return run, 0
         sizes = list(map(len, parts))
         starts = list(accumulate(sizes[0::2], initial=0))  # digit index of each group, and the end
+        bounds = b"".join(map(_group_bounds, sizes[0::2])) + b"\0"  # 0 where a group starts, and at the end
         if len(digits) <= SHORT_RUN:  # most runs: a few windows, checked one by one
             hidden = self._short_run_hidden(digits, starts)
         else:
-            bounds = b"".join(map(_group_bounds, sizes[0::2])) + b"\0"  # 0 where a group starts, and at the end
             hidden = self._hidden(_luhn_windows(digits, bounds, self._prefix_misses(digits)), len(digits))
         if not hidden:
             return run, 0
+        # The mask is also a separator: a pass over the output reads new group boundaries and joins digits
+        # across masked ones. Mask here every card such passes would find, so that a second pass changes nothing.
+        if len(digits) - sum(b - a for a, b in hidden) >= CARD_LENGTHS.start:  # else too few digits are left
+            hidden = _Masking(digits, bounds).until_stable(hidden, self._found)
         return _hide(run, starts, list(accumulate(sizes, initial=0))[0::2], hidden), len(hidden)
+
+    def _found(self, digits: bytes, bounds: bytes, near: list[int] | None = None) -> list[tuple[int, int]]:
+        """The digits hidden by the valid windows of DIGITS (BOUNDS: 0 where a group starts, and at the end);
+        NEAR: if given, a short run's windows that hold none of these digit indices are not read (all others
+        are known not to be valid)."""
+        if len(digits) < CARD_LENGTHS.start:
+            return []
+        if len(digits) <= SHORT_RUN:
+            return self._short_run_hidden(digits, [i for i, flag in enumerate(bounds) if not flag], near)
+        return self._hidden(_luhn_windows(digits, bounds, self._prefix_misses(digits)), len(digits))
 
     def _hidden_part(self, length: int) -> tuple[int, int]:
         """The digits of a card of LENGTH hidden: from its start+a to its start+b."""
         return min(self.first, length - 10), length - self.last
 
-    def _short_run_hidden(self, digits: bytes, bounds: list[int]) -> list[tuple[int, int]]:
+    def _short_run_hidden(self, digits: bytes, bounds: list[int],
+                          near: list[int] | None = None) -> list[tuple[int, int]]:
         """What _hidden(_luhn_windows(...)) finds, for a short run: the union of what every window from a
         group's start to a group's end (13-19 digits, starting with a prefix, passing Luhn) hides, overlapping
         or not: a number typed before a card may make a valid window that overlaps it. Merged ranges, in
         order. A loop per window costs less than the big integers for a few of them."""
-        ranges = []
-        for start in bounds[:-1]:
+        ranges, sums, first = [], None, 0
+        if near is not None:  # a window holding one of NEAR starts at most 19 digits before the first
+            first = bisect_left(bounds, near[0] - CARD_LENGTHS.stop + 1) if near else len(bounds)
+        for i in range(first, len(bounds) - 1):
+            start = bounds[i]
             if not digits.startswith(self.prefixes, start):
                 continue
-            for end in bounds:
-                if CARD_LENGTHS.start <= end - start < CARD_LENGTHS.stop and luhn(digits[start:end]):
+            shortest = start + CARD_LENGTHS.start
+            if near is not None:  # only windows from START to an end at or past the first of NEAR from START
+                k = bisect_left(near, start)
+                if k == len(near):
+                    break
+                shortest = max(shortest, near[k])
+            for end in bounds[bisect_left(bounds, shortest, i + 1):]:
+                if end - start >= CARD_LENGTHS.stop:
+                    break
+                sums = sums or _luhn_sums(digits)
+                if (sums[end % 2][end] - sums[end % 2][start]) % 10 == 0:
                     a, b = self._hidden_part(end - start)
                     ranges.append((start + a, start + b))
         merged: list[tuple[int, int]] = []
@@ -265,6 +297,16 @@ def luhn(digits: bytes) -> bool:
     odd = digits[-1::-2].translate(_VALUE)  # from the right: the check digit and every second one
     even = digits[-2::-2].translate(_DOUBLED)
     return (sum(odd) + sum(even)) % 10 == 0
+
+
+def _luhn_sums(digits: bytes) -> tuple[list[int], list[int]]:
+    """Running sums of Luhn weights, for a window [s, e) of DIGITS: sums[e % 2][e] - sums[e % 2][s]. The
+    window's last digit (its check digit) counts as it is, every second one before it doubled: digits of
+    the other parity than e - 1 are doubled, which is the same for every window ending at an e of that parity."""
+    value, doubled = digits.translate(_VALUE), digits.translate(_DOUBLED)
+    odd_doubled, even_doubled = bytearray(value), bytearray(value)
+    odd_doubled[1::2], even_doubled[0::2] = doubled[1::2], doubled[0::2]
+    return (list(accumulate(even_doubled, initial=0)), list(accumulate(odd_doubled, initial=0)))
 
 
 def _without_trailing(run: str) -> str:
@@ -326,6 +368,117 @@ def _luhn_windows(digits: bytes, bounds: bytes, prefix_misses: int) -> dict[int,
         bad = int.from_bytes(total.translate(_NOT_TENS), "little") | start_ok | (boundary >> 8 * length)
         found[length] = bad.to_bytes(n + 1, "little")[:count]
     return found
+
+
+_X = ord("x")  # a masked digit in _Masking.view
+REACH = CARD_LENGTHS.stop - 1  # a window holding a new group boundary has at most this many digits either side
+DENSE = 256  # a pass that masked a stretch per DENSE digits or more: the next one reads the whole run at once
+
+
+class _Masking:
+    """A run's digits as a later pass reads them once ranges are masked: each masked stretch gone, and a group
+    boundary where it was (the mask is a separator). A window that is valid now but was not before holds such a
+    boundary (inside, or at its start or end): every other window is unchanged and was checked. So each
+    pass after the first reads only the REACH digits either side of the stretches it masked (or, when they are
+    many, the whole run), and jumps over masked stretches without reading them: linear in the run overall,
+    as each stretch masks digits for good."""
+
+    def __init__(self, digits: bytes, bounds: bytes) -> None:
+        self.n = len(digits)
+        self.view = bytearray(digits)  # b"x" for a masked digit
+        self.flags = bytearray(bounds)  # 0 where a group starts (and at the end), 1 inside a group, 2 masked
+        self.end_of: dict[int, int] = {}  # start -> end of each masked stretch (entries inside one are stale)
+        self.start_of: dict[int, int] = {}  # end -> start
+
+    def until_stable(self, hidden: list[tuple[int, int]], found: Any) -> list[tuple[int, int]]:
+        """HIDDEN masked, then what the passes over the result find, until they find nothing: the stretches."""
+        while hidden:
+            stretches = [self._mask(a, b) for a, b in hidden]
+            view = self.view
+            stretches = [(s, e) for s, e in stretches
+                         if (s == 0 or view[s - 1] != _X) and (e == self.n or view[e] != _X)]  # grown: kept once
+            if len(stretches) * DENSE > self.n:
+                spans = [(0, self.n)]
+            else:
+                spans = []
+                for lo, hi in sorted((self._left(s), self._right(e)) for s, e in stretches):
+                    if spans and lo <= spans[-1][1]:
+                        spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
+                    else:
+                        spans.append((lo, hi))
+            hidden = [r for lo, hi in spans for r in self._found_in(lo, hi, found)]
+        return [(s, e) for s, e in self._masked_stretches()]
+
+    def _mask(self, a: int, b: int) -> tuple[int, int]:
+        """Digits A to B masked (their ends unmasked until now); the masked stretch they are part of."""
+        view = self.view
+        s = self.start_of.pop(a) if a and view[a - 1] == _X else a
+        e = self.end_of.pop(b) if b < self.n and view[b] == _X else b
+        view[a:b] = b"x" * (b - a)
+        self.flags[a:b] = b"\2" * (b - a)
+        self.flags[e] = 0  # the digit after a masked stretch starts a group (at the end: already 0)
+        self.end_of[s], self.start_of[e] = e, s
+        return s, e
+
+    def _left(self, at: int) -> int:
+        """Where the REACH unmasked digits before AT start (or 0)."""
+        need = REACH
+        while at > 0:
+            lo = max(0, at - need)
+            x = self.view.rfind(b"x", lo, at)
+            if x < 0:
+                return lo
+            need -= at - x - 1
+            at = self.start_of[x + 1]
+        return 0
+
+    def _right(self, at: int) -> int:
+        """Where the REACH unmasked digits from AT end (or the run's end)."""
+        need = REACH
+        while at < self.n:
+            hi = min(self.n, at + need)
+            x = self.view.find(b"x", at, hi)
+            if x < 0:
+                return hi
+            need -= x - at
+            at = self.end_of[x]
+        return self.n
+
+    def _unmasked(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The stretches of unmasked digits from LO to HI; masked ones are jumped over, not read."""
+        stretches, at, view = [], lo, self.view
+        while at < hi:
+            if view[at] == _X:
+                at = self.end_of[at]
+                continue
+            end = view.find(b"x", at, hi)
+            end = hi if end < 0 else end
+            stretches.append((at, end))
+            at = end
+        return stretches
+
+    def _found_in(self, lo: int, hi: int, found: Any) -> list[tuple[int, int]]:
+        """What FOUND finds in the unmasked digits from LO to HI, as ranges of the run's digits."""
+        stretches = self._unmasked(lo, hi)
+        digits = b"".join(self.view[a:b] for a, b in stretches)
+        if len(digits) < CARD_LENGTHS.start:
+            return []
+        ends_group = hi == self.n or self.flags[hi] != 1
+        bounds = b"".join(self.flags[a:b] for a, b in stretches) + (b"\0" if ends_group else b"\1")
+        firsts = list(accumulate((b - a for a, b in stretches), initial=0))
+        view, (first, _), (_, last) = self.view, stretches[0], stretches[-1]
+        near = ([0] if first and view[first - 1] == _X else []) + firsts[1:-1] + (
+            [firsts[-1]] if last < self.n and view[last] == _X else [])  # where masked stretches were
+        pieces = []  # each hidden range's unmasked digits, as ranges of the run's (masked ones are not rewritten)
+        for a, b in found(digits, bounds, near):
+            for g in range(bisect_right(firsts, a) - 1, bisect_right(firsts, b - 1)):
+                start = stretches[g][0] - firsts[g]
+                pieces.append((start + max(a, firsts[g]), start + min(b, firsts[g + 1])))
+        return pieces
+
+    def _masked_stretches(self) -> list[tuple[int, int]]:
+        return [(s, self.end_of[s]) for s in sorted(self.end_of)
+                if (s == 0 or self.view[s - 1] != _X) and self.view[s] == _X]
 
 
 def _hide(run: str, starts: list[int], offsets: list[int], hidden: list[tuple[int, int]]) -> str:

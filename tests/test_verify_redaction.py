@@ -103,6 +103,35 @@ def test_versions_archived_under_todays_rules_are_not_named(make_config, keys, t
     assert "OK: " in capsys.readouterr().out
 
 
+def test_the_reviewed_card_archived_under_todays_rules_verifies_clean(make_config, keys, tmp_path, capsys) -> None:
+    """The card rule once left 4111 1111 1111 1111 in clear here and masked it on a second pass: every version
+    archived under today's very rules was named, for ever (a new pass makes the same digest: no new version)."""
+    config = make_config()  # the defaults: card, first6last4
+    (entry,) = _archive(config, _chats(1, {0: "refund to 1234 5698 7654 324111 1111 1111 1111 please"}))
+    assert _verify_cli(config, tmp_path, entry["room"], "--key", str(keys["legal.key.pem"]), "--redaction") == 0
+    assert "PROBLEM" not in capsys.readouterr().out
+
+
+def test_a_version_made_under_todays_settings_is_not_promised_a_new_one(make_config) -> None:
+    """A configured pattern may change what the rules wrote (here it takes digits before a card's group, which
+    the card rule then reads as a card's start). `run --full` would archive the same digest: no new version."""
+    from archiver.integrity import redaction_check
+    from archiver.redaction import Redactor
+    from archiver.render.record import source_json
+
+    redactor = Redactor.from_config(make_config(redaction__patterns={"phone": r"\+?[0-9][0-9 ]{7,14}[0-9]"}))
+    text = "94722503994549595500-0000-0000-0004"  # the pattern takes 16 digits: "5500" then starts a group
+    chat = {"_id": "c1", "room": "r1", "messages": [{"data": {"content": {"text": text}}}]}
+    redacted = redactor.apply(chat, None)
+    record = (b'{"source":' + source_json(redacted.chat, None) + b',"redaction":'
+              + json.dumps({"enabled": True, "version": redactor.version}).encode() + b"}")
+    check = redaction_check(record, redactor)
+    assert not check.ok and "card 1" in check.detail and redactor.version in check.detail
+    assert "archives a masked new version" not in check.detail and "makes no new version" in check.detail
+    older = record.replace(redactor.version.encode(), b"0123456789ab")
+    assert "`archiver run --full` archives a masked new version" in redaction_check(older, redactor).detail
+
+
 def test_a_new_version_made_under_todays_rules_is_clean_and_the_old_one_stays_named(unredacted, keys,
                                                                                    tmp_path, capsys) -> None:
     config, _, (card_room, _, _) = unredacted
