@@ -214,15 +214,21 @@ def test_a_chat_whose_bson_does_not_survive_decoding_is_quarantined_and_the_rest
     assert isinstance(problem, SourceProblem) and problem.readable["_id"] == bad["_id"], "an erasure can still delete it"
 
 
-def test_a_message_of_a_messages_collection_and_a_contact_are_checked_too(make_config, monkeypatch):
-    config = make_config(source__messages="messages")
-    rng = random.Random(62)
+def _seed_apart(config, rng_seed: int):
+    """Three 30-message chats seeded with their messages in the messages collection; (chats, source db)."""
+    rng = random.Random(rng_seed)
     chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
     db = connect(config["mongodb.uri"])[config["source.database"]]
     for chat, contact in chats:
         db.messages.insert_many(copy.deepcopy(chat["messages"]))
         db.chats.insert_one({k: v for k, v in chat.items() if k != "messages"})
         db.contacts.insert_one(copy.deepcopy(contact))
+    return chats, db
+
+
+def test_a_message_of_a_messages_collection_and_a_contact_are_checked_too(make_config, monkeypatch):
+    config = make_config(source__messages="messages")
+    chats, db = _seed_apart(config, 62)
     (in_message, _), (_, in_contact), _ = chats
     message = in_message["messages"][7]
     contact_doc = db.contacts.find_one({"id": in_contact["id"]})
@@ -303,13 +309,7 @@ def test_a_chat_with_invalid_utf8_and_a_nan_payload_costs_only_that_chat(make_co
 
 def test_a_message_or_contact_with_invalid_utf8_and_an_inexact_number_costs_only_its_chat(make_config, monkeypatch):
     config = make_config(source__messages="messages")
-    rng = random.Random(66)
-    chats = [make_chat(rng, messages=30, start_ms=recent_ms(30)) for _ in range(3)]
-    db = connect(config["mongodb.uri"])[config["source.database"]]
-    for chat, contact in chats:
-        db.messages.insert_many(copy.deepcopy(chat["messages"]))
-        db.chats.insert_one({k: v for k, v in chat.items() if k != "messages"})
-        db.contacts.insert_one(copy.deepcopy(contact))
+    chats, db = _seed_apart(config, 66)
     (in_message, _), (_, in_contact), (good, _) = chats
     message = in_message["messages"][7]
     contact_doc = db.contacts.find_one({"id": in_contact["id"]})
