@@ -326,12 +326,17 @@ def test_a_bundle_carries_the_attachments_and_its_readme_checks_them_against_the
     a, b = photo.read_bytes(), pdf.read_bytes()
     photo.write_bytes(b)
     pdf.write_bytes(a)
-    sums = folder / "SHA256SUMS"
-    sums.write_text("".join(f"{hashlib.sha256((folder / line.split('  ', 1)[1]).read_bytes()).hexdigest()}  "
-                            f"{line.split('  ', 1)[1]}\n" for line in sums.read_text().splitlines()))
+    _rewrite_sums(folder)
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out] == [0, len(results) - 1]
     assert results[-1][2].split() == ["FAILED", base + "0004-photo.png", "FAILED", base + "0005-c.pdf"]
+
+
+def _rewrite_sums(folder) -> None:
+    """The bundle's SHA256SUMS made to match its files again, as someone who swapped files would."""
+    sums = folder / "SHA256SUMS"
+    sums.write_text("".join(f"{hashlib.sha256((folder / line.split('  ', 1)[1]).read_bytes()).hexdigest()}  "
+                            f"{line.split('  ', 1)[1]}\n" for line in sums.read_text().splitlines()))
 
 
 def test_the_readme_checks_the_files_of_a_retry_version_kept_from_an_earlier_one(
@@ -364,9 +369,7 @@ def test_the_readme_checks_the_files_of_a_retry_version_kept_from_an_earlier_one
     kept, fetched = folder / (base + "0004-a.png"), folder / (base + "0005-later.pdf")  # swapped, sums rewritten
     kept.write_bytes(PDF)
     fetched.write_bytes(photo)
-    sums = folder / "SHA256SUMS"
-    sums.write_text("".join(f"{hashlib.sha256((folder / line.split('  ', 1)[1]).read_bytes()).hexdigest()}  "
-                            f"{line.split('  ', 1)[1]}\n" for line in sums.read_text().splitlines()))
+    _rewrite_sums(folder)
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert results[-1][2].split() == ["FAILED", base + "0004-a.png", "FAILED", base + "0005-later.pdf"]
 
