@@ -34,6 +34,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from archiver.config import Config
 from archiver.index import index_database
+from archiver.visible import utf8_safe
 
 GENESIS = "0" * 64
 MAX_RETRIES = 100
@@ -147,9 +148,9 @@ class AuditLog:
             for _ in range(MAX_RETRIES):
                 head = self.head()
                 entry = {"seq": (head["seq"] + 1) if head else 1, "at": _now(), "action": action,
-                         "actor": actor.as_dict(), "reason": reason, "filters": _plain(filters or {}),
+                         "actor": actor.as_dict(), "reason": utf8_safe(reason), "filters": _plain(filters or {}),
                          "rooms": summary.listed, "rooms_total": summary.total, "rooms_sha256": summary.sha256,
-                         "outcome": outcome, "detail": detail, "prev": head["hash"] if head else GENESIS,
+                         "outcome": outcome, "detail": utf8_safe(detail), "prev": head["hash"] if head else GENESIS,
                          "format": FORMAT}
                 entry["hash"] = entry_hash(entry)
                 try:

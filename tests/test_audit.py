@@ -307,3 +307,15 @@ def test_a_malformed_sealed_head_does_not_crash_audit_verify(make_config, tmp_pa
     _seal_record(config, "2026-11-02", 1, {"seq": None, "hash": None})
     assert _cli(config, tmp_path, "audit", "verify") == 0
     assert "0 sealed head(s) checked" in capsys.readouterr().out
+
+
+def test_a_reason_or_detail_with_bytes_that_were_not_utf8_is_recorded_escaped(nx_uri, db_names) -> None:
+    """An exception's text can quote source data decoded with surrogateescape: the entry is still written
+    (a real server refuses the lone surrogate), the byte shown as \\xNN, and the chain verifies."""
+    log = AuditLog(connect(nx_uri)[db_names["index.database"]]["audit_utf8"])
+    log.ensure_indexes()
+    entry = log.record("verify", Actor("ops", "host1"), outcome="failed", reason="case \udcff1",
+                       detail="field form\udcff: cannot read")
+    (stored,) = list(log.entries())
+    assert stored["reason"] == "case \\xff1" and stored["detail"] == "field form\\xff: cannot read"
+    assert stored["hash"] == entry["hash"] and log.verify() == []
