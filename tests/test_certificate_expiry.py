@@ -320,3 +320,28 @@ def test_a_bundle_is_not_signed_after_its_certificate_expired(tmp_path, make_con
     assert not out.exists() and not list(tmp_path.glob(".b.zip*"))
     last = audit(config)[-1]
     assert last["outcome"] == "failed" and _expired_reason(made) in last["detail"]
+
+
+def test_a_seal_timestamped_after_its_certificate_expired_is_not_stored(tmp_path, make_config, tsa) -> None:
+    """The authority's clock may be signing.timestamp_max_skew_seconds from ours: a seal whose token is dated
+    after the signer's notAfter (a validator checks the signature at that time) fails its day, naming it."""
+    from archiver import seals
+    from test_seals import DAY, backdate, built_on, seal_records
+    from retrieval_helpers import archive_samples
+
+    config = make_config()
+    with built_on():
+        archive_samples(config, count=2)
+    backdate(config)
+    signer = _signer(tmp_path, 86400)  # valid for a day; /ahead stamps two days ahead
+    ahead_tsa = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path),
+                            signing__timestamp_url=tsa.at("/ahead"), signing__timestamp_max_skew_seconds=3 * 86400.0)
+    (outcome,) = seals.seal_days(ahead_tsa, [DAY.isoformat()], seals.Actor("test", "host"))
+    assert outcome.action == "failed", outcome
+    assert any(f"{_expired_reason(signer)}" in p and "by the time of its timestamp" in p for p in outcome.problems), \
+        outcome.problems
+    assert seal_records(config) == [] and _signed_objects(config, seals.PREFIX) == []
+    on_time = ahead_tsa.with_overrides(signing__timestamp_url=tsa.url, signing__timestamp_max_skew_seconds=300.0)
+    (outcome,) = seals.seal_days(on_time, [DAY.isoformat()], seals.Actor("test", "host"))
+    assert outcome.action != "failed", outcome
+    assert len(seal_records(config)) == 1
