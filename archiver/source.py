@@ -158,8 +158,18 @@ class ChatSource:
             return self._load_many(rooms)
         except BSONError as exc:  # one undecodable document fails its whole batch: find it
             if len(rooms) == 1:
-                return {rooms[0]: (SourceProblem(f"room {rooms[0]!r}: MongoDB cannot decode it: {exc}"), None)}
+                reason = f"room {rooms[0]!r}: MongoDB cannot decode it: {exc}"
+                return {rooms[0]: (SourceProblem(reason, self._chat_id_only(rooms[0])), None)}
             return {room: loaded for one in rooms for room, loaded in self.load_many([one]).items()}
+
+    def _chat_id_only(self, room: str) -> dict[str, Any] | None:
+        """ROOM's chat document as its _id and room alone, when it has exactly one and that much decodes: what
+        an erasure needs to delete a room whose documents cannot all be read."""
+        try:
+            found = list(self.chats.find({"room": {"$eq": room}}, {"_id": 1}).limit(2))
+        except BSONError:
+            return None
+        return {"_id": found[0]["_id"], "room": room} if len(found) == 1 else None
 
     # -- deletion, only where a retention policy or an erasure request says so (archiver/retention.py) --
 
@@ -248,7 +258,7 @@ class ChatSource:
 class SourceProblem:
     """Why the source gives no single readable chat document for a room (the job is quarantined)."""
     reason: str
-    readable: dict[str, Any] | None = None  # the chat document, when only its contact is the problem
+    readable: dict[str, Any] | None = None  # the chat document (or its _id and room alone): for an erasure
 
 
 Chat = dict[str, Any] | SourceProblem | None

@@ -1184,3 +1184,26 @@ def test_a_run_audit_entry_streams_its_rooms_sorted_and_bounded(make_config) -> 
     summary = sorted_room_summary(ledger.affected_rooms("run-1"))
     assert summary.total == 2500 and summary.listed == rooms[:1000]
     assert summary.sha256 == hl.sha256("".join(r + "\n" for r in rooms).encode()).hexdigest()
+
+
+def test_an_erasure_deletes_the_source_of_a_room_the_driver_cannot_decode(make_config, monkeypatch) -> None:
+    """A room whose documents MongoDB cannot decode (a corrupt message or contact) is quarantined for archiving;
+    an erasure needs only its chat's _id to delete it, not the whole chat read: it goes, contact included."""
+    from bson.errors import InvalidBSON
+
+    from archiver.source import ChatSource
+
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    real = ChatSource._load_many
+
+    def undecodable(self, rooms):
+        if chat["room"] in rooms:
+            raise InvalidBSON("year 10000 is out of range")
+        return real(self, rooms)
+    monkeypatch.setattr(ChatSource, "_load_many", undecodable)
+    result = erase(config, customer_of(chat))
+    assert outcomes(result)[("delete_source", chat["room"], None)][0] == "deleted", outcomes(result)
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    assert db[config["source.chats"]].count_documents({"room": chat["room"]}) == 0
+    assert db[config["source.contacts"]].count_documents({"id": chat["room"]}) == 0
