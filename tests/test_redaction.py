@@ -213,6 +213,20 @@ def test_card_detection_is_linear_on_a_megabyte_of_digits_and_separators(shape: 
     assert elapsed < (5.0 if shape == "44-" else 1.0), f"{elapsed:.2f} s for 1 MB of {shape!r}"
 
 
+@pytest.mark.parametrize("shape", ["8-55", "65 2", "2 85 163"])
+def test_cascades_where_each_masked_card_makes_the_next_stay_linear(shape: str) -> None:
+    """Shapes a review found where, like "44-", every mask joins digits into the next card (nearly all of a
+    run is masked, one re-read per few digits): about 4-6 s of CPU per megabyte on this machine, linear.
+    A quarter megabyte, so that the budget catches anything worse than linear without slowing the suite."""
+    text = (shape * (250_000 // len(shape) + 1))[:250_000]
+    r = redactor()
+    started = time.process_time()
+    out, _ = text_of(r, text)
+    elapsed = time.process_time() - started
+    assert len(out) == len(text) and out.count("•") > len(text) // 2  # the cascade did run
+    assert elapsed < 4.0, f"{elapsed:.2f} s for 250 KB of {shape!r}"
+
+
 def test_named_rules_are_linear_too() -> None:
     # "(a|aa)*b" takes exponential time in a backtracking engine; every text here has many candidates
     r = redactor(rules=["card", "iban", "email"], patterns={"ticket": "(a|aa)*b"})
