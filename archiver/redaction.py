@@ -40,7 +40,8 @@ from bson.regex import Regex
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 5  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every settings version
+# 6: the IBAN rule runs before the card rule, whatever the order of redaction.rules.
 # 5: the card rule masks in one pass every card a pass over its output would find (the mask is a separator:
 #    masked digits leave a group boundary and join the digits either side), so applying it twice changes nothing.
 # 4: the fields of a DBRef (a sub-document {$ref, $id, $db, ...}), which were passed over.
@@ -730,7 +731,9 @@ def _rules(settings: dict[str, Any]) -> list[Rule]:
         return masks.get(name, f"[{name} redacted]")
 
     rules: list[Rule] = []
-    for name in dict.fromkeys(names):
+    # The IBAN rule first, whatever the order given: a Luhn-valid window inside an IBAN (8% of them) would
+    # otherwise be masked as a card, leaving the IBAN rule nothing to match and most of the IBAN in clear.
+    for name in sorted(dict.fromkeys(names), key=lambda rule: rule != "iban"):
         if name == "card":
             rules.append(CardRule(settings["card_show"], settings["card_prefixes"]))
         elif name == "iban":

@@ -136,7 +136,7 @@ def test_named_rules_iban_email_and_patterns_with_their_masks() -> None:
     assert out == ("IBAN [iban redacted], or [iban redacted]; not IT60X0542811101000000123457. "
                    "Mail [e-mail], call [phone].")
     assert matches == {"card": 0, "iban": 2, "email": 1, "phone": 1}
-    assert r.note_rules == ("card", "iban", "email", "phone")
+    assert r.note_rules == ("iban", "card", "email", "phone")  # in the order they run: IBAN first
 
 
 def test_settings_have_a_version_that_changes_with_them() -> None:
@@ -210,7 +210,9 @@ def test_card_detection_is_linear_on_a_megabyte_of_digits_and_separators(shape: 
     assert len(out) == len(text)
     # "44-" cascades: each card masked makes the next one (66,666 of them, read one after another), so that a
     # pass over the output finds none; still linear (each mask reads at most 19 digits either side)
-    assert elapsed < (5.0 if shape == "44-" else 1.0), f"{elapsed:.2f} s for 1 MB of {shape!r}"
+    # ALGORITHM 5 re-reads around what it masked: random digits cost about 1 s per megabyte here (0.45 before),
+    # so the budget leaves room for a loaded machine; anything worse than linear would still pass it many times
+    assert elapsed < (5.0 if shape == "44-" else 2.5), f"{elapsed:.2f} s for 1 MB of {shape!r}"
 
 
 @pytest.mark.parametrize("shape", ["8-55", "65 2", "2 85 163"])
@@ -448,3 +450,14 @@ def test_mask_quotes_a_text_of_the_source_masked_and_not_at_all_when_a_rule_fail
         raise RuntimeError(f"engine failed on {text}")
     monkeypatch.setattr(r.rules[-1], "redact", broken)
     assert "4111" not in r.mask("card 4111 1111 1111 1111") and "not shown" in r.mask("card 4111 1111 1111 1111")
+
+
+@pytest.mark.parametrize("order", [["card", "iban"], ["iban", "card"]])
+def test_an_iban_holding_a_card_shaped_window_is_masked_as_an_iban_whatever_the_rules_order(order) -> None:
+    """The card rule took a Luhn-valid window inside 8% of valid IBANs and masked its middle; the IBAN rule then
+    found nothing left to match, and most of the IBAN stayed in clear. The IBAN rule runs first."""
+    iban = "IT81 X198 4634 6484 8506 9506 992"
+    out, matches = text_of(redactor(rules=order), f"pay to {iban} please")
+    assert out == "pay to [iban redacted] please" and matches["iban"] == 1 and matches["card"] == 0
+    out, matches = text_of(redactor(rules=order), "card 4111 1111 1111 1111, IBAN GB82 WEST 1234 5698 7654 32")
+    assert out == "card 4111 11•• •••• 1111, IBAN [iban redacted]" and (matches["iban"], matches["card"]) == (1, 1)
