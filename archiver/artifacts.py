@@ -104,10 +104,9 @@ class ArtifactBuilder:
                  max_message_chars: int, retain_days: int, redactor: Redactor,
                  search_key: bytes | None = None, fetcher: Fetcher | None = None,
                  policy: RetentionPolicy | None = None, store: ObjectStore | None = None,
-                 signing_setting: str = "signing.certificate",
                  timestamper: timestamps.CheckedTimeStamper | None = None) -> None:
-        """SIGNING_SETTING names the signing certificate in a refusal; TIMESTAMPER, SIGNER's, dates each
-        signature too: that time is checked against the certificate's validity as well."""
+        """TIMESTAMPER, SIGNER's, dates each signature too: that time is checked against the certificate's
+        validity as well."""
         self.search_key = search_key  # keyed word hashes for `archiver search --text`
         self.fetcher = fetcher  # attachments; None: not fetched (disabled, or an offline render)
         self.store = store  # where an attachment retry reads the files an earlier version stored
@@ -119,7 +118,7 @@ class ArtifactBuilder:
         self.retain_days = retain_days
         self.redactor = redactor
         # Read once here, compared with the clock for every chat: a certificate may expire while a pass runs.
-        self.signing_validity = certificates.Validity.of(signing_setting, signer.identity.certificate)
+        self.signing_validity = signer.identity.validity  # naming the setting and file it was loaded from
         self.recipient_validity = [certificates.Validity.of("encryption.recipients", cert)
                                    for cert in (envelope.recipients if envelope else [])]
         self.timestamper = timestamper
@@ -144,8 +143,6 @@ class ArtifactBuilder:
             Fetcher(policy) if encrypt and policy.enabled else None,
             configured_policy(config),
             store,
-            f"signing.pkcs12: {config['signing.pkcs12']}" if config["signing.pkcs12"]
-            else f"signing.certificate: {config['signing.certificate']}",
             stamper,
         )
 
