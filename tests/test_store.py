@@ -449,3 +449,70 @@ def test_s3_delete_the_endpoint_denies_is_object_locked_only_where_a_lock_or_leg
         store.delete("room/v1/free.p7m", free.version_id)  # once allowed, it goes
         with pytest.raises(ObjectMissing):
             store.get("room/v1/free.p7m", free.version_id)
+
+
+# -- issue 12: files are written unnamed and linked into place -------------------------------------
+
+_KILLED_INSIDE_PUBLISH = """
+import os, signal, sys
+from pathlib import Path
+from archiver import files
+folder = Path(sys.argv[1])
+real_link = os.link
+def link(*args, **kwargs):  # the data is written, nothing linked yet: a SIGKILL (the OOM killer, a deploy)
+    os.kill(os.getpid(), signal.SIGKILL)
+os.link = link
+files.publish([(folder / "a.p7m", b"a" * 5000), (folder / "a.p7m.meta.json", b"{}")], 0o444)
+"""
+
+
+def test_a_process_killed_inside_publish_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Linux's unnamed files (O_TMPFILE): the data has no name until it is linked whole, so a killed
+    worker leaves no temporary file (a ciphertext) for verify to report and retention to remove."""
+    folder = tmp_path / "room"
+    folder.mkdir()
+    done = subprocess.run([sys.executable, "-c", _KILLED_INSIDE_PUBLISH, str(folder)], capture_output=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == -9, done.stderr
+    assert list(folder.iterdir()) == []
+
+
+def test_publish_without_unnamed_files_uses_named_temporaries_and_removes_them(tmp_path: Path, monkeypatch) -> None:
+    """Where the file system has no O_TMPFILE (its open fails), each file is a named temporary first."""
+    from archiver import files
+
+    real_open, refused = os.open, []
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            refused.append(path)
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real_open(path, flags, *args, **kwargs)
+
+    seen_at_link: list[list[str]] = []
+    real_link = os.link
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "link", lambda *a, **k: (seen_at_link.append(sorted(p.name for p in tmp_path.iterdir())),
+                                                     real_link(*a, **k))[1])
+    files.publish([(tmp_path / "a.pdf", b"a"), (tmp_path / "a.json", b"b")], 0o444)
+    assert len(refused) == (2 if files._O_TMPFILE else 0)
+    assert all(name.startswith(files.TEMP_PREFIX) for name in seen_at_link[0]) and len(seen_at_link[0]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.pdf"]
+    assert (tmp_path / "a.pdf").read_bytes() == b"a" and (tmp_path / "a.pdf").stat().st_mode & 0o777 == 0o444
+
+
+def test_publish_names_no_temporary_file_where_unnamed_files_exist(tmp_path: Path, monkeypatch) -> None:
+    from archiver import files
+
+    seen_at_link: list[list[str]] = []
+    real_link = os.link
+    monkeypatch.setattr(os, "link", lambda *a, **k: (seen_at_link.append(sorted(p.name for p in tmp_path.iterdir())),
+                                                     real_link(*a, **k))[1])
+    os.umask(old := os.umask(0o077))
+    try:
+        files.publish([(tmp_path / "a.pdf", b"a" * 70000), (tmp_path / "a.json", b"b")], 0o444)
+    finally:
+        os.umask(old)
+    assert seen_at_link == [[], ["a.pdf"]]
+    assert (tmp_path / "a.pdf").read_bytes() == b"a" * 70000 and (tmp_path / "a.json").read_bytes() == b"b"
+    assert {(tmp_path / n).stat().st_mode & 0o777 for n in ("a.pdf", "a.json")} == {0o444}, "whatever the umask"
