@@ -196,7 +196,7 @@ class ArtifactBuilder:
         self.check_validity(started, certificates.now())  # signatures made as the certificate expired are dropped
         stamped = self.timestamper.last_time if self.timestamper else None
         if stamped is not None:  # the PDF's timestamp: within signing.timestamp_max_skew_seconds of our clock
-            self.signing_validity.check(stamped, stamped, f"the time of its timestamp, {stamped:%Y-%m-%d %H:%M:%S} UTC")
+            self.signing_validity.check_timestamp(stamped)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
 

@@ -378,9 +378,8 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
     if token is not None and timestamps.token_time(token) < end:  # our clock ran ahead: the day is not over
         raise timestamps.TimestampError(f"{day}: the authority dates the seal {timestamps.token_time(token)}, "
                                         "before the day ended; check this machine's clock")
-    if token is not None:  # a validator checks the signer at the token's time, the authority's clock
-        stamped = timestamps.token_time(token)
-        signer.identity.validity.check(stamped, stamped, f"the time of its timestamp, {stamped:%Y-%m-%d %H:%M:%S} UTC")
+    if token is not None:
+        signer.identity.validity.check_timestamp(timestamps.token_time(token))
     folder = f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"
     blobs = {"document": (folder + ".json", body), "signature": (folder + ".json.p7s", signature)}
     if token is not None:

@@ -386,3 +386,23 @@ def test_render_compares_its_signing_key_with_the_recipients_it_can_read(tmp_pat
                 capsys.readouterr().err) == bool(code)
         assert len(list(out.glob("*.pdf"))) == (0 if code else 1)
 
+
+def test_a_timestamp_time_is_checked_against_the_validity_with_the_authoritys_clock_named() -> None:
+    """One check for the token over a chat's PDF and over a seal (artifacts.py, seals.py): its time within the
+    signer's validity, the message naming whose clock said so."""
+    import datetime as dt
+    from archiver.certificates import NotValidNow, Validity
+
+    utc = dt.timezone.utc
+    validity = Validity("signing.certificate: s.pem", "CN=Signer", dt.datetime(2026, 1, 1, tzinfo=utc),
+                        dt.datetime(2027, 1, 1, tzinfo=utc))
+    validity.check_timestamp(dt.datetime(2026, 6, 1, tzinfo=utc))
+    for stamped, said in ((dt.datetime(2027, 1, 1, 0, 0, 1, tzinfo=utc),
+                           "expired on 2027-01-01 00:00:00 UTC (its notAfter, by the time of its timestamp, "
+                           "2027-01-01 00:00:01 UTC): renew it"),
+                          (dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=utc),
+                           "not valid before 2026-01-01 00:00:00 UTC (its notBefore, by the time of its timestamp, "
+                           "2025-12-31 23:59:59 UTC): not used before then")):
+        with pytest.raises(NotValidNow) as refused:
+            validity.check_timestamp(stamped)
+        assert str(refused.value) == f"signing.certificate: s.pem: CN=Signer: {said}"
