@@ -30,7 +30,7 @@ from archiver import certificates, timestamps
 from archiver.attachment_retries import NothingNew, Retry, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
-from archiver.envelope import Envelope, load_recipients
+from archiver.envelope import Envelope, load_recipients, named_certificates
 from archiver.logs import event
 from archiver.policy import Policy as RetentionPolicy, configured_policy
 from archiver.names import version_folder
@@ -196,7 +196,7 @@ class ArtifactBuilder:
         self.check_validity(started, certificates.now())  # signatures made as the certificate expired are dropped
         stamped = self.timestamper.last_time if self.timestamper else None
         if stamped is not None:  # the PDF's timestamp: within signing.timestamp_max_skew_seconds of our clock
-            self.signing_validity.check(stamped, stamped, f"the time of its timestamp, {stamped:%Y-%m-%d %H:%M:%S} UTC")
+            self.signing_validity.check_timestamp(stamped)
         return Plaintext(transcript, pdf, record, record_signature, rendered.placeholders, digest, note,
                          rendered.shortened, fetched)
 
@@ -315,20 +315,23 @@ def render_limits(config: Config) -> Limits:
 
 
 def configured_identity(config: Config) -> SigningIdentity:
-    """The signing key and certificate the configuration names, checked (SigningError if unfit)."""
-    return load_identity(config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
-                         config["signing.key_password"], config["signing.chain"])
-
-
-def configured_keys(config: Config) -> tuple[SigningIdentity, list[x509.Certificate]]:
-    """The signing identity and the recipients of an archiving process, each checked, and checked together:
-    the signing key is no recipient's, or this host could decrypt what it archives (SigningError)."""
-    identity, recipients = configured_identity(config), configured_recipients(config)
-    problems = certificates.decryption_key_problems(identity.certificate, recipients)
+    """The signing key and certificate the configuration names, checked, and checked against the recipients it
+    names (SigningError if unfit): every command that signs with it (archive, seal, report, render, bundle)
+    refuses a key that is a recipient's, or the host holding it could decrypt what is archived."""
+    identity = load_identity(config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
+                             config["signing.key_password"], config["signing.chain"])
+    problems = certificates.decryption_key_problems(identity.certificate,
+                                                    named_certificates(config["encryption.recipients"]))
     if problems:
         setting = "signing.pkcs12" if config["signing.pkcs12"] else "signing.key"
         raise SigningError(certificates.refusal(setting, config[setting], identity.certificate, problems))
-    return identity, recipients
+    return identity
+
+
+def configured_keys(config: Config) -> tuple[SigningIdentity, list[x509.Certificate]]:
+    """The signing identity and the recipients of an archiving process, each checked, and checked together
+    (configured_identity)."""
+    return configured_identity(config), configured_recipients(config)
 
 
 def configured_recipients(config: Config) -> list[x509.Certificate]:

@@ -197,6 +197,11 @@ class Validity:
             raise NotValidNow(f"{self.where}: {self.subject}: expired on {_exact(self.not_after)} (its notAfter"
                               f"{by}): renew it")
 
+    def check_timestamp(self, stamped: dt.datetime) -> None:
+        """NotValidNow unless STAMPED, the time of a timestamp token over a signature, lies within the validity
+        period: a validator checks the signer at that time, by the authority's clock, not this machine's."""
+        self.check(stamped, stamped, f"the time of its timestamp, {_exact(stamped)}")
+
 
 def _exact(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -232,10 +232,12 @@ class WorkQueue:
                               {"$set": {"state": "failed", "last_error": LAPSED, "finished_at": now_ms()},
                                "$inc": {"lapses": 1}, "$unset": {"owner": "", "claim": ""}})
 
-    def _finish(self, rooms: list[str], fields: dict[str, Any]) -> int:
-        """Close our claims on ROOMS in one write; how many we still held (a lost lease is skipped)."""
+    def _finish(self, rooms: list[str], fields: dict[str, Any], uncounted: bool = False) -> int:
+        """Close our claims on ROOMS in one write; how many we still held (a lost lease is skipped).
+        UNCOUNTED: the attempt each claim counted is taken back."""
         return self._update_ours(rooms, {"$set": {**fields, "finished_at": now_ms()},
-                                         "$unset": {"owner": "", "claim": ""}})
+                                         "$unset": {"owner": "", "claim": ""},
+                                         **({"$inc": {"attempts": -1}} if uncounted else {})})
 
     def _update_ours(self, rooms: list[str], update: dict[str, Any]) -> int:
         """Apply UPDATE to the claims on ROOMS we still hold, in one write; how many those were."""
@@ -275,9 +277,12 @@ class WorkQueue:
         """The rooms we hold claims on."""
         return [d["_id"] for d in self.jobs.find({"state": "claimed", "owner": self.owner}, {"_id": 1})]
 
-    def failed(self, room: str, error: str, retry_in_seconds: float) -> bool:
+    def failed(self, room: str, error: str, retry_in_seconds: float, counted: bool = True) -> bool:
+        """ROOM's attempt failed: retried RETRY_IN_SECONDS from now; not COUNTED when the failure is the archiver's,
+        not the chat's (its certificate expired, say): the chat's attempts stay as they were."""
         retry_at = self.server_ms() + int(retry_in_seconds * 1000)
-        return self._finish([room], {"state": "failed", "last_error": utf8_safe(error), "available_at": retry_at}) == 1
+        return self._finish([room], {"state": "failed", "last_error": utf8_safe(error), "available_at": retry_at},
+                            uncounted=not counted) == 1
 
     def quarantine(self, room: str, reason: str) -> bool:
         reason = utf8_safe(reason)  # a reason may name a place in the chat, bytes that were not UTF-8 and all

@@ -36,6 +36,19 @@ def load_recipients(paths: list[str], pinned: list[str] | None = None) -> list[x
     return [cert for _, cert in loaded]
 
 
+def named_certificates(paths: list[str]) -> list[x509.Certificate]:
+    """The certificates the files at PATHS hold, for comparing keys only: a file that cannot be read or holds
+    none gives none, other PEM blocks are skipped (a command that encrypts reads them with load_recipients,
+    which refuses such a file; one that only signs, `render` say, must not need them)."""
+    found = []
+    for path in paths:
+        try:
+            found += x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def _read_certificates(path: str) -> list[x509.Certificate]:
     try:
         data = Path(path).read_bytes()

@@ -762,9 +762,9 @@ class Archiver:
         except TimestampError as exc:  # an outage of the authority: retried, never quarantined, never B-B
             self.index.abandon(p.entry)
             self._fail(p.job, str(exc), report, permanent=False)
-        except (NotValidNow, WorkerNotReady) as exc:  # the keys, not the chat: retried (a renewal fixes it)
-            self.index.abandon(p.entry)
-            self._fail(p.job, str(exc), report, permanent=False)
+        except (NotValidNow, WorkerNotReady) as exc:  # the keys, not the chat: retried (a renewal fixes it) by
+            self.index.abandon(p.entry)  # the next pass, with no attempt counted against the chat
+            self._fail(p.job, str(exc), report, permanent=False, counted=False)
             if isinstance(exc, WorkerNotReady):  # its processes would fail every later chat too
                 self._unfit = p.pool
         except NothingNew as exc:  # nothing was stored: the version stays as it is, retried later
@@ -787,13 +787,15 @@ class Archiver:
         report.quarantined[job.room] = reason
         event("quarantined", logging.WARNING, room=job.room, reason=reason)
 
-    def _fail(self, job: Job, error: str, report: PassReport, permanent: bool) -> None:
-        """Record a failure for retry; a deterministic error is quarantined after archive.max_attempts."""
+    def _fail(self, job: Job, error: str, report: PassReport, permanent: bool, counted: bool = True) -> None:
+        """Record a failure for retry; a deterministic error is quarantined after archive.max_attempts. Not
+        COUNTED (the archiver's failure, not the chat's): no attempt counted, no backoff."""
         if permanent and job.attempts >= self.config["archive.max_attempts"]:
             self._quarantine(job, f"gave up after {job.attempts} attempts: {error}", report)
             return
-        backoff = min(self.config["archive.retry_backoff_seconds"] * 2 ** (job.attempts - 1), MAX_BACKOFF_SECONDS)
-        if not self.queue.failed(job.room, error, backoff):
+        backoff = (min(self.config["archive.retry_backoff_seconds"] * 2 ** (job.attempts - 1), MAX_BACKOFF_SECONDS)
+                   if counted else 0)
+        if not self.queue.failed(job.room, error, backoff, counted):
             self._lost(job, error, report)
             return
         report.failed[job.room] = error

@@ -45,7 +45,7 @@ from archiver.certificates import NotValidNow
 from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
-from archiver.signing import Signer, load_identity
+from archiver.signing import Signer
 from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
                             store_location)
 
@@ -315,8 +315,9 @@ def default_days(config: Config, now: dt.datetime | None = None) -> list[str]:
 def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome]:
     """Seal each of DAYS (idempotent); one day's failure never stops the others."""
     book = open_book(config)
-    signer = Signer(load_identity(config["signing.certificate"], config["signing.key"], config["signing.pkcs12"],
-                                  config["signing.key_password"], config["signing.chain"]))
+    from archiver.artifacts import configured_identity  # here: importing seals (verify, status) loads no renderer
+
+    signer = Signer(configured_identity(config))
     stamper = timestamps.from_config(config)
     store = open_store(config)
     outcomes = []
@@ -377,9 +378,8 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
     if token is not None and timestamps.token_time(token) < end:  # our clock ran ahead: the day is not over
         raise timestamps.TimestampError(f"{day}: the authority dates the seal {timestamps.token_time(token)}, "
                                         "before the day ended; check this machine's clock")
-    if token is not None:  # a validator checks the signer at the token's time, the authority's clock
-        stamped = timestamps.token_time(token)
-        signer.identity.validity.check(stamped, stamped, f"the time of its timestamp, {stamped:%Y-%m-%d %H:%M:%S} UTC")
+    if token is not None:
+        signer.identity.validity.check_timestamp(timestamps.token_time(token))
     folder = f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"
     blobs = {"document": (folder + ".json", body), "signature": (folder + ".json.p7s", signature)}
     if token is not None:

@@ -766,3 +766,20 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     step = subprocess.run(["bash", "-c", next(c for c in _readme_commands(folder) if "pdfsig" in c)], cwd=folder,
                           capture_output=True, text=True)
     assert "FAILED rooms/CHAT_DEFAULT_forged-v1/transcript.pdf" in step.stdout.splitlines(), step
+
+
+def test_a_bundle_is_not_signed_with_a_recipients_key(archived, keys, tmp_path, capsys) -> None:
+    """The bundle is signed with the archiver's identity, refused (exit 2, nothing written) when its key is that
+    of an encryption recipient, as the archiving commands refuse it."""
+    from certfactory import make
+
+    config, entries = archived
+    dual = make(tmp_path / "k", "LegalDual", usages=("digital_signature", "content_commitment", "key_encipherment"))
+    config = config.with_overrides(**{"signing.certificate": str(dual.cert_path), "signing.key": str(dual.key_path),
+                                      "encryption.recipients": [*config["encryption.recipients"], str(dual.cert_path)]})
+    out = tmp_path / "case-43.zip"
+    assert _bundle(config, tmp_path, entries[0]["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 43", "--ca", str(keys["ca.crt.pem"])) == 2
+    assert (f"signing.key: {dual.key_path}: CN=LegalDual: its key is that of recipient CN=LegalDual in "
+            "encryption.recipients: the archiving host must never hold a decryption key") in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.glob("*.zip*")) == []

@@ -84,8 +84,8 @@ def test_a_certificate_that_expires_during_a_pass_signs_nothing_after_its_not_af
     assert len(reasons) == 1 and next(iter(reasons)).startswith(_expired_reason(signer)), reasons
     assert f"{signer.cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC" in next(iter(reasons))
     jobs = connect(config["mongodb.uri"])[config["index.database"]][config["index.jobs"]]
-    assert {j["_id"]: j["state"] for j in jobs.find({"_id": {"$in": list(report.failed)}})} == \
-        {room: "failed" for room in report.failed}
+    assert {j["_id"]: (j["state"], j["attempts"]) for j in jobs.find({"_id": {"$in": list(report.failed)}})} == \
+        {room: ("failed", 0) for room in report.failed}, "the certificate's failure, not counted against the chats"
     # What was archived was signed before notAfter: the PDF's and the record's own signing times say so.
     store = open_store(config)
     entries = list(archiver.index.entries.find())
@@ -345,3 +345,51 @@ def test_a_seal_timestamped_after_its_certificate_expired_is_not_stored(tmp_path
     (outcome,) = seals.seal_days(on_time, [DAY.isoformat()], seals.Actor("test", "host"))
     assert outcome.action != "failed", outcome
     assert len(seal_records(config)) == 1
+
+
+# -- chats failed by the archiver's own certificate are not counted against them ----------------------------------
+
+def _fails_room(room: str, chat, *args, **kwargs):
+    """In a worker process: archive_in_worker, except that ROOM's build fails as a renderer bug would."""
+    if chat["room"] == room:
+        raise ValueError(f"a bug while rendering {room}")
+    from archiver import artifacts
+    return artifacts.archive_in_worker(chat, *args, **kwargs)
+
+
+def test_chats_failed_by_an_expired_certificate_are_archived_by_the_first_pass_after_renewal(
+        tmp_path, make_config, monkeypatch) -> None:
+    """Not the chats' fault: no attempt counted, no backoff (archive.retry_backoff_seconds is left at its 60 s),
+    the failure still reported and logged; a chat that then fails for its own reason backs off as before."""
+    import functools
+    from archiver import artifacts, pipeline
+
+    signer = _signer(tmp_path, 5)  # room for Archiver() to load it while valid on a busy host
+    config = make_config(signing__certificate=str(signer.cert_path), signing__key=str(signer.key_path))
+    rooms = _chats(config, 3, seed=12)
+    jobs = connect(config["mongodb.uri"])[config["index.database"]][config["index.jobs"]]
+    archiver = Archiver(config)
+    _sleep_past(signer)
+    events: list[tuple[str, dict]] = []
+    monkeypatch.setattr(pipeline, "event", lambda name, level=0, **fields: events.append((name, fields)))
+    report = archiver.run_pass()
+    assert report.archived == 0 and not report.quarantined and set(report.failed) == set(rooms)
+    assert all(_expired_reason(signer) in reason for reason in report.failed.values()), report.failed
+    logged = {fields["room"]: fields["error"] for name, fields in events if name == "failed"}
+    assert logged == report.failed
+    assert {j["_id"]: (j["state"], j["attempts"]) for j in jobs.find()} == {room: ("failed", 0) for room in rooms}
+    assert all(_expired_reason(signer) in j["last_error"] for j in jobs.find())
+    for _ in range(2):  # still expired: each pass fails them, none is counted
+        assert set(archiver.run_pass().failed) == set(rooms)
+    assert {j["attempts"] for j in jobs.find()} == {0}
+
+    make(tmp_path / "s", "Signer", usages=SIGNING_USAGES, ec_key=True)  # renewed, in the same files
+    renewed = Archiver(config)  # the next `archiver run`
+    monkeypatch.setattr(artifacts, "archive_in_worker", functools.partial(_fails_room, rooms[0]))
+    report = renewed.run_pass()
+    assert report.archived == 2 and list(report.failed) == [rooms[0]], report.failed
+    failed = jobs.find_one({"_id": rooms[0]})
+    assert (failed["state"], failed["attempts"]) == ("failed", 1) and "a bug while rendering" in failed["last_error"]
+    monkeypatch.undo()
+    assert Archiver(config).run_pass().handled == 0, "its own failure backs off: not retried within 60 s"
+    assert jobs.find_one({"_id": rooms[0]})["state"] == "failed"

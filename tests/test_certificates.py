@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import re
 import subprocess
 import threading
@@ -343,3 +345,64 @@ def test_serve_refuses_a_pass_once_a_recipient_file_holds_the_signing_certificat
     assert not service.healthy()
     assert service.last_error == _dual_use_message(dual, "signing.key", dual.key_path)
     assert service.archiver.index.entries.count_documents({}) == 0, "nothing encrypted to the signer's key"
+
+
+@pytest.mark.parametrize("command", ["seal", "retention", "erase", "render"])
+def test_every_command_that_signs_refuses_a_recipients_key_as_the_signing_key(command, tmp_path, make_config,
+                                                                                keys, capsys) -> None:
+    """Not only the archiving commands: a seal, a retention or erasure report and an offline render are signed
+    with the same identity, and the host that holds it must not be able to decrypt the archive."""
+    dual = make(tmp_path / "k", "LegalDual", usages=DUAL_USE)
+    over = dict(signing__certificate=str(dual.cert_path), signing__key=str(dual.key_path),
+                encryption__recipients=[str(keys["legal.crt.pem"]), str(dual.cert_path)])
+    day = (time.strftime("%Y-%m-%d", time.gmtime(time.time() - 2 * 86400)))
+    source = tmp_path / "chats.json"
+    chat, _ = make_chat(random.Random(7), messages=3)
+    source.write_text(json.dumps(chat, default=str))
+    out = tmp_path / "out"
+    argv = {"seal": ["seal", "--from", day, "--to", day], "retention": ["retention", "run"],
+            "erase": ["erase", "--customer", "4747235938674011", "--reason", "request 1"],
+            "render": ["render", str(source), "--out", str(out)]}[command]
+    assert main(["--config", str(_toml(tmp_path, make_config, **over)), *argv]) == 2
+    assert f"archiver: error: {_dual_use_message(dual, 'signing.key', dual.key_path)}" in capsys.readouterr().err
+    store = tmp_path / "store"
+    assert not store.exists() or not any(p.is_file() for p in store.rglob("*")), "nothing signed, nothing stored"
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_render_compares_its_signing_key_with_the_recipients_it_can_read(tmp_path, make_config, keys, capsys) -> None:
+    """render encrypts nothing and needs no recipient file (one missing is no error), but a recipient's key that
+    it can read is refused as its signing key."""
+    dual = make(tmp_path / "k", "LegalDual", usages=DUAL_USE)
+    source = tmp_path / "chats.json"
+    source.write_text(json.dumps(make_chat(random.Random(8), messages=3)[0], default=str))
+    missing = str(tmp_path / "missing.pem")
+    for recipients, code in (([missing], 0), ([missing, str(dual.cert_path)], 2)):
+        out = tmp_path / f"out-{code}"
+        toml = _toml(tmp_path, make_config, signing__certificate=str(dual.cert_path), signing__key=str(dual.key_path),
+                     encryption__recipients=recipients)
+        assert main(["--config", str(toml), "render", str(source), "--out", str(out)]) == code
+        assert (f"archiver: error: {_dual_use_message(dual, 'signing.key', dual.key_path)}" in
+                capsys.readouterr().err) == bool(code)
+        assert len(list(out.glob("*.pdf"))) == (0 if code else 1)
+
+
+def test_a_timestamp_time_is_checked_against_the_validity_with_the_authoritys_clock_named() -> None:
+    """One check for the token over a chat's PDF and over a seal (artifacts.py, seals.py): its time within the
+    signer's validity, the message naming whose clock said so."""
+    import datetime as dt
+    from archiver.certificates import NotValidNow, Validity
+
+    utc = dt.timezone.utc
+    validity = Validity("signing.certificate: s.pem", "CN=Signer", dt.datetime(2026, 1, 1, tzinfo=utc),
+                        dt.datetime(2027, 1, 1, tzinfo=utc))
+    validity.check_timestamp(dt.datetime(2026, 6, 1, tzinfo=utc))
+    for stamped, said in ((dt.datetime(2027, 1, 1, 0, 0, 1, tzinfo=utc),
+                           "expired on 2027-01-01 00:00:00 UTC (its notAfter, by the time of its timestamp, "
+                           "2027-01-01 00:00:01 UTC): renew it"),
+                          (dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=utc),
+                           "not valid before 2026-01-01 00:00:00 UTC (its notBefore, by the time of its timestamp, "
+                           "2025-12-31 23:59:59 UTC): not used before then")):
+        with pytest.raises(NotValidNow) as refused:
+            validity.check_timestamp(stamped)
+        assert str(refused.value) == f"signing.certificate: s.pem: CN=Signer: {said}"

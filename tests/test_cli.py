@@ -212,10 +212,10 @@ def _render(tmp_path: Path, make_config, *args: str) -> int:
 
 
 @pytest.mark.parametrize("setting, code", [("signing.chain", 2), ("encryption.recipients", 0)])
-def test_render_refuses_a_private_key_in_signing_chain_and_never_reads_the_recipients(tmp_path, make_config, keys,
-                                                                                      capsys, setting, code) -> None:
+def test_render_refuses_a_private_key_in_signing_chain_and_needs_no_recipients(tmp_path, make_config, keys,
+                                                                               capsys, setting, code) -> None:
     """README: render reads signing.chain (a private key there: exit 2, setting and file named); it encrypts
-    nothing, so encryption.recipients is not read at all."""
+    nothing, so encryption.recipients is not checked (only compared with the signing key: test_certificates)."""
     combo = tmp_path / "combo.pem"
     combo.write_bytes(keys["ca.crt.pem"].read_bytes() + keys["legal.key.pem"].read_bytes())
     wanted = ("mongodb.uri", "storage.url", "signing.certificate", "signing.key", "source.database")
