@@ -45,6 +45,9 @@ ACTOR = {"user": "tester", "host": "test"}
     ({"a": {"source_days": "30"}}, "retention.rules.a.source_days"),
     ({"a": {"channel": [], "source_days": 3}}, "retention.rules.a.channel"),
     ({"a": {"source_days": 0, "archive_days": 0}}, "retention.rules.a.archive_days: must be at least 1"),
+    # a retain-until of the archive's own time is past when it is PUT: AWS refuses it, every archive would fail
+    ({"a": {"source_days": 1, "archive_days": 100, "lock_days": 0}},
+     "retention.rules.a.lock_days: must be at least 1 day with storage.object_lock_mode set"),
     ({"a": {"source_days": 1, "archive_days": 100, "lock_days": 200}},
      "retention.rules.a.archive_days: 100 days is shorter than the Object Lock retain-until (200 days, "
      "from lock_days)"),
@@ -101,6 +104,35 @@ def test_a_contradictory_policy_stops_every_command_before_any_deletion(make_con
         assert "retention.rules.sales and retention.rules.web" in err or "retention.rules.web and" in err
     assert source(config).count_documents({}) == 2
     assert index(config).count_documents({"status": "archived"}) == 2
+
+
+def test_object_lock_periods_out_of_bounds_stop_every_command_naming_the_key(make_config, tmp_path, capsys) -> None:
+    """storage.retain_days of 10,000 years was accepted, then every chat failed with OverflowError (exit 1); 0 with
+    a lock mode gave a retain-until in the past (refused by AWS). Both are config errors now (exit 2), nothing done."""
+    from test_pipeline import recent_ms, seed
+    from archiver.samples import make_chat
+    import random
+
+    config = retention_config(make_config, storage__object_lock_mode="COMPLIANCE", retention__rules={})
+    seed(config, [make_chat(random.Random(3), messages=4, start_ms=recent_ms(30))])
+    settings = {k: config[k] for k in ("mongodb.uri", "source.database", "index.database", "storage.url",
+                                       "signing.certificate", "signing.key", "encryption.recipients")}
+    for days, mode, complaint in ((3_652_500, "COMPLIANCE", "storage.retain_days: must be at most 36600 days"),
+                                  (36_601, "", "storage.retain_days: must be at most 36600 days"),
+                                  (0, "GOVERNANCE", "storage.retain_days: must be at least 1 day with "
+                                                    "storage.object_lock_mode set")):
+        toml = write_toml(tmp_path / "bad.toml", {**settings, "storage.retain_days": days,
+                                                  "storage.object_lock_mode": mode})
+        with pytest.raises(ConfigError, match=complaint.replace(".", r"\.")):
+            load(toml, environ={})
+        for argv in (["run"], ["retention", "run"]):
+            assert main(["--config", str(toml), *argv]) == 2
+            assert complaint in capsys.readouterr().err
+    assert index(config).count_documents({}) == 0 and jobs(config).count_documents({}) == 0
+    toml = write_toml(tmp_path / "ok.toml", {**settings, "storage.retain_days": 0, "storage.object_lock_mode": ""})
+    assert load(toml, environ={})["storage.retain_days"] == 0  # no lock: the period is not used
+    toml = write_toml(tmp_path / "ok.toml", {**settings, "storage.retain_days": 36_600})
+    assert load(toml, environ={})["storage.retain_days"] == 36_600
 
 
 # -- what is never deleted -----------------------------------------------------------------------------
