@@ -694,34 +694,71 @@ def reports_explained(runs: Any, keys: list[str]) -> set[str]:
     return named
 
 
-def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], report: VerifyReport) -> None:
+def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], report: VerifyReport,
+                  trust: list[x509.Certificate] | None = None) -> None:
     """Every finished retention or erasure run's signed report (and each part it lists) is in its store, with
-    the SHA-256 the run recorded (the parts': the report's), its signature beside it."""
+    the SHA-256 the run recorded (the parts': the report's), and its signature beside it verifies over it by the
+    certificate the run records (`signed_by`; with TRUST, chaining to it), as a seal's does. Each is read by the
+    version the run recorded, and another version stored over it is named (what a GET without one returns).
+    A run recorded before signatures were pinned has no signature SHA-256 or versions: the current ones are read."""
     for run in runs.find({"report.key": {"$exists": True}}, {"report": 1}):
         where = run["report"]
         store = store_of({"store": where["store"]} if where.get("store") else {})
-        data = _report_object(store, where["key"], where["sha256"], run["_id"], report)
+        data = _report_object(store, where["key"], where["sha256"], where.get("version_id"), run["_id"], report)
         parts = json.loads(data).get("parts", []) if data is not None else []
+        placed = {p["key"]: p for p in where.get("part_versions", [])}
+        signed = [(where["key"], data, where["signature_key"], where)]
         for part in parts:
-            _report_object(store, part["key"], part["sha256"], run["_id"], report)
-        for signature_key in [where["signature_key"], *(p["signature_key"] for p in parts)]:
-            try:
-                store.get(signature_key)
-            except StoreError as exc:
-                raise_if_unreachable(exc, store)
-                report.add(Problem(".reports", None, f"run {run['_id']}: signature {signature_key} is missing "
-                                                     f"or unreadable in {store.url} ({exc})"))
+            at = placed.get(part["key"], {})
+            blob = _report_object(store, part["key"], part["sha256"], at.get("version_id"), run["_id"], report)
+            signed.append((part["key"], blob, part["signature_key"], at))
+        for key, blob, signature_key, at in signed:
+            _report_signature(store, blob, signature_key, at, where.get("signed_by"), run["_id"], report, trust)
 
 
-def _report_object(store: ObjectStore, key: str, sha256: str, run_id: str, report: VerifyReport) -> bytes | None:
+def _report_signature(store: ObjectStore, data: bytes | None, key: str, at: dict[str, Any], signer_sha256: Any,
+                      run_id: str, report: VerifyReport, trust: list[x509.Certificate] | None) -> None:
+    """The signature KEY of a report (DATA, None if it failed its own check), as AT (the run's record) says."""
+    try:
+        signature = store.get(key, at.get("signature_version_id") or "")
+    except StoreError as exc:
+        raise_if_unreachable(exc, store)
+        report.add(Problem(".reports", None, f"run {run_id}: signature {key} is missing or unreadable in "
+                                             f"{store.url} ({exc})"))
+        return
+    _other_report_versions(store, key, at.get("signature_version_id"), run_id, report)
+    found = hashlib.sha256(signature).hexdigest()
+    if at.get("signature_sha256") and found != at["signature_sha256"]:
+        report.add(Problem(".reports", None, f"run {run_id}: signature {key} has SHA-256 {found}, the run recorded "
+                                             f"{at['signature_sha256']}"))
+    elif data is not None:
+        for problem in seals._check_signature(key, data, signature, None, signer_sha256, trust or ()):
+            report.add(Problem(".reports", None, f"run {run_id}: signature {key}: {problem.problem} (the run "
+                                                 f"records signed_by {signer_sha256})"))
+
+
+def _other_report_versions(store: ObjectStore, key: str, version_id: str | None, run_id: str,
+                           report: VerifyReport) -> None:
+    """Versions of KEY besides VERSION_ID (the recorded one; None: a run recorded without versions, not checked)."""
+    if version_id is None:
+        return
+    for listed in store.iter_versions(key):
+        if listed.key == key:
+            for problem in _other_versions(listed, version_id, store.url):
+                report.add(Problem(".reports", None, f"run {run_id}: {problem}"))
+
+
+def _report_object(store: ObjectStore, key: str, sha256: str, version_id: str | None, run_id: str,
+                   report: VerifyReport) -> bytes | None:
     report.reports += 1
     try:
-        data = store.get(key)
+        data = store.get(key, version_id or "")
     except StoreError as exc:
         raise_if_unreachable(exc, store)
         report.add(Problem(".reports", None, f"run {run_id}: report {key} is missing or unreadable in "
                                              f"{store.url} ({exc})"))
         return None
+    _other_report_versions(store, key, version_id, run_id, report)
     found = hashlib.sha256(data).hexdigest()
     if found != sha256:
         report.add(Problem(".reports", None, f"run {run_id}: report {key} has SHA-256 {found}, the run recorded "
@@ -764,7 +801,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
         for store in targets.values():
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
     if rooms is None:
-        check_reports(verifier.runs, store_of, report)
+        check_reports(verifier.runs, store_of, report, trust)
     _check_seals(config, entries, rooms, report, trust)
     report.trust_anchors = [c.subject.rfc4514_string() for c in trust or []]
     report.seconds = time.monotonic() - started

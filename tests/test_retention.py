@@ -325,13 +325,38 @@ def test_the_report_is_in_mongodb_and_signed_in_the_store(make_config, keys, tmp
     shutil.copy(stored_path(config, result.location["signature_key"]), folder / "RUN.json.p7s")
     shutil.copy(stored_path(config, result.location["key"]), folder / "RUN.json")
     shutil.copy(keys["ca.crt.pem"], folder / "ca.crt.pem")
+    shutil.copy(keys["signing.crt.pem"], folder / "signing.crt.pem")  # the archiver's (the CA after it)
     docs = (Path(__file__).parents[1] / "docs/retention.md").read_text()
     command = docs.split("```sh\nt=$(openssl cms")[1].split("```")[0]
     ok = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=folder, capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
+    assert ok.returncode == 0 and "signed by the archiver's certificate" in ok.stdout, ok.stderr
+    fingerprint = subprocess.run(["bash", "-c", "openssl x509 -in signing.crt.pem -outform DER | sha256sum"],
+                                 cwd=folder, capture_output=True, text=True).stdout.split()[0]
+    assert fingerprint == result.location["signed_by"]  # what the docs say the run records
     (folder / "RUN.json").write_bytes(data.replace(b'"run"', b'"RUN"', 1))
     bad = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=folder, capture_output=True, text=True)
     assert bad.returncode != 0
+    # a made-up report signed by another certificate the same CA issued (an employee's): the CA's check alone
+    # passes it, the documented commands do not
+    import certfactory
+    forged = tmp_path / "forged"
+    ca = certfactory.make(forged, "Corp CA", usages=("key_cert_sign", "crl_sign"), ca=True, ec_key=True)
+    ours = certfactory.make(forged, "Archiver", usages=("digital_signature", "content_commitment"), issuer=ca,
+                            ec_key=True)
+    employee = certfactory.make(forged, "Some employee", usages=("digital_signature",), issuer=ca, ec_key=True)
+    shutil.copy(ca.cert_path, forged / "ca.crt.pem")
+    shutil.copy(ours.cert_path, forged / "signing.crt.pem")
+    (forged / "RUN.json").write_bytes(data)
+    for signer, pinned in ((employee, False), (ours, True)):
+        subprocess.run(["openssl", "cms", "-sign", "-binary", "-in", "RUN.json", "-signer", str(signer.cert_path),
+                        "-inkey", str(signer.key_path), "-outform", "DER", "-out", "RUN.json.p7s"], cwd=forged,
+                       check=True, capture_output=True)
+        checked = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=forged, capture_output=True,
+                                 text=True)
+        assert (checked.returncode == 0) == pinned, (signer.cert.subject, checked.stdout, checked.stderr)
+        unpinned = command.split("\n[")[0]  # without the last line: the CA's word alone
+        assert subprocess.run(["bash", "-ec", "t=$(openssl cms" + unpinned], cwd=forged,
+                              capture_output=True).returncode == 0
     audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
     entry = audit.find_one({"action": "retention_run"})
     assert entry["filters"]["run"] == result.report["run"] and result.location["sha256"] in entry["detail"]
@@ -862,6 +887,81 @@ def test_verify_all_finds_a_report_or_part_removed_or_changed(make_config, monke
     assert any(listed[-1]["key"] in p and run in p and "SHA-256" in p for p in problems), problems
     assert any(listed[0]["signature_key"] in p and run in p and "missing" in p for p in problems), problems
     assert len(problems) == 2, problems
+
+
+@pytest.mark.parametrize("part_items", [4, 20_000], ids=["in parts", "whole"])
+def test_verify_all_checks_each_report_signature_over_its_report_by_the_recorded_signer(
+        make_config, monkeypatch, tmp_path, part_items) -> None:
+    """A report's signature was only fetched: garbage in its place, or a valid signature by another certificate
+    (another employee's, from the same CA), passed `verify --all` while the documented openssl check failed.
+    The run now records each signature's SHA-256 and version, and verify checks the CMS signature over the
+    report by the certificate the run records (`signed_by`), as seals pin `signer_sha256`."""
+    import certfactory
+    from archiver import runs as runs_module
+    from archiver.signing import Signer, load_identity
+    from retrieval_helpers import overwrite_stored
+    monkeypatch.setattr(runs_module, "PART_ITEMS", part_items)
+    config = retention_config(make_config)
+    archive(config, 5)
+    age(config, 400)
+    result = retention(config)
+    where = result.location
+    assert where["signature_sha256"] == hashlib.sha256(
+        stored_path(config, where["signature_key"]).read_bytes()).hexdigest()
+    assert verify_archive(config, None).ok
+    signed = [(where["key"], where["signature_key"]),
+              *((p["key"], p["signature_key"]) for p in result.report.get("parts", []))]
+    other = certfactory.make(tmp_path / "other", "Some employee", usages=("digital_signature", "content_commitment"), ec_key=True)
+    stranger = Signer(load_identity(str(other.cert_path), str(other.key_path)))
+    runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
+
+    def named(key: str) -> list[str]:
+        problems = [p.problem for p in verify_archive(config, None).problems]
+        assert problems and all(key in p and result.report["run"] in p for p in problems), problems
+        return problems
+
+    for key, signature_key in dict.fromkeys((signed[0], signed[-1])):
+        genuine = stored_path(config, signature_key).read_bytes()
+        forged = stranger.sign_detached(stored_path(config, key).read_bytes())  # valid, by another certificate
+        for planted in (b"not a signature", forged):
+            overwrite_stored(config, signature_key, planted)
+            assert any("SHA-256" in p and "the run recorded" in p for p in named(signature_key))
+        # the digest edited to the planted one's too: the signer is still checked against signed_by
+        pins = {"report.signature_sha256" if key == where["key"] else f"report.part_versions.{len(signed) - 2}."
+                "signature_sha256": hashlib.sha256(forged).hexdigest()}
+        runs.update_one({"_id": result.report["run"]}, {"$set": pins})
+        assert any("another certificate" in p for p in named(signature_key))
+        # a run recorded before signatures were pinned (no SHA-256, no version): still checked over the report
+        runs.update_one({"_id": result.report["run"]}, {"$unset": {
+            "report.signature_sha256": "", "report.signature_version_id": "", "report.version_id": "",
+            "report.part_versions": ""}})
+        assert any("another certificate" in p for p in named(signature_key))
+        overwrite_stored(config, signature_key, b"not a signature")
+        assert any("does not verify" in p for p in named(signature_key))
+        overwrite_stored(config, signature_key, genuine)
+        assert verify_archive(config, None).ok
+        runs.update_one({"_id": result.report["run"]}, {"$set": {"report": where}})
+        assert verify_archive(config, None).ok
+
+
+def test_a_report_signature_planted_over_the_locked_one_in_s3_is_named(make_config, bucket, moto_endpoint) -> None:
+    """Object Lock keeps a version, not the key: a plain PUT adds a new current version of the signature, which
+    a GET without a version id (the documented check's copy) returns. verify names it and still checks the
+    recorded version."""
+    import boto3
+    config = retention_config(make_config, storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
+                              storage__object_lock_mode="COMPLIANCE",
+                              retention__rules={"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}})
+    archive(config, 1)
+    result = retention(config)
+    where = result.location
+    assert where["signature_version_id"] and where["version_id"]
+    assert verify_archive(config, None).ok
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    planted = client.put_object(Bucket=bucket, Key="chats/" + where["signature_key"], Body=b"planted")["VersionId"]
+    problems = [p.problem for p in verify_archive(config, None).problems]
+    assert len(problems) == 1 and planted in problems[0] and where["signature_key"] in problems[0], problems
+    assert "current" in problems[0] and result.report["run"] in problems[0], problems
 
 
 def test_status_shows_the_last_retention_and_erasure_runs_and_one_left_unfinished(make_config, monkeypatch,
