@@ -196,8 +196,8 @@ class RunLedger:
         """The run's items in order, read through the `_id` index (`<run>:<seq, 9 digits>`): no sort in
         memory, which a real MongoDB refuses (or spills to disk) for millions of steps."""
         for doc in self.steps.find({"_id": {"$gt": f"{run_id}:", "$lt": f"{run_id};"}}).sort("_id", ASCENDING):
-            yield {**Step(**{k: doc[k] for k in Step.__dataclass_fields__}).item(), "outcome": doc["outcome"],
-                   **({"detail": doc["detail"]} if doc.get("detail") else {})}
+            step = Step(**{k: doc[k] for k in Step.__dataclass_fields__ if k in doc})  # older steps lack raw_sha256
+            yield {**step.item(), "outcome": doc["outcome"], **({"detail": doc["detail"]} if doc.get("detail") else {})}
 
 
 @dataclass

@@ -964,6 +964,54 @@ def test_a_report_signature_planted_over_the_locked_one_in_s3_is_named(make_conf
     assert "current" in problems[0] and result.report["run"] in problems[0], problems
 
 
+@pytest.mark.parametrize("part_items", [2, 20_000], ids=["in parts", "whole"])
+def test_a_tombstone_forged_over_an_archive_naming_a_real_run_is_named(make_config, monkeypatch, part_items) -> None:
+    """A tombstone was checked only for naming a run on record: an insider who removed an archive (no lock, or
+    one expired before archive_days) and turned its entry into a tombstone naming a real run passed
+    `verify --all`, though the run never deleted it. Each tombstone is now checked against the run's steps, and
+    `verify --all` checks every finished run's steps against its signed report, so a step forged as well is
+    named too."""
+    from archiver import runs as runs_module
+    from archiver.seals import tombstone_fields
+    monkeypatch.setattr(runs_module, "PART_ITEMS", part_items)
+    config = retention_config(make_config)
+    a, b = archive(config, 2)
+    age(config, 400, room=a["room"])
+    run = retention(config)
+    assert verify_archive(config, None).ok and b["room"] not in {i["room"] for i in run.items()}
+    entry = index(config).find_one({"room": b["room"]})
+    real = index(config).find_one({"room": a["room"]})
+    for obj in entry["objects"].values():  # an insider removes B's archive
+        path = stored_path(config, obj["key"])
+        for each in (path, path.with_name(path.name + ".meta.json")):
+            if each.exists():
+                each.chmod(0o644)
+                each.unlink()
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "deleted", "deletion": real["deletion"],
+                                                              **tombstone_fields(entry, "default",
+                                                                                 real["deletion"]["at"])}})
+    problems = [(p.room, p.problem) for p in verify_archive(config, None).problems]
+    assert problems and all(room == b["room"] for room, _ in problems), problems
+    assert any(run.report["run"] in p and "no step deleting" in p for _, p in problems), problems
+    assert verify_archive(config, [b["room"]]).problems  # a room's verification checks it too
+    # the step forged too: the run's signed report does not list it
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    steps = db[config["index.retention_steps"]]
+    step = steps.find_one({"run": run.report["run"], "room": a["room"], "action": "delete_archive"})
+    steps.insert_one({**step, "_id": f"{run.report['run']}:{10**8:09d}", "seq": 10**8, "room": b["room"],
+                      "version": entry["version"], "entry_id": entry["_id"]})
+    problems = [(p.room, p.problem) for p in verify_archive(config, None).problems]
+    assert problems == [(".reports", f"run {run.report['run']}: its steps in {steps.name} differ from its signed "
+                                     f"report: item {len(list(run.items())) + 1} (delete_archive {b['room']} "
+                                     f"v{entry['version']}, deleted) is not in the report")], problems
+    steps.delete_one({"_id": f"{run.report['run']}:{10**8:09d}"})  # a step of the report edited instead
+    steps.update_one({"_id": step["_id"]}, {"$set": {"outcome": "skipped"}})
+    problems = [p.problem for p in verify_archive(config, None).problems]
+    assert any("differ from its signed report: item" in p and "(delete_archive " + a["room"] in p
+               for p in problems), problems
+    assert any("marked done, but no step of run" in p for p in problems), problems  # A's tombstone: not deleted
+
+
 def test_status_shows_the_last_retention_and_erasure_runs_and_one_left_unfinished(make_config, monkeypatch,
                                                                                   tmp_path, capsys) -> None:
     from archiver import retention as retention_module
