@@ -59,6 +59,13 @@ def _not_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
 
+def _lock_days(v: Any) -> str | None:
+    """storage.retain_days: bounded as the policy's periods are (a retain-until past year 9999 fails every chat)."""
+    from archiver.policy import MAX_DAYS
+
+    return _not_negative(v) or (f"must be at most {MAX_DAYS} days (a century)" if v > MAX_DAYS else None)
+
+
 def _storage_url(v: str) -> str | None:
     if v == "" or v.startswith(("s3://", "file://")):
         if v.startswith("s3://") and not v[5:].split("/", 1)[0]:
@@ -143,7 +150,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "endpoint_url": Key(str, ""),
         "region": Key(str, "us-east-1"),
         "object_lock_mode": Key(str, "COMPLIANCE", _one_of("COMPLIANCE", "GOVERNANCE", "")),
-        "retain_days": Key(int, 3650, _not_negative),
+        "retain_days": Key(int, 3650, _lock_days),
         "max_attempts": Key(int, 8, _positive),
     },
     "archive": {
@@ -293,6 +300,10 @@ def _check_retention(values: dict[str, Any]) -> None:
     """The retention policy, checked against the lock settings: a contradiction stops every command."""
     from archiver.policy import PolicyError, parse_policy
 
+    if values["storage.object_lock_mode"] and values["storage.retain_days"] < 1:  # a retain-until already past
+        raise ConfigError(f"storage.retain_days: must be at least 1 day with storage.object_lock_mode set (got "
+                          f"{values['storage.retain_days']}): a retain-until of the object's own time is past when "
+                          "it is stored, and S3 refuses it")
     try:
         parse_policy(values["retention.rules"], values["storage.retain_days"], values["storage.object_lock_mode"])
     except PolicyError as exc:

@@ -521,6 +521,7 @@ class Verifier:
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
+        self.steps: Any = None  # their steps: each tombstone is checked against its run's
         self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
@@ -564,8 +565,30 @@ class Verifier:
             if len(self._known_runs) >= RUNS_KEPT:
                 self._known_runs.clear()
             self._known_runs[run] = self.runs.find_one({"_id": run}, {"_id": 1}) is not None
-        return Check("deleted by a run on record (retention or erasure)", self._known_runs[run],
-                     "" if self._known_runs[run] else f"no run {run!r} in {self.runs.name}")
+        if not self._known_runs[run] or self.steps is None:
+            return Check("deleted by a run on record (retention or erasure)", self._known_runs[run],
+                         "" if self._known_runs[run] else f"no run {run!r} in {self.runs.name}")
+        return self._deletion_step_check(entry)
+
+    def _deletion_step_check(self, entry: dict[str, Any]) -> Check:
+        """The run a tombstone names planned to delete this very version (a `delete_archive` step), and one that
+        is done was deleted by a step of it, or of the run that finished it (`completed_by`): a tombstone written
+        by hand over an archive, naming a real run, is named here (verify --all checks the steps against the
+        run's signed report)."""
+        deletion = entry.get("deletion") or {}
+        run, room, version = deletion.get("run"), entry["room"], entry.get("version")
+        found = list(self.steps.find({"run": {"$in": [run, deletion.get("completed_by", run)]}, "room": room,
+                                      "version": version, "action": "delete_archive"},
+                                     {"run": 1, "state": 1, "outcome": 1}))
+        what = "deleted by a run on record (retention or erasure) whose steps delete this version"
+        if not any(step["run"] == run for step in found):
+            return Check(what, False, f"run {run!r} has no step deleting {room} v{version} in {self.steps.name}")
+        if deletion.get("state") == "done" and not any(step.get("outcome") == "deleted" or step.get("state") ==
+                                                       "pending" for step in found):
+            return Check(what, False, f"marked done, but no step of run {run!r}"
+                                      + (f" or {deletion['completed_by']!r}" if deletion.get("completed_by") else "")
+                                      + f" in {self.steps.name} records deleting it")
+        return Check(what, True)
 
     def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
@@ -694,34 +717,109 @@ def reports_explained(runs: Any, keys: list[str]) -> set[str]:
     return named
 
 
-def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], report: VerifyReport) -> None:
+def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], report: VerifyReport,
+                  trust: list[x509.Certificate] | None = None, steps: Any = None) -> None:
     """Every finished retention or erasure run's signed report (and each part it lists) is in its store, with
-    the SHA-256 the run recorded (the parts': the report's), its signature beside it."""
+    the SHA-256 the run recorded (the parts': the report's), and its signature beside it verifies over it by the
+    certificate the run records (`signed_by`; with TRUST, chaining to it), as a seal's does. Each is read by the
+    version the run recorded, and another version stored over it is named (what a GET without one returns).
+    A run recorded before signatures were pinned has no signature SHA-256 or versions: the current ones are read.
+    With STEPS (`index.retention_steps`), the run's steps are its report's items, one by one: tombstones are
+    checked against the steps (Verifier), the steps here against what was signed. One part in memory at a time."""
+    from archiver.runs import RunLedger
+
     for run in runs.find({"report.key": {"$exists": True}}, {"report": 1}):
         where = run["report"]
         store = store_of({"store": where["store"]} if where.get("store") else {})
-        data = _report_object(store, where["key"], where["sha256"], run["_id"], report)
-        parts = json.loads(data).get("parts", []) if data is not None else []
-        for part in parts:
-            _report_object(store, part["key"], part["sha256"], run["_id"], report)
-        for signature_key in [where["signature_key"], *(p["signature_key"] for p in parts)]:
-            try:
-                store.get(signature_key)
-            except StoreError as exc:
-                raise_if_unreachable(exc, store)
-                report.add(Problem(".reports", None, f"run {run['_id']}: signature {signature_key} is missing "
-                                                     f"or unreadable in {store.url} ({exc})"))
+        data = _report_object(store, where["key"], where["sha256"], where.get("version_id"), run["_id"], report)
+        _report_signature(store, data, where["signature_key"], where, where.get("signed_by"), run["_id"], report, trust)
+        body = json.loads(data) if data is not None else {}
+        placed = {p["key"]: p for p in where.get("part_versions", [])}
+        ledger = enumerate(RunLedger(runs, steps).items(run["_id"]), 1) if steps is not None else None
+        if ledger is not None and "items" in body:
+            ledger = _steps_as_signed(ledger, body["items"], run["_id"], steps.name, report)
+        for part in body.get("parts", []):
+            at = placed.get(part["key"], {})
+            blob = _report_object(store, part["key"], part["sha256"], at.get("version_id"), run["_id"], report)
+            _report_signature(store, blob, part["signature_key"], at, where.get("signed_by"), run["_id"], report,
+                              trust)
+            if ledger is not None:
+                ledger = None if blob is None else _steps_as_signed(ledger, json.loads(blob).get("items", []),
+                                                                    run["_id"], steps.name, report)
+        if ledger is not None and data is not None:
+            for n, step in ledger:  # more steps than the report has items
+                report.add(Problem(".reports", None, f"run {run['_id']}: its steps in {steps.name} differ from its "
+                                                     f"signed report: item {n} ({_item_name(step)}) is not in the "
+                                                     "report"))
+                break
 
 
-def _report_object(store: ObjectStore, key: str, sha256: str, run_id: str, report: VerifyReport) -> bytes | None:
+def _steps_as_signed(ledger: Iterator[tuple[int, dict[str, Any]]], items: list[dict[str, Any]], run_id: str,
+                     where: str, report: VerifyReport) -> Iterator[tuple[int, dict[str, Any]]] | None:
+    """Whether the next steps of LEDGER are ITEMS (a signed report's, or a part's), in order; the rest of LEDGER,
+    or None once a difference is named (one problem per run)."""
+    for item in items:
+        n, step = next(ledger, (None, None))
+        if step != item:
+            shown = (f"item {n} ({_item_name(step)}) is not the report's ({_item_name(item)})" if step is not None
+                     else f"the report's item ({_item_name(item)}) has no step")
+            report.add(Problem(".reports", None, f"run {run_id}: its steps in {where} differ from its signed "
+                                                 f"report: {shown}"))
+            return None
+    return ledger
+
+
+def _item_name(item: Any) -> str:
+    if not isinstance(item, dict):
+        return repr(item)[:200]
+    name = f"{item.get('action')} {item.get('room')}" + (f" v{item['version']}" if item.get("version") is not None
+                                                         else "")
+    return f"{name}, {item.get('outcome')}"
+
+
+def _report_signature(store: ObjectStore, data: bytes | None, key: str, at: dict[str, Any], signer_sha256: Any,
+                      run_id: str, report: VerifyReport, trust: list[x509.Certificate] | None) -> None:
+    """The signature KEY of a report (DATA, None if it failed its own check), as AT (the run's record) says."""
+    try:
+        signature = store.get(key, at.get("signature_version_id") or "")
+    except StoreError as exc:
+        raise_if_unreachable(exc, store)
+        report.add(Problem(".reports", None, f"run {run_id}: signature {key} is missing or unreadable in "
+                                             f"{store.url} ({exc})"))
+        return
+    _other_report_versions(store, key, at.get("signature_version_id"), run_id, report)
+    found = hashlib.sha256(signature).hexdigest()
+    if at.get("signature_sha256") and found != at["signature_sha256"]:
+        report.add(Problem(".reports", None, f"run {run_id}: signature {key} has SHA-256 {found}, the run recorded "
+                                             f"{at['signature_sha256']}"))
+    elif data is not None:
+        for problem in seals._check_signature(key, data, signature, None, signer_sha256, trust or ()):
+            report.add(Problem(".reports", None, f"run {run_id}: signature {key}: {problem.problem} (the run "
+                                                 f"records signed_by {signer_sha256})"))
+
+
+def _other_report_versions(store: ObjectStore, key: str, version_id: str | None, run_id: str,
+                           report: VerifyReport) -> None:
+    """Versions of KEY besides VERSION_ID (the recorded one; None: a run recorded without versions, not checked)."""
+    if version_id is None:
+        return
+    for listed in store.iter_versions(key):
+        if listed.key == key:
+            for problem in _other_versions(listed, version_id, store.url):
+                report.add(Problem(".reports", None, f"run {run_id}: {problem}"))
+
+
+def _report_object(store: ObjectStore, key: str, sha256: str, version_id: str | None, run_id: str,
+                   report: VerifyReport) -> bytes | None:
     report.reports += 1
     try:
-        data = store.get(key)
+        data = store.get(key, version_id or "")
     except StoreError as exc:
         raise_if_unreachable(exc, store)
         report.add(Problem(".reports", None, f"run {run_id}: report {key} is missing or unreadable in "
                                              f"{store.url} ({exc})"))
         return None
+    _other_report_versions(store, key, version_id, run_id, report)
     found = hashlib.sha256(data).hexdigest()
     if found != sha256:
         report.add(Problem(".reports", None, f"run {run_id}: report {key} has SHA-256 {found}, the run recorded "
@@ -752,6 +850,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
                         config if redaction else None)
     verifier.explain_more = seals.SealBook(config).explained
     verifier.runs = index_database(config)[config["index.retention_runs"]]
+    verifier.steps = index_database(config)[config["index.retention_steps"]]
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it
@@ -764,7 +863,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
         for store in targets.values():
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
     if rooms is None:
-        check_reports(verifier.runs, store_of, report)
+        check_reports(verifier.runs, store_of, report, trust, verifier.steps)
     _check_seals(config, entries, rooms, report, trust)
     report.trust_anchors = [c.subject.rfc4514_string() for c in trust or []]
     report.seconds = time.monotonic() - started

@@ -86,6 +86,9 @@ def _rule(name: str, table: Any, retain_days: int, lock_mode: str) -> Rule:
         raise PolicyError(f"{where}.archive_days: must be at least 1 (leave it out to keep archives for ever)")
     if lock is not None and not lock_mode:
         raise PolicyError(f"{where}.lock_days: set, but storage.object_lock_mode is empty (no Object Lock)")
+    if lock is not None and lock < 1:  # a retain-until of the archive's own time: past when it is stored
+        raise PolicyError(f"{where}.lock_days: must be at least 1 day with storage.object_lock_mode set (got {lock}): "
+                          "S3 refuses a retain-until in the past")
     if lock is None and lock_mode:
         lock = retain_days
     lock_from = "lock_days" if "lock_days" in table else f"storage.retain_days = {retain_days}"

@@ -43,6 +43,7 @@ from archiver.certificates import NotValidNow
 from archiver.claims import now, worker_id
 from archiver.logs import event
 from archiver.mongo import server_ms
+from archiver.seals import _check_signature
 from archiver.signing import Signer
 from archiver.store import ObjectExists, ObjectStore, store_location
 from archiver.visible import utf8_safe
@@ -195,8 +196,8 @@ class RunLedger:
         """The run's items in order, read through the `_id` index (`<run>:<seq, 9 digits>`): no sort in
         memory, which a real MongoDB refuses (or spills to disk) for millions of steps."""
         for doc in self.steps.find({"_id": {"$gt": f"{run_id}:", "$lt": f"{run_id};"}}).sort("_id", ASCENDING):
-            yield {**Step(**{k: doc[k] for k in Step.__dataclass_fields__}).item(), "outcome": doc["outcome"],
-                   **({"detail": doc["detail"]} if doc.get("detail") else {})}
+            step = Step(**{k: doc[k] for k in Step.__dataclass_fields__ if k in doc})  # older steps lack raw_sha256
+            yield {**step.item(), "outcome": doc["outcome"], **({"detail": doc["detail"]} if doc.get("detail") else {})}
 
 
 @dataclass
@@ -273,7 +274,7 @@ def store_report(store: ObjectStore, signer: Signer, run: dict[str, Any], items:
     if summary.items <= PART_ITEMS:
         body = {**report_head(run, summary, policy, False), "items": list(first)}
         return body, publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until), summary
-    parts = []
+    parts, stored = [], []  # STORED: each part's versions and signature digest, for the run (not the report)
     for number, chunk in enumerate(_chunks(itertools.chain(first, map(summary.add, remaining)), PART_ITEMS), 1):
         name = f"{run['_id']}.part-{number:05d}"
         before_part(list(report_keys(run["kind"], name)))
@@ -281,8 +282,10 @@ def store_report(store: ObjectStore, signer: Signer, run: dict[str, Any], items:
         placed = publish_report(store, signer, run["kind"], name, canonical(part), retain_until)
         parts.append({"key": placed["key"], "signature_key": placed["signature_key"], "sha256": placed["sha256"],
                       "items": len(chunk)})
+        stored.append({k: placed[k] for k in ("key", "version_id", "signature_sha256", "signature_version_id")})
     body = {**report_head(run, summary, policy, False), "items_total": summary.items, "parts": parts}
-    return body, publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until), summary
+    location = publish_report(store, signer, run["kind"], run["_id"], canonical(body), retain_until)
+    return body, {**location, "part_versions": stored}, summary
 
 
 def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -305,15 +308,32 @@ def publish_report(store: ObjectStore, signer: Signer, kind: str, run_id: str, d
                              f"next `{command}` signs it once the certificate is renewed (and no other run of "
                              "this kind starts before)") from None
     base, signature_key = report_keys(kind, run_id)
+    placed: dict[str, tuple[str, str]] = {}  # key -> (SHA-256, version id) of what the store holds
     for key, blob in ((base, data), (signature_key, signature)):
         digest = hashlib.sha256(blob).hexdigest()
         try:
-            store.put(key, blob, digest, retain_until)
+            placed[key] = digest, store.put(key, blob, digest, retain_until).version_id
         except ObjectExists:  # a resumed run: the report is the same, its signature an earlier one's
-            if key == base and hashlib.sha256(store.get(key)).hexdigest() != digest:
-                raise
-    return {"key": base, "signature_key": signature_key, "sha256": hashlib.sha256(data).hexdigest(),
-            "signed_by": signer.identity.fingerprint, "store": store_location(store)}
+            placed[key] = _stored_before(store, key, lambda found: hashlib.sha256(found).hexdigest() == digest
+                                         if key == base else _signed_by(data, found, signer.identity.fingerprint))
+    return {"key": base, "signature_key": signature_key, "sha256": placed[base][0],
+            "signed_by": signer.identity.fingerprint, "store": store_location(store), "version_id": placed[base][1],
+            "signature_sha256": placed[signature_key][0], "signature_version_id": placed[signature_key][1]}
+
+
+def _stored_before(store: ObjectStore, key: str, genuine: Callable[[bytes], bool]) -> tuple[str, str]:
+    """(SHA-256, version id) of the version of KEY a run stopped after storing it left, the one GENUINE accepts;
+    ObjectExists if none is (another's object under the name: never overwritten)."""
+    for version_id in store.versions(key):
+        found = store.get(key, version_id)
+        if genuine(found):
+            return hashlib.sha256(found).hexdigest(), version_id
+    raise ObjectExists(f"{key}: already in {store.url}, but not as this run made it; refusing to overwrite")
+
+
+def _signed_by(data: bytes, signature: bytes, fingerprint: str) -> bool:
+    """Whether SIGNATURE (detached CMS) verifies over DATA, by the certificate of SHA-256 FINGERPRINT (as seals')."""
+    return not list(_check_signature("report", data, signature, None, fingerprint))
 
 
 def report_keys(kind: str, name: str) -> tuple[str, str]:

@@ -45,6 +45,9 @@ ACTOR = {"user": "tester", "host": "test"}
     ({"a": {"source_days": "30"}}, "retention.rules.a.source_days"),
     ({"a": {"channel": [], "source_days": 3}}, "retention.rules.a.channel"),
     ({"a": {"source_days": 0, "archive_days": 0}}, "retention.rules.a.archive_days: must be at least 1"),
+    # a retain-until of the archive's own time is past when it is PUT: AWS refuses it, every archive would fail
+    ({"a": {"source_days": 1, "archive_days": 100, "lock_days": 0}},
+     "retention.rules.a.lock_days: must be at least 1 day with storage.object_lock_mode set"),
     ({"a": {"source_days": 1, "archive_days": 100, "lock_days": 200}},
      "retention.rules.a.archive_days: 100 days is shorter than the Object Lock retain-until (200 days, "
      "from lock_days)"),
@@ -101,6 +104,35 @@ def test_a_contradictory_policy_stops_every_command_before_any_deletion(make_con
         assert "retention.rules.sales and retention.rules.web" in err or "retention.rules.web and" in err
     assert source(config).count_documents({}) == 2
     assert index(config).count_documents({"status": "archived"}) == 2
+
+
+def test_object_lock_periods_out_of_bounds_stop_every_command_naming_the_key(make_config, tmp_path, capsys) -> None:
+    """storage.retain_days of 10,000 years was accepted, then every chat failed with OverflowError (exit 1); 0 with
+    a lock mode gave a retain-until in the past (refused by AWS). Both are config errors now (exit 2), nothing done."""
+    from test_pipeline import recent_ms, seed
+    from archiver.samples import make_chat
+    import random
+
+    config = retention_config(make_config, storage__object_lock_mode="COMPLIANCE", retention__rules={})
+    seed(config, [make_chat(random.Random(3), messages=4, start_ms=recent_ms(30))])
+    settings = {k: config[k] for k in ("mongodb.uri", "source.database", "index.database", "storage.url",
+                                       "signing.certificate", "signing.key", "encryption.recipients")}
+    for days, mode, complaint in ((3_652_500, "COMPLIANCE", "storage.retain_days: must be at most 36600 days"),
+                                  (36_601, "", "storage.retain_days: must be at most 36600 days"),
+                                  (0, "GOVERNANCE", "storage.retain_days: must be at least 1 day with "
+                                                    "storage.object_lock_mode set")):
+        toml = write_toml(tmp_path / "bad.toml", {**settings, "storage.retain_days": days,
+                                                  "storage.object_lock_mode": mode})
+        with pytest.raises(ConfigError, match=complaint.replace(".", r"\.")):
+            load(toml, environ={})
+        for argv in (["run"], ["retention", "run"]):
+            assert main(["--config", str(toml), *argv]) == 2
+            assert complaint in capsys.readouterr().err
+    assert index(config).count_documents({}) == 0 and jobs(config).count_documents({}) == 0
+    toml = write_toml(tmp_path / "ok.toml", {**settings, "storage.retain_days": 0, "storage.object_lock_mode": ""})
+    assert load(toml, environ={})["storage.retain_days"] == 0  # no lock: the period is not used
+    toml = write_toml(tmp_path / "ok.toml", {**settings, "storage.retain_days": 36_600})
+    assert load(toml, environ={})["storage.retain_days"] == 36_600
 
 
 # -- what is never deleted -----------------------------------------------------------------------------
@@ -293,13 +325,38 @@ def test_the_report_is_in_mongodb_and_signed_in_the_store(make_config, keys, tmp
     shutil.copy(stored_path(config, result.location["signature_key"]), folder / "RUN.json.p7s")
     shutil.copy(stored_path(config, result.location["key"]), folder / "RUN.json")
     shutil.copy(keys["ca.crt.pem"], folder / "ca.crt.pem")
+    shutil.copy(keys["signing.crt.pem"], folder / "signing.crt.pem")  # the archiver's (the CA after it)
     docs = (Path(__file__).parents[1] / "docs/retention.md").read_text()
     command = docs.split("```sh\nt=$(openssl cms")[1].split("```")[0]
     ok = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=folder, capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
+    assert ok.returncode == 0 and "signed by the archiver's certificate" in ok.stdout, ok.stderr
+    fingerprint = subprocess.run(["bash", "-c", "openssl x509 -in signing.crt.pem -outform DER | sha256sum"],
+                                 cwd=folder, capture_output=True, text=True).stdout.split()[0]
+    assert fingerprint == result.location["signed_by"]  # what the docs say the run records
     (folder / "RUN.json").write_bytes(data.replace(b'"run"', b'"RUN"', 1))
     bad = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=folder, capture_output=True, text=True)
     assert bad.returncode != 0
+    # a made-up report signed by another certificate the same CA issued (an employee's): the CA's check alone
+    # passes it, the documented commands do not
+    import certfactory
+    forged = tmp_path / "forged"
+    ca = certfactory.make(forged, "Corp CA", usages=("key_cert_sign", "crl_sign"), ca=True, ec_key=True)
+    ours = certfactory.make(forged, "Archiver", usages=("digital_signature", "content_commitment"), issuer=ca,
+                            ec_key=True)
+    employee = certfactory.make(forged, "Some employee", usages=("digital_signature",), issuer=ca, ec_key=True)
+    shutil.copy(ca.cert_path, forged / "ca.crt.pem")
+    shutil.copy(ours.cert_path, forged / "signing.crt.pem")
+    (forged / "RUN.json").write_bytes(data)
+    for signer, pinned in ((employee, False), (ours, True)):
+        subprocess.run(["openssl", "cms", "-sign", "-binary", "-in", "RUN.json", "-signer", str(signer.cert_path),
+                        "-inkey", str(signer.key_path), "-outform", "DER", "-out", "RUN.json.p7s"], cwd=forged,
+                       check=True, capture_output=True)
+        checked = subprocess.run(["bash", "-ec", "t=$(openssl cms" + command], cwd=forged, capture_output=True,
+                                 text=True)
+        assert (checked.returncode == 0) == pinned, (signer.cert.subject, checked.stdout, checked.stderr)
+        unpinned = command.split("\n[")[0]  # without the last line: the CA's word alone
+        assert subprocess.run(["bash", "-ec", "t=$(openssl cms" + unpinned], cwd=forged,
+                              capture_output=True).returncode == 0
     audit = connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
     entry = audit.find_one({"action": "retention_run"})
     assert entry["filters"]["run"] == result.report["run"] and result.location["sha256"] in entry["detail"]
@@ -830,6 +887,129 @@ def test_verify_all_finds_a_report_or_part_removed_or_changed(make_config, monke
     assert any(listed[-1]["key"] in p and run in p and "SHA-256" in p for p in problems), problems
     assert any(listed[0]["signature_key"] in p and run in p and "missing" in p for p in problems), problems
     assert len(problems) == 2, problems
+
+
+@pytest.mark.parametrize("part_items", [4, 20_000], ids=["in parts", "whole"])
+def test_verify_all_checks_each_report_signature_over_its_report_by_the_recorded_signer(
+        make_config, monkeypatch, tmp_path, part_items) -> None:
+    """A report's signature was only fetched: garbage in its place, or a valid signature by another certificate
+    (another employee's, from the same CA), passed `verify --all` while the documented openssl check failed.
+    The run now records each signature's SHA-256 and version, and verify checks the CMS signature over the
+    report by the certificate the run records (`signed_by`), as seals pin `signer_sha256`."""
+    import certfactory
+    from archiver import runs as runs_module
+    from archiver.signing import Signer, load_identity
+    from retrieval_helpers import overwrite_stored
+    monkeypatch.setattr(runs_module, "PART_ITEMS", part_items)
+    config = retention_config(make_config)
+    archive(config, 5)
+    age(config, 400)
+    result = retention(config)
+    where = result.location
+    assert where["signature_sha256"] == hashlib.sha256(
+        stored_path(config, where["signature_key"]).read_bytes()).hexdigest()
+    assert verify_archive(config, None).ok
+    signed = [(where["key"], where["signature_key"]),
+              *((p["key"], p["signature_key"]) for p in result.report.get("parts", []))]
+    other = certfactory.make(tmp_path / "other", "Some employee", usages=("digital_signature", "content_commitment"), ec_key=True)
+    stranger = Signer(load_identity(str(other.cert_path), str(other.key_path)))
+    runs = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_runs"]]
+
+    def named(key: str) -> list[str]:
+        problems = [p.problem for p in verify_archive(config, None).problems]
+        assert problems and all(key in p and result.report["run"] in p for p in problems), problems
+        return problems
+
+    for key, signature_key in dict.fromkeys((signed[0], signed[-1])):
+        genuine = stored_path(config, signature_key).read_bytes()
+        forged = stranger.sign_detached(stored_path(config, key).read_bytes())  # valid, by another certificate
+        for planted in (b"not a signature", forged):
+            overwrite_stored(config, signature_key, planted)
+            assert any("SHA-256" in p and "the run recorded" in p for p in named(signature_key))
+        # the digest edited to the planted one's too: the signer is still checked against signed_by
+        pins = {"report.signature_sha256" if key == where["key"] else f"report.part_versions.{len(signed) - 2}."
+                "signature_sha256": hashlib.sha256(forged).hexdigest()}
+        runs.update_one({"_id": result.report["run"]}, {"$set": pins})
+        assert any("another certificate" in p for p in named(signature_key))
+        # a run recorded before signatures were pinned (no SHA-256, no version): still checked over the report
+        runs.update_one({"_id": result.report["run"]}, {"$unset": {
+            "report.signature_sha256": "", "report.signature_version_id": "", "report.version_id": "",
+            "report.part_versions": ""}})
+        assert any("another certificate" in p for p in named(signature_key))
+        overwrite_stored(config, signature_key, b"not a signature")
+        assert any("does not verify" in p for p in named(signature_key))
+        overwrite_stored(config, signature_key, genuine)
+        assert verify_archive(config, None).ok
+        runs.update_one({"_id": result.report["run"]}, {"$set": {"report": where}})
+        assert verify_archive(config, None).ok
+
+
+def test_a_report_signature_planted_over_the_locked_one_in_s3_is_named(make_config, bucket, moto_endpoint) -> None:
+    """Object Lock keeps a version, not the key: a plain PUT adds a new current version of the signature, which
+    a GET without a version id (the documented check's copy) returns. verify names it and still checks the
+    recorded version."""
+    import boto3
+    config = retention_config(make_config, storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint,
+                              storage__object_lock_mode="COMPLIANCE",
+                              retention__rules={"default": {"source_days": 0, "archive_days": 2, "lock_days": 1}})
+    archive(config, 1)
+    result = retention(config)
+    where = result.location
+    assert where["signature_version_id"] and where["version_id"]
+    assert verify_archive(config, None).ok
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    planted = client.put_object(Bucket=bucket, Key="chats/" + where["signature_key"], Body=b"planted")["VersionId"]
+    problems = [p.problem for p in verify_archive(config, None).problems]
+    assert len(problems) == 1 and planted in problems[0] and where["signature_key"] in problems[0], problems
+    assert "current" in problems[0] and result.report["run"] in problems[0], problems
+
+
+@pytest.mark.parametrize("part_items", [2, 20_000], ids=["in parts", "whole"])
+def test_a_tombstone_forged_over_an_archive_naming_a_real_run_is_named(make_config, monkeypatch, part_items) -> None:
+    """A tombstone was checked only for naming a run on record: an insider who removed an archive (no lock, or
+    one expired before archive_days) and turned its entry into a tombstone naming a real run passed
+    `verify --all`, though the run never deleted it. Each tombstone is now checked against the run's steps, and
+    `verify --all` checks every finished run's steps against its signed report, so a step forged as well is
+    named too."""
+    from archiver import runs as runs_module
+    from archiver.seals import tombstone_fields
+    monkeypatch.setattr(runs_module, "PART_ITEMS", part_items)
+    config = retention_config(make_config)
+    a, b = archive(config, 2)
+    age(config, 400, room=a["room"])
+    run = retention(config)
+    assert verify_archive(config, None).ok and b["room"] not in {i["room"] for i in run.items()}
+    entry = index(config).find_one({"room": b["room"]})
+    real = index(config).find_one({"room": a["room"]})
+    for obj in entry["objects"].values():  # an insider removes B's archive
+        path = stored_path(config, obj["key"])
+        for each in (path, path.with_name(path.name + ".meta.json")):
+            if each.exists():
+                each.chmod(0o644)
+                each.unlink()
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "deleted", "deletion": real["deletion"],
+                                                              **tombstone_fields(entry, "default",
+                                                                                 real["deletion"]["at"])}})
+    problems = [(p.room, p.problem) for p in verify_archive(config, None).problems]
+    assert problems and all(room == b["room"] for room, _ in problems), problems
+    assert any(run.report["run"] in p and "no step deleting" in p for _, p in problems), problems
+    assert verify_archive(config, [b["room"]]).problems  # a room's verification checks it too
+    # the step forged too: the run's signed report does not list it
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    steps = db[config["index.retention_steps"]]
+    step = steps.find_one({"run": run.report["run"], "room": a["room"], "action": "delete_archive"})
+    steps.insert_one({**step, "_id": f"{run.report['run']}:{10**8:09d}", "seq": 10**8, "room": b["room"],
+                      "version": entry["version"], "entry_id": entry["_id"]})
+    problems = [(p.room, p.problem) for p in verify_archive(config, None).problems]
+    assert problems == [(".reports", f"run {run.report['run']}: its steps in {steps.name} differ from its signed "
+                                     f"report: item {len(list(run.items())) + 1} (delete_archive {b['room']} "
+                                     f"v{entry['version']}, deleted) is not in the report")], problems
+    steps.delete_one({"_id": f"{run.report['run']}:{10**8:09d}"})  # a step of the report edited instead
+    steps.update_one({"_id": step["_id"]}, {"$set": {"outcome": "skipped"}})
+    problems = [p.problem for p in verify_archive(config, None).problems]
+    assert any("differ from its signed report: item" in p and "(delete_archive " + a["room"] in p
+               for p in problems), problems
+    assert any("marked done, but no step of run" in p for p in problems), problems  # A's tombstone: not deleted
 
 
 def test_status_shows_the_last_retention_and_erasure_runs_and_one_left_unfinished(make_config, monkeypatch,
