@@ -141,11 +141,13 @@ class RunLedger:
         return self.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
 
     def begin(self, kind: str, as_of: dt.datetime, params: dict[str, Any],
-              started_by: dict[str, str] | None = None) -> dict[str, Any]:
-        """A new run; STARTED_BY (who asked for it) stays on it whoever finishes it after a crash."""
+              started_by: dict[str, str] | None = None, policy: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A new run; STARTED_BY (who asked for it) stays on it whoever finishes it after a crash, and POLICY
+        (the one it is planned under, as its report states it) too."""
         run = {"_id": f"{kind}-{as_of.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}", "kind": kind,
                "state": "planning", "as_of": as_of, "started_at": now(), "params": params, "owner": self.owner,
-               **({"started_by": started_by} if started_by else {})}
+               **({"started_by": started_by} if started_by else {}),
+               **({"policy": policy} if policy is not None else {})}
         self.runs.insert_one(run)
         return run
 
