@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from archiver.envelope import RecipientKey
 from archiver.holds import open_holds
 from archiver.integrity import verify_archive
 from archiver.retention import Deletions
@@ -184,7 +185,7 @@ def test_a_held_room_whose_deletion_was_cut_short_is_retrieved_with_a_note(make_
     assert index(config).find_one()["status"] == "deleted"  # retrieval changes nothing
 
 
-def test_verify_names_a_held_room_whose_deletion_was_cut_short_as_kept_not_as_a_problem(make_config, monkeypatch,
+def test_verify_names_a_held_room_whose_deletion_was_cut_short_as_kept_not_as_a_problem(make_config, keys, monkeypatch,
                                                                                         tmp_path, capsys) -> None:
     config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
     report = verify_archive(config, None)
@@ -196,6 +197,11 @@ def test_verify_names_a_held_room_whose_deletion_was_cut_short_as_kept_not_as_a_
     assert run_cli(config, tmp_path, "verify", "--all") == 0
     out = capsys.readouterr().out
     assert f"KEPT {chat['room']} v1: its deletion, begun by run" in out and "Subpoena 7" in out, out
+    age(config, -400)  # its real times back (aging made it due): the signed record's generated_at agrees again
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    for workers in (1, 2):  # content checked here, and in a worker process
+        keyed = verify_archive(config, None, key, workers=workers)
+        assert keyed.ok and len(keyed.kept) == 1 and keyed.objects == 3, keyed.problems
 
 
 def test_a_held_cut_short_deletion_with_an_object_gone_is_still_a_problem(make_config, keys, monkeypatch,
@@ -226,3 +232,29 @@ def test_a_deletion_cut_short_whose_run_is_not_finished_is_not_served(make_confi
                    "--out", str(tmp_path / "out"), "--reason", "check")
     assert code == 1 and "being deleted by run" in capsys.readouterr().err
     assert not verify_archive(config, None).ok
+
+
+def test_on_s3_a_held_cut_short_deletion_keeps_its_legal_holds_and_is_retrieved(make_config, bucket, moto_endpoint,
+                                                                                 keys, monkeypatch, tmp_path) -> None:
+    """The same on S3 (moto over HTTP): each object is read by its recorded version id; they keep the S3 legal
+    hold the placed hold set on them."""
+    from archiver.retrieval import Request, retrieve
+    from archiver.audit import Actor
+    from archiver.store.s3 import S3Store
+
+    config = retention_config(make_config, storage__url=f"s3://{bucket}/chats", storage__endpoint_url=moto_endpoint)
+    (chat,) = archive(config, 1)
+    age(config, 400)
+    _crash(config, monkeypatch, S3Store, "delete")
+    holds = open_holds(config)
+    holds.place(SearchFilters(room=chat["room"]), "Subpoena 7", "court order", {"user": "legal", "host": "h"})
+    assert holds.protect([chat["room"]], Deletions(config).store_of) == 1  # what `hold place` does next
+    assert retention(config).resumed
+    report = verify_archive(config, None)
+    assert report.ok and len(report.kept) == 1 and report.objects == 3, report.problems
+    age(config, -400)  # its real times back (aging made it due): the signed record's generated_at agrees again
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    folder = retrieve(config, Request(chat["room"], key, tmp_path / "out", "Subpoena 7", Actor("legal", "h")))
+    written = json.loads((folder / "verification.json").read_text())
+    assert written["ok"] and "Subpoena 7" in written["note"]
+    assert index(config).find_one()["deletion"]["state"] == "deleting"
