@@ -183,6 +183,10 @@ def test_a_held_room_whose_deletion_was_cut_short_is_retrieved_with_a_note(make_
     assert "Subpoena 7" in report["note"] and "Subpoena 7" in out.out
     assert any(c["check"].startswith("sealed") or "SHA-256" in c["check"] for c in report["checks"])
     assert index(config).find_one()["status"] == "deleted"  # retrieval changes nothing
+    code = run_cli(config, tmp_path, "retrieve", "--bundle", str(tmp_path / "case.zip"), chat["room"],
+                   "--key", str(keys["legal.key.pem"]), "--reason", "Subpoena 7")
+    assert code == 1 and "being deleted" in capsys.readouterr().err  # not in a bundle (yet): docs/retention.md
+    assert not (tmp_path / "case.zip").exists()
 
 
 def test_verify_names_a_held_room_whose_deletion_was_cut_short_as_kept_not_as_a_problem(make_config, keys, monkeypatch,
@@ -236,8 +240,8 @@ def test_a_deletion_cut_short_whose_run_is_not_finished_is_not_served(make_confi
 
 def test_on_s3_a_held_cut_short_deletion_keeps_its_legal_holds_and_is_retrieved(make_config, bucket, moto_endpoint,
                                                                                  keys, monkeypatch, tmp_path) -> None:
-    """The same on S3 (moto over HTTP): each object is read by its recorded version id; they keep the S3 legal
-    hold the placed hold set on them."""
+    """The same on S3 (moto over HTTP): each object is read by its recorded version id (under the S3 legal hold
+    the placed hold set on them)."""
     from archiver.retrieval import Request, retrieve
     from archiver.audit import Actor
     from archiver.store.s3 import S3Store
