@@ -7,6 +7,9 @@ steps are executed (every action is idempotent: deleting what is gone is a no-op
 and a tombstone records its intent before any object goes), the done ones never
 again, so the final state and the report are those of an uninterrupted run. A run
 killed while planning deleted nothing; its partial plan is dropped and planned anew.
+A run records the policy it is planned under (`policy`), and its report states that one
+whoever resumes it; resumed under a changed policy, retention.py skips each pending
+deletion that policy no longer makes due (the report then differs by those items).
 A run is done only once its audit entry is written (retention.py): one whose entry the
 audit log refused stays `reporting`, and the next run of its kind writes it.
 
