@@ -140,6 +140,25 @@ def _still_stored(entry: dict[str, Any], store: ObjectStore) -> list[str]:
     return left
 
 
+def kept_whole(runs: Any, steps: Any, entry: dict[str, Any]) -> str:
+    """Why ENTRY, a tombstone whose deletion was begun and never finished (a crash cut it short), was kept:
+    the run that began it finished and its step skipped it (held by a case, as its signed report says). ""
+    if not (no such step, or the run is not finished: the tombstone is its intent). Its objects are the
+    caller's to check: only when all are stored as recorded is it still the archive it was."""
+    deletion = entry.get("deletion") or {}
+    if entry.get("status") != "deleted" or deletion.get("state") != "deleting" or runs is None or steps is None:
+        return ""
+    if runs.find_one({"_id": deletion.get("run"), "state": "done"}, {"_id": 1}) is None:
+        return ""
+    step = steps.find_one({"run": deletion.get("run"), "room": entry["room"], "entry_id": entry["_id"],
+                           "outcome": "skipped"}, {"detail": 1, "reason": 1})
+    if step is None:
+        return ""
+    when = f"{deletion['at']:%Y-%m-%d}" if deletion.get("at") else "an unrecorded date"
+    return (f"its deletion, begun by run {deletion.get('run')} on {when}, was not finished: the run kept it "
+            f"({step.get('detail') or step.get('reason')})")
+
+
 def attachment_objects(entry: dict[str, Any]) -> list[str]:
     """The names of ENTRY's attachment objects: those it lists as fetched, and any in its objects."""
     listed = [f"attachment-{a.get('position')}" for a in entry.get("attachments") or [] if a.get("outcome") == "fetched"]
@@ -483,6 +502,7 @@ class VerifyReport:
     objects: int = 0  # stored objects checked against the index
     listed: int = 0  # keys listed in the store (each explained by the index, or a problem)
     tombstones: int = 0  # entries of deleted archives (retention, erasure): no objects expected
+    kept: list[str] = field(default_factory=list)  # tombstones whose deletion was begun, then kept whole (kept_whole)
     in_progress: int = 0  # entries still uploading within their lease
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -521,7 +541,8 @@ class Verifier:
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
-        self.steps: Any = None  # their steps: each tombstone is checked against its run's
+        self.steps: Any = None  # their steps: each tombstone is checked against its run's, and what a run that
+        # began a deletion then kept (kept_whole)
         self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
@@ -605,11 +626,24 @@ class Verifier:
             return None
         if entry.get("status") == "superseded":  # an attempt that never completed: no archive to check; the
             return None  # objects it left are listed on it (check_listing explains them) until deleted
-        opened = check_stored(entry, self.open_store(entry))
+        opened = self._kept_whole(entry, report) or check_stored(entry, self.open_store(entry))
         if entry.get("status") == "deleted":
             report.tombstones += 1
             opened.checks.append(self._deletion_run_check(entry))
         report.objects += len(opened.sealed)
+        return opened
+
+    def _kept_whole(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
+        """A tombstone whose deletion its run began, then kept (held: `kept_whole`), checked as the archive it
+        still is, and named as kept; None if it is not one, or if any object is not stored as recorded (then
+        the tombstone check names what is left)."""
+        why = kept_whole(self.runs, self.steps, entry)
+        if not why:
+            return None
+        opened = check_stored({**entry, "status": "archived"}, self.open_store(entry))
+        if not opened.ok:
+            return None
+        report.kept.append(f"{entry['room']} v{entry.get('version')}: {why}; every object is stored as recorded")
         return opened
 
     def _settle(self, opened: Opened | None, content: Any, report: VerifyReport,

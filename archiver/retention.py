@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -38,7 +39,8 @@ from archiver.mongo import index_uri, reachable, server_ms
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
-from archiver.runs import RunLedger, Step, Tally, described_counts, dry_run_report, iso, store_report, timed_steps
+from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_report, iso, report_keys, store_report,
+                           timed_steps)
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
@@ -149,7 +151,7 @@ class Deletions:
         resumed = run is not None
         if run is None:
             self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
-            run = self.ledger.begin(kind, now(), params, actor.as_dict())
+            run = self.ledger.begin(kind, now(), params, actor.as_dict(), self.policy.describe())
             self.ledger.record_plan(run, planner(_aware(run["as_of"])))
             run["state"] = "executing"
         if run["state"] == "executing":
@@ -182,12 +184,24 @@ class Deletions:
     def _finish(self, run: dict[str, Any], signer: Any, resumed: bool) -> RunResult:
         retain = now() + dt.timedelta(days=self.config["storage.retain_days"]) if self.lock_mode else None
         items = functools.partial(self.ledger.items, run["_id"])
-        body, location, summary = store_report(open_store(self.config), signer, run, items(), self.policy.describe(),
+        store = open_store(self.config)
+        body, location, summary = store_report(store, signer, run, items(), self._planned_under(run, store),
                                                retain, functools.partial(self.ledger.name_report_parts, run))
         self.ledger.runs.update_one({"_id": run["_id"]}, {"$set": {  # done once audited (_run_or_resume)
             "counts": body["counts"], "rooms_affected": body["rooms_affected"], "report": location}})
         event(f"{run['kind']}_run_finished", run=run["_id"], resumed=resumed, counts=body["counts"])
         return RunResult(body, resumed, location, items)
+
+    def _planned_under(self, run: dict[str, Any], store: ObjectStore) -> list[dict[str, Any]]:
+        """The policy RUN was planned under, which its report states (a resumed run stores the same report,
+        whatever the policy is today): as recorded when it began; for a run begun before runs recorded it,
+        as its report states if one was stored before a crash; else today's."""
+        if run.get("policy") is not None:
+            return run["policy"]
+        try:
+            return json.loads(store.get(report_keys(run["kind"], run["_id"])[0]))["policy"]
+        except (StoreError, ValueError, KeyError, TypeError):
+            return self.policy.describe()
 
     # -- executing one batch of steps ----------------------------------------------------------
 
@@ -195,12 +209,16 @@ class Deletions:
         """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
         the next run redo them, and every action is idempotent)."""
         rooms = sorted({step["room"] for step in batch})
+        run = self.ledger.runs.find_one({"_id": run_id}, {"kind": 1, "policy": 1, "as_of": 1}) or {}
         holds = self.holds.active()
         ctx = _Batch(
             entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
                 s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
             held=self.holds.held_rooms(rooms, holds), hold_ids={h["_id"] for h in holds},
-            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})})
+            sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
+            # resumed under a policy changed since the plan (or not recorded): each deletion is due today too
+            due_by=(_aware(run["as_of"]) if run.get("kind") == "retention" and run.get("as_of")
+                    and run.get("policy") != self.policy.describe() else None))
         done = []
         for step in batch:
             try:
@@ -227,6 +245,9 @@ class Deletions:
         cases = self._held_now(room, ctx)
         if cases:
             return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
+        kept = self._kept_by_policy_now(run_id, step, entry, ctx.due_by) if ctx.due_by else ""
+        if kept:
+            return "skipped", kept
         if action == "erase_personal":
             return self._erase_personal(run_id, entry)
         if action == "delete_leftovers":
@@ -246,6 +267,31 @@ class Deletions:
         if new:
             cases += self.holds.held_rooms([room], list(self.holds.holds.find({"_id": {"$in": new}}))).get(room, [])
         return sorted(set(cases))
+
+    def _kept_by_policy_now(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
+                            as_of: dt.datetime) -> str:
+        """Why today's policy keeps what STEP, planned under an earlier one, would delete ("" if it is due
+        today too, or its deletion has begun: a tombstone is finished). Never delete what today's policy keeps."""
+        if step["action"] not in ("delete_source", "delete_archive", "delete_leftovers") or (
+                step["action"] != "delete_source" and (entry is None or entry["status"] == "deleted")):
+            return ""
+        versions = list(self.entries.find({"room": step["room"], "status": {"$in": ["archived", "deleted"]}},
+                                          ENTRY_FIELDS).sort("version", 1))
+        # the rule the plan applied: by the room's latest version archived then (this run may have deleted some)
+        planned = [v for v in versions if v["status"] == "archived" or (v.get("deletion") or {}).get("run") == run_id]
+        rule = self.policy.rule_for((planned or versions)[-1]) if versions else None
+        if step["action"] == "delete_source":
+            what = "source_days"
+            since = next((v["archived_at"] for v in versions if v["version"] == step["version"]), None)
+        else:
+            what = "archive_days"
+            since = entry.get("archived_at") if step["action"] == "delete_archive" else entry.get("created_at")
+        days = getattr(rule, what) if rule else None
+        if since is not None and days is not None and _aware(since) + dt.timedelta(days=days) <= as_of:
+            return ""
+        today = f"rule {rule.name}: {what} {'none' if days is None else days}" if rule else "no rule applies"
+        return (f"kept: not due under today's policy ({today}); this run was planned under the policy its report "
+                "states and resumed after it changed")
 
     def _requeue(self, room: str) -> tuple[str, str]:
         job = self.queue.jobs.find_one({"_id": room}, {"kind": 1}) or {}
@@ -641,6 +687,7 @@ class _Batch:
     held: dict[str, list[str]]  # room -> cases holding it when the batch was read
     hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
+    due_by: dt.datetime | None = None  # the run's as_of, if its deletions are checked against today's policy
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

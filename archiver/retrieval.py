@@ -27,7 +27,7 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver import seals
-from archiver.integrity import Check, Opened, check_content, check_stored, made_at
+from archiver.integrity import Check, Opened, check_content, check_stored, kept_whole, made_at
 from archiver.index import index_database
 from archiver.names import safe_name
 from archiver.offline_checks import cms_command, pdf_command
@@ -58,7 +58,9 @@ class Request:
     trust: tuple[x509.Certificate, ...] = ()
 
 
-def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]:
+def find_entry(config: Config, room: str, version: int | None, kept: bool = False) -> dict[str, Any]:
+    """The latest archived entry of ROOM (or its VERSION); with KEPT, else a tombstone whose deletion was begun
+    and then kept (held: `kept_note`). NotFound if none."""
     db = index_database(config)
     query: dict[str, Any] = {"room": {"$eq": room}, "status": "archived"}
     if version is not None:
@@ -68,6 +70,8 @@ def find_entry(config: Config, room: str, version: int | None) -> dict[str, Any]
         which = f"version {version} of room" if version is not None else "room"
         tombstone = db[config["index.entries"]].find_one({**query, "status": "deleted"}, sort=[("version", DESCENDING)])
         if tombstone is not None:  # deleted on purpose: say by what, not "unknown"
+            if kept and kept_note(config, tombstone):
+                return tombstone
             raise _deleted(f"{which} {room!r}", tombstone)
         raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
     return entry
@@ -82,6 +86,13 @@ def _deleted(what: str, tombstone: dict[str, Any], meanwhile: str = "") -> NotFo
                     "the object hashes (`archiver verify`)")
 
 
+def kept_note(config: Config, tombstone: dict[str, Any]) -> str:
+    """Why TOMBSTONE's objects are still there ("" if they are not meant to be): its deletion was begun, then
+    kept by its run (`kept_whole`); such a version is served from its recorded objects, with this note."""
+    db = index_database(config)
+    return kept_whole(db[config["index.retention_runs"]], db[config["index.retention_steps"]], tombstone)
+
+
 def deleted_meanwhile(config: Config, entry: dict[str, Any]) -> None:
     """Raise NotFound if ENTRY, read as archived, is a tombstone now: its objects went missing because a
     retention run or erasure deleted it while it was being fetched, not because the archive is damaged."""
@@ -94,20 +105,27 @@ def retrieve(config: Config, request: Request, release: Callable[[Path], None] |
     """The folder written (OUT/<room>-v<N>); raises NotFound, EnvelopeError or VerificationFailed.
     RELEASE(folder) is called with every file written, before they become visible: if it raises, they are
     removed (the audit entry comes first)."""
-    entry = find_entry(config, request.room, request.version)
+    entry = find_entry(config, request.room, request.version, kept=True)
+    note = kept_note(config, entry) if entry["status"] == "deleted" else ""
     target = request.out / f"{safe_name(entry['room'])}-v{entry['version']}"
     if target.exists():
         raise FileExistsError(f"{target}: already there; not overwritten (choose another --out)")
     store = open_store_for(entry, config)
-    opened = check_stored(entry, store)
+    opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
     if opened.ok:
         check_content(opened, request.key, list(request.trust))
+    elif note:  # its deletion went on after all, or an object is not as recorded: not the archive it was
+        raise _deleted(f"version {entry['version']} of room {entry['room']!r}", entry,
+                       "; not every object is stored as recorded: " + "; ".join(opened.failures()))
     else:
         deleted_meanwhile(config, entry)  # missing because a run deleted it since it was read: NotFound
     proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures())
     report = _report(opened, request, store_location(store), proof)
+    if note:
+        report["note"] = (f"{note}; retrieved from its recorded objects, each checked against its recorded size "
+                          "and SHA-256")
     report["versions"] = room_versions(config, entry["room"])
     files = _files(opened, report)
     _write_all(target, files, release)

@@ -7,6 +7,9 @@ steps are executed (every action is idempotent: deleting what is gone is a no-op
 and a tombstone records its intent before any object goes), the done ones never
 again, so the final state and the report are those of an uninterrupted run. A run
 killed while planning deleted nothing; its partial plan is dropped and planned anew.
+A run records the policy it is planned under (`policy`), and its report states that one
+whoever resumes it; resumed under a changed policy, retention.py skips each pending
+deletion that policy no longer makes due (the report then differs by those items).
 A run is done only once its audit entry is written (retention.py): one whose entry the
 audit log refused stays `reporting`, and the next run of its kind writes it.
 
@@ -142,11 +145,13 @@ class RunLedger:
         return self.runs.find_one({"kind": kind, "state": {"$in": ["executing", "reporting"]}})
 
     def begin(self, kind: str, as_of: dt.datetime, params: dict[str, Any],
-              started_by: dict[str, str] | None = None) -> dict[str, Any]:
-        """A new run; STARTED_BY (who asked for it) stays on it whoever finishes it after a crash."""
+              started_by: dict[str, str] | None = None, policy: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A new run; STARTED_BY (who asked for it) stays on it whoever finishes it after a crash, and POLICY
+        (the one it is planned under, as its report states it) too."""
         run = {"_id": f"{kind}-{as_of.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}", "kind": kind,
                "state": "planning", "as_of": as_of, "started_at": now(), "params": params, "owner": self.owner,
-               **({"started_by": started_by} if started_by else {})}
+               **({"started_by": started_by} if started_by else {}),
+               **({"policy": policy} if policy is not None else {})}
         self.runs.insert_one(run)
         return run
 

@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         return _failed(exc, audited)
     print(visible(f"{args.room}: verified and written to {folder}"))
-    versions = json.loads((folder / "verification.json").read_text(encoding="utf-8"))["versions"]
+    written = json.loads((folder / "verification.json").read_text(encoding="utf-8"))
+    versions = written["versions"]
+    if written.get("note"):  # a version whose deletion was begun, then kept by a hold
+        print(visible(f"  NOTE: {written['note']}"))
     if len(versions) > 1:  # a version is a content, not "the" chat: say which others there are
         listed = ", ".join(f"v{v['version']} {v.get('status')}" + (f" ({v['kind']})" if v.get("kind") else "")
                            for v in versions)

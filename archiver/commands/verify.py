@@ -104,6 +104,7 @@ def _text(report) -> str:
     lines = [visible(f"PROBLEM {p}") for p in report.problems]  # room ids come from chats
     if report.problem_count > len(report.problems):
         lines.append(f"... and {report.problem_count - len(report.problems)} more")
+    lines.extend(visible(f"KEPT {kept}") for kept in report.kept)  # a deletion begun, then kept by a hold
     lines.append(("OK: " if report.ok else "FAILED: ") + _summary(report))
     if report.in_progress:
         lines.append(f"{report.in_progress} entr(ies) still being archived (within their lease): not checked")
