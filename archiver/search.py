@@ -261,7 +261,9 @@ _WEEK_WITHOUT_DAY = re.compile(r"\d{4}-?W\d{2}(?![-\d])")
 def parse_date(text: str, *, end: bool) -> dt.datetime:
     """ISO date or date-time (UTC unless it says otherwise); a date without a time part, however spelt
     (2026-11-26, 20261126, 2026-W48-4), as --to covers that whole day (to the millisecond MongoDB keeps).
-    A week without its day is refused: Python reads it as its Monday, which a hold by dates would keep alone."""
+    A week without its day is refused: Python reads it as its Monday, which a hold by dates would keep alone.
+    Returned in UTC; a time outside years 1-9999 there (9999-12-31T23:59:59-01:00) is refused: MongoDB
+    cannot store it, and a hold by it would stop every later retention run."""
     if _WEEK_WITHOUT_DAY.match(text):
         raise ValueError(f"{text!r} is a week without its day (say which: 2026-W48-1 ... 2026-W48-7, or give "
                          "--from its Monday and --to its Sunday)")
@@ -275,4 +277,9 @@ def parse_date(text: str, *, end: bool) -> dt.datetime:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside years 1-9999 in UTC") from None

@@ -272,7 +272,7 @@ def test_entries_hashed_before_marks_were_kept_are_still_found_by_their_pieces(m
     ("20261126", False, "2026-11-26T00:00:00+00:00"),
     ("9999-12-31", True, "9999-12-31T23:59:59.999000+00:00"),
     ("2026-11-26T00:00", True, "2026-11-26T00:00:00+00:00"),  # a time given: exactly that moment
-    ("2026-11-26T10:00+02:00", True, "2026-11-26T10:00:00+02:00"),
+    ("2026-11-26T10:00+02:00", True, "2026-11-26T08:00:00+00:00"),  # in UTC, as MongoDB keeps it
 ])
 def test_a_date_without_a_time_part_covers_its_whole_day_as_to(text, end, expected) -> None:
     from archiver.search import parse_date
