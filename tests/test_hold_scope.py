@@ -122,7 +122,7 @@ def test_a_hold_placed_during_an_erasure_keeps_a_chat_never_archived(make_config
     result = erase(config, customer)
     (item,) = result.report["items"]
     assert item["action"] == "delete_source" and item["outcome"] == "skipped", item
-    assert "held by case 'ACME v. Shop'" in item["reason"]
+    assert "held by case 'ACME v. Shop'" in item["detail"], item
     assert source(config).count_documents({}) == 1
 
 

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return _list(holds.listing(args.all), args.json)
     from archiver.retention import Deletions
 
-    store_of = Deletions(config).store_of
+    deletions = Deletions(config)
+    store_of = deletions.store_of
     log = open_audit_log(config)
     if args.action == "release":  # recorded first: a release lets retention delete what the case kept
         if not any(hold["case"] == args.case for hold in holds.active()):
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
                             ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
+    if args.customer is not None:  # entries that predate `opened_by` get it first, rather than all be held
+        deletions.derive_opened_by()
     try:
         hold = holds.place(filters, args.case, args.reason, actor.as_dict(), lambda hold: log.record(
             "hold_place", actor, outcome="started", reason=args.reason,
