@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import bson
+from bson.errors import BSONError
 
 from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summary
@@ -42,7 +43,7 @@ from archiver.runs import RunLedger, Step, Tally, described_counts, dry_run_repo
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
-from archiver.transcript import InvalidChat
+from archiver.transcript import InvalidChat, opener
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
@@ -262,13 +263,17 @@ class Deletions:
                  "deletion.personal_data_removed": {"$exists": False}}
         rooms, changed = sorted(set(self.entries.distinct("room", query))), 0
         for i in range(0, len(rooms), ROOM_BATCH):
-            contacts: dict[str, list[Any]] = {}
-            for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, {"id": 1, "userID": 1}):
-                contacts.setdefault(doc["id"], []).append(doc.get("userID"))
+            contacts: dict[str, list[str]] = {}
+            try:
+                for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, {"id": 1, "userID": 1}):
+                    if isinstance(doc.get("id"), str):  # (not an array holding the room)
+                        contacts.setdefault(doc["id"], []).append(opener(doc))
+            except BSONError:  # a contact MongoDB cannot decode: that batch stays unknown (held by customer holds)
+                continue
             for room, opened in contacts.items():
                 if len(opened) == 1:  # (two contacts for a room: which one opened it is not known)
                     changed += self.entries.update_many({**query, "room": room},
-                                                        {"$set": {"opened_by": _user_id(opened[0]) or None}}).modified_count
+                                                        {"$set": {"opened_by": opened[0] or None}}).modified_count
         return changed
 
     def _requeue(self, room: str) -> tuple[str, str]:
@@ -707,8 +712,8 @@ def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
 
 
 def _user_id(value: Any) -> str:
-    """A user id as the index writes it (text; a number as its digits), "" if none."""
-    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else ""
+    """A user id as the index writes it (as text, whatever its type), "" if none."""
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

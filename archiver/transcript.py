@@ -194,8 +194,13 @@ def normalise(
         events=tuple(events),
         notes=tuple(warnings),
         last_message_at=max(times) if times else None,
-        opened_by=_text(contact.get("userID")),
+        opened_by=opener(contact),
     )
+
+
+def opener(contact: Mapping[str, Any]) -> str:
+    """Who opened the contact (its userID), as the index's `opened_by` holds it; "" if it does not say."""
+    return _text(contact.get("userID"))
 
 
 def _warning(code: str, **values: Any) -> DataWarning:

@@ -74,6 +74,28 @@ def test_an_erasure_keeps_a_chat_held_by_an_agent_who_wrote_in_it_after_it_was_a
     assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
 
 
+def test_a_hold_placed_during_an_erasure_on_an_agent_who_wrote_since_keeps_source_and_archive(make_config,
+                                                                                                  monkeypatch) -> None:
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    doc = source(config).find_one({"room": chat["room"]})
+    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["content"]["user"]["isAgent"]))
+    message["data"]["content"]["user"]["id"] = "USER_agent_A@acd.example.com"
+    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": message}})
+    real = Deletions._execute
+
+    def hold_first(self, run_id, batch):
+        if not open_holds(config).active():
+            _place(config, "HR 12", agent="USER_agent_A@acd.example.com")
+        return real(self, run_id, batch)
+    monkeypatch.setattr(Deletions, "_execute", hold_first)
+    result = erase(config, customer_of(chat))
+    done = {(i["action"], i["version"]): (i["outcome"], i.get("detail", "")) for i in result.report["items"]}
+    assert set(done) == {("delete_source", None), ("delete_archive", 1)}, done
+    assert all(outcome == "skipped" and "held by case 'HR 12'" in detail for outcome, detail in done.values()), done
+    assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
+
+
 def test_an_erasure_keeps_a_held_chat_kept_from_the_archive_by_a_messages_field_of_its_own(make_config) -> None:
     config = retention_config(make_config, source__messages="messages")
     chat, contact = make_chat(random.Random(3), messages=6)
@@ -245,3 +267,21 @@ def test_a_hold_stored_with_a_year_10000_bound_holds_rather_than_crash_every_run
     erased = erase(config, customer_of(chat))
     _kept_by(erased, "C")
     assert source(config).count_documents({}) == 1
+
+
+def test_verify_names_an_opened_by_edited_in_the_index(make_config, keys) -> None:
+    """`opened_by` is what holds and search by customer select by: edited, it would hide a chat from them.
+    It is checked against the signed record's contact (an entry without it, from before, is held by every
+    hold by customer instead)."""
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import verify_archive
+
+    config = retention_config(make_config)
+    chat, customer = _opened_only(config)
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    assert verify_archive(config, None, key).ok
+    index(config).update_one({}, {"$set": {"opened_by": "1234567890123456"}})
+    (problem,) = verify_archive(config, None, key).problems
+    assert f"opened_by '1234567890123456' (record {customer!r})" in problem.problem, problem
+    index(config).update_one({}, {"$unset": {"opened_by": ""}})
+    assert verify_archive(config, None, key).ok
