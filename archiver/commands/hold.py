@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _option(p, "--case", case, metavar="NAME", help="place/release: the case name")
     _option(p, "--reason", case, metavar="TEXT", help="place/release: why")
     _option(p, "--room", place, help="place: this room")
-    _option(p, "--customer", place, metavar="ID", help="place: every chat this customer took part in")
+    _option(p, "--customer", place, metavar="ID", help="place: every chat this customer wrote in or opened")
     _option(p, "--agent", place, metavar="ID", help="place: every chat this agent took part in")
     _option(p, "--from", place, dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
     _option(p, "--to", place, dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
