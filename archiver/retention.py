@@ -231,7 +231,8 @@ class Deletions:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
         cases = self._held_now(room, ctx, loaded)
         if cases:
-            return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
+            return "skipped", (f"held by case {', '.join(map(repr, cases))} (found right before the deletion: placed, "
+                               "or the chat changed, after the plan was made)")
         if action == "erase_personal":
             return self._erase_personal(run_id, entry)
         if action == "delete_leftovers":
@@ -625,6 +626,8 @@ class Deletions:
             described = any(v["status"] in DESCRIBED for v in versions[room])
             cases = sorted({*held.get(room, ()), *self._source_holds(room, loaded[room], holds, described)})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
+            if kept and isinstance(chat, SourceProblem):  # why a hold by agent or customer could not be ruled out
+                kept += f" (the source chat cannot be read, so it cannot be ruled out: {chat.reason})"
             if chat is not None:
                 readable = chat.readable if isinstance(chat, SourceProblem) else chat  # (two contacts: both go)
                 yield (Step("skip", room, None, "erasure", f"source chat kept: {kept}") if kept else
