@@ -709,8 +709,8 @@ def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
             agent = user.get("isAgent")
             for role in (["agent" if agent else "customer"] if isinstance(agent, bool) else ["agent", "customer"]):
                 people[role].add(_user_id(user.get("id")))
-    if isinstance(contact, dict) and _user_id(contact.get("userID")):
-        people["customer"].add(_user_id(contact.get("userID")))
+    if isinstance(contact, dict) and opener(contact):
+        people["customer"].add(opener(contact))
     return people
 
 
