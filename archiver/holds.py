@@ -20,6 +20,8 @@ import logging
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
+import bson
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 
@@ -38,15 +40,32 @@ def filters_doc(filters: SearchFilters) -> dict[str, Any]:
 
 
 def filters_of(hold: dict[str, Any]) -> SearchFilters:
+    """HOLD's filters; a date bound outside years 1-9999 in UTC (stored before `hold place` refused them) is
+    left out, so the hold covers every date within its other filters rather than stop every run."""
     given = dict(hold["filters"])
     for name in _DATES:
         if name in given:
-            given[name] = dt.datetime.fromisoformat(given[name])
+            given[name] = _utc(given[name])
+            if given[name] is None:
+                del given[name]
+                event("hold_date_out_of_range", logging.WARNING, case=hold.get("case"), hold=hold.get("_id"),
+                      filter=name, value=hold["filters"][name])
     return SearchFilters(**given)
 
 
+def _utc(text: str) -> dt.datetime | None:
+    """TEXT (a stored date bound) in UTC, or None outside years 1-9999 there."""
+    value = dt.datetime.fromisoformat(text)
+    try:
+        return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    except OverflowError:
+        return None
+
+
 def describe(hold: dict[str, Any]) -> str:
-    scope = ", ".join(f"{k}={v}" for k, v in sorted(hold["filters"].items()))
+    scope = ", ".join(f"{k}={v}" + (" (outside years 1-9999 in UTC: not applied, every date is covered)"
+                                    if k in _DATES and _utc(v) is None else "")
+                      for k, v in sorted(hold["filters"].items()))
     return f"case {hold['case']!r} ({scope})"
 
 
@@ -75,7 +94,14 @@ class Holds:
             raise ValueError("a hold needs a scope: --room, --customer, --agent or search filters")
         hold = {"_id": uuid.uuid4().hex, "case": case, "reason": reason, "filters": filters_doc(filters),
                 "active": True, "placed_at": now(), "placed_by": actor}
-        self.query(hold)  # refused now, not at deletion: a filter that cannot be evaluated, another search key
+        late = [f"{name} {hold['filters'][name]}" for name in _DATES if name in hold["filters"]
+                and _utc(hold["filters"][name]) is None]
+        if late:  # (filters_of would leave it out)
+            raise ValueError(f"{', '.join(late)}: outside years 1-9999 in UTC; nothing stored")
+        try:  # refused now, not at deletion: a filter that cannot be evaluated, another search key, or stored
+            bson.encode(self.query(hold))
+        except (OverflowError, InvalidDocument) as exc:
+            raise ValueError(f"a hold by {filters.given()} cannot be stored in MongoDB ({exc}); nothing stored") from None
         if filters.text is not None and not words(filters.text):
             raise ValueError(f"--text {filters.text!r}: no word to hold by (only punctuation)")
         before_insert(hold)
@@ -94,7 +120,7 @@ class Holds:
         """The index entries HOLD covers. A hold by words fails closed: entries archived before word hashes
         were written cannot be told apart, so they are covered; under another key than the index's, words
         would match nothing, so that is a ConfigError (the run stops) rather than a hold that holds nothing."""
-        query = build_query(filters_of(hold), self.key)
+        query = build_query(filters_of(hold), self.key, opener_unknown=True)
         if "$or" not in query:  # no words
             return query
         if self.state is not None:

@@ -431,10 +431,24 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     if people is not None:
         for field, role in (("agents", "agent"), ("customers", "customer")):
             expected[field] = [p.get("user_id") for p in people if isinstance(p, dict) and p.get("role") == role]
+    if "opened_by" in entry:  # (an entry from before it was indexed has none: every hold by customer holds it)
+        expected["opened_by"] = _opened_by(doc)
     # A field removed from the entry counts too (every entry has had them all): it hides a chat as well.
     differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r})" for k, v in expected.items()
               if _shown(k, entry.get(k)) != v]
     return Check(what, not differ, "; ".join(differ))
+
+
+def _opened_by(doc: dict[str, Any]) -> str | None:
+    """The signed record's contact userID as the index writes it (transcript.opened_by), None without one."""
+    from bson import json_util
+
+    from archiver.transcript import opener
+
+    source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
+    contact = source.get("contact") if isinstance(source.get("contact"), dict) else {}
+    user = json_util.loads(json.dumps({"userID": contact.get("userID")}))["userID"]
+    return opener({"userID": user}) or None
 
 
 def _shown(name: str, value: Any) -> Any:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import bson
+from bson.errors import BSONError
 
 from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summary
@@ -44,12 +45,13 @@ from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_rep
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
-from archiver.transcript import InvalidChat
+from archiver.transcript import InvalidChat, opener
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
-PERSONAL_FIELDS = ("customers", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
+PERSONAL_FIELDS = ("customers", "opened_by", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
+DESCRIBED = ["archived", "deleted"]  # entries with a chat's metadata (not an attempt's or a superseded one)
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
             "quarantined": "quarantined"}
 
@@ -150,6 +152,7 @@ class Deletions:
         run = self.ledger.unfinished(kind)
         resumed = run is not None
         if run is None:
+            self.derive_opened_by()  # before holds are matched: an entry that predates it is held by any customer's
             self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
             run = self.ledger.begin(kind, now(), params, actor.as_dict(), self.policy.describe())
             self.ledger.record_plan(run, planner(_aware(run["as_of"])))
@@ -216,6 +219,7 @@ class Deletions:
                 s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
             held=self.holds.held_rooms(rooms, holds), hold_ids={h["_id"] for h in holds},
             sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
+            indexed=set(self.entries.distinct("room", {"room": {"$in": rooms}, "status": {"$in": DESCRIBED}})),
             # resumed under a policy changed since the plan (or not recorded): each deletion is due today too
             due_by=(_aware(run["as_of"]) if run.get("kind") == "retention" and run.get("as_of")
                     and run.get("policy") != self.policy.describe() else None))
@@ -239,12 +243,14 @@ class Deletions:
         entry, room = ctx.entries.get(step["entry_id"]), step["room"]
         # Right before the deletion, not only when the batch was read: a hold placed, or a chat changed,
         # while the batch runs still counts (a deletion cut short by a crash and held since is not finished).
-        loaded = self.source.load_many([room])[room] if action == "delete_source" else (None, None)
+        # The source too, while it is there: holds are matched against the people it names now.
+        loaded = self.source.load_many([room])[room] if action == "delete_source" or room in ctx.sources else (None, None)
         if action == "delete_source" and loaded[0] is None:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
-        cases = self._held_now(room, ctx)
+        cases = self._held_now(room, ctx, loaded)
         if cases:
-            return "skipped", f"held by case {', '.join(map(repr, cases))} (placed after the plan was made)"
+            return "skipped", (f"held by case {', '.join(map(repr, cases))} (found right before the deletion: placed, "
+                               "or the chat changed, after the plan was made)")
         kept = self._kept_by_policy_now(run_id, step, entry, ctx.due_by) if ctx.due_by else ""
         if kept:
             return "skipped", kept
@@ -259,13 +265,16 @@ class Deletions:
             return outcome
         return self._delete_archive(run_id, step, entry, room in ctx.sources)
 
-    def _held_now(self, room: str, ctx: "_Batch") -> list[str]:
-        """The cases holding ROOM now: as read for the batch, and by any hold placed since (one query for the
-        active holds' ids, however many there are; by id, not by time: the placer's clock may be behind)."""
+    def _held_now(self, room: str, ctx: "_Batch", loaded: tuple[Any, Any]) -> list[str]:
+        """The cases holding ROOM now: as read for the batch, by any hold placed since (one query for the
+        active holds, however many there are; by id, not by time: the placer's clock may be behind), and by
+        any active hold its source chat (LOADED, if still there) may fall under (_source_holds)."""
         cases = list(ctx.held.get(room, ()))
-        new = [h["_id"] for h in self.holds.holds.find({"active": True}, {"_id": 1}) if h["_id"] not in ctx.hold_ids]
+        active = list(self.holds.holds.find({"active": True}))
+        new = [h for h in active if h["_id"] not in ctx.hold_ids]
         if new:
-            cases += self.holds.held_rooms([room], list(self.holds.holds.find({"_id": {"$in": new}}))).get(room, [])
+            cases += self.holds.held_rooms([room], new).get(room, [])
+        cases += self._source_holds(room, loaded, active, room in ctx.indexed)
         return sorted(set(cases))
 
     def _kept_by_policy_now(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
@@ -292,6 +301,27 @@ class Deletions:
         today = f"rule {rule.name}: {what} {'none' if days is None else days}" if rule else "no rule applies"
         return (f"kept: not due under today's policy ({today}); this run was planned under the policy its report "
                 "states and resumed after it changed")
+
+    def derive_opened_by(self) -> int:
+        """`opened_by` (the contact's userID) for entries indexed before it was, from the source contact while
+        it is there (one contact document for the room); the entries set. Without it, every hold by customer
+        covers the entry (search.OPENER_UNKNOWN)."""
+        query = {"opened_by": {"$exists": False}, "status": {"$in": DESCRIBED},
+                 "deletion.personal_data_removed": {"$exists": False}}
+        rooms, changed = sorted(set(self.entries.distinct("room", query))), 0
+        for i in range(0, len(rooms), ROOM_BATCH):
+            contacts: dict[str, list[str]] = {}
+            try:
+                for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, {"id": 1, "userID": 1}):
+                    if isinstance(doc.get("id"), str):  # (not an array holding the room)
+                        contacts.setdefault(doc["id"], []).append(opener(doc))
+            except BSONError:  # a contact MongoDB cannot decode: that batch stays unknown (held by customer holds)
+                continue
+            for room, opened in contacts.items():
+                if len(opened) == 1:  # (two contacts for a room: which one opened it is not known)
+                    changed += self.entries.update_many({**query, "room": room},
+                                                        {"$set": {"opened_by": opened[0] or None}}).modified_count
+        return changed
 
     def _requeue(self, room: str) -> tuple[str, str]:
         job = self.queue.jobs.find_one({"_id": room}, {"kind": 1}) or {}
@@ -454,11 +484,15 @@ class Deletions:
         """Every step of a retention run as of AS_OF, room by room (rooms in order, streamed)."""
         for batch in self._room_batches({}):
             rooms = list(batch)
-            held = self.holds.held_rooms(rooms)
+            holds = self.holds.active()
+            held = self.holds.held_rooms(rooms, holds)
             jobs = {j["_id"]: j for j in self.queue.jobs.find({"_id": {"$in": rooms}})}
             rules = {room: self._rule(versions) for room, versions in batch.items()}
             wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
             loaded = self.source.load_many(wanted) if wanted else {}
+            for room in loaded:  # (a room with a rule has an archived version: the index describes it)
+                held[room] = sorted({*held.get(room, ()), *self._source_holds(room, loaded[room], holds, True)})
+            held = {room: cases for room, cases in held.items() if cases}
             for room in rooms:
                 yield from self._unfinished_steps(batch[room], held.get(room), as_of)
                 yield from self._leftover_steps(batch[room], self._rule(batch[room], any_status=True),
@@ -617,7 +651,8 @@ class Deletions:
 
     def plan_erasure(self, customer: str, reason: str) -> Callable[[dt.datetime], Iterator[Step]]:
         def plan(as_of: dt.datetime) -> Iterator[Step]:
-            rooms = set(self.entries.distinct("room", {"customers": {"$eq": customer}}))
+            rooms = set(self.entries.distinct("room", {"$or": [{"customers": {"$eq": customer}},
+                                                               {"opened_by": {"$eq": customer}}]}))
             rooms |= self.source.rooms_of_user(customer)
             ordered = sorted(rooms)
             for i in range(0, len(ordered), ROOM_BATCH):
@@ -625,7 +660,8 @@ class Deletions:
         return plan
 
     def _erasure_batch(self, rooms: list[str], customer: str, reason: str, as_of: dt.datetime) -> Iterator[Step]:
-        held = self.holds.held_rooms(rooms)
+        holds = self.holds.active()
+        held = self.holds.held_rooms(rooms, holds)
         versions: dict[str, list[dict[str, Any]]] = {room: [] for room in rooms}
         for entry in self.entries.find({"room": {"$in": rooms}}, ENTRY_FIELDS).sort([("room", 1), ("version", 1)]):
             versions[entry["room"]].append(entry)
@@ -633,8 +669,11 @@ class Deletions:
         why = f"erasure request: {reason}"
         for room in rooms:
             chat = loaded[room][0]
-            cases = held.get(room) or ([] if versions[room] else self._unarchived_holds(room, customer, chat))
+            described = any(v["status"] in DESCRIBED for v in versions[room])
+            cases = sorted({*held.get(room, ()), *self._source_holds(room, loaded[room], holds, described)})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
+            if kept and isinstance(chat, SourceProblem):  # why a hold by agent or customer could not be ruled out
+                kept += f" (the source chat cannot be read, so it cannot be ruled out: {chat.reason})"
             if chat is not None:
                 readable = chat.readable if isinstance(chat, SourceProblem) else chat  # (two contacts: both go)
                 yield (Step("skip", room, None, "erasure", f"source chat kept: {kept}") if kept else
@@ -661,21 +700,30 @@ class Deletions:
                 else:
                     yield Step("delete_archive", room, v["version"], "erasure", why, entry_id=v["_id"])
 
-    def _unarchived_holds(self, room: str, customer: str, chat: Any) -> list[str]:
-        """Holds that may cover a chat never archived (no index entry to match): by room, customer or agent
-        from its messages; a hold on any other filter cannot be ruled out, so it holds the chat too."""
-        people: dict[str, set[str]] = {"customer": {customer}, "agent": set()}
-        for message in (chat.get("messages") or []) if isinstance(chat, dict) else []:
-            user = ((message.get("data") or {}).get("content") or {}).get("user") or {}
-            if isinstance(user.get("id"), str):
-                people["agent" if user.get("isAgent") else "customer"].add(user["id"])
+    def _source_holds(self, room: str, loaded: tuple[Any, Any] | None, holds: list[dict[str, Any]],
+                      described: bool) -> list[str]:
+        """The cases of HOLDS that may cover ROOM's source chat as it is now (LOADED: chat, contact), whatever
+        the index shows: a failed attempt's entry names nobody, a chat changes after it was archived, one
+        never archived has no entry. Matched by room, customer (an author of its messages, or the contact's
+        userID: who opened it) and agent (an author). A hold on other filters too cannot be ruled out by the
+        people alone, so it holds the chat; one on other filters only is the index's to decide where it
+        DESCRIBED the room (an archived version or a tombstone). A chat that cannot be read cannot be ruled
+        out for any hold but one by another room."""
+        chat, contact = loaded or (None, None)
+        if chat is None:
+            return []
+        people = _source_people(chat, contact)
         found = []
-        for hold in self.holds.active():
+        for hold in holds:
             scope = hold["filters"]
-            plain = set(scope) <= {"room", "customer", "agent"}
-            if not plain or (scope.get("room", room) == room and scope.get("customer", customer) in people["customer"]
-                             and ("agent" not in scope or scope["agent"] in people["agent"])):
-                found.append(hold["case"])
+            if scope.get("room", room) != room:
+                continue
+            if people is not None and (
+                    (described and not {"room", "customer", "agent"} & set(scope))
+                    or scope.get("customer", "") not in people["customer"] | {""}
+                    or scope.get("agent", "") not in people["agent"] | {""}):
+                continue
+            found.append(hold["case"])
         return sorted(set(found))
 
 
@@ -687,7 +735,35 @@ class _Batch:
     held: dict[str, list[str]]  # room -> cases holding it when the batch was read
     hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
+    indexed: set[str]  # rooms with an archived version or a tombstone (whose metadata holds are matched by)
     due_by: dt.datetime | None = None  # the run's as_of, if its deletions are checked against today's policy
+
+
+def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
+    """Who a source chat names, by role: its messages' authors (under both roles where `isAgent` is not a
+    boolean) and, as a customer, the contact's userID; None if it cannot be read (a SourceProblem, messages
+    that are not an array of documents)."""
+    messages = chat.get("messages") if isinstance(chat, dict) else None
+    messages = [] if isinstance(chat, dict) and messages is None else messages
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return None
+    people: dict[str, set[str]] = {"customer": set(), "agent": set()}
+    for message in messages:
+        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        content = data.get("content") if isinstance(data.get("content"), dict) else {}
+        user = content.get("user") if isinstance(content.get("user"), dict) else {}
+        if _user_id(user.get("id")):
+            agent = user.get("isAgent")
+            for role in (["agent" if agent else "customer"] if isinstance(agent, bool) else ["agent", "customer"]):
+                people[role].add(_user_id(user.get("id")))
+    if isinstance(contact, dict) and opener(contact):
+        people["customer"].add(opener(contact))
+    return people
+
+
+def _user_id(value: Any) -> str:
+    """A user id as the index writes it (as text, whatever its type), "" if none."""
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

@@ -54,12 +54,13 @@ _WORD_BEFORE_FORMAT_2 = re.compile(r"\w+")
 _OPTIONAL_MARKS = re.compile("[\u0307\u064b-\u065f\u0670\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7]")
 # (field, why) for every index a search relies on; ArchiveIndex.ensure_indexes creates them.
 _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at", "--from/--to"),
-            ("agents", "--agent"), ("customers", "--customer"), ("ctlive_type", "--type"),
+            ("agents", "--agent"), ("customers", "--customer"), ("opened_by", "--customer (who opened the chat)"),
+            ("ctlive_type", "--type"),
             ("channel", "--channel"), ("service", "--service"), ("status", "--status"),
             ("terms", "--text")]
 # What --json prints for each entry: stable names, documented in docs/search.md.
 OUTPUT_FIELDS = ("room", "version", "status", "kind", "started_at", "ended_at", "ctlive_type", "channel",
-                 "service", "agents", "customers", "message_count", "archived_at", "store", "objects",
+                 "service", "agents", "customers", "opened_by", "message_count", "archived_at", "store", "objects",
                  "deletion")  # a tombstone's: which run deleted it, under which rule, when
 
 
@@ -142,17 +143,26 @@ def entry_terms(texts: Iterable[str], key: bytes) -> list[str]:
     return term_hashes(found, key)
 
 
-_EQUALITY = {"room": "room", "agent": "agents", "customer": "customers", "ctlive_type": "ctlive_type",
+_EQUALITY = {"room": "room", "agent": "agents", "ctlive_type": "ctlive_type",
              "channel": "channel", "service": "service", "status": "status"}
+# Entries indexed before `opened_by` was, that no retention run could derive it for (the contact gone).
+OPENER_UNKNOWN = {"opened_by": {"$exists": False}, "$or": [
+    {"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]}
 
 
-def build_query(filters: SearchFilters, key: bytes | None) -> dict[str, Any]:
-    """The MongoDB query for FILTERS; every value is data ($eq), never an operator."""
+def build_query(filters: SearchFilters, key: bytes | None, opener_unknown: bool = False) -> dict[str, Any]:
+    """The MongoDB query for FILTERS; every value is data ($eq), never an operator. A customer is one who
+    wrote in the chat (`customers`) or opened it (`opened_by`); OPENER_UNKNOWN (a hold's): or any customer,
+    for an entry that predates `opened_by` (it cannot be ruled out)."""
     query: dict[str, Any] = {}
     for name, field in _EQUALITY.items():
         value = getattr(filters, name)
         if value is not None:
             query[field] = {"$eq": _text(name, value)}
+    if filters.customer is not None:
+        customer = _text("customer", filters.customer)
+        query["$and"] = [{"$or": [{"customers": {"$eq": customer}}, {"opened_by": {"$eq": customer}},
+                                  *([OPENER_UNKNOWN] if opener_unknown else [])]}]
     ended: dict[str, dt.datetime] = {}
     if filters.ended_from is not None:
         ended["$gte"] = _date("ended_from", filters.ended_from)
@@ -261,7 +271,9 @@ _WEEK_WITHOUT_DAY = re.compile(r"\d{4}-?W\d{2}(?![-\d])")
 def parse_date(text: str, *, end: bool) -> dt.datetime:
     """ISO date or date-time (UTC unless it says otherwise); a date without a time part, however spelt
     (2026-11-26, 20261126, 2026-W48-4), as --to covers that whole day (to the millisecond MongoDB keeps).
-    A week without its day is refused: Python reads it as its Monday, which a hold by dates would keep alone."""
+    A week without its day is refused: Python reads it as its Monday, which a hold by dates would keep alone.
+    Returned in UTC; a time outside years 1-9999 there (9999-12-31T23:59:59-01:00) is refused: MongoDB
+    cannot store it, and a hold by it would stop every later retention run."""
     if _WEEK_WITHOUT_DAY.match(text):
         raise ValueError(f"{text!r} is a week without its day (say which: 2026-W48-1 ... 2026-W48-7, or give "
                          "--from its Monday and --to its Sunday)")
@@ -275,4 +287,9 @@ def parse_date(text: str, *, end: bool) -> dt.datetime:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside years 1-9999 in UTC") from None

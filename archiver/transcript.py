@@ -122,6 +122,7 @@ class Transcript:
     events: tuple[Event, ...] = field(default=())
     notes: tuple[DataWarning, ...] = field(default=())  # the data warnings, to be worded by a template
     last_message_at: dt.datetime | None = None  # the latest message time
+    opened_by: str = ""  # the contact's userID: the customer who opened it, whether or not they wrote
 
     def participant(self, user_id: str) -> Participant | None:
         return next((p for p in self.participants if p.user_id == user_id), None)
@@ -193,7 +194,13 @@ def normalise(
         events=tuple(events),
         notes=tuple(warnings),
         last_message_at=max(times) if times else None,
+        opened_by=opener(contact),
     )
+
+
+def opener(contact: Mapping[str, Any]) -> str:
+    """Who opened the contact (its userID), as the index's `opened_by` holds it; "" if it does not say."""
+    return _text(contact.get("userID"))
 
 
 def _warning(code: str, **values: Any) -> DataWarning:

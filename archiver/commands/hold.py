@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _option(p, "--case", case, metavar="NAME", help="place/release: the case name")
     _option(p, "--reason", case, metavar="TEXT", help="place/release: why")
     _option(p, "--room", place, help="place: this room")
-    _option(p, "--customer", place, metavar="ID", help="place: every chat this customer took part in")
+    _option(p, "--customer", place, metavar="ID", help="place: every chat this customer wrote in or opened")
     _option(p, "--agent", place, metavar="ID", help="place: every chat this agent took part in")
     _option(p, "--from", place, dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
     _option(p, "--to", place, dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return _list(holds.listing(args.all), args.json)
     from archiver.retention import Deletions
 
-    store_of = Deletions(config).store_of
+    deletions = Deletions(config)
+    store_of = deletions.store_of
     log = open_audit_log(config)
     if args.action == "release":  # recorded first: a release lets retention delete what the case kept
         if not any(hold["case"] == args.case for hold in holds.active()):
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
                             ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
+    if args.customer is not None:  # entries that predate `opened_by` get it first, rather than all be held
+        deletions.derive_opened_by()
     try:
         hold = holds.place(filters, args.case, args.reason, actor.as_dict(), lambda hold: log.record(
             "hold_place", actor, outcome="started", reason=args.reason,

@@ -1,0 +1,290 @@
+"""What a legal hold covers when the index does not show the link: deletions match holds against the source
+chat's current people too, a hold by customer covers chats the customer opened without writing in them, and a
+date bound outside years 1-9999 in UTC is refused (review "retention", findings 1, 2 and 7)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import random
+import uuid
+
+import pytest
+from bson.errors import InvalidBSON
+
+from archiver import artifacts
+from archiver.cli import main
+from archiver.holds import open_holds
+from archiver.mongo import connect
+from archiver.pipeline import Archiver
+from archiver.retention import Deletions
+from archiver.samples import make_chat
+from archiver.search import SearchFilters, open_search
+from archiver.source import ChatSource
+from archiver.store import StoreError
+from retention_helpers import (age, agent_of, archive, customer_of, erase, index, jobs, retention, retention_config,
+                               source)
+from test_holds import _toml
+from test_pipeline import build_failing_record_puts, recent_ms, seed
+
+LEGAL = {"user": "legal", "host": "h"}
+
+
+def _place(config, case="ACME v. Shop", **filters):
+    return open_holds(config).place(SearchFilters(**filters), case, "litigation", LEGAL)
+
+
+def _kept_by(result, case):
+    """The erasure's items for the source chat: kept, saying by which case."""
+    items = [i for i in result.report["items"] if i["version"] is None]
+    assert items and all(i["action"] == "skip" and f"held by case {case!r}" in i["reason"] for i in items), items
+
+
+# -- finding 1: an erasure matches holds against the source chat, not only the index -----------------------
+
+def test_an_erasure_keeps_a_held_chat_whose_only_entry_is_a_failed_attempt(make_config, monkeypatch) -> None:
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(40), messages=4, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    with monkeypatch.context() as patch:
+        patch.setattr(artifacts, "archive_in_worker",
+                      functools.partial(build_failing_record_puts, StoreError("connection reset")))
+        Archiver(config).run_pass()
+    (entry,) = list(index(config).find())
+    assert entry["status"] == "uploading" and "customers" not in entry and jobs(config).find_one()["state"] == "failed"
+    _place(config, customer=customer_of(chat))
+    result = erase(config, customer_of(chat))
+    _kept_by(result, "ACME v. Shop")
+    assert source(config).count_documents({}) == 1
+
+
+def test_an_erasure_keeps_a_chat_held_by_an_agent_who_wrote_in_it_after_it_was_archived(make_config) -> None:
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    doc = source(config).find_one({"room": chat["room"]})
+    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["content"]["user"]["isAgent"]))
+    message["data"]["content"]["user"]["id"] = "USER_agent_A@acd.example.com"
+    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": message}})
+    _place(config, "HR 12", agent="USER_agent_A@acd.example.com")
+    assert "USER_agent_A@acd.example.com" not in index(config).find_one()["agents"]
+    result = erase(config, customer_of(chat))
+    _kept_by(result, "HR 12")
+    assert [(i["action"], i["version"]) for i in result.report["items"] if i["action"] != "skip"] == []
+    assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
+
+
+def test_a_hold_placed_during_an_erasure_on_an_agent_who_wrote_since_keeps_source_and_archive(make_config,
+                                                                                                  monkeypatch) -> None:
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    doc = source(config).find_one({"room": chat["room"]})
+    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["content"]["user"]["isAgent"]))
+    message["data"]["content"]["user"]["id"] = "USER_agent_A@acd.example.com"
+    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": message}})
+    real = Deletions._execute
+
+    def hold_first(self, run_id, batch):
+        if not open_holds(config).active():
+            _place(config, "HR 12", agent="USER_agent_A@acd.example.com")
+        return real(self, run_id, batch)
+    monkeypatch.setattr(Deletions, "_execute", hold_first)
+    result = erase(config, customer_of(chat))
+    done = {(i["action"], i["version"]): (i["outcome"], i.get("detail", "")) for i in result.report["items"]}
+    assert set(done) == {("delete_source", None), ("delete_archive", 1)}, done
+    assert all(outcome == "skipped" and "held by case 'HR 12'" in detail for outcome, detail in done.values()), done
+    assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
+
+
+def test_an_erasure_keeps_a_held_chat_kept_from_the_archive_by_a_messages_field_of_its_own(make_config) -> None:
+    config = retention_config(make_config, source__messages="messages")
+    chat, contact = make_chat(random.Random(3), messages=6)
+    db = connect(config["mongodb.uri"])[config["source.database"]]
+    db.messages.insert_many(copy.deepcopy(chat["messages"]))
+    db.chats.insert_one({**{k: v for k, v in chat.items() if k != "messages"}, "messages": 6})
+    db.contacts.insert_one(copy.deepcopy(contact))
+    _place(config, "HR 12", agent=agent_of(chat))
+    result = erase(config, customer_of(chat))
+    (item,) = [i for i in result.report["items"] if i["version"] is None]
+    assert item["action"] == "skip" and "held by case 'HR 12' (the source chat cannot be read" in item["reason"], item
+    assert "a field 'messages' of its own" in item["reason"]
+    assert db.chats.count_documents({}) == 1 and db.messages.count_documents({}) == 6
+
+
+def test_an_erasure_keeps_a_chat_that_cannot_be_decoded_for_any_hold_not_by_another_room(make_config,
+                                                                                          monkeypatch) -> None:
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    index(config).delete_many({})  # never archived (an undecodable chat never is: it is quarantined)
+    real = ChatSource._load_many
+
+    def undecodable(self, rooms):
+        if chat["room"] in rooms:
+            raise InvalidBSON("year 10000 is out of range")
+        return real(self, rooms)
+    monkeypatch.setattr(ChatSource, "_load_many", undecodable)
+    _place(config, "Other room", room="CHAT_ANOTHER")  # rules nothing in: its room is another
+    _place(config, "HR 12", agent=agent_of(chat))
+    result = erase(config, customer_of(chat))
+    (item,) = [i for i in result.report["items"] if i["version"] is None]
+    assert item["action"] == "skip" and item["reason"].startswith(
+        "source chat kept: held by case 'HR 12' (the source chat cannot be read, so it cannot be ruled out: "), item
+    assert "MongoDB cannot decode it" in item["reason"]
+    assert source(config).count_documents({}) == 1
+
+
+def test_a_hold_placed_during_an_erasure_keeps_a_chat_never_archived(make_config, monkeypatch) -> None:
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    index(config).delete_many({})  # never archived: only the source knows it
+    customer = customer_of(chat)
+    real = Deletions._execute
+
+    def hold_first(self, run_id, batch):
+        _place(config, customer=customer)
+        return real(self, run_id, batch)
+    monkeypatch.setattr(Deletions, "_execute", hold_first)
+    result = erase(config, customer)
+    (item,) = result.report["items"]
+    assert item["action"] == "delete_source" and item["outcome"] == "skipped", item
+    assert "held by case 'ACME v. Shop'" in item["detail"], item
+    assert source(config).count_documents({}) == 1
+
+
+def test_a_hold_on_another_agent_or_room_does_not_stop_an_erasure_of_an_archived_chat(make_config) -> None:
+    """The source check holds what may be held, not everything: the erasure still erases."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    _place(config, "HR 12", agent="USER_someone_else@acd.example.com")
+    _place(config, "Subpoena", room="CHAT_ANOTHER")
+    result = erase(config, customer_of(chat))
+    assert source(config).count_documents({}) == 0 and index(config).find_one()["status"] == "deleted", \
+        result.report["items"]
+
+
+# -- finding 2: a hold by customer covers the chats the customer opened ------------------------------------
+
+def _opened_only(config, rng_seed=1):
+    """A chat whose customer opened the contact (its userID) but wrote nothing, archived."""
+    chat, contact = make_chat(random.Random(rng_seed), messages=4, start_ms=recent_ms(30))
+    chat["messages"] = [m for m in chat["messages"] if m["data"]["content"]["user"]["isAgent"]]
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    assert index(config).find_one({"room": chat["room"]})["customers"] == []
+    return chat, contact["userID"]
+
+
+def _contacts(config):
+    return connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+
+
+def test_a_hold_by_customer_keeps_a_chat_they_opened_without_writing_in_it(make_config) -> None:
+    config = retention_config(make_config, retention__delete_contacts=True)
+    chat, customer = _opened_only(config)
+    assert index(config).find_one()["opened_by"] == customer
+    _place(config, customer=customer)
+    age(config, 400)
+    result = retention(config)
+    assert source(config).count_documents({}) == 1 and _contacts(config).count_documents({}) == 1
+    assert index(config).find_one()["status"] == "archived", result.report["items"]
+
+
+@pytest.mark.parametrize("contact_left", [True, False])
+def test_a_hold_by_customer_keeps_an_entry_indexed_before_opened_by_was(make_config, contact_left) -> None:
+    """An entry archived before the index kept `opened_by`: matched by the source contact while it is there
+    (and the field re-derived from it), held by every customer hold once it is gone (cannot be ruled out)."""
+    config = retention_config(make_config)
+    chat, customer = _opened_only(config)
+    index(config).update_many({}, {"$unset": {"opened_by": ""}})
+    source(config).delete_many({})  # the source chat is gone already (retention deleted it)
+    if not contact_left:
+        _contacts(config).delete_many({})
+    _place(config, customer=customer)
+    age(config, 400)
+    result = retention(config)
+    entry = index(config).find_one()
+    assert entry["status"] == "archived", result.report["items"]
+    assert entry.get("opened_by") == (customer if contact_left else None)
+    if contact_left:  # re-derived: another customer's hold no longer holds it
+        open_holds(config).release("ACME v. Shop", "settled", LEGAL)
+        _place(config, "Other", customer="1234567890123456")
+        retention(config)
+        assert index(config).find_one()["status"] == "deleted"
+
+
+def test_search_by_customer_finds_the_chats_they_opened(make_config) -> None:
+    config = retention_config(make_config)
+    chat, customer = _opened_only(config)
+    found = list(open_search(config).find(SearchFilters(customer=customer)))
+    assert [(e["room"], e["opened_by"]) for e in found] == [(chat["room"], customer)]
+    assert list(open_search(config).find(SearchFilters(customer="1234567890123456"))) == []
+
+
+def test_an_erasure_removes_opened_by_from_its_tombstones(make_config) -> None:
+    config = retention_config(make_config)
+    chat, customer = _opened_only(config)
+    erase(config, customer)
+    entry = index(config).find_one()
+    assert entry["status"] == "deleted" and "opened_by" not in entry
+    assert "opened_by" in entry["deletion"]["personal_data_removed"]
+
+
+# -- finding 7: a date bound of year 10000 in UTC -----------------------------------------------------------
+
+@pytest.mark.parametrize("option, value", [("--to", "9999-12-31T23:59:59-01:00"),
+                                           ("--from", "0001-01-01T00:30:00+01:00")])
+def test_hold_place_refuses_a_date_outside_years_1_to_9999_in_utc(make_config, tmp_path, capsys, option,
+                                                                    value) -> None:
+    config = retention_config(make_config)
+    archive(config, 1)
+    toml = _toml(config, tmp_path)
+    capsys.readouterr()
+    assert main(["--config", toml, "hold", "place", option, value, "--case", "C", "--reason", "r"]) == 2
+    err = capsys.readouterr().err
+    assert option in err and value in err, err
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    assert db[config["index.holds"]].count_documents({}) == 0 and db[config["index.audit"]].count_documents({}) == 0
+    assert main(["--config", toml, "search", option, value]) == 2
+
+
+def test_a_hold_whose_query_cannot_be_encoded_is_refused_before_it_is_stored(make_config) -> None:
+    config = retention_config(make_config)
+    late = dt.datetime.fromisoformat("9999-12-31T23:59:59-01:00")
+    audited = []
+    with pytest.raises(ValueError, match="ended_to"):
+        open_holds(config).place(SearchFilters(ended_to=late), "C", "r", LEGAL, audited.append)
+    assert audited == [] and open_holds(config).listing(everything=True) == []
+
+
+def test_a_hold_stored_with_a_year_10000_bound_holds_rather_than_crash_every_run(make_config) -> None:
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    age(config, 400)
+    open_holds(config).holds.insert_one({  # as `hold place` stored it before dates were checked
+        "_id": uuid.uuid4().hex, "case": "C", "reason": "r", "filters": {"ended_to": "9999-12-31T23:59:59-01:00"},
+        "active": True, "placed_at": dt.datetime.now(dt.timezone.utc), "placed_by": LEGAL})
+    result = retention(config)
+    assert result.ok and source(config).count_documents({}) == 1, result.report["items"]
+    assert index(config).find_one()["status"] == "archived"
+    assert any("held by case 'C'" in i["reason"] for i in result.report["items"])
+    erased = erase(config, customer_of(chat))
+    _kept_by(erased, "C")
+    assert source(config).count_documents({}) == 1
+
+
+def test_verify_names_an_opened_by_edited_in_the_index(make_config, keys) -> None:
+    """`opened_by` is what holds and search by customer select by: edited, it would hide a chat from them.
+    It is checked against the signed record's contact (an entry without it, from before, is held by every
+    hold by customer instead)."""
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import verify_archive
+
+    config = retention_config(make_config)
+    chat, customer = _opened_only(config)
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    assert verify_archive(config, None, key).ok
+    index(config).update_one({}, {"$set": {"opened_by": "1234567890123456"}})
+    (problem,) = verify_archive(config, None, key).problems
+    assert f"opened_by '1234567890123456' (record {customer!r})" in problem.problem, problem
+    index(config).update_one({}, {"$unset": {"opened_by": ""}})
+    assert verify_archive(config, None, key).ok
