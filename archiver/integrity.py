@@ -40,6 +40,7 @@ from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
+from archiver.mongo import stored_time as _parse_time  # index times, and the stand-in's dates as text
 from archiver.names import safe_name
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
@@ -439,17 +440,6 @@ def _archived_at_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
         return Check(what, False, f"generated_at {doc.get('generated_at')!r}, archived_at {entry.get('archived_at')!r}")
     ok = made - CLOCK_SKEW <= indexed <= made + INDEXED_WITHIN
     return Check(what, ok, f"generated_at {made.isoformat()}, archived_at {indexed.isoformat()}")
-
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    """VALUE as an aware time: a datetime (MongoDB's are UTC), or ISO 8601 text (the record's; and what the
-    wire-protocol stand-in returns for dates)."""
-    if not isinstance(value, dt.datetime):
-        try:
-            value = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _attachment_checks(doc: dict[str, Any], entry: dict[str, Any]) -> list[Check]:

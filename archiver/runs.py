@@ -43,6 +43,7 @@ from archiver.certificates import NotValidNow
 from archiver.claims import now, worker_id
 from archiver.logs import event
 from archiver.mongo import server_ms
+from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 from archiver.signing import Signer
 from archiver.store import ObjectExists, ObjectStore, store_location
 from archiver.visible import utf8_safe
@@ -80,10 +81,6 @@ class RunBusy(RuntimeError):
 class ReportUnsigned(RuntimeError):
     """A run's report could not be signed (its certificate expired during the run): the run stays unfinished, and
     the next run of its kind signs and stores the report."""
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def iso(value: dt.datetime) -> str:
