@@ -474,6 +474,8 @@ class VerifyReport:
     listed: int = 0  # keys listed in the store (each explained by the index, or a problem)
     tombstones: int = 0  # entries of deleted archives (retention, erasure): no objects expected
     in_progress: int = 0  # entries still uploading within their lease
+    awaiting_retry: int = 0  # entries left uploading by an attempt that failed, which the job queue retries
+    retries: list[str] = field(default_factory=list)  # those, named (up to MAX_PROBLEMS_KEPT): information
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
     with_key: bool = False
@@ -511,6 +513,7 @@ class Verifier:
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
+        self.jobs: Any = None  # the job queue: an interrupted attempt whose job will retry it is no problem
         self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
@@ -557,6 +560,20 @@ class Verifier:
         return Check("deleted by a run on record (retention or erasure)", self._known_runs[run],
                      "" if self._known_runs[run] else f"no run {run!r} in {self.runs.name}")
 
+    def _retry_of(self, room: str) -> str:
+        """How the job queue will take ROOM up again ("": it will not: done, quarantined, or no job)."""
+        job = self.jobs.find_one({"_id": room}, {"state": 1, "available_at": 1, "last_error": 1}) if self.jobs is not None else None
+        state = (job or {}).get("state")
+        if state not in ("failed", "pending", "claimed"):
+            return ""
+        at = job.get("available_at")
+        when = dt.datetime.fromtimestamp(at / 1000, dt.timezone.utc).isoformat(timespec="seconds") if isinstance(
+            at, (int, float)) else "?"
+        if state == "claimed":
+            return f"its job is claimed by a worker (lease until {when})"
+        why = f" after: {job.get('last_error')}" if state == "failed" and job.get("last_error") else ""
+        return f"its job is {state}, retried from {when}{why}"
+
     def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
@@ -564,8 +581,13 @@ class Verifier:
         if entry.get("status") == "uploading":
             created = entry.get("created_at")
             begun = _parse_time(created) if created is not None else None
+            retry = self._retry_of(room)
             if begun is not None and begun > dt.datetime.now(dt.timezone.utc) - self.lease:
                 report.in_progress += 1
+            elif retry:
+                report.awaiting_retry += 1
+                if len(report.retries) < MAX_PROBLEMS_KEPT:
+                    report.retries.append(f"{room} v{version}: left 'uploading' since {created}; {retry}")
             else:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
                                                   "an interrupted archive that no pass has completed"))
@@ -742,6 +764,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
                         config if redaction else None)
     verifier.explain_more = seals.SealBook(config).explained
     verifier.runs = index_database(config)[config["index.retention_runs"]]
+    verifier.jobs = index_database(config)[config["index.jobs"]]
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it
