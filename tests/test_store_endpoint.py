@@ -100,3 +100,14 @@ def test_a_recorded_endpoint_that_cannot_be_reached_is_named_as_the_entrys_not_t
     assert code not in (0, 3), err
     assert f"endpoint recorded in the index entry {recorded}" in err, err
     assert f"storage.endpoint_url {recorded}" not in err, err
+
+
+@pytest.mark.parametrize("url", ["s3://b/p", "s3://b/p/", "s3://b", "s3://b/a/b/", "file:///{tmp}/x/../y"])
+def test_the_configured_store_is_recognised_as_an_entry_records_it(make_config, tmp_path, url) -> None:
+    """open_store_for compares the entry's store URL with storage.url as a store opened from it names itself,
+    without opening it (a local store would be created on the way)."""
+    from archiver.store import _configured_url, open_store, store_location
+
+    config = make_config(storage__url=url.replace("/{tmp}", str(tmp_path)))
+    assert not (tmp_path / "y").exists()
+    assert _configured_url(config) == store_location(open_store(config, writable=False))["url"]

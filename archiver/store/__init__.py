@@ -65,13 +65,25 @@ def open_store_for(entry: dict[str, Any], config: Config) -> ObjectStore:
     when ENTRY records the same store URL, or none (old entries); a store the configuration no longer
     names at the endpoint ENTRY recorded, the only address known for it."""
     where = entry.get("store") or {}
-    configured = open_store(config, writable=False)
-    if not where.get("url") or where["url"] == store_location(configured)["url"]:
-        return configured
+    if not where.get("url") or where["url"] == _configured_url(config):
+        return open_store(config, writable=False)
     store = open_store(config.with_overrides(**{"storage.url": where["url"],
                                                 "storage.endpoint_url": where.get("endpoint_url", "")}), writable=False)
     store.recorded = True  # messages name the entry's record as the source, not the settings
     return store
+
+
+def _configured_url(config: Config) -> str:
+    """storage.url as the store opened from it names itself (store_location), without opening it: a local
+    one would be created."""
+    url = config["storage.url"]
+    parsed = urlparse(url)
+    if not url:
+        return ""
+    if parsed.scheme == "file":
+        return f"file://{Path(parsed.path).resolve()}"
+    prefix = parsed.path.strip("/")
+    return _without_userinfo(f"s3://{parsed.netloc}/{prefix + '/' if prefix else ''}")
 
 
 def _without_userinfo(url: str) -> str:
