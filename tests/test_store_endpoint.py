@@ -94,12 +94,13 @@ def test_a_recorded_endpoint_that_cannot_be_reached_is_named_as_the_entrys_not_t
     moved = _moved_to_another_bucket(config, moto_endpoint)
     recorded = f"http://127.0.0.1:{free_port()}"
     index(config).update_many({}, {"$set": {"store.endpoint_url": recorded}})
-    code = _cli(moved.with_overrides(**{"storage.endpoint_url": moto_endpoint}), tmp_path,
-                *_commands(entry, keys, tmp_path)["retrieve"])
-    err = capsys.readouterr().err
-    assert code not in (0, 3), err
-    assert f"endpoint recorded in the index entry {recorded}" in err, err
-    assert f"storage.endpoint_url {recorded}" not in err, err
+    for name in ("retrieve", "bundle", "verify ROOM"):
+        code = _cli(moved.with_overrides(**{"storage.endpoint_url": moto_endpoint}), tmp_path,
+                    *_commands(entry, keys, tmp_path)[name])
+        err = capsys.readouterr().err
+        assert code not in (0, 3), (name, err)
+        assert f"endpoint recorded in the index entry {recorded}" in err, (name, err)
+        assert f"storage.endpoint_url {recorded}" not in err, (name, err)
 
 
 @pytest.mark.parametrize("url", ["s3://b/p", "s3://b/p/", "s3://b", "s3://b/a/b/", "file:///{tmp}/x/../y"])
