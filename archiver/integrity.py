@@ -562,13 +562,15 @@ class Verifier:
 
     def _retry_of(self, room: str) -> str:
         """How the job queue will take ROOM up again ("": it will not: done, quarantined, or no job)."""
-        job = self.jobs.find_one({"_id": room}, {"state": 1, "available_at": 1, "last_error": 1}) if self.jobs is not None else None
-        state = (job or {}).get("state")
+        if self.jobs is None:
+            return ""
+        job = self.jobs.find_one({"_id": room}, {"state": 1, "available_at": 1, "last_error": 1}) or {}
+        state = job.get("state")
         if state not in ("failed", "pending", "claimed"):
             return ""
-        at = job.get("available_at")
-        when = dt.datetime.fromtimestamp(at / 1000, dt.timezone.utc).isoformat(timespec="seconds") if isinstance(
-            at, (int, float)) else "?"
+        at = job.get("available_at")  # epoch milliseconds
+        when = (dt.datetime.fromtimestamp(at / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+                if isinstance(at, (int, float)) else "?")
         if state == "claimed":
             return f"its job is claimed by a worker (lease until {when})"
         why = f" after: {job.get('last_error')}" if state == "failed" and job.get("last_error") else ""
