@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from archiver.attachments import FAILED, FETCHED, Attachment, Kept
+from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 
@@ -94,7 +95,3 @@ def improved(fetched: Iterable[Attachment], retry: Retry) -> bool:
 
 def backoff(retries: int, base_seconds: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(max(base_seconds, 1) * 2 ** retries, MAX_BACKOFF_SECONDS))
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

@@ -38,7 +38,7 @@ from archiver.audit import AuditLog
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.integrity import Check, Opened, check_content, check_stored
-from archiver.names import safe_name
+from archiver.names import file_stem
 from archiver.offline_checks import cms_command, pdf_command, timestamp_command
 from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, deleted_meanwhile, find_entry,
                                seal_check)
@@ -187,6 +187,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
     sums: list[str] = []  # "<sha256>  <path>": one short line per file
     manifest: list[dict[str, Any]] = []
     rooms: list[dict[str, Any]] = []
+    present: dict[str, str] = {}  # room folders so far, case-folded (names.file_stem)
     failures: list[str] = []
     failed = 0
 
@@ -217,7 +218,10 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
             if len(failures) < FAILURES_NAMED:
                 failures.append(visible(f"{room} v{version}: " + "; ".join(opened.failures())))  # one line each
         elif not failed:  # after a failure nothing more is written: the bundle will not be kept
-            folder = f"rooms/{safe_name(room)}-v{version}"
+            suffix = f"-v{version}"
+            name = file_stem(room, present, [suffix]) + suffix
+            present[name.casefold()] = name
+            folder = f"rooms/{name}"
             for name, data in _files(opened, _report(opened, bundle.request, location, proof)).items():
                 add(f"{folder}/{name}", data)
                 attached = attached or name.startswith("attachments/")

@@ -40,6 +40,7 @@ from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
+from archiver.mongo import stored_time as _parse_time  # index times, and the stand-in's dates as text
 from archiver.names import safe_name
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
@@ -474,17 +475,6 @@ def _archived_at_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     return Check(what, ok, f"generated_at {made.isoformat()}, archived_at {indexed.isoformat()}")
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
-    """VALUE as an aware time: a datetime (MongoDB's are UTC), or ISO 8601 text (the record's; and what the
-    wire-protocol stand-in returns for dates)."""
-    if not isinstance(value, dt.datetime):
-        try:
-            value = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 def _attachment_checks(doc: dict[str, Any], entry: dict[str, Any]) -> list[Check]:
     """The signed record names each stored attachment's plaintext SHA-256: an attachment swapped in
     the store and the index alike is caught here."""
@@ -518,6 +508,8 @@ class VerifyReport:
     tombstones: int = 0  # entries of deleted archives (retention, erasure): no objects expected
     kept: list[str] = field(default_factory=list)  # tombstones whose deletion was begun, then kept whole (kept_whole)
     in_progress: int = 0  # entries still uploading within their lease
+    awaiting_retry: int = 0  # entries left uploading by an attempt that failed, which the job queue retries
+    retries: list[str] = field(default_factory=list)  # those, named (up to MAX_PROBLEMS_KEPT): information
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
     with_key: bool = False
@@ -557,6 +549,7 @@ class Verifier:
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
         self.steps: Any = None  # their steps: each tombstone is checked against its run's, and what a run that
         # began a deletion then kept (kept_whole)
+        self.jobs: Any = None  # the job queue: an interrupted attempt whose job will retry it is no problem
         self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
@@ -625,6 +618,22 @@ class Verifier:
                                       + f" in {self.steps.name} records deleting it")
         return Check(what, True)
 
+    def _retry_of(self, room: str) -> str:
+        """How the job queue will take ROOM up again ("": it will not: done, quarantined, or no job)."""
+        if self.jobs is None:
+            return ""
+        job = self.jobs.find_one({"_id": room}, {"state": 1, "available_at": 1, "last_error": 1}) or {}
+        state = job.get("state")
+        if state not in ("failed", "pending", "claimed"):
+            return ""
+        at = job.get("available_at")  # epoch milliseconds
+        when = (dt.datetime.fromtimestamp(at / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+                if isinstance(at, (int, float)) else "?")
+        if state == "claimed":
+            return f"its job is claimed by a worker (lease until {when})"
+        why = f" after: {job.get('last_error')}" if state == "failed" and job.get("last_error") else ""
+        return f"its job is {state}, retried from {when}{why}"
+
     def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
@@ -632,8 +641,13 @@ class Verifier:
         if entry.get("status") == "uploading":
             created = entry.get("created_at")
             begun = _parse_time(created) if created is not None else None
+            retry = self._retry_of(room)
             if begun is not None and begun > dt.datetime.now(dt.timezone.utc) - self.lease:
                 report.in_progress += 1
+            elif retry:
+                report.awaiting_retry += 1
+                if len(report.retries) < MAX_PROBLEMS_KEPT:
+                    report.retries.append(f"{room} v{version}: left 'uploading' since {created}; {retry}")
             else:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
                                                   "an interrupted archive that no pass has completed"))
@@ -899,6 +913,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
     verifier.explain_more = seals.SealBook(config).explained
     verifier.runs = index_database(config)[config["index.retention_runs"]]
     verifier.steps = index_database(config)[config["index.retention_steps"]]
+    verifier.jobs = index_database(config)[config["index.jobs"]]
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it

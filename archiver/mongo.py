@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import threading
@@ -107,3 +108,17 @@ def server_ms(db: Database) -> int:
         return time.time_ns() // 1_000_000
     answer = db.command("hello", codec_options=CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS))
     return int(answer["localTime"])
+
+
+def stored_time(value: Any) -> dt.datetime | None:
+    """A time read back from the index (or a signed record) as an aware UTC datetime, None if VALUE is none:
+    a datetime (naive ones are UTC, as MongoDB keeps them), or ISO 8601 text (a record's; and what the
+    wire-protocol stand-in nx-27017 0.8.1 returns for a top-level date written with $set)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

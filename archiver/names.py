@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 MAX_LENGTH = 120
 HASH_CHARS = 32  # 128 bits
@@ -22,6 +22,35 @@ def safe_name(room: str) -> str:
     cleaned = _UNSAFE.sub("_", room).lstrip(".")[:MAX_LENGTH] or "room"
     if cleaned == room and room == _canonical_case(room):
         return room
+    return _hashed(room, cleaned)
+
+
+def file_stem(room: str, present: Mapping[str, str] | None = None, suffixes: Iterable[str] = ("",)) -> str:
+    """The stem of ROOM's files in an output folder (render and export --out: `<stem>.pdf`, ...; a retrieval's
+    and a case bundle's `<stem>-v<N>`; SUFFIXES are what follows the stem): ROOM itself when it is a safe name,
+    whatever its case, else safe_name's cleaned prefix, `~` and hash.
+
+    PRESENT maps the names already in that folder, case-folded, to themselves (see folded). When one of ours
+    equals one of them but for case (another room's: r1.pdf beside R1.pdf), ROOM gets the hashed name: a
+    folder's names stay one-to-one on a file system that ignores case, and once copied or unzipped onto one.
+    Its own name (the same room written before) is kept, and the writer refuses to overwrite it.
+    """
+    cleaned = _UNSAFE.sub("_", room).lstrip(".")[:MAX_LENGTH] or "room"
+    if cleaned != room:
+        return _hashed(room, cleaned)
+    for suffix in suffixes:
+        there = (present or {}).get((room + suffix).casefold())
+        if there is not None and there != room + suffix:
+            return _hashed(room, cleaned)
+    return room
+
+
+def folded(names: Iterable[str]) -> dict[str, str]:
+    """NAMES (a folder's) by their case-folded form, for file_stem."""
+    return {name.casefold(): name for name in names}
+
+
+def _hashed(room: str, cleaned: str) -> str:
     return f"{cleaned}~{hashlib.sha256(room.encode('utf-8', 'surrogatepass')).hexdigest()[:HASH_CHARS]}"
 
 

@@ -14,7 +14,7 @@ from archiver.claims import now
 from archiver.config import Config
 from archiver.files import publish
 from archiver.inputs import ParsedDocument, describe, read_file
-from archiver.names import safe_name
+from archiver.names import file_stem, folded
 from archiver.source import SourceProblem
 from archiver.transcript import InvalidChat, has_ended
 
@@ -32,16 +32,19 @@ class Outcome:
         return not self.problems
 
 
-def write_plaintext(plain: Plaintext, out: Path) -> list[Path]:
+def write_plaintext(plain: Plaintext, out: Path, present: dict[str, str] | None = None) -> list[Path]:
     """Write <room>.pdf, <room>.json and <room>.json.p7s into OUT: all three or none, never
-    replacing or following anything already there (a symlink included)."""
+    replacing or following anything already there (a symlink included). PRESENT: OUT's names as
+    names.folded gives them, kept up to date here (read from OUT when not given)."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = safe_name(plain.transcript.room)
+    present = folded(os.listdir(out)) if present is None else present
+    stem = file_stem(plain.transcript.room, present, SUFFIXES.values())
     targets = {name: out / (stem + suffix) for name, suffix in SUFFIXES.items()}
     clashes = [str(p) for p in targets.values() if os.path.lexists(p)]
     if clashes:
         raise FileExistsError(f"{', '.join(clashes)} already exist; not overwritten")
     publish([(targets[name], data) for name, data in plain.files().items()], 0o640)
+    present.update(folded(p.name for p in targets.values()))
     return list(targets.values())
 
 
@@ -51,6 +54,7 @@ def render_file(config: Config, source: Path, out: Path, contacts: Path | None =
     builder = ArtifactBuilder.from_config(config, encrypt=False)
     outcome = Outcome()
     chats = read_file(source)
+    present = folded(os.listdir(out)) if out.is_dir() else {}  # OUT's names, as the chats are written
     if not chats:
         outcome.problems.append(f"no document found in {source}")
     joined = read_contacts(contacts, outcome) if contacts else Contacts()
@@ -64,7 +68,7 @@ def render_file(config: Config, source: Path, out: Path, contacts: Path | None =
             contact = joined.contact(chat.get("room"))
             kind = "ended" if has_ended(chat) else "interim"
             plain = builder.plaintext(chat, contact, kind, version=1, generated_at=now())
-            paths = write_plaintext(plain, out)
+            paths = write_plaintext(plain, out, present)
         except (InvalidChat, FileExistsError, NotValidNow) as exc:
             outcome.problems.append(f"{where}: {exc}")
             continue

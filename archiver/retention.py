@@ -37,6 +37,7 @@ from archiver.holds import Holds, open_holds
 from archiver.integrity import check_stored
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable, server_ms
+from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
@@ -73,12 +74,6 @@ class RunResult:
         if "items" in self.report or self.stored_items is None:
             return iter(self.report["items"])
         return self.stored_items()
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 class Deletions:

@@ -29,7 +29,7 @@ from archiver.envelope import RecipientKey
 from archiver import seals
 from archiver.integrity import Check, Opened, check_content, check_stored, kept_whole, made_at
 from archiver.index import index_database
-from archiver.names import safe_name
+from archiver.names import file_stem, folded
 from archiver.offline_checks import cms_command, pdf_command
 from archiver.visible import visible
 from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
@@ -107,7 +107,9 @@ def retrieve(config: Config, request: Request, release: Callable[[Path], None] |
     removed (the audit entry comes first)."""
     entry = find_entry(config, request.room, request.version, kept=True)
     note = kept_note(config, entry) if entry["status"] == "deleted" else ""
-    target = request.out / f"{safe_name(entry['room'])}-v{entry['version']}"
+    suffix = f"-v{entry['version']}"
+    present = folded(os.listdir(request.out)) if request.out.is_dir() else {}
+    target = request.out / f"{file_stem(entry['room'], present, [suffix])}{suffix}"
     if target.exists():
         raise FileExistsError(f"{target}: already there; not overwritten (choose another --out)")
     store = open_store_for(entry, config)

@@ -47,6 +47,7 @@ from archiver.claims import now, worker_id
 from archiver.logs import event
 from archiver.mongo import server_ms
 from archiver.seals import _check_signature
+from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 from archiver.signing import Signer
 from archiver.store import ObjectExists, ObjectStore, store_location
 from archiver.visible import utf8_safe
@@ -84,10 +85,6 @@ class RunBusy(RuntimeError):
 class ReportUnsigned(RuntimeError):
     """A run's report could not be signed (its certificate expired during the run): the run stays unfinished, and
     the next run of its kind signs and stores the report."""
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def iso(value: dt.datetime) -> str:

@@ -21,7 +21,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from archiver.claims import WorkQueue, now, waiting_since
 from archiver.config import Config
 from archiver.logs import event
-from archiver.mongo import index_uri, reachable
+from archiver.mongo import index_uri, reachable, stored_time
 from archiver.redact import redact
 from archiver.visible import utf8_safe
 
@@ -113,9 +113,8 @@ def _iso(value: Any) -> str | None:
     """A time as ISO 8601 UTC: datetimes as stored, or epoch milliseconds (the queue's times)."""
     if isinstance(value, (int, float)):
         value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
-    if not isinstance(value, dt.datetime):
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat(timespec="milliseconds")
+    value = stored_time(value)
+    return value.isoformat(timespec="milliseconds") if value else None
 
 
 def _failed(job: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,25 @@ def test_example_documents_every_key_and_loads() -> None:
     assert config["signing.key"] == str(EXAMPLE.parent / "keys/signing.key.pem")
 
 
+def test_example_lists_every_key_with_its_default_or_marks_it_required() -> None:
+    """Its header says "Every key is listed with its default": a value that is not the default (trimmed from a
+    copy as a default, signing.trust_anchors would silently check against nothing) must be a required key's
+    example, marked so on its line."""
+    section, marked = "", set()
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif "=" in line and not line.startswith("#") and "# required: no default, an example" in line:
+            marked.add(f"{section}.{line.split('=')[0].strip()}")
+    example, defaults = config_module.load(EXAMPLE, environ={}), config_module.load(None, environ={})
+    differ = {f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys if example[f"{s}.{k}"] != defaults[f"{s}.{k}"]}
+    assert differ == marked, f"not the default, yet not marked required: {sorted(differ - marked)}; " \
+                             f"marked but the default: {sorted(marked - differ)}"
+    for name in marked:
+        section, key = name.split(".")
+        assert SCHEMA[section][key].default in ("", []), f"{name} has a default, so it is no required key"
+
+
 def test_environment_overrides_file(tmp_path: Path) -> None:
     path = tmp_path / "a.toml"
     path.write_text('[mongodb]\nuri = "mongodb://file"\n[archive]\nworkers = 3\n')

@@ -13,6 +13,7 @@ import bson
 from bson.codec_options import CodecOptions
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
+from archiver.mongo import stored_time
 from archiver.visible import visible
 
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
@@ -141,13 +142,16 @@ def _print(found, as_json: bool) -> None:
 
 
 def _row(e: dict[str, Any]) -> str:
-    ended = e["ended_at"].strftime("%Y-%m-%d %H:%M:%S") if e.get("ended_at") else "-"
+    ended_at = stored_time(e.get("ended_at"))
+    ended = ended_at.strftime("%Y-%m-%d %H:%M:%S") if ended_at else "-"
     return (f"{e['room']:<48} {e['version']:>3}  {e.get('status', '-'):<9} {ended:<19}  {e.get('ctlive_type', '-'):<6} "
             f"{e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} {','.join(e.get('agents', []))}")
 
 
 def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(entry, default=_iso))
+    # the entry's own times (a stand-in may return them as text) in one format: ISO 8601 UTC
+    times = {k: _iso(stored_time(v)) for k, v in entry.items() if k.endswith(("_at", "_until")) and stored_time(v)}
+    return json.loads(json.dumps({**entry, **times}, default=_iso))
 
 
 def _iso(value: Any) -> str:

@@ -108,6 +108,9 @@ def _text(report) -> str:
     lines.append(("OK: " if report.ok else "FAILED: ") + _summary(report))
     if report.in_progress:
         lines.append(f"{report.in_progress} entr(ies) still being archived (within their lease): not checked")
+    if report.awaiting_retry:  # a failed attempt (a store outage, say) that the job queue retries: no problem
+        lines.append(f"{report.awaiting_retry} interrupted archive(s) wait for their job's retry: not checked")
+        lines += [visible(f"  RETRY {r}") for r in report.retries]
     return "\n".join(lines)
 
 

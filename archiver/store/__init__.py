@@ -60,12 +60,30 @@ def store_location(store: ObjectStore) -> dict[str, str]:
 
 
 def open_store_for(entry: dict[str, Any], config: Config) -> ObjectStore:
-    """The store holding ENTRY's objects (with today's credentials); the configured one for old entries."""
+    """The store holding ENTRY's objects (with today's credentials). The configured one (storage.url at
+    storage.endpoint_url as set now, so that an endpoint that moved or goes by another name is followed)
+    when ENTRY records the same store URL, or none (old entries); a store the configuration no longer
+    names at the endpoint ENTRY recorded, the only address known for it."""
     where = entry.get("store") or {}
-    if not where.get("url"):
+    if not where.get("url") or where["url"] == _configured_url(config):
         return open_store(config, writable=False)
-    return open_store(config.with_overrides(**{"storage.url": where["url"],
-                                               "storage.endpoint_url": where.get("endpoint_url", "")}), writable=False)
+    store = open_store(config.with_overrides(**{"storage.url": where["url"],
+                                                "storage.endpoint_url": where.get("endpoint_url", "")}), writable=False)
+    store.recorded = True  # messages name the entry's record as the source, not the settings
+    return store
+
+
+def _configured_url(config: Config) -> str:
+    """storage.url as the store opened from it names itself (store_location), without opening it: a local
+    one would be created."""
+    url = config["storage.url"]
+    parsed = urlparse(url)
+    if not url:
+        return ""
+    if parsed.scheme == "file":
+        return f"file://{Path(parsed.path).resolve()}"
+    prefix = parsed.path.strip("/")
+    return _without_userinfo(f"s3://{parsed.netloc}/{prefix + '/' if prefix else ''}")
 
 
 def _without_userinfo(url: str) -> str:
@@ -99,5 +117,9 @@ def raise_if_unreachable(exc: StoreError, store: ObjectStore) -> None:
 def unreachable_message(store: ObjectStore, exc: BaseException) -> str:
     where = store_location(store)
     endpoint = where["endpoint_url"] or "(none: the AWS default for storage.region)"
+    if getattr(store, "recorded", False):  # not the configured store: its address comes from the index
+        return redact(f"the store could not be reached (store recorded in the index entry {where['url']}, "
+                      f"endpoint recorded in the index entry {endpoint}; storage.url names another store, so "
+                      f"storage.endpoint_url does not apply to it): {exc}")
     return redact(f"the store could not be reached (storage.url {where['url']}, storage.endpoint_url {endpoint}): "
                   f"{exc}")
