@@ -10,6 +10,7 @@ import datetime as dt
 from contextlib import contextmanager
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -523,3 +524,67 @@ def test_an_entry_moved_a_day_on_with_its_seal_spoiled_too_still_fails_retrieval
     assert seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
                     str(tmp_path / "case"), "--reason", "case 7") == 3
     assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
+
+
+def _documented_seal_check() -> str:
+    """docs/seals.md's openssl commands, as written (their trailing comments aside)."""
+    docs = (Path(__file__).parents[1] / "docs/seals.md").read_text()
+    block = docs.split("## Checking a seal with openssl\n\n```sh\n")[1].split("```")[0]
+    return "\n".join(line.split("   #")[0].rstrip() for line in block.splitlines())
+
+
+def _timestamp(tsa, signature: Path) -> bytes:
+    """A genuine token of the test authority over SIGNATURE (what `openssl ts -query` asks for)."""
+    import urllib.request
+
+    query = subprocess.run(["openssl", "ts", "-query", "-data", str(signature), "-sha256", "-cert"],
+                           capture_output=True, check=True).stdout
+    request = urllib.request.Request(tsa.url, data=query, headers={"Content-Type": "application/timestamp-query"})
+    with urllib.request.urlopen(request, timeout=30) as answer:  # 127.0.0.1, the fixture's own server
+        reply = answer.read()
+    reply_file = signature.with_name("reply.tsr")
+    reply_file.write_bytes(reply)
+    return subprocess.run(["openssl", "ts", "-reply", "-in", str(reply_file), "-token_out"], capture_output=True,
+                          check=True).stdout
+
+
+def test_docs_seals_md_commands_as_written_pass_and_pin_the_archivers_certificate(sealed, keys, tsa,
+                                                                                  tmp_path) -> None:
+    """The documented check runs as written (-attime from the token) on a genuine seal; a seal document
+    signed by another certificate the same CA issued (an employee's), with a genuine token over that
+    signature, passes the CA's check alone but not the documented commands."""
+    import certfactory
+
+    require_tool("openssl")
+    check = _documented_seal_check()
+    (record,) = seal_records(sealed)
+    folder = tmp_path / "check"
+    folder.mkdir()
+    for name, file in (("document", "seal.json"), ("signature", "seal.json.p7s"), ("timestamp", "seal.json.p7s.tsr")):
+        shutil.copy(stored_path(sealed, record["objects"][name]["key"]), folder / file)
+    shutil.copy(tsa.ca_pem, folder / "tsa-ca.pem")
+    shutil.copy(keys["ca.crt.pem"], folder / "signing-ca.pem")
+    shutil.copy(keys["signing.crt.pem"], folder / "signing.crt.pem")
+    ok = subprocess.run(["bash", "-ec", check], cwd=folder, capture_output=True, text=True)
+    assert ok.returncode == 0 and "signed by the archiver's certificate" in ok.stdout, ok.stderr
+    assert "Verification successful" in ok.stderr and "Verification: OK" in ok.stdout
+
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    ca = certfactory.make(forged, "Corp CA", usages=("key_cert_sign", "crl_sign"), ca=True, ec_key=True)
+    ours = certfactory.make(forged, "Archiver", usages=("digital_signature", "content_commitment"), issuer=ca,
+                            ec_key=True)
+    employee = certfactory.make(forged, "Some employee", usages=("digital_signature",), issuer=ca, ec_key=True)
+    shutil.copy(folder / "seal.json", forged / "seal.json")
+    shutil.copy(tsa.ca_pem, forged / "tsa-ca.pem")
+    shutil.copy(ca.cert_path, forged / "signing-ca.pem")
+    shutil.copy(ours.cert_path, forged / "signing.crt.pem")
+    unpinned = check.split("\n[")[0]  # without the last line: the CA's word alone
+    for signer, pinned in ((employee, False), (ours, True)):
+        subprocess.run(["openssl", "cms", "-sign", "-binary", "-in", "seal.json", "-signer", str(signer.cert_path),
+                        "-inkey", str(signer.key_path), "-outform", "DER", "-out", "seal.json.p7s"], cwd=forged,
+                       check=True, capture_output=True)
+        (forged / "seal.json.p7s.tsr").write_bytes(_timestamp(tsa, forged / "seal.json.p7s"))
+        checked = subprocess.run(["bash", "-ec", check], cwd=forged, capture_output=True, text=True)
+        assert (checked.returncode == 0) == pinned, (signer.cert.subject, checked.stdout, checked.stderr)
+        assert subprocess.run(["bash", "-ec", unpinned], cwd=forged, capture_output=True).returncode == 0
