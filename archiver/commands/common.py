@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from archiver import config as config_module
 from archiver import logs
@@ -22,8 +23,13 @@ class UsageError(Exception):
     """Bad arguments or settings: exit 2, nothing done."""
 
 
+# The environment settings are read from (None: os.environ). `archiver demo` sets it empty for its steps, which
+# run on the demo's own settings alone: no ARCHIVER_* override, no ARCHIVER_CONFIG.
+SETTINGS_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environment", default=None)
+
+
 def load_config(args: argparse.Namespace) -> Config:
-    config = config_module.load(args.config)
+    config = config_module.load(args.config, environ=SETTINGS_ENVIRONMENT.get())
     logs.configure(config["logging.level"], config["logging.format"])
     return config
 
