@@ -15,7 +15,10 @@ from archiver.config import Config
 from archiver.files import NoHardLinks, check_hard_links
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
-UNREACHABLE = 4  # a service the archiver needs (MongoDB, the store) could not be reached
+# A service the work needs (MongoDB, the store) could not be reached: the contract has exit codes 0-3 only, and
+# the work asked was not (all) done, so exit 1, with a message naming the service that says so.
+UNREACHABLE = ITEMS_FAILED
+RETRY = "the command may be retried once it can be reached"
 BROKEN_PIPE = 141  # the output's reader went away (`| head`): 128 + SIGPIPE, as a shell reports such a tool
 
 
