@@ -58,8 +58,8 @@ def test_demo_runs_again_in_the_same_directory_and_says_why_verify_objects(tmp_p
 
 
 def test_demo_ignores_archiver_settings_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
-    """Every step runs on the demo's own settings: an operator's ARCHIVER_* (as docker-compose sets them) or
-    ARCHIVER_CONFIG neither breaks it nor lets it write into another database or store."""
+    """Every step runs on the demo's own settings: an operator's ARCHIVER_* (as docker-compose sets them),
+    ARCHIVER_CONFIG or --config neither breaks it nor lets it write into another database or store."""
     from archiver.cli import main
     from archiver.mongo import connect
 
@@ -69,7 +69,8 @@ def test_demo_ignores_archiver_settings_from_the_environment(tmp_path, monkeypat
     monkeypatch.setenv("ARCHIVER_STORAGE__URL", f"file://{tmp_path / 'other-store'}")
     monkeypatch.setenv("ARCHIVER_LOGGING__LEVEL", "DEBUG")
     monkeypatch.setenv("ARCHIVER_CONFIG", str(tmp_path / "missing.toml"))
-    assert main(["demo", "--dir", str(tmp_path / "demo")]) == 0, capsys.readouterr()
+    ignored = ["--config", str(tmp_path / "missing.toml")]
+    assert main([*ignored, "demo", "--dir", str(tmp_path / "demo")]) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert ROOM in out[out.index("search --from"):out.index("entries\n")], "the demo's search found its chats"
     assert "audit log intact: 6 entries" in out
