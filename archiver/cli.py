@@ -16,7 +16,7 @@ from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
 
 from archiver.audit import AuditError
 from archiver.commands import COMMANDS
-from archiver.commands.common import BROKEN_PIPE, ITEMS_FAILED, UNREACHABLE, USAGE, UsageError
+from archiver.commands.common import BROKEN_PIPE, ITEMS_FAILED, RETRY, UNREACHABLE, USAGE, UsageError
 from archiver.config import ConfigError
 from archiver.envelope import EnvelopeError
 from archiver.mongo import Unreachable, unreachable_reason
@@ -71,18 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:  # the driver refuses a URI or option (mongodb+srv, say)
         return _error(f"MongoDB configuration: {exc}", USAGE)
     except Unreachable as exc:
-        return _error(exc, UNREACHABLE)
+        return _unreachable(exc)
     except AuditError as exc:  # an entry the log refused: the command stopped where it could not record
         return _error(exc, ITEMS_FAILED)
     except ConnectionFailure as exc:  # lost during the command: one line, not the topology dump
-        return _error(f"MongoDB could not be reached ({unreachable_reason(exc)})", UNREACHABLE)
+        return _unreachable(f"MongoDB could not be reached ({unreachable_reason(exc)})")
     except (PyMongoError, BSONError) as exc:  # the database refuses us or sends what cannot be read
         return _error(f"MongoDB: {exc}", ITEMS_FAILED)
     except StoreUnreachable as exc:  # its message names the settings and where they point
-        return _error(exc, UNREACHABLE)
+        return _unreachable(exc)
     except StoreError as exc:  # an outage (storage.url or storage.endpoint_url down) is no item's failure
         if unreachable(exc):
-            return _error(f"the store could not be reached (storage.url, storage.endpoint_url): {exc}", UNREACHABLE)
+            return _unreachable(f"the store could not be reached (storage.url, storage.endpoint_url): {exc}")
         return _error(exc, ITEMS_FAILED)
     except OSError as exc:
         return _error(exc, ITEMS_FAILED)
@@ -119,6 +119,11 @@ def _error(message: object, code: int) -> int:
     """Print MESSAGE (credentials in URIs redacted) as the command's error; CODE is the exit code."""
     print(f"archiver: error: {redact(str(message))}", file=sys.stderr)
     return code
+
+
+def _unreachable(message: object) -> int:
+    """A service the work needs did not answer (MESSAGE names it): the work was not all done, exit 1."""
+    return _error(f"{message}; {RETRY}", UNREACHABLE)
 
 
 def run_console() -> None:

@@ -6,7 +6,7 @@ the PDF (20 ms, 16 of them reading the signature's hex /Contents) and validating
 its signature (20 ms), and validating the record's CMS signature (14 ms). None is
 repeated work of ours, so the checks are spread over processes instead.
 
-Workers come from a fork server, like the archive pass's. The legal team's key
+Workers come from a fork server, like the archive pass's (worker_processes). The legal team's key
 reaches them as PEM bytes over the pool's pipe (never a file, never a log). The
 caller keeps at most `in_flight` chats submitted, so memory stays bounded, and
 reads results in submission order, so the report reads as it does in one process.
@@ -15,7 +15,6 @@ reads results in submission order, so the report reads as it does in one process
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing
 import os
 import threading
 from typing import Any
@@ -28,6 +27,7 @@ from archiver.artifacts import _exit_with, process_start
 from archiver.config import Config
 from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.redaction import Redactor
+from archiver.worker_processes import forkserver_context
 
 _worker: dict[str, Any] = {}  # in each worker: the key and trust anchors, loaded once
 
@@ -71,8 +71,7 @@ class ContentPool:
                  redaction: Config | None = None) -> None:
         key_pem = key.key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["archiver.integrity"])
+        context = forkserver_context(["archiver.integrity"])
         self.in_flight = 2 * workers
         self.pool = cf.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from archiver import config as config_module
 from archiver import logs
+from archiver.commands.common import SETTINGS_ENVIRONMENT
 from archiver.keys import create_development_keys
 from archiver.mongo import connect
 from archiver.offline import export_room
@@ -20,8 +21,18 @@ from archiver.samples import SEED_CHAT, make_chat
 DEMO_URI = "mongomock://demo"
 
 
+def _fresh_stand_in() -> str:
+    """DEMO_URI, or DEMO_URI-2, -3 ...: the first stand-in of this process that holds nothing yet, so that a demo
+    run again in the same process starts from empty databases (its sample chats and audit log anew)."""
+    uri, n = DEMO_URI, 1
+    while connect(uri).list_database_names():
+        n += 1
+        uri = f"{DEMO_URI}-{n}"
+    return uri
+
+
 def _seed_source(config: config_module.Config) -> list[str]:
-    db = connect(DEMO_URI)[config["source.database"]]
+    db = connect(config["mongodb.uri"])[config["source.database"]]
     rng = random.Random(7)
     chats = [(SEED_CHAT, None)]
     chats += [make_chat(rng, messages=rng.randint(5, 40), language=lang) for lang in ("it", "en", "ru", "el", "ar", "zh", "ja")]
@@ -41,8 +52,9 @@ def run_demo(directory: Path) -> int:
     keys = directory / "keys"
     if not (keys / "signing.key.pem").exists():
         create_development_keys(keys)
+    # The demo's own settings alone, in every step: no ARCHIVER_* variable, no ARCHIVER_CONFIG.
     config = config_module.load(None, environ={}).with_overrides(**{
-        "mongodb.uri": DEMO_URI,
+        "mongodb.uri": _fresh_stand_in(),
         "storage.url": f"file://{directory / 'store'}",
         "signing.certificate": str(keys / "signing.crt.pem"),
         "signing.key": str(keys / "signing.key.pem"),
@@ -54,7 +66,7 @@ def run_demo(directory: Path) -> int:
     })
     logs.configure("WARNING", "text")
     rooms = _seed_source(config)
-    print(f"Seeded {len(rooms)} sample chats into the in-process stand-in {DEMO_URI} "
+    print(f"Seeded {len(rooms)} sample chats into the in-process stand-in {config['mongodb.uri']} "
           "(one still running, one deliberately broken).")
     archiver = Archiver(config)
     report = archiver.run_pass()
@@ -106,8 +118,12 @@ def _legal_team(config: config_module.Config, directory: Path, keys: Path, stamp
     ]
     for why, argv in steps:
         print(f"\n{why}\n$ archiver --config {toml} {shlex.join(argv)}", flush=True)
-        code = main(["--config", str(toml), *argv, *(["--actor", "demo"] if argv[0] in ("search", "retrieve",
-                                                                                          "verify") else [])])
+        own_settings = SETTINGS_ENVIRONMENT.set({})  # toml alone: no ARCHIVER_* override
+        try:
+            code = main(["--config", str(toml), *argv, *(["--actor", "demo"] if argv[0] in ("search", "retrieve",
+                                                                                              "verify") else [])])
+        finally:
+            SETTINGS_ENVIRONMENT.reset(own_settings)
         if code == 3 and argv[0] == "verify" and earlier:
             print(f"(exit code 3: {directory / 'store'} holds objects of an earlier demo run, which this run's "
                   "in-process index does not know; verify names each one. A fresh --dir verifies clean.)")

@@ -55,7 +55,7 @@ def connect(uri: str) -> MongoClient:
 
 
 class Unreachable(RuntimeError):
-    """A MongoDB server that a setting points at did not answer (the CLI's exit 4)."""
+    """A MongoDB server that a setting points at did not answer (the CLI's exit 1, saying it may be retried)."""
 
 
 def reachable(uri: str, setting: str) -> MongoClient:

@@ -47,6 +47,7 @@ from archiver.store import ObjectStore, StoreError, local_lock_warning, open_sto
 from archiver.store.s3 import S3Store
 from archiver.timestamps import TimestampError
 from archiver.transcript import InvalidChat
+from archiver.worker_processes import forkserver_context
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 WORKER_DIED = "the worker process building this chat died (killed by the operating system: out of memory?)"
@@ -825,10 +826,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     the bundled template's fonts once (archiver/worker_preload.py): a worker starts in about 0.05 s of
     CPU instead of the 1.5 s a spawned process spends importing reportlab, pyHanko and boto3 and
     parsing fonts (one per pass, export and rebuild). The server is single-threaded, so its
-    children are as clean as spawned ones."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["archiver.worker_preload"])
-    return context
+    children are as clean as spawned ones. They never import the caller's main module (worker_processes)."""
+    return forkserver_context(["archiver.worker_preload"])
 
 
 def _submit(pool: cf.Executor, build: Callable[[], Artifacts]) -> cf.Future:

@@ -215,6 +215,28 @@ def test_demo_dir_that_is_a_file_is_a_usage_error_naming_dir(tmp_path, capsys) -
     assert f"--dir {afile}: not a directory" in err and "Errno" not in err, err
 
 
+@pytest.mark.parametrize("where, says", [("under a file", "cannot create it (Not a directory)"),
+                                         ("a file", "not a directory"),
+                                         ("/proc", "cannot write the keys into it")])  # no file can be made there
+def test_keys_init_into_a_dir_that_cannot_be_made_is_a_usage_error_naming_dir(tmp_path, capsys, where, says) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    folder = {"under a file": afile / "keys", "a file": afile}.get(where, Path(where))
+    assert main(["keys", "init", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"archiver: error: DIR {folder}" in err and says in err and "Errno" not in err, err
+
+
+@pytest.mark.parametrize("command", [["search"], ["retrieve", "--bundle", "b.zip", "--key", "k.pem", "--reason", "r"]])
+def test_an_unknown_status_filter_is_a_usage_error_naming_the_accepted_values(tmp_path, make_config, capsys,
+                                                                           command) -> None:
+    config = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(config), *command, "--status", "archivd"]) == 2
+    err = capsys.readouterr().err
+    assert "--status" in err and "'archivd'" in err, err
+    assert all(f"'{status}'" in err for status in ("archived", "uploading", "superseded", "deleted")), err
+
+
 def test_a_bundle_whose_filters_match_nothing_names_them_as_given(tmp_path, make_config, keys, capsys) -> None:
     config = cli_toml(tmp_path, make_config)
     argv = ["retrieve", "--bundle", str(tmp_path / "b.zip"), "--key", str(keys["legal.key.pem"]), "--reason", "x",

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -54,3 +55,35 @@ def test_demo_runs_again_in_the_same_directory_and_says_why_verify_objects(tmp_p
     assert again.returncode == 0, again.stdout + again.stderr
     assert "holds objects of an earlier demo run" in again.stdout
     assert len(list((tmp_path / "demo" / "bundles").glob("case-*.zip"))) == 2
+
+
+def test_demo_ignores_archiver_settings_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
+    """Every step runs on the demo's own settings: an operator's ARCHIVER_* (as docker-compose sets them),
+    ARCHIVER_CONFIG or --config neither breaks it nor lets it write into another database or store."""
+    from archiver.cli import main
+    from archiver.mongo import connect
+
+    elsewhere = f"mongomock://elsewhere-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ARCHIVER_MONGODB__URI", elsewhere)
+    monkeypatch.setenv("ARCHIVER_INDEX__URI", elsewhere)
+    monkeypatch.setenv("ARCHIVER_STORAGE__URL", f"file://{tmp_path / 'other-store'}")
+    monkeypatch.setenv("ARCHIVER_LOGGING__LEVEL", "DEBUG")
+    monkeypatch.setenv("ARCHIVER_CONFIG", str(tmp_path / "missing.toml"))
+    ignored = ["--config", str(tmp_path / "missing.toml")]
+    assert main([*ignored, "demo", "--dir", str(tmp_path / "demo")]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert ROOM in out[out.index("search --from"):out.index("entries\n")], "the demo's search found its chats"
+    assert "audit log intact: 6 entries" in out
+    assert connect(elsewhere).list_database_names() == [], "nothing written into the environment's database"
+    assert not (tmp_path / "other-store").exists()
+
+
+def test_demo_runs_twice_in_one_process(tmp_path, capsys) -> None:
+    from archiver.cli import main
+
+    assert main(["demo", "--dir", str(tmp_path / "first")]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert main(["demo", "--dir", str(tmp_path / "second")]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "Archive pass: 8 archived, 1 quarantined" in out
+    assert "audit log intact: 6 entries" in out, "a fresh audit log: the first demo's entries are not in it"

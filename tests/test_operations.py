@@ -204,11 +204,12 @@ def test_storage_endpoint_credentials_never_reach_output_or_the_queue(tmp_path, 
 
 # -- 17. a service that cannot be reached -------------------------------------------------------------
 
-UNREACHABLE = 4
+UNREACHABLE = 1  # the contract's "finished, but some items failed": the message says it may be retried
+RETRY = "may be retried once it can be reached"
 
 
 @pytest.mark.parametrize("key", ["mongodb.uri", "index.uri"])
-def test_unreachable_mongodb_is_one_line_and_exit_4(tmp_path, make_config, capsys, key) -> None:
+def test_unreachable_mongodb_is_one_line_and_exit_1(tmp_path, make_config, capsys, key) -> None:
     uri = f"mongodb://bob:{SECRET}@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300"
     config = _toml(tmp_path, make_config, **{key: uri})
     started = time.monotonic()
@@ -217,6 +218,7 @@ def test_unreachable_mongodb_is_one_line_and_exit_4(tmp_path, make_config, capsy
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert f"archiver: error: {key} (mongodb://***@127.0.0.1:" in err and "could not be reached" in err
+    assert RETRY in err
     assert SECRET not in err and "Topology" not in err
 
 
@@ -230,6 +232,7 @@ def test_every_command_names_the_index_setting_it_could_not_reach(tmp_path, make
     assert main(["--config", str(config), *argv]) == UNREACHABLE
     err = capsys.readouterr().err
     assert "archiver: error: index.uri (mongodb://***@127.0.0.1:" in err and "could not be reached" in err, err
+    assert RETRY in err, err
     assert SECRET not in err
 
 
@@ -244,9 +247,10 @@ def test_a_missing_key_file_is_named_before_waiting_on_mongodb(tmp_path, make_co
     assert "not a PEM certificate" not in err
 
 
-def test_readme_documents_exit_4() -> None:
+def test_readme_documents_an_unreachable_service_as_exit_1() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "`4` a service the archiver needs could not be reached" in readme
+    assert "a service the archiver needs could not be reached: `1`" in readme
+    assert "`4`" not in readme
 
 
 # -- 19. the local store is checked up front ----------------------------------------------------------

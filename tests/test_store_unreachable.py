@@ -1,5 +1,6 @@
-"""A store that cannot be reached is an outage (exit 4), never a verification verdict (exit 3): retrieve,
-bundles and verify say which setting points where, and the audit log records it as unreachable."""
+"""A store that cannot be reached is an outage (exit 1, as the contract has it for work not done, saying it may be
+retried), never a verification verdict (exit 3): retrieve, bundles and verify say which setting points where, and the
+audit log records it as unreachable."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from archiver.cli import main
 from conftest import write_toml
 from nxserver import free_port
 from retrieval_helpers import archive_samples, audit, index
+
+RETRY = "may be retried once it can be reached"
 
 KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "storage.max_attempts",
         "encryption.recipients")
@@ -39,17 +42,17 @@ def _cli(config, tmp_path: Path, *argv: str) -> int:
 
 
 def _says_unreachable(err: str, config, dead: str) -> None:
-    assert "could not be reached" in err, err
+    assert "could not be reached" in err and RETRY in err, err
     assert f"storage.url {config['storage.url'].rstrip('/')}/" in err and f"storage.endpoint_url {dead}" in err, err
     assert "verification failed" not in err and "failed verification" not in err, err
 
 
-def test_retrieve_with_the_store_down_is_exit_4_and_audited_as_unreachable(on_s3, keys, tmp_path, capsys) -> None:
+def test_retrieve_with_the_store_down_is_exit_1_and_audited_as_unreachable(on_s3, keys, tmp_path, capsys) -> None:
     config, entries = on_s3
     down, dead = _endpoint_down(config)
     code = _cli(down, tmp_path, "retrieve", entries[0]["room"], "--key", str(keys["legal.key.pem"]),
                 "--out", str(tmp_path / "out"), "--reason", "case 4")
-    assert code == 4
+    assert code == 1
     _says_unreachable(capsys.readouterr().err, down, dead)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     last = audit(config)[-1]
@@ -57,24 +60,24 @@ def test_retrieve_with_the_store_down_is_exit_4_and_audited_as_unreachable(on_s3
     assert "verification failed" not in last["detail"]
 
 
-def test_a_bundle_with_the_store_down_is_exit_4_and_audited_as_unreachable(on_s3, keys, tmp_path, capsys) -> None:
+def test_a_bundle_with_the_store_down_is_exit_1_and_audited_as_unreachable(on_s3, keys, tmp_path, capsys) -> None:
     config, entries = on_s3
     down, dead = _endpoint_down(config)
     bundle = tmp_path / "case.zip"
     code = _cli(down, tmp_path, "retrieve", "--bundle", str(bundle), entries[0]["room"], entries[1]["room"],
                 "--key", str(keys["legal.key.pem"]), "--reason", "case 4", "--workers", "1", "--no-progress")
-    assert code == 4
+    assert code == 1
     _says_unreachable(capsys.readouterr().err, down, dead)
     assert not bundle.exists()
     assert audit(config)[-1]["outcome"] == "unreachable"
 
 
 @pytest.mark.parametrize("scope", [["ROOM"], ["--all"]])
-def test_verify_with_the_store_down_is_exit_4_and_audited_as_unreachable(on_s3, tmp_path, capsys, scope) -> None:
+def test_verify_with_the_store_down_is_exit_1_and_audited_as_unreachable(on_s3, tmp_path, capsys, scope) -> None:
     config, entries = on_s3
     down, dead = _endpoint_down(config)
     code = _cli(down, tmp_path, "verify", *[entries[0]["room"] if s == "ROOM" else s for s in scope], "--no-progress")
-    assert code == 4
+    assert code == 1
     _says_unreachable(capsys.readouterr().err, down, dead)
     last = audit(config)[-1]
     assert last["action"] == "verify" and last["outcome"] == "unreachable", last
@@ -93,10 +96,10 @@ def test_an_object_gone_from_a_reachable_store_is_still_a_verification_failure(o
     assert audit(config)[-1]["outcome"] == "failed"
 
 
-def test_any_other_command_that_meets_the_store_down_is_exit_4_naming_the_settings(on_s3, tmp_path, capsys) -> None:
+def test_any_other_command_that_meets_the_store_down_is_exit_1_naming_the_settings(on_s3, tmp_path, capsys) -> None:
     config, entries = on_s3
     down, dead = _endpoint_down(config)
     code = _cli(down, tmp_path, "retention", "run")
     err = capsys.readouterr().err
-    assert code == 4, err
-    assert "could not be reached (storage.url, storage.endpoint_url)" in err and dead in err, err
+    assert code == 1, err
+    assert "could not be reached (storage.url, storage.endpoint_url)" in err and dead in err and RETRY in err, err

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from archiver import config as config_module
 from archiver import logs
@@ -14,7 +15,10 @@ from archiver.config import Config
 from archiver.files import NoHardLinks, check_hard_links
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
-UNREACHABLE = 4  # a service the archiver needs (MongoDB, the store) could not be reached
+# A service the work needs (MongoDB, the store) could not be reached: the contract has exit codes 0-3 only, and
+# the work asked was not (all) done, so exit 1, with a message naming the service that says so.
+UNREACHABLE = ITEMS_FAILED
+RETRY = "the command may be retried once it can be reached"
 BROKEN_PIPE = 141  # the output's reader went away (`| head`): 128 + SIGPIPE, as a shell reports such a tool
 
 
@@ -22,8 +26,13 @@ class UsageError(Exception):
     """Bad arguments or settings: exit 2, nothing done."""
 
 
+# The environment settings are read from (None: os.environ). `archiver demo` sets it empty for its steps, which
+# run on the demo's own settings alone: no ARCHIVER_* override, no ARCHIVER_CONFIG.
+SETTINGS_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environment", default=None)
+
+
 def load_config(args: argparse.Namespace) -> Config:
-    config = config_module.load(args.config)
+    config = config_module.load(args.config, environ=SETTINGS_ENVIRONMENT.get())
     logs.configure(config["logging.level"], config["logging.format"])
     return config
 

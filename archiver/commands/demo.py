@@ -7,7 +7,8 @@ from pathlib import Path
 
 from archiver.commands.common import folder_option
 
-HELP = "make keys, seed sample chats, archive them into a local store and show the result"
+HELP = ("make keys, seed sample chats, archive them into a local store and show the result; self-contained: "
+        "every step ignores --config, ARCHIVER_CONFIG and ARCHIVER_* settings")
 EXAMPLE = "archiver demo --dir /tmp/archiver-demo"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from archiver.commands.common import OK, UsageError
+from archiver.commands.common import OK, UsageError, folder_option
 
 HELP = "create development signing and recipient keys"
 EXAMPLE = "archiver keys init ./keys"
@@ -19,10 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from archiver.keys import config_lines, create_development_keys
 
+    folder = folder_option(Path(args.dir), "DIR")  # not a folder, or cannot be made: a usage error naming DIR
     try:
-        paths = create_development_keys(Path(args.dir).resolve())
+        paths = create_development_keys(folder.resolve())
     except FileExistsError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"DIR {folder}: cannot write the keys into it ({exc.strerror or exc})") from None
     print(f"Development keys written to {Path(args.dir).resolve()}:")
     for path in paths.values():
         print(f"  {path}")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from archiver.commands.common import (ITEMS_FAILED, OK, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
+from archiver.commands.common import (ITEMS_FAILED, OK, RETRY, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
                                       load_config, progress_line)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
 from archiver.visible import visible
@@ -165,7 +165,7 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     from archiver.store import StoreUnreachable
 
     if isinstance(exc, StoreUnreachable):  # an outage, not a verdict on the chat: retry when the store is back
-        return audited("unreachable", str(exc), UNREACHABLE)
+        return audited("unreachable", f"{exc}; {RETRY}", UNREACHABLE)
     for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
                         ((EnvelopeError, FileExistsError, UsageError, SigningError, NotValidNow), USAGE),
                         ((VerificationFailed,), VERIFY_FAILED)):

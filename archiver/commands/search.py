@@ -19,6 +19,7 @@ from archiver.visible import visible
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
 EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
 SPOOLED = CodecOptions(tz_aware=True)  # times read back as the UTC they were written as
+STATUSES = ("archived", "uploading", "superseded", "deleted")  # what an index entry's status can be (archiver/index.py)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +38,9 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", dest="ctlive_type", metavar="T", help="ctlive_type (chat, cbn, call...)")
     p.add_argument("--channel", metavar="C", help="the customer's channel (web, whatsapp...)")
     p.add_argument("--service", metavar="S", help="the service name")
-    p.add_argument("--status", metavar="S", help="index status: archived, uploading or deleted (a tombstone)")
+    p.add_argument("--status", metavar="S", choices=STATUSES,
+                   help="index status: archived, uploading, superseded (an interrupted attempt taken over) or deleted "
+                        "(a tombstone)")
     p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the chat (needs search.key_file)")
 
 
