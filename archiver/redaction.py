@@ -10,8 +10,9 @@ Every rule runs in time linear in its input, whatever a customer types: card
 numbers by a scan of digit runs with Luhn checked for all windows at once (big-integer
 arithmetic, no per-window loop), then again only around what that masked, until a pass
 over the output would find nothing more (each pass masks digits for good), IBANs by a
-fixed-width start search plus a bounded check, e-mail addresses and configured patterns
-with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
+fixed-width start search plus a bounded check, card verification codes by one regex whose
+every part is bounded (a keyword, at most CVV_GAP characters, 3-4 digits), e-mail addresses
+and configured patterns with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
 never archived unredacted.
 """
 
@@ -41,6 +42,7 @@ from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
 ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every settings version
+# (the "cvv" rule came without a bump: its name in redaction.rules changes the version, and without it nothing does)
 # 6: the IBAN rule runs before the card rule, whatever the order of redaction.rules.
 # 5: the card rule masks in one pass every card a pass over its output would find (the mask is a separator:
 #    masked digits leave a group boundary and join the digits either side), so applying it twice changes nothing.
@@ -52,7 +54,7 @@ ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every
 # 2: more separators between a card's groups (spaces of other widths, format characters, and %20),
 #    cards stored as doubles or Decimal128, identifiers and times kept whatever their type.
 MASK = "•"
-BUILTIN_RULES = ("card", "iban", "email")
+BUILTIN_RULES = ("card", "cvv", "iban", "email")
 CARD_LENGTHS = range(13, 20)
 SHORT_RUN = 48  # digits in a run up to which its windows are checked one by one (see CardRule._short_run_cards)
 CARD_SHOW = {"first6last4": (6, 4), "last4": (0, 4), "none": (0, 0)}
@@ -75,6 +77,7 @@ KEPT: dict[str, Any] = {
 UNREDACTED = frozenset({bool, type(None), ObjectId, dt.datetime})
 NUMBERS = frozenset({int, Int64, float, Decimal128})  # checked for a card stored as a number (not bool)
 SCALARS = NUMBERS | {str}
+CVV_FIELD_TYPES = frozenset({str, int, Int64})  # a field named for a card's code may hold it as text or a number
 CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits (either sign) may be a card stored as a number
 TEXT_BINARY = (0, 4)  # Binary subtypes read as UTF-8 text (generic, UUID): a form may store typed text there
 PHONE_DIGITS = 15  # E.164's longest number: a longer run after a '+' is not a phone number
@@ -578,6 +581,87 @@ class PatternRule:
         return self.regex.subn(lambda _: self.mask, text)
 
 
+# -- card verification codes ------------------------------------------------------------------------
+
+def _letters(word: str) -> str:
+    """WORD as a pattern that also reads its Latin letters typed full-width (an input method's ＣＶＶ); words
+    are separated by up to three spaces, dots, underscores or hyphens ("sec. code", "security_code")."""
+    out = []
+    for ch in word:
+        if ch == " ":
+            out.append(r"[\s._\-]{1,3}")
+        elif "a" <= ch <= "z":
+            out.append(f"[{ch}{chr(ord(ch) - ord('a') + 0xFF41)}]")  # IGNORECASE reads the upper cases
+        else:
+            out.append("(?:" if ch == "(" else ch if ch in ")?|" else re.escape(ch))
+    return "".join(out)
+
+
+# What people call a card's verification code (CVV2, CVC2, CID, CAV2...), in the templates' languages (English,
+# Italian) and in Spanish, French, German and Portuguese. Digits may touch the acronyms (CVV_GLUED: "cvv123");
+# not "cid1234", which reads as a customer id. Generic words ("code", "verification code", "PIN") are not here:
+# they name one-time passwords, tickets and order codes as often as the card's code.
+CVV_GLUED = ("cvv2?", "cvc2?", "cvn2?", "cav2", "csc", "cvd")
+CVV_WORDS = (*CVV_GLUED, "cid", "card verification", "verification value", "security code", "sec code",
+             "codice (di )?sicurezza", "c(o|ó)digo de seguridad", "c(o|ó)digo de seguran(c|ç)a",
+             "code de s(e|é)curit(e|é)", "cryptogramme", "(karten)?pr(ü|ue|u)f(nummer|ziffer|code)",
+             "sicherheits(code|nummer|ziffer)")
+CVV_GAP = 24  # characters at most between the keyword and the code ("cvv number on the back is 123")
+_GAP_UNIT = r"(?:[^\d%\u2022]|%[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))"  # no digit, no mask; "%3A" is one character
+_CVV_FIRST = "".join(sorted({_letters(ch)[1:-1] for word in CVV_WORDS  # each word's first letter ("(karten)?pr..."
+                             for ch in ((word[1], word[word.index(")?") + 2]) if word[0] == "(" else word[0])}))
+_CVV = re.compile(
+    rf"(?=[{_CVV_FIRST}])"  # first: the engine then skips to the next such letter (3-15 times faster)
+    rf"(?<![^\W_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"  # an acronym, digits may touch it
+    rf"|(?:{'|'.join(map(_letters, CVV_WORDS))})(?![^\W\d_]){_GAP_UNIT}{{1,{CVV_GAP}}}+"
+    r"(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{2})))"  # the digits start no word ("cvv abc123" is none)
+    r"(\d{3,4})(?![^\W_]|\u2022)",  # 3-4 digits, not more, ending no word and not beside a mask
+    re.IGNORECASE)
+# Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza): a value of 3-4
+# digits is masked whole, text or number, as no keyword precedes it. Not "cid" (a customer or content id).
+_CVV_FIELD = re.compile(
+    rf"(?:^|[\s._\-])(?:{'|'.join(map(_letters, (w for w in CVV_WORDS if w != 'cid')))})"
+    r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?$", re.IGNORECASE)
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_CVV_VALUE = re.compile(r"\s*\d{3,4}\s*")
+
+
+class CvvRule:
+    """Card verification codes (PCI DSS 3.3.1.2: never stored after authorisation, even encrypted): the 3 or 4
+    digits after a keyword (CVV, CVC2, CID, "security code"...) within CVV_GAP characters with no digit between,
+    and the value of a field named for one. The keyword stays; each digit becomes the card rule's mask."""
+
+    name = "cvv"
+    shortest = 6  # "cvv123"
+    mask = MASK
+
+    def redact(self, text: str) -> tuple[str, int]:
+        if len(text) < self.shortest:
+            return text, 0
+        return _CVV.subn(_masked_code, text)
+
+    def is_field(self, key: str) -> bool:
+        return _cvv_field(key)
+
+    def redact_value(self, value: Any) -> tuple[Any, int]:
+        """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""
+        if type(value) is str:
+            return (_DIGIT.sub(MASK, value), 1) if _CVV_VALUE.fullmatch(value) else (value, 0)
+        if type(value) in (int, Int64) and 0 <= value <= 9999:  # 12 is the code 012 stored as a number
+            return MASK * max(3, len(str(value))), 1
+        return value, 0
+
+
+def _masked_code(match: re.Match[str]) -> str:
+    start, end = match.span(1)
+    return match.group()[:start - match.start()] + MASK * (end - start)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cvv_field(key: str) -> bool:
+    return len(key) < 64 and _CVV_FIELD.search(_CAMEL.sub(" ", key)) is not None
+
+
 # -- the redactor -----------------------------------------------------------------------------------
 
 
@@ -589,6 +673,7 @@ class Redactor:
         self.rules = rules
         self.version = version
         self.card = next((r for r in rules if isinstance(r, CardRule)), None)
+        self.cvv = next((r for r in rules if isinstance(r, CvvRule)), None)
         # Shorter texts cannot hold a match: most field values and names skip every rule.
         self.shortest = min((getattr(r, "shortest", 1) for r in rules), default=1)
         self.clean_keys: set[str] = set()
@@ -677,7 +762,7 @@ class Redactor:
         out: dict[Any, Any] = {}
         tree = kept if type(kept) is dict else None
         each = tree.get(ANY_KEY) if tree else None  # a map keyed by user id: its names kept, its values alike
-        shortest, clean = self.shortest, self.clean_keys
+        shortest, clean, cvv = self.shortest, self.clean_keys, self.cvv
         for key, item in value.items():
             name = key
             if each is None and (type(key) is not str or len(key) >= shortest) and key not in clean:
@@ -688,6 +773,11 @@ class Redactor:
             inner = each if each is not None else tree.get(key) if tree else None
             if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
+            elif cvv and kind in CVV_FIELD_TYPES and type(key) is str and cvv.is_field(key):
+                out[name], found = cvv.redact_value(item)
+                matches["cvv"] += found
+                if not found:
+                    out[name] = self._walk(item, (*path, name), inner, matches)
             elif (kind is str and len(item) < shortest) or (kind is float and not CARD_RANGE[0] <= abs(item) < CARD_RANGE[1]):
                 out[name] = item
             else:
@@ -704,14 +794,22 @@ class Redactor:
 
     def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
         for rule in self.rules:
-            try:
-                text, found = rule.redact(text)
-            except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
-                reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
-                raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
-                                  f"({reason}); not archived unredacted") from None
+            text, found = self._apply(rule, text, path)
             matches[rule.name] += found
+            if found and rule is self.cvv and self.card:
+                # A mask is a separator to the card rule: a code masked between digit groups joins them (the "2" of
+                # "cvv2 123 4..."). Read again what the card rule would find there, so a second pass finds nothing.
+                text, found = self._apply(self.card, text, path)
+                matches["card"] += found
         return text
+
+    def _apply(self, rule: Rule, text: str, path: tuple[Any, ...]) -> tuple[str, int]:
+        try:
+            return rule.redact(text)
+        except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
+            reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
+            raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
+                              f"({reason}); not archived unredacted") from None
 
 
 def _rules(settings: dict[str, Any]) -> list[Rule]:
@@ -733,9 +831,15 @@ def _rules(settings: dict[str, Any]) -> list[Rule]:
     rules: list[Rule] = []
     # The IBAN rule first, whatever the order given: a Luhn-valid window inside an IBAN (8% of them) would
     # otherwise be masked as a card, leaving the IBAN rule nothing to match and most of the IBAN in clear.
-    for name in sorted(dict.fromkeys(names), key=lambda rule: rule != "iban"):
+    order = sorted(dict.fromkeys(names), key=lambda rule: rule != "iban")
+    if "cvv" in order and "card" in order:  # right after the card rule: masking a card's first group as a code
+        order.remove("cvv")  # ("cvv 4111 1111 1111 1111") would leave the card rule 12 digits, no card, in clear
+        order.insert(order.index("card") + 1, "cvv")
+    for name in order:
         if name == "card":
             rules.append(CardRule(settings["card_show"], settings["card_prefixes"]))
+        elif name == "cvv":
+            rules.append(CvvRule())
         elif name == "iban":
             rules.append(IbanRule(mask("iban")))
         else:

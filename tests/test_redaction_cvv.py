@@ -1,0 +1,181 @@
+"""The "cvv" rule: a card's verification code (CVV2, CVC2, CID, CAV2...) masked wherever it is typed.
+
+PCI DSS 3.3.1.2 forbids storing it after authorisation, even encrypted; an archive under a COMPLIANCE lock
+would keep it for years. The keyword stays and each digit becomes the card rule's mask, so the transcript still
+reads "cvv •••"; a number of five digits or more, or digits inside a word, is not a code.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from bson.binary import Binary
+from bson.int64 import Int64
+from bson.regex import Regex
+
+from archiver.config import SCHEMA
+from test_redaction import redactor, text_of
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "archiver.example.toml"
+
+
+@pytest.mark.parametrize("typed, masked", [
+    ("my card is 4111 1111 1111 1111 exp 12/27 cvv 123", "my card is 4111 11•• •••• 1111 exp 12/27 cvv •••"),
+    ("CVV: 123", "CVV: •••"),
+    ("cvv2=1234", "cvv2=••••"),
+    ("CVC 123", "CVC •••"),
+    ("cvc2: 042", "cvc2: •••"),
+    ("security code is 123", "security code is •••"),
+    ("Security Code: 4821", "Security Code: ••••"),
+    ("sec code 123", "sec code •••"),
+    ("sec. code: 123", "sec. code: •••"),
+    ("CID 1234", "CID ••••"),
+    ("CSC: 123", "CSC: •••"),
+    ("card verification code 123", "card verification code •••"),
+    ("card verification value: 123", "card verification value: •••"),
+    ("the cvv number on the back is 123", "the cvv number on the back is •••"),
+    ("cvv123", "cvv•••"),
+    ("CVV\n123", "CVV\n•••"),
+    ("cvv: 123.", "cvv: •••."),
+    ("cvv 123 456", "cvv ••• 456"),  # only the first number after the keyword
+    # Italian (templates/transcript.it.toml), Spanish, Portuguese, French, German
+    ("il codice di sicurezza è 123", "il codice di sicurezza è •••"),
+    ("codice CVV 123", "codice CVV •••"),
+    ("Codice sicurezza: 0123", "Codice sicurezza: ••••"),
+    ("código de seguridad: 123", "código de seguridad: •••"),
+    ("codigo de seguranca 123", "codigo de seguranca •••"),
+    ("Código de segurança é 123", "Código de segurança é •••"),
+    ("code de sécurité : 123", "code de sécurité : •••"),
+    ("le cryptogramme visuel est 123", "le cryptogramme visuel est •••"),
+    ("Kartenprüfnummer 123", "Kartenprüfnummer •••"),
+    ("Prüfnummer: 1234", "Prüfnummer: ••••"),
+    ("Pruefziffer 123", "Pruefziffer •••"),
+    ("Sicherheitscode lautet 123", "Sicherheitscode lautet •••"),
+    # full-width and other Unicode digits and letters, as the card rule reads them
+    ("ＣＶＶ １２３", "ＣＶＶ •••"),
+    ("cvv: ١٢٣", "cvv: •••"),
+    ("CVV ４５６７", "CVV ••••"),
+    # in URLs and forms: "%XX" is one character between keyword and code
+    ("https://pay.example.com/?pan=x&cvv=123&step=2", "https://pay.example.com/?pan=x&cvv=•••&step=2"),
+    ("security_code=123", "security_code=•••"),
+    ("cvv%20123", "cvv%20•••"),
+    ("cvv%3A%20123", "cvv%3A%20•••"),
+])
+def test_the_digits_of_a_verification_code_are_masked_and_the_keyword_kept(typed: str, masked: str) -> None:
+    out, matches = text_of(redactor(), typed)
+    assert out == masked
+    assert matches["cvv"] == 1
+    assert text_of(redactor(), out) == (out, {"card": 0, "cvv": 0}), "a second pass changes nothing"
+
+
+@pytest.mark.parametrize("typed", [
+    "cvv 12345",  # five digits or more: not a code
+    "cvv 4111111111111112",
+    "CVV 12 34",  # a code is typed as one number
+    "cvv abc123",  # digits inside a word
+    "cvv 123abc",
+    "cvv 123rd time",
+    "cid1234",  # glued to "cid": reads as a customer id, not a code
+    "acid 123",  # the keyword inside a word
+    "cvvs 123",
+    "CVV not needed for orders over 500",  # more than 24 characters between keyword and number
+    "cvv ••• 456",  # a masked code is not a gap: "456" is another number
+    "cvv 422••••••2222",  # digits beside a mask belong to a masked number
+    "verification code 123456",  # one-time passwords: not a card's code
+    "your code is 1234",  # "code" alone names order codes, tickets, passwords
+    "PIN 1234",
+    "order 7391 please",
+])
+def test_other_numbers_are_left_alone(typed: str) -> None:
+    assert text_of(redactor(), typed) == (typed, {"card": 0, "cvv": 0})
+
+
+def test_on_by_default_and_in_the_example_configuration() -> None:
+    assert SCHEMA["redaction"]["rules"].default == ["card", "cvv"]
+    assert redactor().note_rules == ("card", "cvv")
+    example = tomllib.loads(EXAMPLE.read_text())["redaction"]
+    assert example["rules"] == SCHEMA["redaction"]["rules"].default, "a copied example masks what defaults do"
+    assert text_of(redactor(rules=["card"]), "cvv 123") == ("cvv 123", {"card": 0}), "off when left out"
+
+
+def test_the_card_rule_runs_first_whatever_the_order_given() -> None:
+    """A card typed after the keyword: masking its first group as a code would leave 12 digits, no card."""
+    for rules in (["cvv", "card"], ["card", "cvv"]):
+        out, matches = text_of(redactor(rules=rules), "cvv 4111 1111 1111 1111")
+        assert "4111 1111 1111" not in out and "11•• •••• 1111" in out, rules
+        assert matches["card"] == 1 and redactor(rules=rules).note_rules == ("card", "cvv")
+
+
+def test_a_code_masked_between_digit_groups_leaves_no_card_for_a_second_pass() -> None:
+    """The mask separates groups: "2" (of cvv2), a masked code and digits after it read as one card's groups."""
+    text = "cvv2 123 4111 1111 1111 104"  # "2" + "411111111111104" passes Luhn once the code is masked
+    r = redactor()
+    out, matches = text_of(r, text)
+    assert out == "cvv2 ••• 4111 1••• •••1 104" and matches == {"card": 1, "cvv": 1}
+    assert text_of(r, out) == (out, {"card": 0, "cvv": 0})
+
+
+def test_contact_fields_field_names_numbers_binaries_and_regexes() -> None:
+    """Every place the rules apply; a form field named for the code is masked whole, as text or as a number."""
+    chat = {"room": "r", "messages": [{"data": {"content": {"text": "ok", "url": "https://x.example/p?cvc=123"}}}]}
+    contact = {"id": "c1", "title": "cvv 321", "dataCollections": {
+        "cvv": "123", "cardCvv": 456, "card_cvc2": Int64(789), "securityCode": " 0456 ", "codice_sicurezza": "987",
+        "CVV2": 12,  # the code 012 stored as a number
+        "cvvHint": "3 digits on the back", "cvvNote": 123,  # not named for the code itself
+        "cid": "1234",  # a customer or content id in a form: not masked
+        "raw": Binary(b"cvv 555"), "match": Regex("cvc 777"), "cvv 888": "x", "expiry": "12/27",
+        "nested": {"card": {"cvc": "4321", "cvv": "12345"}}, "cvvs": ["123"]}}
+    done = redactor().apply(copy.deepcopy(chat), copy.deepcopy(contact))
+    fields = done.contact["dataCollections"]
+    assert done.chat["messages"][0]["data"]["content"]["url"] == "https://x.example/p?cvc=•••"
+    assert done.contact["title"] == "cvv •••"
+    assert (fields["cvv"], fields["cardCvv"], fields["card_cvc2"], fields["securityCode"]) == ("•••", "•••", "•••",
+                                                                                              " •••• ")
+    assert (fields["codice_sicurezza"], fields["CVV2"]) == ("•••", "•••")
+    assert (fields["cvvHint"], fields["cvvNote"], fields["cid"]) == ("3 digits on the back", 123, "1234")
+    assert fields["raw"] == Binary(b"cvv \xe2\x80\xa2\xe2\x80\xa2\xe2\x80\xa2", 0) and fields["match"].pattern == "cvc •••"
+    assert "cvv •••" in fields and "cvv 888" not in fields
+    assert fields["nested"] == {"card": {"cvc": "••••", "cvv": "12345"}}  # five digits: not a code
+    assert fields["cvvs"] == ["123"]  # a list's items are no field's value
+    assert fields["expiry"] == "12/27"
+    assert done.note.matches == {"card": 0, "cvv": 12}
+    again = redactor().apply(done.chat, done.contact)
+    assert (again.chat, again.contact) == (done.chat, done.contact) and again.note.matches["cvv"] == 0
+
+
+def test_identifiers_named_like_a_code_are_kept() -> None:
+    """The platform's ids are kept whatever they hold, as for the card rule."""
+    chat = {"_id": "cvv 123", "room": "cvv 123", "messages": [{"data": {"id": "cvv 123", "content": {"text": "x"}}}]}
+    done = redactor().apply(copy.deepcopy(chat), None)
+    assert done.chat == chat and done.note.matches["cvv"] == 0
+
+
+@pytest.mark.parametrize("shape", ["cvv ", "cvv", "cvv 123 ", "cvv cvv 12345 ", "security code ", "sec. ",
+                                   "cvv" + " " * 23, "cvv•", "cvv%20", "codice di sicurezza ", "cvv 1234567890",
+                                   "random"])
+def test_linear_on_a_megabyte_of_keywords_and_digits(shape: str) -> None:
+    if shape == "random":
+        rng = random.Random(3)
+        text = "".join(rng.choice("cv2 0123456789:%•s") for _ in range(1_000_000))
+    else:
+        text = (shape * (1_000_000 // len(shape) + 1))[:1_000_000]
+    r = redactor()
+    started = time.process_time()  # CPU time: the machine's other work does not count against us
+    out, _ = text_of(r, text)
+    elapsed = time.process_time() - started
+    assert len(out) == len(text)
+    # about 0.7 s here for "cvv " (each keyword reads up to 24 characters after it), most shapes 0.05-0.3 s
+    assert elapsed < 2.5, f"{elapsed:.2f} s for 1 MB of {shape!r}"
+
+
+def test_a_megabyte_of_codes_is_linear_and_masked() -> None:
+    text = "cvv 123 " * 125_000
+    started = time.process_time()
+    out, matches = text_of(redactor(), text)
+    assert time.process_time() - started < 2.5
+    assert matches["cvv"] == 125_000 and out == "cvv ••• " * 125_000
