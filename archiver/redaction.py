@@ -77,7 +77,8 @@ KEPT: dict[str, Any] = {
 UNREDACTED = frozenset({bool, type(None), ObjectId, dt.datetime})
 NUMBERS = frozenset({int, Int64, float, Decimal128})  # checked for a card stored as a number (not bool)
 SCALARS = NUMBERS | {str}
-CVV_FIELD_TYPES = frozenset({str, int, Int64})  # a field named for a card's code may hold it as text or a number
+CVV_NUMBERS = frozenset({int, Int64, float})  # a field named for a card's code may hold it as a number (or text)
+CVV_VALUE_CHARS = 16  # a field's text longer than this is not a code with spaces around it
 CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits (either sign) may be a card stored as a number
 TEXT_BINARY = (0, 4)  # Binary subtypes read as UTF-8 text (generic, UUID): a form may store typed text there
 PHONE_DIGITS = 15  # E.164's longest number: a longer run after a '+' is not a phone number
@@ -617,11 +618,12 @@ _CVV = re.compile(
     r"(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{2})))"  # the digits start no word ("cvv abc123" is none)
     r"(\d{3,4})(?![^\W_]|\u2022)",  # 3-4 digits, not more, ending no word and not beside a mask
     re.IGNORECASE)
-# Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza): a value of 3-4
-# digits is masked whole, text or number, as no keyword precedes it. Not "cid" (a customer or content id).
+# Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza, "Your CVV?"): a
+# value of 3-4 digits is masked whole, text or number, as no keyword precedes it. Not "cid" (a customer or content
+# id). The name ends with the keyword, a word such as "code" or "number" after it, and punctuation.
 _CVV_FIELD = re.compile(
-    rf"(?:^|[\s._\-])(?:{'|'.join(map(_letters, (w for w in CVV_WORDS if w != 'cid')))})"
-    r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?$", re.IGNORECASE)
+    rf"(?:^|[^\w]|_)(?:{'|'.join(map(_letters, (w for w in CVV_WORDS if w != 'cid')))})"
+    r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?[\W_]*$", re.IGNORECASE)
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _CVV_VALUE = re.compile(r"\s*\d{3,4}\s*")
 
@@ -636,19 +638,16 @@ class CvvRule:
     mask = MASK
 
     def redact(self, text: str) -> tuple[str, int]:
-        if len(text) < self.shortest:
+        if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
             return text, 0
         return _CVV.subn(_masked_code, text)
-
-    def is_field(self, key: str) -> bool:
-        return _cvv_field(key)
 
     def redact_value(self, value: Any) -> tuple[Any, int]:
         """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""
         if type(value) is str:
             return (_DIGIT.sub(MASK, value), 1) if _CVV_VALUE.fullmatch(value) else (value, 0)
-        if type(value) in (int, Int64) and 0 <= value <= 9999:  # 12 is the code 012 stored as a number
-            return MASK * max(3, len(str(value))), 1
+        if type(value) in CVV_NUMBERS and 0 <= value <= 9999 and value == int(value):  # 12: the code 012 as a number
+            return MASK * max(3, len(str(int(value)))), 1
         return value, 0
 
 
@@ -773,7 +772,8 @@ class Redactor:
             inner = each if each is not None else tree.get(key) if tree else None
             if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
-            elif cvv and kind in CVV_FIELD_TYPES and type(key) is str and cvv.is_field(key):
+            elif cvv and (kind is str and len(item) < CVV_VALUE_CHARS and item.strip().isdecimal() or kind in CVV_NUMBERS
+                          and 0 <= item <= 9999) and type(key) is str and _cvv_field(key):  # cheapest test first
                 out[name], found = cvv.redact_value(item)
                 matches["cvv"] += found
                 if not found:
@@ -794,22 +794,20 @@ class Redactor:
 
     def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
         for rule in self.rules:
-            text, found = self._apply(rule, text, path)
+            try:
+                text, found = rule.redact(text)
+                if found and rule is self.cvv and self.card:
+                    # A mask is a separator to the card rule: a code masked between digit groups joins them (the "2"
+                    # of "cvv2 123 4..."). Read again what the card rule finds there, so a second pass finds nothing.
+                    matches["cvv"] += found
+                    rule = self.card
+                    text, found = rule.redact(text)
+            except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
+                reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
+                raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
+                                  f"({reason}); not archived unredacted") from None
             matches[rule.name] += found
-            if found and rule is self.cvv and self.card:
-                # A mask is a separator to the card rule: a code masked between digit groups joins them (the "2" of
-                # "cvv2 123 4..."). Read again what the card rule would find there, so a second pass finds nothing.
-                text, found = self._apply(self.card, text, path)
-                matches["card"] += found
         return text
-
-    def _apply(self, rule: Rule, text: str, path: tuple[Any, ...]) -> tuple[str, int]:
-        try:
-            return rule.redact(text)
-        except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
-            reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
-            raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
-                              f"({reason}); not archived unredacted") from None
 
 
 def _rules(settings: dict[str, Any]) -> list[Rule]:

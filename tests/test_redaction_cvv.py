@@ -126,6 +126,7 @@ def test_contact_fields_field_names_numbers_binaries_and_regexes() -> None:
     contact = {"id": "c1", "title": "cvv 321", "dataCollections": {
         "cvv": "123", "cardCvv": 456, "card_cvc2": Int64(789), "securityCode": " 0456 ", "codice_sicurezza": "987",
         "CVV2": 12,  # the code 012 stored as a number
+        "Card security code (CVV)?": "246", "cvcCode": 321.0, "csc": 12.5, "cvn": -123,  # a whole double is a code too; not a fraction or below 0
         "cvvHint": "3 digits on the back", "cvvNote": 123,  # not named for the code itself
         "cid": "1234",  # a customer or content id in a form: not masked
         "raw": Binary(b"cvv 555"), "match": Regex("cvc 777"), "cvv 888": "x", "expiry": "12/27",
@@ -136,14 +137,15 @@ def test_contact_fields_field_names_numbers_binaries_and_regexes() -> None:
     assert done.contact["title"] == "cvv •••"
     assert (fields["cvv"], fields["cardCvv"], fields["card_cvc2"], fields["securityCode"]) == ("•••", "•••", "•••",
                                                                                               " •••• ")
-    assert (fields["codice_sicurezza"], fields["CVV2"]) == ("•••", "•••")
+    assert (fields["codice_sicurezza"], fields["CVV2"], fields["cvcCode"]) == ("•••", "•••", "•••")
+    assert (fields["csc"], fields["cvn"], fields["Card security code (CVV)?"]) == (12.5, -123, "•••")
     assert (fields["cvvHint"], fields["cvvNote"], fields["cid"]) == ("3 digits on the back", 123, "1234")
     assert fields["raw"] == Binary(b"cvv \xe2\x80\xa2\xe2\x80\xa2\xe2\x80\xa2", 0) and fields["match"].pattern == "cvc •••"
     assert "cvv •••" in fields and "cvv 888" not in fields
     assert fields["nested"] == {"card": {"cvc": "••••", "cvv": "12345"}}  # five digits: not a code
     assert fields["cvvs"] == ["123"]  # a list's items are no field's value
     assert fields["expiry"] == "12/27"
-    assert done.note.matches == {"card": 0, "cvv": 12}
+    assert done.note.matches == {"card": 0, "cvv": 14}
     again = redactor().apply(done.chat, done.contact)
     assert (again.chat, again.contact) == (done.chat, done.contact) and again.note.matches["cvv"] == 0
 
@@ -179,3 +181,11 @@ def test_a_megabyte_of_codes_is_linear_and_masked() -> None:
     out, matches = text_of(redactor(), text)
     assert time.process_time() - started < 2.5
     assert matches["cvv"] == 125_000 and out == "cvv ••• " * 125_000
+
+
+def test_at_most_24_characters_between_keyword_and_code() -> None:
+    near, far = "cvv" + "-" * 24 + "123", "cvv" + "-" * 25 + "123"
+    assert text_of(redactor(), near) == ("cvv" + "-" * 24 + "•••", {"card": 0, "cvv": 1})
+    assert text_of(redactor(), far) == (far, {"card": 0, "cvv": 0})
+    encoded = "cvv" + "%3A" * 24 + "123"  # an encoded character counts as one
+    assert text_of(redactor(), encoded)[1]["cvv"] == 1
