@@ -36,6 +36,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "archiver.example.
     ("sec. code: 123", "sec. code: •••"),
     ("CID 1234", "CID ••••"),
     ("CSC: 123", "CSC: •••"),
+    ("CVN2 123", "CVN2 •••"),
+    ("CVD: 123", "CVD: •••"),
+    ("CAV2 #123", "CAV2 #•••"),
     ("card verification code 123", "card verification code •••"),
     ("card verification value: 123", "card verification value: •••"),
     ("the cvv number on the back is 123", "the cvv number on the back is •••"),
@@ -86,13 +89,24 @@ def test_the_digits_of_a_verification_code_are_masked_and_the_keyword_kept(typed
     "CVV not needed for orders over 500",  # more than 24 characters between keyword and number
     "cvv ••• 456",  # a masked code is not a gap: "456" is another number
     "cvv 422••••••2222",  # digits beside a mask belong to a masked number
-    "verification code 123456",  # one-time passwords: not a card's code
+    "verification code 1234",  # one-time passwords: not a card's code
     "your code is 1234",  # "code" alone names order codes, tickets, passwords
     "PIN 1234",
     "order 7391 please",
 ])
 def test_other_numbers_are_left_alone(typed: str) -> None:
     assert text_of(redactor(), typed) == (typed, {"card": 0, "cvv": 0})
+
+
+@pytest.mark.parametrize("typed, masked", [
+    ("CID 4711", "CID ••••"),  # a customer id after "CID": masked, as an Amex code after it would be
+    ("CSC 1234", "CSC ••••"),
+    ("CVV not needed, order 4711", "CVV not needed, order ••••"),  # within 24 characters of a keyword
+    ("your security code is 4821", "your security code is ••••"),  # a one-time password called so: masked
+])
+def test_the_false_positives_chosen_knowingly(typed: str, masked: str) -> None:
+    """A missed code is archived for years against PCI DSS; a masked id loses a few digits of a transcript."""
+    assert text_of(redactor(), typed) == (masked, {"card": 0, "cvv": 1})
 
 
 def test_on_by_default_and_in_the_example_configuration() -> None:
