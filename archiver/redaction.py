@@ -613,8 +613,8 @@ _CVV_FIRST = "".join(sorted({_letters(ch)[1:-1] for word in CVV_WORDS  # each wo
                              for ch in ((word[1], word[word.index(")?") + 2]) if word[0] == "(" else word[0])}))
 _CVV = re.compile(
     rf"(?=[{_CVV_FIRST}])"  # first: the engine then skips to the next such letter (3-15 times faster)
-    rf"(?<![^\W_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"  # an acronym, digits may touch it
-    rf"|(?:{'|'.join(map(_letters, CVV_WORDS))})(?![^\W\d_]){_GAP_UNIT}{{1,{CVV_GAP}}}+"
+    rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"  # no letter before: an acronym the code may touch
+    rf"|(?:{'|'.join(map(_letters, CVV_WORDS))})(?![^\W\d_]){_GAP_UNIT}{{1,{CVV_GAP}}}+"  # or any word, then a gap
     r"(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{2})))"  # the digits start no word ("cvv abc123" is none)
     r"(\d{3,4})(?![^\W_]|\u2022)",  # 3-4 digits, not more, ending no word and not beside a mask
     re.IGNORECASE)
@@ -638,9 +638,21 @@ class CvvRule:
     mask = MASK
 
     def redact(self, text: str) -> tuple[str, int]:
+        return self.redact_codes(text)[:2]
+
+    def redact_codes(self, text: str) -> tuple[str, int, bool]:
+        """TEXT with every code masked, their number, and whether a masked code joins digits for the card rule:
+        its mask is a separator there, and only a keyword ending with a digit ("cvv2 123", "cvc2-123") has digits
+        before it with nothing but separators between."""
         if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
-            return text, 0
-        return _CVV.subn(_masked_code, text)
+            return text, 0, False
+        pieces, last, joined = [], 0, False
+        for match in _CVV.finditer(text):
+            start, end = match.span(1)
+            joined = joined or _without_trailing(text[match.start():start].rstrip("+"))[-1:].isdigit()
+            pieces += [text[last:start], MASK * (end - start)]
+            last = end
+        return ("".join(pieces) + text[last:], len(pieces) // 2, joined) if pieces else (text, 0, False)
 
     def redact_value(self, value: Any) -> tuple[Any, int]:
         """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""
@@ -649,11 +661,6 @@ class CvvRule:
         if type(value) in CVV_NUMBERS and 0 <= value <= 9999 and value == int(value):  # 12: the code 012 as a number
             return MASK * max(3, len(str(int(value)))), 1
         return value, 0
-
-
-def _masked_code(match: re.Match[str]) -> str:
-    start, end = match.span(1)
-    return match.group()[:start - match.start()] + MASK * (end - start)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -795,18 +802,21 @@ class Redactor:
     def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
         for rule in self.rules:
             try:
-                text, found = rule.redact(text)
-                if found and rule is self.cvv and self.card:
+                if rule is self.cvv:
+                    text, found, joined = rule.redact_codes(text)
+                else:
+                    (text, found), joined = rule.redact(text), False
+                matches[rule.name] += found
+                if joined and self.card:
                     # A mask is a separator to the card rule: a code masked between digit groups joins them (the "2"
                     # of "cvv2 123 4..."). Read again what the card rule finds there, so a second pass finds nothing.
-                    matches["cvv"] += found
-                    rule = self.card
+                    rule = self.card  # (named if it fails)
                     text, found = rule.redact(text)
+                    matches[rule.name] += found
             except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
                 reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
                 raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
                                   f"({reason}); not archived unredacted") from None
-            matches[rule.name] += found
         return text
 
 

@@ -197,7 +197,7 @@ def test_off_only_when_configured_off() -> None:
 
 @pytest.mark.parametrize("shape", ["4 ", "44-", "4111 1111 1111 1111 ", "0123456789", "random",
                                    "1234567890123x", "a 2234 5678 9012 3 ", "4111%201111%20",  # many short runs
-                                   "cvv ", "cvv 123 "])  # the default rules' "cvv": keywords, and codes to mask
+                                   "cvv 1", "cvv 123 "])  # the default rules' "cvv": keywords, and codes to mask
 def test_card_detection_is_linear_on_a_megabyte_of_digits_and_separators(shape: str) -> None:
     if shape == "random":
         rng = random.Random(7)
@@ -233,7 +233,7 @@ def test_cascades_where_each_masked_card_makes_the_next_stay_linear(shape: str) 
 def test_named_rules_are_linear_too() -> None:
     # "(a|aa)*b" takes exponential time in a backtracking engine; every text here has many candidates
     r = redactor(rules=["card", "cvv", "iban", "email"], patterns={"ticket": "(a|aa)*b"})
-    for text in ["a" * 1_000_000, "IT60 " * 200_000, "a@" * 500_000, "a.b@c" * 200_000, "cvv " * 250_000]:
+    for text in ["a" * 1_000_000, "IT60 " * 200_000, "a@" * 500_000, "a.b@c" * 200_000, "cvv " * 250_000 + "1"]:
         started = time.process_time()
         text_of(r, text)
         assert time.process_time() - started < 5.0, text[:10]
