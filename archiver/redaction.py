@@ -160,13 +160,16 @@ class CardRule:
         self.first, self.last = CARD_SHOW[show]
         self.prefixes = tuple(p.encode() for p in prefixes)
 
-    def redact(self, text: str) -> tuple[str, int]:
+    def redact(self, text: str, holding: list[int] | None = None) -> tuple[str, int]:
+        """HOLDING: if given, only the runs that hold one of these (sorted) positions are read."""
         if len(text) < CARD_LENGTHS.start:
             return text, 0
         pieces, last, count = [], 0, 0
         for start, end, query in _segments(text):
             runs = _RUN_QUERY if query else _RUN_ENCODED if "%20" in text else _RUN
             for match in runs.finditer(text, start, end):
+                if holding is not None and bisect_left(holding, match.start()) == bisect_left(holding, match.end()):
+                    continue
                 run, at = _without_trailing(match.group()), match.start()
                 if run[0] == "+":  # after a '+' a run of at most 15 digits is a phone number
                     if sum(map(str.isdigit, run)) <= PHONE_DIGITS:
@@ -640,19 +643,20 @@ class CvvRule:
     def redact(self, text: str) -> tuple[str, int]:
         return self.redact_codes(text)[:2]
 
-    def redact_codes(self, text: str) -> tuple[str, int, bool]:
-        """TEXT with every code masked, their number, and whether a masked code joins digits for the card rule:
-        its mask is a separator there, and only a keyword ending with a digit ("cvv2 123", "cvc2-123") has digits
-        before it with nothing but separators between."""
+    def redact_codes(self, text: str) -> tuple[str, int, list[int]]:
+        """TEXT with every code masked, their number, and where the masked codes that join digits for the card
+        rule start: a mask is a separator there, and only a keyword ending with a digit ("cvv2 123", "cvc2-123")
+        has digits before its code with nothing but separators between."""
         if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
-            return text, 0, False
-        pieces, last, joined = [], 0, False
+            return text, 0, []
+        pieces, last, joined = [], 0, []
         for match in _CVV.finditer(text):
             start, end = match.span(1)
-            joined = joined or _without_trailing(text[match.start():start].rstrip("+"))[-1:].isdigit()
+            if _without_trailing(text[match.start():start].rstrip("+"))[-1:].isdigit():
+                joined.append(start)
             pieces += [text[last:start], MASK * (end - start)]
             last = end
-        return ("".join(pieces) + text[last:], len(pieces) // 2, joined) if pieces else (text, 0, False)
+        return ("".join(pieces) + text[last:], len(pieces) // 2, joined) if pieces else (text, 0, [])
 
     def redact_value(self, value: Any) -> tuple[Any, int]:
         """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""
@@ -805,13 +809,14 @@ class Redactor:
                 if rule is self.cvv:
                     text, found, joined = rule.redact_codes(text)
                 else:
-                    (text, found), joined = rule.redact(text), False
+                    (text, found), joined = rule.redact(text), None
                 matches[rule.name] += found
                 if joined and self.card:
                     # A mask is a separator to the card rule: a code masked between digit groups joins them (the "2"
-                    # of "cvv2 123 4..."). Read again what the card rule finds there, so a second pass finds nothing.
+                    # of "cvv2 123 4..."). The card rule reads those runs again (the others are as it left them), so
+                    # a second pass finds nothing.
                     rule = self.card  # (named if it fails)
-                    text, found = rule.redact(text)
+                    text, found = rule.redact(text, holding=joined)
                     matches[rule.name] += found
             except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
                 reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
