@@ -616,7 +616,8 @@ _CVV_FIRST = "".join(sorted({_letters(ch)[1:-1] for word in CVV_WORDS  # each wo
                              for ch in ((word[1], word[word.index(")?") + 2]) if word[0] == "(" else word[0])}))
 _CVV = re.compile(
     rf"(?=[{_CVV_FIRST}])"  # first: the engine then skips to the next such letter (3-15 times faster)
-    rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"  # no letter before: an acronym the code may touch
+    # no letter before the keyword: an acronym the code may touch ("cvv123")...
+    rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"
     rf"|(?:{'|'.join(map(_letters, CVV_WORDS))})(?![^\W\d_]){_GAP_UNIT}{{1,{CVV_GAP}}}+"  # or any word, then a gap
     r"(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{2})))"  # the digits start no word ("cvv abc123" is none)
     r"(\d{3,4})(?![^\W_]|\u2022)",  # 3-4 digits, not more, ending no word and not beside a mask
@@ -783,8 +784,8 @@ class Redactor:
             inner = each if each is not None else tree.get(key) if tree else None
             if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
-            elif cvv and (kind is str and len(item) < CVV_VALUE_CHARS and item.strip().isdecimal() or kind in CVV_NUMBERS
-                          and 0 <= item <= 9999) and type(key) is str and _cvv_field(key):  # cheapest test first
+            elif cvv and (kind is str and len(item) < CVV_VALUE_CHARS and item.strip().isdecimal()
+                          or kind in CVV_NUMBERS and 0 <= item <= 9999) and type(key) is str and _cvv_field(key):
                 out[name], found = cvv.redact_value(item)
                 matches["cvv"] += found
                 if not found:

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import generate  # noqa: E402
+from pipeline import generate
 
-from archiver import config as config_module  # noqa: E402
-from archiver.redaction import Redactor  # noqa: E402
+from archiver import config as config_module
+from archiver.redaction import Redactor
 
 
 def redactor(rules: list[str]) -> Redactor:
