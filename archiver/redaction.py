@@ -589,11 +589,11 @@ class PatternRule:
 
 def _letters(word: str) -> str:
     """WORD as a pattern that also reads its Latin letters typed full-width (an input method's ＣＶＶ); words
-    are separated by up to three spaces, dots, underscores or hyphens ("sec. code", "security_code")."""
+    are separated by up to three spaces, dots, underscores or hyphens ("sec. code", "security_code") or none."""
     out = []
     for ch in word:
         if ch == " ":
-            out.append(r"[\s._\-]{1,3}")
+            out.append(r"[\s._\-]{0,3}")  # none too: "securityCode=123" in a URL
         elif "a" <= ch <= "z":
             out.append(f"[{ch}{chr(ord(ch) - ord('a') + 0xFF41)}]")  # IGNORECASE reads the upper cases
         else:

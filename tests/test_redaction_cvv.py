@@ -67,6 +67,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "archiver.example.
     # in URLs and forms: "%XX" is one character between keyword and code
     ("https://pay.example.com/?pan=x&cvv=123&step=2", "https://pay.example.com/?pan=x&cvv=•••&step=2"),
     ("security_code=123", "security_code=•••"),
+    ("https://pay.example.com/?securityCode=123", "https://pay.example.com/?securityCode=•••"),
     ("cvv%20123", "cvv%20•••"),
     ("cvv%3A%20123", "cvv%3A%20•••"),
 ])
