@@ -630,6 +630,16 @@ _CVV_FIELD = re.compile(
     r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?[\W_]*$", re.IGNORECASE)
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _CVV_VALUE = re.compile(r"\s*\d{3,4}\s*")
+# Three masks (and separators) before a card's last one: checked apart, at each match, as a regex starting with
+# them would be tried at every mask of every card.
+_MASKED_END = re.compile(r"(?:\u2022[ \-.]?){3}$")
+# Card, expiry and code typed in one go with no keyword ("4111 1111 1111 1111 12/27 123"): 3-4 digits after a
+# masked card (its last four masks, a bullet list's one is none, then at most four shown digits) and an expiry
+# (MM/YY or MM/YYYY, "/", "-" or "."), each within 12 characters of no digit or mask. Every part is bounded: linear.
+_CARD_EXPIRY_CODE = re.compile(
+    r"\u2022(?![ \-.]?\u2022)(?:[ \-.]?\d{1,4})?(?![\d\u2022])[^\d\u2022]{1,12}+"  # from a card's last mask
+    r"(?<!\d)(?:0?[1-9]|1[0-2])\s?[/\-.]\s?(?:20)?\d\d[^\d\u2022]{1,12}+"
+    r"(?<![^\W\d_])(\d{3,4})(?![^\W_]|\u2022)")
 
 
 class CvvRule:
@@ -650,14 +660,21 @@ class CvvRule:
         has digits before its code with nothing but separators between."""
         if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
             return text, 0, []
-        pieces, last, joined = [], 0, []
-        for match in _CVV.finditer(text):
-            start, end = match.span(1)
-            if _without_trailing(text[match.start():start].rstrip("+"))[-1:].isdigit():
-                joined.append(start)
-            pieces += [text[last:start], MASK * (end - start)]
-            last = end
-        return ("".join(pieces) + text[last:], len(pieces) // 2, joined) if pieces else (text, 0, [])
+        count, joined = 0, []
+        for pattern in (_CVV, _CARD_EXPIRY_CODE) if "\u2022" in text else (_CVV,):
+            pieces, last = [], 0
+            for match in pattern.finditer(text):
+                at = match.start()
+                if pattern is _CARD_EXPIRY_CODE and not _MASKED_END.search(text, max(0, at - 6), at):
+                    continue  # no card's masks before it (a bullet list's bullet)
+                start, end = match.span(1)
+                if _without_trailing(text[match.start():start].rstrip("+"))[-1:].isdigit():
+                    joined.append(start)
+                pieces += [text[last:start], MASK * (end - start)]
+                last = end
+            if pieces:
+                text, count = "".join(pieces) + text[last:], count + len(pieces) // 2
+        return text, count, sorted(joined)
 
     def redact_value(self, value: Any) -> tuple[Any, int]:
         """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""

@@ -101,6 +101,32 @@ def test_other_numbers_are_left_alone(typed: str) -> None:
 
 
 @pytest.mark.parametrize("typed, masked", [
+    ("4111 1111 1111 1111 12/27 123", "4111 11•• •••• 1111 12/27 •••"),
+    ("4111111111111111 exp 12/2027, 1234", "411111••••••1111 exp 12/2027, ••••"),
+    ("3782 822463 10005 - 1/28 - 1234 grazie", "3782 8••••• •0005 - 1/28 - •••• grazie"),
+    ("4222222222222 scad. 01.30 123", "422••••••2222 scad. 01.30 •••"),
+])
+def test_a_code_typed_after_a_card_and_its_expiry_needs_no_keyword(typed: str, masked: str) -> None:
+    """Card, expiry and code in one go: the digits after a masked card and an expiry are its code."""
+    out, matches = text_of(redactor(), typed)
+    assert (out, matches) == (masked, {"card": 1, "cvv": 1})
+    assert text_of(redactor(), out) == (out, {"card": 0, "cvv": 0})
+
+
+@pytest.mark.parametrize("typed", [
+    "4111 1111 1111 1111 12/27 12345",  # five digits: no code
+    "4111 1111 1111 1111 13/27 123",  # no month 13: no expiry
+    "4111111111111111 2027/12 123",  # a year first: not how an expiry is written on a card
+    "order 12/27 123",  # no card before
+    "• Delivery 12/05 1430",  # a bullet list's bullet is no masked card
+    "4111 1111 1111 1111 and then a long message 12/27 123",  # more than 12 characters between card and expiry
+])
+def test_digits_after_an_expiry_without_a_card_or_too_far_are_kept(typed: str) -> None:
+    out, matches = text_of(redactor(), typed)
+    assert matches["cvv"] == 0 and out.endswith(typed[-3:])
+
+
+@pytest.mark.parametrize("typed, masked", [
     ("CID 4711", "CID ••••"),  # a customer id after "CID": masked, as an Amex code after it would be
     ("CSC 1234", "CSC ••••"),
     ("CVV not needed, order 4711", "CVV not needed, order ••••"),  # within 24 characters of a keyword
@@ -174,7 +200,7 @@ def test_identifiers_named_like_a_code_are_kept() -> None:
 
 
 @pytest.mark.parametrize("shape", ["cvv ", "cvv", "cvv 123 ", "cvv cvv 12345 ", "security code ", "sec. ",
-                                   "cvv" + " " * 23, "cvv•", "cvv%20", "cvv%2", "codice di sicurezza ", "cvv 1234567890",
+                                   "cvv" + " " * 23, "cvv•", "cvv%20", "cvv%2", "•••• 12/27 1", "•••••••", "codice di sicurezza ", "cvv 1234567890",
                                    "random"])
 def test_linear_on_a_megabyte_of_keywords_and_digits(shape: str) -> None:
     if shape == "random":

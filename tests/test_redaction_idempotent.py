@@ -123,7 +123,8 @@ def test_an_encoded_space_is_a_separator_wherever_a_run_starts(text: str, settin
     assert "%20" in out  # "%20" is never read as the digits 2 and 0
 
 
-CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ")
+CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ",
+                " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ")  # an expiry after a (masked) card: no keyword needed
 
 
 @pytest.mark.parametrize("show, prefixes", SETTINGS)
@@ -133,8 +134,10 @@ def test_one_pass_masks_every_code_and_card_a_second_pass_would(show: str, prefi
     r = redactor(rules=["card", "cvv"], card_show=show, card_prefixes=list(prefixes))
     codes, changed_again, in_clear = 0, [], []
     rng = random.Random(13)
-    texts = [rng.choice(CVV_KEYWORDS) + str(rng.randrange(10 ** rng.randrange(2, 6))) + rng.choice(SEPARATORS) + text
-             for text in _texts(13, 1200, extra=CVV_KEYWORDS)]  # a code (or a 2- or 5-digit number) first
+    cards = ("4111 1111 1111 1111", "5500000000000004", "")
+    texts = [rng.choice(cards) + rng.choice(CVV_KEYWORDS) + str(rng.randrange(10 ** rng.randrange(2, 6)))
+             + rng.choice(SEPARATORS) + text  # a code (or a 2- or 5-digit number) first, after a card or not
+             for text in _texts(13, 1200, extra=CVV_KEYWORDS)]
     for text in texts:
         out, matches = text_of(r, text)
         codes += matches["cvv"]
