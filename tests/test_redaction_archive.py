@@ -323,8 +323,9 @@ def test_a_card_verification_code_reaches_no_stored_byte_or_the_index(make_confi
     """PCI DSS 3.3.1.2: a CVV2/CVC2/CID may not be stored after authorisation, even encrypted. Customers type it
     next to the card; the default rules mask its digits (the keyword stays) in the PDF, the record and the index."""
     config = make_config()  # the defaults
-    chat, contact = make_chat(random.Random(11), messages=4, start_ms=recent_ms(), room="room-cvv")
-    texts = ["my card is 4111 1111 1111 1111 exp 12/27 cvv 739", "security code is 4821", "order 7391 please"]
+    chat, contact = make_chat(random.Random(11), messages=5, start_ms=recent_ms(), room="room-cvv")
+    texts = ["my card is 4111 1111 1111 1111 exp 12/27 cvv 739", "security code is 4821", "order 7391 please",
+             "5555 5555 5555 4444 03/28 246"]
     for message, text in zip(chat["messages"], texts):
         message["data"]["messageType"] = "TEXT"
         message["data"]["content"]["text"] = text
@@ -335,8 +336,9 @@ def test_a_card_verification_code_reaches_no_stored_byte_or_the_index(make_confi
     objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
                for name, obj in entry["objects"].items()}
     pdf, record = searchable(objects["pdf"], tmp_path), objects["record"].decode()
-    held = re.compile(r"cvv 739|code is 4821|\"582\"|: ?603\b")  # the codes as typed (their digits alone are
+    held = re.compile(r"cvv 739|code is 4821|03/28 246|\"582\"|: ?603\b")  # the codes as typed (their digits alone are
     for where, text in {"pdf": pdf, "record": record, "index": index_text(config)}.items():  # in hashes too)
         assert not held.search(text), f"the {where} holds a verification code: {held.search(text).group()}"
     assert "cvv •••" in pdf and "security code is ••••" in pdf and "order 7391 please" in pdf
-    assert '"cardCvv": "•••"' in record.replace('":"', '": "') and entry["redaction"]["matches"]["cvv"] == 4
+    assert "5555 55•• •••• 4444 03/28 •••" in pdf
+    assert '"cardCvv": "•••"' in record.replace('":"', '": "') and entry["redaction"]["matches"]["cvv"] == 5
