@@ -645,7 +645,8 @@ _CARD_EXPIRY_CODE = re.compile(
 class CvvRule:
     """Card verification codes (PCI DSS 3.3.1.2: never stored after authorisation, even encrypted): the 3 or 4
     digits after a keyword (CVV, CVC2, CID, "security code"...) within CVV_GAP characters with no digit between,
-    and the value of a field named for one. The keyword stays; each digit becomes the card rule's mask."""
+    or after a masked card and its expiry, and the value of a field named for one. The keyword stays; each digit
+    becomes the card rule's mask (so this rule runs after the card rule)."""
 
     name = "cvv"
     shortest = 6  # "cvv123"
@@ -656,8 +657,9 @@ class CvvRule:
 
     def redact_codes(self, text: str) -> tuple[str, int, list[int]]:
         """TEXT with every code masked, their number, and where the masked codes that join digits for the card
-        rule start: a mask is a separator there, and only a keyword ending with a digit ("cvv2 123", "cvc2-123")
-        has digits before its code with nothing but separators between."""
+        rule start: a mask is a separator there, so a code with digits before it and nothing but separators
+        between (after a keyword ending with a digit, "cvv2 123", or after an expiry, "12/27 123") joins them to
+        the digits after it."""
         if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
             return text, 0, []
         count, joined = 0, []
@@ -668,7 +670,7 @@ class CvvRule:
                 if pattern is _CARD_EXPIRY_CODE and not _MASKED_END.search(text, max(0, at - 6), at):
                     continue  # no card's masks before it (a bullet list's bullet)
                 start, end = match.span(1)
-                if _without_trailing(text[match.start():start].rstrip("+"))[-1:].isdigit():
+                if _without_trailing(text[at:start].rstrip("+"))[-1:].isdigit():
                     joined.append(start)
                 pieces += [text[last:start], MASK * (end - start)]
                 last = end
