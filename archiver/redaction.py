@@ -10,8 +10,9 @@ Every rule runs in time linear in its input, whatever a customer types: card
 numbers by a scan of digit runs with Luhn checked for all windows at once (big-integer
 arithmetic, no per-window loop), then again only around what that masked, until a pass
 over the output would find nothing more (each pass masks digits for good), IBANs by a
-fixed-width start search plus a bounded check, e-mail addresses and configured patterns
-with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
+fixed-width start search plus a bounded check, card verification codes by one regex whose
+every part is bounded (a keyword, at most CVV_GAP characters, 3-4 digits), e-mail addresses
+and configured patterns with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
 never archived unredacted.
 """
 
@@ -41,6 +42,7 @@ from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
 ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every settings version
+# (the "cvv" rule came without a bump: its name in redaction.rules changes the version, and without it nothing does)
 # 6: the IBAN rule runs before the card rule, whatever the order of redaction.rules.
 # 5: the card rule masks in one pass every card a pass over its output would find (the mask is a separator:
 #    masked digits leave a group boundary and join the digits either side), so applying it twice changes nothing.
@@ -52,7 +54,7 @@ ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every
 # 2: more separators between a card's groups (spaces of other widths, format characters, and %20),
 #    cards stored as doubles or Decimal128, identifiers and times kept whatever their type.
 MASK = "•"
-BUILTIN_RULES = ("card", "iban", "email")
+BUILTIN_RULES = ("card", "cvv", "iban", "email")
 CARD_LENGTHS = range(13, 20)
 SHORT_RUN = 48  # digits in a run up to which its windows are checked one by one (see CardRule._short_run_cards)
 CARD_SHOW = {"first6last4": (6, 4), "last4": (0, 4), "none": (0, 0)}
@@ -75,6 +77,8 @@ KEPT: dict[str, Any] = {
 UNREDACTED = frozenset({bool, type(None), ObjectId, dt.datetime})
 NUMBERS = frozenset({int, Int64, float, Decimal128})  # checked for a card stored as a number (not bool)
 SCALARS = NUMBERS | {str}
+CVV_NUMBERS = frozenset({int, Int64, float})  # a field named for a card's code may hold it as a number (or text)
+CVV_VALUE_CHARS = 16  # a field's text longer than this is not a code with spaces around it
 CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits (either sign) may be a card stored as a number
 TEXT_BINARY = (0, 4)  # Binary subtypes read as UTF-8 text (generic, UUID): a form may store typed text there
 PHONE_DIGITS = 15  # E.164's longest number: a longer run after a '+' is not a phone number
@@ -156,13 +160,16 @@ class CardRule:
         self.first, self.last = CARD_SHOW[show]
         self.prefixes = tuple(p.encode() for p in prefixes)
 
-    def redact(self, text: str) -> tuple[str, int]:
+    def redact(self, text: str, holding: list[int] | None = None) -> tuple[str, int]:
+        """HOLDING: if given, only the runs that hold one of these (sorted) positions are read."""
         if len(text) < CARD_LENGTHS.start:
             return text, 0
         pieces, last, count = [], 0, 0
         for start, end, query in _segments(text):
             runs = _RUN_QUERY if query else _RUN_ENCODED if "%20" in text else _RUN
             for match in runs.finditer(text, start, end):
+                if holding is not None and bisect_left(holding, match.start()) == bisect_left(holding, match.end()):
+                    continue
                 run, at = _without_trailing(match.group()), match.start()
                 if run[0] == "+":  # after a '+' a run of at most 15 digits is a phone number
                     if sum(map(str.isdigit, run)) <= PHONE_DIGITS:
@@ -578,6 +585,113 @@ class PatternRule:
         return self.regex.subn(lambda _: self.mask, text)
 
 
+# -- card verification codes ------------------------------------------------------------------------
+
+def _letters(word: str) -> str:
+    """WORD as a pattern that also reads its Latin letters typed full-width (an input method's ＣＶＶ); words
+    are separated by up to three spaces, dots, underscores or hyphens ("sec. code", "security_code") or none."""
+    out = []
+    for ch in word:
+        if ch == " ":
+            out.append(r"[\s._\-]{0,3}")  # none too: "securityCode=123" in a URL
+        elif "a" <= ch <= "z":
+            out.append(f"[{ch}{chr(ord(ch) - ord('a') + 0xFF41)}]")  # IGNORECASE reads the upper cases
+        else:
+            out.append("(?:" if ch == "(" else ch if ch in ")?|" else re.escape(ch))
+    return "".join(out)
+
+
+# What people call a card's verification code (CVV2, CVC2, CID, CAV2...), in the templates' languages (English,
+# Italian) and in Spanish, French, German and Portuguese. Digits may touch the acronyms (CVV_GLUED: "cvv123");
+# not "cid1234", which reads as a customer id. Generic words ("code", "verification code", "PIN") are not here:
+# they name one-time passwords, tickets and order codes as often as the card's code.
+CVV_GLUED = ("cvv2?", "cvc2?", "cvn2?", "cav2", "csc", "cvd")
+CVV_WORDS = (*CVV_GLUED, "cid", "card verification", "verification value", "security code", "sec code",
+             "codice (di )?sicurezza", "c(o|ó)digo de seguridad", "c(o|ó)digo de seguran(c|ç)a",
+             "code de s(e|é)curit(e|é)", "cryptogramme", "(karten)?pr(ü|ue|u)f(nummer|ziffer|code)",
+             "sicherheits(code|nummer|ziffer)")
+CVV_GAP = 24  # characters at most between the keyword and the code ("cvv number on the back is 123")
+_GAP_UNIT = r"(?:[^\d%\u2022]|%[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))"  # no digit, no mask; "%3A" is one character
+_CVV_FIRST = "".join(sorted({_letters(ch)[1:-1] for word in CVV_WORDS  # each word's first letter ("(karten)?pr..."
+                             for ch in ((word[1], word[word.index(")?") + 2]) if word[0] == "(" else word[0])}))
+_CVV = re.compile(
+    rf"(?=[{_CVV_FIRST}])"  # first: the engine then skips to the next such letter (3-15 times faster)
+    # no letter before the keyword: an acronym the code may touch ("cvv123")...
+    rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"
+    rf"|(?:{'|'.join(map(_letters, CVV_WORDS))})(?![^\W\d_]){_GAP_UNIT}{{1,{CVV_GAP}}}+"  # or any word, then a gap
+    r"(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{2})))"  # the digits start no word ("cvv abc123" is none)
+    r"(\d{3,4})(?![^\W_]|\u2022)",  # 3-4 digits, not more, ending no word and not beside a mask
+    re.IGNORECASE)
+# Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza, "Your CVV?"): a
+# value of 3-4 digits is masked whole, text or number, as no keyword precedes it. Not "cid" (a customer or content
+# id). The name ends with the keyword, a word such as "code" or "number" after it, and punctuation.
+_CVV_FIELD = re.compile(
+    rf"(?:^|[^\w]|_)(?:{'|'.join(map(_letters, (w for w in CVV_WORDS if w != 'cid')))})"
+    r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?[\W_]*$", re.IGNORECASE)
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_CVV_VALUE = re.compile(r"\s*\d{3,4}\s*")
+# Three masks (and separators) before a card's last one: checked apart, at each match, as a regex starting with
+# them would be tried at every mask of every card.
+_MASKED_END = re.compile(r"(?:\u2022[ \-.]?){3}$")
+# Card, expiry and code typed in one go with no keyword ("4111 1111 1111 1111 12/27 123"): 3-4 digits after a
+# masked card (its last four masks, a bullet list's one is none, then at most four shown digits) and an expiry
+# (MM/YY or MM/YYYY, "/", "-" or "."), each within 12 characters of no digit or mask. Every part is bounded: linear.
+_CARD_EXPIRY_CODE = re.compile(
+    r"\u2022(?![ \-.]?\u2022)(?:[ \-.]?\d{1,4})?(?![\d\u2022])[^\d\u2022]{1,12}+"  # from a card's last mask
+    r"(?<!\d)(?:0?[1-9]|1[0-2])\s?[/\-.]\s?(?:20)?\d\d[^\d\u2022]{1,12}+"
+    r"(?<![^\W\d_])(\d{3,4})(?![^\W_]|\u2022)")
+
+
+class CvvRule:
+    """Card verification codes (PCI DSS 3.3.1.2: never stored after authorisation, even encrypted): the 3 or 4
+    digits after a keyword (CVV, CVC2, CID, "security code"...) within CVV_GAP characters with no digit between,
+    or after a masked card and its expiry, and the value of a field named for one. The keyword stays; each digit
+    becomes the card rule's mask (so this rule runs after the card rule)."""
+
+    name = "cvv"
+    shortest = 6  # "cvv123"
+    mask = MASK
+
+    def redact(self, text: str) -> tuple[str, int]:
+        return self.redact_codes(text)[:2]
+
+    def redact_codes(self, text: str) -> tuple[str, int, list[int]]:
+        """TEXT with every code masked, their number, and where the masked codes that join digits for the card
+        rule start: a mask is a separator there, so a code with digits before it and nothing but separators
+        between (after a keyword ending with a digit, "cvv2 123", or after an expiry, "12/27 123") joins them to
+        the digits after it."""
+        if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
+            return text, 0, []
+        count, joined = 0, []
+        for pattern in (_CVV, _CARD_EXPIRY_CODE) if "\u2022" in text else (_CVV,):
+            pieces, last = [], 0
+            for match in pattern.finditer(text):
+                at = match.start()
+                if pattern is _CARD_EXPIRY_CODE and not _MASKED_END.search(text, max(0, at - 6), at):
+                    continue  # no card's masks before it (a bullet list's bullet)
+                start, end = match.span(1)
+                if _without_trailing(text[at:start].rstrip("+"))[-1:].isdigit():
+                    joined.append(start)
+                pieces += [text[last:start], MASK * (end - start)]
+                last = end
+            if pieces:
+                text, count = "".join(pieces) + text[last:], count + len(pieces) // 2
+        return text, count, sorted(joined)
+
+    def redact_value(self, value: Any) -> tuple[Any, int]:
+        """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""
+        if type(value) is str:
+            return (_DIGIT.sub(MASK, value), 1) if _CVV_VALUE.fullmatch(value) else (value, 0)
+        if type(value) in CVV_NUMBERS and 0 <= value <= 9999 and value == int(value):  # 12: the code 012 as a number
+            return MASK * max(3, len(str(int(value)))), 1
+        return value, 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _cvv_field(key: str) -> bool:
+    return len(key) < 64 and _CVV_FIELD.search(_CAMEL.sub(" ", key)) is not None
+
+
 # -- the redactor -----------------------------------------------------------------------------------
 
 
@@ -589,6 +703,7 @@ class Redactor:
         self.rules = rules
         self.version = version
         self.card = next((r for r in rules if isinstance(r, CardRule)), None)
+        self.cvv = next((r for r in rules if isinstance(r, CvvRule)), None)
         # Shorter texts cannot hold a match: most field values and names skip every rule.
         self.shortest = min((getattr(r, "shortest", 1) for r in rules), default=1)
         self.clean_keys: set[str] = set()
@@ -677,7 +792,7 @@ class Redactor:
         out: dict[Any, Any] = {}
         tree = kept if type(kept) is dict else None
         each = tree.get(ANY_KEY) if tree else None  # a map keyed by user id: its names kept, its values alike
-        shortest, clean = self.shortest, self.clean_keys
+        shortest, clean, cvv = self.shortest, self.clean_keys, self.cvv
         for key, item in value.items():
             name = key
             if each is None and (type(key) is not str or len(key) >= shortest) and key not in clean:
@@ -688,6 +803,12 @@ class Redactor:
             inner = each if each is not None else tree.get(key) if tree else None
             if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
+            elif cvv and (kind is str and len(item) < CVV_VALUE_CHARS and item.strip().isdecimal()
+                          or kind in CVV_NUMBERS and 0 <= item <= 9999) and type(key) is str and _cvv_field(key):
+                out[name], found = cvv.redact_value(item)
+                matches["cvv"] += found
+                if not found:
+                    out[name] = self._walk(item, (*path, name), inner, matches)
             elif (kind is str and len(item) < shortest) or (kind is float and not CARD_RANGE[0] <= abs(item) < CARD_RANGE[1]):
                 out[name] = item
             else:
@@ -705,12 +826,22 @@ class Redactor:
     def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
         for rule in self.rules:
             try:
-                text, found = rule.redact(text)
+                if rule is self.cvv:
+                    text, found, joined = rule.redact_codes(text)
+                else:
+                    (text, found), joined = rule.redact(text), None
+                matches[rule.name] += found
+                if joined and self.card:
+                    # A mask is a separator to the card rule: a code masked between digit groups joins them (the "2"
+                    # of "cvv2 123 4..."). The card rule reads those runs again (the others are as it left them), so
+                    # a second pass finds nothing.
+                    rule = self.card  # (named if it fails)
+                    text, found = rule.redact(text, holding=joined)
+                    matches[rule.name] += found
             except Exception as exc:  # whatever went wrong, the chat must not be archived unredacted
                 reason = "invalid UTF-8" if isinstance(exc, UnicodeError) else type(exc).__name__
                 raise InvalidChat(f"{_where(path)}: redaction rule {rule.name!r} could not be applied "
                                   f"({reason}); not archived unredacted") from None
-            matches[rule.name] += found
         return text
 
 
@@ -733,9 +864,15 @@ def _rules(settings: dict[str, Any]) -> list[Rule]:
     rules: list[Rule] = []
     # The IBAN rule first, whatever the order given: a Luhn-valid window inside an IBAN (8% of them) would
     # otherwise be masked as a card, leaving the IBAN rule nothing to match and most of the IBAN in clear.
-    for name in sorted(dict.fromkeys(names), key=lambda rule: rule != "iban"):
+    order = sorted(dict.fromkeys(names), key=lambda rule: rule != "iban")
+    if "cvv" in order and "card" in order:  # right after the card rule: masking a card's first group as a code
+        order.remove("cvv")  # ("cvv 4111 1111 1111 1111") would leave the card rule 12 digits, no card, in clear
+        order.insert(order.index("card") + 1, "cvv")
+    for name in order:
         if name == "card":
             rules.append(CardRule(settings["card_show"], settings["card_prefixes"]))
+        elif name == "cvv":
+            rules.append(CvvRule())
         elif name == "iban":
             rules.append(IbanRule(mask("iban")))
         else:

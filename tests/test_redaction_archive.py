@@ -140,15 +140,15 @@ def test_record_index_and_pdf_say_what_was_redacted(make_config, keys, tmp_path,
     archive(config, log_lines)
     (entry,) = entries(config, status="archived")
     note = entry["redaction"]
-    assert note["enabled"] is True and note["rules"] == ["card"] and len(note["version"]) == 12
-    assert note["matches"] == {"card": 9}  # visa, amex, mastercard and discover twice each, diners once
+    assert note["enabled"] is True and note["rules"] == ["card", "cvv"] and len(note["version"]) == 12
+    assert note["matches"] == {"card": 9, "cvv": 0}  # visa, amex, mastercard and discover twice each, diners once
     objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
                for name, obj in entry["objects"].items()}
     record = json.loads(objects["record"])
     assert record["redaction"] == note
     assert entry["title"] == record["transcript"]["title"] == "Card 411111••••••1111"
     text = re.sub(r"\s+", " ", searchable(objects["pdf"], tmp_path))
-    assert f"Redaction card: 9 (rules: card; settings {note['version']})" in text
+    assert f"Redaction card: 9, cvv: 0 (rules: card, cvv; settings {note['version']})" in text
     assert "my card is 4111 11•• •••• 1111" in text and "pan=601111••••••1117" in text
 
 
@@ -233,7 +233,7 @@ def test_the_pass_hands_the_worker_its_redacted_copies(make_config, monkeypatch,
     archive(make_config(), log_lines)
     assert len(submitted) == 2 and not leaks(json_util.dumps([b.args[:2] for b in submitted]))  # room-bad fails later
     (build,) = [b for b in submitted if b.args[0]["room"] == "room-cards"]
-    assert build.keywords["redaction"].matches == {"card": 9}
+    assert build.keywords["redaction"].matches == {"card": 9, "cvv": 0}
     # The worker gets the serialisation the digest was computed over (and stores it as the record's source).
     assert build.keywords["source_json"] == source_json(*build.args[:2])
     assert sha256_hex(build.keywords["source_json"]) == build.keywords["source_sha256"]
@@ -316,4 +316,29 @@ def test_cards_the_review_found_archived_whole_are_masked_in_the_pdf_and_record(
         assert leaks(re.sub(r"[+\u2014]", " ", text)) == [], "a card number is archived"
     assert "6175•••••• 4111 11•• •••• 1111" in pdf and "5555—55••—••••—4444" in pdf and "+601111••••••1117" in pdf
     assert "pan=3782+8•••••+•0005" in record and "-411111••••••1111" in record
-    assert entry["redaction"]["matches"] == {"card": 7}  # the phone number's masked digits are a region too
+    assert entry["redaction"]["matches"] == {"card": 7, "cvv": 0}  # the phone number's masked digits are a region too
+
+
+def test_a_card_verification_code_reaches_no_stored_byte_or_the_index(make_config, keys, tmp_path) -> None:
+    """PCI DSS 3.3.1.2: a CVV2/CVC2/CID may not be stored after authorisation, even encrypted. Customers type it
+    next to the card; the default rules mask its digits (the keyword stays) in the PDF, the record and the index."""
+    config = make_config()  # the defaults
+    chat, contact = make_chat(random.Random(11), messages=5, start_ms=recent_ms(), room="room-cvv")
+    texts = ["my card is 4111 1111 1111 1111 exp 12/27 cvv 739", "security code is 4821", "order 7391 please",
+             "5555 5555 5555 4444 03/28 246"]
+    for message, text in zip(chat["messages"], texts):
+        message["data"]["messageType"] = "TEXT"
+        message["data"]["content"]["text"] = text
+    contact["dataCollections"] = {"cardCvv": "582", "cvc2": 603}  # a payment form's fields
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config, status="archived")
+    objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
+               for name, obj in entry["objects"].items()}
+    pdf, record = searchable(objects["pdf"], tmp_path), objects["record"].decode()
+    held = re.compile(r"cvv 739|code is 4821|03/28 246|\"582\"|: ?603\b")  # the codes as typed (their digits alone are
+    for where, text in {"pdf": pdf, "record": record, "index": index_text(config)}.items():  # in hashes too)
+        assert not held.search(text), f"the {where} holds a verification code: {held.search(text).group()}"
+    assert "cvv •••" in pdf and "security code is ••••" in pdf and "order 7391 please" in pdf
+    assert "5555 55•• •••• 4444 03/28 •••" in pdf
+    assert '"cardCvv": "•••"' in record.replace('":"', '": "') and entry["redaction"]["matches"]["cvv"] == 5

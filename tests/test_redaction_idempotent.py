@@ -48,8 +48,8 @@ def cards_in_clear(text: str, prefixes: tuple[str, ...]) -> list[str]:
 
 def test_the_reviewed_card_is_masked_in_one_pass() -> None:
     out, matches = text_of(redactor(), REVIEWED)
-    assert out == "1234 5698 •••• ••4111 11•• •••• 1111" and matches == {"card": 2}
-    assert text_of(redactor(), out) == (out, {"card": 0})
+    assert out == "1234 5698 •••• ••4111 11•• •••• 1111" and matches == {"card": 2, "cvv": 0}
+    assert text_of(redactor(), out) == (out, {"card": 0, "cvv": 0})
     assert cards_in_clear(out, ("2", "3", "4", "5", "6")) == []
 
 
@@ -101,9 +101,9 @@ def test_one_pass_masks_every_card_a_second_pass_would(show: str, prefixes: tupl
 @pytest.mark.parametrize("show", ["first6last4", "last4", "none"])
 def test_idempotent_with_plus_signs_encoded_spaces_and_other_rules(show: str) -> None:
     """'+' (a phone number's, or a space in a URL's query string) and "%20" change where runs and groups are."""
-    r = redactor(rules=["card", "iban", "email"], card_show=show, card_prefixes=["1", "2", "3", "4", "5", "6"])
+    r = redactor(rules=["card", "cvv", "iban", "email"], card_show=show, card_prefixes=["1", "2", "3", "4", "5", "6"])
     bad = []
-    for text in _texts(9, 800, extra=("+", "%20", "?a=", "@b.example ", "GB82 WEST 1234 5698 7654 32")):
+    for text in _texts(9, 800, extra=("+", "%20", "?a=", "@b.example ", "GB82 WEST 1234 5698 7654 32", "cvv2 ")):
         out, _ = text_of(r, text)
         if text_of(r, out)[0] != out:
             bad.append(text)
@@ -121,3 +121,29 @@ def test_an_encoded_space_is_a_separator_wherever_a_run_starts(text: str, settin
     out, _ = text_of(r, text)
     assert text_of(r, out)[0] == out
     assert "%20" in out  # "%20" is never read as the digits 2 and 0
+
+
+CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ",
+                " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ")  # an expiry after a (masked) card: no keyword needed
+
+
+@pytest.mark.parametrize("show, prefixes", SETTINGS)
+def test_one_pass_masks_every_code_and_card_a_second_pass_would(show: str, prefixes: tuple[str, ...]) -> None:
+    """Verification codes among digit groups and cards: a code's mask is a separator the card rule reads (it
+    joins the "2" of "cvv2" to the digits after the code), and a card's first group after a keyword is 3-4 digits."""
+    r = redactor(rules=["card", "cvv"], card_show=show, card_prefixes=list(prefixes))
+    codes, changed_again, in_clear = 0, [], []
+    rng = random.Random(13)
+    cards = ("4111 1111 1111 1111", "5500000000000004", "")
+    texts = [rng.choice(cards) + rng.choice(CVV_KEYWORDS) + str(rng.randrange(10 ** rng.randrange(2, 6)))
+             + rng.choice(SEPARATORS) + text  # a code (or a 2- or 5-digit number) first, after a card or not
+             for text in _texts(13, 1200, extra=CVV_KEYWORDS)]
+    for text in texts:
+        out, matches = text_of(r, text)
+        codes += matches["cvv"]
+        if text_of(r, out)[0] != out:
+            changed_again.append(text)
+        if cards_in_clear(out.replace("%20", " "), prefixes):  # an encoded space, not the digits 2 and 0
+            in_clear.append(text)
+    assert changed_again == [] and in_clear == []
+    assert codes > 300  # the texts hold many codes: the property says something

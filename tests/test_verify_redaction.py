@@ -150,3 +150,26 @@ def test_redaction_needs_a_key_and_rules(unredacted, keys, tmp_path, capsys) -> 
     assert _verify_cli(config, tmp_path, "--all", "--key", str(keys["legal.key.pem"]), "--redaction",
                        enabled=False) == 2
     assert "redaction.enabled" in capsys.readouterr().err
+
+
+def test_versions_holding_a_verification_code_are_named_after_the_upgrade(make_config, keys, tmp_path,
+                                                                         capsys) -> None:
+    """Versions archived before the "cvv" rule (rules = ["card"], the old default) keep "cvv 123" in clear:
+    `verify --redaction` under today's defaults names them; a version archived under them is clean."""
+    before = make_config(redaction__rules=["card"])
+    chats = _chats(3, {0: f"my card is {CARD} exp 12/27 cvv 739", 1: "the security code is 4821", 2: "order 7391"})
+    _archive(before, chats)
+    old_card, old_code, clean = (chat["_id"] for chat, _ in chats)
+    legal = str(keys["legal.key.pem"])
+    assert _verify_cli(before, tmp_path, "--all", "--key", legal, "--redaction", rules=["card"]) == 0
+    capsys.readouterr()
+    assert _verify_cli(before, tmp_path, "--all", "--key", legal, "--redaction", "--workers", "1") == 3  # defaults
+    out = capsys.readouterr().out
+    problems = sorted(line for line in out.splitlines() if line.startswith("PROBLEM"))
+    assert [p.split()[1] for p in problems] == sorted([old_card, old_code])
+    assert all("they would mask cvv 1;" in p for p in problems), problems  # by rule and count, the card masked
+    assert "739" not in out and "4821" not in out and clean not in out
+    Archiver(make_config()).run_pass(full=True)  # the nightly rescan under today's defaults: masked new versions
+    assert _verify_cli(before, tmp_path, old_code, "--key", legal, "--redaction") == 3  # v1 stays, named
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+    assert len(problems) == 1 and problems[0].startswith(f"PROBLEM {old_code} v1: ")
