@@ -705,10 +705,10 @@ class Deletions:
         """The cases of HOLDS that may cover ROOM's source chat as it is now (LOADED: chat, contact), whatever
         the index shows: a failed attempt's entry names nobody, a chat changes after it was archived, one
         never archived has no entry. Matched by room, customer (an author of its messages, or the contact's
-        userID: who opened it) and agent (an author, or the contact's agentID: who handled it). A hold on other filters too cannot be ruled out by the
-        people alone, so it holds the chat; one on other filters only is the index's to decide where it
-        DESCRIBED the room (an archived version or a tombstone). A chat that cannot be read cannot be ruled
-        out for any hold but one by another room."""
+        userID: who opened it) and agent (an author, or the contact's agentID: who handled it). A hold on
+        other filters too cannot be ruled out by the people alone, so it holds the chat; one on other filters
+        only is the index's to decide where it DESCRIBED the room (an archived version or a tombstone). A chat
+        that cannot be read cannot be ruled out for any hold but one by another room."""
         chat, contact = loaded or (None, None)
         if chat is None:
             return []

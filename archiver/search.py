@@ -61,8 +61,8 @@ _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at",
             ("terms", "--text")]
 # What --json prints for each entry: stable names, documented in docs/search.md.
 OUTPUT_FIELDS = ("room", "version", "status", "kind", "started_at", "ended_at", "ctlive_type", "channel",
-                 "service", "agents", "customers", "opened_by", "handled_by", "message_count", "archived_at", "store", "objects",
-                 "deletion")  # a tombstone's: which run deleted it, under which rule, when
+                 "service", "agents", "customers", "opened_by", "handled_by", "message_count", "archived_at", "store",
+                 "objects", "deletion")  # a tombstone's: which run deleted it, under which rule, when
 
 
 def search_indexes() -> list[tuple[str, str]]:

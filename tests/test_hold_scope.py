@@ -296,6 +296,21 @@ def test_a_hold_by_agent_keeps_an_entry_indexed_before_handled_by_was(make_confi
         assert index(config).find_one()["status"] == "deleted"
 
 
+def test_hold_place_by_agent_derives_handled_by_before_it_protects(make_config, tmp_path) -> None:
+    """`hold place --agent` takes `handled_by` from the source contact first: an entry without it would be
+    held (and its objects given the legal hold) by every hold by agent, another agent's too."""
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    index(config).update_many({}, {"$unset": {"handled_by": ""}})
+    toml = _toml(config, tmp_path)
+    assert main(["--config", toml, "hold", "place", "--agent", "USER_someone_else@acd.example.com",
+                 "--case", "HR 12", "--reason", "r"]) == 0
+    entry = index(config).find_one()
+    assert entry["handled_by"] == agent and not entry.get("legal_hold"), entry
+    assert main(["--config", toml, "hold", "place", "--agent", agent, "--case", "HR 13", "--reason", "r"]) == 0
+    assert index(config).find_one()["legal_hold"] is True
+
+
 def test_search_by_agent_finds_the_chats_they_handled(make_config) -> None:
     config = retention_config(make_config)
     chat, agent = _handled_only(config)
