@@ -120,7 +120,7 @@ class Holds:
         """The index entries HOLD covers. A hold by words fails closed: entries archived before word hashes
         were written cannot be told apart, so they are covered; under another key than the index's, words
         would match nothing, so that is a ConfigError (the run stops) rather than a hold that holds nothing."""
-        query = build_query(filters_of(hold), self.key, opener_unknown=True)
+        query = build_query(filters_of(hold), self.key, unknown_contact=True)
         if "$or" not in query:  # no words
             return query
         if self.state is not None:

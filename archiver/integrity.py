@@ -45,6 +45,7 @@ from archiver.names import safe_name
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
 from archiver.render.record import read_source, source_json
+from archiver.transcript import CONTACT_PEOPLE, contact_person
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
 from archiver.visible import is_pdf_title
@@ -432,24 +433,25 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     if people is not None:
         for field, role in (("agents", "agent"), ("customers", "customer")):
             expected[field] = [p.get("user_id") for p in people if isinstance(p, dict) and p.get("role") == role]
-    if "opened_by" in entry:  # (an entry from before it was indexed has none: every hold by customer holds it)
-        expected["opened_by"] = _opened_by(doc)
+    for field in CONTACT_PEOPLE:  # (an entry from before one was indexed lacks it: every hold by that role holds it)
+        if field in entry:
+            expected[field] = _contact_person(doc, field)
     # A field removed from the entry counts too (every entry has had them all): it hides a chat as well.
     differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r})" for k, v in expected.items()
               if _shown(k, entry.get(k)) != v]
     return Check(what, not differ, "; ".join(differ))
 
 
-def _opened_by(doc: dict[str, Any]) -> str | None:
-    """The signed record's contact userID as the index writes it (transcript.opened_by), None without one."""
+def _contact_person(doc: dict[str, Any], field: str) -> str | None:
+    """The signed record's contact person the index keeps as FIELD (opened_by: its userID, handled_by: its
+    agentID; transcript.CONTACT_PEOPLE), as the index writes it; None without one."""
     from bson import json_util
-
-    from archiver.transcript import opener
 
     source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
     contact = source.get("contact") if isinstance(source.get("contact"), dict) else {}
-    user = json_util.loads(json.dumps({"userID": contact.get("userID")}))["userID"]
-    return opener({"userID": user}) or None
+    name = CONTACT_PEOPLE[field][0]
+    user = json_util.loads(json.dumps({name: contact.get(name)}))[name]
+    return contact_person({name: user}, field) or None
 
 
 def _shown(name: str, value: Any) -> Any:

@@ -46,12 +46,13 @@ from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_rep
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
-from archiver.transcript import InvalidChat, opener
+from archiver.transcript import CONTACT_PEOPLE, InvalidChat, contact_person
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
-PERSONAL_FIELDS = ("customers", "opened_by", "agents", "participants", "title", "terms", "closed_by")  # erased from tombstones
+PERSONAL_FIELDS = ("customers", "opened_by", "agents", "handled_by", "participants", "title", "terms",
+                   "closed_by")  # erased from tombstones
 DESCRIBED = ["archived", "deleted"]  # entries with a chat's metadata (not an attempt's or a superseded one)
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
             "quarantined": "quarantined"}
@@ -147,7 +148,7 @@ class Deletions:
         run = self.ledger.unfinished(kind)
         resumed = run is not None
         if run is None:
-            self.derive_opened_by()  # before holds are matched: an entry that predates it is held by any customer's
+            self.derive_contact_people()  # before holds are matched: an entry without them is held by any person's
             self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
             run = self.ledger.begin(kind, now(), params, actor.as_dict(), self.policy.describe())
             self.ledger.record_plan(run, planner(_aware(run["as_of"])))
@@ -297,25 +298,29 @@ class Deletions:
         return (f"kept: not due under today's policy ({today}); this run was planned under the policy its report "
                 "states and resumed after it changed")
 
-    def derive_opened_by(self) -> int:
-        """`opened_by` (the contact's userID) for entries indexed before it was, from the source contact while
-        it is there (one contact document for the room); the entries set. Without it, every hold by customer
-        covers the entry (search.OPENER_UNKNOWN)."""
-        query = {"opened_by": {"$exists": False}, "status": {"$in": DESCRIBED},
-                 "deletion.personal_data_removed": {"$exists": False}}
-        rooms, changed = sorted(set(self.entries.distinct("room", query))), 0
+    def derive_contact_people(self) -> int:
+        """`opened_by` and `handled_by` (the contact's userID and agentID, transcript.CONTACT_PEOPLE) for entries
+        indexed before they were, from the source contact while it is there (one contact document for the
+        room); the fields set. Without one, every hold by customer (or agent) covers the entry
+        (search.contact_unknown)."""
+        kept = {"status": {"$in": DESCRIBED}, "deletion.personal_data_removed": {"$exists": False}}
+        missing = {field: {field: {"$exists": False}, **kept} for field in CONTACT_PEOPLE}
+        rooms = sorted(set(self.entries.distinct("room", {"$or": list(missing.values())})))
+        changed, projection = 0, {"id": 1, **{name: 1 for name, _ in CONTACT_PEOPLE.values()}}
         for i in range(0, len(rooms), ROOM_BATCH):
-            contacts: dict[str, list[str]] = {}
+            contacts: dict[str, list[dict[str, Any]]] = {}
             try:
-                for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, {"id": 1, "userID": 1}):
+                for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, projection):
                     if isinstance(doc.get("id"), str):  # (not an array holding the room)
-                        contacts.setdefault(doc["id"], []).append(opener(doc))
-            except BSONError:  # a contact MongoDB cannot decode: that batch stays unknown (held by customer holds)
+                        contacts.setdefault(doc["id"], []).append(doc)
+            except BSONError:  # a contact MongoDB cannot decode: that batch stays unknown (held by any person's)
                 continue
-            for room, opened in contacts.items():
-                if len(opened) == 1:  # (two contacts for a room: which one opened it is not known)
-                    changed += self.entries.update_many({**query, "room": room},
-                                                        {"$set": {"opened_by": opened[0] or None}}).modified_count
+            for room, found in contacts.items():
+                if len(found) != 1:  # (two contacts for a room: which one says who opened or handled it is not known)
+                    continue
+                for field, query in missing.items():
+                    changed += self.entries.update_many({**query, "room": room}, {"$set": {
+                        field: contact_person(found[0], field) or None}}).modified_count
         return changed
 
     def _requeue(self, room: str) -> tuple[str, str]:
@@ -700,10 +705,10 @@ class Deletions:
         """The cases of HOLDS that may cover ROOM's source chat as it is now (LOADED: chat, contact), whatever
         the index shows: a failed attempt's entry names nobody, a chat changes after it was archived, one
         never archived has no entry. Matched by room, customer (an author of its messages, or the contact's
-        userID: who opened it) and agent (an author). A hold on other filters too cannot be ruled out by the
-        people alone, so it holds the chat; one on other filters only is the index's to decide where it
-        DESCRIBED the room (an archived version or a tombstone). A chat that cannot be read cannot be ruled
-        out for any hold but one by another room."""
+        userID: who opened it) and agent (an author, or the contact's agentID: who handled it). A hold on
+        other filters too cannot be ruled out by the people alone, so it holds the chat; one on other filters
+        only is the index's to decide where it DESCRIBED the room (an archived version or a tombstone). A chat
+        that cannot be read cannot be ruled out for any hold but one by another room."""
         chat, contact = loaded or (None, None)
         if chat is None:
             return []
@@ -736,8 +741,8 @@ class _Batch:
 
 def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
     """Who a source chat names, by role: its messages' authors (under both roles where `isAgent` is not a
-    boolean) and, as a customer, the contact's userID; None if it cannot be read (a SourceProblem, messages
-    that are not an array of documents)."""
+    boolean) and the contact's people (its userID as a customer, its agentID as an agent); None if it cannot
+    be read (a SourceProblem, messages that are not an array of documents)."""
     messages = chat.get("messages") if isinstance(chat, dict) else None
     messages = [] if isinstance(chat, dict) and messages is None else messages
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -751,8 +756,9 @@ def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
             agent = user.get("isAgent")
             for role in (["agent" if agent else "customer"] if isinstance(agent, bool) else ["agent", "customer"]):
                 people[role].add(_user_id(user.get("id")))
-    if isinstance(contact, dict) and opener(contact):
-        people["customer"].add(opener(contact))
+    for field, (_, role) in CONTACT_PEOPLE.items():
+        if isinstance(contact, dict) and contact_person(contact, field):
+            people[role].add(contact_person(contact, field))
     return people
 
 

@@ -55,13 +55,14 @@ _OPTIONAL_MARKS = re.compile("[\u0307\u064b-\u065f\u0670\u0591-\u05bd\u05bf\u05c
 # (field, why) for every index a search relies on; ArchiveIndex.ensure_indexes creates them.
 _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at", "--from/--to"),
             ("agents", "--agent"), ("customers", "--customer"), ("opened_by", "--customer (who opened the chat)"),
+            ("handled_by", "--agent (who handled the chat)"),
             ("ctlive_type", "--type"),
             ("channel", "--channel"), ("service", "--service"), ("status", "--status"),
             ("terms", "--text")]
 # What --json prints for each entry: stable names, documented in docs/search.md.
 OUTPUT_FIELDS = ("room", "version", "status", "kind", "started_at", "ended_at", "ctlive_type", "channel",
-                 "service", "agents", "customers", "opened_by", "message_count", "archived_at", "store", "objects",
-                 "deletion")  # a tombstone's: which run deleted it, under which rule, when
+                 "service", "agents", "customers", "opened_by", "handled_by", "message_count", "archived_at", "store",
+                 "objects", "deletion")  # a tombstone's: which run deleted it, under which rule, when
 
 
 def search_indexes() -> list[tuple[str, str]]:
@@ -143,26 +144,35 @@ def entry_terms(texts: Iterable[str], key: bytes) -> list[str]:
     return term_hashes(found, key)
 
 
-_EQUALITY = {"room": "room", "agent": "agents", "ctlive_type": "ctlive_type",
+_EQUALITY = {"room": "room", "ctlive_type": "ctlive_type",
              "channel": "channel", "service": "service", "status": "status"}
-# Entries indexed before `opened_by` was, that no retention run could derive it for (the contact gone).
-OPENER_UNKNOWN = {"opened_by": {"$exists": False}, "$or": [
-    {"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]}
+# A person filter: the messages' authors in that role, or the contact's person (transcript.CONTACT_PEOPLE).
+_PEOPLE = {"customer": ("customers", "opened_by"), "agent": ("agents", "handled_by")}
 
 
-def build_query(filters: SearchFilters, key: bytes | None, opener_unknown: bool = False) -> dict[str, Any]:
+def contact_unknown(field: str) -> dict[str, Any]:
+    """Entries indexed before FIELD (opened_by, handled_by) was, that no retention run could derive it for
+    (the contact gone)."""
+    return {field: {"$exists": False}, "$or": [
+        {"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]}
+
+
+def build_query(filters: SearchFilters, key: bytes | None, unknown_contact: bool = False) -> dict[str, Any]:
     """The MongoDB query for FILTERS; every value is data ($eq), never an operator. A customer is one who
-    wrote in the chat (`customers`) or opened it (`opened_by`); OPENER_UNKNOWN (a hold's): or any customer,
-    for an entry that predates `opened_by` (it cannot be ruled out)."""
+    wrote in the chat (`customers`) or opened it (`opened_by`), an agent one who wrote in it (`agents`) or
+    handled it (`handled_by`); UNKNOWN_CONTACT (a hold's): or anyone, for an entry that predates that field
+    (contact_unknown: it cannot be ruled out)."""
     query: dict[str, Any] = {}
     for name, field in _EQUALITY.items():
         value = getattr(filters, name)
         if value is not None:
             query[field] = {"$eq": _text(name, value)}
-    if filters.customer is not None:
-        customer = _text("customer", filters.customer)
-        query["$and"] = [{"$or": [{"customers": {"$eq": customer}}, {"opened_by": {"$eq": customer}},
-                                  *([OPENER_UNKNOWN] if opener_unknown else [])]}]
+    for name, (authors, contact_field) in _PEOPLE.items():
+        if getattr(filters, name) is not None:
+            person = _text(name, getattr(filters, name))
+            query.setdefault("$and", []).append({"$or": [
+                {authors: {"$eq": person}}, {contact_field: {"$eq": person}},
+                *([contact_unknown(contact_field)] if unknown_contact else [])]})
     ended: dict[str, dt.datetime] = {}
     if filters.ended_from is not None:
         ended["$gte"] = _date("ended_from", filters.ended_from)

@@ -123,6 +123,7 @@ class Transcript:
     notes: tuple[DataWarning, ...] = field(default=())  # the data warnings, to be worded by a template
     last_message_at: dt.datetime | None = None  # the latest message time
     opened_by: str = ""  # the contact's userID: the customer who opened it, whether or not they wrote
+    handled_by: str = ""  # the contact's agentID: the agent who handled it, whether or not they wrote
 
     def participant(self, user_id: str) -> Participant | None:
         return next((p for p in self.participants if p.user_id == user_id), None)
@@ -194,13 +195,19 @@ def normalise(
         events=tuple(events),
         notes=tuple(warnings),
         last_message_at=max(times) if times else None,
-        opened_by=opener(contact),
+        opened_by=contact_person(contact, "opened_by"),
+        handled_by=contact_person(contact, "handled_by"),
     )
 
 
-def opener(contact: Mapping[str, Any]) -> str:
-    """Who opened the contact (its userID), as the index's `opened_by` holds it; "" if it does not say."""
-    return _text(contact.get("userID"))
+# The contact's people the index keeps beside the messages' authors, whether or not they wrote (docs/search.md):
+# index field -> (contact field, the role holds and search match it as).
+CONTACT_PEOPLE = {"opened_by": ("userID", "customer"), "handled_by": ("agentID", "agent")}
+
+
+def contact_person(contact: Mapping[str, Any], field: str) -> str:
+    """The contact's person the index keeps as FIELD (CONTACT_PEOPLE); "" if it does not say."""
+    return _text(contact.get(CONTACT_PEOPLE[field][0]))
 
 
 def _warning(code: str, **values: Any) -> DataWarning:

@@ -1,6 +1,7 @@
 """What a legal hold covers when the index does not show the link: deletions match holds against the source
-chat's current people too, a hold by customer covers chats the customer opened without writing in them, and a
-date bound outside years 1-9999 in UTC is refused (review "retention", findings 1, 2 and 7)."""
+chat's current people too, a hold by customer covers chats the customer opened without writing in them (and one
+by agent those the agent handled), and a date bound outside years 1-9999 in UTC is refused (review "retention",
+findings 1, 2 and 7)."""
 
 from __future__ import annotations
 
@@ -227,6 +228,122 @@ def test_an_erasure_removes_opened_by_from_its_tombstones(make_config) -> None:
     entry = index(config).find_one()
     assert entry["status"] == "deleted" and "opened_by" not in entry
     assert "opened_by" in entry["deletion"]["personal_data_removed"]
+
+
+# -- the same for agents: a hold by agent covers the chats the agent handled (the contact's agentID) ---------
+
+def _handled_only(config, rng_seed=2):
+    """A chat the contact says an agent handled (its agentID) who wrote nothing in it (the customer closed it
+    while waiting: assigned, then abandoned), archived."""
+    chat, contact = make_chat(random.Random(rng_seed), messages=4, start_ms=recent_ms(30))
+    chat["messages"] = [m for m in chat["messages"] if not m["data"]["content"]["user"]["isAgent"]
+                        or m["data"]["messageType"] == "endChat"]
+    chat["messages"][-1]["data"]["content"]["user"] = {"isAgent": False, "id": contact["userID"]}
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    assert index(config).find_one({"room": chat["room"]})["agents"] == []
+    return chat, contact["agentID"]
+
+
+@pytest.mark.parametrize("source_left", [True, False])
+def test_a_hold_by_agent_keeps_a_chat_they_handled_without_writing_in_it(make_config, source_left) -> None:
+    """Matched by the source contact while it is there, by the index's `handled_by` once it is gone."""
+    config = retention_config(make_config, retention__delete_contacts=True)
+    chat, agent = _handled_only(config)
+    if not source_left:
+        source(config).delete_many({})
+        _contacts(config).delete_many({})
+    _place(config, "HR 12", agent=agent)
+    age(config, 400)
+    result = retention(config)
+    assert source(config).count_documents({}) == (1 if source_left else 0), result.report["items"]
+    assert _contacts(config).count_documents({}) == (1 if source_left else 0)
+    assert index(config).find_one()["status"] == "archived", result.report["items"]
+
+
+def test_an_erasure_keeps_a_chat_held_by_the_agent_who_handled_it(make_config) -> None:
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    index(config).update_many({}, {"$unset": {"handled_by": ""}})  # the source is what tells, not the index
+    _contacts(config).update_many({}, {"$set": {"agentID": "USER_agent_A@acd.example.com"}})  # reassigned since
+    _place(config, "HR 12", agent="USER_agent_A@acd.example.com")
+    result = erase(config, customer_of(chat))
+    _kept_by(result, "HR 12")
+    assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
+
+
+@pytest.mark.parametrize("contact_left", [True, False])
+def test_a_hold_by_agent_keeps_an_entry_indexed_before_handled_by_was(make_config, contact_left) -> None:
+    """As for `opened_by`: re-derived from the source contact while it is there, held by every agent hold
+    once it is gone (cannot be ruled out)."""
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    index(config).update_many({}, {"$unset": {"handled_by": ""}})
+    source(config).delete_many({})
+    if not contact_left:
+        _contacts(config).delete_many({})
+    _place(config, "HR 12", agent=agent)
+    age(config, 400)
+    result = retention(config)
+    entry = index(config).find_one()
+    assert entry["status"] == "archived", result.report["items"]
+    assert entry.get("handled_by") == (agent if contact_left else None)
+    assert entry.get("opened_by") == customer_of(chat)  # (derived in the same step, not unset)
+    if contact_left:  # re-derived: another agent's hold no longer holds it
+        open_holds(config).release("HR 12", "settled", LEGAL)
+        _place(config, "Other", agent="USER_someone_else@acd.example.com")
+        retention(config)
+        assert index(config).find_one()["status"] == "deleted"
+
+
+def test_hold_place_by_agent_derives_handled_by_before_it_protects(make_config, tmp_path) -> None:
+    """`hold place --agent` takes `handled_by` from the source contact first: an entry without it would be
+    held (and its objects given the legal hold) by every hold by agent, another agent's too."""
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    index(config).update_many({}, {"$unset": {"handled_by": ""}})
+    toml = _toml(config, tmp_path)
+    assert main(["--config", toml, "hold", "place", "--agent", "USER_someone_else@acd.example.com",
+                 "--case", "HR 12", "--reason", "r"]) == 0
+    entry = index(config).find_one()
+    assert entry["handled_by"] == agent and not entry.get("legal_hold"), entry
+    assert main(["--config", toml, "hold", "place", "--agent", agent, "--case", "HR 13", "--reason", "r"]) == 0
+    assert index(config).find_one()["legal_hold"] is True
+
+
+def test_search_by_agent_finds_the_chats_they_handled(make_config) -> None:
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    found = list(open_search(config).find(SearchFilters(agent=agent)))
+    assert [(e["room"], e["handled_by"]) for e in found] == [(chat["room"], agent)]
+    assert list(open_search(config).find(SearchFilters(agent="USER_someone_else@acd.example.com"))) == []
+    both = SearchFilters(agent=agent, customer=customer_of(chat))  # (two people: both must match)
+    assert [e["room"] for e in open_search(config).find(both)] == [chat["room"]]
+    assert list(open_search(config).find(SearchFilters(agent=agent, customer="1234567890123456"))) == []
+
+
+def test_an_erasure_removes_handled_by_from_its_tombstones(make_config) -> None:
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    erase(config, customer_of(chat))
+    entry = index(config).find_one()
+    assert entry["status"] == "deleted" and "handled_by" not in entry
+    assert "handled_by" in entry["deletion"]["personal_data_removed"]
+
+
+def test_verify_names_a_handled_by_edited_in_the_index(make_config, keys) -> None:
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import verify_archive
+
+    config = retention_config(make_config)
+    chat, agent = _handled_only(config)
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    assert verify_archive(config, None, key).ok
+    index(config).update_one({}, {"$set": {"handled_by": "USER_someone_else@acd.example.com"}})
+    (problem,) = verify_archive(config, None, key).problems
+    assert f"handled_by 'USER_someone_else@acd.example.com' (record {agent!r})" in problem.problem, problem
+    index(config).update_one({}, {"$unset": {"handled_by": ""}})
+    assert verify_archive(config, None, key).ok
 
 
 # -- finding 7: a date bound of year 10000 in UTC -----------------------------------------------------------

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _option(p, "--reason", case, metavar="TEXT", help="place/release: why")
     _option(p, "--room", place, help="place: this room")
     _option(p, "--customer", place, metavar="ID", help="place: every chat this customer wrote in or opened")
-    _option(p, "--agent", place, metavar="ID", help="place: every chat this agent took part in")
+    _option(p, "--agent", place, metavar="ID", help="place: every chat this agent wrote in or handled")
     _option(p, "--from", place, dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
     _option(p, "--to", place, dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
     _option(p, "--type", place, dest="ctlive_type", metavar="T", help="place: ctlive_type")
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
                             ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
-    if args.customer is not None:  # entries that predate `opened_by` get it first, rather than all be held
-        deletions.derive_opened_by()
+    if args.customer is not None or args.agent is not None:  # entries that predate `opened_by`/`handled_by`
+        deletions.derive_contact_people()  # get them first, rather than all be held
     try:
         hold = holds.place(filters, args.case, args.reason, actor.as_dict(), lambda hold: log.record(
             "hold_place", actor, outcome="started", reason=args.reason,
