@@ -331,21 +331,6 @@ def test_an_erasure_removes_handled_by_from_its_tombstones(make_config) -> None:
     assert "handled_by" in entry["deletion"]["personal_data_removed"]
 
 
-def test_verify_names_a_handled_by_edited_in_the_index(make_config, keys) -> None:
-    from archiver.envelope import RecipientKey
-    from archiver.integrity import verify_archive
-
-    config = retention_config(make_config)
-    chat, agent = _handled_only(config)
-    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
-    assert verify_archive(config, None, key).ok
-    index(config).update_one({}, {"$set": {"handled_by": "USER_someone_else@acd.example.com"}})
-    (problem,) = verify_archive(config, None, key).problems
-    assert f"handled_by 'USER_someone_else@acd.example.com' (record {agent!r})" in problem.problem, problem
-    index(config).update_one({}, {"$unset": {"handled_by": ""}})
-    assert verify_archive(config, None, key).ok
-
-
 # -- finding 7: a date bound of year 10000 in UTC -----------------------------------------------------------
 
 @pytest.mark.parametrize("option, value", [("--to", "9999-12-31T23:59:59-01:00"),
@@ -389,19 +374,21 @@ def test_a_hold_stored_with_a_year_10000_bound_holds_rather_than_crash_every_run
     assert source(config).count_documents({}) == 1
 
 
-def test_verify_names_an_opened_by_edited_in_the_index(make_config, keys) -> None:
-    """`opened_by` is what holds and search by customer select by: edited, it would hide a chat from them.
-    It is checked against the signed record's contact (an entry without it, from before, is held by every
-    hold by customer instead)."""
+@pytest.mark.parametrize("field, made, other", [("opened_by", "_opened_only", "1234567890123456"),
+                                                 ("handled_by", "_handled_only", "USER_someone_else@acd.example.com")])
+def test_verify_names_a_contact_person_edited_in_the_index(make_config, keys, field, made, other) -> None:
+    """`opened_by` and `handled_by` are what holds and search by customer and agent select by: edited, they
+    would hide a chat from them. Each is checked against the signed record's contact (an entry without it,
+    from before, is held by every hold by customer or agent instead)."""
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
 
     config = retention_config(make_config)
-    chat, customer = _opened_only(config)
+    chat, person = globals()[made](config)
     key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
     assert verify_archive(config, None, key).ok
-    index(config).update_one({}, {"$set": {"opened_by": "1234567890123456"}})
+    index(config).update_one({}, {"$set": {field: other}})
     (problem,) = verify_archive(config, None, key).problems
-    assert f"opened_by '1234567890123456' (record {customer!r})" in problem.problem, problem
-    index(config).update_one({}, {"$unset": {"opened_by": ""}})
+    assert f"{field} {other!r} (record {person!r})" in problem.problem, problem
+    index(config).update_one({}, {"$unset": {field: ""}})
     assert verify_archive(config, None, key).ok

@@ -306,17 +306,22 @@ def test_cards_the_review_found_archived_whole_are_masked_in_the_pdf_and_record(
     link["content"] = {"url": "https://pay.example.com/checkout?pan=3782+822463+10005&step=2",
                        "user": link["content"]["user"]}
     contact["dataCollections"] = {"raw": Binary(b"pan 30569309025904"), "signed": Int64(-4111111111111111)}
-    seed(config, [(chat, contact)])
-    assert Archiver(config).run_pass().archived == 1
-    (entry,) = entries(config, status="archived")
-    objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
-               for name, obj in entry["objects"].items()}
-    pdf, record = searchable(objects["pdf"], tmp_path), objects["record"].decode()
+    entry, pdf, record = _archived_one(config, chat, contact, keys, tmp_path)
     for text in (pdf, record, json_util.dumps(json.loads(record))):
         assert leaks(re.sub(r"[+\u2014]", " ", text)) == [], "a card number is archived"
     assert "6175•••••• 4111 11•• •••• 1111" in pdf and "5555—55••—••••—4444" in pdf and "+601111••••••1117" in pdf
     assert "pan=3782+8•••••+•0005" in record and "-411111••••••1111" in record
     assert entry["redaction"]["matches"] == {"card": 7, "cvv": 0}  # the phone number's masked digits are a region too
+
+
+def _archived_one(config, chat, contact, keys, tmp_path):
+    """CHAT archived alone: its index entry, its PDF's text and its record, decrypted."""
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config, status="archived")
+    objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
+               for name, obj in entry["objects"].items()}
+    return entry, searchable(objects["pdf"], tmp_path), objects["record"].decode()
 
 
 def test_a_card_verification_code_reaches_no_stored_byte_or_the_index(make_config, keys, tmp_path) -> None:
@@ -330,12 +335,7 @@ def test_a_card_verification_code_reaches_no_stored_byte_or_the_index(make_confi
         message["data"]["messageType"] = "TEXT"
         message["data"]["content"]["text"] = text
     contact["dataCollections"] = {"cardCvv": "582", "cvc2": 603}  # a payment form's fields
-    seed(config, [(chat, contact)])
-    assert Archiver(config).run_pass().archived == 1
-    (entry,) = entries(config, status="archived")
-    objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
-               for name, obj in entry["objects"].items()}
-    pdf, record = searchable(objects["pdf"], tmp_path), objects["record"].decode()
+    entry, pdf, record = _archived_one(config, chat, contact, keys, tmp_path)
     held = re.compile(r"cvv 739|code is 4821|03/28 246|\"582\"|: ?603\b")  # the codes as typed (their digits alone are
     for where, text in {"pdf": pdf, "record": record, "index": index_text(config)}.items():  # in hashes too)
         assert not held.search(text), f"the {where} holds a verification code: {held.search(text).group()}"
