@@ -60,13 +60,18 @@ def test_an_erasure_keeps_a_held_chat_whose_only_entry_is_a_failed_attempt(make_
     assert source(config).count_documents({}) == 1
 
 
+def _agent_wrote(config, chat, agent: str) -> None:
+    """AGENT writes in CHAT's source after it was archived (an agent message of its own, copied)."""
+    doc = source(config).find_one({"room": chat["room"]})
+    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["content"]["user"]["isAgent"]))
+    message["data"]["content"]["user"]["id"] = agent
+    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": message}})
+
+
 def test_an_erasure_keeps_a_chat_held_by_an_agent_who_wrote_in_it_after_it_was_archived(make_config) -> None:
     config = retention_config(make_config)
     (chat,) = archive(config, 1)
-    doc = source(config).find_one({"room": chat["room"]})
-    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["content"]["user"]["isAgent"]))
-    message["data"]["content"]["user"]["id"] = "USER_agent_A@acd.example.com"
-    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": message}})
+    _agent_wrote(config, chat, "USER_agent_A@acd.example.com")
     _place(config, "HR 12", agent="USER_agent_A@acd.example.com")
     assert "USER_agent_A@acd.example.com" not in index(config).find_one()["agents"]
     result = erase(config, customer_of(chat))
@@ -79,10 +84,7 @@ def test_a_hold_placed_during_an_erasure_on_an_agent_who_wrote_since_keeps_sourc
                                                                                                   monkeypatch) -> None:
     config = retention_config(make_config)
     (chat,) = archive(config, 1)
-    doc = source(config).find_one({"room": chat["room"]})
-    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["content"]["user"]["isAgent"]))
-    message["data"]["content"]["user"]["id"] = "USER_agent_A@acd.example.com"
-    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": message}})
+    _agent_wrote(config, chat, "USER_agent_A@acd.example.com")
     real = Deletions._execute
 
     def hold_first(self, run_id, batch):
