@@ -711,12 +711,13 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     # docs/seals.md's openssl commands, as written, check the seal at its token's time too.
     seal = shutil.copytree(folder / f"seals/{DAY.isoformat()}-1", tmp_path / "seal")
     shutil.copy(ca.cert_path, seal / "signing-ca.pem")
+    shutil.copy(signer.cert_path, seal / "signing.crt.pem")  # the archiver's own: the last command pins it
     shutil.copy(tsa.ca_pem, seal / "tsa-ca.pem")
     docs = (Path(__file__).parents[1] / "docs/seals.md").read_text().split("## Checking a seal with openssl")[1]
     done = subprocess.run(["bash", "-ec", docs.split("```sh\n")[1].split("```")[0]], cwd=seal, capture_output=True,
                           text=True)
     assert done.returncode == 0 and "Verification: OK" in done.stdout, done
-    assert "Verification successful" in done.stderr, done
+    assert "Verification successful" in done.stderr and "signed by the archiver's certificate" in done.stdout, done
 
     # A timestamp counts only if it verifies against TSA-CA.pem: with another CA there, the PDF and seal steps fail.
     shutil.copy(ca.cert_path, folder / "TSA-CA.pem")
