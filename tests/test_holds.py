@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 from bson import json_util
@@ -43,6 +44,7 @@ def test_hold_place_list_release_from_the_cli_are_audited_and_protect(make_confi
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["case"] == "ACME v. Shop" and listed["filters"] == {"customer": customer}
     assert listed["reason"] == "litigation" and listed["active"] is True
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", listed["placed_at"]), listed  # ISO 8601, as search
     assert main(["--config", toml, "retention", "run"]) == 0
     assert {c["room"] for c in source(config).find()} == {chats[0]["room"]}
     assert main(["--config", toml, "hold", "release", "--case", "ACME v. Shop", "--reason", "settled"]) == 0

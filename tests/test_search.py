@@ -188,6 +188,13 @@ def test_text_search_says_which_entries_it_cannot_see(make_config, tmp_path, cap
     assert "have no word hashes (search.key_file was not set yet): --text cannot find them" in capsys.readouterr().err
 
 
+def test_text_search_warns_of_nothing_when_every_entry_has_word_hashes(archived, tmp_path, capsys) -> None:
+    """Every entry archived with the key: the note that some have no word hashes would only mislead."""
+    config, _ = archived
+    assert _cli(config, tmp_path, "search", "--text", "invoice") == 0
+    assert "word hashes" not in capsys.readouterr().err
+
+
 def test_the_text_note_dates_word_hashes_from_the_oldest_entry_that_has_them(archived, tmp_path, capsys) -> None:
     """An index whose entries had word hashes before the key was recorded (an upgrade): the note must not
     say that they have none."""
@@ -200,7 +207,12 @@ def test_the_text_note_dates_word_hashes_from_the_oldest_entry_that_has_them(arc
         index(config).update_one({"_id": e["_id"]}, {"$set": {"archived_at": e["archived_at"] - dt.timedelta(days=2 + n)}})
     Archiver(config)  # the first start after the upgrade records the key
     assert _cli(config, tmp_path, "search", "--text", "invoice") == 0
+    assert "word hashes" not in capsys.readouterr().err  # every entry has them
     oldest = min(e["archived_at"] for e in index(config).find())
+    state = connect(config["mongodb.uri"])[config["index.database"]][config["index.state"]]
+    assert state.find_one({"_id": "search_key"})["since"].replace(tzinfo=None) == oldest.replace(tzinfo=None)
+    index(config).update_one({"_id": entries[0]["_id"]}, {"$unset": {"terms": ""}})  # one without: named from then
+    assert _cli(config, tmp_path, "search", "--text", "invoice") == 0
     assert f"entries archived before {oldest:%Y-%m-%d %H:%M} UTC" in capsys.readouterr().err
 
 

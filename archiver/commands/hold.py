@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
-from archiver.commands.search import add_actor, date_window, no_card_number
+from archiver.commands.search import add_actor, date_window, iso_time, no_card_number
 from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
@@ -145,7 +145,7 @@ def _list(found: list[dict], as_json: bool) -> int:
     from archiver.holds import describe
 
     if as_json:
-        print(json.dumps(found, indent=1, default=str, ensure_ascii=False))
+        print(json.dumps(found, indent=1, default=iso_time, ensure_ascii=False))  # times as search prints them
         return OK
     for hold in found:
         state = "active" if hold["active"] else f"released {hold['released_at']:%Y-%m-%d}"

@@ -153,11 +153,11 @@ def _row(e: dict[str, Any]) -> str:
 
 def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
     # the entry's own times (a stand-in may return them as text) in one format: ISO 8601 UTC
-    times = {k: _iso(stored_time(v)) for k, v in entry.items() if k.endswith(("_at", "_until")) and stored_time(v)}
-    return json.loads(json.dumps({**entry, **times}, default=_iso))
+    times = {k: iso_time(stored_time(v)) for k, v in entry.items() if k.endswith(("_at", "_until")) and stored_time(v)}
+    return json.loads(json.dumps({**entry, **times}, default=iso_time))
 
 
-def _iso(value: Any) -> str:
+def iso_time(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return str(value)
