@@ -50,6 +50,8 @@ from archiver.transcript import CONTACT_PEOPLE, InvalidChat, contact_person
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
+# (passed as a copy: mongomock adds "_id": 1 to the projection it is given, which the stand-in nx-27017 then reads
+# as an inclusion, returning _id alone, when another query of the process uses it)
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
 PERSONAL_FIELDS = ("customers", "opened_by", "agents", "handled_by", "participants", "title", "terms",
                    "closed_by")  # erased from tombstones
@@ -281,7 +283,7 @@ class Deletions:
                 step["action"] != "delete_source" and (entry is None or entry["status"] == "deleted")):
             return ""
         versions = list(self.entries.find({"room": step["room"], "status": {"$in": ["archived", "deleted"]}},
-                                          ENTRY_FIELDS).sort("version", 1))
+                                          dict(ENTRY_FIELDS)).sort("version", 1))
         # the rule the plan applied: by the room's latest version archived then (this run may have deleted some)
         planned = [v for v in versions if v["status"] == "archived" or (v.get("deletion") or {}).get("run") == run_id]
         rule = self.policy.rule_for((planned or versions)[-1]) if versions else None
@@ -535,7 +537,8 @@ class Deletions:
     def _room_batches(self, query: dict[str, Any]) -> Iterator[dict[str, list[dict[str, Any]]]]:
         """Index entries (matching QUERY) grouped by room, ROOM_BATCH rooms at a time, versions in order."""
         batch: dict[str, list[dict[str, Any]]] = {}
-        for entry in self.entries.find(query, ENTRY_FIELDS).sort([("room", 1), ("version", 1)]).batch_size(1000):
+        entries = self.entries.find(query, dict(ENTRY_FIELDS)).sort([("room", 1), ("version", 1)]).batch_size(1000)
+        for entry in entries:
             if entry["room"] not in batch and len(batch) >= ROOM_BATCH:
                 yield batch
                 batch = {}
@@ -663,7 +666,7 @@ class Deletions:
         holds = self.holds.active()
         held = self.holds.held_rooms(rooms, holds)
         versions: dict[str, list[dict[str, Any]]] = {room: [] for room in rooms}
-        for entry in self.entries.find({"room": {"$in": rooms}}, ENTRY_FIELDS).sort([("room", 1), ("version", 1)]):
+        for entry in self.entries.find({"room": {"$in": rooms}}, dict(ENTRY_FIELDS)).sort([("room", 1), ("version", 1)]):
             versions[entry["room"]].append(entry)
         loaded = self.source.load_many(rooms)
         why = f"erasure request: {reason}"
