@@ -82,3 +82,18 @@ def customer_of(chat: dict[str, Any]) -> str:
 def agent_of(chat: dict[str, Any]) -> str:
     return next(m["data"]["content"]["user"]["id"] for m in chat["messages"]
                 if m["data"]["content"]["user"]["isAgent"])
+
+
+def undecodable(monkeypatch, room: str) -> None:
+    """ROOM's documents as MongoDB cannot decode them (a corrupt message or contact): reading it raises InvalidBSON."""
+    from bson.errors import InvalidBSON
+
+    from archiver.source import ChatSource
+
+    real = ChatSource._load_many
+
+    def load_many(self, rooms):
+        if room in rooms:
+            raise InvalidBSON("year 10000 is out of range")
+        return real(self, rooms)
+    monkeypatch.setattr(ChatSource, "_load_many", load_many)

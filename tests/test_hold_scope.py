@@ -12,7 +12,6 @@ import random
 import uuid
 
 import pytest
-from bson.errors import InvalidBSON
 
 from archiver import artifacts
 from archiver.cli import main
@@ -22,10 +21,9 @@ from archiver.pipeline import Archiver
 from archiver.retention import Deletions
 from archiver.samples import make_chat
 from archiver.search import SearchFilters, open_search
-from archiver.source import ChatSource
 from archiver.store import StoreError
 from retention_helpers import (age, agent_of, archive, customer_of, erase, index, jobs, retention, retention_config,
-                               source)
+                               source, undecodable)
 from test_holds import _toml
 from test_pipeline import build_failing_record_puts, recent_ms, seed
 
@@ -119,13 +117,7 @@ def test_an_erasure_keeps_a_chat_that_cannot_be_decoded_for_any_hold_not_by_anot
     config = retention_config(make_config)
     (chat,) = archive(config, 1)
     index(config).delete_many({})  # never archived (an undecodable chat never is: it is quarantined)
-    real = ChatSource._load_many
-
-    def undecodable(self, rooms):
-        if chat["room"] in rooms:
-            raise InvalidBSON("year 10000 is out of range")
-        return real(self, rooms)
-    monkeypatch.setattr(ChatSource, "_load_many", undecodable)
+    undecodable(monkeypatch, chat["room"])
     _place(config, "Other room", room="CHAT_ANOTHER")  # rules nothing in: its room is another
     _place(config, "HR 12", agent=agent_of(chat))
     result = erase(config, customer_of(chat))

@@ -23,7 +23,7 @@ from archiver.search import SearchFilters
 from archiver.store import open_store
 from conftest import require_tool, write_toml
 from retention_helpers import (age, agent_of, archive, customer_of, erase, index, jobs, outcomes, retention,
-                               retention_config, source)
+                               retention_config, source, undecodable)
 from retrieval_helpers import stored_path
 
 ACTOR = {"user": "tester", "host": "test"}
@@ -1369,19 +1369,9 @@ def test_a_run_audit_entry_streams_its_rooms_sorted_and_bounded(make_config) -> 
 def test_an_erasure_deletes_the_source_of_a_room_the_driver_cannot_decode(make_config, monkeypatch) -> None:
     """A room whose documents MongoDB cannot decode (a corrupt message or contact) is quarantined for archiving;
     an erasure needs only its chat's _id to delete it, not the whole chat read: it goes, contact included."""
-    from bson.errors import InvalidBSON
-
-    from archiver.source import ChatSource
-
     config = retention_config(make_config)
     (chat,) = archive(config, 1)
-    real = ChatSource._load_many
-
-    def undecodable(self, rooms):
-        if chat["room"] in rooms:
-            raise InvalidBSON("year 10000 is out of range")
-        return real(self, rooms)
-    monkeypatch.setattr(ChatSource, "_load_many", undecodable)
+    undecodable(monkeypatch, chat["room"])
     result = erase(config, customer_of(chat))
     assert outcomes(result)[("delete_source", chat["room"], None)][0] == "deleted", outcomes(result)
     db = connect(config["mongodb.uri"])[config["source.database"]]
