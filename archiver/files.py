@@ -76,7 +76,7 @@ def publish(files: list[tuple[Path, bytes]], mode: int, sync_later_on: int | Non
 
 
 # Linux's unnamed files (O_TMPFILE, through /proc/self/fd): written, then linked into place. A process
-# killed before the link leaves nothing, and no name is made and removed per file (a third of a chat's
+# killed before the link leaves nothing, and no name is made and removed per file (a fifth of a chat's
 # store CPU). Where the file system has none (its open fails), a named temporary file instead.
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0
 _NO_UNNAMED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
@@ -152,7 +152,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def check_hard_links(folder: Path) -> None:
     """Raise NoHardLinks if FOLDER's file system has none (found by linking a temporary file, then removed)."""
-    name = _write_temp(folder, b"", 0o600)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+    os.close(fd)
     link = f"{name}-link"
     try:
         os.link(name, link)
@@ -163,19 +164,6 @@ def check_hard_links(folder: Path) -> None:
     finally:
         _remove(link)
         _remove(name)
-
-
-def _write_temp(folder: Path, data: bytes, mode: int) -> str:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
-    try:
-        _write_all(fd, data)
-        os.fchmod(fd, mode)
-    except BaseException:
-        os.close(fd)
-        _remove(name)
-        raise
-    os.close(fd)
-    return name
 
 
 def sync_file_system(fd: int) -> None:
