@@ -268,7 +268,7 @@ class Deletions:
         active holds, however many there are; by id, not by time: the placer's clock may be behind), and by
         any active hold its source chat (LOADED, if still there) may fall under (_source_holds)."""
         cases = list(ctx.held.get(room, ()))
-        active = list(self.holds.holds.find({"active": True}))
+        active = self.holds.active()
         new = [h for h in active if h["_id"] not in ctx.hold_ids]
         if new:
             cases += self.holds.held_rooms([room], new).get(room, [])
