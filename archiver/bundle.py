@@ -25,7 +25,7 @@ import tempfile
 import uuid
 import zipfile
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -37,10 +37,10 @@ from archiver import seals
 from archiver.audit import AuditLog
 from archiver.config import Config
 from archiver.content_pool import ContentPool
-from archiver.integrity import Check, Opened, check_content, check_stored
+from archiver.integrity import Check, Opened, check_content
 from archiver.names import file_stem
 from archiver.offline_checks import cms_command, pdf_command, timestamp_command
-from archiver.retrieval import (Request, VerificationFailed, _files, _report, _text, deleted_meanwhile, find_entry,
+from archiver.retrieval import (NotFound, Request, VerificationFailed, _files, _report, _text, find_entry, open_stored,
                                seal_check)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity, sign_detached
@@ -97,6 +97,11 @@ PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole fi
     $ COMMAND
 
 """.replace("COMMAND", pdf_command("rooms/*/transcript.pdf", "CA.pem", "TSA-CA.pem").replace("\n", "\n      "))
+KEPT_NOTE = """Of these, {kept} a retention run began to delete and then kept (a legal hold): each one's entry
+under "rooms" in chain-of-custody.json ("kept") and its verification.json ("note") name the run
+and the hold. Each was checked against the objects its archive recorded, as every other room
+was, and the steps below check its files like any other's.
+"""
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 
 
@@ -118,6 +123,7 @@ class BundleRequest:
 class Bundle:
     path: Path
     rooms: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # "<room> v<N>: <note>" of each kept version (see _held)
     files: int = 0
     bytes: int = 0
     sums_sha256: str = ""
@@ -127,26 +133,39 @@ class Bundle:
 def select(config: Config, search: Search, bundle: BundleRequest) -> list[tuple[str, int]]:
     """(room, version) of every entry the bundle will hold, checked to exist before anything is written."""
     if bundle.filters is not None:
-        filters = bundle.filters if bundle.filters.status else replace(bundle.filters, status="archived")
-        found = [(e["room"], e["version"]) for e in search.find(filters) if e.get("status") == "archived"]
+        found = [(e["room"], e["version"]) for e in search.find(bundle.filters) if _held(config, e)]
         if not found:
-            raise NothingSelected(f"no archived entry matches {filters.given()}")
+            raise NothingSelected(f"no archived entry matches {bundle.filters.given()}")
         return found
     chosen = []
     for room in dict.fromkeys(bundle.rooms):  # each room once, in the order given
-        entry = find_entry(config, room, None)
+        entry = find_entry(config, room, None, kept=True)
         chosen.append((entry["room"], entry["version"]))
     return chosen
 
 
-def left_out(search: Search, bundle: BundleRequest) -> tuple[dict[str, Any], ...]:
+def _held(config: Config, entry: dict[str, Any]) -> bool:
+    """Whether a bundle holds ENTRY (a search result): an archived version, or one whose deletion a crash cut
+    short and its run then kept (a hold): served as `retrieve` serves it (find_entry(..., kept=True))."""
+    if entry.get("status") == "archived":
+        return True
+    if entry.get("status") != "deleted" or (entry.get("deletion") or {}).get("state") != "deleting":
+        return False
+    try:
+        find_entry(config, entry["room"], entry["version"], kept=True)
+    except NotFound:  # its deletion is under way: the tombstone is its run's intent
+        return False
+    return True
+
+
+def left_out(config: Config, search: Search, bundle: BundleRequest) -> tuple[dict[str, Any], ...]:
     """The entries BUNDLE's filters match that it does not hold (tombstones, uploads not finished), each with
     why: a bundle said to hold "every matching entry" must name the ones it cannot."""
     if bundle.filters is None or bundle.filters.status:
         return ()
     found = []
     for e in search.find(bundle.filters):
-        if e.get("status") != "archived":
+        if not _held(config, e):
             deletion = e.get("deletion") or {}
             found.append({"room": e["room"], "version": e["version"], "status": e.get("status"),
                           **({"deleted_by_run": deletion.get("run"), "rule": deletion.get("rule"),
@@ -201,7 +220,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
 
     sealed: set[str] = set()  # seal folders already in the bundle
     attached = False  # any attachment file in the bundle (its README step is then printed)
-    for done, (room, version, opened, location) in enumerate(_verified(config, bundle, targets), 1):
+    for done, (room, version, opened, location, note) in enumerate(_verified(config, bundle, targets), 1):
         proof = seal_check(config, opened)
         seal_folder = _seal_folder(proof)
         if proof is not None and opened.ok and seal_folder not in sealed:
@@ -222,11 +241,16 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
             name = file_stem(room, present, [suffix]) + suffix
             present[name.casefold()] = name
             folder = f"rooms/{name}"
-            for name, data in _files(opened, _report(opened, bundle.request, location, proof)).items():
+            report = _report(opened, bundle.request, location, proof)
+            if note:  # a version whose deletion was begun, then kept: which run, which hold (as `retrieve` says)
+                report["note"] = note
+                result.kept.append(f"{room} v{version}: {note}")
+            for name, data in _files(opened, report).items():
                 add(f"{folder}/{name}", data)
                 attached = attached or name.startswith("attachments/")
             rooms.append({"room": room, "version": version, "folder": folder + "/", "store": location,
-                          "checks": len(opened.checks), "all_passed": True, "seal": seal_folder})
+                          "checks": len(opened.checks), "all_passed": True, "seal": seal_folder,
+                          **({"kept": note} if note else {})})
             result.rooms.append(room)
         if progress:
             progress(done, len(targets))
@@ -234,7 +258,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         raise BundleVerificationFailed(failed, failures)
     custody = _custody(config, bundle, started, head, rooms, signer)
     add(CUSTODY, _json(custody))
-    add(README, _readme(rooms, signer is not None, bool(sealed), attached).encode("utf-8"))
+    add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept)).encode("utf-8"))
     add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
     body = ("\n".join(sums) + "\n").encode("utf-8")
     zf.writestr(SUMS, body)
@@ -264,18 +288,16 @@ def _verified(config: Config, bundle: BundleRequest, targets: list[tuple[str, in
     request = bundle.request
     pool = ContentPool(bundle.workers, request.key, list(request.trust)) if bundle.workers > 1 else None
     stores: dict[str, ObjectStore] = {}
-    waiting: deque[tuple[str, int, Opened, dict[str, str], Any]] = deque()
+    waiting: deque[tuple[str, int, Opened, dict[str, str], Any, str]] = deque()
     try:
         for room, version in targets:
-            entry = find_entry(config, room, version)
+            entry = find_entry(config, room, version, kept=True)
             where = (entry.get("store") or {}).get("url", "")
             if where not in stores:
                 stores[where] = open_store_for(entry, config)
-            opened = check_stored(entry, stores[where])
-            if not opened.ok:
-                deleted_meanwhile(config, entry)  # NotFound: a run deleted it since it was selected
-            future = pool.submit_opened(entry, opened.sealed) if pool and opened.ok else None
-            waiting.append((room, version, opened, store_location(stores[where]), future))
+            opened, note = open_stored(config, entry, stores[where])  # NotFound: deleted since it was selected
+            future = pool.submit_opened(opened.entry, opened.sealed) if pool and opened.ok else None
+            waiting.append((room, version, opened, store_location(stores[where]), future, note))
             while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][4] is None):
                 yield _settled(request, *waiting.popleft())
         while waiting:
@@ -286,7 +308,7 @@ def _verified(config: Config, bundle: BundleRequest, targets: list[tuple[str, in
 
 
 def _settled(request: Request, room: str, version: int, opened: Opened, location: dict[str, str],
-             future: Any) -> tuple[str, int, Opened, dict[str, str]]:
+             future: Any, note: str) -> tuple[str, int, Opened, dict[str, str], str]:
     """OPENED with its content checked: by a worker (FUTURE), or here. EnvelopeError: wrong key."""
     if future is not None:
         checks, plain, certificates = future.result()
@@ -295,7 +317,7 @@ def _settled(request: Request, room: str, version: int, opened: Opened, location
         opened.certificates = [x509.load_der_x509_certificate(der) for der in certificates]
     elif opened.ok:
         check_content(opened, request.key, list(request.trust))
-    return room, version, opened, location
+    return room, version, opened, location, note
 
 
 def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: dict[str, Any] | None,
@@ -312,7 +334,8 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "room_count": len(rooms),
         "failed_rooms": "none: a bundle is only written when every selected room passed every check",
         "left_out": {"why": "matched by the filters but not archived: a tombstone (deleted by retention or "
-                            "erasure, its objects gone) or an upload not finished",
+                            "erasure, its objects gone, or being deleted) or an upload not finished; a version "
+                            "whose deletion was begun, then kept by a hold, is in the bundle (its room's \"kept\")",
                      "entries": list(bundle.left_out)} if bundle.filters is not None else None,
         "verified": [
             "each stored object: present, with the size and SHA-256 the index records",
@@ -356,7 +379,8 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, attached: bool = False) -> str:
+def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, attached: bool = False,
+            kept: int = 0) -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
@@ -389,7 +413,7 @@ This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e
 At the top: {CUSTODY} (who made this bundle, when, why, what was selected and verified,
 with which tools), {MANIFEST} (every file's SHA-256 and size) and {SUMS} (the same hashes,
 in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""}.
-
+{KEPT_NOTE.format(kept=kept) if kept else ""}
 Before you start: unzip the bundle, go into its folder, and put the certificate of the CA you
 trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem.
 Run each command below from that folder (bash, GNU date); every one must succeed.

@@ -32,7 +32,7 @@ from archiver.index import index_database
 from archiver.names import file_stem, folded
 from archiver.offline_checks import cms_command, pdf_command
 from archiver.visible import visible
-from archiver.store import StoreError, StoreUnreachable, open_store_for, store_location, unreachable
+from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
 
@@ -101,33 +101,42 @@ def deleted_meanwhile(config: Config, entry: dict[str, Any]) -> None:
         raise _deleted(f"version {entry['version']} of room {entry['room']!r}", now, " (while it was being fetched)")
 
 
+def open_stored(config: Config, entry: dict[str, Any], store: ObjectStore) -> tuple[Opened, str]:
+    """ENTRY (from find_entry(..., kept=True)) fetched and checked against the index (`check_stored`), and the
+    note of a kept version ("" for an archived one), which is checked as the archive it was. NotFound if an
+    object is missing because the entry is a tombstone: a kept one not stored as recorded (its deletion went on
+    after all), or one a run deleted since it was read."""
+    note = kept_note(config, entry) if entry["status"] == "deleted" else ""
+    opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
+    if not opened.ok and note:  # its deletion went on after all, or an object is not as recorded: not the archive
+        raise _deleted(f"version {entry['version']} of room {entry['room']!r}", entry,
+                       "; not every object is stored as recorded: " + "; ".join(opened.failures()))
+    if not opened.ok:
+        deleted_meanwhile(config, entry)  # missing because a run deleted it since it was read: NotFound
+    return opened, (f"{note}; retrieved from its recorded objects, each checked against its recorded size and "
+                    "SHA-256" if note else "")
+
+
 def retrieve(config: Config, request: Request, release: Callable[[Path], None] | None = None) -> Path:
     """The folder written (OUT/<room>-v<N>); raises NotFound, EnvelopeError or VerificationFailed.
     RELEASE(folder) is called with every file written, before they become visible: if it raises, they are
     removed (the audit entry comes first)."""
     entry = find_entry(config, request.room, request.version, kept=True)
-    note = kept_note(config, entry) if entry["status"] == "deleted" else ""
     suffix = f"-v{entry['version']}"
     present = folded(os.listdir(request.out)) if request.out.is_dir() else {}
     target = request.out / f"{file_stem(entry['room'], present, [suffix])}{suffix}"
     if target.exists():
         raise FileExistsError(f"{target}: already there; not overwritten (choose another --out)")
     store = open_store_for(entry, config)
-    opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
+    opened, note = open_stored(config, entry, store)
     if opened.ok:
         check_content(opened, request.key, list(request.trust))
-    elif note:  # its deletion went on after all, or an object is not as recorded: not the archive it was
-        raise _deleted(f"version {entry['version']} of room {entry['room']!r}", entry,
-                       "; not every object is stored as recorded: " + "; ".join(opened.failures()))
-    else:
-        deleted_meanwhile(config, entry)  # missing because a run deleted it since it was read: NotFound
     proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures())
     report = _report(opened, request, store_location(store), proof)
     if note:
-        report["note"] = (f"{note}; retrieved from its recorded objects, each checked against its recorded size "
-                          "and SHA-256")
+        report["note"] = note
     report["versions"] = room_versions(config, entry["room"])
     files = _files(opened, report)
     _write_all(target, files, release)

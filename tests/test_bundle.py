@@ -574,14 +574,14 @@ def test_a_bundle_by_a_reversed_date_window_is_a_usage_error(archived, keys, tmp
 def test_a_room_a_retention_run_deletes_while_the_bundle_fetches_it_is_named_as_deleted(
         make_config, keys, tmp_path, capsys, monkeypatch) -> None:
     """As for `retrieve`: objects missing because a run deleted the entry meanwhile are not a failed check."""
-    import archiver.bundle as bundle
+    import archiver.retrieval as retrieval  # a bundle fetches each room as `retrieve` does (retrieval.open_stored)
     from retention_helpers import retention_config
     from retrieval_helpers import retention_runs_during_fetch
     from retrieval_helpers import index
 
     config = retention_config(make_config)
     (entry,) = archive_samples(config, count=1)
-    retention_runs_during_fetch(monkeypatch, bundle, config)
+    retention_runs_during_fetch(monkeypatch, retrieval, config)
     out = tmp_path / "b.zip"
     code = _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
                    "--reason", "case 7", "--no-progress")
@@ -784,3 +784,158 @@ def test_a_bundle_is_not_signed_with_a_recipients_key(archived, keys, tmp_path, 
     assert (f"signing.key: {dual.key_path}: CN=LegalDual: its key is that of recipient CN=LegalDual in "
             "encryption.recipients: the archiving host must never hold a decryption key") in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.glob("*.zip*")) == []
+
+
+# -- a version whose deletion a crash cut short, then kept by a hold -----------------------------------------
+
+def _kept_beside_others(make_config, monkeypatch):
+    """Three archived rooms, the first two due for deletion; a retention run killed after the first one's
+    tombstone, before any object went; that room then held by "Subpoena 7" and the run resumed: it keeps the
+    held room (its tombstone stays `deleting`) and deletes the other due one for good; the third is untouched.
+    (config, the kept tombstone, the finished one, the archived entry, their chats by room)"""
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+    from archiver.store.local import LocalStore
+    from retention_helpers import age, archive, retention, retention_config
+    from retrieval_helpers import index
+    from test_retention_resume import _crash
+
+    config = retention_config(make_config)
+    chats = {c["room"]: c for c in archive(config, 3)}
+    for room in list(chats)[:2]:
+        age(config, 400, room=room)
+    _crash(config, monkeypatch, LocalStore, "delete")
+    (cut_short,) = index(config).find({"status": "deleted"})
+    open_holds(config).place(SearchFilters(room=cut_short["room"]), "Subpoena 7", "court order",
+                             {"user": "legal", "host": "h"})
+    assert retention(config).resumed
+    age(config, -400, room=cut_short["room"])  # its real times back: the signed record's generated_at agrees again
+    kept = index(config).find_one({"room": cut_short["room"]})
+    (gone,) = index(config).find({"status": "deleted", "deletion.state": "done"})
+    (archived,) = index(config).find({"status": "archived"})
+    assert kept["deletion"]["state"] == "deleting" and len({kept["room"], gone["room"], archived["room"]}) == 3
+    return config, kept, gone, archived, chats
+
+
+def _kept_room_checks(folder: Path, kept: dict, custody: dict) -> None:
+    """The kept room is in the bundle, its verification.json and the custody report saying that it was kept,
+    by which run and which hold; every other room says nothing of the kind."""
+    run = kept["deletion"]["run"]
+    (item,) = [r for r in custody["rooms"] if r["room"] == kept["room"]]
+    assert item["kept"].startswith(f"its deletion, begun by run {run}") and "Subpoena 7" in item["kept"], item
+    report = json.loads((folder / item["folder"] / "verification.json").read_text())
+    assert report["ok"] and all(c["ok"] for c in report["checks"]) and report["note"].startswith(item["kept"])
+    assert {"transcript.pdf", "record.json", "record.json.p7s"} <= {p.name for p in (folder / item["folder"]).iterdir()}
+    for other in custody["rooms"]:
+        if other["room"] != kept["room"]:
+            assert "kept" not in other
+            assert "note" not in json.loads((folder / other["folder"] / "verification.json").read_text())
+
+
+def test_a_bundle_of_rooms_takes_a_version_whose_deletion_was_begun_then_kept_by_a_hold(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """As `retrieve` serves it: decrypted and verified from its recorded objects, the note saying which run
+    began deleting it and which hold kept it (a legal team bundling the very case that holds it got nothing)."""
+    config, kept, gone, archived, _ = _kept_beside_others(make_config, monkeypatch)
+    out = tmp_path / "subpoena-7.zip"
+    capsys.readouterr()
+    assert _bundle(config, tmp_path, kept["room"], archived["room"], "--bundle", str(out), "--key",
+                   str(keys["legal.key.pem"]), "--reason", "Subpoena 7", "--workers", "1", "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert f"NOTE: {kept['room']} v1: its deletion, begun by run {kept['deletion']['run']}" in printed, printed
+    folder = _unzip(out, tmp_path / "u")
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    assert [r["room"] for r in custody["rooms"]] == [kept["room"], archived["room"]]
+    _kept_room_checks(folder, kept, custody)
+    readme = (folder / "README.txt").read_text()
+    assert "Of these, 1 a retention run began to delete and then kept" in readme
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert _passes(results), results
+    assert sum(out.count("OK rooms/") for _, _, out in results) == 4  # each PDF and record, the kept room's too
+    started, done = [e for e in audit(config) if e["action"] == "retrieve"]
+    assert started["rooms"] == done["rooms"] == sorted([kept["room"], archived["room"]])
+    assert done["outcome"] == "ok" and f"{kept['room']} v1" in done["detail"] and "Subpoena 7" in done["detail"]
+    from retrieval_helpers import index
+    assert index(config).find_one({"_id": kept["_id"]})["deletion"]["state"] == "deleting"  # bundling changes nothing
+
+
+def test_a_bundle_by_filters_takes_the_kept_version_and_still_leaves_out_a_finished_deletion(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """By a customer of the kept room: it alone; by dates: the kept room and the archived one, the room deleted
+    for good named under left_out (with its run), in content checks done in worker processes."""
+    from retention_helpers import customer_of
+    config, kept, gone, archived, chats = _kept_beside_others(make_config, monkeypatch)
+    customer = customer_of(chats[kept["room"]])
+    assert customer not in (archived.get("customers") or []) + (gone.get("customers") or [])
+    by_customer = tmp_path / "customer.zip"
+    assert _bundle(config, tmp_path, "--bundle", str(by_customer), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "Subpoena 7", "--customer", customer, "--no-progress") == 0
+    folder = _unzip(by_customer, tmp_path / "c")
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    assert [r["room"] for r in custody["rooms"]] == [kept["room"]] and custody["left_out"]["entries"] == []
+    _kept_room_checks(folder, kept, custody)
+    assert _passes(_run_readme(folder, keys["ca.crt.pem"]))
+    assert audit(config)[-1]["rooms"] == [kept["room"]] and kept["room"] in audit(config)[-1]["detail"]
+
+    by_dates = tmp_path / "dates.zip"
+    capsys.readouterr()
+    assert _bundle(config, tmp_path, "--bundle", str(by_dates), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "regulator request", "--from", "2000-01-01", "--workers", "2", "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert f"{gone['room']} v1: deleted by run {gone['deletion']['run']}" in printed and f"NOTE: {kept['room']} v1" in printed
+    folder = _unzip(by_dates, tmp_path / "d")
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    assert sorted(r["room"] for r in custody["rooms"]) == sorted([kept["room"], archived["room"]])
+    assert [(e["room"], e["status"], e["deleted_by_run"]) for e in custody["left_out"]["entries"]] == [
+        (gone["room"], "deleted", gone["deletion"]["run"])]
+    _kept_room_checks(folder, kept, custody)
+    assert _passes(_run_readme(folder, keys["ca.crt.pem"]))
+    entry = audit(config)[-1]
+    assert entry["rooms"] == sorted([kept["room"], archived["room"]]) and kept["room"] in entry["detail"]
+
+
+def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """Not the archive it was: as for `retrieve`, "being deleted" (exit 1), nothing written, by room or by filters."""
+    from retrieval_helpers import index
+    config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
+    path = stored_path(config, kept["objects"]["record"]["key"])
+    path.chmod(0o644)
+    path.unlink()
+    for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
+        out = tmp_path / f"b{i}.zip"
+        capsys.readouterr()
+        code = _bundle(config, tmp_path, *selection, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                       "--reason", "Subpoena 7", "--no-progress")
+        err = capsys.readouterr().err
+        assert code == 1 and f"being deleted by run {kept['deletion']['run']}" in err, err
+        assert "not every object is stored as recorded" in err and not out.exists()
+        assert not list(tmp_path.glob(f".b{i}.zip*")) and audit(config)[-1]["outcome"] == "failed"
+    assert index(config).find_one({"_id": kept["_id"]})["status"] == "deleted"
+
+
+def test_a_deletion_cut_short_whose_run_is_not_finished_is_not_bundled(make_config, keys, monkeypatch, tmp_path,
+                                                                        capsys) -> None:
+    """Before the run is resumed, the tombstone is its intent: by room "being deleted" (exit 1); by filters,
+    left out with its run."""
+    from archiver.store.local import LocalStore
+    from retention_helpers import age, archive, retention_config
+    from retrieval_helpers import index
+    from test_retention_resume import _crash
+    config = retention_config(make_config)
+    first, second = archive(config, 2)
+    age(config, 400, room=first["room"])
+    _crash(config, monkeypatch, LocalStore, "delete")
+    tombstone = index(config).find_one({"room": first["room"]})
+    assert tombstone["deletion"]["state"] == "deleting"
+    capsys.readouterr()
+    assert _bundle(config, tmp_path, first["room"], "--bundle", str(tmp_path / "a.zip"), "--key",
+                   str(keys["legal.key.pem"]), "--reason", "check", "--no-progress") == 1
+    assert "being deleted by run" in capsys.readouterr().err and not (tmp_path / "a.zip").exists()
+    assert _bundle(config, tmp_path, "--bundle", str(tmp_path / "b.zip"), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "check", "--from", "2000-01-01", "--no-progress") == 0
+    folder = _unzip(tmp_path / "b.zip", tmp_path / "b")
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    assert [r["room"] for r in custody["rooms"]] == [second["room"]] and "kept" not in custody["rooms"][0]
+    assert "Of these" not in (folder / "README.txt").read_text()  # the README says nothing of kept versions
+    assert [(e["room"], e["deleted_by_run"]) for e in custody["left_out"]["entries"]] == [
+        (first["room"], tombstone["deletion"]["run"])]

@@ -227,7 +227,7 @@ def run_bundle(args: argparse.Namespace) -> int:
             targets = select(config, search, bundle)
         except NothingSelected:
             raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}") from None
-        bundle = dataclasses.replace(bundle, left_out=left_out(search, bundle))
+        bundle = dataclasses.replace(bundle, left_out=left_out(config, search, bundle))
         rooms = [room for room, _ in targets]
         try:  # the intent first: a bundle the log cannot hold is not made
             audited("started", f"bundle {args.bundle}: {len(rooms)} room(s) to be fetched, decrypted and verified", OK)
@@ -246,6 +246,8 @@ def run_bundle(args: argparse.Namespace) -> int:
     print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
     print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
     print("  verify it with openssl, pdfsig, certutil and sha256sum alone: see README.txt inside")
+    for kept in made.kept:  # a version whose deletion was begun, then kept by a hold (as `retrieve` prints)
+        print(visible(f"  NOTE: {kept}"))
     if bundle.left_out:
         print(f"  {len(bundle.left_out)} matching entr{'y' if len(bundle.left_out) == 1 else 'ies'} not archived, so "
               "not in the bundle (named in chain-of-custody.json):")
@@ -260,5 +262,10 @@ def run_bundle(args: argparse.Namespace) -> int:
 def _bundle_detail(made) -> str:
     """What the audit entry of a complete bundle says of it."""
     signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
+    kept = "".join(f"; kept after its deletion was begun: {k}" for k in made.kept[:KEPT_NAMED])
+    more = f"; and {len(made.kept) - KEPT_NAMED} more kept (chain-of-custody.json)" if len(made.kept) > KEPT_NAMED else ""
     return (f"bundle {made.path}: {len(made.rooms)} room(s), {made.files} files, {made.bytes} bytes; "
-            f"SHA256SUMS sha256 {made.sums_sha256}, {signed}")
+            f"SHA256SUMS sha256 {made.sums_sha256}, {signed}{kept}{more}")
+
+
+KEPT_NAMED = 100  # kept versions named in a bundle's audit entry (each with its note); the rest are counted
