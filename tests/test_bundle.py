@@ -939,3 +939,40 @@ def test_a_deletion_cut_short_whose_run_is_not_finished_is_not_bundled(make_conf
     assert "Of these" not in (folder / "README.txt").read_text()  # the README says nothing of kept versions
     assert [(e["room"], e["deleted_by_run"]) for e in custody["left_out"]["entries"]] == [
         (first["room"], tombstone["deletion"]["run"])]
+
+
+def test_a_kept_version_of_a_sealed_day_carries_its_inclusion_proof_and_the_seal(make_config, keys, monkeypatch,
+                                                                                  tmp_path) -> None:
+    """Sealed as archived, then kept: it is still the leaf its day's seal holds (checked as the archive it
+    was), and the README's steps check the seal and its files."""
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+    from archiver.store.local import LocalStore
+    from retention_helpers import age, retention, retention_config
+    from retrieval_helpers import index
+    from test_retention_resume import _crash
+    from test_seals import DAY, backdate, built_on, seal_cli
+
+    config = retention_config(make_config)
+    with built_on():
+        entries = archive_samples(config, count=2)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    room = entries[0]["room"]
+    age(config, 400, room=room)
+    _crash(config, monkeypatch, LocalStore, "delete")
+    open_holds(config).place(SearchFilters(room=room), "Subpoena 7", "court order", {"user": "legal", "host": "h"})
+    assert retention(config).resumed
+    age(config, -400, room=room)
+    kept = index(config).find_one({"room": room})
+    assert kept["deletion"]["state"] == "deleting"
+    folder = _bundled(config, keys, tmp_path, room, "sealed-kept")
+    custody = json.loads((folder / "chain-of-custody.json").read_text())
+    _kept_room_checks(folder, kept, custody)
+    (item,) = custody["rooms"]
+    assert item["seal"] == f"seals/{DAY.isoformat()}-1" and (folder / item["seal"] / "seal.json").exists()
+    report = json.loads((folder / item["folder"] / "verification.json").read_text())
+    assert report["inclusion_proof"]["in_seal"] and report["inclusion_proof"]["matches_index"]
+    assert any(c["check"].startswith("sealed: the entry is leaf") and c["ok"] for c in report["checks"])
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert _passes(results) and sum(out.count("OK seals/") for _, _, out in results) == 1, results
