@@ -157,6 +157,104 @@ def test_a_hold_on_another_agent_or_room_does_not_stop_an_erasure_of_an_archived
         result.report["items"]
 
 
+# -- holds by dates, type, channel, service and words: matched against the source chat as it is now too --------
+
+FILTERS = ("service", "ctlive_type", "channel", "dates", "text")
+HELD_WORD = "xylophonequux"
+
+
+def _make_held(config, chat, name: str) -> dict:
+    """CHAT's source changed since it was archived (re-opened and continued, moved to another service...) so
+    that the hold by NAME returned matches it now; its index entry says otherwise."""
+    contacts = _contacts(config)
+    if name == "service":
+        contacts.update_many({"id": chat["room"]}, {"$set": {"serv_name": "Held service"}})
+        return {"service": "Held service"}
+    if name == "ctlive_type":
+        source(config).update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "held-type"}})
+        return {"ctlive_type": "held-type"}
+    if name == "channel":
+        contact = contacts.find_one({"id": chat["room"]})
+        users = {user: {**info, "channel": "held-channel"} for user, info in contact["users"].items()}
+        contacts.update_one({"_id": contact["_id"]}, {"$set": {"users": users}})
+        return {"channel": "held-channel"}
+    doc = source(config).find_one({"room": chat["room"]})
+    if name == "dates":  # continued: it ended days later than when it was archived
+        end = doc["messages"][-1]
+        assert end["data"]["messageType"] == "endChat"
+        later = end["data"]["ts"] + 3 * 86_400_000
+        source(config).update_one({"_id": doc["_id"]}, {"$set": {f"messages.{len(doc['messages']) - 1}.data.ts": later}})
+        at = dt.datetime.fromtimestamp(later / 1000, dt.timezone.utc)
+        return {"ended_from": at - dt.timedelta(minutes=1), "ended_to": at + dt.timedelta(minutes=1)}
+    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["messageType"] == "TEXT"))
+    message["data"]["content"]["text"] = f"Please keep the {HELD_WORD.upper()} file."  # (case-folded, as search does)
+    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": {"$each": [message], "$position": 0}}})
+    return {"text": HELD_WORD}
+
+
+def _keyed(make_config, tmp_path):
+    from retrieval_helpers import search_key
+
+    return retention_config(make_config, search__key_file=str(search_key(tmp_path)))
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_an_erasure_keeps_a_chat_whose_source_matches_a_hold_its_index_entry_does_not(make_config, tmp_path,
+                                                                                         name) -> None:
+    """The index describes the room (an archived version), but the source chat changed since: the hold's
+    filters match the source as it is now, so the chat is held (either may match)."""
+    config = _keyed(make_config, tmp_path)
+    (chat,) = archive(config, 1)
+    filters = _make_held(config, chat, name)
+    holds = open_holds(config)
+    hold = holds.place(SearchFilters(**filters), "Case F", "litigation", LEGAL)
+    assert holds.held_rooms([chat["room"]], [hold]) == {}, "the index alone does not show it"
+    result = erase(config, customer_of(chat))
+    _kept_by(result, "Case F")
+    assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_a_hold_on_other_filters_keeps_a_chat_never_archived_only_if_its_source_matches(make_config, tmp_path,
+                                                                                         name) -> None:
+    """A chat with no archived version (only a failed attempt's entry, or none) is decided by its source: held
+    by a hold its source matches, erased under one it does not (not every such hold holds every such chat)."""
+    config = _keyed(make_config, tmp_path)
+    held, free = archive(config, 2)
+    index(config).update_many({}, {"$set": {"status": "uploading"}, "$unset": {
+        k: "" for k in ("service", "ctlive_type", "channel", "ended_at", "terms", "terms_format")}})
+    open_holds(config).place(SearchFilters(**_make_held(config, held, name)), "Case F", "litigation", LEGAL)
+    _kept_by(erase(config, customer_of(held)), "Case F")
+    erased = erase(config, customer_of(free))
+    assert {(i["action"], i["outcome"]) for i in erased.report["items"] if i["version"] is None} == \
+        {("delete_source", "deleted")}, erased.report["items"]
+    assert [c["room"] for c in source(config).find()] == [held["room"]]
+
+
+def test_a_hold_by_people_and_other_filters_is_decided_by_all_of_them_on_the_source(make_config) -> None:
+    """A hold by agent and service: the source chat's agent matches, its service does not (nor the index's):
+    it is not held, rather than held whenever its people match."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    _place(config, "HR 12", agent=agent_of(chat), service="Another service")
+    erase(config, customer_of(chat))
+    assert source(config).count_documents({}) == 0 and index(config).find_one()["status"] == "deleted"
+
+
+def test_a_chat_whose_source_cannot_be_normalised_is_kept_by_a_hold_on_other_filters(make_config) -> None:
+    """Its service, type or words cannot be told (a message longer than archive.max_message_chars: the archive
+    pass refuses it too): it cannot be ruled out. A hold by another room still rules it out."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    index(config).delete_many({})  # never archived
+    _place(config, "Other room", room="CHAT_ANOTHER", service="Another service")
+    _place(config, "Case F", service="Another service")
+    result = erase(config.with_overrides(**{"archive.max_message_chars": 5}), customer_of(chat))
+    _kept_by(result, "Case F")
+    assert "Other room" not in str(result.report["items"])
+    assert source(config).count_documents({}) == 1
+
+
 # -- finding 2: a hold by customer covers the chats the customer opened ------------------------------------
 
 def _opened_only(config, rng_seed=1):
