@@ -377,19 +377,27 @@ class Holds:
             event("legal_hold_failed", logging.WARNING, rooms=len(rooms), error=f"{type(exc).__name__}: {exc}")
             return 0
 
-    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
-        """Set the legal hold wherever an active hold applies (by the index or the source chat) and it is
-        missing (a crash, a failed put, a chat that changed), and clear it where none applies any more (a
-        release the store refused in part, a source chat no hold covers now); the entries changed."""
+    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore], through_sources: bool = True) -> int:
+        """Set the legal hold wherever an active hold applies (by the index, or THROUGH_SOURCES by the source
+        chat) and it is missing (a crash, a failed put, a chat that changed), and clear it where none applies
+        any more (a release the store refused in part, a source chat no hold covers now); the entries changed."""
         holds = self.active()
         changed = sum(self.protect(batch, store_of) for hold in holds for batch in self.rooms_of(hold))
-        changed += self.protect_through_sources(store_of, holds)[0]
-        return changed + self.unprotect_unheld(store_of)
+        through: list[str] = []
+        if through_sources:
+            added, through = self.protect_through_sources(store_of, holds)
+            changed += added
+        return changed + self.unprotect_unheld(store_of, held=set(through))
 
-    def unprotect_unheld(self, store_of: Callable[[dict[str, Any]], ObjectStore],
-                         failures: list[str] | None = None) -> int:
-        """Clear the legal hold on every room that has it and no active hold covers (`unprotect`)."""
-        return sum(self.unprotect(batch, store_of, failures) for batch in self._rooms({"legal_hold": True}))
+    def unprotect_unheld(self, store_of: Callable[[dict[str, Any]], ObjectStore], failures: list[str] | None = None,
+                         held: frozenset[str] | set[str] = frozenset()) -> int:
+        """Clear the legal hold on every room that has it and no active hold covers (`unprotect`), but HELD
+        (found held just now: their source chats are not read again)."""
+        changed = 0
+        for batch in self._rooms({"legal_hold": True}):
+            batch = [room for room in batch if room not in held]
+            changed += self.unprotect(batch, store_of, failures) if batch else 0
+        return changed
 
 
 def _set_all(entry: dict[str, Any], store: ObjectStore, on: bool) -> None:

@@ -255,6 +255,52 @@ def test_a_chat_whose_source_cannot_be_normalised_is_kept_by_a_hold_on_other_fil
     assert source(config).count_documents({}) == 1
 
 
+def test_matching_holds_on_other_filters_against_the_source_reads_no_chat_twice(make_config, monkeypatch) -> None:
+    """The source check uses the chats read for the plan and right before each deletion: an erasure under a hold
+    by service (which normalises the chat) reads the source as often as one under no hold."""
+    from archiver.source import ChatSource
+
+    reads = []
+    real = ChatSource.load_many
+    monkeypatch.setattr(ChatSource, "load_many", lambda self, rooms: reads.append(list(rooms)) or real(self, rooms))
+
+    def erasure_reads(db: str, hold: bool) -> list[list[str]]:
+        config = retention_config(make_config, source__database=f"source_{db}", index__database=f"index_{db}")
+        (chat,) = archive(config, 1)
+        if hold:
+            _place(config, "Case F", service="Another service")
+        reads.clear()
+        erase(config, customer_of(chat))
+        assert source(config).count_documents({}) == 0, "not held: erased"
+        return [[chat["room"]] == r for r in reads]
+
+    assert erasure_reads("plain", False) == erasure_reads("held", True) == [True, True]  # the plan, the source deletion
+
+
+def test_a_retention_runs_repair_reads_the_source_chats_of_unheld_archives_only_under_holds_not_by_room(
+        make_config, monkeypatch) -> None:
+    """Its S3 legal-hold repair matches holds against source chats (rooms held through them alone): under holds
+    that each name a room it reads none but those rooms'; under a hold by customer, each archived room's the
+    index does not show held (once); a chat held through its source alone gets the legal hold (in a local
+    store, its metadata) and keeps its source."""
+    from archiver.source import ChatSource
+
+    reads = []
+    real = ChatSource.load_many
+    monkeypatch.setattr(ChatSource, "load_many", lambda self, rooms: reads.extend(rooms) or real(self, rooms))
+    config = retention_config(make_config, retention__rules={})  # nothing due: only the repair reads
+    first, second = archive(config, 2)
+    _place(config, "Subpoena", room=first["room"])
+    reads.clear()
+    retention(config)
+    assert reads == [] and index(config).find_one({"room": first["room"]})["legal_hold"] is True
+    _contacts(config).update_one({"id": second["room"]}, {"$set": {"userID": "1234567890123456"}})  # opened since
+    _place(config, "ACME", customer="1234567890123456")
+    retention(config)
+    assert reads == [second["room"]], reads
+    assert index(config).find_one({"room": second["room"]})["legal_hold"] is True
+
+
 # -- finding 2: a hold by customer covers the chats the customer opened ------------------------------------
 
 def _opened_only(config, rng_seed=1):

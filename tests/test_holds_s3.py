@@ -433,6 +433,11 @@ def test_hold_place_sets_the_s3_legal_hold_on_a_room_held_only_through_its_sourc
     assert _legal_hold(config, index(config).find_one({"room": other["room"]})) == {"OFF"}
     retention(config)  # its sync keeps it: a hold still covers the room
     assert _legal_hold(config, entry) == {"ON"}
+    # another case holds the room by the index; released, the legal hold stays: Case O holds it through its source
+    assert main(["--config", toml, "hold", "place", "--room", held["room"], "--case", "Case R", "--reason", "r"]) == 0
+    assert main(["--config", toml, "hold", "release", "--case", "Case R", "--reason", "settled"]) == 0
+    assert "legal hold cleared on 0 archived version(s)" in capsys.readouterr().out
+    assert _legal_hold(config, entry) == {"ON"} and index(config).find_one({"_id": entry["_id"]})["legal_hold"]
     assert main(["--config", toml, "hold", "release", "--case", "Case O", "--reason", "settled"]) == 0
     assert "legal hold cleared on 1 archived version(s)" in capsys.readouterr().out
     assert _legal_hold(config, entry) == {"OFF"} and "legal_hold" not in index(config).find_one({"_id": entry["_id"]})
