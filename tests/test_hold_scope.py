@@ -301,6 +301,31 @@ def test_a_retention_runs_repair_reads_the_source_chats_of_unheld_archives_only_
     assert index(config).find_one({"room": second["room"]})["legal_hold"] is True
 
 
+def test_a_source_chat_is_normalised_only_for_a_hold_whose_room_and_people_match_it() -> None:
+    from types import SimpleNamespace
+
+    from archiver.holds import SourceHolds
+
+    chat, contact = make_chat(random.Random(5), messages=4)
+    applied = []
+
+    class Counting:  # a redactor that redacts nothing, counting its calls
+        def apply(self, chat, contact):
+            applied.append(chat["room"])
+            return SimpleNamespace(chat=chat, contact=contact)
+    sources = SourceHolds(None, Counting(), 1_000_000)  # (no read: the chat is given)
+
+    def hold(**filters):
+        return {"case": "C", "filters": filters}
+    assert sources.cases(chat["room"], (chat, contact), [hold(room="CHAT_ANOTHER", service="x"),
+                                                         hold(customer="1234567890123456", service="x"),
+                                                         hold(customer=contact["userID"])]) == ["C"]
+    assert applied == []
+    assert sources.cases(chat["room"], (chat, contact), [hold(customer=contact["userID"], service="x"),
+                                                         hold(service="x", channel="y")]) == []
+    assert applied == [chat["room"]], "once per chat, whatever the number of holds"
+
+
 # -- finding 2: a hold by customer covers the chats the customer opened ------------------------------------
 
 def _opened_only(config, rng_seed=1):
