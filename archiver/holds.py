@@ -6,16 +6,21 @@ the archive index whenever it matters (at deletion time, and when a chat is arch
 it also covers chats archived after it was placed. A room is held when any of its
 versions matches an active hold; every version of a held room is then protected.
 
+Where a source chat is still there, holds are matched against it as it is now too
+(SourceHolds): the index can be stale or lack the link (a failed attempt's entry, a chat
+changed since it was archived, one never archived), and a chat either matches is held.
+
 In S3 each object of a held room carries an S3 legal hold: set when the hold is placed,
 by the archive pass for new versions of held rooms, and repaired by each retention run;
-cleared on release only where no other active hold applies. The entry records it
-(`legal_hold: true`). A local directory has no Object Lock: the hold is written in the
-object's metadata file and honoured by the archiver's own deletions only.
+cleared on release only where no other active hold applies (by the index or the source).
+The entry records it (`legal_hold: true`). A local directory has no Object Lock: the hold
+is written in the object's metadata file and honoured by the archiver's own deletions only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from typing import Any, Callable, Iterable, Iterator
@@ -27,11 +32,16 @@ from pymongo.collection import Collection
 
 from archiver.claims import now
 from archiver.logs import event
+from archiver.redaction import Redactor
 from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, words
+from archiver.source import ChatSource
 from archiver.store import ObjectMissing, ObjectStore, StoreError
+from archiver.transcript import CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, has_ended, normalise
 
 ROOM_BATCH = 500
 _DATES = ("ended_from", "ended_to")
+# Index entries that have objects to hold: archived, or what is left of one whose deletion was cut short.
+_UNSETTLED = [{"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]
 
 
 def filters_doc(filters: SearchFilters) -> dict[str, Any]:
@@ -39,17 +49,19 @@ def filters_doc(filters: SearchFilters) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in filters.given().items()}
 
 
-def filters_of(hold: dict[str, Any]) -> SearchFilters:
+def filters_of(hold: dict[str, Any], quiet: bool = False) -> SearchFilters:
     """HOLD's filters; a date bound outside years 1-9999 in UTC (stored before `hold place` refused them) is
-    left out, so the hold covers every date within its other filters rather than stop every run."""
+    left out, so the hold covers every date within its other filters rather than stop every run (logged
+    unless QUIET: the source check reads it per chat)."""
     given = dict(hold["filters"])
     for name in _DATES:
         if name in given:
             given[name] = _utc(given[name])
             if given[name] is None:
                 del given[name]
-                event("hold_date_out_of_range", logging.WARNING, case=hold.get("case"), hold=hold.get("_id"),
-                      filter=name, value=hold["filters"][name])
+                if not quiet:
+                    event("hold_date_out_of_range", logging.WARNING, case=hold.get("case"), hold=hold.get("_id"),
+                          filter=name, value=hold["filters"][name])
     return SearchFilters(**given)
 
 
@@ -69,13 +81,137 @@ def describe(hold: dict[str, Any]) -> str:
     return f"case {hold['case']!r} ({scope})"
 
 
+class SourceHolds:
+    """Holds matched against source chats as they are now, whatever the index shows: a failed attempt's entry
+    names nobody, a chat changes after it was archived (people added, re-opened and continued, moved to
+    another service), one never archived has no entry. Every filter a hold sets is decided on the chat: room;
+    customer (an author of its messages, or the contact's userID: who opened it) and agent (an author, or the
+    contact's agentID: who handled it); dates, type, channel, service and words as the archive pass would index
+    the chat now (redacted, normalised; words compared as `words` makes them, which the index's keyed hashes
+    are of). A filter that cannot be decided holds: a chat that cannot be read (SourceProblem, messages that
+    are not documents) is held by any hold but one by another room, one that cannot be normalised by any
+    whose people match."""
+
+    def __init__(self, source: ChatSource, redactor: Redactor, max_message_chars: int) -> None:
+        self.source = source
+        self.redactor = redactor
+        self.max_message_chars = max_message_chars
+
+    def cases(self, room: str, loaded: tuple[Any, Any] | None, holds: list[dict[str, Any]]) -> list[str]:
+        """The cases of HOLDS that may cover ROOM's source chat (LOADED: chat, contact, as read) as it is now."""
+        chat, contact = loaded or (None, None)
+        if chat is None:
+            return []
+        people = _source_people(chat, contact)
+        indexed = functools.cache(lambda: self._indexed(chat, contact))  # only if a hold needs more than people
+        return sorted({hold["case"] for hold in holds
+                       if _covers(filters_of(hold, quiet=True), room, people, indexed)})
+
+    def held(self, rooms: list[str], holds: list[dict[str, Any]]) -> dict[str, list[str]]:
+        """Of ROOMS, those whose source chat (read now, one query per collection) HOLDS may cover, with the cases."""
+        if not rooms or not holds:
+            return {}
+        loaded = self.source.load_many(rooms)
+        found = {room: self.cases(room, loaded[room], holds) for room in rooms}
+        return {room: cases for room, cases in found.items() if cases}
+
+    def _indexed(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> "_Indexed | None":
+        """CHAT as the archive pass would index it now; None if it could not archive it (a rule that cannot
+        be applied, a message too long, invalid text)."""
+        try:
+            redacted = self.redactor.apply(chat, contact)
+            status = "ended" if has_ended(redacted.chat) else "interim"
+            return _Indexed(normalise(redacted.chat, redacted.contact, status=status,
+                                      max_message_chars=self.max_message_chars))
+        except InvalidChat:
+            return None
+
+
+class _Indexed:
+    """What holds by dates, type, channel, service and words read of a source chat: the index entry's values
+    (artifacts.index_entry) for it now; its words made at first use."""
+
+    def __init__(self, transcript: Transcript) -> None:
+        self.transcript = transcript
+        at = transcript.ended_at or transcript.last_message_at
+        self.ended_at = None if at is None else at.replace(microsecond=at.microsecond // 1000 * 1000)  # as BSON
+
+    @functools.cached_property
+    def words(self) -> set[str]:
+        found: set[str] = set()
+        for message in self.transcript.messages:
+            if message.text:
+                found |= words(message.text)
+        return found
+
+    def matches(self, f: SearchFilters) -> bool:
+        t = self.transcript
+        if any(want is not None and want != have for want, have in
+               ((f.ctlive_type, t.ctlive_type), (f.channel, t.channel), (f.service, t.service))):
+            return False
+        if f.ended_from is not None or f.ended_to is not None:
+            if self.ended_at is None or (f.ended_from is not None and self.ended_at < f.ended_from) or (
+                    f.ended_to is not None and self.ended_at > f.ended_to):
+                return False
+        return f.text is None or words(f.text) <= self.words
+
+
+_INDEXED_FILTERS = {"ended_from", "ended_to", "ctlive_type", "channel", "service", "text"}
+
+
+def _covers(f: SearchFilters, room: str, people: dict[str, set[str]] | None,
+            indexed: Callable[[], _Indexed | None]) -> bool:
+    """Whether a hold by F may cover ROOM's source chat: each filter it sets matches, or cannot be ruled out
+    (PEOPLE None: the chat cannot be read; INDEXED() None: it cannot be normalised)."""
+    if f.room is not None and f.room != room:
+        return False
+    if people is None:
+        return True
+    if (f.customer is not None and f.customer not in people["customer"]) or (
+            f.agent is not None and f.agent not in people["agent"]):
+        return False
+    if not _INDEXED_FILTERS & f.given().keys():
+        return True
+    now = indexed()
+    return now is None or now.matches(f)
+
+
+def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
+    """Who a source chat names, by role: its messages' authors (under both roles where `isAgent` is not a
+    boolean) and the contact's people (its userID as a customer, its agentID as an agent); None if it cannot
+    be read (a SourceProblem, messages that are not an array of documents)."""
+    messages = chat.get("messages") if isinstance(chat, dict) else None
+    messages = [] if isinstance(chat, dict) and messages is None else messages
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return None
+    people: dict[str, set[str]] = {"customer": set(), "agent": set()}
+    for message in messages:
+        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        content = data.get("content") if isinstance(data.get("content"), dict) else {}
+        user = content.get("user") if isinstance(content.get("user"), dict) else {}
+        if _user_id(user.get("id")):
+            agent = user.get("isAgent")
+            for role in (["agent" if agent else "customer"] if isinstance(agent, bool) else ["agent", "customer"]):
+                people[role].add(_user_id(user.get("id")))
+    for field, (_, role) in CONTACT_PEOPLE.items():
+        if isinstance(contact, dict) and contact_person(contact, field):
+            people[role].add(contact_person(contact, field))
+    return people
+
+
+def _user_id(value: Any) -> str:
+    """A user id as the index writes it (as text, whatever its type), "" if none."""
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)
+
+
 class Holds:
     def __init__(self, holds: Collection, entries: Collection, key: bytes | None,
-                 state: Collection | None = None) -> None:
+                 state: Collection | None = None, sources: SourceHolds | None = None) -> None:
         self.holds = holds
         self.entries = entries
         self.key = key  # the search key, for holds by --text
         self.state = state  # the index state, which names the key the word hashes were made with
+        self.sources = sources  # to match source chats too (retention, erasure, hold place/release)
 
     def ensure_indexes(self) -> None:
         self.holds.create_index([("case", ASCENDING)], name="case")
@@ -145,9 +281,13 @@ class Holds:
 
     def rooms_of(self, hold: dict[str, Any]) -> Iterator[list[str]]:
         """The rooms HOLD covers, in batches (streamed: a hold may cover millions of chats)."""
+        return self._rooms(self.query(hold))
+
+    def _rooms(self, query: dict[str, Any]) -> Iterator[list[str]]:
+        """The rooms of the entries QUERY matches, in order, in batches."""
         batch: list[str] = []
         seen_last = None
-        for doc in self.entries.find(self.query(hold), {"room": 1}).sort("room", ASCENDING):
+        for doc in self.entries.find(query, {"room": 1}).sort("room", ASCENDING):
             if doc["room"] != seen_last:
                 batch.append(doc["room"])
                 seen_last = doc["room"]
@@ -159,28 +299,58 @@ class Holds:
 
     # -- S3 legal holds on the objects ---------------------------------------------------------
 
-    def protect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
+    def protect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore],
+                failures: list[str] | None = None) -> int:
         """Set the S3 legal hold on every object of ROOMS' entries that lacks it, and on what is left of an
-        archive whose deletion was cut short (its tombstone still `deleting`); the entries changed."""
+        archive whose deletion was cut short (its tombstone still `deleting`); the entries changed. One the
+        store refuses is added to FAILURES ("room vN: error"; the next retention run's sync retries it)."""
         changed = 0
-        unsettled = [{"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]
-        for entry in self.entries.find({"room": {"$in": rooms}, "$or": unsettled, "legal_hold": {"$ne": True}}):
+        for entry in self.entries.find({"room": {"$in": rooms}, "$or": _UNSETTLED, "legal_hold": {"$ne": True}}):
             try:
                 _set_all(entry, store_of(entry), True)
             except StoreError as exc:  # repaired by the next retention run; deletions check holds anyway
                 event("legal_hold_failed", logging.WARNING, room=entry["room"], error=str(exc))
+                if failures is not None:
+                    failures.append(f"{entry['room']} v{entry.get('version')}: {exc}")
                 continue
             self.entries.update_one({"_id": entry["_id"]}, {"$set": {"legal_hold": True}})
             changed += 1
         return changed
 
+    def protect_through_sources(self, store_of: Callable[[dict[str, Any]], ObjectStore],
+                                holds: list[dict[str, Any]] | None = None,
+                                failures: list[str] | None = None) -> tuple[int, list[str]]:
+        """Set the S3 legal hold on the rooms HOLDS (default: the active ones) cover through their source
+        chats alone: of the rooms with objects lacking it whose source chat is still there and that the index
+        does not show held, those the source matches (SourceHolds). Each such source chat is read once (only
+        the rooms the holds name, where each names one). The entries changed, and the rooms found so held."""
+        holds = self.active() if holds is None else holds
+        if self.sources is None or not holds:
+            return 0, []
+        lacking: dict[str, Any] = {"$or": _UNSETTLED, "legal_hold": {"$ne": True}}
+        named = {hold["filters"].get("room") for hold in holds}
+        if None not in named:
+            lacking["room"] = {"$in": sorted(named)}
+        changed, found = 0, []
+        for batch in self._rooms(lacking):
+            by_index = self.held_rooms(batch, holds)
+            held = self.sources.held(sorted(self.sources.source.present(batch) - set(by_index)), holds)
+            if held:
+                changed += self.protect(sorted(held), store_of, failures)
+                found += sorted(held)
+        return changed, found
+
     def unprotect(self, rooms: list[str], store_of: Callable[[dict[str, Any]], ObjectStore],
                   failures: list[str] | None = None) -> int:
-        """Clear the S3 legal hold on ROOMS' objects where no active hold still applies; the entries changed.
-        One the store refuses keeps `legal_hold: true` (the next retention run's sync retries it) and is
-        added to FAILURES ("room vN: error")."""
-        still = self.held_rooms(rooms)
+        """Clear the S3 legal hold on ROOMS' objects where no active hold still applies, by the index or (with
+        SOURCES) the source chat; the entries changed. One the store refuses keeps `legal_hold: true` (the
+        next retention run's sync retries it) and is added to FAILURES ("room vN: error")."""
+        holds = self.active()
+        still = self.held_rooms(rooms, holds)
         free = [room for room in rooms if room not in still]
+        if self.sources is not None and free and holds:
+            through = self.sources.held(sorted(self.sources.source.present(free)), holds)
+            free = [room for room in free if room not in through]
         changed = 0
         for entry in self.entries.find({"room": {"$in": free}, "legal_hold": True}):
             try:
@@ -207,13 +377,26 @@ class Holds:
             event("legal_hold_failed", logging.WARNING, rooms=len(rooms), error=f"{type(exc).__name__}: {exc}")
             return 0
 
-    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore]) -> int:
-        """Set the legal hold wherever an active hold applies and it is missing (a crash, a failed put), and
-        clear it where none applies any more (a release the store refused in part); the entries changed."""
-        changed = sum(self.protect(batch, store_of) for hold in self.active() for batch in self.rooms_of(hold))
-        rooms = sorted(set(self.entries.distinct("room", {"legal_hold": True})))
-        for i in range(0, len(rooms), ROOM_BATCH):
-            changed += self.unprotect(rooms[i:i + ROOM_BATCH], store_of)
+    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore], through_sources: bool = True) -> int:
+        """Set the legal hold wherever an active hold applies (by the index, or THROUGH_SOURCES by the source
+        chat) and it is missing (a crash, a failed put, a chat that changed), and clear it where none applies
+        any more (a release the store refused in part, a source chat no hold covers now); the entries changed."""
+        holds = self.active()
+        changed = sum(self.protect(batch, store_of) for hold in holds for batch in self.rooms_of(hold))
+        through: list[str] = []
+        if through_sources:
+            added, through = self.protect_through_sources(store_of, holds)
+            changed += added
+        return changed + self.unprotect_unheld(store_of, held=set(through))
+
+    def unprotect_unheld(self, store_of: Callable[[dict[str, Any]], ObjectStore], failures: list[str] | None = None,
+                         held: frozenset[str] | set[str] = frozenset()) -> int:
+        """Clear the legal hold on every room that has it and no active hold covers (`unprotect`), but HELD
+        (found held just now: their source chats are not read again)."""
+        changed = 0
+        for batch in self._rooms({"legal_hold": True}):
+            batch = [room for room in batch if room not in held]
+            changed += self.unprotect(batch, store_of, failures) if batch else 0
         return changed
 
 
@@ -234,13 +417,13 @@ def _gone(store: ObjectStore, obj: dict[str, Any]) -> bool:
     return False
 
 
-def open_holds(config: Any) -> Holds:
+def open_holds(config: Any, sources: SourceHolds | None = None) -> Holds:
     from archiver.index import index_database
     from archiver.search import load_search_key
 
     config.require("mongodb.uri")
     db = index_database(config)
     key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
-    holds = Holds(db[config["index.holds"]], db[config["index.entries"]], key, db[config["index.state"]])
+    holds = Holds(db[config["index.holds"]], db[config["index.entries"]], key, db[config["index.state"]], sources)
     holds.ensure_indexes()
     return holds

@@ -33,7 +33,7 @@ from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summar
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
 from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
-from archiver.holds import Holds, open_holds
+from archiver.holds import Holds, SourceHolds, open_holds
 from archiver.integrity import check_stored
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable, server_ms
@@ -95,7 +95,9 @@ class Deletions:
         self.queue = WorkQueue(index_db[config["index.jobs"]])
         self.ledger = RunLedger(index_db[config["index.retention_runs"]], index_db[config["index.retention_steps"]])
         self.ledger.ensure_indexes()
-        self.holds: Holds = open_holds(config)
+        # holds are matched against the source chats as they are now too (holds.SourceHolds)
+        self.sources = SourceHolds(self.source, self.redactor, config["archive.max_message_chars"])
+        self.holds: Holds = open_holds(config, self.sources)
         self.lock_mode = config["storage.object_lock_mode"]
         self._stores: dict[str, ObjectStore] = {}
 
@@ -151,7 +153,10 @@ class Deletions:
         resumed = run is not None
         if run is None:
             self.derive_contact_people()  # before holds are matched: an entry without them is held by any person's
-            self.holds.sync(self.store_of)  # S3 legal holds a crash or a failed put left unset
+            # S3 legal holds a crash or a failed put left unset; those of rooms held through their source chats
+            # alone by a retention run only (it reads every source chat of an archive without one: not for one
+            # customer's erasure, whose own chats are checked before each deletion)
+            self.holds.sync(self.store_of, through_sources=kind == "retention")
             run = self.ledger.begin(kind, now(), params, actor.as_dict(), self.policy.describe())
             self.ledger.record_plan(run, planner(_aware(run["as_of"])))
             run["state"] = "executing"
@@ -217,7 +222,6 @@ class Deletions:
                 s["entry_id"] for s in batch if s["action"] in ENTRY_ACTIONS]}})},
             held=self.holds.held_rooms(rooms, holds), hold_ids={h["_id"] for h in holds},
             sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
-            indexed=set(self.entries.distinct("room", {"room": {"$in": rooms}, "status": {"$in": DESCRIBED}})),
             # resumed under a policy changed since the plan (or not recorded): each deletion is due today too
             due_by=(_aware(run["as_of"]) if run.get("kind") == "retention" and run.get("as_of")
                     and run.get("policy") != self.policy.describe() else None))
@@ -241,7 +245,7 @@ class Deletions:
         entry, room = ctx.entries.get(step["entry_id"]), step["room"]
         # Right before the deletion, not only when the batch was read: a hold placed, or a chat changed,
         # while the batch runs still counts (a deletion cut short by a crash and held since is not finished).
-        # The source too, while it is there: holds are matched against the people it names now.
+        # The source too, while it is there: holds are matched against it as it is now.
         loaded = self.source.load_many([room])[room] if action == "delete_source" or room in ctx.sources else (None, None)
         if action == "delete_source" and loaded[0] is None:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
@@ -266,13 +270,13 @@ class Deletions:
     def _held_now(self, room: str, ctx: "_Batch", loaded: tuple[Any, Any]) -> list[str]:
         """The cases holding ROOM now: as read for the batch, by any hold placed since (one query for the
         active holds, however many there are; by id, not by time: the placer's clock may be behind), and by
-        any active hold its source chat (LOADED, if still there) may fall under (_source_holds)."""
+        any active hold its source chat (LOADED, if still there) may fall under (SourceHolds)."""
         cases = list(ctx.held.get(room, ()))
         active = self.holds.active()
         new = [h for h in active if h["_id"] not in ctx.hold_ids]
         if new:
             cases += self.holds.held_rooms([room], new).get(room, [])
-        cases += self._source_holds(room, loaded, active, room in ctx.indexed)
+        cases += self.sources.cases(room, loaded, active)
         return sorted(set(cases))
 
     def _kept_by_policy_now(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
@@ -492,8 +496,8 @@ class Deletions:
             rules = {room: self._rule(versions) for room, versions in batch.items()}
             wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
             loaded = self.source.load_many(wanted) if wanted else {}
-            for room in loaded:  # (a room with a rule has an archived version: the index describes it)
-                held[room] = sorted({*held.get(room, ()), *self._source_holds(room, loaded[room], holds, True)})
+            for room in loaded:  # (the chats read for their steps: no other read)
+                held[room] = sorted({*held.get(room, ()), *self.sources.cases(room, loaded[room], holds)})
             held = {room: cases for room, cases in held.items() if cases}
             for room in rooms:
                 yield from self._unfinished_steps(batch[room], held.get(room), as_of)
@@ -672,10 +676,9 @@ class Deletions:
         why = f"erasure request: {reason}"
         for room in rooms:
             chat = loaded[room][0]
-            described = any(v["status"] in DESCRIBED for v in versions[room])
-            cases = sorted({*held.get(room, ()), *self._source_holds(room, loaded[room], holds, described)})
+            cases = sorted({*held.get(room, ()), *self.sources.cases(room, loaded[room], holds)})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
-            if kept and isinstance(chat, SourceProblem):  # why a hold by agent or customer could not be ruled out
+            if kept and isinstance(chat, SourceProblem):  # why a hold that reads the chat could not be ruled out
                 kept += f" (the source chat cannot be read, so it cannot be ruled out: {chat.reason})"
             if chat is not None:
                 readable = chat.readable if isinstance(chat, SourceProblem) else chat  # (two contacts: both go)
@@ -703,32 +706,6 @@ class Deletions:
                 else:
                     yield Step("delete_archive", room, v["version"], "erasure", why, entry_id=v["_id"])
 
-    def _source_holds(self, room: str, loaded: tuple[Any, Any] | None, holds: list[dict[str, Any]],
-                      described: bool) -> list[str]:
-        """The cases of HOLDS that may cover ROOM's source chat as it is now (LOADED: chat, contact), whatever
-        the index shows: a failed attempt's entry names nobody, a chat changes after it was archived, one
-        never archived has no entry. Matched by room, customer (an author of its messages, or the contact's
-        userID: who opened it) and agent (an author, or the contact's agentID: who handled it). A hold on
-        other filters too cannot be ruled out by the people alone, so it holds the chat; one on other filters
-        only is the index's to decide where it DESCRIBED the room (an archived version or a tombstone). A chat
-        that cannot be read cannot be ruled out for any hold but one by another room."""
-        chat, contact = loaded or (None, None)
-        if chat is None:
-            return []
-        people = _source_people(chat, contact)
-        found = []
-        for hold in holds:
-            scope = hold["filters"]
-            if scope.get("room", room) != room:
-                continue
-            if people is not None and (
-                    (described and not {"room", "customer", "agent"} & set(scope))
-                    or scope.get("customer", "") not in people["customer"] | {""}
-                    or scope.get("agent", "") not in people["agent"] | {""}):
-                continue
-            found.append(hold["case"])
-        return sorted(set(found))
-
 
 @dataclass
 class _Batch:
@@ -738,36 +715,7 @@ class _Batch:
     held: dict[str, list[str]]  # room -> cases holding it when the batch was read
     hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
-    indexed: set[str]  # rooms with an archived version or a tombstone (whose metadata holds are matched by)
     due_by: dt.datetime | None = None  # the run's as_of, if its deletions are checked against today's policy
-
-
-def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
-    """Who a source chat names, by role: its messages' authors (under both roles where `isAgent` is not a
-    boolean) and the contact's people (its userID as a customer, its agentID as an agent); None if it cannot
-    be read (a SourceProblem, messages that are not an array of documents)."""
-    messages = chat.get("messages") if isinstance(chat, dict) else None
-    messages = [] if isinstance(chat, dict) and messages is None else messages
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return None
-    people: dict[str, set[str]] = {"customer": set(), "agent": set()}
-    for message in messages:
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        content = data.get("content") if isinstance(data.get("content"), dict) else {}
-        user = content.get("user") if isinstance(content.get("user"), dict) else {}
-        if _user_id(user.get("id")):
-            agent = user.get("isAgent")
-            for role in (["agent" if agent else "customer"] if isinstance(agent, bool) else ["agent", "customer"]):
-                people[role].add(_user_id(user.get("id")))
-    for field, (_, role) in CONTACT_PEOPLE.items():
-        if isinstance(contact, dict) and contact_person(contact, field):
-            people[role].add(contact_person(contact, field))
-    return people
-
-
-def _user_id(value: Any) -> str:
-    """A user id as the index writes it (as text, whatever its type), "" if none."""
-    return "" if value is None or isinstance(value, (dict, list)) else str(value)
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

@@ -157,6 +157,175 @@ def test_a_hold_on_another_agent_or_room_does_not_stop_an_erasure_of_an_archived
         result.report["items"]
 
 
+# -- holds by dates, type, channel, service and words: matched against the source chat as it is now too --------
+
+FILTERS = ("service", "ctlive_type", "channel", "dates", "text")
+HELD_WORD = "xylophonequux"
+
+
+def _make_held(config, chat, name: str) -> dict:
+    """CHAT's source changed since it was archived (re-opened and continued, moved to another service...) so
+    that the hold by NAME returned matches it now; its index entry says otherwise."""
+    contacts = _contacts(config)
+    if name == "service":
+        contacts.update_many({"id": chat["room"]}, {"$set": {"serv_name": "Held service"}})
+        return {"service": "Held service"}
+    if name == "ctlive_type":
+        source(config).update_one({"room": chat["room"]}, {"$set": {"ctlive_type": "held-type"}})
+        return {"ctlive_type": "held-type"}
+    if name == "channel":
+        contact = contacts.find_one({"id": chat["room"]})
+        users = {user: {**info, "channel": "held-channel"} for user, info in contact["users"].items()}
+        contacts.update_one({"_id": contact["_id"]}, {"$set": {"users": users}})
+        return {"channel": "held-channel"}
+    doc = source(config).find_one({"room": chat["room"]})
+    if name == "dates":  # continued: it ended days later than when it was archived
+        end = doc["messages"][-1]
+        assert end["data"]["messageType"] == "endChat"
+        later = end["data"]["ts"] + 3 * 86_400_000
+        source(config).update_one({"_id": doc["_id"]}, {"$set": {f"messages.{len(doc['messages']) - 1}.data.ts": later}})
+        at = dt.datetime.fromtimestamp(later / 1000, dt.timezone.utc)
+        return {"ended_from": at - dt.timedelta(minutes=1), "ended_to": at + dt.timedelta(minutes=1)}
+    message = copy.deepcopy(next(m for m in doc["messages"] if m["data"]["messageType"] == "TEXT"))
+    message["data"]["content"]["text"] = f"Please keep the {HELD_WORD.upper()} file."  # (case-folded, as search does)
+    source(config).update_one({"_id": doc["_id"]}, {"$push": {"messages": {"$each": [message], "$position": 0}}})
+    return {"text": HELD_WORD}
+
+
+def _keyed(make_config, tmp_path):
+    from retrieval_helpers import search_key
+
+    return retention_config(make_config, search__key_file=str(search_key(tmp_path)))
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_an_erasure_keeps_a_chat_whose_source_matches_a_hold_its_index_entry_does_not(make_config, tmp_path,
+                                                                                         name) -> None:
+    """The index describes the room (an archived version), but the source chat changed since: the hold's
+    filters match the source as it is now, so the chat is held (either may match)."""
+    config = _keyed(make_config, tmp_path)
+    (chat,) = archive(config, 1)
+    filters = _make_held(config, chat, name)
+    holds = open_holds(config)
+    hold = holds.place(SearchFilters(**filters), "Case F", "litigation", LEGAL)
+    assert holds.held_rooms([chat["room"]], [hold]) == {}, "the index alone does not show it"
+    result = erase(config, customer_of(chat))
+    _kept_by(result, "Case F")
+    assert source(config).count_documents({}) == 1 and index(config).find_one()["status"] == "archived"
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_a_hold_on_other_filters_keeps_a_chat_never_archived_only_if_its_source_matches(make_config, tmp_path,
+                                                                                         name) -> None:
+    """A chat with no archived version (only a failed attempt's entry, or none) is decided by its source: held
+    by a hold its source matches, erased under one it does not (not every such hold holds every such chat)."""
+    config = _keyed(make_config, tmp_path)
+    held, free = archive(config, 2)
+    index(config).update_many({}, {"$set": {"status": "uploading"}, "$unset": {
+        k: "" for k in ("service", "ctlive_type", "channel", "ended_at", "terms", "terms_format")}})
+    open_holds(config).place(SearchFilters(**_make_held(config, held, name)), "Case F", "litigation", LEGAL)
+    _kept_by(erase(config, customer_of(held)), "Case F")
+    erased = erase(config, customer_of(free))
+    assert {(i["action"], i["outcome"]) for i in erased.report["items"] if i["version"] is None} == \
+        {("delete_source", "deleted")}, erased.report["items"]
+    assert [c["room"] for c in source(config).find()] == [held["room"]]
+
+
+def test_a_hold_by_people_and_other_filters_is_decided_by_all_of_them_on_the_source(make_config) -> None:
+    """A hold by agent and service: the source chat's agent matches, its service does not (nor the index's):
+    it is not held, rather than held whenever its people match."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    _place(config, "HR 12", agent=agent_of(chat), service="Another service")
+    erase(config, customer_of(chat))
+    assert source(config).count_documents({}) == 0 and index(config).find_one()["status"] == "deleted"
+
+
+def test_a_chat_whose_source_cannot_be_normalised_is_kept_by_a_hold_on_other_filters(make_config) -> None:
+    """Its service, type or words cannot be told (a message longer than archive.max_message_chars: the archive
+    pass refuses it too): it cannot be ruled out. A hold by another room still rules it out."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    index(config).delete_many({})  # never archived
+    _place(config, "Other room", room="CHAT_ANOTHER", service="Another service")
+    _place(config, "Case F", service="Another service")
+    result = erase(config.with_overrides(**{"archive.max_message_chars": 5}), customer_of(chat))
+    _kept_by(result, "Case F")
+    assert "Other room" not in str(result.report["items"])
+    assert source(config).count_documents({}) == 1
+
+
+def test_matching_holds_on_other_filters_against_the_source_reads_no_chat_twice(make_config, monkeypatch) -> None:
+    """The source check uses the chats read for the plan and right before each deletion: an erasure under a hold
+    by service (which normalises the chat) reads the source as often as one under no hold."""
+    from archiver.source import ChatSource
+
+    reads = []
+    real = ChatSource.load_many
+    monkeypatch.setattr(ChatSource, "load_many", lambda self, rooms: reads.append(list(rooms)) or real(self, rooms))
+
+    def erasure_reads(db: str, hold: bool) -> list[list[str]]:
+        config = retention_config(make_config, source__database=f"source_{db}", index__database=f"index_{db}")
+        (chat,) = archive(config, 1)
+        if hold:
+            _place(config, "Case F", service="Another service")
+        reads.clear()
+        erase(config, customer_of(chat))
+        assert source(config).count_documents({}) == 0, "not held: erased"
+        return [[chat["room"]] == r for r in reads]
+
+    assert erasure_reads("plain", False) == erasure_reads("held", True) == [True, True]  # the plan, the source deletion
+
+
+def test_a_retention_runs_repair_reads_the_source_chats_of_unheld_archives_only_under_holds_not_by_room(
+        make_config, monkeypatch) -> None:
+    """Its S3 legal-hold repair matches holds against source chats (rooms held through them alone): under holds
+    that each name a room it reads none but those rooms'; under a hold by customer, each archived room's the
+    index does not show held (once); a chat held through its source alone gets the legal hold (in a local
+    store, its metadata) and keeps its source."""
+    from archiver.source import ChatSource
+
+    reads = []
+    real = ChatSource.load_many
+    monkeypatch.setattr(ChatSource, "load_many", lambda self, rooms: reads.extend(rooms) or real(self, rooms))
+    config = retention_config(make_config, retention__rules={})  # nothing due: only the repair reads
+    first, second = archive(config, 2)
+    _place(config, "Subpoena", room=first["room"])
+    reads.clear()
+    retention(config)
+    assert reads == [] and index(config).find_one({"room": first["room"]})["legal_hold"] is True
+    _contacts(config).update_one({"id": second["room"]}, {"$set": {"userID": "1234567890123456"}})  # opened since
+    _place(config, "ACME", customer="1234567890123456")
+    retention(config)
+    assert reads == [second["room"]], reads
+    assert index(config).find_one({"room": second["room"]})["legal_hold"] is True
+
+
+def test_a_source_chat_is_normalised_only_for_a_hold_whose_room_and_people_match_it() -> None:
+    from types import SimpleNamespace
+
+    from archiver.holds import SourceHolds
+
+    chat, contact = make_chat(random.Random(5), messages=4)
+    applied = []
+
+    class Counting:  # a redactor that redacts nothing, counting its calls
+        def apply(self, chat, contact):
+            applied.append(chat["room"])
+            return SimpleNamespace(chat=chat, contact=contact)
+    sources = SourceHolds(None, Counting(), 1_000_000)  # (no read: the chat is given)
+
+    def hold(**filters):
+        return {"case": "C", "filters": filters}
+    assert sources.cases(chat["room"], (chat, contact), [hold(room="CHAT_ANOTHER", service="x"),
+                                                         hold(customer="1234567890123456", service="x"),
+                                                         hold(customer=contact["userID"])]) == ["C"]
+    assert applied == []
+    assert sources.cases(chat["room"], (chat, contact), [hold(customer=contact["userID"], service="x"),
+                                                         hold(service="x", channel="y")]) == []
+    assert applied == [chat["room"]], "once per chat, whatever the number of holds"
+
+
 # -- finding 2: a hold by customer covers the chats the customer opened ------------------------------------
 
 def _opened_only(config, rng_seed=1):

@@ -397,3 +397,75 @@ def test_a_delete_denied_where_a_legal_hold_applies_is_still_refused(s3, bucket,
         item = next(i for i in result.report["items"] if i["action"] == "delete_archive")
         assert item["outcome"] == "refused" and "legal hold" in item["detail"] and result.ok, item
         assert index(config).find_one()["status"] == "archived" and _present(config, entry)
+
+
+# -- rooms held only through their source chats get the S3 legal hold too --------------------------------------
+
+CLI_KEYS = ("mongodb.uri", "source.database", "index.database", "storage.url", "storage.endpoint_url",
+            "storage.object_lock_mode", "signing.certificate", "signing.key", "encryption.recipients")
+NEW_CUSTOMER = "9876543210987654"
+
+
+def _opened_since(config, chat) -> None:
+    """The source contact now says NEW_CUSTOMER opened CHAT (its index entry, archived before, names another)."""
+    from archiver.mongo import connect
+
+    contacts = connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+    contacts.update_one({"id": chat["room"]}, {"$set": {"userID": NEW_CUSTOMER}})
+
+
+def test_hold_place_sets_the_s3_legal_hold_on_a_room_held_only_through_its_source_and_release_clears_it(
+        s3, tmp_path, capsys) -> None:
+    from archiver.cli import main
+    from conftest import write_toml
+
+    config = s3(retention__rules={})
+    held, other = archive(config, 2)
+    _opened_since(config, held)
+    toml = str(write_toml(tmp_path / "cli.toml", {k: config[k] for k in CLI_KEYS}))
+    assert main(["--config", toml, "hold", "place", "--customer", NEW_CUSTOMER, "--case", "Case O",
+                 "--reason", "litigation"]) == 0
+    out = capsys.readouterr().out
+    assert "1 archived room(s) covered now (1 of them through the source chat only)" in out, out
+    entry = index(config).find_one({"room": held["room"]})
+    assert NEW_CUSTOMER not in (entry["customers"], entry["opened_by"])  # the index does not show the link
+    assert _legal_hold(config, entry) == {"ON"} and entry["legal_hold"] is True
+    assert _legal_hold(config, index(config).find_one({"room": other["room"]})) == {"OFF"}
+    retention(config)  # its sync keeps it: a hold still covers the room
+    assert _legal_hold(config, entry) == {"ON"}
+    # another case holds the room by the index; released, the legal hold stays: Case O holds it through its source
+    assert main(["--config", toml, "hold", "place", "--room", held["room"], "--case", "Case R", "--reason", "r"]) == 0
+    assert main(["--config", toml, "hold", "release", "--case", "Case R", "--reason", "settled"]) == 0
+    assert "legal hold cleared on 0 archived version(s)" in capsys.readouterr().out
+    assert _legal_hold(config, entry) == {"ON"} and index(config).find_one({"_id": entry["_id"]})["legal_hold"]
+    assert main(["--config", toml, "hold", "release", "--case", "Case O", "--reason", "settled"]) == 0
+    assert "legal hold cleared on 1 archived version(s)" in capsys.readouterr().out
+    assert _legal_hold(config, entry) == {"OFF"} and "legal_hold" not in index(config).find_one({"_id": entry["_id"]})
+
+
+def test_a_retention_run_sets_the_s3_legal_hold_on_rooms_held_through_their_source_and_clears_it_after(s3) -> None:
+    """Its sync: set where a hold covers the source chat (placed without S3 being told), cleared once none does
+    (the source changed back), and set again when a hold by the source's service comes (gap 1's filters)."""
+    config = s3(retention__rules={})
+    held, other = archive(config, 2)
+    _opened_since(config, held)
+    holds = open_holds(config)
+    holds.place(SearchFilters(customer=NEW_CUSTOMER), "Case O", "litigation", ACTOR)  # S3 not told
+    entry = index(config).find_one({"room": held["room"]})
+    assert _legal_hold(config, entry) == {"OFF"}
+    assert retention(config).ok
+    assert _legal_hold(config, entry) == {"ON"} and index(config).find_one({"_id": entry["_id"]})["legal_hold"]
+    assert _legal_hold(config, index(config).find_one({"room": other["room"]})) == {"OFF"}
+    holds.release("Case O", "settled", ACTOR)  # S3 not told
+    assert retention(config).ok
+    assert _legal_hold(config, entry) == {"OFF"} and "legal_hold" not in index(config).find_one({"_id": entry["_id"]})
+    from archiver.mongo import connect
+
+    contacts = connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+    contacts.update_one({"id": held["room"]}, {"$set": {"serv_name": "Held service"}})
+    holds.place(SearchFilters(service="Held service"), "Case S", "litigation", ACTOR)
+    assert retention(config).ok
+    assert _legal_hold(config, entry) == {"ON"}
+    contacts.update_one({"id": held["room"]}, {"$set": {"serv_name": entry["service"]}})  # changed back
+    assert retention(config).ok
+    assert _legal_hold(config, entry) == {"OFF"}, "no hold covers it any longer"

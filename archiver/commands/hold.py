@@ -67,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
     _check_options(args)
     config = load_config(args)
-    holds, actor = open_holds(config), Actor.current(args.actor)
+    actor = Actor.current(args.actor)
     if args.action == "list":
-        return _list(holds.listing(args.all), args.json)
+        return _list(open_holds(config).listing(args.all), args.json)
     from archiver.retention import Deletions
 
     deletions = Deletions(config)
-    store_of = deletions.store_of
+    holds, store_of = deletions.holds, deletions.store_of  # (holds that match source chats too)
     log = open_audit_log(config)
     if args.action == "release":  # recorded first: a release lets retention delete what the case kept
         if not any(hold["case"] == args.case for hold in holds.active()):
@@ -95,17 +95,18 @@ def run(args: argparse.Namespace) -> int:
             filters={"case": args.case, "hold": hold["_id"], **hold["filters"]}, detail="to be placed"))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    rooms, failed = 0, 0
+    rooms, failures = 0, []
     for batch in holds.rooms_of(hold):
         rooms += len(batch)
-        holds.protect(batch, store_of)
-    failed = holds.entries.count_documents({"$and": [holds.query(hold), {"status": "archived"},
-                                                     {"legal_hold": {"$ne": True}}]})
+        holds.protect(batch, store_of, failures)
+    through = len(holds.protect_through_sources(store_of, [hold], failures)[1])  # the index does not show them
+    failed = len(failures)
+    via = f" ({through} of them through the source chat only)" if through else ""
     log.record("hold_place", actor, outcome="ok" if not failed else "items_failed", reason=args.reason,
                filters={"case": args.case, "hold": hold["_id"], **hold["filters"]},
-               detail=f"{rooms} room(s) held now; S3 legal hold not set on {failed} entr(ies)")
-    print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms} archived room(s) covered now, and any "
-                  "archived later"))
+               detail=f"{rooms + through} room(s) held now{via}; S3 legal hold not set on {failed} entr(ies)")
+    print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms + through} archived room(s) covered "
+                  f"now{via}, and any archived later"))
     if args.text is not None:
         note = open_search(config).text_note()
         if note:  # those entries are held whatever they say (Holds.query)
@@ -117,13 +118,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _release(holds: Any, released: list[dict], store_of: Any, log: Any, actor: Any,
              args: argparse.Namespace) -> int:
-    """Clear the S3 legal holds the released holds set; the release is audited whatever happens (each
-    version the store refused named; the next retention run's sync clears those)."""
+    """Clear the S3 legal holds no active hold applies to any more (every room that has one: the released
+    holds may have held some through their source chats alone); the release is audited whatever happens
+    (each version the store refused named; the next retention run's sync clears those)."""
     cleared, failures, outcome = 0, [], "items_failed"
     try:
-        for hold in released:
-            for batch in holds.rooms_of(hold):
-                cleared += holds.unprotect(batch, store_of, failures)
+        cleared = holds.unprotect_unheld(store_of, failures)
         outcome = "ok" if not failures else "items_failed"
     except Exception as exc:  # the holds are released already: the record says what was left undone
         failures.append(f"stopped: {type(exc).__name__}: {exc}")
