@@ -163,11 +163,31 @@ def test_an_entry_left_uploading_past_its_lease_is_named(archived) -> None:
     assert [r for r, _ in _named(report)] == ["STUCK"] and report.in_progress == 1
 
 
-def test_an_unknown_room_is_a_problem_and_rooms_or_all_is_required(archived, tmp_path, capsys) -> None:
-    config, _ = archived
+def test_an_unknown_room_is_a_problem_and_rooms_with_all_is_a_usage_error(archived, tmp_path, capsys) -> None:
+    config, entries = archived
     assert run_cli(config, tmp_path, "verify", "NO_SUCH_ROOM") == 3
     assert "NO_SUCH_ROOM: not in the archive index" in capsys.readouterr().out
-    assert run_cli(config, tmp_path, "verify") == 2
+    assert run_cli(config, tmp_path, "verify", entries[0]["room"], "--all") == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_verify_without_rooms_verifies_everything_as_all(archived, keys, tmp_path, capsys) -> None:
+    """CONTRACT: `verify [ROOM ... | --all]`: without either, the whole archive and every object in the stores."""
+    config, entries = archived
+    assert run_cli(config, tmp_path, "verify", "--all", "--json") == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert run_cli(config, tmp_path, "verify", "--json") == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert {k: bare[k] for k in ("entries", "objects", "listed")} == {k: everything[k] for k in ("entries", "objects", "listed")}
+    assert bare["entries"] == 3 and bare["listed"] == 9
+    assert run_cli(config, tmp_path, "verify", "--key", str(keys["legal.key.pem"]), "--workers", "1") == 0
+    assert "OK: 3 entries" in capsys.readouterr().out
+    assert [e["filters"]["all"] for e in audit(config)] == [True, True, True]
+    open_store(config).put("planted/v1/extra.pdf.p7m", b"x", hashlib.sha256(b"x").hexdigest(), None)
+    assert run_cli(config, tmp_path, "verify", entries[0]["room"]) == 0  # a room's check lists its folder alone
+    capsys.readouterr()
+    assert run_cli(config, tmp_path, "verify") == 3  # the whole store is listed
+    assert "planted/v1/extra.pdf.p7m" in capsys.readouterr().out
 
 
 def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path, moto_endpoint, bucket) -> None:
