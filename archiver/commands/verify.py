@@ -87,7 +87,7 @@ def run_verify(args: argparse.Namespace) -> int:
         raise
     if progress:
         sys.stderr.write("\n")
-    rooms = sorted({p.room for p in report.problems})[:PROBLEMS_IN_AUDIT]
+    rooms = sorted({p.room for p in report.problems if p.room is not None})[:PROBLEMS_IN_AUDIT]
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
                detail=_summary(report))
     print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
