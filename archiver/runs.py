@@ -185,7 +185,7 @@ class RunLedger:
                 batch = []
         if batch:
             self.steps.insert_many(batch)
-        self.renew(run["kind"])  # still ours: else the process that took over dropped this plan, which stays so
+        self.keep()  # still ours (a lost lease ran out, past a third): else the taker dropped this plan: it stays so
         self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "executing", "steps": count}})
         return count
 
