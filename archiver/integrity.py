@@ -63,11 +63,15 @@ class Check:
 
 @dataclass(frozen=True)
 class Problem:
-    room: str
+    room: str | None  # None: an object in a store whose folder no index entry's objects live in
     version: int | None
     problem: str
+    key: str | None = None  # an object the index does not explain (or a temporary file): its key,
+    store: str | None = None  # and its store's URL
 
     def __str__(self) -> str:
+        if self.room is None:
+            return self.problem  # which names the object's key: its folder is no room id
         where = f"{self.room} v{self.version}" if self.version is not None else self.room
         return f"{where}: {self.problem}"
 
@@ -497,7 +501,7 @@ def _certificates(signer: x509.Certificate, signed_data: cms.SignedData) -> list
 
 
 
-RUNS_KEPT = 10_000  # run ids remembered by a verification; then forgotten all at once
+RUNS_KEPT = 10_000  # run ids (and folders' rooms) remembered by a verification; then forgotten all at once
 MAX_PROBLEMS_KEPT = 10_000  # beyond this only counted: memory stays bounded however broken the archive is
 LISTING_BATCH = 500
 
@@ -553,6 +557,7 @@ class Verifier:
         # began a deletion then kept (kept_whole)
         self.jobs: Any = None  # the job queue: an interrupted attempt whose job will retry it is no problem
         self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
+        self._folder_rooms: dict[str, str | None] = {}  # a store folder -> the room whose objects live in it
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
         self.redactor = Redactor.from_config(redaction) if redaction is not None else None
@@ -697,15 +702,16 @@ class Verifier:
             progress(report)
 
     def check_listing(self, store: ObjectStore, prefix: str, report: VerifyReport,
-                      progress: Callable[[VerifyReport], None] | None = None) -> None:
-        """Every key under PREFIX in STORE is some entry's object or superseded object, and an archived
-        object's key holds its recorded version alone (one listing of every version: iter_versions)."""
+                      progress: Callable[[VerifyReport], None] | None = None, room: str | None = None) -> None:
+        """Every key under PREFIX (ROOM's folder, or "": the whole store) in STORE is some entry's object or
+        superseded object, and an archived object's key holds its recorded version alone (one listing of every
+        version: iter_versions)."""
         batch: list[ListedKey] = []
         try:
             for listed in store.iter_versions(prefix):
                 batch.append(listed)
                 if len(batch) >= LISTING_BATCH:
-                    self._explain(store, batch, report)
+                    self._explain(store, batch, report, room)
                     batch = []
                     if progress:
                         progress(report)
@@ -713,13 +719,31 @@ class Verifier:
             raise_if_unreachable(exc, store)
             raise
         if batch:
-            self._explain(store, batch, report)
+            self._explain(store, batch, report, room)
         for name in store.stale_temporaries(prefix, self.lease):
-            report.add(Problem(name.split("/", 1)[0], None, f"temporary file {name} in {store.url}, left by a write "
-                               "cut short (a process killed mid-put) longer than the lease ago: never an archived "
-                               "object, but it may hold a whole ciphertext; remove it"))
+            report.add(Problem(room or self._room_of(name), None, f"temporary file {name} in {store.url}, left by a "
+                               "write cut short (a process killed mid-put) longer than the lease ago: never an "
+                               "archived object, but it may hold a whole ciphertext; remove it", name, store.url))
 
-    def _explain(self, store: ObjectStore, listing: list[ListedKey], report: VerifyReport) -> None:
+    def _room_of(self, key: str) -> str | None:
+        """The room whose objects live in KEY's folder (its first part), None if no index entry's do: a folder
+        name is no room id (a sanitised one is a cleaned prefix and a hash; a stranger's, anything)."""
+        folder, sep, _ = key.partition("/")
+        if not sep:
+            return None
+        if folder not in self._folder_rooms:
+            if len(self._folder_rooms) >= RUNS_KEPT:
+                self._folder_rooms.clear()
+            # keys under FOLDER/ sort from "FOLDER/" up to "FOLDER0" ("/" + 1): one range on an indexed field
+            # each (the array fields are left out: a range there could match two different elements)
+            inside = {"$gte": folder + "/", "$lt": folder + "0"}
+            entry = self.entries.find_one({"$or": [{name: inside} for name in OBJECT_KEY_FIELDS
+                                                   if name.startswith("objects.")]}, {"room": 1})
+            self._folder_rooms[folder] = entry["room"] if entry else None
+        return self._folder_rooms[folder]
+
+    def _explain(self, store: ObjectStore, listing: list[ListedKey], report: VerifyReport,
+                 room: str | None = None) -> None:
         stored = [listed for listed in listing if listed.versions]  # a key with delete markers alone holds nothing
         keys = [listed.key for listed in listing]
         report.listed += len(stored)
@@ -739,8 +763,9 @@ class Verifier:
             explained.update(reports_explained(self.runs, keys))
         for listed in stored:
             if listed.key not in explained:
-                report.add(Problem(listed.key.split("/", 1)[0], None,
-                                   f"object {listed.key} in {store.url} is not explained by the index"))
+                report.add(Problem(room or self._room_of(listed.key), None,
+                                   f"object {listed.key} in {store.url} is not explained by the index",
+                                   listed.key, store.url))
         for listed in listing:
             if listed.key in archived:
                 entry, version_id = archived[listed.key]
@@ -926,7 +951,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             store = store_of({"store": location} if location else {})
             targets[store_location(store)["url"]] = store
         for store in targets.values():
-            verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress)
+            verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress, room)
     if rooms is None:
         check_reports(verifier.runs, store_of, report, trust, verifier.steps)
     _check_seals(config, entries, rooms, report, trust)

@@ -227,6 +227,7 @@ class Deletions:
                     and run.get("policy") != self.policy.describe() else None))
         done = []
         for step in batch:
+            self.ledger.keep()  # by time: a slow store's steps never outlast the lease; RunBusy if lost
             try:
                 outcome, detail = self._do(run_id, step, ctx)
             except StoreError as exc:

@@ -16,7 +16,10 @@ audit log refused stays `reporting`, and the next run of its kind writes it.
 Only one deletion run executes at a time, retention or erasure (an erasure and a retention
 run deleting the same archive at once would each act on an entry the other is changing): it
 holds the one lease in `index.retention_runs`, taken over when it expires or when its
-holder's process is gone.
+holder's process is gone. The holder renews it by time, whenever a third of it has passed
+(checked before each planned step and each step executed), so no slow plan or slow store
+outlasts it; a run that finds it lost (one step outlasted the whole lease, and another
+process took the run over) stops before its next step, deleting nothing more.
 
 The report (counts per rule, every item with its outcome) is written into the run's
 document (counts, and where the report is) and, signed (detached CMS, the archiver's
@@ -55,7 +58,7 @@ from archiver.visible import utf8_safe
 REPORTS_PREFIX = ".reports/"
 PART_ITEMS = 20_000  # items per stored part of a larger report (about 4 MB of JSON): see store_report
 STEP_BATCH = 200
-LEASE_MS = 10 * 60_000
+LEASE_MS = 10 * 60_000  # renewed whenever a third of it has passed (RunLedger.keep)
 LEASE = "lease:deletion"  # one for every kind of run
 
 
@@ -98,6 +101,8 @@ class RunLedger:
         self.runs = runs
         self.steps = steps
         self.owner = worker_id()
+        self._held = ""  # the kind of run whose lease this ledger holds ("": none)
+        self._renewed = 0.0  # when it was last taken or renewed (time.monotonic)
 
     def ensure_indexes(self) -> None:
         self.steps.create_index([("run", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)], name="run_state_seq")
@@ -108,10 +113,12 @@ class RunLedger:
 
     def acquire(self, kind: str) -> None:
         lock = LEASE
+        asked = time.monotonic()
         t = server_ms(self.runs.database)
         mine = {"owner": self.owner, "until_ms": t + LEASE_MS, "kind": kind}
         try:
             self.runs.insert_one({"_id": lock, **mine})
+            self._held, self._renewed = kind, asked
             return
         except DuplicateKeyError:
             pass
@@ -122,14 +129,25 @@ class RunLedger:
         if self.runs.update_one({"_id": lock, "owner": held.get("owner"), "until_ms": held.get("until_ms")},
                                 {"$set": mine}).matched_count != 1:
             raise RunBusy(f"another {kind} run took over just now")
+        self._held, self._renewed = kind, asked
 
     def renew(self, kind: str) -> None:
         """Keep the lease; RunBusy if another process took it over (this one stalled past it): stop."""
+        asked = time.monotonic()
         if self.runs.update_one({"_id": LEASE, "owner": self.owner},
                                 {"$set": {"until_ms": server_ms(self.runs.database) + LEASE_MS}}).matched_count != 1:
             raise RunBusy(f"the {kind} run's lease was taken over by another process; stopping")
+        self._renewed = asked
+
+    def keep(self) -> None:
+        """Renew the lease held once a third of it has passed since it was last renewed (as archive passes renew
+        their claims): called before every planned and executed step, so that slow steps, however few, never
+        outlast it. RunBusy if it was lost meanwhile (one step outlasted it all): the caller does no more."""
+        if self._held and time.monotonic() - self._renewed > LEASE_MS / 3000:
+            self.renew(self._held)
 
     def release(self, kind: str) -> None:
+        self._held = ""
         self.runs.delete_one({"_id": LEASE, "owner": self.owner})
 
     # -- runs and steps ------------------------------------------------------------------------
@@ -156,6 +174,7 @@ class RunLedger:
         """Write every step (skips done at once), in batches, keeping the lease; then the run may execute."""
         count, batch = 0, []
         for step in steps:
+            self.keep()  # planning a step may take long (the archive read back before its source goes)
             count += 1
             doc = {"_id": f"{run['_id']}:{count:09d}", "run": run["_id"], "seq": count, **asdict(step),
                    "state": "done" if step.action == "skip" else "pending",
@@ -163,10 +182,10 @@ class RunLedger:
             batch.append(doc)
             if len(batch) >= STEP_BATCH:
                 self.steps.insert_many(batch)
-                self.renew(run["kind"])
                 batch = []
         if batch:
             self.steps.insert_many(batch)
+        self.keep()  # still ours (a lost lease ran out, past a third): else the taker dropped this plan: it stays so
         self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "executing", "steps": count}})
         return count
 
@@ -368,12 +387,13 @@ def _not_zombie(pid: int) -> bool:
 
 
 def timed_steps(execute: Callable[[list[dict[str, Any]]], None], ledger: RunLedger, run_id: str, kind: str) -> int:
-    """Execute every pending step of RUN_ID in batches, renewing the lease; how many were done."""
+    """Execute every pending step of RUN_ID in batches, keeping the lease (EXECUTE keeps it before each step
+    too); how many were done."""
     count = 0
     started = time.monotonic()
     for batch in ledger.pending(run_id):
+        ledger.keep()
         execute(batch)
         count += len(batch)
-        ledger.renew(kind)
     event(f"{kind}_steps_done", run=run_id, steps=count, seconds=round(time.monotonic() - started, 3))
     return count

@@ -57,6 +57,7 @@ def test_a_flipped_byte_is_named(archived, keys, tmp_path, capsys) -> None:
     (problem,) = _verify(config).problems
     assert problem.room == entries[1]["room"] and "pdf" in problem.problem and "altered" in problem.problem
     assert problem.problem.startswith("failed: pdf: stored object "), "worded as the claim that failed"
+    assert (problem.key, problem.store) == (None, None), "an index entry's object: named by its room and version"
     assert run_cli(config, tmp_path, "verify", "--all") == 3
     out = capsys.readouterr().out
     assert f"PROBLEM {entries[1]['room']} v1: failed: pdf: stored object" in out
@@ -144,11 +145,47 @@ def test_objects_the_index_does_not_explain_are_named(archived) -> None:
     room = entries[0]["room"]
     superseded = f"{room}/v1/transcript-old.pdf.p7m"
     store.put(superseded, b"x", digest, None)
-    problems = _named(_verify(config))
-    assert sorted(r for r, _ in problems) == sorted([room, "stray"])
+    problems = _verify(config).problems
+    assert sorted((p.room or "", p.key, p.store) for p in problems) == sorted([
+        (room, superseded, store.url), ("", "stray/v1/transcript-0.pdf.p7m", store.url)])
     index(config).update_one({"_id": entries[0]["_id"]}, {"$push": {"superseded_objects": superseded}})
-    assert [r for r, _ in _named(_verify(config))] == ["stray"]
+    assert [(p.room, p.key) for p in _verify(config).problems] == [(None, "stray/v1/transcript-0.pdf.p7m")]
     assert _verify(config, rooms=[room]).ok  # a room's check lists only that room's folder
+
+
+def _stray(problem: dict) -> tuple:
+    return problem["room"], problem["version"], problem["key"], "is not explained by the index" in problem["problem"]
+
+
+def test_a_stray_objects_room_is_the_room_whose_folder_holds_it_else_none(make_config, tmp_path, capsys) -> None:
+    """A key's first part is a folder name, not a room id: a sanitised one (hashed), or anything a stranger wrote.
+    The report names the key and the store, and a room only when an index entry's objects live in that folder."""
+    config = make_config()
+    rng = random.Random(4)
+    rooms = ["CHAT_SAFE_x1", "chat/with slash"]  # the second one's folder is a cleaned name and a hash
+    seed(config, [make_chat(rng, messages=3, start_ms=recent_ms(30), room=room) for room in rooms])
+    assert Archiver(config).run_pass().archived == 2
+    hashed = index(config).find_one({"room": rooms[1]})["objects"]["pdf"]["key"].split("/")[0]
+    assert hashed != rooms[1] and "~" in hashed
+    store, digest = open_store(config), hashlib.sha256(b"x").hexdigest()
+    planted = {f"{hashed}/v7/extra.pdf.p7m": rooms[1], "CHAT_SAFE_x1/v1/extra.pdf.p7m": "CHAT_SAFE_x1",
+               "CHAT_NOT_ARCHIVED/v1/x.pdf.p7m": None, "chat_safe_x1/v1/x.pdf.p7m": None}
+    for key in planted:
+        store.put(key, b"x", digest, None)
+    assert run_cli(config, tmp_path, "verify", "--json") == 3
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(map(_stray, report["problems"]), key=str) == sorted(
+        [(room, None, key, True) for key, room in planted.items()], key=str)
+    assert {p["store"] for p in report["problems"]} == {store.url}
+    assert run_cli(config, tmp_path, "verify") == 3
+    out = capsys.readouterr().out
+    assert f"PROBLEM object CHAT_NOT_ARCHIVED/v1/x.pdf.p7m in {store.url} is not explained" in out
+    assert f"PROBLEM CHAT_SAFE_x1: object CHAT_SAFE_x1/v1/extra.pdf.p7m in {store.url}" in out
+    assert "PROBLEM chat_safe_x1:" not in out and "PROBLEM CHAT_NOT_ARCHIVED:" not in out
+    assert audit(config)[-1]["rooms"] == sorted(["CHAT_SAFE_x1", rooms[1]]), "a folder name is no room of the audit"
+    assert run_cli(config, tmp_path, "verify", rooms[1], "--json") == 3  # a room's own folder: that room
+    assert list(map(_stray, json.loads(capsys.readouterr().out)["problems"])) == [
+        (rooms[1], None, f"{hashed}/v7/extra.pdf.p7m", True)]
 
 
 def test_an_entry_left_uploading_past_its_lease_is_named(archived) -> None:
@@ -163,11 +200,31 @@ def test_an_entry_left_uploading_past_its_lease_is_named(archived) -> None:
     assert [r for r, _ in _named(report)] == ["STUCK"] and report.in_progress == 1
 
 
-def test_an_unknown_room_is_a_problem_and_rooms_or_all_is_required(archived, tmp_path, capsys) -> None:
-    config, _ = archived
+def test_an_unknown_room_is_a_problem_and_rooms_with_all_is_a_usage_error(archived, tmp_path, capsys) -> None:
+    config, entries = archived
     assert run_cli(config, tmp_path, "verify", "NO_SUCH_ROOM") == 3
     assert "NO_SUCH_ROOM: not in the archive index" in capsys.readouterr().out
-    assert run_cli(config, tmp_path, "verify") == 2
+    assert run_cli(config, tmp_path, "verify", entries[0]["room"], "--all") == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_verify_without_rooms_verifies_everything_as_all(archived, keys, tmp_path, capsys) -> None:
+    """CONTRACT: `verify [ROOM ... | --all]`: without either, the whole archive and every object in the stores."""
+    config, entries = archived
+    assert run_cli(config, tmp_path, "verify", "--all", "--json") == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert run_cli(config, tmp_path, "verify", "--json") == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert {k: bare[k] for k in ("entries", "objects", "listed")} == {k: everything[k] for k in ("entries", "objects", "listed")}
+    assert bare["entries"] == 3 and bare["listed"] == 9
+    assert run_cli(config, tmp_path, "verify", "--key", str(keys["legal.key.pem"]), "--workers", "1") == 0
+    assert "OK: 3 entries" in capsys.readouterr().out
+    assert [e["filters"]["all"] for e in audit(config)] == [True, True, True]
+    open_store(config).put("planted/v1/extra.pdf.p7m", b"x", hashlib.sha256(b"x").hexdigest(), None)
+    assert run_cli(config, tmp_path, "verify", entries[0]["room"]) == 0  # a room's check lists its folder alone
+    capsys.readouterr()
+    assert run_cli(config, tmp_path, "verify") == 3  # the whole store is listed
+    assert "planted/v1/extra.pdf.p7m" in capsys.readouterr().out
 
 
 def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path, moto_endpoint, bucket) -> None:
@@ -177,8 +234,12 @@ def test_verify_on_s3_with_a_key_and_a_stray_object(make_config, keys, tmp_path,
     assert _verify(config, keys).ok
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").put_object(
         Bucket=bucket, Key=f"chats/{entries[0]['room']}/v1/extra.pdf.p7m", Body=b"planted")
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.put_object(Bucket=bucket, Key="chats/NOT_A_ROOM/v1/extra.pdf.p7m", Body=b"planted")
     assert run_cli(config, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"])) == 3
-    assert [(p.room, "not explained" in p.problem) for p in _verify(config).problems] == [(entries[0]["room"], True)]
+    assert sorted((p.room or "", p.key, p.store, "not explained" in p.problem) for p in _verify(config).problems) == [
+        ("", "NOT_A_ROOM/v1/extra.pdf.p7m", f"s3://{bucket}/chats/", True),
+        (entries[0]["room"], f"{entries[0]['room']}/v1/extra.pdf.p7m", f"s3://{bucket}/chats/", True)]
 
 
 @pytest.mark.parametrize("change", ["new version", "delete marker"])

@@ -1,4 +1,5 @@
-"""`archiver verify [ROOM ... | --all] [--key PEM]`: prove archived chats present and unaltered."""
+"""`archiver verify [ROOM ... | --all] [--key PEM]`: prove archived chats present and unaltered (no ROOM and no
+--all: everything, as --all)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from archiver.visible import visible
 
 HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained) and recompute "
         "the seals; "
-        "with --key also decrypt and check both signatures and the record; exit 3 naming each problem")
-EXAMPLE = "archiver --config archiver.toml verify --all --key legal.key.pem --json"
+        "with --key also decrypt and check both signatures and the record; without ROOMs, everything (as --all); "
+        "exit 3 naming each problem")
+EXAMPLE = "archiver --config archiver.toml verify --key legal.key.pem --json   # everything, as --all"
 PROBLEMS_IN_AUDIT = 100
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("rooms", nargs="*", metavar="ROOM", help="rooms to check (or --all)")
-    p.add_argument("--all", action="store_true", help="every entry, and every object in the stores")
+    p.add_argument("rooms", nargs="*", metavar="ROOM", help="rooms to check (none: everything, as --all)")
+    p.add_argument("--all", action="store_true", help="every entry, and every object in the stores (the default without ROOMs)")
     p.add_argument("--key", metavar="PEM", help="the legal team's private key: also decrypt and check content")
     p.add_argument("--cert", action="append", default=[], metavar="PEM",
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
@@ -60,8 +62,9 @@ def run_verify(args: argparse.Namespace) -> int:
     from archiver.integrity import verify_archive
     from archiver.store import unreachable
 
-    if bool(args.rooms) == args.all:
-        raise UsageError("name the rooms to verify, or --all (not both)")
+    if args.rooms and args.all:
+        raise UsageError("name the rooms to verify, or give --all (not both)")
+    args.all = not args.rooms  # no ROOM: everything, as --all (the contract's ROOM ... | --all is optional)
     if args.workers < 0:
         raise UsageError("--workers: must be 0 (one per CPU) or more")
     if args.redaction and not args.key:
@@ -84,7 +87,7 @@ def run_verify(args: argparse.Namespace) -> int:
         raise
     if progress:
         sys.stderr.write("\n")
-    rooms = sorted({p.room for p in report.problems})[:PROBLEMS_IN_AUDIT]
+    rooms = sorted({p.room for p in report.problems if p.room is not None})[:PROBLEMS_IN_AUDIT]
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
                detail=_summary(report))
     print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
