@@ -140,7 +140,7 @@ def test_record_index_and_pdf_say_what_was_redacted(make_config, keys, tmp_path,
     archive(config, log_lines)
     (entry,) = entries(config, status="archived")
     note = entry["redaction"]
-    assert note["enabled"] is True and note["rules"] == ["card", "cvv"] and len(note["version"]) == 12
+    assert note["enabled"] is True and note["rules"] == ["card", "pin", "cvv"] and len(note["version"]) == 12
     assert note["matches"] == {"card": 9, "cvv": 0, "pin": 0}  # visa, amex, mastercard and discover twice each, diners once
     objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
                for name, obj in entry["objects"].items()}
@@ -148,7 +148,7 @@ def test_record_index_and_pdf_say_what_was_redacted(make_config, keys, tmp_path,
     assert record["redaction"] == note
     assert entry["title"] == record["transcript"]["title"] == "Card 411111••••••1111"
     text = re.sub(r"\s+", " ", searchable(objects["pdf"], tmp_path))
-    assert f"Redaction card: 9, cvv: 0 (rules: card, cvv; settings {note['version']})" in text
+    assert f"Redaction card: 9, pin: 0, cvv: 0 (rules: card, pin, cvv; settings {note['version']})" in text
     assert "my card is 4111 11•• •••• 1111" in text and "pan=601111••••••1117" in text
 
 
