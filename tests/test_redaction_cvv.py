@@ -131,6 +131,7 @@ def test_digits_after_an_expiry_without_a_card_or_too_far_are_kept(typed: str) -
     ("CSC 1234", "CSC ••••"),
     ("CVV not needed, order 4711", "CVV not needed, order ••••"),  # within 24 characters of a keyword
     ("your security code is 4821", "your security code is ••••"),  # a one-time password called so: masked
+    ("ticket 4711 is the CVC one", "ticket •••• is the CVC one"),  # a number linked to a keyword before it
 ])
 def test_the_false_positives_chosen_knowingly(typed: str, masked: str) -> None:
     """A missed code is archived for years against PCI DSS; a masked id loses a few digits of a transcript."""

@@ -86,6 +86,7 @@ def test_a_pin_then_an_expiry_and_a_code_are_masked_in_one_pass() -> None:
     """A masked PIN of four digits looks like a card's last four masks to the code rule, which runs after it."""
     r = redactor()
     out, matches = text_of(r, "pin 1234 12/27 567")
+    assert (out, matches) == ("pin •••• 12/27 •••", {"card": 0, "pin": 1, "cvv": 1})
     assert text_of(r, out)[0] == out
 
 
