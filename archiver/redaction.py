@@ -627,9 +627,10 @@ _GAP_UNIT = r"(?:[^\d%\u2022]|%[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))"  # no digit,
 # Words that link a keyword and a number on its other side, in the same languages: a PIN's digits follow "pin" with
 # at most LINKED_AFTER of them between ("my pin is 4821", "PIN number for my card is 4821"), a code's or a PIN's
 # digits precede its keyword with at most LINKED_BEFORE ("739 is the cvv", "4821 is my pin"). A closed list, so
-# that ordinary numbers near a keyword ("order 739 shipped, no cvv needed", "pin it to room 1234") are kept.
+# that ordinary numbers near a keyword ("order 739 shipped, no cvv needed", "pin it to room 1234") are kept; no
+# negation ("no", "not": "order 739, no cvv needed").
 LINKS = ("is", "was", "be", "would", "will", "should", "the", "my", "your", "its", "it's", "it’s", "that's",
-         "that’s", "this", "for", "as", "card", "card's", "card’s", "code", "number", "no", "nr", "num",
+         "that’s", "this", "for", "as", "card", "card's", "card’s", "code", "number", "nr", "num",
          "è", "e'", "il", "la", "lo", "mio", "mia", "della", "del", "carta", "codice", "numero", "come", "per",
          "es", "el", "mi", "su", "de", "tarjeta", "código", "codigo", "número",
          "é", "o", "a", "meu", "minha", "do", "da", "cartão", "cartao",
@@ -923,7 +924,7 @@ class Redactor:
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
             elif codes and (kind is str and len(item) < CODE_VALUE_CHARS and item.strip().isdecimal()
                             or kind in CODE_NUMBERS and 0 <= item < CODE_NUMBER_LIMIT) and type(key) is str \
-                    and (rule := codes.get(_code_field(key))):  # type: ignore[arg-type]
+                    and (rule := codes.get(_code_field(key))):
                 out[name], found = rule.redact_value(item)
                 matches[rule.name] += found
                 if not found:

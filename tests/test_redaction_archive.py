@@ -141,7 +141,8 @@ def test_record_index_and_pdf_say_what_was_redacted(make_config, keys, tmp_path,
     (entry,) = entries(config, status="archived")
     note = entry["redaction"]
     assert note["enabled"] is True and note["rules"] == ["card", "pin", "cvv"] and len(note["version"]) == 12
-    assert note["matches"] == {"card": 9, "cvv": 0, "pin": 0}  # visa, amex, mastercard and discover twice each, diners once
+    # visa, amex, mastercard and discover twice each, diners once
+    assert note["matches"] == {"card": 9, "cvv": 0, "pin": 0}
     objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
                for name, obj in entry["objects"].items()}
     record = json.loads(objects["record"])
@@ -311,7 +312,8 @@ def test_cards_the_review_found_archived_whole_are_masked_in_the_pdf_and_record(
         assert leaks(re.sub(r"[+\u2014]", " ", text)) == [], "a card number is archived"
     assert "6175•••••• 4111 11•• •••• 1111" in pdf and "5555—55••—••••—4444" in pdf and "+601111••••••1117" in pdf
     assert "pan=3782+8•••••+•0005" in record and "-411111••••••1111" in record
-    assert entry["redaction"]["matches"] == {"card": 7, "cvv": 0, "pin": 0}  # the phone number's masked digits are a region too
+    # the phone number's masked digits are a region too
+    assert entry["redaction"]["matches"] == {"card": 7, "cvv": 0, "pin": 0}
 
 
 def _archived_one(config, chat, contact, keys, tmp_path):

@@ -307,6 +307,7 @@ def test_a_code_typed_just_before_its_keyword_is_masked(typed: str, masked: str)
     "order 739 shipped",
     "room 1234",
     "order 739 shipped, no cvv needed",  # "shipped" is no word linking a code to its keyword
+    "order 739, no cvv needed",  # nor is "no"
     "I paid 739. CVV is on the back",  # a sentence ends between them
     "12345 is the cvv",  # five digits
     "abc739 is the cvv",  # digits ending a word
@@ -321,7 +322,8 @@ def test_numbers_near_a_keyword_but_not_its_code_are_left_alone(typed: str) -> N
 
 @pytest.mark.parametrize("typed, masked", [
     ("card 1234, cvv 567", "card 1234, cvv •••"),  # the keyword has its code after it: the number before is kept
-    ("4111 1111 1111 1111 is the cvv", "4111 11•• •••• 1111 is the cvv"),  # a card's last group is not its code
+    # a card's last group is not its code
+    ("4111 1111 1111 1111 is the cvv", "4111 11•• •••• 1111 is the cvv"),
 ])
 def test_the_number_before_a_keyword_is_kept_when_it_is_not_the_code(typed: str, masked: str) -> None:
     assert text_of(redactor(), typed)[0] == masked

@@ -48,7 +48,8 @@ def cards_in_clear(text: str, prefixes: tuple[str, ...]) -> list[str]:
 
 def test_the_reviewed_card_is_masked_in_one_pass() -> None:
     out, matches = text_of(redactor(), REVIEWED)
-    assert out == "1234 5698 •••• ••4111 11•• •••• 1111" and matches == {"card": 2, "cvv": 0, "pin": 0}
+    assert out == "1234 5698 •••• ••4111 11•• •••• 1111"
+    assert matches == {"card": 2, "cvv": 0, "pin": 0}
     assert text_of(redactor(), out) == (out, {"card": 0, "cvv": 0, "pin": 0})
     assert cards_in_clear(out, ("2", "3", "4", "5", "6")) == []
 
@@ -124,7 +125,7 @@ def test_an_encoded_space_is_a_separator_wherever_a_run_starts(text: str, settin
 
 
 CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ",
-                " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ",  # an expiry after a (masked) card: no keyword needed
+                " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ",  # an expiry after a (masked) card: no keyword
                 "my pin is ", "PIN: ")
 AFTER_NUMBER = (" is the cvv ", " (cvc) ", " is my pin ", " cvv2 ", " ", " ")  # a code or PIN before its keyword
 
