@@ -671,21 +671,21 @@ def _keyword_after(words: tuple[str, ...], glued: tuple[str, ...], fewest: int, 
         re.IGNORECASE)
 
 
-def _keyword_before(words: tuple[str, ...], fewest: int, most: int) -> re.Pattern[str]:
-    """The digits before one of WORDS, with at most LINKED_BEFORE linking words between, unless the keyword has
-    a masked code or PIN of its own after it ("card 1234, cvv •••": 1234 is not the code)."""
+def _keyword_before(words: tuple[str, ...], fewest: int, most: int, bare: bool) -> re.Pattern[str]:
+    """The digits before one of WORDS, with at most LINKED_BEFORE linking words between (BARE: or only spaces),
+    unless the keyword has a masked code or PIN of its own after it ("card 1234, cvv •••": 1234 is not the code)."""
     number, spaced = _digits(fewest, most)
+    keyword = rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_])"
     return re.compile(
-        rf"(?=\d){_STARTS_ALONE}({number}|{_NO_DIGIT_BEFORE}{spaced})"
-        rf"{_LINKED}{{0,{LINKED_BEFORE}}}{_LINK_PUNCT}"
-        rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_])(?!{_GAP_UNIT}{{0,{CVV_GAP}}}+\u2022)",
+        rf"(?=\d){_STARTS_ALONE}({number}|{_NO_DIGIT_BEFORE}{spaced})" + ("" if bare else rf"(?!\s{{1,3}}+{keyword})")
+        + rf"{_LINKED}{{0,{LINKED_BEFORE}}}{_LINK_PUNCT}{keyword}(?!{_GAP_UNIT}{{0,{CVV_GAP}}}+\u2022)",
         re.IGNORECASE)
 
 
 _CVV = _keyword_after(CVV_WORDS, CVV_GLUED, 3, 4)
-_CVV_BEFORE = _keyword_before(tuple(w for w in CVV_WORDS if w != "cid"), 3, 4)  # "1234 is the cid": an id
+_CVV_BEFORE = _keyword_before(tuple(w for w in CVV_WORDS if w != "cid"), 3, 4, True)  # "1234 is the cid": an id
 _PIN = _keyword_after(PIN_WORDS, (), 4, 12)  # ISO 9564: 4 to 12 digits
-_PIN_BEFORE = _keyword_before(PIN_WORDS, 4, 12)
+_PIN_BEFORE = _keyword_before(PIN_WORDS, 4, 12, False)  # "1000 pin badges": pins
 # Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza, "Your CVV?") or
 # the PIN (pin, cardPin, pin_code): a value of 3-4 digits (4-12 for a PIN) is masked whole, text or number, as no
 # keyword precedes it. Not "cid" (a customer or content id). The name ends with the keyword, a word such as "code"
