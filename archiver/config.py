@@ -172,7 +172,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "redaction": {  # checked further by archiver.redaction.Redactor.from_config (rule names, RE2 patterns)
         "enabled": Key(bool, True),
-        "rules": Key(list, ["card", "cvv"]),
+        "rules": Key(list, ["card", "cvv", "pin"]),
         "card_show": Key(str, "first6last4", _one_of("first6last4", "last4", "none")),
         "card_prefixes": Key(list, ["2", "3", "4", "5", "6"], _digit_strings),
         "patterns": Key(dict, {}),

@@ -10,8 +10,8 @@ Every rule runs in time linear in its input, whatever a customer types: card
 numbers by a scan of digit runs with Luhn checked for all windows at once (big-integer
 arithmetic, no per-window loop), then again only around what that masked, until a pass
 over the output would find nothing more (each pass masks digits for good), IBANs by a
-fixed-width start search plus a bounded check, card verification codes by one regex whose
-every part is bounded (a keyword, at most CVV_GAP characters, 3-4 digits), e-mail addresses
+fixed-width start search plus a bounded check, card verification codes and PINs by regexes whose
+every part is bounded (a keyword, at most CVV_GAP characters or a few linking words, a few digits), e-mail addresses
 and configured patterns with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
 never archived unredacted.
 """
@@ -41,8 +41,10 @@ from bson.regex import Regex
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 7  # bump when a detector changes what it finds: it is part of every settings version
 # (the "cvv" rule came without a bump: its name in redaction.rules changes the version, and without it nothing does)
+# 7: the "cvv" rule also masks a code typed digit by digit ("cvv 7 3 9") or just before its keyword ("739 is the
+#    cvv"), and reads an expiry and a code after a masked code of four digits in the same pass; the "pin" rule.
 # 6: the IBAN rule runs before the card rule, whatever the order of redaction.rules.
 # 5: the card rule masks in one pass every card a pass over its output would find (the mask is a separator:
 #    masked digits leave a group boundary and join the digits either side), so applying it twice changes nothing.
@@ -54,7 +56,7 @@ ALGORITHM = 6  # bump when a detector changes what it finds: it is part of every
 # 2: more separators between a card's groups (spaces of other widths, format characters, and %20),
 #    cards stored as doubles or Decimal128, identifiers and times kept whatever their type.
 MASK = "•"
-BUILTIN_RULES = ("card", "cvv", "iban", "email")
+BUILTIN_RULES = ("card", "cvv", "pin", "iban", "email")
 CARD_LENGTHS = range(13, 20)
 SHORT_RUN = 48  # digits in a run up to which its windows are checked one by one (see CardRule._short_run_cards)
 CARD_SHOW = {"first6last4": (6, 4), "last4": (0, 4), "none": (0, 0)}
@@ -77,8 +79,9 @@ KEPT: dict[str, Any] = {
 UNREDACTED = frozenset({bool, type(None), ObjectId, dt.datetime})
 NUMBERS = frozenset({int, Int64, float, Decimal128})  # checked for a card stored as a number (not bool)
 SCALARS = NUMBERS | {str}
-CVV_NUMBERS = frozenset({int, Int64, float})  # a field named for a card's code may hold it as a number (or text)
-CVV_VALUE_CHARS = 16  # a field's text longer than this is not a code with spaces around it
+CODE_NUMBERS = frozenset({int, Int64, float})  # a field named for a code or PIN may hold it as a number (or text)
+CODE_VALUE_CHARS = 16  # a field's text longer than this is not a code or PIN with spaces around it
+CODE_NUMBER_LIMIT = 10**12  # a field's number of more digits is neither (a PIN has at most 12)
 CARD_RANGE = (10**12, 10**19)  # a whole number of 13 to 19 digits (either sign) may be a card stored as a number
 TEXT_BINARY = (0, 4)  # Binary subtypes read as UTF-8 text (generic, UUID): a form may store typed text there
 PHONE_DIGITS = 15  # E.164's longest number: a longer run after a '+' is not a phone number
@@ -585,7 +588,7 @@ class PatternRule:
         return self.regex.subn(lambda _: self.mask, text)
 
 
-# -- card verification codes ------------------------------------------------------------------------
+# -- card verification codes and PINs -------------------------------------------------------------
 
 def _letters(word: str) -> str:
     """WORD as a pattern that also reads its Latin letters typed full-width (an input method's ＣＶＶ); words
@@ -601,6 +604,12 @@ def _letters(word: str) -> str:
     return "".join(out)
 
 
+def _first_letters(words: tuple[str, ...]) -> str:
+    """The letters WORDS can start with ("(karten)?pr..." starts with k or p), as a character class's body."""
+    return "".join(sorted({_letters(ch)[1:-1] for word in words
+                           for ch in ((word[1], word[word.index(")?") + 2]) if word[0] == "(" else word[0])}))
+
+
 # What people call a card's verification code (CVV2, CVC2, CID, CAV2...), in the templates' languages (English,
 # Italian) and in Spanish, French, German and Portuguese. Digits may touch the acronyms (CVV_GLUED: "cvv123");
 # not "cid1234", which reads as a customer id. Generic words ("code", "verification code", "PIN") are not here:
@@ -610,47 +619,110 @@ CVV_WORDS = (*CVV_GLUED, "cid", "card verification", "verification value", "secu
              "codice (di )?sicurezza", "c(o|ó)digo de seguridad", "c(o|ó)digo de seguran(c|ç)a",
              "code de s(e|é)curit(e|é)", "cryptogramme", "(karten)?pr(ü|ue|u)f(nummer|ziffer|code)",
              "sicherheits(code|nummer|ziffer)")
+# A card's PIN (the "pin" rule), in the same languages: "PIN" itself (any case; "codice PIN", "PIN-Nummer" hold
+# it), German "Geheimzahl", French "code confidentiel".
+PIN_WORDS = ("pin", "geheimzahl", "code confidentiel", "personal identification number")
 CVV_GAP = 24  # characters at most between the keyword and the code ("cvv number on the back is 123")
 _GAP_UNIT = r"(?:[^\d%\u2022]|%[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))"  # no digit, no mask; "%3A" is one character
-_CVV_FIRST = "".join(sorted({_letters(ch)[1:-1] for word in CVV_WORDS  # each word's first letter ("(karten)?pr..."
-                             for ch in ((word[1], word[word.index(")?") + 2]) if word[0] == "(" else word[0])}))
-_CVV = re.compile(
-    rf"(?=[{_CVV_FIRST}])"  # first: the engine then skips to the next such letter (3-15 times faster)
-    # no letter before the keyword: an acronym the code may touch ("cvv123")...
-    rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, CVV_GLUED))})(?![^\W\d_])"
-    rf"|(?:{'|'.join(map(_letters, CVV_WORDS))})(?![^\W\d_]){_GAP_UNIT}{{1,{CVV_GAP}}}+"  # or any word, then a gap
-    r"(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{2})))"  # the digits start no word ("cvv abc123" is none)
-    r"(\d{3,4})(?![^\W_]|\u2022)",  # 3-4 digits, not more, ending no word and not beside a mask
-    re.IGNORECASE)
-# Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza, "Your CVV?"): a
-# value of 3-4 digits is masked whole, text or number, as no keyword precedes it. Not "cid" (a customer or content
-# id). The name ends with the keyword, a word such as "code" or "number" after it, and punctuation.
+# Words that link a keyword and a number on its other side, in the same languages: a PIN's digits follow "pin" with
+# at most LINKED_AFTER of them between ("my pin is 4821", "PIN number for my card is 4821"), a code's or a PIN's
+# digits precede its keyword with at most LINKED_BEFORE ("739 is the cvv", "4821 is my pin"). A closed list, so
+# that ordinary numbers near a keyword ("order 739 shipped, no cvv needed", "pin it to room 1234") are kept; no
+# negation ("no", "not": "order 739, no cvv needed").
+LINKS = ("is", "was", "be", "would", "will", "should", "the", "my", "your", "its", "it's", "it’s", "that's",
+         "that’s", "this", "for", "as", "card", "card's", "card’s", "code", "number", "nr", "num",
+         "è", "e'", "il", "la", "lo", "mio", "mia", "della", "del", "carta", "codice", "numero", "come", "per",
+         "es", "el", "mi", "su", "de", "tarjeta", "código", "codigo", "número",
+         "é", "o", "a", "meu", "minha", "do", "da", "cartão", "cartao",
+         "est", "c'est", "c’est", "le", "mon", "ma", "carte", "numéro",
+         "ist", "lautet", "der", "die", "das", "mein", "meine", "meiner", "karte", "nummer", "als", "für")
+LINKED_AFTER, LINKED_BEFORE = 5, 3
+_LINK_PUNCT = r"[^\w\u2022.!?;\r\n]{1,3}+"  # around linking words: spaces, ":", "=", "(", "—"; no sentence's end
+_LINKED = rf"(?:{_LINK_PUNCT}(?:{'|'.join(sorted(LINKS, key=len, reverse=True))})(?![^\W\d_]))"
+# A code or PIN typed digit by digit ("7 3 9", "7-3-9", "7 - 3 - 9"): one digit, then 1-3 spaces, dots or dashes.
+_SPACE_CHAR = r"[ \t\u00a0\u202f.\-\u2010-\u2015]"
+_SPACING = rf"{_SPACE_CHAR}{{1,3}}+"
+_ENDS = r"(?![^\W_]|\u2022)"  # the digits end no word and touch no mask
+# Not a number's later digits or groups: no letter or digit right before, and no mask (a masked card's last group,
+# "•••• 1111 is the cvv"), nor for digit by digit a digit, with separators between (its own earlier digits).
+# Wherever a digit stops a match, a mask does too: a second pass (masks where the first found digits) then finds
+# nothing the first did not.
+_STARTS_ALONE = rf"(?<![^\W_])(?<!\u2022)(?<!\u2022{_SPACE_CHAR})"
+_NO_DIGIT_BEFORE = "".join(rf"(?<![\d\u2022]{_SPACE_CHAR * n})" for n in (1, 2, 3))
+
+
+def _digits(fewest: int, most: int) -> tuple[str, str]:
+    """Patterns of FEWEST to MOST digits: typed as one number, and typed digit by digit."""
+    return rf"\d{{{fewest},{most}}}", rf"\d(?:{_SPACING}\d){{{fewest - 1},{most - 1}}}"
+
+
+def _keyword_after(words: tuple[str, ...], glued: tuple[str, ...], fewest: int, most: int) -> re.Pattern[str]:
+    """The digits after a keyword: touching an acronym of GLUED, or after any of WORDS and at most CVV_GAP
+    characters with no digit or mask (a code), or linking words (a PIN, whose WORDS are also common words)."""
+    number, spaced = _digits(fewest, most)
+    code = rf"(?:{number}{_ENDS}|{spaced}{_ENDS}(?!{_SPACING}[\d\u2022]))"
+    gap = (rf"{_GAP_UNIT}{{1,{CVV_GAP}}}+(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{{2}}))" if glued
+           else rf"{_LINKED}{{0,{LINKED_AFTER}}}{_LINK_PUNCT}")
+    touching = rf"(?:{'|'.join(map(_letters, glued))})(?![^\W\d_])({number}){_ENDS}|" if glued else ""
+    return re.compile(
+        rf"(?=[{_first_letters(words)}])"  # first: the engine then skips to the next such letter (3-15 times faster)
+        rf"(?<![^\W\d_])(?:{touching}"  # no letter before the keyword; an acronym the digits may touch ("cvv123")
+        rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_]){gap}({code}))",  # or any keyword, then a gap
+        re.IGNORECASE)
+
+
+def _keyword_before(words: tuple[str, ...], fewest: int, most: int, bare: bool) -> re.Pattern[str]:
+    """The digits before one of WORDS, with at most LINKED_BEFORE linking words between (BARE: or only spaces),
+    unless the keyword has a masked code or PIN of its own after it ("card 1234, cvv •••": 1234 is not the code)."""
+    number, spaced = _digits(fewest, most)
+    keyword = rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_])"
+    return re.compile(
+        rf"(?=\d){_STARTS_ALONE}({number}|{_NO_DIGIT_BEFORE}{spaced})" + ("" if bare else rf"(?!\s{{1,3}}+{keyword})")
+        + rf"{_LINKED}{{0,{LINKED_BEFORE}}}{_LINK_PUNCT}{keyword}(?!{_GAP_UNIT}{{0,{CVV_GAP}}}+\u2022)",
+        re.IGNORECASE)
+
+
+_CVV = _keyword_after(CVV_WORDS, CVV_GLUED, 3, 4)
+_CVV_BEFORE = _keyword_before(tuple(w for w in CVV_WORDS if w != "cid"), 3, 4, True)  # "1234 is the cid": an id
+_PIN = _keyword_after(PIN_WORDS, (), 4, 12)  # ISO 9564: 4 to 12 digits
+_PIN_BEFORE = _keyword_before(PIN_WORDS, 4, 12, False)  # "1000 pin badges": pins
+# Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza, "Your CVV?") or
+# the PIN (pin, cardPin, pin_code): a value of 3-4 digits (4-12 for a PIN) is masked whole, text or number, as no
+# keyword precedes it. Not "cid" (a customer or content id). The name ends with the keyword, a word such as "code"
+# or "number" after it, and punctuation.
+_FIELD_END = r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?[\W_]*$"
 _CVV_FIELD = re.compile(
-    rf"(?:^|[^\w]|_)(?:{'|'.join(map(_letters, (w for w in CVV_WORDS if w != 'cid')))})"
-    r"(?:[\s._\-]{1,3}(?:code|number|num|no|nr|value))?[\W_]*$", re.IGNORECASE)
+    rf"(?:^|[^\w]|_)(?:{'|'.join(map(_letters, (w for w in CVV_WORDS if w != 'cid')))}){_FIELD_END}", re.IGNORECASE)
+_PIN_FIELD = re.compile(rf"(?:^|[^\w]|_)(?:{'|'.join(map(_letters, PIN_WORDS))}){_FIELD_END}", re.IGNORECASE)
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-_CVV_VALUE = re.compile(r"\s*\d{3,4}\s*")
 # Three masks (and separators) before a card's last one: checked apart, at each match, as a regex starting with
 # them would be tried at every mask of every card.
 _MASKED_END = re.compile(r"(?:\u2022[ \-.]?){3}$")
 # Card, expiry and code typed in one go with no keyword ("4111 1111 1111 1111 12/27 123"): 3-4 digits after a
 # masked card (its last four masks, a bullet list's one is none, then at most four shown digits) and an expiry
 # (MM/YY or MM/YYYY, "/", "-" or "."), each within 12 characters of no digit or mask. Every part is bounded: linear.
-_CARD_EXPIRY_CODE = re.compile(
-    r"\u2022(?![ \-.]?\u2022)(?:[ \-.]?\d{1,4})?(?![\d\u2022])[^\d\u2022]{1,12}+"  # from a card's last mask
+_AFTER_CARD_END = (
+    r"(?![ \-.]?\u2022)(?:[ \-.]?\d{1,4})?(?![\d\u2022])[^\d\u2022]{1,12}+"  # from a card's last mask
     r"(?<!\d)(?:0?[1-9]|1[0-2])\s?[/\-.]\s?(?:20)?\d\d[^\d\u2022]{1,12}+"
     r"(?<![^\W\d_])(\d{3,4})(?![^\W_]|\u2022)")
+_CARD_EXPIRY_CODE = re.compile("\u2022" + _AFTER_CARD_END)
+# A code of four digits, once masked, is four masks: a card's last four to a later pass, which would read an
+# expiry and a code after it. Read from its end in the same pass.
+_AFTER_CODE = re.compile(_AFTER_CARD_END)
 
 
-class CvvRule:
-    """Card verification codes (PCI DSS 3.3.1.2: never stored after authorisation, even encrypted): the 3 or 4
-    digits after a keyword (CVV, CVC2, CID, "security code"...) within CVV_GAP characters with no digit between,
-    or after a masked card and its expiry, and the value of a field named for one. The keyword stays; each digit
-    becomes the card rule's mask (so this rule runs after the card rule)."""
+class CodeRule:
+    """Digits a keyword names as secret (NAME: the rule), masked wherever they are typed: after the keyword, before
+    it (PATTERNS), or as the value of a field named for it. The keyword stays; each digit becomes the card rule's
+    mask (so these rules run after the card rule), separators between digits stay ("cvv • • •")."""
 
-    name = "cvv"
-    shortest = 6  # "cvv123"
     mask = MASK
+
+    def __init__(self, name: str, patterns: tuple[re.Pattern[str], ...], fewest: int, most: int,
+                 shortest: int) -> None:
+        self.name, self.patterns, self.shortest = name, patterns, shortest  # SHORTEST: a shorter text holds none
+        self.fewest, self.largest = fewest, 10**most - 1  # (a field's number: its leading zeros are lost)
+        self.value = re.compile(rf"\s*\d{{{fewest},{most}}}\s*")
 
     def redact(self, text: str) -> tuple[str, int]:
         return self.redact_codes(text)[:2]
@@ -659,37 +731,84 @@ class CvvRule:
         """TEXT with every code masked, their number, and where the masked codes that join digits for the card
         rule start: a mask is a separator there, so a code with digits before it and nothing but separators
         between (after a keyword ending with a digit, "cvv2 123", or after an expiry, "12/27 123") joins them to
-        the digits after it."""
+        the digits after it. Each pattern reads the output of the one before (masks keep every position)."""
         if len(text) < self.shortest or not _DIGIT.search(text):  # most texts hold no digit: a faster scan
             return text, 0, []
         count, joined = 0, []
-        for pattern in (_CVV, _CARD_EXPIRY_CODE) if "\u2022" in text else (_CVV,):
+        for pattern in self._patterns(text):
             pieces, last = [], 0
-            for match in pattern.finditer(text):
-                at = match.start()
-                if pattern is _CARD_EXPIRY_CODE and not _MASKED_END.search(text, max(0, at - 6), at):
-                    continue  # no card's masks before it (a bullet list's bullet)
-                start, end = match.span(1)
+            for at, start, end in self._found(pattern, text):
                 if _without_trailing(text[at:start].rstrip("+"))[-1:].isdigit():
                     joined.append(start)
-                pieces += [text[last:start], MASK * (end - start)]
+                pieces += [text[last:start], _DIGIT.sub(MASK, text[start:end])]
                 last = end
             if pieces:
                 text, count = "".join(pieces) + text[last:], count + len(pieces) // 2
         return text, count, sorted(joined)
 
+    def _patterns(self, text: str) -> Any:
+        return self.patterns
+
+    def _found(self, pattern: re.Pattern[str], text: str) -> Any:
+        """(where the match starts, where its digits start, where they end) for each match of PATTERN."""
+        for match in pattern.finditer(text):
+            yield (match.start(), *match.span(match.lastindex))
+
     def redact_value(self, value: Any) -> tuple[Any, int]:
-        """A CVV field's value: 3-4 digits (text or a whole number) masked, anything else as it is."""
+        """A field's value: a code (text or a whole number) masked, anything else as it is."""
         if type(value) is str:
-            return (_DIGIT.sub(MASK, value), 1) if _CVV_VALUE.fullmatch(value) else (value, 0)
-        if type(value) in CVV_NUMBERS and 0 <= value <= 9999 and value == int(value):  # 12: the code 012 as a number
-            return MASK * max(3, len(str(int(value)))), 1
+            return (_DIGIT.sub(MASK, value), 1) if self.value.fullmatch(value) else (value, 0)
+        if type(value) in CODE_NUMBERS and 0 <= value <= self.largest and value == int(value):
+            return MASK * max(self.fewest, len(str(int(value)))), 1  # 12: the code 012 stored as a number
         return value, 0
 
 
+class CvvRule(CodeRule):
+    """Card verification codes (PCI DSS 3.3.1.2: never stored after authorisation, even encrypted): the 3 or 4
+    digits after a keyword (CVV, CVC2, CID, "security code"...) within CVV_GAP characters with no digit between,
+    just before one, after a masked card and its expiry, and the value of a field named for one; as one number or
+    digit by digit."""
+
+    def __init__(self) -> None:
+        super().__init__("cvv", (_CVV, _CVV_BEFORE), 3, 4, 6)  # "cvv123"
+
+    def _patterns(self, text: str) -> Any:
+        yield from self.patterns
+        yield _CARD_EXPIRY_CODE  # only in a text holding masks (the card rule's, the PIN rule's, the codes' above)
+
+    def _found(self, pattern: re.Pattern[str], text: str) -> Any:
+        if pattern is not _CARD_EXPIRY_CODE:
+            yield from super()._found(pattern, text)
+            return
+        if "\u2022" not in text:
+            return
+        for match in pattern.finditer(text):
+            at = match.start()
+            if not _MASKED_END.search(text, max(0, at - 6), at):
+                continue  # no card's masks before it (a bullet list's bullet)
+            while match:
+                start, end = match.span(1)
+                yield at, start, end
+                # no overlap with the next finditer match: a match holds no mask, which a match starts with
+                at, match = end, _AFTER_CODE.match(text, end) if end - start == 4 else None
+
+
+class PinRule(CodeRule):
+    """PINs (PCI DSS 3.3.1.3: never stored after authorisation): 4 to 12 digits (ISO 9564) after "PIN" and words
+    linking it to them, or just before it, and the value of a field named for one; as one number or digit by
+    digit."""
+
+    def __init__(self) -> None:
+        super().__init__("pin", (_PIN, _PIN_BEFORE), 4, 12, 8)  # "pin 1234"
+
+
 @functools.lru_cache(maxsize=4096)
-def _cvv_field(key: str) -> bool:
-    return len(key) < 64 and _CVV_FIELD.search(_CAMEL.sub(" ", key)) is not None
+def _code_field(key: str) -> str | None:
+    """The rule whose code a field named KEY holds, if any."""
+    if len(key) >= 64:
+        return None
+    words = _CAMEL.sub(" ", key)
+    return "cvv" if _CVV_FIELD.search(words) else "pin" if _PIN_FIELD.search(words) else None
 
 
 # -- the redactor -----------------------------------------------------------------------------------
@@ -703,7 +822,7 @@ class Redactor:
         self.rules = rules
         self.version = version
         self.card = next((r for r in rules if isinstance(r, CardRule)), None)
-        self.cvv = next((r for r in rules if isinstance(r, CvvRule)), None)
+        self.codes = {r.name: r for r in rules if isinstance(r, CodeRule)}  # cvv, pin: also read field values
         # Shorter texts cannot hold a match: most field values and names skip every rule.
         self.shortest = min((getattr(r, "shortest", 1) for r in rules), default=1)
         self.clean_keys: set[str] = set()
@@ -792,7 +911,7 @@ class Redactor:
         out: dict[Any, Any] = {}
         tree = kept if type(kept) is dict else None
         each = tree.get(ANY_KEY) if tree else None  # a map keyed by user id: its names kept, its values alike
-        shortest, clean, cvv = self.shortest, self.clean_keys, self.cvv
+        shortest, clean, codes = self.shortest, self.clean_keys, self.codes
         for key, item in value.items():
             name = key
             if each is None and (type(key) is not str or len(key) >= shortest) and key not in clean:
@@ -803,10 +922,11 @@ class Redactor:
             inner = each if each is not None else tree.get(key) if tree else None
             if kind in UNREDACTED or (inner == KEEP and kind in SCALARS) or (inner == TIME and kind in NUMBERS):
                 out[name] = item  # (not a list or map where an identifier is kept, nor a time written as text)
-            elif cvv and (kind is str and len(item) < CVV_VALUE_CHARS and item.strip().isdecimal()
-                          or kind in CVV_NUMBERS and 0 <= item <= 9999) and type(key) is str and _cvv_field(key):
-                out[name], found = cvv.redact_value(item)
-                matches["cvv"] += found
+            elif codes and (kind is str and len(item) < CODE_VALUE_CHARS and item.strip().isdecimal()
+                            or kind in CODE_NUMBERS and 0 <= item < CODE_NUMBER_LIMIT) and type(key) is str \
+                    and (rule := codes.get(_code_field(key))):
+                out[name], found = rule.redact_value(item)
+                matches[rule.name] += found
                 if not found:
                     out[name] = self._walk(item, (*path, name), inner, matches)
             elif (kind is str and len(item) < shortest) or (kind is float and not CARD_RANGE[0] <= abs(item) < CARD_RANGE[1]):
@@ -826,7 +946,7 @@ class Redactor:
     def _text(self, text: str, path: tuple[Any, ...], matches: dict[str, int]) -> str:
         for rule in self.rules:
             try:
-                if rule is self.cvv:
+                if isinstance(rule, CodeRule):
                     text, found, joined = rule.redact_codes(text)
                 else:
                     (text, found), joined = rule.redact(text), None
@@ -865,14 +985,22 @@ def _rules(settings: dict[str, Any]) -> list[Rule]:
     # The IBAN rule first, whatever the order given: a Luhn-valid window inside an IBAN (8% of them) would
     # otherwise be masked as a card, leaving the IBAN rule nothing to match and most of the IBAN in clear.
     order = sorted(dict.fromkeys(names), key=lambda rule: rule != "iban")
-    if "cvv" in order and "card" in order:  # right after the card rule: masking a card's first group as a code
-        order.remove("cvv")  # ("cvv 4111 1111 1111 1111") would leave the card rule 12 digits, no card, in clear
-        order.insert(order.index("card") + 1, "cvv")
+    # The code rules right after the card rule: masking a card's first group as a code ("cvv 4111 1111 1111 1111")
+    # would leave the card rule 12 digits, no card, in clear. The PIN first: a masked PIN of four digits looks like
+    # a card's last four to the code rule, which reads masks (a card, an expiry, a code), so it must see them.
+    codes = [name for name in ("pin", "cvv") if name in order]
+    if codes:
+        first = min(map(order.index, codes))
+        order = [name for name in order if name not in codes]
+        at = order.index("card") + 1 if "card" in order else first
+        order[at:at] = codes
     for name in order:
         if name == "card":
             rules.append(CardRule(settings["card_show"], settings["card_prefixes"]))
         elif name == "cvv":
             rules.append(CvvRule())
+        elif name == "pin":
+            rules.append(PinRule())
         elif name == "iban":
             rules.append(IbanRule(mask("iban")))
         else:

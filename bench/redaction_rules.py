@@ -3,9 +3,9 @@
 Each chat is redacted under both settings back to back, round after round, so that a shared machine's load
 falls on both alike; prints each setting's median and fastest round and the per-round difference.
 
-    python bench/redaction_rules.py                          # ["card"] against ["card", "cvv"], 300 chats of 30
+    python bench/redaction_rules.py                          # ["card"] against the defaults, 300 chats of 30
     python bench/redaction_rules.py --rounds 30 --with-codes  # every chat's first text holds a card and its code
-    python bench/redaction_rules.py --base card,iban --new card,iban,cvv
+    python bench/redaction_rules.py --base card,cvv --new card,cvv,pin
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--base", default="card")
-    parser.add_argument("--new", default="card,cvv")
+    parser.add_argument("--new", default="card,cvv,pin")
     parser.add_argument("--with-codes", action="store_true", help="put a card and its code in every chat")
     args = parser.parse_args()
     chats = generate(args.chats, args.messages)

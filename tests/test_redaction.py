@@ -60,7 +60,7 @@ def test_card_numbers_of_every_brand_are_masked(brand: str, sep: str) -> None:
     typed = grouped(digits, sep)
     out, matches = text_of(redactor(), f"my card is {typed}, thanks")
     assert out == f"my card is {grouped(masked, sep) if sep else masked}, thanks"
-    assert matches == {"card": 1, "cvv": 0}
+    assert matches == {"card": 1, "cvv": 0, "pin": 0}
 
 
 def test_masks_show_at_most_first_six_and_last_four_or_nothing() -> None:
@@ -86,14 +86,14 @@ def test_masks_show_at_most_first_six_and_last_four_or_nothing() -> None:
     "411111111111111111111111",  # 24 digits in one run without separators: not a card (see decisions.md)
 ])
 def test_numbers_that_are_not_card_numbers_are_left_alone(text: str) -> None:
-    assert text_of(redactor(), text) == (text, {"card": 0, "cvv": 0})
+    assert text_of(redactor(), text) == (text, {"card": 0, "cvv": 0, "pin": 0})
 
 
 def test_a_card_inside_a_longer_run_of_digit_groups_is_found() -> None:
     # card, expiry and CVV typed in one go; a quantity typed just before it
     out, matches = text_of(redactor(), "4111 1111 1111 1111 12 25 123 and 2 4111111111111111")
     assert out == "4111 11•• •••• 1111 12 25 123 and 2 411111••••••1111"
-    assert matches == {"card": 2, "cvv": 0}
+    assert matches == {"card": 2, "cvv": 0, "pin": 0}
 
 
 def test_non_ascii_digits_and_other_separators_are_masked() -> None:
@@ -124,7 +124,7 @@ def test_every_string_of_both_documents_is_redacted_but_identifiers_are_kept() -
     assert done.contact["count"] == "411111••••••1111", "a card number stored as a number is masked too"
     assert list(done.contact["dataCollections"]) == ["field 411111••••••1111"]
     assert done.contact["userID"] == customer
-    assert done.note.matches == {"card": 6, "cvv": 0}
+    assert done.note.matches == {"card": 6, "cvv": 0, "pin": 0}
 
 
 def test_named_rules_iban_email_and_patterns_with_their_masks() -> None:
@@ -266,7 +266,7 @@ def test_javascript_code_values_are_redacted_as_text_and_stay_code() -> None:
 ])
 def test_separators_people_and_forms_put_between_groups_do_not_hide_a_card(typed: str) -> None:
     out, matches = text_of(redactor(), f"pan={typed}&cvv=123")
-    assert matches == {"card": 1, "cvv": 1}, out
+    assert matches == {"card": 1, "cvv": 1, "pin": 0}, out
     assert "1111" in out and out.count("•") == 9 and out.startswith("pan=4111") and out.endswith("&cvv=•••")
     assert out.replace("•", "1") == f"pan={typed}&cvv=111", "only digits are masked; separators stay as typed"
 
@@ -276,7 +276,7 @@ def test_a_card_stored_as_a_double_or_decimal128_is_masked(value) -> None:
     from bson.decimal128 import Decimal128
     value = Decimal128("4111111111111111") if value == "decimal" else value
     done = redactor().apply({"room": "r", "messages": []}, {"id": "r", "dataCollections": {"cardNumber": value}})
-    assert done.contact["dataCollections"]["cardNumber"] == "411111••••••1111" and done.note.matches == {"card": 1, "cvv": 0}
+    assert done.contact["dataCollections"]["cardNumber"] == "411111••••••1111" and done.note.matches == {"card": 1, "cvv": 0, "pin": 0}
 
 
 def test_identifiers_and_times_stored_as_numbers_are_kept_even_when_they_pass_luhn() -> None:
@@ -288,7 +288,7 @@ def test_identifiers_and_times_stored_as_numbers_are_kept_even_when_they_pass_lu
                "users": {"u": {"beginTime": later, "endTime": later}},
                "contact_events": [{"event": "newContactAccepted", "ts": later}]}
     done = redactor(card_prefixes=["2", "4"]).apply(chat, contact)
-    assert (done.chat, done.contact) == (chat, contact) and done.note.matches == {"card": 0, "cvv": 0}
+    assert (done.chat, done.contact) == (chat, contact) and done.note.matches == {"card": 0, "cvv": 0, "pin": 0}
 
 
 def test_short_runs_checked_window_by_window_find_what_the_linear_scan_finds(monkeypatch) -> None:
@@ -318,7 +318,7 @@ def test_short_runs_checked_window_by_window_find_what_the_linear_scan_finds(mon
 def test_a_card_overlapping_another_luhn_valid_window_is_masked(typed: str, masked: str, regions: int) -> None:
     out, matches = text_of(redactor(), typed)
     assert "4111 1111 1111 1111" not in out and "1111111111" not in out.replace(" ", "")
-    assert out == masked and matches == {"card": regions, "cvv": 0}
+    assert out == masked and matches == {"card": regions, "cvv": 0, "pin": 0}
 
 
 def test_every_luhn_valid_window_is_hidden_whatever_the_ones_before_it() -> None:
@@ -347,24 +347,24 @@ def luhn_ok(digits: str) -> bool:
                                  "\u30fb", "\u2022", "\u2027", "\t"])
 def test_dashes_dots_bullets_and_tabs_between_groups_do_not_hide_a_card(sep: str) -> None:
     out, matches = text_of(redactor(), grouped("4111111111111111", sep))
-    assert matches == {"card": 1, "cvv": 0} and out == grouped("411111••••••1111", sep)
+    assert matches == {"card": 1, "cvv": 0, "pin": 0} and out == grouped("411111••••••1111", sep)
 
 
 @pytest.mark.parametrize("text", ["4111/1111/1111/1111", "4111,1111,1111,1111", "4111_1111_1111_1111",
                                   "4111\n1111\n1111\n1111", "4111+1111+1111+1111"])
 def test_slashes_commas_underscores_line_breaks_and_plus_signs_still_join_no_card(text: str) -> None:
-    assert text_of(redactor(), text) == (text, {"card": 0, "cvv": 0})
+    assert text_of(redactor(), text) == (text, {"card": 0, "cvv": 0, "pin": 0})
 
 
 def test_a_plus_sign_in_a_url_query_string_is_a_space() -> None:
     url = "https://pay.example.com/checkout?pan=5555+5555+5555+4444&step=2"
-    assert text_of(redactor(), url) == ("https://pay.example.com/checkout?pan=5555+55••+••••+4444&step=2", {"card": 1, "cvv": 0})
+    assert text_of(redactor(), url) == ("https://pay.example.com/checkout?pan=5555+55••+••••+4444&step=2", {"card": 1, "cvv": 0, "pin": 0})
 
 
 def test_a_plus_sign_makes_a_phone_number_only_of_at_most_fifteen_digits() -> None:
-    assert text_of(redactor(), "card: +4111111111111111") == ("card: +411111••••••1111", {"card": 1, "cvv": 0})
-    assert text_of(redactor(), "+49 151 23456704") == ("+49 151 23456704", {"card": 0, "cvv": 0})  # 13 digits: a phone
-    assert text_of(redactor(), "+441111111111116") == ("+441111111111116", {"card": 0, "cvv": 0})  # 15 digits (E.164's most)
+    assert text_of(redactor(), "card: +4111111111111111") == ("card: +411111••••••1111", {"card": 1, "cvv": 0, "pin": 0})
+    assert text_of(redactor(), "+49 151 23456704") == ("+49 151 23456704", {"card": 0, "cvv": 0, "pin": 0})  # 13 digits: a phone
+    assert text_of(redactor(), "+441111111111116") == ("+441111111111116", {"card": 0, "cvv": 0, "pin": 0})  # 15 digits (E.164's most)
 
 
 def test_binary_regex_and_negative_numbers_are_redacted_too() -> None:
@@ -384,7 +384,7 @@ def test_binary_regex_and_negative_numbers_are_redacted_too() -> None:
     assert out["pattern"].pattern == "^555555••••••4444$" and out["pattern"].flags == collected["pattern"].flags
     assert out["signed"] == "-601111••••••1117" and out["double"] == out["decimal"] == "-411111••••••1111"
     assert out["image"] == collected["image"] and out["other"] == collected["other"]  # not UTF-8 / not subtype 0, 4
-    assert done.note.matches == {"card": 7, "cvv": 0}
+    assert done.note.matches == {"card": 7, "cvv": 0, "pin": 0}
 
 
 def test_the_dashes_between_groups_are_every_unicode_dash() -> None:
@@ -400,10 +400,10 @@ def test_networks_starting_1_8_or_9_are_masked_only_once_their_prefixes_are_conf
     for body in ("811234567890123", "979212345678901", "110012345678901"):  # RuPay 81, Troy 9792, UATP 1
         cards.append(body + next(d for d in "0123456789" if luhn_ok(body + d)))
     for card in cards:
-        assert text_of(redactor(), card) == (card, {"card": 0, "cvv": 0})
+        assert text_of(redactor(), card) == (card, {"card": 0, "cvv": 0, "pin": 0})
     extended = redactor(card_prefixes=["1", "2", "3", "4", "5", "6", "81", "82", "9792"])
     for card in cards:
-        assert text_of(extended, card) == (f"{card[:6]}••••••{card[-4:]}", {"card": 1, "cvv": 0})
+        assert text_of(extended, card) == (f"{card[:6]}••••••{card[-4:]}", {"card": 1, "cvv": 0, "pin": 0})
 
 
 @pytest.mark.parametrize("query", ["4+", "4111+1111+1111+1111+", "4%20", "+4111111111111111 "])

@@ -140,15 +140,16 @@ def test_record_index_and_pdf_say_what_was_redacted(make_config, keys, tmp_path,
     archive(config, log_lines)
     (entry,) = entries(config, status="archived")
     note = entry["redaction"]
-    assert note["enabled"] is True and note["rules"] == ["card", "cvv"] and len(note["version"]) == 12
-    assert note["matches"] == {"card": 9, "cvv": 0}  # visa, amex, mastercard and discover twice each, diners once
+    assert note["enabled"] is True and note["rules"] == ["card", "pin", "cvv"] and len(note["version"]) == 12
+    # visa, amex, mastercard and discover twice each, diners once
+    assert note["matches"] == {"card": 9, "cvv": 0, "pin": 0}
     objects = {name: decrypt(next((tmp_path / "store").rglob(obj["key"].rsplit("/", 1)[1])), keys)
                for name, obj in entry["objects"].items()}
     record = json.loads(objects["record"])
     assert record["redaction"] == note
     assert entry["title"] == record["transcript"]["title"] == "Card 411111••••••1111"
     text = re.sub(r"\s+", " ", searchable(objects["pdf"], tmp_path))
-    assert f"Redaction card: 9, cvv: 0 (rules: card, cvv; settings {note['version']})" in text
+    assert f"Redaction card: 9, pin: 0, cvv: 0 (rules: card, pin, cvv; settings {note['version']})" in text
     assert "my card is 4111 11•• •••• 1111" in text and "pan=601111••••••1117" in text
 
 
@@ -233,7 +234,7 @@ def test_the_pass_hands_the_worker_its_redacted_copies(make_config, monkeypatch,
     archive(make_config(), log_lines)
     assert len(submitted) == 2 and not leaks(json_util.dumps([b.args[:2] for b in submitted]))  # room-bad fails later
     (build,) = [b for b in submitted if b.args[0]["room"] == "room-cards"]
-    assert build.keywords["redaction"].matches == {"card": 9, "cvv": 0}
+    assert build.keywords["redaction"].matches == {"card": 9, "cvv": 0, "pin": 0}
     # The worker gets the serialisation the digest was computed over (and stores it as the record's source).
     assert build.keywords["source_json"] == source_json(*build.args[:2])
     assert sha256_hex(build.keywords["source_json"]) == build.keywords["source_sha256"]
@@ -311,7 +312,8 @@ def test_cards_the_review_found_archived_whole_are_masked_in_the_pdf_and_record(
         assert leaks(re.sub(r"[+\u2014]", " ", text)) == [], "a card number is archived"
     assert "6175•••••• 4111 11•• •••• 1111" in pdf and "5555—55••—••••—4444" in pdf and "+601111••••••1117" in pdf
     assert "pan=3782+8•••••+•0005" in record and "-411111••••••1111" in record
-    assert entry["redaction"]["matches"] == {"card": 7, "cvv": 0}  # the phone number's masked digits are a region too
+    # the phone number's masked digits are a region too
+    assert entry["redaction"]["matches"] == {"card": 7, "cvv": 0, "pin": 0}
 
 
 def _archived_one(config, chat, contact, keys, tmp_path):

@@ -48,8 +48,9 @@ def cards_in_clear(text: str, prefixes: tuple[str, ...]) -> list[str]:
 
 def test_the_reviewed_card_is_masked_in_one_pass() -> None:
     out, matches = text_of(redactor(), REVIEWED)
-    assert out == "1234 5698 •••• ••4111 11•• •••• 1111" and matches == {"card": 2, "cvv": 0}
-    assert text_of(redactor(), out) == (out, {"card": 0, "cvv": 0})
+    assert out == "1234 5698 •••• ••4111 11•• •••• 1111"
+    assert matches == {"card": 2, "cvv": 0, "pin": 0}
+    assert text_of(redactor(), out) == (out, {"card": 0, "cvv": 0, "pin": 0})
     assert cards_in_clear(out, ("2", "3", "4", "5", "6")) == []
 
 
@@ -124,26 +125,35 @@ def test_an_encoded_space_is_a_separator_wherever_a_run_starts(text: str, settin
 
 
 CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ",
-                " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ")  # an expiry after a (masked) card: no keyword needed
+                " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ",  # an expiry after a (masked) card: no keyword
+                "my pin is ", "PIN: ")
+AFTER_NUMBER = (" is the cvv ", " (cvc) ", " is my pin ", " cvv2 ", " ", " ")  # a code or PIN before its keyword
+
+
+def _number(rng: random.Random) -> str:
+    """A number of 2-5 digits, as one number or digit by digit."""
+    digits = str(rng.randrange(10 ** rng.randrange(2, 6)))
+    return rng.choice(" -.").join(digits) if rng.random() < 0.3 else digits
 
 
 @pytest.mark.parametrize("show, prefixes", SETTINGS)
 def test_one_pass_masks_every_code_and_card_a_second_pass_would(show: str, prefixes: tuple[str, ...]) -> None:
     """Verification codes among digit groups and cards: a code's mask is a separator the card rule reads (it
     joins the "2" of "cvv2" to the digits after the code), and a card's first group after a keyword is 3-4 digits."""
-    r = redactor(rules=["card", "cvv"], card_show=show, card_prefixes=list(prefixes))
-    codes, changed_again, in_clear = 0, [], []
+    r = redactor(rules=["card", "cvv", "pin"], card_show=show, card_prefixes=list(prefixes))
+    codes, pins, changed_again, in_clear = 0, 0, [], []
     rng = random.Random(13)
     cards = ("4111 1111 1111 1111", "5500000000000004", "")
-    texts = [rng.choice(cards) + rng.choice(CVV_KEYWORDS) + str(rng.randrange(10 ** rng.randrange(2, 6)))
+    texts = [rng.choice(cards) + rng.choice(CVV_KEYWORDS) + _number(rng) + rng.choice(AFTER_NUMBER)
+             + _number(rng) + rng.choice(AFTER_NUMBER)
              + rng.choice(SEPARATORS) + text  # a code (or a 2- or 5-digit number) first, after a card or not
-             for text in _texts(13, 1200, extra=CVV_KEYWORDS)]
+             for text in _texts(13, 1200, extra=CVV_KEYWORDS + AFTER_NUMBER)]
     for text in texts:
         out, matches = text_of(r, text)
-        codes += matches["cvv"]
+        codes, pins = codes + matches["cvv"], pins + matches["pin"]
         if text_of(r, out)[0] != out:
             changed_again.append(text)
         if cards_in_clear(out.replace("%20", " "), prefixes):  # an encoded space, not the digits 2 and 0
             in_clear.append(text)
     assert changed_again == [] and in_clear == []
-    assert codes > 300  # the texts hold many codes: the property says something
+    assert codes > 300 and pins > 100  # the texts hold many codes and PINs: the property says something

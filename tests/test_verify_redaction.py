@@ -173,3 +173,24 @@ def test_versions_holding_a_verification_code_are_named_after_the_upgrade(make_c
     assert _verify_cli(before, tmp_path, old_code, "--key", legal, "--redaction") == 3  # v1 stays, named
     problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
     assert len(problems) == 1 and problems[0].startswith(f"PROBLEM {old_code} v1: ")
+
+
+def test_versions_holding_a_pin_are_named_after_the_upgrade(make_config, keys, tmp_path, capsys) -> None:
+    """Versions archived under the previous default (rules = ["card", "cvv"]) keep "my pin is 4821" in clear:
+    `verify --redaction` under today's defaults names them by rule and count; ordinary text about pins is clean."""
+    before = make_config(redaction__rules=["card", "cvv"])
+    chats = _chats(4, {0: "my pin is 4821", 1: "4821 is my PIN", 2: "cvv 7 3 9", 3: "pin the message, order 7391"})
+    _archive(before, chats)
+    rooms = [chat["_id"] for chat, _ in chats]
+    legal = str(keys["legal.key.pem"])
+    assert _verify_cli(before, tmp_path, "--all", "--key", legal, "--redaction", "--workers", "1") == 3
+    out = capsys.readouterr().out
+    problems = {line.split()[1]: line for line in out.splitlines() if line.startswith("PROBLEM")}
+    assert sorted(problems) == sorted(rooms[:2])  # the code was masked under the "cvv" rule already
+    assert all("they would mask pin 1;" in p for p in problems.values()), problems
+    assert "4821" not in out
+    Archiver(make_config()).run_pass(full=True)  # masked new versions under today's defaults
+    for room in rooms[:2]:
+        assert _verify_cli(before, tmp_path, room, "--key", legal, "--redaction") == 3  # v1 stays, named
+        problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+        assert len(problems) == 1 and problems[0].startswith(f"PROBLEM {room} v1: "), problems
