@@ -22,7 +22,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko.sign.validation.generic_cms import async_validate_detached_cms
+from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, validate_tst_signed_data
 from pyhanko_certvalidator import ValidationContext
 
 from archiver import seals
@@ -63,13 +63,16 @@ class Check:
 
 @dataclass(frozen=True)
 class Problem:
-    room: str | None  # None: an object in a store whose folder no index entry's objects live in
+    room: str | None  # a room id, or None: a problem of no room's (subject), or a store object of unknown room
     version: int | None
     problem: str
     key: str | None = None  # an object the index does not explain (or a temporary file): its key,
     store: str | None = None  # and its store's URL
+    subject: str | None = None  # what a problem of no room is about: "run report RUN", "seal DAY#SEQ", "audit log"
 
     def __str__(self) -> str:
+        if self.subject is not None:
+            return f"{self.subject}: {self.problem}"
         if self.room is None:
             return self.problem  # which names the object's key: its folder is no room id
         where = f"{self.room} v{self.version}" if self.version is not None else self.room
@@ -348,6 +351,40 @@ def chain_check(name: str, status: Any, notes: list[str], trust: list[x509.Certi
             return Check(what, True, f"at {when[0].isoformat()}, {when[1]}; not at today's date: "
                                      + "; ".join([status.summary(), *notes]))
     return Check(what, False, "; ".join([status.summary(), *notes]))
+
+
+def check_detached_signature(body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any,
+                             trust: Sequence[x509.Certificate] = ()) -> Iterator[str]:
+    """What is wrong with SIGNATURE (detached CMS) over BODY: it must verify, by the certificate of SHA-256
+    SIGNER_SHA256, chaining to TRUST if given; TOKEN, if any, an RFC 3161 timestamp over SIGNATURE. Nothing: it
+    holds. A seal's signature, and a retention or erasure run's report's (runs.py, `check_reports`)."""
+    notes: list[str] = []
+    try:
+        signed = cms.ContentInfo.load(signature)["content"]
+        with validation_notes() as notes:  # pyHanko's chain-building traceback kept off stderr
+            status = asyncio.run(async_validate_detached_cms(body, signed, validation_context(list(trust))))
+        intact = status.intact and status.valid
+    except Exception as exc:
+        intact, status = False, exc
+    if not intact:
+        yield f"its signature does not verify over the stored document ({status})"
+    elif hashlib.sha256(status.signing_cert.dump()).hexdigest() != signer_sha256:
+        yield "it is signed by another certificate than the one it names (signer_sha256)"
+    elif trust and not (check := chain_check("seal", status, notes, list(trust), lambda at: asyncio.run(
+            async_validate_detached_cms(body, signed, at)))).ok:
+        yield "its signer does not chain to the trust anchors (--ca, signing.trust_anchors): " + check.detail
+    if token is None:
+        return
+    try:
+        token_data = cms.ContentInfo.load(token)["content"]
+        expected = hashlib.sha256(signature).digest()
+        context = ValidationContext(trust_roots=[], allow_fetching=False)
+        result = asyncio.run(validate_tst_signed_data(token_data, context, lambda _algorithm: expected))
+        ok = result.get("intact") and result.get("valid")
+    except Exception:
+        ok = False
+    if not ok:
+        yield "its timestamp token does not verify over its signature"
 
 
 def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Check]:
@@ -837,10 +874,14 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
                                                                     run["_id"], steps.name, report)
         if ledger is not None and data is not None:
             for n, step in ledger:  # more steps than the report has items
-                report.add(Problem(".reports", None, f"run {run['_id']}: its steps in {steps.name} differ from its "
-                                                     f"signed report: item {n} ({_item_name(step)}) is not in the "
-                                                     "report"))
+                report.add(_report_problem(run["_id"], f"its steps in {steps.name} differ from its signed report: "
+                                                       f"item {n} ({_item_name(step)}) is not in the report"))
                 break
+
+
+def _report_problem(run_id: Any, problem: str) -> Problem:
+    """A problem of a run's signed report: about no room (its items' rooms are the tombstones' to name)."""
+    return Problem(None, None, problem, subject=f"run report {run_id}")
 
 
 def _steps_as_signed(ledger: Iterator[tuple[int, dict[str, Any]]], items: list[dict[str, Any]], run_id: str,
@@ -852,8 +893,7 @@ def _steps_as_signed(ledger: Iterator[tuple[int, dict[str, Any]]], items: list[d
         if step != item:
             shown = (f"item {n} ({_item_name(step)}) is not the report's ({_item_name(item)})" if step is not None
                      else f"the report's item ({_item_name(item)}) has no step")
-            report.add(Problem(".reports", None, f"run {run_id}: its steps in {where} differ from its signed "
-                                                 f"report: {shown}"))
+            report.add(_report_problem(run_id, f"its steps in {where} differ from its signed report: {shown}"))
             return None
     return ledger
 
@@ -873,18 +913,17 @@ def _report_signature(store: ObjectStore, data: bytes | None, key: str, at: dict
         signature = store.get(key, at.get("signature_version_id") or "")
     except StoreError as exc:
         raise_if_unreachable(exc, store)
-        report.add(Problem(".reports", None, f"run {run_id}: signature {key} is missing or unreadable in "
-                                             f"{store.url} ({exc})"))
+        report.add(_report_problem(run_id, f"signature {key} is missing or unreadable in {store.url} ({exc})"))
         return
     _other_report_versions(store, key, at.get("signature_version_id"), run_id, report)
     found = hashlib.sha256(signature).hexdigest()
     if at.get("signature_sha256") and found != at["signature_sha256"]:
-        report.add(Problem(".reports", None, f"run {run_id}: signature {key} has SHA-256 {found}, the run recorded "
-                                             f"{at['signature_sha256']}"))
+        report.add(_report_problem(run_id, f"signature {key} has SHA-256 {found}, the run recorded "
+                                               f"{at['signature_sha256']}"))
     elif data is not None:
-        for problem in seals._check_signature(key, data, signature, None, signer_sha256, trust or ()):
-            report.add(Problem(".reports", None, f"run {run_id}: signature {key}: {problem.problem} (the run "
-                                                 f"records signed_by {signer_sha256})"))
+        for problem in check_detached_signature(data, signature, None, signer_sha256, trust or ()):
+            report.add(_report_problem(run_id, f"signature {key}: {problem} (the run records signed_by "
+                                                   f"{signer_sha256})"))
 
 
 def _other_report_versions(store: ObjectStore, key: str, version_id: str | None, run_id: str,
@@ -895,7 +934,7 @@ def _other_report_versions(store: ObjectStore, key: str, version_id: str | None,
     for listed in store.iter_versions(key):
         if listed.key == key:
             for problem in _other_versions(listed, version_id, store.url):
-                report.add(Problem(".reports", None, f"run {run_id}: {problem}"))
+                report.add(_report_problem(run_id, problem))
 
 
 def _report_object(store: ObjectStore, key: str, sha256: str, version_id: str | None, run_id: str,
@@ -905,14 +944,12 @@ def _report_object(store: ObjectStore, key: str, sha256: str, version_id: str | 
         data = store.get(key, version_id or "")
     except StoreError as exc:
         raise_if_unreachable(exc, store)
-        report.add(Problem(".reports", None, f"run {run_id}: report {key} is missing or unreadable in "
-                                             f"{store.url} ({exc})"))
+        report.add(_report_problem(run_id, f"report {key} is missing or unreadable in {store.url} ({exc})"))
         return None
     _other_report_versions(store, key, version_id, run_id, report)
     found = hashlib.sha256(data).hexdigest()
     if found != sha256:
-        report.add(Problem(".reports", None, f"run {run_id}: report {key} has SHA-256 {found}, the run recorded "
-                                             f"{sha256}"))
+        report.add(_report_problem(run_id, f"report {key} has SHA-256 {found}, the run recorded {sha256}"))
         return None
     return data
 
@@ -970,4 +1007,4 @@ def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: 
                 for seen in (day, seals.day_before(day)) if seen]
     report.seals, problems = seals.check_days(config, days, trust or ())
     for problem in problems:
-        report.add(Problem(problem.room, problem.version, problem.problem))
+        report.add(Problem(problem.room, problem.version, problem.problem, subject=problem.subject))

@@ -47,9 +47,9 @@ from pymongo.errors import DuplicateKeyError
 
 from archiver.certificates import NotValidNow
 from archiver.claims import now, worker_id
+from archiver.integrity import check_detached_signature
 from archiver.logs import event
 from archiver.mongo import server_ms
-from archiver.seals import _check_signature
 from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 from archiver.signing import Signer
 from archiver.store import ObjectExists, ObjectStore, store_location
@@ -354,7 +354,7 @@ def _stored_before(store: ObjectStore, key: str, genuine: Callable[[bytes], bool
 
 def _signed_by(data: bytes, signature: bytes, fingerprint: str) -> bool:
     """Whether SIGNATURE (detached CMS) verifies over DATA, by the certificate of SHA-256 FINGERPRINT (as seals')."""
-    return not list(_check_signature("report", data, signature, None, fingerprint))
+    return not list(check_detached_signature(data, signature, None, fingerprint))
 
 
 def report_keys(kind: str, name: str) -> tuple[str, str]:

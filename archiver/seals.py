@@ -25,7 +25,6 @@ sealing that day refuse (SealConflict) and `verify` name it.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -33,12 +32,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from asn1crypto import cms
 from cryptography import x509
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
-from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, validate_tst_signed_data
-from pyhanko_certvalidator import ValidationContext
 
 from archiver import merkle, timestamps
 from archiver.certificates import NotValidNow
@@ -442,9 +438,14 @@ def compare(sealed: list[Leaf], current: list[Leaf], day: str, seq: int) -> list
 
 @dataclass(frozen=True)
 class SealProblem:
-    room: str  # the room, or "seal DAY#SEQ" for a problem of the seal itself
+    room: str | None  # the room, or None for a problem of the seal itself or of the audit log:
     version: int | None
     problem: str
+    subject: str | None = None  # then "seal DAY#SEQ" or "audit log"
+
+
+def _of_seal(name: str, problem: str) -> SealProblem:
+    return SealProblem(None, None, problem, name)
 
 
 def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Certificate] = ()
@@ -459,8 +460,8 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
     wanted = book.days() if days is None else sorted(set(days))
     audit_ok = not book.audit.verify() if wanted else True  # walks the whole log: only when seals are checked
     if not audit_ok:
-        problems.append(SealProblem("(audit log)", None, "its chain is broken (see `archiver audit verify`): "
-                                                         "the sealed heads cannot vouch for it"))
+        problems.append(SealProblem(None, None, "its chain is broken (see `archiver audit verify`): the sealed "
+                                                "heads cannot vouch for it", "audit log"))
     for day in wanted:
         seals = book.of_day(day)
         later: list[Leaf] | None = None  # the leaves of the seal after this one
@@ -484,10 +485,11 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
     document = json.loads(blobs["document"])
     problems.extend(_check_document(name, seal, document, before))
     if "timestamp" in blobs and _stamped_before_end(blobs["timestamp"], seal["day"]):
-        problems.append(SealProblem(name, None, "its timestamp is earlier than the end of the day it seals"))
+        problems.append(_of_seal(name, "its timestamp is earlier than the end of the day it seals"))
     if "signature" in blobs:
-        problems.extend(_check_signature(name, blobs["document"], blobs["signature"], blobs.get("timestamp"),
-                                         document.get("signer_sha256"), trust))
+        from archiver.integrity import check_detached_signature  # (integrity imports this module)
+        problems.extend(_of_seal(name, problem) for problem in check_detached_signature(
+            blobs["document"], blobs["signature"], blobs.get("timestamp"), document.get("signer_sha256"), trust))
     problems.extend(_check_audit_head(book, name, document.get("audit_head")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
     if later is None:
@@ -515,15 +517,15 @@ def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: li
         try:
             data = store.get(obj["key"], obj.get("version_id", ""))
         except ObjectMissing:
-            problems.append(SealProblem(name, None, f"{part} {obj['key']} is missing from the store"))
+            problems.append(_of_seal(name, f"{part} {obj['key']} is missing from the store"))
             continue
         except StoreError as exc:
             raise_if_unreachable(exc, store)
-            problems.append(SealProblem(name, None, f"{part} {obj['key']}: cannot read it ({exc})"))
+            problems.append(_of_seal(name, f"{part} {obj['key']}: cannot read it ({exc})"))
             continue
         digest = hashlib.sha256(data).hexdigest()
         if digest != obj["sha256"] or len(data) != obj["size"]:
-            problems.append(SealProblem(name, None, f"{part} {obj['key']} was altered in the store "
+            problems.append(_of_seal(name, f"{part} {obj['key']} was altered in the store "
                                                     f"(SHA-256 {digest}, index {obj['sha256']})"))
             continue
         blobs[part] = data
@@ -536,47 +538,13 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
     stored = {k: v for k, v in document.items() if k != "leaves"}
     if canonical(recorded) != canonical(stored):
         differ = sorted(k for k in recorded.keys() | stored.keys() if recorded.get(k) != stored.get(k))
-        yield SealProblem(name, None, f"the index copy differs from the stored seal in {', '.join(differ)}")
+        yield _of_seal(name, f"the index copy differs from the stored seal in {', '.join(differ)}")
     root, count = merkle.root(bytes.fromhex(item[3]) for item in document.get("leaves", []))
     if root.hex() != document.get("root") or count != document.get("count"):
-        yield SealProblem(name, None, f"its leaves do not recompute its root ({count} leaves, root {root.hex()})")
+        yield _of_seal(name, f"its leaves do not recompute its root ({count} leaves, root {root.hex()})")
     if before is not None and (document.get("previous") or {}).get("document_sha256") != \
             before["objects"]["document"]["sha256"]:
-        yield SealProblem(name, None, f"it does not name seal {before['seq']} of its day as the one it extends")
-
-
-def _check_signature(name: str, body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any,
-                     trust: Sequence[x509.Certificate] = ()) -> Iterator[SealProblem]:
-    from archiver.integrity import chain_check, validation_context, validation_notes  # (integrity imports this)
-
-    context = ValidationContext(trust_roots=[], allow_fetching=False)
-    notes: list[str] = []
-    try:
-        signed = cms.ContentInfo.load(signature)["content"]
-        with validation_notes() as notes:  # pyHanko's chain-building traceback kept off stderr
-            status = asyncio.run(async_validate_detached_cms(body, signed, validation_context(list(trust))))
-        intact = status.intact and status.valid
-    except Exception as exc:
-        intact, status = False, exc
-    if not intact:
-        yield SealProblem(name, None, f"its signature does not verify over the stored document ({status})")
-    elif hashlib.sha256(status.signing_cert.dump()).hexdigest() != signer_sha256:
-        yield SealProblem(name, None, "it is signed by another certificate than the one it names (signer_sha256)")
-    elif trust and not (check := chain_check("seal", status, notes, list(trust), lambda at: asyncio.run(
-            async_validate_detached_cms(body, signed, at)))).ok:
-        yield SealProblem(name, None, "its signer does not chain to the trust anchors (--ca, signing.trust_anchors): "
-                                      + check.detail)
-    if token is None:
-        return
-    try:
-        token_data = cms.ContentInfo.load(token)["content"]
-        expected = hashlib.sha256(signature).digest()
-        result = asyncio.run(validate_tst_signed_data(token_data, context, lambda _algorithm: expected))
-        ok = result.get("intact") and result.get("valid")
-    except Exception as exc:
-        ok, result = False, {"error": str(exc)}
-    if not ok:
-        yield SealProblem(name, None, "its timestamp token does not verify over its signature")
+        yield _of_seal(name, f"it does not name seal {before['seq']} of its day as the one it extends")
 
 
 def sealed_audit_heads(config: Config) -> list[SealedHead]:
@@ -597,9 +565,9 @@ def _check_audit_head(book: SealBook, name: str, head: dict[str, Any] | None) ->
         return
     found = book.audit.collection.find_one({"seq": head["seq"]}, {"hash": 1})
     if found is None:
-        yield SealProblem(name, None, f"audit log entry {head['seq']}, the head when sealed, was removed")
+        yield _of_seal(name, f"audit log entry {head['seq']}, the head when sealed, was removed")
     elif found.get("hash") != head["hash"]:
-        yield SealProblem(name, None, f"audit log entry {head['seq']}, the head when sealed, was changed")
+        yield _of_seal(name, f"audit log entry {head['seq']}, the head when sealed, was changed")
 
 
 # ---- inclusion proofs ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from archiver.store import open_store
 from conftest import require_tool, write_toml
 from retention_helpers import (age, agent_of, archive, customer_of, erase, index, jobs, outcomes, retention,
                                retention_config, source, undecodable)
-from retrieval_helpers import stored_path
+from retrieval_helpers import audit, overwrite_stored, stored_path
 
 ACTOR = {"user": "tester", "host": "test"}
 
@@ -306,6 +306,30 @@ def test_deleted_archives_leave_tombstones_that_verify_keylessly(make_config, tm
     stray.write_text("{}")
     assert [p.problem for p in verify_archive(config, None).problems] == [
         f"object .reports/retention/forged.json in {open_store(config).url} is not explained by the index"]
+
+
+def test_a_tampered_run_report_is_named_by_its_run_not_a_fake_room(make_config, tmp_path, capsys) -> None:
+    """A run report's problem is about no room: `verify --json` gives it room null and subject "run report RUN"
+    (the text line too), and the verification's audit entry lists real rooms only."""
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 40)
+    result = retention(config)
+    run_id, where = result.report["run"], result.location
+    overwrite_stored(config, where["key"], stored_path(config, where["key"]).read_bytes() + b" ")
+    toml = _cli_toml(config, tmp_path)
+    assert main(["--config", str(toml), "verify", "--json"]) == 3
+    (problem,) = json.loads(capsys.readouterr().out)["problems"]
+    assert (problem["room"], problem["version"], problem["subject"]) == (None, None, f"run report {run_id}")
+    assert problem["problem"].startswith(f"report {where['key']} has SHA-256 "), problem
+    assert audit(config)[-1]["rooms"] == [] and audit(config)[-1]["outcome"] == "problems"
+    # the report restored, its signature replaced: named by this run too
+    overwrite_stored(config, where["key"], stored_path(config, where["key"]).read_bytes()[:-1])
+    overwrite_stored(config, where["signature_key"], b"not a signature")
+    assert main(["--config", str(toml), "verify"]) == 3
+    out = capsys.readouterr().out
+    assert f"PROBLEM run report {run_id}: signature {where['signature_key']} has SHA-256 " in out, out
+    assert ".reports:" not in out
 
 
 def test_the_report_is_in_mongodb_and_signed_in_the_store(make_config, keys, tmp_path) -> None:
@@ -1000,10 +1024,10 @@ def test_a_tombstone_forged_over_an_archive_naming_a_real_run_is_named(make_conf
     step = steps.find_one({"run": run.report["run"], "room": a["room"], "action": "delete_archive"})
     steps.insert_one({**step, "_id": f"{run.report['run']}:{10**8:09d}", "seq": 10**8, "room": b["room"],
                       "version": entry["version"], "entry_id": entry["_id"]})
-    problems = [(p.room, p.problem) for p in verify_archive(config, None).problems]
-    assert problems == [(".reports", f"run {run.report['run']}: its steps in {steps.name} differ from its signed "
-                                     f"report: item {len(list(run.items())) + 1} (delete_archive {b['room']} "
-                                     f"v{entry['version']}, deleted) is not in the report")], problems
+    problems = [(p.room, p.subject, p.problem) for p in verify_archive(config, None).problems]
+    assert problems == [(None, f"run report {run.report['run']}", f"its steps in {steps.name} differ from its "
+                         f"signed report: item {len(list(run.items())) + 1} (delete_archive {b['room']} "
+                         f"v{entry['version']}, deleted) is not in the report")], problems
     steps.delete_one({"_id": f"{run.report['run']}:{10**8:09d}"})  # a step of the report edited instead
     steps.update_one({"_id": step["_id"]}, {"$set": {"outcome": "skipped"}})
     problems = [p.problem for p in verify_archive(config, None).problems]

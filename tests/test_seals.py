@@ -196,7 +196,7 @@ def test_audit_entries_removed_after_sealing_are_named(sealed, tmp_path, capsys)
 
 def test_an_edited_audit_entry_is_named(sealed) -> None:
     audit_collection(sealed).update_one({"seq": 1}, {"$set": {"reason": "nothing to see"}})
-    assert "(audit log): its chain is broken (see `archiver audit verify`): the sealed heads cannot vouch for it" \
+    assert "audit log: its chain is broken (see `archiver audit verify`): the sealed heads cannot vouch for it" \
         in _problems(sealed)
 
 
@@ -588,3 +588,32 @@ def test_docs_seals_md_commands_as_written_pass_and_pin_the_archivers_certificat
         checked = subprocess.run(["bash", "-ec", check], cwd=forged, capture_output=True, text=True)
         assert (checked.returncode == 0) == pinned, (signer.cert.subject, checked.stdout, checked.stderr)
         assert subprocess.run(["bash", "-ec", unpinned], cwd=forged, capture_output=True).returncode == 0
+
+
+def test_seal_and_audit_log_problems_name_their_subject_not_a_fake_room(sealed, tmp_path, capsys) -> None:
+    """A consumer of `verify --json` groups problems by room: a seal's or the audit log's problem has room null
+    and says what it is about in `subject` (the text line too), and the audit entry of the verification lists
+    real rooms only."""
+    from retrieval_helpers import audit
+
+    (record,) = seal_records(sealed)
+    key = record["objects"]["document"]["key"]
+    overwrite_stored(sealed, key, stored_path(sealed, key).read_bytes().replace(b'"count":4', b'"count":3'))
+    audit_collection(sealed).update_one({"seq": 1}, {"$set": {"reason": "nothing to see"}})
+    assert seal_cli(sealed, tmp_path, "verify", "--json") == 3
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert {(p["room"], p["version"], p["subject"], p["key"]) for p in problems} == {
+        (None, None, f"seal {DAY}#1", None), (None, None, "audit log", None)}, problems
+    assert any(p["problem"].startswith(f"document {key} was altered in the store") for p in problems), problems
+    assert audit(sealed)[-1]["rooms"] == [] and audit(sealed)[-1]["outcome"] == "problems"
+    assert seal_cli(sealed, tmp_path, "verify") == 3
+    out = capsys.readouterr().out
+    assert f"PROBLEM seal {DAY}#1: document {key} was altered in the store" in out
+    assert "PROBLEM audit log: its chain is broken (see `archiver audit verify`)" in out, out
+
+
+def test_a_rooms_seal_problem_keeps_its_room_and_has_no_subject(sealed) -> None:
+    room = index(sealed).find_one({})["room"]
+    index(sealed).update_one({"room": room}, {"$set": {"source_sha256": "00" * 32}})
+    problems = [p for p in verify_archive(sealed, None).problems if "seal" in p.problem]
+    assert problems and all(p.room == room and p.subject is None for p in problems), problems
