@@ -33,7 +33,7 @@ from pymongo.collection import Collection
 from archiver.claims import now
 from archiver.logs import event
 from archiver.redaction import Redactor
-from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, words
+from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, utc_bound, words
 from archiver.source import ChatSource
 from archiver.store import ObjectMissing, ObjectStore, StoreError
 from archiver.transcript import CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, has_ended, normalise
@@ -56,7 +56,7 @@ def filters_of(hold: dict[str, Any], quiet: bool = False) -> SearchFilters:
     given = dict(hold["filters"])
     for name in _DATES:
         if name in given:
-            given[name] = _utc(given[name])
+            given[name] = utc_bound(given[name])
             if given[name] is None:
                 del given[name]
                 if not quiet:
@@ -65,18 +65,9 @@ def filters_of(hold: dict[str, Any], quiet: bool = False) -> SearchFilters:
     return SearchFilters(**given)
 
 
-def _utc(text: str) -> dt.datetime | None:
-    """TEXT (a stored date bound) in UTC, or None outside years 1-9999 there."""
-    value = dt.datetime.fromisoformat(text)
-    try:
-        return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    except OverflowError:
-        return None
-
-
 def describe(hold: dict[str, Any]) -> str:
     scope = ", ".join(f"{k}={v}" + (" (outside years 1-9999 in UTC: not applied, every date is covered)"
-                                    if k in _DATES and _utc(v) is None else "")
+                                    if k in _DATES and utc_bound(v) is None else "")
                       for k, v in sorted(hold["filters"].items()))
     return f"case {hold['case']!r} ({scope})"
 
@@ -231,7 +222,7 @@ class Holds:
         hold = {"_id": uuid.uuid4().hex, "case": case, "reason": reason, "filters": filters_doc(filters),
                 "active": True, "placed_at": now(), "placed_by": actor}
         late = [f"{name} {hold['filters'][name]}" for name in _DATES if name in hold["filters"]
-                and _utc(hold["filters"][name]) is None]
+                and utc_bound(hold["filters"][name]) is None]
         if late:  # (filters_of would leave it out)
             raise ValueError(f"{', '.join(late)}: outside years 1-9999 in UTC; nothing stored")
         try:  # refused now, not at deletion: a filter that cannot be evaluated, another search key, or stored

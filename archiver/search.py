@@ -297,12 +297,21 @@ def parse_date(text: str, *, end: bool) -> dt.datetime:
     else:
         return dt.datetime.combine(day, dt.time(23, 59, 59, 999000) if end else dt.time.min, dt.timezone.utc)
     try:
-        value = dt.datetime.fromisoformat(text)
+        value = utc_bound(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from None
+    if value is None:
+        raise ValueError(f"{text!r} is outside years 1-9999 in UTC")
+    return value
+
+
+def utc_bound(text: str) -> dt.datetime | None:
+    """TEXT (an ISO date-time, UTC unless it says otherwise) in UTC; None outside years 1-9999 there (a hold's
+    bound stored before `hold place` refused those: holds.py leaves it out). ValueError: TEXT is no date-time."""
+    value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     try:
         return value.astimezone(dt.timezone.utc)
     except OverflowError:
-        raise ValueError(f"{text!r} is outside years 1-9999 in UTC") from None
+        return None

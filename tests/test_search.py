@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -408,3 +409,21 @@ def test_a_card_number_in_text_filters_is_refused_before_it_reaches_the_audit_lo
                  "--reason", "r"]) == 2
     assert "card number" in capsys.readouterr().err
     assert audit(config) == [] and open_holds(config).listing(everything=True) == []
+
+
+def test_one_conversion_of_a_date_bound_to_utc_serves_search_and_holds() -> None:
+    """`utc_bound` (a hold's stored bound: None outside years 1-9999 in UTC) is what `parse_date` (the command
+    line's: refused there) uses."""
+    from archiver import holds
+    from archiver.search import parse_date, utc_bound
+
+    assert holds.utc_bound is utc_bound
+    assert utc_bound("2026-11-26T10:00") == dt.datetime(2026, 11, 26, 10, tzinfo=dt.timezone.utc)
+    assert utc_bound("2026-11-26T10:00+02:00") == dt.datetime(2026, 11, 26, 8, tzinfo=dt.timezone.utc)
+    assert utc_bound("9999-12-31T23:59:59-01:00") is None and utc_bound("0001-01-01T00:30:00+01:00") is None
+    with pytest.raises(ValueError):
+        utc_bound("not a date")
+    with pytest.raises(ValueError, match="outside years 1-9999 in UTC"):
+        parse_date("9999-12-31T23:59:59-01:00", end=True)
+    with pytest.raises(ValueError, match="is not a date"):
+        parse_date("not a date", end=False)
