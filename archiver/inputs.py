@@ -2,23 +2,29 @@
 
 Accepted: one document, a JSON array, JSON lines (as mongoexport writes them, in
 relaxed or canonical Extended JSON), documents one after another, and mongo shell
-notation (`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, unquoted keys,
-single quotes, as the legacy shell and mongosh print; mongosh's `Long`, `Int32`,
-`Double`, `Decimal128`, `MinKey()`, `BSONRegExp`, `Binary.createFromBase64` too). A broken document is
-reported with its position and never stops the others.
+notation as the legacy shell and mongosh print it (docs/cli.md lists it all):
+`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, `BinData`, `HexData`, `MD5`,
+`UUID`, `DBRef(…)`, `DBPointer(…)`, regular expression literals `/…/flags`, unquoted
+keys, single quotes; mongosh's `Long`, `Int32`, `Double`, `Decimal128`, `MinKey()`,
+`BSONRegExp`, `Binary.createFromBase64`, text in backticks, `\\xHH` escapes and
+text split as `'…\\n' + '…'` too. Each value is the BSON value the shell read from
+MongoDB; what means "now" (`ObjectId()`, `ISODate()`) and what mongosh prints where
+it left part of a document out (`[Object]`, `... 5 more items`) are refused. A broken
+document is reported with its position and never stops the others.
 
 How documents are told apart, in one pass over the file: brackets outside strings
-are matched once for the whole file (a string never runs past the end of its line,
-as JSON strings cannot hold newlines, so where strings are does not depend on where
-a document starts), and a document is a bracket and its match. A closer matches the
-nearest open bracket of its own kind, and the brackets it skips stay unmatched, so
-one mismatched bracket cannot swallow the documents after it. A document whose
-bracket never closes ends where the next line starting with `{` at the same
-indentation begins or, in the top-level array (mongoexport --jsonArray writes it
-on one line), at the next `,{` directly inside an object: only a new element of
-the array can be there. When nothing marks a next document, the reason says how
-many bytes were not read as documents. A closer with nothing to close is
-reported and skipped.
+and regular expression literals are matched once for the whole file (neither runs
+past the end of its line, as JSON strings cannot hold newlines, so where they are
+does not depend on where a document starts; a regular expression literal can only
+start where a value does: after `:`, `,`, `[` or `(`), and a document is a bracket
+and its match. A closer matches the nearest open bracket of its own kind, and
+the brackets it skips stay unmatched, so one mismatched bracket cannot swallow the
+documents after it. A document whose bracket never closes ends where the next line
+starting with `{` at the same indentation begins or, in the top-level array
+(mongoexport --jsonArray writes it on one line), at the next `,{` directly inside
+an object: only a new element of the array can be there. When nothing marks a next
+document, the reason says how many bytes were not read as documents. A closer with
+nothing to close is reported and skipped.
 Documents nest at most 100 levels deep (MongoDB's limit).
 """
 
@@ -593,9 +599,9 @@ def _construct(name: str, args: list[Any]) -> Any:
     if name == "NumberLong":
         return _extended({"$numberLong": str(_integer(args[0]))})
     if name == "NumberInt":
-        if not -2**31 <= int(args[0]) < 2**31:
+        if not -2**31 <= _integer(args[0]) < 2**31:
             raise ValueError(f"{args[0]} is out of the 32-bit range")
-        return int(args[0])
+        return _integer(args[0])
     if name == "NumberDecimal":
         return _extended({"$numberDecimal": str(args[0])})
     if name == "Timestamp":  # mongosh: Timestamp(t) is Timestamp(t, 0)
@@ -628,7 +634,14 @@ def _construct(name: str, args: list[Any]) -> Any:
     if name in ("MinKey", "MaxKey") and not args:
         return _extended({f"${name[0].lower()}{name[1:]}": 1})
     if name == "BSONRegExp":
-        return _extended({"$regularExpression": {"pattern": args[0], "options": args[1] if len(args) > 1 else ""}})
+        options = args[1] if len(args) > 1 else ""
+        if not (isinstance(args[0], str) and isinstance(options, str) and set(options) <= set("ilmsux")):
+            raise ValueError("takes a pattern and options from i, l, m, s, u, x")
+        return _extended({"$regularExpression": {"pattern": args[0], "options": "".join(sorted(options))}})
+    if name == "BSONSymbol":  # as the driver reads a BSON symbol: a string
+        if not isinstance(args[0], str):
+            raise ValueError("takes a string")
+        return args[0]
     if name in ("Binary.createFromBase64", "Binary.createFromHexString"):
         data = base64.b64decode(args[0], validate=True) if name.endswith("Base64") else _hex(args[0])
         return _binary(data, args[1] if len(args) > 1 else 0)
@@ -645,7 +658,7 @@ _ARITY = {"ObjectId": (1, 1), "ISODate": (1, 1), "Date": (1, 1), "NumberLong": (
           "NumberDecimal": (1, 1), "Timestamp": (1, 2), "BinData": (2, 2), "HexData": (2, 2), "MD5": (1, 1),
           "UUID": (1, 1), "Double": (1, 1), "MinKey": (0, 0), "MaxKey": (0, 0), "BSONRegExp": (1, 2),
           "Binary.createFromBase64": (1, 2), "Binary.createFromHexString": (1, 2), "Code": (1, 2),
-          "DBRef": (2, 4), "DBPointer": (2, 2), "Binary": (1, 2), "Buffer.from": (2, 2)}
+          "DBRef": (2, 4), "DBPointer": (2, 2), "Binary": (1, 2), "Buffer.from": (2, 2), "BSONSymbol": (1, 1)}
 
 
 def _integer(value: Any) -> int:

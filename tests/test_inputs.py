@@ -418,6 +418,9 @@ OID = "61e8277aef3d6b076066d287"
     ('new NumberLong("-9223372036854775808")', Int64(-2**63)),
     ("NumberLong(123)", Int64(123)),
     ("Timestamp(5)", Timestamp(5, 0)),
+    ("BSONRegExp('a', 'xi')", Regex("a", "ix")),
+    ("BSONSymbol('s')", "s"),  # as pymongo reads a symbol
+    ("Code('f()', { a: 1 })", Code("f()", {"a": 1})),
     ("undefined", None),
     ("null", None),
     ("-0", -0.0),  # a BSON integer has no -0: mongosh prints a double so
@@ -456,6 +459,8 @@ def test_brackets_and_quotes_inside_a_regex_literal_do_not_merge_documents() -> 
     ("DBRef('c')", "DBRef(...)", ""),
     ("DBRef(5, 'x')", "DBRef(...)", ""),
     ("DBRef('c', 1, 2)", "DBRef(...)", ""),
+    ("BSONRegExp('a', 'g')", "BSONRegExp(...)", ""),
+    ("NumberInt(1.5)", "NumberInt(...)", ""),
     ("HexData(0, 'abc')", "HexData(...)", ""),
     ("HexData(0, 'zz')", "HexData(...)", ""),
     ("MD5('0')", "MD5(...)", ""),
