@@ -34,6 +34,7 @@ import base64
 import datetime as dt
 import json
 import re
+import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bson import DatetimeConversion, json_util
+from bson.binary import Binary, BinaryVectorDtype
 from bson.datetime_ms import DatetimeMS
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
@@ -647,6 +649,20 @@ def _construct(name: str, args: list[Any]) -> Any:
         return _binary(data, args[1] if len(args) > 1 else 0)
     if name == "Code":
         return _extended({"$code": args[0], **({"$scope": args[1]} if args[1:] else {})})
+    if name in _TYPED_ARRAYS:
+        if not isinstance(args[0], list):
+            raise ValueError("takes an array of numbers")
+        return _TypedArray(name, args[0])
+    if name in _VECTORS:  # mongosh prints a vector (subtype 9) so: Binary.fromInt8Array(new Int8Array([1, 2]))
+        kind, dtype = _VECTORS[name]
+        if not (isinstance(args[0], _TypedArray) and args[0].kind == kind):
+            raise ValueError(f"takes a {kind}")
+        if kind != "Float32Array" and not all(type(v) is int for v in args[0].values):
+            raise ValueError(f"a {kind} holds whole numbers")
+        try:
+            return Binary.from_vector(args[0].values, dtype, _integer(args[1]) if args[1:] else 0)
+        except struct.error as exc:  # a number out of the type's range
+            raise ValueError(str(exc)) from None
     raise ValueError(f"unknown constructor {name}")
 
 
@@ -658,7 +674,20 @@ _ARITY = {"ObjectId": (1, 1), "ISODate": (1, 1), "Date": (1, 1), "NumberLong": (
           "NumberDecimal": (1, 1), "Timestamp": (1, 2), "BinData": (2, 2), "HexData": (2, 2), "MD5": (1, 1),
           "UUID": (1, 1), "Double": (1, 1), "MinKey": (0, 0), "MaxKey": (0, 0), "BSONRegExp": (1, 2),
           "Binary.createFromBase64": (1, 2), "Binary.createFromHexString": (1, 2), "Code": (1, 2),
-          "DBRef": (2, 4), "DBPointer": (2, 2), "Binary": (1, 2), "Buffer.from": (2, 2), "BSONSymbol": (1, 1)}
+          "DBRef": (2, 4), "DBPointer": (2, 2), "Binary": (1, 2), "Buffer.from": (2, 2), "BSONSymbol": (1, 1),
+          "Int8Array": (1, 1), "Float32Array": (1, 1), "Uint8Array": (1, 1), "Binary.fromInt8Array": (1, 1),
+          "Binary.fromFloat32Array": (1, 1), "Binary.fromPackedBits": (1, 2)}
+_TYPED_ARRAYS = {"Int8Array", "Float32Array", "Uint8Array"}
+_VECTORS = {"Binary.fromInt8Array": ("Int8Array", BinaryVectorDtype.INT8),
+            "Binary.fromFloat32Array": ("Float32Array", BinaryVectorDtype.FLOAT32),
+            "Binary.fromPackedBits": ("Uint8Array", BinaryVectorDtype.PACKED_BIT)}
+
+
+@dataclass(frozen=True)
+class _TypedArray:
+    """new Int8Array([...]) and the like: only as the argument of a Binary.from...Array(...)."""
+    kind: str
+    values: list[Any]
 
 
 def _integer(value: Any) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bson import Binary, Code, Decimal128, MaxKey, ObjectId, Regex, Timestamp, json_util
+from bson.binary import BinaryVectorDtype
 from bson.dbref import DBRef
 from bson.int64 import Int64
 from bson.min_key import MinKey
@@ -421,6 +422,11 @@ OID = "61e8277aef3d6b076066d287"
     ("BSONRegExp('a', 'xi')", Regex("a", "ix")),
     ("BSONSymbol('s')", "s"),  # as pymongo reads a symbol
     ("Code('f()', { a: 1 })", Code("f()", {"a": 1})),
+    ("Binary.fromInt8Array(new Int8Array([ 1, -2 ]))", Binary.from_vector([1, -2], BinaryVectorDtype.INT8)),
+    ("Binary.fromFloat32Array(new Float32Array([ 1.100000023841858, -0, Infinity ]))",
+     Binary.from_vector([1.100000023841858, -0.0, float("inf")], BinaryVectorDtype.FLOAT32)),
+    ("Binary.fromPackedBits(new Uint8Array([ 255, 8 ]), 3)",
+     Binary.from_vector([255, 8], BinaryVectorDtype.PACKED_BIT, 3)),
     ("undefined", None),
     ("null", None),
     ("-0", -0.0),  # a BSON integer has no -0: mongosh prints a double so
@@ -461,6 +467,10 @@ def test_brackets_and_quotes_inside_a_regex_literal_do_not_merge_documents() -> 
     ("DBRef('c', 1, 2)", "DBRef(...)", ""),
     ("BSONRegExp('a', 'g')", "BSONRegExp(...)", ""),
     ("NumberInt(1.5)", "NumberInt(...)", ""),
+    ("Binary.fromInt8Array(new Int8Array([ 300 ]))", "Binary.fromInt8Array(...)", ""),
+    ("Binary.fromInt8Array(new Int8Array([ 1.5 ]))", "Binary.fromInt8Array(...)", ""),
+    ("Binary.fromInt8Array([ 1 ])", "Binary.fromInt8Array(...)", ""),
+    ("Binary.fromPackedBits(new Uint8Array([ 255 ]), 3)", "Binary.fromPackedBits(...)", ""),
     ("HexData(0, 'abc')", "HexData(...)", ""),
     ("HexData(0, 'zz')", "HexData(...)", ""),
     ("MD5('0')", "MD5(...)", ""),
