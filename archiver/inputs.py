@@ -607,6 +607,9 @@ def _construct(name: str, args: list[Any]) -> Any:
     if name == "NumberDecimal":
         return _extended({"$numberDecimal": str(args[0])})
     if name == "Timestamp":  # mongosh: Timestamp(t) is Timestamp(t, 0)
+        if isinstance(args[0], Int64):  # mongosh: t and i in one 64-bit number; the legacy shell: t
+            raise ValueError("a Long here means t and i to mongosh but t to the legacy shell: "
+                             "write Timestamp({ t: …, i: … })")
         t, i = (args[0]["t"], args[0]["i"]) if isinstance(args[0], dict) else (args[0], args[1] if args[1:] else 0)
         return _extended({"$timestamp": {"t": _integer(t), "i": _integer(i)}})
     if name == "BinData":
@@ -692,7 +695,7 @@ class _TypedArray:
 
 def _integer(value: Any) -> int:
     """An integer argument: a whole number, or its digits in a string (never rounded)."""
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value):
         return int(value)
     if isinstance(value, float) and value.is_integer() or isinstance(value, int) and not isinstance(value, bool):
         return int(value)

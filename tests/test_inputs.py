@@ -449,8 +449,8 @@ def test_regex_literals_in_arrays_and_slashes_in_strings() -> None:
 
 
 def test_brackets_and_quotes_inside_a_regex_literal_do_not_merge_documents() -> None:
-    data = b"{ room: 'a', p: /[{\"']\\}/ }\n{ room: 'b', p: /\\[[/]/ }\n{ room: 'c' }\n"
-    assert [d["room"] for d in _docs(read_documents(data))] == ["a", "b", "c"]
+    data = b"{ room: 'a', p: /[{\"']\\}/ }\n{ room: 'b', p: /\\[[/]/ }\n{ room: 'c', t: `{[\"'` }\n{ room: 'd' }\n"
+    assert [d["room"] for d in _docs(read_documents(data))] == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize("bad, reason, at", [
@@ -477,6 +477,8 @@ def test_brackets_and_quotes_inside_a_regex_literal_do_not_merge_documents() -> 
     ("NumberLong(1.5)", "NumberLong(...)", ""),
     ("NumberLong('1', true)", "NumberLong(...)", ""),
     ("Timestamp(1, 2, 3)", "Timestamp(...)", ""),
+    ("Timestamp(Long('5'))", "Timestamp(...)", ""),
+    ("NumberLong('\u0665')", "NumberLong(...)", ""),  # an Arabic-Indic 5: digits are 0-9
     ("ObjectId()", "now", ""),
     ("ISODate()", "now", ""),
     ("new Date()", "now", "D"),
