@@ -45,9 +45,9 @@ from bson import DatetimeConversion, json_util
 from bson.binary import Binary, BinaryVectorDtype
 from bson.datetime_ms import DatetimeMS
 from bson.dbref import DBRef
-from bson.objectid import ObjectId
 from bson.errors import BSONError
 from bson.int64 import Int64
+from bson.objectid import ObjectId
 
 # A date outside years 1-9999 is a DatetimeMS, as the archive pass reads it from MongoDB (mongo.py).
 _EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc,
@@ -533,7 +533,7 @@ class _ShellParser:
             if option is None:
                 raise _SyntaxError(start, f"regular expression flag {flag!r} has no BSON option (BSON has i, l, m, "
                                           "s, u, x; mongosh prints s as g)")
-            if flag in flags[:flags.index(flag)] or flags.count(flag) > 1:
+            if flags.count(flag) > 1:
                 raise _SyntaxError(start, f"regular expression flag {flag!r} appears twice")
             if option in options:
                 raise _SyntaxError(start, "regular expression flags 'g' and 's' both mean BSON option s")
@@ -745,7 +745,7 @@ _REGEX_LITERAL = re.compile(r"/(?![*/])((?:[^/\\\n\[]++|\\.|\[(?:[^\]\\\n]++|\\.
 # JavaScript flags as BSON options: mongosh (js-bson) prints BSON's s as g; the legacy shell prints them as stored.
 _REGEX_OPTIONS = {"g": "s", "i": "i", "l": "l", "m": "m", "s": "s", "u": "u", "x": "x"}
 # What mongosh (util.inspect) prints in place of what it leaves out.
-_CUT = re.compile(r"(?P<depth>\[(?:Object|Array)\])|(?P<items>\.\.\. \d+ more items?\b)"
-                  r"|(?P<chars>\.\.\. \d+ more characters?\b)")
+_CUT = re.compile(r"(?P<depth>\[(?:Object|Array)\])|(?P<items>\.\.\. [0-9]+ more items?\b)"
+                  r"|(?P<chars>\.\.\. [0-9]+ more characters?\b)")
 _CUT_WHY = {"depth": "deeper than its inspectDepth", "items": "an array longer than its maxArrayLength",
             "chars": "text longer than its maxStringLength"}
