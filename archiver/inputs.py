@@ -382,6 +382,7 @@ class _ShellParser:
 
     def __init__(self, text: str, start: int, end: int) -> None:
         self.text, self.start, self.i, self.end = text, start, start, end
+        self.calls = 0  # constructor calls open here
 
     def document(self) -> Any:
         value = self.value()
@@ -485,14 +486,14 @@ class _ShellParser:
 
     def strings(self) -> str:
         """A string, or strings joined by `+` (mongosh splits long text after each newline so)."""
-        text = self.string()
+        parts = [self.string()]
         while self.peek() == "+":
             self.i += 1
             if not (self.peek() and self.peek() in _QUOTES):
                 raise self.error("expected a string after '+'")
-            text += self.string()
+            parts.append(self.string())
         self.refuse_a_cut()
-        return text
+        return "".join(parts)
 
     def refuse_a_cut(self) -> None:
         """What mongosh prints where it left part of a document out ([Object], ... 5 more items) is refused."""
@@ -541,6 +542,11 @@ class _ShellParser:
         return _extended({"$regularExpression": {"pattern": pattern, "options": "".join(sorted(options))}})
 
     def constructor(self, ident: re.Match) -> Any:
+        while ident.group() == "new":  # `new X(...)` is X(...); a loop: `new new ...` cannot exhaust the stack
+            after = _skip(self.text, ident.end())
+            ident = _IDENT.match(self.text, after, self.end)
+            if not ident:
+                raise _SyntaxError(after, "expected a constructor after 'new'")
         name = ident.group()
         self.i = ident.end()
         while self.text.startswith(".", self.i, self.end):  # a static method: Binary.createFromBase64(...)
@@ -555,14 +561,11 @@ class _ShellParser:
         if name in _LITERALS and self.peek() != "(":
             value = _LITERALS[name]
             return json_util.object_hook(value, _EXTJSON) if isinstance(value, dict) else value
-        if name == "new":
-            inner = _IDENT.match(self.text, _skip(self.text, self.i), self.end)
-            if not inner:
-                raise _SyntaxError(self.i, "expected a constructor after 'new'")
-            self.i = inner.start()
-            return self.constructor(inner)
         at = ident.start()
         self.expect("(", f"'(' after {name}")
+        self.calls += 1  # calls nest as brackets do, but the splitter counts only brackets
+        if self.calls > MAX_DEPTH:
+            raise _SyntaxError(at, f"calls nested deeper than {MAX_DEPTH} levels")
         args: list[Any] = []
         while self.peek() != ")":
             args.append(self.value())
@@ -571,6 +574,7 @@ class _ShellParser:
             elif self.peek() != ")":
                 self.expect(")", f"',' or ')' in {name}(...)")
         self.i += 1
+        self.calls -= 1
         try:
             return _construct(name, args)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, BSONError) as exc:

@@ -506,6 +506,9 @@ def test_unreadable_shell_notation_is_named_where_it_stands(bad: str, reason: st
     ("{room: 'x', p: /" + "\\/" * 500_000 + "\n", "unterminated regular expression"),
     ("{room: 'x', p: [" + "/a/," * 200 + " /" + "{" * 200 + "/ ]}", None),  # braces in a regex are its text
     ("{room: 'x', p: /a/}" + "}" * 50_000, "closes no open bracket"),
+    ("{room: 'x', v: " + "new " * 50_000 + "MinKey()}", None),  # crashed the reader (RecursionError)
+    ("{room: 'x', v: " + "Code(" * 50_000 + "'f'" + ")" * 50_000 + "}", "calls nested deeper than 100 levels"),
+    ("{room: 'x', v: " + "'a' + " * 200_000 + "'b'}", None),
 ])
 def test_hostile_regex_literals_end_quickly_and_spare_the_others(bad: str, reason: str | None) -> None:
     started = time.monotonic()
