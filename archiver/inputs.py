@@ -729,7 +729,7 @@ def _dbref(collection: Any, ident: Any, db: Any = None, fields: Any = None) -> D
     fields = fields or {}
     if {"$ref", "$id", "$db"} & set(fields):
         raise ValueError("its other fields cannot be $ref, $id or $db")
-    return DBRef(collection, ident, db, **fields)
+    return DBRef(collection, ident, db, fields)  # as _extra: a field may be named `collection` or `id`
 
 
 _QUOTES = "\"'`"

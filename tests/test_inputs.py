@@ -407,6 +407,7 @@ OID = "61e8277aef3d6b076066d287"
     (f'DBRef("chats", ObjectId("{OID}"), "db1")', DBRef("chats", ObjectId(OID), "db1")),
     ("DBRef('c', 'id', 'db')", DBRef("c", "id", "db")),
     ("DBRef('c', 5, { note: 'x' })", DBRef("c", 5, note="x")),  # mongosh: extra fields after the id (no db)
+    ("DBRef('c', 5, { collection: 'x', id: 6 })", DBRef("c", 5, None, {"collection": "x", "id": 6})),
     (f"DBRef('c', ObjectId('{OID}'), 'db', {{ note: 'x' }})", DBRef("c", ObjectId(OID), "db", note="x")),
     (f"new DBRef('c', new ObjectId('{OID}'))", DBRef("c", ObjectId(OID))),
     (f'DBPointer("db.chats", ObjectId("{OID}"))', DBRef("db.chats", ObjectId(OID))),  # as pymongo reads one
