@@ -2,23 +2,29 @@
 
 Accepted: one document, a JSON array, JSON lines (as mongoexport writes them, in
 relaxed or canonical Extended JSON), documents one after another, and mongo shell
-notation (`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, unquoted keys,
-single quotes, as the legacy shell and mongosh print; mongosh's `Long`, `Int32`,
-`Double`, `Decimal128`, `MinKey()`, `BSONRegExp`, `Binary.createFromBase64` too). A broken document is
-reported with its position and never stops the others.
+notation as the legacy shell and mongosh print it (docs/cli.md lists it all):
+`ObjectId("…")`, `ISODate("…")`, `NumberLong(…)`, `BinData`, `HexData`, `MD5`,
+`UUID`, `DBRef(…)`, `DBPointer(…)`, regular expression literals `/…/flags`, unquoted
+keys, single quotes; mongosh's `Long`, `Int32`, `Double`, `Decimal128`, `MinKey()`,
+`BSONRegExp`, `Binary.createFromBase64`, text in backticks, `\\xHH` escapes and
+text split as `'…\\n' + '…'` too. Each value is the BSON value the shell read from
+MongoDB; what means "now" (`ObjectId()`, `ISODate()`) and what mongosh prints where
+it left part of a document out (`[Object]`, `... 5 more items`) are refused. A broken
+document is reported with its position and never stops the others.
 
 How documents are told apart, in one pass over the file: brackets outside strings
-are matched once for the whole file (a string never runs past the end of its line,
-as JSON strings cannot hold newlines, so where strings are does not depend on where
-a document starts), and a document is a bracket and its match. A closer matches the
-nearest open bracket of its own kind, and the brackets it skips stay unmatched, so
-one mismatched bracket cannot swallow the documents after it. A document whose
-bracket never closes ends where the next line starting with `{` at the same
-indentation begins or, in the top-level array (mongoexport --jsonArray writes it
-on one line), at the next `,{` directly inside an object: only a new element of
-the array can be there. When nothing marks a next document, the reason says how
-many bytes were not read as documents. A closer with nothing to close is
-reported and skipped.
+and regular expression literals are matched once for the whole file (neither runs
+past the end of its line, as JSON strings cannot hold newlines, so where they are
+does not depend on where a document starts; a regular expression literal can only
+start where a value does: after `:`, `,`, `[` or `(`), and a document is a bracket
+and its match. A closer matches the nearest open bracket of its own kind, and
+the brackets it skips stay unmatched, so one mismatched bracket cannot swallow the
+documents after it. A document whose bracket never closes ends where the next line
+starting with `{` at the same indentation begins or, in the top-level array
+(mongoexport --jsonArray writes it on one line), at the next `,{` directly inside
+an object: only a new element of the array can be there. When nothing marks a next
+document, the reason says how many bytes were not read as documents. A closer with
+nothing to close is reported and skipped.
 Documents nest at most 100 levels deep (MongoDB's limit).
 """
 
@@ -28,6 +34,7 @@ import base64
 import datetime as dt
 import json
 import re
+import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -35,9 +42,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bson import DatetimeConversion, json_util
+from bson.binary import Binary, BinaryVectorDtype
 from bson.datetime_ms import DatetimeMS
+from bson.dbref import DBRef
 from bson.errors import BSONError
 from bson.int64 import Int64
+from bson.objectid import ObjectId
 
 # A date outside years 1-9999 is a DatetimeMS, as the archive pass reads it from MongoDB (mongo.py).
 _EXTJSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.timezone.utc,
@@ -91,10 +101,14 @@ def read_documents(data: bytes) -> list[Item]:
 # -- splitting -----------------------------------------------------------------------------------
 
 MAX_DEPTH = 100
-_STRING = r"""(?:"(?:[^"\\\n]++|\\.)*+"?|'(?:[^'\\\n]++|\\.)*+'?)"""  # ends at its quote or its line's end
-# The next bracket outside strings (group 1), or the end of the text: one match per bracket.
-_BRACKET = re.compile(rf"""(?:[^{{}}\[\]"']++|{_STRING})*+(?:([{{}}\[\]])|\Z)""")
-_BARE = re.compile(rf"""(?:[^\n,{{}}\[\]"']++|{_STRING})*+""")  # no document: up to a line end, comma or bracket
+# A string ends at its quote or its line's end (mongosh quotes text holding both ' and " with backticks).
+_STRING = r"""(?:"(?:[^"\\\n]++|\\.)*+"?|'(?:[^'\\\n]++|\\.)*+'?|`(?:[^`\\\n]++|\\.)*+`?)"""
+# A regular expression literal: its text up to its closing `/` (a `/` in a [class] does not close it) or its
+# line's end. One can only start where a value does: after `:`, `,`, `[` or `(` (elsewhere a `/` is just wrong).
+_REGEX = r"""/(?![*/])(?:[^/\\\n\[]++|\\.|\[(?:[^\]\\\n]++|\\.)*+\]?)*+/?"""
+# The next bracket outside strings and regular expressions (group 1), or the end of the text: one match per bracket.
+_BRACKET = re.compile(rf"""(?:(?:(?<=\[)|[:,(])\s*+{_REGEX}|[^{{}}\[\]"'`/:,(]++|{_STRING}|[/:,(])*+(?:([{{}}\[\]])|\Z)""")
+_BARE = re.compile(rf"""(?:[^\n,{{}}\[\]"'`]++|{_STRING})*+""")  # no document: up to a line end, comma or bracket
 _BETWEEN = re.compile(r"[\s,]*")
 _DOC_LINE = re.compile(r"^[ \t]*\{", re.MULTILINE)
 _INDENT = re.compile(r"[ \t]*")
@@ -368,6 +382,7 @@ class _ShellParser:
 
     def __init__(self, text: str, start: int, end: int) -> None:
         self.text, self.start, self.i, self.end = text, start, start, end
+        self.calls = 0  # constructor calls open here
 
     def document(self) -> Any:
         value = self.value()
@@ -398,18 +413,23 @@ class _ShellParser:
 
     def value(self) -> Any:
         ch = self.peek()
+        self.refuse_a_cut()
         if ch == "{":
             return self.object()
         if ch == "[":
             return self.array()
-        if ch and ch in "\"'":
-            return self.string()
+        if ch and ch in _QUOTES:
+            return self.strings()
+        if ch == "/":
+            return self.regex()
         if self.text.startswith("-Infinity", self.i, self.end):
             self.i += len("-Infinity")
             return float("-inf")
         number = _NUMBER.match(self.text, self.i, self.end)
         if number:
             self.i = number.end()
+            if number.group() == "-0":
+                return -0.0  # a BSON integer has no -0: the shell printed a double
             try:
                 return json.loads(number.group(), parse_int=_int64)
             except ValueError as exc:
@@ -428,7 +448,7 @@ class _ShellParser:
             return result
         while True:
             key_at = self.i
-            if self.peek() and self.peek() in "\"'":
+            if self.peek() and self.peek() in _QUOTES:
                 key = self.string()
             else:
                 ident = _IDENT.match(self.text, self.i, self.end)
@@ -464,21 +484,69 @@ class _ShellParser:
             self.expect("]", "',' or ']' after an array element")
             return items
 
+    def strings(self) -> str:
+        """A string, or strings joined by `+` (mongosh splits long text after each newline so)."""
+        parts = [self.string()]
+        while self.peek() == "+":
+            self.i += 1
+            if not (self.peek() and self.peek() in _QUOTES):
+                raise self.error("expected a string after '+'")
+            parts.append(self.string())
+        self.refuse_a_cut()
+        return "".join(parts)
+
+    def refuse_a_cut(self) -> None:
+        """What mongosh prints where it left part of a document out ([Object], ... 5 more items) is refused."""
+        self.space()
+        cut = _CUT.match(self.text, self.i, self.end)
+        if cut:
+            raise _SyntaxError(self.i, f"{cut.group()!r}: mongosh left part of the document out here "
+                                       f"({_CUT_WHY[cut.lastgroup]}); print it whole (mongoexport, or "
+                                       "EJSON.stringify in mongosh) and read that")
+
     def string(self) -> str:
         quote, start = self.text[self.i], self.i
         end = _string_end(self.text, self.i)
         if end > self.end or self.text[end - 1:end] != quote or end == start + 1:
             raise _SyntaxError(start, "unterminated string")
-        raw = self.text[start + 1:end - 1]
         self.i = end
-        if quote == "'":
-            raw = raw.replace('\\\'', "'").replace('"', '\\"')
+        raw = _JS_ESCAPE.sub(_as_json_escape, self.text[start + 1:end - 1])  # JavaScript's escapes as JSON's
         try:
             return json.loads(f'"{raw}"')
         except ValueError as exc:
             raise _SyntaxError(start, f"bad string ({exc.args[0].split(':')[0]})") from None
 
+    def regex(self) -> Any:
+        """A regular expression literal, as the shell that printed it read the BSON value's options."""
+        start = self.i
+        literal = _REGEX_LITERAL.match(self.text, self.i, self.end)
+        if not literal:
+            if self.text.startswith(("//", "/*"), self.i):
+                raise self.error("expected a value")
+            raise _SyntaxError(start, "unterminated regular expression (no closing '/' on its line)")
+        self.i = literal.end()
+        pattern, flags = literal.group(1), literal.group(2)
+        if "\0" in pattern:
+            raise _SyntaxError(start, "the regular expression holds a NUL character, which BSON cannot store")
+        options: list[str] = []
+        for flag in flags:
+            option = _REGEX_OPTIONS.get(flag)
+            if option is None:
+                raise _SyntaxError(start, f"regular expression flag {flag!r} has no BSON option (BSON has i, l, m, "
+                                          "s, u, x; mongosh prints s as g)")
+            if flags.count(flag) > 1:
+                raise _SyntaxError(start, f"regular expression flag {flag!r} appears twice")
+            if option in options:
+                raise _SyntaxError(start, "regular expression flags 'g' and 's' both mean BSON option s")
+            options.append(option)
+        return _extended({"$regularExpression": {"pattern": pattern, "options": "".join(sorted(options))}})
+
     def constructor(self, ident: re.Match) -> Any:
+        while ident.group() == "new":  # `new X(...)` is X(...); a loop: `new new ...` cannot exhaust the stack
+            after = _skip(self.text, ident.end())
+            ident = _IDENT.match(self.text, after, self.end)
+            if not ident:
+                raise _SyntaxError(after, "expected a constructor after 'new'")
         name = ident.group()
         self.i = ident.end()
         while self.text.startswith(".", self.i, self.end):  # a static method: Binary.createFromBase64(...)
@@ -486,17 +554,18 @@ class _ShellParser:
             if not member:
                 break
             name, self.i = f"{name}.{member.group()}", member.end()
+        if name == "Invalid" and _skip(self.text, self.i) < self.end and \
+                self.text.startswith("Date", _skip(self.text, self.i)):
+            raise _SyntaxError(ident.start(), "Invalid Date: mongosh prints a date outside JavaScript's range so, "
+                                              "and its value is lost; export the document with mongoexport")
         if name in _LITERALS and self.peek() != "(":
             value = _LITERALS[name]
             return json_util.object_hook(value, _EXTJSON) if isinstance(value, dict) else value
-        if name == "new":
-            inner = _IDENT.match(self.text, _skip(self.text, self.i), self.end)
-            if not inner:
-                raise _SyntaxError(self.i, "expected a constructor after 'new'")
-            self.i = inner.start()
-            return self.constructor(inner)
         at = ident.start()
         self.expect("(", f"'(' after {name}")
+        self.calls += 1  # calls nest as brackets do, but the splitter counts only brackets
+        if self.calls > MAX_DEPTH:
+            raise _SyntaxError(at, f"calls nested deeper than {MAX_DEPTH} levels")
         args: list[Any] = []
         while self.peek() != ")":
             args.append(self.value())
@@ -505,6 +574,7 @@ class _ShellParser:
             elif self.peek() != ")":
                 self.expect(")", f"',' or ')' in {name}(...)")
         self.i += 1
+        self.calls -= 1
         try:
             return _construct(name, args)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, BSONError) as exc:
@@ -520,27 +590,52 @@ def _skip(text: str, i: int) -> int:
 def _construct(name: str, args: list[Any]) -> Any:
     """A shell constructor call as the BSON value it denotes (the legacy shell's names, then mongosh's)."""
     name = _MONGOSH.get(name, name)
+    if not args and name in _NOW:
+        raise ValueError("without an argument it means now (the time, or a new id, when the shell runs it), "
+                         "which a transcript cannot hold")
+    least, most = _ARITY.get(name, (0, 2))
+    if not least <= len(args) <= most:
+        raise ValueError(f"takes {least}{f' to {most}' if most > least else ''} argument{'s' * (most != 1)}, "
+                         f"not {len(args)}")
     if name == "ObjectId":
-        return _extended({"$oid": args[0] if args else "0" * 24})
+        return _extended({"$oid": args[0]})
     if name in ("ISODate", "Date"):
-        if not args:
-            raise ValueError("needs a date")
         stamp = args[0]
         return _extended({"$date": stamp if isinstance(stamp, str) else int(stamp)})
     if name == "NumberLong":
-        return _extended({"$numberLong": str(int(args[0]))})
+        return _extended({"$numberLong": str(_integer(args[0]))})
     if name == "NumberInt":
-        if not -2**31 <= int(args[0]) < 2**31:
+        if not -2**31 <= _integer(args[0]) < 2**31:
             raise ValueError(f"{args[0]} is out of the 32-bit range")
-        return int(args[0])
+        return _integer(args[0])
     if name == "NumberDecimal":
         return _extended({"$numberDecimal": str(args[0])})
-    if name == "Timestamp":
-        t, i = (args[0]["t"], args[0]["i"]) if isinstance(args[0], dict) else (args[0], args[1])
-        return _extended({"$timestamp": {"t": int(t), "i": int(i)}})
+    if name == "Timestamp":  # mongosh: Timestamp(t) is Timestamp(t, 0)
+        if isinstance(args[0], Int64):  # mongosh: t and i in one 64-bit number; the legacy shell: t
+            raise ValueError("a Long here means t and i to mongosh but t to the legacy shell: "
+                             "write Timestamp({ t: …, i: … })")
+        t, i = (args[0]["t"], args[0]["i"]) if isinstance(args[0], dict) else (args[0], args[1] if args[1:] else 0)
+        return _extended({"$timestamp": {"t": _integer(t), "i": _integer(i)}})
     if name == "BinData":
-        base64.b64decode(args[1], validate=True)
-        return _extended({"$binary": {"base64": args[1], "subType": f"{int(args[0]):02x}"}})
+        return _binary(base64.b64decode(args[1], validate=True), args[0])
+    if name == "HexData":
+        return _binary(_hex(args[1]), args[0])
+    if name == "MD5":
+        return _binary(_hex(args[0]), 5)
+    if name == "Buffer.from":  # mongosh before 1.0 printed Binary(Buffer.from("<hex>", "hex"), <subtype>)
+        if args[1] not in ("hex", "base64"):
+            raise ValueError(f"unknown encoding {args[1]!r}")
+        return _hex(args[0]) if args[1] == "hex" else base64.b64decode(args[0], validate=True)
+    if name == "Binary":
+        if not isinstance(args[0], bytes):
+            raise ValueError("needs bytes (Buffer.from(...)) first")
+        return _binary(args[0], args[1] if args[1:] else 0)
+    if name == "DBRef":
+        return _dbref(*args)
+    if name == "DBPointer":  # as the driver reads a BSON DBPointer: a DBRef
+        if not (isinstance(args[0], str) and isinstance(args[1], ObjectId)):
+            raise ValueError("needs a namespace (a string) and an ObjectId")
+        return DBRef(args[0], args[1])
     if name == "UUID":
         return _extended({"$uuid": args[0].replace("-", "")})
     if name == "Double":
@@ -548,15 +643,113 @@ def _construct(name: str, args: list[Any]) -> Any:
     if name in ("MinKey", "MaxKey") and not args:
         return _extended({f"${name[0].lower()}{name[1:]}": 1})
     if name == "BSONRegExp":
-        return _extended({"$regularExpression": {"pattern": args[0], "options": args[1] if len(args) > 1 else ""}})
+        options = args[1] if len(args) > 1 else ""
+        if not (isinstance(args[0], str) and isinstance(options, str) and set(options) <= set("ilmsux")):
+            raise ValueError("takes a pattern and options from i, l, m, s, u, x")
+        return _extended({"$regularExpression": {"pattern": args[0], "options": "".join(sorted(options))}})
+    if name == "BSONSymbol":  # as the driver reads a BSON symbol: a string
+        if not isinstance(args[0], str):
+            raise ValueError("takes a string")
+        return args[0]
     if name in ("Binary.createFromBase64", "Binary.createFromHexString"):
-        data = args[0] if name.endswith("Base64") else base64.b64encode(bytes.fromhex(args[0])).decode()
-        base64.b64decode(data, validate=True)
-        return _extended({"$binary": {"base64": data, "subType": f"{int(args[1]) if len(args) > 1 else 0:02x}"}})
+        data = base64.b64decode(args[0], validate=True) if name.endswith("Base64") else _hex(args[0])
+        return _binary(data, args[1] if len(args) > 1 else 0)
     if name == "Code":
-        return _extended({"$code": args[0]})
+        return _extended({"$code": args[0], **({"$scope": args[1]} if args[1:] else {})})
+    if name in _TYPED_ARRAYS:
+        if not isinstance(args[0], list):
+            raise ValueError("takes an array of numbers")
+        return _TypedArray(name, args[0])
+    if name in _VECTORS:  # mongosh prints a vector (subtype 9) so: Binary.fromInt8Array(new Int8Array([1, 2]))
+        kind, dtype = _VECTORS[name]
+        if not (isinstance(args[0], _TypedArray) and args[0].kind == kind):
+            raise ValueError(f"takes a {kind}")
+        if kind != "Float32Array" and not all(type(v) is int for v in args[0].values):
+            raise ValueError(f"a {kind} holds whole numbers")
+        try:
+            return Binary.from_vector(args[0].values, dtype, _integer(args[1]) if args[1:] else 0)
+        except struct.error as exc:  # a number out of the type's range
+            raise ValueError(str(exc)) from None
     raise ValueError(f"unknown constructor {name}")
 
 
 # mongosh's names for what the legacy shell called otherwise.
 _MONGOSH = {"Long": "NumberLong", "Int32": "NumberInt", "Decimal128": "NumberDecimal"}
+# Without an argument these are the time, or a new id, when the shell runs them.
+_NOW = {"ObjectId", "ISODate", "Date", "UUID", "Timestamp"}
+_ARITY = {"ObjectId": (1, 1), "ISODate": (1, 1), "Date": (1, 1), "NumberLong": (1, 1), "NumberInt": (1, 1),
+          "NumberDecimal": (1, 1), "Timestamp": (1, 2), "BinData": (2, 2), "HexData": (2, 2), "MD5": (1, 1),
+          "UUID": (1, 1), "Double": (1, 1), "MinKey": (0, 0), "MaxKey": (0, 0), "BSONRegExp": (1, 2),
+          "Binary.createFromBase64": (1, 2), "Binary.createFromHexString": (1, 2), "Code": (1, 2),
+          "DBRef": (2, 4), "DBPointer": (2, 2), "Binary": (1, 2), "Buffer.from": (2, 2), "BSONSymbol": (1, 1),
+          "Int8Array": (1, 1), "Float32Array": (1, 1), "Uint8Array": (1, 1), "Binary.fromInt8Array": (1, 1),
+          "Binary.fromFloat32Array": (1, 1), "Binary.fromPackedBits": (1, 2)}
+_TYPED_ARRAYS = {"Int8Array", "Float32Array", "Uint8Array"}
+_VECTORS = {"Binary.fromInt8Array": ("Int8Array", BinaryVectorDtype.INT8),
+            "Binary.fromFloat32Array": ("Float32Array", BinaryVectorDtype.FLOAT32),
+            "Binary.fromPackedBits": ("Uint8Array", BinaryVectorDtype.PACKED_BIT)}
+
+
+@dataclass(frozen=True)
+class _TypedArray:
+    """new Int8Array([...]) and the like: only as the argument of a Binary.from...Array(...)."""
+    kind: str
+    values: list[Any]
+
+
+def _integer(value: Any) -> int:
+    """An integer argument: a whole number, or its digits in a string (never rounded)."""
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer() or isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"{value!r} is not a whole number")
+
+
+def _hex(text: Any) -> bytes:
+    if not (isinstance(text, str) and re.fullmatch(r"(?:[0-9A-Fa-f]{2})*", text)):
+        raise ValueError(f"{text!r} is not hexadecimal digits in pairs")
+    return bytes.fromhex(text)
+
+
+def _binary(data: bytes, subtype: Any) -> Any:
+    if not (isinstance(subtype, int) and 0 <= subtype <= 255):
+        raise ValueError(f"subtype {subtype!r} is not 0-255")
+    return _extended({"$binary": {"base64": base64.b64encode(data).decode(), "subType": f"{subtype:02x}"}})
+
+
+def _dbref(collection: Any, ident: Any, db: Any = None, fields: Any = None) -> DBRef:
+    """DBRef(collection, id[, db][, {fields}]) as mongosh prints it (the legacy shell: no fields): the
+    document {$ref, $id, $db, ...fields} that Extended JSON and the driver read as a DBRef."""
+    if isinstance(db, dict) and fields is None:
+        db, fields = None, db
+    if not isinstance(collection, str) or not isinstance(db, (str, type(None))) \
+            or not isinstance(fields, (dict, type(None))):
+        raise ValueError("takes a collection name, an id, then a database name and/or a document of other fields")
+    fields = fields or {}
+    if {"$ref", "$id", "$db"} & set(fields):
+        raise ValueError("its other fields cannot be $ref, $id or $db")
+    return DBRef(collection, ident, db, fields)  # as _extra: a field may be named `collection` or `id`
+
+
+_QUOTES = "\"'`"
+# In the shell's strings: \xHH (mongosh, for control characters), \' and \` are JavaScript's, not JSON's.
+_JS_ESCAPE = re.compile(r"""\\(?:x([0-9A-Fa-f]{2})|(['`])|(.))|(")""", re.DOTALL)
+
+
+def _as_json_escape(m: re.Match) -> str:
+    if m[1]:
+        return "\\u00" + m[1]
+    if m[2]:
+        return m[2]
+    return "\\" + m[3] if m[3] is not None else '\\"'
+
+
+_REGEX_LITERAL = re.compile(r"/(?![*/])((?:[^/\\\n\[]++|\\.|\[(?:[^\]\\\n]++|\\.)*+\])++)/([A-Za-z]*+)")
+# JavaScript flags as BSON options: mongosh (js-bson) prints BSON's s as g; the legacy shell prints them as stored.
+_REGEX_OPTIONS = {"g": "s", "i": "i", "l": "l", "m": "m", "s": "s", "u": "u", "x": "x"}
+# What mongosh (util.inspect) prints in place of what it leaves out.
+_CUT = re.compile(r"(?P<depth>\[(?:Object|Array)\])|(?P<items>\.\.\. [0-9]+ more items?\b)"
+                  r"|(?P<chars>\.\.\. [0-9]+ more characters?\b)")
+_CUT_WHY = {"depth": "deeper than its inspectDepth", "items": "an array longer than its maxArrayLength",
+            "chars": "text longer than its maxStringLength"}

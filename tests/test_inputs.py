@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from bson import Binary, Code, Decimal128, MaxKey, ObjectId, Regex, Timestamp, json_util
+from bson.binary import BinaryVectorDtype
+from bson.dbref import DBRef
 from bson.int64 import Int64
 from bson.min_key import MinKey
 
@@ -384,3 +387,195 @@ def test_mongosh_nan_and_bad_constructor_arguments() -> None:
                         ("Binary.nothing('AAE=')", "Binary.nothing(...): unknown constructor")):
         (item,) = read_documents(f"{{ room: 'a', v: {bad} }}".encode())
         assert isinstance(item, UnreadableDocument) and reason in item.reason, (bad, item.reason)
+
+
+# -- regular expression literals, DBRef, HexData ... as the legacy shell and mongosh print them --------------
+
+OID = "61e8277aef3d6b076066d287"
+
+
+@pytest.mark.parametrize("notation, expected", [
+    ("/^abc/i", Regex("^abc", "i")),
+    (r"/a\/b/", Regex(r"a\/b", "")),  # the pattern as the shell stores the literal: `\/` kept, PCRE reads it as `/`
+    ("/x+y/gi", Regex("x+y", "is")),  # mongosh prints BSON option s as JavaScript's g (js-bson)
+    ("/x/s", Regex("x", "s")),  # the legacy shell prints the options as stored
+    ("/x/m", Regex("x", "m")),
+    ("/[/]x/", Regex("[/]x", "")),  # a slash inside a class does not end the literal
+    ("""/[{"'\\]]+/""", Regex("""[{"'\\]]+""", "")),  # brackets and quotes in a pattern are its text
+    ("/a b/", Regex("a b", "")),
+    (f"DBRef('chats', ObjectId('{OID}'))", DBRef("chats", ObjectId(OID))),
+    (f'DBRef("chats", ObjectId("{OID}"), "db1")', DBRef("chats", ObjectId(OID), "db1")),
+    ("DBRef('c', 'id', 'db')", DBRef("c", "id", "db")),
+    ("DBRef('c', 5, { note: 'x' })", DBRef("c", 5, note="x")),  # mongosh: extra fields after the id (no db)
+    ("DBRef('c', 5, { collection: 'x', id: 6 })", DBRef("c", 5, None, {"collection": "x", "id": 6})),
+    (f"DBRef('c', ObjectId('{OID}'), 'db', {{ note: 'x' }})", DBRef("c", ObjectId(OID), "db", note="x")),
+    (f"new DBRef('c', new ObjectId('{OID}'))", DBRef("c", ObjectId(OID))),
+    (f'DBPointer("db.chats", ObjectId("{OID}"))', DBRef("db.chats", ObjectId(OID))),  # as pymongo reads one
+    ('HexData(0, "0001ff")', b"\x00\x01\xff"),
+    ("HexData(5, 'D41D8CD98F00B204E9800998ECF8427E')", Binary(bytes.fromhex("d41d8cd98f00b204e9800998ecf8427e"), 5)),
+    ("MD5('d41d8cd98f00b204e9800998ecf8427e')", Binary(bytes.fromhex("d41d8cd98f00b204e9800998ecf8427e"), 5)),
+    ('Binary(Buffer.from("0001", "hex"), 0)', b"\x00\x01"),  # mongosh before 1.0
+    ('Binary(Buffer.from("0001", "hex"), 128)', Binary(b"\x00\x01", 128)),
+    ('NumberLong("123")', Int64(123)),
+    ('new NumberLong("-9223372036854775808")', Int64(-2**63)),
+    ("NumberLong(123)", Int64(123)),
+    ("Timestamp(5)", Timestamp(5, 0)),
+    ("BSONRegExp('a', 'xi')", Regex("a", "ix")),
+    ("BSONSymbol('s')", "s"),  # as pymongo reads a symbol
+    ("Code('f()', { a: 1 })", Code("f()", {"a": 1})),
+    ("Binary.fromInt8Array(new Int8Array([ 1, -2 ]))", Binary.from_vector([1, -2], BinaryVectorDtype.INT8)),
+    ("Binary.fromFloat32Array(new Float32Array([ 1.100000023841858, -0, Infinity ]))",
+     Binary.from_vector([1.100000023841858, -0.0, float("inf")], BinaryVectorDtype.FLOAT32)),
+    ("Binary.fromPackedBits(new Uint8Array([ 255, 8 ]), 3)",
+     Binary.from_vector([255, 8], BinaryVectorDtype.PACKED_BIT, 3)),
+    ("undefined", None),
+    ("null", None),
+    ("-0", -0.0),  # a BSON integer has no -0: mongosh prints a double so
+    ("`it's \"q\"`", "it's \"q\""),  # mongosh (util.inspect) quotes text holding both quotes with backticks
+    (r"'tab\x09bell\x07'", "tab\tbell\x07"),  # and escapes control characters as \xHH
+    ("'first line\\n' +\n    'second line'", "first line\nsecond line"),  # and splits long text at its newlines
+])
+def test_shell_notation_is_read_as_its_bson_value(notation: str, expected) -> None:
+    items = read_documents(f"{{ room: 'a', v: {notation} }}".encode())
+    assert all(isinstance(i, ParsedDocument) for i in items), items
+    (doc,) = _docs(items)
+    assert doc["v"] == expected and type(doc["v"]) is type(expected), repr(doc["v"])
+    if isinstance(expected, float):
+        assert str(doc["v"]) == str(expected)  # -0.0 keeps its sign
+
+
+def test_regex_literals_in_arrays_and_slashes_in_strings() -> None:
+    (doc,) = _docs(read_documents(b"{ room: 'a/b', u: \"http://x/{\", r: [ /a/, /b/i ], s: 'x /y/ z' }"))
+    assert doc == {"room": "a/b", "u": "http://x/{", "r": [Regex("a"), Regex("b", "i")], "s": "x /y/ z"}
+
+
+def test_brackets_and_quotes_inside_a_regex_literal_do_not_merge_documents() -> None:
+    data = b"{ room: 'a', p: /[{\"']\\}/ }\n{ room: 'b', p: /\\[[/]/ }\n{ room: 'c', t: `{[\"'` }\n{ room: 'd' }\n"
+    assert [d["room"] for d in _docs(read_documents(data))] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("bad, reason, at", [
+    ("/abc }", "unterminated regular expression", ""),
+    ("/a[bc/ }", "unterminated regular expression", ""),
+    ("/a/q", "regular expression flag 'q'", ""),
+    ("/a/ii", "regular expression flag 'i' appears twice", ""),
+    ("/a/y", "regular expression flag 'y'", ""),
+    ("/a/gs", "regular expression flags 'g' and 's' both mean BSON option s", ""),
+    ("/\0/", "regular expression holds a NUL", ""),
+    ("// 1", "expected a value", ""),
+    ("DBRef('c')", "DBRef(...)", ""),
+    ("DBRef(5, 'x')", "DBRef(...)", ""),
+    ("DBRef('c', 1, 2)", "DBRef(...)", ""),
+    ("BSONRegExp('a', 'g')", "BSONRegExp(...)", ""),
+    ("NumberInt(1.5)", "NumberInt(...)", ""),
+    ("Binary.fromInt8Array(new Int8Array([ 300 ]))", "Binary.fromInt8Array(...)", ""),
+    ("Binary.fromInt8Array(new Int8Array([ 1.5 ]))", "Binary.fromInt8Array(...)", ""),
+    ("Binary.fromInt8Array([ 1 ])", "Binary.fromInt8Array(...)", ""),
+    ("Binary.fromPackedBits(new Uint8Array([ 255 ]), 3)", "Binary.fromPackedBits(...)", ""),
+    ("HexData(0, 'abc')", "HexData(...)", ""),
+    ("HexData(0, 'zz')", "HexData(...)", ""),
+    ("MD5('0')", "MD5(...)", ""),
+    ("NumberLong(1.5)", "NumberLong(...)", ""),
+    ("NumberLong('1', true)", "NumberLong(...)", ""),
+    ("Timestamp(1, 2, 3)", "Timestamp(...)", ""),
+    ("Timestamp(Long('5'))", "Timestamp(...)", ""),
+    ("NumberLong('\u0665')", "NumberLong(...)", ""),  # an Arabic-Indic 5: digits are 0-9
+    ("ObjectId()", "now", ""),
+    ("ISODate()", "now", ""),
+    ("new Date()", "now", "D"),
+    ("Date()", "now", ""),
+    ("UUID()", "now", ""),
+    ("Timestamp()", "now", ""),
+    ("Invalid Date", "Invalid Date", ""),
+    ("{ a: [Object] }", "[Object]", "["),
+    ("[ 1, ... 100 more items ]", "more items", "."),
+    ("'abc'... 5000 more characters", "more characters", "."),
+    ("'a' + 1", "expected a string after '+'", "1"),
+])
+def test_unreadable_shell_notation_is_named_where_it_stands(bad: str, reason: str, at: str) -> None:
+    items = read_documents(f"{{ room: 'a', v: {bad} }}\n{{ room: 'b' }}".encode())
+    assert _docs(items) == [{"room": "b"}]
+    broken = items[0]
+    assert isinstance(broken, UnreadableDocument) and reason in broken.reason, broken.reason
+    assert (broken.line, broken.column) == (1, 17 + bad.index(at)), broken  # the value starts in column 17
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("{room: 'x', p: /abc\n", "unterminated regular expression"),
+    ("{room: 'x', p: /" + "[" * 100_000 + "\n", "unterminated regular expression"),
+    ("{room: 'x', p: /" + "a" * 2_000_000 + "/q}", "regular expression flag 'q'"),
+    ("{room: 'x', p: /" + "\\/" * 500_000 + "\n", "unterminated regular expression"),
+    ("{room: 'x', p: [" + "/a/," * 200 + " /" + "{" * 200 + "/ ]}", None),  # braces in a regex are its text
+    ("{room: 'x', p: /a/}" + "}" * 50_000, "closes no open bracket"),
+    ("{room: 'x', v: " + "new " * 50_000 + "MinKey()}", None),  # crashed the reader (RecursionError)
+    ("{room: 'x', v: " + "Code(" * 50_000 + "'f'" + ")" * 50_000 + "}", "calls nested deeper than 100 levels"),
+    ("{room: 'x', v: " + "'a' + " * 200_000 + "'b'}", None),
+])
+def test_hostile_regex_literals_end_quickly_and_spare_the_others(bad: str, reason: str | None) -> None:
+    started = time.monotonic()
+    (result,) = _read_isolated(['{"room": "before"}\n' + bad + '\n{"room": "after"}\n'], timeout=60)
+    assert time.monotonic() - started < 20
+    if reason is None:
+        assert _rooms(result) == ["before", "x", "after"] and not _failures(result), result[:3]
+        return
+    assert _rooms(result)[0] == "before" and _rooms(result)[-1] == "after", result[:3]
+    assert any(line == 2 and reason in why for _, line, why in _failures(result)), \
+        [f[:2] + [f[2][:200]] for f in _failures(result)]
+
+
+def test_reading_regex_literals_and_dbrefs_is_linear() -> None:
+    """20,000 shell-notation documents with regex literals and DBRefs, on one line and as lines: well under 10 s."""
+    doc = f"{{room: 'r', p: /[{{(\"']+x\\/y/gi, d: DBRef('c', ObjectId('{OID}'), 'db'), h: HexData(0, '00ff')}}"
+    script = ("import sys, time\nfrom archiver.inputs import ParsedDocument, read_documents\n"
+              "data = sys.stdin.buffer.read()\nt = time.perf_counter()\nitems = read_documents(data)\n"
+              "print(sum(isinstance(i, ParsedDocument) for i in items), time.perf_counter() - t)\n")
+    for data in ("[" + ",".join([doc] * 20_000) + "]", "\n".join([doc] * 20_000)):
+        done = subprocess.run([sys.executable, "-c", script], input=data.encode(), capture_output=True,
+                              timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        count, seconds = done.stdout.split()
+        assert int(count) == 20_000 and float(seconds) < 10, (done.stdout, done.stderr[-500:])
+
+
+def test_the_notation_docs_cli_md_lists_is_read_as_it_says() -> None:
+    """Each row of the table in docs/cli.md (shell notation | Extended JSON) holds."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    section = text.split("### Shell notation render reads", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| (`+) ?(.+?) ?\1 \| `(.+?)` \|$", section, re.MULTILINE)  # `x` or `` `x` ``
+    assert len(rows) >= 30, rows
+    for _, notation, ejson in rows:
+        items = read_documents(f"{{ room: 'a', v: {notation} }}".encode())
+        assert all(isinstance(i, ParsedDocument) for i in items), (notation, items)
+        (doc,) = _docs(items)
+        want = json_util.loads(f'{{"v": {ejson}}}', json_options=json_util.CANONICAL_JSON_OPTIONS)["v"]
+        assert json_util.dumps(doc["v"], json_options=json_util.CANONICAL_JSON_OPTIONS) == \
+            json_util.dumps(want, json_options=json_util.CANONICAL_JSON_OPTIONS), notation
+
+
+def test_render_reads_regex_literals_dbrefs_and_mongosh_text_and_skips_a_broken_document(
+        tmp_path, make_config, keys, capsys) -> None:
+    """`archiver render` on a file mixing the legacy shell's and mongosh's notation with a document whose regular
+    expression never closes: that one is reported with its position, the others render with their values."""
+    from archiver.cli import main
+    from test_cli import _toml
+
+    seed = (DATA / "seed-fixed.txt").read_text().strip()
+    room = SEED_CHAT["room"]
+    extra = (f', "pattern" : /x+y\\/z[/{{]/gi, "ref" : DBRef("contacts", ObjectId("{OID}")), '
+             f"'mongosh' : DBRef('c', 'id', 'db'), \"blob\" : HexData(0, \"00ff\") }}")
+    first = seed.replace(room, "R1").replace('"prova1"', "`it's \"q\"`")[:-1] + extra
+    third = seed.replace(room, "R3").replace('"prova1"', "'first line\\n' +\n    'second line'")
+    source = tmp_path / "chats.txt"
+    source.write_text(first + "\n{ room: 'R2', p: /never closes }\n" + third + "\n")
+    out = tmp_path / "o"
+    assert main(["--config", str(_toml(tmp_path, make_config)), "render", str(source), "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "2 rendered, 1 failed" in printed, printed
+    assert "document 2 (line 2, column 18): unterminated regular expression" in printed, printed
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{r}{s}" for r in ("R1", "R3")
+                                                           for s in (".pdf", ".json", ".json.p7s"))
+    r1, r3 = (json.loads((out / f"{r}.json").read_text()) for r in ("R1", "R3"))
+    found = json.dumps(r1)
+    assert '{"$regularExpression": {"pattern": "x+y\\\\/z[/{]", "options": "is"}}' in found, found[:3000]
+    assert f'{{"$ref": "contacts", "$id": {{"$oid": "{OID}"}}}}' in found
+    assert '{"$ref": "c", "$id": "id", "$db": "db"}' in found
+    assert "it's \\\"q\\\"" in found and "first line\\nsecond line" in json.dumps(r3)
