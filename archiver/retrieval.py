@@ -114,6 +114,7 @@ def open_stored(config: Config, entry: dict[str, Any], store: ObjectStore) -> tu
     kept), or one a run deleted since it was read."""
     note = kept_note(config, entry) if entry["status"] == "deleted" else ""
     opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
+    # Only objects gone: its deletion went on before the run kept it. One present but altered is tampering.
     if note and not opened.ok and all(c.ok or c.detail == MISSING for c in opened.checks):
         raise _deleted(f"version {entry['version']} of room {entry['room']!r}", entry,
                        "; not every object is stored as recorded: " + "; ".join(opened.failures()))
