@@ -40,8 +40,8 @@ from archiver.content_pool import ContentPool
 from archiver.integrity import Check, Opened, check_content
 from archiver.names import file_stem
 from archiver.offline_checks import cms_command, pdf_command, timestamp_command
-from archiver.retrieval import (NotFound, Request, VerificationFailed, _files, _report, _text, find_entry, open_stored,
-                               seal_check)
+from archiver.retrieval import (NotFound, Request, VerificationFailed, _files, _report, _text, find_entry, kept_said,
+                               open_stored, seal_check)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity, sign_detached
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
@@ -235,7 +235,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         if not opened.ok:
             failed += 1
             if len(failures) < FAILURES_NAMED:
-                failures.append(visible(f"{room} v{version}: " + "; ".join(opened.failures())))  # one line each
+                failures.append(visible(f"{room} v{version}: " + "; ".join(opened.failures()) + kept_said(note)))
         elif not failed:  # after a failure nothing more is written: the bundle will not be kept
             suffix = f"-v{version}"
             name = file_stem(room, present, [suffix]) + suffix

@@ -175,12 +175,15 @@ def attachment_objects(entry: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys([*listed, *stored]))
 
 
+MISSING = "the object is missing from the store"  # a failed check's detail: absent, not altered
+
+
 def _fetch(opened: Opened, name: str, obj: dict[str, Any], store: ObjectStore) -> Check:
     what = f"{name}: stored object {obj['key']} has the recorded size and SHA-256"
     try:
         data = store.get(obj["key"], obj.get("version_id", ""))
     except ObjectMissing:
-        return Check(what, False, "the object is missing from the store")
+        return Check(what, False, MISSING)
     except StoreError as exc:
         raise_if_unreachable(exc, store)  # an outage says nothing about the object: no verdict
         return Check(what, False, f"cannot read it ({exc})")

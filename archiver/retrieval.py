@@ -27,7 +27,7 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver import seals
-from archiver.integrity import Check, Opened, check_content, check_stored, kept_whole, made_at
+from archiver.integrity import MISSING, Check, Opened, check_content, check_stored, kept_whole, made_at
 from archiver.index import index_database
 from archiver.names import file_stem, folded
 from archiver.offline_checks import cms_command, pdf_command
@@ -42,9 +42,14 @@ class NotFound(LookupError):
 
 
 class VerificationFailed(RuntimeError):
-    def __init__(self, room: str, version: int, failures: list[str]) -> None:
-        super().__init__(visible(f"{room} v{version}: verification failed: " + "; ".join(failures)))
+    def __init__(self, room: str, version: int, failures: list[str], note: str = "") -> None:
+        super().__init__(visible(f"{room} v{version}: verification failed: " + "; ".join(failures) + kept_said(note)))
         self.failures = failures
+
+
+def kept_said(note: str) -> str:
+    """A kept version's NOTE (`open_stored`) after its failures: why a tombstone's objects were checked at all."""
+    return f"; NOTE: {note}" if note else ""
 
 
 @dataclass(frozen=True)
@@ -103,15 +108,17 @@ def deleted_meanwhile(config: Config, entry: dict[str, Any]) -> None:
 
 def open_stored(config: Config, entry: dict[str, Any], store: ObjectStore) -> tuple[Opened, str]:
     """ENTRY (from find_entry(..., kept=True)) fetched and checked against the index (`check_stored`), and the
-    note of a kept version ("" for an archived one), which is checked as the archive it was. NotFound if an
-    object is missing because the entry is a tombstone: a kept one not stored as recorded (its deletion went on
-    after all), or one a run deleted since it was read."""
+    note of a kept version ("" for an archived one), which is checked as the archive it was: an object present
+    but altered fails its check (exit 3), as an archive's. NotFound if an object is missing because the entry
+    is a tombstone: a kept one whose only failures are missing objects (its deletion went on before it was
+    kept), or one a run deleted since it was read."""
     note = kept_note(config, entry) if entry["status"] == "deleted" else ""
     opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
-    if not opened.ok and note:  # its deletion went on after all, or an object is not as recorded: not the archive
+    # Only objects gone: its deletion went on before the run kept it. One present but altered is tampering.
+    if note and not opened.ok and all(c.ok or c.detail == MISSING for c in opened.checks):
         raise _deleted(f"version {entry['version']} of room {entry['room']!r}", entry,
                        "; not every object is stored as recorded: " + "; ".join(opened.failures()))
-    if not opened.ok:
+    if not opened.ok and not note:
         deleted_meanwhile(config, entry)  # missing because a run deleted it since it was read: NotFound
     return opened, (f"{note}; retrieved from its recorded objects, each checked against its recorded size and "
                     "SHA-256" if note else "")
@@ -133,7 +140,7 @@ def retrieve(config: Config, request: Request, release: Callable[[Path], None] |
         check_content(opened, request.key, list(request.trust))
     proof = seal_check(config, opened)
     if not opened.ok:
-        raise VerificationFailed(entry["room"], entry["version"], opened.failures())
+        raise VerificationFailed(entry["room"], entry["version"], opened.failures(), note)
     report = _report(opened, request, store_location(store), proof)
     if note:
         report["note"] = note

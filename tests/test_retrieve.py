@@ -381,6 +381,57 @@ def test_an_object_missing_from_an_archived_entry_is_still_a_failed_check(archiv
     assert code == 3 and "verification failed" in err and "missing" in err, err
 
 
+def _altered(config, key: str, how: str) -> None:
+    """KEY's stored bytes changed, present under the same key: other bytes of another size, or one byte flipped."""
+    if how == "size":
+        overwrite_stored(config, key, b"tampered")
+    else:
+        _flip_byte(config, key)
+
+
+@pytest.mark.parametrize("how", ["size", "sha256"])
+def test_a_kept_version_whose_object_was_altered_is_a_verification_failure(make_config, keys, monkeypatch, tmp_path,
+                                                                           capsys, how) -> None:
+    """A version a run began to delete and then kept (a hold) is evidence under a hold: an object present
+    with other bytes is tampering, exit 3 named as an archived version's is, not "being deleted" (exit 1)."""
+    from test_retention_resume import _held_after_cut_short
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    entry = index(config).find_one()
+    key = entry["objects"]["record"]["key"]
+    _altered(config, key, how)
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "Subpoena 7")
+    err = capsys.readouterr().err
+    assert code == 3 and "verification failed" in err and "being deleted" not in err, err
+    assert f"record: stored object {key} has the recorded size and SHA-256 (altered: size" in err, err
+    assert f"its deletion, begun by run {entry['deletion']['run']}" in err and "Subpoena 7" in err, err  # kept: why
+    assert not (tmp_path / "o").exists()
+    failed = audit(config)[-1]
+    assert failed["outcome"] == "failed" and "verification failed" in failed["detail"] and key in failed["detail"]
+    assert index(config).find_one()["deletion"]["state"] == "deleting"  # retrieval changes nothing
+
+
+def test_a_kept_version_with_one_object_gone_and_another_altered_is_a_verification_failure(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """A missing object alone is consistent with the deletion begun (exit 1, tests/test_retention_resume.py);
+    beside an altered one it is not: tampering, exit 3, both named."""
+    from test_retention_resume import _held_after_cut_short
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    entry = index(config).find_one()
+    gone = stored_path(config, entry["objects"]["pdf"]["key"])
+    gone.chmod(0o644)
+    gone.unlink()
+    _altered(config, entry["objects"]["record_signature"]["key"], "sha256")
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "Subpoena 7")
+    err = capsys.readouterr().err
+    assert code == 3 and "verification failed" in err and "being deleted" not in err, err
+    assert "the object is missing from the store" in err and "altered: size" in err, err
+    assert audit(config)[-1]["outcome"] == "failed" and not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("allowed, said", [(0, "nothing was fetched or decrypted"),
                                            (1, "nothing was released: the decrypted files were removed")])
 def test_nothing_is_released_unless_the_audit_log_records_it(archived, keys, tmp_path, monkeypatch, capsys,
