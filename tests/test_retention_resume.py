@@ -18,7 +18,7 @@ from archiver.retention import Deletions
 from archiver.search import SearchFilters
 from archiver.store.local import LocalStore
 from retention_helpers import age, archive, index, retention, retention_config, source
-from retrieval_helpers import audit, run_cli, stored_path
+from retrieval_helpers import audit, overwrite_stored, run_cli, stored_path
 
 
 class Killed(BaseException):
@@ -219,6 +219,21 @@ def test_a_held_cut_short_deletion_with_an_object_gone_is_still_a_problem(make_c
                    "--out", str(tmp_path / "out"), "--reason", "Subpoena 7")
     assert code == 1 and "being deleted" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_verify_names_the_altered_object_of_a_kept_version(make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """An object of a kept version present with other bytes is tampering with held evidence: `verify` names the
+    object and its size and SHA-256 (as for an archived version), not only that the deletion is unfinished."""
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    key = index(config).find_one()["objects"]["record"]["key"]
+    overwrite_stored(config, key, b"tampered")
+    report = verify_archive(config, None)
+    assert not report.ok and report.kept == []
+    assert any(f"stored object {key} has the recorded size and SHA-256" in p.problem and "altered: size 8" in p.problem
+               for p in report.problems), report.problems
+    capsys.readouterr()
+    assert run_cli(config, tmp_path, "verify", "--all") == 3
+    assert "altered: size 8" in capsys.readouterr().out
 
 
 def test_a_deletion_cut_short_whose_run_is_not_finished_is_not_served(make_config, keys, monkeypatch,
