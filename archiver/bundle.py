@@ -97,10 +97,11 @@ PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole fi
     $ COMMAND
 
 """.replace("COMMAND", pdf_command("rooms/*/transcript.pdf", "CA.pem", "TSA-CA.pem").replace("\n", "\n      "))
-KEPT_NOTE = """Of these, {kept} a retention run began to delete and then kept (a legal hold): each one's entry
-under "rooms" in chain-of-custody.json ("kept") and its verification.json ("note") name the run
-and the hold. Each was checked against the objects its archive recorded, as every other room
-was, and the steps below check its files like any other's.
+KEPT_NOTE = """Of these, {kept} a retention run began to delete and then kept (held, or no longer due
+under the policy of the day): each one's entry under "rooms" in chain-of-custody.json ("kept")
+and its verification.json ("note") name the run and why. Each was checked against the objects
+its archive recorded, as every other room was, and the steps below check its files like any
+other's.
 """
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 
@@ -335,7 +336,8 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "failed_rooms": "none: a bundle is only written when every selected room passed every check",
         "left_out": {"why": "matched by the filters but not archived: a tombstone (deleted by retention or "
                             "erasure, its objects gone, or being deleted) or an upload not finished; a version "
-                            "whose deletion was begun, then kept by a hold, is in the bundle (its room's \"kept\")",
+                            "whose deletion was begun, then kept (held, or no longer due), is in the bundle "
+                            "(its room's \"kept\")",
                      "entries": list(bundle.left_out)} if bundle.filters is not None else None,
         "verified": [
             "each stored object: present, with the size and SHA-256 the index records",
