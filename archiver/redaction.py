@@ -11,7 +11,8 @@ numbers by a scan of digit runs with Luhn checked for all windows at once (big-i
 arithmetic, no per-window loop), then again only around what that masked, until a pass
 over the output would find nothing more (each pass masks digits for good), IBANs by a
 fixed-width start search plus a bounded check, card verification codes and PINs by regexes whose
-every part is bounded (a keyword, at most CVV_GAP characters or a few linking words, a few digits), e-mail addresses
+every part is bounded (a keyword, at most CVV_GAP characters or a few linking words, a few digits) and a look at
+the word either side of each match, e-mail addresses
 and configured patterns with RE2 (no backtracking). A rule that fails raises InvalidChat: the chat is quarantined,
 never archived unredacted.
 """
@@ -41,8 +42,12 @@ from bson.regex import Regex
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 7  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 8  # bump when a detector changes what it finds: it is part of every settings version
 # (the "cvv" rule came without a bump: its name in redaction.rules changes the version, and without it nothing does)
+# 8: "cvv" and "pin" keep digits the words around them name as another number (an id, amount, time or unit: "CVV for
+#    order 1234", "since 2023 my pin", "the pin is the 2024 model"); before its keyword no preposition links
+#    ("charged 1500 for the pin"), and before "pin" a verb or punctuation must; after "pin" more linking words
+#    ("changed to", "now", "debit"), a sentence's end or line break right after it ("pin. 4821"), "pin4821".
 # 7: the "cvv" rule also masks a code typed digit by digit ("cvv 7 3 9") or just before its keyword ("739 is the
 #    cvv"), and reads an expiry and a code after a masked code of four digits in the same pass; the "pin" rule.
 # 6: the IBAN rule runs before the card rule, whatever the order of redaction.rules.
@@ -625,20 +630,31 @@ PIN_WORDS = ("pin", "geheimzahl", "code confidentiel", "personal identification 
 CVV_GAP = 24  # characters at most between the keyword and the code ("cvv number on the back is 123")
 _GAP_UNIT = r"(?:[^\d%\u2022]|%[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))"  # no digit, no mask; "%3A" is one character
 # Words that link a keyword and a number on its other side, in the same languages: a PIN's digits follow "pin" with
-# at most LINKED_AFTER of them between ("my pin is 4821", "PIN number for my card is 4821"), a code's or a PIN's
-# digits precede its keyword with at most LINKED_BEFORE ("739 is the cvv", "4821 is my pin"). A closed list, so
+# at most LINKED_AFTER of them between ("my pin is 4821", "the pin for my debit card is 4821"), a code's or a PIN's
+# digits precede its keyword with at most LINKED_BEFORE ("739 is the cvv", "4821 is my pin"). Closed lists, so
 # that ordinary numbers near a keyword ("order 739 shipped, no cvv needed", "pin it to room 1234") are kept; no
-# negation ("no", "not": "order 739, no cvv needed").
+# negation ("no", "not": "order 739, no cvv needed"). LINKS link either way; AFTER_LINKS (prepositions, "now",
+# "changed"...) only a PIN after its keyword: before it they join an amount or a date ("charged 1500 for the pin").
 LINKS = ("is", "was", "be", "would", "will", "should", "the", "my", "your", "its", "it's", "it’s", "that's",
-         "that’s", "this", "for", "as", "card", "card's", "card’s", "code", "number", "nr", "num",
-         "è", "e'", "il", "la", "lo", "mio", "mia", "della", "del", "carta", "codice", "numero", "come", "per",
-         "es", "el", "mi", "su", "de", "tarjeta", "código", "codigo", "número",
-         "é", "o", "a", "meu", "minha", "do", "da", "cartão", "cartao",
+         "that’s", "this", "as", "card", "card's", "card’s", "code", "number", "nr", "num",
+         "è", "e'", "il", "la", "lo", "mio", "mia", "carta", "codice", "numero", "come",
+         "es", "el", "mi", "su", "tarjeta", "código", "codigo", "número",
+         "é", "o", "a", "meu", "minha", "cartão", "cartao",
          "est", "c'est", "c’est", "le", "mon", "ma", "carte", "numéro",
-         "ist", "lautet", "der", "die", "das", "mein", "meine", "meiner", "karte", "nummer", "als", "für")
-LINKED_AFTER, LINKED_BEFORE = 5, 3
+         "ist", "lautet", "der", "die", "das", "mein", "meine", "meiner", "karte", "nummer", "als")
+AFTER_LINKS = ("for", "of", "to", "and", "now", "still", "new", "set", "changed", "i", "use", "debit", "credit",
+               "bank", "atm", "no.", "nr.", "num.", "per", "di", "della", "del", "ora", "nuovo", "bancomat",
+               "de", "para", "por", "ahora", "nuevo", "do", "da", "agora", "novo", "pour", "du", "maintenant",
+               "nouveau", "für", "von", "zu", "jetzt", "neue", "neuer")
+LINKED_AFTER, LINKED_BEFORE = 6, 3
 _LINK_PUNCT = r"[^\w\u2022.!?;\r\n]{1,3}+"  # around linking words: spaces, ":", "=", "(", "—"; no sentence's end
-_LINKED = rf"(?:{_LINK_PUNCT}(?:{'|'.join(sorted(LINKS, key=len, reverse=True))})(?![^\W\d_]))"
+_FIRST_PUNCT = r"[^\w\u2022]{1,4}+"  # a PIN right after its keyword: a sentence's end too ("pin. 4821", "PIN\n4821")
+
+
+def _linked(words: tuple[str, ...]) -> str:
+    return rf"(?:{_LINK_PUNCT}(?:{'|'.join(map(re.escape, sorted(words, key=len, reverse=True)))})(?![^\W\d_]))"
+
+
 # A code or PIN typed digit by digit ("7 3 9", "7-3-9", "7 - 3 - 9"): one digit, then 1-3 spaces, dots or dashes.
 _SPACE_CHAR = r"[ \t\u00a0\u202f.\-\u2010-\u2015]"
 _SPACING = rf"{_SPACE_CHAR}{{1,3}}+"
@@ -656,36 +672,73 @@ def _digits(fewest: int, most: int) -> tuple[str, str]:
     return rf"\d{{{fewest},{most}}}", rf"\d(?:{_SPACING}\d){{{fewest - 1},{most - 1}}}"
 
 
-def _keyword_after(words: tuple[str, ...], glued: tuple[str, ...], fewest: int, most: int) -> re.Pattern[str]:
-    """The digits after a keyword: touching an acronym of GLUED, or after any of WORDS and at most CVV_GAP
-    characters with no digit or mask (a code), or linking words (a PIN, whose WORDS are also common words)."""
+def _keyword_after(words: tuple[str, ...], glued: tuple[str, ...], fewest: int, most: int,
+                   gap: str) -> re.Pattern[str]:
+    """The digits after a keyword: touching one of GLUED (group "glued"), or after any of WORDS and GAP (group
+    "code")."""
     number, spaced = _digits(fewest, most)
     code = rf"(?:{number}{_ENDS}|{spaced}{_ENDS}(?!{_SPACING}[\d\u2022]))"
-    gap = (rf"{_GAP_UNIT}{{1,{CVV_GAP}}}+(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{{2}}))" if glued
-           else rf"{_LINKED}{{0,{LINKED_AFTER}}}{_LINK_PUNCT}")
-    touching = rf"(?:{'|'.join(map(_letters, glued))})(?![^\W\d_])({number}){_ENDS}|" if glued else ""
     return re.compile(
         rf"(?=[{_first_letters(words)}])"  # first: the engine then skips to the next such letter (3-15 times faster)
-        rf"(?<![^\W\d_])(?:{touching}"  # no letter before the keyword; an acronym the digits may touch ("cvv123")
-        rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_]){gap}({code}))",  # or any keyword, then a gap
+        rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, glued))})(?![^\W\d_])(?P<glued>{number}){_ENDS}|"
+        rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_]){gap}(?P<code>{code}))",  # or any keyword, then a gap
         re.IGNORECASE)
 
 
-def _keyword_before(words: tuple[str, ...], fewest: int, most: int, bare: bool) -> re.Pattern[str]:
-    """The digits before one of WORDS, with at most LINKED_BEFORE linking words between (BARE: or only spaces),
-    unless the keyword has a masked code or PIN of its own after it ("card 1234, cvv •••": 1234 is not the code)."""
+def _keyword_before(words: tuple[str, ...], fewest: int, most: int) -> re.Pattern[str]:
+    """The digits (group "code") before one of WORDS (group "keyword"), with at most LINKED_BEFORE linking words
+    between, unless the keyword has a masked code or PIN of its own after it ("card 1234, cvv •••": 1234 is not
+    the code)."""
     number, spaced = _digits(fewest, most)
-    keyword = rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_])"
     return re.compile(
-        rf"(?=\d){_STARTS_ALONE}({number}|{_NO_DIGIT_BEFORE}{spaced})" + ("" if bare else rf"(?!\s{{1,3}}+{keyword})")
-        + rf"{_LINKED}{{0,{LINKED_BEFORE}}}{_LINK_PUNCT}{keyword}(?!{_GAP_UNIT}{{0,{CVV_GAP}}}+\u2022)",
+        rf"(?=\d){_STARTS_ALONE}(?P<code>{number}|{_NO_DIGIT_BEFORE}{spaced}){_linked(LINKS)}{{0,{LINKED_BEFORE}}}"
+        rf"{_LINK_PUNCT}(?P<keyword>{'|'.join(map(_letters, words))})(?![^\W\d_])"
+        rf"(?!{_GAP_UNIT}{{0,{CVV_GAP}}}+\u2022)",
         re.IGNORECASE)
 
 
-_CVV = _keyword_after(CVV_WORDS, CVV_GLUED, 3, 4)
-_CVV_BEFORE = _keyword_before(tuple(w for w in CVV_WORDS if w != "cid"), 3, 4, True)  # "1234 is the cid": an id
-_PIN = _keyword_after(PIN_WORDS, (), 4, 12)  # ISO 9564: 4 to 12 digits
-_PIN_BEFORE = _keyword_before(PIN_WORDS, 4, 12, False)  # "1000 pin badges": pins
+# Code: within CVV_GAP characters with no digit or mask, the digits starting no word ("cvv abc123" holds none).
+_CODE_GAP = rf"{_GAP_UNIT}{{1,{CVV_GAP}}}+(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{{2}}))"
+# PIN, whose keyword is an everyday word: linking words only ("my pin is 4821", "my pin's 4821"), or punctuation.
+_PIN_GAP = rf"(?:['’]s)?(?:{_linked(LINKS + AFTER_LINKS)}{{1,{LINKED_AFTER}}}{_LINK_PUNCT}|{_FIRST_PUNCT})"
+_CVV = _keyword_after(CVV_WORDS, CVV_GLUED, 3, 4, _CODE_GAP)
+_CVV_BEFORE = _keyword_before(tuple(w for w in CVV_WORDS if w != "cid"), 3, 4)  # "1234 is the cid": an id
+_PIN = _keyword_after(PIN_WORDS, ("pin",), 4, 12, _PIN_GAP)  # ISO 9564: 4 to 12 digits; "pin4821"
+_PIN_BEFORE = _keyword_before(PIN_WORDS, 4, 12)
+# Whether the digits a pattern found are some other number, from the words around them (closed lists, mostly
+# English, lower case; a currency sign is a word here). Right before the digits (at most three spaces or marks
+# between, no sentence's end): an id, an amount or a time ("order 1234", "charged 1500", "since 2023", "$1500").
+OTHER_NUMBER_BEFORE = frozenset((
+    "since", "in", "from", "until", "till", "after", "before", "during", "by", "at", "on", "about", "over", "under",
+    "around", "than", "year", "years", "order", "orders", "ticket", "invoice", "case", "room", "ref", "reference",
+    "account", "acct", "booking", "tracking", "model", "version", "item", "flight", "page", "step", "phone", "tel",
+    "charged", "paid", "pay", "cost", "costs", "fee", "fees", "price", "total", "amount", "refund", "refunded",
+    "balance", "spent", "bill", "billed", "owe", "euro", "euros", "dollar", "dollars", "eur", "usd", "gbp", "chf",
+    "$", "€", "£", "¥", "dal", "dalla", "nel", "anno", "ordine", "pagato", "costo", "prezzo", "totale", "importo",
+    "desde", "año", "pedido", "pagado", "precio", "importe", "ano", "pago", "preço", "valor", "depuis", "année",
+    "commande", "payé", "prix", "montant", "seit", "jahr", "bestellung", "bezahlt", "preis", "betrag"))
+# ... and, before the keyword, the prepositions that link a PIN after it ("charged 1500 for the pin").
+OTHER_NUMBER_BEFORE_KEYWORD = OTHER_NUMBER_BEFORE | {
+    "for", "of", "to", "per", "di", "della", "del", "de", "para", "por", "do", "da", "pour", "du", "für", "von", "zu"}
+# Right after the digits (spaces only between): what they count or name ("2024 model", "1234 characters", "1500 €").
+OTHER_NUMBER_AFTER = frozenset((
+    "model", "models", "edition", "version", "update", "release", "series", "characters", "chars", "letters",
+    "times", "people", "pieces", "items", "euro", "euros", "eur", "dollar", "dollars", "usd", "gbp", "chf", "pounds",
+    "$", "€", "£", "¥", "%", "modello", "edizione", "versione", "caratteri", "modelo", "edición", "versión",
+    "caracteres", "modèle", "édition", "caractères", "modell", "ausgabe", "zeichen"))
+# Right after a keyword with the number before it (spaces only between): "pin" naming something else ("1500 is the
+# pin reset fee", "2024 was the pin change").
+OTHER_KEYWORD_AFTER = frozenset((
+    "reset", "resets", "change", "changes", "fee", "fees", "update", "updates", "year", "years", "model", "pad",
+    "pads", "badge", "badges", "letter", "letters", "mailer", "reminder", "reminders", "request", "requests",
+    "attempt", "attempts", "policy", "length", "limit", "limits", "lock", "unlock", "entry"))
+# A PIN before its keyword needs one of these between (or punctuation: "4821 (PIN)", "4821 = my pin"): "4821 is my
+# pin", "I chose 4821 as my PIN", not "2023 my pin".
+LINKING_VERBS = frozenset(("is", "was", "be", "would", "will", "should", "it's", "it’s", "that's", "that’s", "as",
+                           "è", "e'", "come", "es", "é", "est", "c'est", "c’est", "ist", "lautet", "als"))
+_CURRENCY = "$€£¥"
+_WORD_CHARS = 24  # a longer word is none of the lists'
+_SENTENCE_END = ".!?;\r\n"
 # Form fields named for the code (cvv, card_cvv, cardCvv, securityCode, cvc2, codice_sicurezza, "Your CVV?") or
 # the PIN (pin, cardPin, pin_code): a value of 3-4 digits (4-12 for a PIN) is masked whole, text or number, as no
 # keyword precedes it. Not "cid" (a customer or content id). The name ends with the keyword, a word such as "code"
@@ -711,6 +764,45 @@ _CARD_EXPIRY_CODE = re.compile("\u2022" + _AFTER_CARD_END)
 _AFTER_CODE = re.compile(_AFTER_CARD_END)
 
 
+def _word_before(text: str, at: int) -> str:
+    """The word or currency sign right before AT, past at most three spaces or marks (no sentence's end, no mask),
+    in lower case; "" if there is none."""
+    end, lo = at, max(0, at - 3)
+    while end > lo and not text[end - 1].isalnum() and text[end - 1] not in _CURRENCY:
+        if text[end - 1] in _SENTENCE_END or text[end - 1] == MASK:
+            return ""
+        end -= 1
+    if end and text[end - 1] in _CURRENCY:
+        return text[end - 1]
+    start = end
+    while start > 0 and end - start < _WORD_CHARS and text[start - 1].isalpha():
+        start -= 1
+    return "" if start and text[start - 1].isalpha() else _folded(text[start:end])
+
+
+def _word_after(text: str, at: int) -> str:
+    """The word, currency sign or "%" right after AT, past at most three spaces, in lower case; "" if none."""
+    start, hi = at, min(len(text), at + 3)
+    while start < hi and text[start] in " \t\u00a0\u202f":
+        start += 1
+    if start < len(text) and text[start] in _CURRENCY + "%":
+        return text[start]
+    end = start
+    while end < len(text) and end - start < _WORD_CHARS and text[end].isalpha():
+        end += 1
+    return "" if end < len(text) and text[end].isalpha() else _folded(text[start:end])
+
+
+def _folded(word: str) -> str:
+    return word.lower() if word.isascii() else unicodedata.normalize("NFKC", word).lower()  # "ＯＲＤＥＲ"
+
+
+def _linked_by_verb(gap: str) -> bool:
+    """Whether GAP, between a number and its keyword, holds punctuation ("4821 (PIN)") or a linking verb."""
+    return (any(not ch.isalnum() and not ch.isspace() and ch not in "'’" for ch in gap)
+            or any(_folded(word) in LINKING_VERBS for word in gap.split()))
+
+
 class CodeRule:
     """Digits a keyword names as secret (NAME: the rule), masked wherever they are typed: after the keyword, before
     it (PATTERNS), or as the value of a field named for it. The keyword stays; each digit becomes the card rule's
@@ -719,8 +811,9 @@ class CodeRule:
     mask = MASK
 
     def __init__(self, name: str, patterns: tuple[re.Pattern[str], ...], fewest: int, most: int,
-                 shortest: int) -> None:
+                 shortest: int, verb_before: bool) -> None:
         self.name, self.patterns, self.shortest = name, patterns, shortest  # SHORTEST: a shorter text holds none
+        self.verb_before = verb_before  # digits before the keyword need a linking verb or punctuation between
         self.fewest, self.largest = fewest, 10**most - 1  # (a field's number: its leading zeros are lost)
         self.value = re.compile(rf"\s*\d{{{fewest},{most}}}\s*")
 
@@ -750,9 +843,26 @@ class CodeRule:
         return self.patterns
 
     def _found(self, pattern: re.Pattern[str], text: str) -> Any:
-        """(where the match starts, where its digits start, where they end) for each match of PATTERN."""
+        """(where the match starts, where its digits start, where they end) for each match of PATTERN whose digits
+        the words around them do not name as another number (an amount, a year, an id)."""
+        before = "keyword" in pattern.groupindex  # the digits before their keyword
         for match in pattern.finditer(text):
-            yield (match.start(), *match.span(match.lastindex))
+            start, end = match.span("code")
+            if start < 0:
+                start, end = match.span("glued")
+            if not self._other_number(text, start, end, match.span("keyword") if before else None):
+                yield match.start(), start, end
+
+    def _other_number(self, text: str, start: int, end: int, keyword: tuple[int, int] | None) -> bool:
+        """Whether the digits from START to END, after their keyword or before it (at KEYWORD), are another number:
+        a bounded look at a few characters either side, so the rule stays linear."""
+        if _word_after(text, end) in OTHER_NUMBER_AFTER:
+            return True
+        if keyword is None:
+            return _word_before(text, start) in OTHER_NUMBER_BEFORE
+        return (_word_before(text, start) in OTHER_NUMBER_BEFORE_KEYWORD
+                or _word_after(text, keyword[1]) in OTHER_KEYWORD_AFTER
+                or self.verb_before and not _linked_by_verb(text[end:keyword[0]]))
 
     def redact_value(self, value: Any) -> tuple[Any, int]:
         """A field's value: a code (text or a whole number) masked, anything else as it is."""
@@ -770,7 +880,7 @@ class CvvRule(CodeRule):
     digit by digit."""
 
     def __init__(self) -> None:
-        super().__init__("cvv", (_CVV, _CVV_BEFORE), 3, 4, 6)  # "cvv123"
+        super().__init__("cvv", (_CVV, _CVV_BEFORE), 3, 4, 6, False)  # "cvv123"; "739 cvv" too
 
     def _patterns(self, text: str) -> Any:
         yield from self.patterns
@@ -794,12 +904,13 @@ class CvvRule(CodeRule):
 
 
 class PinRule(CodeRule):
-    """PINs (PCI DSS 3.3.1.3: never stored after authorisation): 4 to 12 digits (ISO 9564) after "PIN" and words
-    linking it to them, or just before it, and the value of a field named for one; as one number or digit by
-    digit."""
+    """PINs (PCI DSS 3.3.1.3: never stored after authorisation): 4 to 12 digits (ISO 9564) touching "PIN", after it
+    and words linking it to them or punctuation, or just before it with a linking verb or punctuation between, and
+    the value of a field named for one; as one number or digit by digit; not digits the words around them name as
+    another number (CodeRule._other_number)."""
 
     def __init__(self) -> None:
-        super().__init__("pin", (_PIN, _PIN_BEFORE), 4, 12, 8)  # "pin 1234"
+        super().__init__("pin", (_PIN, _PIN_BEFORE), 4, 12, 7, True)  # "pin1234"; not "1000 pin badges"
 
 
 @functools.lru_cache(maxsize=4096)

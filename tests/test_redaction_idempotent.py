@@ -126,8 +126,10 @@ def test_an_encoded_space_is_a_separator_wherever_a_run_starts(text: str, settin
 
 CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ",
                 " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ",  # an expiry after a (masked) card: no keyword
-                "my pin is ", "PIN: ")
-AFTER_NUMBER = (" is the cvv ", " (cvc) ", " is my pin ", " cvv2 ", " ", " ")  # a code or PIN before its keyword
+                "my pin is ", "PIN: ", "pin", "pin. ", "the pin for my debit card is now ",
+                "cvv for order ", "since ", "$")  # words before a number naming it another (ALGORITHM 8)
+AFTER_NUMBER = (" is the cvv ", " (cvc) ", " is my pin ", " cvv2 ", " ", " ",  # a code or PIN before its keyword
+                " as my PIN ", " is the pin reset ", " model ", " € ")
 
 
 def _number(rng: random.Random) -> str:
