@@ -497,8 +497,8 @@ class Deletions:
             rules = {room: self._rule(versions) for room, versions in batch.items()}
             wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
             loaded = self.source.load_many(wanted) if wanted else {}
-            for room in loaded:  # (the chats read for their steps: no other read)
-                held[room] = sorted({*held.get(room, ()), *self.sources.cases(room, loaded[room], holds)})
+            for room, cases in self.sources.cases_many(loaded, holds).items():  # (the chats read for their steps)
+                held[room] = sorted({*held.get(room, ()), *cases})
             held = {room: cases for room, cases in held.items() if cases}
             for room in rooms:
                 yield from self._unfinished_steps(batch[room], held.get(room), as_of)
@@ -674,10 +674,11 @@ class Deletions:
         for entry in self.entries.find({"room": {"$in": rooms}}, dict(ENTRY_FIELDS)).sort([("room", 1), ("version", 1)]):
             versions[entry["room"]].append(entry)
         loaded = self.source.load_many(rooms)
+        through = self.sources.cases_many(loaded, holds)
         why = f"erasure request: {reason}"
         for room in rooms:
             chat = loaded[room][0]
-            cases = sorted({*held.get(room, ()), *self.sources.cases(room, loaded[room], holds)})
+            cases = sorted({*held.get(room, ()), *through.get(room, ())})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
             if kept and isinstance(chat, SourceProblem):  # why a hold that reads the chat could not be ruled out
                 kept += f" (the source chat cannot be read, so it cannot be ruled out: {chat.reason})"
