@@ -410,12 +410,13 @@ class Holds:
         return changed
 
     def protect_through_sources(self, store_of: Callable[[dict[str, Any]], ObjectStore],
-                                holds: list[dict[str, Any]] | None = None,
-                                failures: list[str] | None = None) -> tuple[int, list[str]]:
+                                holds: list[dict[str, Any]] | None = None, failures: list[str] | None = None,
+                                keep: Callable[[], None] = lambda: None) -> tuple[int, list[str]]:
         """Set the S3 legal hold on the rooms HOLDS (default: the active ones) cover through their source
         chats alone: of the rooms with objects lacking it whose source chat is still there and that the index
         does not show held, those the source matches (SourceHolds). Each such source chat is read once (only
-        the rooms the holds name, where each names one). The entries changed, and the rooms found so held."""
+        the rooms the holds name, where each names one). KEEP() before each batch (a run's lease: this reads
+        every such source chat). The entries changed, and the rooms found so held."""
         holds = self.active() if holds is None else holds
         if self.sources is None or not holds:
             return 0, []
@@ -425,6 +426,7 @@ class Holds:
             lacking["room"] = {"$in": sorted(named)}
         changed, found = 0, []
         for batch in self._rooms(lacking):
+            keep()
             by_index = self.held_rooms(batch, holds)
             held = self.sources.held(sorted(self.sources.source.present(batch) - set(by_index)), holds)
             if held:
@@ -469,24 +471,32 @@ class Holds:
             event("legal_hold_failed", logging.WARNING, rooms=len(rooms), error=f"{type(exc).__name__}: {exc}")
             return 0
 
-    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore], through_sources: bool = True) -> int:
+    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore], through_sources: bool = True,
+             keep: Callable[[], None] = lambda: None) -> int:
         """Set the legal hold wherever an active hold applies (by the index, or THROUGH_SOURCES by the source
         chat) and it is missing (a crash, a failed put, a chat that changed), and clear it where none applies
-        any more (a release the store refused in part, a source chat no hold covers now); the entries changed."""
+        any more (a release the store refused in part, a source chat no hold covers now); the entries changed.
+        KEEP() before each batch of rooms: a run's lease, which this may outlast on a large archive."""
         holds = self.active()
-        changed = sum(self.protect(batch, store_of) for hold in holds for batch in self.rooms_of(hold))
+        changed = 0
+        for hold in holds:
+            for batch in self.rooms_of(hold):
+                keep()
+                changed += self.protect(batch, store_of)
         through: list[str] = []
         if through_sources:
-            added, through = self.protect_through_sources(store_of, holds)
+            added, through = self.protect_through_sources(store_of, holds, keep=keep)
             changed += added
-        return changed + self.unprotect_unheld(store_of, held=set(through))
+        return changed + self.unprotect_unheld(store_of, held=set(through), keep=keep)
 
     def unprotect_unheld(self, store_of: Callable[[dict[str, Any]], ObjectStore], failures: list[str] | None = None,
-                         held: frozenset[str] | set[str] = frozenset()) -> int:
+                         held: frozenset[str] | set[str] = frozenset(),
+                         keep: Callable[[], None] = lambda: None) -> int:
         """Clear the legal hold on every room that has it and no active hold covers (`unprotect`), but HELD
-        (found held just now: their source chats are not read again)."""
+        (found held just now: their source chats are not read again); KEEP() before each batch."""
         changed = 0
         for batch in self._rooms({"legal_hold": True}):
+            keep()
             batch = [room for room in batch if room not in held]
             changed += self.unprotect(batch, store_of, failures) if batch else 0
         return changed

@@ -560,7 +560,7 @@ def test_verify_names_a_contact_person_edited_in_the_index(make_config, keys, fi
 # -- review "today", finding 1: a hold by words matches the source as it stands, not only as redaction masks it ---
 
 AMOUNT = "I was charged 1500 for the pin reset, please refund it"  # an amount the pin rule may read as a PIN
-PIN = "I changed it today, my pin is 4821, please unlock the card"  # a PIN: masked in the archive, clear in the source
+PIN = "I changed it today, my pin is 4821, please unlock the card"  # masked in the archive, clear in the source
 SAID = [(AMOUNT, "1500"), (PIN, "4821")]
 
 
