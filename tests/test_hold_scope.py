@@ -681,3 +681,27 @@ def test_a_sub_millisecond_from_bound_is_applied_alike_by_the_index_and_the_sour
     hold = _place(config, "C", ended_from=end + dt.timedelta(microseconds=500))
     by_source = Deletions(config).sources.held([chat["room"]], [hold])
     assert open_holds(config).held_rooms([chat["room"]], [hold]) == by_source == {chat["room"]: ["C"]}
+
+
+def test_a_split_hold_is_looked_up_in_the_index_once_per_filter_for_a_batch_and_gets_the_s3_legal_hold(
+        make_config, monkeypatch) -> None:
+    """Three chats split so (agent A in the source, service S in the index): one index query for the batch (the
+    service: the agent is matched on the sources), not one per room; the retention run's repair gives their
+    archives the legal hold (their rooms held through the source and the index together)."""
+    from archiver.holds import Holds
+
+    config = retention_config(make_config, retention__rules={})  # nothing due: only the repair
+    chats = archive(config, 3)
+    service = index(config).find_one()["service"]
+    for chat in chats:
+        _agent_wrote(config, chat, "USER_agent_A@acd.example.com")
+        _contacts(config).update_many({"id": chat["room"]}, {"$set": {"serv_name": "Escalations"}})
+    hold = _place(config, "HR 12", agent="USER_agent_A@acd.example.com", service=service)
+    asked, real = [], Holds.rooms_matching
+    monkeypatch.setattr(Holds, "rooms_matching", lambda self, hold, group, rooms: asked.append((group, rooms))
+                        or real(self, hold, group, rooms))
+    rooms = sorted(c["room"] for c in chats)
+    assert Deletions(config).sources.held(rooms, [hold]) == {room: ["HR 12"] for room in rooms}
+    assert asked == [("service", rooms)]
+    retention(config)
+    assert index(config).count_documents({"legal_hold": True}) == 3
