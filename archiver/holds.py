@@ -57,7 +57,9 @@ def filters_of(hold: dict[str, Any], quiet: bool = False) -> SearchFilters:
     for name in _DATES:
         if name in given:
             given[name] = utc_bound(given[name])
-            if given[name] is None:
+            if given[name] is not None:  # as BSON stores it in the index's query: the source check alike
+                given[name] = _as_bson(given[name])
+            else:
                 del given[name]
                 if not quiet:
                     event("hold_date_out_of_range", logging.WARNING, case=hold.get("case"), hold=hold.get("_id"),
@@ -75,65 +77,115 @@ def describe(hold: dict[str, Any]) -> str:
 class SourceHolds:
     """Holds matched against source chats as they are now, whatever the index shows: a failed attempt's entry
     names nobody, a chat changes after it was archived (people added, re-opened and continued, moved to
-    another service), one never archived has no entry. Every filter a hold sets is decided on the chat: room;
-    customer (an author of its messages, or the contact's userID: who opened it) and agent (an author, or the
-    contact's agentID: who handled it); dates, type, channel, service and words as the archive pass would index
-    the chat now (redacted, normalised; words compared as `words` makes them, which the index's keyed hashes
-    are of). A filter that cannot be decided holds: a chat that cannot be read (SourceProblem, messages that
-    are not documents) is held by any hold but one by another room, one that cannot be normalised by any
-    whose people match."""
+    another service), one never archived has no entry. A hold covers a source chat when each filter it sets
+    (FILTER_GROUPS) is matched by the chat as it is now, or (through INDEX_ROOMS, which Holds sets) by some
+    index entry of its room, any version: a hold "agent A in service S" covers a chat archived in S before A
+    wrote in it and moved since. On the chat: room; customer (an author of its messages, or the contact's
+    userID: who opened it) and agent (an author, or the contact's agentID: who handled it); dates, type,
+    channel and service as the archive pass would index the chat now (redacted, normalised); words in its text
+    redacted as the index has them or as it stands, unredacted (compared as `words` makes them, which the
+    index's keyed hashes are of): the source still says in clear what redaction masks. A filter that cannot
+    be decided holds: a chat that cannot be read (SourceProblem, messages that are not documents) is held by
+    any hold but one by another room, one that cannot be normalised by any whose people match."""
 
     def __init__(self, source: ChatSource, redactor: Redactor, max_message_chars: int) -> None:
         self.source = source
         self.redactor = redactor
         self.max_message_chars = max_message_chars
+        # (hold, filter group, rooms) -> those of ROOMS some index entry of which matches the hold's filters
+        # of that group (Holds.rooms_matching); None: the source alone decides
+        self.index_rooms: Callable[[dict[str, Any], str, list[str]], set[str]] | None = None
 
     def cases(self, room: str, loaded: tuple[Any, Any] | None, holds: list[dict[str, Any]]) -> list[str]:
         """The cases of HOLDS that may cover ROOM's source chat (LOADED: chat, contact, as read) as it is now."""
-        chat, contact = loaded or (None, None)
-        if chat is None:
-            return []
-        people = _source_people(chat, contact)
-        indexed = functools.cache(lambda: self._indexed(chat, contact))  # only if a hold needs more than people
-        return sorted({hold["case"] for hold in holds
-                       if _covers(filters_of(hold, quiet=True), room, people, indexed)})
+        return self.cases_many({room: loaded}, holds).get(room, [])
+
+    def cases_many(self, loaded: dict[str, tuple[Any, Any] | None], holds: list[dict[str, Any]]
+                   ) -> dict[str, list[str]]:
+        """Of the rooms of LOADED (room: its source chat and contact, as read), those HOLDS may cover, with the
+        cases. People are decided first, a chat is normalised only for a hold whose room and people match it
+        (on the chat or the index), and once. The filters a chat does not match are looked up in the index,
+        one query per hold and filter group for all the rooms, and only for holds of two groups or more (for
+        one, that is Holds.held_rooms, which every caller asks too)."""
+        chats = {room: pair for room, pair in loaded.items() if pair and pair[0] is not None}
+        people = {room: _source_people(*pair) for room, pair in chats.items()}
+        indexed = {room: functools.cache(functools.partial(self._indexed, *pair)) for room, pair in chats.items()}
+        found: dict[str, set[str]] = {}
+        for hold in holds:
+            f = filters_of(hold, quiet=True)
+            groups = _groups(f)
+            split = self.index_rooms is not None and len(groups) > 1  # a filter may be matched by the index
+            rooms = [room for room in chats if f.room is None or f.room == room]
+            missing = {room: _people_missing(f, people[room]) for room in rooms}
+            by_index = self._by_index(hold, {r: m for r, m in missing.items() if m}) if split else set()
+            rest = [group for group in groups if group not in _PEOPLE]
+            unmatched: dict[str, set[str]] = {}
+            for room in (r for r in rooms if not missing[r] or r in by_index):
+                now = indexed[room]() if rest and people[room] is not None else None
+                left = set() if now is None else {group for group in rest if not now.matches(_only(f, group))}
+                if not left:
+                    found.setdefault(room, set()).add(hold["case"])
+                elif split:
+                    unmatched[room] = left
+            for room in self._by_index(hold, unmatched):
+                found.setdefault(room, set()).add(hold["case"])
+        return {room: sorted(cases) for room, cases in found.items()}
+
+    def _by_index(self, hold: dict[str, Any], wanted: dict[str, set[str]]) -> set[str]:
+        """The rooms of WANTED (room: filter groups of HOLD) each group of which some index entry of the room
+        matches (one query per group)."""
+        if not wanted or self.index_rooms is None:
+            return set()
+        matched = {group: self.index_rooms(hold, group, sorted(r for r, m in wanted.items() if group in m))
+                   for group in set().union(*wanted.values())}
+        return {room for room, groups in wanted.items() if all(room in matched[group] for group in groups)}
 
     def held(self, rooms: list[str], holds: list[dict[str, Any]]) -> dict[str, list[str]]:
         """Of ROOMS, those whose source chat (read now, one query per collection) HOLDS may cover, with the cases."""
         if not rooms or not holds:
             return {}
-        loaded = self.source.load_many(rooms)
-        found = {room: self.cases(room, loaded[room], holds) for room in rooms}
-        return {room: cases for room, cases in found.items() if cases}
+        return self.cases_many(self.source.load_many(rooms), holds)
 
     def _indexed(self, chat: dict[str, Any], contact: dict[str, Any] | None) -> "_Indexed | None":
         """CHAT as the archive pass would index it now; None if it could not archive it (a rule that cannot
-        be applied, a message too long, invalid text)."""
+        be applied, a message too long, invalid text). Its words unredacted too, at first use."""
         try:
             redacted = self.redactor.apply(chat, contact)
             status = "ended" if has_ended(redacted.chat) else "interim"
             return _Indexed(normalise(redacted.chat, redacted.contact, status=status,
-                                      max_message_chars=self.max_message_chars))
+                                      max_message_chars=self.max_message_chars),
+                            functools.partial(self._clear_words, chat, contact, status))
         except InvalidChat:
             return None
+
+    def _clear_words(self, chat: dict[str, Any], contact: dict[str, Any] | None, status: str) -> set[str]:
+        """The words of CHAT's messages unredacted: normalised as the archive pass would (unredacted), or
+        where that fails, of every message text as stored."""
+        try:
+            transcript = normalise(chat, contact, status=status, max_message_chars=self.max_message_chars)
+            return _words_of(m.text for m in transcript.messages)
+        except InvalidChat:
+            return _words_of(_raw_texts(chat))
 
 
 class _Indexed:
     """What holds by dates, type, channel, service and words read of a source chat: the index entry's values
-    (artifacts.index_entry) for it now; its words made at first use."""
+    (artifacts.index_entry) for it now; its words (redacted as indexed, and CLEAR_WORDS(): unredacted) made at
+    first use."""
 
-    def __init__(self, transcript: Transcript) -> None:
+    def __init__(self, transcript: Transcript, clear_words: Callable[[], set[str]] = set) -> None:
         self.transcript = transcript
+        self.clear_words = clear_words
         at = transcript.ended_at or transcript.last_message_at
-        self.ended_at = None if at is None else at.replace(microsecond=at.microsecond // 1000 * 1000)  # as BSON
+        self.ended_at = None if at is None else _as_bson(at)
 
     @functools.cached_property
     def words(self) -> set[str]:
-        found: set[str] = set()
-        for message in self.transcript.messages:
-            if message.text:
-                found |= words(message.text)
-        return found
+        return _words_of(m.text for m in self.transcript.messages)
+
+    @functools.cached_property
+    def all_words(self) -> set[str]:
+        return self.words | self.clear_words()
 
     def matches(self, f: SearchFilters) -> bool:
         t = self.transcript
@@ -144,27 +196,56 @@ class _Indexed:
             if self.ended_at is None or (f.ended_from is not None and self.ended_at < f.ended_from) or (
                     f.ended_to is not None and self.ended_at > f.ended_to):
                 return False
-        return f.text is None or words(f.text) <= self.words
+        # words masked in the archive (a number read as a PIN) are still in the source in clear: either holds
+        return f.text is None or words(f.text) <= self.words or words(f.text) <= self.all_words
 
 
-_INDEXED_FILTERS = {"ended_from", "ended_to", "ctlive_type", "channel", "service", "text"}
+def _words_of(texts: Iterable[Any]) -> set[str]:
+    found: set[str] = set()
+    for text in texts:
+        if text:
+            found |= words(text)
+    return found
 
 
-def _covers(f: SearchFilters, room: str, people: dict[str, set[str]] | None,
-            indexed: Callable[[], _Indexed | None]) -> bool:
-    """Whether a hold by F may cover ROOM's source chat: each filter it sets matches, or cannot be ruled out
-    (PEOPLE None: the chat cannot be read; INDEXED() None: it cannot be normalised)."""
-    if f.room is not None and f.room != room:
-        return False
+def _raw_texts(chat: dict[str, Any]) -> Iterator[str]:
+    """Every message's text as stored (`data.content.text`, where it is text)."""
+    for message in chat.get("messages") or []:
+        data = message.get("data") if isinstance(message, dict) else None
+        content = data.get("content") if isinstance(data, dict) else None
+        text = content.get("text") if isinstance(content, dict) else None
+        if isinstance(text, str):
+            yield text
+
+
+def _as_bson(at: dt.datetime) -> dt.datetime:
+    """AT truncated to milliseconds, as BSON stores a date (the index's, and a hold's bounds in its query)."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+# A hold's filters as the source check decides them, each group on the source or on some index entry
+FILTER_GROUPS = {"customer": ("customer",), "agent": ("agent",), "dates": _DATES, "ctlive_type": ("ctlive_type",),
+                 "channel": ("channel",), "service": ("service",), "text": ("text",)}
+_PEOPLE = ("customer", "agent")
+
+
+def _groups(f: SearchFilters) -> list[str]:
+    """The filter groups F sets (its room aside: decided on the room alone)."""
+    given = f.given().keys()
+    return [group for group, names in FILTER_GROUPS.items() if given & set(names)]
+
+
+def _people_missing(f: SearchFilters, people: dict[str, set[str]] | None) -> set[str]:
+    """The people filters of F a source chat naming PEOPLE does not match (none if it cannot be read: PEOPLE
+    None, it cannot be ruled out)."""
     if people is None:
-        return True
-    if (f.customer is not None and f.customer not in people["customer"]) or (
-            f.agent is not None and f.agent not in people["agent"]):
-        return False
-    if not _INDEXED_FILTERS & f.given().keys():
-        return True
-    now = indexed()
-    return now is None or now.matches(f)
+        return set()
+    return {role for role in _PEOPLE if getattr(f, role) is not None and getattr(f, role) not in people[role]}
+
+
+def _only(f: SearchFilters, group: str) -> SearchFilters:
+    """F's filters of GROUP alone."""
+    return SearchFilters(**{k: v for k, v in f.given().items() if k in FILTER_GROUPS[group]})
 
 
 def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
@@ -203,6 +284,8 @@ class Holds:
         self.key = key  # the search key, for holds by --text
         self.state = state  # the index state, which names the key the word hashes were made with
         self.sources = sources  # to match source chats too (retention, erasure, hold place/release)
+        if sources is not None:  # a filter a source chat does not match may be matched by an index entry
+            sources.index_rooms = self.rooms_matching
 
     def ensure_indexes(self) -> None:
         self.holds.create_index([("case", ASCENDING)], name="case")
@@ -270,6 +353,15 @@ class Holds:
                 found.setdefault(room, []).append(hold["case"])
         return {room: sorted(set(cases)) for room, cases in found.items()}
 
+    def rooms_matching(self, hold: dict[str, Any], group: str, rooms: list[str]) -> set[str]:
+        """Of ROOMS, those some index entry of which (any version) matches HOLD's filters of GROUP
+        (FILTER_GROUPS) alone; one query."""
+        if not rooms:
+            return set()
+        query = self.query({**hold, "filters": {k: v for k, v in hold["filters"].items()
+                                                if k in FILTER_GROUPS[group]}})
+        return {doc["room"] for doc in self.entries.find({"$and": [{"room": {"$in": rooms}}, query]}, {"room": 1})}
+
     def rooms_of(self, hold: dict[str, Any]) -> Iterator[list[str]]:
         """The rooms HOLD covers, in batches (streamed: a hold may cover millions of chats)."""
         return self._rooms(self.query(hold))
@@ -309,12 +401,13 @@ class Holds:
         return changed
 
     def protect_through_sources(self, store_of: Callable[[dict[str, Any]], ObjectStore],
-                                holds: list[dict[str, Any]] | None = None,
-                                failures: list[str] | None = None) -> tuple[int, list[str]]:
+                                holds: list[dict[str, Any]] | None = None, failures: list[str] | None = None,
+                                keep: Callable[[], None] = lambda: None) -> tuple[int, list[str]]:
         """Set the S3 legal hold on the rooms HOLDS (default: the active ones) cover through their source
         chats alone: of the rooms with objects lacking it whose source chat is still there and that the index
         does not show held, those the source matches (SourceHolds). Each such source chat is read once (only
-        the rooms the holds name, where each names one). The entries changed, and the rooms found so held."""
+        the rooms the holds name, where each names one). KEEP() before each batch (a run's lease: this reads
+        every such source chat). The entries changed, and the rooms found so held."""
         holds = self.active() if holds is None else holds
         if self.sources is None or not holds:
             return 0, []
@@ -324,6 +417,7 @@ class Holds:
             lacking["room"] = {"$in": sorted(named)}
         changed, found = 0, []
         for batch in self._rooms(lacking):
+            keep()
             by_index = self.held_rooms(batch, holds)
             held = self.sources.held(sorted(self.sources.source.present(batch) - set(by_index)), holds)
             if held:
@@ -368,24 +462,32 @@ class Holds:
             event("legal_hold_failed", logging.WARNING, rooms=len(rooms), error=f"{type(exc).__name__}: {exc}")
             return 0
 
-    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore], through_sources: bool = True) -> int:
+    def sync(self, store_of: Callable[[dict[str, Any]], ObjectStore], through_sources: bool = True,
+             keep: Callable[[], None] = lambda: None) -> int:
         """Set the legal hold wherever an active hold applies (by the index, or THROUGH_SOURCES by the source
         chat) and it is missing (a crash, a failed put, a chat that changed), and clear it where none applies
-        any more (a release the store refused in part, a source chat no hold covers now); the entries changed."""
+        any more (a release the store refused in part, a source chat no hold covers now); the entries changed.
+        KEEP() before each batch of rooms: a run's lease, which this may outlast on a large archive."""
         holds = self.active()
-        changed = sum(self.protect(batch, store_of) for hold in holds for batch in self.rooms_of(hold))
+        changed = 0
+        for hold in holds:
+            for batch in self.rooms_of(hold):
+                keep()
+                changed += self.protect(batch, store_of)
         through: list[str] = []
         if through_sources:
-            added, through = self.protect_through_sources(store_of, holds)
+            added, through = self.protect_through_sources(store_of, holds, keep=keep)
             changed += added
-        return changed + self.unprotect_unheld(store_of, held=set(through))
+        return changed + self.unprotect_unheld(store_of, held=set(through), keep=keep)
 
     def unprotect_unheld(self, store_of: Callable[[dict[str, Any]], ObjectStore], failures: list[str] | None = None,
-                         held: frozenset[str] | set[str] = frozenset()) -> int:
+                         held: frozenset[str] | set[str] = frozenset(),
+                         keep: Callable[[], None] = lambda: None) -> int:
         """Clear the legal hold on every room that has it and no active hold covers (`unprotect`), but HELD
-        (found held just now: their source chats are not read again)."""
+        (found held just now: their source chats are not read again); KEEP() before each batch."""
         changed = 0
         for batch in self._rooms({"legal_hold": True}):
+            keep()
             batch = [room for room in batch if room not in held]
             changed += self.unprotect(batch, store_of, failures) if batch else 0
         return changed

@@ -152,11 +152,13 @@ class Deletions:
         run = self.ledger.unfinished(kind)
         resumed = run is not None
         if run is None:
-            self.derive_contact_people()  # before holds are matched: an entry without them is held by any person's
+            # (both keep the lease, batch by batch: on a large archive they may outlast it; RunBusy if it was lost)
+            self.derive_contact_people(self.ledger.keep)  # before holds are matched: else held by any person's
             # S3 legal holds a crash or a failed put left unset; those of rooms held through their source chats
             # alone by a retention run only (it reads every source chat of an archive without one: not for one
             # customer's erasure, whose own chats are checked before each deletion)
-            self.holds.sync(self.store_of, through_sources=kind == "retention")
+            self.holds.sync(self.store_of, through_sources=kind == "retention", keep=self.ledger.keep)
+            self.ledger.keep()  # still ours: else another process runs, and this one begins no run
             run = self.ledger.begin(kind, now(), params, actor.as_dict(), self.policy.describe())
             self.ledger.record_plan(run, planner(_aware(run["as_of"])))
             run["state"] = "executing"
@@ -305,16 +307,17 @@ class Deletions:
         return (f"kept: not due under today's policy ({today}); this run was planned under the policy its report "
                 "states and resumed after it changed")
 
-    def derive_contact_people(self) -> int:
+    def derive_contact_people(self, keep: Callable[[], None] = lambda: None) -> int:
         """`opened_by` and `handled_by` (the contact's userID and agentID, transcript.CONTACT_PEOPLE) for entries
         indexed before they were, from the source contact while it is there (one contact document for the
         room); the fields set. Without one, every hold by customer (or agent) covers the entry
-        (search.contact_unknown)."""
+        (search.contact_unknown). KEEP() before each batch of rooms."""
         kept = {"status": {"$in": DESCRIBED}, "deletion.personal_data_removed": {"$exists": False}}
         missing = {field: {field: {"$exists": False}, **kept} for field in CONTACT_PEOPLE}
         rooms = sorted(set(self.entries.distinct("room", {"$or": list(missing.values())})))
         changed, projection = 0, {"id": 1, **{name: 1 for name, _ in CONTACT_PEOPLE.values()}}
         for i in range(0, len(rooms), ROOM_BATCH):
+            keep()
             contacts: dict[str, list[dict[str, Any]]] = {}
             try:
                 for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, projection):
@@ -497,8 +500,8 @@ class Deletions:
             rules = {room: self._rule(versions) for room, versions in batch.items()}
             wanted = [room for room in rooms if rules[room] and _due_anything(rules[room], batch[room], as_of)]
             loaded = self.source.load_many(wanted) if wanted else {}
-            for room in loaded:  # (the chats read for their steps: no other read)
-                held[room] = sorted({*held.get(room, ()), *self.sources.cases(room, loaded[room], holds)})
+            for room, cases in self.sources.cases_many(loaded, holds).items():  # (the chats read for their steps)
+                held[room] = sorted({*held.get(room, ()), *cases})
             held = {room: cases for room, cases in held.items() if cases}
             for room in rooms:
                 yield from self._unfinished_steps(batch[room], held.get(room), as_of)
@@ -674,10 +677,11 @@ class Deletions:
         for entry in self.entries.find({"room": {"$in": rooms}}, dict(ENTRY_FIELDS)).sort([("room", 1), ("version", 1)]):
             versions[entry["room"]].append(entry)
         loaded = self.source.load_many(rooms)
+        through = self.sources.cases_many(loaded, holds)
         why = f"erasure request: {reason}"
         for room in rooms:
             chat = loaded[room][0]
-            cases = sorted({*held.get(room, ()), *self.sources.cases(room, loaded[room], holds)})
+            cases = sorted({*held.get(room, ()), *through.get(room, ())})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
             if kept and isinstance(chat, SourceProblem):  # why a hold that reads the chat could not be ruled out
                 kept += f" (the source chat cannot be read, so it cannot be ruled out: {chat.reason})"

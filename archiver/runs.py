@@ -16,10 +16,11 @@ audit log refused stays `reporting`, and the next run of its kind writes it.
 Only one deletion run executes at a time, retention or erasure (an erasure and a retention
 run deleting the same archive at once would each act on an entry the other is changing): it
 holds the one lease in `index.retention_runs`, taken over when it expires or when its
-holder's process is gone. The holder renews it by time, whenever a third of it has passed
-(checked before each planned step and each step executed), so no slow plan or slow store
-outlasts it; a run that finds it lost (one step outlasted the whole lease, and another
-process took the run over) stops before its next step, deleting nothing more.
+holder's process is gone. The holder renews it by time (lease_clock), whenever a third of it
+has passed (checked before each planned step and each step executed, and before each batch of
+the hold repair retention.py does before the plan), so no slow repair, plan or store outlasts
+it; a run that finds it lost (one step outlasted the whole lease, and another process took the
+run over) stops before its next step, deleting nothing more.
 
 The report (counts per rule, every item with its outcome) is written into the run's
 document (counts, and where the report is) and, signed (detached CMS, the archiver's
@@ -81,6 +82,15 @@ class Step:
                 "reason": self.reason, **({"until": self.until} if self.until else {})}
 
 
+def lease_clock() -> float:
+    """Seconds, for how long since the lease was renewed: on Linux CLOCK_BOOTTIME, which counts a suspend of
+    the host (a VM or laptop asleep), as the server's lease runs out meanwhile; time.monotonic does not (it
+    would let a run that woke up go on deleting after another took over). Elsewhere time.monotonic."""
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
+
+
 class RunBusy(RuntimeError):
     """Another live process holds this kind of run."""
 
@@ -102,7 +112,7 @@ class RunLedger:
         self.steps = steps
         self.owner = worker_id()
         self._held = ""  # the kind of run whose lease this ledger holds ("": none)
-        self._renewed = 0.0  # when it was last taken or renewed (time.monotonic)
+        self._renewed = 0.0  # when it was last taken or renewed (lease_clock)
 
     def ensure_indexes(self) -> None:
         self.steps.create_index([("run", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)], name="run_state_seq")
@@ -113,7 +123,7 @@ class RunLedger:
 
     def acquire(self, kind: str) -> None:
         lock = LEASE
-        asked = time.monotonic()
+        asked = lease_clock()
         t = server_ms(self.runs.database)
         mine = {"owner": self.owner, "until_ms": t + LEASE_MS, "kind": kind}
         try:
@@ -133,7 +143,7 @@ class RunLedger:
 
     def renew(self, kind: str) -> None:
         """Keep the lease; RunBusy if another process took it over (this one stalled past it): stop."""
-        asked = time.monotonic()
+        asked = lease_clock()
         if self.runs.update_one({"_id": LEASE, "owner": self.owner},
                                 {"$set": {"until_ms": server_ms(self.runs.database) + LEASE_MS}}).matched_count != 1:
             raise RunBusy(f"the {kind} run's lease was taken over by another process; stopping")
@@ -143,7 +153,7 @@ class RunLedger:
         """Renew the lease held once a third of it has passed since it was last renewed (as archive passes renew
         their claims): called before every planned and executed step, so that slow steps, however few, never
         outlast it. RunBusy if it was lost meanwhile (one step outlasted it all): the caller does no more."""
-        if self._held and time.monotonic() - self._renewed > LEASE_MS / 3000:
+        if self._held and lease_clock() - self._renewed > LEASE_MS / 3000:
             self.renew(self._held)
 
     def release(self, kind: str) -> None:

@@ -555,3 +555,153 @@ def test_verify_names_a_contact_person_edited_in_the_index(make_config, keys, fi
     assert f"{field} {other!r} (record {person!r})" in problem.problem, problem
     index(config).update_one({}, {"$unset": {field: ""}})
     assert verify_archive(config, None, key).ok
+
+
+# -- review "today", finding 1: a hold by words matches the source as it stands, not only as redaction masks it ---
+
+AMOUNT = "I was charged 1500 for the pin reset, please refund it"  # an amount the pin rule may read as a PIN
+PIN = "I changed it today, my pin is 4821, please unlock the card"  # masked in the archive, clear in the source
+SAID = [(AMOUNT, "1500"), (PIN, "4821")]
+
+
+def _chat_saying(text: str, seed_no: int = 40):
+    chat, contact = make_chat(random.Random(seed_no), messages=6, start_ms=recent_ms(30))
+    msg = next(m for m in chat["messages"] if not m["data"]["content"]["user"]["isAgent"]
+               and isinstance(m["data"]["content"].get("text"), str))
+    msg["data"]["content"]["text"] = text
+    return chat, contact
+
+
+def _masked(config, text: str, word: str) -> bool:
+    """Whether the configured redaction masks WORD in TEXT (as the archive indexes it)."""
+    from archiver.redaction import Redactor
+    from archiver.search import words
+
+    chat, _ = _chat_saying(text)
+    redacted = Redactor.from_config(config).apply(chat, None).chat
+    return not any(word in words(m["data"]["content"].get("text") or "") for m in redacted["messages"]
+                   if isinstance(m["data"]["content"].get("text"), str))
+
+
+@pytest.mark.parametrize("said, held", SAID)
+def test_a_hold_by_words_redaction_masks_keeps_a_chat_never_archived(make_config, tmp_path, monkeypatch, said,
+                                                                      held) -> None:
+    """Only a failed attempt's entry. The source says the held words in clear; the archive pass would mask them
+    (a PIN): the erasure must not delete the chat (the hold is decided on the source as it stands too)."""
+    config = _keyed(make_config, tmp_path)
+    assert held != "4821" or _masked(config, said, held), "the PIN is masked as the archive indexes it"
+    chat, contact = _chat_saying(said)
+    seed(config, [(chat, contact)])
+    with monkeypatch.context() as patch:
+        patch.setattr(artifacts, "archive_in_worker",
+                      functools.partial(build_failing_record_puts, StoreError("connection reset")))
+        Archiver(config).run_pass()
+    assert index(config).find_one()["status"] != "archived"
+    _place(config, "Refund dispute", text=held)
+    _kept_by(erase(config, customer_of(chat)), "Refund dispute")
+    assert source(config).count_documents({}) == 1, "the held chat's source was erased"
+
+
+@pytest.mark.parametrize("said, held", SAID)
+def test_retention_keeps_an_archived_chat_whose_source_says_the_held_words_the_archive_masks(
+        make_config, tmp_path, said, held) -> None:
+    """Archived: its index words lack the masked number, so `search --text` cannot find it; the source still
+    says it in clear, so the hold keeps the source and (the source still there) the archive."""
+    config = _keyed(make_config, tmp_path)
+    chat, contact = _chat_saying(said)
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    hold = _place(config, "Refund dispute", text=held)
+    if _masked(config, said, held):
+        assert open_holds(config).held_rooms([chat["room"]], [hold]) == {}, "the index cannot match masked words"
+    age(config, 400)
+    result = retention(config)
+    assert any("held by case 'Refund dispute'" in i["reason"] for i in result.report["items"]), result.report
+    assert source(config).count_documents({}) == 1, "the held chat's source was deleted"
+    assert index(config).find_one()["status"] == "archived", "the held chat's archive was deleted"
+
+
+def test_a_hold_by_words_the_source_does_not_say_either_way_does_not_keep_it(make_config, tmp_path) -> None:
+    """Not every hold by words keeps every chat: words said neither in clear nor redacted rule it out."""
+    config = _keyed(make_config, tmp_path)
+    chat, contact = _chat_saying(PIN)
+    seed(config, [(chat, contact)])
+    index(config).delete_many({})
+    _place(config, "Other", text="9999")
+    erase(config, customer_of(chat))
+    assert source(config).count_documents({}) == 0
+
+
+# -- review "today", finding 2: people and other filters split between the index and the source -------------
+
+@pytest.mark.parametrize("other", ["service", "dates"])
+def test_a_hold_by_agent_and_another_filter_split_between_index_and_source_keeps_the_chat(make_config,
+                                                                                           other) -> None:
+    """v1 archived in service S, ended at T, without agent A. Then agent A writes in the chat, and it is moved to
+    "Escalations" (or continued: it ends days after T). A hold "agent A, service S" (or "agent A, ended around
+    T"): the index has S (T) without A, the source A without S (T). Each filter is matched by the source as it
+    is now or by a version in the index, so the chat is held, though neither matches the hold whole."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    entry = index(config).find_one()
+    assert entry["service"] and entry["service"] != "Escalations"
+    if other == "service":
+        _contacts(config).update_many({"id": chat["room"]}, {"$set": {"serv_name": "Escalations"}})
+        filters = {"service": entry["service"]}
+    else:
+        _make_held(config, chat, "dates")  # (the source's end moved 3 days on)
+        end = entry["ended_at"].replace(tzinfo=dt.timezone.utc)
+        filters = {"ended_from": end - dt.timedelta(minutes=1), "ended_to": end + dt.timedelta(minutes=1)}
+    _agent_wrote(config, chat, "USER_agent_A@acd.example.com")
+    hold = _place(config, "HR 12", agent="USER_agent_A@acd.example.com", **filters)
+    assert open_holds(config).held_rooms([chat["room"]], [hold]) == {}, "no version matches it whole"
+    _kept_by(erase(config, customer_of(chat)), "HR 12")
+    assert source(config).count_documents({}) == 1, "deleted"
+    assert index(config).find_one()["status"] == "archived", "archive deleted"
+
+
+def test_a_hold_split_between_index_and_source_is_not_matched_by_a_filter_neither_has(make_config) -> None:
+    """Agent A is in the source only, the service the hold names neither in the source nor the index: erased."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    _agent_wrote(config, chat, "USER_agent_A@acd.example.com")
+    _place(config, "HR 12", agent="USER_agent_A@acd.example.com", service="Nobody's service")
+    erase(config, customer_of(chat))
+    assert source(config).count_documents({}) == 0 and index(config).find_one()["status"] == "deleted"
+
+
+# -- review "today", finding 9: a date bound finer than a millisecond ---------------------------------------
+
+def test_a_sub_millisecond_from_bound_is_applied_alike_by_the_index_and_the_source(make_config) -> None:
+    """BSON keeps milliseconds: the index's query truncates `--from …000500` to the chat's end, which it then
+    matches; the source check truncates it alike (it compared the chat's end with the finer bound: no match)."""
+    config = retention_config(make_config)
+    (chat,) = archive(config, 1)
+    end = index(config).find_one()["ended_at"].replace(tzinfo=dt.timezone.utc)
+    hold = _place(config, "C", ended_from=end + dt.timedelta(microseconds=500))
+    by_source = Deletions(config).sources.held([chat["room"]], [hold])
+    assert open_holds(config).held_rooms([chat["room"]], [hold]) == by_source == {chat["room"]: ["C"]}
+
+
+def test_a_split_hold_is_looked_up_in_the_index_once_per_filter_for_a_batch_and_gets_the_s3_legal_hold(
+        make_config, monkeypatch) -> None:
+    """Three chats split so (agent A in the source, service S in the index): one index query for the batch (the
+    service: the agent is matched on the sources), not one per room; the retention run's repair gives their
+    archives the legal hold (their rooms held through the source and the index together)."""
+    from archiver.holds import Holds
+
+    config = retention_config(make_config, retention__rules={})  # nothing due: only the repair
+    chats = archive(config, 3)
+    service = index(config).find_one()["service"]
+    for chat in chats:
+        _agent_wrote(config, chat, "USER_agent_A@acd.example.com")
+        _contacts(config).update_many({"id": chat["room"]}, {"$set": {"serv_name": "Escalations"}})
+    hold = _place(config, "HR 12", agent="USER_agent_A@acd.example.com", service=service)
+    asked, real = [], Holds.rooms_matching
+    monkeypatch.setattr(Holds, "rooms_matching", lambda self, hold, group, rooms: asked.append((group, rooms))
+                        or real(self, hold, group, rooms))
+    rooms = sorted(c["room"] for c in chats)
+    assert Deletions(config).sources.held(rooms, [hold]) == {room: ["HR 12"] for room in rooms}
+    assert asked == [("service", rooms)]
+    retention(config)
+    assert index(config).count_documents({"legal_hold": True}) == 3

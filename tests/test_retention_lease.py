@@ -127,3 +127,67 @@ def test_a_run_that_lost_its_lease_while_planning_deletes_nothing(aged, monkeypa
     result = retention(aged)
     assert not result.resumed and result.ok and source(aged).count_documents({}) == 0
     assert Deletions(aged).ledger.runs.find_one({"_id": planned["_id"]})["state"] == "abandoned while planning"
+
+
+def test_a_slow_hold_repair_before_the_plan_keeps_the_lease(aged, monkeypatch) -> None:
+    """The repair before a run is planned (`holds.sync`) reads the source chat of every archived room under a hold
+    not by room, batch by batch: on a large archive it outlasts the lease. It keeps it (renewed per batch), so no
+    other process takes the run over and the run is not left `planning` (review "today", finding 5)."""
+    from archiver import holds as holds_module
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    open_holds(aged).place(SearchFilters(service="Nobody's service"), "Case S", "r", {"user": "l", "host": "h"})
+    monkeypatch.setattr(holds_module, "ROOM_BATCH", 1)  # three batches of one room, each read slowly
+    rival, real = Rival(aged), holds_module.SourceHolds.held
+
+    def slow(self, rooms, holds):
+        time.sleep(LEASE_MS / 3000 + 0.15)  # each batch longer than a third of the lease, all three past it
+        rival.try_now()
+        return real(self, rooms, holds)
+    monkeypatch.setattr(holds_module.SourceHolds, "held", slow)
+    result = retention(aged)
+    assert not rival.took_over, "the lease ran out while the run repaired the legal holds"
+    assert result.ok and source(aged).count_documents({}) == 0
+    runs_left = Deletions(aged).ledger.runs.find({"kind": "retention", "_id": {"$ne": runs.LEASE}})
+    assert [r["state"] for r in runs_left] == ["done"]
+
+
+def test_a_run_that_lost_its_lease_in_the_hold_repair_stops_before_it_begins(aged, monkeypatch) -> None:
+    """One batch of the repair hangs past the lease and another process takes it over: the run stops (RunBusy)
+    before it begins, leaving no run `planning` and deleting nothing."""
+    from archiver import holds as holds_module
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    open_holds(aged).place(SearchFilters(service="Nobody's service"), "Case S", "r", {"user": "l", "host": "h"})
+    rival, real = Rival(aged), holds_module.SourceHolds.held
+
+    def hangs(self, rooms, holds):
+        time.sleep(LEASE_MS / 1000 + 0.3)
+        rival.try_now()
+        return real(self, rooms, holds)
+    monkeypatch.setattr(holds_module.SourceHolds, "held", hangs)
+    with pytest.raises(RunBusy, match="taken over"):
+        retention(aged)
+    assert rival.took_over
+    assert list(Deletions(aged).ledger.runs.find({"kind": "retention", "_id": {"$ne": runs.LEASE}})) == []
+    assert source(aged).count_documents({}) == 3 and index(aged).count_documents({"status": "deleted"}) == 0
+
+
+@pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="CLOCK_BOOTTIME is Linux's")
+def test_a_host_suspended_past_the_lease_notices_it_lost_it_before_its_next_step(make_config, monkeypatch) -> None:
+    """The lease runs out on the server while the host sleeps (a suspended VM or laptop); time.monotonic does not
+    count the sleep, so the run would go on deleting after another process took over. Its clock counts it (faked
+    here: CLOCK_BOOTTIME runs LEASE_MS and a minute ahead, CLOCK_MONOTONIC does not): the next keep() checks
+    the lease, finds it taken and stops (review "today", finding 7)."""
+    ledger = Deletions(retention_config(make_config)).ledger
+    ledger.acquire("retention")
+    real, slept = time.clock_gettime, [0.0]
+    monkeypatch.setattr(time, "clock_gettime", lambda clock: real(clock) + (
+        slept[0] if clock == time.CLOCK_BOOTTIME else 0.0))
+    ledger.keep()  # not a third of the lease yet: nothing asked
+    slept[0] = runs.LEASE_MS / 1000 + 60
+    ledger.runs.update_one({"_id": runs.LEASE}, {"$set": {"owner": "another-host:1:x"}})  # taken over meanwhile
+    with pytest.raises(RunBusy, match="taken over"):
+        ledger.keep()
