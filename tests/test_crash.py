@@ -226,9 +226,10 @@ def test_a_sigstopped_archiver_cannot_archive_a_chat_another_quarantined_meanwhi
     a = subprocess.Popen([ARCHIVER, "--config", str(config), "run", "--no-progress"], start_new_session=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while entries.find_one({"room": "SLOW", "status": "uploading"}) is None:  # begun: its build under way
+    while entries.find_one({"room": "SLOW", "status": "uploading"}) is None:  # begun: its build about to start
         assert a.poll() is None and time.monotonic() < deadline, "A neither began the chat nor ran on"
         time.sleep(0.005)
+    time.sleep(0.05)  # handed to the worker, mostly: the build itself takes over 0.1 s of CPU
     os.killpg(a.pid, signal.SIGSTOP)  # with its worker process
     try:
         assert entries.find_one({"room": "SLOW"})["status"] == "uploading", "A finished before it was stopped"
@@ -244,4 +245,6 @@ def test_a_sigstopped_archiver_cannot_archive_a_chat_another_quarantined_meanwhi
     [entry] = entries.find({"room": "SLOW"})
     assert entry["status"] == "superseded", "no archive of a quarantined chat"
     on_disk = {p.relative_to(tmp_path / "store").as_posix() for p in (tmp_path / "store").rglob("*.p7m")}
-    assert on_disk and on_disk <= set(entry["superseded_objects"]), "what A stored is set aside on the entry"
+    assert on_disk <= set(entry["superseded_objects"]), "what A stored is set aside on the entry"
+    if not on_disk:  # stopped (on a loaded machine) before it handed the chat to its worker: dropped on waking
+        assert "left to other workers after this one's lease ran out" in out, out + err
