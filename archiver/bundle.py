@@ -55,8 +55,8 @@ SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root ove
    The first command checks each seal's signature at the time its timestamp (seal.json.p7s.tsr)
    states, the second that timestamp, at that same time (a seal without one: at its signing time):
 
-    $ for d in seals/*/; do SEAL_CMS; done
-    $ for d in seals/*/; do [ -f "${d}seal.json.p7s.tsr" ] || continue; SEAL_TSR; done
+    $ bad=0; for d in seals/*/; do { SEAL_CMS; } || bad=1; done; [ $bad = 0 ]
+    $ bad=0; for d in seals/*/; do [ -f "${d}seal.json.p7s.tsr" ] || continue; { SEAL_TSR; } || bad=1; done; [ $bad = 0 ]
 
    Each room's verification.json holds its inclusion_proof: the leaf, its index and the
    sibling hashes that lead to the seal's root (seal.json "root"); RFC 9162 section 2.1.3.2
@@ -66,9 +66,10 @@ SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root ove
             ).replace("SEAL_TSR", timestamp_command("${d}seal.json.p7s", "${d}seal.json.p7s.tsr", "TSA-CA.pem"))
 ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's signed record.json names at its position:
    its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 5; a file
-   a retry copied from an earlier version has "kept_from_version" after it; each line must say OK):
+   a retry copied from an earlier version has "kept_from_version" after it; each line must say
+   OK; the command fails otherwise):
 
-    $ for f in rooms/*/attachments/*; do [ -f "$f" ] || continue; n=$(expr "$(basename "$f" | cut -d- -f1)" + 0); h=$(sha256sum < "$f" | cut -d" " -f1); grep -qE "\"sha256\":\"$h\",\"content_type\":\"[^\"]*\",\"fetched_at\":\"[^\"]*\",\"object\":\"attachment-$n\"[,}]" "${f%/attachments/*}/record.json" && echo "OK $f" || echo "FAILED $f"; done
+    $ bad=0; for f in rooms/*/attachments/*; do [ -f "$f" ] || continue; n=$(expr "$(basename "$f" | cut -d- -f1)" + 0); h=$(sha256sum < "$f" | cut -d" " -f1); grep -qE "\"sha256\":\"$h\",\"content_type\":\"[^\"]*\",\"fetched_at\":\"[^\"]*\",\"object\":\"attachment-$n\"[,}]" "${f%/attachments/*}/record.json" && echo "OK $f" || { echo "FAILED $f"; bad=1; }; done; [ $bad = 0 ]
 
 """
 UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a room folder or file added after the
@@ -81,7 +82,8 @@ UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a
 
 """
 PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole file and was made by a certificate
-   that chained to your CA when it signed (each line must say OK, and at what time it checked).
+   that chained to your CA when it signed (each line must say OK, and at what time it checked;
+   the command fails otherwise).
    pdfsig checks the signature against a temporary NSS certificate database (certutil, Debian
    package libnss3-tools) that trusts CA.pem alone, and must report exactly one signature, "Total
    document signed", "Signature is Valid" and "Certificate is Trusted" or, once the certificate
@@ -387,7 +389,7 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, att
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
 
-    $ {cms_command(SUMS_SIGNATURE, SUMS, "CA.pem", fail=" false;")}
+    $ {cms_command(SUMS_SIGNATURE, SUMS, "CA.pem")}
 
    It must print OK; FAILED means {SUMS} is not the one signed (or not by a certificate of your CA).
 """ if signed else f"""1. The manifest is not signed (no signing identity was configured where this bundle was made).
@@ -438,9 +440,9 @@ each OK line says which time that was:
     $ sha256sum -c --strict {SUMS}
 
 {UNLISTED_STEP}{PDF_STEP}5. Every record's signature is valid and its signer chained to your CA at its signing time (each
-   line must say OK):
+   line must say OK; the command fails otherwise):
 
-    $ for d in rooms/*/; do {cms_command("${d}record.json.p7s", "${d}record.json", "CA.pem")}; done
+    $ bad=0; for d in rooms/*/; do {{ {cms_command("${d}record.json.p7s", "${d}record.json", "CA.pem")}; }} || bad=1; done; [ $bad = 0 ]
 
 {SEAL_STEP if sealed else ""}{ATTACHMENT_STEP.replace("{number}", str(6 + sealed)) if attached else ""}signer.crt.pem is the certificate the archive index names for the room (step 4 checks the one
 inside the PDF, step 5 the one inside record.json.p7s). Each verification.json also records

@@ -39,23 +39,24 @@ def token_time(tsr: str) -> str:
     return f'openssl ts -reply -in "{tsr}" -token_in -text 2>/dev/null | sed -n \'s/^Time stamp: //p\''
 
 
-def cms_command(signature: str, content: str, ca: str, timestamp: str = "", fail: str = "") -> str:
+def cms_command(signature: str, content: str, ca: str, timestamp: str = "") -> str:
     """Check the detached CMS SIGNATURE (DER) over CONTENT at its signing time, or, when the file TIMESTAMP
-    exists, at the time that token states (which timestamp_command checks). Paths may hold ${d}; FAIL is
-    run after printing FAILED."""
+    exists, at the time that token states (which timestamp_command checks). Paths may hold ${d}. It fails
+    (exit status) when it prints FAILED: a script that reads the status alone sees the failure too."""
     stamped = (f'if [ -f "{timestamp}" ]; then t=$({token_time(timestamp)}); '
                f'how="the time its RFC 3161 timestamp states (checked below)"; fi; ' if timestamp else "")
     return (f't=$({signing_time(signature)}); how="{SIGNER_TIME}"; {stamped}'
             f'[ -n "$t" ] && at=$(date -ud "$t" +%s) && openssl cms -verify -binary -inform DER -in "{signature}" '
             f'-content "{content}" -CAfile {ca} -attime "$at" -out /dev/null 2>/dev/null && echo "OK {content} '
-            f'(its signer chains to {ca} at $(date -ud @$at +%FT%TZ), $how)" || {{ echo "FAILED {content}";{fail} }}')
+            f'(its signer chains to {ca} at $(date -ud @$at +%FT%TZ), $how)" || {{ echo "FAILED {content}"; false; }}')
 
 
 def timestamp_command(data: str, tsr: str, tsa_ca: str) -> str:
-    """Check the RFC 3161 token TSR over the file DATA against TSA_CA, at the time the token states."""
+    """Check the RFC 3161 token TSR over the file DATA against TSA_CA, at the time the token states (fails when
+    it prints FAILED)."""
     return (f't=$({token_time(tsr)}); [ -n "$t" ] && openssl ts -verify -data "{data}" -in "{tsr}" -token_in '
             f'-CAfile {tsa_ca} -attime "$(date -ud "$t" +%s)" >/dev/null 2>&1 && echo "OK {tsr} (at '
-            f'$(date -ud "$t" +%FT%TZ), the time it states)" || echo "FAILED {tsr}"')
+            f'$(date -ud "$t" +%FT%TZ), the time it states)" || {{ echo "FAILED {tsr}"; false; }}')
 
 
 # One PDF, in a temporary folder holding it as t.pdf: pdfsig's verdict (in "info"), its CMS (t.pdf.sig0) and the
@@ -79,12 +80,13 @@ def pdf_command(pdfs: str, ca: str, tsa_ca: str) -> str:
     """A shell command printing "OK <pdf> (…)" or "FAILED <pdf>" for each of PDFS (a glob): OK when pdfsig finds
     exactly one signature, valid, over the whole file, by a certificate its NSS database (a temporary one
     trusting CA alone) finds trusted or expired, and openssl finds that signature, over the bytes pdfsig
-    names, made by a certificate that chained to CA at the time of signing (module docstring)."""
+    names, made by a certificate that chained to CA at the time of signing (module docstring). It fails (exit
+    status) when any PDF does."""
     steps = _PDF_STEPS
     for name, value in (("TOKEN_TIME", token_time("token")), ("TIMESTAMP_TIME", TIMESTAMP_TIME),
                         ("SIGNER_TIME", SIGNER_TIME), ("TRUSTED", PDFSIG_TRUSTED), ("TSA_CA", tsa_ca), ("CA", ca)):
         steps = steps.replace(f"@{name}@", value)
-    return ('here=$PWD; nss=$(mktemp -d); certutil -N -d "sql:$nss" --empty-password; '
+    return ('here=$PWD; bad=0; nss=$(mktemp -d); certutil -N -d "sql:$nss" --empty-password; '
             f'certutil -A -d "sql:$nss" -n CA -t CT,C,C -i {ca}; \\\n'
             f'  for f in {pdfs}; do w=$(mktemp -d); cp "$f" "$w/t.pdf"; ( cd "$w" && {steps.strip()} ) '
-            '|| echo "FAILED $f"; rm -rf "$w"; done; rm -rf "$nss"')
+            '|| { echo "FAILED $f"; bad=1; }; rm -rf "$w"; done; rm -rf "$nss"; [ $bad = 0 ]')

@@ -59,6 +59,8 @@ def _run_readme(folder: Path, ca: Path) -> list[tuple[str, int, str]]:
     results = []
     for command in _readme_commands(folder):
         done = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
+        # "every one must succeed": a step that names a failure fails (a script checks the exit status alone)
+        assert "FAILED" not in done.stdout or done.returncode != 0, (command, done.stdout)
         results.append((command, done.returncode, done.stdout + done.stderr))
     return results
 
@@ -767,6 +769,7 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     step = subprocess.run(["bash", "-c", next(c for c in _readme_commands(folder) if "pdfsig" in c)], cwd=folder,
                           capture_output=True, text=True)
     assert "FAILED rooms/CHAT_DEFAULT_forged-v1/transcript.pdf" in step.stdout.splitlines(), step
+    assert step.returncode != 0, step
 
 
 def test_a_bundle_is_not_signed_with_a_recipients_key(archived, keys, tmp_path, capsys) -> None:

@@ -81,12 +81,14 @@ def test_the_check_it_yourself_commands_catch_a_transcript_signed_by_a_self_made
     def run(command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
 
-    assert _verdicts(run(pdf_check).stdout) == [["OK", "transcript.pdf"]]
-    assert _verdicts(run(record_check).stdout) == [["OK", "record.json"]]
+    for check, name in ((pdf_check, "transcript.pdf"), (record_check, "record.json")):
+        done = run(check)
+        assert _verdicts(done.stdout) == [["OK", name]] and done.returncode == 0, done
     (folder / "transcript.pdf").write_bytes(_forged_pdf(tmp_path))
-    assert _verdicts(run(pdf_check).stdout) == [["FAILED", "transcript.pdf"]]
     (folder / "record.json").write_bytes((folder / "record.json").read_bytes() + b" ")
-    assert _verdicts(run(record_check).stdout) == [["FAILED", "record.json"]]
+    for check, name in ((pdf_check, "transcript.pdf"), (record_check, "record.json")):
+        done = run(check)  # a script that checks the exit status alone sees the failure too
+        assert _verdicts(done.stdout) == [["FAILED", name]] and done.returncode != 0, done
 
 
 def _failed_attempt(config, tmp_path, out: Path, *argv: str) -> tuple[int, str]:

@@ -103,3 +103,25 @@ def test_any_other_command_that_meets_the_store_down_is_exit_1_naming_the_settin
     err = capsys.readouterr().err
     assert code == 1, err
     assert "could not be reached (storage.url, storage.endpoint_url)" in err and dead in err and RETRY in err, err
+
+
+def test_a_local_store_directory_gone_is_an_outage_not_missing_objects(make_config, keys, tmp_path, capsys) -> None:
+    """An unmounted volume: retrieve, bundles and verify say the store cannot be reached (exit 1, audited as
+    unreachable), never that every object is missing (exit 3), and do not create an empty directory there."""
+    config = make_config()
+    entries = archive_samples(config, count=2)
+    root = Path(config["storage.url"].removeprefix("file://"))
+    root.rename(root.with_name("unmounted"))
+    runs = [("retrieve", entries[0]["room"], "--key", str(keys["legal.key.pem"]), "--out", str(tmp_path / "out"),
+             "--reason", "case 4"),
+            ("retrieve", "--bundle", str(tmp_path / "case.zip"), entries[0]["room"], "--key", str(keys["legal.key.pem"]),
+             "--reason", "case 4", "--workers", "1", "--no-progress"),
+            ("verify", entries[0]["room"], "--no-progress"), ("verify", "--all", "--no-progress")]
+    for argv in runs:
+        capsys.readouterr()
+        assert _cli(config, tmp_path, *argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "could not be reached" in err and "does not exist" in err and str(root) in err, err
+        assert "missing" not in err, err
+        assert audit(config)[-1]["outcome"] == "unreachable", (argv, audit(config)[-1])
+        assert not root.exists(), f"{argv} created the store directory"

@@ -23,7 +23,7 @@ def open_store(config: Config, writable: bool = True) -> ObjectStore:
     url = config["storage.url"]
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return _writable_local_store(url, Path(parsed.path)) if writable else LocalStore(Path(parsed.path))
+        return _writable_local_store(url, Path(parsed.path)) if writable else LocalStore(Path(parsed.path), create=False)
     return S3Store(
         parsed.netloc,
         parsed.path,

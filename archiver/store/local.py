@@ -13,23 +13,36 @@ from pathlib import Path
 from typing import Iterator
 
 from archiver.files import TEMP_PREFIX, publish, sync_file_system
-from archiver.store.base import ListedKey, ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError
+from archiver.store.base import (ListedKey, ObjectExists, ObjectLocked, ObjectMissing, StoredObject, StoreError,
+                                 StoreUnreachable)
 
 _META = ".meta.json"
 
 
 class LocalStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
+        """CREATE: make the directory if it is not there (to write); to read, one that is gone is an outage
+        (`_present`), never a store whose every object is missing."""
         self.root = root.resolve()
         self.url = f"file://{self.root}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._device = self.root.stat().st_dev
-        # Open from the start, so that sync() hears of every write-back error since (see sync_file_system).
-        self._sync_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        weakref.finalize(self, os.close, self._sync_fd)
+        self.create = create
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.is_dir():
+            self._device = self.root.stat().st_dev
+            # Open from the start, so that sync() hears of every write-back error since (see sync_file_system).
+            self._sync_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            weakref.finalize(self, os.close, self._sync_fd)
 
     def __reduce__(self) -> tuple:
-        return LocalStore, (self.root,)  # another process opens its own
+        return LocalStore, (self.root, self.create)  # another process opens its own
+
+    def _present(self) -> None:
+        """StoreUnreachable if the store's directory is gone (a volume not mounted, say): asked only when
+        something is not found, which is then no verdict on any object."""
+        if not self.root.is_dir():
+            raise StoreUnreachable(f"the store could not be reached (storage.url {self.url}): its directory does not "
+                                   "exist (a volume not mounted?)")
 
     def check_writable(self) -> None:
         """Create and remove a file in the store directory (OSError if that fails)."""
@@ -118,6 +131,7 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
+            self._present()
             raise ObjectMissing(f"{key}: not in {self.url}") from None
 
     def keys(self, prefix: str = "") -> list[str]:
@@ -127,10 +141,11 @@ class LocalStore:
         # Walk only the folder the prefix names (a version's folder, say), not the whole store.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self._path(folder) if folder else self.root
-        if base.is_dir():
-            for name in _walk(base, self.root):
-                if name.startswith(prefix):
-                    yield name
+        if not base.is_dir():  # nothing there: a store never written to lists nothing (reading an object says more)
+            return
+        for name in _walk(base, self.root):
+            if name.startswith(prefix):
+                yield name
 
     def iter_versions(self, prefix: str = "") -> Iterator[ListedKey]:
         return (ListedKey(key) for key in self.iter_keys(prefix))  # one version per key, without an id
@@ -145,6 +160,7 @@ class LocalStore:
         try:
             text = meta_path.read_text(encoding="utf-8")
         except FileNotFoundError:
+            self._present()
             return meta_path, {}
         if not text:  # linked unsynced by an attempt a power cut stopped (never indexed): it recorded no lock
             return meta_path, {}
@@ -175,7 +191,10 @@ class LocalStore:
         self.delete(key)  # one version per key here
 
     def versions(self, key: str) -> list[str]:
-        return [""] if self._path(key).is_file() else []  # one version per key, without an id
+        if self._path(key).is_file():
+            return [""]  # one version per key, without an id
+        self._present()
+        return []
 
     def stale_temporaries(self, prefix: str, older_than: dt.timedelta) -> list[str]:
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
