@@ -136,7 +136,9 @@ def _legal_team(config: config_module.Config, directory: Path, keys: Path, stamp
         print("\n".join(f"  {name}" for name in zf.namelist()))
     print(f"\nThe commands above ran inside this process: the demo's MongoDB ({config['mongodb.uri']}) is an "
           f"in-process stand-in, gone when it ends. To run them yourself, set mongodb.uri in {toml} to a "
-          "MongoDB server that holds chats and run `archiver run` first (README.md, first section).")
+          "MongoDB server that holds chats, and storage.url to a new folder (this store holds the demo's objects, "
+          "which that server's index will not know: verify would name each one), and run `archiver run` first "
+          "(README.md, first section).")
     return 0
 
 
@@ -145,7 +147,8 @@ def _toml(config: config_module.Config) -> str:
     only inside the demo's process, so that the same commands typed into a shell find nothing."""
     lines = ["# The settings of `archiver demo`. mongodb.uri is an in-process stand-in: its chats and index live",
              "# only inside the demo's own process, so these commands, typed into a shell, find nothing. To try",
-             "# them yourself, set mongodb.uri to a MongoDB server that holds chats and run `archiver run` first."]
+             "# them yourself, set mongodb.uri to a MongoDB server that holds chats, storage.url to a new folder",
+             "# (this store holds the demo's objects, which that index will not know), and run `archiver run` first."]
     for section, keys in (("mongodb", ["uri"]), ("storage", ["url"]), ("signing", ["certificate", "key", "trust_anchors"]),
                           ("encryption", ["recipients"])):
         lines.append(f"[{section}]")
