@@ -167,6 +167,20 @@ def test_the_table_says_which_entries_are_tombstones(archived, tmp_path, capsys)
     assert lines[gone["room"]][2] == "deleted" and lines[entries[1]["room"]][2] == "archived"
 
 
+def test_the_table_says_which_chats_had_not_ended(archived, tmp_path, capsys) -> None:
+    """An interim or abandoned chat (archived before or without its end) showed its last message's time
+    under ENDED with nothing else: read as the time the chat ended."""
+    config, entries = archived
+    index(config).update_one({"_id": entries[0]["_id"]}, {"$set": {"kind": "interim"}})
+    index(config).update_one({"_id": entries[1]["_id"]}, {"$set": {"kind": "abandoned"}})
+    assert _cli(config, tmp_path, "search") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:5] == ["ROOM", "VER", "STATUS", "KIND", "ENDED/LAST"], out[0]
+    lines = {line.split()[0]: line.split() for line in out[1:-1]}
+    assert [lines[e["room"]][3] for e in entries[:3]] == ["interim", "abandoned", "ended"], lines
+    assert all(len(line.split()[0]) < out[0].index("VER") for line in out[1:-1])  # room ids fit their column
+
+
 def test_text_search_with_another_key_is_refused_not_answered_empty(archived, tmp_path, capsys) -> None:
     """Words hashed under one key are not found under another: that search answered "0 entries", exit 0."""
     from archiver.pipeline import Archiver

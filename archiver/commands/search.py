@@ -133,8 +133,8 @@ def _print(found, as_json: bool) -> None:
     if as_json:
         print("[", end="")
     else:
-        print(f"{'ROOM':<48} {'VER':>3}  {'STATUS':<9} {'ENDED (UTC)':<19}  {'TYPE':<6} {'CHANNEL':<10} "
-              f"{'SERVICE':<20} AGENTS")
+        print(f"{'ROOM':<49} {'VER':>3}  {'STATUS':<9} {'KIND':<9} {'ENDED/LAST (UTC)':<19}  {'TYPE':<6} "
+              f"{'CHANNEL':<10} {'SERVICE':<20} AGENTS")
     for entry in found:
         count += 1
         if as_json:
@@ -145,10 +145,12 @@ def _print(found, as_json: bool) -> None:
 
 
 def _row(e: dict[str, Any]) -> str:
+    # KIND: whether the chat had ended (else its time is its last message's: an interim or abandoned chat)
     ended_at = stored_time(e.get("ended_at"))
     ended = ended_at.strftime("%Y-%m-%d %H:%M:%S") if ended_at else "-"
-    return (f"{e['room']:<48} {e['version']:>3}  {e.get('status', '-'):<9} {ended:<19}  {e.get('ctlive_type', '-'):<6} "
-            f"{e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} {','.join(e.get('agents', []))}")
+    return (f"{e['room']:<49} {e['version']:>3}  {e.get('status', '-'):<9} {e.get('kind', '-'):<9} {ended:<19}  "
+            f"{e.get('ctlive_type', '-'):<6} {e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} "
+            f"{','.join(e.get('agents', []))}")
 
 
 def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
