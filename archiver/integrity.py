@@ -343,7 +343,7 @@ def chain_check(name: str, status: Any, notes: list[str], trust: list[x509.Certi
     """Whether the signer of STATUS (validated now) chains to TRUST, at today's date or else at the time of
     signing (`signing_time`), as long-term validation does: a certificate that has expired since signing
     leaves a genuine archive valid. VALIDATE_AT(context) validates the same signature again."""
-    what = f"{name}: signer chains to the given CA"
+    what = f"{name}: signer chains to a trust anchor (--ca or signing.trust_anchors)"
     if status.trusted:
         return Check(what, True, "; ".join([status.summary(), *notes]))
     when = signing_time(status)
