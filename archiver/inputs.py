@@ -17,7 +17,8 @@ and regular expression literals are matched once for the whole file (neither run
 past the end of its line, as JSON strings cannot hold newlines, so where they are
 does not depend on where a document starts; a regular expression literal can only
 start where a value does: after `:`, `,`, `[` or `(`), and a document is a bracket
-and its match. A closer matches the nearest open bracket of its own kind, and
+and its match. Between documents, values are split where the matcher reads them, so
+a stray regular expression literal there is one unreadable value, its brackets its text. A closer matches the nearest open bracket of its own kind, and
 the brackets it skips stay unmatched, so one mismatched bracket cannot swallow the
 documents after it. A document whose bracket never closes ends where the next line
 starting with `{` at the same indentation begins or, in the top-level array
@@ -108,7 +109,10 @@ _STRING = r"""(?:"(?:[^"\\\n]++|\\.)*+"?|'(?:[^'\\\n]++|\\.)*+'?|`(?:[^`\\\n]++|
 _REGEX = r"""/(?![*/])(?:[^/\\\n\[]++|\\.|\[(?:[^\]\\\n]++|\\.)*+\]?)*+/?"""
 # The next bracket outside strings and regular expressions (group 1), or the end of the text: one match per bracket.
 _BRACKET = re.compile(rf"""(?:(?:(?<=\[)|[:,(])\s*+{_REGEX}|[^{{}}\[\]"'`/:,(]++|{_STRING}|[/:,(])*+(?:([{{}}\[\]])|\Z)""")
-_BARE = re.compile(rf"""(?:[^\n,{{}}\[\]"'`]++|{_STRING})*+""")  # no document: up to a line end, comma or bracket
+# No document: up to a line end, comma or bracket, past strings and regular expression literals as _BRACKET reads
+# them (one after `:` or `(` in it here; one that starts the value: `_Source._values`).
+_BARE = re.compile(rf"""(?:[:(]\s*+{_REGEX}|[^\n,{{}}\[\]"'`:(]++|{_STRING}|[:(])*+""")
+_REGEX_AT = re.compile(_REGEX)
 _BETWEEN = re.compile(r"[\s,]*")
 _DOC_LINE = re.compile(r"^[ \t]*\{", re.MULTILINE)
 _INDENT = re.compile(r"[ \t]*")
@@ -161,8 +165,7 @@ class _Source:
         """(start, end, unended) of each value at the top level, or in the top-level array; UNENDED:
         its bracket never closes and nothing after it marked where a next document starts."""
         first = _BETWEEN.match(self.text).end()
-        if first < len(self.text) and self.text[first] == "[":
-            close = self._match(first)
+        if first < len(self.text) and self.text[first] == "[" and (close := self._match(first)) is not None:
             end = close if close >= 0 else len(self.text)
             yield from self._values(first + 1, end, in_array=True)
             yield from self._values(end + 1, len(self.text))
@@ -172,29 +175,37 @@ class _Source:
     def _values(self, i: int, end: int, in_array: bool = False) -> Iterator[tuple[int, int, bool]]:
         """Values between I and END; each step moves on by at least one character."""
         while True:
-            i = _BETWEEN.match(self.text, i, end).end()
+            gap = _BETWEEN.match(self.text, i, end)
+            # A regular expression literal can start here (as _BRACKET reads one): after `,`, or `[` and spaces.
+            regex = "," in gap.group() or self.text[i - 1:i] == "["
+            i = gap.end()
             if i >= end:
                 return
             ch = self.text[i]
-            if ch in "{[":
-                close = self._match(i)
-                if close < 0:
-                    stop = self._next_document_line(i, end)
-                    if in_array:
-                        stop = self._next_element(i, stop)
-                    yield i, stop, in_array and stop == end
-                    i = stop
-                    continue
+            close = self._match(i) if ch in "{[" else None
+            if close is not None and close < 0:
+                stop = self._next_document_line(i, end)
+                if in_array:
+                    stop = self._next_element(i, stop)
+                yield i, stop, in_array and stop == end
+                i = stop
+                continue
+            if close is not None:
                 stop = close + 1
-            elif ch in "}]":  # closes nothing: reported with what follows it on its line
+            elif ch in "{}[]":  # closes nothing, or _BRACKET read it in a string: reported with what follows it
                 stop = _BARE.match(self.text, i + 1, end).end()
             else:
-                stop = _BARE.match(self.text, i, end).end()
+                literal = _REGEX_AT.match(self.text, i, end) if regex else None
+                stop = _BARE.match(self.text, literal.end() if literal else i, end).end()
+            stop = min(stop, end)
             yield i, stop, False
             i = stop
 
-    def _match(self, at: int) -> int:
-        return self.closes[bisect_left(self.opens, at)]
+    def _match(self, at: int) -> int | None:
+        """Where the bracket at AT closes (-1: never); None if _BRACKET read no bracket there (one in a string or
+        a regular expression literal)."""
+        k = bisect_left(self.opens, at)
+        return self.closes[k] if k < len(self.opens) and self.opens[k] == at else None
 
     def _next_document_line(self, at: int, end: int) -> int:
         """Where a bracket that never closes stops: the next line that starts with `{` at the

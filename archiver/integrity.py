@@ -168,6 +168,23 @@ def kept_whole(runs: Any, steps: Any, entry: dict[str, Any]) -> str:
             f"({step.get('detail') or step.get('reason')})")
 
 
+def missing_out_of_order(entry: dict[str, Any], opened: Opened) -> Check | None:
+    """For a kept version (`kept_whole`) checked as archived: a failed check if objects are missing that its
+    deletion cannot have removed, None if none is missing or only the first of its objects in the order
+    retention deletes them (ENTRY's `objects`, one by one, stopping at the first failure: a deletion cut short
+    leaves such a first part gone). The others were removed after its run kept it: held evidence gone."""
+    order = list(entry.get("objects") or {})
+    missing = {c.check.split(": ", 1)[0] for c in opened.checks if not c.ok and c.detail == MISSING}
+    gone = [name for name in order if name in missing]
+    if gone == order[:len(gone)]:
+        return None
+    stored = [name for name in order[:order.index(gone[-1])] if name not in missing]
+    return Check(f"a kept version lacks only objects its deletion removed before it was kept (retention deletes "
+                 f"{', '.join(order)} in that order: a deletion cut short leaves the first of them gone)", False,
+                 f"{', '.join(gone)} missing while {', '.join(stored)} {'is' if len(stored) == 1 else 'are'} "
+                 f"stored: removed after run {(entry.get('deletion') or {}).get('run')} kept it")
+
+
 def attachment_objects(entry: dict[str, Any]) -> list[str]:
     """The names of ENTRY's attachment objects: those it lists as fetched, and any in its objects."""
     listed = [f"attachment-{a.get('position')}" for a in entry.get("attachments") or [] if a.get("outcome") == "fetched"]
@@ -710,13 +727,17 @@ class Verifier:
 
     def _kept_whole(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """A tombstone whose deletion its run began, then kept (held: `kept_whole`), checked as the archive it
-        still is, and named as kept; None if it is not one, or if objects are only missing (a deletion begun:
-        the tombstone check names what is left). One with an object altered comes back with that failure."""
+        still is, and named as kept; None if it is not one, or if objects are only missing as its deletion, cut
+        short, left them (`missing_out_of_order`; the tombstone check names what is left). One with an object
+        altered, or missing otherwise, comes back with that failure."""
         why = kept_whole(self.runs, self.steps, entry)
         if not why:
             return None
         opened = check_stored({**entry, "status": "archived"}, self.open_store(entry))
-        if not opened.ok:  # held evidence with other bytes is tampering, named as for an archived version
+        if not opened.ok:  # held evidence with other bytes, or removed since, is tampering: named as such
+            removed = missing_out_of_order(entry, opened)
+            if removed is not None:
+                opened.checks.append(removed)
             return opened if any(not c.ok and c.detail != MISSING for c in opened.checks) else None
         report.kept.append(f"{entry['room']} v{entry.get('version')}: {why}; every object is stored as recorded")
         return opened

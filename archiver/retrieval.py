@@ -27,7 +27,8 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver import seals
-from archiver.integrity import MISSING, Check, Opened, check_content, check_stored, kept_whole, made_at
+from archiver.integrity import (MISSING, Check, Opened, check_content, check_stored, kept_whole, made_at,
+                                missing_out_of_order)
 from archiver.index import index_database
 from archiver.names import file_stem, folded
 from archiver.offline_checks import cms_command, pdf_command
@@ -110,12 +111,15 @@ def open_stored(config: Config, entry: dict[str, Any], store: ObjectStore) -> tu
     """ENTRY (from find_entry(..., kept=True)) fetched and checked against the index (`check_stored`), and the
     note of a kept version ("" for an archived one), which is checked as the archive it was: an object present
     but altered fails its check (exit 3), as an archive's. NotFound if an object is missing because the entry
-    is a tombstone: a kept one whose only failures are missing objects (its deletion went on before it was
-    kept), or one a run deleted since it was read."""
+    is a tombstone: a kept one whose only failures are the objects its deletion removes first missing (it went
+    on before it was kept; any other missing is a failed check: `missing_out_of_order`), or one a run deleted
+    since it was read."""
     note = kept_note(config, entry) if entry["status"] == "deleted" else ""
     opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
-    # Only objects gone: its deletion went on before the run kept it. One present but altered is tampering.
-    if note and not opened.ok and all(c.ok or c.detail == MISSING for c in opened.checks):
+    if note and not opened.ok and (removed := missing_out_of_order(entry, opened)) is not None:
+        opened.checks.append(removed)  # gone since the run kept it: tampering (exit 3), as one altered is
+    # Only the objects its deletion, cut short, removed first gone: its deletion went on before it was kept.
+    elif note and not opened.ok and all(c.ok or c.detail == MISSING for c in opened.checks):
         raise _deleted(f"version {entry['version']} of room {entry['room']!r}", entry,
                        "; not every object is stored as recorded: " + "; ".join(opened.failures()))
     if not opened.ok and not note:

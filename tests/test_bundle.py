@@ -898,10 +898,11 @@ def test_a_bundle_by_filters_takes_the_kept_version_and_still_leaves_out_a_finis
 
 
 def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, monkeypatch, tmp_path, capsys) -> None:
-    """Not the archive it was: as for `retrieve`, "being deleted" (exit 1), nothing written, by room or by filters."""
+    """Not the archive it was: its first object (pdf) gone is what its deletion, cut short, left: as for
+    `retrieve`, "being deleted" (exit 1), nothing written, by room or by filters."""
     from retrieval_helpers import index
     config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
-    path = stored_path(config, kept["objects"]["record"]["key"])
+    path = stored_path(config, kept["objects"]["pdf"]["key"])
     path.chmod(0o644)
     path.unlink()
     for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
@@ -914,6 +915,35 @@ def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, m
         assert "not every object is stored as recorded" in err and not out.exists()
         assert not list(tmp_path.glob(f".b{i}.zip*")) and audit(config)[-1]["outcome"] == "failed"
     assert index(config).find_one({"_id": kept["_id"]})["status"] == "deleted"
+
+
+def test_a_kept_version_with_an_object_removed_after_it_was_kept_fails_verification_and_means_no_bundle(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """Its record gone while its pdf (deleted first) is there: no deletion cut short leaves that, so it was
+    removed from held evidence after the run kept it: a failing room (exit 3), as `retrieve` and `verify` say."""
+    config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
+    key = kept["objects"]["record"]["key"]
+    path = stored_path(config, key)
+    path.chmod(0o644)
+    path.unlink()
+    run = kept["deletion"]["run"]
+    for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
+        out = tmp_path / f"b{i}.zip"
+        capsys.readouterr()
+        code = _bundle(config, tmp_path, *selection, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                       "--reason", "Subpoena 7", "--no-progress")
+        err = capsys.readouterr().err
+        assert code == 3 and "1 room(s) failed verification, so no bundle was written" in err, err
+        assert f"{kept['room']} v1: failed: record: stored object {key} has the recorded size and SHA-256 " \
+               "(the object is missing from the store)" in err and "being deleted" not in err, err
+        assert f"removed after run {run} kept it" in err and "Subpoena 7" in err, err
+        assert not out.exists() and not list(tmp_path.glob(f".b{i}.zip*"))
+        failed = audit(config)[-1]
+        assert failed["outcome"] == "failed" and f"removed after run {run} kept it" in failed["detail"], failed
+    from archiver.integrity import verify_archive
+    report = verify_archive(config, [kept["room"]])  # `verify` names it a problem too (exit 3), not KEPT
+    assert not report.ok and report.kept == [] and any(f"removed after run {run} kept it" in p.problem
+                                                       for p in report.problems), report.problems
 
 
 def test_a_kept_version_whose_object_was_altered_fails_verification_and_means_no_bundle(

@@ -523,6 +523,74 @@ def test_hostile_regex_literals_end_quickly_and_spare_the_others(bad: str, reaso
         [f[:2] + [f[2][:200]] for f in _failures(result)]
 
 
+@pytest.mark.parametrize("data, rooms, bad", [
+    # a regex literal starts after `[` or `,`: its `[` or `{` is its text, no bracket (bbfb750: 2 unreadable items)
+    ('[/[/{room: "a"}]\n', [], [(1, 1, "unterminated regular expression")]),
+    ('[/{/]{room: "z"}', ["z"], [(1, 1, "not a document")]),
+    ('[\n{room: "a"},\n/[/\n{room: "b"},\n{room: "c"}\n]\n', ["a", "b", "c"],
+     [(2, 3, "unterminated regular expression")]),  # b was read as part of the bad value, and never named
+    ('{room: "a"}, /[/\n{room: "b"}\n', ["a", "b"], [(2, 1, "unterminated regular expression")]),
+    ('[{room: "a"}, /{/, {room: "b"}, /]/]', ["a", "b"], [(2, 1, "not a document"), (4, 1, "not a document")]),
+    ('[ /{/ , {room: "a"}]', ["a"], [(1, 1, "not a document")]),
+    ('[ /[{/ , {room: "a"}]', [], [(1, 1, "unterminated regular expression")]),  # its class runs to the `]`
+    # after a closer it is no regex literal (a `/` is just wrong there): its `[` opens, and never closes
+    ('{room: "a"}\n/[/\n{room: "b"}\n', ["a", "b"], [(2, 2, "unterminated regular expression"),
+                                                     (3, 2, "unterminated regular expression")]),
+])
+def test_a_stray_regex_literal_at_the_top_level_is_one_unreadable_value(data: str, rooms: list[str],
+                                                                        bad: list[tuple]) -> None:
+    """The splitter reads a top-level regular expression literal where the bracket matcher does (it raised
+    IndexError or AttributeError when it stopped at a `[` or `{` inside one, and nothing was read)."""
+    (result,) = _read_isolated([data], timeout=30)
+    assert _rooms(result) == rooms, result
+    assert [(p, line) for p, line, _ in _failures(result)] == [(p, line) for p, line, _ in bad], result
+    assert all(why in reason for (*_, reason), (*_, why) in zip(_failures(result), bad)), result
+
+
+_FUZZ_SEEDS = [  # the reviewer's mutation fuzzer (reports/two-tests/fuzz_inputs.py): found IndexError/AttributeError
+    "{ _id: ObjectId('5f1d7f3e8e3b2a0012345678'), room: 'R1', t: ISODate('2024-01-01T00:00:00Z'), n: NumberLong(5), "
+    "r: /a[/]b/gi, b: BinData(0, 'AAEC'), h: HexData(0, '00ff'), m: MD5('0123456789abcdef0123456789abcdef'), "
+    "d: DBRef('c', ObjectId('5f1d7f3e8e3b2a0012345678'), 'db', {x: 1}), p: DBPointer('a.b', "
+    "ObjectId('5f1d7f3e8e3b2a0012345678')), s: `it's \"q\"`, x: 'a\\x41' + 'b\\n', l: Long('7'), i: Int32(3), "
+    "dd: Double(1.5), k: MinKey(), re: BSONRegExp('a', 'i'), v: Binary.fromInt8Array(new Int8Array([1, -2])), "
+    "ts: Timestamp({ t: 1, i: 2 }), c: Code('f', {a: 1}), u: UUID('12345678-1234-1234-1234-123456789012') }",
+    '{"room": "R2", "messages": [{"a": {"$date": "2024-01-01T00:00:00Z"}}, {"$oid": "5f1d7f3e8e3b2a0012345678"}], '
+    '"n": {"$numberLong": "5"}}',
+    "[{room: 'R3', a: [1, 2, /x/], b: {c: 'd'}}, {room: 'R4'}]",
+]
+_FUZZ_FRAGMENTS = [
+    "{", "}", "[", "]", "(", ")", "/", "//", "/*", "'", '"', "`", "\\", "\n", ",", ":", "+", " + ", "new ",
+    "ObjectId()", "ISODate(", "[Object]", "... 5 more items", "Invalid Date", "\\x", "\\xZZ", "\ud800", "\x00",
+    "NumberLong(", "Binary.fromPackedBits(new Uint8Array([1]), 9)", "Binary.fromFloat32Array(new Float32Array([1e40]))",
+    "Timestamp(Long(1))", "DBRef('a', 1, {$ref: 1})", "HexData(0, 'f')", "Binary(Buffer.from('zz', 'hex'))",
+    "Double('1_0')", "Date(true)", "NumberInt(2147483648)", "BSONRegExp('a', 'q')", "/a/gs", "/[/", "Code(1)",
+    "UUID('x')", "MD5(1)", "new new new Date(1)", "NumberDecimal('x')", "-Infinity", "NaN", "1e999", "-0",
+    "[/[/", "[/{/]", ",/{/", "(/[/",
+]
+
+
+def test_mutated_shell_and_extended_json_never_raise() -> None:
+    """6,000 mutations (fixed seed; about 2 s): every input gives items numbered 1, 2, ..., each a document or an
+    unreadable value with its place, and no exception other than the reader's own."""
+    rng = random.Random(1)
+    for _ in range(6000):
+        text = rng.choice(_FUZZ_SEEDS)
+        for _ in range(rng.randint(1, 6)):
+            at, op = rng.randrange(len(text) + 1), rng.random()
+            if op < 0.5:
+                text = text[:at] + rng.choice(_FUZZ_FRAGMENTS) + text[at:]
+            elif op < 0.8:
+                text = text[:at] + text[at + rng.randint(1, 5):]
+            else:
+                text = text + "\n" + rng.choice(_FUZZ_SEEDS)
+        try:
+            items = read_documents(text.encode("utf-8", "surrogatepass"))
+        except Exception as exc:
+            raise AssertionError(f"{type(exc).__name__}: {exc} on {text!r}") from exc
+        assert [i.position for i in items] == list(range(1, len(items) + 1)), text
+        assert all(isinstance(i, ParsedDocument) or i.line >= 1 and i.reason for i in items), text
+
+
 def test_reading_regex_literals_and_dbrefs_is_linear() -> None:
     """20,000 shell-notation documents with regex literals and DBRefs, on one line and as lines: well under 10 s."""
     doc = f"{{room: 'r', p: /[{{(\"']+x\\/y/gi, d: DBRef('c', ObjectId('{OID}'), 'db'), h: HexData(0, '00ff')}}"

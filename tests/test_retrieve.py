@@ -435,6 +435,68 @@ def test_a_kept_version_with_one_object_gone_and_another_altered_is_a_verificati
     assert audit(config)[-1]["outcome"] == "failed" and not (tmp_path / "o").exists()
 
 
+def _unlink_objects(config, entry: dict, names: list[str]) -> None:
+    for name in names:
+        path = stored_path(config, entry["objects"][name]["key"])
+        path.chmod(0o644)
+        path.unlink()
+
+
+@pytest.mark.parametrize("gone", [["record_signature"], ["record"], ["record", "record_signature"],
+                                  ["pdf", "record_signature"]])
+def test_a_kept_version_missing_objects_no_deletion_cut_short_leaves_is_a_verification_failure(
+        make_config, keys, monkeypatch, tmp_path, capsys, gone) -> None:
+    """Retention deletes a version's objects in the order of its `objects` (pdf, record, record_signature) and
+    stops at the first failure: a deletion cut short leaves a first part of them gone. Any other object missing
+    from a kept version was removed after its run kept it: held evidence gone, exit 3 (not "being deleted",
+    exit 1), audited as failed; `verify` names it a problem too, not KEPT."""
+    from archiver.integrity import verify_archive
+    from test_retention_resume import _held_after_cut_short
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    entry = index(config).find_one()
+    assert list(entry["objects"]) == ["pdf", "record", "record_signature"]  # the order retention deletes them in
+    _unlink_objects(config, entry, gone)
+    run = index(config).find_one()["deletion"]["run"]
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "Subpoena 7")
+    err = capsys.readouterr().err
+    assert code == 3 and "verification failed" in err and "being deleted" not in err, err
+    assert f"removed after run {run} kept it" in err and "Subpoena 7" in err, err
+    for name in gone:
+        assert f"{name}: stored object {entry['objects'][name]['key']} has the recorded size and SHA-256 " \
+               "(the object is missing from the store)" in err, err
+    assert not (tmp_path / "o").exists()
+    failed = audit(config)[-1]
+    assert failed["outcome"] == "failed" and f"removed after run {run} kept it" in failed["detail"], failed
+    report = verify_archive(config, [chat["room"]])
+    assert not report.ok and report.kept == [], report
+    assert any(f"removed after run {run} kept it" in p.problem for p in report.problems), report.problems
+    assert index(config).find_one()["deletion"]["state"] == "deleting"  # retrieval changes nothing
+
+
+@pytest.mark.parametrize("gone", [["pdf"], ["pdf", "record"], ["pdf", "record", "record_signature"]])
+def test_a_kept_version_missing_what_a_deletion_cut_short_leaves_is_being_deleted(
+        make_config, keys, monkeypatch, tmp_path, capsys, gone) -> None:
+    """The first objects in retention's order gone (all of them too: a crash before the tombstone was marked
+    done) is what a deletion cut short leaves: "being deleted by run X" (exit 1), and `verify` names the
+    unfinished deletion."""
+    from archiver.integrity import verify_archive
+    from test_retention_resume import _held_after_cut_short
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    entry = index(config).find_one()
+    _unlink_objects(config, entry, gone)
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "o"), "--reason", "Subpoena 7")
+    err = capsys.readouterr().err
+    assert code == 1 and f"being deleted by run {entry['deletion']['run']}" in err and "removed after" not in err, err
+    assert audit(config)[-1]["outcome"] == "failed" and not (tmp_path / "o").exists()
+    report = verify_archive(config, [chat["room"]])
+    assert not report.ok and report.kept == [], report
+    assert any("is not finished" in p.problem for p in report.problems), report.problems
+
+
 @pytest.mark.parametrize("allowed, said", [(0, "nothing was fetched or decrypted"),
                                            (1, "nothing was released: the decrypted files were removed")])
 def test_nothing_is_released_unless_the_audit_log_records_it(archived, keys, tmp_path, monkeypatch, capsys,
