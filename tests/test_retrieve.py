@@ -25,6 +25,8 @@ def archived(make_config):
     config = make_config()
     return config, archive_samples(config, count=2)
 
+CHAINS = "signer chains to a trust anchor (--ca or signing.trust_anchors)"  # the trust check's name in verification.json
+
 
 def _flip_byte(config, key: str) -> None:
     data = bytearray(stored_path(config, key).read_bytes())
@@ -196,7 +198,7 @@ def test_signatures_that_do_not_chain_to_the_given_ca_fail(archived, keys, tmp_p
                                     str(keys["legal.key.pem"]), "--reason", "case 6", "--ca", str(other["ca.crt.pem"]))
     assert code == 3 and outcome == "failed"
     err = capsys.readouterr().err
-    assert "chains to a trust anchor (--ca or signing.trust_anchors)" in err
+    assert CHAINS in err
     assert "Traceback" not in err, "the outcome is named once, without a library's stack traces"
     assert "could not be validated" in err, "with pyHanko's reason, in the check's words"
 
@@ -288,7 +290,7 @@ def test_a_chat_forged_under_another_ca_fails_against_the_configured_trust_ancho
     anchored = real.with_overrides(**{"signing.trust_anchors": [str(keys["ca.crt.pem"])]})
     assert run_cli(anchored, tmp_path, "retrieve", chat["room"], "--key", key, "--out", str(tmp_path / "case"),
                    "--reason", "case 7") == 3
-    assert "signer chains to a trust anchor (--ca or signing.trust_anchors)" in capsys.readouterr().err
+    assert CHAINS in capsys.readouterr().err
     assert not (tmp_path / "case").exists()
     assert run_cli(anchored, tmp_path, "verify", "--all", "--key", key, "--workers", "1") == 3
 
@@ -567,11 +569,11 @@ def test_an_archive_whose_signer_has_expired_since_still_retrieves_and_verifies_
     assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", key, "--out", str(tmp_path / "o"),
                    "--reason", "case 5", *anchors) == 0
     report = json.loads(next((tmp_path / "o").glob("*/verification.json")).read_text())
-    chained = {c["check"]: c for c in report["checks"] if "chains to a trust anchor (--ca or signing.trust_anchors)" in c["check"]}
-    assert set(chained) == {"pdf: signer chains to a trust anchor (--ca or signing.trust_anchors)", "record: signer chains to a trust anchor (--ca or signing.trust_anchors)"}
+    chained = {c["check"]: c for c in report["checks"] if CHAINS in c["check"]}
+    assert set(chained) == {f"pdf: {CHAINS}", f"record: {CHAINS}"}
     assert all(c["ok"] and "not at today's date" in c["detail"] for c in chained.values()), chained
-    assert "the time its RFC 3161 timestamp states" in chained["pdf: signer chains to a trust anchor (--ca or signing.trust_anchors)"]["detail"]
-    assert "the time its signer states" in chained["record: signer chains to a trust anchor (--ca or signing.trust_anchors)"]["detail"]
+    assert "the time its RFC 3161 timestamp states" in chained[f"pdf: {CHAINS}"]["detail"]
+    assert "the time its signer states" in chained[f"record: {CHAINS}"]["detail"]
 
     def checked(pdf: bytes):
         sig = PdfFileReader(BytesIO(pdf)).embedded_signatures[0]
