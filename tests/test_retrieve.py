@@ -20,12 +20,13 @@ from conftest import require_tool
 from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
 from test_pipeline import recent_ms, seed
 
+CHAINS = "signer chains to a trust anchor (--ca or signing.trust_anchors)"  # the trust check's name in verification.json
+
+
 @pytest.fixture
 def archived(make_config):
     config = make_config()
     return config, archive_samples(config, count=2)
-
-CHAINS = "signer chains to a trust anchor (--ca or signing.trust_anchors)"  # the trust check's name in verification.json
 
 
 def _flip_byte(config, key: str) -> None:
