@@ -322,6 +322,13 @@ def _int64(digits: str) -> int:
     return value
 
 
+def _int32_or_double(digits: str) -> int | float:
+    """A bare integer as the shells print it: an int32, or else the double it was (an int64 is a Long); digits
+    beyond int64 (no shell prints a double so: it writes 1.2e+29) are refused as in JSON."""
+    value = _int64(digits)
+    return value if -2**31 <= value < 2**31 else float(digits)
+
+
 def _strict_object(pairs: list[tuple[str, Any]]) -> Any:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -441,8 +448,9 @@ class _ShellParser:
             self.i = number.end()
             if number.group() == "-0":
                 return -0.0  # a BSON integer has no -0: the shell printed a double
+            # Both shells print an int64 as NumberLong(…) / Long(…): a bare integer beyond int32 was a double.
             try:
-                return json.loads(number.group(), parse_int=_int64)
+                return json.loads(number.group(), parse_int=_int32_or_double)
             except ValueError as exc:
                 raise _SyntaxError(number.start(), f"{exc} (BSON has no larger integer)") from None
         ident = _IDENT.match(self.text, self.i, self.end)
