@@ -30,6 +30,7 @@ from archiver import seals
 from archiver.integrity import (MISSING, Check, Opened, check_content, check_stored, kept_whole, made_at,
                                 missing_out_of_order)
 from archiver.index import index_database
+from archiver.mongo import stored_time
 from archiver.names import file_stem, folded
 from archiver.offline_checks import cms_command, pdf_command
 from archiver.visible import visible
@@ -160,7 +161,7 @@ def room_versions(config: Config, room: str) -> list[dict[str, Any]]:
     found = index_database(config)[config["index.entries"]].find(
         {"room": {"$eq": room}}, {"version": 1, "status": 1, "kind": 1, "archived_at": 1, "deletion.run": 1,
                                   "attachments_retry_of": 1, "_id": 0}).sort("version", 1)
-    return [{k: _text(v) for k, v in doc.items()} for doc in found]
+    return [{k: _text(v, k) for k, v in doc.items()} for doc in found]
 
 
 def _files(opened: Opened, report: dict[str, Any]) -> dict[str, bytes]:
@@ -205,9 +206,9 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
         "retrieved_by": request.actor.as_dict(),
         "reason": request.reason,
         "store": store,
-        "entry": {k: _text(entry.get(k)) for k in ("kind", "ended_at", "archived_at", "source_sha256",
+        "entry": {k: _text(entry.get(k), k) for k in ("kind", "ended_at", "archived_at", "source_sha256",
                                                    "signing_certificate_sha256")},
-        "objects": {name: {k: _text(v) for k, v in entry["objects"][name].items()}  # an attachment's fetch time
+        "objects": {name: {k: _text(v, k) for k, v in entry["objects"][name].items()}  # an attachment's fetch time
                     for name in [*FILES, *sorted(opened.sealed.keys() - FILES.keys())]},
         "checks": [asdict(c) for c in opened.checks],
         "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
@@ -273,5 +274,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _text(value: Any) -> Any:
+def _text(value: Any, name: str = "") -> Any:
+    """VALUE for verification.json: a time (a datetime, or a NAME in *_at the server returned as text, as
+    nx-27017 does for a date set with $set) in ISO 8601."""
+    if name.endswith("_at") and isinstance(value, str):
+        value = stored_time(value) or value
     return value.isoformat() if isinstance(value, dt.datetime) else value

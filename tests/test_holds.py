@@ -542,3 +542,21 @@ def test_a_hold_is_placed_or_released_only_once_the_audit_log_has_taken_its_entr
     assert main(["--config", toml, *argv]) == 1
     assert "disk full" in capsys.readouterr().err
     assert [(h["_id"], h["active"]) for h in open_holds(config).listing(everything=True)] == before
+
+
+def test_hold_list_reads_back_times_and_flags_as_the_stand_in_returns_them(make_config, tmp_path, capsys) -> None:
+    """nx-27017 returns a date set with $set as text ("2026-11-26 18:12:27.429000") and may return true as 1:
+    `hold list --all` crashed on a released hold, and --json printed that text and 0 as they came."""
+    config = retention_config(make_config)
+    archive(config, 1)
+    toml = _toml(config, tmp_path)
+    assert main(["--config", toml, "hold", "place", "--room", "R", "--case", "K", "--reason", "r"]) == 0
+    assert main(["--config", toml, "hold", "release", "--case", "K", "--reason", "done"]) == 0
+    holds = connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]]
+    holds.update_many({}, {"$set": {"released_at": "2026-11-26 18:12:27.429000", "active": 0}})
+    capsys.readouterr()
+    assert main(["--config", toml, "hold", "list", "--all"]) == 0
+    assert "released 2026-11-26" in capsys.readouterr().out
+    assert main(["--config", toml, "hold", "list", "--all", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["active"] is False and listed["released_at"] == "2026-11-26T18:12:27.429Z", listed

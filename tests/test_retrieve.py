@@ -586,3 +586,17 @@ def test_an_archive_whose_signer_has_expired_since_still_retrieves_and_verifies_
                    issuer=ca, not_before=ago(days=10), not_after=ago(days=1))
     late = Signer(SigningIdentity(expired.key, expired.cert, (ca.cert,))).sign_pdf(_minimal_pdf("late"))
     assert not checked(late).ok  # it states a time at which its certificate had expired
+
+
+def test_verification_json_times_are_iso_whatever_the_server_returned(archived, keys, tmp_path) -> None:
+    """nx-27017 returns a date set with $set as text ("2026-11-26 18:07:26.009000"): verification.json gave
+    that text for versions[].archived_at and entry.archived_at, not ISO 8601 as for the others."""
+    config, entries = archived
+    room = entries[0]["room"]
+    at = index(config).find_one({"room": room})["archived_at"].replace(tzinfo=None)
+    index(config).update_many({"room": room}, {"$set": {"archived_at": at.isoformat(" ", "microseconds")}})
+    assert run_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
+                   str(tmp_path / "o"), "--reason", "case 7") == 0
+    report = json.loads(next((tmp_path / "o").glob("*/verification.json")).read_text())
+    iso = at.isoformat() + "+00:00"
+    assert report["entry"]["archived_at"] == iso and report["versions"][0]["archived_at"] == iso, report

@@ -144,6 +144,7 @@ def _release(holds: Any, released: list[dict], store_of: Any, log: Any, actor: A
 def _list(found: list[dict], as_json: bool) -> int:
     from archiver.holds import describe
 
+    found = [_read_back(hold) for hold in found]
     if as_json:
         print(json.dumps(found, indent=1, default=iso_time, ensure_ascii=False))  # times as search prints them
         return OK
@@ -153,3 +154,12 @@ def _list(found: list[dict], as_json: bool) -> int:
                       f"reason={hold['reason']!r}"))
     print(f"{len(found)} hold(s)")
     return OK
+
+
+def _read_back(hold: dict[str, Any]) -> dict[str, Any]:
+    """HOLD with its times as datetimes and `active` a boolean, whatever the server returned (nx-27017: a date
+    set with $set comes back as text)."""
+    from archiver.mongo import stored_time
+
+    times = {k: stored_time(v) for k, v in hold.items() if k.endswith("_at") and stored_time(v) is not None}
+    return {**hold, **times, "active": bool(hold.get("active"))}
