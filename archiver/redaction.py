@@ -28,7 +28,7 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 import re2
 from bson import ObjectId
@@ -42,8 +42,12 @@ from bson.regex import Regex
 from archiver.config import SCHEMA, Config, ConfigError
 from archiver.transcript import InvalidChat
 
-ALGORITHM = 8  # bump when a detector changes what it finds: it is part of every settings version
+ALGORITHM = 9  # bump when a detector changes what it finds: it is part of every settings version
 # (the "cvv" rule came without a bump: its name in redaction.rules changes the version, and without it nothing does)
+# 9: after "pin", "and", "of", "set" (and "account") link only with a linking verb, ":" or "=" too ("the pin of 1999",
+#    "new pin and 3000 points" kept); "pincode"; a PIN in groups after such a link ("pin is 48 21"); an explicit
+#    link or none ("cvv: 739 euro", "CVV 739 update") is not undone by the word after the digits, but for a length
+#    ("pin is 1234 characters") or a year's version ("cvv 2024 update").
 # 8: "cvv" and "pin" keep digits the words around them name as another number (an id, amount, time or unit: "CVV for
 #    order 1234", "since 2023 my pin", "the pin is the 2024 model"); before its keyword no preposition links
 #    ("charged 1500 for the pin"), and before "pin" a verb or punctuation must; after "pin" more linking words
@@ -625,8 +629,8 @@ CVV_WORDS = (*CVV_GLUED, "cid", "card verification", "verification value", "secu
              "code de s(e|é)curit(e|é)", "cryptogramme", "(karten)?pr(ü|ue|u)f(nummer|ziffer|code)",
              "sicherheits(code|nummer|ziffer)")
 # A card's PIN (the "pin" rule), in the same languages: "PIN" itself (any case; "codice PIN", "PIN-Nummer" hold
-# it), German "Geheimzahl", French "code confidentiel".
-PIN_WORDS = ("pin", "geheimzahl", "code confidentiel", "personal identification number")
+# it), Dutch and German "pincode", German "Geheimzahl", French "code confidentiel".
+PIN_WORDS = ("pin(code)?", "geheimzahl", "code confidentiel", "personal identification number")
 CVV_GAP = 24  # characters at most between the keyword and the code ("cvv number on the back is 123")
 _GAP_UNIT = r"(?:[^\d%\u2022]|%[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))"  # no digit, no mask; "%3A" is one character
 # Words that link a keyword and a number on its other side, in the same languages: a PIN's digits follow "pin" with
@@ -645,7 +649,12 @@ LINKS = ("is", "was", "be", "would", "will", "should", "the", "my", "your", "its
 AFTER_LINKS = ("for", "of", "to", "and", "now", "still", "new", "set", "changed", "i", "use", "debit", "credit",
                "bank", "atm", "no.", "nr.", "num.", "per", "di", "della", "del", "ora", "nuovo", "bancomat",
                "de", "para", "por", "ahora", "nuevo", "do", "da", "agora", "novo", "pour", "du", "maintenant",
-               "nouveau", "für", "von", "zu", "jetzt", "neue", "neuer")
+               "nouveau", "für", "von", "zu", "jetzt", "neue", "neuer",
+               "account", "conto", "cuenta", "conta", "compte", "konto")
+# ... of which these link only with a linking verb, ":" or "=" too ("pin of my card: 4821", "I changed my pin and
+# it's 4821", "the pin for my bank account is 4821"): alone they join a count or a year ("new pin and 3000 points",
+# "the pin of 1999", "pin set for 2025", "pin for account 4821").
+WEAK_LINKS = frozenset(("and", "of", "set", "account", "conto", "cuenta", "conta", "compte", "konto"))
 LINKED_AFTER, LINKED_BEFORE = 6, 3
 _LINK_PUNCT = r"[^\w\u2022.!?;\r\n]{1,3}+"  # around linking words: spaces, ":", "=", "(", "—"; no sentence's end
 _FIRST_PUNCT = r"[^\w\u2022]{1,4}+"  # a PIN right after its keyword: a sentence's end too ("pin. 4821", "PIN\n4821")
@@ -672,16 +681,22 @@ def _digits(fewest: int, most: int) -> tuple[str, str]:
     return rf"\d{{{fewest},{most}}}", rf"\d(?:{_SPACING}\d){{{fewest - 1},{most - 1}}}"
 
 
+def _keyword(words: tuple[str, ...]) -> str:
+    return rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_])"
+
+
 def _keyword_after(words: tuple[str, ...], glued: tuple[str, ...], fewest: int, most: int,
-                   gap: str) -> re.Pattern[str]:
-    """The digits after a keyword: touching one of GLUED (group "glued"), or after any of WORDS and GAP (group
-    "code")."""
+                   gap: str, groups: bool = False) -> re.Pattern[str]:
+    """The digits after a keyword: touching one of GLUED (group "glued"), or after any of WORDS (_keyword) and GAP
+    as one number, digit by digit or (GROUPS) in groups of two to four digits (group "groups"). No group around the
+    gap: capturing it costs a quarter more on text full of keywords; _found reads it again where a match is."""
     number, spaced = _digits(fewest, most)
-    code = rf"(?:{number}{_ENDS}|{spaced}{_ENDS}(?!{_SPACING}[\d\u2022]))"
+    grouped = rf"|(?P<groups>\d{{2,3}}(?:[ \u00a0]\d{{2,4}}){{1,3}}){_ENDS}(?![ \u00a0][\d\u2022])" if groups else ""
+    code = rf"(?:{number}{_ENDS}|{spaced}{_ENDS}(?!{_SPACING}[\d\u2022]){grouped})"
     return re.compile(
         rf"(?=[{_first_letters(words)}])"  # first: the engine then skips to the next such letter (3-15 times faster)
         rf"(?<![^\W\d_])(?:(?:{'|'.join(map(_letters, glued))})(?![^\W\d_])(?P<glued>{number}){_ENDS}|"
-        rf"(?:{'|'.join(map(_letters, words))})(?![^\W\d_]){gap}(?P<code>{code}))",  # or any keyword, then a gap
+        rf"{_keyword(words)}{gap}(?P<code>{code}))",  # or any keyword, then a gap
         re.IGNORECASE)
 
 
@@ -703,8 +718,9 @@ _CODE_GAP = rf"{_GAP_UNIT}{{1,{CVV_GAP}}}+(?:(?<![^\W\d_])|(?<=%[0-9A-Fa-f]{{2}}
 _PIN_GAP = rf"(?:['’]s)?(?:{_linked(LINKS + AFTER_LINKS)}{{1,{LINKED_AFTER}}}{_LINK_PUNCT}|{_FIRST_PUNCT})"
 _CVV = _keyword_after(CVV_WORDS, CVV_GLUED, 3, 4, _CODE_GAP)
 _CVV_BEFORE = _keyword_before(tuple(w for w in CVV_WORDS if w != "cid"), 3, 4)  # "1234 is the cid": an id
-_PIN = _keyword_after(PIN_WORDS, ("pin",), 4, 12, _PIN_GAP)  # ISO 9564: 4 to 12 digits; "pin4821"
+_PIN = _keyword_after(PIN_WORDS, ("pin",), 4, 12, _PIN_GAP, True)  # ISO 9564: 4 to 12 digits; "pin4821"; "48 21"
 _PIN_BEFORE = _keyword_before(PIN_WORDS, 4, 12)
+_CVV_KEYWORD, _PIN_KEYWORD = (re.compile(_keyword(words), re.IGNORECASE) for words in (CVV_WORDS, PIN_WORDS))
 # Whether the digits a pattern found are some other number, from the words around them (closed lists, mostly
 # English, lower case; a currency sign is a word here). Right before the digits (at most three spaces or marks
 # between, no sentence's end): an id, an amount or a time ("order 1234", "charged 1500", "since 2023", "$1500").
@@ -721,11 +737,18 @@ OTHER_NUMBER_BEFORE = frozenset((
 OTHER_NUMBER_BEFORE_KEYWORD = OTHER_NUMBER_BEFORE | {
     "for", "of", "to", "per", "di", "della", "del", "de", "para", "por", "do", "da", "pour", "du", "für", "von", "zu"}
 # Right after the digits (spaces only between): what they count or name ("2024 model", "1234 characters", "1500 €").
-OTHER_NUMBER_AFTER = frozenset((
-    "model", "models", "edition", "version", "update", "release", "series", "characters", "chars", "letters",
-    "times", "people", "pieces", "items", "euro", "euros", "eur", "dollar", "dollars", "usd", "gbp", "chf", "pounds",
-    "$", "€", "£", "¥", "%", "modello", "edizione", "versione", "caratteri", "modelo", "edición", "versión",
-    "caracteres", "modèle", "édition", "caractères", "modell", "ausgabe", "zeichen"))
+# After an explicit link (":", "is", "="; _said) or none ("cvv 739 update"), only a length ("my pin is 1234
+# characters long?") or a version word after a year ("the pin is the 2024 model", "cvv 2024 update") keeps them.
+LENGTH_UNITS = frozenset(("characters", "chars", "letters", "digits", "%", "caratteri", "cifre", "caracteres",
+                          "dígitos", "caractères", "chiffres", "zeichen", "stellen"))
+VERSION_WORDS = frozenset(("model", "models", "edition", "version", "update", "release", "series", "standard",
+                           "modello", "edizione", "versione", "modelo", "edición", "versión", "modèle", "édition",
+                           "modell", "ausgabe"))
+OTHER_NUMBER_AFTER = LENGTH_UNITS | VERSION_WORDS | frozenset((
+    "times", "people", "pieces", "items", "points", "euro", "euros", "eur", "dollar", "dollars", "usd", "gbp", "chf",
+    "pounds", "$", "€", "£", "¥"))
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_GAP_MARKS = ":=,;()[]-—–>"  # around a word in a gap
 # Right after a keyword with the number before it (spaces only between): "pin" naming something else ("1500 is the
 # pin reset fee", "2024 was the pin change").
 OTHER_KEYWORD_AFTER = frozenset((
@@ -797,6 +820,16 @@ def _folded(word: str) -> str:
     return word.lower() if word.isascii() else unicodedata.normalize("NFKC", word).lower()  # "ＯＲＤＥＲ"
 
 
+def _words(gap: str) -> list[str]:
+    return [_folded(word.strip(_GAP_MARKS)) for word in gap.split()]
+
+
+def _said(gap: str, words: Iterable[str]) -> bool:
+    """Whether GAP (its WORDS), between a keyword and the digits after it, links them explicitly: ":", "=", "'s" or
+    a linking verb ("pin: 4821", "my pin's 4821", "the pin for my bank account is 4821")."""
+    return ":" in gap or "=" in gap or gap[:2] in ("'s", "’s") or any(word in LINKING_VERBS for word in words)
+
+
 def _linked_by_verb(gap: str) -> bool:
     """Whether GAP, between a number and its keyword, holds punctuation ("4821 (PIN)") or a linking verb."""
     return (any(not ch.isalnum() and not ch.isspace() and ch not in "'’" for ch in gap)
@@ -811,9 +844,10 @@ class CodeRule:
     mask = MASK
 
     def __init__(self, name: str, patterns: tuple[re.Pattern[str], ...], fewest: int, most: int,
-                 shortest: int, verb_before: bool) -> None:
+                 shortest: int, verb_before: bool, keyword: re.Pattern[str]) -> None:
         self.name, self.patterns, self.shortest = name, patterns, shortest  # SHORTEST: a shorter text holds none
         self.verb_before = verb_before  # digits before the keyword need a linking verb or punctuation between
+        self.keyword = keyword  # where the gap between a keyword and the digits after it starts
         self.fewest, self.largest = fewest, 10**most - 1  # (a field's number: its leading zeros are lost)
         self.value = re.compile(rf"\s*\d{{{fewest},{most}}}\s*")
 
@@ -846,21 +880,46 @@ class CodeRule:
         """(where the match starts, where its digits start, where they end) for each match of PATTERN whose digits
         the words around them do not name as another number (an amount, a year, an id)."""
         before = "keyword" in pattern.groupindex  # the digits before their keyword
+        grouped = "groups" in pattern.groupindex  # (the PIN's digits in groups: "pin is 48 21")
         for match in pattern.finditer(text):
             start, end = match.span("code")
-            if start < 0:
+            if before:
+                other = self._other_before(text, start, end, match.span("keyword"))
+            elif start < 0:  # touching the keyword ("pin4821")
                 start, end = match.span("glued")
-            if not self._other_number(text, start, end, match.span("keyword") if before else None):
+                other = self._other_after(text, start, end, "", None)
+            else:
+                gap = text[self.keyword.match(text, match.start()).end():start]  # type: ignore[union-attr]
+                other = self._other_after(text, start, end, gap, match["groups"] if grouped else None)
+            if not other:
                 yield match.start(), start, end
 
-    def _other_number(self, text: str, start: int, end: int, keyword: tuple[int, int] | None) -> bool:
-        """Whether the digits from START to END, after their keyword or before it (at KEYWORD), are another number:
-        a bounded look at a few characters either side, so the rule stays linear."""
-        if _word_after(text, end) in OTHER_NUMBER_AFTER:
+    @staticmethod
+    def _other_after(text: str, start: int, end: int, gap: str, groups: str | None) -> bool:
+        """Whether the digits from START to END after their keyword and GAP (bounded: the rule stays linear) are
+        not the code or PIN: an id, amount or time by the word before them, a weak link (WEAK_LINKS) or groups with
+        no explicit one, or a unit or version by the word after them, which an explicit link or none at all ("cvv:
+        739 euro", "CVV 739 update") overrules but for a length ("pin is 1234 characters") or a year's version
+        ("cvv 2024 update")."""
+        if _word_before(text, start) in OTHER_NUMBER_BEFORE:
             return True
-        if keyword is None:
-            return _word_before(text, start) in OTHER_NUMBER_BEFORE
-        return (_word_before(text, start) in OTHER_NUMBER_BEFORE_KEYWORD
+        blank = gap.isspace() or not gap  # touching the keyword, or spaces alone between
+        words = () if blank else _words(gap)
+        said = not blank and _said(gap, words)
+        if not said and (groups or any(word in WEAK_LINKS for word in words)):
+            return True
+        if groups and sum(ch.isdigit() for ch in groups) > 12:
+            return True
+        after = _word_after(text, end)
+        if not (said or blank):  # a weak link: any word naming another number
+            return after in OTHER_NUMBER_AFTER
+        return after in LENGTH_UNITS or after in VERSION_WORDS and _YEAR.fullmatch(text, start, end) is not None
+
+    def _other_before(self, text: str, start: int, end: int, keyword: tuple[int, int]) -> bool:
+        """Whether the digits from START to END before their keyword (at KEYWORD) are another number: a bounded look
+        at a few characters either side, so the rule stays linear."""
+        return (_word_after(text, end) in OTHER_NUMBER_AFTER
+                or _word_before(text, start) in OTHER_NUMBER_BEFORE_KEYWORD
                 or _word_after(text, keyword[1]) in OTHER_KEYWORD_AFTER
                 or self.verb_before and not _linked_by_verb(text[end:keyword[0]]))
 
@@ -880,7 +939,7 @@ class CvvRule(CodeRule):
     digit by digit."""
 
     def __init__(self) -> None:
-        super().__init__("cvv", (_CVV, _CVV_BEFORE), 3, 4, 6, False)  # "cvv123"; "739 cvv" too
+        super().__init__("cvv", (_CVV, _CVV_BEFORE), 3, 4, 6, False, _CVV_KEYWORD)  # "cvv123"; "739 cvv" too
 
     def _patterns(self, text: str) -> Any:
         yield from self.patterns
@@ -906,11 +965,11 @@ class CvvRule(CodeRule):
 class PinRule(CodeRule):
     """PINs (PCI DSS 3.3.1.3: never stored after authorisation): 4 to 12 digits (ISO 9564) touching "PIN", after it
     and words linking it to them or punctuation, or just before it with a linking verb or punctuation between, and
-    the value of a field named for one; as one number or digit by digit; not digits the words around them name as
-    another number (CodeRule._other_number)."""
+    the value of a field named for one; as one number, digit by digit, or in groups after an explicit link; not
+    digits the words around them name as another number (CodeRule._other_after, _other_before)."""
 
     def __init__(self) -> None:
-        super().__init__("pin", (_PIN, _PIN_BEFORE), 4, 12, 7, True)  # "pin1234"; not "1000 pin badges"
+        super().__init__("pin", (_PIN, _PIN_BEFORE), 4, 12, 7, True, _PIN_KEYWORD)  # "pin1234"; not "1000 pin badges"
 
 
 @functools.lru_cache(maxsize=4096)

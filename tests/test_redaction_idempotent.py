@@ -127,9 +127,10 @@ def test_an_encoded_space_is_a_separator_wherever_a_run_starts(text: str, settin
 CVV_KEYWORDS = ("cvv ", "cvv2 ", "CVC2:", "cid ", "security code is ", "cvv=", "cvv%20", "codice di sicurezza ",
                 " 12/27 ", " 01/2029 ", "•••• 1111 03/28 ",  # an expiry after a (masked) card: no keyword
                 "my pin is ", "PIN: ", "pin", "pin. ", "the pin for my debit card is now ",
-                "cvv for order ", "since ", "$")  # words before a number naming it another (ALGORITHM 8)
+                "cvv for order ", "since ", "$",  # words before a number naming it another (ALGORITHM 8)
+                "pin and ", "the pin of ", "pincode: ", "pin is 48 ", "cvv: ")  # weak links, groups (ALGORITHM 9)
 AFTER_NUMBER = (" is the cvv ", " (cvc) ", " is my pin ", " cvv2 ", " ", " ",  # a code or PIN before its keyword
-                " as my PIN ", " is the pin reset ", " model ", " € ")
+                " as my PIN ", " is the pin reset ", " model ", " € ", " characters ", " 21 ")
 
 
 def _number(rng: random.Random) -> str:

@@ -61,6 +61,19 @@ from test_redaction_cvv import only
     ("I chose 4821 as my PIN", "I chose •••• as my PIN"),
     ("4821 als PIN", "•••• als PIN"),
     ("4821 = my pin", "•••• = my pin"),
+    # the review of 2026-11-26 (two, finding 4): left in clear under ALGORITHM 8
+    ("pincode: 4821", "pincode: ••••"),  # Dutch, and common in German
+    ("Pincode 4821", "Pincode ••••"),
+    ("mijn pincode is 4821", "mijn pincode is ••••"),
+    ("the pin for my bank account is 4821", "the pin for my bank account is ••••"),  # "account" with "is"
+    ("pin is 48 21", "pin is •• ••"),  # in groups after a linking verb or ":"
+    ("PIN: 482 193", "PIN: ••• •••"),
+    ("pin changed to 4821", "pin changed to ••••"),  # "changed", "to" link alone ("pin set to 4821" is missed)
+    # (finding 5): an explicit link ("is", ":", "=") or none at all says what the number is, whatever word follows
+    ("my pin is 4821 update it please", "my pin is •••• update it please"),
+    ("pin = 4821 model", "pin = •••• model"),
+    ("my pin is 1234 model", "my pin is •••• model"),  # missed knowingly under ALGORITHM 8
+    ("PIN 4821 euro", "PIN •••• euro"),
 ])
 def test_the_digits_of_a_pin_are_masked_and_the_keyword_kept(typed: str, masked: str) -> None:
     out, matches = text_of(redactor(), typed)
@@ -105,6 +118,17 @@ def test_the_digits_of_a_pin_are_masked_and_the_keyword_kept(typed: str, masked:
     "spin4821",
     "pin48211234567890",  # thirteen digits and more touching it
     "pin4821abc",
+    # the review of 2026-11-26 (two, finding 4): masked by ALGORITHM 8; "and", "of", "set", "account" link a PIN
+    # after "pin" only with a linking verb, ":" or "=" too
+    "the pin of 1999",
+    "pin set for 2025",
+    "I use the pin and 2000 is the limit",
+    "new pin and 3000 points",
+    "pin and 1234 other things",
+    "pin changed to 2025 standard",  # a year named by "standard"
+    "pin for account 4821",  # an id
+    "PIN 12 34",  # groups only after a linking verb, ":" or "="
+    "my pin is 1234 characters long",  # a length, even after "is"
 ])
 def test_numbers_near_pin_but_not_a_pin_are_left_alone(typed: str) -> None:
     out, matches = text_of(redactor(), typed)
@@ -119,6 +143,7 @@ def test_numbers_near_pin_but_not_a_pin_are_left_alone(typed: str) -> None:
     ("March 2023, my pin was blocked", "March ••••, my pin was blocked"),  # a date's year, then punctuation
     ("pin to 1234", "pin to ••••"),  # "to" links ("changed to 4821")
     ("what's the pin for card 4821", "what's the pin for card ••••"),  # a card's last four: "for card" link
+    ("pin 2024-05-01", "pin ••••-05-01"),  # a date's year right after "PIN"
 ])
 def test_the_false_positives_chosen_knowingly(typed: str, masked: str) -> None:
     """A missed PIN is archived for years against PCI DSS; a masked number loses a few digits of a transcript."""
@@ -128,7 +153,8 @@ def test_the_false_positives_chosen_knowingly(typed: str, masked: str) -> None:
 @pytest.mark.parametrize("typed", [
     "4821 my pin",  # before the keyword with neither a verb nor punctuation between
     "PIN 48-21",  # in groups (as "PIN 12 34"), neither one number nor digit by digit
-    "my pin is 1234 model",  # digits followed by "model", "edition", a unit or a currency word
+    "pin set to 4821",  # "set" links only with a verb, ":" or "=" too ("my pin is set to 4821" is masked)
+    "the pin of my card 4821",  # so does "of" ("pin of my card: 4821" is masked)
     "the pin for my new debit card is now 4821",  # seven linking words between: more than six
     "the pin i use every day is 4821",  # "every", "day" link nothing
     "code on the back: 739",  # no keyword: "code" alone names one-time passwords and tickets
@@ -174,7 +200,8 @@ def test_fields_named_for_a_pin() -> None:
 @pytest.mark.parametrize("shape", ["pin ", "pin is ", "my pin is the ", "1234 is my ", "1 2 3 4 ", "pin 1 2 3 ",
                                    "1234 pin ", "1234 is the is the ", "4821 (PIN) ", "random",
                                    "pin for my debit card is now ", "for 1234 is my pin ", "pin is 1234 model ",
-                                   "1234 is the pin reset ", "pin", "pin. ", "2023 my pin "])
+                                   "1234 is the pin reset ", "pin", "pin. ", "2023 my pin ", "pin is 12 ",
+                                   "pin and of set for ", "pincode: 12 34 56 ", "pin 12 34 ", "pin is 4821 model "])
 def test_linear_on_a_megabyte_of_keywords_and_digits(shape: str) -> None:
     if shape == "random":
         rng = random.Random(5)
