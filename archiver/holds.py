@@ -354,8 +354,9 @@ class Holds:
         """Record on every index entry of each room of MATCHED (hold id: rooms) that the hold covers it through
         its source chat: held_rooms then holds it until the hold is released, the source gone or not."""
         for hold_id, rooms in matched.items():
-            self.entries.update_many({"room": {"$in": sorted(rooms)}, RECORD: {"$ne": hold_id}},
-                                     {"$addToSet": {RECORD: hold_id}})
+            where = {"room": {"$in": sorted(rooms)}}  # (set, then added: nx-27017 adds to no missing array)
+            self.entries.update_many({**where, RECORD: {"$exists": False}}, {"$set": {RECORD: [hold_id]}})
+            self.entries.update_many({**where, RECORD: {"$ne": hold_id}}, {"$addToSet": {RECORD: hold_id}})
 
     def query(self, hold: dict[str, Any]) -> dict[str, Any]:
         """The index entries HOLD covers. A hold by words fails closed: entries archived before word hashes

@@ -542,3 +542,31 @@ def test_a_hold_is_placed_or_released_only_once_the_audit_log_has_taken_its_entr
     assert main(["--config", toml, *argv]) == 1
     assert "disk full" in capsys.readouterr().err
     assert [(h["_id"], h["active"]) for h in open_holds(config).listing(everything=True)] == before
+
+
+@pytest.mark.parametrize("server", ["mongomock", "nx-27017"])
+def test_the_record_of_a_room_held_through_its_source_is_written_once_honoured_and_pulled_on_release(
+        server, mongo_uri, nx_uri, db_names) -> None:
+    """Holds.record on every entry of the room (one without the field, one with another hold's), idempotent;
+    held_rooms and rooms_of honour it for the active hold only; a release pulls it. On nx-27017 too, which
+    adds nothing with $addToSet to an array that does not exist yet."""
+    from archiver.holds import RECORD, Holds
+    from archiver.search import SearchFilters
+
+    actor = {"user": "t", "host": "h"}
+    db = connect(nx_uri if server == "nx-27017" else mongo_uri)[db_names["index.database"]]
+    holds = Holds(db["holds"], db["entries"], None)
+    holds.ensure_indexes()
+    db["entries"].insert_many([{"room": "A", "version": 1, "status": "archived"},
+                               {"room": "A", "version": 2, "status": "deleted", RECORD: ["other"]},
+                               {"room": "B", "version": 1, "status": "archived"}])
+    hold = holds.place(SearchFilters(service="Nobody's"), "Case O", "litigation", actor)
+    assert holds.held_rooms(["A", "B"]) == {} and list(holds.rooms_of(hold)) == []
+    for _ in range(2):
+        holds.record({hold["_id"]: {"A"}})
+    assert [sorted(e.get(RECORD, [])) for e in db["entries"].find().sort([("room", 1), ("version", 1)])] == [
+        [hold["_id"]], sorted(["other", hold["_id"]]), []]
+    assert holds.held_rooms(["A", "B"]) == {"A": ["Case O"]} and list(holds.rooms_of(hold)) == [["A"]]
+    holds.release("Case O", "settled", actor)
+    assert holds.held_rooms(["A", "B"]) == {} and [e.get(RECORD) for e in db["entries"].find().sort(
+        [("room", 1), ("version", 1)])] == [[], ["other"], None]
