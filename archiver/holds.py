@@ -477,17 +477,18 @@ class Holds:
         holds = self.active() if holds is None else holds
         if self.sources is None or not holds:
             return 0, []
-        settled: dict[str, Any] = {"$or": _UNSETTLED}
+        with_objects: dict[str, Any] = {"$or": _UNSETTLED}
         named = {hold["filters"].get("room") for hold in holds}
         if None not in named:
-            settled["room"] = {"$in": sorted(named)}
+            with_objects["room"] = {"$in": sorted(named)}
         cases = {hold["case"] for hold in holds}
         changed, found = 0, []
-        for batch in self._rooms(settled):
+        for batch in self._rooms(with_objects):
             keep()
             by_index = self.held_rooms(batch, holds)
-            open_ = [room for room in batch if not cases <= set(by_index.get(room, ()))]  # (held by another case
-            held = self.sources.held(sorted(self.sources.source.present(open_)), holds)  # now: not for good)
+            # a room held by one case may be held through its source by another, which must be recorded too
+            unsure = [room for room in batch if not cases <= set(by_index.get(room, ()))]
+            held = self.sources.held(sorted(self.sources.source.present(unsure)), holds)
             if held:
                 changed += self.protect(sorted(held), store_of, failures)
                 found += sorted(held)
@@ -534,7 +535,8 @@ class Holds:
              keep: Callable[[], None] = lambda: None) -> int:
         """Set the legal hold wherever an active hold applies (by the index, or THROUGH_SOURCES by the source
         chat) and it is missing (a crash, a failed put, a chat that changed), and clear it where none applies
-        any more (a release the store refused in part, a source chat no hold covers now); the entries changed.
+        any more (a release the store refused in part, a chat held only while it could not be read: a match is
+        recorded, RECORD, and holds until the release); the entries changed.
         KEEP() before each batch of rooms: a run's lease, which this may outlast on a large archive."""
         holds = self.active()
         changed = 0
