@@ -3,12 +3,16 @@
 A hold is a search filter (archiver/search.py) with a case name and a reason: by room,
 customer id, agent id, or any combination of the search filters. It is evaluated against
 the archive index whenever it matters (at deletion time, and when a chat is archived), so
-it also covers chats archived after it was placed. A room is held when any of its
-versions matches an active hold; every version of a held room is then protected.
+it also covers chats archived after it was placed. A room is held when each filter group of
+an active hold (FILTER_GROUPS) is matched by some version of it (the same version or not);
+every version of a held room is then protected.
 
 Where a source chat is still there, holds are matched against it as it is now too
 (SourceHolds): the index can be stale or lack the link (a failed attempt's entry, a chat
 changed since it was archived, one never archived), and a chat either matches is held.
+A room the source check finds held is recorded so on its index entries (RECORD: the hold's
+id), and that record holds it until the hold is released, whatever becomes of its source
+(the live system may purge it; the archive masks what redaction masks).
 
 In S3 each object of a held room carries an S3 legal hold: set when the hold is placed,
 by the archive pass for new versions of held rooms, and repaired by each retention run;
@@ -39,6 +43,7 @@ from archiver.store import ObjectMissing, ObjectStore, StoreError
 from archiver.transcript import CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, has_ended, normalise
 
 ROOM_BATCH = 500
+RECORD = "held_by_source"  # on a room's entries: the ids of the active holds its source chat was found held by
 _DATES = ("ended_from", "ended_to")
 # Index entries that have objects to hold: archived, or what is left of one whose deletion was cut short.
 _UNSETTLED = [{"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]
@@ -95,6 +100,9 @@ class SourceHolds:
         # (hold, filter group, rooms) -> those of ROOMS some index entry of which matches the hold's filters
         # of that group (Holds.rooms_matching); None: the source alone decides
         self.index_rooms: Callable[[dict[str, Any], str, list[str]], set[str]] | None = None
+        # {hold id: rooms} found held by a match (not for want of reading the chat) -> recorded on their index
+        # entries (Holds.record); None: nothing written (a dry run, or no index)
+        self.record: Callable[[dict[Any, set[str]]], None] | None = None
 
     def cases(self, room: str, loaded: tuple[Any, Any] | None, holds: list[dict[str, Any]]) -> list[str]:
         """The cases of HOLDS that may cover ROOM's source chat (LOADED: chat, contact, as read) as it is now."""
@@ -106,11 +114,14 @@ class SourceHolds:
         cases. People are decided first, a chat is normalised only for a hold whose room and people match it
         (on the chat or the index), and once. The filters a chat does not match are looked up in the index,
         one query per hold and filter group for all the rooms, and only for holds of two groups or more (for
-        one, that is Holds.held_rooms, which every caller asks too)."""
+        one, that is Holds.held_rooms, which every caller asks too). The rooms a hold matches are recorded
+        (RECORD); not those held only because their chat cannot be read or normalised: failing closed is no
+        match, and would hold them for good."""
         chats = {room: pair for room, pair in loaded.items() if pair and pair[0] is not None}
         people = {room: _source_people(*pair) for room, pair in chats.items()}
         indexed = {room: functools.cache(functools.partial(self._indexed, *pair)) for room, pair in chats.items()}
         found: dict[str, set[str]] = {}
+        matched: dict[Any, set[str]] = {}  # hold id -> rooms it matches (decided, not failing closed)
         for hold in holds:
             f = filters_of(hold, quiet=True)
             groups = _groups(f)
@@ -120,15 +131,23 @@ class SourceHolds:
             by_index = self._by_index(hold, {r: m for r, m in missing.items() if m}) if split else set()
             rest = [group for group in groups if group not in _PEOPLE]
             unmatched: dict[str, set[str]] = {}
+            decided: set[str] = set()
             for room in (r for r in rooms if not missing[r] or r in by_index):
                 now = indexed[room]() if rest and people[room] is not None else None
                 left = set() if now is None else {group for group in rest if not now.matches(_only(f, group))}
                 if not left:
                     found.setdefault(room, set()).add(hold["case"])
+                    if people[room] is not None and (now is not None or not rest):
+                        decided.add(room)
                 elif split:
                     unmatched[room] = left
             for room in self._by_index(hold, unmatched):
                 found.setdefault(room, set()).add(hold["case"])
+                decided.add(room)
+            if decided and hold.get("_id") is not None:
+                matched[hold["_id"]] = decided
+        if matched and self.record is not None:
+            self.record(matched)
         return {room: sorted(cases) for room, cases in found.items()}
 
     def _by_index(self, hold: dict[str, Any], wanted: dict[str, set[str]]) -> set[str]:
@@ -286,10 +305,12 @@ class Holds:
         self.sources = sources  # to match source chats too (retention, erasure, hold place/release)
         if sources is not None:  # a filter a source chat does not match may be matched by an index entry
             sources.index_rooms = self.rooms_matching
+            sources.record = self.record
 
     def ensure_indexes(self) -> None:
         self.holds.create_index([("case", ASCENDING)], name="case")
         self.holds.create_index([("active", ASCENDING)], name="active")
+        self.entries.create_index([(RECORD, ASCENDING)], name=RECORD)  # (rooms_of, release)
 
     def active(self) -> list[dict[str, Any]]:
         return list(self.holds.find({"active": True}).sort("placed_at", ASCENDING))
@@ -324,7 +345,18 @@ class Holds:
         for hold in released:
             self.holds.update_one({"_id": hold["_id"], "active": True}, {"$set": {
                 "active": False, "released_at": now(), "released_by": actor, "release_reason": reason}})
+        ids = [hold["_id"] for hold in released]
+        if ids:  # (a record of a released hold holds nothing: one a crash left is only untidy)
+            self.entries.update_many({RECORD: {"$in": ids}}, {"$pull": {RECORD: {"$in": ids}}})
         return released
+
+    def record(self, matched: dict[Any, set[str]]) -> None:
+        """Record on every index entry of each room of MATCHED (hold id: rooms) that the hold covers it through
+        its source chat: held_rooms then holds it until the hold is released, the source gone or not."""
+        for hold_id, rooms in matched.items():
+            where = {"room": {"$in": sorted(rooms)}}  # (set, then added: nx-27017 adds to no missing array)
+            self.entries.update_many({**where, RECORD: {"$exists": False}}, {"$set": {RECORD: [hold_id]}})
+            self.entries.update_many({**where, RECORD: {"$ne": hold_id}}, {"$addToSet": {RECORD: hold_id}})
 
     def query(self, hold: dict[str, Any]) -> dict[str, Any]:
         """The index entries HOLD covers. A hold by words fails closed: entries archived before word hashes
@@ -343,15 +375,37 @@ class Holds:
         return {**query, "$or": [*query["$or"], unhashed]}
 
     def held_rooms(self, rooms: list[str], holds: list[dict[str, Any]] | None = None) -> dict[str, list[str]]:
-        """Of ROOMS, those any version of which matches an active hold, with the cases holding them."""
-        found: dict[str, list[str]] = {}
+        """Of ROOMS, those HOLDS (default: the active ones) cover by the index, with the cases holding them: each
+        filter group of a hold matched by some entry of the room, any version (the same or not), or the hold
+        recorded on one (RECORD: found held through the source chat, which may be gone since)."""
+        found: dict[str, set[str]] = {}
         if not rooms:
-            return found
-        for hold in self.active() if holds is None else holds:
+            return {}
+        holds = self.active() if holds is None else holds
+        for hold in holds:
+            for room in self._matching(hold, rooms):
+                found.setdefault(room, set()).add(hold["case"])
+        cases = {hold["_id"]: hold["case"] for hold in holds if hold.get("_id") is not None}
+        if cases:
+            for doc in self.entries.find({"room": {"$in": rooms}, RECORD: {"$in": list(cases)}}, {"room": 1, RECORD: 1}):
+                found.setdefault(doc["room"], set()).update(cases[i] for i in doc[RECORD] if i in cases)
+        return {room: sorted(cases) for room, cases in found.items()}
+
+    def _matching(self, hold: dict[str, Any], rooms: list[str]) -> set[str]:
+        """Of ROOMS, those some entry of which matches each filter group of HOLD: one query for a hold of one
+        group (or a room alone), else one per group (intersected)."""
+        if hold["filters"].get("room") is not None:
+            rooms = [room for room in rooms if room == hold["filters"]["room"]]
+        groups = _groups(filters_of(hold, quiet=True))
+        if not rooms:
+            return set()
+        if len(groups) <= 1:
             match = {"$and": [{"room": {"$in": rooms}}, self.query(hold)]}
-            for room in {doc["room"] for doc in self.entries.find(match, {"room": 1})}:
-                found.setdefault(room, []).append(hold["case"])
-        return {room: sorted(set(cases)) for room, cases in found.items()}
+            return {doc["room"] for doc in self.entries.find(match, {"room": 1})}
+        matched = set(rooms)
+        for group in groups:
+            matched &= self.rooms_matching(hold, group, sorted(matched)) if matched else set()
+        return matched
 
     def rooms_matching(self, hold: dict[str, Any], group: str, rooms: list[str]) -> set[str]:
         """Of ROOMS, those some index entry of which (any version) matches HOLD's filters of GROUP
@@ -363,8 +417,19 @@ class Holds:
         return {doc["room"] for doc in self.entries.find({"$and": [{"room": {"$in": rooms}}, query]}, {"room": 1})}
 
     def rooms_of(self, hold: dict[str, Any]) -> Iterator[list[str]]:
-        """The rooms HOLD covers, in batches (streamed: a hold may cover millions of chats)."""
-        return self._rooms(self.query(hold))
+        """The rooms HOLD covers by the index (held_rooms), in batches (streamed: a hold may cover millions of
+        chats): those of the entries its first filter group (and room) matches, each batch checked for the
+        other groups, and those it is recorded on."""
+        groups = _groups(filters_of(hold, quiet=True))
+        first = hold if len(groups) <= 1 else {**hold, "filters": {
+            k: v for k, v in hold["filters"].items() if k == "room" or k in FILTER_GROUPS[groups[0]]}}
+        query = self.query(first)
+        if hold.get("_id") is not None:
+            query = {"$or": [query, {RECORD: hold["_id"]}]}
+        for batch in self._rooms(query):
+            held = batch if len(groups) <= 1 else sorted(self.held_rooms(batch, [hold]))
+            if held:
+                yield held
 
     def _rooms(self, query: dict[str, Any]) -> Iterator[list[str]]:
         """The rooms of the entries QUERY matches, in order, in batches."""
@@ -404,22 +469,26 @@ class Holds:
                                 holds: list[dict[str, Any]] | None = None, failures: list[str] | None = None,
                                 keep: Callable[[], None] = lambda: None) -> tuple[int, list[str]]:
         """Set the S3 legal hold on the rooms HOLDS (default: the active ones) cover through their source
-        chats alone: of the rooms with objects lacking it whose source chat is still there and that the index
-        does not show held, those the source matches (SourceHolds). Each such source chat is read once (only
-        the rooms the holds name, where each names one). KEEP() before each batch (a run's lease: this reads
-        every such source chat). The entries changed, and the rooms found so held."""
+        chats alone, and record them so (SourceHolds.record): of the rooms with objects whose source chat is
+        still there and that the index does not show held by every case of HOLDS, those the source matches.
+        Each such source chat is read once (only the rooms the holds name, where each names one). KEEP()
+        before each batch (a run's lease: this reads every such source chat). The entries changed, and the
+        rooms found so held."""
         holds = self.active() if holds is None else holds
         if self.sources is None or not holds:
             return 0, []
-        lacking: dict[str, Any] = {"$or": _UNSETTLED, "legal_hold": {"$ne": True}}
+        with_objects: dict[str, Any] = {"$or": _UNSETTLED}
         named = {hold["filters"].get("room") for hold in holds}
         if None not in named:
-            lacking["room"] = {"$in": sorted(named)}
+            with_objects["room"] = {"$in": sorted(named)}
+        cases = {hold["case"] for hold in holds}
         changed, found = 0, []
-        for batch in self._rooms(lacking):
+        for batch in self._rooms(with_objects):
             keep()
             by_index = self.held_rooms(batch, holds)
-            held = self.sources.held(sorted(self.sources.source.present(batch) - set(by_index)), holds)
+            # a room held by one case may be held through its source by another, which must be recorded too
+            unsure = [room for room in batch if not cases <= set(by_index.get(room, ()))]
+            held = self.sources.held(sorted(self.sources.source.present(unsure)), holds)
             if held:
                 changed += self.protect(sorted(held), store_of, failures)
                 found += sorted(held)
@@ -466,7 +535,8 @@ class Holds:
              keep: Callable[[], None] = lambda: None) -> int:
         """Set the legal hold wherever an active hold applies (by the index, or THROUGH_SOURCES by the source
         chat) and it is missing (a crash, a failed put, a chat that changed), and clear it where none applies
-        any more (a release the store refused in part, a source chat no hold covers now); the entries changed.
+        any more (a release the store refused in part, a chat held only while it could not be read: a match is
+        recorded, RECORD, and holds until the release); the entries changed.
         KEEP() before each batch of rooms: a run's lease, which this may outlast on a large archive."""
         holds = self.active()
         changed = 0

@@ -114,6 +114,7 @@ class Deletions:
         """Plan (and unless DRY_RUN, persist and execute) a run of KIND; resumes one a crash left."""
         self._check_clock()
         if dry_run:
+            self.sources.record = None  # writes nothing: not even that a source chat was found held (Holds.record)
             run = {"_id": "dry-run", "kind": kind, "as_of": now(), "params": params}
             items = ({**step.item(), "outcome": "skipped" if step.action == "skip" else "planned"}
                      for step in planner(run["as_of"]))

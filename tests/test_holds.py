@@ -560,3 +560,31 @@ def test_hold_list_reads_back_times_and_flags_as_the_stand_in_returns_them(make_
     assert main(["--config", toml, "hold", "list", "--all", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["active"] is False and listed["released_at"] == "2026-11-26T18:12:27.429Z", listed
+
+
+@pytest.mark.parametrize("server", ["mongomock", "nx-27017"])
+def test_the_record_of_a_room_held_through_its_source_is_written_once_honoured_and_pulled_on_release(
+        server, mongo_uri, nx_uri, db_names) -> None:
+    """Holds.record on every entry of the room (one without the field, one with another hold's), idempotent;
+    held_rooms and rooms_of honour it for the active hold only; a release pulls it. On nx-27017 too, which
+    adds nothing with $addToSet to an array that does not exist yet."""
+    from archiver.holds import RECORD, Holds
+    from archiver.search import SearchFilters
+
+    actor = {"user": "t", "host": "h"}
+    db = connect(nx_uri if server == "nx-27017" else mongo_uri)[db_names["index.database"]]
+    holds = Holds(db["holds"], db["entries"], None)
+    holds.ensure_indexes()
+    db["entries"].insert_many([{"room": "A", "version": 1, "status": "archived"},
+                               {"room": "A", "version": 2, "status": "deleted", RECORD: ["other"]},
+                               {"room": "B", "version": 1, "status": "archived"}])
+    hold = holds.place(SearchFilters(service="Nobody's"), "Case O", "litigation", actor)
+    assert holds.held_rooms(["A", "B"]) == {} and list(holds.rooms_of(hold)) == []
+    for _ in range(2):
+        holds.record({hold["_id"]: {"A"}})
+    assert [sorted(e.get(RECORD, [])) for e in db["entries"].find().sort([("room", 1), ("version", 1)])] == [
+        [hold["_id"]], sorted(["other", hold["_id"]]), []]
+    assert holds.held_rooms(["A", "B"]) == {"A": ["Case O"]} and list(holds.rooms_of(hold)) == [["A"]]
+    holds.release("Case O", "settled", actor)
+    assert holds.held_rooms(["A", "B"]) == {} and [e.get(RECORD) for e in db["entries"].find().sort(
+        [("room", 1), ("version", 1)])] == [[], ["other"], None]

@@ -468,4 +468,55 @@ def test_a_retention_run_sets_the_s3_legal_hold_on_rooms_held_through_their_sour
     assert _legal_hold(config, entry) == {"ON"}
     contacts.update_one({"id": held["room"]}, {"$set": {"serv_name": entry["service"]}})  # changed back
     assert retention(config).ok
+    assert _legal_hold(config, entry) == {"ON"}, "once covered, held while Case S is active (held_by_source)"
+    holds.release("Case S", "settled", ACTOR)
+    assert retention(config).ok
     assert _legal_hold(config, entry) == {"OFF"}, "no hold covers it any longer"
+
+
+# -- review "two", findings 1 and 6: the legal hold set through a source stays once the source is purged --------
+
+def test_the_s3_legal_hold_set_through_a_split_hold_stays_once_the_live_system_purges_the_source(s3) -> None:
+    """Agent A in v2 only, service S in v1 only: the repair sets the legal hold on both versions; the live system
+    then purges the chat. The next run, 400 days on, neither clears the legal hold nor deletes a version."""
+    from test_hold_scope import AGENT_A, _purge, _two_versions
+
+    config = s3(**UNLOCKED)
+    chat, service = _two_versions(config)
+    open_holds(config).place(SearchFilters(agent=AGENT_A, service=service), "HR 12", "inquiry", ACTOR)
+    assert retention(config).ok
+    versions = list(index(config).find({"room": chat["room"]}))
+    assert [_legal_hold(config, v) for v in versions] == [{"ON"}, {"ON"}]
+    _purge(config, chat)
+    age(config, 400)
+    result = retention(config)
+    assert not [i for i in result.report["items"] if i["action"] == "delete_archive"], result.report["items"]
+    assert [(v["status"], v["legal_hold"], _legal_hold(config, v)) for v in index(config).find(
+        {"room": chat["room"]}).sort("version", 1)] == [("archived", True, {"ON"})] * 2
+
+
+def test_a_new_version_of_a_room_recorded_held_through_its_source_gets_the_legal_hold_from_the_archive_pass(
+        s3, tmp_path) -> None:
+    """Held by words its archive masks (a PIN), so only through the source: once a retention run recorded it
+    (held_by_source), the archive pass gives a new version of the room the legal hold at once, and a purge of
+    the source after that leaves it on. (Before any record, the next retention run's repair sets it.)"""
+    from archiver.pipeline import Archiver
+    from retrieval_helpers import search_key
+    from test_hold_scope import PIN, _agent_wrote, _chat_saying, _purge
+    from test_pipeline import seed
+
+    config = s3(retention__rules={}, search__key_file=str(search_key(tmp_path)))
+    chat, contact = _chat_saying(PIN)
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    hold = open_holds(config).place(SearchFilters(text="4821"), "Refund dispute", "litigation", ACTOR)
+    assert open_holds(config).held_rooms([chat["room"]], [hold]) == {}, "the index cannot show masked words"
+    assert retention(config).ok
+    assert index(config).find_one()["held_by_source"] == [hold["_id"]]
+    _agent_wrote(config, chat, "USER_agent_B@acd.example.com")
+    assert Archiver(config).archive_room(chat["room"], "ended")[0].archived == 1
+    v2 = index(config).find_one({"room": chat["room"], "version": 2})
+    assert v2["legal_hold"] is True and _legal_hold(config, v2) == {"ON"}
+    _purge(config, chat)
+    assert retention(config).ok
+    assert [_legal_hold(config, v) for v in index(config).find({"room": chat["room"]})] == [{"ON"}, {"ON"}]

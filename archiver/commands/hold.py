@@ -11,7 +11,7 @@ from archiver.commands.search import add_actor, date_window, iso_time, no_card_n
 from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
-        "release a case's holds, or list them; held chats are never deleted")
+        "release a case's holds, or list them; the archiver deletes no held chat (one limit: docs/retention.md)")
 EXAMPLE = 'archiver --config archiver.toml hold place --customer 4747235938674011 --case "ACME v. Shop" --reason "litigation"'
 
 
