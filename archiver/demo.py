@@ -89,7 +89,7 @@ def run_demo(directory: Path) -> int:
           f"-content {pdf.with_suffix('.json')} -CAfile {keys / 'ca.crt.pem'} -out /dev/null")
     first = next(k for k in archiver.store.keys() if k.endswith(".pdf.p7m"))
     print(f"  openssl cms -decrypt -binary -inform DER -in {directory / 'store' / first} "
-          f"-inkey {keys / 'legal.key.pem'} -out transcript.pdf")
+          f"-inkey {keys / 'legal.key.pem'} -out {directory / 'opened-transcript.pdf'}")  # beside the store, not in it
     return _legal_team(config, directory, keys, export_dir.name, [SEED_CHAT["room"], rooms[1]], earlier)
 
 
