@@ -168,13 +168,30 @@ def kept_whole(runs: Any, steps: Any, entry: dict[str, Any]) -> str:
             f"({step.get('detail') or step.get('reason')})")
 
 
-def missing_out_of_order(entry: dict[str, Any], opened: Opened) -> Check | None:
+def kept_objects(steps: Any, entry: dict[str, Any]) -> list[str] | None:
+    """The names of ENTRY's objects stored when the run that began deleting it kept it (its skipped step's
+    `kept_objects`); None if not recorded (a step recorded before runs recorded them)."""
+    deletion = entry.get("deletion") or {}
+    step = None if steps is None else steps.find_one(
+        {"run": deletion.get("run"), "room": entry["room"], "entry_id": entry["_id"], "outcome": "skipped"},
+        {"kept_objects": 1})
+    return (step or {}).get("kept_objects")
+
+
+def missing_out_of_order(entry: dict[str, Any], opened: Opened, kept: list[str] | None = None) -> Check | None:
     """For a kept version (`kept_whole`) checked as archived: a failed check if objects are missing that its
-    deletion cannot have removed, None if none is missing or only the first of its objects in the order
-    retention deletes them (ENTRY's `objects`, one by one, stopping at the first failure: a deletion cut short
-    leaves such a first part gone). The others were removed after its run kept it: held evidence gone."""
+    deletion cannot have removed, None if none is. KEPT (`kept_objects`): those stored when its run kept it,
+    so any of them missing was removed since. Without it: only the first of its objects in the order retention
+    deletes them (ENTRY's `objects`, one by one, stopping at the first failure: a deletion cut short leaves
+    such a first part gone) may be missing. The others were removed after its run kept it: held evidence gone."""
     order = list(entry.get("objects") or {})
     missing = {c.check.split(": ", 1)[0] for c in opened.checks if not c.ok and c.detail == MISSING}
+    run = (entry.get("deletion") or {}).get("run")
+    if kept is not None:
+        removed = [name for name in order if name in missing and name in kept]
+        return Check(f"a kept version lacks none of the objects stored when its run kept it "
+                     f"({', '.join(kept) or 'none'})", False,
+                     f"{', '.join(removed)} missing: removed after run {run} kept it") if removed else None
     gone = [name for name in order if name in missing]
     if gone == order[:len(gone)]:
         return None
@@ -182,7 +199,7 @@ def missing_out_of_order(entry: dict[str, Any], opened: Opened) -> Check | None:
     return Check(f"a kept version lacks only objects its deletion removed before it was kept (retention deletes "
                  f"{', '.join(order)} in that order: a deletion cut short leaves the first of them gone)", False,
                  f"{', '.join(gone)} missing while {', '.join(stored)} {'is' if len(stored) == 1 else 'are'} "
-                 f"stored: removed after run {(entry.get('deletion') or {}).get('run')} kept it")
+                 f"stored: removed after run {run} kept it")
 
 
 def attachment_objects(entry: dict[str, Any]) -> list[str]:
@@ -735,7 +752,7 @@ class Verifier:
             return None
         opened = check_stored({**entry, "status": "archived"}, self.open_store(entry))
         if not opened.ok:  # held evidence with other bytes, or removed since, is tampering: named as such
-            removed = missing_out_of_order(entry, opened)
+            removed = missing_out_of_order(entry, opened, kept_objects(self.steps, entry))
             if removed is not None:
                 opened.checks.append(removed)
             return opened if any(not c.ok and c.detail != MISSING for c in opened.checks) else None

@@ -255,6 +255,7 @@ class Deletions:
             return "deleted", ""  # this run deleted it before it was interrupted (or it went otherwise)
         cases = self._held_now(room, ctx, loaded)
         if cases:
+            self._record_kept_objects(run_id, step, entry)
             return "skipped", (f"held by case {', '.join(map(repr, cases))} (found right before the deletion: placed, "
                                "or the chat changed, after the plan was made)")
         kept = self._kept_by_policy_now(run_id, step, entry, ctx.due_by) if ctx.due_by else ""
@@ -270,6 +271,23 @@ class Deletions:
                 ctx.sources.discard(room)
             return outcome
         return self._delete_archive(run_id, step, entry, room in ctx.sources)
+
+    def _record_kept_objects(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None) -> None:
+        """On STEP, kept although this run began deleting ENTRY (a crash cut it short): which of its objects were
+        stored then (`kept_objects`). Any of those missing later was removed after the run kept it (held
+        evidence gone), not by the deletion. Not recorded if the store cannot tell (then read as before)."""
+        deletion = (entry or {}).get("deletion") or {}
+        if entry is None or entry["status"] != "deleted" or deletion.get("state") != "deleting" \
+                or deletion.get("run") != run_id:
+            return
+        store = self.store_of(entry)
+        try:
+            kept = [name for name, obj in (entry.get("objects") or {}).items()
+                    if (versions := store.versions(obj["key"])) and (not obj.get("version_id")
+                                                                     or obj["version_id"] in versions)]
+        except StoreError:
+            return
+        self.ledger.steps.update_one({"_id": step["_id"]}, {"$set": {"kept_objects": kept}})
 
     def _held_now(self, room: str, ctx: "_Batch", loaded: tuple[Any, Any]) -> list[str]:
         """The cases holding ROOM now: as read for the batch, by any hold placed since (one query for the

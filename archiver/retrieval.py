@@ -27,8 +27,8 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver import seals
-from archiver.integrity import (MISSING, Check, Opened, check_content, check_stored, kept_whole, made_at,
-                                missing_out_of_order)
+from archiver.integrity import (MISSING, Check, Opened, check_content, check_stored, kept_objects, kept_whole,
+                                made_at, missing_out_of_order)
 from archiver.index import index_database
 from archiver.mongo import stored_time
 from archiver.names import file_stem, folded
@@ -117,7 +117,8 @@ def open_stored(config: Config, entry: dict[str, Any], store: ObjectStore) -> tu
     since it was read."""
     note = kept_note(config, entry) if entry["status"] == "deleted" else ""
     opened = check_stored({**entry, "status": "archived"} if note else entry, store)  # a kept one, as archived
-    if note and not opened.ok and (removed := missing_out_of_order(entry, opened)) is not None:
+    kept = kept_objects(index_database(config)[config["index.retention_steps"]], entry) if note else None
+    if note and not opened.ok and (removed := missing_out_of_order(entry, opened, kept)) is not None:
         opened.checks.append(removed)  # gone since the run kept it: tampering (exit 3), as one altered is
     # Only the objects its deletion, cut short, removed first gone: its deletion went on before it was kept.
     elif note and not opened.ok and all(c.ok or c.detail == MISSING for c in opened.checks):

@@ -898,10 +898,13 @@ def test_a_bundle_by_filters_takes_the_kept_version_and_still_leaves_out_a_finis
 
 
 def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, monkeypatch, tmp_path, capsys) -> None:
-    """Not the archive it was: its first object (pdf) gone is what its deletion, cut short, left: as for
-    `retrieve`, "being deleted" (exit 1), nothing written, by room or by filters."""
+    """Not the archive it was: its first object (pdf) gone, for a step recorded before runs recorded which
+    objects they kept (`kept_objects`), is what its deletion, cut short, may have left: as for `retrieve`,
+    "being deleted" (exit 1), nothing written, by room or by filters."""
     from retrieval_helpers import index
+    from test_retention_resume import _steps
     config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
+    assert _steps(config).update_many({"run": kept["deletion"]["run"]}, {"$unset": {"kept_objects": ""}}).matched_count
     path = stored_path(config, kept["objects"]["pdf"]["key"])
     path.chmod(0o644)
     path.unlink()
@@ -917,20 +920,22 @@ def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, m
     assert index(config).find_one({"_id": kept["_id"]})["status"] == "deleted"
 
 
-@pytest.mark.parametrize("tamper", ["removed", "altered"])
+@pytest.mark.parametrize("tamper", ["removed", "all removed", "altered"])
 def test_a_kept_version_whose_object_was_removed_or_altered_fails_verification_and_means_no_bundle(
         tamper, make_config, keys, monkeypatch, tmp_path, capsys) -> None:
     """Held evidence tampered with after its run kept it: its record gone while its pdf (deleted first) is there,
-    which no deletion cut short leaves, or present with other bytes. A failing room (exit 3, named with the
-    object and why), not "being deleted" (exit 1), as `retrieve` and `verify` say; nothing written."""
+    which no deletion cut short leaves, or every object gone (the run recorded all three stored when it kept
+    it: `kept_objects`), or present with other bytes. A failing room (exit 3, named with the object and why),
+    not "being deleted" (exit 1), as `retrieve` and `verify` say; nothing written."""
     from archiver.integrity import verify_archive
 
     config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
     key, run = kept["objects"]["record"]["key"], kept["deletion"]["run"]
-    if tamper == "removed":
-        path = stored_path(config, key)
-        path.chmod(0o644)
-        path.unlink()
+    if tamper != "altered":
+        for name in (["record"] if tamper == "removed" else list(kept["objects"])):
+            path = stored_path(config, kept["objects"][name]["key"])
+            path.chmod(0o644)
+            path.unlink()
         detail, why = "(the object is missing from the store)", f"removed after run {run} kept it"
     else:
         overwrite_stored(config, key, b"tampered")
@@ -942,8 +947,8 @@ def test_a_kept_version_whose_object_was_removed_or_altered_fails_verification_a
                        "--reason", "Subpoena 7", "--no-progress")
         err = capsys.readouterr().err
         assert code == 3 and "1 room(s) failed verification, so no bundle was written" in err, err
-        assert f"{kept['room']} v1: failed: record: stored object {key} has the recorded size and SHA-256 " \
-               f"{detail}" in err and "being deleted" not in err, err
+        assert f"{kept['room']} v1: failed: " in err and "being deleted" not in err, err
+        assert f"failed: record: stored object {key} has the recorded size and SHA-256 {detail}" in err, err
         assert why in err and "Subpoena 7" in err, err
         assert not out.exists() and not list(tmp_path.glob(f".b{i}.zip*"))
         failed = audit(config)[-1]

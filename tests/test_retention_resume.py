@@ -153,12 +153,22 @@ def test_a_run_begun_before_runs_recorded_their_policy_finishes_with_its_stored_
 
 # -- a held room whose deletion a crash cut short ----------------------------------------------------------
 
-def _held_after_cut_short(make_config: Any, monkeypatch: Any) -> tuple[Any, dict[str, Any], Any]:
-    """A run killed after the tombstone, before the first object went; the room then held; the run resumed."""
+def _unlink(config: Any, entry: dict[str, Any], names: Any) -> None:
+    for name in names:
+        path = stored_path(config, entry["objects"][name]["key"])
+        path.chmod(0o644)
+        path.unlink()
+
+
+def _held_after_cut_short(make_config: Any, monkeypatch: Any, removed: tuple[str, ...] = ()
+                          ) -> tuple[Any, dict[str, Any], Any]:
+    """A run killed after the tombstone, before the first object went (or after REMOVED, the first objects in
+    retention's order, went); the room then held; the run resumed."""
     config = retention_config(make_config)
     (chat,) = archive(config, 1)
     age(config, 400)
     _crash(config, monkeypatch, LocalStore, "delete")
+    _unlink(config, index(config).find_one(), removed)
     open_holds(config).place(SearchFilters(room=chat["room"]), "Subpoena 7", "court order", {"user": "legal", "host": "h"})
     result = retention(config)
     assert result.resumed
@@ -205,20 +215,64 @@ def test_verify_names_a_held_room_whose_deletion_was_cut_short_as_kept_not_as_a_
         assert keyed.ok and len(keyed.kept) == 1 and keyed.objects == 3, keyed.problems
 
 
-def test_a_held_cut_short_deletion_with_an_object_gone_is_still_a_problem(make_config, keys, monkeypatch,
-                                                                          tmp_path, capsys) -> None:
+def _steps(config: Any):
+    from archiver.mongo import connect
+    return connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_steps"]]
+
+
+def test_a_held_cut_short_deletion_with_an_object_gone_since_it_was_kept_is_held_evidence_removed(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """The run records on its skipped step which objects were stored when it kept the version: the pdf
+    (retention's first) gone since is not the deletion's doing but removal of held evidence (exit 3)."""
     config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
     entry = index(config).find_one()
-    path = stored_path(config, entry["objects"]["pdf"]["key"])
-    path.chmod(0o644)
-    path.unlink()
+    run = entry["deletion"]["run"]
+    (step,) = _steps(config).find({"run": run, "entry_id": entry["_id"]})
+    assert step["outcome"] == "skipped" and step["kept_objects"] == ["pdf", "record", "record_signature"], step
+    _unlink(config, entry, ["pdf"])
+    report = verify_archive(config, None)
+    assert not report.ok and report.kept == []
+    assert any(f"pdf missing: removed after run {run} kept it" in p.problem for p in report.problems), report.problems
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "out"), "--reason", "Subpoena 7")
+    err = capsys.readouterr().err
+    assert code == 3 and f"removed after run {run} kept it" in err and "being deleted" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_held_cut_short_deletion_missing_only_what_its_deletion_removed_is_being_deleted(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """The crash came after the pdf went: the step records the other two as kept, and the pdf missing is the
+    deletion's doing ("being deleted", exit 1; `verify`: the unfinished deletion), not tampering."""
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch, removed=("pdf",))
+    entry = index(config).find_one()
+    (step,) = _steps(config).find({"run": entry["deletion"]["run"], "entry_id": entry["_id"]})
+    assert step["kept_objects"] == ["record", "record_signature"], step
+    report = verify_archive(config, None)
+    assert not report.ok and any("is not finished" in p.problem for p in report.problems), report.problems
+    capsys.readouterr()
+    code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "out"), "--reason", "Subpoena 7")
+    err = capsys.readouterr().err
+    assert code == 1 and "being deleted" in err and "removed after" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_kept_version_whose_step_predates_kept_objects_reads_a_missing_first_object_as_being_deleted(
+        make_config, keys, monkeypatch, tmp_path, capsys) -> None:
+    """A step recorded before runs recorded `kept_objects`: which objects were there is unknown, so the first
+    in retention's order missing reads as the deletion's doing, as before."""
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    entry = index(config).find_one()
+    assert _steps(config).update_many({"run": entry["deletion"]["run"]}, {"$unset": {"kept_objects": ""}}).matched_count
+    _unlink(config, entry, ["pdf"])
     report = verify_archive(config, None)
     assert not report.ok and any("is not finished" in p.problem for p in report.problems), report.problems
     capsys.readouterr()
     code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
                    "--out", str(tmp_path / "out"), "--reason", "Subpoena 7")
     assert code == 1 and "being deleted" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_verify_names_the_altered_object_of_a_kept_version(make_config, keys, monkeypatch, tmp_path, capsys) -> None:

@@ -446,13 +446,15 @@ def _unlink_objects(config, entry: dict, names: list[str]) -> None:
 
 
 @pytest.mark.parametrize("gone", [["record_signature"], ["record"], ["record", "record_signature"],
-                                  ["pdf", "record_signature"]])
+                                  ["pdf", "record_signature"], ["pdf"], ["pdf", "record"],
+                                  ["pdf", "record", "record_signature"]])
 def test_a_kept_version_missing_objects_no_deletion_cut_short_leaves_is_a_verification_failure(
         make_config, keys, monkeypatch, tmp_path, capsys, gone) -> None:
     """Retention deletes a version's objects in the order of its `objects` (pdf, record, record_signature) and
-    stops at the first failure: a deletion cut short leaves a first part of them gone. Any other object missing
-    from a kept version was removed after its run kept it: held evidence gone, exit 3 (not "being deleted",
-    exit 1), audited as failed; `verify` names it a problem too, not KEPT."""
+    stops at the first failure: a deletion cut short leaves a first part of them gone. The run records which
+    were stored when it kept the version (here all: the crash came before the first went), so any of them
+    missing, a first part or all too, was removed after its run kept it: held evidence gone, exit 3 (not
+    "being deleted", exit 1), audited as failed; `verify` names it a problem too, not KEPT."""
     from archiver.integrity import verify_archive
     from test_retention_resume import _held_after_cut_short
     config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
@@ -478,17 +480,21 @@ def test_a_kept_version_missing_objects_no_deletion_cut_short_leaves_is_a_verifi
     assert index(config).find_one()["deletion"]["state"] == "deleting"  # retrieval changes nothing
 
 
+@pytest.mark.parametrize("by_crash", [True, False])
 @pytest.mark.parametrize("gone", [["pdf"], ["pdf", "record"], ["pdf", "record", "record_signature"]])
 def test_a_kept_version_missing_what_a_deletion_cut_short_leaves_is_being_deleted(
-        make_config, keys, monkeypatch, tmp_path, capsys, gone) -> None:
+        make_config, keys, monkeypatch, tmp_path, capsys, gone, by_crash) -> None:
     """The first objects in retention's order gone (all of them too: a crash before the tombstone was marked
-    done) is what a deletion cut short leaves: "being deleted by run X" (exit 1), and `verify` names the
-    unfinished deletion."""
+    done) before the run kept the version is what a deletion cut short leaves: "being deleted by run X"
+    (exit 1), and `verify` names the unfinished deletion. So is the same gone since, for a step recorded before
+    runs recorded which objects they kept (`kept_objects`): then nothing tells them apart."""
     from archiver.integrity import verify_archive
-    from test_retention_resume import _held_after_cut_short
-    config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
+    from test_retention_resume import _held_after_cut_short, _steps
+    config, chat, _ = _held_after_cut_short(make_config, monkeypatch, removed=tuple(gone) if by_crash else ())
     entry = index(config).find_one()
-    _unlink_objects(config, entry, gone)
+    if not by_crash:
+        _steps(config).update_many({"run": entry["deletion"]["run"]}, {"$unset": {"kept_objects": ""}})
+        _unlink_objects(config, entry, gone)
     capsys.readouterr()
     code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
                    "--out", str(tmp_path / "o"), "--reason", "Subpoena 7")
