@@ -338,6 +338,10 @@ def test_a_deletion_cut_short_and_then_held_is_not_finished_and_its_objects_are_
     for obj in left.values():
         assert store.get(obj["key"], obj["version_id"])  # still there
     assert index(config).find_one()["deletion"]["state"] == "deleting"
+    from archiver.mongo import connect
+    steps = connect(config["mongodb.uri"])[config["index.database"]][config["index.retention_steps"]]
+    step = steps.find_one({"run": entry["deletion"]["run"], "entry_id": entry["_id"], "outcome": "skipped"})
+    assert step["kept_objects"] == list(left), step  # by their recorded S3 versions: what was there when kept
 
 
 def test_an_archive_stored_before_versioning_is_deleted_for_good_once_versioning_is_on(s3, moto_endpoint) -> None:
