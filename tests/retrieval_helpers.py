@@ -34,6 +34,13 @@ def stored_path(config: Config, key: str) -> Path:
     return Path(config["storage.url"][len("file://"):]) / key
 
 
+def remove_stored(config: Config, key: str) -> None:
+    """Remove a (read-only) stored object, as an attacker with disk access would."""
+    path = stored_path(config, key)
+    path.chmod(0o644)
+    path.unlink()
+
+
 def overwrite_stored(config: Config, key: str, data: bytes) -> None:
     """Replace a (read-only) stored object's bytes, as an attacker with disk access would."""
     path = stored_path(config, key)

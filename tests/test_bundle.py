@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from archiver.cli import main
 from archiver.names import safe_name
 from conftest import require_tool, write_toml
-from retrieval_helpers import CLI_KEYS, archive_samples, audit, stored_path, overwrite_stored
+from retrieval_helpers import CLI_KEYS, archive_samples, audit, overwrite_stored, remove_stored, stored_path
 
 SIGNING_KEYS = ("signing.certificate", "signing.key")
 
@@ -905,9 +905,7 @@ def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, m
     from test_retention_resume import _steps
     config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
     assert _steps(config).update_many({"run": kept["deletion"]["run"]}, {"$unset": {"kept_objects": ""}}).matched_count
-    path = stored_path(config, kept["objects"]["pdf"]["key"])
-    path.chmod(0o644)
-    path.unlink()
+    remove_stored(config, kept["objects"]["pdf"]["key"])
     for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
         out = tmp_path / f"b{i}.zip"
         capsys.readouterr()
@@ -933,9 +931,7 @@ def test_a_kept_version_whose_object_was_removed_or_altered_fails_verification_a
     key, run = kept["objects"]["record"]["key"], kept["deletion"]["run"]
     if tamper != "altered":
         for name in (["record"] if tamper == "removed" else list(kept["objects"])):
-            path = stored_path(config, kept["objects"][name]["key"])
-            path.chmod(0o644)
-            path.unlink()
+            remove_stored(config, kept["objects"][name]["key"])
         detail, why = "(the object is missing from the store)", f"removed after run {run} kept it"
     else:
         overwrite_stored(config, key, b"tampered")

@@ -18,7 +18,7 @@ from archiver.retention import Deletions
 from archiver.search import SearchFilters
 from archiver.store.local import LocalStore
 from retention_helpers import age, archive, index, retention, retention_config, source
-from retrieval_helpers import audit, overwrite_stored, run_cli, stored_path
+from retrieval_helpers import audit, overwrite_stored, remove_stored, run_cli, stored_path
 
 
 class Killed(BaseException):
@@ -155,9 +155,7 @@ def test_a_run_begun_before_runs_recorded_their_policy_finishes_with_its_stored_
 
 def _unlink(config: Any, entry: dict[str, Any], names: Any) -> None:
     for name in names:
-        path = stored_path(config, entry["objects"][name]["key"])
-        path.chmod(0o644)
-        path.unlink()
+        remove_stored(config, entry["objects"][name]["key"])
 
 
 def _held_after_cut_short(make_config: Any, monkeypatch: Any, removed: tuple[str, ...] = ()

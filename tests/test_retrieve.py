@@ -17,7 +17,7 @@ from archiver.pipeline import Archiver
 from archiver.samples import make_chat
 from archiver.store import open_store
 from conftest import require_tool
-from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
+from retrieval_helpers import archive_samples, audit, index, overwrite_stored, remove_stored, run_cli, stored_path
 from test_pipeline import recent_ms, seed
 
 CHAINS = "signer chains to a trust anchor (--ca or signing.trust_anchors)"  # the trust check's name in verification.json
@@ -425,9 +425,7 @@ def test_a_kept_version_with_one_object_gone_and_another_altered_is_a_verificati
     from test_retention_resume import _held_after_cut_short
     config, chat, _ = _held_after_cut_short(make_config, monkeypatch)
     entry = index(config).find_one()
-    gone = stored_path(config, entry["objects"]["pdf"]["key"])
-    gone.chmod(0o644)
-    gone.unlink()
+    remove_stored(config, entry["objects"]["pdf"]["key"])
     _altered(config, entry["objects"]["record_signature"]["key"], "sha256")
     capsys.readouterr()
     code = run_cli(config, tmp_path, "retrieve", chat["room"], "--key", str(keys["legal.key.pem"]),
@@ -440,9 +438,7 @@ def test_a_kept_version_with_one_object_gone_and_another_altered_is_a_verificati
 
 def _unlink_objects(config, entry: dict, names: list[str]) -> None:
     for name in names:
-        path = stored_path(config, entry["objects"][name]["key"])
-        path.chmod(0o644)
-        path.unlink()
+        remove_stored(config, entry["objects"][name]["key"])
 
 
 @pytest.mark.parametrize("gone", [["record_signature"], ["record"], ["record", "record_signature"],

@@ -18,7 +18,7 @@ from archiver.samples import make_chat
 from archiver.visible import is_pdf_title, pdf_title
 from archiver.envelope import RecipientKey
 from archiver.store import open_store
-from retrieval_helpers import archive_samples, audit, index, overwrite_stored, run_cli, stored_path
+from retrieval_helpers import archive_samples, audit, index, overwrite_stored, remove_stored, run_cli, stored_path
 from test_pipeline import recent_ms, seed
 
 @pytest.fixture
@@ -498,8 +498,7 @@ def test_a_tombstone_written_by_hand_over_an_archive_is_named(archived, objects_
                      "at": dt.datetime.now(dt.timezone.utc)}}})
     if not objects_left:
         for obj in victim["objects"].values():
-            stored_path(config, obj["key"]).chmod(0o644)
-            stored_path(config, obj["key"]).unlink()
+            remove_stored(config, obj["key"])
     problems = [p for room, p in _named(_verify(config)) if room == victim["room"]]
     assert any("no run 'ret-2026-11-01-made-up'" in p for p in problems), problems
     assert any("still in the store" in p for p in problems) == objects_left
