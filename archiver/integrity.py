@@ -159,8 +159,7 @@ def kept_whole(runs: Any, steps: Any, entry: dict[str, Any]) -> str:
         return ""
     if runs.find_one({"_id": deletion.get("run"), "state": "done"}, {"_id": 1}) is None:
         return ""
-    step = steps.find_one({"run": deletion.get("run"), "room": entry["room"], "entry_id": entry["_id"],
-                           "outcome": "skipped"}, {"detail": 1, "reason": 1})
+    step = _skipped_step(steps, entry, {"detail": 1, "reason": 1})
     if step is None:
         return ""
     when = f"{deletion['at']:%Y-%m-%d}" if deletion.get("at") else "an unrecorded date"
@@ -171,11 +170,14 @@ def kept_whole(runs: Any, steps: Any, entry: dict[str, Any]) -> str:
 def kept_objects(steps: Any, entry: dict[str, Any]) -> list[str] | None:
     """The names of ENTRY's objects stored when the run that began deleting it kept it (its skipped step's
     `kept_objects`); None if not recorded (a step recorded before runs recorded them)."""
-    deletion = entry.get("deletion") or {}
-    step = None if steps is None else steps.find_one(
-        {"run": deletion.get("run"), "room": entry["room"], "entry_id": entry["_id"], "outcome": "skipped"},
-        {"kept_objects": 1})
+    step = None if steps is None else _skipped_step(steps, entry, {"kept_objects": 1})
     return (step or {}).get("kept_objects")
+
+
+def _skipped_step(steps: Any, entry: dict[str, Any], fields: dict[str, int]) -> dict[str, Any] | None:
+    """The step by which the run that began deleting ENTRY skipped it (kept it), with FIELDS; None if none."""
+    return steps.find_one({"run": (entry.get("deletion") or {}).get("run"), "room": entry["room"],
+                           "entry_id": entry["_id"], "outcome": "skipped"}, fields)
 
 
 def missing_out_of_order(entry: dict[str, Any], opened: Opened, kept: list[str] | None = None) -> Check | None:
