@@ -2,11 +2,11 @@
 
 The record (and its source digest) is written from the decoded values. Some BSON has no exact decoded form:
 a field written twice (only the last value is kept), undefined (None), a symbol (str), a DBPointer (a DBRef),
-a DBRef with its fields in another order, regular expression options out of order or unknown, an array whose
-keys are not 0, 1, ...; and some decoded values have no exact Extended JSON form: a NaN double with a sign or
-payload, a Decimal128 NaN with a sign or payload, sNaN, or a non-canonical coefficient. Archived, each would
-be another document, with that document's digest. `read` finds them (C-level decode, encode and compare,
-and a call per double); `loss` says where and why, to quarantine the chat. A document with invalid UTF-8 is
+a DBRef with its fields in another order or a null $db (dropped), regular expression options out of order or
+unknown, an array whose keys are not 0, 1, ...; and some decoded values have no exact Extended JSON form: a NaN
+double with a sign or payload, a Decimal128 NaN with a sign or payload, sNaN, or a non-canonical coefficient.
+Archived, each would be another document, with that document's digest. `read` finds them (C-level decode,
+encode and compare, and a call per double); `loss` says where and why, to quarantine the chat. A document with invalid UTF-8 is
 the record's to refuse (naming its place), whatever else it holds. Neither raises anything but a BSONError on
 a document's bytes, which the source takes as that one document's.
 """
@@ -113,7 +113,10 @@ def _first_loss(raw: bytes, again: bytes, path: str, array: bool = False) -> str
         return f"{_at(path, twice)}: the field appears twice in one document; only its last value is read"
     if array and names != [str(i) for i in range(len(names))]:
         return f"{path}: an array whose index keys ({', '.join(names[:5])}) are not 0, 1, 2, ...; it reads renumbered"
-    if names != [name for _, name, _ in back]:
+    names_back = [name for _, name, _ in back]
+    if names != names_back:
+        if "$ref" in names and "$db" in names and "$db" not in names_back:
+            return f"{_at(path, '$db')}: a DBRef's $db that is null; the driver drops it (the DBRef reads without it)"
         if "$ref" in names:
             return (f"{path}: a DBRef whose fields are not in the order $ref, $id, $db, then the others reads "
                     f"reordered (its fields: {', '.join(names[:5])})")

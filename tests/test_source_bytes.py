@@ -74,6 +74,12 @@ LOSSY = {
     "DBRef extra field first": (chat_with(elem(3, "x", bson.encode(SON([("note", "n"), ("$ref", "c"), ("$id", 1)])))),
                                 "chat.x: a DBRef whose fields are not in the order $ref, $id, $db, then the others "
                                 "reads reordered (its fields: note, $ref, $id)"),
+    "DBRef $db null": (chat_with(elem(3, "x", bson.encode(SON([("$ref", "c"), ("$id", 1), ("$db", None)])))),
+                       "chat.x.$db: a DBRef's $db that is null; the driver drops it (the DBRef reads without it)"),
+    "DBRef $db null, extra after": (chat_with(elem(3, "x", bson.encode(SON([("$ref", "c"), ("$id", 1), ("$db", None),
+                                                                          ("e", 1)])))),
+                                    "chat.x.$db: a DBRef's $db that is null; the driver drops it (the DBRef reads "
+                                    "without it)"),
     "Regex options mi": (chat_with(elem(0x0B, "x", b"^a\0mi\0")),
                          "chat.x: regular expression options 'mi' read as 'im'"),
     "Regex option g": (chat_with(elem(0x0B, "x", b"^a\0g\0")), "chat.x: regular expression options 'g' read as ''"),
