@@ -6,9 +6,9 @@ a DBRef with its fields in another order or a null $db (dropped), regular expres
 unknown, an array whose keys are not 0, 1, ...; and some decoded values have no exact Extended JSON form: a NaN
 double with a sign or payload, a Decimal128 NaN with a sign or payload, sNaN, or a non-canonical coefficient.
 Archived, each would be another document, with that document's digest. `read` finds them (C-level decode,
-encode and compare, and a call per double); `loss` says where and why, to quarantine the chat. A document with invalid UTF-8 is
-the record's to refuse (naming its place), whatever else it holds. Neither raises anything but a BSONError on
-a document's bytes, which the source takes as that one document's.
+encode and compare, and a call per double); `loss` says where and why, to quarantine the chat. A document
+with invalid UTF-8 is the record's to refuse (naming its place), whatever else it holds. Neither raises
+anything but a BSONError on a document's bytes, which the source takes as that one document's.
 """
 
 from __future__ import annotations
