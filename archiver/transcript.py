@@ -36,7 +36,12 @@ WARNINGS = {
     "after_end": "message {position}: after the end message {other}",
     "after_end_many": "messages {position} to {last}: after the end message {other}",
     "reply_missing": "message {position}: in reply to {value}, which no message of this chat has",
+    "content_text": "message {position}: data.content is text, not an object: shown as the message's text",
+    "user_text": "message {position}: data.content.user is text, not an object: read as the sender's id",
+    "not_object": "message {position}: {field} is {value}, not an object: not read (the record's source holds it)",
+    "not_boolean": "message {position}: {field} is {value}, not true or false: not read (the record's source holds it)",
 }
+SHOWN_CHARS = 40  # of a value quoted in a data warning: hostile text, and the index keeps the warnings
 
 
 class InvalidChat(ValueError):
@@ -138,7 +143,8 @@ class Transcript:
 
     @property
     def failed_deliveries(self) -> int:
-        return sum(1 for m in self.messages if m.delivered is False)
+        """Messages that say they were not delivered, or give a reason and do not say they were."""
+        return sum(1 for m in self.messages if m.delivered is False or (m.delivered is None and m.delivery_error))
 
 
 def has_ended(chat: Mapping[str, Any]) -> bool:
@@ -270,9 +276,18 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[DataWarning]) -> li
             raise InvalidChat(f"{where}: field 'data' is {type(item['data']).__name__}, not an object")
         if not data:
             warnings.append(_warning("no_data", position=position))
-        content = data.get("content") if isinstance(data.get("content"), Mapping) else {}
-        user = content.get("user") if isinstance(content.get("user"), Mapping) else {}
-        text = _bounded(content.get("text"), where, "data.content.text", max_chars)
+        # A documented field of another shape is read where it can be (text as the text, a bare user as its id)
+        # and said so; else named, not read: nothing in it vanishes from the transcript without a word.
+        given = data.get("content")
+        content = _object(given, "content_text", "data.content", position, warnings)
+        text = (_bounded(given, where, "data.content", max_chars) if type(given) is str
+                else _bounded(content.get("text"), where, "data.content.text", max_chars))
+        given = content.get("user")
+        user = _object(given, "user_text", "data.content.user", position, warnings)
+        sender_id = (_bounded(given, where, "data.content.user", max_chars) if type(given) is str
+                     else _bounded(user.get("id"), where, "data.content.user.id", max_chars))
+        is_agent = _boolean(user.get("isAgent"), "data.content.user.isAgent", position, warnings)
+        delivered = _boolean(data.get("deliverySuccess"), "data.deliverySuccess", position, warnings)
         message_id = _bounded(data.get("id"), where, "data.id", max_chars)
         ts = data.get("ts")
         sent_at = to_datetime(ts)
@@ -298,11 +313,11 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[DataWarning]) -> li
                 object_id=_text(item.get("_id")),
                 type=kind,
                 sent_at=sent_at,
-                sender_id=_bounded(user.get("id"), where, "data.content.user.id", max_chars),
-                is_agent=user.get("isAgent") if isinstance(user.get("isAgent"), bool) else None,
+                sender_id=sender_id,
+                is_agent=is_agent,
                 text=text,
                 url=_bounded(content.get("url"), where, "data.content.url", max_chars),
-                delivered=data.get("deliverySuccess") if isinstance(data.get("deliverySuccess"), bool) else None,
+                delivered=delivered,
                 delivery_error=_bounded(data.get("deliveryErrorReason"), where, "data.deliveryErrorReason",
                                         max_chars),
                 seen=data.get("messageSeen"),
@@ -312,6 +327,38 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[DataWarning]) -> li
             )
         )
     return out
+
+
+def _object(value: Any, as_text: str, name: str, position: int, warnings: list[DataWarning]) -> Mapping[str, Any]:
+    """VALUE, field NAME of message POSITION, when an object; else {}: text with the warning AS_TEXT (the caller
+    reads it), any other value but null with `not_object`."""
+    if isinstance(value, Mapping):
+        return value
+    if type(value) is str:
+        warnings.append(_warning(as_text, position=position))
+    elif value is not None:
+        warnings.append(_warning("not_object", position=position, field=name, value=_shown(value)))
+    return {}
+
+
+def _boolean(value: Any, name: str, position: int, warnings: list[DataWarning]) -> bool | None:
+    """VALUE, field NAME of message POSITION, when true or false; else None, with `not_boolean` but for null."""
+    if value is None or isinstance(value, bool):
+        return value
+    warnings.append(_warning("not_boolean", position=position, field=name, value=_shown(value)))
+    return None
+
+
+def _shown(value: Any) -> str:
+    """VALUE as a data warning quotes it: text as JSON, cut to SHOWN_CHARS; a number; else its shape or type."""
+    if type(value) is str:  # (bson.Code, a str, by its type)
+        cut = value[:SHOWN_CHARS]
+        return json.dumps(cut, ensure_ascii=False) + ("…" if len(cut) < len(value) else "")
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)[:SHOWN_CHARS]
+    if isinstance(value, (list, Mapping)):
+        return "[…]" if isinstance(value, list) else "{…}"
+    return type(value).__name__
 
 
 def _sender_name(user: Mapping[str, Any], where: str, max_chars: int) -> str:

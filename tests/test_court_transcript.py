@@ -282,3 +282,27 @@ def test_a_flood_of_contact_events_counts_against_the_page_limit_and_is_named(tm
     text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
     shown = text.count('"ping"')
     assert 0 < shown < 500 and f"{500 - shown} contact events are not shown (archive.max_pages = 7)" in " ".join(text.split())
+
+
+def test_a_field_of_another_shape_is_warned_of_in_record_index_and_pdf_after_redaction(signed, tmp_path) -> None:
+    """Review "lossless" F1, end to end: the warning is made from the redacted copies (a card in a field of
+    another shape is masked in it too) and reaches the record, the index entry and the PDF; the message's
+    text reaches only the PDF and record, never the index."""
+    from archiver.artifacts import index_entry
+    chat, contact = make_chat(random.Random(11), messages=4)
+    said = "I never agreed to this contract"
+    data = [m["data"] for m in chat["messages"]]
+    data[0]["content"] = said
+    data[1]["content"]["user"]["isAgent"] = "card 4111 1111 1111 1111"
+    data[2].update(deliverySuccess="no", deliveryErrorReason="recipient blocked")
+    plain = signed["builder"].plaintext(chat, contact, "ended", 1, now())
+    record = json.loads(plain.record)["transcript"]
+    codes = [(w["code"], w.get("field")) for w in record["warning_codes"]]
+    assert codes == [("content_text", None), ("not_boolean", "data.content.user.isAgent"),
+                     ("not_boolean", "data.deliverySuccess")]
+    entry = index_entry(plain, 1, now(), 30)
+    assert entry["warnings"] == record["warnings"] and entry["failed_deliveries"] == 1
+    assert 'message 2: data.content.user.isAgent is "card 4111 11•• •••• 1111"' in entry["warnings"][1]
+    assert "4111 1111 1111 1111" not in json.dumps(entry, default=str) and said not in json.dumps(entry, default=str)
+    text = _flat(_pdftotext(plain.pdf, tmp_path))
+    assert said in text and "message 1: data.content is text" in text and "Delivery error: recipient blocked" in text

@@ -421,3 +421,32 @@ def test_variation_selectors_with_nothing_to_vary_are_shown_but_an_emojis_is_not
     assert renderer.render(normalise(_chat(["\ufe0f\ufe0f\ufe0f"]))).placeholders == 3
     assert renderer.render(normalise(_chat(["I \u2764\ufe0f it \ufe0e"]))).placeholders == 1  # the one after a space
     assert renderer.render(normalise(_chat(["\u2764\ufe0f"]))).placeholders == 0
+
+
+def test_what_a_field_of_another_shape_holds_is_on_the_page_with_its_warning(renderer, tmp_path) -> None:
+    """Review "lossless" F1: a message whose content is the text itself was drawn "(no text)"; a delivery error
+    beside deliverySuccess "false" (or none) was in no page; neither had a data warning."""
+    said = "I never agreed to this contract"
+    chat = _chat(["a", "b", "c", "d", "e"])
+    data = [m["data"] for m in chat["messages"]]
+    data[0]["content"] = said
+    data[1]["content"]["user"] = "USER_bob"
+    data[2].update(deliverySuccess="false", deliveryErrorReason="recipient blocked the business number")
+    del data[3]["deliverySuccess"]
+    data[3]["deliveryErrorReason"] = "number unknown"
+    data[4]["deliveryErrorReason"] = "late receipt"  # and deliverySuccess true: shown, not counted as failed
+    t = normalise(chat)
+    text = _flat(_text(renderer.render(t).data, tmp_path))
+    assert said in text and "(no text)" not in text
+    assert re.search(r"#2 · [^#]* USER_bob \(unknown role\)", text)
+    for expected in ["Delivery error: recipient blocked the business number", "Delivery error: number unknown",
+                     "Delivery error: late receipt", "Failed deliveries 2",
+                     "message 1: data.content is text, not an object: shown as the message's text",
+                     "message 2: data.content.user is text, not an object: read as the sender's id",
+                     'message 3: data.deliverySuccess is "false", not true or false: not read']:
+        assert expected in text, expected
+    assert "NOT DELIVERED" not in text, "no message says it was not delivered"
+    italian = _flat(_text(PdfRenderer(ITALIAN).render(t).data, tmp_path))
+    for expected in ["messaggio 1: data.content è testo", "Errore di consegna: number unknown",
+                     'messaggio 3: data.deliverySuccess è "false", non true o false']:
+        assert expected in italian, expected

@@ -157,3 +157,88 @@ def test_javascript_code_where_text_belongs_is_refused_with_its_field(path, comp
     place[path[-1]] = Code("x")
     with pytest.raises(InvalidChat, match=complaint):
         normalise(chat)
+
+
+# -- documented fields of another shape: shown or named, never dropped without a word (review "lossless" F1) ----
+
+def test_content_given_as_the_text_itself_is_the_message_s_text_and_a_bare_user_its_sender() -> None:
+    """`"content": "I never agreed to this contract"` was drawn "(no text)", and `"user": "USER_bob"` as nobody,
+    with no data warning anywhere."""
+    said = "I never agreed to this contract"
+    chat = {"room": "R", "messages": [{"data": {"messageType": "TEXT", "content": said}},
+                                      {"data": {"messageType": "TEXT", "content": {"text": "hi", "user": "USER_bob"}}}]}
+    t = normalise(chat)
+    assert t.messages[0].text == said and t.messages[1].sender_id == "USER_bob"
+    assert t.messages[1].role == "unknown"  # a bare id says nothing of the role
+    assert [(w.code, dict(w.values)) for w in t.notes] == [("content_text", {"position": "1"}),
+                                                            ("user_text", {"position": "2"})]
+    assert t.warnings == ("message 1: data.content is text, not an object: shown as the message's text",
+                          "message 2: data.content.user is text, not an object: read as the sender's id")
+    assert not any(said in w for w in t.warnings), "the index keeps the warnings: never the message's text"
+
+
+def test_content_given_as_text_is_bounded_like_any_text() -> None:
+    chat = {"room": "R", "messages": [{"data": {"content": "x" * 101}}]}
+    with pytest.raises(InvalidChat, match=r"message 1: data.content has 101 characters, over the limit of 100"):
+        normalise(chat, max_message_chars=100)
+
+
+@pytest.mark.parametrize("path, value, code, shown", [
+    (("content",), 42, "not_object", "42"),
+    (("content",), ["I never agreed"], "not_object", "[…]"),
+    (("content",), Code("f()"), "not_object", "Code"),
+    (("content", "user"), 7, "not_object", "7"),
+    (("content", "user"), ["u"], "not_object", "[…]"),
+    (("content", "user", "isAgent"), "true", "not_boolean", '"true"'),
+    (("content", "user", "isAgent"), 1, "not_boolean", "1"),
+    (("deliverySuccess",), "false", "not_boolean", '"false"'),
+    (("deliverySuccess",), {"ok": False}, "not_boolean", "{…}"),
+    (("deliverySuccess",), 0.0, "not_boolean", "0.0"),
+])
+def test_a_documented_field_of_another_shape_is_a_data_warning_naming_it(path, value, code, shown) -> None:
+    """isAgent "true", deliverySuccess "false": kept only when a bool, and nothing said they were not."""
+    data: dict = {"messageType": "TEXT", "content": {"text": "hi", "user": {"id": "u", "isAgent": True}},
+                  "deliverySuccess": True}
+    *parents, name = path
+    place = data
+    for key in parents:
+        place = place[key]
+    place[name] = value
+    t = normalise({"room": "R", "messages": [{"data": {"content": {"text": "a"}}}, {"data": data}]})
+    field = "data." + ".".join(path)
+    assert [(w.code, dict(w.values)) for w in t.notes] == [(code, {"position": "2", "field": field, "value": shown})]
+    expected = "an object" if code == "not_object" else "true or false"
+    assert t.warnings == (f"message 2: {field} is {shown}, not {expected}: not read (the record's source holds it)",)
+    m = t.messages[1]
+    assert (m.role, m.delivered) == ("unknown" if path[0] == "content" else "agent",
+                                     None if path[0] == "deliverySuccess" else True)
+
+
+def test_a_field_of_another_shape_is_quoted_short() -> None:
+    """The value is hostile text (and may be personal): the warning, which the index keeps, quotes 40
+    characters of it at most, as JSON (a newline escaped)."""
+    value = "line\n" + "x" * 100
+    t = normalise({"room": "R", "messages": [{"data": {"deliverySuccess": value}}]})
+    assert dict(t.notes[0].values)["value"] == '"line\\n' + "x" * 35 + '"…'
+
+
+def test_null_or_absent_fields_are_not_data_warnings() -> None:
+    chat = {"room": "R", "messages": [
+        {"data": {"content": None, "deliverySuccess": None}},
+        {"data": {"content": {"text": "x", "user": None}}},
+        {"data": {"content": {"text": "x", "user": {"id": "u", "isAgent": None}}, "deliveryErrorReason": None}},
+        {"data": {"content": {"text": "x", "user": {"id": "u"}}}},
+    ]}
+    assert normalise(chat).notes == ()
+
+
+def test_a_delivery_error_is_a_failed_delivery_unless_the_message_says_it_was_delivered() -> None:
+    """deliverySuccess "false" (or absent) beside a deliveryErrorReason: the index counted no failed delivery."""
+    shapes = [(False, ""), ("false", "recipient blocked"), (None, "number unknown"), (True, "late receipt"),
+              ("false", ""), (True, "")]
+    chat = {"room": "R", "messages": [{"data": {"content": {"text": "x"}, "deliveryErrorReason": reason,
+                                                **({} if ok is None else {"deliverySuccess": ok})}}
+                                      for ok, reason in shapes]}
+    t = normalise(chat)
+    assert [m.delivery_error for m in t.messages] == [reason for _, reason in shapes]
+    assert t.failed_deliveries == 3  # 1: says so; 2 and 3: a reason, and no true; not 4 (it says delivered)

@@ -90,6 +90,7 @@ LABEL_DEFAULTS = {
     "event_left": "Left", "event_closed": "Contact closed", "event_other": "Event",
     "event_origin": "origin",
     "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
+    "delivery_error": "Delivery error",
     "archive": "Archive",
     "archived_at": "Archived at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
     "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
@@ -895,9 +896,12 @@ class PdfRenderer:
         labels = self.template.labels
         if not m.text and not m.url and not m.is_end:
             yield self._runs(labels["empty"], "meta", counter)
+        reason = [*self._runs(": ", "note", counter), *self._field(m.delivery_error, "note", counter)] \
+            if m.delivery_error else []
         if m.delivered is False:
-            reason = [*self._runs(": ", "note", counter), *self._field(m.delivery_error, "note", counter)]
-            yield [*self._runs(labels["not_delivered"], "warning", counter), *(reason if m.delivery_error else [])]
+            yield [*self._runs(labels["not_delivered"], "warning", counter), *reason]
+        elif reason:  # whatever else deliverySuccess says (true, absent, or not a bool): the platform gave a reason
+            yield [*self._runs(labels["delivery_error"], "warning", counter), *reason]
         if m.duplicate_of:
             yield self._runs(f"{labels['duplicate_of']} #{m.duplicate_of}", "note", counter)
         if m.reply_to:
