@@ -157,3 +157,32 @@ def test_javascript_code_where_text_belongs_is_refused_with_its_field(path, comp
     place[path[-1]] = Code("x")
     with pytest.raises(InvalidChat, match=complaint):
         normalise(chat)
+
+
+def _said(*senders: tuple[str, object]) -> dict:
+    """A chat whose messages are by SENDERS: (id, isAgent as given, or ... for none)."""
+    users = [{"id": who} if said is ... else {"id": who, "isAgent": said} for who, said in senders]
+    return {"room": "R", "messages": [{"data": {"id": str(n), "messageType": "TEXT",
+                                                "content": {"text": "hi", "user": user}}}
+                                      for n, user in enumerate(users)]}
+
+
+def test_a_sender_s_roles_come_from_all_their_messages_not_the_first() -> None:
+    """Review "lossless" F2: a greeting sent under an agent's id with no isAgent made the agent 'unknown', in
+    neither `agents` nor `customers`: search --agent, holds and erasure (by the index) missed the chat."""
+    t = normalise(_said(("B", ...), ("C", "true"), ("B", True), ("C", False), ("N", 1), ("N", ...)))
+    assert [(p.user_id, p.roles) for p in t.participants] == [("B", ("agent",)), ("C", ("customer",)), ("N", ())]
+    assert [p.role for p in t.participants] == ["agent", "customer", "unknown"]
+    # never stated: found under both roles (it cannot be ruled out), but no role is claimed for it
+    assert t.agents == ["B", "N"] and t.customers == ["C", "N"]
+    assert [m.role for m in t.messages] == ["unknown", "unknown", "agent", "customer", "unknown", "unknown"]
+    assert t.warnings == ()
+
+
+def test_a_sender_stated_as_both_agent_and_customer_is_under_both_with_a_data_warning() -> None:
+    t = normalise(_said(("X", False), ("A", True), ("X", ...), ("X", True), ("X", False)))
+    assert t.agents == ["X", "A"] and t.customers == ["X"]
+    assert t.participant("X").roles == ("agent", "customer") and t.participant("X").role == "both"
+    assert t.warnings == ('sender "X": an agent in message 4, a customer in message 1',)
+    assert [(w.code, dict(w.values)) for w in t.notes] == [
+        ("two_roles", {"value": '"X"', "position": "4", "other": "1"})]
