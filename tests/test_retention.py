@@ -1423,5 +1423,5 @@ def test_an_erasure_after_the_source_is_gone_finds_a_customer_whose_first_messag
     retention(config)
     assert source(config).count_documents({}) == 0
     result = erase(config, customer)
-    assert outcomes(result) == {("erase_personal", chat["room"], 1): ("erased", "erasure request: GDPR request 1")}, \
+    assert outcomes(result) == {("delete_archive", chat["room"], 1): ("deleted", "erasure request: GDPR request 1")}, \
         result.report
