@@ -40,7 +40,8 @@ from archiver.redaction import Redactor
 from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, utc_bound, words
 from archiver.source import ChatSource
 from archiver.store import ObjectMissing, ObjectStore, StoreError
-from archiver.transcript import CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, has_ended, normalise
+from archiver.transcript import (CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, found_as, has_ended, normalise,
+                                 roles_by_sender)
 
 ROOM_BATCH = 500
 RECORD = "held_by_source"  # on a room's entries: the ids of the active holds its source chat was found held by
@@ -268,22 +269,24 @@ def _only(f: SearchFilters, group: str) -> SearchFilters:
 
 
 def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
-    """Who a source chat names, by role: its messages' authors (under both roles where `isAgent` is not a
-    boolean) and the contact's people (its userID as a customer, its agentID as an agent); None if it cannot
-    be read (a SourceProblem, messages that are not an array of documents)."""
+    """Who a source chat names, by role: its messages' authors under the roles the index finds them by
+    (transcript.roles_by_sender and found_as: the roles any of their messages states, both where none does)
+    and the contact's people (its userID as a customer, its agentID as an agent); None if it cannot be read (a
+    SourceProblem, messages that are not an array of documents)."""
     messages = chat.get("messages") if isinstance(chat, dict) else None
     messages = [] if isinstance(chat, dict) and messages is None else messages
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return None
     people: dict[str, set[str]] = {"customer": set(), "agent": set()}
+    said = []
     for message in messages:
         data = message.get("data") if isinstance(message.get("data"), dict) else {}
         content = data.get("content") if isinstance(data.get("content"), dict) else {}
         user = content.get("user") if isinstance(content.get("user"), dict) else {}
-        if _user_id(user.get("id")):
-            agent = user.get("isAgent")
-            for role in (["agent" if agent else "customer"] if isinstance(agent, bool) else ["agent", "customer"]):
-                people[role].add(_user_id(user.get("id")))
+        said.append((_user_id(user.get("id")), user.get("isAgent")))
+    for sender, roles in roles_by_sender(said).items():
+        for role in found_as(roles):
+            people[role].add(sender)
     for field, (_, role) in CONTACT_PEOPLE.items():
         if isinstance(contact, dict) and contact_person(contact, field):
             people[role].add(contact_person(contact, field))

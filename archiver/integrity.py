@@ -45,7 +45,7 @@ from archiver.names import safe_name
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
 from archiver.render.record import read_source, source_json
-from archiver.transcript import CONTACT_PEOPLE, contact_person
+from archiver.transcript import CONTACT_PEOPLE, ROLE_NAMES, ROLES, contact_person, found_as
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
 from archiver.visible import is_pdf_title
@@ -512,7 +512,8 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
                      if k in view})
     if people is not None:
         for field, role in (("agents", "agent"), ("customers", "customer")):
-            expected[field] = [p.get("user_id") for p in people if isinstance(p, dict) and p.get("role") == role]
+            expected[field] = [p.get("user_id") for p in people
+                               if isinstance(p, dict) and role in _found_as(p.get("role"), doc.get("format"))]
     for field in CONTACT_PEOPLE:  # (an entry from before one was indexed lacks it: every hold by that role holds it)
         if field in entry:
             expected[field] = _contact_person(doc, field)
@@ -520,6 +521,18 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r})" for k, v in expected.items()
               if _shown(k, entry.get(k)) != v]
     return Check(what, not differ, "; ".join(differ))
+
+
+# Records whose participants' role is their first message's, indexed under that role alone (unknown: neither).
+_FIRST_MESSAGE_ROLES = ("ctlive-archive-record/1", "ctlive-archive-record/2", "ctlive-archive-record/3")
+
+
+def _found_as(role: Any, record_format: Any) -> tuple[str, ...]:
+    """The roles the index lists a participant of ROLE (as the record writes it) under, as its archive pass did."""
+    if record_format in _FIRST_MESSAGE_ROLES:
+        return (role,) if role in ROLES else ()
+    stated = {name: roles for roles, name in ROLE_NAMES.items()}
+    return found_as(stated[role]) if role in stated else ()
 
 
 def _contact_person(doc: dict[str, Any], field: str) -> str | None:

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from collections.abc import Mapping  # isinstance checks against typing's alias cost ten times more
-from typing import Any
+from typing import Any, Iterable
 
 from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
@@ -40,8 +40,12 @@ WARNINGS = {
     "user_text": "message {position}: data.content.user is text, not an object: read as the sender's id",
     "not_object": "message {position}: {field} is {value}, not an object: not read (the record's source holds it)",
     "not_boolean": "message {position}: {field} is {value}, not true or false: not read (the record's source holds it)",
+    "two_roles": "sender {value}: an agent in message {position}, a customer in message {other}",
 }
 SHOWN_CHARS = 40  # of a value quoted in a data warning: hostile text, and the index keeps the warnings
+ROLES = ("agent", "customer")  # the roles a message states by isAgent true and false
+# A participant's `role` in the record and the index, by the roles their messages state (record /4).
+ROLE_NAMES = {("agent",): "agent", ("customer",): "customer", ROLES: "both", (): "unknown"}
 
 
 class InvalidChat(ValueError):
@@ -78,7 +82,7 @@ class Message:
 @dataclass(frozen=True)
 class Participant:
     user_id: str
-    role: str  # agent / customer / unknown
+    roles: tuple[str, ...]  # the roles their messages state (ROLES order): one, both, or none
     nickname: str = ""  # from the contact's users
     channel: str = ""
     name: str = ""  # carried in the participant's messages
@@ -86,6 +90,11 @@ class Participant:
     @property
     def display_name(self) -> str:
         return self.nickname or self.name
+
+    @property
+    def role(self) -> str:
+        """agent, customer, both or unknown (no message states one): as the record and the index write it."""
+        return ROLE_NAMES[self.roles]
 
 
 @dataclass(frozen=True)
@@ -135,11 +144,11 @@ class Transcript:
 
     @property
     def agents(self) -> list[str]:
-        return [p.user_id for p in self.participants if p.role == "agent"]
+        return [p.user_id for p in self.participants if "agent" in found_as(p.roles)]
 
     @property
     def customers(self) -> list[str]:
-        return [p.user_id for p in self.participants if p.role == "customer"]
+        return [p.user_id for p in self.participants if "customer" in found_as(p.roles)]
 
     @property
     def failed_deliveries(self) -> int:
@@ -177,6 +186,7 @@ def normalise(
     warnings: list[DataWarning] = []
     messages = _messages(raw_messages, max_message_chars, warnings)
     warnings += _sequence_warnings(messages)
+    participants = _participants(messages, contact, warnings)
     end = next((m for m in reversed(messages) if m.is_end), None)
     times = [m.sent_at for m in messages if m.sent_at is not None]
     events = _events(contact.get("contact_events"), warnings)
@@ -188,7 +198,7 @@ def normalise(
         ctlive_type=_text(chat.get("ctlive_type")) or _text(contact.get("ctlive_type")),
         status=status,
         messages=tuple(messages),
-        participants=tuple(_participants(messages, contact)),
+        participants=tuple(participants),
         channel=_channel(contact),
         service=_text(contact.get("serv_name")) or _text(contact.get("servid")),
         title=_text(contact.get("title")),
@@ -372,20 +382,43 @@ def _data(message: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
-def _participants(messages: list[Message], contact: Mapping[str, Any]) -> list[Participant]:
+def roles_by_sender(said: Iterable[tuple[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Each sender's roles from all their messages, SAID as (sender id, isAgent as given) per message: an agent
+    if any says isAgent true, a customer if any says false (only a boolean states a role; none: ()). Senders in
+    the order of their first message; "" is no sender. (The transcript's and the source hold check's rule.)"""
+    values: dict[str, set[bool]] = {}
+    for sender, is_agent in said:
+        if sender:
+            values.setdefault(sender, set()).update([is_agent] if isinstance(is_agent, bool) else [])
+    return {sender: tuple(role for role, value in zip(ROLES, (True, False)) if value in stated)
+            for sender, stated in values.items()}
+
+
+def found_as(roles: tuple[str, ...]) -> tuple[str, ...]:
+    """The roles search, holds and erasure find a sender of stated ROLES under: those, or both where no message
+    states one (it cannot be ruled out)."""
+    return roles or ROLES
+
+
+def _participants(messages: list[Message], contact: Mapping[str, Any],
+                  warnings: list[DataWarning]) -> list[Participant]:
     users = contact.get("users") if isinstance(contact.get("users"), Mapping) else {}
-    seen: dict[str, Participant] = {}
-    for m in messages:
-        if m.sender_id and m.sender_id not in seen:
-            info = users.get(m.sender_id) if isinstance(users.get(m.sender_id), Mapping) else {}
-            seen[m.sender_id] = Participant(
-                user_id=m.sender_id,
-                role=m.role,
-                nickname=_text(info.get("nickname")),
-                channel=_text(info.get("channel")),
-                name=next((n.sender_name for n in messages if n.sender_id == m.sender_id and n.sender_name), ""),
-            )
-    return list(seen.values())
+    out: list[Participant] = []
+    for sender, roles in roles_by_sender((m.sender_id, m.is_agent) for m in messages).items():
+        if roles == ROLES:
+            first = {role: next(m.position for m in messages if m.sender_id == sender and m.role == role)
+                     for role in ROLES}
+            warnings.append(_warning("two_roles", value=json.dumps(sender[:80], ensure_ascii=False),
+                                     position=first["agent"], other=first["customer"]))
+        info = users.get(sender) if isinstance(users.get(sender), Mapping) else {}
+        out.append(Participant(
+            user_id=sender,
+            roles=roles,
+            nickname=_text(info.get("nickname")),
+            channel=_text(info.get("channel")),
+            name=next((n.sender_name for n in messages if n.sender_id == sender and n.sender_name), ""),
+        ))
+    return out
 
 
 def _channel(contact: Mapping[str, Any]) -> str:

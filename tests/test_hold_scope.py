@@ -899,3 +899,21 @@ def test_a_room_held_by_the_index_under_one_case_is_recorded_held_through_its_so
     age(config, 400)
     result = retention(config)
     assert _deleted(result) == [] and index(config).find_one()["legal_hold"] is True, result.report["items"]
+
+
+def test_the_source_check_reads_an_author_s_roles_as_the_index_does() -> None:
+    """Review "lossless" F2: the source check put every author of a message without a boolean isAgent under both
+    roles, the index only by their first message: the two disagreed. Both now use transcript.roles_by_sender."""
+    from archiver.holds import _source_people
+    from archiver.transcript import normalise
+
+    def message(user):
+        return {"data": {"messageType": "TEXT", "content": {"text": "hi", "user": user}}}
+    chat = {"room": "R", "messages": [message(u) for u in (
+        {"id": "late agent"}, {"id": "late agent", "isAgent": True}, {"id": "ghost", "isAgent": "true"},
+        {"id": "late customer", "isAgent": 1}, {"id": "late customer", "isAgent": False},
+        {"id": "twofaced", "isAgent": False}, {"id": "twofaced", "isAgent": True})]}
+    people = _source_people(chat, {})
+    t = normalise(chat)
+    assert people == {"agent": set(t.agents), "customer": set(t.customers)}
+    assert people == {"agent": {"late agent", "ghost", "twofaced"}, "customer": {"ghost", "late customer", "twofaced"}}

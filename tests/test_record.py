@@ -28,7 +28,7 @@ def test_source_documents_survive_exactly() -> None:
     contact = {"_id": ObjectId("61e8277aef3d6b076066d200"), "id": chat["room"], "beginTime": 1642604300000.0}
     data, digest = build_record(normalise(chat, contact), chat, contact, version=2, generated_at=WHEN)
     record = json.loads(data)
-    assert record["format"] == "ctlive-archive-record/3" and record["version"] == 2
+    assert record["format"] == "ctlive-archive-record/4" and record["version"] == 2
     assert record["source_sha256"] == digest == source_digest(chat, contact)
     back = json_util.loads(json.dumps(record["source"]["chat"]), json_options=EXTJSON_OPTIONS)
     assert back == chat

@@ -450,3 +450,49 @@ def test_what_a_field_of_another_shape_holds_is_on_the_page_with_its_warning(ren
     for expected in ["messaggio 1: data.content è testo", "Errore di consegna: number unknown",
                      'messaggio 3: data.deliverySuccess è "false", non true o false']:
         assert expected in italian, expected
+
+def _layout(pdf: bytes, tmp_path: Path) -> list[str]:
+    path = tmp_path / "l.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
+def _row(layout: list[str], label: str) -> list[str]:
+    """The values of the header row LABEL (its first line and the indented lines under it)."""
+    start = next(i for i, line in enumerate(layout) if line.lstrip().startswith(label))
+    values = [layout[start].strip()[len(label):].strip()]
+    for line in layout[start + 1:]:
+        if not line.startswith(" " * 8) or not line.strip().startswith('"'):
+            break
+        values.append(line.strip())
+    return values
+
+
+def test_the_header_states_only_the_roles_the_messages_state(renderer, tmp_path) -> None:
+    """Review "lossless" F2: a sender whose first message stated no role was listed in no row of the header. Roles
+    come from all of a sender's messages; one whose messages never state a role is listed as such, not as an
+    agent or a customer; one stated as both is in both rows (and a data warning says so)."""
+    chat = _chat(["one", "two", "three", "four", "five"])
+    users = [{"id": "late agent"}, {"id": "late agent", "isAgent": True}, {"id": "ghost", "isAgent": "true"},
+             {"id": "twofaced", "isAgent": True}, {"id": "twofaced", "isAgent": False}]
+    for message, user in zip(chat["messages"], users):
+        message["data"]["content"]["user"] = user
+    chat["messages"][-1]["data"]["content"]["user"] = {"id": "late agent", "isAgent": True}
+    layout = _layout(renderer.render(normalise(chat)).data, tmp_path)
+    assert _row(layout, "Agents") == ['"late agent"', '"twofaced"'], layout
+    assert _row(layout, "Customers") == ['"twofaced"'], layout
+    assert _row(layout, "Role not stated") == ['"ghost"'], layout
+    text = _flat("\n".join(layout))
+    assert 'sender "twofaced": an agent in message 4, a customer in message 5' in text
+    assert re.search(r'#1 · [^#]* · late agent \(unknown role\) │ one', text), "a message's own role is shown as before"
+
+
+def test_a_template_without_the_role_not_stated_label_still_loads(tmp_path) -> None:
+    old = tmp_path / "old.toml"
+    old.write_text(re.sub(r"(?m)^role_not_stated = .*\n", "", DEFAULT_TEMPLATE.read_text()))
+    assert "role_not_stated" not in old.read_text()
+    chat = _chat(["one"])
+    chat["messages"][0]["data"]["content"]["user"] = {"id": "ghost"}
+    layout = _layout(PdfRenderer(old).render(normalise(chat)).data, tmp_path)
+    assert _row(layout, "Role not stated") == ['"ghost"'], layout

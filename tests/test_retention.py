@@ -1401,3 +1401,27 @@ def test_an_erasure_deletes_the_source_of_a_room_the_driver_cannot_decode(make_c
     db = connect(config["mongodb.uri"])[config["source.database"]]
     assert db[config["source.chats"]].count_documents({"room": chat["room"]}) == 0
     assert db[config["source.contacts"]].count_documents({"id": chat["room"]}) == 0
+
+
+def test_an_erasure_after_the_source_is_gone_finds_a_customer_whose_first_message_states_no_role(make_config) -> None:
+    """Review "lossless" F2b: the customer's first message has no isAgent, the later ones say false, and the contact
+    names someone else (a call-back a colleague opened). The index had them in neither `customers` nor
+    `opened_by`: once retention deleted the source, the erasure never looked at the archive of their messages,
+    and its report said nothing."""
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+    import random
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(8), messages=8, start_ms=recent_ms(60))
+    mine = [m for m in chat["messages"] if m["data"]["content"]["user"]["isAgent"] is False]
+    customer = mine[0]["data"]["content"]["user"]["id"]
+    del mine[0]["data"]["content"]["user"]["isAgent"]
+    contact["userID"] = "someone-else"
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    age(config, 40)
+    retention(config)
+    assert source(config).count_documents({}) == 0
+    result = erase(config, customer)
+    assert outcomes(result) == {("delete_archive", chat["room"], 1): ("deleted", "erasure request: GDPR request 1")}, \
+        result.report

@@ -441,3 +441,38 @@ def test_one_conversion_of_a_date_bound_to_utc_serves_search_and_holds() -> None
         parse_date("9999-12-31T23:59:59-01:00", end=True)
     with pytest.raises(ValueError, match="is not a date"):
         parse_date("not a date", end=False)
+
+
+def _unstated_first(chat: dict, role: bool, person: str) -> None:
+    """PERSON writes CHAT's messages of ROLE (isAgent), the first of them with no isAgent (a greeting the platform
+    sent under their id, a channel adapter that omits it)."""
+    mine = [m for m in chat["messages"] if m["data"]["content"]["user"].get("isAgent") is role
+            and m["data"]["messageType"] == "TEXT"]
+    for m in mine:
+        m["data"]["content"]["user"]["id"] = person
+    del mine[0]["data"]["content"]["user"]["isAgent"]
+    assert len(mine) > 1
+
+
+def test_agent_and_customer_find_a_chat_whatever_role_the_person_s_first_message_states(make_config) -> None:
+    """Review "lossless" F2: the index took each author's role from their first message, so an agent whose first
+    message states none (a transferred chat: the contact's agentID names another) was in neither `agents` nor
+    `customers`, and --agent missed the chat docs/search.md says it finds. A person whose messages never state a
+    role is found by either filter; the signed record says 'unknown' for them (verify agrees)."""
+    import random
+
+    from archiver.pipeline import Archiver
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+    config = make_config(search__key_file="")
+    chat, contact = make_chat(random.Random(5), messages=6, start_ms=recent_ms(30))
+    _unstated_first(chat, True, "USER_bee@acd.example.com")
+    chat["messages"][0]["data"]["content"]["user"] = {"id": "ghost"}  # never states a role
+    contact["agentID"] = "USER_another@acd.example.com"
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    assert _rooms(config, agent="USER_bee@acd.example.com") == [chat["room"]]
+    assert _rooms(config, customer="USER_bee@acd.example.com") == []
+    assert _rooms(config, agent="ghost") == _rooms(config, customer="ghost") == [chat["room"]]
+    (entry,) = index(config).find()
+    assert {"user_id": "ghost", "role": "unknown", "nickname": ""} in entry["participants"]

@@ -242,3 +242,31 @@ def test_a_delivery_error_is_a_failed_delivery_unless_the_message_says_it_was_de
     t = normalise(chat)
     assert [m.delivery_error for m in t.messages] == [reason for _, reason in shapes]
     assert t.failed_deliveries == 3  # 1: says so; 2 and 3: a reason, and no true; not 4 (it says delivered)
+
+def _said(*senders: tuple[str, object]) -> dict:
+    """A chat whose messages are by SENDERS: (id, isAgent as given, or ... for none)."""
+    users = [{"id": who} if said is ... else {"id": who, "isAgent": said} for who, said in senders]
+    return {"room": "R", "messages": [{"data": {"id": str(n), "messageType": "TEXT",
+                                                "content": {"text": "hi", "user": user}}}
+                                      for n, user in enumerate(users)]}
+
+
+def test_a_sender_s_roles_come_from_all_their_messages_not_the_first() -> None:
+    """Review "lossless" F2: a greeting sent under an agent's id with no isAgent made the agent 'unknown', in
+    neither `agents` nor `customers`: search --agent, holds and erasure (by the index) missed the chat."""
+    t = normalise(_said(("B", ...), ("C", "true"), ("B", True), ("C", False), ("N", 1), ("N", ...)))
+    assert [(p.user_id, p.roles) for p in t.participants] == [("B", ("agent",)), ("C", ("customer",)), ("N", ())]
+    assert [p.role for p in t.participants] == ["agent", "customer", "unknown"]
+    # never stated: found under both roles (it cannot be ruled out), but no role is claimed for it
+    assert t.agents == ["B", "N"] and t.customers == ["C", "N"]
+    assert [m.role for m in t.messages] == ["unknown", "unknown", "agent", "customer", "unknown", "unknown"]
+    assert [w.code for w in t.notes] == ["not_boolean", "not_boolean"]  # isAgent "true" and 1: named, not read
+
+
+def test_a_sender_stated_as_both_agent_and_customer_is_under_both_with_a_data_warning() -> None:
+    t = normalise(_said(("X", False), ("A", True), ("X", ...), ("X", True), ("X", False)))
+    assert t.agents == ["X", "A"] and t.customers == ["X"]
+    assert t.participant("X").roles == ("agent", "customer") and t.participant("X").role == "both"
+    assert t.warnings == ('sender "X": an agent in message 4, a customer in message 1',)
+    assert [(w.code, dict(w.values)) for w in t.notes] == [
+        ("two_roles", {"value": '"X"', "position": "4", "other": "1"})]

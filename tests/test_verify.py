@@ -524,3 +524,37 @@ def test_a_temporary_file_a_killed_write_left_is_named_once_older_than_the_lease
     for rooms in (None, [room]):
         named = _named(_verify(config, rooms=rooms))
         assert len(named) == 1 and named[0][0] == room and ".tmp-old" in named[0][1], named
+
+
+def test_the_people_of_a_chat_whose_senders_state_no_role_or_both_verify_and_an_edit_is_named(make_config, keys
+                                                                                              ) -> None:
+    """A sender whose messages never state a role is indexed under both `agents` and `customers` (search, holds
+    and erasure find them), one stated as both likewise (with a data warning): verify derives the same from the
+    signed record, and names the entry when one is removed from a list."""
+    import random
+    config = make_config()
+    chat, contact = make_chat(random.Random(6), messages=6, start_ms=recent_ms(30))
+    chat["messages"][0]["data"]["content"]["user"] = {"id": "ghost"}
+    users = [m["data"]["content"]["user"] for m in chat["messages"][1:] if m["data"]["messageType"] == "TEXT"]
+    users[0]["id"], users[0]["isAgent"] = "twofaced", True
+    users[1]["id"], users[1]["isAgent"] = "twofaced", False
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = index(config).find()
+    assert {"ghost", "twofaced"} <= set(entry["agents"]) & set(entry["customers"]), entry
+    assert any("twofaced" in w and "an agent in message" in w for w in entry["warnings"]), entry["warnings"]
+    assert _verify(config, keys).ok
+    index(config).update_one({"_id": entry["_id"]}, {"$pull": {"agents": "ghost"}})
+    ((room, problem),) = _named(_verify(config, keys))
+    assert room == chat["room"] and "searchable fields" in problem and "agents" in problem
+
+
+def test_records_from_before_roles_came_from_every_message_verify_as_they_were_indexed() -> None:
+    """A record of format /3 or older: a sender's role was their first message's, and one whose first message
+    stated none ('unknown') was in neither list; its entry still verifies (nothing archived changes)."""
+    from archiver.integrity import _searchable_check
+    people = [{"user_id": "A", "role": "agent"}, {"user_id": "C", "role": "customer"}, {"user_id": "U", "role": "unknown"}]
+    doc = {"format": "ctlive-archive-record/3", "status": "ended", "transcript": {"participants": people}}
+    entry = {"kind": "ended", "started_at": None, "ended_at": None, "agents": ["A"], "customers": ["C"]}
+    assert _searchable_check(doc, entry).ok
+    assert not _searchable_check(doc, {**entry, "agents": ["A", "U"]}).ok

@@ -84,6 +84,7 @@ LABEL_DEFAULTS = {
                              "version's transcript]",
     "not_ended": "not ended; last message {time}",
     "participant": "{name} ({id})",
+    "role_not_stated": "Role not stated",  # the header's row of senders no message of whom states a role
     "continued": "#{position} continued",
     "event": "» {time} · {what}",
     "event_accepted": "Contact accepted", "event_transferred": "Transferred", "event_joined": "Joined",
@@ -656,8 +657,9 @@ class PdfRenderer:
         return runs
 
     def _participants(self, t: Transcript, role: str, counter: "_Counter") -> list[Run]:
-        """Participants of ROLE, one per line, each id quoted: "bob, mallory" stays one person."""
-        listed = [p for p in t.participants if p.role == role]
+        """Participants whose messages state ROLE ("": none), one per line, each id quoted: "bob, mallory" stays
+        one person."""
+        listed = [p for p in t.participants if (role in p.roles if role else not p.roles)]
         if not listed:
             return self._runs(self.template.labels["none"], "value", counter)
         runs: list[Run] = []
@@ -728,6 +730,8 @@ class PdfRenderer:
         table = [(k, self._field(v or none, "value", counter)) for k, v in rows]
         table += [(labels["agents"], self._participants(t, "agent", counter)),
                   (labels["customers"], self._participants(t, "customer", counter))]
+        if any(not p.roles for p in t.participants):  # stated as neither: not claimed to be either
+            table.append((labels["role_not_stated"], self._participants(t, "", counter)))
         rows = [(labels["started"], self._time(t.started_at) if t.started_at else ""), (labels["ended"], self._ended(t))]
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
         closer = t.participant(t.closed_by)

@@ -21,7 +21,8 @@ from archiver.visible import utf8_safe, visible
 # /2 (issue 11) adds, keeping every field of /1: participants[].name and display_name, messages[].sender_name,
 # events, last_message_at, warning_codes; and ended_at is null for a chat that has not ended (interim, abandoned).
 # /3: a source document with a field name that starts with $ is written as DOLLAR_DOCUMENT (see _document).
-FORMAT = "ctlive-archive-record/3"
+# /4: participants[].role from all of a participant's messages (agent, customer, both, unknown), not the first's.
+FORMAT = "ctlive-archive-record/4"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
 # Reading: a date out of Python's range (before year 1, after 9999) comes back as a DatetimeMS, not an error.
 _READ_OPTIONS = EXTJSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
