@@ -218,7 +218,8 @@ class ChatSource:
             left = self._left(room)
             if left:
                 return False, f"{left} written since it was checked (or changed since): the chat and those kept"
-        if not self._delete_unchanged(self.chats, [stored]):
+        chat_filter = _exact(stored)  # (read above: not read again)
+        if chat_filter is None or not self.chats.delete_one(chat_filter).deleted_count:
             return False, CHANGED
         left = self._left(room, contacts)
         return True, f"{left} left in MongoDB (written since it was checked, or changed since)" if left else ""
@@ -375,8 +376,9 @@ def _exact(doc: dict[str, Any]) -> dict[str, Any] | None:
     cannot be put in a filter (empty, '$' first, a '.'), so it is not deleted."""
     if any(not k or k.startswith("$") or "." in k for k in doc):
         return None
-    return {**{k: {"$eq": v} for k, v in doc.items()},
-            "$expr": {"$eq": [{"$size": {"$objectToArray": "$$ROOT"}}, len(doc)]}}
+    # $and, not $expr beside the fields: nx-27017 then reads the $expr alone (and deleted another chat)
+    return {"$and": [{k: {"$eq": v} for k, v in doc.items()},
+                     {"$expr": {"$eq": [{"$size": {"$objectToArray": "$$ROOT"}}, len(doc)]}}]}
 
 
 def _has_room(doc: dict[str, Any]) -> bool:
