@@ -371,14 +371,15 @@ def _same(stored: dict[str, Any], compared: dict[str, Any]) -> bool:
 
 
 def _exact(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """A filter matching DOC only while each of its fields is equal and it has no other (MongoDB's equality:
-    a document's fields in order, an array's elements in order, numbers by value); None if a field's name
-    cannot be put in a filter (empty, '$' first, a '.'), so it is not deleted."""
+    """A filter matching DOC only while it has the same fields, each scalar equal and each array as long: what a
+    write after the last read changes (a late message $pushed, a field set or added). A sub-document is left to
+    that read's byte comparison: nx-27017 matches no document or array holding an ObjectId by equality
+    (docs/decisions.md). None if a field's name cannot be put in a filter ('$' first, a '.'), so it is not deleted."""
     if any(not k or k.startswith("$") or "." in k for k in doc):
         return None
+    fields = {k: {"$size": len(v)} if type(v) is list else {"$eq": v} for k, v in doc.items() if type(v) is not dict}
     # $and, not $expr beside the fields: nx-27017 then reads the $expr alone (and deleted another chat)
-    return {"$and": [{k: {"$eq": v} for k, v in doc.items()},
-                     {"$expr": {"$eq": [{"$size": {"$objectToArray": "$$ROOT"}}, len(doc)]}}]}
+    return {"$and": [fields, {"$expr": {"$eq": [{"$size": {"$objectToArray": "$$ROOT"}}, len(doc)]}}]}
 
 
 def _has_room(doc: dict[str, Any]) -> bool:

@@ -1569,11 +1569,12 @@ def any_source(request, mongo_uri):
 
 
 def _tricky_chat(room: str):
-    from bson import Decimal128, Int64
+    from bson import Decimal128, Int64, ObjectId
 
     chat = {"_id": f"id-{room}", "room": room, "when": dt.datetime(2026, 1, 2, 3, 4, 5, 678000),
             "nested": {"b": 1, "a": [1, {"y": 2.5, "x": None}]}, "big": Int64(1 << 40), "zero": 0.0,
-            "messages": [{"data": {"ts": 1700000000000, "content": {"text": "hi"}}}]}
+            "messages": [{"_id": ObjectId(), "data": {"ts": 1700000000000, "content": {"text": "hi"}}}],
+            "owner": {"ref": ObjectId()}}  # ObjectIds nested, as the platform's messages carry them
     if "mongomock" in room:  # (nx-27017 cannot store a Decimal128)
         chat["price"] = Decimal128("1.10")
     return chat
