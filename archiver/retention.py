@@ -371,12 +371,26 @@ class Deletions:
             if _raw(chat, contact) != step["raw_sha256"] and self._digest(chat, contact) != step["source_sha256"]:
                 self._requeue(step["room"])
                 return "skipped", "the source chat changed after the plan was made: queued for archiving"
+        if not erasure:
+            return self._delete_checked(step["room"], chat, contact)
         # Idempotent: a chat deleted before a crash is gone; what is left of the room (contact) goes now.
-        self.source.delete_room(step["room"], step["entry_id"], self.config["retention.delete_contacts"] or erasure)
-        meanwhile = self._archived_meanwhile(run_id, step["room"]) if erasure else ""
+        self.source.delete_room(step["room"], step["entry_id"], True)
+        meanwhile = self._archived_meanwhile(run_id, step["room"])
         if meanwhile:
             return "failed", f"source chat deleted, but {meanwhile}, after this erasure was planned: erase again"
         return "deleted", ""
+
+    def _delete_checked(self, room: str, chat: dict[str, Any], contact: dict[str, Any] | None) -> tuple[str, str]:
+        """Retention deletes exactly what it compared with the archive: a document written (or changed) since
+        stays, and the room is queued for archiving, so a later pass archives it and a later run deletes it."""
+        deleted, left = self.source.delete_checked(room, chat, contact, self.config["retention.delete_contacts"])
+        if not left:
+            return "deleted", ""
+        self._requeue(room)
+        if not deleted:
+            return "skipped", f"source chat kept: {left}; queued for archiving"
+        return "failed", (f"source chat deleted as archived, but {left}: not deleted, not archived; queued for "
+                          "archiving (a person should look: messages without their chat are quarantined)")
 
     def _archived_meanwhile(self, run_id: str, room: str) -> str:
         """What the archive pass did with ROOM that this run's plan does not cover ("" if nothing): a version

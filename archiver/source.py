@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import bson
 import mongomock
 from bson.errors import BSONError
 from bson.int64 import Int64
@@ -19,11 +20,13 @@ from pymongo.database import Database
 
 from archiver import lossless
 from archiver.batches import batched
-from archiver.mongo import STORED, tolerant
+from archiver.mongo import STORED, TOLERANT, tolerant
 from archiver.transcript import END_TYPE, to_datetime
 
 
 BATCH = 500  # rooms asked for in one query
+DELETE_BATCH = 100  # documents deleted by one filter (each named whole in it)
+CHANGED = "it changed since it was checked (written to meanwhile): kept"
 
 
 @dataclass(frozen=True)
@@ -187,12 +190,67 @@ class ChatSource:
         return rooms
 
     def delete_room(self, room: str, chat_id: Any, contacts: bool) -> int:
-        """Delete ROOM's contact when CONTACTS, its messages (when kept apart), then its chat document (by
+        """An erasure: delete ROOM's contact when CONTACTS, its messages (when kept apart), then its chat document (by
         CHAT_ID), last: a chat that is gone has nothing left behind. How many documents went."""
         gone = self.contacts.delete_many({"id": {"$eq": room}}).deleted_count if contacts else 0
         if self.messages is not None:
             gone += self.messages.delete_many({"room": {"$eq": room}}).deleted_count
         return gone + self.chats.delete_one({"_id": chat_id}).deleted_count
+
+    def delete_checked(self, room: str, chat: dict[str, Any], contact: dict[str, Any] | None, contacts: bool
+                       ) -> tuple[bool, str]:
+        """Retention: delete exactly the documents of ROOM that were loaded and compared with its archive: CONTACT
+        (when CONTACTS), CHAT's messages (when kept apart), then CHAT; each only if it is still stored as it was
+        read (the bytes read last, then a filter on every field). Whether the chat went, and what was kept or
+        left in MongoDB ("" if nothing): a document written meanwhile is never deleted unarchived."""
+        apart = self.messages is not None
+        compared = {k: v for k, v in chat.items() if k != "messages"} if apart else chat
+        stored = self._as_stored(self.chats, [chat["_id"]]).get(_key(chat["_id"]))
+        own = stored
+        if stored is not None and apart and stored.get("messages") in (None, []):  # absent, null or []: as loaded
+            own = {k: v for k, v in stored.items() if k != "messages"}
+        if own is None or not _same(own, compared):
+            return False, CHANGED
+        if contacts and contact is not None:
+            self._delete_unchanged(self.contacts, [contact])
+        if apart:
+            self._delete_unchanged(self.messages, [m for m in chat["messages"] if isinstance(m, dict)])
+            left = self._left(room)
+            if left:
+                return False, f"{left} written since it was checked (or changed since): the chat and those kept"
+        chat_filter = _exact(stored)  # (read above: not read again)
+        if chat_filter is None or not self.chats.delete_one(chat_filter).deleted_count:
+            return False, CHANGED
+        left = self._left(room, contacts)
+        return True, f"{left} left in MongoDB (written since it was checked, or changed since)" if left else ""
+
+    def _as_stored(self, collection: Collection, ids: list[Any]) -> dict[bytes, dict[str, Any]]:
+        """The documents of COLLECTION with IDS as read now (decoded as `load` does), by `_key` of their _id."""
+        found = {}
+        for doc, lost in map(lossless.read, self._stored(collection).find({"_id": {"$in": ids}})):
+            if lost is None:  # (one whose bytes the decoding does not keep is no copy of what was compared)
+                found[_key(doc["_id"])] = doc
+        return found
+
+    def _delete_unchanged(self, collection: Collection, compared: list[dict[str, Any]]) -> int:
+        """Delete those of COMPARED still stored exactly as they are; how many went. Read first and compared by
+        their bytes (MongoDB's equality takes 1 for 1.0 and -0.0 for 0.0); deleted by a filter on every field,
+        which a write since that read no longer matches."""
+        gone = 0
+        for batch in batched(compared, DELETE_BATCH):
+            now = self._as_stored(collection, [d["_id"] for d in batch])
+            same = [now[_key(d["_id"])] for d in batch if _key(d["_id"]) in now and _same(now[_key(d["_id"])], d)]
+            filters = [f for f in map(_exact, same) if f is not None]
+            if filters:
+                gone += collection.delete_many({"$or": filters}).deleted_count
+        return gone
+
+    def _left(self, room: str, contacts: bool = False) -> str:
+        """What ROOM still has in MongoDB among its message documents (and contacts, when CONTACTS)."""
+        # The implicit equality, not $eq: nx-27017's $eq matches no array (docs/decisions.md).
+        counts = [(self.messages.count_documents({"room": room}) if self.messages is not None else 0, "message"),
+                  (self.contacts.count_documents({"id": room}) if contacts else 0, "contact")]
+        return " and ".join(f"{n} {what} document{'s' * (n != 1)}" for n, what in counts if n)
 
     def _load_many(self, rooms: list[str]) -> dict[str, tuple[Chat, dict[str, Any] | None]]:
         chats = {room: _one_chat(room, docs, self.mask) for room, docs in self._chat_documents(rooms).items()}
@@ -212,6 +270,8 @@ class ChatSource:
             query = {"room": {"$in": list(found)}}
             for doc in self._stored(self.messages).find(query).sort("_id", ASCENDING) if found else ():
                 msg, raw = lossless.read(doc)
+                for room in _named_in_array(msg, "room", found):
+                    lossy.setdefault(room, self.mask(_in_array(room, "message", msg, "room")))
                 if isinstance(msg.get("room"), str):
                     held = found[msg["room"]]["messages"]
                     if raw is not None and msg["room"] not in lossy:
@@ -219,13 +279,18 @@ class ChatSource:
                     held.append(msg)
             chats.update({room: SourceProblem(reason, found[room]) for room, reason in lossy.items()})
         contacts: dict[str, list[tuple[dict[str, Any], bytes | None]]] = {}
+        strays: dict[str, str] = {}  # room -> a contact naming it in an array
         for doc, raw in map(lossless.read, self._stored(self.contacts).find({"id": {"$in": rooms}})):
             if isinstance(doc.get("id"), str):
                 contacts.setdefault(doc["id"], []).append((doc, raw))
+            for room in _named_in_array(doc, "id", rooms):
+                strays.setdefault(room, self.mask(_in_array(room, "contact", doc, "id")))
         loaded: dict[str, tuple[Chat, dict[str, Any] | None]] = {}
         for room in rooms:
             chat, found = chats.get(room), contacts.get(room, [])
-            if len(found) > 1 and isinstance(chat, dict):  # never one of them silently, the other left out
+            if room in strays and isinstance(chat, dict):
+                chat = SourceProblem(strays[room], chat)
+            elif len(found) > 1 and isinstance(chat, dict):  # never one of them silently, the other left out
                 ids = ", ".join(repr(doc.get("_id")) for doc, _ in found)
                 chat = SourceProblem(f"{len(found)} contact documents have id {room!r} (_id {ids}); the chat is "
                                      "not archived until a person decides which one is its contact", chat)
@@ -274,6 +339,47 @@ def _one_chat(room: str, docs: list[tuple[dict[str, Any], bytes | None]], mask: 
                          "until a person decides which one is the chat")
 
 
+
+
+def _named_in_array(doc: dict[str, Any], field: str, rooms: Any) -> list[str]:
+    """Those of ROOMS that DOC's FIELD is an array holding (`$in` matched it for them)."""
+    value = doc.get(field)
+    return [room for room in rooms if room in value] if isinstance(value, list) else []
+
+
+def _in_array(room: str, what: str, doc: dict[str, Any], field: str) -> str:
+    # Not dropped without a word (it was, and retention's `$eq` then deleted it with the room's): a person decides.
+    return (f"room {room!r}: a {what} document (_id {doc.get('_id')!r}) has {field} {doc.get(field)!r}, an array "
+            f"holding the room, not the text {room!r}: not archived until a person decides whether it is this "
+            "chat's")
+
+
+def _key(value: Any) -> bytes:
+    """VALUE as BSON: an _id to look up by (a document's _id is no dict key), exact for any type."""
+    return bson.encode({"": value})
+
+
+def _same(stored: dict[str, Any], compared: dict[str, Any]) -> bool:
+    """Whether STORED is COMPARED exactly: type, sign, field order (BSON's bytes; False if either cannot be
+    encoded). The top level's order is the decoder's either way, so it is not compared."""
+    try:
+        return len(stored) == len(compared) and all(
+            k in compared and bson.encode({"": v}, codec_options=TOLERANT) == bson.encode(
+                {"": compared[k]}, codec_options=TOLERANT) for k, v in stored.items())
+    except (BSONError, UnicodeEncodeError, TypeError):
+        return False
+
+
+def _exact(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A filter matching DOC only while it has the same fields, each scalar equal and each array as long: what a
+    write after the last read changes (a late message $pushed, a field set or added). A sub-document is left to
+    that read's byte comparison: nx-27017 matches no document or array holding an ObjectId by equality
+    (docs/decisions.md). None if a field's name cannot be put in a filter ('$' first, a '.'), so it is not deleted."""
+    if any(not k or k.startswith("$") or "." in k for k in doc):
+        return None
+    fields = {k: {"$size": len(v)} if type(v) is list else {"$eq": v} for k, v in doc.items() if type(v) is not dict}
+    # $and, not $expr beside the fields: nx-27017 then reads the $expr alone (and deleted another chat)
+    return {"$and": [fields, {"$expr": {"$eq": [{"$size": {"$objectToArray": "$$ROOT"}}, len(doc)]}}]}
 
 
 def _has_room(doc: dict[str, Any]) -> bool:
