@@ -52,8 +52,14 @@ def _expire_pending(config) -> None:
                                       {"$inc": {"pending.at": -lease_ms - 1000}}).matched_count == 1
 
 
-def test_two_serves_sealing_at_the_same_minute_one_seals_the_other_skips(make_config, monkeypatch) -> None:
-    config = make_config()
+@pytest.fixture(params=["mongo_uri", "nx_uri"])
+def any_uri(request) -> str:
+    """The in-process stand-in (or a real MongoDB), and the wire-protocol server."""
+    return request.getfixturevalue(request.param)
+
+
+def test_two_serves_sealing_at_the_same_minute_one_seals_the_other_skips(make_config, any_uri, monkeypatch) -> None:
+    config = make_config(mongodb__uri=any_uri)
     archive_samples(config, count=1)
     backdate(config)
     first, second = Service(config, threading.Event()), Service(config, threading.Event())
@@ -93,9 +99,9 @@ def test_a_sealer_finding_the_days_seal_being_made_skips_it_quietly(make_config,
     assert len(seal_records(config)) == 1  # still only the other's reservation
 
 
-def test_a_sealer_killed_while_storing_leaves_a_pending_seal_the_next_run_completes(make_config, monkeypatch,
+def test_a_sealer_killed_while_storing_leaves_a_pending_seal_the_next_run_completes(make_config, any_uri, monkeypatch,
                                                                                       tmp_path, capsys) -> None:
-    config = make_config()
+    config = make_config(mongodb__uri=any_uri)
     archive_samples(config, count=1)
     backdate(config)
     day = DAY.isoformat()
