@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from typing import Callable
 
 from asn1crypto import cms
@@ -103,12 +104,14 @@ def _tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag, 0x80 | len(length))) + length + content
 
 
-_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+_LOOPS = threading.local()
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per process for pyHanko's coroutines, rather than a new one per signature (asyncio.run)."""
-    global _LOOP
-    if _LOOP is None or _LOOP[0] != os.getpid():  # a forked child gets its own
-        _LOOP = (os.getpid(), asyncio.new_event_loop())
-    return _LOOP[1]
+    """One event loop per process and thread for pyHanko's coroutines, rather than a new one per signature
+    (asyncio.run). Per thread: a loop runs one coroutine at a time, and `serve`'s jobs (a seal, a retention
+    run's report) sign in threads of their own, at the same time."""
+    held = getattr(_LOOPS, "loop", None)
+    if held is None or held[0] != os.getpid():  # a forked child gets its own
+        _LOOPS.loop = held = (os.getpid(), asyncio.new_event_loop())
+    return held[1]

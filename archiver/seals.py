@@ -21,6 +21,14 @@ Entries that arrived later (a clock-skewed or stalled writer) get a new seal,
 numbered on, that holds every earlier leaf and names the seal it extends: an
 earlier seal is never rewritten. An entry removed or changed since its seal makes
 sealing that day refuse (SealConflict) and `verify` name it.
+
+Several sealers (one per `serve`) seal at the same minute. A seal's number is owned before
+anything is stored: a sealer reserves (day, seq) by inserting a pending record (unique
+index) naming the folder its objects will go to, and completes that record once they are
+stored. A sealer that finds the day's next seal reserved by another, within
+archive.lease_seconds (the server's clock), skips the day; one reserved longer ago (its
+maker died or stalled) is taken over, the old folder kept on the record as `abandoned`:
+every object under `~seals/` is explained by a seal record, pending or complete.
 """
 
 from __future__ import annotations
@@ -34,13 +42,15 @@ from typing import Any, Iterator, Sequence
 
 from cryptography import x509
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from archiver import merkle, timestamps
 from archiver.certificates import NotValidNow
+from archiver.claims import worker_id
 from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
+from archiver.mongo import server_ms
 from archiver.signing import Signer
 from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
                             store_location)
@@ -48,6 +58,7 @@ from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, 
 FORMAT = "archiver-seal/1"
 LEAF_FORMAT = "archiver-seal-leaf/1"
 PREFIX = "~seals/"  # safe_name never starts a room folder with "~": seals share no folder with a room
+SUFFIXES = (".json", ".json.p7s", ".json.p7s.tsr")  # a seal's objects: its folder (key stem) and these
 DAY = dt.timedelta(days=1)
 
 # What an archive leaf holds besides room, version, status and its objects, in the entry's own names.
@@ -66,7 +77,7 @@ class SealConflict(RuntimeError):
 
 
 class SealRace(RuntimeError):
-    """Another sealer numbered the same seal at the same moment; sealing again settles it."""
+    """This sealer stalled past its lease and another took its seal over (its objects stay explained)."""
 
 
 class SealingRefused(ValueError):
@@ -184,13 +195,14 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
 @dataclass
 class SealOutcome:
     day: str
-    action: str  # "sealed", "unchanged", "refused", "failed"
+    action: str  # "sealed", "unchanged", "skipped" (another sealer is making it), "refused", "failed"
     seal: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    detail: str = ""  # why it was skipped
 
     def __str__(self) -> str:
         if self.seal is None:
-            return f"{self.day}: {self.action}: " + "; ".join(self.problems)
+            return f"{self.day}: {self.action}: " + ("; ".join(self.problems) or self.detail)
         s = self.seal
         stamped = f", timestamped {s['timestamped_at']}" if s.get("timestamped_at") else ", NOT timestamped"
         return (f"{self.day}: {self.action} (seal {s['seq']}: {s['count']} entries, root {s['root']}"
@@ -212,7 +224,17 @@ class SealBook:
             self.entries.create_index([(when, ASCENDING)], name=when)
 
     def of_day(self, day: str) -> list[dict[str, Any]]:
-        return list(self.seals.find({"day": day}, {"_id": 0}).sort("seq", ASCENDING))
+        """DAY's complete seals, by number."""
+        return list(self.seals.find({"day": day, "pending": {"$exists": False}}, {"_id": 0}).sort("seq", ASCENDING))
+
+    def pending_of(self, day: str) -> dict[str, Any] | None:
+        """DAY's next seal as reserved by a sealer making it (or one that stopped doing so), if any."""
+        return self.seals.find_one({"day": day, "pending": {"$exists": True}}, {"_id": 0})
+
+    def given_up(self, record: dict[str, Any]) -> bool:
+        """Whether RECORD's reservation is older than the lease (on the server's clock): its maker stopped."""
+        lease_ms = self.config["archive.lease_seconds"] * 1000
+        return (record["pending"].get("at") or 0) + lease_ms <= server_ms(self.seals.database)
 
     def days(self) -> list[str]:
         return sorted(self.seals.distinct("day"))
@@ -226,6 +248,14 @@ class SealBook:
         for name in ("document", "signature", "timestamp"):
             for seal in self.seals.find({f"objects.{name}.key": {"$in": wanted}}, {"objects": 1}):
                 found.update(o["key"] for o in seal["objects"].values())
+        # and those under the folder of a pending seal, or of an attempt another sealer took over
+        days = sorted({key[len(PREFIX):].split("/", 1)[0] for key in wanted})
+        folders: set[str] = set()
+        for seal in self.seals.find({"day": {"$in": days}}, {"pending": 1, "abandoned": 1}):
+            folders.update(f for f in [(seal.get("pending") or {}).get("folder"), *(seal.get("abandoned") or [])]
+                           if isinstance(f, str))
+        found.update(key for key in wanted for suffix in SUFFIXES
+                     if key.endswith(suffix) and key[:-len(suffix)] in folders)
         return found & set(wanted)
 
     def store_of(self, seal: dict[str, Any]) -> ObjectStore:
@@ -334,8 +364,11 @@ def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome
 
 def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: ObjectStore, actor: Actor
              ) -> SealOutcome:
-    leaves = current_leaves(book.entries, day)
     earlier = book.of_day(day)
+    waiting = book.pending_of(day)
+    if waiting is not None and not book.given_up(waiting):
+        return SealOutcome(day, "skipped", detail=_being_made(waiting))
+    leaves = current_leaves(book.entries, day)
     previous = None
     if earlier:
         latest = earlier[-1]
@@ -344,22 +377,90 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
         dropped = [str(p) for p in problems if p.kind != "uncovered"]
         if dropped:
             raise SealConflict(f"{day}: sealed entries removed or changed", dropped)
-        if not problems:
+        if not problems and waiting is None:  # (a seal left pending is completed, even with nothing new)
             return SealOutcome(day, "unchanged", latest)
         # entries arrived after the last seal: a new seal holds every sealed leaf first, then them
         known = {leaf.ident for leaf in sealed}
         leaves = sealed + [leaf for leaf in leaves if leaf.ident not in known]
         previous = {"seq": latest["seq"], "document_sha256": latest["objects"]["document"]["sha256"],
                     "count": latest["count"], "root": latest["root"]}
-    seal = _make_seal(book, day, leaves, len(earlier) + 1, previous, signer, stamper, store, actor)
+    seq = len(earlier) + 1
+    created = dt.datetime.now(dt.timezone.utc)
+    mine = {"owner": worker_id(), "at": server_ms(book.seals.database), "sealer": actor.as_dict(),
+            "folder": f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"}
+    other = _reserve(book, day, seq, mine, waiting)
+    if other:
+        return SealOutcome(day, "skipped", detail=other)
+    stored: list[str] = []
+    try:
+        seal = _make_seal(book, day, leaves, seq, previous, signer, stamper, store, actor, created, mine, stored)
+    except Exception as exc:
+        _release(book, day, seq, mine, stored, exc)
+        raise
+    _complete(book, seal, mine)
     return SealOutcome(day, "sealed", seal)
 
 
+def _reserve(book: SealBook, day: str, seq: int, mine: dict[str, Any], waiting: dict[str, Any] | None) -> str:
+    """Own seal SEQ of DAY before storing anything: "" once it is ours (a new pending record, or WAITING's
+    taken over, its folder kept as `abandoned`), else why another sealer has it."""
+    if waiting is None:
+        try:
+            book.seals.insert_one({"day": day, "seq": seq, "pending": dict(mine)})
+            return ""
+        except DuplicateKeyError:  # another sealer numbered it first
+            other = book.seals.find_one({"day": day, "seq": seq}, {"_id": 0}) or {}
+            return _being_made(other) if "pending" in other else \
+                f"seal {seq} was made by another sealer at the same moment"
+    old = waiting["pending"]
+    taken = book.seals.update_one({"day": day, "seq": waiting["seq"], "pending.owner": old.get("owner"),
+                                   "pending.at": old.get("at")},
+                                  {"$set": {"pending": dict(mine)}, "$push": {"abandoned": old.get("folder")}})
+    return "" if taken.matched_count else f"seal {seq} was taken over by another sealer at the same moment"
+
+
+def _complete(book: SealBook, seal: dict[str, Any], mine: dict[str, Any]) -> None:
+    done = book.seals.update_one({"day": seal["day"], "seq": seal["seq"], "pending.owner": mine["owner"]},
+                                 {"$set": dict(seal), "$unset": {"pending": ""}})
+    if not done.matched_count:
+        raise SealRace(f"{seal['day']}: seal {seal['seq']}: this sealer stalled past its lease (archive.lease_seconds) "
+                       f"and another sealer took it over; the objects it stored under {mine['folder']} stay "
+                       "explained by that seal's record (abandoned)")
+
+
+def _release(book: SealBook, day: str, seq: int, mine: dict[str, Any], stored: list[str], exc: Exception) -> None:
+    """A seal that failed: its number freed if nothing was stored, else left pending (explaining what was)
+    and given up at once, so that the next run completes it without waiting for the lease."""
+    owned = {"day": day, "seq": seq, "pending.owner": mine["owner"]}
+    try:
+        if stored:
+            book.seals.update_one(owned, {"$set": {"pending.at": 0, "pending.failed": str(exc)[:500]}})
+        else:
+            book.seals.delete_one(owned)
+    except PyMongoError:  # the index is out of reach: the reservation lapses after the lease instead
+        pass
+
+
+def _being_made(record: dict[str, Any]) -> str:
+    pending = record.get("pending") or {}
+    return (f"seal {record.get('seq')} is being made by another sealer ({pending.get('owner')}, since "
+            f"{_ms_time(pending.get('at'))} UTC); it stays that sealer's")
+
+
+def _ms_time(ms: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(ms)
+
+
 def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous: dict[str, Any] | None,
-               signer: Signer, stamper: Any, store: ObjectStore, actor: Actor) -> dict[str, Any]:
+               signer: Signer, stamper: Any, store: ObjectStore, actor: Actor, created: dt.datetime,
+               mine: dict[str, Any], stored: list[str]) -> dict[str, Any]:
+    """The seal's document signed, timestamped and stored under MINE's folder (each key added to STORED as
+    it is); its record, to complete the reservation with."""
     root, count = merkle.root(leaf.digest for leaf in leaves)
     head = book.audit.head()
-    created = dt.datetime.now(dt.timezone.utc)
     start, end = _bounds(day)
     document = {
         "format": FORMAT, "day": day, "from": _time(start), "to": _time(end), "seq": seq, "count": count,
@@ -376,7 +477,7 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
                                         "before the day ended; check this machine's clock")
     if token is not None:
         signer.identity.validity.check_timestamp(timestamps.token_time(token))
-    folder = f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"
+    folder = mine["folder"]
     blobs = {"document": (folder + ".json", body), "signature": (folder + ".json.p7s", signature)}
     if token is not None:
         blobs["timestamp"] = (folder + ".json.p7s.tsr", token)
@@ -385,17 +486,12 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
     objects = {}
     for name, (key, data) in blobs.items():
         digest = hashlib.sha256(data).hexdigest()
-        stored = store.put(key, data, digest, retain)
-        objects[name] = {"key": key, "sha256": digest, "size": len(data), "version_id": stored.version_id}
+        stored.append(key)  # before the put: one cut short may have stored it all the same
+        put = store.put(key, data, digest, retain)
+        objects[name] = {"key": key, "sha256": digest, "size": len(data), "version_id": put.version_id}
     record = {k: v for k, v in document.items() if k != "leaves"}
     record.update(objects=objects, store=store_location(store),
                   timestamped_at=_time(timestamps.token_time(token)) if token else None)
-    try:
-        book.seals.insert_one(dict(record))
-    except DuplicateKeyError:  # another sealer numbered this seal first: its objects and ours both stay
-        raise SealRace(f"{day}: seal {seq} was made by another sealer at the same moment; run archiver seal "
-                       f"again (the objects stored under {folder} stay, explained by nothing: delete them once "
-                       "their lock expires)") from None
     return record
 
 
@@ -463,6 +559,9 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
         problems.append(SealProblem(None, None, "its chain is broken (see `archiver audit verify`): the sealed "
                                                 "heads cannot vouch for it", "audit log"))
     for day in wanted:
+        waiting = book.pending_of(day)
+        if waiting is not None and book.given_up(waiting):  # (one within its lease is being made now)
+            problems.append(_of_seal(f"seal {day}#{waiting['seq']}", _left_pending(waiting)))
         seals = book.of_day(day)
         later: list[Leaf] | None = None  # the leaves of the seal after this one
         for n in reversed(range(len(seals))):
@@ -471,6 +570,15 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
             problems.extend(found)
             later = leaves if leaves is not None else later
     return checked, problems
+
+
+def _left_pending(record: dict[str, Any]) -> str:
+    pending, day = record["pending"], record["day"]
+    why = (f"that failed while storing it ({pending['failed']})" if pending.get("failed")
+           else f"that stopped while making it (killed? {pending.get('owner')}, since {_ms_time(pending.get('at'))} UTC)")
+    return (f"left pending by a sealer {why}; its objects under {pending.get('folder')} are explained by it; the "
+            f"next `archiver seal --from {day} --to {day}` completes it (so does the seal job, for a day within "
+            "schedule.seal_lookback_days)")
 
 
 def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None,
@@ -534,7 +642,7 @@ def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: li
 
 def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], before: dict[str, Any] | None
                     ) -> Iterator[SealProblem]:
-    recorded = {k: v for k, v in seal.items() if k not in ("objects", "store", "timestamped_at")}
+    recorded = {k: v for k, v in seal.items() if k not in ("objects", "store", "timestamped_at", "abandoned")}
     stored = {k: v for k, v in document.items() if k != "leaves"}
     if canonical(recorded) != canonical(stored):
         differ = sorted(k for k in recorded.keys() | stored.keys() if recorded.get(k) != stored.get(k))

@@ -171,3 +171,25 @@ def test_a_cms_of_a_shape_it_cannot_reuse_is_refused_when_the_signer_is_made(ecd
     signer._pyhanko.unsigned_attr_prov_spec = Unsigned()
     with pytest.raises(ValueError, match="unsigned attributes"):
         archive_cms.PdfCms(signer._pyhanko, sign)
+
+
+def test_threads_sign_at_the_same_time_each_on_its_own_event_loop() -> None:
+    """`serve` runs its jobs in threads: a seal signing while a retention run signs its report must not meet
+    one process-wide loop that is already running (RuntimeError)."""
+    import asyncio
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    async def hold() -> None:  # a signature in progress in another thread
+        inside.set()
+        while not leave.is_set():
+            await asyncio.sleep(0.01)
+    other = threading.Thread(target=lambda: archive_cms._event_loop().run_until_complete(hold()))
+    other.start()
+    try:
+        assert inside.wait(10)
+        assert archive_cms._event_loop().run_until_complete(asyncio.sleep(0, "done")) == "done"
+    finally:
+        leave.set()
+        other.join(10)
