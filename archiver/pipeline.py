@@ -133,7 +133,7 @@ class Archiver:
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).
         self.keep_workers = False
         self._unreturned = False  # claims an outage kept a failed pass from handing back (see _hand_back)
-        self._lapsing: set[str] = set()  # claims a pass that a bug ended leaves to lapse (see _hand_back)
+        self._lapsing: set[str] = set()  # tokens of the claims a pass that a bug ended leaves to lapse (_hand_back)
         self._kept: cf.ProcessPoolExecutor | None = None
         self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
         self._unfit: cf.Executor | None = None  # a pool with a worker process that could not start (not kept)
@@ -261,8 +261,10 @@ class Archiver:
         that makes every pass fail. Best effort after an outage (the database may be what failed): that the
         claims could not be handed back is logged, not raised, and the next pass of this process retries."""
         if failure is not None and not _outage(failure):
-            try:  # left to lapse: not to be handed back by a later outage's hand-back either
-                self._lapsing.update(self.queue.held())
+            try:  # left to lapse: not to be handed back by a later outage's hand-back either. By claim token,
+                # not room: a chat claimed afresh once its claim lapsed is handed back like any other. Those
+                # kept back before and not held now are forgotten (they lapsed): the set stays one pass's claims.
+                self._lapsing = self.queue.held()
             except Exception as exc:
                 event("claims_not_listed", logging.ERROR, owner=self.queue.owner, error=redact(str(exc)))
             return
