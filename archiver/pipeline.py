@@ -304,6 +304,9 @@ class Archiver:
             for p in self._prepare(alone, [job], since, report, keep_plaintext=True):
                 if self._await_alone(p, report):
                     built = self._finish([p], report)
+        except BaseException:
+            _kill_workers(alone)  # a build may run on: the bound is enforced only while it is awaited
+            raise
         finally:
             alone.shutdown(wait=True, cancel_futures=True)
         return built
@@ -376,6 +379,12 @@ class Archiver:
                         progress(report)
             self._finish(ended, report)  # builds that ended before their chats' leases were lost
             idle = True
+        except BaseException:
+            # archive.build_timeout_seconds is enforced only in the loop: shutting down would wait for a build
+            # that never ends, with the pass and its claims. What a killed build stored is set aside by the
+            # chat's next attempt (_replan), as after a crash.
+            _kill_workers(pool)
+            raise
         finally:
             self._end_pass_pool(pool, idle)
 
@@ -493,6 +502,9 @@ class Archiver:
                 if not self._rebuild(p, alone, report, [*(q.job.room for q in broken[i + 1:]), *waiting]):
                     alone.shutdown(wait=True)
                     alone = self._process_pool(1)
+        except BaseException:
+            _kill_workers(alone)  # as in _drain: a rebuild may run on
+            raise
         finally:
             alone.shutdown(wait=True)
         return pool
