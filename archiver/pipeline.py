@@ -60,6 +60,10 @@ STOP_POLL_SECONDS = 0.5  # a stop (SIGTERM) cancels the queued builds this soon,
 _Copies = tuple[Redacted, bytes]  # a chat's redacted copies, and the record's `source` written from them
 
 
+class DiscoveryStopped(Exception):
+    """A stop (SIGTERM) seen between discovery batches: what was queued stays, the watermark is not advanced."""
+
+
 @dataclass
 class PassReport:
     discovered: int = 0
@@ -176,13 +180,22 @@ class Archiver:
     def _enqueue_no_longer_ended(self) -> int:
         """The rescan's part for archived rooms without an end message now: queued if their source changed."""
         queued = 0
-        for batch in batched(self.index.archived_rooms(), ENQUEUE_BATCH):
+        for batch in self._batches(self.index.archived_rooms()):
             ended = self.source.ended_among(batch)
             queued += self._enqueue_batch([r for r in batch if r not in ended], "ended", True, only_archived=True)
         return queued
 
     def _enqueue(self, rooms: Iterable[str], kind: str, full: bool, only_archived: bool = False) -> int:
-        return sum(self._enqueue_batch(batch, kind, full, only_archived) for batch in batched(rooms, ENQUEUE_BATCH))
+        return sum(self._enqueue_batch(batch, kind, full, only_archived) for batch in self._batches(rooms))
+
+    def _batches(self, rooms: Iterable[str]) -> Iterable[list[str]]:
+        """ROOMS a batch at a time; DiscoveryStopped once a stop is seen between two: a full rediscovery reads
+        every chat (hours over millions), and `serve` must exit within seconds of a SIGTERM."""
+        for batch in batched(rooms, ENQUEUE_BATCH):
+            if self.stop.is_set():
+                event("discovery_stopped")
+                raise DiscoveryStopped("stopped before discovery ended; the next one reads these chats again")
+            yield batch
 
     def _enqueue_batch(self, rooms: list[str], kind: str, full: bool, only_archived: bool) -> int:
         """Queue ROOMS not known yet (unless ONLY_ARCHIVED, then only archived ones of KIND), and
