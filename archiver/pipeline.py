@@ -190,9 +190,10 @@ class Archiver:
 
     def _batches(self, rooms: Iterable[str]) -> Iterable[list[str]]:
         """ROOMS a batch at a time; DiscoveryStopped once a stop is seen between two: a full rediscovery reads
-        every chat (hours over millions), and `serve` must exit within seconds of a SIGTERM."""
-        for batch in batched(rooms, ENQUEUE_BATCH):
-            if self.stop.is_set():
+        every chat (hours over millions), and `serve` must exit within seconds of a SIGTERM. A discovery of
+        one batch (the usual one) ends as before: its pass, once stopping, claims nothing."""
+        for i, batch in enumerate(batched(rooms, ENQUEUE_BATCH)):
+            if i and self.stop.is_set():
                 event("discovery_stopped")
                 raise DiscoveryStopped("stopped before discovery ended; the next one reads these chats again")
             yield batch
