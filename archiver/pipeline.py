@@ -192,11 +192,11 @@ class Archiver:
         """ROOMS a batch at a time; DiscoveryStopped once a stop is seen between two: a full rediscovery reads
         every chat (hours over millions), and `serve` must exit within seconds of a SIGTERM. A discovery of
         one batch (the usual one) ends as before: its pass, once stopping, claims nothing."""
-        for i, batch in enumerate(batched(rooms, ENQUEUE_BATCH)):
-            if i and self.stop.is_set():
+        for batch in batched(rooms, ENQUEUE_BATCH):
+            yield batch
+            if len(batch) == ENQUEUE_BATCH and self.stop.is_set():  # looked at before the next one is read
                 event("discovery_stopped")
                 raise DiscoveryStopped("stopped before discovery ended; the next one reads these chats again")
-            yield batch
 
     def _enqueue_batch(self, rooms: list[str], kind: str, full: bool, only_archived: bool) -> int:
         """Queue ROOMS not known yet (unless ONLY_ARCHIVED, then only archived ones of KIND), and
