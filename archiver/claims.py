@@ -151,8 +151,8 @@ class WorkQueue:
         t = self.server_ms()
         doc = self.jobs.find_one_and_update(
             {**(only or {}), **_due(t, due_by_ms)},
-            {"$set": {"state": "claimed", "owner": self.owner, "available_at": t + lease_seconds * 1000},
-             "$inc": {"attempts": 1}},
+            {"$set": {"state": "claimed", "owner": self.owner, "claim": uuid.uuid4().hex,
+                      "available_at": t + lease_seconds * 1000}, "$inc": {"attempts": 1}},
             sort=[("available_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
@@ -267,15 +267,15 @@ class WorkQueue:
         return self._update_ours(rooms, _released(self.server_ms()))
 
     def release_held(self, keep: Iterable[str] = ()) -> int:
-        """Hand back every claim we still hold but those on KEEP (a pass that an outage ended, or one before
-        it in this process that could not): claimable at once, neither the attempt nor a lapse counted; how
-        many there were."""
-        return self.jobs.update_many({"state": "claimed", "owner": self.owner, "_id": {"$nin": list(keep)}},
+        """Hand back every claim we still hold but those whose claim token is on KEEP (a pass that an outage
+        ended, or one before it in this process that could not): claimable at once, neither the attempt nor
+        a lapse counted; how many there were. A chat claimed afresh has a new token: it is handed back."""
+        return self.jobs.update_many({"state": "claimed", "owner": self.owner, "claim": {"$nin": list(keep)}},
                                      _released(self.server_ms())).modified_count
 
-    def held(self) -> list[str]:
-        """The rooms we hold claims on."""
-        return [d["_id"] for d in self.jobs.find({"state": "claimed", "owner": self.owner}, {"_id": 1})]
+    def held(self) -> set[str]:
+        """The tokens of the claims we hold (each claim has its own, a batch's claims one together)."""
+        return {d.get("claim", "") for d in self.jobs.find({"state": "claimed", "owner": self.owner}, {"claim": 1})}
 
     def failed(self, room: str, error: str, retry_in_seconds: float, counted: bool = True) -> bool:
         """ROOM's attempt failed: retried RETRY_IN_SECONDS from now; not COUNTED when the failure is the archiver's,

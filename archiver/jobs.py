@@ -25,7 +25,7 @@ from archiver.logs import event
 from archiver.redact import redact
 from archiver.metrics import Metrics, serve_http
 from archiver.mongo import unreachable_reason
-from archiver.pipeline import Archiver, PassReport
+from archiver.pipeline import Archiver, DiscoveryStopped, PassReport
 from archiver.signing import SigningError
 from archiver.status import STATES
 
@@ -71,6 +71,8 @@ class Service:
         self._progressed = 0
         try:
             report = self.archiver.run_pass(progress=self._progress)
+        except DiscoveryStopped:  # serve is stopping (recorded for status): no failure
+            return
         except Exception as exc:  # MongoDB down, say: report it, keep serving, try at the next tick
             self.last_error = _described(exc)
             event("pass_failed", logging.ERROR, error=self.last_error)
@@ -95,6 +97,8 @@ class Service:
         never raised into APScheduler (whose log nobody watches)."""
         try:
             self.archiver.rescan()
+        except DiscoveryStopped:
+            return
         except Exception as exc:
             self.rescan_error = _described(exc)
             event("rescan_failed", logging.ERROR, error=self.rescan_error)

@@ -60,6 +60,10 @@ STOP_POLL_SECONDS = 0.5  # a stop (SIGTERM) cancels the queued builds this soon,
 _Copies = tuple[Redacted, bytes]  # a chat's redacted copies, and the record's `source` written from them
 
 
+class DiscoveryStopped(Exception):
+    """A stop (SIGTERM) seen between discovery batches: what was queued stays, the watermark is not advanced."""
+
+
 @dataclass
 class PassReport:
     discovered: int = 0
@@ -133,7 +137,7 @@ class Archiver:
         # `serve` keeps a pass's worker processes for the next pass (each new one costs 0.7-0.8 s of CPU to start).
         self.keep_workers = False
         self._unreturned = False  # claims an outage kept a failed pass from handing back (see _hand_back)
-        self._lapsing: set[str] = set()  # claims a pass that a bug ended leaves to lapse (see _hand_back)
+        self._lapsing: set[str] = set()  # tokens of the claims a pass that a bug ended leaves to lapse (_hand_back)
         self._kept: cf.ProcessPoolExecutor | None = None
         self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
         self._unfit: cf.Executor | None = None  # a pool with a worker process that could not start (not kept)
@@ -176,13 +180,23 @@ class Archiver:
     def _enqueue_no_longer_ended(self) -> int:
         """The rescan's part for archived rooms without an end message now: queued if their source changed."""
         queued = 0
-        for batch in batched(self.index.archived_rooms(), ENQUEUE_BATCH):
+        for batch in self._batches(self.index.archived_rooms()):
             ended = self.source.ended_among(batch)
             queued += self._enqueue_batch([r for r in batch if r not in ended], "ended", True, only_archived=True)
         return queued
 
     def _enqueue(self, rooms: Iterable[str], kind: str, full: bool, only_archived: bool = False) -> int:
-        return sum(self._enqueue_batch(batch, kind, full, only_archived) for batch in batched(rooms, ENQUEUE_BATCH))
+        return sum(self._enqueue_batch(batch, kind, full, only_archived) for batch in self._batches(rooms))
+
+    def _batches(self, rooms: Iterable[str]) -> Iterable[list[str]]:
+        """ROOMS a batch at a time; DiscoveryStopped once a stop is seen between two: a full rediscovery reads
+        every chat (hours over millions), and `serve` must exit within seconds of a SIGTERM. A discovery of
+        one batch (the usual one) ends as before: its pass, once stopping, claims nothing."""
+        for batch in batched(rooms, ENQUEUE_BATCH):
+            yield batch
+            if len(batch) == ENQUEUE_BATCH and self.stop.is_set():  # looked at before the next one is read
+                event("discovery_stopped")
+                raise DiscoveryStopped("stopped before discovery ended; the next one reads these chats again")
 
     def _enqueue_batch(self, rooms: list[str], kind: str, full: bool, only_archived: bool) -> int:
         """Queue ROOMS not known yet (unless ONLY_ARCHIVED, then only archived ones of KIND), and
@@ -261,8 +275,10 @@ class Archiver:
         that makes every pass fail. Best effort after an outage (the database may be what failed): that the
         claims could not be handed back is logged, not raised, and the next pass of this process retries."""
         if failure is not None and not _outage(failure):
-            try:  # left to lapse: not to be handed back by a later outage's hand-back either
-                self._lapsing.update(self.queue.held())
+            try:  # left to lapse: not to be handed back by a later outage's hand-back either. By claim token,
+                # not room: a chat claimed afresh once its claim lapsed is handed back like any other. Those
+                # kept back before and not held now are forgotten (they lapsed): the set stays one pass's claims.
+                self._lapsing = self.queue.held()
             except Exception as exc:
                 event("claims_not_listed", logging.ERROR, owner=self.queue.owner, error=redact(str(exc)))
             return
@@ -302,6 +318,9 @@ class Archiver:
             for p in self._prepare(alone, [job], since, report, keep_plaintext=True):
                 if self._await_alone(p, report):
                     built = self._finish([p], report)
+        except BaseException:
+            _kill_workers(alone)  # a build may run on: the bound is enforced only while it is awaited
+            raise
         finally:
             alone.shutdown(wait=True, cancel_futures=True)
         return built
@@ -374,6 +393,12 @@ class Archiver:
                         progress(report)
             self._finish(ended, report)  # builds that ended before their chats' leases were lost
             idle = True
+        except BaseException:
+            # archive.build_timeout_seconds is enforced only in the loop: shutting down would wait for a build
+            # that never ends, with the pass and its claims. What a killed build stored is set aside by the
+            # chat's next attempt (_replan), as after a crash.
+            _kill_workers(pool)
+            raise
         finally:
             self._end_pass_pool(pool, idle)
 
@@ -491,6 +516,9 @@ class Archiver:
                 if not self._rebuild(p, alone, report, [*(q.job.room for q in broken[i + 1:]), *waiting]):
                     alone.shutdown(wait=True)
                     alone = self._process_pool(1)
+        except BaseException:
+            _kill_workers(alone)  # as in _drain: a rebuild may run on
+            raise
         finally:
             alone.shutdown(wait=True)
         return pool

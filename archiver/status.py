@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
+import pymongo
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from archiver.claims import WorkQueue, now, waiting_since
 from archiver.config import Config
@@ -28,6 +29,7 @@ from archiver.visible import utf8_safe
 LAST_PASS, LAST_RESCAN = "last_pass", "last_rescan"
 STATES = ("pending", "claimed", "failed", "quarantined", "done")
 QUARANTINE_SHOWN = FAILED_SHOWN = 20
+RECORD_SECONDS = 3  # how long recording an outcome may take (the database may be what failed)
 
 
 @contextmanager
@@ -43,16 +45,19 @@ def recorded(state: Collection, kind: str, worker: str) -> Iterator[dict[str, An
         yield fields
     except Exception as exc:
         fields.update(outcome="error", error=utf8_safe(redact(f"{type(exc).__name__}: {exc}")))
-        if not isinstance(exc, ConnectionFailure):  # else the record would fail the same way, slowly
-            _save(state, kind, {**fields, "started_at": started, "worker": worker})
+        # Saved whatever the error: a connection error may be the source's, or a primary stepping down, while
+        # the index answers (and status would show the pass before as the last).
+        _save(state, kind, {**fields, "started_at": started, "worker": worker})
         raise
     _save(state, kind, {**fields, "started_at": started, "worker": worker})
 
 
 def _save(state: Collection, kind: str, doc: dict[str, Any]) -> None:
     try:
+        # Bounded: an index that is down must not hold the pass for another server selection timeout.
         # _id in the document too: nx-27017 does not take it from the filter when it inserts
-        state.replace_one({"_id": kind}, {"_id": kind, **doc, "ended_at": now()}, upsert=True)
+        with pymongo.timeout(RECORD_SECONDS):
+            state.replace_one({"_id": kind}, {"_id": kind, **doc, "ended_at": now()}, upsert=True)
     except PyMongoError as exc:  # the outcome itself still reaches the caller (exit code, logs)
         event("outcome_not_recorded", logging.WARNING, kind=kind, error=redact(str(exc)))
 

@@ -215,3 +215,22 @@ def test_a_transient_database_error_is_an_outage() -> None:
     assert all(_outage(e) for e in (BLIP, NotPrimaryError("stepped down"), ServerSelectionTimeoutError("none"),
                                     retryable, KeyboardInterrupt()))
     assert not any(_outage(e) for e in (_too_large(), RuntimeError("bug"), OSError(28, "No space left on device")))
+
+
+def test_a_chat_claimed_afresh_after_its_claim_lapsed_is_handed_back_after_an_outage(make_config, monkeypatch) -> None:
+    """A claim a bug left to lapse is kept back from hand-backs by its claim, not by its room: once it lapsed
+    and the same process (serve) claimed the chat afresh, a pass that an outage ends hands the new claim back
+    (it was kept back for good, left to lapse again and counted as another death of the archiver)."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(5), messages=3, start_ms=recent_ms(30))
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    monkeypatch.setattr(ArchiveIndex, "complete", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError):
+        archiver.run_pass()  # left to lapse, as designed
+    _leases_run_out(config)
+    monkeypatch.setattr(ArchiveIndex, "complete", lambda *a, **k: (_ for _ in ()).throw(BLIP))
+    with pytest.raises(AutoReconnect):
+        archiver.run_pass()  # claims the chat afresh (the lapse counted once), then an outage ends the pass
+    job = index_db(config)[config["index.jobs"]].find_one({"_id": chat["room"]})
+    assert (job["state"], job.get("lapses")) == ("pending", 1), "the new claim handed back, uncounted"

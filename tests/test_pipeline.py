@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -178,6 +179,68 @@ def test_discovery_reads_only_recent_ends_unless_full(make_config) -> None:
     seed(config, [late])
     assert archiver.run_pass().discovered == 0
     assert archiver.run_pass(full=True).archived == 1 and late[0]["room"] in archived_rooms(config)
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["first-discovery", "rescan"])
+def test_a_stop_between_discovery_batches_ends_discovery_without_advancing_the_watermark(
+        full, make_config, monkeypatch) -> None:
+    """A full rediscovery (a new deployment's first, the nightly rescan) reads every ended chat, hours over
+    millions, and never looked at the stop event: a SIGTERM'd serve went on until it ended (and was killed).
+    It stops between batches; the watermark stays where it was, so the next discovery reads them all again."""
+    import archiver.pipeline as pipeline
+
+    config = make_config()
+    rng = random.Random(21)
+    seed(config, [make_chat(rng, messages=3, start_ms=recent_ms(10 + n)) for n in range(5)])
+    monkeypatch.setattr(pipeline, "ENQUEUE_BATCH", 2)
+    archiver = Archiver(config)
+    enqueue_batch = archiver._enqueue_batch
+
+    def stop_after_the_first(*args: Any, **kwargs: Any) -> int:
+        archiver.stop.set()  # SIGTERM while the first batch is queued
+        return enqueue_batch(*args, **kwargs)
+    monkeypatch.setattr(archiver, "_enqueue_batch", stop_after_the_first)
+    with pytest.raises(pipeline.DiscoveryStopped):
+        archiver.run_pass(full=full)
+    jobs = index_db(config)[config["index.jobs"]]
+    assert jobs.count_documents({}) == 2, "the batch in hand was queued, no later one"
+    assert index_db(config)[config["index.state"]].find_one({"_id": pipeline.DISCOVERY_STATE}) is None
+    last = index_db(config)[config["index.state"]].find_one({"_id": "last_rescan" if full else "last_pass"})
+    assert last["outcome"] == "error" and last["error"].startswith("DiscoveryStopped: "), last
+    monkeypatch.undo()
+    assert Archiver(config).run_pass().archived == 5, "the next discovery read them all"
+
+
+def test_serve_stops_within_seconds_of_a_sigterm_during_a_full_discovery(make_config, monkeypatch, caplog) -> None:
+    import threading
+
+    import archiver.jobs as jobs
+    import archiver.pipeline as pipeline
+    from archiver.source import ChatSource
+
+    caplog.set_level(logging.INFO, logger="archiver")
+    read: list[int] = []
+
+    def a_large_platform(self: Any, since_ms: Any) -> Any:  # each batch of rooms takes a while to read
+        for i in range(1000):
+            time.sleep(0.01)
+            read.append(i)
+            yield f"ROOM-{i:05}"
+    monkeypatch.setattr(ChatSource, "ended_since", a_large_platform)
+    monkeypatch.setattr(pipeline, "ENQUEUE_BATCH", 50)  # half a second per batch here
+    stop, exited = threading.Event(), []
+    serving = threading.Thread(target=lambda: exited.append(jobs.serve(make_config(metrics__port=0), stop)),
+                               daemon=True)
+    serving.start()
+    deadline = time.monotonic() + 30
+    while len(read) < 100 and time.monotonic() < deadline:  # the first pass's discovery is under way
+        time.sleep(0.05)
+    stop.set()  # SIGTERM
+    stopped_at = time.monotonic()
+    serving.join(20)
+    assert exited == [0] and time.monotonic() - stopped_at < 3, f"{len(read)} of 1000 rooms read"
+    events = [r.msg for r in caplog.records]
+    assert "discovery_stopped" in events and "pass_failed" not in events, "a stop, not a failure"
 
 
 def test_bad_chats_are_quarantined_and_the_rest_go_on(make_config) -> None:

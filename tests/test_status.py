@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 from prometheus_client import generate_latest
-from pymongo.errors import OperationFailure
+import pymongo
+import pytest
+from pymongo.errors import (AutoReconnect, ConnectionFailure, NetworkTimeout, NotPrimaryError, OperationFailure,
+                            ServerSelectionTimeoutError)
 
 from archiver.cli import main
 from archiver.jobs import Service
@@ -127,6 +130,47 @@ def test_serve_records_a_failed_pass(make_config, monkeypatch) -> None:
     last = collect(make_config()).last_pass
     assert last["outcome"] == "error" and "claim refused" in last["error"]
     assert not service.healthy()
+
+
+@pytest.mark.parametrize("error", [NotPrimaryError("not primary"), NetworkTimeout("timed out"),
+                                   ServerSelectionTimeoutError("source.example:27017: [Errno 111] Connection refused")],
+                         ids=["stepped-down", "socket-timeout", "source-down"])
+def test_a_pass_a_connection_error_ends_is_recorded_when_the_index_answers(error, make_config, monkeypatch) -> None:
+    """A connection error (a primary stepping down, a socket timeout, the source cluster down while the index
+    answers) was never recorded: status showed the pass before, `ok`, for as long as such passes lasted."""
+    service = _service(make_config)
+    service.archive_pass()
+    assert collect(make_config()).last_pass["outcome"] == "ok"
+
+    def fails(since):
+        raise error
+    monkeypatch.setattr(service.archiver.source, "active_since", fails)
+    service.archive_pass()
+    assert not service.healthy()
+    last = collect(make_config()).last_pass
+    assert (last["outcome"], last["error"]) == ("error", f"{type(error).__name__}: {error}")
+
+
+def test_recording_an_outcome_on_an_index_that_is_down_takes_a_few_seconds_not_the_selection_timeout(
+        tmp_path, caplog) -> None:
+    """The outcome is always saved, and a save the database cannot take is bounded (RECORD_SECONDS), so
+    a pass on an unreachable index does not wait the whole server selection timeout again to record it."""
+    from nxserver import start_nx
+
+    from archiver.status import RECORD_SECONDS, recorded
+
+    uri, server = start_nx(tmp_path)
+    state = connect(uri + "&serverSelectionTimeoutMS=15000")["idx"]["state"]
+    state.find_one()
+    server.terminate()
+    server.wait(10)
+    with pytest.raises(ConnectionFailure), pymongo.timeout(0.5):  # the pass's own error: the pooled connection
+        state.find_one()  # breaks, and the driver looks for a server from now on
+    started = time.monotonic()
+    with pytest.raises(AutoReconnect, match="gone"), recorded(state, "last_pass", "me"):
+        raise AutoReconnect("gone")  # and no server is found to record it
+    assert time.monotonic() - started < RECORD_SECONDS + 2
+    assert [r.fields["kind"] for r in caplog.records if r.msg == "outcome_not_recorded"] == ["last_pass"]
 
 
 def test_a_pass_with_a_broken_chat_on_the_wire_protocol_stand_in_is_recorded(make_config, nx_uri) -> None:

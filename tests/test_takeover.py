@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+from pymongo.errors import AutoReconnect
+
 from archiver import artifacts
 from archiver.claims import WorkQueue, now_ms
 from archiver.index import ArchiveIndex
@@ -271,6 +273,13 @@ def test_a_rebuild_that_never_ends_is_stopped_and_the_pass_goes_on(make_config, 
     assert job(config, "room-hang")["state"] == "failed"
 
 
+def kill_every_pool() -> None:
+    """Kill the worker processes of every pool of this process (to unstick a pass a test found stuck)."""
+    for pool in [p for p in gc.get_objects() if isinstance(p, cf.ProcessPoolExecutor)]:
+        for process in list((pool._processes or {}).values()):
+            process.kill()
+
+
 def test_a_build_that_never_ends_in_the_pool_is_stopped_and_the_pass_goes_on(make_config, monkeypatch,
                                                                               caplog) -> None:
     """The first build of a chat hangs (not only a rebuild): the pass stops it after
@@ -290,10 +299,7 @@ def test_a_build_that_never_ends_in_the_pool_is_stopped_and_the_pass_goes_on(mak
     passing.start()
     passing.join(90)
     if passing.is_alive():  # unstick it, so the suite goes on, and fail
-        for pool in (archiver._kept, *[p for p in gc.get_objects() if isinstance(p, cf.ProcessPoolExecutor)]):
-            if pool is not None:
-                for process in list((pool._processes or {}).values()):
-                    process.kill()
+        kill_every_pool()
         passing.join(30)
         raise AssertionError("the pass was still waiting for the build after 90 seconds")
     (report,) = outcome
@@ -353,3 +359,94 @@ def test_chats_built_or_waiting_keep_their_leases_while_a_hanging_chat_is_rebuil
     assert report.archived == 40 and report.leases_lost == [] and set(report.failed) == {"room-hang"}, report
     assert_each_archived_once_and_the_store_explained(config, [c["room"] for c, _ in chats[1:]],
                                                       unfinished=["room-hang"])
+
+
+def _failover_once_building(monkeypatch, archiver: Archiver, failed_at: list[float]) -> None:
+    """The primary steps down a second after the first lease renewal (the build under way by then): every
+    later renewal raises, as the pass's renewals of a hanging build's lease will."""
+    renew = archiver.queue.renew
+    renewed: list[float] = []
+
+    def renew_or_fail(rooms: list[str], lease: int) -> list[str]:
+        renewed.append(time.monotonic())
+        if time.monotonic() - renewed[0] < 1:
+            return renew(rooms, lease)
+        failed_at.append(time.monotonic())
+        raise AutoReconnect("127.0.0.1:27017: connection closed (primary stepped down)")
+    monkeypatch.setattr(archiver.queue, "renew", renew_or_fail)
+
+
+def _ended_after_failure(run: Any, failed_at: list[float]) -> tuple[BaseException | None, float]:
+    """What RUN raised, and how long after the first failure in FAILED_AT it ended. A run still going after
+    10 s (stuck waiting for a hanging build) is unstuck, so that the suite goes on, and the test fails."""
+    outcome: list[tuple[BaseException | None, float]] = []
+
+    def call() -> None:
+        try:
+            run()
+        except BaseException as exc:
+            outcome.append((exc, time.monotonic() - failed_at[0]))
+        else:
+            outcome.append((None, 0.0))
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)  # the failure comes after two or three seconds
+    stuck = thread.is_alive()
+    if stuck:
+        kill_every_pool()
+        thread.join(30)
+    assert not stuck, "the error raised out of the pass waited for the hanging build (for ever)"
+    return outcome[0]
+
+
+def test_a_pass_an_outage_ends_while_a_build_hangs_ends_at_once_and_hands_its_claims_back(
+        make_config, monkeypatch) -> None:
+    """archive.build_timeout_seconds is enforced while the pass waits for builds. An error raised out of the
+    pass (a primary stepping down as leases are renewed, a bug) shut the worker processes down waiting for the
+    hanging build with no bound: the pass never ended, its claims were never handed back, `serve` skipped every
+    later pass and could not stop. Those processes are killed instead, and the next attempt goes on."""
+    config = make_config(archive__workers=1, archive__build_timeout_seconds=600, archive__lease_seconds=3)
+    seed(config, [make_chat(random.Random(13), messages=3, start_ms=recent_ms(), room="room-1-slow")])
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "3600")  # a renderer stuck on hostile input
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly)
+    archiver, failed_at = Archiver(config), []
+    _failover_once_building(monkeypatch, archiver, failed_at)
+    raised, seconds = _ended_after_failure(archiver.run_pass, failed_at)
+    assert isinstance(raised, AutoReconnect) and seconds < 5, (raised, seconds)
+    assert (job(config, "room-1-slow")["state"], job(config, "room-1-slow").get("lapses") or 0) == ("pending", 0)
+    assert [e["status"] for e in entries(config)] == ["uploading"], "left as a crash leaves it"
+    monkeypatch.undo()
+    report = Archiver(config).run_pass()
+    assert report.archived == 1 and report.ok, report
+    assert_each_archived_once_and_the_store_explained(config, ["room-1-slow"])
+
+
+def test_an_export_an_outage_ends_while_its_build_hangs_ends_at_once(make_config, monkeypatch) -> None:
+    """The same for an on-demand export, whose build runs alone."""
+    config = make_config(archive__build_timeout_seconds=600, archive__lease_seconds=3)
+    seed(config, [make_chat(random.Random(14), messages=3, start_ms=recent_ms(), room="room-2-slow")])
+    monkeypatch.setenv("TEST_BUILD_SECONDS", "3600")
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_slowly)
+    archiver, failed_at = Archiver(config), []
+    _failover_once_building(monkeypatch, archiver, failed_at)
+    raised, seconds = _ended_after_failure(lambda: archiver.archive_room("room-2-slow", "ended"), failed_at)
+    assert isinstance(raised, AutoReconnect) and seconds < 5, (raised, seconds)
+    assert job(config, "room-2-slow")["state"] == "pending"
+
+
+def test_a_pass_an_outage_ends_while_a_rebuild_hangs_ends_at_once(make_config, monkeypatch) -> None:
+    """The same while a chat that killed its worker is built again alone, and that rebuild hangs."""
+    config = make_config(archive__workers=1, archive__build_timeout_seconds=600, archive__lease_seconds=3)
+    seed(config, [make_chat(random.Random(15), messages=3, start_ms=recent_ms(), room="room-hang")])
+    monkeypatch.setattr(artifacts, "archive_in_worker", build_or_die)
+    archiver, failed_at = Archiver(config), []
+    rebuild_alone = archiver._rebuild_alone
+
+    def hang_then_fail_over(*args: Any, **kwargs: Any):
+        monkeypatch.setenv("TEST_HANG_BUILDS", "1")
+        _failover_once_building(monkeypatch, archiver, failed_at)
+        return rebuild_alone(*args, **kwargs)
+    monkeypatch.setattr(archiver, "_rebuild_alone", hang_then_fail_over)
+    raised, seconds = _ended_after_failure(archiver.run_pass, failed_at)
+    assert isinstance(raised, AutoReconnect) and seconds < 5, (raised, seconds)
+    assert job(config, "room-hang")["state"] == "pending"
