@@ -325,7 +325,7 @@ def test_an_error_that_is_not_utf8_is_recorded_escaped_and_raised_as_it_was(nx_u
 
 
 def test_a_source_collection_that_does_not_exist_is_warned_of_in_status_and_healthz(make_config, tmp_path,
-                                                                                     capsys) -> None:
+                                                                                     capsys, caplog) -> None:
     """A mistyped source.database (or source.chats) made every pass idle: /healthz 200 "ok" and status "ok" for
     ever, with nothing archived and nothing said. Still healthy (a new deployment may have no chats yet), but
     warned of, naming the setting."""
@@ -334,8 +334,10 @@ def test_a_source_collection_that_does_not_exist_is_warned_of_in_status_and_heal
     _db(make_config, "source").chats.insert_one(chat)  # where the platform keeps it
     typo = config["source.database"] + "_typo"
     path = write_toml(tmp_path / "typo.toml", {**_toml_values(make_config), "source.database": typo})
-    service = Service(make_config(source__database=typo), threading.Event())
-    service.archive_pass()
+    with caplog.at_level("WARNING", logger="archiver"):
+        service = Service(make_config(source__database=typo), threading.Event())
+        service.archive_pass()
+    assert [r.getMessage() for r in caplog.records].count("source_missing") == 1  # at start-up, once
     assert service.healthy()  # a warning, not a failure
     (note,) = service.health_notes()
     assert note.startswith(f"warning: source.chats: no collection 'chats' in source.database '{typo}'"), note
@@ -346,6 +348,9 @@ def test_a_source_collection_that_does_not_exist_is_warned_of_in_status_and_heal
 
     service = Service(make_config(source__chats="chat"), threading.Event())  # the right database, a wrong name
     assert service.health_notes()[0].startswith("warning: source.chats: no collection 'chat' in source.database")
+    _db(make_config, "source").chat.insert_one({"room": "R"})  # it exists now: the next pass drops the warning
+    service.archive_pass()
+    assert service.health_notes() == []
 
 
 def test_an_empty_or_existing_source_collection_is_not_warned_of(make_config, tmp_path, capsys) -> None:
