@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from apscheduler.triggers.cron import CronTrigger
 from pymongo import uri_parser
 from pymongo.errors import PyMongoError
 
@@ -91,13 +90,24 @@ def _digit_strings(v: list[str]) -> str | None:
 
 
 def _crontab(v: str) -> str | None:
+    """A crontab(5) expression as archiver.schedules reads it, that fires at some date; empty disables the job."""
+    from archiver.schedules import NeverFires, trigger
+
     if v == "":
         return None
     try:
-        CronTrigger.from_crontab(v)
+        trigger(v)
+    except NeverFires as exc:
+        return f"{exc} (a day that does not exist in the months given)"
     except ValueError as exc:
         return f"is not a crontab expression ({exc})"
     return None
+
+
+def _archive_schedule(v: str) -> str | None:
+    """The archive pass is what `archiver serve` is for: it cannot be disabled as the other jobs can."""
+    return "must be set: the archive pass cannot be disabled (an empty schedule disables the other jobs only)" \
+        if v == "" else _crontab(v)
 
 
 def _fingerprints(v: list[str]) -> str | None:
@@ -179,7 +189,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "masks": Key(dict, {}),
     },
     "schedule": {
-        "archive": Key(str, "*/5 * * * *", _crontab),
+        "archive": Key(str, "*/5 * * * *", _archive_schedule),
         "discovery_rescan": Key(str, "30 3 * * *", _crontab),
         "seal": Key(str, "30 0 * * *", _crontab),
         "seal_lookback_days": Key(int, 7, _positive),

@@ -13,7 +13,6 @@ import threading
 import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from pymongo.errors import ConnectionFailure
 
 from archiver.artifacts import configured_keys, init_worker
@@ -23,6 +22,8 @@ from archiver import logs
 from archiver.envelope import EnvelopeError
 from archiver.logs import event
 from archiver.redact import redact
+from archiver.schedules import trigger
+from archiver.source import missing_collections
 from archiver.metrics import Metrics, serve_http
 from archiver.mongo import unreachable_reason
 from archiver.pipeline import Archiver, DiscoveryStopped, PassReport
@@ -49,6 +50,8 @@ class Service:
         self.retention_error = ""  # the last retention run failed (kept until one succeeds)
         self.certificates: list[Expiry] = []
         self.check_certificates()
+        self.source_warnings: list[str] = []
+        self.check_source()
 
     def check_certificates(self) -> None:
         """Load the signing and recipient certificates afresh and check them, each and together
@@ -60,6 +63,14 @@ class Service:
             init_worker(self.config)
             self.archiver.close()  # and new worker processes, which load them
         self.metrics.record_certificates(self.certificates)
+
+    def check_source(self) -> None:
+        """Warn (log, /healthz) of a source collection that does not exist: every pass would be idle, which
+        looks healthy. Checked at start-up and after each pass, so the warning goes once the collection exists."""
+        warnings = missing_collections(self.config)
+        for warning in set(warnings) - set(self.source_warnings):
+            event("source_missing", logging.WARNING, warning=warning)
+        self.source_warnings = warnings
 
     def archive_pass(self) -> None:
         try:  # a certificate that expired (or a file replaced) since start-up stops new passes
@@ -78,6 +89,7 @@ class Service:
             event("pass_failed", logging.ERROR, error=self.last_error)
             return
         self.last_error = ""
+        self.check_source()
         if report.handled:  # a pass with nothing due says nothing of whether chats can be archived
             self.no_progress = _no_progress(report)
         if not report.handled or not self.no_progress:
@@ -154,8 +166,10 @@ class Service:
         self.last_activity = time.monotonic()
 
     def health_notes(self) -> list[str]:
-        """The lines /healthz shows below ok/unhealthy: the last error, certificates expiring soon."""
-        warnings = [w for w in (c.warning() for c in self.certificates) if w]
+        """The lines /healthz shows below ok/unhealthy: the last error; warnings (a source collection that does not
+        exist, certificates expiring soon)."""
+        warnings = [f"warning: {w}" for w in self.source_warnings]
+        warnings += [w for w in (c.warning() for c in self.certificates) if w]
         errors = [f"error: {self.last_error}"] if self.last_error else []
         errors += [f"no progress: {self.no_progress}"] if self.no_progress else []
         errors += [f"stale: no chat archived or found unchanged, and no idle pass ended, for {self._idle_minutes():.0f} "
@@ -209,17 +223,14 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
                               "on one host, or metrics.port = 0 for none") from None
     scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
     once = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(service.archive_pass, CronTrigger.from_crontab(config["schedule.archive"], timezone="UTC"),
+    scheduler.add_job(service.archive_pass, trigger(config["schedule.archive"]),
                       id="archive", next_run_time=dt.datetime.now(dt.timezone.utc), **once)
     if config["schedule.discovery_rescan"]:
-        scheduler.add_job(service.rescan, CronTrigger.from_crontab(config["schedule.discovery_rescan"], timezone="UTC"),
-                          id="discovery_rescan", **once)
+        scheduler.add_job(service.rescan, trigger(config["schedule.discovery_rescan"]), id="discovery_rescan", **once)
     if config["schedule.seal"]:
-        scheduler.add_job(service.seal, CronTrigger.from_crontab(config["schedule.seal"], timezone="UTC"),
-                          id="seal", **once)
+        scheduler.add_job(service.seal, trigger(config["schedule.seal"]), id="seal", **once)
     if config["schedule.retention"] and config["retention.rules"]:
-        scheduler.add_job(service.retention, CronTrigger.from_crontab(config["schedule.retention"], timezone="UTC"),
-                          id="retention", **once)
+        scheduler.add_job(service.retention, trigger(config["schedule.retention"]), id="retention", **once)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -17,10 +17,11 @@ from bson.int64 import Int64
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from archiver import lossless
 from archiver.batches import batched
-from archiver.mongo import STORED, TOLERANT, tolerant
+from archiver.mongo import STORED, TOLERANT, connect, tolerant
 from archiver.transcript import END_TYPE, to_datetime
 
 
@@ -35,6 +36,22 @@ class RequiredIndex:
     keys: list[tuple[str, int]]
     name: str
     why: str
+
+
+def missing_collections(config: Any) -> list[str]:
+    """A warning for each collection discovery reads (source.chats, and source.messages when set) that does not
+    exist in source.database: a mistyped name makes every pass idle, which looks healthy. An empty one is no
+    warning (a new deployment); nothing is said when the source cannot be asked (the passes report that)."""
+    if not config["mongodb.uri"]:
+        return []
+    database = config["source.database"]
+    try:
+        present = set(connect(config["mongodb.uri"])[database].list_collection_names())
+    except PyMongoError:
+        return []
+    return [f"source.{key}: no collection {config[f'source.{key}']!r} in source.database {database!r} "
+            "(a mistyped name? nothing there is ever archived)"
+            for key in ("chats", "messages") if config[f"source.{key}"] and config[f"source.{key}"] not in present]
 
 
 class ChatSource:

@@ -24,6 +24,7 @@ from archiver.config import Config
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable, stored_time
 from archiver.redact import redact
+from archiver.source import missing_collections
 from archiver.visible import utf8_safe
 
 LAST_PASS, LAST_RESCAN = "last_pass", "last_rescan"
@@ -75,6 +76,7 @@ class Status:
     last_rescan: dict[str, Any] | None
     last_retention: dict[str, Any] | None
     last_erasure: dict[str, Any] | None
+    warnings: list[str]  # source collections that do not exist (archiver.source.missing_collections)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +101,7 @@ def collect(config: Config) -> Status:
         last_rescan=_outcome(state.find_one({"_id": LAST_RESCAN})),
         last_retention=_last_run(db[config["index.retention_runs"]], "retention"),
         last_erasure=_last_run(db[config["index.retention_runs"]], "erasure"),
+        warnings=missing_collections(config),
     )
 
 

@@ -271,6 +271,7 @@ def test_serve_refuses_a_pass_once_the_signing_certificate_expires(tmp_path, mak
 def test_expiry_days_are_metrics_and_healthz_warns_30_days_ahead(tmp_path, make_config, keys) -> None:
     legal = make(tmp_path / "l", "Legal", not_after=ahead(days=10, hours=12))
     config = make_config(encryption__recipients=[str(keys["legal.crt.pem"]), str(legal.cert_path)])
+    connect(config["mongodb.uri"])[config["source.database"]].create_collection("chats")  # no warning of it
     service = Service(config, threading.Event())
     port = free_port()
     server = serve_http(service.metrics, port, service.healthy, "127.0.0.1", service.health_notes)

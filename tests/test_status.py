@@ -24,11 +24,15 @@ from archiver.status import QUARANTINE_SHOWN, collect
 from conftest import write_toml
 
 
-def _toml(tmp_path: Path, make_config) -> Path:
+def _toml_values(make_config) -> dict:
     config = make_config().as_dict()
     wanted = ["mongodb.uri", "storage.url", "storage.object_lock_mode", "signing.certificate", "signing.key",
               "encryption.recipients", "source.database", "index.database", "archive.workers", "logging.format"]
-    return write_toml(tmp_path / "archiver.toml", {k: config[k] for k in wanted})
+    return {k: config[k] for k in wanted}
+
+
+def _toml(tmp_path: Path, make_config) -> Path:
+    return write_toml(tmp_path / "archiver.toml", _toml_values(make_config))
 
 
 def _db(make_config, which: str):
@@ -320,7 +324,9 @@ def test_healthz_gives_a_mongodb_outage_in_one_line(make_config, tmp_path) -> No
     (tmp_path / "nx").mkdir()
     uri, server = start_nx(tmp_path / "nx")
     try:
-        service = Service(make_config(mongodb__uri=uri + "&serverSelectionTimeoutMS=500"), threading.Event())
+        config = make_config(mongodb__uri=uri + "&serverSelectionTimeoutMS=500")
+        connect(config["mongodb.uri"])[config["source.database"]].create_collection("chats")  # no warning of it
+        service = Service(config, threading.Event())
     finally:
         server.terminate()
         server.wait(10)
@@ -360,3 +366,55 @@ def test_an_error_that_is_not_utf8_is_recorded_escaped_and_raised_as_it_was(nx_u
     with pytest.raises(ValueError, match="bad name"), recorded(state, "pass", "me"):
         raise ValueError("bad name form\udcff")
     assert state.find_one({"_id": "pass"})["error"] == "ValueError: bad name form\\xff"
+
+
+def test_a_source_collection_that_does_not_exist_is_warned_of_in_status_and_healthz(make_config, tmp_path,
+                                                                                     capsys, caplog) -> None:
+    """A mistyped source.database (or source.chats) made every pass idle: /healthz 200 "ok" and status "ok" for
+    ever, with nothing archived and nothing said. Still healthy (a new deployment may have no chats yet), but
+    warned of, naming the setting."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(7), messages=3, start_ms=(time.time() - 300) * 1000)
+    _db(make_config, "source").chats.insert_one(chat)  # where the platform keeps it
+    typo = config["source.database"] + "_typo"
+    path = write_toml(tmp_path / "typo.toml", {**_toml_values(make_config), "source.database": typo})
+    with caplog.at_level("WARNING", logger="archiver"):
+        service = Service(make_config(source__database=typo), threading.Event())
+        service.archive_pass()
+    assert [r.getMessage() for r in caplog.records].count("source_missing") == 1  # at start-up, once
+    assert service.healthy()  # a warning, not a failure
+    (note,) = service.health_notes()
+    assert note.startswith(f"warning: source.chats: no collection 'chats' in source.database '{typo}'"), note
+    shown = _status(path, capsys)
+    assert shown["warnings"] == [note[len("warning: "):]]
+    assert main(["--config", str(path), "status"]) == 0
+    assert f"warning: source.chats: no collection 'chats' in source.database '{typo}'" in capsys.readouterr().out
+
+    service = Service(make_config(source__chats="chat"), threading.Event())  # the right database, a wrong name
+    assert service.health_notes()[0].startswith("warning: source.chats: no collection 'chat' in source.database")
+    _db(make_config, "source").chat.insert_one({"room": "R"})  # it exists now: the next pass drops the warning
+    service.archive_pass()
+    assert service.health_notes() == []
+
+
+def test_an_empty_or_existing_source_collection_is_not_warned_of(make_config, tmp_path, capsys) -> None:
+    db = _db(make_config, "source")
+    db.create_collection("chats")  # a new deployment: no chat yet
+    service = Service(make_config(), threading.Event())
+    service.archive_pass()
+    assert service.healthy() and service.health_notes() == []
+    assert _status(_toml(tmp_path, make_config), capsys)["warnings"] == []
+    # messages in a collection of their own (source.messages): that one is checked too
+    notes = Service(make_config(source__messages="messages"), threading.Event()).health_notes()
+    assert [n.split(":", 2)[1] for n in notes] == [" source.messages"], notes
+
+
+def test_the_source_check_works_on_the_wire_protocol(nx_uri, db_names, make_config) -> None:
+    from archiver.source import missing_collections
+
+    config = make_config(mongodb__uri=nx_uri)
+    assert missing_collections(config) == [
+        f"source.chats: no collection 'chats' in source.database '{db_names['source.database']}'"
+        " (a mistyped name? nothing there is ever archived)"]
+    connect(nx_uri)[db_names["source.database"]].create_collection("chats")
+    assert missing_collections(config) == []

@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status.as_json(), indent=2, ensure_ascii=False))
         return OK
+    for warning in status.warnings:
+        print(visible(f"warning: {warning}"))
     print("jobs: " + ", ".join(f"{state} {n}" for state, n in status.jobs.items()))
     print(visible(f"oldest not archived: {_oldest(status.oldest_unarchived)}"))  # room ids come from chats
     print(f"quarantined {status.quarantined_total}" + (" (most recent first):" if status.quarantined else ""))

@@ -1,0 +1,77 @@
+"""schedule.* as crontab(5) reads them, made into APScheduler 3 triggers (UTC).
+
+APScheduler 3's CronTrigger.from_crontab numbers the day of the week from Monday = 0 and ANDs the two day
+fields; cron numbers it from Sunday = 0 (7 is Sunday too) and runs on a day that matches either day field when
+both are restricted. `trigger` is the one place a schedule is read: by the configuration's check and by
+`archiver serve`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+
+DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab's 0-6 (7 is Sunday again)
+_NUMBERED = re.compile(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?$")  # *, n, n-m, each with an optional /step
+
+
+class NeverFires(ValueError):
+    """A valid expression that no date matches (30 February)."""
+
+
+def trigger(expression: str) -> BaseTrigger:
+    """The UTC trigger for crontab EXPRESSION; ValueError saying what is wrong, NeverFires if no date matches."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"wrong number of fields: {len(fields)}, expected 5 (minute hour day month weekday)")
+    minute, hour, day, month, weekday = fields
+    weekdays = apscheduler_weekdays(weekday)
+
+    def cron(day: str, day_of_week: str) -> CronTrigger:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone="UTC")
+
+    if day.startswith("*") or weekday.startswith("*"):
+        made: BaseTrigger = cron(day, weekdays)
+    else:  # both restricted: cron runs on a day either one matches
+        made = OrTrigger([cron(day, "*"), cron("*", weekdays)])
+    if made.get_next_fire_time(None, dt.datetime.now(dt.timezone.utc)) is None:
+        raise NeverFires("never fires: no date matches it")
+    return made
+
+
+def apscheduler_weekdays(field: str) -> str:
+    """Crontab's day-of-week FIELD (0 and 7 Sunday, 1-6 Monday to Saturday; ranges, lists and steps) as
+    APScheduler's, by name; names ("sun", "mon-fri") mean the same to both and are left as they are."""
+    if field == "*":
+        return field
+    days: list[str] = []
+    for item in field.split(","):
+        numbers = _numbered_days(item)
+        days += [item] if numbers is None else [DAY_NAMES[n % 7] for n in numbers]
+    return ",".join(dict.fromkeys(days))
+
+
+def _numbered_days(item: str) -> range | None:
+    """The crontab day numbers ITEM of a day-of-week list names; None for a name (ValueError if not crontab's)."""
+    if item[:1].isalpha():
+        return None
+    match = _NUMBERED.match(item)
+    if match is None:
+        raise ValueError(f"day of week {item!r}: not a day (0-7, 0 and 7 Sunday), a range a-b, a step */n or "
+                         "a-b/n, or a name (sun-sat)")
+    span, step = match.group(1), int(match.group(2) or 1)
+    if span == "*":
+        first, last = 0, 7
+    else:
+        first, _, end = span.partition("-")
+        first, last = int(first), int(end or first)
+        if match.group(2) and not end:
+            raise ValueError(f"day of week {item!r}: a step needs a range (a-b/n) or * (*/n)")
+    if not (0 <= first <= last <= 7) or step < 1:
+        raise ValueError(f"day of week {item!r}: days are 0-7 (0 and 7 Sunday), a range goes from the smaller "
+                         "to the larger, a step is 1 or more")
+    return range(first, last + 1, step)
