@@ -41,7 +41,7 @@ from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_k
 from archiver.source import ChatSource
 from archiver.store import ObjectMissing, ObjectStore, StoreError
 from archiver.transcript import (CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, found_as, has_ended, normalise,
-                                 roles_by_sender)
+                                 roles_by_sender, stated_sender)
 
 ROOM_BATCH = 500
 RECORD = "held_by_source"  # on a room's entries: the ids of the active holds its source chat was found held by
@@ -229,11 +229,12 @@ def _words_of(texts: Iterable[Any]) -> set[str]:
 
 
 def _raw_texts(chat: dict[str, Any]) -> Iterator[str]:
-    """Every message's text as stored (`data.content.text`, where it is text)."""
+    """Every message's text as stored (`data.content.text`, or `data.content` itself, where it is text: as the
+    transcript reads it)."""
     for message in chat.get("messages") or []:
         data = message.get("data") if isinstance(message, dict) else None
         content = data.get("content") if isinstance(data, dict) else None
-        text = content.get("text") if isinstance(content, dict) else None
+        text = content.get("text") if isinstance(content, dict) else content
         if isinstance(text, str):
             yield text
 
@@ -280,10 +281,8 @@ def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
     people: dict[str, set[str]] = {"customer": set(), "agent": set()}
     said = []
     for message in messages:
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        content = data.get("content") if isinstance(data.get("content"), dict) else {}
-        user = content.get("user") if isinstance(content.get("user"), dict) else {}
-        said.append((_user_id(user.get("id")), user.get("isAgent")))
+        sender, is_agent = stated_sender(message.get("data"))
+        said.append((_user_id(sender), is_agent))
     for sender, roles in roles_by_sender(said).items():
         for role in found_as(roles):
             people[role].add(sender)

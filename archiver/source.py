@@ -198,10 +198,11 @@ class ChatSource:
         return {doc["room"] for doc in self.chats.find({"room": {"$in": rooms}}, {"room": 1})}
 
     def rooms_of_user(self, user_id: str) -> set[str]:
-        """Rooms in which USER_ID wrote a message, or which they started (contact `userID`)."""
+        """Rooms in which USER_ID wrote a message (`data.content.user.id`, or `data.content.user` given as the id
+        itself, as the transcript reads it), or which they started (contact `userID`)."""
         collection = self.messages if self.messages is not None else self.chats
-        rooms = {d["room"] for d in collection.find({f"{self._path}data.content.user.id": {"$eq": user_id}},
-                                                    {"room": 1, "_id": 0}) if isinstance(d.get("room"), str)}
+        wrote = {"$or": [{f"{self._path}data.content.user{at}": {"$eq": user_id}} for at in (".id", "")]}
+        rooms = {d["room"] for d in collection.find(wrote, {"room": 1, "_id": 0}) if isinstance(d.get("room"), str)}
         rooms |= {d["id"] for d in self.contacts.find({"userID": {"$eq": user_id}}, {"id": 1, "_id": 0})
                   if isinstance(d.get("id"), str)}
         return rooms

@@ -382,6 +382,17 @@ def _data(message: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
+def stated_sender(data: Any) -> tuple[Any, Any]:
+    """(sender id, isAgent) as a message's DATA gives them, as `_messages` reads them: content.user's id and
+    isAgent, or content.user itself (no role) when it is text; (None, None) otherwise. For readers of the
+    source that make no transcript (the source hold check)."""
+    content = data.get("content") if isinstance(data, Mapping) else None
+    user = content.get("user") if isinstance(content, Mapping) else None
+    if type(user) is str:
+        return user, None
+    return (user.get("id"), user.get("isAgent")) if isinstance(user, Mapping) else (None, None)
+
+
 def roles_by_sender(said: Iterable[tuple[str, Any]]) -> dict[str, tuple[str, ...]]:
     """Each sender's roles from all their messages, SAID as (sender id, isAgent as given) per message: an agent
     if any says isAgent true, a customer if any says false (only a boolean states a role; none: ()). Senders in

@@ -912,8 +912,22 @@ def test_the_source_check_reads_an_author_s_roles_as_the_index_does() -> None:
     chat = {"room": "R", "messages": [message(u) for u in (
         {"id": "late agent"}, {"id": "late agent", "isAgent": True}, {"id": "ghost", "isAgent": "true"},
         {"id": "late customer", "isAgent": 1}, {"id": "late customer", "isAgent": False},
-        {"id": "twofaced", "isAgent": False}, {"id": "twofaced", "isAgent": True})]}
+        {"id": "twofaced", "isAgent": False}, {"id": "twofaced", "isAgent": True},
+        "bare id", {"id": 42, "isAgent": True}, 7, ["in a list"], None)]}
+    chat["messages"].append({"data": {"messageType": "TEXT", "content": "text as the content"}})
     people = _source_people(chat, {})
     t = normalise(chat)
     assert people == {"agent": set(t.agents), "customer": set(t.customers)}
-    assert people == {"agent": {"late agent", "ghost", "twofaced"}, "customer": {"ghost", "late customer", "twofaced"}}
+    # (review "today2": a user given as the bare id, which the transcript reads as the sender, was unseen here)
+    assert people == {"agent": {"late agent", "ghost", "twofaced", "bare id", "42"},
+                      "customer": {"ghost", "late customer", "twofaced", "bare id"}}
+
+
+def test_a_hold_by_words_reads_a_content_given_as_text_in_the_clear_too() -> None:
+    """The transcript shows a `data.content` given as text as the message's text (review "lossless" F1): a hold by
+    words matches its words in the source, redacted or not (review "today2")."""
+    from archiver.holds import _raw_texts
+
+    chat = {"messages": [{"data": {"content": "my pin is 4821"}}, {"data": {"content": {"text": "hi"}}},
+                         {"data": {"content": 5}}, {"data": None}, "not a message"]}
+    assert list(_raw_texts(chat)) == ["my pin is 4821", "hi"]

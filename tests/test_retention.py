@@ -1659,3 +1659,21 @@ def test_delete_checked_keeps_a_chat_its_filter_cannot_match(any_source, request
     deleted, why = chats.delete_checked(room, chat, contact, contacts=False)
     assert db.chats.count_documents({}) == (0 if deleted else 1)
     assert deleted if REAL_MONGO else (not deleted and "changed since it was checked" in why), (deleted, why)
+
+
+def test_an_erasure_finds_a_chat_never_archived_whose_messages_name_the_customer_as_the_bare_user(make_config) -> None:
+    """Review "today2": the transcript reads `data.content.user` given as text as the sender's id, and the index
+    lists them; an erasure's source lookup read `data.content.user.id` alone, said nothing to do and left the
+    chat (the next pass archived it, naming the customer)."""
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+    import random
+    config = retention_config(make_config)
+    chat, contact = make_chat(random.Random(21), messages=6, start_ms=recent_ms(60))
+    for m in chat["messages"]:
+        if m["data"]["content"]["user"].get("isAgent") is False:
+            m["data"]["content"]["user"] = "CUST-TEXT-7"
+    contact.update(userID="someone-else", users={})
+    seed(config, [(chat, contact)])
+    result = erase(config, "CUST-TEXT-7")
+    assert source(config).count_documents({"room": chat["room"]}) == 0, result.report
