@@ -541,6 +541,9 @@ def test_an_embedded_address_is_allowed_by_its_own_network_but_never_loopback_or
     everything = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("2002::/16"),
                   ipaddress.ip_network("0.0.0.0/0")]
     assert forbidden(ipaddress.ip_address(nat64("64:ff9b::", "10.20.0.7")), everything) == ""
+    assert forbidden(ipaddress.ip_address(nat64("64:ff9b::", "10.20.0.7")), everything[2:]) == "a reserved address"
+    assert forbidden(ipaddress.ip_address(nat64("64:ff9b::", "10.20.0.7")), everything[:2]) == \
+        "a NAT64 address embedding a private address"  # the address inside and the prefix must both pass
     for inside in ("127.0.0.1", "169.254.169.254", "100.100.100.200"):
         why = forbidden(ipaddress.ip_address(nat64("64:ff9b::", inside)), everything)
         assert why.startswith("a NAT64 address embedding") and ("loopback" in why or "metadata" in why), why
