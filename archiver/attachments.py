@@ -1,10 +1,11 @@
 """Attachments: the files IMAGE and DOCUMENT messages link to, fetched once, safely, to be archived.
 
 A URL in a message is hostile input that points our process at the network. So a
-fetch goes only to hosts the configuration names (`attachments.hosts`), resolves
-the name itself and refuses any address that is not public (loopback, private,
-link-local, multicast, reserved, cloud metadata) unless its network is named in
-`attachments.allowed_networks`, then connects to exactly the address it checked:
+fetch goes only to hosts the configuration names (`attachments.hosts`), on the
+ports it names (`attachments.ports`), resolves the name itself and refuses any
+address that is not public (loopback, private, link-local, multicast, reserved,
+cloud metadata; an IPv4 address inside a 6to4, Teredo or NAT64 one likewise)
+unless its network is named in `attachments.allowed_networks`, then connects to exactly the address it checked:
 a DNS answer that changes between check and connection cannot move it. Redirects
 are followed by hand, each hop checked the same way, at most `max_redirects`.
 Size is capped while the body streams, time over the whole fetch, and the content
@@ -208,7 +209,7 @@ def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped:  # ::ffff:a.b.c.d reaches a.b.c.d: judged as itself
             return forbidden(address.ipv4_mapped, allowed)
-        if address in NAT64_LOCAL and not any(address in n and n.prefixlen >= 96 for n in allowed if n.version == 6):
+        if address in NAT64_LOCAL and not any(address in n and n.prefixlen >= 96 for n in allowed):
             return "a local-use NAT64 address outside a /96 named in attachments.allowed_networks"
         form, inner = _embedded(address)
         # A tunnel or a translator reaches INNER: judged as well as the address itself. Loopback there is the
