@@ -1,10 +1,11 @@
 """Attachments: the files IMAGE and DOCUMENT messages link to, fetched once, safely, to be archived.
 
 A URL in a message is hostile input that points our process at the network. So a
-fetch goes only to hosts the configuration names (`attachments.hosts`), resolves
-the name itself and refuses any address that is not public (loopback, private,
-link-local, multicast, reserved, cloud metadata) unless its network is named in
-`attachments.allowed_networks`, then connects to exactly the address it checked:
+fetch goes only to hosts the configuration names (`attachments.hosts`), on the
+ports it names (`attachments.ports`), resolves the name itself and refuses any
+address that is not public (loopback, private, link-local, multicast, reserved,
+cloud metadata; an IPv4 address inside a 6to4, Teredo or NAT64 one likewise)
+unless its network is named in `attachments.allowed_networks`, then connects to exactly the address it checked:
 a DNS answer that changes between check and connection cannot move it. Redirects
 are followed by hand, each hop checked the same way, at most `max_redirects`.
 Size is capped while the body streams, time over the whole fetch, and the content
@@ -48,6 +49,8 @@ PATH_SAFE = "/%:@!$&'()*+,;=-._~?"  # RFC 3986 characters kept as they are in a 
 METADATA = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.170.2", "169.254.170.23", "100.100.100.200", "192.0.0.192", "168.63.129.16",
     "fd00:ec2::254", "fd00:ec2::23"))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the IPv4 address in the last 32 bits
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215's local-use prefixes, of 48 to 96 bits
 HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")  # LDH labels
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -77,6 +80,7 @@ class Policy:
     max_redirects: int = 5
     retry_hours: float = 72.0
     max_seconds_per_chat: float = 300.0
+    ports: tuple[int, ...] = (80, 443)
 
     def __post_init__(self) -> None:  # compared in IDNA form with a URL's host, however either is written
         object.__setattr__(self, "hosts", tuple(host_pattern(h) for h in self.hosts))
@@ -96,7 +100,8 @@ class Policy:
                    tuple(parse_networks(config["attachments.allowed_networks"])),
                    config["attachments.max_bytes"], config["attachments.timeout_seconds"],
                    config["attachments.max_per_chat"], config["attachments.max_bytes_per_chat"],
-                   config["attachments.max_redirects"], config["attachments.retry_hours"], seconds)
+                   config["attachments.max_redirects"], config["attachments.retry_hours"], seconds,
+                   tuple(config["attachments.ports"]))
 
 
 def host_pattern(pattern: str) -> str:
@@ -200,12 +205,19 @@ def system_resolve(host: str, port: int) -> list[str]:
 def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
     """Why ADDRESS may not be connected to ("" if it may): only public addresses, and those in ALLOWED.
     The kind of address only, never the address: a DNS answer is what a server chose (see Attachment.reason)."""
+    allowed = tuple(allowed)
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped:  # ::ffff:a.b.c.d reaches a.b.c.d: judged as itself
             return forbidden(address.ipv4_mapped, allowed)
-        inner = address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if inner is not None and forbidden(inner, allowed):
-            return f"a 6to4 or Teredo address embedding {forbidden(inner, allowed)}"
+        if address in NAT64_LOCAL and not any(address in n and n.prefixlen >= 96 for n in allowed):
+            return "a local-use NAT64 address outside a /96 named in attachments.allowed_networks"
+        form, inner = _embedded(address)
+        # A tunnel or a translator reaches INNER: judged as well as the address itself. Loopback there is the
+        # relay's or the gateway's own, never ours, whatever allowed_networks names.
+        if inner is not None:
+            why = "a loopback address" if inner.is_loopback else forbidden(inner, allowed)
+            if why:
+                return f"a {form} address embedding {why}"
     if address in METADATA:
         return "a cloud metadata address"
     if any(address in network for network in allowed):
@@ -214,6 +226,18 @@ def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
         if getattr(address, f"is_{kind}", False):  # site_local: IPv6 only
             return f"a {kind.replace('_', '-')} address"
     return "" if address.is_global else "not a public address"
+
+
+def _embedded(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address | None]:
+    """The IPv4 address a 6to4 relay, a Teredo server or a NAT64 gateway reaches for ADDRESS, and which it is.
+    A local-use NAT64 address is read as in a /96 prefix: forbidden() allows no other."""
+    if address.sixtofour:
+        return "6to4", address.sixtofour
+    if address.teredo:
+        return "Teredo", address.teredo[1]
+    if address in NAT64 or address in NAT64_LOCAL:
+        return "NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return "", None
 
 
 def sniff(data: bytes) -> str:
@@ -372,8 +396,6 @@ class Fetcher:
             port = parts.port if parts.port is not None else 443 if parts.scheme.lower() == "https" else 80
         except ValueError:
             raise Refused("not a usable URL (its host or port cannot be read)") from None
-        if port == 0:
-            raise Refused("port 0 is not a port a server listens on")
         scheme, name = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
         if scheme not in ("http", "https"):
             raise Refused("not an http or https URL (only those are fetched)")
@@ -386,6 +408,8 @@ class Fetcher:
             raise Refused("not a plain host name (letters, digits, hyphens and dots, or an IP address)")
         if not host or not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.policy.hosts):
             raise Refused("host not in attachments.hosts")
+        if port not in self.policy.ports:  # a URL on an allowed host must not reach its other services
+            raise Refused(f"port {port} not in attachments.ports")
         try:
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self._resolved(host, port, deadline)]
         except TimeoutError:

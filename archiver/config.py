@@ -44,6 +44,7 @@ class Key:
     default: Any
     check: Callable[[Any], str | None] | None = None  # returns a complaint or None
     nested: bool = False  # a table of tables (retention.rules), checked by its own module
+    items: type = str  # a list's items: str or int
 
 
 def _one_of(*allowed: str) -> Callable[[Any], str | None]:
@@ -114,6 +115,10 @@ def _fingerprints(v: list[str]) -> str | None:
     if all(is_fingerprint(item) for item in v):
         return None
     return "must be SHA-256 fingerprints, 64 hex digits (colons allowed) as `openssl x509 -fingerprint -sha256` prints"
+
+
+def _ports(v: list[int]) -> str | None:
+    return None if v and all(1 <= p <= 65535 for p in v) else "must be TCP ports, 1 to 65535, e.g. [80, 443]"
 
 
 def _networks(v: list[str]) -> str | None:
@@ -216,6 +221,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_seconds_per_chat": Key(float, 300.0, _positive),
         "max_redirects": Key(int, 5, _not_negative),
         "retry_hours": Key(float, 72.0, _not_negative),
+        "ports": Key(list, [80, 443], _ports, items=int),
     },
     "logging": {
         "level": Key(str, "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -362,7 +368,13 @@ def _parse_env(name: str, spec: Key, text: str) -> Any:
             raise ConfigError(f'{name}: must be a JSON object of texts, e.g. {{"name": "value"}} (got {text!r:.80})')
         return value
     if spec.type is list:
-        return [item.strip() for item in text.split(",") if item.strip()]
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if spec.items is int:
+            if not all(item.isascii() and item.isdigit() for item in items):
+                raise ConfigError(f"{name}: must be integers separated by commas, e.g. 80,443 "
+                                  f"(got {redact(repr(text))})")
+            return [int(item) for item in items]
+        return items
     if spec.type is bool:
         if text.lower() not in _BOOL_WORDS:
             raise ConfigError(f"{name}: must be true or false (got {redact(repr(text))})")
@@ -376,13 +388,15 @@ def _parse_env(name: str, spec: Key, text: str) -> Any:
 def _typed(dotted: str, spec: Key, value: Any) -> Any:
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if spec.type is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if spec.type is list and isinstance(value, list) and all(
+            isinstance(v, spec.items) and not isinstance(v, bool) for v in value):
         return value
     if spec.type is dict and (_is_text_table(value) or (spec.nested and isinstance(value, dict))):
         return value
-    if isinstance(value, spec.type) and not (spec.type is int and isinstance(value, bool)):
+    if isinstance(value, spec.type) and spec.type is not list and not (spec.type is int and isinstance(value, bool)):
         return value
-    want = {list: "list of strings", dict: "table of strings"}.get(spec.type, spec.type.__name__)
+    want = {list: f"list of {'integers' if spec.items is int else 'strings'}", dict: "table of strings"}.get(
+        spec.type, spec.type.__name__)
     raise ConfigError(f"{dotted}: must be {want} (got {_shown(dotted, value)})")
 
 

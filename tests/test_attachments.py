@@ -16,9 +16,15 @@ from attachment_server import PDF, jpeg, png
 LOCAL = (ipaddress.ip_network("127.0.0.1/32"),)
 
 
-def policy(**overrides) -> Policy:
+def policy(*ports: int, **overrides) -> Policy:
+    """A policy fetching from 127.0.0.1; PORTS: the test servers' ports (else attachments.ports' default)."""
     values = {"enabled": True, "hosts": ("127.0.0.1",), "allowed_networks": LOCAL, "timeout_seconds": 5.0}
-    return Policy(**{**values, **overrides})
+    return Policy(**{**values, **({"ports": ports} if ports else {}), **overrides})
+
+
+def port(url: str) -> int:
+    """The port of a test server's URL (a random one: named in attachments.ports for the test)."""
+    return urlsplit(url).port
 
 
 def message(url: str, position: int = 3, kind: str = "IMAGE") -> Message:
@@ -47,7 +53,7 @@ def test_images_and_documents_are_fetched_with_their_sniffed_type(server, files)
     files.add("/a/photo.png", image, Content_Type="application/x-evil")  # the header is not believed
     files.add("/a/scan.jpg", photo)
     files.add("/a/contract.pdf", PDF, Content_Type="image/png")
-    fetcher = Fetcher(policy())
+    fetcher = Fetcher(policy(port(server)))
     got = fetcher.fetch_all([message(f"{server}/a/photo.png", 1), message(f"{server}/a/scan.jpg", 2),
                              message(f"{server}/a/contract.pdf", 3, "DOCUMENT"),
                              message(f"{server}/a/page", 4, "LINK")])  # a link is a page, not a file
@@ -59,19 +65,19 @@ def test_images_and_documents_are_fetched_with_their_sniffed_type(server, files)
 
 
 def test_404_is_a_failure_with_its_reason(server) -> None:
-    got = Fetcher(policy()).attachment(message(f"{server}/gone.png"))
+    got = Fetcher(policy(port(server))).attachment(message(f"{server}/gone.png"))
     assert (got.outcome, got.reason, got.data) == (FAILED, "HTTP 404", b"")
 
 
 def test_a_server_that_stalls_times_out(server, files) -> None:
     files.add("/slow.png", png())
-    got = Fetcher(policy(timeout_seconds=0.5)).attachment(message(f"{server}/slow.png"))
+    got = Fetcher(policy(port(server), timeout_seconds=0.5)).attachment(message(f"{server}/slow.png"))
     assert got.outcome == FAILED and "timed out" in got.reason
 
 
 def test_a_body_that_drips_forever_is_cut_by_the_time_cap_of_the_whole_fetch(server, files) -> None:
     files.add("/drip", b"")
-    fetcher = Fetcher(policy(timeout_seconds=0.6))
+    fetcher = Fetcher(policy(port(server), timeout_seconds=0.6))
     started = time.monotonic()
     got = fetcher.attachment(message(f"{server}/drip"))
     assert got.outcome == FAILED and "timed out" in got.reason
@@ -81,10 +87,10 @@ def test_a_body_that_drips_forever_is_cut_by_the_time_cap_of_the_whole_fetch(ser
 def test_oversize_is_refused_whether_declared_or_streamed(server, files) -> None:
     files.add("/big.png", b"\x89PNG\r\n\x1a\n" + b"0" * 5000)
     files.add("/drip", b"")  # no Content-Length: counted while streaming
-    fetcher = Fetcher(policy(max_bytes=1000))
+    fetcher = Fetcher(policy(port(server), max_bytes=1000))
     declared = fetcher.attachment(message(f"{server}/big.png"))
     assert declared.outcome == REFUSED and declared.reason.startswith("too big: its declared size is over 1,000 bytes")
-    streamed = Fetcher(policy(max_bytes=5, timeout_seconds=5)).attachment(message(f"{server}/drip"))
+    streamed = Fetcher(policy(port(server), max_bytes=5, timeout_seconds=5)).attachment(message(f"{server}/drip"))
     assert streamed.outcome == REFUSED and streamed.reason.startswith("too big: more than 5 bytes")
 
 
@@ -92,7 +98,7 @@ def test_per_chat_caps(server, files) -> None:
     for i in range(4):
         files.add(f"/{i}.png", png())
     size = len(png())
-    got = Fetcher(policy(max_per_chat=3, max_bytes_per_chat=2 * size + 10)).fetch_all(
+    got = Fetcher(policy(port(server), max_per_chat=3, max_bytes_per_chat=2 * size + 10)).fetch_all(
         [message(f"{server}/{i}.png", i + 1) for i in range(4)])
     assert [a.outcome for a in got] == [FETCHED, FETCHED, REFUSED, REFUSED]
     assert "max_bytes_per_chat" in got[2].reason and "max_per_chat" in got[3].reason
@@ -105,11 +111,11 @@ def test_files_kept_from_an_earlier_version_are_not_fetched_but_count_in_the_per
         files.add(f"/{i}.png", png())
     kept = {1: Kept(1, "room/v1/attachment-1-x.png.p7m", "", "c" * 64, "p" * 64, size, "image/png", None)}
     messages = [message(f"{server}/{i}.png", i + 1) for i in range(4)]
-    got = Fetcher(policy(max_per_chat=3)).fetch_all(messages, kept=kept)
+    got = Fetcher(policy(port(server), max_per_chat=3)).fetch_all(messages, kept=kept)
     assert [a.outcome for a in got] == [FETCHED] * 3 + [REFUSED] and "max_per_chat" in got[3].reason
     assert got[0].kept is kept[1] and (got[0].sha256, got[0].size, got[0].data) == ("p" * 64, size, b"")
     assert files.requests == ["/1.png", "/2.png"]  # the kept file was not asked for
-    by_bytes = Fetcher(policy(max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept=kept)
+    by_bytes = Fetcher(policy(port(server), max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept=kept)
     assert [a.outcome for a in by_bytes] == [FETCHED, FETCHED, REFUSED, REFUSED]
 
 
@@ -170,7 +176,7 @@ def test_a_redirect_to_a_forbidden_address_is_refused_before_connecting_there(se
         assert address[0] == "127.0.0.1", f"tried to connect to {address}"
         return real(address, timeout)
 
-    fetcher = Fetcher(policy(hosts=("127.0.0.1", "metadata.example.com")), net.resolve, connect)
+    fetcher = Fetcher(policy(port(server), 80, hosts=("127.0.0.1", "metadata.example.com")), net.resolve, connect)
     got = fetcher.attachment(message(f"{server}/r.png"))
     assert (got.outcome, got.reason) == (REFUSED, ("redirected: the host resolves to a forbidden address: a cloud "
                                                   "metadata address (attachments.allowed_networks)"))
@@ -182,7 +188,7 @@ def test_redirects_are_followed_and_bounded(server, files) -> None:
     files.add("/final.png", png())
     files.add("/hop.png", b"", status=301, Location="/final.png")
     files.add("/loop", b"", status=302, Location="/loop")
-    fetcher = Fetcher(policy(max_redirects=2))
+    fetcher = Fetcher(policy(port(server), max_redirects=2))
     assert fetcher.attachment(message(f"{server}/hop.png")).data == png()
     looped = fetcher.attachment(message(f"{server}/loop"))
     assert looped.outcome == REFUSED and "more than 2 redirects" in looped.reason
@@ -210,7 +216,7 @@ def test_sniffing_reads_the_bytes() -> None:
 
 def test_spaces_non_ascii_and_line_breaks_stay_inside_the_path(server, files) -> None:
     files.add("/m/foto%20%C3%A8.png", png())
-    fetcher = Fetcher(policy())
+    fetcher = Fetcher(policy(port(server)))
     assert fetcher.attachment(message(f"{server}/m/foto è.png")).data == png()
     injected = fetcher.attachment(message(f"{server}/m/x.png\r\nX-Injected: 1"))
     # urlsplit drops CR, LF and tab (as WHATWG URL parsing does): one request line, no header added
@@ -297,7 +303,7 @@ def test_the_fetch_time_bounds_every_wait_of_a_fetch_not_each_read(head, repeate
     """attachments.timeout_seconds is the time of the whole fetch: a server that keeps each read short but
     never finishes (headers, interim answers, trailers, chunk sizes) is cut when it is up."""
     server = RawServer(head, repeated, every)
-    fetcher = Fetcher(policy(timeout_seconds=1.0))
+    fetcher = Fetcher(policy(server.port, timeout_seconds=1.0))
     started = time.monotonic()
     got = fetcher.attachment(message(f"http://127.0.0.1:{server.port}/slow.png"))
     assert time.monotonic() - started < 2.5, "not bounded by attachments.timeout_seconds"
@@ -307,7 +313,7 @@ def test_the_fetch_time_bounds_every_wait_of_a_fetch_not_each_read(head, repeate
 
 def test_a_body_cut_short_of_its_content_length_is_a_failure_not_a_file() -> None:
     server = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + b"x" * 10)
-    got = Fetcher(policy()).attachment(message(f"http://127.0.0.1:{server.port}/cut.png"))
+    got = Fetcher(policy(server.port)).attachment(message(f"http://127.0.0.1:{server.port}/cut.png"))
     assert (got.outcome, got.data) == (FAILED, b""), got
     assert got.reason == "the server closed the connection before the end of the file (its Content-Length)", got
 
@@ -320,7 +326,7 @@ def test_what_a_server_says_reaches_the_reason_only_short_and_as_plain_text(answ
     """The reason of a failed file is kept in the index, the record and the PDF: the server's own words are
     left out or cut short and written with escapes, never raw control or bidi characters."""
     server = RawServer(answer)
-    got = Fetcher(policy()).attachment(message(f"http://127.0.0.1:{server.port}/x.png"))
+    got = Fetcher(policy(server.port)).attachment(message(f"http://127.0.0.1:{server.port}/x.png"))
     assert got.outcome == FAILED and len(got.reason) <= 300, got.reason
     assert not any(ch in got.reason for ch in "\x1b\u202e\r\n"), got.reason
     assert "4111 1111 1111 1111" not in got.reason, "the server's words are not needed to say what failed"
@@ -361,7 +367,7 @@ def test_files_refused_without_asking_a_server_do_not_use_up_the_per_chat_count(
         files.add(f"/{i}.png", png())
     junk = [message(f"https://elsewhere.example.org/{i}.png", i + 1) for i in range(3)]
     real = [message(f"{server}/{i}.png", 4 + i) for i in range(2)]
-    got = Fetcher(policy(max_per_chat=2)).fetch_all([*junk, *real])
+    got = Fetcher(policy(port(server), max_per_chat=2)).fetch_all([*junk, *real])
     assert [a.outcome for a in got] == [REFUSED] * 3 + [FETCHED] * 2
 
 
@@ -401,7 +407,7 @@ def test_a_reason_is_fixed_wording_that_quotes_nothing_of_the_url(url, reason) -
     ({"4111-1111-1111-1111.cdn.example": ["10.41.11.11"]}, REFUSED,
      "redirected: the host resolves to a forbidden address: a private address (attachments.allowed_networks)"),
     ({"4111-1111-1111-1111.cdn.example": ["2002:a29:b0b::1"]}, REFUSED,
-     ("redirected: the host resolves to a forbidden address: a 6to4 or Teredo address embedding a private address "
+     ("redirected: the host resolves to a forbidden address: a 6to4 address embedding a private address "
       "(attachments.allowed_networks)")),
     ({"4111-1111-1111-1111.cdn.example": []}, FAILED, "redirected: the host has no address"),
     (None, FAILED, "redirected: cannot resolve the host (Name or service not known)"),
@@ -428,7 +434,7 @@ def test_a_host_a_server_redirects_to_is_never_quoted_nor_its_addresses(server, 
         assert address[0] == "127.0.0.1", f"tried to connect to {address}"
         return real(address, timeout)
 
-    got = Fetcher(policy(hosts=hosts), resolve, connect).attachment(message(f"{server}/r.png"))
+    got = Fetcher(policy(port(server), 80, hosts=hosts), resolve, connect).attachment(message(f"{server}/r.png"))
     assert (got.outcome, got.reason) == (outcome, reason)
     assert resolved == ["127.0.0.1"] + (["4111-1111-1111-1111.cdn.example"] if answer != {} else [])
     assert files.requests == ["/r.png"]
@@ -494,8 +500,114 @@ def test_a_tls_error_is_named_by_its_kind_not_by_its_text_that_quotes_the_host(t
         assert address[0] == "127.0.0.1", f"tried to connect to {address}"
         return real(address, timeout)
 
-    fetcher = Fetcher(policy(hosts=("*.cdn.example",)), net.resolve, connect)
+    fetcher = Fetcher(policy(listener.getsockname()[1], hosts=("*.cdn.example",)), net.resolve, connect)
     fetcher.tls = ssl.create_default_context(cafile=str(ca.cert_path))
     got = fetcher.attachment(message(f"https://{host}:{listener.getsockname()[1]}/x.png"))
     assert (got.outcome, got.reason) == (FAILED, "SSLCertVerificationError: CERTIFICATE_VERIFY_FAILED"), got
     assert net.resolved == [host] and [a for a, _ in net.connected] == ["127.0.0.1"]
+
+
+def nat64(prefix: str, inside: str) -> str:
+    """IPv4 address INSIDE in the /96 PREFIX of a NAT64 gateway (RFC 6052: the last 32 bits)."""
+    return str(ipaddress.IPv6Address(int(ipaddress.IPv6Address(prefix)) + int(ipaddress.IPv4Address(inside))))
+
+
+@pytest.mark.parametrize("inside, why", [
+    ("10.0.0.5", "a private address"), ("192.168.1.1", "a private address"),
+    ("169.254.169.254", "a cloud metadata address"), ("127.0.0.1", "a loopback address"),
+    ("169.254.10.1", "a link-local address"),
+])
+@pytest.mark.parametrize("prefix", ["64:ff9b::", "64:ff9b:1:a::"], ids=["well-known", "local-use"])
+def test_nat64_addresses_are_judged_by_the_ipv4_address_inside(prefix, inside, why) -> None:
+    """On an IPv6-only host behind DNS64/NAT64 every IPv4 host resolves to the gateway's prefix, which the
+    operator names in allowed_networks: the IPv4 address the gateway reaches is still judged. Stubbed network."""
+    gateway = ipaddress.ip_network(f"{prefix}/96")
+    net = Network({"media.example.com": [nat64(prefix, inside)]})
+    fetcher = Fetcher(policy(hosts=("media.example.com",), allowed_networks=(gateway,)), net.resolve, net.connect)
+    got = fetcher.attachment(message("https://media.example.com/photo.png"))
+    assert (got.outcome, got.reason) == (REFUSED, f"the host resolves to a forbidden address: a NAT64 address "
+                                                  f"embedding {why} (attachments.allowed_networks)")
+    assert net.connected == []
+    public = Network({"media.example.com": [nat64(prefix, "93.184.216.34")]})
+    fetched = Fetcher(policy(hosts=("media.example.com",), allowed_networks=(gateway,)), public.resolve,
+                      public.connect).attachment(message("https://media.example.com/photo.png"))
+    assert fetched.outcome == FAILED and public.connected == [(nat64(prefix, "93.184.216.34"), 443)]  # the stub
+
+
+def test_an_embedded_address_is_allowed_by_its_own_network_but_never_loopback_or_metadata() -> None:
+    """As for 6to4 and Teredo: the IPv4 address inside a NAT64 address passes if its network is allowed
+    (an internal media server reached through the gateway), but loopback (the gateway's or relay's own,
+    never ours) and metadata inside are refused whatever allowed_networks says."""
+    everything = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("2002::/16"),
+                  ipaddress.ip_network("0.0.0.0/0")]
+    assert forbidden(ipaddress.ip_address(nat64("64:ff9b::", "10.20.0.7")), everything) == ""
+    assert forbidden(ipaddress.ip_address(nat64("64:ff9b::", "10.20.0.7")), everything[2:]) == "a reserved address"
+    assert forbidden(ipaddress.ip_address(nat64("64:ff9b::", "10.20.0.7")), everything[:2]) == \
+        "a NAT64 address embedding a private address"  # the address inside and the prefix must both pass
+    for inside in ("127.0.0.1", "169.254.169.254", "100.100.100.200"):
+        why = forbidden(ipaddress.ip_address(nat64("64:ff9b::", inside)), everything)
+        assert why.startswith("a NAT64 address embedding") and ("loopback" in why or "metadata" in why), why
+    sixtofour = ipaddress.IPv4Address("127.0.0.1").packed.hex()
+    why = forbidden(ipaddress.ip_address(f"2002:{sixtofour[:4]}:{sixtofour[4:]}::1"), everything)
+    assert why == "a 6to4 address embedding a loopback address", why
+    assert forbidden(ipaddress.ip_address("::ffff:127.0.0.1"), everything) == ""  # mapped: our own loopback, as itself
+
+
+def test_a_local_use_nat64_address_is_refused_unless_a_96_of_it_is_allowed() -> None:
+    """RFC 8215's local-use prefix 64:ff9b:1::/48 may hold a gateway prefix of 48 to 96 bits, each of which
+    embeds the IPv4 address elsewhere (RFC 6052): it is read only inside a /96 named in allowed_networks."""
+    address = ipaddress.ip_address(nat64("64:ff9b:1::", "93.184.216.34"))
+    why = forbidden(address, [ipaddress.ip_network("64:ff9b:1::/48")])
+    assert why == "a local-use NAT64 address outside a /96 named in attachments.allowed_networks", why
+    assert forbidden(address, [ipaddress.ip_network("64:ff9b:1::/96")]) == ""
+    assert forbidden(address) != ""  # not allowed at all: reserved
+
+
+@pytest.mark.parametrize("port_", [6379, 9200, 22, 25, 8080])
+def test_a_url_on_an_allowed_host_cannot_pick_a_port_not_in_attachments_ports(port_) -> None:
+    """The port is the URL's choice: only attachments.ports (default 80 and 443) are asked, so a message cannot
+    aim a request at Redis, Elasticsearch, SSH or SMTP on an allowed internal host. Stubbed network."""
+    net = Network({"media.internal.example": ["10.20.0.7"]})
+    internal = (ipaddress.ip_network("10.20.0.0/16"),)
+    fetcher = Fetcher(policy(hosts=("media.internal.example",), allowed_networks=internal), net.resolve, net.connect)
+    got = fetcher.attachment(message(f"http://media.internal.example:{port_}/x.png"))
+    assert (got.outcome, got.reason) == (REFUSED, f"port {port_} not in attachments.ports")
+    assert net.resolved == [] and net.connected == []
+    for url, port_used in (("http://media.internal.example/x.png", 80), ("https://media.internal.example:443/x", 443)):
+        assert fetcher.attachment(message(url)).outcome == FAILED  # asked: the stub refuses the connection
+        assert net.connected[-1] == ("10.20.0.7", port_used)
+
+
+def test_a_redirect_to_a_port_not_in_attachments_ports_is_refused(server, files) -> None:
+    """Each hop is checked: the server's redirect cannot pick the port either. Only the test server is contacted."""
+    files.add("/r.png", b"", status=302, Location="http://127.0.0.1:6379/x.png")
+    real = socket.create_connection
+    connected: list[tuple[str, int]] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        connected.append(address)
+        assert address == ("127.0.0.1", port(server)), f"tried to connect to {address}"
+        return real(address, timeout)
+
+    got = Fetcher(policy(port(server)), lambda host, p: ["127.0.0.1"], connect).attachment(message(f"{server}/r.png"))
+    assert (got.outcome, got.reason) == (REFUSED, "redirected: port 6379 not in attachments.ports")
+    assert connected == [("127.0.0.1", port(server))] and files.requests == ["/r.png"]
+
+
+def test_attachments_ports_is_checked_at_load(make_config, tmp_path, capsys) -> None:
+    from archiver import config as config_module
+    from archiver.cli import main
+    from archiver.config import ConfigError
+    assert Policy.from_config(make_config()).ports == (80, 443)  # the default
+    loaded = config_module.load(None, environ={"ARCHIVER_ATTACHMENTS__PORTS": "443, 8443"})
+    assert loaded["attachments.ports"] == [443, 8443] and Policy.from_config(loaded).ports == (443, 8443)
+    for environ in ("80,http", "80,0", "65536", ""):
+        with pytest.raises(ConfigError, match="ATTACHMENTS__PORTS|attachments.ports"):
+            config_module.load(None, environ={"ARCHIVER_ATTACHMENTS__PORTS": environ})
+    for bad in ("[80, 0]", "[70000]", '["443"]', "[true]", "[]", "443", "[80.0]"):
+        toml = tmp_path / "c.toml"
+        toml.write_text(f"[attachments]\nports = {bad}\n")
+        with pytest.raises(ConfigError, match=r"^attachments\.ports: "):
+            config_module.load(toml, environ={})
+        assert main(["--config", str(toml), "run"]) == 2  # at start-up, before any work
+        assert "attachments.ports" in capsys.readouterr().err

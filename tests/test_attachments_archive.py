@@ -10,6 +10,7 @@ import json
 import random
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from bson import ObjectId
@@ -24,11 +25,11 @@ from retrieval_helpers import overwrite_stored, run_cli
 from test_pipeline import entries, index_db, open_object, recent_ms, seed
 
 
-def attaching(make_config, **overrides):
-    """A configuration that fetches from the test server on 127.0.0.1, and only there."""
+def attaching(make_config, server: str, **overrides):
+    """A configuration that fetches from the test server on 127.0.0.1 (at SERVER, its URL), and only there."""
     return make_config(**{"attachments__enabled": True, "attachments__hosts": ["127.0.0.1"],
                           "attachments__allowed_networks": ["127.0.0.1/32"], "attachments__timeout_seconds": 2.0,
-                          **overrides})
+                          "attachments__ports": [urlsplit(server).port], **overrides})
 
 
 def chat_with(urls: list[tuple[str, str]], seed_: int = 1) -> tuple[dict, dict]:
@@ -65,7 +66,7 @@ def test_images_and_documents_are_archived_and_decrypt_to_the_same_bytes(make_co
     files.add("/m/photo.png", image)
     files.add("/m/scan.jpg", photo)
     files.add("/m/contract.pdf", PDF)
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/m/photo.png"), ("IMAGE", f"{server}/m/scan.jpg"),
                                ("DOCUMENT", f"{server}/m/contract.pdf")])
     seed(config, [(chat, contact)])
@@ -104,7 +105,7 @@ def test_the_index_entry_names_no_attachment_url_or_file_name(make_config, keys,
     from bson import json_util
 
     files.add("/private/Secret-Settlement-ACME.png", png((30, 20)))
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/private/Secret-Settlement-ACME.png"),
                                ("DOCUMENT", f"{server}/gone/Medical-Report-J-Doe.pdf")])
     seed(config, [(chat, contact)])
@@ -129,7 +130,7 @@ def test_the_index_entry_quotes_no_url_credentials_and_no_host_a_server_redirect
     host = server.split("//", 1)[1]
     files.add("/r1.png", b"", status=302, Location="http://4111-1111-1111-1111.attacker.example/x.png")
     files.add("/r2.png", b"", status=302, Location=f"http://patient-jane-doe:hiv-positive@{host}/x.png")
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     seed(config, [chat_with([("DOCUMENT", f"http://jane.doe:MyBankPassw0rd@{host}/statement.pdf"),
                              ("IMAGE", f"{server}/r1.png"), ("IMAGE", f"{server}/r2.png")])])
     assert Archiver(config).run_pass().archived == 1
@@ -158,7 +159,7 @@ def test_a_file_that_cannot_be_fetched_leaves_the_chat_archived_with_the_reason(
     files.add("/slow.png", png())
     files.stall = 4.0
     files.add("/ok.png", png())
-    config = attaching(make_config, attachments__max_bytes=2000, attachments__timeout_seconds=1.0)
+    config = attaching(make_config, server, attachments__max_bytes=2000, attachments__timeout_seconds=1.0)
     chat, contact = chat_with([("IMAGE", f"{server}{path}"), ("IMAGE", f"{server}/ok.png")])
     seed(config, [(chat, contact)])
     report = Archiver(config).run_pass()
@@ -175,7 +176,7 @@ def test_a_file_that_cannot_be_fetched_leaves_the_chat_archived_with_the_reason(
 
 def test_a_host_not_allowed_is_refused_and_the_chat_archived(make_config, keys, server, files, tmp_path) -> None:
     files.add("/x.png", png())
-    config = attaching(make_config, attachments__hosts=["media.example.com"])
+    config = attaching(make_config, server, attachments__hosts=["media.example.com"])
     chat, contact = chat_with([("IMAGE", f"{server}/x.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -200,7 +201,7 @@ def test_retrieve_writes_the_files_and_verify_checks_them(make_config, keys, ser
     image = png()
     files.add("/m/photo%201.png", image)
     files.add("/m/c.pdf", PDF)
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     seed(config, [chat_with([("IMAGE", f"{server}/m/photo%201.png"), ("DOCUMENT", f"{server}/m/c.pdf")])])
     assert Archiver(config).run_pass().archived == 1
     (entry,) = entries(config)
@@ -226,7 +227,7 @@ def test_retrieve_writes_the_files_and_verify_checks_them(make_config, keys, ser
 def test_an_attachment_swapped_in_store_and_index_is_caught_by_the_signed_record(make_config, keys, server, files
                                                                                  ) -> None:
     files.add("/x.png", png())
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     seed(config, [chat_with([("IMAGE", f"{server}/x.png")])])
     assert Archiver(config).run_pass().archived == 1
     (entry,) = entries(config)
@@ -252,7 +253,7 @@ def _recipient(keys):
 
 def test_a_failed_file_is_retried_within_the_window_and_a_success_makes_a_new_version(
         make_config, keys, server, files) -> None:
-    config = attaching(make_config, archive__retry_backoff_seconds=3600)
+    config = attaching(make_config, server, archive__retry_backoff_seconds=3600)
     chat, contact = chat_with([("IMAGE", f"{server}/later.png"), ("DOCUMENT", f"{server}/c.pdf")])
     files.add("/c.pdf", PDF)
     seed(config, [(chat, contact)])
@@ -289,7 +290,7 @@ def test_a_failed_file_is_retried_within_the_window_and_a_success_makes_a_new_ve
 
 
 def test_no_retry_after_the_window(make_config, server, files) -> None:
-    config = attaching(make_config, attachments__retry_hours=1.0)
+    config = attaching(make_config, server, attachments__retry_hours=1.0)
     seed(config, [chat_with([("IMAGE", f"{server}/later.png")])])
     assert Archiver(config).run_pass().archived == 1
     (first,) = entries(config)
@@ -303,7 +304,7 @@ def test_no_retry_after_the_window(make_config, server, files) -> None:
 
 def test_refused_files_are_not_retried(make_config, server, files) -> None:
     files.add("/big.png", png((500, 500), "green") + b"\0" * 2000)
-    config = attaching(make_config, attachments__max_bytes=1000)
+    config = attaching(make_config, server, attachments__max_bytes=1000)
     seed(config, [chat_with([("IMAGE", f"{server}/big.png")])])
     assert Archiver(config).run_pass().archived == 1
     (first,) = entries(config)
@@ -312,7 +313,7 @@ def test_refused_files_are_not_retried(make_config, server, files) -> None:
 
 def test_export_that_retries_names_and_writes_the_retry_version(make_config, keys, server, files, tmp_path) -> None:
     from archiver.offline import export_room
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -337,7 +338,7 @@ def test_export_that_retries_names_and_writes_the_retry_version(make_config, key
 
 def test_retention_keeps_the_source_while_failed_files_may_be_retried(make_config, server, files) -> None:
     from retention_helpers import RULES, age, outcomes, retention, source
-    config = attaching(make_config, storage__object_lock_mode="", retention__rules=RULES)
+    config = attaching(make_config, server, storage__object_lock_mode="", retention__rules=RULES)
     chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -357,7 +358,7 @@ def test_retention_keeps_the_source_while_failed_files_may_be_retried(make_confi
 
 
 def test_a_retry_is_not_queued_for_a_room_whose_source_is_gone(make_config, server, files) -> None:
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -374,7 +375,7 @@ def test_many_slow_files_stop_at_the_per_chat_time_cap_and_the_chat_is_archived(
     files.stall = 5.0
     for i in range(4):
         files.add(f"/slow{i}.png", png())
-    config = attaching(make_config, attachments__timeout_seconds=2.0, archive__build_timeout_seconds=5,
+    config = attaching(make_config, server, attachments__timeout_seconds=2.0, archive__build_timeout_seconds=5,
                        attachments__max_seconds_per_chat=2.5)
     chat, contact = chat_with([("IMAGE", f"{server}/slow{i}.png") for i in range(4)])
     seed(config, [(chat, contact)])
@@ -393,7 +394,7 @@ def test_many_slow_files_stop_at_the_per_chat_time_cap_and_the_chat_is_archived(
 def test_a_retry_planned_for_a_room_another_worker_took_is_not_applied_to_its_next_build(make_config, keys, server,
                                                                                         files) -> None:
     from archiver.names import version_folder
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -426,7 +427,7 @@ def test_a_retry_planned_for_a_room_another_worker_took_is_not_applied_to_its_ne
 
 def test_a_retry_upload_left_half_way_is_closed_as_a_retry_not_as_a_changed_source(make_config, server, files) -> None:
     from archiver.attachment_retries import content_key
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/later.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -450,7 +451,7 @@ def test_holds_retention_and_erasure_treat_attachments_like_the_other_objects(ma
     from retrieval_helpers import stored_path
     files.add("/a.png", png())
     files.add("/b.pdf", PDF)
-    config = attaching(make_config, storage__object_lock_mode="", retention__rules=RULES)
+    config = attaching(make_config, server, storage__object_lock_mode="", retention__rules=RULES)
     kept, erased, expired = (chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/b.pdf")], seed_=n)
                              for n in (1, 2, 3))
     seed(config, [kept, erased, expired])
@@ -484,7 +485,7 @@ def test_a_file_whose_url_redaction_changed_is_refused_not_asked_for_under_anoth
     refused, saying why."""
     files.add("/m/4111111111111111/scan.png", png())
     files.add("/plain.png", png())
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     chat, contact = chat_with([("IMAGE", f"{server}/m/4111111111111111/scan.png"), ("IMAGE", f"{server}/plain.png")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
@@ -501,7 +502,7 @@ def test_a_retry_keeps_the_files_an_earlier_version_stored_even_when_their_links
         make_config, keys, server, files, tmp_path, request, store) -> None:
     on_s3 = {"storage__url": f"s3://{request.getfixturevalue('bucket')}/chats",  # with Object Lock: versioned
              "storage__endpoint_url": request.getfixturevalue("moto_endpoint")} if store == "s3" else {}
-    config = attaching(make_config, **on_s3)
+    config = attaching(make_config, server, **on_s3)
     photo = png((120, 80), "green")
     files.add("/a.png", photo)
     chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])
@@ -533,7 +534,7 @@ def test_a_retry_keeps_the_files_an_earlier_version_stored_even_when_their_links
 
 def _one_stored_one_failed(make_config, server, files):
     """A chat archived with /a.png stored and /later.pdf failed (not there yet): its config and first entry."""
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     files.add("/a.png", png())
     seed(config, [chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])])
     assert Archiver(config).run_pass().archived == 1
@@ -558,7 +559,7 @@ def test_a_retry_after_the_recipients_changed_fetches_the_files_again_for_the_ne
     from certfactory import make
     config, first = _one_stored_one_failed(make_config, server, files)
     second_reader = make(tmp_path / "auditor", "Auditor")
-    widened = attaching(make_config, encryption__recipients=[str(keys["legal.crt.pem"]), str(second_reader.cert_path)])
+    widened = attaching(make_config, server, encryption__recipients=[str(keys["legal.crt.pem"]), str(second_reader.cert_path)])
     files.add("/later.pdf", PDF)
     assert Archiver(widened).run_pass().archived == 1
     _, second = entries(config)

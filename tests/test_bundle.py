@@ -303,7 +303,7 @@ def test_a_bundle_carries_the_attachments_and_its_readme_checks_them_against_the
 
     files.add("/m/photo.png", png())
     files.add("/m/c.pdf", PDF)
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     seed(config, [chat_with([("IMAGE", f"{server}/m/photo.png"), ("DOCUMENT", f"{server}/m/c.pdf"),
                              ("IMAGE", f"{server}/m/gone.png")])])
     assert Archiver(config).run_pass().archived == 1
@@ -350,7 +350,7 @@ def test_the_readme_checks_the_files_of_a_retry_version_kept_from_an_earlier_one
     from test_pipeline import entries, seed
     from archiver.pipeline import Archiver
 
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     photo = png((120, 80), "green")
     files.add("/a.png", photo)
     seed(config, [chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/later.pdf")])])

@@ -212,7 +212,8 @@ def test_a_hold_sets_the_s3_legal_hold_on_attachment_objects_too(s3, server, fil
     files.add("/a.png", png())
     files.add("/b.pdf", PDF)
     config = s3(retention__rules={}, attachments__enabled=True, attachments__hosts=["127.0.0.1"],
-                attachments__allowed_networks=["127.0.0.1/32"], attachments__timeout_seconds=2.0)
+                attachments__allowed_networks=["127.0.0.1/32"], attachments__timeout_seconds=2.0,
+                attachments__ports=[int(server.rsplit(":", 1)[1])])
     chat, contact = chat_with([("IMAGE", f"{server}/a.png"), ("DOCUMENT", f"{server}/b.pdf")])
     seed(config, [(chat, contact)])
     assert Archiver(config).run_pass().archived == 1
