@@ -217,10 +217,11 @@ class ChatSource:
 
     def delete_checked(self, room: str, chat: dict[str, Any], contact: dict[str, Any] | None, contacts: bool
                        ) -> tuple[bool, str]:
-        """Retention: delete exactly the documents of ROOM that were loaded and compared with its archive: CONTACT
-        (when CONTACTS), CHAT's messages (when kept apart), then CHAT; each only if it is still stored as it was
-        read (the bytes read last, then a filter on every field). Whether the chat went, and what was kept or
-        left in MongoDB ("" if nothing): a document written meanwhile is never deleted unarchived."""
+        """Retention: delete exactly the documents of ROOM that were loaded and compared with its archive: CHAT
+        first, then its messages (when kept apart) and CONTACT (when CONTACTS); each only if it is still stored
+        as it was read (the bytes read last, then a filter on its fields). Whether the chat went, and what was
+        kept or left in MongoDB ("" if nothing): a document written meanwhile is never deleted unarchived, and a
+        chat kept keeps all of it (its messages and contact too)."""
         apart = self.messages is not None
         compared = {k: v for k, v in chat.items() if k != "messages"} if apart else chat
         stored = self._as_stored(self.chats, [chat["_id"]]).get(_key(chat["_id"]))
@@ -229,17 +230,17 @@ class ChatSource:
             own = {k: v for k, v in stored.items() if k != "messages"}
         if own is None or not _same(own, compared):
             return False, CHANGED
-        if contacts and contact is not None:
-            self._delete_unchanged(self.contacts, [contact])
-        if apart:
-            self._delete_unchanged(self.messages, [m for m in chat["messages"] if isinstance(m, dict)])
-            left = self._left(room)
-            if left:
-                return False, f"{left} written since it was checked (or changed since): the chat and those kept"
+        loaded = [m for m in chat["messages"] if isinstance(m, dict)] if apart else []
+        if apart and self.messages.count_documents({"room": room}) != len(loaded):
+            return False, "message documents written (or removed) since it was checked: the chat and all of them kept"
         chat_filter = _exact(stored)  # (read above: not read again)
         if chat_filter is None or not self.chats.delete_one(chat_filter).deleted_count:
             return False, CHANGED
-        left = self._left(room, contacts)
+        if apart:
+            self._delete_unchanged(self.messages, loaded)
+        if contacts and contact is not None:
+            self._delete_unchanged(self.contacts, [contact])
+        left = self.left_of(room, contacts)
         return True, f"{left} left in MongoDB (written since it was checked, or changed since)" if left else ""
 
     def _as_stored(self, collection: Collection, ids: list[Any]) -> dict[bytes, dict[str, Any]]:
@@ -263,7 +264,7 @@ class ChatSource:
                 gone += collection.delete_many({"$or": filters}).deleted_count
         return gone
 
-    def _left(self, room: str, contacts: bool = False) -> str:
+    def left_of(self, room: str, contacts: bool = False) -> str:
         """What ROOM still has in MongoDB among its message documents (and contacts, when CONTACTS)."""
         # The implicit equality, not $eq: nx-27017's $eq matches no array (docs/decisions.md).
         counts = [(self.messages.count_documents({"room": room}) if self.messages is not None else 0, "message"),
