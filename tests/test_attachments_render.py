@@ -4,12 +4,14 @@ malformed or hostile image becomes a note, never a failed render."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import struct
 import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from archiver.attachments import FAILED, FETCHED, Attachment, sniff
 from archiver.config import DEFAULT_TEMPLATE
@@ -106,3 +108,132 @@ def test_the_embedded_thumbnail_keeps_the_pixels_the_docs_state(renderer, tmp_pa
                             check=True).stdout.splitlines()[2:]  # two header lines
     sizes = [(int(row.split()[3]), int(row.split()[4])) for row in listed]  # width, height columns
     assert sizes == [(stated, stated // 4), (stated // 2, stated)]
+
+
+# Hostile images (docs/attachments.md, "Hostile images"): each thumbnail is made in a child process, killed
+# after LIMIT seconds, which reports its CPU time and peak memory; the bounds the docs state are checked here.
+LIMIT = 15.0
+COST = """
+import sys, time
+from archiver.render.attachments import UnshownImage, thumbnail
+data = sys.stdin.buffer.read()
+start = time.process_time()
+try:
+    thumbnail(data, sys.argv[1])
+    outcome = "thumbnail"
+except UnshownImage as exc:
+    outcome = f"note: {exc}"
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # ru_maxrss outlives exec
+print(time.process_time() - start, int(peak.split()[1]) // 1024, outcome, sep="\\n")
+"""
+
+
+def thumbnail_cost(data: bytes, kind: str) -> tuple[float, int, str]:
+    """The CPU seconds, peak MB (the process's whole, ~45 MB of it imports) and outcome of one thumbnail."""
+    import sys
+    try:
+        done = subprocess.run([sys.executable, "-c", COST, kind], input=data, capture_output=True, timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the thumbnail of a {len(data):,}-byte {kind} was still decoding after "
+                             f"{LIMIT:g} s") from None
+    assert done.returncode == 0, done.stderr.decode()
+    cpu, mb, outcome = done.stdout.decode().splitlines()
+    return float(cpu), int(mb), outcome
+
+
+def encoded(image: "Image.Image", kind: str, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, kind, **options)
+    return out.getvalue()
+
+
+def scans(data: bytes) -> list[tuple[int, int]]:
+    """Where each scan of a JPEG Pillow wrote starts (its SOS) and ends (the next marker)."""
+    i, found = 2, []
+    while data[i + 1] != 0xD9:
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if data[i + 1] != 0xDA:
+            i += 2 + length
+            continue
+        k = i + 2 + length
+        while not (data[k] == 0xFF and data[k + 1] != 0x00 and not 0xD0 <= data[k + 1] <= 0xD7):
+            k += 1
+        found.append((i, k))
+        i = k
+    return found
+
+
+def repeat_scan(data: bytes, which: int, times: int) -> bytes:
+    """DATA with scan WHICH repeated TIMES more (libjpeg decodes each again, over the whole image)."""
+    start, end = scans(data)[which]
+    last = scans(data)[-1][1]
+    return data[:last] + data[start:end] * times + data[last:]
+
+
+def photo(size: tuple[int, int]) -> "Image.Image":
+    """A noisy colour image: compresses like a photograph, not like a flat colour."""
+    import os
+    small = Image.frombytes("RGB", (size[0] // 4, size[1] // 4), os.urandom(size[0] // 4 * size[1] // 4 * 3))
+    return small.resize(size)
+
+
+@pytest.mark.parametrize("side, repeats, why", [
+    (7000, 2000, "more than 1,000 markers"),  # the reviewer's 340 KB file: more than 15 s before
+    (7000, 150, "over 25,000,000 for a JPEG of 156 scans"),  # ~3 s before
+    (3000, 150, "156 scans of 3000x3000 pixels, over 500,000,000 scanned pixels"),  # ~0.5 s before
+])
+def test_a_jpeg_of_many_scans_is_a_note_at_little_cost(side, repeats, why) -> None:
+    bomb = repeat_scan(encoded(Image.new("L", (side, side), 128), "JPEG", progressive=True), -1, repeats)
+    cpu, mb, outcome = thumbnail_cost(bomb, "JPEG")
+    assert why in outcome and cpu < 0.1 and mb < 100
+
+
+def test_a_jpeg_of_many_scans_up_to_the_size_cap_is_refused_as_fast() -> None:
+    """attachments.max_bytes (20 MB) of repeated scans: ~270,000 of them, hours of decoding before."""
+    one = encoded(Image.new("L", (7000, 7000), 128), "JPEG", progressive=True)
+    start, end = scans(one)[-1]
+    bomb = repeat_scan(one, -1, (20_000_000 - len(one)) // (end - start))
+    cpu, _, outcome = thumbnail_cost(bomb, "JPEG")
+    assert len(bomb) > 19_000_000 and "more than 1,000 markers" in outcome and cpu < 0.1
+
+
+def test_segments_pillow_reads_one_by_one_are_bounded() -> None:
+    """Pillow walks a JPEG's markers (and stray bytes) and a PNG's chunks in Python: 20 MB of them took
+    2-3 s before."""
+    import struct
+    ordinary = jpeg((64, 48))
+    comments = ordinary[:2] + b"\xff\xfe\x00\x02" * 4_500_000 + ordinary[2:]
+    stray = ordinary[:2] + b"\0" * 15_000_000 + ordinary[2:]
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(  # noqa: E731
+        ">I", zlib.crc32(kind + body))
+    image = png((64, 48))
+    empty_chunks = image[:33] + chunk(b"zzZz", b"") * 1_500_000 + image[33:]
+    for data, kind, why in [(comments, "JPEG", "more than 1,000 markers"),
+                            (stray, "JPEG", "more than 1,000 stray bytes"),
+                            (empty_chunks, "PNG", "more than 10,000 chunks")]:
+        cpu, _, outcome = thumbnail_cost(data, kind)
+        assert why in outcome and cpu < 0.1, (kind, why, outcome)
+
+
+@pytest.mark.parametrize("data, kind, shown", [
+    (lambda: encoded(Image.new("RGBA", (5000, 5000)), "PNG"), "PNG", True),  # 25 M: the most a PNG may have
+    (lambda: encoded(Image.new("RGBA", (5001, 5000)), "PNG"), "PNG", False),
+    (lambda: encoded(Image.new("RGB", (7000, 7000), "blue"), "JPEG"), "JPEG", True),  # one scan: draft, 1/8
+    (lambda: encoded(Image.new("RGB", (7000, 7000), "blue"), "JPEG", progressive=True), "JPEG", False),
+    # scans x pixels at the cap, each an interleaved DC scan of three full-size components (the costliest)
+    (lambda: repeat_scan(encoded(Image.new("RGB", (5000, 5000), (128, 60, 200)), "JPEG", progressive=True,
+                                 subsampling=0), 0, 10), "JPEG", True),
+])
+def test_the_costliest_images_shown_stay_within_the_stated_bound(data, kind, shown) -> None:
+    """docs/attachments.md: no image is decoded for more than about 0.5 s of CPU or 300 MB."""
+    cpu, mb, outcome = thumbnail_cost(data(), kind)
+    assert (outcome == "thumbnail") == shown, outcome
+    assert cpu < 0.5 and mb < 300, (cpu, mb)
+
+
+def test_ordinary_photos_are_shown_at_the_stated_cost() -> None:
+    """docs/attachments.md: a 12 M pixel photo, baseline or progressive, costs well under 0.3 s."""
+    picture = photo((4000, 3000))
+    for options in ({}, {"progressive": True}):
+        cpu, mb, outcome = thumbnail_cost(encoded(picture, "JPEG", quality=90, **options), "JPEG")
+        assert outcome == "thumbnail" and cpu < 0.3 and mb < 150, (options, cpu, mb)

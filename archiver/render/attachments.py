@@ -1,13 +1,17 @@
 """The PDF's lines for a message's attachment: what was archived (name, size, SHA-256, outcome) and,
 for a PNG or JPEG, a bounded thumbnail.
 
-The image is hostile input too: it is decoded here, fully and within a pixel cap, before it goes
-near the page, so a malformed or hostile file becomes a note under the message, never a failed render.
+The image is hostile input too: it is decoded here, fully, before it goes near the page, so a malformed
+or hostile file becomes a note under the message, never a failed render. What a decode may cost is
+bounded before it starts (docs/attachments.md, "Hostile images"): pixels, the pixels held whole in
+memory, a JPEG's scans (each decoded over the whole image) and the segments Pillow walks one by one.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import struct
 from typing import TYPE_CHECKING, Iterator
 
 from PIL import Image
@@ -23,6 +27,20 @@ THUMBNAIL_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 THUMBNAIL_BOX = 50 * mm  # widest and tallest a thumbnail is drawn
 THUMBNAIL_PIXELS = 400  # pixels kept on the longer side: about 200 dpi at the largest size drawn
 MAX_SOURCE_PIXELS = 50_000_000  # a larger image is not decoded (a decompression bomb costs nothing)
+# A PNG, or a JPEG of several scans, is held whole while it decodes (libjpeg keeps every coefficient of a
+# multi-scan JPEG); a one-scan JPEG decodes at 1/8 of its size (draft). 4 bytes a pixel, copied once to shrink.
+MAX_WHOLE_PIXELS = 25_000_000
+# libjpeg decodes each scan over the whole image (up to ~1 ns a pixel here), however few bytes the scan has:
+# scans x pixels is capped (libjpeg's own progressive files have 10 scans: 20 are allowed at 25 M pixels).
+MAX_SCAN_PIXELS = 500_000_000
+# Pillow reads a JPEG's markers before the first scan, and every PNG chunk, one by one in Python (~1 us each),
+# and a stray byte between those JPEG markers one at a time. An ordinary JPEG has a few dozen markers (an ICC
+# profile is split in at most 255) and no stray bytes; libpng writes 8 KB chunks, about 2,500 in a 20 MB file.
+MAX_JPEG_MARKERS = 1_000
+MAX_JPEG_STRAY_BYTES = 1_000
+MAX_PNG_CHUNKS = 10_000
+# The next marker as libjpeg finds it: 0xFF, any fill 0xFF, a code that is not a stuffed 0x00 or a restart.
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff\xd0-\xd7\x01])")
 
 
 class UnshownImage(ValueError):
@@ -63,9 +81,11 @@ def attachment_lines(renderer: "PdfRenderer", a: Attachment, counter: "_Counter"
 def thumbnail(data: bytes, kind: str) -> tuple[ImageReader, float, float]:
     """DATA decoded as KIND (PNG or JPEG) and shrunk: the reader, and its size on the page in points."""
     try:
+        if kind == "PNG":
+            _check_png_chunks(data)
+        scans = _jpeg_scans(data) if kind == "JPEG" else 0
         with Image.open(io.BytesIO(data), formats=[kind]) as image:
-            if image.width * image.height > MAX_SOURCE_PIXELS:
-                raise UnshownImage(f"{image.width}x{image.height} pixels, over {MAX_SOURCE_PIXELS:,}")
+            _check_cost(image.width, image.height, kind, scans)
             longer = max(image.width, image.height, 1)  # a JPEG decodes at a fraction of its size:
             image.draft("RGB", (THUMBNAIL_PIXELS * image.width // longer, THUMBNAIL_PIXELS * image.height // longer))
             image.load()  # every pixel decoded now: a truncated or corrupt file fails here, not on the page
@@ -80,3 +100,47 @@ def thumbnail(data: bytes, kind: str) -> tuple[ImageReader, float, float]:
         raise UnshownImage(f"{type(exc).__name__}: {exc}") from None
     scale = min(THUMBNAIL_BOX / width, THUMBNAIL_BOX / height, 1.0)  # a pixel at most a point
     return ImageReader(io.BytesIO(encoded.getvalue())), width * scale, height * scale
+
+
+def _check_cost(width: int, height: int, kind: str, scans: int) -> None:
+    """Refuse an image whose decode would cost more than the bounds above allow."""
+    pixels = width * height
+    if pixels > MAX_SOURCE_PIXELS:
+        raise UnshownImage(f"{width}x{height} pixels, over {MAX_SOURCE_PIXELS:,}")
+    if (kind == "PNG" or scans > 1) and pixels > MAX_WHOLE_PIXELS:
+        what = "a PNG" if kind == "PNG" else f"a JPEG of {scans} scans"
+        raise UnshownImage(f"{width}x{height} pixels, over {MAX_WHOLE_PIXELS:,} for {what}")
+    if scans * pixels > MAX_SCAN_PIXELS:
+        raise UnshownImage(f"{scans} scans of {width}x{height} pixels, over {MAX_SCAN_PIXELS:,} scanned pixels")
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) libjpeg could decode in DATA, up to its end (EOI). More than
+    MAX_JPEG_MARKERS markers, or MAX_JPEG_STRAY_BYTES bytes between those before the first scan, is
+    refused. Segments are skipped by their length and scan data up to the next marker, as libjpeg does,
+    so no scan is missed."""
+    scans, stray, at = 0, 0, 2  # after SOI
+    for _ in range(MAX_JPEG_MARKERS + 1):
+        found = _JPEG_MARKER.search(data, at)
+        if found is None or found[1] == b"\xd9":  # EOI: libjpeg reads no further
+            return scans
+        stray += (found.start(1) - 1 - at) if not scans else 0  # skipped (Pillow: a byte at a time)
+        if stray > MAX_JPEG_STRAY_BYTES:
+            raise UnshownImage(f"a JPEG of more than {MAX_JPEG_STRAY_BYTES:,} stray bytes between its markers")
+        scans += found[1] == b"\xda"
+        length = int.from_bytes(data[found.end():found.end() + 2], "big")
+        at = found.end() + max(length, 2)
+    raise UnshownImage(f"a JPEG of more than {MAX_JPEG_MARKERS:,} markers")
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Refuse DATA if Pillow could read more than MAX_PNG_CHUNKS chunks in it (up to IEND)."""
+    at = 8  # after the signature
+    for _ in range(MAX_PNG_CHUNKS + 1):
+        if at + 8 > len(data):
+            return
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind == b"IEND":
+            return
+        at += 12 + length  # length, type, data, CRC
+    raise UnshownImage(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks")
