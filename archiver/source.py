@@ -14,10 +14,11 @@ import bson
 import mongomock
 from bson.errors import BSONError
 from bson.int64 import Int64
+import pymongo
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from archiver import lossless
 from archiver.batches import batched
@@ -27,6 +28,7 @@ from archiver.transcript import END_TYPE, to_datetime
 
 BATCH = 500  # rooms asked for in one query
 DELETE_BATCH = 100  # documents deleted by one filter (each named whole in it)
+ASK_SECONDS = 2  # for missing_collections' question
 CHANGED = "it changed since it was checked (written to meanwhile): kept"
 
 
@@ -41,13 +43,18 @@ class RequiredIndex:
 def missing_collections(config: Any) -> list[str]:
     """A warning for each collection discovery reads (source.chats, and source.messages when set) that does not
     exist in source.database: a mistyped name makes every pass idle, which looks healthy. An empty one is no
-    warning (a new deployment); nothing is said when the source cannot be asked (the passes report that)."""
+    warning (a new deployment). Asked for at most ASK_SECONDS (status is run when something is down); a source
+    that does not answer is said to be so, one that refuses (no listCollections right) is no warning."""
     if not config["mongodb.uri"]:
         return []
     database = config["source.database"]
     try:
-        present = set(connect(config["mongodb.uri"])[database].list_collection_names())
-    except PyMongoError:
+        with pymongo.timeout(ASK_SECONDS):
+            present = set(connect(config["mongodb.uri"])[database].list_collection_names())
+    except PyMongoError as exc:
+        if isinstance(exc, (ConnectionFailure, ExecutionTimeout)):
+            return [f"source.database {database!r}: could not be asked which collections it has within "
+                    f"{ASK_SECONDS} s ({type(exc).__name__})"]
         return []
     return [f"source.{key}: no collection {config[f'source.{key}']!r} in source.database {database!r} "
             "(a mistyped name? nothing there is ever archived)"

@@ -418,3 +418,22 @@ def test_the_source_check_works_on_the_wire_protocol(nx_uri, db_names, make_conf
         " (a mistyped name? nothing there is ever archived)"]
     connect(nx_uri)[db_names["source.database"]].create_collection("chats")
     assert missing_collections(config) == []
+
+
+def test_status_says_at_once_that_a_source_that_does_not_answer_could_not_be_asked(make_config, mongo_uri) -> None:
+    """Review "today2": with the index on its own cluster and the source down (when an operator runs status),
+    the source check waited its server selection timeout (10 s) and then said nothing."""
+    import socket
+    import time
+
+    from archiver.status import collect
+
+    with socket.socket() as s:  # a port on 127.0.0.1 nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = make_config(mongodb__uri=f"mongodb://127.0.0.1:{port}/", index__uri=mongo_uri)
+    started = time.monotonic()
+    warnings = collect(config).warnings
+    assert time.monotonic() - started < 5
+    assert warnings == [f"source.database {config['source.database']!r}: could not be asked which collections it "
+                        "has within 2 s (ServerSelectionTimeoutError)"], warnings
