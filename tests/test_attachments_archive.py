@@ -566,3 +566,68 @@ def test_a_retry_after_the_recipients_changed_fetches_the_files_again_for_the_ne
     assert files.requests.count("/a.png") == 2 and len(second["recipients"]) == 2
     assert second["objects"]["attachment-4"]["sha256"] != first["objects"]["attachment-4"]["sha256"]
     assert "kept_from_version" not in record_of(config, keys, second)["attachments"][0]
+
+
+def _two_files_archived(make_config, server, files):
+    """A chat with two archived files (messages 4 and 5): its config and index entry."""
+    files.add("/m/a.png", png((40, 30), "red"))
+    files.add("/m/b.pdf", PDF)
+    config = attaching(make_config)
+    seed(config, [chat_with([("IMAGE", f"{server}/m/a.png"), ("DOCUMENT", f"{server}/m/b.pdf")])])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    return config, entry
+
+
+# Edits of the plain index (before the day is sealed) that would misname or misdescribe a file if
+# retrieval took the index's word: each must be named, object and field, and nothing written.
+INDEX_EDITS = {
+    "position": ({"objects.attachment-4.position": 5, "objects.attachment-5.position": 4}, "attachment-4: position"),
+    "content_type": ({"objects.attachment-4.content_type": "application/pdf"}, "attachment-4: content_type"),
+    "fetched_at": ({"objects.attachment-5.fetched_at": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)},
+                   "attachment-5: fetched_at"),
+    "listed position": ({"attachments.0.position": 5, "attachments.1.position": 4}, "attachments[0]: position"),
+}
+
+
+@pytest.mark.parametrize("edit", INDEX_EDITS)
+def test_retrieve_refuses_attachment_facts_edited_in_the_index(make_config, keys, server, files, tmp_path,
+                                                              edit) -> None:
+    """Reproduction (review att.md, finding 3): with the positions swapped in the index, retrieve wrote
+    message 5's file as 0004-... and said "ok": true. The signed record decides; the index must agree."""
+    from retrieval_helpers import audit
+    config, entry = _two_files_archived(make_config, server, files)
+    change, named = INDEX_EDITS[edit]
+    index_db(config)[config["index.entries"]].update_one({"_id": entry["_id"]}, {"$set": change})
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(out), "--reason", "case 7") == 3
+    assert not out.exists() or not any(out.iterdir())
+    failed = audit(config)[-1]
+    assert failed["outcome"] == "failed" and named in failed["detail"], failed
+
+    problems = [str(p) for p in verify_archive(config, [entry["room"]], _recipient(keys)).problems]
+    assert any(named in p for p in problems), problems
+    assert run_cli(config, tmp_path, "verify", entry["room"], "--key", str(keys["legal.key.pem"])) == 3
+    assert audit(config)[-1]["outcome"] == "problems"
+
+
+def test_retrieved_files_are_named_and_described_by_the_signed_record(make_config, keys, server, files,
+                                                                     tmp_path) -> None:
+    config, entry = _two_files_archived(make_config, server, files)
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(out), "--reason", "case 7") == 0
+    (folder,) = out.iterdir()
+    record = json.loads((folder / "record.json").read_text())
+    report = json.loads((folder / "verification.json").read_text())
+    assert sorted(p.name for p in (folder / "attachments").iterdir()) == ["0004-a.png", "0005-b.pdf"]
+    for described in record["attachments"]:
+        name = described["object"]
+        path = folder / "attachments" / f"{described['position']:04d}-{described['file_name']}"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == described["sha256"]
+        shown = report["objects"][name]
+        assert (shown["position"], shown["content_type"], shown["plaintext_size"], shown["plaintext_sha256"]) == (
+            described["position"], described["content_type"], described["size"], described["sha256"])
+        assert dt.datetime.fromisoformat(shown["fetched_at"]) == dt.datetime.fromisoformat(
+            described["fetched_at"].replace("Z", "+00:00"))
