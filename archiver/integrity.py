@@ -549,7 +549,7 @@ def _contact_person(doc: dict[str, Any], field: str) -> str | None:
 
 def _shown(name: str, value: Any) -> Any:
     """An index value as the record writes it: times in UTC to the millisecond, as MongoDB keeps them."""
-    if name not in ("started_at", "ended_at") or value is None:
+    if name not in ("started_at", "ended_at", "fetched_at") or value is None:
         return value
     when = _parse_time(value)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z") if when else value
@@ -570,18 +570,54 @@ def _archived_at_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     return Check(what, ok, f"generated_at {made.isoformat()}, archived_at {indexed.isoformat()}")
 
 
+def recorded_attachments(doc: Any) -> dict[str, dict[str, Any]]:
+    """The signed record's description of each stored attachment (archiver.attachments), by object name."""
+    listed = doc.get("attachments") if isinstance(doc, dict) else None
+    return {a["object"]: a for a in listed or [] if isinstance(a, dict) and a.get("outcome") == "fetched"
+            and isinstance(a.get("object"), str)}
+
+
+# An attachment object's facts in the index entry, and the record's name for each.
+OBJECT_FACTS = {"position": "position", "content_type": "content_type", "fetched_at": "fetched_at",
+                 "plaintext_size": "size", "plaintext_sha256": "sha256"}
+
+
 def _attachment_checks(doc: dict[str, Any], entry: dict[str, Any]) -> list[Check]:
-    """The signed record names each stored attachment's plaintext SHA-256: an attachment swapped in
-    the store and the index alike is caught here."""
-    listed = {f"attachment-{a.get('position')}": a.get("sha256") for a in doc.get("attachments") or []
-              if isinstance(a, dict) and a.get("outcome") == "fetched"}
-    indexed = {name: o.get("plaintext_sha256") for name, o in (entry.get("objects") or {}).items()
-               if name.startswith("attachment-")}
-    if not listed and not indexed:
-        return []
-    differ = sorted(name for name in listed.keys() | indexed.keys() if listed.get(name) != indexed.get(name))
-    return [Check("record: lists the entry's attachments with their SHA-256", not differ,
-                  "; ".join(f"{n}: record {listed.get(n)}, index {indexed.get(n)}" for n in differ))]
+    """What retrieval, bundles and verification.json say of a file (its position, which names it, type, fetch
+    time, size, SHA-256) is the signed record's; the entry's copy must agree, and so must its list of outcomes.
+    An index edited before its day is sealed (positions swapped: files misnamed) is named by object and field;
+    a file swapped in the store and the index alike, by its SHA-256."""
+    recorded = recorded_attachments(doc)
+    objects = {n: o for n, o in (entry.get("objects") or {}).items() if n.startswith("attachment-")}
+    described = [a for a in doc.get("attachments") or [] if isinstance(a, dict)]
+    listed = entry.get("attachments") or []
+    if not recorded and not objects and not described and not listed:
+        return []  # no attachments (and records from before them list none)
+    differ = []
+    for name in dict.fromkeys([*recorded, *objects]):
+        signed, indexed = recorded.get(name), objects.get(name)
+        if signed is None or indexed is None:
+            differ.append(f"{name}: {'not in the record' if signed is None else 'not in the index'}")
+            continue
+        differ.extend(f"{name}: {field} record {_fact(field, signed.get(theirs))!r}, index "
+                      f"{_fact(field, indexed.get(field))!r}" for field, theirs in OBJECT_FACTS.items()
+                      if _fact(field, signed.get(theirs)) != _fact(field, indexed.get(field)))
+    if len(listed) != len(described):
+        differ.append(f"attachments: {len(described)} in the record, {len(listed)} in the index")
+    for at, (signed, indexed) in enumerate(zip(described, listed)):
+        if not isinstance(indexed, dict):
+            differ.append(f"attachments[{at}]: not a document in the index")
+            continue
+        differ.extend(f"attachments[{at}]: {field} record {_fact(field, signed.get(field))!r}, index "
+                      f"{_fact(field, value)!r}" for field, value in indexed.items()
+                      if _fact(field, signed.get(field)) != _fact(field, value))
+    return [Check("record: lists the entry's attachments as the index does (each object's position, type, "
+                  "fetch time, size and SHA-256; each outcome)", not differ, "; ".join(differ))]
+
+
+def _fact(field: str, value: Any) -> Any:
+    """VALUE as the record writes it (`_shown`), no content type as None."""
+    return value or None if field == "content_type" else _shown(field, value)
 
 
 def _certificates(signer: x509.Certificate, signed_data: cms.SignedData) -> list[x509.Certificate]:

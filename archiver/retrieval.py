@@ -27,8 +27,8 @@ from archiver.audit import Actor
 from archiver.config import Config
 from archiver.envelope import RecipientKey
 from archiver import seals
-from archiver.integrity import (MISSING, Check, Opened, check_content, check_stored, kept_objects, kept_whole,
-                                made_at, missing_out_of_order)
+from archiver.integrity import (MISSING, OBJECT_FACTS, Check, Opened, check_content, check_stored, kept_objects,
+                                kept_whole, made_at, missing_out_of_order, recorded_attachments)
 from archiver.index import index_database
 from archiver.mongo import stored_time
 from archiver.names import file_stem, folded
@@ -209,8 +209,7 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
         "store": store,
         "entry": {k: _text(entry.get(k), k) for k in ("kind", "ended_at", "archived_at", "source_sha256",
                                                    "signing_certificate_sha256")},
-        "objects": {name: {k: _text(v, k) for k, v in entry["objects"][name].items()}  # an attachment's fetch time
-                    for name in [*FILES, *sorted(opened.sealed.keys() - FILES.keys())]},
+        "objects": {name: _object_facts(opened, name) for name in [*FILES, *sorted(opened.sealed.keys() - FILES.keys())]},
         "checks": [asdict(c) for c in opened.checks],
         "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
         "signer_trust": ("both signers chain to the trust anchors in trusted_roots" if request.trust else
@@ -251,21 +250,35 @@ def _write_all(target: Path, files: dict[str, bytes], release: Callable[[Path], 
 
 
 def attachment_file_names(opened: Opened) -> dict[str, str]:
-    """Object name -> file under attachments/: the position, the name the URL gave (cleaned), and the
-    extension of the type sniffed from its bytes."""
-    try:
-        listed = json.loads(opened.plain.get("record", b"{}")).get("attachments") or []
-    except ValueError:
-        listed = []
-    named = {f"attachment-{a.get('position')}": a.get("file_name") or "" for a in listed if isinstance(a, dict)}
+    """Object name -> file under attachments/, from the signed record (the index's copy is checked against it:
+    `integrity._attachment_checks`): the position, the name the URL gave (cleaned), and the extension of the
+    type sniffed from its bytes."""
+    recorded = recorded_attachments(_record(opened))
     files = {}
     for name in opened.plain.keys() - FILES.keys():
-        obj = opened.entry["objects"][name]
-        cleaned = _UNSAFE.sub("_", str(named.get(name, ""))).lstrip("._")[:100]
-        ext = extension(obj.get("content_type", ""))
+        signed = recorded[name]  # a stored file the record does not list fails verification first
+        cleaned = _UNSAFE.sub("_", str(signed.get("file_name") or "")).lstrip("._")[:100]
+        ext = extension(signed.get("content_type") or "")
         stem = cleaned if cleaned.lower().endswith(f".{ext}") else f"{cleaned or 'file'}.{ext}"
-        files[name] = f"attachments/{int(obj.get('position', 0)):04d}-{stem}"
+        files[name] = f"attachments/{int(signed['position']):04d}-{stem}"
     return files
+
+
+def _record(opened: Opened) -> Any:
+    try:
+        return json.loads(opened.plain.get("record", b"{}"))
+    except ValueError:
+        return {}
+
+
+def _object_facts(opened: Opened, name: str) -> dict[str, Any]:
+    """The index's description of object NAME for verification.json; an attachment's position, type, fetch
+    time and plaintext size and SHA-256 as the signed record states them (the index's are checked equal)."""
+    obj = {k: _text(v, k) for k, v in opened.entry["objects"][name].items()}
+    signed = recorded_attachments(_record(opened)).get(name)
+    if signed is not None:
+        obj.update({field: _text(signed.get(theirs), field) for field, theirs in OBJECT_FACTS.items()})
+    return obj
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -567,3 +567,140 @@ def test_a_retry_after_the_recipients_changed_fetches_the_files_again_for_the_ne
     assert files.requests.count("/a.png") == 2 and len(second["recipients"]) == 2
     assert second["objects"]["attachment-4"]["sha256"] != first["objects"]["attachment-4"]["sha256"]
     assert "kept_from_version" not in record_of(config, keys, second)["attachments"][0]
+
+
+def _two_files_archived(make_config, server, files):
+    """A chat with two archived files (messages 4 and 5): its config and index entry."""
+    files.add("/m/a.png", png((40, 30), "red"))
+    files.add("/m/b.pdf", PDF)
+    config = attaching(make_config)
+    seed(config, [chat_with([("IMAGE", f"{server}/m/a.png"), ("DOCUMENT", f"{server}/m/b.pdf")])])
+    assert Archiver(config).run_pass().archived == 1
+    (entry,) = entries(config)
+    return config, entry
+
+
+# Edits of the plain index (before the day is sealed) that would misname or misdescribe a file if
+# retrieval took the index's word: each must be named, object and field, and nothing written.
+INDEX_EDITS = {
+    "position": ({"objects.attachment-4.position": 5, "objects.attachment-5.position": 4}, "attachment-4: position"),
+    "content_type": ({"objects.attachment-4.content_type": "application/pdf"}, "attachment-4: content_type"),
+    "fetched_at": ({"objects.attachment-5.fetched_at": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)},
+                   "attachment-5: fetched_at"),
+    "listed position": ({"attachments.0.position": 5, "attachments.1.position": 4}, "attachments[0]: position"),
+}
+
+
+@pytest.mark.parametrize("edit", INDEX_EDITS)
+def test_retrieve_refuses_attachment_facts_edited_in_the_index(make_config, keys, server, files, tmp_path,
+                                                              edit) -> None:
+    """Reproduction (review att.md, finding 3): with the positions swapped in the index, retrieve wrote
+    message 5's file as 0004-... and said "ok": true. The signed record decides; the index must agree."""
+    from retrieval_helpers import audit
+    config, entry = _two_files_archived(make_config, server, files)
+    change, named = INDEX_EDITS[edit]
+    index_db(config)[config["index.entries"]].update_one({"_id": entry["_id"]}, {"$set": change})
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(out), "--reason", "case 7") == 3
+    assert not out.exists() or not any(out.iterdir())
+    failed = audit(config)[-1]
+    assert failed["outcome"] == "failed" and named in failed["detail"], failed
+
+    problems = [str(p) for p in verify_archive(config, [entry["room"]], _recipient(keys)).problems]
+    assert any(named in p for p in problems), problems
+    assert run_cli(config, tmp_path, "verify", entry["room"], "--key", str(keys["legal.key.pem"])) == 3
+    assert audit(config)[-1]["outcome"] == "problems"
+
+
+def test_retrieved_files_are_named_and_described_by_the_signed_record(make_config, keys, server, files,
+                                                                     tmp_path) -> None:
+    config, entry = _two_files_archived(make_config, server, files)
+    out = tmp_path / "out"
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(out), "--reason", "case 7") == 0
+    (folder,) = out.iterdir()
+    record = json.loads((folder / "record.json").read_text())
+    report = json.loads((folder / "verification.json").read_text())
+    assert sorted(p.name for p in (folder / "attachments").iterdir()) == ["0004-a.png", "0005-b.pdf"]
+    for described in record["attachments"]:
+        name = described["object"]
+        path = folder / "attachments" / f"{described['position']:04d}-{described['file_name']}"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == described["sha256"]
+        shown = report["objects"][name]
+        assert (shown["position"], shown["content_type"], shown["plaintext_size"], shown["plaintext_sha256"]) == (
+            described["position"], described["content_type"], described["size"], described["sha256"])
+        assert dt.datetime.fromisoformat(shown["fetched_at"]) == dt.datetime.fromisoformat(
+            described["fetched_at"].replace("Z", "+00:00"))
+
+
+def _described(position: int, **changes) -> dict:
+    """One fetched file as a record describes it (archiver.attachments.Attachment.describe)."""
+    return {"position": position, "message_id": f"m{position}", "url": f"https://h/{position}.png",
+            "file_name": f"{position}.png", "outcome": "fetched", "reason": "", "size": 10 + position,
+            "sha256": f"{position}" * 64, "content_type": "image/png", "fetched_at": "2026-11-26T10:00:00.123Z",
+            "object": f"attachment-{position}", **changes}
+
+
+def _entry_for(described: list[dict]) -> dict:
+    """The index entry's copy of DESCRIBED, as archiver.artifacts writes it."""
+    objects = {a["object"]: {"key": f"k/{a['object']}", "sha256": "c" * 64, "size": 99, "plaintext_sha256": a["sha256"],
+                             "plaintext_size": a["size"], "position": a["position"], "content_type": a["content_type"],
+                             "fetched_at": dt.datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)}
+               for a in described if a["outcome"] == "fetched"}
+    listed = [{k: v for k, v in a.items() if k not in ("url", "file_name", "message_id")}
+              | {"fetched_at": objects[a["object"]]["fetched_at"] if a["object"] else None} for a in described]
+    return {"objects": objects, "attachments": listed}
+
+
+@pytest.mark.parametrize("where, field, value, named", [
+    ("objects", "plaintext_size", 1, "attachment-4: plaintext_size record 14, index 1"),
+    ("objects", "plaintext_sha256", "0" * 64, "attachment-4: plaintext_sha256"),
+    ("objects", "position", 5, "attachment-4: position record 4, index 5"),
+    ("objects", "content_type", "text/plain", "attachment-4: content_type record 'image/png', index 'text/plain'"),
+    ("attachments", "reason", "edited", "attachments[0]: reason record '', index 'edited'"),
+    ("attachments", "outcome", "failed", "attachments[0]: outcome record 'fetched', index 'failed'"),
+])
+def test_each_attachment_fact_the_index_keeps_is_checked_against_the_record(where, field, value, named) -> None:
+    from archiver.integrity import _attachment_checks
+    described = [_described(4), _described(5)]
+    doc = {"format": "ctlive-archive-record/4", "attachments": described}
+    entry = _entry_for(described)
+    (same,) = _attachment_checks(doc, entry)
+    assert same.ok, same  # times compared to the millisecond, as MongoDB and the record keep them
+    target = entry["objects"]["attachment-4"] if where == "objects" else entry["attachments"][0]
+    target[field] = value
+    (check,) = _attachment_checks(doc, entry)
+    assert not check.ok and named in check.detail, check
+
+
+def test_records_without_attachments_and_older_formats_still_verify() -> None:
+    """A record from before attachments (any format) lists none and its entry has none: nothing to check.
+    A ctlive-archive-record/3 record already described its files as /4 does. One that lists none while the
+    index names a stored file is a failure, not a pass."""
+    from archiver.integrity import _attachment_checks
+    for fmt in ("ctlive-archive-record/1", "ctlive-archive-record/2", "ctlive-archive-record/3"):
+        assert _attachment_checks({"format": fmt}, {"objects": {"pdf": {}, "record": {}}}) == []
+    described = [_described(4), _described(6, outcome="failed", reason="HTTP 404", size=None, sha256=None,
+                                            content_type=None, fetched_at=None, object=None)]
+    (check,) = _attachment_checks({"format": "ctlive-archive-record/3", "attachments": described}, _entry_for(described))
+    assert check.ok, check
+    (check,) = _attachment_checks({"format": "ctlive-archive-record/3"}, _entry_for(described))
+    assert not check.ok and "attachment-4: not in the record" in check.detail, check
+
+
+def test_file_names_and_reported_facts_are_the_records_even_where_the_index_differs() -> None:
+    """retrieval reads the record, not the index (whose copy verification checks separately)."""
+    from archiver.integrity import Opened
+    from archiver.retrieval import _object_facts, attachment_file_names
+    described = [_described(4, file_name="a.png"), _described(5, file_name="b.pdf", content_type="application/pdf")]
+    entry = _entry_for(described)
+    entry["objects"]["attachment-4"].update(position=5, content_type="application/pdf")
+    entry["objects"]["attachment-5"].update(position=4, content_type="image/png", plaintext_size=1)
+    opened = Opened(entry, plain={"record": json.dumps({"attachments": described}).encode(),
+                                  "attachment-4": b"a", "attachment-5": b"b"})
+    assert attachment_file_names(opened) == {"attachment-4": "attachments/0004-a.png",
+                                             "attachment-5": "attachments/0005-b.pdf"}
+    facts = _object_facts(opened, "attachment-5")
+    assert (facts["position"], facts["content_type"], facts["plaintext_size"]) == (5, "application/pdf", 15)
+    assert facts["key"] == "k/attachment-5"  # where it is stored: the index's word, checked against the store

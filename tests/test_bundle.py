@@ -1017,3 +1017,19 @@ def test_a_kept_version_of_a_sealed_day_carries_its_inclusion_proof_and_the_seal
     assert any(c["check"].startswith("sealed: the entry is leaf") and c["ok"] for c in report["checks"])
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert _passes(results) and sum(out.count("OK seals/") for _, _, out in results) == 1, results
+
+
+def test_a_bundle_is_refused_when_the_index_swapped_two_attachments_positions(make_config, keys, tmp_path, server,
+                                                                             files) -> None:
+    """The index's positions name the files (0004-..., which the README's check reads): swapped there, the
+    bundle would carry message 5's file as message 4's. The signed record decides: verification fails."""
+    from test_attachments_archive import _two_files_archived
+    from test_pipeline import index_db
+
+    config, entry = _two_files_archived(make_config, server, files)
+    index_db(config)[config["index.entries"]].update_one({"_id": entry["_id"]}, {"$set": {
+        "objects.attachment-4.position": 5, "objects.attachment-5.position": 4}})
+    out = tmp_path / "b.zip"
+    assert _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                   "--reason", "case 15", "--no-progress") == 3
+    assert not out.exists()
