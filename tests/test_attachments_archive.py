@@ -573,7 +573,7 @@ def _two_files_archived(make_config, server, files):
     """A chat with two archived files (messages 4 and 5): its config and index entry."""
     files.add("/m/a.png", png((40, 30), "red"))
     files.add("/m/b.pdf", PDF)
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     seed(config, [chat_with([("IMAGE", f"{server}/m/a.png"), ("DOCUMENT", f"{server}/m/b.pdf")])])
     assert Archiver(config).run_pass().archived == 1
     (entry,) = entries(config)
