@@ -15,7 +15,7 @@ from archiver.pipeline import Archiver
 from attachment_server import PDF, png
 from retrieval_helpers import overwrite_stored, remove_stored
 from test_attachments_archive import _recipient, attaching, chat_with, pdf_text, record_of
-from test_pipeline import connect, entries, open_object, seed
+from test_pipeline import connect, entries, index_db, open_object, seed
 
 PHOTO = png((120, 80), "green")
 
@@ -181,3 +181,13 @@ def test_after_the_recipients_changed_a_new_version_fetches_its_files_again(make
     assert files.requests.count("/a.png") == 2 and len(second["recipients"]) == 2
     assert second["objects"]["attachment-4"]["sha256"] != first["objects"]["attachment-4"]["sha256"]
     assert "kept_from_version" not in record_of(config, keys, second)["attachments"][0]
+
+
+def test_a_version_archived_without_match_keys_has_its_files_fetched_again(make_config, keys, server, files) -> None:
+    config, chat, first = _archived_with_photo(make_config, server, files)
+    assert index_db(config)[config["index.entries"]].update_one(  # as versions archived before match keys were
+        {"_id": first["_id"]}, {"$unset": {"objects.attachment-4.match_sha256": ""}}).modified_count == 1
+    _changed(config, chat, {"$set": {"wrapUp": "billing"}})
+    second = _second(config)
+    assert files.requests.count("/a.png") == 2
+    assert record_of(config, keys, second)["attachments"][0]["outcome"] == "failed"
