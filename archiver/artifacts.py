@@ -27,7 +27,7 @@ from cryptography import x509
 
 from archiver import attachments as attachments_
 from archiver import certificates, timestamps
-from archiver.attachment_retries import NothingNew, Retry, improved
+from archiver.attachment_retries import NothingNew, Retry, Stored, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
 from archiver.envelope import Envelope, load_recipients, named_certificates
@@ -149,13 +149,15 @@ class ArtifactBuilder:
     def plaintext(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                   version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
                   retry: Retry | None = None, source_sha256: str = "",
-                  redaction: RedactionNote | None = None, source_json: bytes | None = None) -> Plaintext:
+                  redaction: RedactionNote | None = None, source_json: bytes | None = None,
+                  earlier: tuple[Stored, ...] = ()) -> Plaintext:
         """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
         NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything).
         SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again.
         REDACTION: CHAT and CONTACT are the copies the archive pass redacted (by these settings) for its
         digest, not redacted again; the record they make must still have that digest. SOURCE_JSON: the
-        record's `source` the pass wrote for that digest (record.source_json of the copies), not written again."""
+        record's `source` the pass wrote for that digest (record.source_json of the copies), not written again.
+        EARLIER: the files the room's earlier versions stored (attachment_retries.earlier): kept, not fetched again."""
         timings = {} if timings is None else timings
         started = certificates.now()
         self.check_validity(started, started)
@@ -176,7 +178,7 @@ class ArtifactBuilder:
         if self.fetcher is not None:
             with timed(timings, "fetch"):
                 fetched = tuple(self.fetcher.fetch_all(transcript.messages, self.redactor.masked,
-                                                       self._kept(transcript.room, retry)))
+                                                       self._kept(transcript, retry, earlier)))
         if retry is not None and not improved(fetched, retry):
             raise NothingNew(transcript.room, retry.of_version, retry.retries)
         with timed(timings, "render"):
@@ -207,28 +209,51 @@ class ArtifactBuilder:
         for validity in self.recipient_validity:
             validity.check(start, end)
 
-    def _kept(self, room: str, retry: Retry | None) -> dict[int, Kept]:
-        """The files RETRY's earlier version stored, read back from the store (still encrypted) to be copied
-        into the new version; one that is gone or no longer what its entry says is fetched again instead."""
-        if retry is None or self.store is None or self.envelope is None:
+    def _kept(self, transcript: Transcript, retry: Retry | None, earlier: tuple[Stored, ...]) -> dict[int, Kept]:
+        """The files earlier versions stored for TRANSCRIPT's messages, read back from the store (still
+        encrypted) to be copied into the new version: RETRY's by position (the same source), else EARLIER's
+        by match key (message id and URL), newest version first. One that is gone or no longer what its entry
+        says, or encrypted to other recipients than this version's, is not kept: an older copy, else a fetch."""
+        if self.store is None or self.envelope is None:
             return {}
-        if retry.recipients != tuple(self.envelope.recipient_ids):  # opened by other keys than this version's
-            event("attachment_not_kept", logging.INFO, room=room, error="the recipients have changed since version "
-                  f"{retry.of_version}: its files are fetched again, for this version's recipients")
-            return {}
+        room, recipients = transcript.room, tuple(self.envelope.recipient_ids)
+        keys = attachments_.match_keys(room, transcript.messages)
+        sources = [(s.version, s.recipients, {p: s.files[k] for p, k in keys.items() if k in s.files}) for s in earlier]
+        if retry:
+            sources.insert(0, (retry.of_version, retry.recipients, dict(retry.kept)))
+        candidates: dict[int, list[Kept]] = {}
+        refused: set[int] = set()  # versions encrypted to other recipients (said once each)
+        for version, theirs, files in sources:
+            if files and theirs != recipients:  # a copy would stay closed to this version's new recipients
+                if version not in refused:
+                    event("attachment_not_kept", logging.INFO, room=room, error="the recipients have changed since "
+                          f"version {version}: its files are fetched again, for this version's recipients")
+                refused.add(version)
+                continue
+            for position, file in files.items():
+                candidates.setdefault(position, []).append(file)
         found = {}
-        for position, file in retry.kept.items():
-            try:
-                sealed = self.store.get(file.key, file.version_id)
-            except (StoreError, OSError) as exc:
-                event("attachment_not_kept", logging.WARNING, room=room, key=file.key, error=str(exc))
-                continue
-            if sha256_hex(sealed) != file.sha256:  # verify reports the object; this version fetches the file
-                event("attachment_not_kept", logging.WARNING, room=room, key=file.key,
-                      error="the stored object is not the one its index entry names (SHA-256 differs)")
-                continue
-            found[position] = dataclasses.replace(file, sealed=sealed)
+        for position, files in candidates.items():
+            for file in dict.fromkeys(files):  # a retry's file is its version's by match key too: read once
+                sealed = self._read_back(room, file)
+                if sealed is not None:
+                    found[position] = dataclasses.replace(file, sealed=sealed)
+                    break
         return found
+
+    def _read_back(self, room: str, file: Kept) -> bytes | None:
+        """FILE's stored object, if it is still the one its entry names (else None, and an event)."""
+        assert self.store is not None
+        try:
+            sealed = self.store.get(file.key, file.version_id)
+        except (StoreError, OSError) as exc:
+            event("attachment_not_kept", logging.WARNING, room=room, key=file.key, error=str(exc))
+            return None
+        if sha256_hex(sealed) != file.sha256:  # verify reports the object; this version fetches the file
+            event("attachment_not_kept", logging.WARNING, room=room, key=file.key,
+                  error="the stored object is not the one its index entry names (SHA-256 differs)")
+            return None
+        return sealed
 
     def archive_info(self, version: int, generated_at: dt.datetime, digest: str, record: bytes) -> ArchiveInfo:
         """What the PDF's archive block states (and the record it attaches)."""
@@ -239,11 +264,11 @@ class ArtifactBuilder:
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime, retry: Retry | None = None,
               source_sha256: str = "", redaction: RedactionNote | None = None,
-              source_json: bytes | None = None) -> Artifacts:
+              source_json: bytes | None = None, earlier: tuple[Stored, ...] = ()) -> Artifacts:
         assert self.envelope is not None, "built without recipients"
         timings: dict[str, float] = {}
         plain = self.plaintext(chat, contact, kind, version, generated_at, timings, retry, source_sha256, redaction,
-                               source_json)
+                               source_json, earlier)
         folder = version_folder(plain.transcript.room, version)
         blobs = []
         with timed(timings, "encrypt"):
@@ -253,7 +278,9 @@ class ArtifactBuilder:
                 stem, ext = OBJECTS[name]
                 blobs.append(Blob(name, f"{folder}/{stem}-{digest[:16]}.{ext}.p7m", sealed, digest,
                                   sha256_hex(data), len(data)))
-            blobs += [self._attachment_blob(a, folder) for a in plain.attachments if a.outcome == attachments_.FETCHED]
+            keys = attachments_.match_keys(plain.transcript.room, plain.transcript.messages)
+            blobs += [self._attachment_blob(a, folder, keys[a.position])
+                      for a in plain.attachments if a.outcome == attachments_.FETCHED]
         entry = index_entry(plain, version, generated_at, self.retain_days)
         rule = self.policy.rule_for(entry) if self.policy else None
         if rule is not None:  # the chat's retention rule sets its lock
@@ -273,13 +300,15 @@ class ArtifactBuilder:
             entry["terms_format"] = TERMS_FORMAT
         return Artifacts(entry=entry, blobs=blobs, timings=timings, plain=plain)
 
-    def _attachment_blob(self, a: Attachment, folder: str) -> Blob:
+    def _attachment_blob(self, a: Attachment, folder: str, match: str) -> Blob:
+        """A's object; MATCH (its message's match key) lets a later version of the chat keep it."""
         assert self.envelope is not None
         sealed = a.kept.sealed if a.kept else self.envelope.encrypt(a.data)
         digest = sha256_hex(sealed)
         return Blob(a.name, f"{folder}/{a.name}-{digest[:16]}.{attachments_.extension(a.content_type)}.p7m", sealed,
                     digest, a.sha256, a.size,
-                    {"position": a.position, "content_type": a.content_type, "fetched_at": a.fetched_at})
+                    {"position": a.position, "content_type": a.content_type, "fetched_at": a.fetched_at,
+                     "match_sha256": match})
 
 
 def attachment_fields(fetched: tuple[Attachment, ...], blobs: list[Blob], generated_at: dt.datetime,
@@ -442,26 +471,29 @@ def worker_builder() -> ArtifactBuilder:
 def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                       version: int, generated_at: dt.datetime, keep_plaintext: bool = False,
                       retry: Retry | None = None, source_sha256: str = "",
-                      redaction: RedactionNote | None = None, source_json: bytes | None = None) -> Artifacts:
+                      redaction: RedactionNote | None = None, source_json: bytes | None = None,
+                      earlier: tuple[Stored, ...] = ()) -> Artifacts:
     """Build and store one chat; what goes back is the index entry, never the ciphertext, and the
     plaintext only when KEEP_PLAINTEXT (an on-demand export writes exactly what was archived).
     RETRY: a retry of the attachments an earlier version missed (raises NothingNew if no better).
     SOURCE_SHA256: the source digest the pass computed (checked against the record's); REDACTION: CHAT and
-    CONTACT are the copies the pass redacted for it, SOURCE_JSON its serialisation (see ArtifactBuilder.plaintext)."""
+    CONTACT are the copies the pass redacted for it, SOURCE_JSON its serialisation; EARLIER the files earlier
+    versions stored (see ArtifactBuilder.plaintext)."""
     if _WORKER_UNFIT:
         raise WorkerNotReady(_WORKER_UNFIT)
-    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction, source_json)
+    built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction, source_json,
+                         earlier)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
                  version: int, generated_at: dt.datetime, retry: Retry | None = None,
                  source_sha256: str = "", redaction: RedactionNote | None = None,
-                 source_json: bytes | None = None) -> Artifacts:
+                 source_json: bytes | None = None, earlier: tuple[Stored, ...] = ()) -> Artifacts:
     """Build and store one chat in this process (a worker process: see archive_in_worker)."""
     assert _WORKER_STORE is not None, "init_worker was not called in this process"
     built = worker_builder().build(chat, contact, kind, version, generated_at, retry, source_sha256, redaction,
-                                   source_json)
+                                   source_json, earlier)
     retain_until = built.entry["retain_until"] if _WORKER_LOCKS else None
     store = _WORKER_STORE
     with timed(built.timings, "put"):

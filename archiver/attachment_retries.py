@@ -11,6 +11,10 @@ A file the earlier version stored is not fetched again (its link may well have e
 retry copies its stored object, still encrypted, into the new version (`Kept`); the archiver holds no
 key to open it, and needs none, since its hashes are in the earlier version's entry.
 
+Any new version of a room, not only a retry, keeps the files earlier versions stored the same way:
+`earlier` lists them by match key (attachments.match_keys: message id and URL), for a changed chat (a
+wrap-up field, a late message) whose links have expired since.
+
 The index allows one version per (room, source_sha256): a retry version's `source_sha256` is a key
 derived from the source digest and its own version number; `documents_sha256` holds the source
 digest itself (the one its signed record names).
@@ -71,15 +75,38 @@ def planned(latest: dict[str, Any] | None, digest: str, version: int, at: dt.dat
                  latest.get("attachments_retries", 0), kept(latest), tuple(latest.get("recipients") or ()))
 
 
+@dataclass(frozen=True)
+class Stored:
+    """The files one earlier archived version of a room stored, by match key (attachments.match_keys)."""
+    version: int
+    recipients: tuple[str, ...]  # whom its objects are encrypted to
+    files: dict[str, Kept]
+
+
 def kept(entry: dict[str, Any]) -> dict[int, Kept]:
     """The files ENTRY's version stored, by position."""
-    found = {}
-    for name, obj in entry.get("objects", {}).items():
-        if name.startswith("attachment-"):
-            found[obj["position"]] = Kept(entry["version"], obj["key"], obj.get("version_id") or "", obj["sha256"],
-                                          obj["plaintext_sha256"], obj["plaintext_size"], obj["content_type"],
-                                          _aware(obj["fetched_at"]) if obj.get("fetched_at") else None)
-    return found
+    return {obj["position"]: _kept(entry, obj) for obj in _files(entry)}
+
+
+def earlier(known: Iterable[dict[str, Any]], version: int) -> tuple[Stored, ...]:
+    """The files the room's archived versions before VERSION stored, newest version first, by match key
+    (a version archived before match keys were kept has none: its files are fetched again)."""
+    found = []
+    for entry in sorted(known, key=lambda e: e["version"], reverse=True):
+        if entry.get("status") == "archived" and entry["version"] < version:
+            files = {obj["match_sha256"]: _kept(entry, obj) for obj in _files(entry) if obj.get("match_sha256")}
+            if files:
+                found.append(Stored(entry["version"], tuple(entry.get("recipients") or ()), files))
+    return tuple(found)
+
+
+def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [obj for name, obj in entry.get("objects", {}).items() if name.startswith("attachment-")]
+
+
+def _kept(entry: dict[str, Any], obj: dict[str, Any]) -> Kept:
+    return Kept(entry["version"], obj["key"], obj.get("version_id") or "", obj["sha256"], obj["plaintext_sha256"],
+                obj["plaintext_size"], obj["content_type"], _aware(obj["fetched_at"]) if obj.get("fetched_at") else None)
 
 
 def content_key(digest: str, version: int) -> str:

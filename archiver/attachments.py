@@ -25,12 +25,14 @@ import fnmatch
 import hashlib
 import http.client
 import ipaddress
+import json
 import posixpath
 import re
 import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -289,8 +291,8 @@ class Fetcher:
                   kept: Mapping[int, Kept] | None = None) -> list[Attachment]:
         """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order. A URL that
         redaction changed (MASKED: a media id that looks like a card number, say) names no file the server
-        has: refused, not asked for. KEPT: files an earlier version stored, by position: not fetched again,
-        but counted in the caps as when they were fetched."""
+        has: refused, not asked for. KEPT: files an earlier version stored, by position (found by
+        match_keys, read back and checked): not fetched again, but counted in the caps as when they were fetched."""
         kept = kept or {}
         found: list[Attachment] = []
         asked = 0  # files a server was asked for (whatever came of it): what max_per_chat bounds
@@ -580,6 +582,22 @@ def file_name(url: str) -> str:
         return posixpath.basename(unquote(urlsplit(url).path))[:200]
     except ValueError:
         return ""
+
+
+def match_keys(room: str, messages: Iterable[Message]) -> dict[int, str]:
+    """By position, the key that finds each file message's file again in a later version of ROOM (the index
+    keeps it beside the stored file, whose URL it does not keep): a SHA-256 of the message id and URL, or
+    of the position and URL when the id is missing or more than one message of the chat has it (then a
+    message inserted before it has its file fetched again, never another message's file kept)."""
+    messages = list(messages)
+    ids = Counter(m.message_id for m in messages)
+    found = {}
+    for m in messages:
+        if m.type in KINDS and m.url:
+            by = ["id", m.message_id] if m.message_id and ids[m.message_id] == 1 else ["position", m.position]
+            named = json.dumps(["ctlive attachment", room, *by, m.url], ensure_ascii=False)  # unambiguous
+            found[m.position] = hashlib.sha256(named.encode("utf-8", "surrogatepass")).hexdigest()
+    return found
 
 
 def extension(content_type: str) -> str:

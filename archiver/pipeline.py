@@ -593,10 +593,13 @@ class Archiver:
             # gets the copies redacted here and their serialisation for the digest (it neither redacts nor
             # serialises again), and checks the digest of what it stores.
             copies, source = redacted[job.room]
+            # Files earlier versions stored are kept, not fetched again: their links may have expired.
+            earlier = (attachment_retries.earlier(versions[job.room], entry["version"])
+                       if self.config["attachments.enabled"] else ())
             build = functools.partial(artifacts.archive_in_worker, copies.chat, copies.contact, job.kind,
                                       entry["version"], now(), keep_plaintext=keep_plaintext, retry=retry,
                                       source_sha256=retry.documents_sha256 if retry else entry["source_sha256"],
-                                      redaction=copies.note, source_json=source)
+                                      redaction=copies.note, source_json=source, earlier=earlier)
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
 
