@@ -43,7 +43,7 @@ def _inserted_before(chat) -> dict:
 def _archived_with_photo(make_config, server, files, **overrides):
     """A chat archived with /a.png stored (message 4, id file-0); the link has expired since. Its config,
     chat and first entry."""
-    config = attaching(make_config, **overrides)
+    config = attaching(make_config, server, **overrides)
     files.add("/a.png", PHOTO)
     chat, contact = chat_with([("IMAGE", f"{server}/a.png")])
     seed(config, [(chat, contact)])
@@ -62,7 +62,7 @@ def _second(config) -> dict:
 
 def test_a_new_version_of_a_changed_chat_keeps_the_files_an_earlier_version_stored(make_config, server, files
                                                                                     ) -> None:
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     files.add("/a.png", png((120, 80), "green"))
     chat, contact = chat_with([("IMAGE", f"{server}/a.png")])
     seed(config, [(chat, contact)])
@@ -116,7 +116,7 @@ def test_a_message_whose_url_changed_has_its_file_fetched_anew(make_config, keys
 @pytest.mark.parametrize("inserted", [False, True])
 def test_without_a_unique_message_id_the_file_is_kept_only_at_the_same_position(make_config, keys, server, files,
                                                                                 ids, inserted) -> None:
-    config = attaching(make_config)
+    config = attaching(make_config, server)
     files.add("/a.png", PHOTO)
     chat, contact = chat_with([("IMAGE", f"{server}/a.png")])
     if ids == "missing":
@@ -175,7 +175,7 @@ def test_after_the_recipients_changed_a_new_version_fetches_its_files_again(make
     config, chat, first = _archived_with_photo(make_config, server, files)
     files.add("/a.png", PHOTO)
     second_reader = make(tmp_path / "auditor", "Auditor")
-    widened = attaching(make_config, encryption__recipients=[str(keys["legal.crt.pem"]), str(second_reader.cert_path)])
+    widened = attaching(make_config, server, encryption__recipients=[str(keys["legal.crt.pem"]), str(second_reader.cert_path)])
     _changed(config, chat, {"$set": {"wrapUp": "billing"}})
     second = _second(widened)
     assert files.requests.count("/a.png") == 2 and len(second["recipients"]) == 2
