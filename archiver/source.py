@@ -238,8 +238,9 @@ class ChatSource:
         if own is None or not _same(own, compared):
             return False, CHANGED
         loaded = [m for m in chat["messages"] if isinstance(m, dict)] if apart else []
-        if apart and self.messages.count_documents({"room": room}) != len(loaded):
-            return False, "message documents written (or removed) since it was checked: the chat and all of them kept"
+        if apart and not self._all_unchanged(room, loaded):
+            return False, ("message documents written, changed or removed since it was checked: the chat and all of "
+                           "them kept")
         chat_filter = _exact(stored)  # (read above: not read again)
         if chat_filter is None or not self.chats.delete_one(chat_filter).deleted_count:
             return False, CHANGED
@@ -249,6 +250,17 @@ class ChatSource:
             self._delete_unchanged(self.contacts, [contact])
         left = self.left_of(room, contacts)
         return True, f"{left} left in MongoDB (written since it was checked, or changed since)" if left else ""
+
+    def _all_unchanged(self, room: str, loaded: list[dict[str, Any]]) -> bool:
+        """Whether ROOM's message documents are LOADED, each still stored as it was read (by its bytes), and no other."""
+        assert self.messages is not None
+        if self.messages.count_documents({"room": room}) != len(loaded):
+            return False
+        for batch in batched(loaded, DELETE_BATCH):
+            now = self._as_stored(self.messages, [d["_id"] for d in batch])
+            if not all(_key(d["_id"]) in now and _same(now[_key(d["_id"])], d) for d in batch):
+                return False
+        return True
 
     def _as_stored(self, collection: Collection, ids: list[Any]) -> dict[bytes, dict[str, Any]]:
         """The documents of COLLECTION with IDS as read now (decoded as `load` does), by `_key` of their _id."""

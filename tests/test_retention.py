@@ -1564,7 +1564,8 @@ def test_a_message_document_written_after_the_check_is_kept_with_its_chat(make_c
     assert db.messages.count_documents({"room": chat["room"]}) == len(chat["messages"]) + 1
     assert db.chats.count_documents({"room": chat["room"]}) == 1
     outcome, detail = _step(result, chat["room"])
-    assert outcome == "skipped" and "message documents written (or removed) since it was checked" in detail, detail
+    assert outcome == "skipped" and "message documents written, changed or removed since it was checked" in detail, \
+        detail
     assert jobs(config).find_one({"_id": chat["room"]})["state"] == "pending"
 
 
@@ -1726,3 +1727,29 @@ def test_messages_a_deletion_cut_short_left_after_its_chat_are_named_when_the_ru
     outcome, detail = _step(result, chat["room"])
     assert outcome == "failed" and f"{len(chat['messages'])} message documents and 1 contact document" in detail, detail
     assert db.messages.count_documents({"room": chat["room"]}) == len(chat["messages"])
+
+
+def test_a_message_document_changed_before_the_chats_deletion_keeps_the_chat(make_config, monkeypatch) -> None:
+    """Review "att2": only the number of message documents was checked before the chat went; a message changed
+    meanwhile (a late messageSeen) kept the count: the chat was deleted, the changed message left without it,
+    its change never archived. Each is compared by its bytes now, before the chat goes."""
+    from archiver.source import ChatSource
+
+    config = retention_config(make_config, retention__delete_contacts=True, source__messages="messages")
+    chat, db = _archived_chat(config, 33, apart=True)
+    real, done = ChatSource._as_stored, []
+
+    def as_stored(self, collection, ids):  # the chat read again right before its deletion: a message changes then
+        found = real(self, collection, ids)
+        if not done and collection.name == "chats":
+            done.append(db.messages.update_one({"_id": chat["messages"][2]["_id"]},
+                                               {"$set": {"data.messageSeen": True}}).modified_count)
+        return found
+    monkeypatch.setattr(ChatSource, "_as_stored", as_stored)
+    result = retention(config)
+    assert done == [1]
+    outcome, detail = _step(result, chat["room"])
+    assert outcome == "skipped" and "changed or removed since it was checked" in detail, detail
+    assert db.chats.count_documents({"room": chat["room"]}) == 1
+    assert db.messages.count_documents({"room": chat["room"]}) == len(chat["messages"])
+    assert db.contacts.count_documents({"id": chat["room"]}) == 1
