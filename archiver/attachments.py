@@ -83,6 +83,7 @@ class Policy:
     retry_hours: float = 72.0
     max_seconds_per_chat: float = 300.0
     ports: tuple[int, ...] = (80, 443)
+    nat64_prefixes: tuple[ipaddress.IPv6Network, ...] = (NAT64,)
 
     def __post_init__(self) -> None:  # compared in IDNA form with a URL's host, however either is written
         object.__setattr__(self, "hosts", tuple(host_pattern(h) for h in self.hosts))
@@ -103,7 +104,8 @@ class Policy:
                    config["attachments.max_bytes"], config["attachments.timeout_seconds"],
                    config["attachments.max_per_chat"], config["attachments.max_bytes_per_chat"],
                    config["attachments.max_redirects"], config["attachments.retry_hours"], seconds,
-                   tuple(config["attachments.ports"]))
+                   tuple(config["attachments.ports"]),
+                   tuple(parse_nat64_prefixes(config["attachments.nat64_prefixes"])))
 
 
 def host_pattern(pattern: str) -> str:
@@ -199,21 +201,49 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else None
 
 
+def parse_nat64_prefixes(values: Iterable[str]) -> list[ipaddress.IPv6Network]:
+    """attachments.nat64_prefixes: IPv6 /96 networks (RFC 6052's prefixes that keep the IPv4 address in the
+    last 32 bits; the shorter ones put it elsewhere), without host bits."""
+    prefixes = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value)
+        except ValueError as exc:
+            raise ConfigError(f"attachments.nat64_prefixes: {exc} (give /96 networks, e.g. \"64:ff9b::/96\")") from None
+        if network.version != 6 or network.prefixlen != 96:
+            what = "not an IPv6 network" if network.version != 6 else "not a /96"
+            raise ConfigError(f"attachments.nat64_prefixes: {value!r} is {what} (give the NAT64 gateway's /96 "
+                              'prefix, e.g. "64:ff9b::/96" or "2001:db8:64::/96")')
+        prefixes.append(network)
+    return prefixes
+
+
+def nat64_problem(values: list[str]) -> str | None:
+    """The configuration check of attachments.nat64_prefixes."""
+    try:
+        parse_nat64_prefixes(values)
+    except ConfigError as exc:
+        return str(exc).split(": ", 1)[1]
+    return None
+
+
 def system_resolve(host: str, port: int) -> list[str]:
     """Every address HOST has, as the system resolver gives them."""
     return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
-def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
+def forbidden(address: Address, allowed: Iterable[Network] = (),
+              nat64: Iterable[ipaddress.IPv6Network] = (NAT64,)) -> str:
     """Why ADDRESS may not be connected to ("" if it may): only public addresses, and those in ALLOWED.
+    An address in a NAT64 prefix (NAT64, the well-known one always) is judged by the IPv4 address inside too.
     The kind of address only, never the address: a DNS answer is what a server chose (see Attachment.reason)."""
-    allowed = tuple(allowed)
+    allowed, nat64 = tuple(allowed), tuple(nat64)
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped:  # ::ffff:a.b.c.d reaches a.b.c.d: judged as itself
             return forbidden(address.ipv4_mapped, allowed)
         if address in NAT64_LOCAL and not any(address in n and n.prefixlen >= 96 for n in allowed):
             return "a local-use NAT64 address outside a /96 named in attachments.allowed_networks"
-        form, inner = _embedded(address)
+        form, inner = _embedded(address, nat64)
         # A tunnel or a translator reaches INNER: judged as well as the address itself. Loopback there is the
         # relay's or the gateway's own, never ours, whatever allowed_networks names.
         if inner is not None:
@@ -230,14 +260,16 @@ def forbidden(address: Address, allowed: Iterable[Network] = ()) -> str:
     return "" if address.is_global else "not a public address"
 
 
-def _embedded(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address | None]:
-    """The IPv4 address a 6to4 relay, a Teredo server or a NAT64 gateway reaches for ADDRESS, and which it is.
-    A local-use NAT64 address is read as in a /96 prefix: forbidden() allows no other."""
+def _embedded(address: ipaddress.IPv6Address,
+              nat64: tuple[ipaddress.IPv6Network, ...]) -> tuple[str, ipaddress.IPv4Address | None]:
+    """The IPv4 address a 6to4 relay, a Teredo server or a NAT64 gateway (its /96 prefix in NAT64, the
+    well-known one or a local-use one) reaches for ADDRESS, and which it is. A local-use NAT64 address is read
+    as in a /96 prefix: forbidden() allows no other."""
     if address.sixtofour:
         return "6to4", address.sixtofour
     if address.teredo:
         return "Teredo", address.teredo[1]
-    if address in NAT64 or address in NAT64_LOCAL:
+    if address in NAT64 or address in NAT64_LOCAL or any(address in prefix for prefix in nat64):
         return "NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return "", None
 
@@ -421,7 +453,7 @@ class Fetcher:
         if not addresses:
             raise Failed("the host has no address")
         for address in addresses:  # every one: the connection must not be able to pick a bad one
-            why = forbidden(address, self.policy.allowed_networks)
+            why = forbidden(address, self.policy.allowed_networks, self.policy.nat64_prefixes)
             if why:
                 raise Refused(f"the host resolves to a forbidden address: {why} (attachments.allowed_networks)")
         # Percent-encoded as sent on the wire: a space, a non-ASCII letter or a stray CR LF stays inside the path.

@@ -127,6 +127,12 @@ def _networks(v: list[str]) -> str | None:
     return networks_problem(v)
 
 
+def _nat64_prefixes(v: list[str]) -> str | None:
+    from archiver.attachments import nat64_problem  # it imports this module
+
+    return nat64_problem(v)
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "mongodb": {"uri": Key(str, "", _mongo_uri)},
     "source": {
@@ -214,6 +220,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, False),
         "hosts": Key(list, []),
         "allowed_networks": Key(list, [], lambda v: _networks(v)),
+        "nat64_prefixes": Key(list, ["64:ff9b::/96"], _nat64_prefixes),
         "max_bytes": Key(int, 20_000_000, _positive),
         "max_bytes_per_chat": Key(int, 100_000_000, _positive),
         "max_per_chat": Key(int, 20, _positive),

@@ -563,6 +563,64 @@ def test_a_local_use_nat64_address_is_refused_unless_a_96_of_it_is_allowed() -> 
     assert forbidden(address) != ""  # not allowed at all: reserved
 
 
+NETWORK_SPECIFIC = ipaddress.ip_network("2001:db8:64::/96")  # a NAT64 gateway's own prefix (RFC 6052 2.2)
+
+
+@pytest.mark.parametrize("inside, why", [
+    ("169.254.169.254", "a cloud metadata address"), ("127.0.0.1", "a loopback address"),
+    ("10.0.0.5", "a private address"),
+])
+def test_a_nat64_prefix_named_in_nat64_prefixes_is_judged_by_the_ipv4_address_inside(inside, why) -> None:
+    """A gateway with a network-specific prefix, named in nat64_prefixes and (to be reached at all) in
+    allowed_networks: the IPv4 address it reaches is judged, as behind 64:ff9b::/96. Stubbed network."""
+    named = {"hosts": ("media.example.com",), "allowed_networks": (NETWORK_SPECIFIC,),
+             "nat64_prefixes": (NETWORK_SPECIFIC,)}
+    net = Network({"media.example.com": [nat64("2001:db8:64::", inside)]})
+    got = Fetcher(policy(**named), net.resolve, net.connect).attachment(message("https://media.example.com/a.png"))
+    assert (got.outcome, got.reason) == (REFUSED, f"the host resolves to a forbidden address: a NAT64 address "
+                                                  f"embedding {why} (attachments.allowed_networks)")
+    assert net.resolved == ["media.example.com"] and net.connected == []
+    public = Network({"media.example.com": [nat64("2001:db8:64::", "93.184.216.34")]})
+    fetched = Fetcher(policy(**named), public.resolve, public.connect).attachment(
+        message("https://media.example.com/a.png"))
+    assert fetched.outcome == FAILED and public.connected == [(nat64("2001:db8:64::", "93.184.216.34"), 443)]
+
+
+def test_the_well_known_nat64_prefix_is_judged_whatever_nat64_prefixes_lists() -> None:
+    """The default lists 64:ff9b::/96; a list naming only the gateway's own prefix does not open it, and an
+    address outside every listed prefix is judged as itself (the gateway's prefix in allowed_networks alone
+    lets every IPv4 address behind it through: docs/attachments.md says to list it in both)."""
+    assert Policy().nat64_prefixes == (ipaddress.ip_network("64:ff9b::/96"),)
+    allowed = [ipaddress.ip_network("64:ff9b::/96"), NETWORK_SPECIFIC]
+    metadata = ipaddress.ip_address(nat64("64:ff9b::", "169.254.169.254"))
+    assert forbidden(metadata, allowed, [NETWORK_SPECIFIC]) == "a NAT64 address embedding a cloud metadata address"
+    inside = ipaddress.ip_address(nat64("2001:db8:64::", "169.254.169.254"))
+    assert forbidden(inside, allowed) == ""  # not named a NAT64 prefix: an allowed IPv6 address, as documented
+    assert forbidden(inside, allowed, [NETWORK_SPECIFIC]) == "a NAT64 address embedding a cloud metadata address"
+
+
+@pytest.mark.parametrize("value, why", [
+    ("10.0.0.0/8", "not an IPv6 network"), ("2001:db8:64::/64", "not a /96"),
+    ("2001:db8:64::1/96", "has host bits set"), ("nat64", "does not appear to be an IPv4 or IPv6 network"),
+])
+def test_nat64_prefixes_are_checked_at_start_up(make_config, tmp_path, capsys, value, why) -> None:
+    from archiver import config as config_module
+    from archiver.cli import main
+    from archiver.config import ConfigError
+    from conftest import write_toml
+
+    with pytest.raises(ConfigError, match=f"attachments.nat64_prefixes: .*{why}"):
+        config_module.load(None, environ={"ARCHIVER_ATTACHMENTS__NAT64_PREFIXES": f"64:ff9b::/96,{value}"})
+    config = make_config()
+    toml = write_toml(tmp_path / "c.toml", {**{k: config[k] for k in (
+        "mongodb.uri", "index.database", "source.database", "storage.url", "encryption.recipients",
+        "signing.certificate", "signing.key")}, "attachments.nat64_prefixes": [value]})
+    assert main(["--config", str(toml), "run"]) == 2  # at start-up, before any work
+    assert "attachments.nat64_prefixes" in capsys.readouterr().err
+    loaded = Policy.from_config(make_config(attachments__nat64_prefixes=["2001:db8:64::/96", "64:ff9b::/96"]))
+    assert loaded.nat64_prefixes == (NETWORK_SPECIFIC, ipaddress.ip_network("64:ff9b::/96"))
+
+
 @pytest.mark.parametrize("port_", [6379, 9200, 22, 25, 8080])
 def test_a_url_on_an_allowed_host_cannot_pick_a_port_not_in_attachments_ports(port_) -> None:
     """The port is the URL's choice: only attachments.ports (default 80 and 443) are asked, so a message cannot

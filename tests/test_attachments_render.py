@@ -179,7 +179,7 @@ def photo(size: tuple[int, int]) -> "Image.Image":
 
 @pytest.mark.parametrize("side, repeats, why", [
     (7000, 2000, "more than 1,000 markers"),  # the reviewer's 340 KB file: more than 15 s before
-    (7000, 150, "over 25,000,000 for a JPEG of 156 scans"),  # ~3 s before
+    (7000, 150, "over 25,000,000 for a progressive JPEG of 1 channel"),  # ~3 s before
     (3000, 150, "156 scans of 3000x3000 pixels, over 500,000,000 scanned pixels"),  # ~0.5 s before
 ])
 def test_a_jpeg_of_many_scans_is_a_note_at_little_cost(side, repeats, why) -> None:
@@ -237,3 +237,56 @@ def test_ordinary_photos_are_shown_at_the_stated_cost() -> None:
     for options in ({}, {"progressive": True}):
         cpu, mb, outcome = thumbnail_cost(encoded(picture, "JPEG", quality=90, **options), "JPEG")
         assert outcome == "thumbnail" and cpu < 0.3 and mb < 150, (options, cpu, mb)
+
+
+def first_scan_only(data: bytes) -> bytes:
+    """DATA cut after its first scan, then EOI: a JPEG of one scan."""
+    return data[:scans(data)[0][1]] + b"\xff\xd9"
+
+
+def non_interleaved(side: int, components: int = 3) -> bytes:
+    """A baseline JPEG of SIDE x SIDE pixels whose COMPONENTS (full size each) are coded one per scan, as a
+    grey JPEG's one is: its first scan names one component, so libjpeg holds every coefficient."""
+    grey = encoded(Image.new("L", (side, side), 128), "JPEG")
+    sof = grey.index(b"\xff\xc0")
+    start, end = scans(grey)[0]
+    frame = grey[sof + 4:sof + 10][:-1] + bytes([components]) + b"".join(
+        bytes([c, 0x11, 0]) for c in range(1, components + 1))
+    headers = (grey[:sof] + b"\xff\xc0" + struct.pack(">H", 2 + len(frame)) + frame
+               + grey[sof + 2 + int.from_bytes(grey[sof + 2:sof + 4], "big"):start])
+    data = grey[start + 2 + int.from_bytes(grey[start + 2:start + 4], "big"):end]
+    return headers + b"".join(b"\xff\xda\x00\x08\x01" + bytes([c]) + b"\x00\x00\x3f\x00" + data
+                              for c in range(1, components + 1)) + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("data, why", [
+    # the reviewer's: progressive CMYK, 50 M pixels, cut to its first (DC) scan: 390 KB, ~430-640 MB before
+    (lambda: first_scan_only(encoded(Image.new("CMYK", (7071, 7071)), "JPEG", progressive=True, quality=90)),
+     "over 18,750,000 for a progressive JPEG of 4 channels"),
+    (lambda: first_scan_only(encoded(Image.new("RGB", (7071, 7071)), "JPEG", progressive=True)),
+     "over 25,000,000 for a progressive JPEG of 3 channels"),
+    # baseline, but its one scan names one of three components: held whole all the same
+    (lambda: first_scan_only(non_interleaved(7071)), "over 25,000,000 for a JPEG of 3 channels whose first scan"),
+])
+def test_a_jpeg_held_whole_is_capped_however_few_scans_it_has(data, why) -> None:
+    """docs/attachments.md: libjpeg holds every coefficient of a progressive JPEG, or of one whose first scan
+    does not name every channel, whatever its count of scans."""
+    cpu, mb, outcome = thumbnail_cost(data(), "JPEG")
+    assert why in outcome and cpu < 0.1 and mb < 100, (outcome, cpu, mb)
+
+
+@pytest.mark.parametrize("data, kind, shown", [
+    (lambda: non_interleaved(5000), "JPEG", True),  # 25 M pixels, one scan a component: held whole, shown
+    # a CMYK pixel costs 4/3 of an RGB one: its caps are 3/4 (18,750,000 pixels; 375,000,000 scanned)
+    (lambda: encoded(Image.new("CMYK", (4330, 4330)), "JPEG", progressive=True), "JPEG", True),
+    (lambda: encoded(Image.new("CMYK", (4331, 4331)), "JPEG", progressive=True), "JPEG", False),
+    (lambda: repeat_scan(encoded(Image.new("CMYK", (4330, 4330), (10, 60, 200, 30)), "JPEG", progressive=True),
+                         0, 2), "JPEG", True),  # 20 scans of 18.7 M pixels: 375 M scanned, the cap
+    (lambda: repeat_scan(encoded(Image.new("CMYK", (4330, 4330), (10, 60, 200, 30)), "JPEG", progressive=True),
+                         0, 3), "JPEG", False),
+])
+def test_held_whole_and_cmyk_jpegs_shown_stay_within_the_stated_bound(data, kind, shown) -> None:
+    """docs/attachments.md: no image is decoded for more than about 0.5 s of CPU or 300 MB."""
+    cpu, mb, outcome = thumbnail_cost(data(), kind)
+    assert (outcome == "thumbnail") == shown, outcome
+    assert cpu < 0.5 and mb < 300, (cpu, mb)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 import struct
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from PIL import Image
 from reportlab.lib.units import mm
@@ -27,12 +27,17 @@ THUMBNAIL_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 THUMBNAIL_BOX = 50 * mm  # widest and tallest a thumbnail is drawn
 THUMBNAIL_PIXELS = 400  # pixels kept on the longer side: about 200 dpi at the largest size drawn
 MAX_SOURCE_PIXELS = 50_000_000  # a larger image is not decoded (a decompression bomb costs nothing)
-# A PNG, or a JPEG of several scans, is held whole while it decodes (libjpeg keeps every coefficient of a
-# multi-scan JPEG); a one-scan JPEG decodes at 1/8 of its size (draft). 4 bytes a pixel, copied once to shrink.
+# A PNG is held whole while it decodes (4 bytes a pixel, copied once to shrink), and so is a JPEG libjpeg
+# reads in several passes: progressive, of several scans, or whose first scan lacks a channel (libjpeg keeps
+# 2 bytes a channel of every pixel); any other JPEG decodes at 1/8 of its size (draft).
 MAX_WHOLE_PIXELS = 25_000_000
 # libjpeg decodes each scan over the whole image (up to ~1 ns a pixel here), however few bytes the scan has:
 # scans x pixels is capped (libjpeg's own progressive files have 10 scans: 20 are allowed at 25 M pixels).
 MAX_SCAN_PIXELS = 500_000_000
+# Both JPEG caps are for up to 3 channels: a CMYK pixel costs 4/3 as much, so its caps are 3/4.
+CAP_CHANNELS = 3
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start of frame (the others are tables)
+_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 # Pillow reads a JPEG's markers before the first scan, and every PNG chunk, one by one in Python (~1 us each),
 # and a stray byte between those JPEG markers one at a time. An ordinary JPEG has a few dozen markers (an ICC
 # profile is split in at most 255) and no stray bytes; libpng writes 8 KB chunks, about 2,500 in a 20 MB file.
@@ -83,9 +88,9 @@ def thumbnail(data: bytes, kind: str) -> tuple[ImageReader, float, float]:
     try:
         if kind == "PNG":
             _check_png_chunks(data)
-        scans = _jpeg_scans(data) if kind == "JPEG" else 0
+        layout = _jpeg_layout(data) if kind == "JPEG" else None
         with Image.open(io.BytesIO(data), formats=[kind]) as image:
-            _check_cost(image.width, image.height, kind, scans)
+            _check_cost(image.width, image.height, layout)
             longer = max(image.width, image.height, 1)  # a JPEG decodes at a fraction of its size:
             image.draft("RGB", (THUMBNAIL_PIXELS * image.width // longer, THUMBNAIL_PIXELS * image.height // longer))
             image.load()  # every pixel decoded now: a truncated or corrupt file fails here, not on the page
@@ -102,35 +107,74 @@ def thumbnail(data: bytes, kind: str) -> tuple[ImageReader, float, float]:
     return ImageReader(io.BytesIO(encoded.getvalue())), width * scale, height * scale
 
 
-def _check_cost(width: int, height: int, kind: str, scans: int) -> None:
-    """Refuse an image whose decode would cost more than the bounds above allow."""
+class _JpegLayout(NamedTuple):
+    scans: int  # SOS markers up to EOI
+    channels: int  # components the (first) frame names
+    progressive: bool
+    first_scan_channels: int  # components the first scan names (0: no scan)
+
+
+def _check_cost(width: int, height: int, jpeg: "_JpegLayout | None") -> None:
+    """Refuse an image whose decode would cost more than the bounds above allow (JPEG is None for a PNG)."""
     pixels = width * height
     if pixels > MAX_SOURCE_PIXELS:
         raise UnshownImage(f"{width}x{height} pixels, over {MAX_SOURCE_PIXELS:,}")
-    if (kind == "PNG" or scans > 1) and pixels > MAX_WHOLE_PIXELS:
-        what = "a PNG" if kind == "PNG" else f"a JPEG of {scans} scans"
-        raise UnshownImage(f"{width}x{height} pixels, over {MAX_WHOLE_PIXELS:,} for {what}")
-    if scans * pixels > MAX_SCAN_PIXELS:
-        raise UnshownImage(f"{scans} scans of {width}x{height} pixels, over {MAX_SCAN_PIXELS:,} scanned pixels")
+    if jpeg is None:
+        if pixels > MAX_WHOLE_PIXELS:
+            raise UnshownImage(f"{width}x{height} pixels, over {MAX_WHOLE_PIXELS:,} for a PNG")
+        return
+    weight = max(jpeg.channels, CAP_CHANNELS)  # libjpeg's coefficients and work, per pixel
+    whole_cap, scan_cap = (cap * CAP_CHANNELS // weight for cap in (MAX_WHOLE_PIXELS, MAX_SCAN_PIXELS))
+    held = _held_whole(jpeg)
+    if held and pixels > whole_cap:
+        raise UnshownImage(f"{width}x{height} pixels, over {whole_cap:,} for {held}")
+    if jpeg.scans * pixels > scan_cap:
+        raise UnshownImage(f"{jpeg.scans} scans of {width}x{height} pixels, over {scan_cap:,} scanned pixels"
+                           + (f" for a JPEG of {jpeg.channels} channels" if weight > CAP_CHANNELS else ""))
 
 
-def _jpeg_scans(data: bytes) -> int:
-    """How many scans (SOS markers) libjpeg could decode in DATA, up to its end (EOI). More than
-    MAX_JPEG_MARKERS markers, or MAX_JPEG_STRAY_BYTES bytes between those before the first scan, is
-    refused. Segments are skipped by their length and scan data up to the next marker, as libjpeg does,
-    so no scan is missed."""
+def _held_whole(jpeg: _JpegLayout) -> str:
+    """What makes libjpeg hold every coefficient of the JPEG while it decodes ('' if nothing): its
+    has_multiple_scans, set by the mode or the first scan (jdinput.c), and a later scan read all the same."""
+    channels = f"{jpeg.channels} channel{'s' * (jpeg.channels != 1)}"
+    of = f"a JPEG of {channels}"
+    if jpeg.progressive:
+        return f"a progressive JPEG of {channels}"
+    if jpeg.first_scan_channels < jpeg.channels:
+        return f"{of} whose first scan names {jpeg.first_scan_channels}"
+    if jpeg.scans > 1:
+        return f"{of} and {jpeg.scans} scans"
+    return ""
+
+
+def _jpeg_layout(data: bytes) -> _JpegLayout:
+    """How libjpeg would read DATA, up to its end (EOI): its scans (SOS markers), its first frame's channels
+    and mode, and the channels its first scan names. More than MAX_JPEG_MARKERS markers, or
+    MAX_JPEG_STRAY_BYTES bytes between those before the first scan, is refused. Segments are skipped by
+    their length and scan data up to the next marker, as libjpeg does, so no scan is missed."""
     scans, stray, at = 0, 0, 2  # after SOI
+    channels, progressive, first_scan = 0, False, 0
     for _ in range(MAX_JPEG_MARKERS + 1):
         found = _JPEG_MARKER.search(data, at)
         if found is None or found[1] == b"\xd9":  # EOI: libjpeg reads no further
-            return scans
+            return _JpegLayout(scans, channels, progressive, first_scan)
         stray += (found.start(1) - 1 - at) if not scans else 0  # skipped (Pillow: a byte at a time)
         if stray > MAX_JPEG_STRAY_BYTES:
             raise UnshownImage(f"a JPEG of more than {MAX_JPEG_STRAY_BYTES:,} stray bytes between its markers")
-        scans += found[1] == b"\xda"
+        code, body = found[1][0], found.end() + 2  # the segment's body follows its 2-byte length
+        if code in _SOF and not channels:  # libjpeg refuses a second frame
+            channels, progressive = _byte(data, body + 5), code in _PROGRESSIVE
+        if code == 0xDA:
+            first_scan = first_scan or _byte(data, body)
+            scans += 1
         length = int.from_bytes(data[found.end():found.end() + 2], "big")
         at = found.end() + max(length, 2)
     raise UnshownImage(f"a JPEG of more than {MAX_JPEG_MARKERS:,} markers")
+
+
+def _byte(data: bytes, at: int) -> int:
+    """DATA's byte at AT, or 0 past its end (a truncated segment: Pillow or libjpeg refuses it)."""
+    return data[at] if at < len(data) else 0
 
 
 def _check_png_chunks(data: bytes) -> None:
