@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from archiver.attachments import FAILED, FETCHED, Attachment, Kept
+from archiver.logs import event
 from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
+from archiver.names import version_folder
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 
@@ -101,7 +104,21 @@ def earlier(known: Iterable[dict[str, Any]], version: int) -> tuple[Stored, ...]
 
 
 def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    return [obj for name, obj in entry.get("objects", {}).items() if name.startswith("attachment-")]
+    """ENTRY's stored files that are its own: each key in ENTRY's version folder, named for its object and
+    SHA-256 as the build names it, and listed in `attachment_keys`. The index is plain MongoDB: an entry
+    edited to name another room's (or version's) object must not have it copied and signed as this room's."""
+    listed, folder = set(entry.get("attachment_keys") or ()), version_folder(entry["room"], entry["version"])
+    files = []
+    for name, obj in entry.get("objects", {}).items():
+        if not name.startswith("attachment-"):
+            continue
+        key = str(obj.get("key"))
+        if key in listed and key.startswith(f"{folder}/{name}-{str(obj.get('sha256'))[:16]}."):
+            files.append(obj)
+        else:  # verify reports the entry; this version fetches the file
+            event("attachment_not_kept", logging.WARNING, room=entry["room"], key=key,
+                  error=f"version {entry['version']}'s {name} names an object that is not its own")
+    return files
 
 
 def _kept(entry: dict[str, Any], obj: dict[str, Any]) -> Kept:
