@@ -111,11 +111,11 @@ def test_files_kept_from_an_earlier_version_are_not_fetched_but_count_in_the_per
         files.add(f"/{i}.png", png())
     kept = {1: Kept(1, "room/v1/attachment-1-x.png.p7m", "", "c" * 64, "p" * 64, size, "image/png", None)}
     messages = [message(f"{server}/{i}.png", i + 1) for i in range(4)]
-    got = Fetcher(policy(port(server), max_per_chat=3)).fetch_all(messages, kept=kept)
+    got = Fetcher(policy(port(server), max_per_chat=3)).fetch_all(messages, kept={1: [kept[1]]})
     assert [a.outcome for a in got] == [FETCHED] * 3 + [REFUSED] and "max_per_chat" in got[3].reason
     assert got[0].kept is kept[1] and (got[0].sha256, got[0].size, got[0].data) == ("p" * 64, size, b"")
     assert files.requests == ["/1.png", "/2.png"]  # the kept file was not asked for
-    by_bytes = Fetcher(policy(port(server), max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept=kept)
+    by_bytes = Fetcher(policy(port(server), max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept={1: [kept[1]]})
     assert [a.outcome for a in by_bytes] == [FETCHED, FETCHED, REFUSED, REFUSED]
 
 
