@@ -28,10 +28,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from archiver import seals
 from archiver.attachments import FAILED, FETCHED, Attachment, Kept
+from archiver.config import Config
 from archiver.logs import event
 from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 from archiver.names import version_folder
+from archiver.store import StoreError
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 
@@ -101,6 +104,26 @@ def earlier(known: Iterable[dict[str, Any]], version: int) -> tuple[Stored, ...]
             if files:
                 found.append(Stored(entry["version"], tuple(entry.get("recipients") or ()), files))
     return tuple(found)
+
+
+def as_sealed(config: Config, known: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """KNOWN, less the entries with stored files whose day is sealed and which no longer match their seal
+    (docs/seals.md): their objects' keys and hashes are not trusted, their files not kept. An entry of a day
+    not sealed yet is trusted as the index gives it (docs/attachments.md)."""
+    trusted = []
+    for entry in known:
+        if entry.get("status") == "archived" and _files(entry):
+            try:
+                proof = seals.inclusion_proof(config, entry)
+            except (StoreError, OSError, ValueError, KeyError) as exc:
+                proof = {"in_seal": False, "error": str(exc)}
+            if proof is not None and not (proof["in_seal"] and proof.get("matches_index")):
+                event("attachment_not_kept", logging.WARNING, room=entry["room"], error=(
+                    f"version {entry['version']}'s index entry does not match its day's seal: its files are "
+                    f"fetched again{'; ' + proof['error'] if proof.get('error') else ''}"))
+                continue
+        trusted.append(entry)
+    return trusted
 
 
 def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
