@@ -177,8 +177,9 @@ class ArtifactBuilder:
         fetched: tuple[Attachment, ...] = ()
         if self.fetcher is not None:
             with timed(timings, "fetch"):
-                fetched = tuple(self.fetcher.fetch_all(transcript.messages, self.redactor.masked,
-                                                       self._kept(transcript, retry, earlier)))
+                fetched = tuple(self.fetcher.fetch_all(
+                    transcript.messages, self.redactor.masked, self._kept(transcript, retry, earlier),
+                    functools.partial(self._read_back, transcript.room)))
         if retry is not None and not improved(fetched, retry):
             raise NothingNew(transcript.room, retry.of_version, retry.retries)
         with timed(timings, "render"):
@@ -209,11 +210,12 @@ class ArtifactBuilder:
         for validity in self.recipient_validity:
             validity.check(start, end)
 
-    def _kept(self, transcript: Transcript, retry: Retry | None, earlier: tuple[Stored, ...]) -> dict[int, Kept]:
-        """The files earlier versions stored for TRANSCRIPT's messages, read back from the store (still
-        encrypted) to be copied into the new version: RETRY's by position (the same source), else EARLIER's
-        by match key (message id and URL), newest version first. One that is gone or no longer what its entry
-        says, or encrypted to other recipients than this version's, is not kept: an older copy, else a fetch."""
+    def _kept(self, transcript: Transcript, retry: Retry | None, earlier: tuple[Stored, ...]
+              ) -> dict[int, list[Kept]]:
+        """By position, the copies earlier versions stored of TRANSCRIPT's messages' files, to be read back
+        (still encrypted, by the fetcher once they fit in the per-chat caps: _read_back) and copied into the
+        new version: RETRY's by position (the same source), then EARLIER's by match key (message id and URL),
+        newest version first. Those encrypted to other recipients than this version's are not kept."""
         if self.store is None or self.envelope is None:
             return {}
         room, recipients = transcript.room, tuple(self.envelope.recipient_ids)
@@ -232,17 +234,12 @@ class ArtifactBuilder:
                 continue
             for position, file in files.items():
                 candidates.setdefault(position, []).append(file)
-        found = {}
-        for position, files in candidates.items():
-            for file in dict.fromkeys(files):  # a retry's file is its version's by match key too: read once
-                sealed = self._read_back(room, file)
-                if sealed is not None:
-                    found[position] = dataclasses.replace(file, sealed=sealed)
-                    break
-        return found
+        # a retry's file is its version's by match key too: read once
+        return {position: list(dict.fromkeys(files)) for position, files in candidates.items()}
 
-    def _read_back(self, room: str, file: Kept) -> bytes | None:
-        """FILE's stored object, if it is still the one its entry names (else None, and an event)."""
+    def _read_back(self, room: str, file: Kept) -> Kept | None:
+        """FILE with its stored object, if that is still the one its entry names (else None, and an event):
+        one that is gone or altered gives way to an older copy, else a fetch."""
         assert self.store is not None
         try:
             sealed = self.store.get(file.key, file.version_id)
@@ -253,7 +250,7 @@ class ArtifactBuilder:
             event("attachment_not_kept", logging.WARNING, room=room, key=file.key,
                   error="the stored object is not the one its index entry names (SHA-256 differs)")
             return None
-        return sealed
+        return dataclasses.replace(file, sealed=sealed)
 
     def archive_info(self, version: int, generated_at: dt.datetime, digest: str, record: bytes) -> ArchiveInfo:
         """What the PDF's archive block states (and the record it attaches)."""

@@ -24,11 +24,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from archiver import seals
 from archiver.attachments import FAILED, FETCHED, Attachment, Kept
+from archiver.config import Config
+from archiver.logs import event
 from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
+from archiver.names import version_folder
+from archiver.store import StoreError
 
 MAX_BACKOFF_SECONDS = 6 * 3600
 
@@ -100,8 +106,42 @@ def earlier(known: Iterable[dict[str, Any]], version: int) -> tuple[Stored, ...]
     return tuple(found)
 
 
+def as_sealed(config: Config, known: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """KNOWN, less the entries with stored files whose day is sealed and which no longer match their seal
+    (docs/seals.md): their objects' keys and hashes are not trusted, their files not kept. An entry of a day
+    not sealed yet is trusted as the index gives it (docs/attachments.md)."""
+    trusted = []
+    for entry in known:
+        if entry.get("status") == "archived" and _files(entry):
+            try:
+                proof = seals.inclusion_proof(config, entry)
+            except (StoreError, OSError, ValueError, KeyError) as exc:
+                proof = {"in_seal": False, "error": str(exc)}
+            if proof is not None and not (proof["in_seal"] and proof.get("matches_index")):
+                event("attachment_not_kept", logging.WARNING, room=entry["room"], error=(
+                    f"version {entry['version']}'s index entry does not match its day's seal: its files are "
+                    f"fetched again{'; ' + proof['error'] if proof.get('error') else ''}"))
+                continue
+        trusted.append(entry)
+    return trusted
+
+
 def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    return [obj for name, obj in entry.get("objects", {}).items() if name.startswith("attachment-")]
+    """ENTRY's stored files that are its own: each key in ENTRY's version folder, named for its object and
+    SHA-256 as the build names it, and listed in `attachment_keys`. The index is plain MongoDB: an entry
+    edited to name another room's (or version's) object must not have it copied and signed as this room's."""
+    listed, folder = set(entry.get("attachment_keys") or ()), version_folder(entry["room"], entry["version"])
+    files = []
+    for name, obj in entry.get("objects", {}).items():
+        if not name.startswith("attachment-"):
+            continue
+        key = str(obj.get("key"))
+        if key in listed and key.startswith(f"{folder}/{name}-{str(obj.get('sha256'))[:16]}."):
+            files.append(obj)
+        else:  # verify reports the entry; this version fetches the file
+            event("attachment_not_kept", logging.WARNING, room=entry["room"], key=key,
+                  error=f"version {entry['version']}'s {name} names an object that is not its own")
+    return files
 
 
 def _kept(entry: dict[str, Any], obj: dict[str, Any]) -> Kept:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from archiver.config import Config, ConfigError
@@ -320,28 +320,26 @@ class Fetcher:
         self.connections = 0  # made so far (max_per_chat counts the files that made one)
 
     def fetch_all(self, messages: Iterable[Message], masked: Callable[[str], bool] = lambda url: False,
-                  kept: Mapping[int, Kept] | None = None) -> list[Attachment]:
+                  kept: Mapping[int, Sequence[Kept]] | None = None,
+                  read: Callable[[Kept], Kept | None] = lambda file: file) -> list[Attachment]:
         """Each IMAGE and DOCUMENT message's file, within the per-chat caps, in message order. A URL that
         redaction changed (MASKED: a media id that looks like a card number, say) names no file the server
-        has: refused, not asked for. KEPT: files an earlier version stored, by position (found by
-        match_keys, read back and checked): not fetched again, but counted in the caps as when they were fetched."""
-        kept = kept or {}
+        has: refused, not asked for. KEPT: by position, the copies earlier versions stored of a message's file
+        (found by match_keys), newest first; the first that READ gives back (read from the store and checked)
+        is copied, not fetched again. Kept files count in the per-chat caps first, in message order (they are
+        stored already); one that no longer fits is refused as a fetch over the cap is, and not read."""
+        messages = list(messages)
+        decided, asked, budget = self._kept_within_caps(messages, kept or {}, read)
         found: list[Attachment] = []
-        asked = 0  # files a server was asked for (whatever came of it): what max_per_chat bounds
-        budget = self.policy.max_bytes_per_chat
         until = self.clock() + self.policy.max_seconds_per_chat  # the build must finish: see Policy.from_config
         for m in messages:
             if m.type not in KINDS or not m.url:
                 continue
-            if asked >= self.policy.max_per_chat:
-                found.append(_unfetched(m, REFUSED, f"over attachments.max_per_chat ({self.policy.max_per_chat})"))
+            if m.position in decided:
+                found.append(decided[m.position])
                 continue
-            if m.position in kept:
-                file = kept[m.position]
-                found.append(Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "",
-                                        content_type=file.content_type, fetched_at=file.fetched_at, kept=file))
-                asked += 1
-                budget -= file.plaintext_size
+            if asked >= self.policy.max_per_chat:
+                found.append(_unfetched(m, REFUSED, _over_count(self.policy)))
                 continue
             if masked(m.url):
                 found.append(_unfetched(m, REFUSED, "its URL was changed by redaction (a part of it looks like "
@@ -352,10 +350,33 @@ class Fetcher:
                 continue
             connections = self.connections
             attachment = self.attachment(m, budget, until)
-            asked += self.connections > connections
+            asked += self.connections > connections  # files a server was asked for: what max_per_chat bounds
             budget -= len(attachment.data)
             found.append(attachment)
         return found
+
+    def _kept_within_caps(self, messages: list[Message], kept: Mapping[int, Sequence[Kept]],
+                          read: Callable[[Kept], Kept | None]) -> tuple[dict[int, Attachment], int, int]:
+        """The kept files that fit in the per-chat caps, in message order (READ only once they fit), and the
+        refusals of those that no longer do, by position; then the count and bytes left for fetching. A file
+        none of whose copies reads back is in neither: it is fetched."""
+        decided: dict[int, Attachment] = {}
+        asked, budget = 0, self.policy.max_bytes_per_chat
+        for m in messages:
+            copies = kept.get(m.position) if m.type in KINDS and m.url else None
+            if not copies:
+                continue
+            limit = min(self.policy.max_bytes, budget)
+            if asked >= self.policy.max_per_chat:
+                decided[m.position] = _unfetched(m, REFUSED, _over_count(self.policy))
+            elif not (fitting := [c for c in copies if c.plaintext_size <= limit]):
+                decided[m.position] = _unfetched(m, REFUSED, f"too big: more than {_cap(limit, self.policy)}")
+            elif (file := next((f for f in map(read, fitting) if f is not None), None)) is not None:
+                decided[m.position] = Attachment(m.position, m.message_id, m.url, file_name(m.url), FETCHED, "",
+                                                 content_type=file.content_type, fetched_at=file.fetched_at, kept=file)
+                asked += 1
+                budget -= file.plaintext_size
+        return decided, asked, budget
 
     def attachment(self, m: Message, budget: int | None = None, until: float | None = None) -> Attachment:
         """M's file, or why not; at most BUDGET bytes (what is left of the per-chat cap), done by UNTIL
@@ -583,6 +604,10 @@ def _plain(reason: str, limit: int = REASON_CHARS) -> str:
 def _cap(limit: int, policy: Policy) -> str:
     which = "attachments.max_bytes" if limit == policy.max_bytes else "what is left of attachments.max_bytes_per_chat"
     return f"{limit:,} bytes ({which})"
+
+
+def _over_count(policy: Policy) -> str:
+    return f"over attachments.max_per_chat ({policy.max_per_chat})"
 
 
 def _over_chat_time(policy: Policy) -> str:

@@ -11,6 +11,7 @@ build runs, and a chat that gets its process killed costs only that process.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -594,8 +595,11 @@ class Archiver:
             # serialises again), and checks the digest of what it stores.
             copies, source = redacted[job.room]
             # Files earlier versions stored are kept, not fetched again: their links may have expired.
-            earlier = (attachment_retries.earlier(versions[job.room], entry["version"])
-                       if self.config["attachments.enabled"] else ())
+            trusted = (attachment_retries.as_sealed(self.config, versions[job.room])
+                       if self.config["attachments.enabled"] else [])
+            earlier = attachment_retries.earlier(trusted, entry["version"])
+            if retry is not None and not any(v["version"] == retry.of_version for v in trusted):
+                retry = dataclasses.replace(retry, kept={})  # its files no longer match its seal: fetched again
             build = functools.partial(artifacts.archive_in_worker, copies.chat, copies.contact, job.kind,
                                       entry["version"], now(), keep_plaintext=keep_plaintext, retry=retry,
                                       source_sha256=retry.documents_sha256 if retry else entry["source_sha256"],

@@ -111,11 +111,11 @@ def test_files_kept_from_an_earlier_version_are_not_fetched_but_count_in_the_per
         files.add(f"/{i}.png", png())
     kept = {1: Kept(1, "room/v1/attachment-1-x.png.p7m", "", "c" * 64, "p" * 64, size, "image/png", None)}
     messages = [message(f"{server}/{i}.png", i + 1) for i in range(4)]
-    got = Fetcher(policy(port(server), max_per_chat=3)).fetch_all(messages, kept=kept)
+    got = Fetcher(policy(port(server), max_per_chat=3)).fetch_all(messages, kept={1: [kept[1]]})
     assert [a.outcome for a in got] == [FETCHED] * 3 + [REFUSED] and "max_per_chat" in got[3].reason
     assert got[0].kept is kept[1] and (got[0].sha256, got[0].size, got[0].data) == ("p" * 64, size, b"")
     assert files.requests == ["/1.png", "/2.png"]  # the kept file was not asked for
-    by_bytes = Fetcher(policy(port(server), max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept=kept)
+    by_bytes = Fetcher(policy(port(server), max_bytes_per_chat=2 * size + 10)).fetch_all(messages, kept={1: [kept[1]]})
     assert [a.outcome for a in by_bytes] == [FETCHED, FETCHED, REFUSED, REFUSED]
 
 
@@ -669,3 +669,22 @@ def test_attachments_ports_is_checked_at_load(make_config, tmp_path, capsys) -> 
             config_module.load(toml, environ={})
         assert main(["--config", str(toml), "run"]) == 2  # at start-up, before any work
         assert "attachments.ports" in capsys.readouterr().err
+
+
+def test_kept_files_count_in_the_caps_first_and_one_over_them_is_refused_unread(server, files) -> None:
+    from archiver.attachments import Kept
+    size = len(png())
+    for i in range(3):
+        files.add(f"/{i}.png", png())
+    messages = [message(f"{server}/{i}.png", i + 1) for i in range(3)]
+    two = Kept(1, "room/v1/attachment-2-x.png.p7m", "", "c" * 64, "p" * 64, size, "image/png", None)
+    big = Kept(1, "room/v1/attachment-3-x.png.p7m", "", "d" * 64, "q" * 64, size + 11, "image/png", None)
+    read: list[str] = []
+    got = Fetcher(policy(port(server), max_bytes_per_chat=2 * size + 10)).fetch_all(
+        messages, kept={2: [two], 3: [big]}, read=lambda file: read.append(file.key) or file)
+    # message 2's kept file takes its bytes first; message 3's (size + 11) no longer fits; message 1's fetch gets the rest
+    assert [a.outcome for a in got] == [FETCHED, FETCHED, REFUSED] and got[1].kept is two
+    assert "too big" in got[2].reason and "max_bytes_per_chat" in got[2].reason
+    assert read == [two.key] and files.requests == ["/0.png"]
+    counted = Fetcher(policy(port(server), max_per_chat=1)).fetch_all(messages, kept={3: [two]})
+    assert [a.outcome for a in counted] == [REFUSED, REFUSED, FETCHED] and "max_per_chat" in counted[0].reason

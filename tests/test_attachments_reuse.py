@@ -191,3 +191,117 @@ def test_a_version_archived_without_match_keys_has_its_files_fetched_again(make_
     second = _second(config)
     assert files.requests.count("/a.png") == 2
     assert record_of(config, keys, second)["attachments"][0]["outcome"] == "failed"
+
+
+def test_a_new_version_never_keeps_another_rooms_file(make_config, keys, server, files) -> None:
+    """Review att2 #1: an index edit points room A's version 1 at room B's stored photo. A's next version must
+    not copy and sign B's photo as the file A's message linked: an object outside A v1's own folder is not kept."""
+    config = attaching(make_config, server)
+    files.add("/a.png", PHOTO)
+    files.add("/b.png", png((120, 80), "red"))
+    chat_a, contact_a = chat_with([("IMAGE", f"{server}/a.png")], seed_=1)
+    chat_b, contact_b = chat_with([("IMAGE", f"{server}/b.png")], seed_=2)
+    assert chat_a["room"] != chat_b["room"]
+    seed(config, [(chat_a, contact_a), (chat_b, contact_b)])
+    assert Archiver(config).run_pass().archived == 2
+    by_room = {e["room"]: e for e in entries(config)}
+    first_a, b = by_room[chat_a["room"]], by_room[chat_b["room"]]
+    forged = {f"objects.attachment-4.{k}": v for k, v in b["objects"]["attachment-4"].items()
+              if k not in ("match_sha256", "position")}  # A's match key left as it was
+    index_db(config)[config["index.entries"]].update_one({"_id": first_a["_id"]}, {"$set": forged})
+
+    del files.routes["/a.png"]  # A's link has expired
+    _changed(config, chat_a, {"$set": {"wrapUp": "billing"}})
+    assert Archiver(config).run_pass(full=True).archived == 1
+    (second_a,) = [e for e in entries(config) if e["room"] == chat_a["room"] and e["version"] == 2]
+    (listed,) = record_of(config, keys, second_a)["attachments"]
+    assert listed["outcome"] == "failed" and "kept_from_version" not in listed  # fetched again: its link is dead
+    assert "attachment-4" not in second_a["objects"] and files.requests.count("/a.png") == 2
+
+
+def test_a_file_kept_counts_in_max_bytes_per_chat_before_any_fetch(make_config, server, files) -> None:
+    """Review att2 #2: version 1 stored message 5's file (15 kB), message 4's failed. Version 2 keeps message 5's
+    file first; message 4's no longer fits in max_bytes_per_chat (20 kB) and is refused, as a fetch over it is."""
+    cap = 20_000
+    config = attaching(make_config, server, attachments__max_bytes=15_000, attachments__max_bytes_per_chat=cap)
+    files.add("/a.bin", b"a" * 15_000, status=503)  # message 4: fails now, retried later
+    files.add("/b.bin", b"b" * 15_000)  # message 5: stored by version 1
+    chat, contact = chat_with([("DOCUMENT", f"{server}/a.bin"), ("DOCUMENT", f"{server}/b.bin")])
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    (first,) = entries(config)
+    assert [a["outcome"] for a in first["attachments"]] == ["failed", "fetched"]
+
+    files.add("/a.bin", b"a" * 15_000)  # the server answers now
+    _changed(config, chat, {"$set": {"wrapUp": "billing"}})
+    second = _second(config)
+    stored = {n: o["plaintext_size"] for n, o in second["objects"].items() if n.startswith("attachment-")}
+    assert sum(stored.values()) <= cap and stored == {"attachment-5": 15_000}
+    four, five = second["attachments"]
+    assert (four["outcome"], five["outcome"], five.get("kept_from_version")) == ("refused", "fetched", 1)
+    assert "max_bytes_per_chat" in four["reason"]
+
+
+@pytest.mark.parametrize("forged", ["another room's folder", "another version's folder", "another object's name",
+                                    "not in attachment_keys", "another object's SHA-256"])
+def test_a_retry_and_a_new_version_keep_only_an_entrys_own_objects(forged: str) -> None:
+    from archiver import attachment_retries
+    from archiver.names import version_folder
+
+    def entry(key: str, sha: str = "c" * 64, listed: bool = True) -> dict:
+        obj = {"key": key, "sha256": sha, "plaintext_sha256": "p" * 64, "plaintext_size": 10, "position": 4,
+               "content_type": "image/png", "match_sha256": "m" * 64}
+        return {"room": "R1", "version": 1, "status": "archived", "objects": {"attachment-4": obj},
+                "attachment_keys": [key] if listed else []}
+
+    own = f"{version_folder('R1', 1)}/attachment-4-{'c' * 16}.png.p7m"
+    assert attachment_retries.kept(entry(own))[4].key == own
+    assert attachment_retries.earlier([entry(own)], 2)[0].files["m" * 64].key == own
+    bad = {"another room's folder": entry(f"{version_folder('R2', 1)}/attachment-4-{'c' * 16}.png.p7m"),
+           "another version's folder": entry(f"{version_folder('R1', 2)}/attachment-4-{'c' * 16}.png.p7m"),
+           "another object's name": entry(f"{version_folder('R1', 1)}/attachment-5-{'c' * 16}.png.p7m"),
+           "not in attachment_keys": entry(own, listed=False),
+           "another object's SHA-256": entry(own, sha="d" * 64)}[forged]
+    assert attachment_retries.kept(bad) == {} and attachment_retries.earlier([bad], 2) == ()
+
+
+def test_an_entry_that_no_longer_matches_its_seal_has_its_files_fetched_again(make_config, keys, server, files,
+                                                                               tmp_path) -> None:
+    """Review att2 #1: on a sealed day the earlier entry must still match its seal for its files to be kept."""
+    from test_seals import DAY, backdate, built_on, seal_cli
+
+    config = attaching(make_config, server)
+    files.add("/a.png", PHOTO)
+    chat, contact = chat_with([("IMAGE", f"{server}/a.png")])
+    seed(config, [(chat, contact)])
+    with built_on():
+        assert Archiver(config).run_pass().archived == 1
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    (first,) = entries(config)
+    del files.routes["/a.png"]
+    # An edit the read-back cannot see (the object's hash stays right) but the seal's leaf covers.
+    assert index_db(config)[config["index.entries"]].update_one(
+        {"_id": first["_id"]}, {"$inc": {"objects.attachment-4.size": 1}}).modified_count == 1
+    _changed(config, chat, {"$set": {"wrapUp": "billing"}})
+    second = _second(config)
+    assert files.requests.count("/a.png") == 2 and "attachment-4" not in second["objects"]
+    assert record_of(config, keys, second)["attachments"][0]["outcome"] == "failed"
+
+
+def test_an_entry_that_matches_its_seal_has_its_files_kept(make_config, keys, server, files, tmp_path) -> None:
+    from test_seals import DAY, backdate, built_on, seal_cli
+
+    config = attaching(make_config, server)
+    files.add("/a.png", PHOTO)
+    chat, contact = chat_with([("IMAGE", f"{server}/a.png")])
+    seed(config, [(chat, contact)])
+    with built_on():
+        assert Archiver(config).run_pass().archived == 1
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    del files.routes["/a.png"]
+    _changed(config, chat, {"$set": {"wrapUp": "billing"}})
+    second = _second(config)
+    assert files.requests.count("/a.png") == 1
+    assert record_of(config, keys, second)["attachments"][0]["kept_from_version"] == 1
