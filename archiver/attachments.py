@@ -135,8 +135,13 @@ def parse_networks(values: Iterable[str]) -> list[Network]:
 
 def networks_problem(values: list[str]) -> str | None:
     """The configuration check of attachments.allowed_networks."""
+    return _problem(parse_networks, values)
+
+
+def _problem(parse: Callable[[list[str]], object], values: list[str]) -> str | None:
+    """What PARSE finds wrong with VALUES, without the key's name its message starts with (None: nothing)."""
     try:
-        parse_networks(values)
+        parse(values)
     except ConfigError as exc:
         return str(exc).split(": ", 1)[1]
     return None
@@ -220,11 +225,7 @@ def parse_nat64_prefixes(values: Iterable[str]) -> list[ipaddress.IPv6Network]:
 
 def nat64_problem(values: list[str]) -> str | None:
     """The configuration check of attachments.nat64_prefixes."""
-    try:
-        parse_nat64_prefixes(values)
-    except ConfigError as exc:
-        return str(exc).split(": ", 1)[1]
-    return None
+    return _problem(parse_nat64_prefixes, values)
 
 
 def system_resolve(host: str, port: int) -> list[str]:

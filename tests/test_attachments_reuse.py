@@ -265,9 +265,9 @@ def test_a_retry_and_a_new_version_keep_only_an_entrys_own_objects(forged: str) 
     assert attachment_retries.kept(bad) == {} and attachment_retries.earlier([bad], 2) == ()
 
 
-def test_an_entry_that_no_longer_matches_its_seal_has_its_files_fetched_again(make_config, keys, server, files,
-                                                                               tmp_path) -> None:
-    """Review att2 #1: on a sealed day the earlier entry must still match its seal for its files to be kept."""
+def _sealed_with_photo(make_config, server, files, tmp_path):
+    """A chat archived with /a.png stored on a day since sealed; the link has expired since. Its config, chat and
+    entry."""
     from test_seals import DAY, backdate, built_on, seal_cli
 
     config = attaching(make_config, server)
@@ -278,8 +278,15 @@ def test_an_entry_that_no_longer_matches_its_seal_has_its_files_fetched_again(ma
         assert Archiver(config).run_pass().archived == 1
     backdate(config)
     assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
-    (first,) = entries(config)
     del files.routes["/a.png"]
+    (first,) = entries(config)
+    return config, chat, first
+
+
+def test_an_entry_that_no_longer_matches_its_seal_has_its_files_fetched_again(make_config, keys, server, files,
+                                                                               tmp_path) -> None:
+    """Review att2 #1: on a sealed day the earlier entry must still match its seal for its files to be kept."""
+    config, chat, first = _sealed_with_photo(make_config, server, files, tmp_path)
     # An edit the read-back cannot see (the object's hash stays right) but the seal's leaf covers.
     assert index_db(config)[config["index.entries"]].update_one(
         {"_id": first["_id"]}, {"$inc": {"objects.attachment-4.size": 1}}).modified_count == 1
@@ -290,17 +297,7 @@ def test_an_entry_that_no_longer_matches_its_seal_has_its_files_fetched_again(ma
 
 
 def test_an_entry_that_matches_its_seal_has_its_files_kept(make_config, keys, server, files, tmp_path) -> None:
-    from test_seals import DAY, backdate, built_on, seal_cli
-
-    config = attaching(make_config, server)
-    files.add("/a.png", PHOTO)
-    chat, contact = chat_with([("IMAGE", f"{server}/a.png")])
-    seed(config, [(chat, contact)])
-    with built_on():
-        assert Archiver(config).run_pass().archived == 1
-    backdate(config)
-    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
-    del files.routes["/a.png"]
+    config, chat, _ = _sealed_with_photo(make_config, server, files, tmp_path)
     _changed(config, chat, {"$set": {"wrapUp": "billing"}})
     second = _second(config)
     assert files.requests.count("/a.png") == 1
