@@ -16,7 +16,8 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab's 0-6 (7 is Sunday again)
-_NUMBERED = re.compile(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?$")  # *, n, n-m, each with an optional /step
+_DAY = r"(?:\d+|[a-z]{3})"
+_ITEM = re.compile(rf"(\*|{_DAY}(?:-{_DAY})?)(?:/(\d+))?$")  # *, d, d-d (a number or a name), each with an optional /step
 
 
 class NeverFires(ValueError):
@@ -44,34 +45,40 @@ def trigger(expression: str) -> BaseTrigger:
 
 
 def apscheduler_weekdays(field: str) -> str:
-    """Crontab's day-of-week FIELD (0 and 7 Sunday, 1-6 Monday to Saturday; ranges, lists and steps) as
-    APScheduler's, by name; names ("sun", "mon-fri") mean the same to both and are left as they are."""
+    """Crontab's day-of-week FIELD (0 and 7 Sunday, 1-6 Monday to Saturday, or sun-sat; ranges, lists and steps,
+    a range from the smaller day to the larger in crontab's week, which starts on Sunday) as APScheduler's, by name."""
     if field == "*":
         return field
     days: list[str] = []
-    for item in field.split(","):
-        numbers = _numbered_days(item)
-        days += [item] if numbers is None else [DAY_NAMES[n % 7] for n in numbers]
+    for item in field.lower().split(","):
+        days += [DAY_NAMES[n % 7] for n in _days(item)]
     return ",".join(dict.fromkeys(days))
 
 
-def _numbered_days(item: str) -> range | None:
-    """The crontab day numbers ITEM of a day-of-week list names; None for a name (ValueError if not crontab's)."""
-    if item[:1].isalpha():
-        return None
-    match = _NUMBERED.match(item)
+def _days(item: str) -> range:
+    """The crontab day numbers ITEM of a day-of-week list names (ValueError if it is not crontab's)."""
+    match = _ITEM.match(item)
     if match is None:
-        raise ValueError(f"day of week {item!r}: not a day (0-7, 0 and 7 Sunday), a range a-b, a step */n or "
-                         "a-b/n, or a name (sun-sat)")
+        raise ValueError(f"day of week {item!r}: not a day (0-7, 0 and 7 Sunday, or sun-sat), a range a-b, a step "
+                         "*/n or a-b/n")
     span, step = match.group(1), int(match.group(2) or 1)
     if span == "*":
         first, last = 0, 7
     else:
-        first, _, end = span.partition("-")
-        first, last = int(first), int(end or first)
+        start, _, end = span.partition("-")
+        first, last = _day(start, item), _day(end or start, item)
         if match.group(2) and not end:
             raise ValueError(f"day of week {item!r}: a step needs a range (a-b/n) or * (*/n)")
     if not (0 <= first <= last <= 7) or step < 1:
-        raise ValueError(f"day of week {item!r}: days are 0-7 (0 and 7 Sunday), a range goes from the smaller "
-                         "to the larger, a step is 1 or more")
+        raise ValueError(f"day of week {item!r}: days are 0-7 (0 and 7 Sunday) or sun-sat, a range goes from the "
+                         "earlier day of crontab's week (Sunday first) to the later, a step is 1 or more")
     return range(first, last + 1, step)
+
+
+def _day(text: str, item: str) -> int:
+    """A day of crontab's week by number or name (sun 0 ... sat 6)."""
+    if text.isdigit():
+        return int(text)
+    if text not in DAY_NAMES:
+        raise ValueError(f"day of week {item!r}: {text!r} is not a day (sun, mon, tue, wed, thu, fri, sat)")
+    return DAY_NAMES.index(text)

@@ -54,7 +54,7 @@ def _fire_days(expression: str, weeks: int) -> list[dt.date]:
 
 @pytest.mark.parametrize("weekday", [
     "*", "0", "7", "1", "6", "1-5", "0-6", "0-7", "5-7", "*/2", "*/3", "*/7", "1-5/2", "0-7/3", "0,3,7", "1,3-4",
-    "sun", "SUN", "mon-fri", "sat,1", "sun,0,7", "2,wed-fri"])
+    "sun", "SUN", "mon-fri", "sat,1", "sun,0,7", "2,wed-fri", "sun-sat", "sun-tue", "Mon-Fri/2", "mon-5"])
 def test_each_day_of_week_form_fires_on_the_days_cron_runs_it(weekday: str) -> None:
     assert _fire_days(f"0 12 * * {weekday}", 5) == _cron_days("*", weekday, 5)
 
@@ -75,7 +75,8 @@ def test_a_sunday_schedule_fires_on_sunday_and_seven_is_sunday_too() -> None:
 
 @pytest.mark.parametrize("weekday, complaint", [
     ("8", "day of week '8'"), ("5-3", "day of week '5-3'"), ("*/0", "day of week '\\*/0'"),
-    ("5/2", "day of week '5/2'"), ("1-", "day of week '1-'"), ("funday", "funday")])
+    ("5/2", "day of week '5/2'"), ("1-", "day of week '1-'"), ("funday", "funday"),
+    ("sat-sun", "day of week 'sat-sun'"), ("fri-mon", "day of week 'fri-mon'"), ("mon-xyz", "'xyz' is not a day")])
 def test_a_day_of_week_cron_does_not_know_is_refused_naming_it(weekday: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=f"schedule.retention: is not a crontab expression .*{complaint}"):
         load(None, environ={"ARCHIVER_SCHEDULE__RETENTION": f"45 4 * * {weekday}"})
