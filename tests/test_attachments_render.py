@@ -72,7 +72,8 @@ def test_images_are_drawn_under_their_message_and_every_file_listed(renderer, tm
 def test_a_failed_file_is_named_with_its_reason(renderer, tmp_path) -> None:
     missing = Attachment(2, "m", "https://media.example.com/x.png", "x.png", FAILED, "HTTP 404 Not Found")
     text = pdf_text(renderer.render(normalise(SEED_CHAT), attachments=[missing]).data, tmp_path)
-    assert "File not archived (failed): HTTP 404 Not Found" in text
+    assert 'File: "x.png"' in text and "File not archived (failed): HTTP 404 Not Found" in text
+    assert "Archived file" not in text  # (the label said so above the line saying it was not: review newuser2)
 
 
 @pytest.mark.parametrize("data, why", [

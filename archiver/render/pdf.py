@@ -75,7 +75,7 @@ LABEL_DEFAULTS = {
                       "attached JSON record",
     "warning_pages": "This PDF stops before message #{first} (archive.max_pages = {pages}): messages #{first} to "
                      "#{last} are only in the attached JSON record",
-    "attachment_file": "Archived file",
+    "attachment_file": "File",
     "attachment_fetched": "{size} bytes · {type} · SHA-256 {sha256} · fetched {time}",
     "attachment_missing": "File not archived ({outcome})",
     "attachment_no_preview": "[image not shown: {reason}]",
