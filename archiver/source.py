@@ -54,7 +54,7 @@ def missing_collections(config: Any) -> list[str]:
     except PyMongoError as exc:
         if isinstance(exc, (ConnectionFailure, ExecutionTimeout)):
             return [f"source.database {database!r}: could not be asked which collections it has within "
-                    f"{ASK_SECONDS} s ({type(exc).__name__})"]
+                    f"{ASK_SECONDS} s ({type(exc).__name__}; mongodb.uri)"]
         return []
     return [f"source.{key}: no collection {config[f'source.{key}']!r} in source.database {database!r} "
             "(a mistyped name? nothing there is ever archived)"

@@ -280,7 +280,7 @@ def _messages(raw: list[Any], max_chars: int, warnings: list[DataWarning]) -> li
     for position, item in enumerate(raw, start=1):
         where = f"message {position}"
         if not isinstance(item, Mapping):
-            raise InvalidChat(f"{where}: is {type(item).__name__}, not an object")
+            raise InvalidChat(f"{where}: the message is {type(item).__name__}, not an object")
         data = _data(item)
         if item.get("data") is not None and not isinstance(item.get("data"), Mapping):
             raise InvalidChat(f"{where}: field 'data' is {type(item['data']).__name__}, not an object")

@@ -264,7 +264,7 @@ def test_bad_chats_are_quarantined_and_the_rest_go_on(make_config) -> None:
     assert set(report.quarantined) == {"TYPES", "NO_ROOM", "BADDATA", "ARRAY", "HUGE"}
     assert "data.content.text: is dict" in report.quarantined["TYPES"]
     assert "field 'room' is missing" in report.quarantined["NO_ROOM"]
-    assert "message 1: is str, not an object" in report.quarantined["BADDATA"]
+    assert "message 1: the message is str, not an object" in report.quarantined["BADDATA"]
     assert "10,485,760 characters" in report.quarantined["HUGE"]
     assert job(config, "HUGE")["state"] == "quarantined"
     assert {e["room"] for e in entries(config)} == {c["room"] for c, _ in good}, "no entries for quarantined chats"

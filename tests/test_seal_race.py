@@ -7,6 +7,7 @@ Moved here from the ops review's reproduction (reports/ops-tests/test_two_serves
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -97,6 +98,10 @@ def test_a_sealer_finding_the_days_seal_being_made_skips_it_quietly(make_config,
     out = capsys.readouterr().out
     assert f"{day}: skipped: seal 1 is being made by another sealer (elsewhere:1:abc" in out and "PROBLEM" not in out
     assert len(seal_records(config)) == 1  # still only the other's reservation
+    assert seal_cli(config, tmp_path, "seal", "--from", day, "--to", day, "--json") == 0  # the reason there too
+    (printed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed["action"] == "skipped" and printed["problems"] == [], printed
+    assert printed["detail"].startswith("seal 1 is being made by another sealer (elsewhere:1:abc"), printed
 
 
 def test_a_sealer_killed_while_storing_leaves_a_pending_seal_the_next_run_completes(make_config, any_uri, monkeypatch,

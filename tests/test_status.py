@@ -436,4 +436,4 @@ def test_status_says_at_once_that_a_source_that_does_not_answer_could_not_be_ask
     warnings = collect(config).warnings
     assert time.monotonic() - started < 5
     assert warnings == [f"source.database {config['source.database']!r}: could not be asked which collections it "
-                        "has within 2 s (ServerSelectionTimeoutError)"], warnings
+                        "has within 2 s (ServerSelectionTimeoutError; mongodb.uri)"], warnings

@@ -60,7 +60,7 @@ def test_messy_messages_are_tolerated_and_flagged() -> None:
     ({"messages": []}, "field 'room' is missing"),
     ({"room": 12, "messages": []}, "field 'room' is missing or not a non-empty string"),
     ({"room": "R", "messages": "nope"}, "field 'messages' is str, not an array"),
-    ({"room": "R", "messages": [5]}, "message 1: is int, not an object"),
+    ({"room": "R", "messages": [5]}, "message 1: the message is int, not an object"),
     ({"room": "R", "messages": [{"data": "x"}]}, "message 1: field 'data' is str"),
     ({"room": "R", "messages": [{"data": {"content": {"text": ["a"]}}}]}, "message 1 data.content.text: is list"),
     ({"room": "R", "messages": [{}, {"data": {"content": {"text": "ok \udc80 bad"}}}]},

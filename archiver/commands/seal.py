@@ -48,7 +48,8 @@ def print_outcome(outcome, as_json: bool) -> None:
     """OUTCOME as a line (or a JSON object); a failure's message with any URI's credentials hidden."""
     if as_json:
         print(redact(json.dumps({"day": outcome.day, "action": outcome.action, "seal": outcome.seal,
-                                 "problems": outcome.problems}, ensure_ascii=False)))
+                                 "problems": outcome.problems, **({"detail": outcome.detail} if outcome.detail else {})},
+                                ensure_ascii=False)))
     else:
         print(visible(redact(("PROBLEM " if outcome.problems else "") + str(outcome))))
 
