@@ -198,14 +198,15 @@ class SealOutcome:
     action: str  # "sealed", "unchanged", "skipped" (another sealer is making it), "refused", "failed"
     seal: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
-    detail: str = ""  # why it was skipped
+    detail: str = ""  # why it was skipped, or whose seal left pending it completed
 
     def __str__(self) -> str:
         if self.seal is None:
             return f"{self.day}: {self.action}: " + ("; ".join(self.problems) or self.detail)
         s = self.seal
         stamped = f", timestamped {s['timestamped_at']}" if s.get("timestamped_at") else ", NOT timestamped"
-        return (f"{self.day}: {self.action} (seal {s['seq']}: {s['count']} entries, root {s['root']}"
+        took = f"; {self.detail}" if self.detail else ""
+        return (f"{self.day}: {self.action}{took} (seal {s['seq']}: {s['count']} entries, root {s['root']}"
                 f"{stamped}; {s['objects']['document']['key']})")
 
 
@@ -398,7 +399,7 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
         _release(book, day, seq, mine, stored, exc)
         raise
     _complete(book, seal, mine)
-    return SealOutcome(day, "sealed", seal)
+    return SealOutcome(day, "sealed", seal, detail=_taken_over(waiting) if waiting else "")
 
 
 def _reserve(book: SealBook, day: str, seq: int, mine: dict[str, Any], waiting: dict[str, Any] | None) -> str:
@@ -445,6 +446,13 @@ def _being_made(record: dict[str, Any]) -> str:
     pending = record.get("pending") or {}
     return (f"seal {record.get('seq')} is being made by another sealer ({pending.get('owner')}, since "
             f"{_ms_time(pending.get('at'))} UTC); it stays that sealer's")
+
+
+def _taken_over(record: dict[str, Any]) -> str:
+    pending = record.get("pending") or {}
+    failed = f", which failed: {pending['failed']}" if pending.get("failed") else ""
+    return (f"completed seal {record.get('seq')}, left pending by {pending.get('owner')} (since "
+            f"{_ms_time(pending.get('at'))} UTC{failed}); its objects under {pending.get('folder')} stay, kept as abandoned")
 
 
 def _ms_time(ms: Any) -> str:

@@ -129,8 +129,10 @@ def test_a_sealer_killed_while_storing_leaves_a_pending_seal_the_next_run_comple
     assert seal_cli(config, tmp_path, "verify", "--all") == 3
     assert f"PROBLEM seal {day}#1: left pending" in capsys.readouterr().out
 
-    (outcome,) = seals.seal_days(config, [day], ACTOR)  # the next run completes the day's seal 1
+    (outcome,) = seals.seal_days(config, [day], ACTOR)  # the next run completes the day's seal 1, and says so
     assert outcome.action == "sealed" and outcome.seal["seq"] == 1 and outcome.seal["count"] == 1
+    assert str(outcome).startswith(f"{day}: sealed; completed seal 1, left pending by "), str(outcome)
+    assert "kept as abandoned (seal 1: 1 entries" in str(outcome), str(outcome)
     (record,) = [r for r in seal_records(config) if r["day"] == day]
     assert "pending" not in record
     report = verify_archive(config, None)
