@@ -256,11 +256,13 @@ class ChatSource:
         assert self.messages is not None
         if self.messages.count_documents({"room": room}) != len(loaded):
             return False
-        for batch in batched(loaded, DELETE_BATCH):
-            now = self._as_stored(self.messages, [d["_id"] for d in batch])
-            if not all(_key(d["_id"]) in now and _same(now[_key(d["_id"])], d) for d in batch):
-                return False
-        return True
+        return all(len(self._unchanged(self.messages, batch)) == len(batch) for batch in batched(loaded, DELETE_BATCH))
+
+    def _unchanged(self, collection: Collection, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of BATCH still stored exactly as they were read (compared by their bytes: MongoDB's equality takes
+        1 for 1.0 and -0.0 for 0.0), as read now."""
+        now = self._as_stored(collection, [d["_id"] for d in batch])
+        return [now[key] for d in batch if (key := _key(d["_id"])) in now and _same(now[key], d)]
 
     def _as_stored(self, collection: Collection, ids: list[Any]) -> dict[bytes, dict[str, Any]]:
         """The documents of COLLECTION with IDS as read now (decoded as `load` does), by `_key` of their _id."""
@@ -271,14 +273,11 @@ class ChatSource:
         return found
 
     def _delete_unchanged(self, collection: Collection, compared: list[dict[str, Any]]) -> int:
-        """Delete those of COMPARED still stored exactly as they are; how many went. Read first and compared by
-        their bytes (MongoDB's equality takes 1 for 1.0 and -0.0 for 0.0); deleted by a filter on every field,
-        which a write since that read no longer matches."""
+        """Delete those of COMPARED still stored exactly as they are (`_unchanged`); how many went. Deleted by a
+        filter on their fields, which a write since that read no longer matches."""
         gone = 0
         for batch in batched(compared, DELETE_BATCH):
-            now = self._as_stored(collection, [d["_id"] for d in batch])
-            same = [now[_key(d["_id"])] for d in batch if _key(d["_id"]) in now and _same(now[_key(d["_id"])], d)]
-            filters = [f for f in map(_exact, same) if f is not None]
+            filters = [f for f in map(_exact, self._unchanged(collection, batch)) if f is not None]
             if filters:
                 gone += collection.delete_many({"$or": filters}).deleted_count
         return gone
