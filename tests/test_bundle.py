@@ -897,6 +897,17 @@ def test_a_bundle_by_filters_takes_the_kept_version_and_still_leaves_out_a_finis
     assert entry["rooms"] == sorted([kept["room"], archived["room"]]) and kept["room"] in entry["detail"]
 
 
+def _bundled_by_room_and_by_filters(config, keys, tmp_path, capsys, kept, archived):
+    """A bundle of KEPT's room beside ARCHIVED's, asked for by room, then by filters: (i, its path, the exit code,
+    what it wrote to stderr) for each."""
+    for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
+        out = tmp_path / f"b{i}.zip"
+        capsys.readouterr()
+        code = _bundle(config, tmp_path, *selection, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
+                       "--reason", "Subpoena 7", "--no-progress")
+        yield i, out, code, capsys.readouterr().err
+
+
 def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, monkeypatch, tmp_path, capsys) -> None:
     """Not the archive it was: its first object (pdf) gone, for a step recorded before runs recorded which
     objects they kept (`kept_objects`), is what its deletion, cut short, may have left: as for `retrieve`,
@@ -906,12 +917,7 @@ def test_a_kept_version_with_an_object_gone_means_no_bundle(make_config, keys, m
     config, kept, _, archived, _ = _kept_beside_others(make_config, monkeypatch)
     assert _steps(config).update_many({"run": kept["deletion"]["run"]}, {"$unset": {"kept_objects": ""}}).matched_count
     remove_stored(config, kept["objects"]["pdf"]["key"])
-    for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
-        out = tmp_path / f"b{i}.zip"
-        capsys.readouterr()
-        code = _bundle(config, tmp_path, *selection, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
-                       "--reason", "Subpoena 7", "--no-progress")
-        err = capsys.readouterr().err
+    for i, out, code, err in _bundled_by_room_and_by_filters(config, keys, tmp_path, capsys, kept, archived):
         assert code == 1 and f"being deleted by run {kept['deletion']['run']}" in err, err
         assert "not every object is stored as recorded" in err and not out.exists()
         assert not list(tmp_path.glob(f".b{i}.zip*")) and audit(config)[-1]["outcome"] == "failed"
@@ -936,12 +942,7 @@ def test_a_kept_version_whose_object_was_removed_or_altered_fails_verification_a
     else:
         overwrite_stored(config, key, b"tampered")
         detail, why = "(altered: size 8", f"its deletion, begun by run {run}"
-    for i, selection in enumerate(([kept["room"], archived["room"]], ["--from", "2000-01-01"])):
-        out = tmp_path / f"b{i}.zip"
-        capsys.readouterr()
-        code = _bundle(config, tmp_path, *selection, "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
-                       "--reason", "Subpoena 7", "--no-progress")
-        err = capsys.readouterr().err
+    for i, out, code, err in _bundled_by_room_and_by_filters(config, keys, tmp_path, capsys, kept, archived):
         assert code == 3 and "1 room(s) failed verification, so no bundle was written" in err, err
         assert f"{kept['room']} v1: failed: " in err and "being deleted" not in err, err
         assert f"failed: record: stored object {key} has the recorded size and SHA-256 {detail}" in err, err
