@@ -291,3 +291,28 @@ def test_held_whole_and_cmyk_jpegs_shown_stay_within_the_stated_bound(data, kind
     cpu, mb, outcome = thumbnail_cost(data(), kind)
     assert (outcome == "thumbnail") == shown, outcome
     assert cpu < 0.5 and mb < 300, (cpu, mb)
+
+
+def lossless_jpeg(width: int, height: int, components: int = 1) -> bytes:
+    """A lossless JPEG (SOF3, Huffman, predictor 1) of WIDTH x HEIGHT mid-grey pixels: one bit a sample."""
+    dht = b"\xff\xc4" + struct.pack(">H", 19 + 1) + b"\x00" + bytes([1] + [0] * 15) + b"\x00"  # '0': no change
+    frame = struct.pack(">BHHB", 8, height, width, components) + b"".join(
+        bytes([c, 0x11, 0]) for c in range(1, components + 1))
+    scan = bytes([components]) + b"".join(bytes([c, 0]) for c in range(1, components + 1)) + b"\x01\x00\x00"
+    bits = width * height * components
+    return (b"\xff\xd8" + dht + b"\xff\xc3" + struct.pack(">H", 2 + len(frame)) + frame
+            + b"\xff\xda" + struct.pack(">H", 2 + len(scan)) + scan
+            + b"\x00" * (bits // 8) + (b"\x7f" if bits % 8 else b"") + b"\xff\xd9")
+
+
+@pytest.mark.parametrize("data, shown", [
+    (lambda: lossless_jpeg(1000, 1000), "thumbnail"),  # libjpeg cannot shrink one while decoding (draft)
+    (lambda: lossless_jpeg(5000, 5000, 3), "thumbnail"),  # decoded whole, as a PNG: up to 25 M pixels
+    (lambda: lossless_jpeg(5001, 5000, 3), "note: 5001x5000 pixels, over 25,000,000 for a lossless JPEG of 3 "
+                                           "channels"),
+])
+def test_a_lossless_jpeg_is_decoded_whole_within_the_stated_bound(data, shown) -> None:
+    """docs/attachments.md: a lossless JPEG (SOF3) is decoded at its full size, so it has a PNG's cap; it was
+    a note 'broken data stream' before (libjpeg refuses to scale one)."""
+    cpu, mb, outcome = thumbnail_cost(data(), "JPEG")
+    assert outcome == shown and cpu < 0.5 and mb < 300, (outcome, cpu, mb)

@@ -29,7 +29,8 @@ THUMBNAIL_PIXELS = 400  # pixels kept on the longer side: about 200 dpi at the l
 MAX_SOURCE_PIXELS = 50_000_000  # a larger image is not decoded (a decompression bomb costs nothing)
 # A PNG is held whole while it decodes (4 bytes a pixel, copied once to shrink), and so is a JPEG libjpeg
 # reads in several passes: progressive, of several scans, or whose first scan lacks a channel (libjpeg keeps
-# 2 bytes a channel of every pixel); any other JPEG decodes at 1/8 of its size (draft).
+# 2 bytes a channel of every pixel), and a lossless one (libjpeg cannot shrink it while decoding); any other
+# JPEG decodes at 1/8 of its size (draft).
 MAX_WHOLE_PIXELS = 25_000_000
 # libjpeg decodes each scan over the whole image (up to ~1 ns a pixel here), however few bytes the scan has:
 # scans x pixels is capped (libjpeg's own progressive files have 10 scans: 20 are allowed at 25 M pixels).
@@ -38,6 +39,7 @@ MAX_SCAN_PIXELS = 500_000_000
 CAP_CHANNELS = 3
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start of frame (the others are tables)
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 # Pillow reads a JPEG's markers before the first scan, and every PNG chunk, one by one in Python (~1 us each),
 # and a stray byte between those JPEG markers one at a time. An ordinary JPEG has a few dozen markers (an ICC
 # profile is split in at most 255) and no stray bytes; libpng writes 8 KB chunks, about 2,500 in a 20 MB file.
@@ -91,8 +93,11 @@ def thumbnail(data: bytes, kind: str) -> tuple[ImageReader, float, float]:
         layout = _jpeg_layout(data) if kind == "JPEG" else None
         with Image.open(io.BytesIO(data), formats=[kind]) as image:
             _check_cost(image.width, image.height, layout)
-            longer = max(image.width, image.height, 1)  # a JPEG decodes at a fraction of its size:
-            image.draft("RGB", (THUMBNAIL_PIXELS * image.width // longer, THUMBNAIL_PIXELS * image.height // longer))
+            longer = max(image.width, image.height, 1)
+            if layout is None or not layout.lossless:  # a JPEG decodes at a fraction of its size, but libjpeg
+                size = (THUMBNAIL_PIXELS * image.width // longer,  # cannot shrink a lossless one
+                        THUMBNAIL_PIXELS * image.height // longer)
+                image.draft("RGB", size)
             image.load()  # every pixel decoded now: a truncated or corrupt file fails here, not on the page
             image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
             shown = image.convert("RGB") if image.mode not in ("RGB", "L") else image
@@ -112,6 +117,7 @@ class _JpegLayout(NamedTuple):
     channels: int  # components the (first) frame names
     progressive: bool
     first_scan_channels: int  # components the first scan names (0: no scan)
+    lossless: bool  # decoded at its full size
 
 
 def _check_cost(width: int, height: int, jpeg: "_JpegLayout | None") -> None:
@@ -140,6 +146,8 @@ def _held_whole(jpeg: _JpegLayout) -> str:
     of = f"a JPEG of {channels}"
     if jpeg.progressive:
         return f"a progressive JPEG of {channels}"
+    if jpeg.lossless:
+        return f"a lossless JPEG of {channels}"
     if jpeg.first_scan_channels < jpeg.channels:
         return f"{of} whose first scan names {jpeg.first_scan_channels}"
     if jpeg.scans > 1:
@@ -153,17 +161,17 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
     MAX_JPEG_STRAY_BYTES bytes between those before the first scan, is refused. Segments are skipped by
     their length and scan data up to the next marker, as libjpeg does, so no scan is missed."""
     scans, stray, at = 0, 0, 2  # after SOI
-    channels, progressive, first_scan = 0, False, 0
+    channels, progressive, first_scan, lossless = 0, False, 0, False
     for _ in range(MAX_JPEG_MARKERS + 1):
         found = _JPEG_MARKER.search(data, at)
         if found is None or found[1] == b"\xd9":  # EOI: libjpeg reads no further
-            return _JpegLayout(scans, channels, progressive, first_scan)
+            return _JpegLayout(scans, channels, progressive, first_scan, lossless)
         stray += (found.start(1) - 1 - at) if not scans else 0  # skipped (Pillow: a byte at a time)
         if stray > MAX_JPEG_STRAY_BYTES:
             raise UnshownImage(f"a JPEG of more than {MAX_JPEG_STRAY_BYTES:,} stray bytes between its markers")
         code, body = found[1][0], found.end() + 2  # the segment's body follows its 2-byte length
         if code in _SOF and not channels:  # libjpeg refuses a second frame
-            channels, progressive = _byte(data, body + 5), code in _PROGRESSIVE
+            channels, progressive, lossless = _byte(data, body + 5), code in _PROGRESSIVE, code in _LOSSLESS
         if code == 0xDA:
             first_scan = first_scan or _byte(data, body)
             scans += 1
