@@ -42,23 +42,29 @@ class RequiredIndex:
 
 def missing_collections(config: Any) -> list[str]:
     """A warning for each collection discovery reads (source.chats, and source.messages when set) that does not
-    exist in source.database: a mistyped name makes every pass idle, which looks healthy. An empty one is no
-    warning (a new deployment). Asked for at most ASK_SECONDS (status is run when something is down); a source
-    that does not answer is said to be so, one that refuses (no listCollections right) is no warning."""
+    exist in source.database: a mistyped name makes every pass idle, which looks healthy; and for source.contacts
+    missing while chats exist (each is archived without its contact). An empty collection is no warning (a new
+    deployment). Asked for at most ASK_SECONDS (status is run when something is down); a source that does not
+    answer is said to be so, one that refuses (no listCollections right) is no warning."""
     if not config["mongodb.uri"]:
         return []
     database = config["source.database"]
     try:
         with pymongo.timeout(ASK_SECONDS):
-            present = set(connect(config["mongodb.uri"])[database].list_collection_names())
+            db = connect(config["mongodb.uri"])[database]
+            present = set(db.list_collection_names())
+            # A new deployment has no contacts until its first chat: asked only once there are chats.
+            chats = config["source.chats"] in present and db[config["source.chats"]].find_one({}, {"_id": 1})
     except PyMongoError as exc:
         if isinstance(exc, (ConnectionFailure, ExecutionTimeout)):
             return [f"source.database {database!r}: could not be asked which collections it has within "
                     f"{ASK_SECONDS} s ({type(exc).__name__}; mongodb.uri)"]
         return []
+    missing = [(key, "nothing there is ever archived") for key in ("chats", "messages")]
+    missing += [("contacts", "every chat is archived without its contact")] if chats else []
     return [f"source.{key}: no collection {config[f'source.{key}']!r} in source.database {database!r} "
-            "(a mistyped name? nothing there is ever archived)"
-            for key in ("chats", "messages") if config[f"source.{key}"] and config[f"source.{key}"] not in present]
+            f"(a mistyped name? {consequence})"
+            for key, consequence in missing if config[f"source.{key}"] and config[f"source.{key}"] not in present]
 
 
 class ChatSource:

@@ -393,13 +393,14 @@ def test_a_source_collection_that_does_not_exist_is_warned_of_in_status_and_heal
     service = Service(make_config(source__chats="chat"), threading.Event())  # the right database, a wrong name
     assert service.health_notes()[0].startswith("warning: source.chats: no collection 'chat' in source.database")
     _db(make_config, "source").chat.insert_one({"room": "R"})  # it exists now: the next pass drops the warning
+    _db(make_config, "source").contacts.insert_one({"id": "R"})  # (chats without contacts are warned of)
     service.archive_pass()
     assert service.health_notes() == []
 
 
 def test_an_empty_or_existing_source_collection_is_not_warned_of(make_config, tmp_path, capsys) -> None:
     db = _db(make_config, "source")
-    db.create_collection("chats")  # a new deployment: no chat yet
+    db.create_collection("chats")  # a new deployment: no chat yet, nor contacts
     service = Service(make_config(), threading.Event())
     service.archive_pass()
     assert service.healthy() and service.health_notes() == []
@@ -417,6 +418,12 @@ def test_the_source_check_works_on_the_wire_protocol(nx_uri, db_names, make_conf
         f"source.chats: no collection 'chats' in source.database '{db_names['source.database']}'"
         " (a mistyped name? nothing there is ever archived)"]
     connect(nx_uri)[db_names["source.database"]].create_collection("chats")
+    assert missing_collections(config) == []  # a new deployment: no chat, no contact yet
+    connect(nx_uri)[db_names["source.database"]].chats.insert_one({"room": "R"})
+    assert missing_collections(config) == [
+        f"source.contacts: no collection 'contacts' in source.database '{db_names['source.database']}'"
+        " (a mistyped name? every chat is archived without its contact)"]
+    connect(nx_uri)[db_names["source.database"]].create_collection("contacts")
     assert missing_collections(config) == []
 
 
@@ -437,3 +444,27 @@ def test_status_says_at_once_that_a_source_that_does_not_answer_could_not_be_ask
     assert time.monotonic() - started < 5
     assert warnings == [f"source.database {config['source.database']!r}: could not be asked which collections it "
                         "has within 2 s (ServerSelectionTimeoutError; mongodb.uri)"], warnings
+
+
+def test_a_contacts_collection_that_does_not_exist_beside_the_chats_is_warned_of(make_config, tmp_path,
+                                                                               capsys) -> None:
+    """A mistyped source.contacts archived every chat without its contact (its customer, channel and service
+    gone from the record, the PDF and the index), with nothing said. Warned of once chats exist (a new
+    deployment has neither), naming the setting; gone once the collection exists."""
+    chat, contact = make_chat(random.Random(8), messages=3, start_ms=(time.time() - 300) * 1000)
+    source = _db(make_config, "source")
+    source.chats.insert_one(chat)
+    source.contacts.insert_one(contact)
+    service = Service(make_config(source__contacts="contact"), threading.Event())
+    (note,) = service.health_notes()
+    assert note == (f"warning: source.contacts: no collection 'contact' in source.database "
+                    f"'{make_config()['source.database']}' (a mistyped name? every chat is archived without its "
+                    "contact)"), note
+    path = write_toml(tmp_path / "typo.toml", {**_toml_values(make_config), "source.contacts": "contact"})
+    assert _status(path, capsys)["warnings"] == [note[len("warning: "):]]
+    assert Service(make_config(), threading.Event()).health_notes() == []  # the right name
+    source.drop_collection("chats")
+    source.drop_collection("contacts")
+    assert Service(make_config(source__contacts="contact"), threading.Event()).health_notes() == [
+        f"warning: source.chats: no collection 'chats' in source.database '{make_config()['source.database']}' "
+        "(a mistyped name? nothing there is ever archived)"]  # nothing yet: the chats' warning alone
