@@ -660,3 +660,31 @@ def test_an_entry_whose_archived_at_is_stored_as_text_is_sealed_on_the_day_it_re
     proof = json.loads((out / f"{safe_name(first['room'])}-v1" / "verification.json").read_text())["inclusion_proof"]
     assert proof is not None and proof["day"] == DAY.isoformat() and proof["index"] == 1, proof
     assert proof["in_seal"] and proof["matches_index"] and seals.proof_check(proof)
+    # An archived_at that reads as no time gives the entry no day: verify names it, and its sealed day's seal
+    index(config).update_one({"_id": first["_id"]}, {"$set": {"archived_at": "soon"}})
+    problems = _problems(config)
+    assert f"{first['room']} v1: failed: the entry's archived_at is a time in the past (archived_at 'soon')" \
+        in problems, problems
+    assert any(p.startswith(f"{first['room']} v1: its archived entry was removed from the index after {DAY}")
+               for p in problems), problems
+
+
+def test_each_event_is_of_the_day_its_stored_time_reads_as_whatever_its_type(any_uri, db_names) -> None:
+    """Dates and text alike (a tombstone's deleted_at too), at the day's bounds; text that reads as no time, or
+    an archived entry's stray deleted_at, is no event of the day."""
+    entries = connect(any_uri)[db_names["index.database"]]["entries_text"]
+    at = dt.datetime.combine(DAY, dt.time(), dt.timezone.utc)
+    entries.insert_many([{"room": room, "version": 1, "objects": {}, "superseded_objects": [], **fields}
+                         for room, fields in [
+        ("A", {"status": "deleted", "archived_at": at - dt.timedelta(hours=1), "deleted_at": f"{DAY} 08:00:00"}),
+        ("B", {"status": "archived", "archived_at": f"{DAY}T23:59:59.999Z"}),
+        ("C", {"status": "archived", "archived_at": f"{DAY + dt.timedelta(days=1)}T00:00:00Z"}),
+        ("D", {"status": "archived", "archived_at": at}),
+        ("E", {"status": "archived", "archived_at": "soon", "deleted_at": f"{DAY} 09:00:00"}),
+        ("F", {"status": "archived", "archived_at": f"{DAY - dt.timedelta(days=1)}T23:59:59.999Z"})]])
+    leaves = seals.current_leaves(entries, DAY.isoformat())
+    assert [(leaf.room, leaf.status) for leaf in leaves] == [("D", "archived"), ("A", "deleted"), ("B", "archived")]
+    assert json.loads(seals.leaf(entries.find_one({"room": "A"}), "deleted"))["deleted_at"] == f"{DAY} 08:00:00"
+    assert [seals.day_of(entries.find_one({"room": r})) for r in "BCDEF"] == [
+        DAY.isoformat(), (DAY + dt.timedelta(days=1)).isoformat(), DAY.isoformat(), None,
+        (DAY - dt.timedelta(days=1)).isoformat()]
