@@ -50,7 +50,7 @@ from archiver.claims import worker_id
 from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
-from archiver.mongo import server_ms
+from archiver.mongo import server_ms, stored_time
 from archiver.signing import Signer
 from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
                             store_location)
@@ -154,12 +154,8 @@ class Leaf:
 
 def day_of(entry: dict[str, Any], status: str = "archived") -> str | None:
     """The day (YYYY-MM-DD, UTC) whose seal covers ENTRY's STATUS event; None if it has none."""
-    when = entry.get(EVENT_TIME[status])
-    if not isinstance(when, dt.datetime):
-        return None
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc)
-    return when.date().isoformat()
+    when = stored_time(entry.get(EVENT_TIME[status]))
+    return None if when is None else when.astimezone(dt.timezone.utc).date().isoformat()
 
 
 def day_before(day: str) -> str | None:
@@ -176,18 +172,28 @@ def _bounds(day: str) -> tuple[dt.datetime, dt.datetime]:
 
 
 def current_leaves(entries: Any, day: str) -> list[Leaf]:
-    """Every event of DAY in the index now, in seal order (event time, room, version, status)."""
+    """Every event of DAY in the index now, in seal order (event time, room, version, status).
+
+    An event's time is what `stored_time` reads (as verify does): a date, or ISO 8601 text, which nx-27017
+    returns for a date written with $set and a hand edit or another server may store. A range over dates
+    alone matches no text on MongoDB or mongomock: such an entry would be in no seal while its day's seal
+    claimed the day complete. So text that may read as a time of DAY (an offset moves it up to a day either
+    way) is fetched too, and every event is kept by the time it reads as."""
     start, end = _bounds(day)
-    keyed = []
+    as_text = {"$type": "string", "$gte": (start - DAY).date().isoformat(), "$lt": (end + DAY).date().isoformat()}
+    keyed: dict[tuple[Any, str], tuple[tuple[str, str, int, str], Leaf]] = {}
     for status, when in EVENT_TIME.items():
-        query: dict[str, Any] = {when: {"$gte": start, "$lt": end}}
-        if status != "archived":
-            query["status"] = status
-        for entry in entries.find(query, LEAF_PROJECTION).batch_size(1000):
-            keyed.append(((_time(entry[when]), entry["room"], entry["version"], status),
-                          Leaf(entry["room"], entry["version"], status, leaf_hash(entry, status))))
-    keyed.sort(key=lambda pair: pair[0])
-    return [item for _, item in keyed]
+        for bounds in ({"$gte": start, "$lt": end}, as_text):
+            query: dict[str, Any] = {when: bounds}
+            if status != "archived":
+                query["status"] = status
+            for entry in entries.find(query, LEAF_PROJECTION).batch_size(1000):
+                at = stored_time(entry[when])
+                if at is not None and start <= at < end:  # (nx-27017's range matches its text too: once each)
+                    keyed[(entry["_id"], status)] = ((_time(at), entry["room"], entry["version"], status),
+                                                     Leaf(entry["room"], entry["version"], status,
+                                                          leaf_hash(entry, status)))
+    return [item for _, item in sorted(keyed.values(), key=lambda pair: pair[0])]
 
 
 # ---- the seal book: the index's `seals` collection and the stored documents -------------------------

@@ -62,6 +62,14 @@ def seal_records(config) -> list[dict[str, Any]]:
     return list(db[config["index.seals"]].find({}, {"_id": 0}).sort([("day", 1), ("seq", 1)]))
 
 
+def sealed_rooms(config, day: dt.date = DAY) -> list[str]:
+    """The rooms the latest seal of DAY covers, in its leaves' order, read from the stored seal document."""
+    record = [r for r in seal_records(config) if r["day"] == day.isoformat() and "pending" not in r][-1]
+    document = json.loads(stored_path(config, record["objects"]["document"]["key"]).read_bytes())
+    assert document["count"] == record["count"] == len(document["leaves"])
+    return [room for room, _, _, _ in document["leaves"]]
+
+
 def audit_collection(config):
     return connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]]
 
@@ -617,3 +625,66 @@ def test_a_rooms_seal_problem_keeps_its_room_and_has_no_subject(sealed) -> None:
     index(sealed).update_one({"room": room}, {"$set": {"source_sha256": "00" * 32}})
     problems = [p for p in verify_archive(sealed, None).problems if "seal" in p.problem]
     assert problems and all(p.room == room and p.subject is None for p in problems), problems
+
+
+@pytest.fixture(params=["mongo_uri", "nx_uri"])
+def any_uri(request) -> str:
+    """The in-process stand-in (or a real MongoDB), and the wire-protocol server."""
+    return request.getfixturevalue(request.param)
+
+
+def test_an_entry_whose_archived_at_is_stored_as_text_is_sealed_on_the_day_it_reads_as(make_config, any_uri, keys,
+                                                                                      tmp_path) -> None:
+    """nx-27017 returns a date written with $set as text ('2026-11-26 21:10:35.841000'), and a hand edit or another
+    MongoDB-compatible server may store one so: verify reads such a time, but the seal's range over dates left
+    the entry out (mongomock, MongoDB) and called its day complete, and retrieval and `verify ROOM` looked for
+    no seal of it (any server). It is sealed on the day it reads as, in time order, and proven there."""
+    config = make_config(mongodb__uri=any_uri)
+    with built_on():
+        first, second = archive_samples(config, count=2)
+    backdate(config)
+    index(config).update_one({"_id": second["_id"]}, {"$set": {"archived_at": f"{DAY} 10:01:00.250000"}})
+    # 23:30 UTC on DAY, written with an offset: its text begins with the next day
+    index(config).update_one({"_id": first["_id"]}, {"$set": {"archived_at": f"{DAY + dt.timedelta(days=1)}"
+                                                                             "T01:30:00+02:00"}})
+    assert all(isinstance(e["archived_at"], str) for e in index(config).find())
+    (outcome,) = seals.seal_days(config, [DAY.isoformat()], seals.Actor("test", "host"))
+    assert outcome.action == "sealed" and outcome.seal["count"] == 2, str(outcome)
+    assert sealed_rooms(config) == [second["room"], first["room"]]  # by the time each reads as
+    assert verify_archive(config, None).ok
+    report = verify_archive(config, [first["room"]])
+    assert report.ok and report.seals == 1, [str(p) for p in report.problems]
+    out = tmp_path / "case"
+    assert seal_cli(config, tmp_path, "retrieve", first["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                    str(out), "--reason", "case 7") == 0
+    proof = json.loads((out / f"{safe_name(first['room'])}-v1" / "verification.json").read_text())["inclusion_proof"]
+    assert proof is not None and proof["day"] == DAY.isoformat() and proof["index"] == 1, proof
+    assert proof["in_seal"] and proof["matches_index"] and seals.proof_check(proof)
+    # An archived_at that reads as no time gives the entry no day: verify names it, and its sealed day's seal
+    index(config).update_one({"_id": first["_id"]}, {"$set": {"archived_at": "soon"}})
+    problems = _problems(config)
+    assert f"{first['room']} v1: failed: the entry's archived_at is a time in the past (archived_at 'soon')" \
+        in problems, problems
+    assert any(p.startswith(f"{first['room']} v1: its archived entry was removed from the index after {DAY}")
+               for p in problems), problems
+
+
+def test_each_event_is_of_the_day_its_stored_time_reads_as_whatever_its_type(any_uri, db_names) -> None:
+    """Dates and text alike (a tombstone's deleted_at too), at the day's bounds; text that reads as no time, or
+    an archived entry's stray deleted_at, is no event of the day."""
+    entries = connect(any_uri)[db_names["index.database"]]["entries_text"]
+    at = dt.datetime.combine(DAY, dt.time(), dt.timezone.utc)
+    entries.insert_many([{"room": room, "version": 1, "objects": {}, "superseded_objects": [], **fields}
+                         for room, fields in [
+        ("A", {"status": "deleted", "archived_at": at - dt.timedelta(hours=1), "deleted_at": f"{DAY} 08:00:00"}),
+        ("B", {"status": "archived", "archived_at": f"{DAY}T23:59:59.999Z"}),
+        ("C", {"status": "archived", "archived_at": f"{DAY + dt.timedelta(days=1)}T00:00:00Z"}),
+        ("D", {"status": "archived", "archived_at": at}),
+        ("E", {"status": "archived", "archived_at": "soon", "deleted_at": f"{DAY} 09:00:00"}),
+        ("F", {"status": "archived", "archived_at": f"{DAY - dt.timedelta(days=1)}T23:59:59.999Z"})]])
+    leaves = seals.current_leaves(entries, DAY.isoformat())
+    assert [(leaf.room, leaf.status) for leaf in leaves] == [("D", "archived"), ("A", "deleted"), ("B", "archived")]
+    assert json.loads(seals.leaf(entries.find_one({"room": "A"}), "deleted"))["deleted_at"] == f"{DAY} 08:00:00"
+    assert [seals.day_of(entries.find_one({"room": r})) for r in "BCDEF"] == [
+        DAY.isoformat(), (DAY + dt.timedelta(days=1)).isoformat(), DAY.isoformat(), None,
+        (DAY - dt.timedelta(days=1)).isoformat()]
