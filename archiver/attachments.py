@@ -240,9 +240,11 @@ def unlisted_nat64_warning(config: Config) -> str | None:
                 and n not in listed]
     if not unlisted:
         return None
-    return (f"attachments.allowed_networks names {', '.join(repr(str(n)) for n in unlisted)}, a /96 not in "
-            "attachments.nat64_prefixes: if it is a NAT64 gateway's prefix, every IPv4 address behind it "
-            "(metadata, loopback, private) is allowed too; list it in attachments.nat64_prefixes as well")
+    one = len(unlisted) == 1
+    return (f"attachments.allowed_networks names {', '.join(repr(str(n)) for n in unlisted)}, "
+            f"{'a /96' if one else '/96s'} not in attachments.nat64_prefixes: if {'it is' if one else 'one is'} a "
+            "NAT64 gateway's prefix, every IPv4 address behind it (metadata, loopback, private) is allowed too; "
+            "list it in attachments.nat64_prefixes as well")
 
 
 def system_resolve(host: str, port: int) -> list[str]:

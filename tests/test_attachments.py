@@ -709,7 +709,9 @@ def test_a_96_in_allowed_networks_not_in_nat64_prefixes_is_warned_of(make_config
         assert got is None
         return
     assert got.startswith("attachments.allowed_networks names " + ", ".join(repr(w) for w in warned) + ", ")
-    assert "attachments.nat64_prefixes" in got and "every IPv4 address behind it" in got, got
+    assert ("a /96 not in attachments.nat64_prefixes: if it is" if len(warned) == 1 else
+            "/96s not in attachments.nat64_prefixes: if one is") in got, got
+    assert "every IPv4 address behind it (metadata, loopback, private) is allowed" in got, got
     assert unlisted_nat64_warning(config.with_overrides(**{"attachments.enabled": False})) is None
 
 
