@@ -228,6 +228,25 @@ def nat64_problem(values: list[str]) -> str | None:
     return _problem(parse_nat64_prefixes, values)
 
 
+def unlisted_nat64_warning(config: Config) -> str | None:
+    """A start-up warning when attachments are fetched and allowed_networks names an IPv6 /96 that
+    nat64_prefixes does not: if it is a NAT64 gateway's prefix, its addresses are judged as IPv6 only, so
+    every IPv4 address behind the gateway is allowed with them (docs/attachments.md). None if there is none."""
+    if not config["attachments.enabled"]:
+        return None
+    listed = set(parse_nat64_prefixes(config["attachments.nat64_prefixes"]))
+    unlisted = [n for n in parse_networks(config["attachments.allowed_networks"])
+                if n.version == 6 and n.prefixlen == 96 and n != NAT64 and not n.subnet_of(NAT64_LOCAL)
+                and n not in listed]
+    if not unlisted:
+        return None
+    one = len(unlisted) == 1
+    return (f"attachments.allowed_networks names {', '.join(repr(str(n)) for n in unlisted)}, "
+            f"{'a /96' if one else '/96s'} not in attachments.nat64_prefixes: if {'it is' if one else 'one is'} a "
+            "NAT64 gateway's prefix, every IPv4 address behind it (metadata, loopback, private) is allowed too; "
+            "list it in attachments.nat64_prefixes as well")
+
+
 def system_resolve(host: str, port: int) -> list[str]:
     """Every address HOST has, as the system resolver gives them."""
     return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))

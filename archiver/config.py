@@ -359,11 +359,12 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         spec = SCHEMA.get(section, {}).get(key)
         if spec is None:
             raise ConfigError(f"{name}: no such setting {section}.{key}")
-        values[f"{section}.{key}"] = _parse_env(name, spec, text)
+        values[f"{section}.{key}"] = _parse_env(f"{name} ({section}.{key})", spec, text)
     return values
 
 
 def _parse_env(name: str, spec: Key, text: str) -> Any:
+    """TEXT read as SPEC's type; NAME (the variable and the key it sets) leads any error."""
     if spec.type is dict:  # a table of names to texts, written as a JSON object
         try:
             value = json.loads(text)

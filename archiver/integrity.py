@@ -94,7 +94,8 @@ class Opened:
         return all(c.ok for c in self.checks)
 
     def failures(self) -> list[str]:
-        """Each failed check as "failed: CLAIM (WHAT WAS FOUND)": a check is worded as what should hold."""
+        """Each failed check as "failed: CLAIM (WHAT WAS FOUND)": a check is worded as what should hold (a few,
+        whose claim read as the fault, say the fault when failed: _archived_at_check)."""
         return [f"failed: {c.check} ({c.detail})" if c.detail else f"failed: {c.check}"
                 for c in self.checks if not c.ok]
 
@@ -562,12 +563,17 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 def _archived_at_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     """The entry's archived_at (which dates the seal that covers it) follows the signed record's generated_at:
     an entry edited and moved to another day, one not sealed yet, would otherwise escape its seal."""
-    what = "record: the entry was indexed within a day after the record was made (archived_at dates its seal)"
+    seal = " (archived_at dates its seal)"  # a failed check says the fault, not the rule it breaks
     made, indexed = _parse_time(doc.get("generated_at")), _parse_time(entry.get("archived_at"))
     if made is None or indexed is None:
-        return Check(what, False, f"generated_at {doc.get('generated_at')!r}, archived_at {entry.get('archived_at')!r}")
-    ok = made - CLOCK_SKEW <= indexed <= made + INDEXED_WITHIN
-    return Check(what, ok, f"generated_at {made.isoformat()}, archived_at {indexed.isoformat()}")
+        return Check("record: the entry's archived_at or the record's generated_at cannot be read" + seal, False,
+                     f"generated_at {doc.get('generated_at')!r}, archived_at {entry.get('archived_at')!r}")
+    found = f"generated_at {made.isoformat()}, archived_at {indexed.isoformat()}"
+    if indexed < made - CLOCK_SKEW:
+        return Check("record: the entry was indexed before the record was made" + seal, False, found)
+    if indexed > made + INDEXED_WITHIN:
+        return Check("record: the entry was indexed more than a day after the record was made" + seal, False, found)
+    return Check("record: the entry was indexed within a day after the record was made" + seal, True, found)
 
 
 def recorded_attachments(doc: Any) -> dict[str, dict[str, Any]]:

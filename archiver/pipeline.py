@@ -27,6 +27,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from archiver import artifacts
 from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
+from archiver.attachments import unlisted_nat64_warning
 from archiver.batches import batched
 from archiver.artifacts import Artifacts, Plaintext, WorkerNotReady, timed
 from archiver.certificates import NotValidNow
@@ -128,6 +129,9 @@ class Archiver:
         if self.lock_warning:
             event("local_store_not_locked", logging.WARNING, url=self.store.url,
                   object_lock_mode=config["storage.object_lock_mode"])
+        self.nat64_warning = unlisted_nat64_warning(config)
+        if self.nat64_warning:
+            event("nat64_prefix_not_listed", logging.WARNING, warning=self.nat64_warning)
         self.queue.ensure_indexes()
         self.index.ensure_indexes()
         self.holds = Holds(index_db[config["index.holds"]], self.index.entries,  # legal holds (holds.py)

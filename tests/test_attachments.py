@@ -688,3 +688,50 @@ def test_kept_files_count_in_the_caps_first_and_one_over_them_is_refused_unread(
     assert read == [two.key] and files.requests == ["/0.png"]
     counted = Fetcher(policy(port(server), max_per_chat=1)).fetch_all(messages, kept={3: [two]})
     assert [a.outcome for a in counted] == [REFUSED, REFUSED, FETCHED] and "max_per_chat" in counted[0].reason
+
+
+@pytest.mark.parametrize("allowed, prefixes, warned", [
+    (["2001:db8:64::/96"], ["64:ff9b::/96"], ["2001:db8:64::/96"]),
+    (["2001:db8:64::/96", "10.0.0.0/8", "2001:db8:65::/96"], [], ["2001:db8:64::/96", "2001:db8:65::/96"]),
+    (["2001:db8:64::/96"], ["2001:db8:64::/96"], []),  # named in both, as documented
+    (["64:ff9b::/96", "64:ff9b:1:a::/96"], [], []),  # the well-known prefix, a local-use one: always read as NAT64
+    (["2001:db8::/64", "10.0.0.0/8"], ["64:ff9b::/96"], []),  # no /96
+])
+def test_a_96_in_allowed_networks_not_in_nat64_prefixes_is_warned_of(make_config, allowed, prefixes, warned) -> None:
+    """docs/attachments.md: named only in allowed_networks, a gateway's /96 allows every IPv4 address behind it
+    (metadata, loopback, private); it was accepted without a word. Only when attachments are fetched at all."""
+    from archiver.attachments import unlisted_nat64_warning
+
+    config = make_config(attachments__enabled=True, attachments__allowed_networks=allowed,
+                         attachments__nat64_prefixes=prefixes)
+    got = unlisted_nat64_warning(config)
+    if not warned:
+        assert got is None
+        return
+    assert got.startswith("attachments.allowed_networks names " + ", ".join(repr(w) for w in warned) + ", ")
+    assert ("a /96 not in attachments.nat64_prefixes: if it is" if len(warned) == 1 else
+            "/96s not in attachments.nat64_prefixes: if one is") in got, got
+    assert "every IPv4 address behind it (metadata, loopback, private) is allowed" in got, got
+    assert unlisted_nat64_warning(config.with_overrides(**{"attachments.enabled": False})) is None
+
+
+def test_run_warns_at_start_up_of_a_96_not_in_nat64_prefixes(make_config, tmp_path, capsys) -> None:
+    from archiver.cli import main
+    from conftest import write_toml
+
+    config = make_config()
+    settings = {k: config[k] for k in ("mongodb.uri", "index.database", "source.database", "storage.url",
+                                       "encryption.recipients", "signing.certificate", "signing.key")}
+    settings |= {"attachments.enabled": True, "attachments.hosts": ["media.example.com"],
+                 "storage.object_lock_mode": ""}  # (its own warning on a local store)
+    toml = write_toml(tmp_path / "c.toml", {**settings,
+                                            "attachments.allowed_networks": ["2001:db8:64::/96"]})
+    assert main(["--config", str(toml), "run", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: attachments.allowed_networks names '2001:db8:64::/96'" in out, out
+    assert "nat64_prefix_not_listed" in err, "and a log event"
+    listed = write_toml(tmp_path / "d.toml", {**settings, "attachments.allowed_networks": ["2001:db8:64::/96"],
+                                              "attachments.nat64_prefixes": ["2001:db8:64::/96"]})
+    assert main(["--config", str(listed), "run", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in out and "nat64_prefix_not_listed" not in err

@@ -605,6 +605,17 @@ def test_stopping_finishes_the_chats_in_hand_and_hands_back_the_rest(make_config
     assert Archiver(config).run_pass().archived == 10
 
 
+def test_the_help_says_what_a_stop_does_as_the_test_above_finds(capsys) -> None:
+    """`archiver --help` said serve's SIGTERM 'finishes the chat in hand': it finishes every chat being built
+    (one per worker) and hands the queued ones back (README, the test above)."""
+    from archiver.cli import main
+
+    assert main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "serve run the scheduled jobs until stopped (SIGTERM finishes the chats being built and hands the " \
+           "queued ones back)" in out, out
+
+
 def test_a_message_of_newlines_is_shown_shortened_and_a_huge_url_is_archived_in_full(make_config, keys) -> None:
     config = make_config()
     rng = random.Random(9)

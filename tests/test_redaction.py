@@ -168,7 +168,7 @@ def test_settings_from_the_file_and_the_environment(tmp_path) -> None:
     config = config_module.load(path, environ={"ARCHIVER_REDACTION__MASKS": '{"ticket": "[t]"}'})
     assert config["redaction.patterns"] == {"ticket": "T-[0-9]{6}"} and config["redaction.masks"] == {"ticket": "[t]"}
     assert text_of(Redactor.from_config(config), "see T-123456")[0] == "see [t]"
-    with pytest.raises(ConfigError, match="ARCHIVER_REDACTION__PATTERNS: must be a JSON object"):
+    with pytest.raises(ConfigError, match=r"ARCHIVER_REDACTION__PATTERNS \(redaction\.patterns\): must be a JSON object"):
         config_module.load(None, environ={"ARCHIVER_REDACTION__PATTERNS": "ticket=T"})
 
 

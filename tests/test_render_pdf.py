@@ -103,7 +103,7 @@ def test_header_events_and_failures_are_visible(renderer, tmp_path) -> None:
     text = _flat(_text(pdf, tmp_path))
     for expected in [chat["room"], "Messages 6", "NOT DELIVERED: recipient unreachable", "Failed deliveries 1",
                      "https://example.com/a?b=1&c=2", "javascript:alert(1)", "time unknown", "same id as message #4",
-                     "Chat closed by USER_", "Page 1 of 1", contact["serv_name"]]:
+                     'Chat closed by "USER_', "Page 1 of 1", contact["serv_name"]]:
         assert expected in text, expected
     assert b"/URI (https://example.com/a?b=1&c=2)" in pdf
     assert b"javascript" not in pdf.split(b"/URI")[-1][:40] or pdf.count(b"/URI") == 1
@@ -137,7 +137,7 @@ def test_twenty_thousand_messages(renderer, tmp_path) -> None:
 
 def test_italian_template_translates_without_code(tmp_path) -> None:
     text = _flat(_text(PdfRenderer(ITALIAN).render(normalise(SEED_CHAT)).data, tmp_path))
-    assert "Trascrizione della chat" in text and "Chat chiusa da USER_gverde1@acd.enghouse.com" in text
+    assert "Trascrizione della chat" in text and 'Chat chiusa da "USER_gverde1@acd.enghouse.com"' in text
     assert "Pagina 1 di 1" in text
 
 
@@ -438,7 +438,7 @@ def test_what_a_field_of_another_shape_holds_is_on_the_page_with_its_warning(ren
     t = normalise(chat)
     text = _flat(_text(renderer.render(t).data, tmp_path))
     assert said in text and "(no text)" not in text
-    assert re.search(r"#2 · [^#]* USER_bob \(unknown role\)", text)
+    assert re.search(r'#2 · [^#]* "USER_bob" \(unknown role\)', text)
     for expected in ["Delivery error: recipient blocked the business number", "Delivery error: number unknown",
                      "Delivery error: late receipt", "Failed deliveries 2",
                      "message 1: data.content is text, not an object: shown as the message's text",
@@ -485,7 +485,7 @@ def test_the_header_states_only_the_roles_the_messages_state(renderer, tmp_path)
     assert _row(layout, "Role not stated") == ['"ghost"'], layout
     text = _flat("\n".join(layout))
     assert 'sender "twofaced": an agent in message 4, a customer in message 5' in text
-    assert re.search(r'#1 · [^#]* · late agent \(unknown role\) │ one', text), "a message's own role is shown as before"
+    assert re.search(r'#1 · [^#]* · "late agent" \(unknown role\) │ one', text), "a message's own role is shown as before"
 
 
 def test_a_template_without_the_role_not_stated_label_still_loads(tmp_path) -> None:
@@ -496,3 +496,17 @@ def test_a_template_without_the_role_not_stated_label_still_loads(tmp_path) -> N
     chat["messages"][0]["data"]["content"]["user"] = {"id": "ghost"}
     layout = _layout(PdfRenderer(old).render(normalise(chat)).data, tmp_path)
     assert _row(layout, "Role not stated") == ['"ghost"'], layout
+
+
+def test_a_sender_without_a_name_is_quoted_in_the_message_header_as_in_the_participants(renderer, tmp_path) -> None:
+    """A bare id was shown unquoted in the message header (`· 555000111 (customer)`) while the participants list
+    quoted it: ids are hostile text, `x (agent)` in an id must not read as a role. The chat's closer is quoted too."""
+    chat = _chat(["hi", "bye"])
+    chat["messages"][0]["data"]["content"]["user"] = {"id": "555000111", "isAgent": False}
+    chat["messages"][1]["data"]["content"]["user"] = {"id": "x (agent)", "isAgent": False}
+    text = _text(renderer.render(normalise(chat)).data, tmp_path)
+    headers = [line for line in text.splitlines() if re.match(r"#\d+ · ", line)]
+    assert re.fullmatch(r'#1 · .+ · "555000111" \(customer\)', headers[0]), headers[0]
+    assert re.fullmatch(r'#2 · .+ · "x \(agent\)" \(customer\)', headers[1]), headers[1]
+    closer = chat["messages"][-1]["data"]["content"]["user"]["id"]
+    assert f'Chat closed by "{closer}"' in _flat(text)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 
 import pytest
 
 from archiver.cli import main
 from archiver.config import ConfigError
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
 from archiver.search import SearchFilters, build_query, open_search, search_indexes
 from conftest import REAL_MONGO, write_toml
 from retrieval_helpers import archive_samples, audit, index, search_key
+from test_pipeline import recent_ms, seed
 
 
 @pytest.fixture
@@ -476,3 +480,30 @@ def test_agent_and_customer_find_a_chat_whatever_role_the_person_s_first_message
     assert _rooms(config, agent="ghost") == _rooms(config, customer="ghost") == [chat["room"]]
     (entry,) = index(config).find()
     assert {"user_id": "ghost", "role": "unknown", "nickname": ""} in entry["participants"]
+
+
+def test_the_table_marks_an_agent_who_is_also_a_customer_and_json_is_unchanged(make_config, tmp_path, capsys) -> None:
+    """A sender whose messages state no role is in both `agents` and `customers` (docs/search.md): the table's
+    AGENTS column listed them among the agents without a hint; it marks them, with a footnote saying why."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(3), messages=4, start_ms=recent_ms(30))
+    chat["messages"][1]["data"]["content"]["user"] = {"id": "555000111"}  # no isAgent: role not stated
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    assert _cli(config, tmp_path, "search", "--room", chat["room"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    row = next(line for line in table if line.startswith(chat["room"]))
+    agents = row.split()[-1].split(",")
+    assert "555000111*" in agents and not any(a.endswith("*") for a in agents if a != "555000111*"), row
+    assert table[-1] == "* also among the chat's customers: its messages state no role for this id, or both"
+    assert _cli(config, tmp_path, "search", "--room", chat["room"], "--json") == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert "555000111" in entry["agents"] and "555000111" in entry["customers"], "--json lists the ids as indexed"
+
+
+def test_the_table_has_no_footnote_when_no_agent_is_also_a_customer(archived, tmp_path, capsys) -> None:
+    config, entries = archived
+    assert not any(set(e["agents"]) & set(e["customers"]) for e in entries)
+    assert _cli(config, tmp_path, "search") == 0
+    out = capsys.readouterr().out
+    assert "*" not in out and out.splitlines()[-1] == f"{len(entries)} entries"

@@ -558,3 +558,36 @@ def test_records_from_before_roles_came_from_every_message_verify_as_they_were_i
     entry = {"kind": "ended", "started_at": None, "ended_at": None, "agents": ["A"], "customers": ["C"]}
     assert _searchable_check(doc, entry).ok
     assert not _searchable_check(doc, {**entry, "agents": ["A", "U"]}).ok
+
+
+
+def test_an_archived_at_moved_before_its_record_says_what_is_wrong(archived, keys) -> None:
+    """verify said `failed: record: the entry was indexed within a day after the record was made`: the rule,
+    read as the fault. It says which way archived_at is wrong; `verify ROOM --key` and retrieval alike."""
+    config, entries = archived
+    entry = entries[0]
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"archived_at": entry["archived_at"] - dt.timedelta(hours=2)}})
+    problems = [p for room, p in _named(_verify(config, keys)) if room == entry["room"]]
+    shown = [p for p in problems if "archived_at dates its seal" in p]
+    assert len(shown) == 1 and shown[0].startswith(
+        "failed: record: the entry was indexed before the record was made (archived_at dates its seal) "
+        "(generated_at "), problems
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"archived_at": entry["archived_at"]}})
+    assert _verify(config, keys).ok, "as archived, the check holds"
+
+
+@pytest.mark.parametrize("made, indexed, fault", [
+    ("2026-11-01T10:00:00.000Z", "2026-11-02T10:00:01Z", "the entry was indexed more than a day after the record was made"),
+    ("2026-11-01T10:00:00.000Z", "2026-11-01T09:54:59Z", "the entry was indexed before the record was made"),
+    ("2026-11-01T10:00:00.000Z", "soon", "the entry's archived_at or the record's generated_at cannot be read"),
+    (None, "2026-11-01T10:00:00Z", "the entry's archived_at or the record's generated_at cannot be read"),
+])
+def test_the_archived_at_check_names_the_fault_and_states_the_rule_when_it_holds(made, indexed, fault) -> None:
+    from archiver.integrity import _archived_at_check
+
+    check = _archived_at_check({"generated_at": made}, {"archived_at": indexed})
+    assert not check.ok and check.check == f"record: {fault} (archived_at dates its seal)", check
+    for held in ("2026-11-01T10:00:00Z", "2026-11-02T10:00:00Z", "2026-11-01T09:55:00Z"):  # the bounds hold
+        check = _archived_at_check({"generated_at": "2026-11-01T10:00:00.000Z"}, {"archived_at": held})
+        assert check.ok and check.check == ("record: the entry was indexed within a day after the record was made "
+                                            "(archived_at dates its seal)"), (held, check)

@@ -26,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be 1 or more")
     archiver = Archiver(load_config(args))
-    if archiver.lock_warning:
-        print(f"warning: {archiver.lock_warning}")
+    for warning in (archiver.lock_warning, archiver.nat64_warning):
+        if warning:
+            print(f"warning: {warning}")
     progress = None if args.no_progress or not sys.stderr.isatty() else _progress_line()
     report = archiver.run_pass(args.limit, full=args.full, progress=progress)
     if progress:

@@ -19,6 +19,7 @@ from archiver.visible import visible
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
 EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
 SPOOLED = CodecOptions(tz_aware=True)  # times read back as the UTC they were written as
+BOTH_MARK = "*"  # after an AGENTS id that is also a customer, explained under the table
 STATUSES = ("archived", "uploading", "superseded", "deleted")  # what an index entry's status can be (archiver/index.py)
 
 
@@ -135,22 +136,32 @@ def _print(found, as_json: bool) -> None:
     else:
         print(f"{'ROOM':<49} {'VER':>3}  {'STATUS':<9} {'KIND':<9} {'ENDED/LAST (UTC)':<19}  {'TYPE':<6} "
               f"{'CHANNEL':<10} {'SERVICE':<20} AGENTS")
+    marked = False
     for entry in found:
         count += 1
         if as_json:
             print(("," if count > 1 else "") + json.dumps(_jsonable(entry), ensure_ascii=False, sort_keys=True))
         else:
             print(visible(_row(entry)))  # a room id or service name with a newline would forge a row
+            marked = marked or bool(_both(entry))
     print("]" if as_json else f"{count} entr{'y' if count == 1 else 'ies'}")
+    if marked:
+        print(f"{BOTH_MARK} also among the chat's customers: its messages state no role for this id, or both")
 
 
 def _row(e: dict[str, Any]) -> str:
     # KIND: whether the chat had ended (else its time is its last message's: an interim or abandoned chat)
     ended_at = stored_time(e.get("ended_at"))
     ended = ended_at.strftime("%Y-%m-%d %H:%M:%S") if ended_at else "-"
+    both = _both(e)
     return (f"{e['room']:<49} {e['version']:>3}  {e.get('status', '-'):<9} {e.get('kind', '-'):<9} {ended:<19}  "
             f"{e.get('ctlive_type', '-'):<6} {e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} "
-            f"{','.join(e.get('agents', []))}")
+            f"{','.join(a + BOTH_MARK if a in both else a for a in e.get('agents', []))}")
+
+
+def _both(e: dict[str, Any]) -> set[str]:
+    """The ids in both AGENTS and CUSTOMERS: role not stated, or stated as both (docs/search.md)."""
+    return set(e.get("agents", [])) & set(e.get("customers", []))
 
 
 def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:

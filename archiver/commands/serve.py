@@ -6,7 +6,7 @@ import argparse
 
 from archiver.commands.common import load_config
 
-HELP = "run the scheduled jobs until stopped (SIGTERM finishes the chat in hand)"
+HELP = "run the scheduled jobs until stopped (SIGTERM finishes the chats being built and hands the queued ones back)"
 EXAMPLE = "archiver --config archiver.toml serve"
 
 

@@ -850,7 +850,7 @@ class PdfRenderer:
         yield from self._quoted([[run for _, run in line.runs] for line in lines])
         if m.is_end:
             yield from self._noted([[*self._runs(f"{self.template.labels['closed_event']} ", "body", counter),
-                                     *self._field(m.sender_id or self.template.labels["none"], "body", counter)]])
+                                     *self._ident(m.sender_id, "body", counter)]])
         yield from self._quoted(self._blocks(m, counter))  # the message's own words, behind the bar
         yield from self._noted(self._notes(m, counter))  # what we say of it, outside the bar: no text passes for it
 
@@ -871,7 +871,7 @@ class PdfRenderer:
         if key not in counter.senders:
             made = _Counter()
             if not name:
-                runs = self._field(m.sender_id or self.template.labels["none"], style, made)
+                runs = self._ident(m.sender_id, style, made)
             else:
                 runs = self._named(self._field(name, style, made, quoted=True),
                                    self._field(m.sender_id, style, made, quoted=True), style, made)
@@ -880,6 +880,13 @@ class PdfRenderer:
         counter.placeholders += placeholders
         counter.shortened += shortened
         return runs
+
+    def _ident(self, sender_id: str, style: str | Style, counter: "_Counter") -> list[Run]:
+        """A bare sender id quoted as the participants list quotes it (ids are hostile text: `x (agent)` must
+        not read as a role); the template's `none` wording, unquoted, for a message without one."""
+        if not sender_id:
+            return self._runs(self.template.labels["none"], style, counter)
+        return self._field(sender_id, style, counter, quoted=True)
 
     def _blocks(self, m: Message, counter: "_Counter") -> Iterator[list[Run]]:
         """What a message says, block by block, made lazily as the layout asks for it."""
