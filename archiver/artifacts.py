@@ -150,14 +150,15 @@ class ArtifactBuilder:
                   version: int, generated_at: dt.datetime, timings: dict[str, float] | None = None,
                   retry: Retry | None = None, source_sha256: str = "",
                   redaction: RedactionNote | None = None, source_json: bytes | None = None,
-                  earlier: tuple[Stored, ...] = ()) -> Plaintext:
+                  earlier: tuple[Stored, ...] = (), copy_of: dt.datetime | None = None) -> Plaintext:
         """Signed PDF and JSON record; raises InvalidChat for a chat that cannot be archived, and
         NothingNew for a RETRY of attachments that fetched nothing more (before rendering anything).
         SOURCE_SHA256, the digest the archive pass computed for the index, is checked, not computed again.
         REDACTION: CHAT and CONTACT are the copies the archive pass redacted (by these settings) for its
         digest, not redacted again; the record they make must still have that digest. SOURCE_JSON: the
         record's `source` the pass wrote for that digest (record.source_json of the copies), not written again.
-        EARLIER: the files the room's earlier versions stored (attachment_retries.earlier): kept, not fetched again."""
+        EARLIER: the files the room's earlier versions stored (attachment_retries.earlier): kept, not fetched again.
+        COPY_OF: when VERSION was archived, for a fresh copy of it (signed at GENERATED_AT): the PDF says both."""
         timings = {} if timings is None else timings
         started = certificates.now()
         self.check_validity(started, started)
@@ -189,7 +190,7 @@ class ArtifactBuilder:
                                           attachments=[a.describe() for a in fetched] if fetched else None,
                                           expected_digest=source_sha256, source=source_json)
             rendered = self.renderer.render(transcript, redaction=note, attachments=fetched,
-                                            archive=self.archive_info(version, generated_at, digest, record),
+                                            archive=self.archive_info(version, generated_at, digest, record, copy_of),
                                             signature=self.signer.slot())
         with timed(timings, "sign"):
             if self.timestamper:
@@ -252,11 +253,12 @@ class ArtifactBuilder:
             return None
         return dataclasses.replace(file, sealed=sealed)
 
-    def archive_info(self, version: int, generated_at: dt.datetime, digest: str, record: bytes) -> ArchiveInfo:
+    def archive_info(self, version: int, generated_at: dt.datetime, digest: str, record: bytes,
+                     copy_of: dt.datetime | None = None) -> ArchiveInfo:
         """What the PDF's archive block states (and the record it attaches)."""
         certificate = self.signer.identity.certificate
         return ArchiveInfo(generated_at, version, digest, archiver_version(), certificate.subject.rfc4514_string(),
-                           self.signer.identity.fingerprint, record)
+                           self.signer.identity.fingerprint, record, copy_of)
 
     def build(self, chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,
               version: int, generated_at: dt.datetime, retry: Retry | None = None,

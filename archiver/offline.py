@@ -14,6 +14,7 @@ from archiver.claims import now
 from archiver.config import Config
 from archiver.files import publish
 from archiver.inputs import ParsedDocument, describe, read_file
+from archiver.mongo import stored_time
 from archiver.names import file_stem, folded
 from archiver.source import SourceProblem
 from archiver.transcript import InvalidChat, has_ended
@@ -160,8 +161,8 @@ def _write_export(config: Config, chat: dict, contact: dict | None, entry: dict,
     """Write the plaintext of ENTRY's version into OUT (signing a fresh copy when nothing was built), recorded
     before and after (see export_room)."""
     if plain is None:  # unchanged: nothing was built, so sign a fresh copy of the same content
-        plain = ArtifactBuilder.from_config(config, encrypt=False).plaintext(chat, contact, entry["kind"],
-                                                                             entry["version"], now())
+        plain = ArtifactBuilder.from_config(config, encrypt=False).plaintext(
+            chat, contact, entry["kind"], entry["version"], now(), copy_of=stored_time(entry.get("archived_at")))
         outcome.lines.append("  plaintext below is a fresh signature over the same content (same source_sha256)")
         if entry.get("attachments"):  # a fresh copy fetches nothing (docs/attachments.md)
             outcome.lines.append("  it does not describe the attachments: `archiver retrieve` gives the archived version")

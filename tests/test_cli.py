@@ -159,6 +159,33 @@ def test_export_interim_and_plaintext(tmp_path, make_config, keys, capsys) -> No
     assert "not found" in capsys.readouterr().out
 
 
+def test_export_of_an_archived_room_states_its_archive_time_and_when_the_copy_was_signed(tmp_path, make_config, keys,
+                                                                                        capsys) -> None:
+    """Review "court" C10: `export --out` of a room archived earlier and unchanged signed a fresh copy whose PDF read
+    "Version 1 / Archived at <the export's time>": two signed PDFs of version 1 stating two archive times. The copy
+    states the version's own archive time, and apart, when this copy was signed."""
+    from archiver.mongo import stored_time
+
+    chat, contact = make_chat(random.Random(61), messages=3, start_ms=(time.time() - 600) * 1000)
+    _seed(make_config, [(chat, contact)])
+    config = _toml(tmp_path, make_config)
+    assert main(["--config", str(config), "run"]) == 0
+    entry = connect(make_config()["mongodb.uri"])[make_config()["index.database"]].archive_index.find_one(
+        {"room": chat["room"]})
+    time.sleep(1.1)  # the copy is signed later than the version was archived (days, in practice)
+    assert main(["--config", str(config), "export", chat["room"], "--out", str(tmp_path / "copy")]) == 0
+    out = capsys.readouterr().out
+    assert "already archived, unchanged as version 1" in out and "a fresh signature" in out
+    text = subprocess.run(["pdftotext", "-raw", str(tmp_path / "copy" / f"{chat['room']}.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    archived = stored_time(entry["archived_at"]).strftime("%Y-%m-%d %H:%M:%S")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("Archived at")]
+    assert archived in line, (archived, line)
+    (signed,) = [ln for ln in text.splitlines() if ln.startswith("This copy signed at")]
+    assert archived not in signed, signed
+    _verify_outputs(tmp_path / "copy", chat["room"], keys)
+
+
 def test_indexes_are_listed_and_created_only_when_asked(tmp_path, make_config, capsys) -> None:
     config = _toml(tmp_path, make_config)
     chats = connect(make_config()["mongodb.uri"])[make_config()["source.database"]].chats

@@ -93,7 +93,7 @@ LABEL_DEFAULTS = {
     "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
     "delivery_error": "Delivery error",
     "archive": "Archive",
-    "archived_at": "Archived at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
+    "archived_at": "Archived at", "copy_signed_at": "This copy signed at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
     "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
     "signer_fingerprint": "Signer certificate SHA-256",
     "verify": "To verify: `pdfsig` checks this PDF's signature; the attached record.json is the signed JSON record "
@@ -126,6 +126,9 @@ class ArchiveInfo:
     signer_subject: str
     signer_fingerprint: str  # SHA-256 of the signing certificate, hex
     record: bytes | None = None
+    # A fresh copy of a version archived earlier (`export --out` of an unchanged room): when that version was
+    # archived. ARCHIVED_AT is then when this copy was signed, and the block says both, apart.
+    copy_of: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -789,7 +792,9 @@ class PdfRenderer:
         labels = self.template.labels
         version = (labels["supersedes"].format(version=a.version, previous=a.version - 1) if a.version > 1
                    else str(a.version))
-        rows = [(labels["archived_at"], self._time(a.archived_at)), (labels["version"], version),
+        when = ([(labels["archived_at"], self._time(a.copy_of)), (labels["copy_signed_at"], self._time(a.archived_at))]
+                if a.copy_of else [(labels["archived_at"], self._time(a.archived_at))])
+        rows = [*when, (labels["version"], version),
                 (labels["source_sha256"], a.source_sha256), (labels["archiver_version"], a.archiver_version),
                 (labels["signer"], a.signer_subject), (labels["signer_fingerprint"], a.signer_fingerprint)]
         table = [(k, self._field(v, "value", counter)) for k, v in rows]
