@@ -109,6 +109,22 @@ def test_header_events_and_failures_are_visible(renderer, tmp_path) -> None:
     assert b"javascript" not in pdf.split(b"/URI")[-1][:40] or pdf.count(b"/URI") == 1
 
 
+def test_the_header_names_who_opened_and_who_handled_the_chat_whether_or_not_they_wrote(tmp_path) -> None:
+    """Review "court" C3: a chat found by `search --customer X` because X opened it (the contact's userID), in
+    which only the agent wrote, read "Customers —": nothing on the page named X. The header says who opened it
+    and who handled it (the contact's agentID), quoted; "—" where the contact does not say."""
+    chat, contact = make_chat(random.Random(3), messages=3)
+    for message in chat["messages"]:
+        message["data"]["content"]["user"] = {"id": "USER_alice@acd.example.com", "isAgent": True}
+    contact.update(userID="393331234567", agentID="USER_bob@acd.example.com")
+    for template, opened, handled in [(DEFAULT_TEMPLATE, "Opened by", "Handled by"),
+                                      (ITALIAN, "Aperta da", "Gestita da")]:
+        text = _flat(_text(PdfRenderer(template).render(normalise(chat, contact)).data, tmp_path))
+        assert f'{opened} "393331234567"' in text and f'{handled} "USER_bob@acd.example.com"' in text, text[:900]
+    text = _flat(_text(PdfRenderer(DEFAULT_TEMPLATE).render(normalise(chat, None)).data, tmp_path))
+    assert "Opened by — Handled by —" in text, text[:900]
+
+
 def test_interim_and_abandoned_are_unmistakable(renderer, tmp_path) -> None:
     chat = _chat(["still talking"])
     assert "INTERIM: this chat had not ended" in _text(renderer.render(normalise(chat, status="interim")).data, tmp_path)

@@ -93,6 +93,7 @@ LABEL_DEFAULTS = {
     "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
     "delivery_error": "Delivery error",
     "archive": "Archive",
+    "opened_by": "Opened by", "handled_by": "Handled by",
     "archived_at": "Archived at", "copy_signed_at": "This copy signed at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
     "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
     "signer_fingerprint": "Signer certificate SHA-256",
@@ -677,6 +678,15 @@ class PdfRenderer:
         return self._named(self._field(p.display_name, "value", counter, quoted=True),
                            self._field(p.user_id, "value", counter, quoted=True), "value", counter)
 
+    def _person(self, t: Transcript, user_id: str, counter: "_Counter") -> list[Run]:
+        """USER_ID as the participant they are (by name, if they wrote), else quoted; `none` without one."""
+        found = t.participant(user_id) if user_id else None
+        if found is not None:
+            return self._participant(found, counter)
+        if user_id:
+            return self._field(user_id, "value", counter, quoted=True)
+        return self._field(self.template.labels["none"], "value", counter)
+
     def _named(self, name: list[Run], ident: list[Run], style: str | Style, counter: "_Counter") -> list[Run]:
         """NAME and IDENT placed by the template's `participant` wording ("{name} ({id})")."""
         before, _, rest = self.template.labels["participant"].partition("{name}")
@@ -735,6 +745,8 @@ class PdfRenderer:
                   (labels["customers"], self._participants(t, "customer", counter))]
         if any(not p.roles for p in t.participants):  # stated as neither: not claimed to be either
             table.append((labels["role_not_stated"], self._participants(t, "", counter)))
+        # The contact's own people, whether or not they wrote: a customer found by who opened the chat is named.
+        table += [(labels[field], self._person(t, getattr(t, field), counter)) for field in ("opened_by", "handled_by")]
         rows = [(labels["started"], self._time(t.started_at) if t.started_at else ""), (labels["ended"], self._ended(t))]
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
         closer = t.participant(t.closed_by)
