@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="files go to DIR/<room>-v<N>/ (nothing on failure)")
     p.add_argument("--bundle", metavar="FILE.zip",
                    help="a case bundle of the ROOMs (or of the search filters' entries) instead of --out")
-    p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit log)")
+    p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit log, and written into "
+                   "verification.json and a bundle's chain-of-custody.json: the files handed over)")
     p.add_argument("--version", type=version_number, metavar="N", help="this version (default: the latest archived)")
     p.add_argument("--cert", action="append", default=[], metavar="PEM",
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
