@@ -185,6 +185,23 @@ def test_the_table_says_which_chats_had_not_ended(archived, tmp_path, capsys) ->
     assert all(len(line.split()[0]) < out[0].index("VER") for line in out[1:-1])  # room ids fit their column
 
 
+def test_json_gives_an_interim_chat_its_last_message_time_as_ended_at(make_config, tmp_path, capsys) -> None:
+    """docs/search.md: `ended_at` of an interim entry (an export --force of a chat still running) is its last
+    message's time, which --from and --to select it by, not an end (review "court" C15)."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(15), messages=4, ended=False, start_ms=recent_ms())
+    seed(config, [(chat, contact)])
+    report, _ = Archiver(config).archive_room(chat["room"], "interim")
+    assert report.archived == 1
+    last = max(m["data"]["ts"] for m in chat["messages"])
+    day = dt.datetime.fromtimestamp(last / 1000, dt.timezone.utc).date().isoformat()
+    assert _cli(config, tmp_path, "search", "--from", day, "--to", day, "--json") == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert shown["kind"] == "interim"
+    assert shown["ended_at"] == dt.datetime.fromtimestamp(last / 1000, dt.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
 def test_text_search_with_another_key_is_refused_not_answered_empty(archived, tmp_path, capsys) -> None:
     """Words hashed under one key are not found under another: that search answered "0 entries", exit 0."""
     from archiver.pipeline import Archiver
