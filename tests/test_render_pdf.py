@@ -257,6 +257,20 @@ def test_a_megabyte_of_newlines_is_shown_shortened_and_never_stops_the_chat(rend
     assert f"{1_000_000 - shown:,} more characters not shown here" in text
 
 
+def test_one_long_line_never_hides_the_messages_after_it(tmp_path) -> None:
+    """Review "court" C12: with archive.max_message_chars raised, one message of a single 15 M-character line
+    passed archive.max_pages alone: the PDF stopped before it, and the customer's short acceptance after it was
+    on no page of a 1-page PDF. A message's text is shown up to Limits.message_chars (the default
+    max_message_chars: nothing within it is cut), the rest counted in a note, and the messages after it follow."""
+    small = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=12, message_chars=20_000))
+    chat = _chat(["before", "y" * 200_000, "I accept the offer"])
+    out = small.render(normalise(chat))
+    text = " ".join(_text(out.data, tmp_path).split())
+    assert "before" in text and "I accept the offer" in text and "stops before" not in text, text[-800:]
+    assert f"{200_000 - 20_000:,} more characters not shown here" in text and out.shortened == 1
+    assert pdf_module.Limits().message_chars == 1_000_000  # as archive.max_message_chars's default
+
+
 def test_a_chat_past_max_pages_is_shown_up_to_the_cap_and_says_where_it_stops(tmp_path) -> None:
     """Many long messages: the PDF stops at archive.max_pages and says which messages only the record holds."""
     small = PdfRenderer(DEFAULT_TEMPLATE, limits=pdf_module.Limits(pages=12, message_lines=100))

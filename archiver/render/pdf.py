@@ -115,6 +115,9 @@ class Limits:
     pages: int = 2_000  # the messages past it are named in a warning, not drawn (a chat is never refused for it)
     pdf_bytes: int = 50_000_000
     message_lines: int = 1_000  # a message's text lines (newlines) shown; the rest cut with a counted note
+    # and its characters (archive.max_message_chars's default: cuts only a text a raised limit let in, which
+    # alone could fill max_pages and hide every message after it)
+    message_chars: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -911,7 +914,7 @@ class PdfRenderer:
         if m.url:
             yield [*self._runs(f"{labels['attachment']}: ", "body", counter), *self._url(m.url, counter)]
         if m.text:
-            shown = _first_lines(m.text, self.limits.message_lines)
+            shown = _first_lines(m.text, self.limits.message_lines)[:self.limits.message_chars]
             runs = self._runs(shown, "body", counter)
             if len(shown) < len(m.text):  # newlines would lay out one line each: a megabyte, hundreds of pages
                 counter.shortened += 1
