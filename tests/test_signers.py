@@ -193,3 +193,32 @@ def test_a_bad_pinning_setting_stops_verify_naming_it(make_config, keys, tmp_pat
     assert cli(config, tmp_path, "verify", "--all") == 2
     err = capsys.readouterr().err
     assert f"{setting} {path}" in err, err
+
+
+def test_a_verifier_without_a_signing_certificate_names_every_signature(sealed, tmp_path, capsys) -> None:
+    """A configuration with no signing certificate pins nothing: no signature passes by default."""
+    auditor = sealed.with_overrides(**{"signing.certificate": "", "signing.key": ""})
+    assert cli(auditor, tmp_path, "verify", "--all") == 3
+    out = capsys.readouterr().out
+    assert f"PROBLEM seal {DAY}#1: it is signed by certificate " in out and UNPINNED[:-1] + ": none is set)" in out
+
+
+def test_a_pkcs12_signing_identity_pins_its_certificate(sealed, keys, tmp_path, capsys) -> None:
+    """signing.pkcs12 instead of signing.certificate: its certificate is the one pinned (opened with
+    signing.key_password); a wrong password stops verify, naming the setting."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from archiver.config import ConfigError
+
+    key = serialization.load_pem_private_key(keys["signing.key.pem"].read_bytes(), None)
+    cert = x509.load_pem_x509_certificates(keys["signing.crt.pem"].read_bytes())[0]
+    bundle = tmp_path / "signing.p12"
+    bundle.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"archiver", key, cert, None, serialization.BestAvailableEncryption(b"s3cret")))
+    p12 = {"signing.certificate": "", "signing.key": "", "signing.pkcs12": str(bundle)}
+    config = sealed.with_overrides(**p12, **{"signing.key_password": "s3cret"})
+    assert verify_archive(config, None).ok
+    with pytest.raises(ConfigError, match=f"^signing.pkcs12 {bundle}: cannot open"):
+        verify_archive(sealed.with_overrides(**p12, **{"signing.key_password": "wrong"}), None)
