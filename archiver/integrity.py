@@ -34,7 +34,7 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, validate_tst_signed_data
 from pyhanko_certvalidator import ValidationContext
 
-from archiver import seals, timestamps
+from archiver import certificates, seals, timestamps
 from archiver.artifacts import OBJECTS
 from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
@@ -415,7 +415,7 @@ def check_detached_signature(body: bytes, signature: bytes, token: bytes | None,
         found = hashlib.sha256(status.signing_cert.dump()).hexdigest()
         if found != signer_sha256:
             yield "it is signed by another certificate than the one it names (signer_sha256)"
-        unpinned = None if pinned is None else pinned.signer_problem(found, status.signing_cert.subject.human_friendly)
+        unpinned = None if pinned is None else pinned.signer_problem(found, _subject(status.signing_cert))
         if unpinned:
             yield unpinned
         elif trust and not (check := chain_check("seal", status, notes, list(trust), lambda at: asyncio.run(
@@ -442,8 +442,13 @@ def _token_problems(token: bytes, signature: bytes, anchors: Sequence[x509.Certi
         yield "its timestamp token does not verify over its signature"
     elif anchors and not (result.get("trust_problem_indic") is None and result.get("validation_path")):
         issuer = result.get("signing_cert")
-        yield ("its timestamp token's authority " + (f"({issuer.subject.human_friendly}) " if issuer else "")
+        yield ("its timestamp token's authority " + (f"({_subject(issuer)}) " if issuer else "")
                + "does not chain to signing.timestamp_trust_anchors")
+
+
+def _subject(cert: asn1_x509.Certificate) -> str:
+    """CERT's subject as RFC 4514 text, control characters escaped (a forger chooses it)."""
+    return certificates.subject(x509.load_der_x509_certificate(cert.dump()))
 
 
 def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None, pinned: Pinned | None = None) -> list[Check]:
@@ -514,7 +519,7 @@ def _signer_checks(name: str, signer: x509.Certificate, entry: dict[str, Any], p
     if pinned is not None:
         checks.append(Check(f"{name}: signed with one of this configuration's signing certificates "
                             f"({SIGNER_SETTINGS})", fingerprint in pinned.signers,
-                            f"{signer.subject.rfc4514_string()}, SHA-256 {fingerprint}"))
+                            f"{certificates.subject(signer)}, SHA-256 {fingerprint}"))
     return checks
 
 
@@ -522,7 +527,7 @@ def _stamp_anchor_check(stamp: Any, at_time: Callable[[dt.datetime], Any]) -> Ch
     """Whether the authority of STAMP (a signature's timestamp, validated now against the timestamp anchors)
     chains to them, now or else at the time it states (AT_TIME(moment): the stamp validated at MOMENT)."""
     what = "pdf: its signature timestamp's authority chains to signing.timestamp_trust_anchors"
-    detail = f"{stamp.signing_cert.subject.human_friendly}"
+    detail = _subject(stamp.signing_cert)
     if stamp.trusted:
         return Check(what, True, detail)
     try:
@@ -991,8 +996,8 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
                   ) -> None:
     """Every finished retention or erasure run's signed report (and each part it lists) is in its store, with
     the SHA-256 the run recorded (the parts': the report's), and its signature beside it verifies over it by the
-    certificate the run records (`signed_by`), one of PINNED's (with TRUST, chaining to it), as a seal's does. Each is read by the
-    version the run recorded, and another version stored over it is named (what a GET without one returns).
+    certificate the run records (`signed_by`), one of PINNED's (with TRUST, chaining to it), as a seal's does.
+    Each is read by the version the run recorded, and another version stored over it is named (what a GET without one returns).
     A run recorded before signatures were pinned has no signature SHA-256 or versions: the current ones are read.
     With STEPS (`index.retention_steps`), the run's steps are its report's items, one by one: tombstones are
     checked against the steps (Verifier), the steps here against what was signed. One part in memory at a time."""

@@ -102,7 +102,7 @@ def test_a_day_resealed_by_another_certificate_of_the_same_ca_fails_verify(make_
     code = seal_cli(config, tmp_path, "verify", "--all", "--ca", str(ca.cert_path))
     out, err = capsys.readouterr()
     assert code == 3, (out, err)
-    assert f"PROBLEM seal {DAY}#1: it is signed by certificate Common Name: employee (SHA-256 " \
+    assert f"PROBLEM seal {DAY}#1: it is signed by certificate CN=employee (SHA-256 " \
            f"{employee.fingerprint}), {UNPINNED}" in out, out
 
 
@@ -171,7 +171,7 @@ def test_timestamp_authorities_are_checked_against_their_configured_anchors(seal
     theirs = sealed.with_overrides(**{"signing.timestamp_trust_anchors": [str(other.ca_pem)]})
     assert cli(theirs, tmp_path, "verify", "--all", *key) == 3
     out = capsys.readouterr().out
-    assert (f"PROBLEM seal {DAY}#1: its timestamp token's authority (Common Name: Test Timestamp Authority) does "
+    assert (f"PROBLEM seal {DAY}#1: its timestamp token's authority (CN=Test Timestamp Authority) does "
             "not chain to signing.timestamp_trust_anchors") in out, out
     for entry in index(sealed).find({}):
         assert (f"{entry['room']} v{entry['version']}: failed: pdf: its signature timestamp's authority chains to "
