@@ -164,6 +164,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timestamp_url": Key(str, ""),
         "timestamp_max_skew_seconds": Key(float, 300.0, _positive),
         "trust_anchors": Key(list, []),
+        "former_certificates": Key(list, []),  # verify pins signatures to these and signing.certificate (pins.py)
+        "timestamp_trust_anchors": Key(list, []),
     },
     "encryption": {"recipients": Key(list, []), "recipient_fingerprints": Key(list, [], _fingerprints)},
     "storage": {
@@ -428,7 +430,8 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in _PATH_KEYS:
         if out[key]:
             out[key] = str(base / out[key])
-    for key in ("signing.chain", "signing.trust_anchors", "encryption.recipients"):
+    for key in ("signing.chain", "signing.trust_anchors", "signing.former_certificates",
+                "signing.timestamp_trust_anchors", "encryption.recipients"):
         out[key] = [str(base / p) for p in out[key]]
     if out["storage.url"].startswith("file://") and not out["storage.url"].startswith("file:///"):
         out["storage.url"] = "file://" + str(base / out["storage.url"][len("file://"):])

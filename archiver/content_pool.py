@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from archiver.artifacts import _exit_with, process_start
+from archiver.certificates import fingerprint
 from archiver.config import Config
 from archiver.envelope import EnvelopeError, RecipientKey
+from archiver.pins import Pinned
 from archiver.redaction import Redactor
 from archiver.worker_processes import forkserver_context
 
@@ -33,13 +35,16 @@ _worker: dict[str, Any] = {}  # in each worker: the key and trust anchors, loade
 
 
 def _init(key_pem: bytes, cert_pem: bytes, trust_pem: list[bytes], verifier_pid: int,
-          redaction: Config | None = None) -> None:
+          redaction: Config | None = None, pinned_pem: tuple[list[bytes], list[bytes]] | None = None) -> None:
     # Like an archive pass's workers: exit when the verifier is gone (killed), rather than wait forever.
     threading.Thread(target=_exit_with, args=(verifier_pid, process_start(verifier_pid)), daemon=True).start()
     key = serialization.load_pem_private_key(key_pem, None)
     _worker["key"] = RecipientKey(key, x509.load_pem_x509_certificate(cert_pem))  # type: ignore[arg-type]
     _worker["trust"] = [x509.load_pem_x509_certificate(pem) for pem in trust_pem]
     _worker["redactor"] = Redactor.from_config(redaction) if redaction is not None else None
+    _worker["pinned"] = None if pinned_pem is None else Pinned(
+        {fingerprint(c): c for c in map(x509.load_pem_x509_certificate, pinned_pem[0])},
+        tuple(map(x509.load_pem_x509_certificate, pinned_pem[1])))
 
 
 def _content_checks(entry: dict[str, Any], sealed: dict[str, bytes]) -> list[Any]:
@@ -48,7 +53,7 @@ def _content_checks(entry: dict[str, Any], sealed: dict[str, bytes]) -> list[Any
 
     opened = Opened(entry, sealed=sealed)
     try:
-        check_content(opened, _worker["key"], _worker["trust"], _worker["redactor"])
+        check_content(opened, _worker["key"], _worker["trust"], _worker["redactor"], _worker["pinned"])
     except EnvelopeError as exc:
         opened.checks.append(Check("decrypts with the given key", False, str(exc)))
     return opened.checks
@@ -68,7 +73,7 @@ class ContentPool:
     submitted at once."""
 
     def __init__(self, workers: int, key: RecipientKey, trust: list[x509.Certificate] | None,
-                 redaction: Config | None = None) -> None:
+                 redaction: Config | None = None, pinned: Pinned | None = None) -> None:
         key_pem = key.key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
         context = forkserver_context(["archiver.integrity"])
@@ -76,7 +81,9 @@ class ContentPool:
         self.pool = cf.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init,
             initargs=(key_pem, key.certificate.public_bytes(Encoding.PEM),
-                      [c.public_bytes(Encoding.PEM) for c in trust or []], os.getpid(), redaction))
+                      [c.public_bytes(Encoding.PEM) for c in trust or []], os.getpid(), redaction,
+                      None if pinned is None else ([c.public_bytes(Encoding.PEM) for c in pinned.signers.values()],
+                                                   [c.public_bytes(Encoding.PEM) for c in pinned.timestamp_anchors])))
 
     def submit(self, entry: dict[str, Any], sealed: dict[str, bytes]) -> cf.Future:
         return self.pool.submit(_content_checks, entry, sealed)

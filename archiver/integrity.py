@@ -34,7 +34,7 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.generic_cms import async_validate_detached_cms, validate_tst_signed_data
 from pyhanko_certvalidator import ValidationContext
 
-from archiver import seals
+from archiver import certificates, seals, timestamps
 from archiver.artifacts import OBJECTS
 from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
@@ -42,6 +42,7 @@ from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
 from archiver.mongo import stored_time as _parse_time  # index times, and the stand-in's dates as text
 from archiver.names import safe_name
+from archiver.pins import SIGNER_SETTINGS, Pinned, configured_pins
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
 from archiver.render.record import read_source, source_json
@@ -232,16 +233,17 @@ def _fetch(opened: Opened, name: str, obj: dict[str, Any], store: ObjectStore) -
 
 
 def check_content(opened: Opened, key: RecipientKey, trust: list[x509.Certificate] | None = None,
-                  redactor: Redactor | None = None) -> Opened:
+                  redactor: Redactor | None = None, pinned: Pinned | None = None) -> Opened:
     """Decrypt what `check_stored` fetched and check hashes, both signatures and the record; with REDACTOR,
-    also that the record's source holds nothing its rules mask (`redaction_check`)."""
+    also that the record's source holds nothing its rules mask (`redaction_check`); with PINNED (verify), that
+    both signers are among its certificates and the PDF's timestamp authority chains to its anchors."""
     entry = opened.entry
     for name, sealed in opened.sealed.items():
         opened.checks.append(_decrypt(opened, name, sealed, entry["objects"][name], key))
     if "pdf" in opened.plain:
-        opened.checks.extend(_pdf_checks(opened, trust))
+        opened.checks.extend(_pdf_checks(opened, trust, pinned))
     if "record" in opened.plain and "record_signature" in opened.plain:
-        opened.checks.extend(_record_signature_checks(opened, trust))
+        opened.checks.extend(_record_signature_checks(opened, trust, pinned))
     if "record" in opened.plain:
         opened.checks.extend(_record_checks(opened.plain["record"], entry))
     if "pdf" in opened.plain and "record" in opened.plain:
@@ -394,10 +396,12 @@ def chain_check(name: str, status: Any, notes: list[str], trust: list[x509.Certi
 
 
 def check_detached_signature(body: bytes, signature: bytes, token: bytes | None, signer_sha256: Any,
-                             trust: Sequence[x509.Certificate] = ()) -> Iterator[str]:
+                             trust: Sequence[x509.Certificate] = (), pinned: Pinned | None = None) -> Iterator[str]:
     """What is wrong with SIGNATURE (detached CMS) over BODY: it must verify, by the certificate of SHA-256
-    SIGNER_SHA256, chaining to TRUST if given; TOKEN, if any, an RFC 3161 timestamp over SIGNATURE. Nothing: it
-    holds. A seal's signature, and a retention or erasure run's report's (runs.py, `check_reports`)."""
+    SIGNER_SHA256 (what the signed thing names), one of PINNED's signers if given (what the verifier is
+    configured with: the only check a forger cannot satisfy), chaining to TRUST if given; TOKEN, if any, an
+    RFC 3161 timestamp over SIGNATURE, by an authority chaining to PINNED's timestamp anchors if it has any.
+    Nothing: it holds. A seal's signature, and a retention or erasure run's report's (runs.py, `check_reports`)."""
     notes: list[str] = []
     try:
         signed = cms.ContentInfo.load(signature)["content"]
@@ -408,26 +412,47 @@ def check_detached_signature(body: bytes, signature: bytes, token: bytes | None,
         intact, status = False, exc
     if not intact:
         yield f"its signature does not verify over the stored document ({status})"
-    elif hashlib.sha256(status.signing_cert.dump()).hexdigest() != signer_sha256:
-        yield "it is signed by another certificate than the one it names (signer_sha256)"
-    elif trust and not (check := chain_check("seal", status, notes, list(trust), lambda at: asyncio.run(
-            async_validate_detached_cms(body, signed, at)))).ok:
-        yield "its signer does not chain to the trust anchors (--ca, signing.trust_anchors): " + check.detail
-    if token is None:
-        return
+    else:
+        found = hashlib.sha256(status.signing_cert.dump()).hexdigest()
+        if found != signer_sha256:
+            yield "it is signed by another certificate than the one it names (signer_sha256)"
+        unpinned = None if pinned is None else pinned.signer_problem(found, _subject(status.signing_cert))
+        if unpinned:
+            yield unpinned
+        elif trust and not (check := chain_check("seal", status, notes, list(trust), lambda at: asyncio.run(
+                async_validate_detached_cms(body, signed, at)))).ok:
+            yield "its signer does not chain to the trust anchors (--ca, signing.trust_anchors): " + check.detail
+    if token is not None:
+        yield from _token_problems(token, signature, pinned.timestamp_anchors if pinned else ())
+
+
+def _token_problems(token: bytes, signature: bytes, anchors: Sequence[x509.Certificate]) -> Iterator[str]:
+    """What is wrong with TOKEN, an RFC 3161 timestamp token over SIGNATURE: it must verify over it and, given
+    ANCHORS, its authority chain to one at the time the token states (as long-term validation does)."""
     try:
         token_data = cms.ContentInfo.load(token)["content"]
         expected = hashlib.sha256(signature).digest()
-        context = ValidationContext(trust_roots=[], allow_fetching=False)
-        result = asyncio.run(validate_tst_signed_data(token_data, context, lambda _algorithm: expected))
+        context = (validation_context(list(anchors), timestamps.token_time(token)) if anchors
+                   else ValidationContext(trust_roots=[], allow_fetching=False))
+        with validation_notes():
+            result = asyncio.run(validate_tst_signed_data(token_data, context, lambda _algorithm: expected))
         ok = result.get("intact") and result.get("valid")
     except Exception:
-        ok = False
+        ok, result = False, {}
     if not ok:
         yield "its timestamp token does not verify over its signature"
+    elif anchors and not (result.get("trust_problem_indic") is None and result.get("validation_path")):
+        issuer = result.get("signing_cert")
+        yield ("its timestamp token's authority " + (f"({_subject(issuer)}) " if issuer else "")
+               + "does not chain to signing.timestamp_trust_anchors")
 
 
-def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Check]:
+def _subject(cert: asn1_x509.Certificate) -> str:
+    """CERT's subject as RFC 4514 text, control characters escaped (a forger chooses it)."""
+    return certificates.subject(x509.load_der_x509_certificate(cert.dump()))
+
+
+def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None, pinned: Pinned | None = None) -> list[Check]:
     entry = opened.entry
     try:
         reader = PdfFileReader(BytesIO(opened.plain["pdf"]))
@@ -439,8 +464,10 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
     if len(signatures) != 1:
         return [Check("pdf: carries exactly one signature", False, f"found {len(signatures)}")]
     try:
-        with validation_notes() as notes:
-            status = validate_pdf_signature(signatures[0], validation_context(trust))
+        anchors = list(pinned.timestamp_anchors) if pinned else []
+        with validation_notes() as notes:  # (the timestamp's authority: against its own anchors, if configured)
+            status = validate_pdf_signature(signatures[0], validation_context(trust),
+                                            validation_context(anchors) if anchors else None)
     except Exception as exc:  # a malformed signature dictionary or CMS: named, not a crash
         return [Check("pdf: PAdES signature readable", False, f"{type(exc).__name__}: {exc}")]
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
@@ -449,7 +476,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
         Check("pdf: PAdES signature intact and cryptographically valid (pyHanko)", status.intact and status.valid,
               f"coverage {status.coverage.name}, signed by {signer.subject.rfc4514_string()}"),
         Check("pdf: the signature covers the whole file", status.coverage.name == "ENTIRE_FILE", status.coverage.name),
-        _signer_check("pdf", signer, entry),
+        *_signer_checks("pdf", signer, entry, pinned),
         Check("pdf: its title names the entry's room", is_pdf_title(title, entry["room"]), f"title {title!r}"),
     ]
     stamp = status.timestamp_validity  # B-T: when the signature existed, by the authority's word
@@ -457,12 +484,16 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Ch
         checks.append(Check("pdf: its signature timestamp (RFC 3161, PAdES B-T) is intact and valid",
                             stamp.intact and stamp.valid, f"{stamp.timestamp.isoformat()} by "
                             f"{stamp.signing_cert.subject.human_friendly}"))
+        if anchors:
+            checks.append(_stamp_anchor_check(stamp, lambda at: validate_pdf_signature(
+                signatures[0], validation_context(trust), validation_context(anchors, at)).timestamp_validity))
     if trust:
         checks.append(chain_check("pdf", status, notes, trust, lambda at: validate_pdf_signature(signatures[0], at)))
     return checks
 
 
-def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | None) -> list[Check]:
+def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | None,
+                             pinned: Pinned | None = None) -> list[Check]:
     try:
         signed = cms.ContentInfo.load(opened.plain["record_signature"])["content"]
         with validation_notes() as notes:
@@ -473,17 +504,39 @@ def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | Non
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
     checks = [Check("record: detached CMS signature intact and valid (pyHanko)", status.intact and status.valid,
                     f"signed by {signer.subject.rfc4514_string()}"),
-              _signer_check("record", signer, opened.entry)]
+              *_signer_checks("record", signer, opened.entry, pinned)]
     if trust:
         checks.append(chain_check("record", status, notes, trust, lambda at: asyncio.run(
             async_validate_detached_cms(opened.plain["record"], signed, at))))
     return checks
 
 
-def _signer_check(name: str, signer: x509.Certificate, entry: dict[str, Any]) -> Check:
+def _signer_checks(name: str, signer: x509.Certificate, entry: dict[str, Any], pinned: Pinned | None) -> list[Check]:
+    """SIGNER is the one the index records and, given PINNED, one the verifier is configured with (the index is
+    no authority on who may sign: whoever can write it can name their own certificate)."""
     fingerprint = signer.fingerprint(hashes.SHA256()).hex()
-    return Check(f"{name}: signed with the certificate the index records", fingerprint == entry.get(
-        "signing_certificate_sha256"), f"SHA-256 {fingerprint}")
+    checks = [Check(f"{name}: signed with the certificate the index records", fingerprint == entry.get(
+        "signing_certificate_sha256"), f"SHA-256 {fingerprint}")]
+    if pinned is not None:
+        checks.append(Check(f"{name}: signed with one of this configuration's signing certificates "
+                            f"({SIGNER_SETTINGS})", fingerprint in pinned.signers,
+                            f"{certificates.subject(signer)}, SHA-256 {fingerprint}"))
+    return checks
+
+
+def _stamp_anchor_check(stamp: Any, at_time: Callable[[dt.datetime], Any]) -> Check:
+    """Whether the authority of STAMP (a signature's timestamp, validated now against the timestamp anchors)
+    chains to them, now or else at the time it states (AT_TIME(moment): the stamp validated at MOMENT)."""
+    what = "pdf: its signature timestamp's authority chains to signing.timestamp_trust_anchors"
+    detail = _subject(stamp.signing_cert)
+    if stamp.trusted:
+        return Check(what, True, detail)
+    try:
+        with validation_notes():
+            then = at_time(stamp.timestamp)
+    except Exception:
+        then = None
+    return Check(what, bool(then is not None and then.trusted), f"{detail}, at {stamp.timestamp.isoformat()}")
 
 
 def _record_checks(record: bytes, entry: dict[str, Any]) -> list[Check]:
@@ -654,6 +707,8 @@ class VerifyReport:
     seals: int = 0  # seals recomputed (docs/seals.md)
     reports: int = 0  # signed reports of retention and erasure runs (and their parts) read back and checked
     trust_anchors: list[str] = field(default_factory=list)  # what signers were checked against ([]: nothing)
+    signers: list[str] = field(default_factory=list)  # the only certificates signatures were accepted by (pins.py)
+    timestamp_trust_anchors: list[str] = field(default_factory=list)  # timestamps' authorities' ([]: not checked)
 
     @property
     def ok(self) -> bool:
@@ -692,13 +747,14 @@ class Verifier:
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
         self.redactor = Redactor.from_config(redaction) if redaction is not None else None
+        self.pinned: Pinned | None = None  # with a key: the signers (and timestamp anchors) content must have
 
     def run(self, rooms: list[str] | None, progress: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
         """ROOMS (None: every entry and every stored object)."""
         report = VerifyReport(with_key=self.key is not None)
         query: dict[str, Any] = {} if rooms is None else {"room": {"$in": [str(r) for r in rooms]}}
         seen_rooms: set[str] = set()
-        pool = (ContentPool(self.workers, self.key, self.trust, self.redaction) if self.key is not None
+        pool = (ContentPool(self.workers, self.key, self.trust, self.redaction, self.pinned) if self.key is not None
                 and self.workers > 1 else None)
         waiting: deque[tuple[Opened, Any]] = deque()  # checked in order, content maybe still in a worker
         try:
@@ -828,7 +884,7 @@ class Verifier:
                                                f"{type(exc).__name__}: {exc}"))
             elif self.key is not None and opened.ok:
                 try:
-                    check_content(opened, self.key, self.trust, self.redactor)
+                    check_content(opened, self.key, self.trust, self.redactor, self.pinned)
                 except EnvelopeError as exc:
                     opened.checks.append(Check("decrypts with the given key", False, str(exc)))
             for failure in opened.failures():
@@ -942,11 +998,12 @@ def reports_explained(runs: Any, keys: list[str]) -> set[str]:
 
 
 def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], report: VerifyReport,
-                  trust: list[x509.Certificate] | None = None, steps: Any = None) -> None:
+                  trust: list[x509.Certificate] | None = None, steps: Any = None, pinned: Pinned | None = None
+                  ) -> None:
     """Every finished retention or erasure run's signed report (and each part it lists) is in its store, with
     the SHA-256 the run recorded (the parts': the report's), and its signature beside it verifies over it by the
-    certificate the run records (`signed_by`; with TRUST, chaining to it), as a seal's does. Each is read by the
-    version the run recorded, and another version stored over it is named (what a GET without one returns).
+    certificate the run records (`signed_by`), one of PINNED's (with TRUST, chaining to it), as a seal's does.
+    Each is read by the version the run recorded, and another version stored over it is named (what a GET without one returns).
     A run recorded before signatures were pinned has no signature SHA-256 or versions: the current ones are read.
     With STEPS (`index.retention_steps`), the run's steps are its report's items, one by one: tombstones are
     checked against the steps (Verifier), the steps here against what was signed. One part in memory at a time."""
@@ -956,7 +1013,8 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
         where = run["report"]
         store = store_of({"store": where["store"]} if where.get("store") else {})
         data = _report_object(store, where["key"], where["sha256"], where.get("version_id"), run["_id"], report)
-        _report_signature(store, data, where["signature_key"], where, where.get("signed_by"), run["_id"], report, trust)
+        _report_signature(store, data, where["signature_key"], where, where.get("signed_by"), run["_id"], report, trust,
+                          pinned)
         body = json.loads(data) if data is not None else {}
         placed = {p["key"]: p for p in where.get("part_versions", [])}
         ledger = enumerate(RunLedger(runs, steps).items(run["_id"]), 1) if steps is not None else None
@@ -966,7 +1024,7 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
             at = placed.get(part["key"], {})
             blob = _report_object(store, part["key"], part["sha256"], at.get("version_id"), run["_id"], report)
             _report_signature(store, blob, part["signature_key"], at, where.get("signed_by"), run["_id"], report,
-                              trust)
+                              trust, pinned)
             if ledger is not None:
                 ledger = None if blob is None else _steps_as_signed(ledger, json.loads(blob).get("items", []),
                                                                     run["_id"], steps.name, report)
@@ -1005,7 +1063,8 @@ def _item_name(item: Any) -> str:
 
 
 def _report_signature(store: ObjectStore, data: bytes | None, key: str, at: dict[str, Any], signer_sha256: Any,
-                      run_id: str, report: VerifyReport, trust: list[x509.Certificate] | None) -> None:
+                      run_id: str, report: VerifyReport, trust: list[x509.Certificate] | None,
+                      pinned: Pinned | None = None) -> None:
     """The signature KEY of a report (DATA, None if it failed its own check), as AT (the run's record) says."""
     try:
         signature = store.get(key, at.get("signature_version_id") or "")
@@ -1019,7 +1078,7 @@ def _report_signature(store: ObjectStore, data: bytes | None, key: str, at: dict
         report.add(_report_problem(run_id, f"signature {key} has SHA-256 {found}, the run recorded "
                                                f"{at['signature_sha256']}"))
     elif data is not None:
-        for problem in check_detached_signature(data, signature, None, signer_sha256, trust or ()):
+        for problem in check_detached_signature(data, signature, None, signer_sha256, trust or (), pinned):
             report.add(_report_problem(run_id, f"signature {key}: {problem} (the run records signed_by "
                                                    f"{signer_sha256})"))
 
@@ -1055,11 +1114,13 @@ def _report_object(store: ObjectStore, key: str, sha256: str, version_id: str | 
 def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | None = None,
                    trust: list[x509.Certificate] | None = None,
                    progress: Callable[[VerifyReport], None] | None = None, workers: int = 1,
-                   redaction: bool = False) -> VerifyReport:
+                   redaction: bool = False, pinned: Pinned | None = None) -> VerifyReport:
     """Check ROOMS (None: the whole archive, including every object in every store the index names);
     with KEY, content checks in WORKERS processes (1: in this one), and with REDACTION, CONFIG's redaction
-    rules against every record (`redaction_check`)."""
+    rules against every record (`redaction_check`). Every signature must be by one of PINNED's signers
+    (default: CONFIG's, `configured_pins`)."""
     config.require("mongodb.uri")
+    pinned = pinned if pinned is not None else configured_pins(config)
     started = time.monotonic()
     entries = index_database(config)[config["index.entries"]]
     stores: dict[str, ObjectStore] = {}
@@ -1076,6 +1137,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
     verifier.runs = index_database(config)[config["index.retention_runs"]]
     verifier.steps = index_database(config)[config["index.retention_steps"]]
     verifier.jobs = index_database(config)[config["index.jobs"]]
+    verifier.pinned = pinned
     report = verifier.run(rooms, progress)
     for room in [None] if rooms is None else rooms:  # the whole store, or each room's folder
         # distinct on a plain field (not on the `store` subdocument): every stand-in supports it
@@ -1088,21 +1150,23 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
         for store in targets.values():
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress, room)
     if rooms is None:
-        check_reports(verifier.runs, store_of, report, trust, verifier.steps)
-    _check_seals(config, entries, rooms, report, trust)
+        check_reports(verifier.runs, store_of, report, trust, verifier.steps, pinned)
+    _check_seals(config, entries, rooms, report, trust, pinned)
     report.trust_anchors = [c.subject.rfc4514_string() for c in trust or []]
+    report.signers = pinned.described()
+    report.timestamp_trust_anchors = [c.subject.rfc4514_string() for c in pinned.timestamp_anchors]
     report.seconds = time.monotonic() - started
     return report
 
 
 def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: VerifyReport,
-                 trust: list[x509.Certificate] | None = None) -> None:
+                 trust: list[x509.Certificate] | None = None, pinned: Pinned | None = None) -> None:
     """Every seal of the days ROOMS' entries belong to (None: every seal) recomputes from the index now."""
     days = None
     if rooms is not None:  # each entry's days, and the day before: an entry moved a day on is missed there
         days = [seen for entry in entries.find({"room": {"$in": [str(r) for r in rooms]}})
                 for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day
                 for seen in (day, seals.day_before(day)) if seen]
-    report.seals, problems = seals.check_days(config, days, trust or ())
+    report.seals, problems = seals.check_days(config, days, trust or (), pinned)
     for problem in problems:
         report.add(Problem(problem.room, problem.version, problem.problem, subject=problem.subject))

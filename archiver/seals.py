@@ -51,6 +51,7 @@ from archiver.audit import Actor, AuditLog, SealedHead, open_audit_log
 from archiver.config import Config
 from archiver.index import index_database
 from archiver.mongo import server_ms, stored_time
+from archiver.pins import Pinned, configured_pins
 from archiver.signing import Signer
 from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
                             store_location)
@@ -558,12 +559,14 @@ def _of_seal(name: str, problem: str) -> SealProblem:
     return SealProblem(None, None, problem, name)
 
 
-def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Certificate] = ()
-               ) -> tuple[int, list[SealProblem]]:
-    """Every seal of DAYS (None: every sealed day): how many seals were checked, and what is wrong; with
-    TRUST (anchors), each seal's signer must chain to one. Reads only (an auditor's read access suffices);
+def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Certificate] = (),
+               pinned: Pinned | None = None) -> tuple[int, list[SealProblem]]:
+    """Every seal of DAYS (None: every sealed day): how many seals were checked, and what is wrong; each
+    seal's signer must be one of PINNED's (default: CONFIG's signing certificates, never the one a seal names),
+    and with TRUST (anchors), chain to one. Reads only (an auditor's read access suffices);
     sealing made the indexes these queries use."""
     config.require("mongodb.uri")
+    pinned = pinned if pinned is not None else configured_pins(config)
     book = SealBook(config)
     problems: list[SealProblem] = []
     checked = 0
@@ -580,7 +583,7 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
         later: list[Leaf] | None = None  # the leaves of the seal after this one
         for n in reversed(range(len(seals))):
             checked += 1
-            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later, trust)
+            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later, trust, pinned)
             problems.extend(found)
             later = leaves if leaves is not None else later
     return checked, problems
@@ -596,7 +599,8 @@ def _left_pending(record: dict[str, Any]) -> str:
 
 
 def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | None, later: list[Leaf] | None,
-                trust: Sequence[x509.Certificate] = ()) -> tuple[list[Leaf] | None, list[SealProblem]]:
+                trust: Sequence[x509.Certificate] = (), pinned: Pinned | None = None
+                ) -> tuple[list[Leaf] | None, list[SealProblem]]:
     """SEAL's objects, document, signature, timestamp and audit head; then its leaves against the index
     (the latest seal of a day) or against the seal that extends it (LATER). Returns its leaves too."""
     name = f"seal {seal['day']}#{seal['seq']}"
@@ -611,7 +615,8 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
     if "signature" in blobs:
         from archiver.integrity import check_detached_signature  # (integrity imports this module)
         problems.extend(_of_seal(name, problem) for problem in check_detached_signature(
-            blobs["document"], blobs["signature"], blobs.get("timestamp"), document.get("signer_sha256"), trust))
+            blobs["document"], blobs["signature"], blobs.get("timestamp"), document.get("signer_sha256"), trust,
+            pinned))
     problems.extend(_check_audit_head(book, name, document.get("audit_head")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
     if later is None:

@@ -20,7 +20,7 @@ SERVICES = ("Assistenza clienti", "Billing", "Assistenza clienti", "Sales")
 
 
 CLI_KEYS = ("mongodb.uri", "index.database", "storage.url", "storage.endpoint_url", "encryption.recipients",
-            "signing.trust_anchors")
+            "signing.trust_anchors", "signing.certificate")  # (no key: verify pins signatures to the certificate)
 
 
 def run_cli(config: Config, tmp_path: Path, *argv: str) -> int:

@@ -10,7 +10,8 @@ import sys
 from typing import Any, Callable
 
 from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
-from archiver.commands.retrieve import UNTRUSTED, load_trust
+from archiver.commands.retrieve import load_trust
+from archiver.pins import NO_TIMESTAMP_ANCHOR, SIGNER_SETTINGS, configured_pins
 from archiver.commands.search import add_actor
 from archiver.visible import visible
 
@@ -20,6 +21,8 @@ HELP = ("check archived objects against the index (present, size, SHA-256, nothi
         "exit 3 naming each problem")
 EXAMPLE = "archiver --config archiver.toml verify --key legal.key.pem --json   # everything, as --all"
 PROBLEMS_IN_AUDIT = 100
+UNCHAINED = ("signers NOT checked against a trust anchor (give --ca PEM or set signing.trust_anchors): every "
+             f"signature is still checked as made by one of this configuration's signing certificates ({SIGNER_SETTINGS})")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,13 +77,14 @@ def run_verify(args: argparse.Namespace) -> int:
         raise UsageError("--redaction: redaction.enabled is false in this configuration: no rules to check against")
     log, actor = open_audit_log(config), Actor.current(args.actor)
     trust = list(load_trust(args.ca, config))
+    pinned = configured_pins(config)  # a bad setting: exit 2, before any work
     scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(trust),
              **({"redaction": True} if args.redaction else {})}
     key = RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
     try:
         report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
-                                workers=args.workers or os.cpu_count() or 1, redaction=args.redaction)
+                                workers=args.workers or os.cpu_count() or 1, redaction=args.redaction, pinned=pinned)
     except Exception as exc:
         log.record("verify", actor, outcome="unreachable" if unreachable(exc) else "failed", filters=scope,
                    rooms=args.rooms, detail=str(exc))
@@ -92,8 +96,9 @@ def run_verify(args: argparse.Namespace) -> int:
                detail=_summary(report))
     print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
     if not trust and not args.json:
-        print(f"WARNING: {UNTRUSTED}" if key else "WARNING: seals' signers NOT checked against a trust anchor "
-              "(give --ca PEM or set signing.trust_anchors)", file=sys.stderr)
+        print(f"WARNING: {UNCHAINED}", file=sys.stderr)
+    if not pinned.timestamp_anchors and not args.json:
+        print(f"WARNING: {NO_TIMESTAMP_ANCHOR}", file=sys.stderr)
     return OK if report.ok else VERIFY_FAILED
 
 
