@@ -212,6 +212,25 @@ def test_a_takeover_keeps_what_the_sealer_it_took_over_signed(sealed, monkeypatc
     assert "pending" in seal_records(sealed)[-1]  # nothing completed
 
 
+def test_verify_names_a_seal_that_dropped_what_the_sealer_it_took_over_signed(sealed, monkeypatch) -> None:
+    """The same take-over made by a sealer that did not check the folder (one from before): verify names it."""
+    day = DAY.isoformat()
+    newcomer = _late_entry(sealed)
+    (second,) = seals.seal_days(sealed, [day], ACTOR)
+    folder = second.seal["objects"]["document"]["key"][:-len(".json")]
+    _seals(sealed).delete_one({"day": day, "seq": 2})
+    _seals(sealed).insert_one({"day": day, "seq": 2, "pending": {"owner": "x", "at": 0, "folder": folder}})
+    _remove_entry_and_objects(sealed, newcomer)
+    with monkeypatch.context() as unchecked:
+        unchecked.setattr(seals, "folder_problems", lambda *args: [])
+        (outcome,) = seals.seal_days(sealed, [day], ACTOR)
+    assert outcome.action == "sealed" and outcome.seal["abandoned"] == [folder], str(outcome)
+    problems = _problems(sealed)
+    assert [p for p in problems if "abandoned" in p] == [
+        f"seal {day}#2: abandoned folder {folder} holds this seal as signed by a sealer taken over, with entries "
+        f"since removed or changed: {newcomer['room']} v1 (archived)"], problems
+
+
 # ---- MEDIUM-2: a seal record edited by hand ----------------------------------------------------------------
 
 @pytest.mark.parametrize("edit", [
