@@ -85,6 +85,11 @@ class SealingRefused(ValueError):
     """The day asked for has not ended yet (plus the grace every writer gets)."""
 
 
+class MalformedSeal(StoreError):
+    """A seal record in a shape no sealer writes (edited by hand): named, never used (a seal that cannot be
+    read as recorded, as a store error is)."""
+
+
 # ---- leaves ---------------------------------------------------------------------------------------
 
 def canonical(value: Any) -> bytes:
@@ -231,21 +236,40 @@ class SealBook:
         for when in EVENT_TIME.values():  # the day's events, found without a scan
             self.entries.create_index([(when, ASCENDING)], name=when)
 
+    def records(self, day: Any) -> DayRecords:
+        """DAY's seal records: complete, reserved, and malformed ones (named, used for nothing)."""
+        found = DayRecords()
+        today = dt.datetime.now(dt.timezone.utc).date()
+        records = self.seals.find({"day": day}, {"_id": 0})
+        for record in sorted(records, key=lambda r: r["seq"] if _is_int(r.get("seq")) else 0):
+            why = record_problem(record, today)
+            if why:
+                found.malformed.append((record, why))
+            else:
+                (found.complete if completed(record) else found.pending).append(record)
+        return found
+
     def of_day(self, day: str) -> list[dict[str, Any]]:
-        """DAY's complete seals, by number."""
-        return list(self.seals.find({"day": day, "pending": {"$exists": False}}, {"_id": 0}).sort("seq", ASCENDING))
+        """DAY's complete seals, by number, whatever else their records carry (a `pending` added by hand does
+        not switch a seal off); MalformedSeal if one is in a shape no sealer writes."""
+        records = self.records(day)
+        for record, why in records.malformed:
+            if completed(record):
+                raise MalformedSeal(f"{seal_name(record)}: {why}")
+        return records.complete
 
-    def pending_of(self, day: str) -> dict[str, Any] | None:
-        """DAY's next seal as reserved by a sealer making it (or one that stopped doing so), if any."""
-        return self.seals.find_one({"day": day, "pending": {"$exists": True}}, {"_id": 0})
+    def reservation(self, record: dict[str, Any]) -> str:
+        """RECORD's reservation on the server's clock: "live" (its sealer is at work, within the lease),
+        "given up" (older than the lease: its sealer stopped) or "future" (dated ahead of the server's clock:
+        no sealer's, written by hand; taken over like one given up)."""
+        now = server_ms(self.seals.database)
+        at = record["pending"]["at"]
+        if at > now + RESERVATION_SKEW_MS:
+            return "future"
+        return "given up" if at + self.config["archive.lease_seconds"] * 1000 <= now else "live"
 
-    def given_up(self, record: dict[str, Any]) -> bool:
-        """Whether RECORD's reservation is older than the lease (on the server's clock): its maker stopped."""
-        lease_ms = self.config["archive.lease_seconds"] * 1000
-        return (record["pending"].get("at") or 0) + lease_ms <= server_ms(self.seals.database)
-
-    def days(self) -> list[str]:
-        return sorted(self.seals.distinct("day"))
+    def days(self) -> list[Any]:
+        return sorted(self.seals.distinct("day"), key=str)  # (a day edited to another type is named, not sorted out)
 
     def explained(self, keys: list[str]) -> set[str]:
         """Which of the store KEYS are objects of a recorded seal."""
@@ -255,19 +279,117 @@ class SealBook:
             return found
         for name in ("document", "signature", "timestamp"):
             for seal in self.seals.find({f"objects.{name}.key": {"$in": wanted}}, {"objects": 1}):
-                found.update(o["key"] for o in seal["objects"].values())
-        # and those under the folder of a pending seal, or of an attempt another sealer took over
+                objects = seal.get("objects")
+                found.update(o.get("key") for o in (objects.values() if isinstance(objects, dict) else ())
+                             if isinstance(o, dict))
+        # and those under the folder of a pending seal, or of an attempt another sealer took over: a folder
+        # named for that record's own day and number (not another seal's, listed there by hand)
         days = sorted({key[len(PREFIX):].split("/", 1)[0] for key in wanted})
         folders: set[str] = set()
-        for seal in self.seals.find({"day": {"$in": days}}, {"pending": 1, "abandoned": 1}):
-            folders.update(f for f in [(seal.get("pending") or {}).get("folder"), *(seal.get("abandoned") or [])]
-                           if isinstance(f, str))
+        for seal in self.seals.find({"day": {"$in": days}}, {"day": 1, "seq": 1, "pending": 1, "abandoned": 1}):
+            pending, abandoned = seal.get("pending"), seal.get("abandoned")
+            named = [pending.get("folder") if isinstance(pending, dict) else None,
+                     *(abandoned if isinstance(abandoned, list) else ())]
+            if _is_int(seal.get("seq")):
+                folders.update(f for f in named if isinstance(f, str) and f.startswith(folder_prefix(seal["day"],
+                                                                                                     seal["seq"])))
         found.update(key for key in wanted for suffix in SUFFIXES
                      if key.endswith(suffix) and key[:-len(suffix)] in folders)
         return found & set(wanted)
 
     def store_of(self, seal: dict[str, Any]) -> ObjectStore:
         return open_store_for(seal, self.config)
+
+
+RESERVATION_SKEW_MS = 5 * 60 * 1000  # a reservation dated further ahead of the server's clock is no sealer's
+_RESERVED = ("_id", "day", "seq", "pending", "abandoned")  # what a reservation holds; a completed record more
+_PARTS = {"document": True, "signature": True, "timestamp": False}  # a seal's objects: required?
+
+
+@dataclass
+class DayRecords:
+    complete: list[dict[str, Any]] = field(default_factory=list)  # by number
+    pending: list[dict[str, Any]] = field(default_factory=list)  # reservations
+    malformed: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # and why
+
+
+def seal_name(record: dict[str, Any]) -> str:
+    return f"seal {record.get('day')}#{record.get('seq')}"
+
+
+def folder_prefix(day: str, seq: int) -> str:
+    """How the folders of seal SEQ of DAY begin (the sealer adds its time)."""
+    return f"{PREFIX}{day}/seal-{seq:04d}-"
+
+
+def completed(record: dict[str, Any]) -> bool:
+    """Whether RECORD was completed, a seal stored and recorded: it holds more than a reservation does. It is
+    checked as a seal whatever else it carries (a `pending` added by hand is named, never obeyed)."""
+    return any(name not in _RESERVED for name in record)
+
+
+def record_problem(record: dict[str, Any], today: dt.date) -> str:
+    """What makes RECORD unusable ("malformed index record (FIELD ...)"), or "" if its shape is a sealer's."""
+    day, seq = record.get("day"), record.get("seq")
+    why = ""
+    if not (isinstance(day, str) and len(day) == 10 and _is_day(day)):
+        why = f"day: {day!r} is not a YYYY-MM-DD day"
+    elif day >= today.isoformat():
+        why = f"day: {day} has not ended"
+    elif not _is_int(seq) or seq < 1:
+        why = f"seq: {seq!r} is not a seal number"
+    elif not isinstance(record.get("abandoned", []), list) or \
+            not all(isinstance(f, str) for f in record.get("abandoned", [])):
+        why = "abandoned: not a list of folders"
+    elif completed(record):
+        why = _objects_problem(record.get("objects"), record.get("store"))
+    else:
+        why = _reservation_problem(record.get("pending"))
+    return f"malformed index record ({why})" if why else ""
+
+
+def _is_int(value: Any) -> bool:
+    """An integer as stored (bson's Int64 is one; a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_day(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _objects_problem(objects: Any, store: Any) -> str:
+    if not isinstance(objects, dict):
+        return f"objects: {type(objects).__name__}, not the seal's objects"
+    for part, required in _PARTS.items():
+        obj = objects.get(part)
+        if obj is None and not required and part not in objects:
+            continue
+        if not (isinstance(obj, dict) and isinstance(obj.get("key"), str) and obj["key"].startswith(PREFIX)
+                and isinstance(obj.get("sha256"), str) and _is_int(obj.get("size"))
+                and isinstance(obj.get("version_id", ""), (str, type(None)))):
+            return f"objects.{part}: {obj!r:.80}, not an object's key, sha256 and size"
+    if objects.keys() - _PARTS.keys():
+        return f"objects: {', '.join(sorted(map(str, objects.keys() - _PARTS.keys())))}, not a seal's objects"
+    if store is not None and not isinstance(store, dict):
+        return f"store: {store!r:.80}, not a store's location"
+    return ""
+
+
+def _reservation_problem(pending: Any) -> str:
+    """(A folder named for another seal is named where it counts: it explains nothing, and is not taken over.)"""
+    if pending is None:
+        return "neither a complete seal nor a reservation (`pending`)"
+    if not isinstance(pending, dict):
+        return f"pending: {pending!r:.80}, not a reservation"
+    if not _is_int(pending.get("at")):
+        return f"pending.at: {pending.get('at')!r:.80}, not a time (the server's, in milliseconds)"
+    if not isinstance(pending.get("folder"), str):
+        return f"pending.folder: {pending.get('folder')!r:.80}, not a folder"
+    return ""
 
 
 def open_book(config: Config) -> SealBook:
@@ -363,6 +485,10 @@ def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome
         except (timestamps.TimestampError, StoreError, SealRace, NotValidNow) as exc:  # NotValidNow: the
             # certificate expired while the days were sealed (named, with its notAfter): nothing of the day stored
             outcomes.append(SealOutcome(day, "failed", problems=[str(exc)]))
+        except PyMongoError:  # the index out of reach: no day can be sealed
+            raise
+        except Exception as exc:  # a record or entry in a shape no writer makes: this day fails, the others go on
+            outcomes.append(SealOutcome(day, "failed", problems=[f"{type(exc).__name__}: {exc}"]))
     log = open_audit_log(config)
     for outcome in outcomes:
         log.record("seal", actor, outcome={"sealed": "ok", "unchanged": "ok"}.get(outcome.action, outcome.action),
@@ -372,9 +498,8 @@ def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome
 
 def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: ObjectStore, actor: Actor
              ) -> SealOutcome:
-    earlier = book.of_day(day)
-    waiting = book.pending_of(day)
-    if waiting is not None and not book.given_up(waiting):
+    earlier, waiting = _day_state(book, day)
+    if waiting is not None and book.reservation(waiting) == "live":
         return SealOutcome(day, "skipped", detail=_being_made(waiting))
     leaves = current_leaves(book.entries, day)
     previous = None
@@ -392,21 +517,95 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
         leaves = sealed + [leaf for leaf in leaves if leaf.ident not in known]
         previous = {"seq": latest["seq"], "document_sha256": latest["objects"]["document"]["sha256"],
                     "count": latest["count"], "root": latest["root"]}
-    seq = len(earlier) + 1
+    seq = earlier[-1]["seq"] + 1 if earlier else 1  # (not their count: a seal removed from the index leaves a gap)
+    abandoned = [*waiting.get("abandoned", []), waiting["pending"]["folder"]] if waiting else []
+    if waiting:  # what the sealer taken over may have signed and stored stays sealed
+        taken = {leaf.ident: leaf.digest for leaf in leaves}
+        problems = folder_problems(book, waiting, abandoned, taken)
+        if problems:
+            raise SealConflict(f"{day}: the seal left pending cannot be taken over", problems)
     created = dt.datetime.now(dt.timezone.utc)
     mine = {"owner": worker_id(), "at": server_ms(book.seals.database), "sealer": actor.as_dict(),
-            "folder": f"{PREFIX}{day}/seal-{seq:04d}-{created:%Y%m%dT%H%M%S%fZ}"}
+            "folder": f"{folder_prefix(day, seq)}{created:%Y%m%dT%H%M%S%fZ}"}
     other = _reserve(book, day, seq, mine, waiting)
     if other:
         return SealOutcome(day, "skipped", detail=other)
     stored: list[str] = []
     try:
-        seal = _make_seal(book, day, leaves, seq, previous, signer, stamper, store, actor, created, mine, stored)
+        seal = _make_seal(book, day, leaves, seq, previous, signer, stamper, store, actor, created, mine, stored,
+                          abandoned)
     except Exception as exc:
         _release(book, day, seq, mine, stored, exc)
         raise
     _complete(book, seal, mine)
     return SealOutcome(day, "sealed", seal, detail=_taken_over(waiting) if waiting else "")
+
+
+def _day_state(book: SealBook, day: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """DAY's complete seals and the reservation of its next one, if any; MalformedSeal if a record is in a
+    shape no sealer writes, or a reservation is not of the day's next seal (edited by hand)."""
+    records = book.records(day)
+    if records.malformed:
+        raise MalformedSeal("; ".join(f"{seal_name(record)}: {why}" for record, why in records.malformed))
+    earlier = records.complete
+    following = earlier[-1]["seq"] + 1 if earlier else 1
+    stray = [record for record in records.pending if record["seq"] != following]
+    if stray:
+        raise MalformedSeal(f"{seal_name(stray[0])}: a reservation, but the day's next seal is {following}")
+    return earlier, (records.pending or [None])[0]
+
+
+def folder_problems(book: SealBook, record: dict[str, Any], folders: list[str],
+                    kept: dict[tuple[str, int, str], bytes]) -> list[str]:
+    """What FOLDERS, the folders RECORD's seal took over from sealers that stopped, say against it. Each must
+    be named for RECORD's day and number. A sealer taken over may have signed and stored its seal before it
+    lost its reservation: a seal document signed there must be of that day and number (else a seal removed
+    from the index hides there), and every leaf of it must be KEPT (room, version, status: hash) by RECORD's."""
+    day, seq = record["day"], record["seq"]
+    own = folder_prefix(day, seq)
+    found = []
+    for folder in folders:
+        if not folder.startswith(own):
+            found.append(f"abandoned folder {folder} is not one of {seal_name(record)}'s ({own}…)")
+        document = _signed_document(book, record, folder) if folder.startswith(PREFIX) else None
+        if document is None:
+            continue
+        if (document.get("day"), document.get("seq")) != (day, seq):
+            found.append(f"abandoned folder {folder} holds a signed seal {document.get('day')}#{document.get('seq')}"
+                         ", which is not on record (removed from the index?)")
+            continue
+        dropped = [f"{room} v{version} ({status})" for room, version, status, digest in document["leaves"]
+                   if kept.get((room, version, status), b"").hex() != digest]
+        if dropped:
+            found.append(f"abandoned folder {folder} holds this seal as signed by a sealer taken over, with entries "
+                         f"since removed or changed: {', '.join(dropped[:10])}"
+                         + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""))
+    return found
+
+
+def _signed_document(book: SealBook, record: dict[str, Any], folder: str) -> dict[str, Any] | None:
+    """The seal document stored under FOLDER if its signature verifies by one of our signing certificates (a
+    sealer's, not planted); else None."""
+    from archiver.integrity import check_detached_signature  # (integrity imports this module)
+
+    store = book.store_of(record)
+    try:
+        body, signature = store.get(folder + ".json"), store.get(folder + ".json.p7s")
+    except StoreError as exc:
+        raise_if_unreachable(exc, store)
+        return None  # nothing (or not all) stored there
+    try:
+        document = json.loads(body)
+        leaves = document["leaves"]
+        if not (isinstance(document, dict) and all(isinstance(item, list) and len(item) == 4 for item in leaves)):
+            return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    pinned = configured_pins(book.config)  # our signing certificates: a document signed by anyone else is none of ours
+    if any(True for _ in check_detached_signature(body, signature, None, document.get("signer_sha256"),
+                                                  pinned=pinned)):
+        return None
+    return document
 
 
 def _reserve(book: SealBook, day: str, seq: int, mine: dict[str, Any], waiting: dict[str, Any] | None) -> str:
@@ -469,21 +668,28 @@ def _ms_time(ms: Any) -> str:
         return str(ms)
 
 
-def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous: dict[str, Any] | None,
-               signer: Signer, stamper: Any, store: ObjectStore, actor: Actor, created: dt.datetime,
-               mine: dict[str, Any], stored: list[str]) -> dict[str, Any]:
-    """The seal's document signed, timestamped and stored under MINE's folder (each key added to STORED as
-    it is); its record, to complete the reservation with."""
+def _document(day: str, seq: int, leaves: list[Leaf], previous: dict[str, Any] | None, head: dict[str, Any] | None,
+              created: dt.datetime, actor: Actor, signer: Signer, abandoned: list[str]) -> dict[str, Any]:
+    """The seal document (docs/seals.md). ABANDONED: the folders of the sealers it took over, signed so that
+    no folder can be added to the record later (a seal removed from the index passed off as one of them)."""
     root, count = merkle.root(leaf.digest for leaf in leaves)
-    head = book.audit.head()
     start, end = _bounds(day)
-    document = {
+    return {
         "format": FORMAT, "day": day, "from": _time(start), "to": _time(end), "seq": seq, "count": count,
         "root": root.hex(), "leaves": [leaf.as_list() for leaf in leaves], "previous": previous,
         "audit_head": {"seq": head["seq"], "hash": head["hash"]} if head else None,
         "created_at": _time(created), "sealer": actor.as_dict(), "signer_sha256": signer.identity.fingerprint,
-        "leaf_format": LEAF_FORMAT,
+        "leaf_format": LEAF_FORMAT, "abandoned": abandoned,
     }
+
+
+def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous: dict[str, Any] | None,
+               signer: Signer, stamper: Any, store: ObjectStore, actor: Actor, created: dt.datetime,
+               mine: dict[str, Any], stored: list[str], abandoned: list[str]) -> dict[str, Any]:
+    """The seal's document signed, timestamped and stored under MINE's folder (each key added to STORED as
+    it is); its record, to complete the reservation with."""
+    document = _document(day, seq, leaves, previous, book.audit.head(), created, actor, signer, abandoned)
+    end = _bounds(day)[1]
     body = canonical(document)
     signature = signer.sign_detached(body)
     token = timestamps.timestamp(stamper, signature) if stamper is not None else None
@@ -576,17 +782,43 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
         problems.append(SealProblem(None, None, "its chain is broken (see `archiver audit verify`): the sealed "
                                                 "heads cannot vouch for it", "audit log"))
     for day in wanted:
-        waiting = book.pending_of(day)
-        if waiting is not None and book.given_up(waiting):  # (one within its lease is being made now)
-            problems.append(_of_seal(f"seal {day}#{waiting['seq']}", _left_pending(waiting)))
-        seals = book.of_day(day)
-        later: list[Leaf] | None = None  # the leaves of the seal after this one
-        for n in reversed(range(len(seals))):
-            checked += 1
-            leaves, found = _check_seal(book, seals[n], seals[n - 1] if n else None, later, trust, pinned)
-            problems.extend(found)
-            later = leaves if leaves is not None else later
+        checked += _check_day(book, day, problems, trust, pinned)
     return checked, problems
+
+
+def _check_day(book: SealBook, day: Any, problems: list[SealProblem], trust: Sequence[x509.Certificate],
+               pinned: Pinned) -> int:
+    """DAY's seal records into PROBLEMS; how many seals were checked. A complete seal is checked whatever its
+    record carries; a reservation is named once its lease ran out, or at once if dated ahead of the server."""
+    records = book.records(day)
+    problems.extend(_of_seal(seal_name(record), why) for record, why in records.malformed)
+    seals = records.complete
+    following = seals[-1]["seq"] + 1 if seals else 1
+    for record in records.pending:
+        state = book.reservation(record)
+        if record["seq"] != following:
+            problems.append(_of_seal(seal_name(record), f"a reservation, but the day's next seal is {following} "
+                                                        "(edited by hand?)"))
+        elif state == "future":
+            problems.append(_of_seal(seal_name(record), "its reservation is dated in the future "
+                                     f"({_ms_time(record['pending']['at'])} UTC, by the server's clock): no "
+                                     "sealer's; the next `archiver seal` of the day takes it over"))
+        elif state == "given up":
+            problems.append(_of_seal(seal_name(record), _left_pending(record)))
+    problems.extend(_of_seal(seal_name(record), "a complete seal's record carries `pending` (edited by hand?): "
+                                                "checked as complete") for record in seals if "pending" in record)
+    on_record = {record.get("seq") for record, _ in records.malformed if completed(record)} | \
+        {seal["seq"] for seal in seals}
+    by_seq = {seal["seq"]: seal for seal in seals}
+    later: list[Leaf] | None = None  # the leaves of the seal after this one
+    for seal in reversed(seals):
+        if seal["seq"] > 1 and seal["seq"] - 1 not in on_record:
+            problems.append(_of_seal(seal_name(seal), f"it extends seal {seal['seq'] - 1}, which is not on record "
+                                                       "(removed from the index?)"))
+        leaves, found = _check_seal(book, seal, by_seq.get(seal["seq"] - 1), later, trust, pinned)
+        problems.extend(found)
+        later = leaves if leaves is not None else later
+    return len(seals)
 
 
 def _left_pending(record: dict[str, Any]) -> str:
@@ -619,6 +851,8 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
             pinned))
     problems.extend(_check_audit_head(book, name, document.get("audit_head")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
+    problems.extend(_of_seal(name, problem) for problem in folder_problems(
+        book, seal, seal.get("abandoned", []), {leaf.ident: leaf.digest for leaf in sealed}))
     if later is None:
         current = current_leaves(book.entries, seal["day"])
         problems.extend(SealProblem(d.room, d.version, d.text) for d in compare(sealed, current, seal["day"], seal["seq"]))
@@ -661,7 +895,9 @@ def _fetch_objects(book: SealBook, seal: dict[str, Any], name: str, problems: li
 
 def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], before: dict[str, Any] | None
                     ) -> Iterator[SealProblem]:
-    recorded = {k: v for k, v in seal.items() if k not in ("objects", "store", "timestamped_at", "abandoned")}
+    # (`abandoned` is signed since seals took it into their documents; `pending` on a complete seal is named)
+    unsigned = {"objects", "store", "timestamped_at", "pending"} | (set() if "abandoned" in document else {"abandoned"})
+    recorded = _plain({k: v for k, v in seal.items() if k not in unsigned})
     stored = {k: v for k, v in document.items() if k != "leaves"}
     if canonical(recorded) != canonical(stored):
         differ = sorted(k for k in recorded.keys() | stored.keys() if recorded.get(k) != stored.get(k))

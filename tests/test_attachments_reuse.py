@@ -302,3 +302,18 @@ def test_an_entry_that_matches_its_seal_has_its_files_kept(make_config, keys, se
     second = _second(config)
     assert files.requests.count("/a.png") == 1
     assert record_of(config, keys, second)["attachments"][0]["kept_from_version"] == 1
+
+
+def test_a_pending_mark_on_the_days_seal_does_not_make_its_entries_trusted(make_config, keys, server, files,
+                                                                            tmp_path) -> None:
+    """Seal review HIGH-1: the day's complete seal record marked pending (dated far ahead, as if being made
+    forever) is still the day's seal: the edited earlier entry's files are fetched again, not kept."""
+    config, chat, first = _sealed_with_photo(make_config, server, files, tmp_path)
+    db = index_db(config)
+    assert db[config["index.seals"]].update_one({}, {"$set": {"pending": {
+        "owner": "x", "at": 10**15, "folder": "~seals/x"}}}).modified_count == 1
+    assert db[config["index.entries"]].update_one(
+        {"_id": first["_id"]}, {"$inc": {"objects.attachment-4.size": 1}}).modified_count == 1
+    _changed(config, chat, {"$set": {"wrapUp": "billing"}})
+    second = _second(config)
+    assert files.requests.count("/a.png") == 2 and "attachment-4" not in second["objects"]

@@ -1,0 +1,296 @@
+"""The seal records in the index are not trusted for what only the signed seal documents can vouch for:
+an insider with write access to the index and the store (no keys) must not switch a day's seal off by
+marking its record pending, explain a removed seal's objects as an `abandoned` folder of another, or turn
+tampering into a crash (exit 1) by editing a record's shape (docs/seals.md, "Several sealers" and "What
+`archiver verify` checks").
+
+Moved here from the seal review's reproductions (reports/seal-tests/test_seal_review.py: HIGH-1, HIGH-2,
+MEDIUM-2, LOW-1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from archiver import seals
+from archiver.integrity import verify_archive
+from archiver.mongo import connect, server_ms
+from retrieval_helpers import archive_samples, index, remove_stored
+from test_seals import DAY, backdate, built_on, seal_cli, seal_records
+from test_seals import sealed as sealed_day  # noqa: F401 (test_seals' fixture, registered here as `sealed_day`)
+
+ACTOR = seals.Actor("test", "host")
+FORGED = {"owner": "x", "at": 10**15, "folder": "~seals/x"}  # a reservation dated in the year 33658
+
+
+@pytest.fixture(name="sealed")
+def _sealed(sealed_day):  # noqa: F811 (the fixture imported above)
+    """Four chats archived on DAY, a few audited actions, and DAY sealed with a timestamp (test_seals.py)."""
+    return sealed_day
+
+
+def _seals(config):
+    return connect(config["mongodb.uri"])[config["index.database"]][config["index.seals"]]
+
+
+def _remove_entry_and_objects(config, entry) -> None:
+    for obj in entry["objects"].values():
+        remove_stored(config, obj["key"])
+    index(config).delete_one({"_id": entry["_id"]})
+
+
+def _late_entry(config, seed: int = 99) -> dict:
+    """One more chat archived now and dated DAY (after DAY was sealed): the next seal of DAY covers it."""
+    later = archive_samples(config, count=1, rng_seed=seed)
+    (newcomer,) = [e for e in later if e.get("archived_at").date() != DAY]
+    backdate(config, [newcomer["room"]])
+    return index(config).find_one({"room": newcomer["room"]})
+
+
+def _problems(config) -> list[str]:
+    return [str(p) for p in verify_archive(config, None).problems]
+
+
+# ---- HIGH-1: a `pending` field on a complete seal record ---------------------------------------------------
+
+def test_forged_pending_on_a_sealed_day_hides_a_removed_entry(sealed, tmp_path, capsys) -> None:
+    """A complete seal marked pending (dated far ahead: 'being made' forever) is checked all the same; the
+    mark is named, and so is the entry removed with its objects."""
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, {"$set": {"pending": FORGED}})
+    _remove_entry_and_objects(sealed, victim)
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "--all")
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert victim["room"] in out and "removed from the index" in out, out
+    assert f"PROBLEM seal {DAY}#1: a complete seal's record carries `pending`" in out, out
+
+
+def test_the_seal_job_does_not_skip_a_forged_pending_forever(sealed, tmp_path, capsys) -> None:
+    _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, {"$set": {"pending": FORGED}})
+    newcomer = _late_entry(sealed)
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat())
+    out = capsys.readouterr().out
+    assert code == 0 and "skipped" not in out and f"{DAY}: sealed (seal 2: 5 entries" in out, out
+    assert newcomer["room"] in seals.stored_seal(seals.SealBook(sealed), seal_records(sealed)[-1]).document[
+        "leaves"][-1]
+
+
+def test_retrieve_fails_an_entry_changed_after_sealing_despite_a_forged_pending(sealed, keys, tmp_path) -> None:
+    """`superseded_objects` is checked by the seal alone: with the day's seal record marked pending, the seal
+    is still the one the entry is proven against, and the change fails the retrieval."""
+    entry = index(sealed).find_one({}, sort=[("room", 1)])
+    index(sealed).update_one({"_id": entry["_id"]}, {"$push": {"superseded_objects": "planted/v1/x.p7m"}})
+    _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, {"$set": {"pending": FORGED}})
+    seals._DOCUMENTS.clear()
+    code = seal_cli(sealed, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]), "--out",
+                    str(tmp_path / "case"), "--reason", "case 7")
+    assert code == 3
+
+
+def test_a_reservation_dated_in_the_future_is_named_and_taken_over(make_config, tmp_path, capsys) -> None:
+    """A pending record (no seal made yet) whose `at` is ahead of the server's clock is no sealer at work:
+    verify names it at once, and the next seal run takes it over rather than skipping the day forever."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    backdate(config)
+    day = DAY.isoformat()
+    _seals(config).insert_one({"day": day, "seq": 1, "pending": dict(FORGED, folder=f"~seals/{day}/seal-0001-x")})
+    problems = _problems(config)
+    assert len(problems) == 1 and problems[0].startswith(f"seal {day}#1: its reservation is dated in the future"), \
+        problems
+    (outcome,) = seals.seal_days(config, [day], ACTOR)
+    assert outcome.action == "sealed" and outcome.seal["seq"] == 1, str(outcome)
+    assert outcome.seal["abandoned"] == [f"~seals/{day}/seal-0001-x"]
+    assert _problems(config) == []
+
+
+def test_a_reservation_within_its_lease_is_still_left_to_its_sealer(make_config) -> None:
+    """(The control: one dated now, within the lease and the clock skew, is a sealer at work.)"""
+    config = make_config()
+    day = DAY.isoformat()
+    _seals(config).insert_one({"day": day, "seq": 1, "pending": {
+        "owner": "elsewhere", "at": server_ms(_seals(config).database) + 30_000, "folder": f"~seals/{day}/seal-0001-x"}})
+    assert _problems(config) == []
+    assert seals.seal_days(config, [day], ACTOR)[0].action == "skipped"
+
+
+# ---- HIGH-2: a removed seal explained as an `abandoned` folder of another ----------------------------------
+
+def test_removed_latest_seal_explained_as_abandoned_hides_a_late_entry(sealed, tmp_path, capsys) -> None:
+    """Seal 2 (a late entry) removed from the index, its folder pushed onto seal 1's `abandoned`, the late
+    entry removed with its objects: named."""
+    newcomer = _late_entry(sealed)
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    first, second = seal_records(sealed)
+    folder = second["objects"]["document"]["key"][:-len(".json")]
+    _seals(sealed).delete_one({"day": DAY.isoformat(), "seq": 2})
+    _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, {"$push": {"abandoned": folder}})
+    _remove_entry_and_objects(sealed, newcomer)
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "--all")
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert f"PROBLEM seal {DAY}#1: the index copy differs from the stored seal in abandoned" in out, out
+    assert f"abandoned folder {folder} is not one of seal {DAY}#1's" in out, out
+    assert f"object {folder}.json in " in out and "is not explained by the index" in out, out
+
+
+def test_on_s3_under_object_lock_a_removed_seal_explained_as_abandoned_is_named(
+        make_config, moto_endpoint, bucket, tsa) -> None:
+    """The same on S3 with COMPLIANCE Object Lock (nothing can be deleted): seal 2's record removed, its folder
+    pushed onto seal 1's `abandoned`, the late entry relabelled so that it is no leaf of any day."""
+    config = make_config(storage__url=f"s3://{bucket}/archive", storage__endpoint_url=moto_endpoint,
+                         signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=2)
+    backdate(config)
+    (first,) = seals.seal_days(config, [DAY.isoformat()], ACTOR)
+    newcomer = _late_entry(config)
+    (second,) = seals.seal_days(config, [DAY.isoformat()], ACTOR)
+    assert second.action == "sealed" and second.seal["seq"] == 2
+    folder = second.seal["objects"]["document"]["key"][:-len(".json")]
+    _seals(config).delete_one({"day": DAY.isoformat(), "seq": 2})
+    _seals(config).update_one({"day": DAY.isoformat(), "seq": 1}, {"$push": {"abandoned": folder}})
+    index(config).update_one({"room": newcomer["room"]}, {"$set": {"status": "superseded"},
+                                                          "$unset": {"archived_at": ""}})
+    problems = _problems(config)
+    assert any(p.startswith(f"seal {DAY}#1: abandoned folder {folder} is not one of") for p in problems), problems
+    assert any(f"object {folder}.json in " in p and "not explained" in p for p in problems), problems
+
+
+def _legacy_seals(monkeypatch) -> None:
+    """Seals made as before `abandoned` was signed: their documents do not hold it."""
+    real = seals._document
+
+    def without_abandoned(*args, **kwargs):
+        document = real(*args, **kwargs)
+        document.pop("abandoned")
+        return document
+    monkeypatch.setattr(seals, "_document", without_abandoned)
+
+
+def test_a_seal_signed_before_abandoned_was_signed_still_names_a_foreign_folder(make_config, monkeypatch) -> None:
+    """A seal made before: its record's `abandoned` cannot be compared with its document, so each folder is
+    checked itself: named for another seal, or holding another seal's signed document, it is named."""
+    config = make_config()
+    day = DAY.isoformat()
+    _legacy_seals(monkeypatch)
+    archive_samples(config, count=1)
+    backdate(config)
+    assert seals.seal_days(config, [day], ACTOR)[0].action == "sealed"
+    _late_entry(config)
+    (second,) = seals.seal_days(config, [day], ACTOR)
+    assert "abandoned" not in seals.stored_seal(seals.SealBook(config), second.seal).document
+    assert _problems(config) == []
+    folder = second.seal["objects"]["document"]["key"][:-len(".json")]
+    _seals(config).delete_one({"day": day, "seq": 2})
+    _seals(config).update_one({"day": day, "seq": 1}, {"$push": {"abandoned": folder}})
+    problems = _problems(config)
+    assert f"seal {day}#1: abandoned folder {folder} is not one of seal {day}#1's (~seals/{day}/seal-0001-…)" \
+        in problems, problems
+    assert any(p.startswith(f"seal {day}#1: abandoned folder {folder} holds a signed seal {day}#2, which is not on "
+                            "record") for p in problems), problems
+
+
+def test_a_takeover_keeps_what_the_sealer_it_took_over_signed(sealed, monkeypatch) -> None:
+    """Seal 2 (a late entry) removed from the index and replaced by a reservation given up, naming seal 2's
+    folder as its own; the late entry removed: the next seal run refuses to seal the day without it (the
+    signed document under that folder holds it), and verify names the reservation meanwhile."""
+    day = DAY.isoformat()
+    newcomer = _late_entry(sealed)
+    (second,) = seals.seal_days(sealed, [day], ACTOR)
+    folder = second.seal["objects"]["document"]["key"][:-len(".json")]
+    _seals(sealed).delete_one({"day": day, "seq": 2})
+    _seals(sealed).insert_one({"day": day, "seq": 2, "pending": {"owner": "x", "at": 0, "folder": folder}})
+    _remove_entry_and_objects(sealed, newcomer)
+    assert any(p.startswith(f"seal {day}#2: left pending") for p in _problems(sealed))
+    (outcome,) = seals.seal_days(sealed, [day], ACTOR)
+    assert outcome.action == "refused", str(outcome)
+    assert any(newcomer["room"] in p and folder in p for p in outcome.problems), outcome.problems
+    assert "pending" in seal_records(sealed)[-1]  # nothing completed
+
+
+def test_verify_names_a_seal_that_dropped_what_the_sealer_it_took_over_signed(sealed, monkeypatch) -> None:
+    """The same take-over made by a sealer that did not check the folder (one from before): verify names it."""
+    day = DAY.isoformat()
+    newcomer = _late_entry(sealed)
+    (second,) = seals.seal_days(sealed, [day], ACTOR)
+    folder = second.seal["objects"]["document"]["key"][:-len(".json")]
+    _seals(sealed).delete_one({"day": day, "seq": 2})
+    _seals(sealed).insert_one({"day": day, "seq": 2, "pending": {"owner": "x", "at": 0, "folder": folder}})
+    _remove_entry_and_objects(sealed, newcomer)
+    with monkeypatch.context() as unchecked:
+        unchecked.setattr(seals, "folder_problems", lambda *args: [])
+        (outcome,) = seals.seal_days(sealed, [day], ACTOR)
+    assert outcome.action == "sealed" and outcome.seal["abandoned"] == [folder], str(outcome)
+    problems = _problems(sealed)
+    assert [p for p in problems if "abandoned" in p] == [
+        f"seal {day}#2: abandoned folder {folder} holds this seal as signed by a sealer taken over, with entries "
+        f"since removed or changed: {newcomer['room']} v1 (archived)"], problems
+
+
+# ---- MEDIUM-2: a seal record edited by hand ----------------------------------------------------------------
+
+@pytest.mark.parametrize("edit", [
+    {"$set": {"pending": {"owner": "x", "at": "yesterday"}}},
+    {"$set": {"pending": "x"}},
+    {"$unset": {"objects": ""}},
+    {"$set": {"objects.document": None}},
+    {"$set": {"audit_head": "x"}},
+    {"$set": {"day": "9999-12-31"}},
+    {"$set": {"day": "not-a-day"}},
+    {"$set": {"abandoned": "x"}},
+    {"$set": {"seq": "1"}},
+])
+def test_a_seal_record_edited_by_hand_is_named_not_a_crash(sealed, tmp_path, capsys, edit) -> None:
+    """Named (exit 3), never a traceback (exit 1) that stops every other check of verify --all."""
+    _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, edit)
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "--all")
+    out, err = capsys.readouterr()
+    assert code == 3, (code, out, err[-2000:])
+    assert "PROBLEM seal " in out, (out, err[-2000:])
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"$unset": {"objects": ""}}, "malformed index record (objects: "),
+    ({"$set": {"objects.document": None}}, "malformed index record (objects.document: "),
+    ({"$set": {"pending": {"owner": "x", "at": "yesterday"}}}, None),
+])
+def test_a_malformed_seal_record_fails_its_day_only(sealed, edit, named) -> None:
+    """The seal job: the day of a record edited by hand fails, named; the days after it are sealed."""
+    _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, edit)
+    if named is None:  # a record that looks pending (completion fields gone) with an unreadable `at`
+        _seals(sealed).update_many({"day": DAY.isoformat()}, {"$unset": {
+            k: "" for k in ("format", "from", "to", "count", "root", "leaf_format", "previous", "audit_head",
+                            "created_at", "sealer",
+                            "signer_sha256", "objects", "store", "timestamped_at", "abandoned")}})
+        named = "malformed index record (pending.at: "
+    following = (DAY + seals.DAY).isoformat()
+    bad, good = seals.seal_days(sealed, [DAY.isoformat(), following], ACTOR)
+    assert bad.action == "failed" and any(named in p for p in bad.problems), str(bad)
+    assert good.action == "sealed", str(good)
+    assert any(named in p for p in _problems(sealed))
+
+
+# ---- LOW-1: a day's first seal removed, a later one kept ---------------------------------------------------
+
+def test_a_removed_first_seal_is_named_and_does_not_block_the_day(sealed, tmp_path, capsys) -> None:
+    """Seals 1 and 2 of DAY; seal 1's record removed (its objects too, local store); another late entry: the
+    day is sealed again (seal 3, not a clash with seal 2), and verify names seal 1 as missing."""
+    _late_entry(sealed, 99)
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    first, _ = seal_records(sealed)
+    for obj in first["objects"].values():
+        remove_stored(sealed, obj["key"])
+    _seals(sealed).delete_one({"day": DAY.isoformat(), "seq": 1})
+    _late_entry(sealed, 98)
+    capsys.readouterr()
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out and f"{DAY}: sealed (seal 3: 6 entries" in out, out
+    code = seal_cli(sealed, tmp_path, "verify", "--all")
+    out = capsys.readouterr().out
+    assert code == 3 and f"PROBLEM seal {DAY}#2: it extends seal 1, which is not on record" in out, out
