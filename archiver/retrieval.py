@@ -33,6 +33,7 @@ from archiver.index import index_database
 from archiver.mongo import stored_time
 from archiver.names import file_stem, folded
 from archiver.offline_checks import cms_command, pdf_command
+from archiver.pins import Pinned, configured_pins
 from archiver.visible import visible
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
 
@@ -63,6 +64,19 @@ class Request:
     actor: Actor
     version: int | None = None
     trust: tuple[x509.Certificate, ...] = ()
+    # This deployment's signing certificates (pins.configured_pins) the signatures must be by; None: not pinned
+    # (a configuration without signing.certificate), said in the output and verification.json.
+    pinned: Pinned | None = None
+
+
+NOT_PINNED = ("this configuration names no signing certificate (signing.certificate, signing.former_certificates): "
+              "the signers were compared with the certificate the index names only, which an insider can write")
+
+
+def signer_pins(config: Config) -> Pinned | None:
+    """The signing certificates CONFIG names, which every signature retrieved must be by; None if it names none."""
+    pinned = configured_pins(config)
+    return pinned if pinned.signers else None
 
 
 def find_entry(config: Config, room: str, version: int | None, kept: bool = False) -> dict[str, Any]:
@@ -143,7 +157,7 @@ def retrieve(config: Config, request: Request, release: Callable[[Path], None] |
     store = open_store_for(entry, config)
     opened, note = open_stored(config, entry, store)
     if opened.ok:
-        check_content(opened, request.key, list(request.trust))
+        check_content(opened, request.key, list(request.trust), pinned=request.pinned)
     proof = seal_check(config, opened)
     if not opened.ok:
         raise VerificationFailed(entry["room"], entry["version"], opened.failures(), note)
@@ -215,6 +229,8 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
         "signer_trust": ("both signers chain to the trust anchors in trusted_roots" if request.trust else
                          "NOT CHECKED: no trust anchor (--ca or signing.trust_anchors); the signatures are intact "
                          "and made by the certificate the index names, which anyone can arrange"),
+        "signers_pinned": (request.pinned.described() if request.pinned else
+                           f"NOT PINNED: {NOT_PINNED}"),
         "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
         # The first two: shell commands, run in this folder with your CA at YOUR-CA.pem (and, for a timestamped
         # transcript, the timestamp authority's at YOUR-TSA-CA.pem); each checks the signer's chain at the time

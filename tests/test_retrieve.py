@@ -283,8 +283,15 @@ def test_a_chat_forged_under_another_ca_fails_against_the_configured_trust_ancho
 
     capsys.readouterr()
     assert run_cli(real, tmp_path, "retrieve", chat["room"], "--key", key, "--out", str(tmp_path / "open"),
-                   "--reason", "case 7") == 0  # no anchor: intact signatures, and a loud warning
-    assert "WARNING: signers NOT checked against a trust anchor" in capsys.readouterr().out
+                   "--reason", "case 7") == 3  # no anchor: the signers are still pinned to signing.certificate
+    captured = capsys.readouterr()
+    assert "signed with one of this configuration's signing certificates" in captured.out + captured.err
+    assert not (tmp_path / "open").exists() or not any((tmp_path / "open").iterdir())
+    unpinned = real.with_overrides(**{"signing.certificate": "", "signing.key": ""})
+    assert run_cli(unpinned, tmp_path, "retrieve", chat["room"], "--key", key, "--out", str(tmp_path / "open"),
+                   "--reason", "case 7") == 0  # neither anchor nor pin: intact signatures, and loud warnings
+    out = capsys.readouterr().out
+    assert "WARNING: signers NOT checked against a trust anchor" in out and "WARNING: signers NOT pinned" in out
     report = json.loads(next((tmp_path / "open").iterdir()).joinpath("verification.json").read_text())
     assert report["signer_trust"].startswith("NOT CHECKED") and report["trusted_roots"] == []
 

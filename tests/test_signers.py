@@ -222,3 +222,35 @@ def test_a_pkcs12_signing_identity_pins_its_certificate(sealed, keys, tmp_path, 
     assert verify_archive(config, None).ok
     with pytest.raises(ConfigError, match=f"^signing.pkcs12 {bundle}: cannot open"):
         verify_archive(sealed.with_overrides(**p12, **{"signing.key_password": "wrong"}), None)
+
+
+def test_retrieve_pins_the_signers_to_this_configurations_signing_certificates(make_config, keys, tmp_path,
+                                                                               capsys) -> None:
+    """`retrieve` compared the signer with the index's signing_certificate_sha256 only (which an insider writes):
+    a transcript re-signed with any key and encrypted to the legal team's public certificate was released.
+    Pinned like verify: a configuration whose signing certificate did not sign it releases nothing (exit 3);
+    one without any says, in the output and verification.json, that the signers were not pinned."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    key = ["--key", str(keys["legal.key.pem"])]
+    stranger = make(tmp_path / "stranger", "Someone else", usages=SIGNING_USAGES, ec_key=True)
+    other = config.with_overrides(**{"signing.certificate": str(stranger.cert_path),
+                                     "signing.key": str(stranger.key_path)})
+    assert cli(other, tmp_path, "retrieve", entry["room"], *key, "--out", str(tmp_path / "a"), "--reason", "r") == 3
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert f"failed: pdf: {PIN_CHECK}" in out and f"failed: record: {PIN_CHECK}" in out, out
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    assert cli(config, tmp_path, "retrieve", entry["room"], *key, "--out", str(tmp_path / "b"), "--reason", "r") == 0
+    out = capsys.readouterr().out
+    assert "signers NOT pinned" not in out, out
+    (folder,) = (tmp_path / "b").iterdir()
+    report = json.loads((folder / "verification.json").read_text())
+    (pinned,) = report["signers_pinned"]
+    assert pinned.endswith(f"(SHA-256 {entry['signing_certificate_sha256']})"), pinned
+    unpinned = config.with_overrides(**{"signing.certificate": "", "signing.key": ""})
+    assert cli(unpinned, tmp_path, "retrieve", entry["room"], *key, "--out", str(tmp_path / "c"), "--reason", "r") == 0
+    out = capsys.readouterr().out
+    assert "WARNING: signers NOT pinned" in out, out
+    (folder,) = (tmp_path / "c").iterdir()
+    assert json.loads((folder / "verification.json").read_text())["signers_pinned"].startswith("NOT PINNED")

@@ -69,7 +69,7 @@ def unaudited(exc: Exception, what: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, AuditError, open_audit_log
     from archiver.envelope import RecipientKey
-    from archiver.retrieval import Request, retrieve
+    from archiver.retrieval import NOT_PINNED, Request, retrieve, signer_pins
 
     if args.bundle:
         return run_bundle(args)
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         return unaudited(exc, "nothing was fetched or decrypted")
     try:
         request = Request(args.room, RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
-                          _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config))
+                          _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config),
+                          signer_pins(config))
         folder = retrieve(config, request, lambda target: audited("ok", f"verified; released to {target}", OK))
     except AuditError as exc:
         return unaudited(exc, "nothing was released: the decrypted files were removed")
@@ -112,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  the room has {len(versions)} versions: {listed}; another with --version N")
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
+    if request.pinned is None:
+        print(f"WARNING: signers NOT pinned: {NOT_PINNED}")
     for name in sorted(p.name for p in folder.iterdir()):
         print(f"  {folder / name}")
     return OK
