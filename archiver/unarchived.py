@@ -53,8 +53,8 @@ class NotArchived:
             if self.count > len(self.jobs):
                 out.append(f"  ... and {self.count - len(self.jobs)} more (`archiver status`)")
         if self.undated:
-            out.append(f"{self.undated} more chat(s) not archived have no recorded end, so none can be placed in the "
-                       "window (`archiver verify --completeness --from --to` reads the source)")
+            out.append(f"{self.undated} other chat(s) not archived, of any person, have no recorded end, so whether they "
+                       "fall in the window is not known (`archiver verify --completeness --from --to` reads the source)")
         out.append(f"  (taken from the job queue by {self.matched_by()}"
                    + (f"; their {', '.join(self.unapplied)} are not known to the archive" if self.unapplied else "")
                    + ")")
