@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from archiver.commands.common import (ITEMS_FAILED, OK, RETRY, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
                                       load_config, progress_line)
@@ -19,6 +19,7 @@ from archiver.visible import visible
 
 if TYPE_CHECKING:
     from archiver.config import Config
+    from archiver.search import Search, SearchFilters
 
 HELP = ("fetch, decrypt and verify one archived chat; write its files and verification.json; "
         "or, with --bundle, many chats in a case bundle (audited)")
@@ -261,7 +262,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     return OK
 
 
-def _gaps(config: Config, search, filters) -> dict:
+def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict[str, Any]:
     """A bundle by FILTERS: the chats of its window the archive does not hold, and with --text what --text
     cannot see (bundle.BundleRequest's not_archived, text_note, text_unsearchable)."""
     from archiver.commands.search import unarchived_of

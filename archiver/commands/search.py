@@ -7,7 +7,7 @@ import sys
 import datetime as dt
 import json
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 from bson.codec_options import CodecOptions
@@ -15,6 +15,11 @@ from bson.codec_options import CodecOptions
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 from archiver.mongo import stored_time
 from archiver.visible import visible
+
+if TYPE_CHECKING:
+    from archiver.config import Config
+    from archiver.search import SearchFilters
+    from archiver.unarchived import NotArchived
 
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
 EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return OK
 
 
-def unarchived_of(config, filters):
+def unarchived_of(config: Config, filters: SearchFilters) -> NotArchived | None:
     """The chats of FILTERS' window the archive does not hold (unarchived.not_archived); None for a search of
     index statuses other than archived (tombstones, unfinished uploads), which asks of the index alone."""
     from archiver.unarchived import not_archived
