@@ -120,6 +120,9 @@ class BundleRequest:
     filters: SearchFilters | None = None  # every archived entry matching these
     workers: int = 1  # content checks in this many processes (1: in this one)
     left_out: tuple[dict[str, Any], ...] = ()  # entries the filters match that are not archived (see left_out)
+    not_archived: Any = None  # unarchived.NotArchived: chats of the filters' window the archive does not hold
+    text_note: str = ""  # with --text: what it cannot see (search.Search.text_note), "" if nothing
+    text_unsearchable: int = 0  # archived entries without word hashes (Search.unsearchable)
 
 
 @dataclass
@@ -261,7 +264,8 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         raise BundleVerificationFailed(failed, failures)
     custody = _custody(config, bundle, started, head, rooms, signer)
     add(CUSTODY, _json(custody))
-    add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept)).encode("utf-8"))
+    add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept), gaps_text(bundle)
+                        ).encode("utf-8"))
     add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
     body = ("\n".join(sums) + "\n").encode("utf-8")
     zf.writestr(SUMS, body)
@@ -362,7 +366,31 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
             "subject": signer.certificate.subject.rfc4514_string(),
             "sha256": signer.certificate.fingerprint(hashes.SHA256()).hex()},
         "tools": tool_versions(),
+        **_gaps(bundle),
     }
+
+
+def _gaps(bundle: BundleRequest) -> dict[str, Any]:
+    """What a bundle by filters says it cannot hold: chats of its window the archive does not (their archive
+    job not done), and with --text the archived entries without word hashes; and of what it is complete."""
+    if bundle.filters is None:
+        return {}
+    missing = bundle.not_archived
+    return {"completeness": "complete of the archive index: every archived entry the filters match is in the "
+                            "bundle, or named under left_out; chats the archive does not hold are named under "
+                            "not_archived (as far as the job queue knows them); a chat never discovered is in "
+                            "neither (`archiver verify --completeness --from --to` reads the source)",
+            "not_archived": missing.as_dict() if missing is not None else None,
+            **({"text_unsearchable": {"entries": bundle.text_unsearchable, "note": bundle.text_note}}
+               if bundle.filters.text is not None else {})}
+
+
+def gaps_text(bundle: BundleRequest) -> str:
+    """_gaps for README.txt and stdout ("" if there are none)."""
+    lines = [*(bundle.not_archived.lines() if bundle.not_archived is not None else []),
+             *([f"--text: {bundle.text_note}"] if bundle.text_note else [])]
+    return "".join(f"{line}\n" for line in ["WHAT THIS BUNDLE DOES NOT HOLD (chain-of-custody.json: not_archived, "
+                                              "text_unsearchable)", *lines]) if lines else ""
 
 
 def tool_versions() -> dict[str, str]:
@@ -384,7 +412,7 @@ def _json(value: Any) -> bytes:
 
 
 def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, attached: bool = False,
-            kept: int = 0) -> str:
+            kept: int = 0, gaps: str = "") -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
@@ -417,7 +445,7 @@ This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e
 At the top: {CUSTODY} (who made this bundle, when, why, what was selected and verified,
 with which tools), {MANIFEST} (every file's SHA-256 and size) and {SUMS} (the same hashes,
 in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""}.
-{KEPT_NOTE.format(kept=kept) if kept else ""}
+{KEPT_NOTE.format(kept=kept) if kept else ""}{f"{chr(10)}{gaps}" if gaps else ""}
 Before you start: unzip the bundle, go into its folder, and put the certificate of the CA you
 trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem.
 Run each command below from that folder (bash, GNU date); every one must succeed.

@@ -49,6 +49,7 @@ from archiver.render.record import read_source, source_json
 from archiver.transcript import CONTACT_PEOPLE, ROLE_NAMES, ROLES, contact_person, found_as
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
+from archiver.unarchived import not_held
 from archiver.visible import is_pdf_title
 
 
@@ -770,8 +771,9 @@ class Verifier:
         finally:
             if pool:
                 pool.close()
-        for room in sorted(set(rooms or []) - seen_rooms):
-            report.add(Problem(room, None, "not in the archive index"))
+        for room in sorted(set(rooms or []) - seen_rooms):  # not tampering: say why the archive lacks it
+            report.add(Problem(room, None, "not in the archive index" if self.jobs is None
+                               else not_held(self.jobs, self.entries, room)))
         return report
 
     def check_entry(self, entry: dict[str, Any], report: VerifyReport) -> None:

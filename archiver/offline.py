@@ -119,6 +119,7 @@ def export_room(config: Config, room: str, out: Path | None, force: bool,
     files are written ("started") and after ("ok" or "failed"): nothing is written unless the first succeeds,
     and the files are removed if the second fails (AuditError)."""
     from archiver.pipeline import Archiver
+    from archiver.unarchived import what_to_do
 
     archiver = Archiver(config)
     outcome = Outcome()
@@ -139,6 +140,9 @@ def export_room(config: Config, room: str, out: Path | None, force: bool,
     for failed_room, error in {**report.failed, **report.quarantined}.items():
         outcome.problems.append(f"room {failed_room!r}: {error}")
     outcome.lines.extend(outcome.problems)
+    for failed_room, reason in report.quarantined.items():  # a message over the limit: archived as it is, how
+        if "archive.max_message_chars" in reason:
+            outcome.lines.append(f"  {what_to_do(failed_room, {'state': 'quarantined', 'reason': reason})}")
     if outcome.problems:
         return outcome
     # The version of the content exported, not the highest: a reverted chat matches an earlier one.

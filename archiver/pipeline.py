@@ -41,7 +41,7 @@ from archiver.names import recorded_folders
 from archiver.redact import redact
 from archiver.render.record import source_json
 from archiver.redaction import Redacted
-from archiver.search import load_search_key, record_search_key
+from archiver.search import key_required, load_search_key, record_search_key
 from archiver.signing import sha256_hex
 from archiver.source import ChatSource, SourceProblem, newest_ms
 from archiver.status import LAST_PASS, LAST_RESCAN, recorded
@@ -122,6 +122,8 @@ class Archiver:
         if config["search.key_file"]:  # the word hashes of every entry must be made with one key
             record_search_key(self.state, index_db[config["index.entries"]], load_search_key(config["search.key_file"]),
                               now())
+        else:  # and once the index has some, every entry has them
+            key_required(self.state)
         self.store: ObjectStore = open_store(config)  # a local one is checked for writing (storage.url)
         if isinstance(self.store, S3Store):
             self.store.check_bucket()

@@ -36,6 +36,7 @@ from archiver.offline_checks import cms_command, pdf_command
 from archiver.pins import Pinned, configured_pins
 from archiver.visible import visible
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
+from archiver.unarchived import not_held
 
 FILES = {"pdf": "transcript.pdf", "record": "record.json", "record_signature": "record.json.p7s"}
 
@@ -94,7 +95,10 @@ def find_entry(config: Config, room: str, version: int | None, kept: bool = Fals
             if kept and kept_note(config, tombstone):
                 return tombstone
             raise _deleted(f"{which} {room!r}", tombstone)
-        raise NotFound(f"{which} {room!r}: not in the archive index (search for it with `archiver search`)")
+        if version is not None:
+            raise NotFound(f"{which} {room!r}: not in the archive index (`archiver search --room` lists its versions)")
+        why = not_held(db[config["index.jobs"]], db[config["index.entries"]], room)  # quarantined, say: what to do
+        raise NotFound(f"{which} {room!r}: {why}")
     return entry
 
 

@@ -236,6 +236,19 @@ def record_search_key(state: Collection, entries: Collection, key: bytes, at: dt
     same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
 
 
+def key_required(state: Collection) -> None:
+    """Before an archive pass without search.key_file: ConfigError if the index records a search key (its
+    word hashes are in use), since every chat the pass archived could never be found by --text."""
+    recorded = state.find_one({"_id": SEARCH_KEY_STATE})
+    if recorded is not None:
+        since = recorded.get("since")
+        raise ConfigError(
+            f"search.key_file: not set, but the index's word hashes are made with a search key (fingerprint "
+            f"{recorded.get('fingerprint')}" + (f", in use since {since:%Y-%m-%d %H:%M} UTC" if isinstance(
+                since, dt.datetime) else "") + "): the chats archived without it could never be found by --text; "
+            "set search.key_file to that key")
+
+
 def same_key(recorded: dict[str, Any] | None, key: bytes) -> None:
     if recorded is not None and recorded.get("fingerprint") != key_fingerprint(key):
         raise ConfigError(f"search.key_file: not the key the index's word hashes were made with (fingerprint "
@@ -249,16 +262,18 @@ class Search:
         self.state = state
 
     def text_note(self) -> str:
-        """What a --text search cannot see: entries archived before word hashes were written ("" if none)."""
-        recorded = self.state.find_one({"_id": SEARCH_KEY_STATE}) if self.state is not None else None
-        if recorded is None:
+        """What a --text search cannot see: archived entries without word hashes, counted ("" if none)."""
+        if self.state is None or self.state.find_one({"_id": SEARCH_KEY_STATE}) is None:
             return "no archived entry has word hashes yet (search.key_file was not set when they were archived)"
-        since = recorded.get("since")
-        if not isinstance(since, dt.datetime) or self.entries.find_one(
-                {"terms": {"$exists": False}, "status": "archived"}, {"_id": 1}) is None:
+        count = self.unsearchable()
+        if not count:
             return ""  # every archived entry has them: nothing to warn of
-        return (f"entries archived before {since:%Y-%m-%d %H:%M} UTC have no word hashes (search.key_file was not "
-                "set yet): --text cannot find them")
+        return (f"{count} archived entr{'y has' if count == 1 else 'ies have'} no word hashes (archived while "
+                "search.key_file was not set): --text cannot find them")
+
+    def unsearchable(self) -> int:
+        """How many archived entries have no word hashes (archived without search.key_file)."""
+        return self.entries.count_documents({"terms": {"$exists": False}, "status": "archived"})
 
     def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
         """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""

@@ -476,8 +476,9 @@ def test_a_hold_placed_mid_batch_from_a_machine_whose_clock_is_behind_still_coun
 
 def test_a_hold_by_words_covers_archives_without_word_hashes_whenever_made_and_deletions_cut_short(
         make_config, tmp_path) -> None:
-    """An archiver of the fleet without the key archives chats with no word hashes after the key was first
-    used; an archive without them whose deletion was cut short still has objects: a hold by words covers both."""
+    """An archiver of the fleet without the key archived chats with no word hashes after the key was first
+    used (before an archive pass without it was refused: test_not_archived.py); an archive without them whose
+    deletion was cut short still has objects: a hold by words covers both."""
     import datetime as dt
 
     from archiver.holds import open_holds
@@ -486,7 +487,11 @@ def test_a_hold_by_words_covers_archives_without_word_hashes_whenever_made_and_d
     keyed = retention_config(make_config, search__key_file=str(search_key_at(tmp_path / "one")))
     hashed = archive(keyed, 1, rng_seed=7)
     unkeyed = keyed.with_overrides(**{"search.key_file": ""})
+    state = index(keyed).database[keyed["index.state"]]
+    recorded = state.find_one({"_id": "search_key"})
+    state.delete_one({"_id": "search_key"})  # as the release that did not refuse such a pass had it
     later = archive(unkeyed, 2, rng_seed=8)
+    state.replace_one({"_id": "search_key"}, recorded, upsert=True)
     cut_short = later[1]["room"]
     index(keyed).update_one({"room": cut_short}, {"$set": {"status": "deleted", "deletion": {
         "run": "r", "state": "deleting", "at": dt.datetime.now(dt.timezone.utc)}}})

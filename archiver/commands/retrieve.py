@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from archiver.commands.common import (ITEMS_FAILED, OK, RETRY, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
                                       load_config, progress_line)
@@ -19,6 +19,7 @@ from archiver.visible import visible
 
 if TYPE_CHECKING:
     from archiver.config import Config
+    from archiver.search import Search, SearchFilters
 
 HELP = ("fetch, decrypt and verify one archived chat; write its files and verification.json; "
         "or, with --bundle, many chats in a case bundle (audited)")
@@ -194,7 +195,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.artifacts import configured_identity
     from archiver.audit import Actor, AuditError, open_audit_log
-    from archiver.bundle import BundleRequest, NothingSelected, build, left_out, select
+    from archiver.bundle import BundleRequest, NothingSelected, build, gaps_text, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request
     from archiver.search import open_search
@@ -231,7 +232,7 @@ def run_bundle(args: argparse.Namespace) -> int:
             targets = select(config, search, bundle)
         except NothingSelected:
             raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}") from None
-        bundle = dataclasses.replace(bundle, left_out=left_out(config, search, bundle))
+        bundle = dataclasses.replace(bundle, left_out=left_out(config, search, bundle), **_gaps(config, search, filters))
         rooms = [room for room, _ in targets]
         try:  # the intent first: a bundle the log cannot hold is not made
             audited("started", f"bundle {args.bundle}: {len(rooms)} room(s) to be fetched, decrypted and verified", OK)
@@ -258,9 +259,22 @@ def run_bundle(args: argparse.Namespace) -> int:
         for e in bundle.left_out:
             why = f"deleted by run {e['deleted_by_run']} under rule {e['rule']}" if e.get("deleted_by_run") else e["status"]
             print(visible(f"    {e['room']} v{e['version']}: {why}"))
+    for n, line in enumerate(gaps_text(bundle).splitlines()):  # what it cannot hold, as its README.txt says
+        print(visible(f"WARNING: {line}" if n == 0 else f"  {line}"))
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     return OK
+
+
+def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict[str, Any]:
+    """A bundle by FILTERS: the chats of its window the archive does not hold, and with --text what --text
+    cannot see (bundle.BundleRequest's not_archived, text_note, text_unsearchable)."""
+    from archiver.commands.search import unarchived_of
+
+    if filters is None:
+        return {}
+    text = {"text_note": search.text_note(), "text_unsearchable": search.unsearchable()} if filters.text else {}
+    return {"not_archived": unarchived_of(config, filters), **text}
 
 
 def _bundle_detail(made) -> str:

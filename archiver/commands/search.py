@@ -7,7 +7,7 @@ import sys
 import datetime as dt
 import json
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 from bson.codec_options import CodecOptions
@@ -15,6 +15,11 @@ from bson.codec_options import CodecOptions
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 from archiver.mongo import stored_time
 from archiver.visible import visible
+
+if TYPE_CHECKING:
+    from archiver.config import Config
+    from archiver.search import SearchFilters
+    from archiver.unarchived import NotArchived
 
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
 EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
@@ -61,20 +66,32 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryFile() as spool:
         try:  # every result is found before any is shown, so that the entry names what is shown
             rooms = _spool(searcher.find(filters), spool)
+            missing = unarchived_of(config, filters)
         except Exception as exc:
             log.record("search", actor, outcome="failed", filters=filters.given(), detail=str(exc))
             raise
         try:
             log.record("search", actor, outcome="ok", filters=filters.given(), rooms=rooms,
-                       detail=f"{len(rooms)} entr{'y' if len(rooms) == 1 else 'ies'}")
+                       detail=f"{len(rooms)} entr{'y' if len(rooms) == 1 else 'ies'}" + (
+                           f"; {missing.count} chat(s) of the window not archived" if missing and missing.count else ""))
         except AuditError as exc:
             print(f"archiver: error: {exc}; nothing was shown", file=sys.stderr)
             return ITEMS_FAILED
         spool.seek(0)
         _print(bson.decode_file_iter(spool, SPOOLED), args.json)
+    for line in missing.lines() if missing else []:  # on stderr: --json's stdout stays the entries alone
+        print(f"WARNING: {line}" if not line.startswith(" ") else line, file=sys.stderr)
     if filters.text is not None and searcher.text_note():
         print(f"note: {searcher.text_note()}", file=sys.stderr)
     return OK
+
+
+def unarchived_of(config: Config, filters: SearchFilters) -> NotArchived | None:
+    """The chats of FILTERS' window the archive does not hold (unarchived.not_archived); None for a search of
+    index statuses other than archived (tombstones, unfinished uploads), which asks of the index alone."""
+    from archiver.unarchived import not_archived
+
+    return None if filters.status not in (None, "archived") else not_archived(config, filters)
 
 
 def _spool(found, spool) -> list[str]:
