@@ -1265,3 +1265,39 @@ def test_a_bundle_says_which_versions_are_interim_and_its_sha256sum_command_runs
     done = subprocess.run(["bash", "-c", command], cwd=room, capture_output=True, text=True)
     summed = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in done.stdout.splitlines()}
     assert done.returncode == 0 and all(summed[n] == f["sha256"] for n, f in report["files"].items()), done
+
+
+def test_a_bundle_names_the_first_chats_and_versions_and_counts_the_rest(make_config, keys, tmp_path, capsys,
+                                                                         monkeypatch) -> None:
+    """Stdout and README name at most VERSIONS_NAMED (100) chats with several versions and versions not in the
+    bundle, then say how many more and where they all are (the custody report, which names every one)."""
+    import archiver.bundle as bundle_module
+    from archiver.pipeline import Archiver
+    from test_pipeline import recent_ms, seed
+    monkeypatch.setattr(bundle_module, "VERSIONS_NAMED", 1)
+    config = make_config()
+    chats = [_court_chat(room, [("c", "I complain"), ("a", "noted")], minutes_ago=24 * 60 * 3 - i)
+             for i, room in enumerate(("ROOM_L1", "ROOM_L2"))]
+    seed(config, chats)
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 2
+    for chat, _ in chats:  # each re-opened and ended again today: a v2 outside the window
+        later = recent_ms(30)
+        chat["messages"] += [_court_message(chat["room"], later, COURT_CUSTOMER, False, "I withdraw"),
+                             _court_message(chat["room"], later + 30_000, COURT_AGENT, True, kind="endChat")]
+        _source_chats(config).replace_one({"room": chat["room"]}, chat)
+        archiver.archive_room(chat["room"], "ended")
+    first, last = (dt.datetime.fromtimestamp(c["endTime"] / 1000, dt.timezone.utc).date().isoformat()
+                   for _, c in chats)
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "--from", first, "--to", last, "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
+    said = capsys.readouterr().out
+    assert "ROOM_L1: 2 versions, in the bundle: v1; not in it: v2" in said and "ROOM_L2: 2 versions" not in said
+    assert '  and 1 more chat(s): chain-of-custody.json, "chats"' in said, said
+    readme = _zipped_text(bundle, "README.txt")
+    assert "ROOM_L1 v2 archived (ended)" in readme and "ROOM_L2 v2" not in readme
+    assert '  and 1 more: chain-of-custody.json, "versions_not_included"' in readme, readme
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert [(v["room"], v["version"]) for v in custody["versions_not_included"]] == [("ROOM_L1", 2), ("ROOM_L2", 2)]
