@@ -349,6 +349,8 @@ def _version_said(version: dict[str, Any], why: str | None = None) -> str:
     said = f"v{version['version']}"
     if version.get("status") != "archived" and why:
         return f"{said} {why}"
+    if version.get("status") == "deleted":  # in the bundle: its deletion begun, then kept (its "kept" note)
+        return f"{said} kept: its deletion was begun, then kept"
     said += f" {version.get('status')}" + (f" ({version['kind']})" if version.get("kind") else "")
     return f"{said}: {why}" if why else said
 
@@ -479,10 +481,9 @@ of each chat in this bundle, with its status and kind, and which of them are her
 """ + (f"Versions of these chats that are not in this bundle:\n{left}" if left else ""))
 
 
-def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, attached: bool = False,
-            kept: int = 0, made: Bundle | None = None) -> str:
+def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: bool,
+            kept: int, made: Bundle) -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
-    made = made or Bundle(Path(), [r["room"] for r in rooms])
     kinds = f" ({'; '.join(made.kinds_said())})" if made.kinds_said() else ""
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):

@@ -224,10 +224,11 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
         "check_it_yourself": [
             pdf_command("transcript.pdf", "YOUR-CA.pem", "YOUR-TSA-CA.pem"),
             cms_command("record.json.p7s", "record.json", "YOUR-CA.pem"),
-            "sha256sum *",
+            SUMS_COMMAND,
         ],
         "check_it_yourself_notes": [
-            "the third command: compare its lines with 'files' below; this file is not signed, so that shows only "
+            "the third command: compare its lines (every file here but this one, attachments/ included) with "
+            "'files' below; this file is not signed, so that shows only "
             "that the files are the ones retrieved with it: the two signatures the first two check are what prove "
             "them",
             "inclusion_proof: recompute the root from 'leaf' and 'audit_path' as docs/seals.md shows",
@@ -236,6 +237,7 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
     }
 
 
+SUMS_COMMAND = "find . -type f ! -name verification.json -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum"
 TOOL_DISTRIBUTIONS = {"archiver": "ctlive-archiver"}  # a tool's name in reports -> its installed distribution
 
 

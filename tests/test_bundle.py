@@ -368,6 +368,11 @@ def test_the_readme_checks_the_files_of_a_retry_version_kept_from_an_earlier_one
     first = base.replace("-v2/", "-v1/")  # a bundle by room holds every version: v1 with the photo alone
     assert step.split() == ["OK", first + "0004-a.png", "OK", base + "0004-a.png", "OK", base + "0005-later.pdf"]
     assert _passes(results), results
+    room = (folder / base).parent  # its verification.json's sha256sum command lists its attachments too
+    report = json.loads((room / "verification.json").read_text())
+    done = subprocess.run(["bash", "-c", report["check_it_yourself"][2]], cwd=room, capture_output=True, text=True)
+    assert done.returncode == 0 and {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in done.stdout.splitlines()
+                                     } == {n: f["sha256"] for n, f in report["files"].items()}, done
 
     kept, fetched = folder / (base + "0004-a.png"), folder / (base + "0005-later.pdf")  # swapped, sums rewritten
     kept.write_bytes(PDF)
@@ -1261,10 +1266,11 @@ def test_a_bundle_says_which_versions_are_interim_and_its_sha256sum_command_runs
     room = _unzip(bundle, tmp_path / "u") / "rooms/ROOM_OPEN-v1"
     report = json.loads((room / "verification.json").read_text())
     command = report["check_it_yourself"][2]
-    assert command == "sha256sum *" and "compare" in " ".join(report["check_it_yourself_notes"])
+    assert command.endswith("sha256sum") and "compare" in " ".join(report["check_it_yourself_notes"])
+    (room / "attachments").mkdir()  # a folder beside the files (a room with attachments) is no error
     done = subprocess.run(["bash", "-c", command], cwd=room, capture_output=True, text=True)
     summed = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in done.stdout.splitlines()}
-    assert done.returncode == 0 and all(summed[n] == f["sha256"] for n, f in report["files"].items()), done
+    assert done.returncode == 0 and summed == {n: f["sha256"] for n, f in report["files"].items()}, done
 
 
 def test_a_bundle_names_the_first_chats_and_versions_and_counts_the_rest(make_config, keys, tmp_path, capsys,
