@@ -1,10 +1,10 @@
 """Case bundles: many archived chats, verified, in one zip a court can check without our code.
 
-Each chat is checked exactly as `archiver retrieve` checks it (`check_stored`,
+Each version is checked exactly as `archiver retrieve` checks it (`check_stored`,
 `check_content`) and its files and verification.json come from the same
 functions (`retrieval._files`, `retrieval._report`). Rooms are streamed into the
 zip one at a time, so memory holds one chat's files plus one manifest line per
-file, whatever the number of rooms.
+file and a short line per version of each room, whatever the number of rooms.
 
 Policy for a room that fails verification: no bundle at all (exit 3, every
 failing room named), because a bundle is evidence that its selection is complete
@@ -24,9 +24,8 @@ import platform
 import tempfile
 import uuid
 import zipfile
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -37,11 +36,12 @@ from archiver import seals
 from archiver.audit import AuditLog
 from archiver.config import Config
 from archiver.content_pool import ContentPool
+from archiver.index import index_database
 from archiver.integrity import Check, Opened, check_content
 from archiver.names import file_stem
 from archiver.offline_checks import cms_command, pdf_command, timestamp_command
 from archiver.retrieval import (NotFound, Request, VerificationFailed, _files, _report, _text, find_entry, kept_said,
-                               open_stored, seal_check)
+                               open_stored, room_versions, seal_check, tool_versions as _tool_versions)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity, sign_detached
 from archiver.store import ObjectStore, StoreError, StoreUnreachable, open_store_for, store_location, unreachable
@@ -106,6 +106,8 @@ its archive recorded, as every other room was, and the steps below check its fil
 other's.
 """
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
+VERSIONS_NAMED = 100  # chats (stdout) and versions (README) named for their versions; the custody report has all
+KINDS_SAID = {"interim": "not ended when archived", "abandoned": "never ended: archived once it went idle"}
 
 
 class NothingSelected(LookupError):
@@ -116,7 +118,7 @@ class NothingSelected(LookupError):
 class BundleRequest:
     out: Path  # FILE.zip
     request: Request  # key, reason, actor, trust (its room/out are unused)
-    rooms: tuple[str, ...] = ()  # explicit rooms (latest archived version each), or
+    rooms: tuple[str, ...] = ()  # explicit rooms (every archived version of each), or
     filters: SearchFilters | None = None  # every archived entry matching these
     workers: int = 1  # content checks in this many processes (1: in this one)
     left_out: tuple[dict[str, Any], ...] = ()  # entries the filters match that are not archived (see left_out)
@@ -128,12 +130,23 @@ class BundleRequest:
 @dataclass
 class Bundle:
     path: Path
-    rooms: list[str] = field(default_factory=list)
+    rooms: list[str] = field(default_factory=list)  # the room of each version in the bundle
+    kinds: Counter = field(default_factory=Counter)  # versions in the bundle by kind (ended, interim, abandoned)
+    versions_said: list[str] = field(default_factory=list)  # "<room>: N versions, ..." of chats with several
+    not_included: list[str] = field(default_factory=list)  # "<room> vN ...: why" of its chats' other versions
     kept: list[str] = field(default_factory=list)  # "<room> v<N>: <note>" of each kept version (see _held)
     files: int = 0
     bytes: int = 0
     sums_sha256: str = ""
     signed: bool = False
+
+    def counted(self, archived: str = "") -> str:
+        """"8 chat(s) in 10 version(s)": a chat archived again after a change has a version for each content."""
+        return f"{len(set(self.rooms))} {archived}chat(s) in {len(self.rooms)} version(s)"
+
+    def kinds_said(self) -> list[str]:
+        """"2 of them interim: not ended when archived", for each such kind in the bundle."""
+        return [f"{self.kinds[kind]} of them {kind}: {said}" for kind, said in KINDS_SAID.items() if self.kinds[kind]]
 
 
 def select(config: Config, search: Search, bundle: BundleRequest) -> list[tuple[str, int]]:
@@ -144,10 +157,19 @@ def select(config: Config, search: Search, bundle: BundleRequest) -> list[tuple[
             raise NothingSelected(f"no archived entry matches {bundle.filters.given()}")
         return found
     chosen = []
-    for room in dict.fromkeys(bundle.rooms):  # each room once, in the order given
-        entry = find_entry(config, room, None, kept=True)
-        chosen.append((entry["room"], entry["version"]))
+    for room in dict.fromkeys(bundle.rooms):  # each room once, in the order given, with every version it holds
+        held = [(e["room"], e["version"]) for e in _entries_of(config, room) if _held(config, e)]
+        if not held:  # NotFound saying why (deleted by which run, or not in the index)
+            entry = find_entry(config, room, None, kept=True)
+            held = [(entry["room"], entry["version"])]
+        chosen.extend(held)
     return chosen
+
+
+def _entries_of(config: Config, room: str) -> list[dict[str, Any]]:
+    """Every index entry of ROOM, oldest version first (what `_held` reads of each)."""
+    return list(index_database(config)[config["index.entries"]].find(
+        {"room": {"$eq": room}}, {"room": 1, "version": 1, "status": 1, "deletion": 1, "_id": 0}).sort("version", 1))
 
 
 def _held(config: Config, entry: dict[str, Any]) -> bool:
@@ -225,6 +247,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         result.bytes += len(data)
 
     sealed: set[str] = set()  # seal folders already in the bundle
+    versions: dict[str, list[dict[str, Any]]] = {}  # every version of each room in the bundle (room_versions)
     attached = False  # any attachment file in the bundle (its README step is then printed)
     for done, (room, version, opened, location, note) in enumerate(_verified(config, bundle, targets), 1):
         proof = seal_check(config, opened)
@@ -251,10 +274,15 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
             if note:  # a version whose deletion was begun, then kept: which run, which hold (as `retrieve` says)
                 report["note"] = note
                 result.kept.append(f"{room} v{version}: {note}")
+            if room not in versions:
+                versions[room] = room_versions(config, room)
+            report["versions"] = versions[room]  # as `retrieve` writes it
             for name, data in _files(opened, report).items():
                 add(f"{folder}/{name}", data)
                 attached = attached or name.startswith("attachments/")
-            rooms.append({"room": room, "version": version, "folder": folder + "/", "store": location,
+            kind = opened.entry.get("kind")
+            result.kinds[kind] += 1
+            rooms.append({"room": room, "version": version, "kind": kind, "folder": folder + "/", "store": location,
                           "checks": len(opened.checks), "all_passed": True, "seal": seal_folder,
                           **({"kept": note} if note else {})})
             result.rooms.append(room)
@@ -262,10 +290,12 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
             progress(done, len(targets))
     if failed:
         raise BundleVerificationFailed(failed, failures)
-    custody = _custody(config, bundle, started, head, rooms, signer)
+    chats, not_included = _chats(bundle, rooms, versions, result)
+    custody = _custody(config, bundle, started, head, rooms, signer,
+                       {"chats": chats, "versions_not_included": not_included})
     add(CUSTODY, _json(custody))
-    add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept), gaps_text(bundle)
-                        ).encode("utf-8"))
+    add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept), result,
+                        gaps_text(bundle)).encode("utf-8"))
     add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
     body = ("\n".join(sums) + "\n").encode("utf-8")
     zf.writestr(SUMS, body)
@@ -275,6 +305,67 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         zf.writestr(SIGNER_CERTS, b"".join(c.public_bytes(serialization.Encoding.PEM)
                                            for c in (signer.certificate, *signer.chain)))
         result.signed = True
+
+
+def _chats(bundle: BundleRequest, rooms: list[dict[str, Any]], versions: dict[str, list[dict[str, Any]]],
+           result: Bundle) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every version of each chat in the bundle, marked in it (its folder) or not (why), and those not in it
+    (but the ones the filters matched, already under left_out); RESULT's lines saying them."""
+    folders = {(r["room"], r["version"]): r["folder"] for r in rooms}
+    matched = {(e["room"], e["version"]) for e in bundle.left_out}
+    chats: list[dict[str, Any]] = []
+    not_included: list[dict[str, Any]] = []
+    for room, listed in versions.items():
+        marked = []
+        for v in listed:
+            folder = folders.get((room, v["version"]))
+            why = None if folder else _why_not(v, bundle.filters is not None)
+            marked.append({**v, "included": bool(folder), **({"folder": folder} if folder else {"why": why})})
+            if not folder and (room, v["version"]) not in matched:
+                not_included.append({"room": room, **v, "why": why})
+                if len(result.not_included) < VERSIONS_NAMED:
+                    result.not_included.append(visible(f"{room} {_version_said(v, why)}"))
+        chats.append({"room": room, "versions": marked})
+        if len(marked) > 1 or not all(v["included"] for v in marked):
+            result.versions_said.append(visible(_chat_said(room, marked)))
+    if len(result.versions_said) > VERSIONS_NAMED:
+        more = len(result.versions_said) - VERSIONS_NAMED
+        result.versions_said[VERSIONS_NAMED:] = [f"and {more} more chat(s): chain-of-custody.json, \"chats\""]
+    if len(not_included) > len(result.not_included):
+        result.not_included.append(f"and {len(not_included) - len(result.not_included)} more: chain-of-custody.json, "
+                                   "\"versions_not_included\"")
+    return chats, not_included
+
+
+def _why_not(version: dict[str, Any], by_filters: bool) -> str:
+    """Why VERSION (of a chat in the bundle) is not in it."""
+    status, deletion = version.get("status"), version.get("deletion") or {}
+    if status == "deleted":  # never in a bundle, whatever the selection
+        how = "being deleted" if deletion.get("state") == "deleting" else "deleted"
+        return f"{how} by run {deletion.get('run')} under rule {deletion.get('rule')}"
+    if status != "archived":
+        return "uploading: an archive attempt not finished" if status == "uploading" else f"status {status}"
+    return "not matched by the filters" if by_filters else "archived after this bundle's rooms were selected"
+
+
+def _version_said(version: dict[str, Any], why: str | None = None) -> str:
+    """"v2 archived (ended)", "v2 archived (ended): WHY", or "v1 WHY" when WHY names the status ("deleted by ...")."""
+    said = f"v{version['version']}"
+    if version.get("status") != "archived" and why:
+        return f"{said} {why}"
+    if version.get("status") == "deleted":  # in the bundle: its deletion begun, then kept (its "kept" note)
+        return f"{said} kept: its deletion was begun, then kept"
+    said += f" {version.get('status')}" + (f" ({version['kind']})" if version.get("kind") else "")
+    return f"{said}: {why}" if why else said
+
+
+def _chat_said(room: str, marked: list[dict[str, Any]]) -> str:
+    """"ROOM: 2 versions, all in the bundle: v1 archived (ended), ..." or "..., in the bundle: v1; not in it: ..."."""
+    if all(v["included"] for v in marked):
+        return f"{room}: {len(marked)} versions, all in the bundle: " + ", ".join(_version_said(v) for v in marked)
+    held = ", ".join(f"v{v['version']}" for v in marked if v["included"])
+    return (f"{room}: {len(marked)} versions, in the bundle: {held}; not in it: "
+            + ", ".join(_version_said(v, v["why"]) for v in marked if not v["included"]))
 
 
 def _seal_folder(proof: dict[str, Any] | None) -> str | None:
@@ -328,7 +419,7 @@ def _settled(request: Request, room: str, version: int, opened: Opened, location
 
 
 def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: dict[str, Any] | None,
-             rooms: list[dict[str, Any]], signer: SigningIdentity | None) -> dict[str, Any]:
+             rooms: list[dict[str, Any]], signer: SigningIdentity | None, chats: dict[str, Any]) -> dict[str, Any]:
     request = bundle.request
     return {
         "bundle_id": str(uuid.uuid4()),
@@ -337,8 +428,10 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "retrieved_by": request.actor.as_dict(),
         "reason": request.reason,
         "selection": {"rooms": list(bundle.rooms)} if bundle.filters is None else {"filters": _filters(bundle.filters)},
-        "rooms": rooms,
-        "room_count": len(rooms),
+        "rooms": rooms,  # one per version in the bundle
+        "room_count": len({r["room"] for r in rooms}),  # chats
+        "version_count": len(rooms),
+        **chats,  # every version of each chat, which are in the bundle, and why the others are not
         "failed_rooms": "none: a bundle is only written when every selected room passed every check",
         "left_out": {"why": "matched by the filters but not archived: a tombstone (deleted by retention or "
                             "erasure, its objects gone, or being deleted) or an upload not finished; a version "
@@ -394,13 +487,8 @@ def gaps_text(bundle: BundleRequest) -> str:
 
 
 def tool_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("archiver", "pyHanko", "cryptography", "pymongo"):
-        try:
-            versions[name] = package_version(name)
-        except Exception:  # not installed as a distribution (a source checkout)
-            versions[name] = "unknown"
-    return versions
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            **_tool_versions("archiver", "pyHanko", "cryptography", "pymongo")}
 
 
 def _filters(filters: SearchFilters) -> dict[str, Any]:
@@ -411,9 +499,20 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, attached: bool = False,
-            kept: int = 0, gaps: str = "") -> str:
+def _versions_note(made: Bundle) -> str:
+    """The README's word on versions, and the versions of its chats not in it."""
+    left = "".join(f"  {line}\n" for line in made.not_included)
+    return ("""
+A chat archived again after its content changed on the platform (a message added, edited or
+deleted) has a version for each content. chain-of-custody.json lists under "chats" every version
+of each chat in this bundle, with its status and kind, and which of them are here.
+""" + (f"Versions of these chats that are not in this bundle:\n{left}" if left else ""))
+
+
+def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: bool,
+            kept: int, made: Bundle, gaps: str = "") -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
+    kinds = f" ({'; '.join(made.kinds_said())})" if made.kinds_said() else ""
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
 
@@ -433,7 +532,8 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool = False, att
 """)
     return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig, certutil and sha256sum alone
 
-This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e.g. {sample}
+This bundle holds {made.counted("archived ")}{kinds},
+one folder per version under rooms/, e.g. {sample}
   transcript.pdf     the transcript, signed (PAdES)
   record.json        the machine-readable record
   record.json.p7s    its detached CMS signature (DER)
@@ -445,7 +545,7 @@ This bundle holds {len(rooms)} archived chat(s), one folder each under rooms/, e
 At the top: {CUSTODY} (who made this bundle, when, why, what was selected and verified,
 with which tools), {MANIFEST} (every file's SHA-256 and size) and {SUMS} (the same hashes,
 in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""}.
-{KEPT_NOTE.format(kept=kept) if kept else ""}{f"{chr(10)}{gaps}" if gaps else ""}
+{KEPT_NOTE.format(kept=kept) if kept else ""}{f"{chr(10)}{gaps}" if gaps else ""}{_versions_note(made)}
 Before you start: unzip the bundle, go into its folder, and put the certificate of the CA you
 trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem.
 Run each command below from that folder (bash, GNU date); every one must succeed.

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from importlib.metadata import version as package_version
+from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -177,9 +177,10 @@ def retrieve(config: Config, request: Request, release: Callable[[Path], None] |
 def room_versions(config: Config, room: str) -> list[dict[str, Any]]:
     """Every version of ROOM in the index, oldest first: a version is a distinct content, and the one
     retrieved (the latest archived, unless --version) is not necessarily the one the source holds now."""
+    fields = ("version", "status", "kind", "archived_at", "deletion.run", "deletion.rule", "deletion.state",
+              "attachments_retry_of")
     found = index_database(config)[config["index.entries"]].find(
-        {"room": {"$eq": room}}, {"version": 1, "status": 1, "kind": 1, "archived_at": 1, "deletion.run": 1,
-                                  "attachments_retry_of": 1, "_id": 0}).sort("version", 1)
+        {"room": {"$eq": room}}, {**dict.fromkeys(fields, 1), "_id": 0}).sort("version", 1)
     return [{k: _text(v, k) for k, v in doc.items()} for doc in found]
 
 
@@ -235,19 +236,40 @@ def _report(opened: Opened, request: Request, store: dict[str, str], proof: dict
                          "and made by the certificate the index names, which anyone can arrange"),
         "signers_pinned": (request.pinned.described() if request.pinned else
                            f"NOT PINNED: {NOT_PINNED}"),
-        "tools": {name: package_version(name) for name in ("pyHanko", "cryptography")},
-        # The first two: shell commands, run in this folder with your CA at YOUR-CA.pem (and, for a timestamped
-        # transcript, the timestamp authority's at YOUR-TSA-CA.pem); each checks the signer's chain at the time
-        # it signed, and its OK line says which time (archiver/offline_checks.py).
+        "tools": tool_versions("archiver", "pyHanko", "cryptography"),
+        # Shell commands only (each pasted as is into a shell, in this folder); what to make of them in the notes.
+        # The first two run with your CA at YOUR-CA.pem (and, for a timestamped transcript, the timestamp
+        # authority's at YOUR-TSA-CA.pem); each checks the signer's chain at the time it signed, and its OK line
+        # says which time (archiver/offline_checks.py).
         "check_it_yourself": [
             pdf_command("transcript.pdf", "YOUR-CA.pem", "YOUR-TSA-CA.pem"),
             cms_command("record.json.p7s", "record.json", "YOUR-CA.pem"),
-            "sha256sum *  (compare with 'files' below; this file is not signed, so that shows only that the files "
-            "are the ones retrieved with it: the two signatures above are what prove them)",
+            SUMS_COMMAND,
+        ],
+        "check_it_yourself_notes": [
+            "the third command: compare its lines (every file here but this one, attachments/ included) with "
+            "'files' below; this file is not signed, so that shows only "
+            "that the files are the ones retrieved with it: the two signatures the first two check are what prove "
+            "them",
             "inclusion_proof: recompute the root from 'leaf' and 'audit_path' as docs/seals.md shows",
         ],
         "inclusion_proof": proof,
     }
+
+
+SUMS_COMMAND = "find . -type f ! -name verification.json -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum"
+TOOL_DISTRIBUTIONS = {"archiver": "ctlive-archiver"}  # a tool's name in reports -> its installed distribution
+
+
+def tool_versions(*names: str) -> dict[str, str]:
+    """Each tool of NAMES with its installed version, "unknown" when it is not installed as a distribution."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = package_version(TOOL_DISTRIBUTIONS.get(name, name))
+        except PackageNotFoundError:  # a source checkout never installed
+            versions[name] = "unknown"
+    return versions
 
 
 def _write_all(target: Path, files: dict[str, bytes], release: Callable[[Path], None] | None = None) -> None:

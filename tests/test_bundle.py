@@ -365,15 +365,22 @@ def test_the_readme_checks_the_files_of_a_retry_version_kept_from_an_earlier_one
 
     results = _run_readme(folder, keys["ca.crt.pem"])
     (step,) = [out for command, _, out in results if "attachments/" in command]
-    assert step.split() == ["OK", base + "0004-a.png", "OK", base + "0005-later.pdf"]
+    first = base.replace("-v2/", "-v1/")  # a bundle by room holds every version: v1 with the photo alone
+    assert step.split() == ["OK", first + "0004-a.png", "OK", base + "0004-a.png", "OK", base + "0005-later.pdf"]
     assert _passes(results), results
+    room = (folder / base).parent  # its verification.json's sha256sum command lists its attachments too
+    report = json.loads((room / "verification.json").read_text())
+    done = subprocess.run(["bash", "-c", report["check_it_yourself"][2]], cwd=room, capture_output=True, text=True)
+    assert done.returncode == 0 and {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in done.stdout.splitlines()
+                                     } == {n: f["sha256"] for n, f in report["files"].items()}, done
 
     kept, fetched = folder / (base + "0004-a.png"), folder / (base + "0005-later.pdf")  # swapped, sums rewritten
     kept.write_bytes(PDF)
     fetched.write_bytes(photo)
     _rewrite_sums(folder)
     results = _run_readme(folder, keys["ca.crt.pem"])
-    assert results[-1][2].split() == ["FAILED", base + "0004-a.png", "FAILED", base + "0005-later.pdf"]
+    assert results[-1][2].split() == ["OK", first + "0004-a.png", "FAILED", base + "0004-a.png", "FAILED",
+                                      base + "0005-later.pdf"]
 
 
 def test_a_bundle_from_filters_names_the_matching_entries_it_cannot_hold(archived, keys, tmp_path, capsys) -> None:
@@ -1034,3 +1041,269 @@ def test_a_bundle_is_refused_when_the_index_swapped_two_attachments_positions(ma
     assert _bundle(config, tmp_path, entry["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
                    "--reason", "case 15", "--no-progress") == 3
     assert not out.exists()
+
+
+# -- Versions, counts, kinds and tools (review "court" C2, C14, C6, C11) ----------------------------------------------
+
+COURT_CUSTOMER = "393331234567"
+COURT_AGENT = "USER_alice@acd.example.com"
+
+
+def _court_message(room: str, ts: float, user: str, is_agent: bool, text: str | None = None,
+                   kind: str = "TEXT") -> dict:
+    import uuid
+
+    from bson import ObjectId
+    content = {"user": {"id": user, "isAgent": is_agent}, **({"text": text} if text is not None else {})}
+    return {"data": {"replyTo": "", "id": str(uuid.uuid4()), "messageType": kind, "content": content, "ts": ts,
+                     "deliverySuccess": True, "deliveryErrorReason": "", "messageSeen": None},
+            "_id": ObjectId(), "room": room}
+
+
+def _court_chat(room: str, lines: list[tuple[str, str]], minutes_ago: float = 30, ended: bool = True
+                ) -> tuple[dict, dict]:
+    """A chat of COURT_CUSTOMER with COURT_AGENT: LINES are (who, text), who 'c' or 'a'; ended unless not ENDED."""
+    from test_pipeline import recent_ms
+    start = t = recent_ms(minutes_ago)
+    body = []
+    for who, text in lines:
+        t += 30_000
+        body.append(_court_message(room, t, COURT_CUSTOMER if who == "c" else COURT_AGENT, who == "a", text))
+    if ended:
+        t += 30_000
+        body.append(_court_message(room, t, COURT_AGENT, True, kind="endChat"))
+    chat = {"_id": room, "room": room, "ctlive_type": "chat", "messages": body, "__v": 0}
+    contact = {"id": room, "servid": "42", "serv_name": "Billing", "beginTime": start, "endTime": t if ended else None,
+               "title": "Chat", "lang": "en", "userID": COURT_CUSTOMER, "agentID": COURT_AGENT,
+               "users": {COURT_CUSTOMER: {"nickname": "Mario Rossi"}, COURT_AGENT: {"nickname": "Alice Agent"}},
+               "contact_events": [{"event": "newContactAccepted", "ts": start, "origin": "acd"}], "ctlive_type": "chat"}
+    return chat, contact
+
+
+def _court_cli(config, tmp_path: Path, *argv: str) -> int:
+    keys = CLI_KEYS + ("source.database",) + SIGNING_KEYS
+    return main(["--config", str(write_toml(tmp_path / "cli.toml", {k: config[k] for k in keys})), *argv])
+
+
+def _source_chats(config):
+    from archiver.mongo import connect
+    return connect(config["mongodb.uri"])[config["source.database"]][config["source.chats"]]
+
+
+def _two_versions(config, room: str = "ROOM_EDIT") -> str:
+    """ROOM archived (v1: the customer authorises a transfer), then the platform deletes that message and the
+    room is archived again (v2, without it)."""
+    from archiver.pipeline import Archiver
+    from test_pipeline import seed
+    chat, contact = _court_chat(room, [("c", "I authorise the transfer of 5000 EUR"), ("a", "done")])
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 1
+    _source_chats(config).update_one({"room": room}, {"$set": {"messages": chat["messages"][1:]}})
+    archiver.archive_room(room, "ended")
+    return room
+
+
+def _zipped_json(bundle: Path, name: str) -> dict:
+    with zipfile.ZipFile(bundle) as zf:
+        return json.loads(zf.read(name))
+
+
+def _zipped_text(bundle: Path, name: str) -> str:
+    with zipfile.ZipFile(bundle) as zf:
+        return zf.read(name).decode("utf-8")
+
+
+def test_a_bundle_by_room_holds_every_version_of_it_and_lists_them(make_config, keys, tmp_path, capsys) -> None:
+    """v1 held the customer's authorisation, deleted on the platform before v2: a bundle by room holding v2 alone,
+    and saying nothing, hid the very statement in dispute."""
+    config = make_config()
+    room = _two_versions(config)
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), room, "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case 2", "--ca", str(keys["ca.crt.pem"]),
+                      "--no-progress") == 0
+    said = capsys.readouterr().out
+    assert f"{room}: 2 versions, all in the bundle: v1 archived (ended), v2 archived (ended)" in said, said
+    assert "1 chat(s) in 2 version(s)" in said, said
+    with zipfile.ZipFile(bundle) as zf:
+        names = set(zf.namelist())
+        assert "I authorise the transfer" in zf.read(f"rooms/{room}-v1/record.json").decode()
+        assert "I authorise the transfer" not in zf.read(f"rooms/{room}-v2/record.json").decode()
+    assert {f"rooms/{room}-v{n}/transcript.pdf" for n in (1, 2)} <= names
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert [(r["room"], r["version"], r["kind"]) for r in custody["rooms"]] == [(room, 1, "ended"), (room, 2, "ended")]
+    (chat,) = custody["chats"]
+    assert chat["room"] == room and [(v["version"], v["status"], v["kind"], v["included"]) for v in chat["versions"]] == [
+        (1, "archived", "ended", True), (2, "archived", "ended", True)], chat
+    assert custody["versions_not_included"] == []
+    # docs/retrieval.md: a bundle room and a retrieved room are the same files: `versions` as `retrieve` writes it.
+    assert _court_cli(config, tmp_path, "retrieve", room, "--key", str(keys["legal.key.pem"]), "--out",
+                      str(tmp_path / "out"), "--reason", "case 2") == 0
+    retrieved = json.loads((tmp_path / "out" / f"{room}-v2" / "verification.json").read_text())
+    for version in (1, 2):
+        assert _zipped_json(bundle, f"rooms/{room}-v{version}/verification.json")["versions"] == retrieved["versions"]
+    assert [v["version"] for v in retrieved["versions"]] == [1, 2]
+    folder = _unzip(bundle, tmp_path / "u")
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    assert _passes(results) and sum(out.count("OK rooms/") for _, _, out in results) == 4, results
+
+
+def test_a_bundle_by_room_names_a_version_the_archive_no_longer_holds(make_config, keys, tmp_path, capsys) -> None:
+    """v1 deleted by a retention run (its tombstone): the bundle holds v2 and names v1, with its run, as not in it."""
+    from retrieval_helpers import index
+    config = make_config()
+    room = _two_versions(config)
+    index(config).update_one({"room": room, "version": 1}, {"$set": {"status": "deleted", "deletion": {
+        "run": "RUN-1", "rule": "default", "state": "done", "at": dt.datetime.now(dt.timezone.utc)}}})
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), room, "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case 2", "--no-progress") == 0
+    said = capsys.readouterr().out
+    assert f"{room}: 2 versions, in the bundle: v2; not in it: v1 deleted by run RUN-1 under rule default" in said, said
+    assert not any(n.startswith(f"rooms/{room}-v1/") for n in zipfile.ZipFile(bundle).namelist())
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert [(v["version"], v["status"], v["included"]) for v in custody["chats"][0]["versions"]] == [
+        (1, "deleted", False), (2, "archived", True)]
+    (left,) = custody["versions_not_included"]
+    assert (left["room"], left["version"], left["why"]) == (room, 1, "deleted by run RUN-1 under rule default")
+    assert f"{room} v1 deleted by run RUN-1 under rule default" in _zipped_text(bundle, "README.txt")
+
+
+def test_a_bundle_by_dates_names_a_later_version_the_window_left_out(make_config, keys, tmp_path, capsys) -> None:
+    """Ended on one day (v1), re-opened and ended again later (v2: the customer withdraws the complaint): a
+    bundle of that day holds v1 and says, on stdout, in README.txt and in the custody report, that v2 exists."""
+    from archiver.pipeline import Archiver
+    from test_pipeline import recent_ms, seed
+    config = make_config()
+    chat, contact = _court_chat("ROOM_LATE", [("c", "I complain"), ("a", "noted")], minutes_ago=24 * 60 * 3)
+    seed(config, [(chat, contact)])
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 1
+    later = recent_ms(30)
+    chat["messages"] += [_court_message("ROOM_LATE", later, COURT_CUSTOMER, False, "I withdraw my complaint"),
+                         _court_message("ROOM_LATE", later + 30_000, COURT_AGENT, True, kind="endChat")]
+    _source_chats(config).replace_one({"room": "ROOM_LATE"}, chat)
+    archiver.archive_room("ROOM_LATE", "ended")
+    day = dt.datetime.fromtimestamp(contact["endTime"] / 1000, dt.timezone.utc).date().isoformat()
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "--from", day, "--to", day, "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
+    said = capsys.readouterr().out
+    named = "ROOM_LATE v2 archived (ended): not matched by the filters"
+    assert "ROOM_LATE: 2 versions, in the bundle: v1; not in it: v2 archived (ended): not matched by the filters" in said
+    names = zipfile.ZipFile(bundle).namelist()
+    assert any(n.startswith("rooms/ROOM_LATE-v1/") for n in names)
+    assert not any(n.startswith("rooms/ROOM_LATE-v2/") for n in names)
+    assert named in _zipped_text(bundle, "README.txt")
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert [(v["room"], v["version"], v["status"], v["kind"], v["why"]) for v in custody["versions_not_included"]] == [
+        ("ROOM_LATE", 2, "archived", "ended", "not matched by the filters")]
+    assert [(v["version"], v["included"]) for v in custody["chats"][0]["versions"]] == [(1, True), (2, False)]
+    assert [v["version"] for v in _zipped_json(bundle, "rooms/ROOM_LATE-v1/verification.json")["versions"]] == [1, 2]
+
+
+def test_a_bundle_counts_chats_and_versions_apart(make_config, keys, tmp_path, capsys) -> None:
+    """One chat in two versions beside one in one: "2 chat(s) in 3 version(s)", not "3 chats"."""
+    from archiver.pipeline import Archiver
+    from test_pipeline import seed
+    config = make_config()
+    _two_versions(config)
+    seed(config, [_court_chat("ROOM_ONE", [("c", "hello"), ("a", "hi")], minutes_ago=40)])
+    assert Archiver(config).run_pass().archived == 1
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "--customer", COURT_CUSTOMER, "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
+    said = capsys.readouterr().out
+    assert f"bundle written: {bundle}  (2 chat(s) in 3 version(s)," in said, said
+    assert "This bundle holds 2 archived chat(s) in 3 version(s)" in _zipped_text(bundle, "README.txt")
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert (custody["room_count"], custody["version_count"], len(custody["rooms"])) == (2, 3, 3)
+    assert "2 chat(s) in 3 version(s)" in audit(config)[-1]["detail"]
+
+
+def test_the_custody_report_and_each_verification_name_the_archiver_version(make_config, keys, tmp_path) -> None:
+    from importlib.metadata import version
+
+    from archiver.pipeline import Archiver
+    from test_pipeline import seed
+    config = make_config()
+    seed(config, [_court_chat("ROOM_A", [("c", "hello"), ("a", "hi")])])
+    assert Archiver(config).run_pass().archived == 1
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "ROOM_A", "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
+    installed = version("ctlive-archiver")  # the distribution's name (archiver/artifacts.py), not "archiver"
+    assert _zipped_json(bundle, "chain-of-custody.json")["tools"]["archiver"] == installed
+    assert _zipped_json(bundle, "rooms/ROOM_A-v1/verification.json")["tools"]["archiver"] == installed
+
+
+def test_a_bundle_says_which_versions_are_interim_and_its_sha256sum_command_runs(make_config, keys, tmp_path,
+                                                                                  capsys) -> None:
+    """An interim copy (`export --force` of a running chat) beside an ended chat: the custody report gives each
+    version's kind, README and stdout count the interim ones; verification.json's third command is a command."""
+    from archiver.pipeline import Archiver
+    from test_pipeline import seed
+    config = make_config()
+    seed(config, [_court_chat("ROOM_OPEN", [("c", "still talking"), ("a", "yes")], ended=False),
+                  _court_chat("ROOM_DONE", [("c", "hello"), ("a", "hi")], minutes_ago=40)])
+    assert _court_cli(config, tmp_path, "export", "ROOM_OPEN", "--force") == 0
+    assert Archiver(config).run_pass().archived == 1
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "ROOM_OPEN", "ROOM_DONE", "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
+    said = capsys.readouterr().out
+    counted = "1 of them interim: not ended when archived"
+    assert counted in said and counted in _zipped_text(bundle, "README.txt"), said
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert [(r["room"], r["kind"]) for r in custody["rooms"]] == [("ROOM_OPEN", "interim"), ("ROOM_DONE", "ended")]
+
+    room = _unzip(bundle, tmp_path / "u") / "rooms/ROOM_OPEN-v1"
+    report = json.loads((room / "verification.json").read_text())
+    command = report["check_it_yourself"][2]
+    assert command.endswith("sha256sum") and "compare" in " ".join(report["check_it_yourself_notes"])
+    (room / "attachments").mkdir()  # a folder beside the files (a room with attachments) is no error
+    done = subprocess.run(["bash", "-c", command], cwd=room, capture_output=True, text=True)
+    summed = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in done.stdout.splitlines()}
+    assert done.returncode == 0 and summed == {n: f["sha256"] for n, f in report["files"].items()}, done
+
+
+def test_a_bundle_names_the_first_chats_and_versions_and_counts_the_rest(make_config, keys, tmp_path, capsys,
+                                                                         monkeypatch) -> None:
+    """Stdout and README name at most VERSIONS_NAMED (100) chats with several versions and versions not in the
+    bundle, then say how many more and where they all are (the custody report, which names every one)."""
+    import archiver.bundle as bundle_module
+    from archiver.pipeline import Archiver
+    from test_pipeline import recent_ms, seed
+    monkeypatch.setattr(bundle_module, "VERSIONS_NAMED", 1)
+    config = make_config()
+    chats = [_court_chat(room, [("c", "I complain"), ("a", "noted")], minutes_ago=24 * 60 * 3 - i)
+             for i, room in enumerate(("ROOM_L1", "ROOM_L2"))]
+    seed(config, chats)
+    archiver = Archiver(config)
+    assert archiver.run_pass().archived == 2
+    for chat, _ in chats:  # each re-opened and ended again today: a v2 outside the window
+        later = recent_ms(30)
+        chat["messages"] += [_court_message(chat["room"], later, COURT_CUSTOMER, False, "I withdraw"),
+                             _court_message(chat["room"], later + 30_000, COURT_AGENT, True, kind="endChat")]
+        _source_chats(config).replace_one({"room": chat["room"]}, chat)
+        archiver.archive_room(chat["room"], "ended")
+    first, last = (dt.datetime.fromtimestamp(c["endTime"] / 1000, dt.timezone.utc).date().isoformat()
+                   for _, c in chats)
+    capsys.readouterr()
+    bundle = tmp_path / "case.zip"
+    assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "--from", first, "--to", last, "--key",
+                      str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
+    said = capsys.readouterr().out
+    assert "ROOM_L1: 2 versions, in the bundle: v1; not in it: v2" in said and "ROOM_L2: 2 versions" not in said
+    assert '  and 1 more chat(s): chain-of-custody.json, "chats"' in said, said
+    readme = _zipped_text(bundle, "README.txt")
+    assert "ROOM_L1 v2 archived (ended)" in readme and "ROOM_L2 v2" not in readme
+    assert '  and 1 more: chain-of-custody.json, "versions_not_included"' in readme, readme
+    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert [(v["room"], v["version"]) for v in custody["versions_not_included"]] == [("ROOM_L1", 2), ("ROOM_L2", 2)]

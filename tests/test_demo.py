@@ -35,7 +35,7 @@ def test_demo_searches_retrieves_verifies_and_bundles_a_chat(tmp_path) -> None:
     assert json.loads((folder / "verification.json").read_text())["ok"] is True
     assert re.search(rf"verify {ROOM} --key \S+ --workers 1\nOK: 1 entries, 3 objects checked", out)
     (bundle,) = (demo / "bundles").glob("case-*.zip")
-    assert f"bundle written: {bundle}  (2 room(s)" in out
+    assert f"bundle written: {bundle}  (2 chat(s) in 2 version(s)" in out
     with zipfile.ZipFile(bundle) as zf:
         names = zf.namelist()
         zf.extractall(tmp_path / "unzipped")

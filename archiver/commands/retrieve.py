@@ -201,7 +201,8 @@ def run_bundle(args: argparse.Namespace) -> int:
     from archiver.search import open_search
 
     if bool(args.rooms) == _filters_given(args) or args.out or args.version is not None:
-        raise UsageError("--bundle takes ROOMs or search filters (not both, not neither), and no --out or --version")
+        raise UsageError("--bundle takes ROOMs (every archived version of each) or search filters (not both, not "
+                         "neither), and no --out or --version")
     if args.workers < 0:
         raise UsageError("--workers: must be 0 (one per CPU) or more")
     config = load_config(args)
@@ -235,7 +236,8 @@ def run_bundle(args: argparse.Namespace) -> int:
         bundle = dataclasses.replace(bundle, left_out=left_out(config, search, bundle), **_gaps(config, search, filters))
         rooms = [room for room, _ in targets]
         try:  # the intent first: a bundle the log cannot hold is not made
-            audited("started", f"bundle {args.bundle}: {len(rooms)} room(s) to be fetched, decrypted and verified", OK)
+            audited("started", f"bundle {args.bundle}: {len(set(rooms))} chat(s) in {len(rooms)} version(s) to be "
+                    "fetched, decrypted and verified", OK)
         except AuditError as exc:
             return unaudited(exc, "nothing was fetched or decrypted")
         made = build(config, bundle, targets, log, signer, (lambda done, total: show((done, total))) if show else None,
@@ -248,7 +250,9 @@ def run_bundle(args: argparse.Namespace) -> int:
         if show:
             sys.stderr.write("\n")
     signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
-    print(f"bundle written: {made.path}  ({len(made.rooms)} room(s), {made.files} files verified)")
+    print(f"bundle written: {made.path}  ({made.counted()}, {made.files} files verified)")
+    for line in made.kinds_said() + made.versions_said:  # interim copies; chats with several versions
+        print(f"  {line}")
     print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
     print("  verify it with openssl, pdfsig, certutil and sha256sum alone: see README.txt inside")
     for kept in made.kept:  # a version whose deletion was begun, then kept by a hold (as `retrieve` prints)
@@ -282,7 +286,7 @@ def _bundle_detail(made) -> str:
     signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
     kept = "".join(f"; kept after its deletion was begun: {k}" for k in made.kept[:KEPT_NAMED])
     more = f"; and {len(made.kept) - KEPT_NAMED} more kept (chain-of-custody.json)" if len(made.kept) > KEPT_NAMED else ""
-    return (f"bundle {made.path}: {len(made.rooms)} room(s), {made.files} files, {made.bytes} bytes; "
+    return (f"bundle {made.path}: {made.counted()}, {made.files} files, {made.bytes} bytes; "
             f"SHA256SUMS sha256 {made.sums_sha256}, {signed}{kept}{more}")
 
 
