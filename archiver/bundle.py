@@ -40,7 +40,7 @@ from archiver.index import index_database
 from archiver.integrity import Check, Opened, check_content
 from archiver.names import file_stem
 from archiver.offline_checks import cms_command, pdf_command, timestamp_command
-from archiver.retrieval import (NotFound, Request, VerificationFailed, _files, _report, _text, find_entry, kept_said,
+from archiver.retrieval import (NOT_PINNED, NotFound, Request, VerificationFailed, _files, _report, _text, find_entry, kept_said,
                                open_stored, room_versions, seal_check, tool_versions as _tool_versions)
 from archiver.search import Search, SearchFilters
 from archiver.signing import SigningIdentity, sign_detached
@@ -384,7 +384,8 @@ def _verified(config: Config, bundle: BundleRequest, targets: list[tuple[str, in
     """Each target fetched and checked, in order; with workers, the content checks of at most
     2 x workers + 1 chats at once (only those chats' objects in memory)."""
     request = bundle.request
-    pool = ContentPool(bundle.workers, request.key, list(request.trust)) if bundle.workers > 1 else None
+    pool = (ContentPool(bundle.workers, request.key, list(request.trust), pinned=request.pinned)
+            if bundle.workers > 1 else None)
     stores: dict[str, ObjectStore] = {}
     waiting: deque[tuple[str, int, Opened, dict[str, str], Any, str]] = deque()
     try:
@@ -414,7 +415,7 @@ def _settled(request: Request, room: str, version: int, opened: Opened, location
         opened.plain.update(plain)
         opened.certificates = [x509.load_der_x509_certificate(der) for der in certificates]
     elif opened.ok:
-        check_content(opened, request.key, list(request.trust))
+        check_content(opened, request.key, list(request.trust), pinned=request.pinned)
     return room, version, opened, location, note
 
 
@@ -453,6 +454,7 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         ],
         "details": "each room's verification.json lists every check with its result",
         "trusted_roots": [c.subject.rfc4514_string() for c in request.trust],
+        "signers_pinned": request.pinned.described() if request.pinned else f"NOT PINNED: {NOT_PINNED}",
         "audit_log_head_before": {"seq": head["seq"], "hash": head["hash"]} if head else None,
         "index": {"database": config["index.database"], "collection": config["index.entries"]},
         "manifest_signed_by": None if signer is None else {

@@ -64,7 +64,7 @@ def _opened_content(entry: dict[str, Any], sealed: dict[str, bytes]) -> tuple[li
     EnvelopeError (the key opens nothing) reaches the caller, which stops."""
     from archiver.integrity import Opened, check_content
 
-    opened = check_content(Opened(entry, sealed=sealed), _worker["key"], _worker["trust"])
+    opened = check_content(Opened(entry, sealed=sealed), _worker["key"], _worker["trust"], pinned=_worker["pinned"])
     return opened.checks, opened.plain, [c.public_bytes(Encoding.DER) for c in opened.certificates]
 
 

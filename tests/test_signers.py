@@ -254,3 +254,28 @@ def test_retrieve_pins_the_signers_to_this_configurations_signing_certificates(m
     assert "WARNING: signers NOT pinned" in out, out
     (folder,) = (tmp_path / "c").iterdir()
     assert json.loads((folder / "verification.json").read_text())["signers_pinned"].startswith("NOT PINNED")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_bundle_pins_the_signers_as_retrieve_does(make_config, keys, tmp_path, capsys, workers) -> None:
+    """Bundles compared the signer with the index only: a configuration whose signing certificate did not sign a
+    room makes no bundle (exit 3, no zip); one without any says so in the custody report."""
+    config = make_config()
+    entries = archive_samples(config, count=2)
+    key = ["--key", str(keys["legal.key.pem"])]
+    rooms = [e["room"] for e in entries]
+    stranger = make(tmp_path / "stranger", "Someone else", usages=SIGNING_USAGES, ec_key=True)
+    other = config.with_overrides(**{"signing.certificate": str(stranger.cert_path), "signing.key": ""})
+    zipped = tmp_path / "case.zip"
+    assert cli(other, tmp_path, "retrieve", "--bundle", str(zipped), *key, "--reason", "r", "--workers", workers,
+               *rooms) == 3
+    captured = capsys.readouterr()
+    assert f"failed: pdf: {PIN_CHECK}" in captured.out + captured.err, captured
+    assert not zipped.exists()
+    assert cli(config.with_overrides(**{"signing.key": ""}), tmp_path, "retrieve", "--bundle", str(zipped), *key,
+               "--reason", "r", "--workers", workers, *rooms) == 0
+    import zipfile
+    with zipfile.ZipFile(zipped) as z:
+        custody = json.loads(z.read("chain-of-custody.json"))
+    (pinned,) = custody["signers_pinned"]
+    assert pinned.endswith(f"(SHA-256 {entries[0]['signing_certificate_sha256']})"), pinned

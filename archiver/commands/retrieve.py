@@ -197,7 +197,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, AuditError, open_audit_log
     from archiver.bundle import BundleRequest, NothingSelected, build, gaps_text, left_out, select
     from archiver.envelope import RecipientKey
-    from archiver.retrieval import Request
+    from archiver.retrieval import Request, signer_pins
     from archiver.search import open_search
 
     if bool(args.rooms) == _filters_given(args) or args.out or args.version is not None:
@@ -224,7 +224,8 @@ def run_bundle(args: argparse.Namespace) -> int:
         lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
     try:
         request = Request("", RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
-                          Path(args.bundle).parent, reason, actor, None, load_trust(args.ca, config))
+                          Path(args.bundle).parent, reason, actor, None, load_trust(args.ca, config),
+                          signer_pins(config))
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
