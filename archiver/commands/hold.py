@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
-from archiver.commands.search import add_actor, date_window, iso_time, no_card_number
+from archiver.commands.search import add_actor, date_window, iso_time
 from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
                    detail="every active hold of the case to be released")
         released = holds.release(args.case, args.reason, actor.as_dict())  # (none: another released them)
         return _release(holds, released, store_of, log, actor, args)
-    no_card_number(args.text)
     ended_from, ended_to = date_window(args)
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
