@@ -109,6 +109,23 @@ def test_a_number_that_is_no_card_is_searched_and_recorded_as_typed(archived, tm
     assert [e["filters"] for e in audit(config)] == [{"text": typed}]
 
 
+def test_identifiers_are_not_read_by_the_rules(make_config, tmp_path, capsys) -> None:
+    """A customer's numeric id can pass Luhn, and the archive keeps ids as they are: searched and recorded as typed."""
+    config = _config(make_config, tmp_path)
+    chat, contact = make_chat(random.Random(8), messages=3, start_ms=recent_ms(30))
+    customer = customer_of(chat)
+    for m in chat["messages"]:
+        if m["data"]["content"]["user"]["id"] == customer:
+            m["data"]["content"]["user"]["id"] = "4111111111111111"
+    contact["userID"] = "4111111111111111"
+    contact["users"] = {"4111111111111111" if k == customer else k: v for k, v in contact["users"].items()}
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    assert _cli(config, tmp_path, "search", "--customer", "4111111111111111", "--json") == 0
+    assert [e["room"] for e in json.loads(capsys.readouterr().out)] == [chat["room"]]
+    assert [e["filters"] for e in audit(config)] == [{"customer": "4111111111111111"}]
+
+
 def test_a_rule_configured_beside_the_card_rule_refuses_its_matches_too(make_config, tmp_path, capsys) -> None:
     config = _config(make_config, tmp_path, redaction__rules=["card", "email"])
     assert _cli(config, tmp_path, "search", "--text", "mail mario.rossi@example.com") == 2
