@@ -192,6 +192,21 @@ def test_a_hold_placed_with_a_card_number_in_its_case_and_reason_is_masked_and_r
     assert not _held_digits(_recorded(config))
 
 
+def test_a_hold_placed_before_its_case_was_masked_is_released_by_its_name_as_typed(archived, tmp_path, capsys) -> None:
+    """A case name stored in clear (placed before --case was masked) masks to what --case now is: released."""
+    from archiver.search import SearchFilters
+
+    config, _ = archived
+    case = f"Rossi v. Shop, card {CARD}"
+    open_holds(config).place(SearchFilters(room="ROOM_0"), case, "r", {"user": "u", "host": "h"}, lambda hold: None)
+    assert _cli(config, tmp_path, "hold", "release", "--case", "Rossi v. Shop", "--reason", "settled") == 2
+    assert "no active hold" in capsys.readouterr().err  # another case's name is not enough
+    assert _cli(config, tmp_path, "hold", "release", "--case", case, "--reason", "settled") == 0
+    assert "released 1 hold(s)" in capsys.readouterr().out
+    assert [h["active"] for h in open_holds(config).listing(everything=True)] == [False]
+    assert [e["filters"]["case"] for e in audit(config)] == ["Rossi v. Shop, card 4111 11•• •••• 1111"] * 2
+
+
 def test_a_card_number_in_an_erasure_reason_is_masked_in_the_audit_log_and_the_tombstone(archived, tmp_path,
                                                                                          capsys) -> None:
     config, chats = archived
