@@ -126,6 +126,19 @@ def test_identifiers_are_not_read_by_the_rules(make_config, tmp_path, capsys) ->
     assert [e["filters"] for e in audit(config)] == [{"customer": "4111111111111111"}]
 
 
+def test_a_text_the_rules_cannot_be_applied_to_is_refused_unrecorded(archived, tmp_path, capsys, monkeypatch) -> None:
+    from archiver.redaction import Redactor
+    from archiver.transcript import InvalidChat
+
+    def fails(self, text):
+        raise InvalidChat("(an argument): redaction rule 'card' could not be applied")
+    monkeypatch.setattr(Redactor, "screened", fails)
+    config, _ = archived
+    assert _cli(config, tmp_path, "search", "--room", "ROOM_0", "--actor", "someone") == 2
+    assert "--actor: the redaction rules could not be applied to it" in capsys.readouterr().err
+    assert audit(config) == []
+
+
 def test_a_rule_configured_beside_the_card_rule_refuses_its_matches_too(make_config, tmp_path, capsys) -> None:
     config = _config(make_config, tmp_path, redaction__rules=["card", "email"])
     assert _cli(config, tmp_path, "search", "--text", "mail mario.rossi@example.com") == 2
