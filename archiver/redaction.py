@@ -1008,6 +1008,26 @@ class Redactor:
         except InvalidChat:  # a rule failed on it: not quoted at all
             return "(a text not shown: the redaction rules could not be applied to it)"
 
+    def screened(self, text: str) -> tuple[str, list[str]]:
+        """TEXT with what the rules find masked, and the names of the rules that found something (a command's
+        own text: see for_stated_text). InvalidChat if a rule cannot be applied."""
+        matches = {r.name: 0 for r in self.rules}
+        masked = self._text(text, ("(an argument)",), matches) if self.enabled else text
+        return masked, [name for name, found in matches.items() if found]
+
+    @classmethod
+    def for_stated_text(cls, config: Config) -> "Redactor":
+        """The rules a command's own text (--reason, --case, --actor, filters) goes through before anything records
+        it: the configured ones, and the card rule whatever the settings say (the audit log can never be edited:
+        a card number recorded there is kept for good)."""
+        configured = cls.from_config(config)
+        if configured.card is not None:
+            return configured
+        settings = {key: config[f"redaction.{key}"] for key in SCHEMA["redaction"]}
+        if not settings["enabled"]:
+            settings.update(rules=[], patterns={}, masks={})
+        return cls(True, _rules({**settings, "rules": [*settings["rules"], "card"]}), configured.version)
+
     @property
     def note_rules(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)

@@ -30,9 +30,11 @@ from archiver.redaction import CARD_LENGTHS, luhn
 from archiver.redact import key_material_refusal
 
 TERM_HEX = 32  # 128 bits of each HMAC: collisions are negligible, entries stay small
-# An entry's `terms_format`: 2, words keep their combining marks (see `words`). Entries without one were
-# hashed by `\w+` alone, which cut a word at each mark ("किताब" became क, त, ब): they are searched that way too.
-TERMS_FORMAT = 2
+# An entry's `terms_format`: 3, invisible characters dropped before words are split (see `words`). Format 2
+# kept combining marks in words but cut a word at an invisible character ("fr\u00adaud" became fr, aud); entries
+# without one were hashed by `\w+` alone, which cut a word at each mark too ("किताब" became क, त, ब). Entries of
+# each earlier format are also searched by the words that format made (text_conditions).
+TERMS_FORMAT = 3
 
 
 @functools.cache
@@ -47,6 +49,13 @@ def _word() -> re.Pattern[str]:
 
 
 _MARK = ("Mn", "Mc", "Me")
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties): characters shown as nothing, which pasting from
+# a word processor leaves inside words (a soft hyphen) or one types to slip a word past keyword monitoring (a
+# zero-width space, a word joiner, a variation selector, tag characters). Dropped before words are split, on both
+# sides, so "fr\u00adaud" is the word "fraud". NFKC and case folding never make one (a test checks).
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
 _WORD_BEFORE_FORMAT_2 = re.compile(r"\w+")
 # Marks that writing leaves out as often as not, so a word is found with or without them: the dot above
 # that İ case-folds to (i + U+0307), Arabic vowel marks (harakat, superscript alef), Hebrew points and
@@ -105,9 +114,15 @@ def load_search_key(path: str) -> bytes:
 
 
 def words(text: str) -> set[str]:
-    """Distinct words of TEXT: NFKC, case-folded, optional marks dropped, runs of letters, digits and marks;
-    never a card-shaped number (below)."""
+    """Distinct words of TEXT: invisible characters dropped, NFKC, case-folded, optional marks dropped, runs of
+    letters, digits and marks; never a card-shaped number (below)."""
     return {word for word in _all_words(text) if not _card_shaped(word)}
+
+
+def words_format_2(text: str) -> set[str]:
+    """What `words` was for entries of terms_format 2: invisible characters were word breaks (or, for the
+    marks among them, part of the word)."""
+    return {word for word in _words_kept_invisible(text) if not _card_shaped(word)}
 
 
 def has_card_number(text: str) -> bool:
@@ -117,6 +132,10 @@ def has_card_number(text: str) -> bool:
 
 
 def _all_words(text: str) -> set[str]:
+    return _words_kept_invisible(_IGNORABLE.sub("", text))
+
+
+def _words_kept_invisible(text: str) -> set[str]:
     return set(_word().findall(_OPTIONAL_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold())))
 
 
@@ -187,15 +206,20 @@ def build_query(filters: SearchFilters, key: bytes | None, unknown_contact: bool
     return query
 
 
+# Each earlier terms_format (None: entries without one) and the words it made.
+_EARLIER_WORDS = ((2, words_format_2), (None, words_before_format_2))
+
+
 def text_conditions(text: str, key: bytes) -> list[dict[str, Any]]:
-    """The entries that have every word of TEXT, as alternatives of an $or: one, or, where the words of
-    entries without terms_format differ, a second for those (`$all` of nothing: no word given)."""
+    """The entries that have every word of TEXT, as alternatives of an $or: one, or, where the words an
+    earlier terms_format made differ, one for each format, by its own words (`$all` of nothing: no word given)."""
     hashes = term_hashes(words(text), key)
-    before = term_hashes(words_before_format_2(text), key)
-    if before == hashes:
+    earlier = [(form, term_hashes(rule(text), key)) for form, rule in _EARLIER_WORDS]
+    if all(found == hashes for _, found in earlier):
         return [{"terms": {"$all": hashes}}]
     return [{"terms_format": TERMS_FORMAT, "terms": {"$all": hashes}},
-            {"terms_format": {"$exists": False}, "terms": {"$all": before}}]
+            *({"terms_format": {"$exists": False} if form is None else form, "terms": {"$all": found}}
+              for form, found in earlier)]
 
 
 def no_words(query: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from archiver.cli import main
 from archiver.config import ConfigError
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
-from archiver.search import SearchFilters, build_query, open_search, search_indexes
+from archiver.search import TERMS_FORMAT, SearchFilters, build_query, open_search, search_indexes
 from conftest import REAL_MONGO, write_toml
 from retrieval_helpers import archive_samples, audit, index, search_key
 from test_pipeline import recent_ms, seed
@@ -269,8 +269,8 @@ MARKED_WORDS = [
 ]
 
 
-def _marked_entries(make_config, tmp_path):
-    """One chat per MARKED_WORDS text, archived (the archive pass writes the word hashes)."""
+def _marked_entries(make_config, tmp_path, marked=MARKED_WORDS):
+    """One chat per text of MARKED (MARKED_WORDS), archived (the archive pass writes the word hashes)."""
     import random
 
     from archiver.pipeline import Archiver
@@ -279,7 +279,7 @@ def _marked_entries(make_config, tmp_path):
 
     config = make_config(search__key_file=str(search_key(tmp_path)))
     rng, chats = random.Random(4), []
-    for i, (text, _, _) in enumerate(MARKED_WORDS):
+    for i, (text, _, _) in enumerate(marked):
         chat, contact = make_chat(rng, messages=3, start_ms=recent_ms(60 - i))
         for m in chat["messages"]:
             if m["data"].get("content", {}).get("text") is not None:
@@ -312,7 +312,64 @@ def test_entries_hashed_before_marks_were_kept_are_still_found_by_their_pieces(m
     assert turkish in _rooms(config, text="İade")
     assert rooms[1] not in _rooms(config, text="ade")  # a piece matches an old entry only, not "İADE" hashed whole
     assert hindi in _rooms(config, text="किताब")
-    assert index(config).find_one({"room": rooms[1]})["terms_format"] == 2
+    assert index(config).find_one({"room": rooms[1]})["terms_format"] == TERMS_FORMAT
+
+
+# Invisible characters (Default_Ignorable code points) inside a word, as pasting from a word processor leaves them
+# or as one types them to slip a word past keyword monitoring (review court C5): the word is found, and a query
+# holding one finds the word without it.
+INVISIBLE_WORDS = [
+    ("this is fr\u00adaud, I want my money back", "fraud", True),  # soft hyphen
+    ("embez\u200bzlement", "embezzlement", True),  # zero-width space
+    ("fr\u2060aud", "fraud", True),  # word joiner
+    ("fraud\ufe0f", "fraud", True),  # variation selector
+    ("fr\U000e0041aud", "fraud", True),  # a tag character
+    ("fraud here", "fr\u00adaud", True),  # typed with one: the same word
+    ("fr aud", "fraud", False),  # a space still separates words
+]
+
+
+def test_text_search_finds_a_word_with_an_invisible_character_inside(make_config, tmp_path) -> None:
+    config, rooms = _marked_entries(make_config, tmp_path, INVISIBLE_WORDS)
+    for (text, query, found), room in zip(INVISIBLE_WORDS, rooms):
+        assert (room in _rooms(config, text=query)) is found, (text, query)
+
+
+@pytest.mark.parametrize("ignorable", [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, *range(0x180B, 0x1810),
+                                       *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0x3164,
+                                       *range(0xFE00, 0xFE10), 0xFEFF, 0xFFA0, 0x1BCA0, 0x1D173, 0xE0001, 0xE0100,
+                                       0xE0FFF], ids=lambda c: f"U+{c:04X}")
+def test_every_default_ignorable_code_point_is_dropped_from_words(ignorable) -> None:
+    from archiver.search import words
+
+    assert words(f"Fr{chr(ignorable)}aud") == {"fraud"}
+
+
+def test_normalising_never_makes_an_invisible_character_so_dropping_them_first_suffices() -> None:
+    import unicodedata
+
+    from archiver.search import _IGNORABLE
+
+    made = [hex(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and not _IGNORABLE.match(chr(c))
+            and _IGNORABLE.search(unicodedata.normalize("NFKC", chr(c)).casefold())]
+    assert made == []
+    assert all(_IGNORABLE.match(chr(c)) for c in (0x00AD, 0x200B, 0x2060, 0xFEFF, 0xE0041))
+
+
+def test_entries_hashed_by_format_2_are_searched_by_its_words_as_well(make_config, tmp_path) -> None:
+    """Entries of terms_format 2 kept an invisible character as a word break: a query holding one is searched
+    there by the pieces (as it was), and a plain word as before; new entries by the whole word."""
+    from archiver.search import term_hashes, words_format_2
+
+    texts = [("fr\u00adaud hello", "fr\u00adaud", True), ("fr\u00adaud hello", "fraud", True)]
+    config, rooms = _marked_entries(make_config, tmp_path, texts)
+    key = open_search(config).key
+    assert words_format_2("fr\u00adaud hello") == {"fr", "aud", "hello"}
+    index(config).update_one({"room": rooms[0]}, {"$set": {
+        "terms": term_hashes(words_format_2("fr\u00adaud hello"), key), "terms_format": 2}})
+    assert _rooms(config, text="fr\u00adaud") == sorted(rooms)  # the old entry by its pieces, the new one whole
+    assert _rooms(config, text="hello") == sorted(rooms)
+    assert _rooms(config, text="fraud") == [rooms[1]]  # (the old entry never had the whole word)
 
 
 @pytest.mark.parametrize("text, end, expected", [

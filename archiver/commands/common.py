@@ -32,8 +32,13 @@ SETTINGS_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("setting
 
 
 def load_config(args: argparse.Namespace) -> Config:
+    """The settings; and ARGS' free text through the redaction rules (commands.stated), since every command
+    loads them before it records anything."""
+    from archiver.commands import stated
+
     config = config_module.load(args.config, environ=SETTINGS_ENVIRONMENT.get())
     logs.configure(config["logging.level"], config["logging.format"])
+    stated.screen(args, config)
     return config
 
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
-from archiver.commands.search import add_actor, date_window, iso_time, no_card_number
+from archiver.commands.search import add_actor, date_window, iso_time
 from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
@@ -76,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     holds, store_of = deletions.holds, deletions.store_of  # (holds that match source chats too)
     log = open_audit_log(config)
     if args.action == "release":  # recorded first: a release lets retention delete what the case kept
-        if not any(hold["case"] == args.case for hold in holds.active()):
+        cases = _cases_named(args.case, [hold["case"] for hold in holds.active()], config)
+        if not cases:
             raise UsageError(f"no active hold for case {args.case!r}")
         log.record("hold_release", actor, outcome="started", reason=args.reason, filters={"case": args.case},
                    detail="every active hold of the case to be released")
-        released = holds.release(args.case, args.reason, actor.as_dict())  # (none: another released them)
+        released = [hold for case in cases  # (none: another released them)
+                    for hold in holds.release(case, args.reason, actor.as_dict())]
         return _release(holds, released, store_of, log, actor, args)
-    no_card_number(args.text)
     ended_from, ended_to = date_window(args)
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
@@ -114,6 +115,26 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"the S3 legal hold could not be set on {failed} archived version(s): the next retention run retries")
     return OK if not failed else ITEMS_FAILED
+
+
+def _cases_named(case: str, active: list[str], config: Any) -> list[str]:
+    """The ACTIVE cases CASE (--case, masked by commands.stated) names: itself, or one placed before --case was
+    masked, whose stored name masks to it (a case typed with a card number can still be released)."""
+    from archiver.redaction import Redactor
+    from archiver.transcript import InvalidChat
+
+    redactor = None
+    named = set()
+    for stored in set(active):
+        if stored != case:
+            redactor = redactor or Redactor.for_stated_text(config)
+            try:
+                if redactor.screened(stored)[0] != case:
+                    continue
+            except InvalidChat:
+                continue
+        named.add(stored)
+    return sorted(named)
 
 
 def _release(holds: Any, released: list[dict], store_of: Any, log: Any, actor: Any,
