@@ -520,7 +520,7 @@ def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config
     assert deletions.ledger.runs.find_one({"_id": half["_id"]})["state"] == "abandoned while planning"
     assert deletions.ledger.steps.count_documents({"run": half["_id"]}) == 0
     interrupted = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
-    deletions.ledger.record_plan(interrupted, iter([]))  # planned, then killed before it executed
+    deletions.ledger.record_plan(interrupted, iter([]), deletions.signer())  # planned, then killed before it executed
     assert retention(config, dry_run=True).report["interrupted_run_first"] == interrupted["_id"]
     assert retention(config).report["run"] == interrupted["_id"]
 
