@@ -561,10 +561,17 @@ class Deletions:
     def _unfinished_steps(self, versions: list[dict[str, Any]], cases: list[str] | None,
                           as_of: dt.datetime) -> Iterator[Step]:
         """Archive deletions an earlier run left half-way (the store refused part): finished now, unless a
-        hold or a lock keeps them (then named again, so every run's report shows them)."""
+        hold or a lock keeps them (then named again, so every run's report shows them), or the run the tombstone
+        names has no step deleting it (a tombstone written by hand: this run would finish, and sign, its deletion)."""
         for v in versions:
             deletion = v.get("deletion") or {}
             if v["status"] != "deleted" or deletion.get("state") != "deleting":
+                continue
+            if self.ledger.steps.find_one({"run": deletion.get("run"), "room": v["room"], "entry_id": v["_id"],
+                                           "action": "delete_archive"}, {"_id": 1}) is None:
+                yield Step("skip", v["room"], v["version"], deletion.get("rule", ""), "archive kept: its tombstone "
+                           f"names run {deletion.get('run')}, which has no step deleting it (a person should look)",
+                           entry_id=v["_id"])
                 continue
             yield self._finish_step(v, deletion.get("rule", ""), f"finishing the deletion run {deletion.get('run')} "
                                     "began", cases, as_of)

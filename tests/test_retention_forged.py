@@ -227,3 +227,26 @@ def test_verify_names_a_finished_run_whose_planned_step_was_edited(make_config) 
     report = verify_archive(config, None)
     assert any(result.report["run"] in p.problem and "differ from its signed plan" in p.problem
                for p in report.problems), [str(p) for p in report.problems]
+
+
+def test_a_tombstone_begun_by_hand_is_not_finished_by_the_next_run(make_config) -> None:
+    """An archive marked 'deleting' by hand, naming a real run that never planned to delete it: the next run
+    used to finish the deletion ("finishing the deletion run X began") and sign it into its report. It keeps
+    it, saying why, and verify names the tombstone."""
+    config = retention_config(make_config)
+    a, b = archive(config, 2)
+    age(config, 400, room=a["room"])
+    first = retention(config)
+    assert first.ok and index(config).find_one({"room": a["room"]})["status"] == "deleted"
+    victim = index(config).find_one({"room": b["room"]})
+    index(config).update_one({"_id": victim["_id"]}, {"$set": {
+        "status": "deleted", **seals.tombstone_fields(victim, "default", NOW),
+        "deletion": {"run": first.report["run"], "rule": "default", "reason": "x", "at": NOW, "state": "deleting"}}})
+    result = retention(config)
+    (item,) = [i for i in result.report["items"] if i["room"] == b["room"]]
+    assert item["action"] == "skip" and f"names run {first.report['run']}, which has no step deleting it" in \
+        item["reason"], item
+    assert all(stored_path(config, o["key"]).exists() for o in victim["objects"].values())
+    problems = verify_archive(config, None).problems
+    assert any(p.room == b["room"] and "no step deleting" in p.problem for p in problems), \
+        [str(p) for p in problems]
