@@ -142,6 +142,12 @@ class Deletions:
         return Signer(configured_identity(self.config), self.config["signing.timestamp_url"],
                       self.config["signing.timestamp_max_skew_seconds"])
 
+    def _trust_anchors(self) -> list[Any]:
+        """signing.trust_anchors, read when needed (a plan signed by a certificate renewed since)."""
+        from archiver.commands.retrieve import load_trust
+
+        return list(load_trust([], self.config))
+
     def _check_clock(self) -> None:
         """What is due is decided by this machine's date: it must agree with the database server's (within
         signing.timestamp_max_skew_seconds), or a fast clock would delete early. ConfigError if not."""
@@ -158,7 +164,7 @@ class Deletions:
         run = self.ledger.unfinished(kind)
         resumed = run is not None
         if run is not None:  # PlanNotSigned unless this service planned it, as its steps are now: nothing done
-            self.ledger.check_plan(run, signer.identity.fingerprint)
+            self.ledger.check_plan(run, signer.identity.fingerprint, self._trust_anchors)
         else:
             # (both keep the lease, batch by batch: on a large archive they may outlast it; RunBusy if it was lost)
             self.derive_contact_people(self.ledger.keep)  # before holds are matched: else held by any person's
