@@ -24,7 +24,7 @@ from archiver.retention import Deletions
 from archiver.runs import LEASE, LEASE_MS, PlanNotSigned, RunLedger
 from retention_helpers import age, archive, index, retention, retention_config, source
 from retrieval_helpers import remove_stored, stored_path
-from test_retention import _cli_toml
+from test_retention import ACTOR, _cli_toml
 from test_retention_resume import _crash
 from test_seals import seal_cli, sealed  # noqa: F401 (the sealed-day fixture)
 
@@ -250,3 +250,44 @@ def test_a_tombstone_begun_by_hand_is_not_finished_by_the_next_run(make_config) 
     problems = verify_archive(config, None).problems
     assert any(p.room == b["room"] and "no step deleting" in p.problem for p in problems), \
         [str(p) for p in problems]
+
+
+def test_a_skip_made_pending_by_hand_fails_instead_of_deleting(make_config, monkeypatch) -> None:
+    """A step's state is not signed (execution changes it): a `skip` of an interrupted run made pending by hand
+    was executed as an archive deletion of its entry (kept only by the checks that deletion makes: here its
+    source chat still there). It fails, naming the edit, and deletes nothing."""
+    from archiver.holds import open_holds
+    from archiver.search import SearchFilters
+
+    config = retention_config(make_config)
+    a, _ = archive(config, 2)
+    age(config, 400)
+    open_holds(config).place(SearchFilters(room=a["room"]), "Case S", "litigation", ACTOR)
+    _crash(config, monkeypatch, Deletions, "_execute")
+    run = _runs(config).find_one({"kind": "retention", "state": "executing"})
+    skips = _steps(config).update_many({"run": run["_id"], "room": a["room"], "action": "skip"},
+                                       {"$set": {"state": "pending", "outcome": ""}})
+    assert skips.modified_count >= 1
+    open_holds(config).release("Case S", "settled", ACTOR)  # nothing would keep it now but the plan
+    result = retention(config)
+    edited = [i for i in result.report["items"] if i["room"] == a["room"]]
+    assert edited and all(i["outcome"] == "failed" and "the step was edited" in i["detail"] for i in edited), edited
+    assert index(config).find_one({"room": a["room"]})["status"] == "archived"
+    assert source(config).count_documents({"room": a["room"]}) == 1
+
+
+def test_a_forged_finished_run_naming_another_runs_report_is_named(make_config) -> None:
+    """A run marked done whose report location is an honest run's (signed, stored, and its steps copied):
+    the report is that other run's, and verify --all says so."""
+    config = retention_config(make_config)
+    archive(config, 2)
+    age(config, 400)
+    honest = retention(config)
+    run = _runs(config).find_one({"_id": honest.report["run"]})
+    forged = "retention-20260101T000000-c0ffee00"
+    _runs(config).insert_one({**run, "_id": forged})
+    for step in _steps(config).find({"run": run["_id"]}):
+        _steps(config).insert_one({**step, "_id": step["_id"].replace(run["_id"], forged), "run": forged})
+    report = verify_archive(config, None)
+    assert any(p.subject == f"run report {forged}" and f"is the report of run {run['_id']!r}" in p.problem
+               for p in report.problems), [str(p) for p in report.problems]
