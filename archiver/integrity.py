@@ -723,7 +723,8 @@ class Verifier:
         `completed_by`): each must be a run of this service, finished with a signed report or running now
         (`_run_problem`; verify --all checks the report and the signed plan themselves)."""
         deletion = entry.get("deletion") or {}
-        what = "deleted by a run on record (retention or erasure) of this service: finished with a signed report, or running"
+        what = ("deleted by a run on record (retention or erasure) of this service: finished with a signed report, "
+                "or running")
         if self.runs is None:
             return Check(what, True, "runs not checked")
         for run in dict.fromkeys([deletion.get("run"), deletion.get("completed_by", deletion.get("run"))]):
