@@ -781,9 +781,10 @@ class Verifier:
         run's signed report)."""
         deletion = entry.get("deletion") or {}
         run, room, version = deletion.get("run"), entry["room"], entry.get("version")
-        found = list(self.steps.find({"run": {"$in": [run, deletion.get("completed_by", run)]}, "room": room,
-                                      "version": version, "action": "delete_archive"},
-                                     {"run": 1, "state": 1, "outcome": 1}))
+        found = [step for step in self.steps.find({"run": {"$in": [run, deletion.get("completed_by", run)]},
+                                                   "room": room, "version": version, "action": "delete_archive"},
+                                                  {"run": 1, "state": 1, "outcome": 1})
+                 if str(step["_id"]).startswith(f"{step['run']}:")]  # a run's steps only (runs.steps_of)
         what = "deleted by a run on record (retention or erasure) whose steps delete this version"
         if not any(step["run"] == run for step in found):
             return Check(what, False, f"run {run!r} has no step deleting {room} v{version} in {self.steps.name}")

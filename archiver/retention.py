@@ -41,8 +41,8 @@ from archiver.mongo import stored_time as _aware  # index times, and the stand-i
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
-from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_report, iso, report_keys, store_report,
-                           timed_steps)
+from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_report, iso, report_keys, steps_of,
+                           store_report, timed_steps)
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
@@ -574,7 +574,8 @@ class Deletions:
             if v["status"] != "deleted" or deletion.get("state") != "deleting":
                 continue
             if self.ledger.steps.find_one({"run": deletion.get("run"), "room": v["room"], "entry_id": v["_id"],
-                                           "action": "delete_archive"}, {"_id": 1}) is None:
+                                           "action": "delete_archive", "_id": steps_of(deletion.get("run"))},
+                                          {"_id": 1}) is None:
                 yield Step("skip", v["room"], v["version"], deletion.get("rule", ""), "archive kept: its tombstone "
                            f"names run {deletion.get('run')}, which has no step deleting it (a person should look)",
                            entry_id=v["_id"])

@@ -241,7 +241,8 @@ class RunLedger:
 
     def pending(self, run_id: str) -> Iterator[list[dict[str, Any]]]:
         while True:
-            batch = list(self.steps.find({"run": run_id, "state": "pending"}).sort("seq", ASCENDING).limit(STEP_BATCH))
+            batch = list(self.steps.find({"run": run_id, "state": "pending", "_id": steps_of(run_id)})
+                         .sort("seq", ASCENDING).limit(STEP_BATCH))
             if not batch:
                 return
             yield batch
@@ -266,9 +267,15 @@ class RunLedger:
     def items(self, run_id: str) -> Iterator[dict[str, Any]]:
         """The run's items in order, read through the `_id` index (`<run>:<seq, 9 digits>`): no sort in
         memory, which a real MongoDB refuses (or spills to disk) for millions of steps."""
-        for doc in self.steps.find({"_id": {"$gt": f"{run_id}:", "$lt": f"{run_id};"}}).sort("_id", ASCENDING):
+        for doc in self.steps.find({"_id": steps_of(run_id)}).sort("_id", ASCENDING):
             step = Step(**{k: doc[k] for k in Step.__dataclass_fields__ if k in doc})  # older steps lack raw_sha256
             yield {**step.item(), "outcome": doc["outcome"], **({"detail": doc["detail"]} if doc.get("detail") else {})}
+
+
+def steps_of(run_id: Any) -> dict[str, str]:
+    """The `_id`s of RUN_ID's steps (`<run>:<seq, 9 digits>`): only these are its plan, executed, reported and
+    signed; a document naming the run under another `_id` (written by hand) is none of them."""
+    return {"$gt": f"{run_id}:", "$lt": f"{run_id};"}
 
 
 PLANNED = ("_id", "run", "seq", *Step.__dataclass_fields__)  # what a step says to do: never changed once planned
@@ -294,7 +301,7 @@ def plan_statement(run: dict[str, Any], steps: Collection) -> tuple[bytes, str]:
     """(what RUN's plan signature must cover, the SHA-256 of its steps), from its steps as they are now (read in
     order through the `_id` index, streamed)."""
     digest, count = hashlib.sha256(), 0
-    for doc in steps.find({"_id": {"$gt": f"{run['_id']}:", "$lt": f"{run['_id']};"}}).sort("_id", ASCENDING):
+    for doc in steps.find({"_id": steps_of(run["_id"])}).sort("_id", ASCENDING):
         digest.update(_planned(doc))
         count += 1
     return _statement(run, count, digest.hexdigest()), digest.hexdigest()

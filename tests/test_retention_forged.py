@@ -41,15 +41,17 @@ def _steps(config: Any):
     return _db(config)[config["index.retention_steps"]]
 
 
-def _forge_tombstone(config: Any, entry: dict[str, Any], run_id: str, at: dt.datetime) -> None:
+def _forge_tombstone(config: Any, entry: dict[str, Any], run_id: str, at: dt.datetime, step: bool = True) -> None:
     """Turn ENTRY into a finished tombstone of RUN_ID (no key needed: every hash is computable), with a step of
-    that run deleting it, and remove its objects."""
+    that run deleting it (unless not STEP), and remove its objects."""
     for obj in entry["objects"].values():
         remove_stored(config, obj["key"])
     index(config).update_one({"_id": entry["_id"]}, {"$set": {
         "status": "deleted", **seals.tombstone_fields(entry, "10 years", at),
         "deletion": {"run": run_id, "rule": "10 years", "reason": "retention", "at": at, "state": "done",
                      "completed_at": at}}})
+    if not step:
+        return
     _steps(config).insert_one({
         "_id": f"{run_id}:000000001", "run": run_id, "seq": 1, "room": entry["room"], "version": entry["version"],
         "action": "delete_archive", "rule": "10 years", "reason": "retention", "state": "done",
@@ -291,3 +293,43 @@ def test_a_forged_finished_run_naming_another_runs_report_is_named(make_config) 
     report = verify_archive(config, None)
     assert any(p.subject == f"run report {forged}" and f"is the report of run {run['_id']!r}" in p.problem
                for p in report.problems), [str(p) for p in report.problems]
+
+
+def _step_outside_the_plan(config: Any, run_id: str, entry: dict[str, Any], **fields: Any) -> None:
+    """A step naming RUN_ID under an `_id` that is not one of its steps' (`<run>:<seq>`): written by hand."""
+    _steps(config).insert_one({"_id": f"forged-{entry['room']}", "run": run_id, "seq": 1, "room": entry["room"],
+                               "version": entry["version"], "action": "delete_archive", "rule": "default",
+                               "reason": "x", "entry_id": entry["_id"], **fields})
+
+
+def test_a_step_added_outside_an_interrupted_runs_plan_is_not_executed(make_config, monkeypatch) -> None:
+    """The plan is the run's steps by `_id` (what is hashed, signed and reported): a step naming the run under
+    another `_id` passed the plan's check and was executed by the resumed run."""
+    config = retention_config(make_config)
+    archive(config, 2)
+    old, young = sorted(index(config).find(), key=lambda e: e["room"])
+    age(config, 400, room=old["room"])
+    _crash(config, monkeypatch, Deletions, "_execute")
+    run = _runs(config).find_one({"kind": "retention", "state": "executing"})
+    _step_outside_the_plan(config, run["_id"], young, state="pending", outcome="")
+    source(config).delete_one({"room": young["room"]})  # else its archive is kept for its source anyway
+    result = retention(config)
+    assert result.resumed and young["room"] not in {i["room"] for i in result.report["items"]}
+    assert index(config).find_one({"_id": young["_id"]})["status"] == "archived"
+    assert all(stored_path(config, o["key"]).exists() for o in young["objects"].values())
+
+
+def test_a_tombstone_naming_a_finished_run_by_a_step_outside_its_plan_is_named(make_config) -> None:
+    """An archive removed, its entry made a done tombstone of an honest finished run, and a step 'deleted' of
+    that run written beside its steps (under another `_id`: the report and plan compare the run's steps by
+    `_id`): verify used to find the step and pass."""
+    config = retention_config(make_config)
+    a, b = archive(config, 2)
+    age(config, 400, room=a["room"])
+    run = retention(config)
+    victim = index(config).find_one({"room": b["room"]})
+    _forge_tombstone(config, victim, run.report["run"], NOW, step=False)
+    _step_outside_the_plan(config, run.report["run"], victim, state="done", outcome="deleted")
+    problems = verify_archive(config, None).problems
+    assert any(p.room == b["room"] and "no step deleting" in p.problem for p in problems), \
+        [str(p) for p in problems]
