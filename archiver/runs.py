@@ -260,7 +260,7 @@ class RunLedger:
 
     def affected_rooms(self, run_id: str) -> Iterator[str]:
         """The rooms of the run's items that did something (as Tally counts them), in order, streamed."""
-        for doc in self.steps.find({"run": run_id, "outcome": {"$nin": ["skipped", ""]}},
+        for doc in self.steps.find({"run": run_id, "outcome": {"$nin": ["skipped", ""]}, "_id": steps_of(run_id)},
                                    {"room": 1, "_id": 0}).sort("room", ASCENDING):
             yield doc["room"]
 
