@@ -40,6 +40,7 @@ from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import OBJECT_KEY_FIELDS, index_database
+from archiver.mongo import server_ms
 from archiver.mongo import stored_time as _parse_time  # index times, and the stand-in's dates as text
 from archiver.names import safe_name
 from archiver.pins import SIGNER_SETTINGS, Pinned, configured_pins
@@ -743,7 +744,8 @@ class Verifier:
         self.steps: Any = None  # their steps: each tombstone is checked against its run's, and what a run that
         # began a deletion then kept (kept_whole)
         self.jobs: Any = None  # the job queue: an interrupted attempt whose job will retry it is no problem
-        self._known_runs: dict[Any, bool] = {}  # run id -> on record (tombstones name a few runs, many times)
+        self._known_runs: dict[Any, str] = {}  # run id -> _run_problem (tombstones name a few runs, many times)
+        self._lease: tuple[dict[str, Any], int] | None = None  # the deletion lease, and the server's time then
         self._folder_rooms: dict[str, str | None] = {}  # a store folder -> the room whose objects live in it
         self.workers = workers  # with a key and more than 1: content checks in worker processes
         self.redaction = redaction  # with a key: its [redaction] rules are checked against every record
@@ -781,18 +783,60 @@ class Verifier:
         self._settle(self._check_stored(entry, report), None, report, None)
 
     def _deletion_run_check(self, entry: dict[str, Any]) -> Check:
-        """A tombstone names the retention or erasure run that deleted it: that run must be on record."""
-        run = (entry.get("deletion") or {}).get("run")
+        """A tombstone names the retention or erasure run that deleted it (and the one that finished it,
+        `completed_by`): each must be a run of this service, finished with a signed report or running now
+        (`_run_problem`; verify --all checks the report and the signed plan themselves)."""
+        deletion = entry.get("deletion") or {}
+        what = ("deleted by a run on record (retention or erasure) of this service: finished with a signed report, "
+                "or running")
         if self.runs is None:
-            return Check("deleted by a run on record", True, "runs not checked")
-        if run not in self._known_runs:
+            return Check(what, True, "runs not checked")
+        for run in dict.fromkeys([deletion.get("run"), deletion.get("completed_by", deletion.get("run"))]):
+            problem = self._run_problem(run)
+            if problem:
+                return Check(what, False, problem)
+        return self._deletion_step_check(entry) if self.steps is not None else Check(what, True)
+
+    def _run_problem(self, run_id: Any) -> str:
+        """Why RUN_ID is not a run a tombstone may name ("" if it is), remembered: a run of unknown kind, one
+        marked done without a signed report (a run finishes only once its report is stored), one never
+        executed (planning, abandoned), or one unfinished that no run holds the deletion lease for (interrupted,
+        or written by hand) or whose plan is not signed."""
+        if run_id not in self._known_runs:
             if len(self._known_runs) >= RUNS_KEPT:
                 self._known_runs.clear()
-            self._known_runs[run] = self.runs.find_one({"_id": run}, {"_id": 1}) is not None
-        if not self._known_runs[run] or self.steps is None:
-            return Check("deleted by a run on record (retention or erasure)", self._known_runs[run],
-                         "" if self._known_runs[run] else f"no run {run!r} in {self.runs.name}")
-        return self._deletion_step_check(entry)
+            run = self.runs.find_one({"_id": run_id}, {"kind": 1, "state": 1, "report": 1, "plan": 1})
+            self._known_runs[run_id] = self._run_record_problem(run_id, run)
+        return self._known_runs[run_id]
+
+    def _run_record_problem(self, run_id: Any, run: dict[str, Any] | None) -> str:
+        from archiver.runs import LEASE, LEASE_MS
+
+        if run is None:
+            return f"no run {run_id!r} in {self.runs.name}"
+        kind, state = run.get("kind"), run.get("state")
+        if kind not in ("retention", "erasure"):
+            return f"run {run_id} is of unknown kind {kind!r}: not a run of this service"
+        if state == "done":
+            return "" if (run.get("report") or {}).get("key") else (
+                f"run {run_id} is marked done but has no signed report: not a run of this service")
+        if state not in ("executing", "reporting"):
+            return f"run {run_id} is {state!r}: none of its steps can have run"
+        if self._lease is None:  # read once: whether a deletion run is under way now, by the server's clock
+            self._lease = (self.runs.find_one({"_id": LEASE}) or {}, server_ms(self.runs.database))
+        lease, now_ms = self._lease
+        until = lease.get("until_ms")
+        command = "archiver erase" if kind == "erasure" else "archiver retention run"
+        if lease.get("kind") != kind or not isinstance(until, int) or until <= now_ms:
+            return (f"run {run_id} is unfinished ({state!r}) and no deletion run holds the lease: interrupted (the "
+                    f"next `{command}` finishes it), or not a run of this service")
+        if until > now_ms + LEASE_MS + 60_000:  # a run sets it LEASE_MS ahead of the server's clock, no further
+            return (f"run {run_id} is unfinished ({state!r}) and the deletion lease in {self.runs.name} runs until "
+                    f"{dt.datetime.fromtimestamp(until / 1000, dt.timezone.utc):%Y-%m-%d %H:%M} UTC, further ahead "
+                    "than a run sets it: not set by this service")
+        if not run.get("plan"):
+            return f"run {run_id} was not planned by this service: its plan is not signed"
+        return ""
 
     def _deletion_step_check(self, entry: dict[str, Any]) -> Check:
         """The run a tombstone names planned to delete this very version (a `delete_archive` step), and one that
@@ -801,9 +845,10 @@ class Verifier:
         run's signed report)."""
         deletion = entry.get("deletion") or {}
         run, room, version = deletion.get("run"), entry["room"], entry.get("version")
-        found = list(self.steps.find({"run": {"$in": [run, deletion.get("completed_by", run)]}, "room": room,
-                                      "version": version, "action": "delete_archive"},
-                                     {"run": 1, "state": 1, "outcome": 1}))
+        found = [step for step in self.steps.find({"run": {"$in": [run, deletion.get("completed_by", run)]},
+                                                   "room": room, "version": version, "action": "delete_archive"},
+                                                  {"run": 1, "state": 1, "outcome": 1})
+                 if str(step["_id"]).startswith(f"{step['run']}:")]  # a run's steps only (runs.steps_of)
         what = "deleted by a run on record (retention or erasure) whose steps delete this version"
         if not any(step["run"] == run for step in found):
             return Check(what, False, f"run {run!r} has no step deleting {room} v{version} in {self.steps.name}")
@@ -1018,6 +1063,9 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
         _report_signature(store, data, where["signature_key"], where, where.get("signed_by"), run["_id"], report, trust,
                           pinned)
         body = json.loads(data) if data is not None else {}
+        if data is not None and body.get("run") != run["_id"]:  # another run's report, named by this one
+            report.add(_report_problem(run["_id"], f"report {where['key']} is the report of run {body.get('run')!r}"))
+            continue
         placed = {p["key"]: p for p in where.get("part_versions", [])}
         ledger = enumerate(RunLedger(runs, steps).items(run["_id"]), 1) if steps is not None else None
         if ledger is not None and "items" in body:
@@ -1035,6 +1083,21 @@ def check_reports(runs: Any, store_of: Callable[[dict[str, Any]], ObjectStore], 
                 report.add(_report_problem(run["_id"], f"its steps in {steps.name} differ from its signed report: "
                                                        f"item {n} ({_item_name(step)}) is not in the report"))
                 break
+
+
+def check_plans(runs: Any, steps: Any, report: VerifyReport, trust: list[x509.Certificate] | None = None,
+                pinned: Pinned | None = None) -> None:
+    """Every run's plan, as its steps are now, signed by the certificate the run records, one of PINNED's (the
+    verifier's signing certificates; with TRUST, chaining to it): runs.py `plan_problem`. A run finished before
+    plans were signed is vouched for by its report alone."""
+    from archiver.runs import plan_problem
+
+    for run in runs.find({"state": {"$in": ["executing", "reporting", "done"]}}):
+        if run["state"] == "done" and "plan" not in run:
+            continue
+        problem = plan_problem(run, steps, (run.get("plan") or {}).get("signed_by"), trust or (), pinned)
+        if problem:
+            report.add(Problem(None, None, problem, subject=f"run {run['_id']}"))
 
 
 def _report_problem(run_id: Any, problem: str) -> Problem:
@@ -1153,6 +1216,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
             verifier.check_listing(store, "" if room is None else safe_name(room) + "/", report, progress, room)
     if rooms is None:
         check_reports(verifier.runs, store_of, report, trust, verifier.steps, pinned)
+        check_plans(verifier.runs, verifier.steps, report, trust, pinned)
     _check_seals(config, entries, rooms, report, trust, pinned)
     report.trust_anchors = [c.subject.rfc4514_string() for c in trust or []]
     report.signers = pinned.described()

@@ -41,8 +41,8 @@ from archiver.mongo import stored_time as _aware  # index times, and the stand-i
 from archiver.policy import Policy, Rule, configured_policy
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
-from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_report, iso, report_keys, store_report,
-                           timed_steps)
+from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_report, iso, report_keys, steps_of,
+                           store_report, timed_steps)
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
@@ -53,6 +53,7 @@ ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  #
 # (passed as a copy: mongomock adds "_id": 1 to the projection it is given, which the stand-in nx-27017 then reads
 # as an inclusion, returning _id alone, when another query of the process uses it)
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
+EXECUTED = ("requeue", "extend_lock", "erase_personal", "delete_leftovers", "delete_source", "delete_archive")
 PERSONAL_FIELDS = ("customers", "opened_by", "agents", "handled_by", "participants", "title", "terms",
                    "closed_by")  # erased from tombstones
 DESCRIBED = ["archived", "deleted"]  # entries with a chat's metadata (not an attempt's or a superseded one)
@@ -123,11 +124,7 @@ class Deletions:
             if waiting:  # the real command finishes that one first: say so rather than show another plan
                 body["interrupted_run_first"] = waiting["_id"]
             return RunResult(body, stored_items=spooled)
-        from archiver.artifacts import configured_identity
-        from archiver.signing import Signer
-
-        signer = Signer(configured_identity(self.config), self.config["signing.timestamp_url"],  # fails before work
-                        self.config["signing.timestamp_max_skew_seconds"])
+        signer = self.signer()  # fails before work
         self.ledger.acquire(kind)
         try:
             result = self._run_or_resume(kind, planner, params, signer, actor)
@@ -136,6 +133,20 @@ class Deletions:
         finally:
             self.ledger.release(kind)
         return result
+
+    def signer(self) -> Any:
+        """The archiver's signing identity: it signs each run's plan and report."""
+        from archiver.artifacts import configured_identity
+        from archiver.signing import Signer
+
+        return Signer(configured_identity(self.config), self.config["signing.timestamp_url"],
+                      self.config["signing.timestamp_max_skew_seconds"])
+
+    def _trust_anchors(self) -> list[Any]:
+        """signing.trust_anchors, read when needed (a plan signed by a certificate renewed since)."""
+        from archiver.commands.retrieve import load_trust
+
+        return list(load_trust([], self.config))
 
     def _check_clock(self) -> None:
         """What is due is decided by this machine's date: it must agree with the database server's (within
@@ -152,7 +163,9 @@ class Deletions:
                        signer: Any, actor: Actor) -> RunResult:
         run = self.ledger.unfinished(kind)
         resumed = run is not None
-        if run is None:
+        if run is not None:  # PlanNotSigned unless this service planned it, as its steps are now: nothing done
+            self.ledger.check_plan(run, signer.identity.fingerprint, self._trust_anchors)
+        else:
             # (both keep the lease, batch by batch: on a large archive they may outlast it; RunBusy if it was lost)
             self.derive_contact_people(self.ledger.keep)  # before holds are matched: else held by any person's
             # S3 legal holds a crash or a failed put left unset; those of rooms held through their source chats
@@ -161,7 +174,7 @@ class Deletions:
             self.holds.sync(self.store_of, through_sources=kind == "retention", keep=self.ledger.keep)
             self.ledger.keep()  # still ours: else another process runs, and this one begins no run
             run = self.ledger.begin(kind, now(), params, actor.as_dict(), self.policy.describe())
-            self.ledger.record_plan(run, planner(_aware(run["as_of"])))
+            self.ledger.record_plan(run, planner(_aware(run["as_of"])), signer)
             run["state"] = "executing"
         if run["state"] == "executing":
             timed_steps(lambda batch: self._execute(run["_id"], batch), self.ledger, run["_id"], kind)
@@ -242,6 +255,8 @@ class Deletions:
 
     def _do(self, run_id: str, step: dict[str, Any], ctx: "_Batch") -> tuple[str, str]:
         action = step["action"]
+        if action not in EXECUTED:  # a skip made pending by hand (its state is not signed: plan_statement)
+            return "failed", f"not an action a run executes: {action!r} (the step was edited)"
         if action == "requeue":
             return self._requeue(step["room"])
         if action == "extend_lock":
@@ -552,10 +567,18 @@ class Deletions:
     def _unfinished_steps(self, versions: list[dict[str, Any]], cases: list[str] | None,
                           as_of: dt.datetime) -> Iterator[Step]:
         """Archive deletions an earlier run left half-way (the store refused part): finished now, unless a
-        hold or a lock keeps them (then named again, so every run's report shows them)."""
+        hold or a lock keeps them (then named again, so every run's report shows them), or the run the tombstone
+        names has no step deleting it (a tombstone written by hand: this run would finish, and sign, its deletion)."""
         for v in versions:
             deletion = v.get("deletion") or {}
             if v["status"] != "deleted" or deletion.get("state") != "deleting":
+                continue
+            if self.ledger.steps.find_one({"run": deletion.get("run"), "room": v["room"], "entry_id": v["_id"],
+                                           "action": "delete_archive", "_id": steps_of(deletion.get("run"))},
+                                          {"_id": 1}) is None:
+                yield Step("skip", v["room"], v["version"], deletion.get("rule", ""), "archive kept: its tombstone "
+                           f"names run {deletion.get('run')}, which has no step deleting it (a person should look)",
+                           entry_id=v["_id"])
                 continue
             yield self._finish_step(v, deletion.get("rule", ""), f"finishing the deletion run {deletion.get('run')} "
                                     "began", cases, as_of)

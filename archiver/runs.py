@@ -22,6 +22,12 @@ the hold repair retention.py does before the plan), so no slow repair, plan or s
 it; a run that finds it lost (one step outlasted the whole lease, and another process took the
 run over) stops before its next step, deleting nothing more.
 
+The plan is signed when it is recorded (`plan` in the run: how many steps, a SHA-256 over what each step
+says to do, in order, and a detached CMS signature by the archiver's signing identity over that and the run's
+own fields): an unfinished run is resumed only if its plan verifies, signed by this service's certificate, so
+a run record and steps written by hand into the index are never executed nor signed into a report
+(PlanNotSigned); `verify --all` checks every run's plan likewise.
+
 The report (counts per rule, every item with its outcome) is written into the run's
 document (counts, and where the report is) and, signed (detached CMS, the archiver's
 signing identity), into the store under `.reports/<kind>/` (a name no room folder can
@@ -42,6 +48,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from bson import Binary
 from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
@@ -93,6 +100,11 @@ def lease_clock() -> float:
 
 class RunBusy(RuntimeError):
     """Another live process holds this kind of run."""
+
+
+class PlanNotSigned(RuntimeError):
+    """An unfinished run whose plan this service did not sign (a run written into the index by hand, a step of it
+    edited, or a run recorded by a release before plans were signed): never resumed, nothing of it done."""
 
 
 class ReportUnsigned(RuntimeError):
@@ -180,15 +192,17 @@ class RunLedger:
         self.runs.insert_one(run)
         return run
 
-    def record_plan(self, run: dict[str, Any], steps: Iterable[Step]) -> int:
-        """Write every step (skips done at once), in batches, keeping the lease; then the run may execute."""
-        count, batch = 0, []
+    def record_plan(self, run: dict[str, Any], steps: Iterable[Step], signer: Signer) -> int:
+        """Write every step (skips done at once), in batches, keeping the lease; then sign the plan (plan_statement),
+        and the run may execute."""
+        count, batch, digest = 0, [], hashlib.sha256()
         for step in steps:
             self.keep()  # planning a step may take long (the archive read back before its source goes)
             count += 1
             doc = {"_id": f"{run['_id']}:{count:09d}", "run": run["_id"], "seq": count, **asdict(step),
                    "state": "done" if step.action == "skip" else "pending",
                    "outcome": "skipped" if step.action == "skip" else ""}
+            digest.update(_planned(doc))
             batch.append(doc)
             if len(batch) >= STEP_BATCH:
                 self.steps.insert_many(batch)
@@ -196,12 +210,39 @@ class RunLedger:
         if batch:
             self.steps.insert_many(batch)
         self.keep()  # still ours (a lost lease ran out, past a third): else the taker dropped this plan: it stays so
-        self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "executing", "steps": count}})
+        stored = self.runs.find_one({"_id": run["_id"]}) or run  # its fields as read back (times in milliseconds)
+        signature = signer.sign_detached(_statement(stored, count, digest.hexdigest()))
+        self.runs.update_one({"_id": run["_id"]}, {"$set": {"state": "executing", "steps": count, "plan": {
+            "steps": count, "sha256": digest.hexdigest(), "signature": Binary(signature),
+            "signed_by": signer.identity.fingerprint}}})
         return count
+
+    def check_plan(self, run: dict[str, Any], fingerprint: str, anchors: Callable[[], list[Any]]) -> None:
+        """PlanNotSigned unless RUN's plan, as its steps are now, is signed by the certificate of SHA-256
+        FINGERPRINT (this service's own), or by another (an earlier one, renewed since) that chains to the
+        trust ANCHORS (signing.trust_anchors): checked before an unfinished run is resumed."""
+        plan = run.get("plan") if isinstance(run.get("plan"), dict) else {}
+        signed_by = plan.get("signed_by")
+        if signed_by in (None, fingerprint):
+            problem = plan_problem(run, self.steps, fingerprint)
+        elif (trust := anchors()):
+            problem = plan_problem(run, self.steps, signed_by, trust)
+        else:
+            problem = (f"run {run.get('_id')} was not planned by this service: its plan is signed by the certificate "
+                       f"of SHA-256 {signed_by}, not by this service's ({fingerprint}), and no trust anchor is "
+                       "configured (signing.trust_anchors) that an earlier certificate of this service, renewed "
+                       "since, would chain to")
+        if problem:
+            command = "archiver erase" if run.get("kind") == "erasure" else "archiver retention run"
+            raise PlanNotSigned(f"{problem}; nothing done, and no other {run.get('kind')} run starts before a person "
+                                "has looked: a run this service did not plan is evidence of tampering with the "
+                                f"index. Once it is dealt with, set its state to \"abandoned\" in "
+                                f"{self.runs.name} and run `{command}` again")
 
     def pending(self, run_id: str) -> Iterator[list[dict[str, Any]]]:
         while True:
-            batch = list(self.steps.find({"run": run_id, "state": "pending"}).sort("seq", ASCENDING).limit(STEP_BATCH))
+            batch = list(self.steps.find({"run": run_id, "state": "pending", "_id": steps_of(run_id)})
+                         .sort("seq", ASCENDING).limit(STEP_BATCH))
             if not batch:
                 return
             yield batch
@@ -219,16 +260,68 @@ class RunLedger:
 
     def affected_rooms(self, run_id: str) -> Iterator[str]:
         """The rooms of the run's items that did something (as Tally counts them), in order, streamed."""
-        for doc in self.steps.find({"run": run_id, "outcome": {"$nin": ["skipped", ""]}},
+        for doc in self.steps.find({"run": run_id, "outcome": {"$nin": ["skipped", ""]}, "_id": steps_of(run_id)},
                                    {"room": 1, "_id": 0}).sort("room", ASCENDING):
             yield doc["room"]
 
     def items(self, run_id: str) -> Iterator[dict[str, Any]]:
         """The run's items in order, read through the `_id` index (`<run>:<seq, 9 digits>`): no sort in
         memory, which a real MongoDB refuses (or spills to disk) for millions of steps."""
-        for doc in self.steps.find({"_id": {"$gt": f"{run_id}:", "$lt": f"{run_id};"}}).sort("_id", ASCENDING):
+        for doc in self.steps.find({"_id": steps_of(run_id)}).sort("_id", ASCENDING):
             step = Step(**{k: doc[k] for k in Step.__dataclass_fields__ if k in doc})  # older steps lack raw_sha256
             yield {**step.item(), "outcome": doc["outcome"], **({"detail": doc["detail"]} if doc.get("detail") else {})}
+
+
+def steps_of(run_id: Any) -> dict[str, str]:
+    """The `_id`s of RUN_ID's steps (`<run>:<seq, 9 digits>`): only these are its plan, executed, reported and
+    signed; a document naming the run under another `_id` (written by hand) is none of them."""
+    return {"$gt": f"{run_id}:", "$lt": f"{run_id};"}
+
+
+PLANNED = ("_id", "run", "seq", *Step.__dataclass_fields__)  # what a step says to do: never changed once planned
+
+
+def _planned(doc: dict[str, Any]) -> bytes:
+    """A step's PLANNED fields, one line of canonical JSON; a value JSON has no type for (an ObjectId) is written
+    with its type's name, so that another type with the same text is another step."""
+    return json.dumps([doc.get(name) for name in PLANNED], separators=(",", ":"), ensure_ascii=True,
+                      default=lambda value: [type(value).__name__, str(value)]).encode("ascii") + b"\n"
+
+
+def _statement(run: dict[str, Any], count: int, sha256: str) -> bytes:
+    """What a run's plan signature covers: the run (as the index holds it) and its COUNT steps, by SHA256."""
+    as_of = run.get("as_of")
+    return canonical({"plan": f"{run.get('kind')} run", "run": run.get("_id"), "kind": run.get("kind"),
+                      "as_of": iso(as_of) if isinstance(as_of, (dt.datetime, str)) else as_of,
+                      "params": run.get("params"), "policy": run.get("policy"), "started_by": run.get("started_by"),
+                      "steps": count, "sha256": sha256})
+
+
+def plan_statement(run: dict[str, Any], steps: Collection) -> tuple[bytes, str]:
+    """(what RUN's plan signature must cover, the SHA-256 of its steps), from its steps as they are now (read in
+    order through the `_id` index, streamed)."""
+    digest, count = hashlib.sha256(), 0
+    for doc in steps.find({"_id": steps_of(run["_id"])}).sort("_id", ASCENDING):
+        digest.update(_planned(doc))
+        count += 1
+    return _statement(run, count, digest.hexdigest()), digest.hexdigest()
+
+
+def plan_problem(run: dict[str, Any], steps: Collection, fingerprint: Any,
+                 trust: Iterable[Any] = (), pinned: Any = None) -> str:
+    """Why RUN was not planned by this service ("" if it was): its plan is not signed, its steps differ from
+    the plan signed, or the signature does not verify over it by the certificate of SHA-256 FINGERPRINT
+    (with TRUST, chaining to it; with PINNED, pins.Pinned, one of a verifier's signing certificates)."""
+    plan = run.get("plan")
+    name = f"run {run.get('_id')} was not planned by this service"
+    if not isinstance(plan, dict) or not isinstance(plan.get("signature"), bytes):
+        return (f"{name}: its plan is not signed (a run written into the index by hand, or one recorded by a "
+                "release before plans were signed)")
+    statement, digest = plan_statement(run, steps)
+    if digest != plan.get("sha256"):
+        return f"{name}: its steps in {steps.name} differ from its signed plan ({plan.get('steps')} steps)"
+    problems = list(check_detached_signature(statement, plan["signature"], None, fingerprint, list(trust), pinned))
+    return f"{name}: its plan's signature: {'; '.join(problems)}" if problems else ""
 
 
 @dataclass

@@ -242,7 +242,8 @@ def test_a_deletion_run_whose_certificate_expires_is_left_unfinished_and_finishe
         kind, tmp_path, make_config, keys, monkeypatch, capsys) -> None:
     """Its report is not signed after notAfter: the command says so (exit 1: it deleted, its report is missing),
     naming the certificate and its notAfter; the run stays `reporting`, and the next one, with a renewed
-    certificate, signs and stores its report."""
+    certificate, signs and stores its report, once the run's plan (signed by the expired certificate) is
+    vouched for by a trust anchor it chains to (without one the run is refused: docs/retention.md)."""
     from archiver.cli import main
     from archiver.retention import Deletions
     from retention_helpers import age, archive, customer_of, retention_config
@@ -268,7 +269,14 @@ def test_a_deletion_run_whose_certificate_expires_is_left_unfinished_and_finishe
     assert run["state"] == "reporting" and "report" not in run
     assert _signed_objects(config, f".reports/{kind}") == []  # nothing signed after notAfter
     monkeypatch.undo()
-    assert main(["--config", str(renewed), *argv]) == 0  # renewed: the same run is finished, not another one made
+    # renewed: its plan was signed by the expired certificate, which the renewed one cannot vouch for by itself
+    assert main(["--config", str(renewed), *argv]) == 1
+    err = capsys.readouterr().err
+    assert f"run {run['_id']} was not planned by this service" in err and "signing.trust_anchors" in err, err
+    assert runs.find_one({"_id": run["_id"]})["state"] == "reporting"
+    # with the anchor the expired certificate chains to (itself here: it is self-signed), the run is finished
+    renewed.write_text(renewed.read_text().replace("[signing]\n", f"[signing]\ntrust_anchors = ['{made.cert_path}']\n"))
+    assert main(["--config", str(renewed), *argv]) == 0  # the same run is finished, not another one made
     assert f"resumed run {run['_id']}" in capsys.readouterr().out
     assert runs.find_one({"_id": run["_id"]})["state"] == "done" and runs.count_documents({"kind": kind}) == 1
     assert len(_signed_objects(config, f".reports/{kind}")) == 1
@@ -309,7 +317,9 @@ def test_a_bundle_is_not_signed_after_its_certificate_expired(tmp_path, make_con
     made = _signer(tmp_path, 4)
     toml = write_toml(tmp_path / "cli.toml", {**{k: config[k] for k in CLI_KEYS},
                                               "signing.certificate": str(made.cert_path),
-                                              "signing.key": str(made.key_path)})
+                                              "signing.key": str(made.key_path),
+                                              # the rooms' signer (bundles pin signers as retrieve does)
+                                              "signing.former_certificates": [config["signing.certificate"]]})
     calls = _expiring_during(monkeypatch, bundle, "_custody", made)
     out = tmp_path / "b.zip"
     assert main(["--config", str(toml), "retrieve", entry["room"], "--bundle", str(out), "--key",

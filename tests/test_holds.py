@@ -226,7 +226,8 @@ def test_an_erasure_interrupted_earlier_is_finished_before_the_new_request(make_
     first, second = customer_of(chats[0]), customer_of(chats[1])
     deletions = Deletions(config)
     run = deletions.ledger.begin("erasure", dt.datetime.now(dt.timezone.utc), {"customer": first, "reason": "old"})
-    deletions.ledger.record_plan(run, deletions.plan_erasure(first, "old")(run["as_of"]))  # then the process died
+    deletions.ledger.record_plan(run, deletions.plan_erasure(first, "old")(run["as_of"]),
+                                 deletions.signer())  # then the process died
     result = erase(config, second, reason="new")
     assert result.report["params"] == {"customer": second, "reason": "new"}
     assert {c["room"] for c in source(config).find()} == set()

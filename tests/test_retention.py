@@ -520,7 +520,7 @@ def test_one_run_of_a_kind_at_a_time_and_a_half_made_plan_is_dropped(make_config
     assert deletions.ledger.runs.find_one({"_id": half["_id"]})["state"] == "abandoned while planning"
     assert deletions.ledger.steps.count_documents({"run": half["_id"]}) == 0
     interrupted = deletions.ledger.begin("retention", dt.datetime.now(dt.timezone.utc), {})
-    deletions.ledger.record_plan(interrupted, iter([]))  # planned, then killed before it executed
+    deletions.ledger.record_plan(interrupted, iter([]), deletions.signer())  # planned, then killed before it executed
     assert retention(config, dry_run=True).report["interrupted_run_first"] == interrupted["_id"]
     assert retention(config).report["run"] == interrupted["_id"]
 
@@ -854,6 +854,8 @@ def test_a_report_in_parts_stopped_half_way_is_explained_meanwhile_and_resumed_w
     """Parts are named by their run before they are stored (verify --all explains them while the report is
     being written, or after a crash), and a resumed run stores the very same parts again."""
     from archiver import runs as runs_module
+    from archiver.retention import Deletions
+    from archiver.runs import RunLedger
     monkeypatch.setattr(runs_module, "PART_ITEMS", 4)
     config = retention_config(make_config)
     archive(config, 5)
@@ -868,8 +870,14 @@ def test_a_report_in_parts_stopped_half_way_is_explained_meanwhile_and_resumed_w
     monkeypatch.setattr(runs_module, "publish_report", crash_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         retention(config)
+    problems = verify_archive(config, None).problems  # the parts are explained; the run's tombstones are named:
+    assert len(problems) == 5 and all("no deletion run holds the lease" in p.problem for p in problems), \
+        [p.problem for p in problems]  # it is unfinished, and no run is finishing it
+    resuming = RunLedger(Deletions(config).ledger.runs, Deletions(config).ledger.steps)
+    resuming.acquire("retention")  # as while the next run resumes it
     problems = verify_archive(config, None).problems
     assert not problems, [p.problem for p in problems]
+    resuming.release("retention")
     monkeypatch.setattr(runs_module, "publish_report", real_publish)
     result = retention(config)
     assert result.resumed and [p["items"] for p in result.report["parts"]] == [4, 4, 2]
@@ -1027,9 +1035,12 @@ def test_a_tombstone_forged_over_an_archive_naming_a_real_run_is_named(make_conf
     steps.insert_one({**step, "_id": f"{run.report['run']}:{10**8:09d}", "seq": 10**8, "room": b["room"],
                       "version": entry["version"], "entry_id": entry["_id"]})
     problems = [(p.room, p.subject, p.problem) for p in verify_archive(config, None).problems]
+    count = len(list(run.items()))
     assert problems == [(None, f"run report {run.report['run']}", f"its steps in {steps.name} differ from its "
-                         f"signed report: item {len(list(run.items())) + 1} (delete_archive {b['room']} "
-                         f"v{entry['version']}, deleted) is not in the report")], problems
+                         f"signed report: item {count + 1} (delete_archive {b['room']} "
+                         f"v{entry['version']}, deleted) is not in the report"),
+                        (None, f"run {run.report['run']}", f"run {run.report['run']} was not planned by this "
+                         f"service: its steps in {steps.name} differ from its signed plan ({count} steps)")], problems
     steps.delete_one({"_id": f"{run.report['run']}:{10**8:09d}"})  # a step of the report edited instead
     steps.update_one({"_id": step["_id"]}, {"$set": {"outcome": "skipped"}})
     problems = [p.problem for p in verify_archive(config, None).problems]

@@ -134,6 +134,19 @@ def test_a_run_killed_after_its_report_was_stored_finishes_under_a_changed_polic
     assert not retention(changed).resumed  # the next run is a new one
 
 
+def _sign_plan_again(config: Any, run_id: str) -> None:
+    """Sign RUN_ID's plan over its run document as it is now (as if it had been planned so)."""
+    from bson import Binary
+
+    from archiver.runs import plan_statement
+
+    deletions = Deletions(config)
+    statement, digest = plan_statement(_runs(config).find_one({"_id": run_id}), deletions.ledger.steps)
+    _runs(config).update_one({"_id": run_id}, {"$set": {"plan.sha256": digest,
+                                                        "plan.signature": Binary(deletions.signer().sign_detached(
+                                                            statement))}})
+
+
 def test_a_run_begun_before_runs_recorded_their_policy_finishes_with_its_stored_reports_policy(
         make_config, monkeypatch) -> None:
     """A run document without `policy` (begun by an earlier release), its report stored: resumed under a
@@ -144,6 +157,7 @@ def test_a_run_begun_before_runs_recorded_their_policy_finishes_with_its_stored_
     _crash(config, monkeypatch, Deletions, "_audit")
     run = _runs(config).find_one({"kind": "retention", "state": "reporting"})
     _runs(config).update_one({"_id": run["_id"]}, {"$unset": {"policy": ""}})
+    _sign_plan_again(config, run["_id"])  # as planned without a policy (RunLedger.begin without one)
     changed = retention_config(make_config, retention__rules={"default": {"source_days": 30, "archive_days": 400}})
     result = retention(changed)
     assert result.resumed and result.ok

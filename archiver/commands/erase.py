@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor
     from archiver.retention import Deletions
-    from archiver.runs import ReportUnsigned, RunBusy
+    from archiver.runs import PlanNotSigned, ReportUnsigned, RunBusy
 
     if not args.customer.strip() or not args.reason.strip():
         raise UsageError("--customer and --reason must not be empty")
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         result = deletions.run("erasure", deletions.plan_erasure(args.customer, args.reason),
                                {"customer": args.customer, "reason": args.reason}, args.dry_run,
                                Actor.current(args.actor))
-    except (RunBusy, ReportUnsigned) as exc:
+    except (RunBusy, ReportUnsigned, PlanNotSigned) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return ITEMS_FAILED
     print_report(result, args.json)

@@ -27,13 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor
     from archiver.retention import Deletions
-    from archiver.runs import ReportUnsigned, RunBusy
+    from archiver.runs import PlanNotSigned, ReportUnsigned, RunBusy
 
     config = load_config(args)
     deletions = Deletions(config)
     try:
         result = deletions.run("retention", deletions.plan_retention, {}, args.dry_run, Actor.current(args.actor))
-    except (RunBusy, ReportUnsigned) as exc:
+    except (RunBusy, ReportUnsigned, PlanNotSigned) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return ITEMS_FAILED
     print_report(result, args.json)
