@@ -104,9 +104,15 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
     opened = Opened(entry)
     if entry.get("status") == "deleted":  # a tombstone: its objects are gone on purpose (retention, erasure)
         opened.checks.append(_tombstone_check(entry, store))
+        deleted = _parse_time(entry.get("deleted_at"))
+        if deleted is not None and deleted > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates a seal
+            opened.checks.append(Check("the tombstone's deleted_at is not in the future", False,
+                                       f"deleted_at {deleted.isoformat(timespec='seconds')}"))
         return opened
     if entry.get("status") != "archived":
-        opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}"))
+        opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}" + (
+            f", but it has an archived_at ({entry['archived_at']}): an archived version only ever becomes a "
+            "tombstone ('deleted'); relabelled by hand?" if entry.get("archived_at") is not None else "")))
     indexed = _parse_time(entry.get("archived_at"))
     if indexed is None or indexed > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates the entry's seal
         opened.checks.append(Check("the entry's archived_at is a time in the past", False,
@@ -770,11 +776,18 @@ class Verifier:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
         room, version = entry["room"], entry.get("version")
-        if entry.get("status") == "uploading":
+        # an attempt (uploading, superseded) has no archived_at: one that has is a relabelled archive, checked as one
+        attempt = entry.get("archived_at") is None and entry.get("status") in ("uploading", "superseded")
+        if attempt and entry.get("status") == "uploading":
             created = entry.get("created_at")
             begun = _parse_time(created) if created is not None else None
             retry = self._retry_of(room)
-            if begun is not None and begun > dt.datetime.now(dt.timezone.utc) - self.lease:
+            now = dt.datetime.now(dt.timezone.utc)
+            if begun is not None and begun > now + CLOCK_SKEW:  # never "within its lease": that would be forever
+                report.add(Problem(room, version, f"created_at {begun.isoformat(timespec='seconds')} is in the "
+                                                  "future: no attempt began then (edited by hand, or a writer's "
+                                                  "clock runs ahead)"))
+            elif begun is not None and begun > now - self.lease:
                 report.in_progress += 1
             elif retry:
                 report.awaiting_retry += 1
@@ -784,7 +797,7 @@ class Verifier:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
                                                   "an interrupted archive that no pass has completed"))
             return None
-        if entry.get("status") == "superseded":  # an attempt that never completed: no archive to check; the
+        if attempt:  # superseded: an attempt that never completed: no archive to check; the
             return None  # objects it left are listed on it (check_listing explains them) until deleted
         opened = self._kept_whole(entry, report) or check_stored(entry, self.open_store(entry))
         if entry.get("status") == "deleted":

@@ -67,6 +67,10 @@ ARCHIVE_FIELDS = ("archived_at", "kind", "started_at", "ended_at", "ctlive_type"
 # A tombstone (issue 10) keeps room, version and `objects` (key, size, sha256) and adds these.
 TOMBSTONE_FIELDS = ("deleted_at", "deletion_rule", "archived_leaf_sha256")
 EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
+# What an entry with an archived_at can be: `archived_at` is set only as an upload completes (index.complete),
+# and an archive only ever becomes a tombstone (retention). An entry relabelled otherwise (`superseded`,
+# `uploading`: hidden from search and retrieve) holds no archive event: it reads as removed from its day.
+ARCHIVE_STATES = ("archived", "deleted")
 # Only what a leaf reads crosses the wire (not the word hashes, participants, warnings...).
 LEAF_PROJECTION = {name: 1 for name in ("room", "version", "status", "objects", "superseded_objects",
                                         *ARCHIVE_FIELDS, *TOMBSTONE_FIELDS)}
@@ -172,7 +176,8 @@ def _bounds(day: str) -> tuple[dt.datetime, dt.datetime]:
 
 
 def current_leaves(entries: Any, day: str) -> list[Leaf]:
-    """Every event of DAY in the index now, in seal order (event time, room, version, status).
+    """Every event of DAY in the index now, in seal order (event time, room, version, status); an archive
+    event only of an entry in one of ARCHIVE_STATES.
 
     An event's time is what `stored_time` reads (as verify does): a date, or ISO 8601 text, which nx-27017
     returns for a date written with $set and a hand edit or another server may store. A range over dates
@@ -184,9 +189,8 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
     keyed: dict[tuple[Any, str], tuple[tuple[str, str, int, str], Leaf]] = {}
     for status, when in EVENT_TIME.items():
         for bounds in ({"$gte": start, "$lt": end}, as_text):
-            query: dict[str, Any] = {when: bounds}
-            if status != "archived":
-                query["status"] = status
+            query: dict[str, Any] = {when: bounds, "status": status if status != "archived" else
+                                     {"$in": list(ARCHIVE_STATES)}}
             for entry in entries.find(query, LEAF_PROJECTION).batch_size(1000):
                 at = stored_time(entry[when])
                 if at is not None and start <= at < end:  # (nx-27017's range matches its text too: once each)

@@ -1,0 +1,111 @@
+"""An index entry relabelled, hand-edited, or on a day the seal job no longer reaches (seal review HIGH-4,
+MEDIUM-2 entry half, MEDIUM-3): each is named by `verify`, never hidden, never a crash.
+
+Threat: an insider with write access to the index and the store, no private keys; and honest mistakes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from archiver import seals
+from archiver.integrity import verify_archive
+from retrieval_helpers import archive_samples, index, remove_stored
+from test_seals import DAY, backdate, built_on, seal_cli
+
+
+@pytest.fixture
+def sealed(make_config, tsa, tmp_path):
+    """Four chats archived on DAY and DAY sealed with a timestamp (as test_seals.py's fixture)."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=4)
+    backdate(config)
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    return config
+
+
+@pytest.mark.parametrize("edit", [
+    {"status": "superseded"},
+    {"status": "uploading", "created_at": dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)},
+])
+def test_a_sealed_archived_version_relabelled_and_its_objects_removed_is_named(sealed, tmp_path, capsys,
+                                                                              edit) -> None:
+    """An archived version only ever becomes a tombstone (`deleted`); relabelled `superseded` or `uploading`
+    (a created_at in year 9999: 'within its lease' forever), it left search and retrieve, and its objects were
+    no longer checked. It reads as removed from its sealed day, and verify names its state."""
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    index(sealed).update_one({"_id": victim["_id"]}, {"$set": edit})
+    for obj in victim["objects"].values():
+        remove_stored(sealed, obj["key"])
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "--all")
+    out = capsys.readouterr().out
+    assert code == 3 and victim["room"] in out, out
+    assert f"its archived entry was removed from the index after {DAY} was sealed" in out, out
+    assert f"status is {edit['status']!r}, but it has an archived_at" in out, out
+    assert "missing from the store" in out, out  # its objects are checked as the archive it was
+    # named for the room alone too, and sealing the day again refuses
+    assert seal_cli(sealed, tmp_path, "verify", victim["room"]) == 3
+    assert f"status is {edit['status']!r}" in capsys.readouterr().out
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 3
+    assert f"{DAY}: refused: {victim['room']} v1: its archived entry was removed" in capsys.readouterr().out
+
+
+def test_on_s3_under_object_lock_a_sealed_version_relabelled_superseded_is_named(
+        make_config, moto_endpoint, bucket, tsa) -> None:
+    """Nothing deleted (COMPLIANCE lock): the index alone relabels a sealed version `superseded`."""
+    config = make_config(storage__url=f"s3://{bucket}/archive", storage__endpoint_url=moto_endpoint,
+                         signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=2)
+    backdate(config)
+    (outcome,) = seals.seal_days(config, [DAY.isoformat()], seals.Actor("test", "host"))
+    assert outcome.action == "sealed" and verify_archive(config, None).ok
+    victim = index(config).find_one({}, sort=[("room", 1)])
+    index(config).update_one({"_id": victim["_id"]}, {"$set": {"status": "superseded"}})
+    problems = [str(p) for p in verify_archive(config, None).problems]
+    assert any(p.startswith(f"{victim['room']} v1: its archived entry was removed") for p in problems), problems
+    assert any(p.startswith(f"{victim['room']} v1: failed: the entry is archived") for p in problems), problems
+
+
+def test_an_uploading_entry_begun_in_the_future_is_named_not_in_progress(make_config, tmp_path, capsys) -> None:
+    """An unsealed attempt whose created_at is ahead of the clock (beyond a few minutes' skew) is no attempt
+    'within its lease': verify names it, whatever it holds."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "uploading", "created_at": later},
+                                                     "$unset": {"archived_at": ""}})
+    capsys.readouterr()
+    assert seal_cli(config, tmp_path, "verify", "--all") == 3
+    out = capsys.readouterr().out
+    assert f"{entry['room']} v1: created_at {later.isoformat(timespec='seconds')}" in out, out
+    assert "still being archived" not in out, out
+    # a minute ahead (clocks differ by that much) is still an attempt in progress
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {
+        "created_at": dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)}})
+    assert seal_cli(config, tmp_path, "verify", "--all") == 0
+    assert "1 entr(ies) still being archived" in capsys.readouterr().out
+
+
+def test_a_tombstone_dated_in_the_future_is_named(make_config) -> None:
+    """A deleted_at ahead of the clock would date a seal not made yet: named (a minute's skew is not)."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    for obj in entry["objects"].values():
+        remove_stored(config, obj["key"])
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def named(deleted_at: dt.datetime) -> list[str]:
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {
+            "status": "deleted", "deleted_at": deleted_at,
+            "deletion": {"run": "made-up", "rule": "default", "state": "done", "at": deleted_at}}})
+        return [str(p) for p in verify_archive(config, None).problems if "deleted_at" in str(p)]
+
+    assert named(now + dt.timedelta(days=2)) == [
+        f"{entry['room']} v1: failed: the tombstone's deleted_at is not in the future "
+        f"(deleted_at {(now + dt.timedelta(days=2)).isoformat(timespec='seconds')})"]
+    assert named(now + dt.timedelta(minutes=1)) == []
