@@ -1111,5 +1111,7 @@ def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: 
                 for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day
                 for seen in (day, seals.day_before(day)) if seen]
     report.seals, problems = seals.check_days(config, days, trust or ())
+    if rooms is None:  # and the days no seal covers that the seal job no longer reaches
+        problems = [*problems, *seals.check_unsealed(config)]
     for problem in problems:
         report.add(Problem(problem.room, problem.version, problem.problem, subject=problem.subject))

@@ -345,8 +345,70 @@ def _closes(config: Config, day: dt.date) -> dt.datetime:
 def default_days(config: Config, now: dt.datetime | None = None) -> list[str]:
     """What the scheduled job seals: the last schedule.seal_lookback_days days that can be sealed."""
     now = now or dt.datetime.now(dt.timezone.utc)
+    return sealable_days(config, *_job_window(config, now), now)
+
+
+def _job_window(config: Config, now: dt.datetime) -> tuple[dt.date, dt.date]:
     last = (now - dt.timedelta(seconds=config["archive.lease_seconds"])).date() - dt.timedelta(days=1)
-    return sealable_days(config, last - dt.timedelta(days=config["schedule.seal_lookback_days"] - 1), last, now)
+    return last - dt.timedelta(days=config["schedule.seal_lookback_days"] - 1), last
+
+
+def check_unsealed(config: Config, now: dt.datetime | None = None) -> list[SealProblem]:
+    """Each day before the seal job's window (schedule.seal_lookback_days) that holds archive or deletion events
+    and has no complete seal: no seal will ever cover them unless someone runs `archiver seal` (serve was down
+    longer than the window, a writer's clock was behind). Nothing while the index holds no seal record at all
+    (sealing not in use yet: every day would be named). Reads only: an indexed range per gap between sealed
+    days, a few queries while every day is sealed."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    db = index_database(config)
+    seals, entries = db[config["index.seals"]], db[config["index.entries"]]
+    if seals.find_one({}, {"_id": 1}) is None:
+        return []
+    window = _job_window(config, now)[0]
+    sealed = set(seals.distinct("day", {"pending": {"$exists": False}}))
+    found: dict[str, set[tuple[Any, str, str]]] = {}
+    for start, end in _gaps(sealed, window):
+        for status, when in EVENT_TIME.items():
+            states = list(ARCHIVE_STATES) if status == "archived" else [status]
+            as_date = {"$lt": _bounds(end.isoformat())[0], **({"$gte": _bounds(start.isoformat())[0]} if start else {})}
+            as_text = {"$type": "string", "$lt": (end + DAY).isoformat(),
+                       **({"$gte": (start - DAY).isoformat()} if start and start > dt.date.min else {})}
+            for bounds in (as_date, as_text):
+                for entry in entries.find({when: bounds, "status": {"$in": states}}, {"room": 1, "version": 1, when: 1}):
+                    at = stored_time(entry.get(when))
+                    day = at.astimezone(dt.timezone.utc).date() if at is not None else None
+                    if day is not None and day < window and day.isoformat() not in sealed:
+                        found.setdefault(day.isoformat(), set()).add(
+                            (entry["_id"], status, f"{entry.get('room')} v{entry.get('version')}"))
+    lookback = config["schedule.seal_lookback_days"]
+    problems = []
+    for day, events in sorted(found.items()):
+        named, count = sorted({name for _, _, name in events}), len({ident for ident, _, _ in events})
+        rooms = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+        problems.append(SealProblem(None, None, f"{count} {'entry' if count == 1 else 'entries'} not "
+                                    f"sealed ({rooms}), and the seal job covers only the last {lookback} days "
+                                    f"(schedule.seal_lookback_days): run archiver seal --from {day} --to {day}", day))
+    return problems
+
+
+def _gaps(sealed: set[Any], before: dt.date) -> Iterator[tuple[dt.date | None, dt.date]]:
+    """The runs of days before BEFORE that no day of SEALED (YYYY-MM-DD) is in, as [start, end) (start None:
+    from the beginning of time)."""
+    days = sorted(day for day in map(_date, sealed) if day is not None and day < before)
+    start: dt.date | None = None
+    for day in days:
+        if start is None or day > start:
+            yield start, day
+        start = day + DAY
+    if start is None or start < before:
+        yield start, before
+
+
+def _date(day: Any) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(day)
+    except (TypeError, ValueError):
+        return None
 
 
 def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome]:

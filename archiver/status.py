@@ -24,6 +24,7 @@ from archiver.config import Config
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable, stored_time
 from archiver.redact import redact
+from archiver.seals import check_unsealed
 from archiver.source import missing_collections
 from archiver.visible import utf8_safe
 
@@ -101,7 +102,7 @@ def collect(config: Config) -> Status:
         last_rescan=_outcome(state.find_one({"_id": LAST_RESCAN})),
         last_retention=_last_run(db[config["index.retention_runs"]], "retention"),
         last_erasure=_last_run(db[config["index.retention_runs"]], "erasure"),
-        warnings=missing_collections(config),
+        warnings=missing_collections(config) + [f"{p.subject}: {p.problem}" for p in check_unsealed(config)],
     )
 
 

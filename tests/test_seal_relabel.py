@@ -7,13 +7,14 @@ Threat: an insider with write access to the index and the store, no private keys
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 
 from archiver import seals
 from archiver.integrity import verify_archive
 from retrieval_helpers import archive_samples, index, remove_stored
-from test_seals import DAY, backdate, built_on, seal_cli
+from test_seals import DAY, backdate, built_on, seal_cli, seal_records
 
 
 @pytest.fixture
@@ -109,3 +110,38 @@ def test_a_tombstone_dated_in_the_future_is_named(make_config) -> None:
         f"{entry['room']} v1: failed: the tombstone's deleted_at is not in the future "
         f"(deleted_at {(now + dt.timedelta(days=2)).isoformat(timespec='seconds')})"]
     assert named(now + dt.timedelta(minutes=1)) == []
+
+
+def test_an_entry_on_a_day_the_seal_job_no_longer_covers_is_named(make_config, tmp_path, capsys) -> None:
+    """A day older than schedule.seal_lookback_days that was never sealed (serve down for over a week, a writer
+    whose clock was behind) is never sealed by the job: verify --all and status name it with the command that
+    seals it, once the archive has any seal; sealed, it is named no more."""
+    from archiver.jobs import Service
+
+    config = make_config(schedule__seal_lookback_days=7)
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)).date()
+    with built_on(old):
+        (entry,) = archive_samples(config, count=1)
+    backdate(config, day=old)
+    assert seal_cli(config, tmp_path, "verify", "--all") == 0  # no seal at all yet: sealing not in use
+    service = Service(config, threading.Event())
+    service.seal()
+    assert service.seal_error == "" and service.healthy()
+    assert old.isoformat() not in [r["day"] for r in seal_records(config)]
+    capsys.readouterr()
+    assert seal_cli(config, tmp_path, "verify", "--all") == 3
+    line = (f"{old}: 1 entry not sealed ({entry['room']} v1), and the seal job covers only the last 7 days "
+            f"(schedule.seal_lookback_days): run archiver seal --from {old} --to {old}")
+    out = capsys.readouterr().out
+    assert line in out, out
+    assert seal_cli(config, tmp_path, "status") == 0
+    assert f"warning: {line}" in capsys.readouterr().out
+    assert seal_cli(config, tmp_path, "seal", "--from", old.isoformat(), "--to", old.isoformat()) == 0
+    assert seal_cli(config, tmp_path, "verify", "--all") == 0
+    # its deletion on an unsealed old day is an event too; a relabelled archive is none (named otherwise)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {
+        "deleted_at": dt.datetime.combine(old + dt.timedelta(days=1), dt.time(9), dt.timezone.utc),
+        "status": "deleted"}})
+    assert [p.subject for p in seals.check_unsealed(config)] == [(old + dt.timedelta(days=1)).isoformat()]
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "superseded"}, "$unset": {"deleted_at": ""}})
+    assert seals.check_unsealed(config) == []
