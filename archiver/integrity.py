@@ -99,6 +99,34 @@ class Opened:
                 for c in self.checks if not c.ok]
 
 
+def malformed(entry: dict[str, Any]) -> str:
+    """What in ENTRY's shape the checks cannot read (a hand edit): room and version, each object's key, size
+    and SHA-256, superseded_objects; "" if nothing."""
+    def shown(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    wrong = []
+    if not isinstance(entry.get("room"), str):
+        wrong.append(f"room {shown(entry.get('room'))} is not text")
+    if not isinstance(entry.get("version"), int) or isinstance(entry.get("version"), bool):
+        wrong.append(f"version {shown(entry.get('version'))} is not a whole number")
+    objects = entry.get("objects") or {}
+    if not isinstance(objects, dict):
+        wrong.append(f"objects {shown(objects)} is not a document")
+    for name, obj in objects.items() if isinstance(objects, dict) else ():
+        if not isinstance(obj, dict):
+            wrong.append(f"objects.{name} {shown(obj)} is not a document")
+            continue
+        wrong.extend(f"objects.{name}.{part} {shown(obj.get(part))} is not {what}"
+                     for part, kind, what in (("key", str, "text"), ("sha256", str, "text"), ("size", int, "a whole number"))
+                     if not isinstance(obj.get(part), kind) or isinstance(obj.get(part), bool))
+    superseded = entry.get("superseded_objects") or []
+    if not isinstance(superseded, list) or not all(isinstance(key, str) for key in superseded):
+        wrong.append(f"superseded_objects {shown(superseded)} is not a list of keys")
+    return "; ".join(wrong)
+
+
 def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
     """Every object of ENTRY fetched and checked against its recorded size and SHA-256."""
     opened = Opened(entry)
@@ -708,7 +736,7 @@ class Verifier:
                 while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][1] is None):
                     self._settle(*waiting.popleft(), report, progress)
                 if rooms is not None:
-                    seen_rooms.add(entry["room"])
+                    seen_rooms.add(entry.get("room"))
             while waiting:
                 self._settle(*waiting.popleft(), report, progress)
         finally:
@@ -775,7 +803,13 @@ class Verifier:
     def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
-        room, version = entry["room"], entry.get("version")
+        room, version = entry.get("room"), entry.get("version")
+        wrong = malformed(entry)
+        if wrong:  # edited by hand (or by an intruder): its own problem, and the others are still checked
+            report.add(Problem(room if isinstance(room, str) else None, version if type(version) is int else None,
+                               f"malformed index entry: {wrong}" + ("" if isinstance(room, str) else
+                                                                    f" (_id {entry.get('_id')})")))
+            return None
         # an attempt (uploading, superseded) has no archived_at: one that has is a relabelled archive, checked as one
         attempt = entry.get("archived_at") is None and entry.get("status") in ("uploading", "superseded")
         if attempt and entry.get("status") == "uploading":
@@ -881,7 +915,7 @@ class Verifier:
             inside = {"$gte": folder + "/", "$lt": folder + "0"}
             entry = self.entries.find_one({"$or": [{name: inside} for name in OBJECT_KEY_FIELDS
                                                    if name.startswith("objects.")]}, {"room": 1})
-            self._folder_rooms[folder] = entry["room"] if entry else None
+            self._folder_rooms[folder] = entry.get("room") if entry else None
         return self._folder_rooms[folder]
 
     def _explain(self, store: ObjectStore, listing: list[ListedKey], report: VerifyReport,
@@ -895,6 +929,8 @@ class Verifier:
         archived: dict[str, tuple[dict[str, Any], str]] = {}  # an archived object's key -> its entry, version id
         for entry in self.entries.find({"$and": [named, here]}, {"room": 1, "version": 1, "status": 1, "objects": 1,
                                                                   "superseded_objects": 1}):
+            if malformed(entry):  # (named by its entry's check) its objects explain no key
+                continue
             for obj in (entry.get("objects") or {}).values():
                 explained.add(obj.get("key"))
                 if entry.get("status") == "archived":  # not a tombstone's (_tombstone_check) nor an attempt's

@@ -114,15 +114,33 @@ def _plain(value: Any) -> Any:
     return _time(value)
 
 
+def _order(value: Any) -> tuple[int, Any]:
+    """A sort key for any stored value: numbers, then text (each as itself, so that well-formed entries keep
+    the order they always had), then anything else by its canonical JSON."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 0, value
+    return (1, value) if isinstance(value, str) else (2, canonical(_plain(value)).decode("utf-8"))
+
+
+def _hashable(value: Any) -> Any:
+    """VALUE as a leaf names it (room, version): as it is, or a document or list edited in as its JSON."""
+    return value if isinstance(value, (str, int, float, type(None))) else canonical(_plain(value)).decode("utf-8")
+
+
 def leaf(entry: dict[str, Any], status: str = "archived") -> bytes:
-    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md."""
-    objects = {name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
-               for name, o in sorted((entry.get("objects") or {}).items())}
-    body: dict[str, Any] = {"format": LEAF_FORMAT, "room": entry["room"], "version": entry["version"],
-                            "status": status, "objects": objects}
+    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md.
+    Total: a value edited by hand into any shape is written as it is (the leaf then differs), never an error."""
+    stored = entry.get("objects") or {}
+    objects = ({name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
+                if isinstance(o, dict) else _plain(o) for name, o in sorted(stored.items(), key=lambda i: _order(i[0]))}
+               if isinstance(stored, dict) else _plain(stored))
+    body: dict[str, Any] = {"format": LEAF_FORMAT, "room": _plain(entry.get("room")),
+                            "version": _plain(entry.get("version")), "status": status, "objects": objects}
     if status == "archived":
         body.update({name: _plain(entry.get(name)) for name in ARCHIVE_FIELDS})
-        body["superseded_objects"] = sorted(entry.get("superseded_objects") or [])
+        superseded = entry.get("superseded_objects") or []
+        body["superseded_objects"] = (_plain(sorted(superseded, key=_order)) if isinstance(superseded, list)
+                                      else _plain(superseded))
     else:
         body.update({name: _plain(entry.get(name)) for name in TOMBSTONE_FIELDS})
     return canonical(body)
@@ -137,7 +155,10 @@ def leaf_hash(entry: dict[str, Any], status: str = "archived") -> bytes:
     """The RFC 6962 leaf hash of ENTRY's STATUS event. A tombstone that no longer holds what its
     archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is."""
     if status == "archived" and entry.get("status") == "deleted" and entry.get("archived_leaf_sha256"):
-        return bytes.fromhex(entry["archived_leaf_sha256"])
+        try:
+            return bytes.fromhex(entry["archived_leaf_sha256"])
+        except (TypeError, ValueError):  # edited into no hash: the leaf as the entry reads (it then differs)
+            pass
     return merkle.leaf_hash(leaf(entry, status))
 
 
@@ -194,9 +215,9 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
             for entry in entries.find(query, LEAF_PROJECTION).batch_size(1000):
                 at = stored_time(entry[when])
                 if at is not None and start <= at < end:  # (nx-27017's range matches its text too: once each)
-                    keyed[(entry["_id"], status)] = ((_time(at), entry["room"], entry["version"], status),
-                                                     Leaf(entry["room"], entry["version"], status,
-                                                          leaf_hash(entry, status)))
+                    room, version = _hashable(entry.get("room")), _hashable(entry.get("version"))
+                    keyed[(entry["_id"], status)] = ((_time(at), _order(room), _order(version), status),
+                                                     Leaf(room, version, status, leaf_hash(entry, status)))
     return [item for _, item in sorted(keyed.values(), key=lambda pair: pair[0])]
 
 
@@ -604,7 +625,7 @@ def compare(sealed: list[Leaf], current: list[Leaf], day: str, seq: int) -> list
             found.append(Difference(room, version, "changed", f"its {status} index entry was changed after {day} "
                                                               f"was sealed (seal {seq}): it no longer hashes to "
                                                               "the sealed leaf"))
-    for room, version, status in sorted(now.keys() - then.keys()):
+    for room, version, status in sorted(now.keys() - then.keys(), key=lambda ident: tuple(map(_order, ident))):
         found.append(Difference(room, version, "uncovered", f"its {status} entry is dated {day} but not covered "
                                 f"by seal {seq} (recorded after sealing: `archiver seal` seals it; or planted)"))
     return found

@@ -145,3 +145,43 @@ def test_an_entry_on_a_day_the_seal_job_no_longer_covers_is_named(make_config, t
     assert [p.subject for p in seals.check_unsealed(config)] == [(old + dt.timedelta(days=1)).isoformat()]
     index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "superseded"}, "$unset": {"deleted_at": ""}})
     assert seals.check_unsealed(config) == []
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"$unset": {"room": ""}}, "malformed index entry: room None"),
+    ({"$set": {"objects": "x"}}, "malformed index entry: objects 'x' is not a document"),
+    ({"$set": {"objects.pdf": "x"}}, "malformed index entry: objects.pdf 'x' is not a document"),
+    ({"$set": {"objects.pdf.size": "12"}}, "malformed index entry: objects.pdf.size '12' is not a whole number"),
+    ({"$set": {"superseded_objects": [1, "a"]}}, "malformed index entry: superseded_objects [1, 'a'] is not a list "
+                                                 "of keys"),
+    ({"$set": {"agents": {"$oops": 1}}}, "its archived index entry was changed"),
+])
+def test_an_index_entry_edited_by_hand_on_a_sealed_day_is_named_not_a_crash(sealed, tmp_path, capsys, edit,
+                                                                            named) -> None:
+    """One hand-edited entry of a sealed day is that entry's problem (exit 3), never a traceback that stops
+    verify --all for the whole archive or the seal job for its days; the other entries are still checked."""
+    victim, other = index(sealed).find({}, sort=[("room", 1)]).limit(2)
+    index(sealed).update_one({"_id": victim["_id"]}, edit)
+    remove_stored(sealed, other["objects"]["pdf"]["key"])  # a problem found beside it
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "--all")
+    out, err = capsys.readouterr()
+    assert code == 3 and named in out, (code, out, err[-2000:])
+    assert f"{other['room']} v1: failed: pdf" in out, out
+    assert "Traceback" not in err, err[-2000:]
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 3
+    out = capsys.readouterr().out
+    assert f"{DAY}: refused: {victim['room']} v1: its archived " in out, out  # changed (or, its room gone, removed)
+
+
+def test_a_leaf_is_made_of_any_stored_value() -> None:
+    """leaf() never raises on what an index may hold; a list of keys keeps the order it always had."""
+    odd = {"room": None, "objects": {"pdf": "x", "record": {"key": 1}}, "superseded_objects": [1, "a", {"b": 2}, None]}
+    for entry in (odd, {**odd, "objects": "x", "superseded_objects": "ab"}, {}):
+        assert seals.leaf(entry) and seals.leaf({**entry, "archived_leaf_sha256": "zz"}, "deleted")
+        assert seals.leaf_hash({**entry, "status": "deleted", "archived_leaf_sha256": "not hex"})
+    keys = ['a"b/1', "a#b/1", "B/1", "a/2"]
+    assert seals.leaf({"superseded_objects": keys}) == seals.leaf({"superseded_objects": sorted(keys)})
+    import json
+    assert json.loads(seals.leaf({"superseded_objects": keys}))["superseded_objects"] == sorted(keys)
+    assert json.loads(seals.leaf(odd))["superseded_objects"] == [1, "a", None, {"b": 2}]  # as docs/seals.md says
