@@ -138,9 +138,11 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
                                        f"deleted_at {deleted.isoformat(timespec='seconds')}"))
         return opened
     if entry.get("status") != "archived":
+        has = (f"an archived_at ({entry['archived_at']})" if entry.get("archived_at") is not None else
+               "stored objects" if entry.get("objects") else "")
         opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}" + (
-            f", but it has an archived_at ({entry['archived_at']}): an archived version only ever becomes a "
-            "tombstone ('deleted'); relabelled by hand?" if entry.get("archived_at") is not None else "")))
+            f", but it has {has}, as only a completed archive has, and an archive only ever becomes a tombstone "
+            "('deleted'): relabelled by hand?" if has else "")))
     indexed = _parse_time(entry.get("archived_at"))
     if indexed is None or indexed > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates the entry's seal
         opened.checks.append(Check("the entry's archived_at is a time in the past", False,
@@ -810,8 +812,10 @@ class Verifier:
                                f"malformed index entry: {wrong}" + ("" if isinstance(room, str) else
                                                                     f" (_id {entry.get('_id')})")))
             return None
-        # an attempt (uploading, superseded) has no archived_at: one that has is a relabelled archive, checked as one
-        attempt = entry.get("archived_at") is None and entry.get("status") in ("uploading", "superseded")
+        # an attempt (uploading, superseded) has no archived_at and no objects (index.complete sets both, with
+        # status archived): one that has either is a relabelled archive, checked as one
+        attempt = (entry.get("archived_at") is None and not entry.get("objects")
+                   and entry.get("status") in ("uploading", "superseded"))
         if attempt and entry.get("status") == "uploading":
             created = entry.get("created_at")
             begun = _parse_time(created) if created is not None else None

@@ -72,14 +72,33 @@ def test_on_s3_under_object_lock_a_sealed_version_relabelled_superseded_is_named
     assert any(p.startswith(f"{victim['room']} v1: failed: the entry is archived") for p in problems), problems
 
 
+def test_an_unsealed_archive_relabelled_an_attempt_is_named_by_its_objects(make_config, tmp_path, capsys) -> None:
+    """An attempt's entry records no objects (they are set, with status archived and archived_at, as an upload
+    completes): an archive relabelled `superseded` with its archived_at removed, on a day no seal covers yet,
+    is still named, and its objects checked."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "superseded"}, "$unset": {"archived_at": ""}})
+    remove_stored(config, entry["objects"]["pdf"]["key"])
+    capsys.readouterr()
+    assert seal_cli(config, tmp_path, "verify", "--all") == 3
+    out = capsys.readouterr().out
+    assert (f"{entry['room']} v1: failed: the entry is archived (status is 'superseded', but it has stored objects, "
+            "as only a completed archive has") in out, out
+    assert f"{entry['room']} v1: failed: pdf: " in out, out
+
+
 def test_an_uploading_entry_begun_in_the_future_is_named_not_in_progress(make_config, tmp_path, capsys) -> None:
     """An unsealed attempt whose created_at is ahead of the clock (beyond a few minutes' skew) is no attempt
     'within its lease': verify names it, whatever it holds."""
     config = make_config()
     (entry,) = archive_samples(config, count=1)
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
-    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "uploading", "created_at": later},
-                                                     "$unset": {"archived_at": ""}})
+    index(config).update_one({"_id": entry["_id"]}, {"$set": {"status": "uploading", "created_at": later,
+                                                              "objects": {}, "superseded_objects": []},
+                                                     "$unset": {"archived_at": ""}})  # an attempt's stub
+    for obj in entry["objects"].values():
+        remove_stored(config, obj["key"])
     capsys.readouterr()
     assert seal_cli(config, tmp_path, "verify", "--all") == 3
     out = capsys.readouterr().out
