@@ -374,12 +374,12 @@ def _job_window(config: Config, now: dt.datetime) -> tuple[dt.date, dt.date]:
     return last - dt.timedelta(days=config["schedule.seal_lookback_days"] - 1), last
 
 
-def check_unsealed(config: Config, now: dt.datetime | None = None) -> list[SealProblem]:
+def check_unsealed(config: Config, now: dt.datetime | None = None, limit: int | None = None) -> list[SealProblem]:
     """Each day before the seal job's window (schedule.seal_lookback_days) that holds archive or deletion events
     and has no complete seal: no seal will ever cover them unless someone runs `archiver seal` (serve was down
     longer than the window, a writer's clock was behind). Nothing while the index holds no seal record at all
     (sealing not in use yet: every day would be named). Reads only: an indexed range per gap between sealed
-    days, a few queries while every day is sealed."""
+    days, a few queries while every day is sealed; with LIMIT, at most that many entries (status)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     db = index_database(config)
     seals, entries = db[config["index.seals"]], db[config["index.entries"]]
@@ -387,7 +387,29 @@ def check_unsealed(config: Config, now: dt.datetime | None = None) -> list[SealP
         return []
     window = _job_window(config, now)[0]
     sealed = set(seals.distinct("day", {"pending": {"$exists": False}}))
-    found: dict[str, set[tuple[Any, str, str]]] = {}
+    found: dict[str, set[tuple[Any, str]]] = {}
+    stopped = False
+    for n, (day, ident, name) in enumerate(_unsealed_events(entries, sealed, window)):
+        if limit is not None and n >= limit:
+            stopped = True
+            break
+        found.setdefault(day, set()).add((ident, name))
+    lookback = config["schedule.seal_lookback_days"]
+    problems = []
+    for day, events in sorted(found.items()):
+        named, count = sorted({name for _, name in events}), len({ident for ident, _ in events})
+        rooms = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+        problems.append(SealProblem(None, None, f"{count} {'entry' if count == 1 else 'entries'} not sealed ({rooms}), "
+                                    f"and the seal job covers only the last {lookback} days "
+                                    f"(schedule.seal_lookback_days): run archiver seal --from {day} --to {day}", day))
+    if stopped:
+        problems.append(SealProblem(None, None, f"stopped counting after {limit} entries not sealed: `archiver verify "
+                                                "--all` names every such day", "days not sealed"))
+    return problems
+
+
+def _unsealed_events(entries: Any, sealed: set[Any], window: dt.date) -> Iterator[tuple[str, Any, str]]:
+    """(day, entry id, "ROOM vN") of each archive or deletion event before WINDOW on a day not in SEALED."""
     for start, end in _gaps(sealed, window):
         for status, when in EVENT_TIME.items():
             states = list(ARCHIVE_STATES) if status == "archived" else [status]
@@ -399,17 +421,7 @@ def check_unsealed(config: Config, now: dt.datetime | None = None) -> list[SealP
                     at = stored_time(entry.get(when))
                     day = at.astimezone(dt.timezone.utc).date() if at is not None else None
                     if day is not None and day < window and day.isoformat() not in sealed:
-                        found.setdefault(day.isoformat(), set()).add(
-                            (entry["_id"], status, f"{entry.get('room')} v{entry.get('version')}"))
-    lookback = config["schedule.seal_lookback_days"]
-    problems = []
-    for day, events in sorted(found.items()):
-        named, count = sorted({name for _, _, name in events}), len({ident for ident, _, _ in events})
-        rooms = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
-        problems.append(SealProblem(None, None, f"{count} {'entry' if count == 1 else 'entries'} not "
-                                    f"sealed ({rooms}), and the seal job covers only the last {lookback} days "
-                                    f"(schedule.seal_lookback_days): run archiver seal --from {day} --to {day}", day))
-    return problems
+                        yield day.isoformat(), entry["_id"], f"{entry.get('room')} v{entry.get('version')}"
 
 
 def _gaps(sealed: set[Any], before: dt.date) -> Iterator[tuple[dt.date | None, dt.date]]:

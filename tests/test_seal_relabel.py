@@ -155,6 +155,8 @@ def test_an_entry_on_a_day_the_seal_job_no_longer_covers_is_named(make_config, t
     assert line in out, out
     assert seal_cli(config, tmp_path, "status") == 0
     assert f"warning: {line}" in capsys.readouterr().out
+    assert [str(p.subject) + ": " + p.problem for p in seals.check_unsealed(config, limit=0)] == [
+        "days not sealed: stopped counting after 0 entries not sealed: `archiver verify --all` names every such day"]
     assert seal_cli(config, tmp_path, "seal", "--from", old.isoformat(), "--to", old.isoformat()) == 0
     assert seal_cli(config, tmp_path, "verify", "--all") == 0
     # its deletion on an unsealed old day is an event too; a relabelled archive is none (named otherwise)
