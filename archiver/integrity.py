@@ -808,7 +808,7 @@ class Verifier:
         room, version = entry.get("room"), entry.get("version")
         wrong = malformed(entry)
         if wrong:  # edited by hand (or by an intruder): its own problem, and the others are still checked
-            report.add(Problem(room if isinstance(room, str) else None, version if type(version) is int else None,
+            report.add(Problem(room if isinstance(room, str) else None, version if isinstance(version, int) else None,
                                f"malformed index entry: {wrong}" + ("" if isinstance(room, str) else
                                                                     f" (_id {entry.get('_id')})")))
             return None
@@ -933,13 +933,16 @@ class Verifier:
         archived: dict[str, tuple[dict[str, Any], str]] = {}  # an archived object's key -> its entry, version id
         for entry in self.entries.find({"$and": [named, here]}, {"room": 1, "version": 1, "status": 1, "objects": 1,
                                                                   "superseded_objects": 1}):
-            if malformed(entry):  # (named by its entry's check) its objects explain no key
-                continue
-            for obj in (entry.get("objects") or {}).values():
-                explained.add(obj.get("key"))
+            objects = entry.get("objects") or {}
+            for obj in objects.values() if isinstance(objects, dict) else ():  # (a malformed one is named by its
+                if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):  # entry's check)
+                    continue
+                explained.add(obj["key"])
                 if entry.get("status") == "archived":  # not a tombstone's (_tombstone_check) nor an attempt's
-                    archived[obj.get("key")] = (entry, obj.get("version_id") or "")
-            explained.update(entry.get("superseded_objects") or [])
+                    archived[obj["key"]] = (entry, obj.get("version_id") or "")
+            superseded = entry.get("superseded_objects") or []
+            if isinstance(superseded, list):
+                explained.update(key for key in superseded if isinstance(key, str))
         explained |= self.explain_more(keys)
         if self.runs is not None:
             explained.update(reports_explained(self.runs, keys))
