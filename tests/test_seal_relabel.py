@@ -13,6 +13,7 @@ import pytest
 
 from archiver import seals
 from archiver.integrity import verify_archive
+from archiver.mongo import connect
 from retrieval_helpers import archive_samples, index, remove_stored
 from test_seals import DAY, backdate, built_on, seal_cli, seal_records
 
@@ -206,3 +207,37 @@ def test_a_leaf_is_made_of_any_stored_value() -> None:
     import json
     assert json.loads(seals.leaf({"superseded_objects": keys}))["superseded_objects"] == sorted(keys)
     assert json.loads(seals.leaf(odd))["superseded_objects"] == [1, "a", None, {"b": 2}]  # as docs/seals.md says
+
+
+@pytest.fixture(params=["mongo_uri", "nx_uri"])
+def any_uri(request) -> str:
+    """The in-process stand-in (or a real MongoDB), and the wire-protocol server."""
+    return request.getfixturevalue(request.param)
+
+
+def test_old_unsealed_days_are_found_whatever_the_type_of_their_times(make_config, any_uri) -> None:
+    """Dates and ISO text alike (nx-27017 returns a date written with $set as text), archive and deletion
+    events; a day with only a pending seal is not sealed; a relabelled entry holds no archive event (verify
+    names it otherwise); a day sealed, or within the seal job's window, is not named."""
+    config = make_config(mongodb__uri=any_uri, schedule__seal_lookback_days=7)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    x1, x2, x3, x4 = (today - dt.timedelta(days=n) for n in (20, 19, 18, 17))
+
+    def at(day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(10), dt.timezone.utc)
+
+    index(config).insert_many([{"room": room, "version": 1, "objects": {}, "superseded_objects": [], **fields}
+                               for room, fields in [
+        ("A", {"status": "archived", "archived_at": at(x1)}),
+        ("B", {"status": "archived", "archived_at": f"{x2}T10:00:00Z"}),
+        ("C", {"status": "superseded", "archived_at": at(x1)}),
+        ("D", {"status": "deleted", "archived_at": at(x3), "deleted_at": f"{x4} 09:00:00"}),
+        ("E", {"status": "archived", "archived_at": at(today - dt.timedelta(days=2))}),
+        ("F", {"status": "archived", "archived_at": at(x3)})]])
+    records = connect(config["mongodb.uri"])[config["index.database"]][config["index.seals"]]
+    assert seals.check_unsealed(config) == []  # no seal at all: sealing not in use
+    records.insert_many([{"day": x3.isoformat(), "seq": 1, "count": 2},
+                         {"day": x1.isoformat(), "seq": 1, "pending": {"owner": "x", "at": 0}}])
+    found = [(p.subject, p.problem.split(", and")[0]) for p in seals.check_unsealed(config)]
+    assert found == [(x1.isoformat(), "1 entry not sealed (A v1)"), (x2.isoformat(), "1 entry not sealed (B v1)"),
+                     (x4.isoformat(), "1 entry not sealed (D v1)")], found
