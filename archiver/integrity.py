@@ -103,14 +103,50 @@ class Opened:
                 for c in self.checks if not c.ok]
 
 
+def malformed(entry: dict[str, Any]) -> str:
+    """What in ENTRY's shape the checks cannot read (a hand edit): room and version, each object's key, size
+    and SHA-256, superseded_objects; "" if nothing."""
+    def shown(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    wrong = []
+    if not isinstance(entry.get("room"), str):
+        wrong.append(f"room {shown(entry.get('room'))} is not text")
+    if not isinstance(entry.get("version"), int) or isinstance(entry.get("version"), bool):
+        wrong.append(f"version {shown(entry.get('version'))} is not a whole number")
+    objects = entry.get("objects") or {}
+    if not isinstance(objects, dict):
+        wrong.append(f"objects {shown(objects)} is not a document")
+    for name, obj in objects.items() if isinstance(objects, dict) else ():
+        if not isinstance(obj, dict):
+            wrong.append(f"objects.{name} {shown(obj)} is not a document")
+            continue
+        wrong.extend(f"objects.{name}.{part} {shown(obj.get(part))} is not {what}"
+                     for part, kind, what in (("key", str, "text"), ("sha256", str, "text"), ("size", int, "a whole number"))
+                     if not isinstance(obj.get(part), kind) or isinstance(obj.get(part), bool))
+    superseded = entry.get("superseded_objects") or []
+    if not isinstance(superseded, list) or not all(isinstance(key, str) for key in superseded):
+        wrong.append(f"superseded_objects {shown(superseded)} is not a list of keys")
+    return "; ".join(wrong)
+
+
 def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
     """Every object of ENTRY fetched and checked against its recorded size and SHA-256."""
     opened = Opened(entry)
     if entry.get("status") == "deleted":  # a tombstone: its objects are gone on purpose (retention, erasure)
         opened.checks.append(_tombstone_check(entry, store))
+        deleted = _parse_time(entry.get("deleted_at"))
+        if deleted is not None and deleted > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates a seal
+            opened.checks.append(Check("the tombstone's deleted_at is not in the future", False,
+                                       f"deleted_at {deleted.isoformat(timespec='seconds')}"))
         return opened
     if entry.get("status") != "archived":
-        opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}"))
+        has = (f"an archived_at ({entry['archived_at']})" if entry.get("archived_at") is not None else
+               "stored objects" if entry.get("objects") else "")
+        opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}" + (
+            f", but it has {has}, as only a completed archive has, and an archive only ever becomes a tombstone "
+            "('deleted'): relabelled by hand?" if has else "")))
     indexed = _parse_time(entry.get("archived_at"))
     if indexed is None or indexed > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates the entry's seal
         opened.checks.append(Check("the entry's archived_at is a time in the past", False,
@@ -767,7 +803,7 @@ class Verifier:
                 while waiting and (len(waiting) > (pool.in_flight if pool else 0) or waiting[0][1] is None):
                     self._settle(*waiting.popleft(), report, progress)
                 if rooms is not None:
-                    seen_rooms.add(entry["room"])
+                    seen_rooms.add(entry.get("room"))
             while waiting:
                 self._settle(*waiting.popleft(), report, progress)
         finally:
@@ -878,12 +914,27 @@ class Verifier:
     def _check_stored(self, entry: dict[str, Any], report: VerifyReport) -> Opened | None:
         """ENTRY's objects against the index (None: still uploading within its lease, or a problem already)."""
         report.entries += 1
-        room, version = entry["room"], entry.get("version")
-        if entry.get("status") == "uploading":
+        room, version = entry.get("room"), entry.get("version")
+        wrong = malformed(entry)
+        if wrong:  # edited by hand (or by an intruder): its own problem, and the others are still checked
+            report.add(Problem(room if isinstance(room, str) else None, version if isinstance(version, int) else None,
+                               f"malformed index entry: {wrong}" + ("" if isinstance(room, str) else
+                                                                    f" (_id {entry.get('_id')})")))
+            return None
+        # an attempt (uploading, superseded) has no archived_at and no objects (index.complete sets both, with
+        # status archived): one that has either is a relabelled archive, checked as one
+        attempt = (entry.get("archived_at") is None and not entry.get("objects")
+                   and entry.get("status") in ("uploading", "superseded"))
+        if attempt and entry.get("status") == "uploading":
             created = entry.get("created_at")
             begun = _parse_time(created) if created is not None else None
             retry = self._retry_of(room)
-            if begun is not None and begun > dt.datetime.now(dt.timezone.utc) - self.lease:
+            now = dt.datetime.now(dt.timezone.utc)
+            if begun is not None and begun > now + CLOCK_SKEW:  # never "within its lease": that would be forever
+                report.add(Problem(room, version, f"created_at {begun.isoformat(timespec='seconds')} is in the "
+                                                  "future: no attempt began then (edited by hand, or a writer's "
+                                                  "clock runs ahead)"))
+            elif begun is not None and begun > now - self.lease:
                 report.in_progress += 1
             elif retry:
                 report.awaiting_retry += 1
@@ -893,7 +944,7 @@ class Verifier:
                 report.add(Problem(room, version, f"left 'uploading' since {created} (longer than the lease): "
                                                   "an interrupted archive that no pass has completed"))
             return None
-        if entry.get("status") == "superseded":  # an attempt that never completed: no archive to check; the
+        if attempt:  # superseded: an attempt that never completed: no archive to check; the
             return None  # objects it left are listed on it (check_listing explains them) until deleted
         opened = self._kept_whole(entry, report) or check_stored(entry, self.open_store(entry))
         if entry.get("status") == "deleted":
@@ -977,7 +1028,7 @@ class Verifier:
             inside = {"$gte": folder + "/", "$lt": folder + "0"}
             entry = self.entries.find_one({"$or": [{name: inside} for name in OBJECT_KEY_FIELDS
                                                    if name.startswith("objects.")]}, {"room": 1})
-            self._folder_rooms[folder] = entry["room"] if entry else None
+            self._folder_rooms[folder] = entry.get("room") if entry else None
         return self._folder_rooms[folder]
 
     def _explain(self, store: ObjectStore, listing: list[ListedKey], report: VerifyReport,
@@ -991,11 +1042,16 @@ class Verifier:
         archived: dict[str, tuple[dict[str, Any], str]] = {}  # an archived object's key -> its entry, version id
         for entry in self.entries.find({"$and": [named, here]}, {"room": 1, "version": 1, "status": 1, "objects": 1,
                                                                   "superseded_objects": 1}):
-            for obj in (entry.get("objects") or {}).values():
-                explained.add(obj.get("key"))
+            objects = entry.get("objects") or {}
+            for obj in objects.values() if isinstance(objects, dict) else ():  # (a malformed one is named by its
+                if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):  # entry's check)
+                    continue
+                explained.add(obj["key"])
                 if entry.get("status") == "archived":  # not a tombstone's (_tombstone_check) nor an attempt's
-                    archived[obj.get("key")] = (entry, obj.get("version_id") or "")
-            explained.update(entry.get("superseded_objects") or [])
+                    archived[obj["key"]] = (entry, obj.get("version_id") or "")
+            superseded = entry.get("superseded_objects") or []
+            if isinstance(superseded, list):
+                explained.update(key for key in superseded if isinstance(key, str))
         explained |= self.explain_more(keys)
         if self.runs is not None:
             explained.update(reports_explained(self.runs, keys))
@@ -1234,5 +1290,7 @@ def _check_seals(config: Config, entries: Any, rooms: list[str] | None, report: 
                 for day in (seals.day_of(entry, "archived"), seals.day_of(entry, "deleted")) if day
                 for seen in (day, seals.day_before(day)) if seen]
     report.seals, problems = seals.check_days(config, days, trust or (), pinned)
+    if rooms is None:  # and the days no seal covers that the seal job no longer reaches
+        problems = [*problems, *seals.check_unsealed(config)]
     for problem in problems:
         report.add(Problem(problem.room, problem.version, problem.problem, subject=problem.subject))

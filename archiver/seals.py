@@ -68,6 +68,10 @@ ARCHIVE_FIELDS = ("archived_at", "kind", "started_at", "ended_at", "ctlive_type"
 # A tombstone (issue 10) keeps room, version and `objects` (key, size, sha256) and adds these.
 TOMBSTONE_FIELDS = ("deleted_at", "deletion_rule", "archived_leaf_sha256")
 EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
+# What an entry with an archived_at can be: `archived_at` is set only as an upload completes (index.complete),
+# and an archive only ever becomes a tombstone (retention). An entry relabelled otherwise (`superseded`,
+# `uploading`: hidden from search and retrieve) holds no archive event: it reads as removed from its day.
+ARCHIVE_STATES = ("archived", "deleted")
 # Only what a leaf reads crosses the wire (not the word hashes, participants, warnings...).
 LEAF_PROJECTION = {name: 1 for name in ("room", "version", "status", "objects", "superseded_objects",
                                         *ARCHIVE_FIELDS, *TOMBSTONE_FIELDS)}
@@ -116,15 +120,33 @@ def _plain(value: Any) -> Any:
     return _time(value)
 
 
+def _order(value: Any) -> tuple[int, Any]:
+    """A sort key for any stored value: numbers, then text (each as itself, so that well-formed entries keep
+    the order they always had), then anything else by its canonical JSON."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 0, value
+    return (1, value) if isinstance(value, str) else (2, canonical(_plain(value)).decode("utf-8"))
+
+
+def _hashable(value: Any) -> Any:
+    """VALUE as a leaf names it (room, version): as it is, or a document or list edited in as its JSON."""
+    return value if isinstance(value, (str, int, float, type(None))) else canonical(_plain(value)).decode("utf-8")
+
+
 def leaf(entry: dict[str, Any], status: str = "archived") -> bytes:
-    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md."""
-    objects = {name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
-               for name, o in sorted((entry.get("objects") or {}).items())}
-    body: dict[str, Any] = {"format": LEAF_FORMAT, "room": entry["room"], "version": entry["version"],
-                            "status": status, "objects": objects}
+    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md.
+    Total: a value edited by hand into any shape is written as it is (the leaf then differs), never an error."""
+    stored = entry.get("objects") or {}
+    objects = ({name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
+                if isinstance(o, dict) else _plain(o) for name, o in sorted(stored.items(), key=lambda i: _order(i[0]))}
+               if isinstance(stored, dict) else _plain(stored))
+    body: dict[str, Any] = {"format": LEAF_FORMAT, "room": _plain(entry.get("room")),
+                            "version": _plain(entry.get("version")), "status": status, "objects": objects}
     if status == "archived":
         body.update({name: _plain(entry.get(name)) for name in ARCHIVE_FIELDS})
-        body["superseded_objects"] = sorted(entry.get("superseded_objects") or [])
+        superseded = entry.get("superseded_objects") or []
+        body["superseded_objects"] = (_plain(sorted(superseded, key=_order)) if isinstance(superseded, list)
+                                      else _plain(superseded))
     else:
         body.update({name: _plain(entry.get(name)) for name in TOMBSTONE_FIELDS})
     return canonical(body)
@@ -139,7 +161,10 @@ def leaf_hash(entry: dict[str, Any], status: str = "archived") -> bytes:
     """The RFC 6962 leaf hash of ENTRY's STATUS event. A tombstone that no longer holds what its
     archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is."""
     if status == "archived" and entry.get("status") == "deleted" and entry.get("archived_leaf_sha256"):
-        return bytes.fromhex(entry["archived_leaf_sha256"])
+        try:
+            return bytes.fromhex(entry["archived_leaf_sha256"])
+        except (TypeError, ValueError):  # edited into no hash: the leaf as the entry reads (it then differs)
+            pass
     return merkle.leaf_hash(leaf(entry, status))
 
 
@@ -178,7 +203,8 @@ def _bounds(day: str) -> tuple[dt.datetime, dt.datetime]:
 
 
 def current_leaves(entries: Any, day: str) -> list[Leaf]:
-    """Every event of DAY in the index now, in seal order (event time, room, version, status).
+    """Every event of DAY in the index now, in seal order (event time, room, version, status); an archive
+    event only of an entry in one of ARCHIVE_STATES.
 
     An event's time is what `stored_time` reads (as verify does): a date, or ISO 8601 text, which nx-27017
     returns for a date written with $set and a hand edit or another server may store. A range over dates
@@ -190,15 +216,14 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
     keyed: dict[tuple[Any, str], tuple[tuple[str, str, int, str], Leaf]] = {}
     for status, when in EVENT_TIME.items():
         for bounds in ({"$gte": start, "$lt": end}, as_text):
-            query: dict[str, Any] = {when: bounds}
-            if status != "archived":
-                query["status"] = status
+            query: dict[str, Any] = {when: bounds, "status": status if status != "archived" else
+                                     {"$in": list(ARCHIVE_STATES)}}
             for entry in entries.find(query, LEAF_PROJECTION).batch_size(1000):
                 at = stored_time(entry[when])
                 if at is not None and start <= at < end:  # (nx-27017's range matches its text too: once each)
-                    keyed[(entry["_id"], status)] = ((_time(at), entry["room"], entry["version"], status),
-                                                     Leaf(entry["room"], entry["version"], status,
-                                                          leaf_hash(entry, status)))
+                    room, version = _hashable(entry.get("room")), _hashable(entry.get("version"))
+                    keyed[(entry["_id"], status)] = ((_time(at), _order(room), _order(version), status),
+                                                     Leaf(room, version, status, leaf_hash(entry, status)))
     return [item for _, item in sorted(keyed.values(), key=lambda pair: pair[0])]
 
 
@@ -464,8 +489,82 @@ def _closes(config: Config, day: dt.date) -> dt.datetime:
 def default_days(config: Config, now: dt.datetime | None = None) -> list[str]:
     """What the scheduled job seals: the last schedule.seal_lookback_days days that can be sealed."""
     now = now or dt.datetime.now(dt.timezone.utc)
+    return sealable_days(config, *_job_window(config, now), now)
+
+
+def _job_window(config: Config, now: dt.datetime) -> tuple[dt.date, dt.date]:
     last = (now - dt.timedelta(seconds=config["archive.lease_seconds"])).date() - dt.timedelta(days=1)
-    return sealable_days(config, last - dt.timedelta(days=config["schedule.seal_lookback_days"] - 1), last, now)
+    return last - dt.timedelta(days=config["schedule.seal_lookback_days"] - 1), last
+
+
+def check_unsealed(config: Config, now: dt.datetime | None = None, limit: int | None = None) -> list[SealProblem]:
+    """Each day before the seal job's window (schedule.seal_lookback_days) that holds archive or deletion events
+    and has no complete seal: no seal will ever cover them unless someone runs `archiver seal` (serve was down
+    longer than the window, a writer's clock was behind). Nothing while the index holds no seal record at all
+    (sealing not in use yet: every day would be named). Reads only: an indexed range per gap between sealed
+    days, a few queries while every day is sealed; with LIMIT, at most that many entries (status)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    db = index_database(config)
+    seals, entries = db[config["index.seals"]], db[config["index.entries"]]
+    if seals.find_one({}, {"_id": 1}) is None:
+        return []
+    window = _job_window(config, now)[0]
+    sealed = set(seals.distinct("day", {"pending": {"$exists": False}}))
+    found: dict[str, set[tuple[Any, str]]] = {}
+    stopped = False
+    for n, (day, ident, name) in enumerate(_unsealed_events(entries, sealed, window)):
+        if limit is not None and n >= limit:
+            stopped = True
+            break
+        found.setdefault(day, set()).add((ident, name))
+    lookback = config["schedule.seal_lookback_days"]
+    problems = []
+    for day, events in sorted(found.items()):
+        named, count = sorted({name for _, name in events}), len({ident for ident, _ in events})
+        rooms = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+        problems.append(SealProblem(None, None, f"{count} {'entry' if count == 1 else 'entries'} not sealed ({rooms}), "
+                                    f"and the seal job covers only the last {lookback} days "
+                                    f"(schedule.seal_lookback_days): run archiver seal --from {day} --to {day}", day))
+    if stopped:
+        problems.append(SealProblem(None, None, f"stopped counting after {limit} entries not sealed: `archiver verify "
+                                                "--all` names every such day", "days not sealed"))
+    return problems
+
+
+def _unsealed_events(entries: Any, sealed: set[Any], window: dt.date) -> Iterator[tuple[str, Any, str]]:
+    """(day, entry id, "ROOM vN") of each archive or deletion event before WINDOW on a day not in SEALED."""
+    for start, end in _gaps(sealed, window):
+        for status, when in EVENT_TIME.items():
+            states = list(ARCHIVE_STATES) if status == "archived" else [status]
+            as_date = {"$lt": _bounds(end.isoformat())[0], **({"$gte": _bounds(start.isoformat())[0]} if start else {})}
+            as_text = {"$type": "string", "$lt": (end + DAY).isoformat(),
+                       **({"$gte": (start - DAY).isoformat()} if start and start > dt.date.min else {})}
+            for bounds in (as_date, as_text):
+                for entry in entries.find({when: bounds, "status": {"$in": states}}, {"room": 1, "version": 1, when: 1}):
+                    at = stored_time(entry.get(when))
+                    day = at.astimezone(dt.timezone.utc).date() if at is not None else None
+                    if day is not None and day < window and day.isoformat() not in sealed:
+                        yield day.isoformat(), entry["_id"], f"{entry.get('room')} v{entry.get('version')}"
+
+
+def _gaps(sealed: set[Any], before: dt.date) -> Iterator[tuple[dt.date | None, dt.date]]:
+    """The runs of days before BEFORE that no day of SEALED (YYYY-MM-DD) is in, as [start, end) (start None:
+    from the beginning of time)."""
+    days = sorted(day for day in map(_date, sealed) if day is not None and day < before)
+    start: dt.date | None = None
+    for day in days:
+        if start is None or day > start:
+            yield start, day
+        start = day + DAY
+    if start is None or start < before:
+        yield start, before
+
+
+def _date(day: Any) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(day)
+    except (TypeError, ValueError):
+        return None
 
 
 def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome]:
@@ -745,7 +844,7 @@ def compare(sealed: list[Leaf], current: list[Leaf], day: str, seq: int) -> list
             found.append(Difference(room, version, "changed", f"its {status} index entry was changed after {day} "
                                                               f"was sealed (seal {seq}): it no longer hashes to "
                                                               "the sealed leaf"))
-    for room, version, status in sorted(now.keys() - then.keys()):
+    for room, version, status in sorted(now.keys() - then.keys(), key=lambda ident: tuple(map(_order, ident))):
         found.append(Difference(room, version, "uncovered", f"its {status} entry is dated {day} but not covered "
                                 f"by seal {seq} (recorded after sealing: `archiver seal` seals it; or planted)"))
     return found

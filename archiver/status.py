@@ -24,12 +24,14 @@ from archiver.config import Config
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable, stored_time
 from archiver.redact import redact
+from archiver.seals import check_unsealed
 from archiver.source import missing_collections
 from archiver.visible import utf8_safe
 
 LAST_PASS, LAST_RESCAN = "last_pass", "last_rescan"
 STATES = ("pending", "claimed", "failed", "quarantined", "done")
 QUARANTINE_SHOWN = FAILED_SHOWN = 20
+UNSEALED_COUNTED = 10_000  # entries on old days no seal covers read at most (a few queries while all are sealed)
 RECORD_SECONDS = 3  # how long recording an outcome may take (the database may be what failed)
 
 
@@ -101,7 +103,8 @@ def collect(config: Config) -> Status:
         last_rescan=_outcome(state.find_one({"_id": LAST_RESCAN})),
         last_retention=_last_run(db[config["index.retention_runs"]], "retention"),
         last_erasure=_last_run(db[config["index.retention_runs"]], "erasure"),
-        warnings=missing_collections(config),
+        warnings=missing_collections(config) + [f"{p.subject}: {p.problem}" for p in
+                                                    check_unsealed(config, limit=UNSEALED_COUNTED)],
     )
 
 
