@@ -147,10 +147,13 @@ def check_stored(entry: dict[str, Any], store: ObjectStore) -> Opened:
         opened.checks.append(Check("the entry is archived", False, f"status is {entry.get('status')!r}" + (
             f", but it has {has}, as only a completed archive has, and an archive only ever becomes a tombstone "
             "('deleted'): relabelled by hand?" if has else "")))
-    indexed = _parse_time(entry.get("archived_at"))
-    if indexed is None or indexed > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:  # it dates the entry's seal
-        opened.checks.append(Check("the entry's archived_at is a time in the past", False,
+    indexed = _parse_time(entry.get("archived_at"))  # it dates the entry's seal
+    if indexed is None:
+        opened.checks.append(Check("the entry's archived_at reads as a time", False,
                                    f"archived_at {entry.get('archived_at')!r}"))
+    elif indexed > dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW:
+        opened.checks.append(Check("the entry's archived_at is not in the future", False,
+                                   f"archived_at {indexed.isoformat(timespec='seconds')}"))
     objects = entry.get("objects") or {}
     for name in [*OBJECTS, *attachment_objects(entry)]:
         obj = objects.get(name)

@@ -241,3 +241,19 @@ def test_old_unsealed_days_are_found_whatever_the_type_of_their_times(make_confi
     found = [(p.subject, p.problem.split(", and")[0]) for p in seals.check_unsealed(config)]
     assert found == [(x1.isoformat(), "1 entry not sealed (A v1)"), (x2.isoformat(), "1 entry not sealed (B v1)"),
                      (x4.isoformat(), "1 entry not sealed (D v1)")], found
+
+
+def test_an_archived_at_ahead_of_the_clock_is_named_as_an_iso_time(make_config) -> None:
+    """Review "seal" LOW-4: an archived_at in year 9999 was named with a Python repr (datetime.datetime(9999, ...,
+    tzinfo=FixedOffset(...))); one that reads as no time is quoted as stored."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    future = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.timezone.utc)
+
+    def named(archived_at) -> list[str]:
+        index(config).update_one({"_id": entry["_id"]}, {"$set": {"archived_at": archived_at}})
+        return [str(p) for p in verify_archive(config, [entry["room"]]).problems if "archived_at" in str(p)]
+
+    assert f"{entry['room']} v1: failed: the entry's archived_at is not in the future (archived_at " \
+           f"9999-12-31T23:59:00+00:00)" in named(future)
+    assert f"{entry['room']} v1: failed: the entry's archived_at reads as a time (archived_at 'soon')" in named("soon")
