@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import json
 import secrets
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,14 @@ def retention_runs_during_fetch(monkeypatch, module, config: Config) -> None:
         return real(found, store)
 
     monkeypatch.setattr(module, "check_stored", retention_runs_now)
+
+
+def zipped_json(bundle: Path, name: str) -> Any:
+    """The JSON file NAME inside the zip BUNDLE."""
+    return json.loads(zipped_text(bundle, name))
+
+
+def zipped_text(bundle: Path, name: str) -> str:
+    """The text file NAME inside the zip BUNDLE."""
+    with zipfile.ZipFile(bundle) as zf:
+        return zf.read(name).decode("utf-8")

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from archiver.cli import main
 from archiver.names import safe_name
 from conftest import require_tool, write_toml
-from retrieval_helpers import CLI_KEYS, archive_samples, audit, overwrite_stored, remove_stored, stored_path
+from retrieval_helpers import (CLI_KEYS, archive_samples, audit, overwrite_stored, remove_stored, stored_path,
+                               zipped_json, zipped_text)
 
 SIGNING_KEYS = ("signing.certificate", "signing.key")
 
@@ -1104,16 +1105,6 @@ def _two_versions(config, room: str = "ROOM_EDIT") -> str:
     return room
 
 
-def _zipped_json(bundle: Path, name: str) -> dict:
-    with zipfile.ZipFile(bundle) as zf:
-        return json.loads(zf.read(name))
-
-
-def _zipped_text(bundle: Path, name: str) -> str:
-    with zipfile.ZipFile(bundle) as zf:
-        return zf.read(name).decode("utf-8")
-
-
 def test_a_bundle_by_room_holds_every_version_of_it_and_lists_them(make_config, keys, tmp_path, capsys) -> None:
     """v1 held the customer's authorisation, deleted on the platform before v2: a bundle by room holding v2 alone,
     and saying nothing, hid the very statement in dispute."""
@@ -1132,7 +1123,7 @@ def test_a_bundle_by_room_holds_every_version_of_it_and_lists_them(make_config, 
         assert "I authorise the transfer" in zf.read(f"rooms/{room}-v1/record.json").decode()
         assert "I authorise the transfer" not in zf.read(f"rooms/{room}-v2/record.json").decode()
     assert {f"rooms/{room}-v{n}/transcript.pdf" for n in (1, 2)} <= names
-    custody = _zipped_json(bundle, "chain-of-custody.json")
+    custody = zipped_json(bundle, "chain-of-custody.json")
     assert [(r["room"], r["version"], r["kind"]) for r in custody["rooms"]] == [(room, 1, "ended"), (room, 2, "ended")]
     (chat,) = custody["chats"]
     assert chat["room"] == room and [(v["version"], v["status"], v["kind"], v["included"]) for v in chat["versions"]] == [
@@ -1143,7 +1134,7 @@ def test_a_bundle_by_room_holds_every_version_of_it_and_lists_them(make_config, 
                       str(tmp_path / "out"), "--reason", "case 2") == 0
     retrieved = json.loads((tmp_path / "out" / f"{room}-v2" / "verification.json").read_text())
     for version in (1, 2):
-        assert _zipped_json(bundle, f"rooms/{room}-v{version}/verification.json")["versions"] == retrieved["versions"]
+        assert zipped_json(bundle, f"rooms/{room}-v{version}/verification.json")["versions"] == retrieved["versions"]
     assert [v["version"] for v in retrieved["versions"]] == [1, 2]
     folder = _unzip(bundle, tmp_path / "u")
     results = _run_readme(folder, keys["ca.crt.pem"])
@@ -1164,12 +1155,12 @@ def test_a_bundle_by_room_names_a_version_the_archive_no_longer_holds(make_confi
     said = capsys.readouterr().out
     assert f"{room}: 2 versions, in the bundle: v2; not in it: v1 deleted by run RUN-1 under rule default" in said, said
     assert not any(n.startswith(f"rooms/{room}-v1/") for n in zipfile.ZipFile(bundle).namelist())
-    custody = _zipped_json(bundle, "chain-of-custody.json")
+    custody = zipped_json(bundle, "chain-of-custody.json")
     assert [(v["version"], v["status"], v["included"]) for v in custody["chats"][0]["versions"]] == [
         (1, "deleted", False), (2, "archived", True)]
     (left,) = custody["versions_not_included"]
     assert (left["room"], left["version"], left["why"]) == (room, 1, "deleted by run RUN-1 under rule default")
-    assert f"{room} v1 deleted by run RUN-1 under rule default" in _zipped_text(bundle, "README.txt")
+    assert f"{room} v1 deleted by run RUN-1 under rule default" in zipped_text(bundle, "README.txt")
 
 
 def test_a_bundle_by_dates_names_a_later_version_the_window_left_out(make_config, keys, tmp_path, capsys) -> None:
@@ -1198,12 +1189,12 @@ def test_a_bundle_by_dates_names_a_later_version_the_window_left_out(make_config
     names = zipfile.ZipFile(bundle).namelist()
     assert any(n.startswith("rooms/ROOM_LATE-v1/") for n in names)
     assert not any(n.startswith("rooms/ROOM_LATE-v2/") for n in names)
-    assert named in _zipped_text(bundle, "README.txt")
-    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert named in zipped_text(bundle, "README.txt")
+    custody = zipped_json(bundle, "chain-of-custody.json")
     assert [(v["room"], v["version"], v["status"], v["kind"], v["why"]) for v in custody["versions_not_included"]] == [
         ("ROOM_LATE", 2, "archived", "ended", "not matched by the filters")]
     assert [(v["version"], v["included"]) for v in custody["chats"][0]["versions"]] == [(1, True), (2, False)]
-    assert [v["version"] for v in _zipped_json(bundle, "rooms/ROOM_LATE-v1/verification.json")["versions"]] == [1, 2]
+    assert [v["version"] for v in zipped_json(bundle, "rooms/ROOM_LATE-v1/verification.json")["versions"]] == [1, 2]
 
 
 def test_a_bundle_counts_chats_and_versions_apart(make_config, keys, tmp_path, capsys) -> None:
@@ -1220,8 +1211,8 @@ def test_a_bundle_counts_chats_and_versions_apart(make_config, keys, tmp_path, c
                       str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
     said = capsys.readouterr().out
     assert f"bundle written: {bundle}  (2 chat(s) in 3 version(s)," in said, said
-    assert "This bundle holds 2 archived chat(s) in 3 version(s)" in _zipped_text(bundle, "README.txt")
-    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert "This bundle holds 2 archived chat(s) in 3 version(s)" in zipped_text(bundle, "README.txt")
+    custody = zipped_json(bundle, "chain-of-custody.json")
     assert (custody["room_count"], custody["version_count"], len(custody["rooms"])) == (2, 3, 3)
     assert "2 chat(s) in 3 version(s)" in audit(config)[-1]["detail"]
 
@@ -1238,8 +1229,8 @@ def test_the_custody_report_and_each_verification_name_the_archiver_version(make
     assert _court_cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "ROOM_A", "--key",
                       str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
     installed = version("ctlive-archiver")  # the distribution's name (archiver/artifacts.py), not "archiver"
-    assert _zipped_json(bundle, "chain-of-custody.json")["tools"]["archiver"] == installed
-    assert _zipped_json(bundle, "rooms/ROOM_A-v1/verification.json")["tools"]["archiver"] == installed
+    assert zipped_json(bundle, "chain-of-custody.json")["tools"]["archiver"] == installed
+    assert zipped_json(bundle, "rooms/ROOM_A-v1/verification.json")["tools"]["archiver"] == installed
 
 
 def test_a_bundle_says_which_versions_are_interim_and_its_sha256sum_command_runs(make_config, keys, tmp_path,
@@ -1259,8 +1250,8 @@ def test_a_bundle_says_which_versions_are_interim_and_its_sha256sum_command_runs
                       str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
     said = capsys.readouterr().out
     counted = "1 of them interim: not ended when archived"
-    assert counted in said and counted in _zipped_text(bundle, "README.txt"), said
-    custody = _zipped_json(bundle, "chain-of-custody.json")
+    assert counted in said and counted in zipped_text(bundle, "README.txt"), said
+    custody = zipped_json(bundle, "chain-of-custody.json")
     assert [(r["room"], r["kind"]) for r in custody["rooms"]] == [("ROOM_OPEN", "interim"), ("ROOM_DONE", "ended")]
 
     room = _unzip(bundle, tmp_path / "u") / "rooms/ROOM_OPEN-v1"
@@ -1302,8 +1293,8 @@ def test_a_bundle_names_the_first_chats_and_versions_and_counts_the_rest(make_co
     said = capsys.readouterr().out
     assert "ROOM_L1: 2 versions, in the bundle: v1; not in it: v2" in said and "ROOM_L2: 2 versions" not in said
     assert '  and 1 more chat(s): chain-of-custody.json, "chats"' in said, said
-    readme = _zipped_text(bundle, "README.txt")
+    readme = zipped_text(bundle, "README.txt")
     assert "ROOM_L1 v2 archived (ended)" in readme and "ROOM_L2 v2" not in readme
     assert '  and 1 more: chain-of-custody.json, "versions_not_included"' in readme, readme
-    custody = _zipped_json(bundle, "chain-of-custody.json")
+    custody = zipped_json(bundle, "chain-of-custody.json")
     assert [(v["room"], v["version"]) for v in custody["versions_not_included"]] == [("ROOM_L1", 2), ("ROOM_L2", 2)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from archiver.config import ConfigError
 from archiver.mongo import connect
 from archiver.pipeline import Archiver
 from conftest import write_toml
-from retrieval_helpers import CLI_KEYS, search_key
+from retrieval_helpers import CLI_KEYS, search_key, zipped_json, zipped_text
 from test_pipeline import index_db, recent_ms, seed
 
 CUSTOMER = "393331234567"
@@ -63,16 +62,6 @@ def cli(config, tmp_path: Path, *argv: str) -> int:
     return main(["--config", str(toml), *argv])
 
 
-def bundle_json(path: Path, name: str) -> dict:
-    with zipfile.ZipFile(path) as zf:
-        return json.loads(zf.read(name))
-
-
-def bundle_text(path: Path, name: str) -> str:
-    with zipfile.ZipFile(path) as zf:
-        return zf.read(name).decode("utf-8")
-
-
 def quarantined_big(config) -> None:
     """ROOM_A archived; ROOM_BIG (a 1,000,001-character message) quarantined; both the customer's."""
     seed(config, [court_chat("ROOM_A", [("c", "I want a refund"), ("a", "ok")], minutes_ago=50),
@@ -94,7 +83,7 @@ def test_bundle_by_customer_is_silent_about_quarantined_chat(make_config, keys, 
     code = cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "--key", str(keys["legal.key.pem"]),
                "--reason", "case 1", "--customer", CUSTOMER, "--no-progress")
     made = capsys.readouterr()
-    custody = bundle_json(bundle, "chain-of-custody.json") if bundle.exists() else {}
+    custody = zipped_json(bundle, "chain-of-custody.json") if bundle.exists() else {}
     told = ("ROOM_BIG" in out.out + out.err) and ("ROOM_BIG" in made.out + made.err + json.dumps(custody))
     # A court relies on a bundle "by customer" being every chat of that customer, or saying which are missing.
     assert told, (f"search said {out.out!r} / {out.err!r}; bundle exit {code}, left_out "
@@ -120,7 +109,7 @@ def test_bundle_by_text_names_what_text_cannot_see(make_config, keys, tmp_path, 
     assert cli(with_key, tmp_path, "retrieve", "--bundle", str(bundle), "--text", "fraud",
                "--key", str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
     made = capsys.readouterr()
-    custody = json.dumps(bundle_json(bundle, "chain-of-custody.json"))
+    custody = json.dumps(zipped_json(bundle, "chain-of-custody.json"))
     assert "word hash" in made.out + made.err + custody or "ROOM_NOKEY" in made.out + made.err + custody, (
         "the bundle by --text is silent about archived entries that --text cannot match", made.out, made.err)
 
@@ -149,19 +138,19 @@ def test_bundle_names_what_it_does_not_hold_in_custody_readme_and_stdout(make_co
     assert cli(config, tmp_path, "retrieve", "--bundle", str(bundle), "--key", str(keys["legal.key.pem"]),
                "--reason", "case 1", "--customer", CUSTOMER, "--no-progress") == 0
     out = capsys.readouterr().out
-    custody = bundle_json(bundle, "chain-of-custody.json")
+    custody = zipped_json(bundle, "chain-of-custody.json")
     missing = custody["not_archived"]
     assert missing["count"] == 1 and [(j["room"], j["state"]) for j in missing["jobs"]] == [("ROOM_BIG", "quarantined")]
     assert "1,000,001 characters" in missing["jobs"][0]["reason"] and missing["jobs"][0]["since"]
     assert custody["completeness"].startswith("complete of the archive index")
-    assert "WHAT THIS BUNDLE DOES NOT HOLD" in bundle_text(bundle, "README.txt")
-    assert "ROOM_BIG: quarantined" in bundle_text(bundle, "README.txt")
+    assert "WHAT THIS BUNDLE DOES NOT HOLD" in zipped_text(bundle, "README.txt")
+    assert "ROOM_BIG: quarantined" in zipped_text(bundle, "README.txt")
     assert "WARNING: WHAT THIS BUNDLE DOES NOT HOLD" in out and "ROOM_BIG: quarantined" in out
     # by rooms: nothing to say of a window (a quarantined room named is refused: test below)
     by_room = tmp_path / "room.zip"
     assert cli(config, tmp_path, "retrieve", "--bundle", str(by_room), "ROOM_A", "--key", str(keys["legal.key.pem"]),
                "--reason", "case 1", "--no-progress") == 0
-    assert "not_archived" not in bundle_json(by_room, "chain-of-custody.json")
+    assert "not_archived" not in zipped_json(by_room, "chain-of-custody.json")
 
 
 def test_not_archived_chats_are_those_of_the_window_and_the_person(make_config, tmp_path, capsys) -> None:
@@ -266,8 +255,8 @@ def test_bundle_by_text_counts_the_entries_without_word_hashes(make_config, keys
                "--key", str(keys["legal.key.pem"]), "--reason", "case", "--no-progress") == 0
     out = capsys.readouterr().out
     note = "1 archived entry has no word hashes (archived while search.key_file was not set)"
-    assert note in out and note in bundle_text(bundle, "README.txt")
-    assert bundle_json(bundle, "chain-of-custody.json")["text_unsearchable"]["entries"] == 1
+    assert note in out and note in zipped_text(bundle, "README.txt")
+    assert zipped_json(bundle, "chain-of-custody.json")["text_unsearchable"]["entries"] == 1
 
 
 def test_an_archive_pass_without_the_search_key_the_index_uses_is_refused(make_config, tmp_path, capsys) -> None:

@@ -179,16 +179,21 @@ def test_a_forged_run_with_a_plan_signed_by_another_key_is_refused(make_config, 
         [str(p) for p in report.problems]
 
 
+def _interrupted_run(config, monkeypatch) -> tuple[dict, dict, dict]:
+    """Two chats archived, the older one due: a genuine run killed before it executed. Both entries and the run."""
+    archive(config, 2)
+    old, young = sorted(index(config).find(), key=lambda e: e["room"])
+    age(config, 400, room=old["room"])
+    _crash(config, monkeypatch, Deletions, "_execute")
+    return old, young, _runs(config).find_one({"kind": "retention", "state": "executing"})
+
+
 def test_a_step_of_an_interrupted_run_edited_to_another_archive_is_refused(make_config, monkeypatch, tmp_path,
                                                                            capsys) -> None:
     """A genuine run killed before it executed; the insider points its pending deletion of one archive at
     another, which no rule makes due: the resumed run refuses the changed plan, deleting nothing."""
     config = retention_config(make_config)
-    archive(config, 2)
-    old, young = sorted(index(config).find(), key=lambda e: e["room"])
-    age(config, 400, room=old["room"])
-    _crash(config, monkeypatch, Deletions, "_execute")
-    run = _runs(config).find_one({"kind": "retention", "state": "executing"})
+    old, young, run = _interrupted_run(config, monkeypatch)
     assert run["plan"]["steps"] == _steps(config).count_documents({"run": run["_id"]})
     edited = _steps(config).update_one({"run": run["_id"], "action": "delete_archive", "room": old["room"]}, {
         "$set": {"room": young["room"], "entry_id": young["_id"]}})
@@ -306,11 +311,7 @@ def test_a_step_added_outside_an_interrupted_runs_plan_is_not_executed(make_conf
     """The plan is the run's steps by `_id` (what is hashed, signed and reported): a step naming the run under
     another `_id` passed the plan's check and was executed by the resumed run."""
     config = retention_config(make_config)
-    archive(config, 2)
-    old, young = sorted(index(config).find(), key=lambda e: e["room"])
-    age(config, 400, room=old["room"])
-    _crash(config, monkeypatch, Deletions, "_execute")
-    run = _runs(config).find_one({"kind": "retention", "state": "executing"})
+    old, young, run = _interrupted_run(config, monkeypatch)
     _step_outside_the_plan(config, run["_id"], young, state="pending", outcome="")
     source(config).delete_one({"room": young["room"]})  # else its archive is kept for its source anyway
     result = retention(config)

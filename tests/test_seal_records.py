@@ -194,10 +194,9 @@ def test_a_seal_signed_before_abandoned_was_signed_still_names_a_foreign_folder(
                             "record") for p in problems), problems
 
 
-def test_a_takeover_keeps_what_the_sealer_it_took_over_signed(sealed, monkeypatch) -> None:
-    """Seal 2 (a late entry) removed from the index and replaced by a reservation given up, naming seal 2's
-    folder as its own; the late entry removed: the next seal run refuses to seal the day without it (the
-    signed document under that folder holds it), and verify names the reservation meanwhile."""
+def _seal_two_replaced_by_a_given_up_reservation(sealed) -> tuple[dict, str]:
+    """Seal 2 (a late entry) removed from the index and replaced by a reservation given up naming seal 2's folder
+    as its own; the late entry removed with its objects. The late entry and the folder."""
     day = DAY.isoformat()
     newcomer = _late_entry(sealed)
     (second,) = seals.seal_days(sealed, [day], ACTOR)
@@ -205,6 +204,15 @@ def test_a_takeover_keeps_what_the_sealer_it_took_over_signed(sealed, monkeypatc
     _seals(sealed).delete_one({"day": day, "seq": 2})
     _seals(sealed).insert_one({"day": day, "seq": 2, "pending": {"owner": "x", "at": 0, "folder": folder}})
     _remove_entry_and_objects(sealed, newcomer)
+    return newcomer, folder
+
+
+def test_a_takeover_keeps_what_the_sealer_it_took_over_signed(sealed, monkeypatch) -> None:
+    """Seal 2 (a late entry) removed from the index and replaced by a reservation given up, naming seal 2's
+    folder as its own; the late entry removed: the next seal run refuses to seal the day without it (the
+    signed document under that folder holds it), and verify names the reservation meanwhile."""
+    day = DAY.isoformat()
+    newcomer, folder = _seal_two_replaced_by_a_given_up_reservation(sealed)
     assert any(p.startswith(f"seal {day}#2: left pending") for p in _problems(sealed))
     (outcome,) = seals.seal_days(sealed, [day], ACTOR)
     assert outcome.action == "refused", str(outcome)
@@ -215,12 +223,7 @@ def test_a_takeover_keeps_what_the_sealer_it_took_over_signed(sealed, monkeypatc
 def test_verify_names_a_seal_that_dropped_what_the_sealer_it_took_over_signed(sealed, monkeypatch) -> None:
     """The same take-over made by a sealer that did not check the folder (one from before): verify names it."""
     day = DAY.isoformat()
-    newcomer = _late_entry(sealed)
-    (second,) = seals.seal_days(sealed, [day], ACTOR)
-    folder = second.seal["objects"]["document"]["key"][:-len(".json")]
-    _seals(sealed).delete_one({"day": day, "seq": 2})
-    _seals(sealed).insert_one({"day": day, "seq": 2, "pending": {"owner": "x", "at": 0, "folder": folder}})
-    _remove_entry_and_objects(sealed, newcomer)
+    newcomer, folder = _seal_two_replaced_by_a_given_up_reservation(sealed)
     with monkeypatch.context() as unchecked:
         unchecked.setattr(seals, "folder_problems", lambda *args: [])
         (outcome,) = seals.seal_days(sealed, [day], ACTOR)

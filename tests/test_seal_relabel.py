@@ -15,18 +15,13 @@ from archiver import seals
 from archiver.integrity import verify_archive
 from archiver.mongo import connect
 from retrieval_helpers import archive_samples, index, remove_stored
-from test_seals import DAY, backdate, built_on, seal_cli, seal_records
+from test_seals import DAY, backdate, built_on, seal_cli, seal_four, seal_records
 
 
 @pytest.fixture
 def sealed(make_config, tsa, tmp_path):
-    """Four chats archived on DAY and DAY sealed with a timestamp (as test_seals.py's fixture)."""
-    config = make_config(signing__timestamp_url=tsa.url)
-    with built_on():
-        archive_samples(config, count=4)
-    backdate(config)
-    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
-    return config
+    """Four chats archived on DAY and DAY sealed with a timestamp."""
+    return seal_four(make_config, tsa, tmp_path)
 
 
 @pytest.mark.parametrize("edit", [

@@ -16,7 +16,7 @@ from archiver.mongo import connect
 from certfactory import make
 from conftest import write_toml
 from retrieval_helpers import archive_samples, index, overwrite_stored, remove_stored, stored_path
-from test_seals import DAY, SEAL_KEYS, backdate, built_on, seal_cli, seal_records
+from test_seals import DAY, SEAL_KEYS, backdate, built_on, seal_cli, seal_four, seal_records
 
 SIGNING_USAGES = ("digital_signature", "content_commitment")
 UNPINNED = "which is not one of this configuration's signing certificates (signing.certificate, " \
@@ -33,13 +33,8 @@ def cli(config, tmp_path, *argv: str) -> int:
 
 @pytest.fixture
 def sealed(make_config, tsa, tmp_path):
-    """Four chats archived on DAY and DAY sealed with a timestamp (as test_seals.py's `sealed`)."""
-    config = make_config(signing__timestamp_url=tsa.url)
-    with built_on():
-        archive_samples(config, count=4)
-    backdate(config)
-    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
-    return config
+    """Four chats archived on DAY and DAY sealed with a timestamp."""
+    return seal_four(make_config, tsa, tmp_path)
 
 
 def _seals_coll(config):
