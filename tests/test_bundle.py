@@ -1298,3 +1298,47 @@ def test_a_bundle_names_the_first_chats_and_versions_and_counts_the_rest(make_co
     assert '  and 1 more: chain-of-custody.json, "versions_not_included"' in readme, readme
     custody = zipped_json(bundle, "chain-of-custody.json")
     assert [(v["room"], v["version"]) for v in custody["versions_not_included"]] == [("ROOM_L1", 2), ("ROOM_L2", 2)]
+
+
+@pytest.mark.parametrize("audit_too", [False, True])
+def test_mongodb_lost_half_way_through_a_bundle_says_so_and_that_it_may_be_retried(archived, keys, tmp_path, capsys,
+                                                                                  monkeypatch, audit_too) -> None:
+    """Review "court" C7: MongoDB gone while the second room was read: the message was the audit log's, with the
+    driver's topology dump, not naming the setting nor saying the command may be retried or that nothing was
+    released; AUDIT_TOO: the audit log (in MongoDB too) cannot record the failure either."""
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    import archiver.audit as audit_module
+    import archiver.bundle as bundle_module
+
+    config, entries = archived
+    dump = ("127.0.0.1:27017: [Errno 111] Connection refused (configured timeouts: socketTimeoutMS: 20000.0ms), "
+            "Timeout: 10.0s, Topology Description: <TopologyDescription ...>")
+    real_find, calls = bundle_module.find_entry, []
+
+    def find_entry(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= 2:
+            raise ServerSelectionTimeoutError(dump)
+        return real_find(*args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "find_entry", find_entry)
+    if audit_too:
+        real_record = audit_module.AuditLog.record
+
+        def record(self, *args, **kwargs):
+            if len(calls) >= 2:
+                raise audit_module.AuditError(f"the audit log could not be written (ServerSelectionTimeoutError: {dump})")
+            return real_record(self, *args, **kwargs)
+        monkeypatch.setattr(audit_module.AuditLog, "record", record)
+    out = tmp_path / "case.zip"
+    capsys.readouterr()
+    assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason", "case",
+                   *[e["room"] for e in entries[:3]]) == 1
+    err = capsys.readouterr().err
+    assert "MongoDB could not be reached (index.uri, else mongodb.uri: 127.0.0.1:27017: [Errno 111] Connection " \
+           "refused" in err and "nothing was released" in err and "may be retried" in err, err
+    assert "Topology Description" not in err and not out.exists(), err
+    assert ("the audit log could not record this either" in err) == audit_too, err
+    if not audit_too:
+        assert audit(config)[-1]["outcome"] == "unreachable"

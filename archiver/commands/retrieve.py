@@ -162,8 +162,12 @@ _FILTERS = ("ended_from", "ended_to", "agent", "customer", "ctlive_type", "chann
 
 def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
     """The exit code of a failed retrieval or bundle, audited; an unforeseen error is audited and raised."""
+    from pymongo.errors import ConnectionFailure
+
+    from archiver.audit import AuditError
     from archiver.bundle import NothingSelected
     from archiver.certificates import NotValidNow
+    from archiver.mongo import unreachable_reason
     from archiver.envelope import EnvelopeError
     from archiver.retrieval import NotFound, VerificationFailed
     from archiver.signing import SigningError
@@ -171,6 +175,14 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
 
     if isinstance(exc, StoreUnreachable):  # an outage, not a verdict on the chat: retry when the store is back
         return audited("unreachable", f"{exc}; {RETRY}", UNREACHABLE)
+    if isinstance(exc, ConnectionFailure):  # MongoDB lost half-way: the audit log, there too, may not take it
+        lost = (f"MongoDB could not be reached (index.uri, else mongodb.uri: {unreachable_reason(exc)}); nothing "
+                f"was released; {RETRY}")
+        try:
+            return audited("unreachable", lost, UNREACHABLE)
+        except AuditError:
+            print(f"archiver: error: {lost} (the audit log could not record this either)", file=sys.stderr)
+            return UNREACHABLE
     for kinds, code in (((NotFound, NothingSelected), ITEMS_FAILED),
                         ((EnvelopeError, FileExistsError, UsageError, SigningError, NotValidNow), USAGE),
                         ((VerificationFailed,), VERIFY_FAILED)):
