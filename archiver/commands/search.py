@@ -47,7 +47,8 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status", metavar="S", choices=STATUSES,
                    help="index status: archived, uploading, superseded (an interrupted attempt taken over) or deleted "
                         "(a tombstone)")
-    p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the chat (needs search.key_file)")
+    p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the text of the chat's "
+                   "messages (not in URLs, file names or the contact's fields; needs search.key_file)")
 
 
 def add_actor(p: argparse.ArgumentParser) -> None:
