@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _option(p, "--type", place, dest="ctlive_type", metavar="T", help="place: ctlive_type")
     _option(p, "--channel", place, metavar="C", help="place: channel")
     _option(p, "--service", place, metavar="S", help="place: service name")
-    _option(p, "--text", place, metavar="WORDS", help="place: chats with these words in their messages' text (needs search.key_file)")
+    _option(p, "--text", place, metavar="WORDS",
+            help="place: chats with these words in their messages' text (needs search.key_file)")
     _option(p, "--all", listing, action="store_true", help="list: released holds too")
     _option(p, "--json", listing, action="store_true", help="list: as JSON")
     add_actor(p)
