@@ -279,6 +279,11 @@ def same_key(recorded: dict[str, Any] | None, key: bytes) -> None:
                           f"{recorded.get('fingerprint')}, this one {key_fingerprint(key)}): words would not be found")
 
 
+def _loose(text: str) -> str:
+    """TEXT as a person may type it: Unicode compatibility form, case folded."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 class Search:
     def __init__(self, entries: Collection, key: bytes | None, state: Collection | None = None) -> None:
         self.entries = entries
@@ -294,6 +299,25 @@ class Search:
             return ""  # every archived entry has them: nothing to warn of
         return (f"{count} archived entr{'y has' if count == 1 else 'ies have'} no word hashes (archived while "
                 "search.key_file was not set): --text cannot find them")
+
+    def exact_notes(self, filters: SearchFilters) -> list[str]:
+        """For a search that found nothing: values are compared exactly; for --service, --channel and --type, the
+        index's values equal to the one given but for case and Unicode form (few: one distinct() each)."""
+        notes = []
+        for field, option in (("service", "--service"), ("channel", "--channel"), ("ctlive_type", "--type")):
+            given = getattr(filters, field)
+            if given is not None:
+                near = sorted(v for v in self.entries.distinct(field) if isinstance(v, str) and v != given
+                              and _loose(v) == _loose(given))[:5]
+                if near:
+                    notes.append(f"{option} {given!r} matched nothing: values are compared exactly; the index has "
+                                 + ", ".join(repr(v) for v in near))
+        people = [option for field, option in (("customer", "--customer"), ("agent", "--agent"))
+                  if getattr(filters, field) is not None]
+        if people:
+            notes.append(f"nothing matched: {' and '.join(people)} {'is' if len(people) == 1 else 'are'} compared "
+                         "exactly with the user id the platform stores (case and Unicode form included; not a name)")
+        return notes
 
     def unsearchable(self) -> int:
         """How many archived entries have no word hashes (archived without search.key_file)."""

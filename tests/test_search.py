@@ -52,6 +52,26 @@ def test_each_filter_finds_exactly_the_matching_entries(archived) -> None:
     assert len(_rooms(config, ended_from=ended[1], ended_to=ended[2])) == 2
 
 
+def test_a_filter_that_finds_nothing_says_values_are_compared_exactly_and_names_near_ones(archived, tmp_path,
+                                                                                          capsys) -> None:
+    """Review "court" C9: `--service billing` found 0 entries (1 with `Billing`), `--customer` in another case or
+    Unicode form likewise, with no hint: read as "no chats". When nothing matches, stderr says that values are
+    compared exactly, and names the index's values of --service, --channel or --type equal but for case and
+    Unicode form; --json's stdout stays the entries alone."""
+    config, entries = archived
+    one = entries[1]
+    assert _cli(config, tmp_path, "search", "--service", "bILLING", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert "note: --service 'bILLING' matched nothing: values are compared exactly; the index has 'Billing'" \
+        in captured.err, captured.err
+    assert _cli(config, tmp_path, "search", "--customer", one["customers"][0].upper() + "X") == 0
+    err = capsys.readouterr().err
+    assert "note: nothing matched: --customer is compared exactly with the user id the platform stores" in err, err
+    assert _cli(config, tmp_path, "search", "--service", "Billing") == 0
+    assert "note:" not in capsys.readouterr().err  # something matched: nothing to say
+
+
 def test_text_search_matches_words_without_storing_them(archived) -> None:
     config, entries = archived
     english = sorted(e["room"] for e in entries if e["language"] == "en")

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {line}" if not line.startswith(" ") else line, file=sys.stderr)
     if filters.text is not None and searcher.text_note():
         print(f"note: {searcher.text_note()}", file=sys.stderr)
+    for note in [] if rooms else searcher.exact_notes(filters):  # "0 entries" must not read as "no such chats"
+        print(f"note: {note}", file=sys.stderr)
     return OK
 
 
