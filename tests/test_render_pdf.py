@@ -125,6 +125,26 @@ def test_the_header_names_who_opened_and_who_handled_the_chat_whether_or_not_the
     assert "Opened by — Handled by —" in text, text[:900]
 
 
+def test_a_message_header_says_whether_and_when_it_was_seen(tmp_path) -> None:
+    """Review "court" C21: `messageSeen` (a read receipt: whether, and when, the customer read a warning) was in
+    neither the PDF nor the record's view, only the raw source. The header says "seen <time>", "seen" (true, no
+    time), "not seen" (false), and nothing where the platform says nothing (null)."""
+    chat = _chat(["read at once", "read, no time", "never read", "no receipt", "odd receipt"])
+    seen_ms = chat["messages"][0]["data"]["ts"] + 15_000
+    for message, seen in zip(chat["messages"], [seen_ms, True, False, None, 1e20]):
+        message["data"]["messageSeen"] = seen
+    for template, words in [(DEFAULT_TEMPLATE, ("seen", "not seen", "time unknown")),
+                            (ITALIAN, ("letto", "non letto", "ora sconosciuta"))]:
+        text = _flat(_text(PdfRenderer(template).render(normalise(chat)).data, tmp_path))
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seen_ms / 1000))
+        shown = [part.replace("│ ", "") for part in re.split(r"(?=#\d · )", text)[1:]]  # each message, unbarred
+        assert len(shown) == 6, text
+        assert f"· {words[0]} {at} +00:00 read at once" in shown[0], shown[0]
+        assert f"· {words[0]} read, no time" in shown[1] and f"· {words[1]} never read" in shown[2], shown[1:3]
+        assert f"· {words[0]}" not in shown[3].split("no receipt")[0], shown[3]
+        assert f"· {words[0]} {words[2]} odd receipt" in shown[4], shown[4]
+
+
 def test_interim_and_abandoned_are_unmistakable(renderer, tmp_path) -> None:
     chat = _chat(["still talking"])
     assert "INTERIM: this chat had not ended" in _text(renderer.render(normalise(chat, status="interim")).data, tmp_path)

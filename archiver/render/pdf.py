@@ -50,7 +50,8 @@ from archiver.render import loaded_fonts, pdfsyntax
 from archiver.render.scripts import base_level, has_rtl, shape, visual
 from archiver.visible import INVISIBLE, pdf_title, visible
 from archiver.visible import hidden as _hidden, placeholder as _placeholder
-from archiver.transcript import WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript
+from archiver.transcript import (WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript,
+                                 to_datetime)
 from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -93,7 +94,7 @@ LABEL_DEFAULTS = {
     "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
     "delivery_error": "Delivery error",
     "archive": "Archive",
-    "opened_by": "Opened by", "handled_by": "Handled by",
+    "opened_by": "Opened by", "handled_by": "Handled by", "seen": "seen", "not_seen": "not seen",
     "archived_at": "Archived at", "copy_signed_at": "This copy signed at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
     "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
     "signer_fingerprint": "Signer certificate SHA-256",
@@ -863,7 +864,8 @@ class PdfRenderer:
         shown_type = m.type not in ("", "TEXT")
         kind = [*self._runs(" · ", "body", counter), *self._field(m.type, "body", counter)] if shown_type else []
         header = [*self._runs(f"#{m.position} · {self._time(m.sent_at)} · ", "body", counter),
-                  *self._sender(m, sender, counter), *self._runs(f" ({role})", "body", counter), *kind]
+                  *self._sender(m, sender, counter), *self._runs(f" ({role})", "body", counter), *kind,
+                  *self._seen(m.seen, counter)]
         yield Line(st["body"].size * 0.5)
         lines = wrap(header, self.width, st["body"].leading, level=0)  # "#N · time · " leads, whatever the name
         yield next(lines)
@@ -873,6 +875,17 @@ class PdfRenderer:
                                      *self._ident(m.sender_id, "body", counter)]])
         yield from self._quoted(self._blocks(m, counter))  # the message's own words, behind the bar
         yield from self._noted(self._notes(m, counter))  # what we say of it, outside the bar: no text passes for it
+
+    def _seen(self, seen: Any, counter: "_Counter") -> list[Run]:
+        """The read receipt (`messageSeen`): " · seen <time>", " · seen" (true), " · not seen" (false); nothing
+        where the platform says nothing (null)."""
+        if seen is None:
+            return []
+        labels = self.template.labels
+        if isinstance(seen, bool):
+            return self._runs(f" · {labels['seen'] if seen else labels['not_seen']}", "body", counter)
+        when = to_datetime(seen)
+        return self._runs(f" · {labels['seen']} {self._time(when) if when else labels['time_unknown']}", "body", counter)
 
     def _sender_style(self, role: str) -> Style:
         """The style of a sender's name, by role: made once per role."""
