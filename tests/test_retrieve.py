@@ -609,3 +609,21 @@ def test_verification_json_times_are_iso_whatever_the_server_returned(archived, 
     report = json.loads(next((tmp_path / "o").glob("*/verification.json")).read_text())
     iso = at.isoformat() + "+00:00"
     assert report["entry"]["archived_at"] == iso and report["versions"][0]["archived_at"] == iso, report
+
+
+@pytest.mark.parametrize("command", ["retrieve", "bundle", "export"])
+def test_plaintext_is_never_written_into_a_local_store(archived, keys, tmp_path, capsys, command) -> None:
+    """Review "court" C22: `retrieve --out` (and export --out, bundles) into a folder inside the file:// store wrote
+    decrypted transcripts among the encrypted objects (operators and backups read them), and the next verify
+    failed on them. Refused, exit 2, naming storage.url, before anything is fetched."""
+    config, entries = archived
+    store = Path(config["storage.url"][len("file://"):])
+    room, inside = entries[0]["room"], store / "case-42"
+    argv = {"retrieve": ["retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(inside), "--reason", "r"],
+            "bundle": ["retrieve", "--bundle", str(inside / "b.zip"), "--key", str(keys["legal.key.pem"]),
+                       "--reason", "r", room],
+            "export": ["export", room, "--out", str(inside)]}[command]
+    assert run_cli(config, tmp_path, *argv) == 2
+    err = capsys.readouterr().err
+    assert f"inside the archive store (storage.url {config['storage.url']})" in err, err
+    assert not inside.exists()

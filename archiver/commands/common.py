@@ -67,6 +67,20 @@ def out_folder(path: Path) -> Path:
 
 
 
+def outside_store(path: Path, config: Config, option: str) -> Path:
+    """PATH, which a command writes plaintext into, unless it lies in the local store (storage.url file://):
+    decrypted transcripts among the encrypted objects, read by operators and backups, which verify would
+    name as unexplained. A usage error, said before anything is done."""
+    url = config["storage.url"]
+    if url.startswith("file://"):
+        root = Path(url[len("file://"):]).resolve()
+        target = path.resolve()
+        if target == root or root in target.parents:
+            raise UsageError(f"{option} {path}: inside the archive store (storage.url {url}): plaintext would sit "
+                             "among its encrypted objects; choose a folder outside it (nothing done)")
+    return path
+
+
 def progress_line(count: Callable[[Any], int], describe: Callable[[Any], str], unit: str) -> Callable[[Any], None]:
     """A progress line on stderr, rewritten in place: DESCRIBE(report), then COUNT(report) per second."""
     started = time.monotonic()

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from archiver.commands.common import ITEMS_FAILED, OK, load_config, out_folder
+from archiver.commands.common import ITEMS_FAILED, OK, load_config, out_folder, outside_store
 from archiver.commands.search import add_actor
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from archiver.offline import export_room
 
     config = load_config(args)
-    out = out_folder(Path(args.out)) if args.out else None  # before archiving: a bad --out is a usage error
+    # before archiving: a bad --out is a usage error
+    out = out_folder(outside_store(Path(args.out), config, "--out")) if args.out else None
     outcome = export_room(config, args.room, out, args.force, _recorder(config, args) if out else None)
     for line in outcome.lines:
         print(line)

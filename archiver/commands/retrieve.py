@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from archiver.commands.common import (ITEMS_FAILED, OK, RETRY, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
-                                      load_config, progress_line)
+                                      load_config, outside_store, progress_line)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
 from archiver.visible import visible
 
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return unaudited(exc, "nothing was fetched or decrypted")
     try:
         request = Request(args.room, RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
-                          _out_folder(Path(args.out)), reason, actor, args.version, load_trust(args.ca, config),
+                          _out_folder(outside_store(Path(args.out), config, "--out")), reason, actor, args.version,
+                          load_trust(args.ca, config),
                           signer_pins(config))
         folder = retrieve(config, request, lambda target: audited("ok", f"verified; released to {target}", OK))
     except AuditError as exc:
@@ -236,7 +237,8 @@ def run_bundle(args: argparse.Namespace) -> int:
         lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
     try:
         request = Request("", RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
-                          Path(args.bundle).parent, reason, actor, None, load_trust(args.ca, config),
+                          outside_store(Path(args.bundle), config, "--bundle").parent, reason, actor, None,
+                          load_trust(args.ca, config),
                           signer_pins(config))
         signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
