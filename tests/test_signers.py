@@ -216,7 +216,8 @@ def test_a_pkcs12_signing_identity_pins_its_certificate(sealed, keys, tmp_path, 
     config = sealed.with_overrides(**p12, **{"signing.key_password": "s3cret"})
     assert verify_archive(config, None).ok
     with pytest.raises(ConfigError, match=f"^signing.pkcs12 {bundle}: cannot open"):
-        verify_archive(sealed.with_overrides(**p12, **{"signing.key_password": "wrong"}), None)
+        # (not a word later messages hold: every configured password is masked in all output from then on)
+        verify_archive(sealed.with_overrides(**p12, **{"signing.key_password": "Kq8-not-the-password"}), None)
 
 
 def test_retrieve_pins_the_signers_to_this_configurations_signing_certificates(make_config, keys, tmp_path,
