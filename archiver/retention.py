@@ -39,6 +39,7 @@ from archiver.logs import event
 from archiver.mongo import index_uri, reachable, server_ms
 from archiver.mongo import stored_time as _aware  # index times, and the stand-in's dates as text
 from archiver.policy import Policy, Rule, configured_policy
+from archiver.pins import configured_pins
 from archiver.redaction import Redactor
 from archiver.render.record import source_digest
 from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_report, iso, report_keys, steps_of,
@@ -142,12 +143,6 @@ class Deletions:
         return Signer(configured_identity(self.config), self.config["signing.timestamp_url"],
                       self.config["signing.timestamp_max_skew_seconds"])
 
-    def _trust_anchors(self) -> list[Any]:
-        """signing.trust_anchors, read when needed (a plan signed by a certificate renewed since)."""
-        from archiver.commands.retrieve import load_trust
-
-        return list(load_trust([], self.config))
-
     def _check_clock(self) -> None:
         """What is due is decided by this machine's date: it must agree with the database server's (within
         signing.timestamp_max_skew_seconds), or a fast clock would delete early. ConfigError if not."""
@@ -164,7 +159,7 @@ class Deletions:
         run = self.ledger.unfinished(kind)
         resumed = run is not None
         if run is not None:  # PlanNotSigned unless this service planned it, as its steps are now: nothing done
-            self.ledger.check_plan(run, signer.identity.fingerprint, self._trust_anchors)
+            self.ledger.check_plan(run, configured_pins(self.config))
         else:
             # (both keep the lease, batch by batch: on a large archive they may outlast it; RunBusy if it was lost)
             self.derive_contact_people(self.ledger.keep)  # before holds are matched: else held by any person's

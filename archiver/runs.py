@@ -217,21 +217,22 @@ class RunLedger:
             "signed_by": signer.identity.fingerprint}}})
         return count
 
-    def check_plan(self, run: dict[str, Any], fingerprint: str, anchors: Callable[[], list[Any]]) -> None:
-        """PlanNotSigned unless RUN's plan, as its steps are now, is signed by the certificate of SHA-256
-        FINGERPRINT (this service's own), or by another (an earlier one, renewed since) that chains to the
-        trust ANCHORS (signing.trust_anchors): checked before an unfinished run is resumed."""
+    def check_plan(self, run: dict[str, Any], pinned: Any) -> None:
+        """PlanNotSigned unless RUN's plan, as its steps are now, is signed by one of PINNED's (pins.Pinned) signing
+        certificates: this service's own, or one it signed with before a renewal or rotation, listed in
+        signing.former_certificates (never any certificate a trust anchor merely vouches for: a corporate CA
+        issues many). Checked before an unfinished run is resumed."""
         plan = run.get("plan") if isinstance(run.get("plan"), dict) else {}
         signed_by = plan.get("signed_by")
-        if signed_by in (None, fingerprint):
-            problem = plan_problem(run, self.steps, fingerprint)
-        elif (trust := anchors()):
-            problem = plan_problem(run, self.steps, signed_by, trust)
+        if isinstance(signed_by, str) and signed_by in pinned.signers:
+            problem = plan_problem(run, self.steps, signed_by, (), pinned)
+        elif signed_by is None:
+            problem = plan_problem(run, self.steps, None, (), pinned)  # names what is missing
         else:
             problem = (f"run {run.get('_id')} was not planned by this service: its plan is signed by the certificate "
-                       f"of SHA-256 {signed_by}, not by this service's ({fingerprint}), and no trust anchor is "
-                       "configured (signing.trust_anchors) that an earlier certificate of this service, renewed "
-                       "since, would chain to")
+                       f"of SHA-256 {signed_by}, not by one of this configuration's signing certificates "
+                       "(signing.certificate, or one this service signed with before a renewal, listed in "
+                       "signing.former_certificates)")
         if problem:
             command = "archiver erase" if run.get("kind") == "erasure" else "archiver retention run"
             raise PlanNotSigned(f"{problem}; nothing done, and no other {run.get('kind')} run starts before a person "

@@ -243,7 +243,7 @@ def test_a_deletion_run_whose_certificate_expires_is_left_unfinished_and_finishe
     """Its report is not signed after notAfter: the command says so (exit 1: it deleted, its report is missing),
     naming the certificate and its notAfter; the run stays `reporting`, and the next one, with a renewed
     certificate, signs and stores its report, once the run's plan (signed by the expired certificate) is
-    vouched for by a trust anchor it chains to (without one the run is refused: docs/retention.md)."""
+    vouched for by signing.former_certificates (without, or with a mere trust anchor, it is refused: docs/retention.md)."""
     from archiver.cli import main
     from archiver.retention import Deletions
     from retention_helpers import age, archive, customer_of, retention_config
@@ -272,10 +272,16 @@ def test_a_deletion_run_whose_certificate_expires_is_left_unfinished_and_finishe
     # renewed: its plan was signed by the expired certificate, which the renewed one cannot vouch for by itself
     assert main(["--config", str(renewed), *argv]) == 1
     err = capsys.readouterr().err
-    assert f"run {run['_id']} was not planned by this service" in err and "signing.trust_anchors" in err, err
+    assert f"run {run['_id']} was not planned by this service" in err and "signing.former_certificates" in err, err
     assert runs.find_one({"_id": run["_id"]})["state"] == "reporting"
-    # with the anchor the expired certificate chains to (itself here: it is self-signed), the run is finished
-    renewed.write_text(renewed.read_text().replace("[signing]\n", f"[signing]\ntrust_anchors = ['{made.cert_path}']\n"))
+    # a trust anchor the expired certificate chains to vouches for nothing here (a CA issues many certificates)
+    anchored = renewed.read_text().replace("[signing]\n", f"[signing]\ntrust_anchors = ['{made.cert_path}']\n")
+    renewed.write_text(anchored)
+    assert main(["--config", str(renewed), *argv]) == 1
+    assert f"run {run['_id']} was not planned by this service" in capsys.readouterr().err
+    # listed among this service's former signing certificates, the run is finished
+    renewed.write_text(renewed.read_text().replace("[signing]\n",
+                                                   f"[signing]\nformer_certificates = ['{made.cert_path}']\n"))
     assert main(["--config", str(renewed), *argv]) == 0  # the same run is finished, not another one made
     assert f"resumed run {run['_id']}" in capsys.readouterr().out
     assert runs.find_one({"_id": run["_id"]})["state"] == "done" and runs.count_documents({"kind": kind}) == 1
