@@ -27,6 +27,9 @@ from archiver.visible import visible
 NOT_DONE = ["quarantined", "failed", "pending", "claimed"]
 NAMED = 100  # jobs named in a report; beyond this, counted only (a backlog can be long)
 BATCH = 500
+# Source chats read to match a person filter, at most: a backlog (a first deployment, `run --full`) is not read
+# whole from the platform's database for one search; the jobs past it are counted as not checked.
+PEOPLE_READ = 2_000
 EXPORT_ADVICE = ("`archiver status` lists them with why; `archiver export ROOM` archives one (a quarantined one once "
                  "its source is fixed; one quarantined for a message over archive.max_message_chars, unaltered, with "
                  "that limit raised for that one export)")
@@ -40,10 +43,11 @@ class NotArchived:
     undated: int = 0  # jobs not done with no recorded end (abandoned chats, old jobs): not placed in a window
     people_unknown: bool = False  # the selection names people: matched on the source chat (see module doc)
     unapplied: tuple[str, ...] = ()  # the selection's filters jobs cannot be matched by
+    unchecked: int = 0  # jobs of the window past PEOPLE_READ, whose source chats were not read for the people
 
     def lines(self) -> list[str]:
         """What a search (stderr) or a bundle (stdout, README.txt) says of them: nothing if there are none."""
-        if not self.count and not self.undated:
+        if not self.count and not self.undated and not self.unchecked:
             return []
         out = []
         if self.count:
@@ -52,6 +56,9 @@ class NotArchived:
             out += [f"  {describe(job)}" for job in self.jobs]
             if self.count > len(self.jobs):
                 out.append(f"  ... and {self.count - len(self.jobs)} more (`archiver status`)")
+        if self.unchecked:
+            out.append(f"{self.unchecked} more chat(s) of the window not archived were not read for the people asked "
+                       f"for (only the first {PEOPLE_READ:,} are): whose they are is not known (`archiver status`)")
         if self.undated:
             out.append(f"{self.undated} other chat(s) not archived, of any person, have no recorded end, so whether they "
                        "fall in the window is not known (`archiver verify --completeness --from --to` reads the source)")
@@ -67,6 +74,7 @@ class NotArchived:
 
     def as_dict(self) -> dict[str, Any]:
         return {"count": self.count, "jobs": [_plain(job) for job in self.jobs], "undated": self.undated,
+                "not_read_for_people": self.unchecked,
                 "matched_by": self.matched_by(),
                 "not_matched_by": list(self.unapplied), "what_to_do": EXPORT_ADVICE}
 
@@ -92,7 +100,7 @@ def not_archived(config: Config, filters: SearchFilters) -> NotArchived:
         query["$or"] = [{"ended_at": window}, {"ended_at": {"$exists": False}}]
     found = jobs.find(query, {"state": 1, "reason": 1, "last_error": 1, "ended_at": 1, "finished_at": 1,
                               "discovered_at": 1, "available_at": 1}).sort("_id", 1)
-    for job in _people(config, filters, found):
+    for job in _people(config, filters, found, report):
         report.count += 1
         if len(report.jobs) < NAMED:
             report.jobs.append(job)
@@ -102,9 +110,9 @@ def not_archived(config: Config, filters: SearchFilters) -> NotArchived:
     return report
 
 
-def _people(config: Config, filters: SearchFilters, jobs: Any) -> Iterator[dict[str, Any]]:
+def _people(config: Config, filters: SearchFilters, jobs: Any, report: NotArchived) -> Iterator[dict[str, Any]]:
     """JOBS whose source chat names FILTERS' customer and agent, or cannot be read (all of them without those
-    filters)."""
+    filters); past PEOPLE_READ source chats, the rest are counted in REPORT as not checked."""
     if filters.customer is None and filters.agent is None:
         yield from jobs
         return
@@ -113,7 +121,12 @@ def _people(config: Config, filters: SearchFilters, jobs: Any) -> Iterator[dict[
 
     db = reachable(config["mongodb.uri"], "mongodb.uri")[config["source.database"]]
     source = ChatSource(db, config["source.chats"], config["source.contacts"], config["source.messages"])
+    read = 0
     for batch in batched(jobs, BATCH):
+        if read >= PEOPLE_READ:
+            report.unchecked += len(batch)
+            continue
+        read += len(batch)
         loaded = source.load_many([job["_id"] for job in batch])
         for job in batch:
             people = _source_people(*(loaded.get(job["_id"]) or (None, None)))
@@ -136,12 +149,19 @@ def _state(job: dict[str, Any]) -> str:
     ended = _when(job.get("ended_at"))
     what = {"quarantined": "quarantined (needs a person)", "failed": "failed (retried)",
             "pending": "pending (not archived yet)", "claimed": "being archived now"}.get(state, str(state))
-    why = redact(job.get("reason") or job.get("last_error") or "")
+    why = _reason(job)
     return (what + (f" since {since}" if since else "") + (f" (chat ended {ended})" if ended else "")
             + (f": {why}" if why and state in ("quarantined", "failed") else "")
             + (f"; retried from {_when(job.get('available_at'))}" if state == "failed" else "")
             + ("; an earlier version of it is archived, its content since is not" if job.get("archived_before") else "")
             + ("; its source chat cannot be read, so whose it is is not known" if job.get("people_unknown") else ""))
+
+
+def _reason(job: dict[str, Any]) -> str:
+    """JOB's reason (else its last error), redacted; "" if it has none, or one that is not text (the job queue is
+    in the index database, which a hand can edit)."""
+    why = job.get("reason") or job.get("last_error")
+    return redact(why) if isinstance(why, str) else ""
 
 
 def _since(job: dict[str, Any]) -> str | None:
@@ -154,7 +174,7 @@ def _since(job: dict[str, Any]) -> str | None:
 def _plain(job: dict[str, Any]) -> dict[str, Any]:
     """JOB for chain-of-custody.json."""
     return {"room": job["_id"], "state": job.get("state"), "since": _since(job), "ended_at": _when(job.get("ended_at")),
-            "reason": redact(job.get("reason") or job.get("last_error") or ""),
+            "reason": _reason(job),
             **{flag: True for flag in ("archived_before", "people_unknown") if job.get(flag)}}
 
 
@@ -197,7 +217,7 @@ def _what_to_do(room: str, job: dict[str, Any]) -> str:
     if state in ("pending", "failed"):
         return (f"the next archive pass {'retries' if state == 'failed' else 'archives'} it; "
                 f"`archiver export {room}` archives it now")
-    if "archive.max_message_chars" in (job.get("reason") or ""):  # the chat as it is, without editing evidence
+    if "archive.max_message_chars" in _reason(job):  # the chat as it is, without editing evidence
         return (f"`archiver export {room}` with that limit raised for that one export (ARCHIVER_ARCHIVE__MAX_MESSAGE_CHARS"
                 "=<more>) archives it unaltered: the signed record keeps the message whole, the PDF shows what its page "
                 "limit allows and says so; or fix the source chat first")

@@ -275,3 +275,34 @@ def test_an_archive_pass_without_the_search_key_the_index_uses_is_refused(make_c
         assert main(["--config", str(toml), *argv]) == 2
         assert "search.key_file: not set" in capsys.readouterr().err
     assert index_db(without_key)[without_key["index.entries"]].count_documents({"room": "ROOM_NOKEY"}) == 0
+
+
+def test_a_job_of_any_shape_is_named_and_a_person_search_reads_a_bounded_backlog(make_config, keys, tmp_path, capsys,
+                                                                                monkeypatch) -> None:
+    """Review of the change: a job whose reason is not text (the job queue is in the index database, which a hand
+    can edit) crashed search, retrieve, verify and bundles after their audit entry; and a search by person read
+    the source chat of every job not done (a whole backlog, after a first deployment or `run --full`)."""
+    import archiver.source as source_module
+    import archiver.unarchived as unarchived
+
+    config = make_config()
+    quarantined_big(config)
+    jobs = index_db(config)[config["index.jobs"]]
+    jobs.update_one({"_id": "ROOM_BIG"}, {"$set": {"reason": 5}})
+    capsys.readouterr()
+    assert cli(config, tmp_path, "search", "--customer", CUSTOMER) == 0
+    assert "ROOM_BIG: quarantined (needs a person) since " in capsys.readouterr().err
+    assert cli(config, tmp_path, "verify", "ROOM_BIG") == 3
+    assert "its archive job is quarantined" in capsys.readouterr().out
+    queue = WorkQueue(jobs)
+    queue.enqueue([(f"ROOM_P{i}", "ended") for i in range(5)], ended_ms={f"ROOM_P{i}": recent_ms(5) for i in range(5)})
+    monkeypatch.setattr(unarchived, "BATCH", 2)
+    monkeypatch.setattr(unarchived, "PEOPLE_READ", 2)
+    read: list[str] = []
+    real = source_module.ChatSource.load_many
+    monkeypatch.setattr(source_module.ChatSource, "load_many", lambda self, rooms: read.extend(rooms) or real(self, rooms))
+    assert cli(config, tmp_path, "search", "--customer", CUSTOMER) == 0
+    err = capsys.readouterr().err
+    assert len(read) == 2, read
+    assert "4 more chat(s) of the window not archived were not read for the people asked for (only the first 2 " \
+           "are)" in err, err
