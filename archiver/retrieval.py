@@ -181,7 +181,9 @@ def room_versions(config: Config, room: str) -> list[dict[str, Any]]:
               "attachments_retry_of")
     found = index_database(config)[config["index.entries"]].find(
         {"room": {"$eq": room}}, {**dict.fromkeys(fields, 1), "_id": 0}).sort("version", 1)
-    return [{k: _text(v, k) for k, v in doc.items()} for doc in found]
+    # An entry without a whole version number is a malformed one (verify names it): no version of the room.
+    return [{k: _text(v, k) for k, v in doc.items()} for doc in found
+            if isinstance(doc.get("version"), int) and not isinstance(doc.get("version"), bool)]
 
 
 def _files(opened: Opened, report: dict[str, Any]) -> dict[str, bytes]:

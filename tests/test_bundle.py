@@ -1342,3 +1342,24 @@ def test_mongodb_lost_half_way_through_a_bundle_says_so_and_that_it_may_be_retri
     assert ("the audit log could not record this either" in err) == audit_too, err
     if not audit_too:
         assert audit(config)[-1]["outcome"] == "unreachable"
+
+
+def test_an_index_entry_without_a_version_number_stops_no_bundle_nor_retrieval(archived, keys, tmp_path,
+                                                                                 capsys) -> None:
+    """Review of the change: a bundle by ROOM lists every version of the room, and one stray entry without a
+    version (a hand edit; verify names it as malformed) made it verify every room and then die (KeyError), as it
+    made `retrieve --out` die after writing its files. Such an entry is no version of the room."""
+    from retrieval_helpers import index
+
+    config, entries = archived
+    room = entries[0]["room"]
+    for odd in ({"room": room, "status": "uploading", "source_sha256": "a"},
+                {"room": room, "version": "2", "status": "uploading", "source_sha256": "b"}):
+        index(config).insert_one(dict(odd))
+    out = tmp_path / "case.zip"
+    assert _bundle(config, tmp_path, "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason", "case",
+                   room) == 0, capsys.readouterr()
+    custody = zipped_json(out, "chain-of-custody.json")
+    assert [v["version"] for chat in custody["chats"] for v in chat["versions"]] == [entries[0]["version"]], custody
+    assert _bundle(config, tmp_path, room, "--key", str(keys["legal.key.pem"]), "--out", str(tmp_path / "o"),
+                   "--reason", "case") == 0
