@@ -315,7 +315,9 @@ class Holds:
         self.entries.create_index([(RECORD, ASCENDING)], name=RECORD)  # (rooms_of, release)
 
     def active(self) -> list[dict[str, Any]]:
-        return list(self.holds.find({"active": True}).sort("placed_at", ASCENDING))
+        """The active holds; a case stored as other than text (by hand) as its repr: the hold still holds."""
+        return [hold if isinstance(hold.get("case"), str) else {**hold, "case": f"(not text: {hold.get('case')!r:.200})"}
+                for hold in self.holds.find({"active": True}).sort("placed_at", ASCENDING)]
 
     def listing(self, everything: bool = False) -> list[dict[str, Any]]:
         return list(self.holds.find({} if everything else {"active": True}).sort("placed_at", ASCENDING))

@@ -595,3 +595,24 @@ def test_the_record_of_a_room_held_through_its_source_is_written_once_honoured_a
     holds.release("Case O", "settled", actor)
     assert holds.held_rooms(["A", "B"]) == {} and [e.get(RECORD) for e in db["entries"].find().sort(
         [("room", 1), ("version", 1)])] == [[], ["other"], None]
+
+
+def test_a_case_released_while_another_hold_s_case_is_not_text(make_config, tmp_path, capsys) -> None:
+    """Review of the change: a hold whose case is a document (a hand edit) made `hold release` of any case die
+    (a set of unhashable values); such a case is named by no --case, and the others are released."""
+    config = retention_config(make_config)
+    chats = archive(config, 1)
+    toml = _toml(config, tmp_path)
+    assert main(["--config", toml, "hold", "place", "--customer", customer_of(chats[0]), "--case", "C1",
+                 "--reason", "litigation"]) == 0
+    holds = connect(config["mongodb.uri"])[config["index.database"]][config["index.holds"]]
+    odd = holds.find_one({"case": "C1"})
+    holds.insert_one({**{k: v for k, v in odd.items() if k != "_id"}, "case": {"x": 1}})
+    age(config, 40)  # due for deletion: the odd hold, still active, keeps it
+    assert main(["--config", toml, "hold", "release", "--case", "C1", "--reason", "settled"]) == 0
+    assert holds.count_documents({"case": "C1", "active": True}) == 0
+    assert main(["--config", toml, "retention", "run"]) == 0
+    assert source(config).count_documents({}) == 1
+    capsys.readouterr()
+    assert main(["--config", toml, "hold", "list"]) == 0
+    assert "1 hold(s)" in capsys.readouterr().out

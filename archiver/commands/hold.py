@@ -126,8 +126,8 @@ def _cases_named(case: str, active: list[str], config: Any) -> list[str]:
 
     redactor = None
     named = set()
-    for stored in set(active):
-        if stored != case:
+    for stored in dict.fromkeys(c for c in active if isinstance(c, str)):  # (a case stored as other than text,
+        if stored != case:                                                  # by hand, is named by no --case)
             redactor = redactor or Redactor.for_stated_text(config)
             try:
                 if redactor.screened(stored)[0] != case:
