@@ -602,3 +602,15 @@ def test_the_table_has_no_footnote_when_no_agent_is_also_a_customer(archived, tm
     assert _cli(config, tmp_path, "search") == 0
     out = capsys.readouterr().out
     assert "*" not in out and out.splitlines()[-1] == f"{len(entries)} entries"
+
+
+def test_the_table_shows_entries_whose_people_fields_were_edited_into_other_shapes(archived, tmp_path,
+                                                                                   capsys) -> None:
+    """Review of the change: the table's AGENTS column read `customers` to mark ids in both, and died (after the
+    audit entry said ok) on an entry whose `customers` was a number or held a document."""
+    config, entries = archived
+    index(config).update_one({"_id": entries[0]["_id"]}, {"$set": {"customers": 5}})
+    index(config).update_one({"_id": entries[1]["_id"]}, {"$set": {"customers": [{"x": 1}], "agents": [7, "A1"]}})
+    assert _cli(config, tmp_path, "search") == 0
+    out = capsys.readouterr().out
+    assert f"{len(entries)} entries" in out and entries[0]["room"] in out and entries[1]["room"] in out, out

@@ -165,12 +165,17 @@ def _row(e: dict[str, Any]) -> str:
     both = _both(e)
     return (f"{e['room']:<49} {e['version']:>3}  {e.get('status', '-'):<9} {e.get('kind', '-'):<9} {ended:<19}  "
             f"{e.get('ctlive_type', '-'):<6} {e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} "
-            f"{','.join(a + BOTH_MARK if a in both else a for a in e.get('agents', []))}")
+            f"{','.join(a + BOTH_MARK if a in both else a for a in _ids(e.get('agents')))}")
 
 
 def _both(e: dict[str, Any]) -> set[str]:
     """The ids in both AGENTS and CUSTOMERS: role not stated, or stated as both (docs/search.md)."""
-    return set(e.get("agents", [])) & set(e.get("customers", []))
+    return set(_ids(e.get("agents"))) & set(_ids(e.get("customers")))
+
+
+def _ids(value: Any) -> list[str]:
+    """The text ids of an entry's people field (a list of text, unless edited by hand)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
