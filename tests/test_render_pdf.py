@@ -128,21 +128,23 @@ def test_the_header_names_who_opened_and_who_handled_the_chat_whether_or_not_the
 def test_a_message_header_says_whether_and_when_it_was_seen(tmp_path) -> None:
     """Review "court" C21: `messageSeen` (a read receipt: whether, and when, the customer read a warning) was in
     neither the PDF nor the record's view, only the raw source. The header says "seen <time>", "seen" (true, no
-    time), "not seen" (false), and nothing where the platform says nothing (null)."""
-    chat = _chat(["read at once", "read, no time", "never read", "no receipt", "odd receipt"])
+    time), "not seen" (false), any other value quoted as given, and nothing where the platform says nothing (null)."""
+    chat = _chat(["read at once", "read, no time", "never read", "no receipt", "odd receipt", "zero", "text"])
     seen_ms = chat["messages"][0]["data"]["ts"] + 15_000
-    for message, seen in zip(chat["messages"], [seen_ms, True, False, None, 1e20]):
+    for message, seen in zip(chat["messages"], [seen_ms, True, False, None, 1e20, 0, "false"]):
         message["data"]["messageSeen"] = seen
-    for template, words in [(DEFAULT_TEMPLATE, ("seen", "not seen", "time unknown")),
-                            (ITALIAN, ("letto", "non letto", "ora sconosciuta"))]:
+    for template, words in [(DEFAULT_TEMPLATE, ("seen", "not seen", "read receipt")),
+                            (ITALIAN, ("letto", "non letto", "conferma di lettura"))]:
         text = _flat(_text(PdfRenderer(template).render(normalise(chat)).data, tmp_path))
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seen_ms / 1000))
         shown = [part.replace("│ ", "") for part in re.split(r"(?=#\d · )", text)[1:]]  # each message, unbarred
-        assert len(shown) == 6, text
+        assert len(shown) == 8, text
         assert f"· {words[0]} {at} +00:00 read at once" in shown[0], shown[0]
         assert f"· {words[0]} read, no time" in shown[1] and f"· {words[1]} never read" in shown[2], shown[1:3]
         assert f"· {words[0]}" not in shown[3].split("no receipt")[0], shown[3]
-        assert f"· {words[0]} {words[2]} odd receipt" in shown[4], shown[4]
+        # 1e20 ms reads as no time, 0 as 1970, "false" as text: each shown as the platform gave it
+        assert f'· {words[2]} "1e+20" odd receipt' in shown[4], shown[4]
+        assert f'· {words[2]} "0" zero' in shown[5] and f'· {words[2]} "false" text' in shown[6], shown[5:7]
 
 
 def test_interim_and_abandoned_are_unmistakable(renderer, tmp_path) -> None:

@@ -94,7 +94,7 @@ LABEL_DEFAULTS = {
     "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
     "delivery_error": "Delivery error",
     "archive": "Archive",
-    "opened_by": "Opened by", "handled_by": "Handled by", "seen": "seen", "not_seen": "not seen",
+    "opened_by": "Opened by", "handled_by": "Handled by", "seen": "seen", "not_seen": "not seen", "seen_other": "read receipt",
     "archived_at": "Archived at", "copy_signed_at": "This copy signed at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
     "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
     "signer_fingerprint": "Signer certificate SHA-256",
@@ -877,15 +877,19 @@ class PdfRenderer:
         yield from self._noted(self._notes(m, counter))  # what we say of it, outside the bar: no text passes for it
 
     def _seen(self, seen: Any, counter: "_Counter") -> list[Run]:
-        """The read receipt (`messageSeen`): " · seen <time>", " · seen" (true), " · not seen" (false); nothing
-        where the platform says nothing (null)."""
+        """The read receipt (`messageSeen`): " · seen <time>", " · seen" (true), " · not seen" (false), any other
+        value quoted as given (" · read receipt "0""); nothing where the platform says nothing (null)."""
         if seen is None:
             return []
         labels = self.template.labels
         if isinstance(seen, bool):
             return self._runs(f" · {labels['seen'] if seen else labels['not_seen']}", "body", counter)
-        when = to_datetime(seen)
-        return self._runs(f" · {labels['seen']} {self._time(when) if when else labels['time_unknown']}", "body", counter)
+        when = to_datetime(seen) if isinstance(seen, (int, float)) and seen > 0 else None
+        if when is not None:
+            return self._runs(f" · {labels['seen']} {self._time(when)}", "body", counter)
+        # 0, text, anything else: shown as the platform gave it, never read as a time it did not state
+        return [*self._runs(f" · {labels['seen_other']} ", "body", counter),
+                *self._field(str(seen), "body", counter, quoted=True)]
 
     def _sender_style(self, role: str) -> Style:
         """The style of a sender's name, by role: made once per role."""
