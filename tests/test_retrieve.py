@@ -16,8 +16,10 @@ from archiver.names import safe_name
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
 from archiver.store import open_store
-from conftest import require_tool
-from retrieval_helpers import archive_samples, audit, index, overwrite_stored, remove_stored, run_cli, stored_path
+from archiver.cli import main
+from conftest import require_tool, write_toml
+from retrieval_helpers import (CLI_KEYS, archive_samples, audit, index, overwrite_stored, remove_stored, run_cli,
+                               stored_path)
 from test_pipeline import recent_ms, seed
 
 CHAINS = "signer chains to a trust anchor (--ca or signing.trust_anchors)"  # the trust check's name in verification.json
@@ -611,7 +613,15 @@ def test_verification_json_times_are_iso_whatever_the_server_returned(archived, 
     assert report["entry"]["archived_at"] == iso and report["versions"][0]["archived_at"] == iso, report
 
 
-@pytest.mark.parametrize("command", ["retrieve", "bundle", "export"])
+def _seed_file(tmp_path: Path) -> Path:
+    from bson import json_util
+
+    path = tmp_path / "chat.json"
+    path.write_text(json_util.dumps(make_chat(random.Random(5), messages=2)[0]))
+    return path
+
+
+@pytest.mark.parametrize("command", ["retrieve", "bundle", "export", "render"])
 def test_plaintext_is_never_written_into_a_local_store(archived, keys, tmp_path, capsys, command) -> None:
     """Review "court" C22: `retrieve --out` (and export --out, bundles) into a folder inside the file:// store wrote
     decrypted transcripts among the encrypted objects (operators and backups read them), and the next verify
@@ -622,8 +632,10 @@ def test_plaintext_is_never_written_into_a_local_store(archived, keys, tmp_path,
     argv = {"retrieve": ["retrieve", room, "--key", str(keys["legal.key.pem"]), "--out", str(inside), "--reason", "r"],
             "bundle": ["retrieve", "--bundle", str(inside / "b.zip"), "--key", str(keys["legal.key.pem"]),
                        "--reason", "r", room],
-            "export": ["export", room, "--out", str(inside)]}[command]
-    assert run_cli(config, tmp_path, *argv) == 2
+            "export": ["export", room, "--out", str(inside)],
+            "render": ["render", str(_seed_file(tmp_path)), "--out", str(inside)]}[command]
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in (*CLI_KEYS, "signing.key")})  # render signs
+    assert main(["--config", str(toml), *argv]) == 2
     err = capsys.readouterr().err
     assert f"inside the archive store (storage.url {config['storage.url']})" in err, err
     assert not inside.exists()

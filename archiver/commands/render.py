@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config, out_folder
+from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config, out_folder, outside_store
 
 HELP = "render chat documents from a file to signed PDF and JSON, offline"
 EXAMPLE = "archiver --config archiver.toml render chats.jsonl --out ./out --contacts contacts.jsonl"
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         config.require("signing.certificate", "signing.key")
     source = _readable_file("INPUT", Path(args.input))
     contacts = _readable_file("--contacts", Path(args.contacts)) if args.contacts else None
-    out = out_folder(Path(args.out))
+    out = out_folder(outside_store(Path(args.out), config, "--out"))
     results = render_file(config, source, out, contacts, on_line=lambda line: print(line, flush=True))
     print(f"{results.rendered} rendered, {len(results.problems)} failed")
     for problem in results.problems:
