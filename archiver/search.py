@@ -290,11 +290,12 @@ class Search:
         self.key = key
         self.state = state
 
-    def text_note(self) -> str:
-        """What a --text search cannot see: archived entries without word hashes, counted ("" if none)."""
+    def text_note(self, count: int | None = None) -> str:
+        """What a --text search cannot see: archived entries without word hashes, counted ("" if none); COUNT:
+        `unsearchable()` when the caller has it already."""
         if self.state is None or self.state.find_one({"_id": SEARCH_KEY_STATE}) is None:
             return "no archived entry has word hashes yet (search.key_file was not set when they were archived)"
-        count = self.unsearchable()
+        count = self.unsearchable() if count is None else count
         if not count:
             return ""  # every archived entry has them: nothing to warn of
         return (f"{count} archived entr{'y has' if count == 1 else 'ies have'} no word hashes (archived while "

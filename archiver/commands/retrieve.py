@@ -292,7 +292,8 @@ def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict
 
     if filters is None:
         return {}
-    text = {"text_note": search.text_note(), "text_unsearchable": search.unsearchable()} if filters.text else {}
+    unsearchable = search.unsearchable() if filters.text else 0  # (a count over the index: asked once)
+    text = {"text_note": search.text_note(unsearchable), "text_unsearchable": unsearchable} if filters.text else {}
     return {"not_archived": unarchived_of(config, filters), **text}
 
 

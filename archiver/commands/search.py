@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         _print(bson.decode_file_iter(spool, SPOOLED), args.json)
     for line in missing.lines() if missing else []:  # on stderr: --json's stdout stays the entries alone
         print(f"WARNING: {line}" if not line.startswith(" ") else line, file=sys.stderr)
-    if filters.text is not None and searcher.text_note():
-        print(f"note: {searcher.text_note()}", file=sys.stderr)
+    note = searcher.text_note() if filters.text is not None else ""  # (a count over the index: asked once)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     for note in [] if rooms else searcher.exact_notes(filters):  # "0 entries" must not read as "no such chats"
         print(f"note: {note}", file=sys.stderr)
     return OK
