@@ -509,7 +509,8 @@ def check_unsealed(config: Config, now: dt.datetime | None = None, limit: int | 
     if seals.find_one({}, {"_id": 1}) is None:
         return []
     window = _job_window(config, now)[0]
-    sealed = set(seals.distinct("day", {"pending": {"$exists": False}}))
+    # Sealed as the seal book reads it: a completed record, whatever it carries (a malformed one is named by verify).
+    sealed = {record["day"] for record in seals.find({}) if completed(record) and isinstance(record.get("day"), str)}
     found: dict[str, set[tuple[Any, str]]] = {}
     stopped = False
     for n, (day, ident, name) in enumerate(_unsealed_events(entries, sealed, window)):

@@ -252,3 +252,20 @@ def test_an_archived_at_ahead_of_the_clock_is_named_as_an_iso_time(make_config) 
     assert f"{entry['room']} v1: failed: the entry's archived_at is not in the future (archived_at " \
            f"9999-12-31T23:59:00+00:00)" in named(future)
     assert f"{entry['room']} v1: failed: the entry's archived_at reads as a time (archived_at 'soon')" in named("soon")
+
+
+def test_a_sealed_day_whose_record_carries_a_forged_pending_is_not_named_unsealed(make_config, tmp_path) -> None:
+    """Review of the change: check_unsealed (status) read a record without `pending` as a seal, the seal book a
+    completed one whatever it carries: a `pending` added by hand to a complete seal made status name its day
+    unsealed (verify names the mark itself)."""
+    config = make_config()
+    old = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=20)
+    with built_on(old):
+        archive_samples(config, count=1)
+    backdate(config, day=old)
+    assert seal_cli(config, tmp_path, "seal", "--from", old.isoformat(), "--to", old.isoformat()) == 0
+    assert seals.check_unsealed(config) == []
+    db = connect(config["mongodb.uri"])[config["index.database"]]
+    db[config["index.seals"]].update_one({"day": old.isoformat()}, {"$set": {"pending": {"owner": "x", "at": 0,
+                                                                                          "folder": "f"}}})
+    assert seals.check_unsealed(config) == []
