@@ -50,8 +50,10 @@ from archiver.visible import visible
 MANIFEST, SUMS, SUMS_SIGNATURE, CUSTODY, README = (
     "manifest.json", "SHA256SUMS", "SHA256SUMS.p7s", "chain-of-custody.json", "README.txt")
 SIGNER_CERTS = "bundle-signer.pem"
+# The reader's own trust anchors, next to the unzipped folder (never inside it: a re-packed zip could ship one)
+CA, TSA_CA = "../CA.pem", "../TSA-CA.pem"
 SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root over one day's archive index) is
-   authentic and dated by the timestamp authority (TSA-CA.pem: its CA, obtained independently).
+   authentic and dated by the timestamp authority (../TSA-CA.pem: its CA, obtained independently).
    The first command checks each seal's signature at the time its timestamp (seal.json.p7s.tsr)
    states, the second that timestamp, at that same time (a seal without one: at its signing time):
 
@@ -62,8 +64,8 @@ SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root ove
    sibling hashes that lead to the seal's root (seal.json "root"); RFC 9162 section 2.1.3.2
    says how to recompute it, in a few lines of any language.
 
-""".replace("SEAL_CMS", cms_command("${d}seal.json.p7s", "${d}seal.json", "CA.pem", timestamp="${d}seal.json.p7s.tsr")
-            ).replace("SEAL_TSR", timestamp_command("${d}seal.json.p7s", "${d}seal.json.p7s.tsr", "TSA-CA.pem"))
+""".replace("SEAL_CMS", cms_command("${d}seal.json.p7s", "${d}seal.json", CA, timestamp="${d}seal.json.p7s.tsr")
+            ).replace("SEAL_TSR", timestamp_command("${d}seal.json.p7s", "${d}seal.json.p7s.tsr", TSA_CA))
 ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's signed record.json names at its position:
    its SHA-256 next to "object":"attachment-<position>" in record.json (checked in step 5; a file
    a retry copied from an earlier version has "kept_from_version" after it; each line must say
@@ -73,24 +75,25 @@ ATTACHMENT_STEP = r"""{number}. Every attachment file is the one the room's sign
 
 """
 UNLISTED_STEP = r"""3. The folder holds no file that SHA256SUMS does not list (a room folder or file added after the
-   bundle was made: each is named; the command fails if there is any). Only the files you add
-   (CA.pem, TSA-CA.pem), SHA256SUMS itself, SHA256SUMS.p7s and bundle-signer.pem are left out.
+   bundle was made: each is named; the command fails if there is any). Only SHA256SUMS itself,
+   SHA256SUMS.p7s and bundle-signer.pem are left out: a CA.pem found in the folder is named too
+   (your CA is ../CA.pem, outside it: one shipped inside a re-packed zip must not pass for yours).
    The names are read one a line, so a file or folder whose name holds a line break (it would
    read as two names) or any other control character fails first, named as bash quotes it:
 
-    $ bad=0; while IFS= read -rd '' n; do printf 'FAILED a name with a control character: %q\n' "${n#./}"; bad=1; done < <(LC_ALL=C find . -name '*[[:cntrl:]]*' -prune -print0); LC_ALL=C find . -name '*[[:cntrl:]]*' -prune -o ! -type d -print | cut -c3- | awk -v bad=$bad 'FILENAME == "SHA256SUMS" { listed[substr($0, 67)]; next } !($0 in listed) && !/^(SHA256SUMS|SHA256SUMS[.]p7s|bundle-signer[.]pem|CA[.]pem|TSA-CA[.]pem)$/ { print "FAILED not in SHA256SUMS: " $0; bad = 1 } END { if (!bad) print "OK every file is listed in SHA256SUMS"; exit bad }' SHA256SUMS -
+    $ bad=0; while IFS= read -rd '' n; do printf 'FAILED a name with a control character: %q\n' "${n#./}"; bad=1; done < <(LC_ALL=C find . -name '*[[:cntrl:]]*' -prune -print0); LC_ALL=C find . -name '*[[:cntrl:]]*' -prune -o ! -type d -print | cut -c3- | awk -v bad=$bad 'FILENAME == "SHA256SUMS" { listed[substr($0, 67)]; next } !($0 in listed) && !/^(SHA256SUMS|SHA256SUMS[.]p7s|bundle-signer[.]pem)$/ { print "FAILED not in SHA256SUMS: " $0; bad = 1 } END { if (!bad) print "OK every file is listed in SHA256SUMS"; exit bad }' SHA256SUMS -
 
 """
 PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole file and was made by a certificate
    that chained to your CA when it signed (each line must say OK, and at what time it checked;
    the command fails otherwise).
    pdfsig checks the signature against a temporary NSS certificate database (certutil, Debian
-   package libnss3-tools) that trusts CA.pem alone, and must report exactly one signature, "Total
+   package libnss3-tools) that trusts ../CA.pem alone, and must report exactly one signature, "Total
    document signed", "Signature is Valid" and "Certificate is Trusted" or, once the certificate
    or your CA has expired, "Certificate has Expired". pdfsig can only check at today's date, and
    says "Expired" for a self-made expired certificate too, so openssl then checks the same
    signature (pdfsig -dump), over the bytes pdfsig says it covers, at the time it was made: the
-   time its RFC 3161 timestamp states, once that timestamp is verified against TSA-CA.pem (the
+   time its RFC 3161 timestamp states, once that timestamp is verified against ../TSA-CA.pem (the
    timestamp authority's CA, obtained independently), or, for a transcript without one, the
    signing time the PDF states. "Certificate issuer is unknown" means a certificate your CA did
    not issue made it. When a certificate names an OCSP responder, pdfsig also asks it whether the
@@ -98,7 +101,7 @@ PDF_STEP = r"""4. Every transcript's PDF signature is valid, covers the whole fi
 
     $ COMMAND
 
-""".replace("COMMAND", pdf_command("rooms/*/transcript.pdf", "CA.pem", "TSA-CA.pem").replace("\n", "\n      "))
+""".replace("COMMAND", pdf_command("rooms/*/transcript.pdf", CA, TSA_CA).replace("\n", "\n      "))
 KEPT_NOTE = """Of these, {kept} a retention run began to delete and then kept (held, or no longer due
 under the policy of the day): each one's entry under "rooms" in chain-of-custody.json ("kept")
 and its verification.json ("note") name the run and why. Each was checked against the objects
@@ -518,7 +521,7 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: b
     manifest_step = (
         f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
 
-    $ {cms_command(SUMS_SIGNATURE, SUMS, "CA.pem")}
+    $ {cms_command(SUMS_SIGNATURE, SUMS, CA)}
 
    It must print OK; FAILED means {SUMS} is not the one signed (or not by a certificate of your CA).
 """ if signed else f"""1. The manifest is not signed (no signing identity was configured where this bundle was made).
@@ -548,15 +551,16 @@ At the top: {CUSTODY} (who made this bundle, when, why, what was selected and ve
 with which tools), {MANIFEST} (every file's SHA-256 and size) and {SUMS} (the same hashes,
 in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""}.
 {KEPT_NOTE.format(kept=kept) if kept else ""}{f"{chr(10)}{gaps}" if gaps else ""}{_versions_note(made)}
-Before you start: unzip the bundle, go into its folder, and put the certificate of the CA you
-trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem.
+Before you start: unzip the bundle into a folder of its own, and put the certificate of the CA
+you trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem
+NEXT TO that folder, not inside it (the steps read ../CA.pem: a CA.pem inside is named by step 3).
 Run each command below from that folder (bash, GNU date); every one must succeed.
 
 Certificates expire, and so does your CA's; a signature made while they were valid stays valid.
 So each step checks a signer's certificate chain at the time it signed (openssl -attime), and
 each OK line says which time that was:
 - "the time its RFC 3161 timestamp states": a timestamp authority vouches, in a token checked
-  against its CA (TSA-CA.pem, which you add too, obtained independently), that the signature
+  against its CA (../TSA-CA.pem, which you add next to the folder too, obtained independently), that the signature
   existed then (the transcripts when the archive was configured with a timestamp authority,
   and the seals);
 - "the signing time its signer states": the signed time inside the signature (the manifest's
@@ -572,7 +576,7 @@ each OK line says which time that was:
 {UNLISTED_STEP}{PDF_STEP}5. Every record's signature is valid and its signer chained to your CA at its signing time (each
    line must say OK; the command fails otherwise):
 
-    $ bad=0; for d in rooms/*/; do {{ {cms_command("${d}record.json.p7s", "${d}record.json", "CA.pem")}; }} || bad=1; done; [ $bad = 0 ]
+    $ bad=0; for d in rooms/*/; do {{ {cms_command("${d}record.json.p7s", "${d}record.json", CA)}; }} || bad=1; done; [ $bad = 0 ]
 
 {SEAL_STEP if sealed else ""}{ATTACHMENT_STEP.replace("{number}", str(6 + sealed)) if attached else ""}signer.crt.pem is the certificate the archive index names for the room (step 4 checks the one
 inside the PDF, step 5 the one inside record.json.p7s). Each verification.json also records

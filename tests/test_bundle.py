@@ -53,10 +53,10 @@ def _readme_commands(folder: Path) -> list[str]:
 
 
 def _run_readme(folder: Path, ca: Path) -> list[tuple[str, int, str]]:
-    """Every command the README prints, run exactly as printed in the unzipped folder (CA.pem put there)."""
+    """Every command the README prints, run exactly as printed in the unzipped folder (CA.pem put next to it)."""
     for tool in ("openssl", "pdfsig", "certutil", "sha256sum"):
         require_tool(tool)
-    shutil.copy(ca, folder / "CA.pem")
+    shutil.copy(ca, folder.parent / "CA.pem")  # next to the folder, as README.txt says: never inside it
     results = []
     for command in _readme_commands(folder):
         done = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
@@ -109,6 +109,14 @@ def test_a_bundle_of_rooms_verifies_by_its_readme_alone_and_tampering_fails_it(a
     assert entry["outcome"] == "ok" and entry["rooms_total"] == len(rooms) and entry["reason"] == "case 42"
     sums = re.search(r"SHA256SUMS sha256 ([0-9a-f]{64})", entry["detail"]).group(1)
     assert sums in capsys.readouterr().out
+
+    # Review "court" C20: a CA.pem inside the folder (a re-packed zip shipping the forger's CA) was exempted by
+    # step 3 and read by the others; the reader's CA is ../CA.pem, and one inside is named.
+    (folder / "CA.pem").write_bytes(Path(keys["ca.crt.pem"]).read_bytes())
+    results = _run_readme(folder, keys["ca.crt.pem"])
+    failed = [i for i, (_, code, out) in enumerate(results) if code or "FAILED" in out]
+    assert failed == [2] and "FAILED not in SHA256SUMS: CA.pem" in results[2][2], results
+    (folder / "CA.pem").unlink()
 
     # A byte changed in a transcript: sha256sum -c and pdfsig both fail, and name it.
     pdf = folder / f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"
@@ -285,7 +293,7 @@ def test_a_bundle_of_sealed_rooms_carries_the_seal_and_its_readme_checks_it(make
         digest = merkle.leaf_hash(proof["leaf"].encode("utf-8"))
         path = [bytes.fromhex(h) for h in proof["audit_path"]]
         assert merkle.root_from_path(digest, proof["index"], proof["tree_size"], path).hex() == seal["root"]
-    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+    shutil.copy(tsa.ca_pem, folder.parent / "TSA-CA.pem")
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert len(results) == 7 and _passes(results), results
     assert sum(out.count("OK seals/") for _, _, out in results) == 2
@@ -682,7 +690,7 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     made = dt.datetime.now(dt.timezone.utc)
     assert made < until, f"bundle made {(made - until).total_seconds():.1f} s after its signer expired: raise LIFETIME"
     folder = _unzip(out, tmp_path / "u")
-    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+    shutil.copy(tsa.ca_pem, folder.parent / "TSA-CA.pem")
     time.sleep((until - made).total_seconds() + 1.5)
 
     # Both certificates have expired: checked at today's date, the genuine signatures fail.
@@ -730,10 +738,10 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     assert "Verification successful" in done.stderr and "signed by the archiver's certificate" in done.stdout, done
 
     # A timestamp counts only if it verifies against TSA-CA.pem: with another CA there, the PDF and seal steps fail.
-    shutil.copy(ca.cert_path, folder / "TSA-CA.pem")
+    shutil.copy(ca.cert_path, folder.parent / "TSA-CA.pem")
     results = _run_readme(folder, ca.cert_path)
     assert _failed(results) == [3, 6] and all(line.startswith("FAILED") for line in results[3][2].splitlines()), results
-    shutil.copy(tsa.ca_pem, folder / "TSA-CA.pem")
+    shutil.copy(tsa.ca_pem, folder.parent / "TSA-CA.pem")
 
     # A byte changed in a genuine transcript: sha256sum -c and the PDF step fail.
     pdf = folder / f"rooms/{safe_name(rooms[1])}-v1/transcript.pdf"
