@@ -108,6 +108,9 @@ and its verification.json ("note") name the run and why. Each was checked agains
 its archive recorded, as every other room was, and the steps below check its files like any
 other's.
 """
+# What --from/--to select by (review "court" C19), said where a bundle by dates records its selection.
+DATES_MEANING = ("--from and --to select the chats by when they ended (a chat that had not: by its last message), "
+                 "not by when they started: a chat begun in the window and ended after it is not selected")
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 VERSIONS_NAMED = 100  # chats (stdout) and versions (README) named for their versions; the custody report has all
 KINDS_SAID = {"interim": "not ended when archived", "abandoned": "never ended: archived once it went idle"}
@@ -298,7 +301,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
                        {"chats": chats, "versions_not_included": not_included})
     add(CUSTODY, _json(custody))
     add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept), result,
-                        gaps_text(bundle)).encode("utf-8"))
+                        gaps_text(bundle), _dated(bundle)).encode("utf-8"))
     add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
     body = ("\n".join(sums) + "\n").encode("utf-8")
     zf.writestr(SUMS, body)
@@ -431,7 +434,8 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "completed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "retrieved_by": request.actor.as_dict(),
         "reason": request.reason,
-        "selection": {"rooms": list(bundle.rooms)} if bundle.filters is None else {"filters": _filters(bundle.filters)},
+        "selection": {"rooms": list(bundle.rooms)} if bundle.filters is None else {
+            "filters": _filters(bundle.filters), **({"dates": DATES_MEANING} if _dated(bundle) else {})},
         "rooms": rooms,  # one per version in the bundle
         "room_count": len({r["room"] for r in rooms}),  # chats
         "version_count": len(rooms),
@@ -496,6 +500,11 @@ def tool_versions() -> dict[str, str]:
             **_tool_versions("archiver", "pyHanko", "cryptography", "pymongo")}
 
 
+def _dated(bundle: BundleRequest) -> bool:
+    """Whether BUNDLE selects by a date window."""
+    return bundle.filters is not None and (bundle.filters.ended_from is not None or bundle.filters.ended_to is not None)
+
+
 def _filters(filters: SearchFilters) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in filters.given().items()}
 
@@ -515,7 +524,7 @@ of each chat in this bundle, with its status and kind, and which of them are her
 
 
 def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: bool,
-            kept: int, made: Bundle, gaps: str = "") -> str:
+            kept: int, made: Bundle, gaps: str = "", dates: bool = False) -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
     kinds = f" ({'; '.join(made.kinds_said())})" if made.kinds_said() else ""
     manifest_step = (
@@ -537,7 +546,7 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: b
 """)
     return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig, certutil and sha256sum alone
 
-This bundle holds {made.counted("archived ")}{kinds},
+This bundle holds {made.counted("archived ")}{kinds},{f"{chr(10)}selected by dates: {DATES_MEANING};" if dates else ""}
 one folder per version under rooms/, e.g. {sample}
   transcript.pdf     the transcript, signed (PAdES)
   record.json        the machine-readable record

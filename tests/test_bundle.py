@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from archiver.cli import main
+from archiver.bundle import DATES_MEANING
 from archiver.names import safe_name
 from conftest import require_tool, write_toml
 from retrieval_helpers import (CLI_KEYS, archive_samples, audit, overwrite_stored, remove_stored, stored_path,
@@ -163,6 +164,8 @@ def test_a_bundle_from_search_filters_holds_exactly_the_matching_rooms(archived,
     custody = json.loads((folder / "chain-of-custody.json").read_text())
     assert sorted(r["room"] for r in custody["rooms"]) == matching
     assert custody["selection"]["filters"]["service"] == service and custody["manifest_signed_by"] is None
+    # review "court" C19: the window is by end time, said where the selection is recorded and in README.txt
+    assert custody["selection"]["dates"] == DATES_MEANING and DATES_MEANING in (folder / "README.txt").read_text()
     assert not (folder / "SHA256SUMS.p7s").exists()
     results = _run_readme(folder, keys["ca.crt.pem"])
     assert _passes(results) and results[0][0] == "sha256sum SHA256SUMS", results
