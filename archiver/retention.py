@@ -33,7 +33,7 @@ from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summar
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
 from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
-from archiver.holds import Holds, SourceHolds, open_holds
+from archiver.holds import Holds, SourceHolds, _source_people, open_holds
 from archiver.integrity import check_stored
 from archiver.logs import event
 from archiver.mongo import index_uri, reachable, server_ms
@@ -732,8 +732,8 @@ class Deletions:
             versions[entry["room"]].append(entry)
         loaded = self.source.load_many(rooms)
         through = self.sources.cases_many(loaded, holds)
-        why = f"erasure request: {reason}"
         for room in rooms:
+            why = f"erasure request: {reason}" + _shared(versions[room], loaded[room], customer)
             chat = loaded[room][0]
             cases = sorted({*held.get(room, ()), *through.get(room, ())})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
@@ -764,6 +764,20 @@ class Deletions:
                                f"archive kept: {kept or 'locked until ' + iso(until)}", entry_id=v["_id"])
                 else:
                     yield Step("delete_archive", room, v["version"], "erasure", why, entry_id=v["_id"])
+
+
+def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: str) -> str:
+    """What an erasure's steps say of a chat other customers also wrote in or opened (their statements go with
+    it: the person who decides sees it in the dry run); "" for the requester's own. Counted, not named: the
+    erasure's report keeps no one else's id."""
+    others: set[str] = set()
+    for v in versions:  # as the index found them
+        people = v.get("customers") if isinstance(v.get("customers"), list) else []
+        others.update(p for p in [*people, v.get("opened_by")] if isinstance(p, str))
+    in_source = _source_people(*loaded) if isinstance(loaded[0], dict) else None  # and as the source names them now
+    others |= in_source["customer"] if in_source else set()
+    others.discard(customer)
+    return f"; shared: {len(others)} other customer(s) wrote in or opened this chat" if others else ""
 
 
 @dataclass

@@ -555,9 +555,10 @@ def test_an_erasure_after_sealing_keeps_the_sealed_day_verifiable_and_its_tombst
 
     config = retention_config(make_config, signing__timestamp_url=tsa.url)
     chats = archive(config, 2)
-    backdate(config)
+    archived_on = DAY - dt.timedelta(days=1)  # (so that the day after it has ended, and its grace, at any hour)
+    backdate(config, day=archived_on)
     age(config, 0)
-    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    assert seal_cli(config, tmp_path, "seal", "--from", archived_on.isoformat(), "--to", archived_on.isoformat()) == 0
     customer = customer_of(chats[0])
     result = erase(config, customer)
     assert result.ok and ("delete_archive", chats[0]["room"], 1) in outcomes(result)
@@ -566,7 +567,7 @@ def test_an_erasure_after_sealing_keeps_the_sealed_day_verifiable_and_its_tombst
     report = verify_archive(config, None)
     assert report.ok and report.tombstones == 1, report.problems
 
-    backdate_to = DAY + dt.timedelta(days=1)
+    backdate_to = archived_on + dt.timedelta(days=1)
     index(config).update_one({"_id": tombstone["_id"]}, {"$set": {"deleted_at": dt.datetime.combine(
         backdate_to, dt.time(9), dt.timezone.utc)}})  # as if erased the day after: that day can be sealed now
     assert seal_cli(config, tmp_path, "seal", "--from", backdate_to.isoformat(), "--to", backdate_to.isoformat()) == 0
@@ -1436,7 +1437,8 @@ def test_an_erasure_after_the_source_is_gone_finds_a_customer_whose_first_messag
     retention(config)
     assert source(config).count_documents({}) == 0
     result = erase(config, customer)
-    assert outcomes(result) == {("delete_archive", chat["room"], 1): ("deleted", "erasure request: GDPR request 1")}, \
+    assert outcomes(result) == {("delete_archive", chat["room"], 1): (  # opened by the colleague's "someone-else"
+        "deleted", "erasure request: GDPR request 1; shared: 1 other customer(s) wrote in or opened this chat")}, \
         result.report
 
 
@@ -1764,3 +1766,40 @@ def test_a_message_document_changed_before_the_chats_deletion_keeps_the_chat(mak
     assert db.chats.count_documents({"room": chat["room"]}) == 1
     assert db.messages.count_documents({"room": chat["room"]}) == len(chat["messages"])
     assert db.contacts.count_documents({"id": chat["room"]}) == 1
+
+
+def test_an_erasure_says_which_chats_it_deletes_are_shared_with_other_customers(make_config, tmp_path,
+                                                                                capsys) -> None:
+    """Review "court" C8: one customer's erasure deletes a chat another customer opened or wrote in (their
+    statements too), and the dry run said nothing of it. Each step of such a chat says how many other customers
+    it holds (a count: their ids are not repeated into the erasure's report); a chat of the requester alone
+    says nothing more."""
+    import random
+
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+
+    config = retention_config(make_config)
+    rng = random.Random(31)
+    (alone, alone_contact), (shared, shared_contact) = (make_chat(rng, messages=4, start_ms=recent_ms(50 - i))
+                                                        for i in range(2))
+    requester = customer_of(alone)
+    for message in shared["messages"]:  # the requester wrote in it too, beside the other customer
+        if not message["data"]["content"]["user"]["isAgent"]:
+            message["data"]["content"]["user"]["id"] = requester
+            break
+    shared_contact["userID"] = "CUST_ACCOUNT_HOLDER"  # who opened it
+    seed(config, [(alone, alone_contact), (shared, shared_contact)])
+    assert Archiver(config).run_pass().archived == 2
+    toml = _cli_toml(config, tmp_path)
+    capsys.readouterr()
+    assert main(["--config", str(toml), "erase", "--customer", requester, "--reason", "GDPR 9", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if shared["room"] in line]
+    others = len(({m["data"]["content"]["user"]["id"] for m in shared["messages"]
+                   if not m["data"]["content"]["user"]["isAgent"]} | {"CUST_ACCOUNT_HOLDER"}) - {requester})
+    assert others == 2  # the chat's own customer, who wrote after the requester, and who opened it
+    assert lines and all(f"shared: {others} other customer(s) wrote in or opened this chat" in line
+                         for line in lines), out
+    own = [line for line in out.splitlines() if alone["room"] in line]
+    assert own and not any("shared:" in line for line in own), out
