@@ -165,9 +165,10 @@ def test_not_archived_chats_are_those_of_the_window_and_the_person(make_config, 
     assert cli(config, tmp_path, "search", "--service", "Billing") == 0
     err = capsys.readouterr().err
     assert "ROOM_BIG" in err and "ROOM_OTHER" in err and "service are not known to the archive" in err
-    yesterday = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).date().isoformat()
-    assert cli(config, tmp_path, "search", "--to", yesterday) == 0
-    assert "NOT in the archive" not in capsys.readouterr().err  # both ended today
+    # both ended within the last hour: a window ending the day before (that of two hours ago, at any hour)
+    before = ((dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).date() - dt.timedelta(days=1)).isoformat()
+    assert cli(config, tmp_path, "search", "--to", before) == 0
+    assert "NOT in the archive" not in capsys.readouterr().err
     # a source chat that cannot be read any more: whose it is cannot be ruled out, so it is named, and said so
     connect(config["mongodb.uri"])[config["source.database"]][config["source.chats"]].delete_one({"room": "ROOM_OTHER"})
     assert cli(config, tmp_path, "search", "--customer", CUSTOMER) == 0
@@ -184,7 +185,8 @@ def test_pending_and_failed_jobs_are_named_with_their_state(make_config, keys, t
     index_db(config)[config["index.jobs"]].update_one(
         {"_id": "ROOM_RETRY"}, {"$set": {"state": "failed", "last_error": "S3 said 503 SlowDown", "finished_at": ended}})
     capsys.readouterr()
-    assert cli(config, tmp_path, "search", "--from", dt.datetime.now(dt.timezone.utc).date().isoformat()) == 0
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).date().isoformat()  # (at any hour)
+    assert cli(config, tmp_path, "search", "--from", since) == 0
     err = capsys.readouterr().err
     assert "3 chat(s) in this selection's window are NOT in the archive" in err
     assert "ROOM_LATE: pending (not archived yet) since " in err
