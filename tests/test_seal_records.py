@@ -52,16 +52,22 @@ def _problems(config) -> list[str]:
 
 # ---- HIGH-1: a `pending` field on a complete seal record ---------------------------------------------------
 
+def _verify_all_names_problems(config, tmp_path, capsys) -> str:
+    """`verify --all`'s output, once it has exited 3 (a traceback or another exit fails here, with its stderr)."""
+    capsys.readouterr()
+    code = seal_cli(config, tmp_path, "verify", "--all")
+    out, err = capsys.readouterr()
+    assert code == 3, (code, out, err[-2000:])
+    return out
+
+
 def test_forged_pending_on_a_sealed_day_hides_a_removed_entry(sealed, tmp_path, capsys) -> None:
     """A complete seal marked pending (dated far ahead: 'being made' forever) is checked all the same; the
     mark is named, and so is the entry removed with its objects."""
     victim = index(sealed).find_one({}, sort=[("room", 1)])
     _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, {"$set": {"pending": FORGED}})
     _remove_entry_and_objects(sealed, victim)
-    capsys.readouterr()
-    code = seal_cli(sealed, tmp_path, "verify", "--all")
-    out = capsys.readouterr().out
-    assert code == 3, out
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
     assert victim["room"] in out and "removed from the index" in out, out
     assert f"PROBLEM seal {DAY}#1: a complete seal's record carries `pending`" in out, out
 
@@ -128,10 +134,7 @@ def test_removed_latest_seal_explained_as_abandoned_hides_a_late_entry(sealed, t
     _seals(sealed).delete_one({"day": DAY.isoformat(), "seq": 2})
     _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, {"$push": {"abandoned": folder}})
     _remove_entry_and_objects(sealed, newcomer)
-    capsys.readouterr()
-    code = seal_cli(sealed, tmp_path, "verify", "--all")
-    out = capsys.readouterr().out
-    assert code == 3, out
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
     assert f"PROBLEM seal {DAY}#1: the index copy differs from the stored seal in abandoned" in out, out
     assert f"abandoned folder {folder} is not one of seal {DAY}#1's" in out, out
     assert f"object {folder}.json in " in out and "is not explained by the index" in out, out
@@ -250,11 +253,8 @@ def test_verify_names_a_seal_that_dropped_what_the_sealer_it_took_over_signed(se
 def test_a_seal_record_edited_by_hand_is_named_not_a_crash(sealed, tmp_path, capsys, edit) -> None:
     """Named (exit 3), never a traceback (exit 1) that stops every other check of verify --all."""
     _seals(sealed).update_one({"day": DAY.isoformat(), "seq": 1}, edit)
-    capsys.readouterr()
-    code = seal_cli(sealed, tmp_path, "verify", "--all")
-    out, err = capsys.readouterr()
-    assert code == 3, (code, out, err[-2000:])
-    assert "PROBLEM seal " in out, (out, err[-2000:])
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert "PROBLEM seal " in out, out
 
 
 @pytest.mark.parametrize("edit, named", [
@@ -294,6 +294,5 @@ def test_a_removed_first_seal_is_named_and_does_not_block_the_day(sealed, tmp_pa
     assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
     out = capsys.readouterr().out
     assert "skipped" not in out and f"{DAY}: sealed (seal 3: 6 entries" in out, out
-    code = seal_cli(sealed, tmp_path, "verify", "--all")
-    out = capsys.readouterr().out
-    assert code == 3 and f"PROBLEM seal {DAY}#2: it extends seal 1, which is not on record" in out, out
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert f"PROBLEM seal {DAY}#2: it extends seal 1, which is not on record" in out, out
