@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
-from archiver import certificates, timestamps
+from archiver import certificates, heap, timestamps
 from archiver.attachment_retries import NothingNew, Retry, Stored, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
@@ -437,6 +437,7 @@ def init_pool_worker(config: Config, environ: Mapping[str, str], archiver_pid: i
     global _WORKER_UNFIT
     try:
         init_worker(config)
+        heap.freeze_start_up()  # the builder lives as long as the worker (archiver/heap.py)
     except Exception as exc:  # raised here, the pool would report a dead worker, as if out of memory
         detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"  # ours say what and where
         _WORKER_UNFIT = f"the worker process could not start: {detail}"

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from archiver import artifacts
+from archiver import artifacts, heap
 from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
 from archiver.attachments import unlisted_nat64_warning
@@ -148,6 +148,7 @@ class Archiver:
         self._kept: cf.ProcessPoolExecutor | None = None
         self._stopped: cf.Executor | None = None  # the pool whose processes _stop_overdue killed
         self._unfit: cf.Executor | None = None  # a pool with a worker process that could not start (not kept)
+        heap.freeze_start_up()  # the builder, fonts and clients live as long as this process (archiver/heap.py)
 
     # -- discovery -------------------------------------------------------------------------
 
