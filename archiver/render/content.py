@@ -9,7 +9,8 @@ font subsets by the font's own `splitString`, which assigns each new character
 its code and records it for the embedded subset; a run whose characters have
 all been given a code in subset 0 before is encoded from what splitString
 said then, with no call (the same bytes: a character's code never changes
-within a document). The block goes onto the page with `Canvas.addLiteral`.
+within a document). The codes a font's state gives before any text (printable
+ASCII as itself, in subset 0) are known from the start: most runs are ASCII. The block goes onto the page with `Canvas.addLiteral`.
 
 It relies on how reportlab 5.1.0 writes text (tests/test_content.py compares it
 with PDFTextObject's own output), so `archiver.render.fonts.check_reportlab`
@@ -62,9 +63,10 @@ class _Coded:
 
     __slots__ = ("chars", "table")
 
-    def __init__(self) -> None:
-        self.chars: set[str] = set()
-        self.table: dict[int, int] = {}  # code point -> its byte in subset 0
+    def __init__(self, assigned: dict[int, int]) -> None:
+        # ASSIGNED: the font state's code of each code point (subset * 256 + byte): those of subset 0 known now
+        self.table: dict[int, int] = {point: code for point, code in assigned.items() if code < 256}
+        self.chars: set[str] = set(map(chr, self.table))
 
     def learn(self, text: str, chunks: list[tuple[int, bytes]]) -> None:
         at = 0
@@ -113,7 +115,8 @@ class TextWriter:
         font = look.font
         coded = self.coded.get(font)
         if coded is None:
-            coded = self.coded[font] = _Coded()
+            # the state splitString would make on its first call, made now (the same constructor)
+            coded = self.coded[font] = _Coded(font._assignState(self.doc).assignments)
         if coded.chars.issuperset(text):
             chunks = [(0, text.translate(coded.table))]
         else:

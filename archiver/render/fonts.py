@@ -47,7 +47,8 @@ INTERNALS = (
     "pdfdoc.PDFZCompress", "pdfdoc.PDFStreamFilterZCompress",
     # render/content.py writes page text as these write it, with these:
     "textobject.PDFTextObject._formatText", "textobject.PDFTextObject.setTextOrigin",
-    "textobject.PDFTextObject.setFillColor", "ttfonts.TTFont.splitString", "canvas.Canvas.addLiteral",
+    "textobject.PDFTextObject.setFillColor", "ttfonts.TTFont.splitString", "ttfonts.TTFont._assignState",
+    "canvas.Canvas.addLiteral",
     "pdfdoc.PDFDocument.ensureMinPdfVersion",
     "rl_accel.escapePDF", "rl_accel.fp_str",
 )
