@@ -488,6 +488,16 @@ def _text(value: Any) -> str:
 _NUMERIC = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 
 
+def read_receipt(seen: Any) -> tuple[bool | None, dt.datetime | None, str | None]:
+    """A message's `messageSeen` as stated: (seen, when, as given). Null says nothing (None, None, None); a
+    boolean is itself; a positive number is the time it was seen, in milliseconds (True, that time); any other
+    value (0, text, a document) is (None, None, its text), never read as a time it does not state."""
+    if seen is None or isinstance(seen, bool):
+        return seen, None, None
+    when = to_datetime(seen) if isinstance(seen, (int, float)) and seen > 0 else None
+    return (True, when, None) if when is not None else (None, None, str(seen))
+
+
 def to_datetime(value: Any) -> dt.datetime | None:
     """A UTC datetime from ms-since-epoch (float, int, Int64, numeric text), ISO text or a Date
     (datetime or DatetimeMS); None when unreadable or outside Python's range."""

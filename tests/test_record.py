@@ -28,7 +28,7 @@ def test_source_documents_survive_exactly() -> None:
     contact = {"_id": ObjectId("61e8277aef3d6b076066d200"), "id": chat["room"], "beginTime": 1642604300000.0}
     data, digest = build_record(normalise(chat, contact), chat, contact, version=2, generated_at=WHEN)
     record = json.loads(data)
-    assert record["format"] == "ctlive-archive-record/4" and record["version"] == 2
+    assert record["format"] == "ctlive-archive-record/5" and record["version"] == 2
     assert record["source_sha256"] == digest == source_digest(chat, contact)
     back = json_util.loads(json.dumps(record["source"]["chat"]), json_options=EXTJSON_OPTIONS)
     assert back == chat
@@ -230,3 +230,22 @@ def test_the_place_of_bad_text_or_a_huge_integer_is_named_inside_regexes_dbrefs_
     for value, where in [(DBRef("c", 2**70), "chat.x.$id"), (Code("f()", {"v": [2**64]}), "chat.x.$scope.v.0")]:
         with pytest.raises(InvalidChat, match=rf"^{re.escape(where)}: the integer \d+ is beyond 64 bits"):
             source_json({"room": "R", "x": value}, None)
+
+
+def test_the_view_states_who_opened_and_handled_the_chat_and_each_read_receipt() -> None:
+    """What the PDF's header and message lines state (review "court"), the record's view states too."""
+    seen_at_ms = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    receipts = [None, True, False, seen_at_ms, 0, "read", {"at": 1}, float("nan")]
+    chat = {"room": "R", "messages": [{"data": {"id": f"m{i}", "ts": 1_767_225_600_000 + i,
+                                                "content": {"text": f"t{i}", "user": {"id": "c1", "isAgent": False}},
+                                                "messageSeen": seen}} for i, seen in enumerate(receipts)]}
+    contact = {"id": "R", "userID": "c1", "agentID": "USER_a@x"}
+    view = json.loads(build_record(normalise(chat, contact), chat, contact, version=1, generated_at=WHEN)[0])
+    assert view["format"] == "ctlive-archive-record/5"
+    assert (view["transcript"]["opened_by"], view["transcript"]["handled_by"]) == ("c1", "USER_a@x")
+    stated = [(m["seen"], m["seen_at"], m["seen_as_given"]) for m in view["transcript"]["messages"]]
+    assert stated == [(None, None, None), (True, None, None), (False, None, None),
+                      (True, "2026-01-01T00:00:00.000Z", None), (None, None, "0"), (None, None, "read"),
+                      (None, None, "{'at': 1}"), (None, None, "nan")]
+    alone = json.loads(build_record(normalise(chat), chat, None, version=1, generated_at=WHEN)[0])["transcript"]
+    assert (alone["opened_by"], alone["handled_by"]) == ("", "")  # no contact: nobody stated

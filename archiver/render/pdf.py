@@ -51,7 +51,7 @@ from archiver.render.scripts import base_level, has_rtl, shape, visual
 from archiver.visible import INVISIBLE, pdf_title, visible
 from archiver.visible import hidden as _hidden, placeholder as _placeholder
 from archiver.transcript import (WARNINGS, DataWarning, Event, InvalidChat, Message, Participant, Transcript,
-                                 to_datetime)
+                                 read_receipt)
 from archiver.render.signature_field import Placeholder, SignatureField, SignatureSlot
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -882,14 +882,13 @@ class PdfRenderer:
         if seen is None:
             return []
         labels = self.template.labels
-        if isinstance(seen, bool):
-            return self._runs(f" · {labels['seen'] if seen else labels['not_seen']}", "body", counter)
-        when = to_datetime(seen) if isinstance(seen, (int, float)) and seen > 0 else None
+        stated, when, given = read_receipt(seen)
         if when is not None:
             return self._runs(f" · {labels['seen']} {self._time(when)}", "body", counter)
-        # 0, text, anything else: shown as the platform gave it, never read as a time it did not state
-        return [*self._runs(f" · {labels['seen_other']} ", "body", counter),
-                *self._field(str(seen), "body", counter, quoted=True)]
+        if given is not None:  # 0, text, anything else: shown as the platform gave it
+            return [*self._runs(f" · {labels['seen_other']} ", "body", counter),
+                    *self._field(given, "body", counter, quoted=True)]
+        return self._runs(f" · {labels['seen'] if stated else labels['not_seen']}", "body", counter)
 
     def _sender_style(self, role: str) -> Style:
         """The style of a sender's name, by role: made once per role."""

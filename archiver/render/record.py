@@ -15,14 +15,16 @@ from typing import Any, Callable, Mapping
 
 from bson import Code, DatetimeConversion, DBRef, ObjectId, Regex, json_util
 
-from archiver.transcript import SURROGATE, Event, InvalidChat, Message, Transcript
+from archiver.transcript import SURROGATE, Event, InvalidChat, Message, Transcript, read_receipt
 from archiver.visible import utf8_safe, visible
 
 # /2 (issue 11) adds, keeping every field of /1: participants[].name and display_name, messages[].sender_name,
 # events, last_message_at, warning_codes; and ended_at is null for a chat that has not ended (interim, abandoned).
 # /3: a source document with a field name that starts with $ is written as DOLLAR_DOCUMENT (see _document).
 # /4: participants[].role from all of a participant's messages (agent, customer, both, unknown), not the first's.
-FORMAT = "ctlive-archive-record/4"
+# /5 adds opened_by and handled_by (the contact's userID and agentID) and each message's read receipt (seen, seen_at,
+# seen_as_given), which the PDF states.
+FORMAT = "ctlive-archive-record/5"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
 # Reading: a date out of Python's range (before year 1, after 9999) comes back as a DatetimeMS, not an error.
 _READ_OPTIONS = EXTJSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
@@ -243,6 +245,8 @@ def _transcript_view(t: Transcript) -> dict[str, Any]:
         "ended_at": _iso(t.ended_at),
         "last_message_at": _iso(t.last_message_at),
         "closed_by": t.closed_by,
+        "opened_by": t.opened_by,
+        "handled_by": t.handled_by,
         "participants": [
             {"user_id": p.user_id, "role": p.role, "nickname": p.nickname, "channel": p.channel, "name": p.name,
              "display_name": p.display_name}
@@ -276,4 +280,10 @@ def _message_view(m: Message) -> dict[str, Any]:
         "delivery_error": m.delivery_error,
         "reply_to": m.reply_to,
         "duplicate_of": m.duplicate_of,
+        **_seen_view(m.seen),
     }
+
+
+def _seen_view(seen: Any) -> dict[str, Any]:
+    stated, when, given = read_receipt(seen)
+    return {"seen": stated, "seen_at": _iso(when), "seen_as_given": given}
