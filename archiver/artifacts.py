@@ -385,6 +385,7 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
         "customers": t.customers,
         "opened_by": t.opened_by or None,  # held and searched by --customer too (docs/search.md)
         "handled_by": t.handled_by or None,  # and by --agent
+        "present": list(t.present),  # and by --agent: whom else the contact names, who wrote nothing
         "participants": [{"user_id": p.user_id, "role": p.role, "nickname": p.nickname} for p in t.participants],
         "started_at": t.started_at,
         "ended_at": t.ended_at or t.last_message_at,  # searchable by time: an interim chat by its last message

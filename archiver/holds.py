@@ -40,8 +40,8 @@ from archiver.redaction import Redactor
 from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, utc_bound, words
 from archiver.source import ChatSource
 from archiver.store import ObjectMissing, ObjectStore, StoreError
-from archiver.transcript import (CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, found_as, has_ended, normalise,
-                                 roles_by_sender, stated_sender)
+from archiver.transcript import (CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, contact_present, found_as,
+                                 has_ended, normalise, roles_by_sender, stated_sender)
 
 ROOM_BATCH = 500
 RECORD = "held_by_source"  # on a room's entries: the ids of the active holds its source chat was found held by
@@ -87,7 +87,8 @@ class SourceHolds:
     (FILTER_GROUPS) is matched by the chat as it is now, or (through INDEX_ROOMS, which Holds sets) by some
     index entry of its room, any version: a hold "agent A in service S" covers a chat archived in S before A
     wrote in it and moved since. On the chat: room; customer (an author of its messages, or the contact's
-    userID: who opened it) and agent (an author, or the contact's agentID: who handled it); dates, type,
+    userID: who opened it) and agent (an author, the contact's agentID: who handled it, or whom else it names:
+    contact_present); dates, type,
     channel and service as the archive pass would index the chat now (redacted, normalised); words in its text
     redacted as the index has them or as it stands, unredacted (compared as `words` makes them, which the
     index's keyed hashes are of): the source still says in clear what redaction masks. A filter that cannot
@@ -272,7 +273,8 @@ def _only(f: SearchFilters, group: str) -> SearchFilters:
 def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
     """Who a source chat names, by role: its messages' authors under the roles the index finds them by
     (transcript.roles_by_sender and found_as: the roles any of their messages states, both where none does)
-    and the contact's people (its userID as a customer, its agentID as an agent); None if it cannot be read (a
+    and the contact's people (its userID as a customer, its agentID and whom else it names, contact_present, as
+    agents); None if it cannot be read (a
     SourceProblem, messages that are not an array of documents)."""
     messages = chat.get("messages") if isinstance(chat, dict) else None
     messages = [] if isinstance(chat, dict) and messages is None else messages
@@ -283,12 +285,15 @@ def _source_people(chat: Any, contact: Any) -> dict[str, set[str]] | None:
     for message in messages:
         sender, is_agent = stated_sender(message.get("data"))
         said.append((_user_id(sender), is_agent))
-    for sender, roles in roles_by_sender(said).items():
+    authors = roles_by_sender(said)
+    for sender, roles in authors.items():
         for role in found_as(roles):
             people[role].add(sender)
     for field, (_, role) in CONTACT_PEOPLE.items():
         if isinstance(contact, dict) and contact_person(contact, field):
             people[role].add(contact_person(contact, field))
+    if isinstance(contact, dict):  # whom else it names (an agent it was transferred to): `present`, as an agent
+        people["agent"].update(contact_present(contact, authors))
     return people
 
 

@@ -47,7 +47,7 @@ from archiver.pins import SIGNER_SETTINGS, Pinned, configured_pins
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
 from archiver.render.record import read_source, source_json
-from archiver.transcript import CONTACT_PEOPLE, ROLE_NAMES, ROLES, contact_person, found_as
+from archiver.transcript import CONTACT_PEOPLE, ROLE_NAMES, ROLES, contact_person, contact_present, found_as
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
 from archiver.unarchived import not_held
@@ -612,6 +612,9 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
     for field in CONTACT_PEOPLE:  # (an entry from before one was indexed lacks it: every hold by that role holds it)
         if field in entry:
             expected[field] = _contact_person(doc, field)
+    if "present" in entry:  # (likewise)
+        expected["present"] = contact_present(_record_contact(doc), [p.get("user_id") for p in people or []
+                                                                     if isinstance(p, dict)])
     # A field removed from the entry counts too (every entry has had them all): it hides a chat as well.
     differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r})" for k, v in expected.items()
               if _shown(k, entry.get(k)) != v]
@@ -640,6 +643,16 @@ def _contact_person(doc: dict[str, Any], field: str) -> str | None:
     name = CONTACT_PEOPLE[field][0]
     user = json_util.loads(json.dumps({name: contact.get(name)}))[name]
     return contact_person({name: user}, field) or None
+
+
+def _record_contact(doc: dict[str, Any]) -> dict[str, Any]:
+    """What `present` is made of in the signed record's contact (its people, users and events), decoded."""
+    from bson import json_util
+
+    source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
+    contact = source.get("contact") if isinstance(source.get("contact"), dict) else {}
+    names = (*(name for name, _ in CONTACT_PEOPLE.values()), "users", "contact_events")
+    return json_util.loads(json.dumps({name: contact.get(name) for name in names}))
 
 
 def _shown(name: str, value: Any) -> Any:

@@ -47,7 +47,7 @@ from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_rep
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
-from archiver.transcript import CONTACT_PEOPLE, InvalidChat, contact_person
+from archiver.transcript import CONTACT_PEOPLE, InvalidChat, contact_person, contact_present
 
 ROOM_BATCH = 500
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
@@ -55,7 +55,7 @@ ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  #
 # as an inclusion, returning _id alone, when another query of the process uses it)
 ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_personal")  # steps on an index entry
 EXECUTED = ("requeue", "extend_lock", "erase_personal", "delete_leftovers", "delete_source", "delete_archive")
-PERSONAL_FIELDS = ("customers", "opened_by", "agents", "handled_by", "participants", "title", "terms",
+PERSONAL_FIELDS = ("customers", "opened_by", "agents", "handled_by", "present", "participants", "title", "terms",
                    "closed_by")  # erased from tombstones
 DESCRIBED = ["archived", "deleted"]  # entries with a chat's metadata (not an attempt's or a superseded one)
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
@@ -340,14 +340,15 @@ class Deletions:
                 "states and resumed after it changed")
 
     def derive_contact_people(self, keep: Callable[[], None] = lambda: None) -> int:
-        """`opened_by` and `handled_by` (the contact's userID and agentID, transcript.CONTACT_PEOPLE) for entries
-        indexed before they were, from the source contact while it is there (one contact document for the
-        room); the fields set. Without one, every hold by customer (or agent) covers the entry
-        (search.contact_unknown). KEEP() before each batch of rooms."""
+        """`opened_by`, `handled_by` (the contact's userID and agentID, transcript.CONTACT_PEOPLE) and `present`
+        (whom else it names: transcript.contact_present) for entries indexed before they were, from the source
+        contact while it is there (one contact document for the room); the fields set. Without one, every hold by
+        customer (or agent) covers the entry (search.contact_unknown). KEEP() before each batch of rooms."""
         kept = {"status": {"$in": DESCRIBED}, "deletion.personal_data_removed": {"$exists": False}}
-        missing = {field: {field: {"$exists": False}, **kept} for field in CONTACT_PEOPLE}
+        missing = {field: {field: {"$exists": False}, **kept} for field in (*CONTACT_PEOPLE, "present")}
         rooms = sorted(set(self.entries.distinct("room", {"$or": list(missing.values())})))
-        changed, projection = 0, {"id": 1, **{name: 1 for name, _ in CONTACT_PEOPLE.values()}}
+        changed = 0
+        projection = {"id": 1, "users": 1, "contact_events": 1, **{name: 1 for name, _ in CONTACT_PEOPLE.values()}}
         for i in range(0, len(rooms), ROOM_BATCH):
             keep()
             contacts: dict[str, list[dict[str, Any]]] = {}
@@ -360,9 +361,26 @@ class Deletions:
             for room, found in contacts.items():
                 if len(found) != 1:  # (two contacts for a room: which one says who opened or handled it is not known)
                     continue
-                for field, query in missing.items():
-                    changed += self.entries.update_many({**query, "room": room}, {"$set": {
+                for field in CONTACT_PEOPLE:
+                    changed += self.entries.update_many({**missing[field], "room": room}, {"$set": {
                         field: contact_person(found[0], field) or None}}).modified_count
+                changed += self._derive_present(room, found[0], missing["present"])
+        return changed
+
+    def _derive_present(self, room: str, contact: dict[str, Any], missing: dict[str, Any]) -> int:
+        """`present` of ROOM's entries that lack it (MISSING), from CONTACT redacted as the archive pass reads it
+        (an event's origin is text redaction may mask), each beside its own authors; 0 if it cannot be redacted."""
+        try:
+            contact = self.redactor.apply({}, contact).contact or {}
+        except InvalidChat:  # (stays unknown: held by every hold by agent)
+            return 0
+        changed = 0
+        for entry in self.entries.find({**missing, "room": room}, {"participants": 1, "agents": 1, "customers": 1}):
+            listed = [entry.get(field) if isinstance(entry.get(field), list) else []
+                      for field in ("participants", "agents", "customers")]
+            authors = [p.get("user_id") if isinstance(p, dict) else p for people in listed for p in people]
+            changed += self.entries.update_one({"_id": entry["_id"], "present": {"$exists": False}}, {"$set": {
+                "present": contact_present(contact, authors)}}).modified_count
         return changed
 
     def _requeue(self, room: str) -> tuple[str, str]:

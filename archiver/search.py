@@ -64,13 +64,13 @@ _OPTIONAL_MARKS = re.compile("[\u0307\u064b-\u065f\u0670\u0591-\u05bd\u05bf\u05c
 # (field, why) for every index a search relies on; ArchiveIndex.ensure_indexes creates them.
 _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at", "--from/--to"),
             ("agents", "--agent"), ("customers", "--customer"), ("opened_by", "--customer (who opened the chat)"),
-            ("handled_by", "--agent (who handled the chat)"),
+            ("handled_by", "--agent (who handled the chat)"), ("present", "--agent (whom else the contact names)"),
             ("ctlive_type", "--type"),
             ("channel", "--channel"), ("service", "--service"), ("status", "--status"),
             ("terms", "--text")]
 # What --json prints for each entry: stable names, documented in docs/search.md.
 OUTPUT_FIELDS = ("room", "version", "status", "kind", "started_at", "ended_at", "ctlive_type", "channel",
-                 "service", "agents", "customers", "opened_by", "handled_by", "message_count", "archived_at", "store",
+                 "service", "agents", "customers", "opened_by", "handled_by", "present", "message_count", "archived_at", "store",
                  "objects", "deletion")  # a tombstone's: which run deleted it, under which rule, when
 
 
@@ -165,33 +165,34 @@ def entry_terms(texts: Iterable[str], key: bytes) -> list[str]:
 
 _EQUALITY = {"room": "room", "ctlive_type": "ctlive_type",
              "channel": "channel", "service": "service", "status": "status"}
-# A person filter: the messages' authors in that role, or the contact's person (transcript.CONTACT_PEOPLE).
-_PEOPLE = {"customer": ("customers", "opened_by"), "agent": ("agents", "handled_by")}
+# A person filter: the messages' authors in that role, or the contact's people (transcript.CONTACT_PEOPLE; for an
+# agent, also whom else the contact names, transcript.contact_present). docs/search.md says which ids each reads.
+_PEOPLE = {"customer": ("customers", ("opened_by",)), "agent": ("agents", ("handled_by", "present"))}
 
 
 def contact_unknown(field: str) -> dict[str, Any]:
-    """Entries indexed before FIELD (opened_by, handled_by) was, that no retention run could derive it for
-    (the contact gone)."""
+    """Entries indexed before FIELD (opened_by, handled_by, present) was, that no retention run could derive it
+    for (the contact gone)."""
     return {field: {"$exists": False}, "$or": [
         {"status": "archived"}, {"status": "deleted", "deletion.state": "deleting"}]}
 
 
 def build_query(filters: SearchFilters, key: bytes | None, unknown_contact: bool = False) -> dict[str, Any]:
     """The MongoDB query for FILTERS; every value is data ($eq), never an operator. A customer is one who
-    wrote in the chat (`customers`) or opened it (`opened_by`), an agent one who wrote in it (`agents`) or
-    handled it (`handled_by`); UNKNOWN_CONTACT (a hold's): or anyone, for an entry that predates that field
-    (contact_unknown: it cannot be ruled out)."""
+    wrote in the chat (`customers`) or opened it (`opened_by`), an agent one who wrote in it (`agents`), handled
+    it (`handled_by`) or whom else the contact names (`present`: transferred to, say); UNKNOWN_CONTACT (a hold's):
+    or anyone, for an entry that predates one of those contact fields (contact_unknown: it cannot be ruled out)."""
     query: dict[str, Any] = {}
     for name, field in _EQUALITY.items():
         value = getattr(filters, name)
         if value is not None:
             query[field] = {"$eq": _text(name, value)}
-    for name, (authors, contact_field) in _PEOPLE.items():
+    for name, (authors, contact_fields) in _PEOPLE.items():
         if getattr(filters, name) is not None:
             person = _text(name, getattr(filters, name))
             query.setdefault("$and", []).append({"$or": [
-                {authors: {"$eq": person}}, {contact_field: {"$eq": person}},
-                *([contact_unknown(contact_field)] if unknown_contact else [])]})
+                {authors: {"$eq": person}}, *({field: {"$eq": person}} for field in contact_fields),
+                *(contact_unknown(field) for field in contact_fields if unknown_contact)]})
     ended: dict[str, dt.datetime] = {}
     if filters.ended_from is not None:
         ended["$gte"] = _date("ended_from", filters.ended_from)
@@ -319,6 +320,21 @@ class Search:
             notes.append(f"nothing matched: {' and '.join(people)} {'is' if len(people) == 1 else 'are'} compared "
                          "exactly with the user id the platform stores (case and Unicode form included; not a name)")
         return notes
+
+    def agent_note(self, filters: SearchFilters) -> str:
+        """For --agent: the archived entries indexed before `present` was, counted ("" if none), which it finds by
+        their authors and handled_by alone until their field is recorded (retention.derive_contact_people)."""
+        if filters.agent is None:
+            return ""
+        count = self.entries.count_documents({"present": {"$exists": False}, "status": "archived"})
+        if not count:
+            return ""
+        one = count == 1
+        return (f"{count} archived entr{'y was' if one else 'ies were'} indexed before `present` (who the contact "
+                "names beside the messages' authors) was: --agent finds "
+                f"{'it' if one else 'them'} by the authors and the contact's agentID alone, not an agent the chat was "
+                "transferred to who wrote nothing, until a retention run or `hold place --agent` records it from the "
+                "source contact (docs/search.md)")
 
     def unsearchable(self) -> int:
         """How many archived entries have no word hashes (archived without search.key_file)."""

@@ -138,6 +138,7 @@ class Transcript:
     last_message_at: dt.datetime | None = None  # the latest message time
     opened_by: str = ""  # the contact's userID: the customer who opened it, whether or not they wrote
     handled_by: str = ""  # the contact's agentID: the agent who handled it, whether or not they wrote
+    present: tuple[str, ...] = ()  # whom else the contact names, who wrote nothing (contact_present)
 
     def participant(self, user_id: str) -> Participant | None:
         return next((p for p in self.participants if p.user_id == user_id), None)
@@ -213,6 +214,7 @@ def normalise(
         last_message_at=max(times) if times else None,
         opened_by=contact_person(contact, "opened_by"),
         handled_by=contact_person(contact, "handled_by"),
+        present=tuple(contact_present(contact, (p.user_id for p in participants))),
     )
 
 
@@ -224,6 +226,23 @@ CONTACT_PEOPLE = {"opened_by": ("userID", "customer"), "handled_by": ("agentID",
 def contact_person(contact: Mapping[str, Any], field: str) -> str:
     """The contact's person the index keeps as FIELD (CONTACT_PEOPLE); "" if it does not say."""
     return _text(contact.get(CONTACT_PEOPLE[field][0]))
+
+
+AGENT_ID_PREFIX = "USER_"  # the platform's agents' user ids (docs/source-schema.md)
+
+
+def contact_present(contact: Mapping[str, Any], senders: Iterable[str]) -> list[str]:
+    """Whom else CONTACT names as taking part, in order, once each: the keys of its `users` (a map keyed by user
+    id) and the origins of its events that are agents' ids (a chat transferred to, or joined by, an agent), but
+    for SENDERS (the messages' authors: their roles are the messages') and its own people (CONTACT_PEOPLE). The
+    index keeps them as `present`, found by --agent (docs/search.md); their role is not stated."""
+    users = contact.get("users")
+    named = [_text(user) for user in users] if isinstance(users, Mapping) else []
+    events = contact.get("contact_events")
+    named += [origin for item in (events if isinstance(events, list) else []) if isinstance(item, Mapping)
+              and (origin := _text(item.get("origin"))).startswith(AGENT_ID_PREFIX)]
+    known = {*senders, *(contact_person(contact, field) for field in CONTACT_PEOPLE)}
+    return [user for user in dict.fromkeys(named) if user and user not in known]
 
 
 def _warning(code: str, **values: Any) -> DataWarning:

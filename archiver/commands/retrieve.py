@@ -247,7 +247,9 @@ def run_bundle(args: argparse.Namespace) -> int:
         try:
             targets = select(config, search, bundle)
         except NothingSelected:
-            raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}") from None
+            note = search.agent_note(filters) if filters is not None else ""
+            raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}"
+                                  + (f"; note: {note}" if note else "")) from None
         bundle = dataclasses.replace(bundle, left_out=left_out(config, search, bundle), **_gaps(config, search, filters))
         rooms = [room for room, _ in targets]
         try:  # the intent first: a bundle the log cannot hold is not made
@@ -280,6 +282,8 @@ def run_bundle(args: argparse.Namespace) -> int:
             print(visible(f"    {e['room']} v{e['version']}: {why}"))
     for n, line in enumerate(gaps_text(bundle).splitlines()):  # what it cannot hold, as its README.txt says
         print(visible(f"WARNING: {line}" if n == 0 else f"  {line}"))
+    if filters is not None and (note := search.agent_note(filters)):  # entries --agent may miss (as search says)
+        print(f"note: {note}")
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
     return OK

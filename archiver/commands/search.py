@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     for line in missing.lines() if missing else []:  # on stderr: --json's stdout stays the entries alone
         print(f"WARNING: {line}" if not line.startswith(" ") else line, file=sys.stderr)
     note = searcher.text_note() if filters.text is not None else ""  # (a count over the index: asked once)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+    for note in (note, searcher.agent_note(filters)):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     for note in [] if rooms else searcher.exact_notes(filters):  # "0 entries" must not read as "no such chats"
         print(f"note: {note}", file=sys.stderr)
     return OK

@@ -1,0 +1,245 @@
+"""Who the contact names beside the messages' authors and its own people (userID, agentID): the agents a chat was
+transferred to, or who joined it, without a word of theirs, kept in the index as `present` and found by `--agent`
+(search, bundles, holds, the source check), review "court", finding C4."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from archiver.cli import main
+from archiver.holds import _source_people
+from archiver.pipeline import Archiver
+from archiver.samples import make_chat
+from archiver.search import SearchFilters, open_search
+from conftest import write_toml
+from retention_helpers import age, agent_of, customer_of, erase, index, retention, retention_config, source
+from retrieval_helpers import CLI_KEYS
+from test_hold_scope import _contacts, _kept_by, _place
+from test_holds import _toml
+from test_pipeline import recent_ms, seed
+
+BOB = "USER_bob@acd.example.com"  # transferred to: in the contact's users and its transfer event, wrote nothing
+CAROL = "USER_carol@acd.example.com"  # the origin of an event alone
+OTHER = "USER_someone_else@acd.example.com"
+
+
+def _transferred(config, users=(BOB,), origins=(BOB,), rng_seed=3):
+    """An archived chat between a customer and an agent (both wrote) that the contact says was also transferred
+    (USERS added to its `users`, an event from each of ORIGINS)."""
+    chat, contact = make_chat(random.Random(rng_seed), messages=6, start_ms=recent_ms(30))
+    for user in users:
+        contact["users"][user] = {"nickname": "Bob", "channel": "web"}
+    contact["contact_events"] += [{"event": "contactTransferred", "ts": contact["endTime"] - 1000, "origin": origin}
+                                  for origin in origins]
+    seed(config, [(chat, contact)])
+    assert Archiver(config).run_pass().archived == 1
+    return chat, contact
+
+
+def retention_run_aged(config):
+    age(config, 400)
+    return retention(config)
+
+
+def _cli(config, tmp_path, *argv: str) -> int:
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in CLI_KEYS + ("source.database",)})
+    return main(["--config", str(toml), *argv])
+
+
+def _found(capsys) -> list[str]:
+    return [e["room"] for e in json.loads(capsys.readouterr().out)]
+
+
+def test_agent_in_contact_users_is_found_by_agent(make_config, tmp_path, capsys) -> None:
+    """The court's reproduction: `search --agent` finds the chat transferred to an agent who wrote nothing."""
+    config = make_config()
+    chat, _ = _transferred(config)
+    capsys.readouterr()
+    assert _cli(config, tmp_path, "search", "--agent", BOB, "--json") == 0
+    assert _found(capsys) == [chat["room"]]
+    assert _cli(config, tmp_path, "search", "--agent", OTHER, "--json") == 0
+    assert _found(capsys) == []
+    # the contact does not say Bob is a customer: --customer reads the authors and userID alone (docs/search.md)
+    assert _cli(config, tmp_path, "search", "--customer", BOB, "--json") == 0
+    assert _found(capsys) == []
+
+
+def test_present_is_who_the_contact_names_beside_the_authors_and_its_own_people(make_config, tmp_path,
+                                                                                 capsys) -> None:
+    """Its `users` and the agents' ids (USER_...) among its events' origins; not the messages' authors, userID,
+    agentID, nor an origin such as "acd" (the platform's, no person)."""
+    config = make_config()
+    chat, contact = _transferred(config, users=(BOB,), origins=(CAROL, "acd", "12345"))
+    entry = index(config).find_one()
+    assert entry["present"] == [BOB, CAROL], entry["present"]
+    assert entry["agents"] == [agent_of(chat)] and entry["customers"] == [customer_of(chat)]
+    assert [e["room"] for e in open_search(config).find(SearchFilters(agent=CAROL))] == [chat["room"]]
+    assert list(open_search(config).find(SearchFilters(agent="acd"))) == []
+    assert _cli(config, tmp_path, "search", "--agent", CAROL, "--json") == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert shown["present"] == [BOB, CAROL]  # --json says why it matched
+
+
+def test_a_chat_the_contact_names_nobody_else_in_has_present_empty(make_config) -> None:
+    config = make_config()
+    _transferred(config, users=(), origins=())
+    assert index(config).find_one()["present"] == []
+
+
+@pytest.mark.parametrize("source_left", [True, False])
+def test_a_hold_by_agent_keeps_a_chat_transferred_to_them(make_config, source_left) -> None:
+    """By the source contact while it is there, by the index's `present` once it is gone."""
+    config = retention_config(make_config, retention__delete_contacts=True)
+    _transferred(config)
+    if not source_left:
+        source(config).delete_many({})
+        _contacts(config).delete_many({})
+    _place(config, "HR 12", agent=BOB)
+    result = retention_run_aged(config)
+    assert index(config).find_one()["status"] == "archived", result.report["items"]
+    assert source(config).count_documents({}) == (1 if source_left else 0), result.report["items"]
+
+
+def test_a_hold_on_another_agent_does_not_keep_a_transferred_chat(make_config) -> None:
+    config = retention_config(make_config)
+    _transferred(config)
+    source(config).delete_many({})
+    _place(config, "HR 12", agent=OTHER)
+    retention_run_aged(config)
+    assert index(config).find_one()["status"] == "deleted"
+
+
+def test_the_source_check_finds_an_agent_the_contact_names_since_it_was_archived(make_config) -> None:
+    """The index names nobody else (present []), the source contact now names Carol (transferred since): an erasure
+    keeps the chat under a hold on Carol, by the source alone."""
+    config = retention_config(make_config)
+    chat, _ = _transferred(config, users=(), origins=())
+    _contacts(config).update_many({}, {"$push": {"contact_events": {"event": "contactTransferred", "ts": recent_ms(1),
+                                                                    "origin": CAROL}}})
+    _place(config, "HR 12", agent=CAROL)
+    result = erase(config, customer_of(chat))
+    _kept_by(result, "HR 12")
+    assert index(config).find_one()["present"] == []  # (the index did not hold it)
+
+
+def test_the_source_check_reads_the_contacts_users_and_agents_origins_as_agents() -> None:
+    chat, contact = make_chat(random.Random(4), messages=4)
+    contact["users"][BOB] = {"nickname": "Bob"}
+    contact["contact_events"].append({"event": "contactTransferred", "ts": 1, "origin": CAROL})
+    people = _source_people(chat, contact)
+    assert {BOB, CAROL} <= people["agent"] and "acd" not in people["agent"]
+    assert not {BOB, CAROL} & people["customer"]
+
+
+@pytest.mark.parametrize("contact_left", [True, False])
+def test_an_entry_indexed_before_present_was(make_config, tmp_path, capsys, contact_left) -> None:
+    """Without `present`: `search --agent` says how many such entries it may miss and what records it; a retention
+    run takes it from the source contact while that is there; once it is gone every hold by agent covers the entry
+    (cannot be ruled out)."""
+    config = retention_config(make_config)
+    chat, _ = _transferred(config)
+    index(config).update_many({}, {"$unset": {"present": ""}})
+    capsys.readouterr()
+    assert _cli(config, tmp_path, "search", "--agent", BOB, "--json") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == []
+    assert ("note: 1 archived entry was indexed before `present` (who the contact names beside the messages' "
+            "authors) was") in err, err
+    source(config).delete_many({})
+    if not contact_left:
+        _contacts(config).delete_many({})
+    _place(config, "HR 12", agent=OTHER)  # another agent's hold
+    result = retention_run_aged(config)
+    entry = index(config).find_one()
+    if contact_left:  # derived, so another agent's hold does not hold it
+        assert entry.get("present") == [BOB] and entry["status"] == "deleted", result.report["items"]
+    else:
+        assert "present" not in entry and entry["status"] == "archived", result.report["items"]
+
+
+def test_hold_place_by_agent_derives_present_before_it_protects(make_config, tmp_path, capsys) -> None:
+    config = retention_config(make_config)
+    chat, _ = _transferred(config)
+    index(config).update_many({}, {"$unset": {"present": ""}})
+    toml = _toml(config, tmp_path)
+    assert main(["--config", toml, "hold", "place", "--agent", OTHER, "--case", "HR 12", "--reason", "r"]) == 0
+    entry = index(config).find_one()
+    assert entry["present"] == [BOB] and not entry.get("legal_hold"), entry
+    capsys.readouterr()
+    assert main(["--config", toml, "search", "--agent", BOB, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [e["room"] for e in json.loads(out)] == [chat["room"]] and "before `present`" not in err
+
+
+def test_verify_names_present_edited_in_the_index(make_config, keys) -> None:
+    """`present` is what holds and search by agent select by: checked against the signed record's contact and
+    participants (an entry without it, from before, is held by every hold by agent instead)."""
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import verify_archive
+
+    config = retention_config(make_config)
+    _transferred(config)
+    key = RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"])
+    assert verify_archive(config, None, key).ok
+    index(config).update_one({}, {"$set": {"present": []}})
+    (problem,) = verify_archive(config, None, key).problems
+    assert f"present [] (record {[BOB]!r})" in problem.problem, problem
+    index(config).update_one({}, {"$unset": {"present": ""}})
+    assert verify_archive(config, None, key).ok
+
+
+def test_an_erasure_removes_present_from_its_tombstones(make_config) -> None:
+    config = retention_config(make_config)
+    chat, _ = _transferred(config)
+    erase(config, customer_of(chat))
+    entry = index(config).find_one()
+    assert entry["status"] == "deleted" and "present" not in entry
+    assert "present" in entry["deletion"]["personal_data_removed"]
+
+
+def test_a_bundle_by_agent_holds_the_chat_transferred_to_them(make_config, keys, tmp_path, capsys) -> None:
+    """A bundle by --agent selects as search does; for entries from before `present`, it says what it may miss (on
+    stdout beside its other notes, or in the error when it selects nothing)."""
+    import zipfile
+
+    config = make_config()
+    chat, _ = _transferred(config)
+    argv = ("retrieve", "--key", str(keys["legal.key.pem"]), "--reason", "HR 12", "--no-progress", "--agent", BOB)
+    assert _cli(config, tmp_path, *argv, "--bundle", str(tmp_path / "a.zip")) == 0
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        custody = json.loads(zf.read("chain-of-custody.json"))
+    assert [r["room"] for r in custody["rooms"]] == [chat["room"]]
+    assert "before `present`" not in capsys.readouterr().out
+    index(config).update_many({}, {"$unset": {"present": ""}})
+    assert _cli(config, tmp_path, *argv, "--bundle", str(tmp_path / "b.zip")) == 1  # (nothing selected: as before)
+    assert "indexed before `present`" in capsys.readouterr().err and not (tmp_path / "b.zip").exists()
+    later, _ = _transferred(config, rng_seed=5)  # one archived since: selected, and the note on stdout
+    assert _cli(config, tmp_path, *argv, "--bundle", str(tmp_path / "c.zip")) == 0
+    assert "note: 1 archived entry was indexed before `present`" in capsys.readouterr().out
+
+
+def test_an_origin_redaction_masks_is_not_indexed(make_config) -> None:
+    """Under the `email` rule an agent's login in an event's origin is masked in the archive: not in `present`
+    (the index holds nothing the archive masks); a key of `users` is an identifier, kept."""
+    config = make_config(redaction__rules=["card", "cvv", "pin", "email"])
+    _transferred(config, users=(BOB,), origins=(CAROL,))
+    assert index(config).find_one()["present"] == [BOB]
+
+
+def test_search_by_agent_names_a_chat_not_archived_whose_contact_names_them(make_config, tmp_path, capsys) -> None:
+    """A quarantined chat is not in the index: its source is read as holds read it, `users` included."""
+    config = make_config()
+    chat, contact = make_chat(random.Random(6), messages=4, start_ms=recent_ms(30))
+    chat["messages"][0]["data"]["content"]["text"] = "x" * 1_000_001  # over archive.max_message_chars
+    contact["users"][BOB] = {"nickname": "Bob"}
+    seed(config, [(chat, contact)])
+    assert list(Archiver(config).run_pass().quarantined) == [chat["room"]]
+    capsys.readouterr()
+    assert _cli(config, tmp_path, "search", "--agent", BOB, "--json") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [] and f"{chat['room']}: quarantined (needs a person)" in err, err
+    assert _cli(config, tmp_path, "search", "--agent", OTHER, "--json") == 0
+    assert chat["room"] not in capsys.readouterr().err
