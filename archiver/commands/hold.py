@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _option(p, "--reason", case, metavar="TEXT", help="place/release: why")
     _option(p, "--room", place, help="place: this room")
     _option(p, "--customer", place, metavar="ID", help="place: every chat this customer wrote in or opened")
-    _option(p, "--agent", place, metavar="ID", help="place: every chat this agent wrote in or handled")
+    _option(p, "--agent", place, metavar="ID", help="place: every chat this agent wrote in, handled or was transferred to")
     _option(p, "--from", place, dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
     _option(p, "--to", place, dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
     _option(p, "--type", place, dest="ctlive_type", metavar="T", help="place: ctlive_type")

@@ -39,7 +39,7 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     """Every filter but --room (also used by `retrieve --bundle`)."""
     p.add_argument("--from", dest="ended_from", metavar="DATE", help="ended on or after DATE (ISO, UTC)")
     p.add_argument("--to", dest="ended_to", metavar="DATE", help="ended on or before DATE (a bare date: that whole day)")
-    p.add_argument("--agent", metavar="ID", help="an agent's user id wrote in or handled the chat")
+    p.add_argument("--agent", metavar="ID", help="an agent's user id wrote in, handled or was transferred to the chat")
     p.add_argument("--customer", metavar="ID", help="a customer's user id wrote in or opened the chat")
     p.add_argument("--type", dest="ctlive_type", metavar="T", help="ctlive_type (chat, cbn, call...)")
     p.add_argument("--channel", metavar="C", help="the customer's channel (web, whatsapp...)")
