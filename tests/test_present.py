@@ -4,12 +4,18 @@ transferred to, or who joined it, without a word of theirs, kept in the index as
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 
 import pytest
 
 from archiver.cli import main
+from archiver.config import DEFAULT_TEMPLATE
+from archiver.render import pdf as pdf_module
+from archiver.render.pdf import PdfRenderer
+from archiver.render.record import build_record
+from archiver.transcript import normalise
 from archiver.holds import _source_people
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
@@ -17,6 +23,7 @@ from archiver.search import SearchFilters, open_search
 from conftest import write_toml
 from retention_helpers import age, agent_of, customer_of, erase, index, retention, retention_config, source
 from retrieval_helpers import CLI_KEYS
+from test_header_rows import _header_texts
 from test_hold_scope import _contacts, _kept_by, _place
 from test_holds import _toml
 from test_pipeline import recent_ms, seed
@@ -243,3 +250,24 @@ def test_search_by_agent_names_a_chat_not_archived_whose_contact_names_them(make
     assert json.loads(out) == [] and f"{chat['room']}: quarantined (needs a person)" in err, err
     assert _cli(config, tmp_path, "search", "--agent", OTHER, "--json") == 0
     assert chat["room"] not in capsys.readouterr().err
+
+
+def test_the_pdf_and_the_record_name_whom_else_the_contact_names() -> None:
+    """An agent the chat was transferred to who wrote nothing is a row of the PDF's header and `present` in the record's
+    view, not only an event's origin; more than PRESENT_SHOWN are counted, the record lists them all."""
+    chat, contact = make_chat(random.Random(5), messages=3)
+    contact["users"][BOB] = {"nickname": "Bob"}
+    renderer = PdfRenderer(DEFAULT_TEMPLATE)
+    rows = _header_texts(renderer, normalise(chat, contact))
+    assert any(line.startswith("Others named by the contact") and f'"{BOB}"' in line for line in rows), rows
+    view = json.loads(build_record(normalise(chat, contact), chat, contact, version=1,
+                                   generated_at=dt.datetime.now(dt.timezone.utc))[0])["transcript"]
+    assert view["present"] == [BOB]
+    many = [f"USER_{i}@acd.example.com" for i in range(pdf_module.PRESENT_SHOWN + 3)]
+    contact["users"].update({user: {} for user in many})
+    text = "\n".join(_header_texts(renderer, normalise(chat, contact)))
+    assert f'"{many[pdf_module.PRESENT_SHOWN - 2]}"' in text and f'"{many[-1]}"' not in text
+    assert "and 4 more: the attached JSON record lists them all" in text
+    alone, _ = make_chat(random.Random(6), messages=2)
+    assert any(line.startswith("Others named by the contact") and line.endswith(renderer.template.labels["none"])
+               for line in _header_texts(renderer, normalise(alone, {"id": alone["room"]})))

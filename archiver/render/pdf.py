@@ -94,7 +94,8 @@ LABEL_DEFAULTS = {
     "warning_placeholders": "{count} characters drawn as placeholders [U+XXXX]",
     "delivery_error": "Delivery error",
     "archive": "Archive",
-    "opened_by": "Opened by", "handled_by": "Handled by", "seen": "seen", "not_seen": "not seen", "seen_other": "read receipt",
+    "opened_by": "Opened by", "handled_by": "Handled by", "present": "Others named by the contact",
+    "present_more": "… and {count} more: the attached JSON record lists them all", "seen": "seen", "not_seen": "not seen", "seen_other": "read receipt",
     "archived_at": "Archived at", "copy_signed_at": "This copy signed at", "version": "Version", "supersedes": "{version} (supersedes version {previous})",
     "source_sha256": "Source SHA-256", "archiver_version": "Archiver", "signer": "Signed by",
     "signer_fingerprint": "Signer certificate SHA-256",
@@ -668,11 +669,24 @@ class PdfRenderer:
         """Participants whose messages state ROLE ("": none), one per line, each id quoted: "bob, mallory" stays
         one person."""
         listed = [p for p in t.participants if (role in p.roles if role else not p.roles)]
-        if not listed:
+        return self._one_per_line([self._participant(p, counter) for p in listed], counter)
+
+    def _present(self, t: Transcript, counter: "_Counter") -> list[Run]:
+        """Whom else the contact names (transcript.contact_present: transferred to, joined), each id quoted, one per
+        line; past PRESENT_SHOWN counted (a contact naming thousands would fill the header's pages)."""
+        shown = [self._field(user, "value", counter, quoted=True) for user in t.present[:PRESENT_SHOWN]]
+        if len(t.present) > PRESENT_SHOWN:
+            more = self.template.labels["present_more"].format(count=f"{len(t.present) - PRESENT_SHOWN:,}")
+            shown.append(self._runs(more, "note", counter))
+        return self._one_per_line(shown, counter)
+
+    def _one_per_line(self, values: list[list[Run]], counter: "_Counter") -> list[Run]:
+        """VALUES one per line; the template's `none` without any."""
+        if not values:
             return self._runs(self.template.labels["none"], "value", counter)
         runs: list[Run] = []
-        for p in listed:
-            runs += [*([Run("\n", self.styles["value"])] if runs else []), *self._participant(p, counter)]
+        for value in values:
+            runs += [*([Run("\n", self.styles["value"])] if runs else []), *value]
         return runs
 
     def _participant(self, p: Participant, counter: "_Counter") -> list[Run]:
@@ -751,6 +765,7 @@ class PdfRenderer:
             table.append((labels["role_not_stated"], self._participants(t, "", counter)))
         # The contact's own people, whether or not they wrote: a customer found by who opened the chat is named.
         table += [(labels[field], self._person(t, getattr(t, field), counter)) for field in ("opened_by", "handled_by")]
+        table.append((labels["present"], self._present(t, counter)))
         rows = [(labels["started"], self._time(t.started_at) if t.started_at else ""), (labels["ended"], self._ended(t))]
         table += [(k, self._field(v or none, "value", counter)) for k, v in rows]
         closer = t.participant(t.closed_by)
@@ -1035,6 +1050,7 @@ def _link(canvas: Canvas, url: str, boxes: list[tuple[float, float, float, float
 
 HEADER_PAGES = 5  # what the body leaves of Limits.pages to the header (participants, warnings)
 WARNINGS_SHOWN = 100  # data warnings listed in the header; the record lists them all
+PRESENT_SHOWN = 20  # ids the contact names beside the authors listed in the header; the record lists them all
 
 
 def _first_cut(body: list[Line], past: list[list[Line]]) -> int | None:

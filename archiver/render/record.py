@@ -22,8 +22,8 @@ from archiver.visible import utf8_safe, visible
 # events, last_message_at, warning_codes; and ended_at is null for a chat that has not ended (interim, abandoned).
 # /3: a source document with a field name that starts with $ is written as DOLLAR_DOCUMENT (see _document).
 # /4: participants[].role from all of a participant's messages (agent, customer, both, unknown), not the first's.
-# /5 adds opened_by and handled_by (the contact's userID and agentID) and each message's read receipt (seen, seen_at,
-# seen_as_given), which the PDF states.
+# /5 adds opened_by and handled_by (the contact's userID and agentID), present (whom else it names: contact_present)
+# and each message's read receipt (seen, seen_at, seen_as_given), which the PDF states.
 FORMAT = "ctlive-archive-record/5"
 EXTJSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
 # Reading: a date out of Python's range (before year 1, after 9999) comes back as a DatetimeMS, not an error.
@@ -247,6 +247,7 @@ def _transcript_view(t: Transcript) -> dict[str, Any]:
         "closed_by": t.closed_by,
         "opened_by": t.opened_by,
         "handled_by": t.handled_by,
+        "present": list(t.present),
         "participants": [
             {"user_id": p.user_id, "role": p.role, "nickname": p.nickname, "channel": p.channel, "name": p.name,
              "display_name": p.display_name}
