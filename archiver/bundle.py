@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from archiver import seals
 from archiver.audit import AuditLog
-from archiver.bundle_signer import BUNDLE_KEYS, NOT_SIGNED
+from archiver.bundle_signer import NOT_SIGNED
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import index_database
@@ -545,8 +545,9 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: b
     $ {cms_command(SUMS_SIGNATURE, SUMS, BUNDLE_CA)}
 
    It must print OK; FAILED means {SUMS} is not the one signed (or not by a certificate of that CA).
-""" if signed else f"""1. The manifest is NOT signed: {NOT_SIGNED} (configure {BUNDLE_KEYS}
-   where bundles are made).
+""" if signed else f"""1. The manifest is NOT signed: no bundle signing identity was configured where this bundle
+   was made (bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12); the
+   archive's transcript signing key never signs a bundle.
    Compare the SHA-256 of {SUMS} with the one the audit log recorded for this bundle
    (`archiver audit list`, action "retrieve", its detail) and that was printed when it was made:
 

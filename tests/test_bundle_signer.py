@@ -81,8 +81,8 @@ def test_bundle_manifest_is_not_signed_with_the_transcript_signing_key(room, key
         custody = json.loads(zf.read("chain-of-custody.json"))
     assert "SHA256SUMS.p7s" not in names and "bundle-signer.pem" not in names
     keys_named = "bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12"
-    assert f"1. The manifest is NOT signed: no bundle signing identity was configured where it was made ({keys_named})" \
-        in readme, readme
+    assert ("1. The manifest is NOT signed: no bundle signing identity was configured where this bundle was made "
+            f"({keys_named}); the archive's transcript signing key never signs a bundle") in " ".join(readme.split())
     assert custody["manifest_signed_by"] is None and keys_named in custody["manifest_not_signed"]
     assert "WARNING: the manifest (SHA256SUMS) is NOT signed: no bundle signing identity is configured (set " \
         "bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12" in said, said
@@ -113,6 +113,9 @@ def test_the_bundle_signer_signs_and_the_readme_checks_it_against_its_own_ca(roo
     folder = _unzip(bundle, tmp_path / "u")
     custody = json.loads((folder / "chain-of-custody.json").read_text())
     assert custody["manifest_signed_by"]["sha256"] == fingerprint and "manifest_not_signed" not in custody
+    assert custody["manifest_signed_by"]["role"].startswith("the bundle signer (bundle.*), not the archive's")
+    assert f"manifest signed (SHA256SUMS.p7s) by the bundle signer {bundle_cert.subject.rfc4514_string()}" in \
+        audit(room)[-1]["detail"]
     readme = (folder / "README.txt").read_text()
     assert "the bundle signer's CA in BUNDLE-CA.pem beside it (step 1)" in readme
     assert "-CAfile ../BUNDLE-CA.pem" in readme and "-in \"SHA256SUMS.p7s\"" in readme
@@ -255,3 +258,13 @@ def test_the_readme_commands_need_only_the_tools_it_names(room, keys, tmp_path) 
                            cwd=folder, capture_output=True, text=True)
     assert wrong.returncode != 0, wrong
     assert (folder / "rooms/ROOM_A-v1/transcript.pdf").is_file()
+
+
+@pytest.mark.parametrize("setting", ["signing.key", "signing.pkcs12"])
+def test_either_transcript_key_setting_is_warned_of(make_config, setting) -> None:
+    from archiver.bundle_signer import transcript_key_configured
+
+    config = make_config(**{"signing__key": "", "signing__pkcs12": "", setting.replace(".", "__"): "/keys/x"})
+    assert transcript_key_configured(config).startswith(f"the transcript signing key ({setting}) is configured on "
+                                                        "this host, which decrypts")
+    assert transcript_key_configured(make_config(signing__key="")) == ""
