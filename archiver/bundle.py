@@ -11,7 +11,8 @@ failing room named), because a bundle is evidence that its selection is complete
 and intact; the legal team decides what to do about the named rooms and asks
 again. Nothing is ever left at FILE.zip unless it is complete: the zip is
 written to a hidden temporary file beside it and linked into place at the end
-(a FILE.zip that appeared meanwhile is never replaced).
+(a FILE.zip that appeared meanwhile is never replaced). Its manifest is signed by
+the legal team's bundle identity (bundle_signer.py), never the transcript signing key.
 """
 
 from __future__ import annotations
