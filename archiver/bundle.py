@@ -11,7 +11,8 @@ failing room named), because a bundle is evidence that its selection is complete
 and intact; the legal team decides what to do about the named rooms and asks
 again. Nothing is ever left at FILE.zip unless it is complete: the zip is
 written to a hidden temporary file beside it and linked into place at the end
-(a FILE.zip that appeared meanwhile is never replaced).
+(a FILE.zip that appeared meanwhile is never replaced). Its manifest is signed by
+the legal team's bundle identity (bundle_signer.py), never the transcript signing key.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from archiver import seals
 from archiver.audit import AuditLog
+from archiver.bundle_signer import NOT_SIGNED
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import index_database
@@ -50,8 +52,10 @@ from archiver.visible import visible
 MANIFEST, SUMS, SUMS_SIGNATURE, CUSTODY, README = (
     "manifest.json", "SHA256SUMS", "SHA256SUMS.p7s", "chain-of-custody.json", "README.txt")
 SIGNER_CERTS = "bundle-signer.pem"
-# The reader's own trust anchors, next to the unzipped folder (never inside it: a re-packed zip could ship one)
-CA, TSA_CA = "../CA.pem", "../TSA-CA.pem"
+# The reader's own trust anchors, next to the unzipped folder (never inside it: a re-packed zip could ship one):
+# the archive's CA (transcripts, records, seals), the timestamp authority's, and the bundle signer's CA (the
+# manifest), which must not be the archive's (bundle_signer.py)
+CA, TSA_CA, BUNDLE_CA = "../CA.pem", "../TSA-CA.pem", "../BUNDLE-CA.pem"
 SEAL_STEP = """6. Every seal under seals/ (a signed, timestamped Merkle root over one day's archive index) is
    authentic and dated by the timestamp authority (../TSA-CA.pem: its CA, obtained independently).
    The first command checks each seal's signature at the time its timestamp (seal.json.p7s.tsr)
@@ -145,6 +149,7 @@ class Bundle:
     bytes: int = 0
     sums_sha256: str = ""
     signed: bool = False
+    signed_by: str = ""  # the bundle signer's subject and SHA-256, when signed
 
     def counted(self, archived: str = "") -> str:
         """"8 chat(s) in 10 version(s)": a chat archived again after a change has a version for each content."""
@@ -311,6 +316,8 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         zf.writestr(SIGNER_CERTS, b"".join(c.public_bytes(serialization.Encoding.PEM)
                                            for c in (signer.certificate, *signer.chain)))
         result.signed = True
+        result.signed_by = (f"{signer.certificate.subject.rfc4514_string()} (SHA-256 "
+                            f"{signer.certificate.fingerprint(hashes.SHA256()).hex()})")
 
 
 def _chats(bundle: BundleRequest, rooms: list[dict[str, Any]], versions: dict[str, list[dict[str, Any]]],
@@ -466,7 +473,9 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "index": {"database": config["index.database"], "collection": config["index.entries"]},
         "manifest_signed_by": None if signer is None else {
             "subject": signer.certificate.subject.rfc4514_string(),
-            "sha256": signer.certificate.fingerprint(hashes.SHA256()).hex()},
+            "sha256": signer.certificate.fingerprint(hashes.SHA256()).hex(),
+            "role": "the bundle signer (bundle.*), not the archive's transcript signer (signing.*)"},
+        **({"manifest_not_signed": NOT_SIGNED} if signer is None else {}),
         "tools": tool_versions(),
         **_gaps(bundle),
     }
@@ -528,12 +537,18 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: b
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
     kinds = f" ({'; '.join(made.kinds_said())})" if made.kinds_said() else ""
     manifest_step = (
-        f"""1. The manifest is authentic (signed by the archive's signing certificate, {SIGNER_CERTS}):
+        f"""1. The manifest is authentic: signed by the bundle signer ({SIGNER_CERTS}), the identity of
+   whoever made this bundle, not the archive's transcript signer; checked against the bundle
+   signer's CA, which you put in BUNDLE-CA.pem NEXT TO the folder (obtained independently, NOT
+   from this bundle; it must not be the archive's CA, ../CA.pem: a bundle signer that CA issued
+   could sign a transcript that passes steps 4 and 5):
 
-    $ {cms_command(SUMS_SIGNATURE, SUMS, CA)}
+    $ {cms_command(SUMS_SIGNATURE, SUMS, BUNDLE_CA)}
 
-   It must print OK; FAILED means {SUMS} is not the one signed (or not by a certificate of your CA).
-""" if signed else f"""1. The manifest is not signed (no signing identity was configured where this bundle was made).
+   It must print OK; FAILED means {SUMS} is not the one signed (or not by a certificate of that CA).
+""" if signed else f"""1. The manifest is NOT signed: no bundle signing identity was configured where this bundle
+   was made (bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12); the
+   archive's transcript signing key never signs a bundle.
    Compare the SHA-256 of {SUMS} with the one the audit log recorded for this bundle
    (`archiver audit list`, action "retrieve", its detail) and that was printed when it was made:
 
@@ -544,6 +559,7 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: b
    added, removed or swapped, with {SUMS} rewritten to match, passes steps 2 and 3, and
    {CUSTODY}, {MANIFEST} and every verification.json are signed by no one.
 """)
+    bundle_ca = (",\nand the bundle signer's CA in BUNDLE-CA.pem beside it (step 1)" if signed else "")
     return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig, certutil and sha256sum alone
 
 This bundle holds {made.counted("archived ")}{kinds},{f"{chr(10)}selected by dates: {DATES_MEANING};" if dates else ""}
@@ -562,7 +578,7 @@ in the format sha256sum reads){f", signed in {SUMS_SIGNATURE}" if signed else ""
 {KEPT_NOTE.format(kept=kept) if kept else ""}{f"{chr(10)}{gaps}" if gaps else ""}{_versions_note(made)}
 Before you start: unzip the bundle into a folder of its own, and put the certificate of the CA
 you trust for the archive's signatures (obtained independently, NOT from this bundle) in CA.pem
-NEXT TO that folder, not inside it (the steps read ../CA.pem: a CA.pem inside is named by step 3).
+NEXT TO that folder, not inside it (the steps read ../CA.pem: a CA.pem inside is named by step 3){bundle_ca}.
 Run each command below from that folder (bash, GNU date); every one must succeed.
 
 Certificates expire, and so does your CA's; a signature made while they were valid stays valid.

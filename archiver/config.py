@@ -168,6 +168,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timestamp_trust_anchors": Key(list, []),
     },
     "encryption": {"recipients": Key(list, []), "recipient_fingerprints": Key(list, [], _fingerprints)},
+    "bundle": {  # the legal team's own identity for case bundles' manifests, never signing.* (bundle.py)
+        "signing_certificate": Key(str, ""),
+        "signing_key": Key(str, ""),
+        "signing_pkcs12": Key(str, ""),
+        "key_password": Key(str, ""),
+    },
     "storage": {
         "url": Key(str, "", _storage_url),
         "endpoint_url": Key(str, ""),
@@ -239,8 +245,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 FROM_ENVIRONMENT = "the environment"  # Config.source when no file was given
-SECRETS = frozenset({"signing.key_password"})  # never echoed in error messages
-KEY_FILES = ("signing.key", "signing.pkcs12", "search.key_file")  # paths of secret material: what looks like the
+SECRETS = frozenset({"signing.key_password", "bundle.key_password"})  # never echoed in error messages
+KEY_FILES = ("signing.key", "signing.pkcs12", "search.key_file", "bundle.signing_key",
+             "bundle.signing_pkcs12")  # paths of secret material: what looks like the
 # key itself instead is refused unseen, and a value of the wrong type is never echoed
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -257,7 +264,8 @@ class Config:
         self.source = source
         for name in SECRET_URIS:  # hidden from every message from now on, whatever characters they hold
             remember_secrets(str(self._values.get(name) or ""), service=name in SERVICE_URLS)
-        remember_secret(str(self._values.get("signing.key_password") or ""))
+        for name in SECRETS:
+            remember_secret(str(self._values.get(name) or ""))
 
     def __getitem__(self, dotted: str) -> Any:
         return self._values[dotted]
@@ -421,7 +429,8 @@ def _shown(dotted: str, value: Any) -> str:
     return f"a {type(value).__name__}, value withheld" if withheld else redact(repr(value))
 
 
-_PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template", "search.key_file")
+_PATH_KEYS = ("signing.certificate", "signing.key", "signing.pkcs12", "render.template", "search.key_file",
+              "bundle.signing_certificate", "bundle.signing_key", "bundle.signing_pkcs12")
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -95,11 +95,13 @@ def run_demo(directory: Path) -> int:
 
 def _legal_team(config: config_module.Config, directory: Path, keys: Path, stamp: str,
                 bundled: list[str], earlier: bool) -> int:
-    """What a legal team does next, with the real commands: search, retrieve, verify, a case bundle."""
+    """What a legal team does next, with the real commands: search, retrieve, verify, a case bundle. Its own
+    configuration: no transcript signing key (its host decrypts), and its own identity for bundles' manifests."""
     from archiver.cli import main
 
-    toml = directory / "archiver.toml"
-    toml.write_text(_toml(config), encoding="utf-8")
+    (directory / "archiver.toml").write_text(_toml(config), encoding="utf-8")  # the archiving host's
+    toml = directory / "legal-team.toml"
+    toml.write_text(_toml(config, keys), encoding="utf-8")
     key = str(keys / "legal.key.pem")
     steps = [
         ("Search the index for chats that ended in January 2022 (the platform's documented example):",
@@ -134,23 +136,31 @@ def _legal_team(config: config_module.Config, directory: Path, keys: Path, stamp
     with zipfile.ZipFile(bundle) as zf:
         print(f"\nInside {bundle}:")
         print("\n".join(f"  {name}" for name in zf.namelist()))
+    print(f"Its README.txt reads CA.pem ({keys / 'ca.crt.pem'}: the archive's CA) and BUNDLE-CA.pem "
+          f"({keys / 'bundle-ca.crt.pem'}: the CA of the legal team's bundle signer) next to the unzipped folder.")
     print(f"\nThe commands above ran inside this process: the demo's MongoDB ({config['mongodb.uri']}) is an "
-          f"in-process stand-in, gone when it ends. To run them yourself, set mongodb.uri in {toml} to a "
+          f"in-process stand-in, gone when it ends. To run them yourself, set mongodb.uri in {toml} (and in "
+          f"{directory / 'archiver.toml'}, the archiving host's, with the transcript signing key) to a "
           "MongoDB server that holds chats, and storage.url to a new folder (this store holds the demo's objects, "
           "which that server's index will not know: verify would name each one), and run `archiver run` first "
           "(README.md, first section).")
     return 0
 
 
-def _toml(config: config_module.Config) -> str:
-    """The demo's settings as a configuration file, for the commands above; it says that its index lives
+def _toml(config: config_module.Config, legal_team: Path | None = None) -> str:
+    """The demo's settings as a configuration file: the archiving host's, or with LEGAL_TEAM (its keys folder)
+    the legal team's, for the commands above (no signing.key; its bundle signer). It says that its index lives
     only inside the demo's process, so that the same commands typed into a shell find nothing."""
     lines = ["# The settings of `archiver demo`. mongodb.uri is an in-process stand-in: its chats and index live",
              "# only inside the demo's own process, so these commands, typed into a shell, find nothing. To try",
              "# them yourself, set mongodb.uri to a MongoDB server that holds chats, storage.url to a new folder",
              "# (this store holds the demo's objects, which that index will not know), and run `archiver run` first."]
-    for section, keys in (("mongodb", ["uri"]), ("storage", ["url"]), ("signing", ["certificate", "key", "trust_anchors"]),
+    signing = ["certificate", "trust_anchors"] if legal_team else ["certificate", "key", "trust_anchors"]
+    for section, keys in (("mongodb", ["uri"]), ("storage", ["url"]), ("signing", signing),
                           ("encryption", ["recipients"])):
         lines.append(f"[{section}]")
         lines += [f"{key} = {json.dumps(config[f'{section}.{key}'])}" for key in keys]
+    if legal_team and (legal_team / "bundle.key.pem").exists():  # (a keys folder of an older demo has none)
+        lines += ["[bundle]", f"signing_certificate = {json.dumps(str(legal_team / 'bundle.crt.pem'))}",
+                  f"signing_key = {json.dumps(str(legal_team / 'bundle.key.pem'))}"]
     return "\n".join(lines) + "\n"

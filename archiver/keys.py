@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-FILES = ("ca.crt.pem", "signing.key.pem", "signing.crt.pem", "legal.key.pem", "legal.crt.pem")
+FILES = ("ca.crt.pem", "signing.key.pem", "signing.crt.pem", "legal.key.pem", "legal.crt.pem",
+         "bundle-ca.crt.pem", "bundle.key.pem", "bundle.crt.pem")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -85,6 +86,15 @@ def create_development_keys(directory: Path) -> dict[str, Path]:
     legal_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     legal = _certificate("Legal team recipient (development)", legal_key.public_key(), ca_name, ca_key,
                          _usage(key_encipherment=True, data_encipherment=True), ca=False)
+    # The legal team's own identity for case bundles' manifests, from a CA of its own: a bundle signer the
+    # archive's CA issued could sign a transcript that passes the bundle README's checks (bundle_signer.py).
+    bundle_ca_key = ec.generate_private_key(ec.SECP256R1())
+    bundle_ca_name = _name("Bundle signing development CA")
+    bundle_ca = _certificate("Bundle signing development CA", bundle_ca_key.public_key(), bundle_ca_name,
+                             bundle_ca_key, _usage(key_cert_sign=True, crl_sign=True), ca=True)
+    bundle_key = ec.generate_private_key(ec.SECP256R1())
+    bundle = _certificate("Case bundle signing (development)", bundle_key.public_key(), bundle_ca_name, bundle_ca_key,
+                          _usage(digital_signature=True, content_commitment=True), ca=False)
     pem = serialization.Encoding.PEM
     contents = {
         "ca.crt.pem": (ca.public_bytes(pem), False),
@@ -92,6 +102,9 @@ def create_development_keys(directory: Path) -> dict[str, Path]:
         "signing.crt.pem": (signing.public_bytes(pem) + ca.public_bytes(pem), False),
         "legal.key.pem": (_pem_key(legal_key), True),
         "legal.crt.pem": (legal.public_bytes(pem), False),
+        "bundle-ca.crt.pem": (bundle_ca.public_bytes(pem), False),
+        "bundle.key.pem": (_pem_key(bundle_key), True),
+        "bundle.crt.pem": (bundle.public_bytes(pem) + bundle_ca.public_bytes(pem), False),
     }
     for name, (data, private) in contents.items():
         _write(directory / name, data, private)
@@ -110,3 +123,11 @@ def config_lines(paths: dict[str, Path]) -> str:
         "[encryption]\n"
         f'recipients = [{text("legal.crt.pem")}]\n'
     )
+
+
+def bundle_config_lines(paths: dict[str, Path]) -> str:
+    """The bundle signing identity's settings, for the legal team's host that makes bundles (never the archiver's:
+    nor does that host need signing.key)."""
+    return ("[bundle]\n"
+            f'signing_certificate = {json.dumps(str(paths["bundle.crt.pem"]), ensure_ascii=False)}\n'
+            f'signing_key = {json.dumps(str(paths["bundle.key.pem"]), ensure_ascii=False)}\n')

@@ -43,11 +43,18 @@ class Pinned:
 
 def configured_pins(config: Config) -> Pinned:
     """CONFIG's signing certificates and timestamp trust anchors; ConfigError naming the setting if one is unfit."""
-    signers = [*_current(config), *(c for path in config["signing.former_certificates"]
-                                    for c in _certificates("signing.former_certificates", path, signer=True))]
+    signers = [cert for _, cert in transcript_signers(config)]
     anchors = tuple(c for path in config["signing.timestamp_trust_anchors"]
                     for c in _certificates("signing.timestamp_trust_anchors", path))
     return Pinned({certificates.fingerprint(c): c for c in signers}, anchors)
+
+
+def transcript_signers(config: Config) -> list[tuple[str, x509.Certificate]]:
+    """(setting, certificate) of each signing certificate CONFIG names: the current one, then the former ones."""
+    return [*(("signing.pkcs12" if config["signing.pkcs12"] and not config["signing.certificate"]
+               else "signing.certificate", c) for c in _current(config)),
+            *(("signing.former_certificates", c) for path in config["signing.former_certificates"]
+              for c in _certificates("signing.former_certificates", path, signer=True))]
 
 
 def _current(config: Config) -> list[x509.Certificate]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 from io import BytesIO
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import tsp
@@ -102,40 +102,54 @@ def _chain_certificates(path: str) -> list[x509.Certificate]:
         raise SigningError(f"signing.chain {path}: not a PEM certificate ({exc})") from None
 
 
+class Settings(NamedTuple):
+    """The settings that name an identity's files, said in every refusal."""
+    certificate: str = "signing.certificate"
+    key: str = "signing.key"
+    pkcs12: str = "signing.pkcs12"
+    password: str = "signing.key_password"
+
+
+BUNDLE_SETTINGS = Settings("bundle.signing_certificate", "bundle.signing_key", "bundle.signing_pkcs12",
+                           "bundle.key_password")
+
+
 def load_identity(
-    certificate: str = "", key: str = "", pkcs12_path: str = "", password: str = "", chain: list[str] | None = None
+    certificate: str = "", key: str = "", pkcs12_path: str = "", password: str = "", chain: list[str] | None = None,
+    settings: Settings = Settings(),
 ) -> SigningIdentity:
-    """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12."""
+    """Load from PEM files (certificate file may hold the chain after the leaf) or PKCS#12; SETTINGS name them."""
     secret = password.encode() if password else None
-    for setting, path in (("signing.key", key), ("signing.pkcs12", pkcs12_path)):
+    for setting, path in ((settings.key, key), (settings.pkcs12, pkcs12_path)):
         refusal = key_material_refusal(setting, path)  # the key itself, not its path: never quoted
         if refusal:
             raise SigningError(refusal)
     extra = [c for path in chain or [] for c in _chain_certificates(path)]
     if pkcs12_path:
-        data = _read(pkcs12_path, "signing.pkcs12")
-        _warn_if_readable_by_others("signing.pkcs12", pkcs12_path)
+        data = _read(pkcs12_path, settings.pkcs12)
+        _warn_if_readable_by_others(settings.pkcs12, pkcs12_path)
         try:
             loaded_key, cert, more = pkcs12.load_key_and_certificates(data, secret)
         except ValueError as exc:
-            raise SigningError(f"signing.pkcs12 {pkcs12_path}: cannot open ({exc}); check signing.key_password") from None
+            raise SigningError(f"{settings.pkcs12} {pkcs12_path}: cannot open ({exc}); check {settings.password}"
+                               ) from None
         if cert is None or loaded_key is None:
-            raise SigningError(f"signing.pkcs12 {pkcs12_path}: holds no key and certificate pair")
-        _check(cert, "signing.pkcs12", pkcs12_path)
-        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path, f"signing.pkcs12: {pkcs12_path}")
-    data = _read(certificate, "signing.certificate")  # a missing file is said as such, not as "not a PEM certificate"
+            raise SigningError(f"{settings.pkcs12} {pkcs12_path}: holds no key and certificate pair")
+        _check(cert, settings.pkcs12, pkcs12_path)
+        return _identity(loaded_key, cert, [*more, *extra], pkcs12_path, f"{settings.pkcs12}: {pkcs12_path}")
+    data = _read(certificate, settings.certificate)  # a missing file is said as such, not as "not a PEM certificate"
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise SigningError(f"signing.certificate {certificate}: not a PEM certificate ({exc})") from None
-    _check(certs[0], "signing.certificate", certificate)
-    data = _read(key, "signing.key")
-    _warn_if_readable_by_others("signing.key", key)
+        raise SigningError(f"{settings.certificate} {certificate}: not a PEM certificate ({exc})") from None
+    _check(certs[0], settings.certificate, certificate)
+    data = _read(key, settings.key)
+    _warn_if_readable_by_others(settings.key, key)
     try:
         loaded_key = serialization.load_pem_private_key(data, secret)
     except (ValueError, TypeError) as exc:
-        raise SigningError(f"signing.key {key}: cannot load ({exc}); check signing.key_password") from None
-    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key, f"signing.certificate: {certificate}")
+        raise SigningError(f"{settings.key} {key}: cannot load ({exc}); check {settings.password}") from None
+    return _identity(loaded_key, certs[0], [*certs[1:], *extra], key, f"{settings.certificate}: {certificate}")
 
 
 def _check(cert: x509.Certificate, setting: str, path: str) -> None:

@@ -97,6 +97,8 @@ def make_config(keys: dict[str, Path], mongo_uri: str, db_names: dict[str, str],
             "signing.certificate": str(keys["signing.crt.pem"]),
             "signing.key": str(keys["signing.key.pem"]),
             "encryption.recipients": [str(keys["legal.crt.pem"])],
+            "bundle.signing_certificate": str(keys["bundle.crt.pem"]),  # the legal team's, for bundles' manifests
+            "bundle.signing_key": str(keys["bundle.key.pem"]),
             "archive.workers": 1,
             "logging.format": "text",
             **db_names,

@@ -23,7 +23,7 @@ from conftest import require_tool, write_toml
 from retrieval_helpers import (CLI_KEYS, archive_samples, audit, overwrite_stored, remove_stored, stored_path,
                                zipped_json, zipped_text)
 
-SIGNING_KEYS = ("signing.certificate", "signing.key")
+SIGNING_KEYS = ("bundle.signing_certificate", "bundle.signing_key")  # the manifest's signer (not signing.key)
 
 
 @pytest.fixture
@@ -53,11 +53,15 @@ def _readme_commands(folder: Path) -> list[str]:
     return commands
 
 
-def _run_readme(folder: Path, ca: Path) -> list[tuple[str, int, str]]:
-    """Every command the README prints, run exactly as printed in the unzipped folder (CA.pem put next to it)."""
+def _run_readme(folder: Path, ca: Path, bundle_ca: Path | None = None) -> list[tuple[str, int, str]]:
+    """Every command the README prints, run exactly as printed in the unzipped folder (CA.pem put next to it, and
+    BUNDLE-CA.pem: BUNDLE_CA, by default the development keys' bundle signer CA beside CA when there is one)."""
     for tool in ("openssl", "pdfsig", "certutil", "sha256sum"):
         require_tool(tool)
     shutil.copy(ca, folder.parent / "CA.pem")  # next to the folder, as README.txt says: never inside it
+    bundle_ca = bundle_ca or Path(ca).with_name("bundle-ca.crt.pem")
+    if bundle_ca.exists():
+        shutil.copy(bundle_ca, folder.parent / "BUNDLE-CA.pem")
     results = []
     for command in _readme_commands(folder):
         done = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True)
@@ -673,8 +677,10 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
 
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     ca, signer, chain, until = _short_lived_pki(tmp_path / "pki", LIFETIME)
+    bundle_ca, bundle_signer, bundle_chain, _ = _short_lived_pki(tmp_path / "bundle-pki", LIFETIME)
     config = make_config(signing__certificate=str(chain), signing__key=str(signer.key_path),
-                         signing__timestamp_url=tsa.url)
+                         signing__timestamp_url=tsa.url, bundle__signing_certificate=str(bundle_chain),
+                         bundle__signing_key=str(bundle_signer.key_path))
     with built_on():
         entries = archive_samples(config, count=2)
     backdate(config)
@@ -698,11 +704,11 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
 
     # Both certificates have expired: checked at today's date, the genuine signatures fail.
     today = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", "SHA256SUMS.p7s",
-                            "-content", "SHA256SUMS", "-CAfile", str(ca.cert_path), "-out", "/dev/null"],
+                            "-content", "SHA256SUMS", "-CAfile", str(bundle_ca.cert_path), "-out", "/dev/null"],
                            cwd=folder, capture_output=True, text=True)
     assert today.returncode != 0 and "certificate has expired" in today.stderr, today.stderr
 
-    results = _run_readme(folder, ca.cert_path)
+    results = _run_readme(folder, ca.cert_path, bundle_ca.cert_path)
     assert len(results) == 7 and _passes(results), results
     checked = _checked_at(results)
     timestamped = "the time its RFC 3161 timestamp states"
@@ -742,7 +748,7 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
 
     # A timestamp counts only if it verifies against TSA-CA.pem: with another CA there, the PDF and seal steps fail.
     shutil.copy(ca.cert_path, folder.parent / "TSA-CA.pem")
-    results = _run_readme(folder, ca.cert_path)
+    results = _run_readme(folder, ca.cert_path, bundle_ca.cert_path)
     assert _failed(results) == [3, 6] and all(line.startswith("FAILED") for line in results[3][2].splitlines()), results
     shutil.copy(tsa.ca_pem, folder.parent / "TSA-CA.pem")
 
@@ -752,7 +758,7 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     changed = bytearray(genuine)
     changed[len(changed) // 3] ^= 0x01
     pdf.write_bytes(bytes(changed))
-    results = _run_readme(folder, ca.cert_path)
+    results = _run_readme(folder, ca.cert_path, bundle_ca.cert_path)
     assert _failed(results) == [1, 3] and f"FAILED {pdf.relative_to(folder)}" in results[3][2].splitlines(), results
     pdf.write_bytes(genuine)
 
@@ -762,7 +768,7 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     (forged / "transcript.pdf").write_bytes(late_pdf)
     # (signed as a forger would, outside the archiver: its Signer refuses a certificate past its notAfter)
     (forged / "record.json.p7s").write_bytes(_detached_by(expired, ca, (forged / "record.json").read_bytes()))
-    results = _run_readme(folder, ca.cert_path)
+    results = _run_readme(folder, ca.cert_path, bundle_ca.cert_path)
     assert _failed(results) == [2, 3, 4], results
     assert _verdicts(results[3][2]) == [
         ["OK", f"rooms/{safe_name(rooms[0])}-v1/transcript.pdf"],
@@ -774,7 +780,7 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     sums = folder / "SHA256SUMS"
     sums.write_text(sums.read_text() + "".join(
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}\n" for p in sorted(forged.iterdir())))
-    results = _run_readme(folder, ca.cert_path)
+    results = _run_readme(folder, ca.cert_path, bundle_ca.cert_path)
     assert _failed(results) == [0, 3, 4] and "FAILED SHA256SUMS" in results[0][2], results
 
     # A transcript signed by a self-made certificate that had expired when it signed: pdfsig says "Expired"
@@ -791,21 +797,24 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
     assert step.returncode != 0, step
 
 
-def test_a_bundle_is_not_signed_with_a_recipients_key(archived, keys, tmp_path, capsys) -> None:
-    """The bundle is signed with the archiver's identity, refused (exit 2, nothing written) when its key is that
-    of an encryption recipient, as the archiving commands refuse it."""
+def test_a_bundle_is_not_signed_with_the_transcript_signing_key_even_a_recipients(archived, keys, tmp_path,
+                                                                                  capsys) -> None:
+    """The bundle is signed with its own identity (bundle.*): a transcript signing key configured where bundles are
+    made (here even one that is a recipient's) never signs it, is not loaded, and is warned of."""
     from certfactory import make
 
     config, entries = archived
     dual = make(tmp_path / "k", "LegalDual", usages=("digital_signature", "content_commitment", "key_encipherment"))
-    config = config.with_overrides(**{"signing.certificate": str(dual.cert_path), "signing.key": str(dual.key_path),
+    config = config.with_overrides(**{"signing.key": str(dual.key_path),
                                       "encryption.recipients": [*config["encryption.recipients"], str(dual.cert_path)]})
     out = tmp_path / "case-43.zip"
-    assert _bundle(config, tmp_path, entries[0]["room"], "--bundle", str(out), "--key", str(keys["legal.key.pem"]),
-                   "--reason", "case 43", "--ca", str(keys["ca.crt.pem"])) == 2
-    assert (f"signing.key: {dual.key_path}: CN=LegalDual: its key is that of recipient CN=LegalDual in "
-            "encryption.recipients: the archiving host must never hold a decryption key") in capsys.readouterr().err
-    assert not out.exists() and list(tmp_path.glob("*.zip*")) == []
+    toml = write_toml(tmp_path / "cli.toml", {k: config[k] for k in CLI_KEYS + SIGNING_KEYS + ("signing.key",)})
+    assert main(["--config", str(toml), "retrieve", entries[0]["room"], "--bundle", str(out), "--key",
+                 str(keys["legal.key.pem"]), "--reason", "case 43", "--ca", str(keys["ca.crt.pem"])]) == 0
+    said = capsys.readouterr().out
+    assert "WARNING: the transcript signing key (signing.key) is configured on this host, which decrypts" in said
+    assert zipped_json(out, "chain-of-custody.json")["manifest_signed_by"]["subject"] == \
+        "CN=Case bundle signing (development),O=CT Live archiver (development)"
 
 
 # -- a version whose deletion a crash cut short, then kept by a hold -----------------------------------------
@@ -1093,7 +1102,7 @@ def _court_chat(room: str, lines: list[tuple[str, str]], minutes_ago: float = 30
 
 
 def _court_cli(config, tmp_path: Path, *argv: str) -> int:
-    keys = CLI_KEYS + ("source.database",) + SIGNING_KEYS
+    keys = CLI_KEYS + ("source.database", "signing.key") + SIGNING_KEYS  # (export signs transcripts)
     return main(["--config", str(write_toml(tmp_path / "cli.toml", {k: config[k] for k in keys})), *argv])
 
 

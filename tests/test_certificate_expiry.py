@@ -321,21 +321,19 @@ def test_a_bundle_is_not_signed_after_its_certificate_expired(tmp_path, make_con
     config = make_config()
     (entry, *_) = archive_samples(config, count=2)
     made = _signer(tmp_path, 4)
-    toml = write_toml(tmp_path / "cli.toml", {**{k: config[k] for k in CLI_KEYS},
-                                              "signing.certificate": str(made.cert_path),
-                                              "signing.key": str(made.key_path),
-                                              # the rooms' signer (bundles pin signers as retrieve does)
-                                              "signing.former_certificates": [config["signing.certificate"]]})
+    toml = write_toml(tmp_path / "cli.toml", {**{k: config[k] for k in CLI_KEYS},  # the manifest's own signer:
+                                              "bundle.signing_certificate": str(made.cert_path),
+                                              "bundle.signing_key": str(made.key_path)})
     calls = _expiring_during(monkeypatch, bundle, "_custody", made)
     out = tmp_path / "b.zip"
     assert main(["--config", str(toml), "retrieve", entry["room"], "--bundle", str(out), "--key",
                  str(keys["legal.key.pem"]), "--reason", "case 7", "--no-progress"]) == 2
     assert calls
     err = capsys.readouterr().err
-    assert _expired_reason(made) in err and "(its notAfter)" in err, err
+    assert _expired_reason(made, "bundle.signing_certificate") in err and "(its notAfter)" in err, err
     assert not out.exists() and not list(tmp_path.glob(".b.zip*"))
     last = audit(config)[-1]
-    assert last["outcome"] == "failed" and _expired_reason(made) in last["detail"]
+    assert last["outcome"] == "failed" and _expired_reason(made, "bundle.signing_certificate") in last["detail"]
 
 
 def test_a_seal_timestamped_after_its_certificate_expired_is_not_stored(tmp_path, make_config, tsa) -> None:

@@ -64,7 +64,7 @@ def test_keys_init_prints_config_and_never_overwrites(tmp_path: Path, capsys) ->
     assert 'recipients = ["' in out
     # README.md: the private keys are readable by their owner only (the certificates by anyone)
     written = {p.name: (b"PRIVATE KEY" in p.read_bytes(), p.stat().st_mode & 0o777) for p in (tmp_path / "k").iterdir()}
-    assert {name for name, (private, _) in written.items() if private} == {"signing.key.pem", "legal.key.pem"}
+    assert {name for name, (private, _) in written.items() if private} == {"signing.key.pem", "legal.key.pem", "bundle.key.pem"}
     assert all(mode & 0o077 == 0 for private, mode in written.values() if private), written
     assert all(mode & 0o044 for private, mode in written.values() if not private), written
     assert main(["keys", "init", str(tmp_path / "k")]) == 2

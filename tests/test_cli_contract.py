@@ -159,10 +159,20 @@ def test_keys_init_prints_configuration_lines_with_the_trust_anchor(tmp_path, ca
     folder = tmp_path / 'keys "dev"'  # a quote in the path: the lines must still be TOML
     assert main(["keys", "init", str(folder)]) == 0
     out = capsys.readouterr().out
-    lines = tomllib.loads(out[out.index("[signing]"):])
+    archiving, legal_team = out[out.index("[signing]"):].split("The legal team signs case bundles")
+    lines = tomllib.loads(archiving)
     assert lines["signing"]["trust_anchors"] == [str(folder.resolve() / "ca.crt.pem")]
     assert lines["signing"]["certificate"] == str(folder.resolve() / "signing.crt.pem")
     assert lines["encryption"]["recipients"] == [str(folder.resolve() / "legal.crt.pem")]
+    assert "bundle" not in lines  # the bundle signer's lines are apart: for the legal team's host only
+    bundle = tomllib.loads(legal_team[legal_team.index("[bundle]"):])["bundle"]
+    assert bundle == {"signing_certificate": str(folder.resolve() / "bundle.crt.pem"),
+                      "signing_key": str(folder.resolve() / "bundle.key.pem")}
+    # from a CA of its own (README steps 4 and 5 accept any signer the archive's CA issued)
+    from cryptography import x509
+    issuer = x509.load_pem_x509_certificates((folder / "bundle.crt.pem").read_bytes())[0].issuer
+    assert issuer == x509.load_pem_x509_certificate((folder / "bundle-ca.crt.pem").read_bytes()).subject
+    assert issuer != x509.load_pem_x509_certificate((folder / "ca.crt.pem").read_bytes()).subject
 
 
 # -- room ids are printed with their control and bidi characters as placeholders ----------------------

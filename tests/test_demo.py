@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 import re
 import subprocess
 import sys
@@ -42,10 +43,18 @@ def test_demo_searches_retrieves_verifies_and_bundles_a_chat(tmp_path) -> None:
     assert all(f"  {name}" in out for name in names) and f"rooms/{ROOM}-v1/transcript.pdf" in names
     assert _passes(_run_readme(tmp_path / "unzipped", demo / "keys" / "ca.crt.pem"))
     assert "audit log intact: 6 entries" in out  # search, retrieve (started, ok), verify, bundle (started, ok)
-    config = demo / "archiver.toml"
+    config = demo / "legal-team.toml"
     assert f"$ archiver --config {config} retrieve {ROOM}" in out and config.is_file()
     # typed into a shell, the same commands see an empty stand-in: the file and the output say so
     assert "live\n# only inside the demo's own process" in config.read_text()
+    # The legal team's configuration: no transcript signing key (its host decrypts), its own bundle signer, which
+    # signed the bundle's manifest; the archiving host's configuration keeps the signing key.
+    legal, archiving = tomllib.loads(config.read_text()), tomllib.loads((demo / "archiver.toml").read_text())
+    assert "key" not in legal["signing"] and "key" in archiving["signing"] and "bundle" not in archiving
+    assert legal["bundle"] == {"signing_certificate": str(demo / "keys" / "bundle.crt.pem"),
+                               "signing_key": str(demo / "keys" / "bundle.key.pem")}
+    assert "manifest signed (SHA256SUMS.p7s) by the bundle signer CN=Case bundle signing (development)" in out
+    assert "WARNING: the transcript signing key" not in out and "WARNING: the manifest" not in out
     assert "in-process stand-in, gone when it ends" in out
 
 

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archiver.keys import config_lines, create_development_keys
+    from archiver.keys import bundle_config_lines, config_lines, create_development_keys
 
     folder = folder_option(Path(args.dir), "DIR")  # not a folder, or cannot be made: a usage error naming DIR
     try:
@@ -31,4 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path}")
     print("\nKeep legal.key.pem away from the archiver: it decrypts archives. Configuration lines:\n")
     print(config_lines(paths))
+    print(f"The legal team signs case bundles (retrieve --bundle) with its own identity, from a CA of its own "
+          f"({paths['bundle-ca.crt.pem'].name}: the CA a bundle's reader checks it against); on the legal team's "
+          "host only, whose configuration needs no signing.key (signing.certificate is enough there):\n")
+    print(bundle_config_lines(paths))
     return OK

@@ -153,6 +153,9 @@ def load_trust(paths: list[str], config: Config) -> tuple:
     return tuple(certs)
 
 
+NOT_SIGNED_WARNING = ("the manifest (SHA256SUMS) is NOT signed: no bundle signing identity is configured (set "
+                      "bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12: the legal team's "
+                      "own, never the transcript signing key); compare its SHA-256 above with the audit log's")
 UNTRUSTED = ("signers NOT checked against a trust anchor (give --ca PEM or set signing.trust_anchors): the "
              "signatures are intact and made by the certificates the index names, but anyone can make such a "
              "signature")
@@ -206,8 +209,8 @@ def _filters_as_given(args: argparse.Namespace) -> str:
 
 def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
-    from archiver.artifacts import configured_identity
     from archiver.audit import Actor, AuditError, open_audit_log
+    from archiver.bundle_signer import configured_bundle_signer, issued_by_transcript_anchor, transcript_key_configured
     from archiver.bundle import BundleRequest, NothingSelected, build, gaps_text, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request, signer_pins
@@ -240,7 +243,7 @@ def run_bundle(args: argparse.Namespace) -> int:
                           outside_store(Path(args.bundle), config, "--bundle").parent, reason, actor, None,
                           load_trust(args.ca, config),
                           signer_pins(config))
-        signer = configured_identity(config) if config["signing.key"] or config["signing.pkcs12"] else None
+        signer = configured_bundle_signer(config)  # never the transcript signing key (bundle_signer.py)
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
         search = open_search(config)
@@ -266,11 +269,10 @@ def run_bundle(args: argparse.Namespace) -> int:
     finally:
         if show:
             sys.stderr.write("\n")
-    signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
     print(f"bundle written: {made.path}  ({made.counted()}, {made.files} files verified)")
     for line in made.kinds_said() + made.versions_said:  # interim copies; chats with several versions
         print(f"  {line}")
-    print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {signed}")
+    print(f"  SHA256SUMS sha256 {made.sums_sha256}  manifest {_signed(made)}")
     print("  verify it with openssl, pdfsig, certutil and sha256sum alone: see README.txt inside")
     for kept in made.kept:  # a version whose deletion was begun, then kept by a hold (as `retrieve` prints)
         print(visible(f"  NOTE: {kept}"))
@@ -286,7 +288,19 @@ def run_bundle(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
+    for warning in (NOT_SIGNED_WARNING if signer is None else issued_by_transcript_anchor(signer, request.trust),
+                    transcript_key_configured(config)):
+        if warning:
+            print(f"WARNING: {warning}")
     return OK
+
+
+def _signed(made) -> str:
+    """How the bundle's manifest is signed, as stdout and its audit entry say it."""
+    from archiver.bundle_signer import BUNDLE_KEYS
+
+    return (f"signed (SHA256SUMS.p7s) by the bundle signer {made.signed_by}" if made.signed else
+            f"NOT signed (no bundle signing identity: {BUNDLE_KEYS})")
 
 
 def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict[str, Any]:
@@ -303,11 +317,10 @@ def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict
 
 def _bundle_detail(made) -> str:
     """What the audit entry of a complete bundle says of it."""
-    signed = "signed (SHA256SUMS.p7s)" if made.signed else "NOT signed (no signing identity configured)"
     kept = "".join(f"; kept after its deletion was begun: {k}" for k in made.kept[:KEPT_NAMED])
     more = f"; and {len(made.kept) - KEPT_NAMED} more kept (chain-of-custody.json)" if len(made.kept) > KEPT_NAMED else ""
     return (f"bundle {made.path}: {made.counted()}, {made.files} files, {made.bytes} bytes; "
-            f"SHA256SUMS sha256 {made.sums_sha256}, {signed}{kept}{more}")
+            f"SHA256SUMS sha256 {made.sums_sha256}, manifest {_signed(made)}{kept}{more}")
 
 
 KEPT_NAMED = 100  # kept versions named in a bundle's audit entry (each with its note); the rest are counted
