@@ -102,8 +102,7 @@ def test_overlapping_finds_the_chats_across_either_end_of_the_period(spans, tmp_
                      "--overlapping") == ["WHOLE"]  # (the chat that ended at 00:10 does not reach it)
     entry = audit(spans)[1]
     assert entry["action"] == "search" and entry["filters"]["overlapping"] is True, entry
-    assert entry["filters"]["ended_from"] == parse_date("2025-03-01", end=False).replace(tzinfo=None) or \
-        entry["filters"]["ended_from"].replace(tzinfo=UTC) == parse_date("2025-03-01", end=False)
+    assert str(entry["filters"]["ended_from"]).startswith("2025-03-01"), entry  # (the audit log keeps text)
 
 
 @pytest.mark.parametrize("argv", [("search", "--overlapping"),
@@ -218,7 +217,7 @@ def test_search_names_the_entries_placed_by_their_end_alone(spans, tmp_path, cap
     assert cli(spans, tmp_path, "search", "--json", *march) == 0
     captured = capsys.readouterr()
     assert sorted(e["room"] for e in json.loads(captured.out)) == ["INSIDE", "INTO_MARCH", "WHOLE"]
-    assert "note: 1 entry" not in captured.err  # neither lacking entry is found: nothing of them to say
+    assert "no recorded start" not in captured.err  # neither entry lacking one is found: nothing of them to say
     assert cli(spans, tmp_path, "search", "--from", "2025-04-01", "--overlapping") == 0
     err = capsys.readouterr().err
     assert "note: 2 of these entries have no recorded start: placed by their end time alone: AFTER, OUT_OF_MARCH" \
@@ -237,7 +236,8 @@ def test_pending_chats_ended_after_the_period_are_counted_as_not_known(spans, tm
     assert cli(spans, tmp_path, "search", *march, "--overlapping") == 0
     err = capsys.readouterr().err
     assert "1 chat(s) in this selection's window are NOT in the archive" in err and "IN_MARCH" in err, err
-    assert ("1 other chat(s) not archived ended after the period; the job queue does not record when they began, "
+    assert ("1 other chat(s) not archived, of any person, ended after the period; the job queue does not record when "
+            "they began, "
             "so whether they overlap it is not known") in err, err
     assert cli(spans, tmp_path, "search", *march) == 0
     assert "ended after the period" not in capsys.readouterr().err  # by end time: known not to be selected
