@@ -526,8 +526,8 @@ def _dates_said(bundle: BundleRequest) -> str:
     if not said:
         return ""
     count = said.get("without_start", {}).get("count", 0)
-    return said["dates"] + (f" ({count} of the entries have {WITHOUT_START.split(' (')[0]}: chain-of-custody.json, "
-                            "selection.without_start)" if count else "")
+    return said["dates"] + (f" ({count} of the entries {'has' if count == 1 else 'have'} {WITHOUT_START.split(' (')[0]}: "
+                            "chain-of-custody.json, selection.without_start)" if count else "")
 
 
 def _filters(filters: SearchFilters) -> dict[str, Any]:

@@ -249,3 +249,24 @@ def test_help_shows_overlapping_with_an_example(command, capsys) -> None:
     out = capsys.readouterr().out
     assert "--overlapping" in out.split("example:")[0], out
     assert "--overlapping" in out.split("example:")[1], out
+
+
+def test_a_bundle_names_the_chats_it_placed_by_their_end_alone(spans, keys, tmp_path) -> None:
+    """A chat with no start anywhere (no beginTime, no message time): its end is the contact's endTime; an overlapping
+    bundle selects it by that, and says so in chain-of-custody.json and README.txt."""
+    chat, contact = span_chat("NO_START", "2025-03-20T10:00:00", "2025-03-20T10:30:00")
+    for message in chat["messages"]:
+        del message["data"]["ts"]
+    del contact["beginTime"]
+    seed(spans, [(chat, contact)])
+    assert Archiver(spans).archive_room("NO_START", "ended")[0].archived == 1
+    (entry,) = index(spans).find({"room": "NO_START"})
+    assert entry.get("started_at") is None and entry["ended_at"] is not None
+    out = tmp_path / "march.zip"
+    assert cli(spans, tmp_path, "retrieve", "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason",
+               "r", "--from", "2025-03-01", "--to", "2025-03-31", "--overlapping", "--no-progress") == 0
+    custody = zipped_json(out, "chain-of-custody.json")
+    assert sorted(r["room"] for r in custody["rooms"]) == sorted([*OVERLAPPING_MARCH, "NO_START"])
+    assert custody["selection"]["without_start"]["count"] == 1
+    assert custody["selection"]["without_start"]["rooms"] == ["NO_START"]
+    assert "1 of the entries has no recorded start: selected by when they ended alone" in zipped_text(out, "README.txt")
