@@ -26,6 +26,7 @@ from pymongo.collection import Collection
 
 from archiver.config import Config, ConfigError
 from archiver.index import index_database
+from archiver.mongo import stored_time
 from archiver.redaction import CARD_LENGTHS, luhn
 from archiver.redact import key_material_refusal
 
@@ -355,17 +356,22 @@ class Search:
         return self.entries.count_documents({"terms": {"$exists": False}, "status": "archived"})
 
     def without_start(self, filters: SearchFilters, named: int = 100) -> tuple[int, list[str]]:
-        """Of the entries an overlapping selection by FILTERS finds, how many have no start (or one that is not a
-        date), so were placed by their end time alone, and the rooms of the first NAMED; (0, []) otherwise."""
+        """Of the entries an overlapping selection by FILTERS finds, how many have no start (none, or not a time),
+        so were placed by their end time alone, and the rooms of the first NAMED; (0, []) otherwise. Read here,
+        not asked with $type: the stand-in nx-27017 implements no $not, and returns a date written with $set
+        (every archived entry's) as ISO text."""
         if not filters.overlapping:
             return 0, []
         query = build_query(filters, self.key)
         if no_words(query):
             return 0, []
-        query = {"$and": [query, {"started_at": {"$not": {"$type": "date"}}}]}
-        rooms = [e["room"] for e in self.entries.find(query, {"room": 1, "_id": 0}).sort(
-            [("room", ASCENDING), ("version", ASCENDING)]).limit(named)]
-        return (len(rooms) if len(rooms) < named else self.entries.count_documents(query)), rooms
+        count, rooms = 0, []
+        for entry in self.entries.find(query, {"room": 1, "started_at": 1, "_id": 0}).sort(
+                [("room", ASCENDING), ("version", ASCENDING)]):
+            if stored_time(entry.get("started_at")) is None:
+                count += 1
+                rooms += [entry["room"]] if len(rooms) < named else []
+        return count, rooms
 
     def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
         """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""

@@ -170,8 +170,10 @@ def test_a_hold_by_overlapping_dates_covers_them_by_the_index_and_the_source(spa
             SearchFilters(ended_from=f.ended_from, ended_to=f.ended_to)) == (room in ENDED_IN_MARCH), room
 
 
-def _entries(collection, *spans: tuple[str, object, object]) -> Search:
+def _entries(collection, *spans: tuple[str, object, object], text_dates: bool = True) -> Search:
     for room, start, end in spans:
+        if isinstance(start, str) and start != "absent" and not text_dates:
+            continue
         collection.insert_one({"room": room, "version": 1, "status": "archived",
                                **({} if start == "absent" else {"started_at": start}), "ended_at": end})
     return Search(collection, None)
@@ -183,10 +185,11 @@ def _found(search: Search, start: str | None, end: str | None) -> list[str]:
     return sorted(e["room"] for e in search.find(f))
 
 
-def test_worst_values_missing_start_clock_skew_and_year_9999(mongo_uri, db_names) -> None:
+@pytest.mark.parametrize("server", ["mongo_uri", "nx_uri"])  # the in-process stand-in, and over the wire protocol
+def test_worst_values_missing_start_clock_skew_and_year_9999(server, request, db_names) -> None:
     """A missing start: the chat is placed by its end alone (as without --overlapping). A start after the end (a
     clock skew): the span runs between the two, whichever is first. Dates in year 9999: compared as any other."""
-    collection = connect(mongo_uri)[db_names["index.database"]]["overlap_worst"]
+    collection = connect(request.getfixturevalue(server))[db_names["index.database"]]["overlap_worst"]
     search = _entries(collection,
                       ("NO_START_IN", None, _at("2025-03-05T10:00:00")),
                       ("NO_START_AFTER", None, _at("2025-04-02T10:00:00")),
@@ -197,16 +200,22 @@ def test_worst_values_missing_start_clock_skew_and_year_9999(mongo_uri, db_names
                       ("TEXT_START", "2025-03-02T00:00:00Z", _at("2025-04-02T10:00:00")),  # not a date: as if none
                       ("NO_END", _at("2025-03-31T23:00:00"), None),  # (an interim chat without messages' times)
                       ("Y9999", _at("9999-12-31T22:00:00"), _at("9999-12-31T23:59:59.999000")),
-                      ("TO_9999", _at("2025-03-31T23:00:00"), _at("9999-12-31T23:30:00")))
+                      ("TO_9999", _at("2025-03-31T23:00:00"), _at("9999-12-31T23:30:00")),
+                      # nx-27017 compares a date with text (MongoDB never does): a start edited into text, on mongomock
+                      text_dates=server == "mongo_uri")
+    text = ["TEXT_START"] if server == "mongo_uri" else []
     assert _found(search, "2025-03-01", "2025-03-31") == ["NO_END", "NO_START_IN", "SKEW_ACROSS", "SKEW_OVER", "TO_9999"]
     assert _found(search, "9999-12-31", "9999-12-31") == ["TO_9999", "Y9999"]
     assert _found(search, "9999-12-31T23:59:59.999", None) == ["Y9999"]
     assert _found(search, None, "0001-01-01") == []
     assert _found(search, "2025-04-02", "2025-04-02") == ["ABSENT_START_AFTER", "NO_START_AFTER", "SKEW_ACROSS",
-                                                            "SKEW_OVER", "TEXT_START", "TO_9999"]
-    # the entries of a selection that have no start are named: they were placed by their end time alone
+                                                            "SKEW_OVER", *text, "TO_9999"]
+    # the entries of a selection that have no start are named: they were placed by their end time alone (a start
+    # kept as ISO text, as nx-27017 returns every date written with $set, is read as the time it says)
     assert search.without_start(SearchFilters(ended_from=parse_date("2025-04-01", end=False), overlapping=True)) == (
-        3, ["ABSENT_START_AFTER", "NO_START_AFTER", "TEXT_START"])
+        2, ["ABSENT_START_AFTER", "NO_START_AFTER"])
+    assert search.without_start(SearchFilters(ended_from=parse_date("2025-04-01", end=False), overlapping=True),
+                                named=1) == (2, ["ABSENT_START_AFTER"])
     assert search.without_start(SearchFilters(ended_from=parse_date("2025-04-01", end=False))) == (0, [])
 
 
