@@ -244,8 +244,8 @@ def _as_bson(at: dt.datetime) -> dt.datetime:
 
 
 # A hold's filters as the source check decides them, each group on the source or on some index entry
-FILTER_GROUPS = {"customer": ("customer",), "agent": ("agent",), "dates": (*_DATES, "overlapping"), "ctlive_type": ("ctlive_type",),
-                 "channel": ("channel",), "service": ("service",), "text": ("text",)}
+FILTER_GROUPS = {"customer": ("customer",), "agent": ("agent",), "dates": (*_DATES, "overlapping"),
+                 "ctlive_type": ("ctlive_type",), "channel": ("channel",), "service": ("service",), "text": ("text",)}
 _PEOPLE = ("customer", "agent")
 
 

@@ -233,7 +233,7 @@ def test_search_names_the_entries_placed_by_their_end_alone(spans, tmp_path, cap
         in err, err
 
 
-def test_pending_chats_ended_after_the_period_are_counted_as_not_known(spans, tmp_path, capsys) -> None:
+def test_pending_chats_ended_after_the_period_are_counted_as_not_known(spans, keys, tmp_path, capsys) -> None:
     """The job queue records when a chat not yet archived ended, not when it began: one that ended after the period
     may have begun in it, so an overlapping selection counts those as not known, rather than stay silent."""
     jobs = index_db(spans)[spans["index.jobs"]]
@@ -250,6 +250,11 @@ def test_pending_chats_ended_after_the_period_are_counted_as_not_known(spans, tm
             "so whether they overlap it is not known") in err, err
     assert cli(spans, tmp_path, "search", *march) == 0
     assert "ended after the period" not in capsys.readouterr().err  # by end time: known not to be selected
+    out = tmp_path / "march.zip"  # a bundle says it where it says what it does not hold
+    assert cli(spans, tmp_path, "retrieve", "--bundle", str(out), "--key", str(keys["legal.key.pem"]), "--reason", "r",
+               *march, "--overlapping", "--no-progress") == 0
+    assert zipped_json(out, "chain-of-custody.json")["not_archived"]["ended_after_period"] == 1
+    assert "1 other chat(s) not archived, of any person, ended after the period" in zipped_text(out, "README.txt")
 
 
 @pytest.mark.parametrize("command", ["search", "retrieve", "hold"])
