@@ -115,6 +115,11 @@ other's.
 # What --from/--to select by (review "court" C19), said where a bundle by dates records its selection.
 DATES_MEANING = ("--from and --to select the chats by when they ended (a chat that had not: by its last message), "
                  "not by when they started: a chat begun in the window and ended after it is not selected")
+# The same with --overlapping, which selects by the chat's span instead.
+OVERLAP_MEANING = ("--from and --to with --overlapping select the chats whose span, from when they started (else "
+                   "their first message) to when they ended (a chat that had not: its last message), overlaps the "
+                   "window: begun in it, ended in it, or running across it (a start after its end, a clock skew: the "
+                   "span between the two); a chat without a recorded start is selected by when it ended")
 FAILURES_NAMED = 100  # beyond this, failing rooms are counted only (memory stays bounded)
 VERSIONS_NAMED = 100  # chats (stdout) and versions (README) named for their versions; the custody report has all
 KINDS_SAID = {"interim": "not ended when archived", "abandoned": "never ended: archived once it went idle"}
@@ -135,6 +140,7 @@ class BundleRequest:
     not_archived: Any = None  # unarchived.NotArchived: chats of the filters' window the archive does not hold
     text_note: str = ""  # with --text: what it cannot see (search.Search.text_note), "" if nothing
     text_unsearchable: int = 0  # archived entries without word hashes (Search.unsearchable)
+    without_start: tuple[int, list[str]] = (0, [])  # --overlapping: entries placed by their end alone (Search.without_start)
 
 
 @dataclass
@@ -306,7 +312,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
                        {"chats": chats, "versions_not_included": not_included})
     add(CUSTODY, _json(custody))
     add(README, _readme(rooms, signer is not None, bool(sealed), attached, len(result.kept), result,
-                        gaps_text(bundle), _dated(bundle)).encode("utf-8"))
+                        gaps_text(bundle), _dates_said(bundle)).encode("utf-8"))
     add(MANIFEST, _json({"algorithm": "SHA-256", "files": manifest}))
     body = ("\n".join(sums) + "\n").encode("utf-8")
     zf.writestr(SUMS, body)
@@ -442,7 +448,7 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "retrieved_by": request.actor.as_dict(),
         "reason": request.reason,
         "selection": {"rooms": list(bundle.rooms)} if bundle.filters is None else {
-            "filters": _filters(bundle.filters), **({"dates": DATES_MEANING} if _dated(bundle) else {})},
+            "filters": _filters(bundle.filters), **_dates(bundle)},
         "rooms": rooms,  # one per version in the bundle
         "room_count": len({r["room"] for r in rooms}),  # chats
         "version_count": len(rooms),
@@ -509,9 +515,28 @@ def tool_versions() -> dict[str, str]:
             **_tool_versions("archiver", "pyHanko", "cryptography", "pymongo")}
 
 
-def _dated(bundle: BundleRequest) -> bool:
-    """Whether BUNDLE selects by a date window."""
-    return bundle.filters is not None and (bundle.filters.ended_from is not None or bundle.filters.ended_to is not None)
+def _dates(bundle: BundleRequest) -> dict[str, Any]:
+    """What a BUNDLE by a date window records of it under "selection": what the dates select by, and with
+    --overlapping the entries that have no start, so were placed by their end alone (none: not dated)."""
+    f = bundle.filters
+    if f is None or (f.ended_from is None and f.ended_to is None):
+        return {}
+    count, rooms = bundle.without_start
+    return {"dates": OVERLAP_MEANING if f.overlapping else DATES_MEANING,
+            **({"without_start": {"count": count, "rooms": rooms, "note": WITHOUT_START}} if count else {})}
+
+
+WITHOUT_START = "no recorded start: selected by when they ended alone (rooms: the first 100)"
+
+
+def _dates_said(bundle: BundleRequest) -> str:
+    """_dates for README.txt ("" if not dated)."""
+    said = _dates(bundle)
+    if not said:
+        return ""
+    count = said.get("without_start", {}).get("count", 0)
+    return said["dates"] + (f" ({count} of the entries {'has' if count == 1 else 'have'} {WITHOUT_START.split(' (')[0]}: "
+                            "chain-of-custody.json, selection.without_start)" if count else "")
 
 
 def _filters(filters: SearchFilters) -> dict[str, Any]:
@@ -533,7 +558,7 @@ of each chat in this bundle, with its status and kind, and which of them are her
 
 
 def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: bool,
-            kept: int, made: Bundle, gaps: str = "", dates: bool = False) -> str:
+            kept: int, made: Bundle, gaps: str = "", dates: str = "") -> str:
     sample = rooms[0]["folder"] if rooms else "rooms/ROOM-v1/"
     kinds = f" ({'; '.join(made.kinds_said())})" if made.kinds_said() else ""
     manifest_step = (
@@ -562,7 +587,7 @@ def _readme(rooms: list[dict[str, Any]], signed: bool, sealed: bool, attached: b
     bundle_ca = (",\nand the bundle signer's CA in BUNDLE-CA.pem beside it (step 1)" if signed else "")
     return f"""CASE BUNDLE: how to verify every file with openssl, pdfsig, certutil and sha256sum alone
 
-This bundle holds {made.counted("archived ")}{kinds},{f"{chr(10)}selected by dates: {DATES_MEANING};" if dates else ""}
+This bundle holds {made.counted("archived ")}{kinds},{f"{chr(10)}selected by dates: {dates};" if dates else ""}
 one folder per version under rooms/, e.g. {sample}
   transcript.pdf     the transcript, signed (PAdES)
   record.json        the machine-readable record

@@ -37,7 +37,7 @@ from pymongo.collection import Collection
 from archiver.claims import now
 from archiver.logs import event
 from archiver.redaction import Redactor
-from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, same_key, utc_bound, words
+from archiver.search import SEARCH_KEY_STATE, SearchFilters, build_query, in_window, same_key, utc_bound, words
 from archiver.source import ChatSource
 from archiver.store import ObjectMissing, ObjectStore, StoreError
 from archiver.transcript import (CONTACT_PEOPLE, InvalidChat, Transcript, contact_person, contact_present, found_as,
@@ -199,6 +199,7 @@ class _Indexed:
         self.clear_words = clear_words
         at = transcript.ended_at or transcript.last_message_at
         self.ended_at = None if at is None else _as_bson(at)
+        self.started_at = None if transcript.started_at is None else _as_bson(transcript.started_at)
 
     @functools.cached_property
     def words(self) -> set[str]:
@@ -213,10 +214,8 @@ class _Indexed:
         if any(want is not None and want != have for want, have in
                ((f.ctlive_type, t.ctlive_type), (f.channel, t.channel), (f.service, t.service))):
             return False
-        if f.ended_from is not None or f.ended_to is not None:
-            if self.ended_at is None or (f.ended_from is not None and self.ended_at < f.ended_from) or (
-                    f.ended_to is not None and self.ended_at > f.ended_to):
-                return False
+        if (f.ended_from is not None or f.ended_to is not None) and not in_window(f, self.started_at, self.ended_at):
+            return False
         # words masked in the archive (a number read as a PIN) are still in the source in clear: either holds
         return f.text is None or words(f.text) <= self.words or words(f.text) <= self.all_words
 
@@ -246,8 +245,8 @@ def _as_bson(at: dt.datetime) -> dt.datetime:
 
 
 # A hold's filters as the source check decides them, each group on the source or on some index entry
-FILTER_GROUPS = {"customer": ("customer",), "agent": ("agent",), "dates": _DATES, "ctlive_type": ("ctlive_type",),
-                 "channel": ("channel",), "service": ("service",), "text": ("text",)}
+FILTER_GROUPS = {"customer": ("customer",), "agent": ("agent",), "dates": (*_DATES, "overlapping"),
+                 "ctlive_type": ("ctlive_type",), "channel": ("channel",), "service": ("service",), "text": ("text",)}
 _PEOPLE = ("customer", "agent")
 
 

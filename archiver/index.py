@@ -44,7 +44,7 @@ class ArchiveIndex:
         self.entries.create_index(
             [("room", ASCENDING), ("source_sha256", ASCENDING)], unique=True, name="room_content"
         )
-        for field in ("ended_at", "agents", "customers", "opened_by", "handled_by", "present",
+        for field in ("ended_at", "started_at", "agents", "customers", "opened_by", "handled_by", "present",
                       "ctlive_type", "channel", "status"):
             self.entries.create_index([(field, ASCENDING)], name=field)
         # search (--service, --text) and verify (which entry explains a stored object)

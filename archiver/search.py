@@ -26,6 +26,7 @@ from pymongo.collection import Collection
 
 from archiver.config import Config, ConfigError
 from archiver.index import index_database
+from archiver.mongo import stored_time
 from archiver.redaction import CARD_LENGTHS, luhn
 from archiver.redact import key_material_refusal
 
@@ -63,6 +64,7 @@ _WORD_BEFORE_FORMAT_2 = re.compile(r"\w+")
 _OPTIONAL_MARKS = re.compile("[\u0307\u064b-\u065f\u0670\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7]")
 # (field, why) for every index a search relies on; ArchiveIndex.ensure_indexes creates them.
 _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at", "--from/--to"),
+            ("started_at", "--from/--to --overlapping"),
             ("agents", "--agent"), ("customers", "--customer"), ("opened_by", "--customer (who opened the chat)"),
             ("handled_by", "--agent (who handled the chat)"), ("present", "--agent (whom else the contact names)"),
             ("ctlive_type", "--type"),
@@ -90,6 +92,9 @@ class SearchFilters:
     service: str | None = None
     status: str | None = None
     text: str | None = None
+    # With ended_from/ended_to: the chats whose span (start to end) overlaps that window, not those that ended in
+    # it (review "court" C19). True or None (not given), so that `given` names it only when it was.
+    overlapping: bool | None = None
 
     def given(self) -> dict[str, Any]:
         """The filters set, for the audit log."""
@@ -193,18 +198,44 @@ def build_query(filters: SearchFilters, key: bytes | None, unknown_contact: bool
             query.setdefault("$and", []).append({"$or": [
                 {authors: {"$eq": person}}, *({field: {"$eq": person}} for field in contact_fields),
                 *(contact_unknown(field) for field in contact_fields if unknown_contact)]})
-    ended: dict[str, dt.datetime] = {}
-    if filters.ended_from is not None:
-        ended["$gte"] = _date("ended_from", filters.ended_from)
-    if filters.ended_to is not None:
-        ended["$lte"] = _date("ended_to", filters.ended_to)
-    if ended:
-        query["ended_at"] = ended
+    if filters.overlapping:
+        query.setdefault("$and", []).extend(_overlapping(filters))
+    else:
+        ended: dict[str, dt.datetime] = {}
+        if filters.ended_from is not None:
+            ended["$gte"] = _date("ended_from", filters.ended_from)
+        if filters.ended_to is not None:
+            ended["$lte"] = _date("ended_to", filters.ended_to)
+        if ended:
+            query["ended_at"] = ended
     if filters.text is not None:
         if key is None:
             raise ConfigError("search.key_file: text search needs the search key (not set)")
         query["$or"] = text_conditions(_text("text", filters.text), key)
     return query
+
+
+def _overlapping(filters: SearchFilters) -> list[dict[str, Any]]:
+    """The entries whose span overlaps FILTERS' window: from the earlier of started_at and ended_at to the later
+    (a start after the end is a clock skew: which of the two is wrong is not known), so one of the two is at or
+    before the window's end and one at or after its start. An entry without a start (or with one that is not a
+    date) is placed by its end alone, as without --overlapping; one without an end, by its start."""
+    conditions = []
+    for name, bound, operator in (("ended_to", filters.ended_to, "$lte"), ("ended_from", filters.ended_from, "$gte")):
+        if bound is not None:
+            at = _date(name, bound)
+            conditions.append({"$or": [{"started_at": {operator: at}}, {"ended_at": {operator: at}}]})
+    return conditions
+
+
+def in_window(filters: SearchFilters, started_at: dt.datetime | None, ended_at: dt.datetime | None) -> bool:
+    """Whether a chat of STARTED_AT and ENDED_AT (either None) is in FILTERS' date window as build_query selects
+    an entry: by its end, or with `overlapping` by its span (see _overlapping); without either time, never."""
+    times = [t for t in ((started_at,) if filters.overlapping else ()) + (ended_at,) if t is not None]
+    if not times:
+        return False
+    return ((filters.ended_to is None or min(times) <= filters.ended_to)
+            and (filters.ended_from is None or max(times) >= filters.ended_from))
 
 
 # Each earlier terms_format (None: entries without one) and the words it made.
@@ -339,6 +370,24 @@ class Search:
     def unsearchable(self) -> int:
         """How many archived entries have no word hashes (archived without search.key_file)."""
         return self.entries.count_documents({"terms": {"$exists": False}, "status": "archived"})
+
+    def without_start(self, filters: SearchFilters, named: int = 100) -> tuple[int, list[str]]:
+        """Of the entries an overlapping selection by FILTERS finds, how many have no start (none, or not a time),
+        so were placed by their end time alone, and the rooms of the first NAMED; (0, []) otherwise. Read here,
+        not asked with $type: the stand-in nx-27017 implements no $not, and returns a date written with $set
+        (every archived entry's) as ISO text."""
+        if not filters.overlapping:
+            return 0, []
+        query = build_query(filters, self.key)
+        if no_words(query):
+            return 0, []
+        count, rooms = 0, []
+        for entry in self.entries.find(query, {"room": 1, "started_at": 1, "_id": 0}).sort(
+                [("room", ASCENDING), ("version", ASCENDING)]):
+            if stored_time(entry.get("started_at")) is None:
+                count += 1
+                rooms += [entry["room"]] if len(rooms) < named else []
+        return count, rooms
 
     def find(self, filters: SearchFilters) -> Iterator[dict[str, Any]]:
         """Matching entries, streamed, in (room, version) order; bad filters raise before any output."""

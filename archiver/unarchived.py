@@ -8,6 +8,7 @@ fall in its selection's window, so that "every chat of X" is never silently shor
 Jobs hold a room, a state, a reason and `ended_at`, nothing of the chat's people, type, service or words:
 a selection's room and --from/--to are applied to the jobs; its --customer/--agent to the source chat as it
 is now (where it cannot be read, the chat is listed: it cannot be ruled out); its other filters not at all.
+Jobs record no start: with --overlapping, those that ended after the window are counted as not known.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ class NotArchived:
     people_unknown: bool = False  # the selection names people: matched on the source chat (see module doc)
     unapplied: tuple[str, ...] = ()  # the selection's filters jobs cannot be matched by
     unchecked: int = 0  # jobs of the window past PEOPLE_READ, whose source chats were not read for the people
+    # --overlapping: jobs not done that ended after the window, which may have begun in it (jobs record no start)
+    ended_after: int = 0
 
     def lines(self) -> list[str]:
         """What a search (stderr) or a bundle (stdout, README.txt) says of them: nothing if there are none."""
-        if not self.count and not self.undated and not self.unchecked:
+        if not self.count and not self.undated and not self.unchecked and not self.ended_after:
             return []
         out = []
         if self.count:
@@ -59,6 +62,9 @@ class NotArchived:
         if self.unchecked:
             out.append(f"{self.unchecked} more chat(s) of the window not archived were not read for the people asked "
                        f"for (only the first {PEOPLE_READ:,} are): whose they are is not known (`archiver status`)")
+        if self.ended_after:
+            out.append(f"{self.ended_after} other chat(s) not archived, of any person, ended after the period; the job "
+                       "queue does not record when they began, so whether they overlap it is not known (`archiver status`)")
         if self.undated:
             out.append(f"{self.undated} other chat(s) not archived, of any person, have no recorded end, so whether they "
                        "fall in the window is not known (`archiver verify --completeness --from --to` reads the source)")
@@ -75,6 +81,7 @@ class NotArchived:
     def as_dict(self) -> dict[str, Any]:
         return {"count": self.count, "jobs": [_plain(job) for job in self.jobs], "undated": self.undated,
                 "not_read_for_people": self.unchecked,
+                **({"ended_after_period": self.ended_after} if self.ended_after else {}),
                 "matched_by": self.matched_by(),
                 "not_matched_by": list(self.unapplied), "what_to_do": EXPORT_ADVICE}
 
@@ -93,6 +100,8 @@ def not_archived(config: Config, filters: SearchFilters) -> NotArchived:
               **({"$lte": filters.ended_to} if filters.ended_to else {})}
     report = NotArchived(people_unknown=filters.customer is not None or filters.agent is not None,
                          unapplied=tuple(name for key, name in _UNAPPLIED.items() if getattr(filters, key)))
+    if filters.overlapping and filters.ended_to is not None:
+        report.ended_after = jobs.count_documents({**query, "ended_at": {"$gt": filters.ended_to}})
     if window and filters.room is None:
         report.undated = jobs.count_documents({**query, "ended_at": {"$exists": False}})
         query["ended_at"] = window

@@ -109,7 +109,8 @@ def test_every_query_uses_an_index(archived) -> None:
     searcher = open_search(config)
     for filters in (SearchFilters(), SearchFilters(room="r"), SearchFilters(agent="a", channel="web"),
                     SearchFilters(text="invoice"), SearchFilters(text="किताब"),  # (two alternatives: see text_conditions)
-                    SearchFilters(ended_from=entries[0]["ended_at"]), SearchFilters(customer="c")):
+                    SearchFilters(ended_from=entries[0]["ended_at"]), SearchFilters(customer="c"),
+                    SearchFilters(ended_from=entries[0]["ended_at"], ended_to=entries[1]["ended_at"], overlapping=True)):
         query = build_query(filters, searcher.key)
         alternatives = [query.get("$or")] + [c.get("$or") for c in query.get("$and", [])]  # (customers, opened_by)
         served = set(query) & indexed or any(a and all(set(c) & indexed for c in a) for a in alternatives)

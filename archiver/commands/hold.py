@@ -7,12 +7,14 @@ import json
 from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
-from archiver.commands.search import add_actor, date_window, iso_time
+from archiver.commands.search import OVERLAPPING_HELP, add_actor, date_window, iso_time
 from archiver.visible import visible
 
 HELP = ("legal holds: place one (by --room, --customer, --agent or search filters, with --case and --reason), "
         "release a case's holds, or list them; the archiver deletes no held chat (one limit: docs/retention.md)")
-EXAMPLE = 'archiver --config archiver.toml hold place --customer 4747235938674011 --case "ACME v. Shop" --reason "litigation"'
+EXAMPLE = ('archiver --config archiver.toml hold place --customer 4747235938674011 --case "ACME v. Shop" --reason "litigation"'
+           '\n  archiver --config archiver.toml hold place --from 2025-03-01 --to 2025-03-31 --overlapping '
+           '--case "ACME v. Shop" --reason "every chat of March"')
 
 
 # Each option's flag and the actions that take it (by dest): another action refuses it rather than ignore it
@@ -34,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _option(p, "--agent", place, metavar="ID", help="place: every chat this agent wrote in, handled or was transferred to")
     _option(p, "--from", place, dest="ended_from", metavar="DATE", help="place: chats that ended on or after DATE")
     _option(p, "--to", place, dest="ended_to", metavar="DATE", help="place: chats that ended on or before DATE")
+    _option(p, "--overlapping", place, action="store_true", default=None, help=f"place: {OVERLAPPING_HELP}")
     _option(p, "--type", place, dest="ctlive_type", metavar="T", help="place: ctlive_type")
     _option(p, "--channel", place, metavar="C", help="place: channel")
     _option(p, "--service", place, metavar="S", help="place: service name")
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     ended_from, ended_to = date_window(args)
     filters = SearchFilters(room=args.room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                             customer=args.customer,
-                            ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text)
+                            ctlive_type=args.ctlive_type, channel=args.channel, service=args.service, text=args.text,
+                            overlapping=args.overlapping)
     if args.customer is not None or args.agent is not None:  # entries that predate `opened_by`/`handled_by`
         deletions.derive_contact_people()  # get them first, rather than all be held
     try:

@@ -26,7 +26,9 @@ HELP = ("fetch, decrypt and verify one archived chat; write its files and verifi
 EXAMPLE = ("archiver --config archiver.toml retrieve CHAT_DEFAULT_8857106a-55b8-4c47-a5af-a3aae7530e5a --key legal.key.pem "
            "--out ./case-42 --reason 'case 42: customer complaint'\n"
            "  archiver --config archiver.toml retrieve --bundle case-42.zip --key legal.key.pem "
-           "--reason 'case 42' --customer 4747235938674011 --from 2024-01-01")
+           "--reason 'case 42' --customer 4747235938674011 --from 2024-01-01\n"
+           "  archiver --config archiver.toml retrieve --bundle march.zip --key legal.key.pem "
+           "--reason 'production request' --from 2025-03-01 --to 2025-03-31 --overlapping")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -197,14 +199,15 @@ def _failed(exc: Exception, audited: Callable[[str, str, int], int]) -> int:
 
 
 def _filters_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, name) is not None for name in _FILTERS)
+    """Whether ARGS set a search filter (--overlapping, which needs --from or --to, counts: not silently dropped)."""
+    return any(getattr(args, name) is not None for name in (*_FILTERS, "overlapping"))
 
 
 def _filters_as_given(args: argparse.Namespace) -> str:
     """The search filters as the user typed them (`--from 2030-01-01 --service 'Billing desk'`)."""
     options = {"ended_from": "--from", "ended_to": "--to", "ctlive_type": "--type"}
-    return " ".join(f"{options.get(name, '--' + name)} {shlex.quote(getattr(args, name))}"
-                    for name in _FILTERS if getattr(args, name) is not None)
+    return " ".join([f"{options.get(name, '--' + name)} {shlex.quote(getattr(args, name))}"
+                     for name in _FILTERS if getattr(args, name) is not None] + ["--overlapping"] * bool(args.overlapping))
 
 
 def run_bundle(args: argparse.Namespace) -> int:
@@ -304,15 +307,16 @@ def _signed(made) -> str:
 
 
 def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict[str, Any]:
-    """A bundle by FILTERS: the chats of its window the archive does not hold, and with --text what --text
-    cannot see (bundle.BundleRequest's not_archived, text_note, text_unsearchable)."""
+    """A bundle by FILTERS: the chats of its window the archive does not hold, with --overlapping the entries
+    placed by their end alone, and with --text what --text cannot see (bundle.BundleRequest's not_archived,
+    without_start, text_note, text_unsearchable)."""
     from archiver.commands.search import unarchived_of
 
     if filters is None:
         return {}
     unsearchable = search.unsearchable() if filters.text else 0  # (a count over the index: asked once)
     text = {"text_note": search.text_note(unsearchable), "text_unsearchable": unsearchable} if filters.text else {}
-    return {"not_archived": unarchived_of(config, filters), **text}
+    return {"not_archived": unarchived_of(config, filters), "without_start": search.without_start(filters), **text}
 
 
 def _bundle_detail(made) -> str:

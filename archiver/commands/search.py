@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from archiver.unarchived import NotArchived
 
 HELP = "list archived chats matching filters (metadata and keyed word hashes; nothing is decrypted)"
-EXAMPLE = "archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json"
+EXAMPLE = ("archiver --config archiver.toml search --customer 4747235938674011 --from 2024-01-01 --text refund --json\n"
+           "  archiver --config archiver.toml search --from 2025-03-01 --to 2025-03-31 --overlapping   "
+           "# every chat of March, begun or ended in it or across it")
 SPOOLED = CodecOptions(tz_aware=True)  # times read back as the UTC they were written as
 BOTH_MARK = "*"  # after an AGENTS id that is also a customer, explained under the table
 STATUSES = ("archived", "uploading", "superseded", "deleted")  # what an index entry's status can be (archiver/index.py)
@@ -39,6 +41,7 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     """Every filter but --room (also used by `retrieve --bundle`)."""
     p.add_argument("--from", dest="ended_from", metavar="DATE", help="ended on or after DATE (ISO, UTC)")
     p.add_argument("--to", dest="ended_to", metavar="DATE", help="ended on or before DATE (a bare date: that whole day)")
+    add_overlapping(p)
     p.add_argument("--agent", metavar="ID", help="an agent's user id wrote in, handled or was transferred to the chat")
     p.add_argument("--customer", metavar="ID", help="a customer's user id wrote in or opened the chat")
     p.add_argument("--type", dest="ctlive_type", metavar="T", help="ctlive_type (chat, cbn, call...)")
@@ -49,6 +52,14 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
                         "(a tombstone)")
     p.add_argument("--text", metavar="WORDS", help="every one of these words occurs in the text of the chat's "
                    "messages (not in URLs, file names or the contact's fields; needs search.key_file)")
+
+
+OVERLAPPING_HELP = ("with --from/--to: chats whose span, from their start (else first message) to their end, "
+                    "overlaps that period, not only those that ended in it (one without a start: by its end)")
+
+
+def add_overlapping(p: argparse.ArgumentParser, **kwargs: Any) -> None:
+    p.add_argument("--overlapping", action="store_true", default=None, help=OVERLAPPING_HELP, **kwargs)
 
 
 def add_actor(p: argparse.ArgumentParser) -> None:
@@ -82,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         _print(bson.decode_file_iter(spool, SPOOLED), args.json)
     for line in missing.lines() if missing else []:  # on stderr: --json's stdout stays the entries alone
         print(f"WARNING: {line}" if not line.startswith(" ") else line, file=sys.stderr)
+    for note in _without_start(searcher, filters) if rooms else []:
+        print(f"note: {note}", file=sys.stderr)
     note = searcher.text_note() if filters.text is not None else ""  # (a count over the index: asked once)
     for note in (note, searcher.agent_note(filters)):
         if note:
@@ -89,6 +102,16 @@ def run(args: argparse.Namespace) -> int:
     for note in [] if rooms else searcher.exact_notes(filters):  # "0 entries" must not read as "no such chats"
         print(f"note: {note}", file=sys.stderr)
     return OK
+
+
+def _without_start(searcher, filters: SearchFilters) -> list[str]:
+    """With --overlapping: the entries found that have no recorded start, so were placed by their end alone."""
+    count, rooms = searcher.without_start(filters)
+    if not count:
+        return []
+    more = f", and {count - len(rooms)} more" if count > len(rooms) else ""
+    return [visible(f"{count} of these entries {'has' if count == 1 else 'have'} no recorded start: placed by their end "
+                    f"time alone: {', '.join(rooms)}{more}")]
 
 
 def unarchived_of(config: Config, filters: SearchFilters) -> NotArchived | None:
@@ -115,13 +138,15 @@ def filters_from(args: argparse.Namespace, room: str | None = None):
     ended_from, ended_to = date_window(args)  # (free text was screened by load_config: commands.stated)
     return SearchFilters(room=room, ended_from=ended_from, ended_to=ended_to, agent=args.agent,
                          customer=args.customer, ctlive_type=args.ctlive_type, channel=args.channel,
-                         service=args.service, status=args.status, text=args.text)
+                         service=args.service, status=args.status, text=args.text, overlapping=args.overlapping)
 
 
 def date_window(args: argparse.Namespace) -> tuple[dt.datetime | None, dt.datetime | None]:
     """--from and --to as datetimes; --from after --to holds no time at all, so it is a usage error
-    rather than an empty answer (or a hold that covers nothing)."""
+    rather than an empty answer (or a hold that covers nothing), and so is --overlapping without either."""
     start, end = _date(args.ended_from, "--from", end=False), _date(args.ended_to, "--to", end=True)
+    if getattr(args, "overlapping", None) and start is None and end is None:
+        raise UsageError("--overlapping needs --from and/or --to: it says how a chat is placed in that period")
     if start is not None and end is not None and start > end:
         raise UsageError(f"--from {args.ended_from!r} is after --to {args.ended_to!r}: that window holds no time "
                          "(a date without a time as --to covers that whole day)")
