@@ -296,3 +296,98 @@ def test_a_removed_first_seal_is_named_and_does_not_block_the_day(sealed, tmp_pa
     assert "skipped" not in out and f"{DAY}: sealed (seal 3: 6 entries" in out, out
     out = _verify_all_names_problems(sealed, tmp_path, capsys)
     assert f"PROBLEM seal {DAY}#2: it extends seal 1, which is not on record" in out, out
+
+
+# ---- MEDIUM-1: a whole sealed day removed (its seal record, its objects, its entries) ---------------------
+
+def _days_before(n: int) -> str:
+    return (DAY - seals.DAY * n).isoformat()
+
+
+def _remove_seal(config, day: str) -> dict:
+    """DAY's seal (record and objects) removed, as an insider with write access to the index and the store can
+    (the local store; S3 without Object Lock, or GOVERNANCE with bypass)."""
+    (record,) = [r for r in seal_records(config) if r["day"] == day]
+    for obj in record["objects"].values():
+        remove_stored(config, obj["key"])
+    _seals(config).delete_one({"day": day})
+    return record
+
+
+def test_a_whole_sealed_day_removed_with_its_seal_objects_is_named(make_config, tsa, tmp_path, capsys) -> None:
+    """DAY-2, DAY-1 and DAY sealed, one entry on DAY-1; DAY-1's seal and that entry (with their objects) removed:
+    the day missing between sealed days is named, and so is the seal the audit log says was made."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    with built_on(DAY - seals.DAY * 2):
+        archive_samples(config, count=3)
+    backdate(config)
+    victim = index(config).find_one({}, sort=[("room", 1)])
+    backdate(config, [victim["room"]], day=DAY - seals.DAY)
+    assert seal_cli(config, tmp_path, "seal", "--from", _days_before(2), "--to", DAY.isoformat()) == 0
+    record = _remove_seal(config, _days_before(1))
+    _remove_entry_and_objects(config, victim)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM {_days_before(1)}: not sealed, between sealed days {_days_before(2)} and {DAY}: a sealed day "
+            "may have been removed") in out, out
+    assert (f"PROBLEM seal {_days_before(1)}#1: the audit log records it (entry ") in out, out
+    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+
+
+def test_the_newest_sealed_day_removed_is_named_by_the_audit_log(sealed, tmp_path, capsys) -> None:
+    """No later seal: no gap to see. The audit log's entry of the seal names it."""
+    assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(1), "--to", _days_before(1)) == 0
+    record = _remove_seal(sealed, DAY.isoformat())
+    _remove_entry_and_objects(sealed, index(sealed).find_one({}, sort=[("room", 1)]))
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert f"PROBLEM seal {DAY}#1: the audit log records it (entry " in out, out
+    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+    assert "between sealed days" not in out, out
+
+
+def test_a_removed_seal_made_again_without_an_entry_is_named_by_the_audit_log(sealed, tmp_path, capsys) -> None:
+    """DAY's seal and an entry removed, then DAY sealed again (by the seal job, say): a seal 1 is on record, but
+    not the one the audit log recorded."""
+    record = _remove_seal(sealed, DAY.isoformat())
+    _remove_entry_and_objects(sealed, index(sealed).find_one({}, sort=[("room", 1)]))
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    (again,) = seal_records(sealed)
+    assert again["seq"] == 1 and again["count"] == 3
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert (f"PROBLEM seal {DAY}#1: the audit log records it (entry ") in out, out
+    assert f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)" in out, out
+
+
+def test_days_never_sealed_between_sealed_days_are_named_until_sealed(sealed, tmp_path, capsys) -> None:
+    """An honest gap (DAY-3 sealed by hand, DAY by the fixture; a seal run that failed is in the audit log too):
+    named as one range with what seals it; once sealed, verify --all is clean."""
+    assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(3), "--to", _days_before(3)) == 0
+    broken = sealed.with_overrides(signing__timestamp_url="http://127.0.0.1:9/")  # nothing listens there
+    assert seal_cli(broken, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(2)) == 1
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert (f"PROBLEM {_days_before(2)} to {_days_before(1)}: not sealed (2 days), between sealed days "
+            f"{_days_before(3)} and {DAY}: a sealed day may have been removed") in out, out
+    assert f"archiver seal --from {_days_before(2)} --to {_days_before(1)}" in out, out
+    assert "audit log records" not in out, out
+    assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(1)) == 0
+    assert verify_archive(sealed, None).problems == []
+
+
+# ---- LOW-2: `verify ROOM` of a room removed from a sealed day ------------------------------------------------
+
+def test_verify_room_of_a_room_removed_from_a_sealed_day_says_so(sealed, tmp_path, capsys) -> None:
+    """The room named on the command line, removed with its objects after its day was sealed."""
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    _remove_entry_and_objects(sealed, victim)
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", victim["room"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert (f"PROBLEM {victim['room']}: sealed on {DAY} (seal 1: version 1) and removed from the archive index "
+            "since") in out, out
+
+
+def test_verify_room_of_a_room_never_archived_does_not_say_sealed(sealed, tmp_path, capsys) -> None:
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "no-such-room")
+    out = capsys.readouterr().out
+    assert code == 3 and "PROBLEM no-such-room: not in the archive index" in out and "sealed on" not in out, out
