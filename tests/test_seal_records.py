@@ -5,9 +5,11 @@ tampering into a crash (exit 1) by editing a record's shape (docs/seals.md, "Sev
 `archiver verify` checks").
 
 Moved here from the seal review's reproductions (reports/seal-tests/test_seal_review.py: HIGH-1, HIGH-2,
-MEDIUM-2, LOW-1)."""
+MEDIUM-1, MEDIUM-2, LOW-1, LOW-2)."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pytest
 
@@ -15,7 +17,7 @@ from archiver import seals
 from archiver.integrity import verify_archive
 from archiver.mongo import connect, server_ms
 from retrieval_helpers import archive_samples, index, remove_stored
-from test_seals import DAY, backdate, built_on, seal_cli, seal_records
+from test_seals import DAY, backdate, built_on, seal_cli, seal_four, seal_records
 from test_seals import sealed as sealed_day  # noqa: F401 (test_seals' fixture, registered here as `sealed_day`)
 
 ACTOR = seals.Actor("test", "host")
@@ -268,7 +270,7 @@ def test_a_malformed_seal_record_fails_its_day_only(sealed, edit, named) -> None
     if named is None:  # a record that looks pending (completion fields gone) with an unreadable `at`
         _seals(sealed).update_many({"day": DAY.isoformat()}, {"$unset": {
             k: "" for k in ("format", "from", "to", "count", "root", "leaf_format", "previous", "audit_head",
-                            "created_at", "sealer",
+                            "created_at", "sealer", "previous_day",
                             "signer_sha256", "objects", "store", "timestamped_at", "abandoned")}})
         named = "malformed index record (pending.at: "
     following = (DAY + seals.DAY).isoformat()
@@ -314,9 +316,8 @@ def _remove_seal(config, day: str) -> dict:
     return record
 
 
-def test_a_whole_sealed_day_removed_with_its_seal_objects_is_named(make_config, tsa, tmp_path, capsys) -> None:
-    """DAY-2, DAY-1 and DAY sealed, one entry on DAY-1; DAY-1's seal and that entry (with their objects) removed:
-    the day missing between sealed days is named, and so is the seal the audit log says was made."""
+def _three_sealed_days(make_config, tsa, tmp_path) -> tuple[object, dict]:
+    """DAY-2, DAY-1 and DAY sealed in one run, one entry on DAY-1 (the victim), two on DAY."""
     config = make_config(signing__timestamp_url=tsa.url)
     with built_on(DAY - seals.DAY * 2):
         archive_samples(config, count=3)
@@ -324,13 +325,64 @@ def test_a_whole_sealed_day_removed_with_its_seal_objects_is_named(make_config, 
     victim = index(config).find_one({}, sort=[("room", 1)])
     backdate(config, [victim["room"]], day=DAY - seals.DAY)
     assert seal_cli(config, tmp_path, "seal", "--from", _days_before(2), "--to", DAY.isoformat()) == 0
+    return config, victim
+
+
+def _unchained_seals(monkeypatch) -> None:
+    """Seals made as before seals were chained: their documents do not name the day sealed before them."""
+    real = seals._document
+
+    def unchained(*args, **kwargs):
+        document = real(*args, **kwargs)
+        document.pop("previous_day")
+        return document
+    monkeypatch.setattr(seals, "_document", unchained)
+
+
+def test_a_whole_sealed_day_removed_with_its_seal_objects_is_named(make_config, tsa, tmp_path, capsys) -> None:
+    """DAY-1's seal and its entry (with their objects) removed: the next day's seal names it as the one it
+    follows, and the audit log's entry of its seal names it too."""
+    config, victim = _three_sealed_days(make_config, tsa, tmp_path)
+    link = seals.stored_seal(seals.SealBook(config), seal_records(config)[-1]).document["previous_day"]
     record = _remove_seal(config, _days_before(1))
+    assert link == {"day": _days_before(1), "seq": 1, "document_sha256": record["objects"]["document"]["sha256"]}
+    _remove_entry_and_objects(config, victim)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM seal {DAY}#1: it follows seal {_days_before(1)}#1, the latest of the day sealed before it (its "
+            "signed document says so), which is not on record: a sealed day removed") in out, out
+    assert f"PROBLEM seal {_days_before(1)}#1: the audit log records it (entry " in out, out
+    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+    assert "between sealed days" not in out, out  # (the chain speaks for chained seals)
+
+
+def test_a_whole_sealed_day_removed_and_sealed_again_is_named(make_config, tsa, tmp_path, capsys) -> None:
+    """The same, then the day sealed again without its entry (by the seal job, say): the next day's seal names
+    another document, the audit log another root."""
+    config, victim = _three_sealed_days(make_config, tsa, tmp_path)
+    record = _remove_seal(config, _days_before(1))
+    _remove_entry_and_objects(config, victim)
+    assert seal_cli(config, tmp_path, "seal", "--from", _days_before(1), "--to", _days_before(1)) == 0
+    (again,) = [r for r in seal_records(config) if r["day"] == _days_before(1)]
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM seal {DAY}#1: it follows seal {_days_before(1)}#1, the latest of the day sealed before it (its "
+            f"signed document says so), with document SHA-256 {record['objects']['document']['sha256']}, but that "
+            f"seal's record names {again['objects']['document']['sha256']} (removed and sealed again?)") in out, out
+    assert (f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)") in out, out
+
+
+def test_a_day_removed_between_seals_made_before_chaining_is_named_as_a_gap(make_config, tsa, tmp_path, capsys,
+                                                                           monkeypatch) -> None:
+    """Seals made before seals were chained: the day missing between sealed days is named (and by the audit log)."""
+    _unchained_seals(monkeypatch)
+    config, victim = _three_sealed_days(make_config, tsa, tmp_path)
+    _remove_seal(config, _days_before(1))
     _remove_entry_and_objects(config, victim)
     out = _verify_all_names_problems(config, tmp_path, capsys)
     assert (f"PROBLEM {_days_before(1)}: not sealed, between sealed days {_days_before(2)} and {DAY}: a sealed day "
-            "may have been removed") in out, out
-    assert (f"PROBLEM seal {_days_before(1)}#1: the audit log records it (entry ") in out, out
-    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+            "may have been removed (its seal record and objects); if never sealed (a failed seal run, or days sealed "
+            f"by hand around it), `archiver seal --from {_days_before(1)} --to {_days_before(1)}` seals it") in out, out
+    assert f"PROBLEM seal {_days_before(1)}#1: the audit log records it (entry " in out, out
+    assert "it follows seal" not in out, out
 
 
 def test_the_newest_sealed_day_removed_is_named_by_the_audit_log(sealed, tmp_path, capsys) -> None:
@@ -357,19 +409,35 @@ def test_a_removed_seal_made_again_without_an_entry_is_named_by_the_audit_log(se
     assert f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)" in out, out
 
 
-def test_days_never_sealed_between_sealed_days_are_named_until_sealed(sealed, tmp_path, capsys) -> None:
-    """An honest gap (DAY-3 sealed by hand, DAY by the fixture; a seal run that failed is in the audit log too):
-    named as one range with what seals it; once sealed, verify --all is clean."""
+def _an_honest_gap(sealed, tmp_path) -> None:
+    """DAY-3 sealed by hand besides DAY; a seal run of DAY-2 that failed (the authority unreachable), in the audit
+    log; DAY-2 and DAY-1 never sealed."""
     assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(3), "--to", _days_before(3)) == 0
     broken = sealed.with_overrides(signing__timestamp_url="http://127.0.0.1:9/")  # nothing listens there
     assert seal_cli(broken, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(2)) == 1
-    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+
+
+def test_days_never_sealed_between_chained_seals_are_no_problem(sealed, tmp_path) -> None:
+    """DAY's seal names no earlier day (none was sealed when it was made): the days before it that are not sealed
+    were never sealed, and an honest archive is clean."""
+    _an_honest_gap(sealed, tmp_path)
+    assert verify_archive(sealed, None).problems == []
+
+
+def test_days_never_sealed_between_seals_made_before_chaining_are_named_until_sealed(
+        make_config, tsa, tmp_path, capsys, monkeypatch) -> None:
+    """The same with seals made before seals were chained: the gap cannot be told from a removed day, so it is
+    named (one range, with the command that seals it); once sealed, verify --all is clean."""
+    _unchained_seals(monkeypatch)
+    config = seal_four(make_config, tsa, tmp_path, audited=True)
+    _an_honest_gap(config, tmp_path)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
     assert (f"PROBLEM {_days_before(2)} to {_days_before(1)}: not sealed (2 days), between sealed days "
             f"{_days_before(3)} and {DAY}: a sealed day may have been removed") in out, out
-    assert f"archiver seal --from {_days_before(2)} --to {_days_before(1)}" in out, out
+    assert f"`archiver seal --from {_days_before(2)} --to {_days_before(1)}` seals them" in out, out
     assert "audit log records" not in out, out
-    assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(1)) == 0
-    assert verify_archive(sealed, None).problems == []
+    assert seal_cli(config, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(1)) == 0
+    assert verify_archive(config, None).problems == []
 
 
 # ---- LOW-2: `verify ROOM` of a room removed from a sealed day ------------------------------------------------
@@ -391,3 +459,17 @@ def test_verify_room_of_a_room_never_archived_does_not_say_sealed(sealed, tmp_pa
     code = seal_cli(sealed, tmp_path, "verify", "no-such-room")
     out = capsys.readouterr().out
     assert code == 3 and "PROBLEM no-such-room: not in the archive index" in out and "sealed on" not in out, out
+
+
+def test_verify_room_looks_in_the_days_its_job_names_and_the_newest_sealed_days_only(sealed, monkeypatch) -> None:
+    """The lookup is bounded (docs/seals.md): with no recent sealed day to read, a room whose job names no sealed
+    day reads as not in the index; once its job's finish is dated on DAY, its seal is found there."""
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    _remove_entry_and_objects(sealed, victim)
+    jobs = connect(sealed["mongodb.uri"])[sealed["index.database"]][sealed["index.jobs"]]
+    jobs.update_one({"_id": victim["room"]}, {"$unset": {"ended_at": ""}})
+    monkeypatch.setattr(seals, "SEALED_DAYS_SEARCHED", 0)
+    assert seals.sealed_room(sealed, victim["room"]) == ""
+    at = dt.datetime.combine(DAY, dt.time(10), dt.timezone.utc)
+    assert jobs.update_one({"_id": victim["room"]}, {"$set": {"finished_at": int(at.timestamp() * 1000)}}).matched_count
+    assert seals.sealed_room(sealed, victim["room"]).startswith(f"sealed on {DAY} (seal 1: version 1) and removed")
