@@ -987,28 +987,38 @@ def check_audited_seals(book: SealBook) -> list[SealProblem]:
 SEALED_DAYS_SEARCHED = 31  # `verify ROOM` of a room not in the index: how many of the newest sealed days it reads
 
 
-def sealed_room(config: Config, room: str) -> str:
-    """Where a seal holds ROOM (which the index no longer does): "sealed on DAY (seal N: version V) and removed
-    from the archive index since", or "" if not found. Bounded: reads the latest seal of the days its archive job
-    names (when it ended and finished) and of the newest SEALED_DAYS_SEARCHED sealed days, one store read each;
-    `verify --all` recomputes every sealed day."""
-    book = SealBook(config)
-    hinted = _job_days(index_database(config)[config["index.jobs"]].find_one(
-        {"_id": {"$eq": room}}, {"ended_at": 1, "finished_at": 1}) or {})
+def sealed_rooms(config: Config, rooms: list[str]) -> dict[str, str]:
+    """Where a seal holds each of ROOMS (which the index no longer does): "sealed on DAY (seal N: version V) and
+    removed from the archive index since", for those found. Bounded: reads the latest seal of the days each room's
+    archive job names (`_job_days`) and of the newest SEALED_DAYS_SEARCHED sealed days, each once, one store read
+    each; `verify --all` recomputes every sealed day."""
+    if not rooms:
+        return {}
+    book, wanted = SealBook(config), set(rooms)
+    jobs = index_database(config)[config["index.jobs"]]
+    hinted = [day for job in jobs.find({"_id": {"$in": sorted(wanted)}}, {"ended_at": 1, "finished_at": 1})
+              for day in _job_days(job)]
     newest = sorted((day for day in map(_date, book.days()) if day is not None), reverse=True)
+    found: dict[str, str] = {}
     for day in dict.fromkeys([*hinted, *newest[:SEALED_DAYS_SEARCHED]]):
+        if len(found) == len(wanted):
+            break
         complete = book.records(day.isoformat()).complete
         if not complete:
             continue
         try:
             leaves = stored_seal(book, complete[-1]).document["leaves"]
-            versions = sorted({item[1] for item in leaves if item[0] == room}, key=_order)
+            versions: dict[Any, set[Any]] = {}
+            for item in leaves:
+                if item[0] in wanted and item[0] not in found:
+                    versions.setdefault(item[0], set()).add(item[1])
         except (StoreError, ValueError, KeyError, TypeError, IndexError):  # named by `verify --all`
             continue
-        if versions:
-            return (f"sealed on {day} (seal {complete[-1]['seq']}: version{'s' if len(versions) > 1 else ''} "
-                    f"{', '.join(map(str, versions))}) and removed from the archive index since")
-    return ""
+        for room, held in versions.items():
+            listed = sorted(held, key=_order)
+            found[room] = (f"sealed on {day} (seal {complete[-1]['seq']}: version{'s' if len(listed) > 1 else ''} "
+                           f"{', '.join(map(str, listed))}) and removed from the archive index since")
+    return found
 
 
 def _job_days(job: dict[str, Any]) -> list[dt.date]:

@@ -469,7 +469,8 @@ def test_verify_room_looks_in_the_days_its_job_names_and_the_newest_sealed_days_
     jobs = connect(sealed["mongodb.uri"])[sealed["index.database"]][sealed["index.jobs"]]
     jobs.update_one({"_id": victim["room"]}, {"$unset": {"ended_at": ""}})
     monkeypatch.setattr(seals, "SEALED_DAYS_SEARCHED", 0)
-    assert seals.sealed_room(sealed, victim["room"]) == ""
+    assert seals.sealed_rooms(sealed, [victim["room"]]) == {}
     at = dt.datetime.combine(DAY, dt.time(10), dt.timezone.utc)
     assert jobs.update_one({"_id": victim["room"]}, {"$set": {"finished_at": int(at.timestamp() * 1000)}}).matched_count
-    assert seals.sealed_room(sealed, victim["room"]).startswith(f"sealed on {DAY} (seal 1: version 1) and removed")
+    assert seals.sealed_rooms(sealed, [victim["room"], "no-such-room"]) == {
+        victim["room"]: f"sealed on {DAY} (seal 1: version 1) and removed from the archive index since"}
