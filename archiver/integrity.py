@@ -779,8 +779,8 @@ class Verifier:
         self.key = key
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
-        self.sealed_rooms: Callable[[list[str]], dict[str, str]] = lambda rooms: {}  # rooms not in the index
-        # that a seal holds: where
+        self.sealed_rooms: Callable[[list[str]], dict[str, str]] = lambda rooms: {}  # where seals hold rooms
+        # the index lacks (removed since)
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
         self.steps: Any = None  # their steps: each tombstone is checked against its run's, and what a run that
         # began a deletion then kept (kept_whole)

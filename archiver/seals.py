@@ -911,7 +911,7 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
 
 def check_gaps(book: SealBook) -> list[SealProblem]:
     """Each run of days between two sealed days that has no seal record at all, where the sealed day after it
-    was sealed before seals were chained. An empty day is sealed too, so days sealed one after the other leave
+    was first sealed before seals were chained. An empty day is sealed too, so days sealed one after the other leave
     none; a sealed day removed (its record and its objects) leaves one, and so does a day never sealed (a seal run
     that failed, days sealed by hand out of order): named, with what seals it. A chained seal after the gap says
     which day was sealed before it when it was made (`_check_chain` names that seal gone): a gap it skips was
@@ -920,25 +920,27 @@ def check_gaps(book: SealBook) -> list[SealProblem]:
     One query (seal records are small and one a day or so)."""
     today = dt.datetime.now(dt.timezone.utc).date()
     recorded: set[dt.date] = set()  # days with any record (a reservation, a malformed record: named elsewhere)
-    sealed: set[dt.date] = set()  # days with a complete, well-formed seal
-    chained: set[dt.date] = set()  # and those with a seal that names the day sealed before it (`previous_day`)
+    first_seal: dict[dt.date, tuple[int, bool]] = {}  # days with a complete, well-formed seal: their first's
+    # number, and whether it names the day sealed before it (`previous_day`): the state when the day was sealed
     for record in book.seals.find({}, {"_id": 0}):
         day = _date(record.get("day"))
         if day is not None and day < today:
             recorded.add(day)
-            if completed(record) and not record_problem(record, today):
-                sealed.add(day)
-                if "previous_day" in record:
-                    chained.add(day)
-    if not sealed:
+            if completed(record) and not record_problem(record, today) and \
+                    record["seq"] < first_seal.get(day, (record["seq"] + 1,))[0]:
+                first_seal[day] = (record["seq"], "previous_day" in record)
+    if not first_seal:
         return []
-    ends = sorted(sealed)
+    ends = sorted(first_seal)
+    chained = {day for day, (_, names) in first_seal.items() if names}
     known = sorted(day for day in recorded if ends[0] <= day <= ends[-1])
     problems = []
     for before, after in zip(known, known[1:]):
-        if after - before > DAY and after not in chained:
+        if after - before > DAY:
             first, last = before + DAY, after - DAY
-            problems.append(_gap(first, last, ends[bisect_left(ends, first) - 1], ends[bisect_left(ends, last)]))
+            sealed_before, sealed_after = ends[bisect_left(ends, first) - 1], ends[bisect_left(ends, last)]
+            if sealed_after not in chained:
+                problems.append(_gap(first, last, sealed_before, sealed_after))
     return problems
 
 

@@ -302,6 +302,19 @@ def test_a_removed_first_seal_is_named_and_does_not_block_the_day(sealed, tmp_pa
 
 # ---- MEDIUM-1: a whole sealed day removed (its seal record, its objects, its entries) ---------------------
 
+@pytest.mark.parametrize("action, detail", [
+    ("sealed", ""), ("unchanged", ""),
+    ("sealed", "completed seal 2, left pending by h:1 (since 2026-01-02 00:31:00 UTC); its objects under "
+               "~seals/2026-01-01/seal-0002-x stay, kept as abandoned"),
+])
+def test_the_audit_entry_of_a_seal_names_its_day_number_and_root(action, detail) -> None:
+    """What the audit log cross-check reads from a seal run's entries (SealOutcome's text), a take-over's too."""
+    seal = {"seq": 2, "count": 5, "root": "ab" * 32, "timestamped_at": None,
+            "objects": {"document": {"key": "~seals/2026-01-01/seal-0002-x.json"}}}
+    text = str(seals.SealOutcome("2026-01-01", action, seal, detail=detail))
+    assert seals._AUDITED_SEAL.match(text).groups() == ("2026-01-01", "2", "ab" * 32), text
+
+
 def _days_before(n: int) -> str:
     return (DAY - seals.DAY * n).isoformat()
 
