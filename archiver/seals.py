@@ -911,13 +911,13 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
 
 def check_gaps(book: SealBook) -> list[SealProblem]:
     """Each run of days between two sealed days that has no seal record at all, where the sealed day after it
-    was first sealed before seals were chained. An empty day is sealed too, so days sealed one after the other leave
-    none; a sealed day removed (its record and its objects) leaves one, and so does a day never sealed (a seal run
-    that failed, days sealed by hand out of order): named, with what seals it. A chained seal after the gap says
-    which day was sealed before it when it was made (`_check_chain` names that seal gone): a gap it skips was
-    never sealed then, and is not named. Days before the first sealed day (sealing not in use yet) and after the
-    last (not sealed yet) are not named: removing the newest sealed days is caught by `check_audited_seals` only.
-    One query (seal records are small and one a day or so)."""
+    was first sealed before seals were chained. An empty day is sealed too, so days sealed one after the other
+    leave none; a sealed day removed (its record and its objects) leaves one, and so does a day never sealed (a
+    seal run that failed, days sealed by hand out of order): named, with what seals it. A chained seal after the
+    gap says which day was sealed before it when it was made (`_check_chain` names that seal gone): a gap it
+    skips was not sealed then, and is not named. Days before the first sealed day (sealing not in use yet) and
+    after the last (not sealed yet) are not named: removing the newest sealed days is caught by
+    `check_audited_seals` only. One query (seal records are small, and one a day or so)."""
     today = dt.datetime.now(dt.timezone.utc).date()
     recorded: set[dt.date] = set()  # days with any record (a reservation, a malformed record: named elsewhere)
     first_seal: dict[dt.date, tuple[int, bool]] = {}  # days with a complete, well-formed seal: their first's
@@ -926,8 +926,9 @@ def check_gaps(book: SealBook) -> list[SealProblem]:
         day = _date(record.get("day"))
         if day is not None and day < today:
             recorded.add(day)
-            if completed(record) and not record_problem(record, today) and \
-                    record["seq"] < first_seal.get(day, (record["seq"] + 1,))[0]:
+            first = completed(record) and not record_problem(record, today) and \
+                (day not in first_seal or record["seq"] < first_seal[day][0])
+            if first:
                 first_seal[day] = (record["seq"], "previous_day" in record)
     if not first_seal:
         return []
@@ -958,7 +959,8 @@ def _gap(first: dt.date, last: dt.date, before: dt.date, after: dt.date) -> Seal
 # What the seal job writes into the audit log for a day it sealed or found unchanged (SealOutcome.__str__): the
 # day, and last, the seal (number, root). The audit entry is hash-chained: once a later seal records a head
 # after it, it cannot be removed or edited unnoticed.
-_AUDITED_SEAL = re.compile(r"(\d{4}-\d{2}-\d{2}): (?:sealed|unchanged)\b.*\(seal (\d+): \d+ entries, root ([0-9a-f]{64})")
+_AUDITED_SEAL = re.compile(r"(\d{4}-\d{2}-\d{2}): (?:sealed|unchanged)\b"
+                           r".*\(seal (\d+): \d+ entries, root ([0-9a-f]{64})")
 
 
 def check_audited_seals(book: SealBook) -> list[SealProblem]:

@@ -380,7 +380,7 @@ def test_a_whole_sealed_day_removed_and_sealed_again_is_named(make_config, tsa, 
     assert (f"PROBLEM seal {DAY}#1: it follows seal {_days_before(1)}#1, the latest of the day sealed before it (its "
             f"signed document says so), with document SHA-256 {record['objects']['document']['sha256']}, but that "
             f"seal's record names {again['objects']['document']['sha256']} (removed and sealed again?)") in out, out
-    assert (f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)") in out, out
+    assert f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)" in out, out
 
 
 def test_a_day_removed_between_seals_made_before_chaining_is_named_as_a_gap(make_config, tsa, tmp_path, capsys,
