@@ -792,6 +792,8 @@ class Verifier:
         self.key = key
         self.trust = trust
         self.explain_more: Callable[[list[str]], set[str]] = lambda keys: set()  # seal objects, say
+        self.sealed_rooms: Callable[[list[str]], dict[str, str]] = lambda rooms: {}  # where seals hold rooms
+        # the index lacks (removed since)
         self.runs: Any = None  # retention runs: their signed reports in the store are explained by them
         self.steps: Any = None  # their steps: each tombstone is checked against its run's, and what a run that
         # began a deletion then kept (kept_whole)
@@ -825,9 +827,11 @@ class Verifier:
         finally:
             if pool:
                 pool.close()
-        for room in sorted(set(rooms or []) - seen_rooms):  # not tampering: say why the archive lacks it
-            report.add(Problem(room, None, "not in the archive index" if self.jobs is None
-                               else not_held(self.jobs, self.entries, room)))
+        missing = sorted(set(rooms or []) - seen_rooms)
+        sealed = self.sealed_rooms(missing)
+        for room in missing:  # a seal holds it (removed since), else not tampering: say why the archive lacks it
+            report.add(Problem(room, None, sealed.get(room) or ("not in the archive index" if self.jobs is None
+                                                                else not_held(self.jobs, self.entries, room))))
         return report
 
     def check_entry(self, entry: dict[str, Any], report: VerifyReport) -> None:
@@ -1271,6 +1275,7 @@ def verify_archive(config: Config, rooms: list[str] | None, key: RecipientKey | 
     verifier = Verifier(entries, store_of, config["archive.lease_seconds"], key, trust, workers,
                         config if redaction else None)
     verifier.explain_more = seals.SealBook(config).explained
+    verifier.sealed_rooms = lambda rooms: seals.sealed_rooms(config, rooms)
     verifier.runs = index_database(config)[config["index.retention_runs"]]
     verifier.steps = index_database(config)[config["index.retention_steps"]]
     verifier.jobs = index_database(config)[config["index.jobs"]]

@@ -36,6 +36,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -769,9 +771,12 @@ def _ms_time(ms: Any) -> str:
 
 
 def _document(day: str, seq: int, leaves: list[Leaf], previous: dict[str, Any] | None, head: dict[str, Any] | None,
-              created: dt.datetime, actor: Actor, signer: Signer, abandoned: list[str]) -> dict[str, Any]:
+              created: dt.datetime, actor: Actor, signer: Signer, abandoned: list[str],
+              previous_day: dict[str, Any] | None) -> dict[str, Any]:
     """The seal document (docs/seals.md). ABANDONED: the folders of the sealers it took over, signed so that
-    no folder can be added to the record later (a seal removed from the index passed off as one of them)."""
+    no folder can be added to the record later (a seal removed from the index passed off as one of them).
+    PREVIOUS_DAY: the latest seal of the nearest earlier sealed day (`chain_link`), so that a sealed day
+    removed with its seal is named by the next day's."""
     root, count = merkle.root(leaf.digest for leaf in leaves)
     start, end = _bounds(day)
     return {
@@ -779,7 +784,7 @@ def _document(day: str, seq: int, leaves: list[Leaf], previous: dict[str, Any] |
         "root": root.hex(), "leaves": [leaf.as_list() for leaf in leaves], "previous": previous,
         "audit_head": {"seq": head["seq"], "hash": head["hash"]} if head else None,
         "created_at": _time(created), "sealer": actor.as_dict(), "signer_sha256": signer.identity.fingerprint,
-        "leaf_format": LEAF_FORMAT, "abandoned": abandoned,
+        "leaf_format": LEAF_FORMAT, "abandoned": abandoned, "previous_day": previous_day,
     }
 
 
@@ -788,7 +793,8 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
                mine: dict[str, Any], stored: list[str], abandoned: list[str]) -> dict[str, Any]:
     """The seal's document signed, timestamped and stored under MINE's folder (each key added to STORED as
     it is); its record, to complete the reservation with."""
-    document = _document(day, seq, leaves, previous, book.audit.head(), created, actor, signer, abandoned)
+    document = _document(day, seq, leaves, previous, book.audit.head(), created, actor, signer, abandoned,
+                         chain_link(book, day))
     end = _bounds(day)[1]
     body = canonical(document)
     signature = signer.sign_detached(body)
@@ -814,6 +820,20 @@ def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous:
     record.update(objects=objects, store=store_location(store),
                   timestamped_at=_time(timestamps.token_time(token)) if token else None)
     return record
+
+
+def chain_link(book: SealBook, day: str) -> dict[str, Any] | None:
+    """The latest complete seal of the nearest day before DAY that has one (day, seq, its document's SHA-256), as
+    a new seal of DAY names it; None if there is none (the archive's first sealed day). Reservations are passed
+    over (filtered here: not every MongoDB-compatible server matches `$exists` on a nested field alike)."""
+    for record in book.seals.find({"day": {"$lt": day}}, {"day": 1, "seq": 1, "objects.document.sha256": 1}
+                                  ).sort([("day", -1), ("seq", -1)]):
+        objects = record.get("objects")
+        document = objects.get("document") if isinstance(objects, dict) else None
+        sha256 = document.get("sha256") if isinstance(document, dict) else None
+        if isinstance(record.get("day"), str) and _is_int(record.get("seq")) and isinstance(sha256, str):
+            return {"day": record["day"], "seq": record["seq"], "document_sha256": sha256}
+    return None
 
 
 def _leaf_from_list(item: list[Any]) -> Leaf:
@@ -883,7 +903,142 @@ def check_days(config: Config, days: list[str] | None, trust: Sequence[x509.Cert
                                                 "heads cannot vouch for it", "audit log"))
     for day in wanted:
         checked += _check_day(book, day, problems, trust, pinned)
+    if days is None:  # the whole archive: no sealed day may be gone
+        problems.extend(check_gaps(book))
+        problems.extend(check_audited_seals(book))
     return checked, problems
+
+
+def check_gaps(book: SealBook) -> list[SealProblem]:
+    """Each run of days between two sealed days that has no seal record at all, where the sealed day after it
+    was first sealed before seals were chained. An empty day is sealed too, so days sealed one after the other
+    leave none; a sealed day removed (its record and its objects) leaves one, and so does a day never sealed (a
+    seal run that failed, days sealed by hand out of order): named, with what seals it. A chained seal after the
+    gap says which day was sealed before it when it was made (`_check_chain` names that seal gone): a gap it
+    skips was not sealed then, and is not named. Days before the first sealed day (sealing not in use yet) and
+    after the last (not sealed yet) are not named: removing the newest sealed days is caught by
+    `check_audited_seals` only. One query (seal records are small, and one a day or so)."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    recorded: set[dt.date] = set()  # days with any record (a reservation, a malformed record: named elsewhere)
+    first_seal: dict[dt.date, tuple[int, bool]] = {}  # days with a complete, well-formed seal: their first's
+    # number, and whether it names the day sealed before it (`previous_day`): the state when the day was sealed
+    for record in book.seals.find({}, {"_id": 0}):
+        day = _date(record.get("day"))
+        if day is not None and day < today:
+            recorded.add(day)
+            first = completed(record) and not record_problem(record, today) and \
+                (day not in first_seal or record["seq"] < first_seal[day][0])
+            if first:
+                first_seal[day] = (record["seq"], "previous_day" in record)
+    if not first_seal:
+        return []
+    ends = sorted(first_seal)
+    chained = {day for day, (_, names) in first_seal.items() if names}
+    known = sorted(day for day in recorded if ends[0] <= day <= ends[-1])
+    problems = []
+    for before, after in zip(known, known[1:]):
+        if after - before > DAY:
+            first, last = before + DAY, after - DAY
+            sealed_before, sealed_after = ends[bisect_left(ends, first) - 1], ends[bisect_left(ends, last)]
+            if sealed_after not in chained:
+                problems.append(_gap(first, last, sealed_before, sealed_after))
+    return problems
+
+
+def _gap(first: dt.date, last: dt.date, before: dt.date, after: dt.date) -> SealProblem:
+    span = (last - first).days + 1
+    one = span == 1
+    it = "it" if one else "them"
+    return SealProblem(None, None, f"not sealed{'' if one else f' ({span} days)'}, between sealed days {before} and "
+                                   f"{after}: a sealed day may have been removed (its seal record and objects); if "
+                                   f"never sealed (a failed seal run, or days sealed by hand around {it}), `archiver "
+                                   f"seal --from {first} --to {last}` seals {it}",
+                       first.isoformat() if one else f"{first} to {last}")
+
+
+# What the seal job writes into the audit log for a day it sealed or found unchanged (SealOutcome.__str__): the
+# day, and last, the seal (number, root). The audit entry is hash-chained: once a later seal records a head
+# after it, it cannot be removed or edited unnoticed.
+_AUDITED_SEAL = re.compile(r"(\d{4}-\d{2}-\d{2}): (?:sealed|unchanged)\b"
+                           r".*\(seal (\d+): \d+ entries, root ([0-9a-f]{64})")
+
+
+def check_audited_seals(book: SealBook) -> list[SealProblem]:
+    """Each seal the audit log records as made (or found unchanged) whose record is gone, or holds another root
+    (the day sealed again after its seal was removed). Reads the log's `seal` entries (a scan of the log, as
+    checking its chain is) and every seal record's day, number and root."""
+    roots: dict[tuple[str, int], Any] = {}
+    for record in book.seals.find({}, {"day": 1, "seq": 1, "root": 1}):
+        if isinstance(record.get("day"), str) and _is_int(record.get("seq")):
+            roots[(record["day"], record["seq"])] = record.get("root")
+    problems, seen = [], set()
+    for entry in book.audit.collection.find({"action": "seal", "outcome": "ok"}, {"seq": 1, "at": 1, "detail": 1}
+                                            ).sort("seq", ASCENDING):
+        found = _AUDITED_SEAL.match(entry["detail"]) if isinstance(entry.get("detail"), str) else None
+        if found is None or found.groups() in seen:
+            continue
+        seen.add(found.groups())
+        day, seq, root = found.group(1), int(found.group(2)), found.group(3)
+        said = f"the audit log records it (entry {entry.get('seq')}, {entry.get('at')}: root {root})"
+        if (day, seq) not in roots:
+            problems.append(_of_seal(f"seal {day}#{seq}", f"{said}, but the index holds no such seal (removed?)"))
+        elif roots[(day, seq)] != root:
+            problems.append(_of_seal(f"seal {day}#{seq}", f"{said}, but its record holds root {roots[(day, seq)]} "
+                                                          "(removed and sealed again?)"))
+    return problems
+
+
+SEALED_DAYS_SEARCHED = 31  # `verify ROOM` of a room not in the index: how many of the newest sealed days it reads
+
+
+def sealed_rooms(config: Config, rooms: list[str]) -> dict[str, str]:
+    """Where a seal holds each of ROOMS (which the index no longer does): "sealed on DAY (seal N: version V) and
+    removed from the archive index since", for those found. Bounded: reads the latest seal of the days each room's
+    archive job names (`_job_days`) and of the newest SEALED_DAYS_SEARCHED sealed days, each once, one store read
+    each; `verify --all` recomputes every sealed day."""
+    if not rooms:
+        return {}
+    book, wanted = SealBook(config), set(rooms)
+    jobs = index_database(config)[config["index.jobs"]]
+    hinted = [day for job in jobs.find({"_id": {"$in": sorted(wanted)}}, {"ended_at": 1, "finished_at": 1})
+              for day in _job_days(job)]
+    newest = sorted((day for day in map(_date, book.days()) if day is not None), reverse=True)
+    found: dict[str, str] = {}
+    for day in dict.fromkeys([*hinted, *newest[:SEALED_DAYS_SEARCHED]]):
+        if len(found) == len(wanted):
+            break
+        complete = book.records(day.isoformat()).complete
+        if not complete:
+            continue
+        try:
+            leaves = stored_seal(book, complete[-1]).document["leaves"]
+            versions: dict[Any, set[Any]] = {}
+            for item in leaves:
+                if item[0] in wanted and item[0] not in found:
+                    versions.setdefault(item[0], set()).add(item[1])
+        except (StoreError, ValueError, KeyError, TypeError, IndexError):  # named by `verify --all`
+            continue
+        for room, held in versions.items():
+            listed = sorted(held, key=_order)
+            found[room] = (f"sealed on {day} (seal {complete[-1]['seq']}: version{'s' if len(listed) > 1 else ''} "
+                           f"{', '.join(map(str, listed))}) and removed from the archive index since")
+    return found
+
+
+def _job_days(job: dict[str, Any]) -> list[dt.date]:
+    """The days an archive of JOB's room is dated on if honest: the day its archive finished (server ms) and the
+    one before, the day its chat ended and the one after."""
+    days = []
+    try:
+        finished = dt.datetime.fromtimestamp(job["finished_at"] / 1000, dt.timezone.utc).date()
+        days += [finished, finished - DAY]
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        pass
+    ended = stored_time(job.get("ended_at"))
+    if ended is not None:
+        day = ended.astimezone(dt.timezone.utc).date()
+        days += [day, day + DAY] if day < dt.date.max else [day]
+    return days
 
 
 def _check_day(book: SealBook, day: Any, problems: list[SealProblem], trust: Sequence[x509.Certificate],
@@ -950,6 +1105,7 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
             blobs["document"], blobs["signature"], blobs.get("timestamp"), document.get("signer_sha256"), trust,
             pinned))
     problems.extend(_check_audit_head(book, name, document.get("audit_head")))
+    problems.extend(_check_chain(book, name, document.get("previous_day")))
     sealed = [_leaf_from_list(item) for item in document.get("leaves", [])]
     problems.extend(_of_seal(name, problem) for problem in folder_problems(
         book, seal, seal.get("abandoned", []), {leaf.ident: leaf.digest for leaf in sealed}))
@@ -1008,6 +1164,26 @@ def _check_document(name: str, seal: dict[str, Any], document: dict[str, Any], b
     if before is not None and (document.get("previous") or {}).get("document_sha256") != \
             before["objects"]["document"]["sha256"]:
         yield _of_seal(name, f"it does not name seal {before['seq']} of its day as the one it extends")
+
+
+def _check_chain(book: SealBook, name: str, link: Any) -> Iterator[SealProblem]:
+    """The seal LINK names as the latest of the nearest earlier sealed day when NAME was made (its signed
+    `previous_day`) must still be on record, as it was. (None: NAME was the first sealed day; a seal made before
+    seals were chained has no `previous_day`.)"""
+    if link is None:
+        return
+    day, seq = (link.get("day"), link.get("seq")) if isinstance(link, dict) else (None, None)
+    record = book.seals.find_one({"day": day, "seq": seq}, {"objects": 1}) if isinstance(day, str) and _is_int(seq) \
+        else None
+    objects = (record or {}).get("objects")
+    document = objects.get("document") if isinstance(objects, dict) else None
+    held = document.get("sha256") if isinstance(document, dict) else None
+    follows = f"it follows seal {day}#{seq}, the latest of the day sealed before it (its signed document says so)"
+    if record is None:
+        yield _of_seal(name, f"{follows}, which is not on record: a sealed day removed (its seal and entries)?")
+    elif held != link.get("document_sha256"):
+        yield _of_seal(name, f"{follows}, with document SHA-256 {link.get('document_sha256')}, but that seal's record "
+                             f"names {held} (removed and sealed again?)")
 
 
 def sealed_audit_heads(config: Config) -> list[SealedHead]:

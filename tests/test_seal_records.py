@@ -5,9 +5,11 @@ tampering into a crash (exit 1) by editing a record's shape (docs/seals.md, "Sev
 `archiver verify` checks").
 
 Moved here from the seal review's reproductions (reports/seal-tests/test_seal_review.py: HIGH-1, HIGH-2,
-MEDIUM-2, LOW-1)."""
+MEDIUM-1, MEDIUM-2, LOW-1, LOW-2)."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pytest
 
@@ -15,7 +17,7 @@ from archiver import seals
 from archiver.integrity import verify_archive
 from archiver.mongo import connect, server_ms
 from retrieval_helpers import archive_samples, index, remove_stored
-from test_seals import DAY, backdate, built_on, seal_cli, seal_records
+from test_seals import DAY, backdate, built_on, seal_cli, seal_four, seal_records
 from test_seals import sealed as sealed_day  # noqa: F401 (test_seals' fixture, registered here as `sealed_day`)
 
 ACTOR = seals.Actor("test", "host")
@@ -268,7 +270,7 @@ def test_a_malformed_seal_record_fails_its_day_only(sealed, edit, named) -> None
     if named is None:  # a record that looks pending (completion fields gone) with an unreadable `at`
         _seals(sealed).update_many({"day": DAY.isoformat()}, {"$unset": {
             k: "" for k in ("format", "from", "to", "count", "root", "leaf_format", "previous", "audit_head",
-                            "created_at", "sealer",
+                            "created_at", "sealer", "previous_day",
                             "signer_sha256", "objects", "store", "timestamped_at", "abandoned")}})
         named = "malformed index record (pending.at: "
     following = (DAY + seals.DAY).isoformat()
@@ -296,3 +298,192 @@ def test_a_removed_first_seal_is_named_and_does_not_block_the_day(sealed, tmp_pa
     assert "skipped" not in out and f"{DAY}: sealed (seal 3: 6 entries" in out, out
     out = _verify_all_names_problems(sealed, tmp_path, capsys)
     assert f"PROBLEM seal {DAY}#2: it extends seal 1, which is not on record" in out, out
+
+
+# ---- MEDIUM-1: a whole sealed day removed (its seal record, its objects, its entries) ---------------------
+
+@pytest.mark.parametrize("action, detail", [
+    ("sealed", ""), ("unchanged", ""),
+    ("sealed", "completed seal 2, left pending by h:1 (since 2026-01-02 00:31:00 UTC); its objects under "
+               "~seals/2026-01-01/seal-0002-x stay, kept as abandoned"),
+])
+def test_the_audit_entry_of_a_seal_names_its_day_number_and_root(action, detail) -> None:
+    """What the audit log cross-check reads from a seal run's entries (SealOutcome's text), a take-over's too."""
+    seal = {"seq": 2, "count": 5, "root": "ab" * 32, "timestamped_at": None,
+            "objects": {"document": {"key": "~seals/2026-01-01/seal-0002-x.json"}}}
+    text = str(seals.SealOutcome("2026-01-01", action, seal, detail=detail))
+    assert seals._AUDITED_SEAL.match(text).groups() == ("2026-01-01", "2", "ab" * 32), text
+
+
+def _days_before(n: int) -> str:
+    return (DAY - seals.DAY * n).isoformat()
+
+
+def _remove_seal(config, day: str) -> dict:
+    """DAY's seal (record and objects) removed, as an insider with write access to the index and the store can
+    (the local store; S3 without Object Lock, or GOVERNANCE with bypass)."""
+    (record,) = [r for r in seal_records(config) if r["day"] == day]
+    for obj in record["objects"].values():
+        remove_stored(config, obj["key"])
+    _seals(config).delete_one({"day": day})
+    return record
+
+
+def _three_sealed_days(make_config, tsa, tmp_path) -> tuple[object, dict]:
+    """DAY-2, DAY-1 and DAY sealed in one run, one entry on DAY-1 (the victim), two on DAY."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    with built_on(DAY - seals.DAY * 2):
+        archive_samples(config, count=3)
+    backdate(config)
+    victim = index(config).find_one({}, sort=[("room", 1)])
+    backdate(config, [victim["room"]], day=DAY - seals.DAY)
+    assert seal_cli(config, tmp_path, "seal", "--from", _days_before(2), "--to", DAY.isoformat()) == 0
+    return config, victim
+
+
+def _unchained_seals(monkeypatch) -> None:
+    """Seals made as before seals were chained: their documents do not name the day sealed before them."""
+    real = seals._document
+
+    def unchained(*args, **kwargs):
+        document = real(*args, **kwargs)
+        document.pop("previous_day")
+        return document
+    monkeypatch.setattr(seals, "_document", unchained)
+
+
+def test_a_whole_sealed_day_removed_with_its_seal_objects_is_named(make_config, tsa, tmp_path, capsys) -> None:
+    """DAY-1's seal and its entry (with their objects) removed: the next day's seal names it as the one it
+    follows, and the audit log's entry of its seal names it too."""
+    config, victim = _three_sealed_days(make_config, tsa, tmp_path)
+    link = seals.stored_seal(seals.SealBook(config), seal_records(config)[-1]).document["previous_day"]
+    record = _remove_seal(config, _days_before(1))
+    assert link == {"day": _days_before(1), "seq": 1, "document_sha256": record["objects"]["document"]["sha256"]}
+    _remove_entry_and_objects(config, victim)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM seal {DAY}#1: it follows seal {_days_before(1)}#1, the latest of the day sealed before it (its "
+            "signed document says so), which is not on record: a sealed day removed") in out, out
+    assert f"PROBLEM seal {_days_before(1)}#1: the audit log records it (entry " in out, out
+    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+    assert "between sealed days" not in out, out  # (the chain speaks for chained seals)
+
+
+def test_a_whole_sealed_day_removed_and_sealed_again_is_named(make_config, tsa, tmp_path, capsys) -> None:
+    """The same, then the day sealed again without its entry (by the seal job, say): the next day's seal names
+    another document, the audit log another root."""
+    config, victim = _three_sealed_days(make_config, tsa, tmp_path)
+    record = _remove_seal(config, _days_before(1))
+    _remove_entry_and_objects(config, victim)
+    assert seal_cli(config, tmp_path, "seal", "--from", _days_before(1), "--to", _days_before(1)) == 0
+    (again,) = [r for r in seal_records(config) if r["day"] == _days_before(1)]
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM seal {DAY}#1: it follows seal {_days_before(1)}#1, the latest of the day sealed before it (its "
+            f"signed document says so), with document SHA-256 {record['objects']['document']['sha256']}, but that "
+            f"seal's record names {again['objects']['document']['sha256']} (removed and sealed again?)") in out, out
+    assert f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)" in out, out
+
+
+def test_a_day_removed_between_seals_made_before_chaining_is_named_as_a_gap(make_config, tsa, tmp_path, capsys,
+                                                                           monkeypatch) -> None:
+    """Seals made before seals were chained: the day missing between sealed days is named (and by the audit log)."""
+    _unchained_seals(monkeypatch)
+    config, victim = _three_sealed_days(make_config, tsa, tmp_path)
+    _remove_seal(config, _days_before(1))
+    _remove_entry_and_objects(config, victim)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM {_days_before(1)}: not sealed, between sealed days {_days_before(2)} and {DAY}: a sealed day "
+            "may have been removed (its seal record and objects); if never sealed (a failed seal run, or days sealed "
+            f"by hand around it), `archiver seal --from {_days_before(1)} --to {_days_before(1)}` seals it") in out, out
+    assert f"PROBLEM seal {_days_before(1)}#1: the audit log records it (entry " in out, out
+    assert "it follows seal" not in out, out
+
+
+def test_the_newest_sealed_day_removed_is_named_by_the_audit_log(sealed, tmp_path, capsys) -> None:
+    """No later seal: no gap to see. The audit log's entry of the seal names it."""
+    assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(1), "--to", _days_before(1)) == 0
+    record = _remove_seal(sealed, DAY.isoformat())
+    _remove_entry_and_objects(sealed, index(sealed).find_one({}, sort=[("room", 1)]))
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert f"PROBLEM seal {DAY}#1: the audit log records it (entry " in out, out
+    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+    assert "between sealed days" not in out, out
+
+
+def test_a_removed_seal_made_again_without_an_entry_is_named_by_the_audit_log(sealed, tmp_path, capsys) -> None:
+    """DAY's seal and an entry removed, then DAY sealed again (by the seal job, say): a seal 1 is on record, but
+    not the one the audit log recorded."""
+    record = _remove_seal(sealed, DAY.isoformat())
+    _remove_entry_and_objects(sealed, index(sealed).find_one({}, sort=[("room", 1)]))
+    assert seal_cli(sealed, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    (again,) = seal_records(sealed)
+    assert again["seq"] == 1 and again["count"] == 3
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert (f"PROBLEM seal {DAY}#1: the audit log records it (entry ") in out, out
+    assert f"root {record['root']}), but its record holds root {again['root']} (removed and sealed again?)" in out, out
+
+
+def _an_honest_gap(sealed, tmp_path) -> None:
+    """DAY-3 sealed by hand besides DAY; a seal run of DAY-2 that failed (the authority unreachable), in the audit
+    log; DAY-2 and DAY-1 never sealed."""
+    assert seal_cli(sealed, tmp_path, "seal", "--from", _days_before(3), "--to", _days_before(3)) == 0
+    broken = sealed.with_overrides(signing__timestamp_url="http://127.0.0.1:9/")  # nothing listens there
+    assert seal_cli(broken, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(2)) == 1
+
+
+def test_days_never_sealed_between_chained_seals_are_no_problem(sealed, tmp_path) -> None:
+    """DAY's seal names no earlier day (none was sealed when it was made): the days before it that are not sealed
+    were never sealed, and an honest archive is clean."""
+    _an_honest_gap(sealed, tmp_path)
+    assert verify_archive(sealed, None).problems == []
+
+
+def test_days_never_sealed_between_seals_made_before_chaining_are_named_until_sealed(
+        make_config, tsa, tmp_path, capsys, monkeypatch) -> None:
+    """The same with seals made before seals were chained: the gap cannot be told from a removed day, so it is
+    named (one range, with the command that seals it); once sealed, verify --all is clean."""
+    _unchained_seals(monkeypatch)
+    config = seal_four(make_config, tsa, tmp_path, audited=True)
+    _an_honest_gap(config, tmp_path)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert (f"PROBLEM {_days_before(2)} to {_days_before(1)}: not sealed (2 days), between sealed days "
+            f"{_days_before(3)} and {DAY}: a sealed day may have been removed") in out, out
+    assert f"`archiver seal --from {_days_before(2)} --to {_days_before(1)}` seals them" in out, out
+    assert "audit log records" not in out, out
+    assert seal_cli(config, tmp_path, "seal", "--from", _days_before(2), "--to", _days_before(1)) == 0
+    assert verify_archive(config, None).problems == []
+
+
+# ---- LOW-2: `verify ROOM` of a room removed from a sealed day ------------------------------------------------
+
+def test_verify_room_of_a_room_removed_from_a_sealed_day_says_so(sealed, tmp_path, capsys) -> None:
+    """The room named on the command line, removed with its objects after its day was sealed."""
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    _remove_entry_and_objects(sealed, victim)
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", victim["room"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert (f"PROBLEM {victim['room']}: sealed on {DAY} (seal 1: version 1) and removed from the archive index "
+            "since") in out, out
+
+
+def test_verify_room_of_a_room_never_archived_does_not_say_sealed(sealed, tmp_path, capsys) -> None:
+    capsys.readouterr()
+    code = seal_cli(sealed, tmp_path, "verify", "no-such-room")
+    out = capsys.readouterr().out
+    assert code == 3 and "PROBLEM no-such-room: not in the archive index" in out and "sealed on" not in out, out
+
+
+def test_verify_room_looks_in_the_days_its_job_names_and_the_newest_sealed_days_only(sealed, monkeypatch) -> None:
+    """The lookup is bounded (docs/seals.md): with no recent sealed day to read, a room whose job names no sealed
+    day reads as not in the index; once its job's finish is dated on DAY, its seal is found there."""
+    victim = index(sealed).find_one({}, sort=[("room", 1)])
+    _remove_entry_and_objects(sealed, victim)
+    jobs = connect(sealed["mongodb.uri"])[sealed["index.database"]][sealed["index.jobs"]]
+    jobs.update_one({"_id": victim["room"]}, {"$unset": {"ended_at": ""}})
+    monkeypatch.setattr(seals, "SEALED_DAYS_SEARCHED", 0)
+    assert seals.sealed_rooms(sealed, [victim["room"]]) == {}
+    at = dt.datetime.combine(DAY, dt.time(10), dt.timezone.utc)
+    assert jobs.update_one({"_id": victim["room"]}, {"$set": {"finished_at": int(at.timestamp() * 1000)}}).matched_count
+    assert seals.sealed_rooms(sealed, [victim["room"], "no-such-room"]) == {
+        victim["room"]: f"sealed on {DAY} (seal 1: version 1) and removed from the archive index since"}
