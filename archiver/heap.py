@@ -7,7 +7,10 @@ fonts, the libraries' modules, the builder) and walked them all about once per
 `gc.freeze` moves what exists into a generation the collector never walks.
 Reference counting still frees a frozen object nobody holds; only a cycle among
 frozen objects would stay, so a collection runs first, and each process
-freezes once, at its start: what it makes later is collected as before.
+freezes once: the fork server after its preload, a pool worker once it has its
+builder, the main process when its first Archiver is made (a script calling
+archiver.cli.main in-process: whatever the script holds then too). What a
+process makes later is collected as before.
 """
 
 from __future__ import annotations
