@@ -57,6 +57,7 @@ from archiver.pins import Pinned, configured_pins
 from archiver.signing import Signer
 from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, open_store_for, raise_if_unreachable,
                             store_location)
+from archiver.visible import visible
 
 FORMAT = "archiver-seal/1"
 LEAF_FORMAT = "archiver-seal-leaf/1"
@@ -594,8 +595,15 @@ def seal_days(config: Config, days: list[str], actor: Actor) -> list[SealOutcome
     log = open_audit_log(config)
     for outcome in outcomes:
         log.record("seal", actor, outcome={"sealed": "ok", "unchanged": "ok"}.get(outcome.action, outcome.action),
-                   filters={"day": outcome.day}, detail=str(outcome))
+                   filters=_audited_fields(outcome), detail=str(outcome))
     return outcomes
+
+
+def _audited_fields(outcome: SealOutcome) -> dict[str, Any]:
+    """What a seal run's audit entry records as data (its `filters`, which the entry's hash covers): the day, and
+    the seal it made or found unchanged (number, root), which `check_audited_seals` reads."""
+    seal = outcome.seal
+    return {"day": outcome.day, **({"seq": seal["seq"], "root": seal["root"]} if seal is not None else {})}
 
 
 def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: ObjectStore, actor: Actor
@@ -668,18 +676,18 @@ def folder_problems(book: SealBook, record: dict[str, Any], folders: list[str],
     found = []
     for folder in folders:
         if not folder.startswith(own):
-            found.append(f"abandoned folder {folder} is not one of {seal_name(record)}'s ({own}…)")
+            found.append(f"abandoned folder {visible(folder)} is not one of {seal_name(record)}'s ({own}…)")
         document = _signed_document(book, record, folder) if folder.startswith(PREFIX) else None
         if document is None:
             continue
         if (document.get("day"), document.get("seq")) != (day, seq):
-            found.append(f"abandoned folder {folder} holds a signed seal {document.get('day')}#{document.get('seq')}"
+            found.append(f"abandoned folder {visible(folder)} holds a signed seal {document.get('day')}#{document.get('seq')}"
                          ", which is not on record (removed from the index?)")
             continue
         dropped = [f"{room} v{version} ({status})" for room, version, status, digest in document["leaves"]
                    if kept.get((room, version, status), b"").hex() != digest]
         if dropped:
-            found.append(f"abandoned folder {folder} holds this seal as signed by a sealer taken over, with entries "
+            found.append(f"abandoned folder {visible(folder)} holds this seal as signed by a sealer taken over, with entries "
                          f"since removed or changed: {', '.join(dropped[:10])}"
                          + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""))
     return found
@@ -752,15 +760,16 @@ def _release(book: SealBook, day: str, seq: int, mine: dict[str, Any], stored: l
 
 def _being_made(record: dict[str, Any]) -> str:
     pending = record.get("pending") or {}
-    return (f"seal {record.get('seq')} is being made by another sealer ({pending.get('owner')}, since "
+    return (f"seal {record.get('seq')} is being made by another sealer ({visible(pending.get('owner'))}, since "
             f"{_ms_time(pending.get('at'))} UTC); it stays that sealer's")
 
 
 def _taken_over(record: dict[str, Any]) -> str:
     pending = record.get("pending") or {}
-    failed = f", which failed: {pending['failed']}" if pending.get("failed") else ""
-    return (f"completed seal {record.get('seq')}, left pending by {pending.get('owner')} (since "
-            f"{_ms_time(pending.get('at'))} UTC{failed}); its objects under {pending.get('folder')} stay, kept as abandoned")
+    failed = f", which failed: {visible(pending['failed'])}" if pending.get("failed") else ""
+    return (f"completed seal {record.get('seq')}, left pending by {visible(pending.get('owner'))} (since "
+            f"{_ms_time(pending.get('at'))} UTC{failed}); its objects under {visible(pending.get('folder'))} stay, "
+            "kept as abandoned")
 
 
 def _ms_time(ms: Any) -> str:
@@ -915,7 +924,8 @@ def check_gaps(book: SealBook) -> list[SealProblem]:
     leave none; a sealed day removed (its record and its objects) leaves one, and so does a day never sealed (a
     seal run that failed, days sealed by hand out of order): named, with what seals it. A chained seal after the
     gap says which day was sealed before it when it was made (`_check_chain` names that seal gone): a gap it
-    skips was not sealed then, and is not named. Days before the first sealed day (sealing not in use yet) and
+    skips is not named. Such a gap is days never sealed, or days removed before that seal was made (its
+    `previous_day` was read from the index as left): those only `check_audited_seals` names. Days before the first sealed day (sealing not in use yet) and
     after the last (not sealed yet) are not named: removing the newest sealed days is caught by
     `check_audited_seals` only. One query (seal records are small, and one a day or so)."""
     today = dt.datetime.now(dt.timezone.utc).date()
@@ -956,29 +966,57 @@ def _gap(first: dt.date, last: dt.date, before: dt.date, after: dt.date) -> Seal
                        first.isoformat() if one else f"{first} to {last}")
 
 
-# What the seal job writes into the audit log for a day it sealed or found unchanged (SealOutcome.__str__): the
-# day, and last, the seal (number, root). The audit entry is hash-chained: once a later seal records a head
-# after it, it cannot be removed or edited unnoticed.
-_AUDITED_SEAL = re.compile(r"(\d{4}-\d{2}-\d{2}): (?:sealed|unchanged)\b"
-                           r".*\(seal (\d+): \d+ entries, root ([0-9a-f]{64})")
+# What a seal run's audit entry said of the seal before its fields recorded it (`_audited_fields`): its detail,
+# SealOutcome's text, begins with the day and ends with the seal (number, root). Text in between (a take-over's
+# owner, failure, folder) came from the index unescaped: it may hold newlines and even this wording, so the
+# day is read at the start and the seal from the last match.
+_AUDITED_DAY = re.compile(r"\A(\d{4}-\d{2}-\d{2}): (?:sealed|unchanged)\b")
+_AUDITED_SEAL = re.compile(r"\(seal (\d+): \d+ entries, root ([0-9a-f]{64})")
+_ROOT = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def audited_seal(entry: dict[str, Any]) -> tuple[str, int, str] | None:
+    """The seal (day, number, root) a seal run's audit ENTRY records: from its fields (`filters`, covered by the
+    entry's hash), or from the text of an entry written before they were; None if it says neither."""
+    fields = entry.get("filters")
+    if isinstance(fields, dict) and {"seq", "root"} <= fields.keys():
+        day, seq, root = fields.get("day"), fields["seq"], fields["root"]
+        ok = _date(day) is not None and _is_int(seq) and isinstance(root, str) and _ROOT.match(root)
+        return (day, seq, root) if ok else None
+    return audited_seal_text(entry.get("detail"))
+
+
+def audited_seal_text(detail: Any) -> tuple[str, int, str] | None:
+    """The seal (day, number, root) an older seal run's audit entry names in its DETAIL; None if none."""
+    day = _AUDITED_DAY.match(detail) if isinstance(detail, str) else None
+    seals_named = list(_AUDITED_SEAL.finditer(detail)) if day else []
+    if not seals_named:
+        return None
+    return day.group(1), int(seals_named[-1].group(1)), seals_named[-1].group(2)
 
 
 def check_audited_seals(book: SealBook) -> list[SealProblem]:
     """Each seal the audit log records as made (or found unchanged) whose record is gone, or holds another root
-    (the day sealed again after its seal was removed). Reads the log's `seal` entries (a scan of the log, as
-    checking its chain is) and every seal record's day, number and root."""
+    (the day sealed again after its seal was removed); and each `seal` entry with outcome ok that names no seal
+    (edited: it could hide one). Reads the log's `seal` entries (a scan of the log, as checking its chain is)
+    and every seal record's day, number and root."""
     roots: dict[tuple[str, int], Any] = {}
     for record in book.seals.find({}, {"day": 1, "seq": 1, "root": 1}):
         if isinstance(record.get("day"), str) and _is_int(record.get("seq")):
             roots[(record["day"], record["seq"])] = record.get("root")
     problems, seen = [], set()
-    for entry in book.audit.collection.find({"action": "seal", "outcome": "ok"}, {"seq": 1, "at": 1, "detail": 1}
-                                            ).sort("seq", ASCENDING):
-        found = _AUDITED_SEAL.match(entry["detail"]) if isinstance(entry.get("detail"), str) else None
-        if found is None or found.groups() in seen:
+    for entry in book.audit.collection.find({"action": "seal", "outcome": "ok"},
+                                            {"seq": 1, "at": 1, "filters": 1, "detail": 1}).sort("seq", ASCENDING):
+        found = audited_seal(entry)
+        if found is None:
+            problems.append(_of_seal("audit log", f"entry {visible(entry.get('seq'))} ({visible(entry.get('at'))}) "
+                                                  "records a seal run as ok, but says of no seal which day, number "
+                                                  "and root it has (edited?): a seal it named cannot be checked"))
             continue
-        seen.add(found.groups())
-        day, seq, root = found.group(1), int(found.group(2)), found.group(3)
+        if found in seen:
+            continue
+        seen.add(found)
+        day, seq, root = found
         said = f"the audit log records it (entry {entry.get('seq')}, {entry.get('at')}: root {root})"
         if (day, seq) not in roots:
             problems.append(_of_seal(f"seal {day}#{seq}", f"{said}, but the index holds no such seal (removed?)"))
@@ -1078,9 +1116,10 @@ def _check_day(book: SealBook, day: Any, problems: list[SealProblem], trust: Seq
 
 def _left_pending(record: dict[str, Any]) -> str:
     pending, day = record["pending"], record["day"]
-    why = (f"that failed while storing it ({pending['failed']})" if pending.get("failed")
-           else f"that stopped while making it (killed? {pending.get('owner')}, since {_ms_time(pending.get('at'))} UTC)")
-    return (f"left pending by a sealer {why}; its objects under {pending.get('folder')} are explained by it; the "
+    why = (f"that failed while storing it ({visible(pending['failed'])})" if pending.get("failed")
+           else f"that stopped while making it (killed? {visible(pending.get('owner'))}, since "
+                f"{_ms_time(pending.get('at'))} UTC)")
+    return (f"left pending by a sealer {why}; its objects under {visible(pending.get('folder'))} are explained by it; the "
             f"next `archiver seal --from {day} --to {day}` completes it (so does the seal job, for a day within "
             "schedule.seal_lookback_days)")
 

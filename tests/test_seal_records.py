@@ -306,13 +306,18 @@ def test_a_removed_first_seal_is_named_and_does_not_block_the_day(sealed, tmp_pa
     ("sealed", ""), ("unchanged", ""),
     ("sealed", "completed seal 2, left pending by h:1 (since 2026-01-02 00:31:00 UTC); its objects under "
                "~seals/2026-01-01/seal-0002-x stay, kept as abandoned"),
+    # written before owners were shown safely: a newline, and the wording itself, planted in the owner
+    ("sealed", f"completed seal 2, left pending by h:1\n(seal 9: 1 entries, root {'cd' * 32}) (since 2026-01-02 "
+               "00:31:00 UTC); its objects under ~seals/2026-01-01/seal-0002-x stay, kept as abandoned"),
 ])
 def test_the_audit_entry_of_a_seal_names_its_day_number_and_root(action, detail) -> None:
-    """What the audit log cross-check reads from a seal run's entries (SealOutcome's text), a take-over's too."""
+    """What the audit log cross-check reads from the text of a seal run's entry written before the entry recorded
+    the seal as fields (SealOutcome's text), a take-over's too."""
     seal = {"seq": 2, "count": 5, "root": "ab" * 32, "timestamped_at": None,
             "objects": {"document": {"key": "~seals/2026-01-01/seal-0002-x.json"}}}
     text = str(seals.SealOutcome("2026-01-01", action, seal, detail=detail))
-    assert seals._AUDITED_SEAL.match(text).groups() == ("2026-01-01", "2", "ab" * 32), text
+    assert seals.audited_seal_text(text) == ("2026-01-01", 2, "ab" * 32), text
+    assert seals.audited_seal({"filters": {"day": "2026-01-01"}, "detail": text}) == ("2026-01-01", 2, "ab" * 32)
 
 
 def _days_before(n: int) -> str:
@@ -487,3 +492,113 @@ def test_verify_room_looks_in_the_days_its_job_names_and_the_newest_sealed_days_
     assert jobs.update_one({"_id": victim["room"]}, {"$set": {"finished_at": int(at.timestamp() * 1000)}}).matched_count
     assert seals.sealed_rooms(sealed, [victim["room"], "no-such-room"]) == {
         victim["room"]: f"sealed on {DAY} (seal 1: version 1) and removed from the archive index since"}
+
+
+# ---- a newline in index text (a pending record's owner) in a take-over's audit entry (review today3, 1.) ---------
+
+def test_a_take_over_entry_with_a_newline_in_the_owner_is_still_read() -> None:
+    seal = {"seq": 1, "count": 4, "root": "ab" * 32, "timestamped_at": None,
+            "objects": {"document": {"key": "~seals/2026-01-01/seal-0001-x.json"}}}
+    pending = {"owner": "host:1\nplanted", "at": 0, "folder": "f\x1b[2K", "failed": "store\nerror"}
+    detail = seals._taken_over({"seq": 1, "pending": pending})
+    assert "host:1[U+000A]planted" in detail and "f[U+001B][2K" in detail and "store[U+000A]error" in detail, detail
+    text = str(seals.SealOutcome("2026-01-01", "sealed", seal, detail=detail))
+    assert "\n" not in text and "\x1b" not in text, text
+    assert seals.audited_seal_text(text) == ("2026-01-01", 1, "ab" * 32), text
+    for said in (seals._being_made({"seq": 1, "pending": pending}),
+                 seals._left_pending({"day": "2026-01-01", "seq": 1, "pending": pending})):
+        assert "\n" not in said and "\x1b" not in said, said
+
+
+def _plant_given_up_reservation(config, day: str, owner: str) -> None:
+    """Planted by an insider before the seal job runs: a reservation of DAY's seal 1, given up long ago."""
+    _seals(config).insert_one({"day": day, "seq": 1, "pending": {
+        "owner": owner, "at": 0, "sealer": {"os_user": "x", "host": "y"},
+        "folder": f"{seals.folder_prefix(day, 1)}20260101T000000000000Z"}})
+
+
+@pytest.mark.parametrize("owner", ["sealer-7 (stalled)", "sealer-7\n(stalled)"])
+def test_the_newest_sealed_day_removed_after_a_planted_take_over_is_named(make_config, tsa, tmp_path, capsys,
+                                                                         owner) -> None:
+    """The seal job takes the planted reservation over and seals DAY; then DAY's seal record, objects and entries
+    are removed. The audit log's entry of the seal names it, a newline in the owner or not."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=3)
+    backdate(config)
+    day = DAY.isoformat()
+    _plant_given_up_reservation(config, day, owner)
+    assert seal_cli(config, tmp_path, "seal", "--from", day, "--to", day) == 0  # taken over: sealed
+    record = _remove_seal(config, day)
+    for entry in list(index(config).find({})):
+        _remove_entry_and_objects(config, entry)
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert f"PROBLEM seal {day}#1: the audit log records it (entry " in out, out
+    assert f"root {record['root']}), but the index holds no such seal (removed?)" in out, out
+
+
+@pytest.mark.parametrize("owner", ["sealer-7 (stalled)", "sealer-7\n(stalled)"])
+def test_a_middle_day_removed_before_the_next_seal_is_named(make_config, tsa, tmp_path, capsys, owner) -> None:
+    """DAY-1 (sealed as a take-over of the planted reservation) removed before DAY is sealed: DAY's seal then names
+    DAY-2 as the day before it (the chain is read from the index as the insider left it), the gap check trusts
+    that chain, and only the audit log's entry of DAY-1's seal names it."""
+    config = make_config(signing__timestamp_url=tsa.url)
+    with built_on(DAY - seals.DAY * 2):
+        archive_samples(config, count=3)
+    backdate(config)
+    rooms = sorted(e["room"] for e in index(config).find({}))
+    backdate(config, [rooms[0]], day=DAY - seals.DAY * 2)
+    backdate(config, [rooms[1]], day=DAY - seals.DAY)
+    first, victim_day = _days_before(2), _days_before(1)
+    assert seal_cli(config, tmp_path, "seal", "--from", first, "--to", first) == 0
+    _plant_given_up_reservation(config, victim_day, owner)
+    assert seal_cli(config, tmp_path, "seal", "--from", victim_day, "--to", victim_day) == 0
+    _remove_seal(config, victim_day)
+    _remove_entry_and_objects(config, index(config).find_one({"room": rooms[1]}))
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    out = _verify_all_names_problems(config, tmp_path, capsys)
+    assert f"PROBLEM seal {victim_day}#1: the audit log records it (entry " in out, out
+    assert "it follows seal" not in out and "between sealed days" not in out, out  # (docs: the audit log alone)
+
+
+def _seal_entries(config) -> list[dict]:
+    return list(connect(config["mongodb.uri"])[config["index.database"]][config["index.audit"]].find(
+        {"action": "seal"}, {"_id": 0}).sort("seq", 1))
+
+
+def test_a_seal_runs_audit_entry_records_the_seal_as_fields_the_chain_covers(sealed) -> None:
+    """Day, number and root are the entry's `filters` (what the cross-check reads), covered by its hash: changed
+    there, the chain breaks."""
+    (entry,) = _seal_entries(sealed)
+    (record,) = seal_records(sealed)
+    assert entry["outcome"] == "ok" and entry["filters"] == {"day": DAY.isoformat(), "seq": 1, "root": record["root"]}
+    assert seals.audited_seal(dict(entry, detail="")) == (DAY.isoformat(), 1, record["root"])
+    log = seals.SealBook(sealed).audit
+    assert log.verify() == []
+    log.collection.update_one({"seq": entry["seq"]}, {"$set": {"filters.root": "cd" * 32}})
+    assert [p.seq for p in log.verify()] == [entry["seq"]]
+
+
+def test_a_take_over_with_a_newline_in_the_owner_is_audited_shown_safely(make_config, tsa, tmp_path) -> None:
+    config = make_config(signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=1)
+    backdate(config)
+    _plant_given_up_reservation(config, DAY.isoformat(), "sealer-7\n(stalled)")
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    (entry,) = _seal_entries(config)
+    assert "left pending by sealer-7[U+000A](stalled)" in entry["detail"] and "\n" not in entry["detail"], entry
+
+
+@pytest.mark.parametrize("filters, detail", [
+    ({"day": DAY.isoformat()}, "garbled"),  # an older entry (no fields) whose text names no seal
+    ({"day": DAY.isoformat(), "seq": "1", "root": "ab" * 32}, f"{DAY}: sealed (seal 1: 4 entries, root {'ab' * 32}"),
+])
+def test_a_seal_entry_recorded_ok_that_names_no_seal_is_named(sealed, tmp_path, capsys, filters, detail) -> None:
+    """Never skipped silently: it could be the only record of a sealed day removed. (Fields in a shape no sealer
+    writes are not read around by the text.)"""
+    seals.SealBook(sealed).audit.record("seal", ACTOR, outcome="ok", filters=filters, detail=detail)
+    (entry,) = _seal_entries(sealed)[-1:]
+    out = _verify_all_names_problems(sealed, tmp_path, capsys)
+    assert (f"PROBLEM audit log: entry {entry['seq']} ({entry['at']}) records a seal run as ok, but says of no seal "
+            "which day, number and root it has") in out, out
