@@ -19,6 +19,7 @@ from archiver.transcript import normalise
 from archiver.holds import _source_people
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
+from archiver.mongo import stored_time
 from archiver.retention import Deletions
 from archiver.search import SearchFilters, build_query, open_search
 from conftest import write_toml
@@ -320,7 +321,7 @@ def test_verify_says_a_derived_field_was_derived_and_a_mark_silences_nothing(mak
     entry = index(config).find_one()
     assert entry["present"] == [BOB, dan] and set(entry["derived_from_contact"]) == {"present"}, entry
     (problem,) = _verify(config, keys).problems
-    day = entry["derived_from_contact"]["present"].strftime("%Y-%m-%d")
+    day = stored_time(entry["derived_from_contact"]["present"]).strftime("%Y-%m-%d")  # (nx-27017: text)
     assert f"present {[BOB, dan]!r} (record {[BOB]!r}: derived from the source contact on {day}" in \
         problem.problem, problem
     index(config).update_many({}, {"$set": {"present": [BOB]}})  # as the record: no problem, mark or not
