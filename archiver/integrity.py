@@ -47,7 +47,8 @@ from archiver.pins import SIGNER_SETTINGS, Pinned, configured_pins
 from archiver.redaction import Redactor
 from archiver.render.evidence import RECORD_NAME
 from archiver.render.record import read_source, source_json
-from archiver.transcript import CONTACT_PEOPLE, ROLE_NAMES, ROLES, contact_person, contact_present, found_as
+from archiver.transcript import (CONTACT_PEOPLE, DERIVED_FROM_CONTACT, ROLE_NAMES, ROLES, contact_person,
+                                 contact_present, found_as)
 from archiver.store import (ListedKey, ObjectMissing, ObjectStore, StoreError, open_store_for, raise_if_unreachable,
                             store_location)
 from archiver.unarchived import not_held
@@ -616,9 +617,21 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
         expected["present"] = contact_present(_record_contact(doc), [p.get("user_id") for p in people or []
                                                                      if isinstance(p, dict)])
     # A field removed from the entry counts too (every entry has had them all): it hides a chat as well.
-    differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r})" for k, v in expected.items()
+    differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r}{_derived(entry, k)})" for k, v in expected.items()
               if _shown(k, entry.get(k)) != v]
     return Check(what, not differ, "; ".join(differ))
+
+
+def _derived(entry: dict[str, Any], field: str) -> str:
+    """How the entry says FIELD came to be, where it says it was derived after archiving: a contact changed since
+    differs from the record's. Only the wording: whoever could edit the field could write this mark too."""
+    marks = entry.get(DERIVED_FROM_CONTACT)
+    derivable = field in (*CONTACT_PEOPLE, "present")  # (a mark on another field is not read)
+    when = _parse_time(marks.get(field)) if derivable and isinstance(marks, dict) else None
+    if when is None:
+        return ""
+    return (f": derived from the source contact on {when:%Y-%m-%d}, which may have changed since the chat was "
+            "archived (docs/search.md), or edited since")
 
 
 # Records whose participants' role is their first message's, indexed under that role alone (unknown: neither).

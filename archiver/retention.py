@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 import bson
 from bson.errors import BSONError
+from pymongo import ASCENDING
 
 from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summary
@@ -47,9 +48,10 @@ from archiver.runs import (RunLedger, Step, Tally, described_counts, dry_run_rep
 from archiver.source import ChatSource, SourceProblem
 from archiver.names import recorded_folders
 from archiver.store import ObjectLocked, ObjectStore, StoreError, open_store, open_store_for
-from archiver.transcript import CONTACT_PEOPLE, InvalidChat, contact_person, contact_present
+from archiver.transcript import CONTACT_PEOPLE, DERIVED_FROM_CONTACT, InvalidChat, contact_person, contact_present
 
 ROOM_BATCH = 500
+CONTACT_GONE_AT = "contact_gone_at"  # no source contact when its fields were to be derived: not read again
 ENTRY_FIELDS = {"terms": 0, "participants": 0, "warnings": 0, "redaction": 0}  # not needed to plan
 # (passed as a copy: mongomock adds "_id": 1 to the projection it is given, which the stand-in nx-27017 then reads
 # as an inclusion, returning _id alone, when another query of the process uses it)
@@ -343,29 +345,52 @@ class Deletions:
         """`opened_by`, `handled_by` (the contact's userID and agentID, transcript.CONTACT_PEOPLE) and `present`
         (whom else it names: transcript.contact_present) for entries indexed before they were, from the source
         contact while it is there (one contact document for the room); the fields set. Without one, every hold by
-        customer (or agent) covers the entry (search.contact_unknown). KEEP() before each batch of rooms."""
-        kept = {"status": {"$in": DESCRIBED}, "deletion.personal_data_removed": {"$exists": False}}
-        missing = {field: {field: {"$exists": False}, **kept} for field in (*CONTACT_PEOPLE, "present")}
-        rooms = sorted(set(self.entries.distinct("room", {"$or": list(missing.values())})))
+        customer (or agent) covers the entry (search.contact_unknown). KEEP() before each batch of rooms.
+        `present` only where the entry's redaction version is today's: redacted by other rules it could differ
+        from the signed record's (an origin a rule masks), and `verify` would name it. Each derived field is
+        recorded in DERIVED_FROM_CONTACT (when); an entry whose contact is gone is marked CONTACT_GONE_AT, and
+        later runs skip it (its fields stay unknown)."""
+        kept = {"status": {"$in": DESCRIBED}, "deletion.personal_data_removed": {"$exists": False},
+                CONTACT_GONE_AT: {"$exists": False}}
+        missing = {field: {field: {"$exists": False}, **kept} for field in CONTACT_PEOPLE}
+        missing["present"] = {"present": {"$exists": False}, "redaction.version": self.redactor.version, **kept}
         changed = 0
         projection = {"id": 1, "users": 1, "contact_events": 1, **{name: 1 for name, _ in CONTACT_PEOPLE.values()}}
-        for i in range(0, len(rooms), ROOM_BATCH):
-            keep()
+        for rooms in self._rooms_missing(list(missing.values()), keep):
             contacts: dict[str, list[dict[str, Any]]] = {}
             try:
-                for doc in self.source.contacts.find({"id": {"$in": rooms[i:i + ROOM_BATCH]}}, projection):
+                for doc in self.source.contacts.find({"id": {"$in": rooms}}, projection):
                     if isinstance(doc.get("id"), str):  # (not an array holding the room)
                         contacts.setdefault(doc["id"], []).append(doc)
             except BSONError:  # a contact MongoDB cannot decode: that batch stays unknown (held by any person's)
                 continue
+            gone = [room for room in rooms if room not in contacts]
+            if gone:
+                self.entries.update_many({"room": {"$in": gone}, "$or": list(missing.values())},
+                                         {"$set": {CONTACT_GONE_AT: now()}})
             for room, found in contacts.items():
                 if len(found) != 1:  # (two contacts for a room: which one says who opened or handled it is not known)
                     continue
                 for field in CONTACT_PEOPLE:
                     changed += self.entries.update_many({**missing[field], "room": room}, {"$set": {
-                        field: contact_person(found[0], field) or None}}).modified_count
+                        field: contact_person(found[0], field) or None,
+                        f"{DERIVED_FROM_CONTACT}.{field}": now()}}).modified_count
                 changed += self._derive_present(room, found[0], missing["present"])
         return changed
+
+    def _rooms_missing(self, conditions: list[dict[str, Any]], keep: Callable[[], None]) -> Iterator[list[str]]:
+        """The rooms of the entries matching any of CONDITIONS, up to ROOM_BATCH entries' at a time, paged by _id:
+        no `distinct` (its result is capped at 16 MB: some 270k rooms) and no cursor left open while contacts are
+        read (a room of several versions may come twice: its second pass finds nothing left to set)."""
+        after: Any = None
+        while True:
+            keep()
+            query = {"$or": conditions, **({"_id": {"$gt": after}} if after is not None else {})}
+            page = list(self.entries.find(query, {"room": 1}).sort("_id", ASCENDING).limit(ROOM_BATCH))
+            if not page:
+                return
+            after = page[-1]["_id"]
+            yield sorted({entry["room"] for entry in page if isinstance(entry.get("room"), str)})
 
     def _derive_present(self, room: str, contact: dict[str, Any], missing: dict[str, Any]) -> int:
         """`present` of ROOM's entries that lack it (MISSING), from CONTACT redacted as the archive pass reads it
@@ -380,7 +405,7 @@ class Deletions:
                       for field in ("participants", "agents", "customers")]
             authors = [p.get("user_id") if isinstance(p, dict) else p for people in listed for p in people]
             changed += self.entries.update_one({"_id": entry["_id"], "present": {"$exists": False}}, {"$set": {
-                "present": contact_present(contact, authors)}}).modified_count
+                "present": contact_present(contact, authors), f"{DERIVED_FROM_CONTACT}.present": now()}}).modified_count
         return changed
 
     def _requeue(self, room: str) -> tuple[str, str]:

@@ -221,6 +221,10 @@ def normalise(
 # The contact's people the index keeps beside the messages' authors, whether or not they wrote (docs/search.md):
 # index field -> (contact field, the role holds and search match it as).
 CONTACT_PEOPLE = {"opened_by": ("userID", "customer"), "handled_by": ("agentID", "agent")}
+# The index entry's {field: when} of the contact fields (CONTACT_PEOPLE, `present`) derived after it was archived,
+# from the source contact as it was then (retention.Deletions.derive_contact_people): `verify` names one that
+# differs from the record as derived (the contact changed since), still as a problem.
+DERIVED_FROM_CONTACT = "derived_from_contact"
 
 
 def contact_person(contact: Mapping[str, Any], field: str) -> str:

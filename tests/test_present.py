@@ -19,7 +19,9 @@ from archiver.transcript import normalise
 from archiver.holds import _source_people
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
-from archiver.search import SearchFilters, open_search
+from archiver.mongo import stored_time
+from archiver.retention import Deletions
+from archiver.search import SearchFilters, build_query, open_search
 from conftest import write_toml
 from retention_helpers import age, agent_of, customer_of, erase, index, retention, retention_config, source
 from retrieval_helpers import CLI_KEYS
@@ -271,3 +273,88 @@ def test_the_pdf_and_the_record_name_whom_else_the_contact_names() -> None:
     alone, _ = make_chat(random.Random(6), messages=2)
     assert any(line.startswith("Others named by the contact") and line.endswith(renderer.template.labels["none"])
                for line in _header_texts(renderer, normalise(alone, {"id": alone["room"]})))
+
+
+def _verify(config, keys):
+    from archiver.envelope import RecipientKey
+    from archiver.integrity import verify_archive
+
+    return verify_archive(config, None, RecipientKey.load(str(keys["legal.key.pem"]), config["encryption.recipients"]))
+
+
+def _held_by_agent(config, agent: str) -> list[str]:
+    """The rooms a hold by AGENT selects in the index (an entry without a contact field cannot be ruled out)."""
+    return [e["room"] for e in index(config).find(build_query(SearchFilters(agent=agent), None, unknown_contact=True))]
+
+
+def test_present_is_not_derived_under_other_redaction_rules(make_config, keys) -> None:
+    """Review today3 #4: derived under today's rules (the `email` rule added since) `present` would differ from
+    the signed record's (redacted under the rules of then) and fail `verify` on an honest archive. It is derived
+    only where the entry's redaction version is today's; else left missing (every hold by agent covers the entry),
+    while `opened_by`/`handled_by` (identifiers no rule masks) are still derived."""
+    config = retention_config(make_config)  # archived under the card/cvv/pin rules of then
+    _transferred(config, users=(), origins=(CAROL,))
+    assert index(config).find_one()["present"] == [CAROL]
+    index(config).update_many({}, {"$unset": {"present": "", "handled_by": ""}})  # as entries from before
+    today = config.with_overrides(redaction__rules=["card", "cvv", "pin", "email"])  # a rule added since
+    Deletions(today).derive_contact_people()
+    entry = index(today).find_one()
+    assert "present" not in entry and entry["handled_by"], entry
+    report = _verify(today, keys)
+    assert report.ok, [str(p) for p in report.problems]
+    # a hold by carol covers it (cannot be ruled out), as one by another agent does
+    assert _held_by_agent(today, CAROL) == _held_by_agent(today, OTHER) == [entry["room"]]
+    Deletions(config).derive_contact_people()  # under the rules it was archived by: derived, and verified
+    assert index(config).find_one()["present"] == [CAROL]
+    assert _verify(config, keys).ok
+
+
+def test_verify_says_a_derived_field_was_derived_and_a_mark_silences_nothing(make_config, keys) -> None:
+    """A contact changed after archiving makes a derived `present` differ from the record: still a problem, but
+    named as derived from the source contact on its date, not as an edit. The mark changes the wording only."""
+    config = retention_config(make_config)
+    _transferred(config)
+    index(config).update_many({}, {"$unset": {"present": ""}})
+    dan = "USER_dan"  # (no dot: a key MongoDB would read as a path)
+    _contacts(config).update_many({}, {"$set": {f"users.{dan}": {"nickname": "Dan", "channel": "web"}}})
+    assert Deletions(config).derive_contact_people() == 1
+    entry = index(config).find_one()
+    assert entry["present"] == [BOB, dan] and set(entry["derived_from_contact"]) == {"present"}, entry
+    (problem,) = _verify(config, keys).problems
+    day = stored_time(entry["derived_from_contact"]["present"]).strftime("%Y-%m-%d")  # (nx-27017: text)
+    assert f"present {[BOB, dan]!r} (record {[BOB]!r}: derived from the source contact on {day}" in \
+        problem.problem, problem
+    index(config).update_many({}, {"$set": {"present": [BOB]}})  # as the record: no problem, mark or not
+    assert _verify(config, keys).ok
+    index(config).update_many({}, {"$set": {"present": []}, "$unset": {"derived_from_contact": ""}})
+    (problem,) = _verify(config, keys).problems  # an edit, unmarked
+    assert "derived" not in problem.problem and f"present [] (record {[BOB]!r})" in problem.problem, problem
+
+
+def test_derivation_pages_through_rooms_and_skips_those_whose_contact_is_gone(make_config, monkeypatch) -> None:
+    """Review today3 #8: rooms are read page by page (no `distinct` over the archive: 16 MB), and an entry whose
+    source contact is gone is marked, so later runs do not read it again; holds by agent still cover it."""
+    from archiver import retention as retention_module
+
+    monkeypatch.setattr(retention_module, "ROOM_BATCH", 2)
+    config = retention_config(make_config)
+    rooms = [_transferred(config, rng_seed=seed_)[0]["room"] for seed_ in (3, 5, 7)]
+    index(config).update_many({}, {"$unset": {"present": "", "opened_by": ""}})
+    _contacts(config).delete_many({"id": rooms[0]})
+    deletions = Deletions(config)
+    read: list[str] = []
+    find = deletions.source.contacts.find
+
+    def spy(query, *args, **kwargs):
+        read.extend(query["id"]["$in"])
+        return find(query, *args, **kwargs)
+
+    monkeypatch.setattr(deletions.source.contacts, "find", spy, raising=False)
+    assert deletions.derive_contact_people() == 4  # present and opened_by of the two rooms whose contact is there
+    assert sorted(read) == sorted(rooms)
+    gone = index(config).find_one({"room": rooms[0]})
+    assert "present" not in gone and gone.get("contact_gone_at"), gone
+    assert all(index(config).find_one({"room": room})["present"] == [BOB] for room in rooms[1:])
+    read.clear()
+    assert deletions.derive_contact_people() == 0 and read == []  # nothing left to read
+    assert _held_by_agent(config, OTHER) == [rooms[0]]
