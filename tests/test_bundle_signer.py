@@ -376,3 +376,33 @@ def test_either_transcript_key_setting_is_warned_of(make_config, setting) -> Non
     assert transcript_key_configured(config).startswith(f"the transcript signing key ({setting}) is configured on "
                                                         "this host, which decrypts")
     assert transcript_key_configured(make_config(signing__key="")) == ""
+
+
+def test_one_issuer_is_the_issuer_name_and_its_key_identifier_where_both_have_one(tmp_path) -> None:
+    """Two CAs of one name, told apart by their authority key identifiers: not one issuer; without the
+    identifier, the name alone decides (bundle_signer._same_issuer)."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from archiver.bundle_signer import _same_issuer
+    from certfactory import make
+
+    def issued(ca_key, name: str, aki: bool = True) -> x509.Certificate:
+        now = dt.datetime.now(dt.timezone.utc)
+        leaf = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corporate CA")]))
+                   .public_key(leaf.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)))
+        if aki:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                            critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    first, second = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    assert _same_issuer(issued(first, "Transcripts"), issued(first, "Bundles"))
+    assert not _same_issuer(issued(first, "Transcripts"), issued(second, "Bundles"))
+    assert _same_issuer(issued(first, "Transcripts"), issued(second, "Bundles", aki=False))
+    assert not _same_issuer(make(tmp_path, "A", usages=SIGNER).cert, make(tmp_path, "B", usages=SIGNER).cert)
