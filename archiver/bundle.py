@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from archiver import seals
 from archiver.audit import AuditLog
-from archiver.bundle_signer import NOT_SIGNED
+from archiver.bundle_signer import NOT_SIGNED, refuse_room_signer
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import index_database
@@ -141,6 +141,7 @@ class BundleRequest:
     text_note: str = ""  # with --text: what it cannot see (search.Search.text_note), "" if nothing
     text_unsearchable: int = 0  # archived entries without word hashes (Search.unsearchable)
     without_start: tuple[int, list[str]] = (0, [])  # --overlapping: entries placed by their end alone (Search.without_start)
+    agent_unindexed: tuple[int, str] = (0, "")  # --agent: entries it may miss, and the note saying so (Search.agent_note)
 
 
 @dataclass
@@ -267,6 +268,8 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
     versions: dict[str, list[dict[str, Any]]] = {}  # every version of each room in the bundle (room_versions)
     attached = False  # any attachment file in the bundle (its README step is then printed)
     for done, (room, version, opened, location, note) in enumerate(_verified(config, bundle, targets), 1):
+        if signer is not None and opened.ok:  # its signer verified: never the bundle signer's key or issuer
+            refuse_room_signer(signer, opened.certificates, f"{room} v{version}")
         proof = seal_check(config, opened)
         seal_folder = _seal_folder(proof)
         if proof is not None and opened.ok and seal_folder not in sealed:
@@ -448,7 +451,7 @@ def _custody(config: Config, bundle: BundleRequest, started: dt.datetime, head: 
         "retrieved_by": request.actor.as_dict(),
         "reason": request.reason,
         "selection": {"rooms": list(bundle.rooms)} if bundle.filters is None else {
-            "filters": _filters(bundle.filters), **_dates(bundle)},
+            "filters": _filters(bundle.filters), **_dates(bundle), **_agent_unindexed(bundle)},
         "rooms": rooms,  # one per version in the bundle
         "room_count": len({r["room"] for r in rooms}),  # chats
         "version_count": len(rooms),
@@ -493,10 +496,12 @@ def _gaps(bundle: BundleRequest) -> dict[str, Any]:
     if bundle.filters is None:
         return {}
     missing = bundle.not_archived
+    agent = ("; --agent may miss archived entries indexed before `present`, counted under "
+             "selection.agent_unindexed" if bundle.agent_unindexed[0] else "")
     return {"completeness": "complete of the archive index: every archived entry the filters match is in the "
                             "bundle, or named under left_out; chats the archive does not hold are named under "
                             "not_archived (as far as the job queue knows them); a chat never discovered is in "
-                            "neither (`archiver verify --completeness --from --to` reads the source)",
+                            f"neither (`archiver verify --completeness --from --to` reads the source){agent}",
             "not_archived": missing.as_dict() if missing is not None else None,
             **({"text_unsearchable": {"entries": bundle.text_unsearchable, "note": bundle.text_note}}
                if bundle.filters.text is not None else {})}
@@ -505,9 +510,16 @@ def _gaps(bundle: BundleRequest) -> dict[str, Any]:
 def gaps_text(bundle: BundleRequest) -> str:
     """_gaps for README.txt and stdout ("" if there are none)."""
     lines = [*(bundle.not_archived.lines() if bundle.not_archived is not None else []),
-             *([f"--text: {bundle.text_note}"] if bundle.text_note else [])]
+             *([f"--text: {bundle.text_note}"] if bundle.text_note else []),
+             *([f"--agent: {bundle.agent_unindexed[1]}"] if bundle.agent_unindexed[0] else [])]
     return "".join(f"{line}\n" for line in ["WHAT THIS BUNDLE DOES NOT HOLD (chain-of-custody.json: not_archived, "
-                                              "text_unsearchable)", *lines]) if lines else ""
+                                              "text_unsearchable, selection.agent_unindexed)", *lines]) if lines else ""
+
+
+def _agent_unindexed(bundle: BundleRequest) -> dict[str, Any]:
+    """What a bundle by --agent records under "selection" of the entries it may miss (none: nothing)."""
+    count, note = bundle.agent_unindexed
+    return {"agent_unindexed": {"count": count, "note": note}} if count else {}
 
 
 def tool_versions() -> dict[str, str]:

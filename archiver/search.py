@@ -352,12 +352,17 @@ class Search:
                          "exactly with the user id the platform stores (case and Unicode form included; not a name)")
         return notes
 
-    def agent_note(self, filters: SearchFilters) -> str:
-        """For --agent: the archived entries indexed before `present` was, counted ("" if none), which it finds by
-        their authors and handled_by alone until their field is recorded (retention.derive_contact_people)."""
+    def agent_unindexed(self, filters: SearchFilters) -> int:
+        """For --agent: how many archived entries were indexed before `present` was (0 without --agent)."""
         if filters.agent is None:
-            return ""
-        count = self.entries.count_documents({"present": {"$exists": False}, "status": "archived"})
+            return 0
+        return self.entries.count_documents({"present": {"$exists": False}, "status": "archived"})
+
+    def agent_note(self, filters: SearchFilters, count: int | None = None) -> str:
+        """For --agent: the archived entries indexed before `present` was (COUNT, if counted already), said ("" if
+        none), which it finds by their authors and handled_by alone until their field is recorded
+        (retention.derive_contact_people)."""
+        count = self.agent_unindexed(filters) if count is None else count
         if not count:
             return ""
         one = count == 1

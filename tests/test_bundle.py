@@ -638,14 +638,15 @@ LIFETIME = 12  # seconds the short-lived signer and its CA live: time to archive
 CHECKED_AT = re.compile(r"^OK (\S+) \(its signer chains to \S*CA\.pem at (\S+), (.+)\)$")
 
 
-def _short_lived_pki(folder: Path, seconds: int):
-    """A CA and a signing certificate it issued, both expiring SECONDS from now; and a PEM of the two."""
+def _short_lived_pki(folder: Path, seconds: int, name: str = "Short-lived"):
+    """A CA and a signing certificate it issued (NAME CA, NAME signer), both expiring SECONDS from now; and a PEM
+    of the two."""
     from certfactory import ahead, make
 
     until = ahead(seconds=seconds).replace(microsecond=0)  # X.509 times are whole seconds
-    ca = make(folder, "Short-lived CA", usages=("key_cert_sign", "crl_sign"), ca=True, not_after=until,
+    ca = make(folder, f"{name} CA", usages=("key_cert_sign", "crl_sign"), ca=True, not_after=until,
               ec_key=True)
-    signer = make(folder, "Short-lived signer", usages=("digital_signature", "content_commitment"), issuer=ca,
+    signer = make(folder, f"{name} signer", usages=("digital_signature", "content_commitment"), issuer=ca,
                   not_after=until, ec_key=True)
     chain = folder / "signer-and-ca.pem"
     chain.write_bytes(signer.cert_path.read_bytes() + ca.cert_path.read_bytes())
@@ -677,7 +678,8 @@ def test_a_genuine_bundle_verifies_after_its_signer_and_ca_expired_and_forgeries
 
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     ca, signer, chain, until = _short_lived_pki(tmp_path / "pki", LIFETIME)
-    bundle_ca, bundle_signer, bundle_chain, _ = _short_lived_pki(tmp_path / "bundle-pki", LIFETIME)
+    bundle_ca, bundle_signer, bundle_chain, _ = _short_lived_pki(tmp_path / "bundle-pki", LIFETIME,
+                                                                   "Short-lived bundle")  # (a CA of its own)
     config = make_config(signing__certificate=str(chain), signing__key=str(signer.key_path),
                          signing__timestamp_url=tsa.url, bundle__signing_certificate=str(bundle_chain),
                          bundle__signing_key=str(bundle_signer.key_path))
@@ -1383,3 +1385,33 @@ def test_an_index_entry_without_a_version_number_stops_no_bundle_nor_retrieval(a
     assert [v["version"] for chat in custody["chats"] for v in chat["versions"]] == [entries[0]["version"]], custody
     assert _bundle(config, tmp_path, room, "--key", str(keys["legal.key.pem"]), "--out", str(tmp_path / "o"),
                    "--reason", "case") == 0
+
+
+def test_a_bundle_by_agent_records_what_agent_may_miss(make_config, keys, tmp_path, capsys) -> None:
+    """Review today3 #5: entries indexed before `present` that --agent may miss are recorded in the bundle
+    (chain-of-custody.json, selection.agent_unindexed; README.txt's list of what it does not hold), not only
+    said on stdout; without such entries nothing is recorded."""
+    from retrieval_helpers import index
+    from test_present import BOB, _cli, _transferred
+
+    config = make_config()
+    older, _ = _transferred(config)  # archived before `present`: the field is absent
+    argv = ("retrieve", "--key", str(keys["legal.key.pem"]), "--reason", "HR 12", "--no-progress", "--agent", BOB)
+    assert _cli(config, tmp_path, *argv, "--bundle", str(tmp_path / "a.zip")) == 0
+    assert "selection.agent_unindexed" not in zipped_text(tmp_path / "a.zip", "README.txt")
+    assert "agent_unindexed" not in json.loads(zipped_text(tmp_path / "a.zip", "chain-of-custody.json"))["selection"]
+    index(config).update_many({}, {"$unset": {"present": ""}})
+    _transferred(config, rng_seed=5)  # archived today: found by present
+    capsys.readouterr()
+    assert _cli(config, tmp_path, *argv, "--bundle", str(tmp_path / "c.zip")) == 0
+    out = capsys.readouterr().out
+    custody = json.loads(zipped_text(tmp_path / "c.zip", "chain-of-custody.json"))
+    readme = " ".join(zipped_text(tmp_path / "c.zip", "README.txt").split())
+    assert older["room"] not in [r["room"] for r in custody["rooms"]]  # (the chat it may miss)
+    missed = custody["selection"]["agent_unindexed"]
+    assert missed["count"] == 1 and missed["note"].startswith("1 archived entry was indexed before `present`"), missed
+    assert "selection.agent_unindexed" in custody["completeness"], custody["completeness"]
+    assert ("WHAT THIS BUNDLE DOES NOT HOLD (chain-of-custody.json: not_archived, text_unsearchable, "
+            "selection.agent_unindexed) ") in readme, readme
+    assert "--agent: 1 archived entry was indexed before `present`" in readme, readme
+    assert "--agent: 1 archived entry was indexed before `present`" in out, out  # stdout says what README.txt says

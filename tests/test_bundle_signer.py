@@ -217,17 +217,125 @@ def test_half_a_bundle_identity_is_refused_naming_the_missing_setting(room, keys
     assert "bundle.signing_key: required with bundle.signing_certificate" in err, err
 
 
-def test_a_bundle_signer_the_transcripts_ca_issued_is_warned_of(room, keys, tmp_path, capsys) -> None:
+def test_a_bundle_signer_that_chains_to_a_transcript_trust_anchor_is_refused(room, keys, tmp_path, capsys) -> None:
     """A bundle signer that chains to a trust anchor of the transcripts could sign a transcript that passes the
-    README's steps 4 and 5: warned (here its CA is given as a transcript anchor with --ca)."""
-    code, _ = _make(room, tmp_path, keys, _bundle_keys(keys), "--ca", str(keys["ca.crt.pem"]),
-                    "--ca", str(keys["bundle-ca.crt.pem"]))
-    said = capsys.readouterr().out
-    assert code == 0, said
-    assert ("WARNING: the bundle signer CN=Case bundle signing (development),O=CT Live archiver (development) chains "
-            "to CN=Bundle signing development CA") in said and "give the bundle signer a CA of its own" in said, said
+    README's steps 4 and 5: refused, exit 2, nothing written, audited (here its CA is given with --ca)."""
+    code, bundle = _make(room, tmp_path, keys, _bundle_keys(keys), "--ca", str(keys["ca.crt.pem"]),
+                         "--ca", str(keys["bundle-ca.crt.pem"]))
+    err = capsys.readouterr().err
+    assert code == 2 and not bundle.exists() and list(tmp_path.glob("*.zip*")) == [], err
+    assert ("the bundle signer CN=Case bundle signing (development),O=CT Live archiver (development) chains "
+            "to CN=Bundle signing development CA") in err and "give the bundle signer a CA of its own" in err, err
+    assert audit(room)[-1]["outcome"] == "failed" and "a CA of its own" in audit(room)[-1]["detail"]
     code, _ = _make(room, tmp_path, keys, _bundle_keys(keys), "--ca", str(keys["ca.crt.pem"]), name="b.zip")
     assert code == 0 and "chains to" not in capsys.readouterr().out
+
+
+def test_the_transcript_key_as_bundle_signer_is_refused_without_signing_certificate(room, keys, tmp_path,
+                                                                                   capsys) -> None:
+    """Review today3 #2: a bundling host that names no signing.certificate, given the transcript signer's own
+    certificate and key as bundle.*: refused (the index names that certificate as the signer of the room),
+    before anything is written, audited."""
+    settings = {"signing.certificate": "", "bundle.signing_certificate": room["signing.certificate"],
+                "bundle.signing_key": room["signing.key"]}
+    code, bundle = _make(room, tmp_path, keys, settings)
+    err = capsys.readouterr().err
+    assert code == 2 and not bundle.exists() and list(tmp_path.glob("*.zip*")) == [], err
+    assert (f"bundle.signing_certificate: {room['signing.certificate']}: CN=Transcript signing (development),"
+            "O=CT Live archiver (development): is the certificate the archive index names as the signer of "
+            "ROOM_A v1") in err, err
+    assert [e["outcome"] for e in audit(room) if e["action"] == "retrieve"] == ["failed"]  # before it was begun
+
+
+def test_a_bundle_signer_with_a_bundled_rooms_signer_key_is_refused_unpinned(room, keys, tmp_path, capsys) -> None:
+    """Another certificate for the transcript signing key, no signing.certificate to compare it with: the room's
+    signer certificate (verified while bundling) has its key: refused, nothing left at FILE.zip."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from certfactory import make
+
+    signer_key = load_pem_private_key(Path(room["signing.key"]).read_bytes(), None)
+    ca = make(tmp_path / "k", "Other CA", usages=("key_cert_sign", "crl_sign"), ca=True)
+    _reissue(signer_key, ca, tmp_path / "k" / "reissued.crt.pem")
+    code, bundle = _make(room, tmp_path, keys, {"signing.certificate": "",
+                                                "bundle.signing_certificate": str(tmp_path / "k" / "reissued.crt.pem"),
+                                                "bundle.signing_key": room["signing.key"]})
+    err = capsys.readouterr().err
+    assert code == 2 and not bundle.exists() and list(tmp_path.glob("*.zip*")) == [], err
+    assert ("has the key of the signer certificate of ROOM_A v1, CN=Transcript signing (development)") in err, err
+    assert audit(room)[-1]["outcome"] == "failed"
+
+
+SIGNER = ("digital_signature", "content_commitment")
+
+
+def _one_ca(tmp_path: Path):
+    """One CA issuing both a transcript signer and a bundle signer (one corporate PKI)."""
+    from certfactory import make
+
+    ca = make(tmp_path / "pki", "Corporate CA", usages=("key_cert_sign", "crl_sign"), ca=True)
+    transcripts = make(tmp_path / "pki", "Transcript signer", usages=SIGNER, issuer=ca)
+    bundles = make(tmp_path / "pki", "Legal team bundle signer", usages=SIGNER, issuer=ca)
+    return ca, transcripts, bundles
+
+
+def _archived_by(make_config, transcripts):
+    from archiver.pipeline import Archiver
+    from test_pipeline import seed
+
+    config = make_config(signing__certificate=str(transcripts.cert_path), signing__key=str(transcripts.key_path))
+    seed(config, [_court_chat("ROOM_A", [("c", "hello"), ("a", "hi")])])
+    assert Archiver(config).run_pass().archived == 1
+    return config
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_bundle_signer_from_the_transcript_signers_ca_is_refused(make_config, keys, tmp_path, capsys,
+                                                                  pinned) -> None:
+    """Review today3 #3: a bundle signer issued by the CA that issued the transcript signer, no trust anchor
+    given: refused, exit 2, saying why and what to do; with signing.certificate before anything is written,
+    without it once the room's signer certificate is verified (nothing left at FILE.zip either way)."""
+    _, transcripts, bundles = _one_ca(tmp_path)
+    config = _archived_by(make_config, transcripts)
+    settings = {"signing.certificate": str(transcripts.cert_path) if pinned else "",
+                "bundle.signing_certificate": str(bundles.cert_path), "bundle.signing_key": str(bundles.key_path)}
+    code, bundle = _make(config, tmp_path, keys, settings)
+    err = capsys.readouterr().err
+    assert code == 2 and not bundle.exists() and list(tmp_path.glob("*.zip*")) == [], err
+    signer = f"CN=Transcript signer (SHA-256 {transcripts.fingerprint})"
+    named = (f"the transcript signing certificate {signer} named in signing.certificate" if pinned else
+             f"the signer certificate of ROOM_A v1, {signer}")
+    assert f"CN=Legal team bundle signer{'' if pinned else ' (bundle.signing_certificate, bundle.signing_pkcs12)'}" \
+           f": was issued by CN=Corporate CA, the issuer of {named}: README steps 4 " \
+           "and 5 accept a transcript signed by any certificate that CA issued" in err, err
+    assert "give the bundle signer a CA of its own" in err, err
+    assert audit(config)[-1]["outcome"] == "failed"
+
+
+def test_a_record_the_development_bundle_signer_signs_fails_readme_step_5(keys, tmp_path) -> None:
+    """Why the bundle signer has a CA of its own (`keys init`): a record signed with its key fails the README's
+    step 5 against the archive's CA (../CA.pem), as a record signed by a bundle signer of that CA would pass it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    require_tool("openssl")
+    forged = tmp_path / "record.json"
+    forged.write_bytes(b'{"forged": "a transcript no one archived"}\n')
+
+    def step_5(cert, key, ca: Path) -> subprocess.CompletedProcess:
+        signature = (pkcs7.PKCS7SignatureBuilder().set_data(forged.read_bytes()).add_signer(cert, key, hashes.SHA256())
+                     .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature,
+                                                        pkcs7.PKCS7Options.Binary]))
+        (tmp_path / "record.json.p7s").write_bytes(signature)
+        return subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", "record.json.p7s",
+                               "-content", "record.json", "-CAfile", str(ca), "-out", "/dev/null"],
+                              cwd=tmp_path, capture_output=True, text=True)
+
+    bundle_cert = x509.load_pem_x509_certificates(Path(keys["bundle.crt.pem"]).read_bytes())[0]
+    bundle_key = load_pem_private_key(Path(keys["bundle.key.pem"]).read_bytes(), None)
+    assert step_5(bundle_cert, bundle_key, Path(keys["ca.crt.pem"])).returncode != 0
+    ca, _, same_ca_bundles = _one_ca(tmp_path)  # the control: a bundle signer of the archive's CA passes step 5
+    assert step_5(same_ca_bundles.cert, same_ca_bundles.key, ca.cert_path).returncode == 0
 
 
 def test_bundle_settings_are_paths_relative_to_the_file_and_never_the_key_itself(tmp_path, keys) -> None:
@@ -268,3 +376,33 @@ def test_either_transcript_key_setting_is_warned_of(make_config, setting) -> Non
     assert transcript_key_configured(config).startswith(f"the transcript signing key ({setting}) is configured on "
                                                         "this host, which decrypts")
     assert transcript_key_configured(make_config(signing__key="")) == ""
+
+
+def test_one_issuer_is_the_issuer_name_and_its_key_identifier_where_both_have_one(tmp_path) -> None:
+    """Two CAs of one name, told apart by their authority key identifiers: not one issuer; without the
+    identifier, the name alone decides (bundle_signer._same_issuer)."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from archiver.bundle_signer import _same_issuer
+    from certfactory import make
+
+    def issued(ca_key, name: str, aki: bool = True) -> x509.Certificate:
+        now = dt.datetime.now(dt.timezone.utc)
+        leaf = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corporate CA")]))
+                   .public_key(leaf.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)))
+        if aki:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                            critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    first, second = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    assert _same_issuer(issued(first, "Transcripts"), issued(first, "Bundles"))
+    assert not _same_issuer(issued(first, "Transcripts"), issued(second, "Bundles"))
+    assert _same_issuer(issued(first, "Transcripts"), issued(second, "Bundles", aki=False))
+    assert not _same_issuer(make(tmp_path, "A", usages=SIGNER).cert, make(tmp_path, "B", usages=SIGNER).cert)

@@ -211,7 +211,7 @@ def test_an_erasure_removes_present_from_its_tombstones(make_config) -> None:
 
 def test_a_bundle_by_agent_holds_the_chat_transferred_to_them(make_config, keys, tmp_path, capsys) -> None:
     """A bundle by --agent selects as search does; for entries from before `present`, it says what it may miss (on
-    stdout beside its other notes, or in the error when it selects nothing)."""
+    stdout and in the bundle beside what else it does not hold, or in the error when it selects nothing)."""
     import zipfile
 
     config = make_config()
@@ -227,7 +227,7 @@ def test_a_bundle_by_agent_holds_the_chat_transferred_to_them(make_config, keys,
     assert "indexed before `present`" in capsys.readouterr().err and not (tmp_path / "b.zip").exists()
     later, _ = _transferred(config, rng_seed=5)  # one archived since: selected, and the note on stdout
     assert _cli(config, tmp_path, *argv, "--bundle", str(tmp_path / "c.zip")) == 0
-    assert "note: 1 archived entry was indexed before `present`" in capsys.readouterr().out
+    assert "  --agent: 1 archived entry was indexed before `present`" in capsys.readouterr().out  # (its README's)
 
 
 def test_an_origin_redaction_masks_is_not_indexed(make_config) -> None:

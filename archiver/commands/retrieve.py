@@ -213,7 +213,7 @@ def _filters_as_given(args: argparse.Namespace) -> str:
 def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.audit import Actor, AuditError, open_audit_log
-    from archiver.bundle_signer import configured_bundle_signer, issued_by_transcript_anchor, transcript_key_configured
+    from archiver.bundle_signer import configured_bundle_signer, transcript_key_configured
     from archiver.bundle import BundleRequest, NothingSelected, build, gaps_text, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request, signer_pins
@@ -246,7 +246,8 @@ def run_bundle(args: argparse.Namespace) -> int:
                           outside_store(Path(args.bundle), config, "--bundle").parent, reason, actor, None,
                           load_trust(args.ca, config),
                           signer_pins(config))
-        signer = configured_bundle_signer(config)  # never the transcript signing key (bundle_signer.py)
+        # never the transcript signing key, nor a certificate of its CA (bundle_signer.py)
+        signer = configured_bundle_signer(config, request.trust)
         bundle = BundleRequest(Path(args.bundle), request, tuple(args.rooms), filters,
                                args.workers or os.cpu_count() or 1)
         search = open_search(config)
@@ -285,14 +286,12 @@ def run_bundle(args: argparse.Namespace) -> int:
         for e in bundle.left_out:
             why = f"deleted by run {e['deleted_by_run']} under rule {e['rule']}" if e.get("deleted_by_run") else e["status"]
             print(visible(f"    {e['room']} v{e['version']}: {why}"))
-    for n, line in enumerate(gaps_text(bundle).splitlines()):  # what it cannot hold, as its README.txt says
+    # What it cannot hold (with --agent: the entries it may miss, as search says), as its README.txt says
+    for n, line in enumerate(gaps_text(bundle).splitlines()):
         print(visible(f"WARNING: {line}" if n == 0 else f"  {line}"))
-    if filters is not None and (note := search.agent_note(filters)):  # entries --agent may miss (as search says)
-        print(f"note: {note}")
     if not request.trust:
         print(f"WARNING: {UNTRUSTED}")
-    for warning in (NOT_SIGNED_WARNING if signer is None else issued_by_transcript_anchor(signer, request.trust),
-                    transcript_key_configured(config)):
+    for warning in (NOT_SIGNED_WARNING if signer is None else "", transcript_key_configured(config)):
         if warning:
             print(f"WARNING: {warning}")
     return OK
@@ -308,15 +307,18 @@ def _signed(made) -> str:
 
 def _gaps(config: Config, search: Search, filters: SearchFilters | None) -> dict[str, Any]:
     """A bundle by FILTERS: the chats of its window the archive does not hold, with --overlapping the entries
-    placed by their end alone, and with --text what --text cannot see (bundle.BundleRequest's not_archived,
-    without_start, text_note, text_unsearchable)."""
+    placed by their end alone, with --text what --text cannot see, and with --agent the entries it may miss
+    (bundle.BundleRequest's not_archived, without_start, text_note, text_unsearchable, agent_unindexed)."""
     from archiver.commands.search import unarchived_of
 
     if filters is None:
         return {}
     unsearchable = search.unsearchable() if filters.text else 0  # (a count over the index: asked once)
     text = {"text_note": search.text_note(unsearchable), "text_unsearchable": unsearchable} if filters.text else {}
-    return {"not_archived": unarchived_of(config, filters), "without_start": search.without_start(filters), **text}
+    unindexed = search.agent_unindexed(filters)
+    agent = {"agent_unindexed": (unindexed, search.agent_note(filters, unindexed))} if unindexed else {}
+    return {"not_archived": unarchived_of(config, filters), "without_start": search.without_start(filters), **text,
+            **agent}
 
 
 def _bundle_detail(made) -> str:
