@@ -79,6 +79,14 @@ def customer_of(chat: dict[str, Any]) -> str:
                 if not m["data"]["content"]["user"]["isAgent"])
 
 
+def assert_erasure_drops(config: Config, chat: dict[str, Any], field: str) -> None:
+    """Erasing CHAT's customer leaves a tombstone without FIELD, which it lists as personal data removed."""
+    erase(config, customer_of(chat))
+    entry = index(config).find_one()
+    assert entry["status"] == "deleted" and field not in entry, entry
+    assert field in entry["deletion"]["personal_data_removed"]
+
+
 def agent_of(chat: dict[str, Any]) -> str:
     return next(m["data"]["content"]["user"]["id"] for m in chat["messages"]
                 if m["data"]["content"]["user"]["isAgent"])

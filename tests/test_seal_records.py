@@ -165,15 +165,16 @@ def test_on_s3_under_object_lock_a_removed_seal_explained_as_abandoned_is_named(
     assert any(f"object {folder}.json in " in p and "not explained" in p for p in problems), problems
 
 
-def _legacy_seals(monkeypatch) -> None:
-    """Seals made as before `abandoned` was signed: their documents do not hold it."""
+def _seals_without(monkeypatch, field: str) -> None:
+    """Seals made as before FIELD was in their signed documents (`abandoned`: before it was signed;
+    `previous_day`: before seals were chained)."""
     real = seals._document
 
-    def without_abandoned(*args, **kwargs):
+    def without(*args, **kwargs):
         document = real(*args, **kwargs)
-        document.pop("abandoned")
+        document.pop(field)
         return document
-    monkeypatch.setattr(seals, "_document", without_abandoned)
+    monkeypatch.setattr(seals, "_document", without)
 
 
 def test_a_seal_signed_before_abandoned_was_signed_still_names_a_foreign_folder(make_config, monkeypatch) -> None:
@@ -181,7 +182,7 @@ def test_a_seal_signed_before_abandoned_was_signed_still_names_a_foreign_folder(
     checked itself: named for another seal, or holding another seal's signed document, it is named."""
     config = make_config()
     day = DAY.isoformat()
-    _legacy_seals(monkeypatch)
+    _seals_without(monkeypatch, "abandoned")
     archive_samples(config, count=1)
     backdate(config)
     assert seals.seal_days(config, [day], ACTOR)[0].action == "sealed"
@@ -346,17 +347,6 @@ def _three_sealed_days(make_config, tsa, tmp_path) -> tuple[object, dict]:
     return config, victim
 
 
-def _unchained_seals(monkeypatch) -> None:
-    """Seals made as before seals were chained: their documents do not name the day sealed before them."""
-    real = seals._document
-
-    def unchained(*args, **kwargs):
-        document = real(*args, **kwargs)
-        document.pop("previous_day")
-        return document
-    monkeypatch.setattr(seals, "_document", unchained)
-
-
 def test_a_whole_sealed_day_removed_with_its_seal_objects_is_named(make_config, tsa, tmp_path, capsys) -> None:
     """DAY-1's seal and its entry (with their objects) removed: the next day's seal names it as the one it
     follows, and the audit log's entry of its seal names it too."""
@@ -391,7 +381,7 @@ def test_a_whole_sealed_day_removed_and_sealed_again_is_named(make_config, tsa, 
 def test_a_day_removed_between_seals_made_before_chaining_is_named_as_a_gap(make_config, tsa, tmp_path, capsys,
                                                                            monkeypatch) -> None:
     """Seals made before seals were chained: the day missing between sealed days is named (and by the audit log)."""
-    _unchained_seals(monkeypatch)
+    _seals_without(monkeypatch, "previous_day")
     config, victim = _three_sealed_days(make_config, tsa, tmp_path)
     _remove_seal(config, _days_before(1))
     _remove_entry_and_objects(config, victim)
@@ -446,7 +436,7 @@ def test_days_never_sealed_between_seals_made_before_chaining_are_named_until_se
         make_config, tsa, tmp_path, capsys, monkeypatch) -> None:
     """The same with seals made before seals were chained: the gap cannot be told from a removed day, so it is
     named (one range, with the command that seals it); once sealed, verify --all is clean."""
-    _unchained_seals(monkeypatch)
+    _seals_without(monkeypatch, "previous_day")
     config = seal_four(make_config, tsa, tmp_path, audited=True)
     _an_honest_gap(config, tmp_path)
     out = _verify_all_names_problems(config, tmp_path, capsys)
