@@ -356,3 +356,18 @@ def test_derivation_pages_through_rooms_and_skips_those_whose_contact_is_gone(ma
     read.clear()
     assert deletions.derive_contact_people() == 0 and read == []  # nothing left to read
     assert _held_by_agent(config, OTHER) == [rooms[0]]
+
+
+def test_the_table_lists_the_agents_the_contact_names_who_wrote_nothing(make_config, tmp_path, capsys) -> None:
+    """A chat found by `--agent BOB` (transferred to, wrote nothing) lists BOB in the table's AGENTS column, marked
+    `+` and explained under the table: before, the row found for BOB did not show him."""
+    config = make_config()
+    chat, contact = _transferred(config)
+    capsys.readouterr()
+    assert _cli(config, tmp_path, "search", "--agent", BOB) == 0
+    table = capsys.readouterr().out.splitlines()
+    agents = next(line for line in table if line.startswith(chat["room"])).split()[-1].split(",")
+    assert f"{BOB}+" in agents and contact["agentID"] in agents, agents  # the agent who wrote: not marked
+    assert not any(a.endswith("+") for a in agents if a != f"{BOB}+"), agents
+    assert table[-1] == ("+ named by the contact, who wrote nothing: its agentID, or an agent it names in `users` or "
+                         "as an event's origin (transferred to, joined)"), table

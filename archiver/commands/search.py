@@ -27,6 +27,9 @@ EXAMPLE = ("archiver --config archiver.toml search --customer 4747235938674011 -
            "# every chat of March, begun or ended in it or across it")
 SPOOLED = CodecOptions(tz_aware=True)  # times read back as the UTC they were written as
 BOTH_MARK = "*"  # after an AGENTS id that is also a customer, explained under the table
+NAMED_MARK = "+"  # after an AGENTS id the contact names who wrote nothing (handled_by, present), explained too
+NAMED_NOTE = (f"{NAMED_MARK} named by the contact, who wrote nothing: its agentID, or an agent it names in `users` or "
+              "as an event's origin (transferred to, joined)")
 STATUSES = ("archived", "uploading", "superseded", "deleted")  # what an index entry's status can be (archiver/index.py)
 
 
@@ -172,27 +175,38 @@ def _print(found, as_json: bool) -> None:
     else:
         print(f"{'ROOM':<49} {'VER':>3}  {'STATUS':<9} {'KIND':<9} {'ENDED/LAST (UTC)':<19}  {'TYPE':<6} "
               f"{'CHANNEL':<10} {'SERVICE':<20} AGENTS")
-    marked = False
+    marks: set[str] = set()
     for entry in found:
         count += 1
         if as_json:
             print(("," if count > 1 else "") + json.dumps(_jsonable(entry), ensure_ascii=False, sort_keys=True))
         else:
-            print(visible(_row(entry)))  # a room id or service name with a newline would forge a row
-            marked = marked or bool(_both(entry))
+            agents = _agents(entry)
+            print(visible(_row(entry, agents)))  # a room id or service name with a newline would forge a row
+            marks.update(a[-1] for a in agents if a.endswith((BOTH_MARK, NAMED_MARK)))
     print("]" if as_json else f"{count} entr{'y' if count == 1 else 'ies'}")
-    if marked:
+    if BOTH_MARK in marks:
         print(f"{BOTH_MARK} also among the chat's customers: its messages state no role for this id, or both")
+    if NAMED_MARK in marks:
+        print(NAMED_NOTE)
 
 
-def _row(e: dict[str, Any]) -> str:
+def _row(e: dict[str, Any], agents: list[str]) -> str:
     # KIND: whether the chat had ended (else its time is its last message's: an interim or abandoned chat)
     ended_at = stored_time(e.get("ended_at"))
     ended = ended_at.strftime("%Y-%m-%d %H:%M:%S") if ended_at else "-"
-    both = _both(e)
     return (f"{e['room']:<49} {e['version']:>3}  {e.get('status', '-'):<9} {e.get('kind', '-'):<9} {ended:<19}  "
             f"{e.get('ctlive_type', '-'):<6} {e.get('channel', '-'):<10} {e.get('service', '-')[:20]:<20} "
-            f"{','.join(a + BOTH_MARK if a in both else a for a in _ids(e.get('agents')))}")
+            f"{','.join(agents)}")
+
+
+def _agents(e: dict[str, Any]) -> list[str]:
+    """The AGENTS column: the agents who wrote (BOTH_MARK if also customers), then those the contact names who wrote
+    nothing (NAMED_MARK): whom --agent also finds the chat by."""
+    authors, both = _ids(e.get("agents")), _both(e)
+    named = [a for a in dict.fromkeys([*_ids([e.get("handled_by")]), *_ids(e.get("present"))])
+             if a and a not in authors]
+    return [a + BOTH_MARK if a in both else a for a in authors] + [a + NAMED_MARK for a in named]
 
 
 def _both(e: dict[str, Any]) -> set[str]:
