@@ -610,12 +610,12 @@ def _searchable_check(doc: dict[str, Any], entry: dict[str, Any]) -> Check:
         for field, role in (("agents", "agent"), ("customers", "customer")):
             expected[field] = [p.get("user_id") for p in people
                                if isinstance(p, dict) and role in _found_as(p.get("role"), doc.get("format"))]
+    contact = _record_contact(doc)
     for field in CONTACT_PEOPLE:  # (an entry from before one was indexed lacks it: every hold by that role holds it)
         if field in entry:
-            expected[field] = _contact_person(doc, field)
+            expected[field] = contact_person(contact, field) or None
     if "present" in entry:  # (likewise)
-        expected["present"] = contact_present(_record_contact(doc), [p.get("user_id") for p in people or []
-                                                                     if isinstance(p, dict)])
+        expected["present"] = contact_present(contact, [p.get("user_id") for p in people or [] if isinstance(p, dict)])
     # A field removed from the entry counts too (every entry has had them all): it hides a chat as well.
     differ = [f"{k} {_shown(k, entry.get(k))!r} (record {v!r}{_derived(entry, k)})" for k, v in expected.items()
               if _shown(k, entry.get(k)) != v]
@@ -646,20 +646,9 @@ def _found_as(role: Any, record_format: Any) -> tuple[str, ...]:
     return found_as(stated[role]) if role in stated else ()
 
 
-def _contact_person(doc: dict[str, Any], field: str) -> str | None:
-    """The signed record's contact person the index keeps as FIELD (opened_by: its userID, handled_by: its
-    agentID; transcript.CONTACT_PEOPLE), as the index writes it; None without one."""
-    from bson import json_util
-
-    source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
-    contact = source.get("contact") if isinstance(source.get("contact"), dict) else {}
-    name = CONTACT_PEOPLE[field][0]
-    user = json_util.loads(json.dumps({name: contact.get(name)}))[name]
-    return contact_person({name: user}, field) or None
-
-
 def _record_contact(doc: dict[str, Any]) -> dict[str, Any]:
-    """What `present` is made of in the signed record's contact (its people, users and events), decoded."""
+    """The signed record's contact as the index's contact fields are made of it (its people: opened_by, handled_by;
+    its users and events: present), decoded."""
     from bson import json_util
 
     source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
