@@ -19,6 +19,9 @@ from archiver.signing import BUNDLE_SETTINGS, SigningError, SigningIdentity, loa
 BUNDLE_KEYS = "bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12"
 NOT_SIGNED = (f"no bundle signing identity was configured where it was made ({BUNDLE_KEYS}); the archive's "
               "transcript signing key (signing.key, signing.pkcs12) never signs a bundle")
+NOT_SIGNED_WARNING = (f"the manifest (SHA256SUMS) is NOT signed: no bundle signing identity is configured (set "
+                      f"{BUNDLE_KEYS}: the legal team's own, never the transcript signing key); compare its SHA-256 "
+                      "above with the audit log's")
 TRANSCRIPT_KEY_HERE = (
     "the transcript signing key ({setting}) is configured on this host, which decrypts (retrieve --bundle --key): "
     "whoever holds both can sign a forged transcript that passes every step of a bundle's README. It does not "

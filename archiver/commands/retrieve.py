@@ -155,9 +155,6 @@ def load_trust(paths: list[str], config: Config) -> tuple:
     return tuple(certs)
 
 
-NOT_SIGNED_WARNING = ("the manifest (SHA256SUMS) is NOT signed: no bundle signing identity is configured (set "
-                      "bundle.signing_certificate and bundle.signing_key, or bundle.signing_pkcs12: the legal team's "
-                      "own, never the transcript signing key); compare its SHA-256 above with the audit log's")
 UNTRUSTED = ("signers NOT checked against a trust anchor (give --ca PEM or set signing.trust_anchors): the "
              "signatures are intact and made by the certificates the index names, but anyone can make such a "
              "signature")
@@ -213,7 +210,7 @@ def _filters_as_given(args: argparse.Namespace) -> str:
 def run_bundle(args: argparse.Namespace) -> int:
     """`--bundle FILE.zip`: every selected chat verified into one zip, or nothing written (audited either way)."""
     from archiver.audit import Actor, AuditError, open_audit_log
-    from archiver.bundle_signer import configured_bundle_signer, transcript_key_configured
+    from archiver.bundle_signer import NOT_SIGNED_WARNING, configured_bundle_signer, transcript_key_configured
     from archiver.bundle import BundleRequest, NothingSelected, build, gaps_text, left_out, select
     from archiver.envelope import RecipientKey
     from archiver.retrieval import Request, signer_pins
