@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from archiver import seals
 from archiver.audit import AuditLog
-from archiver.bundle_signer import NOT_SIGNED, refuse_room_signer
+from archiver.bundle_signer import NOT_SIGNED, certificate_said, refuse_room_signer
 from archiver.config import Config
 from archiver.content_pool import ContentPool
 from archiver.index import index_database
@@ -325,8 +325,7 @@ def _write(config: Config, bundle: BundleRequest, targets: list[tuple[str, int]]
         zf.writestr(SIGNER_CERTS, b"".join(c.public_bytes(serialization.Encoding.PEM)
                                            for c in (signer.certificate, *signer.chain)))
         result.signed = True
-        result.signed_by = (f"{signer.certificate.subject.rfc4514_string()} (SHA-256 "
-                            f"{signer.certificate.fingerprint(hashes.SHA256()).hex()})")
+        result.signed_by = certificate_said(signer.certificate)
 
 
 def _chats(bundle: BundleRequest, rooms: list[dict[str, Any]], versions: dict[str, list[dict[str, Any]]],

@@ -46,7 +46,7 @@ def configured_bundle_signer(config: Config, trust: tuple[x509.Certificate, ...]
     named = f"{setting}: {config[setting]}: {certificates.subject(identity.certificate)}"
     for named_in, signer in transcript_signers(config):
         _refuse_transcript_signer(identity, signer, named,
-                                  f"the transcript signing certificate {_said(signer)} named in {named_in}")
+                                  f"the transcript signing certificate {certificate_said(signer)} named in {named_in}")
     signed = _entry_signed_by(config, identity.fingerprint)
     if signed:
         raise SigningError(f"{named}: is the certificate the archive index names as the signer of {signed} "
@@ -64,7 +64,8 @@ def refuse_room_signer(identity: SigningIdentity, room_certificates: list[x509.C
     if room_certificates:
         signer = room_certificates[0]
         _refuse_transcript_signer(identity, signer, f"the bundle signer {certificates.subject(identity.certificate)}"
-                                  f" ({BUNDLE_SETTINGS_SAID})", f"the signer certificate of {room}, {_said(signer)}")
+                                  f" ({BUNDLE_SETTINGS_SAID})",
+                                  f"the signer certificate of {room}, {certificate_said(signer)}")
 
 
 BUNDLE_SETTINGS_SAID = "bundle.signing_certificate, bundle.signing_pkcs12"
@@ -75,7 +76,8 @@ OWN_CA = ("README steps 4 and 5 accept a transcript signed by any certificate th
           "docs/retrieval.md, \"Who signs a bundle\")")
 
 
-def _said(cert: x509.Certificate) -> str:
+def certificate_said(cert: x509.Certificate) -> str:
+    """CERT as messages name it: its subject (control characters escaped) and SHA-256."""
     return f"{certificates.subject(cert)} (SHA-256 {certificates.fingerprint(cert)})"
 
 
