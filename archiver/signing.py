@@ -56,8 +56,9 @@ class SigningIdentity:
     chain: tuple[x509.Certificate, ...]
     setting: str = "signing.certificate"  # the setting and file that name the certificate, for refusals
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        """SHA-256 of the certificate, hex: read twice for every chat (its archive block and index entry)."""
         return self.certificate.fingerprint(hashes.SHA256()).hex()
 
     @cached_property

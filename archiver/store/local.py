@@ -112,13 +112,31 @@ class LocalStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 continue
             if folder not in folders:
-                where = (self.root / folder).resolve() if folder else self.root
-                if where != self.root and self.root not in where.parents:
-                    raise StoreError(f"object key {key!r} would leave the store directory")
-                where.mkdir(parents=True, exist_ok=True)
+                where = self._made(folder) if folder else self.root
+                if where is None:  # a part was there already: where it leads is checked
+                    where = (self.root / folder).resolve()
+                    if where != self.root and self.root not in where.parents:
+                        raise StoreError(f"object key {key!r} would leave the store directory")
+                    where.mkdir(parents=True, exist_ok=True)
                 folders[folder] = where
             paths[key] = folders[folder] / name
         return paths
+
+    def _made(self, folder: str) -> Path | None:
+        """FOLDER made in the store, each of its parts a directory made just now (a new room's version, the
+        usual case), so that none can be a link that leads out of it: nothing to resolve. None if a part
+        was there already (or is no plain name), for the caller to check where it leads."""
+        parts = folder.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            return None
+        path = str(self.root)
+        for part in parts:
+            path = os.path.join(path, part)
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                return None
+        return Path(path)
 
     def sync(self) -> None:
         """Make what put_many(..., sync=False) stored durable."""
