@@ -757,17 +757,21 @@ class Deletions:
 
     # -- planning an erasure -------------------------------------------------------------------------
 
-    def plan_erasure(self, customer: str, reason: str) -> Callable[[dt.datetime], Iterator[Step]]:
+    def plan_erasure(self, customer: str, reason: str,
+                     include_shared: bool = False) -> Callable[[dt.datetime], Iterator[Step]]:
+        """The steps erasing CUSTOMER's rooms; a room other customers also wrote in or opened is kept (their
+        statements are in it) unless INCLUDE_SHARED."""
         def plan(as_of: dt.datetime) -> Iterator[Step]:
             rooms = set(self.entries.distinct("room", {"$or": [{"customers": {"$eq": customer}},
                                                                {"opened_by": {"$eq": customer}}]}))
             rooms |= self.source.rooms_of_user(customer)
             ordered = sorted(rooms)
             for i in range(0, len(ordered), ROOM_BATCH):
-                yield from self._erasure_batch(ordered[i:i + ROOM_BATCH], customer, reason, as_of)
+                yield from self._erasure_batch(ordered[i:i + ROOM_BATCH], customer, reason, include_shared, as_of)
         return plan
 
-    def _erasure_batch(self, rooms: list[str], customer: str, reason: str, as_of: dt.datetime) -> Iterator[Step]:
+    def _erasure_batch(self, rooms: list[str], customer: str, reason: str, include_shared: bool,
+                       as_of: dt.datetime) -> Iterator[Step]:
         holds = self.holds.active()
         held = self.holds.held_rooms(rooms, holds)
         versions: dict[str, list[dict[str, Any]]] = {room: [] for room in rooms}
@@ -776,15 +780,20 @@ class Deletions:
         loaded = self.source.load_many(rooms)
         through = self.sources.cases_many(loaded, holds)
         for room in rooms:
-            why = f"erasure request: {reason}" + _shared(versions[room], loaded[room], customer)
+            shared = _shared(versions[room], loaded[room], customer)
+            why = f"erasure request: {reason}" + (f"; {shared}" if shared else "")
             chat = loaded[room][0]
             cases = sorted({*held.get(room, ()), *through.get(room, ())})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
             if kept and isinstance(chat, SourceProblem):  # why a hold that reads the chat could not be ruled out
                 kept += f" (the source chat cannot be read, so it cannot be ruled out: {chat.reason})"
+            # the others' statements go with a shared chat: kept, as a hold keeps it (its reason first), unless asked
+            shared_kept = "" if kept or include_shared or not shared else (
+                f"kept: {shared} (their statements would go with it); erase with --include-shared to remove it anyway")
             if chat is not None:
                 readable = chat.readable if isinstance(chat, SourceProblem) else chat  # (two contacts: both go)
                 yield (Step("skip", room, None, "erasure", f"source chat kept: {kept}") if kept else
+                       Step("skip", room, None, "erasure", f"source chat {shared_kept}") if shared_kept else
                        Step("delete_source", room, None, "erasure", why,
                             entry_id=readable.get("_id") if isinstance(readable, dict) else None))
             for v in versions[room]:
@@ -805,14 +814,16 @@ class Deletions:
                 if kept or (self.lock_mode and until is not None and until > as_of):
                     yield Step("skip", room, v["version"], "erasure",
                                f"archive kept: {kept or 'locked until ' + iso(until)}", entry_id=v["_id"])
+                elif shared_kept:
+                    yield Step("skip", room, v["version"], "erasure", f"archive {shared_kept}", entry_id=v["_id"])
                 else:
                     yield Step("delete_archive", room, v["version"], "erasure", why, entry_id=v["_id"])
 
 
 def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: str) -> str:
-    """What an erasure's steps say of a chat other customers also wrote in or opened (their statements go with
-    it: the person who decides sees it in the dry run); "" for the requester's own. Counted, not named: the
-    erasure's report keeps no one else's id."""
+    """What an erasure's steps say of a chat other customers also wrote in or opened (their statements are in
+    it: kept without --include-shared, and the person who decides sees it in the dry run); "" for the
+    requester's own. Counted, not named: the erasure's report keeps no one else's id."""
     others: set[str] = set()
     for v in versions:  # as the index found them
         people = v.get("customers") if isinstance(v.get("customers"), list) else []
@@ -820,7 +831,7 @@ def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: s
     in_source = _source_people(*loaded) if isinstance(loaded[0], dict) else None  # and as the source names them now
     others |= in_source["customer"] if in_source else set()
     others.discard(customer)
-    return f"; shared: {len(others)} other customer(s) wrote in or opened this chat" if others else ""
+    return f"shared: {len(others)} other customer(s) wrote in or opened this chat" if others else ""
 
 
 @dataclass

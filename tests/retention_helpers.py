@@ -62,10 +62,13 @@ def retention(config: Config, dry_run: bool = False) -> RunResult:
     return deletions.run("retention", deletions.plan_retention, {}, dry_run, Actor("tester", "test"))
 
 
-def erase(config: Config, customer: str, reason: str = "GDPR request 1", dry_run: bool = False) -> RunResult:
+def erase(config: Config, customer: str, reason: str = "GDPR request 1", dry_run: bool = False,
+          include_shared: bool = False) -> RunResult:
+    """As `archiver erase` runs one (commands/erase.py)."""
     deletions = Deletions(config)
-    return deletions.run("erasure", deletions.plan_erasure(customer, reason),
-                         {"customer": customer, "reason": reason}, dry_run, Actor("tester", "test"))
+    return deletions.run("erasure", deletions.plan_erasure(customer, reason, include_shared),
+                         {"customer": customer, "reason": reason, "include_shared": include_shared}, dry_run,
+                         Actor("tester", "test"))
 
 
 def outcomes(result: RunResult) -> dict[tuple[str, str, Any], tuple[str, str]]:

@@ -229,7 +229,7 @@ def test_an_erasure_interrupted_earlier_is_finished_before_the_new_request(make_
     deletions.ledger.record_plan(run, deletions.plan_erasure(first, "old")(run["as_of"]),
                                  deletions.signer())  # then the process died
     result = erase(config, second, reason="new")
-    assert result.report["params"] == {"customer": second, "reason": "new"}
+    assert result.report["params"] == {"customer": second, "reason": "new", "include_shared": False}
     assert {c["room"] for c in source(config).find()} == set()
     runs = deletions.ledger.runs.find({"kind": "erasure"})
     assert sorted(r["params"]["reason"] for r in runs) == ["new", "old"]

@@ -10,6 +10,7 @@ import pytest
 
 from archiver.holds import open_holds
 from archiver.integrity import verify_archive
+from archiver.mongo import connect
 from archiver.retention import Deletions
 from archiver.search import SearchFilters
 from archiver.store import ObjectLocked, open_store
@@ -171,7 +172,9 @@ def test_erasure_removes_what_it_may_and_names_holds_and_locks(s3) -> None:
             if not message["data"]["content"]["user"]["isAgent"]:
                 message["data"]["content"]["user"]["id"] = customer
         source(config).replace_one({"_id": chat["_id"]}, chat)
-    index(config).update_many({}, {"$set": {"customers": [customer]}})
+    contacts = connect(config["mongodb.uri"])[config["source.database"]][config["source.contacts"]]
+    contacts.update_many({}, {"$set": {"userID": customer}})  # who opened them too: no chat is shared
+    index(config).update_many({}, {"$set": {"customers": [customer], "opened_by": customer}})
     held_room, locked_room, _ = (c["room"] for c in chats)
     open_holds(config).place(SearchFilters(room=held_room), "Case E", "litigation", ACTOR)
     dry = erase(config, customer, dry_run=True)

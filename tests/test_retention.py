@@ -1436,7 +1436,7 @@ def test_an_erasure_after_the_source_is_gone_finds_a_customer_whose_first_messag
     age(config, 40)
     retention(config)
     assert source(config).count_documents({}) == 0
-    result = erase(config, customer)
+    result = erase(config, customer, include_shared=True)  # (shared: found, not kept; kept without the flag)
     assert outcomes(result) == {("delete_archive", chat["room"], 1): (  # opened by the colleague's "someone-else"
         "deleted", "erasure request: GDPR request 1; shared: 1 other customer(s) wrote in or opened this chat")}, \
         result.report
@@ -1689,7 +1689,7 @@ def test_an_erasure_finds_a_chat_never_archived_whose_messages_name_the_customer
             m["data"]["content"]["user"] = "CUST-TEXT-7"
     contact.update(userID="someone-else", users={})
     seed(config, [(chat, contact)])
-    result = erase(config, "CUST-TEXT-7")
+    result = erase(config, "CUST-TEXT-7", include_shared=True)  # (opened by someone else: shared)
     assert source(config).count_documents({"room": chat["room"]}) == 0, result.report
 
 
@@ -1803,3 +1803,123 @@ def test_an_erasure_says_which_chats_it_deletes_are_shared_with_other_customers(
                          for line in lines), out
     own = [line for line in out.splitlines() if alone["room"] in line]
     assert own and not any("shared:" in line for line in own), out
+
+
+SHARED_KEPT = ("kept: shared: 2 other customer(s) wrote in or opened this chat (their statements would go with it); "
+               "erase with --include-shared to remove it anyway")
+
+
+def _shared_and_own_chats(config):
+    """The requester's own chat (ALONE) and a chat they wrote in that two other customers wrote in or opened
+    (SHARED: its own customer, and CUST_ACCOUNT_HOLDER who opened it), both archived; and the requester's id."""
+    import random
+
+    from archiver.samples import make_chat
+    from test_pipeline import recent_ms, seed
+
+    rng = random.Random(31)
+    (alone, alone_contact), (shared, shared_contact) = (make_chat(rng, messages=4, start_ms=recent_ms(50 - i))
+                                                        for i in range(2))
+    requester = customer_of(alone)
+    for message in shared["messages"]:
+        if not message["data"]["content"]["user"]["isAgent"]:
+            message["data"]["content"]["user"]["id"] = requester
+            break
+    shared_contact["userID"] = "CUST_ACCOUNT_HOLDER"
+    seed(config, [(alone, alone_contact), (shared, shared_contact)])
+    assert Archiver(config).run_pass().archived == 2
+    return alone, shared, requester
+
+
+def _erase_cli(toml, capsys, requester, *flags) -> tuple[int, dict, str]:
+    """Exit code, JSON report and standard error of `archiver erase ... --json FLAGS`."""
+    capsys.readouterr()
+    code = main(["--config", str(toml), "erase", "--customer", requester, "--reason", "GDPR 10", "--json", *flags])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def _steps(report) -> set[tuple[str, str, object, str]]:
+    return {(i["action"], i["room"], i["version"], i["reason"]) for i in report["items"]}
+
+
+def _stored(config, room) -> bool:
+    """Whether ROOM's source chat and its archive v1 (every object, checked) are still there."""
+    from archiver.integrity import check_stored
+    from archiver.store import open_store_for
+
+    entry = index(config).find_one({"room": room, "version": 1})
+    return (source(config).count_documents({"room": room}) == 1 and entry["status"] == "archived"
+            and check_stored(entry, open_store_for(entry, config)).ok)
+
+
+def test_an_erasure_keeps_a_chat_shared_with_other_customers_unless_include_shared(make_config, tmp_path,
+                                                                                   capsys) -> None:
+    """Review "court" C8: a chat other customers wrote in or opened holds their statements (GDPR art. 17(3)(e):
+    they may need it for a claim). Without --include-shared the erasure keeps it, source and archive, each step
+    saying why and what to do (the others counted, never named), exit 0 with NOT ERASED as for a hold; the
+    requester's own chat goes in the same run. The dry run plans exactly that. With --include-shared it goes
+    too, and the audit entry of each erasure records whether the flag was given."""
+    config = retention_config(make_config)
+    alone, shared, requester = _shared_and_own_chats(config)
+    toml = _cli_toml(config, tmp_path)
+    code, planned, _ = _erase_cli(toml, capsys, requester, "--dry-run")
+    assert code == 0
+    code, done, err = _erase_cli(toml, capsys, requester)
+    assert code == 0 and "NOT ERASED: 2 item(s)" in err, err  # kept, as for a hold: not a failure
+    kept = {("skip", shared["room"], None, f"source chat {SHARED_KEPT}"),
+            ("skip", shared["room"], 1, f"archive {SHARED_KEPT}")}
+    assert {s for s in _steps(done) if s[1] == shared["room"]} == kept, done["items"]
+    assert _steps(planned) == _steps(done)  # the dry run showed what the run did
+    assert all(i["outcome"] == "skipped" for i in done["items"] if i["room"] == shared["room"])
+    assert _stored(config, shared["room"])
+    assert {(i["action"], i["outcome"]) for i in done["items"] if i["room"] == alone["room"]} == {
+        ("delete_source", "deleted"), ("delete_archive", "deleted")}
+    assert source(config).count_documents({"room": alone["room"]}) == 0
+    assert index(config).find_one({"room": alone["room"]})["status"] == "deleted"
+    assert "CUST_ACCOUNT_HOLDER" not in json.dumps(done) + json.dumps(planned)  # counted, not named
+
+    code, planned, _ = _erase_cli(toml, capsys, requester, "--dry-run", "--include-shared")
+    assert code == 0
+    code, done, err = _erase_cli(toml, capsys, requester, "--include-shared")
+    assert code == 0 and "NOT ERASED" not in err, err
+    why = "erasure request: GDPR 10; shared: 2 other customer(s) wrote in or opened this chat"
+    assert {(i["action"], i["room"], i["version"], i["reason"], i["outcome"]) for i in done["items"]} == {
+        ("delete_source", shared["room"], None, why, "deleted"), ("delete_archive", shared["room"], 1, why, "deleted")}
+    assert _steps(planned) == _steps(done)
+    assert source(config).count_documents({"room": shared["room"]}) == 0
+    assert index(config).find_one({"room": shared["room"]})["status"] == "deleted"
+    erasures = [a for a in audit(config) if a["action"] == "erase"]
+    assert [a["filters"].get("include_shared") for a in erasures] == [False, True], erasures
+    assert done["params"]["include_shared"] is True  # the signed report's too
+
+
+def test_an_erasure_without_include_shared_says_not_erased_for_a_shared_chat(make_config, tmp_path,
+                                                                             capsys) -> None:
+    """The text form: the shared chat's two steps are SKIPPED with the reason, and NOT ERASED counts them."""
+    config = retention_config(make_config)
+    _, shared, requester = _shared_and_own_chats(config)
+    toml = _cli_toml(config, tmp_path)
+    capsys.readouterr()
+    assert main(["--config", str(toml), "erase", "--customer", requester, "--reason", "GDPR 11"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if shared["room"] in line]
+    assert len(lines) == 2 and all(line.startswith("SKIPPED") and SHARED_KEPT in line for line in lines), out
+    assert "NOT ERASED: 2 item(s)" in out
+    assert _stored(config, shared["room"])
+
+
+@pytest.mark.parametrize("flags", [(), ("--include-shared",)])
+def test_a_held_shared_chat_stays_held_whatever_include_shared_says(make_config, tmp_path, capsys, flags) -> None:
+    """A hold wins over --include-shared, and its reason is the one given (not "shared")."""
+    config = retention_config(make_config)
+    _, shared, requester = _shared_and_own_chats(config)
+    open_holds(config).place(SearchFilters(room=shared["room"]), "Case S", "dispute", ACTOR)
+    toml = _cli_toml(config, tmp_path)
+    for dry in (("--dry-run",), ()):
+        code, report, _ = _erase_cli(toml, capsys, requester, *dry, *flags)
+        assert code == 0
+        assert {s for s in _steps(report) if s[1] == shared["room"]} == {
+            ("skip", shared["room"], None, "source chat kept: held by case 'Case S'"),
+            ("skip", shared["room"], 1, "archive kept: held by case 'Case S'")}, report["items"]
+    assert _stored(config, shared["room"])

@@ -9,14 +9,18 @@ from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
 from archiver.commands.retention import print_report
 from archiver.commands.search import add_actor
 
-HELP = ("erase a customer's chats from the source and the archive where no legal hold or lock prevents it; "
-        "reports what could not be erased and why; audited")
+HELP = ("erase a customer's chats from the source and the archive where no legal hold or lock prevents it, "
+        "nor another customer's part in the chat (unless --include-shared); reports what could not be erased "
+        "and why; audited")
 EXAMPLE = 'archiver --config archiver.toml erase --customer 4747235938674011 --reason "GDPR art. 17 request #1234" --dry-run'
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--customer", required=True, metavar="ID", help="the customer's user id")
     p.add_argument("--reason", required=True, metavar="TEXT", help="why (the request), for the report and audit log")
+    p.add_argument("--include-shared", action="store_true",
+                   help="erase also the chats other customers wrote in or opened (their statements go with them; "
+                        "without it such a chat is kept and listed as NOT ERASED); recorded in the audit log")
     p.add_argument("--dry-run", action="store_true", help="print what would be erased and what not, change nothing")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_actor(p)
@@ -32,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     deletions = Deletions(config)
     try:
-        result = deletions.run("erasure", deletions.plan_erasure(args.customer, args.reason),
-                               {"customer": args.customer, "reason": args.reason}, args.dry_run,
-                               Actor.current(args.actor))
+        result = deletions.run("erasure", deletions.plan_erasure(args.customer, args.reason, args.include_shared),
+                               {"customer": args.customer, "reason": args.reason,
+                                "include_shared": args.include_shared}, args.dry_run, Actor.current(args.actor))
     except (RunBusy, ReportUnsigned, PlanNotSigned) as exc:
         print(f"archiver: error: {exc}", file=sys.stderr)
         return ITEMS_FAILED
