@@ -1909,6 +1909,26 @@ def test_an_erasure_without_include_shared_says_not_erased_for_a_shared_chat(mak
     assert _stored(config, shared["room"])
 
 
+def test_a_locked_shared_chat_says_locked_and_include_shared_erases_only_its_source(make_config, tmp_path,
+                                                                                     capsys) -> None:
+    """A lock wins over "shared" on the archive step, as a hold does; --include-shared then erases the source."""
+    config = retention_config(make_config, storage__object_lock_mode="COMPLIANCE", retention__rules={
+        "default": {"source_days": 30, "archive_days": 365, "lock_days": 30}})
+    _, shared, requester = _shared_and_own_chats(config)
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + "lock_days = 30\n")  # (the default rule's: shorter than archive_days)
+    code, report, _ = _erase_cli(toml, capsys, requester)
+    assert code == 0
+    steps = {(i["action"], i["version"]): i["reason"] for i in report["items"] if i["room"] == shared["room"]}
+    assert steps[("skip", None)] == f"source chat {SHARED_KEPT}", steps
+    assert steps[("skip", 1)].startswith("archive kept: locked until "), steps
+    code, report, _ = _erase_cli(toml, capsys, requester, "--include-shared")
+    assert code == 0
+    steps = {(i["action"], i["version"]): i["outcome"] for i in report["items"] if i["room"] == shared["room"]}
+    assert steps == {("delete_source", None): "deleted", ("skip", 1): "skipped"}, report["items"]
+    assert index(config).find_one({"room": shared["room"]})["status"] == "archived"
+
+
 @pytest.mark.parametrize("flags", [(), ("--include-shared",)])
 def test_a_held_shared_chat_stays_held_whatever_include_shared_says(make_config, tmp_path, capsys, flags) -> None:
     """A hold wins over --include-shared, and its reason is the one given (not "shared")."""
