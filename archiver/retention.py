@@ -34,6 +34,7 @@ from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summar
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
 from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
+from archiver.search import SEARCH_KEY_STATE, load_search_key, person_trace, same_key
 from archiver.holds import Holds, SourceHolds, _source_people, open_holds
 from archiver.integrity import check_stored
 from archiver.logs import event
@@ -104,6 +105,8 @@ class Deletions:
         self.holds: Holds = open_holds(config, self.sources)
         self.lock_mode = config["storage.object_lock_mode"]
         self._stores: dict[str, ObjectStore] = {}
+        # an erased shared chat's tombstone keeps the other customers' ids keyed with it (search.person_trace)
+        self.search_key = _search_key(config, index_db[config["index.state"]])
 
     def store_of(self, entry: dict[str, Any]) -> ObjectStore:
         where = (entry.get("store") or {}).get("url", "")
@@ -492,8 +495,7 @@ class Deletions:
             except StoreError as exc:  # locked: refused; anything else (a permission, an outage): failed
                 return self._refused(entry, exc, partly=resumed or n > 0)
         self._remove_temporaries(store, entry)
-        self._complete(entry, step, run_id)
-        return "deleted", ""
+        return "deleted", self._complete(entry, step, run_id)
 
     def _remove_temporaries(self, store: ObjectStore, entry: dict[str, Any]) -> None:
         """What writes cut short left in the version's folders (stale_temporaries): it may hold a ciphertext."""
@@ -519,16 +521,46 @@ class Deletions:
             "$set": {"leftovers_deleted": {"run": run_id, "at": now(), "keys": keys}}})
         return "deleted", ""
 
-    def _complete(self, entry: dict[str, Any], step: dict[str, Any], run_id: str) -> None:
+    def _complete(self, entry: dict[str, Any], step: dict[str, Any], run_id: str) -> str:
         """Every object is gone: the tombstone is done; an erasure's also loses the personal metadata (who
-        took part, title, word hashes) now, not before: a refused deletion leaves the entry whole."""
+        took part, title, word hashes) now, not before: a refused deletion leaves the entry whole. What the
+        step says of the other customers' trace ("" if none)."""
         update: dict[str, Any] = {"$set": {"deletion.state": "done", "deletion.completed_at": now()}}
-        if (entry.get("deletion") or {}).get("run", run_id) != run_id:  # an earlier run's, finished by this one
+        begun_by = (entry.get("deletion") or {}).get("run", run_id)
+        if begun_by != run_id:  # an earlier run's, finished by this one
             update["$set"]["deletion.completed_by"] = run_id
+        said = ""
         if step["rule"] == "erasure" or (entry.get("deletion") or {}).get("rule") == "erasure":
             update["$set"]["deletion.personal_data_removed"] = list(PERSONAL_FIELDS)
             update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
+            said = self._trace(entry, self._requester(begun_by, run_id), update["$set"])
         self.entries.update_one({"_id": entry["_id"]}, update)
+        return said
+
+    def _requester(self, *run_ids: str) -> str | None:
+        """The customer whose erasure the first of RUN_IDS that is one was (None if none is)."""
+        found = {run["_id"]: (run.get("params") or {}).get("customer")
+                 for run in self.ledger.runs.find({"_id": {"$in": list(run_ids)}}, {"params": 1})}
+        return next((found[r] for r in run_ids if isinstance(found.get(r), str)), None)
+
+    def _trace(self, entry: dict[str, Any], requester: str | None, fields: dict[str, Any]) -> str:
+        """For a chat other customers wrote in or opened, erased at REQUESTER's request: their ids,
+        keyed with the search key, into FIELDS (`deletion.shared_with`), so that `search --customer` can say
+        it was erased; none without the key. What the step says of it ("" for the requester's own chat)."""
+        others = _other_customers([entry], (None, None), requester) if requester is not None else set()
+        if not others:
+            return ""
+        if self.search_key is None:
+            return f"no trace of the {len(others)} other customer(s) kept: search.key_file is not set"
+        fields["deletion.shared_with"] = sorted(person_trace(other, self.search_key) for other in others)
+        return (f"a keyed trace of the {len(others)} other customer(s) kept in the tombstone "
+                "(`search --customer` says the chat was erased)")
+
+    def _traced(self, customer: str, deletion: dict[str, Any]) -> bool:
+        """Whether an erased shared chat's tombstone (DELETION) keeps CUSTOMER's keyed trace."""
+        traces = deletion.get("shared_with")
+        return (self.search_key is not None and isinstance(traces, list)
+                and person_trace(customer, self.search_key) in traces)
 
     def _mark_deleting(self, entry: dict[str, Any], run_id: str, step: dict[str, Any]) -> bool:
         """The tombstone, written before any object goes: the entry itself, hashes kept."""
@@ -547,8 +579,16 @@ class Deletions:
             return "failed", "the index entry is gone"
         if not entry.get("archived_leaf_sha256"):  # removing the fields would break the sealed archive leaf
             return "skipped", "personal data kept: the tombstone predates archived_leaf_sha256 (its seal leaf)"
-        update = {"$set": {"deletion.personal_data_removed": list(PERSONAL_FIELDS), "deletion.erased_by": run_id,
-                           "deletion.erased_at": now()}, "$unset": {name: "" for name in PERSONAL_FIELDS}}
+        deletion = entry.get("deletion") or {}
+        requester = self._requester(run_id)
+        update: dict[str, Any] = {"$set": {"deletion.personal_data_removed": list(PERSONAL_FIELDS),
+                                           "deletion.erased_by": run_id, "deletion.erased_at": now()},
+                                  "$unset": {name: "" for name in PERSONAL_FIELDS}}
+        if isinstance(requester, str) and self._traced(requester, deletion):  # their trace, kept by another's erasure
+            mine = person_trace(requester, self.search_key)  # (_traced: the key is set)
+            kept = {"deletion.shared_with": [t for t in deletion["shared_with"] if t != mine]}
+            update = ({"$set": kept} if "personal_data_removed" in deletion  # (the other fields went then)
+                      else {**update, "$set": {**update["$set"], **kept}})
         if self.entries.update_one({"_id": entry["_id"], "status": "deleted", "deletion.state": "done",
                                     "archived_leaf_sha256": {"$exists": True}}, update).matched_count != 1:
             return "skipped", f"the tombstone changed meanwhile (now {entry.get('status')}): nothing erased"
@@ -765,6 +805,9 @@ class Deletions:
             rooms = set(self.entries.distinct("room", {"$or": [{"customers": {"$eq": customer}},
                                                                {"opened_by": {"$eq": customer}}]}))
             rooms |= self.source.rooms_of_user(customer)
+            if self.search_key is not None:  # shared chats erased at another's request, keeping their trace
+                rooms |= set(self.entries.distinct("room", {"deletion.shared_with": person_trace(customer,
+                                                                                                 self.search_key)}))
             ordered = sorted(rooms)
             for i in range(0, len(ordered), ROOM_BATCH):
                 yield from self._erasure_batch(ordered[i:i + ROOM_BATCH], customer, reason, include_shared, as_of)
@@ -800,7 +843,8 @@ class Deletions:
                 deletion = v.get("deletion") or {}
                 if v["status"] == "deleted" and deletion.get("state") == "deleting":  # left half-way: finished
                     yield self._finish_step(v, "erasure", why, cases, as_of)
-                elif v["status"] == "deleted" and "personal_data_removed" not in deletion:
+                elif v["status"] == "deleted" and ("personal_data_removed" not in deletion
+                                                   or self._traced(customer, deletion)):
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else Step("erase_personal", room, v["version"], "erasure", why, entry_id=v["_id"]))
                 if v["status"] == "superseded":
@@ -824,6 +868,12 @@ def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: s
     """What an erasure's steps say of a chat other customers also wrote in or opened (their statements are in
     it: kept without --include-shared, and the person who decides sees it in the dry run); "" for the
     requester's own. Counted, not named: the erasure's report keeps no one else's id."""
+    others = _other_customers(versions, loaded, customer)
+    return f"shared: {len(others)} other customer(s) wrote in or opened this chat" if others else ""
+
+
+def _other_customers(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: str) -> set[str]:
+    """The customers other than CUSTOMER who wrote in or opened a chat: by its index VERSIONS and its source."""
     others: set[str] = set()
     for v in versions:  # as the index found them
         people = v.get("customers") if isinstance(v.get("customers"), list) else []
@@ -831,7 +881,16 @@ def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: s
     in_source = _source_people(*loaded) if isinstance(loaded[0], dict) else None  # and as the source names them now
     others |= in_source["customer"] if in_source else set()
     others.discard(customer)
-    return f"shared: {len(others)} other customer(s) wrote in or opened this chat" if others else ""
+    return others
+
+
+def _search_key(config: Config, state: Any) -> bytes | None:
+    """The search key (search.key_file), None if not set; ConfigError if it is not the index's (search.same_key)."""
+    if not config["search.key_file"]:
+        return None
+    key = load_search_key(config["search.key_file"])
+    same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
+    return key
 
 
 @dataclass

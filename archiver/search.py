@@ -160,6 +160,12 @@ def term_hashes(found: Iterable[str], key: bytes) -> list[str]:
     return sorted({hmac.new(key, w.encode("utf-8"), "sha256").hexdigest()[:TERM_HEX] for w in found})
 
 
+def person_trace(user_id: str, key: bytes) -> str:
+    """A customer's id as an erased shared chat's tombstone keeps it (`deletion.shared_with`): keyed as word
+    hashes are, with a prefix of its own (never equal to the hash of the same text as a word)."""
+    return term_hashes([f"customer id\x00{user_id}"], key)[0]
+
+
 def entry_terms(texts: Iterable[str], key: bytes) -> list[str]:
     """The `terms` of an index entry: hashes of every word of TEXTS."""
     found: set[str] = set()
@@ -345,12 +351,31 @@ class Search:
                 if near:
                     notes.append(f"{option} {given!r} matched nothing: values are compared exactly; the index has "
                                  + ", ".join(repr(v) for v in near))
+        if filters.customer is not None:
+            notes += self.erased_note(filters.customer)
         people = [option for field, option in (("customer", "--customer"), ("agent", "--agent"))
                   if getattr(filters, field) is not None]
         if people:
             notes.append(f"nothing matched: {' and '.join(people)} {'is' if len(people) == 1 else 'are'} compared "
                          "exactly with the user id the platform stores (case and Unicode form included; not a name)")
         return notes
+
+    def erased_note(self, customer: str) -> list[str]:
+        """The chats of CUSTOMER erased at another customer's request (`erase --include-shared`), which keep only
+        a keyed trace of them (retention.Deletions): counted, with the runs and days; [] if none, or without the key."""
+        if self.key is None:
+            return []
+        erased = list(self.entries.find({"status": "deleted", "deletion.shared_with": person_trace(customer, self.key)},
+                                        {"deletion.run": 1, "deletion.at": 1, "_id": 0}))
+        if not erased:
+            return []
+        runs = set()
+        for entry in erased:
+            when = stored_time(entry["deletion"].get("at"))
+            runs.add(f"{entry['deletion'].get('run')} on {when:%Y-%m-%d}" if when else str(entry["deletion"].get("run")))
+        one = len(erased) == 1
+        return [f"{len(erased)} chat{'' if one else 's'} of this customer {'was' if one else 'were'} erased at another "
+                f"customer's request (erasure run {'; '.join(sorted(runs))}); {'its' if one else 'their'} content is gone"]
 
     def agent_unindexed(self, filters: SearchFilters) -> int:
         """For --agent: how many archived entries were indexed before `present` was (0 without --agent)."""

@@ -1929,6 +1929,65 @@ def test_a_locked_shared_chat_says_locked_and_include_shared_erases_only_its_sou
     assert index(config).find_one({"room": shared["room"]})["status"] == "archived"
 
 
+def _search_cli(toml, capsys, customer) -> str:
+    """What `archiver search --customer CUSTOMER` prints: its table, then its notes (on stderr)."""
+    capsys.readouterr()
+    assert main(["--config", str(toml), "search", "--customer", customer]) == 0
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def test_a_shared_chat_erased_with_include_shared_leaves_a_keyed_trace_the_others_search_finds(
+        make_config, tmp_path, capsys) -> None:
+    """Review "court" C8: after one customer's erasure took a chat another customer wrote in, `search --customer
+    OTHER` said "0 entries" and nothing else. The tombstone keeps the other customers' ids as keyed hashes (the
+    search key's, as word hashes are: no readable id), and the search says the chat was erased, by which run and
+    when. The other customer's own erasure removes their trace."""
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key))
+    _, shared, requester = _shared_and_own_chats(config)
+    other = next(m["data"]["content"]["user"]["id"] for m in shared["messages"]
+                 if not m["data"]["content"]["user"]["isAgent"] and m["data"]["content"]["user"]["id"] != requester)
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    code, done, _ = _erase_cli(toml, capsys, requester, "--include-shared")
+    assert code == 0
+    [archive_step] = [i for i in done["items"] if i["room"] == shared["room"] and i["action"] == "delete_archive"]
+    assert "keyed trace of the 2 other customer(s) kept" in archive_step.get("detail", ""), archive_step
+    tombstone = index(config).find_one({"room": shared["room"]})
+    traces = tombstone["deletion"]["shared_with"]
+    assert len(traces) == 2 and other not in json.dumps(tombstone, default=str)
+    assert "CUST_ACCOUNT_HOLDER" not in json.dumps(tombstone, default=str)
+    for customer in (other, "CUST_ACCOUNT_HOLDER"):
+        out = _search_cli(toml, capsys, customer)
+        assert "0 entries" in out and (
+            f"1 chat of this customer was erased at another customer's request (erasure run {done['run']} on "
+            f"{tombstone['deletion']['at']:%Y-%m-%d}); its content is gone") in out, out
+    assert "erased at another customer's request" not in _search_cli(toml, capsys, requester)
+
+    code, theirs, _ = _erase_cli(toml, capsys, other)  # the other customer's own erasure: their trace goes
+    assert code == 0
+    assert ("erase_personal", shared["room"], 1, "erased") in {
+        (i["action"], i["room"], i["version"], i["outcome"]) for i in theirs["items"]}, theirs["items"]
+    assert len(index(config).find_one({"room": shared["room"]})["deletion"]["shared_with"]) == 1
+    assert "erased at another customer's request" not in _search_cli(toml, capsys, other)
+    assert "erased at another customer's request" in _search_cli(toml, capsys, "CUST_ACCOUNT_HOLDER")
+
+
+def test_a_shared_chat_erased_without_a_search_key_keeps_no_trace_and_says_so(make_config, tmp_path,
+                                                                              capsys) -> None:
+    config = retention_config(make_config)
+    _, shared, requester = _shared_and_own_chats(config)
+    code, done, _ = _erase_cli(_cli_toml(config, tmp_path), capsys, requester, "--include-shared")
+    assert code == 0
+    [archive_step] = [i for i in done["items"] if i["room"] == shared["room"] and i["action"] == "delete_archive"]
+    assert archive_step["outcome"] == "deleted" and archive_step.get("detail") == (
+        "no trace of the 2 other customer(s) kept: search.key_file is not set"), archive_step
+    assert "shared_with" not in index(config).find_one({"room": shared["room"]})["deletion"]
+
+
 @pytest.mark.parametrize("flags", [(), ("--include-shared",)])
 def test_a_held_shared_chat_stays_held_whatever_include_shared_says(make_config, tmp_path, capsys, flags) -> None:
     """A hold wins over --include-shared, and its reason is the one given (not "shared")."""
