@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING
 from pymongo.collection import Collection
+from pymongo.errors import ExecutionTimeout
 
 from archiver.config import Config, ConfigError
 from archiver.index import index_database
@@ -322,6 +323,30 @@ def _loose(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+_SIMILAR = 5  # similar ids a note names
+_CANDIDATES = 50  # entries read for them (per query): bounded, and only after a search found nothing
+_LOOKUP_MS = 5000  # and for this long at most: no index serves a case-insensitive regex on a display name
+_ARRAYS = ("customers", "agents", "present")  # person fields holding lists of ids (opened_by, handled_by: one)
+
+
+def _matching(texts: Iterable[str], array: bool, other_than: str | None = None) -> dict[str, Any]:
+    """A condition: the field (ARRAY: one of its strings; the stand-in nx-27017 matches a regex on an array's
+    strings only through $elemMatch) is one of TEXTS, ignoring case, and not OTHER_THAN. Every character but
+    ASCII letters and digits is written \\xHH (ASCII) or as itself, which MongoDB's PCRE and Python's re (mongomock)
+    both read as that character alone: a value is never a pattern."""
+    literal = ["".join(c if c.isascii() and c.isalnum() else f"\\x{ord(c):02x}" if c.isascii() else c for c in t)
+               for t in sorted(texts)]
+    condition = {"$regex": "^(?:" + "|".join(literal) + ")$", "$options": "i",
+                 **({"$ne": other_than} if other_than is not None else {})}
+    return {"$elemMatch": condition} if array else condition
+
+
+def _held(entry: dict[str, Any], fields: Iterable[str]) -> set[str]:
+    """The ids ENTRY's person FIELDS hold: their strings (a list's or the field's own)."""
+    values = [entry.get(field) for field in fields]
+    return {v for value in values for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)}
+
+
 class Search:
     def __init__(self, entries: Collection, key: bytes | None, state: Collection | None = None) -> None:
         self.entries = entries
@@ -341,7 +366,8 @@ class Search:
 
     def exact_notes(self, filters: SearchFilters) -> list[str]:
         """For a search that found nothing: values are compared exactly; for --service, --channel and --type, the
-        index's values equal to the one given but for case and Unicode form (few: one distinct() each)."""
+        index's values equal to the one given but for case and Unicode form (few: one distinct() each); for
+        --customer and --agent, the similar ids the index has (similar_ids: bounded queries, no distinct())."""
         notes = []
         for field, option in (("service", "--service"), ("channel", "--channel"), ("ctlive_type", "--type")):
             given = getattr(filters, field)
@@ -353,12 +379,66 @@ class Search:
                                  + ", ".join(repr(v) for v in near))
         if filters.customer is not None:
             notes += self.erased_note(filters.customer)
-        people = [option for field, option in (("customer", "--customer"), ("agent", "--agent"))
-                  if getattr(filters, field) is not None]
+        people = []
+        for role in ("customer", "agent"):
+            given = getattr(filters, role)
+            if given is None:
+                continue
+            similar, complete = self.similar_ids(role, given)
+            if not complete:
+                notes.append(f"--{role}: the index was searched for ids similar to {given!r} for "
+                             f"{_LOOKUP_MS // 1000} s only (it took longer): there may be others than those named")
+            if not similar:
+                people.append(f"--{role}")
+                continue
+            notes.append(f"--{role} {given!r} matched nothing: ids are compared exactly; the index has " + ", ".join(
+                repr(found) + (f" (named {name!r})" if name else " (another Unicode form)" if _loose(found) == _loose(
+                    given) and found.casefold() != given.casefold() else "")  # else the two may look the same
+                for found, name in similar))
         if people:
             notes.append(f"nothing matched: {' and '.join(people)} {'is' if len(people) == 1 else 'are'} compared "
                          "exactly with the user id the platform stores (case and Unicode form included; not a name)")
         return notes
+
+    def similar_ids(self, role: str, given: str) -> tuple[list[tuple[str, str]], bool]:
+        """The ids of ROLE (customer, agent) the index has that GIVEN may have meant, as (id, name), at most
+        _SIMILAR: equal under _loose, or so with the USER_ prefix added or removed (name ""), or the id of a
+        participant in that role whose nickname is GIVEN under _loose (name: that nickname); and whether the
+        index was searched in full (False: a query ran out of time). Read by anchored case-insensitive regexes of
+        GIVEN's Unicode forms, each on _CANDIDATES entries and _LOOKUP_MS at most, then checked here."""
+        fields = (_PEOPLE[role][0], *_PEOPLE[role][1])
+        loose = _loose(given)
+        ids = {loose, "user_" + loose} | ({loose[5:]} if loose.startswith("user_") else set())
+        forms = {unicodedata.normalize(form, given) for form in ("NFC", "NFD", "NFKC", "NFKD")}
+        spelt = forms | {"USER_" + f for f in forms} | {f[5:] for f in forms if f[:5].casefold() == "user_"}
+        found: dict[str, str] = {}
+        by_id = {"$or": [{field: _matching(spelt, field in _ARRAYS, other_than=given)} for field in fields]}
+        by_name = {"participants": {"$elemMatch": {"nickname": _matching(forms, False)}}}
+        entries, complete = self._candidates(by_id, fields)
+        for entry in entries:
+            for value in sorted(_held(entry, fields)):
+                if value != given and _loose(value) in ids:
+                    found.setdefault(value, "")
+        entries, named_in_full = self._candidates(by_name, (*fields, "participants"))
+        for entry in entries:
+            held = _held(entry, fields)  # the participant must be one of ROLE in that chat
+            for person in entry.get("participants") if isinstance(entry.get("participants"), list) else []:
+                if (isinstance(person, dict) and person.get("user_id") in held and person["user_id"] != given
+                        and isinstance(person.get("nickname"), str) and _loose(person["nickname"]) == loose):
+                    found.setdefault(person["user_id"], person["nickname"])
+        return sorted(found.items())[:_SIMILAR], complete and named_in_full
+
+    def _candidates(self, query: dict[str, Any], fields: Iterable[str]) -> tuple[list[dict[str, Any]], bool]:
+        """Up to _CANDIDATES entries QUERY matches (FIELDS of each), read in _LOOKUP_MS at most; and whether
+        the query ran to its end (False: out of time, the entries read until then)."""
+        read: list[dict[str, Any]] = []
+        try:
+            for entry in self.entries.find(query, {**dict.fromkeys(fields, 1), "_id": 0}).limit(
+                    _CANDIDATES).max_time_ms(_LOOKUP_MS):
+                read.append(entry)
+        except ExecutionTimeout:
+            return read, False
+        return read, True
 
     def erased_note(self, customer: str) -> list[str]:
         """The chats of CUSTOMER erased at another customer's request (`erase --include-shared`), which keep only

@@ -1,0 +1,182 @@
+"""Review "court" C9: `search --customer`/`--agent` compare ids exactly; a search that finds nothing names the
+ids the index has that are similar to the one given (case, Unicode form, the USER_ prefix, a participant's name),
+read by bounded queries (never a distinct() over a person field), on mongomock and on nx-27017 alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archiver.search import SearchFilters, open_search
+from conftest import write_toml
+from retrieval_helpers import index
+
+GENERIC = ("nothing matched: --customer is compared exactly with the user id the platform stores (case and "
+           "Unicode form included; not a name)")
+
+
+def _entry(room: str, customers=(), agents=(), opened_by=None, handled_by=None, present=(), named=()) -> dict:
+    return {"room": room, "version": 1, "status": "archived", "ended_at": dt.datetime(2025, 6, 1),
+            "customers": list(customers), "agents": list(agents), "opened_by": opened_by,
+            "handled_by": handled_by, "present": list(present),
+            "participants": [{"user_id": u, "role": r, "nickname": n} for u, r, n in named]}
+
+
+ENTRIES = [
+    _entry("R1", customers=["Mario.Rossi@Example.COM"], agents=["USER_anna"], handled_by="USER_anna",
+           named=[("Mario.Rossi@Example.COM", "customer", "Mario Rossi"), ("USER_anna", "agent", "Anna Bianchi")]),
+    _entry("R2", customers=["jose\u0301.garcia"], opened_by="jose\u0301.garcia", handled_by="carl",
+           named=[("jose\u0301.garcia", "customer", "Jos\u00e9 Garc\u00eda")]),
+    _entry("R3", customers=["aXbbbc("], present=["USER_bob"]),
+    _entry("R4", customers=["evil\x1b[31m\nid"], opened_by="Mario.Rossi@Example.COM",
+           named=[("someone", "agent", "Mario Rossi")]),  # an agent of that name: not a customer
+]
+
+
+@pytest.fixture(params=["mongomock", "nx"])
+def searcher(request, make_config):
+    config = make_config(**({"mongodb__uri": request.getfixturevalue("nx_uri")} if request.param == "nx" else {}))
+    index(config).insert_many([dict(e) for e in ENTRIES])
+    return open_search(config)
+
+
+def _notes(searcher, **filters) -> list[str]:
+    found = list(searcher.find(SearchFilters(**filters)))
+    assert found == []  # the notes are for a search that found nothing
+    return searcher.exact_notes(SearchFilters(**filters))
+
+
+def test_a_customer_id_in_another_case_is_named(searcher) -> None:
+    assert _notes(searcher, customer="mario.rossi@example.com") == [
+        "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM'"]
+
+
+def test_an_id_in_another_unicode_form_is_named_and_said_to_be_one(searcher) -> None:
+    assert _notes(searcher, customer="JOS\u00c9.garcia") == [
+        "--customer 'JOS\u00c9.garcia' matched nothing: ids are compared exactly; the index has "
+        "'jose\u0301.garcia' (another Unicode form)"]
+
+
+def test_a_name_names_the_ids_of_that_role_with_it(searcher) -> None:
+    assert _notes(searcher, customer="mario rossi") == [
+        "--customer 'mario rossi' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM' (named 'Mario Rossi')"]  # not 'someone', the agent of that name in R4
+    assert _notes(searcher, customer="jose\u0301 garci\u0301a") == [
+        "--customer 'jose\u0301 garci\u0301a' matched nothing: ids are compared exactly; the index has "
+        "'jose\u0301.garcia' (named 'Jos\u00e9 Garc\u00eda')"]
+
+
+def test_an_agent_without_or_with_the_user_prefix_is_named(searcher) -> None:
+    assert _notes(searcher, agent="anna") == [
+        "--agent 'anna' matched nothing: ids are compared exactly; the index has 'USER_anna'"]
+    assert _notes(searcher, agent="Bob") == [  # found where the contact names it (present)
+        "--agent 'Bob' matched nothing: ids are compared exactly; the index has 'USER_bob'"]
+    assert _notes(searcher, agent="user_Carl") == [  # handled_by 'carl'
+        "--agent 'user_Carl' matched nothing: ids are compared exactly; the index has 'carl'"]
+
+
+def test_regex_metacharacters_are_literal(searcher) -> None:
+    assert _notes(searcher, customer="a.b*c(") == [GENERIC]  # not 'aXbbbc(', and no error
+    assert _notes(searcher, customer="AXBBBC(") == [
+        "--customer 'AXBBBC(' matched nothing: ids are compared exactly; the index has 'aXbbbc('"]
+
+
+def test_a_hostile_id_is_shown_escaped(searcher) -> None:
+    (note,) = _notes(searcher, customer="EVIL\x1b[31m\nID")
+    assert note.endswith("the index has 'evil\\x1b[31m\\nid'"), note
+    assert "\n" not in note and "\x1b" not in note
+
+
+def test_no_similar_id_keeps_the_generic_note(searcher) -> None:
+    assert _notes(searcher, customer="nobody") == [GENERIC]
+    assert _notes(searcher, customer="Mario.Rossi@Example.COM", room="R2") == [GENERIC]  # itself is not "similar"
+    assert _notes(searcher, customer="nobody", agent="anna") == [
+        "--agent 'anna' matched nothing: ids are compared exactly; the index has 'USER_anna'", GENERIC]
+
+
+def test_at_most_five_are_named_and_no_person_field_is_read_whole(make_config, monkeypatch) -> None:
+    config = make_config()
+    variants = ["MARIO", "Mario", "mario", "MArio", "maRIO", "marIO", "mARIO"]
+    index(config).insert_many([_entry(f"V{n}", customers=[v]) for n, v in enumerate(variants)])
+    searcher = open_search(config)
+    collection = type(searcher.entries)
+    distinct = collection.distinct
+    monkeypatch.setattr(collection, "distinct", lambda self, field, *a, **k: (
+        pytest.fail(f"distinct({field!r}) over the whole index") if field not in ("service", "channel", "ctlive_type")
+        else distinct(self, field, *a, **k)))
+    bounds = []
+    real_find = collection.find
+
+    def find(self, query, *args, **kwargs):  # records each look-up's bounds (entries read, time)
+        cursor = real_find(self, query, *args, **kwargs)
+        real_limit = cursor.limit
+        cursor.limit = lambda n: (bounds.append(("limit", n)), real_limit(n))[1]
+        real_time = cursor.max_time_ms
+        cursor.max_time_ms = lambda ms: (bounds.append(("ms", ms)), real_time(ms))[1]
+        return cursor
+
+    monkeypatch.setattr(collection, "find", find)
+    note = searcher.exact_notes(SearchFilters(customer="mArIo"))[0]
+    assert bounds == [("limit", 50), ("ms", 5000)] * 2, bounds  # by id, by name
+    assert note.startswith("--customer 'mArIo' matched nothing: ids are compared exactly; the index has "), note
+    named = note.split("the index has ")[1].split(", ")
+    assert len(named) == 5 and all(n.strip("'") in variants for n in named), note
+
+
+def test_the_search_command_names_similar_ids_on_nx(nx_uri, db_names, tmp_path) -> None:
+    from archiver.mongo import connect
+    connect(nx_uri)[db_names["index.database"]]["archive_index"].insert_many([dict(e) for e in ENTRIES])
+    toml = write_toml(tmp_path / "a.toml", {"mongodb.uri": nx_uri, "index.database": db_names["index.database"]})
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "archiver.cli", "--config", str(toml), "search", "--customer",
+                           "Mario Rossi", "--agent", "ANNA"], capture_output=True, text=True, timeout=120,
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done
+    assert "0 entries" in done.stdout + done.stderr, done
+    assert ("note: --customer 'Mario Rossi' matched nothing: ids are compared exactly; the index has "
+            "'Mario.Rossi@Example.COM' (named 'Mario Rossi')\n") in done.stderr, done.stderr
+    assert ("note: --agent 'ANNA' matched nothing: ids are compared exactly; the index has 'USER_anna'\n"
+            in done.stderr), done.stderr
+
+
+def test_entries_holding_the_id_given_do_not_crowd_out_a_similar_one(make_config) -> None:
+    """The search found nothing for another filter (here --room): the given id's own entries (more than are read
+    for similar ids) are not read in their place."""
+    config = make_config()
+    index(config).insert_many([_entry(f"M{n:03d}", customers=["Mario"]) for n in range(80)]
+                              + [_entry("Z", customers=["MARIO"])])
+    assert _notes(open_search(config), customer="Mario", room="nowhere") == [
+        "--customer 'Mario' matched nothing: ids are compared exactly; the index has 'MARIO'"]
+
+
+def test_a_lookup_out_of_time_says_so_and_names_what_it_found(searcher, monkeypatch) -> None:
+    from pymongo.errors import ExecutionTimeout
+
+    collection = type(searcher.entries)
+    find = collection.find
+
+    class OutOfTime:  # the cursor of the lookup by name, on an index too large to read in time
+        def limit(self, n):
+            return self
+
+        def max_time_ms(self, ms):
+            assert ms == 5000
+            return self
+
+        def __iter__(self):
+            raise ExecutionTimeout("operation exceeded time limit")
+
+    monkeypatch.setattr(collection, "find", lambda self, query, *a, **k: (
+        OutOfTime() if "participants" in query else find(self, query, *a, **k)))
+    assert searcher.exact_notes(SearchFilters(customer="mario.rossi@example.com")) == [
+        "--customer: the index was searched for ids similar to 'mario.rossi@example.com' for 5 s only (it took "
+        "longer): there may be others than those named",
+        "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM'"]
+    assert searcher.exact_notes(SearchFilters(customer="Mario Rossi"))[1:] == [GENERIC]
