@@ -326,6 +326,7 @@ def _loose(text: str) -> str:
 _SIMILAR = 5  # similar ids a note names
 _CANDIDATES = 50  # entries read for them (per query): bounded, and only after a search found nothing
 _LOOKUP_MS = 5000  # and for this long at most: no index serves a case-insensitive regex on a display name
+_PATTERN_BYTES = 30000  # at most, in a look-up's pattern (MongoDB refuses one of 32,764 bytes or more)
 _ARRAYS = ("customers", "agents", "present")  # person fields holding lists of ids (opened_by, handled_by: one)
 
 
@@ -405,12 +406,15 @@ class Search:
         _SIMILAR: equal under _loose, or so with the USER_ prefix added or removed (name ""), or the id of a
         participant in that role whose nickname is GIVEN under _loose (name: that nickname); and whether the
         index was searched in full (False: a query ran out of time). Read by anchored case-insensitive regexes of
-        GIVEN's Unicode forms, each on _CANDIDATES entries and _LOOKUP_MS at most, then checked here."""
+        GIVEN's Unicode forms, each on _CANDIDATES entries and _LOOKUP_MS at most, then checked here; none for
+        a GIVEN whose pattern could be too long for MongoDB (_PATTERN_BYTES: thousands of characters, no id)."""
         fields = (_PEOPLE[role][0], *_PEOPLE[role][1])
         loose = _loose(given)
         ids = {loose, "user_" + loose} | ({loose[5:]} if loose.startswith("user_") else set())
         forms = {unicodedata.normalize(form, given) for form in ("NFC", "NFD", "NFKC", "NFKD")}
         spelt = forms | {"USER_" + f for f in forms} | {f[5:] for f in forms if f[:5].casefold() == "user_"}
+        if 4 * sum(len(text.encode("utf-8", "replace")) for text in spelt) > _PATTERN_BYTES:  # \xHH: 4 a byte
+            return [], True
         found: dict[str, str] = {}
         by_id = {"$or": [{field: _matching(spelt, field in _ARRAYS, other_than=given)} for field in fields]}
         by_name = {"participants": {"$elemMatch": {"nickname": _matching(forms, False)}}}

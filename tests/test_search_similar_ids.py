@@ -180,3 +180,15 @@ def test_a_lookup_out_of_time_says_so_and_names_what_it_found(searcher, monkeypa
         "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
         "'Mario.Rossi@Example.COM'"]
     assert searcher.exact_notes(SearchFilters(customer="Mario Rossi"))[1:] == [GENERIC]
+
+
+def test_a_value_too_long_to_be_an_id_is_not_looked_up(searcher, monkeypatch) -> None:
+    """Its pattern (its Unicode forms, with and without USER_) could pass
+    MongoDB's limit of 32,764 bytes and fail a search that succeeded."""
+    monkeypatch.setattr(type(searcher.entries), "find", lambda *a, **k: pytest.fail("looked up"))
+    assert searcher.exact_notes(SearchFilters(customer="\u00e9" * 1001)) == [GENERIC]  # 40 kB of pattern, at most
+    monkeypatch.undo()
+    long_id = "A" * 240 + "@example.com"  # an id as long as an e-mail address may be is looked up
+    searcher.entries.insert_one(_entry("LONG", customers=[long_id]))
+    assert searcher.exact_notes(SearchFilters(customer=long_id.lower())) == [
+        f"--customer {long_id.lower()!r} matched nothing: ids are compared exactly; the index has {long_id!r}"]
