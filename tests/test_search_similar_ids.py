@@ -192,3 +192,21 @@ def test_a_value_too_long_to_be_an_id_is_not_looked_up(searcher, monkeypatch) ->
     searcher.entries.insert_one(_entry("LONG", customers=[long_id]))
     assert searcher.exact_notes(SearchFilters(customer=long_id.lower())) == [
         f"--customer {long_id.lower()!r} matched nothing: ids are compared exactly; the index has {long_id!r}"]
+
+
+def test_a_bundle_that_selects_nothing_names_the_similar_ids_too(make_config, keys, tmp_path, capsys) -> None:
+    """`retrieve --bundle` takes the same filters as search: a paralegal who typed the customer's id in another
+    case is told which id the index has, not only "no archived entry matches"."""
+    from archiver.cli import main
+    from test_cli_contract import cli_toml
+
+    config = cli_toml(tmp_path, make_config)
+    index(make_config()).insert_many([dict(e) for e in ENTRIES])
+    argv = ["retrieve", "--bundle", str(tmp_path / "b.zip"), "--key", str(keys["legal.key.pem"]), "--reason", "x",
+            "--customer", "mario.rossi@example.com", "--no-progress"]
+    assert main(["--config", str(config), *argv]) == 1
+    err = capsys.readouterr().err
+    assert "no archived entry matches --customer mario.rossi@example.com" in err, err
+    assert ("note: --customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+            "'Mario.Rossi@Example.COM'") in err, err
+    assert not (tmp_path / "b.zip").exists()
