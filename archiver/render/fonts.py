@@ -13,8 +13,9 @@ character is made afresh). The ToUnicode map is scripts.to_unicode_cmap's.
 The subset's widths are formatted once with the rest (what formatting them cost
 for each PDF was the largest part of writing its font dictionaries).
 
-Streams made per PDF (page content, subsets not in the cache) are compressed at
-zlib level 1: cheaper to make, a little larger, the same content once inflated.
+Streams made per PDF (page content, subsets not in the cache) are deflated at
+level 1 by ISA-L (`isal`), about four times as fast as zlib at its level 1 and
+a little smaller: the same content once inflated, by any Flate reader.
 
 This replaces reportlab internals, so reportlab is pinned (pyproject.toml) to
 REPORTLAB_VERSION, the version checked here; `check_reportlab` refuses to
@@ -30,6 +31,7 @@ import zlib
 from dataclasses import dataclass
 
 import reportlab
+from isal import isal_zlib
 from reportlab.lib import rl_accel
 from reportlab.pdfbase import pdfdoc, ttfonts
 from reportlab.pdfgen import canvas, textobject
@@ -150,10 +152,16 @@ def add_font_objects(font: ttfonts.TTFont, doc: pdfdoc.PDFDocument) -> None:
 
 
 class FastFlate(pdfdoc.PDFStreamFilterZCompress):
-    """reportlab's Flate filter at zlib level 1 (for the streams made anew for each PDF)."""
+    """reportlab's Flate filter, by ISA-L at level 1 (for the streams made anew for each PDF)."""
 
     def encode(self, text: str | bytes) -> bytes:
-        return zlib.compress(text.encode("utf8") if isinstance(text, str) else text, 1)
+        return fast_deflate(text.encode("utf8") if isinstance(text, str) else text)
+
+
+def fast_deflate(data: bytes) -> bytes:
+    """DATA as a zlib (Flate) stream, made fast: ISA-L at level 1, 4 times zlib's speed at its level 1 on a
+    record (0.03 against 0.12 ms for 20 KB), a little smaller."""
+    return isal_zlib.compress(data, 1)
 
 
 check_reportlab()
