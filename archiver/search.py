@@ -372,7 +372,7 @@ class Search:
         notes = []
         for field, option in (("service", "--service"), ("channel", "--channel"), ("ctlive_type", "--type")):
             given = getattr(filters, field)
-            if given is not None:
+            if given is not None and not self._matches(SearchFilters(**{field: given})):
                 near = sorted(v for v in self.entries.distinct(field) if isinstance(v, str) and v != given
                               and _loose(v) == _loose(given))[:5]
                 if near:
@@ -383,12 +383,13 @@ class Search:
         people = []
         for role in ("customer", "agent"):
             given = getattr(filters, role)
-            if given is None:
-                continue
+            if given is None or self._matches(SearchFilters(**{role: given})):
+                continue  # the id has chats: another filter found nothing, not it
             similar, complete = self.similar_ids(role, given)
             if not complete:
-                notes.append(f"--{role}: the index was searched for ids similar to {given!r} for "
-                             f"{_LOOKUP_MS // 1000} s only (it took longer): there may be others than those named")
+                notes.append(f"--{role}: the look-up of ids similar to {given!r} stopped early (it reads "
+                             f"{_CANDIDATES} entries for {_LOOKUP_MS // 1000} s at most): there may be others than "
+                             "those named")
             if not similar:
                 people.append(f"--{role}")
                 continue
@@ -434,7 +435,7 @@ class Search:
 
     def _candidates(self, query: dict[str, Any], fields: Iterable[str]) -> tuple[list[dict[str, Any]], bool]:
         """Up to _CANDIDATES entries QUERY matches (FIELDS of each), read in _LOOKUP_MS at most; and whether
-        the query ran to its end (False: out of time, the entries read until then)."""
+        all were read (False: out of time, or _CANDIDATES read and more may match, of other ids too)."""
         read: list[dict[str, Any]] = []
         try:
             for entry in self.entries.find(query, {**dict.fromkeys(fields, 1), "_id": 0}).limit(
@@ -442,7 +443,11 @@ class Search:
                 read.append(entry)
         except ExecutionTimeout:
             return read, False
-        return read, True
+        return read, len(read) < _CANDIDATES
+
+    def _matches(self, filters: SearchFilters) -> bool:
+        """Whether any entry matches FILTERS (one filter the search had: it is not that filter that found nothing)."""
+        return self.entries.find_one(build_query(filters, self.key), {"_id": 1}) is not None
 
     def erased_note(self, customer: str) -> list[str]:
         """The chats of CUSTOMER erased at another customer's request (`erase --include-shared`), which keep only

@@ -5,6 +5,7 @@ read by bounded queries (never a distinct() over a person field), on mongomock a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from archiver.search import SearchFilters, open_search
 from conftest import write_toml
-from retrieval_helpers import index
+from retrieval_helpers import audit, index
 
 GENERIC = ("nothing matched: --customer is compared exactly with the user id the platform stores (case and "
            "Unicode form included; not a name)")
@@ -95,7 +96,7 @@ def test_a_hostile_id_is_shown_escaped(searcher) -> None:
 
 def test_no_similar_id_keeps_the_generic_note(searcher) -> None:
     assert _notes(searcher, customer="nobody") == [GENERIC]
-    assert _notes(searcher, customer="Mario.Rossi@Example.COM", room="R2") == [GENERIC]  # itself is not "similar"
+    assert _notes(searcher, customer="Mario.Rossi@Example.COM", room="R2") == []  # it matched: --room found nothing
     assert _notes(searcher, customer="nobody", agent="anna") == [
         "--agent 'anna' matched nothing: ids are compared exactly; the index has 'USER_anna'", GENERIC]
 
@@ -146,13 +147,11 @@ def test_the_search_command_names_similar_ids_on_nx(nx_uri, db_names, tmp_path) 
 
 
 def test_entries_holding_the_id_given_do_not_crowd_out_a_similar_one(make_config) -> None:
-    """The search found nothing for another filter (here --room): the given id's own entries (more than are read
-    for similar ids) are not read in their place."""
+    """The given id's own entries (more than are read for similar ids) are not read in their place."""
     config = make_config()
     index(config).insert_many([_entry(f"M{n:03d}", customers=["Mario"]) for n in range(80)]
                               + [_entry("Z", customers=["MARIO"])])
-    assert _notes(open_search(config), customer="Mario", room="nowhere") == [
-        "--customer 'Mario' matched nothing: ids are compared exactly; the index has 'MARIO'"]
+    assert open_search(config).similar_ids("customer", "Mario") == ([("MARIO", "")], True)
 
 
 def test_a_lookup_out_of_time_says_so_and_names_what_it_found(searcher, monkeypatch) -> None:
@@ -175,8 +174,8 @@ def test_a_lookup_out_of_time_says_so_and_names_what_it_found(searcher, monkeypa
     monkeypatch.setattr(collection, "find", lambda self, query, *a, **k: (
         OutOfTime() if "participants" in query else find(self, query, *a, **k)))
     assert searcher.exact_notes(SearchFilters(customer="mario.rossi@example.com")) == [
-        "--customer: the index was searched for ids similar to 'mario.rossi@example.com' for 5 s only (it took "
-        "longer): there may be others than those named",
+        "--customer: the look-up of ids similar to 'mario.rossi@example.com' stopped early (it reads 50 entries "
+        "for 5 s at most): there may be others than those named",
         "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
         "'Mario.Rossi@Example.COM'"]
     assert searcher.exact_notes(SearchFilters(customer="Mario Rossi"))[1:] == [GENERIC]
@@ -185,7 +184,9 @@ def test_a_lookup_out_of_time_says_so_and_names_what_it_found(searcher, monkeypa
 def test_a_value_too_long_to_be_an_id_is_not_looked_up(searcher, monkeypatch) -> None:
     """Its pattern (its Unicode forms, with and without USER_) could pass
     MongoDB's limit of 32,764 bytes and fail a search that succeeded."""
-    monkeypatch.setattr(type(searcher.entries), "find", lambda *a, **k: pytest.fail("looked up"))
+    find = type(searcher.entries).find  # the value's own (exact) look-up is made; no pattern of it is
+    monkeypatch.setattr(type(searcher.entries), "find", lambda self, query, *a, **k: pytest.fail("looked up")
+                        if "$regex" in repr(query) else find(self, query, *a, **k))
     assert searcher.exact_notes(SearchFilters(customer="\u00e9" * 1001)) == [GENERIC]  # 40 kB of pattern, at most
     monkeypatch.undo()
     long_id = "A" * 240 + "@example.com"  # an id as long as an e-mail address may be is looked up
@@ -210,3 +211,27 @@ def test_a_bundle_that_selects_nothing_names_the_similar_ids_too(make_config, ke
     assert ("note: --customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
             "'Mario.Rossi@Example.COM'") in err, err
     assert not (tmp_path / "b.zip").exists()
+    # the audit log, which nothing ever erases, keeps what was asked for, never another person's id it suggested
+    entries = [a for a in audit(make_config()) if a["action"] == "retrieve"]
+    assert entries and all(a["outcome"] == "failed" for a in entries), entries
+    assert "no archived entry matches --customer mario.rossi@example.com" in entries[-1]["detail"], entries
+    assert not any("Mario.Rossi@Example.COM" in json.dumps(a, default=str) for a in entries), entries
+
+
+def test_a_customer_id_that_has_chats_is_not_said_to_match_nothing(searcher) -> None:
+    """Another filter (--service) is what found nothing: the id itself matched, so no similar id (another
+    person's) is offered in its place."""
+    searcher.entries.insert_one(_entry("R9", customers=["mario.rossi@example.com"]))
+    assert list(searcher.find(SearchFilters(customer="Mario.Rossi@Example.COM")))
+    notes = _notes(searcher, customer="Mario.Rossi@Example.COM", service="Billing")
+    assert not any("--customer" in note for note in notes), notes
+
+
+def test_a_look_up_whose_entries_were_all_of_one_similar_id_says_there_may_be_others(searcher) -> None:
+    """The look-up reads 50 entries: all of one similar id, another similar id may be behind them."""
+    searcher.entries.insert_many([_entry(f"U{i}", customers=["USER_mario"]) for i in range(60)])
+    searcher.entries.insert_one(_entry("UPPER", customers=["MARIO"]))
+    similar, complete = searcher.similar_ids("customer", "mario")
+    assert ("MARIO", "") in similar or not complete, (similar, complete)
+    notes = _notes(searcher, customer="mario")
+    assert any("there may be others than those named" in note for note in notes) or "'MARIO'" in str(notes), notes

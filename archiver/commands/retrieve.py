@@ -250,10 +250,13 @@ def run_bundle(args: argparse.Namespace) -> int:
         search = open_search(config)
         try:
             targets = select(config, search, bundle)
-        except NothingSelected:  # said as search says it ("0 entries" must not read as "no such chats")
-            notes = [*search.exact_notes(filters), search.agent_note(filters)] if filters is not None else []
+        except NothingSelected:
+            if filters is not None:  # as search says them, on stderr alone: they may name others' ids, never audited
+                for note in search.exact_notes(filters):
+                    print(f"note: {visible(note)}", file=sys.stderr)
+            note = search.agent_note(filters) if filters is not None else ""
             raise NothingSelected(f"no archived entry matches {_filters_as_given(args)}"
-                                  + "".join(f"; note: {note}" for note in notes if note)) from None
+                                  + (f"; note: {note}" if note else "")) from None
         bundle = dataclasses.replace(bundle, left_out=left_out(config, search, bundle), **_gaps(config, search, filters))
         rooms = [room for room, _ in targets]
         try:  # the intent first: a bundle the log cannot hold is not made
