@@ -413,7 +413,9 @@ class Search:
         loose = _loose(given)
         ids = {loose, "user_" + loose} | ({loose[5:]} if loose.startswith("user_") else set())
         forms = {unicodedata.normalize(form, given) for form in ("NFC", "NFD", "NFKC", "NFKD")}
-        spelt = forms | {"USER_" + f for f in forms} | {f[5:] for f in forms if f[:5].casefold() == "user_"}
+        # and its full case folding: a pattern ignores simple case alone ("straße" would not find "STRASSE")
+        spelt = {*forms, loose}
+        spelt |= {"USER_" + f for f in spelt} | {f[5:] for f in spelt if f[:5].casefold() == "user_"}
         if 4 * sum(len(text.encode("utf-8", "replace")) for text in spelt) > _PATTERN_BYTES:  # \xHH: 4 a byte
             return [], True
         found: dict[str, str] = {}

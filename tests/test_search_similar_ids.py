@@ -235,3 +235,11 @@ def test_a_look_up_whose_entries_were_all_of_one_similar_id_says_there_may_be_ot
     assert ("MARIO", "") in similar or not complete, (similar, complete)
     notes = _notes(searcher, customer="mario")
     assert any("there may be others than those named" in note for note in notes) or "'MARIO'" in str(notes), notes
+
+
+def test_an_id_equal_under_full_case_folding_is_named(searcher) -> None:
+    """`straße` folds to `strasse`: the index's `STRASSE@EXAMPLE.COM` is the same id but for case."""
+    searcher.entries.insert_one(_entry("SS", customers=["STRASSE@EXAMPLE.COM"]))
+    assert _notes(searcher, customer="stra\u00dfe@example.com") == [
+        "--customer 'straße@example.com' matched nothing: ids are compared exactly; the index has "
+        "'STRASSE@EXAMPLE.COM'"]
