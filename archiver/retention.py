@@ -231,7 +231,8 @@ class Deletions:
         """Carry out BATCH; each step is marked done after it (all in one write: a crash before it makes
         the next run redo them, and every action is idempotent)."""
         rooms = sorted({step["room"] for step in batch})
-        run = self.ledger.runs.find_one({"_id": run_id}, {"kind": 1, "policy": 1, "as_of": 1}) or {}
+        run = self.ledger.runs.find_one({"_id": run_id}, {"kind": 1, "policy": 1, "as_of": 1, "params": 1}) or {}
+        asked = run.get("params") or {}
         holds = self.holds.active()
         ctx = _Batch(
             entries={e["_id"]: e for e in self.entries.find({"_id": {"$in": [
@@ -240,7 +241,10 @@ class Deletions:
             sources={d["room"] for d in self.source.chats.find({"room": {"$in": rooms}}, {"room": 1})},
             # resumed under a policy changed since the plan (or not recorded): each deletion is due today too
             due_by=(_aware(run["as_of"]) if run.get("kind") == "retention" and run.get("as_of")
-                    and run.get("policy") != self.policy.describe() else None))
+                    and run.get("policy") != self.policy.describe() else None),
+            # an erasure without --include-shared: whose (its chats shared since the plan are kept too)
+            erasure_of=(asked.get("customer") if run.get("kind") == "erasure" and asked.get("include_shared") is not True
+                        else None))
         done = []
         for step in batch:
             self.ledger.keep()  # by time: a slow store's steps never outlast the lease; RunBusy if lost
@@ -277,6 +281,7 @@ class Deletions:
             return "skipped", (f"held by case {', '.join(map(repr, cases))} (found right before the deletion: placed, "
                                "or the chat changed, after the plan was made)")
         kept = self._kept_by_policy_now(run_id, step, entry, ctx.due_by) if ctx.due_by else ""
+        kept = kept or (self._shared_now(step, entry, loaded, ctx.erasure_of) if ctx.erasure_of else "")
         if kept:
             return "skipped", kept
         if action == "erase_personal":
@@ -318,6 +323,21 @@ class Deletions:
             cases += self.holds.held_rooms([room], new).get(room, [])
         cases += self.sources.cases(room, loaded, active)
         return sorted(set(cases))
+
+    def _shared_now(self, step: dict[str, Any], entry: dict[str, Any] | None, loaded: tuple[Any, Any],
+                    customer: str) -> str:
+        """Why an erasure without --include-shared keeps what STEP would delete ("" if nothing does): another
+        customer wrote in or opened the chat after the plan was made (by its source now, and the entry). As the
+        plan does: a deletion begun already is finished, and removing one's own trace takes no one else's data."""
+        deletion = (entry or {}).get("deletion") or {}
+        if step["action"] not in ("delete_source", "delete_archive", "erase_personal") or (
+                step["action"] == "delete_archive" and (entry or {}).get("status") != "archived") or (
+                step["action"] == "erase_personal" and "personal_data_removed" in deletion):
+            return ""
+        shared = _shared([entry] if entry and step["action"] != "delete_source" else [], loaded, customer)
+        what = {"delete_source": "source chat", "delete_archive": "archive", "erase_personal": "personal data"}
+        return (f"{what[step['action']]} kept: {shared} (found right before the deletion: the chat changed after the "
+                "plan was made); erase with --include-shared to remove it anyway") if shared else ""
 
     def _kept_by_policy_now(self, run_id: str, step: dict[str, Any], entry: dict[str, Any] | None,
                             as_of: dt.datetime) -> str:
@@ -533,21 +553,21 @@ class Deletions:
         if step["rule"] == "erasure" or (entry.get("deletion") or {}).get("rule") == "erasure":
             update["$set"]["deletion.personal_data_removed"] = list(PERSONAL_FIELDS)
             update["$unset"] = {name: "" for name in PERSONAL_FIELDS}
-            said = self._trace(entry, self._requester(begun_by, run_id), update["$set"])
+            said = self._trace(entry, self._requesters(begun_by, run_id), update["$set"])
         self.entries.update_one({"_id": entry["_id"]}, update)
         return said
 
-    def _requester(self, *run_ids: str) -> str | None:
-        """The customer whose erasure the first of RUN_IDS that is one was (None if none is)."""
-        found = {run["_id"]: (run.get("params") or {}).get("customer")
-                 for run in self.ledger.runs.find({"_id": {"$in": list(run_ids)}}, {"params": 1})}
-        return next((found[r] for r in run_ids if isinstance(found.get(r), str)), None)
+    def _requesters(self, *run_ids: str) -> set[str]:
+        """The customers whose erasures those of RUN_IDS that are erasures were."""
+        return {customer for run in self.ledger.runs.find({"_id": {"$in": list(run_ids)}}, {"params": 1})
+                if isinstance(customer := (run.get("params") or {}).get("customer"), str)}
 
-    def _trace(self, entry: dict[str, Any], requester: str | None, fields: dict[str, Any]) -> str:
-        """For a chat other customers wrote in or opened, erased at REQUESTER's request: their ids,
-        keyed with the search key, into FIELDS (`deletion.shared_with`), so that `search --customer` can say
-        it was erased; none without the key. What the step says of it ("" for the requester's own chat)."""
-        others = _other_customers([entry], (None, None), requester) if requester is not None else set()
+    def _trace(self, entry: dict[str, Any], requesters: set[str], fields: dict[str, Any]) -> str:
+        """For a chat other customers wrote in or opened, erased at REQUESTERS' request (the run that began the
+        deletion and the one finishing it: no requester's own trace): the others' ids, keyed with the search
+        key, into FIELDS (`deletion.shared_with`), so that `search --customer` can say it was erased; none
+        without the key. What the step says of it ("" for the requesters' own chat)."""
+        others = _other_customers([entry], (None, None), *requesters) if requesters else set()
         if not others:
             return ""
         if self.search_key is None:
@@ -580,10 +600,13 @@ class Deletions:
         if not entry.get("archived_leaf_sha256"):  # removing the fields would break the sealed archive leaf
             return "skipped", "personal data kept: the tombstone predates archived_leaf_sha256 (its seal leaf)"
         deletion = entry.get("deletion") or {}
-        requester = self._requester(run_id)
+        requester = next(iter(self._requesters(run_id)), None)
         update: dict[str, Any] = {"$set": {"deletion.personal_data_removed": list(PERSONAL_FIELDS),
                                            "deletion.erased_by": run_id, "deletion.erased_at": now()},
                                   "$unset": {name: "" for name in PERSONAL_FIELDS}}
+        said = ""
+        if "personal_data_removed" not in deletion:  # a shared chat's (--include-shared): the others' trace stays
+            said = self._trace(entry, {requester} if requester else set(), update["$set"])
         if isinstance(requester, str) and self._traced(requester, deletion):  # their trace, kept by another's erasure
             mine = person_trace(requester, self.search_key)  # (_traced: the key is set)
             kept = {"deletion.shared_with": [t for t in deletion["shared_with"] if t != mine]}
@@ -592,7 +615,7 @@ class Deletions:
         if self.entries.update_one({"_id": entry["_id"], "status": "deleted", "deletion.state": "done",
                                     "archived_leaf_sha256": {"$exists": True}}, update).matched_count != 1:
             return "skipped", f"the tombstone changed meanwhile (now {entry.get('status')}): nothing erased"
-        return "erased", ""
+        return "erased", said
 
     def _refused(self, entry: dict[str, Any], exc: StoreError, partly: bool) -> tuple[str, str]:
         what = "refused" if isinstance(exc, ObjectLocked) else "failed"
@@ -806,8 +829,8 @@ class Deletions:
                                                                {"opened_by": {"$eq": customer}}]}))
             rooms |= self.source.rooms_of_user(customer)
             if self.search_key is not None:  # shared chats erased at another's request, keeping their trace
-                rooms |= set(self.entries.distinct("room", {"deletion.shared_with": person_trace(customer,
-                                                                                                 self.search_key)}))
+                rooms |= set(self.entries.distinct("room", {"status": "deleted", "deletion.shared_with": person_trace(
+                    customer, self.search_key)}))
             ordered = sorted(rooms)
             for i in range(0, len(ordered), ROOM_BATCH):
                 yield from self._erasure_batch(ordered[i:i + ROOM_BATCH], customer, reason, include_shared, as_of)
@@ -845,8 +868,13 @@ class Deletions:
                     yield self._finish_step(v, "erasure", why, cases, as_of)
                 elif v["status"] == "deleted" and ("personal_data_removed" not in deletion
                                                    or self._traced(customer, deletion)):
+                    # (the requester's own trace taken from an erased one removes no one else's data)
+                    shared_too = shared_kept if "personal_data_removed" not in deletion else ""
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
-                           if kept else Step("erase_personal", room, v["version"], "erasure", why, entry_id=v["_id"]))
+                           if kept else
+                           Step("skip", room, v["version"], "erasure", f"personal data {shared_too}", entry_id=v["_id"])
+                           if shared_too else Step("erase_personal", room, v["version"], "erasure", why,
+                                                   entry_id=v["_id"]))
                 if v["status"] == "superseded":
                     yield from self._leftover_steps([v], None, cases, as_of, erasure=True)
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request
@@ -872,15 +900,15 @@ def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: s
     return f"shared: {len(others)} other customer(s) wrote in or opened this chat" if others else ""
 
 
-def _other_customers(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: str) -> set[str]:
-    """The customers other than CUSTOMER who wrote in or opened a chat: by its index VERSIONS and its source."""
+def _other_customers(versions: list[dict[str, Any]], loaded: tuple[Any, Any], *customers: str) -> set[str]:
+    """The customers other than CUSTOMERS who wrote in or opened a chat: by its index VERSIONS and its source."""
     others: set[str] = set()
     for v in versions:  # as the index found them
         people = v.get("customers") if isinstance(v.get("customers"), list) else []
         others.update(p for p in [*people, v.get("opened_by")] if isinstance(p, str))
     in_source = _source_people(*loaded) if isinstance(loaded[0], dict) else None  # and as the source names them now
     others |= in_source["customer"] if in_source else set()
-    others.discard(customer)
+    others.difference_update(customers)
     return others
 
 
@@ -902,6 +930,7 @@ class _Batch:
     hold_ids: set[Any]  # the active holds then
     sources: set[str]  # rooms whose source chat is still there
     due_by: dt.datetime | None = None  # the run's as_of, if its deletions are checked against today's policy
+    erasure_of: str | None = None  # the customer of an erasure without --include-shared (shared chats kept)
 
 
 def _raw(chat: dict[str, Any], contact: dict[str, Any] | None) -> str:

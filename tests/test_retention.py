@@ -2002,3 +2002,152 @@ def test_a_held_shared_chat_stays_held_whatever_include_shared_says(make_config,
             ("skip", shared["room"], None, "source chat kept: held by case 'Case S'"),
             ("skip", shared["room"], 1, "archive kept: held by case 'Case S'")}, report["items"]
     assert _stored(config, shared["room"])
+
+
+def _other_of(shared, requester) -> str:
+    """The shared chat's own customer (not the requester, not who opened it)."""
+    return next(m["data"]["content"]["user"]["id"] for m in shared["messages"]
+                if not m["data"]["content"]["user"]["isAgent"] and m["data"]["content"]["user"]["id"] != requester)
+
+
+def test_a_chat_another_customer_writes_in_after_the_plan_is_kept_by_an_erasure_without_include_shared(
+        make_config, monkeypatch) -> None:
+    """Review today4 F1: sharedness was decided at plan time only. Another customer writing in the requester's
+    own chat between the plan and the deletion (a long run, or one resumed after a crash: its params are read
+    from its record) must keep it, source and archive, as a hold placed meanwhile does."""
+    import copy
+
+    from archiver.retention import Deletions
+
+    config = retention_config(make_config)
+    alone, _, requester = _shared_and_own_chats(config)
+    execute = Deletions._execute
+
+    def late_statement_first(self, run_id, batch):
+        if alone["room"] in {s["room"] for s in batch} and not source(config).find_one(
+                {"room": alone["room"], "messages.data.content.user.id": "CUST_LATE_OTHER"}):
+            late = copy.deepcopy(alone["messages"][0])
+            late["data"]["content"]["user"] = {"id": "CUST_LATE_OTHER", "isAgent": False}
+            late["data"]["content"]["text"] = "I, another customer, state this"
+            source(config).update_one({"room": alone["room"]}, {"$push": {"messages": late}})
+        return execute(self, run_id, batch)
+
+    monkeypatch.setattr(Deletions, "_execute", late_statement_first)
+    result = erase(config, requester)
+    found = ("kept: shared: 1 other customer(s) wrote in or opened this chat (found right before the deletion: the "
+             "chat changed after the plan was made); erase with --include-shared to remove it anyway")
+    assert {(i["action"], i["outcome"], i.get("detail")) for i in result.report["items"] if i["room"] == alone["room"]
+            } == {("delete_source", "skipped", f"source chat {found}"),
+                  ("delete_archive", "skipped", f"archive {found}")}, result.report["items"]
+    assert source(config).count_documents({"room": alone["room"]}) == 1
+    assert index(config).find_one({"room": alone["room"]})["status"] == "archived"
+    monkeypatch.setattr(Deletions, "_execute", execute)
+    assert {(i["action"], i["outcome"]) for i in erase(config, requester, include_shared=True).report["items"]
+            if i["room"] == alone["room"]} == {("delete_source", "deleted"), ("delete_archive", "deleted")}
+
+
+@pytest.mark.parametrize("flags", [(), ("--include-shared",)])
+def test_an_erasure_of_a_shared_chats_retention_tombstone_keeps_it_or_keeps_the_others_trace(
+        make_config, tmp_path, capsys, flags) -> None:
+    """Review today4 F2: retention deleted a shared chat, its tombstone keeps who took part. The requester's
+    erasure without --include-shared keeps that (the others' ids) with the shared reason; with it, the
+    personal data goes and the others' keyed trace is kept, so `search --customer OTHER` says it was erased."""
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key),
+                              retention__rules={"default": {"source_days": 30, "archive_days": 60}})
+    _, shared, requester = _shared_and_own_chats(config)
+    age(config, 400)
+    retention(config)
+    assert index(config).find_one({"room": shared["room"]})["opened_by"] == "CUST_ACCOUNT_HOLDER"
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    code, done, _ = _erase_cli(toml, capsys, requester, *flags)
+    assert code == 0
+    steps = [(i["action"], i["outcome"], i["reason"], i.get("detail")) for i in done["items"]
+             if i["room"] == shared["room"]]
+    tombstone = index(config).find_one({"room": shared["room"]})
+    out = _search_cli(toml, capsys, "CUST_ACCOUNT_HOLDER")
+    if not flags:
+        assert steps == [("skip", "skipped", f"personal data {SHARED_KEPT}", None)], steps
+        assert tombstone["opened_by"] == "CUST_ACCOUNT_HOLDER" and "shared_with" not in tombstone["deletion"]
+        assert "1 entry" in out and "erased at another customer's request" not in out, out
+    else:
+        assert steps == [("erase_personal", "erased", "erasure request: GDPR 10; shared: 2 other customer(s) wrote in "
+                          "or opened this chat", "a keyed trace of the 2 other customer(s) kept in the tombstone "
+                          "(`search --customer` says the chat was erased)")], steps
+        assert "opened_by" not in tombstone and len(tombstone["deletion"]["shared_with"]) == 2
+        assert "0 entries" in out and "1 chat of this customer was erased at another customer's request" in out, out
+
+
+def test_the_other_customers_own_erasure_finishing_a_shared_deletion_keeps_no_trace_of_them(
+        make_config, tmp_path, capsys, monkeypatch) -> None:
+    """Review today4 F3: A's --include-shared erasure is cut short by the store (the entry left `deleting`);
+    B's own erasure finishes it. Every erasure requester involved is left out of the trace: B's too, else
+    `search --customer B` would say B's chat was erased at another customer's request."""
+    from archiver.retention import Deletions
+    from archiver.store import StoreError
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key))
+    _, shared, requester = _shared_and_own_chats(config)
+    other = _other_of(shared, requester)
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    store_of, deletes = Deletions.store_of, []
+
+    class SecondDeleteFails:
+        def __init__(self, store):
+            self.store = store
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def delete(self, key, version_id):
+            deletes.append(key)
+            if len(deletes) == 2:
+                raise StoreError("simulated outage")
+            return self.store.delete(key, version_id)
+
+    monkeypatch.setattr(Deletions, "store_of", lambda self, entry: SecondDeleteFails(store_of(self, entry)))
+    _erase_cli(toml, capsys, requester, "--include-shared")
+    assert index(config).find_one({"room": shared["room"]})["deletion"]["state"] == "deleting"
+    code, theirs, _ = _erase_cli(toml, capsys, other)
+    assert code == 0
+    assert [(i["action"], i["outcome"], i.get("detail")) for i in theirs["items"] if i["room"] == shared["room"]] == [
+        ("delete_archive", "deleted", "a keyed trace of the 1 other customer(s) kept in the tombstone "
+         "(`search --customer` says the chat was erased)")], theirs["items"]
+    assert len(index(config).find_one({"room": shared["room"]})["deletion"]["shared_with"]) == 1
+    assert "erased at another customer's request" not in _search_cli(toml, capsys, other)
+    assert "erased at another customer's request" in _search_cli(toml, capsys, "CUST_ACCOUNT_HOLDER")
+
+
+def test_an_erasure_resumed_after_a_crash_keeps_a_chat_shared_since_by_its_own_recorded_request(
+        make_config, monkeypatch) -> None:
+    """Review today4 F1, the resumed run: its plan may be old. The customer and the flag are its record's, not the
+    request that resumes it (another customer's, with --include-shared, here): a chat another customer wrote in
+    since the crash is kept."""
+    from archiver.retention import Deletions
+
+    config = retention_config(make_config)
+    alone, _, requester = _shared_and_own_chats(config)
+
+    def crash(self, run_id, batch):
+        raise KeyboardInterrupt("killed before the first batch")
+    monkeypatch.setattr(Deletions, "_execute", crash)
+    with pytest.raises(KeyboardInterrupt):
+        erase(config, requester)
+    monkeypatch.undo()
+    late = {**alone["messages"][0], "data": {**alone["messages"][0]["data"], "content": {
+        **alone["messages"][0]["data"]["content"], "user": {"id": "CUST_LATE_OTHER", "isAgent": False}}}}
+    source(config).update_one({"room": alone["room"]}, {"$push": {"messages": late}})
+    resumed = erase(config, "CUST_NOBODY", include_shared=True)  # resumes the crashed run first, then runs its own
+    assert resumed.report["params"]["customer"] == "CUST_NOBODY" and resumed.report["items"] == []
+    [run] = [r for r in Deletions(config).ledger.runs.find({"kind": "erasure"}) if r["params"]["customer"] == requester]
+    items = [i for i in Deletions(config).ledger.items(run["_id"]) if i["room"] == alone["room"]]
+    assert {(i["action"], i["outcome"]) for i in items} == {("delete_source", "skipped"),
+                                                            ("delete_archive", "skipped")}, items
+    assert all("found right before the deletion" in i["detail"] for i in items), items
+    assert source(config).count_documents({"room": alone["room"]}) == 1
