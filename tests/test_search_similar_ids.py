@@ -243,3 +243,25 @@ def test_an_id_equal_under_full_case_folding_is_named(searcher) -> None:
     assert _notes(searcher, customer="stra\u00dfe@example.com") == [
         "--customer 'straße@example.com' matched nothing: ids are compared exactly; the index has "
         "'STRASSE@EXAMPLE.COM'"]
+
+
+def test_a_hold_that_covers_nothing_now_names_the_similar_ids(make_config, tmp_path, capsys) -> None:
+    """A hold by a mistyped id protects nothing: placing it says so, and which ids the index has (on stderr
+    alone: the audit log keeps what was asked for, never another person's id it suggested)."""
+    from archiver.cli import main
+    from test_cli_contract import cli_toml
+
+    config = cli_toml(tmp_path, make_config)
+    index(make_config()).insert_many([dict(e) for e in ENTRIES])
+    assert main(["--config", str(config), "hold", "place", "--customer", "mario.rossi@example.com", "--case", "C1",
+                 "--reason", "dispute"]) == 0
+    out, err = capsys.readouterr()
+    assert "0 archived room(s) covered now, and any archived later" in out, out
+    assert ("note: --customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+            "'Mario.Rossi@Example.COM'") in err, err
+    assert not any("Mario.Rossi@Example.COM" in json.dumps(a, default=str) for a in audit(make_config())
+                   if a["action"] == "hold_place")
+    assert main(["--config", str(config), "hold", "place", "--customer", "Mario.Rossi@Example.COM", "--case", "C2",
+                 "--reason", "dispute"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 archived room(s) covered now" in out and "note:" not in err, (out, err)  # R1 by author, R4 opener

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from archiver.commands.common import ITEMS_FAILED, OK, UsageError, load_config
@@ -113,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
                detail=f"{rooms + through} room(s) held now{via}; S3 legal hold not set on {failed} entr(ies)")
     print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms + through} archived room(s) covered "
                   f"now{via}, and any archived later"))
+    if not rooms + through:  # a mistyped id protects nothing: said as search says it, on stderr alone (never audited)
+        for note in open_search(config).exact_notes(filters):
+            print(f"note: {note}", file=sys.stderr)
     if args.text is not None:
         note = open_search(config).text_note()
         if note:  # those entries are held whatever they say (Holds.query)
