@@ -383,8 +383,11 @@ class Search:
         people = []
         for role in ("customer", "agent"):
             given = getattr(filters, role)
-            if given is None or self._matches(SearchFilters(**{role: given})):
-                continue  # the id has chats: another filter found nothing, not it
+            if given is None:
+                continue
+            if self._matches(SearchFilters(**{role: given})):  # another filter found nothing, not the id
+                notes.append(f"--{role} {given!r} has entries: the other filters exclude them all")
+                continue
             similar, complete = self.similar_ids(role, given)
             if not complete:
                 notes.append(f"--{role}: the look-up of ids similar to {given!r} stopped early (it reads "
@@ -456,14 +459,16 @@ class Search:
         a keyed trace of them (retention.Deletions): counted, with the runs and days; [] if none, or without the key."""
         if self.key is None:
             return []
+        # the whole `deletion` (nx-27017 answers a projection of fields inside it with them flattened)
         erased = list(self.entries.find({"status": "deleted", "deletion.shared_with": person_trace(customer, self.key)},
-                                        {"deletion.run": 1, "deletion.at": 1, "_id": 0}))
+                                        {"deletion": 1, "_id": 0}))
         if not erased:
             return []
         runs = set()
         for entry in erased:
-            when = stored_time(entry["deletion"].get("at"))
-            runs.add(f"{entry['deletion'].get('run')} on {when:%Y-%m-%d}" if when else str(entry["deletion"].get("run")))
+            deletion = entry.get("deletion") if isinstance(entry.get("deletion"), dict) else {}
+            when = stored_time(deletion.get("at"))
+            runs.add(f"{deletion.get('run')} on {when:%Y-%m-%d}" if when else str(deletion.get("run")))
         one = len(erased) == 1
         return [f"{len(erased)} chat{'' if one else 's'} of this customer {'was' if one else 'were'} erased at another "
                 f"customer's request (erasure run {'; '.join(sorted(runs))}); {'its' if one else 'their'} content is gone"]

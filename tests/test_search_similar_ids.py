@@ -96,7 +96,8 @@ def test_a_hostile_id_is_shown_escaped(searcher) -> None:
 
 def test_no_similar_id_keeps_the_generic_note(searcher) -> None:
     assert _notes(searcher, customer="nobody") == [GENERIC]
-    assert _notes(searcher, customer="Mario.Rossi@Example.COM", room="R2") == []  # it matched: --room found nothing
+    assert _notes(searcher, customer="Mario.Rossi@Example.COM", room="R2") == [  # it matched: --room found nothing
+        "--customer 'Mario.Rossi@Example.COM' has entries: the other filters exclude them all"]
     assert _notes(searcher, customer="nobody", agent="anna") == [
         "--agent 'anna' matched nothing: ids are compared exactly; the index has 'USER_anna'", GENERIC]
 
@@ -224,7 +225,7 @@ def test_a_customer_id_that_has_chats_is_not_said_to_match_nothing(searcher) -> 
     searcher.entries.insert_one(_entry("R9", customers=["mario.rossi@example.com"]))
     assert list(searcher.find(SearchFilters(customer="Mario.Rossi@Example.COM")))
     notes = _notes(searcher, customer="Mario.Rossi@Example.COM", service="Billing")
-    assert not any("--customer" in note for note in notes), notes
+    assert notes == ["--customer 'Mario.Rossi@Example.COM' has entries: the other filters exclude them all"], notes
 
 
 def test_a_look_up_whose_entries_were_all_of_one_similar_id_says_there_may_be_others(searcher) -> None:
@@ -265,3 +266,66 @@ def test_a_hold_that_covers_nothing_now_names_the_similar_ids(make_config, tmp_p
                  "--reason", "dispute"]) == 0
     out, err = capsys.readouterr()
     assert "2 archived room(s) covered now" in out and "note:" not in err, (out, err)  # R1 by author, R4 opener
+
+
+def _keyed_search(make_config, tmp_path):
+    """A configuration file with a search key, the index holding ENTRIES, and Mario's chat erased at another
+    customer's request (a tombstone keeping only his keyed trace)."""
+    from archiver.search import load_search_key, person_trace
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    toml = write_toml(tmp_path / "k.toml", {**{k: make_config()[k] for k in (
+        "mongodb.uri", "index.database", "source.database")}, "search.key_file": str(key)})
+    index(make_config()).insert_many([dict(e) for e in ENTRIES] + [{
+        "room": "GONE", "version": 1, "status": "deleted",
+        "deletion": {"run": "erasure-1", "at": dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),
+                     "state": "done", "shared_with": [person_trace("Mario.Rossi@Example.COM",
+                                                                   load_search_key(str(key)))]}}])
+    return toml
+
+
+def test_chats_erased_at_another_customers_request_are_said_beside_those_found(make_config, tmp_path,
+                                                                              capsys) -> None:
+    """A customer who still has chats is told of the one erased at another customer's request too: not only
+    when the search finds nothing."""
+    from archiver.cli import main
+
+    toml = _keyed_search(make_config, tmp_path)
+    assert main(["--config", str(toml), "search", "--customer", "Mario.Rossi@Example.COM"]) == 0
+    out, err = capsys.readouterr()
+    assert "R1" in out and "R4" in out, out
+    assert ("note: 1 chat of this customer was erased at another customer's request (erasure run erasure-1 on "
+            "2026-11-02); its content is gone") in err, err
+
+
+def test_the_erased_note_reads_the_tombstone_on_either_server(searcher) -> None:
+    """On nx-27017 too (newuser3 F2: it answers a projection of nested fields flattened, and the note failed with
+    a KeyError)."""
+    from archiver.search import person_trace
+
+    searcher.key = bytes(32)
+    searcher.entries.insert_one({"room": "GONE", "version": 1, "status": "deleted", "deletion": {
+        "run": "erasure-1", "at": dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc), "state": "done",
+        "shared_with": [person_trace("Mario.Rossi@Example.COM", searcher.key)]}})
+    assert searcher.erased_note("Mario.Rossi@Example.COM") == [
+        "1 chat of this customer was erased at another customer's request (erasure run erasure-1 on 2026-11-02); "
+        "its content is gone"]
+    assert searcher.erased_note("someone else") == []
+
+
+def test_an_id_that_matches_where_other_filters_find_nothing_is_said_to(searcher) -> None:
+    notes = _notes(searcher, customer="Mario.Rossi@Example.COM", room="R2")
+    assert notes == ["--customer 'Mario.Rossi@Example.COM' has entries: the other filters exclude them all"], notes
+
+
+def test_a_hold_that_covers_nothing_now_says_how_to_put_it_right(make_config, tmp_path, capsys) -> None:
+    from archiver.cli import main
+    from test_cli_contract import cli_toml
+
+    config = cli_toml(tmp_path, make_config)
+    assert main(["--config", str(config), "hold", "place", "--customer", "nobody-at-all", "--case", "C9",
+                 "--reason", "dispute"]) == 0
+    err = capsys.readouterr().err
+    assert ("note: this hold covers no archived chat now (it covers those archived later that match): if a value "
+            "is mistyped, release it (archiver hold release --case C9 --reason ...) and place it again") in err, err

@@ -102,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     for note in (note, searcher.agent_note(filters)):
         if note:
             print(f"note: {note}", file=sys.stderr)
-    for note in [] if rooms else searcher.exact_notes(filters):  # "0 entries" must not read as "no such chats"
+    if not rooms:
+        notes = searcher.exact_notes(filters)  # "0 entries" must not read as "no such chats"
+    else:  # chats of the customer erased at another customer's request are not in the list: said beside it
+        notes = searcher.erased_note(filters.customer) if filters.customer is not None else []
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return OK
 
