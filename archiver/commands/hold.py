@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms + through} archived room(s) covered "
                   f"now{via}, and any archived later"))
     if not rooms + through:  # a mistyped id protects nothing: said as search says it, on stderr alone (never audited)
-        print(f"note: this hold covers no archived chat now (it covers those archived later that match): if a value "
-              f"is mistyped, release it (archiver hold release --case {shlex.quote(args.case)} --reason ...) and "
-              "place it again", file=sys.stderr)
+        print(visible(f"note: this hold covers no archived chat now (it covers those archived later that match): if "
+                      f"a value is mistyped, release it (archiver hold release --case {shlex.quote(args.case)} "
+                      "--reason ...) and place it again"), file=sys.stderr)
         for note in open_search(config).exact_notes(filters):
             print(f"note: {note}", file=sys.stderr)
     if args.text is not None:
