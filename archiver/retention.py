@@ -576,6 +576,13 @@ class Deletions:
         return (f"a keyed trace of the {len(others)} other customer(s) kept in the tombstone "
                 "(`search --customer` says the chat was erased)")
 
+    def unreadable_traces(self) -> int:
+        """Without the search key: how many tombstones keep keyed traces of customers (erase --include-shared),
+        which an erasure cannot then look a customer up in (0 with the key, which finds them)."""
+        if self.search_key is not None:
+            return 0
+        return self.entries.count_documents({"status": "deleted", "deletion.shared_with": {"$exists": True}})
+
     def _traced(self, customer: str, deletion: dict[str, Any]) -> bool:
         """Whether an erased shared chat's tombstone (DELETION) keeps CUSTOMER's keyed trace."""
         traces = deletion.get("shared_with")

@@ -1988,6 +1988,29 @@ def test_a_shared_chat_erased_without_a_search_key_keeps_no_trace_and_says_so(ma
     assert "shared_with" not in index(config).find_one({"room": shared["room"]})["deletion"]
 
 
+def test_an_erasure_without_the_search_key_says_it_cannot_find_the_customers_keyed_trace(make_config, tmp_path,
+                                                                                       capsys) -> None:
+    """newuser3: A's --include-shared erasure (with the key) kept B's keyed trace; B's own erasure run without
+    search.key_file cannot compute it, so it stays: the run says so instead of reporting success alone."""
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key))
+    _, shared, requester = _shared_and_own_chats(config)
+    other = _other_of(shared, requester)
+    toml = _cli_toml(config, tmp_path)
+    keyed = tmp_path / "keyed.toml"
+    keyed.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    assert _erase_cli(keyed, capsys, requester, "--include-shared")[0] == 0
+    code, _, err = _erase_cli(toml, capsys, other)  # the same service, without search.key_file
+    assert code == 0
+    assert ("WARNING: 1 erased chat(s) keep keyed traces of the other customers of a shared chat; without "
+            "search.key_file this erasure cannot tell whether one is this customer's: erase again with the key") in err, err
+    assert len(index(config).find_one({"room": shared["room"]})["deletion"]["shared_with"]) == 2
+    assert "keyed traces" not in _erase_cli(keyed, capsys, other)[2]  # with the key: found, and removed
+    assert len(index(config).find_one({"room": shared["room"]})["deletion"]["shared_with"]) == 1
+
+
 @pytest.mark.parametrize("flags", [(), ("--include-shared",)])
 def test_a_held_shared_chat_stays_held_whatever_include_shared_says(make_config, tmp_path, capsys, flags) -> None:
     """A hold wins over --include-shared, and its reason is the one given (not "shared")."""

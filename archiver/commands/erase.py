@@ -45,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
     print_report(result, args.json)
     kept = sum(n for per_rule in result.report["counts"].values() for label, n in per_rule.items()
                if label.rpartition(":")[2] in ("skipped", "refused", "failed"))
-    if kept:  # beside --json's report, not in it: standard output stays one JSON document
-        print(f"NOT ERASED: {kept} item(s), each listed above with the reason",
-              file=sys.stderr if args.json else sys.stdout)
+    said = sys.stderr if args.json else sys.stdout  # beside --json's report, not in it: stdout stays one document
+    if kept:
+        print(f"NOT ERASED: {kept} item(s), each listed above with the reason", file=said)
+    untraced = deletions.unreadable_traces()
+    if untraced:
+        print(f"WARNING: {untraced} erased chat(s) keep keyed traces of the other customers of a shared chat; without "
+              "search.key_file this erasure cannot tell whether one is this customer's: erase again with the key",
+              file=said)
     return OK if result.ok else ITEMS_FAILED
