@@ -576,6 +576,11 @@ class Deletions:
         return (f"a keyed trace of the {len(others)} other customer(s) kept in the tombstone "
                 "(`search --customer` says the chat was erased)")
 
+    def _traced_said(self) -> str:
+        """What a shared chat's erasure (--include-shared) tells of the other customers, in its plan."""
+        return ("; a keyed trace of them is kept in the tombstone (search --customer says the chat was erased)"
+                if self.search_key is not None else "; no trace of them is kept: search.key_file is not set")
+
     def unreadable_traces(self) -> int:
         """Without the search key: how many tombstones keep keyed traces of customers (erase --include-shared),
         which an erasure cannot then look a customer up in (0 with the key, which finds them)."""
@@ -855,6 +860,7 @@ class Deletions:
         for room in rooms:
             shared = _shared(versions[room], loaded[room], customer)
             why = f"erasure request: {reason}" + (f"; {shared}" if shared else "")
+            tombstone_why = why + (self._traced_said() if shared else "")  # an archive's: its tombstone may keep a trace
             chat = loaded[room][0]
             cases = sorted({*held.get(room, ()), *through.get(room, ())})
             kept = f"held by case {', '.join(map(repr, cases))}" if cases else ""
@@ -872,7 +878,7 @@ class Deletions:
             for v in versions[room]:
                 deletion = v.get("deletion") or {}
                 if v["status"] == "deleted" and deletion.get("state") == "deleting":  # left half-way: finished
-                    yield self._finish_step(v, "erasure", why, cases, as_of)
+                    yield self._finish_step(v, "erasure", tombstone_why, cases, as_of)
                 elif v["status"] == "deleted" and ("personal_data_removed" not in deletion
                                                    or self._traced(customer, deletion)):
                     # (the requester's own trace taken from an erased one removes no one else's data)
@@ -880,7 +886,7 @@ class Deletions:
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else
                            Step("skip", room, v["version"], "erasure", f"personal data {shared_too}", entry_id=v["_id"])
-                           if shared_too else Step("erase_personal", room, v["version"], "erasure", why,
+                           if shared_too else Step("erase_personal", room, v["version"], "erasure", tombstone_why,
                                                    entry_id=v["_id"]))
                 if v["status"] == "superseded":
                     yield from self._leftover_steps([v], None, cases, as_of, erasure=True)
@@ -896,7 +902,7 @@ class Deletions:
                 elif shared_kept:
                     yield Step("skip", room, v["version"], "erasure", f"archive {shared_kept}", entry_id=v["_id"])
                 else:
-                    yield Step("delete_archive", room, v["version"], "erasure", why, entry_id=v["_id"])
+                    yield Step("delete_archive", room, v["version"], "erasure", tombstone_why, entry_id=v["_id"])
 
 
 def _shared(versions: list[dict[str, Any]], loaded: tuple[Any, Any], customer: str) -> str:

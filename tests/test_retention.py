@@ -1438,7 +1438,8 @@ def test_an_erasure_after_the_source_is_gone_finds_a_customer_whose_first_messag
     assert source(config).count_documents({}) == 0
     result = erase(config, customer, include_shared=True)  # (shared: found, not kept; kept without the flag)
     assert outcomes(result) == {("delete_archive", chat["room"], 1): (  # opened by the colleague's "someone-else"
-        "deleted", "erasure request: GDPR request 1; shared: 1 other customer(s) wrote in or opened this chat")}, \
+        "deleted", "erasure request: GDPR request 1; shared: 1 other customer(s) wrote in or opened this chat; no "
+                   "trace of them is kept: search.key_file is not set")}, \
         result.report
 
 
@@ -1884,8 +1885,10 @@ def test_an_erasure_keeps_a_chat_shared_with_other_customers_unless_include_shar
     code, done, err = _erase_cli(toml, capsys, requester, "--include-shared")
     assert code == 0 and "NOT ERASED" not in err, err
     why = "erasure request: GDPR 10; shared: 2 other customer(s) wrote in or opened this chat"
+    untraced = "; no trace of them is kept: search.key_file is not set"  # what the archive's tombstone keeps of them
     assert {(i["action"], i["room"], i["version"], i["reason"], i["outcome"]) for i in done["items"]} == {
-        ("delete_source", shared["room"], None, why, "deleted"), ("delete_archive", shared["room"], 1, why, "deleted")}
+        ("delete_source", shared["room"], None, why, "deleted"),
+        ("delete_archive", shared["room"], 1, why + untraced, "deleted")}
     assert _steps(planned) == _steps(done)
     assert source(config).count_documents({"room": shared["room"]}) == 0
     assert index(config).find_one({"room": shared["room"]})["status"] == "deleted"
@@ -2011,6 +2014,26 @@ def test_an_erasure_without_the_search_key_says_it_cannot_find_the_customers_key
     assert len(index(config).find_one({"room": shared["room"]})["deletion"]["shared_with"]) == 1
 
 
+@pytest.mark.parametrize("keyed", [True, False])
+def test_the_dry_run_of_include_shared_says_whether_a_trace_of_the_others_is_kept(make_config, tmp_path, capsys,
+                                                                                  keyed) -> None:
+    """newuser3: the person who decides reads, before anything is done, whether the other customers will be told."""
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, **({"search__key_file": str(key)} if keyed else {}))
+    _, shared, requester = _shared_and_own_chats(config)
+    toml = _cli_toml(config, tmp_path)
+    if keyed:
+        toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    code, plan, _ = _erase_cli(toml, capsys, requester, "--include-shared", "--dry-run")
+    assert code == 0
+    [step] = [i for i in plan["items"] if i["room"] == shared["room"] and i["action"] == "delete_archive"]
+    assert step["reason"].endswith("; a keyed trace of them is kept in the tombstone (search --customer says the chat "
+                                   "was erased)" if keyed else "; no trace of them is kept: search.key_file is not set"), step
+    assert _stored(config, shared["room"])  # a dry run
+
+
 @pytest.mark.parametrize("flags", [(), ("--include-shared",)])
 def test_a_held_shared_chat_stays_held_whatever_include_shared_says(make_config, tmp_path, capsys, flags) -> None:
     """A hold wins over --include-shared, and its reason is the one given (not "shared")."""
@@ -2098,7 +2121,8 @@ def test_an_erasure_of_a_shared_chats_retention_tombstone_keeps_it_or_keeps_the_
         assert "1 entry" in out and "erased at another customer's request" not in out, out
     else:
         assert steps == [("erase_personal", "erased", "erasure request: GDPR 10; shared: 2 other customer(s) wrote in "
-                          "or opened this chat", "a keyed trace of the 2 other customer(s) kept in the tombstone "
+                          "or opened this chat; a keyed trace of them is kept in the tombstone (search --customer says "
+                          "the chat was erased)", "a keyed trace of the 2 other customer(s) kept in the tombstone "
                           "(`search --customer` says the chat was erased)")], steps
         assert "opened_by" not in tombstone and len(tombstone["deletion"]["shared_with"]) == 2
         assert "0 entries" in out and "1 chat of this customer was erased at another customer's request" in out, out
