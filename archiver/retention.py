@@ -34,7 +34,7 @@ from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summar
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
 from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
-from archiver.search import SEARCH_KEY_STATE, load_search_key, person_trace, same_key
+from archiver.search import SEARCH_KEY_STATE, person_trace, same_key
 from archiver.holds import Holds, SourceHolds, _source_people, open_holds
 from archiver.integrity import check_stored
 from archiver.logs import event
@@ -105,8 +105,11 @@ class Deletions:
         self.holds: Holds = open_holds(config, self.sources)
         self.lock_mode = config["storage.object_lock_mode"]
         self._stores: dict[str, ObjectStore] = {}
-        # an erased shared chat's tombstone keeps the other customers' ids keyed with it (search.person_trace)
-        self.search_key = _search_key(config, index_db[config["index.state"]])
+        # an erased shared chat's tombstone keeps the other customers' ids keyed with it (search.person_trace): the
+        # holds' search key (search.key_file, read once), which must be the index's (ConfigError otherwise)
+        self.search_key = self.holds.key
+        if self.search_key is not None:
+            same_key(index_db[config["index.state"]].find_one({"_id": SEARCH_KEY_STATE}), self.search_key)
 
     def store_of(self, entry: dict[str, Any]) -> ObjectStore:
         where = (entry.get("store") or {}).get("url", "")
@@ -923,15 +926,6 @@ def _other_customers(versions: list[dict[str, Any]], loaded: tuple[Any, Any], *c
     others |= in_source["customer"] if in_source else set()
     others.difference_update(customers)
     return others
-
-
-def _search_key(config: Config, state: Any) -> bytes | None:
-    """The search key (search.key_file), None if not set; ConfigError if it is not the index's (search.same_key)."""
-    if not config["search.key_file"]:
-        return None
-    key = load_search_key(config["search.key_file"])
-    same_key(state.find_one({"_id": SEARCH_KEY_STATE}), key)
-    return key
 
 
 @dataclass

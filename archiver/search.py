@@ -409,7 +409,7 @@ class Search:
         """The ids of ROLE (customer, agent) the index has that GIVEN may have meant, as (id, name), at most
         _SIMILAR: equal under _loose, or so with the USER_ prefix added or removed (name ""), or the id of a
         participant in that role whose nickname is GIVEN under _loose (name: that nickname); and whether the
-        index was searched in full (False: a query ran out of time). Read by anchored case-insensitive regexes of
+        index was searched in full (False: a query ran out of time, or read _CANDIDATES entries). Read by anchored case-insensitive regexes of
         GIVEN's Unicode forms, each on _CANDIDATES entries and _LOOKUP_MS at most, then checked here; none for
         a GIVEN whose pattern could be too long for MongoDB (_PATTERN_BYTES: thousands of characters, no id)."""
         fields = (_PEOPLE[role][0], *_PEOPLE[role][1])
