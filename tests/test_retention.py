@@ -159,7 +159,8 @@ def _break(config, state: str, room: str) -> None:
         key = index(config).find_one({"room": room})["objects"]["record"]["key"]
         path = stored_path(config, key)
         path.chmod(0o644)
-        path.write_bytes(path.read_bytes()[:-1] + b"\0")
+        data = path.read_bytes()
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # always another byte (a NUL was one in 256 times the same)
     elif state == "object missing":
         stored_path(config, index(config).find_one({"room": room})["objects"]["pdf"]["key"]).unlink()
 
