@@ -65,11 +65,11 @@ def remember_secret(secret: str) -> None:
 KEY_MATERIAL = "looks like key material, not a path; value withheld"
 MAX_PATH_CHARS = 1024  # longer than any path a deployment names; a PEM or base64 key is not
 # One line of base64 (a DER or PKCS#12 key as secrets stores hand them out) or of hex (a search key): 64 characters
-# or more with no dot, dash or underscore, and not an absolute path.
-_ENCODED_KEY = re.compile(r"[A-Za-z0-9+=][A-Za-z0-9+/=]{63,}")
-# Such a line with a "/" may be a relative path ("keys/3f9a…", a content-addressed name): base64 of 64 characters
-# or more holds upper case, lower case and digits (all but certainly), such a path does not mix all three nor hold
-# "+" or "=", and is shorter.
+# or more with no dot, dash or underscore. Base64 starts with a "/" one time in 64: so may such a line.
+_ENCODED_KEY = re.compile(r"[A-Za-z0-9+/=]{64,}")
+# Such a line with a "/" may be a path ("keys/3f9a…", a content-addressed name; "/run/secrets/…"): base64 of 64
+# characters or more holds upper case, lower case and digits (all but certainly), such a path does not mix all three
+# nor hold "+" or "=", and is shorter.
 _LONGEST_RELATIVE = 200
 
 

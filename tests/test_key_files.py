@@ -158,6 +158,7 @@ def test_every_key_file_loader_refuses_key_material_without_showing_it(keys) -> 
                                   "keys/" + "3f9a" * 16,  # a content-addressed file name
                                   "KEYS/" + "3F9A" * 16,
                                   "secrets/archiver/signing/production/euwest1/current/signingkey/version2026",
+                                  "/secrets/archiver/signing/production/euwest1/current/signingkey/version2026",
                                   "vault/secret/data/contactcentre/archiver/prod/signing/keyfile/searchkey"])
 def test_ordinary_paths_are_not_taken_for_key_material(path: str) -> None:
     """A path that is not there is said to be missing, and named."""
@@ -322,6 +323,10 @@ def _base64_keys_with_a_slash() -> dict[str, str]:
 
 def test_one_line_base64_keys_holding_a_slash_are_still_refused() -> None:
     from archiver.redact import looks_like_key_material
+
+    # one in 64 starts with it, and was taken for an absolute path (quoted in the error: the key shown)
+    assert looks_like_key_material("/8+zr1Rvv4u8DfRpSTzvqbQXlJjw3AknFy11ae3AjkCNLG9qCSLQ+FUM7F65qcl+")
+    assert looks_like_key_material("/y58/4fvYpIj0Yxb9UngO4kR5v0tt5K3t7S2vhMoAQZoPkBYCVJNo3+1DqibgDVn")
 
     keys = _base64_keys_with_a_slash()
     assert all("/" in text for text in keys.values())
