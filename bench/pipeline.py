@@ -113,6 +113,7 @@ def rsa_signing_identity(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"signing.crt.pem": folder / "signing.crt.pem", "signing.key.pem": folder / "signing.key.pem"}
     paths["signing.crt.pem"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["signing.key.pem"].touch(mode=0o600)  # the archiver warns about a key others can read
     paths["signing.key.pem"].write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return paths
@@ -219,6 +220,8 @@ def signing_cost(keys: dict[str, Path], chats: list[tuple[dict, dict]], work: Pa
     """Time per chat of what a chat's two signatures cost (the PDF's CMS and the record's .p7s, as
     ArtifactBuilder pays them), with the ECDSA P-256 and an RSA-3072 signing identity, beside the cost
     of one private-key operation with each key: what no code of ours can go below."""
+    import cryptography
+    from cryptography.hazmat.backends.openssl import backend as openssl_backend
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, padding
 
@@ -242,6 +245,8 @@ def signing_cost(keys: dict[str, Path], chats: list[tuple[dict, dict]], work: Pa
         one = 1000 * (time.process_time() - start) / 100
         results[label] = (1000 * per_chat / len(sample), one)
     (ec_chat, ec_op), (rsa_chat, rsa_op) = results.values()
+    # What signs is the OpenSSL cryptography bundles, not the system's `openssl`: their RSA speeds differ (x2 here).
+    print(f"signing with {openssl_backend.openssl_version_text()} (cryptography {cryptography.__version__})")
     print(f"signing per chat (PDF CMS + record .p7s, wall time in one process): ECDSA P-256 {ec_chat:.2f} ms, "
           f"RSA-3072 {rsa_chat:.2f} ms (+{rsa_chat - ec_chat:.2f}); one private-key operation: ECDSA "
           f"{ec_op:.3f} ms, RSA-3072 {rsa_op:.2f} ms, two per chat: RSA's floor over ECDSA "
