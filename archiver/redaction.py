@@ -174,7 +174,7 @@ class CardRule:
 
     def redact(self, text: str, holding: list[int] | None = None) -> tuple[str, int]:
         """HOLDING: if given, only the runs that hold one of these (sorted) positions are read."""
-        if len(text) < CARD_LENGTHS.start:
+        if len(text) < CARD_LENGTHS.start or not _DIGIT.search(text):  # every run starts at a digit
             return text, 0
         pieces, last, count = [], 0, 0
         for start, end, query in _segments(text):
