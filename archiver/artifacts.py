@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
-from archiver import certificates, heap, timestamps
+from archiver import certificates, heap, seals, timestamps
 from archiver.attachment_retries import NothingNew, Retry, Stored, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
@@ -386,6 +386,7 @@ def index_entry(plain: Plaintext, version: int, generated_at: dt.datetime, retai
         "opened_by": t.opened_by or None,  # held and searched by --customer too (docs/search.md)
         "handled_by": t.handled_by or None,  # and by --agent
         "present": list(t.present),  # and by --agent: whom else the contact names, who wrote nothing
+        seals.ARCHIVE_LEAF_MARK: seals.LEAF_FORMAT,  # its seal leaf covers these three (docs/seals.md)
         "participants": [{"user_id": p.user_id, "role": p.role, "nickname": p.nickname} for p in t.participants],
         "started_at": t.started_at,
         "ended_at": t.ended_at or t.last_message_at,  # searchable by time: an interim chat by its last message

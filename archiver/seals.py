@@ -60,7 +60,8 @@ from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, 
 from archiver.visible import visible
 
 FORMAT = "archiver-seal/1"
-LEAF_FORMAT = "archiver-seal-leaf/1"
+LEAF_FORMAT = "archiver-seal-leaf/2"  # an archive leaf that holds the contact's people (PEOPLE_FIELDS)
+LEAF_FORMAT_1 = "archiver-seal-leaf/1"  # tombstone leaves, and archive leaves of entries not marked for /2
 PREFIX = "~seals/"  # safe_name never starts a room folder with "~": seals share no folder with a room
 SUFFIXES = (".json", ".json.p7s", ".json.p7s.tsr")  # a seal's objects: its folder (key stem) and these
 DAY = dt.timedelta(days=1)
@@ -68,6 +69,11 @@ DAY = dt.timedelta(days=1)
 # What an archive leaf holds besides room, version, status and its objects, in the entry's own names.
 ARCHIVE_FIELDS = ("archived_at", "kind", "started_at", "ended_at", "ctlive_type", "channel", "service", "agents",
                   "customers", "message_count", "source_sha256", "signing_certificate_sha256")
+# What a /2 archive leaf adds: the contact's people, which search and holds read (--agent, --customer). Only an
+# entry archived with them holds them from the start (index_entry marks it: ARCHIVE_LEAF_MARK); an older one gets
+# them derived later, which must not change the leaf it was sealed with.
+PEOPLE_FIELDS = ("opened_by", "handled_by", "present")
+ARCHIVE_LEAF_MARK = "archive_leaf_format"
 # A tombstone (issue 10) keeps room, version and `objects` (key, size, sha256) and adds these.
 TOMBSTONE_FIELDS = ("deleted_at", "deletion_rule", "archived_leaf_sha256")
 EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
@@ -77,7 +83,7 @@ EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
 ARCHIVE_STATES = ("archived", "deleted")
 # Only what a leaf reads crosses the wire (not the word hashes, participants, warnings...).
 LEAF_PROJECTION = {name: 1 for name in ("room", "version", "status", "objects", "superseded_objects",
-                                        *ARCHIVE_FIELDS, *TOMBSTONE_FIELDS)}
+                                        *ARCHIVE_FIELDS, *PEOPLE_FIELDS, ARCHIVE_LEAF_MARK, *TOMBSTONE_FIELDS)}
 
 
 class SealConflict(RuntimeError):
@@ -143,16 +149,24 @@ def leaf(entry: dict[str, Any], status: str = "archived") -> bytes:
     objects = ({name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
                 if isinstance(o, dict) else _plain(o) for name, o in sorted(stored.items(), key=lambda i: _order(i[0]))}
                if isinstance(stored, dict) else _plain(stored))
-    body: dict[str, Any] = {"format": LEAF_FORMAT, "room": _plain(entry.get("room")),
+    body: dict[str, Any] = {"format": leaf_format(entry, status), "room": _plain(entry.get("room")),
                             "version": _plain(entry.get("version")), "status": status, "objects": objects}
     if status == "archived":
         body.update({name: _plain(entry.get(name)) for name in ARCHIVE_FIELDS})
+        if body["format"] == LEAF_FORMAT:
+            body.update({name: _plain(entry.get(name)) for name in PEOPLE_FIELDS})
         superseded = entry.get("superseded_objects") or []
         body["superseded_objects"] = (_plain(sorted(superseded, key=_order)) if isinstance(superseded, list)
                                       else _plain(superseded))
     else:
         body.update({name: _plain(entry.get(name)) for name in TOMBSTONE_FIELDS})
     return canonical(body)
+
+
+def leaf_format(entry: dict[str, Any], status: str = "archived") -> str:
+    """The format of ENTRY's STATUS leaf: /2 for the archive leaf of an entry marked so (a mark removed, or added to
+    an older entry, changes the leaf: named as an edit), else /1."""
+    return LEAF_FORMAT if status == "archived" and entry.get(ARCHIVE_LEAF_MARK) == LEAF_FORMAT else LEAF_FORMAT_1
 
 
 def tombstone_fields(entry: dict[str, Any], rule: str, at: dt.datetime) -> dict[str, Any]:
@@ -1275,7 +1289,8 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
     proof: dict[str, Any] = {
         "day": day, "seal": {k: seal[k] for k in ("seq", "count", "root", "created_at", "timestamped_at")},
         "seal_objects": seal["objects"], "seal_store": seal.get("store"),
-        "leaf_format": LEAF_FORMAT, "leaf": leaf(entry, status).decode("utf-8"), "leaf_sha256": digest.hex(),
+        "leaf_format": leaf_format(entry, status), "leaf": leaf(entry, status).decode("utf-8"),
+        "leaf_sha256": digest.hex(),
         "in_seal": position is not None,
     }
     if position is None:

@@ -241,17 +241,17 @@ def test_an_inclusion_proof_in_verification_json_recomputes_without_our_code(sea
     def iso(value: dt.datetime | None) -> str | None:
         return None if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
             f"{value.microsecond // 1000:03d}Z"
-    fields = {"format": "archiver-seal-leaf/1", "room": entry["room"], "version": entry["version"],
+    fields = {"format": "archiver-seal-leaf/2", "room": entry["room"], "version": entry["version"],
               "status": "archived", "superseded_objects": sorted(entry["superseded_objects"]),
               "objects": {n: {"key": o["key"], "size": o["size"], "sha256": o["sha256"]}
                           for n, o in entry["objects"].items()}}
     for name in ("archived_at", "started_at", "ended_at"):
         fields[name] = iso(entry[name])
     for name in ("kind", "ctlive_type", "channel", "service", "agents", "customers", "message_count",
-                 "source_sha256", "signing_certificate_sha256"):
+                 "source_sha256", "signing_certificate_sha256", "opened_by", "handled_by", "present"):
         fields[name] = entry.get(name)
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert text == proof["leaf"]
+    assert text == proof["leaf"] and proof["leaf_format"] == "archiver-seal-leaf/2"
 
     # RFC 9162 section 2.1.3.2, from the leaf to the root
     digest = hashlib.sha256(b"\x00" + text.encode("utf-8")).digest()
