@@ -349,10 +349,12 @@ def _held(entry: dict[str, Any], fields: Iterable[str]) -> set[str]:
 
 
 class Search:
-    def __init__(self, entries: Collection, key: bytes | None, state: Collection | None = None) -> None:
+    def __init__(self, entries: Collection, key: bytes | None, state: Collection | None = None,
+                 runs: Collection | None = None) -> None:
         self.entries = entries
         self.key = key
         self.state = state
+        self.runs = runs  # the deletion runs (index.retention_runs): a customer's own erasures are said
 
     def text_note(self, count: int | None = None) -> str:
         """What a --text search cannot see: archived entries without word hashes, counted ("" if none); COUNT:
@@ -378,13 +380,14 @@ class Search:
                 if near:
                     notes.append(f"{option} {given!r} matched nothing: values are compared exactly; the index has "
                                  + ", ".join(repr(v) for v in near))
+        own = self.own_erasures(filters.customer) if filters.customer is not None else []
         if filters.customer is not None:
-            notes += self.erased_note(filters.customer)
+            notes += [*own, *self.erased_for_others(filters.customer)]
         people = []
         for role in ("customer", "agent"):
             given = getattr(filters, role)
-            if given is None:
-                continue
+            if given is None or role == "customer" and own:
+                continue  # (an erased customer's id is no typo: no similar ids offered for it)
             if self._matches(SearchFilters(**{role: given})):  # another filter found nothing, not the id
                 notes.append(f"--{role} {given!r} has entries: the other filters exclude them all")
                 continue
@@ -455,6 +458,31 @@ class Search:
         return self.entries.find_one(build_query(filters, self.key), {"_id": 1}) is not None
 
     def erased_note(self, customer: str) -> list[str]:
+        """What was erased of CUSTOMER: at their own request, then at another customer's."""
+        return [*self.own_erasures(customer), *self.erased_for_others(customer)]
+
+    def own_erasures(self, customer: str) -> list[str]:
+        """CUSTOMER's own erasures (`erase --customer`), by run and day, so that finding nothing does not read as a
+        mistyped id. A run's record keeps the id it was asked for: the request, which the erasure must be able to
+        show. [] if none (or no runs collection)."""
+        if self.runs is None:
+            return []
+        runs = list(self.runs.find({"kind": "erasure", "params.customer": {"$eq": customer}},
+                                   {"state": 1, "finished_at": 1, "started_at": 1}).sort("started_at", 1))
+        done = [f"{run['_id']} on {when:%Y-%m-%d}" if (when := stored_time(run.get("finished_at"))) else str(run["_id"])
+                for run in runs if run.get("state") == "done"]
+        unfinished = [str(run["_id"]) for run in runs if run.get("state") != "done"]
+        notes = []
+        if done:
+            notes.append(f"--customer {customer!r}: erased at this customer's request (erasure run{'s' * (len(done) > 1)} "
+                         f"{'; '.join(done)}); what it erased is gone from the index")
+        if unfinished:
+            notes.append(f"--customer {customer!r}: an erasure at this customer's request has not finished (run "
+                         f"{', '.join(unfinished)}; the next `archiver erase` finishes it): some of their chats may "
+                         "be gone already")
+        return notes
+
+    def erased_for_others(self, customer: str) -> list[str]:
         """The chats of CUSTOMER erased at another customer's request (`erase --include-shared`), which keep only
         a keyed trace of them (retention.Deletions): counted, with the runs and days; [] if none, or without the key."""
         if self.key is None:
@@ -530,7 +558,7 @@ def open_search(config: Config) -> Search:
     config.require("mongodb.uri")
     db = index_database(config)
     key = load_search_key(config["search.key_file"]) if config["search.key_file"] else None
-    return Search(db[config["index.entries"]], key, db[config["index.state"]])
+    return Search(db[config["index.entries"]], key, db[config["index.state"]], db[config["index.retention_runs"]])
 
 
 _WEEK_WITHOUT_DAY = re.compile(r"\d{4}-?W\d{2}(?![-\d])")

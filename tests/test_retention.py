@@ -2199,3 +2199,26 @@ def test_an_erasure_resumed_after_a_crash_keeps_a_chat_shared_since_by_its_own_r
                                                             ("delete_archive", "skipped")}, items
     assert all("found right before the deletion" in i["detail"] for i in items), items
     assert source(config).count_documents({"room": alone["room"]}) == 1
+
+
+def test_a_customer_erased_at_their_own_request_is_said_so_by_search(make_config, tmp_path, capsys) -> None:
+    """newuser3: after a customer's own erasure, `search --customer` said "0 entries" and, like for a typo, named
+    similar ids from the index (another customer's, say). It now says that this customer's data was erased at
+    their request, by which run and when; the run's record keeps the id as it was asked (the request itself), and
+    no similar id is offered for it. A customer never erased still gets the usual notes."""
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key))
+    alone, _, requester = _shared_and_own_chats(config)
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    code, done, _ = _erase_cli(toml, capsys, requester, "--include-shared")
+    assert code == 0
+    tombstone = index(config).find_one({"room": alone["room"]})
+    out = _search_cli(toml, capsys, requester)
+    assert "0 entries" in out, out
+    assert (f"--customer {requester!r}: erased at this customer's request (erasure run {done['run']} on "
+            f"{tombstone['deletion']['at']:%Y-%m-%d}); what it erased is gone from the index") in out, out
+    assert "ids are compared exactly" not in out and "matched nothing" not in out, out
+    assert "erased at this customer's request" not in _search_cli(toml, capsys, requester + "0")  # another id

@@ -615,3 +615,29 @@ def test_the_table_shows_entries_whose_people_fields_were_edited_into_other_shap
     assert _cli(config, tmp_path, "search") == 0
     out = capsys.readouterr().out
     assert f"{len(entries)} entries" in out and entries[0]["room"] in out and entries[1]["room"] in out, out
+
+
+def test_a_customers_own_erasures_are_named_done_or_not_and_only_for_that_exact_id() -> None:
+    import mongomock
+
+    from archiver.search import Search
+
+    db = mongomock.MongoClient().db
+    at = dt.datetime(2026, 11, 20, 9, tzinfo=dt.timezone.utc)
+    db.runs.insert_many([
+        {"_id": "erasure-1", "kind": "erasure", "state": "done", "params": {"customer": "C1"}, "started_at": at,
+         "finished_at": at},
+        {"_id": "erasure-2", "kind": "erasure", "state": "executing", "params": {"customer": "C1"},
+         "started_at": at + dt.timedelta(days=1)},
+        {"_id": "retention-1", "kind": "retention", "state": "done", "params": {"customer": "C2"}, "started_at": at},
+    ])
+    search = Search(db.entries, None, None, db.runs)
+    assert search.own_erasures("C1") == [
+        "--customer 'C1': erased at this customer's request (erasure run erasure-1 on 2026-11-20); what it erased "
+        "is gone from the index",
+        "--customer 'C1': an erasure at this customer's request has not finished (run erasure-2; the next "
+        "`archiver erase` finishes it): some of their chats may be gone already"]
+    assert search.own_erasures("c1") == [] and search.own_erasures("C2") == []  # exact ids, erasures only
+    assert Search(db.entries, None).own_erasures("C1") == []  # no runs collection: nothing said
+    assert search.exact_notes(SearchFilters(customer="C1"))[:2] == search.own_erasures("C1")
+    assert not any("matched nothing" in note for note in search.exact_notes(SearchFilters(customer="C1")))
