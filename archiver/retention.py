@@ -60,6 +60,7 @@ ENTRY_ACTIONS = ("delete_archive", "delete_leftovers", "extend_lock", "erase_per
 EXECUTED = ("requeue", "extend_lock", "erase_personal", "delete_leftovers", "delete_source", "delete_archive")
 PERSONAL_FIELDS = ("customers", "opened_by", "agents", "handled_by", "present", "participants", "title", "terms",
                    "closed_by")  # erased from tombstones
+ERASES = f"; removes from the tombstone: {', '.join(PERSONAL_FIELDS)} (its object hashes and seal leaves stay)"
 DESCRIBED = ["archived", "deleted"]  # entries with a chat's metadata (not an attempt's or a superseded one)
 OPEN_JOB = {"pending": "waiting to be archived", "claimed": "being archived", "failed": "archive failed",
             "quarantined": "quarantined"}
@@ -889,8 +890,8 @@ class Deletions:
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else
                            Step("skip", room, v["version"], "erasure", f"personal data {shared_too}", entry_id=v["_id"])
-                           if shared_too else Step("erase_personal", room, v["version"], "erasure", tombstone_why,
-                                                   entry_id=v["_id"]))
+                           if shared_too else Step("erase_personal", room, v["version"], "erasure",
+                                                   tombstone_why + ERASES, entry_id=v["_id"]))
                 if v["status"] == "superseded":
                     yield from self._leftover_steps([v], None, cases, as_of, erasure=True)
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request

@@ -624,7 +624,9 @@ def test_an_erasure_removes_the_personal_fields_of_tombstones_retention_left(mak
     before = index(config).find_one({"room": chats[0]["room"]})
     assert before["deletion"]["state"] == "done" and before["customers"]
     result = erase(config, customer_of(chats[0]))
-    assert outcomes(result) == {("erase_personal", chats[0]["room"], 1): ("erased", "erasure request: GDPR request 1")}
+    assert outcomes(result) == {("erase_personal", chats[0]["room"], 1): ("erased", (
+        "erasure request: GDPR request 1; removes from the tombstone: customers, opened_by, agents, handled_by, "
+        "present, participants, title, terms, closed_by (its object hashes and seal leaves stay)"))}
     after = index(config).find_one({"room": chats[0]["room"]})
     assert not any(name in after for name in PERSONAL_FIELDS)
     assert after["deletion"]["personal_data_removed"] == list(PERSONAL_FIELDS)
@@ -2123,7 +2125,9 @@ def test_an_erasure_of_a_shared_chats_retention_tombstone_keeps_it_or_keeps_the_
     else:
         assert steps == [("erase_personal", "erased", "erasure request: GDPR 10; shared: 2 other customer(s) wrote in "
                           "or opened this chat; a keyed trace of them is kept in the tombstone (search --customer says "
-                          "the chat was erased)", "a keyed trace of the 2 other customer(s) kept in the tombstone "
+                          "the chat was erased); removes from the tombstone: customers, opened_by, agents, handled_by, "
+                          "present, participants, title, terms, closed_by (its object hashes and seal leaves stay)",
+                          "a keyed trace of the 2 other customer(s) kept in the tombstone "
                           "(`search --customer` says the chat was erased)")], steps
         assert "opened_by" not in tombstone and len(tombstone["deletion"]["shared_with"]) == 2
         assert "0 entries" in out and "1 chat of this customer was erased at another customer's request" in out, out
