@@ -115,14 +115,16 @@ def run(args: argparse.Namespace) -> int:
                detail=f"{rooms + through} room(s) held now{via}; S3 legal hold not set on {failed} entr(ies)")
     print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms + through} archived room(s) covered "
                   f"now{via}, and any archived later"))
-    if not rooms + through:  # a mistyped id protects nothing: said as search says it, on stderr alone (never audited)
+    search = open_search(config) if not rooms + through or args.text is not None else None
+    if search is not None and not rooms + through:  # a mistyped id protects nothing: said as search says it, on
+        # stderr alone (never audited)
         print(visible(f"note: this hold covers no archived chat now (it covers those archived later that match): if "
                       f"a value is mistyped, release it (archiver hold release --case {shlex.quote(args.case)} "
                       "--reason ...) and place it again"), file=sys.stderr)
-        for note in open_search(config).exact_notes(filters):
+        for note in search.exact_notes(filters):
             print(f"note: {note}", file=sys.stderr)
-    if args.text is not None:
-        note = open_search(config).text_note()
+    if search is not None and args.text is not None:
+        note = search.text_note()
         if note:  # those entries are held whatever they say (Holds.query)
             print(f"note: {note}; this hold covers them all (within its other filters), whatever they say")
     if failed:
