@@ -33,7 +33,7 @@ from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summary
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
-from archiver.seals import TOMBSTONE_FIELDS, tombstone_fields
+from archiver.seals import TOMBSTONE_FIELDS, archive_day_format, tombstone_fields
 from archiver.search import SEARCH_KEY_STATE, person_trace, same_key
 from archiver.holds import Holds, SourceHolds, _source_people, open_holds
 from archiver.integrity import check_stored
@@ -98,6 +98,7 @@ class Deletions:
         self.source = ChatSource(source_db, config["source.chats"], config["source.contacts"], config["source.messages"],
                                  self.redactor.mask)
         self.entries = index_db[config["index.entries"]]
+        self.seals = index_db[config["index.seals"]]  # (the leaf format an archive day was sealed in)
         self.queue = WorkQueue(index_db[config["index.jobs"]])
         self.ledger = RunLedger(index_db[config["index.retention_runs"]], index_db[config["index.retention_steps"]])
         self.ledger.ensure_indexes()
@@ -605,7 +606,7 @@ class Deletions:
             "run": run_id, "rule": step["rule"], "reason": step["reason"], "at": at, "state": "deleting"},
             # what the seals read (docs/seals.md): the tombstone's own leaf, and the archive leaf's hash
             # so a sealed day still recomputes once the personal fields are gone
-            **tombstone_fields(entry, step["rule"], at)}}
+            **tombstone_fields(entry, step["rule"], at, archive_day_format(self.seals, entry))}}
         return self.entries.update_one({"_id": entry["_id"], "status": "archived"}, update).matched_count == 1
 
     def _erase_personal(self, run_id: str, entry: dict[str, Any] | None) -> tuple[str, str]:
@@ -890,8 +891,10 @@ class Deletions:
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else
                            Step("skip", room, v["version"], "erasure", f"personal data {shared_too}", entry_id=v["_id"])
-                           if shared_too else Step("erase_personal", room, v["version"], "erasure",
-                                                   tombstone_why + ERASES, entry_id=v["_id"]))
+                           if shared_too else Step("erase_personal", room, v["version"], "erasure", tombstone_why + (
+                               ERASES if "personal_data_removed" not in deletion else "; removes this customer's "
+                               f"keyed trace from the tombstone (its personal fields went with run "
+                               f"{deletion.get('erased_by') or deletion.get('run')})"), entry_id=v["_id"]))
                 if v["status"] == "superseded":
                     yield from self._leftover_steps([v], None, cases, as_of, erasure=True)
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request

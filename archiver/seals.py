@@ -60,8 +60,9 @@ from archiver.store import (ObjectMissing, ObjectStore, StoreError, open_store, 
 from archiver.visible import visible
 
 FORMAT = "archiver-seal/1"
-LEAF_FORMAT = "archiver-seal-leaf/2"  # an archive leaf that holds the contact's people (PEOPLE_FIELDS)
 LEAF_FORMAT_1 = "archiver-seal-leaf/1"  # tombstone leaves, and archive leaves of entries not marked for /2
+LEAF_FORMAT_2 = "archiver-seal-leaf/2"  # archive leaves holding the contact's people (PEOPLE_FIELDS), typed values
+LEAF_FORMAT = LEAF_FORMAT_2  # the newest: what a day's first seal is made with (its document says which)
 PREFIX = "~seals/"  # safe_name never starts a room folder with "~": seals share no folder with a room
 SUFFIXES = (".json", ".json.p7s", ".json.p7s.tsr")  # a seal's objects: its folder (key stem) and these
 DAY = dt.timedelta(days=1)
@@ -142,39 +143,82 @@ def _hashable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, type(None))) else canonical(_plain(value)).decode("utf-8")
 
 
-def leaf(entry: dict[str, Any], status: str = "archived") -> bytes:
-    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md.
-    Total: a value edited by hand into any shape is written as it is (the leaf then differs), never an error."""
+def _typed(value: Any) -> Any:
+    """A value of a /2 leaf, exactly: JSON's own types as they are, lists and documents item by item (a document
+    with a field name that starts with $ as {"$document": [[name, value], ...]}), a date as {"$date": ISO text}, any
+    other value (a str subclass such as BSON JavaScript, an ObjectId, an Int64...) as {"$type": its type, "value":
+    its repr}: no stored value reads as another of the same text, which MongoDB's $eq (search, holds) tells apart."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is list:
+        return [_typed(item) for item in value]
+    if kind is dict:
+        typed = {str(key): _typed(item) for key, item in value.items()}
+        dollar = any(str(key)[:1] == "$" for key in value)
+        return {"$document": [[key, item] for key, item in typed.items()]} if dollar else typed
+    if kind is dt.datetime:
+        return {"$date": _time(value)}
+    return {"$type": kind.__name__, "value": repr(value)}
+
+
+def leaf(entry: dict[str, Any], status: str = "archived", newest: str | None = None) -> bytes:
+    """The canonical leaf of ENTRY's STATUS event ("archived" or "deleted"), as documented in docs/seals.md, in
+    leaf_format(ENTRY, STATUS, NEWEST). Total: a value edited by hand into any shape is written as it is (the
+    leaf then differs), never an error."""
+    form = leaf_format(entry, status, newest)
+    value = _typed if form == LEAF_FORMAT_2 else _plain
     stored = entry.get("objects") or {}
-    objects = ({name: {"key": o.get("key"), "size": o.get("size"), "sha256": o.get("sha256")}
-                if isinstance(o, dict) else _plain(o) for name, o in sorted(stored.items(), key=lambda i: _order(i[0]))}
-               if isinstance(stored, dict) else _plain(stored))
-    body: dict[str, Any] = {"format": leaf_format(entry, status), "room": _plain(entry.get("room")),
-                            "version": _plain(entry.get("version")), "status": status, "objects": objects}
+    objects = ({name: {part: value(o.get(part)) if form == LEAF_FORMAT_2 else o.get(part)
+                       for part in ("key", "size", "sha256")}
+                if isinstance(o, dict) else value(o) for name, o in sorted(stored.items(), key=lambda i: _order(i[0]))}
+               if isinstance(stored, dict) else value(stored))
+    body: dict[str, Any] = {"format": form, "room": value(entry.get("room")),
+                            "version": value(entry.get("version")), "status": status, "objects": objects}
     if status == "archived":
-        body.update({name: _plain(entry.get(name)) for name in ARCHIVE_FIELDS})
-        if body["format"] == LEAF_FORMAT:
-            body.update({name: _plain(entry.get(name)) for name in PEOPLE_FIELDS})
+        body.update({name: value(entry.get(name)) for name in ARCHIVE_FIELDS})
+        if form == LEAF_FORMAT_2:
+            body.update({name: value(entry.get(name)) for name in PEOPLE_FIELDS})
         superseded = entry.get("superseded_objects") or []
-        body["superseded_objects"] = (_plain(sorted(superseded, key=_order)) if isinstance(superseded, list)
-                                      else _plain(superseded))
+        body["superseded_objects"] = (value(sorted(superseded, key=_order)) if isinstance(superseded, list)
+                                      else value(superseded))
     else:
-        body.update({name: _plain(entry.get(name)) for name in TOMBSTONE_FIELDS})
+        body.update({name: value(entry.get(name)) for name in TOMBSTONE_FIELDS})
     return canonical(body)
 
 
-def leaf_format(entry: dict[str, Any], status: str = "archived") -> str:
-    """The format of ENTRY's STATUS leaf: /2 for the archive leaf of an entry marked so (a mark removed, or added to
-    an older entry, changes the leaf: named as an edit), else /1."""
-    return LEAF_FORMAT if status == "archived" and entry.get(ARCHIVE_LEAF_MARK) == LEAF_FORMAT else LEAF_FORMAT_1
+def leaf_format(entry: dict[str, Any], status: str = "archived", newest: str | None = None) -> str:
+    """The format of ENTRY's STATUS leaf in a seal whose sealer wrote NEWEST at most (its document's `leaf_format`:
+    day_format; None: this code's newest, LEAF_FORMAT): /2 for the archive leaf of an entry marked so (a mark
+    removed, or added to an older entry, changes the leaf: named as an edit), else /1."""
+    allowed = LEAF_FORMAT if newest is None else newest
+    marked = status == "archived" and entry.get(ARCHIVE_LEAF_MARK) == LEAF_FORMAT_2
+    return LEAF_FORMAT_2 if marked and allowed == LEAF_FORMAT_2 else LEAF_FORMAT_1
 
 
-def tombstone_fields(entry: dict[str, Any], rule: str, at: dt.datetime) -> dict[str, Any]:
-    """What a tombstone adds to ENTRY (still as archived) when it is deleted under RULE at AT."""
-    return {"deleted_at": at, "deletion_rule": rule, "archived_leaf_sha256": leaf_hash(entry).hex()}
+def day_format(seal: dict[str, Any]) -> str:
+    """The newest leaf format SEAL (its signed document, or its record) was made with: a day keeps the format of
+    its first seal, whatever the version of the sealer that extends it or of the verifier (a sealer that predates
+    format 2 wrote /1, and none before the field existed)."""
+    return LEAF_FORMAT_2 if seal.get("leaf_format") == LEAF_FORMAT_2 else LEAF_FORMAT_1
 
 
-def leaf_hash(entry: dict[str, Any], status: str = "archived") -> bytes:
+def tombstone_fields(entry: dict[str, Any], rule: str, at: dt.datetime, newest: str | None = None) -> dict[str, Any]:
+    """What a tombstone adds to ENTRY (still as archived) when it is deleted under RULE at AT; NEWEST: the format
+    of its archive day's seal, if that day is sealed (archive_day_format)."""
+    return {"deleted_at": at, "deletion_rule": rule, "archived_leaf_sha256": leaf_hash(entry, newest=newest).hex()}
+
+
+def archive_day_format(seals: Any, entry: dict[str, Any]) -> str | None:
+    """The leaf format of the seals of ENTRY's archive day (the latest complete seal's record says it), or None
+    if that day is not sealed: the format its archive leaf is sealed in, or will be."""
+    day = day_of(entry, "archived")
+    record = seals.find_one({"day": day, "objects": {"$exists": True}}, {"leaf_format": 1},
+                            sort=[("seq", -1)]) if day else None
+    return day_format(record) if record is not None else None
+
+
+def leaf_hash(entry: dict[str, Any], status: str = "archived", newest: str | None = None) -> bytes:
     """The RFC 6962 leaf hash of ENTRY's STATUS event. A tombstone that no longer holds what its
     archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is."""
     if status == "archived" and entry.get("status") == "deleted" and entry.get("archived_leaf_sha256"):
@@ -182,7 +226,7 @@ def leaf_hash(entry: dict[str, Any], status: str = "archived") -> bytes:
             return bytes.fromhex(entry["archived_leaf_sha256"])
         except (TypeError, ValueError):  # edited into no hash: the leaf as the entry reads (it then differs)
             pass
-    return merkle.leaf_hash(leaf(entry, status))
+    return merkle.leaf_hash(leaf(entry, status, newest))
 
 
 @dataclass(frozen=True)
@@ -219,7 +263,7 @@ def _bounds(day: str) -> tuple[dt.datetime, dt.datetime]:
     return start, start + DAY
 
 
-def current_leaves(entries: Any, day: str) -> list[Leaf]:
+def current_leaves(entries: Any, day: str, newest: str | None = None) -> list[Leaf]:
     """Every event of DAY in the index now, in seal order (event time, room, version, status); an archive
     event only of an entry in one of ARCHIVE_STATES.
 
@@ -227,7 +271,8 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
     returns for a date written with $set and a hand edit or another server may store. A range over dates
     alone matches no text on MongoDB or mongomock: such an entry would be in no seal while its day's seal
     claimed the day complete. So text that may read as a time of DAY (an offset moves it up to a day either
-    way) is fetched too, and every event is kept by the time it reads as."""
+    way) is fetched too, and every event is kept by the time it reads as. NEWEST: the day's leaf format
+    (day_format of its seals; None: a first seal's, LEAF_FORMAT)."""
     start, end = _bounds(day)
     as_text = {"$type": "string", "$gte": (start - DAY).date().isoformat(), "$lt": (end + DAY).date().isoformat()}
     keyed: dict[tuple[Any, str], tuple[tuple[str, str, int, str], Leaf]] = {}
@@ -240,7 +285,7 @@ def current_leaves(entries: Any, day: str) -> list[Leaf]:
                 if at is not None and start <= at < end:  # (nx-27017's range matches its text too: once each)
                     room, version = _hashable(entry.get("room")), _hashable(entry.get("version"))
                     keyed[(entry["_id"], status)] = ((_time(at), _order(room), _order(version), status),
-                                                     Leaf(room, version, status, leaf_hash(entry, status)))
+                                                     Leaf(room, version, status, leaf_hash(entry, status, newest)))
     return [item for _, item in sorted(keyed.values(), key=lambda pair: pair[0])]
 
 
@@ -625,11 +670,13 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
     earlier, waiting = _day_state(book, day)
     if waiting is not None and book.reservation(waiting) == "live":
         return SealOutcome(day, "skipped", detail=_being_made(waiting))
-    leaves = current_leaves(book.entries, day)
+    latest_document = stored_seal(book, earlier[-1]).document if earlier else None
+    newest = day_format(latest_document) if latest_document is not None else LEAF_FORMAT
+    leaves = current_leaves(book.entries, day, newest)
     previous = None
     if earlier:
         latest = earlier[-1]
-        sealed = [_leaf_from_list(item) for item in stored_seal(book, latest).document["leaves"]]
+        sealed = [_leaf_from_list(item) for item in latest_document["leaves"]]
         problems = compare(sealed, leaves, day, latest["seq"])
         dropped = [str(p) for p in problems if p.kind != "uncovered"]
         if dropped:
@@ -657,7 +704,7 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
     stored: list[str] = []
     try:
         seal = _make_seal(book, day, leaves, seq, previous, signer, stamper, store, actor, created, mine, stored,
-                          abandoned)
+                          abandoned, newest)
     except Exception as exc:
         _release(book, day, seq, mine, stored, exc)
         raise
@@ -795,7 +842,7 @@ def _ms_time(ms: Any) -> str:
 
 def _document(day: str, seq: int, leaves: list[Leaf], previous: dict[str, Any] | None, head: dict[str, Any] | None,
               created: dt.datetime, actor: Actor, signer: Signer, abandoned: list[str],
-              previous_day: dict[str, Any] | None) -> dict[str, Any]:
+              previous_day: dict[str, Any] | None, leaf_format: str = LEAF_FORMAT) -> dict[str, Any]:
     """The seal document (docs/seals.md). ABANDONED: the folders of the sealers it took over, signed so that
     no folder can be added to the record later (a seal removed from the index passed off as one of them).
     PREVIOUS_DAY: the latest seal of the nearest earlier sealed day (`chain_link`), so that a sealed day
@@ -807,17 +854,18 @@ def _document(day: str, seq: int, leaves: list[Leaf], previous: dict[str, Any] |
         "root": root.hex(), "leaves": [leaf.as_list() for leaf in leaves], "previous": previous,
         "audit_head": {"seq": head["seq"], "hash": head["hash"]} if head else None,
         "created_at": _time(created), "sealer": actor.as_dict(), "signer_sha256": signer.identity.fingerprint,
-        "leaf_format": LEAF_FORMAT, "abandoned": abandoned, "previous_day": previous_day,
+        "leaf_format": leaf_format, "abandoned": abandoned, "previous_day": previous_day,
     }
 
 
 def _make_seal(book: SealBook, day: str, leaves: list[Leaf], seq: int, previous: dict[str, Any] | None,
                signer: Signer, stamper: Any, store: ObjectStore, actor: Actor, created: dt.datetime,
-               mine: dict[str, Any], stored: list[str], abandoned: list[str]) -> dict[str, Any]:
-    """The seal's document signed, timestamped and stored under MINE's folder (each key added to STORED as
-    it is); its record, to complete the reservation with."""
+               mine: dict[str, Any], stored: list[str], abandoned: list[str], newest: str = LEAF_FORMAT
+               ) -> dict[str, Any]:
+    """The seal's document (its leaves of formats up to NEWEST) signed, timestamped and stored under MINE's folder
+    (each key added to STORED as it is); its record, to complete the reservation with."""
     document = _document(day, seq, leaves, previous, book.audit.head(), created, actor, signer, abandoned,
-                         chain_link(book, day))
+                         chain_link(book, day), newest)
     end = _bounds(day)[1]
     body = canonical(document)
     signature = signer.sign_detached(body)
@@ -1163,7 +1211,7 @@ def _check_seal(book: SealBook, seal: dict[str, Any], before: dict[str, Any] | N
     problems.extend(_of_seal(name, problem) for problem in folder_problems(
         book, seal, seal.get("abandoned", []), {leaf.ident: leaf.digest for leaf in sealed}))
     if later is None:
-        current = current_leaves(book.entries, seal["day"])
+        current = current_leaves(book.entries, seal["day"], day_format(document))
         problems.extend(SealProblem(d.room, d.version, d.text) for d in compare(sealed, current, seal["day"], seal["seq"]))
     else:
         kept = {leaf.ident: leaf.digest for leaf in later}
@@ -1285,11 +1333,12 @@ def inclusion_proof(config: Config, entry: dict[str, Any], status: str = "archiv
         return None
     seals, stored, position = found
     seal = seals[-1]
-    digest = leaf_hash(entry, status)
+    newest = day_format(stored.document)
+    digest = leaf_hash(entry, status, newest)
     proof: dict[str, Any] = {
         "day": day, "seal": {k: seal[k] for k in ("seq", "count", "root", "created_at", "timestamped_at")},
         "seal_objects": seal["objects"], "seal_store": seal.get("store"),
-        "leaf_format": leaf_format(entry, status), "leaf": leaf(entry, status).decode("utf-8"),
+        "leaf_format": leaf_format(entry, status, newest), "leaf": leaf(entry, status, newest).decode("utf-8"),
         "leaf_sha256": digest.hex(),
         "in_seal": position is not None,
     }

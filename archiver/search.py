@@ -386,11 +386,13 @@ class Search:
         people = []
         for role in ("customer", "agent"):
             given = getattr(filters, role)
-            if given is None or role == "customer" and own:
-                continue  # (an erased customer's id is no typo: no similar ids offered for it)
+            if given is None:
+                continue
             if self._matches(SearchFilters(**{role: given})):  # another filter found nothing, not the id
                 notes.append(f"--{role} {given!r} has entries: the other filters exclude them all")
                 continue
+            if role == "customer" and own:
+                continue  # (an erased customer's id is no typo: no similar ids offered for it)
             similar, complete = self.similar_ids(role, given)
             if not complete:
                 notes.append(f"--{role}: the look-up of ids similar to {given!r} stopped early (it reads "
@@ -471,7 +473,11 @@ class Search:
                                    {"state": 1, "finished_at": 1, "started_at": 1}).sort("started_at", 1))
         done = [f"{run['_id']} on {when:%Y-%m-%d}" if (when := stored_time(run.get("finished_at"))) else str(run["_id"])
                 for run in runs if run.get("state") == "done"]
-        unfinished = [str(run["_id"]) for run in runs if run.get("state") != "done"]
+        # (runs.py: only these are finished by the next run of the kind; one abandoned, or cut short while it
+        # planned, deleted nothing and is never resumed)
+        unfinished = [str(run["_id"]) for run in runs if run.get("state") in ("executing", "reporting")]
+        dropped = [f"{run['_id']} ({run.get('state')})" for run in runs
+                   if run.get("state") not in ("done", "executing", "reporting", "planning")]
         notes = []
         if done:
             notes.append(f"--customer {customer!r}: erased at this customer's request (erasure run{'s' * (len(done) > 1)} "
@@ -480,6 +486,9 @@ class Search:
             notes.append(f"--customer {customer!r}: an erasure at this customer's request has not finished (run "
                          f"{', '.join(unfinished)}; the next `archiver erase` finishes it): some of their chats may "
                          "be gone already")
+        if dropped and not done:
+            notes.append(f"--customer {customer!r}: an erasure at this customer's request was not carried out (run "
+                         f"{', '.join(dropped)}): nothing of it was erased; erase again")
         return notes
 
     def erased_for_others(self, customer: str) -> list[str]:

@@ -2226,3 +2226,24 @@ def test_a_customer_erased_at_their_own_request_is_said_so_by_search(make_config
             f"{tombstone['deletion']['at']:%Y-%m-%d}); what it erased is gone from the index") in out, out
     assert "ids are compared exactly" not in out and "matched nothing" not in out, out
     assert "erased at this customer's request" not in _search_cli(toml, capsys, requester + "0")  # another id
+
+
+def test_a_trace_only_erase_personal_step_does_not_claim_to_remove_fields_already_gone(
+        make_config, tmp_path, capsys) -> None:
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key))
+    _, shared, requester = _shared_and_own_chats(config)
+    other = next(m["data"]["content"]["user"]["id"] for m in shared["messages"]
+                 if not m["data"]["content"]["user"]["isAgent"] and m["data"]["content"]["user"]["id"] != requester)
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    assert _erase_cli(toml, capsys, requester, "--include-shared")[0] == 0
+    tombstone = index(config).find_one({"room": shared["room"]})
+    assert "customers" not in tombstone and "opened_by" not in tombstone  # gone with the first erasure
+    code, theirs, _ = _erase_cli(toml, capsys, other)
+    assert code == 0
+    [step] = [i for i in theirs["items"] if i["room"] == shared["room"] and i["action"] == "erase_personal"]
+    assert step["outcome"] == "erased"
+    assert "removes from the tombstone: customers" not in step["reason"] and "trace" in step["reason"], step

@@ -85,3 +85,92 @@ def test_a_tombstone_of_a_format_2_entry_keeps_its_archive_leaf() -> None:
     tombstone = {**erased, "status": "deleted", "archived_leaf_sha256": original.hex(),
                  **seals.tombstone_fields(archived, "erasure", dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))}
     assert seals.leaf_hash(tombstone, "archived") == original  # ...and an erased tombstone keeps its hash
+
+
+def _retyped(value, who):
+    from bson.code import Code
+
+    if isinstance(value, list):
+        return [Code(v) if v == who else v for v in value]
+    return Code(value) if value == who else value
+
+
+def test_a_marked_entrys_agent_stored_as_another_type_of_the_same_text_is_named(make_config, tsa, tmp_path) -> None:
+    """Review today5 MEDIUM-1: `handled_by` (and the same id in `agents`, `present`) set from "agent-7" to
+    Code("agent-7") hides the chat from `search --agent` and from holds by that agent (MongoDB's $eq tells the two
+    apart), while a leaf that wrote any value as its text stayed the same. A /2 leaf writes each value's type."""
+    from archiver.integrity import verify_archive
+    from archiver.search import Search, SearchFilters
+
+    config = seal_four(make_config, tsa, tmp_path)
+    entries = index(config)
+    victim = entries.find_one({"handled_by": {"$type": "string"}}, sort=[("room", 1)])
+    who = victim["handled_by"]
+    before = seals.leaf_hash(victim)
+    entries.update_one({"_id": victim["_id"]}, {"$set": {
+        field: _retyped(victim.get(field), who) for field in ("handled_by", "agents", "present")}})
+    assert victim["room"] not in {e["room"] for e in Search(entries, None).find(SearchFilters(agent=who))}
+    assert seals.leaf_hash(entries.find_one({"_id": victim["_id"]})) != before
+    assert any(str(p).startswith(f"{victim['room']} v1: its archived index entry was changed after")
+               for p in verify_archive(config, None).problems)
+
+
+def test_a_format_2_leaf_tells_each_type_apart() -> None:
+    from bson import Int64, ObjectId
+    from bson.code import Code
+
+    at = dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc)
+    base = {"room": "R", "version": 1, "archive_leaf_format": seals.LEAF_FORMAT_2, "objects": {}, "archived_at": at}
+    values = ["agent-7", Code("agent-7"), at, seals._time(at), {"$type": "Code", "value": "Code('agent-7')"},
+              {"$date": seals._time(at)}, 7, Int64(7), 7.0, True, None, ["agent-7"], [Code("agent-7")],
+              "5f0c2b9e8c1d4a3b2a1f0e9d", ObjectId("5f0c2b9e8c1d4a3b2a1f0e9d"), {"a": 1}, {"$a": 1}]
+    leaves = {seals.leaf({**base, "handled_by": value}) for value in values}
+    assert len(leaves) == len(values)  # no two stored values give one leaf
+    body = json.loads(seals.leaf({**base, "handled_by": Code("agent-7")}))
+    assert body["handled_by"] == {"$type": "Code", "value": "Code('agent-7', None)"}
+    assert body["archived_at"] == {"$date": "2026-01-01T10:00:00.000Z"}
+    # a /1 leaf is written as before (its seals made so far must recompute): a date as its text
+    assert json.loads(seals.leaf({**base, "archive_leaf_format": None}))["archived_at"] == "2026-01-01T10:00:00.000Z"
+
+
+def test_a_day_sealed_by_a_sealer_before_format_2_stays_in_format_1(make_config, tsa, tmp_path, monkeypatch) -> None:
+    """Review today5 MEDIUM-2: workers upgraded before a sealer. The old sealer signs /1 leaves for marked entries
+    (its document says /1); the day keeps that format: today's verify, a seal that extends the day, retrieval's
+    proof and a tombstone written since all read it in /1, with no false alarm of tampering."""
+    from retention_helpers import erase, retention_config
+    from retrieval_helpers import archive_samples
+    from test_seals import backdate, built_on
+
+    config = retention_config(make_config, signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=3)
+    backdate(config)
+    with monkeypatch.context() as old:  # a sealer of before format 2: /1 leaves, a document that says so
+        old.setattr(seals, "LEAF_FORMAT", seals.LEAF_FORMAT_1)
+        assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    (record,) = seal_records(config)
+    assert record["leaf_format"] == seals.LEAF_FORMAT_1
+    assert _problems(config) == []  # nothing edited: nothing named
+    entries = index(config)
+    victim = entries.find_one({}, sort=[("room", 1)])
+    assert seals.leaf_format(victim, "archived", seals.day_format(record)) == seals.LEAF_FORMAT_1
+    proof = seals.inclusion_proof(config, victim)
+    assert proof["in_seal"] and proof["matches_index"] and proof["leaf_format"] == seals.LEAF_FORMAT_1
+    # a late entry: the day's next seal (today's sealer) keeps the day's format
+    before = {e["room"] for e in entries.find({})}
+    with built_on():
+        archive_samples(config, count=1, rng_seed=9)
+    (late,) = {e["room"] for e in entries.find({})} - before
+    backdate(config, [late])
+    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    assert [r["leaf_format"] for r in seal_records(config)] == [seals.LEAF_FORMAT_1] * 2
+    assert _problems(config) == []
+    # an erasure now (today's retention): the tombstone keeps the archive leaf in the day's format
+    result = erase(config, victim["customers"][0])
+    assert ("delete_archive", victim["room"], 1) in {(i["action"], i["room"], i["version"])
+                                                    for i in result.report["items"]}, result.report["items"]
+    tombstone = entries.find_one({"_id": victim["_id"]})
+    assert tombstone["status"] == "deleted" and "handled_by" not in tombstone
+    assert tombstone["archived_leaf_sha256"] == seals.leaf_hash(victim, newest=seals.LEAF_FORMAT_1).hex()
+    problems = [p for p in _problems(config) if "changed after" in p or "no longer hashes" in p]
+    assert problems == [], problems

@@ -67,10 +67,10 @@ def test_two_serves_sealing_at_the_same_minute_one_seals_the_other_skips(make_co
     together = threading.Barrier(2, timeout=10)
     leaves = seals.current_leaves
 
-    def at_the_same_moment(entries, day):  # both fired by the same cron minute: both have read the day
+    def at_the_same_moment(entries, day, newest=None):  # both fired by the same cron minute: both have read the day
         if day == DAY.isoformat():
             together.wait()
-        return leaves(entries, day)
+        return leaves(entries, day, newest)
     monkeypatch.setattr(seals, "current_leaves", at_the_same_moment)
     threads = [threading.Thread(target=s.seal) for s in (first, second)]
     for t in threads:

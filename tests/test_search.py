@@ -12,7 +12,7 @@ from archiver.cli import main
 from archiver.config import ConfigError
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
-from archiver.search import TERMS_FORMAT, SearchFilters, build_query, open_search, search_indexes
+from archiver.search import TERMS_FORMAT, Search, SearchFilters, build_query, open_search, search_indexes
 from conftest import REAL_MONGO, write_toml
 from retrieval_helpers import archive_samples, audit, index, search_key
 from test_pipeline import recent_ms, seed
@@ -620,8 +620,6 @@ def test_the_table_shows_entries_whose_people_fields_were_edited_into_other_shap
 def test_a_customers_own_erasures_are_named_done_or_not_and_only_for_that_exact_id() -> None:
     import mongomock
 
-    from archiver.search import Search
-
     db = mongomock.MongoClient().db
     at = dt.datetime(2026, 11, 20, 9, tzinfo=dt.timezone.utc)
     db.runs.insert_many([
@@ -641,3 +639,44 @@ def test_a_customers_own_erasures_are_named_done_or_not_and_only_for_that_exact_
     assert Search(db.entries, None).own_erasures("C1") == []  # no runs collection: nothing said
     assert search.exact_notes(SearchFilters(customer="C1"))[:2] == search.own_erasures("C1")
     assert not any("matched nothing" in note for note in search.exact_notes(SearchFilters(customer="C1")))
+
+
+_ERASED_AT = dt.datetime(2026, 11, 20, 9, tzinfo=dt.timezone.utc)
+
+
+def test_a_run_abandoned_while_planning_is_not_said_to_be_finished_by_the_next_erase() -> None:
+    """A crash while an erasure of C1 was planning: the next run of the kind (for any customer) marks it
+    "abandoned while planning" (RunLedger.unfinished): nothing of it was done, and no later `archiver erase`
+    resumes it (unfinished() resumes only executing/reporting runs). Search told the user the opposite."""
+    import mongomock
+
+    from archiver.runs import RunLedger
+
+    db = mongomock.MongoClient().db
+    ledger = RunLedger(db.runs, db.steps)
+    ledger.begin("erasure", _ERASED_AT, {"customer": "C1", "reason": "GDPR 1", "include_shared": False})  # then a crash
+    assert ledger.unfinished("erasure") is None  # the next erase: C1's plan dropped, not resumed
+    (run,) = db.runs.find({})
+    assert run["state"] == "abandoned while planning"
+    notes = Search(db.entries, None, None, db.runs).own_erasures("C1")
+    assert not any("the next `archiver erase` finishes it" in n or "may be gone already" in n for n in notes), notes
+    assert notes == [f"--customer 'C1': an erasure at this customer's request was not carried out (run {run['_id']} "
+                     "(abandoned while planning)): nothing of it was erased; erase again"]
+
+
+def test_an_erased_customers_chats_that_other_filters_exclude_are_still_said_to_exist() -> None:
+    """C1 asked for erasure (a run done) and has chats in the index since (archived later, or kept by a hold
+    or as shared). `search --customer C1 --service Sales` finds none: the note that C1 has entries the other
+    filters exclude was dropped along with the similar-id look-up, leaving only "what it erased is gone"."""
+    import mongomock
+
+    db = mongomock.MongoClient().db
+    db.runs.insert_one({"_id": "erasure-1", "kind": "erasure", "state": "done", "params": {"customer": "C1"},
+                        "started_at": _ERASED_AT, "finished_at": _ERASED_AT})
+    db.entries.insert_one({"room": "R", "version": 1, "status": "archived", "customers": ["C1"],
+                           "service": "Support", "ended_at": _ERASED_AT + dt.timedelta(days=3)})
+    search = Search(db.entries, None, None, db.runs)
+    filters = SearchFilters(customer="C1", service="Sales")
+    assert list(search.find(filters)) == []
+    notes = search.exact_notes(filters)
+    assert "--customer 'C1' has entries: the other filters exclude them all" in notes, notes
