@@ -1935,6 +1935,21 @@ def test_a_locked_shared_chat_says_locked_and_include_shared_erases_only_its_sou
     assert index(config).find_one({"room": shared["room"]})["status"] == "archived"
 
 
+def _keyed_erasure_setup(make_config, tmp_path):
+    """With a search key (also in the CLI settings): the config, the CLI settings, the requester's own chat, a chat
+    they share with two other customers (_shared_and_own_chats), the requester, and one of those others."""
+    from retrieval_helpers import search_key
+
+    key = search_key(tmp_path)
+    config = retention_config(make_config, search__key_file=str(key))
+    alone, shared, requester = _shared_and_own_chats(config)
+    other = next(m["data"]["content"]["user"]["id"] for m in shared["messages"]
+                 if not m["data"]["content"]["user"]["isAgent"] and m["data"]["content"]["user"]["id"] != requester)
+    toml = _cli_toml(config, tmp_path)
+    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    return config, toml, alone, shared, requester, other
+
+
 def _search_cli(toml, capsys, customer) -> str:
     """What `archiver search --customer CUSTOMER` prints: its table, then its notes (on stderr)."""
     capsys.readouterr()
@@ -1949,15 +1964,7 @@ def test_a_shared_chat_erased_with_include_shared_leaves_a_keyed_trace_the_other
     OTHER` said "0 entries" and nothing else. The tombstone keeps the other customers' ids as keyed hashes (the
     search key's, as word hashes are: no readable id), and the search says the chat was erased, by which run and
     when. The other customer's own erasure removes their trace."""
-    from retrieval_helpers import search_key
-
-    key = search_key(tmp_path)
-    config = retention_config(make_config, search__key_file=str(key))
-    _, shared, requester = _shared_and_own_chats(config)
-    other = next(m["data"]["content"]["user"]["id"] for m in shared["messages"]
-                 if not m["data"]["content"]["user"]["isAgent"] and m["data"]["content"]["user"]["id"] != requester)
-    toml = _cli_toml(config, tmp_path)
-    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    config, toml, _, shared, requester, other = _keyed_erasure_setup(make_config, tmp_path)
     code, done, _ = _erase_cli(toml, capsys, requester, "--include-shared")
     assert code == 0
     [archive_step] = [i for i in done["items"] if i["room"] == shared["room"] and i["action"] == "delete_archive"]
@@ -2210,13 +2217,7 @@ def test_a_customer_erased_at_their_own_request_is_said_so_by_search(make_config
     similar ids from the index (another customer's, say). It now says that this customer's data was erased at
     their request, by which run and when; the run's record keeps the id as it was asked (the request itself), and
     no similar id is offered for it. A customer never erased still gets the usual notes."""
-    from retrieval_helpers import search_key
-
-    key = search_key(tmp_path)
-    config = retention_config(make_config, search__key_file=str(key))
-    alone, _, requester = _shared_and_own_chats(config)
-    toml = _cli_toml(config, tmp_path)
-    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    config, toml, alone, _, requester, _ = _keyed_erasure_setup(make_config, tmp_path)
     code, done, _ = _erase_cli(toml, capsys, requester, "--include-shared")
     assert code == 0
     tombstone = index(config).find_one({"room": alone["room"]})
@@ -2230,15 +2231,7 @@ def test_a_customer_erased_at_their_own_request_is_said_so_by_search(make_config
 
 def test_a_trace_only_erase_personal_step_does_not_claim_to_remove_fields_already_gone(
         make_config, tmp_path, capsys) -> None:
-    from retrieval_helpers import search_key
-
-    key = search_key(tmp_path)
-    config = retention_config(make_config, search__key_file=str(key))
-    _, shared, requester = _shared_and_own_chats(config)
-    other = next(m["data"]["content"]["user"]["id"] for m in shared["messages"]
-                 if not m["data"]["content"]["user"]["isAgent"] and m["data"]["content"]["user"]["id"] != requester)
-    toml = _cli_toml(config, tmp_path)
-    toml.write_text(toml.read_text() + f'[search]\nkey_file = "{key}"\n')
+    config, toml, _, shared, requester, other = _keyed_erasure_setup(make_config, tmp_path)
     assert _erase_cli(toml, capsys, requester, "--include-shared")[0] == 0
     tombstone = index(config).find_one({"room": shared["room"]})
     assert "customers" not in tombstone and "opened_by" not in tombstone  # gone with the first erasure
