@@ -168,9 +168,9 @@ def leaf(entry: dict[str, Any], status: str = "archived", newest: str | None = N
     leaf then differs), never an error."""
     form = leaf_format(entry, status, newest)
     value = _typed if form == LEAF_FORMAT_2 else _plain
+    part_value = value if form == LEAF_FORMAT_2 else (lambda v: v)  # (/1 wrote an object's key, size, sha256 as is)
     stored = entry.get("objects") or {}
-    objects = ({name: {part: value(o.get(part)) if form == LEAF_FORMAT_2 else o.get(part)
-                       for part in ("key", "size", "sha256")}
+    objects = ({name: {part: part_value(o.get(part)) for part in ("key", "size", "sha256")}
                 if isinstance(o, dict) else value(o) for name, o in sorted(stored.items(), key=lambda i: _order(i[0]))}
                if isinstance(stored, dict) else value(stored))
     body: dict[str, Any] = {"format": form, "room": value(entry.get("room")),
