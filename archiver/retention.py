@@ -887,14 +887,16 @@ class Deletions:
                 elif v["status"] == "deleted" and ("personal_data_removed" not in deletion
                                                    or self._traced(customer, deletion)):
                     # (the requester's own trace taken from an erased one removes no one else's data)
-                    shared_too = shared_kept if "personal_data_removed" not in deletion else ""
+                    erased = "personal_data_removed" in deletion
+                    shared_too = "" if erased else shared_kept
+                    removes = ERASES if not erased else ("; removes this customer's keyed trace from the tombstone "
+                                                         "(its personal fields went with run "
+                                                         f"{deletion.get('erased_by') or deletion.get('run')})")
                     yield (Step("skip", room, v["version"], "erasure", f"personal data kept: {kept}", entry_id=v["_id"])
                            if kept else
                            Step("skip", room, v["version"], "erasure", f"personal data {shared_too}", entry_id=v["_id"])
-                           if shared_too else Step("erase_personal", room, v["version"], "erasure", tombstone_why + (
-                               ERASES if "personal_data_removed" not in deletion else "; removes this customer's "
-                               f"keyed trace from the tombstone (its personal fields went with run "
-                               f"{deletion.get('erased_by') or deletion.get('run')})"), entry_id=v["_id"]))
+                           if shared_too else Step("erase_personal", room, v["version"], "erasure",
+                                                   tombstone_why + removes, entry_id=v["_id"]))
                 if v["status"] == "superseded":
                     yield from self._leftover_steps([v], None, cases, as_of, erasure=True)
                 if v["status"] == "uploading":  # its objects are being stored: erased by the next request

@@ -115,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
                detail=f"{rooms + through} room(s) held now{via}; S3 legal hold not set on {failed} entr(ies)")
     print(visible(f"placed hold {hold['_id']}: {describe(hold)}; {rooms + through} archived room(s) covered "
                   f"now{via}, and any archived later"))
-    search = open_search(config) if not rooms + through or args.text is not None else None
-    if search is not None and not rooms + through:  # a mistyped id protects nothing: said as search says it, on
+    covers_nothing = not rooms + through
+    search = open_search(config) if covers_nothing or args.text is not None else None
+    if search is not None and covers_nothing:  # a mistyped id protects nothing: said as search says it, on
         # stderr alone (never audited)
         print(visible(f"note: this hold covers no archived chat now (it covers those archived later that match): if "
                       f"a value is mistyped, release it (archiver hold release --case {shlex.quote(args.case)} "
