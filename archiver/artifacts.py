@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 
 from archiver import attachments as attachments_
-from archiver import certificates, heap, lossless, seals, timestamps
+from archiver import certificates, heap, seals, timestamps
 from archiver.attachment_retries import NothingNew, Retry, Stored, improved
 from archiver.attachments import Attachment, Fetcher, Kept, Policy
 from archiver.config import Config
@@ -486,12 +486,6 @@ def archive_in_worker(chat: Mapping[str, Any], contact: Mapping[str, Any] | None
     built = archive_here(chat, contact, kind, version, generated_at, retry, source_sha256, redaction, source_json,
                          earlier)
     return dataclasses.replace(built, blobs=[], plain=built.plain if keep_plaintext else None)
-
-
-def archive_packed(chat: bytes, contact: bytes | None, *args: Any, **kwargs: Any) -> Artifacts:
-    """archive_in_worker (given the rest of its arguments) for a CHAT and CONTACT handed over as lossless.packed."""
-    return archive_in_worker(lossless.unpacked(chat), None if contact is None else lossless.unpacked(contact),
-                             *args, **kwargs)
 
 
 def archive_here(chat: Mapping[str, Any], contact: Mapping[str, Any] | None, kind: str,

@@ -96,20 +96,6 @@ def read(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
     return value, (raw if inexact or again[6:-1] != raw else None)
 
 
-def packed(doc: Mapping[str, Any]) -> bytes:
-    """DOC as BSON, to hand to a worker process: a C-level encode, where pickling walks every value in Python
-    (docs/decisions.md, "Chats handed to the workers as BSON"). `unpacked` gives
-    back the same values, of the same types, in the same order, for a document `read` decoded from a server's
-    bytes and for a redacted copy of one (redaction writes str, bytes and Binary). Not for the stand-in's
-    documents: its values are Python's (a naive datetime comes back aware). Raises what bson.encode raises."""
-    return bson.encode({"": doc}, codec_options=TOLERANT)  # wrapped: a top-level _id keeps its place
-
-
-def unpacked(data: bytes) -> dict[str, Any]:
-    """The document `packed` made DATA of."""
-    return bson.decode(data, TOLERANT)[""]
-
-
 @_as_bson_error
 def loss(raw: bytes, where: str) -> str:
     """Where (the path from WHERE) and why the BSON document RAW cannot be archived exactly as it is."""

@@ -22,10 +22,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from archiver import artifacts, heap, lossless
+from archiver import artifacts, heap
 from archiver import attachment_retries
 from archiver.attachment_retries import NothingNew
 from archiver.attachments import unlisted_nat64_warning
@@ -608,23 +607,12 @@ class Archiver:
             earlier = attachment_retries.earlier(trusted, entry["version"])
             if retry is not None and not any(v["version"] == retry.of_version for v in trusted):
                 retry = dataclasses.replace(retry, kept={})  # its files no longer match its seal: fetched again
-            build = functools.partial(*self._handed(copies), job.kind,
+            build = functools.partial(artifacts.archive_in_worker, copies.chat, copies.contact, job.kind,
                                       entry["version"], now(), keep_plaintext=keep_plaintext, retry=retry,
                                       source_sha256=retry.documents_sha256 if retry else entry["source_sha256"],
                                       redaction=copies.note, source_json=source, earlier=earlier)
             prepared.append(_Prepared(job, entry, build, pool, _submit(pool, build)))
         return prepared
-
-    def _handed(self, copies: Redacted) -> tuple[Callable[..., Artifacts], Any, Any]:
-        """The worker's entry point and the chat and contact to give it: as BSON (lossless.packed) when they
-        were read as a server's bytes, else as they are (the stand-in's values, or a copy BSON cannot hold)."""
-        if self.source.reads_bytes:
-            try:
-                contact = None if copies.contact is None else lossless.packed(copies.contact)
-                return artifacts.archive_packed, lossless.packed(copies.chat), contact
-            except (BSONError, ValueError, OverflowError):  # none known (the record's source was written from them)
-                pass
-        return artifacts.archive_in_worker, copies.chat, copies.contact
 
     def _still_held(self, entries: list[dict[str, Any]], since: float, report: PassReport) -> list[dict[str, Any]]:
         """The ENTRIES (just written) whose chats we still hold. Asked only if the pass may have stalled past the

@@ -76,7 +76,7 @@ class ChatSource:
         self.db = tolerant(db)
         # The chats, messages and contacts archived are read as the bytes the server returned, and archived
         # only if decoding keeps them exactly (archiver/lossless.py); the stand-in holds values, not bytes.
-        self.reads_bytes = not isinstance(db, mongomock.database.Database)
+        self._bytes = not isinstance(db, mongomock.database.Database)
         self.mask = mask
         self.chats = self.db[chats]
         self.contacts = self.db[contacts]
@@ -359,7 +359,7 @@ class ChatSource:
 
     def _stored(self, collection: Collection) -> Collection:
         """COLLECTION returning documents as the bytes the server sent (for lossless.read)."""
-        return collection.with_options(codec_options=STORED) if self.reads_bytes else collection
+        return collection.with_options(codec_options=STORED) if self._bytes else collection
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ what the server returned (ChatSource._stored)."""
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import random
 import struct
 from types import SimpleNamespace
@@ -175,15 +174,7 @@ def test_invalid_utf8_beside_bson_without_a_lossless_form_is_left_to_the_record(
 
 def server_bytes(monkeypatch, replace: dict[object, bytes]) -> None:
     """ChatSource reads what a server returned, as RawBSONDocument: a document of the stand-in as BSON, or the
-    bytes REPLACE gives for its _id (bytes the stand-ins cannot hold); and knows it does (reads_bytes), as over
-    a real driver."""
-    made = ChatSource.__init__
-
-    def reading_bytes(self, *args, **kwargs):
-        made(self, *args, **kwargs)
-        self.reads_bytes = True
-
-    monkeypatch.setattr(ChatSource, "__init__", reading_bytes)
+    bytes REPLACE gives for its _id (bytes the stand-ins cannot hold)."""
     class Server:
         def __init__(self, collection):
             self.collection = collection
@@ -374,71 +365,3 @@ def test_whatever_the_check_raises_on_one_chat_s_bytes_costs_only_that_chat(make
     assert report.archived == 2 and list(report.quarantined) == [bad["room"]]
     error = "OverflowError: 2.5 is out of range" if fails == "read" else "IndexError: list index out of range"
     assert report.quarantined[bad["room"]] == f"room {bad['room']!r}: MongoDB cannot decode it: {error}"
-
-
-# -- the chats handed to the worker processes as BSON (lossless.packed) -------------------------------------
-
-
-def typed(value):
-    """VALUE with the type of every part beside it, doubles by their bytes (NaN, -0.0), keys in their order:
-    equal only for the same values of the same types in the same order (== takes 1 for 1.0 and Int64(1))."""
-    if isinstance(value, dict):
-        return type(value), [(key, typed(item)) for key, item in value.items()]
-    if isinstance(value, list):
-        return list, [typed(item) for item in value]
-    if isinstance(value, DBRef):
-        return DBRef, typed(value.as_doc())
-    if isinstance(value, Code):
-        return Code, str(value), typed(value.scope)
-    if type(value) is float:
-        return float, struct.pack("<d", value)
-    if isinstance(value, Decimal128):
-        return Decimal128, value.bid
-    return type(value), value, getattr(value, "tzinfo", None)
-
-
-def test_a_document_read_from_a_server_s_bytes_and_its_redacted_copy_are_packed_exactly() -> None:
-    """What the worker unpacks is what the archive pass redacted and wrote the record's source from: every BSON
-    type that survives decoding, a top-level _id after other fields, and the values redaction writes."""
-    from archiver import lossless
-    from test_redaction import redactor
-
-    chat, contact = make_chat(random.Random(68), messages=30)
-    chat["messages"][2]["data"]["content"]["text"] = "card 4111 1111 1111 1111, cvv 123"
-    contact["pan"], contact["note"] = Int64(4111111111111111), Binary(b"card 4111111111111111", 4)
-    for name, value in LOSSLESS.items():
-        chat["messages"][3]["data"][name] = value if type(value) is not bytes else struct.unpack("<d", value)[0]
-    raw = bson.encode({"": SON([*((k, v) for k, v in chat.items() if k != "_id"), ("_id", chat["_id"])])})[6:-1]
-    source, lost = read(raw)
-    assert lost is None and list(source)[-1] == "_id"
-    redacted = redactor().apply(source, read(bson.encode(contact))[0])
-    assert redacted.note.matches["card"] >= 3 and redacted.note.matches["cvv"] == 1
-    for document in (source, redacted.chat, redacted.contact):
-        assert typed(lossless.unpacked(lossless.packed(document))) == typed(document)
-
-
-def test_the_stand_in_s_documents_would_not_come_back_the_same_so_they_are_handed_as_they_are(make_config) -> None:
-    """mongomock keeps Python values: a naive datetime would be unpacked aware. The pass hands them unpacked."""
-    from archiver import artifacts, lossless
-    from archiver.redaction import Redacted
-
-    naive = {"at": dt.datetime(2026, 11, 27, 8, 0)}
-    assert typed(lossless.unpacked(lossless.packed(naive))) != typed(naive)
-    chat, contact = make_chat(random.Random(69), messages=3)
-    archiver = Archiver(make_config())
-    copies = Redacted(chat, contact, None)
-    assert not archiver.source.reads_bytes
-    assert archiver._handed(copies) == (artifacts.archive_in_worker, chat, contact)
-
-
-def test_over_a_real_driver_the_pass_hands_the_worker_bson(make_config, nx_uri, db_names) -> None:
-    from archiver import artifacts, lossless
-    from archiver.redaction import Redacted
-
-    chat, contact = make_chat(random.Random(70), messages=3)
-    archiver = Archiver(make_config(mongodb__uri=nx_uri))
-    assert archiver.source.reads_bytes
-    handed, packed_chat, packed_contact = archiver._handed(Redacted(chat, contact, None))
-    assert handed is artifacts.archive_packed
-    assert lossless.unpacked(packed_chat) == chat and lossless.unpacked(packed_contact) == contact
-    assert archiver._handed(Redacted(chat, None, None))[2] is None
