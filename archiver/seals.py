@@ -670,8 +670,11 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
     earlier, waiting = _day_state(book, day)
     if waiting is not None and book.reservation(waiting) == "live":
         return SealOutcome(day, "skipped", detail=_being_made(waiting))
+    abandoned = [*waiting.get("abandoned", []), waiting["pending"]["folder"]] if waiting else []
     latest_document = stored_seal(book, earlier[-1]).document if earlier else None
-    newest = day_format(latest_document) if latest_document is not None else LEAF_FORMAT
+    # The day's first seal names its format; one a sealer taken over signed before it stopped does too
+    first = latest_document if earlier else _first_signed(book, waiting, abandoned) if waiting else None
+    newest = day_format(first) if first is not None else LEAF_FORMAT
     leaves = current_leaves(book.entries, day, newest)
     previous = None
     if earlier:
@@ -689,7 +692,6 @@ def seal_day(book: SealBook, day: str, signer: Signer, stamper: Any, store: Obje
         previous = {"seq": latest["seq"], "document_sha256": latest["objects"]["document"]["sha256"],
                     "count": latest["count"], "root": latest["root"]}
     seq = earlier[-1]["seq"] + 1 if earlier else 1  # (not their count: a seal removed from the index leaves a gap)
-    abandoned = [*waiting.get("abandoned", []), waiting["pending"]["folder"]] if waiting else []
     if waiting:  # what the sealer taken over may have signed and stored stays sealed
         taken = {leaf.ident: leaf.digest for leaf in leaves}
         problems = folder_problems(book, waiting, abandoned, taken)
@@ -752,6 +754,13 @@ def folder_problems(book: SealBook, record: dict[str, Any], folders: list[str],
                          f"since removed or changed: {', '.join(dropped[:10])}"
                          + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""))
     return found
+
+
+def _first_signed(book: SealBook, record: dict[str, Any], folders: list[str]) -> dict[str, Any] | None:
+    """The first seal document signed in FOLDERS (those of RECORD's seal, a pending one, that sealers which
+    stopped left), if any: a sealer from before leaf format 2 may have signed the day's first seal in /1."""
+    return next(filter(None, (_signed_document(book, record, folder) for folder in folders
+                              if folder.startswith(PREFIX))), None)
 
 
 def _signed_document(book: SealBook, record: dict[str, Any], folder: str) -> dict[str, Any] | None:

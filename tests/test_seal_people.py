@@ -174,3 +174,31 @@ def test_a_day_sealed_by_a_sealer_before_format_2_stays_in_format_1(make_config,
     assert tombstone["archived_leaf_sha256"] == seals.leaf_hash(victim, newest=seals.LEAF_FORMAT_1).hex()
     problems = [p for p in _problems(config) if "changed after" in p or "no longer hashes" in p]
     assert problems == [], problems
+
+
+def test_a_seal_left_pending_by_a_sealer_before_format_2_is_completed_in_its_format(make_config, tsa, tmp_path,
+                                                                                     monkeypatch) -> None:
+    """A sealer from before format 2 signed and stored a day's first seal, in /1, and was killed before completing
+    it (an upgrade restarting it, say); today's sealer takes it over and seals the day in that seal's format, as
+    the day would have been, instead of refusing the take-over as if sealed entries had changed."""
+    from retention_helpers import retention_config
+    from retrieval_helpers import archive_samples
+    from test_seal_race import ACTOR, _expire_pending, _puts_then
+    from test_seals import backdate, built_on
+
+    config = retention_config(make_config, signing__timestamp_url=tsa.url)
+    with built_on():
+        archive_samples(config, count=2)  # by upgraded workers: marked /2
+    backdate(config)
+    day = DAY.isoformat()
+    with monkeypatch.context() as old:
+        old.setattr(seals, "LEAF_FORMAT", seals.LEAF_FORMAT_1)
+        with _puts_then(config, monkeypatch, SystemExit("killed")), pytest.raises(SystemExit):
+            seals.seal_days(config, [day], ACTOR)  # killed after storing the document and its signature
+    _expire_pending(config)
+    (outcome,) = seals.seal_days(config, [day], ACTOR)
+    assert outcome.action == "sealed" and not outcome.problems, str(outcome)
+    assert "kept as abandoned (seal 1: 2 entries" in str(outcome), str(outcome)
+    (record,) = [r for r in seal_records(config) if r["day"] == day]
+    assert record["leaf_format"] == seals.LEAF_FORMAT_1 and "pending" not in record
+    assert [p for p in _problems(config) if day in p] == []
