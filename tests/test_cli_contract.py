@@ -321,3 +321,17 @@ def test_a_credential_option_of_the_tsa_url_is_hidden_as_written_and_decoded(opt
         line = redact(f"timestamp authority http://127.0.0.1:9/tsr?service=timestamp&{option.partition('=')[0]}={shown}: "
                       "unreachable")
         assert shown not in line and "timestamp authority" in line, line
+
+
+# -- --help of every sub-command shows an example of that sub-command ---------------------------------
+
+@pytest.mark.parametrize("command, action", [("keys", "init"), ("audit", "verify"), ("audit", "list"),
+                                             ("hold", "place"), ("hold", "release"), ("hold", "list"),
+                                             ("retention", "run")])
+def test_help_of_each_sub_command_shows_an_example_of_it(command, action, capsys) -> None:
+    """CONTRACT.md: `--help` of every command must show its options and an example (`audit list`, `hold release`
+    and `hold list` showed only another action's)."""
+    assert main([command, action, "--help"]) == 0
+    out = capsys.readouterr().out
+    examples = out[out.index("\nexample:\n"):]
+    assert f" {command} {action}" in examples, examples

@@ -9,7 +9,8 @@ from archiver.commands.common import OK, VERIFY_FAILED, load_config
 from archiver.visible import visible
 
 HELP = "the hash-chained audit log of searches, retrievals and verifications: check it or list it"
-EXAMPLE = "archiver --config archiver.toml audit verify"
+EXAMPLE = ("archiver --config archiver.toml audit verify"
+           "\n  archiver --config archiver.toml audit list --json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,9 @@ HELP = ("legal holds: place one (by --room, --customer, --agent or search filter
         "release a case's holds, or list them; the archiver deletes no held chat (one limit: docs/retention.md)")
 EXAMPLE = ('archiver --config archiver.toml hold place --customer 4747235938674011 --case "ACME v. Shop" --reason "litigation"'
            '\n  archiver --config archiver.toml hold place --from 2025-03-01 --to 2025-03-31 --overlapping '
-           '--case "ACME v. Shop" --reason "every chat of March"')
+           '--case "ACME v. Shop" --reason "every chat of March"'
+           '\n  archiver --config archiver.toml hold list --json'
+           '\n  archiver --config archiver.toml hold release --case "ACME v. Shop" --reason "settled"')
 
 
 # Each option's flag and the actions that take it (by dest): another action refuses it rather than ignore it
