@@ -86,6 +86,24 @@ def _mongo_uri(v: str) -> str | None:
     return None
 
 
+def _database_name(v: str) -> str | None:
+    """A name MongoDB accepts for a database: checked here, not at the first query (the driver's InvalidName)."""
+    if not v or any(c in '/\\. "$\0' for c in v):
+        return "must be a MongoDB database name: not empty, none of / \\ . \" $ or spaces"
+    return None
+
+
+def _collection_name(v: str) -> str | None:
+    """A name MongoDB accepts for a collection (as pymongo checks it before sending anything)."""
+    if not v or "$" in v or "\0" in v or ".." in v or v.startswith(".") or v.endswith("."):
+        return "must be a MongoDB collection name: not empty, no $, no .. and not starting or ending with ."
+    return None
+
+
+def _optional_collection_name(v: str) -> str | None:
+    return None if v == "" else _collection_name(v)
+
+
 def _digit_strings(v: list[str]) -> str | None:
     return None if v and all(p.isascii() and p.isdigit() for p in v) else "must be digits, e.g. [\"4\", \"9792\"]"
 
@@ -136,24 +154,24 @@ def _nat64_prefixes(v: list[str]) -> str | None:
 SCHEMA: dict[str, dict[str, Key]] = {
     "mongodb": {"uri": Key(str, "", _mongo_uri)},
     "source": {
-        "database": Key(str, "ctlive"),
-        "chats": Key(str, "chats"),
-        "contacts": Key(str, "contacts"),
-        "messages": Key(str, ""),
+        "database": Key(str, "ctlive", _database_name),
+        "chats": Key(str, "chats", _collection_name),
+        "contacts": Key(str, "contacts", _collection_name),
+        "messages": Key(str, "", _optional_collection_name),
         "abandoned_after_hours": Key(float, 0.0, _not_negative),
         "discovery_overlap_minutes": Key(float, 60.0, _not_negative),
     },
     "index": {
         "uri": Key(str, "", _mongo_uri),
-        "database": Key(str, "ctlive_archive"),
-        "entries": Key(str, "archive_index"),
-        "jobs": Key(str, "archive_jobs"),
-        "state": Key(str, "archive_state"),
-        "audit": Key(str, "archive_audit"),
-        "seals": Key(str, "archive_seals"),
-        "holds": Key(str, "archive_holds"),
-        "retention_runs": Key(str, "retention_runs"),
-        "retention_steps": Key(str, "retention_steps"),
+        "database": Key(str, "ctlive_archive", _database_name),
+        "entries": Key(str, "archive_index", _collection_name),
+        "jobs": Key(str, "archive_jobs", _collection_name),
+        "state": Key(str, "archive_state", _collection_name),
+        "audit": Key(str, "archive_audit", _collection_name),
+        "seals": Key(str, "archive_seals", _collection_name),
+        "holds": Key(str, "archive_holds", _collection_name),
+        "retention_runs": Key(str, "retention_runs", _collection_name),
+        "retention_steps": Key(str, "retention_steps", _collection_name),
     },
     "signing": {
         "certificate": Key(str, ""),

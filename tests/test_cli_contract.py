@@ -335,3 +335,20 @@ def test_help_of_each_sub_command_shows_an_example_of_it(command, action, capsys
     out = capsys.readouterr().out
     examples = out[out.index("\nexample:\n"):]
     assert f" {command} {action}" in examples, examples
+
+
+# -- a MongoDB name MongoDB refuses is a configuration error naming the key ------------------------------
+
+@pytest.mark.parametrize("setting, value", [("source.database", ""), ("source.database", "a.b"),
+                                            ("index.database", ""), ("source.chats", ""), ("source.chats", "a$b"),
+                                            ("source.contacts", ".x"), ("index.entries", ""), ("index.audit", "")])
+@pytest.mark.parametrize("command", [["run", "--no-progress"], ["status"], ["search"]])
+def test_a_database_or_collection_name_mongodb_refuses_is_exit_2_naming_the_key(tmp_path, make_config, monkeypatch,
+                                                                              capsys, setting, value, command) -> None:
+    """CONTRACT.md: a wrong setting stops the command before any work, with a message naming the key (it was
+    the driver's InvalidName at the first query, exit 1 without the key, or no error at all for `status`)."""
+    config = cli_toml(tmp_path, make_config)
+    monkeypatch.setenv(f"ARCHIVER_{setting.replace('.', '__').upper()}", value)
+    assert main(["--config", str(config), *command]) == 2
+    err = capsys.readouterr().err
+    assert f"archiver: error: {setting}: " in err, err
