@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from bson.errors import BSONError
 from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
@@ -27,9 +27,26 @@ from archiver.store import StoreError, StoreUnreachable, unreachable
 from archiver.visible import utf8_safe, visible
 
 
+class _ParserExit(Exception):
+    """argparse is done (--help shown, or a usage error printed): exit with CODE."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without sys.exit: main(argv) returns the exit code and never exits the caller's process."""
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise _ParserExit(status)
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The parser, and each command's own."""
-    parser = argparse.ArgumentParser(
+    """The parser, and each command's own (of the same class: add_subparsers makes them so)."""
+    parser = _Parser(
         prog="archiver",
         description="Archive ended contact-centre chats as signed, encrypted, indexed evidence.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
-        return int(exc.code or 0)
+    except _ParserExit as exc:  # --help (0), bad usage (2)
+        return exc.code
     try:
         _refuse_non_utf8(args, [*parser._actions, *subs[args.command]._actions])
         code = COMMANDS[args.command].run(args)

@@ -352,3 +352,22 @@ def test_a_database_or_collection_name_mongodb_refuses_is_exit_2_naming_the_key(
     assert main(["--config", str(config), *command]) == 2
     err = capsys.readouterr().err
     assert f"archiver: error: {setting}: " in err, err
+
+
+# -- main(argv) returns the exit code and never calls sys.exit ----------------------------------------
+
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["run", "--help"], 0), (["hold", "list", "--help"], 0),
+                                        (["frobnicate"], 2), (["run", "--limit", "x"], 2), (["render"], 2),
+                                        (["--config"], 2), ([], 2)])
+def test_main_returns_the_code_without_calling_sys_exit(argv, code, monkeypatch, capsys) -> None:
+    """CONTRACT.md: archiver.cli.main(argv) returns the exit code and does not call sys.exit, on --help and on
+    usage errors too (argparse's own exit called sys.exit, caught as SystemExit: with sys.exit replaced, as a
+    calling script or a harness may, --help went on to parse and failed with a KeyError)."""
+    import sys
+
+    calls: list[object] = []
+    monkeypatch.setattr(sys, "exit", lambda *a: calls.append(a))
+    assert main(argv) == code
+    assert calls == []
+    captured = capsys.readouterr()
+    assert ("usage: archiver" in captured.out) if code == 0 else ("usage: archiver" in captured.err)
