@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from pymongo import uri_parser
 from pymongo.errors import PyMongoError
@@ -83,6 +84,18 @@ def _mongo_uri(v: str) -> str | None:
         uri_parser.parse_uri(v, warn=False)
     except (PyMongoError, ValueError) as exc:
         return f"is not a valid MongoDB URI ({exc})"
+    return None
+
+
+def _service_url(v: str) -> str | None:
+    """An HTTP service's URL (S3 endpoint, timestamp authority): checked here, not by the first chat or request."""
+    try:
+        parts = urlsplit(v)
+        fine = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a bracketed host that is no IPv6 address
+        fine = False
+    if v and not fine:
+        return "must be an http:// or https:// URL with a host, e.g. https://tsa.example.com/tsr"
     return None
 
 
@@ -179,7 +192,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "pkcs12": Key(str, ""),
         "key_password": Key(str, ""),
         "chain": Key(list, []),
-        "timestamp_url": Key(str, ""),
+        "timestamp_url": Key(str, "", _service_url),
         "timestamp_max_skew_seconds": Key(float, 300.0, _positive),
         "trust_anchors": Key(list, []),
         "former_certificates": Key(list, []),  # verify pins signatures to these and signing.certificate (pins.py)
@@ -194,7 +207,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "storage": {
         "url": Key(str, "", _storage_url),
-        "endpoint_url": Key(str, ""),
+        "endpoint_url": Key(str, "", _service_url),
         "region": Key(str, "us-east-1"),
         "object_lock_mode": Key(str, "COMPLIANCE", _one_of("COMPLIANCE", "GOVERNANCE", "")),
         "retain_days": Key(int, 3650, _lock_days),
@@ -327,6 +340,8 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     values = _from_file(raw)
     values.update(_from_environment(environ))
     _check_key_files(values)  # before anything can quote them, and before a config file's folder is prefixed
+    for name in SERVICE_URLS:  # their API keys hidden in a complaint about them too
+        remember_secrets(str(values.get(name) or ""), service=True)
     for dotted, value in values.items():
         section, key = dotted.split(".")
         spec = SCHEMA[section][key]

@@ -371,3 +371,23 @@ def test_main_returns_the_code_without_calling_sys_exit(argv, code, monkeypatch,
     assert calls == []
     captured = capsys.readouterr()
     assert ("usage: archiver" in captured.out) if code == 0 else ("usage: archiver" in captured.err)
+
+
+# -- a service URL that is no http(s) URL is a configuration error naming the key ------------------------
+
+@pytest.mark.parametrize("setting, value", [("signing.timestamp_url", "notaurl"),
+                                            ("signing.timestamp_url", "ftp://tsa.example/tsr"),
+                                            ("storage.endpoint_url", "notaurl"), ("storage.endpoint_url", "http://")])
+def test_a_service_url_that_is_no_http_url_is_exit_2_naming_the_key(tmp_path, make_config, monkeypatch, capsys,
+                                                                    setting, value) -> None:
+    """CONTRACT.md: a wrong setting stops the command before any work, naming the key. A timestamp_url without
+    a scheme failed each chat in turn (exit 1, every chat `failed`); an endpoint_url without one ended in a
+    traceback (botocore's "Invalid endpoint")."""
+    (room,) = seed_chats(make_config)
+    overrides = {"storage__url": "s3://bucket/prefix"} if setting == "storage.endpoint_url" else {}
+    config = cli_toml(tmp_path, make_config, **overrides)
+    monkeypatch.setenv(f"ARCHIVER_{setting.replace('.', '__').upper()}", value)
+    assert main(["--config", str(config), "run", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert f"archiver: error: {setting}: must be an http:// or https:// URL" in captured.err, captured.err
+    assert "Traceback" not in captured.err and room not in captured.out
