@@ -217,7 +217,9 @@ def build_query(filters: SearchFilters, key: bytes | None, unknown_contact: bool
             query["ended_at"] = ended
     if filters.text is not None:
         if key is None:
-            raise ConfigError("search.key_file: text search needs the search key (not set)")
+            raise ConfigError("search.key_file: text search needs the search key (not set): a file of 32 random "
+                              "bytes as hex (openssl rand -hex 32 > search.key; chmod 600 search.key), set before "
+                              "the chats are archived: those archived without it have no word hashes (docs/search.md)")
         query["$or"] = text_conditions(_text("text", filters.text), key)
     return query
 

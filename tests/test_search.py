@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import re
+import subprocess
 
 import pytest
 
@@ -12,7 +14,8 @@ from archiver.cli import main
 from archiver.config import ConfigError
 from archiver.pipeline import Archiver
 from archiver.samples import make_chat
-from archiver.search import TERMS_FORMAT, Search, SearchFilters, build_query, open_search, search_indexes
+from archiver.search import (TERMS_FORMAT, Search, SearchFilters, build_query, load_search_key, open_search,
+                             search_indexes)
 from conftest import REAL_MONGO, write_toml
 from retrieval_helpers import archive_samples, audit, index, search_key
 from test_pipeline import recent_ms, seed
@@ -82,10 +85,16 @@ def test_text_search_matches_words_without_storing_them(archived) -> None:
     assert "invoice" not in raw and len(index(config).find_one({"room": english[0]})["terms"]) > 5
 
 
-def test_text_search_without_a_key_is_a_usage_error(archived, tmp_path, capsys) -> None:
+def test_text_search_without_a_key_is_a_usage_error_that_says_how_to_make_one(archived, tmp_path, capsys) -> None:
     config, _ = archived
     assert _cli(config.with_overrides(**{"search.key_file": ""}), tmp_path, "search", "--text", "invoice") == 2
-    assert "search.key_file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "search.key_file: text search needs the search key (not set)" in err
+    made = re.search(r"\((openssl rand -hex 32 > search.key); (chmod 600 search.key)\)", err)
+    assert made, err
+    for command in made.groups():  # as the message says, in a folder of the user's
+        subprocess.run(command, shell=True, cwd=tmp_path, check=True)
+    assert len(load_search_key(str(tmp_path / "search.key"))) == 32  # a key the archiver takes
 
 
 @pytest.mark.parametrize("field", ["room", "agent", "customer", "ctlive_type", "channel", "service", "status", "text"])
