@@ -7,13 +7,17 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
 from archiver.commands.retrieve import load_trust
 from archiver.pins import NO_TIMESTAMP_ANCHOR, SIGNER_SETTINGS, configured_pins
 from archiver.commands.search import add_actor
 from archiver.visible import visible
+
+if TYPE_CHECKING:
+    from archiver.completeness import CompletenessReport
+    from archiver.integrity import VerifyReport
 
 HELP = ("check archived objects against the index (present, size, SHA-256, nothing unexplained) and recompute "
         "the seals; "
@@ -53,13 +57,25 @@ def run(args: argparse.Namespace) -> int:
     if args.completeness or args.ended_from or args.ended_to:
         if not (args.rooms or args.all):
             return run_completeness(args)
-        if args.json:
-            raise UsageError("--json: run --completeness and the verification of ROOMs or --all separately")
+        if args.json:  # one document: the verification's, the completeness check's under "completeness"
+            complete, (verified, _) = completeness_report(args), verify_report(args)
+            both = {**verified.as_dict(), "completeness": complete.as_dict(), "ok": verified.ok and complete.ok}
+            print(json.dumps(both, indent=2, default=str))
+            return OK if both["ok"] else VERIFY_FAILED
         return max(run_completeness(args), run_verify(args))
     return run_verify(args)
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    report, warnings = verify_report(args)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
+    for warning in [] if args.json else warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return OK if report.ok else VERIFY_FAILED
+
+
+def verify_report(args: argparse.Namespace) -> tuple[VerifyReport, list[str]]:
+    """The archive verified as ARGS say (recorded in the audit log), not printed; and what it could not check."""
     from archiver.audit import Actor, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
@@ -94,12 +110,7 @@ def run_verify(args: argparse.Namespace) -> int:
     rooms = sorted({p.room for p in report.problems if p.room is not None})[:PROBLEMS_IN_AUDIT]
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
                detail=_summary(report))
-    print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
-    if not trust and not args.json:
-        print(f"WARNING: {UNCHAINED}", file=sys.stderr)
-    if not pinned.timestamp_anchors and not args.json:
-        print(f"WARNING: {NO_TIMESTAMP_ANCHOR}", file=sys.stderr)
-    return OK if report.ok else VERIFY_FAILED
+    return report, [*([] if trust else [UNCHAINED]), *([] if pinned.timestamp_anchors else [NO_TIMESTAMP_ANCHOR])]
 
 
 def _summary(report) -> str:
@@ -129,6 +140,23 @@ def _progress_line() -> Callable[[Any], None]:
 
 def run_completeness(args: argparse.Namespace) -> int:
     """`--completeness --from --to`: ended chats in the source that are neither archived nor accounted for."""
+    report = completeness_report(args)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+        return OK if report.ok else VERIFY_FAILED
+    lines = [visible(f"MISSING {m}") for m in report.missing]
+    if report.missing_count > len(report.missing):
+        lines.append(f"... and {report.missing_count - len(report.missing)} more")
+    lines += [visible(f"failed (recorded, retried) {f['room']}: {f['why']}") for f in report.failed]
+    lines += [visible(f"quarantined (recorded, needs a person) {q['room']}: {q['why']}") for q in report.quarantined]
+    lines += [visible(f"archive deleted (a tombstone) {d['room']}: {d['why']}") for d in report.deleted]
+    lines.append(("OK: " if report.ok else "FAILED: ") + _completeness_summary(report))
+    print("\n".join(lines))
+    return OK if report.ok else VERIFY_FAILED
+
+
+def completeness_report(args: argparse.Namespace) -> CompletenessReport:
+    """The completeness check ARGS ask for (recorded in the audit log), not printed."""
     from archiver.audit import Actor, open_audit_log
     from archiver.commands.search import date_window
     from archiver.completeness import check_completeness
@@ -148,23 +176,16 @@ def run_completeness(args: argparse.Namespace) -> int:
         raise
     if progress:
         sys.stderr.write("\n")
-    summary = (f"{report.ended} chats ended in the source from {start.isoformat()} to {end.isoformat()}: "
-               f"{report.archived} archived, {report.failed_count} failed, {report.quarantined_count} quarantined, "
-               f"{report.missing_count} missing" + (f", {report.deleted_count} deleted by policy"
-                                                     if report.deleted_count else "")
-               + (f"; {report.abandoned} went idle without an end (source.abandoned_after_hours), counted alike"
-                  if report.abandoned else ""))
     log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope,
-               rooms=[m.room for m in report.missing[:PROBLEMS_IN_AUDIT]], detail=summary)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2, default=str))
-        return OK if report.ok else VERIFY_FAILED
-    lines = [visible(f"MISSING {m}") for m in report.missing]
-    if report.missing_count > len(report.missing):
-        lines.append(f"... and {report.missing_count - len(report.missing)} more")
-    lines += [visible(f"failed (recorded, retried) {f['room']}: {f['why']}") for f in report.failed]
-    lines += [visible(f"quarantined (recorded, needs a person) {q['room']}: {q['why']}") for q in report.quarantined]
-    lines += [visible(f"archive deleted (a tombstone) {d['room']}: {d['why']}") for d in report.deleted]
-    lines.append(("OK: " if report.ok else "FAILED: ") + summary)
-    print("\n".join(lines))
-    return OK if report.ok else VERIFY_FAILED
+               rooms=[m.room for m in report.missing[:PROBLEMS_IN_AUDIT]], detail=_completeness_summary(report))
+    return report
+
+
+def _completeness_summary(report: CompletenessReport) -> str:
+    window = report.window
+    return (f"{report.ended} chats ended in the source from {window['from']} to {window['to']}: "
+            f"{report.archived} archived, {report.failed_count} failed, {report.quarantined_count} quarantined, "
+            f"{report.missing_count} missing" + (f", {report.deleted_count} deleted by policy"
+                                                  if report.deleted_count else "")
+            + (f"; {report.abandoned} went idle without an end (source.abandoned_after_hours), counted alike"
+               if report.abandoned else ""))
