@@ -41,8 +41,9 @@ def remember_secrets(uri: str, service: bool = False) -> None:
     """Hide URI's password, and secrets among its options (SERVICE: a service's URL, which may also carry an
     API key, a code or a signature as an option), in every message from now on."""
     _, sep, rest = uri.partition("://")
-    if not sep:
+    if not sep and not service:
         return
+    rest = rest if sep else uri  # a service URL without its scheme (refused as such) still carries its credentials
     if "@" in rest:  # the driver splits userinfo from hosts at the last "@"
         password = rest[:rest.rindex("@")].partition(":")[2]
         remember_secret(password)

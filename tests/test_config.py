@@ -143,3 +143,29 @@ def test_trust_anchors_are_relative_to_the_config_file_like_every_path(tmp_path:
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # not the config file's folder: the anchor is found all the same
     assert main(["--config", str(toml), "verify", "--all", "--no-progress"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["signing.timestamp_url", "storage.endpoint_url"])
+@pytest.mark.parametrize("form", ["tsa.example.com/tsr?apikey={}", "user:{}@tsa.example.com/tsr",
+                                  "//user:{}@tsa.example.com/tsr", "https:/user:{}@tsa.example.com/tsr"])
+def test_a_service_url_refused_for_its_missing_scheme_never_echoes_its_credentials(setting, form, monkeypatch) -> None:
+    """A URL refused for want of an http(s):// scheme (a typo, a copy without it) still carries its API key or
+    password: the complaint, which reaches stderr and the service's log, names the key without them."""
+    from archiver import redact
+
+    monkeypatch.setattr(redact, "_KNOWN", set())  # (a secret another test made known would hide this one)
+    secret = "S3cretValue9"
+    env = {f"ARCHIVER_{setting.replace('.', '__').upper()}": form.format(secret)}
+    with pytest.raises(ConfigError) as caught:
+        config_module.load(None, environ=env)
+    message = str(caught.value)
+    assert message.startswith(f"{setting}: must be an http:// or https:// URL") and secret not in message, message
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:9000", "https://s3.eu-central-1.amazonaws.com",
+                                   "http://[::1]:9000/prefix", "https://user:p%40ss@tsa.example.com:8443/tsr?x=1",
+                                   "http://minio:9000/"])
+def test_a_service_url_with_port_ipv6_path_or_credentials_is_accepted(value) -> None:
+    env = {"ARCHIVER_SIGNING__TIMESTAMP_URL": value, "ARCHIVER_STORAGE__ENDPOINT_URL": value}
+    config = config_module.load(None, environ=env)
+    assert (config["signing.timestamp_url"], config["storage.endpoint_url"]) == (value, value)
