@@ -204,3 +204,20 @@ def test_verify_all_with_completeness_and_json_prints_one_document_with_both(arc
     both = json.loads(capsys.readouterr().out)
     assert both["ok"] is False and both["completeness"]["missing_count"] == 1
     assert both["problems"] and {p["room"] for p in both["problems"]} == {room}
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+@pytest.mark.parametrize("wrong", [["--all", "ROOM_X"], ["--all", "--workers", "-1"], ["--all", "--redaction"]])
+def test_a_usage_error_of_the_verification_stops_the_completeness_check_before_any_work(
+        archived, tmp_path, capsys, wrong, json_flag) -> None:
+    """CONTRACT.md: a usage error (exit 2) before any work. With --completeness and ROOMs or --all, a verification
+    option given wrong was found only after the completeness check had run, printed and been recorded in the audit
+    log as done."""
+    config, _ = archived
+    before = len(audit(config))
+    window = ("--from", (NOW - dt.timedelta(days=1)).date().isoformat(), "--to", NOW.date().isoformat())
+    capsys.readouterr()
+    assert run_cli(config, tmp_path, "verify", *wrong, "--completeness", *window, *json_flag) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "archiver: error: " in captured.err, captured
+    assert len(audit(config)) == before, audit(config)[before:]

@@ -57,25 +57,26 @@ def run(args: argparse.Namespace) -> int:
     if args.completeness or args.ended_from or args.ended_to:
         if not (args.rooms or args.all):
             return run_completeness(args)
+        verification = prepare_verification(args)  # its usage errors before the completeness check does any work
         if args.json:  # one document: the verification's, the completeness check's under "completeness"
-            complete, (verified, _) = completeness_report(args), verify_report(args)
+            complete, (verified, _) = completeness_report(args), verification()
             both = {**verified.as_dict(), "completeness": complete.as_dict(), "ok": verified.ok and complete.ok}
             print(json.dumps(both, indent=2, default=str))
             return OK if both["ok"] else VERIFY_FAILED
-        return max(run_completeness(args), run_verify(args))
-    return run_verify(args)
+        return max(run_completeness(args), _print_verification(args, *verification()))
+    return _print_verification(args, *prepare_verification(args)())
 
 
-def run_verify(args: argparse.Namespace) -> int:
-    report, warnings = verify_report(args)
+def _print_verification(args: argparse.Namespace, report: VerifyReport, warnings: list[str]) -> int:
     print(json.dumps(report.as_dict(), indent=2) if args.json else _text(report))
     for warning in [] if args.json else warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     return OK if report.ok else VERIFY_FAILED
 
 
-def verify_report(args: argparse.Namespace) -> tuple[VerifyReport, list[str]]:
-    """The archive verified as ARGS say (recorded in the audit log), not printed; and what it could not check."""
+def prepare_verification(args: argparse.Namespace) -> Callable[[], tuple[VerifyReport, list[str]]]:
+    """The verification ARGS ask for, its usage and settings checked (exit 2 before any work): called, it verifies
+    the archive (recorded in the audit log) and returns the report, not printed, and what it could not check."""
     from archiver.audit import Actor, open_audit_log
     from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
@@ -98,19 +99,24 @@ def verify_report(args: argparse.Namespace) -> tuple[VerifyReport, list[str]]:
              **({"redaction": True} if args.redaction else {})}
     key = RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
-    try:
-        report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
-                                workers=args.workers or os.cpu_count() or 1, redaction=args.redaction, pinned=pinned)
-    except Exception as exc:
-        log.record("verify", actor, outcome="unreachable" if unreachable(exc) else "failed", filters=scope,
-                   rooms=args.rooms, detail=str(exc))
-        raise
-    if progress:
-        sys.stderr.write("\n")
-    rooms = sorted({p.room for p in report.problems if p.room is not None})[:PROBLEMS_IN_AUDIT]
-    log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
-               detail=_summary(report))
-    return report, [*([] if trust else [UNCHAINED]), *([] if pinned.timestamp_anchors else [NO_TIMESTAMP_ANCHOR])]
+
+    def verification() -> tuple[VerifyReport, list[str]]:
+        try:
+            report = verify_archive(config, None if args.all else args.rooms, key, trust, progress,
+                                    workers=args.workers or os.cpu_count() or 1, redaction=args.redaction,
+                                    pinned=pinned)
+        except Exception as exc:
+            log.record("verify", actor, outcome="unreachable" if unreachable(exc) else "failed", filters=scope,
+                       rooms=args.rooms, detail=str(exc))
+            raise
+        if progress:
+            sys.stderr.write("\n")
+        rooms = sorted({p.room for p in report.problems if p.room is not None})[:PROBLEMS_IN_AUDIT]
+        log.record("verify", actor, outcome="ok" if report.ok else "problems", filters=scope, rooms=rooms,
+                   detail=_summary(report))
+        return report, [*([] if trust else [UNCHAINED]), *([] if pinned.timestamp_anchors else [NO_TIMESTAMP_ANCHOR])]
+
+    return verification
 
 
 def _summary(report) -> str:
