@@ -89,13 +89,15 @@ def _mongo_uri(v: str) -> str | None:
 
 def _service_url(v: str) -> str | None:
     """An HTTP service's URL (S3 endpoint, timestamp authority): checked here, not by the first chat or request."""
-    try:
+    try:  # (urlsplit drops a newline or tab and reads past a space, which botocore and HTTP clients refuse)
         parts = urlsplit(v)
-        fine = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # a bracketed host that is no IPv6 address
+        fine = (parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+                and not any(c.isspace() or not c.isprintable() for c in v))
+    except ValueError:  # a bracketed host that is no IPv6 address, a port that is no number or out of range
         fine = False
     if v and not fine:
-        return "must be an http:// or https:// URL with a host, e.g. https://tsa.example.com/tsr"
+        return ("must be an http:// or https:// URL with a host (and a port from 1 to 65535, no spaces), "
+                "e.g. https://tsa.example.com/tsr")
     return None
 
 

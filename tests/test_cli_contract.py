@@ -377,7 +377,14 @@ def test_main_returns_the_code_without_calling_sys_exit(argv, code, monkeypatch,
 
 @pytest.mark.parametrize("setting, value", [("signing.timestamp_url", "notaurl"),
                                             ("signing.timestamp_url", "ftp://tsa.example/tsr"),
-                                            ("storage.endpoint_url", "notaurl"), ("storage.endpoint_url", "http://")])
+                                            ("storage.endpoint_url", "notaurl"), ("storage.endpoint_url", "http://"),
+                                            # what the check read past and the clients refuse: a newline a secret
+                                            # file ends with, a space in the host, a port that is no number
+                                            ("storage.endpoint_url", "http://127.0.0.1:9000\n"),
+                                            ("storage.endpoint_url", "http://minio .local:9000"),
+                                            ("storage.endpoint_url", "http://127.0.0.1:abc"),
+                                            ("signing.timestamp_url", "https://tsa.example.com/tsr\n"),
+                                            ("signing.timestamp_url", "https://tsa.example.com:99999/tsr")])
 def test_a_service_url_that_is_no_http_url_is_exit_2_naming_the_key(tmp_path, make_config, monkeypatch, capsys,
                                                                     setting, value) -> None:
     """CONTRACT.md: a wrong setting stops the command before any work, naming the key. A timestamp_url without
