@@ -102,16 +102,18 @@ def _service_url(v: str) -> str | None:
 
 
 def _database_name(v: str) -> str | None:
-    """A name MongoDB accepts for a database: checked here, not at the first query (the driver's InvalidName)."""
-    if not v or any(c in '/\\. "$\0' for c in v):
-        return "must be a MongoDB database name: not empty, none of / \\ . \" $ or spaces"
+    """A name MongoDB accepts for a database (the driver's checks and the server's 64-byte limit): checked here, not
+    at the first query."""
+    if not v or any(c in '/\\. "$\0' for c in v) or len(v.encode()) >= 64:
+        return "must be a MongoDB database name: not empty, under 64 bytes, none of / \\ . \" $ or spaces"
     return None
 
 
 def _collection_name(v: str) -> str | None:
-    """A name MongoDB accepts for a collection (as pymongo checks it before sending anything)."""
-    if not v or "$" in v or "\0" in v or ".." in v or v.startswith(".") or v.endswith("."):
-        return "must be a MongoDB collection name: not empty, no $, no .. and not starting or ending with ."
+    """A name MongoDB accepts for a collection (pymongo's checks, and system.*, which MongoDB keeps for itself)."""
+    if not v or "$" in v or "\0" in v or ".." in v or v.startswith((".", "system.")) or v.endswith("."):
+        return ("must be a MongoDB collection name: not empty, no $, no .., not starting with system. (MongoDB's "
+                "own) and not starting or ending with .")
     return None
 
 

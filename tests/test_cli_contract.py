@@ -341,7 +341,8 @@ def test_help_of_each_sub_command_shows_an_example_of_it(command, action, capsys
 
 @pytest.mark.parametrize("setting, value", [("source.database", ""), ("source.database", "a.b"),
                                             ("index.database", ""), ("source.chats", ""), ("source.chats", "a$b"),
-                                            ("source.contacts", ".x"), ("index.entries", ""), ("index.audit", "")])
+                                            ("source.contacts", ".x"), ("index.entries", ""), ("index.audit", ""),
+                                            ("index.database", "a" * 64), ("source.chats", "system.chats")])
 @pytest.mark.parametrize("command", [["run", "--no-progress"], ["status"], ["search"]])
 def test_a_database_or_collection_name_mongodb_refuses_is_exit_2_naming_the_key(tmp_path, make_config, monkeypatch,
                                                                               capsys, setting, value, command) -> None:
