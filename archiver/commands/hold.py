@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
                   f"now{via}, and any archived later"))
     covers_nothing = not rooms + through
     search = open_search(config) if covers_nothing or args.text is not None else None
-    if search is not None and covers_nothing:  # a mistyped id protects nothing: said as search says it, on
-        # stderr alone (never audited)
+    if search is not None and covers_nothing:
+        # a mistyped id protects nothing: said as search says it, on stderr alone (never audited)
         print(visible(f"note: this hold covers no archived chat now (it covers those archived later that match): if "
                       f"a value is mistyped, release it (archiver hold release --case {shlex.quote(args.case)} "
                       "--reason ...) and place it again"), file=sys.stderr)
