@@ -33,7 +33,7 @@ from archiver.attachment_retries import documents_sha256
 from archiver.audit import Actor, AuditError, open_audit_log, sorted_room_summary
 from archiver.claims import WorkQueue, now
 from archiver.config import Config, ConfigError
-from archiver.seals import TOMBSTONE_FIELDS, archive_day_format, tombstone_fields
+from archiver.seals import ARCHIVED_LEAF_1, TOMBSTONE_FIELDS, archive_day_format, tombstone_fields
 from archiver.search import SEARCH_KEY_STATE, person_trace, same_key
 from archiver.holds import Holds, SourceHolds, _source_people, open_holds
 from archiver.integrity import check_stored
@@ -637,8 +637,9 @@ class Deletions:
     def _refused(self, entry: dict[str, Any], exc: StoreError, partly: bool) -> tuple[str, str]:
         what = "refused" if isinstance(exc, ObjectLocked) else "failed"
         if not partly:  # nothing went: the entry is archived as before
+            added = {name: "" for name in (*TOMBSTONE_FIELDS, ARCHIVED_LEAF_1)}
             self.entries.update_one({"_id": entry["_id"]}, {"$set": {"status": "archived"},
-                                                             "$unset": {"deletion": "", **{f: "" for f in TOMBSTONE_FIELDS}}})
+                                                             "$unset": {"deletion": "", **added}})
             return what, f"the store {what}: {exc}"
         return "failed", f"partly deleted, then the store {what}: {exc}"
 

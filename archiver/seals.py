@@ -77,6 +77,11 @@ PEOPLE_FIELDS = ("opened_by", "handled_by", "present")
 ARCHIVE_LEAF_MARK = "archive_leaf_format"
 # A tombstone (issue 10) keeps room, version and `objects` (key, size, sha256) and adds these.
 TOMBSTONE_FIELDS = ("deleted_at", "deletion_rule", "archived_leaf_sha256")
+# A tombstone written while its archive day had no complete seal also keeps its archive leaf's /1 hash when that
+# differs: the day's first seal may yet be completed in /1 (one left pending by a sealer from before format 2 and
+# taken over). Outside the tombstone leaf (older sealed tombstone leaves stay as they are); a wrong value is a
+# leaf that no longer matches the day's signed one, named as any other change.
+ARCHIVED_LEAF_1 = "archived_leaf_sha256_1"
 EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
 # What an entry with an archived_at can be: `archived_at` is set only as an upload completes (index.complete),
 # and an archive only ever becomes a tombstone (retention). An entry relabelled otherwise (`superseded`,
@@ -84,7 +89,8 @@ EVENT_TIME = {"archived": "archived_at", "deleted": "deleted_at"}
 ARCHIVE_STATES = ("archived", "deleted")
 # Only what a leaf reads crosses the wire (not the word hashes, participants, warnings...).
 LEAF_PROJECTION = {name: 1 for name in ("room", "version", "status", "objects", "superseded_objects",
-                                        *ARCHIVE_FIELDS, *PEOPLE_FIELDS, ARCHIVE_LEAF_MARK, *TOMBSTONE_FIELDS)}
+                                        *ARCHIVE_FIELDS, *PEOPLE_FIELDS, ARCHIVE_LEAF_MARK, *TOMBSTONE_FIELDS,
+                                        ARCHIVED_LEAF_1)}
 
 
 class SealConflict(RuntimeError):
@@ -205,8 +211,12 @@ def day_format(seal: dict[str, Any]) -> str:
 
 def tombstone_fields(entry: dict[str, Any], rule: str, at: dt.datetime, newest: str | None = None) -> dict[str, Any]:
     """What a tombstone adds to ENTRY (still as archived) when it is deleted under RULE at AT; NEWEST: the format
-    of its archive day's seal, if that day is sealed (archive_day_format)."""
-    return {"deleted_at": at, "deletion_rule": rule, "archived_leaf_sha256": leaf_hash(entry, newest=newest).hex()}
+    of its archive day's seal, if that day is sealed (archive_day_format); None: the newest, and the /1 hash too
+    if it differs (ARCHIVED_LEAF_1)."""
+    fields = {"deleted_at": at, "deletion_rule": rule, "archived_leaf_sha256": leaf_hash(entry, newest=newest).hex()}
+    if newest is None and leaf_format(entry, newest=newest) != LEAF_FORMAT_1:
+        fields[ARCHIVED_LEAF_1] = leaf_hash(entry, newest=LEAF_FORMAT_1).hex()
+    return fields
 
 
 def archive_day_format(seals: Any, entry: dict[str, Any]) -> str | None:
@@ -220,10 +230,12 @@ def archive_day_format(seals: Any, entry: dict[str, Any]) -> str | None:
 
 def leaf_hash(entry: dict[str, Any], status: str = "archived", newest: str | None = None) -> bytes:
     """The RFC 6962 leaf hash of ENTRY's STATUS event. A tombstone that no longer holds what its
-    archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is."""
+    archive leaf covered carries that leaf's hash as `archived_leaf_sha256` (hex), used as is (in a /1 day, its
+    ARCHIVED_LEAF_1 if it has one)."""
     if status == "archived" and entry.get("status") == "deleted" and entry.get("archived_leaf_sha256"):
+        kept = ARCHIVED_LEAF_1 if newest == LEAF_FORMAT_1 and entry.get(ARCHIVED_LEAF_1) else "archived_leaf_sha256"
         try:
-            return bytes.fromhex(entry["archived_leaf_sha256"])
+            return bytes.fromhex(entry[kept])
         except (TypeError, ValueError):  # edited into no hash: the leaf as the entry reads (it then differs)
             pass
     return merkle.leaf_hash(leaf(entry, status, newest))

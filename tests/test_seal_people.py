@@ -204,13 +204,12 @@ def test_a_seal_left_pending_by_a_sealer_before_format_2_is_completed_in_its_for
     assert [p for p in _problems(config) if day in p] == []
 
 
-@pytest.mark.xfail(strict=True, reason="known, not fixed (review6): a tombstone written while the day's first seal "
-                   "is pending has no format to read (archive_day_format: None, so /2)")
 def test_an_erasure_while_a_seal_before_format_2_is_left_pending_leaves_the_day_sealable(make_config, tsa, tmp_path,
                                                                                          monkeypatch) -> None:
     """A sealer from before format 2 signed the day's first seal in /1 and stopped; an erasure before the take-over
-    writes the tombstone's archived_leaf_sha256 in /2 (the day has no complete seal to say /1), so the take-over
-    finds that sealed entry "since removed or changed" and refuses the day, at every run: a false alarm."""
+    writes the tombstone's archived_leaf_sha256 in /2 (the day has no complete seal to say /1). Its /1 hash, kept
+    beside it, lets the take-over complete the day in /1 (it refused the day at every run, naming the chat as
+    changed); verify then finds nothing, and the archive leaf's proof reads /1."""
     from retention_helpers import erase, retention_config
     from retrieval_helpers import archive_samples
     from test_seal_race import ACTOR, _expire_pending, _puts_then
@@ -227,8 +226,39 @@ def test_an_erasure_while_a_seal_before_format_2_is_left_pending_leaves_the_day_
             seals.seal_days(config, [day], ACTOR)
     victim = index(config).find_one({}, sort=[("room", 1)])
     erase(config, victim["customers"][0])
-    assert index(config).find_one({"_id": victim["_id"]})["status"] == "deleted"
+    tombstone = index(config).find_one({"_id": victim["_id"]})
+    assert tombstone["status"] == "deleted" and "handled_by" not in tombstone
+    assert tombstone["archived_leaf_sha256"] == seals.leaf_hash(victim).hex()  # /2: no complete seal says otherwise
+    assert tombstone[seals.ARCHIVED_LEAF_1] == seals.leaf_hash(victim, newest=seals.LEAF_FORMAT_1).hex()
     _expire_pending(config)
     (outcome,) = seals.seal_days(config, [day], ACTOR)
-    assert outcome.action == "sealed", str(outcome)
+    assert outcome.action == "sealed" and not outcome.problems, str(outcome)
+    (record, *_) = [r for r in seal_records(config) if r["day"] == day]
+    assert record["leaf_format"] == seals.LEAF_FORMAT_1
     assert [p for p in _problems(config) if day in p] == []
+    proof = seals.inclusion_proof(config, tombstone)
+    assert proof["in_seal"] and proof["matches_index"] and proof["leaf_format"] == seals.LEAF_FORMAT_1
+
+
+def test_a_tombstone_written_before_its_days_first_seal_reads_its_hash_in_that_seals_format() -> None:
+    """The /1 hash is read only in a /1 day; a /2 day (the usual case) reads archived_leaf_sha256 as before, and a
+    tombstone whose /1 and /2 leaves are the same (an entry archived before the mark) gets no second hash."""
+    archived = {"room": "R", "version": 1, "status": "archived", "archive_leaf_format": "archiver-seal-leaf/2",
+                "objects": {}, "archived_at": dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc),
+                "opened_by": "USER_1", "handled_by": "agent-7", "present": ["agent-9"]}
+    at = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+    fields = seals.tombstone_fields(archived, "erasure", at)
+    erased = {k: v for k, v in archived.items() if k not in ("opened_by", "handled_by", "present")}
+    tombstone = {**erased, "status": "deleted", **fields}
+    assert seals.leaf_hash(tombstone, "archived") == seals.leaf_hash(archived)
+    assert seals.leaf_hash(tombstone, "archived", seals.LEAF_FORMAT_2) == seals.leaf_hash(archived)
+    in_1 = seals.leaf_hash(archived, newest=seals.LEAF_FORMAT_1)
+    assert in_1 != seals.leaf_hash(archived) and seals.leaf_hash(tombstone, "archived", seals.LEAF_FORMAT_1) == in_1
+    # the day's format known at erasure: one hash, in it
+    assert seals.ARCHIVED_LEAF_1 not in seals.tombstone_fields(archived, "erasure", at, seals.LEAF_FORMAT_1)
+    assert seals.ARCHIVED_LEAF_1 not in seals.tombstone_fields(archived, "erasure", at, seals.LEAF_FORMAT_2)
+    unmarked = {k: v for k, v in archived.items() if k != "archive_leaf_format"}
+    assert seals.ARCHIVED_LEAF_1 not in seals.tombstone_fields(unmarked, "erasure", at)
+    # the second hash is outside the tombstone's own leaf: tombstones sealed before it existed still recompute
+    assert seals.leaf(tombstone, "deleted") == seals.leaf({k: v for k, v in tombstone.items()
+                                                           if k != seals.ARCHIVED_LEAF_1}, "deleted")
