@@ -17,7 +17,7 @@ import functools
 import hmac
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -75,6 +75,10 @@ _INDEXED = [("room", "--room (room_version, also the sort order)"), ("ended_at",
 OUTPUT_FIELDS = ("room", "version", "status", "kind", "started_at", "ended_at", "ctlive_type", "channel",
                  "service", "agents", "customers", "opened_by", "handled_by", "present", "message_count", "archived_at", "store",
                  "objects", "deletion")  # a tombstone's: which run deleted it, under which rule, when
+
+
+# The filters whose values a search that finds nothing says something of (exact_notes).
+_NOTED = ("service", "channel", "ctlive_type", "customer", "agent")
 
 
 def search_indexes() -> list[tuple[str, str]]:
@@ -374,14 +378,16 @@ class Search:
         index's values equal to the one given but for case and Unicode form (few: one distinct() each); for
         --customer and --agent, the similar ids the index has (similar_ids: bounded queries, no distinct())."""
         notes = []
+        unmatched = {field for field in _NOTED if getattr(filters, field) is not None
+                     and not self._matches(SearchFilters(**{field: getattr(filters, field)}))}
         for field, option in (("service", "--service"), ("channel", "--channel"), ("ctlive_type", "--type")):
             given = getattr(filters, field)
-            if given is not None and not self._matches(SearchFilters(**{field: given})):
+            if field in unmatched:
                 near = sorted(v for v in self.entries.distinct(field) if isinstance(v, str) and v != given
                               and _loose(v) == _loose(given))[:5]
                 if near:
                     notes.append(f"{option} {given!r} matched nothing: values are compared exactly; the index has "
-                                 + ", ".join(repr(v) for v in near))
+                                 + ", ".join(repr(v) + self._excluded(filters, field, v, unmatched) for v in near))
         own = self.own_erasures(filters.customer) if filters.customer is not None else []
         if filters.customer is not None:
             notes += [*own, *self.erased_for_others(filters.customer)]
@@ -390,7 +396,7 @@ class Search:
             given = getattr(filters, role)
             if given is None:
                 continue
-            if self._matches(SearchFilters(**{role: given})):  # another filter found nothing, not the id
+            if role not in unmatched:  # another filter found nothing, not the id
                 notes.append(f"--{role} {given!r} has entries: the other filters exclude them all")
                 continue
             if role == "customer" and own:
@@ -406,7 +412,7 @@ class Search:
             notes.append(f"--{role} {given!r} matched nothing: ids are compared exactly; the index has " + ", ".join(
                 repr(found) + (f" (named {name!r})" if name else " (another Unicode form)" if _loose(found) == _loose(
                     given) and found.casefold() != given.casefold() else "")  # else the two may look the same
-                for found, name in similar))
+                + self._excluded(filters, role, found, unmatched) for found, name in similar))
         if people:
             notes.append(f"nothing matched: {' and '.join(people)} {'is' if len(people) == 1 else 'are'} compared "
                          "exactly with the user id the platform stores (case and Unicode form included; not a name)")
@@ -456,6 +462,15 @@ class Search:
         except ExecutionTimeout:
             return read, False
         return read, len(read) < _CANDIDATES
+
+    def _excluded(self, filters: SearchFilters, field: str, value: str, unmatched: set[str]) -> str:
+        """A mark for VALUE offered for FIELD when, in its place, the other FILTERS still find nothing: offered bare,
+        it would send the reader to a second empty search. The filters in UNMATCHED (each finds nothing alone: the
+        reader puts them right too) are left out of that check; no mark without other filters."""
+        tried = replace(filters, **{**dict.fromkeys(unmatched), field: value})
+        if tried == SearchFilters(**{field: value}) or self._matches(tried):
+            return ""
+        return " (no entry of it with the other filters)"
 
     def _matches(self, filters: SearchFilters) -> bool:
         """Whether any entry matches FILTERS (one filter the search had: it is not that filter that found nothing)."""

@@ -73,6 +73,12 @@ def test_a_filter_that_finds_nothing_says_values_are_compared_exactly_and_names_
     assert "note: nothing matched: --customer is compared exactly with the user id the platform stores" in err, err
     assert _cli(config, tmp_path, "search", "--service", "Billing") == 0
     assert "note:" not in capsys.readouterr().err  # something matched: nothing to say
+    billing = next(e for e in entries if e["service"] == "Billing")
+    other = next(e for e in entries if e["service"] != "Billing")
+    for room, mark in ((billing["room"], ""), (other["room"], " (no entry of it with the other filters)")):
+        assert _cli(config, tmp_path, "search", "--service", "bILLING", "--room", room) == 0
+        err = capsys.readouterr().err
+        assert f"the index has 'Billing'{mark}\n" in err, err
 
 
 def test_text_search_matches_words_without_storing_them(archived) -> None:

@@ -329,3 +329,23 @@ def test_a_hold_that_covers_nothing_now_says_how_to_put_it_right(make_config, tm
     err = capsys.readouterr().err
     assert ("note: this hold covers no archived chat now (it covers those archived later that match): if a value "
             "is mistyped, release it (archiver hold release --case C9 --reason ...) and place it again") in err, err
+
+
+def test_a_similar_id_the_other_filters_exclude_is_said_to_be(searcher) -> None:
+    """A similar id offered beside other filters: one whose chats those filters exclude is marked, so that the reader
+    is not sent to a second search that finds nothing either; a filter that itself matches nothing (a second typo)
+    is left out of that check, as the reader will correct it too."""
+    assert _notes(searcher, customer="mario.rossi@example.com", room="R1") == [
+        "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM'"]
+    assert _notes(searcher, customer="mario.rossi@example.com", room="R2") == [
+        "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM' (no entry of it with the other filters)"]
+    assert _notes(searcher, customer="mario.rossi@example.com", agent="anna") == [  # both mistyped: R1 has both
+        "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM'",
+        "--agent 'anna' matched nothing: ids are compared exactly; the index has 'USER_anna'"]
+    assert _notes(searcher, customer="mario.rossi@example.com", agent="carl") == [
+        "--customer 'mario.rossi@example.com' matched nothing: ids are compared exactly; the index has "
+        "'Mario.Rossi@Example.COM' (no entry of it with the other filters)",
+        "--agent 'carl' has entries: the other filters exclude them all"]
