@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -150,7 +152,28 @@ class RecipientKey:
         try:
             return pkcs7.pkcs7_decrypt_der(data, self.certificate, self.key, [])
         except ValueError as exc:
-            raise EnvelopeError(f"this key cannot open the envelope ({exc})") from None
+            mine = asn1_x509.Certificate.load(self.certificate.public_bytes(serialization.Encoding.DER))
+            raise EnvelopeError(f"this key cannot open the envelope ({exc}); it is encrypted to "
+                                f"{'; '.join(recipients_of(data)) or 'no recipient it names'}, this key's "
+                                f"certificate is {_named_as(mine.issuer.human_friendly, mine.serial_number)}"
+                                ) from None
+
+
+def recipients_of(data: bytes) -> list[str]:
+    """The recipients the envelope DATA names (issuer and serial number, as `openssl cms -decrypt` matches a
+    certificate): after a rotation, which key opens an archive. Said, never trusted: DATA may be anyone's."""
+    try:
+        infos = cms.ContentInfo.load(data)["content"]["recipient_infos"]
+        named = [info.chosen["rid"].chosen for info in infos]
+        return [_named_as(rid["issuer"].human_friendly, rid["serial_number"].native) for rid in named
+                if isinstance(rid, cms.IssuerAndSerialNumber)]
+    except Exception:  # not an envelope we can read: the decryption error above says why
+        return []
+
+
+def _named_as(issuer: str, serial: int) -> str:
+    text = f"the certificate of serial {serial:x} issued by {issuer}"
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)  # a forged envelope's issuer
 
 
 def _certificates_in(key_pem: bytes, named: list[tuple[str, str]]) -> list[x509.Certificate]:

@@ -1,0 +1,46 @@
+"""After the legal team's recipient certificate is rotated, the archives made before still open with the old key,
+and a key that cannot open one is told which recipients it is encrypted to (from the envelope itself)."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import hashes
+
+from archiver.envelope import RecipientKey
+from archiver.integrity import verify_archive
+from certfactory import make
+from retrieval_helpers import archive_samples, run_cli
+
+
+def _rotated(make_config, keys, tmp_path):
+    """A version archived to the development recipient, then a configuration whose recipient is a new one."""
+    config = make_config()
+    (entry,) = archive_samples(config, count=1)
+    new = make(tmp_path / "new", "legal-2026")
+    return config.with_overrides(**{"encryption.recipients": [str(new.cert_path)]}), entry, new
+
+
+def test_an_archive_made_before_a_rotation_still_opens_with_the_old_key(make_config, keys, tmp_path) -> None:
+    rotated, entry, new = _rotated(make_config, keys, tmp_path)
+    old = RecipientKey.load(str(keys["legal.key.pem"]), [str(keys["legal.crt.pem"])])
+    assert verify_archive(rotated, [entry["room"]], old).problem_count == 0
+    assert run_cli(rotated, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--cert", str(keys["legal.crt.pem"]), "--out", str(tmp_path / "out"), "--reason", "case 7") == 0
+
+
+def test_a_key_the_archive_is_not_encrypted_to_is_told_which_recipient_it_needs(make_config, keys, tmp_path,
+                                                                                 capsys) -> None:
+    rotated, entry, new = _rotated(make_config, keys, tmp_path)
+    from cryptography import x509
+    old_cert = x509.load_pem_x509_certificate(keys["legal.crt.pem"].read_bytes())
+    serial = f"{old_cert.serial_number:x}"
+    code = run_cli(rotated, tmp_path, "retrieve", entry["room"], "--key", str(new.key_path),
+                   "--out", str(tmp_path / "out"), "--reason", "case 7")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # the recipient it needs, by the issuer and serial number the envelope names it by (as openssl matches it)
+    assert "encrypted to" in err and "Archiver development CA" in err and serial in err, err
+    assert f"{new.cert.serial_number:x}" in err, err  # and the certificate of the key given
+    report = verify_archive(rotated, [entry["room"]], RecipientKey(new.key, new.cert))
+    problems = [p.problem for p in report.problems]
+    assert problems and all("encrypted to" in p and serial in p for p in problems), problems
+    assert old_cert.fingerprint(hashes.SHA256()).hex() not in new.fingerprint  # (two distinct recipients)
