@@ -127,6 +127,20 @@ def recipient_problems(cert: x509.Certificate, at: dt.datetime | None = None) ->
             *_needs_usage(cert, "key_encipherment", "keyEncipherment")]
 
 
+def timestamping_problems(cert: x509.Certificate) -> list[str]:
+    """Why CERT cannot sign RFC 3161 tokens; empty when it may. As `openssl ts -verify` demands (RFC 3161 2.3): a
+    certificate of its own, not a CA's (whose key signs certificates), its extended key usage timeStamping
+    alone, critical. pyHanko's validator refuses the others but accepts a token signed by a trust anchor itself."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        usage = None
+    ca = ["is a CA certificate, not a timestamp authority's own"] if is_ca(cert) else []
+    if usage is None or not usage.critical or list(usage.value) != [x509.oid.ExtendedKeyUsageOID.TIME_STAMPING]:
+        return [*ca, "its extended key usage is not timeStamping alone, critical"]
+    return ca
+
+
 def same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
     der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return a.public_key().public_bytes(der, spki) == b.public_key().public_bytes(der, spki)

@@ -487,6 +487,12 @@ def _token_problems(token: bytes, signature: bytes, anchors: Sequence[x509.Certi
         issuer = result.get("signing_cert")
         yield ("its timestamp token's authority " + (f"({_subject(issuer)}) " if issuer else "")
                + "does not chain to signing.timestamp_trust_anchors")
+    elif anchors and (unfit := _timestamping_problems(result["signing_cert"])):
+        yield f"its timestamp token's authority ({_subject(result['signing_cert'])}) {'; '.join(unfit)}"
+
+
+def _timestamping_problems(cert: asn1_x509.Certificate) -> list[str]:
+    return certificates.timestamping_problems(x509.load_der_x509_certificate(cert.dump()))
 
 
 def _subject(cert: asn1_x509.Certificate) -> str:
@@ -571,6 +577,9 @@ def _stamp_anchor_check(stamp: Any, at_time: Callable[[dt.datetime], Any]) -> Ch
     chains to them, now or else at the time it states (AT_TIME(moment): the stamp validated at MOMENT)."""
     what = "pdf: its signature timestamp's authority chains to signing.timestamp_trust_anchors"
     detail = _subject(stamp.signing_cert)
+    unfit = _timestamping_problems(stamp.signing_cert)
+    if unfit:
+        return Check(what, False, f"{detail} {'; '.join(unfit)}")
     if stamp.trusted:
         return Check(what, True, detail)
     try:

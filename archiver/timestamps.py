@@ -17,6 +17,7 @@ import hmac
 
 from asn1crypto import cms, tsp
 from pyhanko.sign.timestamps import TimeStamper
+from pyhanko.sign.timestamps.common_utils import handle_tsp_response
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
 from archiver.config import Config
@@ -46,7 +47,13 @@ class CheckedTimeStamper(RequestsHTTPTimeStamper):
 
     async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
         try:
-            token = await super().async_timestamp(message_digest, md_algorithm)
+            # pyHanko's async_timestamp, with the nonce compared here: its own comparison, on a mismatch, fails
+            # with an AttributeError (int.hex) that said nothing of a nonce.
+            nonce, request = self.request_cms(message_digest, md_algorithm)
+            token = handle_tsp_response(await self.async_request_tsa_response(request), None)
+            if _tst_info(token)["nonce"].native != nonce:
+                raise TimestampError("the token answers another nonce than our request's (a replayed or "
+                                     "misdirected answer)")
             check_token(token, message_digest, md_algorithm, self.max_skew)
             self.last_time = _tst_info(token)["gen_time"].native
         except TimestampError as exc:

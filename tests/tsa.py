@@ -6,7 +6,9 @@ usage, as `openssl ts -verify` demands); http.server carries them as RFC 3161
 section 3.4 says (POST application/timestamp-query, answer application/timestamp-reply).
 Paths other than `/` misbehave on purpose: `/garbage` answers bytes that are no
 TimeStampResp, `/skewed` stamps two days in the past, `/ahead` two days in the future, `/wrong-imprint` stamps
-another digest, `/refuse` answers status "rejection".
+another digest, `/wrong-nonce` answers another nonce than the request's, `/by-ca` stamps with the authority's CA key
+(a CA's certificate, no timeStamping extended key usage: `openssl ts -verify` refuses it), `/refuse` answers status
+"rejection".
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ def _stampers(directory: Path) -> tuple[dict[str, DummyTimeStamper], Path, Path]
     cert_pem.write_bytes(tsa.public_bytes(serialization.Encoding.PEM))
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
     future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    ca_asn1 = asn1_x509.Certificate.load(ca.public_bytes(der))
+    ca_private = asn1_keys.PrivateKeyInfo.load(ca_key.private_bytes(der, serialization.PrivateFormat.PKCS8,
+                                                                    serialization.NoEncryption()))
     stampers = {"/": DummyTimeStamper(cert, key), "/skewed": DummyTimeStamper(cert, key, fixed_dt=past),
+                "/wrong-nonce": DummyTimeStamper(cert, key), "/by-ca": DummyTimeStamper(ca_asn1, ca_private),
                 "/ahead": DummyTimeStamper(cert, key, fixed_dt=future), "/wrong-imprint": DummyTimeStamper(cert, key)}
     return stampers, ca_pem, cert_pem
 
@@ -103,6 +109,9 @@ def start(directory: Path) -> tuple[TimestampAuthority, ThreadingHTTPServer]:
                                             "hashed_message": hashlib.sha256(b"something else").digest()})
                 request = tsp.TimeStampReq({"version": 1, "message_imprint": other, "nonce": request["nonce"],
                                             "cert_req": True})
+            if self.path == "/wrong-nonce":
+                request = tsp.TimeStampReq({"version": 1, "message_imprint": request["message_imprint"],
+                                            "nonce": request["nonce"].native + 1, "cert_req": True})
             answer = stamper.request_tsa_response(request)
             self._answer(200, answer.dump(), "application/timestamp-reply")
 
