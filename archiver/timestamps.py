@@ -16,10 +16,12 @@ import hashlib
 import hmac
 
 from asn1crypto import cms, tsp
+from cryptography import x509
 from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.sign.timestamps.common_utils import handle_tsp_response
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
+from archiver import certificates
 from archiver.config import Config
 from archiver.redact import redact
 
@@ -55,6 +57,9 @@ class CheckedTimeStamper(RequestsHTTPTimeStamper):
                 raise TimestampError("the token answers another nonce than our request's (a replayed or "
                                      "misdirected answer)")
             check_token(token, message_digest, md_algorithm, self.max_skew)
+            unfit = authority_problems(token)
+            if unfit:
+                raise TimestampError("; ".join(unfit))
             self.last_time = _tst_info(token)["gen_time"].native
         except TimestampError as exc:
             raise TimestampError(f"timestamp authority {self.url}: {exc}") from None
@@ -100,6 +105,22 @@ def check_token(token: cms.ContentInfo, digest: bytes, md_algorithm: str, max_sk
                              f"{'ahead of' if skew.total_seconds() > 0 else 'behind'} our clock "
                              f"(signing.timestamp_max_skew_seconds is {max_skew.total_seconds():.0f}): "
                              "check both clocks")
+
+
+def authority_problems(token: cms.ContentInfo) -> list[str]:
+    """Why TOKEN's signer is no timestamp authority `openssl ts -verify` accepts (certificates.timestamping_problems),
+    or carries no certificate of it (we ask for it: certReq); empty when it is one. Checked on arrival, before a
+    token is embedded for good; whether the authority is one to trust is the verifier's (its trust anchors)."""
+    signed = token["content"]
+    sid = signed["signer_infos"][0]["sid"].chosen
+    for choice in signed["certificates"] or []:
+        cert = choice.chosen
+        if ((cert.issuer, cert.serial_number) == (sid["issuer"], sid["serial_number"].native)
+                if isinstance(sid, cms.IssuerAndSerialNumber) else cert.key_identifier == sid.native):
+            signer = x509.load_der_x509_certificate(cert.dump())
+            unfit = certificates.timestamping_problems(signer)
+            return [f"signed by {certificates.subject(signer)}, which " + "; ".join(unfit)] if unfit else []
+    return ["the token carries no certificate of its signer"]
 
 
 def _tst_info(token: cms.ContentInfo) -> tsp.TSTInfo:

@@ -8,7 +8,7 @@ import subprocess
 
 from archiver.pipeline import Archiver
 from conftest import require_tool
-from retrieval_helpers import archive_samples, index
+from retrieval_helpers import archive_samples
 from test_pipeline import entries, job
 from test_seals import DAY, backdate, built_on, seal_cli
 from test_signers import cli
@@ -27,12 +27,14 @@ def test_an_answer_to_another_nonce_fails_the_chat_for_a_retry(make_config, tsa)
 
 def test_openssl_refuses_a_token_signed_by_the_authoritys_ca(tsa, tmp_path) -> None:
     """What the verifier below must agree with: a tool we did not write."""
+    from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
+
     from archiver import timestamps
 
     require_tool("openssl")
     (tmp_path / "data").write_bytes(b"evidence")
     for path, verdict in (("/", 0), ("/by-ca", 1)):
-        stamper = timestamps.timestamper(tsa.at(path), 300)
+        stamper = RequestsHTTPTimeStamper(tsa.at(path))  # pyHanko's, which takes it
         (tmp_path / "token").write_bytes(timestamps.timestamp(stamper, b"evidence"))
         done = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "data"), "-in",
                                str(tmp_path / "token"), "-token_in", "-CAfile", str(tsa.ca_pem)],
@@ -40,20 +42,64 @@ def test_openssl_refuses_a_token_signed_by_the_authoritys_ca(tsa, tmp_path) -> N
         assert done.returncode == verdict, (path, done.stdout, done.stderr)
 
 
-def test_verify_refuses_timestamps_signed_by_the_anchor_ca_itself(make_config, keys, tsa, tmp_path, capsys) -> None:
-    """Tokens of the anchor's own key, not of a timestamping certificate it issued: the seal's and each PDF's
-    are problems, as `openssl ts -verify` (the bundle's README) would say."""
-    config = make_config(signing__timestamp_url=tsa.at("/by-ca"))
+def test_a_token_signed_by_no_timestamp_authoritys_certificate_fails_the_chat_for_a_retry(make_config, tsa) -> None:
+    """Checked on arrival: embedded, it would fail `openssl ts -verify` in every bundle's README for good."""
+    config = make_config(signing__timestamp_url=tsa.at("/by-ca"), archive__retry_backoff_seconds=0)
+    room, report = _archive_one(config)
+    assert report.archived == 0 and not report.quarantined
+    assert ("signed by CN=Test Timestamp Root, which is a CA certificate, not a timestamp authority's own"
+            in report.failed[room]), report.failed
+    assert entries(config, status="archived") == [] and job(config, room)["state"] == "failed"
+
+
+def test_verify_refuses_a_seal_timestamp_signed_by_the_anchor_ca_itself(make_config, keys, tsa, tmp_path, capsys,
+                                                                         monkeypatch) -> None:
+    """A token of the anchor's own key, not of a timestamping certificate it issued (a seal made before the
+    archiver checked that on arrival): a problem, as `openssl ts -verify` (docs/seals.md) would say."""
+    from archiver import timestamps
+
+    config = make_config(signing__timestamp_url=tsa.url)
     with built_on():
         archive_samples(config, count=2)
     backdate(config)
-    assert seal_cli(config, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
+    monkeypatch.setattr(timestamps, "authority_problems", lambda token: [])  # the seal is made in this process
+    by_ca = config.with_overrides(**{"signing.timestamp_url": tsa.at("/by-ca")})
+    assert seal_cli(by_ca, tmp_path, "seal", "--from", DAY.isoformat(), "--to", DAY.isoformat()) == 0
     anchored = config.with_overrides(**{"signing.timestamp_trust_anchors": [str(tsa.ca_pem)]})
     capsys.readouterr()
     assert cli(anchored, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"]), "--workers", "1") == 3
-    out = capsys.readouterr().out
-    assert f"PROBLEM seal {DAY}#1: its timestamp token's authority (CN=Test Timestamp Root)" in out, out
-    for entry in index(config).find({}):
-        assert (f"{entry['room']} v{entry['version']}: failed: pdf: its signature timestamp's authority chains to "
-                "signing.timestamp_trust_anchors") in out, out
-    assert "timeStamping" in out, out
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+    assert problems == [f"PROBLEM seal {DAY}#1: its timestamp token's authority (CN=Test Timestamp Root) is a CA "
+                        "certificate, not a timestamp authority's own; its extended key usage is not timeStamping "
+                        "alone, critical"], problems
+
+
+def test_verify_refuses_a_pdf_timestamp_signed_by_the_anchor_ca_itself(keys, tsa, tmp_path) -> None:
+    """The same for a PDF's signature timestamp (a PDF signed before the check on arrival, here in-process by a
+    stamper that checks nothing)."""
+    from asn1crypto import keys as asn1_keys, x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from pyhanko.sign.timestamps import DummyTimeStamper
+    from reportlab.pdfgen.canvas import Canvas
+
+    from archiver.integrity import Opened, _pdf_checks
+    from archiver.pins import Pinned
+    from archiver.signing import Signer, load_identity
+
+    ca_key = serialization.load_pem_private_key(tsa.ca_key_pem.read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(tsa.ca_pem.read_bytes())
+    der = serialization.Encoding.DER
+    stamper = DummyTimeStamper(asn1_x509.Certificate.load(ca.public_bytes(der)), asn1_keys.PrivateKeyInfo.load(
+        ca_key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())))
+    identity = load_identity(str(keys["signing.crt.pem"]), str(keys["signing.key.pem"]))
+    canvas = Canvas(str(tmp_path / "plain.pdf"))
+    canvas.drawString(72, 720, "evidence")
+    canvas.save()
+    pdf = Signer(identity, timestamper=stamper).sign_pdf((tmp_path / "plain.pdf").read_bytes())
+    opened = Opened({"room": "r", "signing_certificate_sha256": identity.fingerprint}, plain={"pdf": pdf})
+    checks = {c.check: c for c in _pdf_checks(opened, None, Pinned({identity.fingerprint: identity.certificate},
+                                                                    (ca,)))}
+    assert checks["pdf: PAdES signature intact and cryptographically valid (pyHanko)"].ok
+    stamp = checks["pdf: its signature timestamp's authority chains to signing.timestamp_trust_anchors"]
+    assert not stamp.ok and "is a CA certificate, not a timestamp authority's own" in stamp.detail, stamp

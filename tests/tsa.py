@@ -34,6 +34,7 @@ from pyhanko.sign.timestamps import DummyTimeStamper
 class TimestampAuthority:
     url: str  # the well-behaved endpoint
     ca_pem: Path  # trust anchor for `openssl ts -verify -CAfile`
+    ca_key_pem: Path  # its key, for tokens a test makes with it (a CA's, not a timestamp authority's)
     cert_pem: Path  # the TSA's own certificate
     requests: list[str]  # paths asked, in order
 
@@ -70,6 +71,9 @@ def _stampers(directory: Path) -> tuple[dict[str, DummyTimeStamper], Path, Path]
     key = asn1_keys.PrivateKeyInfo.load(tsa_key.private_bytes(der, serialization.PrivateFormat.PKCS8,
                                                                 serialization.NoEncryption()))
     ca_pem, cert_pem = directory / "tsa-ca.pem", directory / "tsa.pem"
+    (directory / "tsa-ca.key.pem").write_bytes(ca_key.private_bytes(serialization.Encoding.PEM,
+                                                                    serialization.PrivateFormat.PKCS8,
+                                                                    serialization.NoEncryption()))
     ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_pem.write_bytes(tsa.public_bytes(serialization.Encoding.PEM))
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
@@ -129,4 +133,4 @@ def start(directory: Path) -> tuple[TimestampAuthority, ThreadingHTTPServer]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True, name="tsa").start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    return TimestampAuthority(url, ca_pem, cert_pem, asked), server
+    return TimestampAuthority(url, ca_pem, directory / "tsa-ca.key.pem", cert_pem, asked), server
