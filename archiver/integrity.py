@@ -25,6 +25,7 @@ from io import BytesIO
 from typing import Any, Callable, Iterator, Sequence
 
 from asn1crypto import cms
+from asn1crypto import parser as asn1_parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -524,6 +525,7 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None, pinned: Pi
         Check("pdf: PAdES signature intact and cryptographically valid (pyHanko)", status.intact and status.valid,
               f"coverage {status.coverage.name}, signed by {signer.subject.rfc4514_string()}"),
         Check("pdf: the signature covers the whole file", status.coverage.name == "ENTIRE_FILE", status.coverage.name),
+        _contents_check(bytes(signatures[0].pkcs7_content)),
         *_signer_checks("pdf", signer, entry, pinned),
         Check("pdf: its title names the entry's room", is_pdf_title(title, entry["room"]), f"title {title!r}"),
     ]
@@ -538,6 +540,17 @@ def _pdf_checks(opened: Opened, trust: list[x509.Certificate] | None, pinned: Pi
     if trust:
         checks.append(chain_check("pdf", status, notes, trust, lambda at: validate_pdf_signature(signatures[0], at)))
     return checks
+
+
+def _contents_check(contents: bytes) -> Check:
+    """/Contents, the one part of the file no byte range covers, holds the CMS and zeros after it: pyHanko reads
+    the CMS and ignores the rest, where anything could be hidden under a valid signature (pdfsig then says "Not
+    total document signed", failing the bundle's offline check)."""
+    what = "pdf: its signature's /Contents holds the CMS and zero padding only"
+    _, _, _, header, content, trailer = asn1_parser.parse(contents, strict=False)
+    rest = contents[len(header) + len(content) + len(trailer):]
+    extra = len(rest) - rest.count(0)
+    return Check(what, not extra, f"{extra:,} bytes after the CMS are not zero" if extra else "")
 
 
 def _record_signature_checks(opened: Opened, trust: list[x509.Certificate] | None,
