@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 WARN_DAYS = 30  # /healthz warns this long before a certificate expires
 MIN_RSA_BITS = 2048
+EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")  # the ECDSA curves pdfsig, openssl and Acrobat all check
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -76,6 +77,9 @@ def _key_strength(cert: x509.Certificate) -> list[str]:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         return [f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS} needed)"]
+    # pdfsig (NSS) calls a signature on another curve invalid (secp256k1, brainpool); secp192r1 is weak.
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in EC_CURVES:
+        return [f"EC key on curve {key.curve.name} (P-256, P-384 or P-521 needed)"]
     return []
 
 

@@ -29,13 +29,15 @@ class Made:
 
 def make(directory: Path, name: str, *, usages: tuple[str, ...] | None = ("key_encipherment",), ca: bool = False,
          rsa_bits: int = 2048, ec_key: bool = False, not_before: dt.datetime | None = None,
-         not_after: dt.datetime | None = None, issuer: Made | None = None) -> Made:
+         not_after: dt.datetime | None = None, issuer: Made | None = None,
+         curve: ec.EllipticCurve | None = None) -> Made:
     """A certificate (CN=NAME) and its key, written as NAME.crt.pem and NAME.key.pem in DIRECTORY.
 
-    USAGES None leaves out the keyUsage extension; ISSUER None makes it self-signed.
+    USAGES None leaves out the keyUsage extension; ISSUER None makes it self-signed; CURVE: an EC key on it.
     """
     now = dt.datetime.now(dt.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1()) if ec_key else rsa.generate_private_key(65537, rsa_bits)
+    curve = curve or (ec.SECP256R1() if ec_key else None)
+    key = ec.generate_private_key(curve) if curve else rsa.generate_private_key(65537, rsa_bits)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     builder = (
         x509.CertificateBuilder()
