@@ -52,6 +52,14 @@ def test_a_token_signed_by_no_timestamp_authoritys_certificate_fails_the_chat_fo
     assert entries(config, status="archived") == [] and job(config, room)["state"] == "failed"
 
 
+def test_a_token_without_its_signers_certificate_fails_the_chat_for_a_retry(make_config, tsa) -> None:
+    """We ask for it (certReq): without it no verifier can tell who stamped, nor `openssl ts -verify` check it."""
+    config = make_config(signing__timestamp_url=tsa.at("/no-certs"), archive__retry_backoff_seconds=0)
+    room, report = _archive_one(config)
+    assert report.archived == 0 and not report.quarantined
+    assert "the token carries no certificate of its signer" in report.failed[room], report.failed
+
+
 def test_verify_refuses_a_seal_timestamp_signed_by_the_anchor_ca_itself(make_config, keys, tsa, tmp_path, capsys,
                                                                          monkeypatch) -> None:
     """A token of the anchor's own key, not of a timestamping certificate it issued (a seal made before the

@@ -7,7 +7,8 @@ section 3.4 says (POST application/timestamp-query, answer application/timestamp
 Paths other than `/` misbehave on purpose: `/garbage` answers bytes that are no
 TimeStampResp, `/skewed` stamps two days in the past, `/ahead` two days in the future, `/wrong-imprint` stamps
 another digest, `/wrong-nonce` answers another nonce than the request's, `/by-ca` stamps with the authority's CA key
-(a CA's certificate, no timeStamping extended key usage: `openssl ts -verify` refuses it), `/refuse` answers status
+(a CA's certificate, no timeStamping extended key usage: `openssl ts -verify` refuses it), `/no-certs` leaves its
+certificate out of the token, `/refuse` answers status
 "rejection".
 """
 
@@ -21,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from asn1crypto import keys as asn1_keys
-from asn1crypto import tsp
+from asn1crypto import cms, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -83,6 +84,7 @@ def _stampers(directory: Path) -> tuple[dict[str, DummyTimeStamper], Path, Path]
                                                                     serialization.NoEncryption()))
     stampers = {"/": DummyTimeStamper(cert, key), "/skewed": DummyTimeStamper(cert, key, fixed_dt=past),
                 "/wrong-nonce": DummyTimeStamper(cert, key), "/by-ca": DummyTimeStamper(ca_asn1, ca_private),
+                "/no-certs": DummyTimeStamper(cert, key),
                 "/ahead": DummyTimeStamper(cert, key, fixed_dt=future), "/wrong-imprint": DummyTimeStamper(cert, key)}
     return stampers, ca_pem, cert_pem
 
@@ -117,6 +119,12 @@ def start(directory: Path) -> tuple[TimestampAuthority, ThreadingHTTPServer]:
                 request = tsp.TimeStampReq({"version": 1, "message_imprint": request["message_imprint"],
                                             "nonce": request["nonce"].native + 1, "cert_req": True})
             answer = stamper.request_tsa_response(request)
+            if self.path == "/no-certs":  # as if certReq were false (DummyTimeStamper always embeds it)
+                signed = answer["time_stamp_token"]["content"]
+                bare = cms.SignedData({name: signed[name] for name in ("version", "digest_algorithms",
+                                                                       "encap_content_info", "signer_infos")})
+                answer = tsp.TimeStampResp({"status": answer["status"], "time_stamp_token": cms.ContentInfo(
+                    {"content_type": "signed_data", "content": bare})})
             self._answer(200, answer.dump(), "application/timestamp-reply")
 
         def _answer(self, code: int, body: bytes, content_type: str) -> None:
