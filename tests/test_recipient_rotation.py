@@ -44,3 +44,19 @@ def test_a_key_the_archive_is_not_encrypted_to_is_told_which_recipient_it_needs(
     problems = [p.problem for p in report.problems]
     assert problems and all("encrypted to" in p and serial in p for p in problems), problems
     assert old_cert.fingerprint(hashes.SHA256()).hex() not in new.fingerprint  # (two distinct recipients)
+
+
+def test_an_archive_still_opens_once_its_recipient_certificate_has_expired(make_config, keys, tmp_path) -> None:
+    """Archives outlive certificates: the legal team's key opens what was encrypted to it after its certificate's
+    notAfter (only encrypting to it is refused then)."""
+    import time
+
+    from certfactory import ahead
+
+    legal = make(tmp_path / "short", "Legal", not_after=ahead(seconds=3))
+    config = make_config(encryption__recipients=[str(legal.cert_path)])
+    (entry,) = archive_samples(config, count=1)
+    time.sleep(max(0.0, (legal.cert.not_valid_after_utc - ahead()).total_seconds()) + 0.5)
+    assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(legal.key_path), "--cert",
+                   str(legal.cert_path), "--out", str(tmp_path / "out"), "--reason", "case 8") == 0
+    assert verify_archive(config, [entry["room"]], RecipientKey(legal.key, legal.cert)).problem_count == 0
