@@ -113,8 +113,7 @@ def authority_problems(token: cms.ContentInfo) -> list[str]:
     token is embedded for good; whether the authority is one to trust is the verifier's (its trust anchors)."""
     signed = token["content"]
     sid = signed["signer_infos"][0]["sid"].chosen
-    for choice in signed["certificates"] or []:
-        cert = choice.chosen
+    for cert in [choice.chosen for choice in signed["certificates"] or [] if choice.name == "certificate"]:
         if ((cert.issuer, cert.serial_number) == (sid["issuer"], sid["serial_number"].native)
                 if isinstance(sid, cms.IssuerAndSerialNumber) else cert.key_identifier == sid.native):
             signer = x509.load_der_x509_certificate(cert.dump())
