@@ -145,8 +145,9 @@ class RecipientKey:
             if cert.public_key().public_numbers() == key.public_key().public_numbers():
                 return cls(key, cert)
         listed = ", ".join(path for _, path in named) or "none"
-        raise EnvelopeError(f"--key {key_path}: none of the recipient certificates ({listed}) "
-                            "belongs to this key: it is not a key the archive was encrypted to")
+        raise EnvelopeError(f"--key {key_path}: none of the recipient certificates ({listed}) belongs to this "
+                            "key: give its certificate with --cert (a former recipient's, after a rotation of "
+                            "encryption.recipients), or it is not a key the archive was encrypted to")
 
     def decrypt(self, data: bytes) -> bytes:
         try:

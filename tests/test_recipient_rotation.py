@@ -60,3 +60,14 @@ def test_an_archive_still_opens_once_its_recipient_certificate_has_expired(make_
     assert run_cli(config, tmp_path, "retrieve", entry["room"], "--key", str(legal.key_path), "--cert",
                    str(legal.cert_path), "--out", str(tmp_path / "out"), "--reason", "case 8") == 0
     assert verify_archive(config, [entry["room"]], RecipientKey(legal.key, legal.cert)).problem_count == 0
+
+
+def test_a_former_recipients_key_without_its_certificate_is_told_to_give_it(make_config, keys, tmp_path,
+                                                                             capsys) -> None:
+    """After a rotation encryption.recipients names the new certificate only: the old key file (no certificate in
+    it) is not "not a key the archive was encrypted to", it lacks its certificate, which --cert gives."""
+    rotated, entry, new = _rotated(make_config, keys, tmp_path)
+    code = run_cli(rotated, tmp_path, "retrieve", entry["room"], "--key", str(keys["legal.key.pem"]),
+                   "--out", str(tmp_path / "out"), "--reason", "case 7")
+    err = capsys.readouterr().err
+    assert code == 2 and "give its certificate with --cert (a former recipient's, after a rotation" in err, err
