@@ -70,3 +70,33 @@ def test_bytes_changed_in_the_signature_padding_are_no_valid_signature(make_conf
     out = capsys.readouterr().out
     assert ("failed: pdf: its signature's /Contents holds the CMS and zero padding only (4 bytes after the CMS are "
             "not zero)") in out, out
+
+
+def _token_swapped(tsa):
+    """CHANGE for _replace_pdf: the signature timestamp token swapped for a genuine one of the same authority
+    over other bytes (the unsigned attribute is outside what the signature covers), /Contents the same size."""
+    from asn1crypto import cms
+
+    from archiver import timestamps
+
+    def change(pdf: bytes) -> bytes:
+        start = pdf.index(b"/Contents <", pdf.index(b"/SubFilter /ETSI.CAdES.detached")) + len(b"/Contents <")
+        end = pdf.index(b">", start)
+        signed = cms.ContentInfo.load(bytes.fromhex(pdf[start:end].decode()))
+        other = cms.ContentInfo.load(timestamps.timestamp(timestamps.timestamper(tsa.url, 300), b"other bytes"))
+        signed["content"]["signer_infos"][0]["unsigned_attrs"][0]["values"][0] = other
+        hexed = signed.dump(force=True).hex().encode()
+        assert len(hexed) <= end - start
+        return pdf[:start] + hexed.ljust(end - start, b"0") + pdf[end:]
+    return change
+
+
+def test_a_signature_timestamp_swapped_for_another_imprints_fails_verify(make_config, keys, tsa, tmp_path,
+                                                                         capsys) -> None:
+    config = make_config(signing__timestamp_url=tsa.url)
+    (entry,) = archive_samples(config, count=1)
+    _replace_pdf(config, keys, entry, _token_swapped(tsa))
+    assert run_cli(config, tmp_path, "verify", "--key", str(keys["legal.key.pem"]), "--workers", "1",
+                   entry["room"]) == 3
+    out = capsys.readouterr().out
+    assert "failed: pdf: its signature timestamp (RFC 3161, PAdES B-T) is intact and valid" in out, out
