@@ -118,8 +118,21 @@ def authority_problems(token: cms.ContentInfo) -> list[str]:
                 if isinstance(sid, cms.IssuerAndSerialNumber) else cert.key_identifier == sid.native):
             signer = x509.load_der_x509_certificate(cert.dump())
             unfit = certificates.timestamping_problems(signer)
-            return [f"signed by {certificates.subject(signer)}, which " + "; ".join(unfit)] if unfit else []
+            if unfit:
+                return [f"signed by {certificates.subject(signer)}, which " + "; ".join(unfit)]
+            return _valid_at(signer, _tst_info(token)["gen_time"].native)
     return ["the token carries no certificate of its signer"]
+
+
+def _valid_at(signer: x509.Certificate, stamped: dt.datetime) -> list[str]:
+    """Why SIGNER could not stamp at STAMPED, its token's time (outside its validity); empty if it could."""
+    who = f"signed by {certificates.subject(signer)}, whose certificate"
+    if stamped > signer.not_valid_after_utc:
+        return [f"{who} expired on {signer.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, before the token's time"]
+    if stamped < signer.not_valid_before_utc:
+        return [f"{who} is not valid before {signer.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC, after the token's "
+                "time"]
+    return []
 
 
 def _tst_info(token: cms.ContentInfo) -> tsp.TSTInfo:

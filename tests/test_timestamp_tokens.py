@@ -126,3 +126,36 @@ def test_a_skew_no_clock_check_means_is_a_config_error_naming_the_key(value) -> 
                                           "31536000"):
         config_module.load(None, environ={"ARCHIVER_SIGNING__TIMESTAMP_MAX_SKEW_SECONDS": value})
     assert config_module.load(None, environ={"ARCHIVER_SIGNING__TIMESTAMP_MAX_SKEW_SECONDS": "31536000"})
+
+
+def test_a_token_by_an_authority_certificate_not_valid_at_its_time_is_refused(tmp_path) -> None:
+    """Its signer's certificate had expired (or was not yet valid) when it says it stamped: no verifier accepts
+    it, at that time or any other."""
+    import asyncio
+    import datetime as dt
+    import hashlib
+
+    from asn1crypto import keys as asn1_keys, x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from pyhanko.sign.timestamps import DummyTimeStamper
+
+    from archiver import timestamps
+    from certfactory import ago
+
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lapsed TSA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(ago(days=30)).not_valid_after(ago(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .sign(key, hashes.SHA256()))
+    der = serialization.Encoding.DER
+    stamper = DummyTimeStamper(asn1_x509.Certificate.load(cert.public_bytes(der)), asn1_keys.PrivateKeyInfo.load(
+        key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())))
+    token = asyncio.run(stamper.async_timestamp(hashlib.sha256(b"x").digest(), "sha256"))
+    assert timestamps.authority_problems(token) == [
+        f"signed by CN=Lapsed TSA, whose certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, "
+        "before the token's time"]
+    assert timestamps.token_time(token.dump()) > dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
