@@ -547,7 +547,10 @@ def _contents_check(contents: bytes) -> Check:
     the CMS and ignores the rest, where anything could be hidden under a valid signature (pdfsig then says "Not
     total document signed", failing the bundle's offline check)."""
     what = "pdf: its signature's /Contents holds the CMS and zero padding only"
-    _, _, _, header, content, trailer = asn1_parser.parse(contents, strict=False)
+    try:
+        _, _, _, header, content, trailer = asn1_parser.parse(contents, strict=False)
+    except ValueError as exc:  # pyHanko read it; said, not a crash, should another reading differ
+        return Check(what, False, f"its CMS cannot be read: {exc}")
     rest = contents[len(header) + len(content) + len(trailer):]
     extra = len(rest) - rest.count(0)
     return Check(what, not extra, f"{extra:,} bytes after the CMS are not zero" if extra else "")
