@@ -131,18 +131,34 @@ def recipient_problems(cert: x509.Certificate, at: dt.datetime | None = None) ->
             *_needs_usage(cert, "key_encipherment", "keyEncipherment")]
 
 
+# The extended key usages OpenSSL knows (x509_purp.c): `openssl ts -verify` refuses a timestamp authority's
+# certificate holding any of them but timeStamping; one it does not know beside timeStamping it lets pass.
+_OPENSSL_PURPOSES = {"1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2", "1.3.6.1.5.5.7.3.3", "1.3.6.1.5.5.7.3.4",
+                     "1.3.6.1.5.5.7.3.9", "1.3.6.1.5.5.7.3.10", "2.5.29.37.0", "2.16.840.1.113730.4.1",
+                     "1.3.6.1.4.1.311.10.3.3"}
+_TIME_STAMPING = x509.oid.ExtendedKeyUsageOID.TIME_STAMPING
+
+
 def timestamping_problems(cert: x509.Certificate) -> list[str]:
-    """Why CERT cannot sign RFC 3161 tokens; empty when it may. As `openssl ts -verify` demands (RFC 3161 2.3): a
-    certificate of its own, not a CA's (whose key signs certificates), its extended key usage timeStamping
-    alone, critical. pyHanko's validator refuses the others but accepts a token signed by a trust anchor itself."""
+    """Why CERT cannot sign RFC 3161 tokens; empty when it may. What `openssl ts -verify` demands (RFC 3161 2.3):
+    the extended key usage timeStamping, critical, and no other purpose it knows; a key usage, if any, of
+    digitalSignature and/or nonRepudiation only. And a certificate of its own, not a CA's (whose key signs
+    certificates): pyHanko's validator accepts a token signed by a trust anchor itself."""
+    problems = ["is a CA certificate, not a timestamp authority's own"] if is_ca(cert) else []
     try:
-        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+        extended = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
-        usage = None
-    ca = ["is a CA certificate, not a timestamp authority's own"] if is_ca(cert) else []
-    if usage is None or not usage.critical or list(usage.value) != [x509.oid.ExtendedKeyUsageOID.TIME_STAMPING]:
-        return [*ca, "its extended key usage is not timeStamping alone, critical"]
-    return ca
+        extended = None
+    purposes = {oid.dotted_string for oid in extended.value} if extended else set()
+    if (extended is None or not extended.critical or _TIME_STAMPING.dotted_string not in purposes
+            or purposes & _OPENSSL_PURPOSES - {_TIME_STAMPING.dotted_string}):
+        problems.append("has no extended key usage of timeStamping alone, critical")
+    usage = _key_usage(cert)
+    others = ("key_encipherment", "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign")
+    if usage is not None and (not (usage.digital_signature or usage.content_commitment)
+                              or any(getattr(usage, name) for name in others)):
+        problems.append("has a key usage other than digitalSignature and nonRepudiation")
+    return problems
 
 
 def same_key(a: x509.Certificate, b: x509.Certificate) -> bool:

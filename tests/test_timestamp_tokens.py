@@ -80,8 +80,8 @@ def test_verify_refuses_a_seal_timestamp_signed_by_the_anchor_ca_itself(make_con
     assert cli(anchored, tmp_path, "verify", "--all", "--key", str(keys["legal.key.pem"]), "--workers", "1") == 3
     problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
     assert problems == [f"PROBLEM seal {DAY}#1: its timestamp token's authority (CN=Test Timestamp Root) is a CA "
-                        "certificate, not a timestamp authority's own; its extended key usage is not timeStamping "
-                        "alone, critical"], problems
+                        "certificate, not a timestamp authority's own; has no extended key usage of timeStamping "
+                        "alone, critical; has a key usage other than digitalSignature and nonRepudiation"], problems
 
 
 def test_verify_refuses_a_pdf_timestamp_signed_by_the_anchor_ca_itself(keys, tsa, tmp_path) -> None:
@@ -159,3 +159,64 @@ def test_a_token_by_an_authority_certificate_not_valid_at_its_time_is_refused(tm
         f"signed by CN=Lapsed TSA, whose certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, "
         "before the token's time"]
     assert timestamps.token_time(token.dump()) > dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+
+
+def _tsa_certificate(tmp_path, name: str, usages: list, key_usage: tuple[str, ...] | None):
+    """A timestamp authority certificate (CN=NAME, EKU USAGES critical, KEY_USAGE if given) issued by a CA of its
+    own, with its key and the CA; written as NAME.crt.pem / ca.crt.pem in TMP_PATH."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from certfactory import USAGES, make
+
+    ca = make(tmp_path, "ca", usages=("key_cert_sign", "crl_sign"), ca=True)
+    key = rsa.generate_private_key(65537, 2048)
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=True))
+    if key_usage is not None:
+        builder = builder.add_extension(x509.KeyUsage(**{u: u in key_usage for u in USAGES}), critical=True)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    (tmp_path / f"{name}.crt.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key, ca
+
+
+@pytest.mark.parametrize("case", ["an unknown extra purpose", "keyEncipherment too"])
+def test_the_authority_certificate_rules_are_openssls(tmp_path, case) -> None:
+    """Not stricter nor looser than `openssl ts -verify`: a purpose openssl does not know beside timeStamping is
+    accepted (refusing it would stop every chat for an authority openssl accepts); a key usage other than
+    digitalSignature and nonRepudiation is refused (openssl refuses it)."""
+    import asyncio
+    import hashlib
+
+    from asn1crypto import keys as asn1_keys, x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from pyhanko.sign.timestamps import DummyTimeStamper
+
+    from archiver import timestamps
+
+    require_tool("openssl")
+    usages, key_usage, accepted = {
+        "an unknown extra purpose": ([ExtendedKeyUsageOID.TIME_STAMPING, x509.ObjectIdentifier("1.3.6.1.4.1.99999.1")],
+                                     ("digital_signature",), True),
+        "keyEncipherment too": ([ExtendedKeyUsageOID.TIME_STAMPING], ("digital_signature", "key_encipherment"), False),
+    }[case]
+    cert, key, ca = _tsa_certificate(tmp_path, "tsa", usages, key_usage)
+    der = serialization.Encoding.DER
+    stamper = DummyTimeStamper(asn1_x509.Certificate.load(cert.public_bytes(der)), asn1_keys.PrivateKeyInfo.load(
+        key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())))
+    token = asyncio.run(stamper.async_timestamp(hashlib.sha256(b"evidence").digest(), "sha256"))
+    (tmp_path / "data").write_bytes(b"evidence")
+    (tmp_path / "token").write_bytes(token.dump())
+    done = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "data"), "-in", str(tmp_path / "token"),
+                           "-token_in", "-CAfile", str(ca.cert_path)], capture_output=True, text=True)
+    assert (done.returncode == 0) == accepted, done.stderr  # openssl's verdict, which ours must be
+    assert (timestamps.authority_problems(token) == []) == accepted, timestamps.authority_problems(token)
