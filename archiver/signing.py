@@ -225,7 +225,12 @@ class Signer:
         signed = self._cms(digest.digest()).hex().encode()
         room = placeholder.contents_end - placeholder.contents - 2
         if len(signed) > room:  # reserved from the certificates' size: a timestamp token larger than allowed for
-            raise SigningError(f"the signature needs {len(signed) // 2:,} bytes, {room // 2:,} were reserved")
+            needs = f"the signature needs {len(signed) // 2:,} bytes, {room // 2:,} were reserved"
+            if self._timestamper is not None:  # the authority's answer, not the chat: retried, never quarantined
+                url = getattr(self._timestamper, "url", "")
+                raise archive_timestamps.TimestampError(f"timestamp authority {url}: its token is larger than "
+                                                        f"allowed for ({needs})")
+            raise SigningError(needs)
         data[placeholder.contents + 1:placeholder.contents + 1 + len(signed)] = signed
         return bytes(data)
 

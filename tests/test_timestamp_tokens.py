@@ -220,3 +220,16 @@ def test_the_authority_certificate_rules_are_openssls(tmp_path, case) -> None:
                            "-token_in", "-CAfile", str(ca.cert_path)], capture_output=True, text=True)
     assert (done.returncode == 0) == accepted, done.stderr  # openssl's verdict, which ours must be
     assert (timestamps.authority_problems(token) == []) == accepted, timestamps.authority_problems(token)
+
+
+def test_a_token_too_large_for_the_room_reserved_fails_chats_for_a_retry_never_quarantines(make_config, tsa) -> None:
+    """The authority's token size is configuration, not the chat: like an outage, every chat is retried (with
+    the reason) and none is quarantined however often it fails."""
+    config = make_config(signing__timestamp_url=tsa.at("/bulky"), archive__retry_backoff_seconds=0,
+                         archive__max_attempts=1)
+    room, report = _archive_one(config)
+    assert "were reserved" in report.failed.get(room, ""), report
+    assert tsa.at("/bulky") in report.failed[room], report
+    for _ in range(2):  # past archive.max_attempts
+        report = Archiver(config).run_pass()
+        assert room in report.failed and not report.quarantined, report

@@ -8,7 +8,7 @@ Paths other than `/` misbehave on purpose: `/garbage` answers bytes that are no
 TimeStampResp, `/skewed` stamps two days in the past, `/ahead` two days in the future, `/wrong-imprint` stamps
 another digest, `/wrong-nonce` answers another nonce than the request's, `/by-ca` stamps with the authority's CA key
 (a CA's certificate, no timeStamping extended key usage: `openssl ts -verify` refuses it), `/no-certs` leaves its
-certificate out of the token, `/refuse` answers status
+certificate out of the token, `/bulky` embeds 24 certificates in it, `/refuse` answers status
 "rejection".
 """
 
@@ -62,6 +62,16 @@ def _certificate(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[x509.Name, 
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _filler(ca: x509.Certificate, ca_key: rsa.RSAPrivateKey, serial: int) -> asn1_x509.Certificate:
+    """Another certificate for a token to carry (CN=Filler SERIAL, the CA's own key: nothing to generate)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Filler {serial}")])
+    now = dt.datetime.now(dt.timezone.utc)
+    made = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.subject).public_key(ca_key.public_key())
+            .serial_number(serial + 1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256()))
+    return asn1_x509.Certificate.load(made.public_bytes(serialization.Encoding.DER))
+
+
 def _stampers(directory: Path) -> tuple[dict[str, DummyTimeStamper], Path, Path]:
     ca_key = rsa.generate_private_key(65537, 2048)
     ca = _certificate("Test Timestamp Root", ca_key, None, ca=True)
@@ -85,6 +95,8 @@ def _stampers(directory: Path) -> tuple[dict[str, DummyTimeStamper], Path, Path]
     stampers = {"/": DummyTimeStamper(cert, key), "/skewed": DummyTimeStamper(cert, key, fixed_dt=past),
                 "/wrong-nonce": DummyTimeStamper(cert, key), "/by-ca": DummyTimeStamper(ca_asn1, ca_private),
                 "/no-certs": DummyTimeStamper(cert, key),
+                # 24 certificates (about 20 KB) embedded in every token: more room than a signature reserves
+                "/bulky": DummyTimeStamper(cert, key, certs_to_embed=[_filler(ca, ca_key, n) for n in range(24)]),
                 "/ahead": DummyTimeStamper(cert, key, fixed_dt=future), "/wrong-imprint": DummyTimeStamper(cert, key)}
     return stampers, ca_pem, cert_pem
 
