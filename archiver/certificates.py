@@ -118,7 +118,21 @@ def signing_problems(cert: x509.Certificate, at: dt.datetime | None = None) -> l
     """
     ca = ["is a CA certificate, not a signer's own"] if is_ca(cert) else []
     return [*ca, *_validity(cert, at or now()), *_key_strength(cert),
-            *_needs_usage(cert, "content_commitment", "nonRepudiation")]
+            *_needs_usage(cert, "content_commitment", "nonRepudiation"), *_signing_purpose(cert)]
+
+
+def _signing_purpose(cert: x509.Certificate) -> list[str]:
+    """An extended key usage, where a certificate has one, must name S/MIME signing (emailProtection) for `openssl
+    cms -verify`, the check of every record signature, seal and bundle README, to accept what the key signs
+    (OpenSSL 3 refuses anyExtendedKeyUsage alone there too)."""
+    try:
+        purposes = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return []  # no restriction
+    if x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION in purposes:
+        return []
+    return ["has an extended key usage without emailProtection: openssl cms -verify refuses every signature it "
+            "makes (unsuitable certificate purpose)"]
 
 
 def recipient_problems(cert: x509.Certificate, at: dt.datetime | None = None) -> list[str]:

@@ -30,10 +30,11 @@ class Made:
 def make(directory: Path, name: str, *, usages: tuple[str, ...] | None = ("key_encipherment",), ca: bool = False,
          rsa_bits: int = 2048, ec_key: bool = False, not_before: dt.datetime | None = None,
          not_after: dt.datetime | None = None, issuer: Made | None = None,
-         curve: ec.EllipticCurve | None = None) -> Made:
+         curve: ec.EllipticCurve | None = None, extended: list[x509.ObjectIdentifier] | None = None) -> Made:
     """A certificate (CN=NAME) and its key, written as NAME.crt.pem and NAME.key.pem in DIRECTORY.
 
-    USAGES None leaves out the keyUsage extension; ISSUER None makes it self-signed; CURVE: an EC key on it.
+    USAGES None leaves out the keyUsage extension; ISSUER None makes it self-signed; CURVE: an EC key on it;
+    EXTENDED: an extendedKeyUsage extension of these purposes (none without).
     """
     now = dt.datetime.now(dt.timezone.utc)
     curve = curve or (ec.SECP256R1() if ec_key else None)
@@ -51,6 +52,8 @@ def make(directory: Path, name: str, *, usages: tuple[str, ...] | None = ("key_e
     )
     if usages is not None:
         builder = builder.add_extension(x509.KeyUsage(**{u: u in usages for u in USAGES}), critical=True)
+    if extended is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
     cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{name}.crt.pem", directory / f"{name}.key.pem"
