@@ -7,6 +7,7 @@ errors that name the key, raised before any work is done.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ def _skew(v: Any) -> str | None:
 
 def _not_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be 0 or more"
+
+
+# A span of time beyond a century is no setting anyone means, and moves a date past year 9999 (an OverflowError
+# traceback at the first pass); a wait beyond a day is none an HTTP fetch should make.
+CENTURY_HOURS = 100 * 366 * 24
+DAY_SECONDS = 86400
+
+
+def _within(check: Callable[[Any], str | None], limit: float, unit: str) -> Callable[[Any], str | None]:
+    return lambda v: check(v) or (None if v <= limit else f"must be at most {limit:g} ({unit})")
 
 
 def _lock_days(v: Any) -> str | None:
@@ -182,8 +193,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "chats": Key(str, "chats", _collection_name),
         "contacts": Key(str, "contacts", _collection_name),
         "messages": Key(str, "", _optional_collection_name),
-        "abandoned_after_hours": Key(float, 0.0, _not_negative),
-        "discovery_overlap_minutes": Key(float, 60.0, _not_negative),
+        "abandoned_after_hours": Key(float, 0.0, _within(_not_negative, CENTURY_HOURS, "a century")),
+        "discovery_overlap_minutes": Key(float, 60.0, _within(_not_negative, CENTURY_HOURS * 60, "a century")),
     },
     "index": {
         "uri": Key(str, "", _mongo_uri),
@@ -263,7 +274,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "metrics": {
         "port": Key(int, 9108, lambda v: None if 0 <= v <= 65535 else "must be a TCP port, 0 to 65535 (0: none)"),
         "host": Key(str, "127.0.0.1"),
-        "stale_after_minutes": Key(float, 30.0, _positive),
+        "stale_after_minutes": Key(float, 30.0, _within(_positive, CENTURY_HOURS * 60, "a century")),
     },
     "search": {"key_file": Key(str, "")},
     "attachments": {  # checked further by archiver.attachments.Policy.from_config (hosts when enabled)
@@ -274,10 +285,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_bytes": Key(int, 20_000_000, _positive),
         "max_bytes_per_chat": Key(int, 100_000_000, _positive),
         "max_per_chat": Key(int, 20, _positive),
-        "timeout_seconds": Key(float, 30.0, _positive),
-        "max_seconds_per_chat": Key(float, 300.0, _positive),
+        "timeout_seconds": Key(float, 30.0, _within(_positive, DAY_SECONDS, "a day")),
+        "max_seconds_per_chat": Key(float, 300.0, _within(_positive, DAY_SECONDS, "a day")),
         "max_redirects": Key(int, 5, _not_negative),
-        "retry_hours": Key(float, 72.0, _not_negative),
+        "retry_hours": Key(float, 72.0, _within(_not_negative, CENTURY_HOURS, "a century")),
         "ports": Key(list, [80, 443], _ports, items=int),
     },
     "logging": {
@@ -356,7 +367,8 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     for dotted, value in values.items():
         section, key = dotted.split(".")
         spec = SCHEMA[section][key]
-        problem = spec.check(value) if spec.check else None
+        problem = ("must be a finite number" if spec.type is float and not math.isfinite(value)
+                   else spec.check(value) if spec.check else None)
         if problem:
             raise ConfigError(redact(f"{dotted}: {problem} (got {_shown(dotted, value)})"))
     _check_retention(values)

@@ -169,3 +169,46 @@ def test_a_service_url_with_port_ipv6_path_or_credentials_is_accepted(value) -> 
     env = {"ARCHIVER_SIGNING__TIMESTAMP_URL": value, "ARCHIVER_STORAGE__ENDPOINT_URL": value}
     config = config_module.load(None, environ=env)
     assert (config["signing.timestamp_url"], config["storage.endpoint_url"]) == (value, value)
+
+
+FLOATS = [f"{section}.{key}" for section, keys in SCHEMA.items() for key, spec in keys.items() if spec.type is float]
+
+
+@pytest.mark.parametrize("dotted", FLOATS)
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan"])
+def test_a_float_setting_that_is_no_finite_number_is_refused_naming_the_key(tmp_path: Path, dotted, text) -> None:
+    """TOML and the environment both read inf and nan. The settings are spans of time the code adds to dates
+    (attachments.retry_hours = inf: an OverflowError as soon as a chat's attachment fails) or waits for; nan was
+    refused, as 'must be 0 or more'; -inf likewise."""
+    name = "ARCHIVER_" + dotted.replace(".", "__").upper()
+    with pytest.raises(ConfigError, match=rf"^{re.escape(dotted)}: must be a finite number"):
+        config_module.load(None, environ={name: text})
+    section, key = dotted.split(".")
+    path = tmp_path / "f.toml"
+    path.write_text(f"[{section}]\n{key} = {text}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(dotted)}: must be a finite number"):
+        config_module.load(path, environ={})
+
+
+@pytest.mark.parametrize("dotted, limit", [("source.abandoned_after_hours", 876_000 + 24 * 366),
+                                           ("source.discovery_overlap_minutes", 60 * (876_000 + 24 * 366)),
+                                           ("metrics.stale_after_minutes", 60 * (876_000 + 24 * 366)),
+                                           ("attachments.retry_hours", 876_000 + 24 * 366),
+                                           ("attachments.timeout_seconds", 86_401),
+                                           ("attachments.max_seconds_per_chat", 86_401)])
+def test_a_time_span_beyond_what_any_setting_means_is_refused_naming_the_key(dotted, limit) -> None:
+    name = "ARCHIVER_" + dotted.replace(".", "__").upper()
+    with pytest.raises(ConfigError, match=rf"^{re.escape(dotted)}: must be at most"):
+        config_module.load(None, environ={name: str(limit)})
+    assert config_module.load(None, environ={name: "1000"})[dotted] == 1000.0  # a long but sane one passes
+
+
+def test_a_discovery_overlap_of_a_thousand_centuries_stops_run_with_exit_2(tmp_path: Path, make_config,
+                                                                           capsys) -> None:
+    from conftest import write_toml
+    config = make_config()
+    keys = ("mongodb.uri", "storage.url", "signing.certificate", "signing.key", "encryption.recipients")
+    path = write_toml(tmp_path / "c.toml", {**{k: config[k] for k in keys},
+                                            "source.discovery_overlap_minutes": 6e10})
+    assert main(["--config", str(path), "run"]) == 2
+    assert "source.discovery_overlap_minutes: must be at most" in capsys.readouterr().err
