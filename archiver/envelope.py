@@ -7,6 +7,7 @@ key decrypts with `openssl cms -decrypt -inform DER -binary`, no code of ours.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -123,9 +124,10 @@ class RecipientKey:
 
     @classmethod
     def load(cls, key_path: str, certificates: list[str], password: bytes | None = None,
-             recipients: list[str] | None = None) -> "RecipientKey":
+             recipients: list[str] | None = None, ask: Callable[[], bytes] | None = None) -> "RecipientKey":
         """The key in KEY_PATH and, among the certificates in that file, CERTIFICATES (--cert) and RECIPIENTS
-        (encryption.recipients), the one it belongs to."""
+        (encryption.recipients), the one it belongs to. PASSWORD opens an encrypted key (one that is not
+        encrypted loads without it); without one, ASK (a terminal's prompt) is asked for it, if given."""
         named = [*(("--cert", p) for p in certificates), *(("encryption.recipients", p) for p in recipients or [])]
         for setting, path in [("--key", key_path), *named]:  # the key itself, not its path: never quoted
             refusal = key_material_refusal(setting, path)
@@ -135,10 +137,7 @@ class RecipientKey:
             pem = Path(key_path).read_bytes()
         except OSError as exc:
             raise EnvelopeError(f"--key {key_path}: cannot read ({exc.strerror})") from None
-        try:
-            key = serialization.load_pem_private_key(pem, password)
-        except (ValueError, TypeError) as exc:
-            raise EnvelopeError(f"--key {key_path}: not a usable PEM private key ({exc})") from None
+        key = _private_key(pem, key_path, password, ask)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise EnvelopeError(f"--key {key_path}: archives are encrypted to RSA keys; this is not one")
         for cert in _certificates_in(pem, named):
@@ -158,6 +157,33 @@ class RecipientKey:
                                 f"{'; '.join(recipients_of(data)) or 'no recipient it names'}, this key's "
                                 f"certificate is {_named_as(mine.issuer.human_friendly, mine.serial_number)}"
                                 ) from None
+
+
+def _private_key(pem: bytes, key_path: str, password: bytes | None, ask: Callable[[], bytes] | None) -> Any:
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem  # PKCS#8, PKCS#1
+    if encrypted and password is None:
+        if ask is None:
+            raise EnvelopeError(f"--key {key_path}: the key is encrypted: give its password with "
+                                "--key-password-file FILE, or run the command on a terminal to be asked for it")
+        password = ask()
+    try:
+        return serialization.load_pem_private_key(pem, password if encrypted else None)
+    except (ValueError, TypeError) as exc:
+        if encrypted:  # (cryptography's message names no secret)
+            raise EnvelopeError(f"--key {key_path}: the password given does not open it ({exc})") from None
+        raise EnvelopeError(f"--key {key_path}: not a usable PEM private key ({exc})") from None
+
+
+def read_password_file(path: str) -> bytes:
+    """The password in PATH (--key-password-file): its first line, without the line break."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise EnvelopeError(f"--key-password-file {path}: cannot read ({exc.strerror})") from None
+    password = text.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not password:
+        raise EnvelopeError(f"--key-password-file {path}: its first line is empty")
+    return password
 
 
 def recipients_of(data: bytes) -> list[str]:

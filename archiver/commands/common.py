@@ -90,3 +90,22 @@ def progress_line(count: Callable[[Any], int], describe: Callable[[Any], str], u
         sys.stderr.write(f"\r{describe(report)}  {rate:.1f} {unit}/s ")
         sys.stderr.flush()
     return show
+
+
+def add_key_password_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key-password-file", metavar="FILE",
+                        help="the password of an encrypted --key, on the first line of FILE (without it, a "
+                             "terminal asks for it)")
+
+
+def recipient_key(args: argparse.Namespace, config: Config) -> Any:
+    """The legal team's key --key names (envelope.RecipientKey), opened with --key-password-file's password or,
+    on a terminal, the one typed at the prompt."""
+    import getpass
+
+    from archiver.envelope import RecipientKey, read_password_file
+
+    password = read_password_file(args.key_password_file) if args.key_password_file else None
+    ask = ((lambda: getpass.getpass(f"password of --key {args.key}: ").encode("utf-8"))
+           if password is None and sys.stdin.isatty() else None)
+    return RecipientKey.load(args.key, args.cert, password, config["encryption.recipients"], ask)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from archiver.commands.common import (ITEMS_FAILED, OK, RETRY, UNREACHABLE, USAGE, VERIFY_FAILED, UsageError,
-                                      load_config, outside_store, progress_line)
+                                      add_key_password_option, load_config, outside_store, progress_line,
+                                      recipient_key)
 from archiver.commands.search import add_actor, add_filter_arguments, filters_from
 from archiver.visible import visible
 
@@ -34,6 +35,7 @@ EXAMPLE = ("archiver --config archiver.toml retrieve CHAT_DEFAULT_8857106a-55b8-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rooms", nargs="*", metavar="ROOM", help="the chat's room id (with --bundle: one or more)")
     p.add_argument("--key", required=True, metavar="PEM", help="the legal team's private key (PEM)")
+    add_key_password_option(p)
     p.add_argument("--out", metavar="DIR", help="files go to DIR/<room>-v<N>/ (nothing on failure)")
     p.add_argument("--bundle", metavar="FILE.zip",
                    help="a case bundle of the ROOMs (or of the search filters' entries) instead of --out")
@@ -71,7 +73,6 @@ def unaudited(exc: Exception, what: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, AuditError, open_audit_log
-    from archiver.envelope import RecipientKey
     from archiver.retrieval import NOT_PINNED, Request, retrieve, signer_pins
 
     if args.bundle:
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     except AuditError as exc:
         return unaudited(exc, "nothing was fetched or decrypted")
     try:
-        request = Request(args.room, RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
+        request = Request(args.room, recipient_key(args, config),
                           _out_folder(outside_store(Path(args.out), config, "--out")), reason, actor, args.version,
                           load_trust(args.ca, config),
                           signer_pins(config))
@@ -212,7 +213,6 @@ def run_bundle(args: argparse.Namespace) -> int:
     from archiver.audit import Actor, AuditError, open_audit_log
     from archiver.bundle_signer import NOT_SIGNED_WARNING, configured_bundle_signer, transcript_key_configured
     from archiver.bundle import BundleRequest, NothingSelected, build, gaps_text, left_out, select
-    from archiver.envelope import RecipientKey
     from archiver.retrieval import Request, signer_pins
     from archiver.search import open_search
 
@@ -239,7 +239,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     show = None if args.no_progress or not sys.stderr.isatty() else progress_line(
         lambda n: n[0], lambda n: f"bundle: {n[0]}/{n[1]} rooms verified and written", "rooms")
     try:
-        request = Request("", RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]),
+        request = Request("", recipient_key(args, config),
                           outside_store(Path(args.bundle), config, "--bundle").parent, reason, actor, None,
                           load_trust(args.ca, config),
                           signer_pins(config))

@@ -9,7 +9,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from archiver.commands.common import OK, VERIFY_FAILED, UsageError, load_config, progress_line
+from archiver.commands.common import (OK, VERIFY_FAILED, UsageError, add_key_password_option, load_config,
+                                     progress_line, recipient_key)
 from archiver.commands.retrieve import load_trust
 from archiver.pins import NO_TIMESTAMP_ANCHOR, SIGNER_SETTINGS, configured_pins
 from archiver.commands.search import add_actor
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rooms", nargs="*", metavar="ROOM", help="rooms to check (none: everything, as --all)")
     p.add_argument("--all", action="store_true", help="every entry, and every object in the stores (the default without ROOMs)")
     p.add_argument("--key", metavar="PEM", help="the legal team's private key: also decrypt and check content")
+    add_key_password_option(p)
     p.add_argument("--cert", action="append", default=[], metavar="PEM",
                    help="the key's recipient certificate (default: found in --key or encryption.recipients)")
     p.add_argument("--ca", action="append", default=[], metavar="PEM",
@@ -78,7 +80,6 @@ def prepare_verification(args: argparse.Namespace) -> Callable[[], tuple[VerifyR
     """The verification ARGS ask for, its usage and settings checked (exit 2 before any work): called, it verifies
     the archive (recorded in the audit log) and returns the report, not printed, and what it could not check."""
     from archiver.audit import Actor, open_audit_log
-    from archiver.envelope import RecipientKey
     from archiver.integrity import verify_archive
     from archiver.store import unreachable
 
@@ -97,7 +98,7 @@ def prepare_verification(args: argparse.Namespace) -> Callable[[], tuple[VerifyR
     pinned = configured_pins(config)  # a bad setting: exit 2, before any work
     scope = {"rooms": args.rooms, "all": args.all, "with_key": bool(args.key), "ca": bool(trust),
              **({"redaction": True} if args.redaction else {})}
-    key = RecipientKey.load(args.key, args.cert, recipients=config["encryption.recipients"]) if args.key else None
+    key = recipient_key(args, config) if args.key else None
     progress = None if args.no_progress or args.json or not sys.stderr.isatty() else _progress_line()
 
     def verification() -> tuple[VerifyReport, list[str]]:
