@@ -68,8 +68,9 @@ def _not_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
 
-# A span of time beyond a century is no setting anyone means, and moves a date past year 9999 (an OverflowError
-# traceback at the first pass); a wait beyond a day is none an HTTP fetch should make.
+# A span of time beyond a century is no setting anyone means, and one added to a date can pass year 9999
+# (attachments.retry_hours = inf: an OverflowError as an attachment fails); a wait beyond a day is none an HTTP
+# fetch should make.
 CENTURY_HOURS = 100 * 366 * 24
 DAY_SECONDS = 86400
 

@@ -7,12 +7,15 @@ import sys
 import time
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from archiver import config as config_module
 from archiver import logs
 from archiver.config import Config
 from archiver.files import NoHardLinks, check_hard_links
+
+if TYPE_CHECKING:
+    from archiver.envelope import RecipientKey
 
 OK, ITEMS_FAILED, USAGE, VERIFY_FAILED = 0, 1, 2, 3  # the exit codes the README documents
 # A service the work needs (MongoDB, the store) could not be reached: the contract has exit codes 0-3 only, and
@@ -98,7 +101,7 @@ def add_key_password_option(parser: argparse.ArgumentParser) -> None:
                              "terminal asks for it)")
 
 
-def recipient_key(args: argparse.Namespace, config: Config) -> Any:
+def recipient_key(args: argparse.Namespace, config: Config) -> RecipientKey:
     """The legal team's key --key names (envelope.RecipientKey), opened with --key-password-file's password or,
     on a terminal, the one typed at the prompt."""
     import getpass
