@@ -57,13 +57,6 @@ def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be greater than 0"
 
 
-MAX_SKEW_SECONDS = 365 * 86400  # beyond a year no clock is checked (and from ~1e14 s no timedelta holds it)
-
-
-def _skew(v: Any) -> str | None:
-    return None if 0 < v <= MAX_SKEW_SECONDS else f"must be greater than 0 and at most {MAX_SKEW_SECONDS} (a year)"
-
-
 def _not_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
@@ -73,10 +66,11 @@ def _not_negative(v: Any) -> str | None:
 # fetch should make.
 CENTURY_HOURS = 100 * 366 * 24
 DAY_SECONDS = 86400
+MAX_SKEW_SECONDS = 365 * DAY_SECONDS  # beyond a year no clock is checked (and from ~1e14 s no timedelta holds it)
 
 
 def _within(check: Callable[[Any], str | None], limit: float, unit: str) -> Callable[[Any], str | None]:
-    return lambda v: check(v) or (None if v <= limit else f"must be at most {limit:g} ({unit})")
+    return lambda v: check(v) or (None if v <= limit else f"must be at most {limit:.0f} ({unit})")
 
 
 def _lock_days(v: Any) -> str | None:
@@ -216,7 +210,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "key_password": Key(str, ""),
         "chain": Key(list, []),
         "timestamp_url": Key(str, "", _service_url),
-        "timestamp_max_skew_seconds": Key(float, 300.0, _skew),
+        "timestamp_max_skew_seconds": Key(float, 300.0, _within(_positive, MAX_SKEW_SECONDS, "a year")),
         "trust_anchors": Key(list, []),
         "former_certificates": Key(list, []),  # verify pins signatures to these and signing.certificate (pins.py)
         "timestamp_trust_anchors": Key(list, []),

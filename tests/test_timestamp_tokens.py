@@ -116,8 +116,9 @@ def test_verify_refuses_a_pdf_timestamp_signed_by_the_anchor_ca_itself(keys, tsa
 
 
 @pytest.mark.parametrize("value, complaint", [("inf", "must be a finite number"),
-                                              ("1e15", "must be greater than 0 and at most 31536000"),
-                                              ("31536001", "must be greater than 0 and at most 31536000")])
+                                              ("1e15", "must be at most 31536000 \\(a year\\)"),
+                                              ("31536001", "must be at most 31536000 \\(a year\\)"),
+                                              ("0", "must be greater than 0")])
 def test_a_skew_no_clock_check_means_is_a_config_error_naming_the_key(value, complaint) -> None:
     """A year at most: beyond that no clock is checked, and from about 1e14 s on (or inf) the stamper could not
     even be built (OverflowError, a traceback, at `run`)."""
