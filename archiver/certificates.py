@@ -44,7 +44,11 @@ def now() -> dt.datetime:
 
 def subject(cert: x509.Certificate) -> str:
     """The subject as RFC 4514 text, control characters escaped (it reaches logs and /healthz)."""
-    text = cert.subject.rfc4514_string() or "(empty subject)"
+    return escaped(cert.subject.rfc4514_string() or "(empty subject)")
+
+
+def escaped(text: str) -> str:
+    """TEXT from a certificate or an envelope (anyone's) with its control characters as \\xNN."""
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 

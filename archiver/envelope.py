@@ -199,8 +199,7 @@ def recipients_of(data: bytes) -> list[str]:
 
 
 def _named_as(issuer: str, serial: int) -> str:
-    text = f"the certificate of serial {serial:x} issued by {issuer}"
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)  # a forged envelope's issuer
+    return certificates.escaped(f"the certificate of serial {serial:x} issued by {issuer}")  # a forged issuer
 
 
 def _certificates_in(key_pem: bytes, named: list[tuple[str, str]]) -> list[x509.Certificate]:
