@@ -5,18 +5,38 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes
 
-from archiver.envelope import RecipientKey
+from archiver.envelope import EnvelopeError, RecipientKey
 from archiver.integrity import verify_archive
 from certfactory import make
-from retrieval_helpers import archive_samples, run_cli
+from retrieval_helpers import archive_samples, run_cli, stored_path
 
 
 def _rotated(make_config, keys, tmp_path):
     """A version archived to the development recipient, then a configuration whose recipient is a new one."""
     config = make_config()
     (entry,) = archive_samples(config, count=1)
-    new = make(tmp_path / "new", "legal-2026")
+    new = _opening_nothing(config, entry, tmp_path)
     return config.with_overrides(**{"encryption.recipients": [str(new.cert_path)]}), entry, new
+
+
+def _opening_nothing(config, entry, tmp_path):
+    """A new recipient whose key opens none of ENTRY's envelopes. An envelope has no integrity of its own
+    (AES-CBC, docs/decisions.md): under a wrong key about one in 256 still has valid padding and decrypts to
+    other bytes, named as a plaintext that differs from the index; the tests here are about the other case."""
+    for attempt in range(20):
+        new = make(tmp_path / f"new-{attempt}", "legal-2026")
+        key = RecipientKey(new.key, new.cert)
+        if all(_refused(key, stored_path(config, obj["key"]).read_bytes()) for obj in entry["objects"].values()):
+            return new
+    raise AssertionError("20 keys in a row decrypted an envelope of this entry: not chance")
+
+
+def _refused(key: RecipientKey, sealed: bytes) -> bool:
+    try:
+        key.decrypt(sealed)
+    except EnvelopeError:
+        return True
+    return False
 
 
 def test_an_archive_made_before_a_rotation_still_opens_with_the_old_key(make_config, keys, tmp_path) -> None:
