@@ -213,7 +213,9 @@ def test_segments_pillow_reads_one_by_one_are_bounded() -> None:
                             (stray, "JPEG", "more than 1,000 stray bytes"),
                             (empty_chunks, "PNG", "more than 10,000 chunks")]:
         cpu, _, outcome = thumbnail_cost(data, kind)
-        assert why in outcome and cpu < 0.1, (kind, why, outcome)
+        # 15 MB of stray bytes cost 0.075-0.08 s (a regex scan to the next marker) on a quiet machine, 0.105 once
+        # in CI beside other work: 0.25 s still tells that scan from Pillow's walk a byte at a time (2-3 s).
+        assert why in outcome and cpu < 0.25, (kind, why, outcome, cpu)
 
 
 CPU_BOUND = 0.75  # seconds: docs/attachments.md's "about 0.5 s", with room for a slower machine
